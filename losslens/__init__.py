@@ -1,0 +1,39 @@
+"""losslens: read a training run's logbook, find loss spikes, divergence, grokking, resume and
+rollback artefacts, explain them with the instability playbook, and say what to do.
+
+Library first: `read()` gives the Frame; the CLI (`losslens ...`) is a thin shell over it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping
+
+from .errors import LossLensError, LossLensWarning
+from .events import Event, Finding, SkipPlan
+from .frame import Frame, RunInfo, Segment, Series, SeriesInfo, build
+from .records import RunMeta, RunRecords
+
+__version__ = "0.1.0"
+
+__all__ = ["read", "Frame", "RunInfo", "Segment", "Series", "SeriesInfo", "RunMeta",
+           "RunRecords", "Event", "Finding", "SkipPlan", "LossLensError", "LossLensWarning",
+           "__version__"]
+
+
+def read(paths: str | os.PathLike | Iterable[str | os.PathLike], format: str | None = None,
+         roles: Mapping[str, str] | None = None) -> Frame:
+    """Read one or more paths (files, folders, `wandb://` addresses) into a Frame.
+
+    Args:
+        paths: what to read; a folder is walked and every log in it becomes a run.
+        format: a name from `losslens.readers.FORMATS`; sniffed when None.
+        roles: tag → role overrides (see `losslens.roles.ROLES`).
+    """
+    from .readers import read_records
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    records = []
+    for path in paths:
+        records.extend(read_records(path, format))
+    return build(records, roles)

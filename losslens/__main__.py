@@ -1,0 +1,4 @@
+"""`python -m losslens` runs the CLI."""
+from .cli import main
+
+main()

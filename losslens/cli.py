@@ -1,0 +1,134 @@
+"""The command line: thin commands over the library, and the one error boundary.
+
+Every command parses options, calls one library function and hands the result to a reporter.
+`LossLensError` is caught once (`_boundary`): `Error: ...` on stderr, exit 2, no traceback.
+Heavy modules (pandas, ruptures, the readers) are imported inside the commands so that
+`losslens --help` stays fast.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="losslens",
+    help="Read a training run's logbook; find loss spikes, divergence, grokking, resume and "
+         "rollback artefacts; say what to do.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+)
+
+
+class SeriesFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+
+
+@contextmanager
+def _boundary(debug: bool = False) -> Iterator[None]:
+    """The one place errors become messages: `Error: ...` on stderr, exit code 2."""
+    from .errors import LossLensError, LossLensWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LossLensWarning)
+        try:
+            yield
+        except LossLensError as exc:
+            if debug:
+                raise
+            _flush_warnings(caught)
+            _err(f"Error: {exc}")
+            raise typer.Exit(2) from None
+        except (KeyboardInterrupt, BrokenPipeError):
+            raise typer.Exit(130) from None
+        _flush_warnings(caught)
+
+
+def _flush_warnings(caught: list) -> None:
+    from .errors import LossLensWarning
+
+    for w in caught:
+        if issubclass(w.category, LossLensWarning):
+            _err(f"Warning: {w.message}")
+
+
+def _read(paths: List[str], input_format: Optional[str], role: List[str]):
+    from . import read
+    from .roles import parse_overrides
+
+    return read(paths, format=input_format, roles=parse_overrides(role))
+
+
+def _warn_frame(frame) -> None:
+    """Per-run reader warnings and skipped-line counts, on stderr (never lost)."""
+    for info in frame.runs:
+        for w in info.warnings:
+            _err(f"Warning: {info.run}: {w}")
+        if info.skipped_count:
+            first = info.skipped[0] if info.skipped else None
+            where = f" (first: line {first.line}: {first.reason})" if first else ""
+            _err(f"Warning: {info.run}: {info.skipped_count} line(s) looked like metrics but "
+                 f"did not parse{where}")
+
+
+PATHS = typer.Argument(..., help="Log files, folders (walked) or wandb://entity/project/run.")
+INPUT_FORMAT = typer.Option(None, "--input-format", "-i",
+                            help="Force a format instead of sniffing (see `losslens formats`).")
+ROLE = typer.Option([], "--role", help="Override a series role: ROLE=TAG (repeatable).")
+DEBUG = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")
+
+
+@app.command()
+def series(
+    paths: List[str] = PATHS,
+    fmt: SeriesFormat = typer.Option(SeriesFormat.table, "--format", "-f",
+                                     help="table (terminal), json (DESIGN §3) or csv (the frame)."),
+    raw: bool = typer.Option(False, "--raw", help="csv: every segment, not the stitched view."),
+    input_format: Optional[str] = INPUT_FORMAT,
+    role: List[str] = ROLE,
+    debug: bool = DEBUG,
+) -> None:
+    """Show what was read: runs, tags, roles, points, step range, segments, skipped lines."""
+    with _boundary(debug):
+        frame = _read(paths, input_format, role)
+        _warn_frame(frame)
+        if fmt is SeriesFormat.json:
+            from .report.jsondoc import document, dumps
+
+            sys.stdout.write(dumps(document(frame)) + "\n")
+        elif fmt is SeriesFormat.csv:
+            table = frame.data if raw else frame.stitched
+            table.to_csv(sys.stdout, index=False, na_rep="nan")
+        else:
+            from .report.terminal import print_series
+
+            print_series(frame)
+
+
+@app.command()
+def formats() -> None:
+    """List the log formats losslens reads."""
+    from .readers import FORMATS
+
+    for fmt in FORMATS.values():
+        sys.stdout.write(f"{fmt.name:18} {fmt.description}\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,38 @@
+"""The one error family of losslens, caught once at the CLI boundary.
+
+Every message says what was wrong and where (file, line or record) so that the CLI can
+print it as a single `Error: ...` line without a traceback.
+"""
+from __future__ import annotations
+
+
+class LossLensError(Exception):
+    """Base class of every error losslens raises on purpose."""
+
+
+class LogNotFoundError(LossLensError, FileNotFoundError):
+    """A path given by the user does not exist."""
+
+
+class UnknownFormatError(LossLensError, ValueError):
+    """The format could not be sniffed, or the name given is not a known format."""
+
+
+class NoSeriesError(LossLensError, ValueError):
+    """A file was read but holds no metric series."""
+
+
+class ParseError(LossLensError, ValueError):
+    """A file of a known format is damaged beyond salvage."""
+
+
+class InvalidParameterError(LossLensError, ValueError):
+    """A parameter (detector field, CLI option) is out of its allowed range."""
+
+
+class MissingDependencyError(LossLensError, ImportError):
+    """An optional extra (wandb, replay) is needed and not installed."""
+
+
+class LossLensWarning(UserWarning):
+    """Recoverable oddities: damaged records salvaged, lines skipped, duplicate steps."""

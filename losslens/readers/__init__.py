@@ -1,0 +1,165 @@
+"""Readers: one module per log format, an explicit registry, sniffing, and the folder walk.
+
+Every reader module exposes two functions:
+
+- `sniff(name: str, head: bytes) -> float`: how sure it is (0 = not this format, 1 = certain)
+  that a file called `name` whose first bytes are `head` is its format;
+- `read(path: Path, run: str) -> list[RunRecords]`: the runs in that file (most files hold one;
+  a W&B CSV export holds several). `run` is the name the walk gives the file.
+
+`read_records(path, format=None)` sniffs (or takes `format`), walks folders, and returns the
+records; `losslens.read` builds the Frame from them. Modules are imported only when needed.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import (LogNotFoundError, LossLensError, LossLensWarning, NoSeriesError,
+                      UnknownFormatError)
+from ..records import RunRecords
+
+#: Bytes read from the start of a file for sniffing.
+HEAD_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Format:
+    """A registered log format: its name, the module that reads it, one line about it."""
+
+    name: str
+    module: str
+    description: str
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+
+_F = Format
+#: The registry. Order matters only to break sniffing ties (earlier wins).
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    _F("tensorboard", "losslens.readers.tensorboard",
+       "TensorBoard event files (events.out.tfevents.*), simple_value and tensor scalars"),
+    _F("wandb", "losslens.readers.wandb", "W&B offline run file run-*.wandb (wandb-core and legacy)"),
+    _F("wandb-history", "losslens.readers.wandb", "W&B wandb-history.jsonl"),
+    _F("wandb-csv", "losslens.readers.wandb_csv", "W&B UI CSV export (runs side by side)"),
+    _F("hf-trainer-state", "losslens.readers.hf", "HF Trainer trainer_state.json"),
+    _F("hf-trainer", "losslens.readers.hf", "HF Trainer console output (4.x dicts, 5.x strings)"),
+    _F("megatron", "losslens.readers.megatron",
+       "Megatron-LM and Megatron-DeepSpeed (BigScience, Microsoft) stdout"),
+    _F("deepspeed", "losslens.readers.deepspeed", "DeepSpeed engine step/OVERFLOW lines"),
+    _F("nanogpt", "losslens.readers.nanogpt", "nanoGPT train.py stdout"),
+    _F("llmc", "losslens.readers.llmc", "llm.c console output"),
+    _F("llmc-mainlog", "losslens.readers.llmc", "llm.c main.log (s:N trl:/tel:)"),
+    _F("torchtitan", "losslens.readers.torchtitan", "torchtitan console (ANSI colours)"),
+    _F("olmo", "losslens.readers.olmo", "OLMo (v1) console"),
+    _F("olmo-core", "losslens.readers.olmo", "OLMo-core console"),
+    _F("fairseq", "losslens.readers.fairseq", "fairseq / metaseq logs (json and simple)"),
+    _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
+    _F("lightning-csv", "losslens.readers.table", "PyTorch Lightning CSVLogger metrics.csv"),
+    _F("csv", "losslens.readers.table", "generic CSV (long or wide, any step column)"),
+    _F("jsonl", "losslens.readers.table", "generic JSON lines (one record per step)"),
+)}
+
+#: Module functions are looked up by format name: a module serving several formats
+#: exposes `sniff_<name>` / `read_<name>` (dashes as underscores) or plain `sniff` / `read`.
+
+
+def _fn(fmt: Format, kind: str) -> Callable:
+    mod = fmt.load()
+    specific = f"{kind}_{fmt.name.replace('-', '_')}"
+    return getattr(mod, specific, None) or getattr(mod, kind)
+
+
+def known_formats() -> str:
+    return ", ".join(FORMATS)
+
+
+def get_format(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise UnknownFormatError(
+            f"unknown format {name!r}; known formats: {known_formats()}") from None
+
+
+def sniff(path: Path) -> Format | None:
+    """The format a file most likely has, or None."""
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    best, best_score = None, 0.0
+    for fmt in FORMATS.values():
+        try:
+            score = float(_fn(fmt, "sniff")(path.name, head))
+        except ImportError:
+            continue
+        if score > best_score:
+            best, best_score = fmt, score
+    return best
+
+
+def read_file(path: Path, run: str, format: str | None = None) -> list[RunRecords]:
+    """Read one file (sniffed unless `format` is given)."""
+    fmt = get_format(format) if format else sniff(path)
+    if fmt is None:
+        raise UnknownFormatError(
+            f"{path}: not a log format losslens knows (tried: {known_formats()}); "
+            "name one with --input-format")
+    return list(_fn(fmt, "read")(path, run))
+
+
+def _walk(root: Path, format: str | None = None) -> list[tuple[Path, str, Format]]:
+    """The readable units under a folder: TensorBoard dirs, W&B run files, log files.
+
+    With `format`, every file is read as that format (TensorBoard: only event files are).
+    """
+    forced = get_format(format) if format else None
+    from . import tensorboard as tb
+
+    units: list[tuple[Path, str, Format | None]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        here = Path(dirpath)
+        rel = here.relative_to(root)
+        events = [f for f in sorted(filenames) if tb.is_event_file_name(f)]
+        if events and forced in (None, FORMATS["tensorboard"]):
+            units.append((here, str(rel) if str(rel) != "." else root.name, FORMATS["tensorboard"]))
+        for name in sorted(filenames):
+            if name in events or name.startswith("."):
+                continue
+            p = here / name
+            if forced is not None and forced.name == "tensorboard":
+                continue
+            fmt = forced or sniff(p)
+            if fmt is None or fmt.name == "tensorboard":
+                continue
+            units.append((p, str(p.relative_to(root)), fmt))
+    return units
+
+
+def read_records(path: str | os.PathLike, format: str | None = None) -> list[RunRecords]:
+    """All runs under `path` (a file, a folder, or a `wandb://entity/project/run` address)."""
+    text = str(path)
+    if text.startswith("wandb://"):
+        from . import wandb as wb
+        return list(wb.read_api(text))
+    p = Path(path)
+    if not p.exists():
+        raise LogNotFoundError(f"{p}: no such file or directory")
+    if p.is_file():
+        records = read_file(p, p.name, format)
+    else:
+        records = []
+        for unit, run, fmt in _walk(p, format):
+            try:
+                records.extend(_fn(fmt, "read")(unit, run))
+            except LossLensError as exc:  # one bad file does not sink the folder
+                warnings.warn(str(exc), LossLensWarning, stacklevel=2)
+    records = [r for r in records if len(r)]
+    if not records:
+        raise NoSeriesError(f"{p}: no metric series found (known formats: {known_formats()})")
+    return records

@@ -1,0 +1,84 @@
+"""Shared helpers for text logbooks: decoding, launcher prefixes, ANSI colour, NaN spellings.
+
+LOG_FORMATS.md §0: a framework's line may be wrapped by a launcher prefix (`[default7]:`,
+`[rank0]:`, `[1,0]<stdout>:`, `0: `, `host: `), may carry ANSI colour, may hold several
+tqdm redraws separated by `\\r`, and spells NaN/inf in a dozen ways. Text readers call
+`fragments()` to get clean (line number, text) pairs and `parse_float()` for numbers.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Iterator
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# Launcher prefixes, outermost first; applied repeatedly (a Slurm label outside torchrun's).
+PREFIX_RE = re.compile(
+    r"^(?:\[(?:default|rank|worker|trainer)?\d+\]:"      # torchrun --tee: [default7]: [rank0]: [7]:
+    r"|\[\d+,\d+\]<std(?:out|err)>:"                       # mpirun --tag-output
+    r"|\d+: "                                               # srun --label
+    r"|[A-Za-z0-9][\w.-]*: (?=\s*(?:\[|iteration|step|iter |\{|[A-Za-z ]+[:=]))"  # pdsh host
+    r")")
+
+_SPECIAL = {
+    "nan": math.nan, "+nan": math.nan, "-nan": math.nan, "nan(ind)": math.nan,
+    "-nan(ind)": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf,
+    "infinity": math.inf, "+infinity": math.inf, "-infinity": -math.inf,
+}
+
+
+def read_text(path: Path) -> str:
+    """The file decoded as UTF-8, bad bytes replaced (never raises on encoding)."""
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def head_text(head: bytes) -> str:
+    return head.decode("utf-8", errors="replace")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_RE.sub("", text) if "\x1b" in text else text
+
+
+def strip_prefix(line: str) -> str:
+    """Remove launcher rank/host prefixes (possibly nested) from the start of a line."""
+    while True:
+        m = PREFIX_RE.match(line)
+        if not m or m.end() == 0:
+            return line
+        line = line[m.end():]
+
+
+def parse_float(text: str) -> float:
+    """A number as any framework prints it: `1.2E+00`, `nan`, `-nan`, `NAN`, `Infinity`, `4.194B`.
+
+    Raises ValueError when it is not a number.
+    """
+    t = text.strip().rstrip(",;|%")
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    low = t.lower().strip("()")
+    if low.endswith("z"):  # llm.c z-scores: (+nanz)
+        low = low[:-1]
+    if low in _SPECIAL:
+        return _SPECIAL[low]
+    if low and low[-1] in "kmbt" and low[:-1]:  # OLMo-core format_float suffixes
+        scale = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[low[-1]]
+        return float(low[:-1]) * scale
+    raise ValueError(f"not a number: {text!r}")
+
+
+def fragments(text: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, cleaned fragment) for every `\\n` line and `\\r` piece of it."""
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if "\x1b" in line:
+            line = ANSI_RE.sub("", line)
+        if "\r" in line:
+            for piece in line.split("\r"):
+                if piece.strip():
+                    yield lineno, strip_prefix(piece)
+        elif line:
+            yield lineno, strip_prefix(line)

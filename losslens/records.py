@@ -1,0 +1,193 @@
+"""What a reader hands back for one run, before segments and roles are assigned.
+
+Readers are many and fast paths matter (millions of points), so they deliver columns as numpy
+arrays with tag *codes* (an index into `tags`), plus the file order of every point (`order`: a
+line number, a record index; non-decreasing in the order the points were written). `frame.build`
+turns a list of these into the tidy Frame, assigning segments from the step counter going back
+and from `headers` (the orders at which a run header or a "loaded checkpoint" line appeared).
+
+`RecordsBuilder` is the convenience for readers that parse point by point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+#: Cap on the skipped lines kept verbatim per run; all of them are counted.
+MAX_SKIPPED_KEPT = 200
+
+
+@dataclass(frozen=True)
+class SkippedLine:
+    """A line (or record) that looked like a metric line but could not be parsed."""
+
+    line: int  # 1-based line number, or record index for binary formats
+    reason: str
+    text: str = ""  # the offending text, cut to 200 characters
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "reason": self.reason, "text": self.text}
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """Hyper-parameters found in the log, under canonical names diagnosis can rely on.
+
+    Every field is None when the log does not say. `extra` keeps what else was found
+    (argument dumps, configs) as strings, for the JSON report.
+    """
+
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    seq_length: int | None = None
+    init_method_std: float | None = None
+    adam_eps: float | None = None
+    adam_beta1: float | None = None
+    adam_beta2: float | None = None
+    precision: str | None = None  # "fp16", "bf16" or "fp32"
+    lr: float | None = None
+    lr_schedule: str | None = None
+    min_lr: float | None = None
+    warmup_steps: int | None = None
+    train_iters: int | None = None
+    global_batch_size: int | None = None
+    micro_batch_size: int | None = None
+    rampup_batch_size: str | None = None
+    save_interval: int | None = None
+    log_interval: int | None = None
+    clip_grad: float | None = None
+    weight_decay: float | None = None
+    loss_units: str = "nats"  # "bits" for fairseq/metaseq
+    framework: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            if name == "extra":
+                continue
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.extra:
+            out["extra"] = dict(self.extra)
+        return out
+
+    def merged(self, **changes: Any) -> "RunMeta":
+        """A copy with the non-None `changes` applied (extra dicts are merged)."""
+        from dataclasses import replace
+
+        extra = dict(self.extra)
+        extra.update(changes.pop("extra", None) or {})
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, extra=extra, **changes)
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """One run as read: columnar points plus what the reader learned about the run."""
+
+    run: str
+    source: str
+    format: str
+    tags: tuple[str, ...]
+    tag_code: np.ndarray  # int32 index into tags
+    step: np.ndarray  # int64
+    value: np.ndarray  # float64, NaN/inf kept
+    wall_time: np.ndarray  # float64 seconds since epoch, NaN when unknown
+    order: np.ndarray  # int64, file order of each point (non-decreasing as written)
+    headers: tuple[int, ...] = ()  # orders where a run header / resume marker appeared
+    metadata: RunMeta = field(default_factory=RunMeta)
+    skipped: tuple[SkippedLine, ...] = ()
+    skipped_count: int = 0
+    warnings: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.step.shape[0])
+
+
+class RecordsBuilder:
+    """Accumulates points tag by tag, for readers that parse record by record.
+
+    >>> b = RecordsBuilder()
+    >>> b.add("loss", 1, 2.5, order=10)
+    >>> b.add_array("lr", [1, 2], [0.1, 0.2])
+    """
+
+    def __init__(self) -> None:
+        self._tags: dict[str, int] = {}
+        self._scalar: list[tuple[int, int, float, float, int]] = []
+        self._arrays: list[tuple[np.ndarray, ...]] = []
+        self._auto_order = 0
+        self.headers: list[int] = []
+        self.skipped: list[SkippedLine] = []
+        self.skipped_count = 0
+        self.warnings: list[str] = []
+
+    def code(self, tag: str) -> int:
+        code = self._tags.get(tag)
+        if code is None:
+            code = self._tags[tag] = len(self._tags)
+        return code
+
+    def add(self, tag: str, step: int, value: float, wall_time: float = np.nan,
+            order: int | None = None) -> None:
+        if order is None:
+            order = self._auto_order
+            self._auto_order += 1
+        self._scalar.append((self.code(tag), int(step), float(value), float(wall_time), int(order)))
+
+    def add_array(self, tag: str, steps: Iterable[int], values: Iterable[float],
+                  wall_times: Iterable[float] | None = None,
+                  orders: Iterable[int] | None = None) -> None:
+        steps_a = np.asarray(steps, dtype=np.int64)
+        values_a = np.asarray(values, dtype=np.float64)
+        n = steps_a.shape[0]
+        wall_a = (np.full(n, np.nan) if wall_times is None
+                  else np.asarray(wall_times, dtype=np.float64))
+        if orders is None:
+            orders_a = np.arange(self._auto_order, self._auto_order + n, dtype=np.int64)
+            self._auto_order += n
+        else:
+            orders_a = np.asarray(orders, dtype=np.int64)
+        codes = np.full(n, self.code(tag), dtype=np.int32)
+        self._arrays.append((codes, steps_a, values_a, wall_a, orders_a))
+
+    def header(self, order: int) -> None:
+        """Mark a run header / resume marker at file position `order`."""
+        self.headers.append(int(order))
+
+    def skip(self, line: int, reason: str, text: str = "") -> None:
+        """Count a line that looked like a metric line but did not parse."""
+        self.skipped_count += 1
+        if len(self.skipped) < MAX_SKIPPED_KEPT:
+            self.skipped.append(SkippedLine(int(line), reason, text[:200]))
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def __len__(self) -> int:
+        return len(self._scalar) + sum(a[0].shape[0] for a in self._arrays)
+
+    def build(self, run: str, source: str, format: str,
+              metadata: RunMeta | None = None) -> RunRecords:
+        parts = list(self._arrays)
+        if self._scalar:
+            codes, steps, values, walls, orders = zip(*self._scalar)
+            parts.append((np.asarray(codes, np.int32), np.asarray(steps, np.int64),
+                          np.asarray(values, np.float64), np.asarray(walls, np.float64),
+                          np.asarray(orders, np.int64)))
+        if parts:
+            cols = [np.concatenate([p[i] for p in parts]) for i in range(5)]
+        else:
+            cols = [np.empty(0, t) for t in (np.int32, np.int64, np.float64, np.float64, np.int64)]
+        return RunRecords(
+            run=run, source=source, format=format, tags=tuple(self._tags),
+            tag_code=cols[0], step=cols[1], value=cols[2], wall_time=cols[3], order=cols[4],
+            headers=tuple(sorted(set(self.headers))), metadata=metadata or RunMeta(),
+            skipped=tuple(self.skipped), skipped_count=self.skipped_count,
+            warnings=tuple(self.warnings),
+        )

@@ -1,0 +1,71 @@
+"""Series roles: what a tag *is* (train loss, validation loss, grad norm, ...), from its name.
+
+Detectors pick series by role, so this table decides what gets analysed. Rules are tried in
+order; the first match wins. Users override with `--role ROLE=TAG` (parse_overrides).
+Several tags may share a role (per-dataset losses stay separate tags).
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from .errors import InvalidParameterError
+
+ROLES = ("train_loss", "val_loss", "grad_norm", "lr", "loss_scale", "train_acc", "val_acc",
+         "skipped", "other")
+
+_V = r"(?:val|valid|validation|eval|evaluation|test|dev|tel)"
+# Ordered: the first regex that matches (case-insensitive, search) gives the role.
+_RULES: tuple[tuple[str, str], ...] = (
+    # things that contain "loss" but are not losses
+    (r"loss[ _-]?scale|scaler/scale|loss_scale|lossscale", "loss_scale"),
+    (r"skipped|nan[ _]iterations|num[ _]zeros|overflow", "skipped"),
+    (r"\bppl\b|perplexity|_ppl$|/ppl$|\bppl", "other"),
+    (r"(^|[/_ -])(lr|learning[ _-]?rate)([/_ -]|$)|^lr-|learning-rate|optim/lr", "lr"),
+    (r"grad[ _-]?norm|gnorm|grad_l2|gradient[ _-]norm|total[ _]grad[ _]norm|(^|/)norm$",
+     "grad_norm"),
+    (r"param(s|eter)?s?[ _-]?norm|weight[ _-]?norm", "other"),
+    (r"(^|[/_ -])(balanc|aux|z_loss|load_balancing|router)", "other"),
+    # validation losses: "lm loss validation", "valid/c4_loss", "eval_loss", "val loss", "tel"
+    (rf"(^|[/_ -]){_V}([/_ -]|$).*(loss|nll|ce\b|crossentropy)|"
+     rf"(loss|nll|crossentropy).*([/_ -]){_V}([/_ -]|$)|^{_V}_?loss|^tel$|"
+     rf"^{_V}[/_]", "val_loss"),
+    (rf"(^|[/_ -]){_V}([/_ -]|$).*acc|acc.*[/_ -]{_V}([/_ -]|$)", "val_acc"),
+    (r"acc(uracy)?", "train_acc"),
+    (r"(^|[/_ -])(lm[ _-]?loss|loss|trl|train[ _/-]?loss|nll|ce[ _-]?loss|"
+     r"crossentropyloss|ce loss|cross[ _-]?entropy)([/_ -]|$)|loss$|^loss", "train_loss"),
+)
+_COMPILED = tuple((re.compile(p, re.IGNORECASE), role) for p, role in _RULES)
+
+# Tags that are bookkeeping, never metrics worth a role even if they match a rule above.
+_OTHER_EXACT = re.compile(
+    r"^(epoch|step|_step|_runtime|_timestamp|global_step|iteration|consumed[ _]samples|"
+    r"tokens|samples|time|elapsed.*|throughput.*|tps|mfu|memory.*|.*\bvs samples$|"
+    r"train_runtime|train_samples_per_second|train_steps_per_second|total_flos|"
+    r".*_runtime|.*_per_second)$", re.IGNORECASE)
+
+
+def infer_role(tag: str) -> str:
+    """The role a tag name implies; "other" when nothing matches."""
+    name = tag.strip()
+    if _OTHER_EXACT.match(name):
+        return "other"
+    for rx, role in _COMPILED:
+        if rx.search(name):
+            return role
+    return "other"
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """Parse `ROLE=TAG` items (as given to `--role`) into a tag → role mapping."""
+    out: dict[str, str] = {}
+    for item in items:
+        role, sep, tag = item.partition("=")
+        role, tag = role.strip(), tag.strip()
+        if not sep or not tag:
+            raise InvalidParameterError(f"--role expects ROLE=TAG, got {item!r}")
+        if role not in ROLES:
+            raise InvalidParameterError(
+                f"--role: unknown role {role!r}; known roles: {', '.join(ROLES)}")
+        out[tag] = role
+    return out
