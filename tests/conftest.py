@@ -1,0 +1,30 @@
+"""Shared fixtures: the corpus of real logs (skipped when absent) and a CLI runner."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """`../shared/corpus`: real public logs. Tests using it skip on a user's clone."""
+    if not CORPUS.is_dir():
+        pytest.skip("../shared/corpus is absent")
+    return CORPUS
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture
+def runner():
+    from typer.testing import CliRunner
+
+    return CliRunner()
