@@ -26,11 +26,11 @@ _RULES: tuple[tuple[str, str], ...] = (
      "grad_norm"),
     (r"param(s|eter)?s?[ _-]?norm|weight[ _-]?norm", "other"),
     (r"(^|[/_ -])(balanc|aux|z_loss|load_balancing|router)", "other"),
+    (rf"(^|[/_ -]){_V}([/_ -]|$).*acc|acc.*[/_ -]{_V}([/_ -]|$)", "val_acc"),
     # validation losses: "lm loss validation", "valid/c4_loss", "eval_loss", "val loss", "tel"
     (rf"(^|[/_ -]){_V}([/_ -]|$).*(loss|nll|ce\b|crossentropy)|"
      rf"(loss|nll|crossentropy).*([/_ -]){_V}([/_ -]|$)|^{_V}_?loss|^tel$|"
      rf"^{_V}[/_]", "val_loss"),
-    (rf"(^|[/_ -]){_V}([/_ -]|$).*acc|acc.*[/_ -]{_V}([/_ -]|$)", "val_acc"),
     (r"acc(uracy)?", "train_acc"),
     (r"(^|[/_ -])(lm[ _-]?loss|loss|trl|train[ _/-]?loss|nll|ce[ _-]?loss|"
      r"crossentropyloss|ce loss|cross[ _-]?entropy)([/_ -]|$)|loss$|^loss", "train_loss"),

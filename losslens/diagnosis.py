@@ -1,0 +1,261 @@
+"""Diagnosis: rules over the events of all series of a run plus its metadata → Findings.
+
+Each rule reads the events of one run (every series) and the run's metadata, and returns at
+most one Finding with a severity, an explanation, advice and the playbook entries it rests on
+(DESIGN §1). Advice wording lives here, in data, so reporters only format. Rules are an
+explicit ordered tuple (`RULES`); each is a small function.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+from .events import Event, Finding
+from .records import RunMeta
+
+#: The playbook entries findings cite (DESIGN §1).
+CITES = {
+    "spike_types": "Spike types: fast, slow and non-recovering spikes (DESIGN §1)",
+    "palm": "PaLM, arXiv 2204.02311 §5.1: restart ~100 steps before, skip 200-500 batches",
+    "adam_eps": "Molybog et al., arXiv 2304.09871: Adam epsilon and time-domain correlation",
+    "init": "Init std sqrt(1/(3*hidden)) (arXiv 2201.11990) / sqrt(2/(5*hidden)) "
+            "(arXiv 1910.05895)",
+    "low_precision": "Low-precision numerics: fp16 overflow, Q/K scaling, bf16 (BLOOM)",
+    "resume": "Resume artefacts: data sampler state, replayed data after rollback",
+    "grokking": "Grokking: delayed generalisation; memorisation is not grokking",
+}
+
+Rule = Callable[[Sequence[Event], RunMeta], "Finding | None"]
+
+
+def _ids(events: Sequence[Event]) -> tuple[str, ...]:
+    return tuple(e.id for e in events)
+
+
+def _of(events: Sequence[Event], kind: str) -> list[Event]:
+    return [e for e in events if e.kind == kind]
+
+
+def _steps(events: Sequence[Event], limit: int = 6) -> str:
+    steps = [str(e.start_step) for e in events[:limit]]
+    more = f" and {len(events) - limit} more" if len(events) > limit else ""
+    return ", ".join(steps) + more
+
+
+def _init_std_note(meta: RunMeta) -> str | None:
+    if meta.hidden_size and meta.init_method_std:
+        rec = math.sqrt(1.0 / (3.0 * meta.hidden_size))
+        if meta.init_method_std > rec * 1.05:
+            return (f"init_method_std {meta.init_method_std:g} is larger than "
+                    f"sqrt(1/(3*{meta.hidden_size})) = {rec:.5f}")
+    return None
+
+
+def rule_nonfinite(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    found = _of(events, "nonfinite")
+    if not found:
+        return None
+    tags = sorted({e.tag for e in found})
+    return Finding(
+        "critical", f"Non-finite loss (NaN/inf) from step {found[0].start_step}",
+        f"{', '.join(tags)} became NaN or inf at step(s) {_steps(found)}. An update with "
+        "a non-finite value corrupts the weights; what follows is not training.",
+        "Restart from the last checkpoint before the first non-finite value and skip the "
+        "batches up to it (see the skip plan); check the loss scale / precision if it recurs.",
+        _ids(found), (CITES["palm"], CITES["low_precision"]))
+
+
+def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    div = _of(events, "divergence") + _of(events, "nonfinite")
+    note = _init_std_note(meta)
+    early = [e for e in div if e.start_step <= 5000]
+    if not (early and note):
+        return None
+    rec2 = math.sqrt(2.0 / (5.0 * meta.hidden_size))  # type: ignore[operator]
+    return Finding(
+        "critical", f"Early divergence with a too-large init std (step {early[0].start_step})",
+        f"The run diverged in its first few thousand iterations and {note}. Too large an "
+        "initialisation stops a run early (Megatron's default 0.02 was too large for 104B).",
+        f"Re-initialise with init_method_std = {math.sqrt(1 / (3 * meta.hidden_size)):.5f} "  # type: ignore[operator]
+        f"(sqrt(1/(3*hidden))) or {rec2:.5f} (sqrt(2/(5*hidden))).",
+        _ids(early), (CITES["init"],))
+
+
+def rule_divergence(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    div = _of(events, "divergence")
+    if not div:
+        return None
+    after_spike = [e for e in div if e.details.get("preceded_by_spike")]
+    how = ("after a spike it did not recover from" if after_spike
+           else "without a preceding spike (a slow, sustained rise)")
+    return Finding(
+        "critical", f"Divergence from step {div[0].start_step}",
+        f"The training loss rises and does not come back, {how}.",
+        "Restart from a checkpoint before the onset and skip the batches through it (PaLM); "
+        "if it recurs at the same parameter state, lower the learning rate or look at the "
+        "optimizer state (Adam epsilon) and numerics.",
+        _ids(div), (CITES["spike_types"], CITES["palm"]))
+
+
+def rule_unrecovered_spikes(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    bad = [e for e in _of(events, "spike") if e.recovery == "none"]
+    if not bad:
+        return None
+    return Finding(
+        "critical", f"{len(bad)} spike(s) that never recovered",
+        f"The loss spiked at step(s) {_steps(bad)} and settled higher (or never came back "
+        "before the end). PaLM saw such spikes at irregular intervals despite clipping: a bad "
+        "batch together with a particular parameter state.",
+        "Restart from a checkpoint ~100 steps before each spike and skip 200-500 batches "
+        "(the skip plan gives the exact ranges and flags for your trainer); confirm with "
+        "`losslens replay`.",
+        _ids(bad), (CITES["palm"], CITES["spike_types"]))
+
+
+def rule_slow_spikes(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    slow = [e for e in _of(events, "spike") if e.recovery == "slow"]
+    if not slow:
+        return None
+    return Finding(
+        "warning", f"{len(slow)} slowly recovering spike(s)",
+        f"The loss spiked at step(s) {_steps(slow)} and took long to get back to where it "
+        "left off; each costs the steps it took to recover.",
+        "Watch for recurrence; if they become frequent, apply the PaLM restart-and-skip "
+        "before the next one and check the grad-norm series for growth before them.",
+        _ids(slow), (CITES["spike_types"],))
+
+
+def rule_fast_spikes(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    fast = [e for e in _of(events, "spike") if e.recovery == "fast"]
+    if not fast:
+        return None
+    return Finding(
+        "info", f"{len(fast)} fast-recovering spike(s)",
+        f"Spikes at step(s) {_steps(fast)} came back to the pre-spike level quickly.",
+        "Usually harmless: no action needed.", _ids(fast), (CITES["spike_types"],))
+
+
+def rule_adam_eps(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    led = [e for e in _of(events, "grad_spike") if e.details.get("loss_followed")]
+    if not led:
+        return None
+    eps = meta.adam_eps
+    if eps is not None and eps < 1e-8:
+        return None
+    said = f"Adam epsilon is {eps:g}" if eps is not None else "Adam epsilon is not in the log"
+    return Finding(
+        "warning", f"Loss spikes led by grad-norm spikes ({len(led)})",
+        f"The gradient norm spiked before the loss at step(s) {_steps(led)}; {said}. "
+        "Divergent spikes come from time-domain correlation in Adam's update once gradient "
+        "components become comparable to epsilon.",
+        "Use a much smaller Adam epsilon (1e-12 or even 0 with a guarded division), or "
+        "lower beta2.", _ids(led), (CITES["adam_eps"],))
+
+
+def rule_fp16_overflow(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    over = _of(events, "overflow")
+    if not over:
+        return None
+    severe = [e for e in over if e.severity != "info"]
+    precision = meta.precision or "fp16 (loss scaling in use)"
+    return Finding(
+        "warning" if severe else "info",
+        f"fp16 overflows / skipped iterations ({len(over)} burst(s))",
+        f"The loss scale dropped or iterations were skipped at step(s) {_steps(over)} "
+        f"(precision: {precision}). Loss-scale collapse and skipped iterations are fp16 "
+        "symptoms; attention scores scaled after Q·K can overflow.",
+        "Train in bf16 if the hardware allows (BLOOM's cure); otherwise scale Q and K by "
+        "1/sqrt(sqrt(d)) each before the matmul and add an embedding layer-norm.",
+        _ids(over), (CITES["low_precision"],))
+
+
+def rule_resume(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    spikes = _of(events, "resume_spike")
+    if not spikes:
+        return None
+    every = any(e.details.get("every_resume") for e in spikes)
+    return Finding(
+        "warning", "Loss spike at every resume" if every else "Loss spike after a resume",
+        f"The loss jumped right after resuming at step(s) {_steps(spikes)}"
+        + (" — at every resume." if every else "."),
+        "Save and restore the data sampler / dataloader state (and RNG state) with the "
+        "checkpoint, so a resumed job sees the batches it would have seen.",
+        _ids(spikes), (CITES["resume"],))
+
+
+def rule_repeat_data(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    rep = _of(events, "repeat_data")
+    if not rep:
+        return None
+    return Finding(
+        "warning", "Replayed data after a rollback",
+        f"After resuming at step(s) {_steps(rep)} the loss ran below the first pass over the "
+        "same steps, then jumped back up: the data stream restarted from data the model had "
+        "already seen, so the loss was under-reported.",
+        "Make the sampler resume from the checkpoint's position (consumed samples) instead "
+        "of restarting from scratch.", _ids(rep), (CITES["resume"],))
+
+
+def rule_rollback(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    rb = _of(events, "rollback")
+    if not rb:
+        return None
+    return Finding(
+        "info", f"{len(rb)} resume(s)/rollback(s) stitched",
+        f"The step counter went back at step(s) {_steps(rb)}; losslens kept the last write "
+        "per step (W&B cannot plot a rollback; TensorBoard overlaps restarted runs).",
+        "Nothing to do; see the raw view (`losslens series --raw`) for every segment.",
+        _ids(rb), (CITES["resume"],))
+
+
+def rule_grokking(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    grok = _of(events, "grokking") + _of(events, "sudden_drop")
+    if not grok:
+        return None
+    return Finding(
+        "info", "Grokking / sudden improvement",
+        f"A sudden improvement after a slow stretch at step(s) {_steps(grok)} (delayed "
+        "generalisation, or the 'grokking moment' of pre-training).",
+        "Nothing to fix; do not stop such a run early on a flat validation curve.",
+        _ids(grok), (CITES["grokking"],))
+
+
+def rule_overfitting(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    over = [e for e in _of(events, "changepoint") if e.details.get("pattern") == "overfitting"]
+    if not over:
+        return None
+    return Finding(
+        "warning", "Overfitting (not grokking)",
+        f"The training loss saturated while validation got worse from step(s) {_steps(over)}: "
+        "memorisation without generalisation.",
+        "Use the checkpoint with the best validation loss; add data, regularisation or "
+        "stop earlier.", _ids(over), (CITES["grokking"],))
+
+
+def rule_isolated_dataset_spikes(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+    alone = [e for e in _of(events, "spike") if e.details.get("isolated")]
+    if not alone:
+        return None
+    tags = sorted({e.tag for e in alone})
+    return Finding(
+        "info", "Spikes in one dataset's loss only",
+        f"{', '.join(tags)} spiked at step(s) {_steps(alone)} while the other losses did not: "
+        "the cause is in that dataset's data, not in the optimizer state.",
+        "Inspect that dataset's batches at those steps; consider filtering them.",
+        _ids(alone), (CITES["spike_types"],))
+
+
+RULES: tuple[Rule, ...] = (
+    rule_early_divergence_init, rule_nonfinite, rule_divergence, rule_unrecovered_spikes,
+    rule_slow_spikes, rule_adam_eps, rule_fp16_overflow, rule_resume, rule_repeat_data,
+    rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_fast_spikes,
+    rule_rollback,
+)
+
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+
+
+def diagnose(events: Sequence[Event], meta: RunMeta) -> list[Finding]:
+    """Every finding the rules make of one run, most severe first (stable within a level)."""
+    found = [f for rule in RULES if (f := rule(events, meta)) is not None]
+    return sorted(found, key=lambda f: -SEVERITY_ORDER[f.severity])

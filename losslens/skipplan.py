@@ -1,0 +1,116 @@
+"""The PaLM skip plan (DESIGN §4): which checkpoint to restart from and which batches to skip.
+
+PaLM (arXiv 2204.02311, §5.1) restarted ~100 steps before a spike and skipped ~200–500 data
+batches. For each event that needs action (a spike that does not recover, divergence,
+non-finite loss) this module picks the latest checkpoint at least `before` steps before the
+onset and skips the iterations from that checkpoint through the end of the event, widened to
+`min_skip` and capped at `max_skip` batches; overlapping ranges merge.
+
+How steps are counted (where real users got bitten): steps are the trainer's own iteration
+numbers as logged. A checkpoint saved "at iteration N" holds the state after N iterations, so
+the first iteration run after restarting from it is N + 1, and that is where a skip starts.
+Ranges are inclusive on both ends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from .errors import InvalidParameterError
+from .events import Event, SkipPlan
+
+#: Event kinds (and spike recoveries) that call for a restart-and-skip.
+ACTIONABLE_KINDS = ("divergence", "nonfinite")
+
+
+def needs_action(event: Event) -> bool:
+    if event.kind == "spike":
+        return event.recovery == "none"
+    return event.kind in ACTIONABLE_KINDS
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sort and merge inclusive ranges that overlap or touch: [100,250]+[200,300] → [100,300]."""
+    out: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+@dataclass(frozen=True)
+class SkipPolicy:
+    """Parameters of the PaLM policy; defaults are PaLM's (100 before, 200–500 batches)."""
+
+    before: int = 100
+    min_skip: int = 200
+    max_skip: int = 500
+
+    def validate(self) -> None:
+        for name in ("before", "min_skip", "max_skip"):
+            if getattr(self, name) < 0:
+                raise InvalidParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_skip and self.min_skip > self.max_skip:
+            raise InvalidParameterError(
+                f"min_skip ({self.min_skip}) must not exceed max_skip ({self.max_skip})")
+
+
+def _event_end(event: Event) -> int:
+    ends = [s for s in (event.end_step, event.peak_step, event.start_step) if s is not None]
+    if event.kind == "spike" and event.peak_step is not None:
+        # a spike that never recovers has no end: skip through its peak
+        return max(event.peak_step, event.start_step)
+    return max(ends)
+
+
+def plan(events: Sequence[Event], checkpoints: Sequence[int] | None = None,
+         policy: SkipPolicy | None = None, global_batch_size: int | None = None,
+         first_step: int = 0) -> tuple[SkipPlan | None, list[str]]:
+    """The skip plan for `events`, and warnings (e.g. no checkpoint early enough).
+
+    `checkpoints` are the saved iterations known (from the log, a folder or the user); when
+    None, the restart point is assumed to be exactly `before` steps before the onset.
+    """
+    policy = policy or SkipPolicy()
+    policy.validate()
+    todo = sorted((e for e in events if needs_action(e)), key=lambda e: e.start_step)
+    if not todo:
+        return None, []
+    warnings: list[str] = []
+    ckpts = sorted(set(int(c) for c in checkpoints)) if checkpoints else None
+    ranges, restarts = [], []
+    for event in todo:
+        target = event.start_step - policy.before
+        if ckpts is None:
+            restart = max(first_step, target)
+        else:
+            early = [c for c in ckpts if c <= target]
+            if not early:
+                warnings.append(
+                    f"no checkpoint at least {policy.before} steps before step "
+                    f"{event.start_step} ({event.kind}); earliest known is "
+                    f"{ckpts[0] if ckpts else 'none'}: restart from the start of training")
+                restart = first_step
+            else:
+                restart = early[-1]
+        first = restart + 1
+        last = max(_event_end(event), first + policy.min_skip - 1)
+        if policy.max_skip:
+            last = min(last, first + policy.max_skip - 1)
+        ranges.append((first, last))
+        restarts.append(restart)
+    merged = merge_ranges(ranges)
+    samples = None
+    if global_batch_size:
+        # iteration i (1-based) consumes samples (i-1)*gbs .. i*gbs-1
+        samples = tuple(((a - 1) * global_batch_size, b * global_batch_size - 1)
+                        for a, b in merged)
+    kinds = ", ".join(sorted({e.kind if e.kind != "spike" else "unrecovered spike"
+                              for e in todo}))
+    reason = (f"{len(todo)} event(s) need a restart ({kinds}); PaLM policy: restart from the "
+              f"latest checkpoint >= {policy.before} steps before each onset, skip "
+              f"{policy.min_skip}-{policy.max_skip} batches through the end of the event")
+    return SkipPlan(restart_from_step=min(restarts), skip=tuple(merged), reason=reason,
+                    samples=samples), warnings

@@ -1,0 +1,42 @@
+"""Role inference from tag names, and --role overrides."""
+from __future__ import annotations
+
+import pytest
+
+from losslens.errors import InvalidParameterError
+from losslens.roles import infer_role, parse_overrides
+
+CASES = {
+    "lm loss": "train_loss", "train/loss": "train_loss", "loss": "train_loss",
+    "trl": "train_loss", "train_loss": "train_loss", "train/CE loss": "train_loss",
+    "train/CrossEntropyLoss": "train_loss", "G_GAN": "other",
+    "eval_loss": "val_loss", "val loss": "val_loss", "valid/c4_loss": "val_loss",
+    "lm loss validation": "val_loss", "tel": "val_loss", "eval/loss": "val_loss",
+    "valid_loss": "val_loss", "eval_wikitext_loss": "val_loss",
+    "lm loss validation ppl": "other",
+    "grad norm": "grad_norm", "grad_norm": "grad_norm", "gnorm": "grad_norm",
+    "grad-norm": "grad_norm", "optim/total_grad_norm": "grad_norm", "norm": "grad_norm",
+    "learning rate": "lr", "learning_rate": "lr", "lr": "lr", "learning-rate": "lr",
+    "optim/LR (group 0)": "lr", "train/lr": "lr",
+    "loss scale": "loss_scale", "loss-scale": "loss_scale", "loss_scale": "loss_scale",
+    "number of skipped iterations": "skipped", "number of nan iterations": "skipped",
+    "accuracy": "train_acc", "val_acc": "val_acc", "eval_accuracy": "val_acc",
+    "epoch": "other", "consumed samples": "other", "lm loss vs samples": "other",
+    "train_runtime": "other", "params norm": "other", "load_balancing_loss": "other",
+}
+
+
+@pytest.mark.parametrize("tag,role", CASES.items())
+def test_infer_role(tag, role):
+    assert infer_role(tag) == role
+
+
+def test_overrides():
+    assert parse_overrides(["val_loss=valid/c4", "other=loss"]) == {
+        "valid/c4": "val_loss", "loss": "other"}
+
+
+@pytest.mark.parametrize("item,msg", [("val_loss", "ROLE=TAG"), ("bogus=x", "unknown role")])
+def test_bad_overrides(item, msg):
+    with pytest.raises(InvalidParameterError, match=msg):
+        parse_overrides([item])
