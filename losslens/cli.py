@@ -117,6 +117,56 @@ def series(
             print_series(frame)
 
 
+class ReportFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def analyze(
+    paths: List[str] = PATHS,
+    fmt: ReportFormat = typer.Option(ReportFormat.text, "--format", "-f",
+                                     help="text (terminal report) or json (DESIGN §3)."),
+    checkpoint_every: Optional[int] = typer.Option(
+        None, "--checkpoint-every", help="Checkpoint interval, for the skip plan."),
+    global_batch_size: Optional[int] = typer.Option(
+        None, "--global-batch-size", help="Samples per iteration (skip plan in samples)."),
+    input_format: Optional[str] = INPUT_FORMAT,
+    role: List[str] = ROLE,
+    debug: bool = DEBUG,
+) -> None:
+    """Find loss spikes, divergence, grokking and resume artefacts; explain; say what to do."""
+    with _boundary(debug):
+        from .pipeline import analyze_frame
+
+        frame = _read(paths, input_format, role)
+        _warn_frame(frame)
+        checkpoints = _checkpoints(frame, checkpoint_every)
+        analysis = analyze_frame(frame, checkpoints=checkpoints,
+                                 global_batch_size=global_batch_size)
+        if fmt is ReportFormat.json:
+            from .report.jsondoc import analysis_document, dumps
+
+            sys.stdout.write(dumps(analysis_document(analysis)) + "\n")
+        else:
+            from .report.terminal import print_analysis
+
+            print_analysis(analysis)
+
+
+def _checkpoints(frame, every: Optional[int]):
+    """Checkpoint steps from --checkpoint-every, spanning every run's step range."""
+    if not every:
+        return None
+    if every <= 0:
+        from .errors import InvalidParameterError
+
+        raise InvalidParameterError(f"--checkpoint-every must be > 0, got {every}")
+    last = max((s.last_step for r in frame.runs for s in r.series if s.last_step is not None),
+               default=0)
+    return list(range(0, last + every, every))
+
+
 @app.command()
 def formats() -> None:
     """List the log formats losslens reads."""

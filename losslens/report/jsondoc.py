@@ -56,3 +56,15 @@ def dumps(doc: Mapping[str, Any]) -> str:
             return [fix(x) for x in v]
         return v
     return json.dumps(fix(doc), indent=2, default=_default, allow_nan=False)
+
+
+def analysis_document(analysis) -> dict[str, Any]:
+    """The contract for a `pipeline.Analysis`."""
+    from .. import __version__
+
+    runs = []
+    for ra in analysis.runs:
+        doc = run_document(ra.info, ra.events, ra.findings, ra.skip_plan)
+        doc["warnings"] = doc["warnings"] + list(ra.plan_warnings)
+        runs.append(doc)
+    return {"schema": SCHEMA, "version": __version__, "runs": runs}

@@ -34,3 +34,48 @@ def print_series(frame: Frame, console: Console | None = None) -> None:
         if info.skipped_count:
             console.print(f"  [yellow]skipped lines: {info.skipped_count}[/yellow]")
         console.print()
+
+
+_SEV_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
+
+
+def print_analysis(analysis, console: Console | None = None) -> None:
+    """The terminal report: per run, series, events, findings and the skip plan."""
+    console = console or _console()
+    for ra in analysis.runs:
+        info = ra.info
+        worst = ra.worst or "clean"
+        console.rule(f"[bold]{info.run}[/bold]  {info.format}  "
+                     f"[{_SEV_STYLE.get(worst, 'green')}]{worst}[/]")
+        losses = [s for s in info.series if s.role in ("train_loss", "val_loss")]
+        for s in losses:
+            console.print(f"  {s.tag} ({s.role}): {s.points:,} points, steps "
+                          f"{s.first_step}–{s.last_step}")
+        if ra.events:
+            table = Table(show_edge=False, pad_edge=False, title="events", title_justify="left")
+            for col in ("id", "kind", "tag", "steps", "magnitude", "recovery", "severity"):
+                table.add_column(col)
+            for e in ra.events:
+                steps = f"{e.start_step}" + (f"–{e.end_step}" if e.end_step is not None
+                                             and e.end_step != e.start_step else "")
+                mag = f"{e.magnitude:.3g}" if e.magnitude is not None else ""
+                rec = (f"{e.recovery} ({e.recovery_steps})" if e.recovery and
+                       e.recovery_steps is not None else (e.recovery or ""))
+                table.add_row(e.id, e.kind, e.tag, steps, mag, rec,
+                              f"[{_SEV_STYLE[e.severity]}]{e.severity}[/]")
+            console.print(table)
+        else:
+            console.print("  no events")
+        for f in ra.findings:
+            console.print(f"[{_SEV_STYLE[f.severity]}]{f.severity.upper()}[/] {f.title}")
+            console.print(f"  {f.explanation}")
+            console.print(f"  [bold]→[/bold] {f.advice}")
+            console.print(f"  [dim]cites: {'; '.join(f.cites)}[/dim]")
+        if ra.skip_plan:
+            p = ra.skip_plan
+            ranges = " ".join(f"{a}-{b}" for a, b in p.skip)
+            console.print(f"[bold]skip plan[/bold]: restart from step {p.restart_from_step}, "
+                          f"skip iterations {ranges} (inclusive)")
+        for w in ra.plan_warnings:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print()

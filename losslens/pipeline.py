@@ -1,0 +1,69 @@
+"""The whole analysis of a Frame: events → findings → skip plan, per run, as typed records.
+
+`analyze_frame` is what `losslens analyze`, `check` and `skiplist` call; reporters read the
+`Analysis` it returns and nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .events import Event, Finding, SkipPlan
+from .frame import Frame, RunInfo
+from .skipplan import SkipPolicy, plan
+
+
+@dataclass(frozen=True)
+class RunAnalysis:
+    """One run: what was read, what happened, what it means, what to do."""
+
+    info: RunInfo
+    events: tuple[Event, ...]
+    findings: tuple[Finding, ...]
+    skip_plan: SkipPlan | None
+    plan_warnings: tuple[str, ...] = ()
+
+    @property
+    def worst(self) -> str | None:
+        from .diagnosis import SEVERITY_ORDER
+
+        if not self.findings:
+            return None
+        return max((f.severity for f in self.findings), key=SEVERITY_ORDER.__getitem__)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    frame: Frame
+    runs: tuple[RunAnalysis, ...]
+
+
+def checkpoints_from_metadata(info: RunInfo) -> list[int] | None:
+    """Saved iterations the reader found in the log ("saving checkpoint" lines), if any."""
+    text = info.metadata.extra.get("checkpoints", "")
+    steps = [int(x) for x in str(text).replace(" ", "").split(",") if x.strip().isdigit()]
+    return steps or None
+
+
+def analyze_run(frame: Frame, info: RunInfo, detectors: Mapping[str, Any] | None = None,
+                policy: SkipPolicy | None = None, checkpoints: Sequence[int] | None = None,
+                global_batch_size: int | None = None) -> RunAnalysis:
+    from .analysis import analyze_run as detect
+    from .diagnosis import diagnose
+
+    events = tuple(detect(frame, info, detectors))
+    findings = tuple(diagnose(events, info.metadata))
+    first = min((s.first_step for s in info.series if s.first_step is not None), default=0)
+    skip, warns = plan(events, checkpoints if checkpoints is not None
+                       else checkpoints_from_metadata(info), policy,
+                       global_batch_size or info.metadata.global_batch_size, first_step=first)
+    return RunAnalysis(info, events, findings, skip, tuple(warns))
+
+
+def analyze_frame(frame: Frame, detectors: Mapping[str, Any] | None = None,
+                  policy: SkipPolicy | None = None, checkpoints: Sequence[int] | None = None,
+                  global_batch_size: int | None = None) -> Analysis:
+    """Analyse every run of the frame."""
+    runs = tuple(analyze_run(frame, info, detectors, policy, checkpoints, global_batch_size)
+                 for info in frame.runs)
+    return Analysis(frame, runs)
