@@ -59,5 +59,5 @@ def test_bad_policy():
 
 
 def test_widened_to_min_skip_when_the_spike_is_short():
-    skip, _ = plan([_spike(1250, 1251)], checkpoints=[1000])
+    skip, _ = plan([_spike(1150, 1151)], checkpoints=[1000])
     assert skip.skip == ((1001, 1200),)
