@@ -1,0 +1,79 @@
+"""Diagnosis rules: event patterns + metadata in, exact findings out."""
+from __future__ import annotations
+
+from losslens.diagnosis import CITES, diagnose
+from losslens.events import Event
+from losslens.records import RunMeta
+
+
+def ev(kind, start, id_, **kw):
+    return Event(kind=kind, run="r", tag=kw.pop("tag", "lm loss"), start_step=start, id=id_, **kw)
+
+
+def titles(findings):
+    return [(f.severity, f.title) for f in findings]
+
+
+def test_clean_run_has_no_findings():
+    assert diagnose([], RunMeta()) == []
+
+
+def test_early_divergence_with_large_init_std_names_the_number():
+    meta = RunMeta(hidden_size=14336, init_method_std=0.02)
+    found = diagnose([ev("divergence", 1200, "divergence-1", severity="critical")], meta)
+    assert titles(found) == [
+        ("critical", "Early divergence with a too-large init std (step 1200)"),
+        ("critical", "Divergence from step 1200")]
+    assert "0.00482" in found[0].advice and "sqrt(1/(3*14336)) = 0.00482" in found[0].explanation
+    assert found[0].cites == (CITES["init"],) and found[0].event_ids == ("divergence-1",)
+
+
+def test_divergence_with_a_small_init_std_is_not_blamed_on_init():
+    meta = RunMeta(hidden_size=14336, init_method_std=0.004)
+    assert titles(diagnose([ev("divergence", 1200, "d-1")], meta)) == [
+        ("critical", "Divergence from step 1200")]
+
+
+def test_unrecovered_spikes_cite_palm_and_fast_ones_are_info():
+    events = [ev("spike", 800, "spike-1", recovery="fast"),
+              ev("spike", 2410, "spike-2", recovery="none")]
+    found = diagnose(events, RunMeta())
+    assert titles(found) == [("critical", "1 spike(s) that never recovered"),
+                             ("info", "1 fast-recovering spike(s)")]
+    assert CITES["palm"] in found[0].cites and found[0].event_ids == ("spike-2",)
+
+
+def test_grad_led_spikes_get_epsilon_advice_unless_eps_is_small():
+    events = [ev("grad_spike", 500, "grad_spike-1", tag="grad norm",
+                 details={"loss_followed": True, "lag": 10})]
+    found = diagnose(events, RunMeta(adam_eps=1e-8))
+    assert titles(found) == [("warning", "Loss spikes led by grad-norm spikes (1)")]
+    assert "Adam epsilon is 1e-08" in found[0].explanation
+    assert found[0].cites == (CITES["adam_eps"],)
+    assert diagnose(events, RunMeta(adam_eps=1e-12)) == []
+
+
+def test_fp16_overflow_and_resume_rules():
+    events = [ev("overflow", 1100, "overflow-1", severity="warning"),
+              ev("resume_spike", 1501, "resume_spike-1", details={"every_resume": True}),
+              ev("repeat_data", 3000, "repeat_data-1"), ev("rollback", 1501, "rollback-1")]
+    found = diagnose(events, RunMeta(precision="fp16"))
+    assert titles(found) == [
+        ("warning", "fp16 overflows / skipped iterations (1 burst(s))"),
+        ("warning", "Loss spike at every resume"),
+        ("warning", "Replayed data after a rollback"),
+        ("info", "1 resume(s)/rollback(s) stitched")]
+    assert "bf16" in found[0].advice and "sampler" in found[1].advice
+
+
+def test_overfitting_is_not_grokking():
+    over = [ev("changepoint", 4000, "changepoint-1", tag="val_loss",
+               details={"pattern": "overfitting"})]
+    assert titles(diagnose(over, RunMeta())) == [("warning", "Overfitting (not grokking)")]
+    grok = [ev("grokking", 9000, "grokking-1", tag="val_loss")]
+    assert titles(diagnose(grok, RunMeta())) == [("info", "Grokking / sudden improvement")]
+
+
+def test_nonfinite_is_critical():
+    found = diagnose([ev("nonfinite", 77, "nonfinite-1")], RunMeta())
+    assert titles(found) == [("critical", "Non-finite loss (NaN/inf) from step 77")]
