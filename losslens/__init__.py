@@ -10,8 +10,6 @@ from typing import Iterable, Mapping
 
 from .errors import LossLensError, LossLensWarning
 from .events import Event, Finding, SkipPlan
-from .frame import Frame, RunInfo, Segment, Series, SeriesInfo, build
-from .records import RunMeta, RunRecords
 
 __version__ = "0.1.0"
 
@@ -20,8 +18,21 @@ __all__ = ["read", "Frame", "RunInfo", "Segment", "Series", "SeriesInfo", "RunMe
            "__version__"]
 
 
+_LAZY = {"Frame": "frame", "RunInfo": "frame", "Segment": "frame", "Series": "frame",
+         "SeriesInfo": "frame", "RunMeta": "records", "RunRecords": "records"}
+
+
+def __getattr__(name: str):
+    # pandas/numpy load only when the Frame is needed, so `losslens --help` stays fast
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'losslens' has no attribute {name!r}")
+
+
 def read(paths: str | os.PathLike | Iterable[str | os.PathLike], format: str | None = None,
-         roles: Mapping[str, str] | None = None) -> Frame:
+         roles: Mapping[str, str] | None = None) -> "Frame":
     """Read one or more paths (files, folders, `wandb://` addresses) into a Frame.
 
     Args:
@@ -29,6 +40,7 @@ def read(paths: str | os.PathLike | Iterable[str | os.PathLike], format: str | N
         format: a name from `losslens.readers.FORMATS`; sniffed when None.
         roles: tag → role overrides (see `losslens.roles.ROLES`).
     """
+    from .frame import build
     from .readers import read_records
 
     if isinstance(paths, (str, os.PathLike)):
