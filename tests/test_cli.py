@@ -1,0 +1,65 @@
+"""CLI behaviour: exit codes, stdout vs stderr, one-line errors without tracebacks."""
+from __future__ import annotations
+
+import json
+
+from losslens.cli import app
+
+
+def test_missing_path_is_a_one_line_error(runner, tmp_path):
+    missing = tmp_path / "nope.log"
+    result = runner.invoke(app, ["series", str(missing)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"Error: {missing}: no such file or directory\n"
+
+
+def test_unknown_input_format_lists_known_ones(runner, tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text("hello\n")
+    result = runner.invoke(app, ["series", str(log), "--input-format", "bogus"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: unknown format 'bogus'; known formats: tensorboard, ")
+    assert "megatron" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prose_file_is_not_a_log(runner, tmp_path):
+    prose = tmp_path / "notes.md"
+    prose.write_text("# Notes\n\nWe restarted the run twice this week. Loss looked fine.\n")
+    result = runner.invoke(app, ["series", str(prose)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {prose}: not a log format losslens knows")
+    assert result.stderr.count("\n") == 1
+
+
+def test_bad_role_override(runner, tmp_path):
+    result = runner.invoke(app, ["series", str(tmp_path), "--role", "nonsense"])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --role expects ROLE=TAG, got 'nonsense'\n"
+
+
+def test_empty_folder_has_no_series(runner, tmp_path):
+    result = runner.invoke(app, ["series", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {tmp_path}: no metric series found")
+
+
+def test_formats_lists_the_registry(runner):
+    result = runner.invoke(app, ["formats"])
+    assert result.exit_code == 0
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    from losslens.readers import FORMATS
+    assert names == list(FORMATS)
+
+
+def test_series_json_on_the_sample(runner):
+    from pathlib import Path
+    sample = Path(__file__).resolve().parents[1] / "sample_logs" / "nanogpt_clean.log"
+    result = runner.invoke(app, ["series", str(sample), "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "losslens.analysis/1"
+    (run,) = doc["runs"]
+    assert run["format"] == "nanogpt" and run["events"] == [] and run["skip_plan"] is None
+    roles = {s["tag"]: s["role"] for s in run["series"]}
+    assert roles["val loss"] == "val_loss"
