@@ -1,0 +1,821 @@
+"""Weights & Biases readers: offline run files, pre-0.10 history files, and the public API.
+
+LOG_FORMATS.md §15. A `run-<id>.wandb` file is the complete transaction log of a run, and it is
+often the only copy an offline or crashed run leaves, so it is read here without the network and
+without the wandb package (an optional extra): a LevelDB-style log framing (§15.2) around
+protobuf `Record` messages, of which a small wire-format decoder reads only the fields losslens
+needs (§15.3). Damaged files are salvaged record by record.
+
+- `sniff_wandb` / `read_wandb`: `run-*.wandb` (wandb-core `nested_key` items and legacy `key`).
+- `sniff_wandb_history` / `read_wandb_history`: `wandb-history.jsonl` (wandb < 0.10, exports).
+- `read_api("wandb://entity/project/run_id")`: every row through `scan_history()` (needs wandb).
+
+History rows become points: tag = the key path joined with "/", step = `_step` (or the
+`define_metric` step metric, e.g. HF's `train/global_step`, when the row carries it), wall time =
+`_timestamp`. Non-numeric values (strings, booleans, media, lists) are not series and are passed
+over quietly. The run config is mapped onto RunMeta (`config_meta`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+import zlib
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from ..errors import InvalidParameterError, LossLensError, MissingDependencyError, ParseError
+from ..records import RecordsBuilder, RunMeta, RunRecords
+
+MAGIC = b":W&B\xe1\xbe\x00"  # ":W&B", uint16 0xBEE1 little-endian, version 0
+BLOCK = 32 * 1024
+HEADER = 7  # record header: uint32 crc, uint16 length, uint8 type
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+_TYPE_CRC = {t: zlib.crc32(bytes([t])) for t in (FULL, FIRST, MIDDLE, LAST)}
+
+#: History keys that are W&B bookkeeping, not series.
+BOOKKEEPING = frozenset({"_step", "_runtime", "_timestamp"})
+#: Caps on what goes into RunMeta.extra (configs can hold thousands of keys).
+MAX_EXTRA_KEYS = 400
+MAX_EXTRA_VALUE = 200
+CONSOLE_HEAD_LINES = 3
+
+
+# --------------------------------------------------------------------------------------------
+# Framing (§15.2)
+
+
+class Damage:
+    """Collects damaged stretches of a `.wandb` file as one-line warnings."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.messages: list[str] = []
+        self.records_lost = 0
+
+    def lost(self, index: int, offset: int, why: str, count: int = 1, extra: str = "") -> None:
+        self.records_lost += count
+        what = f"{count} record lost" if count == 1 else f"{count} records lost"
+        self.messages.append(f"{self.name}: record {index} at byte {offset}: {why}; {what}{extra}")
+
+
+def iter_payloads(data: bytes, damage: Damage) -> Iterator[tuple[int, int, bytes]]:
+    """(record index from 1, byte offset of its first fragment, payload) for every intact record.
+
+    Damage does not stop the scan: a record with a bad checksum is skipped when its length is
+    plausible, otherwise the scan resumes at the next 32 KiB block, as LevelDB's reader does.
+    Record indexes count lost records too, so they stay file positions.
+    """
+    pos, n, index = len(MAGIC), len(data), 0
+    pending: list[bytes] | None = None  # fragments of a FIRST..LAST record being assembled
+    pending_at = 0
+    after_bad = False
+    while pos < n:
+        left = BLOCK - pos % BLOCK
+        if left < HEADER:  # block trailer: zero padding
+            pos += left
+            continue
+        if n - pos < HEADER:
+            index += 1
+            damage.lost(index, pos, "file ends inside a record header (truncated tail)")
+            pending = None
+            break
+        crc, length, rtype = struct.unpack_from("<IHB", data, pos)
+        if crc == 0 and length == 0 and rtype == 0:  # zero-filled rest of block / preallocation
+            pos += left
+            continue
+        end = pos + HEADER + length
+        if rtype not in _TYPE_CRC or HEADER + length > left:
+            index += 1
+            skip = left
+            damage.lost(index, pos, f"bad record header (type {rtype}, length {length})",
+                        extra=f"; skipped {skip} bytes to the next block")
+            pos, pending, after_bad = pos + skip, None, False
+            continue
+        if end > n:
+            index += 1
+            damage.lost(index, pos, f"file ends inside the record ({n - pos - HEADER} of "
+                        f"{length} bytes; truncated tail)")
+            pending = None
+            break
+        payload = data[pos + HEADER:end]
+        if zlib.crc32(payload, _TYPE_CRC[rtype]) != crc:
+            index += 1
+            if after_bad:  # two bad records in a row: the length was garbage, resync
+                skip = left
+                damage.lost(index, pos, "bad checksum after a bad record",
+                            extra=f"; skipped {skip} bytes to the next block")
+                pos, pending, after_bad = pos + skip, None, False
+            else:
+                damage.lost(index, pos, "bad checksum")
+                pos, pending, after_bad = end, None, True
+            continue
+        after_bad = False
+        if rtype == FULL:
+            if pending is not None:
+                index += 1
+                damage.lost(index, pending_at, "record start without its end")
+            index += 1
+            pending = None
+            yield index, pos, payload
+        elif rtype == FIRST:
+            if pending is not None:
+                index += 1
+                damage.lost(index, pending_at, "record start without its end")
+            pending, pending_at = [payload], pos
+        elif pending is None:
+            index += 1
+            damage.lost(index, pos, "record continuation without its start")
+        elif rtype == MIDDLE:
+            pending.append(payload)
+        else:
+            pending.append(payload)
+            index += 1
+            yield index, pending_at, b"".join(pending)
+            pending = None
+        pos = end
+    if pending is not None:
+        index += 1
+        damage.lost(index, pending_at, "file ends inside a record split over blocks")
+
+
+# --------------------------------------------------------------------------------------------
+# Protobuf wire format (only what §15.3 needs)
+
+
+class ProtoError(ValueError):
+    """A payload that is not a well-formed protobuf message."""
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ProtoError("varint longer than 10 bytes")
+
+
+def fields(buf: bytes) -> list[tuple[int, Any]]:
+    """(field number, value) pairs: int for varints, bytes for length-delimited/fixed fields.
+
+    One-byte keys and lengths (nearly all of them) take an inlined fast path: this loop is
+    where a large run file spends its time.
+    """
+    out: list[tuple[int, Any]] = []
+    pos, n = 0, len(buf)
+    try:
+        while pos < n:
+            key = buf[pos]
+            if key < 0x80:
+                pos += 1
+            elif buf[pos + 1] < 0x80:  # two-byte key: field numbers 16..2047 (value_json=16)
+                key = (key & 0x7F) | (buf[pos + 1] << 7)
+                pos += 2
+            else:
+                key, pos = _varint(buf, pos)
+            wire = key & 7
+            if wire == 2:
+                size = buf[pos]
+                if size < 0x80:
+                    pos += 1
+                else:
+                    size, pos = _varint(buf, pos)
+                end = pos + size
+                value = buf[pos:end]
+            elif wire == 0:
+                value, end = _varint(buf, pos)
+            elif wire == 1:
+                end = pos + 8
+                value = buf[pos:end]
+            elif wire == 5:
+                end = pos + 4
+                value = buf[pos:end]
+            else:
+                raise ProtoError(f"unsupported wire type {wire}")
+            if end > n:
+                raise ProtoError("field runs past the end of the message")
+            out.append((key >> 3, value))
+            pos = end
+    except IndexError:
+        raise ProtoError("message ends inside a varint") from None
+    return out
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, bytes):
+        raise ProtoError("expected a length-delimited string")
+    return value.decode("utf-8", errors="replace")
+
+
+def _item_parts(buf: bytes) -> tuple[str, list[str] | None, bytes | None, Any]:
+    """An item message's (key, nested_key list or None, value_json / json bytes, typed value).
+
+    Hand-inlined: history and summary items are the bulk of a run file.
+    """
+    key, nested, text, typed = "", None, None, None
+    for num, raw in fields(buf):
+        if num == 2:
+            if nested is None:
+                nested = []
+            nested.append(raw.decode("utf-8", "replace"))
+        elif num == 16 or num == 8:
+            text = raw
+        elif num == 1:
+            key = raw.decode("utf-8", "replace")
+        elif num == 6 and isinstance(raw, bytes) and len(raw) == 8:
+            typed = struct.unpack("<d", raw)[0]
+        elif num == 5 and isinstance(raw, int):
+            typed = float((raw >> 1) ^ -(raw & 1))
+    if isinstance(key, bytes) or (nested and not isinstance(nested[0], str)):
+        raise ProtoError("expected a length-delimited string")
+    return key, nested, text, typed
+
+
+def decode_item(buf: bytes) -> tuple[tuple[str, ...], Any]:
+    """A HistoryItem / SummaryItem / ConfigItem: (key path, value) with the value decoded.
+
+    `key`=1 (legacy) or repeated `nested_key`=2 (wandb-core); `value_json`=16, or the typed
+    fields of newer protos (`integer`=5 zigzag, `number`=6 double, `json`=8; booleans, text and
+    none are not series and decode as None).
+    """
+    key, nested, text, typed = _item_parts(buf)
+    value = json_value(text.decode("utf-8", "replace")) if text is not None else typed
+    return (tuple(nested) if nested else (key,)), value
+
+
+def json_value(text: str) -> Any:
+    """A `value_json` string: a float for numbers (`NaN`, `Infinity` included), a dict for
+    objects, None for anything else (strings, booleans, null, lists)."""
+    try:
+        return float(text)  # fast path; float() also reads NaN / Infinity / -Infinity
+    except ValueError:
+        pass
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def decode_history(buf: bytes) -> tuple[list[tuple[tuple[str, ...], Any]], int | None]:
+    """HistoryRecord: (items, step.num or None when absent)."""
+    items, step = [], None
+    for num, raw in fields(buf):
+        if num == 1:
+            items.append(decode_item(raw))
+        elif num == 2:
+            step = 0
+            for snum, sraw in fields(raw):
+                if snum == 1 and isinstance(sraw, int):
+                    step = sraw - (1 << 64) if sraw >= 1 << 63 else sraw
+    return items, step
+
+
+def decode_updates(buf: bytes) -> tuple[list[tuple[tuple[str, ...], bytes]],
+                                         list[tuple[str, ...]]]:
+    """ConfigRecord / SummaryRecord: (updates as (key path, value_json bytes), removed paths).
+
+    The JSON is left undecoded: wandb-core repeats the whole summary every step, and only the
+    final value of a few keys is ever needed.
+    """
+    updates, removed = [], []
+    for num, raw in fields(buf):
+        if (num == 1 or num == 2) and isinstance(raw, bytes):
+            key, nested, text, _ = _item_parts(raw)
+            path = tuple(nested) if nested else (key,)
+            (updates.append((path, text or b"null")) if num == 1 else removed.append(path))
+    return updates, removed
+
+
+def _json_any(text: bytes | str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+
+
+def decode_message(buf: bytes, spec: Mapping[int, str]) -> dict[str, Any]:
+    """The scalar fields named in `spec` (number -> name); repeated strings become lists."""
+    out: dict[str, Any] = {}
+    for num, raw in fields(buf):
+        name = spec.get(num)
+        if name is None:
+            continue
+        if name.endswith("[]"):
+            out.setdefault(name[:-2], []).append(_text(raw))
+        elif isinstance(raw, bytes) and not name.startswith("~"):
+            out[name] = _text(raw)
+        else:
+            out[name.lstrip("~")] = raw
+    return out
+
+
+_RUN_FIELDS = {1: "run_id", 2: "entity", 3: "project", 4: "~config", 6: "run_group",
+               7: "job_type", 8: "display_name", 10: "tags[]", 14: "starting_step",
+               17: "~start_time", 18: "resumed", 22: "forked"}
+_METRIC_FIELDS = {1: "name", 2: "glob_name", 4: "step_metric"}
+_OUTPUT_FIELDS = {1: "output_type", 3: "line"}
+_EXIT_FIELDS = {1: "exit_code"}
+# Record oneof field numbers (§15.3)
+R_HISTORY, R_SUMMARY, R_OUTPUT, R_CONFIG, R_METRIC, R_OUTPUT_RAW, R_RUN, R_EXIT = (
+    2, 3, 4, 5, 12, 13, 17, 18)
+_WANTED = frozenset({R_HISTORY, R_SUMMARY, R_OUTPUT, R_CONFIG, R_METRIC, R_OUTPUT_RAW, R_RUN,
+                     R_EXIT})
+
+
+def record_body(payload: bytes) -> tuple[int, bytes] | None:
+    """(Record field number, sub-message bytes) of the record types losslens reads, else None."""
+    for num, raw in fields(payload):
+        if num in _WANTED and isinstance(raw, bytes):
+            return num, raw
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Rows -> points (shared by .wandb, wandb-history.jsonl and the API)
+
+
+def flatten(path: tuple[str, ...], value: Any, out: dict[str, float]) -> None:
+    """Numeric leaves of a history value under their "/"-joined tag (media objects skipped)."""
+    if isinstance(value, float):
+        out["/".join(path)] = value
+    elif isinstance(value, dict):
+        if "_type" in value:  # wandb media / histogram / table objects
+            return
+        for k, v in value.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out["/".join(path + (str(k),))] = float(v)
+            elif isinstance(v, dict):
+                flatten(path + (str(k),), v, out)
+
+
+class RowSink:
+    """Turns history rows (tag -> float) into builder points, resolving the step of each."""
+
+    def __init__(self, builder: RecordsBuilder) -> None:
+        self.builder = builder
+        self.step_metrics: dict[str, str] = {}  # metric name -> its step metric
+        self.glob_metrics: list[tuple[str, str]] = []
+        self._cache: dict[str, str | None] = {}
+        self._last: dict[str, float] = {}  # last value of each step metric (W&B step_sync)
+        self.tags: set[str] = set()
+        self.last_step: int | None = None
+
+    def define(self, name: str, glob: str, step_metric: str) -> None:
+        if not step_metric:
+            return
+        if name:
+            self.step_metrics[name] = step_metric
+        elif glob:
+            self.glob_metrics.append((glob, step_metric))
+        self._cache.clear()
+
+    def _step_metric(self, tag: str) -> str | None:
+        if tag not in self._cache:
+            metric = self.step_metrics.get(tag)
+            if metric is None:
+                metric = next((m for g, m in self.glob_metrics if fnmatchcase(tag, g)), None)
+            self._cache[tag] = metric if metric != tag else None
+        return self._cache[tag]
+
+    def row(self, values: dict[str, float], step: int | None, order: int) -> None:
+        """Add one row; `step` is the history step (None: take `_step` from the row)."""
+        if "_step" in values and math.isfinite(values["_step"]):
+            step = int(values["_step"])
+        if step is None:
+            self.builder.skip(order, "history row without a step")
+            return
+        self.last_step = step
+        wall = values.get("_timestamp", math.nan)
+        add = self.builder.add
+        use_metrics = bool(self.step_metrics or self.glob_metrics)
+        for metric in (set(self.step_metrics.values()) | {m for _, m in self.glob_metrics}
+                       if use_metrics else ()):
+            if metric in values:
+                self._last[metric] = values[metric]
+        for tag, value in values.items():
+            if tag in BOOKKEEPING:
+                continue
+            point_step = step
+            if use_metrics:
+                metric = self._step_metric(tag)
+                sv = self._last.get(metric) if metric else None
+                if sv is not None and math.isfinite(sv):
+                    point_step = int(sv)
+            self.tags.add(tag)
+            add(tag, point_step, value, wall, order)
+
+
+# --------------------------------------------------------------------------------------------
+# Config -> RunMeta
+
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "lr": ("learning_rate", "lr"),
+    "min_lr": ("min_lr", "min_learning_rate"),
+    "hidden_size": ("hidden_size", "n_embd", "d_model"),
+    "num_layers": ("num_layers", "n_layer", "n_layers", "num_hidden_layers"),
+    "num_heads": ("num_attention_heads", "n_head", "n_heads", "num_heads"),
+    "seq_length": ("seq_length", "seq_len", "block_size", "max_seq_length", "max_seq_len",
+                   "sequence_length"),
+    "init_method_std": ("init_method_std", "init_std", "initializer_range"),
+    "adam_eps": ("adam_eps", "adam_epsilon"),
+    "adam_beta1": ("adam_beta1", "beta1"),
+    "adam_beta2": ("adam_beta2", "beta2"),
+    "weight_decay": ("weight_decay",),
+    "clip_grad": ("clip_grad", "grad_clip", "max_grad_norm", "gradient_clip_val"),
+    "warmup_steps": ("warmup_steps", "warmup_iters", "lr_warmup_iters", "lr_warmup_steps"),
+    "train_iters": ("train_iters", "max_steps", "max_iters"),
+    "global_batch_size": ("global_batch_size",),
+    "micro_batch_size": ("micro_batch_size", "per_device_train_batch_size"),
+    "save_interval": ("save_interval", "save_steps", "checkpoint_interval"),
+    "log_interval": ("log_interval", "logging_steps"),
+    "lr_schedule": ("lr_decay_style", "lr_scheduler_type", "lr_schedule"),
+    "rampup_batch_size": ("rampup_batch_size",),
+}
+_INT_FIELDS = frozenset({"hidden_size", "num_layers", "num_heads", "seq_length", "warmup_steps",
+                         "train_iters", "global_batch_size", "micro_batch_size", "save_interval",
+                         "log_interval"})
+_STR_FIELDS = frozenset({"lr_schedule", "rampup_batch_size"})
+_FLOAT_FIELDS = frozenset(_ALIASES) - _INT_FIELDS - _STR_FIELDS
+
+
+def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Config flattened to dotted keys, config.yaml's {"value": x, "desc": ...} unwrapped and
+    W&B's own `_wandb` entry dropped."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value and set(value) <= {"value", "desc"} and "value" in value:
+            value = value["value"]
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = value
+
+    for key, value in config.items():
+        if key != "_wandb" and key != "wandb_version":
+            walk(str(key), value)
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _precision(leaf: Mapping[str, Any]) -> str | None:
+    if leaf.get("bf16") is True:
+        return "bf16"
+    if leaf.get("fp16") is True:
+        return "fp16"
+    for key in ("precision", "mixed_precision", "dtype", "params_dtype", "torch_dtype"):
+        text = str(leaf.get(key, "")).lower().replace("torch.", "")
+        if not text or text == "none":
+            continue
+        if "bf16" in text or "bfloat16" in text:
+            return "bf16"
+        if text in ("16", "16-mixed", "fp16", "float16", "half", "16-true"):
+            return "fp16"
+        if text in ("32", "32-true", "fp32", "float32", "float", "no", "64", "float64"):
+            return "fp32"
+    if leaf.get("bf16") is False and leaf.get("fp16") is False:
+        return "fp32"
+    return None
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:MAX_EXTRA_VALUE]
+
+
+def config_meta(config: Mapping[str, Any]) -> RunMeta:
+    """RunMeta from a W&B run config: canonical fields where the key names a known setting
+    (matched on the last dotted component, shortest key first), every key in `extra`."""
+    flat = flat_config(config)
+    leaf: dict[str, Any] = {}
+    for key in sorted(flat, key=lambda k: (k.count("."), k)):
+        leaf.setdefault(key.rsplit(".", 1)[-1].lower(), flat[key])
+    fields_: dict[str, Any] = {}
+    for name, aliases in _ALIASES.items():
+        raw = next((leaf[a] for a in aliases if a in leaf and leaf[a] is not None), None)
+        if raw is None:
+            continue
+        if name in _STR_FIELDS:
+            fields_[name] = _text_value(raw)
+            continue
+        num = _number(raw)
+        if num is None or not math.isfinite(num):
+            continue
+        if name in _INT_FIELDS:
+            if num == int(num) and num > 0 or (num == 0 and name == "warmup_steps"):
+                fields_[name] = int(num)
+        else:
+            fields_[name] = num
+    betas = leaf.get("betas", leaf.get("adam_betas"))
+    if isinstance(betas, (list, tuple)) and len(betas) == 2:
+        fields_.setdefault("adam_beta1", _number(betas[0]))
+        fields_.setdefault("adam_beta2", _number(betas[1]))
+    if "global_batch_size" not in fields_:
+        bs, ga = _number(leaf.get("batch_size")), _number(leaf.get("gradient_accumulation_steps"))
+        if bs and ga and bs == int(bs) and ga == int(ga):
+            fields_["global_batch_size"] = int(bs * ga)
+    fields_["precision"] = _precision(leaf)
+    extra = {k: _text_value(v) for k, v in list(flat.items())[:MAX_EXTRA_KEYS]}
+    if len(flat) > MAX_EXTRA_KEYS:
+        extra["wandb.config_keys_omitted"] = str(len(flat) - MAX_EXTRA_KEYS)
+    return RunMeta().merged(extra=extra, **fields_)
+
+
+# --------------------------------------------------------------------------------------------
+# run-*.wandb
+
+
+def sniff_wandb(name: str, head: bytes) -> float:
+    if head.startswith(MAGIC):
+        return 1.0
+    if name.endswith(".wandb"):
+        return 0.5  # damaged header: read_wandb will say what is wrong
+    return 0.0
+
+
+class _RunState:
+    """What a scan of a `.wandb` file collects besides the points."""
+
+    def __init__(self) -> None:
+        self.run: dict[str, Any] = {}
+        self.config: dict[str, Any] = {}
+        self.summary: dict[str, Any] = {}
+        self.console: list[str] = []
+        self.exit_code: int | None = None
+        self.history_tags: set[str] = set()
+        self.last_mirror: bytes | None = None
+
+    def apply_config(self, buf: bytes) -> None:
+        updates, removed = decode_updates(buf)
+        for path, text in updates:
+            self.config[".".join(path)] = _json_any(text)
+        for path in removed:
+            self.config.pop(".".join(path), None)
+
+    def apply_summary(self, buf: bytes) -> None:
+        updates, removed = decode_updates(buf)
+        for path, text in updates:
+            self.summary["/".join(path)] = text
+        for path in removed:
+            self.summary.pop("/".join(path), None)
+
+
+def _dispatch(kind: int, body: bytes, index: int, sink: RowSink, state: _RunState) -> None:
+    if kind == R_HISTORY:
+        items, step = decode_history(body)
+        values: dict[str, float] = {}
+        for path, value in items:
+            if value is not None:
+                flatten(path, value, values)
+        sink.row(values, step, index)
+    elif kind == R_SUMMARY:
+        # wandb-core mirrors every history row into a summary record (with `_step`); only the
+        # last of those can matter, and skipping the rest saves a third of the read time.
+        if b"_step" in body:
+            state.last_mirror = body
+        else:
+            state.apply_summary(body)
+    elif kind == R_CONFIG:
+        state.apply_config(body)
+    elif kind in (R_OUTPUT_RAW, R_OUTPUT):
+        if len(state.console) < 100_000:  # only counted and sampled; keep memory bounded
+            state.console.append(decode_message(body, _OUTPUT_FIELDS).get("line", ""))
+    elif kind == R_METRIC:
+        m = decode_message(body, _METRIC_FIELDS)
+        sink.define(m.get("name", ""), m.get("glob_name", ""), m.get("step_metric", ""))
+    elif kind == R_RUN:
+        run = decode_message(body, _RUN_FIELDS)
+        if isinstance(run.get("config"), bytes):
+            state.apply_config(run.pop("config"))
+        state.run.update(run)
+    elif kind == R_EXIT:
+        code = decode_message(body, _EXIT_FIELDS).get("exit_code", 0)
+        state.exit_code = code - (1 << 64) if code >= 1 << 63 else code
+
+
+def scan(path: Path, builder: RecordsBuilder) -> _RunState:
+    """Read every intact record of a `.wandb` file into `builder`; damage becomes warnings."""
+    data = path.read_bytes()
+    if not data.startswith(MAGIC):
+        if len(data) < len(MAGIC) and MAGIC.startswith(data):
+            raise ParseError(f"{path}: {len(data)} bytes, shorter than the 7-byte W&B header")
+        raise ParseError(f"{path}: not a W&B run file (expected the header :W&B e1 be 00, "
+                         f"found {data[:7]!r})")
+    damage = Damage(str(path))
+    sink, state = RowSink(builder), _RunState()
+    for index, offset, payload in iter_payloads(data, damage):
+        try:
+            found = record_body(payload)
+            if found is not None:
+                _dispatch(found[0], found[1], index, sink, state)
+        except (ProtoError, UnicodeDecodeError, struct.error) as exc:
+            builder.skip(index, f"record at byte {offset} is not a valid Record message: {exc}")
+    for message in damage.messages:
+        builder.warn(message)
+    if damage.records_lost:
+        builder.warn(f"{path}: {damage.records_lost} damaged record(s) lost in "
+                     f"{len(damage.messages)} place(s); the intact records were read")
+    state.history_tags = sink.tags
+    if state.last_mirror is not None:
+        try:
+            state.apply_summary(state.last_mirror)
+        except (ProtoError, UnicodeDecodeError):
+            pass  # the summary is informational; its points came from history
+    return state
+
+
+def _run_extra(state: _RunState) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    for key in ("run_id", "display_name", "project", "entity", "run_group", "job_type"):
+        if state.run.get(key):
+            extra[f"wandb.{key}"] = state.run[key]
+    if state.run.get("tags"):
+        extra["wandb.tags"] = ",".join(state.run["tags"])[:MAX_EXTRA_VALUE]
+    if state.run.get("resumed"):
+        extra["wandb.resumed"] = "true"
+    if state.run.get("starting_step"):
+        extra["wandb.starting_step"] = str(state.run["starting_step"])
+    if state.exit_code is not None:
+        extra["wandb.exit_code"] = str(state.exit_code)
+    prefixes = {t.split("/", 1)[0] for t in state.history_tags}
+    kept = [(k, v) for k, v in state.summary.items()  # only what history does not already hold
+            if k not in state.history_tags and k not in prefixes and not k.startswith("_")]
+    for key, text in kept[:50]:
+        extra[f"wandb.summary.{key}"] = _text_value(_json_any(text))
+    if state.console:
+        lines = "".join(state.console).splitlines()
+        extra["wandb.console_lines"] = str(len(lines))
+        extra["wandb.console_head"] = "\n".join(lines[:CONSOLE_HEAD_LINES])[:MAX_EXTRA_VALUE]
+    return extra
+
+
+def read_wandb(path: Path, run: str) -> list[RunRecords]:
+    """One run from an offline `run-<id>.wandb` file (no network, no wandb package)."""
+    path = Path(path)
+    builder = RecordsBuilder()
+    state = scan(path, builder)
+    meta = config_meta(state.config)
+    meta = meta.merged(extra=_run_extra(state))
+    return [builder.build(run, str(path), "wandb", meta)]
+
+
+def console_text(path: Path) -> str:
+    """The console output (`output_raw` / `output` records) captured in a `.wandb` file, so
+    that a text reader can be run over it."""
+    data = Path(path).read_bytes()
+    if not data.startswith(MAGIC):
+        raise ParseError(f"{path}: not a W&B run file (expected the header :W&B e1 be 00)")
+    parts = []
+    for _, _, payload in iter_payloads(data, Damage(str(path))):
+        try:
+            found = record_body(payload)
+            if found and found[0] in (R_OUTPUT_RAW, R_OUTPUT):
+                parts.append(decode_message(found[1], _OUTPUT_FIELDS).get("line", ""))
+        except (ProtoError, UnicodeDecodeError):
+            continue
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# wandb-history.jsonl (wandb < 0.10, or exported history)
+
+_HISTORY_KEYS_RE = re.compile(rb'"_step"\s*:')
+
+
+def sniff_wandb_history(name: str, head: bytes) -> float:
+    text = head.lstrip()
+    if not text.startswith(b"{"):
+        return 0.0
+    first = text.split(b"\n", 1)[0]
+    if name == "wandb-history.jsonl":
+        return 1.0
+    if _HISTORY_KEYS_RE.search(first) and (b'"_runtime"' in first or b'"_timestamp"' in first):
+        return 0.9
+    return 0.0
+
+
+def _history_rows(text: str, builder: RecordsBuilder) -> Iterator[tuple[int, dict[str, Any]]]:
+    lines = text.split("\n")
+    last = len(lines) - 1 if lines and lines[-1].strip() else len(lines) - 2
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            why = ("truncated last line" if lineno - 1 == last and not text.endswith("\n")
+                   else "not a JSON object")
+            builder.skip(lineno, why, line)
+            continue
+        if not isinstance(row, dict):
+            builder.skip(lineno, "not a JSON object", line)
+            continue
+        yield lineno, row
+
+
+def _row_values(row: Mapping[str, Any]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for key, value in row.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            values[key] = float(value)
+        elif isinstance(value, dict):
+            flatten((key,), value, values)
+    return values
+
+
+def _sibling_config(path: Path) -> dict[str, Any]:
+    """config.yaml next to a pre-0.10 wandb-history.jsonl ({key: {desc, value}})."""
+    cfg = path.with_name("config.yaml")
+    if not cfg.is_file():
+        return {}
+    try:
+        import yaml
+
+        loaded = yaml.safe_load(cfg.read_text(encoding="utf-8", errors="replace"))
+    except Exception:  # yaml missing or the file is not plain YAML: the config is optional
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def read_wandb_history(path: Path, run: str) -> list[RunRecords]:
+    """One run from `wandb-history.jsonl`: one JSON object per `log()` call."""
+    from .textutil import read_text
+
+    path = Path(path)
+    builder = RecordsBuilder()
+    sink = RowSink(builder)
+    for lineno, row in _history_rows(read_text(path), builder):
+        sink.row(_row_values(row), None, lineno)
+    meta = config_meta(_sibling_config(path))
+    return [builder.build(run, str(path), "wandb-history", meta)]
+
+
+# --------------------------------------------------------------------------------------------
+# wandb:// addresses (public API)
+
+
+def parse_address(address: str) -> str:
+    """`wandb://entity/project/run_id` (or `.../runs/run_id`) -> "entity/project/run_id"."""
+    rest = address[len("wandb://"):] if address.startswith("wandb://") else ""
+    parts = [p for p in rest.strip("/").split("/")]
+    if len(parts) == 4 and parts[2] == "runs":
+        parts = [parts[0], parts[1], parts[3]]
+    if len(parts) != 3 or not all(parts):
+        raise InvalidParameterError(
+            f"{address}: expected a W&B run address wandb://entity/project/run_id")
+    return "/".join(parts)
+
+
+def read_api(address: str, api_factory: Callable[[], Any] | None = None) -> list[RunRecords]:
+    """Every history row of a W&B run through the public API (`scan_history`, not the
+    500-row sample of `history()`). Needs the wandb package and network access."""
+    run_path = parse_address(address)
+    if api_factory is None:
+        try:
+            import wandb
+        except ImportError:
+            raise MissingDependencyError(
+                f"{address}: reading runs from the W&B server needs the wandb package: "
+                "pip install 'losslens[wandb]'") from None
+        api_factory = wandb.Api
+    try:
+        api_run = api_factory().run(run_path)
+        builder = RecordsBuilder()
+        sink = RowSink(builder)
+        for order, row in enumerate(api_run.scan_history(), 1):
+            sink.row(_row_values(row), None, order)
+        config = dict(api_run.config or {})
+        name = getattr(api_run, "name", None) or run_path
+    except LossLensError:
+        raise
+    except Exception as exc:  # the API raises its own errors (auth, network, not found)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LossLensError(f"{address}: W&B API error: {first}") from None
+    meta = config_meta(config).merged(extra={"wandb.run_path": run_path})
+    return [builder.build(name, address, "wandb", meta)]
