@@ -1,0 +1,141 @@
+"""nanoGPT `train.py` stdout (LOG_FORMATS.md §6).
+
+Two metric lines, both printed by the master process with plain `print`:
+
+- `iter N: loss X, time Yms, mfu Z%` every `log_interval` → tags `loss` (the last micro-batch's
+  loss, role train_loss), `time` (ms) and `mfu` (%; the `-100.00%` warm-up sentinel of the first
+  iterations of each process is not a measurement and is left out, counted in metadata);
+- `step N: train loss X, val loss Y` every `eval_interval` → tags `train loss` (an estimate over
+  `eval_iters` batches of the training split; also role train_loss, on the eval grid) and
+  `val loss` (role val_loss).
+
+`Resuming training from ...` is a resume marker (header); the resumed job re-prints the eval line
+of the checkpoint's step, which the Frame turns into a new segment. The config echo
+(`Overriding config with <file>:` followed by the file, `Overriding: k = v`) and
+`tokens per iteration will be: N` become RunMeta.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import ParseError
+from ..records import RecordsBuilder, RunMeta, RunRecords
+from .textutil import Columns, fragments, head_text, parse_float, read_text, split_truncated
+
+FORMAT = "nanogpt"
+
+_ITER = re.compile(r"iter (\d+): loss (\S+), time (\S+?)ms(?:, mfu (\S+?)%)?\s*$")
+_EVAL = re.compile(r"step (\d+): train loss (\S+), val loss (\S+?)\s*$")
+# what a metric line of this dialect starts with, parsed or not
+_LOOKS = re.compile(r"iter \d+:|step \d+: (?:train|val) loss")
+_SNIFF_ITER = re.compile(r"(?m)^(?:\S*\]:)?iter \d+: loss \S+, time [0-9.]+ms")
+_SNIFF_EVAL = re.compile(r"(?m)^(?:\S*\]:)?step \d+: train loss \S+, val loss ")
+_ASSIGN = re.compile(r"([A-Za-z_]\w*)\s*=\s*(.+?)\s*(?:#.*)?$")
+_OVERRIDE = re.compile(r"Overriding: ([A-Za-z_]\w*) = (.+?)\s*$")
+_TOKENS = re.compile(r"tokens per iteration will be: ([\d,]+)")
+
+_INT_FIELDS = {"n_layer": "num_layers", "n_head": "num_heads", "n_embd": "hidden_size",
+               "block_size": "seq_length", "warmup_iters": "warmup_steps",
+               "max_iters": "train_iters", "batch_size": "micro_batch_size",
+               "log_interval": "log_interval"}
+_FLOAT_FIELDS = {"learning_rate": "lr", "min_lr": "min_lr", "beta1": "adam_beta1",
+                 "beta2": "adam_beta2", "weight_decay": "weight_decay", "grad_clip": "clip_grad"}
+_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+def sniff(name: str, head: bytes) -> float:
+    text = head_text(head)
+    if _SNIFF_ITER.search(text):
+        return 0.9
+    return 0.8 if _SNIFF_EVAL.search(text) else 0.0
+
+
+def read(path: Path, run: str) -> list[RunRecords]:
+    try:
+        text = read_text(path)
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    body, tail, tail_line = split_truncated(text)
+    b, cols = RecordsBuilder(), Columns()
+    config: dict[str, str] = {}
+    sentinels = 0
+    in_config = False
+    for lineno, frag in fragments(body):
+        if in_config:
+            m = _ASSIGN.match(frag)
+            if m:
+                config[m.group(1)] = m.group(2).strip("'\"")
+                continue
+            in_config = frag.startswith(("#", "import ", "from ")) or not frag.strip()
+            if in_config:
+                continue
+        if frag.startswith(("iter ", "step ")):
+            sentinels += _metric(frag, lineno, cols, b)
+        elif frag.startswith("Resuming training from"):
+            b.header(lineno)
+        elif frag.startswith("Overriding config with"):
+            in_config = True
+        elif frag.startswith("Overriding: "):
+            m = _OVERRIDE.match(frag)
+            if m:
+                config[m.group(1)] = m.group(2).strip("'\"")
+        elif frag.startswith("tokens per iteration"):
+            m = _TOKENS.match(frag)
+            if m:
+                config["tokens_per_iter"] = m.group(1).replace(",", "")
+    if tail and _LOOKS.match(tail.strip()):
+        b.skip(tail_line, "truncated last line", tail)
+    cols.into(b)
+    return [b.build(run, str(path), FORMAT, _meta(config, sentinels))]
+
+
+def _metric(frag: str, lineno: int, cols: Columns, b: RecordsBuilder) -> int:
+    """Parse one `iter`/`step` line; returns 1 when it carried the mfu warm-up sentinel."""
+    if not _LOOKS.match(frag):
+        return 0
+    m = _ITER.match(frag)
+    try:
+        if m:
+            step = int(m.group(1))
+            cols.add("loss", step, parse_float(m.group(2)), lineno)
+            cols.add("time", step, parse_float(m.group(3)), lineno)
+            if m.group(4) is not None:
+                mfu = parse_float(m.group(4))
+                if mfu == -100.0:
+                    return 1
+                cols.add("mfu", step, mfu, lineno)
+            return 0
+        m = _EVAL.match(frag)
+        if m:
+            step = int(m.group(1))
+            train, val = parse_float(m.group(2).rstrip(",")), parse_float(m.group(3))
+            cols.add("train loss", step, train, lineno)
+            cols.add("val loss", step, val, lineno)
+            return 0
+    except ValueError:
+        pass
+    b.skip(lineno, "nanoGPT metric line that does not parse", frag)
+    return 0
+
+
+def _meta(config: dict[str, str], sentinels: int) -> RunMeta:
+    fields: dict[str, object] = {}
+    for key, name in _INT_FIELDS.items():
+        if key in config:
+            try:
+                fields[name] = int(float(config[key]))
+            except ValueError:
+                pass
+    for key, name in _FLOAT_FIELDS.items():
+        if key in config:
+            try:
+                fields[name] = float(config[key])
+            except ValueError:
+                pass
+    if config.get("dtype") in _DTYPES:
+        fields["precision"] = _DTYPES[config["dtype"]]
+    extra = dict(config)
+    if sentinels:
+        extra["mfu_warmup_sentinels"] = str(sentinels)
+    return RunMeta(framework="nanogpt", extra=extra, **fields)

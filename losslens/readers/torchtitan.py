@@ -1,0 +1,143 @@
+"""torchtitan console output (LOG_FORMATS.md §8, §9).
+
+Metric lines are logged through the root logger (`[titan] <asctime> - root - INFO - `), usually
+behind torchrun's `[rank0]:` prefix and with an ANSI colour before every field:
+`step: 10  loss:  8.12345  grad_norm:  1.2345  memory: 12.34GiB(25.00%)  tps: 12,345
+tflops: 123.45  mfu: 12.34%` (2024 versions: `wps` instead of `tps`/`tflops`, no grad_norm).
+Tags keep the console names (`loss`, `grad_norm`, `tps`, `wps`, `tflops`, `mfu` in %), with
+`memory` in GiB and `memory_pct`. `mfu: N/A` (quantised training) is no measurement and is left
+out. `validate step: N  loss: X ...` becomes torchtitan's own validation tag
+`validation_metrics/loss` (role val_loss). The logging timestamp is the wall time (read as UTC:
+the log does not say its zone). `Training starts at step N` is a run header.
+"""
+from __future__ import annotations
+
+import calendar
+import re
+from pathlib import Path
+
+from ..errors import ParseError
+from ..records import RecordsBuilder, RunMeta, RunRecords
+from .textutil import (fragments, head_text, parse_float, read_text, split_truncated,
+                       strip_ansi, strip_prefix)
+
+FORMAT = "torchtitan"
+VAL_TAG = "validation_metrics/loss"
+
+_LOOKS = re.compile(r"(validate )?step:\s*(\d+)\s+loss:")
+_TAIL_LOOKS = re.compile(r"(?:^|[\s\]-])(?:validate )?step:\s*\d")
+_FIELD = re.compile(r"(\w+):\s*(\S+)")
+_MEMORY = re.compile(r"([0-9.]+)GiB\(([0-9.]+)%\)$")
+_STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[,.](\d+))?")
+_SNIFF = re.compile(r"(?m)(?:^|[\]\- ])step:\s*\d+\s+loss:\s*\S+\s+.*(?:memory:|tps:|wps:)")
+_MODEL_ARG = re.compile(r"\b(dim|n_layers|n_heads|max_seq_len|norm_eps)=([0-9.e+-]+)")
+_MODEL_FIELDS = {"dim": "hidden_size", "n_layers": "num_layers", "n_heads": "num_heads",
+                 "max_seq_len": "seq_length"}
+
+
+def sniff(name: str, head: bytes) -> float:
+    text = head_text(head)
+    if "step:" not in text:
+        return 0.0
+    return 0.9 if _SNIFF.search(strip_ansi(text)) else 0.0
+
+
+class _Points:
+    """Per-tag columns with a wall time per point."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[list[int], list[float], list[float], list[int]]] = {}
+
+    def add(self, tag: str, step: int, value: float, wall: float, order: int) -> None:
+        cols = self.data.get(tag)
+        if cols is None:
+            cols = self.data[tag] = ([], [], [], [])
+        for col, item in zip(cols, (step, value, wall, order)):
+            col.append(item)
+
+    def into(self, b: RecordsBuilder) -> None:
+        for tag, (steps, values, walls, orders) in self.data.items():
+            b.add_array(tag, steps, values, wall_times=walls, orders=orders)
+
+
+def read(path: Path, run: str) -> list[RunRecords]:
+    try:
+        text = read_text(path)
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    body, tail, tail_line = split_truncated(text)
+    b, pts = RecordsBuilder(), _Points()
+    meta: dict[str, object] = {}
+    extra: dict[str, str] = {}
+    for lineno, frag in fragments(body):
+        if "step:" in frag:
+            _metric(lineno, frag, pts, b)
+        elif "Training starts at step" in frag:
+            b.header(lineno)
+        elif "Loading the checkpoint from" in frag:
+            where = frag.split("Loading the checkpoint from", 1)[1]
+            extra["checkpoint_loaded_from"] = where.strip().rstrip(".")
+        elif "ModelArgs(" in frag:
+            _model_args(frag, meta, extra)
+    if tail and _TAIL_LOOKS.search(strip_prefix(strip_ansi(tail))):
+        b.skip(tail_line, "truncated last line", tail)
+    if pts.data:
+        extra["wall_time_zone"] = "log timestamps carry no zone; read as UTC"
+    pts.into(b)
+    return [b.build(run, str(path), FORMAT,
+                    RunMeta(framework="torchtitan", extra=extra, **meta))]
+
+
+def _metric(lineno: int, frag: str, pts: _Points, b: RecordsBuilder) -> None:
+    m = _LOOKS.search(frag)
+    if not m:
+        return
+    try:
+        points = _fields(bool(m.group(1)), frag[m.end() - len("loss:"):])
+    except ValueError:
+        points = []
+    if not points:
+        b.skip(lineno, "torchtitan step line that does not parse", frag)
+        return
+    step, wall = int(m.group(2)), _wall(frag[:m.start()])
+    for tag, value in points:
+        pts.add(tag, step, value, wall, lineno)
+
+
+def _fields(validate: bool, rest: str) -> list[tuple[str, float]]:
+    """(tag, value) pairs of one metric line; [] when it has no loss."""
+    out: list[tuple[str, float]] = []
+    for key, raw in _FIELD.findall(rest):
+        if key == "loss":
+            out.append((VAL_TAG if validate else "loss", parse_float(raw)))
+        elif validate:
+            continue  # only the validation loss is a series of interest
+        elif key == "memory":
+            mem = _MEMORY.match(raw)
+            if not mem:
+                raise ValueError(raw)
+            out += [("memory", float(mem.group(1))), ("memory_pct", float(mem.group(2)))]
+        elif key == "mfu" and raw.upper() == "N/A":
+            continue
+        else:
+            out.append((key, parse_float(raw.replace(",", ""))))
+    return out
+
+
+def _wall(prefix: str) -> float:
+    m = _STAMP.search(prefix)
+    if not m:
+        return float("nan")
+    y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
+    frac = float("0." + m.group(7)) if m.group(7) else 0.0
+    return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) + frac
+
+
+def _model_args(frag: str, meta: dict[str, object], extra: dict[str, str]) -> None:
+    for key, raw in _MODEL_ARG.findall(frag):
+        extra[f"model.{key}"] = raw
+        if key in _MODEL_FIELDS:
+            try:
+                meta[_MODEL_FIELDS[key]] = int(float(raw))
+            except ValueError:
+                pass
