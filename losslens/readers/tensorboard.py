@@ -1,0 +1,518 @@
+"""TensorBoard event files (`events.out.tfevents.*`): every scalar point, read with numpy.
+
+What is read: `simple_value` scalars (torch/tensorboardX `add_scalar`, Lightning, Megatron) and
+rank-0 numeric tensors (`tensor` with `float_val`, `double_val`, int/half fields or
+`tensor_content` of any numeric dtype: TF2/Keras, `tensorboard.summary`, torch
+`new_style=True`). Tensor values of tags whose metadata names another plugin than `scalars`
+(hparams, pr_curves...) and all non-scalar summaries (images, histograms, text, audio) are
+skipped quietly, as is the `file_version` header. Every point is kept (no reservoir sample),
+with its tag as written, step and wall time.
+
+What is verified: the masked CRC32C of every record's length *and* of every record's data
+(`tfrecord.py` does both on whole arrays). A record whose data CRC fails is dropped and
+counted; the records after it are still read (its length was checked). A length whose CRC
+fails makes the reader skip to the next position whose length CRC checks; a truncated tail
+is dropped. Each is reported in `RunRecords.warnings` with record number and byte offset.
+
+How it is fast: records of one payload length and alignment are compared word by word with
+one reference record, parsed in Python. When the bytes that differ all lie in the
+reference's wall-time, step and value fields (and varints keep their byte count), every
+record of the group parses the same way, and those fields are gathered for the whole
+group at once; otherwise the group is split on the differing bytes and each part checked
+again. A folder holds one run: its event files are read in the order of the timestamp in
+their names, and each file after the first starts a new segment (`headers`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ParseError
+from ..records import MAX_SKIPPED_KEPT, RunMeta, RunRecords, SkippedLine
+from . import tfrecord
+
+_NAME = re.compile(r"^events\.out\.tfevents\.(\d+)")
+#: Individual damage warnings kept per file; the rest are counted in one line.
+MAX_WARNINGS = 20
+
+
+def is_event_file_name(name: str) -> bool:
+    """True for `events.out.tfevents.*` files that hold summaries (not `*.profile-empty`)."""
+    return bool(_NAME.match(name)) and not name.endswith(".profile-empty")
+
+
+def sniff(name: str, head: bytes) -> float:
+    """1 for an event file name; 0.9 for a TFRecord whose first record is `brain.Event:`."""
+    if is_event_file_name(name):
+        return 1.0
+    if len(head) < 16 or head[4:8] != b"\0\0\0\0":
+        return 0.0
+    length = int.from_bytes(head[:8], "little")
+    if tfrecord.mask(tfrecord.crc32c(head[:8])) != int.from_bytes(head[8:12], "little"):
+        return 0.0
+    return 0.9 if b"brain.Event:" in head[12:12 + min(length, 256)] else 0.0
+
+
+def _sort_key(path: Path) -> tuple:
+    m = _NAME.match(path.name)
+    natural = [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+    return (int(m.group(1)) if m else 0, natural)
+
+
+def event_files(directory: Path) -> list[Path]:
+    """The event files directly in `directory`, in write order (name timestamp, then name)."""
+    files = [p for p in directory.iterdir() if p.is_file() and is_event_file_name(p.name)]
+    return sorted(files, key=_sort_key)
+
+
+# ---------------------------------------------------------------- one record, in Python
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if i >= len(b) or shift >= 70:
+            raise _Malformed
+        c = b[i]
+        i += 1
+        result |= (c & 0x7F) << shift
+        if c < 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(b: bytes, start: int, end: int):
+    """(field, wire type, value start, value end, varint value) for each field in b[start:end]."""
+    i = start
+    while i < end:
+        key, i = _varint(b, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            value, j = _varint(b, i)
+            yield num, wt, i, j, value
+        elif wt in (1, 5):
+            j = i + (8 if wt == 1 else 4)
+            yield num, wt, i, j, 0
+        elif wt == 2:
+            size, i = _varint(b, i)
+            j = i + size
+            yield num, wt, i, j, 0
+        else:
+            raise _Malformed
+        if j > end:
+            raise _Malformed
+        i = j
+
+
+# dtype enum → (itemsize in tensor_content, conversion, the typed *_val field)
+_DTYPES = {1: (4, "<f4", 5), 2: (8, "<f8", 6), 3: (4, "<i4", 7), 4: (1, "u1", 7),
+           5: (2, "<i2", 7), 6: (1, "i1", 7), 9: (8, "<i8", 10), 10: (1, "u1", 11),
+           14: (2, "bf16", 13), 17: (2, "<u2", 7), 19: (2, "<f2", 13), 22: (4, "<u4", 16),
+           23: (8, "<u8", 17)}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one scalar value sits in a record, and how to read it."""
+
+    tag: str
+    offset: int
+    size: int  # bytes (for a varint: its byte count in the reference record)
+    conv: str  # numpy dtype string, "bf16", or "varint[:<dtype>]"
+    tensor: bool
+    plugin: str | None  # plugin_name of the value's metadata, None when it has none
+
+
+@dataclass
+class Layout:
+    """The parse of one Event record: field offsets, as a template for same-shaped records."""
+
+    wall: int | None = None
+    step: tuple[int, int] | None = None  # (offset, byte count) of the varint
+    slots: list[Slot] = field(default_factory=list)
+    varints: list[tuple[int, int]] = field(default_factory=list)
+    allowed: list[tuple[int, int]] = field(default_factory=list)  # byte ranges free to differ
+
+
+def _plugin(b: bytes, start: int, end: int) -> str:
+    for num, wt, s, e, _ in _fields(b, start, end):
+        if num == 1 and wt == 2:
+            for n2, w2, s2, e2, _ in _fields(b, s, e):
+                if n2 == 1 and w2 == 2:
+                    return b[s2:e2].decode("utf-8", "replace")
+    return ""
+
+
+def _is_scalar_shape(b: bytes, start: int, end: int) -> bool:
+    for num, wt, s, e, _ in _fields(b, start, end):
+        if num == 3:  # unknown_rank
+            return False
+        if num == 2 and wt == 2:
+            size = 0
+            for n2, _, _, _, v in _fields(b, s, e):
+                if n2 == 1:
+                    size = v
+            if size != 1:
+                return False
+    return True
+
+
+def _tensor_slot(b: bytes, start: int, end: int) -> tuple[int, int, str] | None:
+    """(offset, size, conv) of a rank-0 numeric tensor's value, or None."""
+    dtype, scalar, found = 0, True, {}
+    for num, wt, s, e, _ in _fields(b, start, end):
+        if num == 1 and wt == 0:
+            dtype = _varint(b, s)[0]
+        elif num == 2 and wt == 2:
+            scalar = _is_scalar_shape(b, s, e)
+        else:
+            found.setdefault(num, []).append((wt, s, e))
+    if dtype not in _DTYPES or not scalar:
+        return None
+    itemsize, conv, val_field = _DTYPES[dtype]
+    content = [(s, e) for wt, s, e in found.get(4, []) if wt == 2 and e > s]
+    if content:
+        s, e = content[-1]
+        return (s, itemsize, conv) if e - s == itemsize else None
+    vals = found.get(val_field, [])
+    if len(vals) != 1:
+        return None
+    wt, s, e = vals[0]
+    if val_field in (5, 6):  # float_val / double_val: packed or not
+        size = 4 if val_field == 5 else 8
+        return (s, size, conv) if e - s == size else None
+    if wt == 2:  # a packed varint field holding exactly one varint
+        if _varint(b, s)[1] != e:
+            return None
+    return (s, e - s, "varint:" + conv)
+
+
+def _value(b: bytes, start: int, end: int, lay: Layout) -> None:
+    tag, kind, meta = "", None, None
+    for num, wt, s, e, _ in _fields(b, start, end):
+        if num == 1 and wt == 2:
+            tag = b[s:e].decode("utf-8", "replace")
+        elif num == 2 and wt == 5:
+            kind = ("simple", s, e)
+        elif num == 8 and wt == 2:
+            kind = ("tensor", s, e)
+        elif num in (3, 4, 5, 6):
+            kind = None  # histogram, image, audio: the oneof's last field wins
+        elif num == 9 and wt == 2:
+            meta = (s, e)
+    plugin = _plugin(b, *meta) if meta else None
+    if kind is None:
+        return
+    if kind[0] == "simple":
+        slot = Slot(tag, kind[1], 4, "<f4", False, plugin)
+    else:
+        found = _tensor_slot(b, kind[1], kind[2])
+        if found is None:
+            return
+        slot = Slot(tag, found[0], found[1], found[2], True, plugin)
+    lay.slots.append(slot)
+    lay.allowed.append((slot.offset, slot.offset + slot.size))
+    if slot.conv.startswith("varint"):
+        lay.varints.append((slot.offset, slot.size))
+
+
+def parse_layout(b: bytes) -> Layout:
+    """Parse one Event payload; raises _Malformed when it is not a valid Event."""
+    lay = Layout()
+    for num, wt, s, e, _ in _fields(b, 0, len(b)):
+        if num == 1 and wt == 1:
+            lay.wall = s
+        elif num == 2 and wt == 0:
+            lay.step = (s, e - s)
+        elif num == 5 and wt == 2:
+            for n2, w2, s2, e2, _ in _fields(b, s, e):
+                if n2 == 1 and w2 == 2:
+                    _value(b, s2, e2, lay)
+    if lay.wall is not None:
+        lay.allowed.append((lay.wall, lay.wall + 8))
+    if lay.step is not None:
+        lay.allowed.append((lay.step[0], lay.step[0] + lay.step[1]))
+        lay.varints.append(lay.step)
+    return lay
+
+
+# ---------------------------------------------------------------- many records, with numpy
+
+
+def _read_varints(buf: np.ndarray, pos: np.ndarray, nbytes: int) -> np.ndarray:
+    out = np.zeros(pos.shape[0], dtype=np.uint64)
+    for j in range(nbytes):
+        out |= (buf[pos + j] & 0x7F).astype(np.uint64) << np.uint64(7 * j)
+    return out
+
+
+def _values(buf: np.ndarray, pos: np.ndarray, slot: Slot) -> np.ndarray:
+    conv = slot.conv
+    if conv.startswith("varint:"):
+        raw, conv = _read_varints(buf, pos, slot.size), conv[7:]
+        if conv == "<f2":
+            return raw.astype(np.uint16).view(np.float16).astype(np.float64)
+        if conv == "bf16":
+            return (raw.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+        signed = conv[1] == "i" if conv[0] == "<" else conv[0] == "i"
+        return raw.view(np.int64).astype(np.float64) if signed else raw.astype(np.float64)
+    if conv == "bf16":
+        bits = tfrecord.gather_view(buf, pos, "<u2").astype(np.uint32) << np.uint32(16)
+        return bits.view(np.float32).astype(np.float64)
+    return tfrecord.gather_view(buf, pos, conv).astype(np.float64)
+
+
+@dataclass
+class _Run:
+    """What the reader accumulates for one run, across chunks and files."""
+
+    keys: dict[tuple[str, bool], int] = field(default_factory=dict)  # (tag, tensor) → key
+    plugins: dict[str, str] = field(default_factory=dict)  # tag → first plugin_name seen
+    parts: list[tuple[np.ndarray, ...]] = field(default_factory=list)
+    skipped: list[SkippedLine] = field(default_factory=list)
+    skipped_count: int = 0
+    warnings: list[str] = field(default_factory=list)
+    headers: list[int] = field(default_factory=list)
+    records: int = 0  # records framed so far (the next record's order is records + 1)
+
+    def key(self, slot: Slot) -> int:
+        if slot.plugin is not None:
+            self.plugins.setdefault(slot.tag, slot.plugin)
+        k = (slot.tag, slot.tensor)
+        code = self.keys.get(k)
+        if code is None:
+            code = self.keys[k] = len(self.keys)
+        return code
+
+
+class _Chunk:
+    """Decodes the records of one chunk, group by group (see the module docstring)."""
+
+    def __init__(self, chunk: tfrecord.Chunk, run: _Run) -> None:
+        self.buf, self.run = chunk.buf, run
+        self.p = chunk.starts + 12
+        self.length = chunk.lengths
+        self.words = chunk.buf[: chunk.buf.shape[0] // 8 * 8].view("<u8")
+        self.counts = np.zeros(self.p.shape[0], dtype=np.int64)
+        self.emitted: list[tuple[np.ndarray, int, int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.bad: list[np.ndarray] = []
+        self.malformed: list[np.ndarray] = []
+
+    def decode(self) -> None:
+        import pandas as pd
+
+        if not self.p.shape[0]:
+            return
+        codes, uniques = pd.factorize(self.length * 8 + (self.p & 7))
+        small = np.int16 if len(uniques) < (1 << 15) else np.int64
+        order = np.argsort(codes.astype(small), kind="stable")
+        bounds = np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1]
+        for idx in np.split(order, bounds):
+            self._group(idx, checked=False)
+
+    def _diffs(self, idx: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+        """Bytes of each record XOR the first's, as (n, words*8) uint8, and the alignment."""
+        p = self.p[idx]
+        a = int(p[0]) & 7
+        nw = (a + size + 7) // 8
+        w = self.words[(p >> 3)[:, None] + np.arange(nw)]
+        d = w ^ w[0]
+        d[:, 0] &= np.uint64((0xFFFFFFFFFFFFFFFF << (8 * a)) & 0xFFFFFFFFFFFFFFFF)
+        tail = a + size - 8 * (nw - 1)
+        if tail < 8:
+            d[:, -1] &= np.uint64((1 << (8 * tail)) - 1)
+        return d.view(np.uint8), a
+
+    def _crc_ok(self, idx: np.ndarray, d8: np.ndarray, a: int, vary: np.ndarray) -> np.ndarray:
+        p, size = self.p[idx], int(self.length[idx[0]])
+        if size <= tfrecord.GMAX:
+            g = tfrecord.tables()
+            crc = np.full(idx.shape[0], tfrecord.crc32c(self.buf[p[0]:p[0] + size]), np.uint32)
+            for i in vary.tolist():
+                crc ^= g[size - 1 - i][d8[:, a + i]]
+        else:
+            crc = np.array([tfrecord.crc32c(self.buf[q:q + size]) for q in p.tolist()], np.uint32)
+        return tfrecord.mask(crc) == tfrecord.gather_view(self.buf, p + size, "<u4")
+
+    def _group(self, idx: np.ndarray, checked: bool) -> None:
+        size = int(self.length[idx[0]])
+        if size == 0:
+            self._empty(idx)
+            return
+        d8, a = self._diffs(idx, size)
+        vary = np.flatnonzero(np.bitwise_or.reduce(d8, axis=0)[a:a + size])
+        if not checked:
+            ok = self._crc_ok(idx, d8, a, vary)
+            if not ok.all():
+                self.bad.append(idx[~ok])
+                if ok.any():
+                    self._group(idx[ok], checked=True)
+                return
+        p0 = int(self.p[idx[0]])
+        try:
+            lay = parse_layout(self.buf[p0:p0 + size].tobytes())
+        except _Malformed:
+            lay = None
+        allowed = np.zeros(size, dtype=bool)
+        for s, e in (lay.allowed if lay else ()):
+            allowed[s:e] = True
+        fixed = vary[~allowed[vary]]
+        if fixed.shape[0]:
+            self._split(idx, d8[:, a + fixed[:8]])
+        elif lay is None:
+            self.malformed.append(idx)
+        else:
+            self._template(idx, lay, vary)
+
+    def _empty(self, idx: np.ndarray) -> None:
+        ok = tfrecord.gather_view(self.buf, self.p[idx], "<u4") == tfrecord.mask(
+            tfrecord.crc32c(b""))
+        if not ok.all():
+            self.bad.append(idx[~ok])
+
+    def _split(self, idx: np.ndarray, cols: np.ndarray) -> None:
+        """Re-check the group in parts that agree on the bytes outside the template."""
+        key = np.zeros(idx.shape[0], dtype=np.uint64)
+        for j in range(cols.shape[1]):
+            key |= cols[:, j].astype(np.uint64) << np.uint64(8 * j)
+        uniq, inverse = np.unique(key, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.cumsum(np.bincount(inverse, minlength=uniq.shape[0]))[:-1]
+        for part in np.split(order, bounds):
+            self._group(idx[part], checked=True)
+
+    def _template(self, idx: np.ndarray, lay: Layout, vary: np.ndarray) -> None:
+        p = self.p[idx]
+        mismatch = np.zeros(idx.shape[0], dtype=bool)
+        for off, nb in lay.varints:  # a varint that changed its byte count changes the parse
+            if np.any((vary >= off) & (vary < off + nb)):
+                for j in range(nb):
+                    cont = (self.buf[p + off + j] & 0x80) != 0
+                    mismatch |= cont != (j < nb - 1)
+        if mismatch.any():
+            self._template(idx[~mismatch], lay, vary)  # the first record is never a mismatch
+            self._group(idx[mismatch], checked=True)
+            return
+        n = idx.shape[0]
+        wall = (tfrecord.gather_view(self.buf, p + lay.wall, "<f8").astype(np.float64)
+                if lay.wall is not None else np.zeros(n))
+        step = (_read_varints(self.buf, p + lay.step[0], lay.step[1]).view(np.int64)
+                if lay.step is not None else np.zeros(n, dtype=np.int64))
+        self.counts[idx] = len(lay.slots)
+        for j, slot in enumerate(lay.slots):
+            self.emitted.append((idx, j, self.run.key(slot), _values(self.buf, p + slot.offset,
+                                                                     slot), step, wall))
+
+    def points(self, first_order: int) -> tuple[np.ndarray, ...]:
+        """(key, step, value, wall_time, order) of the chunk's points, in write order."""
+        offs = np.cumsum(self.counts) - self.counts
+        total = int(self.counts.sum())
+        key = np.empty(total, np.int32)
+        step = np.empty(total, np.int64)
+        value = np.empty(total, np.float64)
+        wall = np.empty(total, np.float64)
+        order = np.empty(total, np.int64)
+        for idx, j, k, vals, steps, walls in self.emitted:
+            at = offs[idx] + j
+            key[at], step[at], value[at], wall[at], order[at] = k, steps, vals, walls, idx
+        order += first_order
+        return key, step, value, wall, order
+
+
+# ---------------------------------------------------------------- files and runs
+
+
+def _report(run: _Run, name: str, chunk: tfrecord.Chunk, dec: _Chunk, first: int) -> None:
+    """Damage of one chunk → warnings; valid-CRC records that do not parse → skipped."""
+    problems = list(chunk.problems)
+    for bad in dec.bad:
+        for i in bad.tolist():
+            problems.append((chunk.base + int(chunk.starts[i]), "data CRC mismatch", 1,
+                             first + i))
+    for idx in dec.malformed:
+        for i in idx.tolist():
+            run.skipped_count += 1
+            if len(run.skipped) < MAX_SKIPPED_KEPT:
+                run.skipped.append(SkippedLine(first + i, "record is not a valid Event protobuf"))
+    for item in sorted(problems):
+        offset, what, lost = item[:3]
+        # a damaged spot between framed records is numbered as the record that would follow
+        number = item[3] if len(item) > 3 else first + int(
+            np.searchsorted(chunk.starts + chunk.base, offset))
+        tail = f"; {lost} record(s) lost" if lost > 0 else ""
+        run.warnings.append(f"{name}: record {number} at byte {offset}: {what}{tail}")
+
+
+def _read_file(run: _Run, path: Path, chunk_bytes: int) -> None:
+    try:
+        size = path.stat().st_size
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read ({exc.strerror})") from None
+    before, framed = len(run.warnings), 0
+    with fh:
+        for chunk in tfrecord.scan(fh, size, chunk_bytes):
+            first = run.records + 1
+            dec = _Chunk(chunk, run)
+            dec.decode()
+            run.parts.append(dec.points(first))
+            _report(run, path.name, chunk, dec, first)
+            run.records += chunk.starts.shape[0]
+            framed += chunk.starts.shape[0]
+    if size and not framed:
+        del run.warnings[before:]
+        run.warnings.append(f"{path.name}: not a TFRecord event file (no valid record "
+                            f"header in {size} bytes)")
+    elif len(run.warnings) - before > MAX_WARNINGS:
+        extra = len(run.warnings) - before - MAX_WARNINGS
+        del run.warnings[before + MAX_WARNINGS:]
+        run.warnings.append(f"{path.name}: {extra} more damaged spot(s) not listed")
+
+
+def _assemble(run: _Run, name: str, source: str) -> RunRecords:
+    import pandas as pd
+
+    cols = [np.concatenate([p[i] for p in run.parts]) if run.parts else
+            np.empty(0, t) for i, t in enumerate((np.int32, np.int64, np.float64, np.float64,
+                                                   np.int64))]
+    key, step, value, wall, order = cols
+    # tensors of tags that another plugin owns (hparams, pr_curves...) are not scalars
+    tags = list(run.keys)
+    keep = np.array([not t or run.plugins.get(tag) in (None, "", "scalars")
+                     for tag, t in tags] or [True])
+    if not keep.all():
+        m = keep[key]
+        key, step, value, wall, order = key[m], step[m], value[m], wall[m], order[m]
+    # codes by first appearance in write order; a tag written both ways is one series
+    names = [tag for tag, _ in tags]
+    seen = [names[k] for k in pd.unique(key)]
+    final = {t: i for i, t in enumerate(dict.fromkeys(seen))}
+    lut = np.array([final.get(t, -1) for t in names] or [0], dtype=np.int32)
+    return RunRecords(
+        run=name, source=source, format="tensorboard", tags=tuple(final),
+        tag_code=lut[key], step=step, value=value, wall_time=wall, order=order,
+        headers=tuple(run.headers), metadata=RunMeta(framework="tensorboard"),
+        skipped=tuple(run.skipped), skipped_count=run.skipped_count,
+        warnings=tuple(run.warnings))
+
+
+def read(path: Path, run: str, chunk_bytes: int = 64 << 20) -> list[RunRecords]:
+    """One run: an event file, or every event file directly in a folder (in write order)."""
+    path = Path(path)
+    files = event_files(path) if path.is_dir() else [path]
+    acc = _Run()
+    for i, f in enumerate(files):
+        if i:
+            acc.headers.append(acc.records)  # a new writer session: new segment
+        _read_file(acc, f, chunk_bytes)
+    records = _assemble(acc, run, str(path))
+    if not len(records) and acc.warnings and any("not a TFRecord" in w for w in acc.warnings):
+        raise ParseError(f"{path}: " + "; ".join(acc.warnings))
+    return [records]

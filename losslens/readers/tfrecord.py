@@ -1,0 +1,235 @@
+"""TFRecord framing and CRC32C, vectorised with numpy, for files with millions of records.
+
+A TFRecord file is a run of records `uint64 length | uint32 masked_crc32c(length) | data |
+uint32 masked_crc32c(data)` (little-endian). Walking it record by record in Python costs
+~0.3 µs a record and a C CRC call per record ~0.2 µs, a second or more for a 4M-event file, so
+both are done on whole arrays:
+
+- **Record starts.** Every position whose length field has its upper four bytes zero and whose
+  length CRC checks is a candidate; the records are the chain that starts at the first byte
+  and follows `start + 16 + length`, checked link by link, so a candidate inside a payload is
+  never taken for a record. Where a length CRC fails, the chain resumes at the next position
+  whose length CRC checks (the bytes between are reported lost).
+- **CRC32C is linear.** With `G[k][b]` the register after the byte `b` and `k` zero bytes,
+  `crc(x) = ~0 ^ XOR_i G[len-1-i][x_i ^ (0xFF if i < 4 else 0)]`. Records of one length and
+  alignment are compared word by word with a reference record; each record's CRC is the
+  reference's XOR the contributions of the bytes where it differs, so the work is in the
+  bytes that vary (wall time, step, value), yet every byte of every record is checked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+_POLY = 0x82F63B78  # Castagnoli, reflected
+_MASK_DELTA = 0xA282EAD8
+#: Distances (bytes to the end of a message) covered by the per-byte tables.
+GMAX = 1024
+#: Slack after a chunk's bytes so that word gathers never run past the buffer.
+PAD = 32
+
+
+@lru_cache(maxsize=1)
+def _byte_table() -> np.ndarray:
+    t = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        t = np.where(t & 1, (t >> 1) ^ np.uint32(_POLY), t >> 1).astype(np.uint32)
+    return t
+
+
+@lru_cache(maxsize=1)
+def tables() -> np.ndarray:
+    """`G[k, b]`: the CRC register (started at 0) after byte `b` then `k` zero bytes."""
+    t = _byte_table()
+    g = np.empty((GMAX, 256), dtype=np.uint32)
+    g[0] = t
+    for k in range(1, GMAX):
+        prev = g[k - 1]
+        g[k] = t[prev & 0xFF] ^ (prev >> 8)
+    return g
+
+
+@lru_cache(maxsize=1)
+def _shift_tables() -> np.ndarray:
+    """`Z[j, b]`: the register `b << 8j` after GMAX zero bytes (to chain GMAX-byte rows)."""
+    t = _byte_table()
+    reg = (np.arange(256, dtype=np.uint32)[None, :] << (8 * np.arange(4, dtype=np.uint32))[:, None])
+    reg = reg.astype(np.uint32)
+    for _ in range(GMAX):
+        reg = t[reg & 0xFF] ^ (reg >> 8)
+    return reg
+
+
+def crc32c(data: bytes | np.ndarray) -> int:
+    """CRC32C of one message (any length), in GMAX-byte rows chained by the shift tables."""
+    x = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
+    n = int(x.shape[0])
+    if n < 4:
+        t, reg = _byte_table(), 0xFFFFFFFF
+        for b in x.tolist():
+            reg = int(t[(reg ^ b) & 0xFF]) ^ (reg >> 8)
+        return reg ^ 0xFFFFFFFF
+    x = x.copy()
+    x[:4] ^= 0xFF  # an all-ones start register is the same as complementing the first 4 bytes
+    rows = -(-n // GMAX)
+    padded = np.zeros(rows * GMAX, dtype=np.uint8)
+    padded[rows * GMAX - n:] = x  # leading zeros leave a zero register unchanged
+    g = tables()
+    dist = np.arange(GMAX - 1, -1, -1)
+    per_row = np.bitwise_xor.reduce(g[dist[None, :], padded.reshape(rows, GMAX)], axis=1)
+    z, acc = _shift_tables(), 0
+    for r in per_row.tolist():
+        acc = (int(z[0, acc & 0xFF]) ^ int(z[1, (acc >> 8) & 0xFF]) ^ int(z[2, (acc >> 16) & 0xFF])
+               ^ int(z[3, acc >> 24]) ^ r)
+    return acc ^ 0xFFFFFFFF
+
+
+def mask(crc: np.ndarray | int):
+    """TFRecord's masked CRC: rotate right by 15, add a constant (mod 2^32)."""
+    if isinstance(crc, np.ndarray):
+        c = crc.astype(np.uint64)
+        return ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA & 0xFFFFFFFF).astype(np.uint32)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def gather_uint(buf: np.ndarray, pos: np.ndarray, size: int) -> np.ndarray:
+    """Little-endian unsigned ints of `size` bytes at positions `pos` (any alignment)."""
+    out = buf[pos].astype(np.uint64)
+    for j in range(1, size):
+        out |= buf[pos + j].astype(np.uint64) << np.uint64(8 * j)
+    return out
+
+
+def gather_view(buf: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
+    """Values of `dtype` at `pos`, all of which share one alignment (one gather)."""
+    size = np.dtype(dtype).itemsize
+    if pos.shape[0] == 0:
+        return np.empty(0, dtype=dtype)
+    c = int(pos[0]) % size
+    view = buf[c: c + (buf.shape[0] - c) // size * size].view(dtype)
+    return view[(pos - c) // size]
+
+
+# ---------------------------------------------------------------- framing
+
+
+@dataclass
+class Chunk:
+    """The complete, length-checked records found in one chunk of a file."""
+
+    buf: np.ndarray  # the chunk's bytes plus PAD zero bytes
+    base: int  # file offset of buf[0]
+    starts: np.ndarray  # int64 record offsets in buf
+    lengths: np.ndarray  # int64 payload lengths
+    problems: list[tuple[int, str, int]] = field(default_factory=list)  # (file offset, what, lost)
+
+
+def _header_candidates(buf: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted positions p (p + 12 <= n) whose 8-byte length passes its CRC, and the lengths."""
+    g = tables()
+    found_p, found_l = [], []
+    for a in range(4):  # the length's upper half is a zero uint32 at p + 4, p ≡ a (mod 4)
+        words = buf[a: a + (n - a) // 4 * 4].view("<u4")
+        i = np.flatnonzero(words[1:] == 0)  # words[i + 1] == 0 → p = a + 4 i
+        i = i[a + 4 * i + 12 <= n]
+        lo = words[i]
+        stored = words[i + 2]
+        crc = np.full(i.shape[0], 0xFFFFFFFF, dtype=np.uint32)
+        for j in range(4):
+            crc ^= g[7 - j][((lo >> np.uint32(8 * j)) & 0xFF) ^ 0xFF]
+        ok = mask(crc) == stored
+        found_p.append(a + 4 * i[ok].astype(np.int64))
+        found_l.append(lo[ok].astype(np.int64))
+    p, lengths = np.concatenate(found_p), np.concatenate(found_l)
+    order = np.argsort(p, kind="stable")
+    return p[order], lengths[order]
+
+
+@dataclass
+class _Walk:
+    starts: list[np.ndarray] = field(default_factory=list)
+    lengths: list[np.ndarray] = field(default_factory=list)
+    problems: list[tuple[int, str, int]] = field(default_factory=list)
+    resyncs: list[tuple[int | None, int | None]] = field(default_factory=list)  # (bad, resumed)
+    carry: int | None = None  # offset in the chunk where the next chunk must start
+    need: int = 0  # bytes the next chunk must hold from `carry`
+    unframed: bool = False  # the chunk ended while looking for a valid header
+
+
+def _walk(buf: np.ndarray, n: int, at_eof: bool, resync: bool) -> _Walk:
+    """Follow the record chain through one chunk (see the module docstring)."""
+    v, lens = _header_candidates(buf, n)
+    nxt = v + 16 + lens
+    breaks = np.flatnonzero(nxt[:-1] != v[1:])
+    out, pos, bad = _Walk(), 0, (None if resync else -1)
+    while pos < n:
+        k = int(np.searchsorted(v, pos))
+        if bad != -1:  # resynchronise at the next header whose length CRC checks
+            if k == v.shape[0]:
+                out.resyncs.append((bad, None))
+                out.unframed = True
+                out.carry = None if at_eof else max(pos + 1, n - 11)
+                return out
+            pos = int(v[k])
+            out.resyncs.append((bad, pos))
+            bad = -1
+        if k < v.shape[0] and v[k] == pos:
+            j = int(np.searchsorted(breaks, k))
+            e = int(breaks[j]) if j < breaks.shape[0] else v.shape[0] - 1
+            last = e if nxt[e] <= n else e - 1
+            out.starts.append(v[k:last + 1])
+            out.lengths.append(lens[k:last + 1])
+            if last == e:
+                pos = int(nxt[e])
+                continue
+            if not at_eof:
+                out.carry, out.need = int(v[e]), int(nxt[e] - v[e])
+                return out
+            out.problems.append((int(v[e]), f"truncated record (its length says {int(lens[e])} "
+                                 f"bytes, {n - int(v[e]) - 12} left)", 1))
+            return out
+        if n - pos < 12:
+            if not at_eof:
+                out.carry, out.need = pos, 12
+                return out
+            out.problems.append((pos, f"truncated record header ({n - pos} of 12 bytes)", 1))
+            return out
+        bad = pos  # length CRC mismatch: the length cannot be trusted
+    return out
+
+
+def scan(fh: BinaryIO, size: int, chunk_bytes: int = 64 << 20) -> Iterator[Chunk]:
+    """The records of a TFRecord file, chunk by chunk; damage is listed in `Chunk.problems`.
+
+    A problem is (file offset, what, records lost); lost is -1 where unframed bytes were
+    skipped (the message says how many).
+    """
+    base, need, resync, lost_at = 0, 0, False, None
+    while base < size:
+        n = min(max(chunk_bytes, need), size - base)
+        buf = np.zeros(n + PAD, dtype=np.uint8)
+        fh.seek(base)
+        n = fh.readinto(memoryview(buf)[:n]) or 0
+        at_eof = base + n >= size or n == 0
+        w = _walk(buf, n, at_eof, resync)
+        chunk = Chunk(buf, base,
+                      np.concatenate(w.starts) if w.starts else np.empty(0, np.int64),
+                      np.concatenate(w.lengths) if w.lengths else np.empty(0, np.int64),
+                      [(base + o, what, lost) for o, what, lost in w.problems])
+        for bad, resumed in w.resyncs:
+            if bad is not None:
+                lost_at = base + bad
+            if resumed is None and not at_eof:
+                continue  # still looking, in the next chunk
+            end = base + (resumed if resumed is not None else n)
+            chunk.problems.append((lost_at, f"length CRC mismatch; {end - lost_at} bytes "
+                                   "skipped to the next valid record", -1))
+            lost_at = None
+        chunk.problems.sort()
+        yield chunk
+        if w.carry is None or at_eof:
+            break
+        base, need, resync = base + w.carry, w.need, w.unframed
