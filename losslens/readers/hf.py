@@ -146,6 +146,8 @@ def _state_meta(state: dict, extra: dict[str, str]) -> RunMeta:
 _DICT_START = re.compile(r"\{'([^']*)': ")
 _STRICT = re.compile(r"\{'(?:loss|eval_\w+|test_\w+|train_runtime)': ")
 _PAIR = re.compile(r"\s*'([^']*)':\s*('[^']*'|[^,']*?)\s*(?:,|$)")
+# some 4.3x versions printed `'grad_norm': tensor(1.23, device='cuda:0')`
+_TENSOR = re.compile(r"tensor\(([^,()]+)(?:, [^()]*)?\)")
 _NUMPY = re.compile(r"(?:np|numpy)\.\w+\((.*)\)$")
 _BAR = re.compile(r"\|\s*(\d+)/(\d+) \[")
 _ARG = re.compile(r"([A-Za-z_]\w*)=(.*?),?\s*$")
@@ -263,6 +265,8 @@ def _dict(st: _Console, lineno: int, frag: str, brace: int, truncated: bool) -> 
         if strict:
             reason = "truncated last line" if truncated else "HF log dict that does not parse"
             st.b.skip(lineno, reason, frag[brace:])
+            if frag.startswith("{'loss'", brace):  # still a training log: later steps count it
+                st.train_count += 1
         return
     if "train_runtime" in values:
         st.final.update({k: _fmt(v) for k, v in values.items()})
@@ -290,7 +294,7 @@ def _parse_dict(frag: str, brace: int) -> dict[str, float] | None:
     end = frag.find("}", brace)
     if end < 0:
         return None
-    inner, pos, out = frag[brace + 1:end], 0, {}
+    inner, pos, out = _TENSOR.sub(r"\1", frag[brace + 1:end]), 0, {}
     while pos < len(inner):
         m = _PAIR.match(inner, pos)
         if not m or m.end() == pos:

@@ -27,6 +27,7 @@ VAL_TAG = "validation_metrics/loss"
 _LOOKS = re.compile(r"(validate )?step:\s*(\d+)\s+loss:")
 _TAIL_LOOKS = re.compile(r"(?:^|[\s\]-])(?:validate )?step:\s*\d")
 _FIELD = re.compile(r"(\w+):\s*(\S+)")
+_ALL_FIELDS = re.compile(r"\w+:\s*\S+(?:\s+\w+:\s*\S+)*")
 _MEMORY = re.compile(r"([0-9.]+)GiB\(([0-9.]+)%\)$")
 _STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[,.](\d+))?")
 _SNIFF = re.compile(r"(?m)(?:^|[\]\- ])step:\s*\d+\s+loss:\s*\S+\s+.*(?:memory:|tps:|wps:)")
@@ -105,8 +106,10 @@ def _metric(lineno: int, frag: str, pts: _Points, b: RecordsBuilder) -> None:
 
 
 def _fields(validate: bool, rest: str) -> list[tuple[str, float]]:
-    """(tag, value) pairs of one metric line; [] when it has no loss."""
+    """(tag, value) pairs of one metric line; [] when it is not all `key: value` pairs."""
     out: list[tuple[str, float]] = []
+    if not _ALL_FIELDS.fullmatch(rest.rstrip()):
+        return out
     for key, raw in _FIELD.findall(rest):
         if key == "loss":
             out.append((VAL_TAG if validate else "loss", parse_float(raw)))
