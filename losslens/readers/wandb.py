@@ -71,7 +71,8 @@ def iter_payloads(data: bytes, damage: Damage) -> Iterator[tuple[int, int, bytes
     pos, n, index = len(MAGIC), len(data), 0
     pending: list[bytes] | None = None  # fragments of a FIRST..LAST record being assembled
     pending_at = 0
-    after_bad = False
+    after_bad = False  # the previous physical record failed its checksum
+    in_damage = False  # continuations of a record already counted as lost are dropped quietly
     while pos < n:
         left = BLOCK - pos % BLOCK
         if left < HEADER:  # block trailer: zero padding
@@ -89,10 +90,9 @@ def iter_payloads(data: bytes, damage: Damage) -> Iterator[tuple[int, int, bytes
         end = pos + HEADER + length
         if rtype not in _TYPE_CRC or HEADER + length > left:
             index += 1
-            skip = left
             damage.lost(index, pos, f"bad record header (type {rtype}, length {length})",
-                        extra=f"; skipped {skip} bytes to the next block")
-            pos, pending, after_bad = pos + skip, None, False
+                        extra=f"; skipped {left} bytes to the next block")
+            pos, pending, after_bad, in_damage = pos + left, None, False, True
             continue
         if end > n:
             index += 1
@@ -104,30 +104,31 @@ def iter_payloads(data: bytes, damage: Damage) -> Iterator[tuple[int, int, bytes
         if zlib.crc32(payload, _TYPE_CRC[rtype]) != crc:
             index += 1
             if after_bad:  # two bad records in a row: the length was garbage, resync
-                skip = left
                 damage.lost(index, pos, "bad checksum after a bad record",
-                            extra=f"; skipped {skip} bytes to the next block")
-                pos, pending, after_bad = pos + skip, None, False
+                            extra=f"; skipped {left} bytes to the next block")
+                pos, after_bad = pos + left, False
             else:
                 damage.lost(index, pos, "bad checksum")
-                pos, pending, after_bad = end, None, True
+                pos, after_bad = end, True
+            pending, in_damage = None, True
             continue
         after_bad = False
-        if rtype == FULL:
+        if rtype == FULL or rtype == FIRST:
+            in_damage = False
             if pending is not None:
                 index += 1
                 damage.lost(index, pending_at, "record start without its end")
-            index += 1
-            pending = None
-            yield index, pos, payload
-        elif rtype == FIRST:
-            if pending is not None:
+            if rtype == FULL:
                 index += 1
-                damage.lost(index, pending_at, "record start without its end")
-            pending, pending_at = [payload], pos
+                pending = None
+                yield index, pos, payload
+            else:
+                pending, pending_at = [payload], pos
         elif pending is None:
-            index += 1
-            damage.lost(index, pos, "record continuation without its start")
+            if not in_damage:
+                index += 1
+                damage.lost(index, pos, "record continuation without its start")
+                in_damage = True
         elif rtype == MIDDLE:
             pending.append(payload)
         else:
@@ -361,16 +362,21 @@ def flatten(path: tuple[str, ...], value: Any, out: dict[str, float]) -> None:
 
 
 class RowSink:
-    """Turns history rows (tag -> float) into builder points, resolving the step of each."""
+    """Turns history rows (tag -> float) into builder points, resolving the step of each.
+
+    The step is `_step`, unless `define_metric` gave the tag a step metric (HF Trainer:
+    `*` -> `train/global_step`): then it is that metric's latest value, as W&B plots it with
+    `step_sync`. A step metric is an x axis, not a series, so it is not emitted as a tag.
+    """
 
     def __init__(self, builder: RecordsBuilder) -> None:
         self.builder = builder
         self.step_metrics: dict[str, str] = {}  # metric name -> its step metric
         self.glob_metrics: list[tuple[str, str]] = []
+        self.axes: set[str] = set()
         self._cache: dict[str, str | None] = {}
-        self._last: dict[str, float] = {}  # last value of each step metric (W&B step_sync)
+        self._last: dict[str, float] = {}  # latest value of each step metric
         self.tags: set[str] = set()
-        self.last_step: int | None = None
 
     def define(self, name: str, glob: str, step_metric: str) -> None:
         if not step_metric:
@@ -379,6 +385,7 @@ class RowSink:
             self.step_metrics[name] = step_metric
         elif glob:
             self.glob_metrics.append((glob, step_metric))
+        self.axes.add(step_metric)
         self._cache.clear()
 
     def _step_metric(self, tag: str) -> str | None:
@@ -386,7 +393,7 @@ class RowSink:
             metric = self.step_metrics.get(tag)
             if metric is None:
                 metric = next((m for g, m in self.glob_metrics if fnmatchcase(tag, g)), None)
-            self._cache[tag] = metric if metric != tag else None
+            self._cache[tag] = metric
         return self._cache[tag]
 
     def row(self, values: dict[str, float], step: int | None, order: int) -> None:
@@ -396,23 +403,20 @@ class RowSink:
         if step is None:
             self.builder.skip(order, "history row without a step")
             return
-        self.last_step = step
         wall = values.get("_timestamp", math.nan)
         add = self.builder.add
-        use_metrics = bool(self.step_metrics or self.glob_metrics)
-        for metric in (set(self.step_metrics.values()) | {m for _, m in self.glob_metrics}
-                       if use_metrics else ()):
-            if metric in values:
-                self._last[metric] = values[metric]
+        axes = self.axes
+        for axis in axes:
+            if axis in values and math.isfinite(values[axis]):
+                self._last[axis] = values[axis]
         for tag, value in values.items():
-            if tag in BOOKKEEPING:
+            if tag in BOOKKEEPING or tag in axes:
                 continue
             point_step = step
-            if use_metrics:
+            if axes:
                 metric = self._step_metric(tag)
-                sv = self._last.get(metric) if metric else None
-                if sv is not None and math.isfinite(sv):
-                    point_step = int(sv)
+                if metric in self._last:
+                    point_step = int(self._last[metric])
             self.tags.add(tag)
             add(tag, point_step, value, wall, order)
 
@@ -639,7 +643,7 @@ def scan(path: Path, builder: RecordsBuilder) -> _RunState:
     if damage.records_lost:
         builder.warn(f"{path}: {damage.records_lost} damaged record(s) lost in "
                      f"{len(damage.messages)} place(s); the intact records were read")
-    state.history_tags = sink.tags
+    state.history_tags = sink.tags | sink.axes
     if state.last_mirror is not None:
         try:
             state.apply_summary(state.last_mirror)
