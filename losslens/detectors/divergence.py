@@ -1,0 +1,232 @@
+"""Divergence: the training loss rises and keeps rising (or turns NaN/inf and stays there).
+
+Training meaning (DESIGN §1): a run that diverges does not come back by itself; restart from a
+checkpoint before the onset (PaLM), and look at Adam epsilon, init std and fp16 numerics. It may
+start with a spike or come without one.
+
+Statistic (causal: declared from past points only):
+
+- level = trailing median of `window` finite points (log space for a positive series, so a
+  single spike shorter than half the window does not move it); best = running minimum of
+  the level.
+- The level must stay at least `rise_ratio` x best (additive series: best + `rise_z` robust
+  noise scales) for `sustain_points` points and `sustain_steps` steps, and either keep growing
+  (`min_growth` x the level it had when it first crossed) or sit at `stuck_ratio` x best
+  without coming down (a run stuck at the uniform-prediction loss).
+- Or `nan_points` consecutive non-finite values.
+- Onset = the first point after the last point within noise of the best level; when a spike
+  precedes the rise, the start is where the rise after the spike begins and
+  `details.spike_step` says where the spike was.
+- The event ends at the last point (or, if the level comes back below the threshold, at the
+  last point before it did: `details.recovered`).
+
+Known false positives: a slowly recovering spike much taller than `stuck_ratio` that plateaus
+for `sustain_steps` before recovering; a deliberate LR re-warm-up.
+Known exception to causality: the space (log or additive) is chosen from the whole series.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..events import Event
+from ..frame import Series
+from .spike import SpikeDetector, is_int, is_num, require, trailing_median
+
+#: Noise scale from consecutive differences (robust to trends): MAD(diff) / (0.6745 sqrt 2).
+_DIFF_TO_SIGMA = 1.4826 / np.sqrt(2)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True."""
+    if not mask.any():
+        return []
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def _noise(y: np.ndarray) -> float:
+    d = np.diff(y)
+    return float(_DIFF_TO_SIGMA * np.median(np.abs(d))) if d.shape[0] else 0.0
+
+
+@dataclass(frozen=True)
+class DivergenceDetector:
+    """Sustained rise of the training loss, or non-finite values that stay; see the docstring."""
+
+    #: Trailing points of the median level (odd). A spike shorter than half of it is ignored.
+    window: int = 21
+    #: The level must reach this many times its best so far ("well above the running minimum").
+    rise_ratio: float = 1.5
+    #: Additive-space equivalent of rise_ratio, in robust noise scales (series that go <= 0).
+    rise_z: float = 20.0
+    #: ...and keep growing: this many times the level it had when it first crossed.
+    min_growth: float = 1.1
+    #: ...or sit this many times above the best without coming down (a dead run).
+    stuck_ratio: float = 4.0
+    #: The rise must hold for at least this many points...
+    sustain_points: int = 20
+    #: ...and this many steps (so that a densely logged slow spike is not a divergence).
+    sustain_steps: int = 500
+    #: This many consecutive NaN/inf values are a divergence on their own.
+    nan_points: int = 3
+    #: A spike that started up to this many steps before the onset "preceded" the divergence.
+    spike_within: int = 500
+
+    scope: ClassVar[str] = "series"
+    roles: ClassVar[tuple[str, ...]] = ("train_loss",)
+    causal: ClassVar[bool] = True
+    kind: ClassVar[str] = "divergence"
+
+    def validate(self) -> None:
+        require(self, "window", is_int(self.window) and self.window >= 3, "an int >= 3")
+        for name, lo in (("rise_ratio", 1.0), ("min_growth", 1.0), ("stuck_ratio", 1.0)):
+            value = getattr(self, name)
+            require(self, name, is_num(value) and value > lo, f"a number > {lo:g}")
+        require(self, "rise_z", is_num(self.rise_z) and self.rise_z > 0, "a number > 0")
+        require(self, "sustain_points", is_int(self.sustain_points) and self.sustain_points >= 1,
+                "an int >= 1")
+        require(self, "sustain_steps", is_int(self.sustain_steps) and self.sustain_steps >= 0,
+                "an int >= 0")
+        require(self, "nan_points", is_int(self.nan_points) and self.nan_points >= 1,
+                "an int >= 1")
+        require(self, "spike_within", is_int(self.spike_within) and self.spike_within >= 0,
+                "an int >= 0")
+
+    def detect(self, series: Series) -> list[Event]:
+        self.validate()
+        return [Event(kind=self.kind, run=series.run, tag=series.tag, start_step=d["start"],
+                      end_step=d["end"], severity="critical", magnitude=d["magnitude"],
+                      details=d["details"])
+                for d in self.find(series.step, series.value)]
+
+    def find(self, steps: np.ndarray, values: np.ndarray) -> list[dict[str, Any]]:
+        steps = np.asarray(steps).astype(np.int64)
+        values = np.asarray(values, dtype=float)
+        if steps.shape[0] == 0:
+            return []
+        finite = np.isfinite(values)
+        st, v = steps[finite], values[finite]
+        log = bool(v.shape[0] == 0 or np.all(v > 0))
+        y = np.log(v) if log else v
+        level = trailing_median(y, self.window | 1)
+        best = np.minimum.accumulate(level) if v.shape[0] else level
+        found = self._finite(st, v, y, level, best, log)
+        found = self._merge_nonfinite(found, steps, finite, st, y, best)
+        last = int(steps[-1])
+        for d in found:
+            if not d["details"]["recovered"]:
+                d["end"] = last
+        return sorted(found, key=lambda d: d["start"])
+
+    # -- sustained rise of the finite values ---------------------------------------------
+
+    def _finite(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
+                best: np.ndarray, log: bool) -> list[dict[str, Any]]:
+        n = v.shape[0]
+        if n < max(self.sustain_points, 3):
+            return []
+        if log:
+            thr, tol = np.log(self.rise_ratio), np.log(1.02)
+        else:
+            sigma = max(_noise(y), 1e-12 * max(1.0, float(np.abs(y).max())))
+            thr, tol = self.rise_z * sigma, sigma
+        above = (level - best) >= thr
+        if not above.any():
+            return []
+        idx = np.arange(n)
+        run_start = np.maximum.accumulate(np.where(above & ~np.r_[False, above[:-1]], idx, 0))
+        back = np.minimum(idx - self.sustain_points,
+                          np.searchsorted(st, st - self.sustain_steps, side="right") - 1)
+        safe_back = np.maximum(back, 0)
+        grow = level - level[run_start] >= np.log(self.min_growth) if log else \
+            level - level[run_start] >= thr * (self.min_growth - 1)
+        stuck_thr = np.log(self.stuck_ratio) if log else thr * self.stuck_ratio / self.rise_ratio
+        stuck = (level - best >= stuck_thr) & (level >= level[safe_back] - tol)
+        declare = above & (back >= run_start) & (grow | stuck)
+        out = []
+        for a, b in _runs(above):
+            hits = np.flatnonzero(declare[a:b])
+            if hits.shape[0]:
+                out.append(self._event(st, v, y, level, best, a, b, a + int(hits[0]), log))
+        return out
+
+    def _event(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
+               best: np.ndarray, a: int, b: int, decl: int, log: bool) -> dict[str, Any]:
+        onset = self._onset(y, best, a)
+        start, spike = self._after_spike(st, v, y, onset, decl)
+        top = float(level[a:b].max() - best[a])
+        details = {
+            "declared_step": int(st[decl]), "best_level": float(np.exp(best[a]) if log else best[a]),
+            "preceded_by_spike": spike is not None, "recovered": b < v.shape[0],
+            "nonfinite": False, "space": "log" if log else "linear",
+        }
+        if spike is not None:
+            details["spike_step"] = spike["start"]
+        return {"start": int(st[start]), "end": int(st[b - 1]), "start_index": start,
+                "magnitude": float(np.exp(top)) if log else top, "details": details}
+
+    def _onset(self, y: np.ndarray, best: np.ndarray, a: int) -> int:
+        """First point after the last point within noise of the best level, searching back."""
+        span = 512
+        while True:
+            lo = max(0, a - span)
+            seg = y[lo:a + 1]
+            band = max(2 * _noise(seg), 0.01)
+            normal = np.flatnonzero(seg <= best[lo:a + 1] + band)
+            if normal.shape[0]:
+                return min(lo + int(normal[-1]) + 1, a)
+            if lo == 0:
+                return 0
+            span *= 4
+
+    def _after_spike(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, onset: int,
+                     decl: int) -> tuple[int, dict[str, Any] | None]:
+        """(start index, preceding spike or None): with a spike, where the rise after it starts."""
+        lo = max(0, onset - 4 * SpikeDetector.window)
+        first = int(st[onset]) - self.spike_within
+        spikes = [s for s in SpikeDetector().find(st[lo:decl + 1], v[lo:decl + 1])
+                  if first <= s["start"] <= int(st[decl]) and s["details"]["abrupt"]
+                  and (s["end"] is None or s["end"] > st[onset])]
+        if not spikes:
+            return onset, None
+        spike = spikes[0]
+        p = int(np.searchsorted(st, spike["peak"]))
+        if decl - p < 3:
+            return max(onset, lo + spike["start_index"]), spike
+        from scipy import ndimage
+
+        smooth = ndimage.median_filter(y[p:decl + 1], size=5, mode="nearest")
+        band = max(2 * _noise(y[p:decl + 1]), 0.01)
+        flat = np.flatnonzero(smooth <= smooth.min() + band)
+        rise = p + int(flat[-1]) + 1 if flat.shape[0] else p
+        return min(rise, decl), spike
+
+    # -- non-finite values that stay -----------------------------------------------------
+
+    def _merge_nonfinite(self, found: list[dict[str, Any]], steps: np.ndarray,
+                         finite: np.ndarray, st: np.ndarray, y: np.ndarray,
+                         best: np.ndarray) -> list[dict[str, Any]]:
+        n_finite_before = np.cumsum(finite)
+        for a, b in _runs(~finite):
+            if b - a < self.nan_points:
+                continue
+            first, last, recovered = int(steps[a]), int(steps[b - 1]), b < steps.shape[0]
+            owner = next((d for d in found if d["start"] <= first
+                          and d["end"] >= int(steps[max(a - 1, 0)])), None)
+            if owner is not None:  # the rise ended in NaN: one divergence
+                owner["details"].update(nonfinite=True, recovered=recovered,
+                                        first_nonfinite_step=first)
+                owner["end"] = last
+                continue
+            e = int(n_finite_before[a]) - 1  # last finite point before the NaN run
+            start = first
+            if e >= 1 and y[e] > best[e] + max(2 * _noise(y[max(0, e - 256):e + 1]), 0.01):
+                start = int(st[self._onset(y, best, e)])  # it was rising into the NaN
+            found.append({"start": start, "end": last, "magnitude": None, "details": {
+                "declared_step": int(steps[a + self.nan_points - 1]),
+                "preceded_by_spike": False, "recovered": recovered, "nonfinite": True,
+                "first_nonfinite_step": first}})
+        return found

@@ -1,0 +1,91 @@
+"""Gradient-norm spikes, and whether the training loss followed.
+
+Training meaning (DESIGN §1): a grad-norm spike that the loss follows is the early warning of
+a loss spike (Adam carries the bad update for ~1/(1 - beta1) steps; PaLM and OLMo watch both);
+one the loss does not follow was absorbed (clipping, Adam's second moment) and is information
+only. Molybog et al. trace divergent spikes to gradient components comparable to Adam epsilon.
+
+Statistic: the spike statistic of `losslens.detectors.spike` (trailing median/MAD in log space)
+on every `grad_norm` series, with its own threshold and ratio (grad norms are noisier than
+losses and sit near zero early on); the loss spikes come from `SpikeDetector()` with defaults on
+every `train_loss` series. The loss followed when one of its spikes starts between the grad
+spike's start and `follow_within` steps later (`details.lag_steps`).
+Known false positives: the grad norm of the very first steps after a resume (optimizer state
+rebuilt) reads as a spike the loss did not follow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..events import Event
+from ..frame import Frame, RunInfo
+from .spike import SpikeDetector, is_int, is_num, require
+
+
+@dataclass(frozen=True)
+class GradSpikeDetector:
+    """Spikes of the grad norm, each saying whether (and how soon) the loss spiked too."""
+
+    #: Trailing points for the grad-norm level and scale (as SpikeDetector.window).
+    window: int = 129
+    #: Robust z-score over the trailing level (as SpikeDetector.threshold).
+    threshold: float = 6.0
+    #: A grad-norm spike must also be this many times its level: the grad norm wanders by
+    #: tens of percent without anything happening.
+    min_ratio: float = 1.5
+    #: A loss spike starting up to this many steps after the grad spike "followed" it (Adam's
+    #: momentum carries a bad update ~10 steps; logs every 10-50 steps delay what we see).
+    follow_within: int = 100
+
+    scope: ClassVar[str] = "run"
+    roles: ClassVar[tuple[str, ...]] = ("grad_norm", "train_loss")
+    causal: ClassVar[bool] = True
+    kind: ClassVar[str] = "grad_spike"
+
+    def validate(self) -> None:
+        self._spikes().validate()
+        require(self, "follow_within", is_int(self.follow_within) and self.follow_within >= 0,
+                "an int >= 0")
+        require(self, "min_ratio", is_num(self.min_ratio) and self.min_ratio >= 1, "a number >= 1")
+
+    def _spikes(self) -> SpikeDetector:
+        return SpikeDetector(window=self.window, threshold=self.threshold,
+                             min_ratio=self.min_ratio)
+
+    def detect_run(self, frame: Frame, run: RunInfo) -> list[Event]:
+        self.validate()
+        grads = run.tags_with_role("grad_norm")
+        losses = run.tags_with_role("train_loss")
+        if not grads:
+            return []
+        loss_spikes = []
+        for tag in losses:
+            s = frame.series(run.run, tag)
+            loss_spikes += [(tag, d) for d in SpikeDetector().find(s.step, s.value)]
+        loss_spikes.sort(key=lambda t: t[1]["start"])
+        loss_starts = np.asarray([d["start"] for _, d in loss_spikes], dtype=np.int64)
+        events = []
+        detector = self._spikes()
+        for tag in grads:
+            s = frame.series(run.run, tag)
+            for g in detector.find(s.step, s.value):
+                events.append(self._event(run.run, tag, g, loss_spikes, loss_starts))
+        return sorted(events, key=lambda e: (e.start_step, e.tag))
+
+    def _event(self, run: str, tag: str, g: dict[str, Any], loss_spikes: list,
+               loss_starts: np.ndarray) -> Event:
+        i = int(np.searchsorted(loss_starts, g["start"]))
+        followed = i < loss_starts.shape[0] and loss_starts[i] - g["start"] <= self.follow_within
+        details = dict(g["details"], loss_followed=bool(followed))
+        if followed:
+            loss_tag, d = loss_spikes[i]
+            details.update(lag_steps=int(d["start"] - g["start"]), loss_tag=loss_tag,
+                           loss_spike_step=d["start"], loss_magnitude=float(d["magnitude"]))
+        return Event(kind=self.kind, run=run, tag=tag, start_step=g["start"],
+                     peak_step=g["peak"], end_step=g["end"],
+                     severity="warning" if followed else "info", recovery=g["recovery"],
+                     recovery_steps=g["recovery_steps"], magnitude=float(g["magnitude"]),
+                     details=details)

@@ -1,0 +1,78 @@
+"""Non-finite values: NaN or +-inf in a loss or the grad norm, and "nan iterations" counters.
+
+Training meaning (DESIGN §1): a NaN/inf loss means the step's arithmetic overflowed or a
+division blew up (fp16 attention scores, Adam's epsilon, a bad batch); the weights may be
+poisoned from there on. Megatron counts such steps (`number of nan iterations`) and prints the
+line without `lm loss`, which its reader turns into a NaN point.
+
+Statistic: none: every non-finite value (or counter value > 0) is reported. Points closer than
+`merge_within` steps form one event (first -> last); `details.count` says how many.
+Known false positives: a trainer that logs `inf` as a placeholder before the first step.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..events import Event
+from ..frame import Series
+from .spike import is_int, require
+
+#: Counter tags of steps whose loss or gradient was NaN (role `skipped`).
+NAN_COUNTER = re.compile(r"nan[ _-]?iter", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class NonFiniteDetector:
+    """NaN/inf values, and nan-iteration counters above zero; see the module docstring."""
+
+    #: Non-finite points at most this many steps apart are one event (a burst, not many).
+    merge_within: int = 1000
+
+    scope: ClassVar[str] = "series"
+    roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss", "grad_norm", "skipped")
+    causal: ClassVar[bool] = True
+    kind: ClassVar[str] = "nonfinite"
+
+    def validate(self) -> None:
+        require(self, "merge_within", is_int(self.merge_within) and self.merge_within >= 0,
+                "an int >= 0")
+
+    def detect(self, series: Series) -> list[Event]:
+        self.validate()
+        steps = np.asarray(series.step).astype(np.int64)
+        values = np.asarray(series.value, dtype=float)
+        if series.role == "skipped":
+            if not NAN_COUNTER.search(series.tag):
+                return []
+            with np.errstate(invalid="ignore"):
+                hit = np.isfinite(values) & (values > 0)
+            source, counts = "counter", np.where(hit, values, 0.0)
+        else:
+            hit = ~np.isfinite(values)
+            source, counts = "value", hit.astype(float)
+        idx = np.flatnonzero(hit)
+        if idx.shape[0] == 0:
+            return []
+        gaps = np.flatnonzero(np.diff(steps[idx]) > self.merge_within)
+        firsts = np.r_[0, gaps + 1]
+        lasts = np.r_[gaps, idx.shape[0] - 1]
+        return [self._event(series, steps, values, counts, idx[f:l + 1], source)
+                for f, l in zip(firsts, lasts)]
+
+    def _event(self, series: Series, steps: np.ndarray, values: np.ndarray,
+               counts: np.ndarray, idx: np.ndarray, source: str) -> Event:
+        details: dict[str, object] = {"count": int(round(float(counts[idx].sum()))),
+                                      "points": int(idx.shape[0]), "source": source}
+        if source == "value":
+            v = values[idx]
+            details.update(nan=int(np.isnan(v).sum()), posinf=int((v == np.inf).sum()),
+                           neginf=int((v == -np.inf).sum()))
+            after = idx[-1] + 1
+            details["finite_after"] = bool(np.isfinite(values[after:]).any())
+        return Event(kind=self.kind, run=series.run, tag=series.tag,
+                     start_step=int(steps[idx[0]]), end_step=int(steps[idx[-1]]),
+                     severity="critical", details=details)

@@ -1,0 +1,25 @@
+"""Labelled synthetic training curves and runs, for tests and the quality benchmark.
+
+`curves` (this package's own): loss curves with injected spikes, divergence, NaN, rounding,
+sign changes, and whole runs (loss, grad norm, fp16 loss scale, validation) as a Frame.
+`scenarios` (written alongside): grokking pairs, rollback/resume runs, regime curves; its
+names are re-exported here when the module is present.
+"""
+from __future__ import annotations
+
+from .curves import (RECOVERY_CLASSES, TAGS, Spike, SyntheticRun, Truth, log_steps,
+                     make_curve, make_frame, make_run)
+
+__all__ = ["RECOVERY_CLASSES", "TAGS", "Spike", "SyntheticRun", "Truth", "log_steps",
+           "make_curve", "make_frame", "make_run"]
+
+try:
+    from . import scenarios  # noqa: F401
+except ModuleNotFoundError as exc:  # not written yet; anything else broken should surface
+    if exc.name != f"{__name__}.scenarios":
+        raise
+else:
+    _names = getattr(scenarios, "__all__", [n for n in vars(scenarios) if not n.startswith("_")
+                                             and n.startswith("make_")])
+    globals().update({n: getattr(scenarios, n) for n in _names})
+    __all__ += list(_names)
