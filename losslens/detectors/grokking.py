@@ -1,0 +1,421 @@
+"""Delayed generalisation (grokking) and the "grokking moment" of pre-training (sudden drop).
+
+`grokking` (run scope): the training metric saturates (memorised) long before validation
+suddenly improves. It pairs each validation series (`val_loss` / `val_acc`) with a training
+series of the same run (`train_loss` / `train_acc`, same kind preferred) and works on
+"badness" (the loss, or 1 - accuracy), smoothed by a rolling median. Grokking needs all of:
+train saturated (`saturation` of its total improvement, and stays there); at that step
+validation is still far behind (`min_gap`) and has made little of its eventual progress
+(`max_val_progress`); later validation falls by at least `min_improvement` of its worst
+post-memorisation level and stays down; the fall starts at least `min_delay_ratio` times the
+memorisation time after memorisation and takes at most `max_duration_ratio` times that delay.
+Event: start_step = where validation starts its sudden improvement (10% of the fall),
+end_step = end of it (90%); details.memorized_step, details.delay_steps.
+
+Memorisation with validation getting worse and staying worse is *not* grokking (DESIGN §1).
+The event kinds have no "overfitting", so it is reported as a `changepoint` event on the
+validation series with `details.pattern = "overfitting"` and severity `warning`, starting
+where validation was best (diagnosis turns it into "Overfitting (not grokking)"). Known false
+positive: a run cut short mid-memorisation of a task that would grok later reads as overfitting.
+
+`sudden_drop` (run scope, so it can read the run's LR): a sharp train-loss improvement after a
+slow stretch, on log(loss) block means. A drop of at least `min_drop` (and `z` noise sigmas)
+within `max_duration` of the run, at least `rate_ratio` times faster than the descent over
+the `plateau` before it, that stays down, after the loss had already made `min_prior_progress`
+(so the normal early descent, which starts from the initial level, is not reported). When an LR
+series of the run drops at the same place the event says `details.lr_drop = True`: an LR-decay
+step explains the drop (diagnosis should not call it grokking). Known false positives: a
+slow-recovering spike's recovery is excluded only when the "plateau" before it is not flat.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InvalidParameterError
+from ..events import Event
+from ..frame import Frame, RunInfo, Series
+from .changepoint import block_means, declip, finite_xy, line_fit, longrun_sigma
+
+
+def _check(cls: str, ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise InvalidParameterError(f"{cls}.{name} = {value!r} is out of range; allowed: {allowed}")
+
+
+def _rolling_median(y: np.ndarray, size: int) -> np.ndarray:
+    if size <= 1 or y.shape[0] < size:
+        return y
+    from scipy.ndimage import median_filter
+
+    return median_filter(y, size=size, mode="nearest")
+
+
+def badness(series: Series, smooth: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(steps, smoothed badness, is_accuracy): the loss, or 1 - accuracy (percent allowed)."""
+    x, y, _ = finite_xy(series, log=False)
+    is_acc = series.role in ("train_acc", "val_acc")
+    if is_acc:
+        y = 1.0 - (y / 100.0 if y.shape[0] and np.nanmax(y) > 1.5 else y)
+    return x, _rolling_median(y, smooth), is_acc
+
+
+@dataclass(frozen=True)
+class GrokkingDetector:
+    """Train saturates long before validation suddenly improves; see the module docstring."""
+
+    #: train counts as memorised once it has made this share of its total improvement
+    #: (and never falls back below it by more than 0.1).
+    saturation: float = 0.95
+    #: at memorisation train badness must be at most (1 - min_gap) x validation badness:
+    #: a real generalisation gap, not two curves that fall together.
+    min_gap: float = 0.5
+    #: validation must fall by at least this share of its worst post-memorisation badness.
+    min_improvement: float = 0.5
+    #: at memorisation validation may have made at most this share of its eventual progress.
+    max_val_progress: float = 0.5
+    #: the improvement starts at least this many memorisation-times after memorisation.
+    min_delay_ratio: float = 1.0
+    #: the improvement (10% -> 90%) lasts at most this many delays ("sudden").
+    max_duration_ratio: float = 10.0
+    #: overfitting: validation ends at least this much (relative) worse than its best
+    #: (a loss 10% higher, or an accuracy 10% lower).
+    overfit_rise: float = 0.1
+    #: rolling-median width (points) against evaluation noise.
+    smooth_points: int = 5
+    #: fewer points in either series → no events.
+    min_points: int = 10
+
+    scope: ClassVar[str] = "run"
+    roles: ClassVar[tuple[str, ...]] = ("train_loss", "train_acc", "val_loss", "val_acc")
+    causal: ClassVar[bool] = False
+
+    def validate(self) -> None:
+        c = "GrokkingDetector"
+        _check(c, 0.5 <= self.saturation < 1, "saturation", self.saturation, "[0.5, 1)")
+        _check(c, 0 < self.min_gap < 1, "min_gap", self.min_gap, "(0, 1)")
+        _check(c, 0 < self.min_improvement <= 1, "min_improvement", self.min_improvement,
+               "(0, 1]")
+        _check(c, 0 <= self.max_val_progress < 1, "max_val_progress", self.max_val_progress,
+               "[0, 1)")
+        _check(c, self.min_delay_ratio >= 0, "min_delay_ratio", self.min_delay_ratio, ">= 0")
+        _check(c, self.max_duration_ratio > 0, "max_duration_ratio", self.max_duration_ratio,
+               "> 0")
+        _check(c, self.overfit_rise > 0, "overfit_rise", self.overfit_rise, "> 0")
+        _check(c, self.smooth_points >= 1, "smooth_points", self.smooth_points, ">= 1")
+        _check(c, self.min_points >= 4, "min_points", self.min_points, ">= 4")
+
+    def detect_run(self, frame: Frame, run: RunInfo) -> list[Event]:
+        """Grokking (or overfitting) events, one at most per validation series."""
+        self.validate()
+        events = []
+        for val_tag, train_tag in _pairs(run):
+            ev = self._pair(frame.series(run.run, train_tag), frame.series(run.run, val_tag))
+            if ev is not None:
+                events.append(ev)
+        return sorted(events, key=lambda e: (e.start_step, e.tag))
+
+    def _pair(self, train: Series, val: Series) -> Event | None:
+        tx, tb, _ = badness(train, self.smooth_points)
+        vx, vb, is_acc = badness(val, self.smooth_points)
+        if min(tx.shape[0], vx.shape[0]) < self.min_points:
+            return None
+        mem = _memorised(tx, tb, self.saturation)
+        if mem is None:
+            return None
+        jm = int(np.searchsorted(vx, tx[mem]))
+        if jm >= vx.shape[0] - 3:
+            return None
+        v_mem = float(vb[jm])
+        if tb[mem] > (1 - self.min_gap) * v_mem:
+            return None
+        grok = self._grokking(tx, vx, vb, mem, jm)
+        if grok is not None:
+            start, end, top, best = grok
+            return Event(
+                kind="grokking", run=val.run, tag=val.tag, start_step=int(vx[start]),
+                end_step=int(vx[end]), severity="info",
+                magnitude=round((top - best) / top, 6) if top else None,
+                details=_grok_details(train.tag, tx[mem], vx[start], vx[end], top, best,
+                                      is_acc))
+        return self._overfitting(train.tag, tx[mem], val, vx, vb, jm, is_acc)
+
+    def _grokking(self, tx: np.ndarray, vx: np.ndarray, vb: np.ndarray, mem: int,
+                  jm: int) -> tuple[int, int, float, float] | None:
+        seg = vb[jm:]
+        j_best = int(np.argmin(seg))
+        j_top = int(np.argmax(seg[: j_best + 1]))
+        top, best = float(seg[j_top]), float(seg[j_best])
+        drop = top - best
+        if top <= 0 or drop < self.min_improvement * top:
+            return None
+        v0 = float(vb[0])
+        if v0 - float(vb[jm]) > self.max_val_progress * max(v0 - best, 1e-12):
+            return None
+        tail = float(np.median(vb[-max(3, vb.shape[0] // 20):]))
+        if tail > top - 0.5 * drop:  # the improvement did not last
+            return None
+        start = jm + j_top + int(np.argmax(seg[j_top: j_best + 1] <= top - 0.1 * drop))
+        end = start + int(np.argmax(vb[start:] <= best + 0.1 * drop))
+        delay = vx[start] - tx[mem]
+        if delay < self.min_delay_ratio * (tx[mem] - tx[0]) or delay <= 0:
+            return None
+        if vx[end] - vx[start] > self.max_duration_ratio * delay:
+            return None
+        return start, end, top, best
+
+    def _overfitting(self, train_tag: str, mem_step: float, val: Series, vx: np.ndarray,
+                     vb: np.ndarray, jm: int, is_acc: bool) -> Event | None:
+        j_best = int(np.argmin(vb))
+        best = float(vb[j_best])
+        tail = float(np.median(vb[-max(3, vb.shape[0] // 10):]))
+        # relative to the metric itself: a loss up 10%, or an accuracy down 10%
+        worse = ((best - tail) / min(best - 1.0, -1e-12) if is_acc
+                 else (tail - best) / max(abs(best), 1e-12))
+        if j_best >= vx.shape[0] - 3 or worse < self.overfit_rise:
+            return None
+        if vx[-1] <= mem_step:
+            return None
+        at = float(vx[j_best])
+        k = max(5, vx.shape[0] // 10)  # local fits: the level and slope right at the turn
+        lo = max(0, j_best - k)
+        before = line_fit(vx[lo: j_best + 1], vb[lo: j_best + 1], at)
+        after = line_fit(vx[j_best: j_best + k + 1], vb[j_best: j_best + k + 1], at)
+
+        def side(fit: tuple[float, float]) -> dict[str, float]:
+            level, slope = fit
+            if is_acc:  # back to accuracy units
+                level, slope = 1.0 - level, -slope
+            return {"level": round(level, 6), "slope": round(slope * 1000.0, 6)}
+
+        return Event(
+            kind="changepoint", run=val.run, tag=val.tag, start_step=int(at), severity="warning",
+            magnitude=round(worse, 6),
+            details={"pattern": "overfitting", "memorized_step": int(mem_step),
+                     "train_tag": train_tag, "before": side(before), "after": side(after),
+                     "metric": "accuracy" if is_acc else "loss"})
+
+
+def _pairs(run: RunInfo) -> list[tuple[str, str]]:
+    """(validation tag, training tag) pairs: loss with loss and accuracy with accuracy first."""
+    train = {role: run.tags_with_role(role) for role in ("train_loss", "train_acc")}
+    out = []
+    for vrole, prefer, other in (("val_loss", "train_loss", "train_acc"),
+                                 ("val_acc", "train_acc", "train_loss")):
+        for tag in run.tags_with_role(vrole):
+            pick = train[prefer] or train[other]
+            if pick:
+                out.append((tag, pick[0]))
+    return out
+
+
+def _memorised(tx: np.ndarray, tb: np.ndarray, saturation: float) -> int | None:
+    """First index where train made `saturation` of its improvement and stays near it."""
+    b0 = float(tb[0])
+    final = float(np.median(tb[-max(3, tb.shape[0] // 20):]))
+    if b0 - final <= 0 or final > 0.5 * b0:  # never saturated: under half its start
+        return None
+    progress = (b0 - tb) / (b0 - final)
+    tail_min = np.minimum.accumulate(progress[::-1])[::-1]
+    ok = (progress >= saturation) & (tail_min >= saturation - 0.1)
+    return int(np.argmax(ok)) if ok.any() else None
+
+
+def _grok_details(train_tag: str, mem_step: float, start: float, end: float, top: float,
+                  best: float, is_acc: bool) -> dict[str, Any]:
+    to_units = (lambda b: 1.0 - b) if is_acc else (lambda b: b)
+    return {"memorized_step": int(mem_step), "delay_steps": int(start - mem_step),
+            "duration_steps": int(end - start), "train_tag": train_tag,
+            "val_before": round(to_units(top), 6), "val_after": round(to_units(best), 6),
+            "metric": "accuracy" if is_acc else "loss"}
+
+
+@dataclass(frozen=True)
+class SuddenDropDetector:
+    """A sharp train-loss drop after a slow stretch; see the module docstring."""
+
+    #: smallest drop worth reporting, in log units (0.05 ~ the loss falls by 5%).
+    min_drop: float = 0.05
+    #: the drop completes within this share of the series' step span.
+    max_duration: float = 0.03
+    #: the slow stretch before it spans this share of the step span.
+    plateau: float = 0.1
+    #: the drop is at least this many times faster than the descent over the slow stretch.
+    rate_ratio: float = 5.0
+    #: the loss must already be this much (log units) below its start before the slow
+    #: stretch, so the first descent of training is not reported.
+    min_prior_progress: float = 0.1
+    #: the drop must also exceed z long-run noise sigmas of the block means.
+    z: float = 5.0
+    #: an LR series counts as dropping when it falls below this share of its level before.
+    lr_drop_ratio: float = 0.7
+    #: resolution of the search (block means).
+    coarse_points: int = 1000
+    #: fewer finite points → no events.
+    min_points: int = 50
+
+    scope: ClassVar[str] = "run"
+    roles: ClassVar[tuple[str, ...]] = ("train_loss",)
+    causal: ClassVar[bool] = False
+
+    def validate(self) -> None:
+        c = "SuddenDropDetector"
+        _check(c, self.min_drop > 0, "min_drop", self.min_drop, "> 0")
+        _check(c, 0 < self.max_duration < 0.5, "max_duration", self.max_duration, "(0, 0.5)")
+        _check(c, 0 < self.plateau < 0.9, "plateau", self.plateau, "(0, 0.9)")
+        _check(c, self.rate_ratio >= 1, "rate_ratio", self.rate_ratio, ">= 1")
+        _check(c, self.min_prior_progress >= 0, "min_prior_progress", self.min_prior_progress,
+               ">= 0")
+        _check(c, self.z >= 0, "z", self.z, ">= 0")
+        _check(c, 0 < self.lr_drop_ratio < 1, "lr_drop_ratio", self.lr_drop_ratio, "(0, 1)")
+        _check(c, self.coarse_points >= 50, "coarse_points", self.coarse_points, ">= 50")
+        _check(c, self.min_points >= 10, "min_points", self.min_points, ">= 10")
+
+    def detect_run(self, frame: Frame, run: RunInfo) -> list[Event]:
+        """Sudden drops of every training loss of the run, with the LR check."""
+        self.validate()
+        lrs = [frame.series(run.run, t) for t in run.tags_with_role("lr")]
+        events = []
+        for tag in run.tags_with_role("train_loss"):
+            events.extend(self.detect(frame.series(run.run, tag), lrs))
+        return sorted(events, key=lambda e: (e.start_step, e.tag))
+
+    def detect(self, series: Series, lrs: list[Series] | None = None) -> list[Event]:
+        """Sudden drops of one training-loss series (`lrs`: the run's LR series, if any)."""
+        self.validate()
+        x, y, use_log = finite_xy(series)
+        if x.shape[0] < self.min_points or np.ptp(y) == 0 or np.ptp(x) == 0 or not use_log:
+            return []
+        xc, raw, _ = block_means(x, declip(y), self.coarse_points)
+        yc = _rolling_median(raw, 5)
+        span = float(xc[-1] - xc[0])
+        w_drop, w_plat = self.max_duration * span, self.plateau * span
+        sigma = longrun_sigma(raw, 8)
+        groups = _drop_groups(xc, yc, w_drop, w_plat, self.min_drop, self.rate_ratio,
+                              self.min_prior_progress)
+        out: list[Event] = []
+        for g0, g1 in groups:
+            ev = self._event(series, xc, raw, g0, g1, w_drop, w_plat, sigma, lrs or [])
+            if ev is not None and (not out or ev.start_step > (out[-1].end_step or 0)):
+                out.append(ev)
+        return out
+
+    def _event(self, series: Series, xc: np.ndarray, raw: np.ndarray, g0: int, g1: int,
+               w_drop: float, w_plat: float, sigma: float, lrs: list[Series]) -> Event | None:
+        n = xc.shape[0]
+        lo = int(np.searchsorted(xc, xc[g0] - w_plat / 2))
+        hi = min(n, int(np.searchsorted(xc, xc[min(g1, n - 1)] + 2 * w_drop)) + 1)
+        half = max(1, int(math.ceil(0.5 * w_drop / max(float(np.median(np.diff(xc))), 1e-12))))
+        start, end = _ramp(xc, raw, lo, hi, half)
+        m_b, m_a = start - lo, hi - end - 1
+        if m_b < 3 or m_a < 3 or xc[end] - xc[start] > 1.5 * w_drop:
+            return None
+        level_b, slope_b = line_fit(xc[lo:start], raw[lo:start], float(xc[start]))
+        level_a, _ = line_fit(xc[end + 1: hi], raw[end + 1: hi], float(xc[end]))
+        # what the slow stretch would have lost over the ramp anyway is not part of the drop
+        ramp = float(xc[end] - xc[start])
+        drop = level_b - level_a - max(-slope_b, 0.0) * ramp
+        # a fitted line's end value has variance ~4 sigma^2 / m
+        se = sigma * math.sqrt(4.0 / m_b + 4.0 / m_a)
+        if drop < max(self.min_drop, self.z * se):
+            return None
+        if drop / max(ramp, float(xc[1] - xc[0])) < self.rate_ratio * max(-slope_b, 0.0):
+            return None
+        before, after = raw[lo:start], raw[end + 1: hi]
+        s_step, e_step = _snap(series, xc[start]), _snap(series, xc[end])
+        higher = np.flatnonzero(_rolling_median(raw, 5)[:start]
+                                >= np.median(before) + 0.5 * drop)
+        slow_since = float(xc[int(higher[-1]) + 1 if higher.size else 0])
+        details = {"drop": round(-math.expm1(-drop), 6), "duration_steps": e_step - s_step,
+                   "slow_since": _snap(series, slow_since),
+                   "level_before": round(math.exp(float(np.median(before))), 6),
+                   "level_after": round(math.exp(float(np.median(after))), 6),
+                   "lr_drop": _lr_dropped(lrs, s_step, e_step, w_drop, self.lr_drop_ratio)}
+        return Event(kind="sudden_drop", run=series.run, tag=series.tag, start_step=s_step,
+                     end_step=max(e_step, s_step), severity="info",
+                     magnitude=details["drop"], details=details)
+
+
+def _ramp(xc: np.ndarray, yc: np.ndarray, lo: int, hi: int, half: int) -> tuple[int, int]:
+    """First and last index of the drop in [lo, hi).
+
+    ruptures (one break, line + line with a jump) puts the drop's centre; the drop's extent
+    comes from where the smoothed curve crosses 25% and 75% of the way from the level before
+    to the level after, widened by half that span each way (a 25-75% rise time is robust to
+    noise where 0% and 100% crossings are not). `half` = half the longest allowed drop.
+    """
+    import ruptures as rpt
+
+    from .changepoint import linear_cost_class
+
+    signal = np.column_stack([xc[lo:hi], yc[lo:hi]])
+    try:
+        algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=3, jump=1)
+        c = lo + algo.fit(signal).predict(n_bkps=1)[0]
+    except Exception:  # window too short for two pieces
+        return lo, hi - 1
+    ys = np.convolve(yc, np.ones(5) / 5.0, mode="same")
+    ys[:2], ys[-2:] = yc[:2], yc[-2:]
+    p = float(np.median(yc[lo: max(lo + 3, c - half)]))
+    q = float(np.median(yc[min(hi - 3, c + half): hi]))
+    a0, a1 = max(lo, c - 2 * half), min(hi, c + 2 * half)
+    below25 = np.flatnonzero(ys[a0:a1] <= p - 0.25 * (p - q))
+    if below25.size == 0:
+        return max(lo, c - 1), c
+    i25 = a0 + int(below25[0])
+    below75 = np.flatnonzero(ys[i25:a1] <= p - 0.75 * (p - q))
+    i75 = i25 + int(below75[0]) if below75.size else c
+    w = max(1, int(round((i75 - i25) / 2)))
+    return max(lo, i25 - w), min(hi - 1, i75 + w)
+
+
+def _drop_groups(xc: np.ndarray, yc: np.ndarray, w_drop: float, w_plat: float, thr: float,
+                 rate_ratio: float, prior: float) -> list[tuple[int, int]]:
+    """Runs of coarse indices where a sharp drop starts after a slow stretch."""
+    n = xc.shape[0]
+    idx = np.arange(n)
+    e = np.minimum(np.searchsorted(xc, xc + w_drop, side="right") - 1, n - 1)
+    p = np.searchsorted(xc, xc - w_plat)
+    # the lowest point reached within the drop window (a running min over [i, e_i])
+    low = np.array([yc[i: e[i] + 1].min() for i in range(n)])
+    drop = yc - low
+    plat_rate = (yc[p] - yc) / np.maximum(xc - xc[p], 1e-12)
+    drop_rate = drop / np.maximum(xc[e] - xc, 1e-12)
+    head = float(np.median(yc[: max(3, n // 100)]))
+    ok = ((drop >= thr) & (e > idx) & (p < idx) & (xc - xc[0] >= w_plat)
+          & (drop_rate >= rate_ratio * np.maximum(plat_rate, 0.0))
+          & (head - yc >= prior))
+    # the drop must stay: the level one window later is still well below the start
+    e2 = np.minimum(np.searchsorted(xc, xc[e] + w_drop), n - 1)
+    later = np.array([np.median(yc[e[i]: e2[i] + 1]) for i in range(n)])
+    ok &= later <= yc - 0.5 * drop
+    hits = np.flatnonzero(ok)
+    if hits.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(hits) > 1)
+    starts = np.r_[hits[0], hits[cuts + 1]]
+    ends = np.r_[hits[cuts], hits[-1]]
+    return [(int(a), int(b)) for a, b in zip(starts, ends)]
+
+
+def _snap(series: Series, step: float) -> int:
+    """The logged step nearest to `step` (events carry steps present in the input)."""
+    s = series.step
+    i = int(np.clip(np.searchsorted(s, step), 1, s.shape[0] - 1)) if s.shape[0] > 1 else 0
+    if s.shape[0] > 1 and abs(s[i - 1] - step) <= abs(s[i] - step):
+        i -= 1
+    return int(s[i])
+
+
+def _lr_dropped(lrs: list[Series], start: int, end: int, w: float, ratio: float) -> bool:
+    for lr in lrs:
+        ok = np.isfinite(lr.value)
+        x, v = lr.step[ok], lr.value[ok]
+        pre = v[(x >= start - 1.5 * w) & (x <= start - 0.5 * w)]
+        post = v[(x >= end) & (x <= end + w)]
+        if pre.size and post.size and np.median(post) < ratio * np.median(pre):
+            return True
+    return False
