@@ -199,11 +199,21 @@ def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]]]:
     return np.searchsorted(cut, order, side="right").astype(np.int32), boundaries
 
 
+def _n_unique(a: np.ndarray) -> int:
+    """Distinct values (sort and count: numpy 2's hash-based np.unique takes ~1 s a million)."""
+    if a.shape[0] < 2 or bool(np.all(a[1:] > a[:-1])):
+        return int(a.shape[0])
+    s = np.sort(a)
+    return 1 + int(np.count_nonzero(s[1:] != s[:-1]))
+
+
 def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFrame, RunInfo]:
     seg_raw, boundaries = _segment_ids(rec)
-    # renumber so that empty segments vanish
-    used, seg = np.unique(seg_raw, return_inverse=True)
-    seg = seg.astype(np.int32)
+    # renumber so that empty segments vanish (bincount: np.unique is slow on millions)
+    used = np.flatnonzero(np.bincount(seg_raw)) if seg_raw.shape[0] else np.empty(0, np.int64)
+    lut = np.zeros(int(used[-1]) + 1 if used.shape[0] else 1, dtype=np.int32)
+    lut[used] = np.arange(used.shape[0], dtype=np.int32)
+    seg = lut[seg_raw]
     reasons = ["start"] + [r for _, r in boundaries]
     # raw view order: by tag, then write order
     idx = np.lexsort((rec.order, rec.tag_code))
@@ -252,7 +262,7 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
         for s, e in zip(starts, ends):
             tag = str(df["tag"].iat[int(s)])
             index[(name, tag)] = (pos + int(s), pos + int(e))
-            uniq = np.unique(steps[s:e]).shape[0]
+            uniq = _n_unique(steps[s:e])
             role = overrides.get(tag) or infer_role(tag)
             series.append(SeriesInfo(tag, role, int(uniq), int(steps[s:e].min()),
                                      int(steps[s:e].max()),
