@@ -317,18 +317,23 @@ class _Chunk:
         for idx in np.split(order, bounds):
             self._group(idx, checked=False)
 
-    def _diffs(self, idx: np.ndarray, size: int) -> tuple[np.ndarray, int]:
-        """Bytes of each record XOR the first's, as (n, words*8) uint8, and the alignment."""
+    def _diffs(self, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Each record's words XOR the first's, as (n, words*8) bytes; which bytes differ
+        in any record (payload positions); and the alignment of the payloads."""
         p = self.p[idx]
         a = int(p[0]) & 7
         nw = (a + size + 7) // 8
-        w = self.words[(p >> 3)[:, None] + np.arange(nw)]
-        d = w ^ w[0]
+        q = p >> 3
+        d = np.empty((idx.shape[0], nw), dtype=np.uint64)
+        for c in range(nw):
+            col = self.words[q + c] if c else self.words[q]
+            d[:, c] = col ^ col[0]
         d[:, 0] &= np.uint64((0xFFFFFFFFFFFFFFFF << (8 * a)) & 0xFFFFFFFFFFFFFFFF)
         tail = a + size - 8 * (nw - 1)
         if tail < 8:
             d[:, -1] &= np.uint64((1 << (8 * tail)) - 1)
-        return d.view(np.uint8), a
+        vary = np.flatnonzero(np.bitwise_or.reduce(d, axis=0).view(np.uint8)[a:a + size])
+        return d.view(np.uint8), vary, a
 
     def _crc_ok(self, idx: np.ndarray, d8: np.ndarray, a: int, vary: np.ndarray) -> np.ndarray:
         p, size = self.p[idx], int(self.length[idx[0]])
@@ -346,8 +351,7 @@ class _Chunk:
         if size == 0:
             self._empty(idx)
             return
-        d8, a = self._diffs(idx, size)
-        vary = np.flatnonzero(np.bitwise_or.reduce(d8, axis=0)[a:a + size])
+        d8, vary, a = self._diffs(idx, size)
         if not checked:
             ok = self._crc_ok(idx, d8, a, vary)
             if not ok.all():
@@ -365,11 +369,11 @@ class _Chunk:
             allowed[s:e] = True
         fixed = vary[~allowed[vary]]
         if fixed.shape[0]:
-            self._split(idx, d8[:, a + fixed[:8]])
+            self._split(idx, d8[:, a + fixed])
         elif lay is None:
             self.malformed.append(idx)
         else:
-            self._template(idx, lay, vary)
+            self._template(idx, lay, d8, a)
 
     def _empty(self, idx: np.ndarray) -> None:
         ok = tfrecord.gather_view(self.buf, self.p[idx], "<u4") == tfrecord.mask(
@@ -378,26 +382,35 @@ class _Chunk:
             self.bad.append(idx[~ok])
 
     def _split(self, idx: np.ndarray, cols: np.ndarray) -> None:
-        """Re-check the group in parts that agree on the bytes outside the template."""
-        key = np.zeros(idx.shape[0], dtype=np.uint64)
-        for j in range(cols.shape[1]):
-            key |= cols[:, j].astype(np.uint64) << np.uint64(8 * j)
-        uniq, inverse = np.unique(key, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.cumsum(np.bincount(inverse, minlength=uniq.shape[0]))[:-1]
-        for part in np.split(order, bounds):
-            self._group(idx[part], checked=True)
+        """Re-check the group in parts that agree on one byte outside the template.
 
-    def _template(self, idx: np.ndarray, lay: Layout, vary: np.ndarray) -> None:
+        The byte split on is the one with the fewest distinct values: bytes that tell record
+        layouts apart (a field key, a tag length) have few, values of another layout many.
+        """
+        best, best_count = None, 257
+        for j in range(min(cols.shape[1], 64)):
+            counts = np.bincount(cols[:, j], minlength=256)
+            distinct = int(np.count_nonzero(counts))
+            if 1 < distinct < best_count:
+                best, best_count, best_counts = j, distinct, counts
+                if distinct == 2:
+                    break
+        order = np.argsort(cols[:, best], kind="stable")
+        bounds = np.cumsum(best_counts[best_counts > 0])[:-1]
+        for part in np.split(order, bounds):
+            self._group(idx[np.sort(part)], checked=True)
+
+    def _template(self, idx: np.ndarray, lay: Layout, d8: np.ndarray, a: int) -> None:
         p = self.p[idx]
-        mismatch = np.zeros(idx.shape[0], dtype=bool)
+        mismatch = None
         for off, nb in lay.varints:  # a varint that changed its byte count changes the parse
-            if np.any((vary >= off) & (vary < off + nb)):
+            if np.bitwise_or.reduce(d8[:, a + off:a + off + nb] & 0x80, axis=None):
                 for j in range(nb):
                     cont = (self.buf[p + off + j] & 0x80) != 0
-                    mismatch |= cont != (j < nb - 1)
-        if mismatch.any():
-            self._template(idx[~mismatch], lay, vary)  # the first record is never a mismatch
+                    bad = cont != (j < nb - 1)
+                    mismatch = bad if mismatch is None else mismatch | bad
+        if mismatch is not None and mismatch.any():
+            self._template(idx[~mismatch], lay, d8[~mismatch], a)  # never the first record
             self._group(idx[mismatch], checked=True)
             return
         n = idx.shape[0]
@@ -418,11 +431,11 @@ class _Chunk:
         step = np.empty(total, np.int64)
         value = np.empty(total, np.float64)
         wall = np.empty(total, np.float64)
-        order = np.empty(total, np.int64)
         for idx, j, k, vals, steps, walls in self.emitted:
             at = offs[idx] + j
-            key[at], step[at], value[at], wall[at], order[at] = k, steps, vals, walls, idx
-        order += first_order
+            key[at], step[at], value[at], wall[at] = k, steps, vals, walls
+        order = np.repeat(np.arange(first_order, first_order + self.counts.shape[0]),
+                          self.counts)
         return key, step, value, wall, order
 
 

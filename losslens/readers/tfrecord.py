@@ -90,9 +90,25 @@ def crc32c(data: bytes | np.ndarray) -> int:
 def mask(crc: np.ndarray | int):
     """TFRecord's masked CRC: rotate right by 15, add a constant (mod 2^32)."""
     if isinstance(crc, np.ndarray):
-        c = crc.astype(np.uint64)
-        return ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA & 0xFFFFFFFF).astype(np.uint32)
+        c = crc.astype(np.uint32, copy=False)
+        return ((c >> np.uint32(15)) | (c << np.uint32(17))) + np.uint32(_MASK_DELTA)
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+@lru_cache(maxsize=1)
+def _length_tables() -> tuple[np.ndarray, np.ndarray]:
+    """CRC contributions of the low and high 16 bits of a length below 2^32 (8-byte field)."""
+    g = tables()
+    x = np.arange(1 << 16)
+    lo, hi = (x & 0xFF) ^ 0xFF, (x >> 8) ^ 0xFF  # the first four bytes are complemented
+    return g[7][lo] ^ g[6][hi] ^ np.uint32(0xFFFFFFFF), g[5][lo] ^ g[4][hi]
+
+
+def length_crc_ok(lo: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Whether masked_crc32c of the 8-byte lengths `lo` (< 2^32, uint32) equals `stored`."""
+    t_lo, t_hi = _length_tables()
+    crc = t_lo[lo & np.uint32(0xFFFF)] ^ t_hi[lo >> np.uint32(16)]
+    return mask(crc) == stored
 
 
 def gather_uint(buf: np.ndarray, pos: np.ndarray, size: int) -> np.ndarray:
@@ -127,25 +143,38 @@ class Chunk:
     problems: list[tuple[int, str, int]] = field(default_factory=list)  # (file offset, what, lost)
 
 
-def _header_candidates(buf: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted positions p (p + 12 <= n) whose 8-byte length passes its CRC, and the lengths."""
-    g = tables()
+def _header_candidates(buf: np.ndarray, n: int, every: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted positions p (p + 12 <= n) whose 8-byte length passes its CRC, and the lengths.
+
+    A length below 2^24 puts 4-5 zero windows at each header; unless `every`, only the window
+    followed by a non-zero byte (the CRC's first byte) is checked: 255 headers in 256. The
+    walk checks the others one by one when the chain reaches them.
+    """
     found_p, found_l = [], []
     for a in range(4):  # the length's upper half is a zero uint32 at p + 4, p ≡ a (mod 4)
         words = buf[a: a + (n - a) // 4 * 4].view("<u4")
-        i = np.flatnonzero(words[1:] == 0)  # words[i + 1] == 0 → p = a + 4 i
+        zero = words[1:-1] == 0
+        if not every:
+            zero &= (words[2:] & np.uint32(0xFF)) != 0
+        i = np.flatnonzero(zero)  # words[i + 1] == 0 → p = a + 4 i
         i = i[a + 4 * i + 12 <= n]
         lo = words[i]
-        stored = words[i + 2]
-        crc = np.full(i.shape[0], 0xFFFFFFFF, dtype=np.uint32)
-        for j in range(4):
-            crc ^= g[7 - j][((lo >> np.uint32(8 * j)) & 0xFF) ^ 0xFF]
-        ok = mask(crc) == stored
+        ok = length_crc_ok(lo, words[i + 2])
         found_p.append(a + 4 * i[ok].astype(np.int64))
         found_l.append(lo[ok].astype(np.int64))
     p, lengths = np.concatenate(found_p), np.concatenate(found_l)
     order = np.argsort(p, kind="stable")
     return p[order], lengths[order]
+
+
+def _length_at(buf: np.ndarray, pos: int) -> int | None:
+    """The length of the record header at `pos`, or None when its CRC does not check."""
+    head = buf[pos:pos + 12].tobytes()
+    length = int.from_bytes(head[:8], "little")
+    if mask(crc32c(head[:8])) != int.from_bytes(head[8:], "little"):
+        return None
+    return length
 
 
 @dataclass
@@ -165,39 +194,56 @@ def _walk(buf: np.ndarray, n: int, at_eof: bool, resync: bool) -> _Walk:
     nxt = v + 16 + lens
     breaks = np.flatnonzero(nxt[:-1] != v[1:])
     out, pos, bad = _Walk(), 0, (None if resync else -1)
+    every = None
     while pos < n:
-        k = int(np.searchsorted(v, pos))
         if bad != -1:  # resynchronise at the next header whose length CRC checks
-            if k == v.shape[0]:
+            if every is None:
+                every = _header_candidates(buf, n, every=True)[0]
+            k = int(np.searchsorted(every, pos))
+            if k == every.shape[0]:
                 out.resyncs.append((bad, None))
                 out.unframed = True
                 out.carry = None if at_eof else max(pos + 1, n - 11)
                 return out
-            pos = int(v[k])
+            pos = int(every[k])
             out.resyncs.append((bad, pos))
             bad = -1
+        k = int(np.searchsorted(v, pos))
         if k < v.shape[0] and v[k] == pos:
             j = int(np.searchsorted(breaks, k))
             e = int(breaks[j]) if j < breaks.shape[0] else v.shape[0] - 1
-            last = e if nxt[e] <= n else e - 1
-            out.starts.append(v[k:last + 1])
-            out.lengths.append(lens[k:last + 1])
-            if last == e:
+            last, length = int(v[e]), int(lens[e])
+            if nxt[e] <= n:
+                out.starts.append(v[k:e + 1])
+                out.lengths.append(lens[k:e + 1])
                 pos = int(nxt[e])
                 continue
-            if not at_eof:
-                out.carry, out.need = int(v[e]), int(nxt[e] - v[e])
-                return out
-            out.problems.append((int(v[e]), f"truncated record (its length says {int(lens[e])} "
-                                 f"bytes, {n - int(v[e]) - 12} left)", 1))
-            return out
-        if n - pos < 12:
+            out.starts.append(v[k:e])
+            out.lengths.append(lens[k:e])
+        elif n - pos < 12:
             if not at_eof:
                 out.carry, out.need = pos, 12
-                return out
-            out.problems.append((pos, f"truncated record header ({n - pos} of 12 bytes)", 1))
+            else:
+                out.problems.append((pos, f"truncated record header ({n - pos} of 12 bytes)", 1))
             return out
-        bad = pos  # length CRC mismatch: the length cannot be trusted
+        else:
+            length = _length_at(buf, pos)
+            if length is None:
+                bad = pos  # length CRC mismatch: the length cannot be trusted
+                continue
+            last = pos
+            if last + 16 + length <= n:  # a header the candidate filter passed over
+                out.starts.append(np.array([last], np.int64))
+                out.lengths.append(np.array([length], np.int64))
+                pos = last + 16 + length
+                continue
+        # the record at `last` runs past the chunk
+        if not at_eof:
+            out.carry, out.need = last, length + 16
+        else:
+            out.problems.append((last, f"truncated record (its length says {length} "
+                                 f"bytes, {n - last - 12} left)", 1))
+        return out
     return out
 
 
