@@ -44,6 +44,7 @@ _CFG_FIELDS = {
     "save_interval": "save_interval", "t_warmup": "warmup_steps",
     "device_train_microbatch_size": "micro_batch_size", "console_log_interval": "log_interval",
 }
+_SUFFIX_EXP = {"K": 3, "M": 6, "B": 9, "T": 12, "P": 15, "E": 18}
 _INT_FIELDS = {"hidden_size", "num_layers", "num_heads", "seq_length", "global_batch_size",
                "save_interval", "warmup_steps", "micro_batch_size", "log_interval"}
 
@@ -161,12 +162,21 @@ def _metric(builder: RecordsBuilder, st: _State, lineno: int, frag: str, name: s
         st.kind = ""  # ignore the rest of this block
         return
     try:
-        value = parse_float(raw.replace(",", ""))
+        value = _number(raw)
     except ValueError:
         if st.kind != "label":  # a label block may be any indented text
             builder.skip(lineno, f"{name}: not a number", frag)
         return
     builder.add(st.prefix + name.strip(), st.step, value, st.wall, lineno)
+
+
+def _number(raw: str) -> float:
+    """`12,345`, `6.00E-05`, `nan`, and OLMo-core's scaled `4.194B` (B/T/P/E = 1e9..1e18)."""
+    text = raw.strip().replace(",", "")
+    exp = _SUFFIX_EXP.get(text[-1:]) if len(text) > 1 else None
+    if exp is not None and text[-2:-1].isdigit():
+        return float(f"{text[:-1]}e{exp}")  # decimal parse: 8.389B is exactly 8389000000.0
+    return parse_float(text)
 
 
 def _config(msg: str, st: _State) -> None:

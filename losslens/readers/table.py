@@ -139,6 +139,10 @@ def _load_csv(path: Path, builder: RecordsBuilder, tail_truncated: bool = False)
             builder.skip(data.count(b"\n", 0, cut) + 1, "truncated last line",
                          data[cut:].decode("utf-8", "replace"))
             data = data[:cut]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:  # pyarrow cannot report a ragged row holding bad bytes
+        data = data.decode("utf-8", "replace").encode("utf-8")
     _, _, delim = _header_cells(data[:65536])
     invalid: list[tuple[int, int, str]] = []
 
