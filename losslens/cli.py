@@ -120,13 +120,18 @@ def series(
 class ReportFormat(str, Enum):
     text = "text"
     json = "json"
+    markdown = "markdown"
+    html = "html"
 
 
 @app.command()
 def analyze(
     paths: List[str] = PATHS,
-    fmt: ReportFormat = typer.Option(ReportFormat.text, "--format", "-f",
-                                     help="text (terminal report) or json (DESIGN §3)."),
+    fmt: ReportFormat = typer.Option(
+        ReportFormat.text, "--format", "-f",
+        help="text (terminal report), json (DESIGN §3), markdown or html (one offline file)."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", help="Write the report to FILE (atomically) instead of stdout."),
     checkpoint_every: Optional[int] = typer.Option(
         None, "--checkpoint-every", help="Checkpoint interval, for the skip plan."),
     global_batch_size: Optional[int] = typer.Option(
@@ -144,14 +149,14 @@ def analyze(
         checkpoints = _checkpoints(frame, checkpoint_every)
         analysis = analyze_frame(frame, checkpoints=checkpoints,
                                  global_batch_size=global_batch_size)
-        if fmt is ReportFormat.json:
-            from .report.jsondoc import analysis_document, dumps
-
-            sys.stdout.write(dumps(analysis_document(analysis)) + "\n")
-        else:
+        if fmt is ReportFormat.text and not output:
             from .report.terminal import print_analysis
 
             print_analysis(analysis)
+        else:
+            from .commands import emit, render_report
+
+            emit(render_report(analysis, fmt.value), output)
 
 
 def _checkpoints(frame, every: Optional[int]):
@@ -174,6 +179,12 @@ def formats() -> None:
 
     for fmt in FORMATS.values():
         sys.stdout.write(f"{fmt.name:18} {fmt.description}\n")
+
+
+from .commands import check, skiplist  # noqa: E402  (registered here, defined there)
+
+app.command()(skiplist)
+app.command()(check)
 
 
 def main() -> None:

@@ -1,0 +1,710 @@
+"""`losslens check`: the CI gate. Settings, per-rule checks, baseline comparison, CI outputs.
+
+A run passes when no diagnosis rule makes a finding at or above `fail_on` (events the settings
+ignore — tags, kinds, allowed step ranges — are dropped before diagnosis) and, with a baseline,
+when its train loss stays within tolerance of the reference the way Megatron-LM's golden-value
+functional tests compare: per-step relative tolerance at the common steps (default rtol 0.05,
+theirs for `lm loss`), with 1% of the steps (at least 1, at most 50) allowed outside it for
+nondeterministic kernels; the final loss within the same tolerance; and no new events.
+
+Settings come from `[tool.losslens]` in pyproject.toml or from losslens.toml (top-level keys),
+whichever is found first from the current folder upward; `--config FILE` names one.
+Outputs: text, JSON (`losslens.check/1`), GitHub workflow annotations and JUnit XML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import InvalidParameterError, LogNotFoundError
+
+FAIL_ON = ("info", "warning", "critical")
+DEFAULT_RTOL = 0.05
+_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Settings of `losslens check` (all optional)."""
+
+    fail_on: str = "critical"
+    detectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    ignore_tags: tuple[str, ...] = ()  # fnmatch patterns
+    ignore_kinds: tuple[str, ...] = ()
+    allow_steps: tuple[tuple[int, int], ...] = ()  # inclusive; events starting inside are ignored
+    rtol: float = DEFAULT_RTOL
+    baseline: str | None = None
+    source: str | None = None  # the file the settings came from
+
+    def validate(self) -> None:
+        if self.fail_on not in FAIL_ON:
+            raise InvalidParameterError(
+                f"fail-on must be one of {', '.join(FAIL_ON)}, got {self.fail_on!r}")
+        if not (self.rtol >= 0 and math.isfinite(self.rtol)):
+            raise InvalidParameterError(f"rtol must be a finite number >= 0, got {self.rtol}")
+
+
+_KEYS = {"fail-on", "detectors", "ignore-tags", "ignore-kinds", "allow-steps", "rtol",
+         "baseline"}
+
+
+def _toml():
+    try:
+        import tomllib  # Python 3.11+
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10: the `tomli` dependency
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib
+
+
+def _load_toml(path: Path) -> dict:
+    tomllib = _toml()
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LogNotFoundError(f"{path}: cannot read settings ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidParameterError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _section(path: Path, doc: dict) -> dict | None:
+    tool = doc.get("tool", {}).get("losslens") if isinstance(doc.get("tool"), dict) else None
+    if path.name == "pyproject.toml":
+        return tool
+    return tool if tool is not None else {k: v for k, v in doc.items() if k != "tool"}
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """losslens.toml, or a pyproject.toml with [tool.losslens], from `start` upward."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        own = folder / "losslens.toml"
+        if own.is_file():
+            return own
+        py = folder / "pyproject.toml"
+        if py.is_file() and _section(py, _load_toml(py)) is not None:
+            return py
+    return None
+
+
+def _steps(value: Any, where: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return int(value[0]), int(value[1])
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", str(value))
+    if not m:
+        raise InvalidParameterError(
+            f"{where}: allow-steps entries are N, \"A-B\" or [A, B], got {value!r}")
+    a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+    if b < a:
+        raise InvalidParameterError(f"{where}: allow-steps range {value!r} ends before it starts")
+    return a, b
+
+
+def _strings(value: Any, key: str, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise InvalidParameterError(f"{where}: {key} must be a list of strings, got {value!r}")
+
+
+def config_from_mapping(raw: Mapping[str, Any], where: str = "settings",
+                        base: Path | None = None) -> CheckConfig:
+    """A CheckConfig from a `[tool.losslens]` table (dashes or underscores in keys)."""
+    table = {str(k).replace("_", "-"): v for k, v in raw.items()}
+    unknown = sorted(set(table) - _KEYS)
+    if unknown:
+        raise InvalidParameterError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
+    detectors = table.get("detectors", {})
+    if not isinstance(detectors, dict) or not all(isinstance(v, dict) for v in detectors.values()):
+        raise InvalidParameterError(
+            f"{where}: detectors must be tables, e.g. [tool.losslens.detectors.spike]")
+    baseline = table.get("baseline")
+    if baseline is not None and base is not None:
+        baseline = str((base / str(baseline))) if not str(baseline).startswith("wandb://") \
+            else str(baseline)
+    try:
+        rtol = float(table.get("rtol", DEFAULT_RTOL))
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"{where}: rtol must be a number") from None
+    cfg = CheckConfig(
+        fail_on=str(table.get("fail-on", "critical")),
+        detectors={str(k): dict(v) for k, v in detectors.items()},
+        ignore_tags=_strings(table.get("ignore-tags", []), "ignore-tags", where),
+        ignore_kinds=_strings(table.get("ignore-kinds", []), "ignore-kinds", where),
+        allow_steps=tuple(_steps(v, where) for v in table.get("allow-steps", [])),
+        rtol=rtol, baseline=baseline, source=where)
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: str | Path | None = None, start: Path | None = None) -> CheckConfig:
+    """Settings from `path`, or from the first config file found upward; defaults if none."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise LogNotFoundError(f"--config {p}: no such file")
+    else:
+        p = find_config(start)
+        if p is None:
+            return CheckConfig()
+    section = _section(p, _load_toml(p))
+    if section is None:
+        raise InvalidParameterError(f"{p}: no [tool.losslens] table")
+    where = f"{p} [tool.losslens]" if p.name == "pyproject.toml" else str(p)
+    return config_from_mapping(section, where, p.parent)
+
+
+def build_detectors(overrides: Mapping[str, Mapping[str, Any]], where: str = "settings"):
+    """Detector instances with the settings' field overrides, or None when there are none."""
+    if not overrides:
+        return None
+    from .detectors import DETECTORS, detector_class, default_detectors
+
+    for name, fields in overrides.items():
+        if name not in DETECTORS:
+            raise InvalidParameterError(
+                f"{where}: unknown detector {name!r}; known: {', '.join(DETECTORS)}")
+        known = {f.name for f in dataclasses.fields(detector_class(name))}
+        bad = sorted(set(fields) - known)
+        if bad:
+            raise InvalidParameterError(
+                f"{where}: detector {name!r} has no field(s) {', '.join(bad)}; "
+                f"fields: {', '.join(sorted(known))}")
+    detectors = default_detectors(**{k: dict(v) for k, v in overrides.items()})
+    for det in detectors.values():
+        if hasattr(det, "validate"):
+            det.validate()
+    return detectors
+
+
+def keep_event(event, cfg: CheckConfig) -> bool:
+    """False for events the settings ignore (tag pattern, kind, allowed step range)."""
+    if any(fnmatch.fnmatchcase(event.tag, pat) for pat in cfg.ignore_tags):
+        return False
+    if event.kind in cfg.ignore_kinds:
+        return False
+    return not any(a <= event.start_step <= b for a, b in cfg.allow_steps)
+
+
+def at_or_above(severity: str | None, level: str) -> bool:
+    return severity is not None and _RANK[severity] >= _RANK[level]
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class CheckItem:
+    """One check of one run: a diagnosis rule or a baseline comparison."""
+
+    name: str
+    passed: bool
+    severity: str | None  # of the finding (None: nothing found)
+    title: str
+    message: str = ""
+    step: int | None = None  # where to point an annotation
+    tag: str | None = None
+    skipped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "skipped": self.skipped,
+                "severity": self.severity, "title": self.title, "message": self.message,
+                "step": self.step, "tag": self.tag}
+
+
+@dataclass(frozen=True)
+class Deviation:
+    step: int
+    value: float
+    reference: float
+    rel: float  # |value - reference| / |reference|; inf when only one is finite
+
+    def to_dict(self) -> dict[str, Any]:
+        def num(x: float) -> Any:
+            return x if math.isfinite(x) else (None if math.isnan(x) else str(x))
+        return {"step": self.step, "value": num(self.value), "reference": num(self.reference),
+                "rel": num(self.rel)}
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """A run's train loss against a reference run's (golden values)."""
+
+    reference: str
+    reference_run: str
+    tag: str
+    reference_tag: str
+    rtol: float
+    common_steps: int
+    only_run: int
+    only_reference: int
+    out_of_tolerance: int
+    allowed: int
+    first_out: tuple[Deviation, ...]
+    max_dev: Deviation | None
+    final: Deviation | None
+    new_events: tuple[Any, ...]
+
+    @property
+    def per_step_passed(self) -> bool:
+        return self.common_steps > 0 and self.out_of_tolerance <= self.allowed
+
+    @property
+    def final_passed(self) -> bool:
+        return self.final is not None and self.final.rel <= self.rtol
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "reference_run": self.reference_run,
+                "tag": self.tag, "reference_tag": self.reference_tag, "rtol": self.rtol,
+                "common_steps": self.common_steps, "only_run": self.only_run,
+                "only_reference": self.only_reference,
+                "out_of_tolerance": self.out_of_tolerance, "allowed": self.allowed,
+                "per_step_passed": self.per_step_passed, "final_passed": self.final_passed,
+                "first_out": [d.to_dict() for d in self.first_out],
+                "max_deviation": self.max_dev.to_dict() if self.max_dev else None,
+                "final": self.final.to_dict() if self.final else None,
+                "new_events": [e.to_dict() for e in self.new_events]}
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    run: str
+    source: str
+    format: str
+    items: tuple[CheckItem, ...]
+    findings: tuple[Any, ...]
+    events: tuple[Any, ...]
+    ignored_events: int = 0
+    baseline: BaselineResult | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(i.passed for i in self.items)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    runs: tuple[RunCheck, ...]
+    config: CheckConfig
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.runs)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+
+# --------------------------------------------------------------------------- per-rule checks
+
+def _rule_name(rule) -> str:
+    return rule.__name__.removeprefix("rule_")
+
+
+def _anchor(finding, events) -> tuple[int | None, str | None]:
+    by_id = {e.id: e for e in events}
+    first = [by_id[i] for i in finding.event_ids if i in by_id]
+    if not first:
+        return None, None
+    e = min(first, key=lambda e: e.start_step)
+    return e.start_step, e.tag
+
+
+def rule_items(events: Sequence, meta, fail_on: str) -> tuple[list[CheckItem], list]:
+    """One CheckItem per diagnosis rule (a stable set of test cases), and the findings."""
+    from .diagnosis import RULES
+
+    items, findings = [], []
+    for rule in RULES:
+        name = _rule_name(rule)
+        f = rule(events, meta)
+        if f is None:
+            items.append(CheckItem(name, True, None, f"{name.replace('_', ' ')}: nothing found"))
+            continue
+        findings.append(f)
+        step, tag = _anchor(f, events)
+        items.append(CheckItem(name, not at_or_above(f.severity, fail_on), f.severity, f.title,
+                               f"{f.explanation} Advice: {f.advice}", step, tag))
+    findings.sort(key=lambda f: -_RANK[f.severity])
+    return items, findings
+
+
+# --------------------------------------------------------------------------- baseline
+
+def _is_golden(doc: Any) -> bool:
+    return (isinstance(doc, dict) and bool(doc) and all(
+        isinstance(v, dict) and "values" in v for v in doc.values()))
+
+
+def _golden_points(metric: Mapping[str, Any]) -> tuple[list[int], list[float]]:
+    values = metric["values"]
+    if isinstance(values, dict):
+        pairs = sorted((int(k), v) for k, v in values.items())
+    else:  # older files: a list from start_step every step_interval
+        start, every = int(metric.get("start_step", 1)), int(metric.get("step_interval", 1))
+        pairs = [(start + i * every, v) for i, v in enumerate(values)]
+    steps = [s for s, _ in pairs]
+    return steps, [float(v) if not isinstance(v, str) else float(v.lower()) for _, v in pairs]
+
+
+def golden_frame(doc: Mapping[str, Any], path: Path):
+    """A Frame from a Megatron-LM golden-values JSON ({metric: {start_step, end_step,
+    step_interval, values}}), so the reference goes through the same detectors."""
+    from .frame import build
+    from .records import RecordsBuilder
+
+    b = RecordsBuilder()
+    try:
+        for metric, body in doc.items():
+            steps, values = _golden_points(body)
+            b.add_array(str(metric), steps, values)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InvalidParameterError(f"{path}: not a golden-values file ({exc})") from None
+    return build([b.build(path.stem, str(path), "megatron-golden")])
+
+
+def read_reference(ref: str, roles: Mapping[str, str] | None = None):
+    """The baseline as a Frame: a golden-values JSON, or any log losslens reads."""
+    import json
+
+    p = Path(ref)
+    if p.is_file() and p.suffix.lower() == ".json":
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            doc = None
+        if _is_golden(doc):
+            return golden_frame(doc, p)
+    from . import read
+
+    return read(ref, roles=roles)
+
+
+def pair_train_tags(info, ref_info, reference: str) -> tuple[str, str]:
+    tags, rtags = info.tags_with_role("train_loss"), ref_info.tags_with_role("train_loss")
+    for t in tags:
+        if t in rtags:
+            return t, t
+    if len(tags) == 1 and len(rtags) == 1:
+        return tags[0], rtags[0]
+    raise InvalidParameterError(
+        f"--baseline {reference}: no train-loss series to compare: run {info.run} has "
+        f"{tags or 'none'}, reference run {ref_info.run} has {rtags or 'none'} "
+        "(use --role train_loss=TAG)")
+
+
+def relative_deviation(a, b):
+    """|a - b| / |b| per step; 0 where both are the same non-finite value, inf where only one is
+    finite or the reference is 0 and the value is not."""
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        rel = np.abs(a - b) / np.abs(b)
+    same = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b)) | ((a == 0) & (b == 0))
+    rel = np.where(np.isnan(rel), np.inf, rel)
+    return np.where(same, 0.0, rel)
+
+
+def allowed_failures(n: int) -> int:
+    """Megatron-LM's functional tests: 1% of the steps, at least 1 and at most 50 (0 for 1)."""
+    return 0 if n <= 1 else min(max(n // 100, 1), 50)
+
+
+def _dev(steps, a, b, rel, i) -> Deviation:
+    return Deviation(int(steps[i]), float(a[i]), float(b[i]), float(rel[i]))
+
+
+def _match(event, ref_events, window: int, tag_map: Mapping[str, str]) -> bool:
+    lo, hi = event.start_step - window, (event.end_step or event.start_step) + window
+    want = tag_map.get(event.tag, event.tag)
+    return any(r.kind == event.kind and r.tag == want and
+               r.start_step <= hi and (r.end_step or r.start_step) >= lo for r in ref_events)
+
+
+def compare_baseline(frame, run_events, ref_frame, ref_run, ref_events, info, rtol: float,
+                     reference: str) -> BaselineResult:
+    """The run's train loss against the reference run's, and the events new in the run."""
+    import numpy as np
+
+    tag, rtag = pair_train_tags(info, ref_run, reference)
+    s, r = frame.series(info.run, tag), ref_frame.series(ref_run.run, rtag)
+    common, i, j = np.intersect1d(s.step, r.step, return_indices=True)
+    a, b = s.value[i], r.value[j]
+    rel = relative_deviation(a, b)
+    out = np.flatnonzero(rel > rtol)
+    spacing = int(np.median(np.diff(s.step))) if len(s) > 1 else 1
+    window = max(1, 2 * spacing)
+    lo, hi = (int(r.step.min()), int(r.step.max())) if len(r) else (0, -1)
+    new = tuple(e for e in run_events if lo <= e.start_step <= hi
+                and not _match(e, ref_events, window, {tag: rtag}))
+    n = int(common.shape[0])
+    return BaselineResult(
+        reference=reference, reference_run=ref_run.run, tag=tag, reference_tag=rtag,
+        rtol=rtol, common_steps=n, only_run=int(len(s) - n), only_reference=int(len(r) - n),
+        out_of_tolerance=int(out.shape[0]), allowed=allowed_failures(n),
+        first_out=tuple(_dev(common, a, b, rel, k) for k in out[:5]),
+        max_dev=_dev(common, a, b, rel, int(np.argmax(rel))) if n else None,
+        final=_dev(common, a, b, rel, n - 1) if n else None, new_events=new)
+
+
+def _pct(d: Deviation) -> str:
+    if not math.isfinite(d.rel):
+        return "non-finite"
+    sign = "+" if d.value >= d.reference else "-"
+    return f"{sign}{100 * d.rel:.1f}%"
+
+
+def describe_deviation(d: Deviation) -> str:
+    return f"step {d.step}: {d.value:.4g} vs {d.reference:.4g} ({_pct(d)})"
+
+
+def baseline_items(bl: BaselineResult, fail_on: str) -> list[CheckItem]:
+    tol = f"±{100 * bl.rtol:g}%"
+    if bl.common_steps == 0:
+        per = CheckItem("baseline.per_step", False, "critical",
+                        f"No common steps with the baseline ({bl.reference_tag})",
+                        f"{bl.tag} shares no step with {bl.reference}.", None, bl.tag)
+    else:
+        first = "; ".join(describe_deviation(d) for d in bl.first_out)
+        msg = (f"{bl.out_of_tolerance} of {bl.common_steps} common steps outside {tol} "
+               f"(allowed {bl.allowed})" + (f"; first: {first}" if first else "")
+               + (f"; max deviation {describe_deviation(bl.max_dev)}" if bl.max_dev else ""))
+        step = bl.first_out[0].step if bl.first_out else None
+        per = CheckItem("baseline.per_step", bl.per_step_passed,
+                        None if bl.per_step_passed else "critical",
+                        f"{bl.tag} per-step vs baseline: {bl.out_of_tolerance} of "
+                        f"{bl.common_steps} steps outside {tol}", msg, step, bl.tag)
+    if bl.final is None:
+        fin = CheckItem("baseline.final_loss", False, "critical", "No final loss to compare",
+                        "", None, bl.tag)
+    else:
+        fin = CheckItem("baseline.final_loss", bl.final_passed,
+                        None if bl.final_passed else "critical",
+                        f"final {bl.tag} vs baseline: {describe_deviation(bl.final)}",
+                        f"within {tol}" if bl.final_passed else f"outside {tol}",
+                        bl.final.step, bl.tag)
+    bad = [e for e in bl.new_events if at_or_above(e.severity, fail_on)]
+    worst = max((e.severity for e in bl.new_events), key=_RANK.__getitem__, default=None)
+    listing = "; ".join(f"{e.kind} at {e.start_step} ({e.severity}, {e.tag})"
+                        for e in bl.new_events[:8])
+    new = CheckItem("baseline.new_events", not bad, worst,
+                    f"{len(bl.new_events)} event(s) not in the baseline" if bl.new_events
+                    else "no new events", listing,
+                    bl.new_events[0].start_step if bl.new_events else None,
+                    bl.new_events[0].tag if bl.new_events else None)
+    return [per, fin, new]
+
+
+# --------------------------------------------------------------------------- the gate
+
+def _reference_run(ref_analysis, run: str, reference: str):
+    runs = ref_analysis.runs
+    for ra in runs:
+        if ra.info.run == run:
+            return ra
+    if len(runs) == 1:
+        return runs[0]
+    raise InvalidParameterError(
+        f"--baseline {reference} holds {len(runs)} runs ({', '.join(r.info.run for r in runs)}) "
+        f"and none is named {run}")
+
+
+def run_checks(analysis, cfg: CheckConfig, reference=None,
+               reference_name: str | None = None) -> CheckReport:
+    """Gate every run of `analysis`; `reference` is the baseline's Analysis (same detectors)."""
+    cfg.validate()
+    out = []
+    for ra in analysis.runs:
+        kept = tuple(e for e in ra.events if keep_event(e, cfg))
+        items, findings = rule_items(kept, ra.info.metadata, cfg.fail_on)
+        bl = None
+        if reference is not None:
+            ref = _reference_run(reference, ra.info.run, reference_name or "")
+            ref_kept = tuple(e for e in ref.events if keep_event(e, cfg))
+            bl = compare_baseline(analysis.frame, kept, reference.frame, ref.info, ref_kept,
+                                  ra.info, cfg.rtol, reference_name or "")
+            items += baseline_items(bl, cfg.fail_on)
+        out.append(RunCheck(ra.info.run, ra.info.source, ra.info.format, tuple(items),
+                            tuple(findings), kept, len(ra.events) - len(kept), bl))
+    return CheckReport(tuple(out), cfg)
+
+
+# --------------------------------------------------------------------------- outputs
+
+CHECK_SCHEMA = "losslens.check/1"
+
+
+def _status(item: CheckItem) -> str:
+    return "FAIL" if not item.passed else ("note" if item.severity else "pass")
+
+
+def render_text(report: CheckReport) -> str:
+    """The people-facing report: failing checks first, then notes, then a count of the rest."""
+    failing = sum(not r.passed for r in report.runs)
+    head = (f"losslens check: {'PASSED' if report.passed else 'FAILED'} - {failing} of "
+            f"{len(report.runs)} run(s) failing (fail-on: {report.config.fail_on}"
+            + (f"; settings: {report.config.source}" if report.config.source else "") + ")")
+    lines = [head]
+    for rc in report.runs:
+        lines += ["", f"{rc.run} ({rc.format}: {rc.source}): "
+                  f"{'passed' if rc.passed else 'FAILED'}"]
+        shown = [i for i in rc.items if not i.passed] + [i for i in rc.items
+                                                         if i.passed and i.severity]
+        for item in shown:
+            where = f" [step {item.step}, {item.tag}]" if item.step is not None else ""
+            below = "" if not item.passed else f" (below fail-on {report.config.fail_on})"
+            lines.append(f"  {_status(item):4}  {item.name:24} {item.severity or '':8} "
+                         f"{item.title}{where}{below}")
+            if item.message and (not item.passed or item.name.startswith("baseline")):
+                lines.append(f"        {item.message}")
+        quiet = len(rc.items) - len(shown)
+        if quiet:
+            lines.append(f"  pass  {quiet} other check(s): nothing found")
+        if rc.ignored_events:
+            lines.append(f"  ({rc.ignored_events} event(s) ignored by the settings)")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: CheckReport) -> str:
+    import json
+
+    from . import __version__
+
+    runs = [{"run": rc.run, "source": rc.source, "format": rc.format, "passed": rc.passed,
+             "checks": [i.to_dict() for i in rc.items],
+             "findings": [f.to_dict() for f in rc.findings],
+             "ignored_events": rc.ignored_events,
+             "baseline": rc.baseline.to_dict() if rc.baseline else None} for rc in report.runs]
+    doc = {"schema": CHECK_SCHEMA, "version": __version__, "passed": report.passed,
+           "exit_code": report.exit_code, "fail_on": report.config.fail_on,
+           "settings": report.config.source, "runs": runs}
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def _gh_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_prop(text: str) -> str:
+    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+#: Formats whose files are not text: no line numbers in annotations.
+BINARY_FORMATS = ("tensorboard", "wandb")
+
+
+def locate_lines(source: str, fmt: str, wants: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    """Best-effort 1-based line numbers of (step, tag) in a text log, for annotations.
+
+    The Frame does not keep line numbers, so this scans the file once for the step numbers
+    as whole words and prefers the last line that also names the tag (the stitched view keeps
+    the last write); a line with the step alone is the fallback.
+    """
+    import numpy as np
+
+    path = Path(source)
+    if fmt in BINARY_FORMATS or not wants or not path.is_file():
+        return {}
+    data = path.read_bytes()
+    nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    steps = sorted({s for s, _ in wants})
+    pattern = re.compile(rb"(?<![\w.])(" + b"|".join(str(s).encode() for s in steps)
+                         + rb")(?![\w.])")
+    by_step: dict[int, list[str]] = {}
+    for s, t in wants:
+        by_step.setdefault(s, []).append(t)
+    best: dict[tuple[int, str], int] = {}
+    fallback: dict[tuple[int, str], int] = {}
+    for m in pattern.finditer(data):
+        k = int(np.searchsorted(nl, m.start()))  # newlines before the match
+        start = int(nl[k - 1]) + 1 if k else 0
+        end = int(nl[k]) if k < nl.shape[0] else len(data)
+        line = data[start:end]
+        for tag in by_step[int(m.group(1))]:
+            fallback.setdefault((int(m.group(1)), tag), k + 1)
+            if tag.encode() in line:
+                best[(int(m.group(1)), tag)] = k + 1
+    return {**fallback, **best}
+
+
+def _relpath(source: str) -> str:
+    try:
+        return str(Path(source).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return source
+
+
+def render_github(report: CheckReport) -> str:
+    """GitHub workflow commands: ::error for failing checks, ::warning / ::notice for the rest."""
+    out = []
+    for rc in report.runs:
+        items = [i for i in rc.items if not i.passed or i.severity]
+        wants = {(i.step, i.tag) for i in items if i.step is not None and i.tag}
+        lines = locate_lines(rc.source, rc.format, wants)
+        for item in items:
+            level = ("error" if not item.passed else
+                     "warning" if item.severity == "warning" else "notice")
+            props = [f"file={_gh_prop(_relpath(rc.source))}"]
+            line = lines.get((item.step, item.tag)) if item.step is not None else None
+            if line:
+                props.append(f"line={line}")
+            props.append(f"title={_gh_prop(f'losslens {rc.run}: {item.title}')}")
+            body = item.message or item.title
+            out.append(f"::{level} {','.join(props)}::{_gh_data(body)}")
+    verdict = "passed" if report.passed else "failed"
+    out.append(f"::notice title=losslens::{_gh_data(f'check {verdict}: {len(report.runs)} run(s), fail-on {report.config.fail_on}')}")
+    return "\n".join(out) + "\n"
+
+
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _x(text: Any) -> str:
+    return _XML_BAD.sub("", str(text))
+
+
+def render_junit(report: CheckReport) -> str:
+    """JUnit XML: one testsuite per run, one testcase per check, <failure> when it fails."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("testsuites", name="losslens")
+    total = fails = 0
+    for rc in report.runs:
+        n_fail = sum(not i.passed for i in rc.items)
+        suite = ET.SubElement(root, "testsuite", name=_x(rc.run), tests=str(len(rc.items)),
+                              failures=str(n_fail), errors="0", skipped="0")
+        props = ET.SubElement(suite, "properties")
+        for k, v in (("source", rc.source), ("format", rc.format),
+                     ("fail_on", report.config.fail_on)):
+            ET.SubElement(props, "property", name=k, value=_x(v))
+        for item in rc.items:
+            case = ET.SubElement(suite, "testcase", classname=_x(f"losslens.{rc.run}"),
+                                 name=_x(item.name), file=_x(rc.source))
+            if not item.passed:
+                fail = ET.SubElement(case, "failure", message=_x(item.title),
+                                     type=_x(item.severity or "failure"))
+                fail.text = _x(item.message or item.title)
+            elif item.severity:
+                ET.SubElement(case, "system-out").text = _x(
+                    f"{item.severity}: {item.title} (below fail-on {report.config.fail_on})")
+        total += len(rc.items)
+        fails += n_fail
+    root.set("tests", str(total))
+    root.set("failures", str(fails))
+    root.set("errors", "0")
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, "unicode") + "\n"
+
+
+RENDERERS = {"text": render_text, "json": render_json, "github": render_github,
+             "junit": render_junit}

@@ -1,0 +1,389 @@
+"""Skip-list exporters: the PaLM skip plan in the exact form each trainer takes (DESIGN §4).
+
+Where real users got bitten is how steps are counted, so every export says it. The plan's ranges
+are the trainer's iteration numbers as logged, inclusive on both ends; a checkpoint saved at
+iteration R holds the state after R iterations, so a run restarted from it executes R + 1 first.
+
+Targets (what each trainer's source does with the value, checked against the source):
+
+- ``megatron-deepspeed``: ``--skip-train-iteration-range A-B C-D`` (dash-separated, inclusive,
+  1-based as logged; skipped iterations still advance the iteration counter, so later
+  iterations keep their logged numbers). bigscience Megatron-DeepSpeed issue #230: a range
+  that lies before the iteration the job starts from is ignored, so restart before them all.
+- ``megatron-lm``: ``--iterations-to-skip N N N ...`` (``nargs='+'``, ``type=int``: one entry per
+  iteration, no ranges). megatron/training/training.py tests ``(iteration + 1) in
+  args.iterations_to_skip`` at the top of the loop, where ``iteration`` counts completed
+  iterations: entries are 1-indexed, as logged. Forks that test ``iteration in ...`` are
+  0-indexed: subtract 1 there.
+- ``metaseq``: ``--skip-batches A-B,C-D`` (one comma-separated string; metaseq/cli/train.py
+  ``get_skip_batches``). A range ``A-B`` is keyed by the update about to run
+  (``num_updates + 1``, 1-based) and skips ``B - A + 1`` batches there; skipped batches do not
+  advance ``num_updates``, so every later range is shifted down by the batches skipped before it.
+- ``samples``: sample-index ranges ``first-last`` (0-based, inclusive): iteration i (1-based)
+  consumes samples ``(i - 1) * GBS .. i * GBS - 1`` at a constant global batch size GBS.
+- ``json`` and ``text``: documents with the plan, the flags above and the counting rules.
+
+Also here: where checkpoints come from (`--checkpoint-dir` folder names, `--checkpoints`,
+`--checkpoint-every`, the log's "saving checkpoint" lines).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import InvalidParameterError, LogNotFoundError
+from .events import SkipPlan
+from .skipplan import SkipPolicy
+
+SCHEMA = "losslens.skiplist/1"
+FLAG_TARGETS = ("megatron-deepspeed", "megatron-lm", "metaseq", "samples")
+TARGETS = FLAG_TARGETS + ("json", "text")
+
+COUNTING = ("steps are the trainer's iteration numbers as logged (iteration N is the N-th "
+            "optimizer step, 1-based); ranges are inclusive on both ends; a checkpoint saved at "
+            "iteration R holds the state after R iterations, so the restarted run executes "
+            "iteration R+1 first")
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """A skip plan and what an export needs to say about it."""
+
+    run: str
+    source: str
+    plan: SkipPlan
+    checkpoints: tuple[int, ...] | None = None
+    checkpoint_source: str = "none"
+    policy: SkipPolicy = field(default_factory=SkipPolicy)
+    global_batch_size: int | None = None
+    rampup_batch_size: str | None = None
+    first_step: int | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Export:
+    """What to print: `stdout` is paste-able; `notes` are comment lines for stderr."""
+
+    stdout: str
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- flag strings
+
+def _ranges(plan: SkipPlan) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in plan.skip]
+
+
+def megatron_deepspeed_flag(plan: SkipPlan) -> str:
+    return "--skip-train-iteration-range " + " ".join(f"{a}-{b}" for a, b in _ranges(plan))
+
+
+def megatron_lm_flag(plan: SkipPlan) -> str:
+    its = (str(i) for a, b in _ranges(plan) for i in range(a, b + 1))
+    return "--iterations-to-skip " + " ".join(its)
+
+
+def metaseq_ranges(plan: SkipPlan) -> list[tuple[int, int]]:
+    """metaseq's keys: each range shifted down by the batches skipped before it."""
+    out, skipped = [], 0
+    for a, b in _ranges(plan):
+        out.append((a - skipped, b - skipped))
+        skipped += b - a + 1
+    return out
+
+
+def metaseq_flag(plan: SkipPlan) -> str:
+    return "--skip-batches " + ",".join(f"{a}-{b}" for a, b in metaseq_ranges(plan))
+
+
+def sample_ranges(ctx: PlanContext) -> list[tuple[int, int]]:
+    if ctx.plan.samples is not None:
+        return [(int(a), int(b)) for a, b in ctx.plan.samples]
+    gbs = ctx.global_batch_size
+    if not gbs:
+        raise InvalidParameterError(
+            f"the samples target needs the global batch size and the log of run {ctx.run} does "
+            "not give it: pass --global-batch-size N")
+    return [((a - 1) * gbs, b * gbs - 1) for a, b in _ranges(ctx.plan)]
+
+
+def samples_line(ctx: PlanContext) -> str:
+    return " ".join(f"{a}-{b}" for a, b in sample_ranges(ctx))
+
+
+# --------------------------------------------------------------------------- notes
+
+def _restart_note(ctx: PlanContext) -> str:
+    r = ctx.plan.restart_from_step
+    if ctx.checkpoints is None:
+        return (f"restart from iteration {r} (no checkpoints known: assumed exactly "
+                f"{ctx.policy.before} steps before the onset; pass --checkpoint-every, "
+                "--checkpoints or --checkpoint-dir)")
+    if ctx.checkpoints and r in ctx.checkpoints and r > 0:
+        return (f"restart from the checkpoint saved at iteration {r} (checkpoints from "
+                f"{ctx.checkpoint_source}); training then resumes at iteration {r + 1}")
+    return f"restart from the start of training (iteration {r}): no checkpoint is early enough"
+
+
+def _common_notes(ctx: PlanContext) -> list[str]:
+    notes = [f"losslens skip plan for run {ctx.run} ({ctx.source})", _restart_note(ctx),
+             COUNTING]
+    if ctx.first_step == 0:
+        notes.append("this log counts steps from 0 (its first logged step is 0): check that "
+                     "your trainer numbers iterations the same way before pasting")
+    notes.append(f"reason: {ctx.plan.reason}")
+    return notes
+
+
+def _rampup_warning(ctx: PlanContext) -> list[str]:
+    if not ctx.rampup_batch_size:
+        return []
+    return [f"run {ctx.run} ramps the batch size up (rampup_batch_size {ctx.rampup_batch_size}): "
+            "sample ranges computed as iteration x global batch size are too high by the "
+            "samples the ramp-up did not consume; take the 'consumed samples' the log prints "
+            "at those iterations instead"]
+
+
+def _target_notes(target: str, ctx: PlanContext) -> list[str]:
+    if target == "megatron-deepspeed":
+        return ["Megatron-DeepSpeed --skip-train-iteration-range: dash-separated inclusive "
+                "ranges, 1-based as logged; skipped iterations still advance the iteration "
+                "counter, so later iterations keep their logged numbers",
+                "every range must lie after the iteration you restart from (a range already "
+                "passed is ignored; bigscience Megatron-DeepSpeed issue #230)"]
+    if target == "megatron-lm":
+        n = sum(b - a + 1 for a, b in _ranges(ctx.plan))
+        return [f"Megatron-LM --iterations-to-skip takes one integer per iteration ({n} here), "
+                "no ranges; 1-indexed as logged: training.py skips when (iteration + 1) is "
+                "in the list, iteration counting completed iterations",
+                "forks that test `iteration in args.iterations_to_skip` are 0-indexed: "
+                "subtract 1 from every entry there"]
+    if target == "metaseq":
+        shifted = metaseq_ranges(ctx.plan)
+        notes = ["metaseq --skip-batches: comma-separated A-B ranges keyed by the update about "
+                 "to run (num_updates + 1, 1-based); A-B skips B-A+1 batches before update A; "
+                 "skipped batches do not advance num_updates"]
+        if len(shifted) > 1:
+            pairs = ", ".join(f"{a}-{b} -> {c}-{d}" for (a, b), (c, d)
+                              in zip(_ranges(ctx.plan), shifted))
+            notes.append("so each later range is shifted down by the batches skipped before "
+                         f"it (logged iterations -> metaseq keys: {pairs})")
+        return notes
+    if target == "samples":
+        gbs = ctx.global_batch_size
+        return [f"sample indices, 0-based, inclusive: iteration i (1-based) consumes samples "
+                f"(i-1)*GBS .. i*GBS-1 with GBS = {gbs if gbs else 'the global batch size'}; "
+                "for trainers that skip by consumed samples"]
+    return []
+
+
+# --------------------------------------------------------------------------- documents
+
+def flags(ctx: PlanContext) -> dict[str, str | None]:
+    """Every flag target's string (samples: None when the batch size is unknown)."""
+    out: dict[str, str | None] = {
+        "megatron-deepspeed": megatron_deepspeed_flag(ctx.plan),
+        "megatron-lm": megatron_lm_flag(ctx.plan),
+        "metaseq": metaseq_flag(ctx.plan)}
+    try:
+        out["samples"] = samples_line(ctx)
+    except InvalidParameterError:
+        out["samples"] = None
+    return out
+
+
+def plan_document(ctx: PlanContext) -> dict:
+    """One run's entry of the `losslens.skiplist/1` document."""
+    p = ctx.plan
+    samples = flags(ctx)["samples"]
+    return {
+        "run": ctx.run, "source": ctx.source,
+        "restart_from_step": p.restart_from_step,
+        "skip": [list(r) for r in _ranges(p)], "units": p.units,
+        "samples": [list(r) for r in sample_ranges(ctx)] if samples else None,
+        "global_batch_size": ctx.global_batch_size,
+        "checkpoints": {"source": ctx.checkpoint_source,
+                        "steps": list(ctx.checkpoints) if ctx.checkpoints is not None else None},
+        "policy": {"before": ctx.policy.before, "min_skip": ctx.policy.min_skip,
+                   "max_skip": ctx.policy.max_skip},
+        "step_counting": COUNTING,
+        "flags": flags(ctx),
+        "reason": p.reason,
+        "warnings": list(ctx.warnings) + _rampup_warning(ctx),
+    }
+
+
+def json_document(contexts: Sequence[PlanContext]) -> str:
+    from . import __version__
+
+    doc = {"schema": SCHEMA, "version": __version__,
+           "runs": [plan_document(c) for c in contexts]}
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def text_document(contexts: Sequence[PlanContext]) -> str:
+    lines: list[str] = []
+    for ctx in contexts:
+        doc = plan_document(ctx)
+        lines += [f"run: {ctx.run} ({ctx.source})",
+                  f"restart: {_restart_note(ctx)}",
+                  "skip iterations: " + " ".join(f"{a}-{b}" for a, b in doc["skip"])
+                  + " (inclusive)"]
+        if doc["samples"]:
+            lines.append("skip samples: " + " ".join(f"{a}-{b}" for a, b in doc["samples"])
+                         + f" (0-based, inclusive, GBS {ctx.global_batch_size})")
+        lines.append(f"step counting: {COUNTING}")
+        for name, flag in doc["flags"].items():
+            if flag and name != "samples":
+                lines.append(f"{name}: {flag}")
+        lines.append(f"reason: {ctx.plan.reason}")
+        lines += [f"warning: {w}" for w in doc["warnings"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+_FLAG_FNS: dict[str, Callable[[PlanContext], str]] = {
+    "megatron-deepspeed": lambda c: megatron_deepspeed_flag(c.plan),
+    "megatron-lm": lambda c: megatron_lm_flag(c.plan),
+    "metaseq": lambda c: metaseq_flag(c.plan),
+    "samples": samples_line,
+}
+
+
+def export(target: str, contexts: Sequence[PlanContext]) -> Export:
+    """The export of `contexts` (runs with a plan) for `target`.
+
+    Flag targets take exactly one run: their stdout is one line to paste into a launch script,
+    and the counting rules go to `notes` (stderr). json/text hold several runs and the rules.
+    """
+    if target not in TARGETS:
+        raise InvalidParameterError(
+            f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    warns = tuple(w for c in contexts for w in c.warnings)
+    if target == "json":
+        return Export(json_document(contexts), (), warns)
+    if target == "text":
+        return Export(text_document(contexts), (), warns)
+    if len(contexts) != 1:
+        raise InvalidParameterError(
+            f"the {target} target prints one run's flags, and {len(contexts)} runs need a "
+            f"restart ({', '.join(c.run for c in contexts)}): choose one with --run")
+    ctx = contexts[0]
+    line = _FLAG_FNS[target](ctx)
+    notes = _common_notes(ctx) + _target_notes(target, ctx)
+    extra = tuple(_rampup_warning(ctx)) if target == "samples" else ()
+    return Export(line + "\n", tuple(notes), warns + extra)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+#: Folder / file names trainers give checkpoints, and the group holding the iteration.
+CHECKPOINT_NAMES = (
+    re.compile(r"^iter_(\d+)$"),                      # Megatron-LM / Megatron-DeepSpeed
+    re.compile(r"^global_step(\d+)$"),                # DeepSpeed
+    re.compile(r"^checkpoint-(\d+)$"),                # HF Trainer
+    re.compile(r"^checkpoint_\d+_(\d+)(?:-.*)?\.pt$"),  # fairseq / metaseq (epoch, updates)
+    re.compile(r"^step(\d+)(?:-unsharded)?$"),        # OLMo
+)
+
+
+def checkpoints_from_dir(directory: str | Path) -> list[int]:
+    """Saved iterations found in a checkpoint folder (names above, and Megatron's
+    latest_checkpointed_iteration.txt / DeepSpeed's `latest` file)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise LogNotFoundError(f"--checkpoint-dir {root}: no such folder")
+    steps: set[int] = set()
+    for child in root.iterdir():
+        for pattern in CHECKPOINT_NAMES:
+            m = pattern.match(child.name)
+            if m:
+                steps.add(int(m.group(1)))
+                break
+    for marker in ("latest_checkpointed_iteration.txt", "latest"):
+        path = root / marker
+        if path.is_file():
+            text = path.read_text(errors="replace").strip()
+            m = re.fullmatch(r"(?:global_step)?(\d+)", text)
+            if m:
+                steps.add(int(m.group(1)))
+    if not steps:
+        raise InvalidParameterError(
+            f"--checkpoint-dir {root}: no checkpoint found (expected folders named iter_0001000, "
+            "global_step1000, checkpoint-1000 or step1000, checkpoint_1_1000.pt files, or "
+            "latest_checkpointed_iteration.txt)")
+    return sorted(steps)
+
+
+def parse_checkpoint_list(text: str) -> list[int]:
+    """`--checkpoints 1000,2000 3000` → [1000, 2000, 3000]."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    bad = [p for p in parts if not p.isdigit()]
+    if bad or not parts:
+        raise InvalidParameterError(
+            f"--checkpoints must be iteration numbers separated by commas, got {text!r}")
+    return sorted({int(p) for p in parts})
+
+
+def explicit_checkpoints(every: int | None, listed: str | None, directory: str | None,
+                         last_step: int) -> tuple[list[int] | None, str]:
+    """Checkpoints the user gave (first of --checkpoints, --checkpoint-dir, --checkpoint-every)
+    and a phrase saying where they came from; (None, "") when none was given."""
+    if listed:
+        return parse_checkpoint_list(listed), "--checkpoints"
+    if directory:
+        return checkpoints_from_dir(directory), f"--checkpoint-dir {directory}"
+    if every is not None:
+        if every <= 0:
+            raise InvalidParameterError(f"--checkpoint-every must be > 0, got {every}")
+        return list(range(0, last_step + every, every)), f"--checkpoint-every {every}"
+    return None, ""
+
+
+def plan_contexts(analysis, checkpoints: Sequence[int] | None, checkpoint_source: str,
+                  policy: SkipPolicy, global_batch_size: int | None = None,
+                  run: str | None = None) -> list[PlanContext]:
+    """A PlanContext for every run of a `pipeline.Analysis` that needs a restart."""
+    from .pipeline import checkpoints_from_metadata
+
+    runs = analysis.runs
+    if run is not None:
+        runs = tuple(ra for ra in runs if ra.info.run == run)
+        if not runs:
+            names = ", ".join(ra.info.run for ra in analysis.runs)
+            raise InvalidParameterError(f"--run {run}: no such run (runs read: {names})")
+    out = []
+    for ra in runs:
+        if ra.skip_plan is None:
+            continue
+        if checkpoints is not None:
+            ckpts, src = tuple(int(c) for c in checkpoints), checkpoint_source
+        else:
+            found = checkpoints_from_metadata(ra.info)
+            ckpts = tuple(found) if found else None
+            src = "the log's saved-checkpoint lines" if found else "none"
+        first = min((s.first_step for s in ra.info.series if s.first_step is not None),
+                    default=None)
+        meta = ra.info.metadata
+        out.append(PlanContext(
+            run=ra.info.run, source=ra.info.source, plan=ra.skip_plan, checkpoints=ckpts,
+            checkpoint_source=src, policy=policy,
+            global_batch_size=global_batch_size or meta.global_batch_size,
+            rampup_batch_size=meta.rampup_batch_size, first_step=first,
+            warnings=tuple(ra.plan_warnings)))
+    return out
+
+
+def nothing_to_skip(analysis, run: str | None = None) -> str:
+    """The message for stderr when no run needs a restart."""
+    runs = [ra for ra in analysis.runs if run is None or ra.info.run == run]
+    n = sum(len(ra.events) for ra in runs)
+    names = ", ".join(ra.info.run for ra in runs)
+    return (f"Nothing to skip: no event in {names} needs a restart ({n} event(s) found; a "
+            "restart is planned for spikes that never recover, divergence and non-finite "
+            "losses)")

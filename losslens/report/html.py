@@ -1,0 +1,286 @@
+"""The analysis as one self-contained HTML file (`losslens analyze --format html`).
+
+Works offline: inline CSS and inline SVG plots (report.svgplot), no scripts, fonts or CDN.
+Per run: a summary, a chart of every loss and validation series and one of the grad norm (and
+of the loss scale when logged) with the events drawn on them, the findings with advice and
+cites, the events table, the skip plan (shaded on the loss chart) and warnings.
+"""
+from __future__ import annotations
+
+from html import escape
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..events import Event
+from .svgplot import Line, Mark, Rule, chart
+
+SERIES_COLORS = ("#1f5fa8", "#2a9d8f", "#7b4fa0", "#3d7d3a", "#8c5a2b", "#4a6f8a", "#b5568e",
+                 "#5c6b73")
+VAL_COLORS = ("#e07a1f", "#c0392b", "#d4a017", "#a0522d", "#e76f51", "#9c6644")
+EVENT_COLORS = {
+    "spike": "#d62728", "divergence": "#8e24aa", "nonfinite": "#6d0000", "grokking": "#2e7d32",
+    "sudden_drop": "#43a047", "changepoint": "#795548", "rollback": "#607d8b",
+    "resume_spike": "#ef6c00", "repeat_data": "#c49000", "grad_spike": "#e91e63",
+    "overflow": "#00838f"}
+SEVERITY_COLORS = {"info": "#1e6fb8", "warning": "#b26a00", "critical": "#c62828",
+                   "clean": "#2e7d32"}
+
+CSS = """
+*{box-sizing:border-box}
+body{margin:0;padding:24px 32px 48px;font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,
+"Helvetica Neue",Arial,sans-serif;color:#1d2329;background:#fafbfc}
+main{max-width:1180px;margin:0 auto}
+h1{font-size:24px;margin:0 0 4px}
+h2{font-size:20px;margin:36px 0 8px;padding-top:16px;border-top:2px solid #dde3ea}
+h3{font-size:16px;margin:22px 0 8px}
+.sub{color:#5b6670;margin:0 0 16px}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;
+font-weight:600;vertical-align:middle;text-transform:uppercase;letter-spacing:.03em}
+table{border-collapse:collapse;margin:6px 0 10px;background:#fff;font-size:13px}
+th,td{border:1px solid #dde3ea;padding:4px 9px;text-align:left;vertical-align:top}
+th{background:#f1f4f7;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.kv th{width:130px}
+table.flags th{width:200px}
+.chart{background:#fff;border:1px solid #dde3ea;border-radius:6px;padding:6px 8px;margin:10px 0}
+.finding{background:#fff;border:1px solid #dde3ea;border-left:5px solid #999;border-radius:4px;
+padding:8px 14px;margin:10px 0}
+.finding h4{margin:2px 0 6px;font-size:15px}
+.finding p{margin:4px 0}
+.cites{color:#5b6670;font-size:12.5px}
+code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
+pre{background:#f1f4f7;border:1px solid #dde3ea;border-radius:4px;padding:8px 10px;
+white-space:pre-wrap;word-break:break-all;margin:4px 0 10px}
+.warn{color:#8a5a00}
+footer{margin-top:40px;color:#7a858f;font-size:12px}
+"""
+
+
+def badge(severity: str | None) -> str:
+    name = severity or "clean"
+    return (f'<span class="badge" style="background:{SEVERITY_COLORS.get(name, "#555")}">'
+            f"{escape(name)}</span>")
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[object]],
+           numeric: Sequence[int] = ()) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="num">{escape(str(v))}</td>' if i in numeric else f"<td>{v}</td>"
+            for i, v in enumerate(row))
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+# --------------------------------------------------------------------------- charts
+
+def _event_end(e: Event, last: int) -> int:
+    if e.end_step is not None:
+        return e.end_step
+    if e.kind == "spike" and e.recovery == "none":
+        return last  # never came back: shade to the end of the run
+    return e.peak_step if e.peak_step is not None else e.start_step
+
+
+def _tooltip(e: Event) -> str:
+    parts = [f"{e.id or e.kind}: {e.kind} on {e.tag}", f"steps {e.start_step}–"
+             f"{e.end_step if e.end_step is not None else '…'}", f"severity {e.severity}"]
+    if e.peak_step is not None:
+        parts.append(f"peak {e.peak_step}")
+    if e.magnitude is not None:
+        parts.append(f"magnitude {e.magnitude:.3g}")
+    if e.recovery:
+        parts.append(f"recovery {e.recovery}")
+    return ", ".join(parts)
+
+
+def _lines(frame, info, roles: Sequence[str]) -> list[Line]:
+    """The stitched series of these roles, plus points a resume overwrote (faint)."""
+    out, n_train, n_val = [], 0, 0
+    for s in info.series:
+        if s.role not in roles:
+            continue
+        ser = frame.series(info.run, s.tag)
+        if s.role == "val_loss":
+            color, dash = VAL_COLORS[n_val % len(VAL_COLORS)], "6 3"
+            n_val += 1
+        else:
+            color, dash = SERIES_COLORS[n_train % len(SERIES_COLORS)], None
+            n_train += 1
+        out.append(Line(s.tag, ser.step, ser.value, color, dash))
+        if s.raw_points > s.points:
+            out += _replaced(frame, info.run, s.tag, color)
+    return out
+
+
+def _replaced(frame, run: str, tag: str, color: str) -> list[Line]:
+    """Raw points the stitched view dropped (written before a resume rewrote their steps)."""
+    raw = frame.series(run, tag, raw=True)
+    rev = raw.step[::-1]
+    _, last_rev = np.unique(rev, return_index=True)
+    kept = np.zeros(raw.step.shape[0], bool)
+    kept[raw.step.shape[0] - 1 - last_rev] = True
+    out = []
+    for seg in np.unique(raw.segment[~kept]):
+        m = (~kept) & (raw.segment == seg)
+        out.append(Line(f"{tag} (overwritten by a resume)", raw.step[m], raw.value[m], color,
+                        "2 3", 1.2, 0.45, legend=len(out) == 0))
+    return out
+
+
+def _marks(events: Sequence[Event], tags: set[str], last: int) -> list[Mark]:
+    return [Mark(e.kind, e.start_step, _event_end(e, last),
+                 EVENT_COLORS.get(e.kind, "#555"), _tooltip(e), e.peak_step, e.tag)
+            for e in events if e.tag in tags]
+
+
+def _rules(info) -> list[Rule]:
+    return [Rule(g.first_step, f"resume @{g.first_step}" if g.reason != "start" else "")
+            for g in info.segments[1:]]
+
+
+def run_charts(frame, ra, uid: str) -> str:
+    info = ra.info
+    last = max((s.last_step for s in info.series if s.last_step is not None), default=0)
+    parts = []
+    specs = (("loss", ("train_loss", "val_loss"), "loss"),
+             ("gradient norm", ("grad_norm",), "grad norm"),
+             ("loss scale", ("loss_scale",), "loss scale"))
+    for k, (title, roles, ylabel) in enumerate(specs):
+        lines = _lines(frame, info, roles)
+        if not lines:
+            continue
+        marks = _marks(ra.events, {ln.label for ln in lines}, last)
+        rules = _rules(info)
+        if roles[0] == "train_loss" and ra.skip_plan:
+            p = ra.skip_plan
+            marks += [Mark("skip plan (batches to skip)", a, b, "#52606d",
+                           f"skip iterations {a}-{b} (restart from {p.restart_from_step})",
+                           hatch=True) for a, b in p.skip]
+            rules.append(Rule(p.restart_from_step, f"restart @{p.restart_from_step}",
+                              "#37474f", "2 2"))
+        svg = chart(f"{info.run}: {title}", lines, marks, rules, ylabel=ylabel,
+                    uid=f"{uid}-{k}")
+        parts.append(f'<div class="chart">{svg}</div>')
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- sections
+
+def summary(info, ra) -> str:
+    steps = [(s.first_step, s.last_step) for s in info.series if s.first_step is not None]
+    span = f"{min(a for a, _ in steps)}–{max(b for _, b in steps)}" if steps else "-"
+    segs = "; ".join(f"#{g.index} {g.first_step}–{g.last_step} ({g.reason})"
+                     for g in info.segments)
+    meta = info.metadata.to_dict()
+    meta.pop("extra", None)
+    series = ", ".join(f"{s.tag} ({s.role}, {s.points:,})" for s in info.series)
+    rows = [("status", badge(ra.worst)), ("source", f"<code>{escape(info.source)}</code>"),
+            ("format", escape(info.format)), ("steps", span), ("segments", escape(segs)),
+            ("series", escape(series)), ("events", str(len(ra.events)))]
+    if meta:
+        rows.append(("metadata", escape(", ".join(f"{k}={v}" for k, v in meta.items()))))
+    if info.skipped_count:
+        rows.append(("skipped lines", str(info.skipped_count)))
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
+
+
+def findings_html(findings) -> str:
+    if not findings:
+        return "<p>No findings.</p>"
+    out = []
+    for f in findings:
+        color = SEVERITY_COLORS[f.severity]
+        cites = "; ".join(escape(c) for c in f.cites)
+        ids = ", ".join(f"<code>{escape(i)}</code>" for i in f.event_ids)
+        out.append(
+            f'<div class="finding" style="border-left-color:{color}"><h4>{badge(f.severity)} '
+            f"{escape(f.title)}</h4><p>{escape(f.explanation)}</p>"
+            f"<p><strong>Advice:</strong> {escape(f.advice)}</p>"
+            f'<p class="cites">Cites: {cites}' + (f" · events: {ids}" if ids else "")
+            + "</p></div>")
+    return "\n".join(out)
+
+
+def events_html(events: Sequence[Event]) -> str:
+    if not events:
+        return "<p>No events.</p>"
+    from .markdown import event_row
+
+    rows = []
+    for e in events:
+        r = event_row(e)
+        color = EVENT_COLORS.get(e.kind, "#555")
+        kind = (f'<span style="display:inline-block;width:10px;height:10px;background:{color};'
+                f'margin-right:5px;border-radius:2px"></span>{escape(e.kind)}')
+        rows.append([f"<code>{escape(str(r[0]))}</code>", kind, escape(e.tag), escape(r[3]),
+                     escape(str(r[4])), escape(str(r[5])), escape(str(r[6])),
+                     badge(e.severity)])
+    return _table(("id", "kind", "tag", "steps", "peak", "magnitude", "recovery", "severity"),
+                  rows)
+
+
+def plan_html(ra) -> str:
+    from ..exporters import (COUNTING, megatron_deepspeed_flag, megatron_lm_flag,
+                             metaseq_flag)
+
+    p = ra.skip_plan
+    if p is None:
+        return "<p>Nothing to skip: no event needs a restart.</p>"
+    ranges = " ".join(f"{a}-{b}" for a, b in p.skip)
+    n = sum(b - a + 1 for a, b in p.skip)
+    lm = megatron_lm_flag(p)
+    if n > 40:
+        lm = (f"--iterations-to-skip {p.skip[0][0]} ... {p.skip[-1][1]}   "
+              f"({n} entries: losslens skiplist --target megatron-lm)")
+    flags = [("Megatron-DeepSpeed", megatron_deepspeed_flag(p)),
+             ("Megatron-LM (1-indexed)", lm), ("metaseq", metaseq_flag(p))]
+    if p.samples:
+        gbs = ra.info.metadata.global_batch_size
+        flags.append((f"samples (0-based, GBS {gbs or '?'})",
+                      " ".join(f"{a}-{b}" for a, b in p.samples)))
+    rows = "".join(f"<tr><th>{escape(k)}</th><td><pre>{escape(v)}</pre></td></tr>"
+                   for k, v in flags)
+    return (f"<p>Restart from the checkpoint at iteration <strong>{p.restart_from_step}"
+            f"</strong> and skip iterations <strong>{escape(ranges)}</strong> (inclusive, {n} "
+            f"batches). {escape(p.reason)}.</p><p class=\"cites\">Step counting: "
+            f"{escape(COUNTING)}.</p><table class=\"kv flags\"><tbody>{rows}</tbody></table>")
+
+
+def run_section(frame, ra, uid: str) -> str:
+    info = ra.info
+    warns = list(info.warnings) + list(ra.plan_warnings)
+    parts = [f'<section id="{escape(uid)}"><h2>{escape(info.run)} {badge(ra.worst)}</h2>',
+             summary(info, ra), run_charts(frame, ra, uid),
+             "<h3>Findings</h3>", findings_html(ra.findings),
+             "<h3>Events</h3>", events_html(ra.events),
+             "<h3>Skip plan</h3>", plan_html(ra)]
+    if warns:
+        items = "".join(f'<li class="warn">{escape(w)}</li>' for w in warns)
+        parts += ["<h3>Warnings</h3>", f"<ul>{items}</ul>"]
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render(analysis) -> str:
+    """The whole report: one HTML string, no external resources."""
+    from .. import __version__
+
+    runs = analysis.runs
+    index = ", ".join(f'<a href="#run-{i}">{escape(ra.info.run)}</a> {badge(ra.worst)}'
+                      for i, ra in enumerate(runs))
+    sections = "\n".join(run_section(analysis.frame, ra, f"run-{i}")
+                         for i, ra in enumerate(runs))
+    title = "losslens report: " + ", ".join(ra.info.run for ra in runs[:3]) + (
+        "…" if len(runs) > 3 else "")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
+            f"<h1>losslens report</h1><p class=\"sub\">{len(runs)} run(s): {index}</p>"
+            f"{sections}<footer>Generated by losslens {escape(__version__)}. This file is "
+            "self-contained: no scripts, fonts or network access.</footer></main></body>"
+            "</html>\n")

@@ -1,0 +1,137 @@
+"""The analysis as Markdown (`losslens analyze --format markdown`): for PRs, wikis, run notes.
+
+Per run: a summary, the series read, the events table, the findings with advice and the
+playbook entries they cite, and the skip plan with the flags for each trainer. Built from the
+typed records of `pipeline.Analysis` only.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from ..events import Event, Finding, SkipPlan
+from ..frame import RunInfo
+
+SEVERITY_LABEL = {"info": "INFO", "warning": "WARNING", "critical": "CRITICAL"}
+
+
+def cell(value: object) -> str:
+    """A table cell: pipes escaped, newlines folded."""
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def code(value: object) -> str:
+    text = str(value).replace("`", "'")
+    return f"`{text}`"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return out
+
+
+def steps_text(e: Event) -> str:
+    if e.end_step is not None and e.end_step != e.start_step:
+        return f"{e.start_step}–{e.end_step}"
+    return f"{e.start_step}" + ("–(not back)" if e.kind == "spike" and e.recovery == "none"
+                                else "")
+
+
+def event_row(e: Event) -> list[object]:
+    mag = f"{e.magnitude:.3g}" if e.magnitude is not None else ""
+    rec = e.recovery or ""
+    if rec and e.recovery_steps is not None:
+        rec = f"{rec} ({e.recovery_steps} steps)"
+    return [e.id, e.kind, e.tag, steps_text(e), e.peak_step if e.peak_step is not None else "",
+            mag, rec, e.severity]
+
+
+def summary(info: RunInfo, worst: str | None, n_events: int) -> list[str]:
+    steps = [(s.first_step, s.last_step) for s in info.series if s.first_step is not None]
+    span = f"{min(a for a, _ in steps)}–{max(b for _, b in steps)}" if steps else "-"
+    segs = ", ".join(f"#{g.index} {g.first_step}–{g.last_step} ({g.reason})"
+                     for g in info.segments)
+    meta = info.metadata.to_dict()
+    meta.pop("extra", None)
+    rows = [("status", f"**{SEVERITY_LABEL.get(worst or '', 'CLEAN')}**"),
+            ("source", code(info.source)), ("format", info.format), ("steps", span),
+            ("segments", segs or "-"), ("events", n_events)]
+    if meta:
+        rows.append(("metadata", ", ".join(f"{k}={v}" for k, v in meta.items())))
+    if info.skipped_count:
+        rows.append(("skipped lines", info.skipped_count))
+    return table(("", ""), rows)
+
+
+def finding_lines(f: Finding) -> list[str]:
+    out = [f"#### {SEVERITY_LABEL[f.severity]}: {f.title}", "", f.explanation, "",
+           f"**Advice:** {f.advice}", ""]
+    if f.cites:
+        out.append("*Cites:* " + "; ".join(f.cites) + "  ")
+    if f.event_ids:
+        out.append("*Events:* " + ", ".join(code(i) for i in f.event_ids))
+    out.append("")
+    return out
+
+
+def plan_lines(plan: SkipPlan, gbs: int | None) -> list[str]:
+    from ..exporters import (COUNTING, megatron_deepspeed_flag, megatron_lm_flag, metaseq_flag)
+
+    ranges = " ".join(f"{a}-{b}" for a, b in plan.skip)
+    n = sum(b - a + 1 for a, b in plan.skip)
+    out = [f"Restart from the checkpoint at iteration **{plan.restart_from_step}** and skip "
+           f"iterations **{ranges}** (inclusive, {n} batches). {plan.reason}.", "",
+           f"Step counting: {COUNTING}.", "", "| trainer | flags |", "|---|---|",
+           f"| Megatron-DeepSpeed | {code(megatron_deepspeed_flag(plan))} |"]
+    lm = megatron_lm_flag(plan)
+    if n <= 40:
+        out.append(f"| Megatron-LM (1-indexed) | {code(lm)} |")
+    else:
+        first, last = plan.skip[0][0], plan.skip[-1][1]
+        out.append(f"| Megatron-LM (1-indexed) | `--iterations-to-skip {first} ... {last}` "
+                   f"({n} entries: `losslens skiplist --target megatron-lm`) |")
+    out.append(f"| metaseq | {code(metaseq_flag(plan))} |")
+    if plan.samples:
+        sam = " ".join(f"{a}-{b}" for a, b in plan.samples)
+        out.append(f"| samples (0-based, GBS {gbs or '?'}) | {code(sam)} |")
+    return out + [""]
+
+
+def run_section(ra) -> list[str]:
+    info = ra.info
+    out = [f"## {info.run}", ""] + summary(info, ra.worst, len(ra.events)) + [""]
+    out += ["### Series", ""] + table(
+        ("tag", "role", "points", "steps", "non-finite"),
+        ([s.tag, s.role, f"{s.points:,}", f"{s.first_step}–{s.last_step}", s.nonfinite or ""]
+         for s in info.series)) + [""]
+    out += ["### Events", ""]
+    if ra.events:
+        out += table(("id", "kind", "tag", "steps", "peak", "magnitude", "recovery",
+                      "severity"), (event_row(e) for e in ra.events)) + [""]
+    else:
+        out += ["No events.", ""]
+    out += ["### Findings", ""]
+    out += [line for f in ra.findings for line in finding_lines(f)] or ["No findings.", ""]
+    out += ["### Skip plan", ""]
+    if ra.skip_plan:
+        out += plan_lines(ra.skip_plan, info.metadata.global_batch_size)
+    else:
+        out += ["Nothing to skip: no event needs a restart.", ""]
+    warns = list(info.warnings) + list(ra.plan_warnings)
+    if warns:
+        out += ["### Warnings", ""] + [f"- {w}" for w in warns] + [""]
+    return out
+
+
+def render(analysis) -> str:
+    """The whole Markdown document for a `pipeline.Analysis`."""
+    from .. import __version__
+
+    runs = analysis.runs
+    worst = [ra.worst or "clean" for ra in runs]
+    head = [f"# losslens report", "",
+            f"losslens {__version__}: {len(runs)} run(s); "
+            + ", ".join(f"{ra.info.run}: {w}" for ra, w in zip(runs, worst)), ""]
+    body = [line for ra in runs for line in run_section(ra)]
+    return "\n".join(head + body).rstrip("\n") + "\n"
