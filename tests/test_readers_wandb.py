@@ -440,20 +440,36 @@ def test_bad_checksum_loses_one_record(wandb_runs, tmp_path):
     assert len(rec.warnings) == 2
 
 
-def test_bad_header_resyncs_at_next_block(wandb_runs, tmp_path):
+def test_bad_header_resyncs_at_next_intact_record(wandb_runs, tmp_path):
+    data = bytearray(wandb_runs["big"].read_bytes())
+    full = {pos for pos, kind, _ in physical(bytes(data)) if kind == 1}
+    index, start, end, step = next(r for r in _history_records(bytes(data))
+                                   if r[3] >= 1000 and r[1] in full)
+    struct.pack_into("<H", data, start + 4, 0xFFFF)  # length field: past the block end
+    rec = read_one(_copy(tmp_path, bytes(data)))
+    assert series(rec, "train/loss")[0] == [s for s in range(3000) if s != step]
+    assert rec.warnings == (
+        f"{tmp_path / 'run-damaged.wandb'}: record {index} at byte {start}: bad record header "
+        f"(type 1, length 65535), {end - start} bytes skipped; at least 1 record lost",
+        f"{tmp_path / 'run-damaged.wandb'}: at least 1 damaged record(s) lost in 1 place(s); "
+        "the intact records were read")
+
+
+def test_unreadable_rest_of_block_resyncs_at_next_block(wandb_runs, tmp_path):
     data = bytearray(wandb_runs["big"].read_bytes())
     rows = _history_records(bytes(data))
-    index, start, _, step = next(r for r in rows if r[3] == 1000)
-    struct.pack_into("<H", data, start + 4, 0xFFFF)  # length field: past the block end
+    index, start, _, _ = next(r for r in rows if r[3] == 2000)
     block_end = (start // wb.BLOCK + 1) * wb.BLOCK
+    data[start:block_end] = b"\xff" * (block_end - start)
     lost = {s for _, st, _, s in rows if start <= st < block_end}
     rec = read_one(_copy(tmp_path, bytes(data)))
     steps = series(rec, "train/loss")[0]
     assert steps == [s for s in range(3000) if s not in lost]
     assert 10 < len(lost) < 200 and max(steps) == 2999
-    assert rec.warnings[0].startswith(
-        f"{tmp_path / 'run-damaged.wandb'}: record {index} at byte {start}: bad record header")
-    assert f"skipped {block_end - start} bytes to the next block" in rec.warnings[0]
+    assert rec.warnings[0] == (
+        f"{tmp_path / 'run-damaged.wandb'}: record {index} at byte {start}: bad record header "
+        f"(type 255, length 65535), {block_end - start} bytes skipped; at least 1 record lost")
+    assert len(rec.warnings) == 2  # the orphan continuation in the next block is not recounted
 
 
 def test_zero_filled_tail_is_not_damage(wandb_runs, tmp_path):
@@ -659,6 +675,8 @@ def test_history_sniff_scores():
     assert s("metrics.jsonl", b'{"loss": 1, "_step": 0, "_runtime": 1.0}\n') == 0.9
     assert s("metrics.jsonl", b'{"loss": 1, "step": 0}\n') == 0.0
     assert s("wandb-history.jsonl", b"step,loss\n") == 0.0
+    summary = b'{"loss": 1.5, "_step": 99, "_runtime": 120.5, "_timestamp": 1.7e9, "_wandb": {}}'
+    assert s("wandb-summary.json", summary) == 0.0  # a run's last values, not its history
 
 
 # ------------------------------------------------------------------------------------------

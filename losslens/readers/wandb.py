@@ -54,89 +54,140 @@ class Damage:
         self.name = name
         self.messages: list[str] = []
         self.records_lost = 0
+        self.exact = True  # False once a damaged stretch may have held several records
 
-    def lost(self, index: int, offset: int, why: str, count: int = 1, extra: str = "") -> None:
-        self.records_lost += count
-        what = f"{count} record lost" if count == 1 else f"{count} records lost"
-        self.messages.append(f"{self.name}: record {index} at byte {offset}: {why}; {what}{extra}")
+    def lost(self, index: int, offset: int, why: str, exact: bool = True) -> None:
+        """A record lost: `index` is the position it had among the file's records. `exact`
+        is False when unreadable bytes were skipped that may have held more records."""
+        self.records_lost += 1
+        self.exact = self.exact and exact
+        count = "1 record lost" if exact else "at least 1 record lost"
+        self.messages.append(f"{self.name}: record {index} at byte {offset}: {why}; {count}")
+
+    def summary(self) -> str:
+        lost = self.records_lost if self.exact else f"at least {self.records_lost}"
+        return (f"{self.name}: {lost} damaged record(s) lost in {len(self.messages)} "
+                "place(s); the intact records were read")
+
+
+_LOST = -1  # pseudo record type of a damaged stretch in `_physical`'s output
+_ZEROS = bytes(HEADER)
+
+
+def _record_end(data: bytes, pos: int) -> int:
+    """End offset of an intact physical record starting at `pos`, or -1."""
+    left = BLOCK - pos % BLOCK
+    if left < HEADER or len(data) - pos < HEADER:
+        return -1
+    crc, length, rtype = struct.unpack_from("<IHB", data, pos)
+    end = pos + HEADER + length
+    if rtype not in _TYPE_CRC or HEADER + length > left or end > len(data):
+        return -1
+    return end if zlib.crc32(data[pos + HEADER:end], _TYPE_CRC[rtype]) == crc else -1
+
+
+def _resumable(data: bytes, pos: int) -> bool:
+    """Whether reading can go on at `pos`: end of file, block trailer, zero fill or a record."""
+    return (pos >= len(data) or BLOCK - pos % BLOCK < HEADER
+            or data[pos:pos + HEADER] == _ZEROS or _record_end(data, pos) > 0)
+
+
+def _resync(data: bytes, pos: int, hint: int | None) -> int:
+    """Where reading resumes after a damaged record at `pos`: `hint` (its end by its own
+    length field) if reading can go on there, else the next offset in the block where an
+    intact record starts (its checksum proves it), else the next block."""
+    if hint is not None and _resumable(data, hint):
+        return hint
+    block_end = (pos // BLOCK + 1) * BLOCK
+    stop = min(block_end, len(data)) - HEADER
+    for p in range(pos + 1, stop + 1):
+        if 1 <= data[p + 6] <= 4 and _record_end(data, p) > 0:
+            return p
+    return block_end
+
+
+def _diagnose(data: bytes, pos: int) -> tuple[str, int | None, bool]:
+    """Why the record at `pos` is not intact: (reason, its end if plausible, truncated?)."""
+    n = len(data)
+    if n - pos < HEADER:
+        return "file ends inside a record header", None, True
+    crc, length, rtype = struct.unpack_from("<IHB", data, pos)
+    if rtype not in _TYPE_CRC or HEADER + length > BLOCK - pos % BLOCK:
+        return f"bad record header (type {rtype}, length {length})", None, False
+    if pos + HEADER + length > n:
+        return (f"file ends inside the record ({n - pos - HEADER} of {length} bytes)",
+                None, True)
+    return "bad checksum", pos + HEADER + length, False
+
+
+def _physical(data: bytes) -> Iterator[tuple[int, int, Any]]:
+    """(offset, type, data) of each intact physical record; damage comes as
+    (offset, _LOST, (reason, exactly one record lost?)).
+
+    After a damaged record, reading resumes at the next intact record of the same block
+    (found by its checksum) or at the next 32 KiB block; a truncated tail ends the scan.
+    """
+    pos, n = len(MAGIC), len(data)
+    while pos < n:
+        left = BLOCK - pos % BLOCK
+        if left < HEADER or data[pos:pos + HEADER] == _ZEROS:  # trailer padding / zero fill
+            pos += left
+            continue
+        end = _record_end(data, pos)
+        if end > 0:
+            yield pos, data[pos + HEADER - 1], data[pos + HEADER:end]
+            pos = end
+            continue
+        why, hint, short = _diagnose(data, pos)
+        resume = _resync(data, pos, hint)
+        if resume >= n:
+            tail = "; truncated tail" if short else "" if resume == hint else ", nothing after it"
+            yield pos, _LOST, (why + tail, resume == hint or short)
+            return
+        if resume == hint:
+            yield pos, _LOST, (why, True)
+        else:
+            yield pos, _LOST, (f"{why}, {resume - pos} bytes skipped", False)
+        pos = resume
 
 
 def iter_payloads(data: bytes, damage: Damage) -> Iterator[tuple[int, int, bytes]]:
     """(record index from 1, byte offset of its first fragment, payload) for every intact record.
 
-    Damage does not stop the scan: a record with a bad checksum is skipped when its length is
-    plausible, otherwise the scan resumes at the next 32 KiB block, as LevelDB's reader does.
-    Record indexes count lost records too, so they stay file positions.
+    FIRST/MIDDLE/LAST fragments are joined. Every lost record gets one `damage` entry and an
+    index of its own, so record indexes stay positions in the file.
     """
-    pos, n, index = len(MAGIC), len(data), 0
+    index = 0
     pending: list[bytes] | None = None  # fragments of a FIRST..LAST record being assembled
     pending_at = 0
-    after_bad = False  # the previous physical record failed its checksum
     in_damage = False  # continuations of a record already counted as lost are dropped quietly
-    while pos < n:
-        left = BLOCK - pos % BLOCK
-        if left < HEADER:  # block trailer: zero padding
-            pos += left
-            continue
-        if n - pos < HEADER:
+    for pos, rtype, chunk in _physical(data):
+        if rtype == _LOST:
             index += 1
-            damage.lost(index, pos, "file ends inside a record header (truncated tail)")
-            pending = None
-            break
-        crc, length, rtype = struct.unpack_from("<IHB", data, pos)
-        if crc == 0 and length == 0 and rtype == 0:  # zero-filled rest of block / preallocation
-            pos += left
-            continue
-        end = pos + HEADER + length
-        if rtype not in _TYPE_CRC or HEADER + length > left:
-            index += 1
-            damage.lost(index, pos, f"bad record header (type {rtype}, length {length})",
-                        extra=f"; skipped {left} bytes to the next block")
-            pos, pending, after_bad, in_damage = pos + left, None, False, True
-            continue
-        if end > n:
-            index += 1
-            damage.lost(index, pos, f"file ends inside the record ({n - pos - HEADER} of "
-                        f"{length} bytes; truncated tail)")
-            pending = None
-            break
-        payload = data[pos + HEADER:end]
-        if zlib.crc32(payload, _TYPE_CRC[rtype]) != crc:
-            index += 1
-            if after_bad:  # two bad records in a row: the length was garbage, resync
-                damage.lost(index, pos, "bad checksum after a bad record",
-                            extra=f"; skipped {left} bytes to the next block")
-                pos, after_bad = pos + left, False
-            else:
-                damage.lost(index, pos, "bad checksum")
-                pos, after_bad = end, True
+            damage.lost(index, pos, *chunk)
             pending, in_damage = None, True
-            continue
-        after_bad = False
-        if rtype == FULL or rtype == FIRST:
+        elif rtype == FULL or rtype == FIRST:
             in_damage = False
             if pending is not None:
                 index += 1
                 damage.lost(index, pending_at, "record start without its end")
+            pending = None
             if rtype == FULL:
                 index += 1
-                pending = None
-                yield index, pos, payload
+                yield index, pos, chunk  # type: ignore[misc]
             else:
-                pending, pending_at = [payload], pos
+                pending, pending_at = [chunk], pos  # type: ignore[list-item]
         elif pending is None:
             if not in_damage:
                 index += 1
                 damage.lost(index, pos, "record continuation without its start")
                 in_damage = True
-        elif rtype == MIDDLE:
-            pending.append(payload)
         else:
-            pending.append(payload)
-            index += 1
-            yield index, pending_at, b"".join(pending)
-            pending = None
-        pos = end
+            pending.append(chunk)  # type: ignore[arg-type]
+            if rtype == LAST:
+                index += 1
+                yield index, pending_at, b"".join(pending)
+                pending = None
     if pending is not None:
         index += 1
         damage.lost(index, pending_at, "file ends inside a record split over blocks")
@@ -641,8 +692,7 @@ def scan(path: Path, builder: RecordsBuilder) -> _RunState:
     for message in damage.messages:
         builder.warn(message)
     if damage.records_lost:
-        builder.warn(f"{path}: {damage.records_lost} damaged record(s) lost in "
-                     f"{len(damage.messages)} place(s); the intact records were read")
+        builder.warn(damage.summary())
     state.history_tags = sink.tags | sink.axes
     if state.last_mirror is not None:
         try:
@@ -712,7 +762,7 @@ _HISTORY_KEYS_RE = re.compile(rb'"_step"\s*:')
 
 def sniff_wandb_history(name: str, head: bytes) -> float:
     text = head.lstrip()
-    if not text.startswith(b"{"):
+    if not text.startswith(b"{") or name == "wandb-summary.json":  # last values, not history
         return 0.0
     first = text.split(b"\n", 1)[0]
     if name == "wandb-history.jsonl":

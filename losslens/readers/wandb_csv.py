@@ -100,11 +100,19 @@ def _numbers(cells: list[str] | tuple[str, ...]) -> tuple[np.ndarray, np.ndarray
     import pandas as pd
 
     arr = np.asarray(cells, dtype=object)
-    stripped = pd.Series(arr, dtype=object).str.strip()
-    present = (stripped != "").to_numpy()
-    values = pd.to_numeric(stripped.where(present, None), errors="coerce").to_numpy(np.float64)
-    spelled_nan = stripped.str.lower().isin(_NAN_SPELLINGS).to_numpy()
-    bad = present & np.isnan(values) & ~spelled_nan
+    values = pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(np.float64)
+    nan_at = np.flatnonzero(np.isnan(values))
+    present = np.ones(len(arr), dtype=bool)
+    bad = np.zeros(len(arr), dtype=bool)
+    # only the NaN cells need a look: blank (absent), a NaN spelling, or not a number at all
+    blank = arr[nan_at] == ""
+    present[nan_at[blank]] = False
+    for i in nan_at[~blank]:
+        text = str(arr[i]).strip()
+        if not text:
+            present[i] = False
+        elif text.lower() not in _NAN_SPELLINGS:
+            bad[i] = True
     return present, values, bad
 
 
