@@ -499,6 +499,13 @@ def test_jsonl_many_lines_with_one_bad_line(tmp_path: Path) -> None:
     assert [(s.line, s.reason) for s in rec.skipped] == [(30001, "invalid JSON line")]
 
 
+def test_jsonl_invalid_utf8_key(tmp_path: Path) -> None:
+    path = tmp_path / "u.jsonl"
+    path.write_bytes(b'{"step": 1, "lo\x8ass": 2.5}\n{"step": 2, "loss": 1}\n')
+    rec = table.read_jsonl(path, "u")[0]
+    assert rec.tags == ("lo\ufffdss", "loss") and rec.step.tolist() == [1, 2]
+
+
 def test_levanter_json_tracker_lines(tmp_path: Path) -> None:
     pre = "2025-01-01T12:0{}:00 - 0 - levanter.json_logger - json_logger.py:78 - INFO :: "
     path = tmp_path / "run.log"

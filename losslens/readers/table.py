@@ -11,7 +11,6 @@ number of the row (the header is line 1 of a CSV).
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -139,10 +138,7 @@ def _load_csv(path: Path, builder: RecordsBuilder, tail_truncated: bool = False)
             builder.skip(data.count(b"\n", 0, cut) + 1, "truncated last line",
                          data[cut:].decode("utf-8", "replace"))
             data = data[:cut]
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:  # pyarrow cannot report a ragged row holding bad bytes
-        data = data.decode("utf-8", "replace").encode("utf-8")
+    data = _valid_utf8(data)  # pyarrow cannot report a ragged row holding bad bytes
     _, _, delim = _header_cells(data[:65536])
     invalid: list[tuple[int, int, str]] = []
 
@@ -167,6 +163,15 @@ def _load_csv(path: Path, builder: RecordsBuilder, tail_truncated: bool = False)
     if lines.shape[0] != table.num_rows:  # quoted newlines: line numbers unknown, keep row order
         lines = np.arange(2, table.num_rows + 2, dtype=np.int64)
     return table, lines.astype(np.int64)
+
+
+def _valid_utf8(data: bytes) -> bytes:
+    """The bytes, with invalid UTF-8 replaced by U+FFFD (pyarrow chokes on it in names)."""
+    try:
+        data.decode("utf-8")
+        return data
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace").encode("utf-8")
 
 
 def _unique(names: list[str], builder: RecordsBuilder, path: Path) -> list[str]:
@@ -493,7 +498,7 @@ def _add_long(builder: RecordsBuilder, pts: _Long, step: np.ndarray, wall: np.nd
 
 def read_jsonl(path: Path, run: str) -> list[RunRecords]:
     """One JSON object per line with a step key; Levanter's JSON tracker lines in a log."""
-    data = path.read_bytes()
+    data = _valid_utf8(path.read_bytes())
     if _LEVANTER.encode() in data[:1 << 20]:
         return [_read_levanter(path, run, data)]
     builder = RecordsBuilder()
@@ -567,11 +572,10 @@ def _flatten(table) -> dict[str, Any]:
     while stack:
         name, col = stack.pop(0)
         if pa.types.is_struct(col.type):
+            # StructArray.flatten merges the parent's nulls into each child
+            parts = [chunk.flatten() for chunk in col.chunks]
             for j in range(col.type.num_fields):
-                child = pa.chunked_array([c.field(j) for c in col.chunks], col.type.field(j).type)
-                # a null parent hides its children
-                parent_valid = pa.chunked_array([c.is_valid() for c in col.chunks])
-                child = pa.compute.if_else(parent_valid, child, None) if col.null_count else child
+                child = pa.chunked_array([p[j] for p in parts], col.type.field(j).type)
                 stack.append((f"{name}/{col.type.field(j).name}", child))
         else:
             out[name] = col
@@ -580,7 +584,6 @@ def _flatten(table) -> dict[str, Any]:
 
 def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path) -> None:
     import pyarrow as pa
-    import pyarrow.compute  # noqa: F401  (used by _flatten)
 
     if lines.shape[0] != table.num_rows:
         lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
