@@ -522,9 +522,14 @@ def read(path: Path, run: str, chunk_bytes: int = 64 << 20) -> list[RunRecords]:
     files = event_files(path) if path.is_dir() else [path]
     acc = _Run()
     for i, f in enumerate(files):
-        if i:
-            acc.headers.append(acc.records)  # a new writer session: new segment
+        first, parts = acc.records + 1, len(acc.parts)
         _read_file(acc, f, chunk_bytes)
+        if i and acc.records >= first:  # a new writer session: a new segment
+            # the header is the file's first record (its file_version event); when that
+            # record holds points itself, the segment starts with it
+            orders = [p[4][:1] for p in acc.parts[parts:] if p[4].shape[0]]
+            starts_with_points = bool(orders) and int(orders[0][0]) == first
+            acc.headers.append(first - 1 if starts_with_points else first)
     records = _assemble(acc, run, str(path))
     if not len(records) and acc.warnings and any("not a TFRecord" in w for w in acc.warnings):
         raise ParseError(f"{path}: " + "; ".join(acc.warnings))

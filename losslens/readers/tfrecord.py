@@ -244,6 +244,8 @@ def _walk(buf: np.ndarray, n: int, at_eof: bool, resync: bool) -> _Walk:
             out.problems.append((last, f"truncated record (its length says {length} "
                                  f"bytes, {n - last - 12} left)", 1))
         return out
+    if not at_eof:  # the chunk ended exactly at a record boundary
+        out.carry, out.need = n, 0
     return out
 
 
