@@ -285,6 +285,23 @@ def test_fairseq_tqdm_and_old_prints(tmp_path: Path) -> None:
     assert [s.reason for s in fr.runs[0].segments] == ["start", "header"]
 
 
+@pytest.mark.parametrize("name, prefix", [
+    ("olmo_v1.log", "[default0]:"), ("olmo_core.log", "[rank0]:"), ("fairseq_json.log", "0: "),
+    ("fairseq_simple.log", "[1,0]<stdout>:")])
+def test_launcher_prefixes_change_nothing(misc: Path, tmp_path: Path, name: str,
+                                          prefix: str) -> None:
+    src = misc / name
+    text = src.read_text()
+    path = tmp_path / name
+    path.write_text("\n".join(prefix + ln for ln in text.split("\n")))
+    assert sniff(path).name == sniff(src).name
+    a, b = read_records(src)[0], read_records(path)[0]
+    assert (a.tags, a.step.tolist(), a.order.tolist()) == (b.tags, b.step.tolist(), b.order.tolist())
+    assert np.array_equal(a.value, b.value, equal_nan=True)
+    assert (a.headers, a.skipped_count) == (b.headers, b.skipped_count)
+    assert [s.line for s in a.skipped] == [s.line for s in b.skipped]
+
+
 # ----------------------------------------------------------------------------- Lightning
 
 LIGHTNING = ("epoch,lr-AdamW,step,train_loss_epoch,train_loss_step,val_acc,val_loss\r\n"

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import fragments, head_text, parse_float, read_text, split_truncated
+from .textutil import (fragments, head_text, parse_float, read_text, split_truncated,
+                       strip_ansi, strip_prefix)
 
 _LOG_RE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,\d+)? \| ([A-Z]+) \| ([^|]+?) \| (.*)$")
@@ -81,7 +82,8 @@ def read(path: Path, run: str) -> list[RunRecords]:
     cache: dict[str, float] = {}
     for lineno, frag in fragments(body):
         _line(builder, st, lineno, frag, cache)
-    if tail.strip() and _split(tail)[2] is not None and _looks_metric(*_split(tail)[1:]):
+    _, name, msg = _split(strip_prefix(strip_ansi(tail)).strip("\r"))
+    if msg is not None and _looks_metric(name, msg.strip()):
         builder.skip(tail_line, "truncated last line", tail)
     for step, (count, scale, order, wall) in st.overflows.items():
         builder.add("overflow", step, count, wall, order)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import fragments, head_text, parse_float, read_text, split_truncated, strip_ansi
+from .textutil import (fragments, head_text, parse_float, read_text, split_truncated,
+                       strip_ansi, strip_prefix)
 
 _STEP_RE = re.compile(
     r"\[step=(\d+)/(\d+|\?\?\?)(?:,epoch=(\d+))?(?:,eta=[^\]]*)?\]\s*$")
@@ -115,7 +116,7 @@ def _read(path: Path, run: str, fmt: str) -> RunRecords:
                 _metric(builder, st, lineno, frag, m.group(1), m.group(2))
             continue
         _message(builder, st, lineno, frag, cache)
-    if tail.strip() and st.kind and _METRIC_RE.match(tail):
+    if st.kind and _METRIC_RE.match(strip_prefix(strip_ansi(tail))):
         builder.skip(tail_line, "truncated last line", tail)
     if st.other_rank_blocks:
         builder.warn(f"{path}: {st.other_rank_blocks} metric blocks from other ranks ignored "
