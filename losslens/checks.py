@@ -478,7 +478,7 @@ def baseline_items(bl: BaselineResult, fail_on: str) -> list[CheckItem]:
         first = "; ".join(describe_deviation(d) for d in bl.first_out)
         msg = (f"{bl.out_of_tolerance} of {bl.common_steps} common steps outside {tol} "
                f"(allowed {bl.allowed})" + (f"; first: {first}" if first else "")
-               + (f"; max deviation {describe_deviation(bl.max_dev)}" if bl.max_dev else ""))
+               + (f"; max deviation at {describe_deviation(bl.max_dev)}" if bl.max_dev else ""))
         step = bl.first_out[0].step if bl.first_out else None
         per = CheckItem("baseline.per_step", bl.per_step_passed,
                         None if bl.per_step_passed else "critical",
@@ -558,8 +558,8 @@ def render_text(report: CheckReport) -> str:
     for rc in report.runs:
         lines += ["", f"{rc.run} ({rc.format}: {rc.source}): "
                   f"{'passed' if rc.passed else 'FAILED'}"]
-        shown = [i for i in rc.items if not i.passed] + [i for i in rc.items
-                                                         if i.passed and i.severity]
+        shown = [i for i in rc.items if not i.passed] + [
+            i for i in rc.items if i.passed and (i.severity or i.name.startswith("baseline"))]
         for item in shown:
             where = f" [step {item.step}, {item.tag}]" if item.step is not None else ""
             below = "" if not item.passed else f" (below fail-on {report.config.fail_on})"
