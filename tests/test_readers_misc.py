@@ -130,7 +130,7 @@ def test_olmo_core_blocks_and_evals(misc: Path) -> None:
     assert _raw(fr, "throughput/total tokens") == ([1, 1000, 2000], [4194304.0, 4.194e9, 8.389e9])
     assert _raw(fr, "throughput/device/TPS") == ([1, 1000], [12345.0, 12345.0])
     assert _raw(fr, "optim/total grad norm") == ([1, 1000, 2000], [3.456, math.inf, 0.2345])
-    # evals have no step of their own: the last step header (1000) before them
+    # evals run in step 1000's post_step, between the step-999 marker and the step-1000 block
     assert _raw(fr, "eval/lm/c4_en-validation/CE loss") == ([1000], [2.512])
     assert _raw(fr, "eval/lm/dolma_books-validation/CE loss") == ([1000], [2.801])
     roles = info.roles
@@ -171,6 +171,21 @@ def test_olmo_other_ranks_ignored_and_resume(tmp_path: Path) -> None:
     assert rec.step.tolist() == [1, 2, 2] and rec.value.tolist() == [3.0, 2.9, 2.95]
     assert rec.headers == (7,)
     assert len(rec.warnings) == 1 and "other ranks" in rec.warnings[0]
+
+
+def test_olmo_core_eval_steps(tmp_path: Path) -> None:
+    pre = "2026-03-01 12:00:00.000\tnode-0:0\tolmo_core.x:1\tINFO\t"
+    evals = pre + "Finished lm evals in 1.0 seconds. Metrics:\n    c4/CE loss={}\n"
+    text = (pre + "[step=10/100,epoch=0,eta=1m]\n    train/CE loss=3.0\n"
+            + evals.format(2.9)  # metrics collected later: the next header is step 11
+            + pre + "[step=11/100,epoch=0,eta=1m]\n    train/CE loss=2.8\n"
+            + pre + "[step=12/100,epoch=0]\n"
+            + evals.format(2.7))  # the log ends: the step after the last header
+    path = tmp_path / "core.log"
+    path.write_text(text)
+    fr = frame.build(olmo.read_olmo_core(path, "c"))
+    assert _raw(fr, "eval/lm/c4/CE loss") == ([11, 13], [2.9, 2.7])
+    assert fr.runs[0].roles["eval/lm/c4/CE loss"] == "val_loss"
 
 
 def test_olmo_sniff_rejects_other_text() -> None:

@@ -167,7 +167,8 @@ def _simple_record(builder: RecordsBuilder, st: _State, lineno: int, name: str |
     m = _INTERVAL_RE.match(msg)
     tq = None if m else _TQDM_RE.match(msg)
     if m or tq:
-        pairs = [p.split("=", 1) for p in (m or tq).group(m and 4 or 1).split(", ")]
+        postfix = m.group(4) if m else tq.group(1)  # type: ignore[union-attr]
+        pairs = [p.split("=", 1) for p in postfix.split(", ")]
         rec: dict[str, Any] = dict(p for p in pairs if len(p) == 2)
         prefix = ""
     elif s := _SUMMARY_RE.match(msg):

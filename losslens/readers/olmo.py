@@ -4,9 +4,15 @@ LOG_FORMATS.md §10-§11. One log record per logged step: a header line (after t
 or rich TTY logging prefix) ending in `[step=N/M,epoch=E(,eta=...)]`, then one `    name=value`
 line per metric. Eval results come as blocks too: OLMo v1 under the evaluator's label with full
 `eval/{label}/...` names, OLMo-core after `Finished {name} evals in ... Metrics:` with names
-relative to the evaluator (recorded as `eval/{name}/{metric}`, which is the tag we emit). Eval
-blocks carry no step: they belong to the last step header seen. Tags are the metric names as
-printed (`train/CE loss`, `optim/total grad norm`, `throughput/total tokens`...).
+relative to the evaluator (recorded as `eval/{name}/{metric}`, which is the tag we emit). Tags
+are the metric names as printed (`train/CE loss`, `optim/total grad norm`, `throughput/total
+tokens`...).
+
+Eval blocks carry no step. OLMo v1 prints step N's block before running evals at step N, so
+they belong to the last step header. OLMo-core runs evals in step N's `post_step`, before
+step N's metrics block (or progress marker) is printed, so they belong to the next step
+header (at least the last one + 1); when metrics are collected for several steps at once, that
+header can be a few steps early.
 """
 from __future__ import annotations
 
@@ -91,6 +97,7 @@ class _State:
     source: str | None = None  # the rank the block came from
     metric_source: str | None = None  # the rank whose blocks we keep
     other_rank_blocks: int = 0
+    pending: list = field(default_factory=list)  # OLMo-core eval points awaiting their step
     max_steps: int | None = None
     meta: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
@@ -118,6 +125,7 @@ def _read(path: Path, run: str, fmt: str) -> RunRecords:
         _message(builder, st, lineno, frag, cache)
     if st.kind and _METRIC_RE.match(strip_prefix(strip_ansi(tail))):
         builder.skip(tail_line, "truncated last line", tail)
+    _flush_evals(builder, st, st.step + 1)
     if st.other_rank_blocks:
         builder.warn(f"{path}: {st.other_rank_blocks} metric blocks from other ranks ignored "
                      f"(kept rank {st.metric_source})")
@@ -139,6 +147,7 @@ def _message(builder: RecordsBuilder, st: _State, lineno: int, frag: str,
     msg = msg.strip()
     step = _STEP_RE.search(msg)
     if step:
+        _flush_evals(builder, st, max(int(step.group(1)), st.step + 1))
         st.step, st.kind = int(step.group(1)), "step"
         if step.group(2).isdigit():
             st.max_steps = int(step.group(2))
@@ -168,7 +177,16 @@ def _metric(builder: RecordsBuilder, st: _State, lineno: int, frag: str, name: s
         if st.kind != "label":  # a label block may be any indented text
             builder.skip(lineno, f"{name}: not a number", frag)
         return
-    builder.add(st.prefix + name.strip(), st.step, value, st.wall, lineno)
+    if st.kind == "eval":
+        st.pending.append((st.prefix + name.strip(), value, st.wall, lineno))
+    else:
+        builder.add(st.prefix + name.strip(), st.step, value, st.wall, lineno)
+
+
+def _flush_evals(builder: RecordsBuilder, st: _State, step: int) -> None:
+    for tag, value, wall, lineno in st.pending:
+        builder.add(tag, step, value, wall, lineno)
+    st.pending.clear()
 
 
 def _number(raw: str) -> float:
