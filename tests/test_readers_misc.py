@@ -279,6 +279,19 @@ def test_metaseq_per_dataset_validation(misc: Path) -> None:
     assert info.skipped_count == 0
 
 
+def test_fairseq_appended_run_is_a_header(misc: Path, tmp_path: Path) -> None:
+    text = (misc / "fairseq_simple.log").read_text()
+    path = tmp_path / "twice.log"
+    path.write_text(text + text.replace("fairseq.trainer | begin training epoch 1",
+                                        "fairseq_cli.train | Namespace(fp16=False, lr=[0.001])"))
+    rec = fairseq.read(path, "t")[0]
+    n = len(text.split("\n")) - 1
+    assert rec.headers == (n + 1,)
+    fr = frame.build([rec])
+    assert [s.reason for s in fr.runs[0].segments] == ["start", "header"]
+    assert rec.metadata.lr == 0.001 and rec.metadata.precision == "fp32"
+
+
 def test_fairseq_tqdm_and_old_prints(tmp_path: Path) -> None:
     bar = "epoch 001:  {p}%|##   | {i}/1000 [01:23<09:45,  1.50it/s, loss=9.876, ppl=939.64, num_updates={n}, lr=1e-05]"
     text = ("\r".join([bar.format(p=10, i=100, n=100), bar.format(p=10, i=101, n=100),

@@ -128,6 +128,8 @@ def _line(builder: RecordsBuilder, st: _State, lineno: int, frag: str,
     wall = _wall(stamp, cache) if stamp else float("nan")
     msg = msg.strip()
     if msg.startswith(("Namespace(", "{'_name'")):
+        if len(builder) or st.overflows:  # a second run appended to the same log
+            builder.header(lineno)
         _config(msg, st)
     elif msg.startswith("{"):
         _json_record(builder, st, lineno, msg, wall)
@@ -256,7 +258,10 @@ def _wall(stamp: str, cache: dict[str, float]) -> float:
 
 
 def _config(msg: str, st: _State) -> None:
-    """Canonical fields from the `Namespace(k=v, ...)` or `{'k': v, ...}` config line."""
+    """Canonical fields from the `Namespace(k=v, ...)` or `{'k': v, ...}` config line.
+
+    A later config line (a run appended to the log) overrides what it mentions.
+    """
     def find(key: str) -> str | None:
         m = re.search(rf"(?:\b{key}=|'{key}': )(\{{'_name': '[^']*'|\[[^\]]*\]|'[^']*'|"
                       rf"\"[^\"]*\"|[^,)}}]+)", msg)
@@ -270,7 +275,7 @@ def _config(msg: str, st: _State) -> None:
     for key, canon in _CFG.items():
         raw = find(key)
         try:
-            if raw is not None and canon not in st.meta:
+            if raw is not None:
                 num = float(raw.strip("[]").split(",")[0])
                 st.meta[canon] = int(num) if canon in _INT else num
         except ValueError:
@@ -284,9 +289,9 @@ def _config(msg: str, st: _State) -> None:
     betas = find("adam_betas")
     if betas and (b := re.findall(r"[-+0-9.eE]+", betas)) and len(b) == 2:
         st.meta["adam_beta1"], st.meta["adam_beta2"] = float(b[0]), float(b[1])
-    for flag, prec in (("bf16", "bf16"), ("fp16", "fp16")):
-        if find(flag) == "True" and "precision" not in st.meta:
-            st.meta["precision"] = prec
+    fp16, bf16 = find("fp16"), find("bf16")
+    if "True" in (fp16, bf16) or fp16 == "False":
+        st.meta["precision"] = "bf16" if bf16 == "True" else "fp16" if fp16 == "True" else "fp32"
     for key in _EXTRA:
         raw = find(key)
         if raw is not None:

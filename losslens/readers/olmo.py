@@ -158,6 +158,8 @@ def _message(builder: RecordsBuilder, st: _State, lineno: int, frag: str,
     elif _RESUME_RE.search(msg):
         builder.header(lineno)
     elif msg.startswith("TrainConfig("):
+        if len(builder):  # a second run appended to the same log
+            builder.header(lineno)
         _config(msg, st)
     elif msg and not msg.startswith("["):
         st.kind = "label"  # OLMo v1 eval block under the evaluator's label, or other metrics
