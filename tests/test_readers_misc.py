@@ -387,17 +387,19 @@ def test_lightning_walk_names_run_by_version_dir(tmp_path: Path) -> None:
 
 
 def test_lightning_1x_unsorted_header_and_truncated_row(tmp_path: Path) -> None:
-    text = ("train_loss,epoch,step,val_loss\r\n"
-            "2.5,0,49,\r\n"
-            ",0,49,2.7\r\n"
-            "2.25,0,99,\r\n"
+    text = ("train_loss,epoch,step,val_loss/dataloader_idx_0,val_loss/dataloader_idx_1\r\n"
+            "2.5,0,49,,\r\n"
+            ",0,49,2.7,2.9\r\n"
+            "2.25,0,99,,\r\n"
             "2.1,1,1")  # the writer was killed mid-row
     path = _lightning_dir(tmp_path, text) / "metrics.csv"
     assert sniff(path).name == "lightning-csv"
     rec = read_records(path)[0]
     fr = frame.build([rec])
     assert _raw(fr, "train_loss") == ([49, 99], [2.5, 2.25])
-    assert _raw(fr, "val_loss") == ([49], [2.7])
+    assert _raw(fr, "val_loss/dataloader_idx_0") == ([49], [2.7])
+    assert _raw(fr, "val_loss/dataloader_idx_1") == ([49], [2.9])
+    assert fr.runs[0].roles["val_loss/dataloader_idx_1"] == "val_loss"
     assert [(s.line, s.reason) for s in rec.skipped] == [(5, "truncated last line")]
 
 
