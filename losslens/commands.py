@@ -82,9 +82,11 @@ def skiplist(
 ) -> None:
     """The PaLM skip plan for a trainer: restart checkpoint and batches to skip.
 
-    Without --checkpoints/--checkpoint-dir/--checkpoint-every the log's "saved checkpoint"
-    lines are used. Flag targets print one paste-able line on stdout and how steps are counted
-    as '#' comments on stderr. Nothing to skip: a message on stderr, empty stdout, exit 0.
+    Checkpoints come from --checkpoints, --checkpoint-dir or
+    --checkpoint-every, else from the log's "saved checkpoint" lines.
+    Flag targets print one paste-able line on stdout, and how steps are
+    counted as '#' comments on stderr. Nothing to skip: a message on
+    stderr, empty stdout, exit 0.
     """
     from .cli import _boundary, _err, _read, _warn_frame
 
@@ -134,7 +136,7 @@ def check(
     fail_on: Optional[FailOn] = typer.Option(
         None, "--fail-on", help="Exit 1 on findings at or above this (default: critical)."),
     config: Optional[str] = typer.Option(
-        None, "--config", help="Settings file (default: [tool.losslens] in pyproject.toml or "
+        None, "--config", help="Settings file (default: \\[tool.losslens] in pyproject.toml or "
                                "losslens.toml, searched upward)."),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="Reference run (a log, or Megatron golden-values JSON)."),
@@ -151,8 +153,14 @@ def check(
     role: List[str] = typer.Option([], "--role", help="Override a series role: ROLE=TAG."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """CI gate: exit 0 clean, 1 on findings at or above --fail-on (or a baseline
-    regression), 2 on usage or input errors."""
+    """CI gate: exit 1 on findings at or above --fail-on or a baseline regression.
+
+    Exit 0 when clean, 2 on usage or input errors. Settings (fail-on,
+    detector thresholds, ignored tags and kinds, allowed step ranges,
+    rtol, baseline) come from \\[tool.losslens] in pyproject.toml or
+    from losslens.toml, searched from the current folder upward.
+    """
+
     from .cli import _boundary
 
     with _boundary(debug):

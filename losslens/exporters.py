@@ -240,11 +240,20 @@ def text_document(contexts: Sequence[PlanContext]) -> str:
         lines.append(f"step counting: {COUNTING}")
         for name, flag in doc["flags"].items():
             if flag and name != "samples":
-                lines.append(f"{name}: {flag}")
+                lines.append(f"{name}: {_short(name, flag)}")
         lines.append(f"reason: {ctx.plan.reason}")
         lines += [f"warning: {w}" for w in doc["warnings"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _short(name: str, flag: str) -> str:
+    """Megatron-LM's one-entry-per-iteration list, abbreviated for people when long."""
+    parts = flag.split()
+    if name != "megatron-lm" or len(parts) <= 41:
+        return flag
+    return (f"{parts[0]} {parts[1]} ... {parts[-1]} ({len(parts) - 1} entries; "
+            "--target megatron-lm prints them all)")
 
 
 _FLAG_FNS: dict[str, Callable[[PlanContext], str]] = {

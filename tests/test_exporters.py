@@ -139,6 +139,8 @@ def test_text_document():
     assert "skip samples: 512000-670719 1024000-1279999 (0-based, inclusive, GBS 512)" in lines
     assert f"step counting: {COUNTING}" in lines
     assert "metaseq: --skip-batches 1001-1310,1691-2190" in lines
+    assert "megatron-lm: --iterations-to-skip 1001 ... 2500 (810 entries; --target " \
+           "megatron-lm prints them all)" in lines
 
 
 def test_flag_targets_take_one_run():
