@@ -279,6 +279,19 @@ def test_metaseq_per_dataset_validation(misc: Path) -> None:
     assert info.skipped_count == 0
 
 
+def test_fairseq_hydra_logging_prefix(tmp_path: Path) -> None:
+    path = tmp_path / "hydra_train.log"
+    path.write_text(
+        '[2023-01-01 12:00:00,123][train_inner][INFO] - {"epoch": 1, "update": 0.1, "loss": "9.8", '
+        '"num_updates": "100", "lr": "1e-05"}\n'
+        "[2023-01-01 12:05:00,456][valid][INFO] - epoch 001 | valid on 'valid' subset | loss 9.1 | "
+        "num_updates 100\n")
+    assert sniff(path).name == "fairseq"
+    fr = frame.build(fairseq.read(path, "h"))
+    assert _raw(fr, "loss") == ([100], [9.8]) and _raw(fr, "valid_loss") == ([100], [9.1])
+    assert fr.series("h", "loss").wall_time[0] == _utc("2023-01-01 12:00:00")
+
+
 def test_fairseq_appended_run_is_a_header(misc: Path, tmp_path: Path) -> None:
     text = (misc / "fairseq_simple.log").read_text()
     path = tmp_path / "twice.log"
