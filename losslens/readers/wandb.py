@@ -220,6 +220,8 @@ def fields(buf: bytes) -> list[tuple[int, Any]]:
     One-byte keys and lengths (nearly all of them) take an inlined fast path: this loop is
     where a large run file spends its time.
     """
+    if not isinstance(buf, bytes):
+        raise ProtoError("expected a length-delimited sub-message")
     out: list[tuple[int, Any]] = []
     pos, n = 0, len(buf)
     try:
@@ -276,17 +278,17 @@ def _item_parts(buf: bytes) -> tuple[str, list[str] | None, bytes | None, Any]:
         if num == 2:
             if nested is None:
                 nested = []
-            nested.append(raw.decode("utf-8", "replace"))
+            nested.append(_text(raw))
         elif num == 16 or num == 8:
+            if not isinstance(raw, bytes):
+                raise ProtoError("expected a length-delimited value_json")
             text = raw
         elif num == 1:
-            key = raw.decode("utf-8", "replace")
+            key = _text(raw)
         elif num == 6 and isinstance(raw, bytes) and len(raw) == 8:
             typed = struct.unpack("<d", raw)[0]
         elif num == 5 and isinstance(raw, int):
             typed = float((raw >> 1) ^ -(raw & 1))
-    if isinstance(key, bytes) or (nested and not isinstance(nested[0], str)):
-        raise ProtoError("expected a length-delimited string")
     return key, nested, text, typed
 
 
@@ -358,27 +360,34 @@ def _json_any(text: bytes | str) -> Any:
 
 
 def decode_message(buf: bytes, spec: Mapping[int, str]) -> dict[str, Any]:
-    """The scalar fields named in `spec` (number -> name); repeated strings become lists."""
+    """The fields named in `spec` (number -> name): `name` a string, `#name` a varint,
+    `~name` a sub-message (bytes), `name[]` a repeated string. A wrong wire type raises."""
     out: dict[str, Any] = {}
     for num, raw in fields(buf):
         name = spec.get(num)
         if name is None:
             continue
-        if name.endswith("[]"):
+        if name[0] == "#":
+            if not isinstance(raw, int):
+                raise ProtoError(f"field {num} ({name[1:]}) should be a varint")
+            out[name[1:]] = raw - (1 << 64) if raw >= 1 << 63 else raw
+        elif name[0] == "~":
+            if not isinstance(raw, bytes):
+                raise ProtoError(f"field {num} ({name[1:]}) should be a sub-message")
+            out[name[1:]] = raw
+        elif name.endswith("[]"):
             out.setdefault(name[:-2], []).append(_text(raw))
-        elif isinstance(raw, bytes) and not name.startswith("~"):
-            out[name] = _text(raw)
         else:
-            out[name.lstrip("~")] = raw
+            out[name] = _text(raw)
     return out
 
 
 _RUN_FIELDS = {1: "run_id", 2: "entity", 3: "project", 4: "~config", 6: "run_group",
-               7: "job_type", 8: "display_name", 10: "tags[]", 14: "starting_step",
-               17: "~start_time", 18: "resumed", 22: "forked"}
+               7: "job_type", 8: "display_name", 10: "tags[]", 14: "#starting_step",
+               18: "#resumed", 22: "#forked"}
 _METRIC_FIELDS = {1: "name", 2: "glob_name", 4: "step_metric"}
-_OUTPUT_FIELDS = {1: "output_type", 3: "line"}
-_EXIT_FIELDS = {1: "exit_code"}
+_OUTPUT_FIELDS = {1: "#output_type", 3: "line"}
+_EXIT_FIELDS = {1: "#exit_code"}
 # Record oneof field numbers (§15.3)
 R_HISTORY, R_SUMMARY, R_OUTPUT, R_CONFIG, R_METRIC, R_OUTPUT_RAW, R_RUN, R_EXIT = (
     2, 3, 4, 5, 12, 13, 17, 18)
@@ -664,12 +673,11 @@ def _dispatch(kind: int, body: bytes, index: int, sink: RowSink, state: _RunStat
         sink.define(m.get("name", ""), m.get("glob_name", ""), m.get("step_metric", ""))
     elif kind == R_RUN:
         run = decode_message(body, _RUN_FIELDS)
-        if isinstance(run.get("config"), bytes):
+        if "config" in run:
             state.apply_config(run.pop("config"))
         state.run.update(run)
     elif kind == R_EXIT:
-        code = decode_message(body, _EXIT_FIELDS).get("exit_code", 0)
-        state.exit_code = code - (1 << 64) if code >= 1 << 63 else code
+        state.exit_code = decode_message(body, _EXIT_FIELDS).get("exit_code", 0)
 
 
 def scan(path: Path, builder: RecordsBuilder) -> _RunState:
