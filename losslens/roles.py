@@ -14,7 +14,7 @@ from .errors import InvalidParameterError
 ROLES = ("train_loss", "val_loss", "grad_norm", "lr", "loss_scale", "train_acc", "val_acc",
          "skipped", "other")
 
-_V = r"(?:val|valid|validation|eval|evaluation|test|dev|tel)"
+_V = r"(?:val|valid|validation|eval|evaluation|test|dev|tel)\d*"
 # Ordered: the first regex that matches (case-insensitive, search) gives the role.
 _RULES: tuple[tuple[str, str], ...] = (
     # things that contain "loss" but are not losses
@@ -25,12 +25,13 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"grad[ _-]?norm|gnorm|grad_l2|gradient[ _-]norm|total[ _]grad[ _]norm|(^|/)norm$",
      "grad_norm"),
     (r"param(s|eter)?s?[ _-]?norm|weight[ _-]?norm", "other"),
-    (r"(^|[/_ -])(balanc|aux|z_loss|load_balancing|router)", "other"),
+    (r"(^|[/_ -])(balanc|aux|load_balancing|router)|z[ _-]?loss|^ewm|best_loss|_best_",
+     "other"),
+    (rf"(^|/){_V}/downstream/", "val_acc"),
     (rf"(^|[/_ -]){_V}([/_ -]|$).*acc|acc.*[/_ -]{_V}([/_ -]|$)", "val_acc"),
     # validation losses: "lm loss validation", "valid/c4_loss", "eval_loss", "val loss", "tel"
     (rf"(^|[/_ -]){_V}([/_ -]|$).*(loss|nll|ce\b|crossentropy)|"
-     rf"(loss|nll|crossentropy).*([/_ -]){_V}([/_ -]|$)|^{_V}_?loss|^tel$|"
-     rf"^{_V}[/_]", "val_loss"),
+     rf"(loss|nll|crossentropy).*([/_ -]){_V}([/_ -]|$)|^{_V}_?loss|^tel$", "val_loss"),
     (r"acc(uracy)?", "train_acc"),
     (r"(^|[/_ -])(lm[ _-]?loss|loss|trl|train[ _/-]?loss|nll|ce[ _-]?loss|"
      r"crossentropyloss|ce loss|cross[ _-]?entropy)([/_ -]|$)|loss$|^loss", "train_loss"),

@@ -22,7 +22,12 @@ CASES = {
     "number of skipped iterations": "skipped", "number of nan iterations": "skipped",
     "accuracy": "train_acc", "val_acc": "val_acc", "eval_accuracy": "val_acc",
     "epoch": "other", "consumed samples": "other", "lm loss vs samples": "other",
-    "train_runtime": "other", "params norm": "other", "load_balancing_loss": "other",
+    "train_runtime": "other", "valid_wps": "other", "valid_wpb": "other",
+    "valid_bsz": "other", "valid_best_loss": "other", "valid1_loss": "val_loss",
+    "valid1_nll_loss": "val_loss", "train/ZLoss": "other", "train/Z loss": "other",
+    "eval/downstream/piqa_len_norm": "val_acc", "ewm_loss": "other", "ewm_loss_ratio": "other",
+    "eval/lm/c4/CE loss": "val_loss", "optim/total grad norm": "grad_norm",
+    "valid_nll_loss": "val_loss", "valid_ppl": "other", "params norm": "other", "load_balancing_loss": "other",
 }
 
 
