@@ -496,7 +496,7 @@ def _event(draw):
     return tensor_event(step, wall, tag, tensor(1, tensor_content=np.float32(value).tobytes()))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("TB_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=st.lists(_event(), min_size=0, max_size=60), chunk=st.sampled_from([64, 300, 1 << 20]))
 def test_random_files_match_the_protobuf_decoder(tmp_path_factory, events, chunk):
     directory = tmp_path_factory.mktemp("random")
@@ -547,3 +547,36 @@ def test_corpus_lightning_file(corpus):
     assert loss.value[:2].tolist() == [2.0573372840881348, 1.7567052841186523]
     assert loss.wall_time[0] == 1716735749.0009108
     assert info.warnings == () and info.skipped_count == 0
+
+
+@settings(max_examples=int(os.environ.get("TB_EXAMPLES", 40)), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(_event(), min_size=1, max_size=40), data=st.data(),
+       chunk=st.sampled_from([100, 1 << 20]))
+def test_random_damage_keeps_every_intact_record(tmp_path_factory, events, data, chunk):
+    path = write(tmp_path_factory.mktemp("damaged"), events)
+    reference, offsets = _reference([path]), record_offsets(path)
+    raw = bytearray(path.read_bytes())
+    flips = data.draw(st.lists(st.integers(0, len(raw) - 1), min_size=1, max_size=3))
+    for i in flips:
+        raw[i] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.one_of(st.none(), st.integers(0, len(raw))))
+    path.write_bytes(bytes(raw[:cut]))
+    end = len(raw) if cut is None else cut
+    try:
+        rec = read_one(path, chunk_bytes=chunk)
+    except ParseError:
+        assert min(flips) < 12  # only when the very first header is gone
+        return
+    got = [p[:4] for p in points(rec)]
+    intact = {k + 1 for k, (off, length) in enumerate(offsets)
+              if off + 16 + length <= min(end, min(flips)) or
+              (off >= max(flips) + 1 and off + 16 + length <= end and k and
+               all(not (o <= f < o + 12) for f in flips for o, _ in offsets))}
+    want = [p[:4] for p in reference if p[4] in intact]
+    assert all(any(same([g], [w]) for w in [r[:4] for r in reference]) for g in got)
+    assert all(any(same([w], [g]) for g in got) for w in want)
+    # fewer points than the records the cut left whole: something must be said
+    whole = {k + 1 for k, (off, length) in enumerate(offsets) if off + 16 + length <= end}
+    lost = sum(p[4] in whole for p in reference) > len(got)
+    assert not lost or rec.warnings or rec.skipped_count

@@ -469,9 +469,10 @@ def _read_file(run: _Run, path: Path, chunk_bytes: int) -> None:
         fh = open(path, "rb")
     except OSError as exc:
         raise ParseError(f"{path}: cannot read ({exc.strerror})") from None
-    before, framed = len(run.warnings), 0
+    before, framed, unframed_start = len(run.warnings), 0, False
     with fh:
         for chunk in tfrecord.scan(fh, size, chunk_bytes):
+            unframed_start |= any(off == 0 and lost == -1 for off, _, lost in chunk.problems)
             first = run.records + 1
             dec = _Chunk(chunk, run)
             dec.decode()
@@ -479,7 +480,7 @@ def _read_file(run: _Run, path: Path, chunk_bytes: int) -> None:
             _report(run, path.name, chunk, dec, first)
             run.records += chunk.starts.shape[0]
             framed += chunk.starts.shape[0]
-    if size and not framed:
+    if size and not framed and unframed_start:
         del run.warnings[before:]
         run.warnings.append(f"{path.name}: not a TFRecord event file (no valid record "
                             f"header in {size} bytes)")

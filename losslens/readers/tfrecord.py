@@ -152,6 +152,8 @@ def _header_candidates(buf: np.ndarray, n: int, every: bool = False
     walk checks the others one by one when the chain reaches them.
     """
     found_p, found_l = [], []
+    if n < 12:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
     for a in range(4):  # the length's upper half is a zero uint32 at p + 4, p ≡ a (mod 4)
         words = buf[a: a + (n - a) // 4 * 4].view("<u4")
         zero = words[1:-1] == 0
