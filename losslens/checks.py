@@ -662,7 +662,8 @@ def render_github(report: CheckReport) -> str:
             body = item.message or item.title
             out.append(f"::{level} {','.join(props)}::{_gh_data(body)}")
     verdict = "passed" if report.passed else "failed"
-    out.append(f"::notice title=losslens::{_gh_data(f'check {verdict}: {len(report.runs)} run(s), fail-on {report.config.fail_on}')}")
+    summary = f"check {verdict}: {len(report.runs)} run(s), fail-on {report.config.fail_on}"
+    out.append(f"::notice title=losslens::{_gh_data(summary)}")
     return "\n".join(out) + "\n"
 
 

@@ -149,6 +149,9 @@ def test_chart_breaks_lines_at_nan_and_marks_nonfinite():
     svg = chart("t", [Line("loss", steps, values, "#000")], uid="c")
     assert [len(p) for p in _polylines(svg)] == [3, 2, 3]
     assert "loss: NaN at step 3" in svg and "loss: +inf at step 6" in svg
+    assert "every value is non-finite" not in svg
+    allnan = chart("t", [Line("loss", steps, np.full(10, np.nan), "#000")], uid="e")
+    assert "every value is non-finite" in allnan and _polylines(allnan) == []
 
 
 def test_chart_downsamples_large_series_and_keeps_the_spike():

@@ -332,5 +332,9 @@ def chart(title: str, lines: Sequence[Line], marks: Sequence[Mark] = (),
     body.append("</g>")
     for ln in lines:
         body += _nonfinite(ln, fr)
+    if not any(np.isfinite(ln.values).any() for ln in lines):
+        body.append(f'<text x="{fr.left + fr.width / 2:.0f}" y="{fr.top + fr.height / 2:.0f}" '
+                    'text-anchor="middle" font-size="14" fill="#b00020">every value is '
+                    "non-finite: × on the bottom edge (NaN) or the top edge (inf)</text>")
     body.append("</svg>")
     return "\n".join(body)
