@@ -772,7 +772,7 @@ def test_composed_ui_export_ragged(tmp_path):
     path = tmp_path / "export.csv"
     path.write_text(UI_EXPORT)
     assert wandb_csv.sniff(path.name, path.read_bytes()) == 0.9
-    a, b = wandb_csv.read(path, "export.csv")
+    a, b = read_records(path)  # sniffed through the registry
     assert (a.run, b.run) == ("run a", "exp - 2")
     assert a.tags == ("train/loss",) and b.tags == ("train/loss", "eval/loss")
     steps, values, orders = series(a, "train/loss")
@@ -833,6 +833,10 @@ def test_csv_errors(tmp_path):
     empty.write_text("")
     with pytest.raises(ParseError, match="empty file"):
         wandb_csv.read(empty, "empty")
+    extremes = tmp_path / "extremes.csv"
+    extremes.write_text("Step,a - loss__MIN,a - loss__MAX\n0,1,2\n")
+    with pytest.raises(ParseError, match="no '<run> - <metric>' column besides __MIN/__MAX"):
+        wandb_csv.read(extremes, "extremes")
 
 
 # ------------------------------------------------------------------------------------------

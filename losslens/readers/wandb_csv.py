@@ -137,7 +137,7 @@ def _add_column(builder: RecordsBuilder, tag: str, cells, usable: np.ndarray,
     keep = usable & present & ~bad
     if not keep.any():
         return  # a text / media column, or a run with no point in this metric
-    if bad.any() and (present & ~bad).any():  # a numeric column with a few broken cells
+    if bad.any():  # a numeric column with a few broken cells
         for i in np.flatnonzero(bad & usable):
             builder.skip(int(lines[i]), f"column {tag!r}: not a number", str(cells[i]))
     builder.add_array(tag, steps[keep], values[keep], wall[keep], lines[keep])
@@ -156,14 +156,14 @@ def read_ui(path: Path, table: _Table) -> list[RunRecords]:
         if not _COMPANION.search(col):
             run, metric = _split(col)
             runs.setdefault(run, []).append((metric, j))
+    builders = [RecordsBuilder() for _ in runs]
+    if not builders:
+        raise ParseError(f"{path}: line 1: no '<run> - <metric>' column besides __MIN/__MAX")
+    table.skip_bad(builders[0])
+    usable, steps = _steps(table.columns[0], lines, builders[0], header[0], path)
+    wall = np.full(len(lines), np.nan)
     out = []
-    for n, (run, metrics) in enumerate(runs.items()):
-        builder = RecordsBuilder()
-        if n == 0:
-            table.skip_bad(builder)
-        usable, steps = _steps(table.columns[0], lines, builder if n == 0 else RecordsBuilder(),
-                               header[0], path)
-        wall = np.full(len(lines), np.nan)
+    for builder, (run, metrics) in zip(builders, runs.items()):
         for metric, j in metrics:
             _add_column(builder, metric, table.columns[j], usable, steps, lines, wall)
         meta = RunMeta(extra={"wandb.display_name": run, "wandb.export_x_axis": header[0]})
