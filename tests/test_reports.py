@@ -1,10 +1,8 @@
 """Markdown and HTML reports, the SVG plots, atomic output, and the Chromium screenshot."""
 from __future__ import annotations
 
-import math
 import os
 import re
-import shutil
 import sys
 from html.parser import HTMLParser
 from pathlib import Path

@@ -25,8 +25,11 @@ def code(value: object) -> str:
     return f"`{text}`"
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+def table(header: Sequence[str], rows: Iterable[Sequence[object]],
+          right: Sequence[int] = ()) -> list[str]:
+    """A pipe table; columns in `right` are right-aligned (numbers)."""
+    rule = "|".join("---:" if i in right else "---" for i in range(len(header)))
+    out = ["| " + " | ".join(header) + " |", "|" + rule + "|"]
     out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return out
 
@@ -104,11 +107,11 @@ def run_section(ra) -> list[str]:
     out += ["### Series", ""] + table(
         ("tag", "role", "points", "steps", "non-finite"),
         ([s.tag, s.role, f"{s.points:,}", f"{s.first_step}–{s.last_step}", s.nonfinite or ""]
-         for s in info.series)) + [""]
+         for s in info.series), right=(2, 4)) + [""]
     out += ["### Events", ""]
     if ra.events:
         out += table(("id", "kind", "tag", "steps", "peak", "magnitude", "recovery",
-                      "severity"), (event_row(e) for e in ra.events)) + [""]
+                      "severity"), (event_row(e) for e in ra.events), right=(4, 5)) + [""]
     else:
         out += ["No events.", ""]
     out += ["### Findings", ""]
