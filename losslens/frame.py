@@ -225,7 +225,7 @@ def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFr
         "value": rec.value[idx],
         "wall_time": rec.wall_time[idx],
         "segment": seg[idx],
-    })
+    }, copy=False)  # the columns are fresh arrays: no second copy of 4M-point runs
     segments = []
     prev_last: int | None = None
     for new_id, old_id in enumerate(used):
@@ -280,9 +280,10 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
             "run": pd.Categorical.from_codes(run_codes, categories=pd.Index(names)),
             "tag": union_categoricals([f["tag"] for f in frames]) if len(frames) > 1
             else frames[0]["tag"].array,
-            **{c: np.concatenate([f[c].to_numpy() for f in frames])
-               for c in ("step", "value", "wall_time", "segment")},
-        })
+            **{c: np.concatenate([f[c].to_numpy() for f in frames]) if len(frames) > 1
+               else frames[0][c].to_numpy() for c in ("step", "value", "wall_time", "segment")},
+        }, copy=False)
+        frames.clear()
     else:
         data = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
             COLUMNS, ("category", "category", "int64", "float64", "float64", "int32"))})
