@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import Columns, fragments, head_text, parse_float, read_text, split_truncated
+from .textutil import Rows, fragments, head_text, parse_float, read_text, split_truncated
 
 _FINAL_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second",
                "train_loss", "total_flos", "train_tokens_per_second")
@@ -46,6 +46,28 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+class _SameStep:
+    """Drops the values an eval log repeats at a step already written (`epoch`, token count).
+
+    Eval logs sit at the step of the training log before them; a key that log (or an earlier
+    eval at the same step) already wrote would otherwise look like a step going back.
+    """
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+        self.keys: set[str] = set()
+        self.repeats = 0  # eval metrics dropped this way (two evals on one step)
+
+    def keep(self, step: int, values: dict[str, float], is_eval: bool) -> dict[str, float]:
+        if step != self.step:
+            self.step, self.keys = step, set()
+        if is_eval and self.keys.intersection(values):
+            self.repeats += sum(k.startswith(_EVAL_PREFIX) for k in self.keys.intersection(values))
+            values = {k: v for k, v in values.items() if k not in self.keys}
+        self.keys.update(values)
+        return values
+
+
 # ================================================================ trainer_state.json
 
 
@@ -60,8 +82,9 @@ def read_hf_trainer_state(path: Path, run: str) -> list[RunRecords]:
     text = _read_text(path)
     b = RecordsBuilder()
     state, history = _load_state(text, path, b)
-    cols, extra = Columns(), {}
+    rows, extra = Rows(), {}
     strings: set[str] = set()
+    dedupe = _SameStep()
     for index, entry in enumerate(history, 1):
         if not isinstance(entry, dict) or not _is_number(entry.get("step")):
             b.skip(index, "log_history entry without an integer step", json.dumps(entry)[:200])
@@ -71,19 +94,16 @@ def read_hf_trainer_state(path: Path, run: str) -> list[RunRecords]:
             extra.update({f"final.{k}": str(v) for k, v in entry.items() if k != "step"})
             extra["final.step"] = str(step)
             continue
-        is_eval = "loss" not in entry and any(k.startswith(_EVAL_PREFIX) for k in entry)
+        values = {}
         for key, value in entry.items():
-            if key == "step":
-                continue
-            if not _is_number(value):
-                if isinstance(value, str):
-                    strings.add(key)
-                continue
-            # eval entries repeat `epoch` etc. at the training entry's step: not a new point
-            if is_eval and cols.last_step(key) == step:
-                continue
-            cols.add(key, step, float(value), index)
-    cols.into(b)
+            if _is_number(value) and key != "step":
+                values[key] = float(value)
+            elif isinstance(value, str):
+                strings.add(key)
+        is_eval = "loss" not in entry and any(k.startswith(_EVAL_PREFIX) for k in entry)
+        values = dedupe.keep(step, values, is_eval)
+        rows.group(tuple(values)).append((index, step, *values.values()))
+    rows.into(b)
     if strings:
         extra["non_numeric_keys"] = ",".join(sorted(strings))
     return [b.build(run, str(path), "hf-trainer-state", _state_meta(state, extra))]
@@ -143,9 +163,7 @@ def _state_meta(state: dict, extra: dict[str, str]) -> RunMeta:
 # ================================================================ console
 
 
-_DICT_START = re.compile(r"\{'([^']*)': ")
 _STRICT = re.compile(r"\{'(?:loss|eval_\w+|test_\w+|train_runtime)': ")
-_PAIR = re.compile(r"\s*'([^']*)':\s*('[^']*'|[^,']*?)\s*(?:,|$)")
 # some 4.3x versions printed `'grad_norm': tensor(1.23, device='cuda:0')`
 _TENSOR = re.compile(r"tensor\(([^,()]+)(?:, [^()]*)?\)")
 _NUMPY = re.compile(r"(?:np|numpy)\.\w+\((.*)\)$")
@@ -257,12 +275,9 @@ def _args_line(st: _Console, frag: str) -> bool:
 
 
 def _dict(st: _Console, lineno: int, frag: str, brace: int, truncated: bool) -> None:
-    strict = bool(_STRICT.match(frag, brace))
-    if not _DICT_START.match(frag, brace):
-        return
     values = _parse_dict(frag, brace)
     if values is None:
-        if strict:
+        if _STRICT.match(frag, brace):
             reason = "truncated last line" if truncated else "HF log dict that does not parse"
             st.b.skip(lineno, reason, frag[brace:])
             if frag.startswith("{'loss'", brace):  # still a training log: later steps count it
@@ -271,15 +286,17 @@ def _dict(st: _Console, lineno: int, frag: str, brace: int, truncated: bool) -> 
     if "train_runtime" in values:
         st.final.update({k: _fmt(v) for k, v in values.items()})
         return
-    if any(k.startswith(_EVAL_PREFIX) for k in values) and "loss" not in values:
+    if "loss" not in values and ("'eval_" in frag or "'test_" in frag) \
+            and any(k.startswith(_EVAL_PREFIX) for k in values):
         st.logs.append(_Log("eval", lineno, values, st.section, st.train_count))
     elif "loss" in values or "learning_rate" in values or "grad_norm" in values:
         st.train_count += 1
         log = _Log("train", lineno, values, st.section, st.train_count)
-        bar = _BAR.search(frag, 0, brace)
-        if bar:
-            log.before = (int(bar.group(1)), int(bar.group(2)))
-        elif st.last_bar and st.last_bar[0] == lineno:
+        if "|" in frag:
+            bar = _BAR.search(frag, 0, brace)
+            if bar:
+                log.before = (int(bar.group(1)), int(bar.group(2)))
+        if log.before is None and st.last_bar and st.last_bar[0] == lineno:
             log.before = st.last_bar[1:]
         st.logs.append(log)
         st.awaiting.append(log)
@@ -290,30 +307,35 @@ def _fmt(v: float) -> str:
 
 
 def _parse_dict(frag: str, brace: int) -> dict[str, float] | None:
-    """Numeric items of the printed dict; None when it is cut or not a flat dict."""
+    """Numeric items of the printed dict; None when it is cut or not a flat `'key': value` dict."""
     end = frag.find("}", brace)
     if end < 0:
         return None
-    inner, pos, out = _TENSOR.sub(r"\1", frag[brace + 1:end]), 0, {}
-    while pos < len(inner):
-        m = _PAIR.match(inner, pos)
-        if not m or m.end() == pos:
+    inner = frag[brace + 2:end]  # after "{'"
+    if "tensor(" in inner:
+        inner = _TENSOR.sub(r"\1", inner)
+    out: dict[str, float] = {}
+    for item in inner.split(", '"):
+        key, sep, raw = item.partition("': ")
+        if not sep or "'" in key:
             return None
-        pos = m.end()
-        raw = m.group(2)
-        if raw.startswith("'"):
+        try:
+            out[key] = float(raw)  # 4.x: a bare number, nan or inf
+            continue
+        except ValueError:
+            pass
+        raw = raw.strip()
+        if raw[:1] == "'" and raw[-1:] == "'" and len(raw) > 1:
             try:  # 5.x prints floats as strings; other strings are not metrics
-                out[m.group(1)] = parse_float(raw[1:-1])
+                out[key] = parse_float(raw[1:-1])
             except ValueError:
                 pass
-            continue
-        if raw in ("True", "False", "None"):
-            continue
-        num = _NUMPY.match(raw)
-        try:
-            out[m.group(1)] = parse_float(num.group(1) if num else raw)
-        except ValueError:
-            return None
+        elif raw not in ("True", "False", "None"):
+            num = _NUMPY.match(raw)
+            try:
+                out[key] = parse_float(num.group(1) if num else raw)
+            except ValueError:
+                return None
     return out
 
 
@@ -379,16 +401,14 @@ def _assign_steps(st: _Console) -> str:
             return by_bar[(section, k)]
         return base + k
 
-    cols, repeats = Columns(), 0
+    rows, dedupe = Rows(), _SameStep()
     for log in st.logs:
         k = log.train_index
         step = train_step(log.section, k) if k else st.bases[log.section]
-        for key, value in log.values.items():
-            if log.kind == "eval" and cols.last_step(key) == step:
-                repeats += key.startswith(_EVAL_PREFIX)
-                continue  # `epoch` etc. repeated at the training dict's step
-            cols.add(key, step, value, log.line)
-    cols.into(st.b)
+        values = dedupe.keep(step, log.values, log.kind == "eval")
+        rows.group(tuple(values)).append((log.line, step, *values.values()))
+    rows.into(st.b)
+    repeats = dedupe.repeats
     if repeats:
         st.b.warn(f"{repeats} eval values fell on the step of an earlier eval (no training "
                   "log between them); kept the first")

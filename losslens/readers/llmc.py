@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import Columns, fragments, head_text, parse_float, read_text, split_truncated
+from .textutil import Rows, fragments, head_text, parse_float, read_text, split_truncated
 
 _N = r"\s*(\S+?)"  # a printed number (padding allowed before it)
 _ZS = r"(?: \([^)]*z\))?"  # llm.c z-score suffix, ignored
@@ -44,6 +44,7 @@ _SNIFF_CONSOLE = re.compile(
     r"|^step \d+: train loss \S+ \(took ")
 _SNIFF_MAIN = re.compile(r"(?m)^s:\d+ (?:trl|tel|eval):\S")
 _MAIN_LINE = re.compile(r"s:(\d+)((?: \w+:\S+)+)\s*$")
+_MAIN_TRAIN = re.compile(r"s:(\d+) trl:(\S+) lr:(\S+) norm:(\S+)\s*$")  # the common line
 _MAIN_PAIR = re.compile(r" (\w+):(\S+)")
 
 
@@ -55,6 +56,13 @@ def sniff_llmc_mainlog(name: str, head: bytes) -> float:
     if not _SNIFF_MAIN.search(head_text(head)):
         return 0.0
     return 0.95 if name == "main.log" else 0.9
+
+
+def _num(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return parse_float(text)
 
 
 def _read_text(path: Path) -> str:
@@ -72,7 +80,7 @@ class _Console:
 
     def __init__(self) -> None:
         self.b = RecordsBuilder()
-        self.cols = Columns()
+        self.rows = Rows()
         self.step = 0  # latest printed step
         self.seen_point = False
         self.table: dict[str, str] = {}
@@ -100,7 +108,7 @@ class _Console:
         elif frag.startswith("generating:"):
             self.gen = 1
         elif frag.startswith("skipping update due to"):
-            self.cols.add("skipped updates", self.step + 1, 1.0, lineno)
+            self.rows.group(("skipped updates",)).append((lineno, self.step + 1, 1.0))
         elif frag.startswith("Writing checkpoint at step"):
             self.checkpoints.append(frag.rsplit(" ", 1)[-1].strip())
         elif frag.startswith("=> setting grad_accum_steps="):
@@ -127,15 +135,18 @@ class _Console:
         m = _PIPES.match(frag)
         if not m:
             return False
-        step, values = int(m.group(1)), [parse_float(m.group(i)) for i in (4, 5, 6, 7, 10)]
-        mfu = parse_float(m.group(8)) if m.group(8) else None
-        self._put(lineno, step, ("train loss" if m.group(3) else "loss", values[0]),
-                  ("norm", values[1]), ("lr", values[2]), ("time_ms", values[3]),
-                  ("tok/s", values[4]))
-        if mfu is not None and mfu >= 0:
-            self.cols.add("mfu", step, mfu, lineno)
-        if m.group(9):
-            self.precision = m.group(9).split()[-1].lower()
+        g = m.groups()
+        step = int(g[0])
+        row = (lineno, step, _num(g[3]), _num(g[4]), _num(g[5]), _num(g[6]), _num(g[9]))
+        mfu = _num(g[7]) if g[7] else -1.0
+        loss = "train loss" if g[2] else "loss"
+        if mfu >= 0:
+            self.rows.group((loss, "norm", "lr", "time_ms", "tok/s", "mfu")).append(row + (mfu,))
+        else:
+            self.rows.group((loss, "norm", "lr", "time_ms", "tok/s")).append(row)
+        if g[8] and self.precision is None:
+            self.precision = g[8].split()[-1].lower()
+        self.step = step
         return True
 
     def _colon(self, lineno: int, frag: str) -> bool:
@@ -157,15 +168,15 @@ class _Console:
         return True
 
     def _put(self, lineno: int, step: int, *pairs: tuple[str, float]) -> None:
-        for tag, value in pairs:
-            self.cols.add(tag, step, value, lineno)
+        tags = tuple(tag for tag, _ in pairs)
+        self.rows.group(tags).append((lineno, step, *(value for _, value in pairs)))
         self.step = step
 
     def _val(self, lineno: int, frag: str) -> None:
         m = _VAL.match(frag)
         try:
             if m:
-                self.cols.add("val loss", self.step, parse_float(m.group(1)), lineno)
+                self.rows.group(("val loss",)).append((lineno, self.step, _num(m.group(1))))
                 return
         except ValueError:
             pass
@@ -175,7 +186,7 @@ class _Console:
         m = _HELLA.match(frag)
         try:
             if m:
-                self.cols.add("HellaSwag", self.step, parse_float(m.group(3)), lineno)
+                self.rows.group(("HellaSwag",)).append((lineno, self.step, _num(m.group(3))))
                 return
         except ValueError:
             pass
@@ -198,7 +209,7 @@ def read_llmc(path: Path, run: str) -> list[RunRecords]:
     if tail:
         if _LOOKS.match(tail.strip()) or tail.startswith(("val loss", "HellaSwag:")):
             st.b.skip(tail_line, "truncated last line", tail)
-    st.cols.into(st.b)
+    st.rows.into(st.b)
     return [st.b.build(run, str(path), "llmc", _console_meta(st))]
 
 
@@ -241,24 +252,29 @@ def _console_meta(st: _Console) -> RunMeta:
 
 def read_llmc_mainlog(path: Path, run: str) -> list[RunRecords]:
     body, tail, tail_line = split_truncated(_read_text(path))
-    b, cols = RecordsBuilder(), Columns()
+    b, rows = RecordsBuilder(), Rows()
+    train = rows.group(("trl", "lr", "norm"))
     for lineno, frag in fragments(body):
         if not frag.startswith("s:"):
             continue
-        m = _MAIN_LINE.match(frag)
         try:
+            m = _MAIN_TRAIN.match(frag)
             if m:
-                step = int(m.group(1))
-                pairs = [(k, parse_float(v)) for k, v in _MAIN_PAIR.findall(m.group(2))]
-                for key, value in pairs:
-                    cols.add(key, step, value, lineno)
+                g = m.groups()
+                train.append((lineno, int(g[0]), _num(g[1]), _num(g[2]), _num(g[3])))
+                continue
+            m = _MAIN_LINE.match(frag)
+            if m:
+                pairs = _MAIN_PAIR.findall(m.group(2))
+                rows.group(tuple(k for k, _ in pairs)).append(
+                    (lineno, int(m.group(1)), *(_num(v) for _, v in pairs)))
                 continue
         except ValueError:
             pass
         b.skip(lineno, "llm.c main.log line that does not parse", frag)
     if tail.startswith("s:"):
         b.skip(tail_line, "truncated last line", tail)
-    cols.into(b)
+    rows.into(b)
     meta = RunMeta(framework="llm.c", extra={
         "step_base": "0 (main.log step = console step - 1)",
         "lr_resolution": "1e-06 (lr:%.6f truncates smaller rates)"})

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import Columns, fragments, head_text, parse_float, read_text, split_truncated
+from .textutil import Rows, fragments, head_text, parse_float, read_text, split_truncated
 
 FORMAT = "nanogpt"
 
@@ -57,21 +57,20 @@ def read(path: Path, run: str) -> list[RunRecords]:
     except OSError as exc:
         raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
     body, tail, tail_line = split_truncated(text)
-    b, cols = RecordsBuilder(), Columns()
-    config: dict[str, str] = {}
-    sentinels = 0
+    b, st = RecordsBuilder(), _State()
     in_config = False
     for lineno, frag in fragments(body):
         if in_config:
             m = _ASSIGN.match(frag)
             if m:
-                config[m.group(1)] = m.group(2).strip("'\"")
+                st.config[m.group(1)] = m.group(2).strip("'\"")
                 continue
             in_config = frag.startswith(("#", "import ", "from ")) or not frag.strip()
             if in_config:
                 continue
         if frag.startswith(("iter ", "step ")):
-            sentinels += _metric(frag, lineno, cols, b)
+            if not _metric(frag, lineno, st) and _LOOKS.match(frag):
+                b.skip(lineno, "nanoGPT metric line that does not parse", frag)
         elif frag.startswith("Resuming training from"):
             b.header(lineno)
         elif frag.startswith("Overriding config with"):
@@ -79,44 +78,57 @@ def read(path: Path, run: str) -> list[RunRecords]:
         elif frag.startswith("Overriding: "):
             m = _OVERRIDE.match(frag)
             if m:
-                config[m.group(1)] = m.group(2).strip("'\"")
+                st.config[m.group(1)] = m.group(2).strip("'\"")
         elif frag.startswith("tokens per iteration"):
             m = _TOKENS.match(frag)
             if m:
-                config["tokens_per_iter"] = m.group(1).replace(",", "")
+                st.config["tokens_per_iter"] = m.group(1).replace(",", "")
     if tail and _LOOKS.match(tail.strip()):
         b.skip(tail_line, "truncated last line", tail)
-    cols.into(b)
-    return [b.build(run, str(path), FORMAT, _meta(config, sentinels))]
+    st.rows.into(b)
+    return [b.build(run, str(path), FORMAT, _meta(st.config, st.sentinels))]
 
 
-def _metric(frag: str, lineno: int, cols: Columns, b: RecordsBuilder) -> int:
-    """Parse one `iter`/`step` line; returns 1 when it carried the mfu warm-up sentinel."""
-    if not _LOOKS.match(frag):
-        return 0
+class _State:
+    def __init__(self) -> None:
+        self.rows = Rows()
+        self.full = self.rows.group(("loss", "time", "mfu"))
+        self.no_mfu = self.rows.group(("loss", "time"))
+        self.evals = self.rows.group(("train loss", "val loss"))
+        self.config: dict[str, str] = {}
+        self.sentinels = 0
+
+
+def _num(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return parse_float(text)
+
+
+def _metric(frag: str, lineno: int, st: _State) -> bool:
+    """Parse one `iter`/`step` line into st; False when it is not a metric line of ours."""
     m = _ITER.match(frag)
     try:
         if m:
-            step = int(m.group(1))
-            cols.add("loss", step, parse_float(m.group(2)), lineno)
-            cols.add("time", step, parse_float(m.group(3)), lineno)
-            if m.group(4) is not None:
-                mfu = parse_float(m.group(4))
-                if mfu == -100.0:
-                    return 1
-                cols.add("mfu", step, mfu, lineno)
-            return 0
+            step, loss, ms, mfu = m.groups()
+            row = (lineno, int(step), _num(loss), _num(ms))
+            if mfu is None:
+                st.no_mfu.append(row)
+            elif _num(mfu) == -100.0:  # warm-up sentinel, not a measurement
+                st.sentinels += 1
+                st.no_mfu.append(row)
+            else:
+                st.full.append(row + (_num(mfu),))
+            return True
         m = _EVAL.match(frag)
         if m:
-            step = int(m.group(1))
-            train, val = parse_float(m.group(2).rstrip(",")), parse_float(m.group(3))
-            cols.add("train loss", step, train, lineno)
-            cols.add("val loss", step, val, lineno)
-            return 0
+            st.evals.append((lineno, int(m.group(1)), _num(m.group(2).rstrip(",")),
+                             _num(m.group(3))))
+            return True
     except ValueError:
         pass
-    b.skip(lineno, "nanoGPT metric line that does not parse", frag)
-    return 0
+    return False
 
 
 def _meta(config: dict[str, str], sentinels: int) -> RunMeta:

@@ -19,12 +19,13 @@ and every header is a run header.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import fragments, head_text, parse_float, read_text, split_truncated
+from .textutil import Rows, fragments, head_text, parse_float, read_text, split_truncated
 
 FORMAT = "pix2pix"
 
@@ -50,15 +51,12 @@ def read(path: Path, run: str) -> list[RunRecords]:
         raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
     body, tail, tail_line = split_truncated(text)
     b = RecordsBuilder()
-    rows: list[tuple[int, int, int, list[tuple[str, float]]]] = []  # (line, epoch, iters, pts)
+    groups: dict[tuple[str, ...], list[tuple]] = {}  # tags -> rows (line, epoch, iters, *values)
     runs: list[str] = []
     for lineno, frag in fragments(body):
         if frag.startswith("(epoch:"):
-            row = _parse(frag)
-            if row is None:
+            if not _parse(frag, lineno, groups):
                 b.skip(lineno, "pix2pix loss line that does not parse", frag)
-            else:
-                rows.append((lineno, *row))
         elif frag.startswith("="):
             m = _HEADER.match(frag)
             if m:
@@ -66,8 +64,13 @@ def read(path: Path, run: str) -> list[RunRecords]:
                 runs.append(m.group(1))
     if tail.startswith("(epoch:"):
         b.skip(tail_line, "truncated last line", tail)
-    per_epoch, how = _images_per_epoch(rows, b.headers)
-    _emit(rows, per_epoch, b)
+    blocks = {tags: np.array(rows, dtype=np.float64) for tags, rows in groups.items()}
+    per_epoch, how = _images_per_epoch(list(blocks.values()), b.headers)
+    table = Rows()
+    for tags, arr in blocks.items():
+        step = (arr[:, 1].astype(np.int64) - 1) * per_epoch + arr[:, 2].astype(np.int64)
+        table.block(tags, arr[:, 0], step, arr[:, 3:])
+    table.into(b)
     extra = {"step_source": f"(epoch - 1) * {per_epoch} + iters ({how})",
              "images_per_epoch": str(per_epoch), "run_headers": str(len(runs))}
     if runs:
@@ -75,58 +78,52 @@ def read(path: Path, run: str) -> list[RunRecords]:
     return [b.build(run, str(path), FORMAT, RunMeta(framework="pix2pix", extra=extra))]
 
 
-def _parse(frag: str) -> tuple[int, int, list[tuple[str, float]]] | None:
+def _parse(frag: str, lineno: int, groups: dict[tuple[str, ...], list[tuple]]) -> bool:
     m = _LINE.match(frag)
     if not m:
-        return None
+        return False
+    epoch, iters, t, data, rest = m.groups()
+    pairs = _PAIR.findall(rest)
+    keys = ("time", "data") if data is not None else ("time",)  # old versions: no data time
+    raws = (t, data) if data is not None else (t,)
+    if pairs:
+        names, values = zip(*pairs)
+        keys, raws = keys + names, raws + values
     try:
-        pts = [("time", parse_float(m.group(3)))]
-        if m.group(4) is not None:  # older versions print no data-loading time
-            pts.append(("data", parse_float(m.group(4))))
-        pts += [(k, parse_float(v)) for k, v in _PAIR.findall(m.group(5))]
+        nums = tuple(map(float, raws))
     except ValueError:
-        return None
-    return int(m.group(1)), int(m.group(2)), pts
+        try:
+            nums = tuple(map(parse_float, raws))
+        except ValueError:
+            return False
+    rows = groups.get(keys)
+    if rows is None:
+        rows = groups[keys] = []
+    rows.append((lineno, int(epoch), int(iters)) + nums)
+    return True
 
 
-def _images_per_epoch(rows, headers: list[int]) -> tuple[int, str]:
+def _images_per_epoch(blocks: list[np.ndarray], headers: list[int]) -> tuple[int, str]:
     """Images per epoch, and how it was found (see the module docstring)."""
-    if not rows:
+    if not blocks:
         return 0, "no loss lines"
-    largest = max(r[2] for r in rows)
-    hdrs = sorted(headers)
-    gaps: Counter[int] = Counter()
-    changes: list[tuple[int, int]] = []
-    for (l0, e0, i0, _), (l1, e1, i1, _) in zip(rows, rows[1:]):
-        if _header_between(hdrs, l0, l1):
-            continue
-        if e1 == e0 and i1 > i0:
-            gaps[i1 - i0] += 1
-        elif e1 == e0 + 1:
-            changes.append((i0, i1))
-    if gaps and changes:
-        freq = gaps.most_common(1)[0][0]
-        est = Counter(i0 + freq - i1 for i0, i1 in changes).most_common(1)[0][0]
+    rows = np.concatenate([blk[:, :3] for blk in blocks]).astype(np.int64)
+    line, epoch, iters = rows[np.argsort(rows[:, 0], kind="stable")].T
+    largest = int(iters.max())
+    # consecutive lines of one run (no header between them)
+    run_of = np.searchsorted(np.asarray(sorted(headers), dtype=np.int64), line)
+    same_run = run_of[1:] == run_of[:-1]
+    step_in = same_run & (epoch[1:] == epoch[:-1]) & (iters[1:] > iters[:-1])
+    change = same_run & (epoch[1:] == epoch[:-1] + 1)
+    if step_in.any() and change.any():
+        freq = _mode(iters[1:][step_in] - iters[:-1][step_in])
+        est = _mode(iters[:-1][change] + freq - iters[1:][change])
         if est >= largest:
-            return est, f"inferred at {len(changes)} epoch changes with print_freq {freq}"
+            return est, (f"inferred at {int(change.sum())} epoch changes with print_freq {freq}")
     return largest, "largest iters seen"
 
 
-def _header_between(headers: list[int], a: int, b: int) -> bool:
-    from bisect import bisect_right
-
-    i = bisect_right(headers, a)
-    return i < len(headers) and headers[i] < b
-
-
-def _emit(rows, per_epoch: int, b: RecordsBuilder) -> None:
-    cols: dict[str, tuple[list[int], list[float], list[int]]] = {}
-    for lineno, epoch, iters, pts in rows:
-        step = (epoch - 1) * per_epoch + iters
-        for tag, value in pts:
-            c = cols.setdefault(tag, ([], [], []))
-            c[0].append(step)
-            c[1].append(value)
-            c[2].append(lineno)
-    for tag, (steps, values, orders) in cols.items():
-        b.add_array(tag, steps, values, orders=orders)
+def _mode(values: np.ndarray) -> int:
+    """The most common value (the smallest of the ties)."""
+    uniq, counts = np.unique(values, return_counts=True)
+    return int(uniq[np.argmax(counts)])

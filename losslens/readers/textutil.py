@@ -127,3 +127,65 @@ class Columns:
         """Hand every column to `builder` (a records.RecordsBuilder)."""
         for tag, (steps, values, orders) in self._data.items():
             builder.add_array(tag, steps, values, orders=orders)
+
+
+class Rows:
+    """Points gathered a line at a time, for text logs with millions of points.
+
+    A reader asks for the row list of a tuple of tags once (`group`) and appends one tuple per
+    line: `(order, step, v1, v2, ...)`, or `(order, step, wall_time, v1, ...)` for a group made
+    with `wall=True`. `into` converts every group with one numpy call and hands each tag's
+    points to a RecordsBuilder in write order, whichever groups they came from.
+    """
+
+    __slots__ = ("_groups", "_blocks")
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[tuple[str, ...], bool], list[tuple]] = {}
+        self._blocks: list[tuple] = []
+
+    def block(self, tags: tuple[str, ...], order, step, values, walls=None) -> None:
+        """Add columns already in numpy: `values` has one column per tag."""
+        self._blocks.append((tags, order, step, values, walls))
+
+    def group(self, tags: tuple[str, ...], wall: bool = False) -> list[tuple]:
+        rows = self._groups.get((tags, wall))
+        if rows is None:
+            rows = self._groups[(tags, wall)] = []
+        return rows
+
+    def __len__(self) -> int:
+        return (sum(len(rows) * len(tags) for (tags, _), rows in self._groups.items())
+                + sum(len(b[1]) * len(b[0]) for b in self._blocks))
+
+    def into(self, builder) -> None:
+        """Hand every tag's points to `builder` (a records.RecordsBuilder)."""
+        import numpy as np
+
+        parts: dict[str, list[tuple]] = {}
+        for tags, order, step, values, walls in self._blocks:
+            for j, tag in enumerate(tags):
+                parts.setdefault(tag, []).append((np.asarray(order, np.int64),
+                                                  np.asarray(step, np.int64), values[:, j], walls))
+        for (tags, wall), rows in self._groups.items():
+            if not rows:
+                continue
+            arr = np.array(rows, dtype=np.float64).reshape(len(rows), -1)
+            order, step = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
+            walls = arr[:, 2] if wall else None
+            first = 3 if wall else 2
+            for j, tag in enumerate(tags):
+                parts.setdefault(tag, []).append((order, step, arr[:, first + j], walls))
+        for tag, chunks in parts.items():
+            order = np.concatenate([c[0] for c in chunks])
+            step = np.concatenate([c[1] for c in chunks])
+            value = np.concatenate([c[2] for c in chunks])
+            walls = None
+            if any(c[3] is not None for c in chunks):
+                walls = np.concatenate([c[3] if c[3] is not None else np.full(c[0].shape, np.nan)
+                                        for c in chunks])
+            if len(chunks) > 1:  # restore write order across groups
+                idx = np.argsort(order, kind="stable")
+                order, step, value = order[idx], step[idx], value[idx]
+                walls = walls[idx] if walls is not None else None
+            builder.add_array(tag, step, value, wall_times=walls, orders=order)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import calendar
 import re
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import (fragments, head_text, parse_float, read_text, split_truncated,
+from .textutil import (Rows, fragments, head_text, parse_float, read_text, split_truncated,
                        strip_ansi, strip_prefix)
 
 FORMAT = "torchtitan"
@@ -43,31 +44,13 @@ def sniff(name: str, head: bytes) -> float:
     return 0.9 if _SNIFF.search(strip_ansi(text)) else 0.0
 
 
-class _Points:
-    """Per-tag columns with a wall time per point."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, tuple[list[int], list[float], list[float], list[int]]] = {}
-
-    def add(self, tag: str, step: int, value: float, wall: float, order: int) -> None:
-        cols = self.data.get(tag)
-        if cols is None:
-            cols = self.data[tag] = ([], [], [], [])
-        for col, item in zip(cols, (step, value, wall, order)):
-            col.append(item)
-
-    def into(self, b: RecordsBuilder) -> None:
-        for tag, (steps, values, walls, orders) in self.data.items():
-            b.add_array(tag, steps, values, wall_times=walls, orders=orders)
-
-
 def read(path: Path, run: str) -> list[RunRecords]:
     try:
         text = read_text(path)
     except OSError as exc:
         raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
     body, tail, tail_line = split_truncated(text)
-    b, pts = RecordsBuilder(), _Points()
+    b, pts = RecordsBuilder(), Rows()
     meta: dict[str, object] = {}
     extra: dict[str, str] = {}
     for lineno, frag in fragments(body):
@@ -82,14 +65,14 @@ def read(path: Path, run: str) -> list[RunRecords]:
             _model_args(frag, meta, extra)
     if tail and _TAIL_LOOKS.search(strip_prefix(strip_ansi(tail))):
         b.skip(tail_line, "truncated last line", tail)
-    if pts.data:
+    if len(pts):
         extra["wall_time_zone"] = "log timestamps carry no zone; read as UTC"
     pts.into(b)
     return [b.build(run, str(path), FORMAT,
                     RunMeta(framework="torchtitan", extra=extra, **meta))]
 
 
-def _metric(lineno: int, frag: str, pts: _Points, b: RecordsBuilder) -> None:
+def _metric(lineno: int, frag: str, pts: Rows, b: RecordsBuilder) -> None:
     m = _LOOKS.search(frag)
     if not m:
         return
@@ -100,9 +83,8 @@ def _metric(lineno: int, frag: str, pts: _Points, b: RecordsBuilder) -> None:
     if not points:
         b.skip(lineno, "torchtitan step line that does not parse", frag)
         return
-    step, wall = int(m.group(2)), _wall(frag[:m.start()])
-    for tag, value in points:
-        pts.add(tag, step, value, wall, lineno)
+    row = (lineno, int(m.group(2)), _wall(frag[:m.start()]), *(v for _, v in points))
+    pts.group(tuple(t for t, _ in points), wall=True).append(row)
 
 
 def _fields(validate: bool, rest: str) -> list[tuple[str, float]]:
@@ -112,7 +94,7 @@ def _fields(validate: bool, rest: str) -> list[tuple[str, float]]:
         return out
     for key, raw in _FIELD.findall(rest):
         if key == "loss":
-            out.append((VAL_TAG if validate else "loss", parse_float(raw)))
+            out.append((VAL_TAG if validate else "loss", _num(raw)))
         elif validate:
             continue  # only the validation loss is a series of interest
         elif key == "memory":
@@ -123,17 +105,31 @@ def _fields(validate: bool, rest: str) -> list[tuple[str, float]]:
         elif key == "mfu" and raw.upper() == "N/A":
             continue
         else:
-            out.append((key, parse_float(raw.replace(",", ""))))
+            out.append((key, _num(raw)))
     return out
+
+
+def _num(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return parse_float(raw.replace(",", ""))  # `12,345`, `12.34%`
 
 
 def _wall(prefix: str) -> float:
     m = _STAMP.search(prefix)
     if not m:
         return float("nan")
-    y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
     frac = float("0." + m.group(7)) if m.group(7) else 0.0
-    return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) + frac
+    return _minute(m.group(0)[:16]) + int(m.group(6)) + frac
+
+
+@lru_cache(maxsize=4096)
+def _minute(stamp: str) -> int:
+    """Epoch seconds of `YYYY-MM-DD HH:MM` (UTC); cached, consecutive lines share minutes."""
+    y, mo, d, h, mi = int(stamp[:4]), int(stamp[5:7]), int(stamp[8:10]), int(stamp[11:13]), \
+        int(stamp[14:16])
+    return calendar.timegm((y, mo, d, h, mi, 0, 0, 0, 0))
 
 
 def _model_args(frag: str, meta: dict[str, object], extra: dict[str, str]) -> None:
