@@ -9,7 +9,8 @@ Statistic (causal: a point's verdict uses only the points before it):
 
 - Space: log of the values while every value so far is positive (a loss spanning decades keeps
   one noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
-  non-positive value on (RL and policy losses change sign).
+  non-positive value on (RL and policy losses change sign), or from where the level comes
+  within 10 additive noise scales of 0 (values hovering near 0).
 - Level: median of the `window` finite points before the point, plus the median of their own
   residuals against their trailing medians (the lag of a median on a trending curve). Scale:
   1.4826 x the median absolute deviation of those residuals, floored by the print resolution
@@ -44,6 +45,13 @@ from ..frame import Series
 MAD_TO_SIGMA = 1.4826
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
+#: Heavy tails: |z| beyond TAIL_Z counts as a large excursion; the raised threshold assumes
+#: a power-law tail of index TAIL_INDEX and aims at TAIL_RATE false alarms per point.
+TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
+#: Log space is left (for good) where the level is within this many additive noise scales
+#: of 0 (values hovering near 0); DIFF_TO_SIGMA turns a median |step| into a noise scale.
+NEAR_ZERO = 10.0
+DIFF_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(2)
 
 
 def require(obj: Any, name: str, ok: bool, allowed: str) -> None:
@@ -98,42 +106,92 @@ class Baseline:
     log: bool
 
 
-def baseline(values: np.ndarray, window: int, log: bool) -> Baseline:
-    """Trailing robust expectation and scale; `values` finite (and positive when `log`).
+def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
+             level_window: int = 15) -> Baseline:
+    """Trailing robust expectation and scale; `values` finite (and positive when `log`), or
+    NaN where points are to be left out of the statistics (`masked=True`: slower, pandas).
 
-    The trailing median lags a trending curve by about slope x window / 2; the median of the
-    recent residuals measures that lag and is added back, and the scale is the MAD of the
-    residuals around it. A steady descent (warm-up) or drift thus leaves z near 0, and a
-    sparse eval series whose window holds its whole history keeps its true noise scale.
+    The level is the median of the last `level_window` points (short, so that it follows
+    the curve); it lags a trending curve by about slope x level_window / 2, and the median
+    of the last 2 x level_window + 1 residuals measures that lag and is added back. The scale
+    is the MAD of the residuals around it over `window` points. A steady descent (warm-up) or drift thus leaves z
+    near 0, and a sparse eval series keeps its true noise scale.
     """
+    median = _masked_median if masked else trailing_median
     n = values.shape[0]
-    y = np.log(values) if log else values.astype(float)
-    med = np.full(n, np.nan)
-    lag = np.full(n, np.nan)
-    scale = np.full(n, np.nan)
-    if n >= 2:
-        med[1:] = trailing_median(y, window)[:-1]
-    if n >= 3:
-        resid = y[1:] - med[1:]  # resid[k] belongs to point k + 1
-        lag[2:] = trailing_median(resid, window)[:-1]
-    if n >= 4:
-        spread = np.abs(y[2:] - med[2:] - lag[2:])  # spread[k] belongs to point k + 2
-        scale[3:] = MAD_TO_SIGMA * trailing_median(spread, window)[:-1]
-        scale[3:] = np.maximum(scale[3:], _floor(values, med[3:], window, log))
-    count = np.clip(np.arange(n) - 2, 0, window)
-    return Baseline(y, med + lag, scale, count, log)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = np.log(values) if log else values.astype(float)
+    if n < 4:
+        nan = np.full(n, np.nan)
+        return Baseline(y, nan, nan.copy(), np.zeros(n, dtype=np.int64), log)
+    # 1. the lag-corrected trailing median (pred_m[i] from points < i)
+    med = np.empty(n)
+    med[0] = np.nan
+    med[1:] = median(y, level_window)[:-1]
+    pred_m = np.empty(n)
+    pred_m[:2] = np.nan
+    pred_m[2:] = median(y[1:] - med[1:], 2 * level_window + 1)[:-1]
+    pred_m += med
+    # 2. the previous point (no trend: where a descent stops, a slope would overshoot)
+    # each predictor is judged by its own recent absolute errors; the more accurate is used
+    err_m = np.abs(y[2:] - pred_m[2:])
+    err_d = np.abs(np.diff(y))[1:]
+    scale = np.empty(n)
+    scale[:3] = np.nan
+    scale[3:] = median(err_m, window)[:-1]
+    scale_d = median(err_d, window)[:-1]
+    with np.errstate(invalid="ignore"):
+        use_d = np.flatnonzero(~(scale[3:] <= scale_d)) + 3
+    level = pred_m
+    level[use_d] = y[use_d - 1]
+    scale[use_d] = scale_d[use_d - 3]
+    scale *= MAD_TO_SIGMA
+    np.maximum(scale[3:], _floor(values, med[3:], window, log, masked), out=scale[3:])
+    if masked:
+        cs = np.concatenate(([0], np.cumsum(np.isfinite(err_m))))
+        i = np.arange(3, n)
+        count = np.zeros(n, dtype=np.int64)
+        count[3:] = cs[i - 2] - cs[np.maximum(0, i - 2 - window)]
+    else:
+        count = np.clip(np.arange(n) - 2, 0, window)
+    return Baseline(y, level, scale, count, log)
 
 
-def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool) -> np.ndarray:
+def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
+    import pandas as pd
+
+    return pd.Series(x).rolling(window, min_periods=1).median().to_numpy()
+
+
+def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
+           masked: bool) -> np.ndarray:
     """The print resolution (smallest non-zero change between consecutive earlier points)
     as a scale floor for points 3.. (`med` is their trailing median)."""
     step = np.abs(np.diff(values))
     step[step == 0] = np.inf
-    quantum = trailing_min(step, window)[1:-1]  # quantum[k] judges point k + 3
+    if masked:
+        import pandas as pd
+
+        low = pd.Series(step).rolling(window, min_periods=1).min().to_numpy()
+    else:
+        low = trailing_min(step, window)
+    quantum = low[1:-1].copy()  # quantum[k] judges point k + 3
     quantum[~np.isfinite(quantum)] = 0.0
-    if log:
-        return np.maximum(np.log1p(quantum / np.exp(med)), 1e-9)
+    if log:  # a step of one quantum at the level, in log units (log1p(q / L) ~ q / L)
+        quantum *= np.exp(-med)
+        return np.maximum(quantum, 1e-9, out=quantum)
     return np.maximum(quantum, 1e-12 * np.maximum(1.0, np.abs(med)))
+
+
+def next_true(mask: np.ndarray, start: int) -> int | None:
+    """Index of the first True at or after `start` (searching in growing chunks)."""
+    n, chunk = mask.shape[0], 4096
+    while start < n:
+        hit = np.flatnonzero(mask[start:start + chunk])
+        if hit.shape[0]:
+            return start + int(hit[0])
+        start, chunk = start + chunk, chunk * 4
+    return None
 
 
 def find_back(y: np.ndarray, start: int, band: float, points: int) -> int | None:
@@ -158,9 +216,13 @@ def find_back(y: np.ndarray, start: int, band: float, points: int) -> int | None
 class SpikeDetector:
     """Loss spikes with their recovery class (fast / slow / none); see the module docstring."""
 
-    #: Trailing points for the level and the scale (made odd). ~Two hundred points is long
-    #: enough for a stable MAD (+-12 %) and short enough to follow the loss curve.
+    #: Trailing points for the scale (and the level's lag), made odd: long enough for a
+    #: stable MAD (+-12 %), short enough to follow a changing noise level.
     window: int = 129
+    #: Trailing points of the median level, made odd: short, so that the level follows the
+    #: curve (its remaining lag is measured and corrected) and a sparse eval series is not
+    #: judged against its whole past; a spike shorter than half of it does not move it.
+    level_window: int = 15
     #: Robust z-score (in scales) above the trailing level that makes a point elevated. At 6 a
     #: Gaussian-noise series of a million points gives about no false alarm.
     threshold: float = 6.0
@@ -175,6 +237,9 @@ class SpikeDetector:
     back_points: int = 5
     #: Back within this many steps = a fast recovery (DESIGN §1: usually harmless).
     fast_within: int = 250
+    #: Trailing points in which large excursions are counted to detect heavy-tailed noise
+    #: (and raise the threshold there); 0 turns this off.
+    tail_window: int = 1000
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -183,6 +248,8 @@ class SpikeDetector:
 
     def validate(self) -> None:
         require(self, "window", is_int(self.window) and self.window >= 5, "an int >= 5")
+        require(self, "level_window", is_int(self.level_window) and self.level_window >= 3,
+                "an int >= 3")
         require(self, "threshold", is_num(self.threshold) and self.threshold > 0, "a number > 0")
         require(self, "min_ratio", is_num(self.min_ratio) and self.min_ratio >= 1, "a number >= 1")
         require(self, "min_points", is_int(self.min_points) and self.min_points >= 3,
@@ -191,6 +258,8 @@ class SpikeDetector:
         require(self, "back_points", is_int(self.back_points) and self.back_points >= 1,
                 "an int >= 1")
         require(self, "fast_within", is_int(self.fast_within) and self.fast_within >= 0,
+                "an int >= 0")
+        require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
                 "an int >= 0")
 
     def detect(self, series: Series) -> list[Event]:
@@ -208,53 +277,131 @@ class SpikeDetector:
         if n <= self.min_points:
             return []
         w = self.window | 1
+        lw = self.level_window | 1
         nonpos = np.flatnonzero(v <= 0)
         k = int(nonpos[0]) if nonpos.shape[0] else n  # log space before k, additive from k
         spaces = []
         if k > self.min_points:
-            spaces.append((0, k, baseline(v[:k], w, log=True)))
+            logb = baseline(v[:k], w, True, level_window=lw)
+            k = min(k, self._near_zero(v[:k], logb, w))
+            if k > self.min_points:
+                spaces.append((0, k, logb))
         if k < n:
-            spaces.append((k, n, baseline(v, w, log=False)))
+            spaces.append((k, n, baseline(v, w, False, level_window=self.level_window | 1)))
         out: list[dict[str, Any]] = []
         for lo, hi, base in spaces:
             out.extend(self._extract(st, v, base, lo, hi, w))
         return out
 
-    def _elevated(self, base: Baseline, lo: int, hi: int) -> np.ndarray:
-        idx = np.arange(lo, hi)
-        rise = base.y[lo:hi] - base.level[lo:hi]
-        n_win = np.maximum(base.count[lo:hi], 1)
-        thr = self.threshold * (1 + SMALL_SAMPLE / n_win)
+    def _near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
+        """First point (after min_points) whose expected level is within NEAR_ZERO additive
+        noise scales of 0: positive values hovering near 0 with additive noise, where ratios
+        stop meaning anything (the series is judged additively from there on)."""
+        n = v.shape[0]
+        step = np.abs(np.diff(v))
+        if step.shape[0] == 0 or v.min() > NEAR_ZERO * step.max():
+            return n
+        noise = np.full(n, np.nan)
+        noise[2:] = DIFF_TO_SIGMA * trailing_median(step, w)[:-1]  # diffs up to point i - 1
+        with np.errstate(invalid="ignore", over="ignore"):
+            near = np.flatnonzero(np.exp(logb.level[self.min_points:])
+                                  < NEAR_ZERO * noise[self.min_points:])
+        return self.min_points + int(near[0]) if near.shape[0] else n
+
+    def _tail_threshold(self, base: Baseline) -> np.ndarray:
+        """Per point: `threshold`, raised where the `tail_window` points before it held more
+        large excursions (TAIL_Z < z <= threshold) than Gaussian noise gives: with
+        heavy-tailed noise a 6-sigma point is not rare. The raise assumes a power-law tail
+        (index TAIL_INDEX) and keeps false alarms near TAIL_RATE per point."""
+        n = base.y.shape[0]
+        thr = np.full(n, float(self.threshold))
+        if self.tail_window == 0 or n == 0:
+            return thr
+        with np.errstate(invalid="ignore", divide="ignore"):
+            u = (base.y - base.level) / base.scale
+            # upward only: a spike's recovery pulls z far below 0 for a long time
+            big = (u > TAIL_Z) & (u <= self.threshold)
+        cs = np.concatenate(([0], np.cumsum(big)))
+        i = np.arange(n)
+        cnt = cs[i] - cs[np.maximum(0, i - self.tail_window)]
+        heavy = cnt >= 3  # Gaussian noise gives 3 in a window about never
+        rate = (cnt[heavy] - 2) / self.tail_window
+        thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / TAIL_INDEX))
+        return thr
+
+    def _elevated(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray,
+                  count: np.ndarray, thr: np.ndarray, log: bool, offset: int) -> np.ndarray:
+        """Elevated-point mask for points offset.. (`y`, `level`... are their slices)."""
+        rise = y - level
+        thr = thr * (1 + SMALL_SAMPLE / np.maximum(count, 1))
         with np.errstate(invalid="ignore"):
-            ok = (idx >= self.min_points) & (rise > thr * base.scale[lo:hi])
-            if base.log:
+            ok = rise > thr * scale
+            if log:
                 ok &= rise >= np.log(self.min_ratio)
-        return lo + np.flatnonzero(ok)
+        ok[:max(0, self.min_points - offset)] = False
+        return ok
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
                  w: int) -> list[dict[str, Any]]:
-        cands = self._elevated(base, lo, hi)
         y = base.y[:hi]
+        level, scale, count = base.level[:hi].copy(), base.scale[:hi].copy(), base.count[:hi].copy()
+        thr = self._tail_threshold(base)[:hi]
+        elev = np.zeros(hi, bool)
+        elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
+                                   base.log, lo)
+        masked = None  # the values with recovered spikes blanked out, made when first needed
         out: list[dict[str, Any]] = []
         allowed = lo
-        while True:
-            j = int(np.searchsorted(cands, allowed))
-            if j >= cands.shape[0]:
-                return out
-            c = int(cands[j])
-            level, scale = float(base.level[c]), float(base.scale[c])
-            end = find_back(y, c + 1, level + self.back_z * scale, self.back_points)
+        while (c := next_true(elev, allowed)) is not None:
+            pre, sc = float(level[c]), float(scale[c])
+            end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
             stop = min(end if end is not None else hi, c + w)
             p = c + int(np.argmax(y[c:stop]))
-            out.append(self._record(st, v, base, c, p, end, level, scale))
-            # causal: later spikes may start once this one is back, or a window later
-            allowed = min(end, c + w) if end is not None else c + w
+            out.append(self._record(st, v, base, c, p, end, pre, sc,
+                                    float(thr[c]) * (1 + SMALL_SAMPLE / max(int(count[c]), 1))))
+            if end is not None and end <= c + w:
+                # back within a window: judge what follows without the spike's points
+                allowed = end
+                masked = v[:hi].copy() if masked is None else masked
+                masked[c:end] = np.nan
+                self._rebase(masked, base.log, max(0, end - 3 * w), end, level, scale, count,
+                             thr, elev, lo)
+                continue
+            # not back within a window: the loss starts over from there (causal: later spikes
+            # may start a window after this one began); if it comes back later, what follows
+            # its return is judged without its points
+            allowed = min(c + w, hi)
+            masked = v[:hi].copy() if masked is None else masked
+            self._rebase(masked, base.log, allowed, allowed, level, scale, count, thr, elev, lo)
+            if end is not None:
+                masked[c:end] = np.nan
+                self._rebase(masked, base.log, max(0, end - 3 * w), end, level, scale, count,
+                             thr, elev, lo)
+        return out
+
+    def _rebase(self, masked: np.ndarray, log: bool, a: int, z0: int, level: np.ndarray,
+                scale: np.ndarray, count: np.ndarray, thr: np.ndarray, elev: np.ndarray,
+                lo: int) -> None:
+        """Re-judge the points z0 .. z0 + 3 windows from the values a.. with spikes blanked out
+        (`masked`): a spike's points would otherwise pull the trailing statistics (level, lag,
+        scale) off for three windows after it."""
+        w = self.window | 1
+        hi = masked.shape[0]
+        z1 = min(hi, z0 + 3 * w)
+        if z0 >= z1:
+            return
+        local = baseline(masked[a:z1], w, log, masked=True, level_window=self.level_window | 1)
+        k = slice(z0 - a, z1 - a)
+        level[z0:z1], scale[z0:z1], count[z0:z1] = local.level[k], local.scale[k], local.count[k]
+        start = max(z0, lo)
+        elev[start:z1] = self._elevated(local.y[start - a:z1 - a], level[start:z1],
+                                        scale[start:z1], count[start:z1], thr[start:z1], log,
+                                        start)
 
     def _record(self, st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
-                end: int | None, level: float, scale: float) -> dict[str, Any]:
-        n_win = max(int(base.count[c]), 1)
+                end: int | None, level: float, scale: float, thr: float) -> dict[str, Any]:
         pre = float(np.exp(level)) if base.log else level
         peak = float(v[p])
         if pre > 0 and peak > 0:
@@ -275,7 +422,7 @@ class SpikeDetector:
             "magnitude": magnitude, "details": {
                 "z": (float(base.y[p]) - level) / scale,
                 "z_start": (float(base.y[c]) - level) / scale,
-                "threshold": self.threshold * (1 + SMALL_SAMPLE / n_win),
+                "threshold": thr,
                 "pre_level": pre, "peak_value": peak,
                 "scale": scale, "space": "log" if base.log else "linear",
                 "magnitude_units": units,

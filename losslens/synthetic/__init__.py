@@ -3,7 +3,8 @@
 `curves` (this package's own): loss curves with injected spikes, divergence, NaN, rounding,
 sign changes, and whole runs (loss, grad norm, fp16 loss scale, validation) as a Frame.
 `scenarios` (written alongside): grokking pairs, rollback/resume runs, regime curves; its
-names are re-exported here when the module is present.
+public names are re-exported here when the module is present, except those curves already
+uses (its `Truth` stays `losslens.synthetic.scenarios.Truth`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ except ModuleNotFoundError as exc:  # not written yet; anything else broken shou
     if exc.name != f"{__name__}.scenarios":
         raise
 else:
-    _names = getattr(scenarios, "__all__", [n for n in vars(scenarios) if not n.startswith("_")
-                                             and n.startswith("make_")])
+    # its own public functions and classes, except names curves already uses (Truth)
+    _names = getattr(scenarios, "__all__", None) or [
+        n for n, obj in vars(scenarios).items() if not n.startswith("_")
+        and getattr(obj, "__module__", None) == scenarios.__name__]
+    _names = [n for n in _names if n not in globals()]
     globals().update({n: getattr(scenarios, n) for n in _names})
-    __all__ += list(_names)
+    __all__ += ["scenarios", *_names]

@@ -8,9 +8,12 @@ up to 20x), non-finite values from `nan_at`. `negative=True` gives a sign-changi
 (additive noise and spikes, like an RL policy loss).
 
 Injected events are snapped to the first logged step at or after their step, so the truth is
-what the logged series can show. Spike shapes are linear in log space: the excess falls from
-log(height) to 0 over `recovery_steps` (fast/slow), or to log(settle) for spikes that never
-recover.
+what the logged series can show. Spike shapes are linear in log space: the excess ramps up over
+`rise_steps`, then falls from log(height) to 0 over `recovery_steps` (or to log(settle) for a
+spike injected as never recovering). The truth's end and recovery class follow the detector's
+definition on the noiseless curve: the first logged point after the peak back at the level the
+curve would have had at the spike's start without it (a curve that keeps descending can bring
+a "settled higher" spike back: its truth is then `slow`, `details.injected` says `none`).
 
 `make_run` assembles a losslens Frame (Megatron-style tags: `lm loss`, `grad norm`, optional
 `loss scale`, `number of skipped iterations`, `lm loss validation`) with grad-norm spikes that
@@ -38,6 +41,7 @@ class Spike:
     recovery: str = "fast"
     recovery_steps: int | None = None  # back after this many steps; for "none": settle time
     settle: float | None = None  # "none": the new level as a ratio of the old one
+    rise_steps: int = 0  # the excess ramps up over this many steps before the peak
 
 
 @dataclass(frozen=True)
@@ -92,20 +96,37 @@ def _settle(spike: Spike, rng: np.random.Generator, noise: float, negative: bool
     return float(min(max(rng.uniform(0.2, 0.5) * full, lo), 0.8 * full))
 
 
-def _add_spike(excess: np.ndarray, steps: np.ndarray, s0: int, spike: Spike, recov: int,
-               settle: float, negative: bool) -> None:
+def _spike_excess(steps: np.ndarray, s0: int, spike: Spike, recov: int,
+                  settle: float, negative: bool) -> np.ndarray:
+    """The spike's excess (log units, or additive): a ramp over `rise_steps`, then a linear
+    decay to 0 over `recov` steps (to `settle` for spikes that never recover)."""
     full = spike.height - 1 if negative else np.log(spike.height)
-    dt = (steps - s0).astype(float)
-    after = dt >= 0
-    frac = np.clip(1 - dt[after] / max(recov, 1), 0, 1)
+    peak = s0 + spike.rise_steps
+    dt = (steps - peak).astype(float)
     floor = settle if spike.recovery == "none" else 0.0
-    excess[after] += floor + (full - floor) * frac
+    decay = floor + (full - floor) * np.clip(1 - dt / max(recov, 1), 0, 1)
+    ramp = full * (steps - s0 + 1) / (spike.rise_steps + 1)
+    return np.where(steps < s0, 0.0, np.where(steps < peak, ramp, decay))
 
 
-def _spike_truth(steps: np.ndarray, s0: int, spike: Spike, recov: int) -> Truth:
-    end = None if spike.recovery == "none" else _snap(steps, s0 + recov)
-    return Truth("spike", s0, peak_step=s0, end_step=end, recovery=spike.recovery,
-                 magnitude=float(spike.height), details={"recovery_steps": recov})
+def _spike_truth(steps: np.ndarray, s0: int, spike: Spike, recov: int, clean: np.ndarray,
+                 own: np.ndarray, stop: int, fast_within: int = 250) -> Truth:
+    """End = first logged point after the peak where the noiseless curve is back at the
+    noiseless level it would have had at the start without this spike (as the detector
+    defines it); recovery class from that, with the detector's `fast_within` rule."""
+    i0 = int(np.searchsorted(steps, s0))
+    ip = min(max(i0, int(np.searchsorted(steps, s0 + spike.rise_steps))), steps.shape[0] - 1)
+    pre = clean[i0] - own[i0]
+    back = np.flatnonzero(clean[ip + 1:stop] <= pre + 1e-12)
+    if back.shape[0] == 0:
+        end, recovery = None, "none"
+    else:
+        end = int(steps[ip + 1 + back[0]])
+        interval = int(steps[i0] - steps[i0 - 1]) if i0 > 0 else 0
+        recovery = "fast" if end - s0 <= max(fast_within, interval) else "slow"
+    return Truth("spike", s0, peak_step=int(steps[ip]), end_step=end, recovery=recovery,
+                 magnitude=float(spike.height),
+                 details={"recovery_steps": recov, "injected": spike.recovery})
 
 
 def make_curve(n_steps: int, *, seed: int = 0, noise: float = 0.01, log_every: int = 1,
@@ -121,27 +142,28 @@ def make_curve(n_steps: int, *, seed: int = 0, noise: float = 0.01, log_every: i
     shape = _shape(n_steps, steps, warm)
     eps = (rng.standard_t(heavy_tail, steps.shape[0]) * np.sqrt((heavy_tail - 2) / heavy_tail)
            if heavy_tail else rng.standard_normal(steps.shape[0]))
-    excess = np.zeros(steps.shape[0])
-    truth: list[Truth] = []
+    clean = (1.5 * shape - 0.5) if negative else \
+        np.log(start) - decades * np.log(10) * (1 - shape)
+    placed = []
     for spike in spikes:
         s0 = _snap(steps, spike.step)
         if s0 is None:
             continue
         recov = _draw_recovery(spike, rng, log_every)
-        settle = _settle(spike, rng, noise, negative)
-        _add_spike(excess, steps, s0, spike, recov, settle, negative)
-        truth.append(_spike_truth(steps, s0, spike, recov))
+        own = _spike_excess(steps, s0, spike, recov, _settle(spike, rng, noise, negative),
+                            negative)
+        clean = clean + own
+        placed.append((s0, spike, recov, own))
+    truth: list[Truth] = []
     if diverge_at is not None and (d0 := _snap(steps, diverge_at)) is not None:
         over = diverge_over or int(rng.integers(300, 3000))
         rate = (5.0 if negative else np.log(10)) / over
-        cap = 10.0 if negative else np.log(20)
-        excess += np.clip((steps - d0) * rate, 0, cap)
+        clean = clean + np.clip((steps - d0) * rate, 0, 10.0 if negative else np.log(20))
         truth.append(Truth("divergence", d0, end_step=int(steps[-1]), details={"over": over}))
-    if negative:
-        values = (1.5 * shape - 0.5) + excess + noise * eps
-    else:
-        base = np.log(start) - decades * np.log(10) * (1 - shape)
-        values = np.exp(base + excess + noise * eps)
+    stop = steps.shape[0] if nan_at is None else int(np.searchsorted(steps, nan_at))
+    truth += [_spike_truth(steps, s0, spike, recov, clean, own, stop)
+              for s0, spike, recov, own in placed]
+    values = clean + noise * eps if negative else np.exp(clean + noise * eps)
     if rounding is not None:
         values = np.round(values, rounding)
     truth.extend(_nan_truth(steps, values, nan_at, diverge_at))
@@ -234,9 +256,12 @@ def _grad_norm(steps: np.ndarray, loss: np.ndarray, truth: list[Truth],
             details["lag_steps"] = int(loss_step - g0)
         out.append(Truth("grad_spike", g0, tag=TAGS["grad"], peak_step=g0,
                          magnitude=height, details=details))
-    for d in truth:
-        if d.kind == "divergence":
-            g += np.where(steps >= d.start_step, np.clip(np.log(loss / loss.min()), 0, None), 0)
+    finite = np.isfinite(loss)
+    if finite.any() and (loss[finite] > 0).all():  # the grad norm grows with a divergence
+        rise = np.clip(np.log(np.where(finite, loss, 1.0) / loss[finite].min()), 0, None)
+        for d in truth:
+            if d.kind == "divergence":
+                g += np.where(steps >= d.start_step, rise, 0.0)
     g = np.exp(g)
     g[~np.isfinite(loss)] = np.nan
     return g, out
