@@ -208,13 +208,28 @@ def test_hf_console_log_count_and_truncated_dict(tmp_path):
             "{'eval_loss': 2.2, 'epoch': 0.2}\n"
             "{'loss': 1.9, 'learning_rate': 2e-05, 'epoch': 0.4}\n"
             "{'loss': -inf, 'learning_rate': 3e-05, 'epoch': 0.6, 'num_input_tokens_seen': 3072}\n"
+            "{'loss': 1.8, 'learning_rate': 3e-05, 'epoch': 0.7}\n"
             "{'loss': 1.7, 'learning_rate': 4e-")
-    rec, _ = load(write(tmp_path, "log.txt", text))
-    assert pts(rec, "loss") == ([1, 2, 3], [2.0, 1.9, -INF])
+    rec, f = load(write(tmp_path, "log.txt", text))
+    assert pts(rec, "loss") == ([1, 2, 3, 4], [2.0, 1.9, -INF, 1.8])
     assert pts(rec, "eval_loss") == ([1], [2.2])
     assert pts(rec, "num_input_tokens_seen") == ([3], [3072.0])
     assert rec.metadata.extra["step_source"] == "log_count"
-    assert skipped(rec) == [(5, "truncated last line")]
+    assert skipped(rec) == [(6, "truncated last line")]
+    # dicts with different keys are gathered apart; write order must survive regrouping
+    assert rec.step[rec.tag_code == rec.tags.index("loss")].tolist() == [1, 2, 3, 4]
+    assert segments(f) == [(1, 4, "start")]
+
+
+def test_hf_console_one_line_arguments_repr(tmp_path):
+    text = ("TrainingArguments(output_dir='out', learning_rate=0.0001, logging_steps=5, "
+            "bf16=True, fp16=False)\n"
+            "{'loss': 2.0, 'learning_rate': 1e-05, 'epoch': 0.2}\n"
+            "{'loss': 1.5, 'learning_rate': 2e-05, 'epoch': 0.4}\n")
+    rec, _ = load(write(tmp_path, "log.txt", text))
+    assert pts(rec, "loss") == ([5, 10], [2.0, 1.5])
+    assert (rec.metadata.lr, rec.metadata.precision) == (0.0001, "bf16")
+    assert rec.metadata.extra["output_dir"] == "out"
 
 
 def test_hf_console_resume_continues_global_step(tmp_path):
@@ -294,6 +309,15 @@ def test_hf_trainer_state_damaged_keeps_entries_before(tmp_path):
     assert pts(rec, "loss")[0] == [10, 20]
     assert pts(rec, "eval_loss") == ([20], [2.25])
     assert len(rec.warnings) == 1 and "kept the 3 log_history entries" in rec.warnings[0]
+
+
+def test_hf_trainer_state_entry_without_step(tmp_path):
+    text = ('{"global_step": 2, "log_history": [{"loss": 2.0, "step": 1}, {"loss": 1.0}, '
+            '{"loss": NaN, "step": 2}]}')
+    rec, _ = load(write(tmp_path, "state.json", text))
+    steps, values = pts(rec, "loss")
+    assert steps == [1, 2] and same(values, [2.0, NAN])
+    assert skipped(rec) == [(2, "log_history entry without an integer step")]
 
 
 def test_hf_trainer_state_not_a_state_file(tmp_path):
