@@ -261,6 +261,21 @@ def test_hf_console_logging_first_step(tmp_path):
     assert rec.metadata.extra["step_source"] == "logging_steps=10 with logging_first_step"
 
 
+def test_hf_console_only_training_banner_and_training_arguments(tmp_path):
+    text = ("DataTrainingArguments(max_train_samples=None, logging_steps=7)\n"
+            "***** Running training *****\n  Num examples = 1,280\n"
+            "  Total train batch size (w. parallel, distributed & accumulation) = 32\n"
+            "{'loss': 2.0, 'learning_rate': 1e-05, 'epoch': 0.2}\n"
+            "***** Running Evaluation *****\n  Num examples = 16\n  Batch size = 8\n"
+            "{'eval_loss': 2.5, 'epoch': 0.2}\n")
+    rec, _ = load(write(tmp_path, "log.txt", text))
+    assert rec.metadata.extra["banner.Num examples"] == "1280"
+    assert rec.metadata.global_batch_size == 32
+    assert "logging_steps" not in rec.metadata.extra  # not the TrainingArguments
+    assert pts(rec, "loss") == ([1], [2.0]) and pts(rec, "eval_loss") == ([1], [2.5])
+    assert rec.headers == (2,)
+
+
 def test_hf_console_launcher_prefix_and_unrelated_dicts(tmp_path):
     text = ("[default0]:{'loss': 2.5, 'grad_norm': 1.0, 'learning_rate': 1e-05, 'epoch': 0.1}\n"
             "{'architectures': ['LlamaForCausalLM'], 'hidden_size': 4096}\n"

@@ -169,7 +169,8 @@ _TENSOR = re.compile(r"tensor\(([^,()]+)(?:, [^()]*)?\)")
 _NUMPY = re.compile(r"(?:np|numpy)\.\w+\((.*)\)$")
 _BAR = re.compile(r"\|\s*(\d+)/(\d+) \[")
 _ARG = re.compile(r"([A-Za-z_]\w*)=(.*?),?\s*$")
-_ARGS_OPEN = re.compile(r"\b\w*(?:TrainingArguments|Config)\($")
+# `TrainingArguments(`, `Seq2SeqTrainingArguments(`, TRL's `SFTConfig(`; not ModelArguments
+_ARGS = re.compile(r"(?:(?<!\w)|Seq2Seq)TrainingArguments\(|\b\w*Config\(")
 _BANNER_FIELD = re.compile(
     r"(Num examples|Num Epochs|Instantaneous batch size per device|Total train batch size"
     r"|Gradient Accumulation steps|Total optimization steps|Number of trainable parameters)"
@@ -206,6 +207,7 @@ class _Console:
     section: int = 0
     train_count: int = 0
     in_args: bool = False
+    in_banner: bool = False  # inside the `***** Running training *****` block
     last_bar: tuple[int, int, int] | None = None  # (line, n, total)
     awaiting: list[_Log] = field(default_factory=list)
 
@@ -239,12 +241,13 @@ def _fragment(st: _Console, lineno: int, frag: str, truncated: bool = False) -> 
     if brace >= 0:
         _dict(st, lineno, frag, brace, truncated)
     elif "*****" in frag:
-        if "***** Running training *****" in frag:
+        st.in_banner = "***** Running training *****" in frag
+        if st.in_banner:
             st.b.header(lineno)
             st.section += 1
             st.bases.append(0)
             st.train_count = 0
-    elif " = " in frag and _BANNER_FIELD.search(frag):
+    elif st.in_banner and " = " in frag and _BANNER_FIELD.search(frag):
         m2 = _BANNER_FIELD.search(frag)
         st.banner[m2.group(1)] = m2.group(2).replace(",", "")
     elif "Continuing training from global step" in frag:
@@ -256,10 +259,13 @@ def _fragment(st: _Console, lineno: int, frag: str, truncated: bool = False) -> 
 
 
 def _args_open(st: _Console, frag: str) -> None:
-    if _ARGS_OPEN.search(frag.rstrip()):
+    m = _ARGS.search(frag)
+    if not m:
+        return
+    if not frag[m.end():].strip():  # `TrainingArguments(` then one `key=value,` per line
         st.in_args = True
         return
-    inside = frag[frag.find("(") + 1:frag.rfind(")")]  # one-line repr
+    inside = frag[m.end():frag.rfind(")")]  # one-line repr
     for key, value in re.findall(r"(\w+)=('[^']*'|[^,]*)", inside):
         st.args[key] = value.strip("'\"")
 
