@@ -473,6 +473,35 @@ def test_unreadable_rest_of_block_resyncs_at_next_block(wandb_runs, tmp_path):
     assert len(rec.warnings) == 2  # the orphan continuation in the next block is not recounted
 
 
+@pytest.mark.parametrize("cut, size", [(10 * wb.BLOCK + 5000, 16384),
+                                       (5 * wb.BLOCK + 100, 40000)])
+def test_bytes_missing_mid_file_cost_only_their_records(wandb_runs, tmp_path, cut, size):
+    """Block boundaries are re-learnt from FIRST/MIDDLE fragments after a gap."""
+    data = wandb_runs["big"].read_bytes()
+    rows = _history_records(data)
+    kept = sorted({s for _, start, end, s in rows if end <= cut or start >= cut + size})
+    rec = read_one(_copy(tmp_path, data[:cut] + data[cut + size:]))
+    assert series(rec, "train/loss")[0] == kept and 2800 < len(kept) < 3000
+    assert 2 <= len(rec.warnings) <= 4
+    assert all(w.endswith("; at least 1 record lost") for w in rec.warnings[:-1])
+
+
+def test_garbage_stretch_is_one_warning(wandb_runs, tmp_path):
+    import random
+
+    data = bytearray(wandb_runs["big"].read_bytes())
+    g0, g1 = 6 * wb.BLOCK + 10, 6 * wb.BLOCK + 10 + 100_000
+    rows = _history_records(bytes(data))
+    data[g0:g1] = random.Random(5).randbytes(g1 - g0)
+    kept = sorted({s for _, start, end, s in rows if end <= g0 or start >= g1})
+    rec = read_one(_copy(tmp_path, bytes(data)))
+    assert series(rec, "train/loss")[0] == kept
+    assert len(rec.warnings) == 2
+    assert " bytes skipped; at least 1 record lost" in rec.warnings[0]
+    assert rec.warnings[1].endswith(": at least 1 damaged record(s) lost in 1 place(s); "
+                                    "the intact records were read")
+
+
 def test_zero_filled_tail_is_not_damage(wandb_runs, tmp_path):
     data = wandb_runs["big"].read_bytes()
     rec = read_one(_copy(tmp_path, data + b"\0" * 40000))
@@ -562,7 +591,12 @@ def test_composed_fragment_without_end(tmp_path):
     lone = data[:first_pos] + b"\0" * (wb.BLOCK - first_pos) + data[wb.BLOCK:]
     rec = read_one(_copy(tmp_path, lone, "run-lone.wandb"))
     assert series(rec, "loss")[0] == [0, 2, 3]
-    assert "record continuation without its start; 1 record lost" in rec.warnings[0]
+    # the zeros are damage (data follows them); the orphan LAST fragment is not recounted
+    assert rec.warnings == (
+        f"{tmp_path / 'run-lone.wandb'}: record 2 at byte {first_pos}: zero-filled gap, "
+        f"{wb.BLOCK - first_pos} bytes skipped; at least 1 record lost",
+        f"{tmp_path / 'run-lone.wandb'}: at least 1 damaged record(s) lost in 1 place(s); "
+        "the intact records were read")
 
 
 def test_proto_decoder_rejects_garbage():

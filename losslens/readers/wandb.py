@@ -48,107 +48,128 @@ CONSOLE_HEAD_LINES = 3
 
 
 class Damage:
-    """Collects damaged stretches of a `.wandb` file as one-line warnings."""
+    """Collects damaged stretches of a `.wandb` file, rendered as one-line warnings."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.messages: list[str] = []
+        self._places: list[list[Any]] = []  # [index, offset, why, exact, skipped up to]
         self.records_lost = 0
-        self.exact = True  # False once a damaged stretch may have held several records
 
-    def lost(self, index: int, offset: int, why: str, exact: bool = True) -> None:
-        """A record lost: `index` is the position it had among the file's records. `exact`
-        is False when unreadable bytes were skipped that may have held more records."""
+    def lost(self, index: int, offset: int, why: str, exact: bool = True,
+             upto: int | None = None) -> bool:
+        """A record lost: `index` is the position it had among the file's records; `upto`
+        ends the unreadable bytes skipped (then more records may have been there). A stretch
+        that continues the previous one extends it; returns False then (no new record)."""
+        last = self._places[-1] if self._places else None
+        if upto is not None and last is not None and last[4] == offset:
+            last[4] = upto
+            return False
         self.records_lost += 1
-        self.exact = self.exact and exact
-        count = "1 record lost" if exact else "at least 1 record lost"
-        self.messages.append(f"{self.name}: record {index} at byte {offset}: {why}; {count}")
+        self._places.append([index, offset, why, exact and upto is None, upto])
+        return True
+
+    @property
+    def messages(self) -> list[str]:
+        out = []
+        for index, offset, why, exact, upto in self._places:
+            skipped = f", {upto - offset} bytes skipped" if upto is not None else ""
+            count = "1 record lost" if exact else "at least 1 record lost"
+            out.append(f"{self.name}: record {index} at byte {offset}: {why}{skipped}; {count}")
+        return out
 
     def summary(self) -> str:
-        lost = self.records_lost if self.exact else f"at least {self.records_lost}"
-        return (f"{self.name}: {lost} damaged record(s) lost in {len(self.messages)} "
+        exact = all(p[3] for p in self._places)
+        lost = self.records_lost if exact else f"at least {self.records_lost}"
+        return (f"{self.name}: {lost} damaged record(s) lost in {len(self._places)} "
                 "place(s); the intact records were read")
 
 
-_LOST = -1  # pseudo record type of a damaged stretch in `_physical`'s output
+_LOST = -1  # pseudo record type of a damaged stretch in `_Framing`'s output
 _ZEROS = bytes(HEADER)
 
 
-def _record_end(data: bytes, pos: int) -> int:
-    """End offset of an intact physical record starting at `pos`, or -1."""
-    left = BLOCK - pos % BLOCK
-    if left < HEADER or len(data) - pos < HEADER:
-        return -1
-    crc, length, rtype = struct.unpack_from("<IHB", data, pos)
-    end = pos + HEADER + length
-    if rtype not in _TYPE_CRC or HEADER + length > left or end > len(data):
-        return -1
-    return end if zlib.crc32(data[pos + HEADER:end], _TYPE_CRC[rtype]) == crc else -1
+class _Framing:
+    """The physical records of a `.wandb` file, with salvage.
 
-
-def _resumable(data: bytes, pos: int) -> bool:
-    """Whether reading can go on at `pos`: end of file, block trailer, zero fill or a record."""
-    return (pos >= len(data) or BLOCK - pos % BLOCK < HEADER
-            or data[pos:pos + HEADER] == _ZEROS or _record_end(data, pos) > 0)
-
-
-def _resync(data: bytes, pos: int, hint: int | None) -> int:
-    """Where reading resumes after a damaged record at `pos`: `hint` (its end by its own
-    length field) if reading can go on there, else the next offset in the block where an
-    intact record starts (its checksum proves it), else the next block."""
-    if hint is not None and _resumable(data, hint):
-        return hint
-    block_end = (pos // BLOCK + 1) * BLOCK
-    stop = min(block_end, len(data)) - HEADER
-    for p in range(pos + 1, stop + 1):
-        if 1 <= data[p + 6] <= 4 and _record_end(data, p) > 0:
-            return p
-    return block_end
-
-
-def _diagnose(data: bytes, pos: int) -> tuple[str, int | None, bool]:
-    """Why the record at `pos` is not intact: (reason, its end if plausible, truncated?)."""
-    n = len(data)
-    if n - pos < HEADER:
-        return "file ends inside a record header", None, True
-    crc, length, rtype = struct.unpack_from("<IHB", data, pos)
-    if rtype not in _TYPE_CRC or HEADER + length > BLOCK - pos % BLOCK:
-        return f"bad record header (type {rtype}, length {length})", None, False
-    if pos + HEADER + length > n:
-        return (f"file ends inside the record ({n - pos - HEADER} of {length} bytes)",
-                None, True)
-    return "bad checksum", pos + HEADER + length, False
-
-
-def _physical(data: bytes) -> Iterator[tuple[int, int, Any]]:
-    """(offset, type, data) of each intact physical record; damage comes as
-    (offset, _LOST, (reason, exactly one record lost?)).
-
-    After a damaged record, reading resumes at the next intact record of the same block
-    (found by its checksum) or at the next 32 KiB block; a truncated tail ends the scan.
+    A record is intact when its type is known and its checksum holds. After a damaged
+    stretch, reading resumes at the next offset where an intact record starts (the checksum
+    proves it), searched over at most one block. Block boundaries are tracked from the
+    fragments themselves (a FIRST or MIDDLE fragment always ends one), so a stretch of bytes
+    missing from the middle of a file costs only the records it held.
     """
-    pos, n = len(MAGIC), len(data)
-    while pos < n:
-        left = BLOCK - pos % BLOCK
-        if left < HEADER or data[pos:pos + HEADER] == _ZEROS:  # trailer padding / zero fill
-            pos += left
-            continue
-        end = _record_end(data, pos)
-        if end > 0:
-            yield pos, data[pos + HEADER - 1], data[pos + HEADER:end]
-            pos = end
-            continue
-        why, hint, short = _diagnose(data, pos)
-        resume = _resync(data, pos, hint)
-        if resume >= n:
-            tail = "; truncated tail" if short else "" if resume == hint else ", nothing after it"
-            yield pos, _LOST, (why + tail, resume == hint or short)
-            return
-        if resume == hint:
-            yield pos, _LOST, (why, True)
-        else:
-            yield pos, _LOST, (f"{why}, {resume - pos} bytes skipped", False)
-        pos = resume
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.n = data, len(data)
+        self.shift = 0  # block boundaries are at offsets = shift (mod BLOCK)
+
+    def left(self, pos: int) -> int:
+        return BLOCK - (pos - self.shift) % BLOCK
+
+    def record_end(self, pos: int) -> int:
+        """End offset of an intact physical record starting at `pos`, or -1."""
+        if self.n - pos < HEADER:
+            return -1
+        crc, length, rtype = struct.unpack_from("<IHB", self.data, pos)
+        end = pos + HEADER + length
+        if rtype not in _TYPE_CRC or end > self.n or length > BLOCK - HEADER:
+            return -1
+        return end if zlib.crc32(self.data[pos + HEADER:end], _TYPE_CRC[rtype]) == crc else -1
+
+    def resync(self, pos: int, hint: int | None) -> int:
+        """Where to go on after a damaged record at `pos`: `hint` (its end by its own length
+        field) if an intact record, a block trailer or the end of the file is there, else the
+        next intact record within a block's reach, else a block further on."""
+        if hint is not None and (hint >= self.n or self.left(hint) < HEADER
+                                 or self.record_end(hint) > 0):
+            return hint
+        data, stop = self.data, min(pos + BLOCK, self.n - HEADER)
+        for p in range(pos + 1, stop + 1):
+            if 1 <= data[p + 6] <= 4 and self.record_end(p) > 0:
+                return p
+        return pos + BLOCK
+
+    def diagnose(self, pos: int) -> tuple[str, int | None, bool]:
+        """Why the record at `pos` is not intact: (reason, its end if plausible, truncated?)."""
+        if self.data[pos:pos + HEADER] == _ZEROS:
+            return "zero-filled gap", None, False
+        if self.n - pos < HEADER:
+            return "file ends inside a record header", None, True
+        crc, length, rtype = struct.unpack_from("<IHB", self.data, pos)
+        if rtype not in _TYPE_CRC or HEADER + length > self.left(pos):
+            return f"bad record header (type {rtype}, length {length})", None, False
+        if pos + HEADER + length > self.n:
+            return (f"file ends inside the record ({self.n - pos - HEADER} of {length} bytes)",
+                    None, True)
+        return "bad checksum", pos + HEADER + length, False
+
+    def __iter__(self) -> Iterator[tuple[int, int, Any]]:
+        """(offset, type, data) of each intact physical record; damage comes as
+        (offset, _LOST, (reason, exactly one record lost?, end of the bytes skipped or None)).
+        A truncated tail ends it."""
+        data, n, pos = self.data, self.n, len(MAGIC)
+        while pos < n:
+            end = self.record_end(pos)
+            if end > 0:
+                rtype = data[pos + HEADER - 1]
+                yield pos, rtype, data[pos + HEADER:end]
+                if rtype == FIRST or rtype == MIDDLE:  # these fill their block to its end
+                    self.shift = end % BLOCK
+                pos = end
+                continue
+            left = self.left(pos)
+            if left < HEADER and data[pos:pos + left] == bytes(left):  # block trailer
+                pos += left
+                continue
+            if data.count(0, pos) == n - pos:  # zero-filled tail: nothing was written there
+                return
+            why, hint, short = self.diagnose(pos)
+            resume = self.resync(pos, hint)
+            if resume >= n:
+                tail = "; truncated tail" if short else "" if resume == hint else ", nothing after it"
+                yield pos, _LOST, (why + tail, resume == hint or short, None)
+                return
+            yield pos, _LOST, (why, True, None) if resume == hint else (why, False, resume)
+            pos = resume
 
 
 def iter_payloads(data: bytes, damage: Damage) -> Iterator[tuple[int, int, bytes]]:
@@ -161,10 +182,9 @@ def iter_payloads(data: bytes, damage: Damage) -> Iterator[tuple[int, int, bytes
     pending: list[bytes] | None = None  # fragments of a FIRST..LAST record being assembled
     pending_at = 0
     in_damage = False  # continuations of a record already counted as lost are dropped quietly
-    for pos, rtype, chunk in _physical(data):
+    for pos, rtype, chunk in _Framing(data):
         if rtype == _LOST:
-            index += 1
-            damage.lost(index, pos, *chunk)
+            index += damage.lost(index + 1, pos, *chunk)
             pending, in_damage = None, True
         elif rtype == FULL or rtype == FIRST:
             in_damage = False
