@@ -1,0 +1,432 @@
+"""Megatron-LM and Megatron-DeepSpeed (BigScience, Microsoft) stdout (LOG_FORMATS.md §1, §2).
+
+Training lines (` [date time] iteration N/ M | key: value | ... |`, every era) are split on `|`
+and `key: value`, never by position: every numeric field becomes a tag named by its key (`lm loss`,
+`learning rate`, `grad norm`, `loss scale`, `num zeros`, `consumed samples`, MoE keys, ...) at
+step N; the bracketed timestamp (2024+) is the wall time (taken as UTC). Fields cut short by
+spliced text keep what parsed before the damage and the line is counted as skipped.
+
+NaN intervals: Megatron drops a loss from the line when its interval average is NaN. When a
+line has no `lm loss` and either says `number of nan iterations` > 0 or has no loss key at all
+(no key ending in " loss"), `lm loss` = NaN is emitted at that iteration, so the missing loss
+stays visible. (A line that prints `lm loss` and a non-zero NaN count keeps the printed value;
+the count is its own tag.)
+
+Validation blocks (`validation loss at iteration N ... | lm loss value: X | lm loss PPL: Y |`,
+BigScience `valid loss at ...`, per-dataset `validation-{name} loss at ...`, named splits, test
+sets) become `{key} validation` (`lm loss validation`, `lm loss validation-c4`, `lm loss test`)
+with role val_loss, and `{key} validation ppl` etc. (role other). "At the end of training"
+results are placed at the last training iteration before them.
+
+Run headers: `successfully loaded checkpoint ... at iteration N`, `loading release checkpoint`
+and every argument dump after the first (an appended log). Saved iterations
+(`successfully saved checkpoint ... iteration N`, or `saving checkpoint at iteration N` when a
+log has no "successfully saved" line) go to `metadata.extra["checkpoints"]` ("1000,2000").
+The argument dump fills RunMeta; DeepSpeed engine lines interleaved in Megatron-DeepSpeed logs
+are read by `deepspeed.DeepSpeedLines` into tags prefixed `deepspeed/` (`deepspeed/lr`,
+`deepspeed/skipped`, `deepspeed/loss scale`, `deepspeed/overflow`; OVERFLOW lines sit at the
+last iteration seen + 1).
+
+Speed: the per-line classifier below defines the semantics. Big logs take a vectorised path
+for the dominant training-line shapes: numpy finds every `\\n`, `|`, `:` and `/`, a template
+taken from one parsed line checks each candidate line's head bytes, field layout and key bytes,
+and pyarrow casts all value spans of a column at once. Lines the templates do not take (other
+shapes, odd values, `\\r`, ANSI, truncated) go through the classifier, as do all other lines
+holding a marker word; both paths give the same records (tested on every fixture).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ParseError
+from ..records import RecordsBuilder, RunMeta, RunRecords
+from .deepspeed import DeepSpeedLines, Points, days_from_civil, epoch_seconds, line_time
+from .textutil import ANSI_RE, head_text, parse_float, strip_prefix
+
+FORMAT = "megatron"
+
+_TS = r"\[(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?\]"
+_TRAIN = re.compile(rf"(?:{_TS}\s*)?iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
+_TRAIN_LOOKS = re.compile(r"iteration\s+\S+\s*/\s*\S+\s*\|")
+_VALID = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?(\S+) loss at ([^|]*?)\s*\|(.*)$")
+_VALID_FIELD = re.compile(r"^(.+?) (value|PPL): (.+)$")
+_AT_ITER = re.compile(r"iteration\s+(\d+)")
+_LOADED = re.compile(r"successfully loaded checkpoint from .* at iteration\s+(\d+)")
+_SAVING = re.compile(r"saving checkpoint at iteration\s+(\d+)")
+_SAVED = re.compile(r"successfully saved checkpoint (?:from|at) iteration\s+(\d+)")
+_ARGS_BEGIN = re.compile(r"^\s*-+ arguments -+\s*$")
+_ARGS_END = re.compile(r"^\s*-+ end of arguments -+\s*$")
+_ARG = re.compile(r"^\s*([A-Za-z_]\w*) \.+ (.*?)\s*$")
+_SNIFF_TRAIN = re.compile(r"(?m)iteration\s+\d+\s*/\s*\d+\s*\|.*(?:consumed samples:|loss: )")
+_SNIFF_VALID = re.compile(r"(?m)^\s*\S+ loss at [^|\n]*\|[^\n]* value: ")
+#: Any line the classifier can use holds one of these (RE2 syntax; the fast path's pre-filter).
+MARKERS = (r"iteration|loss at|checkpoint|arguments|step=|Attempted loss scale|steps: "
+           r"|[A-Za-z0-9_] \.|\x1b|\r")
+_NAN_KEY = "number of nan iterations"
+_LM = "lm loss"
+_SYNTH_POS = 1000  # tag-order position of a synthesised NaN loss, after the line's own fields
+
+_INT_ARGS = {"hidden_size": "hidden_size", "num_layers": "num_layers",
+             "num_attention_heads": "num_heads", "seq_length": "seq_length",
+             "global_batch_size": "global_batch_size", "micro_batch_size": "micro_batch_size",
+             "save_interval": "save_interval", "log_interval": "log_interval",
+             "train_iters": "train_iters"}
+_FLOAT_ARGS = {"init_method_std": "init_method_std", "adam_eps": "adam_eps",
+               "adam_beta1": "adam_beta1", "adam_beta2": "adam_beta2", "lr": "lr",
+               "min_lr": "min_lr", "clip_grad": "clip_grad", "weight_decay": "weight_decay"}
+_STR_ARGS = {"lr_decay_style": "lr_schedule", "rampup_batch_size": "rampup_batch_size"}
+_USED_ARGS = {"fp16", "bf16", "lr_warmup_iters", "lr_warmup_fraction", "lr_decay_iters"}
+_MDS_TAGS = {"consumed tokens", "samples per second", "TFLOPs", "actual seqlen",
+             "tokens per gpu per second (tgs)", "elapsed time per iteration (s)"}
+
+
+# --------------------------------------------------------------------------- sniff / read
+
+def sniff(name: str, head: bytes) -> float:
+    text = ANSI_RE.sub("", head_text(head))
+    if _SNIFF_TRAIN.search(text):
+        return 0.9
+    if _SNIFF_VALID.search(text):
+        return 0.7
+    return 0.6 if "-- arguments --" in text and "end of arguments" in text else 0.0
+
+
+def read(path: Path, run: str) -> list[RunRecords]:
+    return [read_file(path, run)]
+
+
+def read_file(path: Path, run: str, fast: bool | None = None) -> RunRecords:
+    """Read one log. `fast`: True/False forces the vectorised path on/off (None: by size)."""
+    try:
+        raw = _load(Path(path))
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if fast is None:
+        fast = len(raw) >= (1 << 20)
+    state = _State()
+    handled = False
+    if fast:
+        handled = _read_fast(raw, state)
+    if not handled:
+        _read_slow(raw, state)
+    return state.finish(run, str(path))
+
+
+def _load(path: Path):
+    """The file's bytes: a read-only map of it when the platform allows (no copy), else bytes."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < (1 << 20) or not hasattr(mmap, "MAP_POPULATE"):
+            return fh.read()
+        try:
+            return mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_PRIVATE | mmap.MAP_POPULATE,
+                             prot=mmap.PROT_READ)
+        except (OSError, ValueError):
+            return fh.read()
+
+
+def _read_slow(raw, state: "_State") -> None:
+    text = str(raw[:], "utf-8", errors="replace")
+    lines = text.split("\n")
+    last = len(lines)
+    truncated = bool(lines[-1])
+    for lineno, line in enumerate(lines, 1):
+        if line:
+            state.raw_line(lineno, line, truncated and lineno == last)
+
+
+# --------------------------------------------------------------------------- the classifier
+
+@dataclass
+class _Pending:
+    line: int
+    tags: list[tuple[str, float]]
+    wall: float
+
+
+class _State:
+    """Everything learned from the lines, whichever path read them."""
+
+    def __init__(self) -> None:
+        self.pts = Points()
+        self.b = RecordsBuilder()
+        self.ds = DeepSpeedLines()
+        self.train_lines: list[np.ndarray] = []
+        self.train_steps: list[np.ndarray] = []
+        self._lines: list[int] = []
+        self._steps: list[int] = []
+        self.total: tuple[int, int] | None = None  # (line, train_iters from `N/ M`)
+        self.pending: list[_Pending] = []
+        self.args: dict[str, str] = {}
+        self.in_args = False
+        self.arg_dumps = 0
+        self.saved: list[int] = []
+        self.saving: list[int] = []
+
+    # ---- per line
+
+    def raw_line(self, lineno: int, line: str, truncated: bool = False) -> None:
+        """A physical line: split on `\\r`, ANSI and launcher prefixes removed."""
+        if "\x1b" in line:
+            line = ANSI_RE.sub("", line)
+        pieces = line.split("\r") if "\r" in line else (line,)
+        for piece in pieces:
+            if piece.strip():
+                frag = strip_prefix(piece)
+                if truncated:
+                    self._truncated(lineno, frag)
+                else:
+                    self.fragment(lineno, frag)
+
+    def _truncated(self, lineno: int, frag: str) -> None:
+        if _TRAIN_LOOKS.search(frag) or (" loss at " in frag and " value: " in frag) \
+                or self.ds.looks(frag):
+            self.b.skip(lineno, "truncated last line", frag)
+
+    def fragment(self, lineno: int, frag: str) -> None:
+        if self.in_args:
+            self._arg(frag)
+        elif "iteration" in frag and self._train(lineno, frag):
+            pass
+        elif " loss at " in frag and self._validation(lineno, frag):
+            pass
+        elif "checkpoint" in frag:
+            self._checkpoint(lineno, frag)
+        elif "arguments" in frag and _ARGS_BEGIN.match(frag):
+            if self.arg_dumps:
+                self.b.header(lineno)
+            self.arg_dumps += 1
+            self.in_args = True
+        else:
+            self.ds.feed(lineno, frag, self.b.skip, ppo=False)
+
+    def _arg(self, frag: str) -> None:
+        if _ARGS_END.match(frag):
+            self.in_args = False
+            return
+        m = _ARG.match(frag)
+        if m:
+            self.args[m.group(1)] = m.group(2)
+
+    def _train(self, lineno: int, frag: str) -> bool:
+        m = _TRAIN.search(frag)
+        if not m:
+            if _TRAIN_LOOKS.search(frag):
+                self.b.skip(lineno, "Megatron iteration line without `iteration N/ M |`", frag)
+                return True
+            return False
+        g = m.groups()
+        wall = epoch_seconds(g[:7]) if g[0] else math.nan
+        it, total = int(g[7]), int(g[8])
+        pairs, damaged = _fields(frag[m.end():])
+        self.pts.add_line(pairs, it, wall, lineno)
+        keys = {k for k, _ in pairs}
+        if damaged is not None:
+            self.b.skip(lineno, f"unparseable text after {len(pairs)} fields of a Megatron "
+                                f"iteration line: {damaged[:60]!r}", frag)
+        elif _LM not in keys and (dict(pairs).get(_NAN_KEY, 0) > 0
+                                  or not any(k.endswith(" loss") for k in keys)):
+            self.pts.add(_LM, it, math.nan, wall, lineno, _SYNTH_POS)
+        self._lines.append(lineno)
+        self._steps.append(it)
+        self.total = max(self.total or (0, 0), (lineno, total))
+        return True
+
+    def _validation(self, lineno: int, frag: str) -> bool:
+        m = _VALID.match(frag)
+        if not m or " value: " not in m.group(3):
+            return False
+        name, where, rest = m.groups()
+        dataset = _dataset(name, where)
+        tags = []
+        for part in rest.split("|"):
+            s = part.strip()
+            if not s:
+                continue
+            f = _VALID_FIELD.match(s)
+            try:
+                value = parse_float(f.group(3)) if f else None
+            except ValueError:
+                value = None
+            if value is None:
+                self.b.skip(lineno, f"unparseable validation field {s[:60]!r}", frag)
+                return True
+            suffix = "" if f.group(2) == "value" else " ppl"
+            tags.append((f"{f.group(1).strip()} {dataset}{suffix}", value))
+        at = _AT_ITER.search(where)
+        wall = line_time(frag)
+        if at:
+            for i, (tag, value) in enumerate(tags):
+                self.pts.add(tag, int(at.group(1)), value, wall, lineno, i)
+        else:
+            self.pending.append(_Pending(lineno, tags, wall))
+        return True
+
+    def _checkpoint(self, lineno: int, frag: str) -> None:
+        if _LOADED.search(frag) or "loading release checkpoint" in frag:
+            self.b.header(lineno)
+            return
+        m = _SAVED.search(frag)
+        if m:
+            self.saved.append(int(m.group(1)))
+            return
+        m = _SAVING.search(frag)
+        if m:
+            self.saving.append(int(m.group(1)))
+
+    # ---- vectorised path hooks
+
+    def train_array(self, lines: np.ndarray, steps: np.ndarray, total: tuple[int, int]) -> None:
+        self.train_lines.append(lines)
+        self.train_steps.append(steps)
+        self.total = max(self.total or (0, 0), total)
+
+    # ---- the end
+
+    def _known(self) -> tuple[np.ndarray, np.ndarray]:
+        lines = np.concatenate(self.train_lines + [np.asarray(self._lines, np.int64)])
+        steps = np.concatenate(self.train_steps + [np.asarray(self._steps, np.int64)])
+        idx = np.argsort(lines, kind="stable")
+        return lines[idx].astype(np.int64), steps[idx].astype(np.int64)
+
+    def finish(self, run: str, source: str) -> RunRecords:
+        known = self._known()
+        for p in self.pending:  # "at the end of training": the last iteration before it
+            at = int(np.searchsorted(known[0], p.line)) - 1
+            if at < 0:
+                self.b.skip(p.line, "end-of-training validation before any iteration line")
+                continue
+            for i, (tag, value) in enumerate(p.tags):
+                self.pts.add(tag, int(known[1][at]), value, p.wall, p.line, i)
+        self.ds.emit(self.pts, "deepspeed/", known)
+        for w in self.ds.warnings():
+            self.b.warn(f"{source}: {w}")
+        return self.pts.records(run, source, FORMAT, self.b, self._metadata())
+
+    def _metadata(self) -> RunMeta:
+        fields, extra = _args_meta(self.args)
+        if fields.get("train_iters") is None and self.total is not None:
+            fields["train_iters"] = self.total[1]
+        ckpts = self.saved or self.saving
+        if ckpts:
+            extra["checkpoints"] = ",".join(str(c) for c in sorted(set(ckpts)))
+        ds = self.ds.metadata()
+        extra.update(ds.pop("extra", {}))
+        for k, v in ds.items():
+            fields.setdefault(k, v)
+        tags = self.pts.tags
+        mds = (self.args.get("deepspeed") == "True" or bool(tags & _MDS_TAGS)
+               or any(t.startswith("deepspeed/") for t in tags))
+        return RunMeta(framework="megatron-deepspeed" if mds else "megatron", extra=extra,
+                       **fields)
+
+
+def _fields(rest: str) -> tuple[list[tuple[str, float]], str | None]:
+    """`key: value` pairs of a training line after its head; the damaged field if any."""
+    pairs: list[tuple[str, float]] = []
+    seen: set[str] = set()
+    for part in rest.split("|"):
+        s = part.strip()
+        if not s:
+            continue
+        key, sep, value = s.partition(":")
+        key = key.strip()
+        if not sep or not key or key in seen:
+            return pairs, s
+        try:
+            pairs.append((key, float(value)))
+        except ValueError:
+            try:
+                pairs.append((key, parse_float(value)))
+            except ValueError:
+                return pairs, s
+        seen.add(key)
+    return pairs, None
+
+
+def _dataset(name: str, where: str) -> str:
+    """`validation`, `validation-{name}`, `test` or `test-{name}` for a validation heading."""
+    test = name == "test" or "test set" in where or "test data" in where
+    base = "test" if test else "validation"
+    if name in ("validation", "valid", "test", "val"):
+        return base
+    if name.startswith("validation-"):
+        return base + name[len("validation"):]
+    return f"{base}-{name}"
+
+
+def _args_meta(args: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """RunMeta fields and `extra` from a Megatron argument dump."""
+    fields: dict = {}
+
+    def num(key: str, cast):
+        v = args.get(key)
+        try:
+            return cast(float(v)) if v not in (None, "None") else None
+        except ValueError:
+            return None
+
+    for key, name in _INT_ARGS.items():
+        fields[name] = num(key, int)
+    for key, name in _FLOAT_ARGS.items():
+        fields[name] = num(key, float)
+    for key, name in _STR_ARGS.items():
+        v = args.get(key)
+        fields[name] = v if v not in (None, "None") else None
+    if "fp16" in args or "bf16" in args:
+        fields["precision"] = ("fp16" if args.get("fp16") == "True"
+                               else "bf16" if args.get("bf16") == "True" else "fp32")
+    frac, decay = num("lr_warmup_fraction", float), num("lr_decay_iters", int)
+    warm = num("lr_warmup_iters", int)
+    fields["warmup_steps"] = (int(frac * decay) if frac is not None and decay is not None
+                              else warm if warm else None)
+    used = set(_INT_ARGS) | set(_FLOAT_ARGS) | set(_STR_ARGS) | _USED_ARGS
+    extra = {k: v for k, v in args.items() if k not in used}
+    return {k: v for k, v in fields.items() if v is not None}, extra
+
+
+# --------------------------------------------------------------------------- vectorised path
+
+def _read_fast(raw, state: _State) -> bool:
+    """Training lines of the common shapes in bulk (megatron_fast), the rest line by line.
+
+    False when pyarrow is missing (the caller then reads every line with the classifier).
+    """
+    try:
+        import pyarrow.compute  # noqa: F401
+    except ImportError:
+        return False
+    from .megatron_fast import scan
+
+    for chunk in scan(raw, MARKERS):
+        for hits in chunk.hits:
+            _hits(hits, state)
+        for lineno, line in chunk.rest:
+            state.raw_line(lineno, line.decode("utf-8", errors="replace"),
+                           lineno == chunk.truncated)
+    return True
+
+
+def _hits(h, state: _State) -> None:
+    """Points of the lines one template read (as `_State._train` would make them)."""
+    for j, key in enumerate(h.keys):
+        state.pts.add_array(key, h.step, h.values[:, j], h.wall, h.order, j)
+    if _LM not in h.keys:
+        loss_keys = any(k.endswith(" loss") for k in h.keys)
+        if _NAN_KEY in h.keys:
+            synth = (h.values[:, h.keys.index(_NAN_KEY)] > 0) | (not loss_keys)
+        else:
+            synth = np.full(h.step.shape[0], not loss_keys)
+        sel = np.flatnonzero(synth)
+        if sel.shape[0]:
+            state.pts.add_array(_LM, h.step[sel], np.full(sel.shape[0], np.nan), h.wall[sel],
+                                h.order[sel], _SYNTH_POS)
+    state.train_array(h.order, h.step, (int(h.order[-1]), h.total))
