@@ -54,6 +54,7 @@ class Damage:
         self.name = name
         self._places: list[list[Any]] = []  # [index, offset, why, exact, skipped up to]
         self.records_lost = 0
+        self.notes: list[str] = []  # oddities that lost nothing countable
 
     def lost(self, index: int, offset: int, why: str, exact: bool = True,
              upto: int | None = None) -> bool:
@@ -101,6 +102,7 @@ class _Framing:
     def __init__(self, data: bytes) -> None:
         self.data, self.n = data, len(data)
         self.shift = 0  # block boundaries are at offsets = shift (mod BLOCK)
+        self.zero_tail = 0  # length of an all-zero end of file
 
     def left(self, pos: int) -> int:
         return BLOCK - (pos - self.shift) % BLOCK
@@ -160,7 +162,8 @@ class _Framing:
             if left < HEADER and data[pos:pos + left] == bytes(left):  # block trailer
                 pos += left
                 continue
-            if data.count(0, pos) == n - pos:  # zero-filled tail: nothing was written there
+            if data[pos] == 0 == data[-1] and data.count(0, pos) == n - pos:
+                self.zero_tail = n - pos  # preallocated, or zero-filled after a crash
                 return
             why, hint, short = self.diagnose(pos)
             resume = self.resync(pos, hint)
@@ -182,7 +185,8 @@ def iter_payloads(data: bytes, damage: Damage) -> Iterator[tuple[int, int, bytes
     pending: list[bytes] | None = None  # fragments of a FIRST..LAST record being assembled
     pending_at = 0
     in_damage = False  # continuations of a record already counted as lost are dropped quietly
-    for pos, rtype, chunk in _Framing(data):
+    framing = _Framing(data)
+    for pos, rtype, chunk in framing:
         if rtype == _LOST:
             index += damage.lost(index + 1, pos, *chunk)
             pending, in_damage = None, True
@@ -211,6 +215,9 @@ def iter_payloads(data: bytes, damage: Damage) -> Iterator[tuple[int, int, bytes
     if pending is not None:
         index += 1
         damage.lost(index, pending_at, "file ends inside a record split over blocks")
+    if framing.zero_tail:
+        damage.notes.append(f"{damage.name}: the last {framing.zero_tail} bytes are zeros "
+                            "(preallocated, or a write cut off by a crash); nothing in them")
 
 
 # --------------------------------------------------------------------------------------------
@@ -721,6 +728,8 @@ def scan(path: Path, builder: RecordsBuilder) -> _RunState:
         builder.warn(message)
     if damage.records_lost:
         builder.warn(damage.summary())
+    for note in damage.notes:
+        builder.warn(note)
     state.history_tags = sink.tags | sink.axes
     if state.last_mirror is not None:
         try:
