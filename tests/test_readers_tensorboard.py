@@ -243,6 +243,18 @@ def test_same_length_tags_and_growing_steps(tmp_path):
     assert rec.order.tolist() == sorted(rec.order.tolist())
 
 
+def test_header_whose_crc_starts_with_a_zero_byte(tmp_path):
+    # a 65-byte payload's masked length CRC starts with a 0x00 byte: its header is not at
+    # the end of a zero run, and is found from the record before it
+    tag = "t" * 43
+    assert masked_crc32c((65).to_bytes(8, "little")) & 0xFF == 0
+    events = [simple(5, 1.5, **{tag: float(i)}) for i in range(3)]
+    path = write(tmp_path, events)
+    assert [length for _, length in record_offsets(path)][1:] == [65, 65, 65]
+    rec = read_one(path)
+    assert rec.value.tolist() == [0.0, 1.0, 2.0] and rec.warnings == ()
+
+
 def test_multiple_values_in_one_event_share_the_order(tmp_path):
     rec = read_one(write(tmp_path, [simple(7, 1.5, a=1.0, b=2.0, c=3.0)]))
     assert points(rec) == [("a", 7, 1.0, 1.5, 2), ("b", 7, 2.0, 1.5, 2), ("c", 7, 3.0, 1.5, 2)]

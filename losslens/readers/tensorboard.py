@@ -246,27 +246,46 @@ def parse_layout(b: bytes) -> Layout:
 # ---------------------------------------------------------------- many records, with numpy
 
 
-def _read_varints(buf: np.ndarray, pos: np.ndarray, nbytes: int) -> np.ndarray:
-    out = np.zeros(pos.shape[0], dtype=np.uint64)
-    for j in range(nbytes):
-        out |= (buf[pos + j] & 0x7F).astype(np.uint64) << np.uint64(7 * j)
+def _varints(raw: np.ndarray) -> np.ndarray:
+    """Varints from an (n, bytes) matrix whose rows all have the same byte count."""
+    out = np.zeros(raw.shape[0], dtype=np.uint64)
+    for j in range(raw.shape[1]):
+        out |= (raw[:, j] & 0x7F).astype(np.uint64) << np.uint64(7 * j)
     return out
 
 
-def _values(buf: np.ndarray, pos: np.ndarray, slot: Slot) -> np.ndarray:
+def _values(raw: np.ndarray, slot: Slot) -> np.ndarray:
+    """Slot values from an (n, slot.size) byte matrix."""
     conv = slot.conv
     if conv.startswith("varint:"):
-        raw, conv = _read_varints(buf, pos, slot.size), conv[7:]
+        bits, conv = _varints(raw), conv[7:]
         if conv == "<f2":
-            return raw.astype(np.uint16).view(np.float16).astype(np.float64)
+            return bits.astype(np.uint16).view(np.float16).astype(np.float64)
         if conv == "bf16":
-            return (raw.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+            return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
         signed = conv[1] == "i" if conv[0] == "<" else conv[0] == "i"
-        return raw.view(np.int64).astype(np.float64) if signed else raw.astype(np.float64)
+        return bits.view(np.int64).astype(np.float64) if signed else bits.astype(np.float64)
     if conv == "bf16":
-        bits = tfrecord.gather_view(buf, pos, "<u2").astype(np.uint32) << np.uint32(16)
+        bits = raw.view("<u2")[:, 0].astype(np.uint32) << np.uint32(16)
         return bits.view(np.float32).astype(np.float64)
-    return tfrecord.gather_view(buf, pos, conv).astype(np.float64)
+    return raw.view(conv)[:, 0].astype(np.float64)
+
+
+@dataclass
+class _Rows:
+    """A group's records as bytes XOR the reference record's (payload and data CRC)."""
+
+    d8: np.ndarray  # (n, words*8) uint8; payload byte i of row r is d8[r, a + i] ^ ref[i]
+    a: int  # alignment of the payloads in their first word
+    ref: np.ndarray  # the reference record's payload and CRC bytes
+    vary: np.ndarray  # payload positions where some row differs from the reference
+
+    def field(self, off: int, size: int) -> np.ndarray:
+        """The bytes [off, off + size) of every row, as a contiguous (n, size) matrix."""
+        return self.d8[:, self.a + off:self.a + off + size] ^ self.ref[off:off + size]
+
+    def take(self, mask: np.ndarray) -> "_Rows":
+        return _Rows(self.d8[mask], self.a, self.ref, self.vary)
 
 
 @dataclass
@@ -317,63 +336,63 @@ class _Chunk:
         for idx in np.split(order, bounds):
             self._group(idx, checked=False)
 
-    def _diffs(self, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Each record's words XOR the first's, as (n, words*8) bytes; which bytes differ
-        in any record (payload positions); and the alignment of the payloads."""
+    def _diffs(self, idx: np.ndarray, size: int) -> _Rows:
+        """The group's words (payload and data CRC) XOR the first record's."""
         p = self.p[idx]
         a = int(p[0]) & 7
-        nw = (a + size + 7) // 8
+        nw = (a + size + 4 + 7) // 8
         q = p >> 3
         d = np.empty((idx.shape[0], nw), dtype=np.uint64)
         for c in range(nw):
             col = self.words[q + c] if c else self.words[q]
             d[:, c] = col ^ col[0]
         d[:, 0] &= np.uint64((0xFFFFFFFFFFFFFFFF << (8 * a)) & 0xFFFFFFFFFFFFFFFF)
-        tail = a + size - 8 * (nw - 1)
+        tail = a + size + 4 - 8 * (nw - 1)
         if tail < 8:
             d[:, -1] &= np.uint64((1 << (8 * tail)) - 1)
         vary = np.flatnonzero(np.bitwise_or.reduce(d, axis=0).view(np.uint8)[a:a + size])
-        return d.view(np.uint8), vary, a
+        ref = self.buf[int(p[0]):int(p[0]) + size + 4]
+        return _Rows(d.view(np.uint8), a, ref, vary)
 
-    def _crc_ok(self, idx: np.ndarray, d8: np.ndarray, a: int, vary: np.ndarray) -> np.ndarray:
-        p, size = self.p[idx], int(self.length[idx[0]])
+    def _crc_ok(self, idx: np.ndarray, rows: _Rows) -> np.ndarray:
+        size = int(self.length[idx[0]])
         if size <= tfrecord.GMAX:
             g = tfrecord.tables()
-            crc = np.full(idx.shape[0], tfrecord.crc32c(self.buf[p[0]:p[0] + size]), np.uint32)
-            for i in vary.tolist():
-                crc ^= g[size - 1 - i][d8[:, a + i]]
+            crc = np.full(idx.shape[0], tfrecord.crc32c(rows.ref[:size]), np.uint32)
+            for i in rows.vary.tolist():
+                crc ^= g[size - 1 - i][rows.d8[:, rows.a + i]]
         else:
-            crc = np.array([tfrecord.crc32c(self.buf[q:q + size]) for q in p.tolist()], np.uint32)
-        return tfrecord.mask(crc) == tfrecord.gather_view(self.buf, p + size, "<u4")
+            crc = np.array([tfrecord.crc32c(self.buf[q:q + size]) for q in self.p[idx].tolist()],
+                           np.uint32)
+        return tfrecord.mask(crc) == rows.field(size, 4).view("<u4")[:, 0]
 
     def _group(self, idx: np.ndarray, checked: bool) -> None:
         size = int(self.length[idx[0]])
         if size == 0:
             self._empty(idx)
             return
-        d8, vary, a = self._diffs(idx, size)
+        rows = self._diffs(idx, size)
         if not checked:
-            ok = self._crc_ok(idx, d8, a, vary)
+            ok = self._crc_ok(idx, rows)
             if not ok.all():
                 self.bad.append(idx[~ok])
                 if ok.any():
                     self._group(idx[ok], checked=True)
                 return
-        p0 = int(self.p[idx[0]])
         try:
-            lay = parse_layout(self.buf[p0:p0 + size].tobytes())
+            lay = parse_layout(rows.ref[:size].tobytes())
         except _Malformed:
             lay = None
         allowed = np.zeros(size, dtype=bool)
         for s, e in (lay.allowed if lay else ()):
             allowed[s:e] = True
-        fixed = vary[~allowed[vary]]
+        fixed = rows.vary[~allowed[rows.vary]]
         if fixed.shape[0]:
-            self._split(idx, d8[:, a + fixed])
+            self._split(idx, rows.d8[:, rows.a + fixed])
         elif lay is None:
             self.malformed.append(idx)
         else:
-            self._template(idx, lay, d8, a)
+            self._template(idx, lay, rows)
 
     def _empty(self, idx: np.ndarray) -> None:
         ok = tfrecord.gather_view(self.buf, self.p[idx], "<u4") == tfrecord.mask(
@@ -400,28 +419,27 @@ class _Chunk:
         for part in np.split(order, bounds):
             self._group(idx[np.sort(part)], checked=True)
 
-    def _template(self, idx: np.ndarray, lay: Layout, d8: np.ndarray, a: int) -> None:
-        p = self.p[idx]
+    def _template(self, idx: np.ndarray, lay: Layout, rows: _Rows) -> None:
         mismatch = None
         for off, nb in lay.varints:  # a varint that changed its byte count changes the parse
-            if np.bitwise_or.reduce(d8[:, a + off:a + off + nb] & 0x80, axis=None):
+            if np.bitwise_or.reduce(rows.d8[:, rows.a + off:rows.a + off + nb] & 0x80, axis=None):
+                raw = rows.field(off, nb)
                 for j in range(nb):
-                    cont = (self.buf[p + off + j] & 0x80) != 0
-                    bad = cont != (j < nb - 1)
+                    bad = ((raw[:, j] & 0x80) != 0) != (j < nb - 1)
                     mismatch = bad if mismatch is None else mismatch | bad
         if mismatch is not None and mismatch.any():
-            self._template(idx[~mismatch], lay, d8[~mismatch], a)  # never the first record
+            self._template(idx[~mismatch], lay, rows.take(~mismatch))  # never the first row
             self._group(idx[mismatch], checked=True)
             return
         n = idx.shape[0]
-        wall = (tfrecord.gather_view(self.buf, p + lay.wall, "<f8").astype(np.float64)
+        wall = (rows.field(lay.wall, 8).view("<f8")[:, 0].astype(np.float64)
                 if lay.wall is not None else np.zeros(n))
-        step = (_read_varints(self.buf, p + lay.step[0], lay.step[1]).view(np.int64)
+        step = (_varints(rows.field(*lay.step)).view(np.int64)
                 if lay.step is not None else np.zeros(n, dtype=np.int64))
         self.counts[idx] = len(lay.slots)
         for j, slot in enumerate(lay.slots):
-            self.emitted.append((idx, j, self.run.key(slot), _values(self.buf, p + slot.offset,
-                                                                     slot), step, wall))
+            values = _values(rows.field(slot.offset, slot.size), slot)
+            self.emitted.append((idx, j, self.run.key(slot), values, step, wall))
 
     def points(self, first_order: int) -> tuple[np.ndarray, ...]:
         """(key, step, value, wall_time, order) of the chunk's points, in write order."""

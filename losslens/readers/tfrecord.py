@@ -143,23 +143,62 @@ class Chunk:
     problems: list[tuple[int, str, int]] = field(default_factory=list)  # (file offset, what, lost)
 
 
+def check_headers(buf: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lengths, ok) of the 12-byte record headers at `p`, read as aligned words of `buf`.
+
+    `buf` must be 8-byte aligned with at least 12 readable bytes past every `p + 12`.
+    """
+    words = buf[: buf.shape[0] // 8 * 8].view("<u8")
+    q, r = p >> 3, ((p & 7) * 8).astype(np.uint64)
+    w1 = words[q + 1]
+    length = (words[q] >> r) | (w1 << (np.uint64(64) - r))  # a shift by 64 gives 0
+    stored = ((w1 >> r) | (words[q + 2] << (np.uint64(64) - r))).astype(np.uint32)
+    ok = (length >> np.uint64(32)) == 0
+    ok &= length_crc_ok(length.astype(np.uint32), stored)
+    return length.astype(np.int64), ok
+
+
 def _header_candidates(buf: np.ndarray, n: int, every: bool = False
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted positions p (p + 12 <= n) whose 8-byte length passes its CRC, and the lengths.
 
-    A length below 2^24 puts 4-5 zero windows at each header; unless `every`, only the window
-    followed by a non-zero byte (the CRC's first byte) is checked: 255 headers in 256. The
-    walk checks the others one by one when the chain reaches them.
+    A header's length has its upper bytes zero, so it ends a run of at least four zero
+    bytes, at p + 7, unless the CRC after it starts with a zero byte (1 header in 256): those
+    are found from the records before them, whose `start + 16 + length` points at them.
+    `every` checks every zero window instead (to resynchronise after damage).
     """
-    found_p, found_l = [], []
     if n < 12:
         return np.empty(0, np.int64), np.empty(0, np.int64)
+    if every:
+        return _every_header(buf, n)
+    z = buf[:n] == 0
+    ends = np.flatnonzero(z[:-1] & ~z[1:])  # the last zero byte of each run
+    ends = ends[(ends >= 7) & (ends <= n - 5)]
+    ends = ends[z[ends - 1] & z[ends - 2] & z[ends - 3]]
+    p = ends - 7
+    lengths, ok = check_headers(buf, p)
+    v, lens = p[ok], lengths[ok]
+    for _ in range(8):  # headers pointed at but passed over
+        nxt = v + 16 + lens
+        j = np.minimum(np.searchsorted(v, nxt), max(v.shape[0] - 1, 0))
+        miss = nxt[(nxt + 12 <= n) & ((v[j] != nxt) if v.shape[0] else True)]
+        if not miss.shape[0]:
+            break
+        miss = np.unique(miss)
+        ml, mok = check_headers(buf, miss)
+        if not mok.any():
+            break
+        v, lens = np.concatenate([v, miss[mok]]), np.concatenate([lens, ml[mok]])
+        order = np.argsort(v, kind="stable")
+        v, lens = v[order], lens[order]
+    return v, lens
+
+
+def _every_header(buf: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    found_p, found_l = [], []
     for a in range(4):  # the length's upper half is a zero uint32 at p + 4, p ≡ a (mod 4)
-        words = buf[a: a + (n - a) // 4 * 4].view("<u4")
-        zero = words[1:-1] == 0
-        if not every:
-            zero &= (words[2:] & np.uint32(0xFF)) != 0
-        i = np.flatnonzero(zero)  # words[i + 1] == 0 → p = a + 4 i
+        words = buf[a: a + (n - a) // 4 * 4].copy().view("<u4")
+        i = np.flatnonzero(words[1:-1] == 0)  # words[i + 1] == 0 → p = a + 4 i
         i = i[a + 4 * i + 12 <= n]
         lo = words[i]
         ok = length_crc_ok(lo, words[i + 2])
