@@ -253,6 +253,11 @@ def test_header_whose_crc_starts_with_a_zero_byte(tmp_path):
     assert [length for _, length in record_offsets(path)][1:] == [65, 65, 65]
     rec = read_one(path)
     assert rec.value.tolist() == [0.0, 1.0, 2.0] and rec.warnings == ()
+    data = path.read_bytes()
+    buf = np.zeros(len(data) + tfrecord.PAD, np.uint8)
+    buf[:len(data)] = np.frombuffer(data, np.uint8)
+    starts, lengths = tfrecord._header_candidates(buf, len(data))
+    assert starts.tolist() == [off for off, _ in record_offsets(path)]
 
 
 def test_multiple_values_in_one_event_share_the_order(tmp_path):
