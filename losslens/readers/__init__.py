@@ -123,6 +123,9 @@ def _walk(root: Path, format: str | None = None) -> list[tuple[Path, str, Format
     units: list[tuple[Path, str, Format | None]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        if any(f.endswith(".wandb") for f in filenames):
+            # a W&B run dir: files/ (console copy, summary, config) and logs/ repeat the run
+            dirnames[:] = [d for d in dirnames if d not in ("files", "logs", "tmp")]
         here = Path(dirpath)
         rel = here.relative_to(root)
         events = [f for f in sorted(filenames) if tb.is_event_file_name(f)]
