@@ -194,13 +194,14 @@ class _Chunk:
             found = None
             for i in np.flatnonzero(self.open)[:MAX_TEMPLATES].tolist():
                 tries += 1
-                self.open[i] = False
                 found = template(self.line(i))
                 if found is not None:
                     break
+                self.open[i] = False
             if found is not None:
                 templates.append(found)
                 self._apply(found, out)
+                self.open[i] = False  # taken, or left to the classifier
 
     def _apply(self, tpl: Template, out: ChunkResult) -> None:
         cand = np.flatnonzero(self.open & (self.n_pipes == tpl.pipes)
