@@ -25,7 +25,8 @@ The peers see logged points, not every batch, as an offline replay of a log does
 Matching rule: a detected spike matches a true one when their [start, end] step ranges overlap
 (an open end runs to the last step); each true spike matches at most one detection. A
 detection overlapping no true spike is a false positive, except inside a true divergence or
-non-finite stretch (from its start on), where every method's flags are ignored. A second
+non-finite stretch (from its start on), where every method's flags are ignored (grad spikes
+too: the grad norm rises with a diverging loss). A second
 detection overlapping an already matched spike counts as a duplicate (shown, not an FP).
 Recovery accuracy = matched spikes whose recovery class equals the injected one. Other kinds
 match the same way (grad spikes: [start, start + 10 log intervals] for the truth).
@@ -117,8 +118,9 @@ def make_case(i: int, seed: int) -> Case:
     if kind == "nan":
         params["nan_at"] = int(rng.uniform(0.5, 0.9) * n_steps)
     if rng.random() < 0.33 and not params["negative"]:
-        params["grad_lag"] = int(rng.integers(0, 3)) * log_every
-        params["grad_only"] = [int(x) for x in rng.uniform(first, n_steps, 2)]
+        params["grad_lag"] = int(rng.choice([0, 10, 50]))
+        quiet = min(params.get("diverge_at") or n_steps, params.get("nan_at") or n_steps)
+        params["grad_only"] = [int(x) for x in rng.uniform(first, max(first + 1, quiet - 500), 2)]
         o = int(rng.uniform(0.1, 0.9) * n_steps)
         burst = int(rng.choice([1, 3, 30]))
         params["overflows"] = [o + k * max(1, log_every // 2) for k in range(burst)]
@@ -301,10 +303,11 @@ def evaluate(cases: list[Case]) -> list[dict[str, Any]]:
             truth = [(t.start_step, _end(t, last, case), t) for t in case.truth if t.kind == kind]
             found = [(e.start_step, last if e.end_step is None else e.end_step, e)
                      for e in case.events if e.kind == kind
-                     and (kind != "spike" or e.tag == TAGS["loss"])]
+                     and (kind not in ("spike", "nonfinite") or e.tag == TAGS["loss"])]
             if kind in ("grad_spike", "overflow") and "overflows" not in case.params:
                 continue
-            score(sc, truth, found, neutral if kind == "spike" else [], GRADERS.get(kind))
+            score(sc, truth, found, neutral if kind in ("spike", "grad_spike") else [],
+                  GRADERS.get(kind))
         truth = [(t.start_step, _end(t, last, case), t) for t in case.truth if t.kind == "spike"]
         for name, rule in PEERS.items():
             found = [(a, b, None) for a, b in rule(case.steps, case.values)]

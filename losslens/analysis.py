@@ -4,7 +4,8 @@
 series whose role they accept, run detectors get the run once. Then it
 
 - folds spikes found inside a divergence into it (the rise of a divergence reads as a spike
-  that never recovers; the divergence says it better: `details.spikes_within`),
+  that never recovers, and the grad norm rises with it; the divergence says it better:
+  `details.spikes_within` counts them),
 - marks, when a run has several losses (train and per-dataset validation), which spikes hit
   the other losses at the same time (`details.shared_with`, `details.all_losses`) and which
   hit one loss alone (`details.isolated`) — DESIGN §1: spikes can hit one dataset and not
@@ -82,8 +83,9 @@ def _fold_into_divergence(events: list[Event]) -> list[Event]:
     keep, folded = [], {id(d): 0 for d in divs}
     for e in events:
         owner = None
-        if e.kind == "spike":
-            owner = next((d for d in divs if d.tag == e.tag and d.start_step < e.start_step
+        if e.kind in ("spike", "grad_spike"):  # grad norms rise with a diverging loss
+            owner = next((d for d in divs if (d.tag == e.tag or e.kind == "grad_spike")
+                          and d.start_step < e.start_step
                           and (d.end_step is None or e.start_step <= d.end_step)), None)
         if owner is None:
             keep.append(e)

@@ -123,29 +123,38 @@ class DivergenceDetector:
 
     # -- sustained rise of the finite values ---------------------------------------------
 
+    def _span(self, st: np.ndarray) -> int:
+        """Points in the sustain span: sustain_points, or more to cover sustain_steps at the
+        series' typical logging interval."""
+        typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
+        return max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
+
     def _finite(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
                 best: np.ndarray, log: bool) -> list[dict[str, Any]]:
+        from scipy import ndimage
+
         n = v.shape[0]
-        if n < max(self.sustain_points, 3):
+        span = self._span(st)
+        if n <= span:
             return []
         if log:
             thr, tol = np.log(self.rise_ratio), np.log(1.02)
-        else:
-            sigma = max(_noise(y), 1e-12 * max(1.0, float(np.abs(y).max())))
-            thr, tol = self.rise_z * sigma, sigma
+            growth, stuck = np.log(self.min_growth), np.log(self.stuck_ratio)
+        else:  # in noise scales measured where the best level was last reached
+            noise = _DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(y, prepend=y[0])), 129)
+            idx = np.arange(n)
+            ref = np.maximum.accumulate(np.where(level <= best, idx, 0))
+            tol = np.maximum(noise[ref], 1e-12 * np.maximum(1.0, np.abs(level)))
+            thr = growth = self.rise_z * tol
+            stuck = np.inf  # a level shift of a signed series is not a dead run
         above = (level - best) >= thr
         if not above.any():
             return []
         idx = np.arange(n)
         run_start = np.maximum.accumulate(np.where(above & ~np.r_[False, above[:-1]], idx, 0))
-        back = np.minimum(idx - self.sustain_points,
-                          np.searchsorted(st, st - self.sustain_steps, side="right") - 1)
-        safe_back = np.maximum(back, 0)
-        grow = level - level[run_start] >= np.log(self.min_growth) if log else \
-            level - level[run_start] >= thr * (self.min_growth - 1)
-        stuck_thr = np.log(self.stuck_ratio) if log else thr * self.stuck_ratio / self.rise_ratio
-        stuck = (level - best >= stuck_thr) & (level >= level[safe_back] - tol)
-        declare = above & (back >= run_start) & (grow | stuck)
+        top = ndimage.maximum_filter1d(level, size=span + 1, mode="nearest", origin=span // 2)
+        declare = (above & (idx - span >= run_start) & (level >= top - tol)
+                   & ((level - level[run_start] >= growth) | (level - best >= stuck)))
         out = []
         for a, b in _runs(above):
             hits = np.flatnonzero(declare[a:b])

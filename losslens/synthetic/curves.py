@@ -285,13 +285,15 @@ def _loss_scale(steps: np.ndarray, overflows: np.ndarray,
 
 
 def _overflow_truth(steps: np.ndarray, overflows: Sequence[int], gap: int) -> list[Truth]:
+    """Bursts as the log shows them: overflows snapped to the logged step that reports them,
+    logged steps at most `gap` apart in one burst."""
     o = np.sort(np.asarray(overflows, dtype=np.int64))
-    if o.shape[0] == 0:
+    i = np.searchsorted(steps, o)
+    seen = steps[i[i < steps.shape[0]]]
+    if seen.shape[0] == 0:
         return []
     out = []
-    for part in np.split(o, np.flatnonzero(np.diff(o) > gap) + 1):
-        first, last = _snap(steps, int(part[0])), _snap(steps, int(part[-1]))
-        if first is not None:
-            out.append(Truth("overflow", first, tag=TAGS["scale"], end_step=last,
-                             magnitude=float(part.shape[0])))
+    for part in np.split(seen, np.flatnonzero(np.diff(seen) > gap) + 1):
+        out.append(Truth("overflow", int(part[0]), tag=TAGS["scale"], end_step=int(part[-1]),
+                         magnitude=float(part.shape[0])))
     return out
