@@ -282,20 +282,20 @@ def _args_line(st: _Console, frag: str) -> bool:
 
 def _dict(st: _Console, lineno: int, frag: str, brace: int, truncated: bool) -> None:
     values = _parse_dict(frag, brace)
+    broken_train = False
     if values is None:
-        if _STRICT.match(frag, brace):
-            reason = "truncated last line" if truncated else "HF log dict that does not parse"
-            st.b.skip(lineno, reason, frag[brace:])
-            if frag.startswith("{'loss'", brace):  # still a training log: later steps count it
-                st.train_count += 1
-        return
+        if not _STRICT.match(frag, brace):
+            return
+        reason = "truncated last line" if truncated else "HF log dict that does not parse"
+        st.b.skip(lineno, reason, frag[brace:])
+        # still a training log: it takes its step, so that later logs keep theirs
+        broken_train, values = frag.startswith("{'loss'", brace), {}
     if "train_runtime" in values:
         st.final.update({k: _fmt(v) for k, v in values.items()})
-        return
-    if "loss" not in values and ("'eval_" in frag or "'test_" in frag) \
+    elif "loss" not in values and ("'eval_" in frag or "'test_" in frag) \
             and any(k.startswith(_EVAL_PREFIX) for k in values):
         st.logs.append(_Log("eval", lineno, values, st.section, st.train_count))
-    elif "loss" in values or "learning_rate" in values or "grad_norm" in values:
+    elif broken_train or "loss" in values or "learning_rate" in values or "grad_norm" in values:
         st.train_count += 1
         log = _Log("train", lineno, values, st.section, st.train_count)
         if "|" in frag:

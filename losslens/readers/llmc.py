@@ -213,7 +213,8 @@ def read_llmc(path: Path, run: str) -> list[RunRecords]:
     return [st.b.build(run, str(path), "llmc", _console_meta(st))]
 
 
-def _num(text: str | None, kind=float):
+def _table_num(text: str | None, kind=float):
+    """A number from the parameter table, None when absent or not a number."""
     if text is None:
         return None
     try:
@@ -224,10 +225,10 @@ def _num(text: str | None, kind=float):
 
 def _console_meta(st: _Console) -> RunMeta:
     t = st.table
-    seq = _num(t.get("sequence length T") or t.get("max_sequence_length T"), int)
-    total = _num(t.get("total batch size"), int)  # tokens per step
-    lr = _num(t.get("learning rate (LR)"))
-    frac = _num(t.get("final LR fraction"))
+    seq = _table_num(t.get("sequence length T") or t.get("max_sequence_length T"), int)
+    total = _table_num(t.get("total batch size"), int)  # tokens per step
+    lr = _table_num(t.get("learning rate (LR)"))
+    frac = _table_num(t.get("final LR fraction"))
     precision = (t.get("precision") or st.precision or "").lower() or None
     extra = dict(t)
     extra.update(st.extra)
@@ -235,16 +236,16 @@ def _console_meta(st: _Console) -> RunMeta:
     if st.checkpoints:
         extra["checkpoint_steps"] = ",".join(st.checkpoints)
     return RunMeta(
-        hidden_size=_num(t.get("channels C"), int), num_layers=_num(t.get("num_layers L"), int),
-        num_heads=_num(t.get("num_heads NH"), int), seq_length=seq,
+        hidden_size=_table_num(t.get("channels C"), int), num_layers=_table_num(t.get("num_layers L"), int),
+        num_heads=_table_num(t.get("num_heads NH"), int), seq_length=seq,
         precision=precision if precision in ("fp16", "bf16", "fp32") else None,
         lr=lr, min_lr=lr * frac if lr is not None and frac is not None else None,
-        lr_schedule=t.get("LR scheduler"), warmup_steps=_num(t.get("warmup iterations"), int),
-        train_iters=_num(t.get("train_num_batches"), int),
+        lr_schedule=t.get("LR scheduler"), warmup_steps=_table_num(t.get("warmup iterations"), int),
+        train_iters=_table_num(t.get("train_num_batches"), int),
         global_batch_size=total // seq if total and seq else None,
-        micro_batch_size=_num(t.get("micro batch size B"), int),
-        save_interval=_num(t.get("checkpoint_every"), int),
-        weight_decay=_num(t.get("weight decay")), framework="llm.c", extra=extra)
+        micro_batch_size=_table_num(t.get("micro batch size B"), int),
+        save_interval=_table_num(t.get("checkpoint_every"), int),
+        weight_decay=_table_num(t.get("weight decay")), framework="llm.c", extra=extra)
 
 
 # ---------------------------------------------------------------- main.log
