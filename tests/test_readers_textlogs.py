@@ -203,6 +203,19 @@ def test_hf_console_5x_strings_steps_from_tqdm(tmp_path):
     assert f.runs[0].roles["eval_loss"] == "val_loss"
 
 
+def test_hf_console_eval_after_cut_training_dict_with_bars(tmp_path):
+    text = "\n".join([
+        bars(1, 5, 10) + CLEAR + "{'loss': 2.0, 'learning_rate': 1e-05, 'epoch': 0.5}",
+        bars(5, 10, 10) + CLEAR + "{'loss': 1.9, 'learning_rate'",   # cut: still step 10
+        bars(10, 10, 10) + CLEAR + "{'eval_loss': 2.2, 'epoch': 1.0}",
+        bars(10, 10, 10)]) + "\n"
+    rec, _ = load(write(tmp_path, "log.txt", text))
+    assert pts(rec, "loss") == ([5], [2.0])
+    assert pts(rec, "eval_loss") == ([10], [2.2])
+    assert rec.metadata.extra["step_source"] == "tqdm"
+    assert skipped(rec) == [(2, "HF log dict that does not parse")]
+
+
 def test_hf_console_log_count_and_truncated_dict(tmp_path):
     text = ("{'loss': 2.0, 'learning_rate': 1e-05, 'epoch': 0.2}\n"
             "{'eval_loss': 2.2, 'epoch': 0.2}\n"
@@ -478,6 +491,16 @@ def test_llmc_console_older_forms(tmp_path):
     assert pts(rec, "tok/s")[0] == [1, 2, 3, 4, 5, 7]
     assert pts(rec, "mfu") == ([1], [45.3])
     assert rec.metadata.precision == "fp16" and rec.skipped_count == 0
+
+
+def test_llmc_console_bad_number_is_skipped(tmp_path):
+    text = ("step    1/6 | loss 1.000000 (+nanz)| norm 1.0000 (+nanz)| lr 1.00e-04 | 1.00 ms "
+            "| x% bf16 MFU | 1 tok/s\n"
+            "step    2/6 | loss 0.900000 (+nanz)| norm 1.0000 (+nanz)| lr 1.00e-04 | 1.00 ms "
+            "| 1.0% bf16 MFU | 1 tok/s\n")
+    rec, _ = load(write(tmp_path, "x.log", text), "llmc")
+    assert pts(rec, "loss") == ([2], [0.9])
+    assert skipped(rec) == [(1, "llm.c step line that does not parse")]
 
 
 def test_llmc_cpu_form_is_not_nanogpt(tmp_path):
