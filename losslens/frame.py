@@ -207,6 +207,14 @@ def _n_unique(a: np.ndarray) -> int:
     return 1 + int(np.count_nonzero(s[1:] != s[:-1]))
 
 
+def _grouped(codes: np.ndarray, order: np.ndarray) -> bool:
+    """Whether points already come tag by tag (codes ascending), each tag in write order."""
+    if codes.shape[0] < 2:
+        return True
+    dc = codes[1:] - codes[:-1]
+    return bool(np.all((dc > 0) | ((dc == 0) & (order[1:] >= order[:-1]))))
+
+
 def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFrame, RunInfo]:
     seg_raw, boundaries = _segment_ids(rec)
     # renumber so that empty segments vanish (bincount: np.unique is slow on millions)
@@ -215,8 +223,9 @@ def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFr
     lut[used] = np.arange(used.shape[0], dtype=np.int32)
     seg = lut[seg_raw]
     reasons = ["start"] + [r for _, r in boundaries]
-    # raw view order: by tag, then write order
-    idx = np.lexsort((rec.order, rec.tag_code))
+    # raw view order: by tag, then write order (readers that deliver it so need no sort)
+    idx = slice(None) if _grouped(rec.tag_code, rec.order) else np.lexsort((rec.order,
+                                                                              rec.tag_code))
     codes = rec.tag_code[idx]
     df = pd.DataFrame({
         "tag": pd.Categorical.from_codes(codes, categories=list(rec.tags)) if rec.tags
