@@ -343,24 +343,29 @@ class _Chunk:
         nw = (a + size + 4 + 7) // 8
         q = p >> 3
         d = np.empty((idx.shape[0], nw), dtype=np.uint64)
+        ored = np.empty(nw, dtype=np.uint64)
+        head = np.uint64((0xFFFFFFFFFFFFFFFF << (8 * a)) & 0xFFFFFFFFFFFFFFFF)
+        tail = a + size + 4 - 8 * (nw - 1)
         for c in range(nw):
             col = self.words[q + c] if c else self.words[q]
-            d[:, c] = col ^ col[0]
-        d[:, 0] &= np.uint64((0xFFFFFFFFFFFFFFFF << (8 * a)) & 0xFFFFFFFFFFFFFFFF)
-        tail = a + size + 4 - 8 * (nw - 1)
-        if tail < 8:
-            d[:, -1] &= np.uint64((1 << (8 * tail)) - 1)
-        vary = np.flatnonzero(np.bitwise_or.reduce(d, axis=0).view(np.uint8)[a:a + size])
+            x = col ^ col[0]
+            if c == 0:
+                x &= head
+            if c == nw - 1 and tail < 8:
+                x &= np.uint64((1 << (8 * tail)) - 1)
+            ored[c] = np.bitwise_or.reduce(x)
+            d[:, c] = x
+        vary = np.flatnonzero(ored.view(np.uint8)[a:a + size])
         ref = self.buf[int(p[0]):int(p[0]) + size + 4]
         return _Rows(d.view(np.uint8), a, ref, vary)
 
     def _crc_ok(self, idx: np.ndarray, rows: _Rows) -> np.ndarray:
         size = int(self.length[idx[0]])
         if size <= tfrecord.GMAX:
-            g = tfrecord.tables()
             crc = np.full(idx.shape[0], tfrecord.crc32c(rows.ref[:size]), np.uint32)
-            for i in rows.vary.tolist():
-                crc ^= g[size - 1 - i][rows.d8[:, rows.a + i]]
+            d16 = rows.d8.view("<u2")
+            for u in np.unique((rows.vary + rows.a) >> 1).tolist():  # byte pairs
+                crc ^= tfrecord.pair_table(size, 2 * u - rows.a)[d16[:, u]]
         else:
             crc = np.array([tfrecord.crc32c(self.buf[q:q + size]) for q in self.p[idx].tolist()],
                            np.uint32)

@@ -63,6 +63,25 @@ def _shift_tables() -> np.ndarray:
     return reg
 
 
+def pair_table(size: int, i: int) -> np.ndarray:
+    """CRC contribution of the 16-bit little-endian unit at payload bytes i, i + 1 of a
+    `size`-byte message (bytes outside the message contribute nothing)."""
+    if 0 <= i and i + 1 < size:
+        return _pair_table(size - 1 - i)
+    g, x = tables(), np.arange(1 << 16)
+    out = np.zeros(1 << 16, dtype=np.uint32)
+    for j, byte in ((i, x & 0xFF), (i + 1, x >> 8)):
+        if 0 <= j < size:
+            out ^= g[size - 1 - j][byte]
+    return out
+
+
+@lru_cache(maxsize=64)  # 256 KiB each
+def _pair_table(k: int) -> np.ndarray:
+    g, x = tables(), np.arange(1 << 16)
+    return g[k][x & 0xFF] ^ g[k - 1][x >> 8]
+
+
 def crc32c(data: bytes | np.ndarray) -> int:
     """CRC32C of one message (any length), in GMAX-byte rows chained by the shift tables."""
     x = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
