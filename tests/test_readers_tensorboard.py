@@ -513,8 +513,14 @@ def _event(draw):
     return tensor_event(step, wall, tag, tensor(1, tensor_content=np.float32(value).tobytes()))
 
 
-@settings(max_examples=int(os.environ.get("TB_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(events=st.lists(_event(), min_size=0, max_size=60), chunk=st.sampled_from([64, 300, 1 << 20]))
+#: TB_EXAMPLES=600 for a longer search
+_SETTINGS = settings(max_examples=int(os.environ.get("TB_EXAMPLES", 40)), deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@_SETTINGS
+@given(events=st.lists(_event(), min_size=0, max_size=60),
+       chunk=st.sampled_from([64, 300, 1 << 20]))
 def test_random_files_match_the_protobuf_decoder(tmp_path_factory, events, chunk):
     directory = tmp_path_factory.mktemp("random")
     path = write(directory, events)
@@ -566,8 +572,7 @@ def test_corpus_lightning_file(corpus):
     assert info.warnings == () and info.skipped_count == 0
 
 
-@settings(max_examples=int(os.environ.get("TB_EXAMPLES", 40)), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@_SETTINGS
 @given(events=st.lists(_event(), min_size=1, max_size=40), data=st.data(),
        chunk=st.sampled_from([100, 1 << 20]))
 def test_random_damage_keeps_every_intact_record(tmp_path_factory, events, data, chunk):

@@ -130,14 +130,6 @@ def length_crc_ok(lo: np.ndarray, stored: np.ndarray) -> np.ndarray:
     return mask(crc) == stored
 
 
-def gather_uint(buf: np.ndarray, pos: np.ndarray, size: int) -> np.ndarray:
-    """Little-endian unsigned ints of `size` bytes at positions `pos` (any alignment)."""
-    out = buf[pos].astype(np.uint64)
-    for j in range(1, size):
-        out |= buf[pos + j].astype(np.uint64) << np.uint64(8 * j)
-    return out
-
-
 def gather_view(buf: np.ndarray, pos: np.ndarray, dtype: str) -> np.ndarray:
     """Values of `dtype` at `pos`, all of which share one alignment (one gather)."""
     size = np.dtype(dtype).itemsize
@@ -248,62 +240,68 @@ class _Walk:
     unframed: bool = False  # the chunk ended while looking for a valid header
 
 
+def _resync(buf: np.ndarray, n: int, at_eof: bool, bad: int | None, pos: int, out: _Walk,
+            every: list) -> int | None:
+    """The next position whose length CRC checks, at or after `pos`; None: none in the chunk."""
+    if not every:
+        every.append(_header_candidates(buf, n, every=True)[0])
+    k = int(np.searchsorted(every[0], pos))
+    if k == every[0].shape[0]:
+        out.resyncs.append((bad, None))
+        out.unframed = True
+        out.carry = None if at_eof else max(pos + 1, n - 11)
+        return None
+    out.resyncs.append((bad, int(every[0][k])))
+    return int(every[0][k])
+
+
+def _end(out: _Walk, n: int, at_eof: bool, last: int, length: int) -> _Walk:
+    """The record at `last` runs past the chunk: carry it over, or report it truncated."""
+    if not at_eof:
+        out.carry, out.need = last, length + 16
+    else:
+        out.problems.append((last, f"truncated record (its length says {length} "
+                             f"bytes, {n - last - 12} left)", 1))
+    return out
+
+
 def _walk(buf: np.ndarray, n: int, at_eof: bool, resync: bool) -> _Walk:
     """Follow the record chain through one chunk (see the module docstring)."""
     v, lens = _header_candidates(buf, n)
     nxt = v + 16 + lens
     breaks = np.flatnonzero(nxt[:-1] != v[1:])
-    out, pos, bad = _Walk(), 0, (None if resync else -1)
-    every = None
+    out, pos, bad, every = _Walk(), 0, (None if resync else -1), []
     while pos < n:
         if bad != -1:  # resynchronise at the next header whose length CRC checks
-            if every is None:
-                every = _header_candidates(buf, n, every=True)[0]
-            k = int(np.searchsorted(every, pos))
-            if k == every.shape[0]:
-                out.resyncs.append((bad, None))
-                out.unframed = True
-                out.carry = None if at_eof else max(pos + 1, n - 11)
+            pos, bad = _resync(buf, n, at_eof, bad, pos, out, every), -1
+            if pos is None:
                 return out
-            pos = int(every[k])
-            out.resyncs.append((bad, pos))
-            bad = -1
         k = int(np.searchsorted(v, pos))
-        if k < v.shape[0] and v[k] == pos:
+        if k < v.shape[0] and v[k] == pos:  # a run of linked records
             j = int(np.searchsorted(breaks, k))
             e = int(breaks[j]) if j < breaks.shape[0] else v.shape[0] - 1
-            last, length = int(v[e]), int(lens[e])
-            if nxt[e] <= n:
-                out.starts.append(v[k:e + 1])
-                out.lengths.append(lens[k:e + 1])
-                pos = int(nxt[e])
-                continue
-            out.starts.append(v[k:e])
-            out.lengths.append(lens[k:e])
+            complete = e + 1 if nxt[e] <= n else e
+            out.starts.append(v[k:complete])
+            out.lengths.append(lens[k:complete])
+            if complete == e:
+                return _end(out, n, at_eof, int(v[e]), int(lens[e]))
+            pos = int(nxt[e])
         elif n - pos < 12:
             if not at_eof:
                 out.carry, out.need = pos, 12
             else:
                 out.problems.append((pos, f"truncated record header ({n - pos} of 12 bytes)", 1))
             return out
-        else:
+        else:  # a header the candidate search did not reach, or damage
             length = _length_at(buf, pos)
             if length is None:
                 bad = pos  # length CRC mismatch: the length cannot be trusted
                 continue
-            last = pos
-            if last + 16 + length <= n:  # a header the candidate filter passed over
-                out.starts.append(np.array([last], np.int64))
-                out.lengths.append(np.array([length], np.int64))
-                pos = last + 16 + length
-                continue
-        # the record at `last` runs past the chunk
-        if not at_eof:
-            out.carry, out.need = last, length + 16
-        else:
-            out.problems.append((last, f"truncated record (its length says {length} "
-                                 f"bytes, {n - last - 12} left)", 1))
-        return out
+            if pos + 16 + length > n:
+                return _end(out, n, at_eof, pos, length)
+            out.starts.append(np.array([pos], np.int64))
+            out.lengths.append(np.array([length], np.int64))
+            pos += 16 + length
     if not at_eof:  # the chunk ended exactly at a record boundary
         out.carry, out.need = n, 0
     return out
