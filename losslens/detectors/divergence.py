@@ -112,7 +112,9 @@ class DivergenceDetector:
         log = bool(v.shape[0] == 0 or np.all(v > 0))
         y = np.log(v) if log else v
         level = trailing_median(y, self.window | 1)
-        best = np.minimum.accumulate(level) if v.shape[0] else level
+        # the best level so far, once the median rests on a full window
+        full = np.where(np.arange(level.shape[0]) >= (self.window | 1) - 1, level, np.inf)
+        best = np.minimum.accumulate(full) if v.shape[0] else level
         found = self._finite(st, v, y, level, best, log)
         found = self._merge_nonfinite(found, steps, finite, st, y, best)
         last = int(steps[-1])

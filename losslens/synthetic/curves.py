@@ -10,7 +10,8 @@ up to 20x), non-finite values from `nan_at`. `negative=True` gives a sign-changi
 Injected events are snapped to the first logged step at or after their step, so the truth is
 what the logged series can show. Spike shapes are linear in log space: the excess ramps up over
 `rise_steps`, then falls from log(height) to 0 over `recovery_steps` (or to log(settle) for a
-spike injected as never recovering). The truth's end and recovery class follow the detector's
+spike injected as never recovering; drawn settles stay between 1.15x and 3x, or +0.15 and +0.5
+for sign-changing series, since a loss stuck 4x above its best is a divergence). The truth's end and recovery class follow the detector's
 definition on the noiseless curve: the first logged point after the peak back at the level the
 curve would have had at the spike's start without it (a curve that keeps descending can bring
 a "settled higher" spike back: its truth is then `slow`, `details.injected` says `none`).
@@ -93,7 +94,8 @@ def _settle(spike: Spike, rng: np.random.Generator, noise: float, negative: bool
     if spike.settle is not None:
         return spike.settle - 1 if negative else float(np.log(spike.settle))
     lo = max(0.15 if negative else np.log(1.15), 8 * noise)
-    return float(min(max(rng.uniform(0.2, 0.5) * full, lo), 0.8 * full))
+    cap = 0.5 if negative else np.log(3)  # higher and flat is a dead run: a divergence
+    return float(min(max(rng.uniform(0.2, 0.5) * full, lo), 0.8 * full, cap))
 
 
 def _spike_excess(steps: np.ndarray, s0: int, spike: Spike, recov: int,
