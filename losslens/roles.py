@@ -27,7 +27,10 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"param(s|eter)?s?[ _-]?norm|weight[ _-]?norm", "other"),
     (r"(^|[/_ -])(balanc|aux|load_balancing|router)|z[ _-]?loss|^ewm|best_loss|_best_",
      "other"),
-    (rf"(^|/){_V}/downstream/", "val_acc"),
+    (rf"(^|/){_V}/downstream/|hellaswag|^eval$", "val_acc"),
+    # GAN losses (pix2pix / CycleGAN): the generator's are the ones to watch
+    (r"^(G|cycle|idt)_\w+$", "train_loss"),
+    (r"^D(_\w+)?$", "other"),
     (rf"(^|[/_ -]){_V}([/_ -]|$).*acc|acc.*[/_ -]{_V}([/_ -]|$)", "val_acc"),
     # validation losses: "lm loss validation", "valid/c4_loss", "eval_loss", "val loss", "tel"
     (rf"(^|[/_ -]){_V}([/_ -]|$).*(loss|nll|ce\b|crossentropy)|"

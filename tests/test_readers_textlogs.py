@@ -465,7 +465,7 @@ def test_llmc_console_fixture(tmp_path):
     assert m.min_lr == pytest.approx(6e-5)
     assert (m.save_interval, m.precision, m.num_layers, m.hidden_size) == (4, "bf16", 12, 768)
     assert m.train_iters == 6 and m.framework == "llm.c"
-    assert m.extra["checkpoint_steps"] == "4" and m.extra["total batch size"] == "8192"
+    assert m.extra["checkpoints"] == "4" and m.extra["total batch size"] == "8192"
 
 
 def test_llmc_console_older_forms(tmp_path):
@@ -757,7 +757,7 @@ def test_corpus_llmc_stdout_nan(corpus):
         ("loss", "train_loss"), ("norm", "grad_norm"), ("lr", "lr"), ("time_ms", "other"),
         ("tok/s", "other"), ("mfu", "other"))}
     assert summary(f) == {**per_step, "val loss": ("val_loss", 4, 0, 750),
-                          "HellaSwag": ("other", 3, 250, 750)}
+                          "HellaSwag": ("val_acc", 3, 250, 750)}
     nonfinite = {s.tag: s.nonfinite for s in f.runs[0].series}
     assert nonfinite["loss"] == nonfinite["norm"] == 901 and nonfinite["val loss"] == 4
     assert pts(rec, "HellaSwag") == ([250, 500, 750], [0.250448] * 3)
@@ -776,14 +776,14 @@ def test_corpus_llmc_stdout_ok(corpus):
         ("loss", "train_loss"), ("norm", "grad_norm"), ("lr", "lr"), ("time_ms", "other"),
         ("tok/s", "other"), ("mfu", "other"))}
     assert summary(f) == {**per_step, "val loss": ("val_loss", 80, 0, 19560),
-                          "HellaSwag": ("other", 79, 250, 19560)}
+                          "HellaSwag": ("val_acc", 79, 250, 19560)}
     assert pts(rec, "val loss")[1][:2] == [11.007921, 6.202221]
     assert pts(rec, "val loss")[1][-1] == 3.264775
     assert pts(rec, "loss")[1][-1] == 3.253402
     # step 19528's line was cut by a CUDA error message written into it
     assert skipped(rec) == [(19761, "llm.c step line that does not parse")]
     assert segments(f) == [(0, 19560, "start")]
-    assert rec.metadata.extra["checkpoint_steps"] == "5000,10000,15000"
+    assert rec.metadata.extra["checkpoints"] == "5000,10000,15000"
     for name, value in LLMC_TABLE_META.items():
         assert getattr(rec.metadata, name) == value, name
 
@@ -794,7 +794,7 @@ def test_corpus_llmc_mainlog(corpus):
     rec, f = load(path)
     assert summary(f) == {"trl": ("train_loss", 19552, 0, 19551), "lr": ("lr", 19552, 0, 19551),
                           "norm": ("grad_norm", 19552, 0, 19551),
-                          "tel": ("val_loss", 80, 0, 19552), "eval": ("other", 79, 250, 19552)}
+                          "tel": ("val_loss", 80, 0, 19552), "eval": ("val_acc", 79, 250, 19552)}
     assert pts(rec, "trl")[1][:2] == [11.0116, 10.9586]
     assert pts(rec, "tel")[1][-1] == 3.2731 and pts(rec, "eval")[1][-1] == 0.3054
     assert segments(f) == [(0, 19552, "start")] and rec.skipped_count == 0
@@ -805,7 +805,8 @@ def test_corpus_pix2pix_restarts(corpus):
     assert sniff(path).name == "pix2pix"
     rec, f = load(path)
     tags = ("time", "data", "G_GAN", "G_L1", "G_2_L1", "D_real", "D_fake")
-    assert summary(f) == {t: ("other", 1343, 100, 133647) for t in tags}
+    roles = {"G_GAN": "train_loss", "G_L1": "train_loss", "G_2_L1": "train_loss"}
+    assert summary(f) == {t: (roles.get(t, "other"), 1343, 100, 133647) for t in tags}
     assert {s.raw_points for s in f.runs[0].series} == {1369}
     assert rec.metadata.extra["images_per_epoch"] == "743"
     assert len(rec.headers) == 10 and rec.skipped_count == 0

@@ -234,7 +234,7 @@ def _console_meta(st: _Console) -> RunMeta:
     extra.update(st.extra)
     extra["step_base"] = "1 (console prints step+1)"
     if st.checkpoints:
-        extra["checkpoint_steps"] = ",".join(st.checkpoints)
+        extra["checkpoints"] = ",".join(st.checkpoints)
     return RunMeta(
         hidden_size=_table_num(t.get("channels C"), int), num_layers=_table_num(t.get("num_layers L"), int),
         num_heads=_table_num(t.get("num_heads NH"), int), seq_length=seq,
