@@ -63,3 +63,16 @@ def test_series_json_on_the_sample(runner):
     assert run["format"] == "nanogpt" and run["events"] == [] and run["skip_plan"] is None
     roles = {s["tag"]: s["role"] for s in run["series"]}
     assert roles["val loss"] == "val_loss"
+
+
+def test_folder_walk_reads_only_the_newest_hf_checkpoint(tmp_path):
+    import losslens
+    for n in (10, 20):
+        d = tmp_path / "out" / f"checkpoint-{n}"
+        d.mkdir(parents=True)
+        hist = [{"loss": 2.0 - i * 0.1, "step": i * 5 + 5} for i in range(n // 5)]
+        (d / "trainer_state.json").write_text(json.dumps(
+            {"log_history": hist, "global_step": n, "logging_steps": 5}))
+    frame = losslens.read(tmp_path / "out")
+    assert [r.run for r in frame.runs] == ["checkpoint-20/trainer_state.json"]
+    assert frame.series(frame.runs[0].run, "loss").step.tolist() == [5, 10, 15, 20]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Callable
 from ..errors import (LogNotFoundError, LossLensError, LossLensWarning, NoSeriesError,
                       UnknownFormatError)
 from ..records import RunRecords
+
+_HF_CKPT = re.compile(r"^checkpoint-\d+$")
 
 #: Bytes read from the start of a file for sniffing.
 HEAD_BYTES = 1 << 20
@@ -126,6 +129,11 @@ def _walk(root: Path, format: str | None = None) -> list[tuple[Path, str, Format
         if any(f.endswith(".wandb") for f in filenames):
             # a W&B run dir: files/ (console copy, summary, config) and logs/ repeat the run
             dirnames[:] = [d for d in dirnames if d not in ("files", "logs", "tmp")]
+        ckpts = [d for d in dirnames if _HF_CKPT.match(d)]
+        if len(ckpts) > 1:
+            # HF output dir: each checkpoint-N/trainer_state.json is a prefix of the newest
+            newest = max(ckpts, key=lambda d: int(d.rsplit("-", 1)[1]))
+            dirnames[:] = [d for d in dirnames if d not in ckpts or d == newest]
         here = Path(dirpath)
         rel = here.relative_to(root)
         events = [f for f in sorted(filenames) if tb.is_event_file_name(f)]
