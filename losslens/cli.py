@@ -186,6 +186,10 @@ from .commands import check, skiplist  # noqa: E402  (registered here, defined t
 app.command()(skiplist)
 app.command()(check)
 
+from .commands_watch import watch  # noqa: E402
+
+app.command(name="watch")(watch)
+
 
 def main() -> None:
     app()
