@@ -1,0 +1,147 @@
+"""Which events to replay, from an `Analysis` (a log just read) or a `losslens.analysis/1` document.
+
+Replayable: spikes of a training loss, divergence and non-finite losses, grad-norm spikes, fp16
+overflows — events tied to the batches of particular iterations. Validation-loss spikes, resume
+artefacts, grokking and changepoints are not (no batch caused them). By default an event that
+overlaps one already chosen (a grad-norm spike under a loss spike) is left out: one replay
+answers both. `--events ID,...` picks events by id (then overlaps are kept).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..errors import InvalidParameterError, LogNotFoundError, ParseError
+from ..events import Event
+
+REPLAYABLE = {"spike": ("train_loss",), "divergence": ("train_loss",),
+              "nonfinite": ("train_loss",), "grad_spike": ("grad_norm",),
+              "overflow": None}
+#: Preferred first when two events overlap.
+PRIORITY = ("nonfinite", "spike", "divergence", "overflow", "grad_spike")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One event to replay, with what the log says around it."""
+
+    event: Event
+    role: str
+    logged: Mapping[int, float] | None = None  # the event's tag, by step (from a log)
+    logged_loss: Mapping[int, float] | None = None  # the train loss, by step (from a log)
+    restart_hint: int | None = None  # the skip plan's restart step
+
+
+def _event_from_dict(d: Mapping[str, Any], run: str) -> Event:
+    try:
+        return Event(kind=d["kind"], run=run, tag=d["tag"], start_step=int(d["start_step"]),
+                     peak_step=d.get("peak_step"), end_step=d.get("end_step"),
+                     severity=d.get("severity", "info"), recovery=d.get("recovery"),
+                     recovery_steps=d.get("recovery_steps"),
+                     magnitude=_num(d.get("magnitude")), details=d.get("details") or {},
+                     id=d.get("id", ""))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ParseError(f"analysis document: event {d.get('id', '?')} lacks {exc}") from None
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)  # "inf"/"-inf" strings parse too
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """A `losslens analyze --format json` document, checked for its schema."""
+    p = Path(path)
+    if not p.is_file():
+        raise LogNotFoundError(f"--analysis {p}: file not found")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ParseError(f"--analysis {p}: not JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != "losslens.analysis/1":
+        raise ParseError(f"--analysis {p}: expected schema losslens.analysis/1, got "
+                         f"{doc.get('schema') if isinstance(doc, dict) else type(doc).__name__}")
+    return doc
+
+
+def _pick_run(names: Sequence[str], run: str | None) -> str:
+    if run is not None:
+        if run not in names:
+            raise InvalidParameterError(f"--run {run}: no such run (runs: {', '.join(names)})")
+        return run
+    if len(names) != 1:
+        raise InvalidParameterError(f"{len(names)} runs read ({', '.join(names) or 'none'}): "
+                                    "pick one with --run")
+    return names[0]
+
+
+def targets_from_document(doc: Mapping[str, Any], run: str | None = None,
+                          events: Sequence[str] | None = None) -> tuple[str, list[Target]]:
+    runs = {r.get("run"): r for r in doc.get("runs", [])}
+    name = _pick_run(list(runs), run)
+    r = runs[name]
+    roles = {s["tag"]: s.get("role", "other") for s in r.get("series", [])}
+    evs = [_event_from_dict(e, name) for e in r.get("events", [])]
+    plan = r.get("skip_plan") or {}
+    return name, select(evs, roles, events, restart=plan.get("restart_from_step"))
+
+
+def targets_from_analysis(analysis: Any, run: str | None = None,
+                          events: Sequence[str] | None = None) -> tuple[str, list[Target]]:
+    """From a `pipeline.Analysis`: the logged values come along (replay checks them)."""
+    name = _pick_run([ra.info.run for ra in analysis.runs], run)
+    ra = next(x for x in analysis.runs if x.info.run == name)
+    roles = ra.info.roles
+    restart = ra.skip_plan.restart_from_step if ra.skip_plan else None
+    chosen = select(list(ra.events), roles, events, restart)
+    loss_tags = ra.info.tags_with_role("train_loss")
+    out = []
+    for t in chosen:
+        logged = _values(analysis.frame, name, t.event.tag)
+        loss_tag = t.event.tag if t.role == "train_loss" else (loss_tags[0] if loss_tags else None)
+        loss = logged if loss_tag == t.event.tag else (
+            _values(analysis.frame, name, loss_tag) if loss_tag else None)
+        out.append(Target(t.event, t.role, logged, loss, t.restart_hint))
+    return name, out
+
+
+def _values(frame: Any, run: str, tag: str) -> dict[int, float]:
+    s = frame.series(run, tag)
+    return {int(k): float(v) for k, v in zip(s.step, s.value)}
+
+
+def select(evs: Sequence[Event], roles: Mapping[str, str], wanted: Sequence[str] | None,
+           restart: int | None = None) -> list[Target]:
+    """The replayable events (or exactly `wanted`, by id), overlaps folded by default."""
+    if wanted:
+        ids = {e.id: e for e in evs}
+        unknown = [w for w in wanted if w not in ids]
+        if unknown:
+            raise InvalidParameterError(
+                f"--events: no event {', '.join(unknown)} (events: {', '.join(ids) or 'none'})")
+        return [Target(ids[w], roles.get(ids[w].tag, "other"), restart_hint=restart)
+                for w in wanted]
+    ok = [e for e in evs if e.kind in REPLAYABLE and (
+        REPLAYABLE[e.kind] is None or roles.get(e.tag) in REPLAYABLE[e.kind])]
+    ok.sort(key=lambda e: (PRIORITY.index(e.kind), e.start_step))
+    chosen: list[Event] = []
+    for e in ok:
+        if not any(_overlap(e, c) for c in chosen):
+            chosen.append(e)
+    chosen.sort(key=lambda e: e.start_step)
+    return [Target(e, roles.get(e.tag, "other"), restart_hint=restart) for e in chosen]
+
+
+def flagged_range(event: Event, max_flagged: int) -> tuple[int, int]:
+    """The iterations whose batches are flagged: onset through peak (or end), capped."""
+    ends = [s for s in (event.peak_step, event.end_step if event.kind != "spike" else None)
+            if s is not None]
+    last = max([event.start_step, *ends])
+    return event.start_step, min(last, event.start_step + max_flagged - 1)
+
+
+def _overlap(a: Event, b: Event) -> bool:
+    a0, a1 = flagged_range(a, 10 ** 9)
+    b0, b1 = flagged_range(b, 10 ** 9)
+    return a0 <= b1 and b0 <= a1
