@@ -222,8 +222,8 @@ class DivergenceDetector:
                          best: np.ndarray) -> list[dict[str, Any]]:
         n_finite_before = np.cumsum(finite)
         for a, b in _runs(~finite):
-            if b - a < self.nan_points:
-                continue
+            if b - a < self.nan_points or n_finite_before[a] == 0:
+                continue  # NaN from the first point on is broken, not diverged (nonfinite)
             first, last, recovered = int(steps[a]), int(steps[b - 1]), b < steps.shape[0]
             owner = next((d for d in found if d["start"] <= first
                           and d["end"] >= int(steps[max(a - 1, 0)])), None)

@@ -10,7 +10,7 @@ Statistic (causal: a point's verdict uses only the points before it):
 - Space: log of the values while every value so far is positive (a loss spanning decades keeps
   one noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
   non-positive value on (RL and policy losses change sign), or from where the level comes
-  within 10 additive noise scales of 0 (values hovering near 0).
+  within 5 additive noise scales of 0 (values hovering near 0).
 - Level: median of the `window` finite points before the point, plus the median of their own
   residuals against their trailing medians (the lag of a median on a trending curve). Scale:
   1.4826 x the median absolute deviation of those residuals, floored by the print resolution
@@ -50,7 +50,7 @@ SMALL_SAMPLE = 4.0
 TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
 #: Log space is left (for good) where the level is within this many additive noise scales
 #: of 0 (values hovering near 0); DIFF_TO_SIGMA turns a median |step| into a noise scale.
-NEAR_ZERO = 10.0
+NEAR_ZERO = 5.0
 DIFF_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(2)
 
 
@@ -338,6 +338,8 @@ class SpikeDetector:
             ok = rise > thr * scale
             if log:
                 ok &= rise >= np.log(self.min_ratio)
+            else:  # additive, but above 0: the ratio still applies
+                ok &= (level <= 0) | (y >= level * self.min_ratio)
         ok[:max(0, self.min_points - offset)] = False
         return ok
 
@@ -352,27 +354,28 @@ class SpikeDetector:
         masked = None  # the values with recovered spikes blanked out, made when first needed
         out: list[dict[str, Any]] = []
         allowed = lo
+        restart = (self.level_window | 1) + 1  # points after which the loss starts over
         while (c := next_true(elev, allowed)) is not None:
             pre, sc = float(level[c]), float(scale[c])
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
-            stop = min(end if end is not None else hi, c + w)
+            stop = min(end if end is not None else hi, c + restart)
             p = c + int(np.argmax(y[c:stop]))
             out.append(self._record(st, v, base, c, p, end, pre, sc,
                                     float(thr[c]) * (1 + SMALL_SAMPLE / max(int(count[c]), 1))))
-            if end is not None and end <= c + w:
-                # back within a window: judge what follows without the spike's points
+            if end is not None and end <= c + restart:
+                # back soon: judge what follows without the spike's points
                 allowed = end
                 masked = v[:hi].copy() if masked is None else masked
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, max(0, end - 3 * w), end, level, scale, count,
                              thr, elev, lo)
                 continue
-            # not back within a window: the loss starts over from there (causal: later spikes
-            # may start a window after this one began); if it comes back later, what follows
-            # its return is judged without its points
-            allowed = min(c + w, hi)
+            # not back within a level window: the loss starts over from there (causal: later
+            # spikes may start then, judged on what followed this one); if it comes back
+            # later, what follows its return is judged without its points
+            allowed = min(c + restart, hi)
             masked = v[:hi].copy() if masked is None else masked
             self._rebase(masked, base.log, allowed, allowed, level, scale, count, thr, elev, lo)
             if end is not None:
