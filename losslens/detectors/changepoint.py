@@ -1,32 +1,41 @@
 """Regime changes of a loss curve: LR step drops, plateaus, level shifts (ruptures).
 
-What it means in training terms: the loss stops following the trend it had — it drops at once
-when the learning rate is cut, flattens into a plateau or leaves one, or moves to a new level
-(data mixture change, a spike that never came back). Each change is reported with the fitted
-level and slope on either side (`details.before` / `details.after`).
+What it means in training terms: the loss leaves the trend it had — it drops at once when the
+learning rate is cut, stops falling (a plateau or a stall) and later falls again, or moves to
+a new level (a data mixture change, a spike that never came back). Each change is reported
+with the level and slope fitted on either side (`details.before` / `details.after`, slope per
+1k steps in loss units), `details.pattern` (level_drop, level_jump, plateau_start,
+plateau_end, slope_change) and `magnitude` = the relative level change at the step.
 
-How (multi-resolution, so 1M points take well under 2 s while still using ruptures):
+The normal curve is not a regime change. Its log is smooth and convex (the log of a power law
+slows down and never speeds up), so a candidate stays only with evidence a smooth convex curve
+cannot give: a level step on top of a smooth local trend, a descent that speeds up, or a
+descent that stops into a flat stretch. A clean power-law decay is never chopped into pieces.
 
-1. work on log(loss) when every value is positive (regimes are multiplicative), drop NaN/inf,
-   and clip short outliers (a rolling median of 5 points, residuals beyond 5 robust sigmas)
-   so that spikes, which the spike detector owns, do not become regimes;
-2. block means down to `coarse_points` points; noise sigma = MAD of second differences
-   (a trend-free estimate), taken at block scales up to the minimum regime length (the
-   long-run sd: real losses wander with the data order), floored at `noise_floor`;
-3. candidates: ruptures `Binseg` with a piecewise-*linear* cost (level and slope per segment,
-   O(1) per segment from cumulative sums), penalty `penalty * sigma^2 * log(n)`;
-4. each candidate must beat a *smooth* explanation of its neighbourhood: two quadratics that
-   meet at the breakpoint (level jump and slope change allowed) against one cubic in step or
-   in log(step). A clean power-law decay is smooth in log(step), so it is never chopped into
-   pieces; a jump or a kink is not smooth, so it survives. The weakest failing candidate is
-   dropped and its neighbours re-tested until all pass. The change must also matter:
-   max(|level jump|, |slope change| * span) >= `min_change` (log units ~ relative change);
-5. each surviving breakpoint is refined at full resolution with ruptures `Binseg`
-   (one breakpoint) on the window of a few blocks around it.
+How (multi-resolution: 1M points in ~0.3 s after the import, still using ruptures):
 
-Known false positives: the end of LR warm-up (a real kink, usually early), long slow-recovering
-spikes (reported as a jump up then a drop back), and cosine-schedule tails on very clean curves.
-ruptures is imported inside `detect` (it takes ~1.6 s to import).
+1. log(loss) when every value is positive (regimes are multiplicative); NaN/inf dropped;
+   outliers of 1-2 points clipped to 5 robust sigmas of a rolling median, so spikes (the
+   spike detector's) do not become regimes;
+2. block means down to `coarse_points`; noise sigma = MAD of second differences (trend-free)
+   of block means up to the minimum regime length (the long-run sd: real losses wander with
+   the data order), floored at `noise_floor`;
+3. candidates: ruptures `Pelt` with a piecewise-linear cost (level and slope per segment, O(1)
+   per call from prefix sums), penalty `penalty * sigma^2 * log(n)`, every ~n/400 points;
+4. each candidate is judged on its neighbourhood (`judge`): the level step (a quadratic trend
+   plus a step, fitted together), the change of slope (lines either side) and abruptness (two
+   quadratics against one smooth quartic, on the time axis — step or log(step + c) — where the
+   quartic fits best). z = sqrt(penalty * log n). The weakest failing candidate is dropped and
+   its neighbours judged again until all pass; the change must also matter: max(|level step|,
+   |slope change| x span) >= `min_change` (log units ~ relative change);
+5. jumps are refined at full resolution with ruptures `Binseg` (one breakpoint) on the blocks
+   around them; kinks move to the best corner of a continuous two-line fit.
+
+Changes in the first `skip_start` (5%) of the run are not reported: the end of LR warm-up and
+of the first rapid descent is a sharp bend in nearly every run. Known false positives: long
+slow-recovering spikes (a jump up, then a drop back) and a loss that is not a loss (a metric
+that legitimately speeds up). Corners between two slopes (plateaus) localise to a few % of
+the run at 2-5% noise. ruptures is imported inside `detect` (it takes ~1.6 s to import).
 """
 from __future__ import annotations
 
@@ -111,7 +120,7 @@ def linear_cost_class() -> type:
     """ruptures cost: residual sum of squares of a straight line per segment, O(1) per call.
 
     The signal is two columns, (x, y); prefix sums make `error(start, end)` constant time,
-    which is what lets Binseg run over thousands of points in milliseconds.
+    which is what lets Pelt and Binseg run over thousands of points in milliseconds.
     """
     from ruptures.base import BaseCost
 
@@ -172,7 +181,8 @@ def line_fit(x: np.ndarray, y: np.ndarray, at: float) -> tuple[float, float]:
 class ChangepointDetector:
     """Regime changes (level and slope) of a loss curve; see the module docstring."""
 
-    #: BIC-like: a breakpoint must reduce the squared error by penalty * sigma^2 * log(n).
+    #: BIC-like: a candidate must reduce the squared error by penalty * sigma^2 * log(n), and
+    #: the evidence for a change must reach z = sqrt(penalty * log(n)) sigmas (4.8 at n=2000).
     #: 3 keeps pure noise from splitting (the expected gain of a spurious split is ~2 log n).
     penalty: float = 3.0
     #: shortest regime, in steps; 0 = 2% of the series' step span (a regime shorter than that
@@ -190,6 +200,9 @@ class ChangepointDetector:
     min_points: int = 20
     #: most changepoints reported per series (the strongest kept).
     max_changepoints: int = 20
+    #: share of the step span at the start where changes are not reported: LR warm-up and
+    #: the first rapid descent end in a sharp bend in nearly every run (not a regime change).
+    skip_start: float = 0.05
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -203,6 +216,7 @@ class ChangepointDetector:
         _check(self.coarse_points >= 50, "coarse_points", self.coarse_points, ">= 50")
         _check(self.min_points >= 10, "min_points", self.min_points, ">= 10")
         _check(self.max_changepoints >= 1, "max_changepoints", self.max_changepoints, ">= 1")
+        _check(0 <= self.skip_start < 1, "skip_start", self.skip_start, "[0, 1)")
 
     def detect(self, series: Series) -> list[Event]:
         """Changepoints of one series, sorted by step."""
@@ -219,26 +233,31 @@ class ChangepointDetector:
         if xc.shape[0] < 2 * ms + 1:
             return []
         bkps = _candidates(xc, yc, ms, self.penalty * sigma**2 * math.log(xc.shape[0]))
-        bkps = _prune(xc, yc, bkps, ms, sigma, self.penalty, self.min_change)
-        bkps = sorted(sorted(bkps, key=lambda b: -b[1])[: self.max_changepoints])
-        return [self._event(series, x, y, xc, yc, block, ms, b, bkps, use_log)
-                for b in bkps]
+        found = _prune(xc, yc, bkps, ms, sigma, self.penalty, self.min_change)
+        found = sorted(sorted(found, key=lambda b: -b[1])[: self.max_changepoints])
+        found = _relocate_kinks(xc, yc, found, ms)
+        idx = [b for b, _, _ in found]
+        events = [self._event(series, x, y, xc, yc, block, ms, i, found[i], idx, use_log)
+                  for i in range(len(found))]
+        first = float(x[0]) + self.skip_start * float(np.ptp(x))
+        return [e for e in events if e.start_step >= first]
 
     def _event(self, series: Series, x: np.ndarray, y: np.ndarray, xc: np.ndarray,
-               yc: np.ndarray, block: int, ms: int, bkp: tuple[int, float],
-               all_bkps: list[tuple[int, float]], use_log: bool) -> Event:
-        b = bkp[0]
-        idx = [k for k, _ in all_bkps]
-        i = idx.index(b)
+               yc: np.ndarray, block: int, ms: int, i: int, bkp: tuple[int, float, bool],
+               idx: list[int], use_log: bool) -> Event:
+        b, strength, is_jump = bkp
         lo = max(idx[i - 1] if i else 0, b - 4 * ms)
         hi = min(idx[i + 1] if i + 1 < len(idx) else xc.shape[0], b + 4 * ms)
-        fine = _refine(x, y, b, block) if block > 1 else b
+        # jumps are sharp: refine them at full resolution (the candidates were taken every
+        # `pelt_jump` blocks); a kink was placed by `_relocate_kinks` and is as sharp as a block
+        center = min(b * block, len(x) - 1)
+        fine = _refine(x, y, center, (pelt_jump(xc) + 2) * block) if is_jump else center
         at = float(x[fine])
         before = line_fit(xc[lo:b], yc[lo:b], at)
         after = line_fit(xc[b:hi], yc[b:hi], at)
         span = min(at - xc[lo], xc[hi - 1] - at)
         details = _describe(before, after, span, use_log)
-        details["gain_sigma2"] = round(bkp[1], 1)
+        details["strength"] = round(strength, 2)  # evidence / its threshold (>= 1)
         return Event(kind="changepoint", run=series.run, tag=series.tag, start_step=int(at),
                      severity="info", magnitude=details["jump"], details=details)
 
@@ -249,11 +268,22 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
             f"ChangepointDetector.{name} = {value!r} is out of range; allowed: {allowed}")
 
 
+def pelt_jump(xc: np.ndarray) -> int:
+    return max(1, xc.shape[0] // 400)
+
+
 def _candidates(xc: np.ndarray, yc: np.ndarray, ms: int, pen: float) -> list[int]:
     import ruptures as rpt
 
-    algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=ms, jump=1)
-    return algo.fit(np.column_stack([xc, yc])).predict(pen=pen)[:-1]
+    # exact (Pelt) rather than greedy: greedy splits misplace gentle corners. Pelt's
+    # admissible set grows with the segment length, so candidates are taken every `jump`
+    # points (~400 positions, ~0.1 s); `_relocate_kinks` and `_refine` sharpen them.
+    jump = pelt_jump(xc)
+    algo = rpt.Pelt(custom_cost=linear_cost_class()(), min_size=max(ms, jump), jump=jump)
+    try:
+        return algo.fit(np.column_stack([xc, yc])).predict(pen=pen)[:-1]
+    except rpt.exceptions.BadSegmentationParameters:  # too short for two regimes
+        return []
 
 
 def smooth_axes(xc: np.ndarray) -> list[np.ndarray]:
@@ -265,61 +295,191 @@ def smooth_axes(xc: np.ndarray) -> list[np.ndarray]:
     xa = xc - min(float(xc.min()), 0.0)
     top = float(xa.max()) or 1.0
     first = float(np.median(np.diff(xa))) if xa.shape[0] > 1 else 1.0
-    offsets = (max(first, 1.0), 0.01 * top, 0.1 * top)
+    offsets = (max(first, 1.0), 0.002 * top, 0.01 * top, 0.03 * top, 0.1 * top)
     return [xc] + [np.log(xa + c) for c in offsets if c > 0]
 
 
-def _smooth_gain(axes: list[np.ndarray], yc: np.ndarray, lo: int, b: int, hi: int) -> float:
-    """How much better two quadratics meeting at b fit [lo, hi) than one smooth cubic."""
+def fit_at(u: np.ndarray, y: np.ndarray, at: float, degree: int) -> tuple[float, float, float]:
+    """Least-squares polynomial on (u, y): (value at `at`, its standard error / sigma, rss)."""
+    span = float(np.ptp(u)) or 1.0
+    t = (u - u.mean()) / span
+    X = np.vander(t, degree + 1)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    v = np.vander(np.atleast_1d((at - u.mean()) / span), degree + 1)[0]
+    cov = np.linalg.pinv(X.T @ X)
+    r = y - X @ coef
+    return float(v @ coef), float(math.sqrt(max(v @ cov @ v, 0.0))), float(r @ r)
+
+
+def slope_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope and its standard error / sigma."""
+    sxx = float(((x - x.mean()) ** 2).sum())
+    if sxx <= 0:
+        return 0.0, float("inf")
+    return float(((x - x.mean()) * (y - y.mean())).sum() / sxx), 1.0 / math.sqrt(sxx)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The evidence that a candidate breakpoint is a regime change (all in sigma units)."""
+
+    abrupt: float  # (rss of one smooth quartic - rss of two quadratics) / sigma^2
+    jump: float  # level step on top of a local quadratic trend, log units
+    jump_z: float
+    slope_before: float  # line slopes per step either side
+    slope_after: float
+    steepen_z: float  # (slope before - slope after) / se: > 0 when the descent speeds up
+    span: float  # steps: the shorter side of the window
+    window: tuple[int, int]
+
+    @property
+    def effect(self) -> float:
+        return max(abs(self.jump), abs(self.slope_after - self.slope_before) * self.span)
+
+
+def step_fit(u: np.ndarray, y: np.ndarray, k: int, degree: int = 3) -> tuple[float, float]:
+    """A smooth polynomial trend plus a step at index k, fitted together: the step and its
+    standard error / sigma (the trend is shared by both sides, so the step is tight)."""
+    span = float(np.ptp(u)) or 1.0
+    t = (u - u.mean()) / span
+    X = np.column_stack([np.vander(t, degree + 1), (np.arange(u.shape[0]) >= k)])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    cov = np.linalg.pinv(X.T @ X)
+    return float(coef[-1]), float(math.sqrt(max(cov[-1, -1], 0.0)))
+
+
+def judge(axes: list[np.ndarray], yc: np.ndarray, lo: int, b: int, hi: int,
+          sigma: float, near: int) -> Judgement:
+    """Evidence for a break at b over [lo, hi), on the axis where a smooth curve fits best.
+
+    The level step is judged within `near` points of b only (a quadratic trend is a fair
+    local model of any training curve, not of a whole run's first descent).
+    """
     xc = axes[0]
-    pieces = polyfit_rss(xc[lo:b], yc[lo:b], 2) + polyfit_rss(xc[b:hi], yc[b:hi], 2)
-    smooth = min(polyfit_rss(u[lo:hi], yc[lo:hi], 3) for u in axes)
-    return smooth - pieces
+    fits = [(polyfit_rss(u[lo:hi], yc[lo:hi], SMOOTH_DEG), u) for u in axes]
+    smooth, u = min(fits, key=lambda f: f[0])
+    pieces = polyfit_rss(u[lo:b], yc[lo:b], 2) + polyfit_rss(u[b:hi], yc[b:hi], 2)
+    a0, a1 = max(lo, b - near), min(hi, b + near)
+    jump, jse = step_fit(u[a0:a1], yc[a0:a1], b - a0, STEP_DEG)
+    ls, lsse = slope_fit(xc[lo:b], yc[lo:b])
+    rs, rsse = slope_fit(xc[b:hi], yc[b:hi])
+    return Judgement(
+        abrupt=(smooth - pieces) / sigma**2, jump=jump, jump_z=abs(jump) / (sigma * jse),
+        slope_before=ls, slope_after=rs,
+        steepen_z=(ls - rs) / (sigma * math.hypot(lsse, rsse)),
+        span=float(min(xc[b] - xc[lo], xc[hi - 1] - xc[b])), window=(lo, hi))
 
 
-def _effect(xc: np.ndarray, yc: np.ndarray, lo: int, b: int, hi: int) -> float:
-    at = float(xc[b])
-    lv, ls = line_fit(xc[lo:b], yc[lo:b], at)
-    rv, rs = line_fit(xc[b:hi], yc[b:hi], at)
-    span = min(at - xc[lo], xc[hi - 1] - at)
-    return max(abs(rv - lv), abs(rs - ls) * span)
+#: each side of a candidate is judged over at most n / WINDOW_DIV points (and 4 * ms).
+WINDOW_DIV = 4
+#: the smooth alternative: a quartic on the best time axis (a cubic misses the knee of a
+#: power law seen over a quarter of the run; a quintic starts to follow noise).
+SMOOTH_DEG = 4
+#: the trend under a level step: a quadratic, over `_near` points each side.
+STEP_DEG = 2
+
+
+def _near(ms: int, n: int) -> int:
+    """Points each side over which a level step is judged: local, but never too few."""
+    return max(4 * ms, n // 8, 100)
 
 
 def _prune(xc: np.ndarray, yc: np.ndarray, cands: list[int], ms: int, sigma: float,
-           penalty: float, min_change: float) -> list[tuple[int, float]]:
-    """Drop candidates a smooth curve explains (weakest first); (index, gain / sigma^2)."""
+           penalty: float, min_change: float) -> list[tuple[int, float, bool]]:
+    """Drop candidates a normal training curve explains, weakest first.
+
+    A normal loss curve (the log of a power law) is smooth, convex and only ever slows down.
+    A candidate stays when its change matters (`Judgement.effect` >= min_change) and it is
+    (b) a level jump of z sigmas on top of a smooth trend, or (c) the descent speeds up by
+    z sigmas, or (d) the descent stops (slows to under a third, z sigmas) into a flat stretch
+    that ends in (c) (a plateau) or, abruptly (two quadratics beat one smooth quartic by
+    z^2 sigma^2), stays flat to the next change or the end (a stall).
+    z = sqrt(penalty * log(n)). A bend that only slows the descent, however sharp, is how
+    every run leaves its first descent and is not reported. Of two changes closer than
+    2 * ms points the weaker goes (the end of an LR drop's transient is not a regime).
+    Returns (index, strength, is_jump): strength = the best evidence in units of its
+    threshold; is_jump when the level step is significant (else it is a kink).
+    """
     axes = smooth_axes(xc)
-    need = penalty * math.log(xc.shape[0])
-    window = max(4 * ms, xc.shape[0] // 8)
+    z = math.sqrt(penalty * math.log(xc.shape[0]))
+    window = max(4 * ms, xc.shape[0] // WINDOW_DIV)
     bkps = sorted(cands)
     while bkps:
-        scores = []
+        js = []
         for i, b in enumerate(bkps):
             lo = max(bkps[i - 1] if i else 0, b - window)
             hi = min(bkps[i + 1] if i + 1 < len(bkps) else xc.shape[0], b + window)
-            gain = _smooth_gain(axes, yc, lo, b, hi) / sigma**2
-            ok = gain >= need and _effect(xc, yc, lo, b, hi) >= min_change
-            scores.append((ok, gain, b))
-        failing = [s for s in scores if not s[0]]
+            js.append(judge(axes, yc, lo, b, hi, sigma, _near(ms, xc.shape[0])))
+        strength = [max(j.jump_z / z if abs(j.jump) >= min_change else 0.0, j.steepen_z / z)
+                    for j in js]
+        ok = [st >= 1 and j.effect >= min_change for st, j in zip(strength, js)]
+        for i, (b, j) in enumerate(zip(bkps, js)):  # (d) plateau starts and stalls
+            nxt = bkps[i + 1] if i + 1 < len(bkps) else xc.shape[0]
+            ends = i + 1 < len(bkps) and ok[i + 1] and js[i + 1].steepen_z >= z
+            # a stall (flat to the next change or the end) must also be abrupt: every run
+            # flattens gradually towards its end
+            flat = (abs(j.slope_after) * float(xc[nxt - 1] - xc[b]) < min_change
+                    and j.abrupt >= z * z)
+            if not ok[i] and j.effect >= min_change and (ends or flat) and _stops(j, z):
+                ok[i], strength[i] = True, max(-j.steepen_z / z, 1.0)
+        for i in range(len(bkps) - 1):  # transients: keep the stronger of two close changes
+            if ok[i] and ok[i + 1] and bkps[i + 1] - bkps[i] < 2 * ms:
+                ok[i if strength[i] < strength[i + 1] else i + 1] = False
+        failing = [(strength[i], b) for i, b in enumerate(bkps) if not ok[i]]
         if not failing:
-            return [(b, g) for _, g, b in scores]
-        bkps.remove(min(failing, key=lambda s: s[1])[2])
+            return [(b, st, j.jump_z >= z and abs(j.jump) >= min_change)
+                    for b, st, j in zip(bkps, strength, js)]
+        bkps.remove(min(failing)[1])
     return []
 
 
-def _refine(x: np.ndarray, y: np.ndarray, b: int, block: int) -> int:
-    """Full-resolution index of the breakpoint near coarse index b (ruptures, one break)."""
+def _stops(j: Judgement, z: float) -> bool:
+    """The descent stops: steep before, under a third of that after, significantly so."""
+    return j.slope_before < 0 and abs(j.slope_after) < abs(j.slope_before) / 3 \
+        and -j.steepen_z >= z
+
+
+def _relocate_kinks(xc: np.ndarray, yc: np.ndarray, found: list[tuple[int, float, bool]],
+                    ms: int) -> list[tuple[int, float, bool]]:
+    """Move each kink (a change of slope without a jump) to the best corner of a continuous
+    two-line fit within ms points: ruptures' segments may jump, which blurs a corner."""
+    out = []
+    idx = [b for b, _, _ in found]
+    for i, (b, strength, is_jump) in enumerate(found):
+        if not is_jump:
+            lo = max(idx[i - 1] if i else 0, b - 4 * ms)
+            hi = min(idx[i + 1] if i + 1 < len(idx) else xc.shape[0], b + 4 * ms)
+            b = _best_corner(xc[lo:hi], yc[lo:hi], b - lo, ms) + lo
+        out.append((b, strength, is_jump))
+    return out
+
+
+def _best_corner(x: np.ndarray, y: np.ndarray, b: int, ms: int) -> int:
+    """Index of the corner of the best continuous two-line (hinge) fit near b."""
+    t = (x - x.mean()) / (float(np.ptp(x)) or 1.0)
+    best, where = math.inf, b
+    for k in range(max(3, b - ms), min(x.shape[0] - 3, b + ms + 1)):
+        X = np.column_stack([np.ones_like(t), t, np.maximum(t - t[k], 0.0)])
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        r = y - X @ coef
+        rss = float(r @ r)
+        if rss < best:
+            best, where = rss, k
+    return where
+
+
+def _refine(x: np.ndarray, y: np.ndarray, center: int, half: int) -> int:
+    """Full-resolution index of a jump near `center` (ruptures, one break in +-half points)."""
     import ruptures as rpt
 
-    lo = max(0, (b - 2) * block)
-    hi = min(x.shape[0], (b + 2) * block)
+    lo, hi = max(0, center - half), min(x.shape[0], center + half)
     if hi - lo < 8:
-        return min(b * block, x.shape[0] - 1)
-    algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=max(3, block // 4), jump=1)
+        return min(center, x.shape[0] - 1)
+    algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=3, jump=1)
     try:
         found = algo.fit(np.column_stack([x[lo:hi], y[lo:hi]])).predict(n_bkps=1)[0]
     except Exception:  # ruptures refuses windows too short for min_size: keep the coarse one
-        return min(b * block, x.shape[0] - 1)
+        return min(center, x.shape[0] - 1)
     return lo + int(found)
 
 
