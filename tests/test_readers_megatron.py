@@ -394,7 +394,8 @@ def test_corpus_bigscience_chronicles_markdown(corpus):
 
 
 def test_corpus_deepspeed_chat_rlhf(corpus):
-    path = corpus / "deepspeed-chat-rlhf-step3" / "actor_opt-1.3b_critic_opt-350m_globalBatchSize64.log"
+    path = (corpus / "deepspeed-chat-rlhf-step3"
+            / "actor_opt-1.3b_critic_opt-350m_globalBatchSize64.log")
     assert sniff(path).name == "deepspeed"
     frame = losslens.read(path)
     info = frame.runs[0]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -454,13 +454,5 @@ def read(path: Path, run: str) -> list[RunRecords]:
 
 
 def _command_args(frag: str) -> dict[str, str]:
-    """`cmd = deepspeed main.py --a 1 --flag` (DeepSpeed-Chat's echo) → {"a": "1", "flag": "True"}."""
+    """DeepSpeed-Chat's `cmd = deepspeed main.py --a 1 --flag` → {"a": "1", "flag": "True"}."""
     return {k.replace("-", "_"): (v or "True") for k, v in _CMD.findall(frag)}
-
-
-def parse_lines(frags: Iterable[tuple[int, str]], skip) -> DeepSpeedLines:
-    """Feed many fragments (used by tests and by readers that only want DeepSpeed lines)."""
-    ds = DeepSpeedLines()
-    for lineno, frag in frags:
-        ds.feed(lineno, frag, skip)
-    return ds

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .deepspeed import DeepSpeedLines, Points, days_from_civil, epoch_seconds, line_time
+from .deepspeed import DeepSpeedLines, Points, epoch_seconds, line_time
 from .textutil import ANSI_RE, head_text, parse_float, strip_prefix
 
 FORMAT = "megatron"
@@ -110,10 +110,15 @@ def read_file(path: Path, run: str, fast: bool | None = None) -> RunRecords:
     if fast is None:
         fast = len(raw) >= (1 << 20)
     state = _State()
-    handled = False
     if fast:
-        handled = _read_fast(raw, state)
-    if not handled:
+        try:
+            fast = _read_fast(raw, state)
+        except Exception as exc:  # noqa: BLE001 — the classifier below reads every line right
+            state = _State()
+            state.b.warn(f"{path}: vectorised read failed ({type(exc).__name__}: {exc}); "
+                         "read line by line")
+            fast = False
+    if not fast:
         _read_slow(raw, state)
     return state.finish(run, str(path))
 
@@ -418,11 +423,11 @@ def _read_fast(raw, state: _State) -> bool:
 def _hits(h, state: _State) -> None:
     """Points of the lines one template read (as `_State._train` would make them)."""
     for j, key in enumerate(h.keys):
-        state.pts.add_array(key, h.step, h.values[:, j], h.wall, h.order, j)
+        state.pts.add_array(key, h.step, h.values[j], h.wall, h.order, j)
     if _LM not in h.keys:
         loss_keys = any(k.endswith(" loss") for k in h.keys)
         if _NAN_KEY in h.keys:
-            synth = (h.values[:, h.keys.index(_NAN_KEY)] > 0) | (not loss_keys)
+            synth = (h.values[h.keys.index(_NAN_KEY)] > 0) | (not loss_keys)
         else:
             synth = np.full(h.step.shape[0], not loss_keys)
         sel = np.flatnonzero(synth)

@@ -46,6 +46,7 @@ class Template:
     head_colons: int
     keys: tuple[str, ...]
     key_len: np.ndarray  # bytes between a field's pipe and its colon (" key")
+    ints: np.ndarray  # fields whose value was a plain integer (read with numpy, not pyarrow)
     probe: np.ndarray  # (fields, 2) offsets after the pipe that are compared byte by byte
     want: np.ndarray  # (fields, 2) the bytes expected there
 
@@ -58,12 +59,14 @@ def template(line: bytes) -> Template | None:
         return None
     keys: list[str] = []
     key_bytes: list[bytes] = []
+    ints: list[bool] = []
     for part in text[m.end():].split("|")[:-1]:
         key, sep, value = part.partition(":")
         if not sep or ":" in value or not key.strip() or key.strip() in keys:
             return None
         keys.append(key.strip())
         key_bytes.append(key.encode())
+        ints.append(value.strip().isdigit())
     if not keys:
         return None
     n_head = m.start("it") + len("iteration ")
@@ -79,7 +82,8 @@ def template(line: bytes) -> Template | None:
     probe = np.stack([np.minimum(1, lens - 1), lens - 1], axis=1).astype(np.int32)
     want = np.asarray([[kb[i] for i in row] for kb, row in zip(key_bytes, probe)], np.uint8)
     return Template(np.frombuffer(line[:n_head], np.uint8).copy(), wild, ts, text.count("|"),
-                    text.count(":"), text[:m.end()].count(":"), tuple(keys), lens, probe, want)
+                    text.count(":"), text[:m.end()].count(":"), tuple(keys), lens,
+                    np.asarray(ints, bool), probe, want)
 
 
 @dataclass
@@ -90,7 +94,7 @@ class Hits:
     order: np.ndarray  # 1-based line numbers
     step: np.ndarray  # iteration
     wall: np.ndarray
-    values: np.ndarray  # (lines, fields)
+    values: np.ndarray  # (fields, lines)
     total: int  # `M` of `N/ M` on the last line
 
 
@@ -232,74 +236,169 @@ class _Chunk:
         return [(self.base + i + 1, self.line(i)) for i in rest[marked].tolist()]
 
 
+# SWAR helpers: eight bytes of a line at a time in one uint64 (little-endian: byte i of the
+# text is bits 8i..8i+7), so that per-line checks are 1-D numpy operations.
+_U = np.uint64
+
+
+def _rep(b: int) -> np.uint64:
+    return _U(int.from_bytes(bytes([b]) * 8, "little"))
+
+
+_M7, _H80, _F0, _0F, _SP, _D30, _D06 = (_rep(b) for b in (0x7F, 0x80, 0xF0, 0x0F, 0x20, 0x30, 0x06))
+#: _TOP[k]: the last k bytes of a word (the bytes nearest the end of a right-aligned span)
+_TOP = np.array([0] + [((1 << 64) - 1) ^ ((1 << (8 * (8 - k))) - 1) for k in range(1, 9)],
+                np.uint64)
+
+
+def _nonzero(v: np.ndarray) -> np.ndarray:
+    """0x80 in every byte of `v` that is not zero (exact: no carries between bytes)."""
+    return (((v & _M7) + _M7) | v) & _H80
+
+
+def _digits(v: np.ndarray) -> np.ndarray:
+    """0x80 in every byte of `v` that is an ASCII digit."""
+    return ~_nonzero((v & _F0) ^ _D30) & ~_nonzero(((v + _D06) & _F0) ^ _D30) & _H80
+
+
+def _movemask(flags: np.ndarray) -> np.ndarray:
+    """Bit i set where byte i of `flags` has 0x80."""
+    return ((flags >> _U(7)) * _U(0x0102040810204080)) >> _U(56)
+
+
+def _parse8(v: np.ndarray) -> np.ndarray:
+    """The number written by eight digit values (0-9 per byte, first byte most significant)."""
+    v = (v * _U(2561)) >> _U(8)
+    v = ((v & _U(0x00FF00FF00FF00FF)) * _U(6553601)) >> _U(16)
+    return ((v & _U(0x0000FFFF0000FFFF)) * _U(42949672960001)) >> _U(32)
+
+
+def _words(g: np.ndarray) -> np.ndarray:
+    """(lines, bytes) uint8, bytes a multiple of 8 → (lines, bytes // 8) uint64."""
+    return np.ascontiguousarray(g).view("<u8")
+
+
 class _Lines:
     """One template's candidate lines in a chunk: layout checks, then values."""
 
     def __init__(self, chunk: _Chunk, tpl: Template) -> None:
         self.c, self.tpl, self.arr = chunk, tpl, chunk.arr
+        n = tpl.head.shape[0]
+        self.n8 = -(-n // 8) * 8
+        head = np.zeros(self.n8, np.uint8)
+        head[:n] = tpl.head
+        fixed = np.zeros(self.n8, np.uint8)
+        fixed[:n] = np.where(tpl.wild, 0, 0xFF)
+        wild = np.zeros(self.n8, np.uint8)
+        wild[:n] = np.where(tpl.wild, 0xFF, 0)
+        self.head_w, self.fixed_w, self.wild_w = (a.view("<u8") for a in (head, fixed, wild))
 
     def read(self, idx: np.ndarray) -> Hits | None:
-        c, tpl = self.c, self.tpl
+        c, tpl, arr, one = self.c, self.tpl, self.arr, np.int32(1)
         st = c.starts[idx]
         g, slash, ok = self._head(st)
         k = len(tpl.keys)
-        pipes = c.pipes[np.searchsorted(c.pipes, st)[:, None] + np.arange(k + 1, dtype=np.int32)]
-        c0 = np.searchsorted(c.colons, st).astype(np.int32) + np.int32(tpl.head_colons)
-        colons = c.colons[c0[:, None] + np.arange(k, dtype=np.int32)]
-        ok &= (pipes[:, -1] == c.ends[idx] - 1) & (slash < pipes[:, 0])
-        ok &= np.all((colons > pipes[:, :-1]) & (colons < pipes[:, 1:]), axis=1)
-        ok &= np.all(colons - pipes[:, :-1] - 1 == tpl.key_len, axis=1)
-        at = pipes[:, :-1, None] + 1 + tpl.probe
-        at[~ok] = 0
-        ok &= np.all(self.arr[at] == tpl.want, axis=(1, 2))
+        # (field, line) matrices: reductions over the first axis are fast in numpy
+        p0 = np.searchsorted(c.pipes, st)
+        c0 = np.searchsorted(c.colons, st) + tpl.head_colons
+        pipes = c.pipes[p0[None, :] + np.arange(k + 1)[:, None]]
+        colons = c.colons[c0[None, :] + np.arange(k)[:, None]]
+        ok &= (pipes[-1] == c.ends[idx] - 1) & (slash < pipes[0])
+        lay = (colons > pipes[:-1]) & (colons < pipes[1:]) \
+            & (colons - pipes[:-1] - one == tpl.key_len[:, None])
+        ok &= np.logical_and.reduce(lay, axis=0)
+        at = np.where(ok, pipes[:-1, None, :], 0) + (one + tpl.probe)[:, :, None]
+        ok &= np.logical_and.reduce((arr[at] == tpl.want[:, :, None]).reshape(-1, ok.shape[0]),
+                                    axis=0)
         sel = np.flatnonzero(ok)
         if not sel.shape[0]:
             return None
         idx, st, g, slash = idx[sel], st[sel], g[sel], slash[sel]
-        pipes, colons = pipes[sel], colons[sel]
-        # the spans in file order per line: iteration, train_iters, then every value
-        spans = np.empty((sel.shape[0], k + 2, 2), np.int32)
-        spans[:, 0, 0], spans[:, 0, 1] = st + np.int32(tpl.head.shape[0]), slash
-        spans[:, 1, 0], spans[:, 1, 1] = slash + np.int32(1), pipes[:, 0]
-        spans[:, 2:, 0], spans[:, 2:, 1] = colons + np.int32(1), pipes[:, 1:]
-        values, ok = self._numbers(spans)
+        pipes, colons = pipes[:, sel], colons[:, sel]
+        # spans: iteration and train_iters (digits after "iteration " / the slash, up to the
+        # slash / the head's pipe); values between ": " and " |" (one space each side dropped)
+        vs = colons + one + (arr[colons + one] == 32)
+        ve = pipes[1:] - (arr[pipes[1:] - one] == 32)
+        ints = np.flatnonzero(tpl.ints)
+        starts = np.concatenate([(st + np.int32(tpl.head.shape[0]))[None], (slash + one)[None],
+                                 vs[ints]])
+        ends = np.concatenate([slash[None], (pipes[0] - (arr[pipes[0] - one] == 32))[None],
+                               ve[ints]])
+        n = sel.shape[0]
+        whole, ok_i = self._ints(starts.reshape(-1), ends.reshape(-1))
+        whole, ok = whole.reshape(-1, n), np.logical_and.reduce(ok_i.reshape(-1, n), axis=0)
+        values = np.empty((k, n), np.float64)
+        values[ints] = whole[2:]
+        ok &= np.logical_and.reduce(whole[2:] < 2 ** 53, axis=0)
+        floats = np.flatnonzero(~tpl.ints)
+        if floats.shape[0]:
+            v, ok_v = self._floats(vs[floats], ve[floats])
+            values[floats] = v
+            ok &= ok_v
         keep = np.flatnonzero(ok)
         if not keep.shape[0]:
             return None
-        values = values[keep]
-        return Hits(tpl.keys, idx[keep].astype(np.int64) + (c.base + 1),
-                    values[:, 0].astype(np.int64), self._walls(g[keep]), values[:, 2:],
-                    int(values[-1, 1]))
+        return Hits(tpl.keys, idx[keep].astype(np.int64) + (c.base + 1), whole[0, keep],
+                    self._walls(g[keep]), values[:, keep], int(whole[1, keep[-1]]))
 
     def _head(self, st: np.ndarray):
         """Head bytes of each line, where its `/` is, and whether the head fits the template."""
-        tpl = self.tpl
-        n = tpl.head.shape[0]
-        width = n + _SLASH_WINDOW
+        n, n8 = self.tpl.head.shape[0], self.n8
+        width = n8 + _SLASH_WINDOW
         fits = st.astype(np.int64) + width <= self.arr.shape[0]
         if self.arr.shape[0] < width:
             return (np.zeros((st.shape[0], n), np.uint8), st, np.zeros(st.shape[0], bool))
         g = np.lib.stride_tricks.sliding_window_view(self.arr, width)[np.where(fits, st, 0)]
-        head = g[:, :n]
-        digit = (head - np.uint8(48)) < 10
-        ok = fits & np.all(np.where(tpl.wild, digit, head == tpl.head), axis=1)
-        is_slash = g[:, n:] == 47
-        ok &= is_slash.any(axis=1)
-        slash = st + (n + np.argmax(is_slash, axis=1)).astype(np.int32)
-        return head, slash, ok
+        hw = _words(g[:, :n8])
+        ok = fits
+        for j in range(hw.shape[1]):
+            w, wild = hw[:, j], self.wild_w[j]
+            ok &= ((w ^ self.head_w[j]) & self.fixed_w[j]) == 0
+            if wild:
+                ok &= _digits((w & wild) | (_D30 & ~wild)) == _H80
+        # the `/` of `N/ M`: the first one in the 24 bytes after "iteration "
+        after = np.ascontiguousarray(g[:, n:n + _SLASH_WINDOW])
+        sw = after.view("<u8")
+        mask = np.zeros(st.shape[0], np.uint64)
+        for j in range(sw.shape[1]):
+            mask |= _movemask(~_nonzero(sw[:, j] ^ _rep(0x2F)) & _H80) << _U(8 * j)
+        ok &= mask != 0
+        low = (mask & (~mask + _U(1))).astype(np.float64)  # lowest set bit
+        first = np.log2(np.where(ok, low, 1.0)).astype(np.int32)
+        return g[:, :n], st + np.int32(n) + first, ok
 
-    def _numbers(self, spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every span read at once: (lines, 2 + fields) floats and which lines read cleanly."""
+    def _ints(self, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Right-aligned integers in byte spans [s, e): spaces then digits (`\\s*(\\d+)`)."""
+        length = (e - s).astype(np.int64)
+        ok = (length >= 1) & (length <= 16) & (e >= 16)
+        win = np.lib.stride_tricks.sliding_window_view(self.arr, 16)[np.where(ok, e, 16) - 16]
+        w = win.view("<u8")
+        digit_mask = np.zeros(s.shape[0], np.uint64)
+        parts = []
+        for j, inside in ((0, np.clip(length - 8, 0, 8)), (1, np.clip(length, 0, 8))):
+            top = _TOP[inside]
+            x = (w[:, j] & top) | (_SP & ~top)  # bytes before the span read as spaces
+            d = _digits(x)
+            ok &= (d | (~_nonzero(x ^ _SP) & _H80)) == _H80
+            digit_mask |= _movemask(d) << _U(8 * j)
+            parts.append(_parse8(x & _0F))
+        # digits, at least one, all at the end (spaces only before them)
+        ok &= (digit_mask != 0) & ((digit_mask | (digit_mask - _U(1))) == _U(0xFFFF))
+        return (parts[0] * _U(10 ** 8) + parts[1]).astype(np.int64), ok
+
+    def _floats(self, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Numbers in byte spans [s, e) of shape (fields, lines), read by pyarrow at once."""
         pa, pc = self.c.pa, self.c.pc
-        n, k = spans.shape[0], spans.shape[1]
+        k, n = s.shape
+        ok = np.logical_and.reduce(e >= s, axis=0)
+        # spans in file order (line by line) so that the offsets never go back
         flat = np.empty(n * k * 2 + 1, np.int32)
-        flat[:-1] = spans.reshape(-1)
+        flat[0:-1:2], flat[1:-1:2] = s.T.reshape(-1), np.maximum(e, s).T.reshape(-1)
         flat[-1] = flat[-2]
         both = pa.Array.from_buffers(pa.string(), 2 * n * k,
                                      [None, pa.py_buffer(flat), pa.py_buffer(self.arr)])
         # spans and the gaps between them alternate; keep the spans
-        text = pc.ascii_trim_whitespace(both.take(pa.array(np.arange(0, 2 * n * k, 2,
-                                                                     dtype=np.int32))))
+        text = both.take(pa.array(np.arange(0, 2 * n * k, 2, dtype=np.int32)))
         out = np.empty(n * k, np.float64)
         good = np.ones(n * k, bool)
         for a in range(0, n * k, _BLOCK):
@@ -312,13 +411,8 @@ class _Lines:
                         out[i] = float(t)
                     except ValueError:
                         good[i] = False
-        out, good = out.reshape(n, k), good.reshape(n, k)
-        # iteration and train_iters must be plain digits, as the classifier's regex wants
-        lead = (np.arange(n, dtype=np.int32)[:, None] * k + np.arange(2, dtype=np.int32))
-        digits = pc.ascii_is_decimal(text.take(pa.array(lead.reshape(-1))))
-        digits = digits.to_numpy(zero_copy_only=False).reshape(n, 2)
-        ok = good.all(axis=1) & digits.all(axis=1) & (out[:, :2] < 2.0 ** 53).all(axis=1)
-        return out, ok
+        return (out.reshape(n, k).T,
+                ok & np.logical_and.reduce(good.reshape(n, k).T, axis=0))
 
     def _walls(self, g: np.ndarray) -> np.ndarray:
         """Seconds since the epoch from the timestamp digits (as deepspeed.epoch_seconds)."""
