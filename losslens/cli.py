@@ -185,6 +185,7 @@ from .commands import check, skiplist  # noqa: E402  (registered here, defined t
 
 app.command()(skiplist)
 app.command()(check)
+app.command(name="replay")(__import__("losslens.commands_replay", fromlist=["replay"]).replay)
 
 from .commands_watch import watch  # noqa: E402
 

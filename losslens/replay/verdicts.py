@@ -120,7 +120,7 @@ def decide(f: Facts) -> tuple[str, list[str]]:
     """The verdict and its evidence (one sentence per measurement that decided it)."""
     ev: list[str] = list(f.notes)
     if f.checkpoint is None:
-        return "inconclusive", ev
+        return "inconclusive", ev or ["no checkpoint to replay from"]
     if f.preflight_noise is not None:
         if f.preflight_bitwise:
             ev.append("preflight: two runs of the first step are bitwise equal")
@@ -138,7 +138,7 @@ def decide(f: Facts) -> tuple[str, list[str]]:
     r = f.replay
     if r is None or r.shows is None:
         if r is not None:
-            ev.append(_describe("replay", r) + " — only part of the logged spike")
+            ev.append(_describe(f"replay from checkpoint {f.checkpoint}", r))
         return "inconclusive", ev
     ev.append(_describe("replay from checkpoint " + str(f.checkpoint), r))
     if not r.shows:
@@ -159,10 +159,10 @@ def _reproduced(f: Facts, ev: list[str]) -> tuple[str, list[str]]:
     s = f.substitute
     if s is None or s.shows is None:
         if s is not None:
-            ev.append(_describe("with other batches", s) + " — in part")
+            ev.append(_describe("other batches in place of the flagged ones", s))
         ev.append(_static(f))
         return "inconclusive", ev
-    ev.append(_describe("with other batches in place of the flagged ones", s))
+    ev.append(_describe("other batches in place of the flagged ones", s))
     if s.shows:
         return _state_driven(f, ev)
     ev.append(_static(f))
@@ -172,7 +172,7 @@ def _reproduced(f: Facts, ev: list[str]) -> tuple[str, list[str]]:
             ev.append("no earlier checkpoint to tell a bad batch from a batch-state "
                       "interaction (PaLM's ablation)")
         else:
-            ev.append(_describe(f"from checkpoint {f.earlier_checkpoint}", e) + " — in part")
+            ev.append(_describe(f"the flagged batches from checkpoint {f.earlier_checkpoint}", e))
         strong = (f.flagged_loss_z or 0) >= OUTLIER_Z or (f.flagged_grad_z or 0) >= OUTLIER_Z
         return ("bad_batch" if strong and e is None else "inconclusive"), ev
     ev.append(_describe(f"the flagged batches from checkpoint {f.earlier_checkpoint}", e))
@@ -202,6 +202,6 @@ def _static(f: Facts) -> str:
 def _describe(what: str, c: SpikeCheck) -> str:
     if c.nonfinite:
         return f"{what}: non-finite values at the flagged steps"
-    verb = {True: "shows", False: "does not show", None: "partly shows"}[c.shows]
-    return (f"{what} {verb} the event: peak {_fmt(c.peak, '.4g')} vs level "
+    verb = {True: "event reproduced", False: "no event", None: "event in part"}[c.shows]
+    return (f"{what}: {verb} — peak {_fmt(c.peak, '.4g')} vs level "
             f"{_fmt(c.level, '.4g')} (×{_fmt(c.ratio, '.2f')}, z = {_fmt(c.z, '.1f')})")

@@ -1,0 +1,180 @@
+"""The `replay` command (registered on `losslens.cli.app`): a thin shell over `losslens.replay`.
+
+    losslens replay --plugin my_plugin.py train.log
+    losslens replay --plugin my_pkg.replay_plugin --analysis analysis.json --format json
+
+Progress goes to stderr, and only when stderr is a terminal; the verdict table (or the
+`losslens.replay/1` JSON document) goes to stdout.
+"""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Any, List, Optional
+
+import typer
+
+
+class ReplayFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+VERDICT_STYLE = {"bad_batch": "bold red", "batch_state_interaction": "bold magenta",
+                 "optimizer_state": "bold yellow", "numerics": "bold cyan",
+                 "not_reproducible": "bold green", "inconclusive": "dim"}
+
+
+def replay(
+    log: Optional[str] = typer.Argument(
+        None, help="A log file or folder to analyse (or give --analysis instead)."),
+    plugin: str = typer.Option(
+        ..., "--plugin", "-p",
+        help="The replay plug-in: a .py file or an importable module (DESIGN §5)."),
+    analysis: Optional[str] = typer.Option(
+        None, "--analysis", "-a", help="A `losslens analyze --format json` document."),
+    events: List[str] = typer.Option(
+        [], "--events", "-e",
+        help="Event ids to replay (repeatable or comma-separated); default: every spike, "
+             "divergence, non-finite loss, grad-norm spike and overflow."),
+    device: str = typer.Option("auto", "--device", "-d", help="auto, cpu or cuda."),
+    run: Optional[str] = typer.Option(None, "--run", help="The run, when there are several."),
+    fmt: ReplayFormat = typer.Option(ReplayFormat.text, "--format", "-f",
+                                     help="text (verdict table) or json (losslens.replay/1)."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", help="Write the report to FILE (atomically) instead of stdout."),
+    max_steps: int = typer.Option(
+        256, "--max-steps", help="Replay at most N iterations from the checkpoint."),
+    neighbours: int = typer.Option(8, "--neighbours", help="Reference batches per event."),
+    samples: int = typer.Option(8, "--samples", help="Samples to list per event."),
+    no_counterfactuals: bool = typer.Option(
+        False, "--no-counterfactuals", help="Skip the counterfactual replays (faster)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="CPU threads for torch (torch.set_num_threads)."),
+    input_format: Optional[str] = typer.Option(None, "--input-format", "-i",
+                                               help="Force the log format."),
+    role: List[str] = typer.Option([], "--role", help="Override a series role: ROLE=TAG."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Re-run the flagged batches through the model to confirm each diagnosis."""
+    from .cli import _boundary, _read, _warn_frame
+
+    with _boundary(debug):
+        from .errors import InvalidParameterError
+        from .replay import load_plugin, replay as run_replay, require_torch
+        from .replay.probes import Options
+
+        if (log is None) == (analysis is None):
+            raise InvalidParameterError("give a LOG to analyse or --analysis FILE (one of them)")
+        for name, value in (("--max-steps", max_steps), ("--neighbours", neighbours),
+                            ("--samples", samples)):
+            if value < 1:
+                raise InvalidParameterError(f"{name} must be >= 1, got {value}")
+        torch = require_torch()
+        plug = load_plugin(plugin)  # validated before any log is read
+        if threads:
+            torch.set_num_threads(threads)
+        wanted = [e.strip() for item in events for e in item.split(",") if e.strip()] or None
+        opts = Options(max_steps=max_steps, neighbours=neighbours, top_samples=samples,
+                       counterfactuals=not no_counterfactuals)
+        source = analysis if analysis is not None else _analyse(log, input_format, role,
+                                                                _read, _warn_frame)
+        with _progress() as progress:
+            report = run_replay(plug, source, run=run, events=wanted, device=device,
+                                options=opts, progress=progress)
+        if fmt is ReplayFormat.json or output:
+            from .commands import emit
+            from .report.jsondoc import dumps
+
+            text = dumps(report.to_dict()) + "\n" if fmt is ReplayFormat.json else _text(report)
+            emit(text, output)
+        else:
+            _print(report)
+
+
+def _analyse(log: str, input_format: Optional[str], role: List[str], read, warn) -> Any:
+    from .pipeline import analyze_frame
+
+    frame = read([log], input_format, role)
+    warn(frame)
+    return analyze_frame(frame)
+
+
+class _progress:
+    """A rich progress display on stderr when it is a terminal; a no-op otherwise."""
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self.bar.__enter__()
+        self.tasks: dict[tuple[str, str], Any] = {}
+        return self.update
+
+    def update(self, event_id: str, stage: str, done: int, total: int) -> None:
+        key = (event_id, stage)
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(f"{event_id}: {stage}", total=total)
+        self.bar.update(self.tasks[key], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if hasattr(self, "bar"):
+            self.bar.__exit__(*exc)
+        return False
+
+
+def _samples_cell(samples: list[dict[str, Any]], k: int = 4) -> str:
+    out = []
+    for s in samples[:k]:
+        who = f"#{s['sample_id']}" if s.get("sample_id") is not None else f"row {s['index']}"
+        out.append(f"{s['step']}:{who} ({s['z']:.1f})")
+    return "\n".join(out)
+
+
+def _table(report):
+    from rich.table import Table
+
+    t = Table(title=f"replay of {report.run} — {report.plugin} on {report.device} "
+                    f"(torch {report.torch_version}), {report.seconds:.1f} s",
+              title_justify="left")
+    for col in ("event", "steps", "checkpoint", "verdict", "top samples (z)", "seconds"):
+        t.add_column(col, justify="right" if col in ("checkpoint", "seconds") else "left",
+                     no_wrap=col != "event")
+    for r in report.results:
+        a, b = r.flagged
+        t.add_row(f"{r.event.id} ({r.event.kind})", f"{a}" if a == b else f"{a}–{b}",
+                  "—" if r.checkpoint is None else str(r.checkpoint),
+                  f"[{VERDICT_STYLE.get(r.verdict, '')}]{r.verdict}[/]",
+                  _samples_cell(r.samples), f"{sum(r.timings.values()):.1f}")
+    return t
+
+
+def _print(report, console=None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = console or Console(soft_wrap=False)
+    if not report.results:
+        console.print(f"replay of {report.run}: no replayable event (spikes of a training "
+                      "loss, divergence, non-finite losses, grad-norm spikes, overflows)")
+        return
+    console.print(_table(report))
+    for r in report.results:
+        console.print(f"[bold]{r.event.id}[/] → [{VERDICT_STYLE.get(r.verdict, '')}]"
+                      f"{r.verdict}[/]")
+        for line in r.evidence:
+            console.print(f"  • {escape(line)}")
+
+
+def _text(report) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+
+    buf = StringIO()
+    _print(report, Console(file=buf, width=120, no_color=True, soft_wrap=False))
+    return buf.getvalue()

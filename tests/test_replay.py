@@ -1,0 +1,412 @@
+"""Replay (DESIGN §5): plug-in loading, probes and verdicts, on tiny CPU models.
+
+End to end: the example tiny GPT (examples/) trained briefly with an injected bad batch
+(→ bad_batch, and the corrupted rows are the samples to look at) and with a simulated silent
+data corruption (→ not_reproducible); a tiny MLP whose fp16 forward overflows on one batch
+(→ numerics, naming the module). The verdict logic itself is tested on numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from losslens.cli import app  # noqa: E402
+from losslens.errors import LossLensError, MissingDependencyError  # noqa: E402
+from losslens.events import Event  # noqa: E402
+from losslens.replay import PluginError, load_plugin, replay, require_torch  # noqa: E402
+from losslens.replay.probes import Options  # noqa: E402
+from losslens.replay.targets import flagged_range, select  # noqa: E402
+from losslens.replay.verdicts import Facts, SpikeCheck, check_spike, decide  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PLUGIN = str(EXAMPLES / "tiny_gpt_plugin.py")
+SMALL = {"steps": 100, "ckpt_every": 20, "bad_step": 70, "sdc_step": 90}
+
+
+def _train(folder: Path, scenario: str) -> Path:
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import make_tiny_run
+        import tiny_gpt_plugin
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    threads = torch.get_num_threads()
+    try:
+        return make_tiny_run.train(folder, {**tiny_gpt_plugin.DEFAULTS, **SMALL,
+                                            "scenario": scenario})
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("tiny")
+    return {s: _train(base / s, s).parent for s in ("bad_batch", "sdc")}
+
+
+@pytest.fixture
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- end to end
+
+def test_bad_batch_via_cli_and_analysis_json(runs, monkeypatch, restore_threads, tmp_path):
+    run = runs["bad_batch"]
+    monkeypatch.setenv("LOSSLENS_TINY_RUN", str(run))
+    cli = CliRunner()
+    res = cli.invoke(app, ["analyze", str(run / "train.log"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "a.json").write_text(res.stdout)
+    res = cli.invoke(app, ["replay", "--plugin", PLUGIN, "--analysis", str(tmp_path / "a.json"),
+                           "--format", "json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "losslens.replay/1"
+    assert doc["checkpoints"] == [0, 20, 40, 60, 80, 100]
+    assert doc["determinism"]["deterministic_algorithms"] is True
+    [r] = doc["results"]
+    assert (r["event"]["id"], r["event"]["kind"], r["flagged_steps"]) == ("spike-1", "spike",
+                                                                        [70, 70])
+    assert r["verdict"] == "bad_batch"
+    assert (r["checkpoint"], r["earlier_checkpoint"], r["replayed_steps"]) == (60, 40, [61, 70])
+    m = r["measurements"]
+    assert m["preflight"]["bitwise"] is True and m["preflight"]["step"] == 61
+    assert m["replay"]["check"]["shows"] is True
+    assert m["counterfactuals"]["substitute"]["check"]["shows"] is False
+    assert m["counterfactuals"]["earlier"]["check"]["shows"] is True
+    assert [s["step"] for s in m["replay"]["steps"]] == list(range(61, 71))
+    assert m["level"]["neighbour_steps"] == list(range(71, 79))
+    # the corrupted rows are the samples to look at, with their dataset ids
+    top = r["samples"][:4]
+    assert sorted(s["index"] for s in top) == [2, 5, 9, 13]
+    assert sorted(s["sample_id"] for s in top) == [69 * 16 + i for i in (2, 5, 9, 13)]
+    assert all(s["loss_z"] > 6 for s in top) and r["samples"][4]["loss_z"] < 3
+    assert m["static"]["per_sample_method"] == ["vmap"]
+    step70 = m["replay"]["steps"][-1]
+    assert step70["attn_logit_absmax"] > 0 and step70["act_absmax_module"]
+    assert 0 < step70["update_rms_over_lr"] < 2
+
+
+def test_sdc_is_not_reproducible_from_the_log(runs, monkeypatch, restore_threads):
+    run = runs["sdc"]
+    monkeypatch.setenv("LOSSLENS_TINY_RUN", str(run))
+    rep = replay(PLUGIN, run / "train.log", device="cpu")
+    # the loss spike and its grad-norm spike overlap: one replay answers both
+    assert [r.event.id for r in rep.results] == ["spike-1"]
+    [r] = rep.results
+    assert r.verdict == "not_reproducible"
+    assert (r.checkpoint, r.flagged) == (80, (90, 90))
+    assert r.measurements["log"]["match"] is True
+    assert r.measurements["log"]["compared_steps"] == 9
+    assert r.measurements["log"]["max_rel_diff"] < 1e-5
+    assert "counterfactuals" not in r.measurements
+    assert any("the log matches the replay" in e for e in r.evidence)
+
+
+NUMERICS_PLUGIN = '''
+import torch, torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 1)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+def build_model(device):
+    torch.manual_seed(0)
+    return Net().to(device)
+
+def build_optimizer(model):
+    return torch.optim.Adam(model.parameters(), lr=1e-3)
+
+def checkpoints():
+    return [0, 5]
+
+def load_checkpoint(step, model, optimizer=None):
+    torch.manual_seed(step)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.5)
+    if optimizer is not None:
+        optimizer.state.clear()
+
+def get_batch(step):
+    g = torch.Generator().manual_seed(step)
+    x = torch.randn(8, 4, generator=g)
+    y = x.sum(1, keepdim=True)
+    if step == 8:
+        x = x * 1e5   # finite in fp32, overflows fp16 in fc1
+    return x, y
+
+def loss_fn(model, batch):
+    x, y = batch
+    return ((model(x).float() - y) ** 2).mean(1)
+
+autocast_dtype = torch.float16
+'''
+
+
+def _doc(kind: str, start: int, end: int | None = None, magnitude=None) -> dict:
+    return {"schema": "losslens.analysis/1", "version": "0", "runs": [{
+        "run": "r", "series": [{"tag": "loss", "role": "train_loss"}],
+        "events": [{"id": f"{kind}-1", "kind": kind, "tag": "loss", "start_step": start,
+                    "peak_step": start if kind == "spike" else None, "end_step": end,
+                    "magnitude": magnitude}], "skip_plan": None}]}
+
+
+def test_fp16_overflow_is_numerics_and_names_the_module(tmp_path, restore_threads):
+    path = tmp_path / "mlp_plugin.py"
+    path.write_text(NUMERICS_PLUGIN)
+    rep = replay(str(path), _doc("nonfinite", 8, 8), device="cpu")
+    [r] = rep.results
+    assert r.verdict == "numerics"
+    assert r.checkpoint == 5 and r.earlier_checkpoint == 0
+    steps = r.measurements["replay"]["steps"]
+    assert [s["step"] for s in steps] == [6, 7, 8]
+    assert steps[-1]["skipped"] is True and steps[-1]["first_nonfinite_module"] == "fc1"
+    assert steps[0]["first_nonfinite_module"] is None
+    fp32 = r.measurements["counterfactuals"]["fp32"]
+    assert fp32["run_dtype"] == "float16" and fp32["check"]["nonfinite"] is False
+    assert any("first non-finite output: fc1" in e for e in r.evidence)
+    # per-sample probes on a (x, y) tuple batch: the scaled rows all stand out
+    assert r.samples[0]["step"] == 8 and r.samples[0]["loss_z"] > 100
+
+
+# --------------------------------------------------------------------------- plug-ins
+
+def test_plugin_missing_functions_one_line(tmp_path):
+    path = tmp_path / "p.py"
+    path.write_text("def build_model(device):\n    pass\ndef loss_fn(model):\n    pass\n")
+    with pytest.raises(PluginError) as exc:
+        load_plugin(str(path))
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg == (f"plugin {path}: missing checkpoints(), load_checkpoint(step, model, "
+                   "optimizer=None), get_batch(step) (DESIGN §5)")
+    path.write_text(NUMERICS_PLUGIN.replace("def loss_fn(model, batch):", "def loss_fn(model):"))
+    with pytest.raises(PluginError, match=r"must be functions taking loss_fn\(model, batch\)$"):
+        load_plugin(str(path))
+
+
+def test_plugin_import_errors(tmp_path, monkeypatch):
+    with pytest.raises(PluginError, match="nope.py: file not found"):
+        load_plugin(str(tmp_path / "nope.py"))
+    with pytest.raises(PluginError, match="no_such_plugin_mod: no such module"):
+        load_plugin("no_such_plugin_mod")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(PluginError, match=r"import failed: RuntimeError: boom"):
+        load_plugin(str(tmp_path / "broken.py"))
+    (tmp_path / "good_mod_for_replay.py").write_text(NUMERICS_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plug = load_plugin("good_mod_for_replay")
+    assert plug.call("checkpoints") == [0, 5]
+    assert plug.value("autocast_dtype") is torch.float16
+
+
+def test_plugin_failures_name_the_hook(tmp_path, restore_threads):
+    path = tmp_path / "p.py"
+    path.write_text(NUMERICS_PLUGIN.replace("    g = torch.Generator()",
+                                            "    if step == 7:\n        raise KeyError('shard 3')\n"
+                                            "    g = torch.Generator()"))
+    with pytest.raises(PluginError, match=r"get_batch\(7\) raised KeyError: 'shard 3'"):
+        replay(str(path), _doc("nonfinite", 8, 8), device="cpu")
+    path.write_text(NUMERICS_PLUGIN.replace("return [0, 5]", "return []"))
+    with pytest.raises(PluginError, match=r"checkpoints\(\) returned no checkpoint"):
+        replay(str(path), _doc("nonfinite", 8, 8), device="cpu")
+    path.write_text(NUMERICS_PLUGIN.replace(".mean(1)", ".mean()"))
+    with pytest.raises(PluginError, match=r"per-sample losses, Tensor\[n\]; got \(\)"):
+        replay(str(path), _doc("nonfinite", 8, 8), device="cpu")
+
+
+def test_no_checkpoint_before_the_event_is_inconclusive(tmp_path, restore_threads):
+    path = tmp_path / "p.py"
+    path.write_text(NUMERICS_PLUGIN.replace("return [0, 5]", "return [9]"))
+    [r] = replay(str(path), _doc("nonfinite", 8, 8), device="cpu").results
+    assert r.verdict == "inconclusive"
+    assert r.evidence == ["no checkpoint before step 8: nothing to replay from"]
+    path.write_text(NUMERICS_PLUGIN)
+    opts = Options(max_steps=2)
+    [r] = replay(str(path), _doc("nonfinite", 8, 8), device="cpu", options=opts).results
+    assert r.verdict == "inconclusive" and "raise --max-steps (now 2)" in r.evidence[0]
+
+
+def test_vmap_and_loop_per_sample_grads_agree(tmp_path, restore_threads):
+    from losslens.replay.engine import Session
+    from losslens.replay.persample import per_sample
+
+    path = tmp_path / "p.py"
+    path.write_text(NUMERICS_PLUGIN)
+    session = Session(load_plugin(str(path)), torch.device("cpu"))
+    session.load(5)
+    batch = session.batch(3)
+    fast = per_sample(session, batch)
+    path.write_text(NUMERICS_PLUGIN + "\ndef select(batch, idx):\n"
+                    "    return tuple(t[idx] for t in batch)\n")
+    session2 = Session(load_plugin(str(path)), torch.device("cpu"))
+    session2.load(5)
+    slow = per_sample(session2, batch)
+    assert (fast.method, slow.method) == ("vmap", "loop")
+    assert fast.losses == slow.losses
+    assert fast.grad_norms == pytest.approx(slow.grad_norms, rel=1e-5)
+    # by hand: sample 3 alone
+    x, y = batch
+    model = session.model
+    model.zero_grad()
+    ((model(x[3:4]) - y[3:4]) ** 2).sum().backward()
+    norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in model.parameters()))
+    assert fast.grad_norms[3] == pytest.approx(norm, rel=1e-5)
+    session.close()
+    session2.close()
+
+
+def test_adam_first_step_update_is_sign_like():
+    from losslens.replay.engine import adam_outlier_share, update_rms_over_lr
+
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0, 0.5]))
+    opt = torch.optim.Adam([p], lr=0.1, eps=1e-12)
+    p.grad = torch.tensor([0.3, -0.001, 5.0, -2.0])
+    assert adam_outlier_share(opt) is None  # no second moment yet
+    before = [p.detach().clone()]
+    opt.step()
+    # first Adam step: m̂/√v̂ = sign(g), every coordinate moves a full lr
+    assert update_rms_over_lr(opt, [p], before, [0.1]) == pytest.approx(1.0, rel=1e-5)
+    p.grad = torch.tensor([0.3, -0.001 * 50, 5.0, -2.0 * 11])
+    # coordinates 1 and 3 are now > 10 x sqrt(v̂)
+    assert adam_outlier_share(opt) == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- targets
+
+def _ev(kind, tag, start, peak=None, end=None, id=""):
+    return Event(kind=kind, run="r", tag=tag, start_step=start, peak_step=peak, end_step=end,
+                 id=id)
+
+
+def test_targets_fold_overlaps_and_skip_unreplayable():
+    roles = {"lm loss": "train_loss", "grad norm": "grad_norm", "val": "val_loss"}
+    evs = [_ev("grad_spike", "grad norm", 90, 91, 92, "grad_spike-1"),
+           _ev("spike", "lm loss", 90, 90, 91, "spike-1"),
+           _ev("spike", "val", 50, 50, 51, "spike-2"),
+           _ev("changepoint", "lm loss", 17, id="changepoint-1"),
+           _ev("grad_spike", "grad norm", 200, 201, 203, "grad_spike-2"),
+           _ev("nonfinite", "lm loss", 300, None, 302, "nonfinite-1")]
+    got = select(evs, roles, None)
+    assert [t.event.id for t in got] == ["spike-1", "grad_spike-2", "nonfinite-1"]
+    assert [t.role for t in got] == ["train_loss", "grad_norm", "train_loss"]
+    assert [t.event.id for t in select(evs, roles, ["grad_spike-1"])] == ["grad_spike-1"]
+    with pytest.raises(LossLensError, match="--events: no event spike-9"):
+        select(evs, roles, ["spike-9"])
+    assert flagged_range(evs[5], 32) == (300, 302)
+    assert flagged_range(_ev("divergence", "lm loss", 10, None, 500), 32) == (10, 41)
+    assert flagged_range(evs[1], 32) == (90, 90)
+
+
+def test_analysis_document_errors(tmp_path, restore_threads):
+    bad = tmp_path / "x.json"
+    bad.write_text(json.dumps({"schema": "something/2"}))
+    res = CliRunner().invoke(app, ["replay", "--plugin", PLUGIN, "--analysis", str(bad)])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines()[-1] == (
+        f"Error: --analysis {bad}: expected schema losslens.analysis/1, got something/2")
+    doc = _doc("nonfinite", 8, 8)
+    doc["runs"].append({**doc["runs"][0], "run": "s"})
+    path = tmp_path / "p.py"
+    path.write_text(NUMERICS_PLUGIN)
+    with pytest.raises(LossLensError, match=r"2 runs read \(r, s\): pick one with --run"):
+        replay(str(path), doc, device="cpu")
+
+
+# --------------------------------------------------------------------------- CLI errors
+
+def test_cli_usage_errors_are_one_line(tmp_path):
+    cli = CliRunner()
+    res = cli.invoke(app, ["replay", "--plugin", PLUGIN])
+    assert res.exit_code == 2
+    assert res.output.strip() == "Error: give a LOG to analyse or --analysis FILE (one of them)"
+    res = cli.invoke(app, ["replay", "--plugin", str(tmp_path / "none.py"), "x.log"])
+    assert res.exit_code == 2
+    assert res.output.strip() == f"Error: plugin {tmp_path / 'none.py'}: file not found"
+    res = cli.invoke(app, ["replay", "--plugin", PLUGIN, "x.log", "--device", "tpu"])
+    assert res.exit_code == 2
+
+
+def test_without_torch_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'losslens\[replay\]'"):
+        require_torch()
+    res = CliRunner().invoke(app, ["replay", "--plugin", PLUGIN, "x.log"])
+    assert res.exit_code == 2
+    assert res.output.strip() == ("Error: losslens replay needs PyTorch: "
+                                  "pip install 'losslens[replay]'")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bad_batch_on_cuda(runs, monkeypatch):
+    monkeypatch.setenv("LOSSLENS_TINY_RUN", str(runs["bad_batch"]))
+    rep = replay(PLUGIN, runs["bad_batch"] / "train.log", device="cuda")
+    assert rep.device.startswith("cuda")
+    [r] = rep.results
+    assert r.verdict == "bad_batch"
+    assert r.measurements["preflight"]["loss_rel_diff"] < 1e-3
+    assert sorted(s["index"] for s in r.samples[:4]) == [2, 5, 9, 13]
+
+
+# --------------------------------------------------------------------------- verdicts
+
+def _chk(shows, nonfinite=False, ratio=2.0):
+    return SpikeCheck(2.0, 1.0, 0.05, ratio, 20.0, nonfinite, shows)
+
+
+@pytest.mark.parametrize("facts, verdict", [
+    (Facts(5, 0.0, True, True, 0.0, _chk(False)), "not_reproducible"),
+    (Facts(5, 0.0, True, None, None, _chk(False)), "not_reproducible"),
+    (Facts(5, 0.0, True, False, 0.05, _chk(False)), "inconclusive"),  # plug-in not faithful
+    (Facts(5, 0.5, False, None, None, _chk(True)), "inconclusive"),  # not deterministic
+    (Facts(5, 0.0, True, None, None, _chk(None)), "inconclusive"),  # in part
+    (Facts(None), "inconclusive"),
+    (Facts(5, 0.0, True, None, None, _chk(True), fp32=_chk(False), run_dtype="float16"),
+     "numerics"),
+    (Facts(5, 0.0, True, None, None, _chk(True), substitute=_chk(False), earlier=_chk(True),
+           earlier_checkpoint=0), "bad_batch"),
+    (Facts(5, 0.0, True, None, None, _chk(True), substitute=_chk(False), earlier=_chk(False),
+           earlier_checkpoint=0), "batch_state_interaction"),
+    (Facts(5, 0.0, True, None, None, _chk(True), substitute=_chk(False), flagged_loss_z=9.0),
+     "bad_batch"),  # no earlier checkpoint, but a strong outlier
+    (Facts(5, 0.0, True, None, None, _chk(True), substitute=_chk(False), flagged_loss_z=1.0),
+     "inconclusive"),
+    (Facts(5, 0.0, True, None, None, _chk(True), substitute=_chk(True), adam_update_jump=3.0,
+           adam_share_jump=1.0, adam_share_peak=0.0), "optimizer_state"),
+    (Facts(5, 0.0, True, None, None, _chk(True), substitute=_chk(True), adam_update_jump=1.1,
+           adam_share_jump=50.0, adam_share_peak=1e-3), "optimizer_state"),
+    (Facts(5, 0.0, True, None, None, _chk(True), substitute=_chk(True), adam_update_jump=1.1,
+           adam_share_jump=1.2, adam_share_peak=1e-3), "inconclusive"),
+])
+def test_decide(facts, verdict):
+    got, evidence = decide(facts)
+    assert got == verdict
+    assert evidence and all("\n" not in e for e in evidence)
+
+
+def test_check_spike_thresholds():
+    # logged magnitude 2.0: half the excess (x1.5) and z >= 5 reproduce; under x1.2 does not
+    assert check_spike([1.6], 1.0, 0.05, 2.0).shows is True
+    assert check_spike([1.15], 1.0, 0.05, 2.0).shows is False
+    assert check_spike([1.35], 1.0, 0.05, 2.0).shows is None
+    assert check_spike([1.6], 1.0, 0.2, 2.0).shows is None  # z = 3: in part
+    assert check_spike([1.0, float("nan")], 1.0, 0.05).shows is True
+    assert check_spike([1.4], 1.0, 0.05, nonfinite_event=True).shows is False
+    c = check_spike([-0.5], -2.0, 0.1)  # additive losses: z alone
+    assert c.shows is True and math.isnan(c.ratio)
