@@ -1,8 +1,9 @@
 """The Frame: every point of every run as one tidy long table, with segments, roles and metadata.
 
 Columns `run, tag, step, value, wall_time, segment` (DESIGN §2). NaN and ±inf are kept.
-A segment starts where a tag's step counter goes back or repeats (resume with overlap,
-rollback) or where the reader saw a run header / "loaded checkpoint" line. Two views:
+A segment starts where a tag's step counter goes back (resume with overlap, rollback) or
+where the reader saw a run header / "loaded checkpoint" line; one step written twice in a
+row is a double log, not a resume (its duplicate is visible as raw_points > points). Views:
 
 - raw (`Frame.data`): every point of every segment, in write order within each (run, tag);
 - stitched (`Frame.stitched`): one point per (run, tag, step), the last write winning.
@@ -172,7 +173,10 @@ def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]]]:
         by_tag = np.argsort(codes, kind="stable")  # write order kept within each tag
         c, s, o = codes[by_tag], steps[by_tag], order[by_tag]
         back = np.zeros(n, bool)
-        back[1:] = (s[1:] <= s[:-1]) & (c[1:] == c[:-1])
+        # only a counter going *back* starts a segment: one step written twice in a row is
+        # a double log (Lightning writes `epoch` twice at an epoch's last step; last write
+        # wins in the stitched view); a resume that re-writes steps goes back
+        back[1:] = (s[1:] < s[:-1]) & (c[1:] == c[:-1])
         for i in np.flatnonzero(back):
             candidates.append((int(o[i]), "step_back", int(c[i])))
     first_order = int(order.min()) if n else 0

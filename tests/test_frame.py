@@ -112,3 +112,12 @@ def test_metadata_merged():
     meta = RunMeta(hidden_size=1024).merged(adam_eps=1e-8, extra={"a": "1"})
     assert meta.to_dict() == {"hidden_size": 1024, "adam_eps": 1e-8, "loss_units": "nats",
                               "extra": {"a": "1"}}
+
+
+def test_one_step_written_twice_is_a_double_log_not_a_resume():
+    b = RecordsBuilder()
+    b.add_array("epoch", [10, 20, 20, 30], [0.0, 0.0, 1.0, 1.0])
+    frame = build([b.build("r", "x", "tensorboard")])
+    assert len(frame.run("r").segments) == 1
+    s = frame.series("r", "epoch")
+    assert s.step.tolist() == [10, 20, 30] and s.value.tolist() == [0.0, 1.0, 1.0]
