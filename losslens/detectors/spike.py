@@ -360,7 +360,7 @@ class SpikeDetector:
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
-            stop = min(end if end is not None else hi, c + restart)
+            stop = end if end is not None else min(hi, c + restart)
             p = c + int(np.argmax(y[c:stop]))
             out.append(self._record(st, v, base, c, p, end, pre, sc,
                                     float(thr[c]) * (1 + SMALL_SAMPLE / max(int(count[c]), 1))))
