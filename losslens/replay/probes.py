@@ -93,7 +93,10 @@ class EventProbe:
         self.s, self.t, self.o = session, target, opts
         self.ev = target.event
         self.first, self.last = flagged_range(self.ev, opts.max_flagged)
-        self.metric = "grad_norm" if target.role == "grad_norm" else "loss"
+        # fp16 overflows show in the gradient; non-finite events in either
+        self.metric = ("grad_norm" if target.role == "grad_norm" or self.ev.kind == "overflow"
+                       else "loss")
+        self.nonfinite_event = self.ev.kind in ("nonfinite", "overflow")
         before = [c for c in checkpoints if c <= self.first - 1]
         self.ckpt = max(before) if before else None
         earlier = [c for c in checkpoints if self.ckpt is not None and c < self.ckpt]
@@ -195,7 +198,11 @@ class EventProbe:
         return stats.level_and_scale(vals)
 
     def _values(self, records: list[StepRecord]) -> list[float]:
-        return [getattr(r, self.metric) for r in records if self.first <= r.step <= self.last]
+        flagged = [r for r in records if self.first <= r.step <= self.last]
+        out = [getattr(r, self.metric) for r in flagged]
+        if self.nonfinite_event:  # a NaN loss or a NaN gradient both reproduce it
+            out += [r.loss for r in flagged] + [r.grad_norm for r in flagged]
+        return out
 
     def _replay(self) -> RunOut:
         plan = [(i, i) for i in range(self.ckpt + 1, self.last + 1)]
@@ -209,13 +216,15 @@ class EventProbe:
         scale = max(main.scale, noise * abs(main.level)) if math.isfinite(main.scale) else main.scale
         mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
         facts.replay = check_spike(self._values(main.records), main.level, scale, mag,
-                                   nonfinite_event=self.ev.kind in ("nonfinite", "overflow"))
+                                   nonfinite_event=self.nonfinite_event)
         self._log_match(facts, main.records, noise)
         self._adam(facts, main.records)
         first_bad = next((r.first_nonfinite_module for r in main.records
                           if r.first_nonfinite_module), None)
         facts.first_nonfinite_module = first_bad
         self.m["preflight"] = pf
+        if self.t.restart_hint is not None:
+            self.m["skip_plan_restart_from_step"] = self.t.restart_hint
         self.m["level"] = {"metric": self.metric, "value": main.level, "scale": scale,
                            "neighbour_steps": self.neighbours}
         self.m["replay"] = {"check": facts.replay.to_dict(),
@@ -321,7 +330,7 @@ class EventProbe:
     def _counterfactuals(self, facts: Facts, main: RunOut) -> None:
         cf: dict[str, Any] = {}
         mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
-        nf = self.ev.kind in ("nonfinite", "overflow")
+        nf = self.nonfinite_event
         if self.s.dtype is not None and main.snapshot is not None:
             out = self._timed("fp32", self._fp32, main.snapshot)
             facts.fp32 = check_spike(self._values(out.records), main.level, main.scale, mag, nf)
