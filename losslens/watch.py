@@ -554,7 +554,7 @@ class _Segments:
         c, s, o = codes[idx], steps[idx], orders[idx]
         cands += self._step_backs(c, s, o)
         for o_, reason, _, prev in sorted(cands):
-            if self.bounds and reason == "step_back" and prev < self.bounds[-1][0]:
+            if reason == "step_back" and self.bounds and prev < self.bounds[-1][0]:
                 continue  # the tag restarts with the boundary before, not anew
             if self.bounds and self.bounds[-1][0] == o_:
                 continue
@@ -579,7 +579,7 @@ class _Segments:
         ends = np.r_[heads[1:] - 1, n - 1]
         for i in ends.tolist():
             self.last[int(c[i])] = (int(s[i]), int(o[i]))
-        back = np.flatnonzero(has & (s <= prev_s))
+        back = np.flatnonzero(has & (s < prev_s))  # a step written twice in a row is not
         return [(int(o[i]), "step_back", int(c[i]), int(prev_o[i])) for i in back.tolist()]
 
     def _aggregate(self, c: np.ndarray, s: np.ndarray, o: np.ndarray) -> None:
@@ -700,31 +700,43 @@ class _SpikePolicy:
     def __init__(self, det: Any) -> None:
         self.det = det
         self.w = int(getattr(det, "window", 129)) | 1
+        self.lw = int(getattr(det, "level_window", 15)) | 1
         self.bp = int(getattr(det, "back_points", 5))
         self.back_z = float(getattr(det, "back_z", 3.0))
-        lw = int(getattr(det, "level_window", 15)) | 1
+        self.min_points = int(getattr(det, "min_points", 8))
         #: points of history a verdict can lean on: the tail count over z-scores whose
         #: baseline spans a window and two level windows, and the re-judging after a spike.
-        self.horizon = 4 * self.w + int(getattr(det, "tail_window", 1000)) + 4 * lw \
+        self.horizon = 4 * self.w + int(getattr(det, "tail_window", 1000)) + 4 * self.lw \
             + 2 * self.bp + 64
 
     def run(self, st: _RunState, tag: str, s: _Series) -> None:
-        n, d = s.n, int(s.dirty)
-        steps, values = s.step[:n], s.value[:n]
         key = (self.det.kind, tag)
         old = st.events.get(key, [])
-        a0 = min([d] + [self._reach(e, steps, values, d) for e in old])
+        a0 = self.start(old, s.step[:s.n], s.value[:s.n], int(s.dirty))
+        series, cut_step = self.window(st, tag, s, a0)
+        st.events[key] = _splice(old, self.det.detect(series), cut_step)
+
+    def start(self, old: list[Event], steps: np.ndarray, values: np.ndarray, d: int) -> int:
+        """The first index whose events must be found again when points from `d` on are new
+        (the window then starts `horizon` points earlier)."""
+        return min([d] + [self._reach(e, steps, values, d) for e in old])
+
+    def window(self, st: _RunState, tag: str, s: _Series, a0: int) -> tuple[Any, float]:
+        """The series to run the detector on so that its events from index `a0` on are as
+        in the whole series, and the step from which they are."""
+        memo = st.memo.setdefault((f"switch-{id(self)}", tag), {})
+        k, moved = self._switch(s, memo)
         a = max(0, a0 - self.horizon)
+        if moved or (k is not None and k >= a):
+            a = 0  # the series turned additive just now, or inside the window: all of it
         series = s.view(st.run, tag, st.roles[tag], a)
-        if a and s.first_nonpos is not None and s.first_nonpos < a:
-            # the whole series is in additive space from its first value <= 0 on
+        if a and k is not None:  # additive since before the window: a 0 first says so
             series = replace(series, step=np.r_[series.step[0] - 1, series.step],
                              value=np.r_[0.0, series.value],
                              wall_time=np.r_[np.nan, series.wall_time],
                              segment=np.r_[0, series.segment])
-        cut = 0 if a == 0 else a0
-        cut_step = steps[cut] if cut < n else math.inf
-        st.events[key] = _splice(old, self.det.detect(series), cut_step)
+        cut_step = -math.inf if a == 0 else s.step[a0] if a0 < s.n else math.inf
+        return series, cut_step
 
     def _reach(self, e: Event, steps: np.ndarray, values: np.ndarray, d: int) -> int:
         """Where the window must start (before the horizon) for `e` to be judged as in the
@@ -748,6 +760,75 @@ class _SpikePolicy:
                 return True
             return bool((np.log(v) <= math.log(pre) + self.back_z * scale).any())
         return bool((v <= pre + self.back_z * scale).any())
+
+    # -- where the statistic leaves log space (mirrors SpikeDetector.find / _near_zero) ----
+
+    def _switch(self, s: _Series, memo: dict[str, Any]) -> tuple[int | None, bool]:
+        """(index from which the detector judges the series additively, or None; whether
+        that changed since the last update). It is the first value <= 0, or the first point
+        whose log-space level is within NEAR_ZERO noise scales of 0 (unless every value so
+        far exceeds NEAR_ZERO times the largest step); kept up to date incrementally."""
+        from .detectors import spike as sp
+
+        if not hasattr(self.det, "_near_zero"):
+            return s.first_nonpos, False
+        moved = False
+        if memo and memo["upto"] > (s.n if s.dirty is None else s.dirty):
+            memo.clear()  # points were rewritten: start over
+            moved = True
+        if not memo:
+            memo.update(upto=0, fin=0, vmin=math.inf, smax=0.0, last=math.nan, cond=None,
+                        k="unset")
+        k0 = s.first_nonpos
+        end = s.n if k0 is None else min(s.n, k0)
+        if memo["upto"] < end:
+            self._scan(s, memo, end, sp)
+        memo["upto"] = max(memo["upto"], end)
+        near = memo["cond"]
+        if memo["smax"] == 0.0 or memo["vmin"] > sp.NEAR_ZERO * memo["smax"]:
+            near = None  # the detector's shortcut: nowhere near 0
+        if k0 is not None and memo["fin"] <= self.min_points:  # fin: finite points before k0
+            near = None  # no log space at all: additive from the first value <= 0
+        k = k0 if near is None else near if k0 is None else min(k0, near)
+        moved = moved or (memo["k"] != "unset" and memo["k"] != k)
+        memo["k"] = k
+        return k, moved
+
+    def _scan(self, s: _Series, memo: dict[str, Any], end: int, sp: Any) -> None:
+        """Fold the finite values of [upto, end) into the running min / largest step, and
+        look for the first point of them where the level comes near 0."""
+        upto = memo["upto"]
+        seg = s.value[upto:end]
+        vals = seg[np.isfinite(seg)]
+        if vals.shape[0]:
+            chain = np.r_[memo["last"], vals] if math.isfinite(memo["last"]) else vals
+            if chain.shape[0] > 1:
+                memo["smax"] = max(memo["smax"], float(np.abs(np.diff(chain)).max()))
+            memo["vmin"] = min(memo["vmin"], float(vals.min()))
+            memo["last"] = float(vals[-1])
+        if memo["cond"] is None and vals.shape[0]:
+            memo["cond"] = self._near_from(s, upto, end, memo["fin"], sp)
+        memo["fin"] += int(vals.shape[0])
+
+    def _near_from(self, s: _Series, upto: int, end: int, fin: int, sp: Any) -> int | None:
+        """First index in [upto, end) whose level is within NEAR_ZERO noise scales of 0,
+        computed on enough finite points before `upto` to be exact."""
+        need, lo = 2 * self.w + 4 * self.lw + 16, upto
+        while lo > 0 and np.count_nonzero(np.isfinite(s.value[lo:upto])) < need:
+            lo = max(0, lo - 2 * need)
+        seg = s.value[lo:end]
+        ok = np.isfinite(seg)
+        v, pos = seg[ok], lo + np.flatnonzero(ok)
+        if v.shape[0] < 3:
+            return None
+        fin_index = fin - int(np.count_nonzero(ok[:upto - lo])) + np.arange(v.shape[0])
+        logb = sp.baseline(v, self.w, True, level_window=self.lw)
+        noise = np.full(v.shape[0], np.nan)
+        noise[2:] = sp.DIFF_TO_SIGMA * sp.trailing_median(np.abs(np.diff(v)), self.w)[:-1]
+        with np.errstate(invalid="ignore", over="ignore"):
+            near = np.exp(logb.level) < sp.NEAR_ZERO * noise
+        hit = np.flatnonzero(near & (pos >= upto) & (fin_index >= self.min_points))
+        return int(pos[hit[0]]) if hit.shape[0] else None
 
 
 class _DivergencePolicy:
@@ -773,7 +854,8 @@ class _DivergencePolicy:
             st.events[(self.det.kind, tag)] = self.det.detect(s.view(st.run, tag, st.roles[tag]))
 
     def _levels(self, s: _Series, lo: int) -> np.ndarray:
-        """The detector's level (trailing median of log values) at the finite points >= lo."""
+        """The detector's level (trailing median of log values) at the finite points >= lo,
+        +inf at the first `window - 1` finite points (the best level starts after them)."""
         from .detectors.spike import trailing_median
 
         a = lo
@@ -786,6 +868,8 @@ class _DivergencePolicy:
         fin = np.isfinite(v)
         with np.errstate(divide="ignore", invalid="ignore"):
             level = trailing_median(np.log(v[fin]), self.k)
+        if a == 0:
+            level[:self.k - 1] = np.inf
         return level[np.count_nonzero(fin[:lo - a]):]
 
     def _rises(self, s: _Series, lo: int, memo: dict[str, Any]) -> bool:
@@ -796,7 +880,8 @@ class _DivergencePolicy:
             return nonfinite
         best = np.minimum(memo["best"], np.minimum.accumulate(level))
         memo["best"] = float(best[-1])
-        return nonfinite or bool(np.any(level - best >= self.thr))
+        with np.errstate(invalid="ignore"):  # inf - inf before the first full window
+            return nonfinite or bool(np.any(level - best >= self.thr))
 
 
 class _NonFinitePolicy:
@@ -875,6 +960,53 @@ class _OverflowPolicy:
         return v.shape[0] > 1 and bool(np.all(np.diff(v) >= 0)) and v[-1] > 1
 
 
+class _GradSpikePolicy:
+    """Grad-norm spikes on trailing windows of the grad norms and of the losses they follow.
+
+    A grad spike is found again from where its series changed (reaching back like a spike),
+    and from `follow_within` steps before a loss's new points (a new loss spike there may
+    have followed it); the losses are windowed so that their spikes from there on are exact.
+    """
+
+    def __init__(self, det: Any) -> None:
+        from .detectors.spike import SpikeDetector
+
+        self.det = det
+        self.grad = _SpikePolicy(det._spikes())
+        self.loss = _SpikePolicy(SpikeDetector())
+        self.follow = int(getattr(det, "follow_within", 100))
+
+    def run(self, st: _RunState) -> None:
+        grads = [t for t in st.series if st.roles[t] == "grad_norm"]
+        losses = [t for t in st.series if st.roles[t] == "train_loss"]
+        new_loss = [int(st.series[t].step[st.series[t].dirty]) for t in losses
+                    if st.series[t].dirty is not None]
+        if not grads or not (new_loss or any(st.series[t].dirty is not None for t in grads)):
+            return
+        key = (self.det.kind, None)
+        old = st.events.get(key, [])
+        follow_from = min(new_loss) - self.follow if new_loss else math.inf
+        views, cuts = {}, {}
+        for t in grads:
+            s = st.series[t]
+            steps = s.step[:s.n]
+            d = min(s.n if s.dirty is None else s.dirty, _index(steps, follow_from))
+            a0 = self.grad.start([e for e in old if e.tag == t], steps, s.value[:s.n], d)
+            views[t], cuts[t] = self.grad.window(st, t, s, a0)
+        first = min(cuts.values())
+        for t in losses:
+            s = st.series[t]
+            steps = s.step[:s.n]
+            a0 = 0 if first == -math.inf else self.loss.start(
+                st.events.get(("spike", t), []), steps, s.value[:s.n], _index(steps, first))
+            views[t], _ = self.loss.window(st, t, s, a0)
+        found = self.det.detect_run(_View(views), st.info())
+        st.events[key] = sorted(
+            [e for e in old if e.start_step < cuts.get(e.tag, math.inf)]
+            + [e for e in found if e.start_step >= cuts[e.tag]],
+            key=lambda e: (e.start_step, e.tag))
+
+
 class _RunPolicy:
     """A run-scope causal detector on the whole run (rollback: a handful of segments)."""
 
@@ -926,8 +1058,8 @@ class _Engine:
             det.validate()
             kind = _kind(det)
             if det.scope == "run":
-                self.runs.append(_OverflowPolicy(det) if kind == "overflow"
-                                 else _RunPolicy(det, kind))
+                policy = {"overflow": _OverflowPolicy, "grad_spike": _GradSpikePolicy}.get(kind)
+                self.runs.append(policy(det) if policy else _RunPolicy(det, kind))
             elif kind == "spike":
                 self.series.append(_SpikePolicy(det))
             elif kind == "divergence":

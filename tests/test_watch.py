@@ -22,9 +22,11 @@ import pytest
 import losslens
 from losslens.analysis import analyze_run
 from losslens.cli import app
+from losslens.detectors import DETECTORS, detector_class
 from losslens.watch import Follower, follow, run_hook
 
-CAUSAL = {"spike", "divergence", "nonfinite", "overflow", "rollback"}
+#: The detectors that declare themselves causal: watch must agree with analyze on these.
+CAUSAL = {n for n in DETECTORS if getattr(detector_class(n), "causal", False)}
 
 
 # ------------------------------------------------------------------------------ fixtures
