@@ -14,9 +14,11 @@ Statistic (causal: declared from past points only):
   (`min_growth` x the level it had when it first crossed) or sit at `stuck_ratio` x best
   without coming down (a run stuck at the uniform-prediction loss).
 - Or `nan_points` consecutive non-finite values.
-- Onset = the first point after the last point within noise of the best level; when a spike
-  precedes the rise, the start is where the rise after the spike begins and
-  `details.spike_step` says where the spike was.
+- Onset = the first point after the last point within noise of the best level. A spike
+  precedes the rise when its first point jumped 3x more than the loss then grew per point
+  (a steep steady rise is the divergence itself); the start is then where the rise after the
+  spike begins (or the spike, when the loss never came down from it or never rose again),
+  and `details.spike_step` says where the spike was.
 - The event ends at the last point (or, if the level comes back below the threshold, at the
   last point before it did: `details.recovered`).
 
@@ -195,25 +197,40 @@ class DivergenceDetector:
 
     def _after_spike(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, onset: int,
                      decl: int) -> tuple[int, dict[str, Any] | None]:
-        """(start index, preceding spike or None): with a spike, where the rise after it starts."""
+        """(start index, preceding spike or None). A spike precedes the divergence when it
+        jumped (3x more in one point than the loss then grew per point: a steep but steady
+        rise is the divergence itself). The start is then where the rise after the spike
+        begins, when the loss came down from the spike and rose again; else the spike."""
         lo = max(0, onset - 4 * SpikeDetector.window)
         first = int(st[onset]) - self.spike_within
         spikes = [s for s in SpikeDetector().find(st[lo:decl + 1], v[lo:decl + 1])
                   if first <= s["start"] <= int(st[decl]) and s["details"]["abrupt"]
                   and (s["end"] is None or s["end"] > st[onset])]
-        if not spikes:
+        spike = next((s for s in spikes if self._jumped(y, lo + s["start_index"], decl)), None)
+        if spike is None:
             return onset, None
-        spike = spikes[0]
+        c = lo + spike["start_index"]
         p = int(np.searchsorted(st, spike["peak"]))
         if decl - p < 3:
-            return max(onset, lo + spike["start_index"]), spike
+            return c, spike
         from scipy import ndimage
 
         smooth = ndimage.median_filter(y[p:decl + 1], size=5, mode="nearest")
+        low = float(smooth.min())
+        grown = np.log(self.min_growth)
+        if smooth[0] - low < grown or smooth[-1] - low < grown:
+            return c, spike  # never came down, or did not rise again: the spike started it
         band = max(2 * _noise(y[p:decl + 1]), 0.01)
-        flat = np.flatnonzero(smooth <= smooth.min() + band)
-        rise = p + int(flat[-1]) + 1 if flat.shape[0] else p
-        return min(rise, decl), spike
+        flat = np.flatnonzero(smooth <= low + band)
+        return min(p + int(flat[-1]) + 1, decl), spike
+
+    @staticmethod
+    def _jumped(y: np.ndarray, c: int, decl: int) -> bool:
+        if c < 1:
+            return False
+        after = np.diff(y[c:min(decl, c + 5) + 1])
+        growth = max(float(np.median(after)), 0.0) if after.shape[0] else 0.0
+        return float(y[c] - y[c - 1]) >= 3 * growth
 
     # -- non-finite values that stay -----------------------------------------------------
 

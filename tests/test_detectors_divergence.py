@@ -1,0 +1,179 @@
+"""DivergenceDetector and NonFiniteDetector behaviour on labelled synthetic curves."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from losslens.detectors.divergence import DivergenceDetector
+from losslens.detectors.nonfinite import NonFiniteDetector
+from losslens.errors import InvalidParameterError
+from losslens.frame import Series
+from losslens.synthetic import Spike, make_curve
+
+
+def ser(steps, values, tag: str = "lm loss", role: str = "train_loss") -> Series:
+    steps = np.asarray(steps, dtype=np.int64)
+    values = np.asarray(values, dtype=float)
+    n = steps.shape[0]
+    return Series("run", tag, role, steps, values, np.full(n, np.nan), np.zeros(n, np.int32))
+
+
+def divergences(steps, values, **params):
+    return DivergenceDetector(**params).detect(ser(steps, values))
+
+
+@pytest.mark.parametrize("log_every", [1, 10, 100])
+@pytest.mark.parametrize("noise", [0.005, 0.03])
+@pytest.mark.parametrize("seed", range(3))
+def test_clean_curves_do_not_diverge(seed, noise, log_every):
+    steps, values, _ = make_curve(30000, seed=seed, noise=noise, log_every=log_every)
+    assert divergences(steps, values) == []
+
+
+@pytest.mark.parametrize("log_every, start, declared", [(1, 12020, 12681), (10, 12010, 12780),
+                                                        (100, 12100, 15200)])
+def test_divergence_without_a_spike(log_every, start, declared):
+    steps, values, truth = make_curve(20000, seed=3, noise=0.02, log_every=log_every,
+                                      diverge_at=12000, diverge_over=1000)
+    (event,) = divergences(steps, values)
+    assert (event.kind, event.severity, event.peak_step) == ("divergence", "critical", None)
+    assert (event.start_step, event.end_step) == (start, 20000)
+    d = event.details
+    assert d["declared_step"] == declared
+    assert d["preceded_by_spike"] is False and d["recovered"] is False
+    assert d["best_level"] == pytest.approx(values[steps < 12000].min(), rel=0.1)
+    assert event.magnitude > 10  # the loss grew 10x every 1000 steps up to 20x
+    assert [t.kind for t in truth] == ["divergence"]
+
+
+def test_divergence_after_a_spike_starts_where_the_rise_does():
+    steps, values, _ = make_curve(20000, seed=3, noise=0.02, log_every=10, diverge_at=12000,
+                                  diverge_over=1000, spikes=[Spike(11000, 3.0, "none", 50)])
+    (event,) = divergences(steps, values)
+    assert event.details["preceded_by_spike"] is True
+    assert event.details["spike_step"] == 11000
+    assert event.start_step == 12000
+
+
+def test_nan_that_stays_is_a_divergence_from_the_rise_into_it():
+    steps, values, _ = make_curve(20000, seed=3, noise=0.02, log_every=10, diverge_at=12000,
+                                  diverge_over=400, nan_at=12500)
+    (event,) = divergences(steps, values)
+    assert (event.start_step, event.end_step) == (12010, 20000)
+    assert event.details["nonfinite"] is True
+    assert event.details["first_nonfinite_step"] == 12500
+
+
+def test_nan_without_a_rise():
+    steps, values, _ = make_curve(20000, seed=4, noise=0.02, log_every=10, nan_at=15000)
+    (event,) = divergences(steps, values)
+    assert (event.start_step, event.end_step) == (15000, 20000)
+    assert event.details["declared_step"] == 15020  # the third non-finite point
+    assert event.magnitude is None
+
+
+def test_isolated_nan_points_are_not_a_divergence():
+    steps, values, _ = make_curve(20000, seed=4, noise=0.02, log_every=10)
+    values = values.copy()
+    values[[500, 501, 900, 1500]] = np.nan
+    assert divergences(steps, values) == []
+    values[:] = np.nan
+    assert divergences(steps, values) == []  # broken from the start: nonfinite says it
+
+
+@pytest.mark.parametrize("spike", [Spike(8000, 20.0, "slow", 3000), Spike(8000, 6.0, "slow", 3000),
+                                   Spike(8000, 2.0, "none", 100), Spike(8000, 20.0, "fast", 100)])
+@pytest.mark.parametrize("log_every", [1, 10])
+def test_spikes_are_not_divergences(spike, log_every):
+    steps, values, _ = make_curve(20000, seed=5, noise=0.02, log_every=log_every,
+                                  spikes=[spike])
+    assert divergences(steps, values) == []
+
+
+def test_a_loss_stuck_far_above_its_best_is_a_divergence():
+    steps, values, _ = make_curve(20000, seed=5, noise=0.02, log_every=10, spikes=[
+        Spike(8000, 8.0, "none", 100, settle=5.0)])
+    (event,) = divergences(steps, values)
+    assert event.start_step == 8000 and event.details["recovered"] is False
+    assert event.magnitude == pytest.approx(5.0, rel=0.1)
+
+
+def test_a_rise_that_comes_back_is_reported_as_recovered():
+    steps, values, _ = make_curve(20000, seed=6, noise=0.02, log_every=10, diverge_at=10000,
+                                  diverge_over=1000)
+    values = values.copy()
+    back = steps >= 11500
+    values[back] = values[steps < 10000][-1]  # the loss is suddenly back to its best
+    (event,) = divergences(steps, values)
+    assert event.details["recovered"] is True
+    assert event.start_step == 10020 and 11500 <= event.end_step <= 11600
+
+
+def test_sign_changing_divergence():
+    steps, values, _ = make_curve(20000, seed=7, noise=0.02, log_every=10, negative=True,
+                                  diverge_at=15000, diverge_over=1000)
+    (event,) = divergences(steps, values)
+    assert event.details["space"] == "linear"
+    assert 15000 <= event.start_step <= 15100
+    steps, values, _ = make_curve(20000, seed=7, noise=0.02, log_every=10, negative=True)
+    assert divergences(steps, values) == []
+
+
+def test_causal_declaration_on_a_prefix():
+    steps, values, _ = make_curve(20000, seed=3, noise=0.02, log_every=10, diverge_at=12000,
+                                  diverge_over=1000)
+    (full,) = divergences(steps, values)
+    declared = full.details["declared_step"]
+    before = steps <= declared - 10
+    assert divergences(steps[before], values[before]) == []
+    upto = steps <= declared
+    (prefix,) = divergences(steps[upto], values[upto])
+    assert prefix.start_step == full.start_step
+    assert prefix.details["declared_step"] == declared
+
+
+@pytest.mark.parametrize("field, value", [("window", 2), ("rise_ratio", 1.0), ("rise_z", 0),
+                                          ("min_growth", 0.5), ("stuck_ratio", "4"),
+                                          ("sustain_points", 0), ("sustain_steps", -1),
+                                          ("nan_points", 0), ("spike_within", -1)])
+def test_divergence_invalid_parameters(field, value):
+    with pytest.raises(InvalidParameterError, match=f"DivergenceDetector.{field} must be"):
+        DivergenceDetector(**{field: value}).detect(ser([1, 2], [1.0, 2.0]))
+
+
+# -- nonfinite ---------------------------------------------------------------------------
+
+def test_nonfinite_bursts():
+    steps = np.arange(1, 5001) * 10
+    values = np.full(5000, 2.0)
+    values[[100, 101, 150]] = [np.nan, np.inf, -np.inf]  # one burst (within 1000 steps)
+    values[3000:] = np.nan  # NaN to the end
+    values[3010] = np.inf
+    first, last = NonFiniteDetector().detect(ser(steps, values))
+    assert (first.start_step, first.end_step, first.severity) == (1010, 1510, "critical")
+    assert first.details == {"count": 3, "points": 3, "source": "value", "nan": 1, "posinf": 1,
+                             "neginf": 1, "finite_after": True}
+    assert (last.start_step, last.end_step) == (30010, 50000)
+    assert last.details["count"] == 2000 and last.details["finite_after"] is False
+    assert last.details["posinf"] == 1
+    split = NonFiniteDetector(merge_within=100).detect(ser(steps, values))
+    assert [(e.start_step, e.end_step) for e in split] == [(1010, 1020), (1510, 1510),
+                                                           (30010, 50000)]
+
+
+def test_nan_iteration_counters():
+    steps = np.arange(1, 201) * 100
+    counts = np.zeros(200)
+    counts[[50, 51, 120]] = [1, 3, 2]
+    det = NonFiniteDetector()
+    a, b = det.detect(ser(steps, counts, tag="number of nan iterations", role="skipped"))
+    assert (a.start_step, a.end_step, a.details["count"]) == (5100, 5200, 4)
+    assert (b.start_step, b.end_step, b.details["count"]) == (12100, 12100, 2)
+    assert a.details["source"] == "counter"
+    # other counters of the role are not about NaN
+    assert det.detect(ser(steps, counts, tag="number of skipped iterations", role="skipped")) == []
+
+
+def test_nonfinite_invalid_parameter():
+    with pytest.raises(InvalidParameterError, match="NonFiniteDetector.merge_within must be"):
+        NonFiniteDetector(merge_within=-1).detect(ser([1], [np.nan]))
