@@ -311,6 +311,10 @@ def test_big_log_takes_the_vectorised_path_and_matches(tmp_path, monkeypatch):
     assert path.stat().st_size > 1 << 20
     fast = megatron.read(path, "big")[0]
     _assert_same_records(megatron.read_file(path, "big", fast=False), fast)
+    results = list(megatron_fast.scan(path.read_bytes(), megatron.MARKERS, workers=2))
+    assert len(results) > 10  # several chunks, each one's first and last lines included
+    assert sum(len(h.order) for r in results for h in r.hits) == 6000
+    assert [n for r in results for n, _ in r.rest] == [1001 * i for i in range(1, 7)]
     steps, values, _ = _series(fast, "lm loss")
     assert steps == list(range(1, 6001)) and np.isnan(values[4320])
     assert _series(fast, "lm loss validation")[0] == [1000, 2000, 3000, 4000, 5000, 6000]

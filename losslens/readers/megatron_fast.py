@@ -29,7 +29,7 @@ _HEAD = re.compile(r"^(?:\[(?:default|rank|worker|trainer)?\d+\]:)? ?"
                    r"(?:\[(?P<ts>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:\.(?P<frac>\d{1,9}))?\] ?)?"
                    r"(?P<it>iteration +)\d+/ *\d+ \|")
 MAX_TEMPLATES = 8
-CHUNK = 1 << 23  # bytes per chunk
+CHUNK = 1 << 21  # bytes per chunk (cache-sized: several passes run over each)
 _SLASH_WINDOW = 24  # bytes after "iteration " searched for the `/` of `N/ M`
 _BLOCK = 1 << 16  # values cast per pyarrow call (a failing block is redone value by value)
 
@@ -169,6 +169,8 @@ class _Chunk:
         self.n = self.starts.shape[0]
         self.ends = np.concatenate([nl, np.full(1, arr.shape[0], np.int32)])[:self.n]
         bounds = np.concatenate([self.starts, np.full(1, arr.shape[0], np.int32)])
+        # every 8 bytes from every offset, as uint64 (unaligned, zero-copy)
+        self.w8 = np.ndarray((max(arr.shape[0] - 7, 0),), "<u8", arr, 0, (1,))
         self.pipes, self.colons = _positions(arr, 124), _positions(arr, 58)
         self.n_pipes = np.diff(np.searchsorted(self.pipes, bounds))
         self.n_colons = np.diff(np.searchsorted(self.colons, bounds))
@@ -273,9 +275,16 @@ def _parse8(v: np.ndarray) -> np.ndarray:
     return ((v & _U(0x0000FFFF0000FFFF)) * _U(42949672960001)) >> _U(32)
 
 
-def _words(g: np.ndarray) -> np.ndarray:
-    """(lines, bytes) uint8, bytes a multiple of 8 → (lines, bytes // 8) uint64."""
-    return np.ascontiguousarray(g).view("<u8")
+_EVEN = np.arange(0, 1 << 21, 2, dtype=np.int32)
+
+
+def _even(n: int) -> np.ndarray:
+    """0, 2, 4, ... (n of them); a slice of a cached array (pyarrow wraps it without a copy,
+    while converting a fresh np.arange measured ~50 ns a value)."""
+    global _EVEN
+    if n > _EVEN.shape[0]:
+        _EVEN = np.arange(0, 2 * n, 2, dtype=np.int32)
+    return _EVEN[:n]
 
 
 class _Lines:
@@ -296,7 +305,7 @@ class _Lines:
     def read(self, idx: np.ndarray) -> Hits | None:
         c, tpl, arr, one = self.c, self.tpl, self.arr, np.int32(1)
         st = c.starts[idx]
-        g, slash, ok = self._head(st)
+        stamp, slash, ok = self._head(st)
         k = len(tpl.keys)
         # (field, line) matrices: reductions over the first axis are fast in numpy
         p0 = np.searchsorted(c.pipes, st)
@@ -313,7 +322,8 @@ class _Lines:
         sel = np.flatnonzero(ok)
         if not sel.shape[0]:
             return None
-        idx, st, g, slash = idx[sel], st[sel], g[sel], slash[sel]
+        idx, st, slash = idx[sel], st[sel], slash[sel]
+        stamp = stamp[sel] if stamp is not None else None
         pipes, colons = pipes[:, sel], colons[:, sel]
         # spans: iteration and train_iters (digits after "iteration " / the slash, up to the
         # slash / the head's pipe); values between ": " and " |" (one space each side dropped)
@@ -338,46 +348,46 @@ class _Lines:
         keep = np.flatnonzero(ok)
         if not keep.shape[0]:
             return None
-        return Hits(tpl.keys, idx[keep].astype(np.int64) + (c.base + 1), whole[0, keep],
-                    self._walls(g[keep]), values[:, keep], int(whole[1, keep[-1]]))
+        wall = self._walls(stamp[keep] if stamp is not None else None, keep.shape[0])
+        return Hits(tpl.keys, idx[keep].astype(np.int64) + (c.base + 1), whole[0, keep], wall,
+                    values[:, keep], int(whole[1, keep[-1]]))
 
     def _head(self, st: np.ndarray):
-        """Head bytes of each line, where its `/` is, and whether the head fits the template."""
-        n, n8 = self.tpl.head.shape[0], self.n8
-        width = n8 + _SLASH_WINDOW
-        fits = st.astype(np.int64) + width <= self.arr.shape[0]
-        if self.arr.shape[0] < width:
-            return (np.zeros((st.shape[0], n), np.uint8), st, np.zeros(st.shape[0], bool))
-        g = np.lib.stride_tricks.sliding_window_view(self.arr, width)[np.where(fits, st, 0)]
-        hw = _words(g[:, :n8])
-        ok = fits
-        for j in range(hw.shape[1]):
-            w, wild = hw[:, j], self.wild_w[j]
+        """Whether each head fits the template, where its `/` is, its timestamp bytes."""
+        n, w8 = self.tpl.head.shape[0], self.c.w8
+        last = max(self.n8 - 8, n + _SLASH_WINDOW - 8)  # offset of the last word read
+        ok = st.astype(np.int64) + last < w8.shape[0]
+        at = np.where(ok, st, 0)
+        for j in range(self.n8 // 8):
+            w, wild = w8[at + np.int32(8 * j)], self.wild_w[j]
             ok &= ((w ^ self.head_w[j]) & self.fixed_w[j]) == 0
             if wild:
                 ok &= _digits((w & wild) | (_D30 & ~wild)) == _H80
         # the `/` of `N/ M`: the first one in the 24 bytes after "iteration "
-        after = np.ascontiguousarray(g[:, n:n + _SLASH_WINDOW])
-        sw = after.view("<u8")
         mask = np.zeros(st.shape[0], np.uint64)
-        for j in range(sw.shape[1]):
-            mask |= _movemask(~_nonzero(sw[:, j] ^ _rep(0x2F)) & _H80) << _U(8 * j)
+        for j in range(_SLASH_WINDOW // 8):
+            w = w8[at + np.int32(n + 8 * j)]
+            mask |= _movemask(~_nonzero(w ^ _rep(0x2F)) & _H80) << _U(8 * j)
         ok &= mask != 0
-        low = (mask & (~mask + _U(1))).astype(np.float64)  # lowest set bit
+        low = (mask & (~mask + _U(1))).astype(np.float64)  # the lowest set bit
         first = np.log2(np.where(ok, low, 1.0)).astype(np.int32)
-        return g[:, :n], st + np.int32(n) + first, ok
+        ts = self.tpl.ts
+        stamp = None
+        if ts is not None:
+            stamp = np.lib.stride_tricks.sliding_window_view(self.arr, 20 + ts[6])[at + ts[0]]
+        return stamp, st + np.int32(n) + first, ok
 
     def _ints(self, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Right-aligned integers in byte spans [s, e): spaces then digits (`\\s*(\\d+)`)."""
         length = (e - s).astype(np.int64)
-        ok = (length >= 1) & (length <= 16) & (e >= 16)
-        win = np.lib.stride_tricks.sliding_window_view(self.arr, 16)[np.where(ok, e, 16) - 16]
-        w = win.view("<u8")
+        w8 = self.c.w8
+        ok = (length >= 1) & (length <= 16) & (e >= 16) & (e.astype(np.int64) - 8 < w8.shape[0])
+        end = np.where(ok, e, 16)
         digit_mask = np.zeros(s.shape[0], np.uint64)
         parts = []
         for j, inside in ((0, np.clip(length - 8, 0, 8)), (1, np.clip(length, 0, 8))):
             top = _TOP[inside]
-            x = (w[:, j] & top) | (_SP & ~top)  # bytes before the span read as spaces
+            x = (w8[end - np.int32(16 - 8 * j)] & top) | (_SP & ~top)  # before the span: spaces
             d = _digits(x)
             ok &= (d | (~_nonzero(x ^ _SP) & _H80)) == _H80
             digit_mask |= _movemask(d) << _U(8 * j)
@@ -398,7 +408,7 @@ class _Lines:
         both = pa.Array.from_buffers(pa.string(), 2 * n * k,
                                      [None, pa.py_buffer(flat), pa.py_buffer(self.arr)])
         # spans and the gaps between them alternate; keep the spans
-        text = both.take(pa.array(np.arange(0, 2 * n * k, 2, dtype=np.int32)))
+        text = both.take(pa.array(_even(n * k)))
         out = np.empty(n * k, np.float64)
         good = np.ones(n * k, bool)
         for a in range(0, n * k, _BLOCK):
@@ -414,18 +424,18 @@ class _Lines:
         return (out.reshape(n, k).T,
                 ok & np.logical_and.reduce(good.reshape(n, k).T, axis=0))
 
-    def _walls(self, g: np.ndarray) -> np.ndarray:
+    def _walls(self, stamp: np.ndarray | None, n: int) -> np.ndarray:
         """Seconds since the epoch from the timestamp digits (as deepspeed.epoch_seconds)."""
         ts = self.tpl.ts
-        if ts is None:
-            return np.full(g.shape[0], np.nan)
+        if stamp is None or ts is None:
+            return np.full(n, np.nan)
 
         def num(off: int, width: int) -> np.ndarray:
-            digits = g[:, off:off + width].astype(np.int64) - 48
+            digits = stamp[:, off:off + width].astype(np.int64) - 48
             return digits @ (10 ** np.arange(width - 1, -1, -1, dtype=np.int64))
 
-        y, mo, d, h, mi, s = (num(o, w) for o, w in zip(ts[:6], (4, 2, 2, 2, 2, 2)))
+        y, mo, d, h, mi, s = (num(o - ts[0], w) for o, w in zip(ts[:6], (4, 2, 2, 2, 2, 2)))
         wall = (days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s).astype(np.float64)
         if ts[6]:
-            wall = wall + num(ts[0] + 20, ts[6]).astype(np.float64) / 10.0 ** ts[6]
+            wall = wall + num(20, ts[6]).astype(np.float64) / 10.0 ** ts[6]
         return wall
