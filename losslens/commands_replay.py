@@ -131,7 +131,9 @@ def _samples_cell(samples: list[dict[str, Any]], k: int = 4) -> str:
     out = []
     for s in samples[:k]:
         who = f"#{s['sample_id']}" if s.get("sample_id") is not None else f"row {s['index']}"
-        out.append(f"{s['step']}:{who} ({s['z']:.1f})")
+        z = s["z"]
+        out.append(f"{s['step']}:{who} ({z:.3g})" if abs(z) >= 1e4 else
+                   f"{s['step']}:{who} ({z:.1f})")
     return "\n".join(out)
 
 
@@ -143,10 +145,10 @@ def _table(report):
               title_justify="left")
     for col in ("event", "steps", "checkpoint", "verdict", "top samples (z)", "seconds"):
         t.add_column(col, justify="right" if col in ("checkpoint", "seconds") else "left",
-                     no_wrap=col != "event")
+                     no_wrap=True)
     for r in report.results:
         a, b = r.flagged
-        t.add_row(f"{r.event.id} ({r.event.kind})", f"{a}" if a == b else f"{a}–{b}",
+        t.add_row(r.event.id, f"{a}" if a == b else f"{a}–{b}",
                   "—" if r.checkpoint is None else str(r.checkpoint),
                   f"[{VERDICT_STYLE.get(r.verdict, '')}]{r.verdict}[/]",
                   _samples_cell(r.samples), f"{sum(r.timings.values()):.1f}")

@@ -185,6 +185,38 @@ def test_fp16_overflow_is_numerics_and_names_the_module(tmp_path, restore_thread
     assert r.samples[0]["step"] == 8 and r.samples[0]["loss_z"] > 100
 
 
+def test_without_an_optimizer_steps_are_evaluated_without_updates(tmp_path, restore_threads):
+    path = tmp_path / "p.py"
+    path.write_text(NUMERICS_PLUGIN.replace("def build_optimizer(model):\n"
+                                            "    return torch.optim.Adam(model.parameters(), "
+                                            "lr=1e-3)\n", ""))
+    [r] = replay(str(path), _doc("nonfinite", 8, 8), device="cpu").results
+    assert r.verdict == "numerics"
+    assert r.evidence[0] == ("the plug-in has no build_optimizer: the steps are evaluated at "
+                             "the checkpoint's weights without updates")
+    steps = r.measurements["replay"]["steps"]
+    assert all(s["update_rms_over_lr"] is None for s in steps)
+    assert r.measurements["adam"]["update_rms_over_lr_jump"] is None
+
+
+def test_cli_events_option(tmp_path, restore_threads):
+    path = tmp_path / "p.py"
+    path.write_text(NUMERICS_PLUGIN)
+    (tmp_path / "a.json").write_text(json.dumps(_doc("nonfinite", 8, 8)))
+    cli = CliRunner()
+    res = cli.invoke(app, ["replay", "--plugin", str(path), "--analysis", str(tmp_path / "a.json"),
+                           "--events", "nonfinite-1,spike-9"])
+    assert res.exit_code == 2
+    assert res.stderr == "Error: --events: no event spike-9 (events: nonfinite-1)\n"
+    res = cli.invoke(app, ["replay", "--plugin", str(path), "--analysis", str(tmp_path / "a.json"),
+                           "-e", "nonfinite-1", "--no-counterfactuals", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    # without counterfactuals a reproduced event cannot be attributed
+    assert "nonfinite-1 → inconclusive" in out
+    assert "replay from checkpoint 5: non-finite values at the flagged steps" in out
+
+
 # --------------------------------------------------------------------------- plug-ins
 
 def test_plugin_missing_functions_one_line(tmp_path):

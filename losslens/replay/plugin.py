@@ -129,7 +129,8 @@ def _import(spec: str) -> ModuleType:
             raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: "
                               f"{_one_line(exc)}") from exc
         finally:
-            sys.path.remove(str(path.resolve().parent))
+            if str(path.resolve().parent) in sys.path:
+                sys.path.remove(str(path.resolve().parent))
         return module
     try:
         return importlib.import_module(spec)

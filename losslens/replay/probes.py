@@ -240,9 +240,10 @@ class EventProbe:
         peak_logged = [logged[s] for s in range(self.first, self.last + 1) if s in logged]
         if peak_logged:
             finite = [v for v in peak_logged if math.isfinite(v)]
-            facts.notes.append(f"log: {self.ev.kind} at steps {self.first}–{self.last}, logged "
-                               f"peak {max(finite):.4g}" if finite else
-                               f"log: non-finite loss at steps {self.first}–{self.last}")
+            where = (f"step {self.first}" if self.first == self.last
+                     else f"steps {self.first}–{self.last}")
+            facts.notes.append(f"log: {self.ev.kind} at {where}, logged peak {max(finite):.4g}"
+                               if finite else f"log: non-finite loss at {where}")
         if not pre or len(pairs) < len(pre):
             return  # the log does not have every step (log interval > 1): no exact check
         worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in pairs)

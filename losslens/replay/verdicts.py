@@ -55,6 +55,7 @@ class SpikeCheck:
     z: float
     nonfinite: bool
     shows: bool | None  # True, False, or None (in part)
+    nonfinite_event: bool = False  # judged on finiteness alone
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -84,7 +85,7 @@ def check_spike(values: Sequence[float], level: float, scale: float,
             shows = False
         else:
             shows = None
-    return SpikeCheck(peak, level, scale, ratio, z, nonfinite, shows)
+    return SpikeCheck(peak, level, scale, ratio, z, nonfinite, shows, nonfinite_event)
 
 
 @dataclass
@@ -113,7 +114,9 @@ class Facts:
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return format(x, ".3g" if abs(x) >= 1e4 else spec)
 
 
 def decide(f: Facts) -> tuple[str, list[str]]:
@@ -202,6 +205,8 @@ def _static(f: Facts) -> str:
 def _describe(what: str, c: SpikeCheck) -> str:
     if c.nonfinite:
         return f"{what}: non-finite values at the flagged steps"
+    if c.nonfinite_event and c.shows is False:
+        return f"{what}: all values finite (peak {_fmt(c.peak, '.4g')})"
     verb = {True: "event reproduced", False: "no event", None: "event in part"}[c.shows]
     return (f"{what}: {verb} — peak {_fmt(c.peak, '.4g')} vs level "
             f"{_fmt(c.level, '.4g')} (×{_fmt(c.ratio, '.2f')}, z = {_fmt(c.z, '.1f')})")
