@@ -292,6 +292,41 @@ def test_nan_spellings_and_odd_values_on_both_paths(tmp_path):
         (7, "unparseable text after 1 fields of a Megatron iteration line")]
 
 
+def test_vectorised_integers_match_the_classifier_regex():
+    """SWAR integer reading against `\\s*(\\d+)` on random right-aligned spans."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(7)
+    alphabet = np.frombuffer(b"   0123456789a-/.", np.uint8)
+    cells, spans, pos = [], [], 16
+    for i in range(3000):
+        n = int(rng.integers(1, 18))
+        if i % 2:  # mostly well-formed: spaces then digits
+            k = int(rng.integers(1, n + 1))
+            cell = b" " * (n - k) + bytes(rng.integers(48, 58, k).astype(np.uint8))
+        else:
+            cell = bytes(rng.choice(alphabet, n))
+        cells.append(cell)
+        spans.append((pos, pos + n))
+        pos += n + 1
+    raw = b"x" * 16 + b"|".join(cells) + b"|" + b"x" * 16
+    arr = np.frombuffer(raw, np.uint8)
+    chunk = megatron_fast._Chunk(raw, arr, 0, len(raw), True, pa, pc, megatron.MARKERS)
+    chunk.run([])
+    lines = megatron_fast._Lines(chunk, megatron_fast.template(
+        b" iteration 1/ 2 | a: 1 |"))
+    s, e = (np.asarray(x, np.int32) for x in zip(*spans))
+    value, ok = lines._ints(s, e)
+    for cell, v, good in zip(cells, value.tolist(), ok.tolist()):
+        m = re.fullmatch(rb" *(\d+)", cell)
+        assert good == bool(m and len(cell) <= 16), cell
+        if good:
+            assert v == int(m.group(1)), cell
+
+
 def test_big_log_takes_the_vectorised_path_and_matches(tmp_path, monkeypatch):
     """Over 1 MiB: `read` goes vectorised (and on threads: several chunks)."""
     monkeypatch.setattr(megatron_fast, "CHUNK", 1 << 16)

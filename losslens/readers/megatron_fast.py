@@ -380,21 +380,34 @@ class _Lines:
     def _ints(self, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Right-aligned integers in byte spans [s, e): spaces then digits (`\\s*(\\d+)`)."""
         length = (e - s).astype(np.int64)
-        w8 = self.c.w8
-        ok = (length >= 1) & (length <= 16) & (e >= 16) & (e.astype(np.int64) - 8 < w8.shape[0])
+        ok = (length >= 1) & (length <= 16) & (e >= 16) \
+            & (e.astype(np.int64) - 8 < self.c.w8.shape[0])
         end = np.where(ok, e, 16)
-        digit_mask = np.zeros(s.shape[0], np.uint64)
+        value = np.zeros(s.shape[0], np.int64)
+        short = length <= 8  # one word is enough (most fields)
+        for rows, words in ((np.flatnonzero(short), 1), (np.flatnonzero(~short), 2)):
+            if rows.shape[0]:
+                value[rows], good = self._words_int(end[rows], length[rows], words)
+                ok[rows] &= good
+        return value, ok
+
+    def _words_int(self, end: np.ndarray, length: np.ndarray, words: int):
+        """The integer right-aligned before `end` in the last `words` uint64 words."""
+        digit_mask = np.zeros(end.shape[0], np.uint64)
+        ok = np.ones(end.shape[0], bool)
         parts = []
-        for j, inside in ((0, np.clip(length - 8, 0, 8)), (1, np.clip(length, 0, 8))):
-            top = _TOP[inside]
-            x = (w8[end - np.int32(16 - 8 * j)] & top) | (_SP & ~top)  # before the span: spaces
+        for j in range(words):  # j = 0 is the word nearest the end
+            top = _TOP[np.clip(length - 8 * j, 0, 8)]
+            x = (self.c.w8[end - np.int32(8 * (j + 1))] & top) | (_SP & ~top)  # before: spaces
             d = _digits(x)
             ok &= (d | (~_nonzero(x ^ _SP) & _H80)) == _H80
-            digit_mask |= _movemask(d) << _U(8 * j)
+            digit_mask |= _movemask(d) << _U(8 * (words - 1 - j))
             parts.append(_parse8(x & _0F))
         # digits, at least one, all at the end (spaces only before them)
-        ok &= (digit_mask != 0) & ((digit_mask | (digit_mask - _U(1))) == _U(0xFFFF))
-        return (parts[0] * _U(10 ** 8) + parts[1]).astype(np.int64), ok
+        full = _U((1 << (8 * words)) - 1)
+        ok &= (digit_mask != 0) & ((digit_mask | (digit_mask - _U(1))) == full)
+        value = parts[0] if words == 1 else parts[1] * _U(10 ** 8) + parts[0]
+        return value.astype(np.int64), ok
 
     def _floats(self, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Numbers in byte spans [s, e) of shape (fields, lines), read by pyarrow at once."""
