@@ -9,7 +9,8 @@ Statistic: the spike statistic of `losslens.detectors.spike` (trailing median/MA
 on every `grad_norm` series, with its own threshold and ratio (grad norms are noisier than
 losses and sit near zero early on); the loss spikes come from `SpikeDetector()` with defaults on
 every `train_loss` series. The loss followed when one of its spikes starts between the grad
-spike's start and `follow_within` steps later (`details.lag_steps`).
+spike's start and `follow_within` steps later (`details.lag_steps`), looked for in the stretch
+of the loss from 4 windows before the grad spike.
 Known false positives: the grad norm of the very first steps after a resume (optimizer state
 rebuilt) reads as a spike the loss did not follow.
 """
@@ -61,27 +62,41 @@ class GradSpikeDetector:
         losses = run.tags_with_role("train_loss")
         if not grads:
             return []
-        loss_spikes = []
-        for tag in losses:
-            s = frame.series(run.run, tag)
-            loss_spikes += [(tag, d) for d in SpikeDetector().find(s.step, s.value)]
-        loss_spikes.sort(key=lambda t: t[1]["start"])
-        loss_starts = np.asarray([d["start"] for _, d in loss_spikes], dtype=np.int64)
+        loss_series = [frame.series(run.run, tag) for tag in losses]
         events = []
         detector = self._spikes()
         for tag in grads:
             s = frame.series(run.run, tag)
             for g in detector.find(s.step, s.value):
-                events.append(self._event(run.run, tag, g, loss_spikes, loss_starts))
+                events.append(self._event(run.run, tag, g, loss_series))
         return sorted(events, key=lambda e: (e.start_step, e.tag))
 
-    def _event(self, run: str, tag: str, g: dict[str, Any], loss_spikes: list,
-               loss_starts: np.ndarray) -> Event:
-        i = int(np.searchsorted(loss_starts, g["start"]))
-        followed = i < loss_starts.shape[0] and loss_starts[i] - g["start"] <= self.follow_within
-        details = dict(g["details"], loss_followed=bool(followed))
-        if followed:
-            loss_tag, d = loss_spikes[i]
+    def _followed(self, g: dict[str, Any], loss_series: list) -> tuple[str, dict] | None:
+        """The first loss spike starting from the grad spike to follow_within steps later,
+        looked for in the stretch of each loss from 4 windows before it (the trailing
+        statistics need no more; a whole 1M-point loss is not scanned again per grad spike)."""
+        found = []
+        for s in loss_series:
+            i = int(np.searchsorted(s.step, g["start"]))
+            j = int(np.searchsorted(s.step, g["start"] + self.follow_within, side="right"))
+            if i >= j:
+                continue
+            lo = max(0, i - 4 * SpikeDetector.window)
+            hi = min(s.step.shape[0], j + SpikeDetector.level_window + 1)
+            for d in SpikeDetector().find(s.step[lo:hi], s.value[lo:hi]):
+                if g["start"] <= d["start"] <= g["start"] + self.follow_within:
+                    found.append((d["start"], s.tag, d))
+        if not found:
+            return None
+        _, tag, d = min(found, key=lambda t: (t[0], t[1]))
+        return tag, d
+
+    def _event(self, run: str, tag: str, g: dict[str, Any], loss_series: list) -> Event:
+        hit = self._followed(g, loss_series)
+        followed = hit is not None
+        details = dict(g["details"], loss_followed=followed)
+        if hit is not None:
+            loss_tag, d = hit
             details.update(lag_steps=int(d["start"] - g["start"]), loss_tag=loss_tag,
                            loss_spike_step=d["start"], loss_magnitude=float(d["magnitude"]))
         return Event(kind=self.kind, run=run, tag=tag, start_step=g["start"],
