@@ -16,8 +16,9 @@ import math
 import os
 import time
 import warnings
+from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -28,6 +29,8 @@ from .plugin import Plugin, PluginError
 ADAM_OUTLIER_FACTOR = 10.0
 #: Module names (last component) taken as attention-logit hook points by default.
 ATTN_NAMES = ("attn_logits", "attn_scores", "attention_logits", "attention_scores")
+#: Batches kept in memory by `Session.batch`.
+BATCH_CACHE = 48
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,7 +179,7 @@ class Session:
             raise PluginError(f"plugin {plugin.name}: autocast_dtype must be a torch.dtype or "
                               f"None, got {self.dtype!r}")
         self.watch = Watch(self.model, attention_names(plugin, self.model))
-        self._batches: dict[int, Any] = {}
+        self._batches: OrderedDict[int, Any] = OrderedDict()
 
     # ---- plug-in access
 
@@ -184,10 +187,14 @@ class Session:
         self.plugin.call("load_checkpoint", step, self.model, self.optimizer)
 
     def batch(self, step: int) -> Any:
-        if step not in self._batches:
-            if len(self._batches) > 256:
-                self._batches.clear()
+        """get_batch(step), with the most recent BATCH_CACHE batches kept (the neighbours and
+        the flagged batches are used by every run of an event)."""
+        if step in self._batches:
+            self._batches.move_to_end(step)
+        else:
             self._batches[step] = self.plugin.call("get_batch", step)
+            while len(self._batches) > BATCH_CACHE:
+                self._batches.popitem(last=False)
         return self._batches[step]
 
     def losses(self, batch: Any, precision: bool = True) -> torch.Tensor:
