@@ -198,6 +198,23 @@ def test_without_an_optimizer_steps_are_evaluated_without_updates(tmp_path, rest
     assert r.measurements["adam"]["update_rms_over_lr_jump"] is None
 
 
+@pytest.mark.parametrize("noise, verdict", [(1e-6, "numerics"), (0.5, "inconclusive")])
+def test_preflight_measures_nondeterminism(tmp_path, restore_threads, noise, verdict):
+    path = tmp_path / "p.py"
+    # Python's random is not restored by load_checkpoint: two runs of a step differ
+    path.write_text("import random\n_rng = random.Random(1)\n" + NUMERICS_PLUGIN.replace(
+        "return ((model(x).float() - y) ** 2).mean(1)",
+        f"return ((model(x).float() - y) ** 2).mean(1) * (1 + {noise} * _rng.random())"))
+    [r] = replay(str(path), _doc("nonfinite", 8, 8), device="cpu").results
+    pf = r.measurements["preflight"]
+    assert pf["bitwise"] is False and pf["step"] == 6
+    assert 0 < pf["loss_rel_diff"] <= noise
+    assert r.verdict == verdict
+    assert any("differ by" in e and "that is the tolerance" in e for e in r.evidence)
+    if verdict == "inconclusive":
+        assert r.evidence[-1] == "replay is not deterministic enough to judge (> 0.01)"
+
+
 def test_cli_events_option(tmp_path, restore_threads):
     path = tmp_path / "p.py"
     path.write_text(NUMERICS_PLUGIN)
