@@ -27,12 +27,11 @@ are read by `deepspeed.DeepSpeedLines` into tags prefixed `deepspeed/` (`deepspe
 `deepspeed/skipped`, `deepspeed/loss scale`, `deepspeed/overflow`; OVERFLOW lines sit at the
 last iteration seen + 1).
 
-Speed: the per-line classifier below defines the semantics. Big logs take a vectorised path
-for the dominant training-line shapes: numpy finds every `\\n`, `|`, `:` and `/`, a template
-taken from one parsed line checks each candidate line's head bytes, field layout and key bytes,
-and pyarrow casts all value spans of a column at once. Lines the templates do not take (other
-shapes, odd values, `\\r`, ANSI, truncated) go through the classifier, as do all other lines
-holding a marker word; both paths give the same records (tested on every fixture).
+Speed: the per-line classifier below defines the semantics. Logs over 1 MiB go through
+`megatron_fast` for the dominant training-line shapes (templates checked byte by byte, values
+read in bulk with numpy and pyarrow); every other line holding a marker word, and any line the
+templates refuse, goes through the classifier. Both paths give the same records (tested on
+every fixture, with tiny chunks too); if the vectorised read fails the classifier reads it all.
 """
 from __future__ import annotations
 

@@ -3,16 +3,17 @@
 `megatron.py`'s per-line classifier defines what a line means; this module only takes the
 training lines it can read *exactly* as the classifier would, and hands back everything else.
 
-How: the file is cut at line ends into chunks of ~8 MB (temporaries stay small; chunks run on
-a few threads, numpy and pyarrow release the GIL). In a chunk numpy finds every `\\n`, `|` and
-`:`. A template is made from one training line (its head bytes — launcher prefix, timestamp
-layout, "iteration " — and its keys); every line with the template's number of `|` and `:` is
-then checked as a whole: head bytes equal (timestamp positions: digits), each field's colon
-between its pipes, each key's length and probe bytes equal, the line ending in `|`. The value
-spans of all lines and fields are cut out of the file bytes with one pyarrow `take`, trimmed
-and cast to float64 at once; a line with any value pyarrow cannot read, or with `\\r` or an
-ANSI escape, is left to the classifier. Lines no template takes are handed back (with their
-line numbers) when they hold one of the classifier's marker words.
+How: the file is cut at line ends into chunks of ~2 MB (several passes run over each, so it
+should stay in cache; chunks run on a few threads, numpy and pyarrow release the GIL). In a
+chunk numpy finds every `\\n`, `|` and `:`. A template is made from one training line (its head
+bytes — launcher prefix, timestamp layout, "iteration " — and its keys); every line with the
+template's number of `|` and `:` is then checked as a whole: head bytes equal (timestamp
+positions: digits), each field's colon between its pipes at the key's length, two probe bytes
+of each key, the line ending in `|`. Integer fields (and `N/ M`) are read eight bytes at a time
+as uint64 words (SWAR digit checks and conversion); the other values are cut out of the chunk
+with one pyarrow `take` and cast to float64 at once (Python's `float` for a block pyarrow
+refuses). A line with a value neither reads, or with `\\r` or an ANSI escape, is left to the
+classifier, as are lines no template takes when they hold one of the classifier's markers.
 """
 from __future__ import annotations
 
