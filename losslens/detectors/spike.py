@@ -11,24 +11,29 @@ Statistic (causal: a point's verdict uses only the points before it):
   one noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
   non-positive value on (RL and policy losses change sign), or from where the level comes
   within 5 additive noise scales of 0 (values hovering near 0).
-- Level: median of the `window` finite points before the point, plus the median of their own
-  residuals against their trailing medians (the lag of a median on a trending curve). Scale:
-  1.4826 x the median absolute deviation of those residuals, floored by the print resolution
-  (the smallest non-zero change between consecutive values in the window: a 4-decimal loss
-  near 0 has a MAD of 0).
-- A point is elevated when it exceeds the level by `threshold` scales (inflated by
-  1 + 4/n while the window holds only n points, so a sparse eval series is judged cautiously)
-  and, in log space, by the ratio `min_ratio`. The steep early descent never flags: it lies
-  below its trailing level.
+- Expected value, from the finite points before the point, by whichever of two predictors
+  made the smaller errors over the last `window` points: the median of the last
+  `level_window` points plus its measured lag (the median of its recent residuals: a median
+  lags a trending curve), or the previous point (better where a sparse eval series curves
+  faster than a median can follow). Scale: 1.4826 x the median absolute error of that
+  predictor over `window` points, floored by the print resolution (the smallest non-zero
+  change between consecutive values in the window: a 4-decimal loss near 0 has a MAD of 0).
+- A point is elevated when it exceeds the expected value by `threshold` scales (x 1 + 4/n
+  while the window holds only n points; raised where the last `tail_window` points show
+  heavy-tailed noise) and by the ratio `min_ratio` (when the level is above 0). The steep
+  early descent never flags: it lies below what the trailing points expect.
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
-  pre-spike scales of the pre-spike level, confirmed by the median of `back_points` points.
-  Recovery: `fast` (back within `fast_within` steps, or at the very next logged point),
-  `slow` (back later), `none` (never back).
+  pre-spike scales of the pre-spike level, confirmed by at least half of the `back_points`
+  points from it. Recovery: `fast` (back within `fast_within` steps, or at the very next
+  logged point), `slow` (back later), `none` (never back). What follows a spike is judged
+  without it: its points leave the trailing statistics once it is back, and a spike that is
+  not back a level window after it began starts the statistics afresh from there.
 
 Known false positives: a level shift upwards at an LR or data-mixture switch reads as a spike
 that never recovers; heavy-tailed per-batch noise (mixed-length batches) gives isolated
 1-point spikes of modest magnitude (raise `threshold` or `min_ratio`).
-Known misses: a second spike during the recovery of a first one is merged into the first.
+Known misses: a second spike less than a level window after one that has not recovered yet
+is part of it.
 """
 from __future__ import annotations
 
@@ -111,11 +116,13 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     """Trailing robust expectation and scale; `values` finite (and positive when `log`), or
     NaN where points are to be left out of the statistics (`masked=True`: slower, pandas).
 
-    The level is the median of the last `level_window` points (short, so that it follows
-    the curve); it lags a trending curve by about slope x level_window / 2, and the median
-    of the last 2 x level_window + 1 residuals measures that lag and is added back. The scale
-    is the MAD of the residuals around it over `window` points. A steady descent (warm-up) or drift thus leaves z
-    near 0, and a sparse eval series keeps its true noise scale.
+    Two predictors of point i from the points before it: (1) the median of the last
+    `level_window` points plus the median of the last 2 x level_window + 1 residuals (a
+    median lags a trending curve by about slope x level_window / 2; this measures and adds
+    the lag back), (2) the previous point. Each is judged by the median of its absolute
+    errors over the last `window` points; the smaller one gives the level and the scale.
+    A steady descent (warm-up) or drift thus leaves z near 0, and a sparse eval series that
+    curves faster than a median follows keeps its true noise scale.
     """
     median = _masked_median if masked else trailing_median
     n = values.shape[0]
@@ -216,7 +223,7 @@ def find_back(y: np.ndarray, start: int, band: float, points: int) -> int | None
 class SpikeDetector:
     """Loss spikes with their recovery class (fast / slow / none); see the module docstring."""
 
-    #: Trailing points for the scale (and the level's lag), made odd: long enough for a
+    #: Trailing points for the scale (the predictors' errors), made odd: long enough for a
     #: stable MAD (+-12 %), short enough to follow a changing noise level.
     window: int = 129
     #: Trailing points of the median level, made odd: short, so that the level follows the
@@ -226,8 +233,8 @@ class SpikeDetector:
     #: Robust z-score (in scales) above the trailing level that makes a point elevated. At 6 a
     #: Gaussian-noise series of a million points gives about no false alarm.
     threshold: float = 6.0
-    #: In log space, a point must also be this many times the level: smaller blips on a
-    #: very quiet series are real but not what anyone calls a spike.
+    #: A point must also be this many times the level (when the level is above 0): smaller
+    #: blips on a very quiet series are real but not what anyone calls a spike.
     min_ratio: float = 1.05
     #: No verdict before this many finite points (the scale needs a few points).
     min_points: int = 8
@@ -287,7 +294,7 @@ class SpikeDetector:
             if k > self.min_points:
                 spaces.append((0, k, logb))
         if k < n:
-            spaces.append((k, n, baseline(v, w, False, level_window=self.level_window | 1)))
+            spaces.append((k, n, baseline(v, w, False, level_window=lw)))
         out: list[dict[str, Any]] = []
         for lo, hi, base in spaces:
             out.extend(self._extract(st, v, base, lo, hi, w))
