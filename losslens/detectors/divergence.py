@@ -8,11 +8,13 @@ Statistic (causal: declared from past points only):
 
 - level = trailing median of `window` finite points (log space for a positive series, so a
   single spike shorter than half the window does not move it); best = running minimum of
-  the level.
-- The level must stay at least `rise_ratio` x best (additive series: best + `rise_z` robust
-  noise scales) for `sustain_points` points and `sustain_steps` steps, and either keep growing
-  (`min_growth` x the level it had when it first crossed) or sit at `stuck_ratio` x best
-  without coming down (a run stuck at the uniform-prediction loss).
+  the level once the median rests on a full window.
+- The level must stay at least `rise_ratio` x best (additive series: best + `rise_z` noise
+  scales, measured where the best was reached) over a span of `sustain_points` points or
+  `sustain_steps` steps at the usual logging interval, whichever is longer; it must be near
+  its top over that span (not coming down), and either have grown `min_growth` x since it
+  first crossed, or sit `stuck_ratio` x above the best (log space: a run stuck near the
+  uniform-prediction loss is dead, not settled).
 - Or `nan_points` consecutive non-finite values.
 - Onset = the first point after the last point within noise of the best level. A spike
   precedes the rise when its first point jumped 3x more than the loss then grew per point
@@ -22,9 +24,11 @@ Statistic (causal: declared from past points only):
 - The event ends at the last point (or, if the level comes back below the threshold, at the
   last point before it did: `details.recovered`).
 
-Known false positives: a slowly recovering spike much taller than `stuck_ratio` that plateaus
-for `sustain_steps` before recovering; a deliberate LR re-warm-up.
-Known exception to causality: the space (log or additive) is chosen from the whole series.
+Known false positives: a spike that settles `stuck_ratio` x higher and stays there is called a
+divergence (on purpose); a deliberate LR re-warm-up; adversarial losses (a GAN generator's
+loss rises as its discriminator improves).
+Known exceptions to causality: the space (log or additive) and the usual logging interval are
+taken from the whole series.
 """
 from __future__ import annotations
 
