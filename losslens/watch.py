@@ -255,7 +255,9 @@ class _TextSource:
         self.run = path.name
         self.tail = _Tail(path)
         self.parser: _LineParser | None = None
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="losslens-watch-"))
+        shm = Path("/dev/shm")  # the batch file lives in memory where there is such a place
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="losslens-watch-", dir=shm if shm.is_dir()
+                                            and os.access(shm, os.W_OK) else None))
         self.seen: tuple | None = None  # whole-file formats: (inode, size, mtime) last read
         self.said = False
 
@@ -638,6 +640,7 @@ class _RunState:
         self.segments = _Segments()
         self.events: dict[tuple[str, str | None], list[Event]] = {}
         self.memo: dict[tuple[str, str], dict[str, Any]] = {}
+        self.tick = 0  # detection rounds so far
 
     def ingest(self, rec: RunRecords) -> None:
         from .roles import infer_role
@@ -724,8 +727,9 @@ class _SpikePolicy:
     def window(self, st: _RunState, tag: str, s: _Series, a0: int) -> tuple[Any, float]:
         """The series to run the detector on so that its events from index `a0` on are as
         in the whole series, and the step from which they are."""
-        memo = st.memo.setdefault((f"switch-{id(self)}", tag), {})
-        k, moved = self._switch(s, memo)
+        # shared by the policies that run the same statistic on this tag (spike, grad_spike)
+        memo = st.memo.setdefault((f"switch-{self.w}-{self.lw}-{self.min_points}", tag), {})
+        k, moved = self._switch(s, memo, st.tick)
         a = max(0, a0 - self.horizon)
         if moved or (k is not None and k >= a):
             a = 0  # the series turned additive just now, or inside the window: all of it
@@ -763,7 +767,7 @@ class _SpikePolicy:
 
     # -- where the statistic leaves log space (mirrors SpikeDetector.find / _near_zero) ----
 
-    def _switch(self, s: _Series, memo: dict[str, Any]) -> tuple[int | None, bool]:
+    def _switch(self, s: _Series, memo: dict[str, Any], tick: int) -> tuple[int | None, bool]:
         """(index from which the detector judges the series additively, or None; whether
         that changed since the last update). It is the first value <= 0, or the first point
         whose log-space level is within NEAR_ZERO noise scales of 0 (unless every value so
@@ -772,6 +776,8 @@ class _SpikePolicy:
 
         if not hasattr(self.det, "_near_zero"):
             return s.first_nonpos, False
+        if memo.get("tick") == tick:  # already brought up to date in this update
+            return memo["k"], memo["moved"]
         moved = False
         if memo and memo["upto"] > (s.n if s.dirty is None else s.dirty):
             memo.clear()  # points were rewritten: start over
@@ -791,7 +797,7 @@ class _SpikePolicy:
             near = None  # no log space at all: additive from the first value <= 0
         k = k0 if near is None else near if k0 is None else min(k0, near)
         moved = moved or (memo["k"] != "unset" and memo["k"] != k)
-        memo["k"] = k
+        memo.update(k=k, moved=moved, tick=tick)
         return k, moved
 
     def _scan(self, s: _Series, memo: dict[str, Any], end: int, sp: Any) -> None:
@@ -821,6 +827,9 @@ class _SpikePolicy:
         v, pos = seg[ok], lo + np.flatnonzero(ok)
         if v.shape[0] < 3:
             return None
+        vmin, vmax, smax = float(v.min()), float(v.max()), float(np.abs(np.diff(v)).max())
+        if vmin > 0 and vmin * vmin / vmax > sp.NEAR_ZERO * sp.DIFF_TO_SIGMA * smax:
+            return None  # the level (>= vmin^2/vmax) stays above any noise bound here
         fin_index = fin - int(np.count_nonzero(ok[:upto - lo])) + np.arange(v.shape[0])
         logb = sp.baseline(v, self.w, True, level_window=self.lw)
         noise = np.full(v.shape[0], np.nan)
@@ -1071,6 +1080,7 @@ class _Engine:
         self.roles = frozenset(r for p in self.series + self.runs for r in p.det.roles)
 
     def detect(self, st: _RunState) -> None:
+        st.tick += 1
         for pol in self.series:
             for tag, s in st.series.items():
                 if s.dirty is not None and s.n and st.roles[tag] in pol.det.roles:
