@@ -48,7 +48,15 @@ def watch(
     role: List[str] = typer.Option([], "--role", help="Override a series role: ROLE=TAG."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Follow a live log or TensorBoard folder and report loss events as they happen."""
+    """Follow a live log or TensorBoard folder and report loss events as they happen.
+
+    Only what was appended is read on each look. An event is printed
+    when first seen and again, marked update, when it changes: a spike
+    is first seen before it is back, and updated when it comes back
+    (fast or slow). The events are those analyze finds on the same part
+    of the log (spike, divergence, nonfinite, grad_spike, overflow,
+    rollback). Ctrl-C stops watching (exit 0).
+    """
     from pathlib import Path
 
     from .cli import _boundary, _err

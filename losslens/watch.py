@@ -19,20 +19,24 @@ What is new, and only that, is read on each look (`Follower.poll`):
 Each run keeps, per tag, the stitched series (last write per step) of the roles the causal
 detectors read, and the segments as `frame.build` cuts them, both updated in place.
 
-Detection runs the causal detectors only (spike, divergence, nonfinite, overflow, rollback:
-their verdict on a point rests on the points before it). A series detector runs on a trailing
-window: the new points plus the detector's horizon of history, reaching further back where an
-event is still open (a spike not back yet, a NaN burst or overflow burst that may go on, a spike
-whose recovery moved the statistics of what follows). Events in the window's trusted part
-replace the earlier ones there. Divergence compares the level with its best since the start
-and is therefore run on the whole series, but only when a new point rises above its threshold
-or is non-finite (the only way its events can change). Over any prefix the events equal what
-`analyze` finds on that prefix (tests/test_watch.py checks it).
+Detection runs the detectors that declare themselves causal (`causal = True`: spike,
+divergence, nonfinite, grad_spike, overflow, rollback; their verdict on a point rests on the
+points before it). A series detector runs on a trailing window: the new points plus the
+detector's horizon of history, reaching further back where an event is still open (a spike not
+back yet, a NaN or overflow burst that may go on, a spike whose recovery moved the statistics
+of what follows, a grad spike a new loss spike may still follow). Events from the window's
+trusted part on replace the earlier ones there. What the detectors decide from the whole
+prefix is tracked here too: where the spike statistic leaves log space (a first value <= 0, or
+the level coming near 0: after that the window is judged additively, and the update where it
+happens runs on the whole series), divergence's best level since the start (divergence runs on
+the whole series, but only when a new point rises above its threshold or is non-finite: the
+only way its events can change), whether a skipped counter is cumulative. Over any prefix the
+events equal what `analyze` finds on that prefix (tests/test_watch.py checks it).
 
 Reporting: an event is reported when it first appears, and again as an update (`update: true`)
-when its severity, its recovery or its peak (spikes: a spike is first seen before it is back,
-so it starts as `none`/critical and is updated when it comes back, fast or slow), or whether it
-recovered (divergence) changes. Nothing is retracted: an event later overwritten by a rollback
+when its severity, its recovery or its peak (spikes and grad spikes: a spike is first seen
+before it is back, so it starts as `none`/critical and is updated when it comes back, fast or
+slow), or whether it recovered (divergence) changes. Nothing is retracted: an event later overwritten by a rollback
 stays reported. Event ids are `<kind>-<n>` in order of first report. Spikes inside a
 divergence are folded into it as in `analyze`; `details.shared_with` / `isolated` (which
 compare losses over time) are not computed. The library never prints: `Update.notices` holds
@@ -380,11 +384,9 @@ class _TBRun:
                 state.header_due = False
         if self.acc.records == before:
             return [], 0
-        self.acc.headers = []
+        self.acc.headers = headers  # with the points, so that segments are cut in order
         rec = tb._assemble(self.acc, self.run, str(self.dir))
-        out = [Batch(self.run, str(self.dir), "tensorboard", None, header=h) for h in headers]
-        return out + [Batch(self.run, str(self.dir), "tensorboard", rec)], \
-            self.acc.records - before
+        return [Batch(self.run, str(self.dir), "tensorboard", rec)], self.acc.records - before
 
     def _read(self, path: Path, f: _TBFile, notices: list[str]) -> bool:
         """Read the file's new complete records; True when it was started over."""
@@ -1096,7 +1098,7 @@ class _Engine:
 
 def _signature(e: Event) -> tuple:
     """What makes an event worth reporting again."""
-    return (e.severity, e.recovery, e.peak_step if e.kind == "spike" else None,
+    return (e.severity, e.recovery, e.peak_step if e.kind in ("spike", "grad_spike") else None,
             e.details.get("recovered") if e.kind == "divergence" else None)
 
 
@@ -1274,10 +1276,14 @@ def describe(r: Reported, show_run: bool = False) -> str:
 
 def _detail(e: Event) -> str:
     d = e.details
-    if e.kind == "spike":
+    if e.kind in ("spike", "grad_spike"):
         back = (f"back at {e.end_step} ({e.recovery}, {e.recovery_steps} steps)"
                 if e.end_step is not None else "not back yet")
-        return f"peak {e.peak_step}, {back}"
+        if e.kind == "spike":
+            return f"peak {e.peak_step}, {back}"
+        follow = (f"the loss followed at {d.get('loss_spike_step')}" if d.get("loss_followed")
+                  else "the loss did not follow")
+        return f"peak {e.peak_step}, {back}, {follow}"
     if e.kind == "divergence":
         what = "non-finite" if d.get("nonfinite") else "rising"
         return f"{what} since {e.start_step}" + (", recovered" if d.get("recovered") else "")
