@@ -68,14 +68,18 @@ def noise_sigma(y: np.ndarray) -> float:
 def longrun_sigma(y: np.ndarray, max_block: int) -> float:
     """Noise sigma that accounts for slow wander (data-order effects, correlated noise).
 
-    sqrt(k) * noise of k-point block means, maximised over k = 1, 2, 4, ... <= max_block:
-    the long-run sd that changepoint tests with dependent noise need. For white noise every
-    k gives the same value; real loss curves wander, so coarser scales give more.
+    sqrt(k) * noise of k-point block means, for k = 1, 2, 4, ... <= max_block: the long-run
+    sd that changepoint tests with dependent noise need. For white noise every k gives the
+    same value; real loss curves wander, so coarser scales give more. An estimate from m
+    block means is uncertain by ~1.3 / sqrt(m) (MAD of second differences), so each coarse
+    scale is discounted by twice that before taking the largest: white noise is not
+    inflated by the luck of its noisiest scale.
     """
     best, k = noise_sigma(y), 2
     while k <= max_block and y.shape[0] // k >= 32:
-        n = y.shape[0] // k * k
-        best = max(best, noise_sigma(y[:n].reshape(-1, k).mean(axis=1)) * math.sqrt(k))
+        m = y.shape[0] // k
+        est = noise_sigma(y[: m * k].reshape(-1, k).mean(axis=1)) * math.sqrt(k)
+        best = max(best, est / (1.0 + 2.6 / math.sqrt(m)))
         k *= 2
     return best
 
@@ -235,7 +239,7 @@ class ChangepointDetector:
         bkps = _candidates(xc, yc, ms, self.penalty * sigma**2 * math.log(xc.shape[0]))
         found = _prune(xc, yc, bkps, ms, sigma, self.penalty, self.min_change)
         found = sorted(sorted(found, key=lambda b: -b[1])[: self.max_changepoints])
-        found = _relocate_kinks(xc, yc, found, ms)
+        found = _relocate(x, y, xc, yc, found, ms)
         idx = [b for b, _, _ in found]
         events = [self._event(series, x, y, xc, yc, block, ms, i, found[i], idx, use_log)
                   for i in range(len(found))]
@@ -248,10 +252,10 @@ class ChangepointDetector:
         b, strength, is_jump = bkp
         lo = max(idx[i - 1] if i else 0, b - 4 * ms)
         hi = min(idx[i + 1] if i + 1 < len(idx) else xc.shape[0], b + 4 * ms)
-        # jumps are sharp: refine them at full resolution (the candidates were taken every
-        # `pelt_jump` blocks); a kink was placed by `_relocate_kinks` and is as sharp as a block
+        # jumps are sharp: refine them at full resolution, within the blocks around them
         center = min(b * block, len(x) - 1)
-        fine = _refine(x, y, center, (pelt_jump(xc) + 2) * block) if is_jump else center
+        fine = _refine(x, y, center, center - 2 * block, center + 2 * block) \
+            if is_jump and block > 1 else center
         at = float(x[fine])
         before = line_fit(xc[lo:b], yc[lo:b], at)
         after = line_fit(xc[b:hi], yc[b:hi], at)
@@ -337,15 +341,16 @@ class Judgement:
         return max(abs(self.jump), abs(self.slope_after - self.slope_before) * self.span)
 
 
-def step_fit(u: np.ndarray, y: np.ndarray, k: int, degree: int = 3) -> tuple[float, float]:
-    """A smooth polynomial trend plus a step at index k, fitted together: the step and its
-    standard error / sigma (the trend is shared by both sides, so the step is tight)."""
+def step_fit(u: np.ndarray, y: np.ndarray, k: int, degree: int = 3) -> tuple[float, float, float]:
+    """A smooth polynomial trend plus a step at index k, fitted together: the step, its
+    standard error / sigma (the trend is shared by both sides, so the step is tight), rss."""
     span = float(np.ptp(u)) or 1.0
     t = (u - u.mean()) / span
     X = np.column_stack([np.vander(t, degree + 1), (np.arange(u.shape[0]) >= k)])
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     cov = np.linalg.pinv(X.T @ X)
-    return float(coef[-1]), float(math.sqrt(max(cov[-1, -1], 0.0)))
+    r = y - X @ coef
+    return float(coef[-1]), float(math.sqrt(max(cov[-1, -1], 0.0))), float(r @ r)
 
 
 def judge(axes: list[np.ndarray], yc: np.ndarray, lo: int, b: int, hi: int,
@@ -360,7 +365,9 @@ def judge(axes: list[np.ndarray], yc: np.ndarray, lo: int, b: int, hi: int,
     smooth, u = min(fits, key=lambda f: f[0])
     pieces = polyfit_rss(u[lo:b], yc[lo:b], 2) + polyfit_rss(u[b:hi], yc[b:hi], 2)
     a0, a1 = max(lo, b - near), min(hi, b + near)
-    jump, jse = step_fit(u[a0:a1], yc[a0:a1], b - a0, STEP_DEG)
+    jump, jse, step_rss = step_fit(u[a0:a1], yc[a0:a1], b - a0, STEP_DEG)
+    if step_rss >= polyfit_rss(u[a0:a1], yc[a0:a1], SMOOTH_DEG):
+        jump = 0.0  # a smooth curve fits as well: the "step" was the trend's bend
     ls, lsse = slope_fit(xc[lo:b], yc[lo:b])
     rs, rsse = slope_fit(xc[b:hi], yc[b:hi])
     return Judgement(
@@ -439,19 +446,34 @@ def _stops(j: Judgement, z: float) -> bool:
         and -j.steepen_z >= z
 
 
-def _relocate_kinks(xc: np.ndarray, yc: np.ndarray, found: list[tuple[int, float, bool]],
-                    ms: int) -> list[tuple[int, float, bool]]:
-    """Move each kink (a change of slope without a jump) to the best corner of a continuous
-    two-line fit within ms points: ruptures' segments may jump, which blurs a corner."""
+def _relocate(x: np.ndarray, y: np.ndarray, xc: np.ndarray, yc: np.ndarray,
+              found: list[tuple[int, float, bool]], ms: int) -> list[tuple[int, float, bool]]:
+    """Place each change within ms coarse points of where Pelt put it (Pelt's positions are
+    quantised, and it may split a drop with a transient in two around the true step).
+
+    A jump goes to ruptures' best single break (line + line with a jump); a kink (a change of
+    slope without a jump) to the corner of the best continuous two-line fit: a fit that may
+    jump blurs a corner.
+    """
     out = []
     idx = [b for b, _, _ in found]
     for i, (b, strength, is_jump) in enumerate(found):
-        if not is_jump:
-            lo = max(idx[i - 1] if i else 0, b - 4 * ms)
-            hi = min(idx[i + 1] if i + 1 < len(idx) else xc.shape[0], b + 4 * ms)
+        lo = max(idx[i - 1] if i else 0, b - 4 * ms)
+        hi = min(idx[i + 1] if i + 1 < len(idx) else xc.shape[0], b + 4 * ms)
+        if is_jump:
+            b = _best_split(xc[lo:hi], yc[lo:hi], b - lo, ms) + lo
+        else:
             b = _best_corner(xc[lo:hi], yc[lo:hi], b - lo, ms) + lo
         out.append((b, strength, is_jump))
     return out
+
+
+def _best_split(x: np.ndarray, y: np.ndarray, b: int, ms: int) -> int:
+    """Index within ms of b of the best single break of the whole window (line + line with
+    a jump, the ruptures cost): long sides keep a noisy short stretch from pulling it."""
+    cost = linear_cost_class()().fit(np.column_stack([x, y]))
+    ks = range(max(3, b - ms), min(x.shape[0] - 3, b + ms + 1))
+    return min(ks, key=lambda k: cost.error(0, k) + cost.error(k, x.shape[0]), default=b)
 
 
 def _best_corner(x: np.ndarray, y: np.ndarray, b: int, ms: int) -> int:
@@ -468,17 +490,17 @@ def _best_corner(x: np.ndarray, y: np.ndarray, b: int, ms: int) -> int:
     return where
 
 
-def _refine(x: np.ndarray, y: np.ndarray, center: int, half: int) -> int:
-    """Full-resolution index of a jump near `center` (ruptures, one break in +-half points)."""
+def _refine(x: np.ndarray, y: np.ndarray, center: int, lo: int, hi: int) -> int:
+    """Index of the jump in [lo, hi) (ruptures Binseg, one break); `center` if too short."""
     import ruptures as rpt
 
-    lo, hi = max(0, center - half), min(x.shape[0], center + half)
+    lo, hi = max(0, lo), min(x.shape[0], hi)
     if hi - lo < 8:
         return min(center, x.shape[0] - 1)
     algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=3, jump=1)
     try:
         found = algo.fit(np.column_stack([x[lo:hi], y[lo:hi]])).predict(n_bkps=1)[0]
-    except Exception:  # ruptures refuses windows too short for min_size: keep the coarse one
+    except rpt.exceptions.BadSegmentationParameters:  # too short for min_size
         return min(center, x.shape[0] - 1)
     return lo + int(found)
 

@@ -145,32 +145,45 @@ class GrokkingDetector:
 
     def _grokking(self, tx: np.ndarray, vx: np.ndarray, vb: np.ndarray, mem: int,
                   jm: int) -> tuple[int, int, float, float] | None:
-        seg = vb[jm:]
+        """(start index, end index, level before, level after) of a delayed improvement."""
+        seg, sx = vb[jm:], vx[jm:]
         j_best = int(np.argmin(seg))
-        j_top = int(np.argmax(seg[: j_best + 1]))
-        top, best = float(seg[j_top]), float(seg[j_best])
-        drop = top - best
-        if top <= 0 or drop < self.min_improvement * top:
+        top, best = float(np.max(seg[: j_best + 1])), float(seg[j_best])
+        if top <= 0 or top - best < self.min_improvement * top:
             return None
+        # the level before the improvement: the median up to its half-way point (the max
+        # of a noisy flat stretch overstates it)
+        half = _last_above(seg, j_best, (top + best) / 2)
+        before = float(np.median(seg[: half + 1]))
+        drop = before - best
         v0 = float(vb[0])
-        if v0 - float(vb[jm]) > self.max_val_progress * max(v0 - best, 1e-12):
+        if drop < self.min_improvement * before or \
+                v0 - float(vb[jm]) > self.max_val_progress * max(v0 - best, 1e-12):
             return None
         tail = float(np.median(vb[-max(3, vb.shape[0] // 20):]))
-        if tail > top - 0.5 * drop:  # the improvement did not last
+        if tail > before - 0.5 * drop:  # the improvement did not last
             return None
-        start = jm + j_top + int(np.argmax(seg[j_top: j_best + 1] <= top - 0.1 * drop))
-        end = start + int(np.argmax(vb[start:] <= best + 0.1 * drop))
+        # 10% and 90% of the fall, extrapolated from the 25% and 75% crossings (robust to
+        # evaluation noise, where the 10% crossing of a noisy flat stretch is not)
+        q1 = sx[_last_above(seg, j_best, before - 0.25 * drop) + 1]
+        q3 = sx[_last_above(seg, j_best, before - 0.75 * drop) + 1]
+        pad = 0.3 * (q3 - q1)
+        start = jm + int(np.argmin(np.abs(sx - (q1 - pad))))
+        end = jm + int(np.argmin(np.abs(sx - (q3 + pad))))
         delay = vx[start] - tx[mem]
         if delay < self.min_delay_ratio * (tx[mem] - tx[0]) or delay <= 0:
             return None
         if vx[end] - vx[start] > self.max_duration_ratio * delay:
             return None
-        return start, end, top, best
+        return start, max(end, start), before, best
 
     def _overfitting(self, train_tag: str, mem_step: float, val: Series, vx: np.ndarray,
                      vb: np.ndarray, jm: int, is_acc: bool) -> Event | None:
         j_best = int(np.argmin(vb))
-        best = float(vb[j_best])
+        # the level at the best point: a median around it (the minimum of a noisy curve
+        # sits below its level)
+        w = max(2, vb.shape[0] // 40)
+        best = float(np.median(vb[max(0, j_best - w): j_best + w + 1]))
         tail = float(np.median(vb[-max(3, vb.shape[0] // 10):]))
         # relative to the metric itself: a loss up 10%, or an accuracy down 10%
         worse = ((best - tail) / min(best - 1.0, -1e-12) if is_acc
@@ -197,6 +210,12 @@ class GrokkingDetector:
             details={"pattern": "overfitting", "memorized_step": int(mem_step),
                      "train_tag": train_tag, "before": side(before), "after": side(after),
                      "metric": "accuracy" if is_acc else "loss"})
+
+
+def _last_above(y: np.ndarray, upto: int, level: float) -> int:
+    """The last index before `upto` where y is above `level` (0 when none is)."""
+    above = np.flatnonzero(y[:upto] > level)
+    return int(above[-1]) if above.size else 0
 
 
 def _pairs(run: RunInfo) -> list[tuple[str, str]]:

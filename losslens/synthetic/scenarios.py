@@ -26,6 +26,10 @@ from ..events import Event
 from ..frame import Frame, build
 from ..records import RecordsBuilder
 
+__all__ = ["Truth", "Scenario", "NOISE_LEVELS", "LOG_INTERVALS", "RESUME_PATTERNS",
+           "power_law", "frame_of", "clean_curve", "regime_curve", "grokking_pair",
+           "sudden_drop_curve", "resumed_run", "score"]
+
 NOISE_LEVELS = (0.005, 0.02, 0.05)
 LOG_INTERVALS = (1, 10, 50)
 
