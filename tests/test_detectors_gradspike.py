@@ -126,6 +126,22 @@ def test_deepspeed_cumulative_skipped_counter():
     assert events[1].details["min_loss_scale"] is None and events[1].peak_step is None
 
 
+def test_deepspeed_overflow_lines_and_step_lines_count_once():
+    # OVERFLOW lines at steps 97 and 98 (reader: a `loss scale` point and an `overflow` count
+    # per step); the engine's step=100 line then shows the cumulative skipped=2
+    steps = np.arange(10, 301, 10)
+    frame, info = frame_of({
+        "loss": (steps, np.full(steps.shape[0], 2.0)),
+        "loss scale": ([97, 98], [32768.0, 16384.0]),
+        "overflow": ([97, 98], [1.0, 1.0]),
+        "skipped": (steps, np.where(steps >= 100, 2.0, 0.0)),
+    })
+    (event,) = OverflowDetector().detect_run(frame, info)
+    assert (event.start_step, event.end_step, event.peak_step) == (97, 100, 98)
+    assert (event.details["count"], event.details["drops"], event.details["skipped"]) == (2, 1, 2)
+    assert event.details["min_loss_scale"] == 16384.0
+
+
 def test_a_steady_or_growing_loss_scale_is_not_an_overflow():
     steps = np.arange(1, 201) * 10
     grows = 2.0 ** (16 + steps // 1000)

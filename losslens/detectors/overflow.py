@@ -8,9 +8,11 @@ with bf16 (and that scaling Q and K before their matmul avoids).
 Statistic: every drop of a `loss_scale` series counts log2(before / after) overflows (one per
 halving; the DeepSpeed reader emits one `loss scale` point per OVERFLOW line); a `skipped`
 counter counts its per-interval values, or the increases of a cumulative counter (DeepSpeed
-`skipped=N`: a non-decreasing series whose name does not say "number of"). At a step with both,
-the larger count wins (they report the same overflows). Overflows at most `burst_gap` steps
-apart form one burst = one event. `nan iterations` and `num zeros` counters are not overflows.
+`skipped=N`: a non-decreasing series whose name does not say "number of"), and an `overflow`
+counter (the DeepSpeed reader's count of OVERFLOW lines per step) counts its values. These
+report the same overflows (a skipped counter often one logged step later), so a burst's count
+is the larger of the two totals, not their sum. Overflows at most `burst_gap` steps apart form
+one burst = one event. `nan iterations` and `num zeros` counters are not overflows.
 Known false positives: a loss scale lowered by hand, or a scaler with a backoff factor other
 than 2 (the count is then in halvings, not overflows).
 """
@@ -27,7 +29,8 @@ from ..frame import Frame, RunInfo
 from .spike import is_int, is_num, require
 
 _NOT_OVERFLOW = re.compile(r"nan[ _-]?iter|num[ _-]?zeros", re.IGNORECASE)
-_PER_INTERVAL = re.compile(r"number[ _-]?of|step[ _-]?skipped|per[ _-]", re.IGNORECASE)
+_OVERFLOW_COUNT = re.compile(r"overflow", re.IGNORECASE)  # DeepSpeed OVERFLOW lines per step
+_PER_INTERVAL = re.compile(r"number[ _-]?of|step[ _-]?skipped|per[ _-]|overflow", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -56,18 +59,21 @@ class OverflowDetector:
     def detect_run(self, frame: Frame, run: RunInfo) -> list[Event]:
         self.validate()
         counts: dict[int, dict[str, float]] = {}
+
+        def add(key: str, pairs: list[tuple[int, int]]) -> None:
+            for step, n in pairs:
+                per = counts.setdefault(step, {})
+                per[key] = per.get(key, 0) + n
+
         scales = [frame.series(run.run, t) for t in run.tags_with_role("loss_scale")]
         for s in scales:
-            for step, n in _drops(s.step, s.value):
-                counts.setdefault(step, {}).setdefault("drops", 0)
-                counts[step]["drops"] += n
+            add("drops", _drops(s.step, s.value))
         for tag in run.tags_with_role("skipped"):
             if _NOT_OVERFLOW.search(tag):
                 continue
             s = frame.series(run.run, tag)
-            for step, n in _skips(tag, s.step, s.value):
-                counts.setdefault(step, {}).setdefault("skipped", 0)
-                counts[step]["skipped"] += n
+            key = "overflow" if _OVERFLOW_COUNT.search(tag) else "skipped"
+            add(key, _skips(tag, s.step, s.value))
         if not counts:
             return []
         steps = np.asarray(sorted(counts), dtype=np.int64)
@@ -79,7 +85,10 @@ class OverflowDetector:
                scales: list) -> Event:
         drops = sum(c.get("drops", 0) for c in per_step)
         skipped = sum(c.get("skipped", 0) for c in per_step)
-        count = sum(max(c.get("drops", 0), c.get("skipped", 0)) for c in per_step)
+        # one overflow shows as a scale drop and an OVERFLOW-line count at its own step, and
+        # in a skipped-iteration counter at the next logged step: count it once
+        lines = sum(max(c.get("drops", 0), c.get("overflow", 0)) for c in per_step)
+        count = max(lines, skipped)
         first, last = int(steps[0]), int(steps[-1])
         details: dict[str, Any] = {"count": int(count), "drops": int(drops),
                                    "skipped": int(skipped), "min_loss_scale": None}
