@@ -101,12 +101,12 @@ def test_events_on_every_prefix_equal_analyze(tmp_path, name):
             append(path, lines[i:j])
             i = j
             f.poll()
-            if rnd.random() < 0.35 or i == len(lines):
+            if rnd.random() < 0.25 or i == len(lines):
                 assert watched(f, "train.log") == analyzed(path), f"after line {i}"
                 checked += 1
         frame = losslens.read(path)
         assert f.states["train.log"].segments.segments() == frame.runs[0].segments
-    assert checked >= 5
+    assert checked >= 4
     assert [(k[0], k[1], k[2], k[6]) for k in analyzed(path)] == EXPECTED[name]
 
 
@@ -411,3 +411,56 @@ def test_cli_ctrl_c_exits_quietly(tmp_path):
         proc.kill()
     assert first.startswith(b"step 800  spike  lm loss")
     assert (proc.returncode, out, err) == (0, b"", b"")
+
+
+# ------------------------------------------------------------------------------ other formats
+
+
+def _replay(src: Path, dst: Path, sizes: list[int], seed: int = 0):
+    """Append `src` to `dst` in pieces of random byte sizes (cut anywhere), polling after each;
+    yields the follower after each poll."""
+    data, rnd, pos = src.read_bytes(), random.Random(seed), 0
+    dst.write_bytes(b"")
+    with Follower(dst) as f:
+        while pos < len(data):
+            nxt = min(len(data), pos + rnd.choice(sizes))
+            with open(dst, "ab") as fh:
+                fh.write(data[pos:nxt])
+            pos = nxt
+            f.poll()
+            yield f
+
+
+@pytest.mark.parametrize("name", ["olmo_v1.log", "olmo_core.log", "olmo_core_tty.log",
+                                  "fairseq_json.log", "fairseq_simple.log", "metaseq.log"])
+def test_line_batches_read_like_the_whole_file(data_dir, tmp_path, name):
+    """Formats read a batch of lines at a time (with a few lines of context) give the same
+    stitched series as reading the whole file, wherever the batches were cut."""
+    dst = tmp_path / name
+    for f in _replay(data_dir / "misc" / name, dst, [40, 300, 2000]):
+        pass
+    frame = losslens.read(dst)
+    st = f.states[name]
+    assert st.series, "no series of a watched role"
+    for tag, s in st.series.items():
+        ref = frame.series(name, tag)
+        assert list(s.step[:s.n]) == list(ref.step), tag
+        assert list(s.value[:s.n]) == pytest.approx(list(ref.value), nan_ok=True), tag
+
+
+@pytest.mark.parametrize("rel,events", [
+    ("llmc-gpt2-stdout-ok/gpt2_train.11685414.log", 41),
+    ("llmc-gpt2-124m-mainlog/main.log", 15),
+    ("llmc-gpt2-stdout-nan/gpt2_train.11672255.log", 3),
+    ("pix2pix-restarts/loss_log.txt", 4),
+])
+def test_corpus_logs_replayed_in_pieces_equal_analyze(corpus, tmp_path, rel, events):
+    src = corpus / rel
+    dst = tmp_path / src.name
+    checks = 0
+    size = src.stat().st_size
+    for k, f in enumerate(_replay(src, dst, [size // 40, size // 7, size // 4], seed=3)):
+        if k == 2 or dst.stat().st_size == size:
+            assert watched(f, src.name) == analyzed(dst)
+            checks += 1
+    assert len(analyzed(dst)) == events and checks >= 2
