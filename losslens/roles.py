@@ -19,7 +19,8 @@ _V = r"(?:val|valid|validation|eval|evaluation|test|dev|tel)\d*"
 _RULES: tuple[tuple[str, str], ...] = (
     # things that contain "loss" but are not losses
     (r"loss[ _-]?scale|scaler/scale|loss_scale|lossscale", "loss_scale"),
-    (r"skipped|nan[ _]iterations|num[ _]zeros|overflow", "skipped"),
+    (r"num[ _]zeros", "other"),
+    (r"skipped|nan[ _]iterations|overflow", "skipped"),
     (r"\bppl\b|perplexity|_ppl$|/ppl$|\bppl", "other"),
     (r"(^|[/_ -])(lr|learning[ _-]?rate)([/_ -]|$)|^lr-|learning-rate|optim/lr", "lr"),
     (r"grad[ _-]?norm|gnorm|grad_l2|gradient[ _-]norm|total[ _]grad[ _]norm|(^|/)norm$",
@@ -28,9 +29,10 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"(^|[/_ -])(balanc|aux|load_balancing|router)|z[ _-]?loss|^ewm|best_loss|_best_",
      "other"),
     (rf"(^|/){_V}/downstream/|hellaswag|^eval$", "val_acc"),
-    # GAN losses (pix2pix / CycleGAN): the generator's are the ones to watch
-    (r"^(G|cycle|idt)_\w+$", "train_loss"),
-    (r"^D(_\w+)?$", "other"),
+    # GAN losses (pix2pix / CycleGAN): reconstruction terms behave like a training loss;
+    # adversarial terms (G_GAN, G_A, D_*) oscillate by design and are not watched
+    (r"^(G_\w*L1|cycle_\w+|idt_\w+)$", "train_loss"),
+    (r"^(G|D)(_\w+)?$", "other"),
     (rf"(^|[/_ -]){_V}([/_ -]|$).*acc|acc.*[/_ -]{_V}([/_ -]|$)", "val_acc"),
     # validation losses: "lm loss validation", "valid/c4_loss", "eval_loss", "val loss", "tel"
     (rf"(^|[/_ -]){_V}([/_ -]|$).*(loss|nll|ce\b|crossentropy)|"

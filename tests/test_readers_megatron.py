@@ -417,7 +417,7 @@ def test_corpus_bigscience_chronicles_markdown(corpus):
         ("consumed samples", "other", 19, 0), ("elapsed time per iteration (ms)", "other", 19, 0),
         ("learning rate", "lr", 19, 0), ("global batch size", "other", 19, 0),
         ("lm loss", "train_loss", 19, 1), ("loss scale", "loss_scale", 19, 0),
-        ("grad norm", "grad_norm", 19, 0), ("num zeros", "skipped", 19, 0),
+        ("grad norm", "grad_norm", 19, 0), ("num zeros", "other", 19, 0),
         ("number of skipped iterations", "skipped", 19, 0),
         ("number of nan iterations", "skipped", 19, 0),
         ("lm loss validation", "val_loss", 1, 0), ("lm loss validation ppl", "other", 1, 0)]

@@ -805,7 +805,7 @@ def test_corpus_pix2pix_restarts(corpus):
     assert sniff(path).name == "pix2pix"
     rec, f = load(path)
     tags = ("time", "data", "G_GAN", "G_L1", "G_2_L1", "D_real", "D_fake")
-    roles = {"G_GAN": "train_loss", "G_L1": "train_loss", "G_2_L1": "train_loss"}
+    roles = {"G_L1": "train_loss", "G_2_L1": "train_loss"}
     assert summary(f) == {t: (roles.get(t, "other"), 1343, 100, 133647) for t in tags}
     assert {s.raw_points for s in f.runs[0].series} == {1369}
     assert rec.metadata.extra["images_per_epoch"] == "743"

@@ -9,7 +9,8 @@ from losslens.roles import infer_role, parse_overrides
 CASES = {
     "lm loss": "train_loss", "train/loss": "train_loss", "loss": "train_loss",
     "trl": "train_loss", "train_loss": "train_loss", "train/CE loss": "train_loss",
-    "train/CrossEntropyLoss": "train_loss", "G_GAN": "train_loss", "G_L1": "train_loss",
+    "train/CrossEntropyLoss": "train_loss", "G_GAN": "other", "G_L1": "train_loss", "G_2_L1": "train_loss", "G_A": "other",
+    "num zeros": "other",
     "D_real": "other", "D_fake": "other", "D_A": "other", "cycle_A": "train_loss",
     "HellaSwag": "val_acc", "eval": "val_acc",
     "eval_loss": "val_loss", "val loss": "val_loss", "valid/c4_loss": "val_loss",
