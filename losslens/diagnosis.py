@@ -25,7 +25,7 @@ CITES = {
     "grokking": "Grokking: delayed generalisation; memorisation is not grokking",
 }
 
-Rule = Callable[[Sequence[Event], RunMeta], "Finding | None"]
+Rule = Callable[[Sequence[Event], RunMeta, "int | None"], "Finding | None"]
 
 
 def _ids(events: Sequence[Event]) -> tuple[str, ...]:
@@ -51,8 +51,9 @@ def _init_std_note(meta: RunMeta) -> str | None:
     return None
 
 
-def rule_nonfinite(events: Sequence[Event], meta: RunMeta) -> Finding | None:
-    found = _of(events, "nonfinite")
+def rule_nonfinite(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
+    found = [e for e in _of(events, "nonfinite") if not from_start(e, first)]
     if not found:
         return None
     tags = sorted({e.tag for e in found})
@@ -65,7 +66,30 @@ def rule_nonfinite(events: Sequence[Event], meta: RunMeta) -> Finding | None:
         _ids(found), (CITES["palm"], CITES["low_precision"]))
 
 
-def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_broken_from_start(events: Sequence[Event], meta: RunMeta,
+                           first: int | None = None) -> Finding | None:
+    found = [e for e in _of(events, "nonfinite") if from_start(e, first)]
+    if not found:
+        return None
+    return Finding(
+        "critical", f"The loss is NaN/inf from the first logged step ({found[0].start_step})",
+        f"{', '.join(sorted({e.tag for e in found}))} never had a finite value"
+        + (" after the start" if any(not e.details.get("finite_after", True) for e in found)
+           else "") + ": this is not an instability a restart could fix but a broken "
+        "setup.",
+        "Check the initialisation (init std), the data (empty or corrupt shards, token ids "
+        "out of range), the precision and loss scaling, and the kernels (a fused op "
+        "returning NaN); run a few steps in fp32 to find the first NaN.",
+        _ids(found), (CITES["init"], CITES["low_precision"]))
+
+
+def from_start(event: Event, first: int | None) -> bool:
+    """True when a non-finite stretch starts at the run's first logged step."""
+    return first is not None and event.kind == "nonfinite" and event.start_step <= first
+
+
+def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     div = _of(events, "divergence") + _of(events, "nonfinite")
     note = _init_std_note(meta)
     early = [e for e in div if e.start_step <= 5000]
@@ -81,7 +105,8 @@ def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta) -> Findin
         _ids(early), (CITES["init"],))
 
 
-def rule_divergence(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_divergence(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     div = _of(events, "divergence")
     if not div:
         return None
@@ -97,7 +122,8 @@ def rule_divergence(events: Sequence[Event], meta: RunMeta) -> Finding | None:
         _ids(div), (CITES["spike_types"], CITES["palm"]))
 
 
-def rule_unrecovered_spikes(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_unrecovered_spikes(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     bad = [e for e in _of(events, "spike") if e.recovery == "none"]
     if not bad:
         return None
@@ -112,7 +138,8 @@ def rule_unrecovered_spikes(events: Sequence[Event], meta: RunMeta) -> Finding |
         _ids(bad), (CITES["palm"], CITES["spike_types"]))
 
 
-def rule_slow_spikes(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_slow_spikes(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     slow = [e for e in _of(events, "spike") if e.recovery == "slow"]
     if not slow:
         return None
@@ -125,7 +152,8 @@ def rule_slow_spikes(events: Sequence[Event], meta: RunMeta) -> Finding | None:
         _ids(slow), (CITES["spike_types"],))
 
 
-def rule_fast_spikes(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_fast_spikes(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     fast = [e for e in _of(events, "spike") if e.recovery == "fast"]
     if not fast:
         return None
@@ -135,7 +163,8 @@ def rule_fast_spikes(events: Sequence[Event], meta: RunMeta) -> Finding | None:
         "Usually harmless: no action needed.", _ids(fast), (CITES["spike_types"],))
 
 
-def rule_adam_eps(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_adam_eps(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     led = [e for e in _of(events, "grad_spike") if e.details.get("loss_followed")]
     if not led:
         return None
@@ -152,7 +181,8 @@ def rule_adam_eps(events: Sequence[Event], meta: RunMeta) -> Finding | None:
         "lower beta2.", _ids(led), (CITES["adam_eps"],))
 
 
-def rule_fp16_overflow(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_fp16_overflow(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     over = _of(events, "overflow")
     if not over:
         return None
@@ -169,7 +199,8 @@ def rule_fp16_overflow(events: Sequence[Event], meta: RunMeta) -> Finding | None
         _ids(over), (CITES["low_precision"],))
 
 
-def rule_resume(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_resume(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     spikes = _of(events, "resume_spike")
     if not spikes:
         return None
@@ -183,7 +214,8 @@ def rule_resume(events: Sequence[Event], meta: RunMeta) -> Finding | None:
         _ids(spikes), (CITES["resume"],))
 
 
-def rule_repeat_data(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_repeat_data(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     rep = _of(events, "repeat_data")
     if not rep:
         return None
@@ -196,7 +228,8 @@ def rule_repeat_data(events: Sequence[Event], meta: RunMeta) -> Finding | None:
         "of restarting from scratch.", _ids(rep), (CITES["resume"],))
 
 
-def rule_rollback(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_rollback(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     rb = _of(events, "rollback")
     if not rb:
         return None
@@ -208,7 +241,8 @@ def rule_rollback(events: Sequence[Event], meta: RunMeta) -> Finding | None:
         _ids(rb), (CITES["resume"],))
 
 
-def rule_grokking(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_grokking(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     grok = _of(events, "grokking") + _of(events, "sudden_drop")
     if not grok:
         return None
@@ -220,7 +254,8 @@ def rule_grokking(events: Sequence[Event], meta: RunMeta) -> Finding | None:
         _ids(grok), (CITES["grokking"],))
 
 
-def rule_overfitting(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_overfitting(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     over = [e for e in _of(events, "changepoint") if e.details.get("pattern") == "overfitting"]
     if not over:
         return None
@@ -232,7 +267,8 @@ def rule_overfitting(events: Sequence[Event], meta: RunMeta) -> Finding | None:
         "stop earlier.", _ids(over), (CITES["grokking"],))
 
 
-def rule_isolated_dataset_spikes(events: Sequence[Event], meta: RunMeta) -> Finding | None:
+def rule_isolated_dataset_spikes(events: Sequence[Event], meta: RunMeta,
+        first: int | None = None) -> Finding | None:
     alone = [e for e in _of(events, "spike") if e.details.get("isolated")]
     if not alone:
         return None
@@ -246,7 +282,7 @@ def rule_isolated_dataset_spikes(events: Sequence[Event], meta: RunMeta) -> Find
 
 
 RULES: tuple[Rule, ...] = (
-    rule_early_divergence_init, rule_nonfinite, rule_divergence, rule_unrecovered_spikes,
+    rule_broken_from_start, rule_early_divergence_init, rule_nonfinite, rule_divergence, rule_unrecovered_spikes,
     rule_slow_spikes, rule_adam_eps, rule_fp16_overflow, rule_resume, rule_repeat_data,
     rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_fast_spikes,
     rule_rollback,
@@ -255,7 +291,12 @@ RULES: tuple[Rule, ...] = (
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
 
-def diagnose(events: Sequence[Event], meta: RunMeta) -> list[Finding]:
-    """Every finding the rules make of one run, most severe first (stable within a level)."""
-    found = [f for rule in RULES if (f := rule(events, meta)) is not None]
+def diagnose(events: Sequence[Event], meta: RunMeta, first_step: int | None = None
+             ) -> list[Finding]:
+    """Every finding the rules make of one run, most severe first (stable within a level).
+
+    `first_step` is the run's first logged step: a loss that is broken from there on is a
+    setup problem, not an instability.
+    """
+    found = [f for rule in RULES if (f := rule(events, meta, first_step)) is not None]
     return sorted(found, key=lambda f: -SEVERITY_ORDER[f.severity])

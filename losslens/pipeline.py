@@ -52,8 +52,8 @@ def analyze_run(frame: Frame, info: RunInfo, detectors: Mapping[str, Any] | None
     from .diagnosis import diagnose
 
     events = tuple(detect(frame, info, detectors))
-    findings = tuple(diagnose(events, info.metadata))
     first = min((s.first_step for s in info.series if s.first_step is not None), default=0)
+    findings = tuple(diagnose(events, info.metadata, first))
     skip, warns = plan(events, checkpoints if checkpoints is not None
                        else checkpoints_from_metadata(info), policy,
                        global_batch_size or info.metadata.global_batch_size, first_step=first)
@@ -67,3 +67,28 @@ def analyze_frame(frame: Frame, detectors: Mapping[str, Any] | None = None,
     runs = tuple(analyze_run(frame, info, detectors, policy, checkpoints, global_batch_size)
                  for info in frame.runs)
     return Analysis(frame, runs)
+
+
+@dataclass(frozen=True)
+class FleetRow:
+    """One line of the fleet summary: how bad, what, how many events, how far the run got."""
+
+    run: str
+    worst: str | None  # the worst finding's severity, None when clean
+    finding: str | None  # that finding's title (the first of the worst)
+    events: int
+    last_step: int | None
+
+
+def fleet(analysis: Analysis) -> list[FleetRow]:
+    """One row per run, in the analysis' order."""
+    from .diagnosis import SEVERITY_ORDER
+
+    rows = []
+    for ra in analysis.runs:
+        top = max(ra.findings, key=lambda f: SEVERITY_ORDER[f.severity], default=None)
+        last = max((s.last_step for s in ra.info.series if s.last_step is not None),
+                   default=None)
+        rows.append(FleetRow(ra.info.run, top.severity if top else None,
+                             top.title if top else None, len(ra.events), last))
+    return rows

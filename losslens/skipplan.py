@@ -76,9 +76,15 @@ def plan(events: Sequence[Event], checkpoints: Sequence[int] | None = None,
     policy = policy or SkipPolicy()
     policy.validate()
     todo = sorted((e for e in events if needs_action(e)), key=lambda e: e.start_step)
-    if not todo:
-        return None, []
     warnings: list[str] = []
+    broken = [e for e in todo if e.kind == "nonfinite" and e.start_step <= first_step]
+    if broken:
+        # NaN from the first step: a broken setup, which no restart-and-skip can fix
+        todo = [e for e in todo if e not in broken]
+        warnings.append(f"the loss is non-finite from the first logged step ({first_step}): "
+                        "no skip plan for that; fix the setup")
+    if not todo:
+        return None, warnings
     ckpts = sorted(set(int(c) for c in checkpoints)) if checkpoints else None
     ranges, restarts = [], []
     for event in todo:

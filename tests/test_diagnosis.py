@@ -77,3 +77,14 @@ def test_overfitting_is_not_grokking():
 def test_nonfinite_is_critical():
     found = diagnose([ev("nonfinite", 77, "nonfinite-1")], RunMeta())
     assert titles(found) == [("critical", "Non-finite loss (NaN/inf) from step 77")]
+
+
+def test_nan_from_the_first_step_is_a_broken_setup_not_an_instability():
+    events = [ev("nonfinite", 1, "nonfinite-1", details={"finite_after": False})]
+    found = diagnose(events, RunMeta(), first_step=1)
+    assert titles(found) == [
+        ("critical", "The loss is NaN/inf from the first logged step (1)")]
+    assert "not an instability a restart could fix" in found[0].explanation
+    # later NaN in the same kind of run is the ordinary finding
+    assert titles(diagnose(events, RunMeta(), first_step=0)) == [
+        ("critical", "Non-finite loss (NaN/inf) from step 1")]

@@ -61,3 +61,10 @@ def test_bad_policy():
 def test_widened_to_min_skip_when_the_spike_is_short():
     skip, _ = plan([_spike(1150, 1151)], checkpoints=[1000])
     assert skip.skip == ((1001, 1200),)
+
+
+def test_nan_from_the_first_step_gets_no_plan():
+    nan = Event("nonfinite", "r", "loss", 1, None, 900, "critical")
+    assert plan([nan], first_step=1) == (None, [
+        "the loss is non-finite from the first logged step (1): no skip plan for that; "
+        "fix the setup"])
