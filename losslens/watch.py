@@ -36,10 +36,11 @@ events equal what `analyze` finds on that prefix (tests/test_watch.py checks it)
 Reporting: an event is reported when it first appears, and again as an update (`update: true`)
 when its severity, its recovery or its peak (spikes and grad spikes: a spike is first seen
 before it is back, so it starts as `none`/critical and is updated when it comes back, fast or
-slow), or whether it recovered (divergence) changes. Nothing is retracted: an event later overwritten by a rollback
-stays reported. Event ids are `<kind>-<n>` in order of first report. Spikes inside a
-divergence are folded into it as in `analyze`; `details.shared_with` / `isolated` (which
-compare losses over time) are not computed. The library never prints: `Update.notices` holds
+slow), or whether it recovered (divergence) changes; a moving end or count alone is not
+reported. Nothing is retracted: an event that a rollback later overwrote stays reported.
+Event ids are `<kind>-<n>` in order of first report. Spikes inside a divergence are folded
+into it as in `analyze`; `details.shared_with` / `isolated` (which compare losses over time)
+are not computed. The library never prints: `Update.notices` holds
 the messages for stderr.
 """
 from __future__ import annotations
