@@ -239,7 +239,7 @@ class ChangepointDetector:
         bkps = _candidates(xc, yc, ms, self.penalty * sigma**2 * math.log(xc.shape[0]))
         found = _prune(xc, yc, bkps, ms, sigma, self.penalty, self.min_change)
         found = sorted(sorted(found, key=lambda b: -b[1])[: self.max_changepoints])
-        found = _relocate(x, y, xc, yc, found, ms)
+        found = _relocate(xc, yc, found, ms)
         idx = [b for b, _, _ in found]
         events = [self._event(series, x, y, xc, yc, block, ms, i, found[i], idx, use_log)
                   for i in range(len(found))]
@@ -335,26 +335,38 @@ class Judgement:
     steepen_z: float  # (slope before - slope after) / se: > 0 when the descent speeds up
     span: float  # steps: the shorter side of the window
     window: tuple[int, int]
+    jump_at: int  # where the level step fits best (within ms points of the candidate)
 
     @property
     def effect(self) -> float:
         return max(abs(self.jump), abs(self.slope_after - self.slope_before) * self.span)
 
 
-def step_fit(u: np.ndarray, y: np.ndarray, k: int, degree: int = 3) -> tuple[float, float, float]:
-    """A smooth polynomial trend plus a step at index k, fitted together: the step, its
-    standard error / sigma (the trend is shared by both sides, so the step is tight), rss."""
+def step_scan(u: np.ndarray, y: np.ndarray, degree: int) -> tuple[np.ndarray, ...]:
+    """A polynomial trend plus a step at index k, fitted together, for every k at once.
+
+    Returns (step, standard error / sigma, rss) per k (k = 0 gives no step: se = inf). The
+    trend is shared by both sides, so the step is tight. With Q an orthonormal basis of the
+    trend, the step's column is 1[i >= k] minus its projection, whose products with the
+    residual y_r and with itself are tail sums: O(n) for all k.
+    """
     span = float(np.ptp(u)) or 1.0
-    t = (u - u.mean()) / span
-    X = np.column_stack([np.vander(t, degree + 1), (np.arange(u.shape[0]) >= k)])
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    cov = np.linalg.pinv(X.T @ X)
-    r = y - X @ coef
-    return float(coef[-1]), float(math.sqrt(max(cov[-1, -1], 0.0))), float(r @ r)
+    q, _ = np.linalg.qr(np.vander((u - u.mean()) / span, degree + 1))
+    yr = y - q @ (q.T @ y)
+    tail_q = np.cumsum(q[::-1], axis=0)[::-1]  # row k: Q^T 1[i >= k]
+    tail_y = np.cumsum(yr[::-1])[::-1]
+    n = u.shape[0]
+    ss = (n - np.arange(n)) - np.einsum("ij,ij->i", tail_q, tail_q)
+    ok = ss > 1e-9
+    safe = np.where(ok, ss, 1.0)
+    step = np.where(ok, tail_y / safe, 0.0)
+    se = np.where(ok, 1.0 / np.sqrt(safe), np.inf)
+    rss = float(yr @ yr) - step**2 * np.where(ok, ss, 0.0)
+    return step, se, rss
 
 
 def judge(axes: list[np.ndarray], yc: np.ndarray, lo: int, b: int, hi: int,
-          sigma: float, near: int) -> Judgement:
+          sigma: float, near: int, ms: int) -> Judgement:
     """Evidence for a break at b over [lo, hi), on the axis where a smooth curve fits best.
 
     The level step is judged within `near` points of b only (a quadratic trend is a fair
@@ -365,8 +377,15 @@ def judge(axes: list[np.ndarray], yc: np.ndarray, lo: int, b: int, hi: int,
     smooth, u = min(fits, key=lambda f: f[0])
     pieces = polyfit_rss(u[lo:b], yc[lo:b], 2) + polyfit_rss(u[b:hi], yc[b:hi], 2)
     a0, a1 = max(lo, b - near), min(hi, b + near)
-    jump, jse, step_rss = step_fit(u[a0:a1], yc[a0:a1], b - a0, STEP_DEG)
-    if step_rss >= polyfit_rss(u[a0:a1], yc[a0:a1], SMOOTH_DEG):
+    steps, se, rss = step_scan(u[a0:a1], yc[a0:a1], STEP_DEG)
+    # the step may sit anywhere within ms points of the candidate (Pelt quantises, and cuts
+    # a fast drop into a short segment of its own whose ends are the candidates)
+    k0, k1 = max(3, b - ms - a0), min(a1 - a0 - 3, b + ms + 1 - a0)
+    if k1 <= k0:
+        k0, k1 = b - a0, b - a0 + 1
+    k = k0 + int(np.argmax(np.abs(steps[k0:k1]) / se[k0:k1]))
+    jump, jse = float(steps[k]), float(se[k])
+    if rss[k] >= polyfit_rss(u[a0:a1], yc[a0:a1], SMOOTH_DEG):
         jump = 0.0  # a smooth curve fits as well: the "step" was the trend's bend
     ls, lsse = slope_fit(xc[lo:b], yc[lo:b])
     rs, rsse = slope_fit(xc[b:hi], yc[b:hi])
@@ -374,7 +393,7 @@ def judge(axes: list[np.ndarray], yc: np.ndarray, lo: int, b: int, hi: int,
         abrupt=(smooth - pieces) / sigma**2, jump=jump, jump_z=abs(jump) / (sigma * jse),
         slope_before=ls, slope_after=rs,
         steepen_z=(ls - rs) / (sigma * math.hypot(lsse, rsse)),
-        span=float(min(xc[b] - xc[lo], xc[hi - 1] - xc[b])), window=(lo, hi))
+        span=float(min(xc[b] - xc[lo], xc[hi - 1] - xc[b])), window=(lo, hi), jump_at=a0 + k)
 
 
 #: each side of a candidate is judged over at most n / WINDOW_DIV points (and 4 * ms).
@@ -405,7 +424,8 @@ def _prune(xc: np.ndarray, yc: np.ndarray, cands: list[int], ms: int, sigma: flo
     every run leaves its first descent and is not reported. Of two changes closer than
     2 * ms points the weaker goes (the end of an LR drop's transient is not a regime).
     Returns (index, strength, is_jump): strength = the best evidence in units of its
-    threshold; is_jump when the level step is significant (else it is a kink).
+    threshold; is_jump when the level step is significant (else it is a kink); a jump's
+    index is where its step fits best.
     """
     axes = smooth_axes(xc)
     z = math.sqrt(penalty * math.log(xc.shape[0]))
@@ -416,7 +436,7 @@ def _prune(xc: np.ndarray, yc: np.ndarray, cands: list[int], ms: int, sigma: flo
         for i, b in enumerate(bkps):
             lo = max(bkps[i - 1] if i else 0, b - window)
             hi = min(bkps[i + 1] if i + 1 < len(bkps) else xc.shape[0], b + window)
-            js.append(judge(axes, yc, lo, b, hi, sigma, _near(ms, xc.shape[0])))
+            js.append(judge(axes, yc, lo, b, hi, sigma, _near(ms, xc.shape[0]), ms))
         strength = [max(j.jump_z / z if abs(j.jump) >= min_change else 0.0, j.steepen_z / z)
                     for j in js]
         ok = [st >= 1 and j.effect >= min_change for st, j in zip(strength, js)]
@@ -434,8 +454,9 @@ def _prune(xc: np.ndarray, yc: np.ndarray, cands: list[int], ms: int, sigma: flo
                 ok[i if strength[i] < strength[i + 1] else i + 1] = False
         failing = [(strength[i], b) for i, b in enumerate(bkps) if not ok[i]]
         if not failing:
-            return [(b, st, j.jump_z >= z and abs(j.jump) >= min_change)
-                    for b, st, j in zip(bkps, strength, js)]
+            jumps = [j.jump_z >= z and abs(j.jump) >= min_change for j in js]
+            return [(j.jump_at if is_jump else b, st, is_jump)
+                    for b, st, j, is_jump in zip(bkps, strength, js, jumps)]
         bkps.remove(min(failing)[1])
     return []
 
@@ -446,34 +467,20 @@ def _stops(j: Judgement, z: float) -> bool:
         and -j.steepen_z >= z
 
 
-def _relocate(x: np.ndarray, y: np.ndarray, xc: np.ndarray, yc: np.ndarray,
-              found: list[tuple[int, float, bool]], ms: int) -> list[tuple[int, float, bool]]:
-    """Place each change within ms coarse points of where Pelt put it (Pelt's positions are
-    quantised, and it may split a drop with a transient in two around the true step).
-
-    A jump goes to ruptures' best single break (line + line with a jump); a kink (a change of
-    slope without a jump) to the corner of the best continuous two-line fit: a fit that may
-    jump blurs a corner.
-    """
+def _relocate(xc: np.ndarray, yc: np.ndarray, found: list[tuple[int, float, bool]],
+              ms: int) -> list[tuple[int, float, bool]]:
+    """Move each kink (a change of slope without a jump) to the corner of the best
+    continuous two-line fit within ms points: Pelt's segments may jump, which blurs a
+    corner, and its positions are quantised. (Jumps were placed by `judge`.)"""
     out = []
     idx = [b for b, _, _ in found]
     for i, (b, strength, is_jump) in enumerate(found):
-        lo = max(idx[i - 1] if i else 0, b - 4 * ms)
-        hi = min(idx[i + 1] if i + 1 < len(idx) else xc.shape[0], b + 4 * ms)
-        if is_jump:
-            b = _best_split(xc[lo:hi], yc[lo:hi], b - lo, ms) + lo
-        else:
+        if not is_jump:
+            lo = max(idx[i - 1] if i else 0, b - 4 * ms)
+            hi = min(idx[i + 1] if i + 1 < len(idx) else xc.shape[0], b + 4 * ms)
             b = _best_corner(xc[lo:hi], yc[lo:hi], b - lo, ms) + lo
         out.append((b, strength, is_jump))
     return out
-
-
-def _best_split(x: np.ndarray, y: np.ndarray, b: int, ms: int) -> int:
-    """Index within ms of b of the best single break of the whole window (line + line with
-    a jump, the ruptures cost): long sides keep a noisy short stretch from pulling it."""
-    cost = linear_cost_class()().fit(np.column_stack([x, y]))
-    ks = range(max(3, b - ms), min(x.shape[0] - 3, b + ms + 1))
-    return min(ks, key=lambda k: cost.error(0, k) + cost.error(k, x.shape[0]), default=b)
 
 
 def _best_corner(x: np.ndarray, y: np.ndarray, b: int, ms: int) -> int:
