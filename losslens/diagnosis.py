@@ -8,7 +8,7 @@ explicit ordered tuple (`RULES`); each is a small function.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from .events import Event, Finding
 from .records import RunMeta
@@ -25,7 +25,7 @@ CITES = {
     "grokking": "Grokking: delayed generalisation; memorisation is not grokking",
 }
 
-Rule = Callable[[Sequence[Event], RunMeta, "int | None"], "Finding | None"]
+Rule = Callable[[Sequence[Event], RunMeta, "int | Mapping[str, int] | None"], "Finding | None"]
 
 
 def _ids(events: Sequence[Event]) -> tuple[str, ...]:
@@ -52,7 +52,7 @@ def _init_std_note(meta: RunMeta) -> str | None:
 
 
 def rule_nonfinite(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     found = [e for e in _of(events, "nonfinite") if not from_start(e, first)]
     if not found:
         return None
@@ -67,7 +67,7 @@ def rule_nonfinite(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_broken_from_start(events: Sequence[Event], meta: RunMeta,
-                           first: int | None = None) -> Finding | None:
+                           first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     found = [e for e in _of(events, "nonfinite") if from_start(e, first)]
     if not found:
         return None
@@ -83,13 +83,18 @@ def rule_broken_from_start(events: Sequence[Event], meta: RunMeta,
         _ids(found), (CITES["init"], CITES["low_precision"]))
 
 
-def from_start(event: Event, first: int | None) -> bool:
-    """True when a non-finite stretch starts at the run's first logged step."""
+def from_start(event: Event, first: "int | Mapping[str, int] | None") -> bool:
+    """True when a non-finite stretch starts at its series' first logged step.
+
+    `first` is the run's first step, or a mapping tag → first step of that tag.
+    """
+    if isinstance(first, Mapping):
+        first = first.get(event.tag)
     return first is not None and event.kind == "nonfinite" and event.start_step <= first
 
 
 def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     div = _of(events, "divergence") + _of(events, "nonfinite")
     note = _init_std_note(meta)
     early = [e for e in div if e.start_step <= 5000]
@@ -106,7 +111,7 @@ def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_divergence(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     div = _of(events, "divergence")
     if not div:
         return None
@@ -123,7 +128,7 @@ def rule_divergence(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_unrecovered_spikes(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     bad = [e for e in _of(events, "spike") if e.recovery == "none"]
     if not bad:
         return None
@@ -139,7 +144,7 @@ def rule_unrecovered_spikes(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_slow_spikes(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     slow = [e for e in _of(events, "spike") if e.recovery == "slow"]
     if not slow:
         return None
@@ -153,7 +158,7 @@ def rule_slow_spikes(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_fast_spikes(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     fast = [e for e in _of(events, "spike") if e.recovery == "fast"]
     if not fast:
         return None
@@ -164,7 +169,7 @@ def rule_fast_spikes(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_adam_eps(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     led = [e for e in _of(events, "grad_spike") if e.details.get("loss_followed")]
     if not led:
         return None
@@ -182,7 +187,7 @@ def rule_adam_eps(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_fp16_overflow(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     over = _of(events, "overflow")
     if not over:
         return None
@@ -200,7 +205,7 @@ def rule_fp16_overflow(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_resume(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     spikes = _of(events, "resume_spike")
     if not spikes:
         return None
@@ -215,7 +220,7 @@ def rule_resume(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_repeat_data(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     rep = _of(events, "repeat_data")
     if not rep:
         return None
@@ -229,7 +234,7 @@ def rule_repeat_data(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_rollback(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     rb = _of(events, "rollback")
     if not rb:
         return None
@@ -242,7 +247,7 @@ def rule_rollback(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_grokking(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     grok = _of(events, "grokking") + _of(events, "sudden_drop")
     if not grok:
         return None
@@ -255,7 +260,7 @@ def rule_grokking(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_overfitting(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     over = [e for e in _of(events, "changepoint") if e.details.get("pattern") == "overfitting"]
     if not over:
         return None
@@ -268,7 +273,7 @@ def rule_overfitting(events: Sequence[Event], meta: RunMeta,
 
 
 def rule_isolated_dataset_spikes(events: Sequence[Event], meta: RunMeta,
-        first: int | None = None) -> Finding | None:
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     alone = [e for e in _of(events, "spike") if e.details.get("isolated")]
     if not alone:
         return None
@@ -291,12 +296,12 @@ RULES: tuple[Rule, ...] = (
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
 
-def diagnose(events: Sequence[Event], meta: RunMeta, first_step: int | None = None
-             ) -> list[Finding]:
+def diagnose(events: Sequence[Event], meta: RunMeta,
+             first_step: "int | Mapping[str, int] | None" = None) -> list[Finding]:
     """Every finding the rules make of one run, most severe first (stable within a level).
 
-    `first_step` is the run's first logged step: a loss that is broken from there on is a
-    setup problem, not an instability.
+    `first_step` is the run's first logged step, or tag → first step of each series: a
+    loss that is broken from there on is a setup problem, not an instability.
     """
     found = [f for rule in RULES if (f := rule(events, meta, first_step)) is not None]
     return sorted(found, key=lambda f: -SEVERITY_ORDER[f.severity])

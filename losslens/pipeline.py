@@ -52,11 +52,13 @@ def analyze_run(frame: Frame, info: RunInfo, detectors: Mapping[str, Any] | None
     from .diagnosis import diagnose
 
     events = tuple(detect(frame, info, detectors))
-    first = min((s.first_step for s in info.series if s.first_step is not None), default=0)
-    findings = tuple(diagnose(events, info.metadata, first))
+    firsts = {s.tag: s.first_step for s in info.series if s.first_step is not None}
+    first = min(firsts.values(), default=0)
+    findings = tuple(diagnose(events, info.metadata, firsts))
     skip, warns = plan(events, checkpoints if checkpoints is not None
                        else checkpoints_from_metadata(info), policy,
-                       global_batch_size or info.metadata.global_batch_size, first_step=first)
+                       global_batch_size or info.metadata.global_batch_size, first_step=first,
+                       first_steps=firsts)
     return RunAnalysis(info, events, findings, skip, tuple(warns))
 
 

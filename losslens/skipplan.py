@@ -14,7 +14,7 @@ Ranges are inclusive on both ends.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from .errors import InvalidParameterError
 from .events import Event, SkipPlan
@@ -67,7 +67,8 @@ def _event_end(event: Event) -> int:
 
 def plan(events: Sequence[Event], checkpoints: Sequence[int] | None = None,
          policy: SkipPolicy | None = None, global_batch_size: int | None = None,
-         first_step: int = 0) -> tuple[SkipPlan | None, list[str]]:
+         first_step: int = 0, first_steps: Mapping[str, int] | None = None
+         ) -> tuple[SkipPlan | None, list[str]]:
     """The skip plan for `events`, and warnings (e.g. no checkpoint early enough).
 
     `checkpoints` are the saved iterations known (from the log, a folder or the user); when
@@ -77,12 +78,14 @@ def plan(events: Sequence[Event], checkpoints: Sequence[int] | None = None,
     policy.validate()
     todo = sorted((e for e in events if needs_action(e)), key=lambda e: e.start_step)
     warnings: list[str] = []
-    broken = [e for e in todo if e.kind == "nonfinite" and e.start_step <= first_step]
+    firsts = first_steps or {}
+    broken = [e for e in todo if e.kind == "nonfinite"
+              and e.start_step <= firsts.get(e.tag, first_step)]
     if broken:
         # NaN from the first step: a broken setup, which no restart-and-skip can fix
         todo = [e for e in todo if e not in broken]
-        warnings.append(f"the loss is non-finite from the first logged step ({first_step}): "
-                        "no skip plan for that; fix the setup")
+        warnings.append(f"the loss is non-finite from the first logged step "
+                        f"({broken[0].start_step}): no skip plan for that; fix the setup")
     if not todo:
         return None, warnings
     ckpts = sorted(set(int(c) for c in checkpoints)) if checkpoints else None

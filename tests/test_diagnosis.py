@@ -88,3 +88,13 @@ def test_nan_from_the_first_step_is_a_broken_setup_not_an_instability():
     # later NaN in the same kind of run is the ordinary finding
     assert titles(diagnose(events, RunMeta(), first_step=0)) == [
         ("critical", "Non-finite loss (NaN/inf) from step 1")]
+
+
+def test_broken_from_start_is_judged_per_series():
+    # llm.c: val loss logged at step 0, the train loss from step 1; both NaN throughout
+    events = [ev("nonfinite", 0, "nonfinite-1", tag="val loss"),
+              ev("nonfinite", 1, "nonfinite-2", tag="loss")]
+    found = diagnose(events, RunMeta(), first_step={"val loss": 0, "loss": 1})
+    assert titles(found) == [
+        ("critical", "The loss is NaN/inf from the first logged step (0)")]
+    assert found[0].event_ids == ("nonfinite-1", "nonfinite-2")
