@@ -139,7 +139,7 @@ def _line(builder: RecordsBuilder, st: _State, lineno: int, frag: str,
         _overflow(st, lineno, m.group(1) if m else None, wall)
     elif m := _LOADED_RE.search(msg):
         builder.header(lineno)
-        st.last_step = int(m.group(3))
+        st.last_step = int(m.group(3)) if len(m.group(3)) <= 18 else st.last_step
         st.tqdm_step = None
     elif name and _PROGRESS_TAGS.match(name) and not msg.startswith(("begin ", "end of ")):
         builder.skip(lineno, f"unrecognised {name} record", frag)
@@ -246,14 +246,18 @@ def _step(raw: Any) -> int | None:
         value = float(raw) if isinstance(raw, (int, float)) else parse_float(str(raw))
     except ValueError:
         return None
-    return int(round(value)) if value == value and abs(value) != float("inf") else None
+    return int(round(value)) if abs(value) < 1e18 else None  # NaN, inf, no int64 step
 
 
 def _wall(stamp: str, cache: dict[str, float]) -> float:
     """Seconds since the epoch (taken as UTC: metaseq logs UTC, fairseq gives no zone)."""
     value = cache.get(stamp)
     if value is None:
-        value = cache[stamp] = float(calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")))
+        try:
+            value = float(calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")))
+        except ValueError:  # month 13, non-ASCII digits: a damaged stamp, no wall time
+            value = float("nan")
+        cache[stamp] = value
     return value
 
 
@@ -278,7 +282,7 @@ def _config(msg: str, st: _State) -> None:
             if raw is not None:
                 num = float(raw.strip("[]").split(",")[0])
                 st.meta[canon] = int(num) if canon in _INT else num
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, or inf for an integer setting
             pass
     lr = find("lr")
     if lr:
@@ -288,7 +292,10 @@ def _config(msg: str, st: _State) -> None:
             pass
     betas = find("adam_betas")
     if betas and (b := re.findall(r"[-+0-9.eE]+", betas)) and len(b) == 2:
-        st.meta["adam_beta1"], st.meta["adam_beta2"] = float(b[0]), float(b[1])
+        try:
+            st.meta["adam_beta1"], st.meta["adam_beta2"] = float(b[0]), float(b[1])
+        except ValueError:  # `e`, `-`: a damaged tuple
+            pass
     fp16, bf16 = find("fp16"), find("bf16")
     if "True" in (fp16, bf16) or fp16 == "False":
         st.meta["precision"] = "bf16" if bf16 == "True" else "fp16" if fp16 == "True" else "fp32"

@@ -86,7 +86,8 @@ def read_hf_trainer_state(path: Path, run: str) -> list[RunRecords]:
     strings: set[str] = set()
     dedupe = _SameStep()
     for index, entry in enumerate(history, 1):
-        if not isinstance(entry, dict) or not _is_number(entry.get("step")):
+        if not isinstance(entry, dict) or not _is_number(entry.get("step")) \
+                or not math.isfinite(entry["step"]):
             b.skip(index, "log_history entry without an integer step", json.dumps(entry)[:200])
             continue
         step = int(entry["step"])
@@ -150,7 +151,7 @@ def _state_meta(state: dict, extra: dict[str, str]) -> RunMeta:
     fields: dict[str, Any] = {}
     for key, name in _STATE_INTS.items():
         value = state.get(key)
-        if _is_number(value) and value >= 1:
+        if _is_number(value) and math.isfinite(value) and value >= 1:
             fields[name] = int(value)
     for key, value in state.items():
         if key in ("log_history", "stateful_callbacks") or isinstance(value, (dict, list)):
@@ -167,7 +168,7 @@ _STRICT = re.compile(r"\{'(?:loss|eval_\w+|test_\w+|train_runtime)': ")
 # some 4.3x versions printed `'grad_norm': tensor(1.23, device='cuda:0')`
 _TENSOR = re.compile(r"tensor\(([^,()]+)(?:, [^()]*)?\)")
 _NUMPY = re.compile(r"(?:np|numpy)\.\w+\((.*)\)$")
-_BAR = re.compile(r"\|\s*(\d+)/(\d+) \[")
+_BAR = re.compile(r"\|\s*(\d{1,18})/(\d{1,18}) \[")
 _ARG = re.compile(r"([A-Za-z_]\w*)=(.*?),?\s*$")
 # `TrainingArguments(`, `Seq2SeqTrainingArguments(`, TRL's `SFTConfig(`; not ModelArguments
 _ARGS = re.compile(r"(?:(?<!\w)|Seq2Seq)TrainingArguments\(|\b\w*Config\(")
@@ -175,7 +176,7 @@ _BANNER_FIELD = re.compile(
     r"(Num examples|Num Epochs|Instantaneous batch size per device|Total train batch size"
     r"|Gradient Accumulation steps|Total optimization steps|Number of trainable parameters)"
     r"[^=]*= ([\d,]+)")
-_CONTINUING = re.compile(r"Continuing training from global step (\d+)")
+_CONTINUING = re.compile(r"Continuing training from global step (\d{1,18})\b")
 _SNIFF = re.compile(r"\{'(?:loss|eval_\w+|train_runtime)': ")
 
 
@@ -346,10 +347,12 @@ def _parse_dict(frag: str, brace: int) -> dict[str, float] | None:
 
 
 def _arg_num(args: dict[str, str], key: str) -> float | None:
+    """A finite number from the arguments dump, else None (`inf` is no setting)."""
     try:
-        return float(args[key])
+        value = float(args[key])
     except (KeyError, ValueError):
         return None
+    return value if math.isfinite(value) else None
 
 
 def _max_steps(st: _Console) -> int | None:
@@ -449,9 +452,9 @@ def _console_meta(st: _Console, source: str) -> RunMeta:
     if "lr_scheduler_type" in a:
         fields["lr_schedule"] = a["lr_scheduler_type"].split(".")[-1].lower()
     fields["train_iters"] = _max_steps(st)
-    if "Total train batch size" in st.banner:
+    if st.banner.get("Total train batch size"):  # digits, or "" when the line held only commas
         fields["global_batch_size"] = int(st.banner["Total train batch size"])
-    if "micro_batch_size" not in fields and "Instantaneous batch size per device" in st.banner:
+    if "micro_batch_size" not in fields and st.banner.get("Instantaneous batch size per device"):
         fields["micro_batch_size"] = int(st.banner["Instantaneous batch size per device"])
     extra = dict(a)
     extra.update({f"banner.{k}": v for k, v in st.banner.items()})

@@ -137,7 +137,7 @@ def _meta(config: dict[str, str], sentinels: int) -> RunMeta:
         if key in config:
             try:
                 fields[name] = int(float(config[key]))
-            except ValueError:
+            except (ValueError, OverflowError):  # `inf`, `nan`, not a number
                 pass
     for key, name in _FLOAT_FIELDS.items():
         if key in config:

@@ -107,7 +107,11 @@ def _wall(stamp: str, cache: dict[str, float]) -> float:
     """Seconds since the epoch for `YYYY-MM-DD HH:MM:SS` (taken as UTC; the log has no zone)."""
     value = cache.get(stamp)
     if value is None:
-        value = cache[stamp] = float(calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")))
+        try:
+            value = float(calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")))
+        except ValueError:  # month 13, non-ASCII digits: a damaged stamp, no wall time
+            value = float("nan")
+        cache[stamp] = value
     return value
 
 
@@ -146,10 +150,14 @@ def _message(builder: RecordsBuilder, st: _State, lineno: int, frag: str,
     st.source, st.kind, st.prefix = source, "", ""
     msg = msg.strip()
     step = _STEP_RE.search(msg)
+    if step and len(step.group(1)) > 18:  # digits spliced into the counter: no int64 step
+        builder.skip(lineno, "step does not fit in 64 bits; its metric lines are skipped", frag)
+        st.kind = "void"
+        return
     if step:
         _flush_evals(builder, st, max(int(step.group(1)), st.step + 1))
         st.step, st.kind = int(step.group(1)), "step"
-        if step.group(2).isdigit():
+        if step.group(2).isdigit() and len(step.group(2)) <= 18:
             st.max_steps = int(step.group(2))
         return
     ev = _EVAL_CORE_RE.match(msg)
@@ -167,6 +175,9 @@ def _message(builder: RecordsBuilder, st: _State, lineno: int, frag: str,
 
 def _metric(builder: RecordsBuilder, st: _State, lineno: int, frag: str, name: str,
             raw: str) -> None:
+    if st.kind == "void":
+        builder.skip(lineno, "in a block whose step line did not parse", frag)
+        return
     if st.metric_source is None:
         st.metric_source = st.source
     elif st.source is not None and st.source != st.metric_source:
@@ -205,11 +216,18 @@ def _config(msg: str, st: _State) -> None:
     for key, canon in _CFG_FIELDS.items():
         m = re.search(rf"\b{key}=([-+0-9.eE]+)[,)]", msg)
         if m and canon not in st.meta:
-            num = float(m.group(1))
-            st.meta[canon] = int(num) if canon in _INT_FIELDS else num
+            try:
+                num = float(m.group(1))
+                st.meta[canon] = int(num) if canon in _INT_FIELDS else num
+            except (ValueError, OverflowError):  # `e`, `1e999`: a damaged value, no setting
+                pass
     betas = re.search(r"\bbetas=\(([-0-9.eE]+), ([-0-9.eE]+)\)", msg)
-    if betas:
-        st.meta["adam_beta1"], st.meta["adam_beta2"] = float(betas.group(1)), float(betas.group(2))
+    try:
+        if betas:
+            beta1, beta2 = float(betas.group(1)), float(betas.group(2))
+            st.meta["adam_beta1"], st.meta["adam_beta2"] = beta1, beta2
+    except ValueError:
+        pass
     prec = re.search(r"\bprecision='?(?:amp_)?(bf16|fp16|fp32)", msg)
     if prec:
         st.meta["precision"] = prec.group(1)

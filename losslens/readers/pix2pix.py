@@ -83,6 +83,8 @@ def _parse(frag: str, lineno: int, groups: dict[tuple[str, ...], list[tuple]]) -
     if not m:
         return False
     epoch, iters, t, data, rest = m.groups()
+    if len(epoch) > 9 or len(iters) > 9:  # (epoch - 1) * images per epoch + iters fits int64
+        return False
     pairs = _PAIR.findall(rest)
     keys = ("time", "data") if data is not None else ("time",)  # old versions: no data time
     raws = (t, data) if data is not None else (t,)

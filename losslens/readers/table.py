@@ -55,7 +55,10 @@ def _header_cells(head: bytes) -> tuple[list[str], list[str], str]:
     if not lines:
         return [], [], ","
     delim = "\t" if "\t" in lines[0] and "," not in lines[0] else ","
-    rows = list(csv.reader(lines, delimiter=delim))
+    try:
+        rows = list(csv.reader(lines, delimiter=delim))
+    except csv.Error:  # a cell over csv's field limit (128 KiB): not a table header
+        return [], [], delim
     return rows[0], rows[1] if len(rows) > 1 else [], delim
 
 
@@ -270,7 +273,7 @@ def _wall_column(col) -> np.ndarray | None:
 def _step_array(col: _Col) -> tuple[np.ndarray, np.ndarray]:
     """(int64 steps, which rows have a usable integer step)."""
     v = col.values
-    ok = col.present & np.isfinite(v)
+    ok = col.present & np.isfinite(v) & (np.abs(v) < 2.0 ** 63)  # an int64 step
     ok &= np.floor(np.where(ok, v, 0.0)) == np.where(ok, v, 0.0)
     return np.where(ok, v, 0).astype(np.int64), ok
 
@@ -620,7 +623,7 @@ def _line_step(rec: dict) -> int | None:
     for cand in STEP_NAMES:
         v = rec.get(cand)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v \
-                and abs(v) != float("inf") and int(v) == v:
+                and abs(v) < 2 ** 63 and int(v) == v:
             return int(v)
     return None
 
@@ -706,8 +709,11 @@ def _read_levanter(path: Path, run: str, data: bytes) -> RunRecords:
         if rec.get("event") != "log" or not isinstance(rec.get("metrics"), dict):
             continue
         t = _LEVANTER_TIME.match(line)
-        wall = (float(calendar.timegm(time.strptime(t.group(1), "%Y-%m-%dT%H:%M:%S")))
-                if t else float("nan"))
+        try:
+            wall = (float(calendar.timegm(time.strptime(t.group(1), "%Y-%m-%dT%H:%M:%S")))
+                    if t else float("nan"))
+        except ValueError:  # month 13, non-ASCII digits: a damaged stamp, no wall time
+            wall = float("nan")
         _add_record(builder, cols, rec["metrics"], lineno, _line_step(rec), wall,
                     frozenset({"global_step"}))
     for tag, (steps, values, walls, orders) in cols.items():

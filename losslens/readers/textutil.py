@@ -71,6 +71,15 @@ def parse_float(text: str) -> float:
     raise ValueError(f"not a number: {text!r}")
 
 
+#: Steps are stored as int64; a printed counter past this (a damaged line) is not a step.
+STEP_LIMIT = 1 << 63
+
+
+def fits_step(n: int | float) -> bool:
+    """Whether `n` can be a step (an int64), e.g. not a 400-digit counter from spliced text."""
+    return -STEP_LIMIT < n < STEP_LIMIT
+
+
 def fragments(text: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, cleaned fragment) for every `\\n` line and `\\r` piece of it."""
     for lineno, line in enumerate(text.split("\n"), 1):
@@ -170,7 +179,7 @@ class Rows:
         for (tags, wall), rows in self._groups.items():
             if not rows:
                 continue
-            arr = np.array(rows, dtype=np.float64).reshape(len(rows), -1)
+            arr = _row_array(rows, builder)
             order, step = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
             walls = arr[:, 2] if wall else None
             first = 3 if wall else 2
@@ -189,3 +198,24 @@ class Rows:
                 order, step, value = order[idx], step[idx], value[idx]
                 walls = walls[idx] if walls is not None else None
             builder.add_array(tag, step, value, wall_times=walls, orders=order)
+
+
+def _row_array(rows: list[tuple], builder):
+    """Rows `(order, step, ...)` as a float64 matrix; rows whose step does not fit in int64
+    (digits spliced into a counter) are skipped with their line number, never converted."""
+    import numpy as np
+
+    try:
+        arr = np.array(rows, dtype=np.float64).reshape(len(rows), -1)
+    except OverflowError:  # an integer step beyond float64
+        arr = None
+    if arr is not None and bool(np.all(np.abs(arr[:, 1]) < STEP_LIMIT)):
+        return arr
+    kept = []
+    for row in rows:
+        if fits_step(row[1]) and abs(float(row[1])) < STEP_LIMIT:  # 2^63 - 1 rounds up
+            kept.append(row)
+        else:
+            builder.skip(int(row[0]), "step does not fit in 64 bits", str(row[1])[:40])
+    width = len(rows[0])
+    return np.array(kept, dtype=np.float64).reshape(len(kept), width)

@@ -80,7 +80,7 @@ def _metric(lineno: int, frag: str, pts: Rows, b: RecordsBuilder) -> None:
         points = _fields(bool(m.group(1)), frag[m.end() - len("loss:"):])
     except ValueError:
         points = []
-    if not points:
+    if not points or len(m.group(2)) > 18:  # no fields, or digits spliced into the step
         b.skip(lineno, "torchtitan step line that does not parse", frag)
         return
     row = (lineno, int(m.group(2)), _wall(frag[:m.start()]), *(v for _, v in points))
@@ -121,7 +121,10 @@ def _wall(prefix: str) -> float:
     if not m:
         return float("nan")
     frac = float("0." + m.group(7)) if m.group(7) else 0.0
-    return _minute(m.group(0)[:16]) + int(m.group(6)) + frac
+    try:
+        return _minute(m.group(0)[:16]) + int(m.group(6)) + frac
+    except ValueError:  # month 13, day 0: a damaged stamp, no wall time
+        return float("nan")
 
 
 @lru_cache(maxsize=4096)

@@ -35,6 +35,8 @@ HEADER = 7  # record header: uint32 crc, uint16 length, uint8 type
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 _TYPE_CRC = {t: zlib.crc32(bytes([t])) for t in (FULL, FIRST, MIDDLE, LAST)}
 
+#: Steps are int64: a `_step` (or step metric) beyond is damage, not a step.
+_STEP_LIMIT = 2 ** 63
 #: History keys that are W&B bookkeeping, not series.
 BOOKKEEPING = frozenset({"_step", "_runtime", "_timestamp"})
 #: Caps on what goes into RunMeta.extra (configs can hold thousands of keys).
@@ -485,16 +487,17 @@ class RowSink:
 
     def row(self, values: dict[str, float], step: int | None, order: int) -> None:
         """Add one row; `step` is the history step (None: take `_step` from the row)."""
-        if "_step" in values and math.isfinite(values["_step"]):
+        if "_step" in values and abs(values["_step"]) < _STEP_LIMIT:  # not NaN, inf, 1e300
             step = int(values["_step"])
-        if step is None:
-            self.builder.skip(order, "history row without a step")
+        if step is None or not -_STEP_LIMIT < step < _STEP_LIMIT:
+            self.builder.skip(order, "history row without a step" if step is None
+                              else "step does not fit in 64 bits")
             return
         wall = values.get("_timestamp", math.nan)
         add = self.builder.add
         axes = self.axes
         for axis in axes:
-            if axis in values and math.isfinite(values[axis]):
+            if axis in values and abs(values[axis]) < _STEP_LIMIT:
                 self._last[axis] = values[axis]
         for tag, value in values.items():
             if tag in BOOKKEEPING or tag in axes:

@@ -120,7 +120,7 @@ def _steps(cells, lines: np.ndarray, builder: RecordsBuilder, column: str,
            path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(usable row mask, int64 steps) from the x-axis column; rows without a step are skipped."""
     present, values, bad = _numbers(cells)
-    ok = present & np.isfinite(values)
+    ok = present & np.isfinite(values) & (np.abs(values) < 2.0 ** 63)  # an int64 step
     for i in np.flatnonzero(~ok):
         builder.skip(int(lines[i]), f"no {column} value", str(cells[i]))
     steps = np.zeros(len(values), dtype=np.int64)
