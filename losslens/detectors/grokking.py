@@ -5,7 +5,8 @@ suddenly improves. It pairs each validation series (`val_loss` / `val_acc`) with
 series of the same run (`train_loss` / `train_acc`, same kind preferred) and works on
 "badness" (the loss, or 1 - accuracy), smoothed by a rolling median. Grokking needs all of:
 train saturated (`saturation` of its total improvement, and stays there); at that step
-validation is still far behind (`min_gap`) and has made little of its eventual progress
+validation is still far behind (`min_gap`, when both are losses or both accuracies) and has
+made little of its eventual progress
 (`max_val_progress`); later validation falls by at least `min_improvement` of its worst
 post-memorisation level and stays down; the fall starts at least `min_delay_ratio` times the
 memorisation time after memorisation and takes at most `max_duration_ratio` times that delay.
@@ -21,11 +22,12 @@ positive: a run cut short mid-memorisation of a task that would grok later reads
 `sudden_drop` (run scope, so it can read the run's LR): a sharp train-loss improvement after a
 slow stretch, on log(loss) block means. A drop of at least `min_drop` (and `z` noise sigmas)
 within `max_duration` of the run, at least `rate_ratio` times faster than the descent over
-the `plateau` before it, that stays down, after the loss had already made `min_prior_progress`
-(so the normal early descent, which starts from the initial level, is not reported). When an LR
+the `plateau` before it, that stays down at a new low (a spike's recovery only returns to an
+old level), after the loss had already made `min_prior_progress` (so the normal early
+descent, which starts from the initial level, is not reported). When an LR
 series of the run drops at the same place the event says `details.lr_drop = True`: an LR-decay
 step explains the drop (diagnosis should not call it grokking). Known false positives: a
-slow-recovering spike's recovery is excluded only when the "plateau" before it is not flat.
+downward level shift (data mixture change) after a slow stretch reads as a sudden drop.
 """
 from __future__ import annotations
 
@@ -119,7 +121,7 @@ class GrokkingDetector:
         return sorted(events, key=lambda e: (e.start_step, e.tag))
 
     def _pair(self, train: Series, val: Series) -> Event | None:
-        tx, tb, _ = badness(train, self.smooth_points)
+        tx, tb, train_acc = badness(train, self.smooth_points)
         vx, vb, is_acc = badness(val, self.smooth_points)
         if min(tx.shape[0], vx.shape[0]) < self.min_points:
             return None
@@ -130,7 +132,8 @@ class GrokkingDetector:
         if jm >= vx.shape[0] - 3:
             return None
         v_mem = float(vb[jm])
-        if tb[mem] > (1 - self.min_gap) * v_mem:
+        # the gap needs both in the same units (a loss against 1 - accuracy says nothing)
+        if train_acc == is_acc and tb[mem] > (1 - self.min_gap) * v_mem:
             return None
         grok = self._grokking(tx, vx, vb, mem, jm)
         if grok is not None:
@@ -342,6 +345,9 @@ class SuddenDropDetector:
         if drop < max(self.min_drop, self.z * se):
             return None
         if drop / max(ramp, float(xc[1] - xc[0])) < self.rate_ratio * max(-slope_b, 0.0):
+            return None
+        # a new low: a spike's recovery only comes back to where the loss had been
+        if start and level_a >= float(np.min(_rolling_median(raw[:start], 9))):
             return None
         before, after = raw[lo:start], raw[end + 1: hi]
         s_step, e_step = _snap(series, xc[start]), _snap(series, xc[end])

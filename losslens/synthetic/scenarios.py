@@ -154,7 +154,7 @@ def _at(t: np.ndarray, frac: float) -> int:
 # --- grokking ---------------------------------------------------------------------------
 
 def grokking_pair(pattern: str, seed: int = 0, n_points: int = 400, log_interval: int = 50,
-                  noise: float = 0.02, metric: str = "loss") -> Scenario:
+                  noise: float = 0.02, metric: str = "loss", step_offset: int = 0) -> Scenario:
     """Train and validation of one run: "grokking", "overfitting" or "clean".
 
     Train saturates early (memorised by ~6-9% of the run) in all three. Grokking: validation
@@ -191,16 +191,17 @@ def grokking_pair(pattern: str, seed: int = 0, n_points: int = 400, log_interval
         top, best = bad[j_top], bad[j_best]
         start = j_top + int(np.argmax(bad[j_top:] <= top - 0.1 * (top - best)))
         end = start + int(np.argmax(bad[start:] <= best + 0.1 * (top - best)))
-        truth.append(Truth("grokking", run, val_tag, int(t[start]), int(t[end]),
-                           int(w + 3 * log_interval)))
+        truth.append(Truth("grokking", run, val_tag, int(t[start]) + step_offset,
+                           int(t[end]) + step_offset, int(w + 3 * log_interval)))
     elif pattern == "overfitting":
-        truth.append(Truth("changepoint", run, val_tag, int(t[int(np.argmin(bad))]), None,
+        truth.append(Truth("changepoint", run, val_tag,
+                           int(t[int(np.argmin(bad))]) + step_offset, None,
                            int(0.1 * total), {"pattern": "overfitting"}))
     steps = t.astype(np.int64)
     tags = {"train/" + metric: (steps, to_metric(_noisy(rng, train, noise))),
             val_tag: (steps, to_metric(_noisy(rng, val, noise)))}
     absent = ("grokking",) if pattern != "grokking" else ()
-    return Scenario(run, frame_of(run, tags), tuple(truth), absent,
+    return Scenario(run, frame_of(run, tags, step_offset), tuple(truth), absent,
                     {"n_points": n_points, "log_interval": log_interval, "noise": noise})
 
 
@@ -209,7 +210,8 @@ def _snap(t: np.ndarray, step: float, log_interval: int) -> int:
 
 
 def sudden_drop_curve(seed: int = 0, n_points: int = 2000, log_interval: int = 10,
-                      noise: float = 0.02, lr_drop: bool = False) -> Scenario:
+                      noise: float = 0.02, lr_drop: bool = False,
+                      step_offset: int = 0) -> Scenario:
     """An LLM curve: descent, a slow stretch from ~30%, then a 12-20% drop within 1% of the
     run at 45-60% (the "grokking moment"); with `lr_drop` the LR series drops there too."""
     rng = np.random.default_rng(seed)
@@ -226,9 +228,9 @@ def sudden_drop_curve(seed: int = 0, n_points: int = 2000, log_interval: int = 1
     if lr_drop:
         tags["lr"] = (t, np.where(t >= d, 3e-5, 3e-4))
     tol = int(width + 3 * log_interval)
-    truth = (Truth("sudden_drop", run, "lm loss", d, int(d + width), tol,
-                   {"lr_drop": lr_drop}),)
-    return Scenario(run, frame_of(run, tags), truth, (),
+    truth = (Truth("sudden_drop", run, "lm loss", d + step_offset,
+                   int(d + width) + step_offset, tol, {"lr_drop": lr_drop}),)
+    return Scenario(run, frame_of(run, tags, step_offset), truth, (),
                     {"n_points": n_points, "log_interval": log_interval, "noise": noise})
 
 
@@ -239,7 +241,8 @@ RESUME_PATTERNS = ("clean_resume", "resume_spike", "spike_every_resume", "rollba
 
 
 def resumed_run(pattern: str, seed: int = 0, n_points: int = 3000, log_interval: int = 10,
-                noise: float = 0.02, checkpoint_every: int = 0) -> Scenario:
+                noise: float = 0.02, checkpoint_every: int = 0,
+                step_offset: int = 0) -> Scenario:
     """A run written as a log with resumes (a header line before each resumed stretch).
 
     clean_resume: crash, resume from the last checkpoint (steps since it are written again).
@@ -259,27 +262,26 @@ def resumed_run(pattern: str, seed: int = 0, n_points: int = 3000, log_interval:
     plan = _resume_plan(pattern, t, ckpt, rng)
     b = RecordsBuilder()
     order, truth = 0, []
-    prev_last: int | None = None
-    spikes = []
+    prev_last = 0
     for i, (first, last) in enumerate(plan):
         sel = (t >= first) & (t <= last)
         steps, level = t[sel], clean[sel].copy()
         if i and pattern in ("resume_spike", "spike_every_resume"):
             level *= 1.0 + 0.5 * np.exp(-np.arange(steps.shape[0]) / 2.0)
         if i and pattern == "rollback_repeat":
-            level *= np.where(steps <= prev_last, np.exp(-0.06), 1.0)
+            level *= np.where(steps + step_offset <= prev_last, np.exp(-0.06), 1.0)
         values = _noisy(rng, level, noise)
         if i:
             order += 1
             b.header(order)  # "loaded checkpoint ... at iteration N"
         orders = order + 1 + np.arange(steps.shape[0])
         order = int(orders[-1]) if steps.shape[0] else order
-        b.add_array("lm loss", steps, values, orders=orders)
-        b.add_array("lr", steps, np.full(steps.shape[0], 3e-4), orders=orders)
+        b.add_array("lm loss", steps + step_offset, values, orders=orders)
+        b.add_array("lr", steps + step_offset, np.full(steps.shape[0], 3e-4), orders=orders)
         if i:
-            truth += _resume_truth(pattern, run, int(steps[0]), prev_last, log_interval)
-            spikes.append(int(steps[0]))
-        prev_last = int(steps[-1])
+            truth += _resume_truth(pattern, run, int(steps[0]) + step_offset, prev_last,
+                                   log_interval)
+        prev_last = int(steps[-1]) + step_offset
     frame = build([b.build(run, f"synthetic://{run}", "synthetic")])
     absent = tuple(k for k in ("rollback", "resume_spike", "repeat_data")
                    if not any(tr.kind == k for tr in truth))
