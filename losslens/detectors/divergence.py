@@ -27,8 +27,9 @@ Statistic (causal: declared from past points only):
 Known false positives: a spike that settles `stuck_ratio` x higher and stays there is called a
 divergence (on purpose); a deliberate LR re-warm-up; adversarial losses (a GAN generator's
 loss rises as its discriminator improves).
-Known exceptions to causality: the space (log or additive) and the usual logging interval are
-taken from the whole series.
+Known exceptions to causality: the space (log or additive), the usual logging interval and,
+on short series (under ~170 points), the window and sustain span are taken from the whole
+series.
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ import numpy as np
 from ..events import Event
 from ..frame import Series
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
+
+#: On short series (a smoke test, a short fine-tune) the median window and the sustain span
+#: are at most 1/8 of the points, so a run that diverges within its first hundred
+#: logged points is still seen (e.g. a 62-iteration Megatron run rising for 30 iterations).
+_SHORT_WINDOW, _SHORT_SPAN = 8, 8
 
 #: Noise scale from consecutive differences (robust to trends): MAD(diff) / (0.6745 sqrt 2).
 _DIFF_TO_SIGMA = 1.4826 / np.sqrt(2)
@@ -117,9 +123,10 @@ class DivergenceDetector:
         st, v = steps[finite], values[finite]
         log = bool(v.shape[0] == 0 or np.all(v > 0))
         y = np.log(v) if log else v
-        level = trailing_median(y, self.window | 1)
+        window = self._window(v.shape[0])
+        level = trailing_median(y, window)
         # the best level so far, once the median rests on a full window
-        full = np.where(np.arange(level.shape[0]) >= (self.window | 1) - 1, level, np.inf)
+        full = np.where(np.arange(level.shape[0]) >= window - 1, level, np.inf)
         best = np.minimum.accumulate(full) if v.shape[0] else level
         found = self._finite(st, v, y, level, best, log)
         found = self._merge_nonfinite(found, steps, finite, st, y, best)
@@ -131,11 +138,22 @@ class DivergenceDetector:
 
     # -- sustained rise of the finite values ---------------------------------------------
 
+    def _window(self, n: int) -> int:
+        """The median window: `window`, shrunk on short series (at most an eighth of them)."""
+        return min(self.window | 1, max(5, n // _SHORT_WINDOW) | 1)
+
+    def _short(self, st: np.ndarray) -> bool:
+        """True when the series is so short that the window and span were shrunk."""
+        typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
+        full = max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
+        return full > max(5, st.shape[0] // _SHORT_SPAN)
+
     def _span(self, st: np.ndarray) -> int:
         """Points in the sustain span: sustain_points, or more to cover sustain_steps at the
-        series' typical logging interval."""
+        series' typical logging interval; at most an eighth of a short series."""
         typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
-        return max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
+        span = max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
+        return min(span, max(5, st.shape[0] // _SHORT_SPAN))
 
     def _finite(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
                 best: np.ndarray, log: bool) -> list[dict[str, Any]]:
@@ -161,8 +179,14 @@ class DivergenceDetector:
         idx = np.arange(n)
         run_start = np.maximum.accumulate(np.where(above & ~np.r_[False, above[:-1]], idx, 0))
         top = ndimage.maximum_filter1d(level, size=span + 1, mode="nearest", origin=span // 2)
+        grown = level - level[run_start] >= growth
+        if self._short(st):
+            # a short series: the rise may have started before the level crossed; judge the
+            # growth over the last two spans too
+            back = np.maximum(idx - 2 * span, 0)
+            grown |= level - level[back] >= growth
         declare = (above & (idx - span >= run_start) & (level >= top - tol)
-                   & ((level - level[run_start] >= growth) | (level - best >= stuck)))
+                   & (grown | (level - best >= stuck)))
         out = []
         for a, b in _runs(above):
             hits = np.flatnonzero(declare[a:b])

@@ -1,0 +1,30 @@
+"""Short runs (smoke tests, short fine-tunes): divergence within the first hundred points."""
+from __future__ import annotations
+
+import numpy as np
+
+from losslens.detectors.divergence import DivergenceDetector
+from losslens.frame import Series
+
+
+def _series(values):
+    steps = np.arange(1, len(values) + 1)
+    n = len(values)
+    return Series("r", "lm loss", "train_loss", steps, np.asarray(values, float),
+                  np.full(n, np.nan), np.zeros(n, np.int32))
+
+
+def test_a_62_iteration_run_that_rises_for_30_iterations_diverges():
+    # blow-up at 3, slow way back down to a minimum at 31, then a steady rise (+75%)
+    down = np.linspace(48.0, 11.7, 29)
+    up = 11.7 * np.exp(np.linspace(0, np.log(20.4 / 11.7), 31))
+    values = np.r_[12.4, 12.4, down, up]
+    (event,) = DivergenceDetector().detect(_series(values))
+    assert event.kind == "divergence" and event.end_step == 62
+    assert 31 <= event.start_step <= 40 and event.severity == "critical"
+
+
+def test_a_short_run_that_settles_is_not_a_divergence():
+    rng = np.random.default_rng(0)
+    values = 3.0 + 8.0 * (1 + np.arange(62) / 3.0) ** -0.8 + rng.normal(0, 0.02, 62)
+    assert DivergenceDetector().detect(_series(values)) == []
