@@ -22,9 +22,10 @@ positive: a run cut short mid-memorisation of a task that would grok later reads
 `sudden_drop` (run scope, so it can read the run's LR): a sharp train-loss improvement after a
 slow stretch, on log(loss) block means. A drop of at least `min_drop` (and `z` noise sigmas)
 within `max_duration` of the run, at least `rate_ratio` times faster than the descent over
-the `plateau` before it, that stays down at a new low (a spike's recovery only returns to an
-old level), after the loss had already made `min_prior_progress` (so the normal early
-descent, which starts from the initial level, is not reported). When an LR
+the `plateau` before it, that stays down at a new low (half the drop below anything in the
+three slow-stretch lengths before: a long spike's recovery only returns to an old level),
+after the loss had already made `min_prior_progress` (so the normal early descent, which
+starts from the initial level, is not reported). When an LR
 series of the run drops at the same place the event says `details.lr_drop = True`: an LR-decay
 step explains the drop (diagnosis should not call it grokking). Known false positives: a
 downward level shift (data mixture change) after a slow stretch reads as a sudden drop.
@@ -346,8 +347,15 @@ class SuddenDropDetector:
             return None
         if drop / max(ramp, float(xc[1] - xc[0])) < self.rate_ratio * max(-slope_b, 0.0):
             return None
-        # a new low: a spike's recovery only comes back to where the loss had been
-        if start and level_a >= float(np.min(_rolling_median(raw[:start], 9))):
+        # a new low: a long spike's recovery only comes back to where the loss had been
+        # before it, within a few slow-stretch lengths (a slow stretch is reached from above)
+        back = int(np.searchsorted(xc, xc[start] - 3 * w_plat))
+        if start - back >= 3 and level_a > float(
+                np.min(_rolling_median(raw[back:start], 9))) - 0.5 * drop:
+            return None
+        # the normal first descent starts from the initial level: not a grokking moment
+        if float(np.median(raw[: max(3, raw.shape[0] // 100)])) - level_b \
+                < self.min_prior_progress:
             return None
         before, after = raw[lo:start], raw[end + 1: hi]
         s_step, e_step = _snap(series, xc[start]), _snap(series, xc[end])

@@ -138,12 +138,14 @@ def regime_curve(pattern: str, seed: int = 0, n_points: int = 2000, log_interval
     else:
         raise ValueError(f"unknown regime pattern {pattern!r}")
     tags["lm loss"] = (t, _noisy(rng, clean, noise))
+    params = {"n_points": n_points, "log_interval": log_interval, "noise": noise}
+    if pattern == "level_shift":
+        params["shift"] = sign * 0.07  # log units
     if pattern == "plateau":  # a corner between two slopes localises to a few % at best
         tol = max(3 * log_interval, total // 25)
     truth = tuple(Truth("changepoint", run, "lm loss", int(b) + step_offset, None, tol)
                   for b in breaks)
-    return Scenario(run, frame_of(run, tags, step_offset), truth, (),
-                    {"n_points": n_points, "log_interval": log_interval, "noise": noise})
+    return Scenario(run, frame_of(run, tags, step_offset), truth, (), params)
 
 
 def _at(t: np.ndarray, frac: float) -> int:
