@@ -854,16 +854,28 @@ class _DivergencePolicy:
     def run(self, st: _RunState, tag: str, s: _Series) -> None:
         memo = st.memo.setdefault((self.det.kind, tag), {"best": math.inf, "upto": 0})
         d = int(s.dirty)
-        if s.first_nonpos is not None:
-            rerun = True  # additive space: the detector's noise scale is the whole series'
-        elif d < memo["upto"] or memo["upto"] == 0:
-            memo["best"] = float(self._levels(s, 0).min(initial=math.inf))
-            rerun = True
+        if s.first_nonpos is not None or not self._long(s, memo):
+            # additive space (the detector's noise scale is the whole series') or a short
+            # series (its window and span are a share of its length): all of it, each time
+            rerun, memo["upto"] = True, 0
         else:
-            rerun = self._rises(s, max(0, d - 1), memo)
-        memo["upto"] = s.n
+            if d < memo["upto"] or memo["upto"] == 0:
+                memo["best"] = float(self._levels(s, 0).min(initial=math.inf))
+                rerun = True
+            else:
+                rerun = self._rises(s, max(0, d - 1), memo)
+            memo["upto"] = s.n
         if rerun:
             st.events[(self.det.kind, tag)] = self.det.detect(s.view(st.run, tag, st.roles[tag]))
+
+    def _long(self, s: _Series, memo: dict[str, Any]) -> bool:
+        """Whether the series is long enough that the detector's window and sustain span no
+        longer depend on its length (twice what `DivergenceDetector._short` asks), for good."""
+        if memo.get("long") or not hasattr(self.det, "_short"):
+            return True
+        st = s.step[:s.n][np.isfinite(s.value[:s.n])]
+        memo["long"] = (not self.det._short(st)) and st.shape[0] // 8 >= 2 * self.det._span(st)
+        return memo["long"]
 
     def _levels(self, s: _Series, lo: int) -> np.ndarray:
         """The detector's level (trailing median of log values) at the finite points >= lo,

@@ -452,7 +452,7 @@ def test_line_batches_read_like_the_whole_file(data_dir, tmp_path, name):
     ("llmc-gpt2-stdout-ok/gpt2_train.11685414.log", 41),
     ("llmc-gpt2-124m-mainlog/main.log", 15),
     ("llmc-gpt2-stdout-nan/gpt2_train.11672255.log", 3),
-    ("pix2pix-restarts/loss_log.txt", 4),
+    ("pix2pix-restarts/loss_log.txt", 3),
 ])
 def test_corpus_logs_replayed_in_pieces_equal_analyze(corpus, tmp_path, rel, events):
     src = corpus / rel
