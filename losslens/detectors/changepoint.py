@@ -273,6 +273,7 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
 
 
 def pelt_jump(xc: np.ndarray) -> int:
+    """Pelt considers a breakpoint every this many coarse points (~400 positions)."""
     return max(1, xc.shape[0] // 400)
 
 
@@ -281,7 +282,7 @@ def _candidates(xc: np.ndarray, yc: np.ndarray, ms: int, pen: float) -> list[int
 
     # exact (Pelt) rather than greedy: greedy splits misplace gentle corners. Pelt's
     # admissible set grows with the segment length, so candidates are taken every `jump`
-    # points (~400 positions, ~0.1 s); `_relocate_kinks` and `_refine` sharpen them.
+    # points (~400 positions, ~0.1 s); `judge`, `_relocate` and `_refine` sharpen them.
     jump = pelt_jump(xc)
     algo = rpt.Pelt(custom_cost=linear_cost_class()(), min_size=max(ms, jump), jump=jump)
     try:
@@ -301,18 +302,6 @@ def smooth_axes(xc: np.ndarray) -> list[np.ndarray]:
     first = float(np.median(np.diff(xa))) if xa.shape[0] > 1 else 1.0
     offsets = (max(first, 1.0), 0.002 * top, 0.01 * top, 0.03 * top, 0.1 * top)
     return [xc] + [np.log(xa + c) for c in offsets if c > 0]
-
-
-def fit_at(u: np.ndarray, y: np.ndarray, at: float, degree: int) -> tuple[float, float, float]:
-    """Least-squares polynomial on (u, y): (value at `at`, its standard error / sigma, rss)."""
-    span = float(np.ptp(u)) or 1.0
-    t = (u - u.mean()) / span
-    X = np.vander(t, degree + 1)
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    v = np.vander(np.atleast_1d((at - u.mean()) / span), degree + 1)[0]
-    cov = np.linalg.pinv(X.T @ X)
-    r = y - X @ coef
-    return float(v @ coef), float(math.sqrt(max(v @ cov @ v, 0.0))), float(r @ r)
 
 
 def slope_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

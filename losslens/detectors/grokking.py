@@ -132,11 +132,10 @@ class GrokkingDetector:
         jm = int(np.searchsorted(vx, tx[mem]))
         if jm >= vx.shape[0] - 3:
             return None
-        v_mem = float(vb[jm])
-        # the gap needs both in the same units (a loss against 1 - accuracy says nothing)
-        if train_acc == is_acc and tb[mem] > (1 - self.min_gap) * v_mem:
-            return None
-        grok = self._grokking(tx, vx, vb, mem, jm)
+        # validation far behind train at memorisation; only comparable in the same units
+        # (a loss against 1 - accuracy says nothing)
+        gap = train_acc != is_acc or tb[mem] <= (1 - self.min_gap) * float(vb[jm])
+        grok = self._grokking(tx, vx, vb, mem, jm) if gap else None
         if grok is not None:
             start, end, top, best = grok
             return Event(
@@ -333,29 +332,10 @@ class SuddenDropDetector:
         hi = min(n, int(np.searchsorted(xc, xc[min(g1, n - 1)] + 2 * w_drop)) + 1)
         half = max(1, int(math.ceil(0.5 * w_drop / max(float(np.median(np.diff(xc))), 1e-12))))
         start, end = _ramp(xc, raw, lo, hi, half)
-        m_b, m_a = start - lo, hi - end - 1
-        if m_b < 3 or m_a < 3 or xc[end] - xc[start] > 1.5 * w_drop:
+        if start - lo < 3 or hi - end - 1 < 3 or xc[end] - xc[start] > 1.5 * w_drop:
             return None
-        level_b, slope_b = line_fit(xc[lo:start], raw[lo:start], float(xc[start]))
-        level_a, _ = line_fit(xc[end + 1: hi], raw[end + 1: hi], float(xc[end]))
-        # what the slow stretch would have lost over the ramp anyway is not part of the drop
-        ramp = float(xc[end] - xc[start])
-        drop = level_b - level_a - max(-slope_b, 0.0) * ramp
-        # a fitted line's end value has variance ~4 sigma^2 / m
-        se = sigma * math.sqrt(4.0 / m_b + 4.0 / m_a)
-        if drop < max(self.min_drop, self.z * se):
-            return None
-        if drop / max(ramp, float(xc[1] - xc[0])) < self.rate_ratio * max(-slope_b, 0.0):
-            return None
-        # a new low: a long spike's recovery only comes back to where the loss had been
-        # before it, within a few slow-stretch lengths (a slow stretch is reached from above)
-        back = int(np.searchsorted(xc, xc[start] - 3 * w_plat))
-        if start - back >= 3 and level_a > float(
-                np.min(_rolling_median(raw[back:start], 9))) - 0.5 * drop:
-            return None
-        # the normal first descent starts from the initial level: not a grokking moment
-        if float(np.median(raw[: max(3, raw.shape[0] // 100)])) - level_b \
-                < self.min_prior_progress:
+        drop = self._drop(xc, raw, lo, start, end, hi, w_plat, sigma)
+        if drop is None:
             return None
         before, after = raw[lo:start], raw[end + 1: hi]
         s_step, e_step = _snap(series, xc[start]), _snap(series, xc[end])
@@ -370,6 +350,30 @@ class SuddenDropDetector:
         return Event(kind="sudden_drop", run=series.run, tag=series.tag, start_step=s_step,
                      end_step=max(e_step, s_step), severity="info",
                      magnitude=details["drop"], details=details)
+
+    def _drop(self, xc: np.ndarray, raw: np.ndarray, lo: int, start: int, end: int, hi: int,
+              w_plat: float, sigma: float) -> float | None:
+        """The drop (log units) over [start, end] if it is a grokking moment, else None."""
+        level_b, slope_b = line_fit(xc[lo:start], raw[lo:start], float(xc[start]))
+        level_a, _ = line_fit(xc[end + 1: hi], raw[end + 1: hi], float(xc[end]))
+        # what the slow stretch would have lost over the ramp anyway is not part of the drop
+        ramp = float(xc[end] - xc[start])
+        drop = level_b - level_a - max(-slope_b, 0.0) * ramp
+        # a fitted line's end value has variance ~4 sigma^2 / m
+        se = sigma * math.sqrt(4.0 / (start - lo) + 4.0 / (hi - end - 1))
+        if drop < max(self.min_drop, self.z * se):
+            return None
+        if drop / max(ramp, float(xc[1] - xc[0])) < self.rate_ratio * max(-slope_b, 0.0):
+            return None
+        # a new low: a long spike's recovery only comes back to where the loss had been
+        # before it, within a few slow-stretch lengths (a slow stretch is reached from above)
+        back = int(np.searchsorted(xc, xc[start] - 3 * w_plat))
+        if start - back >= 3 and level_a > float(
+                np.min(_rolling_median(raw[back:start], 9))) - 0.5 * drop:
+            return None
+        # the normal first descent starts from the initial level: not a grokking moment
+        head = float(np.median(raw[: max(3, raw.shape[0] // 100)]))
+        return None if head - level_b < self.min_prior_progress else drop
 
 
 def _ramp(xc: np.ndarray, yc: np.ndarray, lo: int, hi: int, half: int) -> tuple[int, int]:
@@ -388,7 +392,7 @@ def _ramp(xc: np.ndarray, yc: np.ndarray, lo: int, hi: int, half: int) -> tuple[
     try:
         algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=3, jump=1)
         c = lo + algo.fit(signal).predict(n_bkps=1)[0]
-    except Exception:  # window too short for two pieces
+    except rpt.exceptions.BadSegmentationParameters:  # window too short for two pieces
         return lo, hi - 1
     ys = np.convolve(yc, np.ones(5) / 5.0, mode="same")
     ys[:2], ys[-2:] = yc[:2], yc[-2:]
