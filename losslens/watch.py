@@ -31,8 +31,8 @@ the level coming near 0: after that the window is judged additively, and the upd
 happens runs on the whole series), divergence's best level since the start (divergence runs on
 the whole series, but only when a new point rises above its threshold or is non-finite: the
 only way its events can change; on every update while the series is short, the detector then
-sizing its window from the length, or signed), whether a skipped counter is cumulative. Over any prefix the
-events equal what `analyze` finds on that prefix (tests/test_watch.py checks it).
+sizing its window from the length, or signed), whether a skipped counter is cumulative.
+Over any prefix the events equal what `analyze` finds on that prefix (tests/test_watch.py).
 
 Reporting: an event is reported when it first appears, and again as an update (`update: true`)
 when its severity, its recovery or its peak (spikes and grad spikes: a spike is first seen
