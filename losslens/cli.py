@@ -136,19 +136,29 @@ def analyze(
         None, "--checkpoint-every", help="Checkpoint interval, for the skip plan."),
     global_batch_size: Optional[int] = typer.Option(
         None, "--global-batch-size", help="Samples per iteration (skip plan in samples)."),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", help="Read and analyse runs in N processes (0: one per CPU)."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="Analyse the runs on the Dask cluster at ADDRESS "
+                                  "(pip install 'losslens[dask]')."),
     input_format: Optional[str] = INPUT_FORMAT,
     role: List[str] = ROLE,
     debug: bool = DEBUG,
 ) -> None:
     """Find loss spikes, divergence, grokking and resume artefacts; explain; say what to do."""
     with _boundary(debug):
-        from .pipeline import analyze_frame
+        if jobs != 1 or scheduler:
+            analysis = _analyze_parallel(paths, fmt is ReportFormat.html, checkpoint_every,
+                                         global_batch_size, jobs, scheduler, input_format, role)
+            _warn_frame(analysis.frame)
+        else:
+            from .pipeline import analyze_frame
 
-        frame = _read(paths, input_format, role)
-        _warn_frame(frame)
-        checkpoints = _checkpoints(frame, checkpoint_every)
-        analysis = analyze_frame(frame, checkpoints=checkpoints,
-                                 global_batch_size=global_batch_size)
+            frame = _read(paths, input_format, role)
+            _warn_frame(frame)
+            checkpoints = _checkpoints(frame, checkpoint_every)
+            analysis = analyze_frame(frame, checkpoints=checkpoints,
+                                     global_batch_size=global_batch_size)
         if fmt is ReportFormat.text and not output:
             from .report.terminal import print_analysis
 
@@ -157,6 +167,31 @@ def analyze(
             from .commands import emit, render_report
 
             emit(render_report(analysis, fmt.value), output)
+
+
+def _analyze_parallel(paths, keep_frames, checkpoint_every, global_batch_size, jobs,
+                      scheduler, input_format, role):
+    """`analyze` over the units of the paths in worker processes or on a Dask cluster."""
+    from .parallel import Options, analyze_paths
+    from .roles import parse_overrides
+
+    if jobs < 0:
+        from .errors import InvalidParameterError
+
+        raise InvalidParameterError(f"--jobs must be >= 0, got {jobs}")
+    options = Options(input_format, parse_overrides(role), checkpoint_every, global_batch_size,
+                      keep_frames)
+    progress = _progress if sys.stderr.isatty() else None
+    try:
+        return analyze_paths(paths, options, jobs, scheduler, progress)
+    finally:
+        if progress:  # clear the progress line
+            sys.stderr.write("\r\x1b[K")
+
+
+def _progress(done: int, total: int) -> None:
+    sys.stderr.write(f"\r\x1b[Klosslens: {done}/{total} analysed")
+    sys.stderr.flush()
 
 
 def _checkpoints(frame, every: Optional[int]):

@@ -42,6 +42,8 @@ _SEV_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 def print_analysis(analysis, console: Console | None = None) -> None:
     """The terminal report: per run, series, events, findings and the skip plan."""
     console = console or _console()
+    if len(analysis.runs) > 1:
+        print_fleet(analysis, console)
     for ra in analysis.runs:
         info = ra.info
         worst = ra.worst or "clean"
@@ -79,3 +81,24 @@ def print_analysis(analysis, console: Console | None = None) -> None:
         for w in ra.plan_warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
         console.print()
+
+
+def print_fleet(analysis, console: Console | None = None) -> None:
+    """One row per run (worst finding, events, last step): the overview of a folder of runs."""
+    from rich.markup import escape
+
+    from ..pipeline import fleet
+
+    console = console or _console()
+    table = Table(show_edge=False, pad_edge=False, title=f"{len(analysis.runs)} runs",
+                  title_justify="left")
+    for col, just in (("run", "left"), ("worst", "left"), ("finding", "left"),
+                      ("events", "right"), ("last step", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for row in fleet(analysis):
+        worst = row.worst or "clean"
+        table.add_row(escape(row.run), f"[{_SEV_STYLE.get(worst, 'green')}]{worst}[/]",
+                      escape(row.finding or ""),
+                      str(row.events), "-" if row.last_step is None else f"{row.last_step:,}")
+    console.print(table)
+    console.print()

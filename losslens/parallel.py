@@ -1,0 +1,290 @@
+"""Many runs at once: each unit of the folder walk read and analysed in its own worker.
+
+`losslens analyze DIR --jobs N` and `--scheduler ADDRESS` come here. The paths are planned in
+the calling process (`plan_units`: the folder walk of `readers._walk`, sniffing included); each
+unit (a TensorBoard folder, a log file, a W&B run file) then goes to a worker that reads it,
+builds its Frame, analyses it and sends back only the typed results (`RunAnalysis`, frozen
+dataclasses): the points stay in the worker unless a reporter needs them (`keep_frames`, for
+the HTML plots). Workers are processes of a `ProcessPoolExecutor` (`--jobs`) or the workers of
+a Dask cluster (`--scheduler`; `pip install 'losslens[dask]'`, imported only then).
+
+The results are those of the serial `losslens.read` + `pipeline.analyze_frame`, in the same
+order and with the same run names: a unit that fails in a walked folder becomes a warning (as
+in the serial walk), a path given directly fails the command, duplicate run names get the same
+`#2` suffixes, and `--checkpoint-every` gives each run the checkpoints the serial run would use
+(only those before a run's own events ever matter).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+
+from .errors import LogNotFoundError, LossLensError, LossLensWarning, NoSeriesError
+
+if TYPE_CHECKING:
+    from .frame import Frame, RunInfo, Series
+    from .pipeline import Analysis, RunAnalysis
+
+#: progress(done, total), called in the calling process as units finish.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One thing a worker reads: a walked unit, or a path given directly (`direct`)."""
+
+    path: str
+    run: str
+    format: str | None  # registry name; None: sniffed (direct files) or given by the user
+    direct: bool  # a path the user named: its errors fail the command
+    group: int  # index of the user's path this unit came from
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every worker needs besides its unit (picklable)."""
+
+    input_format: str | None = None
+    roles: Mapping[str, str] | None = None
+    checkpoint_every: int | None = None
+    global_batch_size: int | None = None
+    keep_frames: bool = False
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What comes back from a worker: the analyses, the reader's names, warnings raised."""
+
+    runs: tuple["RunAnalysis", ...]
+    names: tuple[str, ...]  # the run names the reader gave, before build's de-duplication
+    warnings: tuple[str, ...]
+    frame: "Frame | None" = None
+
+
+def plan_units(paths: Sequence[str | os.PathLike], input_format: str | None = None) -> list[Unit]:
+    """The units of every path, in the order the serial read visits them."""
+    from .readers import _walk
+
+    units: list[Unit] = []
+    for group, path in enumerate(paths):
+        text = str(path)
+        if text.startswith("wandb://"):
+            units.append(Unit(text, text, input_format, True, group))
+            continue
+        p = Path(path)
+        if not p.exists():
+            raise LogNotFoundError(f"{p}: no such file or directory")
+        if p.is_file():
+            units.append(Unit(text, p.name, input_format, True, group))
+            continue
+        units += [Unit(str(u), run, fmt.name, False, group) for u, run, fmt in _walk(p, input_format)]
+    return units
+
+
+def analyze_unit(unit: Unit, options: Options) -> UnitResult:
+    """Read one unit, build its Frame, analyse it (runs in the worker)."""
+    from .frame import build
+    from .pipeline import analyze_frame
+
+    messages: list[str] = []
+    with _caught(messages):
+        records = [r for r in _read_unit(unit, options, messages) if len(r)]
+        runs: tuple = ()
+        frame = None
+        if records:
+            frame = build(records, options.roles)
+            analysis = analyze_frame(frame, checkpoints=_checkpoints(frame, options),
+                                     global_batch_size=options.global_batch_size)
+            runs = analysis.runs
+    return UnitResult(runs, tuple(r.run for r in records), tuple(messages),
+                      frame if options.keep_frames else None)
+
+
+@contextmanager
+def _caught(messages: list[str]) -> Iterator[None]:
+    """LossLensWarnings raised while a unit is read, as messages that travel back.
+
+    `warnings.catch_warnings` swaps process-wide state, so it is used only on a process's
+    main thread (pool workers, the serial path); a Dask worker's threads share a process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LossLensWarning)
+        yield
+    messages += [str(w.message) for w in caught if issubclass(w.category, LossLensWarning)]
+
+
+def _read_unit(unit: Unit, options: Options, messages: list[str]) -> list:
+    from .readers import FORMATS, _fn, read_records
+
+    if unit.direct:
+        return read_records(unit.path, unit.format or options.input_format)
+    try:
+        return list(_fn(FORMATS[unit.format], "read")(Path(unit.path), unit.run))
+    except LossLensError as exc:  # one bad file does not sink the folder (as the serial walk)
+        messages.append(str(exc))
+        return []
+
+
+def _checkpoints(frame: "Frame", options: Options) -> list[int] | None:
+    every = options.checkpoint_every
+    if not every:
+        return None
+    last = max((s.last_step for r in frame.runs for s in r.series if s.last_step is not None),
+               default=0)
+    return list(range(0, last + every, every))
+
+
+def analyze_paths(paths: Sequence[str | os.PathLike], options: Options, jobs: int = 1,
+                  scheduler: str | None = None, progress: Progress | None = None) -> "Analysis":
+    """`losslens.read` + `analyze_frame` over many runs, unit by unit, in parallel.
+
+    `jobs` worker processes (0: one per CPU), or the Dask cluster at `scheduler`. Reader
+    warnings are re-raised here as `LossLensWarning`s, in unit order.
+    """
+    if options.checkpoint_every and options.checkpoint_every < 0:
+        from .errors import InvalidParameterError
+
+        raise InvalidParameterError(
+            f"--checkpoint-every must be > 0, got {options.checkpoint_every}")
+    units = plan_units(paths, options.input_format)
+    if scheduler:
+        results = _run_dask(units, options, scheduler, progress)
+    else:
+        results = _run_pool(units, options, jobs or os.cpu_count() or 1, progress)
+    return _combine(paths, units, results)
+
+
+def _run_pool(units: list[Unit], options: Options, jobs: int,
+              progress: Progress | None) -> list[UnitResult]:
+    if jobs <= 1 or len(units) <= 1:
+        return _tick([analyze_unit(u, options) for u in units], progress)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = _context(multiprocessing)
+    out: list[UnitResult | None] = [None] * len(units)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(units)), mp_context=ctx) as pool:
+        futures = {pool.submit(analyze_unit, u, options): i for i, u in enumerate(units)}
+        try:
+            for done, fut in enumerate(as_completed(futures), 1):
+                out[futures[fut]] = fut.result()
+                if progress:
+                    progress(done, len(units))
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return out  # type: ignore[return-value]
+
+
+def _context(multiprocessing: Any) -> Any:
+    """forkserver where there is one: no fork of a process that may hold threads (pyarrow,
+    the readers' thread pools), and workers forked from a server that already imported
+    numpy and pandas (spawn would import them again in every worker)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["losslens.parallel", "losslens.frame", "losslens.pipeline"])
+    return ctx
+
+
+def _tick(results: list[UnitResult], progress: Progress | None) -> list[UnitResult]:
+    if progress:
+        progress(len(results), len(results))
+    return results
+
+
+def _run_dask(units: list[Unit], options: Options, address: str,
+              progress: Progress | None) -> list[UnitResult]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "--scheduler needs Dask: pip install 'losslens[dask]'") from None
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise LossLensError(f"--scheduler {address}: cannot connect ({exc})") from None
+    with client:
+        futures = client.map(analyze_unit, units, options=options, pure=False)
+        for done, _ in enumerate(as_completed(futures), 1):
+            if progress:
+                progress(done, len(units))
+        return client.gather(futures)
+
+
+def _combine(paths: Sequence[Any], units: list[Unit],
+             results: list[UnitResult]) -> "Analysis":
+    """One Analysis in the serial order, with build's run-name de-duplication across units."""
+    from .pipeline import Analysis
+    from .readers import known_formats
+
+    for r in results:
+        for message in r.warnings:
+            warnings.warn(message, LossLensWarning, stacklevel=3)
+    for group, path in enumerate(paths):
+        if not any(r.runs for u, r in zip(units, results) if u.group == group):
+            raise NoSeriesError(
+                f"{Path(path)}: no metric series found (known formats: {known_formats()})")
+    seen: dict[str, int] = {}
+    runs: list[RunAnalysis] = []
+    frames: list[tuple[str, str, Frame | None]] = []  # (final name, unit name, frame)
+    for r in results:
+        for name, ra in zip(r.names, r.runs):
+            if name in seen:
+                seen[name] += 1
+                final = f"{name}#{seen[name]}"
+            else:
+                seen[name] = 1
+                final = name
+            frames.append((final, ra.info.run, r.frame))
+            runs.append(_renamed(ra, final))
+    return Analysis(FrameSet(tuple(ra.info for ra in runs), frames), tuple(runs))
+
+
+def _renamed(ra: "RunAnalysis", name: str) -> "RunAnalysis":
+    if ra.info.run == name:
+        return ra
+    return replace(ra, info=replace(ra.info, run=name),
+                   events=tuple(replace(e, run=name) for e in ra.events))
+
+
+class FrameSet:
+    """The runs of many units seen as one Frame, for reporters: `runs`, `run()`, `series()`.
+
+    Points are there only for units analysed with `keep_frames`; `series` of the others
+    raises KeyError (the reporters that need points ask for them)."""
+
+    def __init__(self, runs: tuple["RunInfo", ...],
+                 frames: Sequence[tuple[str, str, "Frame | None"]]) -> None:
+        self.runs = runs
+        self._where = {final: (frame, inner) for final, inner, frame in frames}
+
+    def run(self, name: str) -> "RunInfo":
+        for info in self.runs:
+            if info.run == name:
+                return info
+        raise KeyError(name)
+
+    def series(self, run: str, tag: str, raw: bool = False) -> "Series":
+        frame, inner = self._where.get(run, (None, run))
+        if frame is None:
+            raise KeyError((run, tag))
+        return replace(frame.series(inner, tag, raw=raw), run=run)
+
+    def iter_series(self, raw: bool = False) -> Iterator["Series"]:
+        for info in self.runs:
+            for s in info.series:
+                yield self.series(info.run, s.tag, raw=raw)
+
+    def __len__(self) -> int:
+        return sum(s.raw_points for info in self.runs for s in info.series)
