@@ -31,6 +31,10 @@ How (multi-resolution: 1M points in ~0.3 s after the import, still using rupture
 5. jumps are refined at full resolution with ruptures `Binseg` (one breakpoint) on the blocks
    around them; kinks move to the best corner of a continuous two-line fit.
 
+Roles: training and validation losses. LR series are not analysed: a schedule is noise-free,
+so every bend of a cosine would be "significant", and the schedule is known anyway (the
+sudden_drop detector reads it to flag drops that an LR step explains).
+
 Changes in the first `skip_start` (5%) of the run are not reported: the end of LR warm-up and
 of the first rapid descent is a sharp bend in nearly every run. Known false positives: long
 slow-recovering spikes (a jump up, then a drop back) and a loss that is not a loss (a metric
