@@ -248,7 +248,9 @@ def rule_rollback(events: Sequence[Event], meta: RunMeta,
 
 def rule_grokking(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    grok = _of(events, "grokking") + _of(events, "sudden_drop")
+    # a sudden drop at an LR step is the schedule, not grokking
+    grok = _of(events, "grokking") + [e for e in _of(events, "sudden_drop")
+                                      if not e.details.get("lr_drop")]
     if not grok:
         return None
     return Finding(

@@ -98,3 +98,10 @@ def test_broken_from_start_is_judged_per_series():
     assert titles(found) == [
         ("critical", "The loss is NaN/inf from the first logged step (0)")]
     assert found[0].event_ids == ("nonfinite-1", "nonfinite-2")
+
+
+def test_a_sudden_drop_at_an_lr_step_is_not_grokking():
+    drop = [ev("sudden_drop", 5000, "sudden_drop-1", details={"lr_drop": True})]
+    assert diagnose(drop, RunMeta()) == []
+    drop = [ev("sudden_drop", 5000, "sudden_drop-1", details={"lr_drop": False})]
+    assert titles(diagnose(drop, RunMeta())) == [("info", "Grokking / sudden improvement")]
