@@ -36,6 +36,26 @@ def print_series(frame: Frame, console: Console | None = None) -> None:
         console.print()
 
 
+#: Event kinds marked under the loss plot (changepoints and grad-norm events only when they
+#: matter: they would crowd the axis).
+_PLOTTED = {"spike", "divergence", "nonfinite", "rollback", "resume_spike", "repeat_data",
+            "grokking", "sudden_drop"}
+
+
+def loss_plot(frame, ra, losses, width: int):
+    """The losses of one run (at most 4 tags) with their events marked under the curve."""
+    from .termplot import Curve, Marker, render
+
+    curves = []
+    for s in losses[:4]:
+        series = frame.series(ra.info.run, s.tag)
+        curves.append(Curve(s.tag, series.step, series.value))
+    tags = {c.label for c in curves}
+    marks = [Marker(e.start_step, e.kind, e.severity) for e in ra.events
+             if e.tag in tags and (e.kind in _PLOTTED or e.severity != "info")]
+    return render(curves, marks, width=min(width, 120), height=10)
+
+
 _SEV_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 
 
@@ -53,6 +73,8 @@ def print_analysis(analysis, console: Console | None = None) -> None:
         for s in losses:
             console.print(f"  {s.tag} ({s.role}): {s.points:,} points, steps "
                           f"{s.first_step}–{s.last_step}")
+        if losses and analysis.frame is not None:
+            console.print(loss_plot(analysis.frame, ra, losses, console.width))
         if ra.events:
             table = Table(show_edge=False, pad_edge=False, title="events", title_justify="left")
             for col in ("id", "kind", "tag", "steps", "magnitude", "recovery", "severity"):
