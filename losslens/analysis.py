@@ -98,6 +98,7 @@ def _fold_into_divergence(events: list[Event]) -> list[Event]:
 def _mark_shared(events: list[Event], frame: Frame, run: RunInfo,
                  shared_within: int) -> list[Event]:
     tags = [s.tag for s in run.series if s.role in LOSS_ROLES]
+    role = {s.tag: s.role for s in run.series}
     if len(tags) < 2:
         return events
     steps = {t: frame.series(run.run, t).step for t in tags}
@@ -124,7 +125,10 @@ def _mark_shared(events: list[Event], frame: Frame, run: RunInfo,
             if any(o.start_step <= hi and (o.end_step or o.peak_step or o.start_step) >= lo
                    for o in spikes[other]):
                 shared.append(other)
-        details = {**e.details, "shared_with": shared, "isolated": bool(checkable) and not shared,
+        # "one dataset alone" needs peers of the same role (per-dataset losses): a train
+        # spike that validation did not see is not that
+        peers = [t for t in checkable if role[t] == role[e.tag]]
+        details = {**e.details, "shared_with": shared, "isolated": bool(peers) and not shared,
                    "all_losses": bool(checkable) and len(shared) == len(checkable)}
         out.append(replace(e, details=details))
     return out
