@@ -539,12 +539,11 @@ def _failure(exc: BaseException) -> Result:
     return Result("hang" if isinstance(exc, _Timeout) else "crash", tb)
 
 
-def run_library(path: Path) -> Result:
-    """losslens.read + analyze_frame + every report; LossLensError is a clean refusal."""
+def run_library(path: Path, analyze: bool = True) -> Result:
+    """losslens.read + the JSON document, and with `analyze` analyze_frame and every report;
+    LossLensError is a clean refusal when its one-line message names the file."""
     import losslens
-    from losslens.commands import render_report
     from losslens.errors import LossLensError, LossLensWarning
-    from losslens.pipeline import analyze_frame
     from losslens.report.jsondoc import document, dumps
 
     with warnings.catch_warnings(record=True) as caught:
@@ -553,9 +552,13 @@ def run_library(path: Path) -> Result:
             frame = losslens.read(path)
             _ = frame.stitched
             dumps(document(frame))
-            analysis = analyze_frame(frame)
-            for fmt in ("json", "markdown", "html", "text"):
-                render_report(analysis, fmt)
+            if analyze:
+                from losslens.commands import render_report
+                from losslens.pipeline import analyze_frame
+
+                analysis = analyze_frame(frame)
+                for fmt in ("json", "markdown", "html", "text"):
+                    render_report(analysis, fmt)
         except LossLensError as exc:
             msg = str(exc)
             ok = "\n" not in msg and (str(path) in msg or path.name in msg)
@@ -643,105 +646,155 @@ def place(folder: Path, name: str, data: bytes, companion: Seed | None) -> Path:
 # ============================================================================ the campaign
 
 
-@dataclass
-class Tally:
-    counts: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    slowest: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    failures: list[tuple[str, str, list[str], str, Result]] = field(default_factory=list)
+@dataclass(frozen=True)
+class Case:
+    """One input, fully determined by (campaign seed, index): workers and the parent agree."""
 
-    def add(self, kind: str, where: str, applied: list[str], result: Result) -> None:
-        self.counts[kind][result.outcome] += 1
-        self.seconds[kind] += result.seconds
-        self.slowest[kind] = max(self.slowest[kind], result.seconds)
-        if result.outcome in FAILURES:
-            self.failures.append((kind, where, applied, "", result))
+    index: int
+    seed: Seed
+    name: str
+    data: bytes
+    applied: tuple[str, ...]
+    companion: Seed | None
 
 
-def campaign(n: int, seed: int = 0, timeout: float = 60.0, subprocesses: int = 40,
-             save: Path | None = None, max_bytes: int = 48 << 10,
-             log: Callable[[str], None] = print) -> Tally:
+def make_case(pool: list[Seed], seed: int, index: int) -> Case:
+    rng = random.Random(f"{seed}:{index}")
+    s = rng.choice(pool)
+    name, data, applied = mutate(s, rng)
+    companion = rng.choice(pool) if rng.random() < 0.1 else None
+    if companion is not None:
+        applied.append("in-folder")
+    return Case(index, s, name, data, tuple(applied), companion)
+
+
+_W: dict = {}  # per worker process: seeds, CLI runner, scratch folder
+
+
+def _init(max_bytes: int, scratch: str) -> None:
     from typer.testing import CliRunner
 
-    rng = random.Random(seed)
-    pool = seeds(max_bytes)
-    runner = CliRunner()
-    lib, cli, sub = Tally(), Tally(), Tally()
-    sub_every = max(1, n // subprocesses) if subprocesses else 0
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="losslens-fuzz-") as tmp:
-        cwd = os.getcwd()
-        os.chdir(tmp)  # `check` looks for settings upward from here
-        try:
-            for i in range(n):
-                s = rng.choice(pool)
-                name, data, applied = mutate(s, rng)
-                companion = rng.choice(pool) if rng.random() < 0.1 else None
-                work = Path(tmp) / f"in{i}"
-                work.mkdir()
-                path = place(work, name, data, companion)
-                applied = applied + (["in-folder"] if companion else [])
-                label = f"{s.kind}"
-                r = guarded(lambda: run_library(path), timeout)
-                lib.add(label, f"library read/analyze {path}", applied, r)
-                command = COMMANDS[i % len(COMMANDS)]
-                r = guarded(lambda: run_cli(runner, command, path), timeout)
-                cli.add(label, f"losslens {command} {path}", applied, r)
-                if sub_every and i % sub_every == 0:
-                    r = run_subprocess(COMMANDS[(i // sub_every) % len(COMMANDS)], path)
-                    sub.add(label, f"subprocess {path}", applied, r)
-                failed = [t for t in (lib, cli, sub) if t.failures and t.failures[-1][1].endswith(str(path))]
-                if failed and save is not None:
-                    _save(save, i, s, name, data, applied, failed)
-                _remove(work)
-                if (i + 1) % 500 == 0:
-                    log(f"  {i + 1}/{n} inputs, {time.perf_counter() - start:.0f} s")
-        finally:
-            os.chdir(cwd)
-    lib.seconds["_wall"] = time.perf_counter() - start
-    return lib, cli, sub  # type: ignore[return-value]
+    _W["pool"] = seeds(max_bytes)
+    _W["runner"] = CliRunner()
+    _W["dir"] = Path(tempfile.mkdtemp(dir=scratch))
+    os.chdir(_W["dir"])  # `check` looks for settings upward from here
 
 
-def _remove(work: Path) -> None:
+def run_case(job: tuple[int, int, float, str | None]) -> list[tuple[str, Result]]:
+    """Library, one CLI command and maybe a subprocess on input `index`: (channel, result)."""
+    index, seed, timeout, sub_command = job
+    case = make_case(_W["pool"], seed, index)
+    work = Path(tempfile.mkdtemp(dir=_W["dir"]))
+    path = place(work, case.name, case.data, case.companion)
+    command = COMMANDS[index % len(COMMANDS)]
+    out = [("library", guarded(lambda: run_library(path, command == "series"), timeout)),
+           (command, guarded(lambda: run_cli(_W["runner"], command, path), timeout))]
+    if sub_command:
+        out.append(("subprocess", run_subprocess(sub_command, path)))
+    for _, r in out:
+        r.detail = r.detail.replace(str(work), "<input>")
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
+    return out
 
 
-def _save(folder: Path, i: int, s: Seed, name: str, data: bytes, applied: list[str],
-          failed: list[Tally]) -> None:
+@dataclass
+class Tally:
+    """Outcomes per format and channel (library, series, analyze, check, skiplist, subprocess)."""
+
+    counts: dict[tuple[str, str], Counter] = field(default_factory=lambda: defaultdict(Counter))
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    slowest: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    failures: list[tuple[Case, str, Result]] = field(default_factory=list)
+    wall: float = 0.0
+
+    def add(self, case: Case, channel: str, r: Result) -> None:
+        kind = case.seed.kind
+        self.counts[(kind, channel)][r.outcome] += 1
+        if channel != "subprocess":  # interpreter start-up is not losslens' time
+            self.seconds[kind] += r.seconds
+            self.slowest[kind] = max(self.slowest[kind], r.seconds)
+        if r.outcome in FAILURES:
+            self.failures.append((case, channel, r))
+
+
+def campaign(n: int, seed: int = 0, timeout: float = 60.0, subprocesses: int = 40,
+             max_bytes: int = 24 << 10, jobs: int = 1,
+             log: Callable[[str], None] = print) -> Tally:
+    """Run `n` mutated inputs (in `jobs` worker processes) and tally what happened."""
+    import multiprocessing as mp
+
+    pool = seeds(max_bytes)
+    every = max(1, n // subprocesses) if subprocesses else 0
+    work = [(i, seed, timeout, COMMANDS[(i // every) % len(COMMANDS)]
+             if every and i % every == 0 else None) for i in range(n)]
+    tally, start = Tally(), time.perf_counter()
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="losslens-fuzz-") as scratch:
+        try:
+            if jobs == 1:
+                _init(max_bytes, scratch)
+                results = map(run_case, work)
+            else:
+                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+                procs = ctx.Pool(jobs, _init, (max_bytes, scratch), maxtasksperchild=500)
+                results = procs.imap(run_case, work, chunksize=4)
+            for i, out in enumerate(results):
+                case = make_case(pool, seed, i)
+                for channel, r in out:
+                    tally.add(case, channel, r)
+                if (i + 1) % 1000 == 0:
+                    log(f"  {i + 1}/{n} inputs, {time.perf_counter() - start:.0f} s")
+            if jobs != 1:
+                procs.close()
+                procs.join()
+        finally:
+            os.chdir(cwd)
+    tally.wall = time.perf_counter() - start
+    return tally
+
+
+def save_failures(tally: Tally, folder: Path) -> None:
+    """Each failing input and its traceback, to reproduce with `losslens <command> <file>`."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{i:05d}-{name}").write_bytes(data)
-    notes = [f"seed {s.name} ({s.kind}); mutations {applied}"]
-    for t in failed:
-        notes.append(t.failures[-1][1] + "\n" + t.failures[-1][4].detail)
-    (folder / f"{i:05d}.txt").write_text("\n\n".join(notes))
+    for case, channel, r in tally.failures:
+        stem = f"{case.index:05d}-{channel}"
+        (folder / f"{stem}-{case.name}").write_bytes(case.data)
+        (folder / f"{stem}.txt").write_text(
+            f"seed {case.seed.name} ({case.seed.kind}); mutations {list(case.applied)}\n\n"
+            f"{r.detail}")
 
 
-def table(lib: Tally, cli: Tally, sub: Tally) -> str:
-    """The summary: inputs tried per format and outcomes of the library and CLI runs."""
-    kinds = sorted(set(lib.counts) | set(cli.counts))
-    head = (f"{'format':18}{'inputs':>7}  {'library: ok/salv/err/FAIL':>26}  "
-            f"{'cli: ok/salv/err/FAIL':>22}  {'secs':>7} {'max s':>6}")
-    out = [head, "-" * len(head)]
-    total_l, total_c = Counter(), Counter()
-    for k in kinds:
-        cl, cc = lib.counts[k], cli.counts[k]
-        total_l.update(cl)
-        total_c.update(cc)
-        secs = lib.seconds[k] + cli.seconds[k]
-        slow = max(lib.slowest[k], cli.slowest[k])
-        out.append(f"{k:18}{sum(cl.values()):>7}  {_cells(cl):>26}  {_cells(cc):>22}  "
-                   f"{secs:7.1f} {slow:6.2f}")
-    out.append("-" * len(head))
-    out.append(f"{'all':18}{sum(total_l.values()):>7}  {_cells(total_l):>26}  "
-               f"{_cells(total_c):>22}  {lib.seconds['_wall']:7.1f}")
-    subc = Counter()
-    for c in sub.counts.values():
-        subc.update(c)
-    out.append(f"subprocess runs: {sum(subc.values())} "
-               f"(ok {subc['ok']}, salvaged {subc['salvaged']}, error {subc['error']}, "
-               f"failures {sum(subc[f] for f in FAILURES)})")
+# ============================================================================ report
+
+CHANNELS = ("library",) + COMMANDS + ("subprocess",)
+
+
+def table(tally: Tally) -> str:
+    """Inputs tried per format; outcomes ok/salvaged/error/FAIL of the library and CLI runs."""
+    kinds = sorted({k for k, _ in tally.counts})
+    head = (f"{'format':17}{'inputs':>7}  {'library':>17}  {'cli (4 commands)':>17}  "
+            f"{'subprocess':>11}  {'cpu s':>6} {'max s':>6}")
+    out = [head, f"{'':17}{'':>7}  {'ok/salv/err/FAIL':>17}  {'ok/salv/err/FAIL':>17}", "-" * len(head)]
+    totals: dict[str, Counter] = defaultdict(Counter)
+    for k in kinds + ["all"]:
+        if k == "all":
+            out.append("-" * len(head))
+            lib, cli, sub = totals["library"], totals["cli"], totals["subprocess"]
+            secs, slow = sum(tally.seconds.values()), max(tally.slowest.values(), default=0)
+        else:
+            lib, sub = tally.counts[(k, "library")], tally.counts[(k, "subprocess")]
+            cli = sum((tally.counts[(k, c)] for c in COMMANDS), Counter())
+            totals["library"].update(lib), totals["cli"].update(cli)
+            totals["subprocess"].update(sub)
+            secs, slow = tally.seconds[k], tally.slowest[k]
+        out.append(f"{k:17}{sum(lib.values()):>7}  {_cells(lib):>17}  {_cells(cli):>17}  "
+                   f"{_cells(sub):>11}  {secs:6.0f} {slow:6.2f}")
+    per_cmd = "  ".join(f"{c} {_cells(sum((tally.counts[(k, c)] for k in kinds), Counter()))}"
+                        for c in COMMANDS)
+    out.append(f"per command: {per_cmd}")
+    out.append(f"wall time: {tally.wall:.0f} s")
     return "\n".join(out)
 
 
@@ -750,17 +803,25 @@ def _cells(c: Counter) -> str:
     return f"{c['ok']}/{c['salvaged']}/{c['error']}/{fail}"
 
 
-def _report_failures(tallies: Iterable[Tally], limit: int = 8) -> list[str]:
-    seen, out = set(), []
-    for t in tallies:
-        for kind, where, applied, _, r in t.failures:
-            last = r.detail.strip().splitlines()[-1] if r.detail.strip() else r.outcome
-            key = (r.outcome, last[:120])
-            if key in seen:
-                continue
-            seen.add(key)
-            if len(out) < limit:
-                out.append(f"[{r.outcome}] {kind} {applied}: {where}\n{r.detail[-2500:]}")
+def signature(r: Result) -> str:
+    """Where a failure comes from: the innermost losslens frame and the exception line."""
+    lines = [ln.strip() for ln in r.detail.strip().splitlines()]
+    frames = [ln for ln in lines if ln.startswith("File ") and "/losslens/" in ln]
+    last = lines[-1] if lines else r.outcome
+    where = frames[-1].split("/losslens/", 1)[1] if frames else ""
+    return f"[{r.outcome}] {where} {last}"[:240]
+
+
+def report_failures(tally: Tally, limit: int = 12) -> list[str]:
+    """One example per distinct failure, with how often it was seen."""
+    groups: dict[str, list] = {}
+    for case, channel, r in tally.failures:
+        groups.setdefault(signature(r), []).append((case, channel, r))
+    out = []
+    for sig, items in list(groups.items())[:limit]:
+        case, channel, r = items[0]
+        out.append(f"{sig}  (x{len(items)})\n  e.g. input {case.index} ({case.seed.name}, "
+                   f"{list(case.applied)}), {channel}\n{r.detail[-2500:]}")
     return out
 
 
@@ -768,20 +829,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=500, help="inputs to try")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per run (a hang)")
     ap.add_argument("--subprocess", type=int, default=40, help="runs checked in a subprocess")
     ap.add_argument("--save", type=Path, default=None, help="folder for failing inputs")
-    ap.add_argument("--max-bytes", type=int, default=48 << 10, help="seed size cap (text)")
+    ap.add_argument("--max-bytes", type=int, default=24 << 10, help="seed size cap (text)")
     args = ap.parse_args(argv)
-    print(f"losslens fuzz: {args.n} inputs, seed {args.seed}, "
+    print(f"losslens fuzz: {args.n} inputs, seed {args.seed}, {args.jobs} worker(s), "
           f"{len(seeds(args.max_bytes))} seeds", flush=True)
-    lib, cli, sub = campaign(args.n, args.seed, args.timeout, args.subprocess, args.save,
-                             args.max_bytes, log=lambda m: print(m, flush=True))
-    print(table(lib, cli, sub))
-    problems = _report_failures((lib, cli, sub))
-    for p in problems:
-        print("\n" + p)
-    failed = sum(len(t.failures) for t in (lib, cli, sub))
+    tally = campaign(args.n, args.seed, args.timeout, args.subprocess, args.max_bytes,
+                     args.jobs, log=lambda m: print(m, flush=True))
+    print(table(tally))
+    for text in report_failures(tally):
+        print("\n" + text)
+    if args.save and tally.failures:
+        save_failures(tally, args.save)
+    failed = len(tally.failures)
     print(f"\n{failed} failure(s)" if failed else "\nclean: no crash, hang or bad message")
     return 1 if failed else 0
 

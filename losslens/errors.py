@@ -30,6 +30,10 @@ class InvalidParameterError(LossLensError, ValueError):
     """A parameter (detector field, CLI option) is out of its allowed range."""
 
 
+class OutputError(LossLensError, OSError):
+    """An output file (report, skip list, JUnit) could not be written; the old one is kept."""
+
+
 class MissingDependencyError(LossLensError, ImportError):
     """An optional extra (wandb, replay) is needed and not installed."""
 

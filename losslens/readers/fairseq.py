@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import (fragments, head_text, parse_float, read_text, split_truncated,
+from .textutil import (as_float, fragments, head_text, parse_float, read_text, split_truncated,
                        strip_ansi, strip_prefix)
 
 _LOG_RE = re.compile(
@@ -69,7 +69,6 @@ class _State:
     last_step: int = 0
     tqdm_step: int | None = None
     overflows: dict[int, list] = field(default_factory=dict)  # step -> [count, scale, order, wall]
-    bad_fields: int = 0
     metaseq: bool = False
     meta: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
@@ -89,8 +88,6 @@ def read(path: Path, run: str) -> list[RunRecords]:
         builder.add("overflow", step, count, wall, order)
         if scale is not None:
             builder.add("overflow loss_scale", step, scale, wall, order)
-    if st.bad_fields:
-        builder.warn(f"{path}: {st.bad_fields} fields that are not numbers were left out")
     fw = "metaseq" if st.metaseq else "fairseq"
     meta = RunMeta(framework=fw, loss_units="bits").merged(**st.meta, extra=st.extra)
     return [builder.build(run, str(path), "fairseq", meta)]
@@ -210,6 +207,7 @@ def _summary(text: str, name: str | None) -> tuple[dict[str, Any], str]:
 def _emit(builder: RecordsBuilder, st: _State, rec: dict[str, Any], step: int, step_key: str,
           lineno: int, wall: float) -> None:
     summary = step_key == "train_num_updates"
+    bad = []  # fields that are not numbers: the line is counted as skipped, once
     for key, raw in rec.items():
         if key in _AXIS_KEYS or key == step_key:
             continue
@@ -219,11 +217,13 @@ def _emit(builder: RecordsBuilder, st: _State, rec: dict[str, Any], step: int, s
         if isinstance(raw, bool) or raw is None:
             continue
         try:
-            value = float(raw) if isinstance(raw, (int, float)) else parse_float(str(raw))
+            value = as_float(raw) if isinstance(raw, (int, float)) else parse_float(str(raw))
         except ValueError:
-            st.bad_fields += 1
+            bad.append(f"{key}={str(raw)[:40]}")
             continue
         builder.add(key, step, value, wall, lineno)
+    if bad:
+        builder.skip(lineno, "fields that are not numbers left out: " + ", ".join(bad[:5]))
     st.last_step = step
 
 
@@ -243,7 +243,7 @@ def _step(raw: Any) -> int | None:
     if raw is None or isinstance(raw, bool):
         return None
     try:
-        value = float(raw) if isinstance(raw, (int, float)) else parse_float(str(raw))
+        value = as_float(raw) if isinstance(raw, (int, float)) else parse_float(str(raw))
     except ValueError:
         return None
     return int(round(value)) if abs(value) < 1e18 else None  # NaN, inf, no int64 step

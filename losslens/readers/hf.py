@@ -28,7 +28,8 @@ from typing import Any
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import Rows, fragments, head_text, parse_float, read_text, split_truncated
+from .textutil import (Rows, as_float, fragments, head_text, parse_float, read_text,
+                       split_truncated)
 
 _FINAL_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second",
                "train_loss", "total_flos", "train_tokens_per_second")
@@ -98,7 +99,7 @@ def read_hf_trainer_state(path: Path, run: str) -> list[RunRecords]:
         values = {}
         for key, value in entry.items():
             if _is_number(value) and key != "step":
-                values[key] = float(value)
+                values[key] = as_float(value)
             elif isinstance(value, str):
                 strings.add(key)
         is_eval = "loss" not in entry and any(k.startswith(_EVAL_PREFIX) for k in entry)

@@ -97,6 +97,7 @@ class _State:
     source: str | None = None  # the rank the block came from
     metric_source: str | None = None  # the rank whose blocks we keep
     other_rank_blocks: int = 0
+    prefixed: bool = False  # the log's records carry the logging prefix (TSV or rich)
     pending: list = field(default_factory=list)  # OLMo-core eval points awaiting their step
     max_steps: int | None = None
     meta: dict = field(default_factory=dict)
@@ -146,6 +147,9 @@ def _message(builder: RecordsBuilder, st: _State, lineno: int, frag: str,
     else:
         m = _RICH_RE.match(frag)
         stamp, source, msg = (m.group(1), m.group(2), m.group(3)) if m else (None, None, frag)
+    if m is None and st.prefixed:
+        return  # stderr noise between the log records of a prefixed log: the block goes on
+    st.prefixed = st.prefixed or m is not None
     st.wall = _wall(stamp, cache) if stamp else float("nan")
     st.source, st.kind, st.prefix = source, "", ""
     msg = msg.strip()
@@ -187,7 +191,8 @@ def _metric(builder: RecordsBuilder, st: _State, lineno: int, frag: str, name: s
     try:
         value = _number(raw)
     except ValueError:
-        if st.kind != "label":  # a label block may be any indented text
+        # a label block may be any indented text, but `group/metric=` is a metric line
+        if st.kind != "label" or "/" in name:
             builder.skip(lineno, f"{name}: not a number", frag)
         return
     if st.kind == "eval":

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import head_text, parse_float, split_truncated
+from .textutil import as_float, head_text, parse_float, split_truncated
 
 STEP_NAMES = ("step", "_step", "global_step", "iteration", "iter", "it")
 AXIS_NAMES = frozenset(STEP_NAMES) | {"epoch"}
@@ -377,7 +377,7 @@ def _hparams(path: Path) -> dict[str, Any]:
         if key in extra and field_name not in out:
             try:
                 out[field_name] = kind(float(extra[key]))
-            except ValueError:
+            except (ValueError, OverflowError):  # not a number, or `.inf` for an integer
                 pass
     return out
 
@@ -659,7 +659,7 @@ def _add_record(builder: RecordsBuilder, cols: dict, rec: dict, lineno: int, ste
         wall = float("nan")
         for k in WALL_NAMES:
             if k in rec and isinstance(rec[k], (int, float)):
-                wall = float(rec[k])
+                wall = as_float(rec[k])
                 break
     items = []
     for k, v in _flat_items(rec):
@@ -677,7 +677,7 @@ def _add_record(builder: RecordsBuilder, cols: dict, rec: dict, lineno: int, ste
         if c is None:
             c = cols[k] = ([], [], [], [])
         c[0].append(step)
-        c[1].append(float(v))
+        c[1].append(as_float(v))
         c[2].append(wall)
         c[3].append(lineno)
 

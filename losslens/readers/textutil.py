@@ -80,6 +80,14 @@ def fits_step(n: int | float) -> bool:
     return -STEP_LIMIT < n < STEP_LIMIT
 
 
+def as_float(x: int | float) -> float:
+    """float(x) of a JSON number; an integer beyond float64 (400 digits) is ±inf, not an error."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
+
+
 def fragments(text: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, cleaned fragment) for every `\\n` line and `\\r` piece of it."""
     for lineno, line in enumerate(text.split("\n"), 1):

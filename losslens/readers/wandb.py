@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import InvalidParameterError, LossLensError, MissingDependencyError, ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from .textutil import as_float
 
 MAGIC = b":W&B\xe1\xbe\x00"  # ":W&B", uint16 0xBEE1 little-endian, version 0
 BLOCK = 32 * 1024
@@ -347,7 +348,7 @@ def json_value(text: str) -> Any:
     if isinstance(value, dict):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return as_float(value)
     return None
 
 
@@ -445,7 +446,7 @@ def flatten(path: tuple[str, ...], value: Any, out: dict[str, float]) -> None:
             return
         for k, v in value.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out["/".join(path + (str(k),))] = float(v)
+                out["/".join(path + (str(k),))] = as_float(v)
             elif isinstance(v, dict):
                 flatten(path + (str(k),), v, out)
 
@@ -569,7 +570,7 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        return as_float(value)
     try:
         return float(str(value).strip())
     except ValueError:
@@ -630,7 +631,7 @@ def config_meta(config: Mapping[str, Any]) -> RunMeta:
         fields_.setdefault("adam_beta2", _number(betas[1]))
     if "global_batch_size" not in fields_:
         bs, ga = _number(leaf.get("batch_size")), _number(leaf.get("gradient_accumulation_steps"))
-        if bs and ga and bs == int(bs) and ga == int(ga):
+        if bs and ga and math.isfinite(bs * ga) and bs == int(bs) and ga == int(ga):
             fields_["global_batch_size"] = int(bs * ga)
     fields_["precision"] = _precision(leaf)
     extra = {k: _text_value(v) for k, v in list(flat.items())[:MAX_EXTRA_KEYS]}
@@ -837,7 +838,7 @@ def _row_values(row: Mapping[str, Any]) -> dict[str, float]:
         if isinstance(value, bool):
             continue
         if isinstance(value, (int, float)):
-            values[key] = float(value)
+            values[key] = as_float(value)
         elif isinstance(value, dict):
             flatten((key,), value, values)
     return values

@@ -1,7 +1,12 @@
-"""Terminal rendering with rich: what was read (series) and, later, the analysis report."""
+"""Terminal rendering with rich: what was read (series) and, later, the analysis report.
+
+Everything that comes from a log (run names, paths, tags, metadata, and the finding texts that
+quote them) goes through `escape`: rich would read `[red]x[/red]` in a tag as markup.
+"""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..frame import Frame
@@ -14,14 +19,16 @@ def _console() -> Console:
 def print_series(frame: Frame, console: Console | None = None) -> None:
     console = console or _console()
     for info in frame.runs:
-        console.print(f"[bold]{info.run}[/bold]  ({info.format}, {info.source})")
+        console.print(f"[bold]{escape(info.run)}[/bold]  ({escape(info.format)}, "
+                      f"{escape(info.source)})")
         table = Table(show_edge=False, pad_edge=False)
         for col, just in (("tag", "left"), ("role", "left"), ("points", "right"),
                           ("steps", "right"), ("non-finite", "right")):
             table.add_column(col, justify=just)  # type: ignore[arg-type]
         for s in info.series:
             steps = f"{s.first_step}–{s.last_step}" if s.first_step is not None else "-"
-            table.add_row(s.tag, s.role, f"{s.points:,}", steps, str(s.nonfinite or ""))
+            table.add_row(escape(s.tag), escape(s.role), f"{s.points:,}", steps,
+                          str(s.nonfinite or ""))
         console.print(table)
         if len(info.segments) > 1:
             segs = ", ".join(
@@ -30,7 +37,7 @@ def print_series(frame: Frame, console: Console | None = None) -> None:
         meta = info.metadata.to_dict()
         meta.pop("extra", None)
         if meta:
-            console.print("  metadata: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
+            console.print("  metadata: " + escape(", ".join(f"{k}={v}" for k, v in meta.items())))
         if info.skipped_count:
             console.print(f"  [yellow]skipped lines: {info.skipped_count}[/yellow]")
         console.print()
@@ -67,11 +74,11 @@ def print_analysis(analysis, console: Console | None = None) -> None:
     for ra in analysis.runs:
         info = ra.info
         worst = ra.worst or "clean"
-        console.rule(f"[bold]{info.run}[/bold]  {info.format}  "
+        console.rule(f"[bold]{escape(info.run)}[/bold]  {escape(info.format)}  "
                      f"[{_SEV_STYLE.get(worst, 'green')}]{worst}[/]")
         losses = [s for s in info.series if s.role in ("train_loss", "val_loss")]
         for s in losses:
-            console.print(f"  {s.tag} ({s.role}): {s.points:,} points, steps "
+            console.print(f"  {escape(s.tag)} ({s.role}): {s.points:,} points, steps "
                           f"{s.first_step}–{s.last_step}")
         if losses and analysis.frame is not None:
             console.print(loss_plot(analysis.frame, ra, losses, console.width))
@@ -85,23 +92,25 @@ def print_analysis(analysis, console: Console | None = None) -> None:
                 mag = f"{e.magnitude:.3g}" if e.magnitude is not None else ""
                 rec = (f"{e.recovery} ({e.recovery_steps})" if e.recovery and
                        e.recovery_steps is not None else (e.recovery or ""))
-                table.add_row(e.id, e.kind, e.tag, steps, mag, rec,
+                table.add_row(escape(e.id), escape(e.kind), escape(e.tag), steps, mag,
+                              escape(rec),
                               f"[{_SEV_STYLE[e.severity]}]{e.severity}[/]")
             console.print(table)
         else:
             console.print("  no events")
         for f in ra.findings:
-            console.print(f"[{_SEV_STYLE[f.severity]}]{f.severity.upper()}[/] {f.title}")
-            console.print(f"  {f.explanation}")
-            console.print(f"  [bold]→[/bold] {f.advice}")
-            console.print(f"  [dim]cites: {'; '.join(f.cites)}[/dim]")
+            console.print(f"[{_SEV_STYLE[f.severity]}]{f.severity.upper()}[/] "
+                          f"{escape(f.title)}")
+            console.print(f"  {escape(f.explanation)}")
+            console.print(f"  [bold]→[/bold] {escape(f.advice)}")
+            console.print(f"  [dim]cites: {escape('; '.join(f.cites))}[/dim]")
         if ra.skip_plan:
             p = ra.skip_plan
             ranges = " ".join(f"{a}-{b}" for a, b in p.skip)
             console.print(f"[bold]skip plan[/bold]: restart from step {p.restart_from_step}, "
                           f"skip iterations {ranges} (inclusive)")
         for w in ra.plan_warnings:
-            console.print(f"[yellow]warning:[/yellow] {w}")
+            console.print(f"[yellow]warning:[/yellow] {escape(w)}")
         console.print()
 
 
