@@ -166,19 +166,13 @@ class Frame:
 
 def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Segment id per point (in write order) and the boundaries (order, reason)."""
-    order, codes, steps = rec.order, rec.tag_code, rec.step
+    order, codes = rec.order, rec.tag_code
     n = order.shape[0]
-    candidates: list[tuple[int, str, int]] = []  # (order, reason, tag code)
-    if n:
-        by_tag = np.argsort(codes, kind="stable")  # write order kept within each tag
-        c, s, o = codes[by_tag], steps[by_tag], order[by_tag]
-        back = np.zeros(n, bool)
-        # only a counter going *back* starts a segment: one step written twice in a row is
-        # a double log (Lightning writes `epoch` twice at an epoch's last step; last write
-        # wins in the stitched view); a resume that re-writes steps goes back
-        back[1:] = (s[1:] < s[:-1]) & (c[1:] == c[:-1])
-        for i in np.flatnonzero(back):
-            candidates.append((int(o[i]), "step_back", int(c[i])))
+    # only a counter going *back* starts a segment: one step written twice in a row is a
+    # double log (Lightning writes `epoch` twice at an epoch's last step; last write wins in
+    # the stitched view); a resume that re-writes steps goes back
+    candidates: list[tuple[int, str, int]] = [
+        (o, "step_back", c) for o, c in _step_backs(codes, rec.step, order)]
     first_order = int(order.min()) if n else 0
     for h in rec.headers:
         if h > first_order:
@@ -200,7 +194,45 @@ def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]]]:
         boundaries.append((o_, reason))
     # a step_back boundary starts at its own point; a header at the point after it
     cut = np.asarray([o if r == "step_back" else o + 1 for o, r in boundaries], dtype=np.int64)
-    return np.searchsorted(cut, order, side="right").astype(np.int32), boundaries
+    seg = np.zeros(n, np.int32)
+    if cut.shape[0]:
+        for a in range(0, n, _CHUNK):  # in chunks: no int64 copy of the whole column
+            seg[a:a + _CHUNK] = np.searchsorted(cut, order[a:a + _CHUNK], side="right")
+    return seg, boundaries
+
+
+#: Points per chunk where a whole-column temporary would cost memory (1M: 8 MB of int64).
+_CHUNK = 1 << 20
+#: Up to this many tags, the raw view is gathered tag by tag (one tag's indices at a time);
+#: beyond, with one permutation of every point.
+_FEW_TAGS = 16
+
+
+def _step_backs(codes: np.ndarray, steps: np.ndarray,
+                order: np.ndarray) -> list[tuple[int, int]]:
+    """(order, tag code) of every point whose step is below the step before it of its tag,
+    points of a tag taken in array order."""
+    if codes.shape[0] < 2:
+        return []
+    if _nondecreasing(codes):  # tag by tag already: no copies
+        back = np.flatnonzero((steps[1:] < steps[:-1]) & (codes[1:] == codes[:-1])) + 1
+        return [(int(order[i]), int(codes[i])) for i in back]
+    out: list[tuple[int, int]] = []
+    if int(codes.max()) < _FEW_TAGS:
+        for code in range(int(codes.max()) + 1):
+            sel = np.flatnonzero(codes == code)
+            st = steps[sel]
+            back = sel[np.flatnonzero(st[1:] < st[:-1]) + 1]
+            out += [(int(order[i]), code) for i in back]
+        return out
+    by_tag = np.argsort(codes, kind="stable")  # write order kept within each tag
+    c, s = codes[by_tag], steps[by_tag]
+    back = np.flatnonzero((s[1:] < s[:-1]) & (c[1:] == c[:-1])) + 1
+    return [(int(order[by_tag[i]]), int(c[i])) for i in back]
+
+
+def _nondecreasing(a: np.ndarray) -> bool:
+    return a.shape[0] < 2 or bool(np.all(a[1:] >= a[:-1]))
 
 
 def _n_unique(a: np.ndarray) -> int:
@@ -220,37 +252,78 @@ def _grouped(codes: np.ndarray, order: np.ndarray) -> bool:
 
 
 def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFrame, RunInfo]:
-    seg_raw, boundaries = _segment_ids(rec)
+    seg, boundaries = _segment_ids(rec)
     # renumber so that empty segments vanish (bincount: np.unique is slow on millions)
-    used = np.flatnonzero(np.bincount(seg_raw)) if seg_raw.shape[0] else np.empty(0, np.int64)
-    lut = np.zeros(int(used[-1]) + 1 if used.shape[0] else 1, dtype=np.int32)
-    lut[used] = np.arange(used.shape[0], dtype=np.int32)
-    seg = lut[seg_raw]
+    used = np.flatnonzero(np.bincount(seg)) if seg.shape[0] else np.empty(0, np.int64)
+    if used.shape[0] and int(used[-1]) + 1 != used.shape[0]:
+        lut = np.zeros(int(used[-1]) + 1, dtype=np.int32)
+        lut[used] = np.arange(used.shape[0], dtype=np.int32)
+        seg = lut[seg]
     reasons = ["start"] + [r for _, r in boundaries]
-    # raw view order: by tag, then write order (readers that deliver it so need no sort)
-    idx = slice(None) if _grouped(rec.tag_code, rec.order) else np.lexsort((rec.order,
-                                                                              rec.tag_code))
-    codes = rec.tag_code[idx]
+    segments = _segments(rec, seg, [reasons[int(u)] if i else "start"
+                                    for i, u in enumerate(used)])
+    codes, step, value, wall, seg = _raw_view(rec, seg)
     df = pd.DataFrame({
         "tag": pd.Categorical.from_codes(codes, categories=list(rec.tags)) if rec.tags
         else pd.Categorical([]),
-        "step": rec.step[idx],
-        "value": rec.value[idx],
-        "wall_time": rec.wall_time[idx],
-        "segment": seg[idx],
-    }, copy=False)  # the columns are fresh arrays: no second copy of 4M-point runs
-    segments = []
-    prev_last: int | None = None
-    for new_id, old_id in enumerate(used):
-        mask = seg == new_id
-        st = rec.step[mask]
-        segments.append(Segment(new_id, int(st.min()), int(st.max()), int(mask.sum()),
-                                reasons[int(old_id)] if new_id else "start", prev_last))
-        # "previous last step": the last step written, in write order, before this segment
-        last_pos = np.flatnonzero(mask)
-        prev_last = int(rec.step[last_pos[np.argmax(rec.order[last_pos])]])
+        "step": step, "value": value, "wall_time": wall, "segment": seg,
+    }, copy=False)  # the columns are fresh arrays (or the reader's): no second copy
     return df, RunInfo(rec.run, rec.source, rec.format, (), tuple(segments), rec.metadata,
                        rec.skipped, rec.skipped_count, rec.warnings)
+
+
+def _segments(rec: RunRecords, seg: np.ndarray, reasons: list[str]) -> list[Segment]:
+    """The Segment records; `seg` holds ids 0..k-1, all used, in the reader's array order."""
+    out: list[Segment] = []
+    prev_last: int | None = None
+    if _nondecreasing(seg):  # each segment a slice (points in write order): views only
+        bounds = np.searchsorted(seg, np.arange(len(reasons) + 1), side="left")
+        for i, reason in enumerate(reasons):
+            a, b = int(bounds[i]), int(bounds[i + 1])
+            st = rec.step[a:b]
+            out.append(Segment(i, int(st.min()), int(st.max()), b - a, reason, prev_last))
+            # "previous last step": the last step written, in write order, before this one
+            prev_last = int(rec.step[a + int(np.argmax(rec.order[a:b]))])
+        return out
+    for i, reason in enumerate(reasons):
+        mask = seg == i
+        st = rec.step[mask]
+        out.append(Segment(i, int(st.min()), int(st.max()), int(mask.sum()), reason, prev_last))
+        last_pos = np.flatnonzero(mask)
+        prev_last = int(rec.step[last_pos[np.argmax(rec.order[last_pos])]])
+    return out
+
+
+def _raw_view(rec: RunRecords, seg: np.ndarray) -> list[np.ndarray]:
+    """Tag codes, step, value, wall time and segment in the raw view's order: by tag, then
+    write order (equal orders: array order). Readers that deliver it so need no copy."""
+    cols = [rec.tag_code, rec.step, rec.value, rec.wall_time, seg]
+    if _grouped(rec.tag_code, rec.order):
+        return cols
+    n, codes = rec.order.shape[0], rec.tag_code
+    out = [np.empty(n, _code_dtype(len(rec.tags)))] + [np.empty(n, c.dtype) for c in cols[1:]]
+    if _nondecreasing(rec.order) and int(codes.max()) < _FEW_TAGS:
+        pos = 0  # tag by tag: one tag's indices alive at a time, not a permutation of all
+        for code in range(int(codes.max()) + 1):
+            sel = np.flatnonzero(codes == code)
+            m = sel.shape[0]
+            out[0][pos:pos + m] = code
+            for c, o in zip(cols[1:], out[1:]):
+                np.take(c, sel, out=o[pos:pos + m], mode="clip")  # clip: no buffered copy
+            pos += m
+        return out
+    perm = np.lexsort((rec.order, codes))
+    for c, o in zip(cols, out):
+        np.take(c, perm, out=o, mode="clip")
+    return out
+
+
+def _code_dtype(categories: int) -> type:
+    """The integer type pandas keeps Categorical codes in for this many categories."""
+    for t in (np.int8, np.int16, np.int32):
+        if categories < np.iinfo(t).max:
+            return t
+    return np.int64
 
 
 def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None) -> Frame:
