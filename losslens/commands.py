@@ -145,7 +145,7 @@ def check(
     fail_on: Optional[FailOn] = typer.Option(
         None, "--fail-on", help="Exit 1 on findings at or above this (default: critical)."),
     config: Optional[str] = typer.Option(
-        None, "--config", help="Settings file (default: \\[tool.losslens] in pyproject.toml or "
+        None, "--config", help="Settings file (default: [tool.losslens] in pyproject.toml or "
                                "losslens.toml, searched upward)."),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="Reference run (a log, or Megatron golden-values JSON)."),
@@ -166,7 +166,7 @@ def check(
 
     Exit 0 when clean, 2 on usage or input errors. Settings (fail-on,
     detector thresholds, ignored tags and kinds, allowed step ranges,
-    rtol, baseline) come from \\[tool.losslens] in pyproject.toml or
+    rtol, baseline) come from [tool.losslens] in pyproject.toml or
     from losslens.toml, searched from the current folder upward.
     """
 
