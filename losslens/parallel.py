@@ -168,7 +168,7 @@ def _run_pool(units: list[Unit], options: Options, jobs: int,
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    ctx = _context(multiprocessing)
+    ctx = _context(multiprocessing, units)
     out: list[UnitResult | None] = [None] * len(units)
     with ProcessPoolExecutor(max_workers=min(jobs, len(units)), mp_context=ctx) as pool:
         futures = {pool.submit(analyze_unit, u, options): i for i, u in enumerate(units)}
@@ -184,14 +184,21 @@ def _run_pool(units: list[Unit], options: Options, jobs: int,
     return out  # type: ignore[return-value]
 
 
-def _context(multiprocessing: Any) -> Any:
+def _context(multiprocessing: Any, units: list[Unit]) -> Any:
     """forkserver where there is one: no fork of a process that may hold threads (pyarrow,
     the readers' thread pools), and workers forked from a server that already imported
-    numpy and pandas (spawn would import them again in every worker)."""
+    pandas, the detectors (ruptures: ~1 s) and the readers needed, once for all workers
+    (spawn would import them again in every worker)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
+    from .detectors import DETECTORS
+    from .readers import FORMATS
+
+    modules = ["losslens.parallel", "losslens.frame", "losslens.pipeline", "losslens.diagnosis",
+               *sorted({path.partition(":")[0] for path in DETECTORS.values()}), "ruptures",
+               *sorted({FORMATS[u.format].module for u in units if u.format in FORMATS})]
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["losslens.parallel", "losslens.frame", "losslens.pipeline"])
+    ctx.set_forkserver_preload(modules)
     return ctx
 
 
