@@ -546,3 +546,94 @@ def test_terminal_prints_rich_markup_in_tags_and_run_names_literally(runner, tmp
         assert res.exit_code == 0, res.output
         assert "[red]x[/red]" in res.stdout, (command, res.stdout)
         assert "[bold]run[/bold].jsonl" in res.stdout, (command, res.stdout)
+
+
+# ============================================================================ watch
+# tests/test_watch.py covers truncation, rotation, a deleted and re-created file and a
+# half-written last line; these add damage arriving while a log is followed.
+
+
+def _append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data)
+
+
+def _lines(start: int, n: int) -> bytes:
+    return "".join(_megatron_line(i, f"{5 - i / 1000:.6E}") + "\n"
+                   for i in range(start, start + n)).encode()
+
+
+def test_watch_reads_past_garbage_and_binary_lines_appended_between_polls(tmp_path):
+    from losslens.watch import Follower
+
+    path = tmp_path / "g.log"
+    path.write_bytes(_lines(1, 50))
+    with Follower(path) as f:
+        f.poll()
+        _append(path, b"\x00\xff\xfe garbage \x1b[31m\n" + _lines(51, 10)
+                + b" iteration       61/  320000 | consumed samples: 15\x00\x00NCCL WARN\n"
+                + bytes(range(256)) + b"\n" + _lines(62, 10))
+        f.poll()
+        s = f.states["g.log"].series["lm loss"]
+        assert s.n == 70 and list(s.step[:s.n]) == list(range(1, 61)) + list(range(62, 72))
+
+
+def test_watch_follows_a_file_replaced_by_a_shorter_one(tmp_path):
+    """`os.replace` of a shorter log over the followed one (a restart that rewrites it): the
+    new file is read from its start as a new segment."""
+    from losslens.watch import Follower
+
+    path = tmp_path / "r.log"
+    path.write_bytes(_lines(1, 300))
+    with Follower(path) as f:
+        f.poll()
+        new = tmp_path / "r.log.new"
+        new.write_bytes(_lines(201, 20))
+        os.replace(new, path)
+        u = f.poll()
+        assert any("replaced" in n for n in u.notices)
+        _append(path, _lines(221, 5))
+        f.poll()
+        st = f.states["r.log"]
+        assert [(g.first_step, g.last_step) for g in st.segments.segments()] == [
+            (1, 300), (201, 225)]
+
+
+def test_watch_half_written_line_then_truncated_by_a_restart(tmp_path):
+    """The writer died mid-line and its successor truncated the log: the half line is never
+    read as a point, and the new lines are."""
+    from losslens.watch import Follower
+
+    path = tmp_path / "h.log"
+    path.write_bytes(_lines(1, 40))
+    half = _lines(41, 1)[:60]
+    _append(path, half)
+    with Follower(path) as f:
+        f.poll()
+        s = f.states["h.log"].series["lm loss"]
+        assert s.n == 40
+        path.write_bytes(_lines(1, 3))
+        u = f.poll()
+        assert any("truncated" in n for n in u.notices)
+        assert list(s.step[:s.n]) == list(range(1, 41))  # steps 1-3 rewritten in place
+        segments = f.states["h.log"].segments.segments()
+        assert [(g.first_step, g.last_step, g.reason) for g in segments] == [
+            (1, 40, "start"), (1, 3, "step_back")]
+
+
+def test_watch_survives_its_log_overwritten_with_random_bytes(tmp_path):
+    import random
+
+    from losslens.watch import Follower
+
+    path = tmp_path / "x.log"
+    path.write_bytes(_lines(1, 30))
+    with Follower(path) as f:
+        f.poll()
+        with open(path, "r+b") as fh:  # same file, same size and more: bytes overwritten
+            fh.write(random.Random(3).randbytes(path.stat().st_size + 5000))
+        f.poll()
+        _append(path, b"\n" + _lines(31, 5))
+        f.poll()
+        s = f.states["x.log"].series["lm loss"]
+        assert list(s.step[:s.n])[-5:] == [31, 32, 33, 34, 35]
