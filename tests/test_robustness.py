@@ -262,6 +262,27 @@ def test_huge_csv_header_cell_is_not_a_table(tmp_path):
     assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
 
 
+def test_folder_with_a_dangling_link_and_a_fifo_reads_the_rest(tmp_path):
+    """A dangling `latest.log` link and a named pipe (opening it would block) are passed over;
+    the log beside them is read."""
+    log = tmp_path / "run" / "train.log"
+    log.parent.mkdir()
+    log.write_bytes((ROOT / "tests" / "data" / "textlogs" / "nanogpt_resume.log").read_bytes())
+    (tmp_path / "run" / "latest.log").symlink_to(tmp_path / "nowhere.log")
+    os.mkfifo(tmp_path / "run" / "pipe.log")
+    (rec,) = read_records(tmp_path)
+    assert rec.run == "run/train.log" and rec.format == "nanogpt"
+
+
+def test_unreadable_path_is_a_one_line_error(tmp_path):
+    from losslens.errors import ParseError
+    from losslens.readers import read_file
+
+    with pytest.raises(ParseError) as err:
+        read_file(tmp_path, "x")  # a folder where a file was expected: open() fails
+    assert str(err.value) == f"{tmp_path}: cannot read (Is a directory)"
+
+
 # ============================================================================ atomic writes
 
 

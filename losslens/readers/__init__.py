@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import (LogNotFoundError, LossLensError, LossLensWarning, NoSeriesError,
-                      UnknownFormatError)
+                      ParseError, UnknownFormatError)
 from ..records import RunRecords
 
 _HF_CKPT = re.compile(r"^checkpoint-\d+$")
@@ -92,8 +92,11 @@ def get_format(name: str) -> Format:
 
 def sniff(path: Path) -> Format | None:
     """The format a file most likely has, or None."""
-    with open(path, "rb") as fh:
-        head = fh.read(HEAD_BYTES)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    except OSError as exc:  # permissions, a dangling link: one line, no traceback
+        raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
     best, best_score = None, 0.0
     for fmt in FORMATS.values():
         try:
@@ -145,7 +148,13 @@ def _walk(root: Path, format: str | None = None) -> list[tuple[Path, str, Format
             p = here / name
             if forced is not None and forced.name == "tensorboard":
                 continue
-            fmt = forced or sniff(p)
+            if not p.is_file():  # a dangling link, a FIFO (opening it would block)
+                continue
+            try:
+                fmt = forced or sniff(p)
+            except LossLensError as exc:  # an unreadable file does not sink the folder
+                warnings.warn(str(exc), LossLensWarning, stacklevel=2)
+                continue
             if fmt is None or fmt.name == "tensorboard":
                 continue
             units.append((p, str(p.relative_to(root)), fmt))
