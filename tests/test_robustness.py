@@ -538,6 +538,23 @@ def test_html_report_escapes_a_script_in_the_run_name(runner, tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.log" in html
 
 
+def test_html_report_escapes_markup_in_tags_charts_included(runner, tmp_path):
+    import json
+
+    from losslens.cli import app
+
+    tag = "<img src=x onerror=alert(1)>"
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"step": i, tag: 2.0 - i / 100 + (3.0 if i == 150 else 0)})
+                            + "\n" for i in range(300)))
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["analyze", str(path), "--role", f"train_loss={tag}",
+                              "--format", "html", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert "<img" not in html and html.count("&lt;img src=x onerror=alert(1)&gt;") >= 3
+
+
 def test_markdown_report_escapes_pipes_in_run_names_and_tags(runner, tmp_path):
     from losslens.cli import app
 
