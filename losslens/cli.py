@@ -151,7 +151,9 @@ def analyze(
     """Find loss spikes, divergence, grokking and resume artefacts; explain; say what to do."""
     with _boundary(debug):
         if jobs != 1 or scheduler:
-            analysis = _analyze_parallel(paths, fmt is ReportFormat.html, checkpoint_every,
+            # the points travel back only for the reports that plot them
+            plots = fmt in (ReportFormat.text, ReportFormat.html)
+            analysis = _analyze_parallel(paths, plots, checkpoint_every,
                                          global_batch_size, jobs, scheduler, input_format, role)
             _warn_frame(analysis.frame)
         else:

@@ -5,7 +5,7 @@ the calling process (`plan_units`: the folder walk of `readers._walk`, sniffing 
 unit (a TensorBoard folder, a log file, a W&B run file) then goes to a worker that reads it,
 builds its Frame, analyses it and sends back only the typed results (`RunAnalysis`, frozen
 dataclasses): the points stay in the worker unless a reporter needs them (`keep_frames`, for
-the HTML plots). Workers are processes of a `ProcessPoolExecutor` (`--jobs`) or the workers of
+the plots of the text and HTML reports). Workers are processes of a `ProcessPoolExecutor` (`--jobs`) or the workers of
 a Dask cluster (`--scheduler`; `pip install 'losslens[dask]'`, imported only then).
 
 The results are those of the serial `losslens.read` + `pipeline.analyze_frame`, in the same
@@ -40,7 +40,7 @@ class Unit:
 
     path: str
     run: str
-    format: str | None  # registry name; None: sniffed (direct files) or given by the user
+    format: str | None  # registry name; None: sniffed by the worker (or --input-format)
     direct: bool  # a path the user named: its errors fail the command
     group: int  # index of the user's path this unit came from
 
@@ -82,7 +82,9 @@ def plan_units(paths: Sequence[str | os.PathLike], input_format: str | None = No
         if p.is_file():
             units.append(Unit(text, p.name, input_format, True, group))
             continue
-        units += [Unit(str(u), run, fmt.name, False, group) for u, run, fmt in _walk(p, input_format)]
+        # files are sniffed by the workers (~60 ms each: a serial cost of seconds here)
+        units += [Unit(str(u), run, fmt.name if fmt else None, False, group)
+                  for u, run, fmt in _walk(p, input_format, lazy=True)]
     return units
 
 
@@ -121,12 +123,15 @@ def _caught(messages: list[str]) -> Iterator[None]:
 
 
 def _read_unit(unit: Unit, options: Options, messages: list[str]) -> list:
-    from .readers import FORMATS, _fn, read_records
+    from .readers import FORMATS, _fn, read_records, sniff
 
     if unit.direct:
         return read_records(unit.path, unit.format or options.input_format)
     try:
-        return list(_fn(FORMATS[unit.format], "read")(Path(unit.path), unit.run))
+        fmt = FORMATS[unit.format] if unit.format else sniff(Path(unit.path))
+        if fmt is None or (unit.format is None and fmt.name == "tensorboard"):
+            return []  # not a log (the walk's rule): event files are read by folder
+        return list(_fn(fmt, "read")(Path(unit.path), unit.run))
     except LossLensError as exc:  # one bad file does not sink the folder (as the serial walk)
         messages.append(str(exc))
         return []
@@ -196,7 +201,8 @@ def _context(multiprocessing: Any, units: list[Unit]) -> Any:
 
     modules = ["losslens.parallel", "losslens.frame", "losslens.pipeline", "losslens.diagnosis",
                *sorted({path.partition(":")[0] for path in DETECTORS.values()}), "ruptures",
-               *sorted({FORMATS[u.format].module for u in units if u.format in FORMATS})]
+               *sorted({f.module for f in FORMATS.values()
+                        if any(u.format in (None, f.name) for u in units)})]
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(modules)
     return ctx

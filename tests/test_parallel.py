@@ -109,6 +109,8 @@ def test_html_report_keeps_the_points(runner, fleet, tmp_path):
 def test_text_report_starts_with_the_fleet_summary(runner, fleet):
     result = runner.invoke(app, ["analyze", str(fleet), "--jobs", "2"])
     assert result.exit_code == 0, result.stderr
+    serial = runner.invoke(app, ["analyze", str(fleet)])
+    assert result.stdout == serial.stdout  # the loss plots too: the points came back
     lines = result.stdout.splitlines()
     assert lines[0].startswith("7 runs")
     header = [c.strip() for c in lines[1].split("┃")]
@@ -129,7 +131,7 @@ def test_one_run_has_no_fleet_summary(runner, fleet):
 
 def test_worker_sends_back_no_points(fleet):
     (unit,) = plan_units([fleet / "run0"])
-    assert (unit.run, unit.format, unit.direct) == ("metrics.jsonl", "jsonl", False)
+    assert (unit.run, unit.format, unit.direct) == ("metrics.jsonl", None, False)  # sniffed there
     res = analyze_unit(unit, Options())
     assert res.frame is None and res.names == ("metrics.jsonl",)
     assert [e.kind for e in res.runs[0].events] == ["changepoint", "spike"]

@@ -118,10 +118,13 @@ def read_file(path: Path, run: str, format: str | None = None) -> list[RunRecord
     return list(_fn(fmt, "read")(path, run))
 
 
-def _walk(root: Path, format: str | None = None) -> list[tuple[Path, str, Format]]:
+def _walk(root: Path, format: str | None = None,
+          lazy: bool = False) -> list[tuple[Path, str, Format | None]]:
     """The readable units under a folder: TensorBoard dirs, W&B run files, log files.
 
     With `format`, every file is read as that format (TensorBoard: only event files are).
+    With `lazy`, files are not sniffed here (the slow part of a walk: ~60 ms a file): their
+    format is None and the caller sniffs them (None or tensorboard: not a unit).
     """
     forced = get_format(format) if format else None
     from . import tensorboard as tb
@@ -149,6 +152,9 @@ def _walk(root: Path, format: str | None = None) -> list[tuple[Path, str, Format
             if forced is not None and forced.name == "tensorboard":
                 continue
             if not p.is_file():  # a dangling link, a FIFO (opening it would block)
+                continue
+            if lazy and forced is None:
+                units.append((p, str(p.relative_to(root)), None))
                 continue
             try:
                 fmt = forced or sniff(p)
