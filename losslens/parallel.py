@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: progress(done, total), called in the calling process as units finish.
 Progress = Callable[[int, int], None]
+#: How long to try to reach a Dask scheduler before giving up.
+CONNECT_TIMEOUT = "10s"
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def _run_dask(units: list[Unit], options: Options, address: str,
         raise MissingDependencyError(
             "--scheduler needs Dask: pip install 'losslens[dask]'") from None
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as exc:
         raise LossLensError(f"--scheduler {address}: cannot connect ({exc})") from None
     with client:

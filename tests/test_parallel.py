@@ -172,8 +172,9 @@ def test_scheduler_runs_on_a_dask_cluster(runner, fleet):
     assert para == serial and para_err == serial_err
 
 
-def test_unreachable_scheduler(runner, fleet):
+def test_unreachable_scheduler(runner, fleet, monkeypatch):
     pytest.importorskip("distributed")
+    monkeypatch.setattr("losslens.parallel.CONNECT_TIMEOUT", "1s")
     result = runner.invoke(app, ["analyze", str(fleet), "--scheduler", "tcp://127.0.0.1:9"])
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: --scheduler tcp://127.0.0.1:9: cannot connect")
