@@ -1,12 +1,13 @@
 """Many runs at once: each unit of the folder walk read and analysed in its own worker.
 
 `losslens analyze DIR --jobs N` and `--scheduler ADDRESS` come here. The paths are planned in
-the calling process (`plan_units`: the folder walk of `readers._walk`, sniffing included); each
-unit (a TensorBoard folder, a log file, a W&B run file) then goes to a worker that reads it,
-builds its Frame, analyses it and sends back only the typed results (`RunAnalysis`, frozen
-dataclasses): the points stay in the worker unless a reporter needs them (`keep_frames`, for
-the plots of the text and HTML reports). Workers are processes of a `ProcessPoolExecutor` (`--jobs`) or the workers of
-a Dask cluster (`--scheduler`; `pip install 'losslens[dask]'`, imported only then).
+the calling process (`plan_units`: the folder walk of `readers._walk`, without sniffing, which
+the workers do); each unit (a TensorBoard folder, a log file, a W&B run file) goes to a worker
+that reads it, builds its Frame, analyses it and sends back only the typed results
+(`RunAnalysis`, frozen dataclasses): the points stay in the worker unless a reporter needs
+them (`keep_frames`, for the plots of the text and HTML reports). Workers are processes of a
+`ProcessPoolExecutor` (`--jobs`) or the workers of a Dask cluster (`--scheduler`;
+`pip install 'losslens[dask]'`, imported only then).
 
 The results are those of the serial `losslens.read` + `pipeline.analyze_frame`, in the same
 order and with the same run names: a unit that fails in a walked folder becomes a warning (as
