@@ -248,11 +248,13 @@ def _text_seeds() -> list[tuple[str, str, str]]:
             for i, v in enumerate(loss))),
         ("wandb_export.csv", "wandb-csv", '"Step","run-a - train/loss","run-a - train/loss__MIN",'
          '"run-b - train/loss"\n' + "".join(
-             f'"{i}","{v}","{v}","{"" if i % 7 == 0 else v * 1.1}"\n' for i, v in enumerate(loss))),
+             f'"{i}","{v}","{v}","{"" if i % 7 == 0 else v * 1.1}"\n'
+             for i, v in enumerate(loss))),
         ("history.csv", "wandb-csv", ",_step,_runtime,_timestamp,loss\n" + "".join(
             f"{i},{i},{i}.5,{1.7e9 + i},{v}\n" for i, v in enumerate(loss))),
         ("metrics.csv", "lightning-csv", "epoch,step,train_loss_step,val_loss\r\n" + "".join(
-            f"{i // 20},{i},{v},{v * 1.1 if i % 10 == 9 else ''}\r\n" for i, v in enumerate(loss))),
+            f"{i // 20},{i},{v},{v * 1.1 if i % 10 == 9 else ''}\r\n"
+            for i, v in enumerate(loss))),
         ("table.csv", "csv", "step,tag,value,run\n" + "".join(
             f"{i},loss,{v},r{i % 2}\n" for i, v in enumerate(loss))),
         ("metrics.jsonl", "jsonl", "".join(
@@ -410,9 +412,10 @@ def odd_numbers(data: bytes, rng: random.Random) -> bytes:
 def json_nan(data: bytes, rng: random.Random) -> bytes:
     word = rng.choice((b"NaN", b"Infinity", b"-Infinity", b"nan", b"1e999", b"null", b'"NaN"',
                        b"true", b"[1, 2]", b'{"a": 1}', b"12345678901234567890123"))
-    return re.sub(rb"(:\s*)-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?",
-                  lambda m: m.group(1) + (word if rng.random() < 0.3 else m.group(0)[len(m.group(1)):]),
-                  data[: 4 << 20])
+    def swap(m: re.Match) -> bytes:
+        return m.group(1) + (word if rng.random() < 0.3 else m.group(0)[len(m.group(1)):])
+
+    return re.sub(rb"(:\s*)-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", swap, data[: 4 << 20])
 
 
 def ragged_csv(data: bytes, rng: random.Random) -> bytes:
@@ -423,7 +426,8 @@ def ragged_csv(data: bytes, rng: random.Random) -> bytes:
         if rng.random() < 0.5 and len(cells) > 1:
             del cells[rng.randrange(len(cells))]
         else:
-            cells.insert(rng.randrange(len(cells) + 1), rng.choice((b"", b"x", b"1", b'"a,b"', b'"')))
+            cell = rng.choice((b"", b"x", b"1", b'"a,b"', b'"'))
+            cells.insert(rng.randrange(len(cells) + 1), cell)
         lines[i] = b",".join(cells)
     return b"\n".join(lines)
 
@@ -776,7 +780,8 @@ def table(tally: Tally) -> str:
     kinds = sorted({k for k, _ in tally.counts})
     head = (f"{'format':17}{'inputs':>7}  {'library':>17}  {'cli (4 commands)':>17}  "
             f"{'subprocess':>11}  {'cpu s':>6} {'max s':>6}")
-    out = [head, f"{'':17}{'':>7}  {'ok/salv/err/FAIL':>17}  {'ok/salv/err/FAIL':>17}", "-" * len(head)]
+    legend = f"{'':24}  {'ok/salv/err/FAIL':>17}  {'ok/salv/err/FAIL':>17}"
+    out = [head, legend, "-" * len(head)]
     totals: dict[str, Counter] = defaultdict(Counter)
     for k in kinds + ["all"]:
         if k == "all":

@@ -219,7 +219,8 @@ def test_steps_past_int64_are_skipped_with_their_line(tmp_path):
 
 def test_damaged_time_stamps_and_settings_are_no_crash(tmp_path):
     """Month 13, full-width digits and `inf` settings: no wall time / no setting, every point."""
-    olmo = ("2024-13-45 10:00:00\tnode:0\tolmo.train:1\tINFO\t[step=1/100]\n    train/CE loss=2.5\n"
+    olmo = ("2024-13-45 10:00:00\tnode:0\tolmo.train:1\tINFO\t[step=1/100]\n"
+            "    train/CE loss=2.5\n"
             "2024-01-01 10:00:0\uff12\tnode:0\tolmo.train:1\tINFO\t[step=2/100]\n"
             "    train/CE loss=2.4\n")
     rec = _read_text(tmp_path, "olmo.log", olmo)
@@ -250,6 +251,28 @@ def _read_text(tmp_path: Path, name: str, text: str):
 def _series(rec, tag: str) -> tuple[list[int], list[float]]:
     m = rec.tag_code == rec.tags.index(tag)
     return rec.step[m].tolist(), rec.value[m].tolist()
+
+
+@pytest.mark.parametrize("name, line", [
+    ("train.log", "| train data pattern    | dev/data/fineweb10B/fineweb_train_*.bin    |"),
+    ("levanter.log", '2024-05-01T10:00:30 INFO {"tracker": "json_logger", "event": "log", '
+                     '"step": 30, "metrics": {"train/loss": 2.5}}'),
+])
+def test_long_line_of_repeated_records_reads_in_linear_time(tmp_path, name, line):
+    """A 2 MiB line of table rows (llm.c) or tracker records (Levanter) once made a lazy regex
+    backtrack for minutes; now it is one skipped or ignored line."""
+    import time
+
+    seed = {s.name: s for s in fuzz.generated_seeds()}[name]
+    lines = seed.data.decode().split("\n")
+    path = tmp_path / name
+    path.write_text("\n".join(lines[:3] + [line * (2_000_000 // len(line))] + lines[3:]))
+    start = time.process_time()
+    before = read_records(tmp_path / name)
+    assert time.process_time() - start < 5
+    path.write_text(seed.data.decode())
+    assert _points(read_records(path)) == {(t, s, v, o if o <= 3 else o - 1)
+                                           for t, s, v, o in _points(before)}
 
 
 def test_huge_csv_header_cell_is_not_a_table(tmp_path):

@@ -38,7 +38,6 @@ _CPU = re.compile(r"step (\d+): train loss (\S+) \(took (\S+) ms\)\s*$")
 _LOOKS = re.compile(r"step\s+\d+(?:/\d+)?\s*[:|]\s*(?:train )?loss")
 _VAL = re.compile(r"val loss (\S+)\s*$")
 _HELLA = re.compile(r"HellaSwag: (\d+)/(\d+) = (\S+)\s*$")
-_ROW = re.compile(r"\|\s*(.+?)\s*\|\s*(.*?)\s*\|\s*$")
 _SNIFF_CONSOLE = re.compile(
     r"(?m)^(?:\S*\]:)?step\s+\d+/\d+ (?:\| (?:train )?loss |: train loss )"
     r"|^step \d+: train loss \S+ \(took ")
@@ -193,12 +192,21 @@ class _Console:
         self.b.skip(lineno, "llm.c HellaSwag line that does not parse", frag)
 
     def _row(self, lineno: int, frag: str) -> None:
-        m = _ROW.match(frag)
-        if not m or m.group(1) == "Parameter":
-            if m and self.seen_point:  # a new run's table appended to the same file
+        cells = _cells(frag)
+        if not cells or cells[0] == "Parameter":
+            if cells and self.seen_point:  # a new run's table appended to the same file
                 self.b.header(lineno)
             return
-        self.table[m.group(1)] = m.group(2)
+        self.table[cells[0]] = cells[1]
+
+
+def _cells(frag: str) -> tuple[str, str] | None:
+    """`| key | value |` -> (key, value), else None. Split, not a regex: a lazy pattern here
+    backtracks quadratically on a long line of pipes (64 KiB took half a minute)."""
+    parts = frag.split("|")
+    if len(parts) < 4 or parts[0].strip() or parts[-1].strip() or not parts[1].strip():
+        return None
+    return parts[1].strip(), "|".join(parts[2:-1]).strip()
 
 
 def read_llmc(path: Path, run: str) -> list[RunRecords]:

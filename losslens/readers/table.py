@@ -30,7 +30,6 @@ RUN_NAMES = ("run", "run_name", "run_id")
 TAG_NAMES = ("tag", "metric", "key", "series", "name")
 VALUE_NAMES = ("value", "val", "y")
 _LEVANTER = '"tracker": "json_logger"'
-_LEVANTER_LINE = re.compile(r'(\{"tracker": "json_logger".*\})\s*$')
 _LEVANTER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
 _INDEX_COL = re.compile(r"^(|Unnamed: \d+)$")
 _JSON_PIECE = 4 << 20  # bytes parsed at once when the whole file defeats pyarrow
@@ -696,9 +695,10 @@ def _read_levanter(path: Path, run: str, data: bytes) -> RunRecords:
     for lineno, line in enumerate(body.split("\n"), 1):
         if _LEVANTER not in line:
             continue
-        m = _LEVANTER_LINE.search(line)
+        start = line.find('{"tracker": "json_logger"')  # find, not a regex: linear on long lines
+        text = line[start:].rstrip() if start >= 0 else ""
         try:
-            rec = json.loads(m.group(1)) if m else None
+            rec = json.loads(text) if text.endswith("}") else None
         except ValueError:
             rec = None
         if not isinstance(rec, dict):
