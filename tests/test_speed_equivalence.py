@@ -49,3 +49,36 @@ def test_vectorised_cost_is_the_scalar_cost_bit_for_bit():
     for end in (3, 50, 299, 300):
         s = starts[starts < end]
         assert c.errors(s, end).tolist() == [c.error(int(a), end) for a in s]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_binseg1_finds_what_ruptures_binseg_finds(seed):
+    rpt = pytest.importorskip("ruptures")
+    from losslens.detectors.changepoint import binseg1
+
+    cost = linear_cost_class()
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(150):
+        n = int(rng.integers(2, 300))
+        sig = _signal(rng, n, int(rng.integers(0, 3)))
+        min_size = int(rng.choice([1, 3, 5, 20]))
+        jump = int(rng.choice([1, 1, 2, 5]))
+        try:
+            ref = rpt.Binseg(custom_cost=cost(), min_size=min_size, jump=jump).fit(sig)\
+                .predict(n_bkps=1)[0]
+        except rpt.exceptions.BadSegmentationParameters:
+            ref = None
+        assert binseg1(cost().fit(sig), n, min_size, jump) == ref, (n, min_size, jump)
+
+
+def test_analysis_does_not_import_ruptures():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from losslens.synthetic import make_frame; "
+            "from losslens.pipeline import analyze_frame; "
+            "analyze_frame(make_frame(3000, seed=1, val_every=50)); "
+            "print('ruptures' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Regime changes of a loss curve: LR step drops, plateaus, level shifts (ruptures).
+"""Regime changes of a loss curve: LR step drops, plateaus, level shifts (Pelt, Binseg).
 
 What it means in training terms: the loss leaves the trend it had — it drops at once when the
 learning rate is cut, stops falling (a plateau or a stall) and later falls again, or moves to
@@ -12,7 +12,7 @@ slows down and never speeds up), so a candidate stays only with evidence a smoot
 cannot give: a level step on top of a smooth local trend, a descent that speeds up, or a
 descent that stops into a flat stretch. A clean power-law decay is never chopped into pieces.
 
-How (multi-resolution: 1M points in ~0.3 s after the import, still using ruptures):
+How (multi-resolution: 1M points in ~0.2 s):
 
 1. log(loss) when every value is positive (regimes are multiplicative); NaN/inf dropped;
    outliers of 1-2 points clipped to 5 robust sigmas of a rolling median, so spikes (the
@@ -29,8 +29,9 @@ How (multi-resolution: 1M points in ~0.3 s after the import, still using rupture
    quartic fits best). z = sqrt(penalty * log n). The weakest failing candidate is dropped and
    its neighbours judged again until all pass; the change must also matter: max(|level step|,
    |slope change| x span) >= `min_change` (log units ~ relative change);
-5. jumps are refined at full resolution with ruptures `Binseg` (one breakpoint) on the blocks
-   around them; kinks move to the best corner of a continuous two-line fit.
+5. jumps are refined at full resolution with ruptures' `Binseg` (one breakpoint; `binseg1`
+   here, the same break) on the blocks around them; kinks move to the best corner of a
+   continuous two-line fit.
 
 Roles: training and validation losses. LR series are not analysed: a schedule is noise-free,
 so every bend of a cosine would be "significant", and the schedule is known anyway (the
@@ -40,7 +41,8 @@ Changes in the first `skip_start` (5%) of the run are not reported: the end of L
 of the first rapid descent is a sharp bend in nearly every run. Known false positives: long
 slow-recovering spikes (a jump up, then a drop back) and a loss that is not a loss (a metric
 that legitimately speeds up). Corners between two slopes (plateaus) localise to a few % of
-the run at 2-5% noise. ruptures is imported inside `detect` (it takes ~1.6 s to import).
+the run at 2-5% noise. ruptures itself is not imported (it takes ~1 s to import: it loads
+scipy.stats and scipy.spatial); `linear_cost_class` is the cost for ruptures' estimators.
 """
 from __future__ import annotations
 
@@ -124,59 +126,81 @@ def block_means(x: np.ndarray, y: np.ndarray, target: int) -> tuple[np.ndarray, 
     return (np.add.reduceat(x, starts) / counts, np.add.reduceat(y, starts) / counts, block)
 
 
-@lru_cache(maxsize=1)
-def linear_cost_class() -> type:
-    """ruptures cost: residual sum of squares of a straight line per segment, O(1) per call.
+class LinearTrendCost:
+    """Residual sum of squares of a straight line per segment, O(1) per call.
 
     The signal is two columns, (x, y); prefix sums make `error(start, end)` constant time,
-    which is what lets Pelt and Binseg run over thousands of points in milliseconds.
+    and `errors` gives it for arrays of starts or ends at once (bit for bit the same: the
+    same operations in the same order). The interface of a ruptures cost (`model`,
+    `min_size`, `fit`, `error`); `linear_cost_class()` is the same as a ruptures `BaseCost`.
     """
+
+    model = "linear_trend"
+    min_size = 3
+
+    def fit(self, signal: np.ndarray) -> "LinearTrendCost":
+        x = signal[:, 0] - signal[:, 0].mean()
+        span = float(np.ptp(x)) or 1.0
+        x = x / span
+        y = signal[:, 1] - signal[:, 1].mean()
+        self.signal = signal
+        z = np.zeros(1)
+        self._sums = [np.r_[z, np.cumsum(v)] for v in (x, y, x * x, x * y, y * y)]
+        self._sx, self._sy, self._sxx, self._sxy, self._syy = (s.tolist() for s in self._sums)
+        return self
+
+    def error(self, start: int, end: int) -> float:
+        n = end - start
+        if n <= 0:
+            return 0.0
+        sx = self._sx[end] - self._sx[start]
+        sy = self._sy[end] - self._sy[start]
+        cyy = self._syy[end] - self._syy[start] - sy * sy / n
+        cxx = self._sxx[end] - self._sxx[start] - sx * sx / n
+        if cxx <= 1e-15:
+            return max(cyy, 0.0)
+        cxy = self._sxy[end] - self._sxy[start] - sx * sy / n
+        return max(cyy - cxy * cxy / cxx, 0.0)
+
+    def errors(self, start: Any, end: Any) -> np.ndarray:
+        """`error` of every (start, end) pair (arrays or ints, broadcast; start < end)."""
+        sx_, sy_, sxx_, sxy_, syy_ = self._sums
+        n = end - start
+        sx = sx_[end] - sx_[start]
+        sy = sy_[end] - sy_[start]
+        cyy = syy_[end] - syy_[start] - sy * sy / n
+        cxx = sxx_[end] - sxx_[start] - sx * sx / n
+        cxy = sxy_[end] - sxy_[start] - sx * sy / n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(cxx <= 1e-15, cyy, cyy - cxy * cxy / cxx)
+        return np.maximum(r, 0.0)
+
+
+@lru_cache(maxsize=1)
+def linear_cost_class() -> type:
+    """`LinearTrendCost` as a ruptures `BaseCost`, for ruptures' own estimators (losslens
+    does not need ruptures: `pelt` and `binseg1` give its Pelt's and Binseg's results)."""
     from ruptures.base import BaseCost
 
-    class LinearTrendCost(BaseCost):
-        model = "linear_trend"
-        min_size = 3
+    class RupturesLinearTrendCost(LinearTrendCost, BaseCost):
+        pass
 
-        def fit(self, signal: np.ndarray) -> "LinearTrendCost":
-            x = signal[:, 0] - signal[:, 0].mean()
-            span = float(np.ptp(x)) or 1.0
-            x = x / span
-            y = signal[:, 1] - signal[:, 1].mean()
-            self.signal = signal
-            z = np.zeros(1)
-            self._sums = [np.r_[z, np.cumsum(v)] for v in (x, y, x * x, x * y, y * y)]
-            self._sx, self._sy, self._sxx, self._sxy, self._syy = (
-                s.tolist() for s in self._sums)
-            return self
+    return RupturesLinearTrendCost
 
-        def error(self, start: int, end: int) -> float:
-            n = end - start
-            if n <= 0:
-                return 0.0
-            sx = self._sx[end] - self._sx[start]
-            sy = self._sy[end] - self._sy[start]
-            cyy = self._syy[end] - self._syy[start] - sy * sy / n
-            cxx = self._sxx[end] - self._sxx[start] - sx * sx / n
-            if cxx <= 1e-15:
-                return max(cyy, 0.0)
-            cxy = self._sxy[end] - self._sxy[start] - sx * sy / n
-            return max(cyy - cxy * cxy / cxx, 0.0)
 
-        def errors(self, starts: np.ndarray, end: int) -> np.ndarray:
-            """`error(s, end)` for every s of `starts` (each < end), bit for bit: the
-            same operations in the same order, on arrays."""
-            sx_, sy_, sxx_, sxy_, syy_ = self._sums
-            n = end - starts
-            sx = sx_[end] - sx_[starts]
-            sy = sy_[end] - sy_[starts]
-            cyy = syy_[end] - syy_[starts] - sy * sy / n
-            cxx = sxx_[end] - sxx_[starts] - sx * sx / n
-            cxy = sxy_[end] - sxy_[starts] - sx * sy / n
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = np.where(cxx <= 1e-15, cyy, cyy - cxy * cxy / cxx)
-            return np.maximum(r, 0.0)
-
-    return LinearTrendCost
+def binseg1(cost: LinearTrendCost, n: int, min_size: int = 3, jump: int = 1) -> int | None:
+    """The breakpoint that ruptures' `Binseg(custom_cost=cost, min_size, jump)
+    .predict(n_bkps=1)[0]` (1.1.x) finds: the largest gain, the last of equal gains; n when
+    no split is allowed; None where ruptures raises BadSegmentationParameters."""
+    min_size = max(min_size, cost.min_size)
+    if n // jump < 1 or math.ceil(min_size / jump) * jump + min_size > n:
+        return None
+    b = np.arange(0, n, jump)
+    b = b[(b >= min_size) & (n - b >= min_size)]
+    if b.shape[0] == 0:
+        return n
+    gain = cost.error(0, n) - cost.errors(0, b) - cost.errors(b, n)
+    return int(b[np.flatnonzero(gain == gain.max())[-1]])
 
 
 def pelt(cost: Any, n: int, pen: float, min_size: int, jump: int) -> list[int]:
@@ -247,7 +271,7 @@ class ChangepointDetector:
     min_change: float = 0.02
     #: lower bound on the noise sigma (log units): logged losses are rounded to ~4 digits.
     noise_floor: float = 0.002
-    #: resolution of the coarse search; ~2000 keeps ruptures in milliseconds.
+    #: resolution of the coarse search; ~2000 keeps the search in milliseconds.
     coarse_points: int = 2000
     #: fewer finite points than this → no events (no regime can be told apart from noise).
     min_points: int = 20
@@ -331,7 +355,7 @@ def _candidates(xc: np.ndarray, yc: np.ndarray, ms: int, pen: float) -> list[int
     # admissible set grows with the segment length, so candidates are taken every `jump`
     # points (~400 positions, a few ms); `judge`, `_relocate` and `_refine` sharpen them.
     jump = pelt_jump(xc)
-    cost = linear_cost_class()().fit(np.column_stack([xc, yc]))
+    cost = LinearTrendCost().fit(np.column_stack([xc, yc]))
     return pelt(cost, xc.shape[0], pen, max(ms, jump, cost.min_size), jump)
 
 
@@ -531,18 +555,14 @@ def _best_corner(x: np.ndarray, y: np.ndarray, b: int, ms: int) -> int:
 
 
 def _refine(x: np.ndarray, y: np.ndarray, center: int, lo: int, hi: int) -> int:
-    """Index of the jump in [lo, hi) (ruptures Binseg, one break); `center` if too short."""
-    import ruptures as rpt
-
+    """Index of the jump in [lo, hi) (Binseg, one break); `center` if too short."""
     lo, hi = max(0, lo), min(x.shape[0], hi)
     if hi - lo < 8:
         return min(center, x.shape[0] - 1)
-    algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=3, jump=1)
-    try:
-        found = algo.fit(np.column_stack([x[lo:hi], y[lo:hi]])).predict(n_bkps=1)[0]
-    except rpt.exceptions.BadSegmentationParameters:  # too short for min_size
+    found = binseg1(LinearTrendCost().fit(np.column_stack([x[lo:hi], y[lo:hi]])), hi - lo)
+    if found is None:  # too short for min_size
         return min(center, x.shape[0] - 1)
-    return lo + int(found)
+    return lo + found
 
 
 def _describe(before: tuple[float, float], after: tuple[float, float], span: float,
