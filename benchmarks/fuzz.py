@@ -29,7 +29,6 @@ tests/test_fuzz.py drives the same seeds and mutators from hypothesis.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import re

@@ -197,22 +197,18 @@ def test_wandb_nan_and_infinity_values_are_kept(tmp_path):
 
 def test_steps_past_int64_are_skipped_with_their_line(tmp_path):
     """A counter with spliced digits is not a step: the line is counted, the rest is kept."""
-    cases = {
-        "nano.log": ("iter 1: loss 2.5, time 10.0ms, mfu 5.00%\n"
-                     "iter 99999999999999999999999: loss 2.4, time 10.0ms, mfu 5.00%\n"
-                     "iter 3: loss 2.3, time 10.0ms, mfu 5.00%\n", 2),
-        "main.log": "s:0 trl:2.5 lr:0.1 norm:1.0\ns:1e999 trl:2.4 lr:0.1 norm:1.0\n"
-                    f"s:{'9' * 30} trl:2.4 lr:0.1 norm:1.0\ns:2 trl:2.3 lr:0.1 norm:1.0\n",
-        "h.jsonl": ('{"step": 1, "loss": 2.5}\n{"step": 123456789012345678901234, "loss": 2.4}\n'
-                    '{"step": 3, "loss": 2.3}\n', 2),
-    }
-    nano = _read_text(tmp_path, "nano.log", cases["nano.log"][0])
+    nano = _read_text(tmp_path, "nano.log", "iter 1: loss 2.5, time 10.0ms, mfu 5.00%\n"
+                      "iter 99999999999999999999999: loss 2.4, time 10.0ms, mfu 5.00%\n"
+                      "iter 3: loss 2.3, time 10.0ms, mfu 5.00%\n")
     assert _series(nano, "loss") == ([1, 3], [2.5, 2.3])
     assert [(s.line, s.reason) for s in nano.skipped] == [(2, "step does not fit in 64 bits")]
-    main = _read_text(tmp_path, "main.log", cases["main.log"])
+    main = _read_text(tmp_path, "main.log", "s:0 trl:2.5 lr:0.1 norm:1.0\n"
+                      "s:1e999 trl:2.4 lr:0.1 norm:1.0\n"
+                      f"s:{'9' * 30} trl:2.4 lr:0.1 norm:1.0\ns:2 trl:2.3 lr:0.1 norm:1.0\n")
     assert _series(main, "trl") == ([0, 2], [2.5, 2.3])
     assert sorted(s.line for s in main.skipped) == [2, 3]
-    js = _read_text(tmp_path, "h.jsonl", cases["h.jsonl"][0])
+    js = _read_text(tmp_path, "h.jsonl", '{"step": 1, "loss": 2.5}\n'
+                    '{"step": 123456789012345678901234, "loss": 2.4}\n{"step": 3, "loss": 2.3}\n')
     assert _series(js, "loss") == ([1, 3], [2.5, 2.3])
     assert [s.line for s in js.skipped] == [2]
 
