@@ -172,24 +172,34 @@ def analyze_paths(paths: Sequence[str | os.PathLike], options: Options, jobs: in
 def _run_pool(units: list[Unit], options: Options, jobs: int,
               progress: Progress | None) -> list[UnitResult]:
     if jobs <= 1 or len(units) <= 1:
-        return _tick([analyze_unit(u, options) for u in units], progress)
+        out = []
+        for u in units:
+            out.append(analyze_unit(u, options))
+            if progress:
+                progress(len(out), len(units))
+        return out
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     ctx = _context(multiprocessing, units)
-    out: list[UnitResult | None] = [None] * len(units)
+    results: list[Any] = [None] * len(units)
     with ProcessPoolExecutor(max_workers=min(jobs, len(units)), mp_context=ctx) as pool:
         futures = {pool.submit(analyze_unit, u, options): i for i, u in enumerate(units)}
         try:
             for done, fut in enumerate(as_completed(futures), 1):
-                out[futures[fut]] = fut.result()
+                exc = fut.exception()
+                results[futures[fut]] = exc if exc is not None else fut.result()
                 if progress:
                     progress(done, len(units))
-        except BaseException:
+        except BaseException:  # Ctrl-C: do not start what is left
             for fut in futures:
                 fut.cancel()
             raise
-    return out  # type: ignore[return-value]
+    # a path given directly that fails fails the command, the first such path as serially
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
 
 
 def _context(multiprocessing: Any, units: list[Unit]) -> Any:
@@ -209,12 +219,6 @@ def _context(multiprocessing: Any, units: list[Unit]) -> Any:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(modules)
     return ctx
-
-
-def _tick(results: list[UnitResult], progress: Progress | None) -> list[UnitResult]:
-    if progress:
-        progress(len(results), len(results))
-    return results
 
 
 def _run_dask(units: list[Unit], options: Options, address: str,

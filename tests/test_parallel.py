@@ -143,10 +143,14 @@ def test_errors_stay_one_line(runner, fleet, tmp_path):
     result = runner.invoke(app, ["analyze", str(fleet), str(missing), "--jobs", "2"])
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == f"Error: {missing}: no such file or directory\n"
-    prose = fleet / "notes.txt"
-    result = runner.invoke(app, ["analyze", str(fleet / "run0"), str(prose), "--jobs", "2"])
-    assert result.exit_code == 2
-    assert result.stderr.startswith(f"Error: {prose}: not a log format losslens knows")
+    prose, other = fleet / "notes.txt", tmp_path / "other.txt"
+    other.write_text("not a log either\n")
+    for args in ([prose], [prose, other], [fleet / "run0", prose, fleet / "run1", other]):
+        result = runner.invoke(app, ["analyze", *map(str, args), "--jobs", "2"])
+        assert result.exit_code == 2
+        # the first failing path, as the serial read reports it
+        assert result.stderr.startswith(f"Error: {prose}: not a log format losslens knows")
+        assert result.stderr.count("\n") == 1
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["analyze", str(fleet / "run0"), str(empty), "--jobs", "2"])
