@@ -205,15 +205,15 @@ def _run_pool(units: list[Unit], options: Options, jobs: int,
 def _context(multiprocessing: Any, units: list[Unit]) -> Any:
     """forkserver where there is one: no fork of a process that may hold threads (pyarrow,
     the readers' thread pools), and workers forked from a server that already imported
-    pandas, SciPy, the detectors and the readers needed, once for all workers (spawn would
-    import them again in every worker)."""
+    pandas, the detectors (ruptures: ~1 s) and the readers needed, once for all workers
+    (spawn would import them again in every worker)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     from .detectors import DETECTORS
     from .readers import FORMATS
 
     modules = ["losslens.parallel", "losslens.frame", "losslens.pipeline", "losslens.diagnosis",
-               *sorted({path.partition(":")[0] for path in DETECTORS.values()}),
+               *sorted({path.partition(":")[0] for path in DETECTORS.values()}), "ruptures",
                *sorted({f.module for f in FORMATS.values()
                         if any(u.format in (None, f.name) for u in units)})]
     ctx = multiprocessing.get_context("forkserver")

@@ -231,6 +231,13 @@ def test_damaged_time_stamps_and_settings_are_no_crash(tmp_path):
     rec = _read_text(tmp_path, "nano.log", nano)
     assert rec.metadata.train_iters is None and rec.metadata.num_layers is None
     assert rec.metadata.extra["max_iters"] == "inf"
+    llmc = ("| warmup iterations     | inf                  |\n"
+            "| channels C            | 1e999                |\n"
+            "step    1/6 | loss 9.100000 (+0.00z)| norm 2.0000 (+0.00z)| lr 5.00e-04 | 41.00 ms"
+            " | 32.0% bf16 MFU | 121000 tok/s\n")
+    rec = _read_text(tmp_path, "llmc.log", llmc)
+    assert _series(rec, "loss") == ([1], [9.1])
+    assert rec.metadata.warmup_steps is None and rec.metadata.hidden_size is None
     state = '{"log_history": [{"step": Infinity, "loss": 1.0}, {"step": 2, "loss": 0.5}], ' \
             '"logging_steps": Infinity, "global_step": 2}'
     rec = _read_text(tmp_path, "trainer_state.json", state)

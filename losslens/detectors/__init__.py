@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-#: name -> "module:ClassName" (imported lazily: the detectors pull in SciPy).
+#: name -> "module:ClassName" (imported lazily; ruptures alone takes 1.6 s to import).
 DETECTORS: dict[str, str] = {
     "spike": "losslens.detectors.spike:SpikeDetector",
     "divergence": "losslens.detectors.divergence:DivergenceDetector",

@@ -1,4 +1,4 @@
-"""Regime changes of a loss curve: LR step drops, plateaus, level shifts (Pelt, Binseg).
+"""Regime changes of a loss curve: LR step drops, plateaus, level shifts (ruptures).
 
 What it means in training terms: the loss leaves the trend it had — it drops at once when the
 learning rate is cut, stops falling (a plateau or a stall) and later falls again, or moves to
@@ -12,7 +12,7 @@ slows down and never speeds up), so a candidate stays only with evidence a smoot
 cannot give: a level step on top of a smooth local trend, a descent that speeds up, or a
 descent that stops into a flat stretch. A clean power-law decay is never chopped into pieces.
 
-How (multi-resolution: 1M points in ~0.2 s):
+How (multi-resolution: 1M points in ~0.3 s after the import, still using ruptures):
 
 1. log(loss) when every value is positive (regimes are multiplicative); NaN/inf dropped;
    outliers of 1-2 points clipped to 5 robust sigmas of a rolling median, so spikes (the
@@ -20,18 +20,16 @@ How (multi-resolution: 1M points in ~0.2 s):
 2. block means down to `coarse_points`; noise sigma = MAD of second differences (trend-free)
    of block means up to the minimum regime length (the long-run sd: real losses wander with
    the data order), floored at `noise_floor`;
-3. candidates: ruptures' `Pelt` (as `pelt` here: the same breakpoints, the admissible set
-   scored in one array operation) with a piecewise-linear cost (level and slope per segment,
-   O(1) per call from prefix sums), penalty `penalty * sigma^2 * log(n)`, every ~n/400 points;
+3. candidates: ruptures `Pelt` with a piecewise-linear cost (level and slope per segment, O(1)
+   per call from prefix sums), penalty `penalty * sigma^2 * log(n)`, every ~n/400 points;
 4. each candidate is judged on its neighbourhood (`judge`): the level step (a quadratic trend
    plus a step, fitted together), the change of slope (lines either side) and abruptness (two
    quadratics against one smooth quartic, on the time axis — step or log(step + c) — where the
    quartic fits best). z = sqrt(penalty * log n). The weakest failing candidate is dropped and
    its neighbours judged again until all pass; the change must also matter: max(|level step|,
    |slope change| x span) >= `min_change` (log units ~ relative change);
-5. jumps are refined at full resolution with ruptures' `Binseg` (one breakpoint; `binseg1`
-   here, the same break) on the blocks around them; kinks move to the best corner of a
-   continuous two-line fit.
+5. jumps are refined at full resolution with ruptures `Binseg` (one breakpoint) on the blocks
+   around them; kinks move to the best corner of a continuous two-line fit.
 
 Roles: training and validation losses. LR series are not analysed: a schedule is noise-free,
 so every bend of a cosine would be "significant", and the schedule is known anyway (the
@@ -41,8 +39,7 @@ Changes in the first `skip_start` (5%) of the run are not reported: the end of L
 of the first rapid descent is a sharp bend in nearly every run. Known false positives: long
 slow-recovering spikes (a jump up, then a drop back) and a loss that is not a loss (a metric
 that legitimately speeds up). Corners between two slopes (plateaus) localise to a few % of
-the run at 2-5% noise. ruptures itself is not imported (it takes ~1 s to import: it loads
-scipy.stats and scipy.spatial); `linear_cost_class` is the cost for ruptures' estimators.
+the run at 2-5% noise. ruptures is imported inside `detect` (it takes ~1.6 s to import).
 """
 from __future__ import annotations
 
@@ -126,113 +123,47 @@ def block_means(x: np.ndarray, y: np.ndarray, target: int) -> tuple[np.ndarray, 
     return (np.add.reduceat(x, starts) / counts, np.add.reduceat(y, starts) / counts, block)
 
 
-class LinearTrendCost:
-    """Residual sum of squares of a straight line per segment, O(1) per call.
-
-    The signal is two columns, (x, y); prefix sums make `error(start, end)` constant time,
-    and `errors` gives it for arrays of starts or ends at once (bit for bit the same: the
-    same operations in the same order). The interface of a ruptures cost (`model`,
-    `min_size`, `fit`, `error`); `linear_cost_class()` is the same as a ruptures `BaseCost`.
-    """
-
-    model = "linear_trend"
-    min_size = 3
-
-    def fit(self, signal: np.ndarray) -> "LinearTrendCost":
-        x = signal[:, 0] - signal[:, 0].mean()
-        span = float(np.ptp(x)) or 1.0
-        x = x / span
-        y = signal[:, 1] - signal[:, 1].mean()
-        self.signal = signal
-        z = np.zeros(1)
-        self._sums = [np.r_[z, np.cumsum(v)] for v in (x, y, x * x, x * y, y * y)]
-        self._sx, self._sy, self._sxx, self._sxy, self._syy = (s.tolist() for s in self._sums)
-        return self
-
-    def error(self, start: int, end: int) -> float:
-        n = end - start
-        if n <= 0:
-            return 0.0
-        sx = self._sx[end] - self._sx[start]
-        sy = self._sy[end] - self._sy[start]
-        cyy = self._syy[end] - self._syy[start] - sy * sy / n
-        cxx = self._sxx[end] - self._sxx[start] - sx * sx / n
-        if cxx <= 1e-15:
-            return max(cyy, 0.0)
-        cxy = self._sxy[end] - self._sxy[start] - sx * sy / n
-        return max(cyy - cxy * cxy / cxx, 0.0)
-
-    def errors(self, start: Any, end: Any) -> np.ndarray:
-        """`error` of every (start, end) pair (arrays or ints, broadcast; start < end)."""
-        sx_, sy_, sxx_, sxy_, syy_ = self._sums
-        n = end - start
-        sx = sx_[end] - sx_[start]
-        sy = sy_[end] - sy_[start]
-        cyy = syy_[end] - syy_[start] - sy * sy / n
-        cxx = sxx_[end] - sxx_[start] - sx * sx / n
-        cxy = sxy_[end] - sxy_[start] - sx * sy / n
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.where(cxx <= 1e-15, cyy, cyy - cxy * cxy / cxx)
-        return np.maximum(r, 0.0)
-
-
 @lru_cache(maxsize=1)
 def linear_cost_class() -> type:
-    """`LinearTrendCost` as a ruptures `BaseCost`, for ruptures' own estimators (losslens
-    does not need ruptures: `pelt` and `binseg1` give its Pelt's and Binseg's results)."""
+    """ruptures cost: residual sum of squares of a straight line per segment, O(1) per call.
+
+    The signal is two columns, (x, y); prefix sums make `error(start, end)` constant time,
+    which is what lets Pelt and Binseg run over thousands of points in milliseconds.
+    """
     from ruptures.base import BaseCost
 
-    class RupturesLinearTrendCost(LinearTrendCost, BaseCost):
-        pass
+    class LinearTrendCost(BaseCost):
+        model = "linear_trend"
+        min_size = 3
 
-    return RupturesLinearTrendCost
+        def fit(self, signal: np.ndarray) -> "LinearTrendCost":
+            x = signal[:, 0] - signal[:, 0].mean()
+            span = float(np.ptp(x)) or 1.0
+            x = x / span
+            y = signal[:, 1] - signal[:, 1].mean()
+            self.signal = signal
+            z = np.zeros(1)
+            self._sx = np.r_[z, np.cumsum(x)].tolist()
+            self._sy = np.r_[z, np.cumsum(y)].tolist()
+            self._sxx = np.r_[z, np.cumsum(x * x)].tolist()
+            self._sxy = np.r_[z, np.cumsum(x * y)].tolist()
+            self._syy = np.r_[z, np.cumsum(y * y)].tolist()
+            return self
 
+        def error(self, start: int, end: int) -> float:
+            n = end - start
+            if n <= 0:
+                return 0.0
+            sx = self._sx[end] - self._sx[start]
+            sy = self._sy[end] - self._sy[start]
+            cyy = self._syy[end] - self._syy[start] - sy * sy / n
+            cxx = self._sxx[end] - self._sxx[start] - sx * sx / n
+            if cxx <= 1e-15:
+                return max(cyy, 0.0)
+            cxy = self._sxy[end] - self._sxy[start] - sx * sy / n
+            return max(cyy - cxy * cxy / cxx, 0.0)
 
-def binseg1(cost: LinearTrendCost, n: int, min_size: int = 3, jump: int = 1) -> int | None:
-    """The breakpoint that ruptures' `Binseg(custom_cost=cost, min_size, jump)
-    .predict(n_bkps=1)[0]` (1.1.x) finds: the largest gain, the last of equal gains; n when
-    no split is allowed; None where ruptures raises BadSegmentationParameters."""
-    min_size = max(min_size, cost.min_size)
-    if n // jump < 1 or math.ceil(min_size / jump) * jump + min_size > n:
-        return None
-    b = np.arange(0, n, jump)
-    b = b[(b >= min_size) & (n - b >= min_size)]
-    if b.shape[0] == 0:
-        return n
-    gain = cost.error(0, n) - cost.errors(0, b) - cost.errors(b, n)
-    return int(b[np.flatnonzero(gain == gain.max())[-1]])
-
-
-def pelt(cost: Any, n: int, pen: float, min_size: int, jump: int) -> list[int]:
-    """The breakpoints (without the end, n) that ruptures' `Pelt(custom_cost=cost,
-    min_size, jump).predict(pen)` (1.1.x) finds, for a fitted `LinearTrendCost`.
-
-    The same recursion, candidates, ties (the first of equal sums) and float sums (each
-    partition's sum is its parent's plus one segment cost, left to right, as `sum()` over the
-    partition dict adds them), but each step scores the whole admissible set in one array
-    operation instead of copying and summing one dict per candidate (ruptures' loop took
-    ~0.2 s per series: most of the analysis of a small run). `min_size` as ruptures uses it
-    (at least the cost's 3); [] where ruptures raises BadSegmentationParameters.
-    """
-    if min_size > n:
-        return []
-    total = np.zeros(n + 1)  # the optimal partition's cost of [0, t), at the t seen
-    parent = np.zeros(n + 1, dtype=np.int64)
-    admissible = np.zeros(0, dtype=np.int64)
-    for end in [k for k in range(0, n, jump) if k >= min_size] + [n]:
-        new = math.floor((end - min_size) / jump) * jump
-        # ruptures skips (and drops) a start with no partition of [0, start) yet
-        if new == 0 or new >= min_size:
-            admissible = np.append(admissible, new)
-        sums = total[admissible] + (cost.errors(admissible, end) + pen)
-        best = int(np.argmin(sums))
-        total[end], parent[end] = sums[best], admissible[best]
-        admissible = admissible[sums <= sums[best] + pen]
-    out, end = [], int(parent[n])
-    while end > 0:
-        out.append(end)
-        end = int(parent[end])
-    return out[::-1]
+    return LinearTrendCost
 
 
 def polyfit_rss(x: np.ndarray, y: np.ndarray, degree: int) -> float:
@@ -271,7 +202,7 @@ class ChangepointDetector:
     min_change: float = 0.02
     #: lower bound on the noise sigma (log units): logged losses are rounded to ~4 digits.
     noise_floor: float = 0.002
-    #: resolution of the coarse search; ~2000 keeps the search in milliseconds.
+    #: resolution of the coarse search; ~2000 keeps ruptures in milliseconds.
     coarse_points: int = 2000
     #: fewer finite points than this → no events (no regime can be told apart from noise).
     min_points: int = 20
@@ -351,12 +282,17 @@ def pelt_jump(xc: np.ndarray) -> int:
 
 
 def _candidates(xc: np.ndarray, yc: np.ndarray, ms: int, pen: float) -> list[int]:
+    import ruptures as rpt
+
     # exact (Pelt) rather than greedy: greedy splits misplace gentle corners. Pelt's
     # admissible set grows with the segment length, so candidates are taken every `jump`
-    # points (~400 positions, a few ms); `judge`, `_relocate` and `_refine` sharpen them.
+    # points (~400 positions, ~0.1 s); `judge`, `_relocate` and `_refine` sharpen them.
     jump = pelt_jump(xc)
-    cost = LinearTrendCost().fit(np.column_stack([xc, yc]))
-    return pelt(cost, xc.shape[0], pen, max(ms, jump, cost.min_size), jump)
+    algo = rpt.Pelt(custom_cost=linear_cost_class()(), min_size=max(ms, jump), jump=jump)
+    try:
+        return algo.fit(np.column_stack([xc, yc])).predict(pen=pen)[:-1]
+    except rpt.exceptions.BadSegmentationParameters:  # too short for two regimes
+        return []
 
 
 def smooth_axes(xc: np.ndarray) -> list[np.ndarray]:
@@ -555,14 +491,18 @@ def _best_corner(x: np.ndarray, y: np.ndarray, b: int, ms: int) -> int:
 
 
 def _refine(x: np.ndarray, y: np.ndarray, center: int, lo: int, hi: int) -> int:
-    """Index of the jump in [lo, hi) (Binseg, one break); `center` if too short."""
+    """Index of the jump in [lo, hi) (ruptures Binseg, one break); `center` if too short."""
+    import ruptures as rpt
+
     lo, hi = max(0, lo), min(x.shape[0], hi)
     if hi - lo < 8:
         return min(center, x.shape[0] - 1)
-    found = binseg1(LinearTrendCost().fit(np.column_stack([x[lo:hi], y[lo:hi]])), hi - lo)
-    if found is None:  # too short for min_size
+    algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=3, jump=1)
+    try:
+        found = algo.fit(np.column_stack([x[lo:hi], y[lo:hi]])).predict(n_bkps=1)[0]
+    except rpt.exceptions.BadSegmentationParameters:  # too short for min_size
         return min(center, x.shape[0] - 1)
-    return lo + found
+    return lo + int(found)
 
 
 def _describe(before: tuple[float, float], after: tuple[float, float], span: float,

@@ -379,17 +379,21 @@ class SuddenDropDetector:
 def _ramp(xc: np.ndarray, yc: np.ndarray, lo: int, hi: int, half: int) -> tuple[int, int]:
     """First and last index of the drop in [lo, hi).
 
-    Binseg (one break, line + line with a jump) puts the drop's centre; the drop's extent
+    ruptures (one break, line + line with a jump) puts the drop's centre; the drop's extent
     comes from where the smoothed curve crosses 25% and 75% of the way from the level before
     to the level after, widened by half that span each way (a 25-75% rise time is robust to
     noise where 0% and 100% crossings are not). `half` = half the longest allowed drop.
     """
-    from .changepoint import LinearTrendCost, binseg1
+    import ruptures as rpt
 
-    found = binseg1(LinearTrendCost().fit(np.column_stack([xc[lo:hi], yc[lo:hi]])), hi - lo)
-    if found is None:  # window too short for two pieces
+    from .changepoint import linear_cost_class
+
+    signal = np.column_stack([xc[lo:hi], yc[lo:hi]])
+    try:
+        algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=3, jump=1)
+        c = lo + algo.fit(signal).predict(n_bkps=1)[0]
+    except rpt.exceptions.BadSegmentationParameters:  # window too short for two pieces
         return lo, hi - 1
-    c = lo + found
     ys = np.convolve(yc, np.ones(5) / 5.0, mode="same")
     ys[:2], ys[-2:] = yc[:2], yc[-2:]
     p = float(np.median(yc[lo: max(lo + 3, c - half)]))

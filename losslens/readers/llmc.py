@@ -227,7 +227,7 @@ def _table_num(text: str | None, kind=float):
         return None
     try:
         return kind(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or `inf` for an integer setting
         return None
 
 
