@@ -28,3 +28,14 @@ def test_a_short_run_that_settles_is_not_a_divergence():
     rng = np.random.default_rng(0)
     values = 3.0 + 8.0 * (1 + np.arange(62) / 3.0) ** -0.8 + rng.normal(0, 0.02, 62)
     assert DivergenceDetector().detect(_series(values)) == []
+
+
+def test_a_jump_that_settles_higher_is_a_spike_not_a_divergence():
+    # 301 points logged every 10 steps (short for a 500-step sustain span): +2.0 at 2410
+    rng = np.random.default_rng(1)
+    steps = np.arange(0, 3001, 10)
+    values = (2.2 + 8.8 * (1 + steps / 60.0) ** -0.55) * np.exp(rng.normal(0, 0.01, 301))
+    values[steps >= 2410] += 2.0
+    n = steps.shape[0]
+    s = Series("r", "loss", "train_loss", steps, values, np.full(n, np.nan), np.zeros(n, np.int32))
+    assert DivergenceDetector().detect(s) == []

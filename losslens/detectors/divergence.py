@@ -181,10 +181,11 @@ class DivergenceDetector:
         top = ndimage.maximum_filter1d(level, size=span + 1, mode="nearest", origin=span // 2)
         grown = level - level[run_start] >= growth
         if self._short(st):
-            # a short series: the rise may have started before the level crossed; judge the
-            # growth over the last two spans too
-            back = np.maximum(idx - 2 * span, 0)
-            grown |= level - level[back] >= growth
+            # a short series: the rise may have started before the level crossed, so a level
+            # still climbing over the last span (half the growth) counts too; a jump that
+            # settled higher is flat there and does not
+            back = np.maximum(idx - span, 0)
+            grown |= level - level[back] >= growth / 2
         declare = (above & (idx - span >= run_start) & (level >= top - tol)
                    & (grown | (level - best >= stuck)))
         out = []
