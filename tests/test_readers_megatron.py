@@ -458,3 +458,88 @@ def test_corpus_deepspeed_chat_rlhf(corpus):
     assert frame.series(info.run, "actor/lr").value[0] == 5.79e-07
     assert frame.series(info.run, "critic/skipped").value[0] == 3.0
     assert info.metadata.extra["actor_learning_rate"] == "9.65e-6"
+
+
+# --------------------------------------------------------------------------- fuzz regressions
+
+_BIG = "9" * 25  # past int64
+_LINE = " iteration {it}/ {total} | consumed samples: {cs} | lm loss: 2.5 |"
+
+
+def _both(path: Path):
+    """Both paths of the Megatron reader on `path`, checked equal; the classifier's records."""
+    slow = megatron.read_file(path, "r", fast=False)
+    _assert_same_records(slow, megatron.read_file(path, "r", fast=True))
+    return slow
+
+
+def test_iteration_and_counters_past_int64_are_skipped_lines(tmp_path):
+    path = tmp_path / "big.log"
+    path.write_text("\n".join([
+        _LINE.format(it=1, total=10, cs=8),
+        _LINE.format(it=_BIG, total=10, cs=16),  # iteration past int64: skipped
+        _LINE.format(it=3, total=_BIG, cs=24),  # train_iters past int64: skipped
+        _LINE.format(it=4, total=10, cs=_BIG),  # a value: kept as the float it is
+        f" validation loss at iteration {_BIG} | lm loss value: 2.0 | lm loss PPL: 7.3 |",
+        "", ""]))
+    rec = _both(path)
+    assert _series(rec, "lm loss") == ([1, 4], [2.5, 2.5], [1, 4])
+    assert _series(rec, "consumed samples")[1] == [8.0, float(_BIG)]
+    assert [s.line for s in rec.skipped] == [2, 3, 5] and rec.skipped_count == 3
+    assert "past int64" in rec.skipped[0].reason
+    assert "lm loss validation" not in rec.tags
+
+
+def test_nan_and_infinite_arguments_are_not_metadata(tmp_path):
+    path = tmp_path / "args.log"
+    path.write_text("\n".join([
+        "------------------------ arguments ------------------------",
+        "  lr_warmup_fraction .............................. nan",
+        "  lr_decay_iters .................................. 1000",
+        "  lr_warmup_iters ................................. 7",
+        "  hidden_size ..................................... inf",
+        f"  num_layers ...................................... {_BIG}",
+        "  train_iters ..................................... 1e400",
+        "-------------------- end of arguments ---------------------",
+        _LINE.format(it=1, total=10, cs=8), ""]))
+    meta = _both(path).metadata
+    # a NaN fraction says nothing: the iteration count given next to it is used
+    assert (meta.warmup_steps, meta.hidden_size, meta.num_layers, meta.train_iters) == \
+        (7, None, None, 10)
+
+
+def test_deepspeed_overflow_lines_without_any_step_line(tmp_path):
+    path = tmp_path / "overflow.log"
+    msg = ("[2025-02-21 10:00:0{i},000] [INFO] [loss_scaler.py:183:update_scale] [deepspeed] "
+           "OVERFLOW! Rank 0 Skipping step. Attempted loss scale: {a}, reducing to {b}")
+    path.write_text("\n".join([msg.format(i=1, a=65536, b=32768),
+                               msg.format(i=2, a=32768, b=16384), ""]))
+    rec = deepspeed.read(path, "o")[0]
+    assert _series(rec, "loss scale") == ([1], [16384.0], [2])
+    assert _series(rec, "overflow") == ([1], [2.0], [2])
+    # in a Megatron log, before any iteration line: the same first step
+    mpath = tmp_path / "m.log"
+    mpath.write_text(path.read_text() + _LINE.format(it=5, total=10, cs=8) + "\n")
+    rec = _both(mpath)
+    assert _series(rec, "deepspeed/overflow") == ([1], [2.0], [2])
+
+
+def test_deepspeed_steps_past_int64_are_skipped_lines(tmp_path):
+    path = tmp_path / "ds.log"
+    path.write_text("\n".join([
+        "[Rank 0] step=1, skipped=0, lr=[0.1], mom=[(0.9, 0.95)]",
+        f"[Rank 0] step={_BIG}, skipped=0, lr=[0.1], mom=[(0.9, 0.95)]",
+        f"[Rank 0] step=2, skipped={'9' * 400}, lr=[0.1], mom=[(0.9, 0.95)]",
+        f"steps: {_BIG} loss: 2.5 iter time (s): 1.0 samples/sec: 5.0",
+        f"epoch: 0|step: {_BIG}|ppo_ep: 1|act_loss: 0.5|cri_loss: 0.1|unsuper_loss: 0.0",
+        f"epoch: 0|step: {2 ** 63 - 2}|ppo_ep: 1|act_loss: 0.5|cri_loss: 0.1|unsuper_loss: 0.0",
+        "epoch: 0|step: 3|ppo_ep: 1|act_loss: 0.25|cri_loss: 0.1|unsuper_loss: 0.0",
+        "OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 4, reducing to 2", ""]))
+    rec = deepspeed.read(path, "d")[0]
+    assert rec.tags == ("lr", "skipped", "act_loss", "cri_loss", "unsuper_loss", "loss scale",
+                        "overflow")
+    assert _series(rec, "lr")[0] == [1, 2]
+    assert _series(rec, "skipped")[1] == [0.0, math.inf]
+    assert _series(rec, "act_loss") == ([4], [0.25], [7])
+    assert _series(rec, "overflow") == ([5], [1.0], [8])
+    assert [s.line for s in rec.skipped] == [2, 4, 5, 6]

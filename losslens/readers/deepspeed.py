@@ -37,7 +37,8 @@ import numpy as np
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import fragments, head_text, parse_float, read_text, split_truncated
+from .textutil import (STEP_LIMIT, as_float, fragments, head_text, parse_float, read_text,
+                       split_truncated)
 
 FORMAT = "deepspeed"
 
@@ -57,6 +58,15 @@ _SNIFF_PIPE = re.compile(r"(?m)^steps: \d+ loss: ")
 _PPO_COUNTERS = {"epoch", "step", "ppo_ep", "ppo epoch"}
 #: Lines of the same step closer than this are different engines, not a re-logged step.
 ENGINE_GAP = 20
+
+
+def step_int(text: str) -> int:
+    """A printed step counter as an int64 step; ValueError past it (digits spliced into a
+    counter), with room for the `+ 1` of overflow and PPO placement."""
+    n = int(text)
+    if not -STEP_LIMIT < n < STEP_LIMIT - 1:
+        raise ValueError(f"step {text[:24]}{'...' if len(text) > 24 else ''} is past int64")
+    return n
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -237,7 +247,7 @@ class DeepSpeedLines:
             if self._ppo_line(line, frag):
                 return True
             return self._reward(line, frag, skip)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             skip(line, f"unparseable DeepSpeed line ({exc})", frag)
             return True
 
@@ -257,7 +267,7 @@ class DeepSpeedLines:
                 self.betas = (float(b.group(1)), float(b.group(2)))
             else:
                 self.momentum = m.group(5).split(",")[0].strip()
-        self.steps.append(_Step(line, int(m.group(2)), int(m.group(3)), lrs, line_time(frag)))
+        self.steps.append(_Step(line, step_int(m.group(2)), int(m.group(3)), lrs, line_time(frag)))
         return True
 
     def _first_rank(self, rank: str | None) -> bool:
@@ -291,14 +301,14 @@ class DeepSpeedLines:
             skip(line, "DeepSpeed pipeline line without `steps: N loss: X`", frag)
             return True
         values = [(k.strip(), parse_float(v)) for k, v in pairs]
-        self.fields.append(_Fields(line, int(m.group(1)), values, np.nan))
+        self.fields.append(_Fields(line, step_int(m.group(1)), values, np.nan))
         return True
 
     def _ppo_line(self, line: int, frag: str) -> bool:
         m = PPO_RE.match(frag)
         if not m:
             return False
-        epoch, step = int(m.group(1)), int(m.group(2))
+        epoch, step = int(m.group(1)), step_int(m.group(2))
         pairs = []
         for part in m.group(3).split("|"):
             key, sep, value = part.partition(":")
@@ -308,12 +318,11 @@ class DeepSpeedLines:
                     raise ValueError(f"field {part.strip()!r} is not `key: value`")
                 continue
             pairs.append((key, parse_float(value)))
-        if epoch != self._ppo_epoch:
-            if self._ppo_last is not None:
-                self._ppo_offset = self._ppo_last
-            self._ppo_epoch = epoch
-        self.ppo = True
-        self._ppo_last = self._ppo_offset + step + 1
+        offset = self._ppo_offset
+        if epoch != self._ppo_epoch and self._ppo_last is not None:
+            offset = self._ppo_last
+        at = step_int(str(offset + step + 1))  # checked before the state changes
+        self._ppo_offset, self._ppo_epoch, self._ppo_last, self.ppo = offset, epoch, at, True
         self.fields.append(_Fields(line, self._ppo_last, pairs, line_time(frag)))
         return True
 
@@ -371,7 +380,7 @@ class DeepSpeedLines:
             if e in groups:
                 for g, lr in enumerate(s.lrs[1:], 1):
                     pts.add(f"{p}lr (group {g})", s.step, lr, s.wall, s.line, g)
-            pts.add(p + "skipped", s.step, float(s.skipped), s.wall, s.line, 100)
+            pts.add(p + "skipped", s.step, as_float(s.skipped), s.wall, s.line, 100)
 
     def _emit_overflows(self, pts: Points, prefix: str,
                         known: tuple[np.ndarray, np.ndarray] | None) -> None:
@@ -385,7 +394,10 @@ class DeepSpeedLines:
         k_lines, k_steps = k_lines[idx], k_steps[idx]
         o_lines = np.asarray([o[0] for o in self.overflows], np.int64)
         at = np.searchsorted(k_lines, o_lines, "left") - 1
-        steps = np.where(at >= 0, k_steps[np.maximum(at, 0)] + 1, 1)
+        if k_steps.shape[0]:
+            steps = np.where(at >= 0, k_steps[np.maximum(at, 0)] + 1, 1)
+        else:  # overflow messages without any step line: the first step
+            steps = np.ones(o_lines.shape[0], np.int64)
         merged: list[list] = []  # step, count, scale, wall, line
         for (line, scale, wall), step in zip(self.overflows, steps.tolist()):
             if merged and merged[-1][0] == step:

@@ -45,8 +45,8 @@ import numpy as np
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .deepspeed import DeepSpeedLines, Points, epoch_seconds, line_time
-from .textutil import ANSI_RE, head_text, parse_float, strip_prefix
+from .deepspeed import DeepSpeedLines, Points, epoch_seconds, line_time, step_int
+from .textutil import ANSI_RE, STEP_LIMIT, head_text, parse_float, strip_prefix
 
 FORMAT = "megatron"
 
@@ -228,8 +228,12 @@ class _State:
                 return True
             return False
         g = m.groups()
+        try:
+            it, total = step_int(g[7]), step_int(g[8])
+        except ValueError as exc:
+            self.b.skip(lineno, f"Megatron iteration line: {exc}", frag)
+            return True
         wall = epoch_seconds(g[:7]) if g[0] else math.nan
-        it, total = int(g[7]), int(g[8])
         pairs, damaged = _fields(frag[m.end():])
         self.pts.add_line(pairs, it, wall, lineno)
         keys = {k for k, _ in pairs}
@@ -268,8 +272,13 @@ class _State:
         at = _AT_ITER.search(where)
         wall = line_time(frag)
         if at:
+            try:
+                step = step_int(at.group(1))
+            except ValueError as exc:
+                self.b.skip(lineno, f"Megatron validation line: {exc}", frag)
+                return True
             for i, (tag, value) in enumerate(tags):
-                self.pts.add(tag, int(at.group(1)), value, wall, lineno, i)
+                self.pts.add(tag, step, value, wall, lineno, i)
         else:
             self.pending.append(_Pending(lineno, tags, wall))
         return True
@@ -374,9 +383,12 @@ def _args_meta(args: dict[str, str]) -> tuple[dict, dict[str, str]]:
     def num(key: str, cast):
         v = args.get(key)
         try:
-            return cast(float(v)) if v not in (None, "None") else None
+            x = float(v) if v not in (None, "None") else None
         except ValueError:
             return None
+        if x is None or (cast is int and not abs(x) < STEP_LIMIT):  # NaN, inf, past int64
+            return None
+        return cast(x)
 
     for key, name in _INT_ARGS.items():
         fields[name] = num(key, int)
@@ -390,7 +402,8 @@ def _args_meta(args: dict[str, str]) -> tuple[dict, dict[str, str]]:
                                else "bf16" if args.get("bf16") == "True" else "fp32")
     frac, decay = num("lr_warmup_fraction", float), num("lr_decay_iters", int)
     warm = num("lr_warmup_iters", int)
-    fields["warmup_steps"] = (int(frac * decay) if frac is not None and decay is not None
+    both = frac * decay if frac is not None and decay is not None else math.nan
+    fields["warmup_steps"] = (int(both) if abs(both) < STEP_LIMIT  # NaN fraction: not known
                               else warm if warm else None)
     used = set(_INT_ARGS) | set(_FLOAT_ARGS) | set(_STR_ARGS) | _USED_ARGS
     extra = {k: v for k, v in args.items() if k not in used}
