@@ -166,18 +166,14 @@ class Points:
         """RunRecords of every point, with headers/skips/warnings from `builder`."""
         tags = sorted(self._first, key=self._first.__getitem__)
         parts = [self._parts(t) for t in tags]
-        n = sum(len(p[0]) for ps in parts for p in ps)
-        code = np.empty(n, np.int32)
-        out = [np.empty(n, np.int64), np.empty(n, np.float64), np.empty(n, np.float64),
-               np.empty(n, np.int64)]
-        pos = 0
-        for i, ps in enumerate(parts):
-            for p in ps:
-                k = len(p[0])
-                code[pos:pos + k] = i
-                for dst, src in zip(out, p):
-                    dst[pos:pos + k] = src
-                pos += k
+        flat = [p for ps in parts for p in ps]
+        counts = [sum(len(p[0]) for p in ps) for ps in parts]
+        code = np.repeat(np.arange(len(tags), dtype=np.int32), counts)
+        # one concatenation per column straight into the final arrays (no per-part copies)
+        out = [np.concatenate([p[i] for p in flat]) if flat else np.empty(0, dt)
+               for i, dt in enumerate((np.int64, np.float64, np.float64, np.int64))]
+        out = [a.astype(dt, copy=False)
+               for a, dt in zip(out, (np.int64, np.float64, np.float64, np.int64))]
         return RunRecords(
             run=run, source=source, format=fmt, tags=tuple(tags), tag_code=code, step=out[0],
             value=out[1], wall_time=out[2], order=out[3],

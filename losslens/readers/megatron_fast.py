@@ -323,9 +323,10 @@ class _Lines:
         sel = np.flatnonzero(ok)
         if not sel.shape[0]:
             return None
-        idx, st, slash = idx[sel], st[sel], slash[sel]
-        stamp = stamp[sel] if stamp is not None else None
-        pipes, colons = pipes[:, sel], colons[:, sel]
+        if sel.shape[0] < ok.shape[0]:  # (most often every candidate fits: no gathers)
+            idx, st, slash = idx[sel], st[sel], slash[sel]
+            stamp = stamp[sel] if stamp is not None else None
+            pipes, colons = pipes[:, sel], colons[:, sel]
         # spans: iteration and train_iters (digits after "iteration " / the slash, up to the
         # slash / the head's pipe); values between ": " and " |" (one space each side dropped)
         vs = colons + one + (arr[colons + one] == 32)
@@ -349,9 +350,12 @@ class _Lines:
         keep = np.flatnonzero(ok)
         if not keep.shape[0]:
             return None
-        wall = self._walls(stamp[keep] if stamp is not None else None, keep.shape[0])
-        return Hits(tpl.keys, idx[keep].astype(np.int64) + (c.base + 1), whole[0, keep], wall,
-                    values[:, keep], int(whole[1, keep[-1]]))
+        if keep.shape[0] < n:
+            idx, stamp, whole, values = idx[keep], stamp[keep] if stamp is not None else None, \
+                whole[:, keep], values[:, keep]
+        wall = self._walls(stamp, keep.shape[0])
+        return Hits(tpl.keys, idx.astype(np.int64) + (c.base + 1), whole[0], wall, values,
+                    int(whole[1, -1]))
 
     def _head(self, st: np.ndarray):
         """Whether each head fits the template, where its `/` is, its timestamp bytes."""
@@ -444,12 +448,15 @@ class _Lines:
         if stamp is None or ts is None:
             return np.full(n, np.nan)
 
-        def num(off: int, width: int) -> np.ndarray:
-            digits = stamp[:, off:off + width].astype(np.int64) - 48
-            return digits @ (10 ** np.arange(width - 1, -1, -1, dtype=np.int64))
-
-        y, mo, d, h, mi, s = (num(o - ts[0], w) for o, w in zip(ts[:6], (4, 2, 2, 2, 2, 2)))
+        # every field at once: digit bytes times a (bytes, fields) matrix of powers of ten
+        offs = [o - ts[0] for o in ts[:6]] + [20]
+        widths = [4, 2, 2, 2, 2, 2, ts[6]]
+        weights = np.zeros((stamp.shape[1], 7), np.int64)
+        for f, (off, width) in enumerate(zip(offs, widths)):
+            weights[off:off + width, f] = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+        used = np.flatnonzero(weights.any(axis=1))
+        y, mo, d, h, mi, s, frac = ((stamp[:, used].astype(np.int64) - 48) @ weights[used]).T
         wall = (days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s).astype(np.float64)
         if ts[6]:
-            wall = wall + num(20, ts[6]).astype(np.float64) / 10.0 ** ts[6]
+            wall = wall + frac.astype(np.float64) / 10.0 ** ts[6]
         return wall
