@@ -92,8 +92,6 @@ def test_library_reads_and_analyses_any_mutation(scratch, case):
     _library(scratch, case)
 
 
-@pytest.mark.xfail(reason="Megatron/DeepSpeed reader crashes reported to their owners",
-                   strict=False)
 @settings(max_examples=150, phases=[Phase.explicit, Phase.reuse, Phase.generate], **SETTINGS)
 @given(case=_inputs([s for s in SEEDS if s.kind in UNFINISHED]))
 def test_library_reads_mutated_megatron_and_deepspeed_logs(scratch, case):
