@@ -88,10 +88,10 @@ def test_bad_batch_via_cli_and_analysis_json(runs, monkeypatch, restore_threads,
     assert [s["step"] for s in m["replay"]["steps"]] == list(range(61, 71))
     assert m["level"]["neighbour_steps"] == list(range(71, 79))
     # the corrupted rows are the samples to look at, with their dataset ids
-    top = r["samples"][:4]
-    assert sorted(s["index"] for s in top) == [2, 5, 9, 13]
-    assert sorted(s["sample_id"] for s in top) == [69 * 16 + i for i in (2, 5, 9, 13)]
-    assert all(s["loss_z"] > 6 for s in top) and r["samples"][4]["loss_z"] < 3
+    top = r["samples"][:6]
+    assert sorted(s["index"] for s in top) == [1, 2, 5, 9, 13, 14]
+    assert sorted(s["sample_id"] for s in top) == [69 * 16 + i for i in (1, 2, 5, 9, 13, 14)]
+    assert all(s["loss_z"] > 6 for s in top) and r["samples"][6]["loss_z"] < 3
     assert m["static"]["per_sample_method"] == ["vmap"]
     step70 = m["replay"]["steps"][-1]
     assert step70["attn_logit_absmax"] > 0 and step70["act_absmax_module"]
@@ -409,7 +409,7 @@ def test_bad_batch_on_cuda(runs, monkeypatch):
     [r] = rep.results
     assert r.verdict == "bad_batch"
     assert r.measurements["preflight"]["loss_rel_diff"] < 1e-3
-    assert sorted(s["index"] for s in r.samples[:4]) == [2, 5, 9, 13]
+    assert sorted(s["index"] for s in r.samples[:6]) == [1, 2, 5, 9, 13, 14]
 
 
 # --------------------------------------------------------------------------- verdicts
