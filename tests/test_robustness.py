@@ -278,6 +278,33 @@ def test_long_line_of_repeated_records_reads_in_linear_time(tmp_path, name, line
                                            for t, s, v, o in _points(before)}
 
 
+DEEP = "[" * 100_000  # json.loads raises RecursionError, not ValueError, on this
+
+
+@pytest.mark.parametrize("name, text, line", [
+    ("a.jsonl", '{"step": 1, "loss": 2.5}\n{"step": 2, "x": %s}\n{"step": 3, "loss": 2.3}\n', 2),
+    ("wandb-history.jsonl", '{"_step": 1, "_runtime": 1, "loss": 2.5}\n{"_step": 2, "x": %s}\n'
+     '{"_step": 3, "_runtime": 3, "loss": 2.3}\n', 2),
+    ("f.log", "2023-01-01 12:00:01 | INFO | train_inner | {\"loss\": \"2.5\", \"num_updates\": "
+     "\"1\"}\n2023-01-01 12:00:02 | INFO | train_inner | {\"epoch\": %s}\n2023-01-01 12:00:03 "
+     "| INFO | train_inner | {\"loss\": \"2.3\", \"num_updates\": \"3\"}\n", 2),
+    ("trainer_state.json", '{"log_history": [{"step": 1, "loss": 2.5}, %s]}', 0),
+    ("lev.log", '2024-05-01T10:00:30 INFO {"tracker": "json_logger", "event": "log", "step": 1, '
+     '"metrics": {"loss": 2.5}}\n2024-05-01T10:00:31 INFO {"tracker": "json_logger", "event": '
+     '"log", "step": 2, "metrics": %s}\n', 2),
+])
+def test_deeply_nested_json_is_a_bad_line_not_a_crash(tmp_path, name, text, line):
+    path = tmp_path / name
+    path.write_text(text % DEEP)
+    (rec,) = read_records(path)
+    assert _series(rec, "loss")[1][0] == 2.5
+    if line:
+        assert [s.line for s in rec.skipped] == [line]
+    else:  # trainer_state.json: the entries before the damage, and a warning saying so
+        assert rec.warnings == (f"{path}: damaged JSON at line 1; kept the 1 log_history "
+                                "entries before it",)
+
+
 def test_huge_csv_header_cell_is_not_a_table(tmp_path):
     path = tmp_path / "x.log"
     path.write_text("step," + "9" * 200_000 + "\n1,2\n")

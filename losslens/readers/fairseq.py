@@ -147,7 +147,7 @@ def _json_record(builder: RecordsBuilder, st: _State, lineno: int, msg: str, wal
         rec = json.loads(msg)
         if not isinstance(rec, dict):
             raise ValueError("not an object")
-    except ValueError:
+    except (ValueError, RecursionError):
         builder.skip(lineno, "invalid JSON record", msg)
         return
     if "_name" in rec and "common" in rec:  # a Hydra config dumped as JSON

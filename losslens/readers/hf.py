@@ -115,7 +115,7 @@ def _load_state(text: str, path: Path, b: RecordsBuilder) -> tuple[dict, list]:
     """The state dict and its log_history; salvages the entries of a damaged file."""
     try:
         state = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return _salvage(text, path, b, exc)
     if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
         raise ParseError(f"{path}: not a trainer_state.json (no log_history list)")
@@ -135,7 +135,7 @@ def _salvage(text: str, path: Path, b: RecordsBuilder, exc: ValueError) -> tuple
             break
         try:
             entry, pos = decoder.raw_decode(text, pos)
-        except ValueError:
+        except (ValueError, RecursionError):
             line = text.count("\n", 0, pos) + 1
             b.warn(f"{path}: damaged JSON at line {line}; kept the {len(entries)} "
                    "log_history entries before it")

@@ -90,7 +90,7 @@ def sniff_jsonl(name: str, head: bytes) -> float:
         return 0.0
     try:
         obj = json.loads(first)
-    except ValueError:
+    except (ValueError, RecursionError):
         return 0.0
     if isinstance(obj, dict) and any(k in obj for k in STEP_NAMES):
         return 0.3
@@ -544,7 +544,7 @@ def _cut_json_tail(data: bytes, builder: RecordsBuilder) -> bytes:
     try:
         json.loads(tail)
         return data + b"\n"
-    except ValueError:
+    except (ValueError, RecursionError):
         if tail.strip():
             builder.skip(data.count(b"\n", 0, cut) + 1, "truncated last line",
                          tail.decode("utf-8", "replace"))
@@ -637,7 +637,7 @@ def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1) -> Non
             continue
         try:
             rec = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             builder.skip(lineno, "invalid JSON line", raw.decode("utf-8", "replace"))
             continue
         if not isinstance(rec, dict):
@@ -699,7 +699,7 @@ def _read_levanter(path: Path, run: str, data: bytes) -> RunRecords:
         text = line[start:].rstrip() if start >= 0 else ""
         try:
             rec = json.loads(text) if text.endswith("}") else None
-        except ValueError:
+        except (ValueError, RecursionError):
             rec = None
         if not isinstance(rec, dict):
             builder.skip(lineno, "invalid JSON tracker line", line)

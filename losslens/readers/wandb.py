@@ -343,7 +343,7 @@ def json_value(text: str) -> Any:
         pass
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(value, dict):
         return value
@@ -385,7 +385,7 @@ def decode_updates(buf: bytes) -> tuple[list[tuple[tuple[str, ...], bytes]],
 def _json_any(text: bytes | str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
 
 
@@ -821,7 +821,7 @@ def _history_rows(text: str, builder: RecordsBuilder) -> Iterator[tuple[int, dic
             continue
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             why = ("truncated last line" if lineno - 1 == last and not text.endswith("\n")
                    else "not a JSON object")
             builder.skip(lineno, why, line)
