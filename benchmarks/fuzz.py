@@ -369,7 +369,7 @@ def enormous_line(data: bytes, rng: random.Random) -> bytes:
     size = rng.choice((1 << 16, 1 << 18, 1 << 20, 3 << 20))
     base = rng.choice(lines) or b"x"
     big = (base * (size // len(base) + 1))[:size] if rng.random() < 0.5 else (
-        rng.choice((b"9", b"x", b"|", b"{", b"\0", b" ")) * size)
+        rng.choice((b"9", b"x", b"|", b"{", b"[", b"\0", b" ")) * size)
     at = rng.randrange(len(lines) + 1)
     return b"\n".join(lines[:at] + [big] + lines[at:])
 
@@ -410,7 +410,8 @@ def odd_numbers(data: bytes, rng: random.Random) -> bytes:
 
 def json_nan(data: bytes, rng: random.Random) -> bytes:
     word = rng.choice((b"NaN", b"Infinity", b"-Infinity", b"nan", b"1e999", b"null", b'"NaN"',
-                       b"true", b"[1, 2]", b'{"a": 1}', b"12345678901234567890123"))
+                       b"true", b"[1, 2]", b'{"a": 1}', b"12345678901234567890123",
+                       b"[" * 5000, b'{"a": ' * 990 + b"1" + b"}" * 990))  # deep nesting
     def swap(m: re.Match) -> bytes:
         return m.group(1) + (word if rng.random() < 0.3 else m.group(0)[len(m.group(1)):])
 
