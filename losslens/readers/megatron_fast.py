@@ -448,15 +448,16 @@ class _Lines:
         if stamp is None or ts is None:
             return np.full(n, np.nan)
 
-        # every field at once: digit bytes times a (bytes, fields) matrix of powers of ten
-        offs = [o - ts[0] for o in ts[:6]] + [20]
-        widths = [4, 2, 2, 2, 2, 2, ts[6]]
-        weights = np.zeros((stamp.shape[1], 7), np.int64)
-        for f, (off, width) in enumerate(zip(offs, widths)):
-            weights[off:off + width, f] = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-        used = np.flatnonzero(weights.any(axis=1))
-        y, mo, d, h, mi, s, frac = ((stamp[:, used].astype(np.int64) - 48) @ weights[used]).T
+        digits = stamp.astype(np.int32) - 48  # one conversion; Horner per field on columns
+
+        def num(off: int, width: int) -> np.ndarray:
+            acc = digits[:, off].astype(np.int64)
+            for j in range(off + 1, off + width):
+                acc = acc * 10 + digits[:, j]
+            return acc
+
+        y, mo, d, h, mi, s = (num(o - ts[0], w) for o, w in zip(ts[:6], (4, 2, 2, 2, 2, 2)))
         wall = (days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s).astype(np.float64)
         if ts[6]:
-            wall = wall + frac.astype(np.float64) / 10.0 ** ts[6]
+            wall = wall + num(20, ts[6]).astype(np.float64) / 10.0 ** ts[6]
         return wall
