@@ -350,10 +350,13 @@ def test_targets_fold_overlaps_and_skip_unreplayable():
            _ev("spike", "val", 50, 50, 51, "spike-2"),
            _ev("changepoint", "lm loss", 17, id="changepoint-1"),
            _ev("grad_spike", "grad norm", 200, 201, 203, "grad_spike-2"),
-           _ev("nonfinite", "lm loss", 300, None, 302, "nonfinite-1")]
+           _ev("nonfinite", "lm loss", 300, None, 302, "nonfinite-1"),
+           # in the recovery of spike-3 (peak 410, back at 480): the same event
+           _ev("spike", "lm loss", 400, 410, 480, "spike-3"),
+           _ev("grad_spike", "grad norm", 450, 451, 455, "grad_spike-3")]
     got = select(evs, roles, None)
-    assert [t.event.id for t in got] == ["spike-1", "grad_spike-2", "nonfinite-1"]
-    assert [t.role for t in got] == ["train_loss", "grad_norm", "train_loss"]
+    assert [t.event.id for t in got] == ["spike-1", "grad_spike-2", "nonfinite-1", "spike-3"]
+    assert [t.role for t in got] == ["train_loss", "grad_norm", "train_loss", "train_loss"]
     assert [t.event.id for t in select(evs, roles, ["grad_spike-1"])] == ["grad_spike-1"]
     with pytest.raises(LossLensError, match="--events: no event spike-9"):
         select(evs, roles, ["spike-9"])
@@ -454,6 +457,10 @@ def test_check_spike_thresholds():
     assert check_spike([1.15], 1.0, 0.05, 2.0).shows is False
     assert check_spike([1.35], 1.0, 0.05, 2.0).shows is None
     assert check_spike([1.6], 1.0, 0.2, 2.0).shows is None  # z = 3: in part
+    # orders of magnitude (>= x10): shares of the log-ratio (x100 of a logged x1e4 is back)
+    assert check_spike([100.0], 1.0, 0.02, 1e4).shows is True
+    assert check_spike([50.0], 1.0, 0.02, 1e4).shows is None
+    assert check_spike([5.0], 1.0, 0.02, 1e4).shows is False
     assert check_spike([1.0, float("nan")], 1.0, 0.05).shows is True
     assert check_spike([1.4], 1.0, 0.05, nonfinite_event=True).shows is False
     c = check_spike([-0.5], -2.0, 0.1)  # additive losses: z alone

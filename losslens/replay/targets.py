@@ -3,7 +3,8 @@
 Replayable: spikes of a training loss, divergence and non-finite losses, grad-norm spikes, fp16
 overflows — events tied to the batches of particular iterations. Validation-loss spikes, resume
 artefacts, grokking and changepoints are not (no batch caused them). By default an event that
-overlaps one already chosen (a grad-norm spike under a loss spike) is left out: one replay
+overlaps one already chosen, onset through recovery (a grad-norm spike under a loss spike or in
+its recovery), is left out: one replay
 answers both. `--events ID,...` picks events by id (then overlaps are kept).
 """
 from __future__ import annotations
@@ -141,7 +142,14 @@ def flagged_range(event: Event, max_flagged: int) -> tuple[int, int]:
     return event.start_step, min(last, event.start_step + max_flagged - 1)
 
 
+def _extent(event: Event) -> tuple[int, int]:
+    """Onset through the end of recovery: a grad-norm spike while the loss is still coming
+    back from its spike is the same event (the replay of the loss spike covers it)."""
+    ends = [s for s in (event.peak_step, event.end_step) if s is not None]
+    return event.start_step, max([event.start_step, *ends])
+
+
 def _overlap(a: Event, b: Event) -> bool:
-    a0, a1 = flagged_range(a, 10 ** 9)
-    b0, b1 = flagged_range(b, 10 ** 9)
+    a0, a1 = _extent(a)
+    b0, b1 = _extent(b)
     return a0 <= b1 and b0 <= a1

@@ -27,9 +27,12 @@ from typing import Any, Sequence
 VERDICTS = ("bad_batch", "batch_state_interaction", "optimizer_state", "numerics",
             "not_reproducible", "inconclusive")
 
-#: Replayed excess (ratio - 1) must reach this share of the logged excess to count as the
-#: spike coming back, and stay under WEAK_SHARE to count as not coming back.
+#: Replayed excess (ratio - 1) must reach this share of the logged excess (or of its log) to
+#: count as the spike coming back, and stay under WEAK_SHARE to count as not coming back.
 STRONG_SHARE, WEAK_SHARE = 0.5, 0.2
+#: Spikes of this ratio or more (orders of magnitude: an Adam instability) compare the
+#: shares in log space: the replayed log-ratio against the logged log-ratio.
+LOG_SPACE_RATIO = 10.0
 #: ... and the replayed peak must stand this many robust scales above the level.
 STRONG_Z, WEAK_Z = 5.0, 3.0
 #: Without a logged magnitude (nonfinite events, JSON without one) a spike is a ratio of:
@@ -76,7 +79,10 @@ def check_spike(values: Sequence[float], level: float, scale: float,
         shows = False if fin else None
     else:
         want = magnitude if magnitude and magnitude > 1 else DEFAULT_RATIO
-        strong, weak = 1 + STRONG_SHARE * (want - 1), 1 + WEAK_SHARE * (want - 1)
+        if want >= LOG_SPACE_RATIO:  # ×100 of a logged ×1e4 is the same event
+            strong, weak = want ** STRONG_SHARE, want ** WEAK_SHARE
+        else:
+            strong, weak = 1 + STRONG_SHARE * (want - 1), 1 + WEAK_SHARE * (want - 1)
         if level <= 0 or not math.isfinite(ratio):  # additive losses: z alone
             shows = True if z >= STRONG_Z else False if z < WEAK_Z else None
         elif ratio >= strong and z >= STRONG_Z:
