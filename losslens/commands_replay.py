@@ -170,6 +170,13 @@ def _print(report, console=None) -> None:
                       f"{r.verdict}[/]")
         for line in r.evidence:
             console.print(f"  • {escape(line)}")
+        cost = r.measurements.get("cost") or {}
+        if cost.get("replay_step_ratio") is not None:
+            console.print(f"  [dim]cost: a replayed step takes {cost['replay_step_ratio']:.1f}× a "
+                          f"plain forward+backward of the batch ({1000 * cost['replay_step_s']:.1f}"
+                          f" vs {1000 * cost['forward_backward_s']:.1f} ms); the whole event "
+                          f"{cost['event_s']:.2f} s = {cost['event_forward_backward_units']:.0f} "
+                          "forward+backward passes[/]")
 
 
 def _text(report) -> str:

@@ -1,9 +1,11 @@
 """Replay (DESIGN §5): plug-in loading, probes and verdicts, on tiny CPU models.
 
-End to end: the example tiny GPT (examples/) trained briefly with an injected bad batch
-(→ bad_batch, and the corrupted rows are the samples to look at) and with a simulated silent
-data corruption (→ not_reproducible); a tiny MLP whose fp16 forward overflows on one batch
-(→ numerics, naming the module). The verdict logic itself is tested on numbers.
+End to end, from the examples/ that write their own log and checkpoints: the tiny GPT on real
+text trained briefly with an injected bad batch (→ bad_batch, and the corrupted rows are the
+samples to look at) and with a simulated silent data corruption (→ not_reproducible);
+full-batch Adam spiking on its own state (→ optimizer_state); attention whose Q·K overflows
+fp16 (→ numerics, naming the module). Also a tiny MLP whose fp16 forward overflows on one
+batch (→ numerics). The verdict logic itself is tested on numbers.
 """
 from __future__ import annotations
 
@@ -96,6 +98,8 @@ def test_bad_batch_via_cli_and_analysis_json(runs, monkeypatch, restore_threads,
     step70 = m["replay"]["steps"][-1]
     assert step70["attn_logit_absmax"] > 0 and step70["act_absmax_module"]
     assert 0 < step70["update_rms_over_lr"] < 2
+    cost = m["cost"]
+    assert cost["forward_backward_s"] > 0 and cost["replay_step_ratio"] > 0.5
 
 
 def test_sdc_is_not_reproducible_from_the_log(runs, monkeypatch, restore_threads):
@@ -112,6 +116,56 @@ def test_sdc_is_not_reproducible_from_the_log(runs, monkeypatch, restore_threads
     assert r.measurements["log"]["max_rel_diff"] < 1e-5
     assert "counterfactuals" not in r.measurements
     assert any("the log matches the replay" in e for e in r.evidence)
+
+
+def _example(name: str):
+    """An example module (trainer and plug-in in one file), imported from examples/."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_adam_example_is_optimizer_state(tmp_path, monkeypatch, restore_threads):
+    """Full-batch Adam to ~1e-30: the spike at 11920 comes from Adam's state (Molybog)."""
+    _example("adam_spike").train(tmp_path)
+    monkeypatch.setenv("LOSSLENS_ADAM_RUN", str(tmp_path))
+    rep = replay(str(EXAMPLES / "adam_spike.py"), tmp_path / "train.log", device="cpu")
+    # the grad-norm spikes in the loss spike's recovery are folded into it
+    [r] = rep.results
+    assert (r.event.id, r.flagged, r.checkpoint) == ("spike-1", (11920, 11932), 11900)
+    assert r.verdict == "optimizer_state"
+    m = r.measurements
+    assert m["preflight"]["bitwise"] is True and m["log"]["match"] is True
+    assert m["replay"]["check"]["shows"] is True and m["replay"]["check"]["ratio"] > 1000
+    assert m["counterfactuals"]["substitute"]["check"]["shows"] is True
+    assert m["adam"]["update_rms_over_lr_jump"] > 100
+    assert m["cost"]["replay_step_ratio"] > 0
+    assert any(e.startswith("Adam: update RMS/lr ×") for e in r.evidence)
+
+
+def test_fp16_attention_example_is_numerics(tmp_path, monkeypatch, restore_threads):
+    """Q·K overflows fp16 before the 1/sqrt(d) scaling at iteration 150; fp32 is finite."""
+    _example("fp16_attention").train(tmp_path)
+    monkeypatch.setenv("LOSSLENS_FP16_RUN", str(tmp_path))
+    cli = CliRunner()
+    res = cli.invoke(app, ["replay", "--plugin", str(EXAMPLES / "fp16_attention.py"),
+                           str(tmp_path / "train.log"), "--device", "cpu", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    [r] = json.loads(res.stdout)["results"]  # the overflow and NaN-count events fold into it
+    assert (r["event"]["id"], r["flagged_steps"], r["checkpoint"]) == ("nonfinite-1", [150, 150],
+                                                                     100)
+    assert r["verdict"] == "numerics"
+    steps = r["measurements"]["replay"]["steps"]
+    assert steps[-1]["step"] == 150 and steps[-1]["skipped"] is True
+    assert steps[-1]["first_nonfinite_module"] == "attn.attn_logits"
+    assert all(s["first_nonfinite_module"] is None for s in steps[:-1])
+    fp32 = r["measurements"]["counterfactuals"]["fp32"]
+    assert fp32["check"]["nonfinite"] is False and fp32["run_dtype"] == "float16"
+    assert r["evidence"][-1] == ("the event needs the run's precision (float16); first "
+                                 "non-finite output: attn.attn_logits")
 
 
 NUMERICS_PLUGIN = '''

@@ -127,6 +127,7 @@ class EventProbe:
         static_samples = self._timed("static", self._static, facts)
         if facts.replay is not None and facts.replay.shows and self.o.counterfactuals:
             self._counterfactuals(facts, main)
+        self.m["cost"] = self._cost(main)
         verdict_args = decide(facts)
         return self._result(facts, static_samples, verdict_args)
 
@@ -142,6 +143,23 @@ class EventProbe:
         replayed = (self.ckpt + 1, self.last) if self.m.get("replay") else None
         return EventResult(self.ev, verdict, evidence, facts.checkpoint, self.earlier,
                            (self.first, self.last), replayed, samples, self.m, self.timings)
+
+    def _cost(self, main: RunOut, repeats: int = 3) -> dict[str, Any]:
+        """Replay's cost against a plain forward+backward of the first flagged batch (the
+        fastest of `repeats`, at the current weights, no update): per replayed step, and the
+        whole event in forward+backward units."""
+        self.s.evaluate([self.first])  # warm-up (allocations, caches)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self.s.evaluate([self.first])
+            times.append(time.perf_counter() - t0)
+        fb = min(times)
+        step = stats.median_or_nan(r.seconds for r in main.records)
+        total = sum(self.timings.values())
+        return {"forward_backward_s": fb, "replay_step_s": step,
+                "replay_step_ratio": step / fb if fb > 0 else None,
+                "event_s": total, "event_forward_backward_units": total / fb if fb > 0 else None}
 
     # ---- batches
 
