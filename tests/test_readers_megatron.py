@@ -543,3 +543,18 @@ def test_deepspeed_steps_past_int64_are_skipped_lines(tmp_path):
     assert _series(rec, "act_loss") == ([4], [0.25], [7])
     assert _series(rec, "overflow") == ([5], [1.0], [8])
     assert [s.line for s in rec.skipped] == [2, 4, 5, 6]
+
+
+def test_training_lines_inside_an_unterminated_argument_dump(tmp_path):
+    """An argument dump whose end line was lost (or moved): the training lines after it are
+    read on both paths (the classifier used to take them as argument lines, silently)."""
+    path = tmp_path / "noend.log"
+    path.write_text("\n".join([
+        "------------------------ arguments ------------------------",
+        "  hidden_size ..................................... 1024",
+        _LINE.format(it=1, total=10, cs=8),
+        "  num_layers ...................................... 24",
+        _LINE.format(it=2, total=10, cs=16), ""]))
+    rec = _both(path)
+    assert _series(rec, "lm loss") == ([1, 2], [2.5, 2.5], [3, 5])
+    assert (rec.metadata.hidden_size, rec.metadata.num_layers) == (1024, 24)

@@ -196,8 +196,8 @@ class _State:
             self.b.skip(lineno, "truncated last line", frag)
 
     def fragment(self, lineno: int, frag: str) -> None:
-        if self.in_args:
-            self._arg(frag)
+        if self.in_args and self._arg(frag):
+            pass
         elif "iteration" in frag and self._train(lineno, frag):
             pass
         elif " loss at " in frag and self._validation(lineno, frag):
@@ -212,13 +212,16 @@ class _State:
         else:
             self.ds.feed(lineno, frag, self.b.skip, ppo=False)
 
-    def _arg(self, frag: str) -> None:
+    def _arg(self, frag: str) -> bool:
+        """An argument-dump line read; False for any other line met inside the dump (an
+        interleaved rank, or a dump whose end line is lost), which is then read as usual."""
         if _ARGS_END.match(frag):
             self.in_args = False
-            return
+            return True
         m = _ARG.match(frag)
         if m:
             self.args[m.group(1)] = m.group(2)
+        return m is not None
 
     def _train(self, lineno: int, frag: str) -> bool:
         m = _TRAIN.search(frag)
