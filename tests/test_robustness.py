@@ -305,6 +305,24 @@ def test_deeply_nested_json_is_a_bad_line_not_a_crash(tmp_path, name, text, line
                                 "entries before it",)
 
 
+@pytest.mark.xfail(raises=OverflowError, strict=False,
+                   reason="detectors/segments.py:202 math.exp(resid) overflows; reported")
+def test_resume_from_a_tiny_loss_to_a_huge_one_is_analysed(tmp_path):
+    """A resume whose first loss is 1e300 after losses of 1e-12 (a log ratio past 709)."""
+    from losslens.pipeline import analyze_frame
+    import losslens
+
+    lines = [f"iter {i}: loss {1e-12 * (1 + i / 1000):.4g}, time 10.0ms, mfu 5.00%"
+             for i in range(0, 300, 10)]
+    lines.append("Resuming training from out")
+    lines += [f"iter {i}: loss {1e300 if i <= 210 else 1e-12:.4g}, time 10.0ms, mfu 5.00%"
+              for i in range(200, 400, 10)]
+    path = tmp_path / "train.log"
+    path.write_text("\n".join(lines) + "\n")
+    analysis = analyze_frame(losslens.read(path))
+    assert any(e.kind == "resume_spike" for e in analysis.runs[0].events)
+
+
 def test_huge_csv_header_cell_is_not_a_table(tmp_path):
     path = tmp_path / "x.log"
     path.write_text("step," + "9" * 200_000 + "\n1,2\n")
