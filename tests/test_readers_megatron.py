@@ -558,3 +558,17 @@ def test_training_lines_inside_an_unterminated_argument_dump(tmp_path):
     rec = _both(path)
     assert _series(rec, "lm loss") == ([1, 2], [2.5, 2.5], [3, 5])
     assert (rec.metadata.hidden_size, rec.metadata.num_layers) == (1024, 24)
+
+
+def test_a_damaged_key_byte_is_its_own_tag_on_both_paths(tmp_path, monkeypatch):
+    """A flipped byte inside a key of the template's length (`elapsed tim*`): the fast path
+    compares every key byte, so the value is not filed under the template's key."""
+    monkeypatch.setattr(megatron_fast, "CHUNK", 300)
+    good = " iteration {it}/ 10 | elapsed time (ms): 1.5 | lm loss: 2.5 |"
+    path = tmp_path / "key.log"
+    path.write_text("\n".join([good.format(it=1), good.format(it=2).replace("time", "tim*"),
+                               good.format(it=3), ""]))
+    rec = _both(path)
+    assert rec.tags == ("elapsed time (ms)", "lm loss", "elapsed tim* (ms)")
+    assert _series(rec, "elapsed time (ms)")[0] == [1, 3]
+    assert _series(rec, "elapsed tim* (ms)") == ([2], [1.5], [2])

@@ -8,11 +8,11 @@ should stay in cache; chunks run on a few threads, numpy and pyarrow release the
 chunk numpy finds every `\\n`, `|` and `:`. A template is made from one training line (its head
 bytes — launcher prefix, timestamp layout, "iteration " — and its keys); every line with the
 template's number of `|` and `:` is then checked as a whole: head bytes equal (timestamp
-positions: digits), each field's colon between its pipes at the key's length, two probe bytes
-of each key, the line ending in `|`. Integer fields (and `N/ M`) are read eight bytes at a time
-as uint64 words (SWAR digit checks and conversion); the other values are cut out of the chunk
-with one pyarrow `take` and cast to float64 at once (Python's `float` for a block pyarrow
-refuses). A line with a value neither reads, or with `\\r` or an ANSI escape, is left to the
+positions: digits), each field's colon between its pipes at the key's length, every byte of
+each key (eight at a time), the line ending in `|`. Integer fields (and `N/ M`) are read eight
+bytes at a time as uint64 words (SWAR digit checks and conversion); the other values are cut
+out of the chunk with one pyarrow `take` and cast to float64 at once (Python's `float` for a
+block pyarrow refuses). A line with a value neither reads, or with `\\r` or an ANSI escape, is left to the
 classifier, as are lines no template takes when they hold one of the classifier's markers.
 """
 from __future__ import annotations
@@ -48,8 +48,10 @@ class Template:
     keys: tuple[str, ...]
     key_len: np.ndarray  # bytes between a field's pipe and its colon (" key")
     ints: np.ndarray  # fields whose value was a plain integer (read with numpy, not pyarrow)
-    probe: np.ndarray  # (fields, 2) offsets after the pipe that are compared byte by byte
-    want: np.ndarray  # (fields, 2) the bytes expected there
+    word_field: np.ndarray  # (words,) the field each 8-byte word of the keys belongs to
+    word_off: np.ndarray  # (words,) its offset after the field's pipe
+    word_want: np.ndarray  # (words,) uint64: the key bytes expected there
+    word_mask: np.ndarray  # (words,) uint64: which of its bytes are key bytes
 
 
 def template(line: bytes) -> Template | None:
@@ -80,11 +82,15 @@ def template(line: bytes) -> Template | None:
             wild[off:off + width] = True
         wild[t0 + 20:t0 + 20 + frac] = True
     lens = np.asarray([len(k) for k in key_bytes], np.int32)
-    probe = np.stack([np.minimum(1, lens - 1), lens - 1], axis=1).astype(np.int32)
-    want = np.asarray([[kb[i] for i in row] for kb, row in zip(key_bytes, probe)], np.uint8)
+    words = [(f, off, kb[off:off + 8]) for f, kb in enumerate(key_bytes)
+             for off in range(0, len(kb), 8)]
+    word_field = np.asarray([w[0] for w in words], np.intp)
+    word_off = np.asarray([1 + w[1] for w in words], np.int32)
+    word_want = np.asarray([int.from_bytes(w[2], "little") for w in words], np.uint64)
+    word_mask = np.asarray([(1 << (8 * len(w[2]))) - 1 for w in words], np.uint64)
     return Template(np.frombuffer(line[:n_head], np.uint8).copy(), wild, ts, text.count("|"),
                     text.count(":"), text[:m.end()].count(":"), tuple(keys), lens,
-                    np.asarray(ints, bool), probe, want)
+                    np.asarray(ints, bool), word_field, word_off, word_want, word_mask)
 
 
 @dataclass
@@ -317,9 +323,11 @@ class _Lines:
         lay = (colons > pipes[:-1]) & (colons < pipes[1:]) \
             & (colons - pipes[:-1] - one == tpl.key_len[:, None])
         ok &= np.logical_and.reduce(lay, axis=0)
-        at = np.where(ok, pipes[:-1, None, :], 0) + (one + tpl.probe)[:, :, None]
-        ok &= np.logical_and.reduce((arr[at] == tpl.want[:, :, None]).reshape(-1, ok.shape[0]),
-                                    axis=0)
+        # every key byte, eight at a time (a word past the chunk's end is clipped: it fails)
+        at = pipes[tpl.word_field] + tpl.word_off[:, None]
+        np.minimum(at, c.w8.shape[0] - 1, out=at)
+        diff = (c.w8[at] ^ tpl.word_want[:, None]) & tpl.word_mask[:, None]
+        ok &= ~np.logical_or.reduce(diff != 0, axis=0)
         sel = np.flatnonzero(ok)
         if not sel.shape[0]:
             return None
