@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Replay on a GPU, end to end: train the example tiny GPT (CPU, ~10 s per scenario), then
-# `losslens replay --device cuda` on the bad_batch and sdc scenarios; print the verdicts,
-# preflight (bitwise?) and the time of each probe; then the CUDA test of tests/test_replay.py.
+# Replay on a GPU, end to end, on every example of examples/: train it (CPU, seconds each),
+# `losslens analyze` -> `losslens skiplist` -> `losslens replay --device cuda`; print each
+# verdict, the preflight (bitwise?), the time of each probe and the cost of a replayed step
+# against a plain forward+backward; then the CUDA test of tests/test_replay.py.
 #
-#   bash benchmarks/replay_gpu_check.sh [WORKDIR]        (run from the repository root)
-#   REPLAY_DEVICE=cpu bash benchmarks/replay_gpu_check.sh  (a dry run of the script on CPU)
+#   bash benchmarks/replay_gpu.sh [WORKDIR]                (run from the repository root)
+#   REPLAY_DEVICE=cpu bash benchmarks/replay_gpu.sh        (a dry run of the script on CPU)
 #
 # Installs nothing: needs python with torch (a CUDA build) and losslens's dependencies
 # (pandas, pyarrow, scipy, ruptures, typer, rich, tensorboard); says what is missing otherwise.
-# Expected: bad_batch -> bad_batch (samples 2, 5, 9, 13 of batch 180 on top),
-#           sdc       -> not_reproducible. Exit status 1 when a verdict differs.
+# Expected verdicts: bad_batch -> bad_batch, sdc -> not_reproducible,
+#   adam -> optimizer_state, fp16 -> numerics. Exit status 1 when a verdict differs.
+# The fp16 example trains under CPU autocast; its replay on CUDA runs fp16 cuBLAS kernels,
+# which overflow the same way (Q·K > 65504) — the check is that the verdict holds there too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:-$(mktemp -d)}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export REPLAY_DEVICE="${REPLAY_DEVICE:-cuda}"
 
-python - <<'EOF' || exit 3
+python - <<'PY' || exit 3
 import importlib, os, sys
 missing = [m for m in ("torch", "pandas", "pyarrow", "scipy", "ruptures", "typer", "rich")
            if importlib.util.find_spec(m) is None]
@@ -27,41 +30,60 @@ print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}",
       f"({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "")
 if not torch.cuda.is_available() and os.environ["REPLAY_DEVICE"] != "cpu":
     sys.exit("no CUDA device: nothing to check here (REPLAY_DEVICE=cpu for a dry run)")
-EOF
+PY
+
+# name | training command | plug-in | the plug-in's run-folder variable | expected verdict
+EXAMPLES=(
+  "bad_batch|python examples/make_tiny_run.py RUN --scenario bad_batch|examples/tiny_gpt_plugin.py|LOSSLENS_TINY_RUN|bad_batch"
+  "sdc|python examples/make_tiny_run.py RUN --scenario sdc|examples/tiny_gpt_plugin.py|LOSSLENS_TINY_RUN|not_reproducible"
+  "adam|python examples/adam_spike.py RUN|examples/adam_spike.py|LOSSLENS_ADAM_RUN|optimizer_state"
+  "fp16|python examples/fp16_attention.py RUN|examples/fp16_attention.py|LOSSLENS_FP16_RUN|numerics"
+)
 
 status=0
-for scenario in bad_batch sdc; do
-    run="$WORK/$scenario"
+for spec in "${EXAMPLES[@]}"; do
+    IFS='|' read -r name train plugin var want <<<"$spec"
+    run="$WORK/$name"
     t0=$(date +%s.%N)
-    python examples/make_tiny_run.py "$run" --scenario "$scenario" 2>&1 | tail -1
+    ${train//RUN/$run} 2>&1 | tail -1
     t1=$(date +%s.%N)
-    LOSSLENS_TINY_RUN="$run" python -m losslens replay --plugin examples/tiny_gpt_plugin.py \
-        "$run/train.log" --device "$REPLAY_DEVICE" --format json --output "$run/replay.json" || status=1
+    python -m losslens analyze "$run/train.log" --format json --output "$run/analysis.json" || status=1
+    python -m losslens skiplist "$run/train.log" > "$run/skiplist.txt" 2>&1
     t2=$(date +%s.%N)
-    python - "$run/replay.json" "$scenario" "$t0" "$t1" "$t2" <<'EOF' || status=1
+    # the log itself (not analysis.json): replay then checks its steps against the logged loss
+    env "$var=$run" python -m losslens replay --plugin "$plugin" "$run/train.log" \
+        --device "$REPLAY_DEVICE" --format json --output "$run/replay.json" || status=1
+    t3=$(date +%s.%N)
+    python - "$run/replay.json" "$name" "$want" "$t0" "$t1" "$t2" "$t3" <<'PY' || status=1
 import json, sys
-path, scenario, t0, t1, t2 = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
+path, name, want, t0, t1, t2, t3 = sys.argv[1], sys.argv[2], sys.argv[3], *map(float, sys.argv[4:])
 doc = json.load(open(path))
-want = {"bad_batch": "bad_batch", "sdc": "not_reproducible"}[scenario]
-print(f"== {scenario}: train {t1 - t0:.1f} s, replay command {t2 - t1:.1f} s "
-      f"(replay itself {doc['seconds']:.2f} s on {doc['device']}, torch {doc['torch']})")
+print(f"== {name}: train {t1 - t0:.1f} s, analyze+skiplist {t2 - t1:.1f} s, replay command "
+      f"{t3 - t2:.1f} s (replay itself {doc['seconds']:.2f} s on {doc['device']}, "
+      f"torch {doc['torch']})")
 print(f"   determinism: {doc['determinism']}")
-ok = True
+ok = bool(doc["results"])
 for r in doc["results"]:
-    pf = r["measurements"].get("preflight", {})
+    m = r["measurements"]
+    pf, cost = m.get("preflight", {}), m.get("cost", {})
     print(f"   {r['event']['id']} steps {r['flagged_steps']} from checkpoint {r['checkpoint']}: "
           f"{r['verdict']}  (preflight bitwise={pf.get('bitwise')}, "
           f"rel diff={pf.get('loss_rel_diff')})")
-    print("   timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in r["timings"].items()))
+    print("   timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in r["timings"].items()))
+    if cost.get("replay_step_ratio") is not None:
+        print(f"   cost: replayed step {1000 * cost['replay_step_s']:.2f} ms = "
+              f"{cost['replay_step_ratio']:.2f}x a plain forward+backward "
+              f"({1000 * cost['forward_backward_s']:.2f} ms); event "
+              f"{cost['event_forward_backward_units']:.0f} forward+backward passes")
     for e in r["evidence"]:
         print(f"     - {e}")
     print("   samples: " + ", ".join(f"{s['step']}:{s['index']} (z {s['z']:.1f})"
-                                     for s in r["samples"][:5]))
+                                     for s in r["samples"][:6]))
     ok = ok and r["verdict"] == want
-if not doc["results"] or not ok:
+if not ok:
     print(f"   UNEXPECTED: wanted {want}")
     sys.exit(1)
-EOF
+PY
 done
 
 python -m pytest tests/test_replay.py -q -k cuda -p no:cacheprovider || status=1
