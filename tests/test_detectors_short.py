@@ -39,3 +39,21 @@ def test_a_jump_that_settles_higher_is_a_spike_not_a_divergence():
     n = steps.shape[0]
     s = Series("r", "loss", "train_loss", steps, values, np.full(n, np.nan), np.zeros(n, np.int32))
     assert DivergenceDetector().detect(s) == []
+
+
+def test_resume_spike_of_absurd_size_is_inf_not_a_crash():
+    # a damaged log: 1e-300 losses before the interruption, 1e300 right after the resume
+    from losslens.detectors.segments import ResumeSpikeDetector
+    from losslens.frame import build
+    from losslens.records import RecordsBuilder
+
+    b = RecordsBuilder()
+    for i in range(1, 200):
+        b.add("loss", i, 1e-300, order=i)
+    b.header(500)
+    for i in range(150, 260):
+        b.add("loss", i, 1e300 if i < 153 else 1e-300, order=600 + i)
+    frame = build([b.build("r", "x", "x")])
+    (event,) = ResumeSpikeDetector().detect_run(frame, frame.runs[0])
+    assert event.kind == "resume_spike" and event.magnitude == float("inf")
+    assert event.to_dict()["magnitude"] == "inf"

@@ -59,6 +59,19 @@ def _log_if_positive(v: np.ndarray) -> np.ndarray:
     return v.astype(np.float64)
 
 
+
+#: Log ratios past this are reported as inf (math.exp overflows at ~709.78).
+_MAX_LOG = 709.0
+
+
+def _exp(x: float) -> float:
+    """exp of a log ratio; inf past float range (a damaged log can hold 1e300 losses)."""
+    return math.inf if x > _MAX_LOG else math.exp(x)
+
+
+def _expm1(x: float) -> float:
+    return math.inf if x > _MAX_LOG else math.expm1(x)
+
 @dataclass(frozen=True)
 class Resume:
     """One resume of one tag, in the raw view: the points before it and the new segment."""
@@ -199,7 +212,7 @@ class ResumeSpikeDetector:
         return Event(
             kind="resume_spike", run=series.run, tag=series.tag, start_step=int(head_s[0]),
             peak_step=int(head_s[i]), end_step=max(end, int(head_s[i])), severity="warning",
-            magnitude=round(math.exp(float(resid[i])), 6),
+            magnitude=round(_exp(float(resid[i])), 6),
             details={"segment": r.segment, "resume_step": int(head_s[0]),
                      "previous_last_step": r.prior_last, "rise": round(float(resid[i]), 6),
                      "every_resume": False})
@@ -278,12 +291,12 @@ class RepeatDataDetector:
         if after.any():
             end = int(ns[after][0])
             k = self.jump_points
-            jump = round(math.expm1(float(np.median(nv[after][:k]) - np.median(rv[-k:]))), 6)
+            jump = round(_expm1(float(np.median(nv[after][:k]) - np.median(rv[-k:]))), 6)
         return Event(
             kind="repeat_data", run=series.run, tag=series.tag, start_step=int(ns[0]),
             end_step=max(end, int(ns[0])), severity="warning",
-            magnitude=round(math.expm1(mean), 6),
-            details={"mean_gap": round(math.expm1(mean), 6),
-                     "median_gap": round(math.expm1(float(np.median(gap))), 6),
+            magnitude=round(_expm1(mean), 6),
+            details={"mean_gap": round(_expm1(mean), 6),
+                     "median_gap": round(_expm1(float(np.median(gap))), 6),
                      "replayed_points": int(gap.size), "from_step": r.prior_last,
                      "segment": r.segment, "jump": jump})
