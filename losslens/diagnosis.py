@@ -170,7 +170,10 @@ def rule_fast_spikes(events: Sequence[Event], meta: RunMeta,
 
 def rule_adam_eps(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    led = [e for e in _of(events, "grad_spike") if e.details.get("loss_followed")]
+    # "led": the grad norm rose before the loss did (lag > 0); a grad spike at the loss
+    # spike's own step is the bad batch's gradient, not Adam's update running away
+    led = [e for e in _of(events, "grad_spike")
+           if e.details.get("loss_followed") and (e.details.get("lag_steps") or 0) > 0]
     if not led:
         return None
     eps = meta.adam_eps

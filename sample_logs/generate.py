@@ -3,7 +3,8 @@
 - megatron_gpt_spikes.log: a Megatron-LM (2023-era, fp16) run of 3,000 iterations with an
   argument dump (hidden 4096, init std 0.02, Adam eps 1e-8), checkpoints every 500, a spike at
   820 that recovers fast, a crash after 1,650 resumed from the 1,500 checkpoint (iterations
-  1,501-1,650 logged twice), fp16 overflows, and a spike at 2,410 that never recovers.
+  1,501-1,650 logged twice), fp16 overflows, and a spike at 2,410 that never recovers, led by the grad
+  norm growing from 2,370.
 - nanogpt_clean.log: a clean nanoGPT run (5,000 iterations, eval every 250).
 """
 from __future__ import annotations
@@ -45,6 +46,8 @@ def megatron() -> str:
             gnorm *= 6
         if it in (1100, 1110):
             skipped, scale = 1, scale / 2
+        if 2370 <= it < 2410:  # the grad norm runs away first (Adam epsilon, DESIGN §1)
+            gnorm *= 1.0 + (it - 2360) / 10.0
         if it >= 2410:  # a spike that settles higher and never comes back
             loss += 2.6 if it < 2480 else 1.1
             gnorm *= 4 if it < 2480 else 1.5

@@ -45,7 +45,7 @@ def test_unrecovered_spikes_cite_palm_and_fast_ones_are_info():
 
 def test_grad_led_spikes_get_epsilon_advice_unless_eps_is_small():
     events = [ev("grad_spike", 500, "grad_spike-1", tag="grad norm",
-                 details={"loss_followed": True, "lag": 10})]
+                 details={"loss_followed": True, "lag_steps": 10})]
     found = diagnose(events, RunMeta(adam_eps=1e-8))
     assert titles(found) == [("warning", "Loss spikes led by grad-norm spikes (1)")]
     assert "Adam epsilon is 1e-08" in found[0].explanation
@@ -105,3 +105,9 @@ def test_a_sudden_drop_at_an_lr_step_is_not_grokking():
     assert diagnose(drop, RunMeta()) == []
     drop = [ev("sudden_drop", 5000, "sudden_drop-1", details={"lr_drop": False})]
     assert titles(diagnose(drop, RunMeta())) == [("info", "Grokking / sudden improvement")]
+
+
+def test_a_grad_spike_at_the_loss_spikes_own_step_does_not_lead_it():
+    same = [ev("grad_spike", 180, "grad_spike-1", tag="grad norm",
+               details={"loss_followed": True, "lag_steps": 0})]
+    assert diagnose(same, RunMeta(adam_eps=1e-8)) == []
