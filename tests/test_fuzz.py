@@ -67,9 +67,6 @@ inputs = st.tuples(st.sampled_from(SEEDS),
                    st.one_of(st.none(), st.none(), st.none(), st.sampled_from(fuzz.WRONG_NAMES)))
 
 
-@pytest.mark.xfail(raises=OverflowError, strict=False,
-                   reason="detectors/segments.py resume_spike magnitude: math.exp of a log ratio "
-                          "past 709 (reported to the detectors' owner); any other failure fails")
 @settings(max_examples=300, **SETTINGS)
 @given(case=inputs)
 def test_library_reads_and_analyses_any_mutation(scratch, case):
