@@ -14,10 +14,16 @@ from ..frame import RunInfo
 SEVERITY_LABEL = {"info": "INFO", "warning": "WARNING", "critical": "CRITICAL"}
 
 
+def text(value: object) -> str:
+    """Prose from a log (tags, run names inside findings): HTML characters as entities, so
+    a Markdown renderer that passes HTML through shows them instead of interpreting them."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def cell(value: object) -> str:
-    """A table cell: pipes escaped, newlines folded."""
-    text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    """A table cell: HTML characters as entities, pipes escaped, newlines folded."""
+    out = "" if value is None else text(value)
+    return out.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def code(value: object) -> str:
@@ -68,8 +74,8 @@ def summary(info: RunInfo, worst: str | None, n_events: int) -> list[str]:
 
 
 def finding_lines(f: Finding) -> list[str]:
-    out = [f"#### {SEVERITY_LABEL[f.severity]}: {f.title}", "", f.explanation, "",
-           f"**Advice:** {f.advice}", ""]
+    out = [f"#### {SEVERITY_LABEL[f.severity]}: {text(f.title)}", "", text(f.explanation), "",
+           f"**Advice:** {text(f.advice)}", ""]
     if f.cites:
         out.append("*Cites:* " + "; ".join(f.cites) + "  ")
     if f.event_ids:
