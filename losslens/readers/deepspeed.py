@@ -35,7 +35,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .textutil import (STEP_LIMIT, as_float, fragments, head_text, parse_float, read_text,
                        split_truncated)
@@ -435,10 +434,7 @@ def sniff(name: str, head: bytes) -> float:
 
 
 def read(path: Path, run: str) -> list[RunRecords]:
-    try:
-        text = read_text(path)
-    except OSError as exc:
-        raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = read_text(path)
     body, tail, tail_line = split_truncated(text)
     b, ds = RecordsBuilder(), DeepSpeedLines()
     extra: dict[str, str] = {}

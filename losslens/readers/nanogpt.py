@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .textutil import Rows, fragments, head_text, parse_float, read_text, split_truncated
 
@@ -52,10 +51,7 @@ def sniff(name: str, head: bytes) -> float:
 
 
 def read(path: Path, run: str) -> list[RunRecords]:
-    try:
-        text = read_text(path)
-    except OSError as exc:
-        raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = read_text(path)
     body, tail, tail_line = split_truncated(text)
     b, st = RecordsBuilder(), _State()
     in_config = False

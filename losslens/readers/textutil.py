@@ -29,8 +29,15 @@ _SPECIAL = {
 
 
 def read_text(path: Path) -> str:
-    """The file decoded as UTF-8, bad bytes replaced (never raises on encoding)."""
-    return path.read_bytes().decode("utf-8", errors="replace")
+    """The file decoded as UTF-8, bad bytes replaced (never raises on encoding); an OS error
+    is a one-line ParseError naming the file."""
+    from ..errors import ParseError
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return data.decode("utf-8", errors="replace")
 
 
 def head_text(head: bytes) -> str:
