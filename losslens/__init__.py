@@ -6,7 +6,7 @@ Library first: `read()` gives the Frame; the CLI (`losslens ...`) is a thin shel
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from .errors import LossLensError, LossLensWarning
 from .events import Event, Finding, SkipPlan
@@ -32,13 +32,15 @@ def __getattr__(name: str):
 
 
 def read(paths: str | os.PathLike | Iterable[str | os.PathLike], format: str | None = None,
-         roles: Mapping[str, str] | None = None) -> "Frame":
+         roles: Mapping[str, str] | None = None,
+         progress: "Callable[[str, int, int], None] | None" = None) -> "Frame":
     """Read one or more paths (files, folders, `wandb://` addresses) into a Frame.
 
     Args:
         paths: what to read; a folder is walked and every log in it becomes a run.
         format: a name from `losslens.readers.FORMATS`; sniffed when None.
         roles: tag → role overrides (see `losslens.roles.ROLES`).
+        progress: called as progress(name, done, total) before each file or folder unit.
     """
     from .frame import build
     from .readers import read_records
@@ -47,5 +49,5 @@ def read(paths: str | os.PathLike | Iterable[str | os.PathLike], format: str | N
         paths = [paths]
     records = []
     for path in paths:
-        records.extend(read_records(path, format))
+        records.extend(read_records(path, format, progress))
     return build(records, roles)

@@ -71,7 +71,25 @@ def _read(paths: List[str], input_format: Optional[str], role: List[str]):
     from . import read
     from .roles import parse_overrides
 
-    return read(paths, format=input_format, roles=parse_overrides(role))
+    overrides = parse_overrides(role)
+    if not sys.stderr.isatty():
+        return read(paths, format=input_format, roles=overrides)
+    try:  # a progress line on a terminal only: which file, how far, how big
+        return read(paths, format=input_format, roles=overrides, progress=_reading)
+    finally:
+        sys.stderr.write("\r\x1b[K")
+
+
+def _reading(name: str, done: int, total: int) -> None:
+    import os
+
+    try:
+        size = f", {os.path.getsize(name) / 1e6:,.0f} MB" if os.path.isfile(name) else ""
+    except OSError:
+        size = ""
+    count = f" {done + 1}/{total}" if total > 1 else ""
+    sys.stderr.write(f"\r\x1b[Klosslens: reading{count} {name[-60:]}{size}")
+    sys.stderr.flush()
 
 
 def _warn_frame(frame) -> None:

@@ -76,3 +76,23 @@ def test_folder_walk_reads_only_the_newest_hf_checkpoint(tmp_path):
     frame = losslens.read(tmp_path / "out")
     assert [r.run for r in frame.runs] == ["checkpoint-20/trainer_state.json"]
     assert frame.series(frame.runs[0].run, "loss").step.tolist() == [5, 10, 15, 20]
+
+
+def test_read_reports_progress_per_unit(tmp_path):
+    import losslens
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n')
+    seen = []
+    frame = losslens.read(tmp_path, progress=lambda n, d, t: seen.append((n, d, t)))
+    assert [r.run for r in frame.runs] == ["a.jsonl", "b.jsonl"]
+    assert seen == [(str(tmp_path / "a.jsonl"), 0, 2), (str(tmp_path / "b.jsonl"), 1, 2)]
+
+
+def test_folder_walk_skips_code_and_weights(tmp_path):
+    import losslens
+    (tmp_path / "train.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    (tmp_path / "make_log.py").write_text('print(f"iter {it}: loss {loss:.4f}, time 1ms")\n')
+    (tmp_path / "model.pt").write_bytes(b"iter 1: loss 2.0, time 3ms\n")
+    seen = []
+    losslens.read(tmp_path, progress=lambda n, d, t: seen.append(n))
+    assert seen == [str(tmp_path / "train.jsonl")]

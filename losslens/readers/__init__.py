@@ -24,6 +24,10 @@ from ..errors import (LogNotFoundError, LossLensError, LossLensWarning, NoSeries
                       ParseError, UnknownFormatError)
 from ..records import RunRecords
 
+#: Files a folder walk never sniffs: code, weights and checkpoints (which can be large).
+_NOT_LOGS = (".py", ".pyc", ".so", ".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npy",
+             ".npz", ".distcp", ".pkl")
+
 _HF_CKPT = re.compile(r"^checkpoint-\d+$")
 
 #: Bytes read from the start of a file for sniffing.
@@ -146,7 +150,7 @@ def _walk(root: Path, format: str | None = None,
         if events and forced in (None, FORMATS["tensorboard"]):
             units.append((here, str(rel) if str(rel) != "." else root.name, FORMATS["tensorboard"]))
         for name in sorted(filenames):
-            if name in events or name.startswith("."):
+            if name in events or name.startswith(".") or name.endswith(_NOT_LOGS):
                 continue
             p = here / name
             if forced is not None and forced.name == "tensorboard":
@@ -167,8 +171,13 @@ def _walk(root: Path, format: str | None = None,
     return units
 
 
-def read_records(path: str | os.PathLike, format: str | None = None) -> list[RunRecords]:
-    """All runs under `path` (a file, a folder, or a `wandb://entity/project/run` address)."""
+def read_records(path: str | os.PathLike, format: str | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> list[RunRecords]:
+    """All runs under `path` (a file, a folder, or a `wandb://entity/project/run` address).
+
+    `progress(name, done, total)` is called before each unit is read (the CLI shows it on a
+    terminal).
+    """
     text = str(path)
     if text.startswith("wandb://"):
         from . import wandb as wb
@@ -177,10 +186,15 @@ def read_records(path: str | os.PathLike, format: str | None = None) -> list[Run
     if not p.exists():
         raise LogNotFoundError(f"{p}: no such file or directory")
     if p.is_file():
+        if progress:
+            progress(str(p), 0, 1)
         records = read_file(p, p.name, format)
     else:
         records = []
-        for unit, run, fmt in _walk(p, format):
+        units = _walk(p, format)
+        for done, (unit, run, fmt) in enumerate(units):
+            if progress:
+                progress(str(unit), done, len(units))
             try:
                 records.extend(_fn(fmt, "read")(unit, run))
             except LossLensError as exc:  # one bad file does not sink the folder
