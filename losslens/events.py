@@ -43,7 +43,7 @@ class Event:
     recovery_steps: int | None = None
     magnitude: float | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
-    id: str = ""  # assigned by analysis: "<run>:<kind>:<n>"
+    id: str = ""  # assigned by analysis: "<kind>-<n>", unique within the run
 
     def to_dict(self) -> dict[str, Any]:
         return _clean({
