@@ -191,3 +191,38 @@ class RecordsBuilder:
             skipped=tuple(self.skipped), skipped_count=self.skipped_count,
             warnings=tuple(self.warnings),
         )
+
+
+def concat_records(parts: "list[RunRecords]") -> RunRecords:
+    """One run from several written one after the other (a resumed W&B run's run dirs).
+
+    Parts keep their order; each later part starts with a header, so the Frame makes a segment
+    there when the steps overlap; tags are united; the first part names the run.
+    """
+    first = parts[0]
+    tags: dict[str, int] = {}
+    cols: list[tuple[np.ndarray, ...]] = []
+    headers: list[int] = []
+    offset = 0
+    for i, part in enumerate(parts):
+        remap = np.asarray([tags.setdefault(t, len(tags)) for t in part.tags] or [0], np.int32)
+        order = part.order - (int(part.order.min()) if len(part) else 0) + offset
+        if i and len(part):
+            headers.append(offset - 1)
+        headers.extend(h - int(part.order.min()) + offset for h in part.headers if len(part))
+        cols.append((remap[part.tag_code] if len(part) else part.tag_code, part.step,
+                     part.value, part.wall_time, order))
+        offset = int(order.max()) + 2 if len(part) else offset
+    merged = [np.concatenate([c[k] for c in cols]) for k in range(5)]
+    extra = dict(first.metadata.extra)
+    extra["resumed_parts"] = ", ".join(p.source for p in parts)
+    from dataclasses import replace
+
+    return RunRecords(
+        run=first.run, source=first.source, format=first.format, tags=tuple(tags),
+        tag_code=merged[0].astype(np.int32), step=merged[1], value=merged[2],
+        wall_time=merged[3], order=merged[4], headers=tuple(sorted(set(headers))),
+        metadata=replace(parts[-1].metadata, extra=extra),
+        skipped=tuple(s for p in parts for s in p.skipped)[:MAX_SKIPPED_KEPT],
+        skipped_count=sum(p.skipped_count for p in parts),
+        warnings=tuple(w for p in parts for w in p.warnings))

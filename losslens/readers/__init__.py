@@ -171,6 +171,27 @@ def _walk(root: Path, format: str | None = None,
     return units
 
 
+def _merge_resumed(records: list[RunRecords]) -> list[RunRecords]:
+    """A resumed W&B run writes a new run dir with the same run id: stitch them into one run
+    (in walk order, which is the dirs' timestamp order), as W&B itself cannot plot it."""
+    from ..records import concat_records
+
+    groups: dict[str, list[RunRecords]] = {}
+    for r in records:
+        rid = r.metadata.extra.get("wandb.run_id") if r.format == "wandb" else None
+        if rid:
+            groups.setdefault(rid, []).append(r)
+    out, done = [], set()
+    for r in records:
+        rid = r.metadata.extra.get("wandb.run_id") if r.format == "wandb" else None
+        if not rid or len(groups[rid]) == 1:
+            out.append(r)
+        elif rid not in done:
+            done.add(rid)
+            out.append(concat_records(groups[rid]))
+    return out
+
+
 def read_records(path: str | os.PathLike, format: str | None = None,
                  progress: Callable[[str, int, int], None] | None = None) -> list[RunRecords]:
     """All runs under `path` (a file, a folder, or a `wandb://entity/project/run` address).
@@ -199,7 +220,7 @@ def read_records(path: str | os.PathLike, format: str | None = None,
                 records.extend(_fn(fmt, "read")(unit, run))
             except LossLensError as exc:  # one bad file does not sink the folder
                 warnings.warn(str(exc), LossLensWarning, stacklevel=2)
-    records = [r for r in records if len(r)]
+    records = _merge_resumed([r for r in records if len(r)])
     if not records:
         raise NoSeriesError(f"{p}: no metric series found (known formats: {known_formats()})")
     return records
