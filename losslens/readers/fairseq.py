@@ -17,17 +17,15 @@ shows: the last logged `num_updates` + 1.
 """
 from __future__ import annotations
 
-import calendar
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .textutil import (as_float, fragments, head_text, parse_float, read_text, split_truncated,
-                       strip_ansi, strip_prefix)
+                       strip_ansi, strip_prefix, utc_seconds)
 
 _LOG_RE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,\d+)? \| ([A-Z]+) \| ([^|]+?) \| (.*)$")
@@ -122,7 +120,7 @@ def _line(builder: RecordsBuilder, st: _State, lineno: int, frag: str,
         return
     if name and name.startswith(("metaseq", "valid/")):
         st.metaseq = True
-    wall = _wall(stamp, cache) if stamp else float("nan")
+    wall = utc_seconds(stamp, cache) if stamp else float("nan")
     msg = msg.strip()
     if msg.startswith(("Namespace(", "{'_name'")):
         if len(builder) or st.overflows:  # a second run appended to the same log
@@ -247,18 +245,6 @@ def _step(raw: Any) -> int | None:
     except ValueError:
         return None
     return int(round(value)) if abs(value) < 1e18 else None  # NaN, inf, no int64 step
-
-
-def _wall(stamp: str, cache: dict[str, float]) -> float:
-    """Seconds since the epoch (taken as UTC: metaseq logs UTC, fairseq gives no zone)."""
-    value = cache.get(stamp)
-    if value is None:
-        try:
-            value = float(calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")))
-        except ValueError:  # month 13, non-ASCII digits: a damaged stamp, no wall time
-            value = float("nan")
-        cache[stamp] = value
-    return value
 
 
 def _config(msg: str, st: _State) -> None:

@@ -16,15 +16,13 @@ header can be a few steps early.
 """
 from __future__ import annotations
 
-import calendar
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .textutil import (fragments, head_text, parse_float, read_text, split_truncated,
-                       strip_ansi, strip_prefix)
+                       strip_ansi, strip_prefix, utc_seconds)
 
 _STEP_RE = re.compile(
     r"\[step=(\d+)/(\d+|\?\?\?)(?:,epoch=(\d+))?(?:,eta=[^\]]*)?\]\s*$")
@@ -104,18 +102,6 @@ class _State:
     extra: dict = field(default_factory=dict)
 
 
-def _wall(stamp: str, cache: dict[str, float]) -> float:
-    """Seconds since the epoch for `YYYY-MM-DD HH:MM:SS` (taken as UTC; the log has no zone)."""
-    value = cache.get(stamp)
-    if value is None:
-        try:
-            value = float(calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")))
-        except ValueError:  # month 13, non-ASCII digits: a damaged stamp, no wall time
-            value = float("nan")
-        cache[stamp] = value
-    return value
-
-
 def _read(path: Path, run: str, fmt: str) -> RunRecords:
     body, tail, tail_line = split_truncated(read_text(path))
     builder = RecordsBuilder()
@@ -150,7 +136,7 @@ def _message(builder: RecordsBuilder, st: _State, lineno: int, frag: str,
     if m is None and st.prefixed:
         return  # stderr noise between the log records of a prefixed log: the block goes on
     st.prefixed = st.prefixed or m is not None
-    st.wall = _wall(stamp, cache) if stamp else float("nan")
+    st.wall = utc_seconds(stamp, cache) if stamp else float("nan")
     st.source, st.kind, st.prefix = source, "", ""
     msg = msg.strip()
     step = _STEP_RE.search(msg)

@@ -7,8 +7,10 @@ tqdm redraws separated by `\\r`, and spells NaN/inf in a dozen ways. Text reader
 """
 from __future__ import annotations
 
+import calendar
 import math
 import re
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -234,3 +236,17 @@ def _row_array(rows: list[tuple], builder):
             builder.skip(int(row[0]), "step does not fit in 64 bits", str(row[1])[:40])
     width = len(rows[0])
     return np.array(kept, dtype=np.float64).reshape(len(kept), width)
+
+
+def utc_seconds(stamp: str, cache: dict[str, float]) -> float:
+    """Seconds since the epoch of a logging `YYYY-MM-DD HH:MM:SS` stamp, taken as UTC (the
+    logs give no zone; metaseq logs UTC); NaN for a damaged stamp (month 13, non-ASCII
+    digits). `cache` maps stamps already seen (one line in a log per second shares one)."""
+    value = cache.get(stamp)
+    if value is None:
+        try:
+            value = float(calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")))
+        except ValueError:
+            value = float("nan")
+        cache[stamp] = value
+    return value
