@@ -12,7 +12,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,9 @@ from losslens.readers import FORMATS, read_records, sniff
 from losslens.readers import wandb as wb
 from losslens.readers import wandb_csv
 from losslens.roles import infer_role
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import fuzz  # noqa: E402  (benchmarks/fuzz.py: the .wandb framing writer)
 
 SAMPLES = "writer-samples/wandb"
 CORE_031 = "run-58qb0cr2.wandb-core-0.31.0.wandb"
@@ -96,24 +98,8 @@ def history_record(items, step=None, pad=0) -> bytes:
     return rec + (_ld(19, "x" * pad) if pad else b"")  # 19 = uuid, ignored by the reader
 
 
-def frame(payloads, block=wb.BLOCK) -> bytes:
-    """LevelDB-log framing as wandb writes it (LOG_FORMATS §15.2)."""
-    out = bytearray(wb.MAGIC)
-    for payload in payloads:
-        first, rest = True, payload
-        while True:
-            left = block - len(out) % block
-            if left < 7:
-                out += b"\0" * left
-                continue
-            frag, rest = rest[:left - 7], rest[left - 7:]
-            kind = (1 if not rest else 2) if first else (4 if not rest else 3)
-            crc = zlib.crc32(frag, zlib.crc32(bytes([kind])))
-            out += struct.pack("<IHB", crc, len(frag), kind) + frag
-            first = False
-            if not rest:
-                break
-    return bytes(out)
+#: LevelDB-log framing as wandb writes it (LOG_FORMATS §15.2): the fuzz tool's writer.
+frame = fuzz.wandb_frame
 
 
 def physical(data: bytes):
