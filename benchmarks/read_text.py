@@ -106,6 +106,7 @@ def _measure(kind: str, path: str) -> dict:
         import pyarrow.compute  # noqa: F401
     elif kind == "reader":
         from losslens.readers import megatron, read_records  # noqa: F401
+        import pandas  # noqa: F401  (pyarrow's casts import it on first use: not timed)
         import pyarrow.compute  # noqa: F401
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t1, c1 = time.perf_counter(), time.process_time()

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .records import RunMeta, RunRecords, SkippedLine
+from .records import RunMeta, RunRecords, SkippedLine, code_dtype
 from .roles import infer_role
 
 COLUMNS = ("run", "tag", "step", "value", "wall_time", "segment")
@@ -215,7 +215,9 @@ def _step_backs(codes: np.ndarray, steps: np.ndarray,
     if codes.shape[0] < 2:
         return []
     if _nondecreasing(codes):  # tag by tag already: no copies
-        back = np.flatnonzero((steps[1:] < steps[:-1]) & (codes[1:] == codes[:-1])) + 1
+        back = _windows(lambda a, b: np.flatnonzero(
+            (steps[a + 1:b] < steps[a:b - 1]) & (codes[a + 1:b] == codes[a:b - 1])) + (a + 1),
+            codes.shape[0], np.concatenate)
         return [(int(order[i]), int(codes[i])) for i in back]
     out: list[tuple[int, int]] = []
     if int(codes.max()) < _FEW_TAGS:
@@ -231,8 +233,17 @@ def _step_backs(codes: np.ndarray, steps: np.ndarray,
     return [(int(order[by_tag[i]]), int(c[i])) for i in back]
 
 
+def _windows(fn, n: int, combine):
+    """`combine` of `fn(a, b)` over overlapping windows [a, b) of at most _CHUNK + 1 points
+    (consecutive windows share one point), so that the temporaries of a whole-column check
+    stay ~1 MB and are reused rather than faulted in afresh (page faults, not arithmetic, set
+    the cost of a 9M-point column on some machines)."""
+    return combine([fn(a, min(a + _CHUNK + 1, n)) for a in range(0, max(n - 1, 1), _CHUNK)])
+
+
 def _nondecreasing(a: np.ndarray) -> bool:
-    return a.shape[0] < 2 or bool(np.all(a[1:] >= a[:-1]))
+    return a.shape[0] < 2 or _windows(lambda i, j: bool(np.all(a[i + 1:j] >= a[i:j - 1])),
+                                      a.shape[0], all)
 
 
 def _n_unique(a: np.ndarray) -> int:
@@ -247,14 +258,21 @@ def _grouped(codes: np.ndarray, order: np.ndarray) -> bool:
     """Whether points already come tag by tag (codes ascending), each tag in write order."""
     if codes.shape[0] < 2:
         return True
-    dc = codes[1:] - codes[:-1]
-    return bool(np.all((dc > 0) | ((dc == 0) & (order[1:] >= order[:-1]))))
+
+    def window(a: int, b: int) -> bool:
+        up, same = codes[a + 1:b] > codes[a:b - 1], codes[a + 1:b] == codes[a:b - 1]
+        return bool(np.all(up | (same & (order[a + 1:b] >= order[a:b - 1]))))
+
+    return _windows(window, codes.shape[0], all)
 
 
 def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFrame, RunInfo]:
     seg, boundaries = _segment_ids(rec)
     # renumber so that empty segments vanish (bincount: np.unique is slow on millions)
-    used = np.flatnonzero(np.bincount(seg)) if seg.shape[0] else np.empty(0, np.int64)
+    if not boundaries:  # one segment: no pass over the (untouched, zero) segment column
+        used = np.zeros(1 if seg.shape[0] else 0, np.int64)
+    else:
+        used = np.flatnonzero(np.bincount(seg)) if seg.shape[0] else np.empty(0, np.int64)
     if used.shape[0] and int(used[-1]) + 1 != used.shape[0]:
         lut = np.zeros(int(used[-1]) + 1, dtype=np.int32)
         lut[used] = np.arange(used.shape[0], dtype=np.int32)
@@ -276,14 +294,15 @@ def _segments(rec: RunRecords, seg: np.ndarray, reasons: list[str]) -> list[Segm
     """The Segment records; `seg` holds ids 0..k-1, all used, in the reader's array order."""
     out: list[Segment] = []
     prev_last: int | None = None
-    if _nondecreasing(seg):  # each segment a slice (points in write order): views only
+    if len(reasons) == 1 or _nondecreasing(seg):  # each segment a slice: views only
         bounds = np.searchsorted(seg, np.arange(len(reasons) + 1), side="left")
         for i, reason in enumerate(reasons):
             a, b = int(bounds[i]), int(bounds[i + 1])
             st = rec.step[a:b]
             out.append(Segment(i, int(st.min()), int(st.max()), b - a, reason, prev_last))
             # "previous last step": the last step written, in write order, before this one
-            prev_last = int(rec.step[a + int(np.argmax(rec.order[a:b]))])
+            if i + 1 < len(reasons):
+                prev_last = int(rec.step[a + int(np.argmax(rec.order[a:b]))])
         return out
     for i, reason in enumerate(reasons):
         mask = seg == i
@@ -301,7 +320,7 @@ def _raw_view(rec: RunRecords, seg: np.ndarray) -> list[np.ndarray]:
     if _grouped(rec.tag_code, rec.order):
         return cols
     n, codes = rec.order.shape[0], rec.tag_code
-    out = [np.empty(n, _code_dtype(len(rec.tags)))] + [np.empty(n, c.dtype) for c in cols[1:]]
+    out = [np.empty(n, code_dtype(len(rec.tags)))] + [np.empty(n, c.dtype) for c in cols[1:]]
     if _nondecreasing(rec.order) and int(codes.max()) < _FEW_TAGS:
         pos = 0  # tag by tag: one tag's indices alive at a time, not a permutation of all
         for code in range(int(codes.max()) + 1):
@@ -318,14 +337,6 @@ def _raw_view(rec: RunRecords, seg: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _code_dtype(categories: int) -> type:
-    """The integer type pandas keeps Categorical codes in for this many categories."""
-    for t in (np.int8, np.int16, np.int32):
-        if categories < np.iinfo(t).max:
-            return t
-    return np.int64
-
-
 def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None) -> Frame:
     """Assemble reader output into a Frame. `roles` maps tag → role and overrides inference."""
     overrides = dict(roles or {})
@@ -340,9 +351,13 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
         else:
             seen[name] = 1
         df, info = _build_run(rec, overrides)
+        # the raw view comes tag by tag (codes ascending): each tag's rows by binary search
         tags = df["tag"].cat.codes.to_numpy()
-        starts = np.flatnonzero(np.r_[True, tags[1:] != tags[:-1]]) if len(df) else np.empty(0, int)
-        ends = np.r_[starts[1:], len(df)] if len(df) else np.empty(0, int)
+        ntags = len(df["tag"].cat.categories)
+        keys = np.arange(ntags, dtype=tags.dtype)  # (another type: a cast copy of `tags`)
+        starts, ends = np.searchsorted(tags, keys, "left"), np.searchsorted(tags, keys, "right")
+        present = ends > starts
+        starts, ends = starts[present], ends[present]
         series = []
         values, steps = df["value"].to_numpy(), df["step"].to_numpy()
         for s, e in zip(starts, ends):
@@ -361,7 +376,8 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
     if frames:
         from pandas.api.types import union_categoricals
 
-        run_codes = np.repeat(np.arange(len(frames), dtype=np.int32), [len(f) for f in frames])
+        run_codes = np.repeat(np.arange(len(frames), dtype=code_dtype(len(frames))),
+                              [len(f) for f in frames])
         data = pd.DataFrame({
             "run": pd.Categorical.from_codes(run_codes, categories=pd.Index(names)),
             "tag": union_categoricals([f["tag"] for f in frames]) if len(frames) > 1

@@ -19,6 +19,15 @@ import numpy as np
 MAX_SKIPPED_KEPT = 200
 
 
+def code_dtype(categories: int) -> type:
+    """The smallest integer type pandas keeps Categorical codes in for this many categories
+    (codes made in it go into the Frame without a conversion copy)."""
+    for t in (np.int8, np.int16, np.int32):
+        if categories < np.iinfo(t).max:
+            return t
+    return np.int64
+
+
 @dataclass(frozen=True)
 class SkippedLine:
     """A line (or record) that looked like a metric line but could not be parsed."""
@@ -94,7 +103,7 @@ class RunRecords:
     source: str
     format: str
     tags: tuple[str, ...]
-    tag_code: np.ndarray  # int32 index into tags
+    tag_code: np.ndarray  # signed integer (int8..int32) index into tags
     step: np.ndarray  # int64
     value: np.ndarray  # float64, NaN/inf kept
     wall_time: np.ndarray  # float64 seconds since epoch, NaN when unknown

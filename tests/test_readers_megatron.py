@@ -292,6 +292,25 @@ def test_nan_spellings_and_odd_values_on_both_paths(tmp_path):
         (7, "unparseable text after 1 fields of a Megatron iteration line")]
 
 
+def test_colons_inside_values_on_both_paths(tmp_path):
+    """The fast path finds no colons: a `:` in a value, a key or the `N/ M` head must still
+    send the line to the classifier, which reads (or counts) it as it always does."""
+    def line(it, loss="2.5E+00", gnorm="1.0", head="", key="grad norm"):
+        return (f" iteration {head or it:>8}/{100:8d} | consumed samples: {it * 8:12d} | "
+                f"lm loss: {loss} | {key}: {gnorm} | number of nan iterations: {0:3d} |")
+    lines = [line(1), line(2, loss="2:5"), line(3, gnorm="1:0"), line(4, head="4:0"),
+             line(5, key="grad: norm"), line(6, gnorm="1.0 : 2"), line(7)]
+    path = tmp_path / "colons.log"
+    path.write_text("\n".join(lines) + "\n")
+    slow = megatron.read_file(path, "c", fast=False)
+    fast = megatron.read_file(path, "c", fast=True)
+    _assert_same_records(slow, fast)
+    results = list(megatron_fast.scan(path.read_bytes(), megatron.MARKERS, workers=1))
+    assert sorted(int(o) for r in results for h in r.hits for o in h.order) == [1, 7]
+    assert _series(slow, "lm loss")[0] == [1, 3, 5, 6, 7]
+    assert [s.line for s in slow.skipped] == [2, 3, 4, 5, 6]
+
+
 def test_vectorised_integers_match_the_classifier_regex():
     """SWAR integer reading against `\\s*(\\d+)` on random right-aligned spans."""
     import re

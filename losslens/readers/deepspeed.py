@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..records import RecordsBuilder, RunMeta, RunRecords
+from ..records import RecordsBuilder, RunMeta, RunRecords, code_dtype
 from .textutil import (STEP_LIMIT, as_float, fragments, head_text, parse_float, read_text,
                        split_truncated)
 
@@ -167,7 +167,8 @@ class Points:
         parts = [self._parts(t) for t in tags]
         flat = [p for ps in parts for p in ps]
         counts = [sum(len(p[0]) for p in ps) for ps in parts]
-        code = np.repeat(np.arange(len(tags), dtype=np.int32), counts)
+        # the smallest code type (the Frame's categorical keeps it without a copy)
+        code = np.repeat(np.arange(len(tags), dtype=code_dtype(len(tags))), counts)
         # one concatenation per column straight into the final arrays (no per-part copies)
         out = [np.concatenate([p[i] for p in flat]) if flat else np.empty(0, dt)
                for i, dt in enumerate((np.int64, np.float64, np.float64, np.int64))]

@@ -5,15 +5,16 @@ training lines it can read *exactly* as the classifier would, and hands back eve
 
 How: the file is cut at line ends into chunks of ~2 MB (several passes run over each, so it
 should stay in cache; chunks run on a few threads, numpy and pyarrow release the GIL). In a
-chunk numpy finds every `\\n`, `|` and `:`. A template is made from one training line (its head
+chunk numpy finds every `\\n` and `|`. A template is made from one training line (its head
 bytes — launcher prefix, timestamp layout, "iteration " — and its keys); every line with the
-template's number of `|` and `:` is then checked as a whole: head bytes equal (timestamp
-positions: digits), each field's colon between its pipes at the key's length, every byte of
-each key (eight at a time), the line ending in `|`. Integer fields (and `N/ M`) are read eight
-bytes at a time as uint64 words (SWAR digit checks and conversion); the other values are cut
-out of the chunk with one pyarrow `take` and cast to float64 at once (Python's `float` for a
-block pyarrow refuses). A line with a value neither reads, or with `\\r` or an ANSI escape, is left to the
-classifier, as are lines no template takes when they hold one of the classifier's markers.
+template's number of `|` is then checked as a whole: head bytes equal (timestamp positions:
+digits), every byte of each key (eight at a time) and the `:` after it, the line ending in `|`
+(a `:` inside a value needs no search: no value holding one reads as a number). Integer fields
+(and `N/ M`) are read eight bytes at a time as uint64 words (SWAR digit checks and conversion);
+the other values are cut out of the chunk with one pyarrow `take` and cast to float64 at once
+(Python's `float` for a block pyarrow refuses). A line with a value neither reads, or with `\\r`
+or an ANSI escape, is left to the classifier, as are lines no template takes when they hold one
+of the classifier's markers.
 """
 from __future__ import annotations
 
@@ -43,8 +44,6 @@ class Template:
     wild: np.ndarray  # head positions that are timestamp digits
     ts: tuple[int, ...] | None  # offsets of Y, m, d, H, M, S and the fraction's width
     pipes: int
-    colons: int
-    head_colons: int
     keys: tuple[str, ...]
     key_len: np.ndarray  # bytes between a field's pipe and its colon (" key")
     ints: np.ndarray  # fields whose value was a plain integer (read with numpy, not pyarrow)
@@ -89,7 +88,7 @@ def template(line: bytes) -> Template | None:
     word_want = np.asarray([int.from_bytes(w[2], "little") for w in words], np.uint64)
     word_mask = np.asarray([(1 << (8 * len(w[2]))) - 1 for w in words], np.uint64)
     return Template(np.frombuffer(line[:n_head], np.uint8).copy(), wild, ts, text.count("|"),
-                    text.count(":"), text[:m.end()].count(":"), tuple(keys), lens,
+                    tuple(keys), lens,
                     np.asarray(ints, bool), word_field, word_off, word_want, word_mask)
 
 
@@ -127,18 +126,21 @@ def scan(raw, markers: str, workers: int | None = None):
             end = cut + 1 if cut >= pos else (raw.find(b"\n", end) + 1 or len(raw))
         bounds.append((pos, end))
         pos = end
-    jobs = [_Chunk(raw, arr, a, b, b == len(raw), pa, pc, markers) for a, b in bounds]
-    if not jobs:
+    if not bounds:
         return
+
+    def run(ab: tuple[int, int], templates: list[Template]) -> ChunkResult:
+        # a chunk's working arrays (~1 MB per 2 MB of text) go as soon as it is read
+        return _Chunk(raw, arr, ab[0], ab[1], ab[1] == len(raw), pa, pc, markers).run(templates)
+
     templates: list[Template] = []
-    first = jobs[0].run(templates)  # the first chunk finds the templates the others start from
+    first = run(bounds[0], templates)  # the first chunk finds the templates the others start from
     workers = workers or min(4, os.cpu_count() or 1)
-    if workers < 2 or len(jobs) < 3:
-        results = (job.run(list(templates)) for job in jobs[1:])
-        yield from _numbered([first], results)
+    if workers < 2 or len(bounds) < 3:
+        yield from _numbered([first], (run(ab, list(templates)) for ab in bounds[1:]))
         return
     with ThreadPoolExecutor(workers) as pool:
-        yield from _numbered([first], pool.map(lambda job: job.run(list(templates)), jobs[1:]))
+        yield from _numbered([first], pool.map(lambda ab: run(ab, list(templates)), bounds[1:]))
 
 
 def _numbered(*streams):
@@ -178,9 +180,8 @@ class _Chunk:
         bounds = np.concatenate([self.starts, np.full(1, arr.shape[0], np.int32)])
         # every 8 bytes from every offset, as uint64 (unaligned, zero-copy)
         self.w8 = np.ndarray((max(arr.shape[0] - 7, 0),), "<u8", arr, 0, (1,))
-        self.pipes, self.colons = _positions(arr, 124), _positions(arr, 58)
+        self.pipes = _positions(arr, 124)
         self.n_pipes = np.diff(np.searchsorted(self.pipes, bounds))
-        self.n_colons = np.diff(np.searchsorted(self.colons, bounds))
         self.open = self.n_pipes > 1  # lines a template may still take
         end = self.pos + arr.shape[0]
         if self.raw.find(b"\r", self.pos, end) >= 0 or self.raw.find(b"\x1b", self.pos, end) >= 0:
@@ -217,8 +218,7 @@ class _Chunk:
                 self.open[i] = False  # taken, or left to the classifier
 
     def _apply(self, tpl: Template, out: ChunkResult) -> None:
-        cand = np.flatnonzero(self.open & (self.n_pipes == tpl.pipes)
-                              & (self.n_colons == tpl.colons))
+        cand = np.flatnonzero(self.open & (self.n_pipes == tpl.pipes))
         if cand.shape[0]:
             self.open[cand] = False
             hits = _Lines(self, tpl).read(cand)
@@ -316,12 +316,11 @@ class _Lines:
         k = len(tpl.keys)
         # (field, line) matrices: reductions over the first axis are fast in numpy
         p0 = np.searchsorted(c.pipes, st)
-        c0 = np.searchsorted(c.colons, st) + tpl.head_colons
         pipes = c.pipes[p0[None, :] + np.arange(k + 1)[:, None]]
-        colons = c.colons[c0[None, :] + np.arange(k)[:, None]]
         ok &= (pipes[-1] == c.ends[idx] - 1) & (slash < pipes[0])
-        lay = (colons > pipes[:-1]) & (colons < pipes[1:]) \
-            & (colons - pipes[:-1] - one == tpl.key_len[:, None])
+        # each key's colon right after its bytes (checked below), before the next pipe
+        colons = pipes[:-1] + one + tpl.key_len[:, None]
+        lay = (colons < pipes[1:]) & (arr[np.minimum(colons, arr.shape[0] - 1)] == 58)
         ok &= np.logical_and.reduce(lay, axis=0)
         # every key byte, eight at a time (a word past the chunk's end is clipped: it fails)
         at = pipes[tpl.word_field] + tpl.word_off[:, None]
@@ -362,7 +361,7 @@ class _Lines:
             idx, stamp, whole, values = idx[keep], stamp[keep] if stamp is not None else None, \
                 whole[:, keep], values[:, keep]
         wall = self._walls(stamp, keep.shape[0])
-        return Hits(tpl.keys, idx.astype(np.int64) + (c.base + 1), whole[0], wall, values,
+        return Hits(tpl.keys, idx.astype(np.int64) + (c.base + 1), whole[0].copy(), wall, values,
                     int(whole[1, -1]))
 
     def _head(self, st: np.ndarray):
