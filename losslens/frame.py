@@ -295,7 +295,8 @@ def _segments(rec: RunRecords, seg: np.ndarray, reasons: list[str]) -> list[Segm
     out: list[Segment] = []
     prev_last: int | None = None
     if len(reasons) == 1 or _nondecreasing(seg):  # each segment a slice: views only
-        bounds = np.searchsorted(seg, np.arange(len(reasons) + 1), side="left")
+        ids = np.arange(len(reasons) + 1, dtype=seg.dtype)  # (another type: a cast copy)
+        bounds = np.searchsorted(seg, ids, side="left")
         for i, reason in enumerate(reasons):
             a, b = int(bounds[i]), int(bounds[i + 1])
             st = rec.step[a:b]
