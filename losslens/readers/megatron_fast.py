@@ -80,11 +80,11 @@ def template(line: bytes) -> Template | None:
         for off, width in zip(ts[:6], (4, 2, 2, 2, 2, 2)):
             wild[off:off + width] = True
         wild[t0 + 20:t0 + 20 + frac] = True
-    lens = np.asarray([len(k) for k in key_bytes], np.int32)
+    lens = np.asarray([len(k) for k in key_bytes], np.intp)
     words = [(f, off, kb[off:off + 8]) for f, kb in enumerate(key_bytes)
              for off in range(0, len(kb), 8)]
     word_field = np.asarray([w[0] for w in words], np.intp)
-    word_off = np.asarray([1 + w[1] for w in words], np.int32)
+    word_off = np.asarray([1 + w[1] for w in words], np.intp)
     word_want = np.asarray([int.from_bytes(w[2], "little") for w in words], np.uint64)
     word_mask = np.asarray([(1 << (8 * len(w[2]))) - 1 for w in words], np.uint64)
     return Template(np.frombuffer(line[:n_head], np.uint8).copy(), wild, ts, text.count("|"),
@@ -158,7 +158,7 @@ def _numbered(*streams):
 
 
 def _positions(arr: np.ndarray, byte: int) -> np.ndarray:
-    return np.flatnonzero(arr == byte).astype(np.int32)
+    return np.flatnonzero(arr == byte)  # intp: numpy gathers with other index types cast first
 
 
 class _Chunk:
@@ -173,11 +173,11 @@ class _Chunk:
         arr = self.arr
         nl = _positions(arr, 10)
         self.truncated = self.last and arr.shape[0] > 0 and arr[-1] != 10
-        starts = np.concatenate([np.zeros(1, np.int32), nl + np.int32(1)])
+        starts = np.concatenate([np.zeros(1, np.intp), nl + 1])
         self.starts = starts if self.truncated else starts[:-1]
         self.n = self.starts.shape[0]
-        self.ends = np.concatenate([nl, np.full(1, arr.shape[0], np.int32)])[:self.n]
-        bounds = np.concatenate([self.starts, np.full(1, arr.shape[0], np.int32)])
+        self.ends = np.concatenate([nl, np.full(1, arr.shape[0], np.intp)])[:self.n]
+        bounds = np.concatenate([self.starts, np.full(1, arr.shape[0], np.intp)])
         # every 8 bytes from every offset, as uint64 (unaligned, zero-copy)
         self.w8 = np.ndarray((max(arr.shape[0] - 7, 0),), "<u8", arr, 0, (1,))
         self.pipes = _positions(arr, 124)
@@ -317,7 +317,7 @@ class _Lines:
         self.head_w, self.fixed_w, self.wild_w = (a.view("<u8") for a in (head, fixed, wild))
 
     def read(self, idx: np.ndarray) -> Hits | None:
-        c, tpl, arr, one = self.c, self.tpl, self.arr, np.int32(1)
+        c, tpl, arr, one = self.c, self.tpl, self.arr, 1
         st = c.starts[idx]
         stamp, slash, ok = self._head(st)
         k = len(tpl.keys)
@@ -346,7 +346,7 @@ class _Lines:
         vs = colons + one + (arr[colons + one] == 32)
         ve = pipes[1:] - (arr[pipes[1:] - one] == 32)
         ints = np.flatnonzero(tpl.ints)
-        starts = np.concatenate([(st + np.int32(tpl.head.shape[0]))[None], (slash + one)[None],
+        starts = np.concatenate([(st + tpl.head.shape[0])[None], (slash + one)[None],
                                  vs[ints]])
         ends = np.concatenate([slash[None], (pipes[0] - (arr[pipes[0] - one] == 32))[None],
                                ve[ints]])
@@ -378,23 +378,23 @@ class _Lines:
         ok = st.astype(np.int64) + last < w8.shape[0]
         at = np.where(ok, st, 0)
         for j in range(self.n8 // 8):
-            w, wild = w8[at + np.int32(8 * j)], self.wild_w[j]
+            w, wild = w8[at + 8 * j], self.wild_w[j]
             ok &= ((w ^ self.head_w[j]) & self.fixed_w[j]) == 0
             if wild:
                 ok &= _digits((w & wild) | (_D30 & ~wild)) == _H80
         # the `/` of `N/ M`: the first one in the 24 bytes after "iteration "
         mask = np.zeros(st.shape[0], np.uint64)
         for j in range(_SLASH_WINDOW // 8):
-            w = w8[at + np.int32(n + 8 * j)]
+            w = w8[at + (n + 8 * j)]
             mask |= _movemask(~_nonzero(w ^ _rep(0x2F)) & _H80) << _U(8 * j)
         ok &= mask != 0
         low = (mask & (~mask + _U(1))).astype(np.float64)  # the lowest set bit
-        first = np.log2(np.where(ok, low, 1.0)).astype(np.int32)
+        first = np.log2(np.where(ok, low, 1.0)).astype(np.intp)
         ts = self.tpl.ts
         stamp = None
         if ts is not None:
             stamp = np.lib.stride_tricks.sliding_window_view(self.arr, 20 + ts[6])[at + ts[0]]
-        return stamp, st + np.int32(n) + first, ok
+        return stamp, st + n + first, ok
 
     def _ints(self, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Right-aligned integers in byte spans [s, e): spaces then digits (`\\s*(\\d+)`)."""
@@ -417,7 +417,7 @@ class _Lines:
         parts = []
         for j in range(words):  # j = 0 is the word nearest the end
             top = _TOP[np.clip(length - 8 * j, 0, 8)]
-            x = (self.c.w8[end - np.int32(8 * (j + 1))] & top) | (_SP & ~top)  # before: spaces
+            x = (self.c.w8[end - 8 * (j + 1)] & top) | (_SP & ~top)  # before: spaces
             d = _digits(x)
             ok &= (d | (~_nonzero(x ^ _SP) & _H80)) == _H80
             digit_mask |= _movemask(d) << _U(8 * (words - 1 - j))
