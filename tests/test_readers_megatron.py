@@ -311,6 +311,48 @@ def test_colons_inside_values_on_both_paths(tmp_path):
     assert [s.line for s in slow.skipped] == [2, 3, 4, 5, 6]
 
 
+def _block_log(path, first="", odd_at=(), no_loss=False, nan_lines=False, lines=3000):
+    """A log of one dominant shape, validation every 500 iterations."""
+    out = [first] if first else []
+    for it in range(1, lines + 1):
+        nan = nan_lines and it % 7 == 0  # Megatron drops a NaN loss from the line
+        loss = "" if no_loss or nan else f"lm loss: {2 + 1 / it:.6E} | "
+        line = (f" [2026-01-02 03:04:{it % 60:02d}.{it:06d}] iteration {it:8d}/ {lines} | "
+                f"consumed samples: {it * 64:12d} | learning rate: {1e-4 * it:.6E} | {loss}"
+                f"grad norm: {1 / it:.3f} | number of nan iterations: {int(nan):3d} |")
+        out.append(line.replace(" |", " \x1b[0m|", 1) if it in odd_at else line)
+        if it % 500 == 0:
+            out.append(f" validation loss at iteration {it} on validation set | lm loss value: "
+                       f"{2.1:.6E} | lm loss PPL: {math.exp(2.1):.6E} | ")
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case", ["block", "tag_before", "classifier_too", "nan_lines",
+                                  "no_loss"])
+def test_block_columns_equal_classifier(case, tmp_path, monkeypatch):
+    """The first template's points are written in place (Block) and handed out without a
+    copy when its tags come first, have no other points and the rest fits after them;
+    otherwise assembled as usual. Either way the records equal the classifier's."""
+    monkeypatch.setattr(megatron_fast, "CHUNK", 1 << 14)  # ~30 chunks, on two threads
+    kw = {"tag_before": {"first": " validation loss at iteration 0 on validation set | "
+                                  "lm loss value: 9.0E+00 | "},
+          "classifier_too": {"odd_at": (5, 1234)}, "nan_lines": {"nan_lines": True},
+          "no_loss": {"no_loss": True}}.get(case, {})
+    path = _block_log(tmp_path / "b.log", **kw)
+    slow = megatron.read_file(path, "b", fast=False)
+    fast = megatron.read_file(path, "b", fast=True)
+    _assert_same_records(slow, fast)
+    assert bool(np.all(np.diff(fast.tag_code) >= 0))  # tag by tag, as the Frame keeps them
+    handed_out = fast.step.base is not None  # views of the Block's arrays: no copy
+    assert handed_out == (case == "block")
+    steps, values, orders = _series(fast, "lm loss")
+    assert steps == list(range(1, 3001))
+    assert int(np.isnan(values).sum()) == {"nan_lines": 3000 // 7, "no_loss": 3000}.get(case, 0)
+    if case == "classifier_too":  # ANSI lines go to the classifier, points in line order
+        assert orders[3:6] == [4, 5, 6]
+
+
 def test_vectorised_integers_match_the_classifier_regex():
     """SWAR integer reading against `\\s*(\\d+)` on random right-aligned spans."""
     import re

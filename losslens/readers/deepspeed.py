@@ -113,6 +113,16 @@ class Points:
         self._chunks: dict[str, list[tuple[np.ndarray, ...]]] = {}
         self._rows: dict[str, tuple[list[int], list[float], list[float], list[int]]] = {}
         self._first: dict[str, tuple[int, int]] = {}
+        self._block: tuple[tuple[str, ...], tuple[np.ndarray, ...], int] | None = None
+
+    def add_block(self, keys: tuple[str, ...], columns: tuple[np.ndarray, ...], n: int) -> None:
+        """Tags whose points lie tag by tag in shared arrays: key j's n points (orders
+        non-decreasing) at [j * n, (j + 1) * n) of `columns` (step, value, wall, order).
+        When these tags come first and have no other points, `records` hands the arrays
+        themselves out (other tags' points written after them when they fit): no copy."""
+        for j, key in enumerate(keys):
+            self.add_array(key, *(c[j * n:(j + 1) * n] for c in columns), pos=j)
+        self._block = (tuple(keys), columns, n)
 
     def add(self, tag: str, step: int, value: float, wall: float, order: int, pos: int = 0) -> None:
         rows = self._rows.get(tag)
@@ -164,6 +174,29 @@ class Points:
         idx = np.argsort(cols[3], kind="stable")
         return [tuple(c[idx] for c in cols)]
 
+    def _in_block(self, tags: list[str], flat: list[tuple[np.ndarray, ...]],
+                  counts: list[int]) -> list[np.ndarray] | None:
+        """The columns as the block's own arrays, the other tags' points written after the
+        block's; None when the block's tags are not the first ones, have other points too,
+        or the rest does not fit."""
+        if self._block is None:
+            return None
+        keys, columns, n = self._block
+        k = len(keys)
+        if tuple(tags[:k]) != keys or any(len(self._chunks[t]) != 1 or t in self._rows
+                                          for t in keys):
+            return None
+        size = sum(counts)
+        if size > columns[0].shape[0]:
+            return None
+        pos = k * n
+        for part in flat[k:]:  # (flat[:k] are the block's own slices)
+            m = part[0].shape[0]
+            for col, src in zip(columns, part):
+                col[pos:pos + m] = src
+            pos += m
+        return [c[:size] for c in columns]
+
     def records(self, run: str, source: str, fmt: str, builder: RecordsBuilder,
                 metadata: RunMeta) -> RunRecords:
         """RunRecords of every point, with headers/skips/warnings from `builder`."""
@@ -177,11 +210,14 @@ class Points:
         # big ones on two threads: a fresh 72 MB column is mostly page faults, which numpy's
         # copy takes outside the GIL
         dts = (np.int64, np.float64, np.float64, np.int64)
+        out = self._in_block(tags, flat, counts)
 
         def column(i: int) -> np.ndarray:
             return np.concatenate([p[i] for p in flat]) if flat else np.empty(0, dts[i])
 
-        if sum(counts) >= _THREADED_CONCAT:
+        if out is not None:
+            pass
+        elif sum(counts) >= _THREADED_CONCAT:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(2) as pool:

@@ -308,13 +308,15 @@ class _State:
     # ---- the end
 
     def _known(self) -> tuple[np.ndarray, np.ndarray]:
+        """(line, iteration) of every training line, in file order."""
         lines = np.concatenate(self.train_lines + [np.asarray(self._lines, np.int64)])
         steps = np.concatenate(self.train_steps + [np.asarray(self._steps, np.int64)])
         idx = np.argsort(lines, kind="stable")
         return lines[idx].astype(np.int64), steps[idx].astype(np.int64)
 
     def finish(self, run: str, source: str) -> RunRecords:
-        known = self._known()
+        # (only end-of-training results and OVERFLOW lines need the iteration lines' steps)
+        known = self._known() if self.pending or self.ds.overflows else None
         for p in self.pending:  # "at the end of training": the last iteration before it
             at = int(np.searchsorted(known[0], p.line)) - 1
             if at < 0:
@@ -426,27 +428,40 @@ def _read_fast(raw, state: _State) -> bool:
         return False
     from .megatron_fast import scan
 
-    for chunk in scan(raw, MARKERS):
+    block: list = []
+    for chunk in scan(raw, MARKERS, block=block):
         for hits in chunk.hits:
-            _hits(hits, state)
+            if not hits.in_block:
+                _hits(hits.keys, hits.step, hits.wall, hits.order, hits.values.__getitem__,
+                      (hits.last, hits.total), state)
         for lineno, line in chunk.rest:
             state.raw_line(lineno, line.decode("utf-8", errors="replace"),
                            lineno == chunk.truncated)
+    if block and block[0].compact():
+        blk = block[0]
+        state.pts.add_block(blk.keys, (blk.step, blk.value, blk.wall, blk.order), blk.n)
+        step, _, wall, order = blk.tag(0)
+        _hits((), step, wall, order, lambda j: blk.tag(j)[1], max(blk.totals), state, blk.keys)
     return True
 
 
-def _hits(h, state: _State) -> None:
-    """Points of the lines one template read (as `_State._train` would make them)."""
-    for j, key in enumerate(h.keys):
-        state.pts.add_array(key, h.step, h.values[j], h.wall, h.order, j)
-    if _LM not in h.keys:
-        loss_keys = any(k.endswith(" loss") for k in h.keys)
-        if _NAN_KEY in h.keys:
-            synth = (h.values[h.keys.index(_NAN_KEY)] > 0) | (not loss_keys)
+def _hits(keys: tuple[str, ...], step: np.ndarray, wall: np.ndarray, order: np.ndarray,
+          values, total: tuple[int, int], state: _State,
+          stored: tuple[str, ...] = ()) -> None:
+    """Points of the lines one template read (as `_State._train` would make them): its
+    `keys` (`values(j)`: key j's values), or only the synthesised NaN losses when the
+    template's points are `stored` already."""
+    for j, key in enumerate(keys):
+        state.pts.add_array(key, step, values(j), wall, order, j)
+    keys = keys or stored
+    if _LM not in keys:
+        loss_keys = any(k.endswith(" loss") for k in keys)
+        if _NAN_KEY in keys:
+            synth = (values(keys.index(_NAN_KEY)) > 0) | (not loss_keys)
         else:
-            synth = np.full(h.step.shape[0], not loss_keys)
+            synth = np.full(step.shape[0], not loss_keys)
         sel = np.flatnonzero(synth)
         if sel.shape[0]:
-            state.pts.add_array(_LM, h.step[sel], np.full(sel.shape[0], np.nan), h.wall[sel],
-                                h.order[sel], _SYNTH_POS)
-    state.train_array(h.order, h.step, (int(h.order[-1]), h.total))
+            state.pts.add_array(_LM, step[sel], np.full(sel.shape[0], np.nan), wall[sel],
+                                order[sel], _SYNTH_POS)
+    state.train_array(order, step, total)

@@ -94,7 +94,8 @@ def template(line: bytes) -> Template | None:
 
 @dataclass
 class Hits:
-    """The training lines one template read in one chunk."""
+    """The training lines one template read in one chunk (or, `in_block` lines, wrote straight
+    into the Block: then the arrays are empty)."""
 
     keys: tuple[str, ...]
     order: np.ndarray  # 1-based line numbers
@@ -102,6 +103,58 @@ class Hits:
     wall: np.ndarray
     values: np.ndarray  # (fields, lines)
     total: int  # `M` of `N/ M` on the last line
+    last: int  # line number of the last line
+    in_block: int = 0
+
+
+class Block:
+    """The columns of one template's lines (the first one found), written where they stay.
+
+    Points come tag by tag, as the Frame keeps them: tag j's region starts at j * cap, cap
+    being the file's line count; chunk i writes its lines packed from j * cap + (lines before
+    chunk i). `compact` then closes the gaps (lines of other shapes), so that tag j's n points
+    sit at [j * n, (j + 1) * n). Every point is written once where the Frame will read it and
+    moved once in warm memory, where an intermediate per-chunk result would be copied into
+    fresh memory (on a VM a fresh page can cost more than the bytes written to it).
+    """
+
+    def __init__(self, tpl: Template, line_base: list[int], cap: int) -> None:
+        self.tpl, self.keys, self.cap, self.base = tpl, tpl.keys, cap, line_base
+        size = len(tpl.keys) * cap
+        self.step, self.order = np.empty(size, np.int64), np.empty(size, np.int64)
+        self.value, self.wall = np.empty(size, np.float64), np.empty(size, np.float64)
+        self.count = [0] * len(line_base)
+        self.totals = [(0, 0)] * len(line_base)  # per chunk: (line, `M`) of its last line
+        self.n = 0
+
+    def write(self, chunk: int, order: np.ndarray, step: np.ndarray, wall: np.ndarray,
+              values: np.ndarray, total: tuple[int, int]) -> None:
+        a, m = self.base[chunk], order.shape[0]
+        for j in range(len(self.keys)):
+            o = j * self.cap + a
+            self.step[o:o + m], self.value[o:o + m] = step, values[j]
+            self.wall[o:o + m], self.order[o:o + m] = wall, order
+        self.count[chunk], self.totals[chunk] = m, total
+
+    def compact(self) -> int:
+        """Close the gaps (every move goes down: a later source is never overwritten first);
+        the number of lines written."""
+        self.n = n = sum(self.count)
+        cols = (self.step, self.value, self.wall, self.order)
+        dst = 0
+        for j in range(len(self.keys)):
+            for a, m in zip(self.base, self.count):
+                src = j * self.cap + a
+                if m and src != dst:
+                    for col in cols:  # (numpy copies an overlapping source first)
+                        col[dst:dst + m] = col[src:src + m]
+                dst += m
+        return n
+
+    def tag(self, j: int) -> tuple[np.ndarray, ...]:
+        """Tag j's (step, value, wall, order), after `compact`."""
+        a, b = j * self.n, (j + 1) * self.n
+        return self.step[a:b], self.value[a:b], self.wall[a:b], self.order[a:b]
 
 
 @dataclass
@@ -112,8 +165,12 @@ class ChunkResult:
     lines: int = 0  # lines in the chunk
 
 
-def scan(raw, markers: str, workers: int | None = None):
-    """ChunkResults of `raw` (bytes or a map of the file), in file order."""
+def scan(raw, markers: str, workers: int | None = None, block: list | None = None):
+    """ChunkResults of `raw` (bytes or a map of the file), in file order.
+
+    `block`: a list to which the Block of the first template found is appended; that
+    template's lines then go there (their Hits say only how many).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -128,33 +185,48 @@ def scan(raw, markers: str, workers: int | None = None):
         pos = end
     if not bounds:
         return
-
-    def run(ab: tuple[int, int], templates: list[Template]) -> ChunkResult:
-        # a chunk's working arrays (~1 MB per 2 MB of text) go as soon as it is read
-        return _Chunk(raw, arr, ab[0], ab[1], ab[1] == len(raw), pa, pc, markers).run(templates)
-
-    templates: list[Template] = []
-    first = run(bounds[0], templates)  # the first chunk finds the templates the others start from
     workers = workers or min(4, os.cpu_count() or 1)
-    if workers < 2 or len(bounds) < 3:
-        yield from _numbered([first], (run(ab, list(templates)) for ab in bounds[1:]))
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        yield from _numbered([first], pool.map(lambda ab: run(ab, list(templates)), bounds[1:]))
+    pool = ThreadPoolExecutor(workers) if workers > 1 and len(bounds) > 2 else None
+    try:
+        # lines before each chunk (its line numbers, and its place in a Block)
+        lines = list((pool.map if pool else map)(
+            lambda ab: int(np.count_nonzero(arr[ab[0]:ab[1]] == 10)), bounds))
+        if len(raw) and raw[len(raw) - 1] != 10:
+            lines[-1] += 1  # an unterminated last line
+        line_base = np.concatenate([[0], np.cumsum(lines)]).tolist()
+        sink: list[Block | None] = [None]
+
+        def run(i: int, templates: list[Template]) -> ChunkResult:
+            # a chunk's working arrays (~1 MB per 2 MB of text) go as soon as it is read
+            a, b = bounds[i]
+            return _Chunk(raw, arr, a, b, b == len(raw), pa, pc, markers, line_base[i], i,
+                          sink[0]).run(templates)
+
+        templates: list[Template] = []
+        first = run(0, templates)  # the first chunk finds the templates the others start from
+        if block is not None and templates:
+            sink[0] = _first_block(first, templates[0], line_base)
+            block.append(sink[0])
+        yield first
+        rest = range(1, len(bounds))
+        if pool is None:
+            yield from (run(i, list(templates)) for i in rest)
+        else:
+            yield from pool.map(lambda i: run(i, list(templates)), rest)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
-def _numbered(*streams):
-    """Results with chunk-local line numbers turned into the file's."""
-    base = 0
-    for stream in streams:
-        for res in stream:
-            if base:
-                for h in res.hits:
-                    h.order += base
-                res.rest = [(i + base, line) for i, line in res.rest]
-                res.truncated += base if res.truncated else 0
-            base += res.lines
-            yield res
+def _first_block(first: ChunkResult, tpl: Template, line_base: list[int]) -> Block:
+    """The Block of `tpl`, holding the first chunk's lines of it already."""
+    blk = Block(tpl, line_base[:-1], line_base[-1])
+    for h in first.hits:
+        if h.keys is tpl.keys and not h.in_block:  # (the keys tuple is the template's own)
+            blk.write(0, h.order, h.step, h.wall, h.values, (h.last, h.total))
+            h.in_block, h.order, h.step, h.wall = h.order.shape[0], *(np.empty(0),) * 3
+            h.values = np.empty((len(tpl.keys), 0))
+    return blk
 
 
 def _positions(arr: np.ndarray, byte: int) -> np.ndarray:
@@ -165,9 +237,11 @@ class _Chunk:
     """The lines of one chunk: which a template takes, their values, the rest."""
 
     def __init__(self, raw, whole: np.ndarray, pos: int, end: int, last: bool,
-                 pa, pc, markers: str) -> None:
-        self.raw, self.pos, self.base, self.pa, self.pc = raw, pos, 0, pa, pc
+                 pa, pc, markers: str, base: int = 0, index: int = 0,
+                 block: Block | None = None) -> None:
+        self.raw, self.pos, self.base, self.pa, self.pc = raw, pos, base, pa, pc
         self.arr, self.markers, self.last = whole[pos:end], markers, last
+        self.index, self.block = index, block  # this chunk's number; where its Block is
 
     def run(self, templates: list[Template]) -> ChunkResult:
         arr = self.arr
@@ -192,7 +266,7 @@ class _Chunk:
         if self.truncated:
             self.open[-1] = False
         self.taken = np.zeros(self.n, bool)
-        out = ChunkResult(truncated=self.n if self.truncated else 0, lines=self.n)
+        out = ChunkResult(truncated=self.base + self.n if self.truncated else 0, lines=self.n)
         self._templates(templates, out)
         out.rest = self._rest()
         return out
@@ -223,7 +297,6 @@ class _Chunk:
             self.open[cand] = False
             hits = _Lines(self, tpl).read(cand)
             if hits is not None:
-                self.taken[hits.order - (self.base + 1)] = True
                 out.hits.append(hits)
 
     def _rest(self) -> list[tuple[int, bytes]]:
@@ -367,9 +440,15 @@ class _Lines:
         if keep.shape[0] < n:
             idx, stamp, whole, values = idx[keep], stamp[keep] if stamp is not None else None, \
                 whole[:, keep], values[:, keep]
-        wall = self._walls(stamp, keep.shape[0])
-        return Hits(tpl.keys, idx.astype(np.int64) + (c.base + 1), whole[0].copy(), wall, values,
-                    int(whole[1, -1]))
+        c.taken[idx] = True
+        order, wall = idx.astype(np.int64) + (c.base + 1), self._walls(stamp, keep.shape[0])
+        total, last = int(whole[1, -1]), int(order[-1])
+        if c.block is not None and c.block.tpl is tpl:
+            c.block.write(c.index, order, whole[0], wall, values, (last, total))
+            empty = np.empty(0)
+            return Hits(tpl.keys, empty, empty, empty, np.empty((k, 0)), total, last,
+                        order.shape[0])
+        return Hits(tpl.keys, order, whole[0].copy(), wall, values, total, last)
 
     def _head(self, st: np.ndarray):
         """Whether each head fits the template, where its `/` is, its timestamp bytes."""
