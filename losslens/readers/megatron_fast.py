@@ -34,6 +34,7 @@ MAX_TEMPLATES = 8
 CHUNK = 1 << 21  # bytes per chunk (cache-sized: several passes run over each)
 _SLASH_WINDOW = 24  # bytes after "iteration " searched for the `/` of `N/ M`
 _BLOCK = 1 << 16  # values cast per pyarrow call (a failing block is redone value by value)
+_FIXED_MIN = 64  # candidate lines from which those of one length are checked as one block
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Template:
     word_off: np.ndarray  # (words,) its offset after the field's pipe
     word_want: np.ndarray  # (words,) uint64: the key bytes expected there
     word_mask: np.ndarray  # (words,) uint64: which of its bytes are key bytes
+    key_bytes: tuple[bytes, ...] = ()  # each field's bytes between its pipe and its colon
 
 
 def template(line: bytes) -> Template | None:
@@ -89,7 +91,8 @@ def template(line: bytes) -> Template | None:
     word_mask = np.asarray([(1 << (8 * len(w[2]))) - 1 for w in words], np.uint64)
     return Template(np.frombuffer(line[:n_head], np.uint8).copy(), wild, ts, text.count("|"),
                     tuple(keys), lens,
-                    np.asarray(ints, bool), word_field, word_off, word_want, word_mask)
+                    np.asarray(ints, bool), word_field, word_off, word_want, word_mask,
+                    tuple(key_bytes))
 
 
 @dataclass
@@ -402,6 +405,113 @@ class _Lines:
         self.head_w, self.fixed_w, self.wild_w = (a.view("<u8") for a in (head, fixed, wild))
 
     def read(self, idx: np.ndarray) -> Hits | None:
+        """The lines of `idx` (chunk line indices) this template takes: those of the chunk's
+        commonest length as one block (`_fixed`), the others one by one (`_general`)."""
+        c, tpl, k = self.c, self.tpl, len(self.tpl.keys)
+        fixed, idx = self._fixed(idx)
+        general = self._general(idx) if idx.shape[0] else None
+        parts = [v for v in (self._values(*g) for g in (fixed, general) if g is not None)
+                 if v is not None]
+        if not parts:
+            return None
+        if len(parts) == 1:
+            idx, step, wall, values, total = parts[0]
+        else:  # both: back into line order
+            idx = np.concatenate([p[0] for p in parts])
+            by_line = np.argsort(idx, kind="stable")
+            idx = idx[by_line]
+            step, wall = (np.concatenate([p[i] for p in parts])[by_line] for i in (1, 2))
+            values = np.concatenate([p[3] for p in parts], axis=1)[:, by_line]
+            total = max(p[4] for p in parts)
+        c.taken[idx] = True
+        order = idx.astype(np.int64) + (c.base + 1)
+        last = int(order[-1])
+        if c.block is not None and c.block.tpl is tpl:
+            c.block.write(c.index, order, step, wall, values, (last, total[1]))
+            empty = np.empty(0)
+            return Hits(tpl.keys, empty, empty, empty, np.empty((k, 0)), total[1], last,
+                        order.shape[0])
+        return Hits(tpl.keys, order, step, wall, values, total[1], last)
+
+    def _fixed(self, idx: np.ndarray):
+        """Lines of the commonest length laid out as one of them: checked against its byte
+        layout at once ((line, word) matrix, 8 bytes a word) instead of pipe by pipe. The
+        layout is made from the template's head and keys at that line's pipe positions, so
+        a line passes exactly when `_general` would pass it. Returns that block's geometry
+        (or None) and the lines left for `_general`."""
+        c, tpl = self.c, self.tpl
+        if idx.shape[0] < _FIXED_MIN:
+            return None, idx
+        st, length = c.starts[idx], c.ends[idx] - c.starts[idx]
+        width = int(length[idx.shape[0] // 2])
+        group = np.flatnonzero((length == width) & (st + -(-width // 8) * 8 <= c.arr.shape[0]))
+        if group.shape[0] < _FIXED_MIN:
+            return None, idx
+        lay = self._layout(c.line(int(idx[group[0]])))
+        if lay is None:
+            return None, idx
+        want, mask, wild, pipes_rel, slash_rel = lay
+        st_g = st[group]
+        rows = np.lib.stride_tricks.sliding_window_view(self.arr, want.shape[0] * 8)[st_g]
+        words = rows.view("<u8")  # (line, word)
+        # column by column (a word of every line at a time: no (line, word) temporaries)
+        bad = np.zeros(rows.shape[0], np.uint64)
+        for j in np.flatnonzero(mask).tolist():
+            bad |= (words[:, j] ^ want[j]) & mask[j]
+        ok = bad == 0
+        for j in np.flatnonzero(wild).tolist():  # timestamp positions: digits
+            w = wild[j]
+            ok &= _digits((words[:, j] & w) | (_D30 & ~w)) == _H80
+        sel = np.flatnonzero(ok)
+        if not sel.shape[0]:
+            return None, idx
+        left = np.ones(idx.shape[0], bool)
+        left[group[sel]] = False
+        st_f = st_g[sel]
+        ts = tpl.ts
+        stamp = rows[sel, ts[0]:ts[0] + 20 + ts[6]] if ts is not None else None
+        pipes = st_f[None, :] + pipes_rel[:, None]
+        colons = pipes[:-1] + 1 + tpl.key_len[:, None]
+        # (spaces checked: the spans need no look at the bytes around them)
+        spans = (colons + 2, pipes[1:] - 1, pipes[0] - 1)
+        return (idx[group[sel]], st_f, stamp, st_f + slash_rel, pipes, colons, spans), idx[left]
+
+    def _layout(self, line: bytes):
+        """The byte layout of a line of this template shaped as `line`: (want, mask, wild) as
+        uint64 words, pipe offsets, the offset of the `/` of `N/ M`; None if `line` cannot
+        be laid out so (its pipes are not the template's, a key would not fit)."""
+        tpl, n = self.tpl, self.tpl.head.shape[0]
+        raw = np.frombuffer(line, np.uint8)
+        pipes = np.flatnonzero(raw == 124)
+        slash = line.find(b"/", n, n + _SLASH_WINDOW)
+        if pipes.shape[0] != tpl.pipes or pipes[-1] != len(line) - 1 or not n <= slash < pipes[0]:
+            return None
+        size = -(-len(line) // 8) * 8
+        want, mask, wild = (np.zeros(size, np.uint8) for _ in range(3))
+        want[:n], mask[:n], wild[:n] = tpl.head, np.where(tpl.wild, 0, 0xFF), \
+            np.where(tpl.wild, 0xFF, 0)
+        want[pipes], mask[pipes] = 124, 0xFF
+        want[slash], mask[slash] = 47, 0xFF
+        # the spaces around each value too (a line without them is left to `_general`), so
+        # that value spans are fixed offsets: [colon + 2, pipe - 1)
+        spaces = [slash + 1, int(pipes[0]) - 1]
+        for f, key in enumerate(tpl.key_bytes):
+            a, colon = int(pipes[f]) + 1, int(pipes[f]) + 1 + len(key)
+            if colon + 2 >= pipes[f + 1]:
+                return None
+            want[a:colon], mask[a:colon] = np.frombuffer(key, np.uint8), 0xFF
+            want[colon], mask[colon] = 58, 0xFF
+            spaces += [colon + 1, int(pipes[f + 1]) - 1]
+        if spaces[0] >= spaces[1] or any(line[i] != 32 for i in spaces[1:]):
+            return None
+        want[spaces[1:]], mask[spaces[1:]] = 32, 0xFF
+        return want.view("<u8") & mask.view("<u8"), mask.view("<u8"), wild.view("<u8"), pipes, \
+            slash
+
+    def _general(self, idx: np.ndarray):
+        """The geometry of the lines of `idx` that fit the template, pipe by pipe: (lines,
+        starts, timestamp bytes, `/` positions, pipes (field + 1, line), colons); None if
+        none fits."""
         c, tpl, arr, one = self.c, self.tpl, self.arr, 1
         st = c.starts[idx]
         stamp, slash, ok = self._head(st)
@@ -426,16 +536,25 @@ class _Lines:
             idx, st, slash = idx[sel], st[sel], slash[sel]
             stamp = stamp[sel] if stamp is not None else None
             pipes, colons = pipes[:, sel], colons[:, sel]
+        return idx, st, stamp, slash, pipes, colons
+
+    def _values(self, idx, st, stamp, slash, pipes, colons, spans=None):
+        """(lines, iteration, wall, values (field, line), (last line, its `M`)) of the lines
+        whose every value reads; None if none does. `spans`: (value starts, value ends, end
+        of `M`) when known."""
+        tpl, arr, one, k = self.tpl, self.arr, 1, len(self.tpl.keys)
         # spans: iteration and train_iters (digits after "iteration " / the slash, up to the
         # slash / the head's pipe); values between ": " and " |" (one space each side dropped)
-        vs = colons + one + (arr[colons + one] == 32)
-        ve = pipes[1:] - (arr[pipes[1:] - one] == 32)
+        if spans is None:
+            spans = (colons + one + (arr[colons + one] == 32),
+                     pipes[1:] - (arr[pipes[1:] - one] == 32),
+                     pipes[0] - (arr[pipes[0] - one] == 32))
+        vs, ve, m_end = spans
         ints = np.flatnonzero(tpl.ints)
         starts = np.concatenate([(st + tpl.head.shape[0])[None], (slash + one)[None],
                                  vs[ints]])
-        ends = np.concatenate([slash[None], (pipes[0] - (arr[pipes[0] - one] == 32))[None],
-                               ve[ints]])
-        n = sel.shape[0]
+        ends = np.concatenate([slash[None], m_end[None], ve[ints]])
+        n = idx.shape[0]
         whole, ok_i = self._int_rows(starts, ends)
         ok = np.logical_and.reduce(ok_i, axis=0)
         values = np.empty((k, n), np.float64)
@@ -452,15 +571,8 @@ class _Lines:
         if keep.shape[0] < n:
             idx, stamp, whole, values = idx[keep], stamp[keep] if stamp is not None else None, \
                 whole[:, keep], values[:, keep]
-        c.taken[idx] = True
-        order, wall = idx.astype(np.int64) + (c.base + 1), self._walls(stamp, keep.shape[0])
-        total, last = int(whole[1, -1]), int(order[-1])
-        if c.block is not None and c.block.tpl is tpl:
-            c.block.write(c.index, order, whole[0], wall, values, (last, total))
-            empty = np.empty(0)
-            return Hits(tpl.keys, empty, empty, empty, np.empty((k, 0)), total, last,
-                        order.shape[0])
-        return Hits(tpl.keys, order, whole[0].copy(), wall, values, total, last)
+        return (idx, whole[0].copy(), self._walls(stamp, keep.shape[0]), values,
+                (int(idx[-1]), int(whole[1, -1])))
 
     def _head(self, st: np.ndarray):
         """Whether each head fits the template, where its `/` is, its timestamp bytes."""
