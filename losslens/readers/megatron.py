@@ -29,9 +29,11 @@ last iteration seen + 1).
 
 Speed: the per-line classifier below defines the semantics. Logs over 1 MiB go through
 `megatron_fast` for the dominant training-line shapes (templates checked byte by byte, values
-read in bulk with numpy and pyarrow); every other line holding a marker word, and any line the
-templates refuse, goes through the classifier. Both paths give the same records (tested on
-every fixture, with tiny chunks too); if the vectorised read fails the classifier reads it all.
+read in bulk with numpy and pyarrow, on a few threads; the first template's points written in
+place, tag by tag, and handed to the Frame without a copy); every other line holding a marker
+word, and any line the templates refuse, goes through the classifier. Both paths give the same
+records (tested on every fixture, with tiny chunks too, and on randomly damaged lines); if the
+vectorised read fails the classifier reads it all.
 """
 from __future__ import annotations
 

@@ -4,17 +4,30 @@
 training lines it can read *exactly* as the classifier would, and hands back everything else.
 
 How: the file is cut at line ends into chunks of ~2 MB (several passes run over each, so it
-should stay in cache; chunks run on a few threads, numpy and pyarrow release the GIL). In a
-chunk numpy finds every `\\n` and `|`. A template is made from one training line (its head
-bytes — launcher prefix, timestamp layout, "iteration " — and its keys); every line with the
-template's number of `|` is then checked as a whole: head bytes equal (timestamp positions:
-digits), every byte of each key (eight at a time) and the `:` after it, the line ending in `|`
-(a `:` inside a value needs no search: no value holding one reads as a number). Integer fields
+should stay in cache; chunks run on a few threads, numpy and pyarrow release the GIL; a first
+pass counts each chunk's lines, so that every chunk knows its line numbers). In a chunk numpy
+finds every `\\n` and `|`. A template is made from one training line (its head bytes —
+launcher prefix, timestamp layout, "iteration " — and its keys); the lines with the template's
+number of `|` are then checked as a whole, in two ways that pass exactly the same lines:
+
+- those of one length (the middle candidate's: a run's lines share a few lengths) against one
+  byte layout (`_Lines._fixed`): the head, each key, its `:`, every pipe and the spaces around
+  each value at fixed offsets, compared eight bytes at a time on a (line, word) matrix,
+  timestamp positions checked for digits;
+- the others pipe by pipe (`_Lines._general`): head bytes equal, every byte of each key (eight
+  at a time) and the `:` after it, the line ending in `|`.
+
+(A `:` inside a value needs no search: no value holding one reads as a number.) Integer fields
 (and `N/ M`) are read eight bytes at a time as uint64 words (SWAR digit checks and conversion);
 the other values are cut out of the chunk with one pyarrow `take` and cast to float64 at once
 (Python's `float` for a block pyarrow refuses). A line with a value neither reads, or with `\\r`
 or an ANSI escape, is left to the classifier, as are lines no template takes when they hold one
 of the classifier's markers.
+
+Where the points go: the first template's lines are written by the chunk workers straight into
+a `Block`, tag by tag as the Frame keeps them, and handed to the Frame without another copy;
+other templates' lines come back per chunk (`Hits`). On the machines of BASELINES.md the cost
+of this path was as much first-touched memory as arithmetic, hence the care over copies.
 """
 from __future__ import annotations
 
@@ -405,8 +418,8 @@ class _Lines:
         self.head_w, self.fixed_w, self.wild_w = (a.view("<u8") for a in (head, fixed, wild))
 
     def read(self, idx: np.ndarray) -> Hits | None:
-        """The lines of `idx` (chunk line indices) this template takes: those of the chunk's
-        commonest length as one block (`_fixed`), the others one by one (`_general`)."""
+        """The lines of `idx` (chunk line indices) this template takes: those of one length
+        as one block (`_fixed`), the others pipe by pipe (`_general`)."""
         c, tpl, k = self.c, self.tpl, len(self.tpl.keys)
         fixed, idx = self._fixed(idx)
         general = self._general(idx) if idx.shape[0] else None
@@ -434,8 +447,8 @@ class _Lines:
         return Hits(tpl.keys, order, step, wall, values, total[1], last)
 
     def _fixed(self, idx: np.ndarray):
-        """Lines of the commonest length laid out as one of them: checked against its byte
-        layout at once ((line, word) matrix, 8 bytes a word) instead of pipe by pipe. The
+        """Lines of the middle candidate's length laid out as one of them: checked against
+        its byte layout at once ((line, word) matrix, 8 bytes a word), not pipe by pipe. The
         layout is made from the template's head and keys at that line's pipe positions, so
         a line passes exactly when `_general` would pass it. Returns that block's geometry
         (or None) and the lines left for `_general`."""
