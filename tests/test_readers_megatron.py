@@ -659,3 +659,13 @@ def test_a_damaged_key_byte_is_its_own_tag_on_both_paths(tmp_path, monkeypatch):
     assert rec.tags == ("elapsed time (ms)", "lm loss", "elapsed tim* (ms)")
     assert _series(rec, "elapsed time (ms)")[0] == [1, 3]
     assert _series(rec, "elapsed tim* (ms)") == ([2], [1.5], [2])
+
+
+@pytest.mark.parametrize("chunk", [4096, 1 << 14])
+def test_corpus_megatron_logs_read_alike_in_small_chunks(corpus, chunk, monkeypatch):
+    """Real logs cut into many chunks (each its own templates, Block writes, line numbers)."""
+    monkeypatch.setattr(megatron_fast, "CHUNK", chunk)
+    for path in (corpus / "megatron-ds-perf-divergence" / "meg_ds_3d_gpt2_perf_n16-ds-off.out",
+                 corpus / "bigscience-tr8-104B-chronicles" / "chronicles.md"):
+        _assert_same_records(megatron.read_file(path, "p", fast=False),
+                             megatron.read_file(path, "p", fast=True))
