@@ -210,19 +210,17 @@ class Points:
         # big ones on two threads: a fresh 72 MB column is mostly page faults, which numpy's
         # copy takes outside the GIL
         dts = (np.int64, np.float64, np.float64, np.int64)
-        out = self._in_block(tags, flat, counts)
 
         def column(i: int) -> np.ndarray:
             return np.concatenate([p[i] for p in flat]) if flat else np.empty(0, dts[i])
 
-        if out is not None:
-            pass
-        elif sum(counts) >= _THREADED_CONCAT:
+        out = self._in_block(tags, flat, counts)
+        if out is None and sum(counts) >= _THREADED_CONCAT:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(2) as pool:
                 out = list(pool.map(column, range(4)))
-        else:
+        elif out is None:
             out = [column(i) for i in range(4)]
         out = [a.astype(dt, copy=False) for a, dt in zip(out, dts)]
         return RunRecords(

@@ -432,10 +432,12 @@ def _read_fast(raw, state: _State) -> bool:
 
     block: list = []
     for chunk in scan(raw, MARKERS, block=block):
-        for hits in chunk.hits:
-            if not hits.in_block:
-                _hits(hits.keys, hits.step, hits.wall, hits.order, hits.values.__getitem__,
-                      (hits.last, hits.total), state)
+        for h in chunk.hits:
+            if not h.in_block:
+                for j, key in enumerate(h.keys):
+                    state.pts.add_array(key, h.step, h.values[j], h.wall, h.order, j)
+                _lines_read(h.keys, h.step, h.wall, h.order, h.values.__getitem__,
+                            (h.last, h.total), state)
         for lineno, line in chunk.rest:
             state.raw_line(lineno, line.decode("utf-8", errors="replace"),
                            lineno == chunk.truncated)
@@ -443,19 +445,16 @@ def _read_fast(raw, state: _State) -> bool:
         blk = block[0]
         state.pts.add_block(blk.keys, (blk.step, blk.value, blk.wall, blk.order), blk.n)
         step, _, wall, order = blk.tag(0)
-        _hits((), step, wall, order, lambda j: blk.tag(j)[1], max(blk.totals), state, blk.keys)
+        _lines_read(blk.keys, step, wall, order, lambda j: blk.tag(j)[1], max(blk.totals),
+                    state)
     return True
 
 
-def _hits(keys: tuple[str, ...], step: np.ndarray, wall: np.ndarray, order: np.ndarray,
-          values, total: tuple[int, int], state: _State,
-          stored: tuple[str, ...] = ()) -> None:
-    """Points of the lines one template read (as `_State._train` would make them): its
-    `keys` (`values(j)`: key j's values), or only the synthesised NaN losses when the
-    template's points are `stored` already."""
-    for j, key in enumerate(keys):
-        state.pts.add_array(key, step, values(j), wall, order, j)
-    keys = keys or stored
+def _lines_read(keys: tuple[str, ...], step: np.ndarray, wall: np.ndarray, order: np.ndarray,
+                values, total: tuple[int, int], state: _State) -> None:
+    """What the training lines of one template (fields `keys`, `values(j)` the values of
+    key j) add beside their fields' points, as `_State._train` would: the NaN loss Megatron
+    dropped from them, and their (line, iteration) pairs."""
     if _LM not in keys:
         loss_keys = any(k.endswith(" loss") for k in keys)
         if _NAN_KEY in keys:

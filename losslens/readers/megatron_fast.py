@@ -450,8 +450,8 @@ class _Lines:
         """Lines of the middle candidate's length laid out as one of them: checked against
         its byte layout at once ((line, word) matrix, 8 bytes a word), not pipe by pipe. The
         layout is made from the template's head and keys at that line's pipe positions, so
-        a line passes exactly when `_general` would pass it. Returns that block's geometry
-        (or None) and the lines left for `_general`."""
+        a line passes only where `_general` would pass it; every other line is left to
+        `_general`. Returns the passing lines' geometry (or None) and the lines left."""
         c, tpl = self.c, self.tpl
         if idx.shape[0] < _FIXED_MIN:
             return None, idx
