@@ -95,8 +95,8 @@ def _reading(name: str, done: int, total: int) -> None:
 def _warn_frame(frame) -> None:
     """Per-run reader warnings and skipped-line counts, on stderr (never lost)."""
     for info in frame.runs:
-        for w in info.warnings:
-            _err(f"Warning: {info.run}: {w}")
+        for w in info.warnings:  # (readers' messages mostly name their file already)
+            _err(f"Warning: {w}" if w.startswith(info.source) else f"Warning: {info.run}: {w}")
         if info.skipped_count:
             first = info.skipped[0] if info.skipped else None
             where = f" (first: line {first.line}: {first.reason})" if first else ""
