@@ -10,10 +10,10 @@ finds every `\\n` and `|`. A template is made from one training line (its head b
 launcher prefix, timestamp layout, "iteration " — and its keys); the lines with the template's
 number of `|` are then checked as a whole, in two ways that pass exactly the same lines:
 
-- those of one length (the middle candidate's: a run's lines share a few lengths) against one
-  byte layout (`_Lines._fixed`): the head, each key, its `:`, every pipe and the spaces around
-  each value at fixed offsets, compared eight bytes at a time on a (line, word) matrix,
-  timestamp positions checked for digits;
+- those of the commonest length (most of a run's lines share one) against one byte layout
+  (`_Lines._fixed`): the head, each key, its `:`, every pipe and the spaces around each value
+  at fixed offsets, compared eight bytes at a time on a (line, word) matrix, timestamp
+  positions checked for digits;
 - the others pipe by pipe (`_Lines._general`): head bytes equal, every byte of each key (eight
   at a time) and the `:` after it, the line ending in `|`.
 
@@ -421,6 +421,8 @@ class _Lines:
         """The lines of `idx` (chunk line indices) this template takes: those of one length
         as one block (`_fixed`), the others pipe by pipe (`_general`)."""
         c, tpl, k = self.c, self.tpl, len(self.tpl.keys)
+        # (one length only: for a log of three lengths, two more layouts measured slower
+        # than `_general`, the merge into line order costing more than they save)
         fixed, idx = self._fixed(idx)
         general = self._general(idx) if idx.shape[0] else None
         parts = [v for v in (self._values(*g) for g in (fixed, general) if g is not None)
@@ -447,7 +449,7 @@ class _Lines:
         return Hits(tpl.keys, order, step, wall, values, total[1], last)
 
     def _fixed(self, idx: np.ndarray):
-        """Lines of the middle candidate's length laid out as one of them: checked against
+        """Lines of the commonest length laid out as one of them: checked against
         its byte layout at once ((line, word) matrix, 8 bytes a word), not pipe by pipe. The
         layout is made from the template's head and keys at that line's pipe positions, so
         a line passes only where `_general` would pass it; every other line is left to
@@ -456,7 +458,9 @@ class _Lines:
         if idx.shape[0] < _FIXED_MIN:
             return None, idx
         st, length = c.starts[idx], c.ends[idx] - c.starts[idx]
-        width = int(length[idx.shape[0] // 2])
+        lo, hi = int(length.min()), int(length.max())
+        width = lo + int(np.argmax(np.bincount(length - lo))) if hi - lo < 4096 \
+            else int(length[idx.shape[0] // 2])  # the commonest length (or the middle one's)
         group = np.flatnonzero((length == width) & (st + -(-width // 8) * 8 <= c.arr.shape[0]))
         if group.shape[0] < _FIXED_MIN:
             return None, idx
