@@ -265,6 +265,28 @@ def test_hf_console_resume_continues_global_step(tmp_path):
     assert rec.metadata.log_interval == 10 and rec.metadata.train_iters == 50
 
 
+def test_hf_console_resume_the_log_does_not_announce_takes_the_bar(tmp_path):
+    """At the default log level a resumed run prints no banner and no "Continuing training"
+    line: counting dicts × logging_steps would carry on (60, 70, 80); the progress bar, which
+    HF redraws at the global step right after each dict, goes back to 40."""
+    args = "TrainingArguments(\nlogging_steps=10,\nmax_steps=100,\n)\n"
+
+    def run(first: int, last: int) -> str:
+        return "".join(bars(s - 9, s, 100) + CLEAR + f"{{'loss': {3 - s / 100}, "
+                       f"'learning_rate': 1e-05, 'epoch': {s / 100}}}\n" + bar(s, 100) + "\n"
+                       for s in range(first, last + 1, 10))
+    text = args + run(10, 50) + "Traceback (most recent call last):\n" + args + run(40, 60)
+    rec, f = load(write(tmp_path, "log.txt", text))
+    assert pts(rec, "loss")[0] == [10, 20, 30, 40, 50, 40, 50, 60]
+    assert segments(f) == [(10, 50, "start"), (40, 60, "step_back")]
+    assert rec.metadata.extra["step_source"] == \
+        "tqdm (logging_steps=10 counted on past a resume at line 20)"
+    # the same log without the resume: both ways agree, logging_steps is named
+    rec, _ = load(write(tmp_path, "log2.txt", args + run(10, 50)))
+    assert pts(rec, "loss")[0] == [10, 20, 30, 40, 50]
+    assert rec.metadata.extra["step_source"] == "logging_steps=10"
+
+
 def test_hf_console_logging_first_step(tmp_path):
     text = ("TrainingArguments(\nlogging_first_step=True,\nlogging_steps=10,\n)\n"
             + "".join(f"{{'loss': {v}, 'learning_rate': 1e-05, 'epoch': 0.1}}\n"

@@ -12,7 +12,9 @@ a `\\r`/`\\n` fragment since tqdm redraws surround them. The console never print
 the k-th training dict of a run gets, in this order of preference (metadata.extra["step_source"]):
 `logging_steps` from a printed TrainingArguments dump (k × logging_steps, after a first dict at
 step 1 with logging_first_step, continuing after "Continuing training from global step N"); the
-position of the training progress bar redrawn right after the dict (`| 120/1000 [`); else k.
+position of the training progress bar redrawn right after the dict (`| 120/1000 [`), HF's
+global step, which also wins where the two disagree (a resume at the default log level prints
+no banner and no "Continuing" line: the bar goes back, the count of dicts would not); else k.
 Eval dicts (`eval_*`, `test_*`) take the step of the latest training dict. The final
 `train_runtime` dict goes to metadata. `***** Running training *****` banners are run headers.
 """
@@ -388,7 +390,8 @@ def _bar_steps(st: _Console, trains: list[_Log]) -> dict[tuple[int, int], int] |
     last: dict[int, int] = {}
     for log in trains:
         bars = [b for b in (log.after, log.before) if b and b[1] == total]
-        if not bars or bars[0][0] <= last.get(log.section, -1):
+        # (the bar going back is a resume; standing still, a bar that was not redrawn)
+        if not bars or bars[0][0] == last.get(log.section):
             return None
         steps[(log.section, log.train_index)] = last[log.section] = bars[0][0]
     return steps
@@ -399,17 +402,36 @@ def _assign_steps(st: _Console) -> str:
     trains = [log for log in st.logs if log.kind == "train"]
     every = _logging_steps(st)
     first = st.args.get("logging_first_step") == "True"
-    by_bar = None if every else _bar_steps(st, trains)
+    by_bar = _bar_steps(st, trains)
 
-    def train_step(section: int, k: int) -> int:
+    def counted(section: int, k: int) -> int:
         base = st.bases[section]
         if every:
             if base == 0 and first and every > 1:
                 return 1 if k == 1 else (k - 1) * every
             return (base // every + k) * every
-        if by_bar is not None:
-            return by_bar[(section, k)]
         return base + k
+
+    why = ""  # why the bar and not logging_steps, when both were there
+    if by_bar is not None and every:
+        # HF redraws the bar at the global step right after each dict: where counting
+        # logging_steps disagrees with it, the bar is right (most often a resume the log
+        # does not announce: no banner, no "Continuing training" line at the default level)
+        # (a dict cut by a redraw is left out: its bar may be that redraw's, and it has no
+        # points of its own)
+        steps = [(log, by_bar[(log.section, log.train_index)]) for log in trains if log.values]
+        off = [i for i, (log, step) in enumerate(steps)
+               if step != counted(log.section, log.train_index)]
+        if not off:
+            by_bar = None  # the same steps: say logging_steps
+        elif off[0] and steps[off[0]][1] < steps[off[0] - 1][1]:
+            why = f" (logging_steps={every} counted on past a resume at line " \
+                  f"{steps[off[0]][0].line})"
+        else:
+            why = f" (logging_steps={every} disagreed from line {steps[off[0]][0].line})"
+
+    def train_step(section: int, k: int) -> int:
+        return by_bar[(section, k)] if by_bar is not None else counted(section, k)
 
     rows, dedupe = Rows(), _SameStep()
     for log in st.logs:
@@ -422,6 +444,8 @@ def _assign_steps(st: _Console) -> str:
     if repeats:
         st.b.warn(f"{repeats} eval values fell on the step of an earlier eval (no training "
                   "log between them); kept the first")
+    if why:
+        return "tqdm" + why
     if every:
         return f"logging_steps={every}" + (" with logging_first_step" if first else "")
     return "tqdm" if by_bar is not None else "log_count"
