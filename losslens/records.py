@@ -162,8 +162,7 @@ class RecordsBuilder:
             self._auto_order += n
         else:
             orders_a = np.asarray(orders, dtype=np.int64)
-        codes = np.full(n, self.code(tag), dtype=np.int32)
-        self._arrays.append((codes, steps_a, values_a, wall_a, orders_a))
+        self._arrays.append((self.code(tag), steps_a, values_a, wall_a, orders_a))
 
     def header(self, order: int) -> None:
         """Mark a run header / resume marker at file position `order`."""
@@ -179,20 +178,22 @@ class RecordsBuilder:
         self.warnings.append(message)
 
     def __len__(self) -> int:
-        return len(self._scalar) + sum(a[0].shape[0] for a in self._arrays)
+        return len(self._scalar) + sum(a[1].shape[0] for a in self._arrays)
 
     def build(self, run: str, source: str, format: str,
               metadata: RunMeta | None = None) -> RunRecords:
-        parts = list(self._arrays)
+        dt = code_dtype(len(self._tags))  # (the Frame's categorical keeps it: no copy)
+        parts = [p[1:] for p in self._arrays]
+        # an array part's codes are all its tag's: made once, in the final column
+        codes = np.repeat(np.asarray([p[0] for p in self._arrays], dt),
+                          [p[0].shape[0] for p in parts])
         if self._scalar:
-            codes, steps, values, walls, orders = zip(*self._scalar)
-            parts.append((np.asarray(codes, np.int32), np.asarray(steps, np.int64),
-                          np.asarray(values, np.float64), np.asarray(walls, np.float64),
-                          np.asarray(orders, np.int64)))
-        if parts:
-            cols = [np.concatenate([p[i] for p in parts]) for i in range(5)]
-        else:
-            cols = [np.empty(0, t) for t in (np.int32, np.int64, np.float64, np.float64, np.int64)]
+            tags, steps, values, walls, orders = zip(*self._scalar)
+            codes = np.concatenate([codes, np.asarray(tags, dt)])
+            parts.append((np.asarray(steps, np.int64), np.asarray(values, np.float64),
+                          np.asarray(walls, np.float64), np.asarray(orders, np.int64)))
+        cols = [codes] + [np.concatenate([p[i] for p in parts]) if parts else np.empty(0, t)
+                          for i, t in enumerate((np.int64, np.float64, np.float64, np.int64))]
         return RunRecords(
             run=run, source=source, format=format, tags=tuple(self._tags),
             tag_code=cols[0], step=cols[1], value=cols[2], wall_time=cols[3], order=cols[4],

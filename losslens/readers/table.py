@@ -154,7 +154,8 @@ def _load_csv(path: Path, builder: RecordsBuilder, tail_truncated: bool = False)
             parse_options=pcsv.ParseOptions(delimiter=delim, invalid_row_handler=on_invalid),
             convert_options=pcsv.ConvertOptions(
                 null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True,
-                check_utf8=False))
+                check_utf8=False),
+            memory_pool=pa.system_memory_pool())  # (as in _fast_json)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ParseError(f"{path}: not a readable CSV table ({reason})") from None
@@ -169,6 +170,8 @@ def _load_csv(path: Path, builder: RecordsBuilder, tail_truncated: bool = False)
 
 def _valid_utf8(data: bytes) -> bytes:
     """The bytes, with invalid UTF-8 replaced by U+FFFD (pyarrow chokes on it in names)."""
+    if data.isascii():  # (no decoded copy of the whole file just to check it)
+        return data
     try:
         data.decode("utf-8")
         return data
@@ -308,7 +311,9 @@ def _add_wide(builder: RecordsBuilder, metrics: dict[str, _Col], step: np.ndarra
     sel = step_ok if rows is None else step_ok & rows
     for name, col in metrics.items():
         m = col.present & sel
-        if m.any():
+        if m.all():  # (the common case: the shared columns as they are, no copies)
+            builder.add_array(name, step, col.values, wall, lines)
+        elif m.any():
             builder.add_array(name, step[m], col.values[m], wall[m], lines[m])
 
 
@@ -516,6 +521,7 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
             _read_json_chunk(piece, line, builder, path)
             line += piece.count(b"\n")
             start = stop
+    del data, body, table  # the text and pyarrow's table go before the columns are built
     return [builder.build(run, str(path), "jsonl", RunMeta())]
 
 
@@ -559,8 +565,11 @@ def _fast_json(body: bytes):
     if not body or body.isspace():
         return None
     try:
+        # the system allocator: pyarrow's default pool keeps the parser's scratch memory
+        # (~1.4x the file) mapped after the table is built
         return pjson.read_json(pa.py_buffer(body),
-                               parse_options=pjson.ParseOptions(newlines_in_values=False))
+                               parse_options=pjson.ParseOptions(newlines_in_values=False),
+                               memory_pool=pa.system_memory_pool())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
 
