@@ -65,7 +65,7 @@ class Template:
     word_off: np.ndarray  # (words,) its offset after the field's pipe
     word_want: np.ndarray  # (words,) uint64: the key bytes expected there
     word_mask: np.ndarray  # (words,) uint64: which of its bytes are key bytes
-    key_bytes: tuple[bytes, ...] = ()  # each field's bytes between its pipe and its colon
+    key_bytes: tuple[bytes, ...]  # each field's bytes between its pipe and its colon
 
 
 def template(line: bytes) -> Template | None:
