@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from losslens.cli import app
 
 
@@ -98,18 +100,17 @@ def test_folder_walk_skips_code_and_weights(tmp_path):
     assert seen == [str(tmp_path / "train.jsonl")]
 
 
-def test_reader_warnings_name_the_file_once(runner, tmp_path):
+@pytest.mark.parametrize("name, text, warning", [
+    ("trainer_state.json", '{"log_history": [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.',
+     "damaged JSON at line 1; kept the 1 log_history entries before it"),
+    ("metrics.csv", "loss,lr\n2.5,0.1\n2.4,0.1\n",
+     "no step column; the row number (from 0) is used as the step"),
+])
+def test_reader_warnings_name_the_file_once(runner, tmp_path, name, text, warning):
     """Reader warnings that already name their file are not prefixed with the run's name
     (`trainer_state.json: /…/trainer_state.json: …` before)."""
-    state = tmp_path / "trainer_state.json"
-    state.write_text('{"log_history": [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.')
-    result = runner.invoke(app, ["series", str(state)])
+    path = tmp_path / name
+    path.write_text(text)
+    result = runner.invoke(app, ["series", str(path)])
     assert result.exit_code == 0
-    assert result.stderr == (f"Warning: {state}: damaged JSON at line 1; kept the 1 "
-                             "log_history entries before it\n")
-    log = tmp_path / "metrics.csv"
-    log.write_text("loss,lr\n2.5,0.1\n2.4,0.1\n")
-    result = runner.invoke(app, ["series", str(log)])
-    assert result.exit_code == 0
-    assert result.stderr == (f"Warning: {log}: no step column; the row number (from 0) is "
-                             "used as the step\n")
+    assert result.stderr == f"Warning: {path}: {warning}\n"
