@@ -529,7 +529,7 @@ class _Lines:
         """The geometry of the lines of `idx` that fit the template, pipe by pipe: (lines,
         starts, timestamp bytes, `/` positions, pipes (field + 1, line), colons); None if
         none fits."""
-        c, tpl, arr, one = self.c, self.tpl, self.arr, 1
+        c, tpl, arr = self.c, self.tpl, self.arr
         st = c.starts[idx]
         stamp, slash, ok = self._head(st)
         k = len(tpl.keys)
@@ -538,7 +538,7 @@ class _Lines:
         pipes = c.pipes[p0[None, :] + np.arange(k + 1)[:, None]]
         ok &= (pipes[-1] == c.ends[idx] - 1) & (slash < pipes[0])
         # each key's colon right after its bytes (checked below), before the next pipe
-        colons = pipes[:-1] + one + tpl.key_len[:, None]
+        colons = pipes[:-1] + 1 + tpl.key_len[:, None]
         lay = (colons < pipes[1:]) & (arr[np.minimum(colons, arr.shape[0] - 1)] == 58)
         ok &= np.logical_and.reduce(lay, axis=0)
         # every key byte, eight at a time (a word past the chunk's end is clipped: it fails)
@@ -559,16 +559,16 @@ class _Lines:
         """(lines, iteration, wall, values (field, line), (last line, its `M`)) of the lines
         whose every value reads; None if none does. `spans`: (value starts, value ends, end
         of `M`) when known."""
-        tpl, arr, one, k = self.tpl, self.arr, 1, len(self.tpl.keys)
+        tpl, arr, k = self.tpl, self.arr, len(self.tpl.keys)
         # spans: iteration and train_iters (digits after "iteration " / the slash, up to the
         # slash / the head's pipe); values between ": " and " |" (one space each side dropped)
         if spans is None:
-            spans = (colons + one + (arr[colons + one] == 32),
-                     pipes[1:] - (arr[pipes[1:] - one] == 32),
-                     pipes[0] - (arr[pipes[0] - one] == 32))
+            spans = (colons + 1 + (arr[colons + 1] == 32),
+                     pipes[1:] - (arr[pipes[1:] - 1] == 32),
+                     pipes[0] - (arr[pipes[0] - 1] == 32))
         vs, ve, m_end = spans
         ints = np.flatnonzero(tpl.ints)
-        starts = np.concatenate([(st + tpl.head.shape[0])[None], (slash + one)[None],
+        starts = np.concatenate([(st + tpl.head.shape[0])[None], (slash + 1)[None],
                                  vs[ints]])
         ends = np.concatenate([slash[None], m_end[None], ve[ints]])
         n = idx.shape[0]
