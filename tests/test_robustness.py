@@ -375,14 +375,14 @@ class _HalfWriter:
 
 
 def _fail_midway(monkeypatch):
-    import losslens.commands as commands
+    import losslens.output as commands
 
     real = os.fdopen
     monkeypatch.setattr(commands.os, "fdopen", lambda *a, **k: _HalfWriter(real(*a, **k)))
 
 
 def test_write_failing_midway_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
-    from losslens.commands import write_atomic
+    from losslens.output import write_atomic
     from losslens.errors import LossLensError
 
     target = tmp_path / "skip.txt"
@@ -399,7 +399,7 @@ def test_write_failing_midway_keeps_the_old_file_and_leaves_no_temp(tmp_path, mo
     ["analyze", "{log}", "--format", "markdown", "-o", "{out}"],
     ["analyze", "{log}", "--format", "html", "-o", "{out}"],
     ["analyze", "{log}", "--format", "json", "-o", "{out}"],
-    ["check", "{log}", "--output", "json", "--output-file", "{out}"],
+    ["check", "{log}", "--format", "json", "-o", "{out}"],
     ["check", "{log}", "--junit-file", "{out}"],
 ])
 def test_cli_report_failing_midway_is_one_error_and_the_old_report_stays(
