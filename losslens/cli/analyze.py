@@ -39,17 +39,17 @@ def series(
     if fmt is SeriesFormat.json:
         from ..report.jsondoc import document, dumps
 
-        emit(dumps(document(frame)) + "\n", output)
+        emit(dumps(document(frame)) + "\n", output, paths)
     elif fmt is SeriesFormat.csv:
         import io
 
         buf = io.StringIO()
         (frame.data if raw else frame.stitched).to_csv(buf, index=False, na_rep="nan")
-        emit(buf.getvalue(), output)
+        emit(buf.getvalue(), output, paths)
     elif output:
         from ..report import render_series
 
-        emit(render_series(frame), output)
+        emit(render_series(frame), output, paths)
     else:
         from ..report.terminal import print_series
 
@@ -115,7 +115,7 @@ def analyze(
     else:
         from ..report import render
 
-        emit(render(analysis, fmt.value), output)
+        emit(render(analysis, fmt.value), output, paths)
 
 
 def formats() -> None:

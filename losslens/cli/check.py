@@ -57,7 +57,7 @@ def check(
     from ..checks import (RENDERERS, build_detectors, load_config, read_reference,
                           render_junit, run_checks)
     from ..errors import InvalidParameterError
-    from ..output import write_atomic
+    from ..textsafe import write_file
     from ..pipeline import analyze_frame
     from ..roles import parse_overrides
 
@@ -78,7 +78,7 @@ def check(
     if cfg.baseline:
         reference = analyze_frame(read_reference(cfg.baseline, roles), detectors=detectors)
     report = run_checks(analysis, cfg, reference, cfg.baseline)
-    emit(RENDERERS[fmt.value](report), output)
+    emit(RENDERERS[fmt.value](report), output, paths)
     if junit_file:
-        write_atomic(junit_file, render_junit(report))
+        write_file(junit_file, render_junit(report), inputs=paths)
     raise typer.Exit(report.exit_code)

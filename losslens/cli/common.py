@@ -18,7 +18,7 @@ import functools
 import sys
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import typer
 from typer.core import TyperArgument, TyperCommand
@@ -189,13 +189,14 @@ def progress_line(done: int, total: int) -> None:
 
 # --------------------------------------------------------------------------- output
 
-def emit(text: str, output: Optional[str]) -> None:
-    """The one way a command's output leaves: stdout, or `output` written atomically (and
-    said so on stderr). `-` is stdout."""
+def emit(text: str, output: Optional[str], inputs: Sequence[str] = ()) -> None:
+    """The one way a command's output leaves: stdout, or `output` written safely
+    (`textsafe.write_file`: atomic, never over one of the `inputs`) and said so on stderr.
+    `-` is stdout."""
     if output and output != "-":
-        from ..output import write_atomic
+        from ..textsafe import write_file
 
-        write_atomic(output, text)
+        write_file(output, text, inputs=inputs)
         err(f"losslens: wrote {output}")
     else:
         sys.stdout.write(text)

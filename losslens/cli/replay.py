@@ -83,7 +83,7 @@ def replay(
         from ..report.jsondoc import dumps
 
         text = dumps(report.to_dict()) + "\n" if fmt is ReplayFormat.json else _text(report)
-        emit(text, output)
+        emit(text, output, [p for p in (log, analysis) if p])
     else:
         _print(report)
 

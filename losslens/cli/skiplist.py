@@ -74,4 +74,4 @@ def skiplist(
         err(f"# {note}")
     for warning in out.warnings:
         err(f"Warning: {warning}")
-    emit(out.stdout, output)
+    emit(out.stdout, output, [path])
