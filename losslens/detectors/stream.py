@@ -22,7 +22,6 @@ Streams keep their state in the LiveRun (`series`, `events`, `memo`), so one set
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -33,16 +32,18 @@ from ..frame import RunInfo, Segment, SeriesInfo
 from ..records import RunMeta, RunRecords
 from .divergence import fold_spikes
 from .stream_base import SeriesBuffer
-from .stream_misc import RunStream, WholeSeriesStream, detector_kind
+from .stream_misc import (DivergenceStream, NonFiniteStream, OverflowStream, RunStream,
+                          WholeSeriesStream, detector_kind)
+from .stream_spike import GradSpikeStream, SpikeStream
 
-#: kind -> "module:Class" of the stream of each causal detector (constructed with it).
-STREAMS: dict[str, str] = {
-    "spike": "losslens.detectors.stream_spike:SpikeStream",
-    "divergence": "losslens.detectors.stream_misc:DivergenceStream",
-    "nonfinite": "losslens.detectors.stream_misc:NonFiniteStream",
-    "grad_spike": "losslens.detectors.stream_spike:GradSpikeStream",
-    "overflow": "losslens.detectors.stream_misc:OverflowStream",
-    "rollback": "losslens.detectors.stream_misc:RunStream",
+#: kind -> the stream class of each causal detector (constructed with the detector).
+STREAMS: dict[str, type] = {
+    "spike": SpikeStream,
+    "divergence": DivergenceStream,
+    "nonfinite": NonFiniteStream,
+    "grad_spike": GradSpikeStream,
+    "overflow": OverflowStream,
+    "rollback": RunStream,
 }
 
 
@@ -59,8 +60,7 @@ def stream_for(det: Any) -> Any:
 
         cls = type(det)
         if DETECTORS.get(kind) == f"{cls.__module__}:{cls.__qualname__}":
-            module, _, name = spec.partition(":")
-            return getattr(importlib.import_module(module), name)(det)
+            return spec(det)
     return RunStream(det) if det.scope == "run" else WholeSeriesStream(det)
 
 
