@@ -8,9 +8,10 @@ explicit ordered tuple (`RULES`); each is a small function.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
-from .events import Event, Finding
+from .events import Event, Finding, severity_rank
 from .records import RunMeta
 
 #: The playbook entries findings cite (DESIGN §1).
@@ -298,7 +299,9 @@ RULES: tuple[Rule, ...] = (
     rule_rollback,
 )
 
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+def rule_name(rule: Rule) -> str:
+    """A rule's stable name: `rule_nonfinite` → "nonfinite" (check items, JSON `rule`)."""
+    return rule.__name__.removeprefix("rule_")
 
 
 def diagnose(events: Sequence[Event], meta: RunMeta,
@@ -308,5 +311,6 @@ def diagnose(events: Sequence[Event], meta: RunMeta,
     `first_step` is the run's first logged step, or tag → first step of each series: a
     loss that is broken from there on is a setup problem, not an instability.
     """
-    found = [f for rule in RULES if (f := rule(events, meta, first_step)) is not None]
-    return sorted(found, key=lambda f: -SEVERITY_ORDER[f.severity])
+    found = [replace(f, rule=rule_name(rule)) for rule in RULES
+             if (f := rule(events, meta, first_step)) is not None]
+    return sorted(found, key=lambda f: -severity_rank(f.severity))
