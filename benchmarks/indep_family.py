@@ -112,10 +112,12 @@ def _robust_sigma(kind: str, sigma: float) -> float:
 
 def _spike_profile(rng: np.random.Generator, t: np.ndarray, t0: int, dur: int,
                    shape: str) -> np.ndarray:
-    """Excess in [0, 1] over steps t: 1 at the top, < 2 % of it from t0 + dur on."""
+    """Excess in [0, 1] over steps t: 1 at the top, < 2 % of it from t0 + dur on; a hump
+    rises over at most 5 log intervals, stays up a fifth of its length, then decays."""
     out = np.zeros(t.shape[0])
+    step = int(t[1] - t[0]) if t.shape[0] > 1 else 1
     if shape == "hump" and dur >= 20:
-        rise, flat = int(dur * 0.1) + 1, int(dur * 0.2)
+        rise, flat = min(int(dur * 0.1), 5 * step) + 1, int(dur * 0.2)
         tau = (dur - rise - flat) / np.log(50)
         up = (t >= t0) & (t < t0 + rise)
         out[up] = (t[up] - t0 + 1) / rise
@@ -214,6 +216,13 @@ def make_case(stratum: str, seed: int) -> Case:
         first = 0.3 if stratum != "nearzero" else 0.45
         for k, i0 in enumerate(_positions(rng, steps, count, first, gap, span)):
             t0, c, d = int(steps[i0]), classes[k], durs[k]
+            room = int(steps[-1]) - 3 * iv - t0  # a recovery must be seen inside the run
+            if c == "slow" and d > room:
+                c, d = "fast", min(120 if iv < 100 else iv - 1, max(1, room))
+            if c == "fast" and d > room:
+                d = max(1, room)
+            if c != "none" and d < 1:
+                continue
             if stratum == "nearzero":
                 top = np.log(10 ** rng.uniform(3, 7))
                 if c == "none":
