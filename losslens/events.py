@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 #: Every kind of event the detectors report (settings name them in `ignore-kinds`).
 EVENT_KINDS = ("spike", "divergence", "nonfinite", "grokking", "sudden_drop", "changepoint",
-               "rollback", "resume_spike", "repeat_data", "grad_spike", "overflow")
+               "rollback", "resume_spike", "repeat_data", "grad_spike", "overflow", "overfitting")
 #: Severities, least severe first: the one severity order of the project.
 SEVERITIES = ("info", "warning", "critical")
 RECOVERIES = ("fast", "slow", "none")

@@ -88,14 +88,16 @@ def analyze(frame: Frame, options: Options | None = None, *,
 
 def conclude(info: RunInfo, events: Sequence[Event], options: Options | None = None,
              checkpoints: Sequence[int] | None = None, source: str = "") -> RunAnalysis:
-    """A run's analysis from its detected events: ignore, diagnose, plan."""
-    from .diagnosis import diagnose
+    """A run's analysis from its detected events: ignore, diagnose (events take the severity
+    of the findings citing them: `diagnosis.settle`), plan."""
+    from .diagnosis import diagnose, settle
 
     options = options or Options()
     kept = tuple(e for e in events if options.keep(e))
     ignored = tuple(e for e in events if not options.keep(e))
     firsts = first_steps(info)
     findings = tuple(diagnose(kept, info.metadata, firsts))
+    kept = settle(kept, findings)
     ckpts, src = ckpt.for_run(info, checkpoints, source)
     skip, warns = plan(kept, ckpts, options.policy,
                        options.global_batch_size or info.metadata.global_batch_size,
