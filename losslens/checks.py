@@ -406,6 +406,7 @@ def render_json(report: CheckReport) -> str:
     runs = [{"run": rc.run, "source": rc.source, "format": rc.format, "passed": rc.passed,
              "checks": [i.to_dict() for i in rc.items],
              "findings": [f.to_dict() for f in rc.findings],
+             "events": [e.to_dict() for e in rc.events],
              "ignored_events": rc.ignored_events,
              "baseline": rc.baseline.to_dict() if rc.baseline else None} for rc in report.runs]
     doc = {"schema": CHECK_SCHEMA, "version": __version__, "passed": report.passed,

@@ -2,7 +2,7 @@
 
 Each rule reads the events of one run (every series) and the run's metadata, and returns at
 most one Finding with a severity, an explanation, advice and the playbook entries it rests on
-(DESIGN §1). Advice wording lives here, in data, so reporters only format. Rules are an
+(docs/playbook.md). Advice wording lives here, in data, so reporters only format. Rules are an
 explicit ordered tuple (`RULES`); each is a small function.
 """
 from __future__ import annotations
@@ -14,16 +14,21 @@ from typing import Callable, Mapping, Sequence
 from .events import Event, Finding, severity_rank
 from .records import RunMeta
 
-#: The playbook entries findings cite (DESIGN §1).
+#: The playbook entries findings cite: public sources (docs/playbook.md lists them in full).
 CITES = {
-    "spike_types": "Spike types: fast, slow and non-recovering spikes (DESIGN §1)",
+    "spike_types": "Spike types: fast, slow and non-recovering spikes (S. Bekman, Machine "
+                   "Learning Engineering, 'Understanding Training Loss Patterns')",
     "palm": "PaLM, arXiv 2204.02311 §5.1: restart ~100 steps before, skip 200-500 batches",
     "adam_eps": "Molybog et al., arXiv 2304.09871: Adam epsilon and time-domain correlation",
     "init": "Init std sqrt(1/(3*hidden)) (arXiv 2201.11990) / sqrt(2/(5*hidden)) "
             "(arXiv 1910.05895)",
-    "low_precision": "Low-precision numerics: fp16 overflow, Q/K scaling, bf16 (BLOOM)",
-    "resume": "Resume artefacts: data sampler state, replayed data after rollback",
-    "grokking": "Grokking: delayed generalisation; memorisation is not grokking",
+    "low_precision": "Low-precision numerics: fp16 overflow, Q/K scaled before the matmul, bf16 "
+                     "(bigscience tr8-104B chronicles and BLOOM tr11-176B; Megatron-DeepSpeed "
+                     "PR #118)",
+    "resume": "Resume artefacts: data sampler state, replayed data after rollback (S. Bekman, "
+              "Machine Learning Engineering, 'Understanding Training Loss Patterns')",
+    "grokking": "Grokking: delayed generalisation (Power et al., arXiv 2201.02177); "
+                "memorisation is not grokking",
 }
 
 Rule = Callable[[Sequence[Event], RunMeta, "int | Mapping[str, int] | None"], "Finding | None"]

@@ -1,6 +1,6 @@
 """Typed records for what detectors and diagnosis produce: Event, Finding, SkipPlan.
 
-Field names and meanings follow the JSON contract (DESIGN §3). Steps are the trainer's own
+Field names and meanings follow the JSON contract (docs/json.md). Steps are the trainer's own
 step numbers and every range is inclusive. Only `to_dict()` serialises.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Frame: every point of every run as one tidy long table, with segments, roles and metadata.
 
-Columns `run, tag, step, value, wall_time, segment` (DESIGN §2). NaN and ±inf are kept.
+Columns `run, tag, step, value, wall_time, segment`. NaN and ±inf are kept.
 A segment starts where a tag's step counter goes back (resume with overlap, rollback) or
 where the reader saw a run header / "loaded checkpoint" line; one step written twice in a
 row is a double log, not a resume (its duplicate is visible as raw_points > points). Views:

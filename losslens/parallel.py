@@ -1,7 +1,7 @@
 """Many runs at once: each unit of the folder walk read and analysed in its own worker.
 
 `losslens analyze DIR --jobs N` and `--scheduler ADDRESS` come here. The paths are planned in
-the calling process (`plan_units`: the folder walk of `readers._walk`, without sniffing, which
+the calling process (`plan_units`: the folder walk of `readers.walk_units`, without sniffing, which
 the workers do); each unit (a TensorBoard folder, a log file, a W&B run file) goes to a worker
 that reads it, builds its Frame, analyses it and sends back only the typed results
 (`RunAnalysis`, frozen dataclasses): the points stay in the worker unless a reporter needs
@@ -71,7 +71,7 @@ class UnitResult:
 
 def plan_units(paths: Sequence[str | os.PathLike], input_format: str | None = None) -> list[Unit]:
     """The units of every path, in the order the serial read visits them."""
-    from .readers import _walk
+    from .readers import walk_units
 
     units: list[Unit] = []
     for group, path in enumerate(paths):
@@ -87,7 +87,7 @@ def plan_units(paths: Sequence[str | os.PathLike], input_format: str | None = No
             continue
         # files are sniffed by the workers (~60 ms each: a serial cost of seconds here)
         units += [Unit(str(u), run, fmt.name if fmt else None, False, group)
-                  for u, run, fmt in _walk(p, input_format, lazy=True)]
+                  for u, run, fmt in walk_units(p, input_format)]
     return units
 
 
@@ -124,7 +124,7 @@ def _caught(messages: list[str]) -> Iterator[None]:
 
 
 def _read_unit(unit: Unit, options: Options, messages: list[str]) -> list:
-    from .readers import FORMATS, _fn, read_records, sniff
+    from .readers import FORMATS, read_file, read_records, sniff
 
     if unit.direct:
         return read_records(unit.path, unit.format or options.input_format)
@@ -132,7 +132,7 @@ def _read_unit(unit: Unit, options: Options, messages: list[str]) -> list:
         fmt = FORMATS[unit.format] if unit.format else sniff(Path(unit.path))
         if fmt is None or (unit.format is None and fmt.name == "tensorboard"):
             return []  # not a log (the walk's rule): event files are read by folder
-        return list(_fn(fmt, "read")(Path(unit.path), unit.run))
+        return read_file(Path(unit.path), unit.run, fmt.name)
     except LossLensError as exc:  # one bad file does not sink the folder (as the serial walk)
         messages.append(str(exc))
         return []

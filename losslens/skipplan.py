@@ -1,4 +1,4 @@
-"""The PaLM skip plan (DESIGN §4): which checkpoint to restart from and which batches to skip.
+"""The PaLM skip plan (docs/playbook.md): which checkpoint to restart from and which batches to skip.
 
 PaLM (arXiv 2204.02311, §5.1) restarted ~100 steps before a spike and skipped ~200–500 data
 batches. For each event that needs action (a spike that does not recover, divergence,

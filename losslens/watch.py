@@ -75,14 +75,16 @@ class _Reporter:
     """Which events of a run were reported, with which ids and signatures."""
 
     def __init__(self) -> None:
-        self.seen: dict[tuple[str, str, int], tuple[str, tuple]] = {}
+        self.seen: dict[tuple[str, str, int, object], tuple[str, tuple]] = {}
         self.counts: dict[str, int] = {}
 
     def diff(self, run: str, events: list[Event]) -> tuple[list[Reported], list[Event]]:
         """(what to report, every current event with its id)."""
         out, current = [], []
         for e in events:
-            key = (e.kind, e.tag, e.start_step)
+            # rollbacks to the same step (restarts from scratch) differ by their segment
+            key = (e.kind, e.tag, e.start_step,
+                   e.details.get("segment") if e.kind == "rollback" else None)
             sig = _signature(e)
             known = self.seen.get(key)
             if known is None:

@@ -1,4 +1,4 @@
-"""Replay (DESIGN §5): plug-in loading, probes and verdicts, on tiny CPU models.
+"""Replay (docs/replay.md): plug-in loading, probes and verdicts, on tiny CPU models.
 
 End to end, from the examples/ that write their own log and checkpoints: the tiny GPT on real
 text trained briefly with an injected bad batch (→ bad_batch, and the corrupted rows are the
@@ -297,7 +297,7 @@ def test_plugin_missing_functions_one_line(tmp_path):
     msg = str(exc.value)
     assert "\n" not in msg
     assert msg == (f"plugin {path}: missing checkpoints(), load_checkpoint(step, model, "
-                   "optimizer=None), get_batch(step) (DESIGN §5)")
+                   "optimizer=None), get_batch(step) (see docs/replay.md)")
     path.write_text(NUMERICS_PLUGIN.replace("def loss_fn(model, batch):", "def loss_fn(model):"))
     with pytest.raises(PluginError, match=r"must be functions taking loss_fn\(model, batch\)$"):
         load_plugin(str(path))

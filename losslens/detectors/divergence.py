@@ -1,8 +1,8 @@
 """Divergence: the training loss rises and keeps rising (or turns NaN/inf and stays there).
 
-Training meaning (DESIGN §1): a run that diverges does not come back by itself; restart from a
-checkpoint before the onset (PaLM), and look at Adam epsilon, init std and fp16 numerics. It may
-start with a spike or come without one.
+Training meaning (docs/playbook.md): a run that diverges does not come back by itself;
+restart from a checkpoint before the onset (PaLM), and look at Adam epsilon, init std and fp16
+numerics. It may start with a spike or come without one.
 
 Statistic (causal: declared from past points only):
 

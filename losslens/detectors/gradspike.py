@@ -1,6 +1,6 @@
 """Gradient-norm spikes, and whether the training loss followed.
 
-Training meaning (DESIGN §1): a grad-norm spike that the loss follows is the early warning of
+Training meaning (docs/playbook.md): a grad-norm spike that the loss follows is the early warning of
 a loss spike (Adam carries the bad update for ~1/(1 - beta1) steps; PaLM and OLMo watch both);
 one the loss does not follow was absorbed (clipping, Adam's second moment) and is information
 only. Molybog et al. trace divergent spikes to gradient components comparable to Adam epsilon.

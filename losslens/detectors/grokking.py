@@ -13,7 +13,7 @@ memorisation time after memorisation and takes at most `max_duration_ratio` time
 Event: start_step = where validation starts its sudden improvement (10% of the fall),
 end_step = end of it (90%); details.memorized_step, details.delay_steps.
 
-Memorisation with validation getting worse and staying worse is *not* grokking (DESIGN §1).
+Memorisation with validation getting worse and staying worse is *not* grokking (docs/playbook.md).
 The event kinds have no "overfitting", so it is reported as a `changepoint` event on the
 validation series with `details.pattern = "overfitting"` and severity `warning`, starting
 where validation was best (diagnosis turns it into "Overfitting (not grokking)"). Known false

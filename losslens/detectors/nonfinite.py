@@ -1,6 +1,6 @@
 """Non-finite values: NaN or +-inf in a loss or the grad norm, and "nan iterations" counters.
 
-Training meaning (DESIGN §1): a NaN/inf loss means the step's arithmetic overflowed or a
+Training meaning (docs/playbook.md): a NaN/inf loss means the step's arithmetic overflowed or a
 division blew up (fp16 attention scores, Adam's epsilon, a bad batch); the weights may be
 poisoned from there on. Megatron counts such steps (`number of nan iterations`) and prints the
 line without `lm loss`, which its reader turns into a NaN point.

@@ -1,6 +1,6 @@
 """fp16 overflows: loss-scale drops, skipped-iteration counters, DeepSpeed OVERFLOW lines.
 
-Training meaning (DESIGN §1): with fp16 and a dynamic loss scaler, a step whose gradients
+Training meaning (docs/playbook.md): with fp16 and a dynamic loss scaler, a step whose gradients
 overflow is skipped and the loss scale halves. A few at start-up (the scaler calibrating) are
 normal; frequent overflows or a scale collapsing towards 1 are the fp16 symptoms BLOOM cured
 with bf16 (and that scaling Q and K before their matmul avoids).

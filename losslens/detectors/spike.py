@@ -1,6 +1,6 @@
 """Loss spikes: points far above the loss's own recent level, and whether the loss came back.
 
-Training meaning (DESIGN §1): a spike is a sudden jump of the loss. Fast-recovering spikes
+Training meaning (docs/playbook.md): a spike is a sudden jump of the loss. Fast-recovering spikes
 (back where the loss left off within a few hundred steps) are usually harmless; slow ones cost
 compute; spikes that never come back (the loss settles higher, or diverges) are the ones PaLM
 restarted from a checkpoint for.
@@ -242,7 +242,7 @@ class SpikeDetector:
     back_z: float = 3.0
     #: The return is confirmed when at least half of this many points from it are back.
     back_points: int = 5
-    #: Back within this many steps = a fast recovery (DESIGN §1: usually harmless).
+    #: Back within this many steps = a fast recovery (docs/playbook.md: usually harmless).
     fast_within: int = 250
     #: Trailing points in which large excursions are counted to detect heavy-tailed noise
     #: (and raise the threshold there); 0 turns this off.

@@ -83,7 +83,6 @@ class _Console:
         self.step = 0  # latest printed step
         self.seen_point = False
         self.table: dict[str, str] = {}
-        self.in_table = False
         self.gen = 0  # 0: normal, 1: after `generating:`, 2: inside the sample text
         self.precision: str | None = None
         self.checkpoints: list[str] = []

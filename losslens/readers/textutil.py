@@ -123,38 +123,6 @@ def split_truncated(text: str) -> tuple[str, str, int]:
     return body, text[cut:], body.count("\n") + 1
 
 
-class Columns:
-    """Points gathered per tag in plain lists and handed to a RecordsBuilder in one go.
-
-    Cheaper than `RecordsBuilder.add` per point for text logs with millions of points.
-    """
-
-    __slots__ = ("_data",)
-
-    def __init__(self) -> None:
-        self._data: dict[str, tuple[list[int], list[float], list[int]]] = {}
-
-    def add(self, tag: str, step: int, value: float, order: int) -> None:
-        cols = self._data.get(tag)
-        if cols is None:
-            cols = self._data[tag] = ([], [], [])
-        cols[0].append(step)
-        cols[1].append(value)
-        cols[2].append(order)
-
-    def last_step(self, tag: str) -> int | None:
-        cols = self._data.get(tag)
-        return cols[0][-1] if cols else None
-
-    def __len__(self) -> int:
-        return sum(len(c[0]) for c in self._data.values())
-
-    def into(self, builder) -> None:
-        """Hand every column to `builder` (a records.RecordsBuilder)."""
-        for tag, (steps, values, orders) in self._data.items():
-            builder.add_array(tag, steps, values, orders=orders)
-
-
 class Rows:
     """Points gathered a line at a time, for text logs with millions of points.
 

@@ -1,4 +1,6 @@
-"""Replay (DESIGN §5): re-run the flagged batches through the user's model to confirm a diagnosis.
+"""Replay: re-run the flagged batches through the user's model to confirm a diagnosis.
+
+The plug-in API and the verdicts are documented in docs/replay.md.
 
     from losslens.replay import replay
     report = replay("my_plugin.py", "train.log")          # or an Analysis, or analysis.json

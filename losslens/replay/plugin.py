@@ -1,4 +1,6 @@
-"""Load and validate a replay plug-in: the user's model, optimizer, checkpoints and data (DESIGN §5).
+"""Load and validate a replay plug-in: the user's model, optimizer, checkpoints and data.
+
+The plug-in API: docs/replay.md.
 
 A plug-in is a Python module (a file path or an importable module name) with these names:
 
@@ -149,7 +151,7 @@ def validate(module: ModuleType, spec: str) -> None:
     missing = [shape for attr, (shape, _) in REQUIRED.items()
                if not callable(getattr(module, attr, None))]
     if missing:
-        raise PluginError(f"plugin {spec}: missing {', '.join(missing)} (DESIGN §5)")
+        raise PluginError(f"plugin {spec}: missing {', '.join(missing)} (see docs/replay.md)")
     bad = []
     for table in (REQUIRED, OPTIONAL_CALLS):
         for attr, (shape, nargs) in table.items():

@@ -1,4 +1,4 @@
-"""The probes of one flagged event (DESIGN §5), run in order on a `Session`.
+"""The probes of one flagged event (docs/replay.md), run in order on a `Session`.
 
 0. Preflight — the first iteration after the checkpoint, twice: bitwise equal, or the measured
    difference becomes the tolerance.

@@ -1,6 +1,6 @@
 """From replay measurements to a verdict (pure: no torch, unit-testable on numbers).
 
-Verdicts (DESIGN §5), in the order they are decided:
+Verdicts (docs/replay.md), in the order they are decided:
 
 - `inconclusive` — replay cannot be trusted (two runs of the same step differ beyond the
   tolerance, the replay departs from the log before the event, no checkpoint before it), or

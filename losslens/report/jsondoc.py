@@ -1,4 +1,4 @@
-"""The JSON contract of DESIGN §3 (`losslens.analysis/1`), built from typed records only."""
+"""The JSON contract of docs/json.md (`losslens.analysis/1`), built from typed records only."""
 from __future__ import annotations
 
 import json

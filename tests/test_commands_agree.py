@@ -1,0 +1,118 @@
+"""Must show (one orchestration, one configuration): `analyze`, `check`, `skiplist` and `watch`
+on the same logs, with and without a settings file, report the same events and findings.
+
+Every sample log and every corpus log (skipped when ../shared/corpus is absent), each through
+the CLI as a user runs it, in a folder with no settings file and in one with a losslens.toml
+that raises the spike threshold and ignores spikes:
+
+- `check -f json` has exactly `analyze -f json`'s events and findings, run by run;
+- `skiplist -f json` plans exactly the runs whose analysis has a skip plan, with the same
+  restart step and ranges (and prints nothing when no run needs one);
+- `watch --once -f json` reports, over the whole file, the events of the causal detectors that
+  `analyze` reports (each event's last update; `severity` is the diagnosis' in `analyze`, and
+  the cross-loss `shared_with`/`isolated` details are not streamed);
+- a log that is an error is the same one-line error for every command.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from losslens.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+SAMPLES = sorted((ROOT / "sample_logs").glob("*.log"))
+CORPUS_LOGS = sorted(p.name for p in CORPUS.iterdir() if p.is_dir()) if CORPUS.is_dir() else []
+
+#: Kinds `watch` reports (the causal detectors'), and event details it does not stream.
+CAUSAL = {"spike", "divergence", "nonfinite", "grad_spike", "overflow", "rollback"}
+NOT_STREAMED = ("shared_with", "isolated", "all_losses")
+SETTINGS = 'ignore-kinds = ["spike"]\n[detectors.spike]\nthreshold = 50\n'
+
+
+def _json(res) -> dict:
+    assert res.exit_code in (0, 1), res.stderr
+    return json.loads(res.stdout)
+
+
+def _watchable(event: dict) -> dict:
+    out = {k: v for k, v in event.items() if k not in ("id", "severity", "update", "run")}
+    out["details"] = {k: v for k, v in event["details"].items() if k not in NOT_STREAMED}
+    return out
+
+
+def _agree(runner, path: Path, cwd: Path) -> None:
+    an = runner.invoke(app, ["analyze", str(path), "-f", "json"])
+    ck = runner.invoke(app, ["check", str(path), "-f", "json"])
+    sk = runner.invoke(app, ["skiplist", str(path), "-f", "json"])
+    if an.exit_code == 2:  # not a log: the same one-line error everywhere
+        error = an.stderr.splitlines()[-1]
+        assert error.startswith("Error: ")
+        for res in (ck, sk):
+            assert (res.exit_code, res.stderr.splitlines()[-1]) == (2, error)
+        return
+    analysis = _json(an)["runs"]
+    checked = _json(ck)["runs"]
+    assert [r["run"] for r in checked] == [r["run"] for r in analysis]
+    for a, c in zip(analysis, checked):
+        assert c["events"] == a["events"], a["run"]
+        assert c["findings"] == a["findings"], a["run"]
+        failing = {x["name"] for x in c["checks"] if not x["passed"]}
+        assert failing == {f["rule"] for f in a["findings"] if f["severity"] == "critical"}
+    planned = {a["run"]: a["skip_plan"] for a in analysis if a["skip_plan"]}
+    assert sk.exit_code == 0, sk.stderr
+    if not planned:
+        assert sk.stdout == "" and "Nothing to skip" in sk.stderr
+    elif len(planned) == 1 or len(analysis) == 1:
+        plans = {p["run"]: p for p in _json(sk)["runs"]}
+        assert set(plans) == set(planned)
+        for run, plan in planned.items():
+            assert plans[run]["restart_from_step"] == plan["restart_from_step"]
+            assert plans[run]["skip"] == plan["skip"]
+    wt = runner.invoke(app, ["watch", str(path), "--once", "-f", "json"])
+    assert wt.exit_code == 0, wt.stderr
+    last: dict[tuple[str, str], dict] = {}
+    for line in wt.stdout.splitlines():
+        e = json.loads(line)
+        last[(e["run"], e["id"])] = e
+    multi = len(analysis) > 1
+    got = sorted((e["run"] if multi else "", json.dumps(_watchable(e), sort_keys=True))
+                 for e in last.values())
+    want = sorted((a["run"] if multi else "", json.dumps(_watchable(e), sort_keys=True))
+                  for a in analysis for e in a["events"] if e["kind"] in CAUSAL)
+    assert got == want
+
+
+@pytest.mark.parametrize("settings", [False, True], ids=["defaults", "settings-file"])
+@pytest.mark.parametrize("log", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_commands_agree_on_the_sample_logs(runner, tmp_path, monkeypatch, log, settings):
+    monkeypatch.chdir(tmp_path)
+    if settings:
+        (tmp_path / "losslens.toml").write_text(SETTINGS)
+    _agree(runner, log, tmp_path)
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("settings", [False, True], ids=["defaults", "settings-file"])
+@pytest.mark.parametrize("name", CORPUS_LOGS)
+def test_commands_agree_on_the_corpus(runner, corpus, tmp_path, monkeypatch, name, settings):
+    monkeypatch.chdir(tmp_path)
+    if settings:
+        (tmp_path / "losslens.toml").write_text(SETTINGS)
+    _agree(runner, corpus / name, tmp_path)
+
+
+def test_the_settings_file_changes_what_every_command_sees(runner, tmp_path, monkeypatch):
+    """The settings case above is not vacuous: the sample's spikes are there without it."""
+    monkeypatch.chdir(tmp_path)
+    log = ROOT / "sample_logs" / "megatron_gpt_spikes.log"
+    kinds = [e["kind"] for e in _json(runner.invoke(app, ["analyze", str(log), "-f", "json"]))
+             ["runs"][0]["events"]]
+    assert "spike" in kinds
+    (tmp_path / "losslens.toml").write_text(SETTINGS)
+    kinds = [e["kind"] for e in _json(runner.invoke(app, ["analyze", str(log), "-f", "json"]))
+             ["runs"][0]["events"]]
+    assert "spike" not in kinds
