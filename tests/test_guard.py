@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from losslens.analysis import analyze_run
+from losslens.analysis import detect_run
 from losslens.detectors import DETECTORS, detector_class
 from losslens.errors import InvalidParameterError, LossLensError
 from losslens.frame import build
@@ -45,7 +45,7 @@ def analyze_same(s, loss, grad, lr, scale):
             b.add(tag, int(s[i]), float(v), order=i)
     frame = build([b.build("train", "guard", "guard")], TAGS)
     causal = [n for n in DETECTORS if getattr(detector_class(n), "causal", False)]
-    return [e.to_dict() for e in analyze_run(frame, frame.runs[0], causal)]
+    return [e.to_dict() for e in detect_run(frame, frame.runs[0], causal)]
 
 
 @pytest.mark.parametrize("seed,kw", [
@@ -114,7 +114,19 @@ def test_policy_validation_and_config_file(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.losslens.guard]\nstop-soon = 1\n")
     with pytest.raises(InvalidParameterError, match="unknown key 'stop-soon'"):
         load_guard_config(start=tmp_path)
-    assert load_guard_config(start=tmp_path / "nowhere" if False else None)[0] is not None
+    (tmp_path / "pyproject.toml").unlink()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert load_guard_config(start=empty) == (GuardPolicy(), None)
+
+
+def test_a_guard_table_is_part_of_the_settings_every_command_reads(tmp_path):
+    from losslens import options
+
+    (tmp_path / "losslens.toml").write_text("fail-on = 'warning'\n[guard]\nstop-after = 9\n")
+    opts = options.load(start=tmp_path)
+    assert opts.fail_on == "warning" and opts.guard == {"stop-after": 9}
+    assert load_guard_config(start=tmp_path)[0].stop_after == 9
 
 
 def test_plan_file_round_trip_and_bad_file(tmp_path):

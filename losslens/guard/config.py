@@ -50,31 +50,11 @@ def policy_from_mapping(raw: Mapping[str, Any], where: str = "guard settings") -
 
 def load_guard_config(path: str | Path | None = None,
                       start: Path | None = None) -> tuple[GuardPolicy, Any]:
-    """(policy, detectors) from `path`, or the settings file found from `start` (the
-    working folder) upward; defaults when there is none. `detectors` is None (defaults) or
-    the name -> detector mapping the settings' detector fields make."""
-    from .. import checks
+    """(policy, detectors) from the settings file `path`, or the one `analyze` finds from
+    `start` (the working folder) upward; the defaults when there is none. `detectors` is
+    None (the defaults) or the name -> detector mapping the file's detector fields make."""
+    from .. import options
 
-    p = Path(path) if path is not None else checks.find_config(start)
-    if p is None:
-        return GuardPolicy(), None
-    doc = checks.load_toml(p) if hasattr(checks, "load_toml") else _read(p)
-    section = (doc.get("tool", {}).get("losslens", {}) if p.name == "pyproject.toml"
-               else doc) or {}
-    where = f"{p} [{'tool.losslens.' if p.name == 'pyproject.toml' else ''}guard]"
-    policy = policy_from_mapping(section.get("guard", {}) or {}, where)
-    detectors = checks.build_detectors(section.get("detectors", {}) or {}, str(p))
-    return policy, detectors
-
-
-def _read(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    from ..errors import LossLensError
-
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise LossLensError(f"{path}: cannot read the settings ({exc})") from None
+    opts = options.load(path, start)
+    where = f"{opts.source or 'settings'} [guard]"
+    return policy_from_mapping(opts.guard, where), opts.detector_instances()
