@@ -28,7 +28,7 @@ def checkpoints_from_dir(directory: str | Path) -> list[int]:
     latest_checkpointed_iteration.txt / DeepSpeed's `latest` file)."""
     root = Path(directory)
     if not root.is_dir():
-        raise LogNotFoundError(f"--checkpoint-dir {root}: no such folder")
+        raise LogNotFoundError(f"`checkpoint_dir` {root}: no such folder")
     steps: set[int] = set()
     for child in root.iterdir():
         for pattern in CHECKPOINT_NAMES:

@@ -225,7 +225,7 @@ def _run_dask(units: list[Unit], work: Work, address: str,
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise LossLensError(f"--scheduler {address}: cannot connect ({exc})") from None
+        raise LossLensError(f"`scheduler` {address}: cannot connect ({exc})") from None
     with client:
         futures = client.map(analyze_unit, units, work=work, pure=False)
         for done, _ in enumerate(as_completed(futures), 1):

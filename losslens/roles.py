@@ -69,7 +69,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
         role, sep, tag = item.partition("=")
         role, tag = role.strip(), tag.strip()
         if not sep or not tag:
-            raise InvalidParameterError(f"--role expects ROLE=TAG, got {item!r}")
+            raise InvalidParameterError(f"`roles` expects ROLE=TAG, got {item!r}")
         if role not in ROLES:
             raise InvalidParameterError(
                 f"--role: unknown role {role!r}; known roles: {', '.join(ROLES)}")

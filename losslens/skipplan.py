@@ -51,10 +51,11 @@ class SkipPolicy:
     def validate(self) -> None:
         for name in ("before", "min_skip", "max_skip"):
             if getattr(self, name) < 0:
-                raise InvalidParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InvalidParameterError(
+                    f"`{name}` must be >= 0, got {getattr(self, name)}")
         if self.max_skip and self.min_skip > self.max_skip:
             raise InvalidParameterError(
-                f"min_skip ({self.min_skip}) must not exceed max_skip ({self.max_skip})")
+                f"`min_skip` ({self.min_skip}) must not exceed `max_skip` ({self.max_skip})")
 
 
 def _event_end(event: Event) -> int:

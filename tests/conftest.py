@@ -28,3 +28,14 @@ def runner():
     from typer.testing import CliRunner
 
     return CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def json_outputs_validate_against_the_schema():
+    """Every losslens JSON document written in the test suite validates against docs/schema/
+    (tests/schema_check.py)."""
+    import schema_check
+
+    restore = schema_check.install()
+    yield
+    restore()

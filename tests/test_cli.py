@@ -126,6 +126,9 @@ def test_version_and_short_help(runner):
 
     res = runner.invoke(app, ["--version"])
     assert (res.exit_code, res.stdout) == (0, f"losslens {__version__}\n")
+    res = runner.invoke(app, ["formats", "-f", "json"])
+    from losslens.readers import FORMATS
+    assert [f["name"] for f in json.loads(res.stdout)] == list(FORMATS)
     for cmd in ("analyze", "check", "skiplist", "watch", "series", "replay"):
         res = runner.invoke(app, [cmd, "-h"])
         assert res.exit_code == 0 and res.stdout.startswith("Usage: "), cmd

@@ -279,7 +279,7 @@ def test_cli_samples_and_usage_errors(runner, spiky, tmp_path):
     assert res.stdout == " ".join(f"{a}-{b}" for a, b in p.samples) + "\n"
     assert res.stdout.startswith("16000-")  # iteration 2001 starts at sample 2000 * 8
     res = runner.invoke(app, ["skiplist", str(spiky), "--min-skip", "600"])
-    assert res.exit_code == 2 and "min_skip (600) must not exceed max_skip (500)" in res.stderr
+    assert res.exit_code == 2 and "--min-skip (600) must not exceed --max-skip (500)" in res.stderr
     res = runner.invoke(app, ["skiplist", str(spiky), "-t", "nope"])
     assert res.exit_code == 2
 

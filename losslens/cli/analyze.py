@@ -110,9 +110,24 @@ def analyze(
         emit(render(analysis, fmt.value), output, paths)
 
 
-def formats() -> None:
+class ListFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def formats(
+    fmt: ListFormat = format_option(ListFormat.text,
+                                    "text (one line each) or json ([{name, description}])."),
+    output: Optional[str] = OUTPUT,
+) -> None:
     """List the log formats losslens reads."""
     from ..readers import FORMATS
 
-    for fmt in FORMATS.values():
-        sys.stdout.write(f"{fmt.name:18} {fmt.description}\n")
+    if fmt is ListFormat.json:
+        import json
+
+        text = json.dumps([{"name": f.name, "description": f.description}
+                           for f in FORMATS.values()], indent=2) + "\n"
+    else:
+        text = "".join(f"{f.name:18} {f.description}\n" for f in FORMATS.values())
+    emit(text, output)

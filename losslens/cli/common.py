@@ -61,6 +61,7 @@ FLAGS = {
     "before": "--before", "min_skip": "--min-skip", "max_skip": "--max-skip",
     "jobs": "--jobs", "fail_on": "--fail-on", "rtol": "--rtol", "baseline": "--baseline",
     "config": "--config", "roles": "--role", "input_format": "--input-format", "run": "--run",
+    "scheduler": "--scheduler",
 }
 
 

@@ -144,7 +144,7 @@ def _rules(info) -> list[Rule]:
 
 def run_charts(frame, ra, uid: str) -> str:
     info = ra.info
-    last = max((s.last_step for s in info.series if s.last_step is not None), default=0)
+    last = info.last_step or 0
     parts = []
     specs = (("loss", ("train_loss", "val_loss"), "loss"),
              ("gradient norm", ("grad_norm",), "grad norm"),
