@@ -78,9 +78,9 @@ def test_markdown_report():
     assert "| status | **CRITICAL** |" in lines
     assert "| source | `logs/gpt.log` |" in lines
     assert "| segments | #0 10–1650 (start), #1 1510–3000 (header) |" in lines
-    assert "| spike-2 | spike | lm loss | 2410–(not back) | 2420 | 1.6 | none | critical |" \
+    assert "| spike-2 | spike | lm loss | 2410–(not back) | 2420 | ×1.6 peak/level | none | critical |" \
         in lines
-    assert "| spike-1 | spike | lm loss | 820–840 | 820 | 1.9 | fast (20 steps) | info |" in lines
+    assert "| spike-1 | spike | lm loss | 820–840 | 820 | ×1.9 peak/level | fast (20 steps) | info |" in lines
     assert "#### CRITICAL: 1 spike(s) that never recovered" in lines
     assert any(ln.startswith("**Advice:** Restart from a checkpoint ~100 steps") for ln in lines)
     assert any(ln.startswith("*Cites:* PaLM, arXiv 2204.02311") for ln in lines)
@@ -198,7 +198,7 @@ def test_html_report_is_self_contained_with_plots():
     assert p.tags.count("svg") == 3  # loss, grad norm, loss scale
     assert "gpt|run: loss" in text and "gpt|run: gradient norm" in text
     assert "<title>spike-2: spike on lm loss, steps 2410–…, severity critical, peak 2420, " \
-           "magnitude 1.6, recovery none</title>" in text
+           "×1.6 peak/level, recovery none</title>" in text
     assert "resume @1510" in text and "restart @2000" in text
     assert "lm loss (overwritten by a resume)" in text and "lm loss validation" in text
     assert "skip plan (batches to skip)" in text

@@ -91,7 +91,9 @@ def _tooltip(e: Event) -> str:
     if e.peak_step is not None:
         parts.append(f"peak {e.peak_step}")
     if e.magnitude is not None:
-        parts.append(f"magnitude {e.magnitude:.3g}")
+        from .units import event_magnitude
+
+        parts.append(event_magnitude(e))
     if e.recovery:
         parts.append(f"recovery {e.recovery}")
     return ", ".join(parts)
