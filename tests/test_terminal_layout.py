@@ -148,3 +148,11 @@ def test_progress_line_fits_shows_percent_and_is_cleared(tmp_path):
     out = buf.getvalue()
     assert out.endswith("\r\x1b[K")  # erased at the end
     assert all(len(chunk) <= 79 for chunk in out.replace("\x1b[K", "").split("\r"))
+
+
+def test_names_from_logs_are_data():
+    frame = build([_run("evil\x1b]52;c;aGk=\x07[red]x[/red]")])
+    info = frame.runs[0]
+    text = _render(Analysis(frame, (RunAnalysis(info, _events(info.run), (), None),)), 100,
+                   color=True)
+    assert "\x1b]52" not in text and "\\e]52;c;aGk=\\x07[red]x[/red]" in text

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..frame import Frame
+from ..textsafe import line as safe
 
 
 def _console() -> Console:
@@ -76,7 +77,7 @@ def _say(console: Console, text, indent: int = 0, style: str | None = None) -> N
     from rich.text import Text
 
     if isinstance(text, str):
-        text = Text(text, style=style or "")
+        text = Text(safe(text), style=style or "")
     text.overflow = "fold"
     console.print(Padding(text, (0, 0, 0, indent), expand=False) if indent else text,
                   highlight=False)
@@ -91,7 +92,7 @@ def _sev(severity: str):
 def _header(console: Console, info, worst: str) -> None:
     from rich.text import Text
 
-    title = Text.assemble((info.run, "bold"), "  ", info.format, "  ", _sev(worst))
+    title = Text.assemble((safe(info.run), "bold"), "  ", safe(info.format), "  ", _sev(worst))
     if title.cell_len + 6 <= console.width:
         console.rule(title, characters="─")
     else:  # a long run name: a plain rule, then the name wrapped (never cut)
@@ -112,11 +113,11 @@ def events_table(events, width: int):
     for row in rows:
         if isinstance(row, Storm):
             cells.append((row.ids, steps_text(row.first_step, row.last_step), row.severity,
-                          f"{row.tag}: {row.summary()}"))
+                          f"{safe(row.tag)}: {row.summary()}"))
             continue
         parts = [p for p in (event_magnitude(row), recovery_text(row)) if p]
         cells.append((row.id, steps_text(row.start_step, row.end_step), row.severity,
-                      row.tag + (": " + "; ".join(parts) if parts else "")))
+                      safe(row.tag) + (": " + "; ".join(parts) if parts else "")))
     return _grid(f"events ({len(events)})", ("id", "steps", "severity",
                                              "series · magnitude · recovery"),
                  [(a, b, _sev(c), Text(d)) for a, b, c, d in cells], width,
@@ -204,9 +205,9 @@ def print_analysis(analysis, console: Console | None = None) -> None:
             from rich.text import Text
 
             _say(console, Text.assemble((f.severity.upper(), _SEV_STYLE[f.severity]), " ",
-                                        (f.title, "bold")))
+                                        (safe(f.title), "bold")))
             _say(console, f.explanation, indent=2)
-            _say(console, Text.assemble(("→ ", "bold"), f.advice), indent=2)
+            _say(console, Text.assemble(("→ ", "bold"), safe(f.advice)), indent=2)
             _say(console, "cites: " + "; ".join(f.cites), indent=2, style="dim")
         if ra.skip_plan:
             p = ra.skip_plan
@@ -219,7 +220,7 @@ def print_analysis(analysis, console: Console | None = None) -> None:
         for w in ra.plan_warnings:
             from rich.text import Text
 
-            _say(console, Text.assemble(("warning: ", "yellow"), w), indent=0)
+            _say(console, Text.assemble(("warning: ", "yellow"), safe(w)), indent=0)
         console.print()
 
 
@@ -231,7 +232,7 @@ def print_fleet(analysis, console: Console | None = None) -> None:
     from ..pipeline import fleet
 
     console = console or _console()
-    rows = [(Text(row.run), _sev(row.worst or "clean"), Text(row.finding or ""),
+    rows = [(Text(safe(row.run)), _sev(row.worst or "clean"), Text(safe(row.finding or "")),
              str(row.events), "-" if row.last_step is None else f"{row.last_step:,}")
             for row in fleet(analysis)]
     console.print(_grid(f"{len(analysis.runs)} runs", ("run", "worst", "finding", "events",
