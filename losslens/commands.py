@@ -170,16 +170,43 @@ def check(
     from losslens.toml, searched from the current folder upward.
     """
 
+    import time
+
     from .cli import _boundary
 
+    t0 = time.monotonic()
     with _boundary(debug):
-        report = _run_check(paths, fail_on, config, baseline, rtol, input_format, role)
-        from .checks import RENDERERS, render_junit
+        from .checks import RENDERERS, append_step_summary, render_junit, step_summary
+        from .errors import LossLensError
 
-        emit(RENDERERS[output.value](report), output_file)
+        try:
+            report = _run_check(paths, fail_on, config, baseline, rtol, input_format, role)
+        except LossLensError as exc:  # the CI's test view still says what broke
+            _junit_on_error(exc, paths, time.monotonic() - t0, output, output_file, junit_file)
+            raise
+        elapsed = time.monotonic() - t0
+        if output is CheckOutput.junit:
+            emit(render_junit(report, elapsed), output_file)
+        else:
+            emit(RENDERERS[output.value](report), output_file)
+        if output is CheckOutput.github:
+            append_step_summary(step_summary(report))
         if junit_file:
-            write_atomic(junit_file, render_junit(report))
+            write_atomic(junit_file, render_junit(report, elapsed))
     raise typer.Exit(report.exit_code)
+
+
+def _junit_on_error(exc, paths, elapsed, output, output_file, junit_file) -> None:
+    """On exit 2, JUnit with one errored testcase where JUnit was asked for."""
+    from .checks import render_junit_error
+
+    doc = render_junit_error(str(exc), paths, elapsed, type(exc).__name__)
+    if junit_file:
+        write_atomic(junit_file, doc)
+    if output is CheckOutput.junit and output_file:
+        write_atomic(output_file, doc)
+    elif output is CheckOutput.junit:
+        sys.stdout.write(doc)
 
 
 def _run_check(paths, fail_on, config, baseline, rtol, input_format, role):
