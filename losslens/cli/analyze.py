@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 from .common import (CHECKPOINT_EVERY, DEBUG, GLOBAL_BATCH_SIZE, INPUT_FORMAT, OUTPUT, PATHS,
-                     ROLE, emit, format_option, progress_line, read_frame, warn_frame)
+                     ROLE, emit, format_option, progress, read_frame, warn_frame)
 
 
 class SeriesFormat(str, Enum):
@@ -95,19 +95,27 @@ def analyze(
         # the points travel back only for the reports that plot them
         plots = fmt in (ReportFormat.text, ReportFormat.html)
         options = Options(input_format, roles, checkpoint_every, global_batch_size, plots)
-        progress = progress_line if sys.stderr.isatty() else None
+        bar = progress()
         try:
-            analysis = analyze_paths(paths, options, jobs, scheduler, progress)
+            analysis = analyze_paths(paths, options, jobs, scheduler,
+                                     bar.analysing if bar else None)
         finally:
-            if progress:  # clear the progress line
-                sys.stderr.write("\r\x1b[K")
+            if bar:  # clear the progress line
+                bar.close()
         warn_frame(analysis.frame)
     else:
         from ..pipeline import analyze_frame, checkpoint_grid
 
-        frame = read_frame(paths, input_format, roles)
-        analysis = analyze_frame(frame, checkpoints=checkpoint_grid(frame, checkpoint_every),
-                                 global_batch_size=global_batch_size)
+        bar = progress()
+        try:
+            frame = read_frame(paths, input_format, roles, bar)
+            if bar:
+                bar.analysing(0, 1, f"{len(frame.runs)} run(s)")
+            analysis = analyze_frame(frame, checkpoints=checkpoint_grid(frame, checkpoint_every),
+                                     global_batch_size=global_batch_size)
+        finally:
+            if bar:
+                bar.close()
     if fmt is ReportFormat.text and not output:
         from ..report.terminal import print_analysis
 
