@@ -1,6 +1,6 @@
 """`losslens check`: the CI gate — exit 1 on findings at or above `--fail-on`.
 
-A thin shell over `checks` (settings, per-rule items, baseline) and `pipeline.analyze_frame`.
+`check` = `pipeline.analyze` + `checks.gate`, with the Options every command reads.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, PATHS, ROLE, emit, err, read_frame
+from .common import CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, PATHS, ROLE, emit, read_frame, settings
 
 
 class FailOn(str, Enum):
@@ -71,26 +71,16 @@ def check(
 
 
 def _run(paths, fail_on, config, baseline, rtol, input_format, role):
-    from dataclasses import replace
+    from ..checks import gate, read_reference
+    from ..pipeline import analyze
 
-    from ..checks import build_detectors, load_config, read_reference, run_checks
-    from ..pipeline import analyze_frame
-    from ..roles import parse_overrides
-
-    cfg = load_config(config)
-    cfg = replace(cfg, fail_on=fail_on.value if fail_on else cfg.fail_on,
-                  rtol=cfg.rtol if rtol is None else rtol, baseline=baseline or cfg.baseline)
-    cfg.validate()
-    if cfg.source:
-        err(f"losslens: settings from {cfg.source}")
-    detectors = build_detectors(cfg.detectors, cfg.source or "settings")
-    roles = parse_overrides(role)
-    frame = read_frame(paths, input_format, roles)
-    analysis = analyze_frame(frame, detectors=detectors)
+    options = settings(config, role, input_format=input_format,
+                       fail_on=fail_on.value if fail_on else None, rtol=rtol, baseline=baseline)
+    analysis = analyze(read_frame(paths, options), options)
     reference = None
-    if cfg.baseline:
-        reference = analyze_frame(read_reference(cfg.baseline, roles), detectors=detectors)
-    return run_checks(analysis, cfg, reference, cfg.baseline)
+    if options.baseline:
+        reference = analyze(read_reference(options.baseline, options.roles), options)
+    return gate(analysis, reference)
 
 
 def _emit(report, elapsed: float, fmt: CheckFormat, output, junit_file, paths) -> None:

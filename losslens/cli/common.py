@@ -60,7 +60,7 @@ FLAGS = {
     "checkpoint_dir": "--checkpoint-dir", "global_batch_size": "--global-batch-size",
     "before": "--before", "min_skip": "--min-skip", "max_skip": "--max-skip",
     "jobs": "--jobs", "fail_on": "--fail-on", "rtol": "--rtol", "baseline": "--baseline",
-    "config": "--config", "roles": "--role", "input_format": "--input-format",
+    "config": "--config", "roles": "--role", "input_format": "--input-format", "run": "--run",
 }
 
 
@@ -143,6 +143,18 @@ def _flush_warnings(caught: list) -> None:
 
 # --------------------------------------------------------------------------- reading
 
+def settings(config: Optional[str], role: Sequence[str] = (), **given: Any):
+    """The command's Options: the settings file (`--config FILE`, else the first found upward),
+    with the values given on the command line over it (None: not given)."""
+    from ..options import load
+    from ..roles import parse_overrides
+
+    options = load(config).merged(roles=parse_overrides(role), **given).validate()
+    if options.source:
+        err(f"losslens: settings from {options.source}")
+    return options
+
+
 def progress():
     """The progress line (`report.progress.Progress`) on a terminal; None otherwise, so that
     nothing reaches a log file or a pipe."""
@@ -153,7 +165,7 @@ def progress():
     return Progress(sys.stderr)
 
 
-def read_frame(paths: List[str], input_format: Optional[str], roles: Any, bar: Any = None):
+def read_frame(paths: Sequence[str], options: Any, bar: Any = None):
     """The Frame of the paths (a progress line on a terminal), with its reader warnings shown.
     With `bar` (a `progress()`), the line stays for the next phase; else it is cleared."""
     from .. import read
@@ -161,7 +173,7 @@ def read_frame(paths: List[str], input_format: Optional[str], roles: Any, bar: A
     own = bar is None
     bar = bar or progress()
     try:
-        frame = read(paths, format=input_format, roles=roles,
+        frame = read(paths, format=options.input_format, roles=options.roles,
                      progress=bar.reading if bar else None)
     finally:
         if bar and own:
