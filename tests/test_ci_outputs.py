@@ -58,7 +58,7 @@ def repo(tmp_path, monkeypatch):
 def test_junit_valid_for_jenkins_and_gitlab(runner, repo):
     from losslens.cli import app
 
-    res = runner.invoke(app, ["check", "spiky.log", "clean.log", "--output", "junit"])
+    res = runner.invoke(app, ["check", "spiky.log", "clean.log", "--format", "junit"])
     assert res.exit_code == 1, res.stderr
     _validate(res.stdout)
     root = ET.fromstring(res.stdout)
@@ -84,7 +84,7 @@ def test_junit_written_on_exit_2_with_one_errored_case(runner, repo):
     assert [(c["name"], c["status"]) for c in cases] == [("read and analyse", "error")]
     err = ET.fromstring(doc).find(".//error")
     assert err.get("type") == "NoSeriesError" and "file is empty" in err.get("message")
-    res = runner.invoke(app, ["check", "absent.log", "--output", "junit"])
+    res = runner.invoke(app, ["check", "absent.log", "--format", "junit"])
     assert res.exit_code == 2 and gitlab_read(res.stdout)[0]["status"] == "error"
 
 
@@ -105,7 +105,7 @@ def test_github_annotations_relative_with_log_line_and_summary(runner, repo, mon
     summary = repo / "summary.md"
     summary.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    res = runner.invoke(app, ["check", "spiky.log", "--output", "github"])
+    res = runner.invoke(app, ["check", "spiky.log", "--format", "github"])
     assert res.exit_code == 1
     err = [ln for ln in res.stdout.splitlines() if ln.startswith("::error ")]
     assert len(err) == 1
@@ -120,9 +120,9 @@ def test_github_annotations_relative_with_log_line_and_summary(runner, repo, mon
     assert "| spiky.log | **FAIL** | 1 spike\\(s\\) that never recovered |" in text
     # $GITHUB_WORKSPACE wins over the git root; a log outside it gets no file=
     monkeypatch.setenv("GITHUB_WORKSPACE", str(repo / "logs"))
-    res = runner.invoke(app, ["check", "spiky.log", "--output", "github"])
+    res = runner.invoke(app, ["check", "spiky.log", "--format", "github"])
     assert "::error file=spiky.log,line=" in res.stdout
     monkeypatch.setenv("GITHUB_WORKSPACE", str(repo / "elsewhere"))
-    res = runner.invoke(app, ["check", "spiky.log", "--output", "github"])
+    res = runner.invoke(app, ["check", "spiky.log", "--format", "github"])
     err = [ln for ln in res.stdout.splitlines() if ln.startswith("::error ")][0]
     assert "file=" not in err and f"{repo / 'logs' / 'spiky.log'}, log line" in err
