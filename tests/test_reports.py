@@ -189,13 +189,19 @@ def test_html_report_is_self_contained_with_plots():
     text = html_report.render(_analysis())
     p = _Collect()
     p.feed(text)
-    assert "script" not in p.tags and "link" not in p.tags and "img" not in p.tags
+    # scripts only inline (the data, uPlot, the page's code): nothing is loaded from anywhere
+    assert "link" not in p.tags and "img" not in p.tags
+    assert p.tags.count("script") == 3
     external = [(t, k, v) for t, k, v in p.attrs if k in ("src", "href")
                 and not v.startswith("#")]
     assert external == []
-    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text)
+    body = text.split('<script type="application/json"')[0]
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", body)
     assert "@import" not in text and "url(http" not in text
-    assert p.tags.count("svg") == 3  # loss, grad norm, loss scale
+    assert "fetch(" not in text and "XMLHttpRequest" not in text
+    assert p.tags.count("svg") == 3  # loss, grad norm, loss scale (shown without scripts)
+    # findings come before the charts
+    assert text.index("<h3>Findings</h3>") < text.index('class="chart"')
     assert "gpt|run: loss" in text and "gpt|run: gradient norm" in text
     assert "<title>spike-2: spike on lm loss, steps 2410–…, severity critical, peak 2420, " \
            "×1.6 peak/level, recovery none</title>" in text
