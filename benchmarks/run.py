@@ -14,6 +14,8 @@ and JSONL, one each in turn) — and measures, each in a fresh process (wall, CP
 - a small log: `losslens analyze` of a 1,000-line Megatron log (whole process) against
   `python -c "import pandas"` in the same run (it imports only what the run needs: no SciPy,
   ruptures or TensorBoard protobufs);
+- the HTML report of a 1M-step run (`report_shots.py`): file size and the time headless
+  Chromium takes to load it and draw every chart (median of 3);
 - `losslens --help`, and `losslens analyze DIR` on the folder with `--jobs 1` and `--jobs N`
   (the two JSON reports compared).
 
@@ -40,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import read_tensorboard as rtb  # noqa: E402
+import report_shots  # noqa: E402
 import read_text as rtx  # noqa: E402
 
 #: A JSONL record as a training script prints it; the bare regex reads the same fields.
@@ -304,7 +307,8 @@ def _row(what: str, value: str, against: str, ratio: str, target: str, ok: bool 
 
 
 def report(sz: Sizes, reads: dict, ana: dict, cp: dict, fleet: dict, helps: dict,
-           watch: dict, jobs: int, small: dict | None = None) -> None:
+           watch: dict, jobs: int, small: dict | None = None,
+           html: dict | None = None) -> None:
     rows = ["| what | losslens | against | ratio | target | |", "|---|---:|---|---:|---|---|"]
     tb, ea, tbp = reads["tb"], reads["ea"], reads["tbparse"]
     ll_eps = tb["events"] / tb["wall_s"]
@@ -350,6 +354,13 @@ def report(sz: Sizes, reads: dict, ana: dict, cp: dict, fleet: dict, helps: dict
                          f"{a['wall_s']:.2f} s (cpu {a['cpu_s']:.2f} s)",
                          f"python -c 'import pandas' {pd_['wall_s']:.2f} s", f"{r:.2f}×",
                          "≤ 2× import pandas", r <= 2))
+    if html:
+        rows.append(_row(f"HTML report of a {html['steps']:,}-step run: size",
+                         f"{html['bytes'] / 1e6:.2f} MB", "", "", "one offline file", None))
+        rows.append(_row(f"HTML report of a {html['steps']:,}-step run: load + draw in "
+                         "Chromium", f"{html['render_s']:.2f} s",
+                         f"`analyze -f html` {html['analyze_html_s']:.1f} s", "", "≤ 2 s",
+                         html["render_s"] <= 2))
     h, py = helps["help"], helps["python"]
     rows.append(_row("`losslens --help`", f"{h['wall_s']:.2f} s (cpu {h['cpu_s']:.2f} s)",
                      f"python -c pass {py['wall_s']:.2f} s", "", "≤ 0.3 s", h["wall_s"] <= 0.3))
@@ -408,8 +419,12 @@ def main(argv: list[str] | None = None) -> None:
         fleet = bench_fleet(paths, max(2, args.jobs), Path(tmp))
         helps = bench_help(max(3, args.repeat))
         small = bench_small(root, max(3, args.repeat))
+        html = None
+        if report_shots.chromium():
+            _note("HTML report of a 1M-step run in Chromium...")
+            html = report_shots.html_1m(sz.steps)
         watch = bench_watch(sz.watch_lines, args.watch_updates)
-        report(sz, reads, ana, cp, fleet, helps, watch, max(2, args.jobs), small)
+        report(sz, reads, ana, cp, fleet, helps, watch, max(2, args.jobs), small, html)
 
 
 if __name__ == "__main__":
