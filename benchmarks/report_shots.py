@@ -86,8 +86,8 @@ def terminal_80(out_dir: Path) -> Path:
     print_analysis(losslens.analyze(losslens.read(SAMPLE), Options(checkpoint_every=500)),
                    console)
     path = out_dir / "terminal-80.svg"
+    (out_dir / "terminal-80.txt").write_text(console.export_text(clear=False))
     console.save_svg(str(path), title="losslens analyze (80 columns)")
-    (out_dir / "terminal-80.txt").write_text(console.export_text())
     return path
 
 
