@@ -59,6 +59,7 @@ FLAGS = {
     "checkpoint_every": "--checkpoint-every", "checkpoints": "--checkpoints",
     "checkpoint_dir": "--checkpoint-dir", "global_batch_size": "--global-batch-size",
     "before": "--before", "min_skip": "--min-skip", "max_skip": "--max-skip",
+    "allow_no_checkpoint": "--allow-no-checkpoint", "indexing": "--indexing",
     "jobs": "--jobs", "fail_on": "--fail-on", "rtol": "--rtol", "baseline": "--baseline",
     "config": "--config", "roles": "--role", "input_format": "--input-format", "run": "--run",
 }
