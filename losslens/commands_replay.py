@@ -30,7 +30,7 @@ def replay(
         None, help="A log file or folder to analyse (or give --analysis instead)."),
     plugin: str = typer.Option(
         ..., "--plugin", "-p",
-        help="The replay plug-in: a .py file or an importable module (DESIGN §5)."),
+        help="The replay plug-in: a .py file or an importable module (docs/replay.md)."),
     analysis: Optional[str] = typer.Option(
         None, "--analysis", "-a", help="A `losslens analyze --format json` document."),
     events: List[str] = typer.Option(
@@ -62,6 +62,8 @@ def replay(
     with _boundary(debug):
         from .errors import InvalidParameterError
         from .replay import load_plugin, replay as run_replay, require_torch
+
+        torch = require_torch()  # before anything that imports it
         from .replay.probes import Options
 
         if (log is None) == (analysis is None):
@@ -70,7 +72,6 @@ def replay(
                             ("--samples", samples)):
             if value < 1:
                 raise InvalidParameterError(f"{name} must be >= 1, got {value}")
-        torch = require_torch()
         plug = load_plugin(plugin)  # validated before any log is read
         if threads:
             torch.set_num_threads(threads)
