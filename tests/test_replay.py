@@ -164,6 +164,28 @@ def test_adam_example_is_optimizer_state(tmp_path, monkeypatch, restore_threads)
             "without the event: the data alone cannot cause it") in r.evidence
 
 
+def test_adam_idle_example_is_batch_state_interaction(tmp_path, monkeypatch, restore_threads):
+    """An idle weight drifts under weight decay while Adam's v decays; a normal block of data
+    then spikes ×38 — and is harmless from a checkpoint where the weight was in place."""
+    _example("adam_idle").train(tmp_path)
+    monkeypatch.setenv("LOSSLENS_IDLE_RUN", str(tmp_path))
+    rep = replay(str(EXAMPLES / "adam_idle.py"), tmp_path / "train.log", device="cpu")
+    [r] = rep.results
+    assert (r.event.id, r.flagged, r.checkpoint) == ("spike-1", (2501, 2504), 2500)
+    assert (r.verdict, r.cause) == ("batch_state_interaction", "state")
+    m = r.measurements
+    assert m["log"]["event_match"] is True  # the replay gives the logged spike, bit for bit
+    assert m["counterfactuals"]["substitute"]["check"]["shows"] is False
+    assert [(e["checkpoint"], e["check"]["shows"]) for e in m["counterfactuals"]["earlier"]] == [
+        (2400, True), (2300, True), (800, False)]
+    # untrained states (loss far above the pre-event level) are not PaLM's comparison
+    assert m["counterfactuals"]["earlier_not_tried"]["checkpoints"] == [100, 200, 300, 400,
+                                                                       500, 600, 700]
+    assert ("the same batches spike from checkpoint(s) 2400, 2300 and are harmless from 800: "
+            "they hurt only some states") in r.evidence
+    assert r.contributing[0].startswith("data: the flagged batches are loss outliers")
+
+
 def test_fp16_attention_example_is_numerics(tmp_path, monkeypatch, restore_threads):
     """Q·K overflows fp16 before the 1/sqrt(d) scaling at iteration 150; fp32 is finite."""
     _example("fp16_attention").train(tmp_path)
