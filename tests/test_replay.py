@@ -474,3 +474,21 @@ def test_bad_batch_on_cuda(runs, monkeypatch):
     assert sorted(s["index"] for s in r.samples[:6]) == [1, 2, 5, 9, 13, 14]
 
 
+
+
+def test_a_load_that_loads_nothing_is_named_not_called_nondeterminism(tmp_path, restore_threads):
+    """load_state_dict(strict=False) with keys that match nothing: the weights stay as trained."""
+    path = tmp_path / "p.py"
+    path.write_text(NUMERICS_PLUGIN.replace(
+        '''    torch.manual_seed(step)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.5)''',
+        '''    state = {"module." + k: v for k, v in model.state_dict().items()}
+    model.load_state_dict({k: torch.zeros_like(v) for k, v in state.items()}, strict=False)'''))
+    [r] = replay(str(path), _doc("nonfinite", 8, 8), device="cpu").results
+    assert r.verdict == "inconclusive"
+    assert r.evidence == [
+        "load_checkpoint(5) did not restore the weights: after one training step, loading it "
+        "again leaves 4 of 4 parameter tensors as trained (4 differ from the first load) — a "
+        "load_state_dict(strict=False) that matched no key? replay cannot judge without the "
+        "checkpoint's weights"]
