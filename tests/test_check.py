@@ -8,9 +8,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from losslens.checks import (allowed_failures, compare_baseline, gate, locate_lines,
-                             read_reference, relative_deviation, render_github, render_json,
-                             render_junit, render_text, rule_items)
+from losslens.checks import (allowed_failures, compare_baseline, gate, read_reference,
+                             relative_deviation, rule_items)
 from losslens.errors import InvalidParameterError, LogNotFoundError
 from losslens.events import Event
 from losslens.frame import build
@@ -19,6 +18,7 @@ from losslens.options import from_mapping as config_from_mapping
 from losslens.options import load as load_config
 from losslens.pipeline import Analysis, conclude
 from losslens.records import RecordsBuilder, RunMeta
+from losslens.report.ci import locate_lines, render_github, render_json, render_junit, render_text
 
 from test_exporters import nanogpt_log
 

@@ -89,7 +89,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]],
 
 # --------------------------------------------------------------------------- charts
 
-def _event_end(e: Event, last: int) -> int:
+def event_end(e: Event, last: int) -> int:
     if e.end_step is not None:
         return e.end_step
     if e.kind == "spike" and e.recovery == "none":
@@ -97,7 +97,7 @@ def _event_end(e: Event, last: int) -> int:
     return e.peak_step if e.peak_step is not None else e.start_step
 
 
-def _tooltip(e: Event) -> str:
+def event_tooltip(e: Event) -> str:
     parts = [f"{e.id or e.kind}: {e.kind} on {e.tag}", f"steps {e.start_step}–"
              f"{e.end_step if e.end_step is not None else '…'}", f"severity {e.severity}"]
     if e.peak_step is not None:
@@ -146,8 +146,8 @@ def _replaced(frame, run: str, tag: str, color: str) -> list[Line]:
 
 
 def _marks(events: Sequence[Event], tags: set[str], last: int) -> list[Mark]:
-    return [Mark(e.kind, e.start_step, _event_end(e, last),
-                 EVENT_COLORS.get(e.kind, "#555"), _tooltip(e), e.peak_step, e.tag)
+    return [Mark(e.kind, e.start_step, event_end(e, last),
+                 EVENT_COLORS.get(e.kind, "#555"), event_tooltip(e), e.peak_step, e.tag)
             for e in events if e.tag in tags]
 
 

@@ -47,7 +47,7 @@ def frame_html(frame) -> str:
 def analysis_html(analysis) -> str:
     """Per run: the worst finding, the findings with their advice, the events drawn on the
     loss chart, and the skip plan."""
-    from .html import EVENT_COLORS, _event_end, _tooltip
+    from .html import EVENT_COLORS, event_end, event_tooltip
     from .svgplot import Mark
     from .units import event_magnitude
 
@@ -63,8 +63,8 @@ def analysis_html(analysis) -> str:
         if k < MAX_RUNS and analysis.frame is not None:
             last = max((s.last_step for s in info.series if s.last_step is not None), default=0)
             tags = {s.tag for s in info.series if s.role in ("train_loss", "val_loss")}
-            marks = [Mark(e.kind, e.start_step, _event_end(e, last),
-                          EVENT_COLORS.get(e.kind, "#555"), _tooltip(e), e.peak_step, e.tag)
+            marks = [Mark(e.kind, e.start_step, event_end(e, last),
+                          EVENT_COLORS.get(e.kind, "#555"), event_tooltip(e), e.peak_step, e.tag)
                      for e in ra.events if e.tag in tags]
             parts.append(_loss_chart(analysis.frame, info, f"nba{id(analysis)}-{k}", marks))
         if ra.events:
