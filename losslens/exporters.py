@@ -291,42 +291,21 @@ def export(target: str, contexts: Sequence[PlanContext]) -> Export:
 
 # --------------------------------------------------------------------------- checkpoints
 
-#: Folder / file names trainers give checkpoints, and the group holding the iteration.
-CHECKPOINT_NAMES = (
-    re.compile(r"^iter_(\d+)$"),                      # Megatron-LM / Megatron-DeepSpeed
-    re.compile(r"^global_step(\d+)$"),                # DeepSpeed
-    re.compile(r"^checkpoint-(\d+)$"),                # HF Trainer
-    re.compile(r"^checkpoint_\d+_(\d+)(?:-.*)?\.pt$"),  # fairseq / metaseq (epoch, updates)
-    re.compile(r"^step(\d+)(?:-unsharded)?$"),        # OLMo
-)
-
-
 def checkpoints_from_dir(directory: str | Path) -> list[int]:
-    """Saved iterations found in a checkpoint folder (names above, and Megatron's
-    latest_checkpointed_iteration.txt / DeepSpeed's `latest` file)."""
+    """Saved iterations found in a checkpoint folder (the names `readers.checkpoints` knows,
+    Megatron's latest_checkpointed_iteration.txt, DeepSpeed's `latest` file)."""
+    from .readers.checkpoints import scan_dir
+
     root = Path(directory)
     if not root.is_dir():
         raise LogNotFoundError(f"--checkpoint-dir {root}: no such folder")
-    steps: set[int] = set()
-    for child in root.iterdir():
-        for pattern in CHECKPOINT_NAMES:
-            m = pattern.match(child.name)
-            if m:
-                steps.add(int(m.group(1)))
-                break
-    for marker in ("latest_checkpointed_iteration.txt", "latest"):
-        path = root / marker
-        if path.is_file():
-            text = path.read_text(errors="replace").strip()
-            m = re.fullmatch(r"(?:global_step)?(\d+)", text)
-            if m:
-                steps.add(int(m.group(1)))
+    steps = scan_dir(root)
     if not steps:
         raise InvalidParameterError(
             f"--checkpoint-dir {root}: no checkpoint found (expected folders named iter_0001000, "
-            "global_step1000, checkpoint-1000 or step1000, checkpoint_1_1000.pt files, or "
-            "latest_checkpointed_iteration.txt)")
-    return sorted(steps)
+            "global_step1000, checkpoint-1000, step1000 or step-1000, checkpoint_1_1000.pt or "
+            "epoch=0-step=1000.ckpt files, or latest_checkpointed_iteration.txt)")
+    return steps
 
 
 def parse_checkpoint_list(text: str) -> list[int]:
@@ -375,7 +354,8 @@ def plan_contexts(analysis, checkpoints: Sequence[int] | None, checkpoint_source
         else:
             found = checkpoints_from_metadata(ra.info)
             ckpts = tuple(found) if found else None
-            src = "the log's saved-checkpoint lines" if found else "none"
+            src = ((ra.info.metadata.checkpoint_source or "the log's save lines") if found
+                   else "none")
         first = min((s.first_step for s in ra.info.series if s.first_step is not None),
                     default=None)
         meta = ra.info.metadata

@@ -39,10 +39,9 @@ class Analysis:
 
 
 def checkpoints_from_metadata(info: RunInfo) -> list[int] | None:
-    """Saved iterations the reader found in the log ("saving checkpoint" lines), if any."""
-    text = info.metadata.extra.get("checkpoints", "")
-    steps = [int(x) for x in str(text).replace(" ", "").split(",") if x.strip().isdigit()]
-    return steps or None
+    """Saved iterations the reader found (the log's save lines, checkpoint folders beside the
+    log or named by it), if any; `info.metadata.checkpoint_source` says which."""
+    return list(info.metadata.checkpoints) if info.metadata.checkpoints else None
 
 
 def analyze_run(frame: Frame, info: RunInfo, detectors: Mapping[str, Any] | None = None,

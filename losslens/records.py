@@ -71,6 +71,10 @@ class RunMeta:
     weight_decay: float | None = None
     loss_units: str = "nats"  # "bits" for fairseq/metaseq
     framework: str | None = None
+    #: saved iterations known for the run (the log's save lines or a checkpoint folder)
+    checkpoints: tuple[int, ...] | None = None
+    checkpoint_source: str | None = None  # where `checkpoints` came from, in words
+    checkpoint_dir: str | None = None  # the folder the log names (or that was found) for them
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +84,7 @@ class RunMeta:
                 continue
             value = getattr(self, name)
             if value is not None:
-                out[name] = value
+                out[name] = list(value) if isinstance(value, tuple) else value
         if self.extra:
             out["extra"] = dict(self.extra)
         return out

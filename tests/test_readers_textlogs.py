@@ -487,7 +487,7 @@ def test_llmc_console_fixture(tmp_path):
     assert m.min_lr == pytest.approx(6e-5)
     assert (m.save_interval, m.precision, m.num_layers, m.hidden_size) == (4, "bf16", 12, 768)
     assert m.train_iters == 6 and m.framework == "llm.c"
-    assert m.extra["checkpoints"] == "4" and m.extra["total batch size"] == "8192"
+    assert m.checkpoints == (4,) and m.extra["total batch size"] == "8192"
 
 
 def test_llmc_console_older_forms(tmp_path):
@@ -805,7 +805,7 @@ def test_corpus_llmc_stdout_ok(corpus):
     # step 19528's line was cut by a CUDA error message written into it
     assert skipped(rec) == [(19761, "llm.c step line that does not parse")]
     assert segments(f) == [(0, 19560, "start")]
-    assert rec.metadata.extra["checkpoints"] == "5000,10000,15000"
+    assert rec.metadata.checkpoints == (5000, 10000, 15000)
     for name, value in LLMC_TABLE_META.items():
         assert getattr(rec.metadata, name) == value, name
 

@@ -119,7 +119,14 @@ def read_file(path: Path, run: str, format: str | None = None) -> list[RunRecord
         raise UnknownFormatError(
             f"{path}: not a log format losslens knows (tried: {known_formats()}); "
             "name one with --input-format")
-    return list(_fn(fmt, "read")(path, run))
+    return _read_unit(fmt, path, run)
+
+
+def _read_unit(fmt: Format, path: Path, run: str) -> list[RunRecords]:
+    """A unit's runs, their checkpoints completed from the folders beside it."""
+    from .checkpoints import discover
+
+    return [discover(r, path) for r in _fn(fmt, "read")(path, run)]
 
 
 def _walk(root: Path, format: str | None = None,
@@ -217,7 +224,7 @@ def read_records(path: str | os.PathLike, format: str | None = None,
             if progress:
                 progress(str(unit), done, len(units))
             try:
-                records.extend(_fn(fmt, "read")(unit, run))
+                records.extend(_read_unit(fmt, unit, run))
             except LossLensError as exc:  # one bad file does not sink the folder
                 warnings.warn(str(exc), LossLensWarning, stacklevel=2)
     records = _merge_resumed([r for r in records if len(r)])

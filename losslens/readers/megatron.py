@@ -21,7 +21,8 @@ results are placed at the last training iteration before them.
 Run headers: `successfully loaded checkpoint ... at iteration N`, `loading release checkpoint`
 and every argument dump after the first (an appended log). Saved iterations
 (`successfully saved checkpoint ... iteration N`, or `saving checkpoint at iteration N` when a
-log has no "successfully saved" line) go to `metadata.extra["checkpoints"]` ("1000,2000").
+log has no "successfully saved" line) go to `metadata.checkpoints`, the folder of `saving
+checkpoint at iteration N to DIR` to `metadata.checkpoint_dir`.
 The argument dump fills RunMeta; DeepSpeed engine lines interleaved in Megatron-DeepSpeed logs
 are read by `deepspeed.DeepSpeedLines` into tags prefixed `deepspeed/` (`deepspeed/lr`,
 `deepspeed/skipped`, `deepspeed/loss scale`, `deepspeed/overflow`; OVERFLOW lines sit at the
@@ -59,7 +60,7 @@ _VALID = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?(\S+) loss at ([^|]*?)\s*\|(.*)$")
 _VALID_FIELD = re.compile(r"^(.+?) (value|PPL): (.+)$")
 _AT_ITER = re.compile(r"iteration\s+(\d+)")
 _LOADED = re.compile(r"successfully loaded checkpoint from .* at iteration\s+(\d+)")
-_SAVING = re.compile(r"saving checkpoint at iteration\s+(\d+)")
+_SAVING = re.compile(r"saving checkpoint at iteration\s+(\d+)(?: to (\S+))?")
 _SAVED = re.compile(r"successfully saved checkpoint (?:from|at) iteration\s+(\d+)")
 _ARGS_BEGIN = re.compile(r"^\s*-+ arguments -+\s*$")
 _ARGS_END = re.compile(r"^\s*-+ end of arguments -+\s*$")
@@ -176,6 +177,7 @@ class _State:
         self.arg_dumps = 0
         self.saved: list[int] = []
         self.saving: list[int] = []
+        self.save_dir: str | None = None
 
     # ---- per line
 
@@ -299,6 +301,7 @@ class _State:
         m = _SAVING.search(frag)
         if m:
             self.saving.append(int(m.group(1)))
+            self.save_dir = m.group(2) or self.save_dir
 
     # ---- vectorised path hooks
 
@@ -337,7 +340,12 @@ class _State:
             fields["train_iters"] = self.total[1]
         ckpts = self.saved or self.saving
         if ckpts:
-            extra["checkpoints"] = ",".join(str(c) for c in sorted(set(ckpts)))
+            fields["checkpoints"] = tuple(sorted(set(ckpts)))
+            fields["checkpoint_source"] = (
+                "the log's save lines (Megatron: successfully saved checkpoint)" if self.saved
+                else "the log's save lines (Megatron: saving checkpoint at iteration)")
+        if self.save_dir:
+            fields["checkpoint_dir"] = self.save_dir
         ds = self.ds.metadata()
         extra.update(ds.pop("extra", {}))
         for k, v in ds.items():
