@@ -35,9 +35,18 @@ class SkippedLine:
     line: int  # 1-based line number, or record index for binary formats
     reason: str
     text: str = ""  # the offending text, cut to 200 characters
+    where: str = ""  # how to find it when not by line: "log_history[3]", "record 12"
+
+    @property
+    def location(self) -> str:
+        """Where it is, for messages: `line 3`, or `where` when the reader set it."""
+        return self.where or f"line {self.line}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "reason": self.reason, "text": self.text}
+        out: dict[str, Any] = {"line": self.line, "reason": self.reason, "text": self.text}
+        if self.where:
+            out["where"] = self.where
+        return out
 
 
 @dataclass(frozen=True)
@@ -172,11 +181,12 @@ class RecordsBuilder:
         """Mark a run header / resume marker at file position `order`."""
         self.headers.append(int(order))
 
-    def skip(self, line: int, reason: str, text: str = "") -> None:
-        """Count a line that looked like a metric line but did not parse."""
+    def skip(self, line: int, reason: str, text: str = "", where: str = "") -> None:
+        """Count a line (or record: say which in `where`) that looked like a metric but did
+        not parse."""
         self.skipped_count += 1
         if len(self.skipped) < MAX_SKIPPED_KEPT:
-            self.skipped.append(SkippedLine(int(line), reason, text[:200]))
+            self.skipped.append(SkippedLine(int(line), reason, text[:200], where))
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

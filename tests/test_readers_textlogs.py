@@ -368,6 +368,7 @@ def test_hf_trainer_state_entry_without_step(tmp_path):
     steps, values = pts(rec, "loss")
     assert steps == [1, 2] and same(values, [2.0, NAN])
     assert skipped(rec) == [(2, "log_history entry without an integer step")]
+    assert rec.skipped[0].location == "log_history[1]"  # not "line 2": the file is one line
 
 
 def test_hf_trainer_state_not_a_state_file(tmp_path):

@@ -60,6 +60,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
        "Megatron-LM and Megatron-DeepSpeed (BigScience, Microsoft) stdout"),
     _F("deepspeed", "losslens.readers.deepspeed", "DeepSpeed engine step/OVERFLOW lines"),
     _F("nanogpt", "losslens.readers.nanogpt", "nanoGPT train.py stdout"),
+    _F("modded-nanogpt", "losslens.readers.modded_nanogpt",
+       "modded-nanogpt record logs and stdout (step:N/M train_loss:X ...)"),
     _F("llmc", "losslens.readers.llmc", "llm.c console output"),
     _F("llmc-mainlog", "losslens.readers.llmc", "llm.c main.log (s:N trl:/tel:)"),
     _F("torchtitan", "losslens.readers.torchtitan", "torchtitan console (ANSI colours)"),

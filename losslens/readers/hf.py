@@ -92,7 +92,8 @@ def read_hf_trainer_state(path: Path, run: str) -> list[RunRecords]:
     for index, entry in enumerate(history, 1):
         if not isinstance(entry, dict) or not _is_number(entry.get("step")) \
                 or not math.isfinite(entry["step"]):
-            b.skip(index, "log_history entry without an integer step", json.dumps(entry)[:200])
+            b.skip(index, "log_history entry without an integer step", json.dumps(entry)[:200],
+                   where=f"log_history[{index - 1}]")
             continue
         step = int(entry["step"])
         if "train_runtime" in entry:
