@@ -88,8 +88,7 @@ def fleet(analysis: Analysis) -> list[FleetRow]:
     rows = []
     for ra in analysis.runs:
         top = max(ra.findings, key=lambda f: SEVERITY_ORDER[f.severity], default=None)
-        last = max((s.last_step for s in ra.info.series if s.last_step is not None),
-                   default=None)
+        last = ra.info.last_step
         rows.append(FleetRow(ra.info.run, top.severity if top else None,
                              top.title if top else None, len(ra.events), last))
     return rows

@@ -46,7 +46,8 @@ _COMPILED = tuple((re.compile(p, re.IGNORECASE), role) for p, role in _RULES)
 # Tags that are bookkeeping, never metrics worth a role even if they match a rule above.
 _OTHER_EXACT = re.compile(
     r"^(epoch|step|_step|_runtime|_timestamp|global_step|iteration|consumed[ _]samples|"
-    r"tokens|samples|time|elapsed.*|throughput.*|tps|mfu|memory.*|.*\bvs samples$|"
+    r"tokens|samples|time|elapsed.*|throughput.*|tps|mfu|memory.*|"
+    r".*\bvs (?:samples|tokens|gigaflos|steps)$|"
     r"train_runtime|train_samples_per_second|train_steps_per_second|total_flos|"
     r".*_runtime|.*_per_second)$", re.IGNORECASE)
 
@@ -60,6 +61,19 @@ def infer_role(tag: str) -> str:
         if rx.search(name):
             return role
     return "other"
+
+
+#: Step axes other than the trainer's iteration, by tag suffix: Megatron writes every scalar a
+#: second time as `<tag> vs samples` (step = consumed samples), Megatron-DeepSpeed also
+#: `vs tokens` and `vs gigaflos`.
+_AXIS = re.compile(r"\bvs (samples|tokens|gigaflos)$", re.IGNORECASE)
+
+
+def infer_axis(tag: str) -> str:
+    """What a tag's step counts: "iteration" (the trainer's step), or "samples", "tokens",
+    "gigaflos" for Megatron's `... vs samples` family."""
+    m = _AXIS.search(tag.strip())
+    return m.group(1).lower() if m else "iteration"
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:

@@ -27,6 +27,8 @@ def run_document(info: RunInfo, events: Sequence[Event] = (), findings: Sequence
         "skipped_lines": {"count": info.skipped_count,
                           "examples": [s.to_dict() for s in info.skipped[:20]]},
         "warnings": list(info.warnings),
+        "last_step": info.last_step,  # the last iteration (tags on other step axes left out)
+        "notes": list(info.notes),
     }
 
 

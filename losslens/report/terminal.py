@@ -40,6 +40,8 @@ def print_series(frame: Frame, console: Console | None = None) -> None:
             console.print("  metadata: " + escape(", ".join(f"{k}={v}" for k, v in meta.items())))
         if info.skipped_count:
             console.print(f"  [yellow]skipped lines: {info.skipped_count}[/yellow]")
+        for note in info.notes:
+            console.print(f"  note: {escape(note)}")
         console.print()
 
 
@@ -80,6 +82,8 @@ def print_analysis(analysis, console: Console | None = None) -> None:
         for s in losses:
             console.print(f"  {escape(s.tag)} ({s.role}): {s.points:,} points, steps "
                           f"{s.first_step}–{s.last_step}")
+        for note in info.notes:
+            console.print(f"  note: {escape(note)}")
         if losses and analysis.frame is not None:
             console.print(loss_plot(analysis.frame, ra, losses, console.width))
         if ra.events:
