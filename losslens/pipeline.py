@@ -38,6 +38,23 @@ class Analysis:
     runs: tuple[RunAnalysis, ...]
 
 
+def last_step(frame: Frame) -> int:
+    """The last logged step over every run and series of the frame (0 when there is none)."""
+    return max((s.last_step for r in frame.runs for s in r.series if s.last_step is not None),
+               default=0)
+
+
+def checkpoint_grid(frame: Frame, every: int | None) -> list[int] | None:
+    """A checkpoint every `every` iterations, spanning every run's step range (None: none)."""
+    if not every:
+        return None
+    if every <= 0:
+        from .errors import InvalidParameterError
+
+        raise InvalidParameterError(f"`checkpoint_every` must be > 0, got {every}")
+    return list(range(0, last_step(frame) + every, every))
+
+
 def checkpoints_from_metadata(info: RunInfo) -> list[int] | None:
     """Saved iterations the reader found (the log's save lines, checkpoint folders beside the
     log or named by it), if any; `info.metadata.checkpoint_source` says which."""
@@ -48,12 +65,13 @@ def analyze_run(frame: Frame, info: RunInfo, detectors: Mapping[str, Any] | None
                 policy: SkipPolicy | None = None, checkpoints: Sequence[int] | None = None,
                 global_batch_size: int | None = None) -> RunAnalysis:
     from .analysis import analyze_run as detect
-    from .diagnosis import diagnose
+    from .diagnosis import diagnose, settle
 
     events = tuple(detect(frame, info, detectors))
     firsts = {s.tag: s.first_step for s in info.series if s.first_step is not None}
     first = min(firsts.values(), default=0)
     findings = tuple(diagnose(events, info.metadata, firsts))
+    events = settle(events, findings)
     skip, warns = plan(events, checkpoints if checkpoints is not None
                        else checkpoints_from_metadata(info), policy,
                        global_batch_size or info.metadata.global_batch_size, first_step=first,
