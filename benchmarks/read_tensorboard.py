@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
         for d, n in ((big, args.events), (small, args.baseline_events)):
             d.mkdir(parents=True, exist_ok=True)
             f = d / "events.out.tfevents.1700000000.bench.1.0"
-            mark = d / f"{n}x{args.values_per_event}.ok"
+            # the marker sits beside the folder: a file in it would be sniffed by every reader
+            mark = root / f"{d.name}-{n}x{args.values_per_event}.ok"
             if not f.exists() or f.stat().st_size == 0 or not mark.exists():
                 write_events(f, n, per_event=args.values_per_event)
                 mark.touch()
