@@ -92,15 +92,22 @@ class RunInfo:
     @property
     def last_step(self) -> int | None:
         """The last iteration written: tags on another axis (Megatron's `lm loss vs samples`,
-        whose step is consumed samples) do not count."""
-        return max((s.last_step for s in self.series
-                    if s.last_step is not None and s.axis == "iteration"), default=None)
+        whose step is consumed samples) do not count; a run logged per epoch only (Keras'
+        `epoch_*` tags) gives its last epoch."""
+        for axis in ("iteration", "epoch"):
+            last = max((s.last_step for s in self.series
+                        if s.last_step is not None and s.axis == axis), default=None)
+            if last is not None:
+                return last
+        return None
 
     @property
     def notes(self) -> tuple[str, ...]:
         """Facts about the run worth a line in a report (not findings): a run that stopped
         before its planned iterations (a stalled or killed job)."""
-        planned, last = self.metadata.train_iters, self.last_step
+        planned = self.metadata.train_iters
+        last = max((s.last_step for s in self.series
+                    if s.last_step is not None and s.axis == "iteration"), default=None)
         if planned and last is not None and 0 < last < planned:
             return (f"stopped at {last:,} of {planned:,} planned iterations",)
         return ()

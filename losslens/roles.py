@@ -68,13 +68,19 @@ def infer_role(tag: str) -> str:
 #: second time as `<tag> vs samples` (step = consumed samples), Megatron-DeepSpeed also
 #: `vs tokens` and `vs gigaflos`.
 _AXIS = re.compile(r"\bvs (samples|tokens|gigaflos)$", re.IGNORECASE)
+#: Keras' TensorBoard callback writes `epoch_loss`, `epoch_accuracy`... at the epoch (its
+#: per-batch tags are `batch_loss`..., at the global batch).
+_EPOCH_AXIS = re.compile(r"(^|/)epoch_\w")
 
 
 def infer_axis(tag: str) -> str:
-    """What a tag's step counts: "iteration" (the trainer's step), or "samples", "tokens",
-    "gigaflos" for Megatron's `... vs samples` family."""
-    m = _AXIS.search(tag.strip())
-    return m.group(1).lower() if m else "iteration"
+    """What a tag's step counts: "iteration" (the trainer's step), "samples", "tokens",
+    "gigaflos" for Megatron's `... vs samples` family, "epoch" for Keras' `epoch_*` tags."""
+    name = tag.strip()
+    m = _AXIS.search(name)
+    if m:
+        return m.group(1).lower()
+    return "epoch" if _EPOCH_AXIS.search(name) else "iteration"
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:

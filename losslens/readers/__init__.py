@@ -238,7 +238,12 @@ def read_records(path: str | os.PathLike, format: str | None = None,
                 records.extend(_read_unit(fmt, unit, run))
             except LossLensError as exc:  # one bad file does not sink the folder
                 warnings.warn(str(exc), LossLensWarning, stacklevel=2)
-    records = _merge_resumed([r for r in records if len(r)])
+    records = [r for r in records if len(r)]
+    if not p.is_file():
+        from .layouts import combine
+
+        records = combine(records)  # Keras train/validation, Lightning versions, HF output
+    records = _merge_resumed(records)
     if not records:
         raise NoSeriesError(f"{p}: no metric series found (known formats: {known_formats()})")
     return records
