@@ -11,7 +11,8 @@ import pytest
 
 import losslens
 from losslens.errors import NoSeriesError
-from losslens.readers import deepspeed, megatron, megatron_fast, read_records, sniff
+from losslens.readers import (deepspeed, megatron, megatron_fast, megatron_lines, read_records,
+                              sniff)
 from losslens.roles import infer_role
 
 DATA = Path(__file__).resolve().parent / "data" / "megatron"
@@ -412,7 +413,7 @@ def test_vectorised_integers_match_the_classifier_regex():
     arr = np.frombuffer(raw, np.uint8)
     chunk = megatron_fast._Chunk(raw, arr, 0, len(raw), True, pa, pc, megatron.MARKERS)
     chunk.run([])
-    lines = megatron_fast._Lines(chunk, megatron_fast.template(
+    lines = megatron_lines.Lines(chunk, megatron_lines.template(
         b" iteration 1/ 2 | a: 1 |"))
     s, e = (np.asarray(x, np.int32) for x in zip(*spans))
     value, ok = lines._ints(s, e)
