@@ -183,6 +183,7 @@ class _State:
         self.saved: list[int] = []
         self.saving: list[int] = []
         self.save_dir: str | None = None
+        self.nemo_val: dict[str, float] = {}  # NeMo: the validation values shown last
 
     # ---- per line
 
@@ -253,6 +254,8 @@ class _State:
             head, bad = _fields(frag[:m.start()])
             if bad is None:
                 pairs = head + pairs
+        if any(k == "global_step" for k, _ in pairs):  # NeMo's MegatronProgressBar line
+            pairs = self._nemo_validation(pairs)
         self.pts.add_line(pairs, it, wall, lineno)
         keys = {k for k, _ in pairs}
         if damaged is not None:
@@ -265,6 +268,18 @@ class _State:
         self._steps.append(it)
         self.total = max(self.total or (0, 0), (lineno, total))
         return True
+
+    def _nemo_validation(self, pairs: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """NeMo's progress line repeats the last validation (`val_loss: 2.861 | val_ppl: ...`)
+        on every line until the next one: a value is a point only where it changes."""
+        out = []
+        for key, value in pairs:
+            if key.startswith("val_"):
+                if self.nemo_val.get(key) == value:
+                    continue
+                self.nemo_val[key] = value
+            out.append((key, value))
+        return out
 
     def _validation(self, lineno: int, frag: str, pattern: re.Pattern = _VALID) -> bool:
         m = pattern.match(frag)
@@ -367,7 +382,8 @@ class _State:
         mds = (self.args.get("deepspeed") == "True" or bool(tags & _MDS_TAGS)
                or any(t.startswith("deepspeed/") for t in tags))
         neox = "lm_loss" in tags or any(t.startswith("lm_loss ") for t in tags)
-        return RunMeta(framework="gpt-neox" if neox else
+        nemo = "reduced_train_loss" in tags or "global_step" in tags
+        return RunMeta(framework="nemo" if nemo else "gpt-neox" if neox else
                        "megatron-deepspeed" if mds else "megatron", extra=extra,
                        **fields)
 
