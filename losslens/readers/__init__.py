@@ -68,6 +68,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _F("olmo", "losslens.readers.olmo", "OLMo (v1) console"),
     _F("olmo-core", "losslens.readers.olmo", "OLMo-core console"),
     _F("fairseq", "losslens.readers.fairseq", "fairseq / metaseq logs (json and simple)"),
+    _F("torchtune", "losslens.readers.torchtune",
+       "torchtune DiskLogger log_*.txt and StdoutLogger `Step N | name:value` lines"),
     _F("composer", "losslens.readers.composer",
        "MosaicML Composer / llm-foundry ConsoleLogger and FileLogger"),
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
