@@ -47,6 +47,8 @@ def test_nanogpt_saves_restart_from_300_not_320(tmp_path):
     assert onset - 100 >= 300 and onset - 100 < 400  # without checkpoints: restart at onset-100
     assert ra.skip_plan.restart_from_step == 300
     assert ra.skip_plan.skip == ((301, 500),)
+    assert ra.skip_plan.checkpoint_source == meta.checkpoint_source
+    assert ra.skip_plan.to_dict()["checkpoint_source"].startswith("the log's save lines (nanoGPT)")
 
 
 def test_nanogpt_without_save_lines_restarts_exactly_before_steps_earlier(tmp_path):
@@ -54,6 +56,8 @@ def test_nanogpt_without_save_lines_restarts_exactly_before_steps_earlier(tmp_pa
     onset = min(e.start_step for e in ra.events if e.kind == "spike")
     assert meta.checkpoints is None
     assert ra.skip_plan.restart_from_step == onset - 100
+    assert ra.skip_plan.checkpoint_source == (
+        "none known: the restart is assumed 100 steps before the onset")
 
 
 def _trainer_state(steps: range, diverge_at: int) -> dict:
@@ -81,6 +85,7 @@ def test_hf_output_dir_with_checkpoint_dirs_restarts_from_one_of_them(tmp_path):
     analysis = analyze_frame(losslens.read(out))
     plan = analysis.runs[0].skip_plan
     assert plan.restart_from_step == 300 and plan.skip == ((301, 500),)
+    assert plan.checkpoint_source == f"checkpoint folders beside the log: {out}"
 
 
 def test_hf_console_save_and_delete_lines(tmp_path):
