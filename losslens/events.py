@@ -89,11 +89,12 @@ class SkipPlan:
     samples: tuple[tuple[int, int], ...] | None = None
     units: str = "iterations"
     #: where the checkpoints it chose from came from ("the log's save lines (nanoGPT)", "checkpoint
-    #: folders beside the log: out", "--checkpoints"...), None when it was made without any
+    #: folders beside the log: out", "--checkpoints"...); in the JSON contract it is the run's
+    #: `checkpoints.source` (the PLAN object keeps its agreed keys)
     checkpoint_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"restart_from_step": self.restart_from_step,
                 "skip": [list(r) for r in self.skip], "units": self.units,
                 "samples": None if self.samples is None else [list(r) for r in self.samples],
-                "reason": self.reason, "checkpoint_source": self.checkpoint_source}
+                "reason": self.reason}

@@ -48,7 +48,11 @@ def test_nanogpt_saves_restart_from_300_not_320(tmp_path):
     assert ra.skip_plan.restart_from_step == 300
     assert ra.skip_plan.skip == ((301, 500),)
     assert ra.skip_plan.checkpoint_source == meta.checkpoint_source
-    assert ra.skip_plan.to_dict()["checkpoint_source"].startswith("the log's save lines (nanoGPT)")
+    from losslens.report.jsondoc import analysis_document
+
+    doc = analysis_document(analyze_frame(losslens.read(tmp_path / "train.log")))
+    assert doc["runs"][0]["checkpoints"] == {"source": meta.checkpoint_source,
+                                             "steps": [100, 200, 300, 400, 500]}
 
 
 def test_nanogpt_without_save_lines_restarts_exactly_before_steps_earlier(tmp_path):
