@@ -1,4 +1,4 @@
-"""`losslens check`: the CI gate over `pipeline.analyze` — per-rule checks and the baseline.
+"""`losslens check`: the CI gate over `pipeline.analyze` — per-rule checks, baseline, CI outputs.
 
 `gate(analysis)` judges an Analysis made with the command's Options: the findings are the
 analysis' own (so `check` and `analyze` agree on the same log and settings; events the
@@ -9,8 +9,8 @@ functional tests compare: per-step relative tolerance at the common steps (defau
 theirs for `lm loss`), with 1% of the steps (at least 1, at most 50) allowed outside it for
 nondeterministic kernels; the final loss within the same tolerance; and no new events.
 
-Settings: `losslens.options` (the same file every command reads). The outputs (text, JSON
-`losslens.check/1`, GitHub annotations, JUnit XML) are `losslens.report.ci`'s.
+Settings: `losslens.options` (the same file every command reads). Outputs: text and JSON
+(`losslens.check/1`) here; GitHub annotations and JUnit XML in `cioutput`.
 """
 from __future__ import annotations
 
@@ -360,3 +360,64 @@ def gate(analysis, reference=None) -> CheckReport:
         out.append(RunCheck(ra.info.run, ra.info.source, ra.info.format, tuple(items),
                             ra.findings, ra.events, len(ra.ignored), bl))
     return CheckReport(tuple(out), options)
+
+
+# --------------------------------------------------------------------------- outputs
+
+CHECK_SCHEMA = "losslens.check/1"
+
+
+def _status(item: CheckItem) -> str:
+    return "FAIL" if not item.passed else ("note" if item.severity else "pass")
+
+
+def render_text(report: CheckReport) -> str:
+    """The people-facing report: failing checks first, then notes, then a count of the rest."""
+    failing = sum(not r.passed for r in report.runs)
+    head = (f"losslens check: {'PASSED' if report.passed else 'FAILED'} - {failing} of "
+            f"{len(report.runs)} run(s) failing (fail-on: {report.options.fail_on}"
+            + (f"; settings: {report.options.source}" if report.options.source else "") + ")")
+    lines = [head]
+    for rc in report.runs:
+        lines += ["", f"{rc.run} ({rc.format}: {rc.source}): "
+                  f"{'passed' if rc.passed else 'FAILED'}"]
+        shown = [i for i in rc.items if not i.passed] + [
+            i for i in rc.items if i.passed and (i.severity or i.name.startswith("baseline"))]
+        for item in shown:
+            where = f" [step {item.step}, {item.tag}]" if item.step is not None else ""
+            below = "" if not item.passed else f" (below fail-on {report.options.fail_on})"
+            lines.append(f"  {_status(item):4}  {item.name:24} {item.severity or '':8} "
+                         f"{item.title}{where}{below}")
+            if item.message and (not item.passed or item.name.startswith("baseline")):
+                lines.append(f"        {item.message}")
+        quiet = len(rc.items) - len(shown)
+        if quiet:
+            lines.append(f"  pass  {quiet} other check(s): nothing found")
+        if rc.ignored_events:
+            lines.append(f"  ({rc.ignored_events} event(s) ignored by the settings)")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: CheckReport) -> str:
+    import json
+
+    from . import __version__
+
+    runs = [{"run": rc.run, "source": rc.source, "format": rc.format, "passed": rc.passed,
+             "checks": [i.to_dict() for i in rc.items],
+             "findings": [f.to_dict() for f in rc.findings],
+             "events": [e.to_dict() for e in rc.events],
+             "ignored_events": rc.ignored_events,
+             "baseline": rc.baseline.to_dict() if rc.baseline else None} for rc in report.runs]
+    doc = {"schema": CHECK_SCHEMA, "version": __version__, "passed": report.passed,
+           "exit_code": report.exit_code, "fail_on": report.options.fail_on,
+           "settings": report.options.source, "runs": runs}
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+# the CI outputs live in cioutput; re-exported for callers of the check library
+from .cioutput import (BINARY_FORMATS, locate_lines, render_github,  # noqa: E402,F401
+                       render_junit)
+
+RENDERERS = {"text": render_text, "json": render_json, "github": render_github,
+             "junit": render_junit}

@@ -18,7 +18,8 @@ from losslens.options import from_mapping as config_from_mapping
 from losslens.options import load as load_config
 from losslens.pipeline import Analysis, conclude
 from losslens.records import RecordsBuilder, RunMeta
-from losslens.report.ci import locate_lines, render_github, render_json, render_junit, render_text
+from losslens.checks import render_json, render_text
+from losslens.cioutput import locate_lines, render_github, render_junit
 
 from test_exporters import nanogpt_log
 

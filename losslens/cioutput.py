@@ -1,63 +1,23 @@
-"""The outputs of `losslens check`: text, JSON (`losslens.check/1`, docs/schema/check.schema.json),
-GitHub workflow annotations and step summary, JUnit XML. They read a `checks.CheckReport` only.
+"""The CI outputs of a `checks.CheckReport`: GitHub workflow annotations (+ the job summary)
+and JUnit XML.
+
+- GitHub: `file=` relative to the workspace ($GITHUB_WORKSPACE, GitLab's $CI_PROJECT_DIR, else
+  the git repository around the current folder), only for a text log inside it (GitHub shows
+  annotations only on repository files); the message says which log and which line
+  (`logs/train.log, log line 314: ...`); `step_summary` is the Markdown table for
+  $GITHUB_STEP_SUMMARY.
+- JUnit: valid against the Jenkins xunit plugin's JUnit schema (junit-10.xsd: no `file` on
+  testcase) and read by GitLab's parser; `time` everywhere; `render_junit_error` is the
+  document for a check that could not run (exit 2): one errored testcase.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from ..checks import CheckItem, CheckReport
-
-CHECK_SCHEMA = "losslens.check/1"
-
-
-def _status(item: CheckItem) -> str:
-    return "FAIL" if not item.passed else ("note" if item.severity else "pass")
-
-
-def render_text(report: CheckReport) -> str:
-    """The people-facing report: failing checks first, then notes, then a count of the rest."""
-    failing = sum(not r.passed for r in report.runs)
-    head = (f"losslens check: {'PASSED' if report.passed else 'FAILED'} - {failing} of "
-            f"{len(report.runs)} run(s) failing (fail-on: {report.options.fail_on}"
-            + (f"; settings: {report.options.source}" if report.options.source else "") + ")")
-    lines = [head]
-    for rc in report.runs:
-        lines += ["", f"{rc.run} ({rc.format}: {rc.source}): "
-                  f"{'passed' if rc.passed else 'FAILED'}"]
-        shown = [i for i in rc.items if not i.passed] + [
-            i for i in rc.items if i.passed and (i.severity or i.name.startswith("baseline"))]
-        for item in shown:
-            where = f" [step {item.step}, {item.tag}]" if item.step is not None else ""
-            below = "" if not item.passed else f" (below fail-on {report.options.fail_on})"
-            lines.append(f"  {_status(item):4}  {item.name:24} {item.severity or '':8} "
-                         f"{item.title}{where}{below}")
-            if item.message and (not item.passed or item.name.startswith("baseline")):
-                lines.append(f"        {item.message}")
-        quiet = len(rc.items) - len(shown)
-        if quiet:
-            lines.append(f"  pass  {quiet} other check(s): nothing found")
-        if rc.ignored_events:
-            lines.append(f"  ({rc.ignored_events} event(s) ignored by the settings)")
-    return "\n".join(lines) + "\n"
-
-
-def render_json(report: CheckReport) -> str:
-    import json
-
-    from .. import __version__
-
-    runs = [{"run": rc.run, "source": rc.source, "format": rc.format, "passed": rc.passed,
-             "checks": [i.to_dict() for i in rc.items],
-             "findings": [f.to_dict() for f in rc.findings],
-             "events": [e.to_dict() for e in rc.events],
-             "ignored_events": rc.ignored_events,
-             "baseline": rc.baseline.to_dict() if rc.baseline else None} for rc in report.runs]
-    doc = {"schema": CHECK_SCHEMA, "version": __version__, "passed": report.passed,
-           "exit_code": report.exit_code, "fail_on": report.options.fail_on,
-           "settings": report.options.source, "runs": runs}
-    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+if TYPE_CHECKING:  # pragma: no cover
+    from .checks import CheckReport
 
 
 #: Formats whose files are not text: no line numbers in annotations.
@@ -125,7 +85,7 @@ def _where(rc, line: int | None, root: Path | None = None) -> tuple[str | None, 
     """The annotation's `file=` (a text log inside the workspace; None for folders, binary
     logs and files outside it, which GitHub cannot show) and the words for the message:
     `logs/train.log, log line 314`."""
-    from ..textsafe import line as safe
+    from .textsafe import line as safe
 
     rel = _relpath(rc.source, root)
     is_file = Path(rc.source).is_file() and rc.format not in BINARY_FORMATS
@@ -140,7 +100,7 @@ def render_github(report: CheckReport, root: Path | None = None) -> str:
     `file=` is relative to the workspace (GitHub shows annotations only on files in the
     repository) and given only for a text log inside it; the message always says which log
     and which line (`logs/train.log, log line 314: ...`)."""
-    from ..textsafe import github_message, github_property
+    from .textsafe import github_message, github_property
 
     out = []
     for rc in report.runs:
@@ -168,7 +128,7 @@ def render_github(report: CheckReport, root: Path | None = None) -> str:
 
 def step_summary(report: CheckReport) -> str:
     """Markdown for `$GITHUB_STEP_SUMMARY`: the verdict and one table row per run."""
-    from ..textsafe import markdown_cell
+    from .textsafe import markdown_cell
 
     head = "passed" if report.passed else "FAILED"
     out = [f"### losslens check: {head}", "",
@@ -194,7 +154,7 @@ def append_step_summary(text: str) -> bool:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)
     except OSError as exc:
-        from ..errors import OutputError
+        from .errors import OutputError
 
         raise OutputError(f"$GITHUB_STEP_SUMMARY {path}: cannot write "
                           f"({exc.strerror or exc})") from None
@@ -278,7 +238,3 @@ def _junit_doc(root, tests: int, failures: int, errors: int, elapsed: float | No
     root.set("time", _seconds(elapsed or 0.0))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, "unicode") + "\n"
-
-
-RENDERERS = {"text": render_text, "json": render_json, "github": render_github,
-             "junit": render_junit}
