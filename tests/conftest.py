@@ -39,3 +39,15 @@ def json_outputs_validate_against_the_schema():
     restore = schema_check.install()
     yield
     restore()
+
+
+@pytest.fixture(autouse=True)
+def json_outputs_of_this_test_validate(json_outputs_validate_against_the_schema):
+    import schema_check
+
+    seen = len(schema_check.failures)
+    yield
+    broken = schema_check.failures[seen:]
+    del schema_check.failures[seen:]
+    if broken:
+        pytest.fail("; ".join(broken), pytrace=False)

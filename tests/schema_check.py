@@ -17,6 +17,9 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schema"
 FILES = {"losslens.analysis/1": "analysis.schema.json", "losslens.check/1": "check.schema.json",
          "losslens.skiplist/1": "skiplist.schema.json"}
 validated: dict[str, int] = {name: 0 for name in FILES}
+#: Messages of documents that broke their schema (conftest fails the test that wrote them: a
+#: CLI command's AssertionError would otherwise be only an exit code).
+failures: list[str] = []
 
 
 def _validators() -> dict[str, Any]:
@@ -44,7 +47,9 @@ def validate(doc: Any) -> None:
     if errors:
         where = "; ".join(f"{'/'.join(map(str, e.path)) or '(top)'}: {e.message[:200]}"
                           for e in errors[:5])
-        raise AssertionError(f"{doc['schema']} document breaks {FILES[doc['schema']]}: {where}")
+        message = f"{doc['schema']} document breaks {FILES[doc['schema']]}: {where}"
+        failures.append(message)
+        raise AssertionError(message)
     validated[doc["schema"]] += 1
 
 

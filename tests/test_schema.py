@@ -43,6 +43,8 @@ def test_a_document_that_breaks_the_schema_fails():
     doc = {"schema": "losslens.analysis/1", "version": "x", "runs": [{"run": "r"}]}
     with pytest.raises(AssertionError, match="runs/0: 'source' is a required property"):
         dumps(doc)
+    assert schema_check.failures  # and the test that wrote it fails (conftest)
+    schema_check.failures.clear()
     event = {"id": "spike-1", "kind": "spike", "tag": "loss", "start_step": 1, "peak_step": 2,
              "end_step": None, "severity": "fatal", "recovery": None, "recovery_steps": None,
              "magnitude": 2.0, "details": {}}
@@ -53,6 +55,7 @@ def test_a_document_that_breaks_the_schema_fails():
                                          "passed": True, "checks": [], "findings": [],
                                          "events": [event], "ignored_events": 0,
                                          "baseline": None}]})
+    schema_check.failures.clear()
 
 
 def test_event_kinds_fit_the_schema():
