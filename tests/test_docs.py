@@ -26,7 +26,7 @@ def test_every_source_a_finding_cites_is_in_the_playbook():
     playbook = (ROOT / "docs" / "playbook.md").read_text(encoding="utf-8")
     arxiv = {m for cite in CITES.values() for m in re.findall(r"\d{4}\.\d{5}", cite)}
     assert arxiv and {a for a in arxiv if a not in playbook} == set()
-    assert "Understanding Training Loss Patterns" in playbook and "PR #118" in playbook
+    assert "Understanding Training Loss Patterns" in playbook and "request #118" in playbook
 
 
 def test_links_between_the_docs_resolve():
