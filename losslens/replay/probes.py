@@ -135,7 +135,7 @@ class EventProbe:
 
     def _ablation_checkpoints(self) -> list[int]:
         """Earlier checkpoints for PaLM's ablation: the nearest, then about twice as far back
-        each time, and the oldest; not the initialisation (step 0) and not states whose logged loss is far above
+        each time; not the initialisation (step 0) and not states whose logged loss is far above
         the pre-event level (not trained comparably)."""
         if self.ckpt is None or self.o.ablations <= 0:
             return []
@@ -153,14 +153,12 @@ class EventProbe:
             return []
         out = [ok[-1]]
         dist = self.ckpt - ok[-1]
-        while len(out) < self.o.ablations - 1:
+        while len(out) < self.o.ablations:
             dist *= 2
             older = [c for c in ok if c <= self.ckpt - dist and c < out[-1]]
             if not older:
                 break
             out.append(older[-1])
-        if ok[0] < out[-1] and len(out) < self.o.ablations:
-            out.append(ok[0])  # the oldest comparable state: the most different one
         return out
 
     def _logged_level_before(self, step: int, k: int = 8) -> float | None:
