@@ -491,3 +491,19 @@ def test_a_load_that_loads_nothing_is_named_not_called_nondeterminism(tmp_path, 
         "again leaves 4 of 4 parameter tensors as trained (4 differ from the first load) — a "
         "load_state_dict(strict=False) that matched no key? replay cannot judge without the "
         "checkpoint's weights"]
+
+
+def test_a_second_device_reruns_reproduced_events(tmp_path, restore_threads):
+    path = tmp_path / "p.py"
+    path.write_text(NUMERICS_PLUGIN)
+    opts = Options(second_device="cpu")
+    [r] = replay(str(path), _doc("nonfinite", 8, 8), device="cpu", options=opts).results
+    assert r.verdict == "numerics"
+    sd = r.measurements["second_device"]
+    assert sd["device"] == "cpu" and sd["check"]["shows"] is True
+    assert [s["step"] for s in sd["steps"]] == [6, 7, 8]
+    assert ("the replay on a second device (cpu): the event shows there too (persistent)"
+            in r.evidence)
+    # auto on a CPU-only machine: no second device
+    [r] = replay(str(path), _doc("nonfinite", 8, 8), device="cpu").results
+    assert "second_device" not in r.measurements

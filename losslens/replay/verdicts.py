@@ -143,6 +143,7 @@ class Facts:
     load_note: str | None = None
     param_noise: float | None = None  # relative parameter difference of two runs of one step
     reruns: tuple[int, int] | None = None  # (runs showing the event, runs)
+    second_device: tuple[str, bool | None] | None = None  # (device, the event shows there)
     # data counterfactual validity
     substitute_same: bool | None = None  # the other batches equal the flagged ones
     flagged_seen_before: str | None = None  # steps before the event with the same batches
@@ -226,6 +227,13 @@ def decide(f: Facts) -> Decision:
         if k != n:
             ev.append("a transient event: the replay itself varies (hardware or a "
                       "nondeterministic kernel)")
+            return d
+    if f.second_device is not None:
+        dev, there = f.second_device
+        ev.append(f"the replay on a second device ({dev}): " + {
+            True: "the event shows there too (persistent)", None: "the event shows in part",
+            False: "no event (transient: tied to the first device)"}[there])
+        if there is False:
             return d
     _reproduced(f, ev, d, schedule == "jump")
     return d
