@@ -507,3 +507,30 @@ def test_a_second_device_reruns_reproduced_events(tmp_path, restore_threads):
     # auto on a CPU-only machine: no second device
     [r] = replay(str(path), _doc("nonfinite", 8, 8), device="cpu").results
     assert "second_device" not in r.measurements
+
+
+def test_optimizer_probes_beyond_adam():
+    """Adafactor's factored second moment feeds the |g| >> sqrt(v) share; momentum-only
+    optimizers (SGD with momentum, Muon, Lion-style) get the momentum/gradient cosine."""
+    from losslens.replay.engine import adam_outlier_share, momentum_cosine, sample
+
+    w = torch.nn.Parameter(torch.ones(4, 3))
+    ada = torch.optim.Adafactor([w], lr=0.01)
+    w.grad = torch.full((4, 3), 0.1)
+    ada.step()
+    w.grad = torch.full((4, 3), 0.1)
+    w.grad[0, 0] = 50.0  # one coordinate far above its second moment
+    assert adam_outlier_share(ada) == pytest.approx(1 / 12)
+    sgd = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    w.grad = torch.ones(4, 3)
+    assert momentum_cosine(sgd) is None  # no momentum yet
+    sgd.step()
+    w.grad = -torch.ones(4, 3)  # the gradient turns against the momentum
+    assert momentum_cosine(sgd) == pytest.approx(-1.0)
+    muon = torch.optim.Muon([w], lr=0.01)
+    w.grad = torch.ones(4, 3)
+    muon.step()
+    assert momentum_cosine(muon) == pytest.approx(1.0)
+    # the update RMS is measured on a strided sample, not a copy of every coordinate
+    big = torch.arange(10_000.0)
+    assert sample(big).numel() == 4096 and sample(big)[1] == 2.0
