@@ -414,14 +414,6 @@ def render_json(report: CheckReport) -> str:
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
-def _gh_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _gh_prop(text: str) -> str:
-    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
 #: Formats whose files are not text: no line numbers in annotations.
 BINARY_FORMATS = ("tensorboard", "wandb")
 
@@ -460,15 +452,50 @@ def locate_lines(source: str, fmt: str, wants: set[tuple[int, str]]) -> dict[tup
     return {**fallback, **best}
 
 
-def _relpath(source: str) -> str:
+def workspace() -> Path:
+    """Where annotation paths are relative to: $GITHUB_WORKSPACE, GitLab's $CI_PROJECT_DIR,
+    else the git repository around the current folder, else the current folder."""
+    import os
+
+    for var in ("GITHUB_WORKSPACE", "CI_PROJECT_DIR"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():
+            return folder
+    return here
+
+
+def _relpath(source: str, root: Path | None = None) -> str | None:
+    """`source` relative to the workspace, or None when it lies outside it."""
     try:
-        return str(Path(source).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return source
+        return Path(source).resolve().relative_to((root or workspace()).resolve()).as_posix()
+    except (ValueError, OSError):
+        return None
 
 
-def render_github(report: CheckReport) -> str:
-    """GitHub workflow commands: ::error for failing checks, ::warning / ::notice for the rest."""
+def _where(rc, line: int | None, root: Path | None = None) -> tuple[str | None, str]:
+    """The annotation's `file=` (a text log inside the workspace; None for folders, binary
+    logs and files outside it, which GitHub cannot show) and the words for the message:
+    `logs/train.log, log line 314`."""
+    from .textsafe import line as safe
+
+    rel = _relpath(rc.source, root)
+    is_file = Path(rc.source).is_file() and rc.format not in BINARY_FORMATS
+    name = rel if rel is not None else str(Path(rc.source).absolute())
+    words = safe(name) + (f", log line {line}" if line else "")
+    return (rel if is_file and rel is not None else None), words
+
+
+def render_github(report: CheckReport, root: Path | None = None) -> str:
+    """GitHub workflow commands: ::error for failing checks, ::warning / ::notice for the rest.
+
+    `file=` is relative to the workspace (GitHub shows annotations only on files in the
+    repository) and given only for a text log inside it; the message always says which log
+    and which line (`logs/train.log, log line 314: ...`)."""
+    from .textsafe import github_message, github_property
+
     out = []
     for rc in report.runs:
         items = [i for i in rc.items if not i.passed or i.severity]
@@ -477,43 +504,93 @@ def render_github(report: CheckReport) -> str:
         for item in items:
             level = ("error" if not item.passed else
                      "warning" if item.severity == "warning" else "notice")
-            props = [f"file={_gh_prop(_relpath(rc.source))}"]
             line = lines.get((item.step, item.tag)) if item.step is not None else None
-            if line:
-                props.append(f"line={line}")
-            props.append(f"title={_gh_prop(f'losslens {rc.run}: {item.title}')}")
-            body = item.message or item.title
-            out.append(f"::{level} {','.join(props)}::{_gh_data(body)}")
+            path, words = _where(rc, line, root)
+            props = []
+            if path:
+                props.append(f"file={github_property(path)}")
+                if line:
+                    props.append(f"line={line}")
+            props.append(f"title={github_property(f'losslens {rc.run}: {item.title}')}")
+            body = f"{words}: {item.message or item.title}"
+            out.append(f"::{level} {','.join(props)}::{github_message(body)}")
     verdict = "passed" if report.passed else "failed"
     summary = f"check {verdict}: {len(report.runs)} run(s), fail-on {report.options.fail_on}"
-    out.append(f"::notice title=losslens::{_gh_data(summary)}")
+    out.append(f"::notice title=losslens::{github_message(summary)}")
     return "\n".join(out) + "\n"
 
 
-_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+def step_summary(report: CheckReport) -> str:
+    """Markdown for `$GITHUB_STEP_SUMMARY`: the verdict and one table row per run."""
+    from .textsafe import markdown_cell
+
+    head = "passed" if report.passed else "FAILED"
+    out = [f"### losslens check: {head}", "",
+           f"fail-on `{report.options.fail_on}`, {len(report.runs)} run(s)", "",
+           "| run | result | failing checks | notes |", "|---|---|---|---|"]
+    for rc in report.runs:
+        fails = [i.title for i in rc.items if not i.passed]
+        notes = [i.title for i in rc.items if i.passed and i.severity]
+        out.append(f"| {markdown_cell(rc.run)} | {'pass' if rc.passed else '**FAIL**'} | "
+                   f"{markdown_cell('; '.join(fails)) or '-'} | "
+                   f"{markdown_cell('; '.join(notes)) or '-'} |")
+    return "\n".join(out) + "\n\n"
+
+
+def append_step_summary(text: str) -> bool:
+    """Append to the file `$GITHUB_STEP_SUMMARY` names, when it does; True if written."""
+    import os
+
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return False
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        from .errors import OutputError
+
+        raise OutputError(f"$GITHUB_STEP_SUMMARY {path}: cannot write "
+                          f"({exc.strerror or exc})") from None
+    return True
+
+
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def _x(text: Any) -> str:
     return _XML_BAD.sub("", str(text))
 
 
-def render_junit(report: CheckReport) -> str:
-    """JUnit XML: one testsuite per run, one testcase per check, <failure> when it fails."""
+def _seconds(t: float) -> str:
+    return f"{max(t, 0.0):.3f}"
+
+
+def render_junit(report: CheckReport, elapsed: float | None = None) -> str:
+    """JUnit XML: one testsuite per run, one testcase per check, <failure> when it fails.
+
+    Valid against the Jenkins xunit plugin's JUnit schema (junit-10.xsd) and read by GitLab's
+    and GitHub test reporters: `time` on every element (`elapsed`, the command's wall time,
+    shared equally between the runs and between a run's checks), the log in
+    the testsuite's `file` (testcase takes no `file` in that schema)."""
     import xml.etree.ElementTree as ET
 
     root = ET.Element("testsuites", name="losslens")
     total = fails = 0
     for rc in report.runs:
         n_fail = sum(not i.passed for i in rc.items)
+        t_suite = (elapsed or 0.0) / len(report.runs)
         suite = ET.SubElement(root, "testsuite", name=_x(rc.run), tests=str(len(rc.items)),
-                              failures=str(n_fail), errors="0", skipped="0")
+                              failures=str(n_fail), errors="0", skipped="0",
+                              time=_seconds(t_suite), file=_x(_relpath(rc.source) or rc.source))
         props = ET.SubElement(suite, "properties")
         for k, v in (("source", rc.source), ("format", rc.format),
                      ("fail_on", report.options.fail_on)):
             ET.SubElement(props, "property", name=k, value=_x(v))
+        t_case = t_suite / max(len(rc.items), 1)
         for item in rc.items:
             case = ET.SubElement(suite, "testcase", classname=_x(f"losslens.{rc.run}"),
-                                 name=_x(item.name), file=_x(rc.source))
+                                 name=_x(item.name), time=_seconds(t_case))
             if not item.passed:
                 fail = ET.SubElement(case, "failure", message=_x(item.title),
                                      type=_x(item.severity or "failure"))
@@ -523,9 +600,36 @@ def render_junit(report: CheckReport) -> str:
                     f"{item.severity}: {item.title} (below fail-on {report.options.fail_on})")
         total += len(rc.items)
         fails += n_fail
-    root.set("tests", str(total))
-    root.set("failures", str(fails))
-    root.set("errors", "0")
+    return _junit_doc(root, total, fails, 0, elapsed)
+
+
+def render_junit_error(message: str, paths: Sequence[str], elapsed: float | None = None,
+                       kind: str = "LossLensError") -> str:
+    """The JUnit document when the check could not run (exit 2): one testsuite, one errored
+    testcase carrying the error, so the CI's test view says what broke instead of being
+    empty."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("testsuites", name="losslens")
+    where = ", ".join(_relpath(p) or p for p in paths)
+    suite = ET.SubElement(root, "testsuite", name="losslens", tests="1", failures="0",
+                          errors="1", skipped="0", time=_seconds(elapsed or 0.0))
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="paths", value=_x(where))
+    case = ET.SubElement(suite, "testcase", classname="losslens", name="read and analyse",
+                         time=_seconds(elapsed or 0.0))
+    err = ET.SubElement(case, "error", message=_x(message), type=_x(kind))
+    err.text = _x(f"losslens check could not run: {message}")
+    return _junit_doc(root, 1, 0, 1, elapsed)
+
+
+def _junit_doc(root, tests: int, failures: int, errors: int, elapsed: float | None) -> str:
+    import xml.etree.ElementTree as ET
+
+    root.set("tests", str(tests))
+    root.set("failures", str(failures))
+    root.set("errors", str(errors))
+    root.set("time", _seconds(elapsed or 0.0))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, "unicode") + "\n"
 

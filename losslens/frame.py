@@ -166,6 +166,41 @@ class Frame:
     def __len__(self) -> int:
         return len(self.data)
 
+    def to_pandas(self, wide: bool = False, raw: bool = False) -> pd.DataFrame:
+        """The points as a pandas DataFrame (a copy).
+
+        Long (default): columns run, tag, step, value, wall_time, segment, one point per
+        (run, tag, step) — the stitched view; `raw=True` keeps every segment's writes.
+        `wide=True`: one row per (run, step) and one column per tag (NaN where a tag has no
+        point at that step), from the stitched view.
+        """
+        table = self.data if raw else self.stitched
+        if not wide:
+            out = table.copy()
+            for col in ("run", "tag"):
+                out[col] = out[col].astype(str)
+            return out
+        if raw:
+            raise ValueError("to_pandas(wide=True) pivots the stitched view; raw=True has "
+                             "several points per step")
+        long = table[["run", "tag", "step", "value"]].copy()
+        long["run"], long["tag"] = long["run"].astype(str), long["tag"].astype(str)
+        wide_df = long.pivot(index=["run", "step"], columns="tag", values="value")
+        wide_df.columns = [str(c) for c in wide_df.columns]
+        return wide_df.reset_index()
+
+    def __repr__(self) -> str:
+        series = sum(len(r.series) for r in self.runs)
+        names = ", ".join(r.run for r in self.runs[:3]) + (", ..." if len(self.runs) > 3
+                                                          else "")
+        return (f"<losslens.Frame: {len(self.runs)} run(s), {series} series, "
+                f"{len(self):,} points: {names}>")
+
+    def _repr_html_(self) -> str:
+        from .report.notebook import frame_html
+
+        return frame_html(self)
+
 
 def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Segment id per point (in write order) and the boundaries (order, reason)."""

@@ -48,6 +48,23 @@ class Analysis:
     runs: tuple[RunAnalysis, ...]
     options: Options = field(default_factory=Options)
 
+    def to_json(self) -> str:
+        """The `losslens.analysis/1` JSON document (what `analyze --format json` prints)."""
+        from .report.jsondoc import analysis_document, dumps
+
+        return dumps(analysis_document(self))
+
+    def __repr__(self) -> str:
+        runs = ", ".join(f"{ra.info.run}: {ra.worst or 'clean'}" for ra in self.runs[:4])
+        return (f"<losslens.Analysis: {len(self.runs)} run(s), "
+                f"{sum(len(ra.events) for ra in self.runs)} event(s); {runs}"
+                + (", ..." if len(self.runs) > 4 else "") + ">")
+
+    def _repr_html_(self) -> str:
+        from .report.notebook import analysis_html
+
+        return analysis_html(self)
+
 
 def worst(severities: Any) -> str | None:
     """The most severe of `severities` (None when there is none)."""

@@ -113,10 +113,17 @@ def test_text_report_starts_with_the_fleet_summary(runner, fleet):
     assert result.stdout == serial.stdout  # the loss plots too: the points came back
     lines = result.stdout.splitlines()
     assert lines[0].startswith("7 runs")
-    header = [c.strip() for c in lines[1].split("┃")]
-    assert header == ["run", "worst", "finding", "events", "last step"]
-    rows = {line.split("│")[0].strip(): [c.strip() for c in line.split("│")]
-            for line in lines[3:10]}
+    header = lines[1].split()
+    assert header == ["run", "worst", "finding", "events", "last", "step"]
+    # columns by the header's positions (left-aligned text, right-aligned numbers)
+    at = [lines[1].index(h) for h in ("worst", "finding", "events")]
+    ends = [lines[1].index("events") + len("events"), len(lines[1])]
+    rows = {}
+    for line in lines[3:10]:
+        cells = [line[:at[0]], line[at[0]:at[1]], line[at[1]:ends[0] - len("events")],
+                 line[ends[0] - len("events"):ends[0]], line[ends[0]:ends[1]]]
+        cells = [c.strip() for c in cells]
+        rows[cells[0]] = cells
     assert rows["run1/metrics.jsonl"][1:] == ["clean", "", "0", "3,000"]
     assert rows["run0/metrics.jsonl"][1] == "info"
     assert rows["run0/metrics.jsonl"][2] == "1 fast-recovering spike(s)"
