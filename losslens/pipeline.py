@@ -119,6 +119,10 @@ def conclude(info: RunInfo, events: Sequence[Event], options: Options | None = N
     skip, warns = plan(kept, ckpts, options.policy,
                        options.global_batch_size or info.metadata.global_batch_size,
                        first_step=min(firsts.values(), default=0), first_steps=firsts)
+    if skip is not None:  # the plan says where its checkpoints came from
+        skip = replace(skip, checkpoint_source=src if ckpts is not None else
+                       f"none known: the restart is assumed {options.policy.before} steps "
+                       "before the onset")
     return RunAnalysis(info, kept, findings, skip, tuple(warns), ignored, ckpts, src)
 
 
