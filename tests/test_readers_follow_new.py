@@ -26,13 +26,19 @@ def _modded():
     return modded.SOURCE + "=" * 100 + "\n" + "=" * 100 + "\n" + modded.LOG.rsplit("\n", 1)[0] + "\n"
 
 
+def _fairseq2():
+    return "".join(f"x - Train Metrics (step {s}) - Loss: {3 - s / 100:.3f} | Batch Size: 1,024\n"
+                   for s in range(1, 30))
+
+
 def _composer():
     text = composer.CONSOLE.rsplit("\n", 1)[0] + "\n"
     return text * 3
 
 
 @pytest.mark.parametrize("fmt, text", [("maxtext", _maxtext()), ("torchtune", _torchtune()),
-                                       ("modded-nanogpt", _modded()), ("composer", _composer())])
+                                       ("modded-nanogpt", _modded()), ("composer", _composer()),
+                                       ("fairseq2", _fairseq2())])
 @pytest.mark.parametrize("cut", [1, 3, 7])
 def test_followed_in_batches_equals_one_read(tmp_path, fmt, text, cut):
     whole = tmp_path / "whole.log"
