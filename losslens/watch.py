@@ -78,14 +78,18 @@ class _Reporter:
     """Which events of a run were reported, with which ids and signatures."""
 
     def __init__(self) -> None:
-        self.seen: dict[tuple[str, str, int], tuple[str, tuple]] = {}
+        self.seen: dict[tuple, tuple[str, tuple]] = {}
         self.counts: dict[str, int] = {}
 
     def diff(self, run: str, events: list[Event]) -> tuple[list[Reported], list[Event]]:
-        """(what to report, every current event with its id)."""
+        """(what to report, every current event with its id). Events of one kind, tag and
+        start step (three restarts resuming from one step) are told apart by their order."""
         out, current = [], []
+        nth: dict[tuple, int] = {}
         for e in events:
             key = (e.kind, e.tag, e.start_step)
+            nth[key] = nth.get(key, -1) + 1
+            key = key + (nth[key],)
             sig = _signature(e)
             known = self.seen.get(key)
             if known is None:
