@@ -54,6 +54,7 @@ class Options:
     counterfactuals: bool = True
     ablations: int = 3  # earlier checkpoints tried (nearest, then twice as far, ...)
     reruns: int = 2  # re-runs of the flagged steps from the same state
+    second_device: str | None = "auto"  # re-run reproduced events there ("auto": another GPU)
 
 
 @dataclass
@@ -70,6 +71,14 @@ class EventResult:
     timings: dict[str, float] = field(default_factory=dict)
     cause: str | None = None
     contributing: list[str] = field(default_factory=list)
+    facts: Facts | None = field(default=None, repr=False)  # what the verdict was decided on
+    target: Target | None = field(default=None, repr=False)
+
+    def redecide(self) -> None:
+        """The verdict again, after a measurement was added to `facts`."""
+        d = decide(self.facts)
+        self.verdict, self.evidence, self.cause, self.contributing = (d.verdict, d.evidence,
+                                                                      d.cause, d.contributing)
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": self.event.to_dict(), "verdict": self.verdict, "cause": self.cause,
@@ -135,7 +144,7 @@ class EventProbe:
 
     def _ablation_checkpoints(self) -> list[int]:
         """Earlier checkpoints for PaLM's ablation: the nearest, then about twice as far back
-        each time, and the oldest; not the initialisation (step 0) and not states whose logged loss is far above
+        each time; not the initialisation (step 0) and not states whose logged loss is far above
         the pre-event level (not trained comparably)."""
         if self.ckpt is None or self.o.ablations <= 0:
             return []
@@ -153,14 +162,12 @@ class EventProbe:
             return []
         out = [ok[-1]]
         dist = self.ckpt - ok[-1]
-        while len(out) < self.o.ablations - 1:
+        while len(out) < self.o.ablations:
             dist *= 2
             older = [c for c in ok if c <= self.ckpt - dist and c < out[-1]]
             if not older:
                 break
             out.append(older[-1])
-        if ok[0] < out[-1] and len(out) < self.o.ablations:
-            out.append(ok[0])  # the oldest comparable state: the most different one
         return out
 
     def _logged_level_before(self, step: int, k: int = 8) -> float | None:
@@ -229,7 +236,7 @@ class EventProbe:
             self.earlier[0] if self.earlier else None)
         return EventResult(self.ev, d.verdict, d.evidence, facts.checkpoint, earliest,
                            (self.first, self.last), replayed, samples, self.m, self.timings,
-                           d.cause, d.contributing)
+                           d.cause, d.contributing, facts, self.t)
 
     def _cost(self, main: RunOut, repeats: int = 3) -> dict[str, Any]:
         """Replay's cost against a plain forward+backward of the first flagged batch (the
@@ -612,3 +619,25 @@ def _max(values: Any) -> float | None:
 def probe(session: Session, target: Target, checkpoints: Sequence[int], opts: Options,
           progress: Progress | None = None) -> EventResult:
     return EventProbe(session, target, checkpoints, opts, progress).run()
+
+
+def on_second_device(session: Session, result: EventResult, checkpoints: Sequence[int],
+                     opts: Options) -> None:
+    """Replay a reproduced event again on another device (a fresh model there), from its
+    checkpoint through the flagged steps: an event tied to one accelerator is transient."""
+    f = result.facts
+    if f is None or result.target is None or result.checkpoint is None or \
+            "counterfactuals" not in result.measurements:
+        return
+    p = EventProbe(session, result.target, checkpoints, opts)
+    p.neighbours = p._neighbours()
+    plan = [(i, i) for i in range(p.ckpt + 1, p.last + 1)]
+    out = p._sequence(p.ckpt, plan, "second device")
+    level, scale = result.measurements["level"]["value"], result.measurements["level"]["scale"]
+    mag = p.ev.magnitude if p.ev.kind in ("spike", "grad_spike") else None
+    chk = check_spike(p._values(out.records), level, scale, mag, p.nonfinite_event)
+    f.second_device = (str(session.device), chk.shows)
+    result.measurements["second_device"] = {"device": str(session.device),
+                                            "check": chk.to_dict(),
+                                            "steps": [r.to_dict() for r in out.records]}
+    result.redecide()
