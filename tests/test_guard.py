@@ -242,3 +242,18 @@ def test_plain_pytorch_loop_stops_skips_and_resumes(tmp_path):
     assert torch.equal(trained[60], data.x[99 * BATCH])
     assert max(losses2.values()) < 1.2 * min(losses[s] for s in range(16, 21))
     assert [e for e in guard2.flush() if e.kind != "grad_spike"] == []
+
+
+def test_the_settings_shown_in_the_docs_are_valid():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from losslens.guard import policy_from_mapping
+    from losslens.options import build_detectors
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "guard.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S)]
+    doc = tomllib.loads(block)["tool"]["losslens"]
+    assert policy_from_mapping(doc["guard"]) == GuardPolicy()  # the defaults, as documented
+    assert build_detectors(doc["detectors"])["spike"].threshold == 6.0
