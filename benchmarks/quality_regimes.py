@@ -109,7 +109,7 @@ def _changepoints(rng: np.random.Generator) -> tuple[Tally, Tally]:
         for n, iv in HARD[0]:
             if pattern != "clean":
                 s = sc.regime_curve(pattern, int(rng.integers(1 << 30)), n, iv, HARD[1])
-                hard.add(_run_events(s, det), s)
+                hard.add(_run_events(s, det), s, "changepoint")
     t.notes.append(f"{clean_fp} on 12 clean power-law curves")
     t.notes.append(_hard_note(hard))
     hard.notes.append("the hard corner, apart: 300-500 points at 5% noise per point")
@@ -154,7 +154,7 @@ def _sudden(rng: np.random.Generator) -> tuple[Tally, Tally]:
                 flags[lr_drop] += sum(bool(e.details.get("lr_drop")) == lr_drop for e in ev)
         for n, iv in HARD[0]:
             s = sc.sudden_drop_curve(int(rng.integers(1 << 30)), n, iv, HARD[1], lr_drop)
-            hard.add(_run_events(s, det), s)
+            hard.add(_run_events(s, det), s, "sudden_drop")
     negatives = 0
     for n, iv in SHAPES:
         for noise in noise_levels(iv):

@@ -9,8 +9,9 @@ Statistic (causal: a point's verdict uses only the points before it):
 
 - Space: log of the values while every value so far is positive (a loss spanning decades keeps
   one noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
-  non-positive value on (RL and policy losses change sign), or from where the level comes
-  within 5 additive noise scales of 0 (values hovering near 0).
+  non-positive value on (RL and policy losses change sign). While in log space the scale is
+  floored by the additive noise of the last few points over the level, so a loss reaching 0
+  with additive noise is not judged by a log-space scale that lags behind.
 - Expected value, from the finite points before the point, by whichever of two predictors
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
@@ -56,6 +57,10 @@ TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
 #: Log space is left (for good) where the level is within this many additive noise scales
 #: of 0 (values hovering near 0); DIFF_TO_SIGMA turns a median |step| into a noise scale.
 NEAR_ZERO = 5.0
+#: In log space the scale is at least this share of the additive noise of the last
+#: 2 x level_window + 1 differences divided by the level: as a loss with additive noise falls
+#: toward 0 its log-space noise grows faster than a trailing window can follow.
+ADDITIVE_FLOOR = 0.8
 DIFF_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(2)
 
 
@@ -154,6 +159,12 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     scale[use_d] = scale_d[use_d - 3]
     scale *= MAD_TO_SIGMA
     np.maximum(scale[3:], _floor(values, med[3:], window, log, masked), out=scale[3:])
+    if log:  # additive noise seen near this level, in log units (see ADDITIVE_FLOOR)
+        dv = np.abs(np.diff(values))
+        addn = median(dv, 2 * level_window + 1)[:-1]  # addn[k]: diffs up to point k + 1
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            floor = ADDITIVE_FLOOR * DIFF_TO_SIGMA * addn[1:] / np.exp(level[3:])
+        np.fmax(scale[3:], floor, out=scale[3:])
     if masked:
         cs = np.concatenate(([0], np.cumsum(np.isfinite(err_m))))
         i = np.arange(3, n)
@@ -188,6 +199,15 @@ def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
         quantum *= np.exp(-med)
         return np.maximum(quantum, 1e-9, out=quantum)
     return np.maximum(quantum, 1e-12 * np.maximum(1.0, np.abs(med)))
+
+
+def near_zero_points(v: np.ndarray, logb: Baseline, w: int) -> np.ndarray:
+    """Per point of the positive values `v`: where they would be judged additively before
+    their first non-positive value. None any more: a loss reaching 0 with additive noise is
+    judged in log space with the scale floored by that additive noise (ADDITIVE_FLOOR), and
+    multiplicative flicker at a tiny floor (a loss at 1e-7 +- 50 %) belongs in log space. Kept
+    so that the streaming form asks the same question as `find`."""
+    return np.zeros(v.shape[0], dtype=bool)
 
 
 def next_true(mask: np.ndarray, start: int) -> int | None:
@@ -302,21 +322,17 @@ class SpikeDetector:
 
     def near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
         """Index from which `find` judges the positive values `v` additively (`logb`: their
-        log-space baseline, `w`: the odd window), len(v) when never. First point (after min_points) whose expected level is within NEAR_ZERO additive
-        noise scales of 0: positive values hovering near 0 with additive noise, where ratios
-        stop meaning anything (the series is judged additively from there on)."""
+        log-space baseline, `w`: the odd window), len(v) when never: the first point (from
+        `near_zero_from`) where `near_zero_points` holds."""
         n = v.shape[0]
-        step = np.abs(np.diff(v))
-        k = min(w // 2 + 1, step.shape[0])
-        # a trailing median never exceeds the k-th largest step: the check is often needless
-        if k == 0 or v.min() > NEAR_ZERO * DIFF_TO_SIGMA * np.partition(step, -k)[-k]:
-            return n
-        noise = np.full(n, np.nan)
-        noise[2:] = DIFF_TO_SIGMA * trailing_median(step, w)[:-1]  # diffs up to point i - 1
-        with np.errstate(invalid="ignore", over="ignore"):
-            near = np.flatnonzero(np.exp(logb.level[self.min_points:])
-                                  < NEAR_ZERO * noise[self.min_points:])
-        return self.min_points + int(near[0]) if near.shape[0] else n
+        first = self.near_zero_from(w)
+        near = np.flatnonzero(near_zero_points(v, logb, w)[first:])
+        return first + int(near[0]) if near.shape[0] else n
+
+    def near_zero_from(self, w: int) -> int:
+        """The first finite index that may turn additive: half a window of residuals is what
+        the skew of `near_zero_points` needs."""
+        return max(self.min_points, w // 2)
 
     def _tail_threshold(self, base: Baseline) -> np.ndarray:
         """Per point: `threshold`, raised where the `tail_window` points before it held more
@@ -334,8 +350,10 @@ class SpikeDetector:
         cs = np.concatenate(([0], np.cumsum(big)))
         i = np.arange(n)
         cnt = cs[i] - cs[np.maximum(0, i - self.tail_window)]
-        heavy = cnt >= 3  # Gaussian noise gives 3 in a window about never
-        rate = (cnt[heavy] - 2) / self.tail_window
+        avail = np.clip(i, 1, self.tail_window)  # points the count rests on
+        # Gaussian noise gives 3 such points in 1000 about never, 2 in 400 about never
+        heavy = cnt >= np.where(avail <= self.tail_window * 0.4, 2, 3)
+        rate = (cnt[heavy] - 1) / avail[heavy]
         thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / TAIL_INDEX))
         return thr
 
