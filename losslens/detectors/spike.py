@@ -57,6 +57,16 @@ TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
 #: Log space is left (for good) where the level is within this many additive noise scales
 #: of 0 (values hovering near 0); DIFF_TO_SIGMA turns a median |step| into a noise scale.
 NEAR_ZERO = 5.0
+#: Log space: a spike is also back once its excess over the pre-spike level has shrunk to this
+#: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
+BACK_SHARE = 0.05
+#: A rise spread over up to HUMP points is also judged against the level before it; 0 turns
+#: this off (the default: on AR(1)-correlated noise it costs more false alarms than the humps
+#: it finds; see benchmarks/indep_family.py).
+HUMP = 0
+#: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
+#: back within back_z x EARLY_SCALE, in log units, of the highest of them).
+EARLY_RATIO, EARLY_SCALE = 2.0, 0.15
 #: In log space the scale is at least this share of the additive noise of the last
 #: 2 x level_window + 1 differences divided by the level: as a loss with additive noise falls
 #: toward 0 its log-space noise grows faster than a trailing window can follow.
@@ -221,18 +231,30 @@ def next_true(mask: np.ndarray, start: int) -> int | None:
     return None
 
 
-def find_back(y: np.ndarray, start: int, band: float, points: int) -> int | None:
-    """First index t >= start with y[t] <= band and at least half of y[t:t+points] <= band."""
+def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | None = None,
+              share: float = 0.0) -> int | None:
+    """First index t >= start with y[t] <= band_t and at least half of y[t:t+points] <= band_t,
+    where band_t = max(band, pre + share x (the highest y from start - 1 to t - pre)): a spike
+    is also back once its excess has shrunk to `share` of its height so far."""
     n = y.shape[0]
     chunk = 256
+    top = float(y[start - 1]) if start >= 1 else -np.inf
     while start < n:
         stop = min(n, start + chunk)
         seg = y[start:min(n, stop + points - 1)]
-        below = seg <= band
-        cs = np.concatenate(([0], np.cumsum(below)))
+        bands = np.full(stop - start, band)
+        if share > 0 and pre is not None:
+            run = np.maximum.accumulate(np.r_[top, y[start:stop]])[1:]
+            bands = np.maximum(bands, pre + share * (run - pre))
+            top = float(run[-1])
         t = np.arange(stop - start)
         m = np.minimum(points, seg.shape[0] - t)
-        ok = below[:stop - start] & (cs[t + m] - cs[t] >= (m + 1) // 2)
+        # points after t judged against t's band
+        win = np.lib.stride_tricks.sliding_window_view(
+            np.r_[seg, np.full(points, np.inf)], points)[:stop - start]
+        below_win = win <= bands[:, None]
+        cnt = below_win.sum(axis=1)
+        ok = (seg[:stop - start] <= bands) & (cnt >= (m + 1) // 2)
         if ok.any():
             return start + int(np.argmax(ok))
         start, chunk = stop, chunk * 4
@@ -301,17 +323,17 @@ class SpikeDetector:
         st = np.asarray(steps)[finite].astype(np.int64)
         v = np.asarray(values, dtype=float)[finite]
         n = v.shape[0]
-        if n <= self.min_points:
+        if n < 2:
             return []
         w = self.window | 1
         lw = self.level_window | 1
         nonpos = np.flatnonzero(v <= 0)
         k = int(nonpos[0]) if nonpos.shape[0] else n  # log space before k, additive from k
         spaces = []
-        if k > self.min_points:
+        if k > self.min_points or (k == n and n > 1):
             logb = baseline(v[:k], w, True, level_window=lw)
             k = min(k, self.near_zero(v[:k], logb, w))
-            if k > self.min_points:
+            if k > self.min_points or k == n:
                 spaces.append((0, k, logb))
         if k < n:
             spaces.append((k, n, baseline(v, w, False, level_window=lw)))
@@ -358,18 +380,65 @@ class SpikeDetector:
         return thr
 
     def _elevated(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray,
-                  count: np.ndarray, thr: np.ndarray, log: bool, offset: int) -> np.ndarray:
-        """Elevated-point mask for points offset.. (`y`, `level`... are their slices)."""
-        rise = y - level
+                  count: np.ndarray, thr: np.ndarray, log: bool, offset: int,
+                  back: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Elevated-point mask for points offset.. (`y`, `level`... are their slices; `back`:
+        the level and scale HUMP points earlier and the previous value, for rises spread over
+        a few points: the point and the one before it well above that earlier level)."""
         thr = thr * (1 + SMALL_SAMPLE / np.maximum(count, 1))
         with np.errstate(invalid="ignore"):
-            ok = rise > thr * scale
-            if log:
-                ok &= rise >= np.log(self.min_ratio)
-            else:  # additive, but above 0: the ratio still applies
-                ok &= (level <= 0) | (y >= level * self.min_ratio)
+            ok = self._above(y, level, scale, thr, log)
+            if back is not None and HUMP:  # a multi-point hump: the level follows its rise
+                lb, sb, prev = back
+                ok |= (self._above(y, lb, sb, thr, log)
+                       & self._above(prev, lb, sb, thr / 2, log))
         ok[:max(0, self.min_points - offset)] = False
         return ok
+
+    def _above(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, thr: np.ndarray,
+               log: bool) -> np.ndarray:
+        rise = y - level
+        ok = rise > thr * scale
+        if log:
+            ok &= rise >= np.log(self.min_ratio)
+        else:  # additive, but above 0: the ratio still applies
+            ok &= (level <= 0) | (y >= level * self.min_ratio)
+        return ok
+
+    @staticmethod
+    def _back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the points a..b-1: the level and scale HUMP points before each (NaN before 0),
+        and the value of the point before each."""
+        idx = np.arange(a, b) - max(HUMP, 1)
+        ok = idx >= 0
+        out_l, out_s, prev = (np.full(b - a, np.nan) for _ in range(3))
+        out_l[ok], out_s[ok] = level[idx[ok]], scale[idx[ok]]
+        p = np.arange(a, b) - 1
+        prev[p >= 0] = y[p[p >= 0]]
+        return out_l, out_s, prev
+
+    def _early(self, y: np.ndarray, log: bool, lo: int) -> np.ndarray:
+        """The points before min_points that jumped EARLY_RATIO x above every point before them
+        (a blow-up in the first iterations: 12.4, 12.4, 41), by at least 3 x the spread of
+        those points (a noisy per-batch loss jumps x2 at will); the second point only when
+        the third comes half of the way back down (with one point before it, which of the two
+        is odd is not known until then). Log space only."""
+        early = np.zeros(y.shape[0], bool)
+        stop = min(self.min_points, y.shape[0])
+        if not log or stop <= max(lo, 1):
+            return early
+        top = np.maximum.accumulate(y[:stop])
+        low = np.minimum.accumulate(y[:stop])
+        jump = np.log(EARLY_RATIO)
+        for i in range(max(lo, 1), stop):
+            rise = y[i] - top[i - 1]
+            if rise < jump or rise < 3 * (top[i - 1] - low[i - 1]):
+                continue
+            if i == 1 and not (y.shape[0] > 2 and y[2] <= y[1] - jump / 2):
+                continue
+            early[i] = True
+        return early
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
                  w: int) -> list[dict[str, Any]]:
@@ -378,14 +447,20 @@ class SpikeDetector:
         thr = self._tail_threshold(base)[:hi]
         elev = np.zeros(hi, bool)
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
-                                   base.log, lo)
+                                   base.log, lo, self._back(y, level, scale, lo, hi))
+        early = self._early(y, base.log, lo)
+        if early.any():  # no statistics yet: the level is the highest point before
+            elev |= early
+            for c in np.flatnonzero(early):
+                level[c], scale[c] = float(y[:c].max()), EARLY_SCALE
         masked = None  # the values with recovered spikes blanked out, made when first needed
         out: list[dict[str, Any]] = []
         allowed = lo
         restart = (self.level_window | 1) + 1  # points after which the loss starts over
         while (c := next_true(elev, allowed)) is not None:
             pre, sc = float(level[c]), float(scale[c])
-            end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
+            end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points, pre,
+                            BACK_SHARE if base.log else 0.0)
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
             stop = end if end is not None else min(hi, c + restart)
@@ -424,12 +499,14 @@ class SpikeDetector:
         if z0 >= z1:
             return
         local = baseline(masked[a:z1], w, log, masked=True, level_window=self.level_window | 1)
+        local_y_full = np.full(z1, np.nan)
+        local_y_full[a:z1] = local.y
         k = slice(z0 - a, z1 - a)
         level[z0:z1], scale[z0:z1], count[z0:z1] = local.level[k], local.scale[k], local.count[k]
         start = max(z0, lo)
         elev[start:z1] = self._elevated(local.y[start - a:z1 - a], level[start:z1],
                                         scale[start:z1], count[start:z1], thr[start:z1], log,
-                                        start)
+                                        start, self._back(local_y_full, level, scale, start, z1))
 
     def _record(self, st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
                 end: int | None, level: float, scale: float, thr: float) -> dict[str, Any]:
