@@ -233,7 +233,8 @@ def next_true(mask: np.ndarray, start: int) -> int | None:
 
 def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | None = None,
               share: float = 0.0) -> int | None:
-    """First index t >= start with y[t] <= band_t and at least half of y[t:t+points] <= band_t,
+    """First index t >= start with y[t] <= band_t and at least half of y[t:t+points] (or
+    y[t + 1]) <= band_t,
     where band_t = max(band, pre + share x (the highest y from start - 1 to t - pre)): a spike
     is also back once its excess has shrunk to `share` of its height so far."""
     n = y.shape[0]
@@ -254,7 +255,10 @@ def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | 
             np.r_[seg, np.full(points, np.inf)], points)[:stop - start]
         below_win = win <= bands[:, None]
         cnt = below_win.sum(axis=1)
-        ok = (seg[:stop - start] <= bands) & (cnt >= (m + 1) // 2)
+        # confirmed by half of the next `points`, or by the next point too (a second spike
+        # right after the return is a spike of its own, not a failure to return)
+        nxt = below_win[:, 1] if points > 1 else below_win[:, 0]
+        ok = (seg[:stop - start] <= bands) & ((cnt >= (m + 1) // 2) | nxt)
         if ok.any():
             return start + int(np.argmax(ok))
         start, chunk = stop, chunk * 4
@@ -356,15 +360,36 @@ class SpikeDetector:
         the skew of `near_zero_points` needs."""
         return max(self.min_points, w // 2)
 
-    def _tail_threshold(self, base: Baseline) -> np.ndarray:
-        """Per point: `threshold`, raised where the `tail_window` points before it held more
-        large excursions (TAIL_Z < z <= threshold) than Gaussian noise gives: with
-        heavy-tailed noise a 6-sigma point is not rare. The raise assumes a power-law tail
-        (index TAIL_INDEX) and keeps false alarms near TAIL_RATE per point."""
+    def _tail_big(self, base: Baseline) -> np.ndarray:
+        """Large excursions (TAIL_Z < z <= threshold, upward only: a spike's recovery pulls z
+        far below 0 for a long time)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            u = (base.y - base.level) / base.scale
+            return (u > TAIL_Z) & (u <= self.threshold)
+
+    def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
+                        b: int | None = None) -> np.ndarray:
+        """Per point of a..b: `threshold`, raised where the `tail_window` points before it held
+        more large excursions (`big`) than Gaussian noise gives: with heavy-tailed noise a
+        6-sigma point is not rare. The raise assumes a power-law tail (index TAIL_INDEX) and
+        keeps false alarms near TAIL_RATE per point."""
         n = base.y.shape[0]
-        thr = np.full(n, float(self.threshold))
-        if self.tail_window == 0 or n == 0:
+        b = n if b is None else b
+        thr = np.full(b - a, float(self.threshold))
+        if self.tail_window == 0 or b <= a:
             return thr
+        big = self._tail_big(base) if big is None else big
+        lo = max(0, a - self.tail_window)
+        cs = np.concatenate(([0], np.cumsum(big[lo:b])))
+        i = np.arange(a, b)
+        cnt = cs[i - lo] - cs[np.maximum(0, i - self.tail_window) - lo]
+        avail = np.clip(i, 1, self.tail_window)  # points the count rests on
+        # Gaussian noise gives 3 such points in 1000 about never, 2 in 400 about never
+        short = avail <= self.tail_window * 0.4
+        heavy = cnt >= np.where(short, 2, 3)
+        rate = np.where(short, (cnt - 1) / avail, (cnt - 2) / self.tail_window)[heavy]
+        thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / TAIL_INDEX))
+        return thr
         with np.errstate(invalid="ignore", divide="ignore"):
             u = (base.y - base.level) / base.scale
             # upward only: a spike's recovery pulls z far below 0 for a long time
@@ -374,8 +399,9 @@ class SpikeDetector:
         cnt = cs[i] - cs[np.maximum(0, i - self.tail_window)]
         avail = np.clip(i, 1, self.tail_window)  # points the count rests on
         # Gaussian noise gives 3 such points in 1000 about never, 2 in 400 about never
-        heavy = cnt >= np.where(avail <= self.tail_window * 0.4, 2, 3)
-        rate = (cnt[heavy] - 1) / avail[heavy]
+        short = avail <= self.tail_window * 0.4
+        heavy = cnt >= np.where(short, 2, 3)
+        rate = np.where(short, (cnt - 1) / avail, (cnt - 2) / self.tail_window)[heavy]
         thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / TAIL_INDEX))
         return thr
 
@@ -444,7 +470,8 @@ class SpikeDetector:
                  w: int) -> list[dict[str, Any]]:
         y = base.y[:hi]
         level, scale, count = base.level[:hi].copy(), base.scale[:hi].copy(), base.count[:hi].copy()
-        thr = self._tail_threshold(base)[:hi]
+        big = self._tail_big(base)[:hi].copy()
+        thr = self._tail_threshold(base, big, 0, hi)
         elev = np.zeros(hi, bool)
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
                                    base.log, lo, self._back(y, level, scale, lo, hi))
@@ -459,14 +486,28 @@ class SpikeDetector:
         restart = (self.level_window | 1) + 1  # points after which the loss starts over
         while (c := next_true(elev, allowed)) is not None:
             pre, sc = float(level[c]), float(scale[c])
-            end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points, pre,
-                            BACK_SHARE if base.log else 0.0)
+            end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
-            stop = end if end is not None else min(hi, c + restart)
+            # its recovery: back within the noise, or its excess down to BACK_SHARE of its
+            # height (log space); the statistics leave out all of it (to `end`)
+            seen = end
+            if base.log and (end is None or end > c + 1):
+                early_back = find_back(y, c + 1, pre + self.back_z * sc, self.back_points,
+                                       pre, BACK_SHARE)
+                if early_back is not None and (end is None or early_back < end):
+                    seen = early_back
+            stop = seen if seen is not None else min(hi, c + restart)
             p = c + int(np.argmax(y[c:stop]))
-            out.append(self._record(st, v, base, c, p, end, pre, sc,
+            out.append(self._record(st, v, base, c, p, seen, pre, sc,
                                     float(thr[c]) * (1 + SMALL_SAMPLE / max(int(count[c]), 1))))
+            if self.tail_window and big[max(0, c - 3):stop].any():
+                # a spike's own shoulders are no evidence of heavy-tailed noise
+                big[max(0, c - 3):stop] = False
+                z1 = min(hi, stop + self.tail_window)
+                thr[c:z1] = self._tail_threshold(base, big, c, z1)
+                elev[stop:z1] |= self._elevated(y[stop:z1], level[stop:z1], scale[stop:z1],
+                                                count[stop:z1], thr[stop:z1], base.log, stop)
             if end is not None and end <= c + restart:
                 # back soon: judge what follows without the spike's points
                 allowed = end
