@@ -1,203 +1,31 @@
-"""`losslens check`: the CI gate. Settings, per-rule checks, baseline comparison, CI outputs.
+"""`losslens check`: the CI gate over `pipeline.analyze` — per-rule checks, baseline, CI outputs.
 
-A run passes when no diagnosis rule makes a finding at or above `fail_on` (events the settings
-ignore — tags, kinds, allowed step ranges — are dropped before diagnosis) and, with a baseline,
+`gate(analysis)` judges an Analysis made with the command's Options: the findings are the
+analysis' own (so `check` and `analyze` agree on the same log and settings; events the
+settings ignore were set apart by `analyze`). A run passes when no diagnosis rule made a
+finding at or above `fail_on` and, with a baseline,
 when its train loss stays within tolerance of the reference the way Megatron-LM's golden-value
 functional tests compare: per-step relative tolerance at the common steps (default rtol 0.05,
 theirs for `lm loss`), with 1% of the steps (at least 1, at most 50) allowed outside it for
 nondeterministic kernels; the final loss within the same tolerance; and no new events.
 
-Settings come from `[tool.losslens]` in pyproject.toml or from losslens.toml (top-level keys),
-whichever is found first from the current folder upward; `--config FILE` names one.
-Outputs: text, JSON (`losslens.check/1`), GitHub workflow annotations and JUnit XML.
+Settings: `losslens.options` (the same file every command reads). Outputs: text, JSON (`losslens.check/1`), GitHub workflow annotations and JUnit XML.
 """
 from __future__ import annotations
 
-import dataclasses
-import fnmatch
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from .errors import InvalidParameterError, LogNotFoundError
-
-FAIL_ON = ("info", "warning", "critical")
-DEFAULT_RTOL = 0.05
-_RANK = {"info": 0, "warning": 1, "critical": 2}
-
-
-# --------------------------------------------------------------------------- settings
-
-@dataclass(frozen=True)
-class CheckConfig:
-    """Settings of `losslens check` (all optional)."""
-
-    fail_on: str = "critical"
-    detectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    ignore_tags: tuple[str, ...] = ()  # fnmatch patterns
-    ignore_kinds: tuple[str, ...] = ()
-    allow_steps: tuple[tuple[int, int], ...] = ()  # inclusive; events starting inside are ignored
-    rtol: float = DEFAULT_RTOL
-    baseline: str | None = None
-    source: str | None = None  # the file the settings came from
-
-    def validate(self) -> None:
-        if self.fail_on not in FAIL_ON:
-            raise InvalidParameterError(
-                f"fail-on must be one of {', '.join(FAIL_ON)}, got {self.fail_on!r}")
-        if not (self.rtol >= 0 and math.isfinite(self.rtol)):
-            raise InvalidParameterError(f"rtol must be a finite number >= 0, got {self.rtol}")
-
-
-_KEYS = {"fail-on", "detectors", "ignore-tags", "ignore-kinds", "allow-steps", "rtol",
-         "baseline"}
-
-
-def _toml():
-    try:
-        import tomllib  # Python 3.11+
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10: the `tomli` dependency
-        import tomli as tomllib  # type: ignore[no-redef]
-    return tomllib
-
-
-def _load_toml(path: Path) -> dict:
-    tomllib = _toml()
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise LogNotFoundError(f"{path}: cannot read settings ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidParameterError(f"{path}: not valid TOML ({exc})") from None
-
-
-def _section(path: Path, doc: dict) -> dict | None:
-    tool = doc.get("tool", {}).get("losslens") if isinstance(doc.get("tool"), dict) else None
-    if path.name == "pyproject.toml":
-        return tool
-    return tool if tool is not None else {k: v for k, v in doc.items() if k != "tool"}
-
-
-def find_config(start: Path | None = None) -> Path | None:
-    """losslens.toml, or a pyproject.toml with [tool.losslens], from `start` upward."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        own = folder / "losslens.toml"
-        if own.is_file():
-            return own
-        py = folder / "pyproject.toml"
-        if py.is_file() and _section(py, _load_toml(py)) is not None:
-            return py
-    return None
-
-
-def _steps(value: Any, where: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return int(value[0]), int(value[1])
-    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", str(value))
-    if not m:
-        raise InvalidParameterError(
-            f"{where}: allow-steps entries are N, \"A-B\" or [A, B], got {value!r}")
-    a, b = int(m.group(1)), int(m.group(2) or m.group(1))
-    if b < a:
-        raise InvalidParameterError(f"{where}: allow-steps range {value!r} ends before it starts")
-    return a, b
-
-
-def _strings(value: Any, key: str, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise InvalidParameterError(f"{where}: {key} must be a list of strings, got {value!r}")
-
-
-def config_from_mapping(raw: Mapping[str, Any], where: str = "settings",
-                        base: Path | None = None) -> CheckConfig:
-    """A CheckConfig from a `[tool.losslens]` table (dashes or underscores in keys)."""
-    table = {str(k).replace("_", "-"): v for k, v in raw.items()}
-    unknown = sorted(set(table) - _KEYS)
-    if unknown:
-        raise InvalidParameterError(
-            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
-    detectors = table.get("detectors", {})
-    if not isinstance(detectors, dict) or not all(isinstance(v, dict) for v in detectors.values()):
-        raise InvalidParameterError(
-            f"{where}: detectors must be tables, e.g. [tool.losslens.detectors.spike]")
-    baseline = table.get("baseline")
-    if baseline is not None and base is not None:
-        baseline = str((base / str(baseline))) if not str(baseline).startswith("wandb://") \
-            else str(baseline)
-    try:
-        rtol = float(table.get("rtol", DEFAULT_RTOL))
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"{where}: rtol must be a number") from None
-    cfg = CheckConfig(
-        fail_on=str(table.get("fail-on", "critical")),
-        detectors={str(k): dict(v) for k, v in detectors.items()},
-        ignore_tags=_strings(table.get("ignore-tags", []), "ignore-tags", where),
-        ignore_kinds=_strings(table.get("ignore-kinds", []), "ignore-kinds", where),
-        allow_steps=tuple(_steps(v, where) for v in table.get("allow-steps", [])),
-        rtol=rtol, baseline=baseline, source=where)
-    cfg.validate()
-    return cfg
-
-
-def load_config(path: str | Path | None = None, start: Path | None = None) -> CheckConfig:
-    """Settings from `path`, or from the first config file found upward; defaults if none."""
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise LogNotFoundError(f"--config {p}: no such file")
-    else:
-        p = find_config(start)
-        if p is None:
-            return CheckConfig()
-    section = _section(p, _load_toml(p))
-    if section is None:
-        raise InvalidParameterError(f"{p}: no [tool.losslens] table")
-    where = f"{p} [tool.losslens]" if p.name == "pyproject.toml" else str(p)
-    return config_from_mapping(section, where, p.parent)
-
-
-def build_detectors(overrides: Mapping[str, Mapping[str, Any]], where: str = "settings"):
-    """Detector instances with the settings' field overrides, or None when there are none."""
-    if not overrides:
-        return None
-    from .detectors import DETECTORS, detector_class, default_detectors
-
-    for name, fields in overrides.items():
-        if name not in DETECTORS:
-            raise InvalidParameterError(
-                f"{where}: unknown detector {name!r}; known: {', '.join(DETECTORS)}")
-        known = {f.name for f in dataclasses.fields(detector_class(name))}
-        bad = sorted(set(fields) - known)
-        if bad:
-            raise InvalidParameterError(
-                f"{where}: detector {name!r} has no field(s) {', '.join(bad)}; "
-                f"fields: {', '.join(sorted(known))}")
-    detectors = default_detectors(**{k: dict(v) for k, v in overrides.items()})
-    for det in detectors.values():
-        if hasattr(det, "validate"):
-            det.validate()
-    return detectors
-
-
-def keep_event(event, cfg: CheckConfig) -> bool:
-    """False for events the settings ignore (tag pattern, kind, allowed step range)."""
-    if any(fnmatch.fnmatchcase(event.tag, pat) for pat in cfg.ignore_tags):
-        return False
-    if event.kind in cfg.ignore_kinds:
-        return False
-    return not any(a <= event.start_step <= b for a, b in cfg.allow_steps)
+from .errors import InvalidParameterError
+from .events import severity_rank
+from .options import Options
 
 
 def at_or_above(severity: str | None, level: str) -> bool:
-    return severity is not None and _RANK[severity] >= _RANK[level]
+    return severity is not None and severity_rank(severity) >= severity_rank(level)
 
 
 # --------------------------------------------------------------------------- results
@@ -294,7 +122,7 @@ class RunCheck:
 @dataclass(frozen=True)
 class CheckReport:
     runs: tuple[RunCheck, ...]
-    config: CheckConfig
+    options: Options
 
     @property
     def passed(self) -> bool:
@@ -307,10 +135,6 @@ class CheckReport:
 
 # --------------------------------------------------------------------------- per-rule checks
 
-def _rule_name(rule) -> str:
-    return rule.__name__.removeprefix("rule_")
-
-
 def _anchor(finding, events) -> tuple[int | None, str | None]:
     by_id = {e.id: e for e in events}
     first = [by_id[i] for i in finding.event_ids if i in by_id]
@@ -320,23 +144,22 @@ def _anchor(finding, events) -> tuple[int | None, str | None]:
     return e.start_step, e.tag
 
 
-def rule_items(events: Sequence, meta, fail_on: str) -> tuple[list[CheckItem], list]:
-    """One CheckItem per diagnosis rule (a stable set of test cases), and the findings."""
-    from .diagnosis import RULES
+def rule_items(findings, events, fail_on: str) -> list[CheckItem]:
+    """One CheckItem per diagnosis rule (a stable set of test cases) from a run's findings."""
+    from .diagnosis import RULES, rule_name
 
-    items, findings = [], []
+    by_rule = {f.rule: f for f in findings}
+    items = []
     for rule in RULES:
-        name = _rule_name(rule)
-        f = rule(events, meta)
+        name = rule_name(rule)
+        f = by_rule.get(name)
         if f is None:
             items.append(CheckItem(name, True, None, f"{name.replace('_', ' ')}: nothing found"))
             continue
-        findings.append(f)
         step, tag = _anchor(f, events)
         items.append(CheckItem(name, not at_or_above(f.severity, fail_on), f.severity, f.title,
                                f"{f.explanation} Advice: {f.advice}", step, tag))
-    findings.sort(key=lambda f: -_RANK[f.severity])
-    return items, findings
+    return items
 
 
 # --------------------------------------------------------------------------- baseline
@@ -494,7 +317,7 @@ def baseline_items(bl: BaselineResult, fail_on: str) -> list[CheckItem]:
                         f"within {tol}" if bl.final_passed else f"outside {tol}",
                         bl.final.step, bl.tag)
     bad = [e for e in bl.new_events if at_or_above(e.severity, fail_on)]
-    worst = max((e.severity for e in bl.new_events), key=_RANK.__getitem__, default=None)
+    worst = max((e.severity for e in bl.new_events), key=severity_rank, default=None)
     listing = "; ".join(f"{e.kind} at {e.start_step} ({e.severity}, {e.tag})"
                         for e in bl.new_events[:8])
     new = CheckItem("baseline.new_events", not bad, worst,
@@ -519,24 +342,24 @@ def _reference_run(ref_analysis, run: str, reference: str):
         f"and none is named {run}")
 
 
-def run_checks(analysis, cfg: CheckConfig, reference=None,
-               reference_name: str | None = None) -> CheckReport:
-    """Gate every run of `analysis`; `reference` is the baseline's Analysis (same detectors)."""
-    cfg.validate()
+def gate(analysis, reference=None) -> CheckReport:
+    """Gate every run of `analysis` (made by `pipeline.analyze` with the command's Options:
+    its `fail_on`, `rtol`, `baseline`); `reference` is the baseline's Analysis, made with the
+    same Options."""
+    options = analysis.options
     out = []
     for ra in analysis.runs:
-        kept = tuple(e for e in ra.events if keep_event(e, cfg))
-        items, findings = rule_items(kept, ra.info.metadata, cfg.fail_on)
+        items = rule_items(ra.findings, ra.events, options.fail_on)
         bl = None
         if reference is not None:
-            ref = _reference_run(reference, ra.info.run, reference_name or "")
-            ref_kept = tuple(e for e in ref.events if keep_event(e, cfg))
-            bl = compare_baseline(analysis.frame, kept, reference.frame, ref.info, ref_kept,
-                                  ra.info, cfg.rtol, reference_name or "")
-            items += baseline_items(bl, cfg.fail_on)
+            name = options.baseline or ""
+            ref = _reference_run(reference, ra.info.run, name)
+            bl = compare_baseline(analysis.frame, ra.events, reference.frame, ref.info,
+                                  ref.events, ra.info, options.rtol, name)
+            items += baseline_items(bl, options.fail_on)
         out.append(RunCheck(ra.info.run, ra.info.source, ra.info.format, tuple(items),
-                            tuple(findings), kept, len(ra.events) - len(kept), bl))
-    return CheckReport(tuple(out), cfg)
+                            ra.findings, ra.events, len(ra.ignored), bl))
+    return CheckReport(tuple(out), options)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -552,8 +375,8 @@ def render_text(report: CheckReport) -> str:
     """The people-facing report: failing checks first, then notes, then a count of the rest."""
     failing = sum(not r.passed for r in report.runs)
     head = (f"losslens check: {'PASSED' if report.passed else 'FAILED'} - {failing} of "
-            f"{len(report.runs)} run(s) failing (fail-on: {report.config.fail_on}"
-            + (f"; settings: {report.config.source}" if report.config.source else "") + ")")
+            f"{len(report.runs)} run(s) failing (fail-on: {report.options.fail_on}"
+            + (f"; settings: {report.options.source}" if report.options.source else "") + ")")
     lines = [head]
     for rc in report.runs:
         lines += ["", f"{rc.run} ({rc.format}: {rc.source}): "
@@ -562,7 +385,7 @@ def render_text(report: CheckReport) -> str:
             i for i in rc.items if i.passed and (i.severity or i.name.startswith("baseline"))]
         for item in shown:
             where = f" [step {item.step}, {item.tag}]" if item.step is not None else ""
-            below = "" if not item.passed else f" (below fail-on {report.config.fail_on})"
+            below = "" if not item.passed else f" (below fail-on {report.options.fail_on})"
             lines.append(f"  {_status(item):4}  {item.name:24} {item.severity or '':8} "
                          f"{item.title}{where}{below}")
             if item.message and (not item.passed or item.name.startswith("baseline")):
@@ -586,17 +409,9 @@ def render_json(report: CheckReport) -> str:
              "ignored_events": rc.ignored_events,
              "baseline": rc.baseline.to_dict() if rc.baseline else None} for rc in report.runs]
     doc = {"schema": CHECK_SCHEMA, "version": __version__, "passed": report.passed,
-           "exit_code": report.exit_code, "fail_on": report.config.fail_on,
-           "settings": report.config.source, "runs": runs}
+           "exit_code": report.exit_code, "fail_on": report.options.fail_on,
+           "settings": report.options.source, "runs": runs}
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
-
-
-def _gh_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _gh_prop(text: str) -> str:
-    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 #: Formats whose files are not text: no line numbers in annotations.
@@ -637,15 +452,50 @@ def locate_lines(source: str, fmt: str, wants: set[tuple[int, str]]) -> dict[tup
     return {**fallback, **best}
 
 
-def _relpath(source: str) -> str:
+def workspace() -> Path:
+    """Where annotation paths are relative to: $GITHUB_WORKSPACE, GitLab's $CI_PROJECT_DIR,
+    else the git repository around the current folder, else the current folder."""
+    import os
+
+    for var in ("GITHUB_WORKSPACE", "CI_PROJECT_DIR"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():
+            return folder
+    return here
+
+
+def _relpath(source: str, root: Path | None = None) -> str | None:
+    """`source` relative to the workspace, or None when it lies outside it."""
     try:
-        return str(Path(source).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return source
+        return Path(source).resolve().relative_to((root or workspace()).resolve()).as_posix()
+    except (ValueError, OSError):
+        return None
 
 
-def render_github(report: CheckReport) -> str:
-    """GitHub workflow commands: ::error for failing checks, ::warning / ::notice for the rest."""
+def _where(rc, line: int | None, root: Path | None = None) -> tuple[str | None, str]:
+    """The annotation's `file=` (a text log inside the workspace; None for folders, binary
+    logs and files outside it, which GitHub cannot show) and the words for the message:
+    `logs/train.log, log line 314`."""
+    from .textsafe import line as safe
+
+    rel = _relpath(rc.source, root)
+    is_file = Path(rc.source).is_file() and rc.format not in BINARY_FORMATS
+    name = rel if rel is not None else str(Path(rc.source).absolute())
+    words = safe(name) + (f", log line {line}" if line else "")
+    return (rel if is_file and rel is not None else None), words
+
+
+def render_github(report: CheckReport, root: Path | None = None) -> str:
+    """GitHub workflow commands: ::error for failing checks, ::warning / ::notice for the rest.
+
+    `file=` is relative to the workspace (GitHub shows annotations only on files in the
+    repository) and given only for a text log inside it; the message always says which log
+    and which line (`logs/train.log, log line 314: ...`)."""
+    from .textsafe import github_message, github_property
+
     out = []
     for rc in report.runs:
         items = [i for i in rc.items if not i.passed or i.severity]
@@ -654,55 +504,132 @@ def render_github(report: CheckReport) -> str:
         for item in items:
             level = ("error" if not item.passed else
                      "warning" if item.severity == "warning" else "notice")
-            props = [f"file={_gh_prop(_relpath(rc.source))}"]
             line = lines.get((item.step, item.tag)) if item.step is not None else None
-            if line:
-                props.append(f"line={line}")
-            props.append(f"title={_gh_prop(f'losslens {rc.run}: {item.title}')}")
-            body = item.message or item.title
-            out.append(f"::{level} {','.join(props)}::{_gh_data(body)}")
+            path, words = _where(rc, line, root)
+            props = []
+            if path:
+                props.append(f"file={github_property(path)}")
+                if line:
+                    props.append(f"line={line}")
+            props.append(f"title={github_property(f'losslens {rc.run}: {item.title}')}")
+            body = f"{words}: {item.message or item.title}"
+            out.append(f"::{level} {','.join(props)}::{github_message(body)}")
     verdict = "passed" if report.passed else "failed"
-    summary = f"check {verdict}: {len(report.runs)} run(s), fail-on {report.config.fail_on}"
-    out.append(f"::notice title=losslens::{_gh_data(summary)}")
+    summary = f"check {verdict}: {len(report.runs)} run(s), fail-on {report.options.fail_on}"
+    out.append(f"::notice title=losslens::{github_message(summary)}")
     return "\n".join(out) + "\n"
 
 
-_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+def step_summary(report: CheckReport) -> str:
+    """Markdown for `$GITHUB_STEP_SUMMARY`: the verdict and one table row per run."""
+    from .textsafe import markdown_cell
+
+    head = "passed" if report.passed else "FAILED"
+    out = [f"### losslens check: {head}", "",
+           f"fail-on `{report.options.fail_on}`, {len(report.runs)} run(s)", "",
+           "| run | result | failing checks | notes |", "|---|---|---|---|"]
+    for rc in report.runs:
+        fails = [i.title for i in rc.items if not i.passed]
+        notes = [i.title for i in rc.items if i.passed and i.severity]
+        out.append(f"| {markdown_cell(rc.run)} | {'pass' if rc.passed else '**FAIL**'} | "
+                   f"{markdown_cell('; '.join(fails)) or '-'} | "
+                   f"{markdown_cell('; '.join(notes)) or '-'} |")
+    return "\n".join(out) + "\n\n"
+
+
+def append_step_summary(text: str) -> bool:
+    """Append to the file `$GITHUB_STEP_SUMMARY` names, when it does; True if written."""
+    import os
+
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return False
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        from .errors import OutputError
+
+        raise OutputError(f"$GITHUB_STEP_SUMMARY {path}: cannot write "
+                          f"({exc.strerror or exc})") from None
+    return True
+
+
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def _x(text: Any) -> str:
     return _XML_BAD.sub("", str(text))
 
 
-def render_junit(report: CheckReport) -> str:
-    """JUnit XML: one testsuite per run, one testcase per check, <failure> when it fails."""
+def _seconds(t: float) -> str:
+    return f"{max(t, 0.0):.3f}"
+
+
+def render_junit(report: CheckReport, elapsed: float | None = None) -> str:
+    """JUnit XML: one testsuite per run, one testcase per check, <failure> when it fails.
+
+    Valid against the Jenkins xunit plugin's JUnit schema (junit-10.xsd) and read by GitLab's
+    and GitHub test reporters: `time` on every element (`elapsed`, the command's wall time,
+    shared equally between the runs and between a run's checks), the log in
+    the testsuite's `file` (testcase takes no `file` in that schema)."""
     import xml.etree.ElementTree as ET
 
     root = ET.Element("testsuites", name="losslens")
     total = fails = 0
     for rc in report.runs:
         n_fail = sum(not i.passed for i in rc.items)
+        t_suite = (elapsed or 0.0) / len(report.runs)
         suite = ET.SubElement(root, "testsuite", name=_x(rc.run), tests=str(len(rc.items)),
-                              failures=str(n_fail), errors="0", skipped="0")
+                              failures=str(n_fail), errors="0", skipped="0",
+                              time=_seconds(t_suite), file=_x(_relpath(rc.source) or rc.source))
         props = ET.SubElement(suite, "properties")
         for k, v in (("source", rc.source), ("format", rc.format),
-                     ("fail_on", report.config.fail_on)):
+                     ("fail_on", report.options.fail_on)):
             ET.SubElement(props, "property", name=k, value=_x(v))
+        t_case = t_suite / max(len(rc.items), 1)
         for item in rc.items:
             case = ET.SubElement(suite, "testcase", classname=_x(f"losslens.{rc.run}"),
-                                 name=_x(item.name), file=_x(rc.source))
+                                 name=_x(item.name), time=_seconds(t_case))
             if not item.passed:
                 fail = ET.SubElement(case, "failure", message=_x(item.title),
                                      type=_x(item.severity or "failure"))
                 fail.text = _x(item.message or item.title)
             elif item.severity:
                 ET.SubElement(case, "system-out").text = _x(
-                    f"{item.severity}: {item.title} (below fail-on {report.config.fail_on})")
+                    f"{item.severity}: {item.title} (below fail-on {report.options.fail_on})")
         total += len(rc.items)
         fails += n_fail
-    root.set("tests", str(total))
-    root.set("failures", str(fails))
-    root.set("errors", "0")
+    return _junit_doc(root, total, fails, 0, elapsed)
+
+
+def render_junit_error(message: str, paths: Sequence[str], elapsed: float | None = None,
+                       kind: str = "LossLensError") -> str:
+    """The JUnit document when the check could not run (exit 2): one testsuite, one errored
+    testcase carrying the error, so the CI's test view says what broke instead of being
+    empty."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("testsuites", name="losslens")
+    where = ", ".join(_relpath(p) or p for p in paths)
+    suite = ET.SubElement(root, "testsuite", name="losslens", tests="1", failures="0",
+                          errors="1", skipped="0", time=_seconds(elapsed or 0.0))
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="paths", value=_x(where))
+    case = ET.SubElement(suite, "testcase", classname="losslens", name="read and analyse",
+                         time=_seconds(elapsed or 0.0))
+    err = ET.SubElement(case, "error", message=_x(message), type=_x(kind))
+    err.text = _x(f"losslens check could not run: {message}")
+    return _junit_doc(root, 1, 0, 1, elapsed)
+
+
+def _junit_doc(root, tests: int, failures: int, errors: int, elapsed: float | None) -> str:
+    import xml.etree.ElementTree as ET
+
+    root.set("tests", str(tests))
+    root.set("failures", str(failures))
+    root.set("errors", str(errors))
+    root.set("time", _seconds(elapsed or 0.0))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, "unicode") + "\n"
 

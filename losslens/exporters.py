@@ -1,4 +1,4 @@
-"""Skip-list exporters: the PaLM skip plan in the exact form each trainer takes (DESIGN §4).
+"""Skip-list exporters: the PaLM skip plan in the exact form each trainer takes.
 
 Where real users got bitten is how steps are counted, so every export says it. The plan's ranges
 are the trainer's iteration numbers as logged, inclusive on both ends; a checkpoint saved at
@@ -23,23 +23,20 @@ Targets (what each trainer's source does with the value, checked against the sou
   consumes samples ``(i - 1) * GBS .. i * GBS - 1`` at a constant global batch size GBS.
 - ``json`` and ``text``: documents with the plan, the flags above and the counting rules.
 
-Also here: where checkpoints come from (`--checkpoint-dir` folder names, `--checkpoints`,
-`--checkpoint-every`, the log's "saving checkpoint" lines).
+Where checkpoints come from is `losslens.checkpoints`; the plan is `pipeline.analyze`'s.
 """
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import InvalidParameterError, LogNotFoundError
+from .errors import InvalidParameterError
 from .events import SkipPlan
 from .skipplan import SkipPolicy
 
 SCHEMA = "losslens.skiplist/1"
-FLAG_TARGETS = ("megatron-deepspeed", "megatron-lm", "metaseq", "samples")
+FLAG_TARGETS = ("megatron-deepspeed", "megatron-lm", "metaseq", "samples", "gpt-neox", "hf")
 TARGETS = FLAG_TARGETS + ("json", "text")
 
 COUNTING = ("steps are the trainer's iteration numbers as logged (iteration N is the N-th "
@@ -62,6 +59,8 @@ class PlanContext:
     rampup_batch_size: str | None = None
     first_step: int | None = None
     warnings: tuple[str, ...] = ()
+    indexing: int = 1  # Megatron-LM: 1 (upstream: `(iteration + 1) in ...`) or 0 (forks)
+    compact: bool = False  # Megatron-LM: `$(seq A B)` per range instead of every integer
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,32 @@ def megatron_deepspeed_flag(plan: SkipPlan) -> str:
     return "--skip-train-iteration-range " + " ".join(f"{a}-{b}" for a, b in _ranges(plan))
 
 
-def megatron_lm_flag(plan: SkipPlan) -> str:
-    its = (str(i) for a, b in _ranges(plan) for i in range(a, b + 1))
-    return "--iterations-to-skip " + " ".join(its)
+def megatron_lm_flag(plan: SkipPlan, indexing: int = 1, compact: bool = False) -> str:
+    """`--iterations-to-skip N ...`: one entry per iteration, as logged (`indexing=1`,
+    upstream) or minus one (`indexing=0`, forks that test `iteration in ...`); `compact`
+    writes each range as `$(seq A B)` for a shell to expand."""
+    if indexing not in (0, 1):
+        raise InvalidParameterError(f"`indexing` must be 0 or 1, got {indexing}")
+    shift = 1 - indexing
+    ranges = [(a - shift, b - shift) for a, b in _ranges(plan)]
+    if compact:
+        return "--iterations-to-skip " + " ".join(
+            str(a) if a == b else f"$(seq {a} {b})" for a, b in ranges)
+    return "--iterations-to-skip " + " ".join(str(i) for a, b in ranges
+                                              for i in range(a, b + 1))
+
+
+def neox_line(plan: SkipPlan) -> str:
+    """GPT-NeoX config entry (YAML, JSON-style as NeoX configs are written)."""
+    return '"skip_train_iteration_ranges": ' + json.dumps([list(r) for r in _ranges(plan)])
+
+
+def hf_document(ctx: "PlanContext") -> str:
+    """What `losslens.skipdata` reads for an HF Trainer or a plain PyTorch loop."""
+    return json.dumps({"schema": "losslens.skipdata/1", "run": ctx.run,
+                       "restart_from_step": ctx.plan.restart_from_step,
+                       "skip_steps": [list(r) for r in _ranges(ctx.plan)],
+                       "step_counting": "optimizer steps, 1-based, inclusive"})
 
 
 def metaseq_ranges(plan: SkipPlan) -> list[tuple[int, int]]:
@@ -158,11 +180,29 @@ def _target_notes(target: str, ctx: PlanContext) -> list[str]:
                 "passed is ignored; bigscience Megatron-DeepSpeed issue #230)"]
     if target == "megatron-lm":
         n = sum(b - a + 1 for a, b in _ranges(ctx.plan))
-        return [f"Megatron-LM --iterations-to-skip takes one integer per iteration ({n} here), "
-                "no ranges; 1-indexed as logged: training.py skips when (iteration + 1) is "
-                "in the list, iteration counting completed iterations",
-                "forks that test `iteration in args.iterations_to_skip` are 0-indexed: "
-                "subtract 1 from every entry there"]
+        notes = [f"Megatron-LM --iterations-to-skip takes one integer per iteration ({n} "
+                 "here), no ranges" + ("; written as $(seq A B) for your shell to expand"
+                                      if ctx.compact else "")]
+        if ctx.indexing == 1:
+            notes += ["1-indexed as logged (--indexing 1): upstream training.py skips when "
+                      "(iteration + 1) is in the list, iteration counting completed iterations",
+                      "releases and forks that test `iteration in args.iterations_to_skip` "
+                      "are 0-indexed: use --indexing 0 there"]
+        else:
+            notes += ["0-indexed (--indexing 0): every entry is the logged iteration minus 1, "
+                      "for releases and forks that test `iteration in args.iterations_to_skip`"]
+        return notes
+    if target == "gpt-neox":
+        return ["GPT-NeoX config entry: paste into the config's top-level mapping; inclusive "
+                "[first, last] iteration ranges, 1-based as logged, as Megatron-DeepSpeed's "
+                "--skip-train-iteration-range (upstream GPT-NeoX does not have this key; it "
+                "is the one NeoX forks carrying Megatron-DeepSpeed's skip feature read)"]
+    if target == "hf":
+        return ["for an HF Trainer or a plain PyTorch loop: save this JSON and wrap the "
+                "training batches with losslens.skipdata (SkipBatches for a loop, "
+                "skipping_trainer(Trainer, plan) for an HF Trainer); steps are optimizer "
+                "steps, 1-based (HF's global_step after the update), inclusive; with "
+                "gradient accumulation every micro-batch of a skipped step is skipped"]
     if target == "metaseq":
         shifted = metaseq_ranges(ctx.plan)
         notes = ["metaseq --skip-batches: comma-separated A-B ranges keyed by the update about "
@@ -188,8 +228,9 @@ def flags(ctx: PlanContext) -> dict[str, str | None]:
     """Every flag target's string (samples: None when the batch size is unknown)."""
     out: dict[str, str | None] = {
         "megatron-deepspeed": megatron_deepspeed_flag(ctx.plan),
-        "megatron-lm": megatron_lm_flag(ctx.plan),
-        "metaseq": metaseq_flag(ctx.plan)}
+        "megatron-lm": megatron_lm_flag(ctx.plan, ctx.indexing),
+        "metaseq": metaseq_flag(ctx.plan),
+        "gpt-neox": neox_line(ctx.plan)}
     try:
         out["samples"] = samples_line(ctx)
     except InvalidParameterError:
@@ -258,21 +299,49 @@ def _short(name: str, flag: str) -> str:
 
 _FLAG_FNS: dict[str, Callable[[PlanContext], str]] = {
     "megatron-deepspeed": lambda c: megatron_deepspeed_flag(c.plan),
-    "megatron-lm": lambda c: megatron_lm_flag(c.plan),
+    "megatron-lm": lambda c: megatron_lm_flag(c.plan, c.indexing, c.compact),
+    "gpt-neox": lambda c: neox_line(c.plan),
+    "hf": hf_document,
     "metaseq": lambda c: metaseq_flag(c.plan),
     "samples": samples_line,
 }
 
 
-def export(target: str, contexts: Sequence[PlanContext]) -> Export:
+def unknown_restart(ctx: PlanContext) -> str | None:
+    """Why the plan's restart step is not a known checkpoint (None when it is one, or when
+    the plan restarts from the start of training)."""
+    r = ctx.plan.restart_from_step
+    if ctx.checkpoints is None:
+        return (f"run {ctx.run}: the plan restarts from iteration {r}, and no checkpoint is "
+                "known (none given, none in the log): pass `checkpoint_every`, `checkpoints` "
+                "or `checkpoint_dir`, or `allow_no_checkpoint` to print the plan anyway")
+    if r > 0 and r not in ctx.checkpoints:
+        return (f"run {ctx.run}: the plan restarts from iteration {r}, which is not one of the "
+                f"known checkpoints ({ctx.checkpoint_source}); `allow_no_checkpoint` prints "
+                "the plan anyway")
+    return None
+
+
+def export(target: str, contexts: Sequence[PlanContext],
+           allow_no_checkpoint: bool = False) -> Export:
     """The export of `contexts` (runs with a plan) for `target`.
 
     Flag targets take exactly one run: their stdout is one line to paste into a launch script,
     and the counting rules go to `notes` (stderr). json/text hold several runs and the rules.
+    A plan that restarts from a step with no known checkpoint is refused (an
+    `InvalidParameterError`) unless `allow_no_checkpoint`.
     """
     if target not in TARGETS:
         raise InvalidParameterError(
             f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    if target in FLAG_TARGETS and len(contexts) != 1:
+        raise InvalidParameterError(
+            f"the {target} target prints one run's flags, and {len(contexts)} runs need a "
+            f"restart ({', '.join(c.run for c in contexts)}): choose one with --run")
+    if not allow_no_checkpoint:
+        problems = [p for p in (unknown_restart(c) for c in contexts) if p]
+        if problems:
+            raise InvalidParameterError("; ".join(problems))
     warns = tuple(w for c in contexts for w in c.warnings)
     if target == "json":
         return Export(json_document(contexts), (), warns)
@@ -289,100 +358,28 @@ def export(target: str, contexts: Sequence[PlanContext]) -> Export:
     return Export(line + "\n", tuple(notes), warns + extra)
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-#: Folder / file names trainers give checkpoints, and the group holding the iteration.
-CHECKPOINT_NAMES = (
-    re.compile(r"^iter_(\d+)$"),                      # Megatron-LM / Megatron-DeepSpeed
-    re.compile(r"^global_step(\d+)$"),                # DeepSpeed
-    re.compile(r"^checkpoint-(\d+)$"),                # HF Trainer
-    re.compile(r"^checkpoint_\d+_(\d+)(?:-.*)?\.pt$"),  # fairseq / metaseq (epoch, updates)
-    re.compile(r"^step(\d+)(?:-unsharded)?$"),        # OLMo
-)
-
-
-def checkpoints_from_dir(directory: str | Path) -> list[int]:
-    """Saved iterations found in a checkpoint folder (names above, and Megatron's
-    latest_checkpointed_iteration.txt / DeepSpeed's `latest` file)."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise LogNotFoundError(f"--checkpoint-dir {root}: no such folder")
-    steps: set[int] = set()
-    for child in root.iterdir():
-        for pattern in CHECKPOINT_NAMES:
-            m = pattern.match(child.name)
-            if m:
-                steps.add(int(m.group(1)))
-                break
-    for marker in ("latest_checkpointed_iteration.txt", "latest"):
-        path = root / marker
-        if path.is_file():
-            text = path.read_text(errors="replace").strip()
-            m = re.fullmatch(r"(?:global_step)?(\d+)", text)
-            if m:
-                steps.add(int(m.group(1)))
-    if not steps:
-        raise InvalidParameterError(
-            f"--checkpoint-dir {root}: no checkpoint found (expected folders named iter_0001000, "
-            "global_step1000, checkpoint-1000 or step1000, checkpoint_1_1000.pt files, or "
-            "latest_checkpointed_iteration.txt)")
-    return sorted(steps)
-
-
-def parse_checkpoint_list(text: str) -> list[int]:
-    """`--checkpoints 1000,2000 3000` → [1000, 2000, 3000]."""
-    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
-    bad = [p for p in parts if not p.isdigit()]
-    if bad or not parts:
-        raise InvalidParameterError(
-            f"--checkpoints must be iteration numbers separated by commas, got {text!r}")
-    return sorted({int(p) for p in parts})
-
-
-def explicit_checkpoints(every: int | None, listed: str | None, directory: str | None,
-                         last_step: int) -> tuple[list[int] | None, str]:
-    """Checkpoints the user gave (first of --checkpoints, --checkpoint-dir, --checkpoint-every)
-    and a phrase saying where they came from; (None, "") when none was given."""
-    if listed:
-        return parse_checkpoint_list(listed), "--checkpoints"
-    if directory:
-        return checkpoints_from_dir(directory), f"--checkpoint-dir {directory}"
-    if every is not None:
-        if every <= 0:
-            raise InvalidParameterError(f"--checkpoint-every must be > 0, got {every}")
-        return list(range(0, last_step + every, every)), f"--checkpoint-every {every}"
-    return None, ""
-
-
-def plan_contexts(analysis, checkpoints: Sequence[int] | None, checkpoint_source: str,
-                  policy: SkipPolicy, global_batch_size: int | None = None,
-                  run: str | None = None) -> list[PlanContext]:
-    """A PlanContext for every run of a `pipeline.Analysis` that needs a restart."""
-    from .pipeline import checkpoints_from_metadata
-
+def plan_contexts(analysis, run: str | None = None) -> list[PlanContext]:
+    """A PlanContext for every run of a `pipeline.Analysis` that needs a restart (its
+    checkpoints, policy and batch size are the analysis' own)."""
     runs = analysis.runs
     if run is not None:
         runs = tuple(ra for ra in runs if ra.info.run == run)
         if not runs:
             names = ", ".join(ra.info.run for ra in analysis.runs)
-            raise InvalidParameterError(f"--run {run}: no such run (runs read: {names})")
+            raise InvalidParameterError(f"`run` {run}: no such run (runs read: {names})")
+    options = analysis.options
     out = []
     for ra in runs:
         if ra.skip_plan is None:
             continue
-        if checkpoints is not None:
-            ckpts, src = tuple(int(c) for c in checkpoints), checkpoint_source
-        else:
-            found = checkpoints_from_metadata(ra.info)
-            ckpts = tuple(found) if found else None
-            src = "the log's saved-checkpoint lines" if found else "none"
         first = min((s.first_step for s in ra.info.series if s.first_step is not None),
                     default=None)
         meta = ra.info.metadata
         out.append(PlanContext(
-            run=ra.info.run, source=ra.info.source, plan=ra.skip_plan, checkpoints=ckpts,
-            checkpoint_source=src, policy=policy,
-            global_batch_size=global_batch_size or meta.global_batch_size,
+            run=ra.info.run, source=ra.info.source, plan=ra.skip_plan,
+            checkpoints=ra.checkpoints, checkpoint_source=ra.checkpoint_source,
+            policy=options.policy,
+            global_batch_size=options.global_batch_size or meta.global_batch_size,
             rampup_batch_size=meta.rampup_batch_size, first_step=first,
             warnings=tuple(ra.plan_warnings)))
     return out

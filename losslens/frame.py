@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .errors import UnknownRunError
 from .records import RunMeta, RunRecords, SkippedLine, code_dtype
 from .roles import infer_role
 
@@ -79,6 +80,11 @@ class RunInfo:
     def roles(self) -> dict[str, str]:
         return {s.tag: s.role for s in self.series}
 
+    @property
+    def last_step(self) -> int | None:
+        """The last logged step over the run's series (None when none has a step)."""
+        return max((s.last_step for s in self.series if s.last_step is not None), default=None)
+
     def tags_with_role(self, role: str) -> list[str]:
         return [s.tag for s in self.series if s.role == role]
 
@@ -111,7 +117,8 @@ class Frame:
         for info in self.runs:
             if info.run == name:
                 return info
-        raise KeyError(name)
+        raise UnknownRunError(f"no run named {name!r} (runs: "
+                              f"{', '.join(r.run for r in self.runs) or 'none'})")
 
     @cached_property
     def stitched(self) -> pd.DataFrame:
@@ -146,7 +153,7 @@ class Frame:
         """The points of one tag; `raw=True` gives every segment in write order."""
         key = (run, tag)
         if key not in self._raw_index:
-            raise KeyError(key)
+            raise UnknownRunError(f"run {run!r} has no series {tag!r}")
         if raw:
             table, (s, e) = self.data, self._raw_index[key]
         else:
@@ -156,12 +163,43 @@ class Frame:
                       table["step"].to_numpy()[s:e], table["value"].to_numpy()[s:e],
                       table["wall_time"].to_numpy()[s:e], table["segment"].to_numpy()[s:e])
 
-    def iter_series(self, raw: bool = False) -> Iterator[Series]:
-        for run, tag in self._raw_index:
-            yield self.series(run, tag, raw=raw)
-
     def __len__(self) -> int:
         return len(self.data)
+
+    def to_pandas(self, wide: bool = False, raw: bool = False) -> pd.DataFrame:
+        """The points as a pandas DataFrame (a copy).
+
+        Long (default): columns run, tag, step, value, wall_time, segment, one point per
+        (run, tag, step) — the stitched view; `raw=True` keeps every segment's writes.
+        `wide=True`: one row per (run, step) and one column per tag (NaN where a tag has no
+        point at that step), from the stitched view.
+        """
+        table = self.data if raw else self.stitched
+        if not wide:
+            out = table.copy()
+            for col in ("run", "tag"):
+                out[col] = out[col].astype(str)
+            return out
+        if raw:
+            raise ValueError("to_pandas(wide=True) pivots the stitched view; raw=True has "
+                             "several points per step")
+        long = table[["run", "tag", "step", "value"]].copy()
+        long["run"], long["tag"] = long["run"].astype(str), long["tag"].astype(str)
+        wide_df = long.pivot(index=["run", "step"], columns="tag", values="value")
+        wide_df.columns = [str(c) for c in wide_df.columns]
+        return wide_df.reset_index()
+
+    def __repr__(self) -> str:
+        series = sum(len(r.series) for r in self.runs)
+        names = ", ".join(r.run for r in self.runs[:3]) + (", ..." if len(self.runs) > 3
+                                                          else "")
+        return (f"<losslens.Frame: {len(self.runs)} run(s), {series} series, "
+                f"{len(self):,} points: {names}>")
+
+    def _repr_html_(self) -> str:
+        from .report.notebook import frame_html
+
+        return frame_html(self)
 
 
 def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]]]:

@@ -9,8 +9,8 @@ import pytest
 
 from losslens.errors import InvalidParameterError, LogNotFoundError
 from losslens.events import Event, SkipPlan
-from losslens.exporters import (COUNTING, PlanContext, checkpoints_from_dir, explicit_checkpoints,
-                                export, metaseq_ranges, parse_checkpoint_list)
+from losslens.checkpoints import checkpoints_from_dir, parse_checkpoint_list, resolve
+from losslens.exporters import COUNTING, PlanContext, export, metaseq_ranges
 from losslens.skipplan import SkipPolicy, plan
 
 
@@ -106,11 +106,14 @@ def test_every_flag_export_states_how_steps_are_counted():
 
 
 def test_restart_notes_without_checkpoints_and_from_the_start():
-    none = export("megatron-deepspeed", [_ctx(SINGLE, checkpoints=None)])
+    with pytest.raises(InvalidParameterError, match="no checkpoint is known"):
+        export("megatron-deepspeed", [_ctx(SINGLE, checkpoints=None)])
+    none = export("megatron-deepspeed", [_ctx(SINGLE, checkpoints=None)],
+                  allow_no_checkpoint=True)
     assert "no checkpoints known" in none.notes[1]
     start = export("megatron-deepspeed", [_ctx([(1, 200)], checkpoints=(1000,), restart=0)])
     assert start.notes[1].startswith("restart from the start of training")
-    zero = export("megatron-deepspeed", [_ctx(SINGLE, first_step=0)])
+    zero = export("megatron-deepspeed", [_ctx(SINGLE, first_step=0)], allow_no_checkpoint=True)
     assert any("counts steps from 0" in n for n in zero.notes)
 
 
@@ -175,12 +178,13 @@ def test_explicit_checkpoint_sources():
     assert parse_checkpoint_list("1000,2000, 3000 500") == [500, 1000, 2000, 3000]
     with pytest.raises(InvalidParameterError, match="--checkpoints"):
         parse_checkpoint_list("1000,abc")
-    assert explicit_checkpoints(500, None, None, 1700) == ([0, 500, 1000, 1500, 2000],
-                                                           "--checkpoint-every 500")
-    assert explicit_checkpoints(None, "10,20", None, 100) == ([10, 20], "--checkpoints")
-    assert explicit_checkpoints(None, None, None, 100) == (None, "")
+    assert resolve(None, None, 500, 1700) == ([0, 500, 1000, 1500, 2000],
+                                              "--checkpoint-every 500")
+    assert resolve("10,20", None, None, 100) == ([10, 20], "--checkpoints")
+    assert resolve((20, 10), None, 500, 100) == ([10, 20], "--checkpoints")
+    assert resolve(None, None, None, 100) == (None, "")
     with pytest.raises(InvalidParameterError, match="> 0"):
-        explicit_checkpoints(0, None, None, 100)
+        resolve(None, None, 0, 100)
 
 
 # --------------------------------------------------------------------------- the command
@@ -269,7 +273,7 @@ def test_cli_nothing_to_skip_is_exit_0_with_empty_stdout(runner, tmp_path):
 def test_cli_samples_and_usage_errors(runner, spiky, tmp_path):
     from losslens.cli import app
 
-    res = runner.invoke(app, ["skiplist", str(spiky), "-t", "samples"])
+    res = runner.invoke(app, ["skiplist", str(spiky), "-t", "samples", "--allow-no-checkpoint"])
     assert res.exit_code == 2 and res.stdout == ""
     assert res.stderr.startswith("Error: the samples target needs the global batch size")
     res = runner.invoke(app, ["skiplist", str(spiky), "-t", "samples", "--global-batch-size",

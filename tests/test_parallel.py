@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from losslens.cli import app
-from losslens.parallel import Options, analyze_unit, plan_units
+from losslens.parallel import Work, analyze_unit, plan_units
 from losslens.synthetic import Spike, make_curve
 
 SPIKED = (0, 2, 4)
@@ -113,10 +113,17 @@ def test_text_report_starts_with_the_fleet_summary(runner, fleet):
     assert result.stdout == serial.stdout  # the loss plots too: the points came back
     lines = result.stdout.splitlines()
     assert lines[0].startswith("7 runs")
-    header = [c.strip() for c in lines[1].split("┃")]
-    assert header == ["run", "worst", "finding", "events", "last step"]
-    rows = {line.split("│")[0].strip(): [c.strip() for c in line.split("│")]
-            for line in lines[3:10]}
+    header = lines[1].split()
+    assert header == ["run", "worst", "finding", "events", "last", "step"]
+    # columns by the header's positions (left-aligned text, right-aligned numbers)
+    at = [lines[1].index(h) for h in ("worst", "finding", "events")]
+    ends = [lines[1].index("events") + len("events"), len(lines[1])]
+    rows = {}
+    for line in lines[3:10]:
+        cells = [line[:at[0]], line[at[0]:at[1]], line[at[1]:ends[0] - len("events")],
+                 line[ends[0] - len("events"):ends[0]], line[ends[0]:ends[1]]]
+        cells = [c.strip() for c in cells]
+        rows[cells[0]] = cells
     assert rows["run1/metrics.jsonl"][1:] == ["clean", "", "0", "3,000"]
     assert rows["run0/metrics.jsonl"][1] == "info"
     assert rows["run0/metrics.jsonl"][2] == "1 fast-recovering spike(s)"
@@ -132,10 +139,10 @@ def test_one_run_has_no_fleet_summary(runner, fleet):
 def test_worker_sends_back_no_points(fleet):
     (unit,) = plan_units([fleet / "run0"])
     assert (unit.run, unit.format, unit.direct) == ("metrics.jsonl", None, False)  # sniffed there
-    res = analyze_unit(unit, Options())
+    res = analyze_unit(unit, Work())
     assert res.frame is None and res.names == ("metrics.jsonl",)
     assert [e.kind for e in res.runs[0].events] == ["changepoint", "spike"]
-    assert analyze_unit(unit, Options(keep_frames=True)).frame is not None
+    assert analyze_unit(unit, Work(keep_frames=True)).frame is not None
 
 
 def test_errors_stay_one_line(runner, fleet, tmp_path):

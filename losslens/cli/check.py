@@ -1,6 +1,6 @@
 """`losslens check`: the CI gate — exit 1 on findings at or above `--fail-on`.
 
-A thin shell over `checks` (settings, per-rule items, baseline) and `pipeline.analyze_frame`.
+`check` = `pipeline.analyze` + `checks.gate`, with the Options every command reads.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, PATHS, ROLE, emit, err, read_frame
+from .common import CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, PATHS, ROLE, emit, read_frame, settings
 
 
 class FailOn(str, Enum):
@@ -52,33 +52,60 @@ def check(
     rtol, baseline) come from [tool.losslens] in pyproject.toml or
     from losslens.toml, searched from the current folder upward.
     """
-    from dataclasses import replace
+    import time
 
-    from ..checks import (RENDERERS, build_detectors, load_config, read_reference,
-                          render_junit, run_checks)
-    from ..errors import InvalidParameterError
-    from ..textsafe import write_file
-    from ..pipeline import analyze_frame
-    from ..roles import parse_overrides
+    from ..checks import RENDERERS
+    from ..errors import InvalidParameterError, LossLensError
 
     if output in RENDERERS:  # `--output json` was the format before -f/--format
         raise InvalidParameterError(
             f"--output takes a FILE; for the {output} format use --format {output}")
-    cfg = load_config(config)
-    cfg = replace(cfg, fail_on=fail_on.value if fail_on else cfg.fail_on,
-                  rtol=cfg.rtol if rtol is None else rtol, baseline=baseline or cfg.baseline)
-    cfg.validate()
-    if cfg.source:
-        err(f"losslens: settings from {cfg.source}")
-    detectors = build_detectors(cfg.detectors, cfg.source or "settings")
-    roles = parse_overrides(role)
-    frame = read_frame(paths, input_format, roles)
-    analysis = analyze_frame(frame, detectors=detectors)
-    reference = None
-    if cfg.baseline:
-        reference = analyze_frame(read_reference(cfg.baseline, roles), detectors=detectors)
-    report = run_checks(analysis, cfg, reference, cfg.baseline)
-    emit(RENDERERS[fmt.value](report), output, paths)
-    if junit_file:
-        write_file(junit_file, render_junit(report), inputs=paths)
+    t0 = time.monotonic()
+    try:
+        report = _run(paths, fail_on, config, baseline, rtol, input_format, role)
+    except LossLensError as exc:  # exit 2: the CI's test view still says what broke
+        _junit_on_error(exc, paths, time.monotonic() - t0, fmt, output, junit_file)
+        raise
+    _emit(report, time.monotonic() - t0, fmt, output, junit_file, paths)
     raise typer.Exit(report.exit_code)
+
+
+def _run(paths, fail_on, config, baseline, rtol, input_format, role):
+    from ..checks import gate, read_reference
+    from ..pipeline import analyze
+
+    options = settings(config, role, input_format=input_format,
+                       fail_on=fail_on.value if fail_on else None, rtol=rtol, baseline=baseline)
+    analysis = analyze(read_frame(paths, options), options)
+    reference = None
+    if options.baseline:
+        reference = analyze(read_reference(options.baseline, options.roles), options)
+    return gate(analysis, reference)
+
+
+def _emit(report, elapsed: float, fmt: CheckFormat, output, junit_file, paths) -> None:
+    """The report in its format; JUnit carries the wall time; `github` also appends the
+    summary table to $GITHUB_STEP_SUMMARY."""
+    from ..checks import RENDERERS, append_step_summary, render_junit, step_summary
+    from ..textsafe import write_file
+
+    if fmt is CheckFormat.junit:
+        emit(render_junit(report, elapsed), output, paths)
+    else:
+        emit(RENDERERS[fmt.value](report), output, paths)
+    if fmt is CheckFormat.github:
+        append_step_summary(step_summary(report))
+    if junit_file:
+        write_file(junit_file, render_junit(report, elapsed), inputs=paths)
+
+
+def _junit_on_error(exc, paths, elapsed: float, fmt: CheckFormat, output, junit_file) -> None:
+    """On exit 2, JUnit with one errored testcase wherever JUnit was asked for."""
+    from ..checks import render_junit_error
+    from ..textsafe import write_file
+
+    doc = render_junit_error(str(exc), paths, elapsed, type(exc).__name__)
+    if junit_file:
+        write_file(junit_file, doc, inputs=paths)
+    if fmt is CheckFormat.junit:
+        emit(doc, output, paths)

@@ -116,10 +116,25 @@ def read_file(path: Path, run: str, format: str | None = None) -> list[RunRecord
     """Read one file (sniffed unless `format` is given)."""
     fmt = get_format(format) if format else sniff(path)
     if fmt is None:
+        _raise_if_empty(path)
         raise UnknownFormatError(
             f"{path}: not a log format losslens knows (tried: {known_formats()}); "
             "name one with --input-format")
     return list(_fn(fmt, "read")(path, run))
+
+
+def _raise_if_empty(path: Path) -> None:
+    """An empty log (a job that crashed before it logged) says so, not "unknown format"."""
+    try:
+        size = path.stat().st_size
+        blank = size == 0 or (size <= HEAD_BYTES and not path.read_bytes().strip())
+    except OSError:
+        return
+    if blank:
+        raise NoSeriesError(f"{path}: file is empty ({size} bytes"
+                            + ("" if size == 0 else ", only whitespace")
+                            + "): nothing was logged; did the job crash before its first "
+                            "log line?")
 
 
 def _walk(root: Path, format: str | None = None,
