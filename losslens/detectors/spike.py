@@ -9,9 +9,10 @@ Statistic (causal: a point's verdict uses only the points before it):
 
 - Space: log of the values while every value so far is positive (a loss spanning decades keeps
   one noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
-  non-positive value on (RL and policy losses change sign). While in log space the scale is
-  floored by the additive noise of the last few points over the level, so a loss reaching 0
-  with additive noise is not judged by a log-space scale that lags behind.
+  non-positive value on (RL and policy losses change sign), or from where the level comes
+  within 5 additive noise scales of 0 (values hovering near 0). While in log space the scale
+  is floored by the additive noise of the last few points over the level, so a loss reaching
+  0 with additive noise is not judged by a log-space scale that lags behind.
 - Expected value, from the finite points before the point, by whichever of two predictors
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
@@ -66,7 +67,7 @@ BACK_SHARE = 0.05
 HUMP = 0
 #: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
 #: back within back_z x EARLY_SCALE, in log units, of the highest of them).
-EARLY_RATIO, EARLY_SCALE = 2.0, 0.15
+EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
 #: In log space the scale is at least this share of the additive noise of the last
 #: 2 x level_window + 1 differences divided by the level: as a loss with additive noise falls
 #: toward 0 its log-space noise grows faster than a trailing window can follow.
@@ -212,12 +213,14 @@ def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
 
 
 def near_zero_points(v: np.ndarray, logb: Baseline, w: int) -> np.ndarray:
-    """Per point of the positive values `v`: where they would be judged additively before
-    their first non-positive value. None any more: a loss reaching 0 with additive noise is
-    judged in log space with the scale floored by that additive noise (ADDITIVE_FLOOR), and
-    multiplicative flicker at a tiny floor (a loss at 1e-7 +- 50 %) belongs in log space. Kept
-    so that the streaming form asks the same question as `find`."""
-    return np.zeros(v.shape[0], dtype=bool)
+    """Per point of the positive values `v`: True where they hover near 0 with additive noise
+    (ratios stop meaning anything there): the log-space level is within NEAR_ZERO additive
+    noise scales of 0 (noise from the consecutive differences of the `w` points before)."""
+    n = v.shape[0]
+    noise = np.full(n, np.nan)
+    noise[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)), w)[:-1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.exp(logb.level) < NEAR_ZERO * noise
 
 
 def next_true(mask: np.ndarray, start: int) -> int | None:
@@ -356,9 +359,8 @@ class SpikeDetector:
         return first + int(near[0]) if near.shape[0] else n
 
     def near_zero_from(self, w: int) -> int:
-        """The first finite index that may turn additive: half a window of residuals is what
-        the skew of `near_zero_points` needs."""
-        return max(self.min_points, w // 2)
+        """The first finite index that may turn additive."""
+        return self.min_points
 
     def _tail_big(self, base: Baseline) -> np.ndarray:
         """Large excursions (TAIL_Z < z <= threshold, upward only: a spike's recovery pulls z
@@ -383,11 +385,8 @@ class SpikeDetector:
         cs = np.concatenate(([0], np.cumsum(big[lo:b])))
         i = np.arange(a, b)
         cnt = cs[i - lo] - cs[np.maximum(0, i - self.tail_window) - lo]
-        avail = np.clip(i, 1, self.tail_window)  # points the count rests on
-        # Gaussian noise gives 3 such points in 1000 about never, 2 in 400 about never
-        short = avail <= self.tail_window * 0.4
-        heavy = cnt >= np.where(short, 2, 3)
-        rate = np.where(short, (cnt - 1) / avail, (cnt - 2) / self.tail_window)[heavy]
+        heavy = cnt >= 3  # Gaussian noise gives 3 in a window about never
+        rate = (cnt[heavy] - 2) / self.tail_window
         thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / TAIL_INDEX))
         return thr
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -397,11 +396,8 @@ class SpikeDetector:
         cs = np.concatenate(([0], np.cumsum(big)))
         i = np.arange(n)
         cnt = cs[i] - cs[np.maximum(0, i - self.tail_window)]
-        avail = np.clip(i, 1, self.tail_window)  # points the count rests on
-        # Gaussian noise gives 3 such points in 1000 about never, 2 in 400 about never
-        short = avail <= self.tail_window * 0.4
-        heavy = cnt >= np.where(short, 2, 3)
-        rate = np.where(short, (cnt - 1) / avail, (cnt - 2) / self.tail_window)[heavy]
+        heavy = cnt >= 3  # Gaussian noise gives 3 in a window about never
+        rate = (cnt[heavy] - 2) / self.tail_window
         thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / TAIL_INDEX))
         return thr
 
