@@ -22,7 +22,7 @@ import pandas as pd
 
 from .errors import UnknownRunError
 from .records import RunMeta, RunRecords, SkippedLine, code_dtype
-from .roles import infer_role
+from .roles import infer_axis, infer_role
 
 COLUMNS = ("run", "tag", "step", "value", "wall_time", "segment")
 
@@ -55,11 +55,12 @@ class SeriesInfo:
     last_step: int | None
     nonfinite: int
     raw_points: int
+    axis: str = "iteration"  # what `step` counts: "iteration", or "samples"/"tokens"/"gigaflos"
 
     def to_dict(self) -> dict[str, Any]:
         return {"tag": self.tag, "role": self.role, "points": self.points,
                 "first_step": self.first_step, "last_step": self.last_step,
-                "nonfinite": self.nonfinite, "raw_points": self.raw_points}
+                "nonfinite": self.nonfinite, "raw_points": self.raw_points, "axis": self.axis}
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,29 @@ class RunInfo:
 
     def tags_with_role(self, role: str) -> list[str]:
         return [s.tag for s in self.series if s.role == role]
+
+    @property
+    def last_step(self) -> int | None:
+        """The last iteration written: tags on another axis (Megatron's `lm loss vs samples`,
+        whose step is consumed samples) do not count; a run logged per epoch only (Keras'
+        `epoch_*` tags) gives its last epoch."""
+        for axis in ("iteration", "epoch"):
+            last = max((s.last_step for s in self.series
+                        if s.last_step is not None and s.axis == axis), default=None)
+            if last is not None:
+                return last
+        return None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Facts about the run worth a line in a report (not findings): a run that stopped
+        before its planned iterations (a stalled or killed job)."""
+        planned = self.metadata.train_iters
+        last = max((s.last_step for s in self.series
+                    if s.last_step is not None and s.axis == "iteration"), default=None)
+        if planned and last is not None and 0 < last < planned:
+            return (f"stopped at {last:,} of {planned:,} planned iterations",)
+        return ()
 
 
 @dataclass(frozen=True)
@@ -317,7 +341,7 @@ def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFr
         seg = lut[seg]
     reasons = ["start"] + [r for _, r in boundaries]
     segments = _segments(rec, seg, [reasons[int(u)] if i else "start"
-                                    for i, u in enumerate(used)])
+                                    for i, u in enumerate(used)], _iteration_codes(rec))
     codes, step, value, wall, seg = _raw_view(rec, seg)
     df = pd.DataFrame({
         "tag": pd.Categorical.from_codes(codes, categories=list(rec.tags)) if rec.tags
@@ -328,8 +352,21 @@ def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFr
                        rec.skipped, rec.skipped_count, rec.warnings)
 
 
-def _segments(rec: RunRecords, seg: np.ndarray, reasons: list[str]) -> list[Segment]:
-    """The Segment records; `seg` holds ids 0..k-1, all used, in the reader's array order."""
+def _iteration_codes(rec: RunRecords) -> np.ndarray | None:
+    """Tag codes on the iteration axis, when some tags are on another (None: all are)."""
+    axes = [infer_axis(t) == "iteration" for t in rec.tags]
+    if all(axes) or not any(axes):
+        return None
+    return np.flatnonzero(axes)
+
+
+def _segments(rec: RunRecords, seg: np.ndarray, reasons: list[str],
+              iteration_codes: np.ndarray | None = None) -> list[Segment]:
+    """The Segment records; `seg` holds ids 0..k-1, all used, in the reader's array order.
+    With `iteration_codes`, a segment's step extent is that of those tags' points (a `vs
+    samples` tag's step is no iteration)."""
+    if iteration_codes is not None:
+        return _segments_masked(rec, seg, reasons, np.isin(rec.tag_code, iteration_codes))
     out: list[Segment] = []
     prev_last: int | None = None
     if len(reasons) == 1 or _nondecreasing(seg):  # each segment a slice: views only
@@ -349,6 +386,20 @@ def _segments(rec: RunRecords, seg: np.ndarray, reasons: list[str]) -> list[Segm
         out.append(Segment(i, int(st.min()), int(st.max()), int(mask.sum()), reason, prev_last))
         last_pos = np.flatnonzero(mask)
         prev_last = int(rec.step[last_pos[np.argmax(rec.order[last_pos])]])
+    return out
+
+
+def _segments_masked(rec: RunRecords, seg: np.ndarray, reasons: list[str],
+                     keep: np.ndarray) -> list[Segment]:
+    out: list[Segment] = []
+    prev_last: int | None = None
+    for i, reason in enumerate(reasons):
+        mask = seg == i
+        sel = mask & keep if (mask & keep).any() else mask
+        st = rec.step[sel]
+        out.append(Segment(i, int(st.min()), int(st.max()), int(mask.sum()), reason, prev_last))
+        pos = np.flatnonzero(sel)
+        prev_last = int(rec.step[pos[np.argmax(rec.order[pos])]])
     return out
 
 
@@ -406,7 +457,8 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
             role = overrides.get(tag) or infer_role(tag)
             series.append(SeriesInfo(tag, role, int(uniq), int(steps[s:e].min()),
                                      int(steps[s:e].max()),
-                                     int((~np.isfinite(values[s:e])).sum()), int(e - s)))
+                                     int((~np.isfinite(values[s:e])).sum()), int(e - s),
+                                     infer_axis(tag)))
         frames.append(df)
         names.append(name)
         pos += len(df)

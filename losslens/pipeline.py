@@ -119,6 +119,10 @@ def conclude(info: RunInfo, events: Sequence[Event], options: Options | None = N
     skip, warns = plan(kept, ckpts, options.policy,
                        options.global_batch_size or info.metadata.global_batch_size,
                        first_step=min(firsts.values(), default=0), first_steps=firsts)
+    if skip is not None:  # the plan says where its checkpoints came from
+        skip = replace(skip, checkpoint_source=src if ckpts is not None else
+                       f"none known: the restart is assumed {options.policy.before} steps "
+                       "before the onset")
     return RunAnalysis(info, kept, findings, skip, tuple(warns), ignored, ckpts, src)
 
 
@@ -162,3 +166,18 @@ def fleet(analysis: Analysis) -> list[FleetRow]:
         rows.append(FleetRow(ra.info.run, top.severity if top else None,
                              top.title if top else None, len(ra.events), ra.info.last_step))
     return rows
+
+
+def settle_events(info: RunInfo, events: Sequence[Event],
+                  options: Options | None = None) -> list[Event]:
+    """`events` (of a run seen so far: `watch`, the in-training guard) with the severities
+    `analyze` gives them: diagnosed as `conclude` does, each as severe as the most severe
+    finding citing it. Ids and order are kept."""
+    counters: dict[str, int] = {}
+    ided = []
+    for e in events:
+        counters[e.kind] = counters.get(e.kind, 0) + 1
+        ided.append(replace(e, id=f"{e.kind}-{counters[e.kind]}"))
+    level = {e.id: e.severity for e in conclude(info, ided, options).events}
+    return [e if level.get(i.id, e.severity) == e.severity
+            else replace(e, severity=level[i.id]) for e, i in zip(events, ided)]

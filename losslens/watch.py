@@ -17,8 +17,10 @@ before it is back, so it starts as `none`/critical and is updated when it comes 
 slow), or whether it recovered (divergence) changes; a moving end or count alone is not
 reported. Nothing is retracted: an event that a rollback later overwrote stays reported.
 Event ids are `<kind>-<n>` in order of first report. Spikes inside a divergence are folded
-into it as in `analyze`; `details.shared_with` / `isolated` (which compare losses over time)
-are not computed. The library never prints: `Update.notices` holds
+into it, and severities follow the findings that cite each event
+(`pipeline.settle_events`), as in
+`analyze`; `details.shared_with` / `isolated` (which compare losses over time) are not
+computed. The library never prints: `Update.notices` holds
 the messages for stderr.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any, Iterator, Mapping
 
 from .detectors.stream import CausalStreams, LiveRun
 from .events import Event
+from .pipeline import settle_events
 from .readers.follow import open_source
 
 # ============================================================================ public records
@@ -75,14 +78,18 @@ class _Reporter:
     """Which events of a run were reported, with which ids and signatures."""
 
     def __init__(self) -> None:
-        self.seen: dict[tuple[str, str, int], tuple[str, tuple]] = {}
+        self.seen: dict[tuple, tuple[str, tuple]] = {}
         self.counts: dict[str, int] = {}
 
     def diff(self, run: str, events: list[Event]) -> tuple[list[Reported], list[Event]]:
-        """(what to report, every current event with its id)."""
+        """(what to report, every current event with its id). Events of one kind, tag and
+        start step (three restarts resuming from one step) are told apart by their order."""
         out, current = [], []
+        nth: dict[tuple, int] = {}
         for e in events:
             key = (e.kind, e.tag, e.start_step)
+            nth[key] = nth.get(key, -1) + 1
+            key = key + (nth[key],)
             sig = _signature(e)
             known = self.seen.get(key)
             if known is None:
@@ -109,11 +116,13 @@ class Follower:
         from_end: read what is already there as history without reporting its events.
         detectors: as `detectors.resolve_detectors` takes them; only causal ones run.
         strict: raise (LogNotFoundError, UnknownFormatError) instead of waiting.
+        options: the `Options` whose severity policy and ignored events the events follow
+            (as in `analyze`; the defaults when None).
     """
 
     def __init__(self, path: str | os.PathLike, *, input_format: str | None = None,
                  roles: Mapping[str, str] | None = None, from_end: bool = False,
-                 detectors: Any = None, strict: bool = False) -> None:
+                 detectors: Any = None, strict: bool = False, options: Any = None) -> None:
         if input_format is not None:
             from .readers import get_format
 
@@ -121,10 +130,12 @@ class Follower:
         self.path = Path(path)
         self.format, self.roles, self.strict = input_format, dict(roles or {}), strict
         self.streams = CausalStreams(detectors)
+        self.options = options
         self.source: Any = None
         self.states: dict[str, LiveRun] = {}
         self.reporters: dict[str, _Reporter] = {}
         self._current: dict[str, list[Event]] = {}
+        self._settled: dict[str, tuple[list[Event], list[Event]]] = {}
         self._quiet = from_end
         self._waiting_said = False
 
@@ -160,6 +171,7 @@ class Follower:
                                                   format=b.format)
             if b.reset:
                 st.reset()
+                self._settled.pop(b.run, None)
             if b.header is not None:
                 st.add_header(b.header)
             if b.records is not None:
@@ -167,12 +179,23 @@ class Follower:
             touched[b.run] = st
         for run, st in touched.items():
             report, self._current[run] = self.reporters.setdefault(run, _Reporter()).diff(
-                run, st.detect())
+                run, self._settle(run, st))
             if not self._quiet:
                 update.events += report
         self._quiet = False
         update.seconds = time.perf_counter() - t0
         return update
+
+    def _settle(self, run: str, st: LiveRun) -> list[Event]:
+        """The run's events with analyze's severities (diagnosed again only when they
+        changed)."""
+        events = st.detect()
+        before = self._settled.get(run)
+        if before is not None and before[0] == events:
+            return before[1]
+        out = settle_events(st.info(), events, self.options)
+        self._settled[run] = (events, out)
+        return out
 
     def _open(self, notices: list[str]) -> bool:
         self.source = open_source(self.path, self.format, self.strict)

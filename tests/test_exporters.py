@@ -319,4 +319,4 @@ def test_cli_sample_megatron_log_uses_the_saved_checkpoint_lines(runner):
     res = runner.invoke(app, ["skiplist", str(log), "-t", "megatron-deepspeed"])
     assert res.exit_code == 0, res.stderr
     assert res.stdout.startswith("--skip-train-iteration-range 2001-")
-    assert "checkpoints from the log's saved-checkpoint lines" in res.stderr
+    assert "checkpoints from the log's save lines (Megatron: successfully saved checkpoint)" in res.stderr

@@ -156,3 +156,11 @@ def test_names_from_logs_are_data():
     text = _render(Analysis(frame, (RunAnalysis(info, _events(info.run), (), None),)), 100,
                    color=True)
     assert "\x1b]52" not in text and "\\e]52;c;aGk=\\x07[red]x[/red]" in text
+
+
+def test_html_events_table_summarises_storms_too():
+    from losslens.report.html import events_html
+
+    text = events_html(_events("r"))
+    assert "<code>grad_spike-1…41</code>" in text and "41 events" in text
+    assert text.count("<code>grad_spike-") == 1 and "<code>spike-1</code>" in text

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
+import pytest
+
 import losslens
-from losslens.analysis import detect_run
+from losslens.pipeline import analyze
 from losslens.detectors import DETECTORS, detector_class
 from losslens.readers.follow import FolderSource, TextSource, open_source
 from losslens.watch import Follower
@@ -24,8 +27,8 @@ def key(e) -> tuple:
 
 def analyzed_folder(root: Path) -> dict[str, list[tuple]]:
     frame = losslens.read(root)
-    return {info.run: sorted(key(e) for e in detect_run(frame, info, CAUSAL))
-            for info in frame.runs}
+    return {ra.info.run: sorted(key(e) for e in ra.events)
+            for ra in analyze(frame, detectors=CAUSAL).runs}
 
 
 def watched(f: Follower) -> dict[str, list[tuple]]:
@@ -106,3 +109,60 @@ def test_unknown_files_in_a_folder_are_ignored_quietly_and_sniffed_again_when_th
     src.close()
     assert isinstance(open_source(notes), TextSource)
     assert open_source(root / "missing") is None
+
+
+def _fields(e: dict) -> tuple:
+    return (e["kind"], e["tag"], e["start_step"], e["peak_step"], e["end_step"],
+            e["severity"], e["recovery"])
+
+
+def _analyze_vs_watch(runner, root: Path) -> tuple[dict, dict]:
+    """(analyze's causal events per run, watch --once's last report of each event per run)."""
+    from losslens.cli import app
+
+    res = runner.invoke(app, ["analyze", str(root), "--format", "json"])
+    assert res.exit_code in (0, 1), res.stderr
+    want = {r["run"]: sorted(_fields(e) for e in r["events"] if e["kind"] in CAUSAL)
+            for r in json.loads(res.stdout)["runs"]}
+    res = runner.invoke(app, ["watch", str(root), "--once", "-f", "json"])
+    assert res.exit_code == 0, res.stderr
+    last: dict[tuple, dict] = {}
+    for line in res.stdout.splitlines():
+        e = json.loads(line)
+        last[(e["run"], e["id"])] = e  # an update keeps its event's id
+    got = {run: sorted(_fields(e) for (r, _), e in last.items() if r == run) for run in want}
+    return want, got
+
+
+SETTINGS = 'ignore-kinds = ["overflow"]\n[detectors.spike]\nthreshold = 8.0\nfast_within = 100\n'
+
+
+@pytest.mark.parametrize("settings", [None, SETTINGS], ids=["defaults", "settings-file"])
+def test_watch_and_analyze_agree_on_the_sample_logs(tmp_path, runner, monkeypatch, settings):
+    """The same settings file (detector fields, ignored kinds) or none: `watch DIR` reports
+    the events `analyze DIR` finds, run by run (the causal kinds; a spike's last report)."""
+    samples = Path(__file__).resolve().parent.parent / "sample_logs"
+    root = tmp_path / "runs"
+    root.mkdir()
+    for log in sorted(samples.glob("*.log")):
+        shutil.copy(log, root / log.name)
+    monkeypatch.chdir(tmp_path)
+    if settings:
+        (tmp_path / "losslens.toml").write_text(settings)
+    want, got = _analyze_vs_watch(runner, root)
+    assert got == want
+    assert any(k == "spike" for evs in want.values() for k, *_ in evs)
+    if settings:
+        assert not any(k == "overflow" for evs in got.values() for k, *_ in evs)
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("settings", [None, SETTINGS], ids=["defaults", "settings-file"])
+def test_watch_and_analyze_agree_on_the_corpus(corpus, tmp_path, runner, monkeypatch,
+                                               settings):
+    monkeypatch.chdir(tmp_path)
+    if settings:
+        (tmp_path / "losslens.toml").write_text(settings)
+    want, got = _analyze_vs_watch(runner, corpus)
+    assert got == want
+    assert sum(len(v) for v in want.values()) > 10

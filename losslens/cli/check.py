@@ -86,7 +86,8 @@ def _run(paths, fail_on, config, baseline, rtol, input_format, role):
 def _emit(report, elapsed: float, fmt: CheckFormat, output, junit_file, paths) -> None:
     """The report in its format; JUnit carries the wall time; `github` also appends the
     summary table to $GITHUB_STEP_SUMMARY."""
-    from ..checks import RENDERERS, append_step_summary, render_junit, step_summary
+    from ..checks import RENDERERS
+    from ..cioutput import append_step_summary, render_junit, step_summary
     from ..textsafe import write_file
 
     if fmt is CheckFormat.junit:
@@ -101,7 +102,7 @@ def _emit(report, elapsed: float, fmt: CheckFormat, output, junit_file, paths) -
 
 def _junit_on_error(exc, paths, elapsed: float, fmt: CheckFormat, output, junit_file) -> None:
     """On exit 2, JUnit with one errored testcase wherever JUnit was asked for."""
-    from ..checks import render_junit_error
+    from ..cioutput import render_junit_error
     from ..textsafe import write_file
 
     doc = render_junit_error(str(exc), paths, elapsed, type(exc).__name__)

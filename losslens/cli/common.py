@@ -190,7 +190,7 @@ def warn_frame(frame) -> None:
             err(f"Warning: {w}" if w.startswith(info.source) else f"Warning: {info.run}: {w}")
         if info.skipped_count:
             first = info.skipped[0] if info.skipped else None
-            where = f" (first: line {first.line}: {first.reason})" if first else ""
+            where = f" (first: {first.location}: {first.reason})" if first else ""
             err(f"Warning: {info.run}: {info.skipped_count} line(s) looked like metrics but "
                 f"did not parse{where}")
 

@@ -12,7 +12,9 @@ detectors' streams run every `check_every` steps, and at once when a value is no
 above the bar (the trailing median in log space plus `screen_z` robust scales, at least the
 spike detector's `min_ratio`: well under where the spike statistic flags a point, so a spike
 is seen at its first point). A subtler spike the bar lets through is seen at the next
-periodic check; the events end up the same either way.
+periodic check; the events end up the same either way. While a spike is still out there is
+no bar (its later high points change no decision; its stop is scheduled), so a plateau does
+not run the detectors at every step.
 """
 from __future__ import annotations
 
@@ -182,10 +184,13 @@ class Guard:
         return self.events()
 
     def events(self) -> list[Event]:
-        """The events so far, with ids as `analyze` gives them (`<kind>-<n>` in order)."""
+        """The events so far as `analyze` gives them: severities settled by the findings
+        that cite them (`pipeline.settle_events`), ids `<kind>-<n>` in order."""
+        from ..pipeline import settle_events
+
         counters: dict[str, int] = {}
         out = []
-        for e in self.live.current():
+        for e in settle_events(self.live.info(), self.live.current()):
             counters[e.kind] = counters.get(e.kind, 0) + 1
             out.append(replace(e, id=f"{e.kind}-{counters[e.kind]}"))
         return out
@@ -206,7 +211,7 @@ class Guard:
                 due = e.start_step + self.policy.stop_after
                 if due > step:
                     self._next = min(self._next, due)
-        self._bars()
+        self._bars(rev.events)
         decision = self._decide(step, loss, grad_norm, rev.new, rev.revised, rev.events)
         if decision:
             self.decisions.append(decision)
@@ -216,10 +221,14 @@ class Guard:
                 sink(decision)
         return decision
 
-    def _bars(self) -> None:
-        """The bars until the next check, from the trailing points of loss and grad norm."""
-        self._bar = self._bar_of("loss", self._min_ratio)
-        self._gbar = self._bar_of("grad_norm", self._grad_ratio)
+    def _bars(self, events: list[Event]) -> None:
+        """The bars until the next check, from the trailing points of loss and grad norm.
+        While a spike of the series is still out, more high values change no decision (its
+        return is a value coming down, its stop is scheduled): no bar, the periodic checks."""
+        out = {e.tag for e in events if e.kind in ("spike", "grad_spike") and e.end_step is None}
+        self._bar = math.inf if "loss" in out else self._bar_of("loss", self._min_ratio)
+        self._gbar = math.inf if "grad_norm" in out else self._bar_of("grad_norm",
+                                                                      self._grad_ratio)
 
     def _bar_of(self, tag: str, min_log_ratio: float) -> float:
         s = self.live.series.get(tag)
@@ -271,7 +280,8 @@ class Guard:
             key = (e.kind, e.tag, e.start_step)
             rank = SEVERITIES.index(e.severity) if e.severity in SEVERITIES else 0
             if e.kind in ("spike", "grad_spike") and e.end_step is None:
-                rank = min(rank, 1)  # not back yet: a warning until it stays out (stop)
+                rank = 0  # not back yet: judged when it is back (slow: a warning) or stays
+                #           out `stop_after` steps (stop_and_restart)
             if rank < level or rank <= self._ranks.get(key, -1):
                 continue
             self._ranks[key] = rank

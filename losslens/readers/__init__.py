@@ -60,12 +60,20 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
        "Megatron-LM and Megatron-DeepSpeed (BigScience, Microsoft) stdout"),
     _F("deepspeed", "losslens.readers.deepspeed", "DeepSpeed engine step/OVERFLOW lines"),
     _F("nanogpt", "losslens.readers.nanogpt", "nanoGPT train.py stdout"),
+    _F("modded-nanogpt", "losslens.readers.modded_nanogpt",
+       "modded-nanogpt record logs and stdout (step:N/M train_loss:X ...)"),
     _F("llmc", "losslens.readers.llmc", "llm.c console output"),
     _F("llmc-mainlog", "losslens.readers.llmc", "llm.c main.log (s:N trl:/tel:)"),
     _F("torchtitan", "losslens.readers.torchtitan", "torchtitan console (ANSI colours)"),
     _F("olmo", "losslens.readers.olmo", "OLMo (v1) console"),
     _F("olmo-core", "losslens.readers.olmo", "OLMo-core console"),
     _F("fairseq", "losslens.readers.fairseq", "fairseq / metaseq logs (json and simple)"),
+    _F("fairseq2", "losslens.readers.fairseq2", "fairseq2 `Train Metrics (step N) - ...` lines"),
+    _F("maxtext", "losslens.readers.maxtext", "MaxText stdout (completed step: N, ... loss: X)"),
+    _F("torchtune", "losslens.readers.torchtune",
+       "torchtune DiskLogger log_*.txt and StdoutLogger `Step N | name:value` lines"),
+    _F("composer", "losslens.readers.composer",
+       "MosaicML Composer / llm-foundry ConsoleLogger and FileLogger"),
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
     _F("lightning-csv", "losslens.readers.table", "PyTorch Lightning CSVLogger metrics.csv"),
     _F("csv", "losslens.readers.table", "generic CSV (long or wide, any step column)"),
@@ -120,7 +128,14 @@ def read_file(path: Path, run: str, format: str | None = None) -> list[RunRecord
         raise UnknownFormatError(
             f"{path}: not a log format losslens knows (tried: {known_formats()}); "
             "name one with --input-format")
-    return list(_fn(fmt, "read")(path, run))
+    return _read_unit(fmt, path, run)
+
+
+def _read_unit(fmt: Format, path: Path, run: str) -> list[RunRecords]:
+    """A unit's runs, their checkpoints completed from the folders beside it."""
+    from .checkpoints import discover
+
+    return [discover(r, path) for r in _fn(fmt, "read")(path, run)]
 
 
 def _raise_if_empty(path: Path) -> None:
@@ -239,10 +254,15 @@ def read_records(path: str | os.PathLike, format: str | None = None,
             if progress:
                 progress(str(unit), done, len(units))
             try:
-                records.extend(_fn(fmt, "read")(unit, run))
+                records.extend(_read_unit(fmt, unit, run))
             except LossLensError as exc:  # one bad file does not sink the folder
                 warnings.warn(str(exc), LossLensWarning, stacklevel=2)
-    records = _merge_resumed([r for r in records if len(r)])
+    records = [r for r in records if len(r)]
+    if not p.is_file():
+        from .layouts import combine
+
+        records = combine(records)  # Keras train/validation, Lightning versions, HF output
+    records = _merge_resumed(records)
     if not records:
         raise NoSeriesError(f"{p}: no metric series found (known formats: {known_formats()})")
     return records

@@ -232,18 +232,28 @@ def findings_html(findings) -> str:
 
 
 def events_html(events: Sequence[Event]) -> str:
+    """The events table; a storm of non-critical events of one kind on one series is one row
+    (as in the terminal report), critical events always their own."""
     if not events:
         return "<p>No events.</p>"
     from .markdown import event_row
+    from .units import Storm, group_storms, steps_text
+
+    def kind_cell(kind: str) -> str:
+        color = EVENT_COLORS.get(kind, "#555")
+        return (f'<span style="display:inline-block;width:10px;height:10px;background:{color};'
+                f'margin-right:5px;border-radius:2px"></span>{escape(kind)}')
 
     rows = []
-    for e in events:
+    for e in group_storms(events):
+        if isinstance(e, Storm):
+            rows.append([f"<code>{escape(e.ids)}</code>", kind_cell(e.kind), escape(e.tag),
+                         escape(steps_text(e.first_step, e.last_step)), "",
+                         escape(e.summary()), "", badge(e.severity)])
+            continue
         r = event_row(e)
-        color = EVENT_COLORS.get(e.kind, "#555")
-        kind = (f'<span style="display:inline-block;width:10px;height:10px;background:{color};'
-                f'margin-right:5px;border-radius:2px"></span>{escape(e.kind)}')
-        rows.append([f"<code>{escape(str(r[0]))}</code>", kind, escape(e.tag), escape(r[3]),
-                     escape(str(r[4])), escape(str(r[5])), escape(str(r[6])),
+        rows.append([f"<code>{escape(str(r[0]))}</code>", kind_cell(e.kind), escape(e.tag),
+                     escape(r[3]), escape(str(r[4])), escape(str(r[5])), escape(str(r[6])),
                      badge(e.severity)])
     return _table(("id", "kind", "tag", "steps", "peak", "magnitude", "recovery", "severity"),
                   rows)
@@ -306,8 +316,12 @@ def fleet_html(analysis) -> str:
     """Several runs: the fleet table (worst first) and every train loss in one chart."""
     from ..pipeline import fleet
 
+    from ..events import severity_rank
+
     rows = []
-    for i, row in enumerate(fleet(analysis)):
+    ranked = sorted(enumerate(fleet(analysis)),  # worst first, then the analysis' order
+                    key=lambda ir: (-(severity_rank(ir[1].worst) if ir[1].worst else -1), ir[0]))
+    for i, row in ranked:
         rows.append([f'<a href="#run-{i}">{escape(row.run)}</a>', badge(row.worst),
                      _text(row.finding or ""), str(row.events),
                      "-" if row.last_step is None else f"{row.last_step:,}"])

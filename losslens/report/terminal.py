@@ -43,6 +43,8 @@ def print_series(frame: Frame, console: Console | None = None) -> None:
             console.print("  metadata: " + escape(", ".join(f"{k}={v}" for k, v in meta.items())))
         if info.skipped_count:
             console.print(f"  [yellow]skipped lines: {info.skipped_count}[/yellow]")
+        for note in info.notes:
+            console.print(f"  note: {escape(note)}")
         console.print()
 
 
@@ -192,6 +194,8 @@ def print_analysis(analysis, console: Console | None = None) -> None:
             steps = (f"steps {s.first_step}–{s.last_step}" if s.first_step is not None
                      else "no steps")
             _say(console, f"{s.tag} ({s.role}): {s.points:,} points, {steps}", indent=2)
+        for note in info.notes:  # e.g. "stopped at 344 of 500 planned iterations"
+            _say(console, f"note: {note}", indent=2)
         if analysis.frame is not None:
             if losses:
                 console.print(loss_plot(analysis.frame, ra, losses, console.width))
