@@ -29,7 +29,7 @@ from typing import Iterable
 
 from .errors import OutputError
 
-__all__ = ["terminal", "line", "github_message", "github_property", "markdown",
+__all__ = ["valid_unicode", "terminal", "line", "github_message", "github_property", "markdown",
            "markdown_cell", "markdown_code", "html", "csv_cell", "write_file", "umask"]
 
 # C0 controls but tab/newline, DEL, C1 controls, bidi embeddings/overrides/isolates, the
@@ -47,6 +47,17 @@ def _visible(m: re.Match) -> str:
         return _NAMED[ch]
     code = ord(ch)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(value: str) -> str:
+    """`value` with lone surrogates (a JSON `"\\ud800"` escape, `surrogateescape`d bytes) as
+    visible `\\ud800` escapes: the text can then be encoded, printed and stored anywhere."""
+    if value.isascii() or not _SURROGATE.search(value):
+        return value
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
 
 
 def terminal(value: object) -> str:

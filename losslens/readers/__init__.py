@@ -69,7 +69,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
     _F("lightning-csv", "losslens.readers.table", "PyTorch Lightning CSVLogger metrics.csv"),
     _F("csv", "losslens.readers.table", "generic CSV (long or wide, any step column)"),
-    _F("jsonl", "losslens.readers.table", "generic JSON lines (one record per step)"),
+    _F("jsonl", "losslens.readers.jsonl", "generic JSON lines (one record per step)"),
 )}
 
 #: Module functions are looked up by format name: a module serving several formats
