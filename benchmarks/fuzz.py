@@ -557,7 +557,7 @@ def run_library(path: Path, analyze: bool = True) -> Result:
             _ = frame.stitched
             dumps(document(frame))
             if analyze:
-                from losslens.commands import render_report
+                from losslens.report import render as render_report
                 from losslens.pipeline import analyze_frame
 
                 analysis = analyze_frame(frame)

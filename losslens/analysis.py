@@ -15,37 +15,17 @@ series whose role they accept, run detectors get the run once. Then it
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
+from .detectors import resolve_detectors
+from .detectors.divergence import fold_spikes
 from .events import Event
 from .frame import Frame, RunInfo
 
 #: Roles whose series are losses (compared for shared / isolated spikes).
 LOSS_ROLES = ("train_loss", "val_loss")
-
-
-def resolve_detectors(detectors: Any = None) -> list[Any]:
-    """Detector instances from None (all registered), a name -> instance mapping, or a list
-    of instances and registered names."""
-    from .detectors import DETECTORS, default_detectors, detector_class
-
-    if detectors is None:
-        return list(default_detectors().values())
-    if isinstance(detectors, Mapping):
-        return list(detectors.values())
-    out = []
-    for d in detectors:
-        if isinstance(d, str):
-            if d not in DETECTORS:
-                from .errors import InvalidParameterError
-
-                raise InvalidParameterError(
-                    f"unknown detector {d!r}; known detectors: {', '.join(DETECTORS)}")
-            d = detector_class(d)()
-        out.append(d)
-    return out
 
 
 def analyze_run(frame: Frame, run_info: RunInfo, detectors: Any = None, *,
@@ -59,7 +39,7 @@ def analyze_run(frame: Frame, run_info: RunInfo, detectors: Any = None, *,
         for info in run_info.series:
             if info.role in det.roles:
                 events.extend(det.detect(frame.series(run_info.run, info.tag)))
-    events = _fold_into_divergence(events)
+    events = fold_spikes(events)
     events = _mark_shared(events, frame, run_info, shared_within)
     events.sort(key=lambda e: (e.start_step, e.kind, e.tag))
     counters: dict[str, int] = {}
@@ -74,25 +54,6 @@ def analyze(frame: Frame, detectors: Any = None, **kwargs: Any) -> dict[str, lis
     """`analyze_run` on every run of the frame: run name -> events."""
     resolved = resolve_detectors(detectors)
     return {info.run: analyze_run(frame, info, resolved, **kwargs) for info in frame.runs}
-
-
-def _fold_into_divergence(events: list[Event]) -> list[Event]:
-    divs = [e for e in events if e.kind == "divergence"]
-    if not divs:
-        return events
-    keep, folded = [], {id(d): 0 for d in divs}
-    for e in events:
-        owner = None
-        if e.kind in ("spike", "grad_spike"):  # grad norms rise with a diverging loss
-            owner = next((d for d in divs if (d.tag == e.tag or e.kind == "grad_spike")
-                          and d.start_step < e.start_step
-                          and (d.end_step is None or e.start_step <= d.end_step)), None)
-        if owner is None:
-            keep.append(e)
-        else:
-            folded[id(owner)] += 1
-    return [replace(e, details={**e.details, "spikes_within": folded[id(e)]})
-            if id(e) in folded else e for e in keep]
 
 
 def _mark_shared(events: list[Event], frame: Frame, run: RunInfo,

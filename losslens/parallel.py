@@ -94,7 +94,7 @@ def plan_units(paths: Sequence[str | os.PathLike], input_format: str | None = No
 def analyze_unit(unit: Unit, options: Options) -> UnitResult:
     """Read one unit, build its Frame, analyse it (runs in the worker)."""
     from .frame import build
-    from .pipeline import analyze_frame
+    from .pipeline import analyze_frame, checkpoint_grid
 
     messages: list[str] = []
     with _caught(messages):
@@ -103,7 +103,7 @@ def analyze_unit(unit: Unit, options: Options) -> UnitResult:
         frame = None
         if records:
             frame = build(records, options.roles)
-            analysis = analyze_frame(frame, checkpoints=_checkpoints(frame, options),
+            analysis = analyze_frame(frame, checkpoints=checkpoint_grid(frame, options.checkpoint_every),
                                      global_batch_size=options.global_batch_size)
             runs = analysis.runs
     return UnitResult(runs, tuple(r.run for r in records), tuple(messages),
@@ -140,15 +140,6 @@ def _read_unit(unit: Unit, options: Options, messages: list[str]) -> list:
         return []
 
 
-def _checkpoints(frame: "Frame", options: Options) -> list[int] | None:
-    every = options.checkpoint_every
-    if not every:
-        return None
-    last = max((s.last_step for r in frame.runs for s in r.series if s.last_step is not None),
-               default=0)
-    return list(range(0, last + every, every))
-
-
 def analyze_paths(paths: Sequence[str | os.PathLike], options: Options, jobs: int = 1,
                   scheduler: str | None = None, progress: Progress | None = None) -> "Analysis":
     """`losslens.read` + `analyze_frame` over many runs, unit by unit, in parallel.
@@ -160,7 +151,7 @@ def analyze_paths(paths: Sequence[str | os.PathLike], options: Options, jobs: in
         from .errors import InvalidParameterError
 
         raise InvalidParameterError(
-            f"--checkpoint-every must be > 0, got {options.checkpoint_every}")
+            f"`checkpoint_every` must be > 0, got {options.checkpoint_every}")
     units = plan_units(paths, options.input_format)
     if scheduler:
         results = _run_dask(units, options, scheduler, progress)

@@ -38,6 +38,23 @@ class Analysis:
     runs: tuple[RunAnalysis, ...]
 
 
+def last_step(frame: Frame) -> int:
+    """The last logged step over every run and series of the frame (0 when there is none)."""
+    return max((s.last_step for r in frame.runs for s in r.series if s.last_step is not None),
+               default=0)
+
+
+def checkpoint_grid(frame: Frame, every: int | None) -> list[int] | None:
+    """A checkpoint every `every` iterations, spanning every run's step range (None: none)."""
+    if not every:
+        return None
+    if every <= 0:
+        from .errors import InvalidParameterError
+
+        raise InvalidParameterError(f"`checkpoint_every` must be > 0, got {every}")
+    return list(range(0, last_step(frame) + every, every))
+
+
 def checkpoints_from_metadata(info: RunInfo) -> list[int] | None:
     """Saved iterations the reader found in the log ("saving checkpoint" lines), if any."""
     text = info.metadata.extra.get("checkpoints", "")

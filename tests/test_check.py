@@ -333,7 +333,7 @@ def test_cli_baseline(runner, logs, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.stdout
     assert "0 of 301 common steps outside ±5% (allowed 3)" in res.stdout
     res = runner.invoke(app, ["check", str(spiky), "--baseline", str(clean), "--fail-on",
-                              "critical", "--output", "json"])
+                              "critical", "--format", "json"])
     assert res.exit_code == 1
     bl = json.loads(res.stdout)["runs"][0]["baseline"]
     assert bl["tag"] == "loss" and bl["common_steps"] == 301
@@ -352,7 +352,7 @@ def test_cli_github_and_junit_outputs(runner, logs, tmp_path, monkeypatch):
     spiky, _ = logs
     junit = tmp_path / "out" / "junit.xml"
     junit.parent.mkdir()
-    res = runner.invoke(app, ["check", "spiky.log", "--output", "github", "--junit-file",
+    res = runner.invoke(app, ["check", "spiky.log", "--format", "github", "--junit-file",
                               str(junit)])
     assert res.exit_code == 1
     err = [ln for ln in res.stdout.splitlines() if ln.startswith("::error ")]
@@ -360,8 +360,7 @@ def test_cli_github_and_junit_outputs(runner, logs, tmp_path, monkeypatch):
     assert err[0].startswith("::error file=spiky.log,line=242,title=losslens spiky.log%3A ")
     root = ET.parse(junit).getroot()
     assert root.get("failures") == "1" and root.find("testsuite").get("name") == "spiky.log"
-    res = runner.invoke(app, ["check", "spiky.log", "--output", "junit", "--output-file",
-                              "report.xml"])
+    res = runner.invoke(app, ["check", "spiky.log", "-f", "junit", "-o", "report.xml"])
     assert res.exit_code == 1 and res.stdout == ""
     assert ET.parse(tmp_path / "report.xml").getroot().tag == "testsuites"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -114,3 +114,65 @@ def test_reader_warnings_name_the_file_once(runner, tmp_path, name, text, warnin
     result = runner.invoke(app, ["series", str(path)])
     assert result.exit_code == 0
     assert result.stderr == f"Warning: {path}: {warning}\n"
+
+
+# --------------------------------------------------------------------------- shared options
+
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "sample_logs"
+
+
+def test_version_and_short_help(runner):
+    from losslens import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert (res.exit_code, res.stdout) == (0, f"losslens {__version__}\n")
+    for cmd in ("analyze", "check", "skiplist", "watch", "series", "replay"):
+        res = runner.invoke(app, [cmd, "-h"])
+        assert res.exit_code == 0 and res.stdout.startswith("Usage: "), cmd
+        assert ("-f, --format" in res.stdout or "-f, -t, --format, --target" in res.stdout), cmd
+        assert "-o, --output FILE" in res.stdout, cmd
+        assert "<str>" not in res.stdout and "<list[str]>" not in res.stdout, cmd
+
+
+def test_check_writes_its_report_with_output_file(runner, tmp_path):
+    out = tmp_path / "check.json"
+    res = runner.invoke(app, ["check", str(SAMPLES / "megatron_gpt_spikes.log"), "-f", "json",
+                              "-o", str(out)])
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr.endswith(f"losslens: wrote {out}\n")
+    assert json.loads(out.read_text())["schema"] == "losslens.check/1"
+
+
+def test_check_output_names_a_file_not_a_format(runner):
+    res = runner.invoke(app, ["check", str(SAMPLES / "nanogpt_clean.log"), "--output", "json"])
+    assert (res.exit_code, res.stdout) == (2, "")
+    assert res.stderr == "Error: --output takes a FILE; for the json format use --format json\n"
+
+
+def test_missing_output_folder_is_an_output_error(runner, tmp_path):
+    out = tmp_path / "no" / "such" / "report.md"
+    res = runner.invoke(app, ["analyze", str(SAMPLES / "nanogpt_clean.log"), "-f", "markdown",
+                              "-o", str(out)])
+    assert (res.exit_code, res.stdout) == (2, "")
+    assert res.stderr == f"Error: {out}: folder {out.parent} does not exist\n"
+
+
+@pytest.mark.parametrize("cmd", [["series", "-f", "json"], ["series", "-f", "csv"],
+                                 ["analyze", "-f", "markdown"],
+                                 ["skiplist", "-f", "json"]])
+def test_output_file_holds_what_stdout_would(runner, tmp_path, cmd):
+    log = str(SAMPLES / "megatron_gpt_spikes.log")
+    shown = runner.invoke(app, [cmd[0], log, *cmd[1:]])
+    out = tmp_path / "out.txt"
+    written = runner.invoke(app, [cmd[0], log, *cmd[1:], "-o", str(out)])
+    assert shown.exit_code == written.exit_code == 0
+    assert written.stdout == "" and out.read_text() == shown.stdout != ""
+
+
+def test_watch_appends_its_event_lines_to_output(runner, tmp_path):
+    out = tmp_path / "events.jsonl"
+    log = str(SAMPLES / "megatron_gpt_spikes.log")
+    shown = runner.invoke(app, ["watch", log, "--once", "-f", "json"])
+    written = runner.invoke(app, ["watch", log, "--once", "-f", "json", "-o", str(out)])
+    assert shown.exit_code == written.exit_code == 0 and written.stdout == ""
+    assert out.read_text() == shown.stdout != ""

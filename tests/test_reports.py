@@ -214,7 +214,7 @@ def test_html_escapes_run_names_and_text():
 # --------------------------------------------------------------------------- output
 
 def test_write_atomic_replaces_and_cleans_up(tmp_path, monkeypatch):
-    from losslens.commands import write_atomic
+    from losslens.textsafe import write_file as write_atomic
 
     target = tmp_path / "report.html"
     target.write_text("old")

@@ -375,14 +375,14 @@ class _HalfWriter:
 
 
 def _fail_midway(monkeypatch):
-    import losslens.commands as commands
+    import losslens.textsafe as commands
 
     real = os.fdopen
     monkeypatch.setattr(commands.os, "fdopen", lambda *a, **k: _HalfWriter(real(*a, **k)))
 
 
 def test_write_failing_midway_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
-    from losslens.commands import write_atomic
+    from losslens.textsafe import write_file as write_atomic
     from losslens.errors import LossLensError
 
     target = tmp_path / "skip.txt"
@@ -390,7 +390,8 @@ def test_write_failing_midway_keeps_the_old_file_and_leaves_no_temp(tmp_path, mo
     _fail_midway(monkeypatch)
     with pytest.raises(LossLensError) as err:
         write_atomic(target, "new plan\n" * 1000)
-    assert str(err.value) == f"{target}: cannot write (No space left on device)"
+    assert str(err.value) == (f"{target}: cannot write (No space left on device); "
+                              "the old file is kept")
     assert target.read_text() == "old plan\n"
     assert sorted(os.listdir(tmp_path)) == ["skip.txt"]
 
@@ -399,7 +400,7 @@ def test_write_failing_midway_keeps_the_old_file_and_leaves_no_temp(tmp_path, mo
     ["analyze", "{log}", "--format", "markdown", "-o", "{out}"],
     ["analyze", "{log}", "--format", "html", "-o", "{out}"],
     ["analyze", "{log}", "--format", "json", "-o", "{out}"],
-    ["check", "{log}", "--output", "json", "--output-file", "{out}"],
+    ["check", "{log}", "--format", "json", "-o", "{out}"],
     ["check", "{log}", "--junit-file", "{out}"],
 ])
 def test_cli_report_failing_midway_is_one_error_and_the_old_report_stays(
@@ -412,7 +413,8 @@ def test_cli_report_failing_midway_is_one_error_and_the_old_report_stays(
     _fail_midway(monkeypatch)
     res = runner.invoke(app, [a.format(log=log, out=out) for a in args])
     assert res.exit_code == 2, res.output
-    assert res.stderr.splitlines()[-1] == f"Error: {out}: cannot write (No space left on device)"
+    assert res.stderr.splitlines()[-1] == (f"Error: {out}: cannot write (No space left on "
+                                           "device); the old file is kept")
     assert "Traceback" not in res.output
     assert out.read_text() == "previous report\n" and sorted(os.listdir(tmp_path)) == [
         "report.out"]

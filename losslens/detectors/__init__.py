@@ -11,15 +11,18 @@ The contract (one test in tests/test_detector_contract.py runs it on every entry
   (train + validation, loss + grad norm) and at the raw segments.
 - Pure: no I/O, input untouched, events sorted by start_step, steps taken from the input,
   `[]` for empty / too-short / constant / all-NaN input, NaN/inf handled explicitly.
-- Causal detectors (`causal = True`: spike, divergence, nonfinite, overflow, rollback) use only
-  trailing statistics, so `watch` over a prefix reports what `analyze` reports on that prefix.
+- Causal detectors (`causal = True`: spike, divergence, nonfinite, grad_spike, overflow,
+  rollback) use only trailing statistics, and each owns a streaming form
+  (`losslens.detectors.stream`: feed new points, get events and their revisions) whose events
+  over any prefix equal the batch detector's on that prefix; `watch` and the in-training
+  guard use it.
 
 Event ids are assigned by `analysis.analyze_run`, not by detectors.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Mapping
 
 #: name -> "module:ClassName" (imported lazily; ruptures alone takes 1.6 s to import).
 DETECTORS: dict[str, str] = {
@@ -45,3 +48,23 @@ def detector_class(name: str) -> type:
 def default_detectors(**overrides: dict[str, Any]) -> dict[str, Any]:
     """One instance of every registered detector; `overrides[name]` sets its fields."""
     return {name: detector_class(name)(**overrides.get(name, {})) for name in DETECTORS}
+
+
+def resolve_detectors(detectors: Any = None) -> list[Any]:
+    """Detector instances from None (all registered), a name -> instance mapping, or a list
+    of instances and registered names."""
+    if detectors is None:
+        return list(default_detectors().values())
+    if isinstance(detectors, Mapping):
+        return list(detectors.values())
+    out = []
+    for d in detectors:
+        if isinstance(d, str):
+            if d not in DETECTORS:
+                from ..errors import InvalidParameterError
+
+                raise InvalidParameterError(
+                    f"unknown detector {d!r}; known detectors: {', '.join(DETECTORS)}")
+            d = detector_class(d)()
+        out.append(d)
+    return out

@@ -33,7 +33,7 @@ series.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -142,13 +142,13 @@ class DivergenceDetector:
         """The median window: `window`, shrunk on short series (at most an eighth of them)."""
         return min(self.window | 1, max(5, n // _SHORT_WINDOW) | 1)
 
-    def _short(self, st: np.ndarray) -> bool:
+    def is_short(self, st: np.ndarray) -> bool:
         """True when the series is so short that the window and span were shrunk."""
         typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
         full = max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
         return full > max(5, st.shape[0] // _SHORT_SPAN)
 
-    def _span(self, st: np.ndarray) -> int:
+    def sustain_span(self, st: np.ndarray) -> int:
         """Points in the sustain span: sustain_points, or more to cover sustain_steps at the
         series' typical logging interval; at most an eighth of a short series."""
         typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
@@ -160,7 +160,7 @@ class DivergenceDetector:
         from scipy import ndimage
 
         n = v.shape[0]
-        span = self._span(st)
+        span = self.sustain_span(st)
         if n <= span:
             return []
         if log:
@@ -180,7 +180,7 @@ class DivergenceDetector:
         run_start = np.maximum.accumulate(np.where(above & ~np.r_[False, above[:-1]], idx, 0))
         top = ndimage.maximum_filter1d(level, size=span + 1, mode="nearest", origin=span // 2)
         grown = level - level[run_start] >= growth
-        if self._short(st):
+        if self.is_short(st):
             # a short series: the rise may have started before the level crossed, so a level
             # still climbing over the last span (half the growth) counts too; a jump that
             # settled higher is flat there and does not
@@ -287,3 +287,25 @@ class DivergenceDetector:
                 "preceded_by_spike": False, "recovered": recovered, "nonfinite": True,
                 "first_nonfinite_step": first}})
         return found
+
+
+def fold_spikes(events: list[Event]) -> list[Event]:
+    """Events with the spikes (and grad spikes) found inside a divergence folded into it:
+    the rise of a divergence reads as a spike that never recovers, and the grad norm rises
+    with it; `details.spikes_within` counts them. `analyze` and the streaming forms use it."""
+    divs = [e for e in events if e.kind == "divergence"]
+    if not divs:
+        return events
+    keep, folded = [], {id(d): 0 for d in divs}
+    for e in events:
+        owner = None
+        if e.kind in ("spike", "grad_spike"):  # grad norms rise with a diverging loss
+            owner = next((d for d in divs if (d.tag == e.tag or e.kind == "grad_spike")
+                          and d.start_step < e.start_step
+                          and (d.end_step is None or e.start_step <= d.end_step)), None)
+        if owner is None:
+            keep.append(e)
+        else:
+            folded[id(owner)] += 1
+    return [replace(e, details={**e.details, "spikes_within": folded[id(e)]})
+            if id(e) in folded else e for e in keep]

@@ -47,12 +47,12 @@ class GradSpikeDetector:
     kind: ClassVar[str] = "grad_spike"
 
     def validate(self) -> None:
-        self._spikes().validate()
+        self.spike_detector().validate()
         require(self, "follow_within", is_int(self.follow_within) and self.follow_within >= 0,
                 "an int >= 0")
         require(self, "min_ratio", is_num(self.min_ratio) and self.min_ratio >= 1, "a number >= 1")
 
-    def _spikes(self) -> SpikeDetector:
+    def spike_detector(self) -> SpikeDetector:
         return SpikeDetector(window=self.window, threshold=self.threshold,
                              min_ratio=self.min_ratio)
 
@@ -64,7 +64,7 @@ class GradSpikeDetector:
             return []
         loss_series = [frame.series(run.run, tag) for tag in losses]
         events = []
-        detector = self._spikes()
+        detector = self.spike_detector()
         for tag in grads:
             s = frame.series(run.run, tag)
             for g in detector.find(s.step, s.value):

@@ -30,7 +30,8 @@ from .spike import is_int, is_num, require
 
 _NOT_OVERFLOW = re.compile(r"nan[ _-]?iter|num[ _-]?zeros", re.IGNORECASE)
 _OVERFLOW_COUNT = re.compile(r"overflow", re.IGNORECASE)  # DeepSpeed OVERFLOW lines per step
-_PER_INTERVAL = re.compile(r"number[ _-]?of|step[ _-]?skipped|per[ _-]|overflow", re.IGNORECASE)
+#: Skipped-iteration counter names that count per logging interval (never cumulative).
+PER_INTERVAL = re.compile(r"number[ _-]?of|step[ _-]?skipped|per[ _-]|overflow", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,18 @@ def _skips(tag: str, steps: np.ndarray, values: np.ndarray) -> list[tuple[int, i
     st, v = steps[ok], values[ok]
     if v.shape[0] == 0:
         return []
-    cumulative = (not _PER_INTERVAL.search(tag) and v.shape[0] > 1
-                  and bool(np.all(np.diff(v) >= 0)) and v[-1] > 1)
-    if cumulative:
+    if counter_is_cumulative(tag, v):
         inc = np.diff(v, prepend=v[0])
         i = np.flatnonzero(inc > 0)
         return list(zip(st[i].tolist(), np.rint(inc[i]).astype(int).tolist()))
     i = np.flatnonzero(v > 0)
     return list(zip(st[i].tolist(), np.maximum(1, np.rint(v[i])).astype(int).tolist()))
+
+
+def counter_is_cumulative(tag: str, values: np.ndarray) -> bool:
+    """Whether a skipped-iteration counter counts since the start (DeepSpeed `skipped=N`):
+    its name does not say per-interval and its finite values never decrease, ending above 1.
+    Decided from all of the counter's values (a streaming form must re-decide on the whole)."""
+    v = values[np.isfinite(values)]
+    return (not PER_INTERVAL.search(tag) and v.shape[0] > 1
+            and bool(np.all(np.diff(v) >= 0)) and bool(v[-1] > 1))

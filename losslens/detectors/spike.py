@@ -290,7 +290,7 @@ class SpikeDetector:
         spaces = []
         if k > self.min_points:
             logb = baseline(v[:k], w, True, level_window=lw)
-            k = min(k, self._near_zero(v[:k], logb, w))
+            k = min(k, self.near_zero(v[:k], logb, w))
             if k > self.min_points:
                 spaces.append((0, k, logb))
         if k < n:
@@ -300,8 +300,9 @@ class SpikeDetector:
             out.extend(self._extract(st, v, base, lo, hi, w))
         return out
 
-    def _near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
-        """First point (after min_points) whose expected level is within NEAR_ZERO additive
+    def near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
+        """Index from which `find` judges the positive values `v` additively (`logb`: their
+        log-space baseline, `w`: the odd window), len(v) when never. First point (after min_points) whose expected level is within NEAR_ZERO additive
         noise scales of 0: positive values hovering near 0 with additive noise, where ratios
         stop meaning anything (the series is judged additively from there on)."""
         n = v.shape[0]

@@ -171,6 +171,13 @@ def _walk(root: Path, format: str | None = None,
     return units
 
 
+def walk_units(root: Path, format: str | None = None) -> list[tuple[Path, str, Format | None]]:
+    """The units `read_records` reads under a folder, (path, run name, format), without
+    sniffing the files (their format is None unless `format` forces one; TensorBoard folders
+    come with theirs): what a follower of the folder follows."""
+    return _walk(root, format, lazy=True)
+
+
 def _merge_resumed(records: list[RunRecords]) -> list[RunRecords]:
     """A resumed W&B run writes a new run dir with the same run id: stitch them into one run
     (in walk order, which is the dirs' timestamp order), as W&B itself cannot plot it."""

@@ -562,3 +562,41 @@ def read(path: Path, run: str, chunk_bytes: int = 16 << 20) -> list[RunRecords]:
     if not len(records) and acc.warnings and any("not a TFRecord" in w for w in acc.warnings):
         raise ParseError(f"{path}: " + "; ".join(acc.warnings))
     return [records]
+
+
+class RecordDecoder:
+    """Event records decoded as they are framed, file after file: the reader's decoding for
+    a follower that reads a growing event file a few records at a time (`losslens watch`).
+
+    `decode(chunk)` decodes the complete records of a `tfrecord.scan` chunk; `take(...)`
+    hands over the points decoded since the last `take` as one RunRecords (orders count the
+    records framed so far, from 1; `headers` are the orders of the run headers among them).
+    """
+
+    def __init__(self) -> None:
+        self._run = _Run()
+
+    @property
+    def records(self) -> int:
+        """Records framed so far."""
+        return self._run.records
+
+    def decode(self, chunk: tfrecord.Chunk) -> int | None:
+        """Decode one chunk's records; the order of its first point (None: no point)."""
+        n = int(chunk.starts.shape[0])
+        if not n:
+            return None
+        dec = _Chunk(chunk, self._run)
+        dec.decode()
+        pts = dec.points(self._run.records + 1)
+        self._run.parts.append(pts)
+        self._run.records += n
+        return int(pts[4][0]) if pts[4].shape[0] else None
+
+    def pending(self) -> bool:
+        """Whether points were decoded since the last `take`."""
+        return bool(self._run.parts)
+
+    def take(self, run: str, source: str, headers: list[int]) -> RunRecords:
+        self._run.headers = list(headers)
+        return _assemble(self._run, run, source)

@@ -1,4 +1,4 @@
-"""The `watch` command (registered on `losslens.cli.app`): follow a live log, report events.
+"""`losslens watch`: follow a live log, report events as they happen.
 
 A thin shell over `losslens.watch.follow`: each new event is one line on stdout (text, or one
 JSON object per line), flushed at once so that a pipe sees it; messages (truncation, rotation,
@@ -13,6 +13,8 @@ from typing import List, Optional
 
 import typer
 
+from .common import DEBUG, INPUT_FORMAT, ROLE, err, format_option
+
 
 class WatchFormat(str, Enum):
     text = "text"
@@ -20,33 +22,34 @@ class WatchFormat(str, Enum):
 
 
 def watch(
-    path: str = typer.Argument(..., help="A growing text log (any format losslens reads), an "
+    path: str = typer.Argument(..., metavar="PATH", help="A growing text log (any format losslens reads), an "
                                "event file, or a TensorBoard folder."),
-    interval: float = typer.Option(0.5, "--interval", min=0.01,
+    interval: float = typer.Option(0.5, "--interval", min=0.01, metavar="SECONDS",
                                    help="Seconds between looks at the log."),
     from_start: bool = typer.Option(
         True, "--from-start/--from-end",
         help="Report the events already in the log, then follow (default); or read them as "
              "history only and report what appears from now on."),
     once: bool = typer.Option(False, "--once", help="Process what is there and exit."),
-    max_updates: Optional[int] = typer.Option(None, "--max-updates", min=1,
+    max_updates: Optional[int] = typer.Option(None, "--max-updates", min=1, metavar="N",
                                               help="Stop after this many looks."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0,
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0, metavar="SECONDS",
                                             help="Stop after this many seconds."),
     on_event: Optional[str] = typer.Option(
-        None, "--on-event",
+        None, "--on-event", metavar="CMD",
         help="Run CMD for each reported event with its JSON on stdin (no shell; a failure is "
              "reported on stderr and watching goes on)."),
-    hook_timeout: float = typer.Option(10.0, "--on-event-timeout", min=0.1,
+    hook_timeout: float = typer.Option(10.0, "--on-event-timeout", min=0.1, metavar="SECONDS",
                                        help="Seconds CMD may take before it is killed."),
-    fmt: WatchFormat = typer.Option(WatchFormat.text, "--format", "-f",
-                                    help="text (one line per event) or json (one object per "
-                                         "line: the event as in the JSON contract, plus run "
-                                         "and update)."),
-    input_format: Optional[str] = typer.Option(
-        None, "--input-format", "-i", help="Force a format instead of sniffing."),
-    role: List[str] = typer.Option([], "--role", help="Override a series role: ROLE=TAG."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    fmt: WatchFormat = format_option(
+        WatchFormat.text, "text (one line per event) or json (one object per line: the event "
+                          "as in the JSON contract, plus run and update)."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", metavar="FILE",
+        help="Append the event lines to FILE (flushed per event) instead of stdout."),
+    input_format: Optional[str] = INPUT_FORMAT,
+    role: List[str] = ROLE,
+    debug: bool = DEBUG,
 ) -> None:
     """Follow a live log or TensorBoard folder and report loss events as they happen.
 
@@ -59,11 +62,11 @@ def watch(
     """
     from pathlib import Path
 
-    from .cli import _boundary, _err
-    from .roles import parse_overrides
-    from .watch import describe, follow, run_hook
+    from ..roles import parse_overrides
+    from ..watch import describe, follow, run_hook
 
-    with _boundary(debug):
+    sink = _sink(output)
+    try:
         show_run = Path(path).is_dir()
         updates = follow(path, interval=interval, timeout=timeout,
                          max_updates=1 if once else max_updates, strict=once,
@@ -72,16 +75,31 @@ def watch(
         try:
             for update in updates:
                 for notice in update.notices:
-                    _err(f"losslens watch: {notice}")
+                    err(f"losslens watch: {notice}")
                 for reported in update.events:
                     line = (json.dumps(reported.to_dict()) if fmt is WatchFormat.json
                             else describe(reported, show_run))
-                    sys.stdout.write(line + "\n")
-                    sys.stdout.flush()
+                    sink.write(line + "\n")
+                    sink.flush()
                     if on_event:
                         problem = run_hook(on_event, json.dumps(reported.to_dict()),
                                            hook_timeout)
                         if problem:
-                            _err(f"losslens watch: {problem}")
+                            err(f"losslens watch: {problem}")
         except KeyboardInterrupt:
             updates.close()
+    finally:
+        if sink is not sys.stdout:
+            sink.close()
+
+
+def _sink(output: Optional[str]):
+    """stdout, or FILE opened for appending (a live log of events: lines, not one document)."""
+    if not output or output == "-":
+        return sys.stdout
+    try:
+        return open(output, "a", encoding="utf-8")
+    except OSError as exc:
+        from ..errors import OutputError
+
+        raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from None

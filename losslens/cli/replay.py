@@ -1,4 +1,4 @@
-"""The `replay` command (registered on `losslens.cli.app`): a thin shell over `losslens.replay`.
+"""`losslens replay`: a thin shell over `losslens.replay`.
 
     losslens replay --plugin my_plugin.py train.log
     losslens replay --plugin my_pkg.replay_plugin --analysis analysis.json --format json
@@ -14,6 +14,8 @@ from typing import Any, List, Optional
 
 import typer
 
+from .common import DEBUG, INPUT_FORMAT, OUTPUT, ROLE, emit, format_option, read_frame
+
 
 class ReplayFormat(str, Enum):
     text = "text"
@@ -27,77 +29,70 @@ VERDICT_STYLE = {"bad_batch": "bold red", "batch_state_interaction": "bold magen
 
 def replay(
     log: Optional[str] = typer.Argument(
-        None, help="A log file or folder to analyse (or give --analysis instead)."),
+        None, metavar="PATH", help="A log file or folder to analyse (or give --analysis instead)."),
     plugin: str = typer.Option(
-        ..., "--plugin", "-p",
-        help="The replay plug-in: a .py file or an importable module (DESIGN §5)."),
+        ..., "--plugin", "-p", metavar="PATH|MODULE",
+        help="The replay plug-in: a .py file or an importable module (see docs/replay.md)."),
     analysis: Optional[str] = typer.Option(
-        None, "--analysis", "-a", help="A `losslens analyze --format json` document."),
+        None, "--analysis", "-a", metavar="FILE", help="A `losslens analyze --format json` document."),
     events: List[str] = typer.Option(
-        [], "--events", "-e",
+        [], "--events", "-e", metavar="ID",
         help="Event ids to replay (repeatable or comma-separated); default: every spike, "
              "divergence, non-finite loss, grad-norm spike and overflow."),
-    device: str = typer.Option("auto", "--device", "-d", help="auto, cpu or cuda."),
-    run: Optional[str] = typer.Option(None, "--run", help="The run, when there are several."),
-    fmt: ReplayFormat = typer.Option(ReplayFormat.text, "--format", "-f",
-                                     help="text (verdict table) or json (losslens.replay/1)."),
-    output: Optional[str] = typer.Option(
-        None, "--output", "-o", help="Write the report to FILE (atomically) instead of stdout."),
+    device: str = typer.Option("auto", "--device", "-d", metavar="auto|cpu|cuda",
+                               help="Where to replay."),
+    run: Optional[str] = typer.Option(None, "--run", metavar="NAME", help="The run, when there are several."),
+    fmt: ReplayFormat = format_option(ReplayFormat.text,
+                                      "text (verdict table) or json (losslens.replay/1)."),
+    output: Optional[str] = OUTPUT,
     max_steps: int = typer.Option(
-        256, "--max-steps", help="Replay at most N iterations from the checkpoint."),
-    neighbours: int = typer.Option(8, "--neighbours", help="Reference batches per event."),
-    samples: int = typer.Option(8, "--samples", help="Samples to list per event."),
+        256, "--max-steps", metavar="N", help="Replay at most N iterations from the checkpoint."),
+    neighbours: int = typer.Option(8, "--neighbours", metavar="N", help="Reference batches per event."),
+    samples: int = typer.Option(8, "--samples", metavar="N", help="Samples to list per event."),
     no_counterfactuals: bool = typer.Option(
         False, "--no-counterfactuals", help="Skip the counterfactual replays (faster)."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", help="CPU threads for torch (torch.set_num_threads)."),
-    input_format: Optional[str] = typer.Option(None, "--input-format", "-i",
-                                               help="Force the log format."),
-    role: List[str] = typer.Option([], "--role", help="Override a series role: ROLE=TAG."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+        None, "--threads", metavar="N", help="CPU threads for torch (torch.set_num_threads)."),
+    input_format: Optional[str] = INPUT_FORMAT,
+    role: List[str] = ROLE,
+    debug: bool = DEBUG,
 ) -> None:
     """Re-run the flagged batches through the model to confirm each diagnosis."""
-    from .cli import _boundary, _read, _warn_frame
+    from ..errors import InvalidParameterError
+    from ..replay import load_plugin, replay as run_replay, require_torch
+    from ..replay.probes import Options
 
-    with _boundary(debug):
-        from .errors import InvalidParameterError
-        from .replay import load_plugin, replay as run_replay, require_torch
-        from .replay.probes import Options
+    if (log is None) == (analysis is None):
+        raise InvalidParameterError("give a LOG to analyse or --analysis FILE (one of them)")
+    for name, value in (("--max-steps", max_steps), ("--neighbours", neighbours),
+                        ("--samples", samples)):
+        if value < 1:
+            raise InvalidParameterError(f"{name} must be >= 1, got {value}")
+    torch = require_torch()
+    plug = load_plugin(plugin)  # validated before any log is read
+    if threads:
+        torch.set_num_threads(threads)
+    wanted = [e.strip() for item in events for e in item.split(",") if e.strip()] or None
+    opts = Options(max_steps=max_steps, neighbours=neighbours, top_samples=samples,
+                   counterfactuals=not no_counterfactuals)
+    source = analysis if analysis is not None else _analyse(log, input_format, role)
+    with _progress() as progress:
+        report = run_replay(plug, source, run=run, events=wanted, device=device,
+                            options=opts, progress=progress)
+    if fmt is ReplayFormat.json or output:
+        from ..report.jsondoc import dumps
 
-        if (log is None) == (analysis is None):
-            raise InvalidParameterError("give a LOG to analyse or --analysis FILE (one of them)")
-        for name, value in (("--max-steps", max_steps), ("--neighbours", neighbours),
-                            ("--samples", samples)):
-            if value < 1:
-                raise InvalidParameterError(f"{name} must be >= 1, got {value}")
-        torch = require_torch()
-        plug = load_plugin(plugin)  # validated before any log is read
-        if threads:
-            torch.set_num_threads(threads)
-        wanted = [e.strip() for item in events for e in item.split(",") if e.strip()] or None
-        opts = Options(max_steps=max_steps, neighbours=neighbours, top_samples=samples,
-                       counterfactuals=not no_counterfactuals)
-        source = analysis if analysis is not None else _analyse(log, input_format, role,
-                                                                _read, _warn_frame)
-        with _progress() as progress:
-            report = run_replay(plug, source, run=run, events=wanted, device=device,
-                                options=opts, progress=progress)
-        if fmt is ReplayFormat.json or output:
-            from .commands import emit
-            from .report.jsondoc import dumps
-
-            text = dumps(report.to_dict()) + "\n" if fmt is ReplayFormat.json else _text(report)
-            emit(text, output)
-        else:
-            _print(report)
+        text = dumps(report.to_dict()) + "\n" if fmt is ReplayFormat.json else _text(report)
+        emit(text, output, [p for p in (log, analysis) if p])
+    else:
+        _print(report)
 
 
-def _analyse(log: str, input_format: Optional[str], role: List[str], read, warn) -> Any:
-    from .pipeline import analyze_frame
+def _analyse(log: str, input_format: Optional[str], role: List[str]) -> Any:
+    from ..pipeline import analyze_frame
+    from ..roles import parse_overrides
 
-    frame = read([log], input_format, role)
-    warn(frame)
-    return analyze_frame(frame)
+    return analyze_frame(read_frame([log], input_format, parse_overrides(role)))
 
 
 class _progress:

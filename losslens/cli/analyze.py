@@ -1,0 +1,126 @@
+"""`losslens analyze`, `series` and `formats`: what was read, and what it means.
+
+Thin shells: options → library (`losslens.read`, `pipeline.analyze_frame`, `parallel`) →
+one renderer (`losslens.report.render`) → `emit`.
+"""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import List, Optional
+
+import typer
+
+from .common import (CHECKPOINT_EVERY, DEBUG, GLOBAL_BATCH_SIZE, INPUT_FORMAT, OUTPUT, PATHS,
+                     ROLE, emit, format_option, progress_line, read_frame, warn_frame)
+
+
+class SeriesFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def series(
+    paths: List[str] = PATHS,
+    fmt: SeriesFormat = format_option(
+        SeriesFormat.table, "table (terminal), json (the analysis document, without events) "
+                            "or csv (the frame)."),
+    raw: bool = typer.Option(False, "--raw", help="csv: every segment, not the stitched view."),
+    output: Optional[str] = OUTPUT,
+    input_format: Optional[str] = INPUT_FORMAT,
+    role: List[str] = ROLE,
+    debug: bool = DEBUG,
+) -> None:
+    """Show what was read: runs, tags, roles, points, step range, segments, skipped lines."""
+    from ..roles import parse_overrides
+
+    frame = read_frame(paths, input_format, parse_overrides(role))
+    if fmt is SeriesFormat.json:
+        from ..report.jsondoc import document, dumps
+
+        emit(dumps(document(frame)) + "\n", output, paths)
+    elif fmt is SeriesFormat.csv:
+        import io
+
+        buf = io.StringIO()
+        (frame.data if raw else frame.stitched).to_csv(buf, index=False, na_rep="nan")
+        emit(buf.getvalue(), output, paths)
+    elif output:
+        from ..report import render_series
+
+        emit(render_series(frame), output, paths)
+    else:
+        from ..report.terminal import print_series
+
+        print_series(frame)
+
+
+class ReportFormat(str, Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+    html = "html"
+
+
+def analyze(
+    paths: List[str] = PATHS,
+    fmt: ReportFormat = format_option(
+        ReportFormat.text, "text (terminal report), json (losslens.analysis/1, see docs/json.md),"
+                           " markdown or html (one offline file)."),
+    output: Optional[str] = OUTPUT,
+    checkpoint_every: Optional[int] = CHECKPOINT_EVERY,
+    global_batch_size: Optional[int] = GLOBAL_BATCH_SIZE,
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", metavar="N", help="Read and analyse runs in N processes (0: one per "
+                                             "CPU)."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", metavar="ADDRESS",
+        help="Analyse the runs on the Dask cluster at ADDRESS (pip install 'losslens[dask]')."),
+    input_format: Optional[str] = INPUT_FORMAT,
+    role: List[str] = ROLE,
+    debug: bool = DEBUG,
+) -> None:
+    """Find loss spikes, divergence, grokking and resume artefacts; explain; say what to do."""
+    from ..roles import parse_overrides
+
+    roles = parse_overrides(role)
+    if jobs != 1 or scheduler:
+        from ..parallel import Options, analyze_paths
+
+        if jobs < 0:
+            from ..errors import InvalidParameterError
+
+            raise InvalidParameterError(f"--jobs must be >= 0, got {jobs}")
+        # the points travel back only for the reports that plot them
+        plots = fmt in (ReportFormat.text, ReportFormat.html)
+        options = Options(input_format, roles, checkpoint_every, global_batch_size, plots)
+        progress = progress_line if sys.stderr.isatty() else None
+        try:
+            analysis = analyze_paths(paths, options, jobs, scheduler, progress)
+        finally:
+            if progress:  # clear the progress line
+                sys.stderr.write("\r\x1b[K")
+        warn_frame(analysis.frame)
+    else:
+        from ..pipeline import analyze_frame, checkpoint_grid
+
+        frame = read_frame(paths, input_format, roles)
+        analysis = analyze_frame(frame, checkpoints=checkpoint_grid(frame, checkpoint_every),
+                                 global_batch_size=global_batch_size)
+    if fmt is ReportFormat.text and not output:
+        from ..report.terminal import print_analysis
+
+        print_analysis(analysis)
+    else:
+        from ..report import render
+
+        emit(render(analysis, fmt.value), output, paths)
+
+
+def formats() -> None:
+    """List the log formats losslens reads."""
+    from ..readers import FORMATS
+
+    for fmt in FORMATS.values():
+        sys.stdout.write(f"{fmt.name:18} {fmt.description}\n")

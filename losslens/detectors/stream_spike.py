@@ -1,0 +1,224 @@
+"""Streaming forms of the spike statistic: `SpikeStream` (loss spikes) and `GradSpikeStream`.
+
+Each update re-runs the batch detector on a trailing window of the stitched series: the new
+points plus the detector's horizon of history (the tail count over z-scores whose baseline
+spans a window and two level windows, and the re-judging after a spike), reaching further
+back where an event is still open (a spike not back yet, or one whose recovery moved the
+statistics of what follows; for grad spikes, a loss spike that may still follow). Events
+from the window's trusted part on replace the earlier ones there. Where the statistic leaves
+log space (a first value <= 0, or the level coming within `NEAR_ZERO` noise scales of 0) is
+tracked incrementally from the whole prefix, as `SpikeDetector.find` decides it: after that
+the window is judged additively, and the update where it happens runs on the whole series.
+Over any prefix and any chunking, the events equal the batch detector's on that prefix
+(tests/test_detectors_stream.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..events import Event
+from . import spike as spike_module
+from .gradspike import GradSpikeDetector
+from .spike import SpikeDetector
+from .stream_base import FrameView, SeriesBuffer, index_of, splice
+
+if TYPE_CHECKING:
+    from .stream import LiveRun
+
+
+class SpikeStream:
+    """`SpikeDetector` fed new points: spikes on a trailing window (see the module doc)."""
+
+    def __init__(self, det: SpikeDetector) -> None:
+        self.det = det
+        self.kind = det.kind
+        self.roles = tuple(det.roles)
+        self.w = int(det.window) | 1
+        self.lw = int(det.level_window) | 1
+        self.bp = int(det.back_points)
+        self.back_z = float(det.back_z)
+        self.min_points = int(det.min_points)
+        #: points of history a verdict can lean on: the tail count over z-scores whose
+        #: baseline spans a window and two level windows, and the re-judging after a spike.
+        self.horizon = 4 * self.w + int(det.tail_window) + 4 * self.lw + 2 * self.bp + 64
+
+    def update(self, st: LiveRun) -> None:
+        """Find the events of every changed series of the detector's roles again."""
+        for tag, s in st.series.items():
+            if s.dirty is not None and s.n and st.roles[tag] in self.roles:
+                self.update_series(st, tag, s)
+
+    def update_series(self, st: LiveRun, tag: str, s: SeriesBuffer) -> None:
+        key = (self.kind, tag)
+        old = st.events.get(key, [])
+        a0 = self.start(old, s.step[:s.n], s.value[:s.n], int(s.dirty))
+        series, cut_step = self.window(st, tag, s, a0)
+        st.events[key] = splice(old, self.det.detect(series), cut_step)
+
+    def start(self, old: list[Event], steps: np.ndarray, values: np.ndarray, d: int) -> int:
+        """The first index whose events must be found again when points from `d` on are new
+        (the window then starts `horizon` points earlier)."""
+        return min([d] + [self._reach(e, steps, values, d) for e in old])
+
+    def window(self, st: LiveRun, tag: str, s: SeriesBuffer, a0: int) -> tuple[Any, float]:
+        """The series to run the detector on so that its events from index `a0` on are as
+        in the whole series, and the step from which they are."""
+        # shared by the policies that run the same statistic on this tag (spike, grad_spike)
+        memo = st.memo.setdefault((f"switch-{self.w}-{self.lw}-{self.min_points}", tag), {})
+        k, moved = self._switch(s, memo, st.tick)
+        a = max(0, a0 - self.horizon)
+        if moved or (k is not None and k >= a):
+            a = 0  # the series turned additive just now, or inside the window: all of it
+        series = s.view(st.run, tag, st.roles[tag], a)
+        if a and k is not None:  # additive since before the window: a 0 first says so
+            series = replace(series, step=np.r_[series.step[0] - 1, series.step],
+                             value=np.r_[0.0, series.value],
+                             wall_time=np.r_[np.nan, series.wall_time],
+                             segment=np.r_[0, series.segment])
+        cut_step = -math.inf if a == 0 else s.step[a0] if a0 < s.n else math.inf
+        return series, cut_step
+
+    def _reach(self, e: Event, steps: np.ndarray, values: np.ndarray, d: int) -> int:
+        """Where the window must start (before the horizon) for `e` to be judged as in the
+        whole series: its start if it is still open or sways the new points, else `d`."""
+        ci = index_of(steps, e.start_step)
+        if e.end_step is None:
+            if ci >= d - 4 * self.w - 2 * self.bp - 64 or self._may_be_back(e, values[d:]):
+                return ci
+            return d
+        ei = index_of(steps, e.end_step)
+        return ci if ei >= d - 3 * self.w - 2 * self.bp - 8 else d
+
+    def _may_be_back(self, e: Event, new: np.ndarray) -> bool:
+        """Whether a new point is back within the old spike's band (then its end is found)."""
+        pre, scale = e.details.get("pre_level"), e.details.get("scale")
+        if pre is None or scale is None:
+            return True
+        v = new[np.isfinite(new)]
+        if e.details.get("space") == "log":
+            if pre <= 0 or bool((v <= 0).any()):
+                return True
+            return bool((np.log(v) <= math.log(pre) + self.back_z * scale).any())
+        return bool((v <= pre + self.back_z * scale).any())
+
+    # -- where the statistic leaves log space (mirrors SpikeDetector.find / near_zero) ----
+
+    def _switch(self, s: SeriesBuffer, memo: dict[str, Any], tick: int) -> tuple[int | None, bool]:
+        """(index from which the detector judges the series additively, or None; whether
+        that changed since the last update). It is the first value <= 0, or the first point
+        whose log-space level is within NEAR_ZERO noise scales of 0 (unless every value so
+        far exceeds NEAR_ZERO times the largest step); kept up to date incrementally."""
+        sp = spike_module
+        if memo.get("tick") == tick:  # already brought up to date in this update
+            return memo["k"], memo["moved"]
+        moved = False
+        if memo and memo["upto"] > (s.n if s.dirty is None else s.dirty):
+            memo.clear()  # points were rewritten: start over
+            moved = True
+        if not memo:
+            memo.update(upto=0, fin=0, vmin=math.inf, smax=0.0, last=math.nan, cond=None,
+                        k="unset")
+        k0 = s.first_nonpos
+        end = s.n if k0 is None else min(s.n, k0)
+        if memo["upto"] < end:
+            self._scan(s, memo, end, sp)
+        memo["upto"] = max(memo["upto"], end)
+        near = memo["cond"]
+        if memo["smax"] == 0.0 or memo["vmin"] > sp.NEAR_ZERO * memo["smax"]:
+            near = None  # the detector's shortcut: nowhere near 0
+        if k0 is not None and memo["fin"] <= self.min_points:  # fin: finite points before k0
+            near = None  # no log space at all: additive from the first value <= 0
+        k = k0 if near is None else near if k0 is None else min(k0, near)
+        moved = moved or (memo["k"] != "unset" and memo["k"] != k)
+        memo.update(k=k, moved=moved, tick=tick)
+        return k, moved
+
+    def _scan(self, s: SeriesBuffer, memo: dict[str, Any], end: int, sp: Any) -> None:
+        """Fold the finite values of [upto, end) into the running min / largest step, and
+        look for the first point of them where the level comes near 0."""
+        upto = memo["upto"]
+        seg = s.value[upto:end]
+        vals = seg[np.isfinite(seg)]
+        if vals.shape[0]:
+            chain = np.r_[memo["last"], vals] if math.isfinite(memo["last"]) else vals
+            if chain.shape[0] > 1:
+                memo["smax"] = max(memo["smax"], float(np.abs(np.diff(chain)).max()))
+            memo["vmin"] = min(memo["vmin"], float(vals.min()))
+            memo["last"] = float(vals[-1])
+        if memo["cond"] is None and vals.shape[0]:
+            memo["cond"] = self._near_from(s, upto, end, memo["fin"], sp)
+        memo["fin"] += int(vals.shape[0])
+
+    def _near_from(self, s: SeriesBuffer, upto: int, end: int, fin: int, sp: Any) -> int | None:
+        """First index in [upto, end) whose level is within NEAR_ZERO noise scales of 0,
+        computed on enough finite points before `upto` to be exact."""
+        need, lo = 2 * self.w + 4 * self.lw + 16, upto
+        while lo > 0 and np.count_nonzero(np.isfinite(s.value[lo:upto])) < need:
+            lo = max(0, lo - 2 * need)
+        seg = s.value[lo:end]
+        ok = np.isfinite(seg)
+        v, pos = seg[ok], lo + np.flatnonzero(ok)
+        if v.shape[0] < 3:
+            return None
+        vmin, vmax, smax = float(v.min()), float(v.max()), float(np.abs(np.diff(v)).max())
+        if vmin > 0 and vmin * vmin / vmax > sp.NEAR_ZERO * sp.DIFF_TO_SIGMA * smax:
+            return None  # the level (>= vmin^2/vmax) stays above any noise bound here
+        fin_index = fin - int(np.count_nonzero(ok[:upto - lo])) + np.arange(v.shape[0])
+        logb = sp.baseline(v, self.w, True, level_window=self.lw)
+        noise = np.full(v.shape[0], np.nan)
+        noise[2:] = sp.DIFF_TO_SIGMA * sp.trailing_median(np.abs(np.diff(v)), self.w)[:-1]
+        with np.errstate(invalid="ignore", over="ignore"):
+            near = np.exp(logb.level) < sp.NEAR_ZERO * noise
+        hit = np.flatnonzero(near & (pos >= upto) & (fin_index >= self.min_points))
+        return int(pos[hit[0]]) if hit.shape[0] else None
+
+
+class GradSpikeStream:
+    """Grad-norm spikes on trailing windows of the grad norms and of the losses they follow.
+
+    A grad spike is found again from where its series changed (reaching back like a spike),
+    and from `follow_within` steps before a loss's new points (a new loss spike there may
+    have followed it); the losses are windowed so that their spikes from there on are exact.
+    """
+
+    def __init__(self, det: GradSpikeDetector) -> None:
+        self.det = det
+        self.kind = det.kind
+        self.roles = tuple(det.roles)
+        self.grad = SpikeStream(det.spike_detector())
+        self.loss = SpikeStream(SpikeDetector())
+        self.follow = int(det.follow_within)
+
+    def update(self, st: LiveRun) -> None:
+        grads = [t for t in st.series if st.roles[t] == "grad_norm"]
+        losses = [t for t in st.series if st.roles[t] == "train_loss"]
+        new_loss = [int(st.series[t].step[st.series[t].dirty]) for t in losses
+                    if st.series[t].dirty is not None]
+        if not grads or not (new_loss or any(st.series[t].dirty is not None for t in grads)):
+            return
+        key = (self.kind, None)
+        old = st.events.get(key, [])
+        follow_from = min(new_loss) - self.follow if new_loss else math.inf
+        views, cuts = {}, {}
+        for t in grads:
+            s = st.series[t]
+            steps = s.step[:s.n]
+            d = min(s.n if s.dirty is None else s.dirty, index_of(steps, follow_from))
+            a0 = self.grad.start([e for e in old if e.tag == t], steps, s.value[:s.n], d)
+            views[t], cuts[t] = self.grad.window(st, t, s, a0)
+        first = min(cuts.values())
+        for t in losses:
+            s = st.series[t]
+            steps = s.step[:s.n]
+            a0 = 0 if first == -math.inf else self.loss.start(
+                st.events.get(("spike", t), []), steps, s.value[:s.n], index_of(steps, first))
+            views[t], _ = self.loss.window(st, t, s, a0)
+        found = self.det.detect_run(FrameView(views), st.info())
+        st.events[key] = sorted(
+            [e for e in old if e.start_step < cuts.get(e.tag, math.inf)]
+            + [e for e in found if e.start_step >= cuts[e.tag]],
+            key=lambda e: (e.start_step, e.tag))

@@ -1,0 +1,421 @@
+"""Readers fed new bytes: follow a growing log, file or folder, and hand over only what is new.
+
+A follower's source (`open_source(path)`) returns, on each `poll(notices)`, `Batch`es of new
+points per run; `losslens watch` feeds them to the detectors' streaming form.
+
+- Text logs (`TextSource`): `FileTail` keeps the byte offset just past the last complete
+  line; a half-written last line waits for its newline. A file shorter than the offset
+  (truncated), another file at the path (rotated, replaced) or a deleted and re-created file
+  is read again from its start as a new segment (a run header between the two), and what was
+  left in the old file is read first. Formats whose lines carry their own step
+  (`CONTEXT_LINES`: Megatron, nanoGPT, llm.c, torchtitan, OLMo, fairseq, JSON lines) are
+  decoded by `LineDecoder`: the format's own reader on the new lines plus a few lines before
+  them (the context a line may lean on: the iteration line before a DeepSpeed OVERFLOW line,
+  an OLMo block header before its metrics), through a small temporary file; the cost of an
+  update is proportional to the new bytes. The other formats infer their steps from the whole
+  file (HF console, DeepSpeed, pix2pix) or are rewritten whole (trainer_state.json, CSV, W&B
+  files); they are read whole again when they change (`Batch.reset`).
+- TensorBoard event files (`TensorBoardRun`): each file is followed from a record boundary (a
+  record still being written waits) with the reader's `RecordDecoder`; a new event file is a
+  new segment, as the reader makes it.
+- Folders (`FolderSource`): every unit `losslens analyze` reads there (TensorBoard folders,
+  W&B run files, text logs of any format), walked again on each look, so files and runs that
+  appear later are followed too; each is a run named as `analyze` names it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LogNotFoundError, LossLensError, UnknownFormatError
+from ..records import RunRecords
+from . import sniff, read_file, walk_units
+from . import tensorboard as tb
+from . import tfrecord
+
+#: Text formats read a line batch at a time, with how many earlier lines each batch carries.
+CONTEXT_LINES: dict[str, int] = {
+    "megatron": 64, "nanogpt": 16, "llmc": 64, "llmc-mainlog": 8, "torchtitan": 16,
+    "olmo": 256, "olmo-core": 256, "fairseq": 64, "jsonl": 0,
+}
+#: Above this many bytes the first read hands the reader the file itself (no copy).
+DIRECT_READ_BYTES = 1 << 20
+
+
+
+@dataclass
+class Batch:
+    """New points of one run; `reset`: they replace all read so far; `header`: a run header
+    (new segment) at this order, before the points."""
+
+    run: str
+    source: str
+    format: str
+    records: RunRecords | None
+    reset: bool = False
+    header: int | None = None
+
+
+@dataclass
+class _Piece:
+    data: bytes  # complete lines
+    fresh: bool  # the first bytes of a file that replaced the previous one
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+class FileTail:
+    """The complete lines appended to one path since the last look (see the module doc):
+    truncation, rotation and a re-created file start over; a half-written line waits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh: Any = None
+        self.ident: tuple[int, int] | None = None
+        self.offset = 0
+        self.files = 0
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+    def read(self, notices: list[str]) -> list[_Piece]:
+        st = _stat(self.path)
+        pieces: list[_Piece] = []
+        if self.fh is not None:
+            size = os.fstat(self.fh.fileno()).st_size
+            if st is not None and (st.st_dev, st.st_ino) == self.ident:
+                if size < self.offset:
+                    notices.append(f"{self.path}: truncated ({size} bytes, {self.offset} read); "
+                                   "reading it again from the start as a new segment")
+                    self.offset = 0
+                    return [_Piece(self._new(size), True)]
+                return [_Piece(self._new(size), False)]
+            pieces.append(_Piece(self._new(size), False))  # what the old file still held
+            self.close()
+            notices.append(f"{self.path}: deleted; waiting for it to come back" if st is None
+                           else f"{self.path}: replaced by a new file (rotated); reading the "
+                                "new file from the start as a new segment")
+        if st is None or not self._open():
+            return pieces
+        size = os.fstat(self.fh.fileno()).st_size
+        return pieces + [_Piece(self._new(size), self.files > 1)]
+
+    def _open(self) -> bool:
+        try:
+            self.fh = open(self.path, "rb")
+        except OSError:
+            return False
+        st = os.fstat(self.fh.fileno())
+        self.ident, self.offset = (st.st_dev, st.st_ino), 0
+        self.files += 1
+        return True
+
+    def _new(self, size: int) -> bytes:
+        if size <= self.offset:
+            return b""
+        self.fh.seek(self.offset)
+        data = self.fh.read(size - self.offset)
+        cut = data.rfind(b"\n") + 1
+        self.offset += cut
+        return data[:cut]
+
+    def same_file(self) -> bool:
+        st = _stat(self.path)
+        return st is not None and (st.st_dev, st.st_ino) == self.ident
+
+
+def _select(rec: RunRecords, keep: np.ndarray, shift: int, lo: int, hi: int) -> RunRecords:
+    """The points of `keep` with orders shifted; headers in (lo, hi] shifted likewise."""
+    return replace(rec, tag_code=rec.tag_code[keep], step=rec.step[keep],
+                   value=rec.value[keep], wall_time=rec.wall_time[keep],
+                   order=rec.order[keep] + shift,
+                   headers=tuple(h + shift for h in rec.headers if lo < h <= hi))
+
+
+def _read_one(path: Path, run: str, fmt: str) -> RunRecords | None:
+    """The format's reader on one file: one run's records (None when it held no run)."""
+    if fmt == "megatron":  # the vectorised path pays off from a few lines on
+        from . import megatron
+
+        return megatron.read_file(path, run, fast=True)
+    records = read_file(path, run, fmt)
+    return records[0] if records else None
+
+
+class LineDecoder:
+    """A text format's reader fed the complete lines appended to a log: each batch is read
+    with the few lines before it that a line may lean on (`CONTEXT_LINES`), and the points
+    of the batch's own lines are kept, their orders continuing the earlier ones."""
+
+    def __init__(self, fmt: str, run: str, source: str, tmp: Path) -> None:
+        self.fmt, self.run, self.source, self.tmp = fmt, run, source, tmp
+        self.keep = CONTEXT_LINES[fmt]
+        self.context: list[bytes] = []
+        self.base = 0  # order of line 0 of the current file
+        self.lines = 0  # lines of the current file read
+
+    def new_file(self) -> int | None:
+        """A new file starts: its lines follow the old ones; the header between them."""
+        header = self.base + self.lines if self.base + self.lines else None
+        self.base += self.lines
+        self.lines, self.context = 0, []
+        return header
+
+    def parse(self, data: bytes, direct: Path | None = None) -> RunRecords | None:
+        """Points of the complete lines `data` (`direct`: the file itself starts with them)."""
+        n = data.count(b"\n")
+        if not n:
+            return None
+        k = 0 if direct is not None else len(self.context)
+        if direct is None:
+            self.tmp.write_bytes(b"".join(line + b"\n" for line in self.context) + data)
+        rec = _read_one(direct or self.tmp, self.run, self.fmt)
+        shift = self.base + self.lines - k
+        self.lines += n
+        self._remember(data)
+        if rec is None:
+            return None
+        keep = (rec.order > k) & (rec.order <= k + n)
+        return replace(_select(rec, keep, shift, k, k + n), source=self.source)
+
+    def _remember(self, data: bytes) -> None:
+        if not self.keep:
+            return
+        pos = len(data) - 1
+        for _ in range(self.keep):
+            pos = data.rfind(b"\n", 0, pos)
+            if pos < 0:
+                break
+        self.context = (self.context + data[pos + 1:-1].split(b"\n"))[-self.keep:]
+
+
+class TextSource:
+    """One text log: followed line by line (CONTEXT_LINES formats) or re-read whole."""
+
+    def __init__(self, path: Path, fmt: str | None, strict: bool, run: str | None = None,
+                 quiet: bool = False) -> None:
+        self.path, self.fmt, self.strict, self.quiet = path, fmt, strict, quiet
+        self.run = run or path.name
+        self.sniffed_at: int | None = None  # size when sniffing last found nothing
+        self.tail = FileTail(path)
+        self.parser: LineDecoder | None = None
+        self.tmpdir: Path | None = None  # made when the first line batch is decoded
+        self.seen: tuple | None = None  # whole-file formats: (inode, size, mtime) last read
+        self.said = False
+
+    def close(self) -> None:
+        self.tail.close()
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def poll(self, notices: list[str]) -> tuple[list[Batch], int]:
+        if self.fmt is None and not self._sniff(notices):
+            return [], 0
+        if self.fmt not in CONTEXT_LINES:
+            return self._whole(notices)
+        if self.parser is None:
+            shm = Path("/dev/shm")  # the batch file lives in memory where there is such a place
+            self.tmpdir = Path(tempfile.mkdtemp(
+                prefix="losslens-watch-",
+                dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+            self.parser = LineDecoder(self.fmt, self.run, str(self.path),
+                                      self.tmpdir / self.path.name)
+        out, units = [], 0
+        for i, piece in enumerate(self.tail.read(notices)):
+            header = self.parser.new_file() if piece.fresh else None
+            direct = (self.path if self.parser.base + self.parser.lines == 0 and i == 0
+                      and len(piece.data) > DIRECT_READ_BYTES and self.tail.same_file()
+                      else None)
+            units += piece.data.count(b"\n")
+            try:
+                rec = self.parser.parse(piece.data, direct)
+            except LossLensError as exc:
+                notices.append(f"{self.path}: {exc}")
+                rec = None
+            if rec is not None or header is not None:
+                out.append(Batch(self.run, str(self.path), self.fmt, rec, header=header))
+        return out, units
+
+    def _sniff(self, notices: list[str]) -> bool:
+        st = _stat(self.path)
+        if st is not None and st.st_size == self.sniffed_at:
+            return False  # nothing new to recognise
+        try:
+            fmt = sniff(self.path) if self.path.is_file() else None
+        except (OSError, LossLensError):
+            fmt = None
+        self.sniffed_at = st.st_size if st is not None else None
+        if fmt is None:
+            if self.strict:
+                raise UnknownFormatError(f"{self.path}: not a log format losslens knows; "
+                                         "name one with --input-format")
+            if not self.said and not self.quiet:
+                notices.append(f"{self.path}: no line losslens recognises yet; waiting "
+                               "(or name the format with --input-format)")
+                self.said = True
+            return False
+        self.fmt = fmt.name
+        return True
+
+    def _whole(self, notices: list[str]) -> tuple[list[Batch], int]:
+        st = _stat(self.path)
+        if st is None:
+            return [], 0
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if sig == self.seen:
+            return [], 0
+        self.seen = sig
+        try:
+            records = read_file(self.path, self.run, self.fmt)
+        except LossLensError as exc:
+            notices.append(f"{self.path}: {exc}")
+            return [], 0
+        return [Batch(r.run, r.source, r.format, r, reset=True) for r in records], 1
+
+
+class Shifted:
+    """A file seen from `base` on (what `tfrecord.scan` reads from)."""
+
+    def __init__(self, fh: Any, base: int) -> None:
+        self.fh, self.base = fh, base
+
+    def seek(self, pos: int) -> int:
+        return self.fh.seek(self.base + pos)
+
+    def readinto(self, buf: Any) -> int:
+        return self.fh.readinto(buf)
+
+
+@dataclass
+class TBFileState:
+    """Where one event file is read up to, and which file it was."""
+
+    offset: int = 0
+    ident: tuple[int, int] | None = None
+    header_due: bool = False  # a later file (or one started over): a segment at its first record
+
+
+class TensorBoardRun:
+    """One folder of event files (or one event file: `only`), followed record by record."""
+
+    def __init__(self, directory: Path, run: str, only: str | None = None) -> None:
+        self.dir, self.run, self.only = directory, run, only
+        self.decoder = tb.RecordDecoder()
+        self.files: dict[str, TBFileState] = {}
+
+    def close(self) -> None:
+        pass
+
+    def poll(self, notices: list[str]) -> tuple[list[Batch], int]:
+        try:
+            paths = [p for p in tb.event_files(self.dir) if self.only in (None, p.name)]
+        except OSError:
+            return [], 0
+        headers, before = [], self.decoder.records
+        for path in paths:
+            first = self.decoder.records + 1
+            state = self.files.get(path.name)
+            if state is None:
+                state = self.files[path.name] = TBFileState(header_due=bool(self.files))
+            restarted, first_point = self._read(path, state, notices)
+            state.header_due |= restarted
+            if state.header_due and self.decoder.records >= first:
+                headers.append(first - 1 if first_point == first else first)
+                state.header_due = False
+        if self.decoder.records == before:
+            return [], 0
+        # with the points, so that segments are cut in order
+        rec = self.decoder.take(self.run, str(self.dir), headers)
+        return [Batch(self.run, str(self.dir), "tensorboard", rec)], self.decoder.records - before
+
+    def _read(self, path: Path, f: TBFileState, notices: list[str]) -> tuple[bool, int | None]:
+        """Read the file's new complete records: (it was started over, first point's order)."""
+        restarted, first_point = False, None
+        try:
+            fh = open(path, "rb")
+        except OSError:
+            return False, None
+        with fh:
+            st = os.fstat(fh.fileno())
+            ident = (st.st_dev, st.st_ino)
+            if f.ident is not None and (ident != f.ident or st.st_size < f.offset):
+                notices.append(f"{path}: replaced or truncated; reading it again from the "
+                               "start as a new segment")
+                f.offset, restarted = 0, True
+            f.ident = ident
+            if st.st_size <= f.offset:
+                return restarted, None
+            consumed = 0
+            for chunk in tfrecord.scan(Shifted(fh, f.offset), st.st_size - f.offset):
+                if not chunk.starts.shape[0]:
+                    continue
+                o = self.decoder.decode(chunk)
+                if first_point is None:
+                    first_point = o
+                consumed = chunk.base + int(chunk.starts[-1]) + 16 + int(chunk.lengths[-1])
+            f.offset += consumed
+        return restarted, first_point
+
+
+class FolderSource:
+    """Every unit `analyze` reads under `root` (re-walked on each look), each followed."""
+
+    def __init__(self, root: Path, format: str | None = None) -> None:
+        self.root, self.format = root, format
+        self.units: dict[Path, Any] = {}
+
+    def close(self) -> None:
+        for unit in self.units.values():
+            unit.close()
+
+    def poll(self, notices: list[str]) -> tuple[list[Batch], int]:
+        try:
+            found = walk_units(self.root, self.format)
+        except OSError:
+            return [], 0
+        out, units = [], 0
+        for path, name, fmt in found:
+            unit = self.units.get(path)
+            if unit is None:
+                if fmt is not None and fmt.name == "tensorboard":
+                    unit = TensorBoardRun(path, name)
+                else:
+                    unit = TextSource(path, fmt.name if fmt else None, False, run=name,
+                                      quiet=True)
+                self.units[path] = unit
+            try:
+                batches, n = unit.poll(notices)
+            except LossLensError as exc:  # one bad file does not sink the folder
+                notices.append(f"{path}: {exc}")
+                continue
+            out += batches
+            units += n
+        return out, units
+
+
+def open_source(path: Path, format: str | None = None, strict: bool = False,
+                notices: list[str] | None = None) -> Any:
+    """The source that follows `path` (a text log, an event file, or a folder), or None
+    while it does not exist (LogNotFoundError with `strict`)."""
+    if not path.exists():
+        if strict:
+            raise LogNotFoundError(f"{path}: no such file or directory")
+        return None
+    if path.is_dir():
+        return FolderSource(path, format)
+    if tb.is_event_file_name(path.name) or format == "tensorboard":
+        return TensorBoardRun(path.parent, path.name, only=path.name)
+    return TextSource(path, format, strict)
