@@ -285,6 +285,7 @@ class RunCheck:
     events: tuple[Any, ...]
     ignored_events: int = 0
     baseline: BaselineResult | None = None
+    error: str | None = None  # the run could not be read or analysed (a folder's bad unit)
 
     @property
     def passed(self) -> bool:
@@ -302,6 +303,10 @@ class CheckReport:
 
     @property
     def exit_code(self) -> int:
+        """2 when a run could not be read or analysed (an input error, not a finding), else
+        1 on a failing check, else 0."""
+        if any(r.error for r in self.runs):
+            return 2
         return 0 if self.passed else 1
 
 
@@ -525,6 +530,11 @@ def run_checks(analysis, cfg: CheckConfig, reference=None,
     cfg.validate()
     out = []
     for ra in analysis.runs:
+        if ra.info.error:
+            item = CheckItem("read", False, None, "could not be read or analysed", ra.info.error)
+            out.append(RunCheck(ra.info.run, ra.info.source, ra.info.format, (item,), (), (),
+                                error=ra.info.error))
+            continue
         kept = tuple(e for e in ra.events if keep_event(e, cfg))
         items, findings = rule_items(kept, ra.info.metadata, cfg.fail_on)
         bl = None
@@ -583,7 +593,7 @@ def render_json(report: CheckReport) -> str:
     runs = [{"run": rc.run, "source": rc.source, "format": rc.format, "passed": rc.passed,
              "checks": [i.to_dict() for i in rc.items],
              "findings": [f.to_dict() for f in rc.findings],
-             "ignored_events": rc.ignored_events,
+             "ignored_events": rc.ignored_events, "error": rc.error,
              "baseline": rc.baseline.to_dict() if rc.baseline else None} for rc in report.runs]
     doc = {"schema": CHECK_SCHEMA, "version": __version__, "passed": report.passed,
            "exit_code": report.exit_code, "fail_on": report.config.fail_on,
@@ -679,11 +689,12 @@ def render_junit(report: CheckReport) -> str:
     import xml.etree.ElementTree as ET
 
     root = ET.Element("testsuites", name="losslens")
-    total = fails = 0
+    total = fails = errors = 0
     for rc in report.runs:
-        n_fail = sum(not i.passed for i in rc.items)
+        n_fail = 0 if rc.error else sum(not i.passed for i in rc.items)
+        n_err = len(rc.items) if rc.error else 0
         suite = ET.SubElement(root, "testsuite", name=_x(rc.run), tests=str(len(rc.items)),
-                              failures=str(n_fail), errors="0", skipped="0")
+                              failures=str(n_fail), errors=str(n_err), skipped="0")
         props = ET.SubElement(suite, "properties")
         for k, v in (("source", rc.source), ("format", rc.format),
                      ("fail_on", report.config.fail_on)):
@@ -691,7 +702,10 @@ def render_junit(report: CheckReport) -> str:
         for item in rc.items:
             case = ET.SubElement(suite, "testcase", classname=_x(f"losslens.{rc.run}"),
                                  name=_x(item.name), file=_x(rc.source))
-            if not item.passed:
+            if rc.error:  # not a finding: the input could not be read
+                ET.SubElement(case, "error", message=_x(item.title),
+                              type="input").text = _x(rc.error)
+            elif not item.passed:
                 fail = ET.SubElement(case, "failure", message=_x(item.title),
                                      type=_x(item.severity or "failure"))
                 fail.text = _x(item.message or item.title)
@@ -700,9 +714,10 @@ def render_junit(report: CheckReport) -> str:
                     f"{item.severity}: {item.title} (below fail-on {report.config.fail_on})")
         total += len(rc.items)
         fails += n_fail
+        errors += n_err
     root.set("tests", str(total))
     root.set("failures", str(fails))
-    root.set("errors", "0")
+    root.set("errors", str(errors))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, "unicode") + "\n"
 

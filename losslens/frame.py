@@ -75,6 +75,8 @@ class RunInfo:
     skipped: tuple[SkippedLine, ...] = ()
     skipped_count: int = 0
     warnings: tuple[str, ...] = ()
+    #: why this run could not be read or analysed (it has no series then); None when it was
+    error: str | None = None
 
     @property
     def roles(self) -> dict[str, str]:
@@ -366,6 +368,7 @@ def _valid_text(rec: RunRecords) -> RunRecords:
     meta = rec.metadata
     texts = (rec.run, rec.source, *rec.tags, *rec.warnings, *(s.text for s in rec.skipped),
              *meta.extra.keys(), *meta.extra.values())
+    texts += (rec.error,) if rec.error else ()
     if all(valid_unicode(t) is t for t in texts if isinstance(t, str)):
         return rec
     tags = [valid_unicode(t) for t in rec.tags]
@@ -376,6 +379,7 @@ def _valid_text(rec: RunRecords) -> RunRecords:
     return replace(rec, run=valid_unicode(rec.run), source=valid_unicode(rec.source),
                    tags=tuple(tags), warnings=tuple(valid_unicode(w) for w in rec.warnings),
                    skipped=tuple(replace(s, text=valid_unicode(s.text)) for s in rec.skipped),
+                   error=valid_unicode(rec.error) if rec.error else None,
                    metadata=replace(meta, extra=extra))
 
 
@@ -393,6 +397,10 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
             name = f"{name}#{seen[name]}"
         else:
             seen[name] = 1
+        if not len(rec):  # a unit that failed: a run with its error and no points
+            infos.append(RunInfo(name, rec.source, rec.format, (), (), rec.metadata, rec.skipped,
+                                 rec.skipped_count, rec.warnings, rec.error or "no points"))
+            continue
         df, info = _build_run(rec, overrides)
         # the raw view comes tag by tag (codes ascending): each tag's rows by binary search
         tags = df["tag"].cat.codes.to_numpy()
@@ -415,7 +423,8 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
         names.append(name)
         pos += len(df)
         infos.append(RunInfo(name, info.source, info.format, tuple(series), info.segments,
-                             info.metadata, info.skipped, info.skipped_count, info.warnings))
+                             info.metadata, info.skipped, info.skipped_count, info.warnings,
+                             rec.error))
     if frames:
         from pandas.api.types import union_categoricals
 

@@ -24,6 +24,11 @@ class RunAnalysis:
     plan_warnings: tuple[str, ...] = ()
 
     @property
+    def error(self) -> str | None:
+        """Why this run could not be read or analysed (a failed unit of a folder), else None."""
+        return self.info.error
+
+    @property
     def worst(self) -> str | None:
         from .diagnosis import SEVERITY_ORDER
 
@@ -81,11 +86,44 @@ def analyze_run(frame: Frame, info: RunInfo, detectors: Mapping[str, Any] | None
 
 def analyze_frame(frame: Frame, detectors: Mapping[str, Any] | None = None,
                   policy: SkipPolicy | None = None, checkpoints: Sequence[int] | None = None,
-                  global_batch_size: int | None = None) -> Analysis:
-    """Analyse every run of the frame."""
-    runs = tuple(analyze_run(frame, info, detectors, policy, checkpoints, global_batch_size)
-                 for info in frame.runs)
+                  global_batch_size: int | None = None,
+                  unit_timeout: float | None = None) -> Analysis:
+    """Analyse every run of the frame, each isolated (`isolated_run`): a run that fails or
+    runs past `unit_timeout` seconds gets an error and the others are analysed."""
+    runs = tuple(isolated_run(frame, info, detectors, policy, checkpoints, global_batch_size,
+                              unit_timeout) for info in frame.runs)
     return Analysis(frame, runs)
+
+
+def isolated_run(frame: Frame, info: RunInfo, detectors: Mapping[str, Any] | None = None,
+                 policy: SkipPolicy | None = None, checkpoints: Sequence[int] | None = None,
+                 global_batch_size: int | None = None,
+                 timeout: float | None = None) -> RunAnalysis:
+    """`analyze_run`, with whatever goes wrong in it (a detector bug, memory, a run past
+    `timeout` seconds, default `limits.UNIT_TIMEOUT`) made the run's error instead of the
+    command's. A run that failed to read has no events. Parameter errors still propagate."""
+    from dataclasses import replace
+
+    from .errors import InvalidParameterError
+    from .limits import UNIT_TIMEOUT, deadline
+
+    if info.error is not None:
+        return RunAnalysis(info, (), (), None)
+    try:
+        with deadline(UNIT_TIMEOUT if timeout is None else timeout, f"{info.source}: analysis"):
+            return analyze_run(frame, info, detectors, policy, checkpoints, global_batch_size)
+    except InvalidParameterError:
+        raise
+    except MemoryError:
+        why = f"{info.source}: out of memory while analysing it"
+    except Exception as exc:  # noqa: BLE001 - one run's failure is not the fleet's
+        from .errors import LossLensError
+
+        text = str(exc).splitlines()[0][:200] if str(exc) else ""
+        why = text if isinstance(exc, LossLensError) else (
+            f"{info.source}: could not be analysed (internal error: {type(exc).__name__}"
+            f"{': ' + text if text else ''})")
+    return RunAnalysis(replace(info, error=why), (), (), None)
 
 
 @dataclass(frozen=True)

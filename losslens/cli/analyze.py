@@ -12,7 +12,8 @@ from typing import List, Optional
 import typer
 
 from .common import (CHECKPOINT_EVERY, DEBUG, GLOBAL_BATCH_SIZE, INPUT_FORMAT, OUTPUT, PATHS,
-                     ROLE, emit, format_option, progress_line, read_frame, warn_frame)
+                     ROLE, UNIT_TIMEOUT, emit, failed_runs, format_option, progress_line,
+                     read_frame, warn_frame)
 
 
 class SeriesFormat(str, Enum):
@@ -44,7 +45,12 @@ def series(
         import io
 
         buf = io.StringIO()
-        (frame.data if raw else frame.stitched).to_csv(buf, index=False, na_rep="nan")
+        table = frame.data if raw else frame.stitched
+        # run and tag names from a log: a spreadsheet must not read them as formulas
+        from ..textsafe import csv_cell
+
+        table = table.assign(**{c: table[c].astype(str).map(csv_cell) for c in ("run", "tag")})
+        table.to_csv(buf, index=False, na_rep="nan")
         emit(buf.getvalue(), output, paths)
     elif output:
         from ..report import render_series
@@ -77,6 +83,7 @@ def analyze(
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", metavar="ADDRESS",
         help="Analyse the runs on the Dask cluster at ADDRESS (pip install 'losslens[dask]')."),
+    unit_timeout: Optional[float] = UNIT_TIMEOUT,
     input_format: Optional[str] = INPUT_FORMAT,
     role: List[str] = ROLE,
     debug: bool = DEBUG,
@@ -88,13 +95,16 @@ def analyze(
     if jobs != 1 or scheduler:
         from ..parallel import Options, analyze_paths
 
-        if jobs < 0:
-            from ..errors import InvalidParameterError
+        from ..errors import InvalidParameterError
 
+        if jobs < 0:
             raise InvalidParameterError(f"--jobs must be >= 0, got {jobs}")
         # the points travel back only for the reports that plot them
         plots = fmt in (ReportFormat.text, ReportFormat.html)
-        options = Options(input_format, roles, checkpoint_every, global_batch_size, plots)
+        if unit_timeout is not None and unit_timeout <= 0:
+            raise InvalidParameterError(f"--unit-timeout must be > 0, got {unit_timeout:g}")
+        options = Options(input_format, roles, checkpoint_every, global_batch_size, plots,
+                          unit_timeout)
         progress = progress_line if sys.stderr.isatty() else None
         try:
             analysis = analyze_paths(paths, options, jobs, scheduler, progress)
@@ -105,9 +115,9 @@ def analyze(
     else:
         from ..pipeline import analyze_frame, checkpoint_grid
 
-        frame = read_frame(paths, input_format, roles)
+        frame = read_frame(paths, input_format, roles, unit_timeout)
         analysis = analyze_frame(frame, checkpoints=checkpoint_grid(frame, checkpoint_every),
-                                 global_batch_size=global_batch_size)
+                                 global_batch_size=global_batch_size, unit_timeout=unit_timeout)
     if fmt is ReportFormat.text and not output:
         from ..report.terminal import print_analysis
 
@@ -116,6 +126,7 @@ def analyze(
         from ..report import render
 
         emit(render(analysis, fmt.value), output, paths)
+    failed_runs(analysis.runs)
 
 
 def formats() -> None:

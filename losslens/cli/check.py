@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, PATHS, ROLE, emit, err, read_frame
+from .common import (CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, PATHS, ROLE, UNIT_TIMEOUT, emit, err,
+                     failed_runs, read_frame)
 
 
 class FailOn(str, Enum):
@@ -41,6 +42,7 @@ def check(
     output: Optional[str] = OUTPUT,
     junit_file: Optional[str] = typer.Option(
         None, "--junit-file", metavar="FILE", help="Also write JUnit XML to FILE."),
+    unit_timeout: Optional[float] = UNIT_TIMEOUT,
     input_format: Optional[str] = INPUT_FORMAT,
     role: List[str] = ROLE,
     debug: bool = DEBUG,
@@ -72,8 +74,8 @@ def check(
         err(f"losslens: settings from {cfg.source}")
     detectors = build_detectors(cfg.detectors, cfg.source or "settings")
     roles = parse_overrides(role)
-    frame = read_frame(paths, input_format, roles)
-    analysis = analyze_frame(frame, detectors=detectors)
+    frame = read_frame(paths, input_format, roles, unit_timeout)
+    analysis = analyze_frame(frame, detectors=detectors, unit_timeout=unit_timeout)
     reference = None
     if cfg.baseline:
         reference = analyze_frame(read_reference(cfg.baseline, roles), detectors=detectors)
@@ -81,4 +83,5 @@ def check(
     emit(RENDERERS[fmt.value](report), output, paths)
     if junit_file:
         write_file(junit_file, render_junit(report), inputs=paths)
+    failed_runs(analysis.runs)
     raise typer.Exit(report.exit_code)

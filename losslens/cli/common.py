@@ -51,6 +51,10 @@ BEFORE = typer.Option(None, "--before", metavar="N",
                       help="Restart at least N steps before the onset (default 100).")
 MIN_SKIP = typer.Option(None, "--min-skip", metavar="N", help="Skip at least N batches "
                                                              "(default 200).")
+UNIT_TIMEOUT = typer.Option(
+    None, "--unit-timeout", metavar="SECONDS",
+    help="Give up on one file or folder of a walked path after SECONDS (default 600); it is "
+         "reported as a failed run, the others complete, exit 2.")
 MAX_SKIP = typer.Option(None, "--max-skip", metavar="N",
                         help="Skip at most N batches (default 500; 0: no cap).")
 
@@ -143,15 +147,21 @@ def _flush_warnings(caught: list) -> None:
 
 # --------------------------------------------------------------------------- reading
 
-def read_frame(paths: List[str], input_format: Optional[str], roles: Any):
+def read_frame(paths: List[str], input_format: Optional[str], roles: Any,
+               unit_timeout: Optional[float] = None):
     """The Frame of the paths (a progress line on a terminal), with its reader warnings shown."""
     from .. import read
 
+    if unit_timeout is not None and unit_timeout <= 0:
+        from ..errors import InvalidParameterError
+
+        raise InvalidParameterError(f"--unit-timeout must be > 0, got {unit_timeout:g}")
     if not sys.stderr.isatty():
-        frame = read(paths, format=input_format, roles=roles)
+        frame = read(paths, format=input_format, roles=roles, unit_timeout=unit_timeout)
     else:
         try:  # a progress line on a terminal only: which file, how far, how big
-            frame = read(paths, format=input_format, roles=roles, progress=_reading)
+            frame = read(paths, format=input_format, roles=roles, progress=_reading,
+                         unit_timeout=unit_timeout)
         finally:
             sys.stderr.write("\r\x1b[K")
     warn_frame(frame)
@@ -180,6 +190,18 @@ def warn_frame(frame) -> None:
             where = f" (first: line {first.line}: {first.reason})" if first else ""
             err(f"Warning: {info.run}: {info.skipped_count} line(s) looked like metrics but "
                 f"did not parse{where}")
+
+
+def failed_runs(runs: Sequence[Any]) -> None:
+    """Runs that could not be read or analysed (a folder's bad units): one `Error:` line each
+    on stderr, after the report of the others, and exit 2."""
+    errors = [r.error for r in runs if getattr(r, "error", None)]
+    if errors:
+        from ..textsafe import line
+
+        for message in errors:
+            err(f"Error: {line(message)}")
+        raise typer.Exit(2)
 
 
 def progress_line(done: int, total: int) -> None:

@@ -135,7 +135,7 @@ class _Framing:
 
     def _candidates(self, start: int, stop: int) -> list[int]:
         """Offsets in [start, stop) whose header could start an intact record: a known type,
-        a length that fits the block and the file (numpy: no Python loop over positions)."""
+        a length within a block and the file (numpy: no Python loop over positions)."""
         if stop <= start:
             return []
         arr = np.frombuffer(self.data, np.uint8, min(stop + HEADER, self.n) - start, start)
@@ -145,8 +145,7 @@ class _Framing:
         rtype = arr[6:6 + m]
         length = arr[4:4 + m].astype(np.int64) | (arr[5:5 + m].astype(np.int64) << 8)
         at = np.arange(start, start + m, dtype=np.int64)
-        room = BLOCK - (at - self.shift) % BLOCK
-        ok = (rtype >= 1) & (rtype <= 4) & (HEADER + length <= room) \
+        ok = (rtype >= 1) & (rtype <= 4) & (length <= BLOCK - HEADER) \
             & (at + HEADER + length <= self.n)
         return (np.flatnonzero(ok) + start).tolist()
 

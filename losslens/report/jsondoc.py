@@ -27,6 +27,7 @@ def run_document(info: RunInfo, events: Sequence[Event] = (), findings: Sequence
         "skipped_lines": {"count": info.skipped_count,
                           "examples": [s.to_dict() for s in info.skipped[:20]]},
         "warnings": list(info.warnings),
+        "error": info.error,  # why the run could not be read or analysed; null when it was
     }
 
 

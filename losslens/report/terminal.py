@@ -6,7 +6,15 @@ quote them) goes through `escape`: rich would read `[red]x[/red]` in a tag as ma
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _markup_escape
+
+from ..textsafe import line as _line
+
+
+def escape(value: object) -> str:
+    """Log text for rich: control characters visible (no escape sequence reaches the
+    terminal: `ESC]52` clipboard writes, `ESC[2J`), newlines folded, markup escaped."""
+    return _markup_escape(_line(value))
 from rich.table import Table
 
 from ..frame import Frame
@@ -73,9 +81,13 @@ def print_analysis(analysis, console: Console | None = None) -> None:
         print_fleet(analysis, console)
     for ra in analysis.runs:
         info = ra.info
-        worst = ra.worst or "clean"
+        worst = "failed" if ra.error else ra.worst or "clean"
         console.rule(f"[bold]{escape(info.run)}[/bold]  {escape(info.format)}  "
                      f"[{_SEV_STYLE.get(worst, 'green')}]{worst}[/]")
+        if ra.error:
+            console.print(f"  [red]could not be read or analysed:[/red] {escape(ra.error)}")
+            console.print()
+            continue
         losses = [s for s in info.series if s.role in ("train_loss", "val_loss")]
         for s in losses:
             console.print(f"  {escape(s.tag)} ({s.role}): {s.points:,} points, steps "
@@ -116,7 +128,6 @@ def print_analysis(analysis, console: Console | None = None) -> None:
 
 def print_fleet(analysis, console: Console | None = None) -> None:
     """One row per run (worst finding, events, last step): the overview of a folder of runs."""
-    from rich.markup import escape
 
     from ..pipeline import fleet
 
@@ -128,6 +139,8 @@ def print_fleet(analysis, console: Console | None = None) -> None:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for row in fleet(analysis):
         worst = row.worst or "clean"
+        if any(ra.error for ra in analysis.runs if ra.info.run == row.run):
+            worst = "failed"
         table.add_row(escape(row.run), f"[{_SEV_STYLE.get(worst, 'green')}]{worst}[/]",
                       escape(row.finding or ""),
                       str(row.events), "-" if row.last_step is None else f"{row.last_step:,}")
