@@ -17,8 +17,9 @@ defaults on the same train-loss series:
 - Lightning Fabric SpikeDetection: not better than the previous value and >= (1 + 2) x the
   running mean of the last 10 non-spike values (window 10, rtol 2, warmup 1);
 - Megatron-LM rerun state machine: |value| >= 10 x the max |value| of the first 100 values;
-- ZClip-style: EMA mean/variance (alpha 0.97, 25 warm-up values), z > 2.5, EMA updated with
-  the value clipped at mean + 2.5 sd.
+- ZClip at its defaults (zscore mode, adaptive_scaling): EMA mean/variance (alpha 0.97, 25
+  warm-up values), z > 2.5, the EMAs updated with mean + 2.5 sd / (z / 2.5) in the value's place;
+- OLMo-core's grad-norm half (its skip rule looks at loss and grad norm), where a run logs one.
 
 The peers see logged points, not every batch, as an offline replay of a log does.
 
@@ -207,8 +208,12 @@ def megatron(steps: np.ndarray, v: np.ndarray) -> list[tuple[int, int]]:
     return _runs(flags, steps)
 
 
-def zclip(steps: np.ndarray, v: np.ndarray, alpha: float = 0.97, z_max: float = 2.5,
+def zclip(steps: np.ndarray, v: np.ndarray, alpha: float = 0.97, z_thresh: float = 2.5,
           warm: int = 25) -> list[tuple[int, int]]:
+    """ZClip's defaults (bluorion-com/ZClip zclip.py: mode "zscore", clip_option
+    "adaptive_scaling", alpha 0.97, z_thresh 2.5, warmup_steps 25): after the warm-up the mean
+    and variance are EMAs; a value with z > z_thresh is flagged and the EMAs take the adaptive
+    clip mean + z_thresh * sd / (z / z_thresh) in its place (the variance after the mean)."""
     flags = np.zeros(v.shape[0], bool)
     seen: list[float] = []
     mean = var = 0.0
@@ -221,18 +226,44 @@ def zclip(steps: np.ndarray, v: np.ndarray, alpha: float = 0.97, z_max: float = 
                 mean, var = float(np.mean(seen)), float(np.var(seen))
             continue
         sd = var ** 0.5
-        if sd > 0 and (x - mean) / sd > z_max:
+        z = (x - mean) / (sd + 1e-6)
+        if z > z_thresh:
             flags[i] = True
-            x = mean + z_max * sd
+            x = mean + z_thresh * sd / (z / z_thresh)
         mean = alpha * mean + (1 - alpha) * x
         var = alpha * var + (1 - alpha) * (x - mean) ** 2
+    return _runs(flags, steps)
+
+
+def olmo_core_both(steps: np.ndarray, v: np.ndarray,
+                   grad: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """OLMo-core SkipStepOptimizer in full: a step is skipped when the loss OR the grad norm is
+    above mean + 6 sd of its previous 128 values (once 64 are in); the grad half needs a
+    grad-norm series logged at the loss's steps."""
+    out = olmo_core(steps, v)
+    if grad is None or grad.shape != v.shape:
+        return out
+    flags = np.zeros(v.shape[0], bool)
+    for a, b in out + olmo_core(steps, grad):
+        flags[(steps >= a) & (steps <= b)] = True
     return _runs(flags, steps)
 
 
 PEERS: dict[str, Callable[[np.ndarray, np.ndarray], list[tuple[int, int]]]] = {
     "OLMo-core SkipStep": olmo_core, "llm-foundry KillLossSpike": kill_loss_spike,
     "Lightning SpikeDetection": lightning, "Megatron-LM spiky loss": megatron,
-    "ZClip-style z>2.5": zclip}
+    "ZClip (defaults)": zclip}
+
+#: name -> (rule(steps, loss, grad_norm | None), values needed before it can flag, ratio rule:
+#: meaningless on a loss that changes sign). Used by the stratified tables.
+PEER_RULES: dict[str, tuple[Callable[..., list[tuple[int, int]]], int, bool]] = {
+    "OLMo loss": (lambda s, v, g=None: olmo_core(s, v), 64, False),
+    "OLMo loss+grad": (olmo_core_both, 64, False),
+    "KillLossSpike": (lambda s, v, g=None: kill_loss_spike(s, v), 100, True),
+    "Lightning": (lambda s, v, g=None: lightning(s, v), 2, True),
+    "Megatron": (lambda s, v, g=None: megatron(s, v), 101, True),
+    "ZClip": (lambda s, v, g=None: zclip(s, v), 26, False),
+}
 
 
 # -- scoring --------------------------------------------------------------------------------

@@ -164,8 +164,12 @@ def rule_fast_spikes(events: Sequence[Event], meta: RunMeta,
         return None
     return Finding(
         "info", f"{len(fast)} fast-recovering spike(s)",
-        f"Spikes at step(s) {_steps(fast)} came back to the pre-spike level quickly.",
-        "Usually harmless: no action needed.", _ids(fast), (CITES["spike_types"],))
+        f"Spikes at step(s) {_steps(fast)} came back to the pre-spike level quickly"
+        + _period_note(fast) + ".",
+        ("Usually harmless: no action needed." if not _period_note(fast) else
+         "Spikes at a steady interval come from the data order (an epoch boundary, a "
+         "recurring shard): harmless if they stay fast; shuffle across epochs to remove them."),
+        _ids(fast), (CITES["spike_types"],))
 
 
 def rule_adam_eps(events: Sequence[Event], meta: RunMeta,
@@ -254,6 +258,8 @@ def rule_grokking(events: Sequence[Event], meta: RunMeta,
     # a sudden drop at an LR step is the schedule, not grokking
     grok = _of(events, "grokking") + [e for e in _of(events, "sudden_drop")
                                       if not e.details.get("lr_drop")]
+    if _of(events, "overfitting"):  # memorisation is not grokking: a train-loss drop
+        grok = _of(events, "grokking")  # while validation worsens is no reason to carry on
     if not grok:
         return None
     return Finding(
@@ -266,15 +272,57 @@ def rule_grokking(events: Sequence[Event], meta: RunMeta,
 
 def rule_overfitting(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    over = [e for e in _of(events, "changepoint") if e.details.get("pattern") == "overfitting"]
+    over = _of(events, "overfitting") + [e for e in _of(events, "changepoint")
+                                         if e.details.get("pattern") == "overfitting"]
     if not over:
         return None
+    e = over[0]
+    n = e.details.get("evals_after")
+    how = (f" ({', '.join(sorted({o.tag for o in over}))} up x{e.magnitude:.2f} over {n} "
+           "evaluations)") if e.kind == "overfitting" and n and e.magnitude else ""
     return Finding(
-        "warning", "Overfitting (not grokking)",
-        f"The training loss saturated while validation got worse from step(s) {_steps(over)}: "
-        "memorisation without generalisation.",
-        "Use the checkpoint with the best validation loss; add data, regularisation or "
-        "stop earlier.", _ids(over), (CITES["grokking"],))
+        "warning", f"Overfitting from step {e.start_step}",
+        f"Validation loss has been getting worse since step(s) {_steps(over)}{how} while the "
+        "training loss did not: memorisation without generalisation (not grokking).",
+        f"Keep the checkpoint nearest step {e.start_step} (the best validation loss); add "
+        "data or regularisation, or stop earlier.", _ids(over), (CITES["grokking"],))
+
+
+def rule_grad_spikes(events: Sequence[Event], meta: RunMeta,
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
+    """Grad-norm spikes the loss did not follow, summarised in one line (a storm of them is
+    one finding); an extreme one (x1000 or more) is worth a look even so."""
+    quiet = [e for e in _of(events, "grad_spike") if not e.details.get("loss_followed")]
+    if not quiet:
+        return None
+    top = max(quiet, key=lambda e: e.magnitude or 0.0)
+    big = (top.magnitude or 0.0) >= EXTREME_GRAD
+    return Finding(
+        "warning" if big else "info",
+        f"{len(quiet)} grad-norm spike(s) the loss did not follow"
+        + (f" (one x{top.magnitude:.0f})" if big else ""),
+        f"The gradient norm jumped at step(s) {_steps(quiet)} (largest x{top.magnitude or 0:.3g} "
+        f"at step {top.start_step}) and the loss did not react"
+        + _period_note(quiet) + ": gradient clipping (or Adam's normalisation) absorbed it.",
+        ("Look at the batch of the largest one: a norm that many times its level points at "
+         "corrupt or extreme data." if big else "No action needed; if they grow in size or "
+         "frequency, check the data and the learning rate."),
+        _ids(quiet), (CITES["spike_types"],))
+
+
+#: A grad-norm spike this many times its level is worth a warning even when the loss ignores it.
+EXTREME_GRAD = 1000.0
+
+
+def _period_note(events: Sequence[Event]) -> str:
+    """", about every N steps" when the events recur at a steady interval (an epoch or data
+    boundary), else ""."""
+    if len(events) < 5:
+        return ""
+    gaps = [b.start_step - a.start_step for a, b in zip(events, events[1:])]
+    mean = sum(gaps) / len(gaps)
+    spread = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5
+    return f", about every {mean:.0f} steps" if mean > 0 and spread <= 0.25 * mean else ""
 
 
 def rule_isolated_dataset_spikes(events: Sequence[Event], meta: RunMeta,
@@ -295,7 +343,7 @@ RULES: tuple[Rule, ...] = (
     rule_broken_from_start, rule_early_divergence_init, rule_nonfinite, rule_divergence, rule_unrecovered_spikes,
     rule_slow_spikes, rule_adam_eps, rule_fp16_overflow, rule_resume, rule_repeat_data,
     rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_fast_spikes,
-    rule_rollback,
+    rule_grad_spikes, rule_rollback,
 )
 
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
@@ -310,3 +358,18 @@ def diagnose(events: Sequence[Event], meta: RunMeta,
     """
     found = [f for rule in RULES if (f := rule(events, meta, first_step)) is not None]
     return sorted(found, key=lambda f: -SEVERITY_ORDER[f.severity])
+
+
+def settle(events: Sequence[Event], findings: Sequence[Finding]) -> tuple[Event, ...]:
+    """One severity policy for events and findings: an event is as severe as the most severe
+    finding that cites it, and `info` when none does. So no warning event goes unexplained,
+    and a rollback cannot be louder than the run's worst finding."""
+    from dataclasses import replace
+
+    level: dict[str, str] = {}
+    for f in findings:
+        for i in f.event_ids:
+            if SEVERITY_ORDER[f.severity] > SEVERITY_ORDER.get(level.get(i, "info"), 0):
+                level[i] = f.severity
+    return tuple(e if e.severity == level.get(e.id, "info")
+                 else replace(e, severity=level.get(e.id, "info")) for e in events)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 EVENT_KINDS = ("spike", "divergence", "nonfinite", "grokking", "sudden_drop", "changepoint",
-               "rollback", "resume_spike", "repeat_data", "grad_spike", "overflow")
+               "rollback", "resume_spike", "repeat_data", "grad_spike", "overflow", "overfitting")
 SEVERITIES = ("info", "warning", "critical")
 RECOVERIES = ("fast", "slow", "none")
 

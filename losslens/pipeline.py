@@ -71,12 +71,13 @@ def analyze_run(frame: Frame, info: RunInfo, detectors: Mapping[str, Any] | None
                 policy: SkipPolicy | None = None, checkpoints: Sequence[int] | None = None,
                 global_batch_size: int | None = None) -> RunAnalysis:
     from .analysis import analyze_run as detect
-    from .diagnosis import diagnose
+    from .diagnosis import diagnose, settle
 
     events = tuple(detect(frame, info, detectors))
     firsts = {s.tag: s.first_step for s in info.series if s.first_step is not None}
     first = min(firsts.values(), default=0)
     findings = tuple(diagnose(events, info.metadata, firsts))
+    events = settle(events, findings)
     skip, warns = plan(events, checkpoints if checkpoints is not None
                        else checkpoints_from_metadata(info), policy,
                        global_batch_size or info.metadata.global_batch_size, first_step=first,

@@ -69,7 +69,7 @@ def test_fp16_overflow_and_resume_rules():
 def test_overfitting_is_not_grokking():
     over = [ev("changepoint", 4000, "changepoint-1", tag="val_loss",
                details={"pattern": "overfitting"})]
-    assert titles(diagnose(over, RunMeta())) == [("warning", "Overfitting (not grokking)")]
+    assert titles(diagnose(over, RunMeta())) == [("warning", "Overfitting from step 4000")]
     grok = [ev("grokking", 9000, "grokking-1", tag="val_loss")]
     assert titles(diagnose(grok, RunMeta())) == [("info", "Grokking / sudden improvement")]
 
@@ -111,3 +111,52 @@ def test_a_grad_spike_at_the_loss_spikes_own_step_does_not_lead_it():
     same = [ev("grad_spike", 180, "grad_spike-1", tag="grad norm",
                details={"loss_followed": True, "lag_steps": 0})]
     assert diagnose(same, RunMeta(adam_eps=1e-8)) == []
+
+
+def test_overfitting_events_name_the_best_step_and_the_climb():
+    over = [ev("overfitting", 1000, "overfitting-1", tag="eval_loss", magnitude=1.3084,
+               details={"evals_after": 4})]
+    (f,) = diagnose(over, RunMeta())
+    assert (f.severity, f.title) == ("warning", "Overfitting from step 1000")
+    assert "eval_loss up x1.31 over 4 evaluations" in f.explanation
+    assert "checkpoint nearest step 1000" in f.advice and f.event_ids == ("overfitting-1",)
+
+
+def test_a_train_loss_drop_while_validation_worsens_is_not_called_grokking():
+    events = [ev("sudden_drop", 3000, "sudden_drop-1"),
+              ev("overfitting", 1000, "overfitting-1", tag="eval_loss", magnitude=1.3,
+                 details={"evals_after": 4})]
+    assert titles(diagnose(events, RunMeta())) == [("warning", "Overfitting from step 1000")]
+
+
+def test_grad_spikes_the_loss_ignored_are_one_summary_and_extreme_ones_warn():
+    quiet = [ev("grad_spike", 100 * k, f"grad_spike-{k}", tag="grad_norm", magnitude=3.0,
+                details={"loss_followed": False}) for k in range(1, 95)]
+    (f,) = diagnose(quiet, RunMeta())
+    assert (f.severity, f.title) == ("info", "94 grad-norm spike(s) the loss did not follow")
+    assert "about every 100 steps" in f.explanation and len(f.event_ids) == 94
+    huge = quiet[:3] + [ev("grad_spike", 5000, "grad_spike-99", tag="grad_norm",
+                           magnitude=2500.0, details={"loss_followed": False})]
+    (f,) = diagnose(huge, RunMeta())
+    assert (f.severity, f.title) == (
+        "warning", "4 grad-norm spike(s) the loss did not follow (one x2500)")
+
+
+def test_periodic_fast_spikes_are_summarised_with_their_period():
+    fast = [ev("spike", 1250 + 80 * k, f"spike-{k}", recovery="fast") for k in range(10)]
+    (f,) = diagnose(fast, RunMeta())
+    assert f.title == "10 fast-recovering spike(s)" and "about every 80 steps" in f.explanation
+
+
+def test_event_severity_follows_the_findings_that_cite_it():
+    from losslens.diagnosis import settle
+
+    events = [ev("rollback", 500, "rollback-1", severity="warning"),
+              ev("changepoint", 700, "changepoint-1", severity="warning"),
+              ev("spike", 900, "spike-1", recovery="none", severity="critical")]
+    findings = diagnose(events, RunMeta())
+    assert titles(findings) == [("critical", "1 spike(s) that never recovered"),
+                                ("info", "1 resume(s)/rollback(s) stitched")]
+    settled = {e.id: e.severity for e in settle(events, findings)}
+    # a warning no finding mentions is not a warning; a rollback is no louder than its finding
+    assert settled == {"rollback-1": "info", "changepoint-1": "info", "spike-1": "critical"}

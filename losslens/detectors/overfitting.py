@@ -1,0 +1,123 @@
+"""Overfitting: validation loss climbing from its best while the training loss does not.
+
+Training meaning (the playbook's grokking entry): memorisation with validation getting worse
+is not grokking, and a user should hear it while the run is young, when a run often has only a
+handful of evaluations. So this works from five evaluations on.
+
+Run scope: each validation-loss series (`val_loss`) is paired with the run's training loss
+(`train_loss`; the first one, when several). With the finite points of the validation series:
+
+- `best` = its lowest point; at least `min_after` evaluations must follow it;
+- the stretch from `best` to the end must climb: Kendall's tau of value against order at least
+  `min_tau` (a noisy flat stretch has tau near 0), and the last value at least `min_rise`
+  (relative) above the best and, where at least three evaluations precede the best, by more
+  than `noise_z` times their noise (the median non-zero change between consecutive ones);
+- the training loss over the same steps must not be climbing too (then the run diverges; it is
+  no overfitting): its median over the stretch's last half at most its median over the first
+  half (times 1 + `min_rise`).
+
+One event per validation series: kind `overfitting`, tag = the validation tag, start_step = the
+best evaluation (the checkpoint to keep), end_step = the last one, magnitude = last / best,
+severity `warning`; details: `best_step`, `best_value`, `last_value`, `evals_after`, `tau`,
+`train_tag`, `train_change` (relative change of train loss over the stretch).
+
+Known misses: validation that worsens in a single jump and then stays flat (tau is low);
+known false positives: a validation set whose distribution drifts away from training's
+(continued pre-training on a new domain), which is a real but different story.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..events import Event
+from ..frame import Frame, RunInfo, Series
+from .spike import is_int, is_num, require
+
+
+def kendall_tau(y: np.ndarray) -> float:
+    """Kendall's tau-a of y against its order (1 = strictly increasing)."""
+    n = y.shape[0]
+    if n < 2:
+        return 0.0
+    d = np.sign(y[None, :] - y[:, None])
+    return float(np.triu(d, 1).sum() / (n * (n - 1) / 2))
+
+
+@dataclass(frozen=True)
+class OverfittingDetector:
+    """Validation loss climbing from its best while train loss does not; see the module
+    docstring."""
+
+    #: Evaluations that must follow the best one.
+    min_after: int = 3
+    #: Kendall's tau of the stretch from the best evaluation to the last.
+    min_tau: float = 0.6
+    #: The last evaluation must be at least this much (relative) above the best.
+    min_rise: float = 0.05
+    #: ... and above it by this many evaluation-noise scales.
+    noise_z: float = 2.0
+
+    scope: ClassVar[str] = "run"
+    roles: ClassVar[tuple[str, ...]] = ("val_loss", "train_loss")
+    causal: ClassVar[bool] = False
+    kind: ClassVar[str] = "overfitting"
+
+    def validate(self) -> None:
+        require(self, "min_after", is_int(self.min_after) and self.min_after >= 2, "an int >= 2")
+        require(self, "min_tau", is_num(self.min_tau) and -1 <= self.min_tau <= 1,
+                "a number in [-1, 1]")
+        require(self, "min_rise", is_num(self.min_rise) and self.min_rise >= 0, "a number >= 0")
+        require(self, "noise_z", is_num(self.noise_z) and self.noise_z >= 0, "a number >= 0")
+
+    def detect_run(self, frame: Frame, run: RunInfo) -> list[Event]:
+        self.validate()
+        trains = run.tags_with_role("train_loss")
+        train = frame.series(run.run, trains[0]) if trains else None
+        out = []
+        for tag in run.tags_with_role("val_loss"):
+            ev = self._one(frame.series(run.run, tag), train)
+            if ev is not None:
+                out.append(ev)
+        return sorted(out, key=lambda e: (e.start_step, e.tag))
+
+    def _one(self, val: Series, train: Series | None) -> Event | None:
+        ok = np.isfinite(val.value)
+        x, y = val.step[ok], val.value[ok].astype(float)
+        if x.shape[0] < self.min_after + 2:
+            return None
+        b = int(np.argmin(y))
+        after = y[b:]
+        if after.shape[0] - 1 < self.min_after:
+            return None
+        best, last = float(y[b]), float(y[-1])
+        if best <= 0 or last < best * (1 + self.min_rise):
+            return None
+        tau = kendall_tau(after)
+        if tau < self.min_tau:
+            return None
+        if b >= 3:  # enough evaluations before the best to measure their noise
+            moves = np.abs(np.diff(y[: b + 1]))
+            noise = float(np.median(moves[moves > 0])) if (moves > 0).any() else 0.0
+            if last - best < self.noise_z * noise:
+                return None
+        change = None
+        if train is not None:
+            tk = np.isfinite(train.value) & (train.step >= x[b]) & (train.step <= x[-1])
+            tv = train.value[tk]
+            if tv.shape[0] >= 2:
+                h = tv.shape[0] // 2
+                first, second = float(np.median(tv[: max(1, h)])), float(np.median(tv[h:]))
+                if first > 0:
+                    change = second / first - 1
+                    if change > self.min_rise:
+                        return None  # train climbs too: divergence, not overfitting
+        return Event(
+            kind=self.kind, run=val.run, tag=val.tag, start_step=int(x[b]),
+            end_step=int(x[-1]), severity="warning", magnitude=last / best,
+            details={"best_step": int(x[b]), "best_value": best, "last_value": last,
+                     "evals_after": int(after.shape[0] - 1), "tau": round(tau, 4),
+                     "train_tag": None if train is None else train.tag,
+                     "train_change": None if change is None else round(change, 6)})
