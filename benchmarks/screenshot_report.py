@@ -64,7 +64,7 @@ def png_size(png: Path) -> tuple[int, int]:
 def render_html(log: Path, html: Path) -> Path:
     """The HTML report of `log`, written (atomically) to `html`."""
     import losslens
-    from losslens.output import write_atomic
+    from losslens.textsafe import write_file as write_atomic
     from losslens.report import render as render_report
     from losslens.pipeline import analyze_frame
 

@@ -24,8 +24,8 @@ def text(value: object) -> str:
 
 def cell(value: object) -> str:
     """A table cell: HTML characters as entities, pipes escaped, newlines folded."""
-    out = "" if value is None else text(value)
-    return out.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    raw = "" if value is None else str(value).replace("\r", " ").replace("\n", " ")
+    return text(raw).replace("\\", "\\\\").replace("|", "\\|")
 
 
 def code(value: object) -> str:

@@ -64,8 +64,8 @@ def loss_plot(frame, ra, losses, width: int):
     curves = []
     for s in losses[:4]:
         series = frame.series(ra.info.run, s.tag)
-        curves.append(Curve(s.tag, series.step, series.value))
-    tags = {c.label for c in curves}
+        curves.append(Curve(_line(s.tag), series.step, series.value))  # (a legend: no ESC)
+    tags = {s.tag for s in losses[:4]}
     marks = [Marker(e.start_step, e.kind, e.severity) for e in ra.events
              if e.tag in tags and (e.kind in _PLOTTED or e.severity != "info")]
     return render(curves, marks, width=min(width, 120), height=10)
