@@ -6,7 +6,7 @@ Generates a seeded set of runs with `losslens.synthetic.make_run` (noise 0.5-3 %
 some heavy-tailed; logging every 1-500 steps; with and without warm-up; 0.3-2 decades; raw or
 rounded to 3-4 decimals; 10 % sign-changing; spikes of 1.3x-20x with fast / slow / none
 recovery; divergences with and without a spike, some ending in NaN; NaN-only ends; clean runs;
-a third with grad-norm spikes and fp16 overflow bursts), runs `losslens.analysis.analyze_run`
+a third with grad-norm spikes and fp16 overflow bursts), runs `losslens.analysis.detect_run`
 with the five causal detectors, and re-implements the peers' rules from their documented
 defaults on the same train-loss series:
 
@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from losslens.analysis import analyze_run
+from losslens.analysis import detect_run
 from losslens.detectors.divergence import DivergenceDetector
 from losslens.detectors.gradspike import GradSpikeDetector
 from losslens.detectors.nonfinite import NonFiniteDetector
@@ -135,7 +135,7 @@ def run_case(case: Case) -> Case:
     info = frame.runs[0]
     s = frame.series(info.run, TAGS["loss"])
     case.steps, case.values, case.truth = s.step, s.value, synthetic.truth
-    case.events = analyze_run(frame, info, DETECTORS)
+    case.events = detect_run(frame, info, DETECTORS)
     return case
 
 

@@ -1,7 +1,9 @@
 """losslens: read a training run's logbook, find loss spikes, divergence, grokking, resume and
 rollback artefacts, explain them with the instability playbook, and say what to do.
 
-Library first: `read()` gives the Frame; the CLI (`losslens ...`) is a thin shell over it.
+Library first: `read()` gives the Frame, `analyze(frame, Options(...))` the Analysis every
+command consumes (events, findings, skip plans); the CLI (`losslens ...`) is a thin shell over
+them. See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ from .events import Event, Finding, SkipPlan
 
 __version__ = "0.1.0"
 
-__all__ = ["read", "Frame", "RunInfo", "Segment", "Series", "SeriesInfo", "RunMeta",
+__all__ = ["read", "analyze", "Options", "Analysis", "RunAnalysis", "load_options", "Frame", "RunInfo", "Segment", "Series", "SeriesInfo", "RunMeta",
            "RunRecords", "Event", "Finding", "SkipPlan", "LossLensError", "LossLensWarning",
            "__version__"]
 
 
-_LAZY = {"Frame": "frame", "RunInfo": "frame", "Segment": "frame", "Series": "frame",
+_LAZY = {"Options": "options", "Analysis": "pipeline", "RunAnalysis": "pipeline",
+         "Frame": "frame", "RunInfo": "frame", "Segment": "frame", "Series": "frame",
          "SeriesInfo": "frame", "RunMeta": "records", "RunRecords": "records"}
 
 
@@ -55,3 +58,30 @@ def read(paths: str | os.PathLike | Iterable[str | os.PathLike], format: str | N
     for path in paths:
         records.extend(read_records(path, format, progress, unit_timeout))
     return build(records, roles)
+
+
+def analyze(source: "Frame | str | os.PathLike | Iterable[str | os.PathLike]",
+            options: "Options | None" = None) -> "Analysis":
+    """The analysis every command consumes: events, findings and skip plan of every run.
+
+    Args:
+        source: a Frame (from `read`), or paths to read with the options' format and roles.
+        options: `losslens.Options` (detector fields, ignored tags/kinds/steps, checkpoints,
+            skip policy); `load_options()` reads them from `[tool.losslens]` / losslens.toml.
+    """
+    from .frame import Frame
+    from .options import Options
+    from .pipeline import analyze as run
+
+    options = options or Options()
+    if not isinstance(source, Frame):
+        source = read(source, format=options.input_format, roles=options.roles)
+    return run(source, options)
+
+
+def load_options(path: "str | os.PathLike | None" = None) -> "Options":
+    """Options from the settings file `path`, or from `[tool.losslens]` in pyproject.toml or a
+    losslens.toml found from the current folder upward (the defaults when there is none)."""
+    from .options import load
+
+    return load(path)

@@ -1,6 +1,6 @@
-"""Run every detector on every series of the right role, and put the events in order.
+"""Detection: every detector on every series of the right role, the events put in order.
 
-`analyze_run` is the one place detectors meet a Frame: series detectors get each stitched
+`detect_run` is the one place detectors meet a Frame: series detectors get each stitched
 series whose role they accept, run detectors get the run once. Then it
 
 - folds spikes found inside a divergence into it (the rise of a divergence reads as a spike
@@ -8,8 +8,7 @@ series whose role they accept, run detectors get the run once. Then it
   `details.spikes_within` counts them),
 - marks, when a run has several losses (train and per-dataset validation), which spikes hit
   the other losses at the same time (`details.shared_with`, `details.all_losses`) and which
-  hit one loss alone (`details.isolated`) — DESIGN §1: spikes can hit one dataset and not
-  another,
+  hit one loss alone (`details.isolated`): spikes can hit one dataset and not another,
 - sorts by (start_step, kind, tag) and assigns ids `<kind>-<n>`, unique within the run.
 """
 from __future__ import annotations
@@ -28,7 +27,7 @@ from .frame import Frame, RunInfo
 LOSS_ROLES = ("train_loss", "val_loss")
 
 
-def analyze_run(frame: Frame, run_info: RunInfo, detectors: Any = None, *,
+def detect_run(frame: Frame, run_info: RunInfo, detectors: Any = None, *,
                 shared_within: int = 50) -> list[Event]:
     """All events of one run, sorted, with ids."""
     events: list[Event] = []
@@ -50,10 +49,11 @@ def analyze_run(frame: Frame, run_info: RunInfo, detectors: Any = None, *,
     return out
 
 
-def analyze(frame: Frame, detectors: Any = None, **kwargs: Any) -> dict[str, list[Event]]:
-    """`analyze_run` on every run of the frame: run name -> events."""
+def detect(frame: Frame, detectors: Any = None, **kwargs: Any) -> dict[str, list[Event]]:
+    """`detect_run` on every run of the frame: run name -> events (`pipeline.analyze` goes on
+    to findings and skip plans)."""
     resolved = resolve_detectors(detectors)
-    return {info.run: analyze_run(frame, info, resolved, **kwargs) for info in frame.runs}
+    return {info.run: detect_run(frame, info, resolved, **kwargs) for info in frame.runs}
 
 
 def _mark_shared(events: list[Event], frame: Frame, run: RunInfo,

@@ -1,203 +1,31 @@
-"""`losslens check`: the CI gate. Settings, per-rule checks, baseline comparison, CI outputs.
+"""`losslens check`: the CI gate over `pipeline.analyze` — per-rule checks, baseline, CI outputs.
 
-A run passes when no diagnosis rule makes a finding at or above `fail_on` (events the settings
-ignore — tags, kinds, allowed step ranges — are dropped before diagnosis) and, with a baseline,
+`gate(analysis)` judges an Analysis made with the command's Options: the findings are the
+analysis' own (so `check` and `analyze` agree on the same log and settings; events the
+settings ignore were set apart by `analyze`). A run passes when no diagnosis rule made a
+finding at or above `fail_on` and, with a baseline,
 when its train loss stays within tolerance of the reference the way Megatron-LM's golden-value
 functional tests compare: per-step relative tolerance at the common steps (default rtol 0.05,
 theirs for `lm loss`), with 1% of the steps (at least 1, at most 50) allowed outside it for
 nondeterministic kernels; the final loss within the same tolerance; and no new events.
 
-Settings come from `[tool.losslens]` in pyproject.toml or from losslens.toml (top-level keys),
-whichever is found first from the current folder upward; `--config FILE` names one.
-Outputs: text, JSON (`losslens.check/1`), GitHub workflow annotations and JUnit XML.
+Settings: `losslens.options` (the same file every command reads). Outputs: text, JSON (`losslens.check/1`), GitHub workflow annotations and JUnit XML.
 """
 from __future__ import annotations
 
-import dataclasses
-import fnmatch
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from .errors import InvalidParameterError, LogNotFoundError
-
-FAIL_ON = ("info", "warning", "critical")
-DEFAULT_RTOL = 0.05
-_RANK = {"info": 0, "warning": 1, "critical": 2}
-
-
-# --------------------------------------------------------------------------- settings
-
-@dataclass(frozen=True)
-class CheckConfig:
-    """Settings of `losslens check` (all optional)."""
-
-    fail_on: str = "critical"
-    detectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    ignore_tags: tuple[str, ...] = ()  # fnmatch patterns
-    ignore_kinds: tuple[str, ...] = ()
-    allow_steps: tuple[tuple[int, int], ...] = ()  # inclusive; events starting inside are ignored
-    rtol: float = DEFAULT_RTOL
-    baseline: str | None = None
-    source: str | None = None  # the file the settings came from
-
-    def validate(self) -> None:
-        if self.fail_on not in FAIL_ON:
-            raise InvalidParameterError(
-                f"fail-on must be one of {', '.join(FAIL_ON)}, got {self.fail_on!r}")
-        if not (self.rtol >= 0 and math.isfinite(self.rtol)):
-            raise InvalidParameterError(f"rtol must be a finite number >= 0, got {self.rtol}")
-
-
-_KEYS = {"fail-on", "detectors", "ignore-tags", "ignore-kinds", "allow-steps", "rtol",
-         "baseline"}
-
-
-def _toml():
-    try:
-        import tomllib  # Python 3.11+
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10: the `tomli` dependency
-        import tomli as tomllib  # type: ignore[no-redef]
-    return tomllib
-
-
-def _load_toml(path: Path) -> dict:
-    tomllib = _toml()
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise LogNotFoundError(f"{path}: cannot read settings ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidParameterError(f"{path}: not valid TOML ({exc})") from None
-
-
-def _section(path: Path, doc: dict) -> dict | None:
-    tool = doc.get("tool", {}).get("losslens") if isinstance(doc.get("tool"), dict) else None
-    if path.name == "pyproject.toml":
-        return tool
-    return tool if tool is not None else {k: v for k, v in doc.items() if k != "tool"}
-
-
-def find_config(start: Path | None = None) -> Path | None:
-    """losslens.toml, or a pyproject.toml with [tool.losslens], from `start` upward."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        own = folder / "losslens.toml"
-        if own.is_file():
-            return own
-        py = folder / "pyproject.toml"
-        if py.is_file() and _section(py, _load_toml(py)) is not None:
-            return py
-    return None
-
-
-def _steps(value: Any, where: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return int(value[0]), int(value[1])
-    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", str(value))
-    if not m:
-        raise InvalidParameterError(
-            f"{where}: allow-steps entries are N, \"A-B\" or [A, B], got {value!r}")
-    a, b = int(m.group(1)), int(m.group(2) or m.group(1))
-    if b < a:
-        raise InvalidParameterError(f"{where}: allow-steps range {value!r} ends before it starts")
-    return a, b
-
-
-def _strings(value: Any, key: str, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise InvalidParameterError(f"{where}: {key} must be a list of strings, got {value!r}")
-
-
-def config_from_mapping(raw: Mapping[str, Any], where: str = "settings",
-                        base: Path | None = None) -> CheckConfig:
-    """A CheckConfig from a `[tool.losslens]` table (dashes or underscores in keys)."""
-    table = {str(k).replace("_", "-"): v for k, v in raw.items()}
-    unknown = sorted(set(table) - _KEYS)
-    if unknown:
-        raise InvalidParameterError(
-            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
-    detectors = table.get("detectors", {})
-    if not isinstance(detectors, dict) or not all(isinstance(v, dict) for v in detectors.values()):
-        raise InvalidParameterError(
-            f"{where}: detectors must be tables, e.g. [tool.losslens.detectors.spike]")
-    baseline = table.get("baseline")
-    if baseline is not None and base is not None:
-        baseline = str((base / str(baseline))) if not str(baseline).startswith("wandb://") \
-            else str(baseline)
-    try:
-        rtol = float(table.get("rtol", DEFAULT_RTOL))
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"{where}: rtol must be a number") from None
-    cfg = CheckConfig(
-        fail_on=str(table.get("fail-on", "critical")),
-        detectors={str(k): dict(v) for k, v in detectors.items()},
-        ignore_tags=_strings(table.get("ignore-tags", []), "ignore-tags", where),
-        ignore_kinds=_strings(table.get("ignore-kinds", []), "ignore-kinds", where),
-        allow_steps=tuple(_steps(v, where) for v in table.get("allow-steps", [])),
-        rtol=rtol, baseline=baseline, source=where)
-    cfg.validate()
-    return cfg
-
-
-def load_config(path: str | Path | None = None, start: Path | None = None) -> CheckConfig:
-    """Settings from `path`, or from the first config file found upward; defaults if none."""
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise LogNotFoundError(f"--config {p}: no such file")
-    else:
-        p = find_config(start)
-        if p is None:
-            return CheckConfig()
-    section = _section(p, _load_toml(p))
-    if section is None:
-        raise InvalidParameterError(f"{p}: no [tool.losslens] table")
-    where = f"{p} [tool.losslens]" if p.name == "pyproject.toml" else str(p)
-    return config_from_mapping(section, where, p.parent)
-
-
-def build_detectors(overrides: Mapping[str, Mapping[str, Any]], where: str = "settings"):
-    """Detector instances with the settings' field overrides, or None when there are none."""
-    if not overrides:
-        return None
-    from .detectors import DETECTORS, detector_class, default_detectors
-
-    for name, fields in overrides.items():
-        if name not in DETECTORS:
-            raise InvalidParameterError(
-                f"{where}: unknown detector {name!r}; known: {', '.join(DETECTORS)}")
-        known = {f.name for f in dataclasses.fields(detector_class(name))}
-        bad = sorted(set(fields) - known)
-        if bad:
-            raise InvalidParameterError(
-                f"{where}: detector {name!r} has no field(s) {', '.join(bad)}; "
-                f"fields: {', '.join(sorted(known))}")
-    detectors = default_detectors(**{k: dict(v) for k, v in overrides.items()})
-    for det in detectors.values():
-        if hasattr(det, "validate"):
-            det.validate()
-    return detectors
-
-
-def keep_event(event, cfg: CheckConfig) -> bool:
-    """False for events the settings ignore (tag pattern, kind, allowed step range)."""
-    if any(fnmatch.fnmatchcase(event.tag, pat) for pat in cfg.ignore_tags):
-        return False
-    if event.kind in cfg.ignore_kinds:
-        return False
-    return not any(a <= event.start_step <= b for a, b in cfg.allow_steps)
+from .errors import InvalidParameterError
+from .events import severity_rank
+from .options import Options
 
 
 def at_or_above(severity: str | None, level: str) -> bool:
-    return severity is not None and _RANK[severity] >= _RANK[level]
+    return severity is not None and severity_rank(severity) >= severity_rank(level)
 
 
 # --------------------------------------------------------------------------- results
@@ -295,7 +123,7 @@ class RunCheck:
 @dataclass(frozen=True)
 class CheckReport:
     runs: tuple[RunCheck, ...]
-    config: CheckConfig
+    options: Options
 
     @property
     def passed(self) -> bool:
@@ -312,10 +140,6 @@ class CheckReport:
 
 # --------------------------------------------------------------------------- per-rule checks
 
-def _rule_name(rule) -> str:
-    return rule.__name__.removeprefix("rule_")
-
-
 def _anchor(finding, events) -> tuple[int | None, str | None]:
     by_id = {e.id: e for e in events}
     first = [by_id[i] for i in finding.event_ids if i in by_id]
@@ -325,23 +149,22 @@ def _anchor(finding, events) -> tuple[int | None, str | None]:
     return e.start_step, e.tag
 
 
-def rule_items(events: Sequence, meta, fail_on: str) -> tuple[list[CheckItem], list]:
-    """One CheckItem per diagnosis rule (a stable set of test cases), and the findings."""
-    from .diagnosis import RULES
+def rule_items(findings, events, fail_on: str) -> list[CheckItem]:
+    """One CheckItem per diagnosis rule (a stable set of test cases) from a run's findings."""
+    from .diagnosis import RULES, rule_name
 
-    items, findings = [], []
+    by_rule = {f.rule: f for f in findings}
+    items = []
     for rule in RULES:
-        name = _rule_name(rule)
-        f = rule(events, meta)
+        name = rule_name(rule)
+        f = by_rule.get(name)
         if f is None:
             items.append(CheckItem(name, True, None, f"{name.replace('_', ' ')}: nothing found"))
             continue
-        findings.append(f)
         step, tag = _anchor(f, events)
         items.append(CheckItem(name, not at_or_above(f.severity, fail_on), f.severity, f.title,
                                f"{f.explanation} Advice: {f.advice}", step, tag))
-    findings.sort(key=lambda f: -_RANK[f.severity])
-    return items, findings
+    return items
 
 
 # --------------------------------------------------------------------------- baseline
@@ -499,7 +322,7 @@ def baseline_items(bl: BaselineResult, fail_on: str) -> list[CheckItem]:
                         f"within {tol}" if bl.final_passed else f"outside {tol}",
                         bl.final.step, bl.tag)
     bad = [e for e in bl.new_events if at_or_above(e.severity, fail_on)]
-    worst = max((e.severity for e in bl.new_events), key=_RANK.__getitem__, default=None)
+    worst = max((e.severity for e in bl.new_events), key=severity_rank, default=None)
     listing = "; ".join(f"{e.kind} at {e.start_step} ({e.severity}, {e.tag})"
                         for e in bl.new_events[:8])
     new = CheckItem("baseline.new_events", not bad, worst,
@@ -524,29 +347,29 @@ def _reference_run(ref_analysis, run: str, reference: str):
         f"and none is named {run}")
 
 
-def run_checks(analysis, cfg: CheckConfig, reference=None,
-               reference_name: str | None = None) -> CheckReport:
-    """Gate every run of `analysis`; `reference` is the baseline's Analysis (same detectors)."""
-    cfg.validate()
+def gate(analysis, reference=None) -> CheckReport:
+    """Gate every run of `analysis` (made by `pipeline.analyze` with the command's Options:
+    its `fail_on`, `rtol`, `baseline`); `reference` is the baseline's Analysis, made with the
+    same Options."""
+    options = analysis.options
     out = []
     for ra in analysis.runs:
-        if ra.info.error:
+        if ra.info.error:  # a unit that could not be read or analysed: an error, not a pass
             item = CheckItem("read", False, None, "could not be read or analysed", ra.info.error)
             out.append(RunCheck(ra.info.run, ra.info.source, ra.info.format, (item,), (), (),
                                 error=ra.info.error))
             continue
-        kept = tuple(e for e in ra.events if keep_event(e, cfg))
-        items, findings = rule_items(kept, ra.info.metadata, cfg.fail_on)
+        items = rule_items(ra.findings, ra.events, options.fail_on)
         bl = None
         if reference is not None:
-            ref = _reference_run(reference, ra.info.run, reference_name or "")
-            ref_kept = tuple(e for e in ref.events if keep_event(e, cfg))
-            bl = compare_baseline(analysis.frame, kept, reference.frame, ref.info, ref_kept,
-                                  ra.info, cfg.rtol, reference_name or "")
-            items += baseline_items(bl, cfg.fail_on)
+            name = options.baseline or ""
+            ref = _reference_run(reference, ra.info.run, name)
+            bl = compare_baseline(analysis.frame, ra.events, reference.frame, ref.info,
+                                  ref.events, ra.info, options.rtol, name)
+            items += baseline_items(bl, options.fail_on)
         out.append(RunCheck(ra.info.run, ra.info.source, ra.info.format, tuple(items),
-                            tuple(findings), kept, len(ra.events) - len(kept), bl))
-    return CheckReport(tuple(out), cfg)
+                            ra.findings, ra.events, len(ra.ignored), bl))
+    return CheckReport(tuple(out), options)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -562,8 +385,8 @@ def render_text(report: CheckReport) -> str:
     """The people-facing report: failing checks first, then notes, then a count of the rest."""
     failing = sum(not r.passed for r in report.runs)
     head = (f"losslens check: {'PASSED' if report.passed else 'FAILED'} - {failing} of "
-            f"{len(report.runs)} run(s) failing (fail-on: {report.config.fail_on}"
-            + (f"; settings: {report.config.source}" if report.config.source else "") + ")")
+            f"{len(report.runs)} run(s) failing (fail-on: {report.options.fail_on}"
+            + (f"; settings: {report.options.source}" if report.options.source else "") + ")")
     lines = [head]
     for rc in report.runs:
         lines += ["", f"{rc.run} ({rc.format}: {rc.source}): "
@@ -572,7 +395,7 @@ def render_text(report: CheckReport) -> str:
             i for i in rc.items if i.passed and (i.severity or i.name.startswith("baseline"))]
         for item in shown:
             where = f" [step {item.step}, {item.tag}]" if item.step is not None else ""
-            below = "" if not item.passed else f" (below fail-on {report.config.fail_on})"
+            below = "" if not item.passed else f" (below fail-on {report.options.fail_on})"
             lines.append(f"  {_status(item):4}  {item.name:24} {item.severity or '':8} "
                          f"{item.title}{where}{below}")
             if item.message and (not item.passed or item.name.startswith("baseline")):
@@ -596,8 +419,8 @@ def render_json(report: CheckReport) -> str:
              "ignored_events": rc.ignored_events, "error": rc.error,
              "baseline": rc.baseline.to_dict() if rc.baseline else None} for rc in report.runs]
     doc = {"schema": CHECK_SCHEMA, "version": __version__, "passed": report.passed,
-           "exit_code": report.exit_code, "fail_on": report.config.fail_on,
-           "settings": report.config.source, "runs": runs}
+           "exit_code": report.exit_code, "fail_on": report.options.fail_on,
+           "settings": report.options.source, "runs": runs}
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
@@ -672,7 +495,7 @@ def render_github(report: CheckReport) -> str:
             body = item.message or item.title
             out.append(f"::{level} {','.join(props)}::{_gh_data(body)}")
     verdict = "passed" if report.passed else "failed"
-    summary = f"check {verdict}: {len(report.runs)} run(s), fail-on {report.config.fail_on}"
+    summary = f"check {verdict}: {len(report.runs)} run(s), fail-on {report.options.fail_on}"
     out.append(f"::notice title=losslens::{_gh_data(summary)}")
     return "\n".join(out) + "\n"
 
@@ -697,7 +520,7 @@ def render_junit(report: CheckReport) -> str:
                               failures=str(n_fail), errors=str(n_err), skipped="0")
         props = ET.SubElement(suite, "properties")
         for k, v in (("source", rc.source), ("format", rc.format),
-                     ("fail_on", report.config.fail_on)):
+                     ("fail_on", report.options.fail_on)):
             ET.SubElement(props, "property", name=k, value=_x(v))
         for item in rc.items:
             case = ET.SubElement(suite, "testcase", classname=_x(f"losslens.{rc.run}"),
@@ -711,7 +534,7 @@ def render_junit(report: CheckReport) -> str:
                 fail.text = _x(item.message or item.title)
             elif item.severity:
                 ET.SubElement(case, "system-out").text = _x(
-                    f"{item.severity}: {item.title} (below fail-on {report.config.fail_on})")
+                    f"{item.severity}: {item.title} (below fail-on {report.options.fail_on})")
         total += len(rc.items)
         fails += n_fail
         errors += n_err

@@ -8,9 +8,10 @@ explicit ordered tuple (`RULES`); each is a small function.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
-from .events import Event, Finding
+from .events import Event, Finding, severity_rank
 from .records import RunMeta
 
 #: The playbook entries findings cite (DESIGN §1).
@@ -346,7 +347,9 @@ RULES: tuple[Rule, ...] = (
     rule_grad_spikes, rule_rollback,
 )
 
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+def rule_name(rule: Rule) -> str:
+    """A rule's stable name: `rule_nonfinite` → "nonfinite" (check items, JSON `rule`)."""
+    return rule.__name__.removeprefix("rule_")
 
 
 def diagnose(events: Sequence[Event], meta: RunMeta,
@@ -356,20 +359,19 @@ def diagnose(events: Sequence[Event], meta: RunMeta,
     `first_step` is the run's first logged step, or tag → first step of each series: a
     loss that is broken from there on is a setup problem, not an instability.
     """
-    found = [f for rule in RULES if (f := rule(events, meta, first_step)) is not None]
-    return sorted(found, key=lambda f: -SEVERITY_ORDER[f.severity])
+    found = [replace(f, rule=rule_name(rule)) for rule in RULES
+             if (f := rule(events, meta, first_step)) is not None]
+    return sorted(found, key=lambda f: -severity_rank(f.severity))
 
 
 def settle(events: Sequence[Event], findings: Sequence[Finding]) -> tuple[Event, ...]:
     """One severity policy for events and findings: an event is as severe as the most severe
     finding that cites it, and `info` when none does. So no warning event goes unexplained,
     and a rollback cannot be louder than the run's worst finding."""
-    from dataclasses import replace
-
     level: dict[str, str] = {}
     for f in findings:
         for i in f.event_ids:
-            if SEVERITY_ORDER[f.severity] > SEVERITY_ORDER.get(level.get(i, "info"), 0):
+            if severity_rank(f.severity) > severity_rank(level.get(i, "info")):
                 level[i] = f.severity
     return tuple(e if e.severity == level.get(e.id, "info")
                  else replace(e, severity=level.get(e.id, "info")) for e in events)

@@ -14,6 +14,13 @@ class LogNotFoundError(LossLensError, FileNotFoundError):
     """A path given by the user does not exist."""
 
 
+class UnknownRunError(LossLensError, KeyError):
+    """A run (or a run's tag) asked for by name is not in the Frame."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class UnknownFormatError(LossLensError, ValueError):
     """The format could not be sniffed, or the name given is not a known format."""
 

@@ -9,10 +9,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+#: Every kind of event the detectors report (settings name them in `ignore-kinds`).
 EVENT_KINDS = ("spike", "divergence", "nonfinite", "grokking", "sudden_drop", "changepoint",
                "rollback", "resume_spike", "repeat_data", "grad_spike", "overflow", "overfitting")
+#: Severities, least severe first: the one severity order of the project.
 SEVERITIES = ("info", "warning", "critical")
 RECOVERIES = ("fast", "slow", "none")
+
+
+def severity_rank(severity: str) -> int:
+    """0 for info, 1 for warning, 2 for critical: sort and compare severities by this."""
+    return SEVERITIES.index(severity)
 
 
 def _clean(value: Any) -> Any:
@@ -64,10 +71,12 @@ class Finding:
     advice: str
     event_ids: tuple[str, ...] = ()
     cites: tuple[str, ...] = ()
+    rule: str = ""  # the diagnosis rule that made it (`diagnosis.RULES`), e.g. "nonfinite"
 
     def to_dict(self) -> dict[str, Any]:
         return {"severity": self.severity, "title": self.title, "explanation": self.explanation,
-                "advice": self.advice, "event_ids": list(self.event_ids), "cites": list(self.cites)}
+                "advice": self.advice, "event_ids": list(self.event_ids), "cites": list(self.cites),
+                "rule": self.rule}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Skip-list exporters: the PaLM skip plan in the exact form each trainer takes (DESIGN §4).
+"""Skip-list exporters: the PaLM skip plan in the exact form each trainer takes.
 
 Where real users got bitten is how steps are counted, so every export says it. The plan's ranges
 are the trainer's iteration numbers as logged, inclusive on both ends; a checkpoint saved at
@@ -23,18 +23,15 @@ Targets (what each trainer's source does with the value, checked against the sou
   consumes samples ``(i - 1) * GBS .. i * GBS - 1`` at a constant global batch size GBS.
 - ``json`` and ``text``: documents with the plan, the flags above and the counting rules.
 
-Also here: where checkpoints come from (`--checkpoint-dir` folder names, `--checkpoints`,
-`--checkpoint-every`, the log's "saving checkpoint" lines).
+Where checkpoints come from is `losslens.checkpoints`; the plan is `pipeline.analyze`'s.
 """
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import InvalidParameterError, LogNotFoundError
+from .errors import InvalidParameterError
 from .events import SkipPlan
 from .skipplan import SkipPolicy
 
@@ -289,100 +286,28 @@ def export(target: str, contexts: Sequence[PlanContext]) -> Export:
     return Export(line + "\n", tuple(notes), warns + extra)
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-#: Folder / file names trainers give checkpoints, and the group holding the iteration.
-CHECKPOINT_NAMES = (
-    re.compile(r"^iter_(\d+)$"),                      # Megatron-LM / Megatron-DeepSpeed
-    re.compile(r"^global_step(\d+)$"),                # DeepSpeed
-    re.compile(r"^checkpoint-(\d+)$"),                # HF Trainer
-    re.compile(r"^checkpoint_\d+_(\d+)(?:-.*)?\.pt$"),  # fairseq / metaseq (epoch, updates)
-    re.compile(r"^step(\d+)(?:-unsharded)?$"),        # OLMo
-)
-
-
-def checkpoints_from_dir(directory: str | Path) -> list[int]:
-    """Saved iterations found in a checkpoint folder (names above, and Megatron's
-    latest_checkpointed_iteration.txt / DeepSpeed's `latest` file)."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise LogNotFoundError(f"--checkpoint-dir {root}: no such folder")
-    steps: set[int] = set()
-    for child in root.iterdir():
-        for pattern in CHECKPOINT_NAMES:
-            m = pattern.match(child.name)
-            if m:
-                steps.add(int(m.group(1)))
-                break
-    for marker in ("latest_checkpointed_iteration.txt", "latest"):
-        path = root / marker
-        if path.is_file():
-            text = path.read_text(errors="replace").strip()
-            m = re.fullmatch(r"(?:global_step)?(\d+)", text)
-            if m:
-                steps.add(int(m.group(1)))
-    if not steps:
-        raise InvalidParameterError(
-            f"--checkpoint-dir {root}: no checkpoint found (expected folders named iter_0001000, "
-            "global_step1000, checkpoint-1000 or step1000, checkpoint_1_1000.pt files, or "
-            "latest_checkpointed_iteration.txt)")
-    return sorted(steps)
-
-
-def parse_checkpoint_list(text: str) -> list[int]:
-    """`--checkpoints 1000,2000 3000` → [1000, 2000, 3000]."""
-    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
-    bad = [p for p in parts if not p.isdigit()]
-    if bad or not parts:
-        raise InvalidParameterError(
-            f"--checkpoints must be iteration numbers separated by commas, got {text!r}")
-    return sorted({int(p) for p in parts})
-
-
-def explicit_checkpoints(every: int | None, listed: str | None, directory: str | None,
-                         last_step: int) -> tuple[list[int] | None, str]:
-    """Checkpoints the user gave (first of --checkpoints, --checkpoint-dir, --checkpoint-every)
-    and a phrase saying where they came from; (None, "") when none was given."""
-    if listed:
-        return parse_checkpoint_list(listed), "--checkpoints"
-    if directory:
-        return checkpoints_from_dir(directory), f"--checkpoint-dir {directory}"
-    if every is not None:
-        if every <= 0:
-            raise InvalidParameterError(f"--checkpoint-every must be > 0, got {every}")
-        return list(range(0, last_step + every, every)), f"--checkpoint-every {every}"
-    return None, ""
-
-
-def plan_contexts(analysis, checkpoints: Sequence[int] | None, checkpoint_source: str,
-                  policy: SkipPolicy, global_batch_size: int | None = None,
-                  run: str | None = None) -> list[PlanContext]:
-    """A PlanContext for every run of a `pipeline.Analysis` that needs a restart."""
-    from .pipeline import checkpoints_from_metadata
-
+def plan_contexts(analysis, run: str | None = None) -> list[PlanContext]:
+    """A PlanContext for every run of a `pipeline.Analysis` that needs a restart (its
+    checkpoints, policy and batch size are the analysis' own)."""
     runs = analysis.runs
     if run is not None:
         runs = tuple(ra for ra in runs if ra.info.run == run)
         if not runs:
             names = ", ".join(ra.info.run for ra in analysis.runs)
-            raise InvalidParameterError(f"--run {run}: no such run (runs read: {names})")
+            raise InvalidParameterError(f"`run` {run}: no such run (runs read: {names})")
+    options = analysis.options
     out = []
     for ra in runs:
         if ra.skip_plan is None:
             continue
-        if checkpoints is not None:
-            ckpts, src = tuple(int(c) for c in checkpoints), checkpoint_source
-        else:
-            found = checkpoints_from_metadata(ra.info)
-            ckpts = tuple(found) if found else None
-            src = "the log's saved-checkpoint lines" if found else "none"
         first = min((s.first_step for s in ra.info.series if s.first_step is not None),
                     default=None)
         meta = ra.info.metadata
         out.append(PlanContext(
-            run=ra.info.run, source=ra.info.source, plan=ra.skip_plan, checkpoints=ckpts,
-            checkpoint_source=src, policy=policy,
-            global_batch_size=global_batch_size or meta.global_batch_size,
+            run=ra.info.run, source=ra.info.source, plan=ra.skip_plan,
+            checkpoints=ra.checkpoints, checkpoint_source=ra.checkpoint_source,
+            policy=options.policy,
+            global_batch_size=options.global_batch_size or meta.global_batch_size,
             rampup_batch_size=meta.rampup_batch_size, first_step=first,
             warnings=tuple(ra.plan_warnings)))
     return out

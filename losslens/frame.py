@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .errors import UnknownRunError
 from .records import RunMeta, RunRecords, SkippedLine, code_dtype
 from .roles import infer_role
 from .textsafe import valid_unicode
@@ -82,6 +83,11 @@ class RunInfo:
     def roles(self) -> dict[str, str]:
         return {s.tag: s.role for s in self.series}
 
+    @property
+    def last_step(self) -> int | None:
+        """The last logged step over the run's series (None when none has a step)."""
+        return max((s.last_step for s in self.series if s.last_step is not None), default=None)
+
     def tags_with_role(self, role: str) -> list[str]:
         return [s.tag for s in self.series if s.role == role]
 
@@ -114,7 +120,8 @@ class Frame:
         for info in self.runs:
             if info.run == name:
                 return info
-        raise KeyError(name)
+        raise UnknownRunError(f"no run named {name!r} (runs: "
+                              f"{', '.join(r.run for r in self.runs) or 'none'})")
 
     @cached_property
     def stitched(self) -> pd.DataFrame:
@@ -149,7 +156,7 @@ class Frame:
         """The points of one tag; `raw=True` gives every segment in write order."""
         key = (run, tag)
         if key not in self._raw_index:
-            raise KeyError(key)
+            raise UnknownRunError(f"run {run!r} has no series {tag!r}")
         if raw:
             table, (s, e) = self.data, self._raw_index[key]
         else:
@@ -158,10 +165,6 @@ class Frame:
         return Series(run, tag, role,
                       table["step"].to_numpy()[s:e], table["value"].to_numpy()[s:e],
                       table["wall_time"].to_numpy()[s:e], table["segment"].to_numpy()[s:e])
-
-    def iter_series(self, raw: bool = False) -> Iterator[Series]:
-        for run, tag in self._raw_index:
-            yield self.series(run, tag, raw=raw)
 
     def __len__(self) -> int:
         return len(self.data)

@@ -5,13 +5,16 @@ the calling process (`plan_units`: the folder walk of `readers._walk`, without s
 the workers do); each unit (a TensorBoard folder, a log file, a W&B run file) goes to a worker
 that reads it, builds its Frame, analyses it and sends back only the typed results
 (`RunAnalysis`, frozen dataclasses): the points stay in the worker unless a reporter needs
-them (`keep_frames`, for the plots of the text and HTML reports). Workers are processes of a
-`ProcessPoolExecutor` (`--jobs`) or the workers of a Dask cluster (`--scheduler`;
+them (`keep_frames`, for the plots of the text and HTML reports). With `--jobs` every unit
+runs in a process of its own, forked from a server that preloaded the modules (`_context`),
+at most N at a time: a unit whose process dies (a segfault in a C library, the OOM killer) or
+runs past the unit time-out (`Options.unit_timeout`) is killed and becomes that unit's failed
+run, and the rest complete. Or the workers of a Dask cluster (`--scheduler`;
 `pip install 'losslens[dask]'`, imported only then).
 
-The results are those of the serial `losslens.read` + `pipeline.analyze_frame`, in the same
-order and with the same run names: a unit that fails in a walked folder becomes a warning (as
-in the serial walk), a path given directly fails the command, duplicate run names get the same
+The results are those of the serial `losslens.read` + `pipeline.analyze`, in the same
+order and with the same run names: a unit that fails in a walked folder becomes a failed run
+(as in the serial walk), a path given directly fails the command, duplicate run names get the same
 `#2` suffixes, and `--checkpoint-every` gives each run the checkpoints the serial run would use
 (only those before a run's own events ever matter).
 """
@@ -21,11 +24,13 @@ import os
 import threading
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from .errors import LogNotFoundError, LossLensError, LossLensWarning, NoSeriesError
+from .errors import (LogNotFoundError, LossLensError, LossLensWarning, NoSeriesError,
+                     UnknownRunError)
+from .options import Options
 
 if TYPE_CHECKING:
     from .frame import Frame, RunInfo, Series
@@ -50,16 +55,12 @@ class Unit:
 
 
 @dataclass(frozen=True)
-class Options:
-    """What every worker needs besides its unit (picklable)."""
+class Work:
+    """What every worker needs besides its unit (picklable): the command's Options, and
+    whether the points travel back (for the reports that plot them)."""
 
-    input_format: str | None = None
-    roles: Mapping[str, str] | None = None
-    checkpoint_every: int | None = None
-    global_batch_size: int | None = None
+    options: Options = field(default_factory=Options)
     keep_frames: bool = False
-    #: seconds a unit may take (read + analysis); None: `limits.UNIT_TIMEOUT`
-    unit_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,24 +97,21 @@ def plan_units(paths: Sequence[str | os.PathLike], input_format: str | None = No
     return units
 
 
-def analyze_unit(unit: Unit, options: Options) -> UnitResult:
+def analyze_unit(unit: Unit, work: Work) -> UnitResult:
     """Read one unit, build its Frame, analyse it (runs in the worker)."""
     from .frame import build
-    from .pipeline import checkpoint_grid, isolated_run
+    from .pipeline import analyze
 
     messages: list[str] = []
     with _caught(messages):
-        records = [r for r in _read_unit(unit, options) if len(r) or r.error]
+        records = [r for r in _read_unit(unit, work.options) if len(r) or r.error]
         runs: tuple = ()
         frame = None
         if records:
-            frame = build(records, options.roles)
-            grid = checkpoint_grid(frame, options.checkpoint_every)
-            runs = tuple(isolated_run(frame, info, checkpoints=grid,
-                                      global_batch_size=options.global_batch_size,
-                                      timeout=options.unit_timeout) for info in frame.runs)
+            frame = build(records, work.options.roles)
+            runs = analyze(frame, work.options).runs  # (each run isolated there)
     return UnitResult(runs, tuple(r.run for r in records), tuple(messages),
-                      frame if options.keep_frames else None)
+                      frame if work.keep_frames else None)
 
 
 @contextmanager
@@ -142,38 +140,41 @@ def _read_unit(unit: Unit, options: Options) -> list:
     return read_unit(Path(unit.path), unit.run, fmt, options.input_format, options.unit_timeout)
 
 
-def analyze_paths(paths: Sequence[str | os.PathLike], options: Options, jobs: int = 1,
-                  scheduler: str | None = None, progress: Progress | None = None) -> "Analysis":
-    """`losslens.read` + `analyze_frame` over many runs, unit by unit, in parallel.
+def analyze_paths(paths: Sequence[str | os.PathLike], options: Options | None = None,
+                  jobs: int = 1, scheduler: str | None = None,
+                  progress: Progress | None = None, keep_frames: bool = False) -> "Analysis":
+    """`losslens.read` + `pipeline.analyze` over many runs, unit by unit, in parallel.
 
     `jobs` worker processes (0: one per CPU), or the Dask cluster at `scheduler`. Reader
-    warnings are re-raised here as `LossLensWarning`s, in unit order.
+    warnings are re-raised here as `LossLensWarning`s, in unit order. The checkpoint interval
+    spans each unit's own steps (only the checkpoints before a run's events ever matter).
     """
-    if options.checkpoint_every and options.checkpoint_every < 0:
+    options = (options or Options()).validate()
+    if jobs < 0:
         from .errors import InvalidParameterError
 
-        raise InvalidParameterError(
-            f"`checkpoint_every` must be > 0, got {options.checkpoint_every}")
+        raise InvalidParameterError(f"`jobs` must be >= 0, got {jobs}")
+    work = Work(options, keep_frames)
     units = plan_units(paths, options.input_format)
     if scheduler:
-        results = _run_dask(units, options, scheduler, progress)
+        results = _run_dask(units, work, scheduler, progress)
     else:
-        results = _run_pool(units, options, jobs or os.cpu_count() or 1, progress)
-    return _combine(paths, units, results)
+        results = _run_pool(units, work, jobs or os.cpu_count() or 1, progress)
+    return _combine(paths, units, results, options)
 
 
-def _run_pool(units: list[Unit], options: Options, jobs: int,
+def _run_pool(units: list[Unit], work: Work, jobs: int,
               progress: Progress | None) -> list[UnitResult]:
     if jobs <= 1 or len(units) <= 1:
         out = []
         for u in units:
-            out.append(analyze_unit(u, options))
+            out.append(analyze_unit(u, work))
             if progress:
                 progress(len(out), len(units))
         return out
     import multiprocessing
 
-    results = _run_processes(units, options, min(jobs, len(units)),
+    results = _run_processes(units, work, min(jobs, len(units)),
                              _context(multiprocessing, units), progress)
     # a path given directly that fails fails the command, the first such path as serially
     for r in results:
@@ -187,7 +188,7 @@ def _run_pool(units: list[Unit], options: Options, jobs: int,
 KILL_GRACE = 10.0
 
 
-def _run_processes(units: list[Unit], options: Options, jobs: int, ctx: Any,
+def _run_processes(units: list[Unit], work: Work, jobs: int, ctx: Any,
                    progress: Progress | None) -> list[Any]:
     """Each unit in a process of its own (forked from the preloaded server), at most `jobs`
     at a time: a unit that crashes its process (a segfault in a C library, the kernel's OOM
@@ -198,7 +199,7 @@ def _run_processes(units: list[Unit], options: Options, jobs: int, ctx: Any,
 
     from .limits import UNIT_TIMEOUT
 
-    limit = options.unit_timeout or UNIT_TIMEOUT
+    limit = work.options.unit_timeout or UNIT_TIMEOUT
     results: list[Any] = [None] * len(units)
     todo = list(range(len(units)))[::-1]
     live: dict[Any, tuple[int, Any, float]] = {}  # result pipe -> (unit index, process, start)
@@ -216,7 +217,7 @@ def _run_processes(units: list[Unit], options: Options, jobs: int, ctx: Any,
             while todo and len(live) < jobs:
                 i = todo.pop()
                 reader, writer = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_unit_process, args=(units[i], options, writer),
+                proc = ctx.Process(target=_unit_process, args=(units[i], work, writer),
                                    daemon=True)
                 proc.start()
                 writer.close()
@@ -249,11 +250,11 @@ def _run_processes(units: list[Unit], options: Options, jobs: int, ctx: Any,
     return results
 
 
-def _unit_process(unit: Unit, options: Options, conn: Any) -> None:
+def _unit_process(unit: Unit, work: Work, conn: Any) -> None:
     """A worker process: analyse one unit and send back the result (or the exception of a
     path given directly)."""
     try:
-        result: Any = analyze_unit(unit, options)
+        result: Any = analyze_unit(unit, work)
     except Exception as exc:  # noqa: BLE001 - travels back, raised there for a direct path
         result = exc if isinstance(exc, LossLensError) else LossLensError(
             f"{unit.path}: could not be read ({type(exc).__name__}: {exc})")
@@ -309,7 +310,7 @@ def _context(multiprocessing: Any, units: list[Unit]) -> Any:
     return ctx
 
 
-def _run_dask(units: list[Unit], options: Options, address: str,
+def _run_dask(units: list[Unit], work: Work, address: str,
               progress: Progress | None) -> list[UnitResult]:
     try:
         from distributed import Client, as_completed
@@ -323,17 +324,17 @@ def _run_dask(units: list[Unit], options: Options, address: str,
     except (OSError, TimeoutError, ValueError) as exc:
         raise LossLensError(f"--scheduler {address}: cannot connect ({exc})") from None
     with client:
-        futures = client.map(analyze_unit, units, options=options, pure=False)
+        futures = client.map(analyze_unit, units, work=work, pure=False)
         for done, _ in enumerate(as_completed(futures), 1):
             if progress:
                 progress(done, len(units))
         return client.gather(futures)
 
 
-def _combine(paths: Sequence[Any], units: list[Unit],
-             results: list[UnitResult]) -> "Analysis":
+def _combine(paths: Sequence[Any], units: list[Unit], results: list[UnitResult],
+             options: Options) -> "Analysis":
     """One Analysis in the serial order, with build's run-name de-duplication across units."""
-    from .pipeline import Analysis
+    from .pipeline import Analysis, rename_run
     from .readers import known_formats
 
     for r in results:
@@ -355,22 +356,15 @@ def _combine(paths: Sequence[Any], units: list[Unit],
                 seen[name] = 1
                 final = name
             frames.append((final, ra.info.run, r.frame))
-            runs.append(_renamed(ra, final))
-    return Analysis(FrameSet(tuple(ra.info for ra in runs), frames), tuple(runs))
-
-
-def _renamed(ra: "RunAnalysis", name: str) -> "RunAnalysis":
-    if ra.info.run == name:
-        return ra
-    return replace(ra, info=replace(ra.info, run=name),
-                   events=tuple(replace(e, run=name) for e in ra.events))
+            runs.append(rename_run(ra, final))
+    return Analysis(FrameSet(tuple(ra.info for ra in runs), frames), tuple(runs), options)
 
 
 class FrameSet:
     """The runs of many units seen as one Frame, for reporters: `runs`, `run()`, `series()`.
 
     Points are there only for units analysed with `keep_frames`; `series` of the others
-    raises KeyError (the reporters that need points ask for them)."""
+    raises UnknownRunError, a KeyError (the reporters that need points ask for them)."""
 
     def __init__(self, runs: tuple["RunInfo", ...],
                  frames: Sequence[tuple[str, str, "Frame | None"]]) -> None:
@@ -381,18 +375,13 @@ class FrameSet:
         for info in self.runs:
             if info.run == name:
                 return info
-        raise KeyError(name)
+        raise UnknownRunError(f"no run named {name!r}")
 
     def series(self, run: str, tag: str, raw: bool = False) -> "Series":
         frame, inner = self._where.get(run, (None, run))
         if frame is None:
-            raise KeyError((run, tag))
+            raise UnknownRunError(f"the points of run {run!r} stayed in its worker")
         return replace(frame.series(inner, tag, raw=raw), run=run)
-
-    def iter_series(self, raw: bool = False) -> Iterator["Series"]:
-        for info in self.runs:
-            for s in info.series:
-                yield self.series(info.run, s.tag, raw=raw)
 
     def __len__(self) -> int:
         return sum(s.raw_points for info in self.runs for s in info.series)

@@ -1,15 +1,25 @@
-"""The whole analysis of a Frame: events → findings → skip plan, per run, as typed records.
+"""The one orchestration: a Frame and its Options → events → findings → skip plan, per run.
 
-`analyze_frame` is what `losslens analyze`, `check` and `skiplist` call; reporters read the
-`Analysis` it returns and nothing else.
+`analyze(frame, options)` is what every command consumes: `analyze` (reports), `check` (this
+plus a gate, `checks.gate`), `skiplist` (its plans, `exporters`), `replay`, `--jobs` and Dask
+workers (`parallel`, one unit at a time). So they cannot disagree on the same log and settings.
+
+Per run (`conclude`): the detectors' events (`analysis.detect_run`) less those the options
+ignore (tags, kinds, allowed step ranges: kept apart in `RunAnalysis.ignored`); the findings of
+the diagnosis rules, which know where each series starts (a loss that is NaN from its first
+logged step is a broken setup, not an instability); the PaLM skip plan from the checkpoints
+that apply (`checkpoints.resolve`: the user's, else the log's). Reporters read the `Analysis`
+and nothing else. Also here: a frame's last step and the fleet summary rows.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
 
-from .events import Event, Finding, SkipPlan
+from . import checkpoints as ckpt
+from .events import Event, Finding, SkipPlan, severity_rank
 from .frame import Frame, RunInfo
+from .options import Options
 from .skipplan import SkipPolicy, plan
 
 
@@ -22,6 +32,9 @@ class RunAnalysis:
     findings: tuple[Finding, ...]
     skip_plan: SkipPlan | None
     plan_warnings: tuple[str, ...] = ()
+    ignored: tuple[Event, ...] = ()  # events the options ignore (not diagnosed, not planned)
+    checkpoints: tuple[int, ...] | None = None  # what the skip plan could restart from
+    checkpoint_source: str = "none"
 
     @property
     def error(self) -> str | None:
@@ -30,96 +43,113 @@ class RunAnalysis:
 
     @property
     def worst(self) -> str | None:
-        from .diagnosis import SEVERITY_ORDER
-
-        if not self.findings:
-            return None
-        return max((f.severity for f in self.findings), key=SEVERITY_ORDER.__getitem__)
+        """The worst finding's severity (None when clean)."""
+        return worst(f.severity for f in self.findings)
 
 
 @dataclass(frozen=True)
 class Analysis:
     frame: Frame
     runs: tuple[RunAnalysis, ...]
+    options: Options = field(default_factory=Options)
+
+
+def worst(severities: Any) -> str | None:
+    """The most severe of `severities` (None when there is none)."""
+    return max(severities, key=severity_rank, default=None)
 
 
 def last_step(frame: Frame) -> int:
     """The last logged step over every run and series of the frame (0 when there is none)."""
-    return max((s.last_step for r in frame.runs for s in r.series if s.last_step is not None),
-               default=0)
+    return max((r.last_step for r in frame.runs if r.last_step is not None), default=0)
 
 
-def checkpoint_grid(frame: Frame, every: int | None) -> list[int] | None:
-    """A checkpoint every `every` iterations, spanning every run's step range (None: none)."""
-    if not every:
-        return None
-    if every <= 0:
-        from .errors import InvalidParameterError
-
-        raise InvalidParameterError(f"`checkpoint_every` must be > 0, got {every}")
-    return list(range(0, last_step(frame) + every, every))
+def first_steps(info: RunInfo) -> dict[str, int]:
+    """tag → the first logged step of that series."""
+    return {s.tag: s.first_step for s in info.series if s.first_step is not None}
 
 
-def checkpoints_from_metadata(info: RunInfo) -> list[int] | None:
-    """Saved iterations the reader found in the log ("saving checkpoint" lines), if any."""
-    text = info.metadata.extra.get("checkpoints", "")
-    steps = [int(x) for x in str(text).replace(" ", "").split(",") if x.strip().isdigit()]
-    return steps or None
+def analyze(frame: Frame, options: Options | None = None, *,
+            detectors: Any = None) -> Analysis:
+    """Analyse every run of the frame with `options` (the defaults when None).
+
+    `detectors` (instances, as `detectors.resolve_detectors` takes them) replaces the
+    detectors the options describe; for tuning and tests.
+    """
+    from .analysis import detect_run
+
+    options = (options or Options()).validate()
+    if detectors is None:
+        detectors = options.detector_instances()
+    from .detectors import resolve_detectors
+
+    resolved = resolve_detectors(detectors)
+    explicit, source = ckpt.resolve(options.checkpoints, options.checkpoint_dir,
+                                    options.checkpoint_every, last_step(frame))
+    runs = tuple(isolated(info, lambda info=info: conclude(
+        info, detect_run(frame, info, resolved), options, explicit, source),
+        options.unit_timeout) for info in frame.runs)
+    return Analysis(frame, runs, options)
 
 
-def analyze_run(frame: Frame, info: RunInfo, detectors: Mapping[str, Any] | None = None,
-                policy: SkipPolicy | None = None, checkpoints: Sequence[int] | None = None,
-                global_batch_size: int | None = None) -> RunAnalysis:
-    from .analysis import analyze_run as detect
+def conclude(info: RunInfo, events: Sequence[Event], options: Options | None = None,
+             checkpoints: Sequence[int] | None = None, source: str = "") -> RunAnalysis:
+    """A run's analysis from its detected events: ignore, diagnose (events take the severity
+    of the findings citing them: `diagnosis.settle`), plan."""
     from .diagnosis import diagnose, settle
 
-    events = tuple(detect(frame, info, detectors))
-    firsts = {s.tag: s.first_step for s in info.series if s.first_step is not None}
-    first = min(firsts.values(), default=0)
-    findings = tuple(diagnose(events, info.metadata, firsts))
-    events = settle(events, findings)
-    skip, warns = plan(events, checkpoints if checkpoints is not None
-                       else checkpoints_from_metadata(info), policy,
-                       global_batch_size or info.metadata.global_batch_size, first_step=first,
-                       first_steps=firsts)
-    return RunAnalysis(info, events, findings, skip, tuple(warns))
+    options = options or Options()
+    kept = tuple(e for e in events if options.keep(e))
+    ignored = tuple(e for e in events if not options.keep(e))
+    firsts = first_steps(info)
+    findings = tuple(diagnose(kept, info.metadata, firsts))
+    kept = settle(kept, findings)
+    ckpts, src = ckpt.for_run(info, checkpoints, source)
+    skip, warns = plan(kept, ckpts, options.policy,
+                       options.global_batch_size or info.metadata.global_batch_size,
+                       first_step=min(firsts.values(), default=0), first_steps=firsts)
+    return RunAnalysis(info, kept, findings, skip, tuple(warns), ignored, ckpts, src)
 
 
-def analyze_frame(frame: Frame, detectors: Mapping[str, Any] | None = None,
+def analyze_frame(frame: Frame, detectors: Mapping[str, Any] | Sequence[Any] | None = None,
                   policy: SkipPolicy | None = None, checkpoints: Sequence[int] | None = None,
-                  global_batch_size: int | None = None,
-                  unit_timeout: float | None = None) -> Analysis:
-    """Analyse every run of the frame, each isolated (`isolated_run`): a run that fails or
-    runs past `unit_timeout` seconds gets an error and the others are analysed."""
-    runs = tuple(isolated_run(frame, info, detectors, policy, checkpoints, global_batch_size,
-                              unit_timeout) for info in frame.runs)
-    return Analysis(frame, runs)
+                  global_batch_size: int | None = None) -> Analysis:
+    """`analyze` with its options as keywords (detector instances, a SkipPolicy, a list of
+    checkpoints): a shorthand for scripts and tests."""
+    policy = policy or SkipPolicy()
+    options = Options(checkpoints=tuple(checkpoints) if checkpoints is not None else None,
+                      before=policy.before, min_skip=policy.min_skip, max_skip=policy.max_skip,
+                      global_batch_size=global_batch_size)
+    return analyze(frame, options, detectors=detectors)
 
 
-def isolated_run(frame: Frame, info: RunInfo, detectors: Mapping[str, Any] | None = None,
-                 policy: SkipPolicy | None = None, checkpoints: Sequence[int] | None = None,
-                 global_batch_size: int | None = None,
-                 timeout: float | None = None) -> RunAnalysis:
-    """`analyze_run`, with whatever goes wrong in it (a detector bug, memory, a run past
-    `timeout` seconds, default `limits.UNIT_TIMEOUT`) made the run's error instead of the
+def rename_run(ra: RunAnalysis, name: str) -> RunAnalysis:
+    """The same analysis under another run name (its events renamed with it)."""
+    if ra.info.run == name:
+        return ra
+    return replace(ra, info=replace(ra.info, run=name),
+                   events=tuple(replace(e, run=name) for e in ra.events),
+                   ignored=tuple(replace(e, run=name) for e in ra.ignored))
+
+
+def isolated(info: RunInfo, analyse: Callable[[], RunAnalysis],
+             timeout: float | None = None) -> RunAnalysis:
+    """`analyse()` of one run, with whatever goes wrong in it (a detector bug, memory, a run
+    past `timeout` seconds, default `limits.UNIT_TIMEOUT`) made the run's error instead of the
     command's. A run that failed to read has no events. Parameter errors still propagate."""
-    from dataclasses import replace
-
-    from .errors import InvalidParameterError
+    from .errors import InvalidParameterError, LossLensError
     from .limits import UNIT_TIMEOUT, deadline
 
     if info.error is not None:
         return RunAnalysis(info, (), (), None)
     try:
         with deadline(UNIT_TIMEOUT if timeout is None else timeout, f"{info.source}: analysis"):
-            return analyze_run(frame, info, detectors, policy, checkpoints, global_batch_size)
+            return analyse()
     except InvalidParameterError:
         raise
     except MemoryError:
         why = f"{info.source}: out of memory while analysing it"
     except Exception as exc:  # noqa: BLE001 - one run's failure is not the fleet's
-        from .errors import LossLensError
-
         text = str(exc).splitlines()[0][:200] if str(exc) else ""
         why = text if isinstance(exc, LossLensError) else (
             f"{info.source}: could not be analysed (internal error: {type(exc).__name__}"
@@ -140,13 +170,9 @@ class FleetRow:
 
 def fleet(analysis: Analysis) -> list[FleetRow]:
     """One row per run, in the analysis' order."""
-    from .diagnosis import SEVERITY_ORDER
-
     rows = []
     for ra in analysis.runs:
-        top = max(ra.findings, key=lambda f: SEVERITY_ORDER[f.severity], default=None)
-        last = max((s.last_step for s in ra.info.series if s.last_step is not None),
-                   default=None)
+        top = max(ra.findings, key=lambda f: severity_rank(f.severity), default=None)
         rows.append(FleetRow(ra.info.run, top.severity if top else None,
-                             top.title if top else None, len(ra.events), last))
+                             top.title if top else None, len(ra.events), ra.info.last_step))
     return rows

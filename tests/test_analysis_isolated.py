@@ -1,7 +1,7 @@
 """'One dataset alone' needs per-dataset peers: a train spike validation did not see is not it."""
 from __future__ import annotations
 
-from losslens.analysis import analyze_run
+from losslens.analysis import detect_run
 from losslens.detectors.spike import SpikeDetector
 from losslens.frame import build
 from losslens.records import RecordsBuilder
@@ -16,6 +16,6 @@ def test_train_spike_without_a_validation_spike_is_not_isolated():
     vs, val, _ = make_curve(20000, seed=5, noise=0.005, log_every=100)
     b.add_array("lm loss validation", vs, val)
     frame = build([b.build("run", "x", "x")])
-    (event,) = analyze_run(frame, frame.runs[0], [SpikeDetector()])
+    (event,) = detect_run(frame, frame.runs[0], [SpikeDetector()])
     assert (event.tag, event.start_step) == ("lm loss", 8000)
     assert event.details["shared_with"] == [] and event.details["isolated"] is False

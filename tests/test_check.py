@@ -8,14 +8,16 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from losslens.checks import (CheckConfig, allowed_failures, build_detectors, compare_baseline,
-                             config_from_mapping, find_config, keep_event, load_config,
-                             locate_lines, read_reference, relative_deviation, render_github,
-                             render_json, render_junit, render_text, rule_items, run_checks)
+from losslens.checks import (allowed_failures, compare_baseline, gate, locate_lines,
+                             read_reference, relative_deviation, render_github, render_json,
+                             render_junit, render_text, rule_items)
 from losslens.errors import InvalidParameterError, LogNotFoundError
 from losslens.events import Event
 from losslens.frame import build
-from losslens.pipeline import Analysis, RunAnalysis
+from losslens.options import Options, build_detectors, find_config
+from losslens.options import from_mapping as config_from_mapping
+from losslens.options import load as load_config
+from losslens.pipeline import Analysis, conclude
 from losslens.records import RecordsBuilder, RunMeta
 
 from test_exporters import nanogpt_log
@@ -53,7 +55,7 @@ def test_load_config_every_setting(tmp_path):
         "[tool.losslens.detectors.spike]\n"
         "threshold = 8\n")
     cfg = load_config(start=tmp_path)
-    assert cfg == CheckConfig(
+    assert cfg == Options(
         fail_on="warning", detectors={"spike": {"threshold": 8}}, ignore_tags=("validation-*",),
         ignore_kinds=("overflow",), allow_steps=((1500, 1650), (2000, 2000), (10, 20)),
         rtol=0.02, baseline=str(tmp_path / "golden" / "values.json"),
@@ -75,7 +77,7 @@ def test_settings_errors_name_the_file_and_key(tmp_path):
     bad.write_text("fail-on = \n")
     with pytest.raises(InvalidParameterError, match="not valid TOML"):
         load_config(bad)
-    with pytest.raises(LogNotFoundError, match="--config"):
+    with pytest.raises(LogNotFoundError, match="`config`"):
         load_config(tmp_path / "absent.toml")
 
 
@@ -90,14 +92,12 @@ def test_detector_overrides_are_checked_and_applied():
 
 
 def test_keep_event_tags_kinds_and_allowed_steps():
-    cfg = CheckConfig(ignore_tags=("val*",), ignore_kinds=("overflow",),
-                      allow_steps=((1500, 1650),))
-    assert keep_event(_event("spike", 100), cfg)
-    assert not keep_event(_event("spike", 100, tag="val loss"), cfg)
-    assert not keep_event(_event("overflow", 100), cfg)
-    assert not keep_event(_event("spike", 1500), cfg) and not keep_event(_event("spike", 1650),
-                                                                        cfg)
-    assert keep_event(_event("spike", 1651), cfg)
+    cfg = Options(ignore_tags=("val*",), ignore_kinds=("overflow",), allow_steps=((1500, 1650),))
+    assert cfg.keep(_event("spike", 100))
+    assert not cfg.keep(_event("spike", 100, tag="val loss"))
+    assert not cfg.keep(_event("overflow", 100))
+    assert not cfg.keep(_event("spike", 1500)) and not cfg.keep(_event("spike", 1650))
+    assert cfg.keep(_event("spike", 1651))
 
 
 # --------------------------------------------------------------------------- per-rule checks
@@ -105,14 +105,17 @@ def test_keep_event_tags_kinds_and_allowed_steps():
 def test_rule_items_gate_on_fail_on():
     events = [_event("spike", 2410, recovery="none"),
               _event("overflow", 1100, tag="loss scale", severity="warning")]
-    items, findings = rule_items(events, RunMeta(precision="fp16"), "critical")
+    from losslens.diagnosis import diagnose
+
+    findings = diagnose(events, RunMeta(precision="fp16"))
+    items = rule_items(findings, events, "critical")
     by = {i.name: i for i in items}
     assert not by["unrecovered_spikes"].passed and by["unrecovered_spikes"].step == 2410
     assert by["unrecovered_spikes"].tag == "lm loss"
     assert by["fp16_overflow"].passed and by["fp16_overflow"].severity == "warning"
     assert by["divergence"].passed and by["divergence"].severity is None
     assert [f.severity for f in findings] == ["critical", "warning"]
-    items, _ = rule_items(events, RunMeta(), "warning")
+    items = rule_items(diagnose(events, RunMeta()), events, "warning")
     assert not {i.name: i for i in items}["fp16_overflow"].passed
 
 
@@ -173,12 +176,11 @@ def test_golden_values_reference(tmp_path):
     assert info.roles["lm loss"] == "train_loss"
 
 
-def _analysis(frame, events):
-    runs = []
-    for info in frame.runs:
-        ev = tuple(e for e in events if e.run == info.run)
-        runs.append(RunAnalysis(info, ev, (), None))
-    return Analysis(frame, tuple(runs))
+def _analysis(frame, events, options=None):
+    options = options or Options()
+    runs = tuple(conclude(info, [e for e in events if e.run == info.run], options)
+                 for info in frame.runs)
+    return Analysis(frame, runs, options)
 
 
 def test_run_checks_with_baseline_and_settings():
@@ -187,8 +189,8 @@ def test_run_checks_with_baseline_and_settings():
     ref = _frame([("r", steps, 2.0 + 0.0 * steps)])
     events = [_event("spike", 300, recovery="none"), _event("spike", 100, severity="info",
                                                             recovery="fast", n=2)]
-    report = run_checks(_analysis(fr, events), CheckConfig(allow_steps=((250, 350),)),
-                        _analysis(ref, []), "ref.log")
+    options = Options(allow_steps=((250, 350),), baseline="ref.log")
+    report = gate(_analysis(fr, events, options), _analysis(ref, [], options))
     rc = report.runs[0]
     assert rc.ignored_events == 1 and [e.start_step for e in rc.events] == [100]
     names = {i.name: i for i in rc.items}
@@ -197,8 +199,8 @@ def test_run_checks_with_baseline_and_settings():
     assert names["baseline.new_events"].passed  # the new fast spike is info < critical
     assert report.exit_code == 1
     with pytest.raises(InvalidParameterError, match="no train-loss series"):
-        run_checks(_analysis(fr, []), CheckConfig(), _analysis(
-            build([_only_val()]), []), "val.log")
+        gate(_analysis(fr, [], Options(baseline="val.log")), _analysis(
+            build([_only_val()]), []))
 
 
 def _only_val():
@@ -216,7 +218,7 @@ def report():
     events = [Event("spike", "run,1", "lm loss", 300, 310, None, "critical", "none", None, 2.0,
                     id="spike-1"),
               Event("overflow", "run,1", "lm loss", 100, 100, 110, "warning", id="overflow-1")]
-    return run_checks(_analysis(fr, events), CheckConfig())
+    return gate(_analysis(fr, events))
 
 
 def test_text_output(report):

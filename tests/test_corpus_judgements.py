@@ -142,7 +142,7 @@ def test_json_contract_on_every_corpus_log(corpus, name):
             assert e["severity"] in ("info", "warning", "critical")
         for f in run["findings"]:
             assert set(f) == {"severity", "title", "explanation", "advice", "event_ids",
-                              "cites"} and f["cites"] and set(f["event_ids"]) <= ids
+                              "cites", "rule"} and f["cites"] and set(f["event_ids"]) <= ids
         if run["skip_plan"]:
             assert set(run["skip_plan"]) == {"restart_from_step", "skip", "units", "samples",
                                              "reason"}

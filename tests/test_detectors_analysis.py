@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from losslens.analysis import analyze, analyze_run, resolve_detectors
+from losslens.analysis import detect, detect_run
+from losslens.detectors import resolve_detectors
 from losslens.detectors import DETECTORS
 from losslens.detectors.divergence import DivergenceDetector
 from losslens.detectors.gradspike import GradSpikeDetector
@@ -33,7 +34,7 @@ def rich_run():
 
 def test_ids_order_and_kinds():
     run = rich_run()
-    events = analyze_run(run.frame, run.frame.runs[0], CAUSAL)
+    events = detect_run(run.frame, run.frame.runs[0], CAUSAL)
     keys = [(e.start_step, e.kind, e.tag) for e in events]
     assert keys == sorted(keys)
     assert len({e.id for e in events}) == len(events)
@@ -60,7 +61,7 @@ def test_ids_order_and_kinds():
 
 def test_every_registered_detector_runs_by_default():
     run = rich_run()
-    events = analyze_run(run.frame, run.frame.runs[0])
+    events = detect_run(run.frame, run.frame.runs[0])
     assert {e.kind for e in events} >= {"spike", "divergence", "nonfinite", "grad_spike",
                                          "overflow"}
     assert len({e.id for e in events}) == len(events)
@@ -70,12 +71,12 @@ def test_every_registered_detector_runs_by_default():
 
 def test_detectors_by_name_and_unknown_names():
     run = rich_run()
-    events = analyze_run(run.frame, run.frame.runs[0], ["spike", SpikeDetector(threshold=50)])
+    events = detect_run(run.frame, run.frame.runs[0], ["spike", SpikeDetector(threshold=50)])
     big = [e.start_step for e in events]
     assert big.count(6000) == 2  # both the default and the strict detector find the 3x spike
     with pytest.raises(InvalidParameterError, match="unknown detector 'spikes'"):
-        analyze_run(run.frame, run.frame.runs[0], ["spikes"])
-    by_mapping = analyze_run(run.frame, run.frame.runs[0], {"spike": SpikeDetector()})
+        detect_run(run.frame, run.frame.runs[0], ["spikes"])
+    by_mapping = detect_run(run.frame, run.frame.runs[0], {"spike": SpikeDetector()})
     assert {e.kind for e in by_mapping} == {"spike"}
 
 
@@ -86,7 +87,7 @@ def test_analyze_every_run():
     b1.add_array("train/loss", s1, v1)
     b2.add_array("train/loss", s2, v2)
     frame = build([b1.build("a", "x", "x"), b2.build("b", "x", "x")])
-    result = analyze(frame, CAUSAL)
+    result = detect(frame, CAUSAL)
     assert list(result) == ["a", "b"]
     assert [(e.id, e.run, e.start_step) for e in result["a"]] == [("spike-1", "a", 5000)]
     assert result["b"] == []
@@ -109,7 +110,7 @@ def test_shared_and_isolated_spikes_across_losses():
     frame = per_dataset_frame()
     assert frame.runs[0].tags_with_role("val_loss") == ["validation-c4 lm loss",
                                                         "validation-pile lm loss"]
-    events = analyze_run(frame, frame.runs[0], [SpikeDetector()])
+    events = detect_run(frame, frame.runs[0], [SpikeDetector()])
     got = [(e.tag, e.start_step, e.details["shared_with"], e.details["isolated"],
             e.details["all_losses"]) for e in events]
     assert got == [
@@ -122,7 +123,7 @@ def test_shared_and_isolated_spikes_across_losses():
 
 def test_one_loss_gets_no_shared_marks():
     run = make_run(10000, seed=1, log_every=10, spikes=[Spike(5000, 2.0, "fast")])
-    (event,) = analyze_run(run.frame, run.frame.runs[0], [SpikeDetector()])
+    (event,) = detect_run(run.frame, run.frame.runs[0], [SpikeDetector()])
     assert "shared_with" not in event.details and "isolated" not in event.details
 
 
@@ -144,10 +145,10 @@ def test_four_million_point_run_in_two_seconds():
         b.add_array(tag, steps, v)
     records = b.build("big", "x", "x")
     small = build([records])
-    analyze_run(small, small.runs[0], CAUSAL)  # imports, first calls
+    detect_run(small, small.runs[0], CAUSAL)  # imports, first calls
     frame = build([records])
     t0 = time.process_time()
-    events = analyze_run(frame, frame.runs[0], CAUSAL)
+    events = detect_run(frame, frame.runs[0], CAUSAL)
     cpu = time.process_time() - t0
     assert [(e.kind, e.start_step) for e in events] == [
         ("overflow", 1001), ("grad_spike", 199991), ("spike", 200001),

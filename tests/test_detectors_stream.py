@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from losslens.analysis import analyze_run
+from losslens.analysis import detect_run
 from losslens.detectors import DETECTORS, detector_class
 from losslens.detectors.divergence import DivergenceDetector
 from losslens.detectors.spike import SpikeDetector
@@ -83,7 +83,7 @@ def prefix(rec: RunRecords, lo: int, hi: int) -> RunRecords:
 def batch(rec: RunRecords, hi: int) -> list[dict]:
     part = prefix(rec, 0, hi)
     frame = build([part])
-    return [comparable(e) for e in analyze_run(frame, frame.runs[0], CAUSAL)]
+    return [comparable(e) for e in detect_run(frame, frame.runs[0], CAUSAL)]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -117,7 +117,7 @@ def test_add_point_by_point_equals_batch():
             live.detect()
     got = [comparable(e) for e in live.detect()]
     frame = build([rec])
-    want = [comparable(e) for e in analyze_run(frame, frame.runs[0], CAUSAL)]
+    want = [comparable(e) for e in detect_run(frame, frame.runs[0], CAUSAL)]
     assert [(e["kind"], e["start_step"]) for e in got] == [(e["kind"], e["start_step"])
                                                           for e in want]
     assert got == want

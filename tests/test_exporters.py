@@ -9,8 +9,8 @@ import pytest
 
 from losslens.errors import InvalidParameterError, LogNotFoundError
 from losslens.events import Event, SkipPlan
-from losslens.exporters import (COUNTING, PlanContext, checkpoints_from_dir, explicit_checkpoints,
-                                export, metaseq_ranges, parse_checkpoint_list)
+from losslens.checkpoints import checkpoints_from_dir, parse_checkpoint_list, resolve
+from losslens.exporters import COUNTING, PlanContext, export, metaseq_ranges
 from losslens.skipplan import SkipPolicy, plan
 
 
@@ -175,12 +175,13 @@ def test_explicit_checkpoint_sources():
     assert parse_checkpoint_list("1000,2000, 3000 500") == [500, 1000, 2000, 3000]
     with pytest.raises(InvalidParameterError, match="--checkpoints"):
         parse_checkpoint_list("1000,abc")
-    assert explicit_checkpoints(500, None, None, 1700) == ([0, 500, 1000, 1500, 2000],
-                                                           "--checkpoint-every 500")
-    assert explicit_checkpoints(None, "10,20", None, 100) == ([10, 20], "--checkpoints")
-    assert explicit_checkpoints(None, None, None, 100) == (None, "")
+    assert resolve(None, None, 500, 1700) == ([0, 500, 1000, 1500, 2000],
+                                              "--checkpoint-every 500")
+    assert resolve("10,20", None, None, 100) == ([10, 20], "--checkpoints")
+    assert resolve((20, 10), None, 500, 100) == ([10, 20], "--checkpoints")
+    assert resolve(None, None, None, 100) == (None, "")
     with pytest.raises(InvalidParameterError, match="> 0"):
-        explicit_checkpoints(0, None, None, 100)
+        resolve(None, None, 0, 100)
 
 
 # --------------------------------------------------------------------------- the command

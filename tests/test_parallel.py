@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from losslens.cli import app
-from losslens.parallel import Options, analyze_unit, plan_units
+from losslens.parallel import Work, analyze_unit, plan_units
 from losslens.synthetic import Spike, make_curve
 
 SPIKED = (0, 2, 4)
@@ -145,10 +145,10 @@ def test_one_run_has_no_fleet_summary(runner, fleet):
 def test_worker_sends_back_no_points(fleet):
     (unit,) = plan_units([fleet / "run0"])
     assert (unit.run, unit.format, unit.direct) == ("metrics.jsonl", None, False)  # sniffed there
-    res = analyze_unit(unit, Options())
+    res = analyze_unit(unit, Work())
     assert res.frame is None and res.names == ("metrics.jsonl",)
     assert [e.kind for e in res.runs[0].events] == ["changepoint", "spike"]
-    assert analyze_unit(unit, Options(keep_frames=True)).frame is not None
+    assert analyze_unit(unit, Work(keep_frames=True)).frame is not None
 
 
 def test_errors_stay_one_line(runner, fleet, tmp_path):

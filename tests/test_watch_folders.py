@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import losslens
-from losslens.analysis import analyze_run
+from losslens.analysis import detect_run
 from losslens.detectors import DETECTORS, detector_class
 from losslens.readers.follow import FolderSource, TextSource, open_source
 from losslens.watch import Follower
@@ -24,7 +24,7 @@ def key(e) -> tuple:
 
 def analyzed_folder(root: Path) -> dict[str, list[tuple]]:
     frame = losslens.read(root)
-    return {info.run: sorted(key(e) for e in analyze_run(frame, info, CAUSAL))
+    return {info.run: sorted(key(e) for e in detect_run(frame, info, CAUSAL))
             for info in frame.runs}
 
 

@@ -1,7 +1,7 @@
 """`losslens analyze`, `series` and `formats`: what was read, and what it means.
 
-Thin shells: options → library (`losslens.read`, `pipeline.analyze_frame`, `parallel`) →
-one renderer (`losslens.report.render`) → `emit`.
+Thin shells: Options (settings file + flags) → library (`losslens.read`, `pipeline.analyze`,
+`parallel`) → one renderer (`losslens.report.render`) → `emit`.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import List, Optional
 
 import typer
 
-from .common import (CHECKPOINT_EVERY, DEBUG, GLOBAL_BATCH_SIZE, INPUT_FORMAT, OUTPUT, PATHS,
-                     ROLE, UNIT_TIMEOUT, emit, failed_runs, format_option, progress_line,
-                     read_frame, warn_frame)
+from .common import (CHECKPOINT_EVERY, CONFIG, DEBUG, GLOBAL_BATCH_SIZE, INPUT_FORMAT, OUTPUT,
+                     PATHS, ROLE, UNIT_TIMEOUT, emit, failed_runs, format_option, progress_line,
+                     read_frame, settings, warn_frame)
 
 
 class SeriesFormat(str, Enum):
@@ -29,14 +29,13 @@ def series(
                             "or csv (the frame)."),
     raw: bool = typer.Option(False, "--raw", help="csv: every segment, not the stitched view."),
     output: Optional[str] = OUTPUT,
+    config: Optional[str] = CONFIG,
     input_format: Optional[str] = INPUT_FORMAT,
     role: List[str] = ROLE,
     debug: bool = DEBUG,
 ) -> None:
     """Show what was read: runs, tags, roles, points, step range, segments, skipped lines."""
-    from ..roles import parse_overrides
-
-    frame = read_frame(paths, input_format, parse_overrides(role))
+    frame = read_frame(paths, settings(config, role, input_format=input_format))
     if fmt is SeriesFormat.json:
         from ..report.jsondoc import document, dumps
 
@@ -75,6 +74,7 @@ def analyze(
         ReportFormat.text, "text (terminal report), json (losslens.analysis/1, see docs/json.md),"
                            " markdown or html (one offline file)."),
     output: Optional[str] = OUTPUT,
+    config: Optional[str] = CONFIG,
     checkpoint_every: Optional[int] = CHECKPOINT_EVERY,
     global_batch_size: Optional[int] = GLOBAL_BATCH_SIZE,
     jobs: int = typer.Option(
@@ -89,35 +89,24 @@ def analyze(
     debug: bool = DEBUG,
 ) -> None:
     """Find loss spikes, divergence, grokking and resume artefacts; explain; say what to do."""
-    from ..roles import parse_overrides
-
-    roles = parse_overrides(role)
+    options = settings(config, role, input_format=input_format,
+                       checkpoint_every=checkpoint_every, global_batch_size=global_batch_size,
+                       unit_timeout=unit_timeout)
     if jobs != 1 or scheduler:
-        from ..parallel import Options, analyze_paths
+        from ..parallel import analyze_paths
 
-        from ..errors import InvalidParameterError
-
-        if jobs < 0:
-            raise InvalidParameterError(f"--jobs must be >= 0, got {jobs}")
-        # the points travel back only for the reports that plot them
-        plots = fmt in (ReportFormat.text, ReportFormat.html)
-        if unit_timeout is not None and unit_timeout <= 0:
-            raise InvalidParameterError(f"--unit-timeout must be > 0, got {unit_timeout:g}")
-        options = Options(input_format, roles, checkpoint_every, global_batch_size, plots,
-                          unit_timeout)
         progress = progress_line if sys.stderr.isatty() else None
-        try:
-            analysis = analyze_paths(paths, options, jobs, scheduler, progress)
+        try:  # the points travel back only for the reports that plot them
+            analysis = analyze_paths(paths, options, jobs, scheduler, progress,
+                                     keep_frames=fmt in (ReportFormat.text, ReportFormat.html))
         finally:
             if progress:  # clear the progress line
                 sys.stderr.write("\r\x1b[K")
         warn_frame(analysis.frame)
     else:
-        from ..pipeline import analyze_frame, checkpoint_grid
+        from ..pipeline import analyze as run_analysis
 
-        frame = read_frame(paths, input_format, roles, unit_timeout)
-        analysis = analyze_frame(frame, checkpoints=checkpoint_grid(frame, checkpoint_every),
-                                 global_batch_size=global_batch_size, unit_timeout=unit_timeout)
+        analysis = run_analysis(read_frame(paths, options), options)
     if fmt is ReportFormat.text and not output:
         from ..report.terminal import print_analysis
 

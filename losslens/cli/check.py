@@ -1,6 +1,6 @@
 """`losslens check`: the CI gate — exit 1 on findings at or above `--fail-on`.
 
-A thin shell over `checks` (settings, per-rule items, baseline) and `pipeline.analyze_frame`.
+`check` = `pipeline.analyze` + `checks.gate`, with the Options every command reads.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import (CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, PATHS, ROLE, UNIT_TIMEOUT, emit, err,
-                     failed_runs, read_frame)
+from .common import (CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, PATHS, ROLE, UNIT_TIMEOUT, emit,
+                     failed_runs, read_frame, settings)
 
 
 class FailOn(str, Enum):
@@ -54,32 +54,22 @@ def check(
     rtol, baseline) come from [tool.losslens] in pyproject.toml or
     from losslens.toml, searched from the current folder upward.
     """
-    from dataclasses import replace
-
-    from ..checks import (RENDERERS, build_detectors, load_config, read_reference,
-                          render_junit, run_checks)
+    from ..checks import RENDERERS, gate, read_reference, render_junit
     from ..errors import InvalidParameterError
+    from ..pipeline import analyze
     from ..textsafe import write_file
-    from ..pipeline import analyze_frame
-    from ..roles import parse_overrides
 
     if output in RENDERERS:  # `--output json` was the format before -f/--format
         raise InvalidParameterError(
             f"--output takes a FILE; for the {output} format use --format {output}")
-    cfg = load_config(config)
-    cfg = replace(cfg, fail_on=fail_on.value if fail_on else cfg.fail_on,
-                  rtol=cfg.rtol if rtol is None else rtol, baseline=baseline or cfg.baseline)
-    cfg.validate()
-    if cfg.source:
-        err(f"losslens: settings from {cfg.source}")
-    detectors = build_detectors(cfg.detectors, cfg.source or "settings")
-    roles = parse_overrides(role)
-    frame = read_frame(paths, input_format, roles, unit_timeout)
-    analysis = analyze_frame(frame, detectors=detectors, unit_timeout=unit_timeout)
+    options = settings(config, role, input_format=input_format,
+                       fail_on=fail_on.value if fail_on else None, rtol=rtol, baseline=baseline,
+                       unit_timeout=unit_timeout)
+    analysis = analyze(read_frame(paths, options), options)
     reference = None
-    if cfg.baseline:
-        reference = analyze_frame(read_reference(cfg.baseline, roles), detectors=detectors)
-    report = run_checks(analysis, cfg, reference, cfg.baseline)
+    if options.baseline:
+        reference = analyze(read_reference(options.baseline, options.roles), options)
+    report = gate(analysis, reference)
     emit(RENDERERS[fmt.value](report), output, paths)
     if junit_file:
         write_file(junit_file, render_junit(report), inputs=paths)

@@ -64,7 +64,7 @@ FLAGS = {
     "checkpoint_dir": "--checkpoint-dir", "global_batch_size": "--global-batch-size",
     "before": "--before", "min_skip": "--min-skip", "max_skip": "--max-skip",
     "jobs": "--jobs", "fail_on": "--fail-on", "rtol": "--rtol", "baseline": "--baseline",
-    "config": "--config", "roles": "--role", "input_format": "--input-format",
+    "config": "--config", "roles": "--role", "input_format": "--input-format", "run": "--run",
 }
 
 
@@ -147,15 +147,24 @@ def _flush_warnings(caught: list) -> None:
 
 # --------------------------------------------------------------------------- reading
 
-def read_frame(paths: List[str], input_format: Optional[str], roles: Any,
-               unit_timeout: Optional[float] = None):
+def settings(config: Optional[str], role: Sequence[str] = (), **given: Any):
+    """The command's Options: the settings file (`--config FILE`, else the first found upward),
+    with the values given on the command line over it (None: not given)."""
+    from ..options import load
+    from ..roles import parse_overrides
+
+    options = load(config).merged(roles=parse_overrides(role), **given).validate()
+    if options.source:
+        err(f"losslens: settings from {options.source}")
+    return options
+
+
+def read_frame(paths: Sequence[str], options: Any):
     """The Frame of the paths (a progress line on a terminal), with its reader warnings shown."""
     from .. import read
 
-    if unit_timeout is not None and unit_timeout <= 0:
-        from ..errors import InvalidParameterError
-
-        raise InvalidParameterError(f"--unit-timeout must be > 0, got {unit_timeout:g}")
+    input_format, roles = options.input_format, options.roles
+    unit_timeout = options.unit_timeout
     if not sys.stderr.isatty():
         frame = read(paths, format=input_format, roles=roles, unit_timeout=unit_timeout)
     else:

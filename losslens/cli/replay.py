@@ -14,7 +14,8 @@ from typing import Any, List, Optional
 
 import typer
 
-from .common import DEBUG, INPUT_FORMAT, OUTPUT, ROLE, emit, format_option, read_frame
+from .common import (CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, ROLE, emit, format_option, read_frame,
+                     settings)
 
 
 class ReplayFormat(str, Enum):
@@ -45,6 +46,7 @@ def replay(
     fmt: ReplayFormat = format_option(ReplayFormat.text,
                                       "text (verdict table) or json (losslens.replay/1)."),
     output: Optional[str] = OUTPUT,
+    config: Optional[str] = CONFIG,
     max_steps: int = typer.Option(
         256, "--max-steps", metavar="N", help="Replay at most N iterations from the checkpoint."),
     neighbours: int = typer.Option(8, "--neighbours", metavar="N", help="Reference batches per event."),
@@ -75,7 +77,7 @@ def replay(
     wanted = [e.strip() for item in events for e in item.split(",") if e.strip()] or None
     opts = Options(max_steps=max_steps, neighbours=neighbours, top_samples=samples,
                    counterfactuals=not no_counterfactuals)
-    source = analysis if analysis is not None else _analyse(log, input_format, role)
+    source = analysis if analysis is not None else _analyse(log, config, input_format, role)
     with _progress() as progress:
         report = run_replay(plug, source, run=run, events=wanted, device=device,
                             options=opts, progress=progress)
@@ -88,11 +90,12 @@ def replay(
         _print(report)
 
 
-def _analyse(log: str, input_format: Optional[str], role: List[str]) -> Any:
-    from ..pipeline import analyze_frame
-    from ..roles import parse_overrides
+def _analyse(log: str, config: Optional[str], input_format: Optional[str],
+             role: List[str]) -> Any:
+    from ..pipeline import analyze
 
-    return analyze_frame(read_frame([log], input_format, parse_overrides(role)))
+    options = settings(config, role, input_format=input_format)
+    return analyze(read_frame([log], options), options)
 
 
 class _progress:

@@ -1,7 +1,7 @@
 """`losslens skiplist`: the PaLM skip plan in the exact form a trainer takes.
 
 Flag targets print one paste-able line on stdout and how steps are counted as `#` comments on
-stderr. A thin shell over `pipeline.analyze_frame` and `exporters`.
+stderr. A thin shell over `pipeline.analyze` (the plan) and `exporters` (its forms).
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BEFORE, CHECKPOINT_DIR, CHECKPOINT_EVERY, CHECKPOINTS, DEBUG,
+from .common import (BEFORE, CHECKPOINT_DIR, CHECKPOINT_EVERY, CHECKPOINTS, CONFIG, DEBUG,
                      GLOBAL_BATCH_SIZE, INPUT_FORMAT, MAX_SKIP, MIN_SKIP, OUTPUT, PATH, ROLE,
-                     emit, err, read_frame)
+                     emit, err, read_frame, settings)
 
 
 class Target(str, Enum):
@@ -31,6 +31,7 @@ def skiplist(
         help="megatron-deepspeed (--skip-train-iteration-range), megatron-lm "
              "(--iterations-to-skip), metaseq (--skip-batches), samples, json or text."),
     output: Optional[str] = OUTPUT,
+    config: Optional[str] = CONFIG,
     checkpoint_every: Optional[int] = CHECKPOINT_EVERY,
     checkpoints: Optional[str] = CHECKPOINTS,
     checkpoint_dir: Optional[str] = CHECKPOINT_DIR,
@@ -52,20 +53,17 @@ def skiplist(
     counted as '#' comments on stderr. Nothing to skip: a message on
     stderr, empty stdout, exit 0.
     """
-    from ..exporters import explicit_checkpoints, export, nothing_to_skip, plan_contexts
-    from ..pipeline import analyze_frame, last_step
-    from ..roles import parse_overrides
-    from ..skipplan import SkipPolicy
+    from ..checkpoints import parse_checkpoint_list
+    from ..exporters import export, nothing_to_skip, plan_contexts
+    from ..pipeline import analyze
 
-    policy = SkipPolicy(**{k: v for k, v in (("before", before), ("min_skip", min_skip),
-                                             ("max_skip", max_skip)) if v is not None})
-    policy.validate()
-    frame = read_frame([path], input_format, parse_overrides(role))
-    ckpts, source = explicit_checkpoints(checkpoint_every, checkpoints, checkpoint_dir,
-                                         last_step(frame))
-    analysis = analyze_frame(frame, policy=policy, checkpoints=ckpts,
-                             global_batch_size=global_batch_size)
-    contexts = plan_contexts(analysis, ckpts, source, policy, global_batch_size, run)
+    options = settings(
+        config, role, input_format=input_format, checkpoint_every=checkpoint_every,
+        checkpoints=parse_checkpoint_list(checkpoints) if checkpoints else None,
+        checkpoint_dir=checkpoint_dir, before=before, min_skip=min_skip, max_skip=max_skip,
+        global_batch_size=global_batch_size)
+    analysis = analyze(read_frame([path], options), options)
+    contexts = plan_contexts(analysis, run)
     if not contexts:
         err(nothing_to_skip(analysis, run))
         return

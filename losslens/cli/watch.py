@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import DEBUG, INPUT_FORMAT, ROLE, err, format_option
+from .common import CONFIG, DEBUG, INPUT_FORMAT, ROLE, err, format_option, settings
 
 
 class WatchFormat(str, Enum):
@@ -47,6 +47,7 @@ def watch(
     output: Optional[str] = typer.Option(
         None, "--output", "-o", metavar="FILE",
         help="Append the event lines to FILE (flushed per event) instead of stdout."),
+    config: Optional[str] = CONFIG,
     input_format: Optional[str] = INPUT_FORMAT,
     role: List[str] = ROLE,
     debug: bool = DEBUG,
@@ -62,21 +63,23 @@ def watch(
     """
     from pathlib import Path
 
-    from ..roles import parse_overrides
     from ..watch import describe, follow, run_hook
 
+    options = settings(config, role, input_format=input_format)
     sink = _sink(output)
     try:
         show_run = Path(path).is_dir()
         updates = follow(path, interval=interval, timeout=timeout,
                          max_updates=1 if once else max_updates, strict=once,
-                         input_format=input_format, roles=parse_overrides(role),
-                         from_end=not from_start)
+                         input_format=options.input_format, roles=options.roles,
+                         detectors=options.detector_instances(), from_end=not from_start)
         try:
             for update in updates:
                 for notice in update.notices:
                     err(f"losslens watch: {notice}")
                 for reported in update.events:
+                    if not options.keep(reported.event):  # the settings ignore it
+                        continue
                     line = (json.dumps(reported.to_dict()) if fmt is WatchFormat.json
                             else describe(reported, show_run))
                     sink.write(line + "\n")

@@ -17,7 +17,7 @@ The contract (one test in tests/test_detector_contract.py runs it on every entry
   over any prefix equal the batch detector's on that prefix; `watch` and the in-training
   guard use it.
 
-Event ids are assigned by `analysis.analyze_run`, not by detectors.
+Event ids are assigned by `analysis.detect_run`, not by detectors.
 """
 from __future__ import annotations
 

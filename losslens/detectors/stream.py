@@ -12,7 +12,7 @@ update (`WholeSeriesStream`, `RunStream`), and a detector class may bring its ow
 `stream()` method returning an object with `kind`, `roles` and `update(live_run)`.
 
 The guarantee: over any prefix, fed in any chunking, the events equal the batch detectors'
-on that prefix (`losslens.analysis.analyze_run` with the same detectors, less what compares
+on that prefix (`losslens.analysis.detect_run` with the same detectors, less what compares
 losses over time: `details.shared_with` / `isolated` / `all_losses`), spikes inside a
 divergence folded into it as there. tests/test_detectors_stream.py checks it on random
 series and random chunkings.

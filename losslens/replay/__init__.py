@@ -85,9 +85,9 @@ def _targets(source: Any, run: str | None, events: Sequence[str] | None
             if isinstance(doc, dict) and "schema" in doc:
                 return targets_from_document(read_document(path), run, events)
         from .. import read
-        from ..pipeline import analyze_frame
+        from ..pipeline import analyze
 
-        source = analyze_frame(read(path))
+        source = analyze(read(path))
     return targets_from_analysis(source, run, events)
 
 
