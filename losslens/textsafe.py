@@ -177,22 +177,25 @@ def write_file(path: str | os.PathLike, text: str | bytes,
     target = Path(path)
     shown = str(path)
     try:
-        real = Path(os.path.realpath(target))
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"{shown}: cannot write ({exc})") from None
-    try:
-        st = os.stat(real)
+        st = os.stat(target)  # (through links: what a write would reach)
     except FileNotFoundError:
         st = None
-    except OSError as exc:
-        raise OutputError(f"{shown}: cannot write ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{shown}: cannot write ({getattr(exc, 'strerror', None) or exc})") \
+            from None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{shown}: is a folder; name a file to write")
     if st is not None and any(_same_file(st, s) for s in _input_stats(inputs)):
         raise OutputError(f"{shown}: is one of the inputs being read; refusing to overwrite it")
     if st is not None and not stat.S_ISREG(st.st_mode):
-        _write_in_place(real, data, shown)  # /dev/stdout, /dev/null, a FIFO
+        # /dev/stdout (a link to /proc/self/fd/1, a pipe or a terminal), /dev/null, a FIFO:
+        # opened by the name given, never resolved and never replaced
+        _write_in_place(target, data, shown)
         return
+    try:
+        real = Path(os.path.realpath(target))
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{shown}: cannot write ({exc})") from None
     folder = real.parent
     if not folder.is_dir():
         raise OutputError(f"{shown}: folder {folder} does not exist")

@@ -299,7 +299,11 @@ def faulty_reader(monkeypatch):
 
     def faulty(path, run):
         if Path(path).name == "boom.log":
-            os.kill(os.getpid(), signal.SIGSEGV) if os.getpid() != MAIN else None
+            if os.getpid() != MAIN:  # a worker process: die as a segfaulting C library would
+                import faulthandler
+
+                faulthandler.disable()  # (no fatal-error dump in the test output)
+                os.kill(os.getpid(), signal.SIGSEGV)
             raise TypeError("boom")
         if Path(path).name == "slow.log":
             time.sleep(60)
@@ -373,3 +377,194 @@ def test_unreadable_subfolder_is_a_failed_run_not_silence(tmp_path, runner, monk
     assert res.exit_code == 2, res.output
     assert res.stderr.splitlines()[-1] == (f"Error: {locked}: cannot list folder "
                                           "(Permission denied)")
+
+
+# --------------------------------------------------------------------------- exit codes
+
+def _tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "main.log"
+    _good_log(path, 0, 60)
+    return path
+
+
+def test_full_disk_behind_stdout_is_exit_2_one_line(tmp_path):
+    """A full disk behind stdout exited 1, which `check` documents as "findings"."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open("/dev/full", "w") as full:
+        res = subprocess.run([sys.executable, "-m", "losslens", "analyze", str(_tiny(tmp_path)),
+                              "-f", "json"], stdout=full, stderr=subprocess.PIPE, text=True,
+                             env=env, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr == "Error: stdout: cannot write the output (No space left on device)\n"
+
+
+def test_closed_pipe_is_exit_2_one_line(tmp_path):
+    path = tmp_path / "big.log"
+    _good_log(path, 0, 60_000)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "losslens", "series", str(path), "-f", "csv"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader went away (`| head`)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 2
+    assert err == "Error: stdout: the output pipe was closed\n"
+
+
+def test_latin1_settings_file_is_exit_2_one_line(tmp_path):
+    (tmp_path / "pyproject.toml").write_bytes(b'[tool.losslens]\nfail-on = "critical"\n'
+                                              b'# caf\xe9\n')
+    res = run_bounded(["check", str(_tiny(tmp_path))], cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr == (f"Error: {tmp_path / 'pyproject.toml'}: not valid TOML (not UTF-8: "
+                          "byte 0xe9 at offset 42)\n")
+
+
+@pytest.mark.parametrize("exc,message", [
+    (MemoryError(), "Error: out of memory (a unit of a folder that runs out is reported as a "
+                    "failed run; here the command itself did)"),
+    (KeyError("x"), "Error: internal error: KeyError: 'x' (--debug shows the traceback)"),
+])
+def test_crashes_are_exit_2_not_1(tmp_path, runner, monkeypatch, exc, message):
+    from losslens import pipeline
+    from losslens.cli import app
+
+    def boom(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(pipeline, "analyze", boom)
+    for command in ("analyze", "check"):
+        res = runner.invoke(app, [command, str(_tiny(tmp_path))])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.splitlines() == [message]
+
+
+# --------------------------------------------------------------------------- --output
+
+def test_output_to_dev_stdout_writes_through_and_keeps_the_device(tmp_path):
+    """As root, `-o /dev/stdout` replaced the device link with a regular file."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-m", "losslens", "analyze", str(_tiny(tmp_path)),
+                          "-f", "json", "-o", "/dev/stdout"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["runs"][0]["run"] == "main.log"
+    assert os.path.islink("/dev/stdout")
+
+
+def test_output_keeps_mode_honours_umask_and_never_overwrites_the_input(tmp_path, runner):
+    from losslens.cli import app
+
+    log = _tiny(tmp_path)
+    old = os.umask(0o022)
+    try:
+        fresh = tmp_path / "new.json"
+        assert runner.invoke(app, ["analyze", str(log), "-f", "json", "-o", str(fresh)]
+                             ).exit_code == 0
+        assert fresh.stat().st_mode & 0o777 == 0o644
+        kept = tmp_path / "kept.json"
+        kept.write_text("{}")
+        os.chmod(kept, 0o664)
+        link = tmp_path / "link.json"
+        link.symlink_to(kept)
+        assert runner.invoke(app, ["analyze", str(log), "-f", "json", "-o", str(link)]
+                             ).exit_code == 0
+        assert link.is_symlink() and kept.stat().st_mode & 0o777 == 0o664
+        assert json.loads(kept.read_text())["runs"][0]["run"] == "main.log"
+    finally:
+        os.umask(old)
+    before = log.read_bytes()
+    res = runner.invoke(app, ["analyze", str(log), "-f", "json", "-o", str(log)])
+    assert res.exit_code == 2
+    assert res.stderr.splitlines()[-1] == (f"Error: {log}: is one of the inputs being read; "
+                                          "refusing to overwrite it")
+    assert log.read_bytes() == before
+
+
+# --------------------------------------------------------------------------- TFRecord
+
+def _tf_parts():
+    import struct
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fuzz import tensorboard_bytes
+    from fuzz_structured import masked_crc
+
+    good = tensorboard_bytes()
+    bounds, pos = [], 0
+    while pos < len(good):
+        bounds.append(pos)
+        pos += 16 + struct.unpack_from("<Q", good, pos)[0]
+
+    def header(length: int) -> bytes:
+        head = struct.pack("<Q", length)
+        return head + struct.pack("<I", masked_crc(head))
+
+    def record(payload: bytes) -> bytes:
+        return header(len(payload)) + payload + struct.pack("<I", masked_crc(payload))
+
+    return good, bounds, header, record
+
+
+def _tb_points(folder: Path) -> int:
+    (rec,) = read_records(folder)
+    return len(rec), rec.warnings
+
+
+@pytest.mark.parametrize("claim,why", [
+    (256 << 20, "runs past the end of the file (3201 bytes left)"),
+    (3000, "does not lead to the next record")])
+def test_bogus_tfrecord_length_hides_no_intact_record(tmp_path, claim, why):
+    """A length with a valid CRC that is wrong hid every record after it ("1 record lost")."""
+    good, bounds, header, _ = _tf_parts()
+    cut = bounds[len(bounds) // 2]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "events.out.tfevents.1700000000.h").write_bytes(good)
+    (tmp_path / "b").mkdir()
+    path = tmp_path / "b" / "events.out.tfevents.1700000000.h"
+    path.write_bytes(good[:cut] + header(claim) + good[cut:])
+    intact, _ = _tb_points(tmp_path / "a")
+    points, warns = _tb_points(tmp_path / "b")
+    assert points == intact
+    assert warns == (f"{path.name}: record {len(bounds) // 2 + 1} at byte {cut}: record "
+                     f"length {claim} {why}; 12 bytes skipped to the next valid record",)
+
+
+def test_large_tfrecord_record_reads_fast(tmp_path):
+    """A valid 32 MB record (a graph_def) took 13.5 s (2.5 MB/s)."""
+    good, bounds, _, record = _tf_parts()
+    cut = bounds[len(bounds) // 2]
+    (tmp_path / "big").mkdir()
+    path = tmp_path / "big" / "events.out.tfevents.1700000000.h"
+    path.write_bytes(good[:cut] + record(os.urandom(32 << 20)) + good[cut:])
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / path.name).write_bytes(good)
+    start = time.perf_counter()
+    points, warns = _tb_points(tmp_path / "big")
+    assert time.perf_counter() - start < 15
+    assert (points, warns) == _tb_points(tmp_path / "ref")
+
+
+def test_sparse_tfrecord_claiming_256_mb_is_bounded(tmp_path):
+    """An 8 KB sparse file claiming 256 MB took 100 s and 2.2 GB."""
+    good, bounds, header, _ = _tf_parts()
+    path = tmp_path / "events.out.tfevents.1700000000.h"
+    path.write_bytes(good[:bounds[3]] + header(256 << 20))
+    os.truncate(path, 256 << 20)
+    start = time.perf_counter()
+    res = run_bounded(["series", str(tmp_path), "-f", "json"], timeout=120, memory=3 * GB)
+    assert res.returncode == 0, res.stderr
+    assert time.perf_counter() - start < 60
+    assert "truncated record (its length says 268435456 bytes" in res.stderr
+
+
+def test_csv_header_over_a_megabyte_reads(tmp_path):
+    """A header of 1.3 MB (20,000 long metric names) was "Empty CSV file or block"."""
+    names = [f"eval/task_{i:05d}/" + "x" * 48 + "/loss" for i in range(20_000)]
+    path = tmp_path / "metrics_wide.csv"
+    path.write_text("step," + ",".join(names) + "\n"
+                    + "".join(f"{s}," + ",".join(["1.5"] * len(names)) + "\n" for s in range(3)))
+    assert len(path.read_text().split("\n")[0]) > 1 << 20
+    start = time.perf_counter()
+    (rec,) = read_records(path)
+    assert time.perf_counter() - start < 60
+    assert len(rec.tags) == 20_000 and len(rec) == 60_000

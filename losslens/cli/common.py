@@ -110,12 +110,58 @@ def boundary(debug: bool = False) -> Iterator[None]:
             _flush_warnings(caught)
             err(f"Error: {_flags_for(str(exc))}")
             raise typer.Exit(2) from None
-        except (KeyboardInterrupt, BrokenPipeError):
+        except KeyboardInterrupt:
             raise typer.Exit(130) from None
         except typer.Exit:  # a command's own exit code (check: 1 on findings)
             _flush_warnings(caught)
             raise
+        except Exception as exc:  # noqa: BLE001 - exit 1 means findings: never for a crash
+            if debug or type(exc).__module__.split(".")[0] in ("typer", "click"):
+                raise  # (usage errors: the command line's own messages)
+            _flush_warnings(caught)
+            err(f"Error: {_failure(exc)}")
+            raise typer.Exit(2) from None
         _flush_warnings(caught)
+
+
+def _failure(exc: BaseException) -> str:
+    """One line for an exception that is not a LossLensError: the output could not be
+    written (a closed pipe, a full disk behind stdout), memory ran out, or a bug."""
+    from ..textsafe import line
+
+    if isinstance(exc, OSError) and _is_stdout_error(exc):
+        _silence_stdout()  # (the interpreter's last flush would fail again)
+        what = "the output pipe was closed" if isinstance(exc, BrokenPipeError) else \
+            f"cannot write the output ({exc.strerror or exc})"
+        return f"stdout: {what}"
+    if isinstance(exc, MemoryError):
+        return "out of memory (a unit of a folder that runs out is reported as a failed run; " \
+               "here the command itself did)"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return line(f"{where}{exc.strerror or exc}")
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return line(f"internal error: {type(exc).__name__}{': ' + text if text else ''} "
+                "(--debug shows the traceback)")
+
+
+def _is_stdout_error(exc: OSError) -> bool:
+    import errno
+
+    return isinstance(exc, BrokenPipeError) or (
+        exc.filename is None and exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT,
+                                               errno.EFBIG, errno.EPIPE))
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _flags_for(message: str) -> str:

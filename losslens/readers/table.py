@@ -100,6 +100,9 @@ def _load_csv(path: Path, builder: RecordsBuilder, tail_truncated: bool = False)
     try:
         table = pcsv.read_csv(
             pa.py_buffer(data),
+            # a block must hold the longest row (a header of 70,000 metric names is 2 MB;
+            # with the default 1 MB pyarrow said "Empty CSV file or block")
+            read_options=pcsv.ReadOptions(block_size=_block_size(data)),
             parse_options=pcsv.ParseOptions(delimiter=delim, invalid_row_handler=on_invalid),
             convert_options=pcsv.ConvertOptions(
                 null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True,
@@ -115,6 +118,15 @@ def _load_csv(path: Path, builder: RecordsBuilder, tail_truncated: bool = False)
     if lines.shape[0] != table.num_rows:  # quoted newlines: line numbers unknown, keep row order
         lines = np.arange(2, table.num_rows + 2, dtype=np.int64)
     return table, lines.astype(np.int64)
+
+
+def _block_size(data: bytes) -> int:
+    """pyarrow's CSV block size: 1 MB, or more than the longest line."""
+    if len(data) <= 1 << 20:
+        return 1 << 20
+    nl = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    longest = int(np.diff(nl, prepend=-1, append=len(data)).max()) if nl.shape[0] else len(data)
+    return min(max(1 << 20, min(longest + 1024, len(data) + 1)), (1 << 31) - 1)
 
 
 def _unique(names: list[str], builder: RecordsBuilder, path: Path) -> list[str]:
