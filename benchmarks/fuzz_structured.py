@@ -252,9 +252,12 @@ CATEGORIES: dict[str, Callable[[random.Random], tuple[Files, str]]] = {
     "permission": gen_permission, "truncation": gen_truncation,
 }
 
-COMMANDS = (["analyze"], ["analyze", "-f", "json"], ["analyze", "-f", "markdown"],
-            ["check"], ["check", "-f", "github"], ["check", "-f", "junit"],
-            ["series"], ["series", "-f", "csv"]) * 4 + (["analyze", "--jobs", "2"],)
+#: The commands a case runs, weighted: `series` (read + every output path of the frame) is
+#: ~0.1 s, `analyze` and `check` (every detector) ~1 s; one case in 30 runs `--jobs 2`.
+COMMANDS = ((["series"], ["series", "-f", "json"], ["series", "-f", "csv"]) * 6
+            + (["analyze"], ["analyze", "-f", "json"], ["analyze", "-f", "markdown"],
+               ["check"], ["check", "-f", "github"], ["check", "-f", "junit"]) * 2
+            + (["analyze", "--jobs", "2"],))
 
 # ---------------------------------------------------------------------------- one case
 

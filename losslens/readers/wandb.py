@@ -352,6 +352,7 @@ def scan(path: Path, builder: RecordsBuilder) -> _RunState:
         builder.warn(damage.summary())
     for note in damage.notes:
         builder.warn(note)
+
     state.history_tags = sink.tags | sink.axes
     if state.last_mirror is not None:
         try:
