@@ -1,13 +1,16 @@
 """Speed of losslens's TensorBoard reader against EventAccumulator and tbparse, in one run.
 
 Writes its own event files (4 tags × N/4 steps of `simple_value` scalars, the torch
-`add_scalar` layout, with valid CRCs) and times, each in a fresh process so that peak memory
+`add_scalar` layout, with valid CRCs; with `--values-per-event 4`, TF1 `merge_all` style: one
+event per step carrying all 4 values, N events = 4N points) and times, each in a fresh process so that peak memory
 is its own: `losslens.read` (reader + Frame), the reader alone, tensorboard's
 EventAccumulator with size_guidance 0 (every point) and tbparse's SummaryReader. The slow
 baselines read a smaller file (`--baseline-events`); ratios are taken on events/s.
 
     python benchmarks/read_tensorboard.py                 # 4,000,000 events
     python benchmarks/read_tensorboard.py --events 400000 --baseline-events 40000
+    python benchmarks/read_tensorboard.py --values-per-event 4 --events 250000 \
+        --baseline-events 250000                          # multi-value events, one file
 """
 from __future__ import annotations
 
@@ -34,19 +37,26 @@ def _varint_bytes(values: np.ndarray, nbytes: int) -> np.ndarray:
     return out
 
 
-def _records(tag: bytes, steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -> np.ndarray:
-    """Framed records (n, 16 + L) for steps that share one varint byte count."""
+def _records(tag: bytes | tuple[bytes, ...], steps: np.ndarray, values: np.ndarray,
+             walls: np.ndarray) -> np.ndarray:
+    """Framed records (n, 16 + L) for steps that share one varint byte count; with several
+    tags, each record's Summary holds one value per tag (`values` of shape (n, tags))."""
     from losslens.readers import tfrecord
 
+    tags = (tag,) if isinstance(tag, bytes) else tag
+    values = values.reshape(steps.shape[0], len(tags))
     n = steps.shape[0]
     nb = max(1, (int(steps.max()).bit_length() + 6) // 7) if int(steps.max()) else 0
-    value_len = 2 + len(tag) + 5
     parts = [np.full((n, 1), 0x09, np.uint8), walls.astype("<f8").view(np.uint8).reshape(n, 8)]
     if nb:
         parts += [np.full((n, 1), 0x10, np.uint8), _varint_bytes(steps, nb)]
-    head = bytes([0x2A, value_len + 2, 0x0A, value_len, 0x0A, len(tag)]) + tag + b"\x15"
-    parts += [np.broadcast_to(np.frombuffer(head, np.uint8), (n, len(head))),
-              values.astype("<f4").view(np.uint8).reshape(n, 4)]
+    summary_len = sum(2 + 2 + len(t) + 5 for t in tags)
+    parts.append(np.broadcast_to(np.frombuffer(bytes([0x2A, summary_len]), np.uint8), (n, 2)))
+    for j, t in enumerate(tags):
+        value_len = 2 + len(t) + 5
+        head = bytes([0x0A, value_len, 0x0A, len(t)]) + t + b"\x15"
+        parts += [np.broadcast_to(np.frombuffer(head, np.uint8), (n, len(head))),
+                  values[:, j].astype("<f4").view(np.uint8).reshape(n, 4)]
     payload = np.concatenate(parts, axis=1)
     size = payload.shape[1]
     g = tfrecord.tables()
@@ -63,8 +73,10 @@ def _records(tag: bytes, steps: np.ndarray, values: np.ndarray, walls: np.ndarra
                           axis=1)
 
 
-def write_events(path: Path, events: int, seed: int = 0, block: int = 200_000) -> None:
-    """An event file: a file_version record, then `events` scalars (4 tags per step)."""
+def write_events(path: Path, events: int, seed: int = 0, block: int = 200_000,
+                 per_event: int = 1) -> None:
+    """An event file: a file_version record, then `events` scalars (4 tags per step); with
+    `per_event` 4, `events` records of 4 values each (one per step)."""
     from tensorboard.compat.proto import event_pb2
 
     from losslens.readers import tfrecord
@@ -75,10 +87,29 @@ def write_events(path: Path, events: int, seed: int = 0, block: int = 200_000) -
     with open(path, "wb") as fh:
         fh.write(length + tfrecord.mask(tfrecord.crc32c(length)).to_bytes(4, "little") + head
                  + tfrecord.mask(tfrecord.crc32c(head)).to_bytes(4, "little"))
+        if per_event > 1:
+            for start in range(0, events, block):
+                steps = np.arange(start, min(start + block, events), dtype=np.int64)
+                _write_multi(fh, steps, rng)
+            return
         steps_total = -(-events // len(TAGS))
         for start in range(0, steps_total, block):
             steps = np.arange(start, min(start + block, steps_total), dtype=np.int64)
             _write_block(fh, steps, rng, events - start * len(TAGS))
+
+
+def _write_multi(fh, steps: np.ndarray, rng: np.random.Generator) -> None:
+    """One record per step holding all TAGS' values (TF1 `merge_all`)."""
+    walls = 1.7e9 + steps * 0.731 + rng.random(steps.shape[0]) * 0.01
+    values = np.stack([3.0 * np.exp(-steps / 2e5) + rng.normal(0, 0.05, steps.shape[0])
+                       for _ in TAGS], axis=1)
+    nbytes = (steps > 0).astype(np.int64)
+    for k in range(1, 9):
+        nbytes += steps >= (1 << (7 * k))
+    tags = tuple(t.encode() for t in TAGS)
+    for nb in np.unique(nbytes).tolist():  # steps ascend: byte-count classes are contiguous
+        sel = np.flatnonzero(nbytes == nb)
+        fh.write(_records(tags, steps[sel], values[sel], walls[sel]).tobytes())
 
 
 def _write_block(fh, steps: np.ndarray, rng: np.random.Generator, left: int) -> None:
@@ -161,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=1, help="losslens runs (median is shown)")
     ap.add_argument("--dir", type=Path, default=None, help="where to write the files")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--values-per-event", type=int, default=1, choices=(1, 4),
+                    help="4: TF1 merge_all style, every event carries all 4 tags' values")
     ap.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.measure:
@@ -172,9 +205,11 @@ def main(argv: list[str] | None = None) -> None:
         for d, n in ((big, args.events), (small, args.baseline_events)):
             d.mkdir(parents=True, exist_ok=True)
             f = d / "events.out.tfevents.1700000000.bench.1.0"
-            if not f.exists() or f.stat().st_size == 0 or not (d / f"{n}.ok").exists():
-                write_events(f, n)
-                (d / f"{n}.ok").touch()
+            # the marker sits beside the folder: a file in it would be sniffed by every reader
+            mark = root / f"{d.name}-{n}x{args.values_per_event}.ok"
+            if not f.exists() or f.stat().st_size == 0 or not mark.exists():
+                write_events(f, n, per_event=args.values_per_event)
+                mark.touch()
         size_mb = (big / "events.out.tfevents.1700000000.bench.1.0").stat().st_size / 2**20
         rows = []
         for kind in ("losslens", "reader"):
@@ -189,7 +224,8 @@ def _table(rows: list[dict], size_mb: float, events: int) -> None:
     """Events/s on wall and on CPU time (the latter steadier on a shared machine)."""
     ll_wall = rows[0]["events"] / rows[0]["wall_s"]
     ll_cpu = rows[0]["events"] / rows[0]["cpu_s"]
-    print(f"file: {events:,} events, {size_mb:.0f} MB (baselines on a smaller file, see events)")
+    print(f"file: {events:,} events, {size_mb:.0f} MB (baselines on a smaller file, see events;"
+          " the events column counts points)")
     print(f"{'loader':<10} {'events':>10} {'wall s':>7} {'cpu s':>7} {'events/s':>10} "
           f"{'ll ×':>6} {'ev/s cpu':>10} {'ll × cpu':>8} {'peak RSS MB':>11} {'before':>7}")
     for r in rows:

@@ -64,12 +64,11 @@ def png_size(png: Path) -> tuple[int, int]:
 def render_html(log: Path, html: Path) -> Path:
     """The HTML report of `log`, written (atomically) to `html`."""
     import losslens
-    from losslens.textsafe import write_file as write_atomic
     from losslens.report import render as render_report
-    from losslens.pipeline import analyze_frame
+    from losslens.textsafe import write_file
 
     frame = losslens.read(log)
-    write_atomic(html, render_report(analyze_frame(frame), "html"))
+    write_file(html, render_report(losslens.analyze(frame), "html"))
     return html
 
 

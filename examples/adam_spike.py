@@ -12,7 +12,7 @@ and the loss jumps by orders of magnitude — with the batch unchanged, because 
 Replay gives `optimizer_state`: the spike comes back from the checkpoint, "other batches" (the
 same full batch) do not remove it, and the update RMS/lr jumps.
 
-The same module is the replay plug-in (DESIGN §5): `build_model`, `build_optimizer`,
+The same module is the replay plug-in (docs/replay.md): `build_model`, `build_optimizer`,
 `checkpoints`, `load_checkpoint`, `get_batch` (every step trains on the full batch), `loss_fn`.
 The run folder is `$LOSSLENS_ADAM_RUN` (default `./adam_run`); it holds `train.log` (Megatron-LM
 lines) and `checkpoints/step_NNNNNN.pt` every `ckpt_every` iterations.

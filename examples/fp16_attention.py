@@ -1,4 +1,4 @@
-"""An fp16 overflow in attention: Q·K computed before the 1/sqrt(d) scaling (DESIGN §1): trainer and plug-in.
+"""An fp16 overflow in attention: Q·K computed before the 1/sqrt(d) scaling: trainer and plug-in.
 
     python examples/fp16_attention.py RUN_DIR                # ~5 s on one CPU core
     losslens analyze RUN_DIR/train.log                       # nonfinite-1 at iteration 150
@@ -13,7 +13,7 @@ but their dot products over 32 dimensions are not — `q @ k.T` overflows to inf
 division by sqrt(32) that would have brought it back into range, and softmax of inf is NaN.
 Replay gives `numerics`: the NaN comes back from the checkpoint in fp16, the same step in fp32
 is finite, and the first module whose output held inf is `attn.attn_logits` (the hook point
-on the scores). The cure (DESIGN §1): scale Q and K by d**-0.25 each before the product.
+on the scores). The cure: scale Q and K by d**-0.25 each before the product.
 
 The module is also the replay plug-in; the run folder is `$LOSSLENS_FP16_RUN` (default
 `./fp16_run`) with `train.log` (Megatron-LM lines) and `checkpoints/step_NNNNNN.pt`.

@@ -1,6 +1,6 @@
 """A losslens replay plug-in for a tiny GPT, and the model and data that `make_tiny_run.py` trains.
 
-The plug-in contract (DESIGN §5) is the set of module-level names below: `build_model`,
+The plug-in contract (docs/replay.md) is the set of module-level names below: `build_model`,
 `build_optimizer`, `checkpoints`, `load_checkpoint`, `get_batch`, `loss_fn`, `autocast_dtype`,
 plus the optional `lr_at`, `grad_clip`, `sample_ids`. Use it as
 

@@ -8,7 +8,7 @@ them. See docs/architecture.md.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import LossLensError, LossLensWarning
 from .events import Event, Finding, SkipPlan
@@ -23,6 +23,11 @@ __all__ = ["read", "analyze", "Options", "Analysis", "RunAnalysis", "load_option
 _LAZY = {"Options": "options", "Analysis": "pipeline", "RunAnalysis": "pipeline",
          "Frame": "frame", "RunInfo": "frame", "Segment": "frame", "Series": "frame",
          "SeriesInfo": "frame", "RunMeta": "records", "RunRecords": "records"}
+
+
+def __dir__() -> list[str]:
+    # what a notebook's completion shows: the public names, not this module's imports
+    return sorted(__all__)
 
 
 def __getattr__(name: str):
@@ -61,19 +66,26 @@ def read(paths: str | os.PathLike | Iterable[str | os.PathLike], format: str | N
 
 
 def analyze(source: "Frame | str | os.PathLike | Iterable[str | os.PathLike]",
-            options: "Options | None" = None) -> "Analysis":
+            options: "Options | None" = None, **fields: Any) -> "Analysis":
     """The analysis every command consumes: events, findings and skip plan of every run.
 
     Args:
         source: a Frame (from `read`), or paths to read with the options' format and roles.
         options: `losslens.Options` (detector fields, ignored tags/kinds/steps, checkpoints,
             skip policy); `load_options()` reads them from `[tool.losslens]` / losslens.toml.
+        **fields: Options fields given directly, over `options`:
+            `analyze("train.log", checkpoint_every=500, fail_on="warning")`.
+
+    `Analysis.to_json()` is the `losslens.analysis/1` document; in Jupyter an Analysis and a
+    Frame show themselves (findings, the loss chart with the events drawn).
     """
     from .frame import Frame
     from .options import Options
     from .pipeline import analyze as run
 
     options = options or Options()
+    if fields:
+        options = options.merged(**fields).validate()
     if not isinstance(source, Frame):
         source = read(source, format=options.input_format, roles=options.roles)
     return run(source, options)

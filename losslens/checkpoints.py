@@ -1,5 +1,6 @@
 """Where checkpoints come from, in one place: the user's list, a checkpoint folder, an interval,
-or the log's own "saving checkpoint" lines.
+or what the reader found for the run (its save lines, the folder beside the log or named by it;
+`readers.checkpoints`, which also knows the folder names).
 
 `resolve(...)` gives the saved iterations a skip plan may restart from and a phrase saying
 where they came from (exports print it: how steps were counted is where users got bitten).
@@ -13,42 +14,23 @@ from typing import Any, Sequence
 
 from .errors import InvalidParameterError, LogNotFoundError
 
-#: Folder / file names trainers give checkpoints, and the group holding the iteration.
-CHECKPOINT_NAMES = (
-    re.compile(r"^iter_(\d+)$"),                      # Megatron-LM / Megatron-DeepSpeed
-    re.compile(r"^global_step(\d+)$"),                # DeepSpeed
-    re.compile(r"^checkpoint-(\d+)$"),                # HF Trainer
-    re.compile(r"^checkpoint_\d+_(\d+)(?:-.*)?\.pt$"),  # fairseq / metaseq (epoch, updates)
-    re.compile(r"^step(\d+)(?:-unsharded)?$"),        # OLMo
-)
-
-
 def checkpoints_from_dir(directory: str | Path) -> list[int]:
-    """Saved iterations found in a checkpoint folder (names above, and Megatron's
-    latest_checkpointed_iteration.txt / DeepSpeed's `latest` file)."""
+    """Saved iterations found in a checkpoint folder (the names `readers.checkpoints` knows:
+    iter_0001000, global_step1000, checkpoint-1000, step1000, step-1000, fairseq
+    checkpoint_1_1000.pt, Lightning epoch=0-step=1000.ckpt; Megatron's
+    latest_checkpointed_iteration.txt, DeepSpeed's `latest` file)."""
+    from .readers.checkpoints import scan_dir
+
     root = Path(directory)
     if not root.is_dir():
         raise LogNotFoundError(f"--checkpoint-dir {root}: no such folder")
-    steps: set[int] = set()
-    for child in root.iterdir():
-        for pattern in CHECKPOINT_NAMES:
-            m = pattern.match(child.name)
-            if m:
-                steps.add(int(m.group(1)))
-                break
-    for marker in ("latest_checkpointed_iteration.txt", "latest"):
-        path = root / marker
-        if path.is_file():
-            text = path.read_text(errors="replace").strip()
-            m = re.fullmatch(r"(?:global_step)?(\d+)", text)
-            if m:
-                steps.add(int(m.group(1)))
+    steps = scan_dir(root)
     if not steps:
         raise InvalidParameterError(
             f"--checkpoint-dir {root}: no checkpoint found (expected folders named iter_0001000, "
-            "global_step1000, checkpoint-1000 or step1000, checkpoint_1_1000.pt files, or "
-            "latest_checkpointed_iteration.txt)")
-    return sorted(steps)
+            "global_step1000, checkpoint-1000, step1000 or step-1000, checkpoint_1_1000.pt or "
+            "epoch=0-step=1000.ckpt files, or latest_checkpointed_iteration.txt)")
+    return steps
 
 
 def parse_checkpoint_list(text: str) -> list[int]:
@@ -71,10 +53,10 @@ def grid(every: int | None, last_step: int) -> list[int] | None:
 
 
 def from_metadata(info: Any) -> list[int] | None:
-    """Saved iterations the reader found in a run's log ("saving checkpoint" lines), if any."""
-    text = info.metadata.extra.get("checkpoints", "")
-    steps = [int(x) for x in str(text).replace(" ", "").split(",") if x.strip().isdigit()]
-    return steps or None
+    """Saved iterations the reader found for a run (its log's save lines, or the checkpoint
+    folder beside the log or named by it: `readers.checkpoints`), if any."""
+    found = info.metadata.checkpoints
+    return sorted(int(c) for c in found) if found else None
 
 
 def resolve(listed: Sequence[int] | str | None, directory: str | None, every: int | None,
@@ -99,5 +81,5 @@ def for_run(info: Any, explicit: Sequence[int] | None,
         return tuple(int(c) for c in explicit), source
     found = from_metadata(info)
     if found:
-        return tuple(found), "the log's saved-checkpoint lines"
+        return tuple(found), info.metadata.checkpoint_source or "the log's save lines"
     return None, "none"

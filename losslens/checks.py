@@ -9,12 +9,12 @@ functional tests compare: per-step relative tolerance at the common steps (defau
 theirs for `lm loss`), with 1% of the steps (at least 1, at most 50) allowed outside it for
 nondeterministic kernels; the final loss within the same tolerance; and no new events.
 
-Settings: `losslens.options` (the same file every command reads). Outputs: text, JSON (`losslens.check/1`), GitHub workflow annotations and JUnit XML.
+Settings: `losslens.options` (the same file every command reads). Outputs: text and JSON
+(`losslens.check/1`) here; GitHub annotations and JUnit XML in `cioutput`.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -424,126 +424,9 @@ def render_json(report: CheckReport) -> str:
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
-def _gh_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _gh_prop(text: str) -> str:
-    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-#: Formats whose files are not text: no line numbers in annotations.
-BINARY_FORMATS = ("tensorboard", "wandb")
-
-
-def locate_lines(source: str, fmt: str, wants: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
-    """Best-effort 1-based line numbers of (step, tag) in a text log, for annotations.
-
-    The Frame does not keep line numbers, so this scans the file once for the step numbers
-    as whole words and prefers the last line that also names the tag (the stitched view keeps
-    the last write); a line with the step alone is the fallback.
-    """
-    import numpy as np
-
-    path = Path(source)
-    if fmt in BINARY_FORMATS or not wants or not path.is_file():
-        return {}
-    data = path.read_bytes()
-    nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-    steps = sorted({s for s, _ in wants})
-    pattern = re.compile(rb"(?<![\w.])(" + b"|".join(str(s).encode() for s in steps)
-                         + rb")(?![\w.])")
-    by_step: dict[int, list[str]] = {}
-    for s, t in wants:
-        by_step.setdefault(s, []).append(t)
-    best: dict[tuple[int, str], int] = {}
-    fallback: dict[tuple[int, str], int] = {}
-    for m in pattern.finditer(data):
-        k = int(np.searchsorted(nl, m.start()))  # newlines before the match
-        start = int(nl[k - 1]) + 1 if k else 0
-        end = int(nl[k]) if k < nl.shape[0] else len(data)
-        line = data[start:end]
-        for tag in by_step[int(m.group(1))]:
-            fallback.setdefault((int(m.group(1)), tag), k + 1)
-            if tag.encode() in line:
-                best[(int(m.group(1)), tag)] = k + 1
-    return {**fallback, **best}
-
-
-def _relpath(source: str) -> str:
-    try:
-        return str(Path(source).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return source
-
-
-def render_github(report: CheckReport) -> str:
-    """GitHub workflow commands: ::error for failing checks, ::warning / ::notice for the rest."""
-    out = []
-    for rc in report.runs:
-        items = [i for i in rc.items if not i.passed or i.severity]
-        wants = {(i.step, i.tag) for i in items if i.step is not None and i.tag}
-        lines = locate_lines(rc.source, rc.format, wants)
-        for item in items:
-            level = ("error" if not item.passed else
-                     "warning" if item.severity == "warning" else "notice")
-            props = [f"file={_gh_prop(_relpath(rc.source))}"]
-            line = lines.get((item.step, item.tag)) if item.step is not None else None
-            if line:
-                props.append(f"line={line}")
-            props.append(f"title={_gh_prop(f'losslens {rc.run}: {item.title}')}")
-            body = item.message or item.title
-            out.append(f"::{level} {','.join(props)}::{_gh_data(body)}")
-    verdict = "passed" if report.passed else "failed"
-    summary = f"check {verdict}: {len(report.runs)} run(s), fail-on {report.options.fail_on}"
-    out.append(f"::notice title=losslens::{_gh_data(summary)}")
-    return "\n".join(out) + "\n"
-
-
-_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
-def _x(text: Any) -> str:
-    return _XML_BAD.sub("", str(text))
-
-
-def render_junit(report: CheckReport) -> str:
-    """JUnit XML: one testsuite per run, one testcase per check, <failure> when it fails."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.Element("testsuites", name="losslens")
-    total = fails = errors = 0
-    for rc in report.runs:
-        n_fail = 0 if rc.error else sum(not i.passed for i in rc.items)
-        n_err = len(rc.items) if rc.error else 0
-        suite = ET.SubElement(root, "testsuite", name=_x(rc.run), tests=str(len(rc.items)),
-                              failures=str(n_fail), errors=str(n_err), skipped="0")
-        props = ET.SubElement(suite, "properties")
-        for k, v in (("source", rc.source), ("format", rc.format),
-                     ("fail_on", report.options.fail_on)):
-            ET.SubElement(props, "property", name=k, value=_x(v))
-        for item in rc.items:
-            case = ET.SubElement(suite, "testcase", classname=_x(f"losslens.{rc.run}"),
-                                 name=_x(item.name), file=_x(rc.source))
-            if rc.error:  # not a finding: the input could not be read
-                ET.SubElement(case, "error", message=_x(item.title),
-                              type="input").text = _x(rc.error)
-            elif not item.passed:
-                fail = ET.SubElement(case, "failure", message=_x(item.title),
-                                     type=_x(item.severity or "failure"))
-                fail.text = _x(item.message or item.title)
-            elif item.severity:
-                ET.SubElement(case, "system-out").text = _x(
-                    f"{item.severity}: {item.title} (below fail-on {report.options.fail_on})")
-        total += len(rc.items)
-        fails += n_fail
-        errors += n_err
-    root.set("tests", str(total))
-    root.set("failures", str(fails))
-    root.set("errors", str(errors))
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, "unicode") + "\n"
-
+# the CI outputs live in cioutput; re-exported for callers of the check library
+from .cioutput import (BINARY_FORMATS, locate_lines, render_github,  # noqa: E402,F401
+                       render_junit)
 
 RENDERERS = {"text": render_text, "json": render_json, "github": render_github,
              "junit": render_junit}

@@ -88,6 +88,10 @@ class SkipPlan:
     reason: str
     samples: tuple[tuple[int, int], ...] | None = None
     units: str = "iterations"
+    #: where the checkpoints it chose from came from ("the log's save lines (nanoGPT)", "checkpoint
+    #: folders beside the log: out", "--checkpoints"...); in the JSON contract it is the run's
+    #: `checkpoints.source` (the PLAN object keeps its agreed keys)
+    checkpoint_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"restart_from_step": self.restart_from_step,

@@ -36,7 +36,7 @@ from .events import SkipPlan
 from .skipplan import SkipPolicy
 
 SCHEMA = "losslens.skiplist/1"
-FLAG_TARGETS = ("megatron-deepspeed", "megatron-lm", "metaseq", "samples")
+FLAG_TARGETS = ("megatron-deepspeed", "megatron-lm", "metaseq", "samples", "gpt-neox", "hf")
 TARGETS = FLAG_TARGETS + ("json", "text")
 
 COUNTING = ("steps are the trainer's iteration numbers as logged (iteration N is the N-th "
@@ -59,6 +59,8 @@ class PlanContext:
     rampup_batch_size: str | None = None
     first_step: int | None = None
     warnings: tuple[str, ...] = ()
+    indexing: int = 1  # Megatron-LM: 1 (upstream: `(iteration + 1) in ...`) or 0 (forks)
+    compact: bool = False  # Megatron-LM: `$(seq A B)` per range instead of every integer
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,32 @@ def megatron_deepspeed_flag(plan: SkipPlan) -> str:
     return "--skip-train-iteration-range " + " ".join(f"{a}-{b}" for a, b in _ranges(plan))
 
 
-def megatron_lm_flag(plan: SkipPlan) -> str:
-    its = (str(i) for a, b in _ranges(plan) for i in range(a, b + 1))
-    return "--iterations-to-skip " + " ".join(its)
+def megatron_lm_flag(plan: SkipPlan, indexing: int = 1, compact: bool = False) -> str:
+    """`--iterations-to-skip N ...`: one entry per iteration, as logged (`indexing=1`,
+    upstream) or minus one (`indexing=0`, forks that test `iteration in ...`); `compact`
+    writes each range as `$(seq A B)` for a shell to expand."""
+    if indexing not in (0, 1):
+        raise InvalidParameterError(f"`indexing` must be 0 or 1, got {indexing}")
+    shift = 1 - indexing
+    ranges = [(a - shift, b - shift) for a, b in _ranges(plan)]
+    if compact:
+        return "--iterations-to-skip " + " ".join(
+            str(a) if a == b else f"$(seq {a} {b})" for a, b in ranges)
+    return "--iterations-to-skip " + " ".join(str(i) for a, b in ranges
+                                              for i in range(a, b + 1))
+
+
+def neox_line(plan: SkipPlan) -> str:
+    """GPT-NeoX config entry (YAML, JSON-style as NeoX configs are written)."""
+    return '"skip_train_iteration_ranges": ' + json.dumps([list(r) for r in _ranges(plan)])
+
+
+def hf_document(ctx: "PlanContext") -> str:
+    """What `losslens.skipdata` reads for an HF Trainer or a plain PyTorch loop."""
+    return json.dumps({"schema": "losslens.skipdata/1", "run": ctx.run,
+                       "restart_from_step": ctx.plan.restart_from_step,
+                       "skip_steps": [list(r) for r in _ranges(ctx.plan)],
+                       "step_counting": "optimizer steps, 1-based, inclusive"})
 
 
 def metaseq_ranges(plan: SkipPlan) -> list[tuple[int, int]]:
@@ -155,11 +180,29 @@ def _target_notes(target: str, ctx: PlanContext) -> list[str]:
                 "passed is ignored; bigscience Megatron-DeepSpeed issue #230)"]
     if target == "megatron-lm":
         n = sum(b - a + 1 for a, b in _ranges(ctx.plan))
-        return [f"Megatron-LM --iterations-to-skip takes one integer per iteration ({n} here), "
-                "no ranges; 1-indexed as logged: training.py skips when (iteration + 1) is "
-                "in the list, iteration counting completed iterations",
-                "forks that test `iteration in args.iterations_to_skip` are 0-indexed: "
-                "subtract 1 from every entry there"]
+        notes = [f"Megatron-LM --iterations-to-skip takes one integer per iteration ({n} "
+                 "here), no ranges" + ("; written as $(seq A B) for your shell to expand"
+                                      if ctx.compact else "")]
+        if ctx.indexing == 1:
+            notes += ["1-indexed as logged (--indexing 1): upstream training.py skips when "
+                      "(iteration + 1) is in the list, iteration counting completed iterations",
+                      "releases and forks that test `iteration in args.iterations_to_skip` "
+                      "are 0-indexed: use --indexing 0 there"]
+        else:
+            notes += ["0-indexed (--indexing 0): every entry is the logged iteration minus 1, "
+                      "for releases and forks that test `iteration in args.iterations_to_skip`"]
+        return notes
+    if target == "gpt-neox":
+        return ["GPT-NeoX config entry: paste into the config's top-level mapping; inclusive "
+                "[first, last] iteration ranges, 1-based as logged, as Megatron-DeepSpeed's "
+                "--skip-train-iteration-range (upstream GPT-NeoX does not have this key; it "
+                "is the one NeoX forks carrying Megatron-DeepSpeed's skip feature read)"]
+    if target == "hf":
+        return ["for an HF Trainer or a plain PyTorch loop: save this JSON and wrap the "
+                "training batches with losslens.skipdata (SkipBatches for a loop, "
+                "skipping_trainer(Trainer, plan) for an HF Trainer); steps are optimizer "
+                "steps, 1-based (HF's global_step after the update), inclusive; with "
+                "gradient accumulation every micro-batch of a skipped step is skipped"]
     if target == "metaseq":
         shifted = metaseq_ranges(ctx.plan)
         notes = ["metaseq --skip-batches: comma-separated A-B ranges keyed by the update about "
@@ -185,8 +228,9 @@ def flags(ctx: PlanContext) -> dict[str, str | None]:
     """Every flag target's string (samples: None when the batch size is unknown)."""
     out: dict[str, str | None] = {
         "megatron-deepspeed": megatron_deepspeed_flag(ctx.plan),
-        "megatron-lm": megatron_lm_flag(ctx.plan),
-        "metaseq": metaseq_flag(ctx.plan)}
+        "megatron-lm": megatron_lm_flag(ctx.plan, ctx.indexing),
+        "metaseq": metaseq_flag(ctx.plan),
+        "gpt-neox": neox_line(ctx.plan)}
     try:
         out["samples"] = samples_line(ctx)
     except InvalidParameterError:
@@ -255,21 +299,49 @@ def _short(name: str, flag: str) -> str:
 
 _FLAG_FNS: dict[str, Callable[[PlanContext], str]] = {
     "megatron-deepspeed": lambda c: megatron_deepspeed_flag(c.plan),
-    "megatron-lm": lambda c: megatron_lm_flag(c.plan),
+    "megatron-lm": lambda c: megatron_lm_flag(c.plan, c.indexing, c.compact),
+    "gpt-neox": lambda c: neox_line(c.plan),
+    "hf": hf_document,
     "metaseq": lambda c: metaseq_flag(c.plan),
     "samples": samples_line,
 }
 
 
-def export(target: str, contexts: Sequence[PlanContext]) -> Export:
+def unknown_restart(ctx: PlanContext) -> str | None:
+    """Why the plan's restart step is not a known checkpoint (None when it is one, or when
+    the plan restarts from the start of training)."""
+    r = ctx.plan.restart_from_step
+    if ctx.checkpoints is None:
+        return (f"run {ctx.run}: the plan restarts from iteration {r}, and no checkpoint is "
+                "known (none given, none in the log): pass `checkpoint_every`, `checkpoints` "
+                "or `checkpoint_dir`, or `allow_no_checkpoint` to print the plan anyway")
+    if r > 0 and r not in ctx.checkpoints:
+        return (f"run {ctx.run}: the plan restarts from iteration {r}, which is not one of the "
+                f"known checkpoints ({ctx.checkpoint_source}); `allow_no_checkpoint` prints "
+                "the plan anyway")
+    return None
+
+
+def export(target: str, contexts: Sequence[PlanContext],
+           allow_no_checkpoint: bool = False) -> Export:
     """The export of `contexts` (runs with a plan) for `target`.
 
     Flag targets take exactly one run: their stdout is one line to paste into a launch script,
     and the counting rules go to `notes` (stderr). json/text hold several runs and the rules.
+    A plan that restarts from a step with no known checkpoint is refused (an
+    `InvalidParameterError`) unless `allow_no_checkpoint`.
     """
     if target not in TARGETS:
         raise InvalidParameterError(
             f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    if target in FLAG_TARGETS and len(contexts) != 1:
+        raise InvalidParameterError(
+            f"the {target} target prints one run's flags, and {len(contexts)} runs need a "
+            f"restart ({', '.join(c.run for c in contexts)}): choose one with --run")
+    if not allow_no_checkpoint:
+        problems = [p for p in (unknown_restart(c) for c in contexts) if p]
+        if problems:
+            raise InvalidParameterError("; ".join(problems))
     warns = tuple(w for c in contexts for w in c.warnings)
     if target == "json":
         return Export(json_document(contexts), (), warns)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .errors import UnknownRunError
 from .records import RunMeta, RunRecords, SkippedLine, code_dtype
-from .roles import infer_role
+from .roles import infer_axis, infer_role
 from .textsafe import valid_unicode
 
 COLUMNS = ("run", "tag", "step", "value", "wall_time", "segment")
@@ -56,11 +56,12 @@ class SeriesInfo:
     last_step: int | None
     nonfinite: int
     raw_points: int
+    axis: str = "iteration"  # what `step` counts: "iteration", or "samples"/"tokens"/"gigaflos"
 
     def to_dict(self) -> dict[str, Any]:
         return {"tag": self.tag, "role": self.role, "points": self.points,
                 "first_step": self.first_step, "last_step": self.last_step,
-                "nonfinite": self.nonfinite, "raw_points": self.raw_points}
+                "nonfinite": self.nonfinite, "raw_points": self.raw_points, "axis": self.axis}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,29 @@ class RunInfo:
 
     def tags_with_role(self, role: str) -> list[str]:
         return [s.tag for s in self.series if s.role == role]
+
+    @property
+    def last_step(self) -> int | None:
+        """The last iteration written: tags on another axis (Megatron's `lm loss vs samples`,
+        whose step is consumed samples) do not count; a run logged per epoch only (Keras'
+        `epoch_*` tags) gives its last epoch."""
+        for axis in ("iteration", "epoch"):
+            last = max((s.last_step for s in self.series
+                        if s.last_step is not None and s.axis == axis), default=None)
+            if last is not None:
+                return last
+        return None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Facts about the run worth a line in a report (not findings): a run that stopped
+        before its planned iterations (a stalled or killed job)."""
+        planned = self.metadata.train_iters
+        last = max((s.last_step for s in self.series
+                    if s.last_step is not None and s.axis == "iteration"), default=None)
+        if planned and last is not None and 0 < last < planned:
+            return (f"stopped at {last:,} of {planned:,} planned iterations",)
+        return ()
 
 
 @dataclass(frozen=True)
@@ -168,6 +192,41 @@ class Frame:
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def to_pandas(self, wide: bool = False, raw: bool = False) -> pd.DataFrame:
+        """The points as a pandas DataFrame (a copy).
+
+        Long (default): columns run, tag, step, value, wall_time, segment, one point per
+        (run, tag, step) — the stitched view; `raw=True` keeps every segment's writes.
+        `wide=True`: one row per (run, step) and one column per tag (NaN where a tag has no
+        point at that step), from the stitched view.
+        """
+        table = self.data if raw else self.stitched
+        if not wide:
+            out = table.copy()
+            for col in ("run", "tag"):
+                out[col] = out[col].astype(str)
+            return out
+        if raw:
+            raise ValueError("to_pandas(wide=True) pivots the stitched view; raw=True has "
+                             "several points per step")
+        long = table[["run", "tag", "step", "value"]].copy()
+        long["run"], long["tag"] = long["run"].astype(str), long["tag"].astype(str)
+        wide_df = long.pivot(index=["run", "step"], columns="tag", values="value")
+        wide_df.columns = [str(c) for c in wide_df.columns]
+        return wide_df.reset_index()
+
+    def __repr__(self) -> str:
+        series = sum(len(r.series) for r in self.runs)
+        names = ", ".join(r.run for r in self.runs[:3]) + (", ..." if len(self.runs) > 3
+                                                          else "")
+        return (f"<losslens.Frame: {len(self.runs)} run(s), {series} series, "
+                f"{len(self):,} points: {names}>")
+
+    def _repr_html_(self) -> str:
+        from .report.notebook import frame_html
+
+        return frame_html(self)
 
 
 #: A run whose steps go back this often (at least `_OUT_OF_ORDER_MIN` times, once every
@@ -302,7 +361,7 @@ def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFr
         seg = lut[seg]
     reasons = ["start"] + [r for _, r in boundaries]
     segments = _segments(rec, seg, [reasons[int(u)] if i else "start"
-                                    for i, u in enumerate(used)])
+                                    for i, u in enumerate(used)], _iteration_codes(rec))
     codes, step, value, wall, seg = _raw_view(rec, seg)
     df = pd.DataFrame({
         "tag": pd.Categorical.from_codes(codes, categories=list(rec.tags)) if rec.tags
@@ -313,8 +372,21 @@ def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFr
                        rec.skipped, rec.skipped_count, warns)
 
 
-def _segments(rec: RunRecords, seg: np.ndarray, reasons: list[str]) -> list[Segment]:
-    """The Segment records; `seg` holds ids 0..k-1, all used, in the reader's array order."""
+def _iteration_codes(rec: RunRecords) -> np.ndarray | None:
+    """Tag codes on the iteration axis, when some tags are on another (None: all are)."""
+    axes = [infer_axis(t) == "iteration" for t in rec.tags]
+    if all(axes) or not any(axes):
+        return None
+    return np.flatnonzero(axes)
+
+
+def _segments(rec: RunRecords, seg: np.ndarray, reasons: list[str],
+              iteration_codes: np.ndarray | None = None) -> list[Segment]:
+    """The Segment records; `seg` holds ids 0..k-1, all used, in the reader's array order.
+    With `iteration_codes`, a segment's step extent is that of those tags' points (a `vs
+    samples` tag's step is no iteration)."""
+    if iteration_codes is not None:
+        return _segments_masked(rec, seg, reasons, np.isin(rec.tag_code, iteration_codes))
     out: list[Segment] = []
     prev_last: int | None = None
     if len(reasons) == 1 or _nondecreasing(seg):  # each segment a slice: views only
@@ -337,6 +409,20 @@ def _segments(rec: RunRecords, seg: np.ndarray, reasons: list[str]) -> list[Segm
         st = rec.step[pos]
         out.append(Segment(i, int(st.min()), int(st.max()), int(pos.shape[0]), reason,
                            prev_last))
+        prev_last = int(rec.step[pos[np.argmax(rec.order[pos])]])
+    return out
+
+
+def _segments_masked(rec: RunRecords, seg: np.ndarray, reasons: list[str],
+                     keep: np.ndarray) -> list[Segment]:
+    out: list[Segment] = []
+    prev_last: int | None = None
+    for i, reason in enumerate(reasons):
+        mask = seg == i
+        sel = mask & keep if (mask & keep).any() else mask
+        st = rec.step[sel]
+        out.append(Segment(i, int(st.min()), int(st.max()), int(mask.sum()), reason, prev_last))
+        pos = np.flatnonzero(sel)
         prev_last = int(rec.step[pos[np.argmax(rec.order[pos])]])
     return out
 
@@ -421,7 +507,8 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
             role = overrides.get(tag) or infer_role(tag)
             series.append(SeriesInfo(tag, role, int(uniq), int(steps[s:e].min()),
                                      int(steps[s:e].max()),
-                                     int((~np.isfinite(values[s:e])).sum()), int(e - s)))
+                                     int((~np.isfinite(values[s:e])).sum()), int(e - s),
+                                     infer_axis(tag)))
         frames.append(df)
         names.append(name)
         pos += len(df)

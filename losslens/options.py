@@ -69,6 +69,8 @@ class Options:
     rtol: float = DEFAULT_RTOL
     baseline: str | None = None
     source: str | None = None  # the settings file these came from, if any
+    # the in-training guard's policy table ([tool.losslens.guard]; losslens.guard reads it)
+    guard: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "Options":
         """Raise InvalidParameterError on an out-of-range value; return self."""
@@ -159,7 +161,7 @@ _KEYS = {"input-format": "input_format", "roles": "roles", "detectors": "detecto
          "checkpoints": "checkpoints", "checkpoint-dir": "checkpoint_dir", "before": "before",
          "min-skip": "min_skip", "max-skip": "max_skip",
          "global-batch-size": "global_batch_size", "fail-on": "fail_on", "rtol": "rtol",
-         "baseline": "baseline", "unit-timeout": "unit_timeout"}
+         "baseline": "baseline", "guard": "guard", "unit-timeout": "unit_timeout"}
 
 
 def _toml():
@@ -260,6 +262,12 @@ def _checkpoint_list(value: Any, where: str) -> tuple[int, ...] | None:
                                 f"got {value!r}")
 
 
+def _guard_table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidParameterError(f"{where}: guard must be a table, [tool.losslens.guard]")
+    return dict(value)
+
+
 def from_mapping(raw: Mapping[str, Any], where: str = "settings",
                  base: Path | None = None) -> Options:
     """Options from a `[tool.losslens]` table (dashes or underscores in keys); relative paths
@@ -305,6 +313,7 @@ def from_mapping(raw: Mapping[str, Any], where: str = "settings",
         "global_batch_size": _int(table, "global-batch-size", where),
         "fail_on": None if "fail-on" not in table else str(table["fail-on"]),
         "rtol": rtol, "baseline": path("baseline"), "source": where,
+        "guard": _guard_table(table.get("guard", {}), where),
         "unit_timeout": unit_timeout,
     }
     opts = Options().merged(**given)

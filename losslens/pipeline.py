@@ -53,6 +53,23 @@ class Analysis:
     runs: tuple[RunAnalysis, ...]
     options: Options = field(default_factory=Options)
 
+    def to_json(self) -> str:
+        """The `losslens.analysis/1` JSON document (what `analyze --format json` prints)."""
+        from .report.jsondoc import analysis_document, dumps
+
+        return dumps(analysis_document(self))
+
+    def __repr__(self) -> str:
+        runs = ", ".join(f"{ra.info.run}: {ra.worst or 'clean'}" for ra in self.runs[:4])
+        return (f"<losslens.Analysis: {len(self.runs)} run(s), "
+                f"{sum(len(ra.events) for ra in self.runs)} event(s); {runs}"
+                + (", ..." if len(self.runs) > 4 else "") + ">")
+
+    def _repr_html_(self) -> str:
+        from .report.notebook import analysis_html
+
+        return analysis_html(self)
+
 
 def worst(severities: Any) -> str | None:
     """The most severe of `severities` (None when there is none)."""
@@ -108,6 +125,10 @@ def conclude(info: RunInfo, events: Sequence[Event], options: Options | None = N
     skip, warns = plan(kept, ckpts, options.policy,
                        options.global_batch_size or info.metadata.global_batch_size,
                        first_step=min(firsts.values(), default=0), first_steps=firsts)
+    if skip is not None:  # the plan says where its checkpoints came from
+        skip = replace(skip, checkpoint_source=src if ckpts is not None else
+                       f"none known: the restart is assumed {options.policy.before} steps "
+                       "before the onset")
     return RunAnalysis(info, kept, findings, skip, tuple(warns), ignored, ckpts, src)
 
 

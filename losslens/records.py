@@ -35,9 +35,18 @@ class SkippedLine:
     line: int  # 1-based line number, or record index for binary formats
     reason: str
     text: str = ""  # the offending text, cut to 200 characters
+    where: str = ""  # how to find it when not by line: "log_history[3]", "record 12"
+
+    @property
+    def location(self) -> str:
+        """Where it is, for messages: `line 3`, or `where` when the reader set it."""
+        return self.where or f"line {self.line}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "reason": self.reason, "text": self.text}
+        out: dict[str, Any] = {"line": self.line, "reason": self.reason, "text": self.text}
+        if self.where:
+            out["where"] = self.where
+        return out
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,10 @@ class RunMeta:
     weight_decay: float | None = None
     loss_units: str = "nats"  # "bits" for fairseq/metaseq
     framework: str | None = None
+    #: saved iterations known for the run (the log's save lines or a checkpoint folder)
+    checkpoints: tuple[int, ...] | None = None
+    checkpoint_source: str | None = None  # where `checkpoints` came from, in words
+    checkpoint_dir: str | None = None  # the folder the log names (or that was found) for them
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +93,7 @@ class RunMeta:
                 continue
             value = getattr(self, name)
             if value is not None:
-                out[name] = value
+                out[name] = list(value) if isinstance(value, tuple) else value
         if self.extra:
             out["extra"] = dict(self.extra)
         return out
@@ -171,11 +184,12 @@ class RecordsBuilder:
         """Mark a run header / resume marker at file position `order`."""
         self.headers.append(int(order))
 
-    def skip(self, line: int, reason: str, text: str = "") -> None:
-        """Count a line that looked like a metric line but did not parse."""
+    def skip(self, line: int, reason: str, text: str = "", where: str = "") -> None:
+        """Count a line (or record: say which in `where`) that looked like a metric but did
+        not parse."""
         self.skipped_count += 1
         if len(self.skipped) < MAX_SKIPPED_KEPT:
-            self.skipped.append(SkippedLine(int(line), reason, text[:200]))
+            self.skipped.append(SkippedLine(int(line), reason, text[:200], where))
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -23,7 +23,8 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"skipped|nan[ _]iterations|overflow", "skipped"),
     (r"\bppl\b|perplexity|_ppl$|/ppl$|\bppl", "other"),
     (r"(^|[/_ -])(lr|learning[ _-]?rate)([/_ -]|$)|^lr-|learning-rate|optim/lr", "lr"),
-    (r"grad[ _-]?norm|gnorm|grad_l2|gradient[ _-]norm|total[ _]grad[ _]norm|(^|/)norm$",
+    (r"grad[ _-]?norm|gnorm|grad_l2|gradient[ _-]norm|total[ _]grad[ _]norm|(^|/)norm$|"
+     r"^l2_norm/grad[_/]global$",
      "grad_norm"),
     (r"param(s|eter)?s?[ _-]?norm|weight[ _-]?norm", "other"),
     (r"(^|[/_ -])(balanc|aux|load_balancing|router)|z[ _-]?loss|^ewm|best_loss|_best_",
@@ -46,7 +47,8 @@ _COMPILED = tuple((re.compile(p, re.IGNORECASE), role) for p, role in _RULES)
 # Tags that are bookkeeping, never metrics worth a role even if they match a rule above.
 _OTHER_EXACT = re.compile(
     r"^(epoch|step|_step|_runtime|_timestamp|global_step|iteration|consumed[ _]samples|"
-    r"tokens|samples|time|elapsed.*|throughput.*|tps|mfu|memory.*|.*\bvs samples$|"
+    r"tokens|samples|time|elapsed.*|throughput.*|tps|mfu|memory.*|"
+    r".*\bvs (?:samples|tokens|gigaflos|steps)$|"
     r"train_runtime|train_samples_per_second|train_steps_per_second|total_flos|"
     r".*_runtime|.*_per_second)$", re.IGNORECASE)
 
@@ -60,6 +62,25 @@ def infer_role(tag: str) -> str:
         if rx.search(name):
             return role
     return "other"
+
+
+#: Step axes other than the trainer's iteration, by tag suffix: Megatron writes every scalar a
+#: second time as `<tag> vs samples` (step = consumed samples), Megatron-DeepSpeed also
+#: `vs tokens` and `vs gigaflos`.
+_AXIS = re.compile(r"\bvs (samples|tokens|gigaflos)$", re.IGNORECASE)
+#: Keras' TensorBoard callback writes `epoch_loss`, `epoch_accuracy`... at the epoch (its
+#: per-batch tags are `batch_loss`..., at the global batch).
+_EPOCH_AXIS = re.compile(r"(^|/)epoch_\w")
+
+
+def infer_axis(tag: str) -> str:
+    """What a tag's step counts: "iteration" (the trainer's step), "samples", "tokens",
+    "gigaflos" for Megatron's `... vs samples` family, "epoch" for Keras' `epoch_*` tags."""
+    name = tag.strip()
+    m = _AXIS.search(name)
+    if m:
+        return m.group(1).lower()
+    return "epoch" if _EPOCH_AXIS.search(name) else "iteration"
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:

@@ -106,11 +106,14 @@ def test_every_flag_export_states_how_steps_are_counted():
 
 
 def test_restart_notes_without_checkpoints_and_from_the_start():
-    none = export("megatron-deepspeed", [_ctx(SINGLE, checkpoints=None)])
+    with pytest.raises(InvalidParameterError, match="no checkpoint is known"):
+        export("megatron-deepspeed", [_ctx(SINGLE, checkpoints=None)])
+    none = export("megatron-deepspeed", [_ctx(SINGLE, checkpoints=None)],
+                  allow_no_checkpoint=True)
     assert "no checkpoints known" in none.notes[1]
     start = export("megatron-deepspeed", [_ctx([(1, 200)], checkpoints=(1000,), restart=0)])
     assert start.notes[1].startswith("restart from the start of training")
-    zero = export("megatron-deepspeed", [_ctx(SINGLE, first_step=0)])
+    zero = export("megatron-deepspeed", [_ctx(SINGLE, first_step=0)], allow_no_checkpoint=True)
     assert any("counts steps from 0" in n for n in zero.notes)
 
 
@@ -270,7 +273,7 @@ def test_cli_nothing_to_skip_is_exit_0_with_empty_stdout(runner, tmp_path):
 def test_cli_samples_and_usage_errors(runner, spiky, tmp_path):
     from losslens.cli import app
 
-    res = runner.invoke(app, ["skiplist", str(spiky), "-t", "samples"])
+    res = runner.invoke(app, ["skiplist", str(spiky), "-t", "samples", "--allow-no-checkpoint"])
     assert res.exit_code == 2 and res.stdout == ""
     assert res.stderr.startswith("Error: the samples target needs the global batch size")
     res = runner.invoke(app, ["skiplist", str(spiky), "-t", "samples", "--global-batch-size",
@@ -316,4 +319,4 @@ def test_cli_sample_megatron_log_uses_the_saved_checkpoint_lines(runner):
     res = runner.invoke(app, ["skiplist", str(log), "-t", "megatron-deepspeed"])
     assert res.exit_code == 0, res.stderr
     assert res.stdout.startswith("--skip-train-iteration-range 2001-")
-    assert "checkpoints from the log's saved-checkpoint lines" in res.stderr
+    assert "checkpoints from the log's save lines (Megatron: successfully saved checkpoint)" in res.stderr

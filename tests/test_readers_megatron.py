@@ -11,7 +11,8 @@ import pytest
 
 import losslens
 from losslens.errors import NoSeriesError
-from losslens.readers import deepspeed, megatron, megatron_fast, read_records, sniff
+from losslens.readers import (deepspeed, megatron, megatron_fast, megatron_lines, read_records,
+                              sniff)
 from losslens.roles import infer_role
 
 DATA = Path(__file__).resolve().parent / "data" / "megatron"
@@ -80,7 +81,9 @@ def test_2022_fp16_overflow_saves_and_resume_with_overlap():
     assert _series(rec, "number of skipped iterations")[1][:3] == [0.0, 1.0, 0.0]
     assert _series(rec, "loss scale")[1][:2] == [65536.0, 32768.0]
     assert rec.headers == (44, 72)  # second argument dump, "successfully loaded checkpoint"
-    assert rec.metadata.extra["checkpoints"] == "20,40,60"
+    assert rec.metadata.checkpoints == (20, 40, 60)
+    assert rec.metadata.checkpoint_source == \
+        "the log's save lines (Megatron: successfully saved checkpoint)"
     frame = losslens.read(DATA / "megatron_2022_resume.log")
     info = frame.runs[0]
     assert [(s.first_step, s.last_step, s.reason) for s in info.segments] == \
@@ -104,8 +107,8 @@ def test_2022_argument_dump_metadata():
             meta.log_interval, meta.clip_grad, meta.weight_decay) == (256, 1, 20, 10, 1.0, 0.1)
     assert meta.rampup_batch_size == "['16', '16', '6_000_000']"
     assert meta.train_iters == 320000  # args say None (sample-based): from `N/ M`
-    assert meta.extra == {"tensor_model_parallel_size": "4", "train_samples": "300000000",
-                          "checkpoints": "20,40,60"}
+    assert meta.extra == {"tensor_model_parallel_size": "4", "train_samples": "300000000"}
+    assert meta.checkpoints == (20, 40, 60)
 
 
 def test_2024_timestamps_prefixes_nan_inf_and_damage():
@@ -149,7 +152,7 @@ def test_2026_microseconds_validation_sets_moe_and_release_load():
     assert _series(rec, "lm loss test") == ([30], [7.45], [22])
     assert rec.headers == (17, 18)  # release checkpoint, loaded checkpoint
     # the "saving" line of iteration 0 has no "successfully saved": only 20 is known saved
-    assert rec.metadata.extra == {"checkpoints": "20"}
+    assert rec.metadata.extra == {} and rec.metadata.checkpoints == (20,)
     frame = losslens.read(DATA / "megatron_2026.log")
     info = frame.runs[0]
     assert [(s.first_step, s.last_step, s.reason) for s in info.segments] == \
@@ -410,7 +413,7 @@ def test_vectorised_integers_match_the_classifier_regex():
     arr = np.frombuffer(raw, np.uint8)
     chunk = megatron_fast._Chunk(raw, arr, 0, len(raw), True, pa, pc, megatron.MARKERS)
     chunk.run([])
-    lines = megatron_fast._Lines(chunk, megatron_fast.template(
+    lines = megatron_lines.Lines(chunk, megatron_lines.template(
         b" iteration 1/ 2 | a: 1 |"))
     s, e = (np.asarray(x, np.int32) for x in zip(*spans))
     value, ok = lines._ints(s, e)

@@ -471,6 +471,26 @@ def test_chunk_boundaries_give_the_same_points(tmp_path):
         assert rec.warnings == ()
 
 
+def test_merge_all_events_evenly_spaced_match_the_protobuf_decoder(tmp_path):
+    """TF1 `merge_all`: one event per step with every tag's value. Records of one layout lie
+    evenly spaced in the file (the strided fast path), except where the step's varint grows
+    and where an odd event with another layout sits in between."""
+    rng = np.random.default_rng(3)
+    events = []
+    for s in range(3000):
+        vals = dict(zip(("loss", "lr", "grad_norm", "scale"), rng.normal(size=4).tolist()))
+        events.append(simple(s, 1.7e9 + s * 0.5 + float(rng.random()), **vals))
+        if s == 1700:
+            events.append(simple(s, 1.7e9, other=1.0))
+    path = write(tmp_path, events)
+    expected = _reference([path])
+    assert len(expected) == 12001
+    for chunk in (4096, 100_003, 64 << 20):
+        rec = read_one(path, chunk_bytes=chunk)
+        assert same(points(rec), expected), chunk
+        assert rec.warnings == ()
+
+
 def test_damage_across_chunk_boundaries(tmp_path):
     path = write(tmp_path, _events(400))
     offsets = record_offsets(path)

@@ -368,6 +368,7 @@ def test_hf_trainer_state_entry_without_step(tmp_path):
     steps, values = pts(rec, "loss")
     assert steps == [1, 2] and same(values, [2.0, NAN])
     assert skipped(rec) == [(2, "log_history entry without an integer step")]
+    assert rec.skipped[0].location == "log_history[1]"  # not "line 2": the file is one line
 
 
 def test_hf_trainer_state_not_a_state_file(tmp_path):
@@ -487,7 +488,7 @@ def test_llmc_console_fixture(tmp_path):
     assert m.min_lr == pytest.approx(6e-5)
     assert (m.save_interval, m.precision, m.num_layers, m.hidden_size) == (4, "bf16", 12, 768)
     assert m.train_iters == 6 and m.framework == "llm.c"
-    assert m.extra["checkpoints"] == "4" and m.extra["total batch size"] == "8192"
+    assert m.checkpoints == (4,) and m.extra["total batch size"] == "8192"
 
 
 def test_llmc_console_older_forms(tmp_path):
@@ -805,7 +806,7 @@ def test_corpus_llmc_stdout_ok(corpus):
     # step 19528's line was cut by a CUDA error message written into it
     assert skipped(rec) == [(19761, "llm.c step line that does not parse")]
     assert segments(f) == [(0, 19560, "start")]
-    assert rec.metadata.extra["checkpoints"] == "5000,10000,15000"
+    assert rec.metadata.checkpoints == (5000, 10000, 15000)
     for name, value in LLMC_TABLE_META.items():
         assert getattr(rec.metadata, name) == value, name
 

@@ -78,9 +78,9 @@ def test_markdown_report():
     assert "| status | **CRITICAL** |" in lines
     assert "| source | `logs/gpt.log` |" in lines
     assert "| segments | #0 10–1650 (start), #1 1510–3000 (header) |" in lines
-    assert "| spike-2 | spike | lm loss | 2410–(not back) | 2420 | 1.6 | none | critical |" \
+    assert "| spike-2 | spike | lm loss | 2410–(not back) | 2420 | ×1.6 peak/level | none | critical |" \
         in lines
-    assert "| spike-1 | spike | lm loss | 820–840 | 820 | 1.9 | fast (20 steps) | info |" in lines
+    assert "| spike-1 | spike | lm loss | 820–840 | 820 | ×1.9 peak/level | fast (20 steps) | info |" in lines
     assert "#### CRITICAL: 1 spike(s) that never recovered" in lines
     assert any(ln.startswith("**Advice:** Restart from a checkpoint ~100 steps") for ln in lines)
     assert any(ln.startswith("*Cites:* PaLM, arXiv 2204.02311") for ln in lines)
@@ -189,16 +189,22 @@ def test_html_report_is_self_contained_with_plots():
     text = html_report.render(_analysis())
     p = _Collect()
     p.feed(text)
-    assert "script" not in p.tags and "link" not in p.tags and "img" not in p.tags
+    # scripts only inline (the data, uPlot, the page's code): nothing is loaded from anywhere
+    assert "link" not in p.tags and "img" not in p.tags
+    assert p.tags.count("script") == 3
     external = [(t, k, v) for t, k, v in p.attrs if k in ("src", "href")
                 and not v.startswith("#")]
     assert external == []
-    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text)
+    body = text.split('<script type="application/json"')[0]
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", body)
     assert "@import" not in text and "url(http" not in text
-    assert p.tags.count("svg") == 3  # loss, grad norm, loss scale
+    assert "fetch(" not in text and "XMLHttpRequest" not in text
+    assert p.tags.count("svg") == 3  # loss, grad norm, loss scale (shown without scripts)
+    # findings come before the charts
+    assert text.index("<h3>Findings</h3>") < text.index('class="chart"')
     assert "gpt|run: loss" in text and "gpt|run: gradient norm" in text
     assert "<title>spike-2: spike on lm loss, steps 2410–…, severity critical, peak 2420, " \
-           "magnitude 1.6, recovery none</title>" in text
+           "×1.6 peak/level, recovery none</title>" in text
     assert "resume @1510" in text and "restart @2000" in text
     assert "lm loss (overwritten by a resume)" in text and "lm loss validation" in text
     assert "skip plan (batches to skip)" in text

@@ -605,8 +605,10 @@ def test_html_report_escapes_a_script_in_the_run_name(runner, tmp_path):
     res = runner.invoke(app, ["analyze", str(root), "--format", "html", "-o", str(out)])
     assert res.exit_code == 0, res.output
     html = out.read_text()
-    assert "<script" not in html.lower()
+    # the report's own three scripts (data, uPlot, page code); the run name's is inert text
+    assert html.lower().count("<script") == 3 and "<script>alert" not in html.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.log" in html
+    assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e.log" in html  # in the data
 
 
 def test_html_report_escapes_markup_in_tags_charts_included(runner, tmp_path):

@@ -21,13 +21,17 @@ def test_plot_has_axes_marks_and_legend():
                         [Marker(500, "spike", "critical")], width=60, height=8))
     lines = text.splitlines()
     assert len(lines) == 8 + 4  # canvas rows, axis, marks, x labels, legend
-    assert lines[0].startswith("        8┤")  # the top of the y axis: the curve's max
-    assert lines[-2].split() == ["0", "990", "step"]
-    assert "▲" in lines[-3] and lines[-1].strip() == "━━ lm loss"
+    # round y ticks on the rows nearest to them, the other rows unlabelled
+    labels = [line[:7].strip() for line in lines[:8]]
+    assert [x for x in labels if x] == ["7.5", "5"]
+    assert lines[-2].split() == ["step", "0", "200", "400", "600", "800"]
+    assert lines[-4].count("┬") == 5  # a tick on the axis under every label
+    assert "▲" in lines[-3] and lines[-1].strip() == "━━ lm loss  ▲ spike"
+    assert max(len(line) for line in lines) <= 60
     # the mark sits under step 500: halfway along the canvas
-    canvas_start = lines[0].index("┤") + 1
+    canvas_start = lines[0].index("│") + 1
     col = lines[-3].index("▲") - canvas_start
-    assert abs(col - round(500 / 990 * (60 - 10 - 1))) <= 1
+    assert abs(col - round(500 / 990 * (60 - 8 - 1))) <= 1
     assert any(ch != " " for ch in lines[3][canvas_start:])  # dots were drawn
 
 

@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 from .common import (CHECKPOINT_EVERY, CONFIG, DEBUG, GLOBAL_BATCH_SIZE, INPUT_FORMAT, OUTPUT,
-                     PATHS, ROLE, UNIT_TIMEOUT, emit, failed_runs, format_option, progress_line,
+                     PATHS, ROLE, UNIT_TIMEOUT, emit, failed_runs, format_option, progress,
                      read_frame, settings, warn_frame)
 
 
@@ -95,18 +95,27 @@ def analyze(
     if jobs != 1 or scheduler:
         from ..parallel import analyze_paths
 
-        progress = progress_line if sys.stderr.isatty() else None
+        bar = progress()
         try:  # the points travel back only for the reports that plot them
-            analysis = analyze_paths(paths, options, jobs, scheduler, progress,
+            analysis = analyze_paths(paths, options, jobs, scheduler,
+                                     bar.analysing if bar else None,
                                      keep_frames=fmt in (ReportFormat.text, ReportFormat.html))
         finally:
-            if progress:  # clear the progress line
-                sys.stderr.write("\r\x1b[K")
+            if bar:  # clear the progress line
+                bar.close()
         warn_frame(analysis.frame)
     else:
         from ..pipeline import analyze as run_analysis
 
-        analysis = run_analysis(read_frame(paths, options), options)
+        bar = progress()
+        try:
+            frame = read_frame(paths, options, bar)
+            if bar:
+                bar.analysing(0, 1, f"{len(frame.runs)} run(s)")
+            analysis = run_analysis(frame, options)
+        finally:
+            if bar:
+                bar.close()
     if fmt is ReportFormat.text and not output:
         from ..report.terminal import print_analysis
 

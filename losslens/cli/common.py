@@ -63,6 +63,7 @@ FLAGS = {
     "checkpoint_every": "--checkpoint-every", "checkpoints": "--checkpoints",
     "checkpoint_dir": "--checkpoint-dir", "global_batch_size": "--global-batch-size",
     "before": "--before", "min_skip": "--min-skip", "max_skip": "--max-skip",
+    "allow_no_checkpoint": "--allow-no-checkpoint", "indexing": "--indexing",
     "jobs": "--jobs", "fail_on": "--fail-on", "rtol": "--rtol", "baseline": "--baseline",
     "config": "--config", "roles": "--role", "input_format": "--input-format", "run": "--run",
 }
@@ -205,34 +206,31 @@ def settings(config: Optional[str], role: Sequence[str] = (), **given: Any):
     return options
 
 
-def read_frame(paths: Sequence[str], options: Any):
-    """The Frame of the paths (a progress line on a terminal), with its reader warnings shown."""
+def progress():
+    """The progress line (`report.progress.Progress`) on a terminal; None otherwise, so that
+    nothing reaches a log file or a pipe."""
+    if not sys.stderr.isatty():
+        return None
+    from ..report.progress import Progress
+
+    return Progress(sys.stderr)
+
+
+def read_frame(paths: Sequence[str], options: Any, bar: Any = None):
+    """The Frame of the paths (a progress line on a terminal), with its reader warnings shown.
+    With `bar` (a `progress()`), the line stays for the next phase; else it is cleared."""
     from .. import read
 
-    input_format, roles = options.input_format, options.roles
-    unit_timeout = options.unit_timeout
-    if not sys.stderr.isatty():
-        frame = read(paths, format=input_format, roles=roles, unit_timeout=unit_timeout)
-    else:
-        try:  # a progress line on a terminal only: which file, how far, how big
-            frame = read(paths, format=input_format, roles=roles, progress=_reading,
-                         unit_timeout=unit_timeout)
-        finally:
-            sys.stderr.write("\r\x1b[K")
+    own = bar is None
+    bar = bar or progress()
+    try:
+        frame = read(paths, format=options.input_format, roles=options.roles,
+                     progress=bar.reading if bar else None, unit_timeout=options.unit_timeout)
+    finally:
+        if bar and own:
+            bar.close()
     warn_frame(frame)
     return frame
-
-
-def _reading(name: str, done: int, total: int) -> None:
-    import os
-
-    try:
-        size = f", {os.path.getsize(name) / 1e6:,.0f} MB" if os.path.isfile(name) else ""
-    except OSError:
-        size = ""
-    count = f" {done + 1}/{total}" if total > 1 else ""
-    sys.stderr.write(f"\r\x1b[Klosslens: reading{count} {name[-60:]}{size}")
-    sys.stderr.flush()
 
 
 def warn_frame(frame) -> None:
@@ -242,7 +240,7 @@ def warn_frame(frame) -> None:
             err(f"Warning: {w}" if w.startswith(info.source) else f"Warning: {info.run}: {w}")
         if info.skipped_count:
             first = info.skipped[0] if info.skipped else None
-            where = f" (first: line {first.line}: {first.reason})" if first else ""
+            where = f" (first: {first.location}: {first.reason})" if first else ""
             err(f"Warning: {info.run}: {info.skipped_count} line(s) looked like metrics but "
                 f"did not parse{where}")
 
@@ -257,11 +255,6 @@ def failed_runs(runs: Sequence[Any]) -> None:
         for message in errors:
             err(f"Error: {line(message)}")
         raise typer.Exit(2)
-
-
-def progress_line(done: int, total: int) -> None:
-    sys.stderr.write(f"\r\x1b[Klosslens: {done}/{total} analysed")
-    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------- output

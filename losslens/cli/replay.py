@@ -62,7 +62,6 @@ def replay(
     """Re-run the flagged batches through the model to confirm each diagnosis."""
     from ..errors import InvalidParameterError
     from ..replay import load_plugin, replay as run_replay, require_torch
-    from ..replay.probes import Options
 
     if (log is None) == (analysis is None):
         raise InvalidParameterError("give a LOG to analyse or --analysis FILE (one of them)")
@@ -70,7 +69,9 @@ def replay(
                         ("--samples", samples)):
         if value < 1:
             raise InvalidParameterError(f"{name} must be >= 1, got {value}")
-    torch = require_torch()
+    torch = require_torch()  # before anything that imports it
+    from ..replay.probes import Options
+
     plug = load_plugin(plugin)  # validated before any log is read
     if threads:
         torch.set_num_threads(threads)

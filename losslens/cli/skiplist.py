@@ -20,6 +20,8 @@ class Target(str, Enum):
     megatron_lm = "megatron-lm"
     metaseq = "metaseq"
     samples = "samples"
+    gpt_neox = "gpt-neox"
+    hf = "hf"
     json = "json"
     text = "text"
 
@@ -29,7 +31,19 @@ def skiplist(
     target: Target = typer.Option(
         Target.text, "--format", "-f", "--target", "-t",
         help="megatron-deepspeed (--skip-train-iteration-range), megatron-lm "
-             "(--iterations-to-skip), metaseq (--skip-batches), samples, json or text."),
+             "(--iterations-to-skip), metaseq (--skip-batches), samples, gpt-neox "
+             "(skip_train_iteration_ranges), hf (for losslens.skipdata: HF Trainer or a "
+             "PyTorch loop), json or text."),
+    indexing: int = typer.Option(
+        1, "--indexing", metavar="0|1",
+        help="megatron-lm: 1 as upstream ((iteration + 1) in the list) or 0 for releases and "
+             "forks that test `iteration in` the list."),
+    compact: bool = typer.Option(
+        False, "--compact", help="megatron-lm: $(seq A B) per range instead of every number."),
+    allow_no_checkpoint: bool = typer.Option(
+        False, "--allow-no-checkpoint",
+        help="Print the plan even when its restart step is not a known checkpoint "
+             "(otherwise: an error, exit 2)."),
     output: Optional[str] = OUTPUT,
     config: Optional[str] = CONFIG,
     checkpoint_every: Optional[int] = CHECKPOINT_EVERY,
@@ -63,11 +77,18 @@ def skiplist(
         checkpoint_dir=checkpoint_dir, before=before, min_skip=min_skip, max_skip=max_skip,
         global_batch_size=global_batch_size)
     analysis = analyze(read_frame([path], options), options)
-    contexts = plan_contexts(analysis, run)
+    from dataclasses import replace
+
+    from ..errors import InvalidParameterError
+
+    if indexing not in (0, 1):
+        raise InvalidParameterError(f"--indexing must be 0 or 1, got {indexing}")
+    contexts = [replace(c, indexing=indexing, compact=compact)
+                for c in plan_contexts(analysis, run)]
     if not contexts:
         err(nothing_to_skip(analysis, run))
         return
-    out = export(target.value, contexts)
+    out = export(target.value, contexts, allow_no_checkpoint)
     for note in out.notes:
         err(f"# {note}")
     for warning in out.warnings:

@@ -102,9 +102,9 @@ def declip(y: np.ndarray, z: float = 5.0) -> np.ndarray:
     """Pull short outliers (spikes of 1-2 points) back to `z` robust sigmas of a rolling median."""
     if y.shape[0] < 5:
         return y
-    from scipy.ndimage import median_filter
+    from .filters import median_filter
 
-    med = median_filter(y, size=5, mode="nearest")
+    med = median_filter(y, size=5)
     r = y - med
     s = robust_sigma(r)
     if s <= 0:
@@ -130,9 +130,7 @@ def linear_cost_class() -> type:
     The signal is two columns, (x, y); prefix sums make `error(start, end)` constant time,
     which is what lets Pelt and Binseg run over thousands of points in milliseconds.
     """
-    from ruptures.base import BaseCost
-
-    class LinearTrendCost(BaseCost):
+    class LinearTrendCost:
         model = "linear_trend"
         min_size = 3
 
@@ -282,16 +280,16 @@ def pelt_jump(xc: np.ndarray) -> int:
 
 
 def _candidates(xc: np.ndarray, yc: np.ndarray, ms: int, pen: float) -> list[int]:
-    import ruptures as rpt
+    from .filters import BadSegmentationParameters, pelt
 
     # exact (Pelt) rather than greedy: greedy splits misplace gentle corners. Pelt's
     # admissible set grows with the segment length, so candidates are taken every `jump`
     # points (~400 positions, ~0.1 s); `judge`, `_relocate` and `_refine` sharpen them.
     jump = pelt_jump(xc)
-    algo = rpt.Pelt(custom_cost=linear_cost_class()(), min_size=max(ms, jump), jump=jump)
+    cost = linear_cost_class()().fit(np.column_stack([xc, yc]))
     try:
-        return algo.fit(np.column_stack([xc, yc])).predict(pen=pen)[:-1]
-    except rpt.exceptions.BadSegmentationParameters:  # too short for two regimes
+        return pelt(cost, xc.shape[0], pen, min_size=max(ms, jump), jump=jump)[:-1]
+    except BadSegmentationParameters:  # too short for two regimes
         return []
 
 
@@ -492,15 +490,15 @@ def _best_corner(x: np.ndarray, y: np.ndarray, b: int, ms: int) -> int:
 
 def _refine(x: np.ndarray, y: np.ndarray, center: int, lo: int, hi: int) -> int:
     """Index of the jump in [lo, hi) (ruptures Binseg, one break); `center` if too short."""
-    import ruptures as rpt
+    from .filters import BadSegmentationParameters, binseg_one
 
     lo, hi = max(0, lo), min(x.shape[0], hi)
     if hi - lo < 8:
         return min(center, x.shape[0] - 1)
-    algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=3, jump=1)
+    cost = linear_cost_class()().fit(np.column_stack([x[lo:hi], y[lo:hi]]))
     try:
-        found = algo.fit(np.column_stack([x[lo:hi], y[lo:hi]])).predict(n_bkps=1)[0]
-    except rpt.exceptions.BadSegmentationParameters:  # too short for min_size
+        found = binseg_one(cost, hi - lo, min_size=3)
+    except BadSegmentationParameters:  # too short for min_size
         return min(center, x.shape[0] - 1)
     return lo + int(found)
 

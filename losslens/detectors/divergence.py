@@ -157,7 +157,7 @@ class DivergenceDetector:
 
     def _finite(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
                 best: np.ndarray, log: bool) -> list[dict[str, Any]]:
-        from scipy import ndimage
+        from .filters import maximum_filter1d
 
         n = v.shape[0]
         span = self.sustain_span(st)
@@ -178,7 +178,7 @@ class DivergenceDetector:
             return []
         idx = np.arange(n)
         run_start = np.maximum.accumulate(np.where(above & ~np.r_[False, above[:-1]], idx, 0))
-        top = ndimage.maximum_filter1d(level, size=span + 1, mode="nearest", origin=span // 2)
+        top = maximum_filter1d(level, size=span + 1, origin=span // 2)
         grown = level - level[run_start] >= growth
         if self.is_short(st):
             # a short series: the rise may have started before the level crossed, so a level
@@ -242,9 +242,9 @@ class DivergenceDetector:
         p = int(np.searchsorted(st, spike["peak"]))
         if decl - p < 3:
             return c, spike
-        from scipy import ndimage
+        from .filters import median_filter
 
-        smooth = ndimage.median_filter(y[p:decl + 1], size=5, mode="nearest")
+        smooth = median_filter(y[p:decl + 1], size=5)
         low = float(smooth.min())
         grown = np.log(self.min_growth)
         if smooth[0] - low < grown or smooth[-1] - low < grown:

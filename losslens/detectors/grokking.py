@@ -52,9 +52,9 @@ def _check(cls: str, ok: bool, name: str, value: Any, allowed: str) -> None:
 def _rolling_median(y: np.ndarray, size: int) -> np.ndarray:
     if size <= 1 or y.shape[0] < size:
         return y
-    from scipy.ndimage import median_filter
+    from .filters import median_filter
 
-    return median_filter(y, size=size, mode="nearest")
+    return median_filter(y, size=size)
 
 
 def badness(series: Series, smooth: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -384,15 +384,13 @@ def _ramp(xc: np.ndarray, yc: np.ndarray, lo: int, hi: int, half: int) -> tuple[
     to the level after, widened by half that span each way (a 25-75% rise time is robust to
     noise where 0% and 100% crossings are not). `half` = half the longest allowed drop.
     """
-    import ruptures as rpt
-
     from .changepoint import linear_cost_class
+    from .filters import BadSegmentationParameters, binseg_one
 
     signal = np.column_stack([xc[lo:hi], yc[lo:hi]])
     try:
-        algo = rpt.Binseg(custom_cost=linear_cost_class()(), min_size=3, jump=1)
-        c = lo + algo.fit(signal).predict(n_bkps=1)[0]
-    except rpt.exceptions.BadSegmentationParameters:  # window too short for two pieces
+        c = lo + binseg_one(linear_cost_class()().fit(signal), hi - lo, min_size=3)
+    except BadSegmentationParameters:  # window too short for two pieces
         return lo, hi - 1
     ys = np.convolve(yc, np.ones(5) / 5.0, mode="same")
     ys[:2], ys[-2:] = yc[:2], yc[-2:]

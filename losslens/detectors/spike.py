@@ -78,12 +78,12 @@ def is_num(value: Any) -> bool:
 
 def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     """out[i] = median of x[max(0, i - window + 1) .. i]; `window` odd; x without NaN."""
-    from scipy import ndimage
+    from .filters import median_filter
 
     n = x.shape[0]
     if n == 0:
         return x.astype(float)
-    out = ndimage.median_filter(x, size=window, mode="nearest", origin=(window - 1) // 2)
+    out = median_filter(x, size=window, origin=(window - 1) // 2)
     head = min(window - 1, n)
     if head:  # the filter pads with x[0]; the first points get exact expanding medians
         import pandas as pd
@@ -93,11 +93,11 @@ def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def trailing_min(x: np.ndarray, window: int) -> np.ndarray:
-    from scipy import ndimage
+    from .filters import minimum_filter1d
 
     if x.shape[0] == 0:
         return x.astype(float)
-    return ndimage.minimum_filter1d(x, size=window, mode="nearest", origin=(window - 1) // 2)
+    return minimum_filter1d(x, size=window, origin=(window - 1) // 2)
 
 
 @dataclass(frozen=True)

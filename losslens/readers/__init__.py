@@ -75,12 +75,19 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
        "Megatron-LM and Megatron-DeepSpeed (BigScience, Microsoft) stdout"),
     _F("deepspeed", "losslens.readers.deepspeed", "DeepSpeed engine step/OVERFLOW lines"),
     _F("nanogpt", "losslens.readers.nanogpt", "nanoGPT train.py stdout"),
+    _F("modded-nanogpt", "losslens.readers.modded_nanogpt",
+       "modded-nanogpt record logs and stdout (step:N/M train_loss:X ...)"),
     _F("llmc", "losslens.readers.llmc", "llm.c console output"),
     _F("llmc-mainlog", "losslens.readers.llmc", "llm.c main.log (s:N trl:/tel:)"),
     _F("torchtitan", "losslens.readers.torchtitan", "torchtitan console (ANSI colours)"),
     _F("olmo", "losslens.readers.olmo", "OLMo (v1) console"),
     _F("olmo-core", "losslens.readers.olmo", "OLMo-core console"),
     _F("fairseq", "losslens.readers.fairseq", "fairseq / metaseq logs (json and simple)"),
+    _F("maxtext", "losslens.readers.maxtext", "MaxText stdout (completed step: N, ... loss: X)"),
+    _F("torchtune", "losslens.readers.torchtune",
+       "torchtune DiskLogger log_*.txt and StdoutLogger `Step N | name:value` lines"),
+    _F("composer", "losslens.readers.composer",
+       "MosaicML Composer / llm-foundry ConsoleLogger and FileLogger"),
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
     _F("lightning-csv", "losslens.readers.table", "PyTorch Lightning CSVLogger metrics.csv"),
     _F("csv", "losslens.readers.table", "generic CSV (long or wide, any step column)"),
@@ -131,10 +138,32 @@ def read_file(path: Path, run: str, format: str | None = None) -> list[RunRecord
     """Read one file (sniffed unless `format` is given)."""
     fmt = get_format(format) if format else sniff(path)
     if fmt is None:
+        _raise_if_empty(path)
         raise UnknownFormatError(
             f"{path}: not a log format losslens knows (tried: {known_formats()}); "
             "name one with --input-format")
-    return list(_fn(fmt, "read")(path, run))
+    return _read_unit(fmt, path, run)
+
+
+def _read_unit(fmt: Format, path: Path, run: str) -> list[RunRecords]:
+    """A unit's runs, their checkpoints completed from the folders beside it."""
+    from .checkpoints import discover
+
+    return [discover(r, path) for r in _fn(fmt, "read")(path, run)]
+
+
+def _raise_if_empty(path: Path) -> None:
+    """An empty log (a job that crashed before it logged) says so, not "unknown format"."""
+    try:
+        size = path.stat().st_size
+        blank = size == 0 or (size <= HEAD_BYTES and not path.read_bytes().strip())
+    except OSError:
+        return
+    if blank:
+        raise NoSeriesError(f"{path}: file is empty ({size} bytes"
+                            + ("" if size == 0 else ", only whitespace")
+                            + "): nothing was logged; did the job crash before its first "
+                            "log line?")
 
 
 def _walk(root: Path, format: str | None = None,
@@ -247,7 +276,7 @@ def read_unit(unit: Path, run: str, fmt: "Format | Unreadable | None",
                 fmt = get_format(format) if format else sniff(unit)
                 if fmt is None or (format is None and fmt.name == "tensorboard"):
                     return []  # not a log (the walk's rule): event files are read by folder
-            records = list(_fn(fmt, "read")(unit, run))
+            records = _read_unit(fmt, unit, run)
     except MemoryError:
         return [_failed(unit, run, f"{unit}: out of memory while reading it")]
     except LossLensError as exc:
@@ -266,6 +295,22 @@ def read_unit(unit: Path, run: str, fmt: "Format | Unreadable | None",
         return [replace(_failed(unit, run, f"{unit}: no metric series could be read ({why})"),
                         format=fmt.name, warnings=first.warnings)]
     return records
+
+
+def _combine_layouts(records: list[RunRecords]) -> list[RunRecords]:
+    """`layouts.combine` over the runs read, each failed unit kept where it was (the runs
+    between two failures are combined among themselves)."""
+    from .layouts import combine
+
+    out: list[RunRecords] = []
+    chunk: list[RunRecords] = []
+    for r in records:
+        if r.error:
+            out += combine(chunk) + [r]
+            chunk = []
+        else:
+            chunk.append(r)
+    return out + combine(chunk)
 
 
 def _failed(unit: Path, run: str, message: str) -> RunRecords:
@@ -306,7 +351,10 @@ def read_records(path: str | os.PathLike, format: str | None = None,
             if progress:
                 progress(str(unit), done, len(units))
             records.extend(read_unit(unit, run, fmt, format, unit_timeout))
-    records = _merge_resumed([r for r in records if len(r) or r.error])
+    records = [r for r in records if len(r) or r.error]
+    if not p.is_file():
+        records = _combine_layouts(records)
+    records = _merge_resumed(records)
     if not records:
         raise NoSeriesError(f"{p}: no metric series found (known formats: {known_formats()})")
     return records

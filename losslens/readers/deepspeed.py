@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from ..records import RecordsBuilder, RunMeta, RunRecords, code_dtype
+from .checkpoints import SaveLines
 from .textutil import (STEP_LIMIT, as_float, fragments, head_text, parse_float, read_text,
                        split_truncated)
 
@@ -486,12 +487,14 @@ def sniff(name: str, head: bytes) -> float:
 def read(path: Path, run: str) -> list[RunRecords]:
     text = read_text(path)
     body, tail, tail_line = split_truncated(text)
-    b, ds = RecordsBuilder(), DeepSpeedLines()
+    b, ds, saves = RecordsBuilder(), DeepSpeedLines(), SaveLines()
     extra: dict[str, str] = {}
     for lineno, frag in fragments(body):
         if ds.feed(lineno, frag, b.skip):
             continue
-        if frag.startswith("cmd = ") and not extra:
+        if "heckpoint" in frag:  # `[Torch] Checkpoint global_step500 is about to be saved!`
+            saves.feed(lineno, frag)
+        elif frag.startswith("cmd = ") and not extra:
             extra = _command_args(frag)
     for _, frag in fragments(tail):
         if ds.looks(frag):
@@ -503,7 +506,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
     meta = ds.metadata()
     extra.update(meta.pop("extra", {}))
     framework = "deepspeed-chat" if ds.ppo else "deepspeed"
-    metadata = RunMeta(framework=framework, extra=extra, **meta)
+    metadata = RunMeta(framework=framework, extra=extra, **meta).merged(**saves.fields())
     return [pts.records(run, str(path), FORMAT, b, metadata)]
 
 

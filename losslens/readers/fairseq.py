@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from .checkpoints import SaveLines
 from .textutil import (as_float, fragments, head_text, parse_float, read_text, split_truncated,
                        strip_ansi, strip_prefix, utc_seconds)
 
@@ -70,6 +71,7 @@ class _State:
     metaseq: bool = False
     meta: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    saves: SaveLines = field(default_factory=SaveLines)  # `Saved checkpoint ... (epoch E @ N updates`
 
 
 def read(path: Path, run: str) -> list[RunRecords]:
@@ -87,7 +89,8 @@ def read(path: Path, run: str) -> list[RunRecords]:
         if scale is not None:
             builder.add("overflow loss_scale", step, scale, wall, order)
     fw = "metaseq" if st.metaseq else "fairseq"
-    meta = RunMeta(framework=fw, loss_units="bits").merged(**st.meta, extra=st.extra)
+    meta = RunMeta(framework=fw, loss_units="bits").merged(**st.meta, extra=st.extra,
+                                                           **st.saves.fields())
     return [builder.build(run, str(path), "fairseq", meta)]
 
 
@@ -122,6 +125,9 @@ def _line(builder: RecordsBuilder, st: _State, lineno: int, frag: str,
         st.metaseq = True
     wall = utc_seconds(stamp, cache) if stamp else float("nan")
     msg = msg.strip()
+    if "Saved checkpoint" in msg:
+        st.saves.feed(lineno, msg)
+        return
     if msg.startswith(("Namespace(", "{'_name'")):
         if len(builder) or st.overflows:  # a second run appended to the same log
             builder.header(lineno)

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from .checkpoints import SaveLines
 from .textutil import (Rows, as_float, fragments, head_text, parse_float, read_text,
                        split_truncated)
 
@@ -91,7 +92,8 @@ def read_hf_trainer_state(path: Path, run: str) -> list[RunRecords]:
     for index, entry in enumerate(history, 1):
         if not isinstance(entry, dict) or not _is_number(entry.get("step")) \
                 or not math.isfinite(entry["step"]):
-            b.skip(index, "log_history entry without an integer step", json.dumps(entry)[:200])
+            b.skip(index, "log_history entry without an integer step", json.dumps(entry)[:200],
+                   where=f"log_history[{index - 1}]")
             continue
         step = int(entry["step"])
         if "train_runtime" in entry:
@@ -214,6 +216,7 @@ class _Console:
     in_banner: bool = False  # inside the `***** Running training *****` block
     last_bar: tuple[int, int, int] | None = None  # (line, n, total)
     awaiting: list[_Log] = field(default_factory=list)
+    saves: SaveLines = field(default_factory=SaveLines)
 
 
 def read_hf_trainer(path: Path, run: str) -> list[RunRecords]:
@@ -260,6 +263,8 @@ def _fragment(st: _Console, lineno: int, frag: str, truncated: bool = False) -> 
             st.bases[-1] = int(m2.group(1))
     elif "Arguments(" in frag or "Config(" in frag:
         _args_open(st, frag)
+    elif "checkpoint" in frag:  # `Saving model checkpoint to out/checkpoint-500`, deletions
+        st.saves.feed(lineno, frag)
 
 
 def _args_open(st: _Console, frag: str) -> None:
@@ -485,5 +490,6 @@ def _console_meta(st: _Console, source: str) -> RunMeta:
     extra.update({f"banner.{k}": v for k, v in st.banner.items()})
     extra.update({f"final.{k}": v for k, v in st.final.items()})
     extra["step_source"] = source
+    fields.update(st.saves.fields())
     return RunMeta(framework="transformers", extra=extra,
                    **{k: v for k, v in fields.items() if v is not None})

@@ -86,7 +86,7 @@ class _Console:
         self.in_table = False
         self.gen = 0  # 0: normal, 1: after `generating:`, 2: inside the sample text
         self.precision: str | None = None
-        self.checkpoints: list[str] = []
+        self.checkpoints: list[int] = []
         self.extra: dict[str, str] = {}
 
     def line(self, lineno: int, frag: str) -> None:
@@ -109,7 +109,9 @@ class _Console:
         elif frag.startswith("skipping update due to"):
             self.rows.group(("skipped updates",)).append((lineno, self.step + 1, 1.0))
         elif frag.startswith("Writing checkpoint at step"):
-            self.checkpoints.append(frag.rsplit(" ", 1)[-1].strip())
+            last = frag.rsplit(" ", 1)[-1].strip()
+            if last.isdigit():
+                self.checkpoints.append(int(last))
         elif frag.startswith("=> setting grad_accum_steps="):
             self.extra["grad_accum_steps"] = frag.split("=")[-1].strip()
 
@@ -241,9 +243,11 @@ def _console_meta(st: _Console) -> RunMeta:
     extra = dict(t)
     extra.update(st.extra)
     extra["step_base"] = "1 (console prints step+1)"
-    if st.checkpoints:
-        extra["checkpoints"] = ",".join(st.checkpoints)
+    ckpts = tuple(sorted(set(st.checkpoints))) or None
     return RunMeta(
+        checkpoints=ckpts,
+        checkpoint_source="the log's save lines (llm.c: Writing checkpoint at step)" if ckpts
+        else None,
         hidden_size=_table_num(t.get("channels C"), int), num_layers=_table_num(t.get("num_layers L"), int),
         num_heads=_table_num(t.get("num_heads NH"), int), seq_length=seq,
         precision=precision if precision in ("fp16", "bf16", "fp32") else None,

@@ -21,7 +21,8 @@ results are placed at the last training iteration before them.
 Run headers: `successfully loaded checkpoint ... at iteration N`, `loading release checkpoint`
 and every argument dump after the first (an appended log). Saved iterations
 (`successfully saved checkpoint ... iteration N`, or `saving checkpoint at iteration N` when a
-log has no "successfully saved" line) go to `metadata.extra["checkpoints"]` ("1000,2000").
+log has no "successfully saved" line) go to `metadata.checkpoints`, the folder of `saving
+checkpoint at iteration N to DIR` to `metadata.checkpoint_dir`.
 The argument dump fills RunMeta; DeepSpeed engine lines interleaved in Megatron-DeepSpeed logs
 are read by `deepspeed.DeepSpeedLines` into tags prefixed `deepspeed/` (`deepspeed/lr`,
 `deepspeed/skipped`, `deepspeed/loss scale`, `deepspeed/overflow`; OVERFLOW lines sit at the
@@ -56,9 +57,14 @@ _TRAIN = re.compile(rf"(?:{_TS}\s*)?iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
 _TRAIN_LOOKS = re.compile(r"iteration\s+\S+\s*/\s*\S+\s*\|")
 _VALID = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?(\S+) loss at ([^|]*?)\s*\|(.*)$")
 _VALID_FIELD = re.compile(r"^(.+?) (value|PPL): (.+)$")
+# GPT-NeoX: ` validation results at iteration 1000 | lm_loss value: 2.3E+00 | lm_loss_ppl value: ...`
+_NEOX_VALID = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?(validation|test) results at ([^|]*?)\s*\|(.*)$")
+# values with a unit: GPT-NeoX `approx flops per GPU: 150.3TFLOPS`, `MFU: 40.00%`
+_UNIT = re.compile(r"^\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*(%|[KMGTPEZ]?FLOPS)\s*$")
+_FLOPS = {"": 1e-12, "K": 1e-9, "M": 1e-6, "G": 1e-3, "T": 1.0, "P": 1e3, "E": 1e6, "Z": 1e9}
 _AT_ITER = re.compile(r"iteration\s+(\d+)")
 _LOADED = re.compile(r"successfully loaded checkpoint from .* at iteration\s+(\d+)")
-_SAVING = re.compile(r"saving checkpoint at iteration\s+(\d+)")
+_SAVING = re.compile(r"saving checkpoint at iteration\s+(\d+)(?: to (\S+))?")
 _SAVED = re.compile(r"successfully saved checkpoint (?:from|at) iteration\s+(\d+)")
 _ARGS_BEGIN = re.compile(r"^\s*-+ arguments -+\s*$")
 _ARGS_END = re.compile(r"^\s*-+ end of arguments -+\s*$")
@@ -168,6 +174,8 @@ class _State:
         self.arg_dumps = 0
         self.saved: list[int] = []
         self.saving: list[int] = []
+        self.save_dir: str | None = None
+        self.nemo_val: dict[str, float] = {}  # NeMo: the validation values shown last
 
     # ---- per line
 
@@ -195,6 +203,8 @@ class _State:
         elif "iteration" in frag and self._train(lineno, frag):
             pass
         elif " loss at " in frag and self._validation(lineno, frag):
+            pass
+        elif " results at " in frag and self._validation(lineno, frag, _NEOX_VALID):
             pass
         elif "checkpoint" in frag:
             self._checkpoint(lineno, frag)
@@ -232,21 +242,39 @@ class _State:
             return True
         wall = epoch_seconds(g[:7]) if g[0] else math.nan
         pairs, damaged = _fields(frag[m.end():])
+        if "|" in frag[:m.start()]:  # GPT-NeoX: ` samples/sec: 12.3 | iteration ...`
+            head, bad = _fields(frag[:m.start()])
+            if bad is None:
+                pairs = head + pairs
+        if any(k == "global_step" for k, _ in pairs):  # NeMo's MegatronProgressBar line
+            pairs = self._nemo_validation(pairs)
         self.pts.add_line(pairs, it, wall, lineno)
         keys = {k for k, _ in pairs}
         if damaged is not None:
             self.b.skip(lineno, f"unparseable text after {len(pairs)} fields of a Megatron "
                                 f"iteration line: {damaged[:60]!r}", frag)
-        elif _LM not in keys and (dict(pairs).get(_NAN_KEY, 0) > 0
-                                  or not any(k.endswith(" loss") for k in keys)):
+        elif not keys & {_LM, "lm_loss"} and (dict(pairs).get(_NAN_KEY, 0) > 0 or not any(
+                k.endswith((" loss", "_loss")) for k in keys)):
             self.pts.add(_LM, it, math.nan, wall, lineno, _SYNTH_POS)
         self._lines.append(lineno)
         self._steps.append(it)
         self.total = max(self.total or (0, 0), (lineno, total))
         return True
 
-    def _validation(self, lineno: int, frag: str) -> bool:
-        m = _VALID.match(frag)
+    def _nemo_validation(self, pairs: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """NeMo's progress line repeats the last validation (`val_loss: 2.861 | val_ppl: ...`)
+        on every line until the next one: a value is a point only where it changes."""
+        out = []
+        for key, value in pairs:
+            if key.startswith("val_"):
+                if self.nemo_val.get(key) == value:
+                    continue
+                self.nemo_val[key] = value
+            out.append((key, value))
+        return out
+
+    def _validation(self, lineno: int, frag: str, pattern: re.Pattern = _VALID) -> bool:
+        m = pattern.match(frag)
         if not m or " value: " not in m.group(3):
             return False
         name, where, rest = m.groups()
@@ -264,8 +292,10 @@ class _State:
             if value is None:
                 self.b.skip(lineno, f"unparseable validation field {s[:60]!r}", frag)
                 return True
-            suffix = "" if f.group(2) == "value" else " ppl"
-            tags.append((f"{f.group(1).strip()} {dataset}{suffix}", value))
+            key, suffix = f.group(1).strip(), "" if f.group(2) == "value" else " ppl"
+            if key.endswith("_ppl"):  # GPT-NeoX `lm_loss_ppl value:` → `lm_loss validation ppl`
+                key, suffix = key[:-4], " ppl"
+            tags.append((f"{key} {dataset}{suffix}", value))
         at = _AT_ITER.search(where)
         wall = line_time(frag)
         if at:
@@ -291,6 +321,7 @@ class _State:
         m = _SAVING.search(frag)
         if m:
             self.saving.append(int(m.group(1)))
+            self.save_dir = m.group(2) or self.save_dir
 
     # ---- vectorised path hooks
 
@@ -329,7 +360,12 @@ class _State:
             fields["train_iters"] = self.total[1]
         ckpts = self.saved or self.saving
         if ckpts:
-            extra["checkpoints"] = ",".join(str(c) for c in sorted(set(ckpts)))
+            fields["checkpoints"] = tuple(sorted(set(ckpts)))
+            fields["checkpoint_source"] = (
+                "the log's save lines (Megatron: successfully saved checkpoint)" if self.saved
+                else "the log's save lines (Megatron: saving checkpoint at iteration)")
+        if self.save_dir:
+            fields["checkpoint_dir"] = self.save_dir
         ds = self.ds.metadata()
         extra.update(ds.pop("extra", {}))
         for k, v in ds.items():
@@ -337,7 +373,10 @@ class _State:
         tags = self.pts.tags
         mds = (self.args.get("deepspeed") == "True" or bool(tags & _MDS_TAGS)
                or any(t.startswith("deepspeed/") for t in tags))
-        return RunMeta(framework="megatron-deepspeed" if mds else "megatron", extra=extra,
+        neox = "lm_loss" in tags or any(t.startswith("lm_loss ") for t in tags)
+        nemo = "reduced_train_loss" in tags or "global_step" in tags
+        return RunMeta(framework="nemo" if nemo else "gpt-neox" if neox else
+                       "megatron-deepspeed" if mds else "megatron", extra=extra,
                        **fields)
 
 
@@ -359,7 +398,14 @@ def _fields(rest: str) -> tuple[list[tuple[str, float]], str | None]:
             try:
                 pairs.append((key, parse_float(value)))
             except ValueError:
-                return pairs, s
+                u = _UNIT.match(value)
+                if not u:
+                    return pairs, s
+                if u.group(2) == "%":
+                    pairs.append((key, float(u.group(1))))
+                else:  # in TFLOPS, whatever prefix the log chose
+                    key = f"{key} (TFLOPS)"
+                    pairs.append((key, float(u.group(1)) * _FLOPS[u.group(2)[:-5]]))
         seen.add(key)
     return pairs, None
 

@@ -12,7 +12,8 @@ Two metric lines, both printed by the master process with plain `print`:
 `Resuming training from ...` is a resume marker (header); the resumed job re-prints the eval line
 of the checkpoint's step, which the Frame turns into a new segment. The config echo
 (`Overriding config with <file>:` followed by the file, `Overriding: k = v`) and
-`tokens per iteration will be: N` become RunMeta.
+`tokens per iteration will be: N` become RunMeta. `saving checkpoint to out` (printed after
+the eval line of the step it saves) gives `metadata.checkpoints`.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import re
 from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from .checkpoints import SaveLines
 from .textutil import Rows, fragments, head_text, parse_float, read_text, split_truncated
 
 FORMAT = "nanogpt"
@@ -67,6 +69,8 @@ def read(path: Path, run: str) -> list[RunRecords]:
         if frag.startswith(("iter ", "step ")):
             if not _metric(frag, lineno, st) and _LOOKS.match(frag):
                 b.skip(lineno, "nanoGPT metric line that does not parse", frag)
+        elif frag.startswith("saving checkpoint"):
+            st.saves.feed(lineno, frag, st.evals[-1][1] if st.evals else None)
         elif frag.startswith("Resuming training from"):
             b.header(lineno)
         elif frag.startswith("Overriding config with"):
@@ -82,7 +86,8 @@ def read(path: Path, run: str) -> list[RunRecords]:
     if tail and _LOOKS.match(tail.strip()):
         b.skip(tail_line, "truncated last line", tail)
     st.rows.into(b)
-    return [b.build(run, str(path), FORMAT, _meta(st.config, st.sentinels))]
+    meta = _meta(st.config, st.sentinels).merged(**st.saves.fields())
+    return [b.build(run, str(path), FORMAT, meta)]
 
 
 class _State:
@@ -93,6 +98,7 @@ class _State:
         self.evals = self.rows.group(("train loss", "val loss"))
         self.config: dict[str, str] = {}
         self.sentinels = 0
+        self.saves = SaveLines()
 
 
 def _num(text: str) -> float:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from .checkpoints import SaveLines
 from .textutil import (fragments, head_text, parse_float, read_text, split_truncated,
                        strip_ansi, strip_prefix, utc_seconds)
 
@@ -100,6 +101,7 @@ class _State:
     max_steps: int | None = None
     meta: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    saves: SaveLines = field(default_factory=SaveLines)  # `Checkpoint saved to .../step1000`
 
 
 def _read(path: Path, run: str, fmt: str) -> RunRecords:
@@ -113,6 +115,8 @@ def _read(path: Path, run: str, fmt: str) -> RunRecords:
             if st.kind:
                 _metric(builder, st, lineno, frag, m.group(1), m.group(2))
             continue
+        if "heckpoint" in frag:
+            st.saves.feed(lineno, frag, st.step)
         _message(builder, st, lineno, frag, cache)
     if st.kind and _METRIC_RE.match(strip_prefix(strip_ansi(tail))):
         builder.skip(tail_line, "truncated last line", tail)
@@ -120,7 +124,8 @@ def _read(path: Path, run: str, fmt: str) -> RunRecords:
     if st.other_rank_blocks:
         builder.warn(f"{path}: {st.other_rank_blocks} metric blocks from other ranks ignored "
                      f"(kept rank {st.metric_source})")
-    meta = RunMeta(framework=fmt, train_iters=st.max_steps).merged(**st.meta, extra=st.extra)
+    meta = RunMeta(framework=fmt, train_iters=st.max_steps).merged(**st.meta, extra=st.extra,
+                                                                   **st.saves.fields())
     return builder.build(run, str(path), fmt, meta)
 
 

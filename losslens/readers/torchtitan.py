@@ -8,7 +8,10 @@ Tags keep the console names (`loss`, `grad_norm`, `tps`, `wps`, `tflops`, `mfu` 
 `memory` in GiB and `memory_pct`. `mfu: N/A` (quantised training) is no measurement and is left
 out. `validate step: N  loss: X ...` becomes torchtitan's own validation tag
 `validation_metrics/loss` (role val_loss). The logging timestamp is the wall time (read as UTC:
-the log does not say its zone). `Training starts at step N` is a run header.
+the log does not say its zone). `Training starts at step N` is a run header. Save lines
+(`Saving a full checkpoint at step N`; `Saving the checkpoint.` at the last step logged before
+it) give `metadata.checkpoints`; `Checkpoints will be loaded from and saved to DIR` names the
+folder.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from .checkpoints import SaveLines
 from .textutil import (Rows, fragments, head_text, parse_float, read_text, split_truncated,
                        strip_ansi, strip_prefix)
 
@@ -49,9 +53,12 @@ def read(path: Path, run: str) -> list[RunRecords]:
     b, pts = RecordsBuilder(), Rows()
     meta: dict[str, object] = {}
     extra: dict[str, str] = {}
+    saves, last = SaveLines(), None
     for lineno, frag in fragments(body):
         if "step:" in frag:
-            _metric(lineno, frag, pts, b)
+            last = _metric(lineno, frag, pts, b) or last
+        elif "heckpoint" in frag and saves.feed(lineno, frag, last):
+            pass
         elif "Training starts at step" in frag:
             b.header(lineno)
         elif "Loading the checkpoint from" in frag:
@@ -65,22 +72,24 @@ def read(path: Path, run: str) -> list[RunRecords]:
         extra["wall_time_zone"] = "log timestamps carry no zone; read as UTC"
     pts.into(b)
     return [b.build(run, str(path), FORMAT,
-                    RunMeta(framework="torchtitan", extra=extra, **meta))]
+                    RunMeta(framework="torchtitan", extra=extra, **meta).merged(**saves.fields()))]
 
 
-def _metric(lineno: int, frag: str, pts: Rows, b: RecordsBuilder) -> None:
+def _metric(lineno: int, frag: str, pts: Rows, b: RecordsBuilder) -> int | None:
+    """Parse a step line into `pts`; its step when it was a training step line."""
     m = _LOOKS.search(frag)
     if not m:
-        return
+        return None
     try:
         points = _fields(bool(m.group(1)), frag[m.end() - len("loss:"):])
     except ValueError:
         points = []
     if not points or len(m.group(2)) > 18:  # no fields, or digits spliced into the step
         b.skip(lineno, "torchtitan step line that does not parse", frag)
-        return
+        return None
     row = (lineno, int(m.group(2)), _wall(frag[:m.start()]), *(v for _, v in points))
     pts.group(tuple(t for t, _ in points), wall=True).append(row)
+    return None if m.group(1) else row[1]
 
 
 def _fields(validate: bool, rest: str) -> list[tuple[str, float]]:

@@ -1,4 +1,4 @@
-"""Replay (DESIGN §5): re-run the flagged batches through the user's model to confirm a diagnosis.
+"""Replay: re-run the flagged batches through the user's model to confirm a diagnosis.
 
     from losslens.replay import replay
     report = replay("my_plugin.py", "train.log")          # or an Analysis, or analysis.json
@@ -8,7 +8,8 @@
 The plug-in (see `plugin.py`) gives the model, optimizer, checkpoints, batches and per-sample
 loss. For each replayable event `probes.py` runs a preflight, a static scan, a dynamic replay
 and counterfactuals; `verdicts.py` turns the measurements into one of `bad_batch`,
-`batch_state_interaction`, `optimizer_state`, `numerics`, `not_reproducible`, `inconclusive`.
+`batch_state_interaction`, `optimizer_state`, `lr_schedule`, `numerics`, `not_reproducible`,
+`inconclusive` (docs/replay.md).
 
 torch is imported only when `replay()` runs (`pip install 'losslens[replay]'`). CPU works
 everywhere; `device="auto"` uses CUDA when present, with deterministic algorithms

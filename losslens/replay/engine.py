@@ -4,9 +4,14 @@ Replay's training step is the standard loop and must match the trainer's for the
 faithful: per-sample losses from `loss_fn` (under autocast when the plug-in declares the run's
 precision), their mean, backward, `clip_grad_norm_` to `grad_clip`, the learning rate from
 `lr_at(step)`, `optimizer.step()`, and — like fp16 loss scalers and Megatron — no update when
-the loss or the gradient is not finite. Trainers that do more (gradient accumulation over
-micro-batches, loss scaling with real overflow, schedulers with state) are matched only as far
-as the plug-in's functions express them.
+the loss or the gradient is not finite. Trainers that do more are matched as far as the plug-in's functions express
+them: `batch_loss(losses, batch)` for a loss that is not the mean of the per-sample losses (HF's
+token-weighted `num_items_in_batch`), `logged_rows(step, n)` for a log that prints only some rows'
+loss (nanoGPT's last micro-batch, rank 0), `lr_at(step)` for the schedule.
+
+Memory: no step keeps a copy of every parameter. The update RMS/lr is measured on a strided
+sample of at most SAMPLED coordinates per tensor, the preflight compares a bitwise checksum and
+the same sample, and the one snapshot per event (for fp32 and re-runs) lives in host memory.
 
 Everything here imports torch; nothing outside losslens/replay/ imports this module.
 """
@@ -31,6 +36,8 @@ ADAM_OUTLIER_FACTOR = 10.0
 ATTN_NAMES = ("attn_logits", "attn_scores", "attention_logits", "attention_scores")
 #: Batches kept in memory by `Session.batch`.
 BATCH_CACHE = 48
+#: Coordinates per parameter tensor sampled for the update RMS and the preflight comparison.
+SAMPLED = 4096
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,6 +94,9 @@ class StepRecord:
     loss: float
     grad_norm: float
     skipped: bool = False
+    lr: float | None = None  # the first param group's learning rate at this step
+    log_loss: float | None = None  # what the log prints for it (the logged rows' mean)
+    momentum_cosine: float | None = None
     update_rms_over_lr: float | None = None
     adam_outlier_share: float | None = None
     attn_logit_absmax: float | None = None
@@ -234,6 +244,21 @@ class Session:
         return torch.linalg.vector_norm(
             torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
 
+    def batch_loss(self, losses: torch.Tensor, batch: Any) -> torch.Tensor:
+        """The loss the trainer backpropagates: `batch_loss(losses, batch)` or the mean."""
+        if self.plugin.has("batch_loss"):
+            return self.plugin.call("batch_loss", losses, batch)
+        return losses.mean()
+
+    def log_loss(self, step: int, losses: torch.Tensor, loss: torch.Tensor) -> float:
+        """What the log prints for this step: the mean of `logged_rows(step, n)`, or the loss."""
+        if self.plugin.has("logged_rows"):
+            rows = list(self.plugin.call("logged_rows", step, int(losses.shape[0])))
+            if rows:
+                idx = torch.as_tensor(rows, dtype=torch.long, device=losses.device)
+                return float(losses.detach().float()[idx].mean())
+        return float(loss.detach())
+
     def train_step(self, step: int, batch_step: int | None = None, precision: bool = True,
                    update: bool = True) -> StepRecord:
         """Iteration `step` on batch `batch_step` (default: its own): measure, then update."""
@@ -244,14 +269,17 @@ class Session:
         self.model.train()
         with self.watch.on():
             losses = self.losses(batch, precision)
-        loss = losses.mean()
+        loss = self.batch_loss(losses, batch)
         loss.backward()
         gnorm = self.grad_norm()
         rec = StepRecord(step, batch_step, float(loss.detach()), float(gnorm), **self.watch.summary())
+        rec.lr = lrs[0] if lrs else None
+        rec.log_loss = self.log_loss(step, losses, loss)
         rec.skipped = not (math.isfinite(rec.loss) and math.isfinite(rec.grad_norm))
         if self.optimizer is not None and update and not rec.skipped:
             rec.adam_outlier_share = adam_outlier_share(self.optimizer)
-            before = [p.detach().clone() for p in self.params]
+            rec.momentum_cosine = momentum_cosine(self.optimizer)
+            before = [sample(p).clone() for p in self.params]
             self.optimizer.step()
             rec.update_rms_over_lr = update_rms_over_lr(self.optimizer, self.params, before, lrs)
         self.zero_grad()
@@ -271,8 +299,9 @@ class Session:
         with torch.random.fork_rng(devices=devices):
             self.model.train()
             for s in steps:
-                losses = self.losses(self.batch(s), precision)
-                loss = losses.mean()
+                b = self.batch(s)
+                losses = self.losses(b, precision)
+                loss = self.batch_loss(losses, b)
                 loss.backward()
                 norm = torch.linalg.vector_norm(torch.stack(
                     [torch.linalg.vector_norm(p.grad.detach().float())
@@ -287,23 +316,32 @@ class Session:
     # ---- snapshots (in memory, on the device)
 
     def snapshot(self) -> dict[str, Any]:
-        import copy
-
-        snap = {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+        """Model, optimizer and RNG state, copied to host memory (one per event)."""
+        snap = {"model": {k: v.detach().to("cpu", copy=True)
+                          for k, v in self.model.state_dict().items()},
                 "rng": torch.get_rng_state()}
         if self.device.type == "cuda":
             snap["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.optimizer is not None:
-            snap["optimizer"] = copy.deepcopy(self.optimizer.state_dict())
+            snap["optimizer"] = _to_host(self.optimizer.state_dict())
         return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
         self.model.load_state_dict(snap["model"])
         if self.optimizer is not None:
+            # load_state_dict copies (and casts to the parameters' device); the snapshot stays
             self.optimizer.load_state_dict(snap["optimizer"])
         torch.set_rng_state(snap["rng"])
         if "cuda_rng" in snap:
             torch.cuda.set_rng_state(snap["cuda_rng"], self.device)
+
+    def checksum(self) -> list[int]:
+        """A bitwise checksum per parameter (the integer sum of its bit patterns)."""
+        return checksum(self.params)
+
+    def digest(self, step: int) -> str:
+        """A hash of batch `step`'s tensors (to tell batches apart)."""
+        return batch_digest(self.batch(step))
 
     def close(self) -> None:
         self.watch.remove()
@@ -311,33 +349,121 @@ class Session:
 
 def adam_outlier_share(optimizer: torch.optim.Optimizer,
                        factor: float = ADAM_OUTLIER_FACTOR) -> float | None:
-    """Share of coordinates whose gradient is > factor × (sqrt(v̂) + eps), v̂ being Adam's
-    bias-corrected exp_avg_sq before this step; None for optimizers without it."""
+    """Share of coordinates whose gradient is > factor × (sqrt(v̂) + eps), v̂ being the second
+    moment before this step: Adam/AdamW's bias-corrected exp_avg_sq, or Adafactor's factored
+    row_var ⊗ col_var / mean(row_var) (or its `variance` for vectors). None for optimizers
+    without a second moment (SGD, Lion, Muon: see `momentum_cosine`)."""
     far, total = None, 0
     for group in optimizer.param_groups:
-        betas, eps = group.get("betas"), float(group.get("eps", 0.0))
+        betas, eps = group.get("betas"), group.get("eps", 0.0)
+        eps = float(eps[0] if isinstance(eps, (tuple, list)) else (eps or 0.0))
         for p in group["params"]:
             st = optimizer.state.get(p, {})
-            v, t = st.get("exp_avg_sq"), st.get("step")
-            if p.grad is None or v is None or betas is None or t is None or float(t) == 0:
+            t = st.get("step")
+            if p.grad is None or t is None or float(t) == 0:
                 continue
-            vhat = v / (1 - betas[1] ** float(t))
+            if st.get("exp_avg_sq") is not None and betas is not None:
+                vhat = st["exp_avg_sq"] / (1 - betas[1] ** float(t))
+            elif st.get("row_var") is not None and st.get("col_var") is not None:
+                row, col = st["row_var"], st["col_var"]
+                vhat = (row @ col) / row.mean(dim=-2, keepdim=True).clamp_min(1e-30)
+            elif st.get("variance") is not None:
+                vhat = st["variance"]
+            else:
+                continue
             n = (p.grad.detach().abs() > factor * (vhat.sqrt() + eps)).sum()
             far = n if far is None else far + n
             total += p.grad.numel()
     return None if far is None or not total else float(far) / total
 
 
+def sample(p: torch.Tensor, k: int = SAMPLED) -> torch.Tensor:
+    """At most k coordinates of `p`, strided over it (all of them for small tensors); a view."""
+    flat = p.detach().reshape(-1)
+    stride = max(1, flat.numel() // k)
+    return flat[::stride][:k]
+
+
 def update_rms_over_lr(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
                        before: list[torch.Tensor], lrs: list[float]) -> float | None:
     """RMS of the parameter update divided by the learning rate (≈ |m̂/√v̂| for Adam: about 1
-    when every coordinate moves a full step — the sign-like update of an instability)."""
+    when every coordinate moves a full step — the sign-like update of an instability), on the
+    coordinates `sample` picks (`before` holds the same sample taken before the step)."""
     group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
     total, n = 0.0, 0
     for p, b in zip(params, before):
         lr = lrs[group_of.get(id(p), 0)] if lrs else 0.0
         if lr <= 0:
             continue
-        total += float(((p.detach().float() - b.float()) ** 2).sum()) / lr ** 2
-        n += p.numel()
+        a = sample(p) if b.numel() != p.numel() else p.detach().reshape(-1)
+        total += float(((a.float() - b.reshape(-1).float()) ** 2).sum()) / lr ** 2
+        n += b.numel()
     return math.sqrt(total / n) if n else None
+
+
+def momentum_cosine(optimizer: torch.optim.Optimizer) -> float | None:
+    """Cosine between the gradient and the optimizer's momentum (Adam's exp_avg, Lion's, SGD's
+    and Muon's momentum_buffer) over all parameters, before this step: near -1 when the
+    gradient turns against the direction the optimizer has been moving in."""
+    dot = nm = ng = None
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state.get(p, {})
+            m = st.get("exp_avg", st.get("momentum_buffer"))
+            if p.grad is None or not isinstance(m, torch.Tensor) or m.shape != p.grad.shape:
+                continue
+            g, mf = p.grad.detach().float(), m.detach().float()
+            terms = ((g * mf).sum(), (mf * mf).sum(), (g * g).sum())
+            dot, nm, ng = terms if dot is None else (dot + terms[0], nm + terms[1], ng + terms[2])
+    if dot is None:
+        return None
+    denom = float(nm.sqrt() * ng.sqrt())
+    return float(dot) / denom if denom > 0 else None
+
+
+def checksum(params: list[torch.Tensor]) -> list[int]:
+    """The integer sum of each tensor's bit patterns: equal for bitwise-equal tensors."""
+    ints = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+    sums = []
+    for p in params:
+        d = p.detach()
+        sums.append(d.contiguous().view(ints[d.element_size()]).sum(dtype=torch.int64))
+    return torch.stack(sums).cpu().tolist() if sums else []
+
+
+def batch_digest(batch: Any) -> str:
+    """sha1 of a batch's tensors (shapes, dtypes, bytes) and other leaves (repr)."""
+    import hashlib
+
+    h = hashlib.sha1()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(repr(k).encode())
+                walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for y in x:
+                walk(y)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+    walk(batch)
+    return h.hexdigest()
+
+
+def _to_host(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_host(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_host(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_to_host(v) for v in obj)
+    return obj

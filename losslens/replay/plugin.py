@@ -1,4 +1,4 @@
-"""Load and validate a replay plug-in: the user's model, optimizer, checkpoints and data (DESIGN §5).
+"""Load and validate a replay plug-in: the user's model, optimizer, checkpoints and data.
 
 A plug-in is a Python module (a file path or an importable module name) with these names:
 
@@ -18,6 +18,15 @@ and, optionally, what replay's training step needs to match the trainer's:
     sample_ids(step) -> list                                 dataset ids of batch `step`'s rows
     select(batch, indices) -> batch                          rows of a batch (per-sample probes)
     attention_logit_modules(model) -> list[str]              modules whose output is attention logits
+    batch_loss(losses, batch) -> Tensor[]                    the loss backpropagated (default: mean)
+    logged_rows(step, n) -> list[int]                        rows whose loss the log prints
+                                                             (nanoGPT: the last micro-batch)
+    log_loss = "mean" | "step"                               how the log reduces its interval
+    lr_log_offset = 0 | 1                                    logged LR at s is iteration s+offset's
+
+A module may instead export `plugin = <object with those attributes>` — what the adapters of
+`losslens.replay.adapters` build from a run folder (HF Trainer, nanoGPT, plain PyTorch).
+docs/replay.md documents all of it.
 
 Steps are the trainer's own iteration numbers: checkpoint N holds the state after N iterations,
 and `get_batch(N + 1)` is the first batch trained on after restarting from it. Loading a
@@ -52,6 +61,8 @@ OPTIONAL_CALLS = {
     "sample_ids": ("sample_ids(step)", 1),
     "select": ("select(batch, indices)", 2),
     "attention_logit_modules": ("attention_logit_modules(model)", 1),
+    "batch_loss": ("batch_loss(losses, batch)", 2),
+    "logged_rows": ("logged_rows(step, n)", 2),
 }
 
 
@@ -64,7 +75,7 @@ class Plugin:
     """A validated plug-in; `call` wraps its functions so failures become one-line errors."""
 
     name: str
-    module: ModuleType
+    module: Any  # the module, or the adapter object it exports as `plugin`
 
     def has(self, attr: str) -> bool:
         return getattr(self.module, attr, None) is not None
@@ -104,6 +115,10 @@ def _one_line(exc: BaseException) -> str:
 def load_plugin(spec: str) -> Plugin:
     """Import `spec` (a .py path, or a module name) and check it has what replay needs."""
     module = _import(spec)
+    target = getattr(module, "plugin", None)
+    if target is not None and not isinstance(target, ModuleType) and hasattr(target,
+                                                                              "build_model"):
+        module = target  # an adapter object the module built
     validate(module, spec)
     return Plugin(spec, module)
 
@@ -144,12 +159,12 @@ def _import(spec: str) -> ModuleType:
                           f"{_one_line(exc)}") from exc
 
 
-def validate(module: ModuleType, spec: str) -> None:
+def validate(module: Any, spec: str) -> None:
     """One-line PluginError naming every missing or ill-shaped function."""
     missing = [shape for attr, (shape, _) in REQUIRED.items()
                if not callable(getattr(module, attr, None))]
     if missing:
-        raise PluginError(f"plugin {spec}: missing {', '.join(missing)} (DESIGN §5)")
+        raise PluginError(f"plugin {spec}: missing {', '.join(missing)} (see docs/replay.md)")
     bad = []
     for table in (REQUIRED, OPTIONAL_CALLS):
         for attr, (shape, nargs) in table.items():

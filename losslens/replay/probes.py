@@ -1,18 +1,20 @@
-"""The probes of one flagged event (DESIGN §5), run in order on a `Session`.
+"""The probes of one flagged event, run in order on a `Session` (docs/replay.md).
 
-0. Preflight — the first iteration after the checkpoint, twice: bitwise equal, or the measured
-   difference becomes the tolerance.
-1. Static scan at the checkpoint's weights, no updates: per-sample and per-batch loss and
-   gradient norm of the flagged batches against neighbouring batches (robust z-scores); the
-   samples to look at are the flagged rows with the highest z.
-2. Dynamic replay from the checkpoint through the event: loss, grad norm, Adam update RMS/lr,
-   share of coordinates with |g| far above sqrt(v), attention-logit and activation abs-max.
-   The event "shows" when the flagged steps stand out from the level — the same quantity on
-   neighbouring batches (the iterations right after the event: unseen in every run) evaluated
-   at the state just before the first flagged step.
-3. Counterfactuals, when the event shows: other batches in place of the flagged ones; the same
-   batch sequence from an earlier checkpoint (PaLM's ablation); the flagged steps in fp32
-   from the pre-event state against the run's precision.
+0. Preflight — the first iteration after the checkpoint, twice: loading the checkpoint again
+   must give back the same weights (a `strict=False` load that matched nothing does not), and
+   the two runs are bitwise equal or their difference (loss, parameter update) is the tolerance.
+1. Dynamic replay from the checkpoint through the event: loss, LR, grad norm, the optimizer's
+   update RMS/lr, share of coordinates with |g| far above sqrt(v), momentum/gradient cosine,
+   attention-logit and activation abs-max. It is checked against the log at every printed step
+   the way the log computed it (`logcheck`), and the event "shows" when the flagged steps stand
+   out from the level — the same run's values just before the event.
+2. Static scan at the checkpoint's weights, no updates: per-sample and per-batch loss and
+   gradient norm of every flagged batch against neighbouring batches (robust z-scores); the
+   samples to look at are the flagged rows with the highest loss z.
+3. Counterfactuals, when the event reproduces: the flagged steps re-run from the same state
+   (transient or persistent); other batches — checked to differ — in place of the flagged ones;
+   the same batches from several earlier checkpoints (PaLM's ablation); the flagged steps in
+   fp32 from the pre-event state against the run's precision.
 
 Steps: checkpoint c is the state after c iterations; iteration s trains on `get_batch(s)`; the
 logged loss of iteration s is measured before its update — as replay measures it.
@@ -27,15 +29,18 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..events import Event
-from . import stats
-from .engine import Session, StepRecord
+from . import logcheck, stats
+from .engine import Session, StepRecord, sample
 from .persample import per_sample
 from .plugin import PluginError
 from .targets import Target, flagged_range
-from .verdicts import LOG_MATCH_REL, Facts, check_spike, decide
+from .verdicts import Facts, check_spike, decide
 
 #: (event id, stage, done, total)
 Progress = Callable[[str, str, int, int], None]
+#: An earlier checkpoint whose logged loss is this many times the pre-event level is not a
+#: trained state comparable to the event's (PaLM's ablation needs one): it is not tried.
+ABLATION_MAX_LEVEL = 1.5
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class Options:
     neighbours: int = 8
     top_samples: int = 8
     counterfactuals: bool = True
+    ablations: int = 3  # earlier checkpoints tried (nearest, then twice as far, ...)
+    reruns: int = 2  # re-runs of the flagged steps from the same state
 
 
 @dataclass
@@ -61,11 +68,13 @@ class EventResult:
     samples: list[dict[str, Any]] = field(default_factory=list)
     measurements: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    cause: str | None = None
+    contributing: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": self.event.to_dict(), "verdict": self.verdict,
-                "evidence": self.evidence, "checkpoint": self.checkpoint,
-                "earlier_checkpoint": self.earlier_checkpoint,
+        return {"event": self.event.to_dict(), "verdict": self.verdict, "cause": self.cause,
+                "evidence": self.evidence, "contributing": self.contributing,
+                "checkpoint": self.checkpoint, "earlier_checkpoint": self.earlier_checkpoint,
                 "flagged_steps": list(self.flagged),
                 "replayed_steps": list(self.replayed) if self.replayed else None,
                 "samples": self.samples, "measurements": self.measurements,
@@ -79,10 +88,18 @@ class RunOut:
     scale: float = math.nan
     snapshot: dict[str, Any] | None = None
     preflight: dict[str, Any] | None = None
+    fallback_level: tuple[float, float] | None = None  # neighbours at the pre-event state
 
 
 def _noop(*_a: Any) -> None:
     return None
+
+
+def _interval(steps: Sequence[int]) -> int | None:
+    if len(steps) < 3:
+        return None
+    diffs = sorted(b - a for a, b in zip(steps, steps[1:]))
+    return diffs[len(diffs) // 2]
 
 
 class EventProbe:
@@ -92,44 +109,111 @@ class EventProbe:
                  opts: Options, progress: Progress | None = None) -> None:
         self.s, self.t, self.o = session, target, opts
         self.ev = target.event
-        self.first, self.last = flagged_range(self.ev, opts.max_flagged)
+        logged_steps = sorted(target.logged) if target.logged else None
+        self.first, self.last = flagged_range(self.ev, opts.max_flagged, logged_steps)
         # fp16 overflows show in the gradient; non-finite events in either
         self.metric = ("grad_norm" if target.role == "grad_norm" or self.ev.kind == "overflow"
                        else "loss")
         self.nonfinite_event = self.ev.kind in ("nonfinite", "overflow")
-        before = [c for c in checkpoints if c <= self.first - 1]
+        self.checkpoints = sorted(checkpoints)
+        before = [c for c in self.checkpoints if c <= self.first - 1]
         self.ckpt = max(before) if before else None
-        earlier = [c for c in checkpoints if self.ckpt is not None and c < self.ckpt]
-        self.earlier = max(earlier) if earlier else None
+        self.earlier = self._ablation_checkpoints()
+        loss_steps = sorted(target.logged_loss) if target.logged_loss else []
+        self.spec = logcheck.spec_for(target.log_format, session.plugin.value("log_loss"),
+                                      session.plugin.value("lr_log_offset"),
+                                      target.log_interval or _interval(loss_steps))
         self.progress = progress or _noop
         self.timings: dict[str, float] = {}
         self.m: dict[str, Any] = {}
+        if logged_steps and self.first < self.ev.start_step:
+            self.m["flagged_widened"] = {
+                "from": [self.ev.start_step, self.last], "to": [self.first, self.last],
+                "why": "the log prints every "
+                       f"{_interval(logged_steps) or '?'} steps: the batch behind the value "
+                       "printed at the onset may be any since the previous printed step"}
+
+    def _ablation_checkpoints(self) -> list[int]:
+        """Earlier checkpoints for PaLM's ablation: the nearest, then about twice as far back
+        each time, and the oldest; not the initialisation (step 0) and not states whose logged loss is far above
+        the pre-event level (not trained comparably)."""
+        if self.ckpt is None or self.o.ablations <= 0:
+            return []
+        cands = [c for c in self.checkpoints if 0 < c < self.ckpt]
+        level = self._logged_level_before(self.first)
+        self.skipped_ablations: list[int] = []
+        ok = []
+        for c in cands:
+            lc = self._logged_level_before(c + 1)
+            if level and lc and math.isfinite(lc) and lc > ABLATION_MAX_LEVEL * level > 0:
+                self.skipped_ablations.append(c)
+            else:
+                ok.append(c)
+        if not ok:
+            return []
+        out = [ok[-1]]
+        dist = self.ckpt - ok[-1]
+        while len(out) < self.o.ablations - 1:
+            dist *= 2
+            older = [c for c in ok if c <= self.ckpt - dist and c < out[-1]]
+            if not older:
+                break
+            out.append(older[-1])
+        if ok[0] < out[-1] and len(out) < self.o.ablations:
+            out.append(ok[0])  # the oldest comparable state: the most different one
+        return out
+
+    def _logged_level_before(self, step: int, k: int = 8) -> float | None:
+        logged = self.t.logged_loss
+        if not logged:
+            return None
+        vals = [logged[s] for s in sorted(logged) if s < step][-k:]
+        lv = stats.median_or_nan(vals)
+        return None if math.isnan(lv) else lv
 
     # ---- driver
 
     def run(self) -> EventResult:
         facts = Facts(checkpoint=self.ckpt)
+        facts.has_lr_at = self.s.plugin.has("lr_at")
         if self.ckpt is None:
             facts.notes.append(f"no checkpoint before step {self.first}: nothing to replay from")
-            return self._result(facts, [], None)
+            return self._result(facts, [])
         if self.last - self.ckpt > self.o.max_steps:
             facts.checkpoint = None
             facts.notes.append(f"the latest checkpoint before the event ({self.ckpt}) is "
                                f"{self.last - self.ckpt} steps before its end; raise "
                                f"--max-steps (now {self.o.max_steps}) to replay that far")
-            return self._result(facts, [], None)
+            return self._result(facts, [])
         if self.s.optimizer is None:
             facts.notes.append("the plug-in has no build_optimizer: the steps are evaluated at "
                                "the checkpoint's weights without updates")
+        self._log_notes(facts)
         self.neighbours = self._neighbours()
         main = self._timed("replay", self._replay)
         self._facts_from_replay(facts, main)
-        static_samples = self._timed("static", self._static, facts)
-        if facts.replay is not None and facts.replay.shows and self.o.counterfactuals:
+        if facts.load_ok is False:
+            return self._result(facts, [])
+        samples = self._timed("static", self._static, facts)
+        reproduced = facts.event_log_match or (facts.replay is not None and facts.replay.shows)
+        if reproduced and self.o.counterfactuals:
             self._counterfactuals(facts, main)
         self.m["cost"] = self._cost(main)
-        verdict_args = decide(facts)
-        return self._result(facts, static_samples, verdict_args)
+        return self._result(facts, samples)
+
+    def _log_notes(self, facts: Facts) -> None:
+        logged = self.t.logged
+        where = logcheck.span(self.ev.start_step, self.ev.peak_step or self.ev.start_step)
+        if logged:
+            vals = [logged[s] for s in range(self.ev.start_step, self.last + 1) if s in logged]
+            fin = [v for v in vals if math.isfinite(v)]
+            what = self.ev.tag
+            facts.notes.append(f"log: {self.ev.kind} of {what} at {where}, logged peak "
+                               f"{max(fin):.4g}" if fin else
+                               f"log: non-finite {what} at {where}")
+        if "flagged_widened" in self.m:
+            facts.notes.append(f"flagged batches widened to {logcheck.span(self.first, self.last)}"
+                               f": {self.m['flagged_widened']['why']}")
 
     def _timed(self, name: str, fn: Callable, *args: Any) -> Any:
         t0 = time.perf_counter()
@@ -138,11 +222,14 @@ class EventProbe:
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
-    def _result(self, facts: Facts, samples: list, decided: tuple | None) -> EventResult:
-        verdict, evidence = decided if decided else decide(facts)
+    def _result(self, facts: Facts, samples: list) -> EventResult:
+        d = decide(facts)
         replayed = (self.ckpt + 1, self.last) if self.m.get("replay") else None
-        return EventResult(self.ev, verdict, evidence, facts.checkpoint, self.earlier,
-                           (self.first, self.last), replayed, samples, self.m, self.timings)
+        earliest = facts.ablations[0][0] if facts.ablations else (
+            self.earlier[0] if self.earlier else None)
+        return EventResult(self.ev, d.verdict, d.evidence, facts.checkpoint, earliest,
+                           (self.first, self.last), replayed, samples, self.m, self.timings,
+                           d.cause, d.contributing)
 
     def _cost(self, main: RunOut, repeats: int = 3) -> dict[str, Any]:
         """Replay's cost against a plain forward+backward of the first flagged batch (the
@@ -176,44 +263,114 @@ class EventProbe:
             lo = max(1, self.ckpt - k + 1)
             return list(range(lo, self.ckpt + 1))
 
-    def _substitutes(self, n: int) -> list[int]:
+    def _substitutes(self, n: int, avoid: set[str]) -> list[int]:
+        """n batches after the neighbours whose contents differ from the flagged ones (up to
+        3n looked at); the neighbours, reused, when the data ends."""
         k = self.o.neighbours
-        steps = list(range(self.last + 1 + k, self.last + 1 + k + n))
+        out: list[int] = []
+        step = self.last + 1 + k
         try:
-            for s in steps:
-                self.s.batch(s)
-            return steps
+            while len(out) < n and step < self.last + 1 + k + 3 * n:
+                if self.s.digest(step) not in avoid:
+                    out.append(step)
+                step += 1
         except PluginError:
-            return [self.neighbours[i % len(self.neighbours)] for i in range(n)]
+            pass
+        if len(out) < n:  # too few different batches: reuse the neighbours (checked by the caller)
+            pool = out or list(self.neighbours)
+            out = out + [pool[i % len(pool)] for i in range(n - len(out))]
+        return out
 
     # ---- runs
 
     def _sequence(self, ckpt: int, plan: list[tuple[int, int]], stage: str,
                   precision: bool = True, preflight: bool = False,
                   snapshot: bool = False) -> RunOut:
-        """Load `ckpt`, train on `plan` [(iteration, batch step)], measuring each step; the
-        level is evaluated on the neighbours just before iteration `first`."""
+        """Load `ckpt`, train on `plan` [(iteration, batch step)], measuring each step."""
         s = self.s
         s.load(ckpt)
         out = RunOut([])
         if preflight:
-            a = s.train_step(*plan[0], precision=precision)
-            after = [p.detach().clone() for p in s.params]
-            s.load(ckpt)
+            out.preflight = self._preflight(ckpt, plan[0], precision)
+            if out.preflight.get("load_ok") is False:
+                return out
+        few_before = sum(1 for st, _ in plan if st < self.first) < 3
         for i, (step, bstep) in enumerate(plan):
             if step == self.first:
-                out.level, out.scale = self._level(precision)
+                if few_before:
+                    out.fallback_level = self._neighbour_level(precision)
                 out.snapshot = s.snapshot() if snapshot else None
             out.records.append(s.train_step(step, bstep, precision=precision))
             if preflight and i == 0:
-                out.preflight = _compare(a, out.records[0], after, s.params)
+                self._compare_second(out.preflight, out.records[0])
             self.progress(self.ev.id, stage, i + 1, len(plan))
         return out
 
-    def _level(self, precision: bool) -> tuple[float, float]:
+    def _preflight(self, ckpt: int, first: tuple[int, int], precision: bool) -> dict[str, Any]:
+        """Run the first step once, then reload the checkpoint: it must restore the weights."""
+        s = self.s
+        c0 = s.checksum()
+        s0 = [sample(p).clone() for p in s.params]
+        a = s.train_step(*first, precision=precision)
+        ca = s.checksum()
+        sa = [sample(p).clone() for p in s.params]
+        s.load(ckpt)
+        c1 = s.checksum()
+        pf: dict[str, Any] = {"step": first[0], "_a": a, "_ca": ca, "_sa": sa, "_s0": s0}
+        if ca != c0 and c1 != c0:
+            changed = sum(1 for x, y in zip(c0, c1) if x != y)
+            kept = sum(1 for x, y in zip(ca, c1) if x == y)
+            pf["load_ok"] = False
+            pf["load_note"] = (
+                f"load_checkpoint({ckpt}) did not restore the weights: after one training step, "
+                f"loading it again leaves {kept} of {len(c1)} parameter tensors as trained "
+                f"({changed} differ from the first load) — a load_state_dict(strict=False) that "
+                "matched no key? replay cannot judge without the checkpoint's weights")
+        else:
+            pf["load_ok"] = True if ca != c0 else None
+        return pf
+
+    def _compare_second(self, pf: dict[str, Any], b: StepRecord) -> None:
+        a, ca, sa, s0 = pf.pop("_a"), pf.pop("_ca"), pf.pop("_sa"), pf.pop("_s0")
+        sb = [sample(p) for p in self.s.params]
+        same = ca == self.s.checksum()
+        num = math.sqrt(sum(float(((x.float() - y.float()) ** 2).sum()) for x, y in zip(sa, sb)))
+        den = math.sqrt(sum(float(((x.float() - y.float()) ** 2).sum()) for x, y in zip(sa, s0)))
+        if math.isfinite(a.loss) and math.isfinite(b.loss):
+            rel = abs(a.loss - b.loss) / max(abs(a.loss), 1e-12)
+        else:
+            rel = 0.0 if (math.isnan(a.loss) and math.isnan(b.loss)) or a.loss == b.loss \
+                else math.inf
+        pf.update({"bitwise": same and (a.loss == b.loss or (math.isnan(a.loss)
+                                                             and math.isnan(b.loss))),
+                   "loss_rel_diff": rel,
+                   "param_rel_diff": (num / den if den > 0 else (0.0 if num == 0 else math.inf)),
+                   "losses": [a.loss, b.loss]})
+
+    def _neighbour_level(self, precision: bool) -> tuple[float, float]:
         pairs = self.s.evaluate(self.neighbours, precision)
         vals = [p[1] if self.metric == "grad_norm" else p[0] for p in pairs]
         return stats.level_and_scale(vals)
+
+    def _level(self, out: RunOut, use_log: bool) -> tuple[float, float, str]:
+        """The event's level: this run's values just before the event (up to `neighbours`
+        of them), topped up with the log's when the replay has fewer than 3; else the
+        neighbouring batches evaluated at the pre-event state."""
+        k = self.o.neighbours
+        pre = [getattr(r, self.metric) for r in out.records if r.step < self.first][-k:]
+        pre = [v for v in pre if math.isfinite(v)]
+        how = "the replayed steps before the event"
+        src = self.t.logged if self.metric == "grad_norm" else self.t.logged_loss
+        if len(pre) < 3 and use_log and src:
+            before = [src[s] for s in sorted(src) if s < self.first][-(k - len(pre)):]
+            pre = [v for v in before if math.isfinite(v)] + pre
+            how = "the logged and replayed steps before the event"
+        if len(pre) >= 3:
+            lv, sc = stats.level_and_scale(pre)
+            return lv, sc, how
+        if out.fallback_level is not None:
+            return (*out.fallback_level, "neighbouring batches at the pre-event state")
+        return math.nan, math.nan, "none"
 
     def _values(self, records: list[StepRecord]) -> list[float]:
         flagged = [r for r in records if self.first <= r.step <= self.last]
@@ -222,55 +379,76 @@ class EventProbe:
             out += [r.loss for r in flagged] + [r.grad_norm for r in flagged]
         return out
 
+    def _check(self, out: RunOut, use_log: bool, noise: float = 0.0):
+        level, scale, how = self._level(out, use_log)
+        if math.isfinite(scale):
+            scale = max(scale, noise * abs(level))
+        mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
+        return check_spike(self._values(out.records), level, scale, mag,
+                           nonfinite_event=self.nonfinite_event), level, scale, how
+
     def _replay(self) -> RunOut:
         plan = [(i, i) for i in range(self.ckpt + 1, self.last + 1)]
         return self._sequence(self.ckpt, plan, "replay", preflight=True,
-                              snapshot=self.s.dtype is not None and self.o.counterfactuals)
+                              snapshot=self.o.counterfactuals)
 
     def _facts_from_replay(self, facts: Facts, main: RunOut) -> None:
         pf = main.preflight or {}
-        facts.preflight_noise, facts.preflight_bitwise = pf.get("loss_rel_diff"), pf.get("bitwise")
-        noise = facts.preflight_noise or 0.0
-        scale = max(main.scale, noise * abs(main.level)) if math.isfinite(main.scale) else main.scale
-        mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
-        facts.replay = check_spike(self._values(main.records), main.level, scale, mag,
-                                   nonfinite_event=self.nonfinite_event)
-        self._log_match(facts, main.records, noise)
-        self._adam(facts, main.records)
-        first_bad = next((r.first_nonfinite_module for r in main.records
-                          if r.first_nonfinite_module), None)
-        facts.first_nonfinite_module = first_bad
         self.m["preflight"] = pf
+        facts.load_ok = pf.get("load_ok")
+        if facts.load_ok is False:
+            facts.load_note = pf.get("load_note")
+            return
+        facts.preflight_noise, facts.preflight_bitwise = pf.get("loss_rel_diff"), pf.get("bitwise")
+        facts.param_noise = pf.get("param_rel_diff")
+        noise = max(facts.preflight_noise or 0.0, facts.param_noise or 0.0)
+        facts.replay, level, scale, how = self._check(main, True, noise)
+        self._log_match(facts, main.records, noise)
+        self._lr(facts, main.records)
+        self._optimizer(facts, main.records)
+        facts.first_nonfinite_module = next((r.first_nonfinite_module for r in main.records
+                                             if r.first_nonfinite_module), None)
         if self.t.restart_hint is not None:
             self.m["skip_plan_restart_from_step"] = self.t.restart_hint
-        self.m["level"] = {"metric": self.metric, "value": main.level, "scale": scale,
+        self.m["level"] = {"metric": self.metric, "value": level, "scale": scale, "from": how,
                            "neighbour_steps": self.neighbours}
         self.m["replay"] = {"check": facts.replay.to_dict(),
                             "steps": [r.to_dict() for r in main.records]}
-        self._main = main
+        self._main_level = (level, scale)
 
     def _log_match(self, facts: Facts, records: list[StepRecord], noise: float) -> None:
         logged = self.t.logged_loss
+        facts.log_reduction = self.spec.describe()
         if not logged:
+            facts.log_missing = ("no logged loss to check the replay against (give the log, "
+                                 "not only an analysis document)")
             return
-        pre = [r for r in records if r.step < self.first]
-        pairs = [(r.loss, logged[r.step]) for r in pre if r.step in logged]
-        peak_logged = [logged[s] for s in range(self.first, self.last + 1) if s in logged]
-        if peak_logged:
-            finite = [v for v in peak_logged if math.isfinite(v)]
-            where = (f"step {self.first}" if self.first == self.last
-                     else f"steps {self.first}–{self.last}")
-            facts.notes.append(f"log: {self.ev.kind} at {where}, logged peak {max(finite):.4g}"
-                               if finite else f"log: non-finite loss at {where}")
-        if not pre or len(pairs) < len(pre):
-            return  # the log does not have every step (log interval > 1): no exact check
-        worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in pairs)
-        facts.log_mismatch = worst
-        facts.log_match = worst <= LOG_MATCH_REL + 10 * noise
-        self.m["log"] = {"compared_steps": len(pairs), "max_rel_diff": worst,
-                         "match": facts.log_match}
+        replayed = {r.step: r.log_loss if r.log_loss is not None else r.loss for r in records}
+        lc = logcheck.compare(logged, replayed, self.spec, self.ckpt, self.first, self.last, noise)
+        facts.log_match, facts.log_mismatch = lc.pre_match, lc.pre_worst
+        facts.log_compared = sum(1 for p in lc.pre if p.rel is not None)
+        facts.log_missing = lc.missing
+        facts.event_log_match = lc.event_match
+        ev_pts = [p for p in lc.event if p.replayed is not None]
+        if ev_pts:
+            top = max(ev_pts, key=lambda p: p.logged if math.isfinite(p.logged) else math.inf)
+            facts.event_logged, facts.event_replayed = top.logged, top.replayed
+        self.m["log"] = {**lc.to_dict(), "compared_steps": facts.log_compared,
+                         "max_rel_diff": lc.pre_worst, "match": lc.pre_match}
 
-    def _adam(self, facts: Facts, records: list[StepRecord]) -> None:
+    def _lr(self, facts: Facts, records: list[StepRecord]) -> None:
+        replay_lr = {r.step: r.lr for r in records if r.lr is not None}
+        lrc = logcheck.compare_lr(self.t.logged_lr, replay_lr, self.spec.lr_offset,
+                                  self.ckpt + 1, self.last)
+        if lrc is None:
+            return
+        facts.lr_match = lrc.match
+        facts.lr_mismatch_steps = logcheck.ranges(lrc.mismatched) if lrc.mismatched else None
+        if lrc.jumps:
+            facts.lr_jump = max(lrc.jumps, key=lambda j: abs(math.log(j[1])))
+        self.m["lr"] = lrc.to_dict()
+
+    def _optimizer(self, facts: Facts, records: list[StepRecord]) -> None:
         lo = self.first - 2
         pre = [r for r in records if r.step < lo]
         near = [r for r in records if lo <= r.step <= self.last]
@@ -285,9 +463,11 @@ class EventProbe:
             return peak / max(base, floor), peak
         facts.adam_update_jump, _ = jump("update_rms_over_lr", 1e-12)
         facts.adam_share_jump, facts.adam_share_peak = jump("adam_outlier_share", 1e-6)
+        cos = [r.momentum_cosine for r in near if r.momentum_cosine is not None]
         self.m["adam"] = {"update_rms_over_lr_jump": facts.adam_update_jump,
                           "outlier_share_jump": facts.adam_share_jump,
-                          "outlier_share_peak": facts.adam_share_peak}
+                          "outlier_share_peak": facts.adam_share_peak,
+                          "momentum_cosine_min": min(cos) if cos else None}
 
     # ---- static scan
 
@@ -320,6 +500,9 @@ class EventProbe:
         return samples
 
     def _samples(self, per: dict, flagged: list[int], ref: list[int]) -> list[dict[str, Any]]:
+        """The flagged rows ranked by loss z (a row the model finds surprising); the gradient
+        z is reported beside it, not ranked on (a clean row of a large-gradient batch is no
+        sample to look at)."""
         ref_l = [v for x in ref for v in per[x].losses]
         have_g = all(per[x].grad_norms is not None for x in flagged + ref)
         ref_g = [v for x in ref for v in per[x].grad_norms] if have_g else []
@@ -329,7 +512,7 @@ class EventProbe:
             zg = stats.robust_z(per[x].grad_norms, ref_g) if have_g else [math.nan] * len(zl)
             ids = self._sample_ids(x, len(zl))
             for i, (a, b) in enumerate(zip(zl, zg)):
-                z = max(v for v in (float(a), float(b), -math.inf) if not math.isnan(v))
+                z = float(a) if not math.isnan(float(a)) else -math.inf
                 rows.append({"step": x, "index": i, "sample_id": ids[i],
                              "loss": per[x].losses[i],
                              "grad_norm": per[x].grad_norms[i] if have_g else None,
@@ -348,58 +531,82 @@ class EventProbe:
 
     def _counterfactuals(self, facts: Facts, main: RunOut) -> None:
         cf: dict[str, Any] = {}
-        mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
         nf = self.nonfinite_event
+        level, scale = self._main_level
+        mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
+        if main.snapshot is not None and self.o.reruns > 0:
+            cf["reruns"] = self._timed("reruns", self._reruns, facts, main)
         if self.s.dtype is not None and main.snapshot is not None:
-            out = self._timed("fp32", self._fp32, main.snapshot)
-            facts.fp32 = check_spike(self._values(out.records), main.level, main.scale, mag, nf)
+            out = self._timed("fp32", self._from_snapshot, main.snapshot, False, "fp32")
+            facts.fp32 = check_spike(self._values(out.records), level, scale, mag, nf)
             facts.run_dtype = str(self.s.dtype).replace("torch.", "")
             cf["fp32"] = {"check": facts.fp32.to_dict(), "run_dtype": facts.run_dtype,
                           "steps": [r.to_dict() for r in out.records]}
-        subs = self._substitutes(self.last - self.first + 1)
-        plan = [(i, i if i < self.first else subs[i - self.first])
-                for i in range(self.ckpt + 1, self.last + 1)]
-        out = self._timed("substitute", self._sequence, self.ckpt, plan, "other batches")
-        facts.substitute = check_spike(self._values(out.records), out.level, out.scale, mag, nf)
-        cf["substitute"] = {"batches": subs, "check": facts.substitute.to_dict(),
-                            "steps": [r.to_dict() for r in out.records if r.step >= self.first]}
-        if self.earlier is not None:
+        flagged = list(range(self.first, self.last + 1))
+        digests = {x: self.s.digest(x) for x in flagged}
+        pre = {x: self.s.digest(x) for x in range(self.ckpt + 1, self.first)}
+        subs = self._substitutes(len(flagged), set(digests.values()))
+        same = all(self.s.digest(b) == digests[x] for x, b in zip(flagged, subs))
+        facts.substitute_same = same
+        if set(digests.values()) <= set(pre.values()) and pre:
+            seen = [x for x, d in pre.items() if d in set(digests.values())]
+            facts.flagged_seen_before = logcheck.span(min(seen), max(seen)) if len(seen) > 1 \
+                else f"step {seen[0]}"
+        if same:
+            cf["substitute"] = {"batches": subs, "identical_to_flagged": True}
+        else:
+            plan = [(i, i if i < self.first else subs[i - self.first])
+                    for i in range(self.ckpt + 1, self.last + 1)]
+            out = self._timed("substitute", self._sequence, self.ckpt, plan, "other batches")
+            facts.substitute, *_ = self._check(out, True)
+            cf["substitute"] = {"batches": subs, "identical_to_flagged": False,
+                                "check": facts.substitute.to_dict(),
+                                "steps": [r.to_dict() for r in out.records if r.step >= self.first]}
+        if self.earlier:
+            cf["earlier"] = []
+        for c in self.earlier:
             plan = [(i, i) for i in range(self.ckpt + 1, self.last + 1)]
-            out = self._timed("earlier", self._sequence, self.earlier, plan, "earlier checkpoint")
-            facts.earlier = check_spike(self._values(out.records), out.level, out.scale, mag, nf)
-            facts.earlier_checkpoint = self.earlier
-            cf["earlier"] = {"checkpoint": self.earlier, "check": facts.earlier.to_dict(),
-                             "steps": [r.to_dict() for r in out.records if r.step >= self.first]}
+            out = self._timed("earlier", self._sequence, c, plan, f"from checkpoint {c}")
+            chk, lv, _, how = self._check(out, False)
+            facts.ablations.append((c, chk))
+            cf["earlier"].append({"checkpoint": c, "check": chk.to_dict(), "level_from": how,
+                                  "steps": [r.to_dict() for r in out.records
+                                            if r.step >= self.first]})
+        if getattr(self, "skipped_ablations", None):
+            cf["earlier_not_tried"] = {
+                "checkpoints": self.skipped_ablations,
+                "why": f"their logged loss is over {ABLATION_MAX_LEVEL}× the pre-event level"}
         self.m["counterfactuals"] = cf
 
-    def _fp32(self, snap: dict[str, Any]) -> RunOut:
+    def _from_snapshot(self, snap: dict[str, Any], precision: bool, stage: str) -> RunOut:
         self.s.restore(snap)
         out = RunOut([])
+        n = self.last - self.first + 1
         for i, step in enumerate(range(self.first, self.last + 1)):
-            out.records.append(self.s.train_step(step, precision=False))
-            self.progress(self.ev.id, "fp32", i + 1, self.last - self.first + 1)
+            out.records.append(self.s.train_step(step, precision=precision))
+            self.progress(self.ev.id, stage, i + 1, n)
         return out
+
+    def _reruns(self, facts: Facts, main: RunOut) -> dict[str, Any]:
+        """The flagged steps again from the pre-event state, `reruns` times: a persistent
+        event comes back every time (and bitwise equal on a deterministic setup)."""
+        level, scale = self._main_level
+        mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
+        ref = [r.loss for r in main.records if r.step >= self.first]
+        shows, equal = 0, 0
+        for _ in range(self.o.reruns):
+            out = self._from_snapshot(main.snapshot, True, "re-run")
+            chk = check_spike(self._values(out.records), level, scale, mag, self.nonfinite_event)
+            shows += chk.shows is not False
+            equal += [r.loss for r in out.records] == ref
+        n = self.o.reruns
+        facts.reruns = (shows, n)
+        return {"runs": n, "show_event": shows, "bitwise_equal_losses": equal}
 
 
 def _max(values: Any) -> float | None:
     fin = [float(v) for v in values if not math.isnan(float(v))]
     return max(fin) if fin else None
-
-
-def _compare(a: StepRecord, b: StepRecord, after: list[torch.Tensor],
-             params: list[torch.Tensor]) -> dict[str, Any]:
-    """Two runs of the same iteration: bitwise equal, or by how much they differ."""
-    same = all(torch.equal(x, p.detach()) for x, p in zip(after, params))
-    diff = max((float((x.float() - p.detach().float()).abs().max()) for x, p in
-                zip(after, params) if x.numel()), default=0.0)
-    if math.isfinite(a.loss) and math.isfinite(b.loss):
-        rel = abs(a.loss - b.loss) / max(abs(a.loss), 1e-12)
-    else:
-        rel = 0.0 if (math.isnan(a.loss) and math.isnan(b.loss)) or a.loss == b.loss else math.inf
-    bitwise = same and (a.loss == b.loss or (math.isnan(a.loss) and math.isnan(b.loss)))
-    return {"step": a.step, "bitwise": bitwise, "loss_rel_diff": rel,
-            "param_max_abs_diff": diff if math.isfinite(diff) else None,
-            "losses": [a.loss, b.loss]}
 
 
 def probe(session: Session, target: Target, checkpoints: Sequence[int], opts: Options,

@@ -10,7 +10,7 @@ answers both. `--events ID,...` picks events by id (then overlaps are kept).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,6 +33,11 @@ class Target:
     logged: Mapping[int, float] | None = None  # the event's tag, by step (from a log)
     logged_loss: Mapping[int, float] | None = None  # the train loss, by step (from a log)
     restart_hint: int | None = None  # the skip plan's restart step
+    logged_lr: Mapping[int, float] | None = None  # the learning rate, by step (from a log)
+    logged_grad_norm: Mapping[int, float] | None = None
+    logged_loss_scale: Mapping[int, float] | None = None
+    log_format: str | None = None  # the reader's format name (how the log reduces its values)
+    log_interval: int | None = None  # from the log's metadata
 
 
 def _event_from_dict(d: Mapping[str, Any], run: str) -> Event:
@@ -85,7 +90,11 @@ def targets_from_document(doc: Mapping[str, Any], run: str | None = None,
     roles = {s["tag"]: s.get("role", "other") for s in r.get("series", [])}
     evs = [_event_from_dict(e, name) for e in r.get("events", [])]
     plan = r.get("skip_plan") or {}
-    return name, select(evs, roles, events, restart=plan.get("restart_from_step"))
+    meta = r.get("metadata") or {}
+    interval = meta.get("log_interval")
+    return name, [replace(t, log_format=r.get("format"),
+                          log_interval=int(interval) if isinstance(interval, int) else None)
+                  for t in select(evs, roles, events, restart=plan.get("restart_from_step"))]
 
 
 def targets_from_analysis(analysis: Any, run: str | None = None,
@@ -97,13 +106,20 @@ def targets_from_analysis(analysis: Any, run: str | None = None,
     restart = ra.skip_plan.restart_from_step if ra.skip_plan else None
     chosen = select(list(ra.events), roles, events, restart)
     loss_tags = ra.info.tags_with_role("train_loss")
+
+    def first_of(role: str) -> dict[int, float] | None:
+        tags = ra.info.tags_with_role(role)
+        return _values(analysis.frame, name, tags[0]) if tags else None
+
+    lr, gn, ls = first_of("lr"), first_of("grad_norm"), first_of("loss_scale")
     out = []
     for t in chosen:
         logged = _values(analysis.frame, name, t.event.tag)
         loss_tag = t.event.tag if t.role == "train_loss" else (loss_tags[0] if loss_tags else None)
         loss = logged if loss_tag == t.event.tag else (
             _values(analysis.frame, name, loss_tag) if loss_tag else None)
-        out.append(Target(t.event, t.role, logged, loss, t.restart_hint))
+        out.append(Target(t.event, t.role, logged, loss, t.restart_hint, lr, gn, ls,
+                          ra.info.format, ra.info.metadata.log_interval))
     return name, out
 
 
@@ -134,12 +150,24 @@ def select(evs: Sequence[Event], roles: Mapping[str, str], wanted: Sequence[str]
     return [Target(e, roles.get(e.tag, "other"), restart_hint=restart) for e in chosen]
 
 
-def flagged_range(event: Event, max_flagged: int) -> tuple[int, int]:
-    """The iterations whose batches are flagged: onset through peak (or end), capped."""
+def flagged_range(event: Event, max_flagged: int,
+                  logged_steps: Sequence[int] | None = None) -> tuple[int, int]:
+    """The iterations whose batches are flagged: onset through peak (or end), capped.
+
+    With a log that does not print every step, the onset widens to the first iteration after
+    the previous printed step: the value printed at the onset covers (or follows) every batch
+    since then, and the batch that caused it may be any of them. The cap grows to hold that
+    whole interval."""
     ends = [s for s in (event.peak_step, event.end_step if event.kind != "spike" else None)
             if s is not None]
     last = max([event.start_step, *ends])
-    return event.start_step, min(last, event.start_step + max_flagged - 1)
+    first = event.start_step
+    if logged_steps:
+        prev = [s for s in logged_steps if s < first]
+        if prev and prev[-1] < first - 1:
+            first = prev[-1] + 1
+        max_flagged = max(max_flagged, event.start_step - first + 1)
+    return first, min(last, first + max_flagged - 1)
 
 
 def _extent(event: Event) -> tuple[int, int]:

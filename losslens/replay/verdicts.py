@@ -1,22 +1,29 @@
 """From replay measurements to a verdict (pure: no torch, unit-testable on numbers).
 
-Verdicts (DESIGN §5), in the order they are decided:
+A verdict is given only from the measurements it claims; when one is missing the verdict is
+`inconclusive` and the evidence names the missing piece. Besides the primary verdict, every
+other cause the measurements point at is kept as contributing evidence (data outlier, state,
+precision, schedule): a `numerics` verdict does not hide that the batch was also an outlier.
 
-- `inconclusive` — replay cannot be trusted (two runs of the same step differ beyond the
-  tolerance, the replay departs from the log before the event, no checkpoint before it), or
-  the spike came back only in part.
-- `not_reproducible` — a faithful replay (deterministic, matching the log where the log has
-  values) does not show the event: something outside the data and the checkpoint caused it
-  (hardware fault, silent data corruption, a data loader that served other batches than
-  `get_batch` does, an unlogged change).
+- `inconclusive` — replay cannot be trusted (the checkpoint did not load, two runs of one step
+  differ beyond the tolerance, the replay departs from the log before the event), a needed
+  measurement is missing (no logged value to check against, no lr_at while the log's LR jumps,
+  no earlier checkpoint and no outlier), or the spike came back only in part.
+- `not_reproducible` — a replay checked against the log before the event (it matches) does not
+  show the event: something outside the data and the checkpoint caused it (hardware fault,
+  silent data corruption, a loader that served other batches than `get_batch`, an unlogged change).
+- `lr_schedule` — the log's learning rate jumps at the event, the replay (following it) spikes,
+  and it spikes with other batches too: the schedule, not the data.
 - `numerics` — the event reproduces in the run's precision (autocast) and not in fp32.
-- `bad_batch` — without the flagged batches the event is gone, and the flagged batches cause
-  it from an earlier checkpoint too: the data alone.
-- `batch_state_interaction` — without the flagged batches the event is gone, but from an
-  earlier checkpoint the same batches are harmless: PaLM's finding (arXiv 2204.02311 §5.1).
-- `optimizer_state` — the event happens with other batches in place of the flagged ones, and
-  Adam's measurements show it: the update RMS/lr or the share of coordinates whose gradient is
-  far above sqrt(v) jumps (Molybog et al., arXiv 2304.09871).
+- `bad_batch` — without the flagged batches the event is gone, and they cause it from every
+  earlier checkpoint tried too (PaLM's ablation), or — with no earlier checkpoint — they are
+  loss outliers at the checkpoint's weights (robust z ≥ 6): the data alone.
+- `batch_state_interaction` — without the flagged batches the event is gone, but from an earlier
+  checkpoint the same batches are harmless: PaLM's finding (arXiv 2204.02311 §5.1).
+- `optimizer_state` — the event happens with other batches in place of the flagged ones (or the
+  flagged batches are the very batches that trained harmlessly before), and Adam's measurements
+  show it: the update RMS/lr or the share of coordinates whose gradient is far above sqrt(v)
+  jumps (Molybog et al., arXiv 2304.09871).
 """
 from __future__ import annotations
 
@@ -24,8 +31,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-VERDICTS = ("bad_batch", "batch_state_interaction", "optimizer_state", "numerics",
-            "not_reproducible", "inconclusive")
+VERDICTS = ("bad_batch", "batch_state_interaction", "optimizer_state", "lr_schedule",
+            "numerics", "not_reproducible", "inconclusive")
 
 #: Replayed excess (ratio - 1) must reach this share of the logged excess (or of its log) to
 #: count as the spike coming back, and stay under WEAK_SHARE to count as not coming back.
@@ -94,19 +101,20 @@ def check_spike(values: Sequence[float], level: float, scale: float,
     return SpikeCheck(peak, level, scale, ratio, z, nonfinite, shows, nonfinite_event)
 
 
+
+
 @dataclass
 class Facts:
     """The measurements a verdict rests on (summaries of the probes)."""
 
     checkpoint: int | None
-    preflight_noise: float | None = None  # relative loss difference of two runs of one step
+    preflight_noise: float | None = None  # relative difference of two runs of one step
     preflight_bitwise: bool | None = None
     log_match: bool | None = None  # replay agrees with the log before the event
     log_mismatch: float | None = None  # worst relative difference before the event
     replay: SpikeCheck | None = None
     substitute: SpikeCheck | None = None
-    earlier: SpikeCheck | None = None
-    earlier_checkpoint: int | None = None
+    ablations: list[tuple[int, SpikeCheck]] = field(default_factory=list)  # earlier checkpoints
     fp32: SpikeCheck | None = None
     run_dtype: str | None = None
     first_nonfinite_module: str | None = None
@@ -117,6 +125,37 @@ class Facts:
     adam_share_jump: float | None = None
     adam_share_peak: float | None = None
     notes: list[str] = field(default_factory=list)
+    # checked against the log
+    log_missing: str | None = None  # why there is nothing before the event to compare
+    log_compared: int = 0
+    event_log_match: bool | None = None  # replay gives what the log printed at the event
+    event_logged: float | None = None  # the logged and replayed values at the event's peak
+    event_replayed: float | None = None
+    log_reduction: str | None = None
+    # the learning rate
+    lr_jump: tuple[int, float] | None = None  # the log's LR jumps (step, ratio) in range
+    has_lr_at: bool = True
+    lr_match: bool | None = None  # replay's LR agrees with the log's
+    lr_mismatch_steps: str | None = None
+    # trust in the replay itself
+    load_ok: bool | None = None
+    load_note: str | None = None
+    param_noise: float | None = None  # relative parameter difference of two runs of one step
+    reruns: tuple[int, int] | None = None  # (runs showing the event, runs)
+    # data counterfactual validity
+    substitute_same: bool | None = None  # the other batches equal the flagged ones
+    flagged_seen_before: str | None = None  # steps before the event with the same batches
+
+
+@dataclass
+class Decision:
+    verdict: str
+    evidence: list[str]
+    cause: str | None = None  # "schedule", "data", "state", "precision", "optimizer", None
+    contributing: list[str] = field(default_factory=list)
+
+    def __iter__(self):  # verdict, evidence = decide(f)
+        return iter((self.verdict, self.evidence))
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:
@@ -125,87 +164,200 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
     return format(x, ".3g" if abs(x) >= 1e4 else spec)
 
 
-def decide(f: Facts) -> tuple[str, list[str]]:
-    """The verdict and its evidence (one sentence per measurement that decided it)."""
+def _ratio(r: float) -> str:
+    return f"×{r:.3g}" if r >= 1 else f"×{r:.3g} (÷{1 / r:.3g})"
+
+
+def decide(f: Facts) -> Decision:
+    """The verdict, its evidence (one sentence per measurement) and contributing causes."""
     ev: list[str] = list(f.notes)
+    d = Decision("inconclusive", ev)
     if f.checkpoint is None:
-        return "inconclusive", ev or ["no checkpoint to replay from"]
+        if not ev:
+            ev.append("no checkpoint to replay from")
+        return d
+    if f.load_ok is False:
+        ev.append(f.load_note or f"load_checkpoint({f.checkpoint}) did not restore the weights")
+        return d
     if f.preflight_noise is not None:
         if f.preflight_bitwise:
             ev.append("preflight: two runs of the first step are bitwise equal")
         else:
             ev.append(f"preflight: two runs of the first step differ by {_fmt(f.preflight_noise)} "
-                      "(relative loss); that is the tolerance")
-        if f.preflight_noise > MAX_NOISE:
+                      f"(relative loss) and {_fmt(f.param_noise)} (relative parameter update); "
+                      "that is the tolerance")
+        if max(f.preflight_noise, f.param_noise or 0.0) > MAX_NOISE:
             ev.append(f"replay is not deterministic enough to judge (> {MAX_NOISE:g})")
-            return "inconclusive", ev
+            return d
+    schedule = _schedule(f, ev, d)
+    if schedule == "stop":
+        return d
     if f.log_match is False:
         ev.append(f"replay departs from the log before the event (worst relative difference "
                   f"{_fmt(f.log_mismatch)}): the plug-in does not reproduce the run — check "
                   "get_batch, lr_at, grad_clip and the checkpoint")
-        return "inconclusive", ev
+        return d
+    if f.log_match:
+        ev.append(f"the replay matches the log at {f.log_compared} logged step(s) before the "
+                  f"event (worst relative difference {_fmt(f.log_mismatch)}; "
+                  f"{f.log_reduction or 'per step'})")
     r = f.replay
-    if r is None or r.shows is None:
-        if r is not None:
-            ev.append(_describe(f"replay from checkpoint {f.checkpoint}", r))
-        return "inconclusive", ev
-    ev.append(_describe("replay from checkpoint " + str(f.checkpoint), r))
-    if not r.shows:
-        ev.append("the log matches the replay before the event" if f.log_match else
-                  "no logged values to check the replay against before the event")
-        return "not_reproducible", ev
-    return _reproduced(f, ev)
+    if r is not None:
+        ev.append(_describe(f"replay from checkpoint {f.checkpoint}", r))
+    if f.event_log_match is not None:
+        ev.append(f"at the event the log printed {_fmt(f.event_logged, '.4g')}, the replay gives "
+                  f"{_fmt(f.event_replayed, '.4g')}: "
+                  + ("the same" if f.event_log_match else "different"))
+    shows = True if f.event_log_match else (r.shows if r is not None else None)
+    if shows is None:
+        return d
+    if not shows:
+        if f.log_match:
+            d.verdict = "not_reproducible"
+            return d
+        ev.append((f.log_missing or "no logged values to check the replay against before the "
+                   "event") + ": a replay that does not spike may not be the run")
+        return d
+    if f.reruns is not None:
+        k, n = f.reruns
+        ev.append(f"the flagged steps re-run {n} times from the same state: the event shows in "
+                  f"{k} of {n}" + (" (persistent)" if k == n else " (transient)"))
+        if k != n:
+            ev.append("a transient event: the replay itself varies (hardware or a "
+                      "nondeterministic kernel)")
+            return d
+    _reproduced(f, ev, d, schedule == "jump")
+    return d
 
 
-def _reproduced(f: Facts, ev: list[str]) -> tuple[str, list[str]]:
+def _schedule(f: Facts, ev: list[str], d: Decision) -> str | None:
+    """'stop' when the LR makes the replay unfaithful, 'jump' when the log's LR jumps and the
+    replay follows it, else None."""
+    if f.lr_jump is not None:
+        step, r = f.lr_jump
+        jump = f"the log's LR jumps {_ratio(r)} at {step}"
+        if not f.has_lr_at:
+            ev.append(f"the plug-in gives no lr_at and {jump}: schedule (replay kept the "
+                      "checkpoint's LR; give lr_at(step) to replay it)")
+            d.cause = "schedule"
+            return "stop"
+        if f.lr_match is False:
+            ev.append(f"lr_at does not follow the log's LR (differs at {f.lr_mismatch_steps}) "
+                      f"and {jump}: schedule")
+            d.cause = "schedule"
+            return "stop"
+        ev.append(f"{jump}; lr_at follows it")
+        d.contributing.append(f"schedule: {jump}")
+        return "jump"
+    if f.lr_match is False:
+        ev.append(("the plug-in gives no lr_at: replay kept the checkpoint's LR, " if not f.has_lr_at
+                   else "lr_at ") + f"which differs from the log's at {f.lr_mismatch_steps}")
+        return "stop"
+    return None
+
+
+def _reproduced(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> None:
+    numerics = False
     if f.fp32 is not None:
         ev.append(_describe("the same steps in fp32", f.fp32))
-        if not f.fp32.shows:
+        if f.fp32.shows is False:
             where = (f"; first non-finite output: {f.first_nonfinite_module}"
                      if f.first_nonfinite_module else "")
             ev.append(f"the event needs the run's precision ({f.run_dtype}){where}")
-            return "numerics", ev
+            numerics = True
+        elif f.fp32.shows is None:
+            d.contributing.append(f"precision: in fp32 the event comes back only in part "
+                                  f"({f.run_dtype} makes it worse)")
+    data = _data(f, ev, d, lr_jump)
+    if numerics:
+        d.verdict, d.cause = "numerics", "precision"
+        if data not in (None, "inconclusive"):
+            d.contributing.append(f"data/state counterfactuals alone would say {data}")
+    elif data is not None:
+        d.verdict = data
+    for c in d.contributing:
+        ev.append("contributing — " + c)
+
+
+def _data(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str | None:
     s = f.substitute
-    if s is None or s.shows is None:
-        if s is not None:
-            ev.append(_describe("other batches in place of the flagged ones", s))
+    if s is None and not f.substitute_same:
         ev.append(_static(f))
-        return "inconclusive", ev
+        ev.append("no counterfactual replay: the cause cannot be attributed")
+        return "inconclusive"
+    if f.substitute_same or s is None:
+        ev.append("the other batches are identical to the flagged ones: no data counterfactual")
+        if f.flagged_seen_before:
+            ev.append(f"the flagged batches are the same as those of {f.flagged_seen_before}, "
+                      "which trained without the event: the data alone cannot cause it")
+            return _state_driven(f, ev, d, lr_jump)
+        return "inconclusive"
     ev.append(_describe("other batches in place of the flagged ones", s))
+    if s.shows is None:
+        ev.append(_static(f))
+        return "inconclusive"
     if s.shows:
-        return _state_driven(f, ev)
+        return _state_driven(f, ev, d, lr_jump)
     ev.append(_static(f))
-    e = f.earlier
-    if e is None or e.shows is None:
-        if e is None:
-            ev.append("no earlier checkpoint to tell a bad batch from a batch-state "
-                      "interaction (PaLM's ablation)")
-        else:
-            ev.append(_describe(f"the flagged batches from checkpoint {f.earlier_checkpoint}", e))
-        strong = (f.flagged_loss_z or 0) >= OUTLIER_Z or (f.flagged_grad_z or 0) >= OUTLIER_Z
-        return ("bad_batch" if strong and e is None else "inconclusive"), ev
-    ev.append(_describe(f"the flagged batches from checkpoint {f.earlier_checkpoint}", e))
-    return ("bad_batch" if e.shows else "batch_state_interaction"), ev
+    outlier = (f.flagged_loss_z or 0) >= OUTLIER_Z
+    if outlier:
+        d.contributing.append(f"data: the flagged batches are loss outliers at the checkpoint's "
+                              f"weights (z = {_fmt(f.flagged_loss_z, '.1f')})")
+    if lr_jump:
+        d.contributing.append("data: without the flagged batches the event is gone")
+    for c, chk in f.ablations:
+        ev.append(_describe(f"the flagged batches from checkpoint {c}", chk))
+    known = [(c, chk.shows) for c, chk in f.ablations if chk.shows is not None]
+    if not f.ablations:
+        ev.append("no earlier checkpoint to tell a bad batch from a batch-state interaction "
+                  "(PaLM's ablation)")
+        if outlier:
+            d.cause = "data"
+            return "bad_batch"
+        ev.append(f"and the flagged batches are not loss outliers at the checkpoint's weights "
+                  f"(z = {_fmt(f.flagged_loss_z, '.1f')} < {OUTLIER_Z:g})")
+        return "inconclusive"
+    if not known:
+        return "inconclusive"
+    if all(v for _, v in known):
+        d.cause = "data"
+        return "bad_batch"
+    harmless = [c for c, v in known if not v]
+    spiky = [c for c, v in known if v]
+    if spiky:
+        ev.append(f"the same batches spike from checkpoint(s) {', '.join(map(str, spiky))} and "
+                  f"are harmless from {', '.join(map(str, harmless))}: they hurt only some states")
+    d.cause = "state"
+    if outlier:
+        d.contributing.append("state: from an earlier checkpoint the same batches are harmless")
+    return "batch_state_interaction"
 
 
-def _state_driven(f: Facts, ev: list[str]) -> tuple[str, list[str]]:
+def _state_driven(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str:
+    if lr_jump:
+        d.cause = "schedule"
+        d.contributing[:] = [c for c in d.contributing if not c.startswith("schedule")]
+        ev.append("the event happens with any batches at the LR the log shows: the schedule")
+        return "lr_schedule"
     jump_u = f.adam_update_jump is not None and f.adam_update_jump >= UPDATE_JUMP
     jump_s = (f.adam_share_jump is not None and f.adam_share_jump >= SHARE_JUMP
               and (f.adam_share_peak or 0) >= SHARE_MIN)
-    ev.append(f"Adam: update RMS/lr ×{_fmt(f.adam_update_jump)}, share of |g| ≫ sqrt(v) "
+    ev.append(f"optimizer: update RMS/lr ×{_fmt(f.adam_update_jump)}, share of |g| ≫ sqrt(v) "
               f"×{_fmt(f.adam_share_jump)} (peak {_fmt(f.adam_share_peak)}) against the "
               "steps before")
     if jump_u or jump_s:
-        return "optimizer_state", ev
+        d.cause = "optimizer"
+        return "optimizer_state"
     ev.append("the event comes from the state at the checkpoint, not the flagged batches, "
-              "but Adam's measurements do not single out the optimizer")
-    return "inconclusive", ev
+              "but the optimizer's measurements do not single it out")
+    d.cause = "state"
+    return "inconclusive"
 
 
 def _static(f: Facts) -> str:
     return (f"at the checkpoint's weights the flagged batches have loss z = "
-            f"{_fmt(f.flagged_loss_z, '.1f')} and grad-norm z = {_fmt(f.flagged_grad_z, '.1f')} "
-            f"against neighbouring batches; top sample z = {_fmt(f.top_sample_z, '.1f')}")
+            f"{_fmt(f.flagged_loss_z, '.1f')} (grad-norm z = {_fmt(f.flagged_grad_z, '.1f')}) "
+            f"against neighbouring batches; top sample loss z = {_fmt(f.top_sample_z, '.1f')}")
 
 
 def _describe(what: str, c: SpikeCheck) -> str:

@@ -7,6 +7,7 @@ cites, the events table, the skip plan (shaded on the loss chart) and warnings.
 """
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Iterable, Sequence
 
@@ -27,33 +28,44 @@ SEVERITY_COLORS = {"info": "#1e6fb8", "warning": "#b26a00", "critical": "#c62828
                    "clean": "#2e7d32"}
 
 CSS = """
+:root{--fg:#1d2329;--bg:#fafbfc;--panel:#fff;--line:#dde3ea;--muted:#5b6670;--grid:#e6eaef;
+--head:#f1f4f7}
+@media (prefers-color-scheme: dark){:root{--fg:#d8dee4;--bg:#14181c;--panel:#1c2228;
+--line:#333c45;--muted:#98a3ad;--grid:#2a323a;--head:#232a31}}
 *{box-sizing:border-box}
 body{margin:0;padding:24px 32px 48px;font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,
-"Helvetica Neue",Arial,sans-serif;color:#1d2329;background:#fafbfc}
+"Helvetica Neue",Arial,sans-serif;color:var(--fg);background:var(--bg)}
+@media (max-width:700px){body{padding:12px 10px 32px}}
 main{max-width:1180px;margin:0 auto}
 h1{font-size:24px;margin:0 0 4px}
-h2{font-size:20px;margin:36px 0 8px;padding-top:16px;border-top:2px solid #dde3ea}
+h2{font-size:20px;margin:36px 0 8px;padding-top:16px;border-top:2px solid var(--line)}
 h3{font-size:16px;margin:22px 0 8px}
-.sub{color:#5b6670;margin:0 0 16px}
+.sub{color:var(--muted);margin:0 0 16px}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;
 font-weight:600;vertical-align:middle;text-transform:uppercase;letter-spacing:.03em}
-table{border-collapse:collapse;margin:6px 0 10px;background:#fff;font-size:13px}
-th,td{border:1px solid #dde3ea;padding:4px 9px;text-align:left;vertical-align:top}
-th{background:#f1f4f7;font-weight:600}
+table{border-collapse:collapse;margin:6px 0 10px;background:var(--panel);font-size:13px;
+display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid var(--line);padding:4px 9px;text-align:left;vertical-align:top}
+th{background:var(--head);font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.kv th{width:130px}
 table.flags th{width:200px}
-.chart{background:#fff;border:1px solid #dde3ea;border-radius:6px;padding:6px 8px;margin:10px 0}
-.finding{background:#fff;border:1px solid #dde3ea;border-left:5px solid #999;border-radius:4px;
+.chart{background:var(--panel);border:1px solid var(--line);border-radius:6px;padding:6px 8px;
+margin:10px 0;min-height:120px}
+.chart svg{max-width:100%}
+.js .chart svg{display:none}
+.finding{background:var(--panel);border:1px solid var(--line);border-left:5px solid #999;
+border-radius:4px;
 padding:8px 14px;margin:10px 0}
 .finding h4{margin:2px 0 6px;font-size:15px}
 .finding p{margin:4px 0}
-.cites{color:#5b6670;font-size:12.5px}
+.cites{color:var(--muted);font-size:12.5px}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
-pre{background:#f1f4f7;border:1px solid #dde3ea;border-radius:4px;padding:8px 10px;
+pre{background:var(--head);border:1px solid var(--line);border-radius:4px;padding:8px 10px;
 white-space:pre-wrap;word-break:break-all;margin:4px 0 10px}
 .warn{color:#8a5a00}
-footer{margin-top:40px;color:#7a858f;font-size:12px}
+footer{margin-top:40px;color:var(--muted);font-size:12px}
+a{color:#3b82c4}
 """
 
 
@@ -91,7 +103,9 @@ def _tooltip(e: Event) -> str:
     if e.peak_step is not None:
         parts.append(f"peak {e.peak_step}")
     if e.magnitude is not None:
-        parts.append(f"magnitude {e.magnitude:.3g}")
+        from .units import event_magnitude
+
+        parts.append(event_magnitude(e))
     if e.recovery:
         parts.append(f"recovery {e.recovery}")
     return ", ".join(parts)
@@ -142,7 +156,9 @@ def _rules(info) -> list[Rule]:
             for g in info.segments[1:]]
 
 
-def run_charts(frame, ra, uid: str) -> str:
+def run_charts(frame, ra, uid: str, index: int | None = None) -> str:
+    """The run's charts: static SVG (shown without scripts), replaced by the interactive
+    panel `index:k` of the page's data when scripts run."""
     info = ra.info
     last = max((s.last_step for s in info.series if s.last_step is not None), default=0)
     parts = []
@@ -164,7 +180,8 @@ def run_charts(frame, ra, uid: str) -> str:
                               "#37474f", "2 2"))
         svg = chart(f"{info.run}: {title}", lines, marks, rules, ylabel=ylabel,
                     uid=f"{uid}-{k}")
-        parts.append(f'<div class="chart">{svg}</div>')
+        ref = f' data-panel="{index}:{len(parts)}"' if index is not None else ""
+        parts.append(f'<div class="chart"{ref}>{svg}</div>')
     return "\n".join(parts)
 
 
@@ -189,6 +206,14 @@ def summary(info, ra) -> str:
     return f'<table class="kv"><tbody>{body}</tbody></table>'
 
 
+_CODE = re.compile(r"`([^`\n]+)`")
+
+
+def _text(text: str) -> str:
+    """Escaped text with `backticks` rendered as code."""
+    return _CODE.sub(r"<code>\1</code>", escape(text))
+
+
 def findings_html(findings) -> str:
     if not findings:
         return "<p>No findings.</p>"
@@ -199,26 +224,36 @@ def findings_html(findings) -> str:
         ids = ", ".join(f"<code>{escape(i)}</code>" for i in f.event_ids)
         out.append(
             f'<div class="finding" style="border-left-color:{color}"><h4>{badge(f.severity)} '
-            f"{escape(f.title)}</h4><p>{escape(f.explanation)}</p>"
-            f"<p><strong>Advice:</strong> {escape(f.advice)}</p>"
+            f"{_text(f.title)}</h4><p>{_text(f.explanation)}</p>"
+            f"<p><strong>Advice:</strong> {_text(f.advice)}</p>"
             f'<p class="cites">Cites: {cites}' + (f" · events: {ids}" if ids else "")
             + "</p></div>")
     return "\n".join(out)
 
 
 def events_html(events: Sequence[Event]) -> str:
+    """The events table; a storm of non-critical events of one kind on one series is one row
+    (as in the terminal report), critical events always their own."""
     if not events:
         return "<p>No events.</p>"
     from .markdown import event_row
+    from .units import Storm, group_storms, steps_text
+
+    def kind_cell(kind: str) -> str:
+        color = EVENT_COLORS.get(kind, "#555")
+        return (f'<span style="display:inline-block;width:10px;height:10px;background:{color};'
+                f'margin-right:5px;border-radius:2px"></span>{escape(kind)}')
 
     rows = []
-    for e in events:
+    for e in group_storms(events):
+        if isinstance(e, Storm):
+            rows.append([f"<code>{escape(e.ids)}</code>", kind_cell(e.kind), escape(e.tag),
+                         escape(steps_text(e.first_step, e.last_step)), "",
+                         escape(e.summary()), "", badge(e.severity)])
+            continue
         r = event_row(e)
-        color = EVENT_COLORS.get(e.kind, "#555")
-        kind = (f'<span style="display:inline-block;width:10px;height:10px;background:{color};'
-                f'margin-right:5px;border-radius:2px"></span>{escape(e.kind)}')
-        rows.append([f"<code>{escape(str(r[0]))}</code>", kind, escape(e.tag), escape(r[3]),
-                     escape(str(r[4])), escape(str(r[5])), escape(str(r[6])),
+        rows.append([f"<code>{escape(str(r[0]))}</code>", kind_cell(e.kind), escape(e.tag),
+                     escape(r[3]), escape(str(r[4])), escape(str(r[5])), escape(str(r[6])),
                      badge(e.severity)])
     return _table(("id", "kind", "tag", "steps", "peak", "magnitude", "recovery", "severity"),
                   rows)
@@ -251,36 +286,70 @@ def plan_html(ra) -> str:
             f"{escape(COUNTING)}.</p><table class=\"kv flags\"><tbody>{rows}</tbody></table>")
 
 
-def run_section(frame, ra, uid: str) -> str:
+def run_section(frame, ra, uid: str, index: int | None = None) -> str:
+    """One run: findings first, then its charts, events, skip plan, and what was read."""
     info = ra.info
     warns = list(info.warnings) + list(ra.plan_warnings)
     parts = [f'<section id="{escape(uid)}"><h2>{escape(info.run)} {badge(ra.worst)}</h2>',
-             summary(info, ra), run_charts(frame, ra, uid),
              "<h3>Findings</h3>", findings_html(ra.findings),
+             run_charts(frame, ra, uid, index),
              "<h3>Events</h3>", events_html(ra.events),
              "<h3>Skip plan</h3>", plan_html(ra)]
     if warns:
         items = "".join(f'<li class="warn">{escape(w)}</li>' for w in warns)
         parts += ["<h3>Warnings</h3>", f"<ul>{items}</ul>"]
-    parts.append("</section>")
+    parts += ["<h3>What was read</h3>", summary(info, ra), "</section>"]
     return "\n".join(parts)
 
 
+CONTROLS = (
+    '<div class="controls" role="toolbar" aria-label="chart controls">'
+    '<label><input type="checkbox" id="ll-log"> log scale</label>'
+    '<label>smoothing <input type="range" id="ll-smooth" min="0" max="0.99" step="0.01" '
+    'value="0"> <span id="ll-smooth-value">0.00</span></label>'
+    '<label><input type="checkbox" id="ll-outliers"> ignore outliers</label>'
+    '<span class="hint">drag: zoom · wheel: zoom · shift+drag: pan · double-click: reset'
+    "</span></div>")
+
+
+def fleet_html(analysis) -> str:
+    """Several runs: the fleet table (worst first) and every train loss in one chart."""
+    from ..pipeline import fleet
+
+    from ..events import severity_rank
+
+    rows = []
+    ranked = sorted(enumerate(fleet(analysis)),  # worst first, then the analysis' order
+                    key=lambda ir: (-(severity_rank(ir[1].worst) if ir[1].worst else -1), ir[0]))
+    for i, row in ranked:
+        rows.append([f'<a href="#run-{i}">{escape(row.run)}</a>', badge(row.worst),
+                     _text(row.finding or ""), str(row.events),
+                     "-" if row.last_step is None else f"{row.last_step:,}"])
+    table = _table(("run", "worst", "finding", "events", "last step"), rows)
+    chart = '<div class="chart" data-panel="fleet"></div>' if analysis.frame is not None else ""
+    return f"<h2>{len(analysis.runs)} runs</h2>{table}{chart}"
+
+
 def render(analysis) -> str:
-    """The whole report: one HTML string, no external resources."""
+    """The whole report: one HTML string, no external resources (uPlot is inline)."""
     from .. import __version__
+    from .interactive import payload, scripts, styles
 
     runs = analysis.runs
     index = ", ".join(f'<a href="#run-{i}">{escape(ra.info.run)}</a> {badge(ra.worst)}'
                       for i, ra in enumerate(runs))
-    sections = "\n".join(run_section(analysis.frame, ra, f"run-{i}")
+    sections = "\n".join(run_section(analysis.frame, ra, f"run-{i}", i)
                          for i, ra in enumerate(runs))
+    fleet_part = fleet_html(analysis) if len(runs) > 1 else ""
     title = "losslens report: " + ", ".join(ra.info.run for ra in runs[:3]) + (
         "…" if len(runs) > 3 else "")
+    data = payload(analysis, EVENT_COLORS, SERIES_COLORS, VAL_COLORS)
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
+            f"<meta name=\"color-scheme\" content=\"light dark\">"
+            f"<title>{escape(title)}</title><style>{CSS}{styles()}</style></head><body><main>"
             f"<h1>losslens report</h1><p class=\"sub\">{len(runs)} run(s): {index}</p>"
-            f"{sections}<footer>Generated by losslens {escape(__version__)}. This file is "
-            "self-contained: no scripts, fonts or network access.</footer></main></body>"
-            "</html>\n")
+            f"{CONTROLS}{fleet_part}{sections}<footer>Generated by losslens "
+            f"{escape(__version__)}. This file is self-contained and works offline: the "
+            "charts are drawn by uPlot (MIT), included in the file; nothing is fetched."
+            f"</footer></main>{scripts(data)}</body></html>\n")

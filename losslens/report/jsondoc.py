@@ -27,6 +27,8 @@ def run_document(info: RunInfo, events: Sequence[Event] = (), findings: Sequence
         "skipped_lines": {"count": info.skipped_count,
                           "examples": [s.to_dict() for s in info.skipped[:20]]},
         "warnings": list(info.warnings),
+        "last_step": info.last_step,  # the last iteration (tags on other step axes left out)
+        "notes": list(info.notes),
         "error": info.error,  # why the run could not be read or analysed; null when it was
     }
 
@@ -67,5 +69,12 @@ def analysis_document(analysis) -> dict[str, Any]:
     for ra in analysis.runs:
         doc = run_document(ra.info, ra.events, ra.findings, ra.skip_plan)
         doc["warnings"] = doc["warnings"] + list(ra.plan_warnings)
+        # what the skip plan could restart from (those the run reached), and where those
+        # checkpoints came from
+        steps = None
+        if ra.checkpoints is not None:
+            last = ra.info.last_step
+            steps = [c for c in ra.checkpoints if last is None or c <= last]
+        doc["checkpoints"] = {"source": ra.checkpoint_source, "steps": steps}
         runs.append(doc)
     return {"schema": SCHEMA, "version": __version__, "runs": runs}

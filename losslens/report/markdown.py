@@ -49,7 +49,9 @@ def steps_text(e: Event) -> str:
 
 
 def event_row(e: Event) -> list[object]:
-    mag = f"{e.magnitude:.3g}" if e.magnitude is not None else ""
+    from .units import event_magnitude
+
+    mag = event_magnitude(e)
     rec = e.recovery or ""
     if rec and e.recovery_steps is not None:
         rec = f"{rec} ({e.recovery_steps} steps)"

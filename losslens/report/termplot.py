@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import math
+
 import numpy as np
 from rich.text import Text
 
-from .svgplot import downsample, fmt_num, wants_log
+from .svgplot import downsample, fmt_num, log_ticks, nice_ticks, wants_log
+from .units import MARK_NAMES
 
 COLORS = ("bright_blue", "bright_magenta", "green", "yellow", "cyan")
 _BRAILLE = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]])  # [row][col]
@@ -73,15 +76,52 @@ def _range(curves: Sequence[Curve], log: bool) -> tuple[float, float, float, flo
     return float(st.min()), float(st.max()), lo, hi
 
 
+def _y_labels(y0: float, y1: float, height: int, log: bool) -> dict[int, str]:
+    """Round tick values placed on the canvas rows nearest to them (top row = y1)."""
+    if log:
+        ticks = [math.log10(t) for t in log_ticks(10 ** y0, 10 ** y1)]
+        if len(ticks) < 2:
+            ticks = [math.log10(t) for t in
+                     nice_ticks(10 ** y0, 10 ** y1, max(2, height // 3)) if t > 0]
+    else:
+        ticks = nice_ticks(y0, y1, max(2, height // 3))
+    out: dict[int, str] = {}
+    for t in ticks:
+        row = int(round((y1 - t) / max(y1 - y0, 1e-12) * (height - 1)))
+        if 0 <= row < height and row not in out and row - 1 not in out:
+            out[row] = fmt_num(10 ** t if log else t)
+    return out
+
+
+def _x_axis(x0: float, x1: float, cw: int) -> tuple[str, str]:
+    """The axis line with ┬ at round steps, and their labels (never overlapping)."""
+    axis = ["─"] * cw
+    labels = [" "] * cw
+    ticks = nice_ticks(x0, x1, max(2, cw // 10))
+    for t in ticks:
+        col = int(round((t - x0) / max(x1 - x0, 1e-12) * (cw - 1)))
+        text = fmt_num(t)
+        at = min(max(0, col - len(text) // 2), cw - len(text))
+        if col < 0 or col >= cw or at < 0:
+            continue
+        if any(c != " " for c in labels[max(0, at - 1): at + len(text) + 1]):
+            continue
+        axis[col] = "┬"
+        labels[at: at + len(text)] = list(text)
+    return "".join(axis), "".join(labels).rstrip()
+
+
 def render(curves: Sequence[Curve], markers: Sequence[Marker] = (), width: int = 80,
-           height: int = 12, title: str = "") -> Text:
-    """The plot as rich Text: title, canvas with a y axis, event marks, x axis, legend."""
+           height: int = 12, title: str = "", unit: str = "step") -> Text:
+    """The plot as rich Text: title, canvas with a y axis, event marks, x axis, legends.
+
+    Every line is at most `width` characters wide."""
     curves = [c for c in curves if c.steps.shape[0]]
     if not curves:
         return Text("")
     log = wants_log([c.values for c in curves])
     x0, x1, y0, y1 = _range(curves, log)
-    label_w = 9
+    label_w = 7
     cw = max(10, width - label_w - 1)  # canvas width in characters
     w, h = 2 * cw, 4 * height
     dots = np.zeros((height, cw), int)
@@ -95,34 +135,60 @@ def render(curves: Sequence[Curve], markers: Sequence[Marker] = (), width: int =
     out = Text()
     if title:
         out.append(title + (" (log scale)" if log else "") + "\n", style="bold")
-    unlog = (lambda v: 10 ** v) if log else (lambda v: v)
+    ylabels = _y_labels(y0, y1, height, log)
     for r in range(height):
-        label = ""
-        if r in (0, height // 2, height - 1):
-            label = fmt_num(unlog(y1 - (y1 - y0) * r / max(height - 1, 1)))
-        out.append(f"{label:>{label_w}}┤")
+        label = ylabels.get(r, "")
+        out.append(f"{label:>{label_w}}" + ("┤" if label else "│"))
         for col in range(cw):
             ch = chr(0x2800 + int(dots[r, col])) if dots[r, col] else " "
             k = owner[r, col]
             out.append(ch, style=COLORS[k % len(COLORS)] if k >= 0 else None)
         out.append("\n")
-    out.append(" " * label_w + "└" + "─" * cw + "\n")
+    axis, xlabels = _x_axis(x0, x1, cw)
+    out.append(" " * label_w + "└" + axis + "\n")
+    used: list[str] = []
     if markers:
         line = [" "] * cw
         styles: list[str | None] = [None] * cw
         for m in sorted(markers, key=lambda m: ("info", "warning", "critical").index(m.severity)):
             col = int(round((m.step - x0) / max(x1 - x0, 1e-12) * (cw - 1)))
             if 0 <= col < cw:
-                line[col], styles[col] = _MARK.get(m.kind, "•"), _SEV.get(m.severity)
+                sym = _MARK.get(m.kind, "•")
+                line[col], styles[col] = sym, _SEV.get(m.severity)
+                if sym not in used:
+                    used.append(sym)
         out.append(" " * (label_w + 1))
         for ch, st in zip(line, styles):
             out.append(ch, style=st)
         out.append("\n")
-    left, right = fmt_num(x0), fmt_num(x1)
-    gap = max(1, cw - len(left) - len(right) - len(" step"))
-    out.append(" " * (label_w + 1) + left + " " * gap + right + " step\n")
-    for k, c in enumerate(curves):
-        out.append(" " * (label_w + 1) + "━━ ", style=COLORS[k % len(COLORS)])
-        out.append(c.label + "  ")
+    out.append(f"{unit[:label_w]:>{label_w}} " + xlabels + "\n")
+    legend = [(f"━━ {c.label}", COLORS[k % len(COLORS)]) for k, c in enumerate(curves)]
+    legend += [(f"{sym} {MARK_NAMES.get(sym, '')}".rstrip(), None) for sym in used]
+    out.append_text(_wrap_legend(legend, width, label_w + 1))
+    return out
+
+
+def _wrap_legend(items: list[tuple[str, str | None]], width: int, indent: int) -> Text:
+    """Legend entries two spaces apart, wrapped at `width` (entries are never split)."""
+    out = Text()
+    col = 0
+    for text, style in items:
+        text = text if len(text) <= width - indent else text[: width - indent - 1] + "…"
+        if col and col + 2 + len(text) > width:
+            out.append("\n")
+            col = 0
+        if col == 0:
+            out.append(" " * indent)
+            col = indent
+        else:
+            out.append("  ")
+            col += 2
+        if text.startswith("━━ "):
+            out.append("━━", style=style)
+            out.append(text[2:])
+        else:
+            out.append(text[:1], style=style)
+            out.append(text[1:])
+        col += len(text)
     out.append("\n")
     return out

@@ -1,0 +1,118 @@
+"""Cost of `losslens.guard.Guard.step` per call, and of the HF callback in a Trainer run.
+
+1. `Guard.step` on a synthetic run (`--steps`, default 100,000: a decaying loss with
+   log-normal noise, a grad norm, a learning rate; fast spikes, a slow one, a NaN) with the
+   default policy: wall time of every call (perf_counter_ns), median / p99 / max, and the
+   calls that ran the detectors' window update (every `check_every` steps and over the bar).
+   Goal: median <= 20 us, worst <= 1 ms at a window update.
+2. (`--hf-steps N`, default 2,000; 0 skips it) an HF Trainer run of N steps of a tiny model
+   (one linear layer, logging every step) with and without `GuardCallback`: seconds each.
+
+    python benchmarks/guard_step.py
+    python benchmarks/guard_step.py --steps 20000 --hf-steps 0
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from losslens.guard import Guard, GuardPolicy  # noqa: E402
+
+
+def series(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    s = np.arange(1, n + 1)
+    loss = (2 + 3 * np.exp(-s / (n / 10))) * np.exp(rng.normal(0, 0.02, n))
+    for at in range(n // 7, n, n // 7):
+        loss[at:at + 3] *= 2.0
+    loss[n // 2:n // 2 + 300] *= 1.5
+    loss[int(n * 0.8)] = math.nan
+    grad = np.exp(rng.normal(0, 0.1, n))
+    return s.tolist(), loss.tolist(), grad.tolist()
+
+
+def bench_step(n: int) -> None:
+    steps, loss, grad = series(n)
+    g = Guard(GuardPolicy(stop_on=()))  # never stops: every step is timed
+    lr = 3e-4
+    times = np.empty(n, np.int64)
+    checks = np.zeros(n, bool)
+    clock = time.perf_counter_ns
+    for i in range(n):
+        before = g.live.tick
+        t0 = clock()
+        g.step(steps[i], loss[i], grad_norm=grad[i], lr=lr)
+        times[i] = clock() - t0
+        checks[i] = g.live.tick != before
+    us = times / 1000.0
+    plain, window = us[~checks], us[checks]
+    print(f"Guard.step, {n:,} calls (loss, grad norm, lr; default policy):")
+    print(f"  all calls:      median {np.median(us):.1f} us, p99 {np.percentile(us, 99):.1f} us,"
+          f" max {us.max():.0f} us")
+    print(f"  without update: median {np.median(plain):.1f} us, max {plain.max():.0f} us")
+    print(f"  window updates: {window.shape[0]:,} ({window.shape[0] / n:.1%} of calls), "
+          f"median {np.median(window):.0f} us, p99 {np.percentile(window, 99):.0f} us, "
+          f"max {window.max():.0f} us")
+    print(f"  events: {len(g.flush())}")
+
+
+def bench_hf(n: int) -> None:
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from losslens.guard.hf import GuardCallback
+
+    torch.set_num_threads(1)
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return n * 4
+
+        def __getitem__(self, i):
+            return {"x": torch.ones(4) * (i % 7), "labels": torch.tensor(float(i % 3))}
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels):
+            return {"loss": ((self.lin(x).squeeze(-1) - labels) ** 2).mean()}
+
+    import tempfile
+
+    out = {}
+    for name, cbs in (("without", []), ("with", None)):
+        with tempfile.TemporaryDirectory() as d:
+            args = TrainingArguments(output_dir=d, max_steps=n, per_device_train_batch_size=4,
+                                     logging_steps=1, save_strategy="no", report_to=[],
+                                     use_cpu=True, disable_tqdm=True, log_level="error")
+            callbacks = cbs if cbs is not None else [GuardCallback(Guard())]
+            t = Trainer(model=Model(), args=args, train_dataset=Data(), callbacks=callbacks)
+            t0 = time.perf_counter()
+            t.train()
+            out[name] = time.perf_counter() - t0
+    print(f"HF Trainer, {n:,} steps of a one-layer model, logging every step: "
+          f"{out['without']:.1f} s without the callback, {out['with']:.1f} s with it "
+          f"({(out['with'] / out['without'] - 1):+.1%})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--hf-steps", type=int, default=2_000)
+    a = ap.parse_args()
+    bench_step(a.steps)
+    if a.hf_steps:
+        bench_hf(a.hf_steps)
+
+
+if __name__ == "__main__":
+    main()

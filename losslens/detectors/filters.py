@@ -1,0 +1,120 @@
+"""Rolling filters and one-dimensional segmentation without the import cost of SciPy/ruptures.
+
+Importing `scipy.ndimage` takes ~0.3-0.8 s and `ruptures` ~1-2.5 s (it imports scipy.stats
+and scipy.spatial for cost functions losslens never uses), which was most of the time of
+`losslens analyze` on a small log. So:
+
+- `median_filter`, `minimum_filter1d`, `maximum_filter1d`: the same results as
+  `scipy.ndimage`'s with `mode="nearest"` (same window, same origin convention, same rank
+  for even sizes), computed with numpy on a sliding window view while the view stays small
+  (`SMALL` cells), and by SciPy itself beyond that — SciPy is imported only for long series.
+- `pelt` and `binseg_one`: ruptures' `Pelt(...).predict(pen)` and `Binseg(...)
+  .predict(n_bkps=1)` for a cost object with `error(start, end)` (the detectors' O(1) linear
+  trend cost), ported line for line (ruptures is BSD-2-Clause) so that the breakpoints are
+  identical; `tests/test_filters.py` checks both against SciPy and ruptures.
+"""
+from __future__ import annotations
+
+from math import ceil, floor
+from typing import Any
+
+import numpy as np
+
+#: Largest sliding-window view (points x window) computed with numpy.
+SMALL = 2_000_000
+
+
+class BadSegmentationParameters(ValueError):
+    """No segmentation is possible with these parameters (ruptures' exception of that name)."""
+
+
+def _windows(x: np.ndarray, size: int, origin: int) -> np.ndarray:
+    """Row i = x[i - size//2 - origin : ... + size], edges repeated (mode="nearest")."""
+    left = size // 2 + origin
+    right = size - 1 - left
+    pad = np.concatenate([np.repeat(x[:1], max(left, 0)), x, np.repeat(x[-1:], max(right, 0))])
+    view = np.lib.stride_tricks.sliding_window_view(pad, size)
+    if left < 0:  # an origin past the centre: start later
+        view = view[-left:]
+    return view[: x.shape[0]]
+
+
+def _small(x: np.ndarray, size: int) -> bool:
+    return x.ndim == 1 and x.shape[0] > 0 and x.shape[0] * size <= SMALL and size >= 1
+
+
+def median_filter(x: np.ndarray, size: int, origin: int = 0) -> np.ndarray:
+    """`scipy.ndimage.median_filter(x, size=size, mode="nearest", origin=origin)`."""
+    x = np.asarray(x)
+    if not _small(x, size):
+        from scipy import ndimage
+
+        return ndimage.median_filter(x, size=size, mode="nearest", origin=origin)
+    w = _windows(x, size, origin)
+    return np.partition(w, size // 2, axis=1)[:, size // 2].astype(x.dtype, copy=False)
+
+
+def minimum_filter1d(x: np.ndarray, size: int, origin: int = 0) -> np.ndarray:
+    """`scipy.ndimage.minimum_filter1d(x, size=size, mode="nearest", origin=origin)`."""
+    x = np.asarray(x)
+    if not _small(x, size):
+        from scipy import ndimage
+
+        return ndimage.minimum_filter1d(x, size=size, mode="nearest", origin=origin)
+    return _windows(x, size, origin).min(axis=1)
+
+
+def maximum_filter1d(x: np.ndarray, size: int, origin: int = 0) -> np.ndarray:
+    """`scipy.ndimage.maximum_filter1d(x, size=size, mode="nearest", origin=origin)`."""
+    x = np.asarray(x)
+    if not _small(x, size):
+        from scipy import ndimage
+
+        return ndimage.maximum_filter1d(x, size=size, mode="nearest", origin=origin)
+    return _windows(x, size, origin).max(axis=1)
+
+
+# --------------------------------------------------------------------------- segmentation
+
+def _sanity(n_samples: int, n_bkps: int, jump: int, min_size: int) -> bool:
+    if n_bkps > n_samples // jump:
+        return False
+    return not n_bkps * ceil(min_size / jump) * jump + min_size > n_samples
+
+
+def pelt(cost: Any, n_samples: int, pen: float, min_size: int, jump: int) -> list[int]:
+    """Breakpoints of ruptures' Pelt for a fitted `cost` (the last one is `n_samples`)."""
+    if not _sanity(n_samples, 0, jump, min_size):
+        raise BadSegmentationParameters
+    partitions: dict[int, dict[tuple[int, int], float]] = {0: {(0, 0): 0}}
+    admissible: list[int] = []
+    ind = [k for k in range(0, n_samples, jump) if k >= min_size] + [n_samples]
+    for bkp in ind:
+        admissible.append(floor((bkp - min_size) / jump) * jump)
+        subproblems = []
+        for t in admissible:
+            try:
+                tmp = partitions[t].copy()
+            except KeyError:
+                continue
+            tmp.update({(t, bkp): cost.error(t, bkp) + pen})
+            subproblems.append(tmp)
+        partitions[bkp] = min(subproblems, key=lambda d: sum(d.values()))
+        best = sum(partitions[bkp].values())
+        admissible = [t for t, p in zip(admissible, subproblems) if sum(p.values()) <= best + pen]
+    best_partition = partitions[n_samples]
+    del best_partition[(0, 0)]
+    return sorted(e for _, e in best_partition)
+
+
+def binseg_one(cost: Any, n_samples: int, min_size: int, jump: int = 1) -> int:
+    """The breakpoint of ruptures' `Binseg(...).predict(n_bkps=1)[0]` for a fitted `cost`."""
+    if not _sanity(n_samples, 1, jump, min_size):
+        raise BadSegmentationParameters
+    whole = cost.error(0, n_samples)
+    gains = [(whole - cost.error(0, b) - cost.error(b, n_samples), b)
+             for b in range(0, n_samples, jump)
+             if b >= min_size and n_samples - b >= min_size]
+    if not gains or (np.isinf(whole) and whole < 0):
+        return n_samples  # no split: ruptures returns [n_samples]
+    return max(gains)[1]

@@ -1,0 +1,331 @@
+"""The guard: the causal detectors' streaming form inside the training loop.
+
+`Guard.step(step, loss, grad_norm=None, lr=None, loss_scale=None)` is called once per
+optimizer step and answers what to do: nothing (a falsy `Decision`), `alert`, `skip_step`
+(do not apply this update: a non-finite loss or grad norm, or an extreme outlier; as OLMo-core
+skips a step) or `stop_and_restart` with the PaLM plan (the checkpoint to restart from and the
+batches to skip). The events behind each decision are the ones `losslens analyze` finds on
+the same series (`Guard.events()`), with the same detectors and configuration.
+
+Cost: a step appends to Python lists and compares the loss (and grad norm) with a bar; the
+detectors' streams run every `check_every` steps, and at once when a value is non-finite or
+above the bar (the trailing median in log space plus `screen_z` robust scales, at least the
+spike detector's `min_ratio`: well under where the spike statistic flags a point, so a spike
+is seen at its first point). A subtler spike the bar lets through is seen at the next
+periodic check; the events end up the same either way.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..detectors.stream import LiveRun
+from ..errors import InvalidParameterError
+from ..events import Event, SkipPlan
+
+#: What the guard can answer, mildest first.
+ACTIONS = ("none", "alert", "skip_step", "stop_and_restart")
+SEVERITIES = ("info", "warning", "critical")
+#: Tags (and their roles) under which the guard files what `step` is given.
+TAGS = {"loss": "train_loss", "grad_norm": "grad_norm", "lr": "lr", "loss_scale": "loss_scale"}
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """What the guard does about what it finds (`[tool.losslens.guard]`)."""
+
+    #: Run the detectors every this many steps (and at once on a value over the bar).
+    check_every: int = 50
+    #: The bar, in robust scales over the trailing median of the log loss (and grad norm).
+    screen_z: float = 3.0
+    #: Answer skip_step for a step whose loss or grad norm is NaN/inf.
+    skip_nonfinite: bool = True
+    #: Answer skip_step for a step that starts a spike at least this many robust scales over
+    #: the trailing level (0: never; OLMo-core skips at 6 standard deviations).
+    skip_z: float = 0.0
+    #: Stop and restart when a spike has not come back for this many steps.
+    stop_after: int = 50
+    #: Which events may stop the run: an unrecovered spike, a divergence, a NaN/inf burst
+    #: of at least `stop_nonfinite` points.
+    stop_on: tuple[str, ...] = ("spike", "divergence", "nonfinite")
+    stop_nonfinite: int = 3
+    #: Alert on new events (and events whose severity rose) at or above this severity.
+    alert_severity: str = "warning"
+    #: The PaLM plan: restart from the latest checkpoint at least `before` steps before the
+    #: onset, skip `min_skip`..`max_skip` batches from there through the event.
+    before: int = 100
+    min_skip: int = 200
+    max_skip: int = 500
+
+    def validate(self) -> None:
+        for name in ("check_every", "stop_after", "stop_nonfinite"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InvalidParameterError(f"guard.{name} must be an int >= 1, got {v!r}")
+        for name in ("before", "min_skip", "max_skip"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise InvalidParameterError(f"guard.{name} must be an int >= 0, got {v!r}")
+        for name in ("screen_z", "skip_z"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+                raise InvalidParameterError(f"guard.{name} must be a number >= 0, got {v!r}")
+        if self.alert_severity not in SEVERITIES:
+            raise InvalidParameterError(f"guard.alert_severity must be one of "
+                                        f"{', '.join(SEVERITIES)}, got {self.alert_severity!r}")
+        bad = [k for k in self.stop_on if k not in ("spike", "divergence", "nonfinite")]
+        if bad:
+            raise InvalidParameterError(f"guard.stop_on: unknown kind {bad[0]!r}; "
+                                        "known: spike, divergence, nonfinite")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do after a step. Falsy when there is nothing to do."""
+
+    action: str
+    step: int
+    reason: str = ""
+    events: tuple[Event, ...] = ()
+    plan: SkipPlan | None = None
+
+    def __bool__(self) -> bool:
+        return self.action != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "step": self.step, "reason": self.reason,
+                "events": [e.to_dict() for e in self.events],
+                "plan": None if self.plan is None else self.plan.to_dict()}
+
+
+NOTHING = Decision("none", -1)
+
+
+class Guard:
+    """Feed it every step; it says when to alert, skip a step, or stop and restart.
+
+    Args:
+        policy: a GuardPolicy (default: its defaults; `load_guard_config` reads the file).
+        detectors: as `detectors.resolve_detectors` takes them (the causal ones run).
+        checkpoints: steps saved so far (more via `checkpoint_saved`), or `checkpoint_every`.
+        alert: callables called with each Decision that is not nothing (Slack, pager, W&B,
+            TensorBoard: see `losslens.guard.alerts`).
+        run: the run's name in the events.
+    """
+
+    def __init__(self, policy: GuardPolicy | None = None, *, detectors: Any = None,
+                 checkpoints: Iterable[int] = (), checkpoint_every: int | None = None,
+                 alert: Callable[[Decision], Any] | Sequence[Callable[[Decision], Any]] = (),
+                 run: str = "train") -> None:
+        self.policy = policy or GuardPolicy()
+        self.policy.validate()
+        self.live = LiveRun(run, detectors=detectors, roles=TAGS, source="guard",
+                            format="guard")
+        spike = next((s.det for s in self.live.streams.streams if s.kind == "spike"), None)
+        self._min_ratio = math.log(float(getattr(spike, "min_ratio", 1.05)))
+        grad = next((s.det for s in self.live.streams.streams if s.kind == "grad_spike"), None)
+        self._grad_ratio = math.log(float(getattr(grad, "min_ratio", 1.5)))
+        self.checkpoints = sorted(set(int(c) for c in checkpoints))
+        self.checkpoint_every = checkpoint_every
+        self.alerts = [alert] if callable(alert) else list(alert)
+        self._pending: dict[str, tuple[list[int], list[float]]] = {t: ([], []) for t in TAGS}
+        self._bar = math.inf  # a loss above it makes the detectors run now
+        self._gbar = math.inf
+        self._next = self.policy.check_every
+        self._last_step: int | None = None
+        self._said: dict[tuple, str] = {}  # event key -> "stop_and_restart" once stopped
+        self._ranks: dict[tuple, int] = {}  # event key -> severity rank last alerted
+        self.decisions: list[Decision] = []
+        self.stopped: Decision | None = None
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def step(self, step: int, loss: float, grad_norm: float | None = None,
+             lr: float | None = None, loss_scale: float | None = None) -> Decision:
+        """One optimizer step's numbers; what to do about them."""
+        step, loss = int(step), float(loss)
+        p = self._pending
+        p["loss"][0].append(step)
+        p["loss"][1].append(loss)
+        due = step >= self._next or not loss < self._bar  # NaN compares False: due
+        if grad_norm is not None:
+            grad_norm = float(grad_norm)
+            p["grad_norm"][0].append(step)
+            p["grad_norm"][1].append(grad_norm)
+            due = due or not grad_norm < self._gbar
+        if lr is not None:
+            p["lr"][0].append(step)
+            p["lr"][1].append(float(lr))
+        if loss_scale is not None:
+            p["loss_scale"][0].append(step)
+            p["loss_scale"][1].append(float(loss_scale))
+        self._last_step = step
+        if not due:
+            return NOTHING
+        return self._check(step, loss, grad_norm)
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def checkpoint_saved(self, step: int) -> None:
+        """A checkpoint was saved at `step` (the state after that step)."""
+        if int(step) not in self.checkpoints:
+            self.checkpoints.append(int(step))
+            self.checkpoints.sort()
+
+    def flush(self) -> list[Event]:
+        """Run the detectors on every step fed so far; the events (as `events()`)."""
+        self._feed()
+        self.live.detect()
+        return self.events()
+
+    def events(self) -> list[Event]:
+        """The events so far, with ids as `analyze` gives them (`<kind>-<n>` in order)."""
+        counters: dict[str, int] = {}
+        out = []
+        for e in self.live.current():
+            counters[e.kind] = counters.get(e.kind, 0) + 1
+            out.append(replace(e, id=f"{e.kind}-{counters[e.kind]}"))
+        return out
+
+    def _feed(self) -> None:
+        for tag, (steps, values) in self._pending.items():
+            if steps:
+                self.live.add(tag, steps, values)
+                steps.clear()
+                values.clear()
+
+    def _check(self, step: int, loss: float, grad_norm: float | None) -> Decision:
+        self._feed()
+        rev = self.live.update()
+        self._next = step + self.policy.check_every
+        for e in rev.events:  # be there when an open spike has been out for stop_after
+            if e.kind == "spike" and e.end_step is None and "spike" in self.policy.stop_on:
+                due = e.start_step + self.policy.stop_after
+                if due > step:
+                    self._next = min(self._next, due)
+        self._bars()
+        decision = self._decide(step, loss, grad_norm, rev.new, rev.revised, rev.events)
+        if decision:
+            self.decisions.append(decision)
+            if decision.action == "stop_and_restart":
+                self.stopped = decision
+            for sink in self.alerts:
+                sink(decision)
+        return decision
+
+    def _bars(self) -> None:
+        """The bars until the next check, from the trailing points of loss and grad norm."""
+        self._bar = self._bar_of("loss", self._min_ratio)
+        self._gbar = self._bar_of("grad_norm", self._grad_ratio)
+
+    def _bar_of(self, tag: str, min_log_ratio: float) -> float:
+        s = self.live.series.get(tag)
+        if s is None or s.n < 8:
+            return -math.inf if s is not None else math.inf  # too few points: check each
+        v = s.value[max(0, s.n - 128):s.n]
+        v = v[np.isfinite(v)]
+        if v.shape[0] < 8:
+            return -math.inf
+        if (v <= 0).any():  # additive: the spike statistic is too, then
+            med = float(np.median(v))
+            mad = 1.4826 * float(np.median(np.abs(v - med)))
+            return med + self.policy.screen_z * mad
+        y = np.log(v)
+        med = float(np.median(y))
+        mad = 1.4826 * float(np.median(np.abs(y - med)))
+        return math.exp(med + max(self.policy.screen_z * mad, min_log_ratio))
+
+    # -- policy ---------------------------------------------------------------------------
+
+    def _decide(self, step: int, loss: float, grad_norm: float | None, new: list[Event],
+                revised: list[Event], current: list[Event]) -> Decision:
+        pol = self.policy
+        stop = self._stop_event(step, current)
+        if stop is not None:
+            key = (stop.kind, stop.tag, stop.start_step)
+            if self._said.get(key) != "stop_and_restart":
+                self._said[key] = "stop_and_restart"
+                return Decision("stop_and_restart", step, self._why(stop, step), (stop,),
+                                self._plan(stop, step))
+        if pol.skip_nonfinite and not (math.isfinite(loss) and (
+                grad_norm is None or math.isfinite(grad_norm))):
+            what = "loss" if not math.isfinite(loss) else "grad norm"
+            value = loss if what == "loss" else grad_norm
+            return self._told(Decision(
+                "skip_step", step, f"the {what} is {value} at step {step}: do not apply "
+                "this update", tuple(e for e in current if e.kind == "nonfinite")))
+        if pol.skip_z > 0:
+            hit = [e for e in current if e.kind == "spike" and e.start_step == step
+                   and e.details.get("z_start", 0.0) >= pol.skip_z]
+            if hit:
+                return self._told(Decision(
+                    "skip_step", step, f"the loss at step {step} is "
+                    f"{hit[0].details['z_start']:.1f} robust scales over its level "
+                    f"(skip_z {pol.skip_z:g}): do not apply this update", tuple(hit)))
+        level = SEVERITIES.index(pol.alert_severity)
+        loud = []
+        for e in new + revised:
+            key = (e.kind, e.tag, e.start_step)
+            rank = SEVERITIES.index(e.severity) if e.severity in SEVERITIES else 0
+            if e.kind in ("spike", "grad_spike") and e.end_step is None:
+                rank = min(rank, 1)  # not back yet: a warning until it stays out (stop)
+            if rank < level or rank <= self._ranks.get(key, -1):
+                continue
+            self._ranks[key] = rank
+            loud.append(e)
+        if loud:
+            what = "; ".join(f"{e.kind} on {e.tag or 'the run'} from step {e.start_step}"
+                             + (" (not back yet)" if e.kind in ("spike", "grad_spike")
+                                and e.end_step is None else f" ({e.severity})")
+                             for e in loud)
+            return Decision("alert", step, what, tuple(loud))
+        return NOTHING
+
+    def _told(self, decision: Decision) -> Decision:
+        """The decision, its events marked as told (no alert repeats them)."""
+        for e in decision.events:
+            key = (e.kind, e.tag, e.start_step)
+            self._ranks[key] = max(self._ranks.get(key, -1), SEVERITIES.index(e.severity)
+                                   if e.severity in SEVERITIES else 0)
+        return decision
+
+    def _stop_event(self, step: int, current: list[Event]) -> Event | None:
+        pol = self.policy
+        for e in current:
+            if e.kind not in pol.stop_on:
+                continue
+            if e.kind == "divergence" and not e.details.get("recovered"):
+                return e
+            if e.kind == "nonfinite" and e.details.get("points", 0) >= pol.stop_nonfinite \
+                    and e.tag == "loss":
+                return e
+            if e.kind == "spike" and e.tag == "loss" and e.end_step is None \
+                    and step - e.start_step >= pol.stop_after:
+                return e
+        return None
+
+    def _why(self, e: Event, step: int) -> str:
+        if e.kind == "spike":
+            return (f"the loss spiked at step {e.start_step} (x{e.magnitude:.2f}) and has not "
+                    f"come back in {step - e.start_step} steps")
+        if e.kind == "divergence":
+            return f"the loss is diverging since step {e.start_step}"
+        return f"{e.details.get('points')} non-finite losses since step {e.start_step}"
+
+    def _plan(self, e: Event, step: int) -> SkipPlan | None:
+        from ..skipplan import SkipPolicy, plan
+
+        pol = self.policy
+        ckpts = list(self.checkpoints)
+        if self.checkpoint_every:
+            ckpts += list(range(self.checkpoint_every, step + 1, self.checkpoint_every))
+        skip, _ = plan([e], ckpts or None, SkipPolicy(pol.before, pol.min_skip, pol.max_skip))
+        if skip is None:
+            return None
+        (first, last), rest = skip.skip[-1], skip.skip[:-1]
+        cap = first + pol.max_skip - 1 if pol.max_skip else step
+        last = max(last, min(step, cap))  # through the step it stopped at
+        return replace(skip, skip=rest + ((first, last),))

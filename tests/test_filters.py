@@ -1,0 +1,64 @@
+"""losslens.detectors.filters gives exactly what SciPy and ruptures give."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ruptures as rpt
+from scipy import ndimage
+
+from losslens.detectors import filters
+from losslens.detectors.changepoint import linear_cost_class
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 5, 6, 9, 129])
+@pytest.mark.parametrize("n", [1, 3, 7, 300])
+def test_filters_equal_scipy(size, n):
+    rng = np.random.default_rng(size * 1000 + n)
+    x = np.round(rng.normal(size=n), 1)  # ties, as printed logs have
+    for origin in sorted({0, (size - 1) // 2, -(size // 2), size // 4}):
+        for ours, theirs in ((filters.median_filter, ndimage.median_filter),
+                             (filters.minimum_filter1d, ndimage.minimum_filter1d),
+                             (filters.maximum_filter1d, ndimage.maximum_filter1d)):
+            want = theirs(x, size=size, mode="nearest", origin=origin)
+            got = ours(x, size=size, origin=origin)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want, err_msg=f"{ours.__name__} {origin}")
+
+
+def test_large_inputs_go_to_scipy():
+    x = np.arange(filters.SMALL // 5 + 10, dtype=float)[::-1]
+    np.testing.assert_array_equal(filters.median_filter(x, 5),
+                                  ndimage.median_filter(x, size=5, mode="nearest"))
+
+
+def _signal(seed: int, n: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.arange(n, dtype=float) * 10
+    y = np.log(2.0 + 8.0 * (1 + x / 60.0) ** -0.55) + rng.normal(0, 0.02, n)
+    k = int(rng.integers(n // 4, 3 * n // 4))
+    y[k:] += rng.choice([-0.3, 0.0, 0.4])
+    return np.column_stack([x, y])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_pelt_and_binseg_equal_ruptures(seed):
+    n = [5, 9, 40, 120, 400][seed % 5]
+    signal = _signal(seed, n)
+    cls = linear_cost_class()
+    # ruptures takes a custom cost only as a BaseCost subclass
+    RC = type("RC", (cls, rpt.base.BaseCost), {})
+    for pen, ms, jump in ((0.01, 3, 1), (0.1, 5, 2), (1.0, 3, 4)):
+        try:
+            want = rpt.Pelt(custom_cost=RC(), min_size=ms, jump=jump).fit(signal).predict(pen)
+        except rpt.exceptions.BadSegmentationParameters:
+            with pytest.raises(filters.BadSegmentationParameters):
+                filters.pelt(cls().fit(signal), n, pen, ms, jump)
+            continue
+        assert filters.pelt(cls().fit(signal), n, pen, ms, jump) == want
+    try:
+        want = rpt.Binseg(custom_cost=RC(), min_size=3, jump=1).fit(signal).predict(n_bkps=1)[0]
+    except rpt.exceptions.BadSegmentationParameters:
+        with pytest.raises(filters.BadSegmentationParameters):
+            filters.binseg_one(cls().fit(signal), n, 3)
+        return
+    assert filters.binseg_one(cls().fit(signal), n, 3) == want
