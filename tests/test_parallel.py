@@ -123,17 +123,20 @@ def test_text_report_starts_with_the_fleet_summary(runner, fleet):
     # cell wraps onto continuation lines (an empty run cell)
     at = [lines[1].index(h) for h in ("worst", "finding", "events")]
     ends = [lines[1].index("events") + len("events"), len(lines[1])]
-    rows: dict[str, list[str]] = {}
+    parsed: list[list[str]] = []
     for line in lines[3:]:
         if not line.strip():
             break
         cells = [line[:at[0]], line[at[0]:at[1]], line[at[1]:ends[0] - len("events")],
                  line[ends[0] - len("events"):ends[0]], line[ends[0]:ends[1]]]
         cells = [c.strip() for c in cells]
-        if cells[0]:
-            rows[last := cells[0]] = cells
-        else:
-            rows[last] = [f"{a} {b}" if b else a for a, b in zip(rows[last], cells)]
+        if cells[1] or not parsed:
+            parsed.append(cells)
+        else:  # a continuation line: the run name goes on (cut anywhere), the finding too
+            prev = parsed[-1]
+            parsed[-1] = [prev[0] + cells[0]] + [f"{a} {b}" if b else a
+                                                 for a, b in zip(prev[1:], cells[1:])]
+    rows = {cells[0]: cells for cells in parsed}
     assert len(rows) == 8
     assert rows["bad/trainer_state.json"][1] == "failed"
     assert rows["run1/metrics.jsonl"][1:] == ["clean", "", "0", "3,000"]
