@@ -197,3 +197,18 @@ def fleet(analysis: Analysis) -> list[FleetRow]:
         rows.append(FleetRow(ra.info.run, top.severity if top else None,
                              top.title if top else None, len(ra.events), ra.info.last_step))
     return rows
+
+
+def settle_events(info: RunInfo, events: Sequence[Event],
+                  options: Options | None = None) -> list[Event]:
+    """`events` (of a run seen so far: `watch`, the in-training guard) with the severities
+    `analyze` gives them: diagnosed as `conclude` does, each as severe as the most severe
+    finding citing it. Ids and order are kept."""
+    counters: dict[str, int] = {}
+    ided = []
+    for e in events:
+        counters[e.kind] = counters.get(e.kind, 0) + 1
+        ided.append(replace(e, id=f"{e.kind}-{counters[e.kind]}"))
+    level = {e.id: e.severity for e in conclude(info, ided, options).events}
+    return [e if level.get(i.id, e.severity) == e.severity
+            else replace(e, severity=level[i.id]) for e, i in zip(events, ided)]

@@ -17,8 +17,10 @@ before it is back, so it starts as `none`/critical and is updated when it comes 
 slow), or whether it recovered (divergence) changes; a moving end or count alone is not
 reported. Nothing is retracted: an event that a rollback later overwrote stays reported.
 Event ids are `<kind>-<n>` in order of first report. Spikes inside a divergence are folded
-into it as in `analyze`; `details.shared_with` / `isolated` (which compare losses over time)
-are not computed. The library never prints: `Update.notices` holds
+into it, and severities follow the findings that cite each event
+(`pipeline.settle_events`), as in
+`analyze`; `details.shared_with` / `isolated` (which compare losses over time) are not
+computed. The library never prints: `Update.notices` holds
 the messages for stderr.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any, Iterator, Mapping
 
 from .detectors.stream import CausalStreams, LiveRun
 from .events import Event
+from .pipeline import settle_events
 from .readers.follow import open_source
 
 # ============================================================================ public records
@@ -109,11 +112,13 @@ class Follower:
         from_end: read what is already there as history without reporting its events.
         detectors: as `detectors.resolve_detectors` takes them; only causal ones run.
         strict: raise (LogNotFoundError, UnknownFormatError) instead of waiting.
+        options: the `Options` whose severity policy and ignored events the events follow
+            (as in `analyze`; the defaults when None).
     """
 
     def __init__(self, path: str | os.PathLike, *, input_format: str | None = None,
                  roles: Mapping[str, str] | None = None, from_end: bool = False,
-                 detectors: Any = None, strict: bool = False) -> None:
+                 detectors: Any = None, strict: bool = False, options: Any = None) -> None:
         if input_format is not None:
             from .readers import get_format
 
@@ -121,6 +126,7 @@ class Follower:
         self.path = Path(path)
         self.format, self.roles, self.strict = input_format, dict(roles or {}), strict
         self.streams = CausalStreams(detectors)
+        self.options = options
         self.source: Any = None
         self.states: dict[str, LiveRun] = {}
         self.reporters: dict[str, _Reporter] = {}
@@ -167,7 +173,7 @@ class Follower:
             touched[b.run] = st
         for run, st in touched.items():
             report, self._current[run] = self.reporters.setdefault(run, _Reporter()).diff(
-                run, st.detect())
+                run, settle_events(st.info(), st.detect(), self.options))
             if not self._quiet:
                 update.events += report
         self._quiet = False

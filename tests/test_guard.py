@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from losslens.analysis import detect_run
+from losslens.pipeline import analyze
 from losslens.detectors import DETECTORS, detector_class
 from losslens.errors import InvalidParameterError, LossLensError
 from losslens.frame import build
@@ -45,7 +45,7 @@ def analyze_same(s, loss, grad, lr, scale):
             b.add(tag, int(s[i]), float(v), order=i)
     frame = build([b.build("train", "guard", "guard")], TAGS)
     causal = [n for n in DETECTORS if getattr(detector_class(n), "causal", False)]
-    return [e.to_dict() for e in detect_run(frame, frame.runs[0], causal)]
+    return [e.to_dict() for e in analyze(frame, detectors=causal).runs[0].events]
 
 
 @pytest.mark.parametrize("seed,kw", [
@@ -54,8 +54,8 @@ def analyze_same(s, loss, grad, lr, scale):
     (2, dict()),
 ])
 def test_guard_events_equal_analyze_over_the_same_series(seed, kw):
-    """The events of the causal detectors (those the guard runs: the others need the whole
-    run) are analyze's, ids and JSON included."""
+    """The events are analyze's with the causal detectors (those the guard runs: the others
+    need the whole run), severities settled by the findings, ids and JSON included."""
     s, loss, grad, lr, scale = curve(2000, seed, **kw)
     g = Guard(GuardPolicy(stop_on=()))  # never stops: every step is fed
     for i in range(s.shape[0]):
@@ -75,14 +75,25 @@ def test_decisions_alert_skip_and_stop_with_the_plan():
             out.append((d.action, d.step))
         if d.action == "stop_and_restart":
             break
-    # the fast spike: an alert at its first point (not back yet), no more when it is back;
-    # the NaN: skip the step; the spike that stays: alert, then stop 40 steps into it
-    assert out == [("alert", 300), ("skip_step", 450), ("alert", 600),
-                   ("stop_and_restart", 640)]
+    # the fast spike: nothing (info); the NaN: skip the step; the spike that stays out:
+    # stop 40 steps into it
+    assert out == [("skip_step", 450), ("stop_and_restart", 640)]
     stop = g.stopped
     assert stop.plan.restart_from_step == 500  # latest checkpoint >= 100 before step 600
     assert stop.plan.skip == ((501, 700),)  # min_skip 200
     assert not g.step(641, 2.0) or g.stopped is stop
+
+
+def test_alert_when_a_spike_comes_back_slowly_and_for_a_divergence():
+    s, loss, *_ = curve(1400, 6, spikes=[(300, 300, 1.8)])
+    g = Guard(GuardPolicy(stop_after=400, check_every=25))
+    got = [(d.action, d.step, d.events[0].recovery) for i in range(1000)
+           if (d := g.step(s[i], loss[i]))]
+    assert got == [("alert", 613, "slow")]  # back at 600, seen at a check after it
+    s, loss, *_ = curve(2000, 1, diverge_at=1500)
+    g = Guard(GuardPolicy(stop_on=("spike",)))
+    got = [(d.action, d.events[0].kind) for i in range(2000) if (d := g.step(s[i], loss[i]))]
+    assert got[:1] == [("alert", "divergence")]
 
 
 def test_skip_z_skips_a_step_that_starts_an_extreme_spike():

@@ -46,7 +46,7 @@ def test_hf_trainer_stops_at_the_spike_and_the_resumed_run_skips_the_batches(tmp
     doc = json.loads((tmp_path / PLAN_FILE).read_text())
     assert doc["plan"]["restart_from_step"] == 20  # latest checkpoint >= 5 before step 31
     assert doc["plan"]["skip"] == [[21, 60]]  # widened to min_skip=40: covers 31..50
-    assert [d.action for d in alerts] == ["alert", "stop_and_restart"]
+    assert [d.action for d in alerts] == ["stop_and_restart"]
 
     # resume from the planned checkpoint: the planned batches are left out
     cb2 = GuardCallback(Guard(policy()))

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import losslens
-from losslens.analysis import detect_run
+from losslens.pipeline import analyze
 from losslens.cli import app
 from losslens.detectors import DETECTORS, detector_class
 from losslens.watch import Follower, follow, run_hook
@@ -70,7 +70,7 @@ def key(e) -> tuple:
 def analyzed(path: Path) -> list[tuple]:
     """The causal events `losslens analyze` finds in the file as it is now."""
     frame = losslens.read(path)
-    return sorted(key(e) for e in detect_run(frame, frame.runs[0], sorted(CAUSAL)))
+    return sorted(key(e) for e in analyze(frame, detectors=sorted(CAUSAL)).runs[0].events)
 
 
 def watched(f: Follower, run: str) -> list[tuple]:
@@ -324,7 +324,7 @@ def test_tensorboard_folder_appended_records_and_a_second_file(tmp_path):
             [("rollback", 551), ("spike", 800)]
         frame = losslens.read(run)
         assert sorted(key(e) for e in f.events()["tb"]) == sorted(
-            key(e) for e in detect_run(frame, frame.runs[0], sorted(CAUSAL)))
+            key(e) for e in analyze(frame, detectors=sorted(CAUSAL)).runs[0].events)
         assert f.states["tb"].segments.segments() == frame.runs[0].segments
 
 

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import losslens
-from losslens.analysis import detect_run
+from losslens.pipeline import analyze
 from losslens.detectors import DETECTORS, detector_class
 from losslens.readers.follow import FolderSource, TextSource, open_source
 from losslens.watch import Follower
@@ -24,8 +24,8 @@ def key(e) -> tuple:
 
 def analyzed_folder(root: Path) -> dict[str, list[tuple]]:
     frame = losslens.read(root)
-    return {info.run: sorted(key(e) for e in detect_run(frame, info, CAUSAL))
-            for info in frame.runs}
+    return {ra.info.run: sorted(key(e) for e in ra.events)
+            for ra in analyze(frame, detectors=CAUSAL).runs}
 
 
 def watched(f: Follower) -> dict[str, list[tuple]]:
@@ -106,3 +106,40 @@ def test_unknown_files_in_a_folder_are_ignored_quietly_and_sniffed_again_when_th
     src.close()
     assert isinstance(open_source(notes), TextSource)
     assert open_source(root / "missing") is None
+
+
+def test_watch_and_analyze_agree_on_a_folder_with_the_same_settings_file(tmp_path, runner,
+                                                                         monkeypatch):
+    """The same settings file (detector fields, ignored kinds) gives `watch DIR` the events
+    `analyze DIR` finds, run by run (the causal kinds; a spike's last report counts)."""
+    import shutil
+
+    from losslens.cli import app
+
+    samples = Path(__file__).resolve().parent.parent / "sample_logs"
+    root = tmp_path / "runs"
+    root.mkdir()
+    for name in ("megatron_gpt_spikes.log", "nanogpt_clean.log"):
+        shutil.copy(samples / name, root / name)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "losslens.toml").write_text(
+        'ignore-kinds = ["overflow"]\n[detectors.spike]\nthreshold = 8.0\nfast_within = 100\n')
+
+    def fields(e):
+        return (e["kind"], e["tag"], e["start_step"], e["peak_step"], e["end_step"],
+                e["severity"], e["recovery"])
+
+    res = runner.invoke(app, ["analyze", str(root), "--format", "json"])
+    assert res.exit_code in (0, 1), res.stderr
+    want = {r["run"]: sorted(fields(e) for e in r["events"] if e["kind"] in CAUSAL)
+            for r in json.loads(res.stdout)["runs"]}
+    res = runner.invoke(app, ["watch", str(root), "--once", "-f", "json"])
+    assert res.exit_code == 0, res.stderr
+    last: dict[tuple, dict] = {}
+    for line in res.stdout.splitlines():
+        e = json.loads(line)
+        last[(e["run"], e["kind"], e["tag"], e["start_step"])] = e
+    got = {run: sorted(fields(e) for (r, *_), e in last.items() if r == run) for run in want}
+    assert got == want
+    assert any(k == "spike" for evs in want.values() for k, *_ in evs)
+    assert not any(k == "overflow" for evs in got.values() for k, *_ in evs)

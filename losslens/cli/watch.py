@@ -74,7 +74,8 @@ def watch(
         updates = follow(path, interval=interval, timeout=timeout,
                          max_updates=1 if once else max_updates, strict=once,
                          input_format=options.input_format, roles=options.roles,
-                         detectors=options.detector_instances(), from_end=not from_start)
+                         detectors=options.detector_instances(), from_end=not from_start,
+                         options=options)
         try:
             for update in updates:
                 for notice in update.notices:

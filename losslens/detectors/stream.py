@@ -133,6 +133,7 @@ class LiveRun:
         self.memo: dict[tuple[str, str], dict[str, Any]] = {}
         self.tick = 0
         self._order = 0
+        self.metadata = RunMeta()  # the first hyper-parameters a reader found
 
     def _tag(self, tag: str) -> int:
         code = self.codes.get(tag)
@@ -148,6 +149,8 @@ class LiveRun:
         (their `order` and `headers` continue the earlier ones)."""
         for tag in rec.tags:
             self._tag(tag)
+        if self.metadata == RunMeta() and rec.metadata != RunMeta():
+            self.metadata = rec.metadata
         if not len(rec):
             self.segments.add(np.empty(0, np.int32), np.empty(0, np.int64),
                               np.empty(0, np.int64), rec.headers)
@@ -190,7 +193,7 @@ class LiveRun:
             infos.append(SeriesInfo(tag, self.roles[tag], n, int(s.step[0]) if n else None,
                                     int(s.step[n - 1]) if n else None, 0, n))
         return RunInfo(self.run, self.source, self.format, tuple(infos),
-                       self.segments.segments(), RunMeta())
+                       self.segments.segments(), self.metadata)
 
     def current(self) -> list[Event]:
         """The current events (spikes inside a divergence folded into it), sorted."""

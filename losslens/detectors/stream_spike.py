@@ -164,8 +164,14 @@ class SpikeStream:
         v, pos = seg[ok], lo + np.flatnonzero(ok)
         if v.shape[0] < 3:
             return None
-        vmin, vmax, smax = float(v.min()), float(v.max()), float(np.abs(np.diff(v)).max())
-        if vmin > 0 and vmin * vmin / vmax > sp.NEAR_ZERO * sp.DIFF_TO_SIGMA * smax:
+        diffs = np.abs(np.diff(v))
+        vmin, vmax, step = float(v.min()), float(v.max()), float(diffs.max())
+        k = self.w // 2 + 1
+        if np.count_nonzero(ok[:upto - lo]) >= self.w and diffs.shape[0] >= k:
+            # every point judged here has a full window of w steps before it: its noise
+            # (their median) is at most the k-th largest step of the stretch
+            step = float(np.partition(diffs, -k)[-k])
+        if vmin > 0 and vmin * vmin / vmax > sp.NEAR_ZERO * sp.DIFF_TO_SIGMA * step:
             return None  # the level (>= vmin^2/vmax) stays above any noise bound here
         fin_index = fin - int(np.count_nonzero(ok[:upto - lo])) + np.arange(v.shape[0])
         logb = sp.baseline(v, self.w, True, level_window=self.lw)

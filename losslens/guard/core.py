@@ -182,10 +182,13 @@ class Guard:
         return self.events()
 
     def events(self) -> list[Event]:
-        """The events so far, with ids as `analyze` gives them (`<kind>-<n>` in order)."""
+        """The events so far as `analyze` gives them: severities settled by the findings
+        that cite them (`pipeline.settle_events`), ids `<kind>-<n>` in order."""
+        from ..pipeline import settle_events
+
         counters: dict[str, int] = {}
         out = []
-        for e in self.live.current():
+        for e in settle_events(self.live.info(), self.live.current()):
             counters[e.kind] = counters.get(e.kind, 0) + 1
             out.append(replace(e, id=f"{e.kind}-{counters[e.kind]}"))
         return out
@@ -271,7 +274,8 @@ class Guard:
             key = (e.kind, e.tag, e.start_step)
             rank = SEVERITIES.index(e.severity) if e.severity in SEVERITIES else 0
             if e.kind in ("spike", "grad_spike") and e.end_step is None:
-                rank = min(rank, 1)  # not back yet: a warning until it stays out (stop)
+                rank = 0  # not back yet: judged when it is back (slow: a warning) or stays
+                #           out `stop_after` steps (stop_and_restart)
             if rank < level or rank <= self._ranks.get(key, -1):
                 continue
             self._ranks[key] = rank

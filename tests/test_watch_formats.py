@@ -1,0 +1,81 @@
+"""Text formats followed a line batch at a time (`readers.follow.CONTEXT_LINES`) give the
+series of reading the whole file, wherever the appended bytes were cut."""
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+import losslens
+from losslens.readers.follow import CONTEXT_LINES
+from losslens.watch import Follower
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _loss(s: int) -> float:
+    return 2 + math.exp(-s / 300) * (3 if s == 700 else 1)
+
+
+def maxtext(n: int) -> str:
+    out = ["I1129 19:48:00.000000 140000 train.py:100] Number of model params=1.104 billion"]
+    for s in range(n):
+        out.append(f"I1129 19:48:42.123456 140000 max_logging.py:27] completed step: {s}, "
+                   f"seconds: 1.150, TFLOP/s/device: 470.000, Tokens/s/device: 57000.000, "
+                   f"total_weights: 8192, loss: {_loss(s):.3f}")
+        if s % 100 == 4:
+            out.append("I1129 19:48:50.000000 140000 max_logging.py:27] eval metrics after "
+                       f"step: {s}, loss=9.876, total_weights=5000.0, step_time_seconds=0.321")
+    return "\n".join(out) + "\n"
+
+
+def torchtune(n: int) -> str:
+    return "".join(f"Step {s} | loss:{_loss(s):.4f} lr:2e-05 grad_norm:{0.5 + s % 7 / 100} \n"
+                   for s in range(1, n))
+
+
+def composer(n: int) -> str:
+    out = ["[2025-08-06 10:02:48,297][composer.trainer.trainer][INFO] - Run name: r1",
+           "******************************", "Config:", "composer_version: 0.31.0",
+           "******************************"]
+    for s in range(1, n):
+        out.append(f"[batch={s}/{n}]:\n\t Train time/batch: {s}\n\t Train loss/train/total: "
+                   f"{_loss(s):.4f}\n\t Train lr-DecoupledAdamW/group0: 0.0001")
+        if s % 200 == 0:
+            out.append("[Eval batch=1/4] Eval on eval data\n[Eval batch=4/4] Eval on eval "
+                       "data:\n\t Eval metrics/eval/LanguageCrossEntropy: 3.9")
+    return "\n".join(out) + "\n"
+
+
+def modded() -> str:
+    return (DATA / "modded_nanogpt" / "2024-12-04_ValueEmbed_1b4db08c.txt").read_text()
+
+
+CASES = {"maxtext": lambda: maxtext(1200), "torchtune": lambda: torchtune(1200),
+         "composer": lambda: composer(1200), "modded-nanogpt": modded}
+
+
+@pytest.mark.parametrize("fmt", sorted(CASES))
+def test_line_batches_of_newer_formats_read_like_the_whole_file(tmp_path, fmt):
+    assert fmt in CONTEXT_LINES
+    data = CASES[fmt]().encode()
+    dst = tmp_path / "run.log"
+    dst.write_bytes(b"")
+    rnd, pos = random.Random(1), 0
+    with Follower(dst, input_format=fmt) as f:
+        while pos < len(data):
+            nxt = min(len(data), pos + rnd.choice([40, 300, 2000, 9000]))
+            with open(dst, "ab") as fh:
+                fh.write(data[pos:nxt])
+            pos = nxt
+            f.poll()
+        st = f.states["run.log"]
+    frame = losslens.read(dst)
+    assert frame.runs[0].format == fmt
+    assert st.series
+    for tag, s in st.series.items():
+        ref = frame.series(frame.runs[0].run, tag)
+        assert list(s.step[:s.n]) == list(ref.step), tag
+        assert list(s.value[:s.n]) == pytest.approx(list(ref.value), nan_ok=True), tag
