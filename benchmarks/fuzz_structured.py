@@ -181,7 +181,7 @@ def gen_surrogates(rng: random.Random) -> tuple[Files, str]:
 
 
 def gen_shuffled(rng: random.Random) -> tuple[Files, str]:
-    n = rng.choice((200, 1000, 3000, 8000))
+    n = rng.choice((200, 1000, 3000, 5000))
     shape = rng.choice(("llmc", "megatron", "interleaved", "reversed", "jsonl"))
     if shape == "megatron":
         lines = _megatron(n, rng)
@@ -229,11 +229,11 @@ def gen_permission(rng: random.Random) -> tuple[Files, str]:
 def gen_truncation(rng: random.Random) -> tuple[Files, str]:
     shape = rng.choice(("megatron", "llmc", "jsonl", "wandb", "tensorboard"))
     if shape == "megatron":
-        name, data = "train.log", ("\n".join(_megatron(rng.randint(2000, 12000), rng)) + "\n")
+        name, data = "train.log", ("\n".join(_megatron(rng.randint(2000, 8000), rng)) + "\n")
     elif shape == "llmc":
-        name, data = "main.log", "\n".join(_llmc(rng.randint(2000, 20000), rng)) + "\n"
+        name, data = "main.log", "\n".join(_llmc(rng.randint(2000, 8000), rng)) + "\n"
     elif shape == "jsonl":
-        name, data = "m.jsonl", "\n".join(_jsonl(rng.randint(2000, 20000), rng)) + "\n"
+        name, data = "m.jsonl", "\n".join(_jsonl(rng.randint(2000, 8000), rng)) + "\n"
     elif shape == "wandb":
         from fuzz import wandb_bytes  # type: ignore[import-not-found]
 
@@ -287,6 +287,14 @@ def _place(folder: Path, files: Files, rng: random.Random) -> tuple[str | None, 
 def _child(folder: Path, target: str, command: list[str], trick: str | None,
            delay: float | None, out_fd: int, cap: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    out = _invoke(folder, target, command, trick, delay)
+    os.write(out_fd, json.dumps(out).encode())
+    os._exit(0)
+
+
+def _invoke(folder: Path, target: str, command: list[str], trick: str | None,
+            delay: float | None) -> dict:
+    """One CLI command on the case's input, in this process: verdict, exit, stderr tail."""
     from typer.testing import CliRunner
 
     from losslens.cli import app
@@ -307,9 +315,7 @@ def _child(folder: Path, target: str, command: list[str], trick: str | None,
     res = CliRunner().invoke(app, [command[0], str(path), *command[1:]])
     stdout, stderr = res.stdout, res.stderr
     verdict = judge(res.exit_code, stdout, stderr, res.exception)
-    os.write(out_fd, json.dumps({"verdict": verdict, "exit": res.exit_code,
-                                 "detail": (stderr or "")[-600:]}).encode())
-    os._exit(0)
+    return {"verdict": verdict, "exit": res.exit_code, "detail": (stderr or "")[-600:]}
 
 
 def judge(code: int, stdout: str, stderr: str, exc: BaseException | None) -> str:
@@ -374,6 +380,115 @@ def run_case(index: int, seed: int, timeout: float, cap: int) -> dict:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _prepare(index: int, seed: int) -> tuple[str, Path, str, list[str], str | None,
+                                               float | None, int]:
+    rng = random.Random(f"{seed}:{index}")
+    category = list(CATEGORIES)[index % len(CATEGORIES)]
+    files, target = CATEGORIES[category](rng)
+    command = rng.choice(COMMANDS)
+    folder = Path(tempfile.mkdtemp(prefix="lls-"))
+    size = sum(len(v) for k, v in files.items() if not k.startswith("#"))
+    trick, delay = _place(folder, files, rng)
+    return category, folder, target, command, trick, delay, size
+
+
+def _cleanup(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        try:
+            os.chmod(p, 0o755, follow_symlinks=False)
+        except (OSError, NotImplementedError):
+            pass
+    try:
+        os.chmod(folder, 0o755)
+    except OSError:
+        pass
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _peak_rss() -> int:
+    """VmHWM of this process in bytes (reset before each case with clear_refs)."""
+    with open("/proc/self/status") as fh:
+        for row in fh:
+            if row.startswith("VmHWM:"):
+                return int(row.split()[1]) * 1024
+    return 0
+
+
+class _CaseTimeout(Exception):
+    pass
+
+
+def _batch_child(indices: list[int], seed: int, timeout: float, cap: int, out_fd: int) -> None:
+    """Cases one after another in this forked child (memory capped), one JSON line each on
+    `out_fd` as it ends; each case's peak RSS from VmHWM reset by /proc/self/clear_refs, a
+    case past `timeout` interrupted by SIGALRM (a crash kills the child: the parent re-runs
+    the rest of the batch)."""
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    def expired(signum, frame):  # noqa: ARG001
+        raise _CaseTimeout()
+
+    signal.signal(signal.SIGALRM, expired)
+    home = os.getcwd()
+    for index in indices:
+        category, folder, target, command, trick, delay, size = _prepare(index, seed)
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+        except OSError:
+            pass
+        start = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            out = _invoke(folder, target, command, trick, delay)
+        except _CaseTimeout:
+            out = {"verdict": "hang", "exit": None, "detail": ""}
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        out.update(category=category, command=" ".join(command),
+                   seconds=time.perf_counter() - start, rss=_peak_rss(), size=size,
+                   index=index)
+        os.chdir(home)
+        _cleanup(folder)
+        os.write(out_fd, (json.dumps(out) + "\n").encode())
+    os._exit(0)
+
+
+def run_batch(indices: list[int], seed: int, timeout: float, cap: int) -> list[dict]:
+    """A batch of cases in one forked child; a case that kills the child (a signal, the
+    memory cap) is a crash, and the cases after it run in a new child."""
+    results: list[dict] = []
+    todo = list(indices)
+    while todo:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                _batch_child(todo, seed, timeout, cap, w)
+            finally:
+                os._exit(3)
+        os.close(w)
+        raw = b""
+        while chunk := os.read(r, 1 << 16):
+            raw += chunk
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        done = [json.loads(ln) for ln in raw.decode().splitlines() if ln.strip()]
+        results += done
+        todo = todo[len(done):]
+        if todo and (os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0):
+            index = todo.pop(0)  # the case the child died in
+            rng = random.Random(f"{seed}:{index}")
+            category = list(CATEGORIES)[index % len(CATEGORIES)]
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            results.append({"verdict": "crash", "exit": code, "detail": "the child died",
+                            "category": category, "command": "?", "seconds": 0.0,
+                            "rss": 0, "size": 0, "index": index})
+            del rng
+    return results
+
+
 def _wait(pid: int, timeout: float):
     deadline = time.monotonic() + timeout
     while True:
@@ -390,14 +505,32 @@ def _wait(pid: int, timeout: float):
 # ---------------------------------------------------------------------------- campaign
 
 
+#: Cases per forked child in the batch mode (`--batch`).
+BATCH = 25
+
+
 def _worker(args: tuple) -> list[dict]:
-    start, stop, step, seed, timeout, cap = args
-    return [run_case(i, seed, timeout, cap) for i in range(start, stop, step)]
+    start, stop, step, seed, timeout, cap, stream, batch = args
+    indices = list(range(start, stop, step))
+    out: list[dict] = []
+    size = batch or 1
+    for k in range(0, len(indices), size):
+        part = indices[k:k + size]
+        got = run_batch(part, seed, timeout, cap) if batch else [
+            run_case(part[0], seed, timeout, cap)]
+        out += got
+        if stream:  # one JSON line per case (O_APPEND: whole lines, whichever worker)
+            fd = os.open(stream, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(fd, "".join(json.dumps(r) + "\n" for r in got).encode())
+            os.close(fd)
+    return out
 
 
 def campaign(n: int, seed: int = 0, jobs: int = 1, timeout: float = 60.0,
-             cap: int = 3 << 30, log: Callable[[str], None] = print) -> list[dict]:
-    """Run n cases (jobs forked drivers, each forking one child per case)."""
+             cap: int = 3 << 30, log: Callable[[str], None] = print,
+             stream: str | None = None, first: int = 0, batch: int = 0) -> list[dict]:
+    """Run cases first..n-1 (jobs forked drivers, each forking one child per case); with
+    `stream`, each case's result is appended to that file as it ends."""
     import losslens.cli  # noqa: F401  (warm: every child starts with the CLI imported)
     import pandas  # noqa: F401
     import pyarrow.json  # noqa: F401
@@ -418,15 +551,11 @@ def campaign(n: int, seed: int = 0, jobs: int = 1, timeout: float = 60.0,
     results: list[dict] = []
     t0 = time.perf_counter()
     if jobs <= 1:
-        for i in range(n):
-            results.append(run_case(i, seed, timeout, cap))
-            if (i + 1) % 250 == 0:
-                log(f"  {i + 1}/{n} cases, {time.perf_counter() - t0:.0f} s")
-        return results
+        return _worker((first, n, 1, seed, timeout, cap, stream, batch))
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
-    chunks = [(s, n, jobs, seed, timeout, cap) for s in range(jobs)]
+    chunks = [(first + s, n, jobs, seed, timeout, cap, stream, batch) for s in range(jobs)]
     with ctx.Pool(jobs) as pool:
         for part in pool.imap_unordered(_worker, chunks):
             results += part
@@ -467,12 +596,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-rss", type=int, default=1 << 30)
     ap.add_argument("--memory-cap", type=int, default=3 << 30, help="RLIMIT_AS per case")
     ap.add_argument("--failures", type=Path, help="write the failing cases (JSON lines)")
+    ap.add_argument("--stream", help="append each case's result to this file (JSON lines) "
+                                     "as it ends")
+    ap.add_argument("--first", type=int, default=0, help="start at this case index (resume)")
+    ap.add_argument("--table", type=Path, help="print the table of a --stream file; no run")
+    ap.add_argument("--batch", type=int, default=0,
+                    help=f"cases per forked child (0: one child per case; e.g. {BATCH}: "
+                         "faster, peak RSS per case from VmHWM reset between cases)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     t0 = time.perf_counter()
-    results = campaign(args.n, args.seed, args.jobs, args.timeout, args.memory_cap)
-    print(f"structured fuzz: {len(results)} cases, seed {args.seed}, {args.jobs} job(s), "
-          f"{time.perf_counter() - t0:.0f} s")
+    if args.table:
+        results = [json.loads(ln) for ln in args.table.read_text().splitlines() if ln.strip()]
+        print(f"structured fuzz: {len(results)} cases from {args.table}")
+    else:
+        results = campaign(args.n, args.seed, args.jobs, args.timeout, args.memory_cap,
+                           stream=args.stream, first=args.first, batch=args.batch)
+        print(f"structured fuzz: {len(results)} cases, seed {args.seed}, {args.jobs} job(s), "
+              f"{time.perf_counter() - t0:.0f} s")
     print(table(results, args.slow, args.max_rss))
     bad = [r for r in results if r["verdict"] != "ok" or r["exit"] not in (0, 1, 2)
            or (r["size"] < 10 << 20 and (r["seconds"] > args.slow or r["rss"] > args.max_rss))]

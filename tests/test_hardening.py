@@ -672,3 +672,15 @@ def test_watch_removes_its_temp_files_on_sigterm(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0, proc.stderr.read()
     assert not Path(tmp).exists()
+
+
+def test_structured_fuzz_smoke():
+    """One case of each category through benchmarks/fuzz_structured.py (forked child,
+    memory cap): no crash, no injection, exits 0/1/2, bounded time and memory."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import fuzz_structured
+
+    results = fuzz_structured.campaign(8, seed=3, jobs=1, timeout=60, batch=8)
+    assert sorted(r["category"] for r in results) == sorted(fuzz_structured.CATEGORIES)
+    assert [r for r in results if r["verdict"] != "ok" or r["exit"] not in (0, 1, 2)
+            or r["seconds"] > 30 or r["rss"] > 2 * GB] == []
