@@ -134,9 +134,12 @@ def gen_huge_lengths(rng: random.Random) -> tuple[Files, str]:
             at = rng.randrange(7, len(data) - 7)
             data[at + 4:at + 6] = b"\xff\x7f"
         return {"run-x.wandb": bytes(data)}, "run-x.wandb"
-    if shape == "csv-header":
-        width = rng.choice((1 << 17, 1 << 20, 3 << 20))
-        head = "step," + ",".join(f"c{i}" for i in range(width // 8))
+    if shape == "csv-header":  # over 1 MB: long names (16k columns) or 400k short ones
+        if rng.random() < 0.5:
+            head = "step," + ",".join(f"eval/task_{i:06d}/" + "x" * 45 + "/loss"
+                                      for i in range(rng.choice((2000, 16_000))))
+        else:
+            head = "step," + ",".join(f"c{i}" for i in range((3 << 20) // 8))
         return {"m.csv": (head + "\n1,2\n2,3\n").encode()}, "m.csv"
     lines = _megatron(rng.randint(10, 400), rng)
     blob = rng.choice(("9", "x", "[", "{", "\r")) * rng.choice((1 << 20, 4 << 20, 8 << 20))
@@ -405,13 +408,21 @@ def _cleanup(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _peak_rss() -> int:
-    """VmHWM of this process in bytes (reset before each case with clear_refs)."""
+#: A batch child whose resident set grew past this (kB) hands the rest to a fresh child.
+FRESH_CHILD_KB = 400 << 10
+
+
+def _status_kb(key: str) -> int:
     with open("/proc/self/status") as fh:
         for row in fh:
-            if row.startswith("VmHWM:"):
-                return int(row.split()[1]) * 1024
+            if row.startswith(key + ":"):
+                return int(row.split()[1])
     return 0
+
+
+def _peak_rss() -> int:
+    """VmHWM of this process in bytes (reset before each case with clear_refs)."""
+    return _status_kb("VmHWM") * 1024
 
 
 class _CaseTimeout(Exception):
@@ -451,6 +462,8 @@ def _batch_child(indices: list[int], seed: int, timeout: float, cap: int, out_fd
         os.chdir(home)
         _cleanup(folder)
         os.write(out_fd, (json.dumps(out) + "\n").encode())
+        if _status_kb("VmRSS") > FRESH_CHILD_KB:  # a big case leaves memory behind: the next
+            break                                  # cases start in a fresh child (true peaks)
     os._exit(0)
 
 

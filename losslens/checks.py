@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from .errors import InvalidParameterError
 from .events import severity_rank
 from .options import Options
+from .textsafe import line
 
 
 def at_or_above(severity: str | None, level: str) -> bool:
@@ -391,15 +392,16 @@ def render_text(report: CheckReport) -> str:
     for rc in report.runs:
         lines += ["", f"{rc.run} ({rc.format}: {rc.source}): "
                   f"{'passed' if rc.passed else 'FAILED'}"]
+        lines[-1] = line(lines[-1])  # names from logs: no escape sequence, one line
         shown = [i for i in rc.items if not i.passed] + [
             i for i in rc.items if i.passed and (i.severity or i.name.startswith("baseline"))]
         for item in shown:
             where = f" [step {item.step}, {item.tag}]" if item.step is not None else ""
             below = "" if not item.passed else f" (below fail-on {report.options.fail_on})"
-            lines.append(f"  {_status(item):4}  {item.name:24} {item.severity or '':8} "
-                         f"{item.title}{where}{below}")
+            lines.append(line(f"  {_status(item):4}  {item.name:24} {item.severity or '':8} "
+                              f"{item.title}{where}{below}"))
             if item.message and (not item.passed or item.name.startswith("baseline")):
-                lines.append(f"        {item.message}")
+                lines += [f"        {line(part)}" for part in item.message.split("\n")]
         quiet = len(rc.items) - len(shown)
         if quiet:
             lines.append(f"  pass  {quiet} other check(s): nothing found")

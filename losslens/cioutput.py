@@ -165,7 +165,12 @@ _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def _x(text: Any) -> str:
-    return _XML_BAD.sub("", str(text))
+    """Text for XML: controls from logs made visible (`textsafe.terminal`: an ESC or a C1
+    CSI in a tag reaches no terminal that shows the CI log), then what XML cannot hold
+    dropped."""
+    from .textsafe import terminal
+
+    return _XML_BAD.sub("", terminal(text))
 
 
 def _seconds(t: float) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import losslens
+from losslens.errors import LossLensError
 from losslens.readers import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,7 +234,7 @@ def test_lone_surrogate_in_a_json_key_is_shown_not_a_traceback(tmp_path, runner)
     assert frame.runs[0].series[0].tag == "loss\\ud800"
 
 
-INJECT = "\x1b]52;c;ZXZpbA==\x07loss\x1b[2J\n::error::pwned"
+INJECT = "loss\x1b]52;c;ZXZpbA==\x07\x1b[2J\x9b2J\n::error::pwned"
 
 
 def test_escape_sequences_in_names_never_reach_the_terminal_or_ci(tmp_path, runner):
@@ -241,15 +242,17 @@ def test_escape_sequences_in_names_never_reach_the_terminal_or_ci(tmp_path, runn
 
     path = tmp_path / "m.jsonl"
     key = json.dumps(INJECT)
-    path.write_text("".join(f'{{"step": {i}, {key}: {2 - i / 50}, '
-                            f'"=HYPERLINK(\\"http://x\\")": 1}}\n' for i in range(40)))
+    # a loss that jumps for good at the end: findings quote the tag in every report
+    path.write_text("".join(f'{{"step": {i}, {key}: {2 - i / 50 if i < 40 else 9.0}, '
+                            f'"=HYPERLINK(\\"http://x\\")": 1}}\n' for i in range(44)))
     for args in (["series", str(path)], ["analyze", str(path)],
                  ["analyze", str(path), "-f", "markdown"], ["check", str(path)],
-                 ["check", str(path), "-f", "github"], ["series", str(path), "-f", "csv"]):
+                 ["check", str(path), "-f", "github"], ["check", str(path), "-f", "junit"],
+                 ["series", str(path), "-f", "csv"]):
         res = runner.invoke(app, args)
         assert res.exit_code in (0, 1), (args, res.output)
         out = res.stdout
-        assert "\x1b" not in out and "\x07" not in out, args
+        assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out, args
         assert not any(ln.startswith("::error::pwned") for ln in out.splitlines()), args
         if args[-1] == "csv":
             assert "\n" + path.name + ",\"'=HYPERLINK" in out
@@ -555,6 +558,17 @@ def test_sparse_tfrecord_claiming_256_mb_is_bounded(tmp_path):
     assert res.returncode == 0, res.stderr
     assert time.perf_counter() - start < 60
     assert "truncated record (its length says 268435456 bytes" in res.stderr
+
+
+def test_csv_with_400k_columns_is_refused_quickly(tmp_path):
+    """A 3 MB header of short names (393,217 columns, 3 rows) took 1.3 GB."""
+    path = tmp_path / "wide.csv"
+    path.write_text("step," + ",".join(f"c{i}" for i in range((3 << 20) // 8)) + "\n1,2\n")
+    start = time.perf_counter()
+    with pytest.raises(LossLensError, match="393,217 columns; losslens reads tables of at "
+                                            "most 25,000"):
+        read_records(path)
+    assert time.perf_counter() - start < 10
 
 
 def test_csv_header_over_a_megabyte_reads(tmp_path):
