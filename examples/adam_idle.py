@@ -13,15 +13,14 @@ the same distribution as the first 1500 — with feature 7 back. At this state t
 is high (the weight has drifted) and its gradient meets a decayed sqrt(v): the corrections are
 full-size Adam steps that overshoot, and the loss jumps ×38 over 2501–2504. From an earlier
 checkpoint, where the weight was in place and v fresh, the same four batches are harmless
-(×1.6 from checkpoint 800; from 2400 and 2300, with the weight already drifting, they spike
-too): the spike needs these batches *and* this state — PaLM's batch-state interaction
+(×1.5 from checkpoint 1500; from 2000, with the weight already drifting, they spike ×12): the spike needs these batches *and* this state — PaLM's batch-state interaction
 (arXiv 2204.02311 §5.1). Replay gives `batch_state_interaction`, with the block's loss outlier
 at the checkpoint's weights kept as contributing evidence.
 
 The same module is the replay plug-in: `build_model`, `build_optimizer`, `checkpoints`,
 `load_checkpoint`, `get_batch`, `loss_fn`. The run folder is `$LOSSLENS_IDLE_RUN` (default
 `./idle_run`): `train.log` (Megatron-LM lines, every iteration) and
-`checkpoints/step_NNNNNN.pt` every 100 iterations.
+`checkpoints/step_NNNNNN.pt` every 500 iterations.
 """
 from __future__ import annotations
 
@@ -36,12 +35,27 @@ import torch.nn as nn
 
 CFG = {"seed": 0, "batch": 64, "d": 8, "noise": 0.01, "lr": 6e-3, "betas": (0.9, 0.999),
        "eps": 1e-8, "weight_decay": 0.01, "active": 1500, "idle": 1000, "block": 4,
-       "steps": 2560, "ckpt_every": 100}
+       "steps": 2560, "ckpt_every": 500}
 DTYPE = torch.float64
 
 
 def run_dir() -> Path:
     return Path(os.environ.get("LOSSLENS_IDLE_RUN", "idle_run"))
+
+def train_device() -> torch.device:
+    """Where the trainer runs: $LOSSLENS_TRAIN_DEVICE (default cpu; benchmarks/replay_gpu.sh
+    trains on the GPU and replays there)."""
+    return torch.device(os.environ.get("LOSSLENS_TRAIN_DEVICE", "cpu"))
+
+
+def pin_tf32(device: torch.device) -> None:
+    """On CUDA, TF32 as $LOSSLENS_TF32 says (1 on, default 0 off): the same in training and in
+    replay, which records it."""
+    if device.type == "cuda":
+        on = os.environ.get("LOSSLENS_TF32", "0") == "1"
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
 
 
 def ckpt_path(step: int, folder: Path | None = None) -> Path:
@@ -68,6 +82,7 @@ def get_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 def build_model(device: str | torch.device) -> nn.Module:
     if torch.device(device).type == "cpu":
         torch.set_num_threads(1)
+    pin_tf32(torch.device(device))
     torch.manual_seed(CFG["seed"])
     return nn.Linear(CFG["d"], 1).to(device=device, dtype=DTYPE)
 
@@ -118,7 +133,7 @@ def megatron_line(step: int, loss: float, gnorm: float, ms: float) -> str:
 def train(folder: Path) -> Path:
     """Train for CFG['steps'] iterations into `folder`; returns the log path."""
     folder.mkdir(parents=True, exist_ok=True)
-    model = build_model("cpu")
+    model = build_model(train_device())
     opt = build_optimizer(model)
     lines = ["------------------------ arguments ------------------------",
              f"  adam_beta1 .............................. {CFG['betas'][0]}",

@@ -36,6 +36,21 @@ DTYPE = torch.float64
 def run_dir() -> Path:
     return Path(os.environ.get("LOSSLENS_ADAM_RUN", "adam_run"))
 
+def train_device() -> torch.device:
+    """Where the trainer runs: $LOSSLENS_TRAIN_DEVICE (default cpu; benchmarks/replay_gpu.sh
+    trains on the GPU and replays there)."""
+    return torch.device(os.environ.get("LOSSLENS_TRAIN_DEVICE", "cpu"))
+
+
+def pin_tf32(device: torch.device) -> None:
+    """On CUDA, TF32 as $LOSSLENS_TF32 says (1 on, default 0 off): the same in training and in
+    replay, which records it."""
+    if device.type == "cuda":
+        on = os.environ.get("LOSSLENS_TF32", "0") == "1"
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
 
 def ckpt_path(step: int, folder: Path | None = None) -> Path:
     return (folder or run_dir()) / "checkpoints" / f"step_{step:06d}.pt"
@@ -57,6 +72,7 @@ def get_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 def build_model(device: str | torch.device) -> nn.Module:
     if torch.device(device).type == "cpu":
         torch.set_num_threads(1)
+    pin_tf32(torch.device(device))
     torch.manual_seed(CFG["seed"])
     return nn.Linear(CFG["d"], 1).to(device=device, dtype=DTYPE)
 
@@ -117,7 +133,7 @@ def argument_dump() -> list[str]:
 def train(folder: Path) -> Path:
     """Train full-batch for CFG['steps'] iterations into `folder`; returns the log path."""
     folder.mkdir(parents=True, exist_ok=True)
-    model = build_model("cpu")
+    model = build_model(train_device())
     opt = build_optimizer(model)
     batch = get_batch(1)
     lines = argument_dump()

@@ -65,6 +65,21 @@ class Regressor(nn.Module):
 def run_dir() -> Path:
     return Path(os.environ.get("LOSSLENS_FP16_RUN", "fp16_run"))
 
+def train_device() -> torch.device:
+    """Where the trainer runs: $LOSSLENS_TRAIN_DEVICE (default cpu; benchmarks/replay_gpu.sh
+    trains on the GPU and replays there)."""
+    return torch.device(os.environ.get("LOSSLENS_TRAIN_DEVICE", "cpu"))
+
+
+def pin_tf32(device: torch.device) -> None:
+    """On CUDA, TF32 as $LOSSLENS_TF32 says (1 on, default 0 off): the same in training and in
+    replay, which records it."""
+    if device.type == "cuda":
+        on = os.environ.get("LOSSLENS_TF32", "0") == "1"
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
 
 def ckpt_path(step: int, folder: Path | None = None) -> Path:
     return (folder or run_dir()) / "checkpoints" / f"step_{step:06d}.pt"
@@ -84,6 +99,7 @@ def get_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 def build_model(device: str | torch.device) -> nn.Module:
     if torch.device(device).type == "cpu":
         torch.set_num_threads(1)
+    pin_tf32(torch.device(device))
     torch.manual_seed(CFG["seed"])
     return Regressor(CFG["d_in"], CFG["d_model"]).to(device)
 
@@ -134,7 +150,7 @@ def megatron_line(step: int, loss: float, gnorm: float, ms: float) -> str:
 
 def train(folder: Path) -> Path:
     """Train under fp16 autocast into `folder`, skipping non-finite iterations."""
-    model = build_model("cpu")
+    model = build_model(train_device())
     opt = build_optimizer(model)
     lines = ["------------------------ arguments ------------------------",
              "  fp16 .................................... True",
@@ -151,7 +167,7 @@ def train(folder: Path) -> Path:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, path)
             lines.append(f"saving checkpoint at iteration {step - 1:7d} to {path.parent}")
         t0 = time.perf_counter()
-        with torch.autocast(device_type="cpu", dtype=autocast_dtype):
+        with torch.autocast(device_type=train_device().type, dtype=autocast_dtype):
             loss = loss_fn(model, get_batch(step)).mean()
         loss.backward()
         gnorm = float(torch.linalg.vector_norm(torch.stack(

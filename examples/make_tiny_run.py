@@ -107,7 +107,7 @@ def train(folder: Path, cfg: dict, out=None) -> Path:
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
     tg.set_config(cfg)
     torch.set_num_threads(1)  # bitwise-reproducible and fair to a shared machine
-    model, log = tg.build_model("cpu"), folder / "train.log"
+    model, log = tg.build_model(tg.train_device()), folder / "train.log"
     opt = tg.build_optimizer(model)
     lines = argument_dump(cfg)
     tg.save_checkpoint(0, model, opt, folder)

@@ -99,6 +99,21 @@ class TinyGPT(nn.Module):
 def run_dir() -> Path:
     return Path(os.environ.get("LOSSLENS_TINY_RUN", "tiny_run"))
 
+def train_device() -> torch.device:
+    """Where the trainer runs: $LOSSLENS_TRAIN_DEVICE (default cpu; benchmarks/replay_gpu.sh
+    trains on the GPU and replays there)."""
+    return torch.device(os.environ.get("LOSSLENS_TRAIN_DEVICE", "cpu"))
+
+
+def pin_tf32(device: torch.device) -> None:
+    """On CUDA, TF32 as $LOSSLENS_TF32 says (1 on, default 0 off): the same in training and in
+    replay, which records it."""
+    if device.type == "cuda":
+        on = os.environ.get("LOSSLENS_TF32", "0") == "1"
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
 
 _CONFIG: dict | None = None
 
@@ -173,6 +188,7 @@ def build_model(device: str | torch.device) -> nn.Module:
     cfg = config()
     if torch.device(device).type == "cpu":
         torch.set_num_threads(1)  # as in training: same reduction order, no thread contention
+    pin_tf32(torch.device(device))
     torch.manual_seed(cfg["seed"])
     model = TinyGPT(cfg["vocab"], cfg["block"], cfg["d_model"], cfg["n_head"], cfg["n_layer"])
     return model.to(device)

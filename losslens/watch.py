@@ -78,14 +78,18 @@ class _Reporter:
     """Which events of a run were reported, with which ids and signatures."""
 
     def __init__(self) -> None:
-        self.seen: dict[tuple[str, str, int], tuple[str, tuple]] = {}
+        self.seen: dict[tuple, tuple[str, tuple]] = {}
         self.counts: dict[str, int] = {}
 
     def diff(self, run: str, events: list[Event]) -> tuple[list[Reported], list[Event]]:
-        """(what to report, every current event with its id)."""
+        """(what to report, every current event with its id). Events of one kind, tag and
+        start step (three restarts resuming from one step) are told apart by their order."""
         out, current = [], []
+        nth: dict[tuple, int] = {}
         for e in events:
             key = (e.kind, e.tag, e.start_step)
+            nth[key] = nth.get(key, -1) + 1
+            key = key + (nth[key],)
             sig = _signature(e)
             known = self.seen.get(key)
             if known is None:
@@ -131,6 +135,7 @@ class Follower:
         self.states: dict[str, LiveRun] = {}
         self.reporters: dict[str, _Reporter] = {}
         self._current: dict[str, list[Event]] = {}
+        self._settled: dict[str, tuple[list[Event], list[Event]]] = {}
         self._quiet = from_end
         self._waiting_said = False
 
@@ -166,6 +171,7 @@ class Follower:
                                                   format=b.format)
             if b.reset:
                 st.reset()
+                self._settled.pop(b.run, None)
             if b.header is not None:
                 st.add_header(b.header)
             if b.records is not None:
@@ -173,12 +179,23 @@ class Follower:
             touched[b.run] = st
         for run, st in touched.items():
             report, self._current[run] = self.reporters.setdefault(run, _Reporter()).diff(
-                run, settle_events(st.info(), st.detect(), self.options))
+                run, self._settle(run, st))
             if not self._quiet:
                 update.events += report
         self._quiet = False
         update.seconds = time.perf_counter() - t0
         return update
+
+    def _settle(self, run: str, st: LiveRun) -> list[Event]:
+        """The run's events with analyze's severities (diagnosed again only when they
+        changed)."""
+        events = st.detect()
+        before = self._settled.get(run)
+        if before is not None and before[0] == events:
+            return before[1]
+        out = settle_events(st.info(), events, self.options)
+        self._settled[run] = (events, out)
+        return out
 
     def _open(self, notices: list[str]) -> bool:
         self.source = open_source(self.path, self.format, self.strict)

@@ -69,8 +69,10 @@ def test_fixture_from_the_scripts_print_lines(tmp_path):
     assert steps == [1, 2, 3, 4, 6]  # the source's lines (and its docstring example) are no points
     assert values[:3] == [10.8258, 9.5, 8.25] and np.isnan(values[3]) and values[4] == 6.75
     assert _series(rec, "val_loss") == ([0, 3, 6], [10.8258, 8.3, 6.8])
-    assert _series(rec, "train_time") == ([1, 2, 3, 4, 6], [25000.0, 25150.0, 25300.0, 25450.0,
-                                                           25750.0])
+    # step 0's validation line has the only reading at step 0; later ones repeat the clock of
+    # the training line just before them at the same step
+    assert _series(rec, "train_time") == ([0, 1, 2, 3, 4, 6], [0.0, 25000.0, 25150.0, 25300.0,
+                                                              25450.0, 25750.0])
     assert _series(rec, "step_avg") == ([3, 4, 6], [150.0, 150.0, 150.0])  # nanms left out
     source_lines = SOURCE.count("\n")
     assert [(s.line, s.reason) for s in rec.skipped] == [
@@ -100,7 +102,7 @@ def test_real_record_2024_12_04_value_embed():
     got = {s.tag: (s.role, s.points, s.first_step, s.last_step) for s in run.series}
     assert got == {"train_loss": ("train_loss", 1530, 1, 1530),
                    "val_loss": ("val_loss", 14, 0, 1530),
-                   "train_time": ("other", 1530, 1, 1530),
+                   "train_time": ("other", 1531, 0, 1530),
                    "step_avg": ("other", 1518, 13, 1530)}
     val = frame.series(run.run, "val_loss")
     assert val.step.tolist() == [0] + list(range(125, 1501, 125)) + [1530]

@@ -72,6 +72,9 @@ def test_lr_jump_is_the_schedule_not_the_data(tmp_path, monkeypatch, lr_at, verd
     assert (r.event.kind, r.flagged[0], r.checkpoint) == ("grad_spike", 202, 200)
     assert (r.verdict, r.cause) == (verdict, "schedule")
     assert r.measurements["lr"]["log_lr_jumps"][0] == [201, pytest.approx(30.0)]
+    # a grad-norm event is described by the grad norm the log printed, not by the loss
+    peak = max(v for s, v in rep_log_values(tmp_path, "grad norm").items() if 202 <= s <= 213)
+    assert r.evidence[0] == f"log: grad_spike of grad norm at step 202, logged peak {peak:.4g}"
     if lr_at:
         assert "the log's LR jumps ×30 at 201; lr_at follows it" in r.evidence
         assert r.measurements["counterfactuals"]["substitute"]["check"]["shows"] is True
@@ -82,3 +85,11 @@ def test_lr_jump_is_the_schedule_not_the_data(tmp_path, monkeypatch, lr_at, verd
             "the plug-in gives no lr_at and the log's LR jumps ×30 at 201: schedule (replay kept "
             "the checkpoint's LR; give lr_at(step) to replay it)")
         assert r.measurements["lr"]["mismatched_steps"] == [201, 202, 203]
+
+
+def rep_log_values(folder: Path, tag: str) -> dict[int, float]:
+    import losslens
+
+    frame = losslens.read(folder / "train.log")
+    s = frame.series(frame.runs[0].run, tag)
+    return {int(k): float(v) for k, v in zip(s.step, s.value)}

@@ -95,6 +95,7 @@ def _f(**kw):
     (_f(substitute=_chk(False), ablations=[(3, _chk(True)), (1, _chk(False))]),
      "batch_state_interaction"),
     (_f(substitute=_chk(False), ablations=[(3, _chk(None))]), "inconclusive"),
+    (_f(substitute=_chk(False), ablations=[(3, _chk(None))], flagged_loss_z=13.6), "bad_batch"),
     # no earlier checkpoint: bad_batch only on a loss outlier (z >= 6), not on a grad z
     (_f(substitute=_chk(False), flagged_loss_z=9.0), "bad_batch"),
     (_f(substitute=_chk(False), flagged_loss_z=3.4, flagged_grad_z=40.0), "inconclusive"),

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
+
+import pytest
 
 import losslens
 from losslens.pipeline import analyze
@@ -108,38 +111,58 @@ def test_unknown_files_in_a_folder_are_ignored_quietly_and_sniffed_again_when_th
     assert open_source(root / "missing") is None
 
 
-def test_watch_and_analyze_agree_on_a_folder_with_the_same_settings_file(tmp_path, runner,
-                                                                         monkeypatch):
-    """The same settings file (detector fields, ignored kinds) gives `watch DIR` the events
-    `analyze DIR` finds, run by run (the causal kinds; a spike's last report counts)."""
-    import shutil
+def _fields(e: dict) -> tuple:
+    return (e["kind"], e["tag"], e["start_step"], e["peak_step"], e["end_step"],
+            e["severity"], e["recovery"])
 
+
+def _analyze_vs_watch(runner, root: Path) -> tuple[dict, dict]:
+    """(analyze's causal events per run, watch --once's last report of each event per run)."""
     from losslens.cli import app
-
-    samples = Path(__file__).resolve().parent.parent / "sample_logs"
-    root = tmp_path / "runs"
-    root.mkdir()
-    for name in ("megatron_gpt_spikes.log", "nanogpt_clean.log"):
-        shutil.copy(samples / name, root / name)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "losslens.toml").write_text(
-        'ignore-kinds = ["overflow"]\n[detectors.spike]\nthreshold = 8.0\nfast_within = 100\n')
-
-    def fields(e):
-        return (e["kind"], e["tag"], e["start_step"], e["peak_step"], e["end_step"],
-                e["severity"], e["recovery"])
 
     res = runner.invoke(app, ["analyze", str(root), "--format", "json"])
     assert res.exit_code in (0, 1), res.stderr
-    want = {r["run"]: sorted(fields(e) for e in r["events"] if e["kind"] in CAUSAL)
+    want = {r["run"]: sorted(_fields(e) for e in r["events"] if e["kind"] in CAUSAL)
             for r in json.loads(res.stdout)["runs"]}
     res = runner.invoke(app, ["watch", str(root), "--once", "-f", "json"])
     assert res.exit_code == 0, res.stderr
     last: dict[tuple, dict] = {}
     for line in res.stdout.splitlines():
         e = json.loads(line)
-        last[(e["run"], e["kind"], e["tag"], e["start_step"])] = e
-    got = {run: sorted(fields(e) for (r, *_), e in last.items() if r == run) for run in want}
+        last[(e["run"], e["id"])] = e  # an update keeps its event's id
+    got = {run: sorted(_fields(e) for (r, _), e in last.items() if r == run) for run in want}
+    return want, got
+
+
+SETTINGS = 'ignore-kinds = ["overflow"]\n[detectors.spike]\nthreshold = 8.0\nfast_within = 100\n'
+
+
+@pytest.mark.parametrize("settings", [None, SETTINGS], ids=["defaults", "settings-file"])
+def test_watch_and_analyze_agree_on_the_sample_logs(tmp_path, runner, monkeypatch, settings):
+    """The same settings file (detector fields, ignored kinds) or none: `watch DIR` reports
+    the events `analyze DIR` finds, run by run (the causal kinds; a spike's last report)."""
+    samples = Path(__file__).resolve().parent.parent / "sample_logs"
+    root = tmp_path / "runs"
+    root.mkdir()
+    for log in sorted(samples.glob("*.log")):
+        shutil.copy(log, root / log.name)
+    monkeypatch.chdir(tmp_path)
+    if settings:
+        (tmp_path / "losslens.toml").write_text(settings)
+    want, got = _analyze_vs_watch(runner, root)
     assert got == want
     assert any(k == "spike" for evs in want.values() for k, *_ in evs)
-    assert not any(k == "overflow" for evs in got.values() for k, *_ in evs)
+    if settings:
+        assert not any(k == "overflow" for evs in got.values() for k, *_ in evs)
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("settings", [None, SETTINGS], ids=["defaults", "settings-file"])
+def test_watch_and_analyze_agree_on_the_corpus(corpus, tmp_path, runner, monkeypatch,
+                                               settings):
+    monkeypatch.chdir(tmp_path)
+    if settings:
+        (tmp_path / "losslens.toml").write_text(settings)
+    want, got = _analyze_vs_watch(runner, corpus)
+    assert got == want
+    assert sum(len(v) for v in want.values()) > 10

@@ -53,6 +53,10 @@ def replay(
     samples: int = typer.Option(8, "--samples", metavar="N", help="Samples to list per event."),
     no_counterfactuals: bool = typer.Option(
         False, "--no-counterfactuals", help="Skip the counterfactual replays (faster)."),
+    second_device: str = typer.Option(
+        "auto", "--second-device", metavar="auto|none|cpu|cuda:N",
+        help="Re-run reproduced events on another device (transient or persistent); auto: "
+             "another GPU when there is one."),
     threads: Optional[int] = typer.Option(
         None, "--threads", metavar="N", help="CPU threads for torch (torch.set_num_threads)."),
     input_format: Optional[str] = INPUT_FORMAT,
@@ -77,7 +81,8 @@ def replay(
         torch.set_num_threads(threads)
     wanted = [e.strip() for item in events for e in item.split(",") if e.strip()] or None
     opts = Options(max_steps=max_steps, neighbours=neighbours, top_samples=samples,
-                   counterfactuals=not no_counterfactuals)
+                   counterfactuals=not no_counterfactuals,
+                   second_device=None if second_device == "none" else second_device)
     source = analysis if analysis is not None else _analyse(log, config, input_format, role)
     with _progress() as progress:
         report = run_replay(plug, source, run=run, events=wanted, device=device,

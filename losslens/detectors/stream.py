@@ -212,7 +212,13 @@ class LiveRun:
     def update(self) -> Revisions:
         """`detect()`, and how its events differ from the last update's."""
         events = self.detect()
-        now = {event_key(e): e for e in events}
+        now: dict[tuple, Event] = {}
+        for e in events:  # several of one key (restarts resuming from one step): by order
+            k = event_key(e)
+            n = 0
+            while k + (n,) in now:
+                n += 1
+            now[k + (n,)] = e
         new, revised = [], []
         for k, e in now.items():
             before = self._reported.get(k)

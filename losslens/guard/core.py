@@ -12,7 +12,9 @@ detectors' streams run every `check_every` steps, and at once when a value is no
 above the bar (the trailing median in log space plus `screen_z` robust scales, at least the
 spike detector's `min_ratio`: well under where the spike statistic flags a point, so a spike
 is seen at its first point). A subtler spike the bar lets through is seen at the next
-periodic check; the events end up the same either way.
+periodic check; the events end up the same either way. While a spike is still out there is
+no bar (its later high points change no decision; its stop is scheduled), so a plateau does
+not run the detectors at every step.
 """
 from __future__ import annotations
 
@@ -209,7 +211,7 @@ class Guard:
                 due = e.start_step + self.policy.stop_after
                 if due > step:
                     self._next = min(self._next, due)
-        self._bars()
+        self._bars(rev.events)
         decision = self._decide(step, loss, grad_norm, rev.new, rev.revised, rev.events)
         if decision:
             self.decisions.append(decision)
@@ -219,10 +221,14 @@ class Guard:
                 sink(decision)
         return decision
 
-    def _bars(self) -> None:
-        """The bars until the next check, from the trailing points of loss and grad norm."""
-        self._bar = self._bar_of("loss", self._min_ratio)
-        self._gbar = self._bar_of("grad_norm", self._grad_ratio)
+    def _bars(self, events: list[Event]) -> None:
+        """The bars until the next check, from the trailing points of loss and grad norm.
+        While a spike of the series is still out, more high values change no decision (its
+        return is a value coming down, its stop is scheduled): no bar, the periodic checks."""
+        out = {e.tag for e in events if e.kind in ("spike", "grad_spike") and e.end_step is None}
+        self._bar = math.inf if "loss" in out else self._bar_of("loss", self._min_ratio)
+        self._gbar = math.inf if "grad_norm" in out else self._bar_of("grad_norm",
+                                                                      self._grad_ratio)
 
     def _bar_of(self, tag: str, min_log_ratio: float) -> float:
         s = self.live.series.get(tag)

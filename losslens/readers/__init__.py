@@ -83,6 +83,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _F("olmo", "losslens.readers.olmo", "OLMo (v1) console"),
     _F("olmo-core", "losslens.readers.olmo", "OLMo-core console"),
     _F("fairseq", "losslens.readers.fairseq", "fairseq / metaseq logs (json and simple)"),
+    _F("fairseq2", "losslens.readers.fairseq2", "fairseq2 `Train Metrics (step N) - ...` lines"),
     _F("maxtext", "losslens.readers.maxtext", "MaxText stdout (completed step: N, ... loss: X)"),
     _F("torchtune", "losslens.readers.torchtune",
        "torchtune DiskLogger log_*.txt and StdoutLogger `Step N | name:value` lines"),

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from ..records import RunRecords
@@ -68,7 +69,31 @@ def step_of_path(path: str) -> int | None:
 
 def scan_dir(root: Path) -> list[int]:
     """Saved iterations in a checkpoint folder (names above, Megatron's
-    latest_checkpointed_iteration.txt, DeepSpeed's `latest`); [] when none or unreadable."""
+    latest_checkpointed_iteration.txt, DeepSpeed's `latest`); [] when none or unreadable.
+
+    A folder walk asks this for the folder of every log in it: the answer is kept per
+    (folder, modification time), which changes when an entry is added or removed."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return []
+    return list(_scan(str(root), st.st_mtime_ns, _latest_mtime(Path(root))))
+
+
+def _latest_mtime(root: Path) -> int:
+    """The marker files' modification times (their content can change in place)."""
+    total = 0
+    for marker in ("latest_checkpointed_iteration.txt", "latest"):
+        try:
+            total += os.stat(root / marker).st_mtime_ns
+        except OSError:
+            pass
+    return total
+
+
+@lru_cache(maxsize=256)
+def _scan(root_text: str, mtime: int, markers: int) -> tuple[int, ...]:
+    root = Path(root_text)
     steps: set[int] = set()
     try:
         with os.scandir(root) as it:
@@ -79,7 +104,7 @@ def scan_dir(root: Path) -> list[int]:
                 if step is not None:
                     steps.add(step)
     except OSError:
-        return []
+        return ()
     for marker in ("latest_checkpointed_iteration.txt", "latest"):
         path = root / marker
         try:
@@ -89,7 +114,7 @@ def scan_dir(root: Path) -> list[int]:
                     steps.add(int(m.group(1)))
         except OSError:
             pass
-    return sorted(steps)
+    return tuple(sorted(steps))
 
 
 # ---------------------------------------------------------------------------- save lines

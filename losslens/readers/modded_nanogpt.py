@@ -9,9 +9,10 @@ The speedrun's training script prints (rank 0, `print0`) and appends to `logs/<u
   `train_time:12.345s` in seconds.
 
 Tags: `train_loss` (role train_loss), `val_loss` (role val_loss), `train_time` (ms; seconds are
-converted) and `step_avg` (ms) of the training lines; a validation line's timing (the same
-clock read a moment later, at the same step) is used only when no training line has it (the
-optimizer track logs validation lines alone). `step_avg:nanms` of the first steps (the timer starts after the
+converted) and `step_avg` (ms) of the training lines; a validation line's timing is left out
+when the line before it was a training line at the same step (the same clock read a moment
+later: the speedrun prints `step:125 val_loss` right after `step:125 train_loss`) and kept
+otherwise (the optimizer track logs validation lines alone). `step_avg:nanms` of the first steps (the timer starts after the
 warm-up steps) is no measurement: left out and counted in `metadata.extra`.
 
 A record file starts with the training script's own source (`with open(sys.argv[0]) as f:
@@ -66,8 +67,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
     total: int | None = None
     nan_avg = 0
     in_hparams = False
-    val_timing: list[tuple[int, int, str, float]] = []
-    train_timing: set[str] = set()
+    last_timed: int | None = None  # step of the training line just before, if it had timing
     for lineno, frag in fragments(body):
         if in_source:
             if frag.rstrip() == RULE:
@@ -106,13 +106,10 @@ def read(path: Path, run: str) -> list[RunRecords]:
             b.skip(lineno, "modded-nanogpt step line with a value that is not a number", frag)
             continue
         total = max(total or 0, total_i)
-        if "val_loss" in tags:  # its timing: kept only if no training line has one
-            timing = [(t, v) for t, v in zip(tags, values) if t in _TIMING]
-            val_timing.extend((lineno, step, t, v) for t, v in timing)
+        if "val_loss" in tags and last_timed == step:  # the clock the train line just read
             values = [v for t, v in zip(tags, values) if t not in _TIMING]
             tags = [t for t in tags if t not in _TIMING]
-        else:
-            train_timing |= _TIMING.intersection(tags)
+        last_timed = step if "val_loss" not in tags and _TIMING.intersection(tags) else None
         key = tuple(tags)
         rows_ = groups.get(key)
         if rows_ is None:
@@ -120,9 +117,6 @@ def read(path: Path, run: str) -> list[RunRecords]:
         rows_.append((lineno, step, *values))
     if tail and _LOOKS.match(tail.strip()):
         b.skip(tail_line, "truncated last line", tail)
-    for lineno, step, tag, value in val_timing:
-        if tag not in train_timing:
-            b.add(tag, step, value, order=lineno)
     rows.into(b)
     if nan_avg:
         extra["step_avg_nan_dropped"] = str(nan_avg)

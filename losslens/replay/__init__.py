@@ -110,7 +110,7 @@ def replay(plugin: str | Plugin, source: Any, *, run: str | None = None,
     """
     torch = require_torch()
     from .engine import Session, deterministic, resolve_device
-    from .probes import Options, probe
+    from .probes import Options, on_second_device, probe
 
     t0 = time.perf_counter()
     plug = plugin if isinstance(plugin, Plugin) else load_plugin(plugin)
@@ -121,14 +121,43 @@ def replay(plugin: str | Plugin, source: Any, *, run: str | None = None,
     report = ReplayReport(name, plug.name, str(dev), torch.__version__, {}, ckpts)
     with deterministic(dev) as det:
         session = Session(plug, dev)
+        if dev.type == "cuda":  # what the plug-in left it at: replay must match training
+            det["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                           "cudnn": torch.backends.cudnn.allow_tf32}
         try:
             for target in targets:
                 report.results.append(probe(session, target, ckpts, opts, progress))
         finally:
             session.close()
+        second = _second_device(opts.second_device, dev)
+        if second is not None and any("counterfactuals" in r.measurements
+                                      for r in report.results):
+            session = Session(plug, second)  # after the first is done: adapters may move
+            try:                             # one model between devices
+                for r in report.results:
+                    on_second_device(session, r, ckpts, opts)
+            finally:
+                session.close()
     report.determinism = det
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _second_device(name: str | None, first: Any) -> Any:
+    """The device to re-run reproduced events on: as given, or with "auto" another CUDA
+    device when there is one; None when there is none (or it is the first device)."""
+    import torch
+
+    if not name:
+        return None
+    if name == "auto":
+        if first.type == "cuda" and torch.cuda.device_count() > 1:
+            idx = first.index or 0
+            return torch.device(f"cuda:{(idx + 1) % torch.cuda.device_count()}")
+        return None
+    from .engine import resolve_device
+
+    return resolve_device(name)
 
 
 def _checkpoints(plug: Plugin) -> list[int]:

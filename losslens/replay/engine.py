@@ -356,7 +356,7 @@ def adam_outlier_share(optimizer: torch.optim.Optimizer,
     far, total = None, 0
     for group in optimizer.param_groups:
         betas, eps = group.get("betas"), group.get("eps", 0.0)
-        eps = float(eps[0] if isinstance(eps, (tuple, list)) else (eps or 0.0))
+        eps = float((eps[0] if isinstance(eps, (tuple, list)) else eps) or 0.0)
         for p in group["params"]:
             st = optimizer.state.get(p, {})
             t = st.get("step")

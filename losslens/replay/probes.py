@@ -11,7 +11,7 @@
 2. Static scan at the checkpoint's weights, no updates: per-sample and per-batch loss and
    gradient norm of every flagged batch against neighbouring batches (robust z-scores); the
    samples to look at are the flagged rows with the highest loss z.
-3. Counterfactuals, when the event reproduces: the flagged steps re-run from the same state
+3. Counterfactuals (`counterfactuals.py`), when the event reproduces: the flagged steps re-run from the same state
    (transient or persistent); other batches — checked to differ — in place of the flagged ones;
    the same batches from several earlier checkpoints (PaLM's ablation); the flagged steps in
    fp32 from the pre-event state against the run's precision.
@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import torch
-
 from ..events import Event
 from . import logcheck, stats
+from .counterfactuals import (ABLATION_MAX_LEVEL, Counterfactuals, RunOut,
+                              on_second_device)  # noqa: F401  (re-exported)
 from .engine import Session, StepRecord, sample
 from .persample import per_sample
 from .plugin import PluginError
@@ -38,9 +38,6 @@ from .verdicts import Facts, check_spike, decide
 
 #: (event id, stage, done, total)
 Progress = Callable[[str, str, int, int], None]
-#: An earlier checkpoint whose logged loss is this many times the pre-event level is not a
-#: trained state comparable to the event's (PaLM's ablation needs one): it is not tried.
-ABLATION_MAX_LEVEL = 1.5
 
 
 @dataclass(frozen=True)
@@ -54,6 +51,7 @@ class Options:
     counterfactuals: bool = True
     ablations: int = 3  # earlier checkpoints tried (nearest, then twice as far, ...)
     reruns: int = 2  # re-runs of the flagged steps from the same state
+    second_device: str | None = "auto"  # re-run reproduced events there ("auto": another GPU)
 
 
 @dataclass
@@ -70,6 +68,14 @@ class EventResult:
     timings: dict[str, float] = field(default_factory=dict)
     cause: str | None = None
     contributing: list[str] = field(default_factory=list)
+    facts: Facts | None = field(default=None, repr=False)  # what the verdict was decided on
+    target: Target | None = field(default=None, repr=False)
+
+    def redecide(self) -> None:
+        """The verdict again, after a measurement was added to `facts`."""
+        d = decide(self.facts)
+        self.verdict, self.evidence, self.cause, self.contributing = (d.verdict, d.evidence,
+                                                                      d.cause, d.contributing)
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": self.event.to_dict(), "verdict": self.verdict, "cause": self.cause,
@@ -79,16 +85,6 @@ class EventResult:
                 "replayed_steps": list(self.replayed) if self.replayed else None,
                 "samples": self.samples, "measurements": self.measurements,
                 "timings": {k: round(v, 4) for k, v in self.timings.items()}}
-
-
-@dataclass
-class RunOut:
-    records: list[StepRecord]
-    level: float = math.nan
-    scale: float = math.nan
-    snapshot: dict[str, Any] | None = None
-    preflight: dict[str, Any] | None = None
-    fallback_level: tuple[float, float] | None = None  # neighbours at the pre-event state
 
 
 def _noop(*_a: Any) -> None:
@@ -102,7 +98,7 @@ def _interval(steps: Sequence[int]) -> int | None:
     return diffs[len(diffs) // 2]
 
 
-class EventProbe:
+class EventProbe(Counterfactuals):
     """All probes of one event; `run()` gives its EventResult."""
 
     def __init__(self, session: Session, target: Target, checkpoints: Sequence[int],
@@ -135,7 +131,7 @@ class EventProbe:
 
     def _ablation_checkpoints(self) -> list[int]:
         """Earlier checkpoints for PaLM's ablation: the nearest, then about twice as far back
-        each time, and the oldest; not the initialisation (step 0) and not states whose logged loss is far above
+        each time; not the initialisation (step 0) and not states whose logged loss is far above
         the pre-event level (not trained comparably)."""
         if self.ckpt is None or self.o.ablations <= 0:
             return []
@@ -153,14 +149,12 @@ class EventProbe:
             return []
         out = [ok[-1]]
         dist = self.ckpt - ok[-1]
-        while len(out) < self.o.ablations - 1:
+        while len(out) < self.o.ablations:
             dist *= 2
             older = [c for c in ok if c <= self.ckpt - dist and c < out[-1]]
             if not older:
                 break
             out.append(older[-1])
-        if ok[0] < out[-1] and len(out) < self.o.ablations:
-            out.append(ok[0])  # the oldest comparable state: the most different one
         return out
 
     def _logged_level_before(self, step: int, k: int = 8) -> float | None:
@@ -229,7 +223,7 @@ class EventProbe:
             self.earlier[0] if self.earlier else None)
         return EventResult(self.ev, d.verdict, d.evidence, facts.checkpoint, earliest,
                            (self.first, self.last), replayed, samples, self.m, self.timings,
-                           d.cause, d.contributing)
+                           d.cause, d.contributing, facts, self.t)
 
     def _cost(self, main: RunOut, repeats: int = 3) -> dict[str, Any]:
         """Replay's cost against a plain forward+backward of the first flagged batch (the
@@ -405,6 +399,7 @@ class EventProbe:
         facts.replay, level, scale, how = self._check(main, True, noise)
         self._log_match(facts, main.records, noise)
         self._lr(facts, main.records)
+        self._grad_norm_and_scale(facts, main.records)
         self._optimizer(facts, main.records)
         facts.first_nonfinite_module = next((r.first_nonfinite_module for r in main.records
                                              if r.first_nonfinite_module), None)
@@ -447,6 +442,29 @@ class EventProbe:
         if lrc.jumps:
             facts.lr_jump = max(lrc.jumps, key=lambda j: abs(math.log(j[1])))
         self.m["lr"] = lrc.to_dict()
+
+    def _grad_norm_and_scale(self, facts: Facts, records: list[StepRecord]) -> None:
+        """The logged grad norm beside the replay's (the printed iteration's own, before
+        clipping; informative: logs print it with few digits), and the log's loss scale: a
+        drop inside the replayed range is an fp16 overflow the run skipped."""
+        gn = self.t.logged_grad_norm
+        if gn:
+            pts = [(r.step, gn[r.step], r.grad_norm) for r in records if r.step in gn]
+            rel = [abs(b - a) / max(abs(a), 1e-12) for _, a, b in pts
+                   if math.isfinite(a) and math.isfinite(b)]
+            self.m["grad_norm_log"] = {"compared_steps": len(rel),
+                                       "max_rel_diff": max(rel) if rel else None,
+                                       "points": [[s, a, b] for s, a, b in pts]}
+        ls = self.t.logged_loss_scale
+        if ls:
+            steps = [s for s in sorted(ls) if self.ckpt < s <= self.last]
+            drops = [s for a, s in zip(steps, steps[1:]) if 0 < ls[s] < ls[a]]
+            if drops:
+                s0 = drops[0]
+                facts.notes.append(f"log: the loss scale drops at {s0} "
+                                   f"({ls[steps[steps.index(s0) - 1]]:g} → {ls[s0]:g}): an fp16 "
+                                   "overflow the run skipped")
+                self.m["loss_scale_drops"] = drops
 
     def _optimizer(self, facts: Facts, records: list[StepRecord]) -> None:
         lo = self.first - 2
@@ -526,83 +544,6 @@ class EventProbe:
             if len(ids) == n:
                 return ids
         return [None] * n
-
-    # ---- counterfactuals
-
-    def _counterfactuals(self, facts: Facts, main: RunOut) -> None:
-        cf: dict[str, Any] = {}
-        nf = self.nonfinite_event
-        level, scale = self._main_level
-        mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
-        if main.snapshot is not None and self.o.reruns > 0:
-            cf["reruns"] = self._timed("reruns", self._reruns, facts, main)
-        if self.s.dtype is not None and main.snapshot is not None:
-            out = self._timed("fp32", self._from_snapshot, main.snapshot, False, "fp32")
-            facts.fp32 = check_spike(self._values(out.records), level, scale, mag, nf)
-            facts.run_dtype = str(self.s.dtype).replace("torch.", "")
-            cf["fp32"] = {"check": facts.fp32.to_dict(), "run_dtype": facts.run_dtype,
-                          "steps": [r.to_dict() for r in out.records]}
-        flagged = list(range(self.first, self.last + 1))
-        digests = {x: self.s.digest(x) for x in flagged}
-        pre = {x: self.s.digest(x) for x in range(self.ckpt + 1, self.first)}
-        subs = self._substitutes(len(flagged), set(digests.values()))
-        same = all(self.s.digest(b) == digests[x] for x, b in zip(flagged, subs))
-        facts.substitute_same = same
-        if set(digests.values()) <= set(pre.values()) and pre:
-            seen = [x for x, d in pre.items() if d in set(digests.values())]
-            facts.flagged_seen_before = logcheck.span(min(seen), max(seen)) if len(seen) > 1 \
-                else f"step {seen[0]}"
-        if same:
-            cf["substitute"] = {"batches": subs, "identical_to_flagged": True}
-        else:
-            plan = [(i, i if i < self.first else subs[i - self.first])
-                    for i in range(self.ckpt + 1, self.last + 1)]
-            out = self._timed("substitute", self._sequence, self.ckpt, plan, "other batches")
-            facts.substitute, *_ = self._check(out, True)
-            cf["substitute"] = {"batches": subs, "identical_to_flagged": False,
-                                "check": facts.substitute.to_dict(),
-                                "steps": [r.to_dict() for r in out.records if r.step >= self.first]}
-        if self.earlier:
-            cf["earlier"] = []
-        for c in self.earlier:
-            plan = [(i, i) for i in range(self.ckpt + 1, self.last + 1)]
-            out = self._timed("earlier", self._sequence, c, plan, f"from checkpoint {c}")
-            chk, lv, _, how = self._check(out, False)
-            facts.ablations.append((c, chk))
-            cf["earlier"].append({"checkpoint": c, "check": chk.to_dict(), "level_from": how,
-                                  "steps": [r.to_dict() for r in out.records
-                                            if r.step >= self.first]})
-        if getattr(self, "skipped_ablations", None):
-            cf["earlier_not_tried"] = {
-                "checkpoints": self.skipped_ablations,
-                "why": f"their logged loss is over {ABLATION_MAX_LEVEL}× the pre-event level"}
-        self.m["counterfactuals"] = cf
-
-    def _from_snapshot(self, snap: dict[str, Any], precision: bool, stage: str) -> RunOut:
-        self.s.restore(snap)
-        out = RunOut([])
-        n = self.last - self.first + 1
-        for i, step in enumerate(range(self.first, self.last + 1)):
-            out.records.append(self.s.train_step(step, precision=precision))
-            self.progress(self.ev.id, stage, i + 1, n)
-        return out
-
-    def _reruns(self, facts: Facts, main: RunOut) -> dict[str, Any]:
-        """The flagged steps again from the pre-event state, `reruns` times: a persistent
-        event comes back every time (and bitwise equal on a deterministic setup)."""
-        level, scale = self._main_level
-        mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
-        ref = [r.loss for r in main.records if r.step >= self.first]
-        shows, equal = 0, 0
-        for _ in range(self.o.reruns):
-            out = self._from_snapshot(main.snapshot, True, "re-run")
-            chk = check_spike(self._values(out.records), level, scale, mag, self.nonfinite_event)
-            shows += chk.shows is not False
-            equal += [r.loss for r in out.records] == ref
-        n = self.o.reruns
-        facts.reruns = (shows, n)
-        return {"runs": n, "show_event": shows, "bitwise_equal_losses": equal}
-
 
 def _max(values: Any) -> float | None:
     fin = [float(v) for v in values if not math.isnan(float(v))]

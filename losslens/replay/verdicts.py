@@ -16,8 +16,9 @@ precision, schedule): a `numerics` verdict does not hide that the batch was also
   and it spikes with other batches too: the schedule, not the data.
 - `numerics` — the event reproduces in the run's precision (autocast) and not in fp32.
 - `bad_batch` — without the flagged batches the event is gone, and they cause it from every
-  earlier checkpoint tried too (PaLM's ablation), or — with no earlier checkpoint — they are
-  loss outliers at the checkpoint's weights (robust z ≥ 6): the data alone.
+  earlier checkpoint tried too (PaLM's ablation), or — with no earlier checkpoint, or only
+  replays from them that show it in part — they are loss outliers at the checkpoint's weights
+  (robust z ≥ 6): the data alone.
 - `batch_state_interaction` — without the flagged batches the event is gone, but from an earlier
   checkpoint the same batches are harmless: PaLM's finding (arXiv 2204.02311 §5.1).
 - `optimizer_state` — the event happens with other batches in place of the flagged ones (or the
@@ -142,6 +143,7 @@ class Facts:
     load_note: str | None = None
     param_noise: float | None = None  # relative parameter difference of two runs of one step
     reruns: tuple[int, int] | None = None  # (runs showing the event, runs)
+    second_device: tuple[str, bool | None] | None = None  # (device, the event shows there)
     # data counterfactual validity
     substitute_same: bool | None = None  # the other batches equal the flagged ones
     flagged_seen_before: str | None = None  # steps before the event with the same batches
@@ -225,6 +227,13 @@ def decide(f: Facts) -> Decision:
         if k != n:
             ev.append("a transient event: the replay itself varies (hardware or a "
                       "nondeterministic kernel)")
+            return d
+    if f.second_device is not None:
+        dev, there = f.second_device
+        ev.append(f"the replay on a second device ({dev}): " + {
+            True: "the event shows there too (persistent)", None: "the event shows in part",
+            False: "no event (transient: tied to the first device)"}[there])
+        if there is False:
             return d
     _reproduced(f, ev, d, schedule == "jump")
     return d
@@ -317,7 +326,12 @@ def _data(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str | None:
         ev.append(f"and the flagged batches are not loss outliers at the checkpoint's weights "
                   f"(z = {_fmt(f.flagged_loss_z, '.1f')} < {OUTLIER_Z:g})")
         return "inconclusive"
-    if not known:
+    if not known:  # every ablation in part: no better than none
+        if outlier:
+            ev.append("the earlier checkpoints' replays show the event only in part; the "
+                      "flagged batches are loss outliers at the checkpoint's weights")
+            d.cause = "data"
+            return "bad_batch"
         return "inconclusive"
     if all(v for _, v in known):
         d.cause = "data"

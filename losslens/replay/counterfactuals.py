@@ -1,0 +1,139 @@
+"""The counterfactual probes of a reproduced event (a mix-in of `probes.EventProbe`).
+
+- the flagged steps re-run from the pre-event state (transient or persistent), and the whole
+  replay again on a second device (`on_second_device`);
+- fp32 from the same state, against the run's precision;
+- other batches in place of the flagged ones, checked (by a hash of their tensors) to differ;
+  when none differ, whether the flagged batches are those of earlier steps that trained
+  harmlessly;
+- PaLM's ablation: the flagged batches from several earlier checkpoints.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+from . import logcheck
+from .engine import Session, StepRecord
+from .verdicts import Facts, check_spike
+
+if TYPE_CHECKING:
+    from .probes import EventResult, Options
+
+#: An earlier checkpoint whose logged loss is this many times the pre-event level is not a
+#: trained state comparable to the event's (PaLM's ablation needs one): it is not tried.
+ABLATION_MAX_LEVEL = 1.5
+
+
+@dataclass
+class RunOut:
+    records: list[StepRecord]
+    level: float = math.nan
+    scale: float = math.nan
+    snapshot: dict[str, Any] | None = None
+    preflight: dict[str, Any] | None = None
+    fallback_level: tuple[float, float] | None = None  # neighbours at the pre-event state
+
+
+
+class Counterfactuals:
+    """Counterfactual runs; the attributes they use are `probes.EventProbe`'s."""
+
+    def _counterfactuals(self, facts: Facts, main: RunOut) -> None:
+        cf: dict[str, Any] = {}
+        nf = self.nonfinite_event
+        level, scale = self._main_level
+        mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
+        if main.snapshot is not None and self.o.reruns > 0:
+            cf["reruns"] = self._timed("reruns", self._reruns, facts, main)
+        if self.s.dtype is not None and main.snapshot is not None:
+            out = self._timed("fp32", self._from_snapshot, main.snapshot, False, "fp32")
+            facts.fp32 = check_spike(self._values(out.records), level, scale, mag, nf)
+            facts.run_dtype = str(self.s.dtype).replace("torch.", "")
+            cf["fp32"] = {"check": facts.fp32.to_dict(), "run_dtype": facts.run_dtype,
+                          "steps": [r.to_dict() for r in out.records]}
+        flagged = list(range(self.first, self.last + 1))
+        digests = {x: self.s.digest(x) for x in flagged}
+        pre = {x: self.s.digest(x) for x in range(self.ckpt + 1, self.first)}
+        subs = self._substitutes(len(flagged), set(digests.values()))
+        same = all(self.s.digest(b) == digests[x] for x, b in zip(flagged, subs))
+        facts.substitute_same = same
+        if set(digests.values()) <= set(pre.values()) and pre:
+            seen = [x for x, d in pre.items() if d in set(digests.values())]
+            facts.flagged_seen_before = logcheck.span(min(seen), max(seen)) if len(seen) > 1 \
+                else f"step {seen[0]}"
+        if same:
+            cf["substitute"] = {"batches": subs, "identical_to_flagged": True}
+        else:
+            plan = [(i, i if i < self.first else subs[i - self.first])
+                    for i in range(self.ckpt + 1, self.last + 1)]
+            out = self._timed("substitute", self._sequence, self.ckpt, plan, "other batches")
+            facts.substitute, *_ = self._check(out, True)
+            cf["substitute"] = {"batches": subs, "identical_to_flagged": False,
+                                "check": facts.substitute.to_dict(),
+                                "steps": [r.to_dict() for r in out.records if r.step >= self.first]}
+        if self.earlier:
+            cf["earlier"] = []
+        for c in self.earlier:
+            plan = [(i, i) for i in range(self.ckpt + 1, self.last + 1)]
+            out = self._timed("earlier", self._sequence, c, plan, f"from checkpoint {c}")
+            chk, lv, _, how = self._check(out, False)
+            facts.ablations.append((c, chk))
+            cf["earlier"].append({"checkpoint": c, "check": chk.to_dict(), "level_from": how,
+                                  "steps": [r.to_dict() for r in out.records
+                                            if r.step >= self.first]})
+        if getattr(self, "skipped_ablations", None):
+            cf["earlier_not_tried"] = {
+                "checkpoints": self.skipped_ablations,
+                "why": f"their logged loss is over {ABLATION_MAX_LEVEL}× the pre-event level"}
+        self.m["counterfactuals"] = cf
+
+    def _from_snapshot(self, snap: dict[str, Any], precision: bool, stage: str) -> RunOut:
+        self.s.restore(snap)
+        out = RunOut([])
+        n = self.last - self.first + 1
+        for i, step in enumerate(range(self.first, self.last + 1)):
+            out.records.append(self.s.train_step(step, precision=precision))
+            self.progress(self.ev.id, stage, i + 1, n)
+        return out
+
+    def _reruns(self, facts: Facts, main: RunOut) -> dict[str, Any]:
+        """The flagged steps again from the pre-event state, `reruns` times: a persistent
+        event comes back every time (and bitwise equal on a deterministic setup)."""
+        level, scale = self._main_level
+        mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
+        ref = [r.loss for r in main.records if r.step >= self.first]
+        shows, equal = 0, 0
+        for _ in range(self.o.reruns):
+            out = self._from_snapshot(main.snapshot, True, "re-run")
+            chk = check_spike(self._values(out.records), level, scale, mag, self.nonfinite_event)
+            shows += chk.shows is not False
+            equal += [r.loss for r in out.records] == ref
+        n = self.o.reruns
+        facts.reruns = (shows, n)
+        return {"runs": n, "show_event": shows, "bitwise_equal_losses": equal}
+
+
+def on_second_device(session: Session, result: EventResult, checkpoints: Sequence[int],
+                     opts: Options) -> None:
+    """Replay a reproduced event again on another device (a fresh model there), from its
+    checkpoint through the flagged steps: an event tied to one accelerator is transient."""
+    from .probes import EventProbe
+
+    f = result.facts
+    if f is None or result.target is None or result.checkpoint is None or \
+            "counterfactuals" not in result.measurements:
+        return
+    p = EventProbe(session, result.target, checkpoints, opts)
+    p.neighbours = p._neighbours()
+    plan = [(i, i) for i in range(p.ckpt + 1, p.last + 1)]
+    out = p._sequence(p.ckpt, plan, "second device")
+    level, scale = result.measurements["level"]["value"], result.measurements["level"]["scale"]
+    mag = p.ev.magnitude if p.ev.kind in ("spike", "grad_spike") else None
+    chk = check_spike(p._values(out.records), level, scale, mag, p.nonfinite_event)
+    f.second_device = (str(session.device), chk.shows)
+    result.measurements["second_device"] = {"device": str(session.device),
+                                            "check": chk.to_dict(),
+                                            "steps": [r.to_dict() for r in out.records]}
+    result.redecide()
