@@ -93,6 +93,18 @@ def test_yaml_alias_bomb_beside_wandb_history_is_left_out_with_a_warning(tmp_pat
                                "aliases expand to over 100,000 values)"]
 
 
+def test_deeply_nested_config_yaml_is_left_out_fast(tmp_path):
+    """50k levels of `[` in config.yaml: PyYAML recursed for 12 s before giving up."""
+    (tmp_path / "config.yaml").write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    hist = tmp_path / "wandb-history.jsonl"
+    hist.write_text("".join(f'{{"_step": {i}, "loss": {2 - i / 100}}}\n' for i in range(30)))
+    start = time.perf_counter()
+    (rec,) = read_records(hist)
+    assert time.perf_counter() - start < 5
+    assert rec.warnings == (f"{tmp_path / 'config.yaml'}: run config left out (nested deeper "
+                            "than 32 levels)",)
+
+
 def test_yaml_with_a_few_aliases_still_loads(tmp_path):
     from losslens.readers import wandb as wb
     from losslens.records import RecordsBuilder

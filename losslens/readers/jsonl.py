@@ -106,6 +106,19 @@ def _depth(line: bytes) -> int:
     return int(np.cumsum(step).max(initial=0))
 
 
+_QUOTED = re.compile(rb'"(?:[^"\\\n]|\\.)*"?|\'[^\'\n]*\'?')
+
+
+def flow_depth(text: bytes) -> int:
+    """The deepest `[` / `{` nesting of a JSON or YAML text (quoted strings not counted): a
+    bound to check before handing the text to a recursive parser."""
+    if text.count(b"[") + text.count(b"{") <= 64:
+        return text.count(b"[") + text.count(b"{")
+    bare = np.frombuffer(_QUOTED.sub(b'""', text), np.uint8)
+    step = (bare == 91).astype(np.int32) + (bare == 123) - (bare == 93) - (bare == 125)
+    return int(np.cumsum(step).max(initial=0))
+
+
 def _drop_deep_lines(body: bytes, builder: RecordsBuilder) -> bytes:
     """The body with lines nested deeper than `MAX_DEPTH` blanked, each skipped and counted
     (pyarrow's JSON reader recurses: such a line can take minutes or crash the process)."""

@@ -481,7 +481,11 @@ def _sibling_config(path: Path, builder: RecordsBuilder) -> dict[str, Any]:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
         if len(raw) > MAX_CONFIG_BYTES:
             raise ValueError(f"over {MAX_CONFIG_BYTES >> 20} MB")
-        loader = yaml.SafeLoader(raw.decode("utf-8", "replace"))
+        from .jsonl import flow_depth
+
+        if flow_depth(raw) > MAX_CONFIG_DEPTH:  # (PyYAML recurses per level: 50k levels of
+            raise ValueError(f"nested deeper than {MAX_CONFIG_DEPTH} levels")  # [ took 12 s)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(raw.decode("utf-8", "replace"))
         try:
             node = loader.get_single_node()
             if node is None:
