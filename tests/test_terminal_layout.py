@@ -164,3 +164,18 @@ def test_html_events_table_summarises_storms_too():
     text = events_html(_events("r"))
     assert "<code>grad_spike-1…41</code>" in text and "41 events" in text
     assert text.count("<code>grad_spike-") == 1 and "<code>spike-1</code>" in text
+
+
+def test_markdown_storms_and_fleet_worst_first():
+    from losslens.report.markdown import event_rows
+
+    rows = event_rows(_events("r"))
+    assert [r[0] for r in rows if str(r[0]).startswith("grad_spike")] == ["grad_spike-1…41"]
+    frame = build([_run("calm"), _run("bad")])
+    runs = []
+    for info in frame.runs:
+        ev = _events(info.run) if info.run == "bad" else ()
+        runs.append(RunAnalysis(info, ev, tuple(diagnose(ev, info.metadata)), None))
+    text = _render(Analysis(frame, tuple(runs)), 80)
+    table = text.split("\n\n")[0].splitlines()
+    assert table[3].startswith("bad ") and table[4].startswith("calm ")

@@ -1,4 +1,4 @@
-"""DeepSpeed engine lines (LOG_FORMATS.md §3) and DeepSpeed-Chat PPO lines; shared with Megatron.
+"""DeepSpeed engine lines and DeepSpeed-Chat PPO lines; shared with Megatron.
 
 What is read, and the tags it becomes:
 

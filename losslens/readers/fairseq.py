@@ -1,6 +1,6 @@
 """fairseq and metaseq training logs: `train_inner` / `train` / `valid` progress records.
 
-LOG_FORMATS.md §12. Each record is logged under the progress tag as logger name
+Each record is logged under the progress tag as logger name
 (`2023-01-01 12:00:00 | INFO | train_inner | ...`, Hydra `[time][train_inner][INFO] - ...`, or
 the pre-0.9 `| epoch 001: ...` prints), in JSON (`{"epoch": 1, "num_updates": "100", ...}`, values
 are strings) or simple form (`epoch 001:    100 / 961 loss=9.876, ...` and

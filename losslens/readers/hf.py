@@ -1,4 +1,4 @@
-"""Hugging Face `Trainer`: `trainer_state.json` and console output (LOG_FORMATS.md §0.2, §4).
+"""Hugging Face `Trainer`: `trainer_state.json` and console output.
 
 `trainer_state.json` (format `hf-trainer-state`): every `log_history` entry is a point at its
 `step`; every numeric key but `step` becomes a tag (`loss`, `grad_norm`, `learning_rate`, `epoch`,

@@ -1,4 +1,4 @@
-"""llm.c console output and `main.log` (LOG_FORMATS.md §7).
+"""llm.c console output and `main.log`.
 
 Console (`train_gpt2.cu`, format `llmc`): one line per step, 1-based step as printed,
 `step    1/74 | loss 11.01 (+nanz)| norm 15.4 (+nanz)| lr 6.00e-04 | 1234.56 ms | 42.1% bf16 MFU

@@ -1,4 +1,4 @@
-"""Megatron-LM and Megatron-DeepSpeed (BigScience, Microsoft) stdout (LOG_FORMATS.md §1, §2).
+"""Megatron-LM and Megatron-DeepSpeed (BigScience, Microsoft) stdout.
 
 Training lines (` [date time] iteration N/ M | key: value | ... |`, every era) are split on `|`
 and `key: value`, never by position: every numeric field becomes a tag named by its key (`lm loss`,

@@ -111,7 +111,7 @@ def _fresh(size: int, dtype) -> np.ndarray:
     """A writable array on an anonymous map of its own: pages come on first write and go
     back to the system with the array. (numpy asks for transparent huge pages on arrays of
     4 MB and more; where the kernel compacts memory to honour that at fault time, as on the
-    2-core VMs of BASELINES.md, writing 300 MB of them measured 0.1-0.3 s more system time.)"""
+    2-core benchmark VMs, writing 300 MB of them measured 0.1-0.3 s more system time.)"""
     import mmap
 
     if size == 0:

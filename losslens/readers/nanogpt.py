@@ -1,4 +1,4 @@
-"""nanoGPT `train.py` stdout (LOG_FORMATS.md §6).
+"""nanoGPT `train.py` stdout.
 
 Two metric lines, both printed by the master process with plain `print`:
 

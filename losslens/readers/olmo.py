@@ -1,6 +1,6 @@
 """OLMo (v1) and OLMo-core console logs: multi-line `[step=N/M,epoch=E]` metric blocks.
 
-LOG_FORMATS.md §10-§11. One log record per logged step: a header line (after the tab-separated
+One log record per logged step: a header line (after the tab-separated
 or rich TTY logging prefix) ending in `[step=N/M,epoch=E(,eta=...)]`, then one `    name=value`
 line per metric. Eval results come as blocks too: OLMo v1 under the evaluator's label with full
 `eval/{label}/...` names, OLMo-core after `Finished {name} evals in ... Metrics:` with names

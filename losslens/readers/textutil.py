@@ -1,6 +1,6 @@
 """Shared helpers for text logbooks: decoding, launcher prefixes, ANSI colour, NaN spellings.
 
-LOG_FORMATS.md §0: a framework's line may be wrapped by a launcher prefix (`[default7]:`,
+A framework's line may be wrapped by a launcher prefix (`[default7]:`,
 `[rank0]:`, `[1,0]<stdout>:`, `0: `, `host: `), may carry ANSI colour, may hold several
 tqdm redraws separated by `\\r`, and spells NaN/inf in a dozen ways. Text readers call
 `fragments()` to get clean (line number, text) pairs and `parse_float()` for numbers.

@@ -1,4 +1,4 @@
-"""torchtitan console output (LOG_FORMATS.md §8, §9).
+"""torchtitan console output.
 
 Metric lines are logged through the root logger (`[titan] <asctime> - root - INFO - `), usually
 behind torchrun's `[rank0]:` prefix and with an ANSI colour before every field:

@@ -242,9 +242,16 @@ def print_analysis(analysis, console: Console | None = None) -> None:
         console.print()
 
 
+def _worst_first(item) -> tuple[int, int]:
+    from ..events import severity_rank
+
+    index, row = item
+    return (-(severity_rank(row.worst) if row.worst else -1), index)
+
+
 def print_fleet(analysis, console: Console | None = None) -> None:
-    """One row per run (worst finding, events, last step): the overview of a folder of runs.
-    Run names and findings wrap inside their column, never cut."""
+    """One row per run (worst finding, events, last step), worst first: the overview of a
+    folder of runs. Run names and findings wrap inside their column, never cut."""
     from rich.text import Text
 
     from ..pipeline import fleet
@@ -254,7 +261,7 @@ def print_fleet(analysis, console: Console | None = None) -> None:
     rows = [(Text(safe(row.run)), _sev("failed" if row.run in failed else row.worst or "clean"),
              Text(safe(row.finding or "")),
              str(row.events), "-" if row.last_step is None else f"{row.last_step:,}")
-            for row in fleet(analysis)]
+            for _, row in sorted(enumerate(fleet(analysis)), key=_worst_first)]
     console.print(_grid(f"{len(analysis.runs)} runs", ("run", "worst", "finding", "events",
                                                        "last step"), rows, console.width,
                         justify=("left", "left", "left", "right", "right"), wrap=(0, 2)),
