@@ -179,3 +179,19 @@ def test_markdown_storms_and_fleet_worst_first():
     text = _render(Analysis(frame, tuple(runs)), 80)
     table = text.split("\n\n")[0].splitlines()
     assert table[3].startswith("bad ") and table[4].startswith("calm ")
+
+
+def test_series_table_wraps_long_tags_at_80():
+    from losslens.report.terminal import print_series
+
+    b = RecordsBuilder()
+    tag = "train/per_dataset/" + "very_long_dataset_name_" * 3 + "loss"
+    for k in range(50):
+        b.add(tag, k, 2.0 - k / 100, order=k)
+    frame = build([b.build("r", "logs/r.log", "jsonl", RunMeta())])
+    buf = io.StringIO()
+    print_series(frame, Console(file=buf, width=80, color_system=None))
+    lines = buf.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in buf.getvalue()
+    assert tag in "".join(line.split("  ")[0] for line in lines[3:])
+    assert lines[0] == "r  (jsonl, logs/r.log)"
