@@ -40,7 +40,6 @@ vectorised read fails the classifier reads it all.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,19 +132,12 @@ def read_file(path: Path, run: str, fast: bool | None = None) -> RunRecords:
     return state.finish(run, str(path))
 
 
-def _load(path: Path):
-    """The file's bytes: a read-only map of it when the platform allows (no copy), else bytes."""
-    import mmap
-
+def _load(path: Path) -> bytes:
+    """The file's bytes, read (not mapped: a map of a log that is truncated while it is read
+    -- logrotate's copytruncate, a job restarted with `> log` -- kills the process with
+    SIGBUS on the next touch of a page past the new end; a read just returns fewer bytes)."""
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size < (1 << 20) or not hasattr(mmap, "MAP_POPULATE"):
-            return fh.read()
-        try:
-            return mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_PRIVATE | mmap.MAP_POPULATE,
-                             prot=mmap.PROT_READ)
-        except (OSError, ValueError):
-            return fh.read()
+        return fh.read()
 
 
 def _read_slow(raw, state: "_State") -> None:
