@@ -28,7 +28,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "losslens"
 #: that no prefix names is in the analysis layer.
 LAYERS = {
     "losslens.errors": 0, "losslens.events": 0, "losslens.records": 0, "losslens.roles": 0,
-    "losslens.frame": 0, "losslens.textsafe": 0,
+    "losslens.frame": 0, "losslens.textsafe": 0, "losslens.limits": 0,
     "losslens.readers": 1, "losslens.detectors": 1, "losslens.synthetic": 1,
     "losslens.report": 3, "losslens.exporters": 3,
     "losslens.cli": 4, "losslens.__main__": 4,
