@@ -312,13 +312,14 @@ def unknown_restart(ctx: PlanContext) -> str | None:
     the plan restarts from the start of training)."""
     r = ctx.plan.restart_from_step
     if ctx.checkpoints is None:
-        return (f"run {ctx.run}: the plan restarts from iteration {r}, and no checkpoint is "
-                "known (none given, none in the log): pass `checkpoint_every`, `checkpoints` "
-                "or `checkpoint_dir`, or `allow_no_checkpoint` to print the plan anyway")
+        return (f"{ctx.source}: run {ctx.run}: the plan restarts from iteration {r}, and no "
+                "checkpoint is known (none given, none in the log): pass `checkpoint_every`, "
+                "`checkpoints` or `checkpoint_dir`, or `allow_no_checkpoint` to print the plan "
+                "anyway")
     if r > 0 and r not in ctx.checkpoints:
-        return (f"run {ctx.run}: the plan restarts from iteration {r}, which is not one of the "
-                f"known checkpoints ({ctx.checkpoint_source}); `allow_no_checkpoint` prints "
-                "the plan anyway")
+        return (f"{ctx.source}: run {ctx.run}: the plan restarts from iteration {r}, which is "
+                f"not one of the known checkpoints ({ctx.checkpoint_source}); "
+                "`allow_no_checkpoint` prints the plan anyway")
     return None
 
 

@@ -26,7 +26,7 @@ from typer.testing import CliRunner  # noqa: E402
 from losslens.cli import app  # noqa: E402
 from losslens.errors import LossLensError  # noqa: E402
 from losslens.replay import PluginError, load_plugin, replay  # noqa: E402
-from losslens.replay.probes import Options  # noqa: E402
+from losslens.replay.options import Options  # noqa: E402
 
 pytestmark = pytest.mark.skipif(torch is None, reason="replay runs need torch "
                                 "(pip install 'losslens[replay]')")

@@ -164,3 +164,34 @@ def test_html_events_table_summarises_storms_too():
     text = events_html(_events("r"))
     assert "<code>grad_spike-1…41</code>" in text and "41 events" in text
     assert text.count("<code>grad_spike-") == 1 and "<code>spike-1</code>" in text
+
+
+def test_markdown_storms_and_fleet_worst_first():
+    from losslens.report.markdown import event_rows
+
+    rows = event_rows(_events("r"))
+    assert [r[0] for r in rows if str(r[0]).startswith("grad_spike")] == ["grad_spike-1…41"]
+    frame = build([_run("calm"), _run("bad")])
+    runs = []
+    for info in frame.runs:
+        ev = _events(info.run) if info.run == "bad" else ()
+        runs.append(RunAnalysis(info, ev, tuple(diagnose(ev, info.metadata)), None))
+    text = _render(Analysis(frame, tuple(runs)), 80)
+    table = text.split("\n\n")[0].splitlines()
+    assert table[3].startswith("bad ") and table[4].startswith("calm ")
+
+
+def test_series_table_wraps_long_tags_at_80():
+    from losslens.report.terminal import print_series
+
+    b = RecordsBuilder()
+    tag = "train/per_dataset/" + "very_long_dataset_name_" * 3 + "loss"
+    for k in range(50):
+        b.add(tag, k, 2.0 - k / 100, order=k)
+    frame = build([b.build("r", "logs/r.log", "jsonl", RunMeta())])
+    buf = io.StringIO()
+    print_series(frame, Console(file=buf, width=80, color_system=None))
+    lines = buf.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in buf.getvalue()
+    assert tag in "".join(line.split("  ")[0] for line in lines[3:])
+    assert lines[0] == "r  (jsonl, logs/r.log)"

@@ -30,7 +30,8 @@ from .targets import Target, read_document, targets_from_analysis, targets_from_
 from .verdicts import VERDICTS
 
 if TYPE_CHECKING:
-    from .probes import EventResult, Options, Progress
+    from .options import Options
+    from .probes import EventResult, Progress
 
 SCHEMA = "losslens.replay/1"
 

@@ -19,7 +19,8 @@ from .engine import Session, StepRecord
 from .verdicts import Facts, check_spike
 
 if TYPE_CHECKING:
-    from .probes import EventResult, Options
+    from .options import Options
+    from .probes import EventResult
 
 #: An earlier checkpoint whose logged loss is this many times the pre-event level is not a
 #: trained state comparable to the event's (PaLM's ablation needs one): it is not tried.

@@ -31,6 +31,7 @@ from . import logcheck, stats
 from .counterfactuals import (ABLATION_MAX_LEVEL, Counterfactuals, RunOut,
                               on_second_device)  # noqa: F401  (re-exported)
 from .engine import Session, StepRecord, sample
+from .options import Options
 from .persample import per_sample
 from .plugin import PluginError
 from .targets import Target, flagged_range
@@ -38,20 +39,6 @@ from .verdicts import Facts, check_spike, decide
 
 #: (event id, stage, done, total)
 Progress = Callable[[str, str, int, int], None]
-
-
-@dataclass(frozen=True)
-class Options:
-    """Limits of one replay; defaults suit a single-GPU model."""
-
-    max_steps: int = 256  # checkpoint → last flagged step, at most
-    max_flagged: int = 32
-    neighbours: int = 8
-    top_samples: int = 8
-    counterfactuals: bool = True
-    ablations: int = 3  # earlier checkpoints tried (nearest, then twice as far, ...)
-    reruns: int = 2  # re-runs of the flagged steps from the same state
-    second_device: str | None = "auto"  # re-run reproduced events there ("auto": another GPU)
 
 
 @dataclass

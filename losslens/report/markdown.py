@@ -47,6 +47,21 @@ def steps_text(e: Event) -> str:
                                 else "")
 
 
+def event_rows(events: Sequence[Event]) -> list[list[object]]:
+    """The table rows; a storm of non-critical events of one kind on one series is one row,
+    as in the terminal and HTML reports."""
+    from .units import Storm, group_storms, steps_text as span
+
+    rows: list[list[object]] = []
+    for e in group_storms(events):
+        if isinstance(e, Storm):
+            rows.append([e.ids, e.kind, e.tag, span(e.first_step, e.last_step), "",
+                         e.summary(), "", e.severity])
+        else:
+            rows.append(event_row(e))
+    return rows
+
+
 def event_row(e: Event) -> list[object]:
     from .units import event_magnitude
 
@@ -119,7 +134,7 @@ def run_section(ra) -> list[str]:
     out += ["### Events", ""]
     if ra.events:
         out += table(("id", "kind", "tag", "steps", "peak", "magnitude", "recovery",
-                      "severity"), (event_row(e) for e in ra.events), right=(4, 5)) + [""]
+                      "severity"), event_rows(ra.events), right=(4, 5)) + [""]
     else:
         out += ["No events.", ""]
     out += ["### Findings", ""]

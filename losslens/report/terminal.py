@@ -20,31 +20,33 @@ def _console() -> Console:
 
 
 def print_series(frame: Frame, console: Console | None = None) -> None:
+    """What was read, per run: the series (tag, role, points, steps, non-finite values) in a
+    table whose tags wrap instead of being cut, then segments, metadata and skipped lines."""
+    from rich.text import Text
+
     console = console or _console()
     for info in frame.runs:
-        console.print(f"[bold]{escape(info.run)}[/bold]  ({escape(info.format)}, "
-                      f"{escape(info.source)})")
-        table = Table(show_edge=False, pad_edge=False)
-        for col, just in (("tag", "left"), ("role", "left"), ("points", "right"),
-                          ("steps", "right"), ("non-finite", "right")):
-            table.add_column(col, justify=just)  # type: ignore[arg-type]
-        for s in info.series:
-            steps = f"{s.first_step}–{s.last_step}" if s.first_step is not None else "-"
-            table.add_row(escape(s.tag), escape(s.role), f"{s.points:,}", steps,
-                          str(s.nonfinite or ""))
-        console.print(table)
+        _say(console, Text.assemble((safe(info.run), "bold"),
+                                    f"  ({safe(info.format)}, {safe(info.source)})"))
+        rows = [(Text(safe(s.tag)), s.role, f"{s.points:,}",
+                 f"{s.first_step}–{s.last_step}" if s.first_step is not None else "-",
+                 str(s.nonfinite or "")) for s in info.series]
+        console.print(_grid("", ("tag", "role", "points", "steps", "non-finite"), rows,
+                            console.width, justify=("left", "left", "right", "right", "right"),
+                            wrap=(0,)), highlight=False)
         if len(info.segments) > 1:
             segs = ", ".join(
                 f"#{g.index} {g.first_step}–{g.last_step} ({g.reason})" for g in info.segments)
-            console.print(f"  segments: {segs}")
+            _say(console, f"segments: {segs}", indent=2)
         meta = info.metadata.to_dict()
         meta.pop("extra", None)
         if meta:
-            console.print("  metadata: " + escape(", ".join(f"{k}={v}" for k, v in meta.items())))
+            _say(console, "metadata: " + ", ".join(f"{k}={v}" for k, v in meta.items()),
+                 indent=2)
         if info.skipped_count:
-            console.print(f"  [yellow]skipped lines: {info.skipped_count}[/yellow]")
+            _say(console, f"skipped lines: {info.skipped_count}", indent=2, style="yellow")
         for note in info.notes:
-            console.print(f"  note: {escape(note)}")
+            _say(console, f"note: {note}", indent=2)
         console.print()
 
 
@@ -144,7 +146,8 @@ def _grid(title: str, headers: Sequence[str], rows: Sequence[Sequence], width: i
         for k in wrap:
             widths[k] = max(8, room * widths[k] // max(want, 1))
     out = Text()
-    out.append(title + "\n", style="bold")
+    if title:
+        out.append(title + "\n", style="bold")
     for i, row in enumerate([heads] + texts):
         cells = []
         for k, cell in enumerate(row):
@@ -228,9 +231,16 @@ def print_analysis(analysis, console: Console | None = None) -> None:
         console.print()
 
 
+def _worst_first(item) -> tuple[int, int]:
+    from ..events import severity_rank
+
+    index, row = item
+    return (-(severity_rank(row.worst) if row.worst else -1), index)
+
+
 def print_fleet(analysis, console: Console | None = None) -> None:
-    """One row per run (worst finding, events, last step): the overview of a folder of runs.
-    Run names and findings wrap inside their column, never cut."""
+    """One row per run (worst finding, events, last step), worst first: the overview of a
+    folder of runs. Run names and findings wrap inside their column, never cut."""
     from rich.text import Text
 
     from ..pipeline import fleet
@@ -238,7 +248,7 @@ def print_fleet(analysis, console: Console | None = None) -> None:
     console = console or _console()
     rows = [(Text(safe(row.run)), _sev(row.worst or "clean"), Text(safe(row.finding or "")),
              str(row.events), "-" if row.last_step is None else f"{row.last_step:,}")
-            for row in fleet(analysis)]
+            for _, row in sorted(enumerate(fleet(analysis)), key=_worst_first)]
     console.print(_grid(f"{len(analysis.runs)} runs", ("run", "worst", "finding", "events",
                                                        "last step"), rows, console.width,
                         justify=("left", "left", "left", "right", "right"), wrap=(0, 2)),
