@@ -49,7 +49,7 @@ def _feed(calls, asynchronous, policy):
     dict(n=2600, seed=2, diverge_at=1500, nan_at=300),  # a NaN, a divergence, no spike
 ])
 def test_async_decides_as_sync_does_and_delivers_within_max_lag(case):
-    policy = GuardPolicy(stop_after=40, check_every=25, max_lag=20)
+    policy = GuardPolicy(stop_after=40, check_every=25, max_lag=20)  # waits: a tight loop
     calls = _run(**case)
     sync, sync_got, sync_events = _feed(calls, False, policy)
     asyn, asyn_got, asyn_events = _feed(calls, True, policy)
@@ -124,3 +124,14 @@ def test_synchronous_mode_and_skip_z_stay_in_process():
     g = Guard(GuardPolicy(asynchronous=False))
     assert g.live is not None and g._link is None
     g.close()  # a no-op
+
+
+def test_a_nan_skip_is_returned_once_even_when_the_worker_answers_in_the_same_call():
+    with Guard(GuardPolicy(max_lag=1)) as g:  # waits for the worker on every call
+        got = [(s, g.step(s, math.nan if s in (21, 22) else 2.0 + 0.01 * (s % 3)))
+               for s in range(1, 41)]
+        assert [(s, d.action) for s, d in got if d] == [(21, "skip_step"), (22, "skip_step")]
+        g.flush()
+        assert [(d.action, d.step) for d in g.decisions] == [("skip_step", 21),
+                                                             ("skip_step", 22)]
+        assert g.decisions[0].events[0].kind == "nonfinite"  # the worker's copy

@@ -415,6 +415,18 @@ class Guard:
                           None if loss_scale is None else float(loss_scale)))
         self._queued += 1
         self._last_step = step
+        early = None
+        if self.policy.skip_nonfinite and not (math.isfinite(loss) and (
+                grad_norm is None or math.isfinite(grad_norm))):
+            # the O(1) rule, at once (noted before the worker's answer can come in); the
+            # worker's own, with its events, goes into `decisions` and is not returned again
+            what = "loss" if not math.isfinite(loss) else "grad norm"
+            value = loss if what == "loss" else grad_norm
+            early = Decision("skip_step", step, f"the {what} is {value} at step {step}: do "
+                             "not apply this update")
+            self._early[step] = early
+            for sink in self.alerts:
+                sink(early)
         if self._inflight:
             while self._link.ready():
                 self._take(self._link.recv())
@@ -425,17 +437,8 @@ class Guard:
         if self._queued - self._acked > self.policy.max_lag:
             self.waits += 1
             self._wait(self._queued - self.policy.max_lag)
-        if self.policy.skip_nonfinite and not (math.isfinite(loss) and (
-                grad_norm is None or math.isfinite(grad_norm))):
-            # the O(1) rule, at once; the worker's own (with its events) replaces it later
-            what = "loss" if not math.isfinite(loss) else "grad norm"
-            value = loss if what == "loss" else grad_norm
-            d = Decision("skip_step", step, f"the {what} is {value} at step {step}: do not "
-                         "apply this update")
-            self._early[step] = d
-            for sink in self.alerts:
-                sink(d)
-            return d
+        if early is not None:
+            return early
         return self._ready.popleft() if self._ready else NOTHING
 
     def _ship(self) -> None:
