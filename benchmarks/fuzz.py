@@ -22,6 +22,7 @@ the file), and the failures: crash (a traceback or an exception escaping), bad-m
 without a proper one-line error), hang (over --timeout seconds).
 
     python benchmarks/fuzz.py --n 5000            # the acceptance run (a few minutes)
+    python benchmarks/fuzz.py --structured --n 5000 --jobs 2   # fuzz_structured.py
     python benchmarks/fuzz.py --n 300 --save out  # keep the failing inputs in out/
 
 tests/test_fuzz.py drives the same seeds and mutators from hypothesis.
@@ -831,6 +832,12 @@ def report_failures(tally: Tally, limit: int = 12) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--structured" in argv:  # inputs shaped to hurt, one forked child per case
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import fuzz_structured
+
+        return fuzz_structured.main([a for a in argv if a != "--structured"])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=500, help="inputs to try")
     ap.add_argument("--seed", type=int, default=0)

@@ -22,8 +22,10 @@ swings x0.2-x1.8 over the run), heavy-tailed (Student t, 2.5-5 degrees of freedo
 - spike, `slow`: the same with D = 1500-4000 steps (sparse: 3000-8000, at least 6 points);
 - spike, `none`: the level steps up x1.5-x4 (sign: +6-15 noise scales) for good, with or
   without an overshoot;
-- heights: at least 6 noise scales and x1.3 above the curve, or x1e3-1e7 for near-zero collapses
-  (which decay in log space);
+- heights: at least x1.3, 8 noise scales and 1.2 x the largest excursion the run's own noise
+  made (taller than anything the noise did: what tells an engineer a spike from a tail), or
+  x1e3-1e7 for near-zero collapses (which decay in log space); a hump needs D >= 10 log
+  intervals (shorter ones are decays: a hump between two logged points is not seen);
 - divergence: from its start the log-level rises linearly to x3-x20 by the end (some end in NaN);
 - NaN after a plateau: the curve goes flat, then NaN from a step to the end (nonfinite only;
   a plateau is no divergence);
@@ -79,6 +81,7 @@ class Case:
     val: tuple[np.ndarray, np.ndarray] | None = None
     grad: tuple[np.ndarray, np.ndarray] | None = None
     events: list = field(default_factory=list)
+    noise: str = ""
 
 
 # -- noise ------------------------------------------------------------------------------------
@@ -239,12 +242,13 @@ def make_case(stratum: str, seed: int) -> Case:
                     mult += over * _spike_profile(rng, t, t0, int(rng.integers(iv, 60 * iv + 1)),
                                                   "exp")
             else:
-                shape = str(rng.choice(["exp", "hump"])) if d >= 20 else "exp"
+                shape = str(rng.choice(["exp", "hump"])) if d >= 10 * iv else "exp"
+                visible = max(8 * rs, 1.2 * float(np.abs(noise).max()))
                 if sign:
-                    height = rng.uniform(8, 30) * rs
+                    height = max(visible, rng.uniform(8, 30) * rs)
                 else:
-                    height = max(np.log(1.3), rng.uniform(6, 16) * rs)
-                    height = min(height, np.log(rng.uniform(1.3, 20)) + 6 * rs)
+                    height = min(rng.uniform(8, 16) * rs, np.log(rng.uniform(1.3, 20)) + 6 * rs)
+                    height = max(height, visible, np.log(1.3))
                 mult += height * _spike_profile(rng, t, t0, d, shape)
             labels.append(Label("spike", TRAIN, t0, None if c == "none" else t0 + d, c))
     elif plan == "diverge":
@@ -273,7 +277,8 @@ def make_case(stratum: str, seed: int) -> Case:
         values[end_events:] = np.nan
     if stratum == "rounded":
         values = np.round(values, 4)
-    case = Case(stratum, seed, iv, steps, values, sorted(labels, key=lambda x: x.start))
+    case = Case(stratum, seed, iv, steps, values, sorted(labels, key=lambda x: x.start),
+                noise=noise_kind)
     if stratum in ("dense", "rounded", "sparse", "short") and rng.random() < 0.6 \
             and plan != "diverge":
         case.val = _validation(rng, steps, values, case.labels)

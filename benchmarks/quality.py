@@ -67,6 +67,7 @@ class Case:
     values: np.ndarray = field(default_factory=lambda: np.empty(0))
     truth: list[Truth] = field(default_factory=list)
     events: list = field(default_factory=list)
+    grad: np.ndarray | None = None
 
 
 def _spikes(rng: np.random.Generator, n_steps: int, first: int, log_every: int,
@@ -135,6 +136,8 @@ def run_case(case: Case) -> Case:
     info = frame.runs[0]
     s = frame.series(info.run, TAGS["loss"])
     case.steps, case.values, case.truth = s.step, s.value, synthetic.truth
+    g = frame.series(info.run, TAGS["grad"])
+    case.grad = g.value if np.array_equal(g.step, s.step) else None
     case.events = detect_run(frame, info, DETECTORS)
     return case
 
@@ -389,6 +392,85 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               + ", ".join(extra))
 
 
+STRATA = ("dense", "sparse", "short", "sign-changing", "near-zero", "rounded")
+
+
+def stratum(case: Case) -> str:
+    """One stratum per case, the hardest that applies first."""
+    p, v = case.params, case.values
+    fin = v[np.isfinite(v)]
+    if p.get("negative") or (fin.shape[0] and fin.min() <= 0):
+        return "sign-changing"
+    if p.get("rounding") is not None:
+        return "rounded"
+    if fin.shape[0] and fin.min() < 1e-3:
+        return "near-zero"
+    if case.steps.shape[0] < 100:
+        return "short"
+    if p["log_every"] >= 200:
+        return "sparse"
+    return "dense"
+
+
+def _warm(case: Case, need: int) -> bool:
+    spikes = [t.start_step for t in case.truth if t.kind == "spike"]
+    first = min(spikes) if spikes else int(case.steps[-1]) + 1
+    return int(np.isfinite(case.values[case.steps < first]).sum()) >= need
+
+
+def _grad_of(case: Case) -> np.ndarray | None:
+    return getattr(case, "grad", None)
+
+
+def stratified(cases: list[Case]) -> list[dict[str, Any]]:
+    """Spike F1 per stratum for losslens, and per peer on the cases where it can have warmed
+    up before the first true spike (their F1 / losslens's on the same cases); a ratio rule is
+    not run on a loss that changes sign."""
+    rows = []
+    for name in STRATA:
+        group = [c for c in cases if stratum(c) == name]
+        if not group:
+            continue
+        ours = _spike_score(group, None)
+        row: dict[str, Any] = {"stratum": name, "cases": len(group), "true": ours.tp + ours.fn,
+                               "losslens": ours.row()["f1"], "peers": {}}
+        for peer, (rule, need, ratio) in PEER_RULES.items():
+            able = [c for c in group if _warm(c, need)]
+            if (ratio and name == "sign-changing") or not able:
+                row["peers"][peer] = None
+                continue
+            theirs = _spike_score(able, lambda c: rule(c.steps, c.values, _grad_of(c)))
+            mine = _spike_score(able, None)
+            row["peers"][peer] = (theirs.row()["f1"], mine.row()["f1"], len(able))
+        rows.append(row)
+    return rows
+
+
+def _spike_score(cases: list[Case], rule: Callable[[Case], list] | None) -> Score:
+    sc = Score("spike", "x")
+    for case in cases:
+        last = int(case.steps[-1])
+        neutral = [t.start_step for t in case.truth if t.kind in ("divergence", "nonfinite")]
+        truth = [(t.start_step, _end(t, last, case), t) for t in case.truth if t.kind == "spike"]
+        if rule is None:
+            found = [(e.start_step, last if e.end_step is None else e.end_step, e)
+                     for e in case.events if e.kind == "spike" and e.tag == TAGS["loss"]]
+        else:
+            found = [(a, b, None) for a, b in rule(case)]
+        score(sc, truth, found, neutral)
+    return sc
+
+
+def print_strata(rows: list[dict[str, Any]]) -> None:
+    print("\nspike F1 by stratum (peer: their F1 / losslens F1 on the cases where the peer can "
+          "have warmed up, n cases; n/a: none can, or a ratio rule on a sign-changing loss)")
+    for r in rows:
+        peers = "; ".join(f"{k}: n/a" if v is None else f"{k}: {v[0]:.2f}/{v[1]:.2f} ({v[2]})"
+                          for k, v in r["peers"].items())
+        print(f"{r['stratum']:<14}{r['cases']:>4} runs {r['true']:>4} spikes  losslens "
+              f"{r['losslens']:.3f}   {peers}")
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--series", type=int, default=400)
@@ -406,6 +488,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"{len(cases)} synthetic runs, {points} train-loss points, {n_spikes} injected spikes "
           f"(seed {args.seed}, {time.perf_counter() - t0:.1f} s)\n")
     print_table(rows)
+    print_strata(stratified(cases))
     return rows
 
 

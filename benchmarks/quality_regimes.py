@@ -7,8 +7,8 @@ The set (`losslens.synthetic.scenarios`, every case drawn from the seed): regime
 step drops, plateaus, level shifts) and clean power-law curves at 300-20,000 points, logged
 every 1-100 steps, noise 0.5-5% per logged point (0.5-2% when logged every 50-100 steps:
 such logs are usually the mean over the interval; the 5% corner at 300-500 points is scored
-apart, in the notes, since a plateau's corners there are below what any test can see
-without false alarms); grokking, overfitting and clean train/validation
+apart, in its own rows `cp hard` / `drop hard`, since a plateau's corners there are below
+what any test can see without false alarms); grokking, overfitting and clean train/validation
 pairs as loss and as accuracy; LLM curves with a sudden drop after a slow stretch, with and
 without an LR drop at the same step; resumed runs (clean resume, resume spike, a spike at
 every resume, rollback with replayed data, rollback without, a resume without overlap).
@@ -18,8 +18,8 @@ when its start step is within the truth's tolerance (1% of the run for changepoi
 sudden drops, 4% for a plateau's corners, the width of the improvement for grokking, 0-2 log
 intervals for resume artefacts) and its required details agree (`from_step`, `lr_drop`,
 `every_resume`); one match per truth. Every other event of the kind is a false positive,
-so the clean cases count against precision. `overfitting` scores the grokking detector's
-overfitting verdicts (kind `changepoint`, `details.pattern = "overfitting"`).
+so the clean cases count against precision. `overfitting` scores the overfitting detector
+(kind `overfitting`) on the same train/validation pairs.
 
 `evaluate(seed)` returns one row per kind (kind, n_true, n_found, precision, recall, f1,
 notes; plus true/tp/fp/fn for benchmarks/quality.py's table); run alone it prints the table.
@@ -36,6 +36,7 @@ import numpy as np
 
 from losslens.detectors.changepoint import ChangepointDetector
 from losslens.detectors.grokking import GrokkingDetector, SuddenDropDetector
+from losslens.detectors.overfitting import OverfittingDetector
 from losslens.detectors.segments import (RepeatDataDetector, ResumeSpikeDetector,
                                          RollbackDetector)
 from losslens.events import Event
@@ -92,8 +93,8 @@ def _run_events(scenario: sc.Scenario, detectors: list[Any]) -> list[Event]:
     return out
 
 
-def _changepoints(rng: np.random.Generator) -> Tally:
-    t, hard = Tally("changepoint"), Tally("changepoint")
+def _changepoints(rng: np.random.Generator) -> tuple[Tally, Tally]:
+    t, hard = Tally("changepoint"), Tally("cp hard")
     det = [ChangepointDetector()]
     clean_fp = 0
     for pattern in ("lr_drop", "plateau", "level_shift", "clean"):
@@ -108,10 +109,11 @@ def _changepoints(rng: np.random.Generator) -> Tally:
         for n, iv in HARD[0]:
             if pattern != "clean":
                 s = sc.regime_curve(pattern, int(rng.integers(1 << 30)), n, iv, HARD[1])
-                hard.add(_run_events(s, det), s)
+                hard.add(_run_events(s, det), s, "changepoint")
     t.notes.append(f"{clean_fp} on 12 clean power-law curves")
     t.notes.append(_hard_note(hard))
-    return t
+    hard.notes.append("the hard corner, apart: 300-500 points at 5% noise per point")
+    return t, hard
 
 
 def _hard_note(hard: Tally) -> str:
@@ -121,7 +123,7 @@ def _hard_note(hard: Tally) -> str:
 
 def _grokking(rng: np.random.Generator) -> tuple[Tally, Tally]:
     grok, over = Tally("grokking"), Tally("overfitting")
-    det = [GrokkingDetector()]
+    det = [GrokkingDetector(), OverfittingDetector()]
     false_grok = 0
     for pattern in ("grokking", "overfitting", "clean"):
         for metric in ("loss", "acc"):
@@ -138,11 +140,11 @@ def _grokking(rng: np.random.Generator) -> tuple[Tally, Tally]:
     return grok, over
 
 
-def _sudden(rng: np.random.Generator) -> Tally:
+def _sudden(rng: np.random.Generator) -> tuple[Tally, Tally]:
     t = Tally("sudden_drop")
     det = [SuddenDropDetector()]
     flags = [0, 0]
-    hard = Tally("sudden_drop")
+    hard = Tally("drop hard")
     for lr_drop in (False, True):
         for n, iv in SHAPES:
             for noise in noise_levels(iv):
@@ -152,7 +154,7 @@ def _sudden(rng: np.random.Generator) -> Tally:
                 flags[lr_drop] += sum(bool(e.details.get("lr_drop")) == lr_drop for e in ev)
         for n, iv in HARD[0]:
             s = sc.sudden_drop_curve(int(rng.integers(1 << 30)), n, iv, HARD[1], lr_drop)
-            hard.add(_run_events(s, det), s)
+            hard.add(_run_events(s, det), s, "sudden_drop")
     negatives = 0
     for n, iv in SHAPES:
         for noise in noise_levels(iv):
@@ -163,7 +165,8 @@ def _sudden(rng: np.random.Generator) -> Tally:
     t.notes.append(f"lr_drop flag right on {flags[0] + flags[1]} found; "
                    f"{negatives} on 12 clean curves")
     t.notes.append(_hard_note(hard))
-    return t
+    hard.notes.append("the hard corner, apart: 300-500 points at 5% noise per point")
+    return t, hard
 
 
 def _resumes(rng: np.random.Generator) -> list[Tally]:
@@ -211,13 +214,14 @@ def changepoint_timing(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000),
 def evaluate(seed: int = 0, timing: bool = True) -> list[dict[str, Any]]:
     """One row per kind on the labelled set drawn from `seed` (see the module docstring)."""
     rng = np.random.default_rng(seed)
-    cp = _changepoints(rng)
+    cp, cp_hard = _changepoints(rng)
     if timing:
         secs = changepoint_timing()
         cp.notes.append("detect " + ", ".join(f"{n // 1000}k pts {t:.2f} s"
                                               for n, t in secs.items()))
     grok, over = _grokking(rng)
-    tallies: list[Tally] = [cp, grok, over, _sudden(rng), *_resumes(rng)]
+    drop, drop_hard = _sudden(rng)
+    tallies: list[Tally] = [cp, cp_hard, grok, over, drop, drop_hard, *_resumes(rng)]
     return [t.row() for t in tallies]
 
 

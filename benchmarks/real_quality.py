@@ -8,7 +8,9 @@ licence), what an engineer sees in its plot (`description`), and the judgements 
 - `expect`: events that must be found — kind (`spike`, `divergence`, `nonfinite`,
   `overfitting`), the step range its start must fall in, optionally the tag / run (substrings),
   the recovery classes accepted, and for a storm of spikes the least number expected. A spike
-  labelled with a recovery is two judgements: found, and its recovery class right.
+  labelled with a recovery is two judgements: found, and its recovery class right. A
+  divergence marked `or_unrecovered_spike` is also found by a spike that never recovered
+  starting in its range (the run did not come back either way).
 - a clean log (`clean: true`): nothing warning-or-worse, neither event nor finding (kinds in
   `allow` excepted: what the labeller called ambiguous);
 - any other log: no warning-or-worse event that no label explains (kinds in `allow` excepted).
@@ -78,7 +80,9 @@ def _kind(e: Any) -> str:
 
 def _match(e: Any, run: str, label: dict[str, Any]) -> bool:
     lo, hi = label["start"]
-    return (_kind(e) == label["kind"] and lo <= e.start_step <= hi
+    kind_ok = _kind(e) == label["kind"] or (
+        label.get("or_unrecovered_spike") and _kind(e) == "spike" and e.recovery == "none")
+    return (kind_ok and lo <= e.start_step <= hi
             and label.get("tag", "") in e.tag and label.get("run", "") in run)
 
 

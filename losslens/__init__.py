@@ -41,7 +41,8 @@ def __getattr__(name: str):
 
 def read(paths: str | os.PathLike | Iterable[str | os.PathLike], format: str | None = None,
          roles: Mapping[str, str] | None = None,
-         progress: "Callable[[str, int, int], None] | None" = None) -> "Frame":
+         progress: "Callable[[str, int, int], None] | None" = None,
+         unit_timeout: float | None = None) -> "Frame":
     """Read one or more paths (files, folders, `wandb://` addresses) into a Frame.
 
     Args:
@@ -49,6 +50,9 @@ def read(paths: str | os.PathLike | Iterable[str | os.PathLike], format: str | N
         format: a name from `losslens.readers.FORMATS`; sniffed when None.
         roles: tag → role overrides (see `losslens.roles.ROLES`).
         progress: called as progress(name, done, total) before each file or folder unit.
+        unit_timeout: seconds one unit of a folder may take (default
+            `limits.UNIT_TIMEOUT`); a unit that fails or runs out of time is a run with
+            `error` set, and the others are read.
     """
     from .frame import build
     from .readers import read_records
@@ -57,7 +61,7 @@ def read(paths: str | os.PathLike | Iterable[str | os.PathLike], format: str | N
         paths = [paths]
     records = []
     for path in paths:
-        records.extend(read_records(path, format, progress))
+        records.extend(read_records(path, format, progress, unit_timeout))
     return build(records, roles)
 
 

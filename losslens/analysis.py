@@ -40,6 +40,7 @@ def detect_run(frame: Frame, run_info: RunInfo, detectors: Any = None, *,
                 events.extend(det.detect(frame.series(run_info.run, info.tag)))
     events = fold_spikes(events)
     events = _mark_shared(events, frame, run_info, shared_within)
+    events = _mark_components(events, frame, run_info)
     events.sort(key=lambda e: (e.start_step, e.kind, e.tag))
     counters: dict[str, int] = {}
     out = []
@@ -94,3 +95,69 @@ def _mark_shared(events: list[Event], frame: Frame, run: RunInfo,
         out.append(replace(e, details=details))
     return out
 
+
+
+#: Names of a run's total training loss, when it logs its components beside it.
+_TOTAL_HINTS = ("total", "mean_loss", "train_loss", "lm loss", "train/loss")
+
+
+def primary_losses(frame: Frame, run: RunInfo) -> list[str]:
+    """The run's total training loss tag(s) when it logs several: those named like a total,
+    else the ones with the largest median (a sum of positive components is the largest)."""
+    tags = [s.tag for s in run.series if s.role == "train_loss"]
+    if len(tags) < 2:
+        return tags
+    named = [t for t in tags if t.strip().lower() in ("loss", "train/loss")
+             or any(h in t.lower() for h in _TOTAL_HINTS)]
+    if named:
+        return named
+    med = {}
+    for t in tags:
+        v = frame.series(run.run, t).value
+        v = v[np.isfinite(v)]
+        med[t] = float(np.median(v)) if v.shape[0] else -np.inf
+    top = max(med.values())
+    return [t for t, m in med.items() if m >= 0.9 * top] if top > 0 else tags
+
+
+def _mark_components(events: list[Event], frame: Frame, run: RunInfo) -> list[Event]:
+    """Events of one part of a multi-part loss (a PINN's boundary term, a GAN's generator term)
+    read against the total: a divergence of a part while the total does not diverge is a
+    trade-off between the parts (`details.component = True`), and a spike that never
+    recovered on a part whose peak stays under NEGLIGIBLE x the total is too small to matter
+    (`details.negligible = True`); diagnosis reports both apart, as information."""
+    parts = [e for e in events if e.kind == "divergence"
+             or (e.kind == "spike" and e.recovery == "none")]
+    if not parts:
+        return events
+    primary = set(primary_losses(frame, run))
+    role = {s.tag: s.role for s in run.series}
+    if len(primary) == sum(r == "train_loss" for r in role.values()):
+        return events
+    total_divs = [e for e in events if e.kind == "divergence" and e.tag in primary]
+    total = [frame.series(run.run, t).value for t in primary]
+    total_level = max((float(np.nanmedian(v)) for v in total if np.isfinite(v).any()),
+                      default=np.nan)
+    out = []
+    for e in events:
+        part = e.tag not in primary and role.get(e.tag) == "train_loss"
+        if part and e.kind == "divergence" and not e.details.get("nonfinite") and not any(
+                _overlap(d, e) for d in total_divs):
+            e = replace(e, details={**e.details, "component": True,
+                                    "total_tags": sorted(primary)})
+        elif (part and e.kind == "spike" and e.recovery == "none" and total_level > 0
+              and float(e.details.get("peak_value", np.inf)) < NEGLIGIBLE * total_level):
+            e = replace(e, details={**e.details, "negligible": True,
+                                    "total_tags": sorted(primary)})
+        out.append(e)
+    return out
+
+
+#: A part of a multi-part loss whose spike peaks under this share of the total cannot matter.
+NEGLIGIBLE = 1e-3
+
+
+def _overlap(a: Event, b: Event) -> bool:
+    a1 = a.end_step if a.end_step is not None else a.start_step
+    b1 = b.end_step if b.end_step is not None else b.start_step
+    return a.start_step <= b1 and b.start_step <= a1

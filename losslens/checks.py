@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from .errors import InvalidParameterError
 from .events import severity_rank
 from .options import Options
+from .textsafe import line
 
 
 def at_or_above(severity: str | None, level: str) -> bool:
@@ -113,6 +114,7 @@ class RunCheck:
     events: tuple[Any, ...]
     ignored_events: int = 0
     baseline: BaselineResult | None = None
+    error: str | None = None  # the run could not be read or analysed (a folder's bad unit)
 
     @property
     def passed(self) -> bool:
@@ -130,6 +132,10 @@ class CheckReport:
 
     @property
     def exit_code(self) -> int:
+        """2 when a run could not be read or analysed (an input error, not a finding), else
+        1 on a failing check, else 0."""
+        if any(r.error for r in self.runs):
+            return 2
         return 0 if self.passed else 1
 
 
@@ -349,6 +355,11 @@ def gate(analysis, reference=None) -> CheckReport:
     options = analysis.options
     out = []
     for ra in analysis.runs:
+        if ra.info.error:  # a unit that could not be read or analysed: an error, not a pass
+            item = CheckItem("read", False, None, "could not be read or analysed", ra.info.error)
+            out.append(RunCheck(ra.info.run, ra.info.source, ra.info.format, (item,), (), (),
+                                error=ra.info.error))
+            continue
         items = rule_items(ra.findings, ra.events, options.fail_on)
         bl = None
         if reference is not None:
@@ -381,15 +392,16 @@ def render_text(report: CheckReport) -> str:
     for rc in report.runs:
         lines += ["", f"{rc.run} ({rc.format}: {rc.source}): "
                   f"{'passed' if rc.passed else 'FAILED'}"]
+        lines[-1] = line(lines[-1])  # names from logs: no escape sequence, one line
         shown = [i for i in rc.items if not i.passed] + [
             i for i in rc.items if i.passed and (i.severity or i.name.startswith("baseline"))]
         for item in shown:
             where = f" [step {item.step}, {item.tag}]" if item.step is not None else ""
             below = "" if not item.passed else f" (below fail-on {report.options.fail_on})"
-            lines.append(f"  {_status(item):4}  {item.name:24} {item.severity or '':8} "
-                         f"{item.title}{where}{below}")
+            lines.append(line(f"  {_status(item):4}  {item.name:24} {item.severity or '':8} "
+                              f"{item.title}{where}{below}"))
             if item.message and (not item.passed or item.name.startswith("baseline")):
-                lines.append(f"        {item.message}")
+                lines += [f"        {line(part)}" for part in item.message.split("\n")]
         quiet = len(rc.items) - len(shown)
         if quiet:
             lines.append(f"  pass  {quiet} other check(s): nothing found")
@@ -406,7 +418,7 @@ def render_json(report: CheckReport) -> str:
     runs = [{"run": rc.run, "source": rc.source, "format": rc.format, "passed": rc.passed,
              "checks": [i.to_dict() for i in rc.items],
              "findings": [f.to_dict() for f in rc.findings],
-             "ignored_events": rc.ignored_events,
+             "ignored_events": rc.ignored_events, "error": rc.error,
              "baseline": rc.baseline.to_dict() if rc.baseline else None} for rc in report.runs]
     doc = {"schema": CHECK_SCHEMA, "version": __version__, "passed": report.passed,
            "exit_code": report.exit_code, "fail_on": report.options.fail_on,

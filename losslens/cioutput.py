@@ -165,7 +165,12 @@ _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def _x(text: Any) -> str:
-    return _XML_BAD.sub("", str(text))
+    """Text for XML: controls from logs made visible (`textsafe.terminal`: an ESC or a C1
+    CSI in a tag reaches no terminal that shows the CI log), then what XML cannot hold
+    dropped."""
+    from .textsafe import terminal
+
+    return _XML_BAD.sub("", terminal(text))
 
 
 def _seconds(t: float) -> str:
@@ -182,12 +187,13 @@ def render_junit(report: CheckReport, elapsed: float | None = None) -> str:
     import xml.etree.ElementTree as ET
 
     root = ET.Element("testsuites", name="losslens")
-    total = fails = 0
+    total = fails = errors = 0
     for rc in report.runs:
-        n_fail = sum(not i.passed for i in rc.items)
+        n_fail = 0 if rc.error else sum(not i.passed for i in rc.items)
+        n_err = len(rc.items) if rc.error else 0  # a unit that could not be read: an error
         t_suite = (elapsed or 0.0) / len(report.runs)
         suite = ET.SubElement(root, "testsuite", name=_x(rc.run), tests=str(len(rc.items)),
-                              failures=str(n_fail), errors="0", skipped="0",
+                              failures=str(n_fail), errors=str(n_err), skipped="0",
                               time=_seconds(t_suite), file=_x(_relpath(rc.source) or rc.source))
         props = ET.SubElement(suite, "properties")
         for k, v in (("source", rc.source), ("format", rc.format),
@@ -197,7 +203,10 @@ def render_junit(report: CheckReport, elapsed: float | None = None) -> str:
         for item in rc.items:
             case = ET.SubElement(suite, "testcase", classname=_x(f"losslens.{rc.run}"),
                                  name=_x(item.name), time=_seconds(t_case))
-            if not item.passed:
+            if rc.error:  # not a finding: the input could not be read or analysed
+                ET.SubElement(case, "error", message=_x(item.title),
+                              type="input").text = _x(rc.error)
+            elif not item.passed:
                 fail = ET.SubElement(case, "failure", message=_x(item.title),
                                      type=_x(item.severity or "failure"))
                 fail.text = _x(item.message or item.title)
@@ -206,7 +215,8 @@ def render_junit(report: CheckReport, elapsed: float | None = None) -> str:
                     f"{item.severity}: {item.title} (below fail-on {report.options.fail_on})")
         total += len(rc.items)
         fails += n_fail
-    return _junit_doc(root, total, fails, 0, elapsed)
+        errors += n_err
+    return _junit_doc(root, total, fails, errors, elapsed)
 
 
 def render_junit_error(message: str, paths: Sequence[str], elapsed: float | None = None,

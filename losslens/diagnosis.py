@@ -96,7 +96,7 @@ def from_start(event: Event, first: "int | Mapping[str, int] | None") -> bool:
 
 def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    div = _of(events, "divergence") + _of(events, "nonfinite")
+    div = _divergences(events) + _of(events, "nonfinite")
     note = _init_std_note(meta)
     early = [e for e in div if e.start_step <= 5000]
     if not (early and note):
@@ -111,9 +111,13 @@ def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta,
         _ids(early), (CITES["init"],))
 
 
+def _divergences(events: Sequence[Event]) -> list[Event]:
+    return [e for e in _of(events, "divergence") if not e.details.get("component")]
+
+
 def rule_divergence(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    div = _of(events, "divergence")
+    div = _divergences(events)
     if not div:
         return None
     after_spike = [e for e in div if e.details.get("preceded_by_spike")]
@@ -128,9 +132,27 @@ def rule_divergence(events: Sequence[Event], meta: RunMeta,
         _ids(div), (CITES["spike_types"], CITES["palm"]))
 
 
+def rule_component_rise(events: Sequence[Event], meta: RunMeta,
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
+    parts = [e for e in _of(events, "divergence") if e.details.get("component")]
+    parts += [e for e in _of(events, "spike") if e.details.get("negligible")]
+    if not parts:
+        return None
+    tags = sorted({e.tag for e in parts})
+    total = ", ".join(parts[0].details.get("total_tags", ()))
+    return Finding(
+        "info", f"A loss component rose while the total did not ({', '.join(tags)})",
+        f"{', '.join(tags)} rose from step(s) {_steps(parts)} while the total loss ({total}) "
+        "did not diverge (or stayed a thousand times larger): the parts of a multi-part loss "
+        "trading off, not a diverging run.",
+        "Nothing to restart; if that part matters on its own, reweight it.",
+        _ids(parts), (CITES["spike_types"],))
+
+
 def rule_unrecovered_spikes(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    bad = [e for e in _of(events, "spike") if e.recovery == "none"]
+    bad = [e for e in _of(events, "spike") if e.recovery == "none"
+           and not e.details.get("negligible")]
     if not bad:
         return None
     return Finding(
@@ -344,7 +366,7 @@ RULES: tuple[Rule, ...] = (
     rule_broken_from_start, rule_early_divergence_init, rule_nonfinite, rule_divergence, rule_unrecovered_spikes,
     rule_slow_spikes, rule_adam_eps, rule_fp16_overflow, rule_resume, rule_repeat_data,
     rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_fast_spikes,
-    rule_grad_spikes, rule_rollback,
+    rule_grad_spikes, rule_component_rise, rule_rollback,
 )
 
 def rule_name(rule: Rule) -> str:

@@ -13,7 +13,7 @@ module never loops over points, so a 4M-point run builds in well under a second.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Mapping, Sequence
 
@@ -23,6 +23,7 @@ import pandas as pd
 from .errors import UnknownRunError
 from .records import RunMeta, RunRecords, SkippedLine, code_dtype
 from .roles import infer_axis, infer_role
+from .textsafe import valid_unicode
 
 COLUMNS = ("run", "tag", "step", "value", "wall_time", "segment")
 
@@ -76,6 +77,8 @@ class RunInfo:
     skipped: tuple[SkippedLine, ...] = ()
     skipped_count: int = 0
     warnings: tuple[str, ...] = ()
+    #: why this run could not be read or analysed (it has no series then); None when it was
+    error: str | None = None
 
     @property
     def roles(self) -> dict[str, str]:
@@ -226,15 +229,27 @@ class Frame:
         return frame_html(self)
 
 
-def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Segment id per point (in write order) and the boundaries (order, reason)."""
+#: A run whose steps go back this often (at least `_OUT_OF_ORDER_MIN` times, once every
+#: `_OUT_OF_ORDER_EVERY` points or more often) was written out of order -- several ranks
+#: appending to one file, lines shuffled -- not resumed thousands of times: no segments are
+#: cut at its step-backs (the stitched view orders the points by step) and a warning says so.
+_OUT_OF_ORDER_MIN = 64
+_OUT_OF_ORDER_EVERY = 16
+
+
+def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]], int]:
+    """Segment id per point (in write order), the boundaries (order, reason), and how many
+    step-backs were not cut because the run reads as written out of order (else 0)."""
     order, codes = rec.order, rec.tag_code
     n = order.shape[0]
     # only a counter going *back* starts a segment: one step written twice in a row is a
     # double log (Lightning writes `epoch` twice at an epoch's last step; last write wins in
     # the stitched view); a resume that re-writes steps goes back
-    candidates: list[tuple[int, str, int]] = [
-        (o, "step_back", c) for o, c in _step_backs(codes, rec.step, order)]
+    backs = _step_backs(codes, rec.step, order)
+    shuffled = 0
+    if len(backs) >= _OUT_OF_ORDER_MIN and len(backs) * _OUT_OF_ORDER_EVERY >= n:
+        shuffled, backs = len(backs), []
+    candidates: list[tuple[int, str, int]] = [(o, "step_back", c) for o, c in backs]
     first_order = int(order.min()) if n else 0
     for h in rec.headers:
         if h > first_order:
@@ -260,7 +275,7 @@ def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]]]:
     if cut.shape[0]:
         for a in range(0, n, _CHUNK):  # in chunks: no int64 copy of the whole column
             seg[a:a + _CHUNK] = np.searchsorted(cut, order[a:a + _CHUNK], side="right")
-    return seg, boundaries
+    return seg, boundaries, shuffled
 
 
 #: Points per chunk where a whole-column temporary would cost memory (1M: 8 MB of int64).
@@ -329,7 +344,12 @@ def _grouped(codes: np.ndarray, order: np.ndarray) -> bool:
 
 
 def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFrame, RunInfo]:
-    seg, boundaries = _segment_ids(rec)
+    seg, boundaries, shuffled = _segment_ids(rec)
+    warns = rec.warnings
+    if shuffled:
+        warns += (f"{rec.source}: the steps go back {shuffled:,} times in {len(rec):,} points "
+                  "(lines written out of order: several writers to one file?); read in step "
+                  "order, not as resumes",)
     # renumber so that empty segments vanish (bincount: np.unique is slow on millions)
     if not boundaries:  # one segment: no pass over the (untouched, zero) segment column
         used = np.zeros(1 if seg.shape[0] else 0, np.int64)
@@ -349,7 +369,7 @@ def _build_run(rec: RunRecords, overrides: Mapping[str, str]) -> tuple[pd.DataFr
         "step": step, "value": value, "wall_time": wall, "segment": seg,
     }, copy=False)  # the columns are fresh arrays (or the reader's): no second copy
     return df, RunInfo(rec.run, rec.source, rec.format, (), tuple(segments), rec.metadata,
-                       rec.skipped, rec.skipped_count, rec.warnings)
+                       rec.skipped, rec.skipped_count, warns)
 
 
 def _iteration_codes(rec: RunRecords) -> np.ndarray | None:
@@ -380,12 +400,16 @@ def _segments(rec: RunRecords, seg: np.ndarray, reasons: list[str],
             if i + 1 < len(reasons):
                 prev_last = int(rec.step[a + int(np.argmax(rec.order[a:b]))])
         return out
+    # one stable sort by segment (not a mask per segment: a run with thousands of resumes
+    # would cost segments x points)
+    by_seg = np.argsort(seg, kind="stable")
+    bounds = np.searchsorted(seg[by_seg], np.arange(len(reasons) + 1), side="left")
     for i, reason in enumerate(reasons):
-        mask = seg == i
-        st = rec.step[mask]
-        out.append(Segment(i, int(st.min()), int(st.max()), int(mask.sum()), reason, prev_last))
-        last_pos = np.flatnonzero(mask)
-        prev_last = int(rec.step[last_pos[np.argmax(rec.order[last_pos])]])
+        pos = by_seg[int(bounds[i]):int(bounds[i + 1])]
+        st = rec.step[pos]
+        out.append(Segment(i, int(st.min()), int(st.max()), int(pos.shape[0]), reason,
+                           prev_last))
+        prev_last = int(rec.step[pos[np.argmax(rec.order[pos])]])
     return out
 
 
@@ -427,6 +451,27 @@ def _raw_view(rec: RunRecords, seg: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def _valid_text(rec: RunRecords) -> RunRecords:
+    """The record with lone surrogates in its names and texts made visible (a JSON key
+    `"loss\\ud800"` is a str no encoder takes: pandas, pyarrow, every output would fail)."""
+    meta = rec.metadata
+    texts = (rec.run, rec.source, *rec.tags, *rec.warnings, *(s.text for s in rec.skipped),
+             *meta.extra.keys(), *meta.extra.values())
+    texts += (rec.error,) if rec.error else ()
+    if all(valid_unicode(t) is t for t in texts if isinstance(t, str)):
+        return rec
+    tags = [valid_unicode(t) for t in rec.tags]
+    for i, t in enumerate(tags):  # (a tag spelled like another's escape stays apart)
+        while tags.index(t) != i:
+            t = tags[i] = t + "#"
+    extra = {valid_unicode(str(k)): valid_unicode(str(v)) for k, v in meta.extra.items()}
+    return replace(rec, run=valid_unicode(rec.run), source=valid_unicode(rec.source),
+                   tags=tuple(tags), warnings=tuple(valid_unicode(w) for w in rec.warnings),
+                   skipped=tuple(replace(s, text=valid_unicode(s.text)) for s in rec.skipped),
+                   error=valid_unicode(rec.error) if rec.error else None,
+                   metadata=replace(meta, extra=extra))
+
+
 def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None) -> Frame:
     """Assemble reader output into a Frame. `roles` maps tag → role and overrides inference."""
     overrides = dict(roles or {})
@@ -434,12 +479,17 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
     pos = 0
     seen: dict[str, int] = {}
     for rec in records:
+        rec = _valid_text(rec)
         name = rec.run
         if name in seen:  # two inputs with the same run name stay apart
             seen[name] += 1
             name = f"{name}#{seen[name]}"
         else:
             seen[name] = 1
+        if not len(rec):  # a unit that failed: a run with its error and no points
+            infos.append(RunInfo(name, rec.source, rec.format, (), (), rec.metadata, rec.skipped,
+                                 rec.skipped_count, rec.warnings, rec.error or "no points"))
+            continue
         df, info = _build_run(rec, overrides)
         # the raw view comes tag by tag (codes ascending): each tag's rows by binary search
         tags = df["tag"].cat.codes.to_numpy()
@@ -463,7 +513,8 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
         names.append(name)
         pos += len(df)
         infos.append(RunInfo(name, info.source, info.format, tuple(series), info.segments,
-                             info.metadata, info.skipped, info.skipped_count, info.warnings))
+                             info.metadata, info.skipped, info.skipped_count, info.warnings,
+                             rec.error))
     if frames:
         from pandas.api.types import union_categoricals
 

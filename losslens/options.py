@@ -48,6 +48,9 @@ class Options:
     # reading
     input_format: str | None = None
     roles: Mapping[str, str] = field(default_factory=dict)  # tag -> role
+    #: seconds one unit of a walked folder (a file or TensorBoard folder) may take to be read
+    #: and analysed before it is a failed run (None: `limits.UNIT_TIMEOUT`)
+    unit_timeout: float | None = None
     # detection
     detectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> fields
     ignore_tags: tuple[str, ...] = ()  # fnmatch patterns
@@ -84,6 +87,8 @@ class Options:
         if self.checkpoint_every is not None and self.checkpoint_every <= 0:
             raise InvalidParameterError(
                 f"`checkpoint_every` must be > 0, got {self.checkpoint_every}")
+        if self.unit_timeout is not None and not (self.unit_timeout > 0):
+            raise InvalidParameterError(f"`unit_timeout` must be > 0, got {self.unit_timeout:g}")
         if self.global_batch_size is not None and self.global_batch_size <= 0:
             raise InvalidParameterError(
                 f"`global_batch_size` must be > 0, got {self.global_batch_size}")
@@ -156,7 +161,7 @@ _KEYS = {"input-format": "input_format", "roles": "roles", "detectors": "detecto
          "checkpoints": "checkpoints", "checkpoint-dir": "checkpoint_dir", "before": "before",
          "min-skip": "min_skip", "max-skip": "max_skip",
          "global-batch-size": "global_batch_size", "fail-on": "fail_on", "rtol": "rtol",
-         "baseline": "baseline", "guard": "guard"}
+         "baseline": "baseline", "guard": "guard", "unit-timeout": "unit_timeout"}
 
 
 def _toml():
@@ -173,6 +178,10 @@ def _load_toml(path: Path) -> dict:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise LogNotFoundError(f"{path}: cannot read settings ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:  # a latin-1 pyproject.toml: TOML is UTF-8
+        raise InvalidParameterError(f"{path}: not valid TOML (not UTF-8: byte "
+                                    f"{exc.object[exc.start]:#04x} at offset {exc.start})") \
+            from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidParameterError(f"{path}: not valid TOML ({exc})") from None
 
@@ -283,6 +292,12 @@ def from_mapping(raw: Mapping[str, Any], where: str = "settings",
         rtol = float(table.get("rtol", DEFAULT_RTOL))
     except (TypeError, ValueError):
         raise InvalidParameterError(f"{where}: rtol must be a number") from None
+    try:
+        unit_timeout = (None if table.get("unit-timeout") is None
+                        else float(table["unit-timeout"]))
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"{where}: unit-timeout must be a number of seconds") \
+            from None
     given = {
         "input_format": table.get("input-format"),
         "roles": _roles(table.get("roles", {}), where),
@@ -299,6 +314,7 @@ def from_mapping(raw: Mapping[str, Any], where: str = "settings",
         "fail_on": None if "fail-on" not in table else str(table["fail-on"]),
         "rtol": rtol, "baseline": path("baseline"), "source": where,
         "guard": _guard_table(table.get("guard", {}), where),
+        "unit_timeout": unit_timeout,
     }
     opts = Options().merged(**given)
     try:

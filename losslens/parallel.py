@@ -5,13 +5,16 @@ the calling process (`plan_units`: the folder walk of `readers._walk`, without s
 the workers do); each unit (a TensorBoard folder, a log file, a W&B run file) goes to a worker
 that reads it, builds its Frame, analyses it and sends back only the typed results
 (`RunAnalysis`, frozen dataclasses): the points stay in the worker unless a reporter needs
-them (`keep_frames`, for the plots of the text and HTML reports). Workers are processes of a
-`ProcessPoolExecutor` (`--jobs`) or the workers of a Dask cluster (`--scheduler`;
+them (`keep_frames`, for the plots of the text and HTML reports). With `--jobs` every unit
+runs in a process of its own, forked from a server that preloaded the modules (`_context`),
+at most N at a time: a unit whose process dies (a segfault in a C library, the OOM killer) or
+runs past the unit time-out (`Options.unit_timeout`) is killed and becomes that unit's failed
+run, and the rest complete. Or the workers of a Dask cluster (`--scheduler`;
 `pip install 'losslens[dask]'`, imported only then).
 
 The results are those of the serial `losslens.read` + `pipeline.analyze`, in the same
-order and with the same run names: a unit that fails in a walked folder becomes a warning (as
-in the serial walk), a path given directly fails the command, duplicate run names get the same
+order and with the same run names: a unit that fails in a walked folder becomes a failed run
+(as in the serial walk), a path given directly fails the command, duplicate run names get the same
 `#2` suffixes, and `--checkpoint-every` gives each run the checkpoints the serial run would use
 (only those before a run's own events ever matter).
 """
@@ -48,6 +51,7 @@ class Unit:
     format: str | None  # registry name; None: sniffed by the worker (or --input-format)
     direct: bool  # a path the user named: its errors fail the command
     group: int  # index of the user's path this unit came from
+    error: str | None = None  # the walk could not even open it (permissions): why
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class UnitResult:
 
 def plan_units(paths: Sequence[str | os.PathLike], input_format: str | None = None) -> list[Unit]:
     """The units of every path, in the order the serial read visits them."""
-    from .readers import _walk
+    from .readers import Unreadable, _walk
 
     units: list[Unit] = []
     for group, path in enumerate(paths):
@@ -86,7 +90,9 @@ def plan_units(paths: Sequence[str | os.PathLike], input_format: str | None = No
             units.append(Unit(text, p.name, input_format, True, group))
             continue
         # files are sniffed by the workers (~60 ms each: a serial cost of seconds here)
-        units += [Unit(str(u), run, fmt.name if fmt else None, False, group)
+        units += [Unit(str(u), run, None, False, group, fmt.reason)
+                  if isinstance(fmt, Unreadable)
+                  else Unit(str(u), run, fmt.name if fmt else None, False, group)
                   for u, run, fmt in _walk(p, input_format, lazy=True)]
     return units
 
@@ -98,12 +104,12 @@ def analyze_unit(unit: Unit, work: Work) -> UnitResult:
 
     messages: list[str] = []
     with _caught(messages):
-        records = [r for r in _read_unit(unit, work.options, messages) if len(r)]
+        records = [r for r in _read_unit(unit, work.options) if len(r) or r.error]
         runs: tuple = ()
         frame = None
         if records:
             frame = build(records, work.options.roles)
-            runs = analyze(frame, work.options).runs
+            runs = analyze(frame, work.options).runs  # (each run isolated there)
     return UnitResult(runs, tuple(r.run for r in records), tuple(messages),
                       frame if work.keep_frames else None)
 
@@ -123,19 +129,15 @@ def _caught(messages: list[str]) -> Iterator[None]:
     messages += [str(w.message) for w in caught if issubclass(w.category, LossLensWarning)]
 
 
-def _read_unit(unit: Unit, options: Options, messages: list[str]) -> list:
-    from .readers import FORMATS, _fn, read_records, sniff
+def _read_unit(unit: Unit, options: Options) -> list:
+    from .readers import FORMATS, Unreadable, read_records, read_unit
 
     if unit.direct:
-        return read_records(unit.path, unit.format or options.input_format)
-    try:
-        fmt = FORMATS[unit.format] if unit.format else sniff(Path(unit.path))
-        if fmt is None or (unit.format is None and fmt.name == "tensorboard"):
-            return []  # not a log (the walk's rule): event files are read by folder
-        return list(_fn(fmt, "read")(Path(unit.path), unit.run))
-    except LossLensError as exc:  # one bad file does not sink the folder (as the serial walk)
-        messages.append(str(exc))
-        return []
+        return read_records(unit.path, unit.format or options.input_format,
+                            unit_timeout=options.unit_timeout)
+    fmt = Unreadable(unit.error) if unit.error else (FORMATS[unit.format] if unit.format
+                                                     else None)
+    return read_unit(Path(unit.path), unit.run, fmt, options.input_format, options.unit_timeout)
 
 
 def analyze_paths(paths: Sequence[str | os.PathLike], options: Options | None = None,
@@ -171,27 +173,122 @@ def _run_pool(units: list[Unit], work: Work, jobs: int,
                 progress(len(out), len(units))
         return out
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    ctx = _context(multiprocessing, units)
-    results: list[Any] = [None] * len(units)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(units)), mp_context=ctx) as pool:
-        futures = {pool.submit(analyze_unit, u, work): i for i, u in enumerate(units)}
-        try:
-            for done, fut in enumerate(as_completed(futures), 1):
-                exc = fut.exception()
-                results[futures[fut]] = exc if exc is not None else fut.result()
-                if progress:
-                    progress(done, len(units))
-        except BaseException:  # Ctrl-C: do not start what is left
-            for fut in futures:
-                fut.cancel()
-            raise
+    results = _run_processes(units, work, min(jobs, len(units)),
+                             _context(multiprocessing, units), progress)
     # a path given directly that fails fails the command, the first such path as serially
     for r in results:
         if isinstance(r, BaseException):
             raise r
     return results
+
+
+#: Seconds a worker gets past the unit time-out (its own deadline fires first when it can)
+#: before it is killed from outside.
+KILL_GRACE = 10.0
+
+
+def _run_processes(units: list[Unit], work: Work, jobs: int, ctx: Any,
+                   progress: Progress | None) -> list[Any]:
+    """Each unit in a process of its own (forked from the preloaded server), at most `jobs`
+    at a time: a unit that crashes its process (a segfault in a C library, the kernel's OOM
+    killer) or runs past the unit time-out is killed and becomes that unit's error, and the
+    rest go on -- a shared pool would break as a whole (BrokenProcessPool)."""
+    import time
+    from multiprocessing.connection import wait
+
+    from .limits import UNIT_TIMEOUT
+
+    limit = work.options.unit_timeout or UNIT_TIMEOUT
+    results: list[Any] = [None] * len(units)
+    todo = list(range(len(units)))[::-1]
+    live: dict[Any, tuple[int, Any, float]] = {}  # result pipe -> (unit index, process, start)
+    finished = 0
+
+    def done(i: int, result: Any) -> None:
+        nonlocal finished
+        results[i] = result
+        finished += 1
+        if progress:
+            progress(finished, len(units))
+
+    try:
+        while todo or live:
+            while todo and len(live) < jobs:
+                i = todo.pop()
+                reader, writer = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_unit_process, args=(units[i], work, writer),
+                                   daemon=True)
+                proc.start()
+                writer.close()
+                live[reader] = (i, proc, time.monotonic())
+            now = time.monotonic()
+            wait_for = min(start + limit + KILL_GRACE - now for _, _, start in live.values())
+            for reader in wait(list(live), timeout=max(wait_for, 0.0)):
+                i, proc, _ = live.pop(reader)
+                try:
+                    result = reader.recv()
+                except (EOFError, OSError):  # the process died without an answer
+                    proc.join(5)
+                    result = _lost(units[i], _death(proc.exitcode))
+                reader.close()
+                proc.join(5)
+                done(i, result)
+            now = time.monotonic()
+            for reader, (i, proc, start) in list(live.items()):
+                if now - start > limit + KILL_GRACE:
+                    proc.kill()
+                    proc.join(5)
+                    reader.close()
+                    del live[reader]
+                    done(i, _lost(units[i], f"gave up after {limit:g} s (--unit-timeout)"))
+    finally:  # Ctrl-C or an error here: no worker outlives the command
+        for reader, (_, proc, _) in live.items():
+            proc.kill()
+            proc.join(5)
+            reader.close()
+    return results
+
+
+def _unit_process(unit: Unit, work: Work, conn: Any) -> None:
+    """A worker process: analyse one unit and send back the result (or the exception of a
+    path given directly)."""
+    try:
+        result: Any = analyze_unit(unit, work)
+    except Exception as exc:  # noqa: BLE001 - travels back, raised there for a direct path
+        result = exc if isinstance(exc, LossLensError) else LossLensError(
+            f"{unit.path}: could not be read ({type(exc).__name__}: {exc})")
+    try:
+        conn.send(result)
+    except Exception as exc:  # noqa: BLE001 - an unpicklable result
+        conn.send(_lost(unit, f"result could not be sent back ({type(exc).__name__})"))
+    conn.close()
+
+
+def _death(exitcode: int | None) -> str:
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        why = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"the process reading it was killed by {name}{why}"
+    return f"the process reading it exited with status {exitcode}"
+
+
+def _lost(unit: Unit, why: str) -> Any:
+    """A unit that gave no result: its error as a run (a path given directly: the error)."""
+    message = f"{unit.path}: {why}"
+    if unit.direct:
+        return LossLensError(message)
+    from .frame import RunInfo
+    from .pipeline import RunAnalysis
+    from .records import RunMeta
+
+    info = RunInfo(unit.run, unit.path, "unknown", (), (), RunMeta(), error=message)
+    return UnitResult((RunAnalysis(info, (), (), None),), (unit.run,), ())
 
 
 def _context(multiprocessing: Any, units: list[Unit]) -> Any:

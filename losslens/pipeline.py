@@ -14,7 +14,7 @@ and nothing else. Also here: a frame's last step and the fleet summary rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import checkpoints as ckpt
 from .events import Event, Finding, SkipPlan, severity_rank
@@ -35,6 +35,11 @@ class RunAnalysis:
     ignored: tuple[Event, ...] = ()  # events the options ignore (not diagnosed, not planned)
     checkpoints: tuple[int, ...] | None = None  # what the skip plan could restart from
     checkpoint_source: str = "none"
+
+    @property
+    def error(self) -> str | None:
+        """Why this run could not be read or analysed (a failed unit of a folder), else None."""
+        return self.info.error
 
     @property
     def worst(self) -> str | None:
@@ -98,8 +103,9 @@ def analyze(frame: Frame, options: Options | None = None, *,
     resolved = resolve_detectors(detectors)
     explicit, source = ckpt.resolve(options.checkpoints, options.checkpoint_dir,
                                     options.checkpoint_every, last_step(frame))
-    runs = tuple(conclude(info, detect_run(frame, info, resolved), options, explicit, source)
-                 for info in frame.runs)
+    runs = tuple(isolated(info, lambda info=info: conclude(
+        info, detect_run(frame, info, resolved), options, explicit, source),
+        options.unit_timeout) for info in frame.runs)
     return Analysis(frame, runs, options)
 
 
@@ -145,6 +151,31 @@ def rename_run(ra: RunAnalysis, name: str) -> RunAnalysis:
     return replace(ra, info=replace(ra.info, run=name),
                    events=tuple(replace(e, run=name) for e in ra.events),
                    ignored=tuple(replace(e, run=name) for e in ra.ignored))
+
+
+def isolated(info: RunInfo, analyse: Callable[[], RunAnalysis],
+             timeout: float | None = None) -> RunAnalysis:
+    """`analyse()` of one run, with whatever goes wrong in it (a detector bug, memory, a run
+    past `timeout` seconds, default `limits.UNIT_TIMEOUT`) made the run's error instead of the
+    command's. A run that failed to read has no events. Parameter errors still propagate."""
+    from .errors import InvalidParameterError, LossLensError
+    from .limits import UNIT_TIMEOUT, deadline
+
+    if info.error is not None:
+        return RunAnalysis(info, (), (), None)
+    try:
+        with deadline(UNIT_TIMEOUT if timeout is None else timeout, f"{info.source}: analysis"):
+            return analyse()
+    except InvalidParameterError:
+        raise
+    except MemoryError:
+        why = f"{info.source}: out of memory while analysing it"
+    except Exception as exc:  # noqa: BLE001 - one run's failure is not the fleet's
+        text = str(exc).splitlines()[0][:200] if str(exc) else ""
+        why = text if isinstance(exc, LossLensError) else (
+            f"{info.source}: could not be analysed (internal error: {type(exc).__name__}"
+            f"{': ' + text if text else ''})")
+    return RunAnalysis(replace(info, error=why), (), (), None)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,9 @@ class RunRecords:
     skipped: tuple[SkippedLine, ...] = ()
     skipped_count: int = 0
     warnings: tuple[str, ...] = ()
+    #: why the unit could not be read (a folder's bad file, a time-out): a run with no points
+    #: that every report shows as failed; None when it was read
+    error: str | None = None
 
     def __len__(self) -> int:
         return int(self.step.shape[0])

@@ -25,7 +25,9 @@ ACTIONABLE_KINDS = ("divergence", "nonfinite")
 
 def needs_action(event: Event) -> bool:
     if event.kind == "spike":
-        return event.recovery == "none"
+        return event.recovery == "none" and not event.details.get("negligible")
+    if event.details.get("component"):  # one part of a multi-part loss rose, the total did not
+        return False
     return event.kind in ACTIONABLE_KINDS
 
 

@@ -29,7 +29,7 @@ from typing import Iterable
 
 from .errors import OutputError
 
-__all__ = ["terminal", "line", "github_message", "github_property", "markdown",
+__all__ = ["valid_unicode", "terminal", "line", "github_message", "github_property", "markdown",
            "markdown_cell", "markdown_code", "html", "csv_cell", "write_file", "umask"]
 
 # C0 controls but tab/newline, DEL, C1 controls, bidi embeddings/overrides/isolates, the
@@ -47,6 +47,17 @@ def _visible(m: re.Match) -> str:
         return _NAMED[ch]
     code = ord(ch)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(value: str) -> str:
+    """`value` with lone surrogates (a JSON `"\\ud800"` escape, `surrogateescape`d bytes) as
+    visible `\\ud800` escapes: the text can then be encoded, printed and stored anywhere."""
+    if value.isascii() or not _SURROGATE.search(value):
+        return value
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
 
 
 def terminal(value: object) -> str:
@@ -166,22 +177,25 @@ def write_file(path: str | os.PathLike, text: str | bytes,
     target = Path(path)
     shown = str(path)
     try:
-        real = Path(os.path.realpath(target))
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"{shown}: cannot write ({exc})") from None
-    try:
-        st = os.stat(real)
+        st = os.stat(target)  # (through links: what a write would reach)
     except FileNotFoundError:
         st = None
-    except OSError as exc:
-        raise OutputError(f"{shown}: cannot write ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{shown}: cannot write ({getattr(exc, 'strerror', None) or exc})") \
+            from None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{shown}: is a folder; name a file to write")
     if st is not None and any(_same_file(st, s) for s in _input_stats(inputs)):
         raise OutputError(f"{shown}: is one of the inputs being read; refusing to overwrite it")
     if st is not None and not stat.S_ISREG(st.st_mode):
-        _write_in_place(real, data, shown)  # /dev/stdout, /dev/null, a FIFO
+        # /dev/stdout (a link to /proc/self/fd/1, a pipe or a terminal), /dev/null, a FIFO:
+        # opened by the name given, never resolved and never replaced
+        _write_in_place(target, data, shown)
         return
+    try:
+        real = Path(os.path.realpath(target))
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{shown}: cannot write ({exc})") from None
     folder = real.parent
     if not folder.is_dir():
         raise OutputError(f"{shown}: folder {folder} does not exist")

@@ -282,6 +282,8 @@ def run_hook(command: str, payload: str, timeout: float = 10.0) -> str | None:
 
     Returns None when it exited 0, else one line saying what went wrong; never raises for a
     failing command. Its output is captured (stdout discarded, the last stderr line quoted).
+    It runs in a process group of its own: one that outlives `timeout` is killed with every
+    process it started (none is left orphaned).
     """
     try:
         args = shlex.split(command)
@@ -290,14 +292,70 @@ def run_hook(command: str, payload: str, timeout: float = 10.0) -> str | None:
     if not args:
         return "--on-event: empty command"
     try:
-        proc = subprocess.run(args, input=payload.encode(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return f"--on-event: {args[0]} did not finish within {timeout:g} s (killed)"
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:
         return f"--on-event: cannot run {args[0]}: {exc.strerror or exc}"
+    try:
+        _, stderr = proc.communicate(payload.encode(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return f"--on-event: {args[0]} did not finish within {timeout:g} s (killed, with " \
+               "the processes it started)"
+    except BaseException:
+        _kill_group(proc)
+        raise
     if proc.returncode:
-        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        err = stderr.decode("utf-8", "replace").strip().splitlines()
         tail = f": {err[-1][:200]}" if err else ""
         return f"--on-event: {args[0]} exited with status {proc.returncode}{tail}"
     return None
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+    proc.communicate()
+
+
+class Hooks:
+    """`--on-event` commands run one after another on a thread of their own, so that a slow
+    or hanging hook (each bounded by its time-out) never delays the events printed after
+    it; `problems()` hands back what went wrong, `close()` lets the queued ones finish."""
+
+    def __init__(self, command: str, timeout: float) -> None:
+        import queue
+
+        self.command, self.timeout = command, timeout
+        self._queue: queue.Queue = queue.Queue()
+        self._problems: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="losslens-hooks", daemon=True)
+        self._thread.start()
+
+    def submit(self, payload: str) -> None:
+        self._queue.put(payload)
+
+    def problems(self) -> list[str]:
+        with self._lock:
+            out, self._problems = self._problems, []
+        return out
+
+    def close(self) -> list[str]:
+        self._queue.put(None)
+        self._thread.join()
+        return self.problems()
+
+    def _run(self) -> None:
+        while True:
+            payload = self._queue.get()
+            if payload is None:
+                return
+            problem = run_hook(self.command, payload, self.timeout)
+            if problem:
+                with self._lock:
+                    self._problems.append(problem)

@@ -108,7 +108,9 @@ def test_wandb_export_runs_judged_one_by_one(corpus):
         "gpt2_char_to_token1729534595.422701": "critical",     # x2.2 at 58, stays at 6-7
         "gpt2_char_to_token1729491541.2756786": "critical",    # x1.8 at 37 and 56, never back
         "gpt2_last_char_token_to_char1729587337.8266432": "critical",  # rising after 80
-        "gpt2_augmented_char_to_token1729630560.5729918": "critical",  # x2.2 at 41, ends +10%
+        # x2.2 at 41, back at 46 (3.58 against 3.47); x1.7 at 48, back at 50; the last six
+        # points drift up 10 %: spikes that came back, a drift too small to act on
+        "gpt2_augmented_char_to_token1729630560.5729918": "info",
     }
 
 

@@ -50,7 +50,7 @@ def test_ids_order_and_kinds():
     assert (div.start_step, div.end_step) == (24960, 30000)
     assert div.details["preceded_by_spike"] is True and div.details["spike_step"] == 21000
     assert div.details["nonfinite"] is True
-    assert div.details["spikes_within"] == 1  # the rise read as a spike, folded in
+    assert div.details["spikes_within"] == 2  # the rise read as spikes, folded in
     grads = [(e.start_step, e.details["loss_followed"]) for e in events if e.kind == "grad_spike"]
     assert grads == [(5990, True), (10990, True), (16000, False), (20990, True)]
     assert [(e.start_step, e.end_step) for e in events if e.kind == "overflow"] == [

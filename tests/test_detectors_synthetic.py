@@ -57,8 +57,7 @@ def test_divergence_and_nan_truth():
     assert np.isfinite(values[steps < 8000]).all() and not np.isfinite(values[steps >= 8000]).any()
     assert np.isinf(values[steps >= 8000]).any()
     _, _, only_nan = make_curve(10000, seed=0, log_every=10, nan_at=8000)
-    assert [(t.kind, t.start_step) for t in only_nan] == [("divergence", 8000),
-                                                          ("nonfinite", 8000)]
+    assert [(t.kind, t.start_step) for t in only_nan] == [("nonfinite", 8000)]
 
 
 def test_sign_changing_curves():

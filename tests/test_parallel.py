@@ -53,23 +53,27 @@ def fleet(tmp_path: Path) -> Path:
     return root
 
 
-def _json(runner, *args: str) -> tuple[dict, str]:
+def _json(runner, *args: str, code: int = 0) -> tuple[dict, str]:
     result = runner.invoke(app, ["analyze", *args, "--format", "json"])
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == code, result.stderr
     return json.loads(result.stdout), result.stderr
 
 
+def _bad(fleet: Path) -> str:
+    """The damaged unit of the fleet: a failed run in the report, its error on stderr."""
+    return f"{fleet / 'bad' / 'trainer_state.json'}: not a trainer_state.json (no log_history list)"
+
+
 def test_jobs_gives_the_serial_report(runner, fleet):
-    serial, serial_err = _json(runner, str(fleet), "--jobs", "1")
-    para, para_err = _json(runner, str(fleet), "--jobs", "2")
+    serial, serial_err = _json(runner, str(fleet), "--jobs", "1", code=2)
+    para, para_err = _json(runner, str(fleet), "--jobs", "2", code=2)
     assert para == serial
     assert [r["run"] for r in para["runs"]] == [
-        "mega/train.log", *(f"run{i}/metrics.jsonl" for i in range(6))]
+        "bad/trainer_state.json", "mega/train.log", *(f"run{i}/metrics.jsonl" for i in range(6))]
+    assert [r["error"] for r in para["runs"]] == [_bad(fleet)] + [None] * 7
     spiked = [r["run"] for r in para["runs"] if any(e["kind"] == "spike" for e in r["events"])]
     assert spiked == ["mega/train.log", *(f"run{i}/metrics.jsonl" for i in SPIKED)]
-    bad = f"Warning: {fleet / 'bad' / 'trainer_state.json'}: not a trainer_state.json " \
-          "(no log_history list)\n"
-    assert serial_err == para_err == bad
+    assert serial_err == para_err == f"Error: {_bad(fleet)}\n"
 
 
 def test_jobs_with_checkpoints_and_several_paths(runner, fleet):
@@ -108,22 +112,33 @@ def test_html_report_keeps_the_points(runner, fleet, tmp_path):
 
 def test_text_report_starts_with_the_fleet_summary(runner, fleet):
     result = runner.invoke(app, ["analyze", str(fleet), "--jobs", "2"])
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 2, result.stderr  # the damaged unit: a failed run, exit 2
     serial = runner.invoke(app, ["analyze", str(fleet)])
     assert result.stdout == serial.stdout  # the loss plots too: the points came back
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("7 runs")
+    assert lines[0].startswith("8 runs")  # the damaged unit is a failed run
     header = lines[1].split()
     assert header == ["run", "worst", "finding", "events", "last", "step"]
-    # columns by the header's positions (left-aligned text, right-aligned numbers)
+    # columns by the header's positions (left-aligned text, right-aligned numbers); a long
+    # cell wraps onto continuation lines (an empty run cell)
     at = [lines[1].index(h) for h in ("worst", "finding", "events")]
     ends = [lines[1].index("events") + len("events"), len(lines[1])]
-    rows = {}
-    for line in lines[3:10]:
+    parsed: list[list[str]] = []
+    for line in lines[3:]:
+        if not line.strip():
+            break
         cells = [line[:at[0]], line[at[0]:at[1]], line[at[1]:ends[0] - len("events")],
                  line[ends[0] - len("events"):ends[0]], line[ends[0]:ends[1]]]
         cells = [c.strip() for c in cells]
-        rows[cells[0]] = cells
+        if cells[1] or not parsed:
+            parsed.append(cells)
+        else:  # a continuation line: the run name goes on (cut anywhere), the finding too
+            prev = parsed[-1]
+            parsed[-1] = [prev[0] + cells[0]] + [f"{a} {b}" if b else a
+                                                 for a, b in zip(prev[1:], cells[1:])]
+    rows = {cells[0]: cells for cells in parsed}
+    assert len(rows) == 8
+    assert rows["bad/trainer_state.json"][1] == "failed"
     assert rows["run1/metrics.jsonl"][1:] == ["clean", "", "0", "3,000"]
     assert rows["run0/metrics.jsonl"][1] == "info"
     assert rows["run0/metrics.jsonl"][2] == "1 fast-recovering spike(s)"
@@ -176,10 +191,11 @@ def test_scheduler_without_dask_is_a_one_line_error(runner, fleet, monkeypatch):
 
 def test_scheduler_runs_on_a_dask_cluster(runner, fleet):
     distributed = pytest.importorskip("distributed")
-    serial, serial_err = _json(runner, str(fleet))
+    serial, serial_err = _json(runner, str(fleet), code=2)
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
                                   dashboard_address=None) as cluster:
-        para, para_err = _json(runner, str(fleet), "--scheduler", cluster.scheduler_address)
+        para, para_err = _json(runner, str(fleet), "--scheduler", cluster.scheduler_address,
+                               code=2)
     assert para == serial and para_err == serial_err
 
 

@@ -320,9 +320,10 @@ def _block_log(path, first="", odd_at=(), no_loss=False, nan_lines=False, lines=
     for it in range(1, lines + 1):
         nan = nan_lines and it % 7 == 0  # Megatron drops a NaN loss from the line
         loss = "" if no_loss or nan else f"lm loss: {2 + 1 / it:.6E} | "
+        count = "" if no_loss else f" number of nan iterations: {int(nan):3d} |"
         line = (f" [2026-01-02 03:04:{it % 60:02d}.{it:06d}] iteration {it:8d}/ {lines} | "
                 f"consumed samples: {it * 64:12d} | learning rate: {1e-4 * it:.6E} | {loss}"
-                f"grad norm: {1 / it:.3f} | number of nan iterations: {int(nan):3d} |")
+                f"grad norm: {1 / it:.3f} |{count}")
         out.append(line.replace(" |", " \x1b[0m|", 1) if it in odd_at else line)
         if it % 500 == 0:
             out.append(f" validation loss at iteration {it} on validation set | lm loss value: "
@@ -679,3 +680,25 @@ def test_corpus_megatron_logs_read_alike_in_small_chunks(corpus, chunk, monkeypa
                  corpus / "bigscience-tr8-104B-chronicles" / "chronicles.md"):
         _assert_same_records(megatron.read_file(path, "p", fast=False),
                              megatron.read_file(path, "p", fast=True))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_skipped_iterations_without_a_loss_are_not_nan(fast, tmp_path):
+    # fp16 loss-scale search: every iteration of the interval skipped, 0 NaN, no loss printed;
+    # and a log whose loss key is spelled `lm-loss` (BigScience): neither is a NaN `lm loss`
+    lines = [f" iteration {it:8d}/    1000 | consumed samples: {it * 4:8d} | "
+             f"loss scale: {2.0 ** (24 - it):.1f} | number of skipped iterations:  10 | "
+             "number of nan iterations:   0 |" for it in (10, 20)]
+    lines += [f" iteration {it:8d}/    1000 | consumed samples: {it * 4:8d} | lm loss: "
+              f"{12.5 - it / 100:.6E} | loss scale: 16384.0 | number of skipped iterations:   0 | "
+              "number of nan iterations:   0 |" for it in range(30, 100, 10)]
+    path = tmp_path / "fp16.log"
+    path.write_text("\n".join(lines) + "\n")
+    steps, values, _ = _series(megatron.read_file(path, "r", fast=fast), "lm loss")
+    assert steps == list(range(30, 100, 10)) and not np.isnan(values).any()
+    hyphen = tmp_path / "hyphen.log"
+    hyphen.write_text("".join(
+        f" iteration {it:8d}/    1000 | lm-loss: {12.4:.6E} | grad norm: 0.000 |\n"
+        for it in range(1, 6)))
+    records = megatron.read_file(hyphen, "r", fast=fast)
+    assert "lm loss" not in set(records.tags)

@@ -14,7 +14,7 @@ import pytest
 
 from losslens import frame
 from losslens.errors import LossLensError
-from losslens.readers import fairseq, olmo, read_records, sniff, table
+from losslens.readers import fairseq, jsonl, olmo, read_records, sniff, table
 from losslens.roles import infer_role
 
 NAN = float("nan")
@@ -493,7 +493,7 @@ def test_csv_bad_input_raises_losslens_error(tmp_path: Path) -> None:
     assert [(s.line, s.reason) for s in rec.skipped] == [(3, "expected 2 cells, found 3")]
     garbage = tmp_path / "g.csv"
     garbage.write_bytes(bytes(range(256)) * 4)
-    for reader in (table.read_csv, table.read_jsonl, table.read_lightning_csv,
+    for reader in (table.read_csv, jsonl.read_jsonl, table.read_lightning_csv,
                    olmo.read_olmo, olmo.read_olmo_core, fairseq.read):
         try:
             recs = reader(garbage, "g")
@@ -515,7 +515,7 @@ def test_jsonl_fast_path(tmp_path: Path) -> None:
                     '{"loss": 9}\n'
                     '{"step": 5, "loss": 1.5')
     assert sniff(path).name == "jsonl"
-    rec = table.read_jsonl(path, "j")[0]
+    rec = jsonl.read_jsonl(path, "j")[0]
     fr = frame.build([rec])
     steps, values = _raw(fr, "loss")
     assert steps == [1, 2, 3, 4] and _same(values, [2.5, NAN, math.inf, -math.inf])
@@ -537,7 +537,7 @@ def test_jsonl_bad_lines_fall_back(tmp_path: Path) -> None:
                     '{"global_step": 3, "loss": 2.0, "wall_time": 1700000000.5, "lr": 1e-4}\n'
                     "[1, 2]\n"
                     '{"step": 4, "loss": NaN}\n')
-    rec = table.read_jsonl(path, "m")[0]
+    rec = jsonl.read_jsonl(path, "m")[0]
     fr = frame.build([rec])
     steps, values = _raw(fr, "loss")
     assert steps == [1, 3, 4] and _same(values, [2.5, 2.0, NAN])
@@ -553,7 +553,7 @@ def test_jsonl_many_lines_with_one_bad_line(tmp_path: Path) -> None:
     lines.insert(30000, '{"step": oops}')
     path = tmp_path / "big.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    rec = table.read_jsonl(path, "b")[0]
+    rec = jsonl.read_jsonl(path, "b")[0]
     assert rec.step.tolist() == list(range(n))
     assert np.array_equal(rec.order, np.r_[np.arange(1, 30001), np.arange(30002, n + 2)])
     assert [(s.line, s.reason) for s in rec.skipped] == [(30001, "invalid JSON line")]
@@ -562,7 +562,7 @@ def test_jsonl_many_lines_with_one_bad_line(tmp_path: Path) -> None:
 def test_jsonl_invalid_utf8_key(tmp_path: Path) -> None:
     path = tmp_path / "u.jsonl"
     path.write_bytes(b'{"step": 1, "lo\x8ass": 2.5}\n{"step": 2, "loss": 1}\n')
-    rec = table.read_jsonl(path, "u")[0]
+    rec = jsonl.read_jsonl(path, "u")[0]
     assert rec.tags == ("lo\ufffdss", "loss") and rec.step.tolist() == [1, 2]
 
 
@@ -578,7 +578,7 @@ def test_levanter_json_tracker_lines(tmp_path: Path) -> None:
         '{"train/loss": NaN, "eval": {"c4": {"loss": 3.5}}, "global_step": 200}}\n'
         + pre.format(2) + '{"tracker": "json_logger", "event": "log", "step": 300, "metr')
     assert sniff(path).name == "jsonl"
-    rec = table.read_jsonl(path, "lev")[0]
+    rec = jsonl.read_jsonl(path, "lev")[0]
     fr = frame.build([rec])
     steps, values = _raw(fr, "train/loss")
     assert steps == [100, 200] and values[0] == 3.2107 and math.isnan(values[1])
@@ -597,9 +597,9 @@ def test_generic_tables_sniff_low() -> None:
     assert table.sniff_csv("x.csv", b"step,loss\n1,2.0\n") == 0.25
     assert table.sniff_csv("x.txt", b"step,loss\n1,2.0\n") == 0.2
     assert table.sniff_csv("x.log", b"hello, world\nthis is text\n") == 0.0
-    assert table.sniff_jsonl("x.jsonl", b'{"step": 1, "loss": 2}\n') == 0.3
-    assert table.sniff_jsonl("x.jsonl", b'{"a": 1}\n') == 0.0
-    assert table.sniff_jsonl("trainer_state.json", b'{\n  "log_history": []\n}\n') == 0.0
+    assert jsonl.sniff_jsonl("x.jsonl", b'{"step": 1, "loss": 2}\n') == 0.3
+    assert jsonl.sniff_jsonl("x.jsonl", b'{"a": 1}\n') == 0.0
+    assert jsonl.sniff_jsonl("trainer_state.json", b'{\n  "log_history": []\n}\n') == 0.0
     assert table.sniff_lightning_csv("metrics.csv", b"epoch,step,loss\r\n") == 0.8
     assert table.sniff_lightning_csv("other.csv", b"epoch,step,loss\r\n") == 0.0
     # a W&B UI export belongs to its own reader; the generic CSV reader only bids low

@@ -22,6 +22,8 @@ from losslens.errors import (InvalidParameterError, LossLensError, MissingDepend
 from losslens.frame import build
 from losslens.readers import FORMATS, read_records, sniff
 from losslens.readers import wandb as wb
+from losslens.readers import wandb_log as wlog
+from losslens.readers import wandb_proto as wproto
 from losslens.readers import wandb_csv
 from losslens.roles import infer_role
 
@@ -106,7 +108,7 @@ def physical(data: bytes):
     """(offset, type, length) of every physical record of an intact file (reference parser)."""
     pos, out = 7, []
     while pos + 7 <= len(data):
-        left = wb.BLOCK - pos % wb.BLOCK
+        left = wlog.BLOCK - pos % wlog.BLOCK
         if left < 7:
             pos += left
             continue
@@ -216,44 +218,44 @@ def _agree(path: Path) -> int:
     """Decode every record with both decoders; returns the number of history rows compared."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    damage = wb.Damage(str(path))
+    damage = wlog.Damage(str(path))
     rows = 0
-    for _, _, payload in wb.iter_payloads(path.read_bytes(), damage):
+    for _, _, payload in wlog.iter_payloads(path.read_bytes(), damage):
         ref = pb.Record()
         ref.ParseFromString(payload)
         kind = ref.WhichOneof("record_type")
-        mine = wb.record_body(payload)
+        mine = wproto.record_body(payload)
         names = {2: "history", 3: "summary", 4: "output", 5: "config", 12: "metric",
                  13: "output_raw", 17: "run", 18: "exit"}
         assert (names[mine[0]] if mine else None) == (kind if kind in names.values() else None)
         if kind == "history":
             rows += 1
-            items, step = wb.decode_history(mine[1])
+            items, step = wproto.decode_history(mine[1])
             assert step == (ref.history.step.num if ref.history.HasField("step") else None)
             assert len(items) == len(ref.history.item)
             for (key_path, value), it in zip(items, ref.history.item):
                 assert key_path == (tuple(it.nested_key) or (it.key,))
-                expect = wb.json_value(it.value_json)
+                expect = wproto.json_value(it.value_json)
                 assert value == expect or (isinstance(value, float) and math.isnan(value)
                                            and math.isnan(expect))
         elif kind == "run":
-            run = wb.decode_message(mine[1], wb._RUN_FIELDS)
+            run = wproto.decode_message(mine[1], wproto.RUN_FIELDS)
             assert run.get("run_id", "") == ref.run.run_id
             assert run.get("project", "") == ref.run.project
             assert run.get("display_name", "") == ref.run.display_name
-            updates, _ = wb.decode_updates(run["config"])
+            updates, _ = wproto.decode_updates(run["config"])
             assert [(p, v.decode()) for p, v in updates] == [
                 (tuple(u.nested_key) or (u.key,), u.value_json) for u in ref.run.config.update]
         elif kind in ("summary", "config"):
-            updates, removed = wb.decode_updates(mine[1])
+            updates, removed = wproto.decode_updates(mine[1])
             msg = getattr(ref, kind)
             assert [(p, v.decode()) for p, v in updates] == [
                 (tuple(u.nested_key) or (u.key,), u.value_json) for u in msg.update]
         elif kind in ("output_raw", "output"):
-            out = wb.decode_message(mine[1], wb._OUTPUT_FIELDS)
+            out = wproto.decode_message(mine[1], wproto.OUTPUT_FIELDS)
             assert out.get("line", "") == getattr(ref, kind).line
         elif kind == "metric":
-            m = wb.decode_message(mine[1], wb._METRIC_FIELDS)
+            m = wproto.decode_message(mine[1], wproto.METRIC_FIELDS)
             assert (m.get("name", ""), m.get("glob_name", ""), m.get("step_metric", "")) == (
                 ref.metric.name, ref.metric.glob_name, ref.metric.step_metric)
     assert damage.messages == []
@@ -346,7 +348,7 @@ def test_written_run_points(wandb_runs):
 def test_written_run_spans_blocks(wandb_runs):
     data = wandb_runs["big"].read_bytes()
     kinds = [k for _, k, _ in physical(data)]
-    assert len(data) > 20 * wb.BLOCK
+    assert len(data) > 20 * wlog.BLOCK
     assert kinds.count(3) >= 1 and kinds.count(2) == kinds.count(4) >= 20
     first = kinds.index(3) - 1
     assert kinds[first:first + 4] == [2, 3, 3, 4] or kinds[first] in (2, 3)
@@ -400,7 +402,7 @@ def _history_records(data: bytes):
 
 def test_truncated_tail_keeps_what_is_intact(wandb_runs, tmp_path):
     data = wandb_runs["big"].read_bytes()
-    cut = 20 * wb.BLOCK + 12345
+    cut = 20 * wlog.BLOCK + 12345
     rows = _history_records(data)
     kept = sorted({s for _, _, end, s in rows if end <= cut})
     rec = read_one(_copy(tmp_path, data[:cut]))
@@ -445,8 +447,8 @@ def test_unreadable_rest_of_block_resyncs_at_next_block(wandb_runs, tmp_path):
     data = bytearray(wandb_runs["big"].read_bytes())
     rows = _history_records(bytes(data))
     index, start, _, _ = next(r for r in rows  # one with some records after it in its block
-                              if r[3] >= 2000 and wb.BLOCK - r[1] % wb.BLOCK > 8000)
-    block_end = (start // wb.BLOCK + 1) * wb.BLOCK
+                              if r[3] >= 2000 and wlog.BLOCK - r[1] % wlog.BLOCK > 8000)
+    block_end = (start // wlog.BLOCK + 1) * wlog.BLOCK
     data[start:block_end] = b"\xff" * (block_end - start)
     lost = {s for _, st, _, s in rows if start <= st < block_end}
     rec = read_one(_copy(tmp_path, bytes(data)))
@@ -459,8 +461,8 @@ def test_unreadable_rest_of_block_resyncs_at_next_block(wandb_runs, tmp_path):
     assert len(rec.warnings) == 2  # the orphan continuation in the next block is not recounted
 
 
-@pytest.mark.parametrize("cut, size", [(10 * wb.BLOCK + 5000, 16384),
-                                       (5 * wb.BLOCK + 100, 40000)])
+@pytest.mark.parametrize("cut, size", [(10 * wlog.BLOCK + 5000, 16384),
+                                       (5 * wlog.BLOCK + 100, 40000)])
 def test_bytes_missing_mid_file_cost_only_their_records(wandb_runs, tmp_path, cut, size):
     """Block boundaries are re-learnt from FIRST/MIDDLE fragments after a gap."""
     data = wandb_runs["big"].read_bytes()
@@ -476,7 +478,7 @@ def test_garbage_stretch_is_one_warning(wandb_runs, tmp_path):
     import random
 
     data = bytearray(wandb_runs["big"].read_bytes())
-    g0, g1 = 6 * wb.BLOCK + 10, 6 * wb.BLOCK + 10 + 100_000
+    g0, g1 = 6 * wlog.BLOCK + 10, 6 * wlog.BLOCK + 10 + 100_000
     rows = _history_records(bytes(data))
     data[g0:g1] = random.Random(5).randbytes(g1 - g0)
     kept = sorted({s for _, start, end, s in rows if end <= g0 or start >= g1})
@@ -502,11 +504,11 @@ def test_not_a_wandb_file(tmp_path):
     with pytest.raises(ParseError) as err:
         wb.read_wandb(bad, "x")
     assert str(err.value).startswith(f"{bad}: not a W&B run file") and "\n" not in str(err.value)
-    short = _copy(tmp_path, wb.MAGIC[:3], "run-y.wandb")
+    short = _copy(tmp_path, wlog.MAGIC[:3], "run-y.wandb")
     with pytest.raises(ParseError, match="shorter than the 7-byte W&B header"):
         wb.read_wandb(short, "y")
     assert wb.sniff_wandb("x.bin", b"abc") == 0.0
-    assert wb.sniff_wandb("anything", wb.MAGIC + b"\0" * 10) == 1.0
+    assert wb.sniff_wandb("anything", wlog.MAGIC + b"\0" * 10) == 1.0
 
 
 # ------------------------------------------------------------------------------------------
@@ -514,7 +516,7 @@ def test_not_a_wandb_file(tmp_path):
 
 
 def test_composed_padding_split_and_typed_values(tmp_path):
-    target = wb.BLOCK - 7 - 7 - 3  # leaves 3 bytes at the end of block 0: zero padding
+    target = wlog.BLOCK - 7 - 7 - 3  # leaves 3 bytes at the end of block 0: zero padding
     base = history_record([item(nested=("_step",), value_json="0"),
                            item(nested=("loss",), value_json="2.5")], step=0)
     pad = target - len(base) - 4
@@ -532,7 +534,7 @@ def test_composed_padding_split_and_typed_values(tmp_path):
                             item(key="m", value_json='{"x": 1, "img": {"_type": "image"}}')],
                            step=2)
     data = frame([first, second, third])
-    assert data[wb.BLOCK - 3:wb.BLOCK] == b"\0\0\0"
+    assert data[wlog.BLOCK - 3:wlog.BLOCK] == b"\0\0\0"
     assert [k for _, k, _ in physical(data)] == [1, 2, 3, 4, 1]
     rec = read_one(_copy(tmp_path, data))
     assert rec.warnings == () and rec.skipped_count == 0
@@ -576,27 +578,27 @@ def test_composed_fragment_without_end(tmp_path):
     assert rec.warnings[0] == (f"{tmp_path / 'run-damaged.wandb'}: record 2 at byte "
                                f"{recs[1][0]}: record start without its end; 1 record lost")
     first_pos = recs[1][0]  # zero the FIRST instead (read as the zero-filled end of a block)
-    lone = data[:first_pos] + b"\0" * (wb.BLOCK - first_pos) + data[wb.BLOCK:]
+    lone = data[:first_pos] + b"\0" * (wlog.BLOCK - first_pos) + data[wlog.BLOCK:]
     rec = read_one(_copy(tmp_path, lone, "run-lone.wandb"))
     assert series(rec, "loss")[0] == [0, 2, 3]
     # the zeros are damage (data follows them); the orphan LAST fragment is not recounted
     assert rec.warnings == (
         f"{tmp_path / 'run-lone.wandb'}: record 2 at byte {first_pos}: zero-filled gap, "
-        f"{wb.BLOCK - first_pos} bytes skipped; at least 1 record lost",
+        f"{wlog.BLOCK - first_pos} bytes skipped; at least 1 record lost",
         f"{tmp_path / 'run-lone.wandb'}: at least 1 damaged record(s) lost in 1 place(s); "
         "the intact records were read")
 
 
 def test_proto_decoder_rejects_garbage():
-    with pytest.raises(wb.ProtoError):
-        wb.fields(b"\x12\x05ab")  # length 5, 2 bytes left
-    with pytest.raises(wb.ProtoError):
-        wb.fields(b"\x0f")  # wire type 7
-    assert wb.fields(_vi(1, 300) + _ld(2, "hé")) == [(1, 300), (2, "hé".encode())]
-    assert wb.json_value("NaN") != wb.json_value("NaN")
-    assert wb.json_value("Infinity") == math.inf and wb.json_value("-Infinity") == -math.inf
-    assert wb.json_value("true") is None and wb.json_value('"1"') is None
-    assert wb.json_value("[1, 2]") is None and wb.json_value('{"a": 1}') == {"a": 1}
+    with pytest.raises(wproto.ProtoError):
+        wproto.fields(b"\x12\x05ab")  # length 5, 2 bytes left
+    with pytest.raises(wproto.ProtoError):
+        wproto.fields(b"\x0f")  # wire type 7
+    assert wproto.fields(_vi(1, 300) + _ld(2, "hé")) == [(1, 300), (2, "hé".encode())]
+    assert wproto.json_value("NaN") != wproto.json_value("NaN")
+    assert wproto.json_value("Infinity") == math.inf and wproto.json_value("-Infinity") == -math.inf
+    assert wproto.json_value("true") is None and wproto.json_value('"1"') is None
+    assert wproto.json_value("[1, 2]") is None and wproto.json_value('{"a": 1}') == {"a": 1}
 
 
 def test_undecodable_record_is_skipped(tmp_path):

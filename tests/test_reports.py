@@ -74,7 +74,7 @@ def test_markdown_report():
     text = md_report.render(_analysis())
     lines = text.splitlines()
     assert lines[0] == "# losslens report"
-    assert "## gpt|run" in lines
+    assert "## gpt\\|run" in lines  # Markdown specials in a run name escaped
     assert "| status | **CRITICAL** |" in lines
     assert "| source | `logs/gpt.log` |" in lines
     assert "| segments | #0 10–1650 (start), #1 1510–3000 (header) |" in lines

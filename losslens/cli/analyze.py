@@ -12,8 +12,8 @@ from typing import List, Optional
 import typer
 
 from .common import (CHECKPOINT_EVERY, CONFIG, DEBUG, GLOBAL_BATCH_SIZE, INPUT_FORMAT, OUTPUT,
-                     PATHS, ROLE, emit, format_option, progress, read_frame, settings,
-                     warn_frame)
+                     PATHS, ROLE, UNIT_TIMEOUT, emit, failed_runs, format_option, progress,
+                     read_frame, settings, warn_frame)
 
 
 class SeriesFormat(str, Enum):
@@ -44,7 +44,12 @@ def series(
         import io
 
         buf = io.StringIO()
-        (frame.data if raw else frame.stitched).to_csv(buf, index=False, na_rep="nan")
+        table = frame.data if raw else frame.stitched
+        # run and tag names from a log: a spreadsheet must not read them as formulas
+        from ..textsafe import csv_cell
+
+        table = table.assign(**{c: table[c].astype(str).map(csv_cell) for c in ("run", "tag")})
+        table.to_csv(buf, index=False, na_rep="nan")
         emit(buf.getvalue(), output, paths)
     elif output:
         from ..report import render_series
@@ -78,13 +83,15 @@ def analyze(
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", metavar="ADDRESS",
         help="Analyse the runs on the Dask cluster at ADDRESS (pip install 'losslens[dask]')."),
+    unit_timeout: Optional[float] = UNIT_TIMEOUT,
     input_format: Optional[str] = INPUT_FORMAT,
     role: List[str] = ROLE,
     debug: bool = DEBUG,
 ) -> None:
     """Find loss spikes, divergence, grokking and resume artefacts; explain; say what to do."""
     options = settings(config, role, input_format=input_format,
-                       checkpoint_every=checkpoint_every, global_batch_size=global_batch_size)
+                       checkpoint_every=checkpoint_every, global_batch_size=global_batch_size,
+                       unit_timeout=unit_timeout)
     if jobs != 1 or scheduler:
         from ..parallel import analyze_paths
 
@@ -117,6 +124,7 @@ def analyze(
         from ..report import render
 
         emit(render(analysis, fmt.value), output, paths)
+    failed_runs(analysis.runs)
 
 
 def formats() -> None:

@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, PATHS, ROLE, emit, read_frame, settings
+from .common import (CONFIG, DEBUG, INPUT_FORMAT, OUTPUT, PATHS, ROLE, UNIT_TIMEOUT, emit,
+                     failed_runs, read_frame, settings)
 
 
 class FailOn(str, Enum):
@@ -41,6 +42,7 @@ def check(
     output: Optional[str] = OUTPUT,
     junit_file: Optional[str] = typer.Option(
         None, "--junit-file", metavar="FILE", help="Also write JUnit XML to FILE."),
+    unit_timeout: Optional[float] = UNIT_TIMEOUT,
     input_format: Optional[str] = INPUT_FORMAT,
     role: List[str] = ROLE,
     debug: bool = DEBUG,
@@ -62,20 +64,22 @@ def check(
             f"--output takes a FILE; for the {output} format use --format {output}")
     t0 = time.monotonic()
     try:
-        report = _run(paths, fail_on, config, baseline, rtol, input_format, role)
+        report = _run(paths, fail_on, config, baseline, rtol, input_format, role, unit_timeout)
     except LossLensError as exc:  # exit 2: the CI's test view still says what broke
         _junit_on_error(exc, paths, time.monotonic() - t0, fmt, output, junit_file)
         raise
     _emit(report, time.monotonic() - t0, fmt, output, junit_file, paths)
+    failed_runs(report.runs)  # units of a folder that could not be read: exit 2
     raise typer.Exit(report.exit_code)
 
 
-def _run(paths, fail_on, config, baseline, rtol, input_format, role):
+def _run(paths, fail_on, config, baseline, rtol, input_format, role, unit_timeout=None):
     from ..checks import gate, read_reference
     from ..pipeline import analyze
 
     options = settings(config, role, input_format=input_format,
-                       fail_on=fail_on.value if fail_on else None, rtol=rtol, baseline=baseline)
+                       fail_on=fail_on.value if fail_on else None, rtol=rtol, baseline=baseline,
+                       unit_timeout=unit_timeout)
     analysis = analyze(read_frame(paths, options), options)
     reference = None
     if options.baseline:

@@ -51,6 +51,10 @@ BEFORE = typer.Option(None, "--before", metavar="N",
                       help="Restart at least N steps before the onset (default 100).")
 MIN_SKIP = typer.Option(None, "--min-skip", metavar="N", help="Skip at least N batches "
                                                              "(default 200).")
+UNIT_TIMEOUT = typer.Option(
+    None, "--unit-timeout", metavar="SECONDS",
+    help="Give up on one file or folder of a walked path after SECONDS (default 600); it is "
+         "reported as a failed run, the others complete, exit 2.")
 MAX_SKIP = typer.Option(None, "--max-skip", metavar="N",
                         help="Skip at most N batches (default 500; 0: no cap).")
 
@@ -107,12 +111,58 @@ def boundary(debug: bool = False) -> Iterator[None]:
             _flush_warnings(caught)
             err(f"Error: {_flags_for(str(exc))}")
             raise typer.Exit(2) from None
-        except (KeyboardInterrupt, BrokenPipeError):
+        except KeyboardInterrupt:
             raise typer.Exit(130) from None
         except typer.Exit:  # a command's own exit code (check: 1 on findings)
             _flush_warnings(caught)
             raise
+        except Exception as exc:  # noqa: BLE001 - exit 1 means findings: never for a crash
+            if debug or type(exc).__module__.split(".")[0] in ("typer", "click"):
+                raise  # (usage errors: the command line's own messages)
+            _flush_warnings(caught)
+            err(f"Error: {_failure(exc)}")
+            raise typer.Exit(2) from None
         _flush_warnings(caught)
+
+
+def _failure(exc: BaseException) -> str:
+    """One line for an exception that is not a LossLensError: the output could not be
+    written (a closed pipe, a full disk behind stdout), memory ran out, or a bug."""
+    from ..textsafe import line
+
+    if isinstance(exc, OSError) and _is_stdout_error(exc):
+        _silence_stdout()  # (the interpreter's last flush would fail again)
+        what = "the output pipe was closed" if isinstance(exc, BrokenPipeError) else \
+            f"cannot write the output ({exc.strerror or exc})"
+        return f"stdout: {what}"
+    if isinstance(exc, MemoryError):
+        return "out of memory (a unit of a folder that runs out is reported as a failed run; " \
+               "here the command itself did)"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return line(f"{where}{exc.strerror or exc}")
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return line(f"internal error: {type(exc).__name__}{': ' + text if text else ''} "
+                "(--debug shows the traceback)")
+
+
+def _is_stdout_error(exc: OSError) -> bool:
+    import errno
+
+    return isinstance(exc, BrokenPipeError) or (
+        exc.filename is None and exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT,
+                                               errno.EFBIG, errno.EPIPE))
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _flags_for(message: str) -> str:
@@ -175,7 +225,7 @@ def read_frame(paths: Sequence[str], options: Any, bar: Any = None):
     bar = bar or progress()
     try:
         frame = read(paths, format=options.input_format, roles=options.roles,
-                     progress=bar.reading if bar else None)
+                     progress=bar.reading if bar else None, unit_timeout=options.unit_timeout)
     finally:
         if bar and own:
             bar.close()
@@ -193,6 +243,18 @@ def warn_frame(frame) -> None:
             where = f" (first: {first.location}: {first.reason})" if first else ""
             err(f"Warning: {info.run}: {info.skipped_count} line(s) looked like metrics but "
                 f"did not parse{where}")
+
+
+def failed_runs(runs: Sequence[Any]) -> None:
+    """Runs that could not be read or analysed (a folder's bad units): one `Error:` line each
+    on stderr, after the report of the others, and exit 2."""
+    errors = [r.error for r in runs if getattr(r, "error", None)]
+    if errors:
+        from ..textsafe import line
+
+        for message in errors:
+            err(f"Error: {line(message)}")
+        raise typer.Exit(2)
 
 
 # --------------------------------------------------------------------------- output

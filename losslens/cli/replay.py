@@ -142,9 +142,13 @@ def _samples_cell(samples: list[dict[str, Any]], k: int = 4) -> str:
 
 
 def _table(report):
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"replay of {report.run} — {report.plugin} on {report.device} "
+    from ..textsafe import line
+
+    t = Table(title=f"replay of {escape(line(report.run))} — {escape(line(report.plugin))} on "
+                    f"{report.device} "
                     f"(torch {report.torch_version}), {report.seconds:.1f} s",
               title_justify="left")
     for col in ("event", "steps", "checkpoint", "verdict", "top samples (z)", "seconds"):
@@ -163,17 +167,19 @@ def _print(report, console=None) -> None:
     from rich.console import Console
     from rich.markup import escape
 
+    from ..textsafe import line
+
     console = console or Console(soft_wrap=False)
     if not report.results:
-        console.print(f"replay of {report.run}: no replayable event (spikes of a training "
+        console.print(f"replay of {escape(line(report.run))}: no replayable event (spikes of a training "
                       "loss, divergence, non-finite losses, grad-norm spikes, overflows)")
         return
     console.print(_table(report))
     for r in report.results:
         console.print(f"[bold]{r.event.id}[/] → [{VERDICT_STYLE.get(r.verdict, '')}]"
                       f"{r.verdict}[/]")
-        for line in r.evidence:
-            console.print(f"  • {escape(line)}")
+        for text in r.evidence:
+            console.print(f"  • {escape(line(text))}")
         cost = r.measurements.get("cost") or {}
         if cost.get("replay_step_ratio") is not None:
             console.print(f"  [dim]cost: a replayed step takes {cost['replay_step_ratio']:.1f}× a "

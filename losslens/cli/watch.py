@@ -63,10 +63,12 @@ def watch(
     """
     from pathlib import Path
 
-    from ..watch import describe, follow, run_hook
+    from ..watch import Hooks, describe, follow
 
     options = settings(config, role, input_format=input_format)
     sink = _sink(output)
+    hooks = Hooks(on_event, hook_timeout) if on_event else None
+    _stop_on_sigterm()  # SIGTERM stops watching as Ctrl-C does: temp files removed, exit 0
     try:
         show_run = Path(path).is_dir()
         updates = follow(path, interval=interval, timeout=timeout,
@@ -85,16 +87,35 @@ def watch(
                             else describe(reported, show_run))
                     sink.write(line + "\n")
                     sink.flush()
-                    if on_event:
-                        problem = run_hook(on_event, json.dumps(reported.to_dict()),
-                                           hook_timeout)
-                        if problem:
-                            err(f"losslens watch: {problem}")
+                    if hooks:
+                        hooks.submit(json.dumps(reported.to_dict()))
+                for problem in hooks.problems() if hooks else ():
+                    err(f"losslens watch: {problem}")
         except KeyboardInterrupt:
             updates.close()
     finally:
+        for problem in hooks.close() if hooks else ():
+            err(f"losslens watch: {problem}")
         if sink is not sys.stdout:
             sink.close()
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a job scheduler, `kill`) raises KeyboardInterrupt in the main thread, so the
+    followers close and remove their temporary files (/dev/shm/losslens-watch-*)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except (ValueError, OSError):
+        pass
 
 
 def _sink(output: Optional[str]):

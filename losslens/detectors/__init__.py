@@ -33,6 +33,7 @@ DETECTORS: dict[str, str] = {
     "overflow": "losslens.detectors.overflow:OverflowDetector",
     "grokking": "losslens.detectors.grokking:GrokkingDetector",
     "sudden_drop": "losslens.detectors.grokking:SuddenDropDetector",
+    "overfitting": "losslens.detectors.overfitting:OverfittingDetector",
     "changepoint": "losslens.detectors.changepoint:ChangepointDetector",
     "rollback": "losslens.detectors.segments:RollbackDetector",
     "resume_spike": "losslens.detectors.segments:ResumeSpikeDetector",

@@ -15,7 +15,11 @@ Statistic (causal: declared from past points only):
   its top over that span (not coming down), and either have grown `min_growth` x since it
   first crossed, or sit `stuck_ratio` x above the best (log space: a run stuck near the
   uniform-prediction loss is dead, not settled).
-- Or `nan_points` consecutive non-finite values.
+- Or `nan_points` consecutive non-finite values after a rise into them (NaN out of a flat
+  stretch is the `nonfinite` detector's alone: no rise, no divergence).
+- In log space the rise must also clear `LEVEL_Z` standard errors of the trailing median
+  (noise from consecutive differences over the last 129 points): a noisy per-batch loss
+  wanders by more than `rise_ratio`.
 - Onset = the first point after the last point within noise of the best level. A spike
   precedes the rise when its first point jumped 3x more than the loss then grew per point
   (a steep steady rise is the divergence itself); the start is then where the rise after the
@@ -49,6 +53,10 @@ _SHORT_WINDOW, _SHORT_SPAN = 8, 8
 
 #: Noise scale from consecutive differences (robust to trends): MAD(diff) / (0.6745 sqrt 2).
 _DIFF_TO_SIGMA = 1.4826 / np.sqrt(2)
+#: In log space the level must also rise this many standard errors of its trailing median
+#: (1.2533 sigma / sqrt(window)) above the best: per-batch losses that flicker over decades
+#: move their median by more than `rise_ratio` without diverging.
+LEVEL_Z = 8.0
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -164,8 +172,15 @@ class DivergenceDetector:
         if n <= span:
             return []
         if log:
-            thr, tol = np.log(self.rise_ratio), np.log(1.02)
-            growth, stuck = np.log(self.min_growth), np.log(self.stuck_ratio)
+            # scale-aware: on a noisy loss (per-batch losses over decades) the trailing median
+            # itself wanders and its running minimum sits low; the rise must also clear
+            # LEVEL_Z standard errors of that median (sigma from consecutive differences)
+            noise = _DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(y, prepend=y[0])), 129)
+            wander = LEVEL_Z * 1.2533 * noise / np.sqrt(self._window(n))
+            thr = np.maximum(np.log(self.rise_ratio), wander)
+            tol = np.log(1.02)
+            growth = np.log(self.min_growth)
+            stuck = np.maximum(np.log(self.stuck_ratio), wander)
         else:  # in noise scales measured where the best level was last reached
             noise = _DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(y, prepend=y[0])), 129)
             idx = np.arange(n)
@@ -279,9 +294,10 @@ class DivergenceDetector:
                 owner["end"] = last
                 continue
             e = int(n_finite_before[a]) - 1  # last finite point before the NaN run
-            start = first
-            if e >= 1 and y[e] > best[e] + max(2 * _noise(y[max(0, e - 256):e + 1]), 0.01):
-                start = int(st[self._onset(y, best, e)])  # it was rising into the NaN
+            if not (e >= 1 and y[e] > best[e] + max(2 * _noise(y[max(0, e - 256):e + 1]),
+                                                     0.01)):
+                continue  # NaN out of a flat stretch: the nonfinite event says it all
+            start = int(st[self._onset(y, best, e)])  # it was rising into the NaN
             found.append({"start": start, "end": last, "magnitude": None, "details": {
                 "declared_step": int(steps[a + self.nan_points - 1]),
                 "preceded_by_spike": False, "recovered": recovered, "nonfinite": True,

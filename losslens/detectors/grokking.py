@@ -84,8 +84,7 @@ class GrokkingDetector:
     min_delay_ratio: float = 1.0
     #: the improvement (10% -> 90%) lasts at most this many delays ("sudden").
     max_duration_ratio: float = 10.0
-    #: overfitting: validation ends at least this much (relative) worse than its best
-    #: (a loss 10% higher, or an accuracy 10% lower).
+    #: unused (overfitting is the overfitting detector's); kept so configurations still load.
     overfit_rise: float = 0.1
     #: rolling-median width (points) against evaluation noise.
     smooth_points: int = 5
@@ -144,7 +143,7 @@ class GrokkingDetector:
                 magnitude=round((top - best) / top, 6) if top else None,
                 details=_grok_details(train.tag, tx[mem], vx[start], vx[end], top, best,
                                       is_acc))
-        return self._overfitting(train.tag, tx[mem], val, vx, vb, jm, is_acc)
+        return None
 
     def _grokking(self, tx: np.ndarray, vx: np.ndarray, vb: np.ndarray, mem: int,
                   jm: int) -> tuple[int, int, float, float] | None:
@@ -179,40 +178,6 @@ class GrokkingDetector:
         if vx[end] - vx[start] > self.max_duration_ratio * delay:
             return None
         return start, max(end, start), before, best
-
-    def _overfitting(self, train_tag: str, mem_step: float, val: Series, vx: np.ndarray,
-                     vb: np.ndarray, jm: int, is_acc: bool) -> Event | None:
-        j_best = int(np.argmin(vb))
-        # the level at the best point: a median around it (the minimum of a noisy curve
-        # sits below its level)
-        w = max(2, vb.shape[0] // 40)
-        best = float(np.median(vb[max(0, j_best - w): j_best + w + 1]))
-        tail = float(np.median(vb[-max(3, vb.shape[0] // 10):]))
-        # relative to the metric itself: a loss up 10%, or an accuracy down 10%
-        worse = ((best - tail) / min(best - 1.0, -1e-12) if is_acc
-                 else (tail - best) / max(abs(best), 1e-12))
-        if j_best >= vx.shape[0] - 3 or worse < self.overfit_rise:
-            return None
-        if vx[-1] <= mem_step:
-            return None
-        at = float(vx[j_best])
-        k = max(5, vx.shape[0] // 10)  # local fits: the level and slope right at the turn
-        lo = max(0, j_best - k)
-        before = line_fit(vx[lo: j_best + 1], vb[lo: j_best + 1], at)
-        after = line_fit(vx[j_best: j_best + k + 1], vb[j_best: j_best + k + 1], at)
-
-        def side(fit: tuple[float, float]) -> dict[str, float]:
-            level, slope = fit
-            if is_acc:  # back to accuracy units
-                level, slope = 1.0 - level, -slope
-            return {"level": round(level, 6), "slope": round(slope * 1000.0, 6)}
-
-        return Event(
-            kind="changepoint", run=val.run, tag=val.tag, start_step=int(at), severity="warning",
-            magnitude=round(worse, 6),
-            details={"pattern": "overfitting", "memorized_step": int(mem_step),
-                     "train_tag": train_tag, "before": side(before), "after": side(after),
-                     "metric": "accuracy" if is_acc else "loss"})
 
 
 def _last_above(y: np.ndarray, upto: int, level: float) -> int:

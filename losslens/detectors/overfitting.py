@@ -4,25 +4,31 @@ Training meaning (the playbook's grokking entry): memorisation with validation g
 is not grokking, and a user should hear it while the run is young, when a run often has only a
 handful of evaluations. So this works from five evaluations on.
 
-Run scope: each validation-loss series (`val_loss`) is paired with the run's training loss
-(`train_loss`; the first one, when several). With the finite points of the validation series:
+Run scope: each validation series is paired with a training series of the run (`val_loss`
+with `train_loss`, `val_acc` with `train_acc`, the other kind when the run logs only that; the
+first one when several) and judged on its "badness": the loss, or 1 - accuracy (accuracy in
+percent allowed). With the finite points of the validation series:
 
 - `best` = its lowest point; at least `min_after` evaluations must follow it;
 - the stretch from `best` to the end must climb: Kendall's tau of value against order at least
-  `min_tau` (a noisy flat stretch has tau near 0), and the last value at least `min_rise`
+  `min_tau` (a noisy flat stretch has tau near 0) — or, with at least 2 x `min_after`
+  evaluations after the best, stay worse: every one of its later half at least 2 x
+  `min_rise` above the best (validation that jumped up and stayed there) — and the last value
+  at least `min_rise`
   (relative) above the best and, where at least three evaluations precede the best, by more
   than `noise_z` times their noise (the median non-zero change between consecutive ones);
-- the training loss over the same steps must not be climbing too (then the run diverges; it is
-  no overfitting): its median over the stretch's last half at most its median over the first
-  half (times 1 + `min_rise`).
+- the training badness over the same steps must not be climbing too (then the run diverges; it
+  is no overfitting): its median over the stretch's last half at most its median over the
+  first half (times 1 + `min_rise`).
 
 One event per validation series: kind `overfitting`, tag = the validation tag, start_step = the
 best evaluation (the checkpoint to keep), end_step = the last one, magnitude = last / best,
-severity `warning`; details: `best_step`, `best_value`, `last_value`, `evals_after`, `tau`,
-`train_tag`, `train_change` (relative change of train loss over the stretch).
+severity `warning`; details: `best_step`, `best_value`, `last_value` (in the series' own
+units), `evals_after`, `tau`, `metric` (loss / accuracy), `train_tag`, `train_change`
+(relative change of the training badness over the stretch).
 
-Known misses: validation that worsens in a single jump and then stays flat (tau is low);
-known false positives: a validation set whose distribution drifts away from training's
+Known misses: validation that jumps up and stays flat with fewer than 2 x `min_after`
+evaluations after its best; known false positives: a validation set whose distribution drifts away from training's
 (continued pre-training on a new domain), which is a real but different story.
 """
 from __future__ import annotations
@@ -46,6 +52,14 @@ def kendall_tau(y: np.ndarray) -> float:
     return float(np.triu(d, 1).sum() / (n * (n - 1) / 2))
 
 
+def badness(values: np.ndarray, role: str) -> np.ndarray:
+    """Lower is better: the loss itself, or 1 - accuracy (accuracy in percent allowed)."""
+    y = np.asarray(values, dtype=float)
+    if role.endswith("_acc"):
+        return 1.0 - (y / 100.0 if y.shape[0] and np.nanmax(y) > 1.5 else y)
+    return y
+
+
 @dataclass(frozen=True)
 class OverfittingDetector:
     """Validation loss climbing from its best while train loss does not; see the module
@@ -61,7 +75,7 @@ class OverfittingDetector:
     noise_z: float = 2.0
 
     scope: ClassVar[str] = "run"
-    roles: ClassVar[tuple[str, ...]] = ("val_loss", "train_loss")
+    roles: ClassVar[tuple[str, ...]] = ("val_loss", "val_acc", "train_loss", "train_acc")
     causal: ClassVar[bool] = False
     kind: ClassVar[str] = "overfitting"
 
@@ -74,18 +88,20 @@ class OverfittingDetector:
 
     def detect_run(self, frame: Frame, run: RunInfo) -> list[Event]:
         self.validate()
-        trains = run.tags_with_role("train_loss")
-        train = frame.series(run.run, trains[0]) if trains else None
         out = []
-        for tag in run.tags_with_role("val_loss"):
-            ev = self._one(frame.series(run.run, tag), train)
-            if ev is not None:
-                out.append(ev)
+        for vrole, same, other in (("val_loss", "train_loss", "train_acc"),
+                                   ("val_acc", "train_acc", "train_loss")):
+            trains = run.tags_with_role(same) or run.tags_with_role(other)
+            train = frame.series(run.run, trains[0]) if trains else None
+            for tag in run.tags_with_role(vrole):
+                ev = self._one(frame.series(run.run, tag), train)
+                if ev is not None:
+                    out.append(ev)
         return sorted(out, key=lambda e: (e.start_step, e.tag))
 
     def _one(self, val: Series, train: Series | None) -> Event | None:
         ok = np.isfinite(val.value)
-        x, y = val.step[ok], val.value[ok].astype(float)
+        x, y = val.step[ok], badness(val.value[ok], val.role)
         if x.shape[0] < self.min_after + 2:
             return None
         b = int(np.argmin(y))
@@ -96,7 +112,10 @@ class OverfittingDetector:
         if best <= 0 or last < best * (1 + self.min_rise):
             return None
         tau = kendall_tau(after)
-        if tau < self.min_tau:
+        late = after[after.shape[0] // 2:]
+        stays = (after.shape[0] - 1 >= 2 * self.min_after
+                 and float(late.min()) >= best * (1 + 2 * self.min_rise))
+        if tau < self.min_tau and not stays:
             return None
         if b >= 3:  # enough evaluations before the best to measure their noise
             moves = np.abs(np.diff(y[: b + 1]))
@@ -106,7 +125,7 @@ class OverfittingDetector:
         change = None
         if train is not None:
             tk = np.isfinite(train.value) & (train.step >= x[b]) & (train.step <= x[-1])
-            tv = train.value[tk]
+            tv = badness(train.value[tk], train.role)
             if tv.shape[0] >= 2:
                 h = tv.shape[0] // 2
                 first, second = float(np.median(tv[: max(1, h)])), float(np.median(tv[h:]))
@@ -114,10 +133,13 @@ class OverfittingDetector:
                     change = second / first - 1
                     if change > self.min_rise:
                         return None  # train climbs too: divergence, not overfitting
+        raw = val.value[ok]
         return Event(
             kind=self.kind, run=val.run, tag=val.tag, start_step=int(x[b]),
             end_step=int(x[-1]), severity="warning", magnitude=last / best,
-            details={"best_step": int(x[b]), "best_value": best, "last_value": last,
+            details={"best_step": int(x[b]), "best_value": float(raw[b]),
+                     "last_value": float(raw[-1]),
+                     "metric": "accuracy" if val.role.endswith("_acc") else "loss",
                      "evals_after": int(after.shape[0] - 1), "tau": round(tau, 4),
                      "train_tag": None if train is None else train.tag,
                      "train_change": None if change is None else round(change, 6)})

@@ -127,11 +127,14 @@ class RollbackDetector:
         segs = run.segments
         tag = primary_tag(run)
         out = []
-        for seg in segs[1:]:
+        coverage = _Coverage(sorted({s.first_step for s in segs}))
+        for k, seg in enumerate(segs):
             prev = seg.previous_last_step
-            if prev is None or seg.first_step > prev:
+            rollback = k > 0 and prev is not None and seg.first_step <= prev
+            times = 1 + coverage.most(seg.first_step, prev) if rollback else 0
+            coverage.add(seg.first_step, seg.last_step)
+            if not rollback:
                 continue
-            times = 1 + _coverage(segs[: seg.index], seg.first_step, prev)
             out.append(Event(
                 kind="rollback", run=run.run, tag=tag, start_step=seg.first_step,
                 severity="warning" if times >= self.warn_times else "info",
@@ -142,10 +145,54 @@ class RollbackDetector:
         return sorted(out, key=lambda e: e.start_step)
 
 
-def _coverage(earlier: tuple[Segment, ...], first: int, last: int) -> int:
-    """Most earlier segments covering any one step of [first, last]."""
-    points = {first} | {s.first_step for s in earlier if first <= s.first_step <= last}
-    return max(sum(1 for s in earlier if s.first_step <= p <= s.last_step) for p in points)
+class _Coverage:
+    """How many segments cover each step, segment by segment: `add(first, last)` counts one
+    more over [first, last], `most(first, last)` is the most over any step of it. A segment
+    tree with lazy range adds over the segments' first steps (where coverage can rise), so
+    a run with thousands of segments costs S log S, not S^2 x points."""
+
+    def __init__(self, coords: list[int]) -> None:
+        self.coords = np.asarray(coords, dtype=np.int64)
+        size = 1
+        while size < max(len(coords), 1):
+            size *= 2
+        self.size = size
+        self.top = [0] * (2 * size)  # max over the node's range, its own adds included
+        self.lazy = [0] * (2 * size)
+
+    def _range(self, first: int, last: int) -> tuple[int, int]:
+        return (int(np.searchsorted(self.coords, first, "left")),
+                int(np.searchsorted(self.coords, last, "right")) - 1)
+
+    def add(self, first: int, last: int) -> None:
+        lo, hi = self._range(first, last)
+        if lo <= hi:
+            self._add(1, 0, self.size - 1, lo, hi)
+
+    def most(self, first: int, last: int) -> int:
+        lo, hi = self._range(first, last)
+        return self._most(1, 0, self.size - 1, lo, hi) if lo <= hi else 0
+
+    def _add(self, node: int, a: int, b: int, lo: int, hi: int) -> None:
+        if hi < a or b < lo:
+            return
+        if lo <= a and b <= hi:
+            self.top[node] += 1
+            self.lazy[node] += 1
+            return
+        mid = (a + b) // 2
+        self._add(2 * node, a, mid, lo, hi)
+        self._add(2 * node + 1, mid + 1, b, lo, hi)
+        self.top[node] = self.lazy[node] + max(self.top[2 * node], self.top[2 * node + 1])
+
+    def _most(self, node: int, a: int, b: int, lo: int, hi: int) -> int:
+        if hi < a or b < lo:
+            return 0
+        if lo <= a and b <= hi:
+            return self.top[node]
+        mid = (a + b) // 2
+        return self.lazy[node] + max(self._most(2 * node, a, mid, lo, hi),
+                                     self._most(2 * node + 1, mid + 1, b, lo, hi))
 
 
 @dataclass(frozen=True)

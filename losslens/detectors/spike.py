@@ -10,7 +10,9 @@ Statistic (causal: a point's verdict uses only the points before it):
 - Space: log of the values while every value so far is positive (a loss spanning decades keeps
   one noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
   non-positive value on (RL and policy losses change sign), or from where the level comes
-  within 5 additive noise scales of 0 (values hovering near 0).
+  within 5 additive noise scales of 0 (values hovering near 0). While in log space the scale
+  is floored by the additive noise of the last few points over the level, so a loss reaching
+  0 with additive noise is not judged by a log-space scale that lags behind.
 - Expected value, from the finite points before the point, by whichever of two predictors
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
@@ -56,6 +58,20 @@ TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
 #: Log space is left (for good) where the level is within this many additive noise scales
 #: of 0 (values hovering near 0); DIFF_TO_SIGMA turns a median |step| into a noise scale.
 NEAR_ZERO = 5.0
+#: Log space: a spike is also back once its excess over the pre-spike level has shrunk to this
+#: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
+BACK_SHARE = 0.05
+#: A rise spread over up to HUMP points is also judged against the level before it; 0 turns
+#: this off (the default: on AR(1)-correlated noise it costs more false alarms than the humps
+#: it finds; see benchmarks/indep_family.py).
+HUMP = 0
+#: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
+#: back within back_z x EARLY_SCALE, in log units, of the highest of them).
+EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
+#: In log space the scale is at least this share of the additive noise of the last
+#: 2 x level_window + 1 differences divided by the level: as a loss with additive noise falls
+#: toward 0 its log-space noise grows faster than a trailing window can follow.
+ADDITIVE_FLOOR = 0.8
 DIFF_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(2)
 
 
@@ -154,6 +170,12 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     scale[use_d] = scale_d[use_d - 3]
     scale *= MAD_TO_SIGMA
     np.maximum(scale[3:], _floor(values, med[3:], window, log, masked), out=scale[3:])
+    if log:  # additive noise seen near this level, in log units (see ADDITIVE_FLOOR)
+        dv = np.abs(np.diff(values))
+        addn = median(dv, 2 * level_window + 1)[:-1]  # addn[k]: diffs up to point k + 1
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            floor = ADDITIVE_FLOOR * DIFF_TO_SIGMA * addn[1:] / np.exp(level[3:])
+        np.fmax(scale[3:], floor, out=scale[3:])
     if masked:
         cs = np.concatenate(([0], np.cumsum(np.isfinite(err_m))))
         i = np.arange(3, n)
@@ -190,6 +212,17 @@ def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
     return np.maximum(quantum, 1e-12 * np.maximum(1.0, np.abs(med)))
 
 
+def near_zero_points(v: np.ndarray, logb: Baseline, w: int) -> np.ndarray:
+    """Per point of the positive values `v`: True where they hover near 0 with additive noise
+    (ratios stop meaning anything there): the log-space level is within NEAR_ZERO additive
+    noise scales of 0 (noise from the consecutive differences of the `w` points before)."""
+    n = v.shape[0]
+    noise = np.full(n, np.nan)
+    noise[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)), w)[:-1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.exp(logb.level) < NEAR_ZERO * noise
+
+
 def next_true(mask: np.ndarray, start: int) -> int | None:
     """Index of the first True at or after `start` (searching in growing chunks)."""
     n, chunk = mask.shape[0], 4096
@@ -201,18 +234,34 @@ def next_true(mask: np.ndarray, start: int) -> int | None:
     return None
 
 
-def find_back(y: np.ndarray, start: int, band: float, points: int) -> int | None:
-    """First index t >= start with y[t] <= band and at least half of y[t:t+points] <= band."""
+def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | None = None,
+              share: float = 0.0) -> int | None:
+    """First index t >= start with y[t] <= band_t and at least half of y[t:t+points] (or
+    y[t + 1]) <= band_t,
+    where band_t = max(band, pre + share x (the highest y from start - 1 to t - pre)): a spike
+    is also back once its excess has shrunk to `share` of its height so far."""
     n = y.shape[0]
     chunk = 256
+    top = float(y[start - 1]) if start >= 1 else -np.inf
     while start < n:
         stop = min(n, start + chunk)
         seg = y[start:min(n, stop + points - 1)]
-        below = seg <= band
-        cs = np.concatenate(([0], np.cumsum(below)))
+        bands = np.full(stop - start, band)
+        if share > 0 and pre is not None:
+            run = np.maximum.accumulate(np.r_[top, y[start:stop]])[1:]
+            bands = np.maximum(bands, pre + share * (run - pre))
+            top = float(run[-1])
         t = np.arange(stop - start)
         m = np.minimum(points, seg.shape[0] - t)
-        ok = below[:stop - start] & (cs[t + m] - cs[t] >= (m + 1) // 2)
+        # points after t judged against t's band
+        win = np.lib.stride_tricks.sliding_window_view(
+            np.r_[seg, np.full(points, np.inf)], points)[:stop - start]
+        below_win = win <= bands[:, None]
+        cnt = below_win.sum(axis=1)
+        # confirmed by half of the next `points`, or by the next point too (a second spike
+        # right after the return is a spike of its own, not a failure to return)
+        nxt = below_win[:, 1] if points > 1 else below_win[:, 0]
+        ok = (seg[:stop - start] <= bands) & ((cnt >= (m + 1) // 2) | nxt)
         if ok.any():
             return start + int(np.argmax(ok))
         start, chunk = stop, chunk * 4
@@ -281,17 +330,17 @@ class SpikeDetector:
         st = np.asarray(steps)[finite].astype(np.int64)
         v = np.asarray(values, dtype=float)[finite]
         n = v.shape[0]
-        if n <= self.min_points:
+        if n < 2:
             return []
         w = self.window | 1
         lw = self.level_window | 1
         nonpos = np.flatnonzero(v <= 0)
         k = int(nonpos[0]) if nonpos.shape[0] else n  # log space before k, additive from k
         spaces = []
-        if k > self.min_points:
+        if k > self.min_points or (k == n and n > 1):
             logb = baseline(v[:k], w, True, level_window=lw)
             k = min(k, self.near_zero(v[:k], logb, w))
-            if k > self.min_points:
+            if k > self.min_points or k == n:
                 spaces.append((0, k, logb))
         if k < n:
             spaces.append((k, n, baseline(v, w, False, level_window=lw)))
@@ -302,31 +351,44 @@ class SpikeDetector:
 
     def near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
         """Index from which `find` judges the positive values `v` additively (`logb`: their
-        log-space baseline, `w`: the odd window), len(v) when never. First point (after min_points) whose expected level is within NEAR_ZERO additive
-        noise scales of 0: positive values hovering near 0 with additive noise, where ratios
-        stop meaning anything (the series is judged additively from there on)."""
+        log-space baseline, `w`: the odd window), len(v) when never: the first point (from
+        `near_zero_from`) where `near_zero_points` holds."""
         n = v.shape[0]
-        step = np.abs(np.diff(v))
-        k = min(w // 2 + 1, step.shape[0])
-        # a trailing median never exceeds the k-th largest step: the check is often needless
-        if k == 0 or v.min() > NEAR_ZERO * DIFF_TO_SIGMA * np.partition(step, -k)[-k]:
-            return n
-        noise = np.full(n, np.nan)
-        noise[2:] = DIFF_TO_SIGMA * trailing_median(step, w)[:-1]  # diffs up to point i - 1
-        with np.errstate(invalid="ignore", over="ignore"):
-            near = np.flatnonzero(np.exp(logb.level[self.min_points:])
-                                  < NEAR_ZERO * noise[self.min_points:])
-        return self.min_points + int(near[0]) if near.shape[0] else n
+        first = self.near_zero_from(w)
+        near = np.flatnonzero(near_zero_points(v, logb, w)[first:])
+        return first + int(near[0]) if near.shape[0] else n
 
-    def _tail_threshold(self, base: Baseline) -> np.ndarray:
-        """Per point: `threshold`, raised where the `tail_window` points before it held more
-        large excursions (TAIL_Z < z <= threshold) than Gaussian noise gives: with
-        heavy-tailed noise a 6-sigma point is not rare. The raise assumes a power-law tail
-        (index TAIL_INDEX) and keeps false alarms near TAIL_RATE per point."""
+    def near_zero_from(self, w: int) -> int:
+        """The first finite index that may turn additive."""
+        return self.min_points
+
+    def _tail_big(self, base: Baseline) -> np.ndarray:
+        """Large excursions (TAIL_Z < z <= threshold, upward only: a spike's recovery pulls z
+        far below 0 for a long time)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            u = (base.y - base.level) / base.scale
+            return (u > TAIL_Z) & (u <= self.threshold)
+
+    def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
+                        b: int | None = None) -> np.ndarray:
+        """Per point of a..b: `threshold`, raised where the `tail_window` points before it held
+        more large excursions (`big`) than Gaussian noise gives: with heavy-tailed noise a
+        6-sigma point is not rare. The raise assumes a power-law tail (index TAIL_INDEX) and
+        keeps false alarms near TAIL_RATE per point."""
         n = base.y.shape[0]
-        thr = np.full(n, float(self.threshold))
-        if self.tail_window == 0 or n == 0:
+        b = n if b is None else b
+        thr = np.full(b - a, float(self.threshold))
+        if self.tail_window == 0 or b <= a:
             return thr
+        big = self._tail_big(base) if big is None else big
+        lo = max(0, a - self.tail_window)
+        cs = np.concatenate(([0], np.cumsum(big[lo:b])))
+        i = np.arange(a, b)
+        cnt = cs[i - lo] - cs[np.maximum(0, i - self.tail_window) - lo]
+        heavy = cnt >= 3  # Gaussian noise gives 3 in a window about never
+        rate = (cnt[heavy] - 2) / self.tail_window
+        thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / TAIL_INDEX))
+        return thr
         with np.errstate(invalid="ignore", divide="ignore"):
             u = (base.y - base.level) / base.scale
             # upward only: a spike's recovery pulls z far below 0 for a long time
@@ -340,27 +402,80 @@ class SpikeDetector:
         return thr
 
     def _elevated(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray,
-                  count: np.ndarray, thr: np.ndarray, log: bool, offset: int) -> np.ndarray:
-        """Elevated-point mask for points offset.. (`y`, `level`... are their slices)."""
-        rise = y - level
+                  count: np.ndarray, thr: np.ndarray, log: bool, offset: int,
+                  back: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Elevated-point mask for points offset.. (`y`, `level`... are their slices; `back`:
+        the level and scale HUMP points earlier and the previous value, for rises spread over
+        a few points: the point and the one before it well above that earlier level)."""
         thr = thr * (1 + SMALL_SAMPLE / np.maximum(count, 1))
         with np.errstate(invalid="ignore"):
-            ok = rise > thr * scale
-            if log:
-                ok &= rise >= np.log(self.min_ratio)
-            else:  # additive, but above 0: the ratio still applies
-                ok &= (level <= 0) | (y >= level * self.min_ratio)
+            ok = self._above(y, level, scale, thr, log)
+            if back is not None and HUMP:  # a multi-point hump: the level follows its rise
+                lb, sb, prev = back
+                ok |= (self._above(y, lb, sb, thr, log)
+                       & self._above(prev, lb, sb, thr / 2, log))
         ok[:max(0, self.min_points - offset)] = False
         return ok
+
+    def _above(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, thr: np.ndarray,
+               log: bool) -> np.ndarray:
+        rise = y - level
+        ok = rise > thr * scale
+        if log:
+            ok &= rise >= np.log(self.min_ratio)
+        else:  # additive, but above 0: the ratio still applies
+            ok &= (level <= 0) | (y >= level * self.min_ratio)
+        return ok
+
+    @staticmethod
+    def _back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the points a..b-1: the level and scale HUMP points before each (NaN before 0),
+        and the value of the point before each."""
+        idx = np.arange(a, b) - max(HUMP, 1)
+        ok = idx >= 0
+        out_l, out_s, prev = (np.full(b - a, np.nan) for _ in range(3))
+        out_l[ok], out_s[ok] = level[idx[ok]], scale[idx[ok]]
+        p = np.arange(a, b) - 1
+        prev[p >= 0] = y[p[p >= 0]]
+        return out_l, out_s, prev
+
+    def _early(self, y: np.ndarray, log: bool, lo: int) -> np.ndarray:
+        """The points before min_points that jumped EARLY_RATIO x above every point before them
+        (a blow-up in the first iterations: 12.4, 12.4, 41), by at least 3 x the spread of
+        those points (a noisy per-batch loss jumps x2 at will); the second point only when
+        the third comes half of the way back down (with one point before it, which of the two
+        is odd is not known until then). Log space only."""
+        early = np.zeros(y.shape[0], bool)
+        stop = min(self.min_points, y.shape[0])
+        if not log or stop <= max(lo, 1):
+            return early
+        top = np.maximum.accumulate(y[:stop])
+        low = np.minimum.accumulate(y[:stop])
+        jump = np.log(EARLY_RATIO)
+        for i in range(max(lo, 1), stop):
+            rise = y[i] - top[i - 1]
+            if rise < jump or rise < 3 * (top[i - 1] - low[i - 1]):
+                continue
+            if i == 1 and not (y.shape[0] > 2 and y[2] <= y[1] - jump / 2):
+                continue
+            early[i] = True
+        return early
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
                  w: int) -> list[dict[str, Any]]:
         y = base.y[:hi]
         level, scale, count = base.level[:hi].copy(), base.scale[:hi].copy(), base.count[:hi].copy()
-        thr = self._tail_threshold(base)[:hi]
+        big = self._tail_big(base)[:hi].copy()
+        thr = self._tail_threshold(base, big, 0, hi)
         elev = np.zeros(hi, bool)
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
-                                   base.log, lo)
+                                   base.log, lo, self._back(y, level, scale, lo, hi))
+        early = self._early(y, base.log, lo)
+        if early.any():  # no statistics yet: the level is the highest point before
+            elev |= early
+            for c in np.flatnonzero(early):
+                level[c], scale[c] = float(y[:c].max()), EARLY_SCALE
         masked = None  # the values with recovered spikes blanked out, made when first needed
         out: list[dict[str, Any]] = []
         allowed = lo
@@ -370,10 +485,25 @@ class SpikeDetector:
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
-            stop = end if end is not None else min(hi, c + restart)
+            # its recovery: back within the noise, or its excess down to BACK_SHARE of its
+            # height (log space); the statistics leave out all of it (to `end`)
+            seen = end
+            if base.log and (end is None or end > c + 1):
+                early_back = find_back(y, c + 1, pre + self.back_z * sc, self.back_points,
+                                       pre, BACK_SHARE)
+                if early_back is not None and (end is None or early_back < end):
+                    seen = early_back
+            stop = seen if seen is not None else min(hi, c + restart)
             p = c + int(np.argmax(y[c:stop]))
-            out.append(self._record(st, v, base, c, p, end, pre, sc,
+            out.append(self._record(st, v, base, c, p, seen, pre, sc,
                                     float(thr[c]) * (1 + SMALL_SAMPLE / max(int(count[c]), 1))))
+            if self.tail_window and big[max(0, c - 3):stop].any():
+                # a spike's own shoulders are no evidence of heavy-tailed noise
+                big[max(0, c - 3):stop] = False
+                z1 = min(hi, stop + self.tail_window)
+                thr[c:z1] = self._tail_threshold(base, big, c, z1)
+                elev[stop:z1] |= self._elevated(y[stop:z1], level[stop:z1], scale[stop:z1],
+                                                count[stop:z1], thr[stop:z1], base.log, stop)
             if end is not None and end <= c + restart:
                 # back soon: judge what follows without the spike's points
                 allowed = end
@@ -406,12 +536,14 @@ class SpikeDetector:
         if z0 >= z1:
             return
         local = baseline(masked[a:z1], w, log, masked=True, level_window=self.level_window | 1)
+        local_y_full = np.full(z1, np.nan)
+        local_y_full[a:z1] = local.y
         k = slice(z0 - a, z1 - a)
         level[z0:z1], scale[z0:z1], count[z0:z1] = local.level[k], local.scale[k], local.count[k]
         start = max(z0, lo)
         elev[start:z1] = self._elevated(local.y[start - a:z1 - a], level[start:z1],
                                         scale[start:z1], count[start:z1], thr[start:z1], log,
-                                        start)
+                                        start, self._back(local_y_full, level, scale, start, z1))
 
     def _record(self, st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
                 end: int | None, level: float, scale: float, thr: float) -> dict[str, Any]:

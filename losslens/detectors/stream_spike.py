@@ -156,7 +156,7 @@ class SpikeStream:
     def _near_from(self, s: SeriesBuffer, upto: int, end: int, fin: int, sp: Any) -> int | None:
         """First index in [upto, end) whose level is within NEAR_ZERO noise scales of 0,
         computed on enough finite points before `upto` to be exact."""
-        need, lo = 2 * self.w + 4 * self.lw + 16, upto
+        need, lo = 3 * self.w + 4 * self.lw + 16, upto
         while lo > 0 and np.count_nonzero(np.isfinite(s.value[lo:upto])) < need:
             lo = max(0, lo - 2 * need)
         seg = s.value[lo:end]
@@ -175,11 +175,8 @@ class SpikeStream:
             return None  # the level (>= vmin^2/vmax) stays above any noise bound here
         fin_index = fin - int(np.count_nonzero(ok[:upto - lo])) + np.arange(v.shape[0])
         logb = sp.baseline(v, self.w, True, level_window=self.lw)
-        noise = np.full(v.shape[0], np.nan)
-        noise[2:] = sp.DIFF_TO_SIGMA * sp.trailing_median(np.abs(np.diff(v)), self.w)[:-1]
-        with np.errstate(invalid="ignore", over="ignore"):
-            near = np.exp(logb.level) < sp.NEAR_ZERO * noise
-        hit = np.flatnonzero(near & (pos >= upto) & (fin_index >= self.min_points))
+        near = sp.near_zero_points(v, logb, self.w)
+        hit = np.flatnonzero(near & (pos >= upto) & (fin_index >= self.det.near_zero_from(self.w)))
         return int(pos[hit[0]]) if hit.shape[0] else None
 
 

@@ -9,16 +9,24 @@ Every reader module exposes two functions:
 
 `read_records(path, format=None)` sniffs (or takes `format`), walks folders, and returns the
 records; `losslens.read` builds the Frame from them. Modules are imported only when needed.
+
+One bad unit never sinks a folder: `read_unit` reads one unit of a walk in isolation, and
+whatever goes wrong there (a damaged file, a folder that cannot be listed, a bug, memory, a
+time-out) becomes a run with `error` set, which every report shows as a failed run. A path
+the user named directly still fails the command with its one-line error.
 """
 from __future__ import annotations
 
 import importlib
 import os
 import re
+import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from ..errors import (LogNotFoundError, LossLensError, LossLensWarning, NoSeriesError,
                       ParseError, UnknownFormatError)
@@ -32,6 +40,13 @@ _HF_CKPT = re.compile(r"^checkpoint-\d+$")
 
 #: Bytes read from the start of a file for sniffing.
 HEAD_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A unit of a walk that cannot be read at all (permissions, a vanished file): why."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
     _F("lightning-csv", "losslens.readers.table", "PyTorch Lightning CSVLogger metrics.csv"),
     _F("csv", "losslens.readers.table", "generic CSV (long or wide, any step column)"),
-    _F("jsonl", "losslens.readers.table", "generic JSON lines (one record per step)"),
+    _F("jsonl", "losslens.readers.jsonl", "generic JSON lines (one record per step)"),
 )}
 
 #: Module functions are looked up by format name: a module serving several formats
@@ -153,7 +168,7 @@ def _raise_if_empty(path: Path) -> None:
 
 
 def _walk(root: Path, format: str | None = None,
-          lazy: bool = False) -> list[tuple[Path, str, Format | None]]:
+          lazy: bool = False) -> list[tuple[Path, str, "Format | Unreadable | None"]]:
     """The readable units under a folder: TensorBoard dirs, W&B run files, log files.
 
     With `format`, every file is read as that format (TensorBoard: only event files are).
@@ -163,8 +178,14 @@ def _walk(root: Path, format: str | None = None,
     forced = get_format(format) if format else None
     from . import tensorboard as tb
 
-    units: list[tuple[Path, str, Format | None]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    units: list[tuple[Path, str, Format | Unreadable | None]] = []
+
+    def unlistable(exc: OSError) -> None:  # a subfolder that cannot be listed is a failed unit
+        where = Path(exc.filename) if exc.filename else root
+        rel = str(where.relative_to(root)) if where != root else root.name
+        units.append((where, rel, Unreadable(f"cannot list folder ({exc.strerror or exc})")))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable):
         dirnames.sort()
         if any(f.endswith(".wandb") for f in filenames):
             # a W&B run dir: files/ (console copy, summary, config) and logs/ repeat the run
@@ -185,15 +206,24 @@ def _walk(root: Path, format: str | None = None,
             p = here / name
             if forced is not None and forced.name == "tensorboard":
                 continue
-            if not p.is_file():  # a dangling link, a FIFO (opening it would block)
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # a dangling link, or gone since the listing
+                continue
+            except OSError as exc:  # a folder without search permission: say so
+                units.append((p, str(p.relative_to(root)),
+                              Unreadable(f"cannot read ({exc.strerror or exc})")))
+                continue
+            if not stat.S_ISREG(st.st_mode):  # a FIFO (opening it would block), a socket
                 continue
             if lazy and forced is None:
                 units.append((p, str(p.relative_to(root)), None))
                 continue
             try:
                 fmt = forced or sniff(p)
-            except LossLensError as exc:  # an unreadable file does not sink the folder
-                warnings.warn(str(exc), LossLensWarning, stacklevel=2)
+            except LossLensError as exc:  # an unreadable file is a failed unit, not silence
+                units.append((p, str(p.relative_to(root)), Unreadable(
+                    str(exc).removeprefix(f"{p}: "))))
                 continue
             if fmt is None or fmt.name == "tensorboard":
                 continue
@@ -229,12 +259,76 @@ def _merge_resumed(records: list[RunRecords]) -> list[RunRecords]:
     return out
 
 
+def read_unit(unit: Path, run: str, fmt: "Format | Unreadable | None",
+              format: str | None = None, timeout: float | None = None) -> list[RunRecords]:
+    """One unit of a folder walk, isolated: its records, or one record with `error` set.
+
+    `fmt` is the walk's verdict (None: sniff here; then a file that is no log, or an event
+    file, gives no records). Every exception but Ctrl-C is caught; `timeout` seconds bound it.
+    Warnings of a unit that yields no points are re-raised here, never lost.
+    """
+    from ..limits import UNIT_TIMEOUT, deadline
+
+    if isinstance(fmt, Unreadable):
+        return [_failed(unit, run, f"{unit}: {fmt.reason}")]
+    try:
+        with deadline(UNIT_TIMEOUT if timeout is None else timeout, str(unit)):
+            if fmt is None:
+                fmt = get_format(format) if format else sniff(unit)
+                if fmt is None or (format is None and fmt.name == "tensorboard"):
+                    return []  # not a log (the walk's rule): event files are read by folder
+            records = _read_unit(fmt, unit, run)
+    except MemoryError:
+        return [_failed(unit, run, f"{unit}: out of memory while reading it")]
+    except LossLensError as exc:
+        return [_failed(unit, run, str(exc) if str(unit) in str(exc) else f"{unit}: {exc}")]
+    except RecursionError:
+        return [_failed(unit, run, f"{unit}: nested too deeply to read")]
+    except Exception as exc:  # noqa: BLE001 - a reader bug costs this unit, not the folder
+        text = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return [_failed(unit, run, f"{unit}: could not be read (internal error: "
+                                   f"{type(exc).__name__}{': ' + text if text else ''})")]
+    if records and not any(len(r) for r in records):  # a log with nothing readable in it
+        first = next((r for r in records if r.skipped or r.warnings), records[0])
+        why = (f"line {first.skipped[0].line}: {first.skipped[0].reason}" if first.skipped
+               else first.warnings[0].removeprefix(f"{unit}: ") if first.warnings
+               else "no points")
+        return [replace(_failed(unit, run, f"{unit}: no metric series could be read ({why})"),
+                        format=fmt.name, warnings=first.warnings)]
+    return records
+
+
+def _combine_layouts(records: list[RunRecords]) -> list[RunRecords]:
+    """`layouts.combine` over the runs read, each failed unit kept where it was (the runs
+    between two failures are combined among themselves)."""
+    from .layouts import combine
+
+    out: list[RunRecords] = []
+    chunk: list[RunRecords] = []
+    for r in records:
+        if r.error:
+            out += combine(chunk) + [r]
+            chunk = []
+        else:
+            chunk.append(r)
+    return out + combine(chunk)
+
+
+def _failed(unit: Path, run: str, message: str) -> RunRecords:
+    empty = np.empty(0, np.int64)
+    return RunRecords(run=run, source=str(unit), format="unknown", tags=(),
+                      tag_code=np.empty(0, np.int8), step=empty, value=np.empty(0),
+                      wall_time=np.empty(0), order=empty, error=message)
+
+
 def read_records(path: str | os.PathLike, format: str | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> list[RunRecords]:
+                 progress: Callable[[str, int, int], None] | None = None,
+                 unit_timeout: float | None = None) -> list[RunRecords]:
     """All runs under `path` (a file, a folder, or a `wandb://entity/project/run` address).
 
     `progress(name, done, total)` is called before each unit is read (the CLI shows it on a
-    terminal).
+    terminal). In a folder every unit is read by `read_unit` (isolated, `unit_timeout`
+    seconds at most): a unit that fails is a run with `error` set.
     """
     text = str(path)
     if text.startswith("wandb://"):
@@ -247,21 +341,20 @@ def read_records(path: str | os.PathLike, format: str | None = None,
         if progress:
             progress(str(p), 0, 1)
         records = read_file(p, p.name, format)
+        for r in records:
+            if not len(r):
+                for w in r.warnings:  # a damaged file with nothing readable: say what
+                    warnings.warn(w, LossLensWarning, stacklevel=2)
     else:
         records = []
         units = _walk(p, format)
         for done, (unit, run, fmt) in enumerate(units):
             if progress:
                 progress(str(unit), done, len(units))
-            try:
-                records.extend(_read_unit(fmt, unit, run))
-            except LossLensError as exc:  # one bad file does not sink the folder
-                warnings.warn(str(exc), LossLensWarning, stacklevel=2)
-    records = [r for r in records if len(r)]
+            records.extend(read_unit(unit, run, fmt, format, unit_timeout))
+    records = [r for r in records if len(r) or r.error]
     if not p.is_file():
-        from .layouts import combine
-
-        records = combine(records)  # Keras train/validation, Lightning versions, HF output
+        records = _combine_layouts(records)
     records = _merge_resumed(records)
     if not records:
         raise NoSeriesError(f"{p}: no metric series found (known formats: {known_formats()})")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,6 +88,8 @@ class FileTail:
         self.ident: tuple[int, int] | None = None
         self.offset = 0
         self.files = 0
+        self.pending = 0  # bytes past `offset` already seen to hold no newline
+        self.said_special = False
 
     def close(self) -> None:
         if self.fh is not None:
@@ -99,17 +102,27 @@ class FileTail:
         if self.fh is not None:
             size = os.fstat(self.fh.fileno()).st_size
             if st is not None and (st.st_dev, st.st_ino) == self.ident:
-                if size < self.offset:
-                    notices.append(f"{self.path}: truncated ({size} bytes, {self.offset} read); "
-                                   "reading it again from the start as a new segment")
-                    self.offset = 0
-                    return [_Piece(self._new(size), True)]
+                if size < self.offset + self.pending:
+                    if size < self.offset:
+                        notices.append(f"{self.path}: truncated ({size} bytes, {self.offset} "
+                                       "read); reading it again from the start as a new segment")
+                        self.offset, self.pending = 0, 0
+                        return [_Piece(self._new(size), True)]
+                    self.pending = 0  # the unended line was cut: look at it again
                 return [_Piece(self._new(size), False)]
             pieces.append(_Piece(self._new(size), False))  # what the old file still held
             self.close()
             notices.append(f"{self.path}: deleted; waiting for it to come back" if st is None
                            else f"{self.path}: replaced by a new file (rotated); reading the "
                                 "new file from the start as a new segment")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            # a named pipe or a device: opening it would block until a writer comes (and
+            # --timeout with it); it has no size to follow
+            if not self.said_special:
+                notices.append(f"{self.path}: not a regular file (a named pipe?); losslens "
+                               "watch follows files that grow")
+                self.said_special = True
+            return pieces
         if st is None or not self._open():
             return pieces
         size = os.fstat(self.fh.fileno()).st_size
@@ -121,17 +134,31 @@ class FileTail:
         except OSError:
             return False
         st = os.fstat(self.fh.fileno())
-        self.ident, self.offset = (st.st_dev, st.st_ino), 0
+        self.ident, self.offset, self.pending = (st.st_dev, st.st_ino), 0, 0
         self.files += 1
         return True
 
     def _new(self, size: int) -> bytes:
+        """The complete lines from `offset` to `size`. The bytes already seen to hold no
+        newline (a tqdm-style tail that never ends its line) are not read again on every
+        look: only what came after them is searched, and they are read once with the line
+        they end up in."""
         if size <= self.offset:
+            self.pending = 0
             return b""
-        self.fh.seek(self.offset)
-        data = self.fh.read(size - self.offset)
+        start = self.offset + min(self.pending, size - self.offset)
+        self.fh.seek(start)
+        data = self.fh.read(size - start)
         cut = data.rfind(b"\n") + 1
+        if not cut:
+            self.pending = start + len(data) - self.offset
+            return b""
+        if start > self.offset:  # the earlier part of the first line, read once now
+            self.fh.seek(self.offset)
+            data = self.fh.read(start - self.offset) + data
+            cut += start - self.offset
         self.offset += cut
+        self.pending = len(data) - cut  # what follows the last newline holds none
         return data[:cut]
 
     def same_file(self) -> bool:

@@ -7,9 +7,10 @@ step N; the bracketed timestamp (2024+) is the wall time (taken as UTC). Fields 
 spliced text keep what parsed before the damage and the line is counted as skipped.
 
 NaN intervals: Megatron drops a loss from the line when its interval average is NaN. When a
-line has no `lm loss` and either says `number of nan iterations` > 0 or has no loss key at all
-(no key ending in " loss"), `lm loss` = NaN is emitted at that iteration, so the missing loss
-stays visible. (A line that prints `lm loss` and a non-zero NaN count keeps the printed value;
+line has no `lm loss` and either says `number of nan iterations` > 0 or has no loss key of
+any spelling (`lm-loss` included) and skipped no iteration, `lm loss` = NaN is emitted at that
+iteration, so the missing loss stays visible. (A line without a loss whose iterations were
+skipped by the fp16 loss-scale search, with no NaN counted, had no loss to print: no NaN.) (A line that prints `lm loss` and a non-zero NaN count keeps the printed value;
 the count is its own tag.)
 
 Validation blocks (`validation loss at iteration N ... | lm loss value: X | lm loss PPL: Y |`,
@@ -39,10 +40,10 @@ vectorised read fails the classifier reads it all.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +77,7 @@ _SNIFF_VALID = re.compile(r"(?m)^\s*\S+ loss at [^|\n]*\|[^\n]* value: ")
 MARKERS = (r"iteration|loss at|checkpoint|arguments|step=|Attempted loss scale|steps: "
            r"|[A-Za-z0-9_] \.|\x1b|\r")
 _NAN_KEY = "number of nan iterations"
+_SKIP_KEY = "number of skipped iterations"
 _LM = "lm loss"
 _SYNTH_POS = 1000  # tag-order position of a synthesised NaN loss, after the line's own fields
 
@@ -130,19 +132,12 @@ def read_file(path: Path, run: str, fast: bool | None = None) -> RunRecords:
     return state.finish(run, str(path))
 
 
-def _load(path: Path):
-    """The file's bytes: a read-only map of it when the platform allows (no copy), else bytes."""
-    import mmap
-
+def _load(path: Path) -> bytes:
+    """The file's bytes, read (not mapped: a map of a log that is truncated while it is read
+    -- logrotate's copytruncate, a job restarted with `> log` -- kills the process with
+    SIGBUS on the next touch of a page past the new end; a read just returns fewer bytes)."""
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size < (1 << 20) or not hasattr(mmap, "MAP_POPULATE"):
-            return fh.read()
-        try:
-            return mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_PRIVATE | mmap.MAP_POPULATE,
-                             prot=mmap.PROT_READ)
-        except (OSError, ValueError):
-            return fh.read()
+        return fh.read()
 
 
 def _read_slow(raw, state: "_State") -> None:
@@ -261,8 +256,8 @@ class _State:
         if damaged is not None:
             self.b.skip(lineno, f"unparseable text after {len(pairs)} fields of a Megatron "
                                 f"iteration line: {damaged[:60]!r}", frag)
-        elif not keys & {_LM, "lm_loss"} and (dict(pairs).get(_NAN_KEY, 0) > 0 or not any(
-                k.endswith((" loss", "_loss")) for k in keys)):
+        elif not keys & {_LM, "lm_loss"} and _dropped_loss(keys, dict(pairs).get(_NAN_KEY, 0),
+                                                           dict(pairs).get(_SKIP_KEY, 0)):
             self.pts.add(_LM, it, math.nan, wall, lineno, _SYNTH_POS)
         self._lines.append(lineno)
         self._steps.append(it)
@@ -496,17 +491,30 @@ def _read_fast(raw, state: _State) -> bool:
     return True
 
 
+def _is_loss_key(key: str) -> bool:
+    return key.endswith((" loss", "-loss", "_loss"))
+
+
+def _dropped_loss(keys: "set[str] | tuple[str, ...]", nan_count: Any, skipped: Any) -> Any:
+    """Whether a training line without `lm loss` dropped a NaN loss (scalars or arrays): its
+    NaN count says so, or it prints no loss of any spelling (`lm-loss` is one) and skipped no
+    iteration (older Megatron-DeepSpeed drops the NaN loss and counts 0 NaN iterations). A line
+    that skipped iterations (the fp16 loss-scale search) and counts no NaN had no loss to print."""
+    if any(_is_loss_key(k) for k in keys):
+        return np.asarray(nan_count) > 0
+    return (np.asarray(nan_count) > 0) | (np.asarray(skipped) <= 0)
+
+
 def _lines_read(keys: tuple[str, ...], step: np.ndarray, wall: np.ndarray, order: np.ndarray,
                 values, total: tuple[int, int], state: _State) -> None:
     """What the training lines of one template (fields `keys`, `values(j)` the values of
     key j) add beside their fields' points, as `_State._train` would: the NaN loss Megatron
     dropped from them, and their (line, iteration) pairs."""
-    if _LM not in keys:
-        loss_keys = any(k.endswith(" loss") for k in keys)
-        if _NAN_KEY in keys:
-            synth = (values(keys.index(_NAN_KEY)) > 0) | (not loss_keys)
-        else:
-            synth = np.full(step.shape[0], not loss_keys)
+    if not set(keys) & {_LM, "lm_loss"}:
+        n = step.shape[0]
+        nan = values(keys.index(_NAN_KEY)) if _NAN_KEY in keys else np.zeros(n)
+        skipped = values(keys.index(_SKIP_KEY)) if _SKIP_KEY in keys else np.zeros(n)
+        synth = _dropped_loss(keys, nan, skipped) & np.ones(n, dtype=bool)
         sel = np.flatnonzero(synth)
         if sel.shape[0]:
             state.pts.add_array(_LM, step[sel], np.full(sel.shape[0], np.nan), wall[sel],

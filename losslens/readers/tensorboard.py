@@ -168,29 +168,21 @@ class _Chunk:
         a = int(p[0]) & 7
         nw = (a + size + 4 + 7) // 8
         q = p >> 3
-        d = np.empty((idx.shape[0], nw), dtype=np.uint64)
-        ored = np.empty(nw, dtype=np.uint64)
         head = np.uint64((0xFFFFFFFFFFFFFFFF << (8 * a)) & 0xFFFFFFFFFFFFFFFF)
         tail = a + size + 4 - 8 * (nw - 1)
         strided = self._strided(q, nw)
         if strided is not None:  # records evenly spaced (one writer, one layout): no gathers
+            d = np.empty((idx.shape[0], nw), dtype=np.uint64)
             np.bitwise_xor(strided, strided[0], out=d)
-            d[:, 0] &= head
-            if tail < 8:
-                d[:, nw - 1] &= np.uint64((1 << (8 * tail)) - 1)
-            ored = np.bitwise_or.reduce(d, axis=0)
-            vary = np.flatnonzero(ored.view(np.uint8)[a:a + size])
-            ref = self.buf[int(p[0]):int(p[0]) + size + 4]
-            return _Rows(d.view(np.uint8), a, ref, vary)
-        for c in range(nw):
-            col = self.words[q + c] if c else self.words[q]
-            x = col ^ col[0]
-            if c == 0:
-                x &= head
-            if c == nw - 1 and tail < 8:
-                x &= np.uint64((1 << (8 * tail)) - 1)
-            ored[c] = np.bitwise_or.reduce(x)
-            d[:, c] = x
+        else:
+            # every word of every record at once (a Python loop over the words cost 8 s for
+            # one 32 MB record), XORed in place with the first record's
+            d = self.words[q[:, None] + np.arange(nw, dtype=q.dtype)[None, :]]
+            d ^= d[0].copy()
+        d[:, 0] &= head
+        if tail < 8:
+            d[:, nw - 1] &= np.uint64((1 << (8 * tail)) - 1)
+        ored = np.bitwise_or.reduce(d, axis=0)
         vary = np.flatnonzero(ored.view(np.uint8)[a:a + size])
         ref = self.buf[int(p[0]):int(p[0]) + size + 4]
         return _Rows(d.view(np.uint8), a, ref, vary)

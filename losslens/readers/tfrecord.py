@@ -229,6 +229,12 @@ def _length_at(buf: np.ndarray, pos: int) -> int | None:
     return length
 
 
+def _data_ok(buf: np.ndarray, pos: int, length: int) -> bool:
+    """Whether the payload of the record at `pos` matches its data CRC."""
+    stored = int.from_bytes(buf[pos + 12 + length:pos + 16 + length].tobytes(), "little")
+    return int(mask(crc32c(buf[pos + 12:pos + 12 + length]))) == stored
+
+
 @dataclass
 class _Walk:
     starts: list[np.ndarray] = field(default_factory=list)
@@ -240,19 +246,49 @@ class _Walk:
     unframed: bool = False  # the chunk ended while looking for a valid header
 
 
+#: Bytes searched at once for the next valid header after damage (bounded scratch memory:
+#: a chunk of zeros or garbage is searched window by window, never all at once).
+RESYNC_WINDOW = 1 << 20
+
+
+def next_header(buf: np.ndarray, n: int, pos: int) -> int | None:
+    """The first position at or after `pos` whose length CRC checks, or None in the chunk."""
+    a = max(pos, 0)
+    while a + 12 <= n:
+        b = min(n, a + RESYNC_WINDOW + 12)
+        if not buf[a:b].any():  # zeros (a sparse or preallocated stretch): no header there
+            a = b - 11
+            continue
+        found, _ = _every_header(buf[a:b + PAD], b - a)
+        if found.shape[0]:
+            return a + int(found[0])
+        a = b - 11
+    return None
+
+
 def _resync(buf: np.ndarray, n: int, at_eof: bool, bad: int | None, pos: int, out: _Walk,
             every: list) -> int | None:
     """The next position whose length CRC checks, at or after `pos`; None: none in the chunk."""
-    if not every:
-        every.append(_header_candidates(buf, n, every=True)[0])
-    k = int(np.searchsorted(every[0], pos))
-    if k == every[0].shape[0]:
+    found = next_header(buf, n, pos)
+    if found is None:
         out.resyncs.append((bad, None))
         out.unframed = True
         out.carry = None if at_eof else max(pos + 1, n - 11)
         return None
-    out.resyncs.append((bad, int(every[0][k])))
-    return int(every[0][k])
+    out.resyncs.append((bad, found))
+    return found
+
+
+def _bogus(buf: np.ndarray, n: int, out: _Walk, at: int, length: int, why: str) -> int | None:
+    """A header whose length checks but cannot be right (past the end of the file, or not
+    followed by a record while a valid header lies inside its payload): the next valid
+    header after it, where reading goes on, with the bytes skipped reported; None if none."""
+    found = next_header(buf, n, at + 12)
+    if found is None:
+        return None
+    out.problems.append((at, f"record length {length} {why}; {found - at} bytes skipped to "
+                         "the next valid record", -1))
+    return found
 
 
 def _end(out: _Walk, n: int, at_eof: bool, last: int, length: int) -> _Walk:
@@ -281,9 +317,25 @@ def _walk(buf: np.ndarray, n: int, at_eof: bool, resync: bool) -> _Walk:
             j = int(np.searchsorted(breaks, k))
             e = int(breaks[j]) if j < breaks.shape[0] else v.shape[0] - 1
             complete = e + 1 if nxt[e] <= n else e
+            inside = (complete == e + 1 and e + 1 < v.shape[0] and v[e + 1] < nxt[e] < n
+                      and _length_at(buf, int(nxt[e])) is None
+                      and not _data_ok(buf, int(v[e]), int(lens[e])))
+            if inside:  # its end leads nowhere, and a valid header lies inside it
+                complete = e
             out.starts.append(v[k:complete])
             out.lengths.append(lens[k:complete])
+            if inside:
+                pos = _bogus(buf, n, out, int(v[e]), int(lens[e]),
+                             "does not lead to the next record")  # type: ignore[assignment]
+                continue
             if complete == e:
+                if at_eof:
+                    resumed = _bogus(buf, n, out, int(v[e]), int(lens[e]),
+                                     f"runs past the end of the file ({n - int(v[e]) - 12} "
+                                     "bytes left)")
+                    if resumed is not None:
+                        pos = resumed
+                        continue
                 return _end(out, n, at_eof, int(v[e]), int(lens[e]))
             pos = int(nxt[e])
         elif n - pos < 12:
@@ -298,6 +350,12 @@ def _walk(buf: np.ndarray, n: int, at_eof: bool, resync: bool) -> _Walk:
                 bad = pos  # length CRC mismatch: the length cannot be trusted
                 continue
             if pos + 16 + length > n:
+                if at_eof:
+                    resumed = _bogus(buf, n, out, pos, length, f"runs past the end of the file "
+                                     f"({n - pos - 12} bytes left)")
+                    if resumed is not None:
+                        pos = resumed
+                        continue
                 return _end(out, n, at_eof, pos, length)
             out.starts.append(np.array([pos], np.int64))
             out.lengths.append(np.array([length], np.int64))

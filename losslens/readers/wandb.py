@@ -10,6 +10,8 @@ needs (§15.3). Damaged files are salvaged record by record.
 - `sniff_wandb_history` / `read_wandb_history`: `wandb-history.jsonl` (wandb < 0.10, exports).
 - `read_api("wandb://entity/project/run_id")`: every row through `scan_history()` (needs wandb).
 
+The framing and its salvage are in `wandb_log`, the protobuf decoding in `wandb_proto`.
+
 History rows become points: tag = the key path joined with "/", step = `_step` (or the
 `define_metric` step metric, e.g. HF's `train/global_step`, when the row carries it), wall time =
 `_timestamp`. Non-numeric values (strings, booleans, media, lists) are not series and are passed
@@ -21,7 +23,6 @@ import json
 import math
 import re
 import struct
-import zlib
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -29,12 +30,11 @@ from typing import Any, Callable, Iterator, Mapping
 from ..errors import InvalidParameterError, LossLensError, MissingDependencyError, ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .textutil import as_float
-
-MAGIC = b":W&B\xe1\xbe\x00"  # ":W&B", uint16 0xBEE1 little-endian, version 0
-BLOCK = 32 * 1024
-HEADER = 7  # record header: uint32 crc, uint16 length, uint8 type
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-_TYPE_CRC = {t: zlib.crc32(bytes([t])) for t in (FULL, FIRST, MIDDLE, LAST)}
+from .wandb_log import MAGIC, Damage, iter_payloads
+from .wandb_proto import (EXIT_FIELDS, METRIC_FIELDS, OUTPUT_FIELDS, R_CONFIG, R_EXIT, R_HISTORY,
+                          R_METRIC, R_OUTPUT, R_OUTPUT_RAW, R_RUN, R_SUMMARY, RUN_FIELDS,
+                          ProtoError, decode_history, decode_message, decode_updates, json_any,
+                          record_body)
 
 #: Steps are int64: a `_step` (or step metric) beyond is damage, not a step.
 _STEP_LIMIT = 2 ** 63
@@ -44,393 +44,10 @@ BOOKKEEPING = frozenset({"_step", "_runtime", "_timestamp"})
 MAX_EXTRA_KEYS = 400
 MAX_EXTRA_VALUE = 200
 CONSOLE_HEAD_LINES = 3
-
-
-# --------------------------------------------------------------------------------------------
-# Framing (§15.2)
-
-
-class Damage:
-    """Collects damaged stretches of a `.wandb` file, rendered as one-line warnings."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._places: list[list[Any]] = []  # [index, offset, why, exact, skipped up to]
-        self.records_lost = 0
-        self.notes: list[str] = []  # oddities that lost nothing countable
-
-    def lost(self, index: int, offset: int, why: str, exact: bool = True,
-             upto: int | None = None) -> bool:
-        """A record lost: `index` is the position it had among the file's records; `upto`
-        ends the unreadable bytes skipped (then more records may have been there). A stretch
-        that continues the previous one extends it; returns False then (no new record)."""
-        last = self._places[-1] if self._places else None
-        if upto is not None and last is not None and last[4] == offset:
-            last[4] = upto
-            return False
-        self.records_lost += 1
-        self._places.append([index, offset, why, exact and upto is None, upto])
-        return True
-
-    @property
-    def messages(self) -> list[str]:
-        out = []
-        for index, offset, why, exact, upto in self._places:
-            skipped = f", {upto - offset} bytes skipped" if upto is not None else ""
-            count = "1 record lost" if exact else "at least 1 record lost"
-            out.append(f"{self.name}: record {index} at byte {offset}: {why}{skipped}; {count}")
-        return out
-
-    def summary(self) -> str:
-        exact = all(p[3] for p in self._places)
-        lost = self.records_lost if exact else f"at least {self.records_lost}"
-        return (f"{self.name}: {lost} damaged record(s) lost in {len(self._places)} "
-                "place(s); the intact records were read")
-
-
-_LOST = -1  # pseudo record type of a damaged stretch in `_Framing`'s output
-_ZEROS = bytes(HEADER)
-
-
-class _Framing:
-    """The physical records of a `.wandb` file, with salvage.
-
-    A record is intact when its type is known and its checksum holds. After a damaged
-    stretch, reading resumes at the next offset where an intact record starts (the checksum
-    proves it), searched over at most one block. Block boundaries are tracked from the
-    fragments themselves (a FIRST or MIDDLE fragment always ends one), so a stretch of bytes
-    missing from the middle of a file costs only the records it held.
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.n = data, len(data)
-        self.shift = 0  # block boundaries are at offsets = shift (mod BLOCK)
-        self.zero_tail = 0  # length of an all-zero end of file
-
-    def left(self, pos: int) -> int:
-        return BLOCK - (pos - self.shift) % BLOCK
-
-    def record_end(self, pos: int) -> int:
-        """End offset of an intact physical record starting at `pos`, or -1."""
-        if self.n - pos < HEADER:
-            return -1
-        crc, length, rtype = struct.unpack_from("<IHB", self.data, pos)
-        end = pos + HEADER + length
-        if rtype not in _TYPE_CRC or end > self.n or length > BLOCK - HEADER:
-            return -1
-        return end if zlib.crc32(self.data[pos + HEADER:end], _TYPE_CRC[rtype]) == crc else -1
-
-    def resync(self, pos: int, hint: int | None) -> int:
-        """Where to go on after a damaged record at `pos`: `hint` (its end by its own length
-        field) if an intact record, a block trailer or the end of the file is there, else the
-        next intact record within a block's reach, else a block further on."""
-        if hint is not None and (hint >= self.n or self.left(hint) < HEADER
-                                 or self.record_end(hint) > 0):
-            return hint
-        data, stop = self.data, min(pos + BLOCK, self.n - HEADER)
-        for p in range(pos + 1, stop + 1):
-            if 1 <= data[p + 6] <= 4 and self.record_end(p) > 0:
-                return p
-        return pos + BLOCK
-
-    def diagnose(self, pos: int) -> tuple[str, int | None, bool]:
-        """Why the record at `pos` is not intact: (reason, its end if plausible, truncated?)."""
-        if self.data[pos:pos + HEADER] == _ZEROS:
-            return "zero-filled gap", None, False
-        if self.n - pos < HEADER:
-            return "file ends inside a record header", None, True
-        crc, length, rtype = struct.unpack_from("<IHB", self.data, pos)
-        if rtype not in _TYPE_CRC or HEADER + length > self.left(pos):
-            return f"bad record header (type {rtype}, length {length})", None, False
-        if pos + HEADER + length > self.n:
-            return (f"file ends inside the record ({self.n - pos - HEADER} of {length} bytes)",
-                    None, True)
-        return "bad checksum", pos + HEADER + length, False
-
-    def __iter__(self) -> Iterator[tuple[int, int, Any]]:
-        """(offset, type, data) of each intact physical record; damage comes as
-        (offset, _LOST, (reason, exactly one record lost?, end of the bytes skipped or None)).
-        A truncated tail ends it."""
-        data, n, pos = self.data, self.n, len(MAGIC)
-        while pos < n:
-            end = self.record_end(pos)
-            if end > 0:
-                rtype = data[pos + HEADER - 1]
-                yield pos, rtype, data[pos + HEADER:end]
-                if rtype == FIRST or rtype == MIDDLE:  # these fill their block to its end
-                    self.shift = end % BLOCK
-                pos = end
-                continue
-            left = self.left(pos)
-            if left < HEADER and data[pos:pos + left] == bytes(left):  # block trailer
-                pos += left
-                continue
-            if data[pos] == 0 == data[-1] and data.count(0, pos) == n - pos:
-                self.zero_tail = n - pos  # preallocated, or zero-filled after a crash
-                return
-            why, hint, short = self.diagnose(pos)
-            resume = self.resync(pos, hint)
-            if resume >= n:
-                tail = "; truncated tail" if short else "" if resume == hint else ", nothing after it"
-                yield pos, _LOST, (why + tail, resume == hint or short, None)
-                return
-            yield pos, _LOST, (why, True, None) if resume == hint else (why, False, resume)
-            pos = resume
-
-
-def iter_payloads(data: bytes, damage: Damage) -> Iterator[tuple[int, int, bytes]]:
-    """(record index from 1, byte offset of its first fragment, payload) for every intact record.
-
-    FIRST/MIDDLE/LAST fragments are joined. Every lost record gets one `damage` entry and an
-    index of its own, so record indexes stay positions in the file.
-    """
-    index = 0
-    pending: list[bytes] | None = None  # fragments of a FIRST..LAST record being assembled
-    pending_at = 0
-    in_damage = False  # continuations of a record already counted as lost are dropped quietly
-    framing = _Framing(data)
-    for pos, rtype, chunk in framing:
-        if rtype == _LOST:
-            index += damage.lost(index + 1, pos, *chunk)
-            pending, in_damage = None, True
-        elif rtype == FULL or rtype == FIRST:
-            in_damage = False
-            if pending is not None:
-                index += 1
-                damage.lost(index, pending_at, "record start without its end")
-            pending = None
-            if rtype == FULL:
-                index += 1
-                yield index, pos, chunk  # type: ignore[misc]
-            else:
-                pending, pending_at = [chunk], pos  # type: ignore[list-item]
-        elif pending is None:
-            if not in_damage:
-                index += 1
-                damage.lost(index, pos, "record continuation without its start")
-                in_damage = True
-        else:
-            pending.append(chunk)  # type: ignore[arg-type]
-            if rtype == LAST:
-                index += 1
-                yield index, pending_at, b"".join(pending)
-                pending = None
-    if pending is not None:
-        index += 1
-        damage.lost(index, pending_at, "file ends inside a record split over blocks")
-    if framing.zero_tail:
-        damage.notes.append(f"{damage.name}: the last {framing.zero_tail} bytes are zeros "
-                            "(preallocated, or a write cut off by a crash); nothing in them")
-
-
-# --------------------------------------------------------------------------------------------
-# Protobuf wire format (only what §15.3 needs)
-
-
-class ProtoError(ValueError):
-    """A payload that is not a well-formed protobuf message."""
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ProtoError("varint longer than 10 bytes")
-
-
-def fields(buf: bytes) -> list[tuple[int, Any]]:
-    """(field number, value) pairs: int for varints, bytes for length-delimited/fixed fields.
-
-    One-byte keys and lengths (nearly all of them) take an inlined fast path: this loop is
-    where a large run file spends its time.
-    """
-    if not isinstance(buf, bytes):
-        raise ProtoError("expected a length-delimited sub-message")
-    out: list[tuple[int, Any]] = []
-    pos, n = 0, len(buf)
-    try:
-        while pos < n:
-            key = buf[pos]
-            if key < 0x80:
-                pos += 1
-            elif buf[pos + 1] < 0x80:  # two-byte key: field numbers 16..2047 (value_json=16)
-                key = (key & 0x7F) | (buf[pos + 1] << 7)
-                pos += 2
-            else:
-                key, pos = _varint(buf, pos)
-            wire = key & 7
-            if wire == 2:
-                size = buf[pos]
-                if size < 0x80:
-                    pos += 1
-                else:
-                    size, pos = _varint(buf, pos)
-                end = pos + size
-                value = buf[pos:end]
-            elif wire == 0:
-                value, end = _varint(buf, pos)
-            elif wire == 1:
-                end = pos + 8
-                value = buf[pos:end]
-            elif wire == 5:
-                end = pos + 4
-                value = buf[pos:end]
-            else:
-                raise ProtoError(f"unsupported wire type {wire}")
-            if end > n:
-                raise ProtoError("field runs past the end of the message")
-            out.append((key >> 3, value))
-            pos = end
-    except IndexError:
-        raise ProtoError("message ends inside a varint") from None
-    return out
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, bytes):
-        raise ProtoError("expected a length-delimited string")
-    return value.decode("utf-8", errors="replace")
-
-
-def _item_parts(buf: bytes) -> tuple[str, list[str] | None, bytes | None, Any]:
-    """An item message's (key, nested_key list or None, value_json / json bytes, typed value).
-
-    Hand-inlined: history and summary items are the bulk of a run file.
-    """
-    key, nested, text, typed = "", None, None, None
-    for num, raw in fields(buf):
-        if num == 2:
-            if nested is None:
-                nested = []
-            nested.append(_text(raw))
-        elif num == 16 or num == 8:
-            if not isinstance(raw, bytes):
-                raise ProtoError("expected a length-delimited value_json")
-            text = raw
-        elif num == 1:
-            key = _text(raw)
-        elif num == 6 and isinstance(raw, bytes) and len(raw) == 8:
-            typed = struct.unpack("<d", raw)[0]
-        elif num == 5 and isinstance(raw, int):
-            typed = float((raw >> 1) ^ -(raw & 1))
-    return key, nested, text, typed
-
-
-def decode_item(buf: bytes) -> tuple[tuple[str, ...], Any]:
-    """A HistoryItem / SummaryItem / ConfigItem: (key path, value) with the value decoded.
-
-    `key`=1 (legacy) or repeated `nested_key`=2 (wandb-core); `value_json`=16, or the typed
-    fields of newer protos (`integer`=5 zigzag, `number`=6 double, `json`=8; booleans, text and
-    none are not series and decode as None).
-    """
-    key, nested, text, typed = _item_parts(buf)
-    value = json_value(text.decode("utf-8", "replace")) if text is not None else typed
-    return (tuple(nested) if nested else (key,)), value
-
-
-def json_value(text: str) -> Any:
-    """A `value_json` string: a float for numbers (`NaN`, `Infinity` included), a dict for
-    objects, None for anything else (strings, booleans, null, lists)."""
-    try:
-        return float(text)  # fast path; float() also reads NaN / Infinity / -Infinity
-    except ValueError:
-        pass
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return as_float(value)
-    return None
-
-
-def decode_history(buf: bytes) -> tuple[list[tuple[tuple[str, ...], Any]], int | None]:
-    """HistoryRecord: (items, step.num or None when absent)."""
-    items, step = [], None
-    for num, raw in fields(buf):
-        if num == 1:
-            items.append(decode_item(raw))
-        elif num == 2:
-            step = 0
-            for snum, sraw in fields(raw):
-                if snum == 1 and isinstance(sraw, int):
-                    step = sraw - (1 << 64) if sraw >= 1 << 63 else sraw
-    return items, step
-
-
-def decode_updates(buf: bytes) -> tuple[list[tuple[tuple[str, ...], bytes]],
-                                         list[tuple[str, ...]]]:
-    """ConfigRecord / SummaryRecord: (updates as (key path, value_json bytes), removed paths).
-
-    The JSON is left undecoded: wandb-core repeats the whole summary every step, and only the
-    final value of a few keys is ever needed.
-    """
-    updates, removed = [], []
-    for num, raw in fields(buf):
-        if (num == 1 or num == 2) and isinstance(raw, bytes):
-            key, nested, text, _ = _item_parts(raw)
-            path = tuple(nested) if nested else (key,)
-            (updates.append((path, text or b"null")) if num == 1 else removed.append(path))
-    return updates, removed
-
-
-def _json_any(text: bytes | str) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-
-
-def decode_message(buf: bytes, spec: Mapping[int, str]) -> dict[str, Any]:
-    """The fields named in `spec` (number -> name): `name` a string, `#name` a varint,
-    `~name` a sub-message (bytes), `name[]` a repeated string. A wrong wire type raises."""
-    out: dict[str, Any] = {}
-    for num, raw in fields(buf):
-        name = spec.get(num)
-        if name is None:
-            continue
-        if name[0] == "#":
-            if not isinstance(raw, int):
-                raise ProtoError(f"field {num} ({name[1:]}) should be a varint")
-            out[name[1:]] = raw - (1 << 64) if raw >= 1 << 63 else raw
-        elif name[0] == "~":
-            if not isinstance(raw, bytes):
-                raise ProtoError(f"field {num} ({name[1:]}) should be a sub-message")
-            out[name[1:]] = raw
-        elif name.endswith("[]"):
-            out.setdefault(name[:-2], []).append(_text(raw))
-        else:
-            out[name] = _text(raw)
-    return out
-
-
-_RUN_FIELDS = {1: "run_id", 2: "entity", 3: "project", 4: "~config", 6: "run_group",
-               7: "job_type", 8: "display_name", 10: "tags[]", 14: "#starting_step",
-               18: "#resumed", 22: "#forked"}
-_METRIC_FIELDS = {1: "name", 2: "glob_name", 4: "step_metric"}
-_OUTPUT_FIELDS = {1: "#output_type", 3: "line"}
-_EXIT_FIELDS = {1: "#exit_code"}
-# Record oneof field numbers (§15.3)
-R_HISTORY, R_SUMMARY, R_OUTPUT, R_CONFIG, R_METRIC, R_OUTPUT_RAW, R_RUN, R_EXIT = (
-    2, 3, 4, 5, 12, 13, 17, 18)
-_WANTED = frozenset({R_HISTORY, R_SUMMARY, R_OUTPUT, R_CONFIG, R_METRIC, R_OUTPUT_RAW, R_RUN,
-                     R_EXIT})
-
-
-def record_body(payload: bytes) -> tuple[int, bytes] | None:
-    """(Record field number, sub-message bytes) of the record types losslens reads, else None."""
-    for num, raw in fields(payload):
-        if num in _WANTED and isinstance(raw, bytes):
-            return num, raw
-    return None
+#: Bounds on a run config: values visited, nesting levels, bytes of a config.yaml.
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_BYTES = 16 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,21 +165,22 @@ _FLOAT_FIELDS = frozenset(_ALIASES) - _INT_FIELDS - _STR_FIELDS
 
 def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Config flattened to dotted keys, config.yaml's {"value": x, "desc": ...} unwrapped and
-    W&B's own `_wandb` entry dropped."""
+    W&B's own `_wandb` entry dropped. Bounded: at most `MAX_CONFIG_NODES` values visited and
+    `MAX_CONFIG_DEPTH` levels (a config is a few hundred keys; a shared sub-tree repeated by
+    reference is not walked again and again)."""
     out: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
+    stack = [(str(k), v, 1) for k, v in reversed(list(config.items()))
+             if k != "_wandb" and k != "wandb_version"]
+    budget = MAX_CONFIG_NODES
+    while stack and budget > 0:
+        prefix, value, depth = stack.pop()
+        budget -= 1
         if isinstance(value, dict) and "value" in value and set(value) <= {"value", "desc"}:
             value = value["value"]  # config.yaml form
-        if isinstance(value, dict) and value:
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        if isinstance(value, dict) and value and depth < MAX_CONFIG_DEPTH:
+            stack += [(f"{prefix}.{k}", v, depth + 1) for k, v in reversed(list(value.items()))]
         else:
             out[prefix] = value
-
-    for key, value in config.items():
-        if key != "_wandb" and key != "wandb_version":
-            walk(str(key), value)
     return out
 
 
@@ -667,7 +285,7 @@ class _RunState:
     def apply_config(self, buf: bytes) -> None:
         updates, removed = decode_updates(buf)
         for path, text in updates:
-            self.config[".".join(path)] = _json_any(text)
+            self.config[".".join(path)] = json_any(text)
         for path in removed:
             self.config.pop(".".join(path), None)
 
@@ -698,17 +316,17 @@ def _dispatch(kind: int, body: bytes, index: int, sink: RowSink, state: _RunStat
         state.apply_config(body)
     elif kind in (R_OUTPUT_RAW, R_OUTPUT):
         if len(state.console) < 100_000:  # only counted and sampled; keep memory bounded
-            state.console.append(decode_message(body, _OUTPUT_FIELDS).get("line", ""))
+            state.console.append(decode_message(body, OUTPUT_FIELDS).get("line", ""))
     elif kind == R_METRIC:
-        m = decode_message(body, _METRIC_FIELDS)
+        m = decode_message(body, METRIC_FIELDS)
         sink.define(m.get("name", ""), m.get("glob_name", ""), m.get("step_metric", ""))
     elif kind == R_RUN:
-        run = decode_message(body, _RUN_FIELDS)
+        run = decode_message(body, RUN_FIELDS)
         if "config" in run:
             state.apply_config(run.pop("config"))
         state.run.update(run)
     elif kind == R_EXIT:
-        state.exit_code = decode_message(body, _EXIT_FIELDS).get("exit_code", 0)
+        state.exit_code = decode_message(body, EXIT_FIELDS).get("exit_code", 0)
 
 
 def scan(path: Path, builder: RecordsBuilder) -> _RunState:
@@ -734,6 +352,7 @@ def scan(path: Path, builder: RecordsBuilder) -> _RunState:
         builder.warn(damage.summary())
     for note in damage.notes:
         builder.warn(note)
+
     state.history_tags = sink.tags | sink.axes
     if state.last_mirror is not None:
         try:
@@ -760,7 +379,7 @@ def _run_extra(state: _RunState) -> dict[str, str]:
     kept = [(k, v) for k, v in state.summary.items()  # only what history does not already hold
             if k not in state.history_tags and k not in prefixes and not k.startswith("_")]
     for key, text in kept[:50]:
-        extra[f"wandb.summary.{key}"] = _text_value(_json_any(text))
+        extra[f"wandb.summary.{key}"] = _text_value(json_any(text))
     if state.console:
         lines = "".join(state.console).splitlines()
         extra["wandb.console_lines"] = str(len(lines))
@@ -789,7 +408,7 @@ def console_text(path: Path) -> str:
         try:
             found = record_body(payload)
             if found and found[0] in (R_OUTPUT_RAW, R_OUTPUT):
-                parts.append(decode_message(found[1], _OUTPUT_FIELDS).get("line", ""))
+                parts.append(decode_message(found[1], OUTPUT_FIELDS).get("line", ""))
         except (ProtoError, UnicodeDecodeError):
             continue
     return "".join(parts)
@@ -844,18 +463,71 @@ def _row_values(row: Mapping[str, Any]) -> dict[str, float]:
     return values
 
 
-def _sibling_config(path: Path) -> dict[str, Any]:
-    """config.yaml next to a pre-0.10 wandb-history.jsonl ({key: {desc, value}})."""
+def _sibling_config(path: Path, builder: RecordsBuilder) -> dict[str, Any]:
+    """config.yaml next to a pre-0.10 wandb-history.jsonl ({key: {desc, value}}).
+
+    Loaded with PyYAML's safe loader, but the node graph is measured before it is built: an
+    alias bomb (a few hundred bytes whose aliases expand to billions of values) or a file
+    over `MAX_CONFIG_BYTES` is left out with a warning, as is a file that is not YAML."""
     cfg = path.with_name("config.yaml")
     if not cfg.is_file():
         return {}
     try:
         import yaml
+    except ImportError:  # the config is optional
+        return {}
+    try:
+        with open(cfg, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ValueError(f"over {MAX_CONFIG_BYTES >> 20} MB")
+        from .jsonl import flow_depth
 
-        loaded = yaml.safe_load(cfg.read_text(encoding="utf-8", errors="replace"))
-    except Exception:  # yaml missing or the file is not plain YAML: the config is optional
+        if flow_depth(raw) > MAX_CONFIG_DEPTH:  # (PyYAML recurses per level: 50k levels of
+            raise ValueError(f"nested deeper than {MAX_CONFIG_DEPTH} levels")  # [ took 12 s)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(raw.decode("utf-8", "replace"))
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return {}
+            size = _expanded_size(node)
+            if size > MAX_CONFIG_NODES:
+                raise ValueError(f"its aliases expand to over {MAX_CONFIG_NODES:,} values")
+            loaded = loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except (yaml.YAMLError, ValueError, RecursionError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        builder.warn(f"{cfg}: run config left out ({reason[:200]})")
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+def _expanded_size(root: Any) -> int:
+    """How many nodes a YAML node graph has once every alias is expanded (each shared node
+    measured once; the count stops growing past `MAX_CONFIG_NODES`)."""
+    import yaml
+
+    size: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        if isinstance(node, yaml.MappingNode):
+            kids = [x for pair in node.value for x in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            kids = list(node.value)
+        else:
+            size[id(node)] = 1
+            continue
+        if children_done:
+            size[id(node)] = min(1 + sum(size.get(id(k), 0) for k in kids),
+                                 MAX_CONFIG_NODES + 1)
+        else:
+            stack.append((node, True))
+            stack += [(k, False) for k in kids if id(k) not in size]
+    return size[id(root)]
 
 
 def read_wandb_history(path: Path, run: str) -> list[RunRecords]:
@@ -867,7 +539,7 @@ def read_wandb_history(path: Path, run: str) -> list[RunRecords]:
     sink = RowSink(builder)
     for lineno, row in _history_rows(read_text(path), builder):
         sink.row(_row_values(row), None, lineno)
-    meta = config_meta(_sibling_config(path))
+    meta = config_meta(_sibling_config(path, builder))
     return [builder.build(run, str(path), "wandb-history", meta)]
 
 

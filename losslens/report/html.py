@@ -23,7 +23,7 @@ EVENT_COLORS = {
     "spike": "#d62728", "divergence": "#8e24aa", "nonfinite": "#6d0000", "grokking": "#2e7d32",
     "sudden_drop": "#43a047", "changepoint": "#795548", "rollback": "#607d8b",
     "resume_spike": "#ef6c00", "repeat_data": "#c49000", "grad_spike": "#e91e63",
-    "overflow": "#00838f"}
+    "overflow": "#00838f", "overfitting": "#f9a825"}
 SEVERITY_COLORS = {"info": "#1e6fb8", "warning": "#b26a00", "critical": "#c62828",
                    "clean": "#2e7d32"}
 

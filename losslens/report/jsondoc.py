@@ -29,6 +29,7 @@ def run_document(info: RunInfo, events: Sequence[Event] = (), findings: Sequence
         "warnings": list(info.warnings),
         "last_step": info.last_step,  # the last iteration (tags on other step axes left out)
         "notes": list(info.notes),
+        "error": info.error,  # why the run could not be read or analysed; null when it was
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from ..events import Event, Finding, SkipPlan
+from ..textsafe import line, markdown, markdown_code
 from ..frame import RunInfo
 
 SEVERITY_LABEL = {"info": "INFO", "warning": "WARNING", "critical": "CRITICAL"}
@@ -16,19 +17,19 @@ SEVERITY_LABEL = {"info": "INFO", "warning": "WARNING", "critical": "CRITICAL"}
 
 def text(value: object) -> str:
     """Prose from a log (tags, run names inside findings): HTML characters as entities, so
-    a Markdown renderer that passes HTML through shows them instead of interpreting them."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    a Markdown renderer that passes HTML through shows them instead of interpreting them;
+    control characters visible and newlines folded (`textsafe.line`)."""
+    return line(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def cell(value: object) -> str:
     """A table cell: HTML characters as entities, pipes escaped, newlines folded."""
-    out = "" if value is None else text(value)
-    return out.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    raw = "" if value is None else str(value).replace("\r", " ").replace("\n", " ")
+    return text(raw).replace("\\", "\\\\").replace("|", "\\|")
 
 
 def code(value: object) -> str:
-    text = str(value).replace("`", "'")
-    return f"`{text}`"
+    return markdown_code(value)
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]],
@@ -126,7 +127,10 @@ def plan_lines(plan: SkipPlan, gbs: int | None) -> list[str]:
 
 def run_section(ra) -> list[str]:
     info = ra.info
-    out = [f"## {info.run}", ""] + summary(info, ra.worst, len(ra.events)) + [""]
+    if ra.error:
+        return [f"## {markdown(info.run)}", "", "**Status: FAILED** — could not be read or "
+                f"analysed: {markdown(ra.error)}", ""]
+    out = [f"## {markdown(info.run)}", ""] + summary(info, ra.worst, len(ra.events)) + [""]
     out += ["### Series", ""] + table(
         ("tag", "role", "points", "steps", "non-finite"),
         ([s.tag, s.role, f"{s.points:,}", f"{s.first_step}–{s.last_step}", s.nonfinite or ""]
@@ -146,7 +150,7 @@ def run_section(ra) -> list[str]:
         out += ["Nothing to skip: no event needs a restart.", ""]
     warns = list(info.warnings) + list(ra.plan_warnings)
     if warns:
-        out += ["### Warnings", ""] + [f"- {w}" for w in warns] + [""]
+        out += ["### Warnings", ""] + [f"- {markdown(w)}" for w in warns] + [""]
     return out
 
 
@@ -155,9 +159,9 @@ def render(analysis) -> str:
     from .. import __version__
 
     runs = analysis.runs
-    worst = [ra.worst or "clean" for ra in runs]
+    worst = ["failed" if ra.error else ra.worst or "clean" for ra in runs]
     head = [f"# losslens report", "",
             f"losslens {__version__}: {len(runs)} run(s); "
-            + ", ".join(f"{ra.info.run}: {w}" for ra, w in zip(runs, worst)), ""]
+            + ", ".join(f"{markdown(ra.info.run)}: {w}" for ra, w in zip(runs, worst)), ""]
     body = [line for ra in runs for line in run_section(ra)]
     return "\n".join(head + body).rstrip("\n") + "\n"

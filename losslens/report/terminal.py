@@ -8,11 +8,17 @@ from __future__ import annotations
 from typing import Sequence
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _markup_escape
 from rich.table import Table
 
 from ..frame import Frame
 from ..textsafe import line as safe
+
+
+def escape(value: object) -> str:
+    """Log text for rich markup: control characters visible (no escape sequence reaches the
+    terminal: `ESC]52` clipboard writes, `ESC[2J`), newlines folded, markup escaped."""
+    return _markup_escape(safe(value))
 
 
 def _console() -> Console:
@@ -63,15 +69,15 @@ def loss_plot(frame, ra, losses, width: int, height: int = 10, title: str = ""):
     curves = []
     for s in losses[:4]:
         series = frame.series(ra.info.run, s.tag)
-        curves.append(Curve(s.tag, series.step, series.value))
-    tags = {c.label for c in curves}
+        curves.append(Curve(safe(s.tag), series.step, series.value))  # (a legend: no ESC)
+    tags = {s.tag for s in losses[:4]}
     marks = [Marker(e.start_step, e.kind, e.severity) for e in ra.events
              if e.tag in tags and (e.kind in _PLOTTED or e.severity != "info"
                                    or e.kind == "grad_spike")]
     return render(curves, marks, width=min(width, 120), height=height, title=title)
 
 
-_SEV_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
+_SEV_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red", "failed": "bold red"}
 
 
 def _say(console: Console, text, indent: int = 0, style: str | None = None) -> None:
@@ -190,7 +196,15 @@ def print_analysis(analysis, console: Console | None = None) -> None:
         print_fleet(analysis, console)
     for ra in analysis.runs:
         info = ra.info
-        _header(console, info, ra.worst or "clean")
+        worst = "failed" if ra.error else ra.worst or "clean"
+        _header(console, info, worst)
+        if ra.error:
+            from rich.text import Text
+
+            _say(console, Text.assemble(("could not be read or analysed: ", "red"),
+                                        safe(ra.error)), indent=2)
+            console.print()
+            continue
         losses = [s for s in info.series if s.role in ("train_loss", "val_loss")]
         grads = [s for s in info.series if s.role == "grad_norm"]
         for s in losses + grads:
@@ -246,7 +260,9 @@ def print_fleet(analysis, console: Console | None = None) -> None:
     from ..pipeline import fleet
 
     console = console or _console()
-    rows = [(Text(safe(row.run)), _sev(row.worst or "clean"), Text(safe(row.finding or "")),
+    failed = {ra.info.run for ra in analysis.runs if ra.error}
+    rows = [(Text(safe(row.run)), _sev("failed" if row.run in failed else row.worst or "clean"),
+             Text(safe(row.finding or "")),
              str(row.events), "-" if row.last_step is None else f"{row.last_step:,}")
             for _, row in sorted(enumerate(fleet(analysis)), key=_worst_first)]
     console.print(_grid(f"{len(analysis.runs)} runs", ("run", "worst", "finding", "events",

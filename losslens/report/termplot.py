@@ -24,7 +24,7 @@ _BRAILLE = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]])  #
 _SEV = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 _MARK = {"spike": "▲", "divergence": "◆", "nonfinite": "✖", "rollback": "↺",
          "resume_spike": "▲", "repeat_data": "≡", "grokking": "▼", "sudden_drop": "▼",
-         "overflow": "!", "changepoint": "┊", "grad_spike": "△"}
+         "overflow": "!", "changepoint": "┊", "grad_spike": "△", "overfitting": "◇"}
 
 
 @dataclass(frozen=True)

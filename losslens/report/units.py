@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 #: Kinds whose magnitude is a ratio peak / level (×).
-_RATIO = {"spike", "grad_spike", "resume_spike"}
+_RATIO = {"spike", "grad_spike", "resume_spike", "overfitting"}
 #: Kinds whose magnitude is a relative change (shown in percent).
 _RELATIVE = {"changepoint": "level", "grokking": "val. improvement",
              "sudden_drop": "drop", "repeat_data": "under-reported"}
@@ -27,7 +27,7 @@ STORM_MIN = 6
 #: What the plot marks mean (the same symbols in the terminal and the HTML legend).
 MARK_NAMES = {"▲": "spike", "◆": "divergence", "✖": "non-finite", "↺": "rollback/resume",
               "≡": "repeated data", "▼": "sudden drop / grokking", "!": "fp16 overflow",
-              "┊": "regime change", "△": "grad-norm spike"}
+              "┊": "regime change", "△": "grad-norm spike", "◇": "overfitting"}
 
 
 def _num(v: float) -> str:

@@ -179,10 +179,8 @@ def _nan_truth(steps: np.ndarray, values: np.ndarray, nan_at: int | None,
     first = int(np.searchsorted(steps, n0))
     values[first:] = np.nan
     values[first::7] = np.inf  # some trainers print inf, most nan
-    out = [Truth("nonfinite", n0, end_step=int(steps[-1]))]
-    if diverge_at is None and steps.shape[0] - first >= 3:
-        out.append(Truth("divergence", n0, end_step=int(steps[-1]), details={"nonfinite": True}))
-    return out
+    # NaN out of a steady descent is a non-finite loss, not a divergence: nothing rose
+    return [Truth("nonfinite", n0, end_step=int(steps[-1]))]
 
 
 # -- a whole run: loss, grad norm, fp16 loss scale, validation ------------------------------

@@ -341,10 +341,10 @@ def score(events: Sequence[Event], scenario: Scenario, kind: str) -> tuple[int, 
     found = [e for e in events if e.kind == kind]
     if kind == "changepoint":  # overfitting verdicts are scored as their own kind
         found = [e for e in found if e.details.get("pattern") != "overfitting"]
-    if kind == "overfitting":
+    if kind == "overfitting":  # the overfitting detector's events (kind "overfitting")
         truths = [tr for tr in scenario.truth if tr.details.get("pattern") == "overfitting"]
-        found = [e for e in events if e.details.get("pattern") == "overfitting"]
-        truths = [Truth("changepoint", tr.run, tr.tag, tr.start_step, None, tr.tolerance)
+        found = [e for e in events if e.kind == "overfitting"]
+        truths = [Truth("overfitting", tr.run, tr.tag, tr.start_step, None, tr.tolerance)
                   for tr in truths]
     used: set[int] = set()
     tp = 0

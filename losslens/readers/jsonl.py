@@ -1,0 +1,341 @@
+"""Generic JSON lines (one object per line with a step key) and Levanter's JSON tracker lines.
+
+LOG_FORMATS.md §13 (Levanter). These files can hold millions of rows, so they are parsed by
+pyarrow (C++, multithreaded) when it can, else piece by piece and line by line. A missing or
+null key means "not logged"; `NaN`, `Infinity` are values and kept. A line that does not parse
+is skipped and counted with its line number (`order` is the 1-based line number).
+
+Bounded whatever the input: lines nested deeper than `MAX_DEPTH` never reach pyarrow (whose
+reader recurses: 20k levels took a minute, 40k crashed the process) nor `json.loads`; they are
+skipped and counted.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..records import RecordsBuilder, RunMeta, RunRecords
+from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, add_wide, line_numbers, numeric,
+                      report_rows, step_array, valid_utf8)
+from .textutil import as_float, head_text, split_truncated
+
+_LEVANTER = '"tracker": "json_logger"'
+_LEVANTER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
+_JSON_PIECE = 4 << 20  # bytes parsed at once when the whole file defeats pyarrow
+#: Deepest nesting of `[` / `{` a line may have (metric logs nest a few levels).
+MAX_DEPTH = 64
+_SCAN = 16 << 20  # bytes scanned for deep lines at once (bounded scratch memory)
+_STRING = re.compile(rb'"(?:[^"\\\n]|\\.)*"?')  # (an unterminated string: to the end)
+
+
+def sniff_jsonl(name: str, head: bytes) -> float:
+    text = head_text(head)
+    if _LEVANTER + ', "event": "log"' in text:
+        return 0.8
+    first = next((ln.strip() for ln in text.split("\n") if ln.strip()), "")
+    if not first.startswith("{"):
+        return 0.0
+    try:
+        obj = json.loads(first)
+    except (ValueError, RecursionError):
+        return 0.0
+    if isinstance(obj, dict) and any(k in obj for k in STEP_NAMES):
+        return 0.3
+    return 0.0
+
+
+def read_jsonl(path: Path, run: str) -> list[RunRecords]:
+    """One JSON object per line with a step key; Levanter's JSON tracker lines in a log."""
+    data = valid_utf8(path.read_bytes())
+    if _LEVANTER.encode() in data[:1 << 20]:
+        return [_read_levanter(path, run, data)]
+    builder = RecordsBuilder()
+    body = _drop_deep_lines(_cut_json_tail(data, builder), builder)
+    table = _fast_json(body)
+    if table is not None:
+        _table_json(table, line_numbers(body, 1, table.num_rows), builder, path)
+    else:  # some line defeats pyarrow: retry piece by piece
+        start, line = 0, 1
+        while start < len(body):
+            stop = body.find(b"\n", start + _JSON_PIECE) + 1 or len(body)
+            piece = body[start:stop]
+            _read_json_chunk(piece, line, builder, path)
+            line += piece.count(b"\n")
+            start = stop
+    del data, body, table  # the text and pyarrow's table go before the columns are built
+    return [builder.build(run, str(path), "jsonl", RunMeta())]
+
+
+def deep_lines(body: bytes, limit: int = MAX_DEPTH) -> list[tuple[int, int]]:
+    """(start, end) byte spans of the lines of `body` whose brackets nest deeper than `limit`.
+
+    Linear and in bounded memory: a line can only be that deep with more than `limit`
+    opening brackets, so only such lines (counted with numpy, `_SCAN` bytes at a time) are
+    measured, with their strings taken out first.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return []
+    out: list[tuple[int, int]] = []
+    start = 0
+    while start < len(body):
+        stop = body.find(b"\n", start + _SCAN) + 1 or len(body)
+        arr = np.frombuffer(body, np.uint8, stop - start, start)
+        nl = np.flatnonzero(arr == 10)
+        starts = np.r_[0, nl + 1]
+        starts = starts[starts < arr.shape[0]]
+        opens = np.add.reduceat((arr == 91) | (arr == 123), starts, dtype=np.int64) \
+            if starts.shape[0] else np.empty(0, np.int64)
+        for i in np.flatnonzero(opens > limit):
+            a = start + int(starts[i])
+            b = body.find(b"\n", a, stop)
+            b = stop if b < 0 else b
+            if _depth(body[a:b]) > limit:
+                out.append((a, b))
+        start = stop
+    return out
+
+
+def _depth(line: bytes) -> int:
+    """The deepest bracket nesting of one line, brackets inside strings not counted."""
+    bare = np.frombuffer(_STRING.sub(b'""', line), np.uint8)
+    step = (bare == 91).astype(np.int32) + (bare == 123) - (bare == 93) - (bare == 125)
+    return int(np.cumsum(step).max(initial=0))
+
+
+_QUOTED = re.compile(rb'"(?:[^"\\\n]|\\.)*"?|\'[^\'\n]*\'?')
+
+
+def flow_depth(text: bytes) -> int:
+    """The deepest `[` / `{` nesting of a JSON or YAML text (quoted strings not counted): a
+    bound to check before handing the text to a recursive parser."""
+    if text.count(b"[") + text.count(b"{") <= 64:
+        return text.count(b"[") + text.count(b"{")
+    bare = np.frombuffer(_QUOTED.sub(b'""', text), np.uint8)
+    step = (bare == 91).astype(np.int32) + (bare == 123) - (bare == 93) - (bare == 125)
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _drop_deep_lines(body: bytes, builder: RecordsBuilder) -> bytes:
+    """The body with lines nested deeper than `MAX_DEPTH` blanked, each skipped and counted
+    (pyarrow's JSON reader recurses: such a line can take minutes or crash the process)."""
+    spans = deep_lines(body)
+    if not spans:
+        return body
+    parts, pos, line = [], 0, 1
+    for a, b in spans:
+        line += body.count(b"\n", pos, a)
+        builder.skip(line, f"nested deeper than {MAX_DEPTH} levels",
+                     body[a:a + 200].decode("utf-8", "replace"))
+        parts.append(body[pos:a])
+        pos = b
+    parts.append(body[pos:])
+    return b"".join(parts)
+
+
+def _read_json_chunk(body: bytes, first_line: int, builder: RecordsBuilder, path: Path) -> None:
+    """pyarrow on the whole chunk; when a line defeats it, halve the chunk and retry, so only
+    small pieces around bad lines are parsed line by line in Python."""
+    table = _fast_json(body)
+    if table is not None:
+        lines = line_numbers(body, 1, table.num_rows) + (first_line - 1)
+        _table_json(table, lines, builder, path)
+        return
+    mid = body.find(b"\n", len(body) // 2) + 1
+    if len(body) < (1 << 16) or mid <= 0 or mid >= len(body):
+        _slow_json(body, builder, first_line)
+        return
+    _read_json_chunk(body[:mid], first_line, builder, path)
+    _read_json_chunk(body[mid:], first_line + body.count(b"\n", 0, mid), builder, path)
+
+
+def _cut_json_tail(data: bytes, builder: RecordsBuilder) -> bytes:
+    """The data without an unterminated last line that does not parse (a cut write)."""
+    if not data or data.endswith(b"\n"):
+        return data
+    cut = data.rfind(b"\n") + 1
+    tail = data[cut:]
+    try:
+        json.loads(tail)
+        return data + b"\n"
+    except (ValueError, RecursionError):
+        if tail.strip():
+            builder.skip(data.count(b"\n", 0, cut) + 1, "truncated last line",
+                         tail.decode("utf-8", "replace"))
+        return data[:cut]
+
+
+def _fast_json(body: bytes):
+    """pyarrow's reader: the whole file as a table, or None when any line defeats it."""
+    import pyarrow as pa
+    import pyarrow.json as pjson
+
+    if not body or body.isspace():
+        return None
+    try:
+        # the system allocator: pyarrow's default pool keeps the parser's scratch memory
+        # (~1.4x the file) mapped after the table is built
+        return pjson.read_json(pa.py_buffer(body),
+                               parse_options=pjson.ParseOptions(newlines_in_values=False),
+                               memory_pool=pa.system_memory_pool())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+
+
+def _flatten(table) -> dict[str, Any]:
+    """Leaf columns of a (nested) pyarrow table, nested names joined with '/'."""
+    import pyarrow as pa
+
+    out: dict[str, Any] = {}
+    stack = [(name, table.column(i)) for i, name in enumerate(table.column_names)]
+    while stack:
+        name, col = stack.pop(0)
+        if pa.types.is_struct(col.type):
+            # StructArray.flatten merges the parent's nulls into each child
+            parts = [chunk.flatten() for chunk in col.chunks]
+            for j in range(col.type.num_fields):
+                child = pa.chunked_array([p[j] for p in parts], col.type.field(j).type)
+                stack.append((f"{name}/{col.type.field(j).name}", child))
+        else:
+            out[name] = col
+    return out
+
+
+def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path) -> None:
+    import pyarrow as pa
+
+    if lines.shape[0] != table.num_rows:
+        lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
+    flat = _flatten(table)
+    nums = {n: numeric(c) for n, c in flat.items()
+               if pa.types.is_integer(c.type) or pa.types.is_floating(c.type)}
+    n = table.num_rows
+    step, step_ok = np.zeros(n, np.int64), np.zeros(n, bool)
+    for cand in reversed(STEP_NAMES):  # the first name present in a row wins
+        col = nums.get(cand)
+        if col is not None:
+            s, ok = step_array(col)
+            step, step_ok = np.where(ok, s, step), ok | step_ok
+    wall = np.full(n, np.nan)
+    for cand in reversed(WALL_NAMES):
+        col = nums.get(cand)
+        if col is not None:
+            wall = np.where(col.present, col.values, wall)
+    metrics = {k: v for k, v in nums.items()
+               if k not in AXIS_NAMES and k not in WALL_NAMES and v is not None}
+    add_wide(builder, metrics, step, step_ok, wall, lines)
+    report_rows(builder, metrics, step_ok, lines, "step")
+
+
+def _flat_items(obj: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            yield from _flat_items(value, f"{prefix}{key}/")
+        else:
+            yield prefix + str(key), value
+
+
+def _line_step(rec: dict) -> int | None:
+    for cand in STEP_NAMES:
+        v = rec.get(cand)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v \
+                and abs(v) < 2 ** 63 and int(v) == v:
+            return int(v)
+    return None
+
+
+def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1) -> None:
+    """Line by line (json.loads accepts NaN/Infinity); bad lines are skipped and counted."""
+    cols: dict[str, tuple[list, list, list, list]] = {}
+    texts: list[tuple[str, int, str]] = []  # string values: bad numbers if the key is a metric
+    for lineno, raw in enumerate(body.split(b"\n"), first_line):
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            rec = json.loads(raw)
+        except (ValueError, RecursionError):
+            builder.skip(lineno, "invalid JSON line", raw.decode("utf-8", "replace"))
+            continue
+        if not isinstance(rec, dict):
+            builder.skip(lineno, "not a JSON object", raw.decode("utf-8", "replace"))
+            continue
+        _add_record(builder, cols, rec, lineno, _line_step(rec), texts=texts)
+    for key, lineno, text in texts:
+        if key in cols:
+            builder.skip(lineno, f"{key}: not a number", text)
+    for tag, (steps, values, walls, orders) in cols.items():
+        builder.add_array(tag, steps, values, walls, orders)
+
+
+def _add_record(builder: RecordsBuilder, cols: dict, rec: dict, lineno: int, step: int | None,
+                wall: float | None = None, skip_keys: frozenset = AXIS_NAMES,
+                texts: list | None = None) -> None:
+    if wall is None:
+        wall = float("nan")
+        for k in WALL_NAMES:
+            if k in rec and isinstance(rec[k], (int, float)):
+                wall = as_float(rec[k])
+                break
+    items = []
+    for k, v in _flat_items(rec):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if k not in skip_keys and k not in WALL_NAMES:
+                items.append((k, v))
+        elif isinstance(v, str) and texts is not None:
+            texts.append((k, lineno, v))
+    if step is None:
+        if items:
+            builder.skip(lineno, "no step key in this line")
+        return
+    for k, v in items:
+        c = cols.get(k)
+        if c is None:
+            c = cols[k] = ([], [], [], [])
+        c[0].append(step)
+        c[1].append(as_float(v))
+        c[2].append(wall)
+        c[3].append(lineno)
+
+
+def _read_levanter(path: Path, run: str, data: bytes) -> RunRecords:
+    """Levanter's `json_logger` tracker: `{"tracker": ..., "event": "log", "step", "metrics"}`."""
+    import calendar
+    import time
+
+    builder = RecordsBuilder()
+    body, tail, tail_line = split_truncated(data.decode("utf-8", "replace"))
+    if _LEVANTER in tail:
+        builder.skip(tail_line, "truncated last line", tail)
+    cols: dict[str, tuple[list, list, list, list]] = {}
+    extra: dict[str, str] = {}
+    for lineno, line in enumerate(body.split("\n"), 1):
+        if _LEVANTER not in line:
+            continue
+        start = line.find('{"tracker": "json_logger"')  # find, not a regex: linear on long lines
+        text = line[start:].rstrip() if start >= 0 else ""
+        try:
+            rec = json.loads(text) if text.endswith("}") else None
+        except (ValueError, RecursionError):
+            rec = None
+        if not isinstance(rec, dict):
+            builder.skip(lineno, "invalid JSON tracker line", line)
+            continue
+        if rec.get("event") == "hparams" and isinstance(rec.get("hparams"), dict):
+            extra.update((k, str(v)) for k, v in _flat_items(rec["hparams"]))
+        if rec.get("event") != "log" or not isinstance(rec.get("metrics"), dict):
+            continue
+        t = _LEVANTER_TIME.match(line)
+        try:
+            wall = (float(calendar.timegm(time.strptime(t.group(1), "%Y-%m-%dT%H:%M:%S")))
+                    if t else float("nan"))
+        except ValueError:  # month 13, non-ASCII digits: a damaged stamp, no wall time
+            wall = float("nan")
+        _add_record(builder, cols, rec["metrics"], lineno, _line_step(rec), wall,
+                    frozenset({"global_step"}))
+    for tag, (steps, values, walls, orders) in cols.items():
+        builder.add_array(tag, steps, values, walls, orders)
+    return builder.build(run, str(path), "jsonl", RunMeta(framework="levanter", extra=extra))
