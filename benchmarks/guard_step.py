@@ -1,16 +1,19 @@
 """Cost of `losslens.guard.Guard.step` per call, and of the HF callback in a Trainer run.
 
-1. `Guard.step` on a synthetic run (`--steps`, default 100,000: a decaying loss with
+1. `Guard.step` on a synthetic run (`--steps`, default 20,000: a decaying loss with
    log-normal noise, a grad norm, a learning rate; fast spikes, a slow one, a NaN) with the
-   default policy: wall time of every call (perf_counter_ns), median / p99 / max, and the
-   calls that ran the detectors' window update (every `check_every` steps and over the bar).
-   Goal: median <= 20 us, worst <= 1 ms at a window update.
+   default policy, synchronous then asynchronous (the default), `--work-ms` (default 2) of
+   sleep between calls standing for the training step (the asynchronous guard's worker
+   needs ~1 ms a step on average to keep up; a tighter loop makes `step` wait for it at
+   `max_lag`): wall time of every call (perf_counter_ns), median / p99 / p99.9 / max, and
+   (synchronous) the calls that ran the detectors' window update.
+   Goal: median <= 20 us, worst <= 1 ms.
 2. (`--hf-steps N`, default 2,000; 0 skips it) an HF Trainer run of N steps of a tiny model
    (one linear layer, logging every step) with and without `GuardCallback` (a policy that
    never stops, so both run every step): seconds each.
 
     python benchmarks/guard_step.py
-    python benchmarks/guard_step.py --steps 20000 --hf-steps 0
+    python benchmarks/guard_step.py --steps 5000 --hf-steps 0
 """
 from __future__ import annotations
 
@@ -39,29 +42,40 @@ def series(n: int, seed: int = 0):
     return s.tolist(), loss.tolist(), grad.tolist()
 
 
-def bench_step(n: int) -> None:
+def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
     steps, loss, grad = series(n)
-    g = Guard(GuardPolicy(stop_on=()))  # never stops: every step is timed
-    lr = 3e-4
-    times = np.empty(n, np.int64)
-    checks = np.zeros(n, bool)
-    clock = time.perf_counter_ns
-    for i in range(n):
-        before = g.live.tick
-        t0 = clock()
-        g.step(steps[i], loss[i], grad_norm=grad[i], lr=lr)
-        times[i] = clock() - t0
-        checks[i] = g.live.tick != before
-    us = times / 1000.0
-    plain, window = us[~checks], us[checks]
-    print(f"Guard.step, {n:,} calls (loss, grad norm, lr; default policy):")
-    print(f"  all calls:      median {np.median(us):.1f} us, p99 {np.percentile(us, 99):.1f} us,"
-          f" max {us.max():.0f} us")
-    print(f"  without update: median {np.median(plain):.1f} us, max {plain.max():.0f} us")
-    print(f"  window updates: {window.shape[0]:,} ({window.shape[0] / n:.1%} of calls), "
-          f"median {np.median(window):.0f} us, p99 {np.percentile(window, 99):.0f} us, "
-          f"max {window.max():.0f} us")
-    print(f"  events: {len(g.flush())}")
+    print(f"Guard.step, {n:,} calls (loss, grad norm, lr; default policy but never stops), "
+          f"{work_ms:g} ms of sleep between calls (a training step's time), max-lag {max_lag}:")
+    for asynchronous in (False, True):
+        g = Guard(GuardPolicy(stop_on=(), max_lag=max_lag), asynchronous=asynchronous)
+        lr = 3e-4
+        times = np.empty(n, np.int64)
+        checks = np.zeros(n, bool)
+        clock = time.perf_counter_ns
+        live = g.live
+        for i in range(n):
+            before = live.tick if live is not None else 0
+            t0 = clock()
+            g.step(steps[i], loss[i], grad_norm=grad[i], lr=lr)
+            times[i] = clock() - t0
+            checks[i] = live is not None and live.tick != before
+            if work_ms:
+                time.sleep(work_ms / 1000)
+        events = len(g.flush())
+        waits = getattr(g, "waits", 0)
+        g.close()
+        us = times / 1000.0
+        name = "asynchronous" if asynchronous else "synchronous "
+        print(f"  {name}: median {np.median(us):.1f} us, p99 {np.percentile(us, 99):.1f} us, "
+              f"p99.9 {np.percentile(us, 99.9):.0f} us, max {us.max():.0f} us; "
+              f"{int((us > 1000).sum())} call(s) over 1 ms"
+              + (f" ({waits} waited for the worker)" if asynchronous else "")
+              + f"; {events} events")
+        if checks.any():
+            window, plain = us[checks], us[~checks]
+            print(f"    window updates in the call: {window.shape[0]:,} "
+                  f"({window.shape[0] / n:.1%}), median {np.median(window):.0f} us, "
+                  f"max {window.max():.0f} us; the other calls: max {plain.max():.0f} us")
 
 
 def bench_hf(n: int) -> None:
@@ -111,11 +125,13 @@ def bench_hf(n: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--steps", type=int, default=20_000)
+    ap.add_argument("--work-ms", type=float, default=2.0)
+    ap.add_argument("--max-lag", type=int, default=100)
     ap.add_argument("--hf-steps", type=int, default=2_000)
     a = ap.parse_args()
     if a.steps:
-        bench_step(a.steps)
+        bench_step(a.steps, a.work_ms, a.max_lag)
     if a.hf_steps:
         bench_hf(a.hf_steps)
 

@@ -49,7 +49,12 @@ def policy():
     from losslens.guard import GuardPolicy
 
     # scaled-down PaLM: checkpoints every 10 steps, restart >= 5 before, skip 40..60
-    return GuardPolicy(check_every=10, stop_after=10, before=5, min_skip=40, max_skip=60)
+    # asynchronous (the default): a decision reaches the loop at most MAX_LAG steps late
+    return GuardPolicy(check_every=10, stop_after=10, before=5, min_skip=40, max_skip=60,
+                       max_lag=MAX_LAG)
+
+
+MAX_LAG = 5
 
 
 @contextlib.contextmanager

@@ -120,8 +120,10 @@ def test_policy_validation_and_config_file(tmp_path):
     pol, dets = load_guard_config(start=tmp_path)
     assert (pol.stop_after, pol.stop_on, pol.min_skip) == (7, ("divergence",), 10)
     assert dets["spike"].threshold == 9.0
-    g = Guard(pol, detectors=dets)
+    g = Guard(pol, detectors=dets, asynchronous=False)  # its streams are here to look at
     assert next(s.det for s in g.live.streams.streams if s.kind == "spike").threshold == 9.0
+    (tmp_path / "pyproject.toml").write_text("[tool.losslens.guard]\nasynchronous = false\n")
+    assert Guard(load_guard_config(start=tmp_path)[0]).asynchronous is False
     (tmp_path / "pyproject.toml").write_text("[tool.losslens.guard]\nstop-soon = 1\n")
     with pytest.raises(InvalidParameterError, match="unknown key 'stop-soon'"):
         load_guard_config(start=tmp_path)

@@ -15,10 +15,20 @@ is seen at its first point). A subtler spike the bar lets through is seen at the
 periodic check; the events end up the same either way. While a spike is still out there is
 no bar (its later high points change no decision; its stop is scheduled), so a plateau does
 not run the detectors at every step.
+
+By default (`asynchronous`) all of that runs in a worker process (`.worker`) on exactly the
+calls `step` got: `step` only buffers and ships its numbers and returns the worker's
+decisions (the synchronous guard's, step for step) when they arrive, at most `max_lag`
+calls late; a NaN/inf `skip_step` is answered at once, in the loop.
 """
 from __future__ import annotations
 
+import atexit
 import math
+import os
+import time
+import weakref
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
@@ -61,9 +71,19 @@ class GuardPolicy:
     before: int = 100
     min_skip: int = 200
     max_skip: int = 500
+    #: Run the detectors in a worker process (`step` only appends and ships the numbers;
+    #: a detector decision comes back a few steps later). NaN/inf skip_step stays at once.
+    #: Off when `skip_z` > 0 (a late skip_step is no use) and where there is no fork/exec.
+    asynchronous: bool = True
+    #: Asynchronous: `step` waits for the worker when it is more than this many calls
+    #: behind, so a decision is delivered at most `max_lag` calls after its step.
+    max_lag: int = 100
 
     def validate(self) -> None:
-        for name in ("check_every", "stop_after", "stop_nonfinite"):
+        if not isinstance(self.asynchronous, bool):
+            raise InvalidParameterError(
+                f"guard.asynchronous must be true or false, got {self.asynchronous!r}")
+        for name in ("check_every", "stop_after", "stop_nonfinite", "max_lag"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InvalidParameterError(f"guard.{name} must be an int >= 1, got {v!r}")
@@ -121,27 +141,35 @@ class Guard:
     def __init__(self, policy: GuardPolicy | None = None, *, detectors: Any = None,
                  checkpoints: Iterable[int] = (), checkpoint_every: int | None = None,
                  alert: Callable[[Decision], Any] | Sequence[Callable[[Decision], Any]] = (),
-                 run: str = "train") -> None:
+                 run: str = "train", asynchronous: bool | None = None) -> None:
         self.policy = policy or GuardPolicy()
         self.policy.validate()
+        self.asynchronous = (self.policy.asynchronous and self.policy.skip_z == 0
+                             and os.name == "posix") if asynchronous is None else asynchronous
+        self.checkpoints = sorted(set(int(c) for c in checkpoints))
+        self.checkpoint_every = checkpoint_every
+        self.alerts = [alert] if callable(alert) else list(alert)
+        self.decisions: list[Decision] = []
+        self.stopped: Decision | None = None
+        self._last_step: int | None = None
+        self._link: Any = None
+        if self.asynchronous:
+            self._start(dict(policy=self.policy, detectors=detectors,
+                             checkpoints=self.checkpoints, checkpoint_every=checkpoint_every,
+                             run=run))
+            return
         self.live = LiveRun(run, detectors=detectors, roles=TAGS, source="guard",
                             format="guard")
         spike = next((s.det for s in self.live.streams.streams if s.kind == "spike"), None)
         self._min_ratio = math.log(float(getattr(spike, "min_ratio", 1.05)))
         grad = next((s.det for s in self.live.streams.streams if s.kind == "grad_spike"), None)
         self._grad_ratio = math.log(float(getattr(grad, "min_ratio", 1.5)))
-        self.checkpoints = sorted(set(int(c) for c in checkpoints))
-        self.checkpoint_every = checkpoint_every
-        self.alerts = [alert] if callable(alert) else list(alert)
         self._pending: dict[str, tuple[list[int], list[float]]] = {t: ([], []) for t in TAGS}
         self._bar = math.inf  # a loss above it makes the detectors run now
         self._gbar = math.inf
         self._next = self.policy.check_every
-        self._last_step: int | None = None
         self._said: dict[tuple, str] = {}  # event key -> "stop_and_restart" once stopped
         self._ranks: dict[tuple, int] = {}  # event key -> severity rank last alerted
-        self.decisions: list[Decision] = []
-        self.stopped: Decision | None = None
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -176,9 +204,14 @@ class Guard:
         if int(step) not in self.checkpoints:
             self.checkpoints.append(int(step))
             self.checkpoints.sort()
+            if self._link is not None:
+                self._buf.append((None, int(step)))
+                self._queued += 1
 
     def flush(self) -> list[Event]:
         """Run the detectors on every step fed so far; the events (as `events()`)."""
+        if self.asynchronous:
+            return self._ask(True)
         self._feed()
         self.live.detect()
         return self.events()
@@ -186,6 +219,8 @@ class Guard:
     def events(self) -> list[Event]:
         """The events so far as `analyze` gives them: severities settled by the findings
         that cite them (`pipeline.settle_events`), ids `<kind>-<n>` in order."""
+        if self.asynchronous:
+            return self._ask(False)
         from ..pipeline import settle_events
 
         counters: dict[str, int] = {}
@@ -339,3 +374,140 @@ class Guard:
         cap = first + pol.max_skip - 1 if pol.max_skip else step
         last = max(last, min(step, cap))  # through the step it stopped at
         return replace(skip, skip=rest + ((first, last),))
+
+    # -- the asynchronous mode (the detectors in a worker process: .worker) ----------------
+
+    #: Ship the buffered calls in batches of this many, with at most WINDOW batches in
+    #: flight (a pipe's 64 KiB then never fills: a send never blocks); a call also goes at
+    #: once when the worker is idle and the last batch left over SHIP_IDLE_S ago.
+    BATCH, WINDOW, SHIP_IDLE_S = 32, 4, 0.05
+
+    def _start(self, kwargs: dict[str, Any]) -> None:
+        from .worker import Link
+
+        self._buf: list[tuple] = []
+        self._queued = 0  # calls and checkpoints buffered so far
+        self._sent = 0
+        self._acked = 0
+        self._inflight: deque[int] = deque()
+        self._ready: deque[Decision] = deque()  # the worker's, not yet returned by step
+        self._early: dict[int, Decision] = {}  # skip_step answered at once, by step
+        self._t_sent = 0.0
+        #: calls of `step` that waited for the worker (it was over `max_lag` calls behind)
+        self.waits = 0
+        self._link = Link(kwargs)
+        self.live = None
+        self.step = self._step_async  # type: ignore[method-assign]
+        ref = weakref.ref(self)
+        self._atexit = lambda: (lambda g: g is not None and g.close())(ref())
+        atexit.register(self._atexit)
+
+    def _step_async(self, step: int, loss: float, grad_norm: float | None = None,
+                    lr: float | None = None, loss_scale: float | None = None) -> Decision:
+        """`step` in the asynchronous mode: buffer, ship, poll; never waits for a window
+        update unless the worker is more than `max_lag` calls behind."""
+        if self._link is None:
+            raise InvalidParameterError("the guard is closed")
+        step, loss = int(step), float(loss)
+        if grad_norm is not None:
+            grad_norm = float(grad_norm)
+        self._buf.append((step, loss, grad_norm, None if lr is None else float(lr),
+                          None if loss_scale is None else float(loss_scale)))
+        self._queued += 1
+        self._last_step = step
+        early = None
+        if self.policy.skip_nonfinite and not (math.isfinite(loss) and (
+                grad_norm is None or math.isfinite(grad_norm))):
+            # the O(1) rule, at once (noted before the worker's answer can come in); the
+            # worker's own, with its events, goes into `decisions` and is not returned again
+            what = "loss" if not math.isfinite(loss) else "grad norm"
+            value = loss if what == "loss" else grad_norm
+            early = Decision("skip_step", step, f"the {what} is {value} at step {step}: do "
+                             "not apply this update")
+            self._early[step] = early
+            for sink in self.alerts:
+                sink(early)
+        if self._inflight:
+            while self._link.ready():
+                self._take(self._link.recv())
+        n = len(self._buf)
+        if (n >= self.BATCH and len(self._inflight) < self.WINDOW) or (
+                not self._inflight and time.perf_counter() - self._t_sent >= self.SHIP_IDLE_S):
+            self._ship()
+        if self._queued - self._acked > self.policy.max_lag:
+            self.waits += 1
+            self._wait(self._queued - self.policy.max_lag)
+        if early is not None:
+            return early
+        return self._ready.popleft() if self._ready else NOTHING
+
+    def _ship(self) -> None:
+        if self._buf:
+            batch, self._buf = self._buf, []
+            self._sent += len(batch)
+            self._link.send(("calls", self._sent, batch))
+            self._inflight.append(self._sent)
+            self._t_sent = time.perf_counter()
+
+    def _take(self, msg: tuple) -> Any:
+        """One message from the worker: an ack (its decisions) or an events answer."""
+        if msg[0] != "ack":
+            return msg[1]
+        self._acked = msg[1]
+        self._inflight.popleft()
+        for d in msg[2]:
+            self.decisions.append(d)
+            if d.action == "stop_and_restart":
+                self.stopped = d
+            if d.action == "skip_step" and self._early.pop(d.step, None) is not None:
+                continue  # returned at once already
+            self._ready.append(d)
+            for sink in self.alerts:
+                sink(d)
+        return None
+
+    def _wait(self, upto: int) -> None:
+        """Block until the worker has decided about the first `upto` calls."""
+        self._ship()
+        while self._acked < upto:
+            self._take(self._link.recv())
+
+    def _ask(self, flush: bool) -> list[Event]:
+        if self._link is None:
+            raise InvalidParameterError("the guard is closed")
+        self._wait(self._queued)
+        self._link.send(("events", flush))
+        while True:
+            out = self._take(self._link.recv())
+            if out is not None:
+                return out
+
+    def drain(self) -> list[Decision]:
+        """Wait until the worker has caught up (nothing in the synchronous mode); the
+        decisions not yet returned by `step`, which then returns nothing of them."""
+        if self._link is None:
+            return []
+        self._wait(self._queued)
+        out = list(self._ready)
+        self._ready.clear()
+        return out
+
+    def close(self) -> None:
+        """Stop the worker process (asynchronous mode); a no-op otherwise. `atexit` and the
+        context manager call it."""
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
+            atexit.unregister(self._atexit)
+
+    def __enter__(self) -> "Guard":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

@@ -72,3 +72,10 @@ class GuardCallback(TrainerCallback):
             self.plan_path = write_plan(self._dir(args), decision)
             control.should_training_stop = True
             control.should_save = False
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # asynchronous guard: the worker's last decisions (a stop it made in the last steps
+        # still writes its plan)
+        for decision in self.guard.drain():
+            if decision.action == "stop_and_restart" and self.plan_path is None:
+                self.plan_path = write_plan(self._dir(args), decision)

@@ -71,3 +71,10 @@ class GuardCallback(Callback):
         if decision.action == "stop_and_restart":
             self.plan_path = write_plan(self._dir(trainer), decision)
             trainer.should_stop = True
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        # asynchronous guard: the worker's last decisions (a stop it made in the last steps
+        # still writes its plan)
+        for decision in self.guard.drain():
+            if decision.action == "stop_and_restart" and self.plan_path is None:
+                self.plan_path = write_plan(self._dir(trainer), decision)
