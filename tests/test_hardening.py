@@ -703,10 +703,17 @@ def test_watch_removes_its_temp_files_on_sigterm(tmp_path):
 def test_structured_fuzz_smoke():
     """One case of each category through benchmarks/fuzz_structured.py (forked child,
     memory cap): no crash, no injection, exits 0/1/2, bounded time and memory."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import fuzz_structured
-
-    results = fuzz_structured.campaign(8, seed=3, jobs=1, timeout=60, batch=8)
-    assert sorted(r["category"] for r in results) == sorted(fuzz_structured.CATEGORIES)
+    # In a fresh interpreter: the campaign forks, and a fork of this pytest process (which
+    # earlier tests left with threads: writers, guard pipes) can deadlock in the child.
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import fuzz_structured as f; "
+            "r = f.campaign(8, seed=3, jobs=1, timeout=60, batch=8, log=lambda s: None); "
+            "print(json.dumps({'results': r, 'categories': sorted(f.CATEGORIES)}))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "benchmarks")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = out["results"]
+    assert sorted(r["category"] for r in results) == out["categories"]
     assert [r for r in results if r["verdict"] != "ok" or r["exit"] not in (0, 1, 2)
             or r["seconds"] > 30 or r["rss"] > 2 * GB] == []
