@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InvalidParameterError
-from .core import GuardPolicy
+from .core import Guard, GuardPolicy
 
 
 def policy_from_mapping(raw: Mapping[str, Any], where: str = "guard settings") -> GuardPolicy:
@@ -58,3 +58,10 @@ def load_guard_config(path: str | Path | None = None,
     opts = options.load(path, start)
     where = f"{opts.source or 'settings'} [guard]"
     return policy_from_mapping(opts.guard, where), opts.detector_instances()
+
+
+def guard_from_settings() -> Guard:
+    """A Guard with the policy and detectors of the settings file `analyze` finds (the
+    callbacks' default)."""
+    policy, detectors = load_guard_config()
+    return Guard(policy, detectors=detectors)

@@ -28,10 +28,9 @@ class GuardCallback(Callback):
 
     def __init__(self, guard: Guard | None = None, plan_dir: str | Path | None = None) -> None:
         if guard is None:
-            from .config import load_guard_config
+            from .config import guard_from_settings
 
-            policy, detectors = load_guard_config()
-            guard = Guard(policy, detectors=detectors)
+            guard = guard_from_settings()
         self.guard, self.plan_dir = guard, plan_dir
         self.plan = None
         self.skipping = False

@@ -1,7 +1,7 @@
 """The counterfactual probes of a reproduced event (a mix-in of `probes.EventProbe`).
 
 - the flagged steps re-run from the pre-event state (transient or persistent), and the whole
-  replay again on a second device (`on_second_device`);
+  replay again on a second device (`second_device`);
 - fp32 from the same state, against the run's precision;
 - other batches in place of the flagged ones, checked (by a hash of their tensors) to differ;
   when none differ, whether the flagged batches are those of earlier steps that trained
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import logcheck
-from .engine import Session, StepRecord
+from .engine import StepRecord
 from .verdicts import Facts, check_spike
 
 if TYPE_CHECKING:
@@ -116,25 +116,23 @@ class Counterfactuals:
         return {"runs": n, "show_event": shows, "bitwise_equal_losses": equal}
 
 
-def on_second_device(session: Session, result: EventResult, checkpoints: Sequence[int],
-                     opts: Options) -> None:
-    """Replay a reproduced event again on another device (a fresh model there), from its
-    checkpoint through the flagged steps: an event tied to one accelerator is transient."""
-    from .probes import EventProbe
-
-    f = result.facts
-    if f is None or result.target is None or result.checkpoint is None or \
-            "counterfactuals" not in result.measurements:
-        return
-    p = EventProbe(session, result.target, checkpoints, opts)
-    p.neighbours = p._neighbours()
-    plan = [(i, i) for i in range(p.ckpt + 1, p.last + 1)]
-    out = p._sequence(p.ckpt, plan, "second device")
-    level, scale = result.measurements["level"]["value"], result.measurements["level"]["scale"]
-    mag = p.ev.magnitude if p.ev.kind in ("spike", "grad_spike") else None
-    chk = check_spike(p._values(out.records), level, scale, mag, p.nonfinite_event)
-    f.second_device = (str(session.device), chk.shows)
-    result.measurements["second_device"] = {"device": str(session.device),
-                                            "check": chk.to_dict(),
-                                            "steps": [r.to_dict() for r in out.records]}
-    result.redecide()
+    def second_device(self, result: EventResult) -> None:
+        """Replay a reproduced event again on this probe's device (a fresh model there), from
+        its checkpoint through the flagged steps: an event tied to one accelerator is
+        transient."""
+        f = result.facts
+        if f is None or result.target is None or result.checkpoint is None or \
+                "counterfactuals" not in result.measurements:
+            return
+        self.neighbours = self._neighbours()
+        plan = [(i, i) for i in range(self.ckpt + 1, self.last + 1)]
+        out = self._sequence(self.ckpt, plan, "second device")
+        level = result.measurements["level"]
+        mag = self.ev.magnitude if self.ev.kind in ("spike", "grad_spike") else None
+        chk = check_spike(self._values(out.records), level["value"], level["scale"], mag,
+                          self.nonfinite_event)
+        device = str(self.s.device)
+        f.second_device = (device, chk.shows)
+        result.measurements["second_device"] = {"device": device, "check": chk.to_dict(),
+                                                "steps": [r.to_dict() for r in out.records]}
+        result.redecide()

@@ -28,8 +28,7 @@ from typing import Any, Callable, Sequence
 
 from ..events import Event
 from . import logcheck, stats
-from .counterfactuals import (ABLATION_MAX_LEVEL, Counterfactuals, RunOut,
-                              on_second_device)  # noqa: F401  (re-exported)
+from .counterfactuals import ABLATION_MAX_LEVEL, Counterfactuals, RunOut
 from .engine import Session, StepRecord, sample
 from .options import Options
 from .persample import per_sample
@@ -540,3 +539,11 @@ def _max(values: Any) -> float | None:
 def probe(session: Session, target: Target, checkpoints: Sequence[int], opts: Options,
           progress: Progress | None = None) -> EventResult:
     return EventProbe(session, target, checkpoints, opts, progress).run()
+
+
+def on_second_device(session: Session, result: EventResult, checkpoints: Sequence[int],
+                     opts: Options) -> None:
+    """Replay a reproduced event again on `session`'s device, from its checkpoint through the
+    flagged steps (`Counterfactuals.second_device`); adds to `result` and re-decides it."""
+    if result.target is not None:
+        EventProbe(session, result.target, checkpoints, opts).second_device(result)
