@@ -71,13 +71,10 @@ def read(path: Path, run: str) -> list[RunRecords]:
         step = int(m.group(1))
         for key, raw in pairs:
             try:
-                value = float(raw)
+                value = parse_float(raw)  # float() first, then every NaN/inf spelling
             except ValueError:
-                try:
-                    value = parse_float(raw)
-                except ValueError:
-                    b.skip(lineno, f"MaxText value of {key} is not a number", frag)
-                    continue
+                b.skip(lineno, f"MaxText value of {key} is not a number", frag)
+                continue
             b.add(prefix + key, step, value, order=lineno)
     if tail and ("completed step:" in tail or "eval metrics after step:" in tail):
         b.skip(tail_line, "truncated last line", tail)

@@ -138,10 +138,7 @@ def _value(key: str, raw: str) -> tuple[float, bool]:
             raw = raw[:-2]
         elif raw.endswith("s"):
             raw, unit = raw[:-1], 1000.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = parse_float(raw)
+    value = parse_float(raw)  # float() first, then every NaN/inf spelling
     if key == "step_avg" and math.isnan(value):
         return value, True
     return value * unit, False
