@@ -580,6 +580,9 @@ def _stderr(res) -> str:
         return res.output
 
 
+_STRAY = re.compile(r"^\S*(?:Error|Exception)\b|.*No module named ")
+
+
 def judge_cli(code: int, stdout: str, stderr: str, path: Path,
               exception: BaseException | None = None) -> Result:
     """Outcome of one CLI run from its exit code and streams."""
@@ -594,6 +597,10 @@ def judge_cli(code: int, stdout: str, stderr: str, path: Path,
                 and (str(path) in errors[0] or path.name in errors[0]))
         return Result("error" if good else "bad-msg", stderr[-2000:])
     if errors:
+        return Result("bad-msg", stderr[-2000:])
+    # on exit 0/1 stderr carries warnings and notes; an interpreter's complaint (`No module
+    # named losslens`, a bare `ValueError: ...`) is not a message the user was meant to get
+    if any(_STRAY.match(ln) for ln in lines):
         return Result("bad-msg", stderr[-2000:])
     salvaged = any(ln.startswith("Warning: ") for ln in lines)
     return Result("salvaged" if salvaged else "ok")

@@ -10,6 +10,7 @@ and from `headers` (the orders at which a run header or a "loaded checkpoint" li
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -85,6 +86,19 @@ class RunMeta:
     checkpoint_source: str | None = None  # where `checkpoints` came from, in words
     checkpoint_dir: str | None = None  # the folder the log names (or that was found) for them
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A hyper-parameter that is not a finite number (a log's `inf`, `nan`) means nothing
+        # diagnosis could use: the field stays None and the text is kept under `extra`.
+        odd = {name: getattr(self, name) for name in self.__dataclass_fields__
+               if isinstance(getattr(self, name), float) and not math.isfinite(getattr(self, name))}
+        if odd:
+            for name in odd:
+                object.__setattr__(self, name, None)
+            extra = dict(self.extra)
+            for name, value in odd.items():
+                extra.setdefault(name, repr(value))
+            object.__setattr__(self, "extra", extra)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -121,3 +121,24 @@ def test_one_step_written_twice_is_a_double_log_not_a_resume():
     assert len(frame.run("r").segments) == 1
     s = frame.series("r", "epoch")
     assert s.step.tolist() == [10, 20, 30] and s.value.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_non_finite_hyperparameters_are_kept_as_text_not_numbers(tmp_path):
+    """A log's `mom=[(1e999, 0.95)]` is no beta1: the field stays None, the text goes to `extra`,
+    and the JSON document still meets its schema (a fuzz case CI found)."""
+    import json
+
+    import losslens
+    from losslens.report.jsondoc import analysis_document, dumps
+
+    meta = RunMeta(adam_beta1=math.inf, adam_beta2=0.95).merged(lr=math.nan)
+    assert meta.adam_beta1 is None and meta.lr is None and meta.adam_beta2 == 0.95
+    assert meta.to_dict() == {"adam_beta2": 0.95, "loss_units": "nats",
+                              "extra": {"adam_beta1": "inf", "lr": "nan"}}
+    log = tmp_path / "ds.log"
+    log.write_text(
+        "[2025-02-21 10:00:01,000] [INFO] [logging.py:128:log_dist] [Rank 0] step=10, skipped=0, "
+        "lr=[0.0003], mom=[(1e999, 0.95)]\nsteps: 10 loss: 2.3456 iter time (s): 1.234\n")
+    doc = json.loads(dumps(analysis_document(losslens.analyze(log))))
+    assert doc["runs"][0]["metadata"]["extra"]["adam_beta1"] == "inf"
+    assert "adam_beta1" not in {k for k in doc["runs"][0]["metadata"] if k != "extra"}
