@@ -8,7 +8,9 @@ statistics of what follows; for grad spikes, a loss spike that may still follow)
 from the window's trusted part on replace the earlier ones there. Where the statistic leaves
 log space (a first value <= 0, or the level coming within `NEAR_ZERO` noise scales of 0) is
 tracked incrementally from the whole prefix, as `SpikeDetector.find` decides it: after that
-the window is judged additively, and the update where it happens runs on the whole series.
+the window is judged additively (a -0.0 first point tells the detector that the values came
+near 0, so that its spikes there are checked in log space as in the whole series), and the
+update where it happens runs on the whole series.
 Over any prefix and any chunking, the events equal the batch detector's on that prefix
 (tests/test_detectors_stream.py).
 """
@@ -74,9 +76,12 @@ class SpikeStream:
         if moved or (k is not None and k >= a):
             a = 0  # the series turned additive just now, or inside the window: all of it
         series = s.view(st.run, tag, st.roles[tag], a)
-        if a and k is not None:  # additive since before the window: a 0 first says so
+        if a and k is not None:  # additive since before the window: a 0 first says so,
+            # -0.0 (NEAR_ZERO_MARK) where it is so because the level came near 0
+            near = s.first_nonpos is None or k < s.first_nonpos
+            first = spike_module.NEAR_ZERO_MARK if near else 0.0
             series = replace(series, step=np.r_[series.step[0] - 1, series.step],
-                             value=np.r_[0.0, series.value],
+                             value=np.r_[first, series.value],
                              wall_time=np.r_[np.nan, series.wall_time],
                              segment=np.r_[0, series.segment])
         cut_step = -math.inf if a == 0 else s.step[a0] if a0 < s.n else math.inf
