@@ -16,17 +16,17 @@ Statistic (causal: a point's verdict uses only the points before it):
   loss is judged additively because it came near 0, a spike must also stand out in log space
   (spike_stats.LogCheck): log-normal flicker on a 1e-7 floor is large additively and ordinary
   as a ratio, a collapse from the floor or a blow-up from 1e-30 is large either way.
-- Expected value, from the finite points before the point, by whichever of three predictors
-  made the smallest errors over the last `window` points: the median of the last
+- Expected value, from the finite points before the point, by whichever of two predictors
+  made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
   lags a trending curve), or the previous point (better where a sparse eval series curves
-  faster than a median can follow), or the previous point plus the median of its last 5
-  steps (a smooth descent of a short run). Scale: 1.4826 x the median absolute error of that
+  faster than a median can follow). Scale: 1.4826 x the median absolute error of that
   predictor over `window` points, floored by the print resolution (the smallest non-zero
   change between consecutive values in the window: a 4-decimal loss near 0 has a MAD of 0).
 - A point is elevated when it exceeds the expected value by `threshold` scales (x 1 + 4/n
   while the window holds only n points; raised where the last `tail_window` points show
-  heavy-tailed noise) and by the ratio `min_ratio` (when the level is above 0). The steep
+  heavy-tailed noise, more for a spike of a single point: the one verdict that looks one
+  point ahead, so a one-point spike at the newest point waits for the next) and by the ratio `min_ratio` (when the level is above 0). The steep
   early descent never flags: it lies below what the trailing points expect.
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
   pre-spike scales of the pre-spike level, confirmed by at least half of the `back_points`
@@ -60,6 +60,11 @@ SMALL_SAMPLE = 4.0
 #: Heavy tails: |z| beyond TAIL_Z counts as a large excursion; the raised threshold assumes
 #: a power-law tail of index TAIL_INDEX and aims at TAIL_RATE false alarms per point.
 TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
+#: ... and a spike of one point (the next one back under TAIL_Z scales) assumes a heavier tail
+#: (index SINGLE_INDEX, as Student t with 2.5 degrees of freedom): an isolated outlier of
+#: heavy-tailed noise looks like that, while two tail points in a row are rare unless
+#: something happened. Without heavy-tail evidence both thresholds are `threshold`.
+SINGLE_INDEX = 2.5
 #: Log space: a spike is also back once its excess over the pre-spike level has shrunk to this
 #: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
 BACK_SHARE = 0.05
@@ -217,11 +222,11 @@ class SpikeDetector:
             return (u > TAIL_Z) & (u <= self.threshold)
 
     def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
-                        b: int | None = None) -> np.ndarray:
+                        b: int | None = None, index: float = TAIL_INDEX) -> np.ndarray:
         """Per point of a..b: `threshold`, raised where the `tail_window` points before it held
         more large excursions (`big`) than Gaussian noise gives: with heavy-tailed noise a
         6-sigma point is not rare. The raise assumes a power-law tail (index TAIL_INDEX) and
-        keeps false alarms near TAIL_RATE per point."""
+        keeps false alarms near TAIL_RATE per point (`index`: another tail index)."""
         n = base.y.shape[0]
         b = n if b is None else b
         thr = np.full(b - a, float(self.threshold))
@@ -234,7 +239,7 @@ class SpikeDetector:
         cnt = cs[i - lo] - cs[np.maximum(0, i - self.tail_window) - lo]
         heavy = cnt >= 3  # Gaussian noise gives 3 in a window about never
         rate = (cnt[heavy] - 2) / self.tail_window
-        thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / TAIL_INDEX))
+        thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / index))
         return thr
 
     def _elevated(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray,
@@ -252,6 +257,12 @@ class SpikeDetector:
                        & self._above(prev, lb, sb, thr / 2, log))
         ok[:max(0, self.min_points - offset)] = False
         return ok
+
+    @staticmethod
+    def _persists(y: np.ndarray, level: np.ndarray, scale: np.ndarray, c: int, hi: int) -> bool:
+        """Whether the point after c is also TAIL_Z scales above c's level (a tail event of
+        independent noise rarely has a neighbour in the tail)."""
+        return c + 1 < hi and bool(y[c + 1] - level[c] > TAIL_Z * scale[c])
 
     def _above(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, thr: np.ndarray,
                log: bool) -> np.ndarray:
@@ -323,6 +334,14 @@ class SpikeDetector:
                     r += 1
                 if not check.confirms(c, float(v[c:r].max()), masked):
                     elev[c:r] = False
+                    continue
+            if c >= self.min_points and not self._persists(y, level, scale, c, hi):
+                # one point alone in heavy-tailed noise: judged by the heavier tail
+                one = float(self._tail_threshold(base, big, c, c + 1, SINGLE_INDEX)[0])
+                one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
+                if not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
+                                   np.array([one]), base.log)[0]:
+                    elev[c] = False
                     continue
             pre, sc = float(level[c]), float(scale[c])
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)

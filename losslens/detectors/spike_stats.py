@@ -29,8 +29,6 @@ DIFF_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(2)
 #: log-space threshold of a short run is too high to confirm anything: the additive verdict
 #: stands).
 CHECK_POINTS = 30
-#: The drift predictor: the previous point plus the median of this many last steps.
-DRIFT = 5
 
 
 def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
@@ -73,12 +71,11 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     """Trailing robust expectation and scale; `values` finite (and positive when `log`), or
     NaN where points are to be left out of the statistics (`masked=True`: slower, pandas).
 
-    Three predictors of point i from the points before it: (1) the median of the last
+    Two predictors of point i from the points before it: (1) the median of the last
     `level_window` points plus the median of the last 2 x level_window + 1 residuals (a
     median lags a trending curve by about slope x level_window / 2; this measures and adds
-    the lag back), (2) the previous point, (3) the previous point plus the median of the last
-    DRIFT steps. Each is judged by the median of its absolute
-    errors over the last `window` points; the most accurate gives the level and the scale.
+    the lag back), (2) the previous point. Each is judged by the median of its absolute
+    errors over the last `window` points; the smaller one gives the level and the scale.
     A steady descent (warm-up) or drift thus leaves z near 0, and a sparse eval series that
     curves faster than a median follows keeps its true noise scale.
     """
@@ -110,19 +107,6 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     level = pred_m
     level[use_d] = y[use_d - 1]
     scale[use_d] = scale_d[use_d - 3]
-    if DRIFT and n > 4:
-        # 3. the previous point plus the median of the last DRIFT steps (a smooth descent of a
-        # few points, where the previous point's error is the slope and a median lags)
-        dy = np.diff(y)
-        pred_t = np.full(n, np.nan)
-        pred_t[2:] = y[1:-1] + median(dy, DRIFT)[:-1]
-        err_t = np.abs(y[3:] - pred_t[3:])
-        scale_t = np.full(n, np.nan)
-        scale_t[4:] = median(err_t, window)[:-1]
-        with np.errstate(invalid="ignore"):
-            use_t = np.flatnonzero(scale_t[4:] < scale[4:]) + 4
-        level[use_t] = pred_t[use_t]
-        scale[use_t] = scale_t[use_t]
     scale *= MAD_TO_SIGMA
     np.maximum(scale[3:], _floor(values, med[3:], window, log, masked), out=scale[3:])
     if log:  # additive noise seen near this level, in log units (see ADDITIVE_FLOOR)
