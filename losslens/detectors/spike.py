@@ -52,8 +52,8 @@ from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Series
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
-    ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, LogCheck, baseline,
-    find_back, near_zero_points, next_true, trailing_median, trailing_min)
+    ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
+    baseline, find_back, near_zero_points, next_true, trailing_median, trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -72,9 +72,6 @@ BACK_SHARE = 0.05
 #: this off (the default: on AR(1)-correlated noise it costs more false alarms than the humps
 #: it finds; see benchmarks/indep_family.py).
 HUMP = 0
-#: A first value of -0.0 says "near 0 since before these points" (the streaming form runs the
-#: detector on a trailing window): judged additively, spikes checked in log space.
-NEAR_ZERO_MARK = -0.0
 #: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
 #: back within back_z x EARLY_SCALE, in log units, of the highest of them).
 EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
@@ -147,14 +144,19 @@ class SpikeDetector:
         require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
                 "an int >= 0")
 
-    def detect(self, series: Series) -> list[Event]:
+    def detect(self, series: Series, known: Known | None = None) -> list[Event]:
+        """The spikes of `series` (`known`: as `find` takes it)."""
         self.validate()
-        return [self._event(series, s) for s in self.find(series.step, series.value)]
+        return [self._event(series, s) for s in self.find(series.step, series.value, known)]
 
     # -- the work, on plain arrays (gradspike and divergence reuse it) --------------------
 
-    def find(self, steps: np.ndarray, values: np.ndarray) -> list[dict[str, Any]]:
-        """Spikes as dicts of steps and statistics; non-finite points are ignored."""
+    def find(self, steps: np.ndarray, values: np.ndarray,
+             known: Known | None = None) -> list[dict[str, Any]]:
+        """Spikes as dicts of steps and statistics; non-finite points are ignored.
+
+        `known`: where the finite values turn additive and their baselines, as a streaming
+        form keeps them up to date (`Known`); else found here from the values."""
         finite = np.isfinite(values)
         st = np.asarray(steps)[finite].astype(np.int64)
         v = np.asarray(values, dtype=float)[finite]
@@ -163,43 +165,49 @@ class SpikeDetector:
             return []
         w = self.window | 1
         lw = self.level_window | 1
-        mark = bool(v[0] == 0 and np.signbit(v[0]))  # NEAR_ZERO_MARK
-        nonpos = np.flatnonzero(v[int(mark):] <= 0) + int(mark)
-        k0 = int(nonpos[0]) if nonpos.shape[0] else n  # log space before k, additive from k
-        k = k0
-        spaces: list[tuple[int, int, Baseline, LogCheck | None]] = []
+        if known is None:
+            known = self.spaces(v)
+        k = known.split  # log space before k, additive from k
+        spaces = []
+        if known.log is not None and (k > self.min_points or k == n):
+            spaces.append((0, k, known.log))
         check = None
-        if mark:
-            k = 0
-            if k0 > 1:
-                check = self._log_check(v, 1, k0, w, lw)
-        elif k > self.min_points or (k == n and n > 1):
-            logb = baseline(v[:k], w, True, level_window=lw)
-            k = min(k, self.near_zero(v[:k], logb, w))
-            if k > self.min_points or k == n:
-                spaces.append((0, k, logb, None))
-            if k < k0:  # near 0: additive, each spike confirmed in log space (LogCheck)
-                check = self._log_check(v, 0, k0, w, lw, logb)
+        if k < n and known.log is not None and k < known.log.y.shape[0]:
+            # near 0: additive, each spike confirmed in log space (LogCheck)
+            check = self._log_check(known.log, n)
         if k < n:
-            spaces.append((k, n, baseline(v, w, False, level_window=lw), check))
+            spaces.append((k, n, known.additive(v) if callable(known.additive)
+                           else known.additive))
         out: list[dict[str, Any]] = []
-        for lo, hi, base, chk in spaces:
-            out.extend(self._extract(st, v, base, lo, hi, w, chk))
+        for lo, hi, base in spaces:
+            out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None))
         return out
 
-    def _log_check(self, v: np.ndarray, a: int, b: int, w: int, lw: int,
-                   logb: Baseline | None = None) -> LogCheck:
-        """The log-space check (`LogCheck`) for the positive values v[a:b] (`logb`: their
-        log-space baseline when known)."""
-        logb = baseline(v[a:b], w, True, level_window=lw) if logb is None else logb
-        n = v.shape[0]
+    def _log_check(self, logb: Baseline, n: int) -> LogCheck:
+        """The log-space check (`LogCheck`) for the positive values that `logb` (their
+        log-space baseline, from the first of `n` values on) covers."""
+        m = logb.y.shape[0]
 
         def pad(x: np.ndarray) -> np.ndarray:
-            return np.r_[np.full(a, np.nan), x, np.full(n - b, np.nan)]
+            return np.r_[x, np.full(n - m, np.nan)]
 
         thr = self._tail_threshold(logb) * (1 + SMALL_SAMPLE / np.maximum(logb.count, 1))
-        return LogCheck(pad(logb.y), pad(logb.level), pad(logb.scale), pad(thr), b, w, lw,
-                        float(np.log(self.min_ratio)))
+        return LogCheck(pad(logb.y), pad(logb.level), pad(logb.scale), pad(thr), m,
+                        self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)))
+
+    def spaces(self, v: np.ndarray) -> Known:
+        """Where the finite values `v` turn additive (the first value <= 0, or where the
+        level comes near 0) and their baselines (the additive one made when asked)."""
+        n = v.shape[0]
+        w = self.window | 1
+        lw = self.level_window | 1
+        nonpos = np.flatnonzero(v <= 0)
+        k = int(nonpos[0]) if nonpos.shape[0] else n
+        logb = None
+        if k > self.min_points or (k == n and n > 1):
+            logb = baseline(v[:k], w, True, level_window=lw)
+            k = min(k, self.near_zero(v[:k], logb, w))
+        return Known(k, logb, lambda vals: baseline(vals, w, False, level_window=lw))
 
     def near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
         """Index from which `find` judges the positive values `v` additively (`logb`: their

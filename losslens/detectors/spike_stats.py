@@ -33,7 +33,7 @@ CHECK_POINTS = 30
 
 def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     """out[i] = median of x[max(0, i - window + 1) .. i]; `window` odd; x without NaN."""
-    from .filters import median_filter
+    from .filters import expanding_median, median_filter
 
     n = x.shape[0]
     if n == 0:
@@ -41,9 +41,7 @@ def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     out = median_filter(x, size=window, origin=(window - 1) // 2)
     head = min(window - 1, n)
     if head:  # the filter pads with x[0]; the first points get exact expanding medians
-        import pandas as pd
-
-        out[:head] = pd.Series(x[:head]).expanding().median().to_numpy()
+        out[:head] = expanding_median(x[:head])
     return out
 
 
@@ -123,6 +121,18 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     else:
         count = np.clip(np.arange(n) - 2, 0, window)
     return Baseline(y, level, scale, count, log)
+
+
+@dataclass(frozen=True)
+class Known:
+    """What `SpikeDetector.find` needs beside the finite values: the index from which they are
+    judged additively (len: never), their log-space baseline (None: no log space; it may be
+    longer than `split`) and their additive baseline (None when `split` is their length; or
+    a callable making it from the values)."""
+
+    split: int
+    log: Baseline | None
+    additive: Any
 
 
 def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
@@ -207,7 +217,6 @@ def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | 
             return start + int(np.argmax(ok))
         start, chunk = stop, chunk * 4
     return None
-
 
 
 
