@@ -26,7 +26,9 @@ Statistic (causal: a point's verdict uses only the points before it):
 - A point is elevated when it exceeds the expected value by `threshold` scales (x 1 + 4/n
   while the window holds only n points; raised where the last `tail_window` points show
   heavy-tailed noise, more for a spike of a single point: the one verdict that looks one
-  point ahead, so a one-point spike at the newest point waits for the next) and by the ratio `min_ratio` (when the level is above 0). The steep
+  point ahead, so a one-point spike at the newest point waits for the next) and by the
+  ratio `min_ratio` (when the level is above 0); or, for a rise over up to HUMP points,
+  the level HUMP points before it by `threshold` of that level's own errors. The steep
   early descent never flags: it lies below what the trailing points expect.
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
   pre-spike scales of the pre-spike level, confirmed by at least half of the `back_points`
@@ -53,7 +55,8 @@ from ..events import Event
 from ..frame import Series
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
-    baseline, find_back, near_zero_points, next_true, trailing_median, trailing_min)
+    baseline, find_back, masked_trailing_median, near_zero_points, next_true, trailing_median,
+    trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -68,10 +71,11 @@ SINGLE_INDEX = 2.5
 #: Log space: a spike is also back once its excess over the pre-spike level has shrunk to this
 #: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
 BACK_SHARE = 0.05
-#: A rise spread over up to HUMP points is also judged against the level before it; 0 turns
-#: this off (the default: on AR(1)-correlated noise it costs more false alarms than the humps
-#: it finds; see benchmarks/indep_family.py).
-HUMP = 0
+#: A rise spread over up to HUMP points is also judged against the level HUMP points before
+#: it, in units of that old level's own errors as a predictor (on AR(1)-correlated noise far
+#: larger than the one-step scale: measured so, correlated noise gives no false alarms); the
+#: point before must be half as high. Not near 0, where LogCheck judges (0 turns this off).
+HUMP = 5
 #: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
 #: back within back_z x EARLY_SCALE, in log units, of the highest of them).
 EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
@@ -192,7 +196,7 @@ class SpikeDetector:
             return np.r_[x, np.full(n - m, np.nan)]
 
         thr = self._tail_threshold(logb) * (1 + SMALL_SAMPLE / np.maximum(logb.count, 1))
-        return LogCheck(pad(logb.y), pad(logb.level), pad(logb.scale), pad(thr), m,
+        return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)))
 
     def spaces(self, v: np.ndarray) -> Known:
@@ -282,15 +286,25 @@ class SpikeDetector:
             ok &= (level <= 0) | (y >= level * self.min_ratio)
         return ok
 
-    @staticmethod
-    def _back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int
+    def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For the points a..b-1: the level and scale HUMP points before each (NaN before 0),
-        and the value of the point before each."""
-        idx = np.arange(a, b) - max(HUMP, 1)
+        """For the points a..b-1: the level HUMP points before each (NaN before 0), the scale
+        of that H-step-old level as a predictor (its errors over the `window` points before:
+        on AR(1)-correlated noise far larger than the one-step scale), and the value of the
+        point before each."""
+        h = max(HUMP, 1)
+        idx = np.arange(a, b) - h
         ok = idx >= 0
         out_l, out_s, prev = (np.full(b - a, np.nan) for _ in range(3))
-        out_l[ok], out_s[ok] = level[idx[ok]], scale[idx[ok]]
+        out_l[ok] = level[idx[ok]]
+        w = self.window | 1
+        lo = max(h, a - w - 1)
+        if b > lo:
+            err = np.abs(y[lo:b] - level[lo - h:b - h])
+            med = masked_trailing_median(err, w)  # med[j]: errors lo..lo+j
+            j = np.arange(a, b) - 1 - lo  # the errors up to the point before
+            good = j >= 0
+            out_s[good] = MAD_TO_SIGMA * med[j[good]]
         p = np.arange(a, b) - 1
         prev[p >= 0] = y[p[p >= 0]]
         return out_l, out_s, prev
@@ -325,7 +339,8 @@ class SpikeDetector:
         thr = self._tail_threshold(base, big, 0, hi)
         elev = np.zeros(hi, bool)
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
-                                   base.log, lo, self._back(y, level, scale, lo, hi))
+                                   base.log, lo,
+                                   None if check else self._back(y, level, scale, lo, hi))
         early = self._early(y, base.log, lo)
         if early.any():  # no statistics yet: the level is the highest point before
             elev |= early
@@ -340,7 +355,10 @@ class SpikeDetector:
                 r = c + 1
                 while r < min(hi, c + restart) and elev[r]:
                     r += 1
-                if not check.confirms(c, float(v[c:r].max()), masked):
+                back = find_back(y, c + 1, float(level[c]) + self.back_z * float(scale[c]),
+                                 self.back_points)
+                last = min(hi, c + restart, back if back is not None else hi)
+                if not check.confirms(c, v[c:max(last, r)], masked):
                     elev[c:r] = False
                     continue
             if c >= self.min_points and not self._persists(y, level, scale, c, hi):
@@ -379,24 +397,25 @@ class SpikeDetector:
                 allowed = end
                 masked = v[:hi].copy() if masked is None else masked
                 masked[c:end] = np.nan
-                self._rebase(masked, base.log, max(0, end - 3 * w), end, level, scale, count,
-                             thr, elev, lo)
+                self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
+                             scale, count, thr, elev, lo)
                 continue
             # not back within a level window: the loss starts over from there (causal: later
             # spikes may start then, judged on what followed this one); if it comes back
             # later, what follows its return is judged without its points
             allowed = min(c + restart, hi)
             masked = v[:hi].copy() if masked is None else masked
-            self._rebase(masked, base.log, allowed, allowed, level, scale, count, thr, elev, lo)
+            self._rebase(masked, base.log, check is None, allowed, allowed, level, scale, count,
+                         thr, elev, lo)
             if end is not None:
                 masked[c:end] = np.nan
-                self._rebase(masked, base.log, max(0, end - 3 * w), end, level, scale, count,
-                             thr, elev, lo)
+                self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
+                             scale, count, thr, elev, lo)
         return out
 
-    def _rebase(self, masked: np.ndarray, log: bool, a: int, z0: int, level: np.ndarray,
-                scale: np.ndarray, count: np.ndarray, thr: np.ndarray, elev: np.ndarray,
-                lo: int) -> None:
+    def _rebase(self, masked: np.ndarray, log: bool, hump: bool, a: int, z0: int,
+                level: np.ndarray, scale: np.ndarray, count: np.ndarray, thr: np.ndarray,
+                elev: np.ndarray, lo: int) -> None:
         """Re-judge the points z0 .. z0 + 3 windows from the values a.. with spikes blanked out
         (`masked`): a spike's points would otherwise pull the trailing statistics (level, lag,
         scale) off for three windows after it."""
@@ -413,7 +432,8 @@ class SpikeDetector:
         start = max(z0, lo)
         elev[start:z1] = self._elevated(local.y[start - a:z1 - a], level[start:z1],
                                         scale[start:z1], count[start:z1], thr[start:z1], log,
-                                        start, self._back(local_y_full, level, scale, start, z1))
+                                        start, self._back(local_y_full, level, scale, start, z1)
+                                        if hump else None)
 
     def _record(self, st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
                 end: int | None, level: float, scale: float, thr: float) -> dict[str, Any]:

@@ -227,14 +227,15 @@ class LogCheck:
     Near 0 the statistic judges a loss additively (ratios of values hovering near 0 mean
     little), but a loss on a floor of 1e-7 with log-normal flicker (per-batch losses of a
     memorised set) also has large additive excursions that are ordinary as ratios. A spike
-    found there must also rise, in log space, above the median of the `window` log values
-    before it (or above the log-space level, when lower) by the log-space threshold (`thr`: tail-aware, small-sample-raised) times the
-    log-space scale. A collapse from a floor (1e-7 to 1e-2) or a blow-up from 1e-30 passes
-    whatever the flicker; flicker does not. Points from `stop` on (after a value <= 0) need
-    no check."""
+    found there must also rise, in log space, above the lower of the medians of the last
+    `level_window` and `window` log values before it, by the log-space threshold (`thr`:
+    tail-aware, small-sample-raised) times the log-space scale: with its highest value, or
+    with the median of its m >= 2 values until it is back (at most a level window) by
+    thr / sqrt(m). A collapse from a floor (1e-7 to 1e-2), a blow-up from 1e-30 or a
+    sustained x3 of a noisy grad norm passes; flicker does not. Points from `stop` on
+    (after a value <= 0) need no check."""
 
     y: np.ndarray  # log values (NaN where unknown)
-    level: np.ndarray  # the log-space baseline's expected value
     scale: np.ndarray  # the log-space baseline's scale
     thr: np.ndarray  # the log-space threshold per point
     stop: int
@@ -242,10 +243,14 @@ class LogCheck:
     level_window: int
     min_rise: float  # log(min_ratio)
 
-    def confirms(self, c: int, peak: float, masked: np.ndarray | None = None) -> bool:
-        """Whether the spike starting at index `c`, whose highest value is `peak` (> 0),
-        stands out in log space (`masked`: the values with found spikes blanked out)."""
-        if c >= self.stop or not peak > 0:
+    def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None) -> bool:
+        """Whether the spike starting at index `c`, whose values until it is back (at most a
+        level window of them) are `run`, stands out in log space (`masked`: the values with
+        found spikes blanked out): its highest value by the threshold, or the median of its
+        m >= 2 values by the threshold / sqrt(m) (an excursion that lasts is evidence
+        however noisy the single points are)."""
+        peak = float(run.max())
+        if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
             return True
         a = max(0, c - self.window)
         if masked is None:
@@ -260,5 +265,16 @@ class LogCheck:
         # the lower of the medians of the last level_window and window points: on a descent
         # the first is lower, on a ramp up (a blow-up over many points) the second
         near = before[-self.level_window:]
-        rise = float(np.log(peak)) - min(float(np.median(before)), float(np.median(near)))
-        return rise > thr * scale and rise >= self.min_rise
+        base = min(float(np.median(before)), float(np.median(near)))
+        rise = float(np.log(peak)) - base
+        if rise < self.min_rise:
+            return False
+        m = run.shape[0]
+        if rise > thr * scale:
+            return True
+        return m >= 2 and float(np.median(np.log(run))) - base > thr * scale / np.sqrt(m)
+
+
+def masked_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
+    """out[i] = median of the finite x[max(0, i - window + 1) .. i] (NaN where none)."""
+    return _masked_median(x, window)
