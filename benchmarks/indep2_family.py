@@ -30,14 +30,17 @@ Events and their labels (all from construction, never from a detector)
 - spike `fast`: a bad batch (1-3 steps at 1.5-30x) or a short hump back within
   max(50 steps, 2 log intervals); `slow`: a PaLM-style jump that decays exponentially and is
   back (excess < max(2 % of the level, 2 logged noise sd)) only after max(300, 10 intervals)
-  to max(3000, 30 intervals) steps; `none`: the same jump settling 5-30 % higher for good.
+  to max(3000, 30 intervals) steps, and not back at its pre-spike level sooner than
+  max(300, 10 intervals) (the trend keeps falling); `none`: a jump settling 5-60 % above the
+  trend for good and staying >= max(5 %, 6 noise sd) above its pre-spike level to the end.
   A spike is LABELLED only when its LOGGED excess (after interval averaging and rounding,
   computed noise-free) is >= 6 sd of the logged noise at that point (the sd known from the
   generating noise, interval mean and rounding) AND >= 1.2x the largest noise excursion of
   the run's logged series in sd units. An injected spike below that is neutral (a detection
   there counts neither way).
 - divergence: from step d the loss rises exponentially (1 % excess growing to the cap in
-  100-3000 steps) to a plateau at ln(vocab), or into NaN (then also `nonfinite`).
+  100-3000 steps) to a plateau at ln(vocab), or into NaN (then also `nonfinite`); no spike is
+  placed in the max(1000, n/10) steps before d (it would be the divergence's onset).
 - nonfinite: NaN bursts of 1-5 logged points (Megatron: the `lm loss` field dropped, as
   Megatron prints a NaN average), training continuing after them; NaN ends of divergences.
 - overfitting: validation U-curve (rising >= 5 % and >= 6 val sd over >= 3 evals after its
