@@ -8,7 +8,7 @@ names the file; what was salvaged is said on stderr.
 Seeds: the fixtures in tests/data, sample_logs, the heads of the real logs in ../shared/corpus
 (when present), and files generated here for every format (TensorBoard through tensorboard's
 EventFileWriter, `.wandb` framed here and copied from the corpus writer samples, text formats
-composed from their LOG_FORMATS.md lines). Mutations: truncation anywhere, flipped bytes,
+composed from the format strings in each framework's source). Mutations: truncation anywhere, flipped bytes,
 garbage and binary spliced into lines, duplicated, deleted and reordered lines, enormous
 lines, empty files, wrong names, mixed encodings and line endings, odd numbers (NaN spellings,
 1e999, integers past int64), TFRecord CRC damage and lengths past the end, `.wandb` blocks cut

@@ -19,7 +19,8 @@ and JSONL, one each in turn) — and measures, each in a fresh process (wall, CP
 - `losslens --help`, and `losslens analyze DIR` on the folder with `--jobs 1` and `--jobs N`
   (the two JSON reports compared).
 
-Targets (BASELINES.md anchors) are printed next to each number.
+Targets (speeds of the tools users would otherwise pick, measured on this kind of
+machine) are printed next to each number.
 
     python benchmarks/run.py             # full size (several minutes)
     python benchmarks/run.py --quick     # 1/10 of the sizes, 40 runs

@@ -113,7 +113,7 @@ autocast_dtype = None
 # --------------------------------------------------------------------------- the trainer
 
 def megatron_line(step: int, loss: float, gnorm: float, ms: float) -> str:
-    """A Megatron-LM training line (LOG_FORMATS.md §1.1)."""
+    """A Megatron-LM training line (the format of Megatron-LM's `training_log`)."""
     return (f" iteration {step:8d}/{CFG['steps']:8d} | consumed samples: {step * CFG['n']:12d} |"
             f" elapsed time per iteration (ms): {ms:.3f} | learning rate: {CFG['lr']:.6E} |"
             f" global batch size: {CFG['n']:5d} | lm loss: {loss:.6E} | loss scale: 1.0 |"

@@ -36,7 +36,7 @@ import tiny_gpt_plugin as tg  # noqa: E402
 
 def megatron_line(step: int, total: int, cfg: dict, lr: float, loss: float, gnorm: float,
                   ms: float, nan: bool) -> str:
-    """One Megatron-LM training line (LOG_FORMATS.md §1.1); a NaN loss is omitted, as Megatron does."""
+    """One Megatron-LM training line (the format of Megatron-LM's `training_log`); a NaN loss is omitted, as Megatron does."""
     fields = [f" iteration {step:8d}/{total:8d} |",
               f" consumed samples: {step * cfg['batch']:12d} |",
               f" elapsed time per iteration (ms): {ms:.1f} |",

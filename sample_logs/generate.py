@@ -46,7 +46,7 @@ def megatron() -> str:
             gnorm *= 6
         if it in (1100, 1110):
             skipped, scale = 1, scale / 2
-        if 2370 <= it < 2410:  # the grad norm runs away first (Adam epsilon, DESIGN §1)
+        if 2370 <= it < 2410:  # the grad norm runs away first (the Adam-epsilon mechanism, docs/playbook.md)
             gnorm *= 1.0 + (it - 2360) / 10.0
         if it >= 2410:  # a spike that settles higher and never comes back
             loss += 2.6 if it < 2480 else 1.1

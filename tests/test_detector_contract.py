@@ -1,4 +1,4 @@
-"""The detector contract (STYLE_NOTES §9.4, §9.7), run on every entry of the registry.
+"""The detector contract (deterministic, pure, shape-checked), run on every entry of the registry.
 
 Series detectors get each stitched series of a role they accept; run detectors get whole
 frames. Inputs: two rich synthetic runs (spikes, divergence into NaN, grad spikes, fp16

@@ -23,7 +23,7 @@ def _jsonl(path: Path, seed: int, spike: bool) -> None:
 
 
 def _megatron(path: Path) -> None:
-    """A Megatron-LM log (LOG_FORMATS §1): iterations 1-300, a resume at 240, on to 400; the
+    """A Megatron-LM log (Megatron-LM's training_log line): iterations 1-300, a resume at 240, on to 400; the
     loss jumps up for good at 350."""
     lines = []
     for it in list(range(1, 301)) + list(range(241, 401)):

@@ -1,6 +1,6 @@
 """Readers for OLMo / OLMo-core, fairseq / metaseq, Lightning metrics.csv, generic CSV and JSONL.
 
-Fixtures are composed from the format strings in LOG_FORMATS.md §5, §10-§13: text logs in
+Fixtures are composed from the format strings in the frameworks' source: text logs in
 tests/data/misc/, tables written into tmp_path (CRLF and odd bytes stay exact that way).
 """
 from __future__ import annotations

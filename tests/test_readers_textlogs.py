@@ -1,7 +1,7 @@
 """Text-log readers: HF Trainer (console, trainer_state.json), nanoGPT, llm.c (console, main.log),
 torchtitan, pix2pix.
 
-Fixtures are composed from the format strings in LOG_FORMATS.md: plain ones live in
+Fixtures are composed from the format strings in the frameworks' source: plain ones live in
 tests/data/textlogs/, the ones with `\\r` redraws and ANSI colour are built here byte for byte.
 Corpus tests pin what the readers make of real public logs (skipped without ../shared/corpus).
 """

@@ -100,7 +100,7 @@ def history_record(items, step=None, pad=0) -> bytes:
     return rec + (_ld(19, "x" * pad) if pad else b"")  # 19 = uuid, ignored by the reader
 
 
-#: LevelDB-log framing as wandb writes it (LOG_FORMATS §15.2): the fuzz tool's writer.
+#: LevelDB-log framing as wandb writes it (wandb's datastore.py): the fuzz tool's writer.
 frame = fuzz.wandb_frame
 
 

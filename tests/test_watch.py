@@ -1,8 +1,8 @@
 """`losslens watch`: following live logs (text and TensorBoard) and reporting events as they come.
 
-The text fixtures are Megatron-LM training lines composed from LOG_FORMATS.md §1
+The text fixtures are Megatron-LM training lines composed from Megatron-LM's training_log format
 (` iteration {:8d}/{:8d} | ... | lm loss: {:.6E} | loss scale: ... |`), validation lines
-(§1, ` validation loss at iteration N | lm loss value: ... |`) and the resume line
+(` validation loss at iteration N | lm loss value: ... |`) and the resume line
 (`successfully loaded checkpoint from {dir} at iteration {N}`).
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Generic JSON lines (one object per line with a step key).
 
-(Levanter's JSON tracker lines inside a log are the `levanter` reader's.) These files can hold millions of rows, so they are parsed by
+(Levanter's JSON tracker lines inside a log are the `levanter` reader's.) These files can
+hold millions of rows, so they are parsed by
 pyarrow (C++, multithreaded) when it can, else piece by piece and line by line. A missing or
 null key means "not logged"; `NaN`, `Infinity` are values and kept. A line that does not parse
 is skipped and counted with its line number (`order` is the 1-based line number).

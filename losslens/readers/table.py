@@ -1,6 +1,6 @@
 """Tables of metrics: Lightning `metrics.csv` and generic CSV (long or wide).
 
-LOG_FORMATS.md §5 (Lightning CSVLogger). JSON lines are read by `jsonl`. These files can
+Lightning's CSVLogger writes the first. JSON lines are read by `jsonl`. These files can
 hold millions of rows, so they are parsed by pyarrow (C++, multithreaded) and turned into points
 column by column with numpy; Python only loops over columns and over the rare bad lines.
 

@@ -1,10 +1,10 @@
 """Weights & Biases readers: offline run files, pre-0.10 history files, and the public API.
 
-LOG_FORMATS.md §15. A `run-<id>.wandb` file is the complete transaction log of a run, and it is
+A `run-<id>.wandb` file is the complete transaction log of a run, and it is
 often the only copy an offline or crashed run leaves, so it is read here without the network and
-without the wandb package (an optional extra): a LevelDB-style log framing (§15.2) around
+without the wandb package (an optional extra): a LevelDB-style log framing (wandb_log.py) around
 protobuf `Record` messages, of which a small wire-format decoder reads only the fields losslens
-needs (§15.3). Damaged files are salvaged record by record.
+needs (wandb_proto.py). Damaged files are salvaged record by record.
 
 - `sniff_wandb` / `read_wandb`: `run-*.wandb` (wandb-core `nested_key` items and legacy `key`).
 - `sniff_wandb_history` / `read_wandb_history`: `wandb-history.jsonl` (wandb < 0.10, exports).

@@ -1,6 +1,6 @@
 """W&B CSV exports: the UI line-plot export (runs side by side) and pandas history exports.
 
-LOG_FORMATS.md §15.5. Two shapes come out of W&B as CSV:
+Two shapes come out of W&B as CSV:
 
 - UI panel "Export → CSV": first column the x axis (`Step`, or the chosen x metric such as
   `trainer/global_step`), then per run `"<run name> - <metric>"` with `__MIN` / `__MAX`

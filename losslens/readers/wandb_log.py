@@ -1,6 +1,6 @@
 """The framing of a W&B `run-<id>.wandb` file, with salvage of damaged files.
 
-LOG_FORMATS.md §15.2: a LevelDB-style log (32 KiB blocks of CRC-checked fragments, FULL or
+wandb's `datastore.py` writes a LevelDB-style log (32 KiB blocks of CRC-checked fragments, FULL or
 FIRST..MIDDLE..LAST) after a 7-byte header. `iter_payloads` yields every intact record's payload
 and reports every damaged stretch to a `Damage`, which renders one-line warnings. Salvage is
 bounded: after damage, the next intact record is searched over a block's reach (candidates

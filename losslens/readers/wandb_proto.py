@@ -1,4 +1,4 @@
-"""The protobuf wire format of W&B records: only the fields losslens needs (LOG_FORMATS.md §15.3).
+"""The protobuf wire format of W&B records: only the fields losslens needs (wandb's `wandb_internal.proto`).
 
 A small decoder instead of the wandb package (an optional extra): `fields` splits a message
 into (number, value) pairs, `decode_message` names them from a spec, `decode_history` /
@@ -205,7 +205,7 @@ RUN_FIELDS = {1: "run_id", 2: "entity", 3: "project", 4: "~config", 6: "run_grou
 METRIC_FIELDS = {1: "name", 2: "glob_name", 4: "step_metric"}
 OUTPUT_FIELDS = {1: "#output_type", 3: "line"}
 EXIT_FIELDS = {1: "#exit_code"}
-# Record oneof field numbers (§15.3)
+# Record oneof field numbers (wandb_internal.proto)
 R_HISTORY, R_SUMMARY, R_OUTPUT, R_CONFIG, R_METRIC, R_OUTPUT_RAW, R_RUN, R_EXIT = (
     2, 3, 4, 5, 12, 13, 17, 18)
 WANTED = frozenset({R_HISTORY, R_SUMMARY, R_OUTPUT, R_CONFIG, R_METRIC, R_OUTPUT_RAW, R_RUN,

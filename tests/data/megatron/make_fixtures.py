@@ -1,6 +1,6 @@
 """Writes the Megatron / DeepSpeed fixtures of tests/test_readers_megatron.py.
 
-Every line is composed from the format strings quoted in /work/shared/LOG_FORMATS.md §1–§3
+Every line is composed from the format strings in Megatron-LM's and Megatron-DeepSpeed's source (training_log, evaluate_and_print_results)
 (Megatron `training_log`, `evaluate_and_print_results`, checkpointing messages, BigScience and
 Microsoft Megatron-DeepSpeed variants, DeepSpeed engine/loss-scaler/pipeline lines,
 DeepSpeed-Chat PPO lines) with made-up numbers. Run it to regenerate: `python make_fixtures.py`.
