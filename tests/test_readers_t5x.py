@@ -24,7 +24,8 @@ def _loss(s: int) -> float:
 
 def t5x_log(n: int = 10, every: int = 100) -> str:
     lines = ["I0612 10:00:00.000000 140245 train.py:360] Process ID: 0",
-             ABSL + "[Hyperparameters] collection=train {'lr': 0.01}"]
+             ABSL + "[Hyperparameters] collection=train {'lr': 0.01}",
+             clu(0, {"timing/train_iter_warmup": 1.90735e-06})]  # t5x train.py, before step 1
     for i in range(1, n + 1):
         s = i * every
         lines.append(clu(s, {"loss": _loss(s), "cross_ent_loss": _loss(s) - 0.01,
@@ -58,11 +59,11 @@ def test_t5x_train_and_training_eval_collections(tmp_path):
     assert loss[0] == float(f"{_loss(100):.6g}")
     assert series("accuracy") == (list(range(100, 1001, 100)) + [1100], [0.4] * 10 + [0.5])
     assert series("training_eval/c4_v220_span_corruption/loss")[0] == [500, 1000]
-    assert len(rec.tags) == 9
+    assert len(rec.tags) == 10 and series("timing/train_iter_warmup") == ([0], [1.90735e-06])
     assert [(s.line, s.reason) for s in rec.skipped] == [
-        (18, "CLU value of loss is not a number"),
-        (19, "CLU scalar line that is not `key=value` pairs"),
-        (20, "truncated last line")]
+        (19, "CLU value of loss is not a number"),
+        (20, "CLU scalar line that is not `key=value` pairs"),
+        (21, "truncated last line")]
     assert rec.metadata.framework == "t5x"
     assert rec.metadata.checkpoints == (500, 1000)
     assert rec.metadata.checkpoint_dir == "gs://b/model"
