@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 import losslens
 from losslens.readers import read_records, sniff
 
@@ -131,3 +133,23 @@ def test_tracker_records_win_over_progress_lines(tmp_path):
     (rec,) = read_records(path)
     sel = rec.tag_code == rec.tags.index("train/loss")
     assert rec.step[sel].tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("fmt", ["levanter", "t5x"])
+@pytest.mark.parametrize("content", [
+    b"", b"\x00\xff\xfe garbage \x80\n\r\r\n", b"[1] collection=train =, ==, x=\n" * 3,
+    b'{"tracker": "json_logger", "event": "log", "step": 1, "metrics": [1, 2]}\n'
+    b'{"tracker": "json_logger", "event": "log", "step": 99999999999999999999999, '
+    b'"metrics": {"a": 1}}\nProgress on:train 99999999999999999999999/1 rate:- remaining:? '
+    b'elapsed:00:00 postfix:loss=1\n'])
+def test_bad_input_never_escapes(tmp_path, fmt, content):
+    from losslens.errors import LossLensError
+    from losslens.readers import read_file
+
+    path = tmp_path / "bad.log"
+    path.write_bytes(content)
+    try:
+        recs = read_file(path, "bad", fmt)
+    except LossLensError:
+        return
+    assert all(len(r) == 0 for r in recs)
