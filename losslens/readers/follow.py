@@ -45,7 +45,7 @@ from . import tfrecord
 CONTEXT_LINES: dict[str, int] = {
     "megatron": 64, "nanogpt": 16, "llmc": 64, "llmc-mainlog": 8, "torchtitan": 16,
     "olmo": 256, "olmo-core": 256, "fairseq": 64, "jsonl": 0, "maxtext": 16,
-    "torchtune": 8, "composer": 512, "modded-nanogpt": 16, "fairseq2": 0, "t5x": 0,
+    "torchtune": 8, "composer": 512, "modded-nanogpt": 16, "fairseq2": 32, "t5x": 0,
     "levanter": 64,
 }
 #: Above this many bytes the first read hands the reader the file itself (no copy).
