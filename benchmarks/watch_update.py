@@ -17,6 +17,7 @@ microsecond timestamp, a validation block and a checkpoint line every 1000 itera
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import resource
 import statistics
@@ -87,12 +88,14 @@ def updates(log: Path, rest: list[bytes], n: int, batch: int) -> list[bytes]:
         print(f"first look: {first.units:,} lines, {time.perf_counter() - t0:.2f} s, "
               f"{len(first.events)} events", flush=True)
         spent = timed_source(f)
-        total, units = [], []
+        total, units, cpu = [], [], []
         for k in range(n):
             block = b"\n".join(rest[k * batch:(k + 1) * batch]) + b"\n"
             with open(log, "ab") as fh:
                 fh.write(block)
+            c0 = time.process_time()
             u = f.poll()
+            cpu.append(time.process_time() - c0)
             total.append(u.seconds)
             units.append(u.units)
         parse = spent
@@ -102,7 +105,9 @@ def updates(log: Path, rest: list[bytes], n: int, batch: int) -> list[bytes]:
                          f"max {1e3 * max(xs):.1f} ms")
         print(f"update of {statistics.median(units):.0f} new lines ({n} updates): {ms(total)}")
         print(f"  reading + parsing: {ms(parse)}")
-        print(f"  detection:         {ms(detect)}", flush=True)
+        print(f"  detection:         {ms(detect)}")
+        print(f"  CPU time (process): {ms(cpu)}; load average {os.getloadavg()[0]:.1f}",
+              flush=True)
     return rest[n * batch:]
 
 

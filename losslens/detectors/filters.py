@@ -4,6 +4,8 @@ Importing `scipy.ndimage` takes ~0.3-0.8 s and `ruptures` ~1-2.5 s (it imports s
 and scipy.spatial for cost functions losslens never uses), which was most of the time of
 `losslens analyze` on a small log. So:
 
+- `expanding_median`: pandas' `expanding().median()`, bit for bit, without its per-call
+  cost on the few points it is used for (a trailing median's first window).
 - `median_filter`, `minimum_filter1d`, `maximum_filter1d`: the same results as
   `scipy.ndimage`'s with `mode="nearest"` (same window, same origin convention, same rank
   for even sizes), computed with numpy on a sliding window view while the view stays small
@@ -72,6 +74,25 @@ def maximum_filter1d(x: np.ndarray, size: int, origin: int = 0) -> np.ndarray:
 
         return ndimage.maximum_filter1d(x, size=size, mode="nearest", origin=origin)
     return _windows(x, size, origin).max(axis=1)
+
+
+def expanding_median(x: np.ndarray) -> np.ndarray:
+    """out[i] = median of x[:i + 1] (the mean of the middle two for an even count), as
+    pandas' `expanding().median()` gives it, bit for bit; by insertion into a sorted list for
+    a short `x` (a trailing window's first points: pandas costs ~0.2 ms a call there)."""
+    h = x.shape[0]
+    if h > 512 or not np.isfinite(x).all():  # (pandas leaves NaN and inf out)
+        import pandas as pd
+
+        return pd.Series(x).expanding().median().to_numpy()
+    from bisect import insort
+
+    seen: list[float] = []
+    out = np.empty(h)
+    for i, v in enumerate(x.tolist()):
+        insort(seen, v)
+        out[i] = seen[i // 2] if i % 2 == 0 else (seen[i // 2] + seen[i // 2 + 1]) / 2
+    return out
 
 
 # --------------------------------------------------------------------------- segmentation

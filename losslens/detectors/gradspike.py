@@ -17,13 +17,13 @@ rebuilt) reads as a spike the loss did not follow.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
 from ..events import Event
 from ..frame import Frame, RunInfo
-from .spike import SpikeDetector, is_int, is_num, require
+from .spike import Known, SpikeDetector, is_int, is_num, require
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,12 @@ class GradSpikeDetector:
         return SpikeDetector(window=self.window, threshold=self.threshold,
                              min_ratio=self.min_ratio)
 
-    def detect_run(self, frame: Frame, run: RunInfo) -> list[Event]:
+    def detect_run(self, frame: Frame, run: RunInfo,
+                   known: Mapping[str, Known | None] | None = None) -> list[Event]:
+        """The grad spikes of the run (`known`: per grad-norm tag, as `SpikeDetector.find`
+        takes it: a streaming form keeps the statistic up to date)."""
         self.validate()
+        known = known or {}
         grads = run.tags_with_role("grad_norm")
         losses = run.tags_with_role("train_loss")
         if not grads:
@@ -67,7 +71,7 @@ class GradSpikeDetector:
         detector = self.spike_detector()
         for tag in grads:
             s = frame.series(run.run, tag)
-            for g in detector.find(s.step, s.value):
+            for g in detector.find(s.step, s.value, known.get(tag)):
                 events.append(self._event(run.run, tag, g, loss_series))
         return sorted(events, key=lambda e: (e.start_step, e.tag))
 

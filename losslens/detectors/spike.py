@@ -94,7 +94,7 @@ def is_num(value: Any) -> bool:
 
 def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     """out[i] = median of x[max(0, i - window + 1) .. i]; `window` odd; x without NaN."""
-    from .filters import median_filter
+    from .filters import expanding_median, median_filter
 
     n = x.shape[0]
     if n == 0:
@@ -102,9 +102,7 @@ def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     out = median_filter(x, size=window, origin=(window - 1) // 2)
     head = min(window - 1, n)
     if head:  # the filter pads with x[0]; the first points get exact expanding medians
-        import pandas as pd
-
-        out[:head] = pd.Series(x[:head]).expanding().median().to_numpy()
+        out[:head] = expanding_median(x[:head])
     return out
 
 
@@ -184,6 +182,18 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     else:
         count = np.clip(np.arange(n) - 2, 0, window)
     return Baseline(y, level, scale, count, log)
+
+
+@dataclass(frozen=True)
+class Known:
+    """What `SpikeDetector.find` needs beside the finite values: the index from which they are
+    judged additively (len: never), their log-space baseline (None: no log space; it may be
+    longer than `split`) and their additive baseline (None when `split` is their length; or
+    a callable making it from the values)."""
+
+    split: int
+    log: Baseline | None
+    additive: Any
 
 
 def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
@@ -318,14 +328,19 @@ class SpikeDetector:
         require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
                 "an int >= 0")
 
-    def detect(self, series: Series) -> list[Event]:
+    def detect(self, series: Series, known: Known | None = None) -> list[Event]:
+        """The spikes of `series` (`known`: as `find` takes it)."""
         self.validate()
-        return [self._event(series, s) for s in self.find(series.step, series.value)]
+        return [self._event(series, s) for s in self.find(series.step, series.value, known)]
 
     # -- the work, on plain arrays (gradspike and divergence reuse it) --------------------
 
-    def find(self, steps: np.ndarray, values: np.ndarray) -> list[dict[str, Any]]:
-        """Spikes as dicts of steps and statistics; non-finite points are ignored."""
+    def find(self, steps: np.ndarray, values: np.ndarray,
+             known: Known | None = None) -> list[dict[str, Any]]:
+        """Spikes as dicts of steps and statistics; non-finite points are ignored.
+
+        `known`: where the finite values turn additive and their baselines, as a streaming
+        form keeps them up to date (`Known`); else found here from the values."""
         finite = np.isfinite(values)
         st = np.asarray(steps)[finite].astype(np.int64)
         v = np.asarray(values, dtype=float)[finite]
@@ -334,20 +349,33 @@ class SpikeDetector:
             return []
         w = self.window | 1
         lw = self.level_window | 1
-        nonpos = np.flatnonzero(v <= 0)
-        k = int(nonpos[0]) if nonpos.shape[0] else n  # log space before k, additive from k
+        if known is None:
+            known = self.spaces(v)
+        k = known.split  # log space before k, additive from k
         spaces = []
-        if k > self.min_points or (k == n and n > 1):
-            logb = baseline(v[:k], w, True, level_window=lw)
-            k = min(k, self.near_zero(v[:k], logb, w))
-            if k > self.min_points or k == n:
-                spaces.append((0, k, logb))
+        if known.log is not None and (k > self.min_points or k == n):
+            spaces.append((0, k, known.log))
         if k < n:
-            spaces.append((k, n, baseline(v, w, False, level_window=lw)))
+            spaces.append((k, n, known.additive(v) if callable(known.additive)
+                           else known.additive))
         out: list[dict[str, Any]] = []
         for lo, hi, base in spaces:
             out.extend(self._extract(st, v, base, lo, hi, w))
         return out
+
+    def spaces(self, v: np.ndarray) -> Known:
+        """Where the finite values `v` turn additive (the first value <= 0, or where the
+        level comes near 0) and their baselines (the additive one made when asked)."""
+        n = v.shape[0]
+        w = self.window | 1
+        lw = self.level_window | 1
+        nonpos = np.flatnonzero(v <= 0)
+        k = int(nonpos[0]) if nonpos.shape[0] else n
+        logb = None
+        if k > self.min_points or (k == n and n > 1):
+            logb = baseline(v[:k], w, True, level_window=lw)
+            k = min(k, self.near_zero(v[:k], logb, w))
+        return Known(k, logb, lambda vals: baseline(vals, w, False, level_window=lw))
 
     def near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
         """Index from which `find` judges the positive values `v` additively (`logb`: their

@@ -32,7 +32,9 @@ class SeriesBuffer:
     """One tag's stitched points (sorted by step, the last write of a step winning), growable.
 
     `dirty` is the first index changed since the streams last ran (None: nothing new);
-    `first_nonpos` the index of the first finite value <= 0 (None: none), kept up to date.
+    `first_nonpos` the index of the first finite value <= 0 (None: none), kept up to date;
+    `rewrites` the first index changed by each write that went back in step (in order: a
+    state kept outside the streams' runs catches up with them).
     """
 
     def __init__(self) -> None:
@@ -41,6 +43,7 @@ class SeriesBuffer:
         self.n = 0
         self.dirty: int | None = None
         self.first_nonpos: int | None = None
+        self.rewrites: list[int] = []
         self._mono: tuple[int, bool, float] = (0, True, math.nan)  # skipped counters
 
     def add(self, steps: np.ndarray, values: np.ndarray) -> None:
@@ -54,6 +57,7 @@ class SeriesBuffer:
             self.n, start = n + k, n
         else:
             start = self._merge(steps, values)
+            self.rewrites.append(start)
         self.dirty = start if self.dirty is None else min(self.dirty, start)
         if self.first_nonpos is None or self.first_nonpos >= start:
             v = self.value[start:self.n]

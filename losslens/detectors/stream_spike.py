@@ -5,7 +5,10 @@ points plus the detector's horizon of history (the tail count over z-scores whos
 spans a window and two level windows, and the re-judging after a spike), reaching further
 back where an event is still open (a spike not back yet, or one whose recovery moved the
 statistics of what follows; for grad spikes, a loss spike that may still follow). Events
-from the window's trusted part on replace the earlier ones there. Where the statistic leaves
+from the window's trusted part on replace the earlier ones there. The statistic's baselines
+(its trailing medians, the bulk of the cost) are not computed again on the window: each
+tag's are kept up to date point by point (`stream_stats.BaselineCache`, equal to the whole
+series' bit for bit) and handed to the detector (`SpikeDetector.find(known=...)`). Where the statistic leaves
 log space (a first value <= 0, or the level coming within `NEAR_ZERO` noise scales of 0) is
 tracked incrementally from the whole prefix, as `SpikeDetector.find` decides it: after that
 the window is judged additively, and the update where it happens runs on the whole series.
@@ -15,7 +18,6 @@ Over any prefix and any chunking, the events equal the batch detector's on that 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,8 +25,9 @@ import numpy as np
 from ..events import Event
 from . import spike as spike_module
 from .gradspike import GradSpikeDetector
-from .spike import SpikeDetector
+from .spike import Known, SpikeDetector
 from .stream_base import FrameView, SeriesBuffer, index_of, splice
+from .stream_stats import BaselineCache
 
 if TYPE_CHECKING:
     from .stream import LiveRun
@@ -56,31 +59,41 @@ class SpikeStream:
         key = (self.kind, tag)
         old = st.events.get(key, [])
         a0 = self.start(old, s.step[:s.n], s.value[:s.n], int(s.dirty))
-        series, cut_step = self.window(st, tag, s, a0)
-        st.events[key] = splice(old, self.det.detect(series), cut_step)
+        series, cut_step, known = self.window(st, tag, s, a0)
+        st.events[key] = splice(old, self.det.detect(series, known), cut_step)
 
     def start(self, old: list[Event], steps: np.ndarray, values: np.ndarray, d: int) -> int:
         """The first index whose events must be found again when points from `d` on are new
         (the window then starts `horizon` points earlier)."""
         return min([d] + [self._reach(e, steps, values, d) for e in old])
 
-    def window(self, st: LiveRun, tag: str, s: SeriesBuffer, a0: int) -> tuple[Any, float]:
+    def window(self, st: LiveRun, tag: str, s: SeriesBuffer, a0: int
+               ) -> tuple[Any, float, Known | None]:
         """The series to run the detector on so that its events from index `a0` on are as
-        in the whole series, and the step from which they are."""
+        in the whole series, the step from which they are, and the statistic's baselines
+        and space there (kept up to date point by point: `BaselineCache`)."""
         # shared by the policies that run the same statistic on this tag (spike, grad_spike)
+        cache = self.cache(st, tag, s)
         memo = st.memo.setdefault((f"switch-{self.w}-{self.lw}-{self.min_points}", tag), {})
-        k, moved = self._switch(s, memo, st.tick)
+        k, moved = self._switch(s, memo, st.tick, cache)
         a = max(0, a0 - self.horizon)
         if moved or (k is not None and k >= a):
             a = 0  # the series turned additive just now, or inside the window: all of it
         series = s.view(st.run, tag, st.roles[tag], a)
-        if a and k is not None:  # additive since before the window: a 0 first says so
-            series = replace(series, step=np.r_[series.step[0] - 1, series.step],
-                             value=np.r_[0.0, series.value],
-                             wall_time=np.r_[np.nan, series.wall_time],
-                             segment=np.r_[0, series.segment])
+        fa = cache.finite_index(a)
+        # additive from the switch on (from the window's start when it came before)
+        split = cache.n - fa if k is None else max(0, cache.finite_index(k) - fa)
         cut_step = -math.inf if a == 0 else s.step[a0] if a0 < s.n else math.inf
-        return series, cut_step
+        return series, cut_step, cache.known(fa, split)
+
+    def cache(self, st: LiveRun, tag: str, s: SeriesBuffer) -> BaselineCache:
+        """The tag's baselines for this statistic, brought up to date (once an update)."""
+        memo = st.memo.setdefault((f"baselines-{self.w}-{self.lw}", tag), {})
+        cache = memo.get("cache")
+        if cache is None:
+            cache = memo["cache"] = BaselineCache(self.w, self.lw)
+        cache.update(s, st.tick)
+        return cache
 
     def _reach(self, e: Event, steps: np.ndarray, values: np.ndarray, d: int) -> int:
         """Where the window must start (before the horizon) for `e` to be judged as in the
@@ -107,7 +120,8 @@ class SpikeStream:
 
     # -- where the statistic leaves log space (mirrors SpikeDetector.find / near_zero) ----
 
-    def _switch(self, s: SeriesBuffer, memo: dict[str, Any], tick: int) -> tuple[int | None, bool]:
+    def _switch(self, s: SeriesBuffer, memo: dict[str, Any], tick: int,
+                cache: BaselineCache) -> tuple[int | None, bool]:
         """(index from which the detector judges the series additively, or None; whether
         that changed since the last update). It is the first value <= 0, or the first point
         whose log-space level is within NEAR_ZERO noise scales of 0 (unless every value so
@@ -125,7 +139,7 @@ class SpikeStream:
         k0 = s.first_nonpos
         end = s.n if k0 is None else min(s.n, k0)
         if memo["upto"] < end:
-            self._scan(s, memo, end, sp)
+            self._scan(s, memo, end, sp, cache)
         memo["upto"] = max(memo["upto"], end)
         near = memo["cond"]
         if memo["smax"] == 0.0 or memo["vmin"] > sp.NEAR_ZERO * memo["smax"]:
@@ -137,7 +151,8 @@ class SpikeStream:
         memo.update(k=k, moved=moved, tick=tick)
         return k, moved
 
-    def _scan(self, s: SeriesBuffer, memo: dict[str, Any], end: int, sp: Any) -> None:
+    def _scan(self, s: SeriesBuffer, memo: dict[str, Any], end: int, sp: Any,
+              cache: BaselineCache) -> None:
         """Fold the finite values of [upto, end) into the running min / largest step, and
         look for the first point of them where the level comes near 0."""
         upto = memo["upto"]
@@ -150,10 +165,11 @@ class SpikeStream:
             memo["vmin"] = min(memo["vmin"], float(vals.min()))
             memo["last"] = float(vals[-1])
         if memo["cond"] is None and vals.shape[0]:
-            memo["cond"] = self._near_from(s, upto, end, memo["fin"], sp)
+            memo["cond"] = self._near_from(s, upto, end, memo["fin"], sp, cache)
         memo["fin"] += int(vals.shape[0])
 
-    def _near_from(self, s: SeriesBuffer, upto: int, end: int, fin: int, sp: Any) -> int | None:
+    def _near_from(self, s: SeriesBuffer, upto: int, end: int, fin: int, sp: Any,
+                   cache: BaselineCache) -> int | None:
         """First index in [upto, end) whose level is within NEAR_ZERO noise scales of 0,
         computed on enough finite points before `upto` to be exact."""
         need, lo = 3 * self.w + 4 * self.lw + 16, upto
@@ -174,7 +190,11 @@ class SpikeStream:
         if vmin > 0 and vmin * vmin / vmax > sp.NEAR_ZERO * sp.DIFF_TO_SIGMA * step:
             return None  # the level (>= vmin^2/vmax) stays above any noise bound here
         fin_index = fin - int(np.count_nonzero(ok[:upto - lo])) + np.arange(v.shape[0])
-        logb = sp.baseline(v, self.w, True, level_window=self.lw)
+        f0 = cache.finite_index(lo)
+        if cache.log.n >= f0 + v.shape[0] and cache.val.n >= 4:  # kept up to date
+            logb = cache.log_baseline(f0, f0 + v.shape[0])
+        else:
+            logb = sp.baseline(v, self.w, True, level_window=self.lw)
         near = sp.near_zero_points(v, logb, self.w)
         hit = np.flatnonzero(near & (pos >= upto) & (fin_index >= self.det.near_zero_from(self.w)))
         return int(pos[hit[0]]) if hit.shape[0] else None
@@ -206,21 +226,21 @@ class GradSpikeStream:
         key = (self.kind, None)
         old = st.events.get(key, [])
         follow_from = min(new_loss) - self.follow if new_loss else math.inf
-        views, cuts = {}, {}
+        views, cuts, known = {}, {}, {}
         for t in grads:
             s = st.series[t]
             steps = s.step[:s.n]
             d = min(s.n if s.dirty is None else s.dirty, index_of(steps, follow_from))
             a0 = self.grad.start([e for e in old if e.tag == t], steps, s.value[:s.n], d)
-            views[t], cuts[t] = self.grad.window(st, t, s, a0)
+            views[t], cuts[t], known[t] = self.grad.window(st, t, s, a0)
         first = min(cuts.values())
         for t in losses:
             s = st.series[t]
             steps = s.step[:s.n]
             a0 = 0 if first == -math.inf else self.loss.start(
                 st.events.get(("spike", t), []), steps, s.value[:s.n], index_of(steps, first))
-            views[t], _ = self.loss.window(st, t, s, a0)
-        found = self.det.detect_run(FrameView(views), st.info())
+            views[t], _, _ = self.loss.window(st, t, s, a0)
+        found = self.det.detect_run(FrameView(views), st.info(), known)
         st.events[key] = sorted(
             [e for e in old if e.start_step < cuts.get(e.tag, math.inf)]
             + [e for e in found if e.start_step >= cuts[e.tag]],
