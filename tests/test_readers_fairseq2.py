@@ -133,3 +133,16 @@ def test_fairseq2_wrapped_records_followed_in_batches(tmp_path):
         ref = frame.series(frame.runs[0].run, tag)
         assert list(s.step[:s.n]) == list(ref.step) and len(ref.step) == 199, tag
         assert list(s.value[:s.n]) == list(ref.value), tag
+
+
+def test_a_long_word_line_reads_in_linear_time(tmp_path):
+    """`(\\w+) Metrics` tried at every position of a 2 MB word backtracked quadratically."""
+    import time
+
+    path = tmp_path / "f2.log"
+    path.write_text("x - Train Metrics (step 1) - Loss: 2.5\n" + "a" * 2_000_000 + "\n"
+                    + "x - Train Metrics (step 2) - Loss: 2.4\n")
+    start = time.process_time()
+    (rec,) = read_records(path, format="fairseq2")
+    assert time.process_time() - start < 2
+    assert rec.step.tolist() == [1, 2] and rec.skipped_count == 0

@@ -38,7 +38,9 @@ from .textutil import fits_step, head_text, parse_float, read_text, split_trunca
 FORMAT = "fairseq2"
 
 #: A record: its header, its first line's text, and rich's continuation lines.
-_RECORD = re.compile(r"(\w+) Metrics \(step (\d+)\) - "
+#: (the title is anchored at a word start and bounded: `\w+` tried at every position of a long
+#: word was quadratic)
+_RECORD = re.compile(r"(?<!\w)(\w{1,64}) Metrics \(step (\d+)\) - "
                      r"([^\n]*(?:\n(?:\[\w{0,20}\]:)? {21,}\S[^\n]*)*)")
 _CONT = re.compile(r"^(?:\[\w{0,20}\]:)? {21,}")
 _SNIFF = re.compile(r"\w+ Metrics \(step \d+\) - [^|\n]+: ")
