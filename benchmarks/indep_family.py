@@ -26,7 +26,8 @@ swings x0.2-x1.8 over the run), heavy-tailed (Student t, 2.5-5 degrees of freedo
   made (taller than anything the noise did: what tells an engineer a spike from a tail), or
   x1e3-1e7 for near-zero collapses (which decay in log space); a hump needs D >= 10 log
   intervals (shorter ones are decays: a hump between two logged points is not seen);
-- divergence: from its start the log-level rises linearly to x3-x20 by the end (some end in NaN);
+- divergence: from its start the log-level stops falling and rises linearly to x3-x20 by the end
+  (some end in NaN);
 - NaN after a plateau: the curve goes flat, then NaN from a step to the end (nonfinite only;
   a plateau is no divergence);
 - overfitting: a validation series of 5-12 evals falls, then rises 3-8 % at each of the last
@@ -43,7 +44,10 @@ interval; overfitting a detection on the validation tag starting within one eval
 the turn or later. Peers (benchmarks/quality.py's rules) run on the train loss of the cases
 where they can have warmed up before the first true spike ("n/a" where none can); ratio rules
 (llm-foundry, Lightning, Megatron) do not run on sign-changing losses. Their F1 is shown beside
-losslens's F1 on the same cases.
+losslens's F1 on the same cases. A peer's flag at a labelled grad-norm blip the loss did not
+follow is neutral (OLMo-core's grad half skips such steps by design; losslens reports them as
+`grad_spike` events, which the loss-spike score does not count either); where a peer's cases
+hold no true spike, the false alarms (theirs/losslens's) are shown instead of an F1.
 """
 from __future__ import annotations
 
@@ -254,6 +258,10 @@ def make_case(stratum: str, seed: int) -> Case:
     elif plan == "diverge":
         i0 = int(n * rng.uniform(0.5, 0.85)) if stratum != "short" else int(n * 0.5)
         t0 = int(steps[i0])
+        # the run stops improving where it starts to diverge: without this the rise is added
+        # to a level still falling (the rounded stratum's decades-long decline outran a x3
+        # rise, and its curve never went up although labelled a divergence)
+        level[i0:] = level[i0]
         rise = (np.log(rng.uniform(3, 20)) if not sign else rng.uniform(10, 40) * rs)
         mult[i0:] += rise * (t[i0:] - t0) / max(1.0, t[-1] - t0)
         labels.append(Label("divergence", TRAIN, t0))
@@ -314,6 +322,8 @@ def _grad(rng: np.random.Generator, steps: np.ndarray,
                         for lb in labels)]
     for i in rng.choice(quiet, size=min(len(quiet), int(rng.integers(0, 4))), replace=False):
         g[i] *= rng.uniform(5, 50)  # a grad blip the loss does not follow
+        labels.append(Label("grad_spike", GRAD, int(steps[i]), int(steps[i])))
+    labels.sort(key=lambda x: x.start)
     return steps, g
 
 
@@ -362,6 +372,20 @@ class Score:
 def _neutral(case: Case) -> int:
     starts = [lb.start for lb in case.labels if lb.kind in ("divergence", "nonfinite")]
     return min(starts) if starts else 1 << 62
+
+
+def grad_only_neutral(case: Case, found: list[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
+    """A peer's flags without those at a labelled grad-norm blip the loss did not follow:
+    OLMo-core's grad half skips such a step by design, and losslens reports it as a
+    `grad_spike` (on the grad tag, not scored as a loss spike); in the loss-spike score
+    neither counts. Flags that also cover a true loss spike stay."""
+    blips = [lb.start for lb in case.labels if lb.kind == "grad_spike"]
+    spikes = [lb for lb in case.labels if lb.kind == "spike"]
+    last = int(case.steps[-1])
+    return [f for f in found
+            if not any(f[0] <= b <= f[1] for b in blips)
+            or any(f[0] <= (last if lb.end is None else lb.end) and lb.start <= f[1]
+                   for lb in spikes)]
 
 
 def score_spikes(sc: Score, case: Case, found: list[tuple[int, int, str | None]]) -> None:
@@ -447,11 +471,12 @@ def evaluate(cases: list[Case]) -> dict[str, Any]:
             theirs, mine = Score(), Score()
             for c in able:
                 grad = c.grad[1] if c.grad is not None else None
-                score_spikes(theirs, c, [(a, b, None) for a, b in rule(c.steps, c.values, grad)])
+                score_spikes(theirs, c, grad_only_neutral(
+                    c, [(a, b, None) for a, b in rule(c.steps, c.values, grad)]))
                 score_spikes(mine, c, [(e.start_step, int(c.steps[-1]) if e.end_step is None
                                         else e.end_step, e.recovery) for e in c.events
                                        if e.kind == "spike" and e.tag == TRAIN])
-            peers[name] = (theirs, mine, len(able))
+            peers[name] = (theirs, mine, len(able))  # type: ignore[assignment]
         out[stratum] = {"cases": len(group), "spike": ours, "kinds": kinds, "peers": peers}
     return out
 
@@ -474,6 +499,9 @@ def report(res: dict[str, Any]) -> dict[str, float]:
         for name, v in r["peers"].items():
             if v is None:
                 peers.append(f"{name}: n/a")
+            elif v[0].tp + v[0].fn == 0:  # F1 means nothing without a true spike
+                peers.append(f"{name}: no spike in its {v[2]} cases (false alarms "
+                             f"{v[0].fp}/{v[1].fp})")
             else:
                 peers.append(f"{name}: {v[0].f1():.2f}/{v[1].f1():.2f} ({v[2]})")
         print(f"{stratum:<10}{r['cases']:>6}{s.tp + s.fn:>7}{p:>7.3f}{rc:>7.3f}{s.f1():>7.3f}"

@@ -10,8 +10,8 @@ a third with grad-norm spikes and fp16 overflow bursts), runs `losslens.analysis
 with the five causal detectors, and re-implements the peers' rules from their documented
 defaults on the same train-loss series:
 
-- OLMo-core SkipStepOptimizer: value > mean + 6 sd of the previous 128 finite values, once 64
-  values are in;
+- OLMo-core SkipStepOptimizer: value > mean + 6 sd of the previous 128 finite values, once 63
+  precede it (its rolling list, the current value included, holds max(2, 128 // 2) = 64);
 - llm-foundry KillLossSpike: value >= 2 x mean of the previous max(100, 5 % of points) values,
   for more than `patience` = 4 consecutive values;
 - Lightning Fabric SpikeDetection: not better than the previous value and >= (1 + 2) x the
@@ -19,7 +19,10 @@ defaults on the same train-loss series:
 - Megatron-LM rerun state machine: |value| >= 10 x the max |value| of the first 100 values;
 - ZClip at its defaults (zscore mode, adaptive_scaling): EMA mean/variance (alpha 0.97, 25
   warm-up values), z > 2.5, the EMAs updated with mean + 2.5 sd / (z / 2.5) in the value's place;
-- OLMo-core's grad-norm half (its skip rule looks at loss and grad norm), where a run logs one.
+- OLMo-core's grad-norm half (its skip rule looks at loss and grad norm), where a run logs one;
+  its flags on a true grad-norm spike the loss did not follow are neutral in the loss-spike
+  score (it skips such steps by design; losslens reports them as `grad_spike`, not scored as
+  loss spikes either).
 
 The peers see logged points, not every batch, as an offline replay of a log does.
 
@@ -159,7 +162,9 @@ def olmo_core(steps: np.ndarray, v: np.ndarray) -> list[tuple[int, int]]:
     hist = s.shift(1).rolling(128, min_periods=2)
     mean, sd = hist.mean().to_numpy(), hist.std().to_numpy()
     seen = np.arange(v.shape[0])  # values before this one
-    flags = (seen >= 64) & np.isfinite(v) & (v > mean + 6 * sd)
+    # OLMo-core's get_step_factor judges once its list, the current value included, holds
+    # max(2, 128 // 2) = 64 values: 63 before this one
+    flags = (seen >= 63) & np.isfinite(v) & (v > mean + 6 * sd)
     return _runs(flags, steps)
 
 
@@ -241,7 +246,7 @@ def zclip(steps: np.ndarray, v: np.ndarray, alpha: float = 0.97, z_thresh: float
 def olmo_core_both(steps: np.ndarray, v: np.ndarray,
                    grad: np.ndarray | None = None) -> list[tuple[int, int]]:
     """OLMo-core SkipStepOptimizer in full: a step is skipped when the loss OR the grad norm is
-    above mean + 6 sd of its previous 128 values (once 64 are in); the grad half needs a
+    above mean + 6 sd of its previous 128 values (once 63 precede it); the grad half needs a
     grad-norm series logged at the loss's steps."""
     out = olmo_core(steps, v)
     if grad is None or grad.shape != v.shape:
@@ -260,8 +265,8 @@ PEERS: dict[str, Callable[[np.ndarray, np.ndarray], list[tuple[int, int]]]] = {
 #: name -> (rule(steps, loss, grad_norm | None), values needed before it can flag, ratio rule:
 #: meaningless on a loss that changes sign). Used by the stratified tables.
 PEER_RULES: dict[str, tuple[Callable[..., list[tuple[int, int]]], int, bool]] = {
-    "OLMo loss": (lambda s, v, g=None: olmo_core(s, v), 64, False),
-    "OLMo loss+grad": (olmo_core_both, 64, False),
+    "OLMo loss": (lambda s, v, g=None: olmo_core(s, v), 63, False),
+    "OLMo loss+grad": (olmo_core_both, 63, False),
     "KillLossSpike": (lambda s, v, g=None: kill_loss_spike(s, v), 100, True),
     "Lightning": (lambda s, v, g=None: lightning(s, v), 2, True),
     "Megatron": (lambda s, v, g=None: megatron(s, v), 101, True),
@@ -446,6 +451,20 @@ def stratified(cases: list[Case]) -> list[dict[str, Any]]:
     return rows
 
 
+def grad_only_neutral(case: Case, found: list[tuple[int, int, Any]],
+                      spikes: list[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
+    """A peer's flags without those on a true grad-norm spike the loss did not follow:
+    OLMo-core's grad half skips such a step by design, and losslens reports it as a
+    `grad_spike` on the grad tag (not scored as a loss spike); in the loss-spike score neither
+    counts. Flags that also cover a true loss spike stay."""
+    last = int(case.steps[-1])
+    blips = [(t.start_step, _end(t, last, case)) for t in case.truth
+             if t.kind == "grad_spike" and not t.details.get("loss_followed")]
+    return [f for f in found
+            if not any(_overlap(a, b, f[0], f[1]) for a, b in blips)
+            or any(_overlap(t0, t1, f[0], f[1]) for t0, t1, _ in spikes)]
+
+
 def _spike_score(cases: list[Case], rule: Callable[[Case], list] | None) -> Score:
     sc = Score("spike", "x")
     for case in cases:
@@ -456,7 +475,7 @@ def _spike_score(cases: list[Case], rule: Callable[[Case], list] | None) -> Scor
             found = [(e.start_step, last if e.end_step is None else e.end_step, e)
                      for e in case.events if e.kind == "spike" and e.tag == TAGS["loss"]]
         else:
-            found = [(a, b, None) for a, b in rule(case)]
+            found = grad_only_neutral(case, [(a, b, None) for a, b in rule(case)], truth)
         score(sc, truth, found, neutral)
     return sc
 

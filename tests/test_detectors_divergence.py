@@ -177,3 +177,54 @@ def test_nan_iteration_counters():
 def test_nonfinite_invalid_parameter():
     with pytest.raises(InvalidParameterError, match="NonFiniteDetector.merge_within must be"):
         NonFiniteDetector(merge_within=-1).detect(ser([1], [np.nan]))
+
+
+def test_a_signed_loss_rising_30_noise_scales_is_declared_while_it_rises():
+    # a loss around 0 (policy losses) rising 0.9 over its last 800 points, noise 0.03: the
+    # rise must clear 12 noise scales of the best level, then grow a quarter of that again
+    # (as in log space: x1.1 after x1.5); asking another 20 scales found it only at the end
+    rng = np.random.default_rng(5)
+    t = np.arange(2000)
+    y = 0.03 * rng.standard_normal(2000) + np.where(t >= 1200, 0.9 * (t - 1200) / 800, 0.0)
+    (e,) = divergences(t, y)
+    assert (e.start_step, e.end_step, e.details["declared_step"]) == (1253, 1999, 1755)
+    assert e.details["space"] == "linear"
+    # a level shift of the same height that stays flat is no divergence
+    y2 = 0.03 * rng.standard_normal(2000) + np.where(t >= 1000, 0.45, 0.0)
+    assert divergences(t, y2) == []
+
+
+def test_nan_after_a_plateau_whose_last_point_is_a_blip_is_no_divergence():
+    # noise 5 % in log space; the last finite point is 3 of those above the plateau
+    rng = np.random.default_rng(7)
+    p = np.exp(0.05 * rng.standard_normal(600))
+    p[499], p[500:] = np.exp(0.15), np.nan
+    assert divergences(np.arange(600) * 10, p) == []
+
+
+def test_a_blow_up_into_nan_is_a_divergence():
+    rng = np.random.default_rng(7)
+    rng.standard_normal(600)
+    b = np.r_[2.0 * np.exp(0.01 * rng.standard_normal(300)), 9.0, np.full(5, np.nan)]
+    (e,) = divergences(np.arange(306), b)
+    assert (e.start_step, e.end_step) == (300, 305)
+    assert e.details["nonfinite"] is True and e.details["first_nonfinite_step"] == 301
+
+
+def test_a_17_point_run_rising_x7_over_its_last_8_points_diverges():
+    values = np.r_[np.geomspace(8, 5.5, 9), 5.5 * np.geomspace(1.3, 7, 8)]
+    (e,) = divergences(np.arange(1, 18) * 10, values)
+    assert (e.start_step, e.end_step, e.details["declared_step"]) == (100, 170, 160)
+    assert e.magnitude == pytest.approx(5.252, abs=1e-3)
+
+
+def test_a_loud_stretch_that_set_the_best_level_does_not_make_a_quiet_one_diverge():
+    # log-normal flicker over a 1e-7 floor: loud (sigma 0.9) for 3000 points, then quiet
+    # (0.1) and creeping up x1.12 (under the x1.5 a divergence needs). The loud stretch's
+    # trailing medians dipped ~0.6 below its true level: measured against that best, the
+    # quiet level "rose" x1.9. The rise must clear the wander where the best was reached too.
+    rng = np.random.default_rng(2)
+    sigma = np.r_[np.full(3000, 0.9), np.full(3000, 0.1)]
+    creep = np.r_[np.zeros(3000), np.linspace(0, np.log(1.12), 3000)]
+    v = 1e-7 * np.exp(creep + sigma * rng.standard_normal(6000))
+    assert divergences(np.arange(6000), v) == []

@@ -63,3 +63,23 @@ def test_kendall_tau_and_parameter_checks():
     assert kendall_tau(np.array([4.0, 3, 2, 1])) == -1.0
     with pytest.raises(InvalidParameterError, match="OverfittingDetector.min_after"):
         OverfittingDetector(min_after=1).validate()
+
+
+def test_a_climb_after_a_steady_descent_is_judged_against_the_scatter_not_the_descent():
+    # validation fell ~9 % per eval to its best, then rose 5.9 % at each of the last 3: the
+    # descent's moves (0.14-0.19 per eval) are its trend, not noise (the detector used to take
+    # them for noise and missed this; found on the independent synthetic family)
+    val = [2.1796, 1.9922, 1.8089, 1.6213, 1.486, 1.5731, 1.6654, 1.763]
+    (e,) = run(falling(), val)
+    assert (e.start_step, e.end_step, e.details["evals_after"]) == (5000, 8000, 3)
+    assert e.magnitude == pytest.approx(1.763 / 1.486)
+
+
+def test_eval_noise_is_the_scatter_around_the_local_trend():
+    from losslens.detectors.overfitting import eval_noise
+
+    assert eval_noise(np.array([2.0, 1.8, 1.6, 1.4])) == pytest.approx(0.0, abs=1e-12)
+    # a flat series alternating by 0.01: each inner point is 0.01 from its neighbours' mean
+    flat = np.array([0.5, 0.51, 0.5, 0.51, 0.5])
+    assert eval_noise(flat) == pytest.approx(0.01 * np.sqrt(2 / 1.5))
+    assert eval_noise(np.array([1.0, 2.0])) == 0.0

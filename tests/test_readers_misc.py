@@ -620,3 +620,66 @@ def test_every_tag_role_checked(misc: Path) -> None:
                 if "loss" in tag and "scale" not in tag and not tag.startswith("ewm"):
                     want = "val_loss" if tag.startswith(("valid", "eval")) else "train_loss"
                     assert role == want, tag
+
+
+# JSON null: what pandas and orjson write for NaN, and what a wide file writes for "not logged"
+
+def _jsonl(path: Path, rows: list) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _null_tail_rows() -> list:
+    rows = [{"step": s, "loss": round(2.0 - s / 100, 2), "lr": 1e-3} for s in range(1, 11)]
+    return rows + [{"step": s, "loss": None, "lr": 1e-3} for s in (11, 12, 13)]
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_jsonl_null_losses_at_the_end_are_nan_points(tmp_path: Path, damaged: bool) -> None:
+    # orjson / pandas wrote the run's last three NaN losses as null, lr still logged beside
+    path = _jsonl(tmp_path / "m.jsonl", _null_tail_rows())
+    if damaged:  # a bad line sends the reader line by line: the same reading
+        path.write_text(path.read_text().replace('{"step": 5,', '{"step": 5,,', 1))
+    rec = jsonl.read_jsonl(path, "j")[0]
+    fr = frame.build([rec])
+    steps, values = _raw(fr, "loss")
+    kept = [s for s in range(1, 14) if not (damaged and s == 5)]
+    assert steps == kept
+    assert _same(values, [round(2.0 - s / 100, 2) for s in kept if s <= 10] + [NAN] * 3)
+    assert _raw(fr, "lr")[0] == kept
+    assert rec.warnings == ()
+    from losslens.pipeline import analyze
+
+    (ev,) = [e for e in analyze(fr).runs[0].events if e.kind == "nonfinite"]
+    assert (ev.tag, ev.start_step, ev.end_step, ev.severity) == ("loss", 11, 13, "critical")
+
+
+def test_jsonl_nulls_of_a_wide_file_stay_not_logged(tmp_path: Path) -> None:
+    # a pandas frame of train rows and eval rows: each row's other group is null
+    rows = []
+    for s in range(1, 13):
+        rows.append({"step": s, "loss": 3.0 - s / 10, "lr": 1e-3, "eval_loss": None})
+        if s % 4 == 0:
+            rows.append({"step": s, "loss": None, "lr": None, "eval_loss": round(3.1 - s / 10, 2)})
+    fr = frame.build([rec := jsonl.read_jsonl(_jsonl(tmp_path / "w.jsonl", rows), "j")[0]])
+    assert _raw(fr, "loss")[0] == list(range(1, 13))
+    assert _raw(fr, "eval_loss") == ([4, 8, 12], [2.7, 2.3, 1.9])
+    assert not np.isnan(_raw(fr, "loss")[1]).any()
+    assert rec.warnings == ()
+
+
+def test_jsonl_nulls_that_cannot_be_read_are_said(tmp_path: Path) -> None:
+    # loss logged alone on each line, then three lines that log only acc with loss null:
+    # NaN losses or a change of what is logged? Kept out, with a warning; an all-null column too
+    rows = [{"step": s, "loss": 2.0 - s / 100, "grad_norm": None} for s in range(1, 9)]
+    rows += [{"step": s, "loss": None, "acc": 0.5, "grad_norm": None} for s in (9, 10, 11)]
+    rec = jsonl.read_jsonl(_jsonl(tmp_path / "u.jsonl", rows), "j")[0]
+    fr = frame.build([rec])
+    assert _raw(fr, "loss")[0] == list(range(1, 9))
+    assert sorted(rec.tags) == ["acc", "loss"]
+    assert rec.warnings == (
+        "'loss': 3 null value(s) after its last number (steps 9-11) read as not logged; "
+        "JSON null stands for both NaN and a value not logged",
+        "'grad_norm': every value is null (NaN or never logged?); not read")

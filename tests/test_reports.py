@@ -294,3 +294,19 @@ def test_screenshot_script_on_the_sample_log(tmp_path):
                       str(tmp_path / "s.html")]) == 0
     assert shot.png_size(out) == (1400, 2400)
     assert "megatron_gpt_spikes" in (tmp_path / "s.html").read_text()
+
+
+def test_an_overfitting_magnitude_reads_last_over_best_in_every_report():
+    # the magnitude of an overfitting event is the last evaluation over the best one
+    frame = _frame(resume=False)
+    info = frame.runs[0]
+    ev = (Event("overfitting", info.run, "lm loss validation", 1500, None, 3000, "warning",
+                None, None, 1.1865, {"metric": "loss", "best_step": 1500}, id="overfitting-1"),)
+    analysis = Analysis(frame, (RunAnalysis(info, ev, tuple(diagnose(ev, info.metadata)), None,
+                                            ()),))
+    md = md_report.render(analysis)
+    assert ("| overfitting-1 | overfitting | lm loss validation | 1500–3000 |  | "
+            "×1.19 last/best |  | warning |") in md.splitlines()
+    assert "peak/level" not in md
+    page = html_report.render(analysis)
+    assert "×1.19 last/best" in page and "peak/level" not in page

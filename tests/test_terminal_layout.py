@@ -127,6 +127,9 @@ def test_storms_keep_critical_events_apart():
     ("sudden_drop", 0.25, {}, "+25% drop"),
     ("divergence", 0.5, {"space": "linear"}, "Δloss +0.5"),
     ("divergence", 3.0, {"space": "log"}, "×3 above best"),
+    # overfitting's magnitude is the last evaluation over the best one, not a peak
+    ("overfitting", 1.1865, {"metric": "loss"}, "×1.19 last/best"),
+    ("overfitting", 1.5, {"metric": "accuracy"}, "×1.5 last/best error"),
 ])
 def test_magnitude_units(kind, mag, details, want):
     assert magnitude_text(kind, mag, details) == want

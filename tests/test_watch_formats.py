@@ -6,6 +6,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import losslens
@@ -53,8 +54,19 @@ def modded() -> str:
     return (DATA / "modded_nanogpt" / "2024-12-04_ValueEmbed_1b4db08c.txt").read_text()
 
 
+def jsonl_null_tail(n: int) -> str:
+    # JSON lines whose last losses are null (pandas / orjson's NaN): read as NaN points when
+    # the reader sees the lines before them too (its context)
+    import json
+
+    rows = [{"step": s, "loss": None if s > n - 5 else round(_loss(s), 4), "lr": 1e-4}
+            for s in range(1, n)]
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
 CASES = {"maxtext": lambda: maxtext(1200), "torchtune": lambda: torchtune(1200),
-         "composer": lambda: composer(1200), "modded-nanogpt": modded}
+         "composer": lambda: composer(1200), "modded-nanogpt": modded,
+         "jsonl": lambda: jsonl_null_tail(1200)}
 
 
 @pytest.mark.parametrize("fmt", sorted(CASES))
@@ -75,7 +87,28 @@ def test_line_batches_of_newer_formats_read_like_the_whole_file(tmp_path, fmt):
     frame = losslens.read(dst)
     assert frame.runs[0].format == fmt
     assert st.series
+    if fmt == "jsonl":  # the null tail: four NaN points at the end, in both readings
+        ref = frame.series(frame.runs[0].run, "loss")
+        assert ref.step[-4:].tolist() == [1196, 1197, 1198, 1199]
+        assert np.isnan(ref.value[-4:]).all() and np.isfinite(ref.value[:-4]).all()
     for tag, s in st.series.items():
         ref = frame.series(frame.runs[0].run, tag)
         assert list(s.step[:s.n]) == list(ref.step), tag
         assert list(s.value[:s.n]) == pytest.approx(list(ref.value), nan_ok=True), tag
+
+
+def test_jsonl_null_losses_appended_alone_are_nan_points_in_watch_too(tmp_path):
+    # the null lines arrive in a batch of their own: the lines before them (the reader's
+    # context) tell that the loss was logged on each line beside lr, so null is a NaN
+    data = jsonl_null_tail(400).encode()
+    tail = data.index(b'{"step": 396,')
+    dst = tmp_path / "run.log"
+    dst.write_bytes(b"")
+    with Follower(dst, input_format="jsonl") as f:
+        for part in (data[:tail], data[tail:]):
+            with open(dst, "ab") as fh:
+                fh.write(part)
+            f.poll()
+        s = f.states["run.log"].series["loss"]
+    assert s.step[:s.n][-4:].tolist() == [396, 397, 398, 399]
+    assert np.isnan(s.value[:s.n][-4:]).all() and s.n == 399

@@ -13,13 +13,17 @@ Statistic (causal: declared from past points only):
   scales, measured where the best was reached) over a span of `sustain_points` points or
   `sustain_steps` steps at the usual logging interval, whichever is longer; it must be near
   its top over that span (not coming down), and either have grown `min_growth` x since it
-  first crossed, or sit `stuck_ratio` x above the best (log space: a run stuck near the
+  first crossed (additive: the same share of the threshold, a quarter of it at the
+  defaults), or sit `stuck_ratio` x above the best (log space: a run stuck near the
   uniform-prediction loss is dead, not settled).
-- Or `nan_points` consecutive non-finite values after a rise into them (NaN out of a flat
-  stretch is the `nonfinite` detector's alone: no rise, no divergence).
+- Or `nan_points` consecutive non-finite values after a rise into them: the level (or the
+  median of the last five points) already over the threshold, or the last point over it and
+  twice as far above the recent median as anything in the `4 x window` points before. NaN out of
+  a flat stretch (its last point a blip of noise) is the `nonfinite` detector's alone.
 - In log space the rise must also clear `LEVEL_Z` standard errors of the trailing median
-  (noise from consecutive differences over the last 129 points): a noisy per-batch loss
-  wanders by more than `rise_ratio`.
+  (noise from consecutive differences over the last 129 points), both now and where the best
+  level was reached: a noisy per-batch loss wanders by more than `rise_ratio`, and a loud
+  stretch leaves a best level its quiet successors seem to rise from.
 - Onset = the first point after the last point within noise of the best level. A spike
   precedes the rise when its first point jumped 3x more than the loss then grew per point
   (a steep steady rise is the divergence itself); the start is then where the rise after the
@@ -49,7 +53,11 @@ from .spike import SpikeDetector, is_int, is_num, require, trailing_median
 #: On short series (a smoke test, a short fine-tune) the median window and the sustain span
 #: are at most 1/8 of the points, so a run that diverges within its first hundred
 #: logged points is still seen (e.g. a 62-iteration Megatron run rising for 30 iterations).
+#: Under 40 points both bottom out at a median of 3 and a span of 4 points: a 17-point run
+#: whose loss rises x7 over its last 8 points is diverging (a median of 5 and a span of 5
+#: saw the rise only after the run had ended).
 _SHORT_WINDOW, _SHORT_SPAN = 8, 8
+_MIN_WINDOW, _MIN_SPAN = 3, 4
 
 #: Noise scale from consecutive differences (robust to trends): MAD(diff) / (0.6745 sqrt 2).
 _DIFF_TO_SIGMA = 1.4826 / np.sqrt(2)
@@ -81,7 +89,7 @@ class DivergenceDetector:
     #: The level must reach this many times its best so far ("well above the running minimum").
     rise_ratio: float = 1.5
     #: Additive-space equivalent of rise_ratio, in robust noise scales (series that go <= 0).
-    rise_z: float = 20.0
+    rise_z: float = 12.0
     #: ...and keep growing: this many times the level it had when it first crossed.
     min_growth: float = 1.1
     #: ...or sit this many times above the best without coming down (a dead run).
@@ -137,7 +145,7 @@ class DivergenceDetector:
         full = np.where(np.arange(level.shape[0]) >= window - 1, level, np.inf)
         best = np.minimum.accumulate(full) if v.shape[0] else level
         found = self._finite(st, v, y, level, best, log)
-        found = self._merge_nonfinite(found, steps, finite, st, y, best)
+        found = self._merge_nonfinite(found, steps, finite, st, y, level, best, log)
         last = int(steps[-1])
         for d in found:
             if not d["details"]["recovered"]:
@@ -148,20 +156,20 @@ class DivergenceDetector:
 
     def _window(self, n: int) -> int:
         """The median window: `window`, shrunk on short series (at most an eighth of them)."""
-        return min(self.window | 1, max(5, n // _SHORT_WINDOW) | 1)
+        return min(self.window | 1, max(_MIN_WINDOW, n // _SHORT_WINDOW) | 1)
 
     def is_short(self, st: np.ndarray) -> bool:
         """True when the series is so short that the window and span were shrunk."""
         typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
         full = max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
-        return full > max(5, st.shape[0] // _SHORT_SPAN)
+        return full > max(_MIN_SPAN, st.shape[0] // _SHORT_SPAN)
 
     def sustain_span(self, st: np.ndarray) -> int:
         """Points in the sustain span: sustain_points, or more to cover sustain_steps at the
         series' typical logging interval; at most an eighth of a short series."""
         typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
         span = max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
-        return min(span, max(5, st.shape[0] // _SHORT_SPAN))
+        return min(span, max(_MIN_SPAN, st.shape[0] // _SHORT_SPAN))
 
     def _finite(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
                 best: np.ndarray, log: bool) -> list[dict[str, Any]]:
@@ -171,23 +179,7 @@ class DivergenceDetector:
         span = self.sustain_span(st)
         if n <= span:
             return []
-        if log:
-            # scale-aware: on a noisy loss (per-batch losses over decades) the trailing median
-            # itself wanders and its running minimum sits low; the rise must also clear
-            # LEVEL_Z standard errors of that median (sigma from consecutive differences)
-            noise = _DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(y, prepend=y[0])), 129)
-            wander = LEVEL_Z * 1.2533 * noise / np.sqrt(self._window(n))
-            thr = np.maximum(np.log(self.rise_ratio), wander)
-            tol = np.log(1.02)
-            growth = np.log(self.min_growth)
-            stuck = np.maximum(np.log(self.stuck_ratio), wander)
-        else:  # in noise scales measured where the best level was last reached
-            noise = _DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(y, prepend=y[0])), 129)
-            idx = np.arange(n)
-            ref = np.maximum.accumulate(np.where(level <= best, idx, 0))
-            tol = np.maximum(noise[ref], 1e-12 * np.maximum(1.0, np.abs(level)))
-            thr = growth = self.rise_z * tol
-            stuck = np.inf  # a level shift of a signed series is not a dead run
+        thr, tol, growth, stuck = self.thresholds(y, level, best, log)
         above = (level - best) >= thr
         if not above.any():
             return []
@@ -209,6 +201,31 @@ class DivergenceDetector:
             if hits.shape[0]:
                 out.append(self._event(st, v, y, level, best, a, b, a + int(hits[0]), log))
         return out
+
+    def thresholds(self, y: np.ndarray, level: np.ndarray, best: np.ndarray,
+                   log: bool) -> tuple[Any, Any, Any, Any]:
+        """(rise over the best level that counts, "near the top" tolerance, growth since the
+        crossing, stuck height) per point, in the detector's space."""
+        n = y.shape[0]
+        noise = _DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(y, prepend=y[0])), 129)
+        # where the best level was last reached: its error is that of its own stretch
+        ref = np.maximum.accumulate(np.where(level <= best, np.arange(n), 0))
+        if log:
+            # scale-aware: on a noisy loss (per-batch losses over decades) the trailing median
+            # itself wanders and its running minimum sits low; the rise must also clear
+            # LEVEL_Z standard errors of that median (sigma from consecutive differences),
+            # now and where the best was reached (a loud stretch set a low best)
+            wander = LEVEL_Z * 1.2533 * noise / np.sqrt(self._window(n))
+            wander = np.maximum(wander, wander[ref])
+            thr = np.maximum(np.log(self.rise_ratio), wander)
+            stuck = np.maximum(np.log(self.stuck_ratio), wander)
+            return thr, np.log(1.02), np.log(self.min_growth), stuck
+        # in noise scales measured where the best level was last reached; the growth asked
+        # after the crossing is the same share of the threshold as in log space
+        tol = np.maximum(noise[ref], 1e-12 * np.maximum(1.0, np.abs(level)))
+        thr = self.rise_z * tol
+        share = np.log(self.min_growth) / np.log(self.rise_ratio)
+        return thr, tol, share * thr, np.inf  # a level shift of a signed series: no dead run
 
     def _event(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
                best: np.ndarray, a: int, b: int, decl: int, log: bool) -> dict[str, Any]:
@@ -279,9 +296,10 @@ class DivergenceDetector:
     # -- non-finite values that stay -----------------------------------------------------
 
     def _merge_nonfinite(self, found: list[dict[str, Any]], steps: np.ndarray,
-                         finite: np.ndarray, st: np.ndarray, y: np.ndarray,
-                         best: np.ndarray) -> list[dict[str, Any]]:
+                         finite: np.ndarray, st: np.ndarray, y: np.ndarray, level: np.ndarray,
+                         best: np.ndarray, log: bool) -> list[dict[str, Any]]:
         n_finite_before = np.cumsum(finite)
+        thr = self.thresholds(y, level, best, log)[0] if y.shape[0] else None
         for a, b in _runs(~finite):
             if b - a < self.nan_points or n_finite_before[a] == 0:
                 continue  # NaN from the first point on is broken, not diverged (nonfinite)
@@ -294,8 +312,7 @@ class DivergenceDetector:
                 owner["end"] = last
                 continue
             e = int(n_finite_before[a]) - 1  # last finite point before the NaN run
-            if not (e >= 1 and y[e] > best[e] + max(2 * _noise(y[max(0, e - 256):e + 1]),
-                                                     0.01)):
+            if not self._rose_into(y, e, level, best, thr):
                 continue  # NaN out of a flat stretch: the nonfinite event says it all
             start = int(st[self._onset(y, best, e)])  # it was rising into the NaN
             found.append({"start": start, "end": last, "magnitude": None, "details": {
@@ -303,6 +320,27 @@ class DivergenceDetector:
                 "preceded_by_spike": False, "recovered": recovered, "nonfinite": True,
                 "first_nonfinite_step": first}})
         return found
+
+
+    def _rose_into(self, y: np.ndarray, e: int, level: np.ndarray, best: np.ndarray,
+                   thr: Any) -> bool:
+        """Whether the loss was rising into the NaN after finite point e: its level, or the
+        median of its last five points, is already over the divergence threshold; or its last
+        point is over it and beyond the recent envelope (twice as far above the median of
+        the `4 x window` points before as the highest of them). One point of noise at the
+        edge of a plateau is neither."""
+        if e < 1:
+            return False
+        floor = best[e] + float(np.broadcast_to(thr, y.shape)[e])
+        if not np.isfinite(best[e]):
+            floor = float(np.median(y[:e])) + float(np.broadcast_to(thr, y.shape)[e])
+        if level[e] >= floor or (e >= 4 and float(np.median(y[e - 4:e + 1])) >= floor):
+            return True
+        prev = y[max(0, e - 4 * self._window(y.shape[0])):e]
+        if prev.shape[0] < 3:
+            return False
+        med = float(np.median(prev))
+        return bool(y[e] >= floor and y[e] - med > 2 * (float(prev.max()) - med))
 
 
 def fold_spikes(events: list[Event]) -> list[Event]:

@@ -16,7 +16,9 @@ percent allowed). With the finite points of the validation series:
   `min_rise` above the best (validation that jumped up and stayed there) — and the last value
   at least `min_rise`
   (relative) above the best and, where at least three evaluations precede the best, by more
-  than `noise_z` times their noise (the median non-zero change between consecutive ones);
+  than `noise_z` times their noise (`eval_noise`: the scatter around their local trend, from
+  second differences — the changes between consecutive evaluations of a falling validation
+  curve are its trend, not noise);
 - the training badness over the same steps must not be climbing too (then the run diverges; it
   is no overfitting): its median over the stretch's last half at most its median over the
   first half (times 1 + `min_rise`).
@@ -50,6 +52,18 @@ def kendall_tau(y: np.ndarray) -> float:
         return 0.0
     d = np.sign(y[None, :] - y[:, None])
     return float(np.triu(d, 1).sum() / (n * (n - 1) / 2))
+
+
+def eval_noise(y: np.ndarray) -> float:
+    """The scatter of evaluations around their local trend: the median non-zero distance of
+    each from the midpoint of its neighbours (second differences), scaled so that on a flat
+    noisy series it equals the median change between consecutive ones. A falling
+    validation curve moves a lot between evaluations without any noise; its moves are trend."""
+    if y.shape[0] < 3:
+        return 0.0
+    off = np.abs(y[1:-1] - (y[:-2] + y[2:]) / 2)
+    off = off[off > 0]
+    return float(np.sqrt(2 / 1.5) * np.median(off)) if off.shape[0] else 0.0
 
 
 def badness(values: np.ndarray, role: str) -> np.ndarray:
@@ -118,9 +132,7 @@ class OverfittingDetector:
         if tau < self.min_tau and not stays:
             return None
         if b >= 3:  # enough evaluations before the best to measure their noise
-            moves = np.abs(np.diff(y[: b + 1]))
-            noise = float(np.median(moves[moves > 0])) if (moves > 0).any() else 0.0
-            if last - best < self.noise_z * noise:
+            if last - best < self.noise_z * eval_noise(y[: b + 1]):
                 return None
         change = None
         if train is not None:

@@ -12,8 +12,9 @@ points per run; `losslens watch` feeds them to the detectors' streaming form.
   torchtune, Composer, modded-nanogpt, fairseq2, JSON lines) are
   decoded by `LineDecoder`: the format's own reader on the new lines plus a few lines before
   them (the context a line may lean on: the iteration line before a DeepSpeed OVERFLOW line,
-  an OLMo block header before its metrics), through a small temporary file; the cost of an
-  update is proportional to the new bytes. The other formats are read whole again when they
+  an OLMo block header before its metrics, the JSON lines that tell a null loss is a NaN),
+  through a small temporary file; the cost of an update is proportional to the new bytes.
+  The other formats are read whole again when they
   change: some infer their steps from the whole file (HF console: a later progress bar or
   TrainingArguments dump can move every step; DeepSpeed; pix2pix: images per epoch from all
   its blocks), some are rewritten whole (trainer_state.json, W&B exports) or are record logs
@@ -49,7 +50,7 @@ from . import tfrecord
 #: Text formats read a line batch at a time, with how many earlier lines each batch carries.
 CONTEXT_LINES: dict[str, int] = {
     "megatron": 64, "nanogpt": 16, "llmc": 64, "llmc-mainlog": 8, "torchtitan": 16,
-    "olmo": 256, "olmo-core": 256, "fairseq": 64, "jsonl": 0, "maxtext": 16,
+    "olmo": 256, "olmo-core": 256, "fairseq": 64, "jsonl": 64, "maxtext": 16,
     "torchtune": 8, "composer": 512, "modded-nanogpt": 16, "fairseq2": 0,
 }
 #: Above this many bytes the first read hands the reader the file itself (no copy).

@@ -2,7 +2,8 @@
 
 Levanter's JSON-lines tracker writes the second kind. These files can hold millions of rows, so they are parsed by
 pyarrow (C++, multithreaded) when it can, else piece by piece and line by line. A missing or
-null key means "not logged"; `NaN`, `Infinity` are values and kept. A line that does not parse
+null key means "not logged", except a null that can only be a NaN (what pandas and orjson
+write for one; see `nulls_as_nan`); `NaN`, `Infinity` are values and kept. A line that does not parse
 is skipped and counted with its line number (`order` is the 1-based line number).
 
 Bounded whatever the input: lines nested deeper than `MAX_DEPTH` never reach pyarrow (whose
@@ -19,8 +20,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, add_wide, line_numbers, numeric,
-                      report_rows, step_array, valid_utf8)
+from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_numbers,
+                      numeric, report_rows, step_array, valid_utf8)
 from .textutil import as_float, head_text, split_truncated
 
 _LEVANTER = '"tracker": "json_logger"'
@@ -226,8 +227,78 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path) -
             wall = np.where(col.present, col.values, wall)
     metrics = {k: v for k, v in nums.items()
                if k not in AXIS_NAMES and k not in WALL_NAMES and v is not None}
+    if null_count(flat):
+        nulls_as_nan(metrics, step, step_ok, builder)
+        for name, col in flat.items():
+            if pa.types.is_null(col.type) and name not in AXIS_NAMES and name not in WALL_NAMES:
+                builder.warn(f"{name!r}: every value is null (NaN or never logged?); not read")
     add_wide(builder, metrics, step, step_ok, wall, lines)
     report_rows(builder, metrics, step_ok, lines, "step")
+
+
+def null_count(flat: dict[str, Any]) -> int:
+    """How many cells of the (flattened) table are null or missing."""
+    return sum(int(c.null_count) for c in flat.values())
+
+
+def nulls_as_nan(metrics: dict[str, Col], step: np.ndarray, step_ok: np.ndarray,
+                 builder: RecordsBuilder) -> None:
+    """JSON null in a numeric column as NaN where it can only mean NaN (in place).
+
+    pandas and orjson write NaN as null, and a null (or missing) key also means "not logged
+    here" in a wide file (an eval row carries no train loss). A null of column C at a row is
+    a NaN point when C was logged on every row from its first value up to its first null (at
+    least three values: C is logged each line) and the row is one of C's lines: every
+    column that accompanies each of C's values (its companions) has a value there, or, when
+    C has no companions, no other column has. Other nulls stay "not logged" (a row without
+    any companion is another group's line); when more of the undecided ones follow C's last
+    value than ever stood together before it (the run's end unlike its middle), a warning
+    says so.
+    """
+    n = step_ok.shape[0]
+    idx = np.arange(n)
+    for name, col in metrics.items():
+        logged = col.present & step_ok
+        if not logged.any():
+            continue
+        first, last = int(np.argmax(logged)), n - 1 - int(np.argmax(logged[::-1]))
+        null = step_ok & ~col.present & (idx > first)
+        if not null.any():
+            continue
+        first_null = int(np.argmax(null))
+        dense = bool(logged[first:first_null][step_ok[first:first_null]].all()
+                     and logged[first:first_null].sum() >= 3)
+        if not dense:
+            continue
+        others = [c for k, c in metrics.items() if k != name]
+        companions = [c for c in others if c.present[logged].all()]
+        if companions:
+            mine = np.logical_and.reduce([c.present for c in companions])
+        elif others:
+            mine = ~np.logical_or.reduce([c.present for c in others])
+        else:
+            mine = np.ones(n, bool)
+        nan = null & mine
+        if nan.any():
+            col.values = np.where(nan, np.nan, col.values)
+            col.present = col.present | nan
+        left = null & ~mine
+        if companions:  # a row without any companion is another group's line, clearly
+            left &= np.logical_or.reduce([c.present for c in companions])
+        unread = left & (idx > last)
+        inner = _longest_run(left[first:last + 1])
+        if unread.sum() > max(inner, 1):  # the end unlike the middle: say so
+            a, b = int(step[unread][0]), int(step[unread][-1])
+            builder.warn(f"{name!r}: {int(unread.sum())} null value(s) after its last number "
+                         f"(steps {a}-{b}) read as not logged; JSON null stands for both NaN "
+                         "and a value not logged")
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    if not mask.any():
+        return 0
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
 
 
 def _flat_items(obj: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
@@ -251,6 +322,8 @@ def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1) -> Non
     """Line by line (json.loads accepts NaN/Infinity); bad lines are skipped and counted."""
     cols: dict[str, tuple[list, list, list, list]] = {}
     texts: list[tuple[str, int, str]] = []  # string values: bad numbers if the key is a metric
+    rows: list[tuple[int, int]] = []  # (line, step) of the lines with a step
+    nulls = False
     for lineno, raw in enumerate(body.split(b"\n"), first_line):
         raw = raw.strip()
         if not raw:
@@ -263,12 +336,42 @@ def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1) -> Non
         if not isinstance(rec, dict):
             builder.skip(lineno, "not a JSON object", raw.decode("utf-8", "replace"))
             continue
-        _add_record(builder, cols, rec, lineno, _line_step(rec), texts=texts)
+        step = _line_step(rec)
+        _add_record(builder, cols, rec, lineno, step, texts=texts)
+        if step is not None:
+            rows.append((lineno, step))
+            nulls |= any(v is None for _, v in _flat_items(rec))
     for key, lineno, text in texts:
         if key in cols:
             builder.skip(lineno, f"{key}: not a number", text)
+    if nulls:  # the same reading of JSON null as the table path's
+        _slow_nulls(cols, rows, builder)
     for tag, (steps, values, walls, orders) in cols.items():
         builder.add_array(tag, steps, values, walls, orders)
+
+
+def _slow_nulls(cols: dict[str, tuple[list, list, list, list]], rows: list[tuple[int, int]],
+                builder: RecordsBuilder) -> None:
+    """`nulls_as_nan` over the line-by-line columns (rows: (line, step) of lines with a
+    step); the NaN points it adds go into `cols`."""
+    at = {line: i for i, (line, _) in enumerate(rows)}
+    n = len(rows)
+    step = np.array([s for _, s in rows], np.int64)
+    metrics: dict[str, Col] = {}
+    for tag, (_, values, _, orders) in cols.items():
+        present, vals = np.zeros(n, bool), np.full(n, np.nan)
+        where = np.array([at[o] for o in orders], np.int64)
+        present[where], vals[where] = True, values
+        metrics[tag] = Col(vals, present)
+    before = {tag: col.present.copy() for tag, col in metrics.items()}
+    nulls_as_nan(metrics, step, np.ones(n, bool), builder)
+    for tag, col in metrics.items():
+        for i in np.flatnonzero(col.present & ~before[tag]).tolist():
+            c = cols[tag]
+            c[0].append(int(step[i]))
+            c[1].append(float("nan"))
+            c[2].append(float("nan"))
+            c[3].append(rows[i][0])
 
 
 def _add_record(builder: RecordsBuilder, cols: dict, rec: dict, lineno: int, step: int | None,

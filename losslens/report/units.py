@@ -3,8 +3,8 @@
 `magnitude` means something different for each kind (a ratio for spikes, a count for overflow
 bursts, replayed steps for a rollback, a relative change for regime changes); a bare number
 in a report mixes them up. `magnitude_text` says what it is, the same way in every report
-(terminal, Markdown, HTML, watch): `×1.87 peak/level`, `141 steps replayed`, `2 overflows`,
-`-12% level`.
+(terminal, Markdown, HTML, watch): `×1.87 peak/level`, `×1.19 last/best` (overfitting: the
+last evaluation over the best), `141 steps replayed`, `2 overflows`, `-12% level`.
 
 `group_storms` folds many non-critical events of one kind on one series (41 grad-norm
 spikes of a noisy but healthy run) into one summarised row; critical events always keep their
@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-#: Kinds whose magnitude is a ratio peak / level (×).
-_RATIO = {"spike", "grad_spike", "resume_spike", "overfitting"}
+#: Kinds whose magnitude is a ratio peak / level (×). (Overfitting's is last / best.)
+_RATIO = {"spike", "grad_spike", "resume_spike"}
 #: Kinds whose magnitude is a relative change (shown in percent).
 _RELATIVE = {"changepoint": "level", "grokking": "val. improvement",
              "sudden_drop": "drop", "repeat_data": "under-reported"}
@@ -47,6 +47,9 @@ def magnitude_text(kind: str, magnitude: float | None, details: dict | None = No
         return f"Δloss {m:+.3g}"
     if kind in _RATIO:
         return f"×{_num(m)} peak/level"
+    if kind == "overfitting":  # the last evaluation over the best one (of 1 - accuracy)
+        unit = "last/best error" if details.get("metric") == "accuracy" else "last/best"
+        return f"×{_num(m)} {unit}"
     if kind == "divergence":
         if details.get("space") == "linear":
             return f"Δloss {m:+.3g}"
