@@ -16,7 +16,8 @@ How a run is made (per optimizer step, then logged)
   validation follows the generalisation curve, evaluated every few hundred steps.
 - Noise per step: sd = rel * L^p (p 0.5-1), rel set by the batch size (6 % at 8 sequences,
   0.4 % at 2048), Gaussian or Student-t (6-10 df), larger early in training for some runs; a
-  slow data-mixture wander (0-1 % of the level); optional bf16 rounding of each step's loss.
+  slow data-mixture wander (sd 0.2-0.5 % of the level, clean-hard up to 1 %, widths 100-800
+  steps); optional bf16 rounding of each step's loss.
 - Logging every 1, 10, 50 or 100 steps. Megatron, HF Trainer and the CSV runs log the MEAN of
   the steps since the last log (a one-step spike is diluted k times); nanoGPT logs the step's
   own loss. Printed as each framework prints (nanoGPT and HF 4 decimals, Megatron %.6E); some
@@ -29,14 +30,17 @@ Events and their labels (all from construction, never from a detector)
 - spike `fast`: a bad batch (1-3 steps at 1.5-30x) or a short hump back within
   max(50 steps, 2 log intervals); `slow`: a PaLM-style jump that decays exponentially and is
   back (excess < max(2 % of the level, 2 logged noise sd)) only after max(300, 10 intervals)
-  to max(3000, 30 intervals) steps; `none`: the same jump settling 5-30 % higher for good.
+  to max(3000, 30 intervals) steps, and not back at its pre-spike level sooner than
+  max(300, 10 intervals) (the trend keeps falling); `none`: a jump settling 5-60 % above the
+  trend for good and staying >= max(5 %, 6 noise sd) above its pre-spike level to the end.
   A spike is LABELLED only when its LOGGED excess (after interval averaging and rounding,
   computed noise-free) is >= 6 sd of the logged noise at that point (the sd known from the
   generating noise, interval mean and rounding) AND >= 1.2x the largest noise excursion of
   the run's logged series in sd units. An injected spike below that is neutral (a detection
   there counts neither way).
 - divergence: from step d the loss rises exponentially (1 % excess growing to the cap in
-  100-3000 steps) to a plateau at ln(vocab), or into NaN (then also `nonfinite`).
+  100-3000 steps) to a plateau at ln(vocab), or into NaN (then also `nonfinite`); no spike is
+  placed in the max(1000, n/10) steps before d (it would be the divergence's onset).
 - nonfinite: NaN bursts of 1-5 logged points (Megatron: the `lm loss` field dropped, as
   Megatron prints a NaN average), training continuing after them; NaN ends of divergences.
 - overfitting: validation U-curve (rising >= 5 % and >= 6 val sd over >= 3 evals after its
@@ -223,9 +227,9 @@ def make_curve(rng: np.random.Generator, n: int, *, pretrain: bool, batch: int,
         t = np.arange(1, n + 1)
         base = base * (1 + bump * np.exp(-0.5 * ((t - centre) / width) ** 2))
     if wander > 0:
-        w = smooth(rng.standard_normal(n), float(rng.uniform(100, 800)))
-        w /= max(1e-12, np.std(w))
-        base = base * (1 + wander * w)
+        w = smooth(rng.standard_normal(n), min(n / 8, float(rng.uniform(100, 800))))
+        w = (w - w.mean()) / max(1e-12, float(np.std(w)))
+        base = base * (1 + wander * np.clip(w, -3, 3))
     rel = 0.06 * math.sqrt(8 / batch) * float(rng.uniform(0.7, 1.3))
     p = float(rng.uniform(0.5, 1.0))
     ref = float(np.median(base))
@@ -305,7 +309,7 @@ class Build:
     # where events may go: after warm-up and the early noise, away from each other
     def free_step(self, lo_frac: float = 0.15, hi_frac: float = 0.9, gap: int = 0) -> int | None:
         n, k = self.case.n, self.case.k
-        gap = gap or max(300, 40 * k)
+        gap = min(gap or max(300, 40 * k), max(2 * k, n // 20))  # short runs: in proportion
         lo = max(int(lo_frac * n), 3 * self.warmup, 2 * k + 1)
         hi = int(hi_frac * n)
         for _ in range(50):
@@ -349,27 +353,42 @@ class Build:
         else:
             lo_r, hi_r = max(300, 10 * k), max(3000, 30 * k)
             R = int(rng.integers(lo_r, hi_r + 1)) if kind == "slow" else int(rng.integers(10, 300))
-            s = self.free_step(hi_frac=0.9 if kind == "none" else 0.95 - R / n, gap=R + 20 * k)
-            if s is None or s + R > 0.97 * n:
-                return False
             h = float(np.exp(rng.uniform(np.log(1.3), np.log(8))))
             thr = max(0.02, 2 * noise_rel)
             if h - 1 < 3 * thr:
                 h = 1 + 3 * thr
-            if kind == "slow":
-                tau = R / math.log((h - 1) / thr)
+            base = self.curve.base
+            for _ in range(5):
+                s = self.free_step(lo_frac=0.4 if kind == "none" else 0.15,
+                                   hi_frac=0.9 if kind == "none" else 0.95 - R / n, gap=R + 20 * k)
+                if s is None or s + R > 0.97 * n:
+                    return False
+                pre = float(base[max(0, s - 2)])
                 m = np.ones(n)
-                m[s - 1:] = 1 + (h - 1) * np.exp(-(t[s - 1:] - (s - 1)) / tau)
-                end = self.first_logged(s + R)
-                what = f"PaLM-style x{h:.1f}, back after {R} steps"
+                if kind == "slow":
+                    # back (excess < thr of the trend) after R steps, and not back at the
+                    # pre-spike level (the trend keeps falling) before max(300, 10 k) steps
+                    tau = R / math.log((h - 1) / thr)
+                    m[s - 1:] = 1 + (h - 1) * np.exp(-(t[s - 1:] - (s - 1)) / tau)
+                    below = np.flatnonzero(base[s - 1:] * m[s - 1:] <= pre)
+                    if below.shape[0] == 0 or below[0] >= lo_r:
+                        end = self.first_logged(s + R)
+                        what = f"PaLM-style x{h:.1f}, back after {R} steps"
+                        break
+                else:
+                    # settles delta above the trend, and above the pre-spike level to the end
+                    margin = max(0.05, 6 * noise_rel)
+                    need = pre * (1 + margin) / float(base[s - 1:].min()) - 1
+                    delta = max(float(rng.uniform(0.05, 0.3)), 8 * noise_rel, need)
+                    if delta <= 0.6:
+                        h = max(h, 1 + 2 * delta)
+                        tau = R / 4
+                        m[s - 1:] = 1 + delta + (h - 1 - delta) * np.exp(-(t[s - 1:] - (s - 1)) / tau)
+                        end = None
+                        what = f"x{h:.1f} settling {delta:.0%} higher for good"
+                        break
             else:
-                delta = max(float(rng.uniform(0.05, 0.3)), 8 * noise_rel)
-                h = max(h, 1 + 2 * delta)
-                tau = R / 4
-                m = np.ones(n)
-                m[s - 1:] = 1 + delta + (h - 1 - delta) * np.exp(-(t[s - 1:] - (s - 1)) / tau)
-                end = None
-                what = f"x{h:.1f} settling {delta:.0%} higher for good"
+                return False
             self.busy.append((s, s + R))
         self.spikes.append((s, m, kind, end, what))
         self.curve.mult = self.curve.mult * m
@@ -391,7 +410,7 @@ class Build:
         add = np.zeros(n)
         add[s - 1:] = np.minimum(cap - self.curve.base[s - 1:], 0.01 * lvl * np.exp(np.minimum(50, r * (t[s - 1:] - (s - 1)))))
         self.curve.add = self.curve.add + add
-        self.busy.append((s, n))
+        self.busy.append((s - max(1000, n // 10), n))  # no spike just before: it would be its start
         what = f"exponential rise to {cap:.2f} over {D} steps"
         if nan_end:
             at = s + int(D * float(rng.uniform(0.5, 1.0)))
@@ -426,7 +445,8 @@ class Build:
         self.curve.base = self.curve.base * smooth(mu ** e, max(1.0, E / 200))
         self.epoch_len = E
         for j in range(1, count):
-            self.busy.append((int(j * E) - 20 * self.case.k, int(j * E) + 20 * self.case.k))
+            pad = int(min(20 * self.case.k, E / 10))
+            self.busy.append((int(j * E) - pad, int(j * E) + pad))
         return gen
 
     def evaluate(self, every: int, curve: np.ndarray, rel: float) -> None:
@@ -557,20 +577,21 @@ class Build:
         case, rng, k = self.case, self.rng, self.case.k
         n = case.n
         safe = np.full(n, 2.0 ** int(rng.integers(14, 19)))
+        force = np.zeros(n, bool)
         bursts = []
         for _ in range(int(rng.integers(1, 3)) if self.bursts else 0):
             s = self.free_step(gap=max(200, 20 * k))
             if s is None:
                 continue
             j = int(rng.integers(3, 11))
-            safe[s - 1:s - 1 + j] = safe[s - 1] / 2.0 ** np.arange(1, j + 1)
+            force[s - 1:s - 1 + j] = True  # gradients overflow whatever the scale
             bursts.append((s, j))
             self.busy.append((s, s + j))
         scale, good = 2.0 ** 32, 0
         out = np.empty(n)
         for t in range(n):
-            if scale > safe[t]:
-                scale /= 2
+            if scale > safe[t] or force[t]:
+                scale = max(1.0, scale / 2)
                 self.skip[t] = True
                 good = 0
             else:
@@ -651,7 +672,7 @@ def make_case(stratum: str, i: int, seed: int) -> Case:
     b = Build(rng, case, pretrain=pretrain, batch=batch, warmup=warmup,
               early=float(rng.uniform(1, 4)) if (hard or rng.random() < 0.4) else 0.0,
               bump=float(rng.uniform(0.03, 0.12 if hard else 0.06)) if (rng.random() < (0.7 if hard else 0.25)) else 0.0,
-              wander=float(rng.uniform(0.002, 0.015 if hard else 0.008)) if rng.random() < 0.5 else 0.0,
+              wander=float(rng.uniform(0.002, 0.01 if hard else 0.005)) if rng.random() < 0.5 else 0.0,
               heavy=bool(rng.random() < (0.5 if hard else 0.3)),
               bf16=bool(rng.random() < (0.5 if hard else 0.25)), mean=mean, quantum=QUANTUM[fmt])
     b.bursts = stratum_like == "fp16-overflow" and not clean
@@ -676,11 +697,13 @@ def make_case(stratum: str, i: int, seed: int) -> Case:
             plan = list(rng.choice(["spike", "spike", "spike", "diverge", "nan", "rollback"],
                                    size=int(rng.integers(1, 5))))
         elif stratum_like == "fine-tune-short" and "overfitting" not in what:
-            plan = [_choice(rng, ["spike", "spike", "nan", "diverge"])]
+            plan = [_choice(rng, ["spike", "spike", "spike", "nan", "diverge"])]
         elif stratum_like == "multi-epoch" and "overfitting" not in what:
+            plan = ["spike"] * int(rng.integers(1, 4))
+        elif stratum_like in ("fine-tune-short", "multi-epoch") and rng.random() < 0.3:
+            plan = ["spike"]  # an overfitting run with a spike too
+        elif stratum_like == "fp16-overflow" and rng.random() < 0.6:
             plan = ["spike"] * int(rng.integers(1, 3))
-        elif stratum_like == "fp16-overflow" and rng.random() < 0.3:
-            plan = ["spike"]
         if "diverge" in plan and b.diverge(bool(rng.random() < 0.4)):
             what.append("divergence")
         for p in plan:
@@ -689,6 +712,8 @@ def make_case(stratum: str, i: int, seed: int) -> Case:
                 kind = _choice(rng, kinds)
                 if b.spike(kind):
                     what.append(f"{kind} spike")
+                elif kind != "fast" and b.spike("fast"):  # no room for a long one
+                    what.append("fast spike")
             elif p == "nan" and b.nan_burst():
                 what.append("NaN burst")
         rollback = "rollback" in plan and fmt in ("megatron", "nanogpt")
@@ -870,6 +895,7 @@ class Tally:
     dup: int = 0
     right: int = 0
     graded: int = 0
+    fp_severe: int = 0  # false positives at warning or critical
 
     def prf(self) -> tuple[float, float, float]:
         p = self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
@@ -916,6 +942,7 @@ def match(case: Case, kind: str, found: list[tuple[int, int | None, Any]], tally
             continue
         else:
             tally.fp += 1
+            tally.fp_severe += ev is not None and ev.severity in SEVERE
             if fails is not None:
                 sev = f", {ev.severity}" if ev is not None else ""
                 fails.append(f"{case.name} [{case.desc}]: false {kind} at {s}{sev} by {who}")
@@ -1002,12 +1029,13 @@ def print_tables(res: dict[str, Any], cases: list[Case]) -> None:
     acc = f"{tot.right / tot.graded:.3f}" if tot.graded else "-"
     print(f"{'all spikes':<19}{len(cases):>5}{sum(c.clean for c in cases):>6}"
           f"{sum(r['flagged'] for r in res['strata'].values()):>5}{tot.tp + tot.fn:>7}{p:>7.3f}{rc:>7.3f}{f1:>7.3f}{acc:>8}")
-    print(f"\n{'kind':<13}{'true':>6}{'tp':>6}{'fp':>6}{'fn':>6}{'dup':>6}{'prec':>8}{'recall':>8}{'F1':>8}")
+    print(f"\n{'kind':<13}{'true':>6}{'tp':>6}{'fp':>6}{'(warn+)':>8}{'fn':>6}{'dup':>6}{'prec':>8}{'recall':>8}{'F1':>8}")
     for kind, t in res["kinds"].items():
         p, rc, f1 = t.prf()
-        print(f"{kind:<13}{t.tp + t.fn:>6}{t.tp:>6}{t.fp:>6}{t.fn:>6}{t.dup:>6}{p:>8.3f}{rc:>8.3f}{f1:>8.3f}")
-    print("(flag: clean runs with a warning-or-worse event or finding; '-/-': no spike labelled and none "
-          "flagged on the runs it could see)")
+        print(f"{kind:<13}{t.tp + t.fn:>6}{t.tp:>6}{t.fp:>6}{t.fp_severe:>8}{t.fn:>6}{t.dup:>6}{p:>8.3f}{rc:>8.3f}{f1:>8.3f}")
+    print("(flag: clean runs with a warning-or-worse event or finding; (warn+): false positives at "
+          "warning or critical;\n '-/-': no spike labelled and none flagged on the runs the peer could "
+          "see; a stratum without labelled spikes scores F1 1 with no false spike, else 0)")
 
 
 def plot_case(case: Case, path: Path) -> None:
