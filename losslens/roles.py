@@ -27,7 +27,7 @@ _RULES: tuple[tuple[str, str], ...] = (
      r"^l2_norm/grad[_/]global$",
      "grad_norm"),
     (r"param(s|eter)?s?[ _-]?norm|weight[ _-]?norm", "other"),
-    (r"(^|[/_ -])(balanc|aux|load_balancing|router)|z[ _-]?loss|^ewm|best_loss|_best_",
+    (r"(^|[/_ -])(balanc|aux|load_balancing|router|lb_loss)|z[ _-]?loss|^ewm|best_loss|_best_",
      "other"),
     (rf"(^|/){_V}/downstream/|hellaswag|^eval$", "val_acc"),
     # GAN losses (pix2pix / CycleGAN): reconstruction terms behave like a training loss;
