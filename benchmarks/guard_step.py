@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
         checks = np.zeros(n, bool)
         clock = time.perf_counter_ns
         live = g.live
+        cpu0 = time.process_time()
         for i in range(n):
             before = live.tick if live is not None else 0
             t0 = clock()
@@ -61,6 +63,7 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
             checks[i] = live is not None and live.tick != before
             if work_ms:
                 time.sleep(work_ms / 1000)
+        cpu = time.process_time() - cpu0  # this process only (not the worker)
         events = len(g.flush())
         waits = getattr(g, "waits", 0)
         g.close()
@@ -70,7 +73,8 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
               f"p99.9 {np.percentile(us, 99.9):.0f} us, max {us.max():.0f} us; "
               f"{int((us > 1000).sum())} call(s) over 1 ms"
               + (f" ({waits} waited for the worker)" if asynchronous else "")
-              + f"; {events} events")
+              + f"; {events} events; CPU time of the loop's process {cpu:.2f} s "
+              f"(load average {os.getloadavg()[0]:.1f})")
         if checks.any():
             window, plain = us[checks], us[~checks]
             print(f"    window updates in the call: {window.shape[0]:,} "

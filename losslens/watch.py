@@ -172,6 +172,9 @@ class Follower:
             if b.reset:
                 st.reset()
                 self._settled.pop(b.run, None)
+            elif b.metadata and b.records is not None and st.metadata != b.records.metadata:
+                st.metadata = b.records.metadata  # (read whole again: it is the run's now)
+                self._settled.pop(b.run, None)
             if b.header is not None:
                 st.add_header(b.header)
             if b.records is not None:

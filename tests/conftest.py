@@ -51,3 +51,36 @@ def json_outputs_of_this_test_validate(json_outputs_validate_against_the_schema)
     del schema_check.failures[seen:]
     if broken:
         pytest.fail("; ".join(broken), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def no_guard_worker_left_behind():
+    """Every guard a test starts in the asynchronous mode is closed by its end (its worker
+    process gone): a leaked worker would outlive the test."""
+    import sys
+
+    worker = sys.modules.get("losslens.guard.worker")
+    before = set(worker.running()) if worker else set()
+    yield
+    worker = sys.modules.get("losslens.guard.worker")
+    left = sorted(set(worker.running()) - before) if worker else []
+    if left:
+        worker.close_workers(left)  # not into the next test
+        pytest.fail(f"guard worker process(es) {left} left running: close the guard "
+                    "(`with Guard(...)` or the `guards` fixture)", pytrace=False)
+
+
+@pytest.fixture
+def guards():
+    """Make guards as `Guard(...)` does; each is closed when the test ends."""
+    from losslens.guard import Guard
+
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(Guard(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for g in made:
+        g.close()

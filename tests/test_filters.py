@@ -12,7 +12,11 @@ from losslens.detectors.changepoint import linear_cost_class
 
 @pytest.mark.parametrize("size", [1, 2, 4, 5, 6, 9, 129])
 @pytest.mark.parametrize("n", [1, 3, 7, 300])
-def test_filters_equal_scipy(size, n):
+@pytest.mark.parametrize("numpy_path", [True, False])
+def test_filters_equal_scipy(size, n, numpy_path, monkeypatch):
+    """Ours equal SciPy's, on numpy's path (short series while SciPy is not imported) and on
+    the SciPy path (SciPy imported: the suite has it)."""
+    monkeypatch.setattr(filters, "SCIPY_ONCE_IMPORTED", not numpy_path)
     rng = np.random.default_rng(size * 1000 + n)
     x = np.round(rng.normal(size=n), 1)  # ties, as printed logs have
     for origin in sorted({0, (size - 1) // 2, -(size // 2), size // 4}):

@@ -53,11 +53,11 @@ def analyze_same(s, loss, grad, lr, scale):
     (1, dict(spikes=[(400, 1, 3.0)], diverge_at=1700)),
     (2, dict()),
 ])
-def test_guard_events_equal_analyze_over_the_same_series(seed, kw):
+def test_guard_events_equal_analyze_over_the_same_series(seed, kw, guards):
     """The events are analyze's with the causal detectors (those the guard runs: the others
     need the whole run), severities settled by the findings, ids and JSON included."""
     s, loss, grad, lr, scale = curve(2000, seed, **kw)
-    g = Guard(GuardPolicy(stop_on=()))  # never stops: every step is fed
+    g = guards(GuardPolicy(stop_on=()))  # never stops: every step is fed
     for i in range(s.shape[0]):
         g.step(s[i], loss[i], grad_norm=grad[i], lr=lr[i], loss_scale=scale[i])
     got = [e.to_dict() for e in g.flush()]
@@ -65,9 +65,9 @@ def test_guard_events_equal_analyze_over_the_same_series(seed, kw):
     assert got  # events there were
 
 
-def test_decisions_alert_skip_and_stop_with_the_plan():
+def test_decisions_alert_skip_and_stop_with_the_plan(guards):
     s, loss, *_ = curve(900, 3, spikes=[(300, 2, 2.0), (600, 400, 2.0)], nan=[450])
-    g = Guard(GuardPolicy(stop_after=40, check_every=25), checkpoint_every=100)
+    g = guards(GuardPolicy(stop_after=40, check_every=25), checkpoint_every=100)
     out = []
     for i in range(s.shape[0]):
         d = g.step(s[i], loss[i])
@@ -84,34 +84,34 @@ def test_decisions_alert_skip_and_stop_with_the_plan():
     assert not g.step(641, 2.0) or g.stopped is stop
 
 
-def test_alert_when_a_spike_comes_back_slowly_and_for_a_divergence():
+def test_alert_when_a_spike_comes_back_slowly_and_for_a_divergence(guards):
     s, loss, *_ = curve(1400, 6, spikes=[(300, 300, 1.8)])
-    g = Guard(GuardPolicy(stop_after=400, check_every=25))
+    g = guards(GuardPolicy(stop_after=400, check_every=25))
     got = [(d.action, d.step, d.events[0].recovery) for i in range(1000)
            if (d := g.step(s[i], loss[i]))]
     assert got == [("alert", 600, "slow")]  # back at 600: seen at the periodic check there
     s, loss, *_ = curve(2000, 1, diverge_at=1500)
-    g = Guard(GuardPolicy(stop_on=("spike",)))
+    g = guards(GuardPolicy(stop_on=("spike",)))
     got = [(d.action, d.events[0].kind) for i in range(2000) if (d := g.step(s[i], loss[i]))]
     assert got[:1] == [("alert", "divergence")]
 
 
-def test_skip_z_skips_a_step_that_starts_an_extreme_spike():
+def test_skip_z_skips_a_step_that_starts_an_extreme_spike(guards):
     s, loss, *_ = curve(400, 4, spikes=[(300, 1, 5.0)])
-    g = Guard(GuardPolicy(skip_z=50))
+    g = guards(GuardPolicy(skip_z=50))
     acts = [(d.action, d.step) for i in range(400) if (d := g.step(s[i], loss[i]))]
     assert ("skip_step", 300) in acts
 
 
-def test_nan_grad_norm_is_skipped():
-    g = Guard()
+def test_nan_grad_norm_is_skipped(guards):
+    g = guards()
     for i in range(1, 30):
         g.step(i, 2.0 + 0.01 * (i % 3), grad_norm=1.0)
     d = g.step(30, 2.0, grad_norm=math.inf)
     assert d.action == "skip_step" and "grad norm" in d.reason
 
 
-def test_policy_validation_and_config_file(tmp_path):
+def test_policy_validation_and_config_file(tmp_path, guards):
     with pytest.raises(InvalidParameterError, match="check_every"):
         Guard(GuardPolicy(check_every=0))
     (tmp_path / "pyproject.toml").write_text(
@@ -120,10 +120,10 @@ def test_policy_validation_and_config_file(tmp_path):
     pol, dets = load_guard_config(start=tmp_path)
     assert (pol.stop_after, pol.stop_on, pol.min_skip) == (7, ("divergence",), 10)
     assert dets["spike"].threshold == 9.0
-    g = Guard(pol, detectors=dets, asynchronous=False)  # its streams are here to look at
+    g = guards(pol, detectors=dets, asynchronous=False)  # its streams are here to look at
     assert next(s.det for s in g.live.streams.streams if s.kind == "spike").threshold == 9.0
     (tmp_path / "pyproject.toml").write_text("[tool.losslens.guard]\nasynchronous = false\n")
-    assert Guard(load_guard_config(start=tmp_path)[0]).asynchronous is False
+    assert guards(load_guard_config(start=tmp_path)[0]).asynchronous is False
     (tmp_path / "pyproject.toml").write_text("[tool.losslens.guard]\nstop-soon = 1\n")
     with pytest.raises(InvalidParameterError, match="unknown key 'stop-soon'"):
         load_guard_config(start=tmp_path)
@@ -142,9 +142,9 @@ def test_a_guard_table_is_part_of_the_settings_every_command_reads(tmp_path):
     assert load_guard_config(start=tmp_path)[0].stop_after == 9
 
 
-def test_plan_file_round_trip_and_bad_file(tmp_path):
+def test_plan_file_round_trip_and_bad_file(tmp_path, guards):
     s, loss, *_ = curve(500, 5, spikes=[(300, 400, 2.0)])
-    g = Guard(GuardPolicy(stop_after=20, before=10, min_skip=30), checkpoint_every=50)
+    g = guards(GuardPolicy(stop_after=20, before=10, min_skip=30), checkpoint_every=50)
     for i in range(500):
         if g.step(s[i], loss[i]).action == "stop_and_restart":
             break
@@ -171,7 +171,7 @@ def test_skipping_sampler_and_iterator():
     assert list(skip_planned("abcdef", [(2, 2)], batches_per_step=2)) == list("abef")
 
 
-def test_alert_sinks_callable_tensorboard_and_wandb(tmp_path):
+def test_alert_sinks_callable_tensorboard_and_wandb(tmp_path, guards):
     pytest.importorskip("torch")  # the SummaryWriter opened on a folder is torch's
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -181,7 +181,7 @@ def test_alert_sinks_callable_tensorboard_and_wandb(tmp_path):
         def alert(self, title, text, level):
             fake.append((title, level))
 
-    g = Guard(alert=[calls.append, tensorboard_text(tmp_path / "tb"), wandb_alert(Run())])
+    g = guards(alert=[calls.append, tensorboard_text(tmp_path / "tb"), wandb_alert(Run())])
     for i in range(1, 60):
         g.step(i, 2.0 + 0.01 * (i % 3))
     g.step(60, math.nan)
@@ -192,7 +192,7 @@ def test_alert_sinks_callable_tensorboard_and_wandb(tmp_path):
     assert "losslens/guard/text_summary" in acc.Tags()["tensors"]
 
 
-def test_plain_pytorch_loop_stops_skips_and_resumes(tmp_path):
+def test_plain_pytorch_loop_stops_skips_and_resumes(tmp_path, guards):
     """A plain loop: guard.step before optimizer.step (a NaN step is skipped), stop at the
     non-recovering spike with the plan, resume from the checkpoint skipping its batches."""
     torch = pytest.importorskip("torch")
@@ -208,7 +208,7 @@ def test_plain_pytorch_loop_stops_skips_and_resumes(tmp_path):
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["opt"])
-        guard, saved, losses = Guard(policy()), {}, {}
+        guard, saved, losses = guards(policy()), {}, {}
         batches = itertools.islice(skip_planned(iter(loader), plan), start, None)
         for step, batch in zip(range(start + 1, max_steps + 1), batches):
             loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss

@@ -34,9 +34,10 @@ def _one_thread():
         yield
 
 
-def test_hf_trainer_stops_at_the_spike_and_the_resumed_run_skips_the_batches(tmp_path):
+def test_hf_trainer_stops_at_the_spike_and_the_resumed_run_skips_the_batches(
+        tmp_path, guards):
     alerts = []
-    cb = GuardCallback(Guard(policy(), alert=alerts.append))
+    cb = GuardCallback(guards(policy(), alert=alerts.append))
     t = trainer(tmp_path, tiny_gpt2(), cb)
     t.train()
     stop = cb.guard.stopped
@@ -50,7 +51,7 @@ def test_hf_trainer_stops_at_the_spike_and_the_resumed_run_skips_the_batches(tmp
     assert [d.action for d in alerts] == ["stop_and_restart"]
 
     # resume from the planned checkpoint: the planned batches are left out
-    cb2 = GuardCallback(Guard(policy()))
+    cb2 = GuardCallback(guards(policy()))
     t2 = trainer(tmp_path, tiny_gpt2(), cb2)
     t2.train(resume_from_checkpoint=str(tmp_path / "checkpoint-20"))
     assert cb2.skipping

@@ -47,9 +47,10 @@ def fit(root, callback, ckpt_path=None, max_steps=60):
     return trainer, module
 
 
-def test_lightning_stops_at_the_spike_and_the_resumed_run_skips_the_batches(tmp_path):
+def test_lightning_stops_at_the_spike_and_the_resumed_run_skips_the_batches(
+        tmp_path, guards):
     with one_thread():
-        cb = GuardCallback(Guard(policy()))
+        cb = GuardCallback(guards(policy()))
         trainer, module = fit(tmp_path, cb)
         stop = cb.guard.stopped
         assert stop is not None and stop.events[0].kind == "spike"
@@ -59,7 +60,7 @@ def test_lightning_stops_at_the_spike_and_the_resumed_run_skips_the_batches(tmp_
         doc = json.loads((tmp_path / PLAN_FILE).read_text())
         assert doc["plan"]["restart_from_step"] == 20 and doc["plan"]["skip"] == [[21, 60]]
 
-        cb2 = GuardCallback(Guard(policy()))
+        cb2 = GuardCallback(guards(policy()))
         trainer2, module2 = fit(tmp_path, cb2, ckpt_path=str(tmp_path / "ckpt" / "step=20.ckpt"))
         assert cb2.skipping and trainer2.global_step == 60
         assert sorted(module2.losses) == list(range(21, 61))

@@ -35,6 +35,7 @@ from .stream_base import SeriesBuffer
 from .stream_misc import (DivergenceStream, NonFiniteStream, OverflowStream, RunStream,
                           WholeSeriesStream, detector_kind)
 from .stream_spike import GradSpikeStream, SpikeStream
+from .stream_stats import prefer_scipy
 
 #: kind -> the stream class of each causal detector (constructed with the detector).
 STREAMS: dict[str, type] = {
@@ -71,6 +72,7 @@ class CausalStreams:
     def __init__(self, detectors: Any = None) -> None:
         from . import resolve_detectors
 
+        prefer_scipy()
         self.streams: list[Any] = []
         for det in resolve_detectors(detectors):
             if not getattr(det, "causal", False):

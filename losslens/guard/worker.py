@@ -61,6 +61,22 @@ def main(rfd: int, wfd: int) -> None:
         outbox.close()
 
 
+#: The links whose worker has been started and not closed yet (`running`).
+_OPEN: set["Link"] = set()
+
+
+def running() -> list[int]:
+    """The process ids of the guard workers this process started and has not closed (a test
+    suite checks that none is left behind)."""
+    return sorted(link.proc.pid for link in _OPEN)
+
+
+def close_workers(pids: list[int]) -> None:
+    """Close the links of these running workers (what their guards' `close()` does)."""
+    for link in [k for k in _OPEN if k.proc.pid in pids]:
+        link.close()
+
+
 class Link:
     """The parent's end: a worker process and its two pipes."""
 
@@ -78,6 +94,7 @@ class Link:
         finally:
             os.close(to_r)
             os.close(from_w)
+        _OPEN.add(self)
         self.out = Connection(to_w, readable=False)
         self.inp = Connection(from_r, writable=False)
         self.out.send(("init", kwargs))
@@ -101,6 +118,7 @@ class Link:
         return self.inp.recv()
 
     def close(self, timeout: float = 5.0) -> None:
+        _OPEN.discard(self)
         try:
             self.out.send(("close",))
         except (OSError, ValueError):

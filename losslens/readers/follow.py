@@ -9,14 +9,19 @@ points per run; `losslens watch` feeds them to the detectors' streaming form.
   is read again from its start as a new segment (a run header between the two), and what was
   left in the old file is read first. Formats whose lines carry their own step
   (`CONTEXT_LINES`: Megatron, nanoGPT, llm.c, torchtitan, OLMo, fairseq, MaxText,
-  torchtune, Composer, modded-nanogpt, fairseq2, JSON lines) are
+  torchtune, Composer, modded-nanogpt, fairseq2, t5x, Levanter, JSON lines) are
   decoded by `LineDecoder`: the format's own reader on the new lines plus a few lines before
   them (the context a line may lean on: the iteration line before a DeepSpeed OVERFLOW line,
   an OLMo block header before its metrics, the JSON lines that tell a null loss is a NaN),
-  through a small temporary file; the cost of an
-  update is proportional to the new bytes. The other formats infer their steps from the whole
-  file (HF console, DeepSpeed, pix2pix) or are rewritten whole (trainer_state.json, CSV, W&B
-  files); they are read whole again when they change (`Batch.reset`).
+  through a small temporary file; the cost of an update is proportional to the new bytes.
+  The other formats are read whole again when they
+  change: some infer their steps from the whole file (HF console: a later progress bar or
+  TrainingArguments dump can move every step; DeepSpeed; pix2pix: images per epoch from all
+  its blocks), some are rewritten whole (trainer_state.json, W&B exports) or are record logs
+  whose readers keep state across the whole file (`.wandb`, CSV). When the new read starts
+  with exactly the points of the last one (`appended`: it only grew), only the points after
+  them go to the detectors, which carry on incrementally; otherwise the run starts over
+  (`Batch.reset`).
 - TensorBoard event files (`TensorBoardRun`): each file is followed from a record boundary (a
   record still being written waits) with the reader's `RecordDecoder`; a new event file is a
   new segment, as the reader makes it.
@@ -46,7 +51,8 @@ from . import tfrecord
 CONTEXT_LINES: dict[str, int] = {
     "megatron": 64, "nanogpt": 16, "llmc": 64, "llmc-mainlog": 8, "torchtitan": 16,
     "olmo": 256, "olmo-core": 256, "fairseq": 64, "jsonl": 64, "maxtext": 16,
-    "torchtune": 8, "composer": 512, "modded-nanogpt": 16, "fairseq2": 0,
+    "torchtune": 8, "composer": 512, "modded-nanogpt": 16, "fairseq2": 32, "t5x": 0,
+    "levanter": 64,
 }
 #: Above this many bytes the first read hands the reader the file itself (no copy).
 DIRECT_READ_BYTES = 1 << 20
@@ -56,7 +62,8 @@ DIRECT_READ_BYTES = 1 << 20
 @dataclass
 class Batch:
     """New points of one run; `reset`: they replace all read so far; `header`: a run header
-    (new segment) at this order, before the points."""
+    (new segment) at this order, before the points; `metadata`: the records' metadata is
+    the run's as now read (it replaces the run's)."""
 
     run: str
     source: str
@@ -64,6 +71,7 @@ class Batch:
     records: RunRecords | None
     reset: bool = False
     header: int | None = None
+    metadata: bool = False
 
 
 @dataclass
@@ -175,6 +183,39 @@ def _select(rec: RunRecords, keep: np.ndarray, shift: int, lo: int, hi: int) -> 
                    headers=tuple(h + shift for h in rec.headers if lo < h <= hi))
 
 
+def appended(old: RunRecords | None, new: RunRecords) -> RunRecords | None:
+    """The points of `new` (a whole-file format read again after it grew) that follow those
+    of `old` (the previous read), when `new` starts with exactly `old`: the same tags (codes
+    kept), the same first points in write order (steps, values, wall times, orders), the
+    same headers, and only later orders after them (the metadata may have changed: it comes
+    with the tail). None otherwise (read it as new: a reset)."""
+    if old is None or old.error or new.error:
+        return None
+    k = len(old)
+    if (len(new) < k or new.tags[:len(old.tags)] != old.tags
+            or new.headers[:len(old.headers)] != old.headers):
+        return None
+    io = np.lexsort((old.tag_code, old.order))  # write order (readers may group by tag)
+    inew = np.lexsort((new.tag_code, new.order))
+    head = inew[:k]
+    if not (np.array_equal(new.order[head], old.order[io])
+            and np.array_equal(new.tag_code[head], old.tag_code[io])
+            and np.array_equal(new.step[head], old.step[io])
+            and np.array_equal(new.value[head], old.value[io], equal_nan=True)
+            and np.array_equal(new.wall_time[head], old.wall_time[io], equal_nan=True)):
+        return None
+    last = max(int(old.order.max()) if k else -1, max(old.headers, default=-1))
+    tail = inew[k:]
+    heads = new.headers[len(old.headers):]
+    if (tail.shape[0] and int(new.order[tail].min()) <= last) or any(h <= last for h in heads):
+        return None  # the new points go in among the old ones
+    return replace(new, tag_code=new.tag_code[tail], step=new.step[tail],
+                   value=new.value[tail], wall_time=new.wall_time[tail],
+                   order=new.order[tail], headers=heads,
+                   skipped=new.skipped[len(old.skipped):],
+                   warnings=new.warnings[len(old.warnings):])
+
+
 def _read_one(path: Path, run: str, fmt: str) -> RunRecords | None:
     """The format's reader on one file: one run's records (None when it held no run)."""
     if fmt == "megatron":  # the vectorised path pays off from a few lines on
@@ -244,6 +285,8 @@ class TextSource:
         self.parser: LineDecoder | None = None
         self.tmpdir: Path | None = None  # made when the first line batch is decoded
         self.seen: tuple | None = None  # whole-file formats: (inode, size, mtime) last read
+        self.last: dict[str, RunRecords] = {}  # whole-file formats: each run as last read
+        self.last_meta: dict[str, Any] = {}
         self.said = False
 
     def close(self) -> None:
@@ -313,7 +356,16 @@ class TextSource:
         except LossLensError as exc:
             notices.append(f"{self.path}: {exc}")
             return [], 0
-        return [Batch(r.run, r.source, r.format, r, reset=True) for r in records], 1
+        out = []
+        for r in records:  # what only grew is fed its new points (the detectors go on)
+            tail = appended(self.last.get(r.run), r)
+            self.last[r.run] = r
+            if tail is None:
+                out.append(Batch(r.run, r.source, r.format, r, reset=True))
+            elif len(tail) or tail.headers or tail.metadata != self.last_meta.get(r.run):
+                out.append(Batch(r.run, r.source, r.format, tail, metadata=True))
+            self.last_meta[r.run] = r.metadata
+        return out, 1
 
 
 class Shifted:
