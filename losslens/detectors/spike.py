@@ -54,7 +54,7 @@ from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Series
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
-    ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, TAIL_Z, Baseline, Known, LogCheck,
+    ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, masked_trailing_median, near_zero_points, next_true, trailing_median,
     trailing_min)
 
@@ -62,7 +62,7 @@ from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public h
 SMALL_SAMPLE = 4.0
 #: Heavy tails: |z| beyond TAIL_Z counts as a large excursion; the raised threshold assumes
 #: a power-law tail of index TAIL_INDEX and aims at TAIL_RATE false alarms per point.
-TAIL_INDEX, TAIL_RATE = 5.0, 1e-5
+TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
 #: ... and a spike of one point (the next one back under TAIL_Z scales) assumes a heavier tail
 #: (index SINGLE_INDEX, as Student t with 2.5 degrees of freedom): an isolated outlier of
 #: heavy-tailed noise looks like that, while two tail points in a row are rare unless
@@ -195,10 +195,8 @@ class SpikeDetector:
         def pad(x: np.ndarray) -> np.ndarray:
             return np.r_[x, np.full(n - m, np.nan)]
 
-        small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
-        thr = self._tail_threshold(logb) * small
-        thr_one = self._tail_threshold(logb, index=SINGLE_INDEX) * small
-        return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), pad(thr_one), m,
+        thr = self._tail_threshold(logb) * (1 + SMALL_SAMPLE / np.maximum(logb.count, 1))
+        return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)))
 
     def spaces(self, v: np.ndarray) -> Known:

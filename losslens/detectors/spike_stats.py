@@ -25,8 +25,6 @@ NEAR_ZERO = 5.0
 #: toward 0 its log-space noise grows faster than a trailing window can follow.
 ADDITIVE_FLOOR = 0.8
 DIFF_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(2)
-#: A point this many scales above its level is a large excursion (heavy-tail evidence).
-TAIL_Z = 3.5
 #: LogCheck judges a spike only with at least this many log values before it (with fewer, the
 #: log-space threshold of a short run is too high to confirm anything: the additive verdict
 #: stands).
@@ -231,17 +229,15 @@ class LogCheck:
     memorised set) also has large additive excursions that are ordinary as ratios. A spike
     found there must also rise, in log space, above the lower of the medians of the last
     `level_window` and `window` log values before it, by the log-space threshold (`thr`:
-    tail-aware, small-sample-raised; heavier-tailed when its next point is back under TAIL_Z
-    scales, see SpikeDetector's SINGLE_INDEX) times the log-space scale: with its highest
-    value, or with the median of its m >= 2 values until it is back (at most a level window)
-    by thr / sqrt(m). A collapse from a floor (1e-7 to 1e-2), a blow-up from 1e-30 or a
+    tail-aware, small-sample-raised) times the log-space scale: with its highest value, or
+    with the median of its m >= 2 values until it is back (at most a level window) by
+    thr / sqrt(m). A collapse from a floor (1e-7 to 1e-2), a blow-up from 1e-30 or a
     sustained x3 of a noisy grad norm passes; flicker does not. Points from `stop` on
     (after a value <= 0) need no check."""
 
     y: np.ndarray  # log values (NaN where unknown)
     scale: np.ndarray  # the log-space baseline's scale
     thr: np.ndarray  # the log-space threshold per point
-    thr_one: np.ndarray  # ... for a spike of one point (the next back under TAIL_Z scales)
     stop: int
     window: int
     level_window: int
@@ -274,8 +270,7 @@ class LogCheck:
         if rise < self.min_rise:
             return False
         m = run.shape[0]
-        one = m == 1 or not run[1] > 0 or float(np.log(run[1])) - base <= TAIL_Z * scale
-        if rise > (float(self.thr_one[c]) if one else thr) * scale:
+        if rise > thr * scale:
             return True
         return m >= 2 and float(np.median(np.log(run))) - base > thr * scale / np.sqrt(m)
 
