@@ -260,7 +260,7 @@ def _text_seeds() -> list[tuple[str, str, str]]:
         ("metrics.jsonl", "jsonl", "".join(
             f'{{"step": {i}, "loss": {"Infinity" if i == 5 else v}, "train": {{"acc": 0.5}}}}\n'
             for i, v in enumerate(loss))),
-        ("levanter.log", "jsonl", "".join(
+        ("levanter.log", "levanter", "".join(
             f'2024-05-01T10:00:{i % 60:02d} INFO {{"tracker": "json_logger", "event": "log", '
             f'"step": {i}, "metrics": {{"train/loss": {v}}}}}\n' for i, v in enumerate(loss))),
     ]

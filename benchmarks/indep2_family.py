@@ -41,6 +41,8 @@ Events and their labels (all from construction, never from a detector)
 - divergence: from step d the loss rises exponentially (1 % excess growing to the cap in
   100-3000 steps) to a plateau at ln(vocab), or into NaN (then also `nonfinite`); no spike is
   placed in the max(1000, n/10) steps before d (it would be the divergence's onset).
+  Labelled only when >= 3 logged points before its NaN stand >= max(10 % of the level, 6
+  logged sd) above where the loss would have been; else neutral (the NaN still labelled).
 - nonfinite: NaN bursts of 1-5 logged points (Megatron: the `lm loss` field dropped, as
   Megatron prints a NaN average), training continuing after them; NaN ends of divergences.
 - overfitting: validation U-curve (rising >= 5 % and >= 6 val sd over >= 3 evals after its
@@ -511,13 +513,25 @@ class Build:
             s, what = self.div
             start = self.first_logged(s)
             lo = start - max(10 * k, 200)
-            case.labels.append(Label("divergence", start, None, lo, case.n, what=what))
             case.neutral.append(("spike", lo, case.n))
-            nan = np.flatnonzero(curve.nan)
-            if nan.shape[0] and nan[-1] == case.n - 1:
-                first = self.first_logged(int(nan[0]) + 1)
+            tail = case.n + 1  # first step of the NaN stretch that runs to the end
+            if curve.nan[-1]:
+                tail = case.n
+                while tail > 1 and curve.nan[tail - 2]:
+                    tail -= 1
+                first = self.first_logged(tail)
                 case.labels.append(Label("nonfinite", first, None, first - k, case.n,
                                          what="NaN to the end"))
+            # labelled only when the logged series shows the rise: >= 3 logged points before
+            # the NaN >= max(10 % of the level, 6 logged sd) above where it would have been
+            level = logged(curve.base * curve.mult, pts, self.mean, self.skip) * u
+            rise = logged(curve.base * curve.mult + curve.add, pts, self.mean, self.skip) * u - level
+            seen = (pts >= start) & (pts < tail) & (rise >= np.maximum(0.1 * level, 6 * sd_log))
+            if int(seen.sum()) >= 3:
+                case.labels.append(Label("divergence", start, None, lo, case.n, what=what))
+            else:
+                case.neutral.append(("divergence", lo, case.n))
+                self.faint_div = True
         for lab in case.labels:
             if lab.kind == "nonfinite":
                 case.neutral.append(("spike", lab.start - 2 * k, (lab.end or case.n) + 2 * k))
@@ -727,8 +741,10 @@ def make_case(stratum: str, i: int, seed: int) -> Case:
         what.append("overflow burst(s)")
     if case.resume:
         what.append("rollback")
+    if getattr(b, "faint_div", False):
+        what.append("divergence not visible before its NaN (neutral)")
     faint = sum(kd == "spike" for kd, _, _ in case.neutral)
-    faint -= sum(lab.kind in ("divergence", "nonfinite") for lab in case.labels)
+    faint -= hasattr(b, "div") + sum(lab.kind == "nonfinite" for lab in case.labels)
     if faint > 0:
         what.append(f"{faint} spike(s) too faint to label")
     if b.val is not None and pretrain:  # validation follows the model's state

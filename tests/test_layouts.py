@@ -111,3 +111,28 @@ def test_hf_output_folder_checkpoints_and_runs_are_one_run(tmp_path):
     assert run.notes == ("stopped at 500 of 600 planned iterations",)
     assert analyze_frame(frame).runs[0].checkpoint_source.startswith(
         "checkpoint folders beside the log")
+
+
+def test_t5x_train_and_training_eval_folders_are_one_run(tmp_path):
+    """t5x's MetricsManager writes `model_dir/train/` and one `training_eval/<task>/` folder per
+    evaluation (CLU SummaryWriter: tensor scalars under the metric names)."""
+    root = tmp_path / "model"
+    tr = torch_tb.SummaryWriter(str(root / "train"))
+    c4 = torch_tb.SummaryWriter(str(root / "training_eval" / "c4"))
+    wmt = torch_tb.SummaryWriter(str(root / "training_eval" / "wmt"))
+    for s in range(100, 1001, 100):
+        tr.add_scalar("loss", 3 - s / 1000, s, new_style=True)
+        tr.add_scalar("accuracy", 0.4, s, new_style=True)
+        if s % 500 == 0:
+            c4.add_scalar("loss", 3.1 - s / 1000, s, new_style=True)
+            c4.add_scalar("accuracy", 0.38, s, new_style=True)
+            wmt.add_scalar("loss", 3.3 - s / 1000, s, new_style=True)
+    for w in (tr, c4, wmt):
+        w.close()
+    (run,) = losslens.read(tmp_path).runs
+    assert run.run == "model" and run.source == str(root)
+    got = {s.tag: (s.role, s.points, s.first_step, s.last_step) for s in run.series}
+    assert got == {"loss": ("train_loss", 10, 100, 1000), "accuracy": ("train_acc", 10, 100, 1000),
+                   "training_eval/c4/loss": ("val_loss", 2, 500, 1000),
+                   "training_eval/c4/accuracy": ("val_acc", 2, 500, 1000),
+                   "training_eval/wmt/loss": ("val_loss", 2, 500, 1000)}

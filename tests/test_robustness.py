@@ -93,7 +93,7 @@ LINE_SEEDS = {
     "fairseq_simple.log": "fairseq", "metaseq.log": "fairseq", "olmo_v1.log": "olmo",
     "olmo_core.log": "olmo-core", "titan.log": "torchtitan", "train.log": "llmc",
     "wandb-history.jsonl": "wandb-history", "metrics.jsonl": "jsonl",
-    "levanter.log": "jsonl", "table.csv": "csv", "metrics.csv": "lightning-csv",
+    "levanter.log": "levanter", "table.csv": "csv", "metrics.csv": "lightning-csv",
     "history.csv": "wandb-csv",
 }
 _LAST_NUMBER = re.compile(r"\d+\.\d+(?:[eE][-+]?\d+)?(?!.*\d+\.\d+)")

@@ -50,6 +50,29 @@ def composer(n: int) -> str:
     return "\n".join(out) + "\n"
 
 
+def t5x(n: int) -> str:
+    out = ["I0612 10:00:00.000000 140245 train.py:360] Process ID: 0"]
+    for s in range(1, n):
+        out.append(f"I0612 10:01:02.123456 140245 logging_writer.py:48] [{s}] collection=train "
+                   f"accuracy=0.4, learning_rate=0.01, loss={_loss(s):.6g}")
+        if s % 100 == 0:
+            out.append(f"I0612 10:01:02.123456 140245 logging_writer.py:48] [{s}] "
+                       f"collection=training_eval/c4 loss={_loss(s) + 0.1:.6g}")
+    return "\n".join(out) + "\n"
+
+
+def levanter(n: int) -> str:
+    pre = "2025-06-01T10:00:00 - 0 - levanter.json_logger - json_logger.py:79 - INFO :: "
+    out = []
+    for s in range(n):
+        out.append(pre + '{"tracker": "json_logger", "event": "log", "step": %d, "metrics": '
+                   '{"train/loss": %r, "global_step": %d}}' % (s, _loss(s), s))
+        if s % 100 == 99:
+            out.append(pre + '{"tracker": "json_logger", "event": "log", "step": %d, '
+                       '"metrics": {"eval/loss": 2.5}}' % s)
+    return "\n".join(out) + "\n"
+
+
 def modded() -> str:
     return (DATA / "modded_nanogpt" / "2024-12-04_ValueEmbed_1b4db08c.txt").read_text()
 
@@ -66,6 +89,7 @@ def jsonl_null_tail(n: int) -> str:
 
 CASES = {"maxtext": lambda: maxtext(1200), "torchtune": lambda: torchtune(1200),
          "composer": lambda: composer(1200), "modded-nanogpt": modded,
+         "t5x": lambda: t5x(1200), "levanter": lambda: levanter(1200),
          "jsonl": lambda: jsonl_null_tail(1200)}
 
 

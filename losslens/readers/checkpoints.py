@@ -16,6 +16,9 @@ knows each framework's save lines (taken from the frameworks' own source):
 | fairseq | `Saved checkpoint ckpt/checkpoint_2_500.pt (epoch 2 @ 500 updates, ...)` | updates |
 | Megatron | `saving checkpoint at iteration 1000 to /ckpts` | given |
 | llm.c | `Writing checkpoint at step 500` | given |
+| t5x | `Saved checkpoint for step 500 to gs://b/model/checkpoint_500` | given |
+| Levanter | `Saved checkpoint to ckpts/run/step-500 for step 500` | given |
+| Levanter | `Removing checkpoint ckpts/run/step-400` (a temporary one) | removed |
 
 `discover(records, log_path)` then looks for the folder the log names (`saving checkpoint to
 out`, `.../checkpoint-500`), else for checkpoint folders beside the log (HF `checkpoint-N`
@@ -43,6 +46,7 @@ CHECKPOINT_NAMES = (
     re.compile(r"^step(\d+)(?:-unsharded)?$"),        # OLMo
     re.compile(r"^step-(\d+)$"),                      # torchtitan
     re.compile(r"^epoch=\d+-step=(\d+)(?:-v\d+)?\.ckpt$"),  # Lightning ModelCheckpoint
+    re.compile(r"^checkpoint_(\d+)$"),                # t5x
 )
 
 #: A folder listing stops after this many entries (a huge data folder is not a checkpoint dir).
@@ -152,6 +156,9 @@ SAVE_LINES: tuple[SaveLine, ...] = (
     SaveLine("Megatron", _P(r"saving checkpoint at iteration\s+(?P<step>\d+)"
                             r"(?: to (?P<path>\S+))?")),
     SaveLine("llm.c", _P(r"Writing checkpoint at step (?P<step>\d+)")),
+    SaveLine("t5x", _P(r"Saved checkpoint for step (?P<step>\d+) to (?P<path>\S+)")),
+    SaveLine("Levanter", _P(r"Saved checkpoint to (?P<path>\S+) for step (?P<step>\d+)")),
+    SaveLine("Levanter", _P(r"(?:Removing|Deleted old) checkpoint (?P<path>\S+)"), deletes=True),
 )
 
 #: Cheap test before the patterns: every save line above contains one of these.

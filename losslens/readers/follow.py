@@ -9,7 +9,7 @@ points per run; `losslens watch` feeds them to the detectors' streaming form.
   is read again from its start as a new segment (a run header between the two), and what was
   left in the old file is read first. Formats whose lines carry their own step
   (`CONTEXT_LINES`: Megatron, nanoGPT, llm.c, torchtitan, OLMo, fairseq, MaxText,
-  torchtune, Composer, modded-nanogpt, fairseq2, JSON lines) are
+  torchtune, Composer, modded-nanogpt, fairseq2, t5x, Levanter, JSON lines) are
   decoded by `LineDecoder`: the format's own reader on the new lines plus a few lines before
   them (the context a line may lean on: the iteration line before a DeepSpeed OVERFLOW line,
   an OLMo block header before its metrics, the JSON lines that tell a null loss is a NaN),
@@ -51,7 +51,8 @@ from . import tfrecord
 CONTEXT_LINES: dict[str, int] = {
     "megatron": 64, "nanogpt": 16, "llmc": 64, "llmc-mainlog": 8, "torchtitan": 16,
     "olmo": 256, "olmo-core": 256, "fairseq": 64, "jsonl": 64, "maxtext": 16,
-    "torchtune": 8, "composer": 512, "modded-nanogpt": 16, "fairseq2": 0,
+    "torchtune": 8, "composer": 512, "modded-nanogpt": 16, "fairseq2": 32, "t5x": 0,
+    "levanter": 64,
 }
 #: Above this many bytes the first read hands the reader the file itself (no copy).
 DIRECT_READ_BYTES = 1 << 20

@@ -1,6 +1,7 @@
-"""Generic JSON lines (one object per line with a step key) and Levanter's JSON tracker lines.
+"""Generic JSON lines (one object per line with a step key).
 
-Levanter's JSON-lines tracker writes the second kind. These files can hold millions of rows, so they are parsed by
+(Levanter's JSON tracker lines inside a log are the `levanter` reader's.) These files can
+hold millions of rows, so they are parsed by
 pyarrow (C++, multithreaded) when it can, else piece by piece and line by line. A missing or
 null key means "not logged", except a null that can only be a NaN (what pandas and orjson
 write for one; see `nulls_as_nan`); `NaN`, `Infinity` are values and kept. A line that does not parse
@@ -25,7 +26,6 @@ from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_nu
 from .textutil import as_float, head_text, split_truncated
 
 _LEVANTER = '"tracker": "json_logger"'
-_LEVANTER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
 _JSON_PIECE = 4 << 20  # bytes parsed at once when the whole file defeats pyarrow
 #: Deepest nesting of `[` / `{` a line may have (metric logs nest a few levels).
 MAX_DEPTH = 64
@@ -35,8 +35,6 @@ _STRING = re.compile(rb'"(?:[^"\\\n]|\\.)*"?')  # (an unterminated string: to th
 
 def sniff_jsonl(name: str, head: bytes) -> float:
     text = head_text(head)
-    if _LEVANTER + ', "event": "log"' in text:
-        return 0.8
     first = next((ln.strip() for ln in text.split("\n") if ln.strip()), "")
     if not first.startswith("{"):
         return 0.0
@@ -50,10 +48,13 @@ def sniff_jsonl(name: str, head: bytes) -> float:
 
 
 def read_jsonl(path: Path, run: str) -> list[RunRecords]:
-    """One JSON object per line with a step key; Levanter's JSON tracker lines in a log."""
+    """One JSON object per line with a step key (a Levanter log named as JSON lines: its
+    tracker records, through the `levanter` reader)."""
     data = valid_utf8(path.read_bytes())
     if _LEVANTER.encode() in data[:1 << 20]:
-        return [_read_levanter(path, run, data)]
+        from .levanter import read as read_levanter
+
+        return read_levanter(path, run)
     builder = RecordsBuilder()
     body = _drop_deep_lines(_cut_json_tail(data, builder), builder)
     table = _fast_json(body)
@@ -402,43 +403,3 @@ def _add_record(builder: RecordsBuilder, cols: dict, rec: dict, lineno: int, ste
         c[1].append(as_float(v))
         c[2].append(wall)
         c[3].append(lineno)
-
-
-def _read_levanter(path: Path, run: str, data: bytes) -> RunRecords:
-    """Levanter's `json_logger` tracker: `{"tracker": ..., "event": "log", "step", "metrics"}`."""
-    import calendar
-    import time
-
-    builder = RecordsBuilder()
-    body, tail, tail_line = split_truncated(data.decode("utf-8", "replace"))
-    if _LEVANTER in tail:
-        builder.skip(tail_line, "truncated last line", tail)
-    cols: dict[str, tuple[list, list, list, list]] = {}
-    extra: dict[str, str] = {}
-    for lineno, line in enumerate(body.split("\n"), 1):
-        if _LEVANTER not in line:
-            continue
-        start = line.find('{"tracker": "json_logger"')  # find, not a regex: linear on long lines
-        text = line[start:].rstrip() if start >= 0 else ""
-        try:
-            rec = json.loads(text) if text.endswith("}") else None
-        except (ValueError, RecursionError):
-            rec = None
-        if not isinstance(rec, dict):
-            builder.skip(lineno, "invalid JSON tracker line", line)
-            continue
-        if rec.get("event") == "hparams" and isinstance(rec.get("hparams"), dict):
-            extra.update((k, str(v)) for k, v in _flat_items(rec["hparams"]))
-        if rec.get("event") != "log" or not isinstance(rec.get("metrics"), dict):
-            continue
-        t = _LEVANTER_TIME.match(line)
-        try:
-            wall = (float(calendar.timegm(time.strptime(t.group(1), "%Y-%m-%dT%H:%M:%S")))
-                    if t else float("nan"))
-        except ValueError:  # month 13, non-ASCII digits: a damaged stamp, no wall time
-            wall = float("nan")
-        _add_record(builder, cols, rec["metrics"], lineno, _line_step(rec), wall,
-                    frozenset({"global_step"}))
-    for tag, (steps, values, walls, orders) in cols.items():
-        builder.add_array(tag, steps, values, walls, orders)
-    return builder.build(run, str(path), "jsonl", RunMeta(framework="levanter", extra=extra))

@@ -5,7 +5,10 @@ one run over several of them. `combine` puts them back together:
 
 - **Keras / TF2 summary writers**: `logs/train/` and `logs/validation/` (or `eval/`) beside each
   other are one run; the validation folder's tags get a `validation/` prefix
-  (`validation/epoch_loss`, role val_loss) so that both `epoch_loss` tags survive.
+  (`validation/epoch_loss`, role val_loss) so that both `epoch_loss` tags survive. t5x's
+  summary writers (CLU) do the same with `model_dir/train/` and one folder per evaluation task,
+  `training_eval/<task>/` (and `inference_eval/<task>/`): their tags get the folder as prefix
+  (`training_eval/c4/loss`, role val_loss).
 - **Lightning** `lightning_logs/version_N`: a version whose steps continue the previous one
   (its first step lies after that version's first and no later than just past its last) is the
   same training resumed: stitched as a resume segment. A version that starts again from the
@@ -27,6 +30,7 @@ import numpy as np
 from ..records import RunRecords, code_dtype, concat_records
 
 _VALIDATION_DIRS = ("validation", "eval")
+_T5X_EVAL_DIRS = ("training_eval", "inference_eval")
 _VERSION = re.compile(r"^version_(\d+)$")
 
 
@@ -47,11 +51,16 @@ def _keras(records: list[RunRecords]) -> list[RunRecords]:
         if path.name != "train":
             continue
         val = next((tb[path.parent / d] for d in _VALIDATION_DIRS if path.parent / d in tb), None)
-        if val is None:
+        parts = [("", rec)] + ([("validation/", val)] if val is not None else [])
+        # t5x (CLU summary writers): train/ beside training_eval/<task>/, inference_eval/<task>/
+        parts += sorted(((f"{p.parent.name}/{p.name}/", r) for p, r in tb.items()
+                         if p.parent.parent == path.parent and p.parent.name in _T5X_EVAL_DIRS),
+                        key=lambda part: part[0])
+        if len(parts) == 1:
             continue
         run = rec.run.rsplit("/", 1)[0] if "/" in rec.run else path.parent.name
-        pairs[id(rec)] = side_by_side([("", rec), ("validation/", val)], run, str(path.parent))
-        absorbed.add(id(val))
+        pairs[id(rec)] = side_by_side(parts, run, str(path.parent))
+        absorbed.update(id(r) for _, r in parts[1:])
     return [pairs.get(id(r), r) for r in records if id(r) not in absorbed]
 
 

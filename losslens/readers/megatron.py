@@ -21,7 +21,8 @@ results are placed at the last training iteration before them.
 
 Run headers: `successfully loaded checkpoint ... at iteration N`, `loading release checkpoint`
 and every argument dump after the first (an appended log). Saved iterations
-(`successfully saved checkpoint ... iteration N`, or `saving checkpoint at iteration N` when a
+(`successfully saved checkpoint ... iteration N`, NeMo's `Successfully saved ...`, or `saving
+checkpoint at iteration N` when a
 log has no "successfully saved" line) go to `metadata.checkpoints`, the folder of `saving
 checkpoint at iteration N to DIR` to `metadata.checkpoint_dir`.
 The argument dump fills RunMeta; DeepSpeed engine lines interleaved in Megatron-DeepSpeed logs
@@ -67,7 +68,7 @@ _FLOPS = {"": 1e-12, "K": 1e-9, "M": 1e-6, "G": 1e-3, "T": 1.0, "P": 1e3, "E": 1
 _AT_ITER = re.compile(r"iteration\s+(\d+)")
 _LOADED = re.compile(r"successfully loaded checkpoint from .* at iteration\s+(\d+)")
 _SAVING = re.compile(r"saving checkpoint at iteration\s+(\d+)(?: to (\S+))?")
-_SAVED = re.compile(r"successfully saved checkpoint (?:from|at) iteration\s+(\d+)")
+_SAVED = re.compile(r"[Ss]uccessfully saved checkpoint (?:from|at) iteration\s+(\d+)")
 _ARGS_BEGIN = re.compile(r"^\s*-+ arguments -+\s*$")
 _ARGS_END = re.compile(r"^\s*-+ end of arguments -+\s*$")
 _ARG = re.compile(r"^\s*([A-Za-z_]\w*) \.+ (.*?)\s*$")

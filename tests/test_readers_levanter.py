@@ -1,0 +1,155 @@
+"""Levanter: records written as levanter/tracker/json_logger.py writes them (json.dumps of
+{"tracker", "event", "step", "metrics"} through logging with init_logging's format), and
+tqdm_loggable's `Progress on:%s %s/%s rate:%s remaining:%s elapsed:%s postfix:%s` line."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import losslens
+from losslens.readers import read_records, sniff
+
+
+def prefix(name: str = "levanter.json_logger", file: str = "json_logger.py:79",
+           stamp: str = "2025-06-01T10:00:00") -> str:
+    # init_logging: "%(asctime)s - {process_index} - %(name)s - %(filename)s:%(lineno)d -
+    # %(levelname)s :: %(message)s", datefmt "%Y-%m-%dT%H:%M:%S"
+    return f"{stamp} - 0 - {name} - {file} - INFO :: "
+
+
+def record(event: str, **fields) -> str:
+    return prefix() + json.dumps({"tracker": "json_logger", "event": event, **fields})
+
+
+def _loss(s: int) -> float:
+    return 2 + math.exp(-s / 300)
+
+
+def levanter_log(n: int = 20) -> str:
+    lines = [prefix("levanter.trainer", "trainer.py:200") + "Setting run id to abc",
+             record("hparams", hparams={
+                 "trainer": {"num_train_steps": n, "train_batch_size": 256,
+                             "mp": "p=f32,c=bfloat16", "steps_per_eval": 10},
+                 "optimizer": {"learning_rate": 3e-4, "weight_decay": 0.1, "beta1": 0.9,
+                               "beta2": 0.95, "epsilon": 1e-8, "max_grad_norm": 1.0,
+                               "lr_schedule": "cosine"},
+                 "model": {"hidden_dim": 768, "num_layers": 12, "num_heads": 12,
+                           "seq_len": 1024}})]
+    for s in range(n):
+        lines.append(record("log", step=s, metrics={
+            "train/loss": _loss(s), "global_step": s, "run_progress": s / n}))
+        lines.append(record("log", step=s, metrics={
+            "optim": {"learning_rate": 3e-4, "entropy": {
+                "min": 0, "max": 1, "num": 2, "sum": 1, "sum_squares": 1,
+                "bucket_limits": [0, 1], "bucket_counts": [1, 1]}},
+            "throughput/mfu": 41.5, "throughput/device_kind": "TPU v4"}))
+        lines.append(record("log", step=None, metrics={"data/docs": 5}))
+        if s % 10 == 9:
+            lines.append(prefix("levanter.eval", "eval.py:242") + f"eval loss: {_loss(s):.3f}")
+            lines.append(record("log", step=s, metrics={"eval/loss": _loss(s) + 0.1,
+                                                        "eval/paloma/c4_en/loss": 3.0}))
+            lines.append(prefix("levanter.checkpoint", "checkpoint.py:384")
+                         + f"Saved checkpoint to gs://b/ckpts/run/step-{s} for step {s}")
+    lines.append(record("summary", metrics={"throughput/device_kind": "TPU v4"}))
+    lines.append(record("finish", summary={"train/loss": 2.1}))
+    return "\n".join(lines) + "\n"
+
+
+def test_levanter_json_logger_records(tmp_path):
+    path = tmp_path / "abc.log"
+    text = levanter_log()
+    text += prefix() + '{"tracker": "json_logger", "event": "log", "step": 20, "metr\n'
+    text += record("log", step="x", metrics={"train/loss": 1.0}) + "\n"
+    text += record("log", step=21, metrics={"train/loss": float("nan")}) + "\n"
+    text += record("log", step=22, metrics={"train/loss": 1.5})[:-8]  # cut mid-line
+    path.write_text(text)
+    assert sniff(path).name == "levanter"
+    (rec,) = read_records(path)
+
+    def series(tag):
+        sel = rec.tag_code == rec.tags.index(tag)
+        return rec.step[sel].tolist(), rec.value[sel].tolist()
+
+    steps, loss = series("train/loss")
+    assert steps == list(range(20)) + [21] and loss[0] == _loss(0) and math.isnan(loss[-1])
+    assert series("eval/loss") == ([9, 19], [_loss(9) + 0.1, _loss(19) + 0.1])
+    assert series("eval/paloma/c4_en/loss") == ([9, 19], [3.0, 3.0])
+    assert series("optim/learning_rate")[0] == list(range(20))
+    assert sorted(rec.tags) == ["eval/loss", "eval/paloma/c4_en/loss", "optim/learning_rate",
+                                "run_progress", "throughput/mfu", "train/loss"]
+    assert [(s.line, s.reason) for s in rec.skipped] == [
+        (71, "damaged json_logger record"),
+        (72, "json_logger record whose step is not an integer"),
+        (74, "truncated last line")]
+    assert rec.warnings == ("20 json_logger records have no step (Levanter logs some metrics "
+                            "that way); they are not plotted",)
+    assert rec.wall_time[0] == 1748772000.0
+    meta = rec.metadata
+    assert (meta.framework, meta.train_iters, meta.global_batch_size, meta.lr, meta.adam_beta2,
+            meta.adam_eps, meta.clip_grad, meta.hidden_size, meta.num_layers, meta.seq_length,
+            meta.precision, meta.lr_schedule) == (
+        "levanter", 20, 256, 3e-4, 0.95, 1e-8, 1.0, 768, 12, 1024, "bf16", "cosine")
+    assert meta.extra["trainer/mp"] == "p=f32,c=bfloat16" and len(meta.extra) == 15
+    assert meta.checkpoints == (9, 19) and meta.checkpoint_dir == "gs://b/ckpts/run"
+    roles = losslens.read(path).runs[0].roles
+    assert (roles["train/loss"], roles["eval/loss"], roles["eval/paloma/c4_en/loss"],
+            roles["optim/learning_rate"], roles["throughput/mfu"]) == (
+        "train_loss", "val_loss", "val_loss", "lr", "other")
+
+
+def progress(n: int, total: int, postfix: str) -> str:
+    return (prefix("tqdm_loggable.tqdm_logging", "tqdm_logging.py:145")
+            + f"Progress on:train {n}/{total} rate:1.2it/s remaining:2:17:30 elapsed:01:23 "
+              f"postfix:{postfix}")
+
+
+def test_levanter_progress_lines_without_tracker_records(tmp_path):
+    lines = [prefix("levanter.trainer", "trainer.py:200") + "Setting run id to abc",
+             progress(0, 1000, "-")]
+    lines += [progress(s, 1000, f"loss={_loss(s):.3g}") for s in range(50, 1001, 50)]
+    lines.append(progress(1000, 1000, "loss=oops"))
+    lines.append(prefix("levanter.checkpoint", "checkpoint.py:288")
+                 + "Saved checkpoint to ckpts/run/step-400 for step 400")
+    lines.append(prefix("levanter.checkpoint", "checkpoint.py:263")
+                 + "Removing checkpoint ckpts/run/step-400")
+    path = tmp_path / "run.log"
+    path.write_text("\n".join(lines) + "\n")
+    assert sniff(path).name == "levanter"
+    (rec,) = read_records(path)
+    assert rec.tags == ("train/loss",)
+    assert rec.step.tolist() == list(range(50, 1001, 50))
+    assert rec.value[0] == float(f"{_loss(50):.3g}")
+    assert [(s.line, s.reason) for s in rec.skipped] == [
+        (23, "progress-bar postfix that is not `name=number`")]
+    assert rec.metadata.checkpoints is None  # saved, then removed (a temporary one)
+    assert losslens.read(path).runs[0].roles["train/loss"] == "train_loss"
+
+
+def test_tracker_records_win_over_progress_lines(tmp_path):
+    path = tmp_path / "run.log"
+    path.write_text(levanter_log(5) + progress(5, 5, "loss=2.5") + "\n")
+    (rec,) = read_records(path)
+    sel = rec.tag_code == rec.tags.index("train/loss")
+    assert rec.step[sel].tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("fmt", ["levanter", "t5x"])
+@pytest.mark.parametrize("content", [
+    b"", b"\x00\xff\xfe garbage \x80\n\r\r\n", b"[1] collection=train =, ==, x=\n" * 3,
+    b'{"tracker": "json_logger", "event": "log", "step": 1, "metrics": [1, 2]}\n'
+    b'{"tracker": "json_logger", "event": "log", "step": 99999999999999999999999, '
+    b'"metrics": {"a": 1}}\nProgress on:train 99999999999999999999999/1 rate:- remaining:? '
+    b'elapsed:00:00 postfix:loss=1\n'])
+def test_bad_input_never_escapes(tmp_path, fmt, content):
+    from losslens.errors import LossLensError
+    from losslens.readers import read_file
+
+    path = tmp_path / "bad.log"
+    path.write_bytes(content)
+    try:
+        recs = read_file(path, "bad", fmt)
+    except LossLensError:
+        return
+    assert all(len(r) == 0 for r in recs)
