@@ -1,7 +1,8 @@
 """A third, independent labelled family: curves made the way training makes them, written as
 real log files, read back by losslens's readers and scored against labels from construction.
 
-    python benchmarks/indep2_family.py [--per-stratum 40] [--seed 1] [--fails 25] [--plot DIR]
+    python benchmarks/indep2_family.py [--per-stratum 40] [--seed 1] [--fails 40] [--plot DIR]
+                                       [--strata a,b] [--json PATH]
 
 Written without reading losslens.synthetic, benchmarks/indep_family.py or losslens/detectors
 (only losslens's public API and benchmarks/quality.py's peer rules are used), so its choices
@@ -1091,6 +1092,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--fails", type=int, default=40, help="failing cases to print (0: all)")
     ap.add_argument("--plot", type=Path, default=None, help="folder for PNGs of failing runs")
     ap.add_argument("--strata", default=",".join(STRATA))
+    ap.add_argument("--json", type=Path, default=None, help="also write the tallies and failing cases here")
     args = ap.parse_args(argv)
     t0, c0 = time.perf_counter(), time.process_time()
     cases = []
@@ -1118,9 +1120,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for c in cases:
             if c.name in names[:12]:
                 plot_case(c, args.plot / f"{c.name}.png")
+    if args.json:
+        args.json.write_text(json.dumps(to_json(res, args, fails), indent=1))
     res["cases"] = cases
     res["fails"] = fails
     return res
+
+
+def to_json(res: dict[str, Any], args: argparse.Namespace, fails: list[str]) -> dict[str, Any]:
+    def tally(t: Tally) -> dict[str, Any]:
+        p, r, f1 = t.prf()
+        return dict(vars(t), precision=p, recall=r, f1=f1)
+
+    strata = {}
+    for name, row in res["strata"].items():
+        strata[name] = {"cases": row["cases"], "clean": row["clean"], "flagged": row["flagged"],
+                        "errors": row["errors"], "spike": tally(row["spike"]),
+                        "peers": {pn: None if cnt == 0 else {"peer": tally(th), "losslens": tally(ou), "cases": cnt}
+                                  for pn, (th, ou, cnt) in row["peers"].items()}}
+    return {"seed": args.seed, "per_stratum": args.per_stratum, "strata": strata,
+            "kinds": {k: tally(t) for k, t in res["kinds"].items()}, "fails": fails}
 
 
 if __name__ == "__main__":

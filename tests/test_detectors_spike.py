@@ -179,8 +179,9 @@ def test_heavy_tailed_noise_raises_the_threshold():
     plain = spikes(steps, values, tail_window=0)
     aware = spikes(steps, values)
     assert len(plain) == 12  # t(4) noise: 6-sigma points are not rare
-    assert [e.start_step for e in aware] == [3477, 15000]
-    assert aware[1].details["threshold"] > 10
+    # (3477, a one-point outlier of the t(4) noise, is judged by the heavier one-point tail)
+    assert [e.start_step for e in aware] == [15000]
+    assert aware[0].details["threshold"] > 10
 
 
 def test_spike_right_after_a_recovered_one_is_its_own_event():

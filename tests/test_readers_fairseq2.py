@@ -56,7 +56,7 @@ def rich_log(path, records, width=80):
         try:
             log.info("Running training on 8 device(s).")
             for m, s in records:
-                log.info("%s - %s", m, s)
+                log.info(m) if s is None else log.info("%s - %s", m, s)
         finally:
             log.handlers, log.propagate, log.level = saved
 
@@ -71,6 +71,7 @@ def test_fairseq2_rich_wrapped_records(tmp_path):
         if step % 30 == 0:
             records.append((f"Validation Metrics (step {step}) - librispeech",
                             f"Loss: {3.1 - step / 100:.3f} | Elapsed Time: <1"))
+            records.append((f"Checkpoint at step {step} saved.", None))  # trainer.py
     path = tmp_path / "train.log"
     rich_log(path, records)
     text = path.read_text()
@@ -89,6 +90,7 @@ def test_fairseq2_rich_wrapped_records(tmp_path):
     assert series("Validation/librispeech/Loss") == ([30, 60], [2.8, 2.5])
     assert len(rec.tags) == 8 and rec.skipped_count == 0
     assert rec.metadata.extra == {"below_one_values": "2"}
+    assert rec.metadata.checkpoints == (30, 60)
     # each point's order is the line its value is on
     lines = text.split("\n")
     sel = rec.tag_code == rec.tags.index("Train/Wall Time")
@@ -99,7 +101,7 @@ def test_fairseq2_rich_wrapped_records(tmp_path):
     # the unwrapped form (fairseq2 --no-rich: StreamHandler) reads the same points
     flat = tmp_path / "flat.log"
     flat.write_text("".join(f"2024-05-01 10:00:00 INFO: fairseq2 - {m} - {s}\n"
-                            for m, s in records))
+                            for m, s in records if s is not None))
     (rec2,) = read_records(flat)
     for tag in rec.tags:
         sel1, sel2 = rec.tag_code == rec.tags.index(tag), rec2.tag_code == rec2.tags.index(tag)

@@ -41,3 +41,24 @@ def test_maxtext_train_and_eval_lines(tmp_path):
     assert (roles["loss"], roles["eval/loss"], roles["seconds"], roles["Tokens/s/device"],
             roles["perplexity"], roles["lm_loss"]) == (
         "train_loss", "val_loss", "other", "other", "other", "train_loss")
+
+
+def test_maxtext_save_lines_name_the_checkpoints(tmp_path):
+    """`checkpointing.print_save_message`: `Saved a checkpoint at step {step}.` (synchronous) or
+    `Started an asynchronous checkpoint save for step {step}`; older train.py: lowercase."""
+    pre = "I1129 19:48:42.123456 140000 max_logging.py:27] "
+    lines = []
+    for s in range(0, 30):
+        lines.append(_train(s, 10.5 - s / 10))
+        if s == 0:
+            lines.append(pre + "saved a checkpoint at step 0")
+        if s == 10:
+            lines.append(pre + "Saved a checkpoint at step 10.")
+        if s == 20:
+            lines.append(pre + "Started an asynchronous checkpoint save for step 20")
+    path = tmp_path / "maxtext.log"
+    path.write_text("\n".join(lines) + "\n")
+    (rec,) = read_records(path)
+    assert rec.metadata.checkpoints == (0, 10, 20)
+    assert rec.metadata.checkpoint_source == "the log's save lines (MaxText)"
+    assert rec.step[rec.tag_code == rec.tags.index("loss")].tolist() == list(range(30))

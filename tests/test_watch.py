@@ -448,8 +448,9 @@ def test_line_batches_read_like_the_whole_file(data_dir, tmp_path, name):
 
 
 @pytest.mark.parametrize("rel,events", [
-    ("llmc-gpt2-stdout-ok/gpt2_train.11685414.log", 42),
-    ("llmc-gpt2-124m-mainlog/main.log", 15),
+    # (one-point x1.5-x2.5 blips of a heavy-tailed grad norm are no longer grad spikes)
+    ("llmc-gpt2-stdout-ok/gpt2_train.11685414.log", 18),
+    ("llmc-gpt2-124m-mainlog/main.log", 5),
     ("llmc-gpt2-stdout-nan/gpt2_train.11672255.log", 3),
     ("pix2pix-restarts/loss_log.txt", 3),
 ])

@@ -12,7 +12,10 @@ Statistic (causal: a point's verdict uses only the points before it):
   non-positive value on (RL and policy losses change sign), or from where the level comes
   within 5 additive noise scales of 0 (values hovering near 0). While in log space the scale
   is floored by the additive noise of the last few points over the level, so a loss reaching
-  0 with additive noise is not judged by a log-space scale that lags behind.
+  0 with additive noise is not judged by a log-space scale that lags behind. Where a positive
+  loss is judged additively because it came near 0, a spike must also stand out in log space
+  (spike_stats.LogCheck): log-normal flicker on a 1e-7 floor is large additively and ordinary
+  as a ratio, a collapse from the floor or a blow-up from 1e-30 is large either way.
 - Expected value, from the finite points before the point, by whichever of two predictors
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
@@ -22,7 +25,10 @@ Statistic (causal: a point's verdict uses only the points before it):
   change between consecutive values in the window: a 4-decimal loss near 0 has a MAD of 0).
 - A point is elevated when it exceeds the expected value by `threshold` scales (x 1 + 4/n
   while the window holds only n points; raised where the last `tail_window` points show
-  heavy-tailed noise) and by the ratio `min_ratio` (when the level is above 0). The steep
+  heavy-tailed noise, more for a spike of a single point: the one verdict that looks one
+  point ahead, so a one-point spike at the newest point waits for the next) and by the
+  ratio `min_ratio` (when the level is above 0); or, for a rise over up to HUMP points,
+  the level HUMP points before it by `threshold` of that level's own errors. The steep
   early descent never flags: it lies below what the trailing points expect.
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
   pre-spike scales of the pre-spike level, confirmed by at least half of the `back_points`
@@ -47,32 +53,32 @@ import numpy as np
 from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Series
+from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
+    ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
+    baseline, find_back, masked_trailing_median, near_zero_points, next_true, trailing_median,
+    trailing_min)
 
-#: 1.4826 x MAD estimates the standard deviation of Gaussian noise.
-MAD_TO_SIGMA = 1.4826
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
 #: Heavy tails: |z| beyond TAIL_Z counts as a large excursion; the raised threshold assumes
 #: a power-law tail of index TAIL_INDEX and aims at TAIL_RATE false alarms per point.
 TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
-#: Log space is left (for good) where the level is within this many additive noise scales
-#: of 0 (values hovering near 0); DIFF_TO_SIGMA turns a median |step| into a noise scale.
-NEAR_ZERO = 5.0
+#: ... and a spike of one point (the next one back under TAIL_Z scales) assumes a heavier tail
+#: (index SINGLE_INDEX, as Student t with 2.5 degrees of freedom): an isolated outlier of
+#: heavy-tailed noise looks like that, while two tail points in a row are rare unless
+#: something happened. Without heavy-tail evidence both thresholds are `threshold`.
+SINGLE_INDEX = 2.5
 #: Log space: a spike is also back once its excess over the pre-spike level has shrunk to this
 #: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
 BACK_SHARE = 0.05
-#: A rise spread over up to HUMP points is also judged against the level before it; 0 turns
-#: this off (the default: on AR(1)-correlated noise it costs more false alarms than the humps
-#: it finds; see benchmarks/indep_family.py).
-HUMP = 0
+#: A rise spread over up to HUMP points is also judged against the level HUMP points before
+#: it, in units of that old level's own errors as a predictor (on AR(1)-correlated noise far
+#: larger than the one-step scale: measured so, correlated noise gives no false alarms); the
+#: point before must be half as high. Not near 0, where LogCheck judges (0 turns this off).
+HUMP = 5
 #: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
 #: back within back_z x EARLY_SCALE, in log units, of the highest of them).
 EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
-#: In log space the scale is at least this share of the additive noise of the last
-#: 2 x level_window + 1 differences divided by the level: as a loss with additive noise falls
-#: toward 0 its log-space noise grows faster than a trailing window can follow.
-ADDITIVE_FLOOR = 0.8
-DIFF_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(2)
 
 
 def require(obj: Any, name: str, ok: bool, allowed: str) -> None:
@@ -90,192 +96,6 @@ def is_int(value: Any) -> bool:
 def is_num(value: Any) -> bool:
     return (isinstance(value, (int, float, np.integer, np.floating))
             and not isinstance(value, bool) and bool(np.isfinite(value)))
-
-
-def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
-    """out[i] = median of x[max(0, i - window + 1) .. i]; `window` odd; x without NaN."""
-    from .filters import expanding_median, median_filter
-
-    n = x.shape[0]
-    if n == 0:
-        return x.astype(float)
-    out = median_filter(x, size=window, origin=(window - 1) // 2)
-    head = min(window - 1, n)
-    if head:  # the filter pads with x[0]; the first points get exact expanding medians
-        out[:head] = expanding_median(x[:head])
-    return out
-
-
-def trailing_min(x: np.ndarray, window: int) -> np.ndarray:
-    from .filters import minimum_filter1d
-
-    if x.shape[0] == 0:
-        return x.astype(float)
-    return minimum_filter1d(x, size=window, origin=(window - 1) // 2)
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """Per point i: the expected value and the noise scale from the points before i."""
-
-    y: np.ndarray  # the transformed values (log or raw)
-    level: np.ndarray  # expected y: trailing median + its typical lag (NaN while unknown)
-    scale: np.ndarray  # robust scale of the residuals, floored (NaN while unknown)
-    count: np.ndarray  # how many residuals the scale rests on
-    log: bool
-
-
-def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
-             level_window: int = 15) -> Baseline:
-    """Trailing robust expectation and scale; `values` finite (and positive when `log`), or
-    NaN where points are to be left out of the statistics (`masked=True`: slower, pandas).
-
-    Two predictors of point i from the points before it: (1) the median of the last
-    `level_window` points plus the median of the last 2 x level_window + 1 residuals (a
-    median lags a trending curve by about slope x level_window / 2; this measures and adds
-    the lag back), (2) the previous point. Each is judged by the median of its absolute
-    errors over the last `window` points; the smaller one gives the level and the scale.
-    A steady descent (warm-up) or drift thus leaves z near 0, and a sparse eval series that
-    curves faster than a median follows keeps its true noise scale.
-    """
-    median = _masked_median if masked else trailing_median
-    n = values.shape[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        y = np.log(values) if log else values.astype(float)
-    if n < 4:
-        nan = np.full(n, np.nan)
-        return Baseline(y, nan, nan.copy(), np.zeros(n, dtype=np.int64), log)
-    # 1. the lag-corrected trailing median (pred_m[i] from points < i)
-    med = np.empty(n)
-    med[0] = np.nan
-    med[1:] = median(y, level_window)[:-1]
-    pred_m = np.empty(n)
-    pred_m[:2] = np.nan
-    pred_m[2:] = median(y[1:] - med[1:], 2 * level_window + 1)[:-1]
-    pred_m += med
-    # 2. the previous point (no trend: where a descent stops, a slope would overshoot)
-    # each predictor is judged by its own recent absolute errors; the more accurate is used
-    err_m = np.abs(y[2:] - pred_m[2:])
-    err_d = np.abs(np.diff(y))[1:]
-    scale = np.empty(n)
-    scale[:3] = np.nan
-    scale[3:] = median(err_m, window)[:-1]
-    scale_d = median(err_d, window)[:-1]
-    with np.errstate(invalid="ignore"):
-        use_d = np.flatnonzero(~(scale[3:] <= scale_d)) + 3
-    level = pred_m
-    level[use_d] = y[use_d - 1]
-    scale[use_d] = scale_d[use_d - 3]
-    scale *= MAD_TO_SIGMA
-    np.maximum(scale[3:], _floor(values, med[3:], window, log, masked), out=scale[3:])
-    if log:  # additive noise seen near this level, in log units (see ADDITIVE_FLOOR)
-        dv = np.abs(np.diff(values))
-        addn = median(dv, 2 * level_window + 1)[:-1]  # addn[k]: diffs up to point k + 1
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            floor = ADDITIVE_FLOOR * DIFF_TO_SIGMA * addn[1:] / np.exp(level[3:])
-        np.fmax(scale[3:], floor, out=scale[3:])
-    if masked:
-        cs = np.concatenate(([0], np.cumsum(np.isfinite(err_m))))
-        i = np.arange(3, n)
-        count = np.zeros(n, dtype=np.int64)
-        count[3:] = cs[i - 2] - cs[np.maximum(0, i - 2 - window)]
-    else:
-        count = np.clip(np.arange(n) - 2, 0, window)
-    return Baseline(y, level, scale, count, log)
-
-
-@dataclass(frozen=True)
-class Known:
-    """What `SpikeDetector.find` needs beside the finite values: the index from which they are
-    judged additively (len: never), their log-space baseline (None: no log space; it may be
-    longer than `split`) and their additive baseline (None when `split` is their length; or
-    a callable making it from the values)."""
-
-    split: int
-    log: Baseline | None
-    additive: Any
-
-
-def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
-    import pandas as pd
-
-    return pd.Series(x).rolling(window, min_periods=1).median().to_numpy()
-
-
-def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
-           masked: bool) -> np.ndarray:
-    """The print resolution (smallest non-zero change between consecutive earlier points)
-    as a scale floor for points 3.. (`med` is their trailing median)."""
-    step = np.abs(np.diff(values))
-    step[step == 0] = np.inf
-    if masked:
-        import pandas as pd
-
-        low = pd.Series(step).rolling(window, min_periods=1).min().to_numpy()
-    else:
-        low = trailing_min(step, window)
-    quantum = low[1:-1].copy()  # quantum[k] judges point k + 3
-    quantum[~np.isfinite(quantum)] = 0.0
-    if log:  # a step of one quantum at the level, in log units (log1p(q / L) ~ q / L)
-        quantum *= np.exp(-med)
-        return np.maximum(quantum, 1e-9, out=quantum)
-    return np.maximum(quantum, 1e-12 * np.maximum(1.0, np.abs(med)))
-
-
-def near_zero_points(v: np.ndarray, logb: Baseline, w: int) -> np.ndarray:
-    """Per point of the positive values `v`: True where they hover near 0 with additive noise
-    (ratios stop meaning anything there): the log-space level is within NEAR_ZERO additive
-    noise scales of 0 (noise from the consecutive differences of the `w` points before)."""
-    n = v.shape[0]
-    noise = np.full(n, np.nan)
-    noise[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)), w)[:-1]
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.exp(logb.level) < NEAR_ZERO * noise
-
-
-def next_true(mask: np.ndarray, start: int) -> int | None:
-    """Index of the first True at or after `start` (searching in growing chunks)."""
-    n, chunk = mask.shape[0], 4096
-    while start < n:
-        hit = np.flatnonzero(mask[start:start + chunk])
-        if hit.shape[0]:
-            return start + int(hit[0])
-        start, chunk = start + chunk, chunk * 4
-    return None
-
-
-def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | None = None,
-              share: float = 0.0) -> int | None:
-    """First index t >= start with y[t] <= band_t and at least half of y[t:t+points] (or
-    y[t + 1]) <= band_t,
-    where band_t = max(band, pre + share x (the highest y from start - 1 to t - pre)): a spike
-    is also back once its excess has shrunk to `share` of its height so far."""
-    n = y.shape[0]
-    chunk = 256
-    top = float(y[start - 1]) if start >= 1 else -np.inf
-    while start < n:
-        stop = min(n, start + chunk)
-        seg = y[start:min(n, stop + points - 1)]
-        bands = np.full(stop - start, band)
-        if share > 0 and pre is not None:
-            run = np.maximum.accumulate(np.r_[top, y[start:stop]])[1:]
-            bands = np.maximum(bands, pre + share * (run - pre))
-            top = float(run[-1])
-        t = np.arange(stop - start)
-        m = np.minimum(points, seg.shape[0] - t)
-        # points after t judged against t's band
-        win = np.lib.stride_tricks.sliding_window_view(
-            np.r_[seg, np.full(points, np.inf)], points)[:stop - start]
-        below_win = win <= bands[:, None]
-        cnt = below_win.sum(axis=1)
-        # confirmed by half of the next `points`, or by the next point too (a second spike
-        # right after the return is a spike of its own, not a failure to return)
-        nxt = below_win[:, 1] if points > 1 else below_win[:, 0]
-        ok = (seg[:stop - start] <= bands) & ((cnt >= (m + 1) // 2) | nxt)
-        if ok.any():
-            return start + int(np.argmax(ok))
-        start, chunk = stop, chunk * 4
-    return None
 
 
 @dataclass(frozen=True)
@@ -355,13 +175,29 @@ class SpikeDetector:
         spaces = []
         if known.log is not None and (k > self.min_points or k == n):
             spaces.append((0, k, known.log))
+        check = None
+        if k < n and known.log is not None and k < known.log.y.shape[0]:
+            # near 0: additive, each spike confirmed in log space (LogCheck)
+            check = self._log_check(known.log, n)
         if k < n:
             spaces.append((k, n, known.additive(v) if callable(known.additive)
                            else known.additive))
         out: list[dict[str, Any]] = []
         for lo, hi, base in spaces:
-            out.extend(self._extract(st, v, base, lo, hi, w))
+            out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None))
         return out
+
+    def _log_check(self, logb: Baseline, n: int) -> LogCheck:
+        """The log-space check (`LogCheck`) for the positive values that `logb` (their
+        log-space baseline, from the first of `n` values on) covers."""
+        m = logb.y.shape[0]
+
+        def pad(x: np.ndarray) -> np.ndarray:
+            return np.r_[x, np.full(n - m, np.nan)]
+
+        thr = self._tail_threshold(logb) * (1 + SMALL_SAMPLE / np.maximum(logb.count, 1))
+        return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
+                        self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)))
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the
@@ -398,11 +234,11 @@ class SpikeDetector:
             return (u > TAIL_Z) & (u <= self.threshold)
 
     def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
-                        b: int | None = None) -> np.ndarray:
+                        b: int | None = None, index: float = TAIL_INDEX) -> np.ndarray:
         """Per point of a..b: `threshold`, raised where the `tail_window` points before it held
         more large excursions (`big`) than Gaussian noise gives: with heavy-tailed noise a
         6-sigma point is not rare. The raise assumes a power-law tail (index TAIL_INDEX) and
-        keeps false alarms near TAIL_RATE per point."""
+        keeps false alarms near TAIL_RATE per point (`index`: another tail index)."""
         n = base.y.shape[0]
         b = n if b is None else b
         thr = np.full(b - a, float(self.threshold))
@@ -415,18 +251,7 @@ class SpikeDetector:
         cnt = cs[i - lo] - cs[np.maximum(0, i - self.tail_window) - lo]
         heavy = cnt >= 3  # Gaussian noise gives 3 in a window about never
         rate = (cnt[heavy] - 2) / self.tail_window
-        thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / TAIL_INDEX))
-        return thr
-        with np.errstate(invalid="ignore", divide="ignore"):
-            u = (base.y - base.level) / base.scale
-            # upward only: a spike's recovery pulls z far below 0 for a long time
-            big = (u > TAIL_Z) & (u <= self.threshold)
-        cs = np.concatenate(([0], np.cumsum(big)))
-        i = np.arange(n)
-        cnt = cs[i] - cs[np.maximum(0, i - self.tail_window)]
-        heavy = cnt >= 3  # Gaussian noise gives 3 in a window about never
-        rate = (cnt[heavy] - 2) / self.tail_window
-        thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / TAIL_INDEX))
+        thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / index))
         return thr
 
     def _elevated(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray,
@@ -445,6 +270,12 @@ class SpikeDetector:
         ok[:max(0, self.min_points - offset)] = False
         return ok
 
+    @staticmethod
+    def _persists(y: np.ndarray, level: np.ndarray, scale: np.ndarray, c: int, hi: int) -> bool:
+        """Whether the point after c is also TAIL_Z scales above c's level (a tail event of
+        independent noise rarely has a neighbour in the tail)."""
+        return c + 1 < hi and bool(y[c + 1] - level[c] > TAIL_Z * scale[c])
+
     def _above(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, thr: np.ndarray,
                log: bool) -> np.ndarray:
         rise = y - level
@@ -455,15 +286,25 @@ class SpikeDetector:
             ok &= (level <= 0) | (y >= level * self.min_ratio)
         return ok
 
-    @staticmethod
-    def _back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int
+    def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For the points a..b-1: the level and scale HUMP points before each (NaN before 0),
-        and the value of the point before each."""
-        idx = np.arange(a, b) - max(HUMP, 1)
+        """For the points a..b-1: the level HUMP points before each (NaN before 0), the scale
+        of that H-step-old level as a predictor (its errors over the `window` points before:
+        on AR(1)-correlated noise far larger than the one-step scale), and the value of the
+        point before each."""
+        h = max(HUMP, 1)
+        idx = np.arange(a, b) - h
         ok = idx >= 0
         out_l, out_s, prev = (np.full(b - a, np.nan) for _ in range(3))
-        out_l[ok], out_s[ok] = level[idx[ok]], scale[idx[ok]]
+        out_l[ok] = level[idx[ok]]
+        w = self.window | 1
+        lo = max(h, a - w - 1)
+        if b > lo:
+            err = np.abs(y[lo:b] - level[lo - h:b - h])
+            med = masked_trailing_median(err, w)  # med[j]: errors lo..lo+j
+            j = np.arange(a, b) - 1 - lo  # the errors up to the point before
+            good = j >= 0
+            out_s[good] = MAD_TO_SIGMA * med[j[good]]
         p = np.arange(a, b) - 1
         prev[p >= 0] = y[p[p >= 0]]
         return out_l, out_s, prev
@@ -491,14 +332,15 @@ class SpikeDetector:
         return early
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
-                 w: int) -> list[dict[str, Any]]:
+                 w: int, check: LogCheck | None = None) -> list[dict[str, Any]]:
         y = base.y[:hi]
         level, scale, count = base.level[:hi].copy(), base.scale[:hi].copy(), base.count[:hi].copy()
         big = self._tail_big(base)[:hi].copy()
         thr = self._tail_threshold(base, big, 0, hi)
         elev = np.zeros(hi, bool)
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
-                                   base.log, lo, self._back(y, level, scale, lo, hi))
+                                   base.log, lo,
+                                   None if check else self._back(y, level, scale, lo, hi))
         early = self._early(y, base.log, lo)
         if early.any():  # no statistics yet: the level is the highest point before
             elev |= early
@@ -509,6 +351,24 @@ class SpikeDetector:
         allowed = lo
         restart = (self.level_window | 1) + 1  # points after which the loss starts over
         while (c := next_true(elev, allowed)) is not None:
+            if check is not None:  # near 0: the spike must stand out in log space too
+                r = c + 1
+                while r < min(hi, c + restart) and elev[r]:
+                    r += 1
+                back = find_back(y, c + 1, float(level[c]) + self.back_z * float(scale[c]),
+                                 self.back_points)
+                last = min(hi, c + restart, back if back is not None else hi)
+                if not check.confirms(c, v[c:max(last, r)], masked):
+                    elev[c:r] = False
+                    continue
+            if c >= self.min_points and not self._persists(y, level, scale, c, hi):
+                # one point alone in heavy-tailed noise: judged by the heavier tail
+                one = float(self._tail_threshold(base, big, c, c + 1, SINGLE_INDEX)[0])
+                one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
+                if not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
+                                   np.array([one]), base.log)[0]:
+                    elev[c] = False
+                    continue
             pre, sc = float(level[c]), float(scale[c])
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if end is None and hi < v.shape[0]:
@@ -537,24 +397,25 @@ class SpikeDetector:
                 allowed = end
                 masked = v[:hi].copy() if masked is None else masked
                 masked[c:end] = np.nan
-                self._rebase(masked, base.log, max(0, end - 3 * w), end, level, scale, count,
-                             thr, elev, lo)
+                self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
+                             scale, count, thr, elev, lo)
                 continue
             # not back within a level window: the loss starts over from there (causal: later
             # spikes may start then, judged on what followed this one); if it comes back
             # later, what follows its return is judged without its points
             allowed = min(c + restart, hi)
             masked = v[:hi].copy() if masked is None else masked
-            self._rebase(masked, base.log, allowed, allowed, level, scale, count, thr, elev, lo)
+            self._rebase(masked, base.log, check is None, allowed, allowed, level, scale, count,
+                         thr, elev, lo)
             if end is not None:
                 masked[c:end] = np.nan
-                self._rebase(masked, base.log, max(0, end - 3 * w), end, level, scale, count,
-                             thr, elev, lo)
+                self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
+                             scale, count, thr, elev, lo)
         return out
 
-    def _rebase(self, masked: np.ndarray, log: bool, a: int, z0: int, level: np.ndarray,
-                scale: np.ndarray, count: np.ndarray, thr: np.ndarray, elev: np.ndarray,
-                lo: int) -> None:
+    def _rebase(self, masked: np.ndarray, log: bool, hump: bool, a: int, z0: int,
+                level: np.ndarray, scale: np.ndarray, count: np.ndarray, thr: np.ndarray,
+                elev: np.ndarray, lo: int) -> None:
         """Re-judge the points z0 .. z0 + 3 windows from the values a.. with spikes blanked out
         (`masked`): a spike's points would otherwise pull the trailing statistics (level, lag,
         scale) off for three windows after it."""
@@ -571,7 +432,8 @@ class SpikeDetector:
         start = max(z0, lo)
         elev[start:z1] = self._elevated(local.y[start - a:z1 - a], level[start:z1],
                                         scale[start:z1], count[start:z1], thr[start:z1], log,
-                                        start, self._back(local_y_full, level, scale, start, z1))
+                                        start, self._back(local_y_full, level, scale, start, z1)
+                                        if hump else None)
 
     def _record(self, st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
                 end: int | None, level: float, scale: float, thr: float) -> dict[str, Any]:

@@ -65,6 +65,9 @@ class SpikeStream:
     def start(self, old: list[Event], steps: np.ndarray, values: np.ndarray, d: int) -> int:
         """The first index whose events must be found again when points from `d` on are new
         (the window then starts `horizon` points earlier)."""
+        # a spike's verdict may look up to a level window ahead (SpikeDetector: one-point
+        # spikes, and near 0 the log-space check of the spike's points until it is back)
+        d = max(0, d - self.lw - 1)
         return min([d] + [self._reach(e, steps, values, d) for e in old])
 
     def window(self, st: LiveRun, tag: str, s: SeriesBuffer, a0: int

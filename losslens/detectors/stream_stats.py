@@ -154,6 +154,8 @@ class BaselineCache:
             if self.log.n < fa + min(split, 4):
                 return None
             logb = self.log_baseline(fa, nf)
+        elif self.log.n > fa:  # additive from before the window, but positive (near 0):
+            logb = self.log_baseline(fa, nf)  # its spikes are checked in log space (LogCheck)
         addb = None
         if split < m:
             if self.add.n < nf:

@@ -17,6 +17,8 @@ knows each framework's save lines (taken from the frameworks' own source):
 | Megatron | `saving checkpoint at iteration 1000 to /ckpts` | given |
 | llm.c | `Writing checkpoint at step 500` | given |
 | t5x | `Saved checkpoint for step 500 to gs://b/model/checkpoint_500` | given |
+| fairseq2 | `Checkpoint at step 500 saved.` | given |
+| MaxText | `Saved a checkpoint at step 500.`, `Started an asynchronous checkpoint save for step 500` | given |
 | Levanter | `Saved checkpoint to ckpts/run/step-500 for step 500` | given |
 | Levanter | `Removing checkpoint ckpts/run/step-400` (a temporary one) | removed |
 
@@ -157,6 +159,9 @@ SAVE_LINES: tuple[SaveLine, ...] = (
                             r"(?: to (?P<path>\S+))?")),
     SaveLine("llm.c", _P(r"Writing checkpoint at step (?P<step>\d+)")),
     SaveLine("t5x", _P(r"Saved checkpoint for step (?P<step>\d+) to (?P<path>\S+)")),
+    SaveLine("fairseq2", _P(r"Checkpoint at step (?P<step>\d+) saved\.")),
+    SaveLine("MaxText", _P(r"(?:[Ss]aved a checkpoint at|Started an asynchronous checkpoint save "
+                           r"for) step (?P<step>\d+)")),
     SaveLine("Levanter", _P(r"Saved checkpoint to (?P<path>\S+) for step (?P<step>\d+)")),
     SaveLine("Levanter", _P(r"(?:Removing|Deleted old) checkpoint (?P<path>\S+)"), deletes=True),
 )

@@ -25,6 +25,7 @@ name}` (`Train/Loss` train_loss, `Valid/Loss`, `Validation/librispeech/Loss` val
 seconds); `<1` (an int formatter's "below one") is no number and is counted, not read. Each
 point's order is the line its value is on; a record's last piece that is not `Name: value` at
 the very end of the text is not counted (the writer may still be writing that record).
+`Checkpoint at step N saved.` (fairseq2/trainer.py) names the run's checkpoints.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from bisect import bisect_right
 from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from .checkpoints import SaveLines
 from .textutil import fits_step, head_text, parse_float, read_text, split_truncated
 
 FORMAT = "fairseq2"
@@ -42,6 +44,7 @@ FORMAT = "fairseq2"
 #: word was quadratic)
 _RECORD = re.compile(r"(?<!\w)(\w{1,64}) Metrics \(step (\d+)\) - "
                      r"([^\n]*(?:\n(?:\[\w{0,20}\]:)? {21,}\S[^\n]*)*)")
+_SAVE = re.compile(r"Checkpoint at step \d+ saved\.")
 _CONT = re.compile(r"^(?:\[\w{0,20}\]:)? {21,}")
 _SNIFF = re.compile(r"\w+ Metrics \(step \d+\) - [^|\n]+: ")
 
@@ -114,5 +117,11 @@ def read(path: Path, run: str) -> list[RunRecords]:
             b.add(f"{prefix}{name.strip()}", step, value, order=where)
     if tail and " Metrics (step " in tail:
         b.skip(tail_line, "truncated last line", tail)
+    saves, lineno, last = SaveLines(), 1, 0
+    for m in _SAVE.finditer(body):
+        lineno += body.count("\n", last, m.start())
+        last = m.start()
+        saves.feed(lineno, m.group(0))
     extra = {"below_one_values": str(below_one)} if below_one else {}
-    return [b.build(run, str(path), FORMAT, RunMeta(framework="fairseq2", extra=extra))]
+    return [b.build(run, str(path), FORMAT,
+                    RunMeta(framework="fairseq2", extra=extra, **saves.fields()))]

@@ -15,7 +15,9 @@ eval metrics after step: 100, loss=7.123, total_weights=5000.0, step_time_second
 
 Tags: the training names as printed (`loss` train_loss, `seconds`, `TFLOP/s/device`...) and the
 evaluation names under `eval/` (`eval/loss`, role val_loss). The step is MaxText's own step
-counter as printed. Any logging prefix before `completed step:` is ignored.
+counter as printed. Any logging prefix before `completed step:` is ignored. `Saved a checkpoint
+at step N.` (older: `saved a checkpoint ...`) and `Started an asynchronous checkpoint save for
+step N` name the run's checkpoints.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import re
 from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from .checkpoints import SaveLines
 from .textutil import fragments, head_text, parse_float, read_text, split_truncated
 
 FORMAT = "maxtext"
@@ -54,8 +57,11 @@ def _pairs(rest: str, pattern: re.Pattern) -> list[tuple[str, str]] | None:
 def read(path: Path, run: str) -> list[RunRecords]:
     body, tail, tail_line = split_truncated(read_text(path))
     b = RecordsBuilder()
+    saves = SaveLines()
     for lineno, frag in fragments(body):
         if "step: " not in frag:
+            if "heckpoint" in frag:
+                saves.feed(lineno, frag)
             continue
         m = _TRAIN.search(frag)
         prefix, pattern = "", _TRAIN_PAIR
@@ -78,4 +84,4 @@ def read(path: Path, run: str) -> list[RunRecords]:
             b.add(prefix + key, step, value, order=lineno)
     if tail and ("completed step:" in tail or "eval metrics after step:" in tail):
         b.skip(tail_line, "truncated last line", tail)
-    return [b.build(run, str(path), FORMAT, RunMeta(framework="maxtext"))]
+    return [b.build(run, str(path), FORMAT, RunMeta(framework="maxtext", **saves.fields()))]

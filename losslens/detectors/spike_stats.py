@@ -1,0 +1,280 @@
+"""The spike statistic's trailing baselines and helpers (split from spike.py, which uses them).
+
+- `baseline`: per point, the expected value and robust noise scale from the points before it,
+  in log or additive space (see SpikeDetector's module docstring for the predictors);
+- `near_zero_points`: where a positive loss hovers near 0 with additive noise;
+- `LogCheck`: where the statistic judges a positive loss additively because it came near 0,
+  a spike must also stand out in log space (log-normal flicker on a floor of 1e-7 is large
+  additively and ordinary as a ratio; a collapse from 1e-30 to 1e-8 is large either way);
+- `find_back`, `next_true`: where a spike returns; the next flagged point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: 1.4826 x MAD estimates the standard deviation of Gaussian noise.
+MAD_TO_SIGMA = 1.4826
+#: Log space is left (for good) where the level is within this many additive noise scales
+#: of 0 (values hovering near 0); DIFF_TO_SIGMA turns a median |step| into a noise scale.
+NEAR_ZERO = 5.0
+#: In log space the scale is at least this share of the additive noise of the last
+#: 2 x level_window + 1 differences divided by the level: as a loss with additive noise falls
+#: toward 0 its log-space noise grows faster than a trailing window can follow.
+ADDITIVE_FLOOR = 0.8
+DIFF_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(2)
+#: LogCheck judges a spike only with at least this many log values before it (with fewer, the
+#: log-space threshold of a short run is too high to confirm anything: the additive verdict
+#: stands).
+CHECK_POINTS = 30
+
+
+def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
+    """out[i] = median of x[max(0, i - window + 1) .. i]; `window` odd; x without NaN."""
+    from .filters import expanding_median, median_filter
+
+    n = x.shape[0]
+    if n == 0:
+        return x.astype(float)
+    out = median_filter(x, size=window, origin=(window - 1) // 2)
+    head = min(window - 1, n)
+    if head:  # the filter pads with x[0]; the first points get exact expanding medians
+        out[:head] = expanding_median(x[:head])
+    return out
+
+
+def trailing_min(x: np.ndarray, window: int) -> np.ndarray:
+    from .filters import minimum_filter1d
+
+    if x.shape[0] == 0:
+        return x.astype(float)
+    return minimum_filter1d(x, size=window, origin=(window - 1) // 2)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Per point i: the expected value and the noise scale from the points before i."""
+
+    y: np.ndarray  # the transformed values (log or raw)
+    level: np.ndarray  # expected y: trailing median + its typical lag (NaN while unknown)
+    scale: np.ndarray  # robust scale of the residuals, floored (NaN while unknown)
+    count: np.ndarray  # how many residuals the scale rests on
+    log: bool
+
+
+def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
+             level_window: int = 15) -> Baseline:
+    """Trailing robust expectation and scale; `values` finite (and positive when `log`), or
+    NaN where points are to be left out of the statistics (`masked=True`: slower, pandas).
+
+    Two predictors of point i from the points before it: (1) the median of the last
+    `level_window` points plus the median of the last 2 x level_window + 1 residuals (a
+    median lags a trending curve by about slope x level_window / 2; this measures and adds
+    the lag back), (2) the previous point. Each is judged by the median of its absolute
+    errors over the last `window` points; the smaller one gives the level and the scale.
+    A steady descent (warm-up) or drift thus leaves z near 0, and a sparse eval series that
+    curves faster than a median follows keeps its true noise scale.
+    """
+    median = _masked_median if masked else trailing_median
+    n = values.shape[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = np.log(values) if log else values.astype(float)
+    if n < 4:
+        nan = np.full(n, np.nan)
+        return Baseline(y, nan, nan.copy(), np.zeros(n, dtype=np.int64), log)
+    # 1. the lag-corrected trailing median (pred_m[i] from points < i)
+    med = np.empty(n)
+    med[0] = np.nan
+    med[1:] = median(y, level_window)[:-1]
+    pred_m = np.empty(n)
+    pred_m[:2] = np.nan
+    pred_m[2:] = median(y[1:] - med[1:], 2 * level_window + 1)[:-1]
+    pred_m += med
+    # 2. the previous point (no trend: where a descent stops, a slope would overshoot)
+    # each predictor is judged by its own recent absolute errors; the more accurate is used
+    err_m = np.abs(y[2:] - pred_m[2:])
+    err_d = np.abs(np.diff(y))[1:]
+    scale = np.empty(n)
+    scale[:3] = np.nan
+    scale[3:] = median(err_m, window)[:-1]
+    scale_d = median(err_d, window)[:-1]
+    with np.errstate(invalid="ignore"):
+        use_d = np.flatnonzero(~(scale[3:] <= scale_d)) + 3
+    level = pred_m
+    level[use_d] = y[use_d - 1]
+    scale[use_d] = scale_d[use_d - 3]
+    scale *= MAD_TO_SIGMA
+    np.maximum(scale[3:], _floor(values, med[3:], window, log, masked), out=scale[3:])
+    if log:  # additive noise seen near this level, in log units (see ADDITIVE_FLOOR)
+        dv = np.abs(np.diff(values))
+        addn = median(dv, 2 * level_window + 1)[:-1]  # addn[k]: diffs up to point k + 1
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            floor = ADDITIVE_FLOOR * DIFF_TO_SIGMA * addn[1:] / np.exp(level[3:])
+        np.fmax(scale[3:], floor, out=scale[3:])
+    if masked:
+        cs = np.concatenate(([0], np.cumsum(np.isfinite(err_m))))
+        i = np.arange(3, n)
+        count = np.zeros(n, dtype=np.int64)
+        count[3:] = cs[i - 2] - cs[np.maximum(0, i - 2 - window)]
+    else:
+        count = np.clip(np.arange(n) - 2, 0, window)
+    return Baseline(y, level, scale, count, log)
+
+
+@dataclass(frozen=True)
+class Known:
+    """What `SpikeDetector.find` needs beside the finite values: the index from which they are
+    judged additively (len: never), their log-space baseline (None: no log space; it may be
+    longer than `split`) and their additive baseline (None when `split` is their length; or
+    a callable making it from the values)."""
+
+    split: int
+    log: Baseline | None
+    additive: Any
+
+
+def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
+    import pandas as pd
+
+    return pd.Series(x).rolling(window, min_periods=1).median().to_numpy()
+
+
+def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
+           masked: bool) -> np.ndarray:
+    """The print resolution (smallest non-zero change between consecutive earlier points)
+    as a scale floor for points 3.. (`med` is their trailing median)."""
+    step = np.abs(np.diff(values))
+    step[step == 0] = np.inf
+    if masked:
+        import pandas as pd
+
+        low = pd.Series(step).rolling(window, min_periods=1).min().to_numpy()
+    else:
+        low = trailing_min(step, window)
+    quantum = low[1:-1].copy()  # quantum[k] judges point k + 3
+    quantum[~np.isfinite(quantum)] = 0.0
+    if log:  # a step of one quantum at the level, in log units (log1p(q / L) ~ q / L)
+        quantum *= np.exp(-med)
+        return np.maximum(quantum, 1e-9, out=quantum)
+    return np.maximum(quantum, 1e-12 * np.maximum(1.0, np.abs(med)))
+
+
+def near_zero_points(v: np.ndarray, logb: Baseline, w: int) -> np.ndarray:
+    """Per point of the positive values `v`: True where they hover near 0 with additive noise
+    (ratios stop meaning anything there): the log-space level is within NEAR_ZERO additive
+    noise scales of 0 (noise from the consecutive differences of the `w` points before).
+    Log-normal noise of more than ~20 % meets this too; `LogCheck` keeps its flicker from
+    reading as spikes."""
+    n = v.shape[0]
+    noise = np.full(n, np.nan)
+    noise[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)), w)[:-1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.exp(logb.level) < NEAR_ZERO * noise
+
+
+def next_true(mask: np.ndarray, start: int) -> int | None:
+    """Index of the first True at or after `start` (searching in growing chunks)."""
+    n, chunk = mask.shape[0], 4096
+    while start < n:
+        hit = np.flatnonzero(mask[start:start + chunk])
+        if hit.shape[0]:
+            return start + int(hit[0])
+        start, chunk = start + chunk, chunk * 4
+    return None
+
+
+def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | None = None,
+              share: float = 0.0) -> int | None:
+    """First index t >= start with y[t] <= band_t and at least half of y[t:t+points] (or
+    y[t + 1]) <= band_t,
+    where band_t = max(band, pre + share x (the highest y from start - 1 to t - pre)): a spike
+    is also back once its excess has shrunk to `share` of its height so far."""
+    n = y.shape[0]
+    chunk = 256
+    top = float(y[start - 1]) if start >= 1 else -np.inf
+    while start < n:
+        stop = min(n, start + chunk)
+        seg = y[start:min(n, stop + points - 1)]
+        bands = np.full(stop - start, band)
+        if share > 0 and pre is not None:
+            run = np.maximum.accumulate(np.r_[top, y[start:stop]])[1:]
+            bands = np.maximum(bands, pre + share * (run - pre))
+            top = float(run[-1])
+        t = np.arange(stop - start)
+        m = np.minimum(points, seg.shape[0] - t)
+        # points after t judged against t's band
+        win = np.lib.stride_tricks.sliding_window_view(
+            np.r_[seg, np.full(points, np.inf)], points)[:stop - start]
+        below_win = win <= bands[:, None]
+        cnt = below_win.sum(axis=1)
+        # confirmed by half of the next `points`, or by the next point too (a second spike
+        # right after the return is a spike of its own, not a failure to return)
+        nxt = below_win[:, 1] if points > 1 else below_win[:, 0]
+        ok = (seg[:stop - start] <= bands) & ((cnt >= (m + 1) // 2) | nxt)
+        if ok.any():
+            return start + int(np.argmax(ok))
+        start, chunk = stop, chunk * 4
+    return None
+
+
+
+@dataclass(frozen=True)
+class LogCheck:
+    """Log-space evidence for spikes found additively on a positive loss near 0.
+
+    Near 0 the statistic judges a loss additively (ratios of values hovering near 0 mean
+    little), but a loss on a floor of 1e-7 with log-normal flicker (per-batch losses of a
+    memorised set) also has large additive excursions that are ordinary as ratios. A spike
+    found there must also rise, in log space, above the lower of the medians of the last
+    `level_window` and `window` log values before it, by the log-space threshold (`thr`:
+    tail-aware, small-sample-raised) times the log-space scale: with its highest value, or
+    with the median of its m >= 2 values until it is back (at most a level window) by
+    thr / sqrt(m). A collapse from a floor (1e-7 to 1e-2), a blow-up from 1e-30 or a
+    sustained x3 of a noisy grad norm passes; flicker does not. Points from `stop` on
+    (after a value <= 0) need no check."""
+
+    y: np.ndarray  # log values (NaN where unknown)
+    scale: np.ndarray  # the log-space baseline's scale
+    thr: np.ndarray  # the log-space threshold per point
+    stop: int
+    window: int
+    level_window: int
+    min_rise: float  # log(min_ratio)
+
+    def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None) -> bool:
+        """Whether the spike starting at index `c`, whose values until it is back (at most a
+        level window of them) are `run`, stands out in log space (`masked`: the values with
+        found spikes blanked out): its highest value by the threshold, or the median of its
+        m >= 2 values by the threshold / sqrt(m) (an excursion that lasts is evidence
+        however noisy the single points are)."""
+        peak = float(run.max())
+        if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
+            return True
+        a = max(0, c - self.window)
+        if masked is None:
+            before = self.y[a:c]
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                before = np.log(masked[a:c])
+        before = before[np.isfinite(before)]
+        scale, thr = float(self.scale[c]), float(self.thr[c])
+        if before.shape[0] < CHECK_POINTS or not (np.isfinite(scale) and np.isfinite(thr)):
+            return True  # no log-space history to judge by: the additive verdict stands
+        # the lower of the medians of the last level_window and window points: on a descent
+        # the first is lower, on a ramp up (a blow-up over many points) the second
+        near = before[-self.level_window:]
+        base = min(float(np.median(before)), float(np.median(near)))
+        rise = float(np.log(peak)) - base
+        if rise < self.min_rise:
+            return False
+        m = run.shape[0]
+        if rise > thr * scale:
+            return True
+        return m >= 2 and float(np.median(np.log(run))) - base > thr * scale / np.sqrt(m)
+
+
+def masked_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
+    """out[i] = median of the finite x[max(0, i - window + 1) .. i] (NaN where none)."""
+    return _masked_median(x, window)
