@@ -190,6 +190,7 @@ class Curve:
     add: np.ndarray  # event excess (divergence)
     nan: np.ndarray  # per-step NaN
     bf16: bool = False
+    p: float = 1.0  # noise sd grows as level ** p
 
     def loss(self, noise_scale: np.ndarray | None = None) -> np.ndarray:
         level = self.base * self.mult + self.add
@@ -244,7 +245,7 @@ def make_curve(rng: np.random.Generator, n: int, *, pretrain: bool, batch: int,
         z = rng.standard_t(df, n) / math.sqrt(df / (df - 2))
     else:
         z = rng.standard_normal(n)
-    curve = Curve(base, sd, sd * z, lr, np.ones(n), np.zeros(n), np.zeros(n, bool), bf16)
+    curve = Curve(base, sd, sd * z, lr, np.ones(n), np.zeros(n), np.zeros(n, bool), bf16, p)
     return curve, f"{sched} LR, warm-up {warmup}, batch {batch}, noise {rel:.3f}"
 
 
@@ -445,7 +446,11 @@ class Build:
         gen = self.trend.copy()
         E = n / count
         e = np.floor(np.arange(n) / E)
-        self.curve.base = self.curve.base * smooth(mu ** e, max(1.0, E / 200))
+        drop = smooth(mu ** e, max(1.0, E / 200))
+        self.curve.base = self.curve.base * drop
+        # memorised data: the per-batch noise shrinks with the loss it rides on
+        self.curve.sd = self.curve.sd * drop ** self.curve.p
+        self.curve.noise = self.curve.noise * drop ** self.curve.p
         self.epoch_len = E
         for j in range(1, count):
             pad = int(min(20 * self.case.k, E / 10))
@@ -1036,12 +1041,15 @@ def print_tables(res: dict[str, Any], cases: list[Case]) -> None:
         acc = f"{t.right / t.graded:.3f}" if t.graded else "  -  "
         peers = []
         for pn, (th, ou, cnt) in r["peers"].items():
-            if cnt == 0 or th.tp + th.fn + th.fp == 0 and ou.tp + ou.fn + ou.fp == 0:
-                peers.append(f"{pn}: n/a" if cnt == 0 else f"{pn}: -/- ({cnt})")
+            if cnt == 0:
+                peers.append(f"{pn}: n/a")
+            elif th.tp + th.fn == 0:  # no labelled spike on its runs: count false flags
+                peers.append(f"{pn}: {th.fp}fp/{ou.fp}fp ({cnt})")
             else:
                 peers.append(f"{pn}: {th.prf()[2]:.2f}/{ou.prf()[2]:.2f} ({cnt})")
-        print(f"{name:<19}{r['cases']:>5}{r['clean']:>6}{r['flagged']:>5}{t.tp + t.fn:>7}{p:>7.3f}"
-              f"{rc:>7.3f}{f1:>7.3f}{acc:>8}   " + "; ".join(peers))
+        prf = (f"{p:>7.3f}{rc:>7.3f}{f1:>7.3f}" if t.tp + t.fn else f"{'-':>7}{'-':>7}{f'{t.fp}fp':>7}")
+        print(f"{name:<19}{r['cases']:>5}{r['clean']:>6}{r['flagged']:>5}{t.tp + t.fn:>7}{prf}"
+              f"{acc:>8}   " + "; ".join(peers))
     p, rc, f1 = tot.prf()
     acc = f"{tot.right / tot.graded:.3f}" if tot.graded else "-"
     print(f"{'all spikes':<19}{len(cases):>5}{sum(c.clean for c in cases):>6}"
@@ -1051,8 +1059,8 @@ def print_tables(res: dict[str, Any], cases: list[Case]) -> None:
         p, rc, f1 = t.prf()
         print(f"{kind:<13}{t.tp + t.fn:>6}{t.tp:>6}{t.fp:>6}{t.fp_severe:>8}{t.fn:>6}{t.dup:>6}{p:>8.3f}{rc:>8.3f}{f1:>8.3f}")
     print("(flag: clean runs with a warning-or-worse event or finding; (warn+): false positives at "
-          "warning or critical;\n '-/-': no spike labelled and none flagged on the runs the peer could "
-          "see; a stratum without labelled spikes scores F1 1 with no false spike, else 0)")
+          "warning or critical;\n 'Nfp/Mfp': no spike labelled on those runs, false spikes of the "
+          "peer / of losslens; n/a: the peer warmed up on none)")
 
 
 def plot_case(case: Case, path: Path) -> None:

@@ -31,7 +31,8 @@ swings x0.2-x1.8 over the run), heavy-tailed (Student t, 2.5-5 degrees of freedo
 - NaN after a plateau: the curve goes flat, then NaN from a step to the end (nonfinite only;
   a plateau is no divergence);
 - overfitting: a validation series of 5-12 evals falls, then rises 3-8 % at each of the last
-  3+ evals while the train loss keeps falling (half of the validation series stay clean).
+  3+ evals while the train loss keeps falling (half of the validation series stay clean, and
+  so do those of runs whose train loss steps up for good after the turn).
 
 A third of the dense/sparse/rounded runs carry a grad-norm series that spikes with each loss
 spike, plus grad-only outliers the loss does not follow.
@@ -305,9 +306,14 @@ def _validation(rng: np.random.Generator, steps: np.ndarray, train: np.ndarray,
     if rng.random() < 0.5 and not any(lb.kind in ("divergence", "nonfinite") for lb in labels):
         turn = int(rng.integers(1, k - 3))
         up = rng.uniform(0.03, 0.08)
-        base[turn + 1:] = base[turn] * np.exp(up * np.arange(1, k - turn))
-        labels.append(Label("overfitting", VAL, int(vsteps[turn])))
-        labels.sort(key=lambda x: x.start)
+        # overfitting is validation rising while train keeps falling: not after the train
+        # loss stepped up for good (a spike that never recovers), when validation rising
+        # with it is the run getting worse (then validation keeps falling here, unlabelled)
+        if not any(lb.kind == "spike" and lb.recovery == "none" and lb.start >= vsteps[turn]
+                   for lb in labels):
+            base[turn + 1:] = base[turn] * np.exp(up * np.arange(1, k - turn))
+            labels.append(Label("overfitting", VAL, int(vsteps[turn])))
+            labels.sort(key=lambda x: x.start)
     return vsteps, np.round(base, 4)
 
 

@@ -228,3 +228,17 @@ def test_a_loud_stretch_that_set_the_best_level_does_not_make_a_quiet_one_diverg
     creep = np.r_[np.zeros(3000), np.linspace(0, np.log(1.12), 3000)]
     v = 1e-7 * np.exp(creep + sigma * rng.standard_normal(6000))
     assert divergences(np.arange(6000), v) == []
+
+
+def test_a_rise_into_nan_starts_at_its_own_trough_not_at_an_earlier_step_up():
+    # the loss settled x1.24 higher at 4900 (a spike that never recovered), sat there, then
+    # from 7200 grew exponentially (1 % excess, e-fold per 100 steps) into NaN at 7800. The
+    # rise began from the trough before it, not from the run's best level before the step
+    rng = np.random.default_rng(4)
+    t = np.arange(8700)
+    lvl = np.log(4.6) + 0.8 * np.exp(-t / 1500) + np.where(t >= 4900, np.log(1.24), 0.0)
+    lvl += np.where(t >= 7200, np.log1p(0.01 * np.exp((t - 7200) / 100.0)).clip(0, 1.0), 0.0)
+    v = np.exp(lvl + 0.02 * rng.standard_normal(8700))
+    v[7800:] = np.nan
+    (e,) = divergences(t, v)
+    assert (e.start_step, e.end_step, e.details["first_nonfinite_step"]) == (7500, 8699, 7800)

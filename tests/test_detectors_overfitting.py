@@ -83,3 +83,15 @@ def test_eval_noise_is_the_scatter_around_the_local_trend():
     flat = np.array([0.5, 0.51, 0.5, 0.51, 0.5])
     assert eval_noise(flat) == pytest.approx(0.01 * np.sqrt(2 / 1.5))
     assert eval_noise(np.array([1.0, 2.0])) == 0.0
+
+
+def test_validation_rising_after_the_train_loss_stepped_up_for_good_is_not_overfitting():
+    # a spike that never recovered right after the best evaluation (train x1.3 from step 5050
+    # on, still falling slowly after it): validation worsens with the run, not from memorising
+    train = np.geomspace(3, 2.5, 200)
+    steps = np.arange(200) * 50 + 50
+    train[steps > 5000] *= 1.3
+    val = [2.0, 1.8, 1.6, 1.5, 1.4, 1.48, 1.57, 1.66, 1.76, 1.87]
+    assert run(train, val) == []
+    (e,) = run(np.geomspace(3, 2.5, 200), val)  # the same validation, train only falling
+    assert (e.start_step, e.end_step, e.details["evals_after"]) == (5000, 10000, 5)

@@ -314,13 +314,32 @@ class DivergenceDetector:
             e = int(n_finite_before[a]) - 1  # last finite point before the NaN run
             if not self._rose_into(y, e, level, best, thr):
                 continue  # NaN out of a flat stretch: the nonfinite event says it all
-            start = int(st[self._onset(y, best, e)])  # it was rising into the NaN
+            start = int(st[self._nan_onset(y, level, e)])  # it was rising into the NaN
             found.append({"start": start, "end": last, "magnitude": None, "details": {
                 "declared_step": int(steps[a + self.nan_points - 1]),
                 "preceded_by_spike": False, "recovered": recovered, "nonfinite": True,
                 "first_nonfinite_step": first}})
         return found
 
+
+    def _nan_onset(self, y: np.ndarray, level: np.ndarray, e: int) -> int:
+        """Where the rise into the NaN after finite point e began: the first point after the
+        last one within noise of the trough before it (the lowest level over a stretch that
+        doubles from 4 windows back until its lowest point is not at its left edge). Not the
+        best level of the whole run: a spike that settled higher earlier would pull the start
+        back to it."""
+        span = 4 * self._window(y.shape[0])
+        while True:
+            lo = max(0, e - span)
+            j = lo + int(np.argmin(level[lo:e + 1]))
+            if j > lo or lo == 0:
+                break
+            span *= 2
+        a = max(0, j - self._window(y.shape[0]) + 1)  # the points behind that (trailing) level
+        seg = y[a:e + 1]
+        band = max(2 * _noise(y[max(0, a - 256):e + 1]), 0.01)
+        normal = np.flatnonzero(seg <= level[j] + band)
+        return min(a + int(normal[-1]) + 1, e) if normal.shape[0] else j
 
     def _rose_into(self, y: np.ndarray, e: int, level: np.ndarray, best: np.ndarray,
                    thr: Any) -> bool:

@@ -21,7 +21,9 @@ percent allowed). With the finite points of the validation series:
   curve are its trend, not noise);
 - the training badness over the same steps must not be climbing too (then the run diverges; it
   is no overfitting): its median over the stretch's last half at most its median over the
-  first half (times 1 + `min_rise`).
+  first half (times 1 + `min_rise`), and at most its median over the evaluation interval
+  that ends at the best evaluation (times 1 + `min_rise`: a train loss that stepped up after
+  the best evaluation, a spike that never came back, takes validation with it).
 
 One event per validation series: kind `overfitting`, tag = the validation tag, start_step = the
 best evaluation (the checkpoint to keep), end_step = the last one, magnitude = last / best,
@@ -145,6 +147,15 @@ class OverfittingDetector:
                     change = second / first - 1
                     if change > self.min_rise:
                         return None  # train climbs too: divergence, not overfitting
+                # ... or it stepped up right after the best evaluation (a spike that never
+                # recovered): validation worsened with it, the run got worse, not overfit
+                gap = float(np.median(np.diff(x))) if x.shape[0] > 1 else 0.0
+                at = (np.isfinite(train.value) & (train.step <= x[b])
+                      & (train.step > x[b] - gap))
+                ref = badness(train.value[at], train.role)
+                if ref.shape[0] and float(np.median(ref)) > 0 \
+                        and second > float(np.median(ref)) * (1 + self.min_rise):
+                    return None
         raw = val.value[ok]
         return Event(
             kind=self.kind, run=val.run, tag=val.tag, start_step=int(x[b]),
