@@ -19,6 +19,10 @@ _V = r"(?:val|valid|validation|eval|evaluation|test|dev|tel)\d*"
 _RULES: tuple[tuple[str, str], ...] = (
     # things that contain "loss" but are not losses
     (r"loss[ _-]?scale|scaler/scale|loss_scale|lossscale", "loss_scale"),
+    # statistics kept about a series, not the series (Levanter's skip-step guard: its
+    # loss/grad-norm running std and threshold, and its copy of the loss)
+    (r"[_ ](std|threshold)$|(^|/)skip_step/", "other"),
+    (r"^grad/norm/total$", "grad_norm"),  # Levanter's watch callback: the global grad norm
     (r"num[ _]zeros", "other"),
     (r"skipped|nan[ _]iterations|overflow", "skipped"),
     (r"\bppl\b|perplexity|_ppl$|/ppl$|\bppl", "other"),
@@ -27,7 +31,7 @@ _RULES: tuple[tuple[str, str], ...] = (
      r"^l2_norm/grad[_/]global$",
      "grad_norm"),
     (r"param(s|eter)?s?[ _-]?norm|weight[ _-]?norm", "other"),
-    (r"(^|[/_ -])(balanc|aux|load_balancing|router)|z[ _-]?loss|^ewm|best_loss|_best_",
+    (r"(^|[/_ -])(balanc|aux|load_balancing|router|lb_loss)|z[ _-]?loss|^ewm|best_loss|_best_",
      "other"),
     (rf"(^|/){_V}/downstream/|hellaswag|^eval$", "val_acc"),
     # GAN losses (pix2pix / CycleGAN): reconstruction terms behave like a training loss;

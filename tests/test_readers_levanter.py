@@ -153,3 +153,20 @@ def test_bad_input_never_escapes(tmp_path, fmt, content):
     except LossLensError:
         return
     assert all(len(r) == 0 for r in recs)
+
+
+def test_levanter_metric_names_get_their_roles():
+    """Names from Levanter's source: train loop, eval, optimizer hyper-parameters, the
+    skip-step guard (optim/skipstep.py) and the watch callback (analysis/tree_stats.py)."""
+    from losslens.roles import infer_role
+
+    expected = {
+        "train/loss": "train_loss", "eval/loss": "val_loss", "eval/paloma/c4_en/loss": "val_loss",
+        "eval/macro_loss": "val_loss", "optim/learning_rate": "lr", "grad/norm/total": "grad_norm",
+        "params/norm/total": "other", "optim/skipped_step": "skipped",
+        "optim/skip_step/loss": "other", "optim/skip_step/loss_std": "other",
+        "optim/skip_step/loss_threshold": "other", "optim/skip_step/grad_norm": "other",
+        "optim/skip_step/grad_norm_threshold": "other", "train/load_balancing_loss": "other",
+        "train/router_z_loss": "other", "throughput/mfu": "other", "eval/bpb": "other",
+    }
+    assert {t: infer_role(t) for t in expected} == expected

@@ -62,3 +62,18 @@ def test_maxtext_save_lines_name_the_checkpoints(tmp_path):
     assert rec.metadata.checkpoints == (0, 10, 20)
     assert rec.metadata.checkpoint_source == "the log's save lines (MaxText)"
     assert rec.step[rec.tag_code == rec.tags.index("loss")].tolist() == list(range(30))
+
+
+def test_maxtext_moe_load_balancing_loss_is_not_a_train_loss(tmp_path):
+    """MoE runs print (and write to TensorBoard) `moe_lb_loss`, the router's load-balancing
+    auxiliary loss, beside `loss`: it is role other, like `z_loss`."""
+    path = tmp_path / "moe.log"
+    path.write_text("".join(_train(s, 10.5 - s / 10, f", moe_lb_loss: {0.01 + s / 1000:.3f}")
+                            + "\n" for s in range(5)))
+    roles = losslens.read(path).runs[0].roles
+    assert (roles["loss"], roles["moe_lb_loss"]) == ("train_loss", "other")
+    from losslens.roles import infer_role
+
+    assert [infer_role(t) for t in ("learning/loss", "learning/moe_lb_loss", "eval/avg_loss",
+                                    "eval/avg_moe_lb_loss", "learning/z_loss")] == [
+        "train_loss", "other", "val_loss", "other", "other"]
