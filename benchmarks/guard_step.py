@@ -9,8 +9,9 @@
    (synchronous) the calls that ran the detectors' window update.
    Goal: median <= 20 us, worst <= 1 ms.
 2. (`--hf-steps N`, default 2,000; 0 skips it) an HF Trainer run of N steps of a tiny model
-   (one linear layer, logging every step) with and without `GuardCallback` (a policy that
-   never stops, so both run every step): seconds each.
+   (one linear layer, logging every step) without `GuardCallback`, with it (asynchronous
+   guard, the default) and with an in-process guard (a policy that never stops, so every
+   step is fed): seconds each.
 
     python benchmarks/guard_step.py
     python benchmarks/guard_step.py --steps 5000 --hf-steps 0
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -108,23 +110,40 @@ def bench_hf(n: int) -> None:
 
     import tempfile
 
-    out = {}
-    for name, cbs in (("without", []), ("with", None)):
+    out, cpu = {}, {}
+    for name, cbs in (("without", []), ("with", None), ("in-process", "sync")):
         with tempfile.TemporaryDirectory() as d:
             args = TrainingArguments(output_dir=d, max_steps=n, per_device_train_batch_size=4,
                                      logging_steps=1, save_strategy="no", report_to=[],
                                      use_cpu=True, disable_tqdm=True, log_level="error")
             # never stops: the cost of feeding it every step is what is measured
-            callbacks = cbs if cbs is not None else [GuardCallback(Guard(GuardPolicy(stop_on=())))]
+            guard = None
+            if cbs is None or cbs == "sync":
+                guard = Guard(GuardPolicy(stop_on=()), asynchronous=cbs is None)
+            callbacks = [] if guard is None else [GuardCallback(guard)]
             t = Trainer(model=Model(), args=args, train_dataset=Data(), callbacks=callbacks)
             t.remove_callback(PrinterCallback)
-            t0 = time.perf_counter()
+            kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0, c0 = time.perf_counter(), time.process_time()
             t.train()
             out[name] = time.perf_counter() - t0
+            cpu[name] = time.process_time() - c0
             assert t.state.global_step == n
+            if guard is not None:
+                guard.close()  # (its worker's CPU time counts once it has exited)
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name] += (kids.ru_utime + kids.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
     print(f"HF Trainer, {n:,} steps of a one-layer model, logging every step: "
           f"{out['without']:.1f} s without the callback, {out['with']:.1f} s with it "
-          f"({(out['with'] / out['without'] - 1):+.1%})")
+          f"({(out['with'] / out['without'] - 1):+.1%}; asynchronous guard), "
+          f"{out['in-process']:.1f} s with an in-process guard "
+          f"({(out['in-process'] / out['without'] - 1):+.1%}); "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("  CPU time (the run's process and its guard worker): " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in cpu.items())
+          + f"; the guard costs {(cpu['with'] - cpu['without']) / n * 1e3:.2f} ms a step "
+          f"(asynchronous), {(cpu['in-process'] - cpu['without']) / n * 1e3:.2f} ms "
+          f"(in-process)")
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ defaults on the same train-loss series:
 - ZClip at its defaults (zscore mode, adaptive_scaling): EMA mean/variance (alpha 0.97, 25
   warm-up values), z > 2.5, the EMAs updated with mean + 2.5 sd / (z / 2.5) in the value's place;
 - OLMo-core's grad-norm half (its skip rule looks at loss and grad norm), where a run logs one;
-  its flags on a true grad-norm spike the loss did not follow are neutral in the loss-spike
-  score (it skips such steps by design; losslens reports them as `grad_spike`, not scored as
-  loss spikes either).
+  its flags on a true grad-norm spike (one the loss did not follow, or one that came before
+  the loss spike it caused) are neutral in the loss-spike score (it skips such steps by
+  design; losslens reports them as `grad_spike`, not scored as loss spikes either).
 
 The peers see logged points, not every batch, as an offline replay of a log does.
 
@@ -453,13 +453,13 @@ def stratified(cases: list[Case]) -> list[dict[str, Any]]:
 
 def grad_only_neutral(case: Case, found: list[tuple[int, int, Any]],
                       spikes: list[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
-    """A peer's flags without those on a true grad-norm spike the loss did not follow:
-    OLMo-core's grad half skips such a step by design, and losslens reports it as a
-    `grad_spike` on the grad tag (not scored as a loss spike); in the loss-spike score neither
-    counts. Flags that also cover a true loss spike stay."""
+    """A peer's flags without those on a true grad-norm spike (one the loss did not follow,
+    or one that came `grad_lag` steps before the loss spike it caused): OLMo-core's grad half
+    skips such a step by design, and losslens reports it as a `grad_spike` on the grad tag
+    (not scored as a loss spike); in the loss-spike score neither counts. Flags that also
+    cover a true loss spike stay."""
     last = int(case.steps[-1])
-    blips = [(t.start_step, _end(t, last, case)) for t in case.truth
-             if t.kind == "grad_spike" and not t.details.get("loss_followed")]
+    blips = [(t.start_step, _end(t, last, case)) for t in case.truth if t.kind == "grad_spike"]
     return [f for f in found
             if not any(_overlap(a, b, f[0], f[1]) for a, b in blips)
             or any(_overlap(t0, t1, f[0], f[1]) for t0, t1, _ in spikes)]

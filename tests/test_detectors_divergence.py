@@ -242,3 +242,16 @@ def test_a_rise_into_nan_starts_at_its_own_trough_not_at_an_earlier_step_up():
     v[7800:] = np.nan
     (e,) = divergences(t, v)
     assert (e.start_step, e.end_step, e.details["first_nonfinite_step"]) == (7500, 8699, 7800)
+
+
+def test_a_loss_climbing_25_percent_then_nan_diverged():
+    # flat at 2.0 (noise 1 %), then up 25 % over 300 points, then NaN to the end: under the
+    # x1.5 a finite divergence needs, but a climb into NaN is one (a flat NaN is not: above)
+    rng = np.random.default_rng(9)
+    t = np.arange(3000)
+    lvl = np.log(2.0) + np.where(t >= 2000, np.log(1.25) * (t - 2000) / 300, 0.0)
+    v = np.exp(lvl + 0.01 * rng.standard_normal(3000))
+    v[2300:] = np.nan
+    (e,) = divergences(t, v)
+    assert e.details["nonfinite"] is True and e.details["first_nonfinite_step"] == 2300
+    assert (e.start_step, e.end_step) == (2046, 2999)

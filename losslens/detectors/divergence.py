@@ -17,8 +17,9 @@ Statistic (causal: declared from past points only):
   defaults), or sit `stuck_ratio` x above the best (log space: a run stuck near the
   uniform-prediction loss is dead, not settled).
 - Or `nan_points` consecutive non-finite values after a rise into them: the level (or the
-  median of the last five points) already over the threshold, or the last point over it and
-  twice as far above the recent median as anything in the `4 x window` points before. NaN out of
+  median of the last five points) over the best by `NAN_RISE` x and `LEVEL_Z` standard errors
+  (additive: the usual threshold), or the last point over that and twice as far above the
+  recent median as anything in the `4 x window` points before. NaN out of
   a flat stretch (its last point a blip of noise) is the `nonfinite` detector's alone.
 - In log space the rise must also clear `LEVEL_Z` standard errors of the trailing median
   (noise from consecutive differences over the last 129 points), both now and where the best
@@ -65,6 +66,10 @@ _DIFF_TO_SIGMA = 1.4826 / np.sqrt(2)
 #: (1.2533 sigma / sqrt(window)) above the best: per-batch losses that flicker over decades
 #: move their median by more than `rise_ratio` without diverging.
 LEVEL_Z = 8.0
+#: Before a NaN run, a level this many times its best (log space; and above LEVEL_Z standard
+#: errors) is a rise into it: a loss that climbs 15-60 % over hundreds of steps and then turns
+#: NaN diverged, though it never reached `rise_ratio`. (Additive series: `rise_z` as ever.)
+NAN_RISE = 1.15
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -203,9 +208,10 @@ class DivergenceDetector:
         return out
 
     def thresholds(self, y: np.ndarray, level: np.ndarray, best: np.ndarray,
-                   log: bool) -> tuple[Any, Any, Any, Any]:
+                   log: bool, nan_rise: bool = False) -> tuple[Any, Any, Any, Any]:
         """(rise over the best level that counts, "near the top" tolerance, growth since the
-        crossing, stuck height) per point, in the detector's space."""
+        crossing, stuck height) per point, in the detector's space. `nan_rise`: the rise that
+        counts before a NaN run (log space: `NAN_RISE` x, or the wander bound)."""
         n = y.shape[0]
         noise = _DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(y, prepend=y[0])), 129)
         # where the best level was last reached: its error is that of its own stretch
@@ -217,6 +223,8 @@ class DivergenceDetector:
             # now and where the best was reached (a loud stretch set a low best)
             wander = LEVEL_Z * 1.2533 * noise / np.sqrt(self._window(n))
             wander = np.maximum(wander, wander[ref])
+            if nan_rise:  # the rise into a NaN: NAN_RISE x, or the wander when larger
+                return np.maximum(np.log(NAN_RISE), wander), None, None, None
             thr = np.maximum(np.log(self.rise_ratio), wander)
             stuck = np.maximum(np.log(self.stuck_ratio), wander)
             return thr, np.log(1.02), np.log(self.min_growth), stuck
@@ -299,7 +307,7 @@ class DivergenceDetector:
                          finite: np.ndarray, st: np.ndarray, y: np.ndarray, level: np.ndarray,
                          best: np.ndarray, log: bool) -> list[dict[str, Any]]:
         n_finite_before = np.cumsum(finite)
-        thr = self.thresholds(y, level, best, log)[0] if y.shape[0] else None
+        thr = self.thresholds(y, level, best, log, nan_rise=True)[0] if y.shape[0] else None
         for a, b in _runs(~finite):
             if b - a < self.nan_points or n_finite_before[a] == 0:
                 continue  # NaN from the first point on is broken, not diverged (nonfinite)

@@ -25,7 +25,8 @@ name}` (`Train/Loss` train_loss, `Valid/Loss`, `Validation/librispeech/Loss` val
 seconds); `<1` (an int formatter's "below one") is no number and is counted, not read. Each
 point's order is the line its value is on; a record's last piece that is not `Name: value` at
 the very end of the text is not counted (the writer may still be writing that record).
-`Checkpoint at step N saved.` (fairseq2/trainer.py) names the run's checkpoints.
+`Checkpoint at step N saved.` (fairseq2/trainer.py) names the run's checkpoints; `Restoring
+training from the last checkpoint at step N.` starts a new segment.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ FORMAT = "fairseq2"
 _RECORD = re.compile(r"(?<!\w)(\w{1,64}) Metrics \(step (\d+)\) - "
                      r"([^\n]*(?:\n(?:\[\w{0,20}\]:)? {21,}\S[^\n]*)*)")
 _SAVE = re.compile(r"Checkpoint at step \d+ saved\.")
+_RESUME = re.compile(r"Restoring training from the last checkpoint at step \d+")
 _CONT = re.compile(r"^(?:\[\w{0,20}\]:)? {21,}")
 _SNIFF = re.compile(r"\w+ Metrics \(step \d+\) - [^|\n]+: ")
 
@@ -122,6 +124,11 @@ def read(path: Path, run: str) -> list[RunRecords]:
         lineno += body.count("\n", last, m.start())
         last = m.start()
         saves.feed(lineno, m.group(0))
+    lineno, last = 1, 0
+    for m in _RESUME.finditer(body):  # a resume: a new segment from here
+        lineno += body.count("\n", last, m.start())
+        last = m.start()
+        b.header(lineno)
     extra = {"below_one_values": str(below_one)} if below_one else {}
     return [b.build(run, str(path), FORMAT,
                     RunMeta(framework="fairseq2", extra=extra, **saves.fields()))]

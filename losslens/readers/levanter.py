@@ -27,7 +27,8 @@ Without a tracker record in the file, the train loop's progress bar is read: Lev
 as `train/loss` at the bar's count (steps completed; the loss is the last one the bar was
 given, printed with three significant digits). Levanter's `eval loss: 3.123` lines carry no
 step and are not read. Checkpoints: `Saved checkpoint to DIR/step-N for step N` (temporary
-ones removed again by `Removing checkpoint ...`).
+ones removed again by `Removing checkpoint ...`); `Resuming training from step N` starts a new
+segment.
 
 Records are found with one regular expression over the whole text.
 """
@@ -49,6 +50,7 @@ _RECORD = re.compile(r'\{"tracker": "json_logger", "event": "(\w+)"[^\n]*')
 #: (the bar's name is bounded: an unbounded lazy group made a long line of repeats quadratic)
 _PROGRESS = re.compile(r"Progress on:([^\n]{0,200}?) (\d+)/(\S+) rate:\S+ remaining:\S+ "
                        r"elapsed:\S+ postfix:([^\n]*)")
+_RESUME = re.compile(r"Resuming training from step \d+")  # main/train_lm.py
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d) - ")
 _SAVE = re.compile(r"(?:Saved checkpoint to \S+ for step \d+|Removing checkpoint \S+"
                    r"|Deleted old checkpoint \S+)")
@@ -221,6 +223,11 @@ def read(path: Path, run: str) -> list[RunRecords]:
         lineno += body.count("\n", last, m.start())
         last = m.start()
         saves.feed(lineno, m.group(0))
+    lineno, last = 1, 0
+    for m in _RESUME.finditer(body):  # a resume: a new segment from here
+        lineno += body.count("\n", last, m.start())
+        last = m.start()
+        b.header(lineno)
     if tail and ('"tracker": "json_logger"' in tail or "Progress on:" in tail):
         b.skip(tail_line, "truncated last line", tail)
     fields = {k: v for k, v in meta.items() if k != "extra"}

@@ -17,7 +17,8 @@ Tags: the training names as printed (`loss` train_loss, `seconds`, `TFLOP/s/devi
 evaluation names under `eval/` (`eval/loss`, role val_loss). The step is MaxText's own step
 counter as printed. Any logging prefix before `completed step:` is ignored. `Saved a checkpoint
 at step N.` (older: `saved a checkpoint ...`) and `Started an asynchronous checkpoint save for
-step N` name the run's checkpoints.
+step N` name the run's checkpoints; `restoring from this run's directory step N` (a resume)
+starts a new segment.
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ def read(path: Path, run: str) -> list[RunRecords]:
         if "step: " not in frag:
             if "heckpoint" in frag:
                 saves.feed(lineno, frag)
+            elif "restoring from this run's directory step" in frag:  # a resume
+                b.header(lineno)
             continue
         m = _TRAIN.search(frag)
         prefix, pattern = "", _TRAIN_PAIR

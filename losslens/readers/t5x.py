@@ -14,7 +14,8 @@ Tags: the train collection's keys as printed (`loss` train_loss, `cross_ent_loss
 `accuracy`, `learning_rate`, `timing/...`), any other collection's under its name
 (`training_eval/<task>/loss`, role val_loss). Lines that carry no scalars (`Got images: ...`,
 `Histogram for ...`, `[Hyperparameters] ...`) are not points. t5x's `Saved checkpoint for step
-N to DIR` lines name the run's checkpoints.
+N to DIR` lines name the run's checkpoints; `Restoring from checkpoint: ...` (a resume) starts a
+new segment.
 
 The lines are found with one regular expression over the whole text; each is split by one
 more, and the rows of a (collection, keys) layout become columns with one numpy call.
@@ -38,6 +39,7 @@ _LINE = re.compile(
 _PAIR = re.compile(r"([^=,\n][^=,\n]*)=([^,\n]*)(?:, |$)")
 _NOT_SCALARS = ("Got ", "Histogram for ")
 _SAVE = re.compile(r"Saved checkpoint for step \d+ to [^\n]*")
+_RESTORE = re.compile(r"Restoring from checkpoint: ")  # checkpoints.py: a start or a resume
 _SNIFF = re.compile(r"(?:logging_writer\.py:\d+\] |^)\[\d+\](?: collection=\S+)? [^=\s,]+=",
                     re.M)
 
@@ -66,6 +68,15 @@ def _tags(coll: str | None, keys: tuple[str, ...], cache: dict) -> tuple[str, ..
         prefix = "" if coll in (None, "train") else coll + "/"
         out = cache[(coll, keys)] = tuple(prefix + k for k in keys)
     return out
+
+
+def _headers(body: str, pattern: re.Pattern, b: RecordsBuilder) -> None:
+    """A run header (a new segment) at each line where `pattern` is found."""
+    lineno, last = 1, 0
+    for m in pattern.finditer(body):
+        lineno += body.count("\n", last, m.start())
+        last = m.start()
+        b.header(lineno)
 
 
 def read(path: Path, run: str) -> list[RunRecords]:
@@ -116,6 +127,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
         lineno += body.count("\n", last, m.start())
         last = m.start()
         saves.feed(lineno, m.group(0))
+    _headers(body, _RESTORE, b)
     if tail and _LINE.search(tail):
         b.skip(tail_line, "truncated last line", tail)
     t5x = "train" in collections or any(c.startswith("training_eval/") for c in collections)
