@@ -36,7 +36,7 @@ from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .checkpoints import SaveLines
-from .textutil import fits_step, head_text, parse_float, read_text, split_truncated
+from .textutil import fits_step, head_text, numbered, parse_float, read_text, split_truncated
 
 FORMAT = "fairseq2"
 
@@ -85,11 +85,8 @@ def read(path: Path, run: str) -> list[RunRecords]:
     body, tail, tail_line = split_truncated(read_text(path))
     b = RecordsBuilder()
     below_one = 0
-    lineno, last = 1, 0
     at_end = len(body.rstrip("\r\n"))
-    for m in _RECORD.finditer(body):
-        lineno += body.count("\n", last, m.start())
-        last = m.start()
+    for lineno, m in numbered(_RECORD, body):
         title, step = m.group(1), int(m.group(2))
         if not fits_step(step):
             b.skip(lineno, "step does not fit in 64 bits", m.group(0))
@@ -119,15 +116,10 @@ def read(path: Path, run: str) -> list[RunRecords]:
             b.add(f"{prefix}{name.strip()}", step, value, order=where)
     if tail and " Metrics (step " in tail:
         b.skip(tail_line, "truncated last line", tail)
-    saves, lineno, last = SaveLines(), 1, 0
-    for m in _SAVE.finditer(body):
-        lineno += body.count("\n", last, m.start())
-        last = m.start()
+    saves = SaveLines()
+    for lineno, m in numbered(_SAVE, body):
         saves.feed(lineno, m.group(0))
-    lineno, last = 1, 0
-    for m in _RESUME.finditer(body):  # a resume: a new segment from here
-        lineno += body.count("\n", last, m.start())
-        last = m.start()
+    for lineno, _ in numbered(_RESUME, body):  # a resume: a new segment from here
         b.header(lineno)
     extra = {"below_one_values": str(below_one)} if below_one else {}
     return [b.build(run, str(path), FORMAT,

@@ -42,7 +42,8 @@ from typing import Any, Iterator
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .checkpoints import SaveLines
-from .textutil import fits_step, head_text, parse_float, read_text, split_truncated, utc_seconds
+from .textutil import (fits_step, head_text, numbered, parse_float, read_text, split_truncated,
+                       utc_seconds)
 
 FORMAT = "levanter"
 
@@ -137,11 +138,9 @@ def _meta(hparams: Any, meta: dict[str, Any]) -> None:
 
 def _records(body: str, b: RecordsBuilder, meta: dict[str, Any]) -> int:
     """Read the tracker records; returns how many `log` records had a step."""
-    lineno, last, stepless, read = 1, 0, 0, 0
+    stepless, read = 0, 0
     stamps: dict[str, float] = {}
-    for m in _RECORD.finditer(body):
-        lineno += body.count("\n", last, m.start())
-        last = m.start()
+    for lineno, m in numbered(_RECORD, body):
         event = m.group(1)
         if event not in ("log", "hparams"):
             continue
@@ -183,11 +182,8 @@ def _records(body: str, b: RecordsBuilder, meta: dict[str, Any]) -> int:
 
 
 def _progress(body: str, b: RecordsBuilder) -> None:
-    lineno, last = 1, 0
     stamps: dict[str, float] = {}
-    for m in _PROGRESS.finditer(body):
-        lineno += body.count("\n", last, m.start())
-        last = m.start()
+    for lineno, m in numbered(_PROGRESS, body):
         postfix = m.group(4).rstrip()
         if postfix == "-":
             continue
@@ -218,15 +214,10 @@ def read(path: Path, run: str) -> list[RunRecords]:
     meta: dict[str, Any] = {}
     if not _records(body, b, meta):
         _progress(body, b)
-    saves, lineno, last = SaveLines(), 1, 0
-    for m in _SAVE.finditer(body):
-        lineno += body.count("\n", last, m.start())
-        last = m.start()
+    saves = SaveLines()
+    for lineno, m in numbered(_SAVE, body):
         saves.feed(lineno, m.group(0))
-    lineno, last = 1, 0
-    for m in _RESUME.finditer(body):  # a resume: a new segment from here
-        lineno += body.count("\n", last, m.start())
-        last = m.start()
+    for lineno, _ in numbered(_RESUME, body):  # a resume: a new segment from here
         b.header(lineno)
     if tail and ('"tracker": "json_logger"' in tail or "Progress on:" in tail):
         b.skip(tail_line, "truncated last line", tail)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .checkpoints import SaveLines
-from .textutil import Rows, fits_step, head_text, parse_float, read_text, split_truncated
+from .textutil import (Rows, fits_step, head_text, numbered, parse_float, read_text,
+                       split_truncated)
 
 FORMAT = "t5x"
 
@@ -72,10 +73,7 @@ def _tags(coll: str | None, keys: tuple[str, ...], cache: dict) -> tuple[str, ..
 
 def _headers(body: str, pattern: re.Pattern, b: RecordsBuilder) -> None:
     """A run header (a new segment) at each line where `pattern` is found."""
-    lineno, last = 1, 0
-    for m in pattern.finditer(body):
-        lineno += body.count("\n", last, m.start())
-        last = m.start()
+    for lineno, _ in numbered(pattern, body):
         b.header(lineno)
 
 
@@ -84,10 +82,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
     b = RecordsBuilder()
     rows, tags = Rows(), {}
     collections: set[str] = set()
-    lineno, last = 1, 0
-    for m in _LINE.finditer(body):
-        lineno += body.count("\n", last, m.start())
-        last = m.start()
+    for lineno, m in numbered(_LINE, body):
         text = m.group(3)
         if text.startswith(_NOT_SCALARS):
             continue
@@ -122,10 +117,8 @@ def read(path: Path, run: str) -> list[RunRecords]:
         if bad is not None:  # one damaged line counts once, whatever else it gave
             b.skip(lineno, f"CLU value of {bad} is not a number", m.group(0))
     rows.into(b)
-    saves, lineno, last = SaveLines(), 1, 0
-    for m in _SAVE.finditer(body):
-        lineno += body.count("\n", last, m.start())
-        last = m.start()
+    saves = SaveLines()
+    for lineno, m in numbered(_SAVE, body):
         saves.feed(lineno, m.group(0))
     _headers(body, _RESTORE, b)
     if tail and _LINE.search(tail):

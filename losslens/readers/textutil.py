@@ -110,6 +110,16 @@ def fragments(text: str) -> Iterator[tuple[int, str]]:
             yield lineno, strip_prefix(line)
 
 
+def numbered(pattern: "re.Pattern[str]", text: str) -> Iterator[tuple[int, "re.Match[str]"]]:
+    """Each match of `pattern` in `text` with the 1-based line it starts on (counted as the
+    matches go, so the whole scan stays linear in the text)."""
+    lineno, last = 1, 0
+    for m in pattern.finditer(text):
+        lineno += text.count("\n", last, m.start())
+        last = m.start()
+        yield lineno, m
+
+
 def split_truncated(text: str) -> tuple[str, str, int]:
     """(complete text, unterminated tail, the tail's 1-based line number).
 
