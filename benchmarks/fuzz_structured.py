@@ -336,14 +336,8 @@ def judge(code: int, stdout: str, stderr: str, exc: BaseException | None) -> str
 
 
 def run_case(index: int, seed: int, timeout: float, cap: int) -> dict:
-    rng = random.Random(f"{seed}:{index}")
-    category = list(CATEGORIES)[index % len(CATEGORIES)]
-    files, target = CATEGORIES[category](rng)
-    command = rng.choice(COMMANDS)
-    folder = Path(tempfile.mkdtemp(prefix="lls-"))
-    size = sum(len(v) for k, v in files.items() if not k.startswith("#"))
+    category, folder, target, command, trick, delay, size = _prepare(index, seed)
     try:
-        trick, delay = _place(folder, files, rng)
         r, w = os.pipe()
         start = time.perf_counter()
         pid = os.fork()
@@ -371,16 +365,7 @@ def run_case(index: int, seed: int, timeout: float, cap: int) -> dict:
                    rss=rusage.ru_maxrss * 1024 if rusage else 0, size=size, index=index)
         return out
     finally:
-        for p in folder.rglob("*"):
-            try:
-                os.chmod(p, 0o755, follow_symlinks=False)
-            except (OSError, NotImplementedError):
-                pass
-        try:
-            os.chmod(folder, 0o755)
-        except OSError:
-            pass
-        shutil.rmtree(folder, ignore_errors=True)
+        _cleanup(folder)
 
 
 def _prepare(index: int, seed: int) -> tuple[str, Path, str, list[str], str | None,
@@ -391,7 +376,11 @@ def _prepare(index: int, seed: int) -> tuple[str, Path, str, list[str], str | No
     command = rng.choice(COMMANDS)
     folder = Path(tempfile.mkdtemp(prefix="lls-"))
     size = sum(len(v) for k, v in files.items() if not k.startswith("#"))
-    trick, delay = _place(folder, files, rng)
+    try:
+        trick, delay = _place(folder, files, rng)
+    except BaseException:
+        _cleanup(folder)
+        raise
     return category, folder, target, command, trick, delay, size
 
 
