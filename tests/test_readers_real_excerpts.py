@@ -1,4 +1,4 @@
-"""Real output of MaxText, Composer / llm-foundry, NeMo and GPT-NeoX runs, published in
+"""Real output of MaxText, Composer / llm-foundry, NeMo, GPT-NeoX and axolotl runs, published in
 documentation or committed with the run's code (tests/data/real_excerpts/README.md names each
 source): exact series, roles, counts and steps."""
 from __future__ import annotations
@@ -54,6 +54,18 @@ EXPECTED = {
                                    0.16249439120292664),
         "runtime/flops_per_sec_per_gpu": ("other", 27, 10, 270, 4277247410176.0,
                                           19818652631040.0),
+    }),
+    # HF Trainer's TensorBoardCallback in an axolotl LoRA run of open_llama_3b_v2 (Dec 2023)
+    "axolotl_openllama-3b_lora-out/runs/Dec10_21-45-51_ash06/"
+    "events.out.tfevents.1702262763.ash06.1154852.0": ("tensorboard", "tensorboard", {
+        "train/loss": ("train_loss", 130, 1, 130, 5.02400016784668, 1.3214999437332153),
+        "train/learning_rate": ("lr", 130, 1, 130, 0.0, 0.00019999158394057304),
+        # the eval log's epoch is written as train/epoch at the same step: 131 points
+        "train/epoch": ("other", 131, 1, 130, 0.0, 0.019999999552965164),
+        "eval/loss": ("val_loss", 1, 1, 1, 4.308958530426025, 4.308958530426025),
+        "eval/runtime": ("other", 1, 1, 1, 171.02940368652344, 171.02940368652344),
+        "eval/samples_per_second": ("other", 1, 1, 1, 6.385000228881836, 6.385000228881836),
+        "eval/steps_per_second": ("other", 1, 1, 1, 3.191999912261963, 3.191999912261963),
     }),
     "nemo_bionemo_esm2.log": ("megatron", "nemo", {
         "reduced_train_loss": ("train_loss", 7, 28, 34, 2.778, 2.788),
@@ -132,6 +144,18 @@ def test_neox_stdout_relaunched_twice_into_one_file():
     assert [(s.first_step, s.last_step, s.reason) for s in run.segments] == [
         (10, 50, "start"), (10, 80, "header")]
     assert run.roles["lm_loss"] == "train_loss"
+
+
+def test_axolotl_output_folder_with_a_launch_that_logged_nothing():
+    """axolotl's `lora-out/runs/` holds one folder per launch; a launch that stopped before
+    its first log has only HF's text summaries (args, model config): a failed unit that says
+    so, beside the launch that trained."""
+    result = losslens.read(DATA / "axolotl_openllama-3b_lora-out")
+    (empty, trained) = result.runs
+    assert (empty.run, trained.run) == ("runs/Dec10_21-41-23_ash06", "runs/Dec10_21-45-51_ash06")
+    assert empty.series == () and "no metric series could be read" in empty.error
+    assert trained.error is None and trained.last_step == 130
+    assert {s.tag: s.role for s in trained.series}["eval/loss"] == "val_loss"
 
 
 def test_nemo_excerpt_save_line_names_the_checkpoint():
