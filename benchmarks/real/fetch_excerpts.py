@@ -1,14 +1,17 @@
-"""Download the real training output that people pasted into GitHub issue / pull-request threads
-(benchmarks/real/threads.json) and cut out the labelled excerpts.
+"""Download the real training output that is public but not ours to copy (benchmarks/real/
+excerpts.json) and cut out the labelled excerpts.
 
-    python benchmarks/real/fetch_threads.py [--dest DIR]
+    python benchmarks/real/fetch_excerpts.py [--dest DIR]
 
-Thread text is not a file under a licence, so it is not kept in this repository. For each entry
-this asks the GitHub REST API for the thread's description (`where: description`) or its
-comments by `author` (`where: comment`), finds the first line containing `first` and the first
-line from there on containing `last`, and writes those lines (both kept, `\\r\\n` made `\\n`) to
-DIR/NAME.log (default: benchmarks/real/cache/threads/, which git ignores).
-tests/test_readers_real_threads.py reads them; its tests skip when a file is absent.
+Two kinds of source, neither under a licence that lets this repository keep a copy:
+- output pasted into a GitHub issue or pull request: the thread's description (`where:
+  description`) or its comments by `author` (`where: comment`), from the GitHub REST API;
+- a file in a repository without a licence (`where: file`): `path` at `commit`, from
+  raw.githubusercontent.com.
+In each text this finds the first line containing `first` and the first line from there on
+containing `last`, and writes those lines (both kept, `\\r\\n` made `\\n`) to DIR/NAME.log
+(default: benchmarks/real/cache/excerpts/, which git ignores).
+tests/test_readers_real_refetched.py reads them; its tests skip when a file is absent.
 Set GITHUB_TOKEN to lift the API's 60 requests an hour.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 API = "https://api.github.com/repos"
+RAW = "https://raw.githubusercontent.com"
 
 
 def excerpt(body: str, first: str, last: str) -> str | None:
@@ -37,17 +41,19 @@ def excerpt(body: str, first: str, last: str) -> str | None:
     return "\n".join(lines[start:end + 1]) + "\n"
 
 
-def _get(url: str) -> object:
+def _get(url: str, raw: bool = False) -> object:
     req = urllib.request.Request(url, headers={"Accept": "application/vnd.github+json"})
     token = os.environ.get("GITHUB_TOKEN")
-    if token:
+    if token and not raw:
         req.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(req, timeout=60) as r:
-        return json.load(r)
+        return r.read().decode("utf-8", "replace") if raw else json.load(r)
 
 
 def bodies(entry: dict) -> list[str]:
-    """The texts the excerpt may be in: the description, or the author's comments in order."""
+    """The texts the excerpt may be in: the file, the description, or the author's comments."""
+    if entry["where"] == "file":
+        return [_get(f"{RAW}/{entry['repo']}/{entry['commit']}/{entry['path']}", raw=True)]
     base = f"{API}/{entry['repo']}/issues/{entry['number']}"
     if entry["where"] == "description":
         return [_get(base).get("body") or ""]
@@ -63,10 +69,10 @@ def bodies(entry: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dest", type=Path, default=HERE / "cache" / "threads")
+    ap.add_argument("--dest", type=Path, default=HERE / "cache" / "excerpts")
     args = ap.parse_args(argv)
     failed = 0
-    for entry in json.loads((HERE / "threads.json").read_text())["threads"]:
+    for entry in json.loads((HERE / "excerpts.json").read_text())["excerpts"]:
         out = args.dest / f"{entry['name']}.log"
         if out.exists():
             continue

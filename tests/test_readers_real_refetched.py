@@ -1,7 +1,8 @@
-"""Real torchtune and axolotl output pasted into GitHub threads (benchmarks/real/threads.json):
-exact series, roles, counts and steps. Thread text is not a licensed file, so it is not kept
-here: `python benchmarks/real/fetch_threads.py` downloads the excerpts; these tests skip when
-they are absent. The cutting itself is tested offline."""
+"""Real torchtune, axolotl and t5x output that is public but not ours to copy
+(benchmarks/real/excerpts.json): pasted into GitHub threads, or in a repository without a
+licence. `python benchmarks/real/fetch_excerpts.py` downloads the excerpts; these tests check
+exact series, roles, counts and steps on them and skip when they are absent. The cutting and
+the download requests are tested offline."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,10 +16,10 @@ from losslens.readers import read_records, sniff
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "benchmarks" / "real"
-CACHE = REAL / "cache" / "threads"
-_spec = importlib.util.spec_from_file_location("fetch_threads", REAL / "fetch_threads.py")
-fetch_threads = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fetch_threads)
+CACHE = REAL / "cache" / "excerpts"
+_spec = importlib.util.spec_from_file_location("fetch_excerpts", REAL / "fetch_excerpts.py")
+fetch_excerpts = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fetch_excerpts)
 
 #: name -> (format, framework, step source, {tag: (role, points, first step, last step,
 #: first value, last value)})
@@ -51,15 +52,23 @@ EXPECTED = {
         "learning_rate": ("lr", 1, 28, 28, 0.00019606025492468137, 0.00019606025492468137),
         "epoch": ("other", 1, 28, 28, 0.1, 0.1),
     }),
+    # a blog post's copy of a t5x run (no licence): one CLU summary among absl lines
+    "t5x-blog-wmt-tiny": ("t5x", "t5x", None, {
+        "timing/train_iter_warmup": ("other", 1, 0, 0, 1.90735e-06, 1.90735e-06),
+    }),
 }
 
 
-def test_every_thread_has_expectations_and_labels():
-    threads = json.loads((REAL / "threads.json").read_text())["threads"]
-    assert {t["name"] for t in threads} == set(EXPECTED)
-    for t in threads:
-        assert t["format"] == EXPECTED[t["name"]][0]
-        assert t["where"] in ("description", "comment") and t["author"] and t["first"]
+def test_every_excerpt_has_expectations_and_labels():
+    entries = json.loads((REAL / "excerpts.json").read_text())["excerpts"]
+    assert {t["name"] for t in entries} == set(EXPECTED)
+    for t in entries:
+        assert t["format"] == EXPECTED[t["name"]][0] and t["first"] and t["last"]
+        if t["where"] == "file":
+            assert len(t["commit"]) == 40 and t["url"] == (
+                f"https://github.com/{t['repo']}/blob/{t['commit']}/{t['path']}")
+            continue
+        assert t["where"] in ("description", "comment") and t["author"]
         assert t["url"] == f"https://github.com/{t['repo']}/" + (
             "pull" if t["name"].split("-")[1].startswith("pr") else "issues") + f"/{t['number']}"
 
@@ -68,7 +77,7 @@ def test_every_thread_has_expectations_and_labels():
 def test_real_thread_excerpt_reads_exactly(name):
     path = CACHE / f"{name}.log"
     if not path.is_file():
-        pytest.skip(f"{path} absent: python benchmarks/real/fetch_threads.py")
+        pytest.skip(f"{path} absent: python benchmarks/real/fetch_excerpts.py")
     fmt, framework, step_source, series = EXPECTED[name]
     assert sniff(path).name == fmt
     (rec,) = read_records(path)
@@ -88,11 +97,11 @@ def test_real_thread_excerpt_reads_exactly(name):
 def test_excerpt_cuts_from_the_first_labelled_line_to_the_last():
     body = ("Test plan:\r\n```\r\nINFO: start\r\nStep 1 | loss:2.0 lr:1e-05 \r\n"
             "Step 2 | loss:1.5 lr:1e-05 \r\nStep 3 | loss:1.2 lr:1e-05 \r\n```\r\n")
-    assert fetch_threads.excerpt(body, "Step 1 | loss:2.0 ", "Step 2 | ") == (
+    assert fetch_excerpts.excerpt(body, "Step 1 | loss:2.0 ", "Step 2 | ") == (
         "Step 1 | loss:2.0 lr:1e-05 \nStep 2 | loss:1.5 lr:1e-05 \n")
-    assert fetch_threads.excerpt(body, "INFO: start", "Step 3").count("\n") == 4
-    assert fetch_threads.excerpt(body, "Step 9 |", "Step 3") is None
-    assert fetch_threads.excerpt(body, "Step 2 |", "Step 1 |") is None  # the last before the first
+    assert fetch_excerpts.excerpt(body, "INFO: start", "Step 3").count("\n") == 4
+    assert fetch_excerpts.excerpt(body, "Step 9 |", "Step 3") is None
+    assert fetch_excerpts.excerpt(body, "Step 2 |", "Step 1 |") is None  # the last before the first
 
 
 def test_fetch_keeps_only_the_named_authors_comments(monkeypatch):
@@ -100,7 +109,16 @@ def test_fetch_keeps_only_the_named_authors_comments(monkeypatch):
                 {"user": {"login": "ghost"}, "body": "Step 1 | loss:1.0 \nStep 2 | loss:0.5 "},
                 {"user": None, "body": "no user"}]
     calls = []
-    monkeypatch.setattr(fetch_threads, "_get", lambda url: calls.append(url) or comments)
+    monkeypatch.setattr(fetch_excerpts, "_get", lambda url: calls.append(url) or comments)
     entry = {"repo": "o/r", "number": 7, "where": "comment", "author": "ghost"}
-    assert fetch_threads.bodies(entry) == ["Step 1 | loss:1.0 \nStep 2 | loss:0.5 "]
+    assert fetch_excerpts.bodies(entry) == ["Step 1 | loss:1.0 \nStep 2 | loss:0.5 "]
     assert calls == ["https://api.github.com/repos/o/r/issues/7/comments?per_page=100&page=1"]
+
+
+def test_fetch_takes_a_file_at_its_commit(monkeypatch):
+    calls = []
+    monkeypatch.setattr(fetch_excerpts, "_get",
+                        lambda url, raw=False: calls.append((url, raw)) or "text")
+    entry = {"repo": "o/r", "where": "file", "commit": "c" * 40, "path": "_posts/a.md"}
+    assert fetch_excerpts.bodies(entry) == ["text"]
+    assert calls == [(f"https://raw.githubusercontent.com/o/r/{'c' * 40}/_posts/a.md", True)]
