@@ -35,6 +35,11 @@ EXPECTED = {
         "lr": ("lr", 18, 0, 17, 2e-05, 2e-05),
         "gpu_resources": ("other", 18, 0, 17, 13708965376.0, 40625845248.0),
     }),
+    # the recipe's progress bar (no metric logger on the console): every step, drawn twice
+    "torchtune-pr2620-lora-multinode-bar": ("torchtune", "torchtune", None, {
+        "loss": ("train_loss", 8, 25, 32, 1.2621808052062988, 1.1703431606292725),
+        "epoch": ("other", 8, 25, 32, 1.0, 1.0),
+    }),
     # console dicts carry no step and there is no bar or TrainingArguments dump: the k-th
     "axolotl-issue3196-memory-keys": ("hf-trainer", "transformers", "log_count", {
         "loss": ("train_loss", 5, 1, 5, 4.75, 0.2031),
