@@ -281,14 +281,14 @@ class DivergenceDetector:
         d1[2:] = np.minimum(d1[2:], d2)
         return d1
 
-    def level_error(self, y: np.ndarray, level: np.ndarray, wander: bool = True) -> np.ndarray:
+    def level_error(self, y: np.ndarray, level: np.ndarray, noise: np.ndarray,
+                    wander: bool = True) -> np.ndarray:
         """Per point, the standard error of the trailing-median level (causal): the larger of
         the i.i.d. value (1.2533 sigma / sqrt(window), sigma from consecutive differences) and
         the level's own wander, measured from its second differences at a lag of one window
-        (each of var 6 se^2; a linear trend cancels). Correlated noise (AR(1), a slow data
+        (each of var 6 se^2; a linear trend cancels); `noise` from `point_noise`. Correlated noise (AR(1), a slow data
         wander) moves the median far more than consecutive differences show."""
         n, w = y.shape[0], self._window(y.shape[0])
-        noise = self.point_noise(y)
         se = 1.2533 * noise / np.sqrt(w)
         first = 3 * w - 2  # level[i - 2w] rests on a full window
         if n > first and wander:
@@ -305,7 +305,7 @@ class DivergenceDetector:
         the wander bound)."""
         n = y.shape[0]
         noise = self.point_noise(y)
-        se = self.level_error(y, level, wander=not log)
+        se = self.level_error(y, level, noise, wander=not log)
         # where the best level was last reached: its error is that of its own stretch
         ref = np.maximum.accumulate(np.where(level <= best, np.arange(n), 0))
         se = np.maximum(se, se[ref])
@@ -406,7 +406,7 @@ class DivergenceDetector:
                          finite: np.ndarray, st: np.ndarray, y: np.ndarray, level: np.ndarray,
                          best: np.ndarray, log: bool) -> list[dict[str, Any]]:
         n_finite_before = np.cumsum(finite)
-        thr = self.thresholds(y, level, best, log, nan_rise=True)[0] if y.shape[0] else None
+        thr = None  # the rise into a NaN run, computed when one needs it
         for a, b in _runs(~finite):
             if b - a < self.nan_points or n_finite_before[a] == 0:
                 continue  # NaN from the first point on is broken, not diverged (nonfinite)
@@ -422,6 +422,8 @@ class DivergenceDetector:
             if recovered:
                 continue  # a NaN burst and training went on: nonfinite says it (a rise
                 # that goes on after it is the finite branch's)
+            if thr is None:
+                thr = self.thresholds(y, level, best, log, nan_rise=True)[0]
             if not self._rose_into(y, e, level, self._nan_floor(st, y, e, level, best, thr)):
                 continue  # NaN out of a flat stretch: the nonfinite event says it all
             start = int(st[self._nan_onset(y, level, e)])  # it was rising into the NaN
