@@ -43,6 +43,19 @@ def test_early_excursions_make_a_later_lone_outlier_noise():
     assert found(t, np.exp(y)) == [(300, 303, "fast")]
 
 
+def test_a_lone_blip_under_x1_2_is_noise_unless_far_above_the_noise():
+    # noise of ~2 %: a lone x1.16 point (~6.5 scales) is a blip, a lone x1.3 one a spike;
+    # on noise of ~0.2 % the same x1.16 point is 60 scales up: a spike
+    t = np.arange(400)
+    for lift, want in ((0.15, []), (np.log(1.3), [(250, 251, "fast")])):
+        y = plateau()
+        y[250] = np.log(2.0) + lift
+        assert found(t, np.exp(y)) == want
+    y = plateau(sd=0.002)
+    y[250] = np.log(2.0) + 0.15
+    assert found(t, np.exp(y)) == [(250, 251, "fast")]
+
+
 def switching(n: int = 900) -> np.ndarray:
     """A PINN term on its floor: 4.6e-5 drifting down by 1e-9 a step, from 300 on at 1.054e-4
     for 5 points of every 13 (float32 values, as a CSV logger writes them)."""

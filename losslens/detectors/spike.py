@@ -31,7 +31,7 @@ Statistic (causal: a point's verdict uses only the points before it):
   the level HUMP points before it by `threshold` of that level's own errors. The steep
   early descent never flags: it lies below what the trailing points expect. Heavy-tail
   evidence is counted over the points seen so far (early in a run, two large excursions
-  already say the tail is heavy: TAIL_EARLY).
+  already cast doubt on a lone outlier point: TAIL_EARLY).
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
@@ -67,16 +67,22 @@ SMALL_SAMPLE = 4.0
 #: Heavy tails: |z| beyond TAIL_Z counts as a large excursion; the raised threshold assumes
 #: a power-law tail of index TAIL_INDEX and aims at TAIL_RATE false alarms per point.
 TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
-#: Heavy-tail evidence: 3 large excursions among the last `tail_window` points, or 2 while
-#: fewer than TAIL_EARLY points have been seen (Gaussian noise gives either about 1 time in
-#: 600); their rate is taken over the points seen (at least TAIL_MIN_SEEN), so early in a run
-#: the tail is not judged as if a whole window had been quiet.
+#: Heavy-tail evidence: 3 large excursions among the last `tail_window` points, or -- to
+#: doubt a lone outlier point, not a rise that lasts -- 2 while fewer than TAIL_EARLY points
+#: have been seen (Gaussian noise gives either about 1 time in 600); their rate is taken over
+#: the points seen (at least TAIL_MIN_SEEN), so early in a run the tail is not judged as if a
+#: whole window had been quiet.
 TAIL_EARLY, TAIL_MIN_SEEN = 250, 100
 #: ... and a spike of one point (the next one back under TAIL_Z scales) assumes a heavier tail
 #: (index SINGLE_INDEX, as Student t with 2.5 degrees of freedom): an isolated outlier of
 #: heavy-tailed noise looks like that, while two tail points in a row are rare unless
 #: something happened. Without heavy-tail evidence both thresholds are `threshold`.
 SINGLE_INDEX = 2.5
+#: A lone point (back at the next one) less than LONE_RATIO x its level is a blip of the
+#: per-batch noise, not a spike, unless it is 2 x `threshold` scales up (unmistakable against
+#: any noise seen): both labelled families' one-point spikes are x1.26 or more, their false
+#: ones mostly x1.05-x1.2 at z 6-8 (a +6.6 % one-step blip on a real log read as a spike).
+LONE_RATIO = 1.2
 #: Log space: a spike is also back once its excess over the pre-spike level has shrunk to this
 #: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
 BACK_SHARE = 0.05
@@ -264,7 +270,9 @@ class SpikeDetector:
         i = np.arange(a, b)
         cnt = cs[i - lo] - cs[np.maximum(0, i - self.tail_window) - lo]
         seen = np.minimum(i, self.tail_window)  # the points the count covers
-        heavy = (cnt >= 3) | ((cnt >= 2) & (seen < TAIL_EARLY))  # see TAIL_EARLY
+        heavy = cnt >= 3
+        if index == SINGLE_INDEX:  # a lone point: early, two excursions suffice (TAIL_EARLY)
+            heavy |= (cnt >= 2) & (seen < TAIL_EARLY)
         rate = (cnt[heavy] - 1.5) / np.maximum(seen[heavy], TAIL_MIN_SEEN)
         thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / index))
         return thr
@@ -284,6 +292,14 @@ class SpikeDetector:
                        & self._above(prev, lb, sb, thr / 2, log))
         ok[:max(0, self.min_points - offset)] = False
         return ok
+
+    def _blip(self, y: float, level: float, scale: float, log: bool) -> bool:
+        """Whether a lone point `y` over `level` is a blip (LONE_RATIO)."""
+        if y - level >= 2 * self.threshold * scale:
+            return False
+        if log:
+            return y - level < np.log(LONE_RATIO)
+        return level > 0 and y < level * LONE_RATIO
 
     @staticmethod
     def _persists(y: np.ndarray, level: np.ndarray, scale: np.ndarray, c: int, hi: int) -> bool:
@@ -381,8 +397,9 @@ class SpikeDetector:
                 # one point alone in heavy-tailed noise: judged by the heavier tail
                 one = float(self._tail_threshold(base, big, c, c + 1, SINGLE_INDEX)[0])
                 one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
-                if not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
-                                   np.array([one]), base.log)[0]:
+                if self._blip(float(y[c]), float(level[c]), float(scale[c]), base.log) or \
+                        not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
+                                        np.array([one]), base.log)[0]:
                     elev[c] = False
                     continue
             pre, sc = float(level[c]), float(scale[c])
