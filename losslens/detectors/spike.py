@@ -29,9 +29,10 @@ Statistic (causal: a point's verdict uses only the points before it):
   point ahead, so a one-point spike at the newest point waits for the next) and by the
   ratio `min_ratio` (when the level is above 0); or, for a rise over up to HUMP points,
   the level HUMP points before it by `threshold` of that level's own errors. The steep
-  early descent never flags: it lies below what the trailing points expect. Heavy-tail
-  evidence is counted over the points seen so far (early in a run, two large excursions
-  already cast doubt on a lone outlier point: TAIL_EARLY).
+  early descent never flags: it lies below what the trailing points expect. For a lone
+  outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
+  two large excursions already cast doubt on it: TAIL_EARLY), and under x1.2 of its level it
+  is a blip of the noise unless far above it (LONE_RATIO).
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
@@ -67,11 +68,11 @@ SMALL_SAMPLE = 4.0
 #: Heavy tails: |z| beyond TAIL_Z counts as a large excursion; the raised threshold assumes
 #: a power-law tail of index TAIL_INDEX and aims at TAIL_RATE false alarms per point.
 TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
-#: Heavy-tail evidence: 3 large excursions among the last `tail_window` points, or -- to
-#: doubt a lone outlier point, not a rise that lasts -- 2 while fewer than TAIL_EARLY points
-#: have been seen (Gaussian noise gives either about 1 time in 600); their rate is taken over
-#: the points seen (at least TAIL_MIN_SEEN), so early in a run the tail is not judged as if a
-#: whole window had been quiet.
+#: Heavy-tail evidence: 3 large excursions among the last `tail_window` points; to doubt a
+#: lone outlier point (not a rise that lasts) also 2 while fewer than TAIL_EARLY points have
+#: been seen (Gaussian noise gives either about 1 time in 600), and their rate is then taken
+#: over the points seen (at least TAIL_MIN_SEEN), so early in a run the tail is not judged as
+#: if a whole window had been quiet.
 TAIL_EARLY, TAIL_MIN_SEEN = 250, 100
 #: ... and a spike of one point (the next one back under TAIL_Z scales) assumes a heavier tail
 #: (index SINGLE_INDEX, as Student t with 2.5 degrees of freedom): an isolated outlier of
@@ -269,11 +270,13 @@ class SpikeDetector:
         cs = np.concatenate(([0], np.cumsum(big[lo:b])))
         i = np.arange(a, b)
         cnt = cs[i - lo] - cs[np.maximum(0, i - self.tail_window) - lo]
-        seen = np.minimum(i, self.tail_window)  # the points the count covers
         heavy = cnt >= 3
-        if index == SINGLE_INDEX:  # a lone point: early, two excursions suffice (TAIL_EARLY)
+        if index == SINGLE_INDEX:  # a lone point: see TAIL_EARLY
+            seen = np.minimum(i, self.tail_window)  # the points the count covers
             heavy |= (cnt >= 2) & (seen < TAIL_EARLY)
-        rate = (cnt[heavy] - 1.5) / np.maximum(seen[heavy], TAIL_MIN_SEEN)
+            rate = (cnt[heavy] - 1.5) / np.maximum(seen[heavy], TAIL_MIN_SEEN)
+        else:
+            rate = (cnt[heavy] - 2) / self.tail_window
         thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / index))
         return thr
 
