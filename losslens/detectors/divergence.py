@@ -22,7 +22,8 @@ Statistic (causal: declared from past points only):
 - An episode that never grew is dropped once it comes back (a slow spike's hump) or once it
   no longer sits `stuck_ratio` x up (a spike decaying): the spike detector has those.
 - A short run (the window and span shrunk) that ends climbing diverges when its level rose
-  at every point for a span and half a window, by more than the threshold.
+  at every point for a span and half a window (a span when the climb was a ramp), by more
+  than the threshold.
 - Or `nan_points` consecutive non-finite values that stay to the end after a rise into
   them: the level (or the median of the last five points) over the best by `NAN_RISE` x and
   `LEVEL_Z` standard errors (additive: the usual threshold), or the last point over that and
@@ -215,9 +216,11 @@ class DivergenceDetector:
         # a trailing median climbs through a step for half a window after it crosses, and
         # that climb is the step's, not a rise (a loss that stepped up and stays is a plateau)
         settled = np.minimum(idx, run_start + self._window(n) // 2)
+        ramp = np.zeros(n, dtype=bool)
         if log:  # a climb over several points grows through the crossing (a signed loss's
             # noise makes every climb look like one)
-            settled = np.where(self._ramps(y, level, above)[run_start], run_start, settled)
+            ramp = self._ramps(y, level, above)[run_start]
+            settled = np.where(ramp, run_start, settled)
         grown = level - level[settled] >= np.maximum(growth, flicker)
         if self.is_short(st):
             # a short series: the rise may have started before the level crossed, so a level
@@ -240,7 +243,8 @@ class DivergenceDetector:
             w = self._window(n)
             climbing = np.r_[False, np.diff(level) > 0]
             rise_from = np.maximum.accumulate(np.where(climbing, 0, idx))
-            rising = rising | (above & (idx - rise_from >= max(span, w) + w // 2)
+            need = np.where(ramp, span, max(span, w) + w // 2)  # a ramp is no step's transit
+            rising = rising | (above & (idx - rise_from >= need)
                                 & (level - level[rise_from] >= thr))
             declare |= rising
         out = []
