@@ -1,0 +1,118 @@
+"""The guard's worker process: a synchronous `Guard` fed the training loop's calls.
+
+Started by `.worker.Link` (as `python -c`, with the three pipe ends it inherits; not
+multiprocessing's spawn, which would re-run a training script's unguarded top level, and
+not fork). It sleeps on a timer rather than on the data pipe, so the loop's writes wake
+nobody (see `.worker`), and reads whatever has come at each wake-up: a short wait while
+calls keep coming, doubling to `IDLE_MAX_S` when none do, and at once when the loop rings
+the bell because it is about to wait. Each call goes through `Guard.step` in order; the
+decisions go back with acks (every `ack_every` calls, at the end of a read that found a
+decision, and on request).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import struct
+from multiprocessing.connection import Connection
+
+from .core import Guard
+from .worker import CALL, CHECKPOINT, CLOSE, EVENTS, RECORD, SYNC, decode
+
+#: The timer between reads: IDLE_MIN_S while calls come (the loop ships every 10 ms at
+#: most: about one wake-up a batch), doubling up to IDLE_MAX_S when none come.
+IDLE_MIN_S, IDLE_MAX_S = 0.01, 0.05
+
+
+def main(data_fd: int, bell_fd: int, ans_fd: int, ack_every: int) -> None:
+    """The worker's life: read the guard's settings, say ready, serve until told to close
+    or until the parent's pipes close (it died)."""
+    try:  # never preempt the training loop on waking up (Linux; elsewhere a no-op)
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        pass
+    out = Connection(ans_fd, readable=False)
+    try:
+        size = struct.unpack("<q", _exact(data_fd, 8))[0]
+        guard = Guard(asynchronous=False, **pickle.loads(_exact(data_fd, size)))
+        out.send(("ready",))
+        os.set_blocking(data_fd, False)
+        os.set_blocking(bell_fd, False)
+        _serve(guard, data_fd, bell_fd, out, ack_every)
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass
+    finally:
+        out.close()
+        for fd in (data_fd, bell_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _exact(fd: int, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        part = os.read(fd, n - len(got))
+        if not part:
+            raise EOFError
+        got += part
+    return got
+
+
+def _drain(fd: int) -> bytes | None:
+    """What has come on a non-blocking pipe (b"" for nothing); None once it is closed."""
+    parts = []
+    while True:
+        try:
+            part = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not part:
+            if parts:
+                break  # seen as closed at the next read
+            return None
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _serve(guard: Guard, data_fd: int, bell_fd: int, out: Connection, ack_every: int) -> None:
+    pending = bytearray()
+    done = acked = 0  # calls and checkpoints decided on; of which acked
+    found: list = []
+    idle = IDLE_MIN_S
+    size = RECORD.size
+    while True:
+        if select.select([bell_fd], [], [], idle)[0] and _drain(bell_fd) is None:
+            return
+        chunk = _drain(data_fd)
+        if chunk is None:
+            return
+        if not chunk:
+            idle = min(IDLE_MAX_S, 2 * idle)
+            continue
+        idle = IDLE_MIN_S
+        pending += chunk
+        whole = len(pending) // size
+        for i in range(whole):
+            kind, args = decode(*RECORD.unpack_from(pending, i * size))
+            if kind == CALL:
+                d = guard.step(*args)
+                if d:
+                    found.append(d)
+                done += 1
+            elif kind == CHECKPOINT:
+                guard.checkpoint_saved(args[0])
+                done += 1
+            elif kind == CLOSE:
+                return
+            if kind in (EVENTS, SYNC) or done - acked >= ack_every:
+                out.send(("ack", done, found))
+                found, acked = [], done
+            if kind == EVENTS:
+                out.send(("events", guard.flush() if args[0] else guard.events()))
+        del pending[:whole * size]
+        if found:
+            out.send(("ack", done, found))
+            found, acked = [], done
