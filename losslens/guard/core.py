@@ -419,6 +419,9 @@ class Guard:
             self._take(link.take())
             answered = link.ready()
         if link.queued - link.acked > self.policy.max_lag:
+            while link.ready():  # what the worker has said since the last batch went
+                self._take(link.take())
+        if link.queued - link.acked > self.policy.max_lag:
             self.waits += 1
             self._wait(link.queued - self.policy.max_lag)
         if early is not None:

@@ -4,10 +4,11 @@ Started by `.worker.Link` (as `python -c`, with the three pipe ends it inherits;
 multiprocessing's spawn, which would re-run a training script's unguarded top level, and
 not fork). It sleeps on a timer rather than on the data pipe, so the loop's writes wake
 nobody (see `.worker`), and reads whatever has come at each wake-up: a short wait while
-calls keep coming, doubling to `IDLE_MAX_S` when none do, and at once when the loop rings
-the bell because it is about to wait. Each call goes through `Guard.step` in order; the
-decisions go back with acks (every `ack_every` calls, at the end of a read that found a
-decision, and on request).
+calls keep coming (the time in which half of `ack_every` calls come, so a fast loop does
+not run `max_lag` calls ahead of it), doubling to `IDLE_MAX_S` when none do, and at once
+when the loop rings the bell because it is about to wait. Each call goes through
+`Guard.step` in order; the decisions go back with acks (every `ack_every` calls, at the end
+of a read that found a decision, and on request).
 """
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ import os
 import pickle
 import select
 import struct
+import time
 from multiprocessing.connection import Connection
 
 from .core import Guard
 from .worker import CALL, CHECKPOINT, CLOSE, EVENTS, RECORD, SYNC, decode
 
-#: The timer between reads: IDLE_MIN_S while calls come (the loop ships every 10 ms at
-#: most: about one wake-up a batch), doubling up to IDLE_MAX_S when none come.
-IDLE_MIN_S, IDLE_MAX_S = 0.01, 0.05
+#: The timer between reads: the time in which half of `ack_every` calls come at the rate
+#: of the last read, within [IDLE_MIN_S, IDLE_MAX_S]; doubling when none came. (What the
+#: loop sees of the worker's progress lags by a batch, the timer and an ack: ~32 + 12 + 25
+#: calls at max_lag 100, under the lag that makes it wait.)
+IDLE_MIN_S, IDLE_MAX_S = 0.001, 0.05
 
 
 def main(data_fd: int, bell_fd: int, ans_fd: int, ack_every: int) -> None:
@@ -81,8 +85,9 @@ def _serve(guard: Guard, data_fd: int, bell_fd: int, out: Connection, ack_every:
     pending = bytearray()
     done = acked = 0  # calls and checkpoints decided on; of which acked
     found: list = []
-    idle = IDLE_MIN_S
+    idle = IDLE_MAX_S
     size = RECORD.size
+    last = time.monotonic()
     while True:
         if select.select([bell_fd], [], [], idle)[0] and _drain(bell_fd) is None:
             return
@@ -92,7 +97,10 @@ def _serve(guard: Guard, data_fd: int, bell_fd: int, out: Connection, ack_every:
         if not chunk:
             idle = min(IDLE_MAX_S, 2 * idle)
             continue
-        idle = IDLE_MIN_S
+        now = time.monotonic()
+        idle = min(IDLE_MAX_S, max(IDLE_MIN_S, (now - last) * ack_every * size
+                                   / (2 * len(chunk))))
+        last = now
         pending += chunk
         whole = len(pending) // size
         for i in range(whole):

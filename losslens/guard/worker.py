@@ -13,10 +13,10 @@ What a call costs the loop, and why it is built so (measured: benchmarks/guard_s
 - A call packs six numbers into a preallocated buffer (`struct.pack_into`: no object the
   garbage collector tracks, so no collection can start inside `step`); the buffer goes down
   a pipe in one `os.write` every `BATCH` calls, or at once when the last write is
-  `SHIP_S` old (a slow loop: every call).
+  `SHIP_S` (50 ms) old (a slow loop: every call).
 - That write wakes nobody: the worker does not wait on the data pipe but sleeps on a timer
-  (`select` on a separate "bell" pipe with a timeout of `IDLE_S`), reading whatever has come
-  at each wake-up. Waking a process blocked on the pipe cost the writing call 30-100 us of
+  (`select` on a separate "bell" pipe, timed to the loop's pace: `.serve`), reading whatever
+  has come at each wake-up. Waking a process blocked on the pipe cost the writing call 30-100 us of
   CPU (measured in this VM) and, on a machine whose cores are all busy, often its core.
 - The worker is `SCHED_BATCH` where the OS has it: its wake-ups never preempt the training
   loop (it still gets its fair share of CPU).
@@ -95,7 +95,7 @@ class Link:
 
     #: Ship every BATCH calls, or at once when the last write is SHIP_S old (and then look
     #: for answers).
-    BATCH, SHIP_S = 32, 0.01
+    BATCH, SHIP_S = 32, 0.05
 
     def __init__(self, kwargs: dict[str, Any], max_lag: int) -> None:
         data_r, data_w = os.pipe()
