@@ -13,9 +13,7 @@ of a read that found a decision, and on request).
 from __future__ import annotations
 
 import os
-import pickle
 import select
-import struct
 import time
 from multiprocessing.connection import Connection
 
@@ -38,8 +36,12 @@ def main(data_fd: int, bell_fd: int, ans_fd: int, ack_every: int) -> None:
         pass
     out = Connection(ans_fd, readable=False)
     try:
-        size = struct.unpack("<q", _exact(data_fd, 8))[0]
-        guard = Guard(asynchronous=False, **pickle.loads(_exact(data_fd, size)))
+        first = Connection(os.dup(data_fd), writable=False)  # reads just that message
+        try:
+            kwargs = first.recv()
+        finally:
+            first.close()
+        guard = Guard(asynchronous=False, **kwargs)
         out.send(("ready",))
         os.set_blocking(data_fd, False)
         os.set_blocking(bell_fd, False)
@@ -53,16 +55,6 @@ def main(data_fd: int, bell_fd: int, ans_fd: int, ack_every: int) -> None:
                 os.close(fd)
             except OSError:
                 pass
-
-
-def _exact(fd: int, n: int) -> bytes:
-    got = b""
-    while len(got) < n:
-        part = os.read(fd, n - len(got))
-        if not part:
-            raise EOFError
-        got += part
-    return got
 
 
 def _drain(fd: int) -> bytes | None:

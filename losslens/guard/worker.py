@@ -26,8 +26,8 @@ What a call costs the loop, and why it is built so (measured: benchmarks/guard_s
 - Only when the loop must wait (it is `max_lag` calls ahead, or `flush`/`events`/`drain`
   /`close`) does it ring the bell, so the worker wakes at once.
 
-Protocol: the parent writes a pickled `kwargs` (8-byte length first) on the data pipe, the
-worker answers `("ready",)`; then the data pipe carries fixed 48-byte records
+Protocol: the parent writes the `Guard` arguments as one `Connection` message on the data
+pipe, the worker answers `("ready",)`; then the data pipe carries fixed 48-byte records
 (`RECORD`: kind and flags, step, loss, grad norm, lr, loss scale) and the answer pipe
 pickles (`multiprocessing.connection.Connection`): `("ack", n, [Decision, ...])` and
 `("events", [Event, ...])`. The worker exits on a CLOSE record, or when either pipe from
@@ -36,7 +36,6 @@ the parent closes (the parent died): no orphan.
 from __future__ import annotations
 
 import os
-import pickle
 import select
 import struct
 import subprocess
@@ -137,10 +136,14 @@ class Link:
         self.t_ship = 0.0
         self.closed = False
         self.pid = os.getpid()  # a forked child (a data loader's worker) must not close it
-        blob = pickle.dumps(kwargs)
         ok = False
         try:
-            self._write(struct.pack("<q", len(blob)) + blob)
+            # the settings, as one Connection message on a copy of the data pipe's end
+            first = Connection(os.dup(data_w), readable=False)
+            try:
+                first.send(kwargs)
+            finally:
+                first.close()
             # wait for it here, once: a step() never waits for the worker's start-up
             ok = self.ans.poll(120) and self.ans.recv() == ("ready",)
         except (EOFError, OSError):
