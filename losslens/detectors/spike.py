@@ -30,6 +30,11 @@ Statistic (causal: a point's verdict uses only the points before it):
   ratio `min_ratio` (when the level is above 0); or, for a rise over up to HUMP points,
   the level HUMP points before it by `threshold` of that level's own errors. The steep
   early descent never flags: it lies below what the trailing points expect.
+- The first points (the trailing statistic has little history there): a blow-up x
+  EARLY_RATIO above every point before (points 1 .. min_points - 1), and, in log space,
+  points 3 .. 23 judged with the points on both sides of them (spike_early: a jump over a
+  robust trend of the points before, in units of the jumps of its neighbours before and
+  after; the streaming form re-judges them until the points they look at have come).
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
   pre-spike scales of the pre-spike level, confirmed by at least half of the `back_points`
   points from it. Recovery: `fast` (back within `fast_within` steps, or at the very next
@@ -53,6 +58,7 @@ import numpy as np
 from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Series
+from .spike_early import HEAD, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, masked_trailing_median, near_zero_points, next_true, trailing_median,
@@ -126,6 +132,9 @@ class SpikeDetector:
     #: Trailing points in which large excursions are counted to detect heavy-tailed noise
     #: (and raise the threshold there); 0 turns this off.
     tail_window: int = 1000
+    #: Judge the first points of a series also with the points after them (spike_early: the
+    #: trailing statistic has too little history there); False: the trailing statistic only.
+    look_ahead: bool = True
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -147,20 +156,25 @@ class SpikeDetector:
                 "an int >= 0")
         require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
                 "an int >= 0")
+        require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
 
-    def detect(self, series: Series, known: Known | None = None) -> list[Event]:
-        """The spikes of `series` (`known`: as `find` takes it)."""
+    def detect(self, series: Series, known: Known | None = None, head: bool = True
+               ) -> list[Event]:
+        """The spikes of `series` (`known`, `head`: as `find` takes them)."""
         self.validate()
-        return [self._event(series, s) for s in self.find(series.step, series.value, known)]
+        return [self._event(series, s)
+                for s in self.find(series.step, series.value, known, head)]
 
     # -- the work, on plain arrays (gradspike and divergence reuse it) --------------------
 
-    def find(self, steps: np.ndarray, values: np.ndarray,
-             known: Known | None = None) -> list[dict[str, Any]]:
+    def find(self, steps: np.ndarray, values: np.ndarray, known: Known | None = None,
+             head: bool = True) -> list[dict[str, Any]]:
         """Spikes as dicts of steps and statistics; non-finite points are ignored.
 
         `known`: where the finite values turn additive and their baselines, as a streaming
-        form keeps them up to date (`Known`); else found here from the values."""
+        form keeps them up to date (`Known`); else found here from the values. `head`: the
+        values start at the series' first point (its first points are then also judged
+        with the points after them, `look_ahead`); False for a window that starts later."""
         finite = np.isfinite(values)
         st = np.asarray(steps)[finite].astype(np.int64)
         v = np.asarray(values, dtype=float)[finite]
@@ -184,7 +198,8 @@ class SpikeDetector:
                            else known.additive))
         out: list[dict[str, Any]] = []
         for lo, hi, base in spaces:
-            out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None))
+            out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None,
+                                     head and lo == 0))
         return out
 
     def _log_check(self, logb: Baseline, n: int) -> LogCheck:
@@ -223,8 +238,10 @@ class SpikeDetector:
         return first + int(near[0]) if near.shape[0] else n
 
     def near_zero_from(self, w: int) -> int:
-        """The first finite index that may turn additive."""
-        return self.min_points
+        """The first finite index that may turn additive: with `look_ahead`, after the first
+        points (spike_early judges them in log space; the differences of a steep early
+        descent would read as additive noise near 0)."""
+        return max(self.min_points, HEAD) if self.look_ahead else self.min_points
 
     def _tail_big(self, base: Baseline) -> np.ndarray:
         """Large excursions (TAIL_Z < z <= threshold, upward only: a spike's recovery pulls z
@@ -332,7 +349,8 @@ class SpikeDetector:
         return early
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
-                 w: int, check: LogCheck | None = None) -> list[dict[str, Any]]:
+                 w: int, check: LogCheck | None = None, head: bool = False
+                 ) -> list[dict[str, Any]]:
         y = base.y[:hi]
         level, scale, count = base.level[:hi].copy(), base.scale[:hi].copy(), base.count[:hi].copy()
         big = self._tail_big(base)[:hi].copy()
@@ -341,11 +359,23 @@ class SpikeDetector:
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
                                    base.log, lo,
                                    None if check else self._back(y, level, scale, lo, hi))
+        # the first points: a blow-up from the first few (_early), and (log space) judged
+        # with the points after them too (spike_early); their pre-spike level and scale
+        # are kept apart (re-judging after a spike moves `level`)
+        ahead = np.zeros(hi, bool)
+        pre_at = np.full(min(hi, HEAD), np.nan)
+        sc_at = pre_at.copy()
         early = self._early(y, base.log, lo)
-        if early.any():  # no statistics yet: the level is the highest point before
-            elev |= early
-            for c in np.flatnonzero(early):
-                level[c], scale[c] = float(y[:c].max()), EARLY_SCALE
+        for c in np.flatnonzero(early):  # no statistics yet: the highest point before
+            pre_at[c], sc_at[c] = float(y[:c].max()), EARLY_SCALE
+        if head and self.look_ahead and base.log:
+            ej = early_spikes(y, float(self.threshold), float(np.log(self.min_ratio)))
+            m = ej.start.shape[0]
+            ahead[:m] = ej.start
+            pre_at[:m] = np.where(ej.start, ej.level, pre_at[:m])
+            sc_at[:m] = np.where(ej.start, ej.scale, sc_at[:m])
+        ahead |= early
+        elev |= ahead
         masked = None  # the values with recovered spikes blanked out, made when first needed
         out: list[dict[str, Any]] = []
         allowed = lo
@@ -361,7 +391,8 @@ class SpikeDetector:
                 if not check.confirms(c, v[c:max(last, r)], masked):
                     elev[c:r] = False
                     continue
-            if c >= self.min_points and not self._persists(y, level, scale, c, hi):
+            if c >= self.min_points and not ahead[c] \
+                    and not self._persists(y, level, scale, c, hi):
                 # one point alone in heavy-tailed noise: judged by the heavier tail
                 one = float(self._tail_threshold(base, big, c, c + 1, SINGLE_INDEX)[0])
                 one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
@@ -370,6 +401,8 @@ class SpikeDetector:
                     elev[c] = False
                     continue
             pre, sc = float(level[c]), float(scale[c])
+            if ahead[c]:
+                pre, sc = float(pre_at[c]), float(sc_at[c])
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
@@ -399,6 +432,7 @@ class SpikeDetector:
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
                              scale, count, thr, elev, lo)
+                elev |= ahead  # re-judging keeps the look-ahead verdicts
                 continue
             # not back within a level window: the loss starts over from there (causal: later
             # spikes may start then, judged on what followed this one); if it comes back
@@ -407,10 +441,12 @@ class SpikeDetector:
             masked = v[:hi].copy() if masked is None else masked
             self._rebase(masked, base.log, check is None, allowed, allowed, level, scale, count,
                          thr, elev, lo)
+            elev |= ahead  # re-judging keeps the look-ahead verdicts
             if end is not None:
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
                              scale, count, thr, elev, lo)
+                elev |= ahead  # re-judging keeps the look-ahead verdicts
         return out
 
     def _rebase(self, masked: np.ndarray, log: bool, hump: bool, a: int, z0: int,
