@@ -127,6 +127,68 @@ def test_levanter_progress_lines_without_tracker_records(tmp_path):
     assert losslens.read(path).runs[0].roles["train/loss"] == "train_loss"
 
 
+def test_levanter_progress_written_by_tqdm_loggable(tmp_path):
+    """The bar as Levanter's pbar_logger drives it, written by tqdm_loggable itself through
+    Levanter's log format: counts print as `1.00it` ... `999it`, `1.00kit` ... `1.50kit`."""
+    import datetime
+    import logging
+
+    tqdm_logging = pytest.importorskip("tqdm_loggable.tqdm_logging").tqdm_logging
+    path = tmp_path / "run.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s - 0 - %(name)s - %(filename)s:%(lineno)d - %(levelname)s :: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S"))  # levanter.utils.logging.init_logging
+    logger = logging.getLogger("tqdm_loggable.tqdm_logging")
+    saved = (logger.level, logger.propagate, tqdm_logging.log_message_rate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    tqdm_logging.set_log_rate(datetime.timedelta(0))  # Levanter: 60 s; here every update
+    try:
+        pbar = tqdm_logging(iterable=None, desc="train", total=1500)
+        for step in range(1, 1501):  # levanter.callbacks._metrics.pbar_logger
+            pbar.update(step - pbar.n)
+            pbar.set_postfix(loss=3.0 - step / 1000)
+        pbar.close()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        tqdm_logging.set_log_rate(saved[2])
+    text = path.read_text()
+    assert "Progress on:train 19.0it/1.50kit " in text and " 1.23kit/1.50kit " in text
+    assert sniff(path).name == "levanter"
+    (rec,) = read_records(path)
+    assert rec.tags == ("train/loss",) and rec.skipped_count == 0
+    # below 1000 every count is exact; from 1000 on three significant digits: one point per
+    # rounded count (the first line that shows it), the repeats left out
+    assert rec.step.tolist() == list(range(1, 1000)) + list(range(1000, 1501, 10))
+    assert rec.value[:3].tolist() == [3.0, 3.0, 3.0] and rec.value[-1] == 1.5
+    assert rec.warnings == (
+        "502 progress lines give the step with three significant digits (tqdm prints counts "
+        "from 1000 on as `1.23kit`): their steps are rounded; 451 repeated the rounded step "
+        "of the line before and were left out",)
+
+
+def test_levanter_progress_counts_as_tqdm_formats_them(tmp_path):
+    """Before tqdm_loggable's own format was read, none of these lines was (`19.0it/70.0it`
+    is what a real Levanter run prints); a plain `100/10000` still reads."""
+    lines = [progress(n, t, f"loss={loss}") for n, t, loss in [
+        ("1.00it", "70.0it", 9.5), ("19.0it", "70.0it", 7.25), ("850it", "10.0kit", 3.5),
+        ("1.23kit", "10.0kit", 3.25), ("12.3kit", "1.00Mit", 3.0), ("123kit", "1.00Mit", 2.5),
+        ("2000", "10000", 2.0)]]
+    path = tmp_path / "run.log"
+    path.write_text("\n".join(lines) + "\n")
+    (rec,) = read_records(path)
+    assert rec.step.tolist() == [1, 19, 850, 1230, 12300, 123000, 2000]
+    assert rec.value.tolist() == [9.5, 7.25, 3.5, 3.25, 3.0, 2.5, 2.0]
+    assert rec.warnings == (
+        "3 progress lines give the step with three significant digits (tqdm prints counts "
+        "from 1000 on as `1.23kit`): their steps are rounded",)
+
+
 def test_tracker_records_win_over_progress_lines(tmp_path):
     path = tmp_path / "run.log"
     path.write_text(levanter_log(5) + progress(5, 5, "loss=2.5") + "\n")

@@ -1,5 +1,6 @@
-"""Real output of MaxText, Composer / llm-foundry and NeMo runs, as published in documentation
-(tests/data/real_excerpts/README.md names each source): exact series, roles, counts and steps."""
+"""Real output of MaxText, Composer / llm-foundry, NeMo, GPT-NeoX and axolotl runs, published in
+documentation or committed with the run's code (tests/data/real_excerpts/README.md names each
+source): exact series, roles, counts and steps."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +25,47 @@ EXPECTED = {
         "loss/train/total": ("train_loss", 4, 1, 4, 10.9736, 10.6459),
         "LanguageCrossEntropy": ("other", 4, 1, 4, 10.9736, 10.6459),
         "Perplexity": ("other", 4, 1, 4, 58312.0586, 42018.5508),
+    }),
+    # a GPT-NeoX MoE run killed at iteration 270 of 11,000: its Tee'd stdout and TensorBoard
+    "gpt-neox_moe2_stdout.txt": ("megatron", "gpt-neox", {
+        "samples/sec": ("other", 27, 10, 270, 1.328, 6.154),
+        "elapsed time per iteration (ms)": ("other", 27, 10, 270, 752.9, 162.5),
+        "learning rate": ("lr", 27, 10, 270, 0.0002727, 0.0002996),
+        "approx flops per GPU (TFLOPS)": ("other", 27, 10, 270, 4.3, 19.8),
+        "lm_loss": ("train_loss", 27, 10, 270, 11.01279, 7.103374),
+        "number of skipped iterations": ("skipped", 27, 10, 270, 0.0, 0.0),
+        "number of nan iterations": ("skipped", 27, 10, 270, 0.0, 0.0),
+    }),
+    "gpt-neox_moe2.tfevents": ("tensorboard", "tensorboard", {
+        "timers/forward": ("other", 274, 1, 274, 4.352039813995361, 0.04493844509124756),
+        "timers/backward": ("other", 274, 1, 274, 1.5051121711730957, 0.07003480195999146),
+        "timers/backward-backward": ("other", 274, 1, 274, 1.5050790309906006,
+                                     0.0700153112411499),
+        "timers/backward-allreduce": ("other", 274, 1, 274, 0.0, 0.0),
+        "timers/optimizer": ("other", 274, 1, 274, 0.17879700660705566, 0.04791760444641113),
+        "timers/batch generator": ("other", 274, 1, 274, 0.25093817710876465,
+                                   0.0006503462791442871),
+        "train/learning_rate": ("lr", 274, 1, 274, 2.7272726583760232e-05,
+                                0.00029961176915094256),
+        "train/lm_loss": ("train_loss", 274, 1, 274, 11.990318298339844, 7.178306579589844),
+        "runtime/samples_per_sec": ("other", 27, 10, 270, 1.3281643390655518,
+                                    6.154058456420898),
+        "runtime/iteration_time": ("other", 27, 10, 270, 0.7529188394546509,
+                                   0.16249439120292664),
+        "runtime/flops_per_sec_per_gpu": ("other", 27, 10, 270, 4277247410176.0,
+                                          19818652631040.0),
+    }),
+    # HF Trainer's TensorBoardCallback in an axolotl LoRA run of open_llama_3b_v2 (Dec 2023)
+    "axolotl_openllama-3b_lora-out/runs/Dec10_21-45-51_ash06/"
+    "events.out.tfevents.1702262763.ash06.1154852.0": ("tensorboard", "tensorboard", {
+        "train/loss": ("train_loss", 130, 1, 130, 5.02400016784668, 1.3214999437332153),
+        "train/learning_rate": ("lr", 130, 1, 130, 0.0, 0.00019999158394057304),
+        # the eval log's epoch is written as train/epoch at the same step: 131 points
+        "train/epoch": ("other", 131, 1, 130, 0.0, 0.019999999552965164),
+        "eval/loss": ("val_loss", 1, 1, 1, 4.308958530426025, 4.308958530426025),
+        "eval/runtime": ("other", 1, 1, 1, 171.02940368652344, 171.02940368652344),
+        "eval/samples_per_second": ("other", 1, 1, 1, 6.385000228881836, 6.385000228881836),
+        "eval/steps_per_second": ("other", 1, 1, 1, 3.191999912261963, 3.191999912261963),
     }),
     "nemo_bionemo_esm2.log": ("megatron", "nemo", {
         "reduced_train_loss": ("train_loss", 7, 28, 34, 2.778, 2.788),
@@ -55,6 +97,67 @@ def test_real_excerpt_reads_exactly(name):
         assert steps == sorted(steps)
 
 
+def test_neox_stdout_is_the_mean_of_tensorboard_over_each_log_interval():
+    """Two writers of one run, read independently: NeoX prints at iteration N the mean lm_loss
+    of iterations N-9..N (log_interval 10), TensorBoard has every iteration."""
+    (out,) = read_records(DATA / "gpt-neox_moe2_stdout.txt")
+    (tb,) = read_records(DATA / "gpt-neox_moe2.tfevents")
+    sel = out.tag_code == out.tags.index("lm_loss")
+    printed = dict(zip(out.step[sel].tolist(), out.value[sel].tolist()))
+    sel = tb.tag_code == tb.tags.index("train/lm_loss")
+    every = dict(zip(tb.step[sel].tolist(), tb.value[sel].tolist()))
+    assert sorted(printed) == list(range(10, 271, 10))
+    for step, value in printed.items():  # printed with 7 significant digits
+        assert sum(every[s] for s in range(step - 9, step + 1)) / 10 == pytest.approx(
+            value, rel=2e-7)
+
+
+def test_neox_argument_dump_and_stop_note():
+    """NeoXArgs.print pads each value with dots to column 64 and adds `updated`/`default`;
+    precision is its own argument (`bfloat16`), warmup a fraction of train_iters."""
+    path = DATA / "gpt-neox_moe2_stdout.txt"
+    (rec,) = read_records(path)
+    m = rec.metadata
+    assert (m.precision, m.lr, m.min_lr, m.lr_schedule, m.train_iters, m.warmup_steps) == (
+        "bf16", 0.0003, 3e-05, "infinite_cosine", 11000, 11)
+    assert (m.hidden_size, m.num_layers, m.num_heads, m.seq_length, m.global_batch_size,
+            m.micro_batch_size, m.log_interval, m.clip_grad, m.weight_decay) == (
+        768, 12, 12, 2048, 1, 1, 10, 1.0, 0.1)
+    assert m.extra["optimizer"] == (
+        "{'type': 'Adam', 'params': {'lr': 0.0003, 'betas': [0.9, 0.95], 'eps': 1e-08}}")
+    assert m.extra["load"] == "none" and m.extra["checkpoint_factor"] == "1000"
+    assert losslens.read(path).runs[0].notes == ("stopped at 270 of 11,000 planned iterations",)
+
+
+def test_neox_stdout_relaunched_twice_into_one_file():
+    """NeoX's Tee appends: three launches in one stdout, the second dying before training,
+    the third starting over from iteration 0: two segments, the second from a header."""
+    path = DATA / "gpt-neox_moe8_relaunched_stdout.txt"
+    (rec,) = read_records(path)
+    assert rec.format == "megatron" and rec.metadata.framework == "gpt-neox"
+    assert rec.skipped_count == 0 and rec.headers == (389, 656)
+    sel = rec.tag_code == rec.tags.index("lm_loss")
+    assert rec.step[sel].tolist() == [10, 20, 30, 40, 50] + list(range(10, 81, 10))
+    assert (rec.value[sel][0], rec.value[sel][4], rec.value[sel][5], rec.value[sel][-1]) == (
+        11.38677, 7.898805, 11.38679, 7.580786)
+    run = losslens.read(path).runs[0]
+    assert [(s.first_step, s.last_step, s.reason) for s in run.segments] == [
+        (10, 50, "start"), (10, 80, "header")]
+    assert run.roles["lm_loss"] == "train_loss"
+
+
+def test_axolotl_output_folder_with_a_launch_that_logged_nothing():
+    """axolotl's `lora-out/runs/` holds one folder per launch; a launch that stopped before
+    its first log has only HF's text summaries (args, model config): a failed unit that says
+    so, beside the launch that trained."""
+    result = losslens.read(DATA / "axolotl_openllama-3b_lora-out")
+    (empty, trained) = result.runs
+    assert (empty.run, trained.run) == ("runs/Dec10_21-41-23_ash06", "runs/Dec10_21-45-51_ash06")
+    assert empty.series == () and "no metric series could be read" in empty.error
+    assert trained.error is None and trained.last_step == 130
+    assert {s.tag: s.role for s in trained.series}["eval/loss"] == "val_loss"
+
+
 def test_nemo_excerpt_save_line_names_the_checkpoint():
     (rec,) = read_records(DATA / "nemo_bionemo_esm2.log")
     assert rec.metadata.checkpoints == (99,)
@@ -67,6 +170,6 @@ def test_every_excerpt_has_its_licence_beside_it():
     for name in EXPECTED:
         assert f"`{name}`" in readme
     for line in readme.splitlines():
-        if line.startswith("| `") and ".log`" in line:
+        if line.startswith("| `"):
             repo = line.split("|")[2].split("@")[0].strip()
             assert (DATA / (repo.replace("/", "__") + ".LICENSE")).is_file(), repo

@@ -203,6 +203,19 @@ def test_hf_console_5x_strings_steps_from_tqdm(tmp_path):
     assert f.runs[0].roles["eval_loss"] == "val_loss"
 
 
+def test_hf_console_not_a_terminal_last_dict_takes_the_bar_before_it(tmp_path):
+    # not a terminal: each bar redraw on its own line; the last dict ends the output (a killed
+    # run, a pasted excerpt) with no redraw after it: HF updated the bar, then logged
+    text = "\n".join([
+        "  " + bar(1, 20), "", "  " + bar(4, 20),
+        "{'loss': 2.0, 'learning_rate': 1e-05, 'epoch': 0.25}",
+        "  " + bar(5, 20), "", "  " + bar(9, 20), "", "", "  " + bar(10, 20),
+        "{'loss': 1.5, 'learning_rate': 9e-06, 'epoch': 0.5}"]) + "\n"
+    rec, _ = load(write(tmp_path, "log.txt", text))
+    assert pts(rec, "loss") == ([5, 10], [2.0, 1.5])  # was [1, 2]: the count of dicts
+    assert rec.metadata.extra["step_source"] == "tqdm" and rec.skipped_count == 0
+
+
 def test_hf_console_eval_after_cut_training_dict_with_bars(tmp_path):
     text = "\n".join([
         bars(1, 5, 10) + CLEAR + "{'loss': 2.0, 'learning_rate': 1e-05, 'epoch': 0.5}",

@@ -1,5 +1,6 @@
 """torchtune: DiskLogger txt files and StdoutLogger lines, written from
-torchtune/training/metric_logging.py (`log_dict`: "Step {step} | " then "{name}:{data} ")."""
+torchtune/training/metric_logging.py (`log_dict`: "Step {step} | " then "{name}:{data} "), and
+the recipes' progress bar (tqdm itself, described as the recipes describe it)."""
 from __future__ import annotations
 
 import losslens
@@ -47,6 +48,87 @@ def test_stdout_logger_among_recipe_lines(tmp_path):
                                     "peak_memory_alloc": 4.512502193450928}) + "\n"
         + _log_dict(2, {"loss": 2.1, "lr": 2e-05}) + "\n")
     (rec,) = read_records(path)
-    assert _series(rec, "loss") == ([1, 2], [2.2638285160064697, 2.1])
+    # the bar's loss at step 1, then the logger's: one step written twice in a row (the frame
+    # keeps the last write, the logger's)
+    assert _series(rec, "loss") == ([1, 1, 2], [2.2638285160064697, 2.2638285160064697, 2.1])
+    assert _series(rec, "epoch") == ([1], [1.0])
     assert _series(rec, "peak_memory_alloc") == ([1], [4.512502193450928])
     assert rec.skipped_count == 0
+    (series,) = [s for s in losslens.read(path).runs[0].series if s.tag == "loss"]
+    assert (series.points, series.raw_points) == (2, 3)
+
+
+def _bar_console(steps: int, logger_every: int = 0) -> str:
+    """A recipe's console as tqdm itself draws it (a file: no terminal), driven the way
+    full_finetune_single_device.py drives it: update(1), then set_description(f"{epoch}|
+    {global_step}|Loss: {loss:.4f}"); the StdoutLogger's line after it every `logger_every`."""
+    import io
+
+    from tqdm import tqdm
+
+    out = io.StringIO()
+    pbar = tqdm(total=steps, file=out, mininterval=0)
+    for step in range(1, steps + 1):
+        loss = 2.5 - step / 100
+        pbar.update(1)
+        pbar.set_description(f"1|{step}|Loss: {loss:.4f}")
+        if logger_every and step % logger_every == 0:
+            pbar.write(_log_dict(step, {"loss": loss, "lr": 2e-05}), file=out)
+    pbar.close()
+    return out.getvalue()
+
+
+def test_progress_bar_of_a_recipe_written_by_tqdm(tmp_path):
+    path = tmp_path / "stderr.log"
+    path.write_text(_bar_console(40))
+    assert sniff(path).name == "torchtune"
+    (rec,) = read_records(path)
+    # every redraw repeats a description until the next step's: one point per step
+    assert _series(rec, "loss") == (list(range(1, 41)),
+                                    [round(2.5 - s / 100, 4) for s in range(1, 41)])
+    assert _series(rec, "epoch")[1] == [1.0] * 40 and rec.skipped_count == 0
+    assert losslens.read(path).runs[0].roles["loss"] == "train_loss"
+
+
+def test_progress_bar_and_stdout_logger_in_one_console(tmp_path):
+    path = tmp_path / "console.log"
+    path.write_text(_bar_console(40, logger_every=10))
+    run = losslens.read(path).runs[0]
+    (series,) = [s for s in run.series if s.tag == "loss"]
+    assert (series.points, series.raw_points, series.first_step, series.last_step) == (
+        40, 44, 1, 40)  # the logger's 4 writes land on steps the bar already gave
+    assert [s.reason for s in run.segments] == ["start"]  # a double log, not a resume
+
+
+def test_progress_bar_behind_a_multi_node_label(tmp_path):
+    path = tmp_path / "stdout.log"
+    path.write_text("".join(f"[trainer0|0]:1|{s}|Loss: {3 - s / 10}:  {s}%|█| {s}/101 "
+                            f"[00:{s:02d}<17:27, 13.96s/it]\n" for s in (7, 8, 9)))
+    (rec,) = read_records(path)
+    assert _series(rec, "loss") == ([7, 8, 9], [2.3, 2.2, 2.1])
+
+
+def test_progress_bar_console_followed_in_pieces_reads_like_the_whole_file(tmp_path):
+    import random
+
+    from losslens.watch import Follower
+
+    data = (_bar_console(300, logger_every=25) + "\n".join(
+        f"[trainer0|0]:1|{s}|Loss: {3 - s / 1000}:  50%|█| {s}/600 [01:00<01:00,  1.0s/it]"
+        for s in range(301, 401)) + "\n").encode()
+    dst = tmp_path / "console.log"
+    dst.write_bytes(b"")
+    rnd, pos = random.Random(3), 0
+    with Follower(dst, input_format="torchtune") as f:
+        while pos < len(data):
+            nxt = min(len(data), pos + rnd.choice([40, 300, 2000]))
+            with open(dst, "ab") as fh:
+                fh.write(data[pos:nxt])
+            pos = nxt
+            f.poll()
+        st = f.states["console.log"]
+    frame = losslens.read(dst)
+    s, ref = st.series["loss"], frame.series(frame.runs[0].run, "loss")
+    assert list(s.step[:s.n]) == list(ref.step)
+    assert list(s.value[:s.n]) == list(ref.value)
+    assert list(frame.series(frame.runs[0].run, "loss").step) == list(range(1, 401))

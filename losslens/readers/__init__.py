@@ -90,7 +90,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _F("levanter", "losslens.readers.levanter",
        "Levanter json_logger tracker records, else its progress-bar lines"),
     _F("torchtune", "losslens.readers.torchtune",
-       "torchtune DiskLogger log_*.txt and StdoutLogger `Step N | name:value` lines"),
+       "torchtune DiskLogger log_*.txt and StdoutLogger `Step N | name:value` lines, and the "
+       "recipes' `epoch|step|Loss: x` progress bar"),
     _F("composer", "losslens.readers.composer",
        "MosaicML Composer / llm-foundry ConsoleLogger and FileLogger"),
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),

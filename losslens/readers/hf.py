@@ -12,9 +12,11 @@ a `\\r`/`\\n` fragment since tqdm redraws surround them. The console never print
 the k-th training dict of a run gets, in this order of preference (metadata.extra["step_source"]):
 `logging_steps` from a printed TrainingArguments dump (k × logging_steps, after a first dict at
 step 1 with logging_first_step, continuing after "Continuing training from global step N"); the
-position of the training progress bar redrawn right after the dict (`| 120/1000 [`), HF's
-global step, which also wins where the two disagree (a resume at the default log level prints
-no banner and no "Continuing" line: the bar goes back, the count of dicts would not); else k.
+position of the training progress bar redrawn right after the dict (`| 120/1000 [`) or, with
+none after it (the output ends there), the bar drawn on the dict's line or the line before it
+(HF updates the bar, then logs): HF's global step, which also wins where the two disagree (a
+resume at the default log level prints no banner and no "Continuing" line: the bar goes back,
+the count of dicts would not); else k.
 Eval dicts (`eval_*`, `test_*`) take the step of the latest training dict. The final
 `train_runtime` dict goes to metadata. `***** Running training *****` banners are run headers.
 """
@@ -215,6 +217,7 @@ class _Console:
     in_args: bool = False
     in_banner: bool = False  # inside the `***** Running training *****` block
     last_bar: tuple[int, int, int] | None = None  # (line, n, total)
+    prev_line: int = 0  # line of the fragment before the current one
     awaiting: list[_Log] = field(default_factory=list)
     saves: SaveLines = field(default_factory=SaveLines)
 
@@ -224,6 +227,7 @@ def read_hf_trainer(path: Path, run: str) -> list[RunRecords]:
     st = _Console()
     for lineno, frag in fragments(body):
         _fragment(st, lineno, frag)
+        st.prev_line = lineno
     if tail:
         _fragment(st, tail_line, tail, truncated=True)
     source = _assign_steps(st)
@@ -311,7 +315,9 @@ def _dict(st: _Console, lineno: int, frag: str, brace: int, truncated: bool) -> 
             bar = _BAR.search(frag, 0, brace)
             if bar:
                 log.before = (int(bar.group(1)), int(bar.group(2)))
-        if log.before is None and st.last_bar and st.last_bar[0] == lineno:
+        # the bar drawn just before the dict (same line, or the line before it when the
+        # output is not a terminal) is at the dict's step: HF updates the bar, then logs
+        if log.before is None and st.last_bar and st.last_bar[0] in (lineno, st.prev_line):
             log.before = st.last_bar[1:]
         st.logs.append(log)
         st.awaiting.append(log)

@@ -21,11 +21,15 @@ Without a tracker record in the file, the train loop's progress bar is read: Lev
 `pbar_logger` uses `tqdm_loggable`, which off a terminal logs (at most once a minute)
 
 ```
-2025-06-01T10:00:00 - 0 - tqdm_loggable.tqdm_logging - tqdm_logging.py:145 - INFO :: Progress on:train 100/10000 rate:1.2it/s remaining:2:17:30 elapsed:01:23 postfix:loss=3.21
+2025-06-01T10:00:00 - 0 - tqdm_loggable.tqdm_logging - tqdm_logging.py:156 - INFO :: Progress on:train 11.0it/18.0it rate:34.5s/it remaining:04:01 elapsed:17:46 postfix:loss=15.5
 ```
 
 as `train/loss` at the bar's count (steps completed; the loss is the last one the bar was
-given, printed with three significant digits). Levanter's `eval loss: 3.123` lines carry no
+given, printed with three significant digits). tqdm_loggable prints the count through tqdm's
+`format_sizeof` (`1.00it`, `19.0it`, `850it`, `1.23kit`, `12.3kit`): exact below 1000, three
+significant digits from there on, so those steps are rounded (a warning says so, and a line
+whose rounded count repeats the one before is left out and counted); a plain `100/10000` is
+read too. Levanter's `eval loss: 3.123` lines carry no
 step and are not read. Checkpoints: `Saved checkpoint to DIR/step-N for step N` (temporary
 ones removed again by `Removing checkpoint ...`); `Resuming training from step N` starts a new
 segment.
@@ -49,8 +53,10 @@ FORMAT = "levanter"
 
 _RECORD = re.compile(r'\{"tracker": "json_logger", "event": "(\w+)"[^\n]*')
 #: (the bar's name is bounded: an unbounded lazy group made a long line of repeats quadratic)
-_PROGRESS = re.compile(r"Progress on:([^\n]{0,200}?) (\d+)/(\S+) rate:\S+ remaining:\S+ "
-                       r"elapsed:\S+ postfix:([^\n]*)")
+_PROGRESS = re.compile(r"Progress on:([^\n]{0,200}?) (\d{1,30}(?:\.\d{1,30})?)([kMGTPEZY]?)"
+                       r"[A-Za-z]{0,20}/(\S+) rate:\S+ remaining:\S+ elapsed:\S+ "
+                       r"postfix:([^\n]*)")
+_PREFIX = "kMGTPEZY"  # tqdm's format_sizeof: each a factor of 1000 (its default divisor)
 _RESUME = re.compile(r"Resuming training from step \d+")  # main/train_lm.py
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d) - ")
 _SAVE = re.compile(r"(?:Saved checkpoint to \S+ for step \d+|Removing checkpoint \S+"
@@ -181,18 +187,34 @@ def _records(body: str, b: RecordsBuilder, meta: dict[str, Any]) -> int:
     return read
 
 
+def _count(number: str, prefix: str) -> tuple[int, bool]:
+    """A tqdm count as tqdm_loggable prints it (`19.0`, `1.23` + `k`): (count, rounded?)."""
+    if not prefix and "." not in number:
+        return int(number), False
+    value = float(number) * 1000 ** (_PREFIX.index(prefix) + 1 if prefix else 0)
+    return round(value), bool(prefix)
+
+
 def _progress(body: str, b: RecordsBuilder) -> None:
     stamps: dict[str, float] = {}
+    last: dict[str, int] = {}
+    rounded = repeats = 0
     for lineno, m in numbered(_PROGRESS, body):
-        postfix = m.group(4).rstrip()
+        postfix = m.group(5).rstrip()
         if postfix == "-":
             continue
-        step = int(m.group(2))
+        step, approx = _count(m.group(2), m.group(3))
         if not fits_step(step):
             b.skip(lineno, "step does not fit in 64 bits", m.group(0))
             continue
-        wall = _stamp(body, body.rfind("\n", 0, m.start()) + 1, stamps)
         name = m.group(1).strip() or "train"
+        if approx:
+            rounded += 1
+            if last.get(name) == step:
+                repeats += 1
+                continue
+        last[name] = step
+        wall = _stamp(body, body.rfind("\n", 0, m.start()) + 1, stamps)
         bad = False
         for part in postfix.split(", "):
             key, sep, raw = part.partition("=")
@@ -206,6 +228,11 @@ def _progress(body: str, b: RecordsBuilder) -> None:
             b.add(f"{name}/{key.strip()}", step, value, wall, order=lineno)
         if bad:  # one damaged line counts once
             b.skip(lineno, "progress-bar postfix that is not `name=number`", m.group(0))
+    if rounded:
+        b.warn(f"{rounded} progress lines give the step with three significant digits "
+               "(tqdm prints counts from 1000 on as `1.23kit`): their steps are rounded"
+               + (f"; {repeats} repeated the rounded step of the line before and were left out"
+                  if repeats else ""))
 
 
 def read(path: Path, run: str) -> list[RunRecords]:

@@ -86,12 +86,18 @@ _INT_ARGS = {"hidden_size": "hidden_size", "num_layers": "num_layers",
              "num_attention_heads": "num_heads", "seq_length": "seq_length",
              "global_batch_size": "global_batch_size", "micro_batch_size": "micro_batch_size",
              "save_interval": "save_interval", "log_interval": "log_interval",
-             "train_iters": "train_iters"}
+             "train_iters": "train_iters",
+             # GPT-NeoX's names (DeepSpeed's)
+             "train_batch_size": "global_batch_size",
+             "train_micro_batch_size_per_gpu": "micro_batch_size"}
 _FLOAT_ARGS = {"init_method_std": "init_method_std", "adam_eps": "adam_eps",
                "adam_beta1": "adam_beta1", "adam_beta2": "adam_beta2", "lr": "lr",
                "min_lr": "min_lr", "clip_grad": "clip_grad", "weight_decay": "weight_decay"}
 _STR_ARGS = {"lr_decay_style": "lr_schedule", "rampup_batch_size": "rampup_batch_size"}
-_USED_ARGS = {"fp16", "bf16", "lr_warmup_iters", "lr_warmup_fraction", "lr_decay_iters"}
+_USED_ARGS = {"fp16", "bf16", "lr_warmup_iters", "lr_warmup_fraction", "lr_decay_iters",
+              "precision", "warmup"}
+_NEOX_PRECISION = {"bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "fp32": "fp32",
+                   "float32": "fp32"}
 _MDS_TAGS = {"consumed tokens", "samples per second", "TFLOPs", "actual seqlen",
              "tokens per gpu per second (tgs)", "elapsed time per iteration (s)"}
 
@@ -228,7 +234,7 @@ class _State:
             return True
         m = _ARG.match(frag)
         if m:
-            self.args[m.group(1)] = m.group(2)
+            self.args[m.group(1)] = _neox_value(frag, m.group(2))
         return m is not None
 
     def _train(self, lineno: int, frag: str) -> bool:
@@ -425,6 +431,18 @@ def _dataset(name: str, where: str) -> str:
     return f"{base}-{name}"
 
 
+def _neox_value(line: str, value: str) -> str:
+    """The value of a GPT-NeoX argument line, without what NeoXArgs.print adds after it: dots
+    up to column 64, then `updated` or `default` (`  lr ..... 0.0003.......updated`; a value
+    reaching past column 64 gets no dots)."""
+    for info in ("updated", "default"):
+        if value.endswith(info):
+            head = value[:-len(info)]
+            if head.endswith("..") or (head and len(line.rstrip()) - len(info) >= 64):
+                return head.rstrip(".") if head.endswith("..") else head
+    return value
+
+
 def _args_meta(args: dict[str, str]) -> tuple[dict, dict[str, str]]:
     """RunMeta fields and `extra` from a Megatron argument dump."""
     fields: dict = {}
@@ -439,14 +457,17 @@ def _args_meta(args: dict[str, str]) -> tuple[dict, dict[str, str]]:
             return None
         return cast(x)
 
-    for key, name in _INT_ARGS.items():
-        fields[name] = num(key, int)
+    for key, name in _INT_ARGS.items():  # (two names for one field: the first one given)
+        if fields.get(name) is None:
+            fields[name] = num(key, int)
     for key, name in _FLOAT_ARGS.items():
         fields[name] = num(key, float)
     for key, name in _STR_ARGS.items():
         v = args.get(key)
         fields[name] = v if v not in (None, "None") else None
-    if "fp16" in args or "bf16" in args:
+    if args.get("precision") in _NEOX_PRECISION:  # GPT-NeoX: `precision ... bfloat16`
+        fields["precision"] = _NEOX_PRECISION[args["precision"]]
+    elif "fp16" in args or "bf16" in args:
         fields["precision"] = ("fp16" if args.get("fp16") == "True"
                                else "bf16" if args.get("bf16") == "True" else "fp32")
     frac, decay = num("lr_warmup_fraction", float), num("lr_decay_iters", int)
@@ -454,6 +475,11 @@ def _args_meta(args: dict[str, str]) -> tuple[dict, dict[str, str]]:
     both = frac * decay if frac is not None and decay is not None else math.nan
     fields["warmup_steps"] = (int(both) if abs(both) < STEP_LIMIT  # NaN fraction: not known
                               else warm if warm else None)
+    neox_warm = num("warmup", float)  # GPT-NeoX: a fraction of lr_decay_iters (or train_iters)
+    horizon = decay if decay is not None else fields["train_iters"]
+    if fields["warmup_steps"] is None and neox_warm is not None and horizon is not None:
+        both = neox_warm * horizon
+        fields["warmup_steps"] = int(both) if abs(both) < STEP_LIMIT else None
     used = set(_INT_ARGS) | set(_FLOAT_ARGS) | set(_STR_ARGS) | _USED_ARGS
     extra = {k: v for k, v in args.items() if k not in used}
     return {k: v for k, v in fields.items() if v is not None}, extra

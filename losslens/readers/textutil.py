@@ -17,7 +17,8 @@ from typing import Iterator
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 # Launcher prefixes, outermost first; applied repeatedly (a Slurm label outside torchrun's).
 PREFIX_RE = re.compile(
-    r"^(?:\[(?:default|rank|worker|trainer)?\d+\]:"      # torchrun --tee: [default7]: [rank0]: [7]:
+    r"^(?:\[(?:default|rank|worker|trainer)?\d+(?:\|\d+)?\]:"  # torchrun --tee: [default7]: [rank0]:
+    # [7]:, and [trainer0|0]: ({role_name}{rank}|{local_rank}, torchtune's multi-node runs)
     r"|\[\d+,\d+\]<std(?:out|err)>:"                       # mpirun --tag-output
     r"|\d+: "                                               # srun --label
     r"|[A-Za-z0-9][\w.-]*: (?=\s*(?:\[|iteration|step|iter |\{|[A-Za-z ]+[:=]))"  # pdsh host

@@ -1,0 +1,129 @@
+"""Real torchtune, axolotl and t5x output that is public but not ours to copy
+(benchmarks/real/excerpts.json): pasted into GitHub threads, or in a repository without a
+licence. `python benchmarks/real/fetch_excerpts.py` downloads the excerpts; these tests check
+exact series, roles, counts and steps on them and skip when they are absent. The cutting and
+the download requests are tested offline."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+import losslens
+from losslens.readers import read_records, sniff
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT / "benchmarks" / "real"
+CACHE = REAL / "cache" / "excerpts"
+_spec = importlib.util.spec_from_file_location("fetch_excerpts", REAL / "fetch_excerpts.py")
+fetch_excerpts = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fetch_excerpts)
+
+#: name -> (format, framework, step source, {tag: (role, points, first step, last step,
+#: first value, last value)})
+EXPECTED = {
+    "torchtune-pr1358-codellama-full": ("torchtune", "torchtune", None, {
+        "loss": ("train_loss", 12, 1, 12, 2.085338592529297, 1.1174635887145996),
+        "lr": ("lr", 12, 1, 12, 2e-05, 2e-05),
+        "tokens_per_second_per_gpu": ("other", 12, 1, 12, 57.828881833956174,
+                                      542.9797193194343),
+    }),
+    "torchtune-pr640-single-device-full": ("torchtune", "torchtune", None, {
+        "loss": ("train_loss", 18, 0, 17, 1.7535516023635864, 0.9709498286247253),
+        "lr": ("lr", 18, 0, 17, 2e-05, 2e-05),
+        "gpu_resources": ("other", 18, 0, 17, 13708965376.0, 40625845248.0),
+    }),
+    # the recipe's progress bar (no metric logger on the console): every step, drawn twice
+    "torchtune-pr2620-lora-multinode-bar": ("torchtune", "torchtune", None, {
+        "loss": ("train_loss", 8, 25, 32, 1.2621808052062988, 1.1703431606292725),
+        "epoch": ("other", 8, 25, 32, 1.0, 1.0),
+    }),
+    # console dicts carry no step and there is no bar or TrainingArguments dump: the k-th
+    "axolotl-issue3196-memory-keys": ("hf-trainer", "transformers", "log_count", {
+        "loss": ("train_loss", 5, 1, 5, 4.75, 0.2031),
+        "grad_norm": ("grad_norm", 5, 1, 5, 98.5, 11.8125),
+        "learning_rate": ("lr", 5, 1, 5, 5e-06, 4.340990257669732e-06),
+        "memory/max_mem_active(gib)": ("other", 5, 1, 5, 25.45, 34.89),
+        "memory/max_mem_allocated(gib)": ("other", 5, 1, 5, 25.45, 34.89),
+        "memory/device_mem_reserved(gib)": ("other", 5, 1, 5, 30.22, 41.26),
+        "epoch": ("other", 5, 1, 5, 1.0, 5.0),
+    }),
+    # the dict follows the bar at 28/873 on the line before it and ends the excerpt: step 28
+    # (it was read as step 1, the count of dicts, before the bar before a dict was used)
+    "axolotl-issue592-tqdm": ("hf-trainer", "transformers", "tqdm", {
+        "loss": ("train_loss", 1, 28, 28, 1.8218, 1.8218),
+        "learning_rate": ("lr", 1, 28, 28, 0.00019606025492468137, 0.00019606025492468137),
+        "epoch": ("other", 1, 28, 28, 0.1, 0.1),
+    }),
+    # a blog post's copy of a t5x run (no licence): one CLU summary among absl lines
+    "t5x-blog-wmt-tiny": ("t5x", "t5x", None, {
+        "timing/train_iter_warmup": ("other", 1, 0, 0, 1.90735e-06, 1.90735e-06),
+    }),
+}
+
+
+def test_every_excerpt_has_expectations_and_labels():
+    entries = json.loads((REAL / "excerpts.json").read_text())["excerpts"]
+    assert {t["name"] for t in entries} == set(EXPECTED)
+    for t in entries:
+        assert t["format"] == EXPECTED[t["name"]][0] and t["first"] and t["last"]
+        if t["where"] == "file":
+            assert len(t["commit"]) == 40 and t["url"] == (
+                f"https://github.com/{t['repo']}/blob/{t['commit']}/{t['path']}")
+            continue
+        assert t["where"] in ("description", "comment") and t["author"]
+        assert t["url"] == f"https://github.com/{t['repo']}/" + (
+            "pull" if t["name"].split("-")[1].startswith("pr") else "issues") + f"/{t['number']}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_real_thread_excerpt_reads_exactly(name):
+    path = CACHE / f"{name}.log"
+    if not path.is_file():
+        pytest.skip(f"{path} absent: python benchmarks/real/fetch_excerpts.py")
+    fmt, framework, step_source, series = EXPECTED[name]
+    assert sniff(path).name == fmt
+    (rec,) = read_records(path)
+    assert rec.format == fmt and rec.metadata.framework == framework
+    assert rec.skipped_count == 0 and set(rec.tags) == set(series)
+    if step_source:
+        assert rec.metadata.extra["step_source"] == step_source
+    roles = losslens.read(path).runs[0].roles
+    for tag, (role, n, first_step, last_step, first, last) in series.items():
+        sel = rec.tag_code == rec.tags.index(tag)
+        steps, values = rec.step[sel].tolist(), rec.value[sel].tolist()
+        assert (roles[tag], len(steps), steps[0], steps[-1], values[0], values[-1]) == (
+            role, n, first_step, last_step, first, last), tag
+        assert steps == sorted(steps)
+
+
+def test_excerpt_cuts_from_the_first_labelled_line_to_the_last():
+    body = ("Test plan:\r\n```\r\nINFO: start\r\nStep 1 | loss:2.0 lr:1e-05 \r\n"
+            "Step 2 | loss:1.5 lr:1e-05 \r\nStep 3 | loss:1.2 lr:1e-05 \r\n```\r\n")
+    assert fetch_excerpts.excerpt(body, "Step 1 | loss:2.0 ", "Step 2 | ") == (
+        "Step 1 | loss:2.0 lr:1e-05 \nStep 2 | loss:1.5 lr:1e-05 \n")
+    assert fetch_excerpts.excerpt(body, "INFO: start", "Step 3").count("\n") == 4
+    assert fetch_excerpts.excerpt(body, "Step 9 |", "Step 3") is None
+    assert fetch_excerpts.excerpt(body, "Step 2 |", "Step 1 |") is None  # the last before the first
+
+
+def test_fetch_keeps_only_the_named_authors_comments(monkeypatch):
+    comments = [{"user": {"login": "someone"}, "body": "Step 1 | loss:9.0 "},
+                {"user": {"login": "ghost"}, "body": "Step 1 | loss:1.0 \nStep 2 | loss:0.5 "},
+                {"user": None, "body": "no user"}]
+    calls = []
+    monkeypatch.setattr(fetch_excerpts, "_get", lambda url: calls.append(url) or comments)
+    entry = {"repo": "o/r", "number": 7, "where": "comment", "author": "ghost"}
+    assert fetch_excerpts.bodies(entry) == ["Step 1 | loss:1.0 \nStep 2 | loss:0.5 "]
+    assert calls == ["https://api.github.com/repos/o/r/issues/7/comments?per_page=100&page=1"]
+
+
+def test_fetch_takes_a_file_at_its_commit(monkeypatch):
+    calls = []
+    monkeypatch.setattr(fetch_excerpts, "_get",
+                        lambda url, raw=False: calls.append((url, raw)) or "text")
+    entry = {"repo": "o/r", "where": "file", "commit": "c" * 40, "path": "_posts/a.md"}
+    assert fetch_excerpts.bodies(entry) == ["text"]
+    assert calls == [(f"https://raw.githubusercontent.com/o/r/{'c' * 40}/_posts/a.md", True)]
