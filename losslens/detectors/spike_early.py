@@ -22,21 +22,22 @@ Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log 
   after it as well as before it. The scale is floored by WHOLE x the whole head's and by the
   print resolution (the smallest change of the values: HF rounds to 4 decimals).
 - A spike starts at i when its jump exceeds that median by `threshold` x (1 + SMALL_SAMPLE /
-  k) scales (k jumps behind the scale) and by the ratio `min_ratio`; the point rose above the
-  point before by a scale (a line through a decelerating descent undershoots the next points:
-  no spikes, they never rise); the next point does not rise further by more than a scale (a
-  rising curve is no spike); and the two points before it were predicted within TRACK scales
-  (not a knee). The last point of the series is not judged (nothing after it yet). Its
-  pre-spike level (for the recovery) is the prediction plus the median, its scale the scale.
+  k) scales (k jumps behind the scale; x ONE_POINT more when the next point is not up too)
+  and by the ratio `min_ratio`; the point rose above the point before by a scale (a line
+  through a decelerating descent undershoots the next points: no spikes, they never rise);
+  the next point does not rise further by more than a scale (a rising curve is no spike);
+  and the two points before it were predicted within TRACK scales (not a knee). The last
+  point of the series is not judged (nothing after it yet). Its pre-spike level (for the
+  recovery) is the prediction plus the median, its scale the scale.
 
 Streaming: a verdict on a point of the head may change until the head is complete (n >= HEAD),
 so the streaming form re-judges from the first point while it is not (stream_spike.py).
 Known misses: a rise spread over several points (a hump) whose single steps are within the
 noise; a spike right after another or right after a knee; a spike at the last point so far;
-points 0-2 (the blow-up rule `SpikeDetector._early` judges those).
+points 0-2 (spike.py's blow-up rule, EARLY_RATIO, judges those).
 Known false positives: one-point outliers of heavy-tailed noise in the first points, before a
 tail has shown itself (Student t with 3 degrees of freedom on 12-70-point descents: about one
-run in 75 more than the trailing statistic alone).
+run in 120 more than the trailing statistic alone).
 """
 from __future__ import annotations
 
@@ -69,6 +70,11 @@ WHOLE, SMALL_SAMPLE = 0.8, 2.0
 #: must be within TRACK scales: right after a crash the lines still point down and every point
 #: of the plateau "jumps" (a real log's 140 -> 6.8 -> 5.0 -> 4.7 -> 4.8 -> 5.2 read as a spike).
 TRACK = 4.0
+#: A spike of one point (the next one not PERSIST scales above the same prediction) needs
+#: ONE_POINT x the threshold: one-point outliers are what noise makes (a tiny GPT-2's per-batch
+#: loss gave a +8 % blip at 6.4 local scales); two points up in a row are rare unless
+#: something happened.
+PERSIST, ONE_POINT = 3.5, 1.2
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,9 @@ def early_spikes(y: np.ndarray, threshold: float, min_rise: float) -> Early:
         tracked = not before.shape[0] or np.abs(before - centre).max() <= TRACK * sc
         rose = head[i] - head[i - 1] > sc  # above the point before
         turned = head[i + 1] - head[i] <= sc  # not a rising curve going on rising
-        if excess > threshold * (1 + SMALL_SAMPLE / others.shape[0]) * sc \
+        persists = head[i + 1] - pred[i] - centre > PERSIST * sc  # the next point up too
+        thr = threshold * (1 if persists else ONE_POINT)
+        if excess > thr * (1 + SMALL_SAMPLE / others.shape[0]) * sc \
                 and excess >= min_rise and tracked and rose and turned:
             start[i] = True
             level[i], scale[i] = pred[i] + centre, sc
