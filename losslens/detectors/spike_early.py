@@ -23,9 +23,10 @@ Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log 
   print resolution (the smallest change of the values: HF rounds to 4 decimals).
 - A spike starts at i when its jump exceeds that median by `threshold` x (1 + SMALL_SAMPLE /
   k) scales (k jumps behind the scale; x ONE_POINT more when the next point is not up too)
-  and by the ratio `min_ratio`; the point rose above the point before by a scale (a line
-  through a decelerating descent undershoots the next points: no spikes, they never rise);
-  the next point does not rise further by more than a scale (a rising curve is no spike);
+  and by the ratio `min_ratio`; the point rose RISE scales above both points before it (a
+  line through a decelerating descent undershoots the next points, which never rise; after
+  a dip of noise a point jumps without rising above its neighbours); the next point does
+  not rise further by more than a scale (a rising curve is no spike);
   and the two points before it were predicted within TRACK scales (not a knee). The last
   point of the series is not judged (nothing after it yet). Its pre-spike level (for the
   recovery) is the prediction plus the median, its scale the scale.
@@ -37,7 +38,7 @@ noise; a spike right after another or right after a knee; a spike at the last po
 points 0-2 (spike.py's blow-up rule, EARLY_RATIO, judges those).
 Known false positives: one-point outliers of heavy-tailed noise in the first points, before a
 tail has shown itself (Student t with 3 degrees of freedom on 12-70-point descents: about one
-run in 120 more than the trailing statistic alone).
+run in 600 more than the trailing statistic alone; t with 2.5: one in 200).
 """
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ TRACK = 4.0
 #: loss gave a +8 % blip at 6.4 local scales); two points up in a row are rare unless
 #: something happened.
 PERSIST, ONE_POINT = 3.5, 1.2
+#: The point must rise RISE scales above both points before it: a line through a
+#: decelerating descent undershoots the next points (they never rise), and in a zig-zag of
+#: noise the point after a dip jumps over the prediction without rising above the noise.
+RISE = 2.0
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,7 @@ def early_spikes(y: np.ndarray, threshold: float, min_rise: float) -> Early:
         excess = jump[i] - centre
         before = jump[max(3, i - 2):i]  # (point 2's line rests on two points)
         tracked = not before.shape[0] or np.abs(before - centre).max() <= TRACK * sc
-        rose = head[i] - head[i - 1] > sc  # above the point before
+        rose = head[i] - max(head[i - 1], head[i - 2]) > RISE * sc  # above both points before
         turned = head[i + 1] - head[i] <= sc  # not a rising curve going on rising
         persists = head[i + 1] - pred[i] - centre > PERSIST * sc  # the next point up too
         thr = threshold * (1 if persists else ONE_POINT)
