@@ -57,6 +57,13 @@ EXPECTED = {
         "learning_rate": ("lr", 1, 28, 28, 0.00019606025492468137, 0.00019606025492468137),
         "epoch": ("other", 1, 28, 28, 0.1, 0.1),
     }),
+    # bars 281..283, the dict, a blank line, bar 284: the dict is at 283 (its epoch, 0.97,
+    # is 283 of 291 steps an epoch; 284 would print 0.98), not at the bar after it
+    "axolotl-issue592-tqdm-283": ("hf-trainer", "transformers", "tqdm", {
+        "loss": ("train_loss", 1, 283, 283, 0.8635, 0.8635),
+        "learning_rate": ("lr", 1, 283, 283, 0.0001369640787949015, 0.0001369640787949015),
+        "epoch": ("other", 1, 283, 283, 0.97, 0.97),
+    }),
     # a blog post's copy of a t5x run (no licence): one CLU summary among absl lines
     "t5x-blog-wmt-tiny": ("t5x", "t5x", None, {
         "timing/train_iter_warmup": ("other", 1, 0, 0, 1.90735e-06, 1.90735e-06),

@@ -29,7 +29,12 @@ Statistic (causal: a point's verdict uses only the points before it):
   point ahead, so a one-point spike at the newest point waits for the next) and by the
   ratio `min_ratio` (when the level is above 0); or, for a rise over up to HUMP points,
   the level HUMP points before it by `threshold` of that level's own errors. The steep
-  early descent never flags: it lies below what the trailing points expect.
+  early descent never flags: it lies below what the trailing points expect. For a lone
+  outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
+  two large excursions already cast doubt on it: TAIL_EARLY), and under x1.2 of its level it
+  is a blip of the noise unless far above it (LONE_RATIO).
+- A spike that tops out where two spikes of the last `window` points did is the loss
+  switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - The first points (the trailing statistic has little history there): a blow-up x
   EARLY_RATIO above every point before (points 1 .. min_points - 1), and, in log space,
   points 3 .. 23 judged with the points on both sides of them (spike_early: a jump over a
@@ -69,11 +74,22 @@ SMALL_SAMPLE = 4.0
 #: Heavy tails: |z| beyond TAIL_Z counts as a large excursion; the raised threshold assumes
 #: a power-law tail of index TAIL_INDEX and aims at TAIL_RATE false alarms per point.
 TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
+#: Heavy-tail evidence: 3 large excursions among the last `tail_window` points; to doubt a
+#: lone outlier point (not a rise that lasts) also 2 while fewer than TAIL_EARLY points have
+#: been seen (Gaussian noise gives either about 1 time in 600), and their rate is then taken
+#: over the points seen (at least TAIL_MIN_SEEN), so early in a run the tail is not judged as
+#: if a whole window had been quiet.
+TAIL_EARLY, TAIL_MIN_SEEN = 250, 100
 #: ... and a spike of one point (the next one back under TAIL_Z scales) assumes a heavier tail
 #: (index SINGLE_INDEX, as Student t with 2.5 degrees of freedom): an isolated outlier of
 #: heavy-tailed noise looks like that, while two tail points in a row are rare unless
 #: something happened. Without heavy-tail evidence both thresholds are `threshold`.
 SINGLE_INDEX = 2.5
+#: A lone point (back at the next one) less than LONE_RATIO x its level is a blip of the
+#: per-batch noise, not a spike, unless it is 2 x `threshold` scales up (unmistakable against
+#: any noise seen): both labelled families' one-point spikes are x1.26 or more, their false
+#: ones mostly x1.05-x1.2 at z 6-8 (a +6.6 % one-step blip on a real log read as a spike).
+LONE_RATIO = 1.2
 #: Log space: a spike is also back once its excess over the pre-spike level has shrunk to this
 #: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
 BACK_SHARE = 0.05
@@ -85,6 +101,11 @@ HUMP = 5
 #: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
 #: back within back_z x EARLY_SCALE, in log units, of the highest of them).
 EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
+#: A spike whose highest value is within REPEAT_TOL (relative) of the highest values of
+#: REPEAT_COUNT spikes that began in the `window` points before it is the loss switching
+#: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
+#: every ten steps), not a new event: the first REPEAT_COUNT are reported, the rest not.
+REPEAT_TOL, REPEAT_COUNT = 0.01, 2
 
 
 def require(obj: Any, name: str, ok: bool, allowed: str) -> None:
@@ -266,8 +287,13 @@ class SpikeDetector:
         cs = np.concatenate(([0], np.cumsum(big[lo:b])))
         i = np.arange(a, b)
         cnt = cs[i - lo] - cs[np.maximum(0, i - self.tail_window) - lo]
-        heavy = cnt >= 3  # Gaussian noise gives 3 in a window about never
-        rate = (cnt[heavy] - 2) / self.tail_window
+        heavy = cnt >= 3
+        if index == SINGLE_INDEX:  # a lone point: see TAIL_EARLY
+            seen = np.minimum(i, self.tail_window)  # the points the count covers
+            heavy |= (cnt >= 2) & (seen < TAIL_EARLY)
+            rate = (cnt[heavy] - 1.5) / np.maximum(seen[heavy], TAIL_MIN_SEEN)
+        else:
+            rate = (cnt[heavy] - 2) / self.tail_window
         thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / index))
         return thr
 
@@ -286,6 +312,14 @@ class SpikeDetector:
                        & self._above(prev, lb, sb, thr / 2, log))
         ok[:max(0, self.min_points - offset)] = False
         return ok
+
+    def _blip(self, y: float, level: float, scale: float, log: bool) -> bool:
+        """Whether a lone point `y` over `level` is a blip (LONE_RATIO)."""
+        if y - level >= 2 * self.threshold * scale:
+            return False
+        if log:
+            return y - level < np.log(LONE_RATIO)
+        return level > 0 and y < level * LONE_RATIO
 
     @staticmethod
     def _persists(y: np.ndarray, level: np.ndarray, scale: np.ndarray, c: int, hi: int) -> bool:
@@ -377,6 +411,7 @@ class SpikeDetector:
         ahead |= early
         elev |= ahead
         masked = None  # the values with recovered spikes blanked out, made when first needed
+        tops: list[tuple[int, float]] = []  # (start, highest value) of each spike so far
         out: list[dict[str, Any]] = []
         allowed = lo
         restart = (self.level_window | 1) + 1  # points after which the loss starts over
@@ -396,14 +431,19 @@ class SpikeDetector:
                 # one point alone in heavy-tailed noise: judged by the heavier tail
                 one = float(self._tail_threshold(base, big, c, c + 1, SINGLE_INDEX)[0])
                 one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
-                if not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
-                                   np.array([one]), base.log)[0]:
+                if self._blip(float(y[c]), float(level[c]), float(scale[c]), base.log) or \
+                        not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
+                                        np.array([one]), base.log)[0]:
                     elev[c] = False
                     continue
             pre, sc = float(level[c]), float(scale[c])
             if ahead[c]:
                 pre, sc = float(pre_at[c]), float(sc_at[c])
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
+            if self._repeats(tops, c, v[c:max(c + 1, end if end is not None
+                                                  else min(hi, c + restart))]):
+                elev[c:end if end is not None else min(hi, c + restart)] = False
+                continue
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
             # its recovery: back within the noise, or its excess down to BACK_SHARE of its
@@ -448,6 +488,16 @@ class SpikeDetector:
                              scale, count, thr, elev, lo)
                 elev |= ahead  # re-judging keeps the look-ahead verdicts
         return out
+
+    def _repeats(self, tops: list[tuple[int, float]], c: int, run: np.ndarray) -> bool:
+        """Whether the spike starting at index `c` (`run`: its values until it is back) tops
+        out where REPEAT_COUNT spikes of the last `window` points did (see REPEAT_TOL); its
+        top joins `tops` (the spikes so far, reported or not) either way."""
+        top = float(run.max())
+        since = c - (self.window | 1)
+        same = sum(1 for a, t in tops if a >= since and abs(t - top) <= REPEAT_TOL * abs(top))
+        tops.append((c, top))
+        return same >= REPEAT_COUNT
 
     def _rebase(self, masked: np.ndarray, log: bool, hump: bool, a: int, z0: int,
                 level: np.ndarray, scale: np.ndarray, count: np.ndarray, thr: np.ndarray,

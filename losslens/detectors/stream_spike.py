@@ -47,8 +47,9 @@ class SpikeStream:
         self.back_z = float(det.back_z)
         self.min_points = int(det.min_points)
         #: points of history a verdict can lean on: the tail count over z-scores whose
-        #: baseline spans a window and two level windows, and the re-judging after a spike.
-        self.horizon = 4 * self.w + int(det.tail_window) + 4 * self.lw + 2 * self.bp + 64
+        #: baseline spans a window and two level windows, the re-judging after a spike, and
+        #: the spikes of the window before (SpikeDetector's REPEAT rule).
+        self.horizon = 5 * self.w + int(det.tail_window) + 4 * self.lw + 2 * self.bp + 64
 
     def update(self, st: LiveRun) -> None:
         """Find the events of every changed series of the detector's roles again."""
