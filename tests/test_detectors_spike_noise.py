@@ -43,6 +43,22 @@ def test_early_excursions_make_a_later_lone_outlier_noise():
     assert found(t, np.exp(y)) == [(300, 303, "fast")]
 
 
+def test_lone_dips_of_a_sign_changing_loss_are_tail_evidence_for_a_lone_outlier():
+    # a loss around 0 with noise of ~0.1: a lone point at +9.5 scales (150) and a rise lasting
+    # three points (300); two lone dips to -0.55 (~4.4 scales under, at 60 and 100) show the
+    # noise's heavy tail as well as two outliers upwards would (the loss changes sign: its
+    # noise is as heavy below as above); two drops that last three points do not
+    t = np.arange(400)
+    y = 0.1 * np.sin(t * 2.4)
+    y[150], y[300:303] = 1.0, 1.8
+    assert found(t, y) == [(150, 151, "fast"), (300, 303, "fast")]
+    lasting = y.copy()
+    lasting[60:63] = lasting[100:103] = -0.55
+    assert found(t, lasting) == [(150, 151, "fast"), (300, 303, "fast")]
+    y[[60, 100]] = -0.55
+    assert found(t, y) == [(300, 303, "fast")]
+
+
 def test_a_lone_blip_under_x1_2_is_noise_unless_far_above_the_noise():
     # noise of ~2 %: a lone x1.16 point (~6.5 scales) is a blip, a lone x1.3 one a spike;
     # on noise of ~0.2 % the same x1.16 point is 60 scales up: a spike

@@ -31,8 +31,9 @@ Statistic (causal: a point's verdict uses only the points before it):
   the level HUMP points before it by `threshold` of that level's own errors. The steep
   early descent never flags: it lies below what the trailing points expect. For a lone
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
-  two large excursions already cast doubt on it: TAIL_EARLY), and under x1.2 of its level it
-  is a blip of the noise unless far above it (LONE_RATIO).
+  two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
+  lone dips below 0 count too), and under x1.2 of its level it is a blip of the noise
+  unless far above it (LONE_RATIO).
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
@@ -296,6 +297,21 @@ class SpikeDetector:
         ok[:max(0, self.min_points - offset)] = False
         return ok
 
+    def _dips(self, base: Baseline, v: np.ndarray, hi: int) -> np.ndarray:
+        """Lone dips of the first `hi` points: more than TAIL_Z scales under the level, the
+        points on either side not, at a value <= 0. Where a loss changes sign (RL, policy
+        losses) its noise is as heavy below the level as above it: a lone dip is as much
+        evidence of a heavy tail as a lone outlier upwards (a drop that lasts, or a recovery,
+        is not lone; a positive loss never dips below 0)."""
+        if base.log:
+            return np.zeros(hi, bool)
+        with np.errstate(invalid="ignore"):
+            dn = (base.y[:hi] - base.level[:hi]) / base.scale[:hi] < -TAIL_Z
+        lone = dn & (v[:hi] <= 0)
+        lone[1:] &= ~dn[:-1]
+        lone[:-1] &= ~dn[1:]
+        return lone
+
     def _blip(self, y: float, level: float, scale: float, log: bool) -> bool:
         """Whether a lone point `y` over `level` is a blip (LONE_RATIO)."""
         if y - level >= 2 * self.threshold * scale:
@@ -381,6 +397,7 @@ class SpikeDetector:
             for c in np.flatnonzero(early):
                 level[c], scale[c] = float(y[:c].max()), EARLY_SCALE
         masked = None  # the values with recovered spikes blanked out, made when first needed
+        dips = None  # lone dips below 0 (tail evidence for lone points), made when first needed
         tops: list[tuple[int, float]] = []  # (start, highest value) of each spike so far
         out: list[dict[str, Any]] = []
         allowed = lo
@@ -398,7 +415,9 @@ class SpikeDetector:
                     continue
             if c >= self.min_points and not self._persists(y, level, scale, c, hi):
                 # one point alone in heavy-tailed noise: judged by the heavier tail
-                one = float(self._tail_threshold(base, big, c, c + 1, SINGLE_INDEX)[0])
+                if dips is None:
+                    dips = self._dips(base, v, hi)
+                one = float(self._tail_threshold(base, big | dips, c, c + 1, SINGLE_INDEX)[0])
                 one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
                 if self._blip(float(y[c]), float(level[c]), float(scale[c]), base.log) or \
                         not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
