@@ -31,8 +31,9 @@ Statistic (causal: a point's verdict uses only the points before it):
   the level HUMP points before it by `threshold` of that level's own errors. The steep
   early descent never flags: it lies below what the trailing points expect. For a lone
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
-  two large excursions already cast doubt on it: TAIL_EARLY), and under x1.2 of its level it
-  is a blip of the noise unless far above it (LONE_RATIO).
+  two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
+  lone dips below 0 count too), and under x1.2 of its level it is a blip of the noise
+  unless far above it (LONE_RATIO).
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
@@ -88,9 +89,10 @@ LONE_RATIO = 1.2
 #: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
 BACK_SHARE = 0.05
 #: A rise spread over up to HUMP points is also judged against the level HUMP points before
-#: it, in units of that old level's own errors as a predictor (on AR(1)-correlated noise far
-#: larger than the one-step scale: measured so, correlated noise gives no false alarms); the
-#: point before must be half as high. Not near 0, where LogCheck judges (0 turns this off).
+#: it plus the typical HUMP-step drift, in units of that predictor's own errors (on AR(1)-
+#: correlated noise far larger than the one-step scale: measured so, correlated noise gives
+#: no false alarms); the point before must be half as high. Not near 0, where LogCheck
+#: judges (0 turns this off).
 HUMP = 5
 #: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
 #: back within back_z x EARLY_SCALE, in log units, of the highest of them).
@@ -100,6 +102,18 @@ EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
 #: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
 #: every ten steps), not a new event: the first REPEAT_COUNT are reported, the rest not.
 REPEAT_TOL, REPEAT_COUNT = 0.01, 2
+
+
+def finite_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
+    """`masked_trailing_median` (NaN: left out), by the faster `trailing_median` where the
+    NaN are only leading ones (the same medians: `window` is odd)."""
+    ok = np.isfinite(x)
+    first = int(np.argmax(ok)) if ok.any() else x.shape[0]
+    if not ok[first:].all():
+        return masked_trailing_median(x, window)
+    out = np.full(x.shape[0], np.nan)
+    out[first:] = trailing_median(x[first:], window)
+    return out
 
 
 def require(obj: Any, name: str, ok: bool, allowed: str) -> None:
@@ -296,6 +310,21 @@ class SpikeDetector:
         ok[:max(0, self.min_points - offset)] = False
         return ok
 
+    def _dips(self, base: Baseline, v: np.ndarray, hi: int) -> np.ndarray:
+        """Lone dips of the first `hi` points: more than TAIL_Z scales under the level, the
+        points on either side not, at a value <= 0. Where a loss changes sign (RL, policy
+        losses) its noise is as heavy below the level as above it: a lone dip is as much
+        evidence of a heavy tail as a lone outlier upwards (a drop that lasts, or a recovery,
+        is not lone; a positive loss never dips below 0)."""
+        if base.log:
+            return np.zeros(hi, bool)
+        with np.errstate(invalid="ignore"):
+            dn = (base.y[:hi] - base.level[:hi]) / base.scale[:hi] < -TAIL_Z
+        lone = dn & (v[:hi] <= 0)
+        lone[1:] &= ~dn[:-1]
+        lone[:-1] &= ~dn[1:]
+        return lone
+
     def _blip(self, y: float, level: float, scale: float, log: bool) -> bool:
         """Whether a lone point `y` over `level` is a blip (LONE_RATIO)."""
         if y - level >= 2 * self.threshold * scale:
@@ -322,10 +351,12 @@ class SpikeDetector:
 
     def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For the points a..b-1: the level HUMP points before each (NaN before 0), the scale
-        of that H-step-old level as a predictor (its errors over the `window` points before:
-        on AR(1)-correlated noise far larger than the one-step scale), and the value of the
-        point before each."""
+        """For the points a..b-1: the level HUMP points before each plus the typical H-step
+        drift (the median of the last `window` H-step changes: on a steep descent the old
+        level alone is biased high and its errors are mostly the trend), the scale of that
+        predictor (the median of its absolute errors over the `window` points before: on
+        AR(1)-correlated noise far larger than the one-step scale), and the value of the point
+        before each (NaN where unknown)."""
         h = max(HUMP, 1)
         idx = np.arange(a, b) - h
         ok = idx >= 0
@@ -334,10 +365,14 @@ class SpikeDetector:
         w = self.window | 1
         lo = max(h, a - w - 1)
         if b > lo:
-            err = np.abs(y[lo:b] - level[lo - h:b - h])
-            med = masked_trailing_median(err, w)  # med[j]: errors lo..lo+j
-            j = np.arange(a, b) - 1 - lo  # the errors up to the point before
+            change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
+            drift = finite_trailing_median(change, w)  # drift[j]: changes lo..lo+j
+            err = np.full(b - lo, np.nan)
+            err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
+            med = finite_trailing_median(err, w)
+            j = np.arange(a, b) - 1 - lo  # the changes up to the point before
             good = j >= 0
+            out_l[good] += drift[j[good]]
             out_s[good] = MAD_TO_SIGMA * med[j[good]]
         p = np.arange(a, b) - 1
         prev[p >= 0] = y[p[p >= 0]]
@@ -381,6 +416,7 @@ class SpikeDetector:
             for c in np.flatnonzero(early):
                 level[c], scale[c] = float(y[:c].max()), EARLY_SCALE
         masked = None  # the values with recovered spikes blanked out, made when first needed
+        dips = None  # lone dips below 0 (tail evidence for lone points), made when first needed
         tops: list[tuple[int, float]] = []  # (start, highest value) of each spike so far
         out: list[dict[str, Any]] = []
         allowed = lo
@@ -398,7 +434,9 @@ class SpikeDetector:
                     continue
             if c >= self.min_points and not self._persists(y, level, scale, c, hi):
                 # one point alone in heavy-tailed noise: judged by the heavier tail
-                one = float(self._tail_threshold(base, big, c, c + 1, SINGLE_INDEX)[0])
+                if dips is None:
+                    dips = self._dips(base, v, hi)
+                one = float(self._tail_threshold(base, big | dips, c, c + 1, SINGLE_INDEX)[0])
                 one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
                 if self._blip(float(y[c]), float(level[c]), float(scale[c]), base.log) or \
                         not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
