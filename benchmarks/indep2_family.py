@@ -68,7 +68,9 @@ Matching rules (k = the run's log interval, e = its eval interval)
   Spike events inside a divergence (from its start - 2k) or within 2k of a NaN burst, or in
   an unlabelled (too faint) injected spike's window, are neutral.
 - divergence: start in [d - max(10k, 200), last step]; nonfinite: start in [first NaN - k,
-  last NaN + k]; overfitting (on a val-loss series): start in [val minimum - 2e, last];
+  last NaN + k], for each burst a nonfinite event lists in `details.bursts` (losslens merges
+  bursts within 1,000 steps into one event and lists them there); overfitting (on a
+  val-loss series): start in [val minimum - 2e, last];
   grokking: start in [onset - 3e, end + 3e]; rollback: start in [C - 2k, C + 2k];
   overflow: [start, end] overlapping [first - 2k, last + 2k].
 - Every other event of these kinds on the series scored is a false positive. `clean
@@ -909,6 +911,17 @@ def scored_events(case: Case, kind: str) -> list:
     return out
 
 
+def detections(case: Case, kind: str) -> list[tuple[int, int | None, Any]]:
+    """(start, end, event) of each detection scored: one per event, or for `nonfinite` one
+    per burst its event lists (losslens merges NaN bursts within 1,000 steps into one event
+    and names each burst in `details.bursts`)."""
+    events = scored_events(case, kind)
+    if kind == "nonfinite":
+        return [(int(a), int(b), e) for e in events
+                for a, b in e.details.get("bursts") or [(e.start_step, e.end_step)]]
+    return [(e.start_step, e.end_step, e) for e in events]
+
+
 @dataclass
 class Tally:
     tp: int = 0
@@ -1006,7 +1019,7 @@ def evaluate(cases: list[Case], fails: list[str]) -> dict[str, Any]:
             fails.append(f"{case.name} [{case.desc}]: clean run flagged: {', '.join(bad[:4])}")
         last = int(case.steps[-1])
         for kind in KINDS:
-            found = [(e.start_step, e.end_step, e) for e in scored_events(case, kind)]
+            found = detections(case, kind)
             match(case, kind, found, kinds[kind], fails)
             if kind == "spike":
                 match(case, kind, found, row["spike"])

@@ -151,14 +151,28 @@ def test_nonfinite_bursts():
     values[3010] = np.inf
     first, last = NonFiniteDetector().detect(ser(steps, values))
     assert (first.start_step, first.end_step, first.severity) == (1010, 1510, "critical")
+    # one event, two bursts (1010-1020 and 1510), each listed
     assert first.details == {"count": 3, "points": 3, "source": "value", "nan": 1, "posinf": 1,
-                             "neginf": 1, "finite_after": True}
+                             "neginf": 1, "finite_after": True, "burst_count": 2,
+                             "bursts": [[1010, 1020], [1510, 1510]]}
     assert (last.start_step, last.end_step) == (30010, 50000)
     assert last.details["count"] == 2000 and last.details["finite_after"] is False
     assert last.details["posinf"] == 1
+    assert (last.details["burst_count"], last.details["bursts"]) == (1, [[30010, 50000]])
     split = NonFiniteDetector(merge_within=100).detect(ser(steps, values))
     assert [(e.start_step, e.end_step) for e in split] == [(1010, 1020), (1510, 1510),
                                                            (30010, 50000)]
+
+
+def test_nonfinite_lists_at_most_max_bursts():
+    from losslens.detectors.nonfinite import MAX_BURSTS
+
+    steps = np.arange(1, 1001)
+    values = np.full(1000, 2.0)
+    values[::10] = np.nan  # 100 one-point bursts, 10 steps apart: one event
+    (e,) = NonFiniteDetector().detect(ser(steps, values))
+    assert (e.start_step, e.end_step, e.details["burst_count"]) == (1, 991, 100)
+    assert e.details["bursts"] == [[1 + 10 * k, 1 + 10 * k] for k in range(MAX_BURSTS)]
 
 
 def test_nan_iteration_counters():
@@ -170,6 +184,7 @@ def test_nan_iteration_counters():
     assert (a.start_step, a.end_step, a.details["count"]) == (5100, 5200, 4)
     assert (b.start_step, b.end_step, b.details["count"]) == (12100, 12100, 2)
     assert a.details["source"] == "counter"
+    assert a.details["bursts"] == [[5100, 5200]] and b.details["bursts"] == [[12100, 12100]]
     # other counters of the role are not about NaN
     assert det.detect(ser(steps, counts, tag="number of skipped iterations", role="skipped")) == []
 
@@ -214,7 +229,9 @@ def test_a_blow_up_into_nan_is_a_divergence():
 def test_a_17_point_run_rising_x7_over_its_last_8_points_diverges():
     values = np.r_[np.geomspace(8, 5.5, 9), 5.5 * np.geomspace(1.3, 7, 8)]
     (e,) = divergences(np.arange(1, 18) * 10, values)
-    assert (e.start_step, e.end_step, e.details["declared_step"]) == (100, 170, 160)
+    # declared at 150: its 3-point median has risen at every point since 100 (5 points: a
+    # span of 4 and half a window) and by more than x1.5
+    assert (e.start_step, e.end_step, e.details["declared_step"]) == (100, 170, 150)
     assert e.magnitude == pytest.approx(5.252, abs=1e-3)
 
 
@@ -255,3 +272,74 @@ def test_a_loss_climbing_25_percent_then_nan_diverged():
     (e,) = divergences(t, v)
     assert e.details["nonfinite"] is True and e.details["first_nonfinite_step"] == 2300
     assert (e.start_step, e.end_step) == (2046, 2999)
+
+
+# -- plateau vs rise, level wander, NaN bursts (out-of-family cases) ------------------------
+
+def test_a_noisy_step_up_that_settles_is_no_divergence():
+    # per-batch noise (15 %), the loss steps up x3.5 at 335 and sits there: a spike that never
+    # recovered, not a rise. The trailing median's climb through the step is not growth.
+    rng = np.random.default_rng(1)
+    t = np.arange(1000)
+    lvl = np.log(1.4 + 3 * np.exp(-t / 80)) + np.where(t >= 335, np.log(3.5), 0.0)
+    v = np.exp(lvl + 0.15 * rng.standard_normal(1000))
+    assert divergences(t, v) == []
+    # the same run rising on after the step (x1.6 over its last 600 points) diverges
+    rise = np.where(t >= 400, np.log(1.6) * (t - 400) / 600, 0.0)
+    (e,) = divergences(t, np.exp(lvl + rise + 0.15 * rng.standard_normal(1000)))
+    assert e.details["recovered"] is False
+
+
+def test_a_slow_spike_that_sits_high_then_comes_back_is_no_divergence():
+    # x7 for 60 logged points (sustained past the span), then back within 1,000 steps
+    rng = np.random.default_rng(2)
+    t = np.arange(1500) * 10
+    bump = np.where((t >= 5800) & (t < 6400), np.log(7.0), 0.0)
+    bump += np.where(t >= 6400, np.log(7.0) * np.exp(-(t - 6400) / 250.0), 0.0)
+    v = np.exp(np.log(2.3) + bump + 0.1 * rng.standard_normal(1500))
+    assert divergences(t, v) == []
+
+
+def test_a_signed_loss_with_ar1_wander_stepping_up_is_no_divergence():
+    # AR(1) noise (phi 0.9): consecutive differences see a third of its spread, and the
+    # trailing median wanders by about its whole sigma; a step of 9 sigma that settles is
+    # not a divergence, a climb of 25 sigma is
+    rng = np.random.default_rng(3)
+    n, sigma, phi = 2400, 0.1, 0.9
+    z = rng.standard_normal(n)
+    ar = np.zeros(n)
+    for i in range(1, n):
+        ar[i] = phi * ar[i - 1] + np.sqrt(1 - phi * phi) * z[i]
+    t = np.arange(n)
+    step = np.where(t >= 750, 9 * sigma, 0.0)
+    assert divergences(t, step + sigma * ar - 0.05) == []
+    climb = np.where(t >= 1600, 25 * sigma * (t - 1600) / 800, 0.0)
+    (e,) = divergences(t, sigma * ar + climb - 0.05)
+    assert 1500 <= e.start_step <= 1800 and e.details["space"] == "linear"
+
+
+def test_a_nan_burst_that_training_goes_on_after_is_no_divergence():
+    # the loss stepped up x1.2 for good at 3000, then a 3-point NaN burst at 6000 and the
+    # run goes on where it was: nonfinite reports the burst; nothing diverged
+    rng = np.random.default_rng(4)
+    t = np.arange(8000)
+    v = np.exp(np.log(3.0) + np.where(t >= 3000, np.log(1.2), 0.0)
+               + 0.01 * rng.standard_normal(8000))
+    v[6000:6003] = np.nan
+    assert divergences(t, v) == []
+    # NaN to the end after the same step: the loss sat settled x1.2 up for 3,000 steps (over
+    # 4 sustain spans), so no rise into the NaN either
+    v[6000:] = np.nan
+    assert divergences(t, v) == []
+
+
+def test_a_rise_after_a_long_settled_step_up_starts_at_its_own_trough():
+    # x1.12 step up at 95,000 (logged every 100), flat for 300 points, then a climb x3 from
+    # 125,700: the divergence starts at the climb, not at the step
+    rng = np.random.default_rng(5)
+    t = np.arange(1, 1842) * 100
+    lvl = np.log(4.3) + np.where(t >= 95000, np.log(1.12), 0.0)
+    lvl += np.where(t >= 125700, np.minimum(np.log(3.0), np.log(3.0) * (t - 125700) / 3000), 0)
+    v = np.exp(lvl + 0.005 * rng.standard_normal(t.shape[0]))
+    (e,) = divergences(t, v)
+    assert 125000 <= e.start_step <= 126000

@@ -135,3 +135,60 @@ def test_a_nan_skip_is_returned_once_even_when_the_worker_answers_in_the_same_ca
         assert [(d.action, d.step) for d in g.decisions] == [("skip_step", 21),
                                                              ("skip_step", 22)]
         assert g.decisions[0].events[0].kind == "nonfinite"  # the worker's copy
+
+
+def test_a_plain_call_allocates_nothing_the_garbage_collector_tracks(monkeypatch):
+    """No collection can start inside `step` (with torch imported a full one takes ~0.2 s):
+    with the threshold at 1, any tracked allocation would run one."""
+    import gc
+
+    from losslens.guard import worker
+
+    monkeypatch.setattr(worker.Link, "SHIP_S", 1e9)  # no batch shipped within 30 calls
+    runs = []
+
+    def seen(phase, info):
+        if phase == "start":
+            runs.append(info["generation"])
+
+    with Guard() as g:
+        g.step(1, 2.0, grad_norm=1.0, lr=1e-3)
+        g._link.ship()
+        old = gc.get_threshold()
+        gc.callbacks.append(seen)
+        gc.set_threshold(1)
+        try:
+            for s in range(2, 30):
+                g.step(s, 2.0 + 0.01 * (s % 3), grad_norm=1.0, lr=1e-3, loss_scale=1024.0)
+        finally:
+            gc.set_threshold(*old)
+            gc.callbacks.remove(seen)
+        assert runs == []
+        assert g._link.n == 28  # buffered, not shipped
+        g.step(30, 2.0)
+        assert [e.kind for e in g.flush()] == []
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_the_worker_never_preempts_the_loop_on_waking():
+    with Guard() as g:
+        assert os.sched_getscheduler(g._link.proc.pid) == os.SCHED_BATCH
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_copy_of_the_guard_leaves_the_worker_alone():
+    """A data loader's forked worker inherits the guard; its exit must not close the
+    parent's worker (it would stop guarding the run)."""
+    with Guard() as g:
+        g.step(1, 2.0)
+        pid = os.fork()
+        if pid == 0:  # the child: close its copy (as its garbage collection would)
+            try:
+                g.close()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert not _gone(g._link.proc.pid, 0.3)
+        for s in range(2, 60):
+            g.step(s, 2.0 + 0.01 * (s % 3))
+        assert g.flush() == [] and g.waits == 0

@@ -114,3 +114,21 @@ def test_written_logs_read_back_as_generated(tmp_path, name):
         fin = np.isfinite(c.values)
         assert np.array_equal(np.isfinite(s.value), fin), c.name
         assert np.allclose(s.value[fin], c.values[fin], rtol=1e-5, atol=1e-4), c.name
+
+
+def test_each_burst_a_nonfinite_event_lists_is_scored_as_found():
+    # three NaN bursts 250 steps apart: losslens reports one event listing the three; each
+    # labelled burst is found, and a listed burst with no label is a false one
+    from losslens.events import Event
+
+    case = fam.Case("t", "pretraining-dense", "csv", 1, 8000, steps=np.arange(1, 8001),
+                    main_tag="loss", labels=[fam.Label("nonfinite", s, None, s - 1, s + 1)
+                                             for s in (6500, 6750)])
+    ev = Event(kind="nonfinite", run="r", tag=case.main_tag, start_step=6500, end_step=7000,
+               severity="critical", details={"bursts": [[6500, 6500], [6750, 6750], [7000, 7000]]})
+    case.events = [ev]
+    assert [d[:2] for d in fam.detections(case, "nonfinite")] == [
+        (6500, 6500), (6750, 6750), (7000, 7000)]
+    tally = fam.Tally()
+    fam.match(case, "nonfinite", fam.detections(case, "nonfinite"), tally)
+    assert (tally.tp, tally.fn, tally.fp) == (2, 0, 1)

@@ -12,30 +12,42 @@ Statistic (causal: declared from past points only):
 - The level must stay at least `rise_ratio` x best (additive series: best + `rise_z` noise
   scales, measured where the best was reached) over a span of `sustain_points` points or
   `sustain_steps` steps at the usual logging interval, whichever is longer; it must be near
-  its top over that span (not coming down), and either have grown `min_growth` x since it
-  first crossed (additive: the same share of the threshold, a quarter of it at the
-  defaults), or sit `stuck_ratio` x above the best (log space: a run stuck near the
-  uniform-prediction loss is dead, not settled).
-- Or `nan_points` consecutive non-finite values after a rise into them: the level (or the
-  median of the last five points) over the best by `NAN_RISE` x and `LEVEL_Z` standard errors
-  (additive: the usual threshold), or the last point over that and twice as far above the
-  recent median as anything in the `4 x window` points before. NaN out of
-  a flat stretch (its last point a blip of noise) is the `nonfinite` detector's alone.
-- In log space the rise must also clear `LEVEL_Z` standard errors of the trailing median
-  (noise from consecutive differences over the last 129 points), both now and where the best
-  level was reached: a noisy per-batch loss wanders by more than `rise_ratio`, and a loud
-  stretch leaves a best level its quiet successors seem to rise from.
-- Onset = the first point after the last point within noise of the best level. A spike
-  precedes the rise when its first point jumped 3x more than the loss then grew per point
-  (a steep steady rise is the divergence itself); the start is then where the rise after the
-  spike begins (or the spike, when the loss never came down from it or never rose again),
-  and `details.spike_step` says where the spike was.
+  its top over that span (not coming down), and either have grown `min_growth` x (additive:
+  the same share of the threshold, a quarter of it at the defaults) and `GROW_Z` standard
+  errors of the level since it settled after crossing (half a window on: a trailing median
+  climbs through a step for half a window, and a step that stays is a plateau, not a rise;
+  a climb over several points with no one point making `JUMP_SHARE` of it is a ramp and
+  counts from the crossing), or sit `stuck_ratio` x above the best for the whole span (log
+  space: a run stuck near the uniform-prediction loss is dead, not settled).
+- An episode that never grew is dropped once it comes back (a slow spike's hump) or once it
+  no longer sits `stuck_ratio` x up (a spike decaying): the spike detector has those.
+- A short run (the window and span shrunk) that ends climbing diverges when its level rose
+  at every point for a span and half a window, by more than the threshold.
+- Or `nan_points` consecutive non-finite values that stay to the end after a rise into
+  them: the level (or the median of the last five points) over the best by `NAN_RISE` x and
+  `LEVEL_Z` standard errors (additive: the usual threshold), or the last point over that and
+  twice as far above the recent median as anything in the `4 x window` points before. NaN out
+  of a flat stretch (its last point a blip of noise), or a NaN burst that training goes on
+  after, is the `nonfinite` detector's alone.
+- Noise: one point's from consecutive (or, where the loss moves faster than its noise,
+  second) differences over the last 129 points. The rise must also clear `LEVEL_Z` standard
+  errors of the trailing median, now and where the best level was reached (a loud stretch
+  leaves a best level its quiet successors seem to rise from). The standard error is the
+  i.i.d. one (1.2533 sigma / sqrt(window)) or, on a signed series, the level's own wander
+  when larger (AR(1) noise: consecutive differences see a third of it).
+- Onset = the first point after the last point within noise of the best level; or, when the
+  loss sat settled higher for over 4 sustain spans in between (a step up that stayed), of
+  the trough before the rise. A spike precedes the rise when its first point jumped 3x more
+  than the loss then grew per point (a steep steady rise is the divergence itself); the start
+  is then where the rise after the spike begins (or the spike, when the loss never came
+  down from it or never rose again), and `details.spike_step` says where the spike was.
 - The event ends at the last point (or, if the level comes back below the threshold, at the
   last point before it did: `details.recovered`).
 
 Known false positives: a spike that settles `stuck_ratio` x higher and stays there is called a
-divergence (on purpose); a deliberate LR re-warm-up; adversarial losses (a GAN generator's
-loss rises as its discriminator improves).
+divergence (on purpose); a part of a multi-part loss that rises while the total falls
+(analysis marks it `component`, information); a deliberate LR re-warm-up; adversarial
+losses (a GAN generator's loss rises as its discriminator improves).
 Known exceptions to causality: the space (log or additive), the usual logging interval and,
 on short series (under ~170 points), the window and sustain span are taken from the whole
 series.
@@ -70,6 +82,13 @@ LEVEL_Z = 8.0
 #: errors) is a rise into it: a loss that climbs 15-60 % over hundreds of steps and then turns
 #: NaN diverged, though it never reached `rise_ratio`. (Additive series: `rise_z` as ever.)
 NAN_RISE = 1.15
+#: Growth after the crossing must also clear this many standard errors of the level: a noisy
+#: level that settled higher flickers by more than `min_growth` without rising (over a few
+#: hundred points its largest flicker reaches 3-4 standard errors).
+GROW_Z = 5.0
+#: A climb to the crossing where no one logged point made this share of it is a ramp (a loss
+#: rising over several points to its uniform-prediction level), not a step up that settled.
+JUMP_SHARE = 0.6
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -178,66 +197,146 @@ class DivergenceDetector:
 
     def _finite(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
                 best: np.ndarray, log: bool) -> list[dict[str, Any]]:
-        from .filters import maximum_filter1d
+        from .filters import maximum_filter1d, minimum_filter1d
 
         n = v.shape[0]
         span = self.sustain_span(st)
         if n <= span:
             return []
-        thr, tol, growth, stuck = self.thresholds(y, level, best, log)
+        thr, tol, growth, stuck, se = self.thresholds(y, level, best, log)
+        flicker = GROW_Z * se  # what a settled noisy level moves by without rising
         above = (level - best) >= thr
         if not above.any():
             return []
         idx = np.arange(n)
         run_start = np.maximum.accumulate(np.where(above & ~np.r_[False, above[:-1]], idx, 0))
         top = maximum_filter1d(level, size=span + 1, origin=span // 2)
-        grown = level - level[run_start] >= growth
+        # growth is counted from where the level settled after crossing (half a window on):
+        # a trailing median climbs through a step for half a window after it crosses, and
+        # that climb is the step's, not a rise (a loss that stepped up and stays is a plateau)
+        settled = np.minimum(idx, run_start + self._window(n) // 2)
+        if log:  # a climb over several points grows through the crossing (a signed loss's
+            # noise makes every climb look like one)
+            settled = np.where(self._ramps(y, level, above)[run_start], run_start, settled)
+        grown = level - level[settled] >= np.maximum(growth, flicker)
         if self.is_short(st):
             # a short series: the rise may have started before the level crossed, so a level
             # still climbing over the last span (half the growth) counts too; a jump that
             # settled higher is flat there and does not
-            back = np.maximum(idx - span, 0)
-            grown |= level - level[back] >= growth / 2
-        declare = (above & (idx - span >= run_start) & (level >= top - tol)
-                   & (grown | (level - best >= stuck)))
+            back = np.maximum(idx - span, settled)
+            grown |= level - level[back] >= np.maximum(growth / 2, flicker)
+        # stuck: the level sat stuck_ratio x over the best for the whole span (a noisy level
+        # that touches it now and then is a step up that settled, not a dead run)
+        low = minimum_filter1d(level, size=span + 1, origin=span // 2)
+        steady = above & (idx - span >= run_start) & (level >= top - tol)
+        grew = rising = steady & grown
+        dead = low - best >= stuck
+        declare = rising | (steady & dead)
+        if self.is_short(st):
+            # a short run that ends climbing: its level rose at every point for a span and
+            # more, and by more than the threshold (a 13-point run going x8 over its last 6
+            # points ends before a span can pass after the crossing)
+            # (a trailing median climbs through a step for a window: half a window more)
+            w = self._window(n)
+            climbing = np.r_[False, np.diff(level) > 0]
+            rise_from = np.maximum.accumulate(np.where(climbing, 0, idx))
+            rising = rising | (above & (idx - rise_from >= max(span, w) + w // 2)
+                                & (level - level[rise_from] >= thr))
+            declare |= rising
         out = []
         for a, b in _runs(above):
             hits = np.flatnonzero(declare[a:b])
+            if b < n and not grew[a:b].any():
+                continue  # sat high without growing, then came back: a slow spike's hump
+            if not rising[a:b].any() and not dead[b - 1]:
+                continue  # a dead run only while it still sits stuck_ratio x up: one that
+                # came down is a spike decaying
             if hits.shape[0]:
                 out.append(self._event(st, v, y, level, best, a, b, a + int(hits[0]), log))
         return out
 
+    def _ramps(self, y: np.ndarray, level: np.ndarray, above: np.ndarray) -> np.ndarray:
+        """Per crossing index: whether the loss climbed there over several logged points
+        (a ramp: no one point made JUMP_SHARE of the climb from the trough over the two
+        windows before to the level half a window after), not in one jump (a step)."""
+        n, w = y.shape[0], self._window(y.shape[0])
+        out = np.zeros(n, dtype=bool)
+        for c in np.flatnonzero(above & ~np.r_[False, above[:-1]]):
+            lo, hi = max(0, c - 2 * w), min(n - 1, c + w // 2)
+            total = level[hi] - float(level[lo:c + 1].min())
+            jumps = np.diff(y[max(0, c - w):hi + 1])
+            out[c] = bool(total > 0 and jumps.shape[0] and jumps.max() < JUMP_SHARE * total)
+        return out
+
+    @staticmethod
+    def point_noise(y: np.ndarray) -> np.ndarray:
+        """Per point, the noise of one point (causal, over the last 129): from consecutive
+        differences, or from second differences where the loss still falls or climbs faster
+        than its noise (a short run's steep start: consecutive differences are the trend)."""
+        n = y.shape[0]
+        d1 = _DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(y, prepend=y[0])), 129)
+        if n < 3:
+            return d1
+        d2 = 1.4826 / np.sqrt(6) * trailing_median(np.abs(y[2:] - 2 * y[1:-1] + y[:-2]), 129)
+        d1[2:] = np.minimum(d1[2:], d2)
+        return d1
+
+    def level_error(self, y: np.ndarray, level: np.ndarray, noise: np.ndarray,
+                    wander: bool = True) -> np.ndarray:
+        """Per point, the standard error of the trailing-median level (causal): the larger of
+        the i.i.d. value (1.2533 sigma / sqrt(window), sigma from consecutive differences) and
+        the level's own wander, measured from its second differences at a lag of one window
+        (each of var 6 se^2; a linear trend cancels); `noise` from `point_noise`. Correlated noise (AR(1), a slow data
+        wander) moves the median far more than consecutive differences show."""
+        n, w = y.shape[0], self._window(y.shape[0])
+        se = 1.2533 * noise / np.sqrt(w)
+        first = 3 * w - 2  # level[i - 2w] rests on a full window
+        if n > first and wander:
+            dd = np.abs(level[first:] - 2 * level[first - w:n - w] + level[first - 2 * w:n - 2 * w])
+            lag = 1.4826 / np.sqrt(6) * trailing_median(dd, 129)
+            se[first:] = np.maximum(se[first:], lag)
+        return se
+
     def thresholds(self, y: np.ndarray, level: np.ndarray, best: np.ndarray,
                    log: bool, nan_rise: bool = False) -> tuple[Any, Any, Any, Any]:
         """(rise over the best level that counts, "near the top" tolerance, growth since the
-        crossing, stuck height) per point, in the detector's space. `nan_rise`: the rise that
-        counts before a NaN run (log space: `NAN_RISE` x, or the wander bound)."""
+        crossing, stuck height, standard error of the level) per point, in the detector's
+        space. `nan_rise`: the rise that counts before a NaN run (log space: `NAN_RISE` x, or
+        the wander bound)."""
         n = y.shape[0]
-        noise = _DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(y, prepend=y[0])), 129)
+        noise = self.point_noise(y)
+        se = self.level_error(y, level, noise, wander=not log)
         # where the best level was last reached: its error is that of its own stretch
         ref = np.maximum.accumulate(np.where(level <= best, np.arange(n), 0))
+        se = np.maximum(se, se[ref])
         if log:
             # scale-aware: on a noisy loss (per-batch losses over decades) the trailing median
             # itself wanders and its running minimum sits low; the rise must also clear
-            # LEVEL_Z standard errors of that median (sigma from consecutive differences),
-            # now and where the best was reached (a loud stretch set a low best)
-            wander = LEVEL_Z * 1.2533 * noise / np.sqrt(self._window(n))
-            wander = np.maximum(wander, wander[ref])
+            # LEVEL_Z standard errors of that median, now and where the best was reached (a
+            # loud stretch set a low best)
+            wander = LEVEL_Z * se
             if nan_rise:  # the rise into a NaN: NAN_RISE x, or the wander when larger
-                return np.maximum(np.log(NAN_RISE), wander), None, None, None
+                return np.maximum(np.log(NAN_RISE), wander), None, None, None, se
             thr = np.maximum(np.log(self.rise_ratio), wander)
             stuck = np.maximum(np.log(self.stuck_ratio), wander)
-            return thr, np.log(1.02), np.log(self.min_growth), stuck
-        # in noise scales measured where the best level was last reached; the growth asked
-        # after the crossing is the same share of the threshold as in log space
-        tol = np.maximum(noise[ref], 1e-12 * np.maximum(1.0, np.abs(level)))
-        thr = self.rise_z * tol
+            return thr, np.maximum(np.log(1.02), se), np.log(self.min_growth), stuck, se
+        # in noise scales measured where the best level was last reached, or LEVEL_Z standard
+        # errors of the level when it wanders more (AR(1) noise); the growth asked after the
+        # crossing is the same share of the threshold as in log space
+        tiny = 1e-12 * np.maximum(1.0, np.abs(level))
+        tol = np.maximum(np.maximum(noise[ref], se[ref]), tiny)
+        thr = np.maximum(self.rise_z * np.maximum(noise[ref], tiny), LEVEL_Z * se[ref])
         share = np.log(self.min_growth) / np.log(self.rise_ratio)
-        return thr, tol, share * thr, np.inf  # a level shift of a signed series: no dead run
+        return thr, tol, share * thr, np.inf, se  # a signed series has no dead run
 
     def _event(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
                best: np.ndarray, a: int, b: int, decl: int, log: bool) -> dict[str, Any]:
         onset = self._onset(y, best, a)
+        own = self._nan_onset(y, level, a)
+        if own - onset > 4 * self.sustain_span(st):
+            # the loss sat settled higher for long between its best and this rise (a step up
+            # that never came back): the rise starts at its own trough
+            onset = own
         start, spike = self._after_spike(st, v, y, onset, decl)
         top = float(level[a:b].max() - best[a])
         details = {
@@ -307,7 +406,7 @@ class DivergenceDetector:
                          finite: np.ndarray, st: np.ndarray, y: np.ndarray, level: np.ndarray,
                          best: np.ndarray, log: bool) -> list[dict[str, Any]]:
         n_finite_before = np.cumsum(finite)
-        thr = self.thresholds(y, level, best, log, nan_rise=True)[0] if y.shape[0] else None
+        thr = None  # the rise into a NaN run, computed when one needs it
         for a, b in _runs(~finite):
             if b - a < self.nan_points or n_finite_before[a] == 0:
                 continue  # NaN from the first point on is broken, not diverged (nonfinite)
@@ -320,7 +419,12 @@ class DivergenceDetector:
                 owner["end"] = last
                 continue
             e = int(n_finite_before[a]) - 1  # last finite point before the NaN run
-            if not self._rose_into(y, e, level, best, thr):
+            if recovered:
+                continue  # a NaN burst and training went on: nonfinite says it (a rise
+                # that goes on after it is the finite branch's)
+            if thr is None:
+                thr = self.thresholds(y, level, best, log, nan_rise=True)[0]
+            if not self._rose_into(y, e, level, self._nan_floor(st, y, e, level, best, thr)):
                 continue  # NaN out of a flat stretch: the nonfinite event says it all
             start = int(st[self._nan_onset(y, level, e)])  # it was rising into the NaN
             found.append({"start": start, "end": last, "magnitude": None, "details": {
@@ -336,31 +440,47 @@ class DivergenceDetector:
         doubles from 4 windows back until its lowest point is not at its left edge). Not the
         best level of the whole run: a spike that settled higher earlier would pull the start
         back to it."""
-        span = 4 * self._window(y.shape[0])
-        while True:
-            lo = max(0, e - span)
-            j = lo + int(np.argmin(level[lo:e + 1]))
-            if j > lo or lo == 0:
-                break
-            span *= 2
+        j = self._trough(level, e)
         a = max(0, j - self._window(y.shape[0]) + 1)  # the points behind that (trailing) level
         seg = y[a:e + 1]
         band = max(2 * _noise(y[max(0, a - 256):e + 1]), 0.01)
         normal = np.flatnonzero(seg <= level[j] + band)
         return min(a + int(normal[-1]) + 1, e) if normal.shape[0] else j
 
-    def _rose_into(self, y: np.ndarray, e: int, level: np.ndarray, best: np.ndarray,
-                   thr: Any) -> bool:
+    def _trough(self, level: np.ndarray, e: int) -> int:
+        """The lowest level before finite point e, over a stretch that doubles from 4 windows
+        back until its lowest point is not at its left edge."""
+        span = 4 * self._window(level.shape[0])
+        while True:
+            lo = max(0, e - span)
+            j = lo + int(np.argmin(level[lo:e + 1]))
+            if j > lo or lo == 0:
+                return j
+            span *= 2
+
+    def _nan_floor(self, st: np.ndarray, y: np.ndarray, e: int, level: np.ndarray,
+                   best: np.ndarray, thr: Any) -> float:
+        """The level a loss must be over at finite point e to have risen into the NaN after
+        it: the threshold over the best level (or over the median, before a full window), or
+        over the trough before it when the loss sat settled higher for long in between (the
+        same rule as a finite rise's onset: a step up that stayed is no rise into the NaN)."""
+        if e < 1:
+            return np.inf
+        rise = float(np.broadcast_to(thr, y.shape)[e])
+        if not np.isfinite(best[e]):
+            return float(np.median(y[:e])) + rise
+        if self._nan_onset(y, level, e) - self._onset(y, best, e) > 4 * self.sustain_span(st):
+            return float(level[self._trough(level, e)]) + rise
+        return float(best[e]) + rise
+
+    def _rose_into(self, y: np.ndarray, e: int, level: np.ndarray, floor: float) -> bool:
         """Whether the loss was rising into the NaN after finite point e: its level, or the
-        median of its last five points, is already over the divergence threshold; or its last
-        point is over it and beyond the recent envelope (twice as far above the median of
-        the `4 x window` points before as the highest of them). One point of noise at the
-        edge of a plateau is neither."""
+        median of its last five points, is already over `floor`; or its last point is over it
+        and beyond the recent envelope (twice as far above the median of the `4 x window`
+        points before as the highest of them). One point of noise at the edge of a plateau
+        is neither."""
         if e < 1:
             return False
-        floor = best[e] + float(np.broadcast_to(thr, y.shape)[e])
-        if not np.isfinite(best[e]):
-            floor = float(np.median(y[:e])) + float(np.broadcast_to(thr, y.shape)[e])
         if level[e] >= floor or (e >= 4 and float(np.median(y[e - 4:e + 1])) >= floor):
             return True
         prev = y[max(0, e - 4 * self._window(y.shape[0])):e]

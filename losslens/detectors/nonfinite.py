@@ -6,7 +6,10 @@ poisoned from there on. Megatron counts such steps (`number of nan iterations`) 
 line without `lm loss`, which its reader turns into a NaN point.
 
 Statistic: none: every non-finite value (or counter value > 0) is reported. Points closer than
-`merge_within` steps form one event (first -> last); `details.count` says how many.
+`merge_within` steps form one event (first -> last); `details.count` says how many, and
+`details.bursts` lists each run of consecutive ones as [first, last] steps (the first
+`MAX_BURSTS`; `details.burst_count` counts them all): NaN bursts with training going on between
+them are one event, not a storm, yet each burst stays visible (a batch to look at).
 Known false positives: a trainer that logs `inf` as a placeholder before the first step.
 """
 from __future__ import annotations
@@ -23,6 +26,8 @@ from .spike import is_int, require
 
 #: Counter tags of steps whose loss or gradient was NaN (role `skipped`).
 NAN_COUNTER = re.compile(r"nan[ _-]?iter", re.IGNORECASE)
+#: Bursts listed per event (a long stretch of flickering NaN would list thousands).
+MAX_BURSTS = 20
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,13 @@ class NonFiniteDetector:
 
     def _event(self, series: Series, steps: np.ndarray, values: np.ndarray,
                counts: np.ndarray, idx: np.ndarray, source: str) -> Event:
-        details: dict[str, object] = {"count": int(round(float(counts[idx].sum()))),
-                                      "points": int(idx.shape[0]), "source": source}
+        breaks = np.flatnonzero(np.diff(idx) > 1)
+        firsts, lasts = idx[np.r_[0, breaks + 1]], idx[np.r_[breaks, idx.shape[0] - 1]]
+        details: dict[str, object] = {
+            "count": int(round(float(counts[idx].sum()))), "points": int(idx.shape[0]),
+            "source": source, "burst_count": int(firsts.shape[0]),
+            "bursts": [[int(steps[a]), int(steps[b])]
+                       for a, b in zip(firsts[:MAX_BURSTS], lasts[:MAX_BURSTS])]}
         if source == "value":
             v = values[idx]
             details.update(nan=int(np.isnan(v).sum()), posinf=int((v == np.inf).sum()),

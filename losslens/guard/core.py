@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import math
 import os
-import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -205,8 +204,7 @@ class Guard:
             self.checkpoints.append(int(step))
             self.checkpoints.sort()
             if self._link is not None:
-                self._buf.append((None, int(step)))
-                self._queued += 1
+                self._link.checkpoint(int(step))
 
     def flush(self) -> list[Event]:
         """Run the detectors on every step fed so far; the events (as `events()`)."""
@@ -375,27 +373,16 @@ class Guard:
         last = max(last, min(step, cap))  # through the step it stopped at
         return replace(skip, skip=rest + ((first, last),))
 
-    # -- the asynchronous mode (the detectors in a worker process: .worker) ----------------
-
-    #: Ship the buffered calls in batches of this many, with at most WINDOW batches in
-    #: flight (a pipe's 64 KiB then never fills: a send never blocks); a call also goes at
-    #: once when the worker is idle and the last batch left over SHIP_IDLE_S ago.
-    BATCH, WINDOW, SHIP_IDLE_S = 32, 4, 0.05
+    # -- the asynchronous mode (the detectors in a worker process: .worker, .serve) -------
 
     def _start(self, kwargs: dict[str, Any]) -> None:
         from .worker import Link
 
-        self._buf: list[tuple] = []
-        self._queued = 0  # calls and checkpoints buffered so far
-        self._sent = 0
-        self._acked = 0
-        self._inflight: deque[int] = deque()
         self._ready: deque[Decision] = deque()  # the worker's, not yet returned by step
         self._early: dict[int, Decision] = {}  # skip_step answered at once, by step
-        self._t_sent = 0.0
         #: calls of `step` that waited for the worker (it was over `max_lag` calls behind)
         self.waits = 0
-        self._link = Link(kwargs)
+        self._link = Link(kwargs, self.policy.max_lag)
         self.live = None
         self.step = self._step_async  # type: ignore[method-assign]
         ref = weakref.ref(self)
@@ -404,16 +391,17 @@ class Guard:
 
     def _step_async(self, step: int, loss: float, grad_norm: float | None = None,
                     lr: float | None = None, loss_scale: float | None = None) -> Decision:
-        """`step` in the asynchronous mode: buffer, ship, poll; never waits for a window
-        update unless the worker is more than `max_lag` calls behind."""
-        if self._link is None:
+        """`step` in the asynchronous mode: pack the numbers (shipped in batches), look
+        for an answer without waiting; never waits for a window update unless the worker
+        is more than `max_lag` calls behind."""
+        link = self._link
+        if link is None:
             raise InvalidParameterError("the guard is closed")
         step, loss = int(step), float(loss)
         if grad_norm is not None:
             grad_norm = float(grad_norm)
-        self._buf.append((step, loss, grad_norm, None if lr is None else float(lr),
-                          None if loss_scale is None else float(loss_scale)))
-        self._queued += 1
+        answered = link.call(step, loss, grad_norm, None if lr is None else float(lr),
+                             None if loss_scale is None else float(loss_scale))
         self._last_step = step
         early = None
         if self.policy.skip_nonfinite and not (math.isfinite(loss) and (
@@ -427,34 +415,23 @@ class Guard:
             self._early[step] = early
             for sink in self.alerts:
                 sink(early)
-        if self._inflight:
-            while self._link.ready():
-                self._take(self._link.recv())
-        n = len(self._buf)
-        if (n >= self.BATCH and len(self._inflight) < self.WINDOW) or (
-                not self._inflight and time.perf_counter() - self._t_sent >= self.SHIP_IDLE_S):
-            self._ship()
-        if self._queued - self._acked > self.policy.max_lag:
+        while answered:
+            self._take(link.take())
+            answered = link.ready()
+        if link.queued - link.acked > self.policy.max_lag:
+            while link.ready():  # what the worker has said since the last batch went
+                self._take(link.take())
+        if link.queued - link.acked > self.policy.max_lag:
             self.waits += 1
-            self._wait(self._queued - self.policy.max_lag)
+            self._wait(link.queued - self.policy.max_lag)
         if early is not None:
             return early
         return self._ready.popleft() if self._ready else NOTHING
 
-    def _ship(self) -> None:
-        if self._buf:
-            batch, self._buf = self._buf, []
-            self._sent += len(batch)
-            self._link.send(("calls", self._sent, batch))
-            self._inflight.append(self._sent)
-            self._t_sent = time.perf_counter()
-
     def _take(self, msg: tuple) -> Any:
-        """One message from the worker: an ack (its decisions) or an events answer."""
+        """One answer of the worker: an ack (its decisions; None) or an events answer."""
         if msg[0] != "ack":
             return msg[1]
-        self._acked = msg[1]
-        self._inflight.popleft()
         for d in msg[2]:
             self.decisions.append(d)
             if d.action == "stop_and_restart":
@@ -468,17 +445,19 @@ class Guard:
 
     def _wait(self, upto: int) -> None:
         """Block until the worker has decided about the first `upto` calls."""
-        self._ship()
-        while self._acked < upto:
-            self._take(self._link.recv())
+        link = self._link
+        link.ring()
+        while link.acked < upto:
+            self._take(link.take())
 
     def _ask(self, flush: bool) -> list[Event]:
         if self._link is None:
             raise InvalidParameterError("the guard is closed")
-        self._wait(self._queued)
-        self._link.send(("events", flush))
+        from .worker import EVENTS
+
+        self._link.ask(EVENTS, flush)
         while True:
-            out = self._take(self._link.recv())
+            out = self._take(self._link.take())
             if out is not None:
                 return out
 
@@ -487,7 +466,10 @@ class Guard:
         decisions not yet returned by `step`, which then returns nothing of them."""
         if self._link is None:
             return []
-        self._wait(self._queued)
+        from .worker import SYNC
+
+        self._link.ask(SYNC)
+        self._wait(self._link.queued)
         out = list(self._ready)
         self._ready.clear()
         return out
