@@ -30,6 +30,12 @@ adapter does what the Trainer did, and handles the traps of doing it by hand:
   labels, so every loss is ×(t − 1)/t), not the mean of per-sample means: `batch_loss` weights
   each row by its token count.
   Per-sample losses (what the samples are ranked on) are each row's mean token loss.
+  One label per row (`*ForSequenceClassification`): the head's loss of each row; the step's
+  loss is the sum of its micro-batch means, divided by their number unless the Trainer leaves
+  it undivided (a model taking `**kwargs` is given `num_items_in_batch`, ignores it, and the
+  Trainer does not divide: its log prints `gradient_accumulation_steps` × the cross-entropy).
+- **Micro-batches** run one forward each, in order, inside `loss_fn`: dropout draws its masks
+  per forward pass, as in training.
 - **The log** (`trainer_state.json` or the console) prints the mean over `logging_steps`.
 """
 from __future__ import annotations
