@@ -55,6 +55,7 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
         times = np.empty(n, np.int64)
         own = np.empty(n, np.int64)  # the call's own CPU time (this thread)
         checks = np.zeros(n, bool)
+        late: list[int] = []  # calls between a decision's step and the call returning it
         clock, tclock = time.perf_counter_ns, time.thread_time_ns
         live = g.live
         cpu0 = time.process_time()
@@ -62,8 +63,10 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
             before = live.tick if live is not None else 0
             c0 = tclock()
             t0 = clock()
-            g.step(steps[i], loss[i], grad_norm=grad[i], lr=lr)
+            d = g.step(steps[i], loss[i], grad_norm=grad[i], lr=lr)
             times[i] = clock() - t0
+            if d:
+                late.append(steps[i] - d.step)
             own[i] = tclock() - c0
             checks[i] = live is not None and live.tick != before
             if work_ms:
@@ -86,6 +89,9 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
               f"max {cu.max():.0f} us; of the calls over 1 ms, {int((slow & (cu < 1000)).sum())}"
               " used under 1 ms of CPU (the rest of their time the loop was not running: "
               "the scheduler)")
+        if late:
+            print(f"    {len(late)} decision(s) returned, {np.median(late):.0f} calls after "
+                  f"their step at the median, {max(late)} at most")
         if checks.any():
             window, plain = us[checks], us[~checks]
             print(f"    window updates in the call: {window.shape[0]:,} "
