@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from losslens.analysis import detect_run
 from losslens.detectors import DETECTORS, detector_class
@@ -43,6 +44,22 @@ def test_early_excursions_make_a_later_lone_outlier_noise():
     assert found(t, np.exp(y)) == [(300, 303, "fast")]
 
 
+def test_lone_dips_of_a_sign_changing_loss_are_tail_evidence_for_a_lone_outlier():
+    # a loss around 0 with noise of ~0.1: a lone point at +9.5 scales (150) and a rise lasting
+    # three points (300); two lone dips to -0.55 (~4.4 scales under, at 60 and 100) show the
+    # noise's heavy tail as well as two outliers upwards would (the loss changes sign: its
+    # noise is as heavy below as above); two drops that last three points do not
+    t = np.arange(400)
+    y = 0.1 * np.sin(t * 2.4)
+    y[150], y[300:303] = 1.0, 1.8
+    assert found(t, y) == [(150, 151, "fast"), (300, 303, "fast")]
+    lasting = y.copy()
+    lasting[60:63] = lasting[100:103] = -0.55
+    assert found(t, lasting) == [(150, 151, "fast"), (300, 303, "fast")]
+    y[[60, 100]] = -0.55
+    assert found(t, y) == [(300, 303, "fast")]
+
+
 def test_a_lone_blip_under_x1_2_is_noise_unless_far_above_the_noise():
     # noise of ~2 %: a lone x1.16 point (~6.5 scales) is a blip, a lone x1.3 one a spike;
     # on noise of ~0.2 % the same x1.16 point is 60 scales up: a spike
@@ -54,6 +71,35 @@ def test_a_lone_blip_under_x1_2_is_noise_unless_far_above_the_noise():
     y = plateau(sd=0.002)
     y[250] = np.log(2.0) + 0.15
     assert found(t, np.exp(y)) == [(250, 251, "fast")]
+
+
+def ar1(seed: int, n: int, phi: float, sd: float) -> np.ndarray:
+    """AR(1) noise of marginal sd `sd`."""
+    z = np.random.default_rng(seed).standard_normal(n)
+    out, acc = np.empty(n), 0.0
+    for i in range(n):
+        acc = phi * acc + np.sqrt(1 - phi * phi) * z[i]
+        out[i] = acc
+    return sd * out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_hump_on_a_steep_descent_is_judged_against_the_old_level_plus_its_drift(seed):
+    # a loss falling 1 % a point (log units) with AR(1) noise (phi 0.8, 1.5 %); a x1.28 hump
+    # rising over 5 points from 500: each step is ~3 one-step scales, and against the level 5
+    # points before it rises 0.25 while the descent alone moves that level by 0.05 -- judged
+    # against the old level plus that drift it stands out; without the hump nothing does
+    n = 1200
+    t = np.arange(n)
+    y = np.log(5.0) - 0.01 * t + ar1(seed, n, 0.8, 0.015)
+    assert found(t, np.exp(y)) == []
+    hump = np.zeros(n)
+    hump[500:505] = np.arange(1, 6) / 5
+    hump[505:520] = 1
+    k = np.arange(520, 900)
+    hump[k] = np.exp(-(k - 520) / (380 / np.log(50)))
+    got = found(t, np.exp(y + 0.25 * hump))
+    assert len(got) == 1 and 500 <= got[0][0] <= 504
 
 
 def switching(n: int = 900) -> np.ndarray:

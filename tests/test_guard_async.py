@@ -192,3 +192,22 @@ def test_a_forked_copy_of_the_guard_leaves_the_worker_alone():
         for s in range(2, 60):
             g.step(s, 2.0 + 0.01 * (s % 3))
         assert g.flush() == [] and g.waits == 0
+
+
+def test_a_worker_that_died_stops_the_loop_with_one_clear_error():
+    import signal
+
+    from losslens.errors import LossLensError
+
+    g = Guard()
+    try:
+        g.step(1, 2.0)
+        g._link.proc.send_signal(signal.SIGKILL)
+        g._link.proc.wait(10)
+        time.sleep(0.06)  # the next call ships (its batch is 50 ms old)
+        with pytest.raises(LossLensError, match=r"worker process ended \(exit code -9"):
+            g.step(2, 2.0)
+        with pytest.raises(LossLensError, match="no longer guarded"):
+            g.flush()
+    finally:
+        g.close()  # no error: it is gone already

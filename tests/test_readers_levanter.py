@@ -9,6 +9,7 @@ import math
 import pytest
 
 import losslens
+from losslens.frame import build
 from losslens.readers import read_records, sniff
 
 
@@ -166,10 +167,32 @@ def test_levanter_progress_written_by_tqdm_loggable(tmp_path):
     # rounded count (the first line that shows it), the repeats left out
     assert rec.step.tolist() == list(range(1, 1000)) + list(range(1000, 1501, 10))
     assert rec.value[:3].tolist() == [3.0, 3.0, 3.0] and rec.value[-1] == 1.5
+    # how many lines tqdm wrote from 1000 on depends on its timing (a redraw at close): the
+    # counts come from the file itself, the wording is exact
+    rounded = [ln.split("Progress on:train ")[1].split("/")[0] for ln in text.splitlines()
+               if "kit/1.50kit" in ln.split("Progress on:train ")[-1].split(" ")[0]]
+    repeats = sum(a == b for a, b in zip(rounded, rounded[1:]))
+    assert len(rounded) >= 502 and repeats == len(rounded) - 51
     assert rec.warnings == (
-        "502 progress lines give the step with three significant digits (tqdm prints counts "
-        "from 1000 on as `1.23kit`): their steps are rounded; 451 repeated the rounded step "
-        "of the line before and were left out",)
+        f"{len(rounded)} progress lines give the step with three significant digits (tqdm "
+        "prints counts from 1000 on as `1.23kit`): their steps are rounded; "
+        f"{repeats} repeated the rounded step of the line before and were left out",)
+
+
+def test_levanter_progress_redraw_of_an_exact_count_is_one_point(tmp_path):
+    """update() then set_postfix() can both print the same count: the second line (the new
+    loss) is that step's point, and the repeated step is no restart."""
+    lines = [progress(n, "70.0it", f"loss={loss}") for n, loss in [
+        ("1.00it", 9.5), ("2.00it", 9.0), ("2.00it", 8.5), ("3.00it", 8.0), ("850it", 3.5),
+        ("850it", 3.25)]]
+    path = tmp_path / "run.log"
+    path.write_text("\n".join(lines) + "\n")
+    (rec,) = read_records(path)
+    assert rec.step.tolist() == [1, 2, 3, 850]
+    assert rec.value.tolist() == [9.5, 8.5, 8.0, 3.25]
+    assert rec.warnings == ()
+    (run,) = build([rec]).runs
+    assert [s.reason for s in run.segments] == ["start"]
 
 
 def test_levanter_progress_counts_as_tqdm_formats_them(tmp_path):

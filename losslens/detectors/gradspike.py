@@ -53,8 +53,9 @@ class GradSpikeDetector:
         require(self, "min_ratio", is_num(self.min_ratio) and self.min_ratio >= 1, "a number >= 1")
 
     def spike_detector(self) -> SpikeDetector:
+        # trailing statistic only: the grad norm of a run's first steps jumps about at will
         return SpikeDetector(window=self.window, threshold=self.threshold,
-                             min_ratio=self.min_ratio)
+                             min_ratio=self.min_ratio, look_ahead=False)
 
     def detect_run(self, frame: Frame, run: RunInfo,
                    known: Mapping[str, Known | None] | None = None) -> list[Event]:
@@ -87,7 +88,7 @@ class GradSpikeDetector:
                 continue
             lo = max(0, i - 4 * SpikeDetector.window)
             hi = min(s.step.shape[0], j + SpikeDetector.level_window + 1)
-            for d in SpikeDetector().find(s.step[lo:hi], s.value[lo:hi]):
+            for d in SpikeDetector().find(s.step[lo:hi], s.value[lo:hi], head=lo == 0):
                 if g["start"] <= d["start"] <= g["start"] + self.follow_within:
                     found.append((d["start"], s.tag, d))
         if not found:

@@ -31,10 +31,16 @@ Statistic (causal: a point's verdict uses only the points before it):
   the level HUMP points before it by `threshold` of that level's own errors. The steep
   early descent never flags: it lies below what the trailing points expect. For a lone
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
-  two large excursions already cast doubt on it: TAIL_EARLY), and under x1.2 of its level it
-  is a blip of the noise unless far above it (LONE_RATIO).
+  two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
+  lone dips below 0 count too), and under x1.2 of its level it is a blip of the noise
+  unless far above it (LONE_RATIO).
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
+- The first points (the trailing statistic has little history there): a blow-up x
+  EARLY_RATIO above every point before (points 1 .. min_points - 1), and, in log space,
+  points 3 .. 23 judged with the points on both sides of them (spike_early: a jump over a
+  robust trend of the points before, in units of the jumps of its neighbours before and
+  after; the streaming form re-judges them until the points they look at have come).
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
   pre-spike scales of the pre-spike level, confirmed by at least half of the `back_points`
   points from it. Recovery: `fast` (back within `fast_within` steps, or at the very next
@@ -58,6 +64,7 @@ import numpy as np
 from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Series
+from .spike_early import HEAD, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, masked_trailing_median, near_zero_points, next_true, trailing_median,
@@ -88,9 +95,10 @@ LONE_RATIO = 1.2
 #: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
 BACK_SHARE = 0.05
 #: A rise spread over up to HUMP points is also judged against the level HUMP points before
-#: it, in units of that old level's own errors as a predictor (on AR(1)-correlated noise far
-#: larger than the one-step scale: measured so, correlated noise gives no false alarms); the
-#: point before must be half as high. Not near 0, where LogCheck judges (0 turns this off).
+#: it plus the typical HUMP-step drift, in units of that predictor's own errors (on AR(1)-
+#: correlated noise far larger than the one-step scale: measured so, correlated noise gives
+#: no false alarms); the point before must be half as high. Not near 0, where LogCheck
+#: judges (0 turns this off).
 HUMP = 5
 #: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
 #: back within back_z x EARLY_SCALE, in log units, of the highest of them).
@@ -100,6 +108,18 @@ EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
 #: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
 #: every ten steps), not a new event: the first REPEAT_COUNT are reported, the rest not.
 REPEAT_TOL, REPEAT_COUNT = 0.01, 2
+
+
+def finite_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
+    """`masked_trailing_median` (NaN: left out), by the faster `trailing_median` where the
+    NaN are only leading ones (the same medians: `window` is odd)."""
+    ok = np.isfinite(x)
+    first = int(np.argmax(ok)) if ok.any() else x.shape[0]
+    if not ok[first:].all():
+        return masked_trailing_median(x, window)
+    out = np.full(x.shape[0], np.nan)
+    out[first:] = trailing_median(x[first:], window)
+    return out
 
 
 def require(obj: Any, name: str, ok: bool, allowed: str) -> None:
@@ -147,6 +167,9 @@ class SpikeDetector:
     #: Trailing points in which large excursions are counted to detect heavy-tailed noise
     #: (and raise the threshold there); 0 turns this off.
     tail_window: int = 1000
+    #: Judge the first points of a series also with the points after them (spike_early: the
+    #: trailing statistic has too little history there); False: the trailing statistic only.
+    look_ahead: bool = True
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -168,20 +191,25 @@ class SpikeDetector:
                 "an int >= 0")
         require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
                 "an int >= 0")
+        require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
 
-    def detect(self, series: Series, known: Known | None = None) -> list[Event]:
-        """The spikes of `series` (`known`: as `find` takes it)."""
+    def detect(self, series: Series, known: Known | None = None, head: bool = True
+               ) -> list[Event]:
+        """The spikes of `series` (`known`, `head`: as `find` takes them)."""
         self.validate()
-        return [self._event(series, s) for s in self.find(series.step, series.value, known)]
+        return [self._event(series, s)
+                for s in self.find(series.step, series.value, known, head)]
 
     # -- the work, on plain arrays (gradspike and divergence reuse it) --------------------
 
-    def find(self, steps: np.ndarray, values: np.ndarray,
-             known: Known | None = None) -> list[dict[str, Any]]:
+    def find(self, steps: np.ndarray, values: np.ndarray, known: Known | None = None,
+             head: bool = True) -> list[dict[str, Any]]:
         """Spikes as dicts of steps and statistics; non-finite points are ignored.
 
         `known`: where the finite values turn additive and their baselines, as a streaming
-        form keeps them up to date (`Known`); else found here from the values."""
+        form keeps them up to date (`Known`); else found here from the values. `head`: the
+        values start at the series' first point (its first points are then also judged
+        with the points after them, `look_ahead`); False for a window that starts later."""
         finite = np.isfinite(values)
         st = np.asarray(steps)[finite].astype(np.int64)
         v = np.asarray(values, dtype=float)[finite]
@@ -205,7 +233,8 @@ class SpikeDetector:
                            else known.additive))
         out: list[dict[str, Any]] = []
         for lo, hi, base in spaces:
-            out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None))
+            out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None,
+                                     head and lo == 0))
         return out
 
     def _log_check(self, logb: Baseline, n: int) -> LogCheck:
@@ -244,8 +273,10 @@ class SpikeDetector:
         return first + int(near[0]) if near.shape[0] else n
 
     def near_zero_from(self, w: int) -> int:
-        """The first finite index that may turn additive."""
-        return self.min_points
+        """The first finite index that may turn additive: with `look_ahead`, after the first
+        points (spike_early judges them in log space; the differences of a steep early
+        descent would read as additive noise near 0)."""
+        return max(self.min_points, HEAD) if self.look_ahead else self.min_points
 
     def _tail_big(self, base: Baseline) -> np.ndarray:
         """Large excursions (TAIL_Z < z <= threshold, upward only: a spike's recovery pulls z
@@ -296,6 +327,21 @@ class SpikeDetector:
         ok[:max(0, self.min_points - offset)] = False
         return ok
 
+    def _dips(self, base: Baseline, v: np.ndarray, hi: int) -> np.ndarray:
+        """Lone dips of the first `hi` points: more than TAIL_Z scales under the level, the
+        points on either side not, at a value <= 0. Where a loss changes sign (RL, policy
+        losses) its noise is as heavy below the level as above it: a lone dip is as much
+        evidence of a heavy tail as a lone outlier upwards (a drop that lasts, or a recovery,
+        is not lone; a positive loss never dips below 0)."""
+        if base.log:
+            return np.zeros(hi, bool)
+        with np.errstate(invalid="ignore"):
+            dn = (base.y[:hi] - base.level[:hi]) / base.scale[:hi] < -TAIL_Z
+        lone = dn & (v[:hi] <= 0)
+        lone[1:] &= ~dn[:-1]
+        lone[:-1] &= ~dn[1:]
+        return lone
+
     def _blip(self, y: float, level: float, scale: float, log: bool) -> bool:
         """Whether a lone point `y` over `level` is a blip (LONE_RATIO)."""
         if y - level >= 2 * self.threshold * scale:
@@ -322,10 +368,12 @@ class SpikeDetector:
 
     def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For the points a..b-1: the level HUMP points before each (NaN before 0), the scale
-        of that H-step-old level as a predictor (its errors over the `window` points before:
-        on AR(1)-correlated noise far larger than the one-step scale), and the value of the
-        point before each."""
+        """For the points a..b-1: the level HUMP points before each plus the typical H-step
+        drift (the median of the last `window` H-step changes: on a steep descent the old
+        level alone is biased high and its errors are mostly the trend), the scale of that
+        predictor (the median of its absolute errors over the `window` points before: on
+        AR(1)-correlated noise far larger than the one-step scale), and the value of the point
+        before each (NaN where unknown)."""
         h = max(HUMP, 1)
         idx = np.arange(a, b) - h
         ok = idx >= 0
@@ -334,10 +382,14 @@ class SpikeDetector:
         w = self.window | 1
         lo = max(h, a - w - 1)
         if b > lo:
-            err = np.abs(y[lo:b] - level[lo - h:b - h])
-            med = masked_trailing_median(err, w)  # med[j]: errors lo..lo+j
-            j = np.arange(a, b) - 1 - lo  # the errors up to the point before
+            change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
+            drift = finite_trailing_median(change, w)  # drift[j]: changes lo..lo+j
+            err = np.full(b - lo, np.nan)
+            err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
+            med = finite_trailing_median(err, w)
+            j = np.arange(a, b) - 1 - lo  # the changes up to the point before
             good = j >= 0
+            out_l[good] += drift[j[good]]
             out_s[good] = MAD_TO_SIGMA * med[j[good]]
         p = np.arange(a, b) - 1
         prev[p >= 0] = y[p[p >= 0]]
@@ -366,7 +418,8 @@ class SpikeDetector:
         return early
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
-                 w: int, check: LogCheck | None = None) -> list[dict[str, Any]]:
+                 w: int, check: LogCheck | None = None, head: bool = False
+                 ) -> list[dict[str, Any]]:
         y = base.y[:hi]
         level, scale, count = base.level[:hi].copy(), base.scale[:hi].copy(), base.count[:hi].copy()
         big = self._tail_big(base)[:hi].copy()
@@ -375,12 +428,25 @@ class SpikeDetector:
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
                                    base.log, lo,
                                    None if check else self._back(y, level, scale, lo, hi))
+        # the first points: a blow-up from the first few (_early), and (log space) judged
+        # with the points after them too (spike_early); their pre-spike level and scale
+        # are kept apart (re-judging after a spike moves `level`)
+        ahead = np.zeros(hi, bool)
+        pre_at = np.full(min(hi, HEAD), np.nan)
+        sc_at = pre_at.copy()
         early = self._early(y, base.log, lo)
-        if early.any():  # no statistics yet: the level is the highest point before
-            elev |= early
-            for c in np.flatnonzero(early):
-                level[c], scale[c] = float(y[:c].max()), EARLY_SCALE
+        for c in np.flatnonzero(early):  # no statistics yet: the highest point before
+            pre_at[c], sc_at[c] = float(y[:c].max()), EARLY_SCALE
+        if head and self.look_ahead and base.log:
+            ej = early_spikes(y, float(self.threshold), float(np.log(self.min_ratio)))
+            m = ej.start.shape[0]
+            ahead[:m] = ej.start
+            pre_at[:m] = np.where(ej.start, ej.level, pre_at[:m])
+            sc_at[:m] = np.where(ej.start, ej.scale, sc_at[:m])
+        ahead |= early
+        elev |= ahead
         masked = None  # the values with recovered spikes blanked out, made when first needed
+        dips = None  # lone dips below 0 (tail evidence for lone points), made when first needed
         tops: list[tuple[int, float]] = []  # (start, highest value) of each spike so far
         out: list[dict[str, Any]] = []
         allowed = lo
@@ -396,9 +462,12 @@ class SpikeDetector:
                 if not check.confirms(c, v[c:max(last, r)], masked):
                     elev[c:r] = False
                     continue
-            if c >= self.min_points and not self._persists(y, level, scale, c, hi):
+            if c >= self.min_points and not ahead[c] \
+                    and not self._persists(y, level, scale, c, hi):
                 # one point alone in heavy-tailed noise: judged by the heavier tail
-                one = float(self._tail_threshold(base, big, c, c + 1, SINGLE_INDEX)[0])
+                if dips is None:
+                    dips = self._dips(base, v, hi)
+                one = float(self._tail_threshold(base, big | dips, c, c + 1, SINGLE_INDEX)[0])
                 one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
                 if self._blip(float(y[c]), float(level[c]), float(scale[c]), base.log) or \
                         not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
@@ -406,6 +475,8 @@ class SpikeDetector:
                     elev[c] = False
                     continue
             pre, sc = float(level[c]), float(scale[c])
+            if ahead[c]:
+                pre, sc = float(pre_at[c]), float(sc_at[c])
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if self._repeats(tops, c, v[c:max(c + 1, end if end is not None
                                                   else min(hi, c + restart))]):
@@ -439,6 +510,7 @@ class SpikeDetector:
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
                              scale, count, thr, elev, lo)
+                elev |= ahead  # re-judging keeps the look-ahead verdicts
                 continue
             # not back within a level window: the loss starts over from there (causal: later
             # spikes may start then, judged on what followed this one); if it comes back
@@ -447,10 +519,12 @@ class SpikeDetector:
             masked = v[:hi].copy() if masked is None else masked
             self._rebase(masked, base.log, check is None, allowed, allowed, level, scale, count,
                          thr, elev, lo)
+            elev |= ahead  # re-judging keeps the look-ahead verdicts
             if end is not None:
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
                              scale, count, thr, elev, lo)
+                elev |= ahead  # re-judging keeps the look-ahead verdicts
         return out
 
     def _repeats(self, tops: list[tuple[int, float]], c: int, run: np.ndarray) -> bool:

@@ -26,6 +26,7 @@ from ..events import Event
 from . import spike as spike_module
 from .gradspike import GradSpikeDetector
 from .spike import Known, SpikeDetector
+from .spike_early import HEAD
 from .stream_base import FrameView, SeriesBuffer, index_of, splice
 from .stream_stats import BaselineCache
 
@@ -61,7 +62,9 @@ class SpikeStream:
         old = st.events.get(key, [])
         a0 = self.start(old, s.step[:s.n], s.value[:s.n], int(s.dirty))
         series, cut_step, known = self.window(st, tag, s, a0)
-        st.events[key] = splice(old, self.det.detect(series, known), cut_step)
+        # a window from the series' first point: its first points are judged with look-ahead
+        found = self.det.detect(series, known, head=cut_step == -math.inf)
+        st.events[key] = splice(old, found, cut_step)
 
     def start(self, old: list[Event], steps: np.ndarray, values: np.ndarray, d: int) -> int:
         """The first index whose events must be found again when points from `d` on are new
@@ -69,6 +72,8 @@ class SpikeStream:
         # a spike's verdict may look up to a level window ahead (SpikeDetector: one-point
         # spikes, and near 0 the log-space check of the spike's points until it is back)
         d = max(0, d - self.lw - 1)
+        if d < HEAD:  # the first points' verdicts look ahead to HEAD points
+            d = 0
         return min([d] + [self._reach(e, steps, values, d) for e in old])
 
     def window(self, st: LiveRun, tag: str, s: SeriesBuffer, a0: int

@@ -206,8 +206,23 @@ class Link:
 
     def _write(self, data: Any) -> None:
         view = memoryview(data)
-        while view.nbytes:
-            view = view[os.write(self.data, view):]
+        try:
+            while view.nbytes:
+                view = view[os.write(self.data, view):]
+        except BrokenPipeError:
+            raise self.died() from None
+
+    def died(self) -> LossLensError:
+        """The error for a worker that has gone (a bug in it, or killed): training stops
+        with one clear line rather than a pipe error, or going on unguarded unnoticed."""
+        try:
+            code = self.proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        _OPEN.discard(self)
+        return LossLensError(f"the guard's worker process ended (exit code {code}; its "
+                             "stderr says why): the run is no longer guarded; "
+                             "Guard(asynchronous=False) runs the detectors in this process")
 
     def ring(self) -> None:
         """Wake the worker now (the loop is about to wait for it)."""
@@ -220,7 +235,10 @@ class Link:
     def take(self) -> tuple:
         """The next answer: `("ack", n, [Decision, ...])` (acked moves on to n) or
         `("events", [Event, ...])`."""
-        msg = self.ans.recv()
+        try:
+            msg = self.ans.recv()
+        except (EOFError, ConnectionResetError):
+            raise self.died() from None
         if msg[0] == "ack":
             self.acked = msg[1]
         return msg
@@ -243,7 +261,7 @@ class Link:
             self.n = 0
             self._record(CLOSE, 0)
             self.ring()
-        except (OSError, ValueError):
+        except (OSError, ValueError, LossLensError):
             pass
         for fd in (self.data, self.bell):
             try:

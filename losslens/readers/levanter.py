@@ -28,8 +28,9 @@ as `train/loss` at the bar's count (steps completed; the loss is the last one th
 given, printed with three significant digits). tqdm_loggable prints the count through tqdm's
 `format_sizeof` (`1.00it`, `19.0it`, `850it`, `1.23kit`, `12.3kit`): exact below 1000, three
 significant digits from there on, so those steps are rounded (a warning says so, and a line
-whose rounded count repeats the one before is left out and counted); a plain `100/10000` is
-read too. Levanter's `eval loss: 3.123` lines carry no
+whose rounded count repeats the one before is left out and counted); an exact count printed
+twice in a row is a redraw (update() and set_postfix() both print) and its later line, with
+the newest postfix, is read; a plain `100/10000` is read too. Levanter's `eval loss: 3.123` lines carry no
 step and are not read. Checkpoints: `Saved checkpoint to DIR/step-N for step N` (temporary
 ones removed again by `Removing checkpoint ...`); `Resuming training from step N` starts a new
 segment.
@@ -195,14 +196,43 @@ def _count(number: str, prefix: str) -> tuple[int, bool]:
     return round(value), bool(prefix)
 
 
+def _readable(postfix: str) -> bool:
+    """Whether every part of a bar's postfix is `name=number`."""
+    for part in postfix.split(", "):
+        key, sep, raw = part.partition("=")
+        try:
+            if not sep or not key:
+                return False
+            parse_float(raw)
+        except ValueError:
+            return False
+    return True
+
+
 def _progress(body: str, b: RecordsBuilder) -> None:
     stamps: dict[str, float] = {}
     last: dict[str, int] = {}
     rounded = repeats = 0
-    for lineno, m in numbered(_PROGRESS, body):
-        postfix = m.group(5).rstrip()
-        if postfix == "-":
+    lines = [(lineno, m) for lineno, m in numbered(_PROGRESS, body)
+             if m.group(5).rstrip() != "-"]
+    # tqdm redraws a count when update() and set_postfix() both print (the pbar_logger calls
+    # one after the other): the later line carries that step's newest postfix, the earlier
+    # one is superseded (else the repeated step would read as a restart)
+    after: dict[str, tuple[str, str]] = {}
+    superseded = set()
+    for k in range(len(lines) - 1, -1, -1):
+        m = lines[k][1]
+        key, count = m.group(1).strip() or "train", (m.group(2), m.group(3))
+        if not m.group(3) and after.get(key) == count:
+            superseded.add(k)
+        if _readable(m.group(5).rstrip()):  # a damaged redraw supersedes nothing
+            after[key] = count
+        else:
+            after.pop(key, None)
+    for k, (lineno, m) in enumerate(lines):
+        if k in superseded:
             continue
+        postfix = m.group(5).rstrip()
         step, approx = _count(m.group(2), m.group(3))
         if not fits_step(step):
             b.skip(lineno, "step does not fit in 64 bits", m.group(0))
