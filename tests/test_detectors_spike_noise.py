@@ -4,6 +4,7 @@ states it keeps returning to (curves made here, every excursion placed and known
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,35 @@ def test_early_excursions_make_a_later_lone_outlier_noise():
     assert found(t, np.exp(y)) == [(150, 151, "fast"), (300, 303, "fast")]
     y[100] = np.log(2.0) + 5.5 * 0.02
     assert found(t, np.exp(y)) == [(300, 303, "fast")]
+
+
+def test_a_loss_that_doubles_in_one_step_is_a_spike_whatever_the_tail():
+    # the same early excursions (the tail asks a lone point for far more than 12 sd), but a
+    # lone point that doubles the loss (+0.69 in log units, 35 sd) is judged by the plain
+    # threshold; x1.9 (+0.64, 32 sd) is still judged by the tail
+    y = plateau()
+    y[60] = y[100] = np.log(2.0) + 5.5 * 0.02
+    t = np.arange(y.shape[0])
+    y[150] = np.log(2.0) + np.log(1.9)
+    assert found(t, np.exp(y)) == []
+    y[150] = np.log(2.0) + np.log(2.0)
+    assert found(t, np.exp(y)) == [(150, 151, "fast")]
+
+
+@pytest.mark.parametrize("name,ratio", [("cnn_scaled_input_step140", 8.88),
+                                        ("cnn_shuffled_labels_step140", 3.36)])
+def test_a_corrupted_batch_after_a_rough_start_is_found(name, ratio):
+    """A small CNN's JSONL log (made here: 200 steps, one batch at 140 with its inputs x20 or
+    its labels shuffled): four excursions of its first 60 steps made the heavy-tail rule ask
+    the x8.9 jump for z 70 and the x3.4 one for z 10, so neither was reported."""
+    import losslens
+
+    path = Path(__file__).parent / "data" / "misc" / f"{name}.jsonl"
+    spikes = [e for ra in losslens.analyze(path).runs for e in ra.events
+              if e.kind == "spike" and e.tag == "loss"]
+    assert [(e.start_step, e.recovery) for e in spikes if e.start_step > 100] == [(140, "fast")]
+    (e,) = [e for e in spikes if e.start_step == 140]
+    assert round(e.magnitude, 2) == ratio
 
 
 def test_lone_dips_of_a_sign_changing_loss_are_tail_evidence_for_a_lone_outlier():

@@ -229,3 +229,52 @@ def test_lr_jumps_and_offset():
     # HF prints the LR after the step: logged s is iteration s + 1's
     shifted = {s: 1e-3 * (s + 1) for s in range(1, 30)}
     assert compare_lr(shifted, {s: 1e-3 * s for s in range(2, 30)}, 1, 2, 28).match is True
+
+
+def test_a_logged_blip_within_the_replays_noise_is_not_explained():
+    """A CNN's loss at 39 was flagged ×1.21 against the dip at 38; the replay gives the same
+    values (bitwise), and against its own pre-event steps the point is ×1.03, z = 0.8. It was
+    taken as reproduced because the log matched, and its re-runs (bitwise equal) as "transient:
+    hardware or a nondeterministic kernel"."""
+    blip = SpikeCheck(1.192, 1.158, 0.0439, 1.029, 0.77, False, False)
+    d = decide(_f(replay=blip, event_log_match=True, event_logged=1.192, event_replayed=1.192,
+                  reruns=(0, 2)))
+    assert d.verdict == "inconclusive" and d.cause is None
+    assert d.evidence[-1] == (
+        "the replay gives the logged values, but the flagged steps do not stand out from the "
+        "replayed steps just before them (z = 0.8 < 3): no spike at this level to attribute "
+        "(the detector measured it against another level)")
+    assert not any("transient" in e for e in d.evidence)
+
+
+def test_nonfinite_values_are_named_in_the_evidence():
+    d = decide(_f(replay=_chk(True, nonfinite=True), event_log_match=True,
+                  event_logged=math.nan, event_replayed=math.nan, substitute=_chk(False),
+                  ablations=[(3, _chk(True, nonfinite=True))]))
+    assert d.verdict == "bad_batch"
+    assert "at the event the log printed NaN, the replay gives NaN: the same" in d.evidence
+
+
+@pytest.mark.parametrize("verdict", [
+    "bad_batch", "batch_state_interaction", "optimizer_state", "lr_schedule", "numerics",
+    "not_reproducible", "inconclusive"])
+def test_every_verdict_prints_as_text(verdict):
+    """`lr_schedule` had no style: the report printed `[]lr_schedule[/]`, which rich refuses
+    (exit 2, "internal error: MarkupError")."""
+    from types import SimpleNamespace
+
+    from losslens.cli.replay import _text
+    from losslens.replay.verdicts import VERDICTS
+
+    assert verdict in VERDICTS
+    ev = _ev("spike", "loss", 61, 61, 62, id="spike-[1]")
+    r = SimpleNamespace(event=ev, flagged=(61, 62), checkpoint=60, verdict=verdict,
+                        samples=[{"step": 61, "index": 0, "sample_id": None, "z": math.inf,
+                                  "loss": math.nan}],
+                        timings={"replay": 1.0}, evidence=["a [bold]log[/] value"],
+                        measurements={})
+    report = SimpleNamespace(run="run [x]", plugin="p.py", device="cpu", torch_version="2",
+                             seconds=1.0, results=[r])
+    out = _text(report)
+    assert f"spike-[1] → {verdict}" in out
+    assert "61:row 0 (NaN loss)" in out and "a [bold]log[/] value" in out

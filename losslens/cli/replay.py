@@ -8,6 +8,7 @@ Progress goes to stderr, and only when stderr is a terminal; the verdict table (
 """
 from __future__ import annotations
 
+import math
 import sys
 from enum import Enum
 from typing import Any, List, Optional
@@ -24,8 +25,17 @@ class ReplayFormat(str, Enum):
 
 
 VERDICT_STYLE = {"bad_batch": "bold red", "batch_state_interaction": "bold magenta",
-                 "optimizer_state": "bold yellow", "numerics": "bold cyan",
-                 "not_reproducible": "bold green", "inconclusive": "dim"}
+                 "optimizer_state": "bold yellow", "lr_schedule": "bold blue",
+                 "numerics": "bold cyan", "not_reproducible": "bold green", "inconclusive": "dim"}
+
+
+def _verdict(verdict: str) -> str:
+    """The verdict as rich markup, styled; a verdict without a style is plain text (an empty
+    `[]` tag would make rich fail on the closing `[/]`)."""
+    from rich.markup import escape
+
+    style = VERDICT_STYLE.get(verdict)
+    return f"[{style}]{escape(verdict)}[/]" if style else escape(verdict)
 
 
 def replay(
@@ -136,6 +146,10 @@ def _samples_cell(samples: list[dict[str, Any]], k: int = 4) -> str:
     for s in samples[:k]:
         who = f"#{s['sample_id']}" if s.get("sample_id") is not None else f"row {s['index']}"
         z = s["z"]
+        loss = s.get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            out.append(f"{s['step']}:{who} ({'NaN' if math.isnan(loss) else loss} loss)")
+            continue
         out.append(f"{s['step']}:{who} ({z:.3g})" if abs(z) >= 1e4 else
                    f"{s['step']}:{who} ({z:.1f})")
     return "\n".join(out)
@@ -158,7 +172,7 @@ def _table(report):
         a, b = r.flagged
         t.add_row(r.event.id, f"{a}" if a == b else f"{a}–{b}",
                   "—" if r.checkpoint is None else str(r.checkpoint),
-                  f"[{VERDICT_STYLE.get(r.verdict, '')}]{r.verdict}[/]",
+                  _verdict(r.verdict),
                   _samples_cell(r.samples), f"{sum(r.timings.values()):.1f}")
     return t
 
@@ -176,8 +190,7 @@ def _print(report, console=None) -> None:
         return
     console.print(_table(report))
     for r in report.results:
-        console.print(f"[bold]{r.event.id}[/] → [{VERDICT_STYLE.get(r.verdict, '')}]"
-                      f"{r.verdict}[/]")
+        console.print(f"[bold]{escape(r.event.id)}[/] → {_verdict(r.verdict)}")
         for text in r.evidence:
             console.print(f"  • {escape(line(text))}")
         cost = r.measurements.get("cost") or {}

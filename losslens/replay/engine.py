@@ -109,6 +109,47 @@ class StepRecord:
         return dict(self.__dict__)
 
 
+def batch_rows(batch: Any) -> int | None:
+    """The number of rows of a batch: dim 0 of its first tensor (nested tuples, lists, dicts)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else None
+    items = batch.values() if isinstance(batch, dict) else \
+        batch if isinstance(batch, (list, tuple)) else ()
+    for x in items:
+        n = batch_rows(x)
+        if n is not None:
+            return n
+    return None
+
+
+def row_dims(batch: Any, n: int) -> Any:
+    """The vmap in_dims tree: 0 for tensors with n rows, None for everything else."""
+    if isinstance(batch, torch.Tensor):
+        return 0 if batch.dim() and batch.shape[0] == n else None
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(row_dims(x, n) for x in batch)
+    if isinstance(batch, dict):
+        return {k: row_dims(v, n) for k, v in batch.items()}
+    return None
+
+
+def map_rows(batch: Any, dims: Any, fn: Any) -> Any:
+    """`fn` applied to the tensors of `batch` whose `dims` entry is 0; the rest unchanged."""
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(map_rows(x, d, fn) for x, d in zip(batch, dims))
+    if isinstance(batch, dict):
+        return {k: map_rows(v, dims[k], fn) for k, v in batch.items()}
+    return fn(batch) if dims == 0 else batch
+
+
+def rows(plugin: Plugin, batch: Any, indices: list[int], n: int) -> Any:
+    """Rows `indices` of a batch of n rows: the plug-in's `select`, or dim 0 of its tensors."""
+    if plugin.has("select"):
+        return plugin.call("select", batch, indices)
+    idx = torch.as_tensor(indices, dtype=torch.long)
+    return map_rows(batch, row_dims(batch, n), lambda t: t[idx.to(t.device)])
+
+
 class Watch:
     """Forward hooks on every leaf module and attention-logit hook point: abs-max of outputs,
     and the first module (in execution order) whose output held inf/NaN. No host sync inside
@@ -250,6 +291,26 @@ class Session:
             return self.plugin.call("batch_loss", losses, batch)
         return losses.mean()
 
+    def micro_batches(self, batch: Any) -> list[Any]:
+        """The step's micro-batches: `grad_accum` = k splits the batch's rows into k equal,
+        consecutive parts (a forward and backward each, as a trainer accumulating gradients
+        does: under bf16/fp16 one forward of the whole batch rounds differently)."""
+        k = self.plugin.value("grad_accum") if self.plugin.has("grad_accum") else None
+        if k is None:
+            return [batch]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise PluginError(f"plugin {self.plugin.name}: grad_accum must be a positive int "
+                              f"(micro-batches per step), got {k!r}")
+        if k == 1:
+            return [batch]
+        n = batch_rows(batch)
+        if n is None or n % k:
+            raise PluginError(f"plugin {self.plugin.name}: grad_accum = {k} needs a batch whose "
+                              f"tensors have a multiple of {k} rows (got {n}); or give "
+                              "select(batch, indices)")
+        m = n // k
+        return [rows(self.plugin, batch, list(range(i * m, (i + 1) * m)), n) for i in range(k)]
+
     def log_loss(self, step: int, losses: torch.Tensor, loss: torch.Tensor) -> float:
         """What the log prints for this step: the mean of `logged_rows(step, n)`, or the loss."""
         if self.plugin.has("logged_rows"):
@@ -267,10 +328,21 @@ class Session:
         batch = self.batch(batch_step)
         lrs = self.set_lr(step)
         self.model.train()
+        parts = self.micro_batches(batch)
         with self.watch.on():
-            losses = self.losses(batch, precision)
-        loss = self.batch_loss(losses, batch)
-        loss.backward()
+            if len(parts) == 1:
+                losses = self.losses(batch, precision)
+                loss = self.batch_loss(losses, batch)
+                loss.backward()
+            else:  # gradient accumulation: each micro-batch on its own, loss / k, as trainers do
+                per, total = [], None
+                for part in parts:
+                    part_losses = self.losses(part, precision)
+                    part_loss = self.batch_loss(part_losses, part) / len(parts)
+                    part_loss.backward()
+                    per.append(part_losses.detach())
+                    total = part_loss.detach() if total is None else total + part_loss.detach()
+                losses, loss = torch.cat(per), total
         gnorm = self.grad_norm()
         rec = StepRecord(step, batch_step, float(loss.detach()), float(gnorm), **self.watch.summary())
         rec.lr = lrs[0] if lrs else None

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from .engine import Session
+from .engine import Session, map_rows, row_dims, rows
 
 #: Bytes of per-sample gradients vmap may hold at once.
 VMAP_BUDGET = 512 * 2 ** 20
@@ -45,17 +45,6 @@ class _LossModule(torch.nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def _dims(batch: Any, n: int) -> Any:
-    """The vmap in_dims tree: 0 for tensors with n rows, None for everything else."""
-    if isinstance(batch, torch.Tensor):
-        return 0 if batch.dim() and batch.shape[0] == n else None
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_dims(x, n) for x in batch)
-    if isinstance(batch, dict):
-        return {k: _dims(v, n) for k, v in batch.items()}
-    return None
-
-
 def _any_batched(dims: Any) -> bool:
     if isinstance(dims, (list, tuple)):
         return any(_any_batched(d) for d in dims)
@@ -64,19 +53,8 @@ def _any_batched(dims: Any) -> bool:
     return dims == 0
 
 
-def _apply(batch: Any, dims: Any, fn: Callable) -> Any:
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_apply(x, d, fn) for x, d in zip(batch, dims))
-    if isinstance(batch, dict):
-        return {k: _apply(v, dims[k], fn) for k, v in batch.items()}
-    return fn(batch) if dims == 0 else batch
-
-
 def select(session: Session, batch: Any, indices: list[int], n: int) -> Any:
-    if session.plugin.has("select"):
-        return session.plugin.call("select", batch, indices)
-    idx = torch.as_tensor(indices, dtype=torch.long)
-    return _apply(batch, _dims(batch, n), lambda t: t[idx.to(t.device)])
+    return rows(session.plugin, batch, indices, n)
 
 
 def per_sample(session: Session, batch: Any) -> PerSample:
@@ -90,7 +68,7 @@ def per_sample(session: Session, batch: Any) -> PerSample:
     session.zero_grad()
     values = [float(x) for x in losses.detach().float().cpu()]
     n = len(values)
-    dims = _dims(batch, n)
+    dims = row_dims(batch, n)
     if not session.plugin.has("select") and not _any_batched(dims):
         return PerSample(values, None, float(loss.detach()), bnorm, "none",
                          f"no tensor in the batch has {n} rows (one per loss): per-sample "
@@ -124,7 +102,7 @@ def _vmap_norms(session: Session, batch: Any, dims: Any, n: int) -> list[float]:
     frozen.update({f"model.{k}": v for k, v in session.model.named_buffers()})
 
     def one(p: dict, sample: Any) -> torch.Tensor:
-        b1 = _apply(sample, dims, lambda t: t.unsqueeze(0))
+        b1 = map_rows(sample, dims, lambda t: t.unsqueeze(0))
         return functional_call(wrapper, (p, frozen), (b1,)).float().sum()
 
     size = sum(v.numel() for v in params.values()) * 4

@@ -21,6 +21,8 @@ and, optionally, what replay's training step needs to match the trainer's:
     batch_loss(losses, batch) -> Tensor[]                    the loss backpropagated (default: mean)
     logged_rows(step, n) -> list[int]                        rows whose loss the log prints
                                                              (nanoGPT: the last micro-batch)
+    grad_accum = k                                           micro-batches per step (each its
+                                                             own forward/backward, loss / k)
     log_loss = "mean" | "step"                               how the log reduces its interval
     lr_log_offset = 0 | 1                                    logged LR at s is iteration s+offset's
 

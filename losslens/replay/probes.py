@@ -249,9 +249,11 @@ class EventProbe(Counterfactuals):
         k = self.o.neighbours
         out: list[int] = []
         step = self.last + 1 + k
+        seen = self._flagged_samples()
         try:
             while len(out) < n and step < self.last + 1 + k + 3 * n:
-                if self.s.digest(step) not in avoid:
+                # a later epoch serves the flagged samples again: no "other batch"
+                if self.s.digest(step) not in avoid and not self._shares(step, seen):
                     out.append(step)
                 step += 1
         except PluginError:
@@ -516,7 +518,10 @@ class EventProbe(Counterfactuals):
             zg = stats.robust_z(per[x].grad_norms, ref_g) if have_g else [math.nan] * len(zl)
             ids = self._sample_ids(x, len(zl))
             for i, (a, b) in enumerate(zip(zl, zg)):
-                z = float(a) if not math.isnan(float(a)) else -math.inf
+                loss = float(per[x].losses[i])
+                # a non-finite loss among finite neighbours is the first row to look at
+                z = float(a) if not math.isnan(float(a)) else (
+                    math.inf if not math.isfinite(loss) and ref_l else -math.inf)
                 rows.append({"step": x, "index": i, "sample_id": ids[i],
                              "loss": per[x].losses[i],
                              "grad_norm": per[x].grad_norms[i] if have_g else None,
@@ -524,12 +529,30 @@ class EventProbe(Counterfactuals):
         rows.sort(key=lambda r: r["z"], reverse=True)  # z is never NaN; inf first
         return rows[: self.o.top_samples]
 
-    def _sample_ids(self, step: int, n: int) -> list[Any]:
+    def _sample_ids(self, step: int, n: int, exact: bool = True) -> list[Any]:
         if self.s.plugin.has("sample_ids"):
             ids = list(self.s.plugin.call("sample_ids", step))
-            if len(ids) == n:
+            if len(ids) == n or not exact:
                 return ids
         return [None] * n
+
+    def _flagged_samples(self) -> set[Any]:
+        """The dataset ids of the flagged batches' rows (empty without `sample_ids`)."""
+        if not self.s.plugin.has("sample_ids"):
+            return set()
+        try:
+            return {i for x in range(self.first, self.last + 1)
+                    for i in self._sample_ids(x, 0, exact=False) if i is not None}
+        except TypeError:  # ids that cannot be compared as a set: not used
+            return set()
+
+    def _shares(self, step: int, samples: set[Any]) -> bool:
+        if not samples:
+            return False
+        try:
+            return bool(samples & set(self._sample_ids(step, 0, exact=False)))
+        except TypeError:
+            return False
 
 def _max(values: Any) -> float | None:
     fin = [float(v) for v in values if not math.isnan(float(v))]

@@ -166,6 +166,15 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
     return format(x, ".3g" if abs(x) >= 1e4 else spec)
 
 
+def _value(x: float | None) -> str:
+    """A logged or replayed value: NaN and inf by name (they are the event), n/a when absent."""
+    if x is None:
+        return "n/a"
+    if not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return _fmt(x, ".4g")
+
+
 def _ratio(r: float) -> str:
     return f"×{r:.3g}" if r >= 1 else f"×{r:.3g} (÷{1 / r:.3g})"
 
@@ -207,9 +216,18 @@ def decide(f: Facts) -> Decision:
     if r is not None:
         ev.append(_describe(f"replay from checkpoint {f.checkpoint}", r))
     if f.event_log_match is not None:
-        ev.append(f"at the event the log printed {_fmt(f.event_logged, '.4g')}, the replay gives "
-                  f"{_fmt(f.event_replayed, '.4g')}: "
+        ev.append(f"at the event the log printed {_value(f.event_logged)}, the replay gives "
+                  f"{_value(f.event_replayed)}: "
                   + ("the same" if f.event_log_match else "different"))
+    if f.event_log_match and r is not None and r.shows is False and math.isfinite(r.z) \
+            and r.z < WEAK_Z and not r.nonfinite:
+        # the log's value is reproduced, but it is within the replay's own step-to-step noise:
+        # calling it reproduced (or its re-runs "transient") would explain a non-event
+        ev.append(f"the replay gives the logged values, but the flagged steps do not stand out "
+                  f"from the replayed steps just before them (z = {_fmt(r.z, '.1f')} < "
+                  f"{WEAK_Z:g}): no spike at this level to attribute (the detector measured it "
+                  "against another level)")
+        return d
     shows = True if f.event_log_match else (r.shows if r is not None else None)
     if shows is None:
         return d

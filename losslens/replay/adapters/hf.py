@@ -30,6 +30,12 @@ adapter does what the Trainer did, and handles the traps of doing it by hand:
   labels, so every loss is ×(t − 1)/t), not the mean of per-sample means: `batch_loss` weights
   each row by its token count.
   Per-sample losses (what the samples are ranked on) are each row's mean token loss.
+  One label per row (`*ForSequenceClassification`): the head's loss of each row; the step's
+  loss is the sum of its micro-batch means, divided by their number unless the Trainer leaves
+  it undivided (a model taking `**kwargs` is given `num_items_in_batch`, ignores it, and the
+  Trainer does not divide: its log prints `gradient_accumulation_steps` × the cross-entropy).
+- **Micro-batches** run one forward each, in order, inside `loss_fn`: dropout draws its masks
+  per forward pass, as in training.
 - **The log** (`trainer_state.json` or the console) prints the mean over `logging_steps`.
 """
 from __future__ import annotations
@@ -199,16 +205,79 @@ class HFTrainerRun:
         mask = (lab != -100)
         return (ce * mask).sum(1), mask.sum(1)
 
+    @staticmethod
+    def _per_row(batch: dict[str, Any]) -> bool:
+        """One label per row (sequence classification or regression), not token labels."""
+        labels = batch.get("labels")
+        return isinstance(labels, torch.Tensor) and labels.dim() == 1
+
+    def _row_losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """The model's own loss of each row, as its `*ForSequenceClassification` head computes
+        it (problem_type from the config: regression, single- or multi-label)."""
+        b = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        labels = b.pop("labels")
+        logits = model(**b).logits.float()
+        cfg = getattr(model, "config", None)
+        kind = getattr(cfg, "problem_type", None)
+        if kind is None:
+            kind = ("regression" if getattr(cfg, "num_labels", 2) == 1 else
+                    "single_label_classification" if not labels.is_floating_point() else
+                    "multi_label_classification")
+        if kind == "regression":
+            return (logits.reshape(labels.shape) - labels.float()) ** 2
+        if kind == "single_label_classification":
+            return torch.nn.functional.cross_entropy(logits, labels.long(), reduction="none")
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, labels.float(), reduction="none").reshape(len(labels), -1).mean(1)
+
     def loss_fn(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        """Each row's mean token loss (shifted labels, −100 ignored)."""
+        """Each row's mean token loss (shifted labels, −100 ignored); for one label per row,
+        the row's loss as the model's classification/regression head computes it. A step of
+        several micro-batches runs one forward per micro-batch, in order, as the Trainer does:
+        dropout draws its masks per forward pass, so one pass over the whole step would draw
+        other masks (and round differently under bf16)."""
+        n = len(batch["labels"]) if isinstance(batch.get("labels"), torch.Tensor) else 0
+        bs = int(getattr(self.args, "per_device_train_batch_size", 0) or 0)
+        if self.gas > 1 and bs and n > bs:
+            parts = [{k: (v[i:i + bs] if isinstance(v, torch.Tensor) and v.dim() and
+                          len(v) == n else v) for k, v in batch.items()}
+                     for i in range(0, n, bs)]
+            return torch.cat([self._loss_rows(model, part) for part in parts])
+        return self._loss_rows(model, batch)
+
+    def _loss_rows(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        if self._per_row(batch):
+            return self._row_losses(model, batch)
         total, count = self._tokens(model, batch)
         return total / count.clamp_min(1)
+
+    def _scaled_for_ga(self, batch: dict[str, Any], device: Any) -> bool:
+        """Whether the Trainer leaves each micro-batch's loss undivided by the accumulation
+        steps: it does when the model takes `num_items_in_batch` (or a compute_loss_func is
+        set) — even when, like a sequence classifier, the model then ignores it and returns a
+        mean: the step's loss is then the sum of its micro-batch means (HF's own log shows it)."""
+        fixed = getattr(self.trainer, "loss_is_scaled_for_ga", None)
+        if fixed is not None:
+            return bool(fixed)
+        if getattr(self.trainer, "compute_loss_func", None) is not None:
+            return True
+        if not getattr(self.trainer, "model_accepts_loss_kwargs", False):
+            return False
+        counter = getattr(self.trainer, "_get_num_items_in_batch", None)
+        return counter is None or counter([batch], device) is not None
 
     def batch_loss(self, losses: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """The Trainer's loss: summed token losses / num_items_in_batch, counted the way this
         Trainer counts it (its own `_get_num_items_in_batch` when it has one: some versions and
         models count the unshifted labels, a factor (t − 1)/t on every loss and gradient);
-        the token mean when the model does not take `num_items_in_batch`."""
+        the token mean when the model does not take `num_items_in_batch`. One label per row:
+        the mean of each micro-batch's rows (what the model returns), summed over the step's
+        micro-batches, divided by their number unless the Trainer leaves it undivided."""
+        if self._per_row(batch):
+            bs = int(getattr(self.args, "per_device_train_batch_size", 0) or len(losses))
+            means = torch.stack([part.mean() for part in losses.split(bs)])
+            total = means.sum()
+            return total if self._scaled_for_ga(batch, losses.device) else total / len(means)
         count = (batch["labels"][:, 1:] != -100).sum(1).to(losses.device)
         total = (losses * count).sum()
         items = None
