@@ -134,3 +134,17 @@ def test_streamed_short_run_equals_batch_on_every_prefix(seed):
     assert k + 1 > HEAD
     assert [(kind, s, r) for kind, s, _, r in got if kind == "spike"] == [
         ("spike", int(steps[9]), "fast")]
+
+
+def test_the_lines_are_scipys_theil_sen():
+    # our own 6 lines (scipy.stats costs 1-2.5 s to import; the lines hold 2-10 points)
+    from scipy.stats import theilslopes
+
+    from losslens.detectors.spike_early import theil_sen
+
+    rng = np.random.default_rng(0)
+    y = np.cumsum(rng.normal(-0.05, 0.03, 30))
+    for i, k in [(2, 3), (5, 3), (9, 6), (20, 10), (29, 6)]:
+        a = max(0, i - k)
+        slope, intercept, _, _ = theilslopes(y[a:i], np.arange(a, i), method="joint")
+        assert theil_sen(y, i, k) == pytest.approx(intercept + slope * i, abs=1e-12)

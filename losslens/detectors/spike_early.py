@@ -92,7 +92,7 @@ class Early:
     scale: np.ndarray
 
 
-def _theil_sen(y: np.ndarray, i: int, k: int) -> float:
+def theil_sen(y: np.ndarray, i: int, k: int) -> float:
     """The Theil-Sen line through y[i-k .. i-1] (fewer at the start) evaluated at i."""
     a = max(0, i - k)
     ys = y[a:i]
@@ -112,7 +112,7 @@ def _jumps(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for k in LINES + (0,):
         pred = np.full(m, np.nan)
         for i in range(2, m):
-            pred[i] = (_theil_sen(y, i, k) if k else float(np.median(y[max(0, i - MEDIAN_OF):i])))
+            pred[i] = (theil_sen(y, i, k) if k else float(np.median(y[max(0, i - MEDIAN_OF):i])))
         jump = y - pred
         j = jump[2:]
         spread = float(np.median(np.abs(j - np.median(j))))
