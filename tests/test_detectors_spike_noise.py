@@ -3,20 +3,14 @@
 states it keeps returning to (curves made here, every excursion placed and known)."""
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from losslens.analysis import detect_run
-from losslens.detectors import DETECTORS, detector_class
 from losslens.detectors.spike import SpikeDetector
-from losslens.detectors.stream import LiveRun
-from losslens.frame import build
-from losslens.records import RecordsBuilder
 
-CAUSAL = sorted(n for n in DETECTORS if getattr(detector_class(n), "causal", False))
+from stream_check import streamed_equals_batch
 
 
 def found(steps, values):
@@ -156,22 +150,5 @@ def test_streamed_switching_equals_batch_on_every_prefix():
     values = switching()
     values[801:804] = 1e-3
     steps = np.arange(values.shape[0])
-    live = LiveRun("run", detectors=CAUSAL, source="mem", format="test")
-    rnd = random.Random(5)
-    lo, checked = 0, 0
-    while lo < len(steps):
-        hi = min(len(steps), lo + rnd.choice([1, 7, 40, 300]))
-        live.add("loss", steps[lo:hi].tolist(), values[lo:hi].tolist())
-        lo = hi
-        if rnd.random() < 0.3 or lo == len(steps):
-            got = [(e.kind, e.start_step, e.end_step, e.recovery) for e in live.detect()]
-            sub = RecordsBuilder()
-            for o in range(lo):
-                sub.add("loss", int(steps[o]), float(values[o]), order=o)
-            frame = build([sub.build("run", "mem", "test")])
-            want = [(e.kind, e.start_step, e.end_step, e.recovery)
-                    for e in detect_run(frame, frame.runs[0], CAUSAL)]
-            assert got == want, lo
-            checked += 1
-    assert checked >= 3
+    got = streamed_equals_batch(steps, values, seed=5, sizes=(1, 7, 40, 300), share=0.3)
     assert [s for k, s, _, _ in got if k == "spike"] == [300, 313, 801]

@@ -3,19 +3,12 @@ flicker, a blow-up from 1e-30, and the streaming form on such a floor (curves ma
 the events injected and known)."""
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 
-from losslens.analysis import detect_run
-from losslens.detectors import DETECTORS, detector_class
 from losslens.detectors.spike import SpikeDetector
-from losslens.detectors.stream import LiveRun
-from losslens.frame import build
-from losslens.records import RecordsBuilder
 
-CAUSAL = sorted(n for n in DETECTORS if getattr(detector_class(n), "causal", False))
+from stream_check import streamed_equals_batch
 
 
 def floor_run(seed: int, collapses=(), n: int = 3000, floor: float = 3e-7, sigma: float = 0.4):
@@ -75,27 +68,6 @@ def test_blow_up_from_1e30_is_found_once_where_it_starts():
 
 def test_streamed_floor_equals_batch_on_every_prefix():
     steps, values = floor_run(4, [(1200, 1e4, 12), (2000, 3e5, 20), (2600, 1e3, 8)], n=3000)
-    b = RecordsBuilder()
-    for o, (s, v) in enumerate(zip(steps, values)):
-        b.add("loss", int(s), float(v), order=o)
-    rec = b.build("run", "mem", "test")
-    live = LiveRun("run", detectors=CAUSAL, source="mem", format="test")
-    rnd = random.Random(4)
-    lo, checked = 0, 0
-    while lo < len(steps):
-        hi = min(len(steps), lo + rnd.choice([1, 40, 300, 900]))
-        live.add("loss", steps[lo:hi].tolist(), values[lo:hi].tolist())
-        lo = hi
-        if rnd.random() < 0.3 or lo == len(steps):
-            got = [(e.kind, e.start_step, e.end_step, e.recovery) for e in live.detect()]
-            sub = RecordsBuilder()
-            for o in range(lo):
-                sub.add("loss", int(steps[o]), float(values[o]), order=o)
-            frame = build([sub.build("run", "mem", "test")])
-            want = [(e.kind, e.start_step, e.end_step, e.recovery)
-                    for e in detect_run(frame, frame.runs[0], CAUSAL)]
-            assert got == want, lo
-            checked += 1
-    assert checked >= 3
+    got = streamed_equals_batch(steps, values, seed=4, sizes=(1, 40, 300, 900), share=0.3)
     assert [(k, s, r) for k, s, _, r in got if k == "spike"] == [
         ("spike", 6000, "fast"), ("spike", 10000, "fast"), ("spike", 13000, "fast")]
