@@ -196,17 +196,19 @@ def _count(number: str, prefix: str) -> tuple[int, bool]:
     return round(value), bool(prefix)
 
 
-def _readable(postfix: str) -> bool:
-    """Whether every part of a bar's postfix is `name=number`."""
+def _postfix(postfix: str) -> tuple[list[tuple[str, float]], bool]:
+    """A bar's postfix `name=number, ...` as (name, value) pairs, and whether a part was not
+    `name=number` (that part left out)."""
+    pairs, bad = [], False
     for part in postfix.split(", "):
         key, sep, raw = part.partition("=")
         try:
             if not sep or not key:
-                return False
-            parse_float(raw)
+                raise ValueError(part)
+            pairs.append((key.strip(), parse_float(raw)))
         except ValueError:
-            return False
-    return True
+            bad = True
+    return pairs, bad
 
 
 def _progress(body: str, b: RecordsBuilder) -> None:
@@ -218,6 +220,7 @@ def _progress(body: str, b: RecordsBuilder) -> None:
     # tqdm redraws a count when update() and set_postfix() both print (the pbar_logger calls
     # one after the other): the later line carries that step's newest postfix, the earlier
     # one is superseded (else the repeated step would read as a restart)
+    parsed = [_postfix(m.group(5).rstrip()) for _, m in lines]
     after: dict[str, tuple[str, str]] = {}
     superseded = set()
     for k in range(len(lines) - 1, -1, -1):
@@ -225,14 +228,13 @@ def _progress(body: str, b: RecordsBuilder) -> None:
         key, count = m.group(1).strip() or "train", (m.group(2), m.group(3))
         if not m.group(3) and after.get(key) == count:
             superseded.add(k)
-        if _readable(m.group(5).rstrip()):  # a damaged redraw supersedes nothing
+        if not parsed[k][1]:  # a damaged redraw supersedes nothing
             after[key] = count
         else:
             after.pop(key, None)
     for k, (lineno, m) in enumerate(lines):
         if k in superseded:
             continue
-        postfix = m.group(5).rstrip()
         step, approx = _count(m.group(2), m.group(3))
         if not fits_step(step):
             b.skip(lineno, "step does not fit in 64 bits", m.group(0))
@@ -245,17 +247,9 @@ def _progress(body: str, b: RecordsBuilder) -> None:
                 continue
         last[name] = step
         wall = _stamp(body, body.rfind("\n", 0, m.start()) + 1, stamps)
-        bad = False
-        for part in postfix.split(", "):
-            key, sep, raw = part.partition("=")
-            try:
-                if not sep or not key:
-                    raise ValueError(part)
-                value = parse_float(raw)
-            except ValueError:
-                bad = True
-                continue
-            b.add(f"{name}/{key.strip()}", step, value, wall, order=lineno)
+        pairs, bad = parsed[k]
+        for key, value in pairs:
+            b.add(f"{name}/{key}", step, value, wall, order=lineno)
         if bad:  # one damaged line counts once
             b.skip(lineno, "progress-bar postfix that is not `name=number`", m.group(0))
     if rounded:
