@@ -109,9 +109,7 @@ def test_fairseq2_rich_wrapped_records(tmp_path):
 
 
 def test_fairseq2_wrapped_records_followed_in_batches(tmp_path):
-    import random
-
-    from losslens.watch import Follower
+    from follow_check import follow_in_pieces
 
     path = tmp_path / "src.log"
     rich_log(path, [(f"Train Metrics (step {s})", f"Loss: {3 - s / 1000:.4f} | Learning Rate: "
@@ -119,16 +117,7 @@ def test_fairseq2_wrapped_records_followed_in_batches(tmp_path):
                     for s in range(1, 200)])
     data = path.read_bytes()
     dst = tmp_path / "run.log"
-    dst.write_bytes(b"")
-    rnd, pos = random.Random(3), 0
-    with Follower(dst, input_format="fairseq2") as f:
-        while pos < len(data):
-            nxt = min(len(data), pos + rnd.choice([40, 300, 2000]))
-            with open(dst, "ab") as fh:
-                fh.write(data[pos:nxt])
-            pos = nxt
-            f.poll()
-        st = f.states["run.log"]
+    st = follow_in_pieces(dst, data, "fairseq2", seed=3)
     frame = losslens.read(dst)
     assert frame.runs[0].skipped_count == 0
     for tag, s in st.series.items():

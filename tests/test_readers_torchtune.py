@@ -109,24 +109,13 @@ def test_progress_bar_behind_a_multi_node_label(tmp_path):
 
 
 def test_progress_bar_console_followed_in_pieces_reads_like_the_whole_file(tmp_path):
-    import random
-
-    from losslens.watch import Follower
+    from follow_check import follow_in_pieces
 
     data = (_bar_console(300, logger_every=25) + "\n".join(
         f"[trainer0|0]:1|{s}|Loss: {3 - s / 1000}:  50%|█| {s}/600 [01:00<01:00,  1.0s/it]"
         for s in range(301, 401)) + "\n").encode()
     dst = tmp_path / "console.log"
-    dst.write_bytes(b"")
-    rnd, pos = random.Random(3), 0
-    with Follower(dst, input_format="torchtune") as f:
-        while pos < len(data):
-            nxt = min(len(data), pos + rnd.choice([40, 300, 2000]))
-            with open(dst, "ab") as fh:
-                fh.write(data[pos:nxt])
-            pos = nxt
-            f.poll()
-        st = f.states["console.log"]
+    st = follow_in_pieces(dst, data, "torchtune", seed=3)
     frame = losslens.read(dst)
     s, ref = st.series["loss"], frame.series(frame.runs[0].run, "loss")
     assert list(s.step[:s.n]) == list(ref.step)

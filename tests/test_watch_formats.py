@@ -3,7 +3,6 @@ series of reading the whole file, wherever the appended bytes were cut."""
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,8 @@ import pytest
 import losslens
 from losslens.readers.follow import CONTEXT_LINES
 from losslens.watch import Follower
+
+from follow_check import follow_in_pieces
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -98,16 +99,7 @@ def test_line_batches_of_newer_formats_read_like_the_whole_file(tmp_path, fmt):
     assert fmt in CONTEXT_LINES
     data = CASES[fmt]().encode()
     dst = tmp_path / "run.log"
-    dst.write_bytes(b"")
-    rnd, pos = random.Random(1), 0
-    with Follower(dst, input_format=fmt) as f:
-        while pos < len(data):
-            nxt = min(len(data), pos + rnd.choice([40, 300, 2000, 9000]))
-            with open(dst, "ab") as fh:
-                fh.write(data[pos:nxt])
-            pos = nxt
-            f.poll()
-        st = f.states["run.log"]
+    st = follow_in_pieces(dst, data, fmt, seed=1, sizes=(40, 300, 2000, 9000))
     frame = losslens.read(dst)
     assert frame.runs[0].format == fmt
     assert st.series
