@@ -43,10 +43,10 @@ def _text_tokens() -> np.ndarray:
 
 @pytest.fixture
 def threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    from guard_runs import one_thread
+
+    with one_thread():
+        yield
 
 
 def test_nanogpt_run_through_the_adapter(tmp_path, threads, monkeypatch):

@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    from guard_runs import one_thread
+
+    with one_thread():
+        yield
 
 
 # --------------------------------------------------------------------------- the user's trainer
