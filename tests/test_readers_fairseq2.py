@@ -312,3 +312,37 @@ def test_fairseq2_tensorboard_category_folders_are_one_run(tmp_path):
     run = losslens.read(tmp_path).runs[0]
     assert (run.roles["train/Loss"], run.roles["valid/Loss"],
             run.roles["valid/librispeech/Loss"]) == ("train_loss", "val_loss", "val_loss")
+
+
+def test_fairseq2_0_4_checkpoints_and_resume(tmp_path):
+    """0.3 / 0.4 trainer: `Saving checkpoint after step N.` ... `Checkpoint complete.` (a save
+    is a checkpoint once complete), and `Checkpoint loaded, restoring training from step N.`
+    after a restart: a new segment."""
+    prefix = "[Rank 0] 2025-01-10 10:00:00,000 INFO fairseq2.recipes.trainer - "
+    lines = []
+
+    def train(steps):
+        for s in steps:
+            lines.append(prefix + _v04_record("train", s, [("Loss", _as_float, 3 - s / 100)]))
+            if s % 20 == 0:
+                lines.append(prefix + f"Saving checkpoint after step {s}.")
+                lines.append(prefix + "Saving trainer state.")
+                lines.append(prefix + "Trainer state saved.")
+                if s != 60:  # the job was killed while saving step 60
+                    lines.append(prefix + "Checkpoint complete.")
+
+    lines.append(prefix + "Attempting to load the last checkpoint.")
+    lines.append(prefix + "No checkpoint found. Starting training.")
+    train(range(10, 61, 10))
+    lines.append(prefix + "Attempting to load the last checkpoint.")
+    lines.append(prefix + "Checkpoint loaded, restoring training from step 40.")
+    lines.append(prefix + "Training restored, resuming.")
+    train(range(50, 81, 10))
+    path = tmp_path / "rank_0.log"
+    path.write_text("\n".join(lines) + "\n")
+    (rec,) = read_records(path)
+    assert rec.metadata.checkpoints == (20, 40, 80)
+    assert rec.step.tolist() == [10, 20, 30, 40, 50, 60, 50, 60, 70, 80]
+    run = losslens.read(path).runs[0]
+    assert [(s.first_step, s.last_step, s.reason) for s in run.segments] == [
+        (10, 60, "start"), (50, 80, "header")]

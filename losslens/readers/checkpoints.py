@@ -18,6 +18,7 @@ knows each framework's save lines (taken from the frameworks' own source):
 | llm.c | `Writing checkpoint at step 500` | given |
 | t5x | `Saved checkpoint for step 500 to gs://b/model/checkpoint_500` | given |
 | fairseq2 | `Checkpoint at step 500 saved.` | given |
+| fairseq2 0.3 / 0.4 | `Saving checkpoint after step 500.` ... `Checkpoint complete.` | given (when complete) |
 | MaxText | `Saved a checkpoint at step 500.`, `Started an asynchronous checkpoint save for step 500` | given |
 | Levanter | `Saved checkpoint to ckpts/run/step-500 for step 500` | given |
 | Levanter | `Removing checkpoint ckpts/run/step-400` (a temporary one) | removed |

@@ -31,8 +31,10 @@ sizes `12.34 GiB` read in bytes); `<1` (an int formatter's "below one") is no nu
 counted, not read; `N/A` (a record with no values) holds nothing. Each point's order is the
 line its value is on; a record's last piece that is not `Name: value` at the very end of the
 text is not counted (the writer may still be writing that record).
-`Checkpoint at step N saved.` (fairseq2/trainer.py) names the run's checkpoints; `Restoring
-training from the last checkpoint at step N.` starts a new segment.
+`Checkpoint at step N saved.` (fairseq2/trainer.py) names the run's checkpoints (0.3 and 0.4:
+`Saving checkpoint after step N.` followed by `Checkpoint complete.`; a save that never
+completed is no checkpoint); `Restoring training from the last checkpoint at step N.` (0.3 and
+0.4: `Checkpoint loaded, restoring training from step N.`) starts a new segment.
 
 The same values go to `JsonlMetricRecorder` files (`fairseq2-jsonl`), one per category under
 the run's output folder, `metrics/train.jsonl`, `metrics/valid.jsonl`,
@@ -75,8 +77,13 @@ _RECORD = re.compile(r"(?:^|(?<= - ))([A-Z](?:(?! - )[^\n|\[\]]){0,127}?) Metric
 #: fairseq2's `format_as_byte_size`: `12.34 GiB` (two decimals, binary units).
 _BYTES = re.compile(r"(\d+(?:\.\d+)?) (B|KiB|MiB|GiB|TiB|PiB)")
 _UNIT = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40, "PiB": 1 << 50}
-_SAVE = re.compile(r"Checkpoint at step \d+ saved\.")
-_RESUME = re.compile(r"Restoring training from the last checkpoint at step \d+")
+#: 0.5 on: `Checkpoint at step N saved.`; 0.3 and 0.4: `Saving checkpoint after step N.`, then
+#: (several lines later, once every part is written) `Checkpoint complete.`
+_SAVE = re.compile(r"Checkpoint at step \d+ saved\.|Saving checkpoint after step (\d+)\."
+                   r"|Checkpoint complete\.")
+#: 0.5 on, and 0.3 / 0.4 (`Checkpoint loaded, restoring training from step N.`)
+_RESUME = re.compile(r"Restoring training from the last checkpoint at step \d+"
+                     r"|Checkpoint loaded, restoring training from step \d+")
 _CONT = re.compile(r"^(?:\[\w{0,20}\]:)? {21,}")
 _SNIFF = re.compile(r"\w+ Metrics \(step \d+\) - [^|\n]+: ")
 
@@ -152,8 +159,16 @@ def read(path: Path, run: str) -> list[RunRecords]:
     if tail and " Metrics (step " in tail:
         b.skip(tail_line, "truncated last line", tail)
     saves = SaveLines()
+    pending = None  # 0.3 / 0.4: the step a save started at, saved once it is complete
     for lineno, m in numbered(_SAVE, body):
-        saves.feed(lineno, m.group(0))
+        if m.group(1):
+            pending = int(m.group(1))
+        elif m.group(0) == "Checkpoint complete.":
+            if pending is not None:
+                saves.feed(lineno, f"Checkpoint at step {pending} saved.")
+            pending = None
+        else:
+            saves.feed(lineno, m.group(0))
     for lineno, _ in numbered(_RESUME, body):  # a resume: a new segment from here
         b.header(lineno)
     extra = {"below_one_values": str(below_one)} if below_one else {}
