@@ -346,3 +346,17 @@ def test_fairseq2_0_4_checkpoints_and_resume(tmp_path):
     run = losslens.read(path).runs[0]
     assert [(s.first_step, s.last_step, s.reason) for s in run.segments] == [
         (10, 60, "start"), (50, 80, "header")]
+
+
+def test_a_keras_log_dir_named_tb_keeps_keras_layout(tmp_path):
+    """`tb/train/` + `tb/validation/` is Keras's layout (its validation tags get `validation/`),
+    not fairseq2's `tb/train/` + `tb/valid/`."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for sub, tag in (("train", "epoch_loss"), ("validation", "epoch_loss")):
+        w = SummaryWriter(tmp_path / "tb" / sub)
+        for e in range(3):
+            w.add_scalar(tag, 1.0 - e / 10, e)
+        w.close()
+    (rec,) = read_records(tmp_path)
+    assert rec.run == "tb" and rec.tags == ("epoch_loss", "validation/epoch_loss")

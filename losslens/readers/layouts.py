@@ -127,7 +127,10 @@ def _fairseq2(records: list[RunRecords]) -> list[RunRecords]:
 
 def _fairseq2_tb(records: list[RunRecords]) -> list[RunRecords]:
     tb = {Path(r.source): r for r in records if r.format == "tensorboard"}
-    roots = {p.parent for p in tb if p.name == "train" and p.parent.name == "tb"}
+    # `tb/train/` beside `tb/valid/` (a Keras `tb/` log dir has `validation/`: Keras's layout)
+    roots = {p.parent for p in tb if p.name == "train" and p.parent.name == "tb"
+             and any(q.parent == p.parent and q.name == "valid"
+                     or p.parent / "valid" in q.parents for q in tb)}
     merged: dict[int, RunRecords] = {}
     absorbed: set[int] = set()
     for root in roots:
