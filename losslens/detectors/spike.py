@@ -96,6 +96,15 @@ DOUBLED = float(np.log(2.0))
 #: any noise seen): both labelled families' one-point spikes are x1.26 or more, their false
 #: ones mostly x1.05-x1.2 at z 6-8 (a +6.6 % one-step blip on a real log read as a spike).
 LONE_RATIO = 1.2
+#: Near 0 (a positive loss judged additively, each spike confirmed in log space: LogCheck),
+#: on a floor (a level FALLEN x below the highest level of the last `tail_window` points) a
+#: lone point (back at the next point) must rise LONE_FLOOR x `threshold` log-space scales:
+#: a loss that fell decades to a floor flickers with the heavy-tailed per-batch noise of a
+#: memorised set (x10-x100 outliers of Student t noise at 6-12 scales, often before any tail
+#: evidence has shown), and a collapse from the floor (x1e3 and more, or a rise that lasts)
+#: stands out far more. A noisy loss near its start level (judged additively too when its
+#: noise exceeds ~20 %) keeps the plain threshold.
+LONE_FLOOR, FALLEN = 2.0, 100.0
 #: Log space: a spike is also back once its excess over the pre-spike level has shrunk to this
 #: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
 BACK_SHARE = 0.05
@@ -250,9 +259,18 @@ class SpikeDetector:
         def pad(x: np.ndarray) -> np.ndarray:
             return np.r_[x, np.full(n - m, np.nan)]
 
-        thr = self._tail_threshold(logb) * (1 + SMALL_SAMPLE / np.maximum(logb.count, 1))
+        small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
+        thr = self._tail_threshold(logb) * small
+        # a lone point on a floor: unmistakable against the floor's flicker (LONE_FLOOR)
+        lone = thr.copy()
+        if self.tail_window:
+            level = np.where(np.isfinite(logb.level), logb.level, -np.inf)
+            top = np.r_[-np.inf, -trailing_min(-level, self.tail_window)[:-1]]
+            floor = level <= top - np.log(FALLEN)
+            lone[floor] = np.maximum(thr[floor], LONE_FLOOR * self.threshold * small[floor])
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
-                        self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)))
+                        self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
+                        pad(lone))
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the

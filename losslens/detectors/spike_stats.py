@@ -231,9 +231,9 @@ class LogCheck:
     `level_window` and `window` log values before it, by the log-space threshold (`thr`:
     tail-aware, small-sample-raised) times the log-space scale: with its highest value, or
     with the median of its m >= 2 values until it is back (at most a level window) by
-    thr / sqrt(m). A collapse from a floor (1e-7 to 1e-2), a blow-up from 1e-30 or a
-    sustained x3 of a noisy grad norm passes; flicker does not. Points from `stop` on
-    (after a value <= 0) need no check."""
+    thr / sqrt(m); a lone point (back at the next one: m = 1) by `lone`. A collapse from a
+    floor (1e-7 to 1e-2), a blow-up from 1e-30 or a sustained x3 of a noisy grad norm
+    passes; flicker does not. Points from `stop` on (after a value <= 0) need no check."""
 
     y: np.ndarray  # log values (NaN where unknown)
     scale: np.ndarray  # the log-space baseline's scale
@@ -242,6 +242,7 @@ class LogCheck:
     window: int
     level_window: int
     min_rise: float  # log(min_ratio)
+    lone: np.ndarray | None = None  # the log-space threshold for a lone point (None: `thr`)
 
     def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None) -> bool:
         """Whether the spike starting at index `c`, whose values until it is back (at most a
@@ -270,6 +271,8 @@ class LogCheck:
         if rise < self.min_rise:
             return False
         m = run.shape[0]
+        if self.lone is not None and m == 1:
+            return rise > float(self.lone[c]) * scale  # a lone point (see `lone`)
         if rise > thr * scale:
             return True
         return m >= 2 and float(np.median(np.log(run))) - base > thr * scale / np.sqrt(m)
