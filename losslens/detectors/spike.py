@@ -15,7 +15,8 @@ Statistic (causal: a point's verdict uses only the points before it):
   0 with additive noise is not judged by a log-space scale that lags behind. Where a positive
   loss is judged additively because it came near 0, a spike must also stand out in log space
   (spike_stats.LogCheck): log-normal flicker on a 1e-7 floor is large additively and ordinary
-  as a ratio, a collapse from the floor or a blow-up from 1e-30 is large either way.
+  as a ratio, a collapse from the floor or a blow-up from 1e-30 is large either way (a
+  lone point on a floor the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
 - Expected value, from the finite points before the point, by whichever of two predictors
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
@@ -67,8 +68,8 @@ from ..frame import Series
 from .spike_early import HEAD, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
-    baseline, find_back, masked_trailing_median, near_zero_points, next_true, trailing_median,
-    trailing_min)
+    baseline, find_back, lone_threshold, masked_trailing_median, near_zero_points, next_true,
+    trailing_median, trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -96,15 +97,6 @@ DOUBLED = float(np.log(2.0))
 #: any noise seen): both labelled families' one-point spikes are x1.26 or more, their false
 #: ones mostly x1.05-x1.2 at z 6-8 (a +6.6 % one-step blip on a real log read as a spike).
 LONE_RATIO = 1.2
-#: Near 0 (a positive loss judged additively, each spike confirmed in log space: LogCheck),
-#: on a floor (a level FALLEN x below the highest level of the last `tail_window` points) a
-#: lone point (back at the next point) must rise LONE_FLOOR x `threshold` log-space scales:
-#: a loss that fell decades to a floor flickers with the heavy-tailed per-batch noise of a
-#: memorised set (x10-x100 outliers of Student t noise at 6-12 scales, often before any tail
-#: evidence has shown), and a collapse from the floor (x1e3 and more, or a rise that lasts)
-#: stands out far more. A noisy loss near its start level (judged additively too when its
-#: noise exceeds ~20 %) keeps the plain threshold.
-LONE_FLOOR, FALLEN = 2.0, 100.0
 #: Log space: a spike is also back once its excess over the pre-spike level has shrunk to this
 #: share of its height (a x450 spike that settles 7 % above a very quiet level is back).
 BACK_SHARE = 0.05
@@ -261,13 +253,7 @@ class SpikeDetector:
 
         small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
         thr = self._tail_threshold(logb) * small
-        # a lone point on a floor: unmistakable against the floor's flicker (LONE_FLOOR)
-        lone = thr.copy()
-        if self.tail_window:
-            level = np.where(np.isfinite(logb.level), logb.level, -np.inf)
-            top = np.r_[-np.inf, -trailing_min(-level, self.tail_window)[:-1]]
-            floor = level <= top - np.log(FALLEN)
-            lone[floor] = np.maximum(thr[floor], LONE_FLOOR * self.threshold * small[floor])
+        lone = lone_threshold(logb.level, thr, self.threshold * small, self.tail_window)
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
                         pad(lone))

@@ -219,6 +219,30 @@ def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | 
     return None
 
 
+#: Near 0 (a positive loss judged additively, each spike confirmed in log space: LogCheck),
+#: on a floor (a level FALLEN x below the highest level of the last `tail_window` points) a
+#: lone point (back at the next point) must rise LONE_FLOOR x the plain threshold in
+#: log-space scales: a loss that fell decades to a floor flickers with the heavy-tailed
+#: per-batch noise of a memorised set (x10-x100 outliers of Student t noise at 6-12 scales,
+#: often before any tail evidence has shown), and a collapse from the floor (x1e3 and more,
+#: or a rise that lasts) stands out far more. A noisy loss near its start level (judged
+#: additively too when its noise exceeds ~20 %) keeps the plain threshold.
+LONE_FLOOR, FALLEN = 2.0, 100.0
+
+
+def lone_threshold(level: np.ndarray, thr: np.ndarray, plain: np.ndarray, span: int
+                   ) -> np.ndarray:
+    """`LogCheck.lone` for points with log-space `level` and threshold `thr`: at least
+    LONE_FLOOR x `plain` (the small-sample-raised plain threshold) where the level lies
+    FALLEN x below the highest level of the `span` points before (0: never)."""
+    lone = thr.copy()
+    if span:
+        lv = np.where(np.isfinite(level), level, -np.inf)
+        top = np.r_[-np.inf, -trailing_min(-lv, span)[:-1]]
+        floor = lv <= top - np.log(FALLEN)
+        lone[floor] = np.maximum(thr[floor], LONE_FLOOR * plain[floor])
+    return lone
+
 
 @dataclass(frozen=True)
 class LogCheck:
