@@ -295,3 +295,39 @@ def test_plain_tqdm_bars_alone_are_not_levanter(tmp_path):
     path.write_text("train:   0%|          | 2/100000 [00:46<644:59:38, 23.22s/it, loss=11.2]\n")
     fmt = sniff(path)
     assert fmt is None or fmt.name != "levanter"
+
+
+def test_levanter_2024_save_lines_name_the_checkpoints(tmp_path):
+    """Levanter before March 2024 (levanter/checkpoint.py then): `save_checkpoint` logs `Saving
+    checkpoint to DIR for step N` and, once written, `Saved checkpoint for step N`; the
+    Checkpointer adds `Saved checkpoint at step N to DIR. Save time is ...`; a temporary
+    checkpoint is dropped with `Deleting checkpoint NAME from DIR`. A save that never finished
+    (issue #486's stuck job) is no checkpoint."""
+    from tqdm import tqdm
+
+    def log(fh, where, msg):
+        fh.write(f"2024-02-24T13:38:44 - 0 - levanter.checkpoint - {where} - INFO :: {msg}\n")
+
+    path = tmp_path / "levanter.log"
+    with open(path, "w") as fh:
+        pbar = tqdm(desc="train", total=100, file=fh, mininterval=0)
+        for step in range(1, 61):
+            pbar.update(step - pbar.n)
+            pbar.set_postfix(loss=5.0 - step * 0.05)
+            if step % 10 == 0 and step <= 50:
+                d = f"gs://b/run/step-{step}"
+                log(fh, "checkpoint.py:176", f"Saving {'temporary ' if step % 20 else ''}"
+                                             f"checkpoint at step {step}.")
+                log(fh, "checkpoint.py:250", f"Saving checkpoint to {d} for step {step}")
+                if step == 50:
+                    continue  # stuck: never saved
+                log(fh, "checkpoint.py:259", f"Saved checkpoint for step {step}")
+                log(fh, "checkpoint.py:228", f"Saved checkpoint at step {step} to {d}. "
+                                             "Save time is 3.2")
+                if step % 20 == 0:
+                    log(fh, "checkpoint.py:212",
+                        f"Deleting checkpoint step-{step - 10} from gs://b/run")
+        pbar.close()
+    (rec,) = read_records(path)
+    assert rec.format == "levanter" and rec.step.tolist() == list(range(1, 61))
+    assert rec.metadata.checkpoints == (20, 40)

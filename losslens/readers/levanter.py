@@ -40,8 +40,9 @@ train:   0%|          | 2/100000 [00:46<644:59:38, 23.22s/it, loss=11.2]
 read the same way (`train/loss` at the count, exact), in a file that has Levanter's log lines;
 a count redrawn in a row is read once, from its last drawing. Levanter's `eval loss: 3.123`
 lines carry no step and are not read. Checkpoints: `Saved checkpoint to DIR/step-N for step N` (temporary
-ones removed again by `Removing checkpoint ...`); `Resuming training from step N` starts a new
-segment.
+ones removed again by `Removing checkpoint ...`); before March 2024 `Saved checkpoint for step
+N` / `Saved checkpoint at step N to DIR. ...` (temporary ones removed by `Deleting checkpoint
+NAME from DIR`); `Resuming training from step N` starts a new segment.
 
 Records are found with one regular expression over the whole text.
 """
@@ -68,8 +69,12 @@ _PROGRESS = re.compile(r"Progress on:([^\n]{0,200}?) (\d{1,30}(?:\.\d{1,30})?)([
 _PREFIX = "kMGTPEZY"  # tqdm's format_sizeof: each a factor of 1000 (its default divisor)
 _RESUME = re.compile(r"Resuming training from step \d+")  # main/train_lm.py
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d) - ")
+#: since March 2024 `Saved checkpoint to DIR for step N`; before, `Saved checkpoint for step N`
+#: (save_checkpoint) and `Saved checkpoint at step N to DIR. ...` (the Checkpointer), and
+#: temporary checkpoints went with `Deleting checkpoint NAME from DIR`
 _SAVE = re.compile(r"(?:Saved checkpoint to \S+ for step \d+|Removing checkpoint \S+"
-                   r"|Deleted old checkpoint \S+)")
+                   r"|Deleted old checkpoint \S+|Saved checkpoint (?:for|at) step \d+"
+                   r"|Deleting checkpoint \S+ from)")
 #: A plain tqdm bar with a known total and a postfix: `desc: NN%|bar| n/total [elapsed<left,
 #: rate, postfix]` (every part bounded: a damaged bar cannot make the scan quadratic).
 _BAR = re.compile(r"(?<![\w-])([A-Za-z_][\w-]{0,40}): {0,3}\d{1,3}%\|[^|\n\r]{0,400}\| {0,2}"
