@@ -185,6 +185,21 @@ def rule_slow_spikes(events: Sequence[Event], meta: RunMeta,
         _ids(slow), (CITES["spike_types"],))
 
 
+def rule_last_point_spikes(events: Sequence[Event], meta: RunMeta,
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
+    last = [e for e in _of(events, "spike") if e.recovery is None and e.end_step is None
+            and not e.details.get("negligible")]
+    if not last:
+        return None
+    return Finding(
+        "warning", f"{len(last)} spike(s) at the last point: recovery not known yet",
+        f"The loss jumped at step(s) {_steps(last)}, the last point of its series: with "
+        "nothing after it, one point cannot say whether the loss comes back.",
+        "Look at the next points (`losslens watch` follows the run); if it stays up, treat it "
+        "as a spike that never recovered.",
+        _ids(last), (CITES["spike_types"],))
+
+
 def rule_fast_spikes(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     fast = [e for e in _of(events, "spike") if e.recovery == "fast"]
@@ -369,7 +384,7 @@ def rule_isolated_dataset_spikes(events: Sequence[Event], meta: RunMeta,
 
 RULES: tuple[Rule, ...] = (
     rule_broken_from_start, rule_early_divergence_init, rule_nonfinite, rule_divergence, rule_unrecovered_spikes,
-    rule_slow_spikes, rule_adam_eps, rule_fp16_overflow, rule_resume, rule_repeat_data,
+    rule_slow_spikes, rule_last_point_spikes, rule_adam_eps, rule_fp16_overflow, rule_resume, rule_repeat_data,
     rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_fast_spikes,
     rule_grad_spikes, rule_component_rise, rule_rollback,
 )

@@ -184,12 +184,10 @@ class SpikeDetector:
 
     def validate(self) -> None:
         require(self, "window", is_int(self.window) and self.window >= 5, "an int >= 5")
-        require(self, "level_window", is_int(self.level_window) and self.level_window >= 3,
-                "an int >= 3")
+        require(self, "level_window", is_int(self.level_window) and self.level_window >= 3, "an int >= 3")
         require(self, "threshold", is_num(self.threshold) and self.threshold > 0, "a number > 0")
         require(self, "min_ratio", is_num(self.min_ratio) and self.min_ratio >= 1, "a number >= 1")
-        require(self, "min_points", is_int(self.min_points) and self.min_points >= 3,
-                "an int >= 3")
+        require(self, "min_points", is_int(self.min_points) and self.min_points >= 3, "an int >= 3")
         require(self, "back_z", is_num(self.back_z) and 0 < self.back_z, "a number > 0")
         require(self, "back_points", is_int(self.back_points) and self.back_points >= 1,
                 "an int >= 1")
@@ -592,8 +590,8 @@ class SpikeDetector:
             magnitude, units = peak - pre, "difference"
         rec_steps = None if end is None else int(st[end] - st[c])
         interval = int(st[c] - st[c - 1]) if c > 0 else 0
-        if rec_steps is None:
-            recovery = "none"
+        if rec_steps is None:  # None: the series' last point, not known yet (`_event`)
+            recovery = None if c == v.shape[0] - 1 else "none"
         elif rec_steps <= max(self.fast_within, interval):
             recovery = "fast"
         else:
@@ -613,7 +611,9 @@ class SpikeDetector:
         }
 
     def _event(self, series: Series, s: dict[str, Any]) -> Event:
-        severity = {"fast": "info", "slow": "warning", "none": "critical"}[s["recovery"]]
+        # the severity policy; None (a spike at the last point): not critical on one point
+        severity = {"fast": "info", "slow": "warning", "none": "critical", None: "warning"}[
+            s["recovery"]]
         return Event(kind=self.kind, run=series.run, tag=series.tag, start_step=s["start"],
                      peak_step=s["peak"], end_step=s["end"], severity=severity,
                      recovery=s["recovery"], recovery_steps=s["recovery_steps"],

@@ -70,8 +70,9 @@ def event_magnitude(event) -> str:
 
 
 def recovery_text(event) -> str:
-    if not event.recovery:
-        return ""
+    if not event.recovery:  # a spike at the series' last point: nothing after it yet
+        return "not known yet (last point)" if event.kind == "spike" and \
+            event.end_step is None else ""
     if event.recovery == "none":
         return "not recovered"
     if event.recovery_steps is not None:
