@@ -187,8 +187,10 @@ def rule_slow_spikes(events: Sequence[Event], meta: RunMeta,
 
 def rule_last_point_spikes(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
+    # below a doubling, one point at the end is no evidence worth a warning (it stays info)
     last = [e for e in _of(events, "spike") if e.recovery is None and e.end_step is None
-            and not e.details.get("negligible")]
+            and not e.details.get("negligible") and not (
+                e.details.get("magnitude_units") == "ratio" and e.magnitude < 2)]
     if not last:
         return None
     return Finding(

@@ -1,6 +1,6 @@
 """A spike at a series' last point has no "after": its recovery is not known yet (recovery
 None, a warning finding), not a critical "never recovered"; one more point that stays up makes
-it one. The guard's decisions on the newest point are unchanged (it skips the step by z)."""
+it one; below x2 it stays info. The guard's decisions on the newest point are unchanged (it skips the step by z)."""
 from __future__ import annotations
 
 import json
@@ -86,6 +86,14 @@ def test_yolov8_x1_05_at_its_last_epoch_is_not_critical():
 
     ra = analyze(read(str(YOLO))).runs[0]
     last = [e for e in ra.events if e.kind == "spike" and e.start_step == 704]
-    assert [(e.tag, e.recovery, e.severity) for e in last] == [
-        ("val/cls_loss", None, "warning")]
+    assert [(e.tag, e.recovery, e.severity) for e in last] == [("val/cls_loss", None, "info")]
     assert not [f for f in ra.findings if f.severity == "critical"]
+
+
+def test_a_small_jump_at_the_last_point_stays_info():
+    v = noisy(300)
+    v[-1] *= 1.5
+    ra = run_of(v)
+    assert [(e.start_step, e.recovery, e.severity) for e in ra.events if e.kind == "spike"] \
+        == [(300, None, "info")]
+    assert ra.findings == ()
