@@ -129,7 +129,9 @@ class DivergenceDetector:
     #: The level must reach this many times its best so far ("well above the running minimum").
     rise_ratio: float = 1.5
     #: Additive-space equivalent of rise_ratio, in robust noise scales (series that go <= 0).
-    rise_z: float = 12.0
+    #: A step up for good of this size or more is told from a rise by the growth asked after
+    #: it settled (a signed loss's steps of 6-15 noise scales settle, its rises grow).
+    rise_z: float = 6.0
     #: ...and keep growing: this many times the level it had when it first crossed.
     min_growth: float = 1.1
     #: ...or sit this many times above the best without coming down (a dead run).
