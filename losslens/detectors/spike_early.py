@@ -203,7 +203,7 @@ def early_spikes(y: np.ndarray, threshold: float, min_rise: float) -> Early:
         tracked = not before.shape[0] or np.abs(before - centre).max() <= TRACK * sc
         rose = head[i] - max(head[i - 1], head[i - 2]) > RISE * sc  # above both points before
         trend = _fit(head, i, TREND)[1]
-        flat = trend <= FLAT * sc  # the curve before was not rising
+        flat = i >= TREND and trend <= FLAT * sc  # the curve before was not rising
         turned = head[i + 1] - head[i] <= sc or flat
         persists = head[i + 1] - pred[i] - centre > PERSIST * sc  # the next point up too
         thr = threshold * (1 if persists else ONE_POINT)
