@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from html import escape
 from typing import Sequence
 
 import numpy as np
+
+from ..textsafe import html as escape  # entities, and controls from logs made visible
 
 MAX_POINTS = 2000
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
