@@ -128,3 +128,113 @@ def test_html_report_shows_controls_in_names_as_visible_escapes(tmp_path):
     html = res.stdout.decode()
     assert "\x1b" not in html and "\x07" not in html and "\u202e" not in html
     assert f"<code>{tmp_path}/runs/r\\e]52;c;cHduZWQ=\\x07\\u202e\n::error::pwn</code>" in html
+
+
+# --------------------------------------------------------------------------- numbers
+
+BIG = 1.7976931348623157e308
+#: loss curves at the edges of float64, each as it would be logged (NaN/Infinity as Python's
+#: json writes them)
+EXTREMES = {
+    "max_both_signs": [BIG, -BIG, 1.0, -1.0] * 60,
+    "max_after_normal": [3.0 - i / 1000 for i in range(200)] + [BIG, -BIG] * 30,
+    "huge_negative_flat": [-1e300] * 100 + [-1e300 * 1.5] * 100,
+    "subnormal": [5e-324, 1e-320, 2e-320, 0.0] * 60,
+    "negative_zero": [-0.0, 0.0] * 120,
+    "mixed": [float("nan"), float("inf"), -0.0, 1e-320, -float("inf"), 5e-324, BIG, -BIG] * 50,
+    "one_point": [2.0],
+    "all_nan": [float("nan")] * 100,
+    "all_inf": [float("inf")] * 50 + [-float("inf")] * 50,
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXTREMES))
+def test_values_at_the_edge_of_float64_are_analysed(tmp_path, name):
+    """±1.8e308 next to ordinary values: squares overflow to inf and the changepoint search
+    (least squares) met NaN costs everywhere: `internal error: ValueError: min() arg is an
+    empty sequence`, and the run was reported as failed."""
+    import losslens
+
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("".join(json.dumps({"step": i, "loss": v}) + "\n"
+                            for i, v in enumerate(EXTREMES[name])))
+    analysis = losslens.analyze(losslens.read(path))
+    (ra,) = analysis.runs
+    assert ra.info.error is None
+    assert ra.info.series[0].points == len(EXTREMES[name])
+
+
+@pytest.mark.parametrize("fmt", ["text", "html", "markdown"])
+def test_reports_draw_losses_of_1e308(tmp_path, fmt):
+    """The plots' axis span (max - min) overflowed: the terminal plot failed in np.repeat
+    (`internal error: ValueError: repeats may not contain negative values`), the HTML one in
+    its ticks (`OverflowError`) - the whole command, exit 2."""
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps({"step": i, "loss": v}) + "\n"
+                            for i, v in enumerate(EXTREMES["mixed"])))
+    res = run_bounded(["analyze", str(path), "-f", fmt])
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == b""
+    assert b"non-finite" in res.stdout.lower()
+
+
+# --------------------------------------------------------------------------- encodings, paths
+
+def _jsonl_text(n: int = 600) -> str:
+    return "".join(json.dumps({"step": i, "loss": 3.0 - i / 1000 + (5 if i == 300 else 0)})
+                   + "\n" for i in range(n))
+
+
+def test_jsonl_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    """A UTF-8 BOM (Windows editors, PowerShell 7's Out-File) hid the first `{`: the file
+    was `not a log format losslens knows`."""
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + _jsonl_text().encode())
+    res = run_bounded(["series", str(path), "-f", "json"])
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == b""
+    (run,) = json.loads(res.stdout)["runs"]
+    assert [(s["tag"], s["points"], s["first_step"], s["last_step"]) for s in run["series"]] \
+        == [("loss", 600, 0, 599)]
+
+
+@pytest.mark.parametrize("codec, name, bom", [("utf-16", "UTF-16LE", "FF FE"),
+                                              ("utf-16-be", "UTF-16BE", "FE FF"),
+                                              ("utf-32", "UTF-32LE", "FF FE 00 00")])
+def test_utf16_and_utf32_logs_are_named_as_such(tmp_path, codec, name, bom):
+    """PowerShell 5's `python train.py > log.txt` writes UTF-16LE: it was `not a log format
+    losslens knows`, and in a folder it was passed over without a word."""
+    text = _jsonl_text()
+    data = text.encode(codec) if codec != "utf-16-be" else b"\xfe\xff" + text.encode(codec)
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(data)
+    why = (f"{name} text (byte-order mark {bom}); losslens reads UTF-8 logs: convert it "
+           f"first, e.g. iconv -f {name} -t UTF-8")
+    res = run_bounded(["analyze", str(path)])
+    assert (res.returncode, res.stdout, res.stderr.decode()) == (2, b"", f"Error: {path}: {why}\n")
+    # in a folder: the other log is read and reported, this one is a failed run
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    path.rename(folder / "m.jsonl")
+    (folder / "ok.jsonl").write_text(text)
+    res = run_bounded(["check", str(folder), "-f", "json"])
+    assert res.returncode == 2
+    assert res.stderr.decode() == f"Error: {folder}/m.jsonl: {why}\n"
+    runs = json.loads(res.stdout)["runs"]
+    assert [r["run"] for r in runs] == ["m.jsonl", "ok.jsonl"]
+
+
+@pytest.mark.parametrize("what", ["fifo", "/dev/zero", "/dev/null"])
+def test_a_pipe_or_a_device_is_named_not_listed_as_a_folder(tmp_path, what):
+    """A named pipe or /dev/zero given as the log was `cannot list folder (Not a
+    directory)`."""
+    if what == "fifo":
+        path = tmp_path / "live.log"
+        os.mkfifo(path)
+        kind = "a named pipe"
+    else:
+        path, kind = Path(what), "a character device"
+    res = run_bounded(["analyze", str(path)], timeout=60)
+    assert (res.returncode, res.stdout, res.stderr.decode()) == (
+        2, b"", f"Error: {path}: {kind}, not a log file or folder; save the stream to a file "
+                "first (`losslens watch` follows a growing file)\n")

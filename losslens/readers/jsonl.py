@@ -50,7 +50,7 @@ def sniff_jsonl(name: str, head: bytes) -> float:
 def read_jsonl(path: Path, run: str) -> list[RunRecords]:
     """One JSON object per line with a step key (a Levanter log named as JSON lines: its
     tracker records, through the `levanter` reader)."""
-    data = valid_utf8(path.read_bytes())
+    data = valid_utf8(path.read_bytes()).removeprefix(b"\xef\xbb\xbf")  # (a UTF-8 BOM)
     if _LEVANTER.encode() in data[:1 << 20]:
         from .levanter import read as read_levanter
 
