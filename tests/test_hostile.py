@@ -238,3 +238,47 @@ def test_a_pipe_or_a_device_is_named_not_listed_as_a_folder(tmp_path, what):
     assert (res.returncode, res.stdout, res.stderr.decode()) == (
         2, b"", f"Error: {path}: {kind}, not a log file or folder; save the stream to a file "
                 "first (`losslens watch` follows a growing file)\n")
+
+
+# --------------------------------------------------------------------------- settings files
+
+@pytest.mark.parametrize("body, message", [
+    ("[tool]\nlosslens = 5\n",
+     "{p}: tool.losslens must be a table ([tool.losslens]), got int 5"),
+    ("[tool.losslens]\nallow-steps = [[500, 100]]\n",
+     "{p} [tool.losslens]: allow-steps range '500-100' ends before it starts"),
+    ("[tool.losslens]\nallow-steps = \"100-200x\"\n",
+     "{p} [tool.losslens]: allow-steps entries are N, \"A-B\" or [A, B], got '100-200x'"),
+    ("[tool.losslens.detectors.spike]\nwindow = \"abc\"\n",
+     "{p} [tool.losslens]: SpikeDetector.window must be an int >= 5, got 'abc'"),
+    ("[tool.losslens]\ninput-format = \"nosuch\"\n",
+     "{p} [tool.losslens]: --input-format 'nosuch' is not a format losslens knows; known: "),
+])
+def test_bad_settings_name_their_file(tmp_path, body, message):
+    """`[tool] losslens = 5` was `internal error: AttributeError`; `allow-steps = "100-200x"`
+    was read character by character (`got '1'`... `got '-'`); [[500, 100]] was taken;
+    a detector's bad field and an unknown input-format did not name the settings file."""
+    p = tmp_path / "pyproject.toml"
+    p.write_text(body)
+    (tmp_path / "m.jsonl").write_text(_jsonl_text(100))
+    res = run_bounded(["check", "m.jsonl"], cwd=tmp_path)
+    assert (res.returncode, res.stdout) == (2, b"")
+    lines = [ln for ln in res.stderr.decode().splitlines()
+             if not ln.startswith("losslens: settings from")]
+    assert len(lines) == 1 and lines[0].startswith("Error: " + message.format(p=p)), lines
+
+
+def test_one_allowed_range_given_alone_is_one_entry(tmp_path):
+    """`allow-steps = "250-350"` (a string, not a list) allows that range."""
+    (tmp_path / "losslens.toml").write_text('allow-steps = "250-350"\n')
+    (tmp_path / "m.jsonl").write_text(_jsonl_text())
+    res = run_bounded(["analyze", "m.jsonl", "-f", "json"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (run,) = json.loads(res.stdout)["runs"]
+    assert run["events"] == []
+    (tmp_path / "plain").mkdir()  # the same log without the settings: the spike at 300
+    (tmp_path / "plain" / "losslens.toml").write_text("")
+    (tmp_path / "plain" / "m.jsonl").write_text(_jsonl_text())
+    res = run_bounded(["analyze", "m.jsonl", "-f", "json"], cwd=tmp_path / "plain")
+    assert res.returncode == 0, res.stderr
+    assert [e["kind"] for e in json.loads(res.stdout)["runs"][0]["events"]] == ["spike"]
