@@ -90,12 +90,13 @@ class Options:
         if self.unit_timeout is not None and not (self.unit_timeout > 0):
             raise InvalidParameterError(f"`unit_timeout` must be > 0, got {self.unit_timeout:g}")
         if self.input_format is not None:
-            from .readers import FORMATS
+            from .errors import UnknownFormatError
+            from .readers import get_format
 
-            if self.input_format not in FORMATS:
-                raise InvalidParameterError(
-                    f"`input_format` {self.input_format!r} is not a format losslens knows; "
-                    f"known: {', '.join(FORMATS)}")
+            try:
+                get_format(self.input_format)
+            except UnknownFormatError as exc:  # (a settings file's: named by from_mapping)
+                raise InvalidParameterError(str(exc)) from None
         if self.global_batch_size is not None and self.global_batch_size <= 0:
             raise InvalidParameterError(
                 f"`global_batch_size` must be > 0, got {self.global_batch_size}")

@@ -252,7 +252,7 @@ def test_a_pipe_or_a_device_is_named_not_listed_as_a_folder(tmp_path, what):
     ("[tool.losslens.detectors.spike]\nwindow = \"abc\"\n",
      "{p} [tool.losslens]: SpikeDetector.window must be an int >= 5, got 'abc'"),
     ("[tool.losslens]\ninput-format = \"nosuch\"\n",
-     "{p} [tool.losslens]: --input-format 'nosuch' is not a format losslens knows; known: "),
+     "{p} [tool.losslens]: unknown format 'nosuch'; known formats: tensorboard, "),
 ])
 def test_bad_settings_name_their_file(tmp_path, body, message):
     """`[tool] losslens = 5` was `internal error: AttributeError`; `allow-steps = "100-200x"`
@@ -282,3 +282,43 @@ def test_one_allowed_range_given_alone_is_one_entry(tmp_path):
     res = run_bounded(["analyze", "m.jsonl", "-f", "json"], cwd=tmp_path / "plain")
     assert res.returncode == 0, res.stderr
     assert [e["kind"] for e in json.loads(res.stdout)["runs"][0]["events"]] == ["spike"]
+
+
+# --------------------------------------------------------------------------- replay's input
+
+_DOC = {"schema": "losslens.analysis/1", "version": "0"}
+
+
+@pytest.mark.parametrize("runs, message", [
+    (5, "runs: expected a list, got int 5"),
+    (["a"], "runs[0]: expected an object, got str 'a'"),
+    ([{"run": "r", "series": 5}], "runs[0].series: expected a list, got int 5"),
+    ([{"run": "r", "events": [[1]]}], "runs[0].events[0]: expected an object, got list"),
+    ([{"run": "r", "events": [{"kind": "spike", "tag": "loss", "start_step": 1e300}]}],
+     "runs[0].events[0].start_step: expected a step (a 64-bit integer), got float 1e+300"),
+    ([{"run": "r", "events": [{"kind": "spike", "tag": "loss", "start_step": 5,
+                               "peak_step": "x"}]}],
+     "runs[0].events[0].peak_step: expected a step (a 64-bit integer) or null, got str 'x'"),
+    ([{"run": "r", "metadata": 5}], "runs[0].metadata: expected an object or null, got int 5"),
+    ([{"run": "r"}, {"run": 5}], "runs[1].run: expected a string, got int 5"),
+])
+def test_replay_names_the_part_of_a_bad_analysis_document(tmp_path, runs, message):
+    """Each of these was `internal error: AttributeError/TypeError` (exit 2, no hint of
+    where the document was wrong), before any model was built."""
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({**_DOC, "runs": runs}))
+    res = run_bounded(["replay", "--plugin", str(ROOT / "examples" / "tiny_gpt_plugin.py"),
+                       "--analysis", str(path), "--device", "cpu"])
+    assert (res.returncode, res.stdout, res.stderr.decode()) == (
+        2, b"", f"Error: --analysis {path}: {message}\n")
+
+
+def test_replay_refuses_an_analysis_document_nested_past_the_parser(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text('{"schema": "losslens.analysis/1", "runs": ' + "[" * 100_000
+                    + "]" * 100_000 + "}")
+    res = run_bounded(["replay", "--plugin", str(ROOT / "examples" / "tiny_gpt_plugin.py"),
+                       "--analysis", str(path), "--device", "cpu"])
+    assert (res.returncode, res.stdout, res.stderr.decode()) == (
+        2, b"", f"Error: --analysis {path}: not an analysis document (nested too deeply to "
+                "read)\n")
