@@ -345,3 +345,15 @@ def test_a_run_of_thousands_of_tags_builds_its_roles_once(tmp_path):
     assert whole.step.shape[0] == 2000 and whole.value[-1] == pytest.approx(3 - 1999 / 1e4)
     (ra,) = losslens.analyze(frame).runs
     assert ra.info.error is None
+
+
+def test_a_step_past_int64_is_named_not_called_missing(tmp_path):
+    """The line was skipped as `no step key in this line`, though it has one."""
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1, "loss": 1e999999}\n'
+                    '{"step": 99999999999999999999999999, "loss": 1}\n' + _jsonl_text(50))
+    res = run_bounded(["series", str(path)])
+    assert res.returncode == 0
+    assert res.stderr.decode() == (
+        "Warning: m.jsonl: 1 line(s) looked like metrics but did not parse (first: line 2: "
+        "step 99999999999999999999999999 is not an integer step (64-bit))\n")

@@ -393,7 +393,9 @@ def _add_record(builder: RecordsBuilder, cols: dict, rec: dict, lineno: int, ste
             texts.append((k, lineno, v))
     if step is None:
         if items:
-            builder.skip(lineno, "no step key in this line")
+            given = next((rec[k] for k in STEP_NAMES if k in rec), None)
+            builder.skip(lineno, "no step key in this line" if given is None else
+                         f"step {str(given)[:40]} is not an integer step (64-bit)")
         return
     for k, v in items:
         c = cols.get(k)
