@@ -357,3 +357,19 @@ def test_a_step_past_int64_is_named_not_called_missing(tmp_path):
     assert res.stderr.decode() == (
         "Warning: m.jsonl: 1 line(s) looked like metrics but did not parse (first: line 2: "
         "step 99999999999999999999999999 is not an integer step (64-bit))\n")
+
+
+def test_a_first_record_longer_than_the_sniffed_head_is_still_json_lines(tmp_path):
+    """A W&B-style record of thousands of keys (here 1.2 MB on one line) ran past the 1 MB
+    head the formats are sniffed from: `not a log format losslens knows`."""
+    keys = [f"layer_{i:04d}/" + "x" * 580 for i in range(2000)]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 3.0 - s / 10,
+                                        **{k: float(s) for k in keys}}) + "\n"
+                            for s in range(3)))
+    assert path.stat().st_size > 1 << 20
+    res = run_bounded(["series", str(path), "-f", "json"])
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == b""
+    (run,) = json.loads(res.stdout)["runs"]
+    assert run["format"] == "jsonl" and len(run["series"]) == 2001
