@@ -2,7 +2,8 @@
 
 1. `Guard.step` on a synthetic run (`--steps`, default 20,000: a decaying loss with
    log-normal noise, a grad norm, a learning rate; fast spikes, a slow one, a NaN) with the
-   default policy, synchronous then asynchronous (the default), `--work-ms` (default 2) of
+   default policy, in process (each check whole in the call it is due at; in time slices,
+   `slice_ms`, the in-process default) then asynchronous (the default), `--work-ms` (default 2) of
    sleep between calls standing for the training step (the asynchronous guard's worker
    needs ~1 ms a step on average to keep up; a tighter loop makes `step` wait for it at
    `max_lag`): wall time of every call (perf_counter_ns), median / p99 / p99.9 / max, and
@@ -49,18 +50,21 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
     steps, loss, grad = series(n)
     print(f"Guard.step, {n:,} calls (loss, grad norm, lr; default policy but never stops), "
           f"{work_ms:g} ms of sleep between calls (a training step's time), max-lag {max_lag}:")
-    for asynchronous in (False, True):
-        g = Guard(GuardPolicy(stop_on=(), max_lag=max_lag), asynchronous=asynchronous)
+    for name, asynchronous, slice_ms in MODES:
+        g = Guard(GuardPolicy(stop_on=(), max_lag=max_lag, slice_ms=slice_ms),
+                  asynchronous=asynchronous)
+        sliced = g._slices
         lr = 3e-4
         times = np.empty(n, np.int64)
         own = np.empty(n, np.int64)  # the call's own CPU time (this thread)
-        checks = np.zeros(n, bool)
+        checks = np.zeros(n, bool)  # calls that ran (a slice of) a window update
         late: list[int] = []  # calls between a decision's step and the call returning it
         clock, tclock = time.perf_counter_ns, time.thread_time_ns
         live = g.live
         cpu0 = time.process_time()
         for i in range(n):
-            before = live.tick if live is not None else 0
+            before = (live.tick if live is not None else 0,
+                      sliced.total if sliced is not None else 0)
             c0 = tclock()
             t0 = clock()
             d = g.step(steps[i], loss[i], grad_norm=grad[i], lr=lr)
@@ -68,7 +72,8 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
             if d:
                 late.append(steps[i] - d.step)
             own[i] = tclock() - c0
-            checks[i] = live is not None and live.tick != before
+            checks[i] = live is not None and (live.tick, sliced.total if sliced is not None
+                                              else 0) != before
             if work_ms:
                 time.sleep(work_ms / 1000)
         cpu = time.process_time() - cpu0  # this process only (not the worker)
@@ -76,12 +81,12 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
         waits = getattr(g, "waits", 0)
         g.close()
         us, cu = times / 1000.0, own / 1000.0
-        name = "asynchronous" if asynchronous else "synchronous "
         slow = us > 1000
         print(f"  {name}: median {np.median(us):.1f} us, p99 {np.percentile(us, 99):.1f} us, "
               f"p99.9 {np.percentile(us, 99.9):.0f} us, max {us.max():.0f} us; "
               f"{int(slow.sum())} call(s) over 1 ms"
-              + (f" ({waits} waited for the worker)" if asynchronous else "")
+              + (f" ({waits} waited for the worker)" if asynchronous else
+                 f" ({waits} waited for the update: max-lag)" if sliced is not None else "")
               + f"; {events} events; CPU time of the loop's process {cpu:.2f} s "
               f"(load average {os.getloadavg()[0]:.1f})")
         print(f"    the calls' own CPU time: median {np.median(cu):.1f} us, "
@@ -94,9 +99,19 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
                   f"their step at the median, {max(late)} at most")
         if checks.any():
             window, plain = us[checks], us[~checks]
-            print(f"    window updates in the call: {window.shape[0]:,} "
+            what = "slices of" if sliced is not None else ""
+            print(f"    calls that ran {what} window updates: {window.shape[0]:,} "
                   f"({window.shape[0] / n:.1%}), median {np.median(window):.0f} us, "
-                  f"max {window.max():.0f} us; the other calls: max {plain.max():.0f} us")
+                  f"max {window.max():.0f} us (own CPU: median {np.median(cu[checks]):.0f} "
+                  f"us, max {cu[checks].max():.0f} us); the other calls: max "
+                  f"{plain.max():.0f} us" + (f"; {live.tick} updates in {sliced.total} "
+                                             "slices" if sliced is not None else ""))
+
+
+#: (name, asynchronous, slice_ms) of each mode measured.
+MODES = (("in-process, whole checks", False, 0.0),
+         ("in-process, in slices", False, GuardPolicy().slice_ms),
+         ("asynchronous", True, 0.0))
 
 
 def bench_hf(n: int) -> None:
@@ -126,15 +141,17 @@ def bench_hf(n: int) -> None:
     import tempfile
 
     out, cpu = {}, {}
-    for name, cbs in (("without", []), ("with", None), ("in-process", "sync")):
+    for name, cbs in (("without", []), ("with", None), ("in-process", "sync"),
+                      ("in-process whole", "whole"), ("without again", [])):
         with tempfile.TemporaryDirectory() as d:
             args = TrainingArguments(output_dir=d, max_steps=n, per_device_train_batch_size=4,
                                      logging_steps=1, save_strategy="no", report_to=[],
                                      use_cpu=True, disable_tqdm=True, log_level="error")
             # never stops: the cost of feeding it every step is what is measured
             guard = None
-            if cbs is None or cbs == "sync":
-                guard = Guard(GuardPolicy(stop_on=()), asynchronous=cbs is None)
+            if cbs is None or cbs in ("sync", "whole"):
+                guard = Guard(GuardPolicy(stop_on=(), slice_ms=0.0 if cbs == "whole" else
+                                          GuardPolicy().slice_ms), asynchronous=cbs is None)
             callbacks = [] if guard is None else [GuardCallback(guard)]
             t = Trainer(model=Model(), args=args, train_dataset=Data(), callbacks=callbacks)
             t.remove_callback(PrinterCallback)
@@ -151,14 +168,17 @@ def bench_hf(n: int) -> None:
     print(f"HF Trainer, {n:,} steps of a one-layer model, logging every step: "
           f"{out['without']:.1f} s without the callback, {out['with']:.1f} s with it "
           f"({(out['with'] / out['without'] - 1):+.1%}; asynchronous guard), "
-          f"{out['in-process']:.1f} s with an in-process guard "
-          f"({(out['in-process'] / out['without'] - 1):+.1%}); "
+          f"{out['in-process']:.1f} s with an in-process guard in slices "
+          f"({(out['in-process'] / out['without'] - 1):+.1%}), "
+          f"{out['in-process whole']:.1f} s in-process with whole checks, "
+          f"{out['without again']:.1f} s without it again; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("  CPU time (the run's process and its guard worker): " + ", ".join(
         f"{k} {v:.1f} s" for k, v in cpu.items())
           + f"; the guard costs {(cpu['with'] - cpu['without']) / n * 1e3:.2f} ms a step "
           f"(asynchronous), {(cpu['in-process'] - cpu['without']) / n * 1e3:.2f} ms "
-          f"(in-process)")
+          f"(in-process, slices), {(cpu['in-process whole'] - cpu['without']) / n * 1e3:.2f}"
+          " ms (in-process, whole checks), against the first run without it")
 
 
 def main() -> None:

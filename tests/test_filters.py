@@ -35,6 +35,23 @@ def test_large_inputs_go_to_scipy():
                                   ndimage.median_filter(x, size=5, mode="nearest"))
 
 
+@pytest.mark.parametrize("size", [1, 2, 15, 129, 300])
+def test_long_inputs_filtered_in_pieces_equal_one_scipy_call(size):
+    """Beyond CHUNK points SciPy filters pieces that overlap by the window (one C call of a
+    long series' filter is ~1 ms): every value as one call gives it, every origin."""
+    rng = np.random.default_rng(size)
+    for n in (filters.CHUNK + 1, 3 * filters.CHUNK + size // 2):
+        x = np.round(rng.normal(size=n), 1)
+        x[n // 3:n // 3 + 50] = 7.0  # a run of ties across no particular boundary
+        for origin in sorted({0, (size - 1) // 2, -(size // 2)}):
+            for ours, theirs in ((filters.median_filter, ndimage.median_filter),
+                                 (filters.minimum_filter1d, ndimage.minimum_filter1d),
+                                 (filters.maximum_filter1d, ndimage.maximum_filter1d)):
+                np.testing.assert_array_equal(
+                    ours(x, size, origin), theirs(x, size=size, mode="nearest", origin=origin),
+                    err_msg=f"{ours.__name__} n={n} origin={origin}")
+
+
 def _signal(seed: int, n: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = np.arange(n, dtype=float) * 10

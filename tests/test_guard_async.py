@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -51,7 +52,8 @@ def _feed(calls, asynchronous, policy):
 def test_async_decides_as_sync_does_and_delivers_within_max_lag(case):
     policy = GuardPolicy(stop_after=40, check_every=25, max_lag=20)  # waits: a tight loop
     calls = _run(**case)
-    sync, sync_got, sync_events = _feed(calls, False, policy)
+    # in process, each check to its end at its own step (not in slices: test_guard_slices)
+    sync, sync_got, sync_events = _feed(calls, False, replace(policy, slice_ms=0))
     asyn, asyn_got, asyn_events = _feed(calls, True, policy)
     assert sync.asynchronous is False and asyn.asynchronous is True
     # the same decisions (steps, reasons, events, plans) and the same events

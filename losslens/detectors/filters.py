@@ -28,6 +28,10 @@ import numpy as np
 SMALL = 2_000_000
 #: Once SciPy's ndimage is imported (by anyone), use it at every size.
 SCIPY_ONCE_IMPORTED = True
+#: SciPy's filters run on at most this many points a call (longer series in pieces that
+#: overlap by the window, the same numbers): one C call of a long series' filter takes ~1
+#: ms, and the in-process guard's time slices (losslens.guard.slices) end between calls.
+CHUNK = 4096
 
 
 class BadSegmentationParameters(ValueError):
@@ -52,13 +56,33 @@ def _small(x: np.ndarray, size: int) -> bool:
             and not (SCIPY_ONCE_IMPORTED and "scipy.ndimage" in sys.modules))
 
 
+def _scipy(name: str, x: np.ndarray, size: int, origin: int) -> np.ndarray:
+    """SciPy's filter `name` (mode="nearest"), in pieces of CHUNK points for a long `x`:
+    each piece is filtered with the window ending where it reads (origin -size//2) on the
+    points it needs, edges padded as "nearest" does, so every value is the whole call's."""
+    from scipy import ndimage
+
+    fn = getattr(ndimage, name)
+    n = x.shape[0]
+    if x.ndim != 1 or n <= CHUNK or size < 1:
+        return fn(x, size=size, mode="nearest", origin=origin)
+    left = size // 2 + origin
+    right = size - 1 - left
+    pad = np.concatenate([np.repeat(x[:1], max(left, 0)), x, np.repeat(x[-1:], max(right, 0))])
+    skip = max(-left, 0)  # an origin past the centre: row i starts at pad[i + skip]
+    out = np.empty(n, x.dtype)
+    for a in range(0, n, CHUNK):
+        b = min(n, a + CHUNK)
+        piece = pad[a + skip:b + skip + size - 1]
+        out[a:b] = fn(piece, size=size, mode="nearest", origin=-(size // 2))[:b - a]
+    return out
+
+
 def median_filter(x: np.ndarray, size: int, origin: int = 0) -> np.ndarray:
     """`scipy.ndimage.median_filter(x, size=size, mode="nearest", origin=origin)`."""
     x = np.asarray(x)
     if not _small(x, size):
-        from scipy import ndimage
-
-        return ndimage.median_filter(x, size=size, mode="nearest", origin=origin)
+        return _scipy("median_filter", x, size, origin)
     w = _windows(x, size, origin)
     return np.partition(w, size // 2, axis=1)[:, size // 2].astype(x.dtype, copy=False)
 
@@ -67,9 +91,7 @@ def minimum_filter1d(x: np.ndarray, size: int, origin: int = 0) -> np.ndarray:
     """`scipy.ndimage.minimum_filter1d(x, size=size, mode="nearest", origin=origin)`."""
     x = np.asarray(x)
     if not _small(x, size):
-        from scipy import ndimage
-
-        return ndimage.minimum_filter1d(x, size=size, mode="nearest", origin=origin)
+        return _scipy("minimum_filter1d", x, size, origin)
     return _windows(x, size, origin).min(axis=1)
 
 
@@ -77,9 +99,7 @@ def maximum_filter1d(x: np.ndarray, size: int, origin: int = 0) -> np.ndarray:
     """`scipy.ndimage.maximum_filter1d(x, size=size, mode="nearest", origin=origin)`."""
     x = np.asarray(x)
     if not _small(x, size):
-        from scipy import ndimage
-
-        return ndimage.maximum_filter1d(x, size=size, mode="nearest", origin=origin)
+        return _scipy("maximum_filter1d", x, size, origin)
     return _windows(x, size, origin).max(axis=1)
 
 

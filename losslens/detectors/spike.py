@@ -15,7 +15,8 @@ Statistic (causal: a point's verdict uses only the points before it):
   0 with additive noise is not judged by a log-space scale that lags behind. Where a positive
   loss is judged additively because it came near 0, a spike must also stand out in log space
   (spike_stats.LogCheck): log-normal flicker on a 1e-7 floor is large additively and ordinary
-  as a ratio, a collapse from the floor or a blow-up from 1e-30 is large either way.
+  as a ratio, a collapse from the floor or a blow-up from 1e-30 is large either way (a
+  lone point on a floor the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
 - Expected value, from the finite points before the point, by whichever of two predictors
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
@@ -67,8 +68,8 @@ from ..frame import Series
 from .spike_early import HEAD, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
-    baseline, find_back, masked_trailing_median, near_zero_points, next_true, trailing_median,
-    trailing_min)
+    baseline, find_back, lone_threshold, masked_trailing_median, near_zero_points, next_true,
+    trailing_median, trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -250,9 +251,12 @@ class SpikeDetector:
         def pad(x: np.ndarray) -> np.ndarray:
             return np.r_[x, np.full(n - m, np.nan)]
 
-        thr = self._tail_threshold(logb) * (1 + SMALL_SAMPLE / np.maximum(logb.count, 1))
+        small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
+        thr = self._tail_threshold(logb) * small
+        lone = lone_threshold(logb.level, thr, self.threshold * small, self.tail_window)
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
-                        self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)))
+                        self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
+                        pad(lone))
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the

@@ -219,6 +219,30 @@ def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | 
     return None
 
 
+#: Near 0 (a positive loss judged additively, each spike confirmed in log space: LogCheck),
+#: on a floor (a level FALLEN x below the highest level of the last `tail_window` points) a
+#: lone point (back at the next point) must rise LONE_FLOOR x the plain threshold in
+#: log-space scales: a loss that fell decades to a floor flickers with the heavy-tailed
+#: per-batch noise of a memorised set (x10-x100 outliers of Student t noise at 6-12 scales,
+#: often before any tail evidence has shown), and a collapse from the floor (x1e3 and more,
+#: or a rise that lasts) stands out far more. A noisy loss near its start level (judged
+#: additively too when its noise exceeds ~20 %) keeps the plain threshold.
+LONE_FLOOR, FALLEN = 2.0, 100.0
+
+
+def lone_threshold(level: np.ndarray, thr: np.ndarray, plain: np.ndarray, span: int
+                   ) -> np.ndarray:
+    """`LogCheck.lone` for points with log-space `level` and threshold `thr`: at least
+    LONE_FLOOR x `plain` (the small-sample-raised plain threshold) where the level lies
+    FALLEN x below the highest level of the `span` points before (0: never)."""
+    lone = thr.copy()
+    if span:
+        lv = np.where(np.isfinite(level), level, -np.inf)
+        top = np.r_[-np.inf, -trailing_min(-lv, span)[:-1]]
+        floor = lv <= top - np.log(FALLEN)
+        lone[floor] = np.maximum(thr[floor], LONE_FLOOR * plain[floor])
+    return lone
+
 
 @dataclass(frozen=True)
 class LogCheck:
@@ -231,9 +255,9 @@ class LogCheck:
     `level_window` and `window` log values before it, by the log-space threshold (`thr`:
     tail-aware, small-sample-raised) times the log-space scale: with its highest value, or
     with the median of its m >= 2 values until it is back (at most a level window) by
-    thr / sqrt(m). A collapse from a floor (1e-7 to 1e-2), a blow-up from 1e-30 or a
-    sustained x3 of a noisy grad norm passes; flicker does not. Points from `stop` on
-    (after a value <= 0) need no check."""
+    thr / sqrt(m); a lone point (back at the next one: m = 1) by `lone`. A collapse from a
+    floor (1e-7 to 1e-2), a blow-up from 1e-30 or a sustained x3 of a noisy grad norm
+    passes; flicker does not. Points from `stop` on (after a value <= 0) need no check."""
 
     y: np.ndarray  # log values (NaN where unknown)
     scale: np.ndarray  # the log-space baseline's scale
@@ -242,6 +266,7 @@ class LogCheck:
     window: int
     level_window: int
     min_rise: float  # log(min_ratio)
+    lone: np.ndarray | None = None  # the log-space threshold for a lone point (None: `thr`)
 
     def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None) -> bool:
         """Whether the spike starting at index `c`, whose values until it is back (at most a
@@ -270,6 +295,8 @@ class LogCheck:
         if rise < self.min_rise:
             return False
         m = run.shape[0]
+        if self.lone is not None and m == 1:
+            return rise > float(self.lone[c]) * scale  # a lone point (see `lone`)
         if rise > thr * scale:
             return True
         return m >= 2 and float(np.median(np.log(run))) - base > thr * scale / np.sqrt(m)

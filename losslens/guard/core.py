@@ -28,7 +28,7 @@ import math
 import os
 import weakref
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -36,93 +36,9 @@ import numpy as np
 from ..detectors.stream import LiveRun
 from ..errors import InvalidParameterError
 from ..events import Event, SkipPlan
+from .policy import ACTIONS, NOTHING, SEVERITIES, TAGS, Decision, GuardPolicy
 
-#: What the guard can answer, mildest first.
-ACTIONS = ("none", "alert", "skip_step", "stop_and_restart")
-SEVERITIES = ("info", "warning", "critical")
-#: Tags (and their roles) under which the guard files what `step` is given.
-TAGS = {"loss": "train_loss", "grad_norm": "grad_norm", "lr": "lr", "loss_scale": "loss_scale"}
-
-
-@dataclass(frozen=True)
-class GuardPolicy:
-    """What the guard does about what it finds (`[tool.losslens.guard]`)."""
-
-    #: Run the detectors every this many steps (and at once on a value over the bar).
-    check_every: int = 50
-    #: The bar, in robust scales over the trailing median of the log loss (and grad norm).
-    screen_z: float = 3.0
-    #: Answer skip_step for a step whose loss or grad norm is NaN/inf.
-    skip_nonfinite: bool = True
-    #: Answer skip_step for a step that starts a spike at least this many robust scales over
-    #: the trailing level (0: never; OLMo-core skips at 6 standard deviations).
-    skip_z: float = 0.0
-    #: Stop and restart when a spike has not come back for this many steps.
-    stop_after: int = 50
-    #: Which events may stop the run: an unrecovered spike, a divergence, a NaN/inf burst
-    #: of at least `stop_nonfinite` points.
-    stop_on: tuple[str, ...] = ("spike", "divergence", "nonfinite")
-    stop_nonfinite: int = 3
-    #: Alert on new events (and events whose severity rose) at or above this severity.
-    alert_severity: str = "warning"
-    #: The PaLM plan: restart from the latest checkpoint at least `before` steps before the
-    #: onset, skip `min_skip`..`max_skip` batches from there through the event.
-    before: int = 100
-    min_skip: int = 200
-    max_skip: int = 500
-    #: Run the detectors in a worker process (`step` only appends and ships the numbers;
-    #: a detector decision comes back a few steps later). NaN/inf skip_step stays at once.
-    #: Off when `skip_z` > 0 (a late skip_step is no use) and where there is no fork/exec.
-    asynchronous: bool = True
-    #: Asynchronous: `step` waits for the worker when it is more than this many calls
-    #: behind, so a decision is delivered at most `max_lag` calls after its step.
-    max_lag: int = 100
-
-    def validate(self) -> None:
-        if not isinstance(self.asynchronous, bool):
-            raise InvalidParameterError(
-                f"guard.asynchronous must be true or false, got {self.asynchronous!r}")
-        for name in ("check_every", "stop_after", "stop_nonfinite", "max_lag"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InvalidParameterError(f"guard.{name} must be an int >= 1, got {v!r}")
-        for name in ("before", "min_skip", "max_skip"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise InvalidParameterError(f"guard.{name} must be an int >= 0, got {v!r}")
-        for name in ("screen_z", "skip_z"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
-                raise InvalidParameterError(f"guard.{name} must be a number >= 0, got {v!r}")
-        if self.alert_severity not in SEVERITIES:
-            raise InvalidParameterError(f"guard.alert_severity must be one of "
-                                        f"{', '.join(SEVERITIES)}, got {self.alert_severity!r}")
-        bad = [k for k in self.stop_on if k not in ("spike", "divergence", "nonfinite")]
-        if bad:
-            raise InvalidParameterError(f"guard.stop_on: unknown kind {bad[0]!r}; "
-                                        "known: spike, divergence, nonfinite")
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do after a step. Falsy when there is nothing to do."""
-
-    action: str
-    step: int
-    reason: str = ""
-    events: tuple[Event, ...] = ()
-    plan: SkipPlan | None = None
-
-    def __bool__(self) -> bool:
-        return self.action != "none"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "step": self.step, "reason": self.reason,
-                "events": [e.to_dict() for e in self.events],
-                "plan": None if self.plan is None else self.plan.to_dict()}
-
-
-NOTHING = Decision("none", -1)
+__all__ = ["ACTIONS", "NOTHING", "SEVERITIES", "TAGS", "Decision", "Guard", "GuardPolicy"]
 
 
 class Guard:
@@ -152,6 +68,7 @@ class Guard:
         self.stopped: Decision | None = None
         self._last_step: int | None = None
         self._link: Any = None
+        self._slices: Any = None  # in process with slice_ms: the update's slices
         if self.asynchronous:
             self._start(dict(policy=self.policy, detectors=detectors,
                              checkpoints=self.checkpoints, checkpoint_every=checkpoint_every,
@@ -169,6 +86,8 @@ class Guard:
         self._next = self.policy.check_every
         self._said: dict[tuple, str] = {}  # event key -> "stop_and_restart" once stopped
         self._ranks: dict[tuple, int] = {}  # event key -> severity rank last alerted
+        if self.policy.slice_ms > 0 and self.policy.skip_z == 0:
+            self._slice_start()
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -176,12 +95,20 @@ class Guard:
              lr: float | None = None, loss_scale: float | None = None) -> Decision:
         """One optimizer step's numbers; what to do about them."""
         step, loss = int(step), float(loss)
+        if grad_norm is not None:
+            grad_norm = float(grad_norm)
+        if not self._take_in(step, loss, grad_norm, lr, loss_scale):
+            return NOTHING
+        return self._record(self._check(step, loss, grad_norm))
+
+    def _take_in(self, step: int, loss: float, grad_norm: float | None, lr: float | None,
+                 loss_scale: float | None) -> bool:
+        """File one call's numbers; whether the detectors are due now."""
         p = self._pending
         p["loss"][0].append(step)
         p["loss"][1].append(loss)
         due = step >= self._next or not loss < self._bar  # NaN compares False: due
         if grad_norm is not None:
-            grad_norm = float(grad_norm)
             p["grad_norm"][0].append(step)
             p["grad_norm"][1].append(grad_norm)
             due = due or not grad_norm < self._gbar
@@ -192,15 +119,16 @@ class Guard:
             p["loss_scale"][0].append(step)
             p["loss_scale"][1].append(float(loss_scale))
         self._last_step = step
-        if not due:
-            return NOTHING
-        return self._check(step, loss, grad_norm)
+        return due
 
     # -- checks ---------------------------------------------------------------------------
 
     def checkpoint_saved(self, step: int) -> None:
         """A checkpoint was saved at `step` (the state after that step)."""
-        if int(step) not in self.checkpoints:
+        if self._slices is not None and (self._slices.busy
+                                         or self._head < len(self._queue[0])):
+            self._enqueue(int(step), None, None, None, None)  # in order with the calls
+        elif int(step) not in self.checkpoints:
             self.checkpoints.append(int(step))
             self.checkpoints.sort()
             if self._link is not None:
@@ -210,6 +138,7 @@ class Guard:
         """Run the detectors on every step fed so far; the events (as `events()`)."""
         if self.asynchronous:
             return self._ask(True)
+        self._catch_up()
         self._feed()
         self.live.detect()
         return self.events()
@@ -219,6 +148,7 @@ class Guard:
         that cite them (`pipeline.settle_events`), ids `<kind>-<n>` in order."""
         if self.asynchronous:
             return self._ask(False)
+        self._catch_up()
         from ..pipeline import settle_events
 
         counters: dict[str, int] = {}
@@ -236,6 +166,7 @@ class Guard:
                 values.clear()
 
     def _check(self, step: int, loss: float, grad_norm: float | None) -> Decision:
+        """Run the streams on what came since the last check; the decision at `step`."""
         self._feed()
         rev = self.live.update()
         self._next = step + self.policy.check_every
@@ -245,7 +176,10 @@ class Guard:
                 if due > step:
                     self._next = min(self._next, due)
         self._bars(rev.events)
-        decision = self._decide(step, loss, grad_norm, rev.new, rev.revised, rev.events)
+        return self._decide(step, loss, grad_norm, rev.new, rev.revised, rev.events)
+
+    def _record(self, decision: Decision) -> Decision:
+        """A decision made: kept, `stopped` when it stops, told to the alert sinks."""
         if decision:
             self.decisions.append(decision)
             if decision.action == "stop_and_restart":
@@ -373,6 +307,135 @@ class Guard:
         last = max(last, min(step, cap))  # through the step it stopped at
         return replace(skip, skip=rest + ((first, last),))
 
+    # -- in process, the window update in slices (.slices) --------------------------------
+
+    def _slice_start(self) -> None:
+        from . import slices
+
+        self._slices = slices.Slices(self.policy.slice_ms / 1000.0)
+        #: the calls that came while an update was under way (a checkpoint: loss None),
+        #: taken in by it in order; parallel lists of numbers, so that `step` allocates no
+        #: object the garbage collector tracks (no collection can start in it)
+        self._queue: tuple[list, ...] = ([], [], [], [], [])
+        self._head = 0  # of the queue, taken in
+        self._due: list[Any] = [0, 0.0, None, False]  # step, loss, grad norm of the call
+        #                         whose check an update starts with, and whether there is one
+        self._driver = self._drive  # (one bound method: `step` allocates none)
+        self._ready: deque[Decision] = deque()  # made, not yet returned by step
+        self._early: dict[int, Decision] = {}  # skip_step answered at once, by step
+        self._given = 0  # of `decisions`, those handed to the alert sinks
+        self.waits = 0  # calls of `step` that waited for the update (max_lag)
+        # what an update imports lazily, imported now: a suspended import holds its lock
+        from .. import diagnosis, pipeline, skipplan  # noqa: F401
+        from ..detectors import filters  # noqa: F401
+        self.step = self._step_sliced  # type: ignore[method-assign]
+
+    def _step_sliced(self, step: int, loss: float, grad_norm: float | None = None,
+                     lr: float | None = None, loss_scale: float | None = None) -> Decision:
+        """`step` in process with `slice_ms`: the update runs in slices of the calls after
+        the one it is due at; the decisions are those of `step` (same steps, events, plans),
+        each returned by the first call after it is made."""
+        step, loss = int(step), float(loss)
+        if grad_norm is not None:
+            grad_norm = float(grad_norm)
+        if lr is not None:
+            lr = float(lr)
+        if loss_scale is not None:
+            loss_scale = float(loss_scale)
+        early = None
+        if self.policy.skip_nonfinite and not (math.isfinite(loss) and (
+                grad_norm is None or math.isfinite(grad_norm))):
+            # the O(1) rule at once, as the asynchronous mode (the update's copy, with its
+            # events, goes into `decisions` and is not returned again)
+            what = "loss" if not math.isfinite(loss) else "grad norm"
+            value = loss if what == "loss" else grad_norm
+            early = Decision("skip_step", step, f"the {what} is {value} at step {step}: do "
+                             "not apply this update")
+            self._early[step] = early
+            for sink in self.alerts:
+                sink(early)
+        work, q = self._slices, self._queue
+        if work.busy or self._head < len(q[0]):  # (calls left as an update ended: theirs)
+            self._enqueue(step, loss, grad_norm, lr, loss_scale)
+            if len(q[0]) - self._head >= self.policy.max_lag:
+                self.waits += 1  # too far behind: no more calls before it has caught up
+                self._catch_up()
+            else:
+                work.run(self._driver)
+        else:
+            if q[0]:  # all taken in by the update that ended (only it reads the queue)
+                for lst in q:
+                    lst.clear()
+                self._head = 0
+            if self._take_in(step, loss, grad_norm, lr, loss_scale):
+                due = self._due
+                due[0], due[1], due[2], due[3] = step, loss, grad_norm, True
+                work.run(self._driver)
+        if len(self.decisions) > self._given:
+            self._tell()
+        if early is not None:
+            return early
+        return self._ready.popleft() if self._ready else NOTHING
+
+    def _enqueue(self, step: int, loss: float | None, grad_norm: float | None,
+                 lr: float | None, loss_scale: float | None) -> None:
+        q = self._queue
+        q[0].append(step)
+        q[1].append(loss)
+        q[2].append(grad_norm)
+        q[3].append(lr)
+        q[4].append(loss_scale)
+
+    def _drive(self) -> None:
+        """The update (in a greenlet): the check due at `self._due` (if any), then the
+        queued calls and checkpoints in order, each check where `step` would make it, until
+        none is left. The loop only appends to the queue meanwhile (what comes as this
+        ends is left there: the next `step` starts another update for it)."""
+        q, first = self._queue, self._due
+        due = tuple(first[:3]) if first[3] else None
+        first[3] = False
+        while True:
+            if due is not None:
+                d = self._check(*due)
+                if d:
+                    self.decisions.append(d)
+                    if d.action == "stop_and_restart":
+                        self.stopped = d
+                due = None
+            i = self._head
+            if i == len(q[0]):
+                return
+            step, loss, grad_norm = q[0][i], q[1][i], q[2][i]
+            if loss is None:
+                if step not in self.checkpoints:
+                    self.checkpoints.append(step)
+                    self.checkpoints.sort()
+            elif self._take_in(step, loss, grad_norm, q[3][i], q[4][i]):
+                due = (step, loss, grad_norm)
+            self._head = i + 1
+
+    def _tell(self) -> None:
+        """The decisions made since the last call: to the alert sinks, and to be returned
+        (a skip_step answered at once is not returned again)."""
+        for d in self.decisions[self._given:]:
+            if d.action == "skip_step" and self._early.pop(d.step, None) is not None:
+                continue
+            self._ready.append(d)
+            for sink in self.alerts:
+                sink(d)
+        self._given = len(self.decisions)
+
+    def _catch_up(self) -> None:
+        """Finish the update under way (in process, `slice_ms`) and every call queued."""
+        work = self._slices
+        if work is None:
+            return
+        while work.busy or self._head < len(self._queue[0]):
+            if not work.busy:
+                work.run(self._driver)
+            work.finish()
+        self._tell()
+
     # -- the asynchronous mode (the detectors in a worker process: .worker, .serve) -------
 
     def _start(self, kwargs: dict[str, Any]) -> None:
@@ -465,7 +528,12 @@ class Guard:
         """Wait until the worker has caught up (nothing in the synchronous mode); the
         decisions not yet returned by `step`, which then returns nothing of them."""
         if self._link is None:
-            return []
+            if self._slices is None:
+                return []
+            self._catch_up()
+            out = list(self._ready)
+            self._ready.clear()
+            return out
         from .worker import SYNC
 
         self._link.ask(SYNC)
