@@ -255,3 +255,79 @@ def test_levanter_metric_names_get_their_roles():
         "train/router_z_loss": "other", "throughput/mfu": "other", "eval/bpb": "other",
     }
     assert {t: infer_role(t) for t in expected} == expected
+
+
+def test_levanter_plain_tqdm_bar_as_its_pbar_logger_drew_it(tmp_path):
+    """Levanter before tqdm_loggable (and any run on a terminal): `pbar_logger` is plain tqdm,
+    `tqdm(desc="train", total=N)`, and each step `pbar.update(step - pbar.n)` then
+    `pbar.set_postfix(loss=...)`: the count is drawn with the previous loss, then redrawn
+    with its own. Log lines land right after a bar (no newline before them)."""
+    from tqdm import tqdm
+
+    path = tmp_path / "levanter.log"
+    losses = {}
+    with open(path, "w") as fh:
+        fh.write("2024-05-15T20:00:00 - 0 - levanter.trainer - trainer.py:301 - INFO :: "
+                 "Starting training\n")
+        pbar = tqdm(desc="train", total=1000, file=fh, mininterval=0)
+        for step in range(1, 51):
+            pbar.update(step - pbar.n)
+            loss = 11.0 - step * 0.07
+            pbar.set_postfix(loss=loss)
+            losses[step] = float(tqdm.format_num(loss))
+            if step % 20 == 0:
+                fh.write(f"2024-05-15T20:0{step // 20}:00 - 0 - levanter.eval - eval.py:120 - "
+                         f"INFO :: eval loss: {loss:.3f}\n")
+        pbar.close()
+    text = path.read_bytes().decode()
+    assert "\r" in text and "| 2/1000 [" in text
+    assert sniff(path).name == "levanter"
+    (rec,) = read_records(path)
+    assert rec.tags == ("train/loss",) and rec.skipped_count == 0
+    assert rec.step.tolist() == list(range(1, 51))
+    assert rec.value.tolist() == [losses[s] for s in range(1, 51)]
+    run = losslens.read(path).runs[0]
+    assert run.roles["train/loss"] == "train_loss" and run.last_step == 50
+
+
+def test_plain_tqdm_bars_alone_are_not_levanter(tmp_path):
+    path = tmp_path / "bar.log"
+    path.write_text("train:   0%|          | 2/100000 [00:46<644:59:38, 23.22s/it, loss=11.2]\n")
+    fmt = sniff(path)
+    assert fmt is None or fmt.name != "levanter"
+
+
+def test_levanter_2024_save_lines_name_the_checkpoints(tmp_path):
+    """Levanter before March 2024 (levanter/checkpoint.py then): `save_checkpoint` logs `Saving
+    checkpoint to DIR for step N` and, once written, `Saved checkpoint for step N`; the
+    Checkpointer adds `Saved checkpoint at step N to DIR. Save time is ...`; a temporary
+    checkpoint is dropped with `Deleting checkpoint NAME from DIR`. A save that never finished
+    (issue #486's stuck job) is no checkpoint."""
+    from tqdm import tqdm
+
+    def log(fh, where, msg):
+        fh.write(f"2024-02-24T13:38:44 - 0 - levanter.checkpoint - {where} - INFO :: {msg}\n")
+
+    path = tmp_path / "levanter.log"
+    with open(path, "w") as fh:
+        pbar = tqdm(desc="train", total=100, file=fh, mininterval=0)
+        for step in range(1, 61):
+            pbar.update(step - pbar.n)
+            pbar.set_postfix(loss=5.0 - step * 0.05)
+            if step % 10 == 0 and step <= 50:
+                d = f"gs://b/run/step-{step}"
+                log(fh, "checkpoint.py:176", f"Saving {'temporary ' if step % 20 else ''}"
+                                             f"checkpoint at step {step}.")
+                log(fh, "checkpoint.py:250", f"Saving checkpoint to {d} for step {step}")
+                if step == 50:
+                    continue  # stuck: never saved
+                log(fh, "checkpoint.py:259", f"Saved checkpoint for step {step}")
+                log(fh, "checkpoint.py:228", f"Saved checkpoint at step {step} to {d}. "
+                                             "Save time is 3.2")
+                if step % 20 == 0:
+                    log(fh, "checkpoint.py:212",
+                        f"Deleting checkpoint step-{step - 10} from gs://b/run")
+        pbar.close()
+    (rec,) = read_records(path)
+    assert rec.format == "levanter" and rec.step.tolist() == list(range(1, 61))
+    assert rec.metadata.checkpoints == (20, 40)

@@ -1,4 +1,4 @@
-"""Real output of MaxText, Composer / llm-foundry, NeMo, GPT-NeoX and axolotl runs, published in
+"""Real output of MaxText, Composer / llm-foundry, NeMo, GPT-NeoX, axolotl and CLU (Flax) runs, published in
 documentation or committed with the run's code (tests/data/real_excerpts/README.md names each
 source): exact series, roles, counts and steps."""
 from __future__ import annotations
@@ -25,6 +25,17 @@ EXPECTED = {
         "loss/train/total": ("train_loss", 4, 1, 4, 10.9736, 10.6459),
         "LanguageCrossEntropy": ("other", 4, 1, 4, 10.9736, 10.6459),
         "Perplexity": ("other", 4, 1, 4, 58312.0586, 42018.5508),
+    }),
+    # CLU's LoggingWriter (what t5x prints its summaries through), in the Flax Gemma example's
+    # run on a TPU v6e-16: no `collection=`, the train/eval prefix in the keys
+    "flax_gemma3-1b_lm1b.log": ("t5x", "clu", {
+        "steps_per_sec": ("other", 8, 1, 4001, 0.014434, 3.0123),
+        "uptime": ("other", 8, 1, 4001, 144.522, 894.341),
+        "train_accuracy": ("train_acc", 2, 2000, 4000, 0.37408044934272766, 0.4054645895957947),
+        "train_loss": ("train_loss", 2, 2000, 4000, 3.729034185409546, 3.389246940612793),
+        "eval_accuracy": ("val_acc", 2, 2000, 4000, 0.4045374393463135, 0.42954444885253906),
+        "eval_loss": ("val_loss", 2, 2000, 4000, 3.198998212814331, 2.988433599472046),
+        "eval_perplexity": ("other", 2, 2000, 4000, 24.50796127319336, 19.85456085205078),
     }),
     # a GPT-NeoX MoE run killed at iteration 270 of 11,000: its Tee'd stdout and TensorBoard
     "gpt-neox_moe2_stdout.txt": ("megatron", "gpt-neox", {
@@ -153,7 +164,9 @@ def test_axolotl_output_folder_with_a_launch_that_logged_nothing():
     result = losslens.read(DATA / "axolotl_openllama-3b_lora-out")
     (empty, trained) = result.runs
     assert (empty.run, trained.run) == ("runs/Dec10_21-41-23_ash06", "runs/Dec10_21-45-51_ash06")
-    assert empty.series == () and "no metric series could be read" in empty.error
+    assert empty.series == () and empty.error.endswith(
+        "no metric series could be read (no scalars, only text summaries: 2 tags "
+        "(args/text_summary, model_config/text_summary))")
     assert trained.error is None and trained.last_step == 130
     assert {s.tag: s.role for s in trained.series}["eval/loss"] == "val_loss"
 

@@ -1,4 +1,4 @@
-"""Real torchtune, axolotl and t5x output that is public but not ours to copy
+"""Real torchtune, axolotl, Levanter and t5x output that is public but not ours to copy
 (benchmarks/real/excerpts.json): pasted into GitHub threads, or in a repository without a
 licence. `python benchmarks/real/fetch_excerpts.py` downloads the excerpts; these tests check
 exact series, roles, counts and steps on them and skip when they are absent. The cutting and
@@ -63,6 +63,10 @@ EXPECTED = {
         "loss": ("train_loss", 1, 283, 283, 0.8635, 0.8635),
         "learning_rate": ("lr", 1, 283, 283, 0.0001369640787949015, 0.0001369640787949015),
         "epoch": ("other", 1, 283, 283, 0.97, 0.97),
+    }),
+    # Levanter's plain tqdm bar (May 2024) among worker-labelled lines: the bar's count, 2
+    "levanter-issue584-tpu-hang": ("levanter", "levanter", None, {
+        "train/loss": ("train_loss", 1, 2, 2, 11.2, 11.2),
     }),
     # a blog post's copy of a t5x run (no licence): one CLU summary among absl lines
     "t5x-blog-wmt-tiny": ("t5x", "t5x", None, {

@@ -622,3 +622,22 @@ def test_random_damage_keeps_every_intact_record(tmp_path_factory, events, data,
     whole = {k + 1 for k, (off, length) in enumerate(offsets) if off + 16 + length <= end}
     lost = sum(p[4] in whole for p in reference) > len(got)
     assert not lost or rec.warnings or rec.skipped_count
+
+
+def test_a_folder_without_scalars_says_what_it_holds(tmp_path):
+    """A launch that wrote only text (its arguments) and an image: the failed unit names the
+    summaries it found instead of saying "no points"."""
+    import numpy as np
+    from torch.utils.tensorboard import SummaryWriter
+
+    import losslens
+
+    w = SummaryWriter(tmp_path / "run")
+    w.add_text("args", "lr=3e-4", 0)
+    w.add_text("config", "layers=2", 0)
+    w.add_image("sample", np.zeros((3, 4, 4)), 0)
+    w.close()
+    (run,) = losslens.read(tmp_path).runs
+    assert run.error.endswith(
+        "no metric series could be read (no scalars, only text summaries: 2 tags (args/"
+        "text_summary, config/text_summary); image summaries: 1 tag (sample))")

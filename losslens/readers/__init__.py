@@ -84,6 +84,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _F("olmo-core", "losslens.readers.olmo", "OLMo-core console"),
     _F("fairseq", "losslens.readers.fairseq", "fairseq / metaseq logs (json and simple)"),
     _F("fairseq2", "losslens.readers.fairseq2", "fairseq2 `Train Metrics (step N) - ...` lines"),
+    _F("fairseq2-jsonl", "losslens.readers.fairseq2",
+       "fairseq2 JsonlMetricRecorder files (metrics/train.jsonl: Time, Step, display names)"),
     _F("maxtext", "losslens.readers.maxtext", "MaxText stdout (completed step: N, ... loss: X)"),
     _F("t5x", "losslens.readers.t5x",
        "t5x stdout: CLU LoggingWriter lines ([N] collection=train loss=X, ...)"),

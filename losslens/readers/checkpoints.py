@@ -18,9 +18,12 @@ knows each framework's save lines (taken from the frameworks' own source):
 | llm.c | `Writing checkpoint at step 500` | given |
 | t5x | `Saved checkpoint for step 500 to gs://b/model/checkpoint_500` | given |
 | fairseq2 | `Checkpoint at step 500 saved.` | given |
+| fairseq2 0.3 / 0.4 | `Saving checkpoint after step 500.` ... `Checkpoint complete.` | given (when complete) |
 | MaxText | `Saved a checkpoint at step 500.`, `Started an asynchronous checkpoint save for step 500` | given |
 | Levanter | `Saved checkpoint to ckpts/run/step-500 for step 500` | given |
 | Levanter | `Removing checkpoint ckpts/run/step-400` (a temporary one) | removed |
+| Levanter (before March 2024) | `Saved checkpoint for step 500`, `Saved checkpoint at step 500 to ckpts/run/step-500. Save time is 3.1` | given |
+| Levanter (before March 2024) | `Deleting checkpoint step-400 from ckpts/run` (a temporary one) | removed |
 
 `discover(records, log_path)` then looks for the folder the log names (`saving checkpoint to
 out`, `.../checkpoint-500`), else for checkpoint folders beside the log (HF `checkpoint-N`
@@ -164,6 +167,9 @@ SAVE_LINES: tuple[SaveLine, ...] = (
                            r"for) step (?P<step>\d+)")),
     SaveLine("Levanter", _P(r"Saved checkpoint to (?P<path>\S+) for step (?P<step>\d+)")),
     SaveLine("Levanter", _P(r"(?:Removing|Deleted old) checkpoint (?P<path>\S+)"), deletes=True),
+    # Levanter before March 2024
+    SaveLine("Levanter", _P(r"Saved checkpoint (?:for|at) step (?P<step>\d+)(?! to \S+ for)")),
+    SaveLine("Levanter", _P(r"Deleting checkpoint (?P<path>\S+) from\b"), deletes=True),
 )
 
 #: Cheap test before the patterns: every save line above contains one of these.

@@ -18,6 +18,13 @@ one run over several of them. `combine` puts them back together:
   points are kept (they run to the end; a checkpoint's log_history stops at its save), several
   `runs/` folders (one per launch) stitched in name order, with the trainer state's metadata
   and checkpoints.
+- **fairseq2 output folder**: `JsonlMetricRecorder` writes one file per category under
+  `out/metrics/` (`train.jsonl`, `valid.jsonl`, `valid/<unit>.jsonl`); their tags already carry
+  the category (`train/Loss`, `valid/Loss`), so the files are one run side by side, named
+  `out/metrics`. Its `TensorBoardRecorder` writes one folder per category under `out/tb/`
+  (`train/`, `valid/`, `valid/<unit>/`) with the display names as tags: one run too, `out/tb`,
+  each folder's tags prefixed with its category (`valid/Loss`, role val_loss, not a second
+  run's train loss). (Both hold what `logs/rank_0.log` holds; each stays its own run.)
 """
 from __future__ import annotations
 
@@ -36,8 +43,10 @@ _VERSION = re.compile(r"^version_(\d+)$")
 
 def combine(records: list[RunRecords]) -> list[RunRecords]:
     """The runs after putting the units of one run back together (order kept otherwise)."""
+    records = _fairseq2_tb(records)
     records = _keras(records)
     records = _lightning(records)
+    records = _fairseq2(records)
     return _hf_output(records)
 
 
@@ -88,6 +97,53 @@ def side_by_side(parts: list[tuple[str, RunRecords]], run: str, source: str) -> 
         skipped=tuple(s for _, p in parts for s in p.skipped),
         skipped_count=sum(p.skipped_count for _, p in parts),
         warnings=tuple(w for _, p in parts for w in p.warnings))
+
+
+# ------------------------------------------------------------------------------ fairseq2
+
+def _metrics_root(path: Path) -> Path | None:
+    return next((p for p in path.parents if p.name == "metrics"), None)
+
+
+def _fairseq2(records: list[RunRecords]) -> list[RunRecords]:
+    groups: dict[Path, list[RunRecords]] = {}
+    for rec in records:
+        root = _metrics_root(Path(rec.source)) if rec.format == "fairseq2-jsonl" else None
+        if root is not None:
+            groups.setdefault(root, []).append(rec)
+    merged: dict[int, RunRecords] = {}
+    absorbed: set[int] = set()
+    for root, parts in groups.items():
+        if len(parts) < 2:
+            continue
+        parts.sort(key=lambda r: (Path(r.source).stem != "train", r.source))
+        first = parts[0]
+        run = first.run.rsplit("/metrics/", 1)[0] + "/metrics" if "/metrics/" in first.run \
+            else f"{root.parent.name}/metrics"
+        merged[id(first)] = side_by_side([("", r) for r in parts], run, str(root.parent))
+        absorbed.update(id(r) for r in parts[1:])
+    return [merged.get(id(r), r) for r in records if id(r) not in absorbed]
+
+
+def _fairseq2_tb(records: list[RunRecords]) -> list[RunRecords]:
+    tb = {Path(r.source): r for r in records if r.format == "tensorboard"}
+    # `tb/train/` beside `tb/valid/` (a Keras `tb/` log dir has `validation/`: Keras's layout)
+    roots = {p.parent for p in tb if p.name == "train" and p.parent.name == "tb"
+             and any(q.parent == p.parent and q.name == "valid"
+                     or p.parent / "valid" in q.parents for q in tb)}
+    merged: dict[int, RunRecords] = {}
+    absorbed: set[int] = set()
+    for root in roots:
+        parts = sorted(((p.relative_to(root).as_posix() + "/", r) for p, r in tb.items()
+                        if root in p.parents), key=lambda part: (part[0] != "train/", part[0]))
+        if len(parts) < 2:
+            continue
+        first = parts[0][1]
+        run = first.run.rsplit("/tb/", 1)[0] + "/tb" if "/tb/" in first.run \
+            else f"{root.parent.name}/tb"
+        merged[id(first)] = side_by_side(parts, run, str(root))
+        absorbed.update(id(r) for _, r in parts[1:])
+    return [merged.get(id(r), r) for r in records if id(r) not in absorbed]
 
 
 # ------------------------------------------------------------------------------ Lightning

@@ -30,10 +30,19 @@ given, printed with three significant digits). tqdm_loggable prints the count th
 significant digits from there on, so those steps are rounded (a warning says so, and a line
 whose rounded count repeats the one before is left out and counted); an exact count printed
 twice in a row is a redraw (update() and set_postfix() both print) and its later line, with
-the newest postfix, is read; a plain `100/10000` is read too. Levanter's `eval loss: 3.123` lines carry no
-step and are not read. Checkpoints: `Saved checkpoint to DIR/step-N for step N` (temporary
-ones removed again by `Removing checkpoint ...`); `Resuming training from step N` starts a new
-segment.
+the newest postfix, is read; a plain `100/10000` is read too. On a terminal (and in every
+Levanter before tqdm_loggable, September 2024) the bar is plain tqdm, redrawn after a `\r`:
+
+```
+train:   0%|          | 2/100000 [00:46<644:59:38, 23.22s/it, loss=11.2]
+```
+
+read the same way (`train/loss` at the count, exact), in a file that has Levanter's log lines;
+a count redrawn in a row is read once, from its last drawing. Levanter's `eval loss: 3.123`
+lines carry no step and are not read. Checkpoints: `Saved checkpoint to DIR/step-N for step N` (temporary
+ones removed again by `Removing checkpoint ...`); before March 2024 `Saved checkpoint for step
+N` / `Saved checkpoint at step N to DIR. ...` (temporary ones removed by `Deleting checkpoint
+NAME from DIR`); `Resuming training from step N` starts a new segment.
 
 Records are found with one regular expression over the whole text.
 """
@@ -60,8 +69,16 @@ _PROGRESS = re.compile(r"Progress on:([^\n]{0,200}?) (\d{1,30}(?:\.\d{1,30})?)([
 _PREFIX = "kMGTPEZY"  # tqdm's format_sizeof: each a factor of 1000 (its default divisor)
 _RESUME = re.compile(r"Resuming training from step \d+")  # main/train_lm.py
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d) - ")
+#: since March 2024 `Saved checkpoint to DIR for step N`; before, `Saved checkpoint for step N`
+#: (save_checkpoint) and `Saved checkpoint at step N to DIR. ...` (the Checkpointer), and
+#: temporary checkpoints went with `Deleting checkpoint NAME from DIR`
 _SAVE = re.compile(r"(?:Saved checkpoint to \S+ for step \d+|Removing checkpoint \S+"
-                   r"|Deleted old checkpoint \S+)")
+                   r"|Deleted old checkpoint \S+|Saved checkpoint (?:for|at) step \d+"
+                   r"|Deleting checkpoint \S+ from)")
+#: A plain tqdm bar with a known total and a postfix: `desc: NN%|bar| n/total [elapsed<left,
+#: rate, postfix]` (every part bounded: a damaged bar cannot make the scan quadratic).
+_BAR = re.compile(r"(?<![\w-])([A-Za-z_][\w-]{0,40}): {0,3}\d{1,3}%\|[^|\n\r]{0,400}\| {0,2}"
+                  r"(\d{1,19})/\d{1,19} \[[^\]\n\r,]{0,40}, [^\]\n\r,]{0,40}, ([^\]\n\r]{1,400})\]")
 _SNIFF = re.compile(r" - \d+ - (?:levanter\.[\w.]+|tqdm_loggable\.tqdm_logging) - \w+\.py:\d+ - "
                     r"[A-Z]+ :: ")
 
@@ -93,6 +110,8 @@ def sniff(name: str, head: bytes) -> float:
         return 0.95
     if "Progress on:" in text and _SNIFF.search(text) and _PROGRESS.search(text):
         return 0.85
+    if "%|" in text and _SNIFF.search(text) and _BAR.search(text):
+        return 0.8
     return 0.0
 
 
@@ -259,12 +278,38 @@ def _progress(body: str, b: RecordsBuilder) -> None:
                   if repeats else ""))
 
 
+def _bars(body: str, b: RecordsBuilder) -> None:
+    """Plain tqdm bars (a terminal's, or Levanter's before tqdm_loggable): each count once, the
+    last drawing of a count redrawn in a row (its postfix is the newest)."""
+    bars = [(lineno, m) for lineno, m in numbered(_BAR, body)]
+    redrawn, after = set(), {}
+    for k in range(len(bars) - 1, -1, -1):  # a count drawn again next (same bar): superseded
+        m = bars[k][1]
+        if after.get(m.group(1)) == m.group(2):
+            redrawn.add(k)
+        after[m.group(1)] = m.group(2)
+    for k, (lineno, m) in enumerate(bars):
+        if k in redrawn:
+            continue
+        name, step = m.group(1), int(m.group(2))
+        if not fits_step(step):
+            b.skip(lineno, "step does not fit in 64 bits", m.group(0))
+            continue
+        pairs, bad = _postfix(m.group(3).strip())
+        for key, value in pairs:
+            b.add(f"{name}/{key}", step, value, order=lineno)
+        if bad:
+            b.skip(lineno, "progress-bar postfix that is not `name=number`", m.group(0))
+
+
 def read(path: Path, run: str) -> list[RunRecords]:
     body, tail, tail_line = split_truncated(read_text(path))
     b = RecordsBuilder()
     meta: dict[str, Any] = {}
     if not _records(body, b, meta):
         _progress(body, b)
+        if "%|" in body:
+            _bars(body, b)
     saves = SaveLines()
     for lineno, m in numbered(_SAVE, body):
         saves.feed(lineno, m.group(0))

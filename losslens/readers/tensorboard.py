@@ -25,7 +25,7 @@ their names, and each file after the first starts a new segment (`headers`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -424,7 +424,54 @@ def read(path: Path, run: str, chunk_bytes: int = 16 << 20) -> list[RunRecords]:
     records = _assemble(acc, run, str(path))
     if not len(records) and acc.warnings and any("not a TFRecord" in w for w in acc.warnings):
         raise ParseError(f"{path}: " + "; ".join(acc.warnings))
+    if not len(records) and acc.records:
+        what = holds_instead(files)
+        if what:
+            records = replace(records, warnings=(what,) + records.warnings)
     return [records]
+
+
+#: Bytes of each file `holds_instead` looks at (a file of images can be large).
+_INSTEAD_BYTES = 16 << 20
+
+
+def holds_instead(files: list[Path]) -> str:
+    """What event files without a single scalar hold, by summary kind (`no scalars, only text
+    summaries: 2 tags (args/text_summary, model_config/text_summary)`), from their first
+    `_INSTEAD_BYTES`: an HF or axolotl launch that stopped before its first log writes only its
+    arguments as text, which is worth saying rather than "no points". "" when nothing is
+    summarised."""
+    from tensorboard.compat.proto import event_pb2
+    from google.protobuf.message import DecodeError
+
+    kinds: dict[str, dict[str, None]] = {}
+    for f in files:
+        try:
+            size = min(f.stat().st_size, _INSTEAD_BYTES)
+            fh = open(f, "rb")
+        except OSError:
+            continue
+        with fh:
+            for chunk in tfrecord.scan(fh, size):
+                for start, length in zip(chunk.starts.tolist(), chunk.lengths.tolist()):
+                    try:
+                        event = event_pb2.Event.FromString(
+                            chunk.buf[start + 12:start + 12 + length].tobytes())
+                    except DecodeError:
+                        continue
+                    for v in event.summary.value:
+                        kind = v.metadata.plugin_data.plugin_name or v.WhichOneof("value") \
+                            or "empty"
+                        kinds.setdefault(kind, {})[v.tag] = None
+    if not kinds:
+        return ""
+    parts = []
+    for kind, tags in kinds.items():
+        names = list(tags)
+        shown = ", ".join(names[:5]) + (f", {len(names) - 5} more" if len(names) > 5 else "")
+        parts.append(f"{kind} summaries: {len(names)} tag{'s' if len(names) > 1 else ''} "
+                     f"({shown})")
+    return "no scalars, only " + "; ".join(parts)
 
 
 class RecordDecoder:
