@@ -312,7 +312,8 @@ def rule_overfitting(events: Sequence[Event], meta: RunMeta,
         "warning", f"Overfitting from step {e.start_step}",
         f"Validation loss has been getting worse since step(s) {_steps(over)}{how} while the "
         "training loss did not: memorisation without generalisation (not grokking).",
-        f"Keep the checkpoint nearest step {e.start_step} (the best validation loss); add "
+        f"Keep the checkpoint nearest step {e.details.get('best_step', e.start_step)} (the best "
+        "validation loss); add "
         "data or regularisation, or stop earlier.", _ids(over), (CITES["grokking"],))
 
 

@@ -18,7 +18,10 @@ Statistic (causal: declared from past points only):
   climbs through a step for half a window, and a step that stays is a plateau, not a rise;
   a climb over several points with no one point making `JUMP_SHARE` of it is a ramp and
   counts from the crossing), or sit `stuck_ratio` x above the best for the whole span (log
-  space: a run stuck near the uniform-prediction loss is dead, not settled).
+  space: a run stuck near the uniform-prediction loss is dead, not settled), or have climbed
+  over several points (a ramp) back within `INIT_NEAR` of its initial level and sit there
+  for the whole span (a model that blew up predicts near uniformly again: the loss a
+  pre-training run starts from; one jump there is a step up, the spike detector's).
 - An episode that never grew is dropped once it comes back (a slow spike's hump) or once it
   no longer sits `stuck_ratio` x up (a spike decaying): the spike detector has those.
 - A short run (the window and span shrunk) that ends climbing diverges when its level rose
@@ -26,8 +29,11 @@ Statistic (causal: declared from past points only):
   than the threshold.
 - Or `nan_points` consecutive non-finite values that stay to the end after a rise into
   them: the level (or the median of the last five points) over the best by `NAN_RISE` x and
-  `LEVEL_Z` standard errors (additive: the usual threshold), or the last point over that and
-  twice as far above the recent median as anything in the `4 x window` points before. NaN out
+  `LEVEL_Z` standard errors (here with the level's own wander, log space too: AR(1) noise on
+  a plateau; additive: the usual threshold), or the last point over that and either twice as
+  far above the recent median as anything in the `4 x window` points before or the top of
+  a climb at each of the last `CLIMB_POINTS` points or more by `CLIMB_Z` noise scales (an
+  exponential blow-up logged every 100 steps is a few rising points). NaN out
   of a flat stretch (its last point a blip of noise), or a NaN burst that training goes on
   after, is the `nonfinite` detector's alone.
 - Noise: one point's from consecutive (or, where the loss moves faster than its noise,
@@ -62,6 +68,7 @@ import numpy as np
 
 from ..events import Event
 from ..frame import Series
+from .filters import median
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
 
 #: On short series (a smoke test, a short fine-tune) the median window and the sustain span
@@ -82,7 +89,7 @@ LEVEL_Z = 8.0
 #: Before a NaN run, a level this many times its best (log space; and above LEVEL_Z standard
 #: errors) is a rise into it: a loss that climbs 15-60 % over hundreds of steps and then turns
 #: NaN diverged, though it never reached `rise_ratio`. (Additive series: `rise_z` as ever.)
-NAN_RISE = 1.15
+NAN_RISE = 1.1
 #: Growth after the crossing must also clear this many standard errors of the level: a noisy
 #: level that settled higher flickers by more than `min_growth` without rising (over a few
 #: hundred points its largest flicker reaches 3-4 standard errors).
@@ -90,6 +97,15 @@ GROW_Z = 5.0
 #: A climb to the crossing where no one logged point made this share of it is a ramp (a loss
 #: rising over several points to its uniform-prediction level), not a step up that settled.
 JUMP_SHARE = 0.6
+#: A loss back within this factor of its initial level (the median of its first
+#: `INIT_POINTS` points) has lost what training taught it: a model that blew up predicts
+#: (near) uniformly again, and a pre-training run starts at that uniform-prediction loss.
+INIT_NEAR = 1.1
+INIT_POINTS = 5
+#: A loss that climbed at each of its last `CLIMB_POINTS` (or more) finite points into a
+#: NaN, by this many noise scales, rose into it (an exponential blow-up logged every
+#: 100 steps is a few rising points, too short to move a trailing median).
+CLIMB_POINTS, CLIMB_Z = 3, 6.0
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -114,7 +130,9 @@ class DivergenceDetector:
     #: The level must reach this many times its best so far ("well above the running minimum").
     rise_ratio: float = 1.5
     #: Additive-space equivalent of rise_ratio, in robust noise scales (series that go <= 0).
-    rise_z: float = 12.0
+    #: A step up for good of this size or more is told from a rise by the growth asked after
+    #: it settled (a signed loss's steps of 6-15 noise scales settle, its rises grow).
+    rise_z: float = 6.0
     #: ...and keep growing: this many times the level it had when it first crossed.
     min_growth: float = 1.1
     #: ...or sit this many times above the best without coming down (a dead run).
@@ -185,14 +203,14 @@ class DivergenceDetector:
 
     def is_short(self, st: np.ndarray) -> bool:
         """True when the series is so short that the window and span were shrunk."""
-        typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
+        typical = median(np.diff(st)) if st.shape[0] > 1 else 1.0
         full = max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
         return full > max(_MIN_SPAN, st.shape[0] // _SHORT_SPAN)
 
     def sustain_span(self, st: np.ndarray) -> int:
         """Points in the sustain span: sustain_points, or more to cover sustain_steps at the
         series' typical logging interval; at most an eighth of a short series."""
-        typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
+        typical = median(np.diff(st)) if st.shape[0] > 1 else 1.0
         span = max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
         return min(span, max(_MIN_SPAN, st.shape[0] // _SHORT_SPAN))
 
@@ -234,6 +252,11 @@ class DivergenceDetector:
         steady = above & (idx - span >= run_start) & (level >= top - tol)
         grew = rising = steady & grown
         dead = low - best >= stuck
+        if log:  # or climbed over several points (a ramp, not one jump) back to its initial
+            # level and sat there for the whole span: a model that blew up and predicts the
+            # uniform-prediction loss it started from, however low its best was
+            init = float(np.median(y[:min(n, INIT_POINTS)]))
+            dead |= ramp & (low >= init - np.log(INIT_NEAR)) & (init - best >= thr)
         declare = rising | (steady & dead)
         if self.is_short(st):
             # a short run that ends climbing: its level rose at every point for a span and
@@ -309,7 +332,9 @@ class DivergenceDetector:
         the wander bound)."""
         n = y.shape[0]
         noise = self.point_noise(y)
-        se = self.level_error(y, level, noise, wander=not log)
+        # (the rise into a NaN also clears the level's own wander in log space: AR(1) noise
+        # on a plateau moves the median of its last points by over NAN_RISE)
+        se = self.level_error(y, level, noise, wander=nan_rise or not log)
         # where the best level was last reached: its error is that of its own stretch
         ref = np.maximum.accumulate(np.where(level <= best, np.arange(n), 0))
         se = np.maximum(se, se[ref])
@@ -486,6 +511,12 @@ class DivergenceDetector:
         if e < 1:
             return False
         if level[e] >= floor or (e >= 4 and float(np.median(y[e - 4:e + 1])) >= floor):
+            return True
+        k = e  # the loss climbed at each of its last points into the NaN, well over noise
+        while k > 0 and y[k] > y[k - 1]:
+            k -= 1
+        if e - k >= CLIMB_POINTS and y[e] >= floor \
+                and y[e] - y[k] >= CLIMB_Z * _noise(y[max(0, k - 128):k + 1]):
             return True
         prev = y[max(0, e - 4 * self._window(y.shape[0])):e]
         if prev.shape[0] < 3:

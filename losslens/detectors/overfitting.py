@@ -15,24 +15,27 @@ percent allowed). With the finite points of the validation series:
   evaluations after the best, stay worse: every one of its later half at least 2 x
   `min_rise` above the best (validation that jumped up and stayed there) — and the last value
   at least `min_rise`
-  (relative) above the best and, where at least three evaluations precede the best, by more
-  than `noise_z` times their noise (`eval_noise`: the scatter around their local trend, from
-  second differences — the changes between consecutive evaluations of a falling validation
-  curve are its trend, not noise);
-- the training badness over the same steps must not be climbing too (then the run diverges; it
-  is no overfitting): its median over the stretch's last half at most its median over the
-  first half (times 1 + `min_rise`), and at most its median over the evaluation interval
-  that ends at the best evaluation (times 1 + `min_rise`: a train loss that stepped up after
-  the best evaluation, a spike that never came back, takes validation with it).
+  (relative) above the best and by more than `noise_z` times the evaluations' noise
+  (`eval_noise` over all of them: the scatter around their local trend, from second
+  differences — the changes between consecutive evaluations of a falling validation curve
+  are its trend, not noise, and a steady climb cancels too);
+- the training badness must not have got worse: its median over the evaluation interval that
+  ends at the last evaluation at most `1 + min_rise` times that over the interval ending at
+  the best one (at least three points each). A train loss that climbs (the run diverges) or
+  stepped up for good (a spike that never recovered) takes validation with it: the run got
+  worse, it did not overfit. A train spike in between that is gone by the end is not that.
 
 One event per validation series: kind `overfitting`, tag = the validation tag, start_step = the
-best evaluation (the checkpoint to keep), end_step = the last one, magnitude = last / best,
-severity `warning`; details: `best_step`, `best_value`, `last_value` (in the series' own
-units), `evals_after`, `tau`, `metric` (loss / accuracy), `train_tag`, `train_change`
-(relative change of the training badness over the stretch).
+last evaluation within `noise_z` noise scales of the best (worse than its best since then: on a
+noisy flat bottom the lowest point is one of several as good), end_step = the last one,
+magnitude = last / best, severity `warning`; details: `best_step` (the checkpoint to keep),
+`best_value`, `last_value` (in the series' own units), `evals_after`, `tau`, `metric` (loss /
+accuracy), `train_tag`, `train_change` (relative change of the training badness from the
+best evaluation to the last).
 
 Known misses: validation that jumps up and stays flat with fewer than 2 x `min_after`
-evaluations after its best; known false positives: a validation set whose distribution drifts away from training's
+evaluations after its best; a steady climb under `min_rise` (+4 % over 5 evaluations);
+validation that keeps climbing after a train step-up for good; known false positives: a validation set whose distribution drifts away from training's
 (continued pre-training on a new domain), which is a real but different story.
 """
 from __future__ import annotations
@@ -133,32 +136,26 @@ class OverfittingDetector:
                  and float(late.min()) >= best * (1 + 2 * self.min_rise))
         if tau < self.min_tau and not stays:
             return None
-        if b >= 3:  # enough evaluations before the best to measure their noise
-            if last - best < self.noise_z * eval_noise(y[: b + 1]):
-                return None
+        # the scatter of every evaluation around its local trend (a steady fall or climb
+        # cancels in second differences; the fall before the best alone bends too much)
+        band = self.noise_z * eval_noise(y)
+        if last - best < band:
+            return None
         change = None
         if train is not None:
-            tk = np.isfinite(train.value) & (train.step >= x[b]) & (train.step <= x[-1])
-            tv = badness(train.value[tk], train.role)
-            if tv.shape[0] >= 2:
-                h = tv.shape[0] // 2
-                first, second = float(np.median(tv[: max(1, h)])), float(np.median(tv[h:]))
-                if first > 0:
-                    change = second / first - 1
-                    if change > self.min_rise:
-                        return None  # train climbs too: divergence, not overfitting
-                # ... or it stepped up right after the best evaluation (a spike that never
-                # recovered): validation worsened with it, the run got worse, not overfit
-                gap = float(np.median(np.diff(x))) if x.shape[0] > 1 else 0.0
-                at = (np.isfinite(train.value) & (train.step <= x[b])
-                      & (train.step > x[b] - gap))
-                ref = badness(train.value[at], train.role)
-                if ref.shape[0] and float(np.median(ref)) > 0 \
-                        and second > float(np.median(ref)) * (1 + self.min_rise):
-                    return None
+            gap = float(np.median(np.diff(x)))
+            ref, end = self._train_at(train, x[b], gap), self._train_at(train, x[-1], gap)
+            if ref is not None and end is not None and ref > 0:
+                change = end / ref - 1
+                if change > self.min_rise:
+                    return None  # train got worse too (a divergence, or a spike that never
+                    # recovered, takes validation with it): the run got worse, not overfit
+        # worse since the last evaluation within noise of the best (a noisy flat bottom's
+        # lowest point is one of several as good)
+        start = b + int(np.flatnonzero(after <= best + band)[-1])
         raw = val.value[ok]
         return Event(
-            kind=self.kind, run=val.run, tag=val.tag, start_step=int(x[b]),
+            kind=self.kind, run=val.run, tag=val.tag, start_step=int(x[start]),
             end_step=int(x[-1]), severity="warning", magnitude=last / best,
             details={"best_step": int(x[b]), "best_value": float(raw[b]),
                      "last_value": float(raw[-1]),
@@ -166,3 +163,14 @@ class OverfittingDetector:
                      "evals_after": int(after.shape[0] - 1), "tau": round(tau, 4),
                      "train_tag": None if train is None else train.tag,
                      "train_change": None if change is None else round(change, 6)})
+
+    @staticmethod
+    def _train_at(train: Series, step: int, gap: float) -> float | None:
+        """The training badness at an evaluation: the median over the evaluation interval
+        ending at `step` (at least its last three points up to it), None when it has none."""
+        ok = np.isfinite(train.value) & (train.step <= step)
+        steps, vals = train.step[ok], badness(train.value[ok], train.role)
+        inside = steps > step - gap
+        if int(inside.sum()) < 3:
+            inside = np.arange(steps.shape[0]) >= steps.shape[0] - 3
+        return float(np.median(vals[inside])) if inside.any() else None

@@ -363,9 +363,12 @@ class Guard:
             else:
                 work.run(self._driver)
         else:
-            if q[0]:  # all taken in by the update that ended (only it reads the queue)
-                for lst in q:
-                    lst.clear()
+            if q[0]:  # all taken in by the update that ended (only it reads the queue);
+                q[0].clear()  # (one by one: a loop over them would allocate an iterator)
+                q[1].clear()
+                q[2].clear()
+                q[3].clear()
+                q[4].clear()
                 self._head = 0
             if self._take_in(step, loss, grad_norm, lr, loss_scale):
                 due = self._due
@@ -434,7 +437,8 @@ class Guard:
             if not work.busy:
                 work.run(self._driver)
             work.finish()
-        self._tell()
+        if len(self.decisions) > self._given:
+            self._tell()
 
     # -- the asynchronous mode (the detectors in a worker process: .worker, .serve) -------
 
