@@ -102,3 +102,11 @@ def test_expanding_median_equals_pandas_bit_for_bit():
             x[rng.integers(0, h)] = np.inf
         want = pd.Series(x).expanding().median().to_numpy()
         np.testing.assert_array_equal(expanding_median(x), want)
+
+
+def test_median_equals_numpys():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 101, 1000):
+        for x in (rng.normal(size=n), rng.integers(0, 3, n), np.r_[np.ones(n - 1, int), 2]):
+            got = filters.median(x)
+            assert type(got) is float and got == float(np.median(x)), (n, x[:5])

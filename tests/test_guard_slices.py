@@ -146,6 +146,7 @@ def test_no_collection_starts_inside_step():
     g = Guard(GuardPolicy(slice_ms=0.2, max_lag=1000), asynchronous=False)
     for step, loss, grad in calls[:300]:
         g.step(step, loss, grad_norm=grad, lr=1e-3)
+    g.flush()  # (the queue then empty: the next update's first call clears it)
     old = gc.get_threshold()
     gc.callbacks.append(seen)
     gc.set_threshold(1)
@@ -160,3 +161,19 @@ def test_no_collection_starts_inside_step():
         gc.callbacks.remove(seen)
     assert g.live.tick > 5 and g._slices.total > g.live.tick and g.waits == 0
     assert runs == []
+    # a wait for the update (max_lag) allocates nothing tracked outside the work either
+    g = Guard(GuardPolicy(slice_ms=0.01, max_lag=2), asynchronous=False)
+    for step, loss, grad in calls[:300]:
+        g.step(step, loss, grad_norm=grad, lr=1e-3)
+    gc.callbacks.append(seen)
+    gc.set_threshold(1)
+    try:
+        for step, loss, grad in calls[300:]:
+            inside[0] = True
+            g.step(step, loss, grad_norm=grad, lr=1e-3)
+            inside[0] = False
+    finally:
+        inside[0] = False
+        gc.set_threshold(*old)
+        gc.callbacks.remove(seen)
+    assert g.waits > 0 and runs == []

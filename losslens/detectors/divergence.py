@@ -68,6 +68,7 @@ import numpy as np
 
 from ..events import Event
 from ..frame import Series
+from .filters import median
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
 
 #: On short series (a smoke test, a short fine-tune) the median window and the sustain span
@@ -202,14 +203,14 @@ class DivergenceDetector:
 
     def is_short(self, st: np.ndarray) -> bool:
         """True when the series is so short that the window and span were shrunk."""
-        typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
+        typical = median(np.diff(st)) if st.shape[0] > 1 else 1.0
         full = max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
         return full > max(_MIN_SPAN, st.shape[0] // _SHORT_SPAN)
 
     def sustain_span(self, st: np.ndarray) -> int:
         """Points in the sustain span: sustain_points, or more to cover sustain_steps at the
         series' typical logging interval; at most an eighth of a short series."""
-        typical = float(np.median(np.diff(st))) if st.shape[0] > 1 else 1.0
+        typical = median(np.diff(st)) if st.shape[0] > 1 else 1.0
         span = max(self.sustain_points, int(np.ceil(self.sustain_steps / max(typical, 1.0))))
         return min(span, max(_MIN_SPAN, st.shape[0] // _SHORT_SPAN))
 

@@ -103,6 +103,18 @@ def maximum_filter1d(x: np.ndarray, size: int, origin: int = 0) -> np.ndarray:
     return _windows(x, size, origin).max(axis=1)
 
 
+def median(x: np.ndarray) -> float:
+    """`float(np.median(x))` of a 1-D array without NaN (the same number), by a sort: numpy's
+    selection degrades on nearly constant input, such as a log's step intervals (all 1 but
+    one: 1.9 ms on 16,000 of them, 28 ms on 200,000, against 0.09 and 1 ms sorted)."""
+    s = np.sort(np.asarray(x))
+    n = s.shape[0]
+    if n == 0:
+        return float(np.median(s))  # (numpy's NaN and warning)
+    k = n // 2
+    return float(np.mean(s[k:k + 1] if n % 2 else s[k - 1:k + 1]))
+
+
 def expanding_median(x: np.ndarray) -> np.ndarray:
     """out[i] = median of x[:i + 1] (the mean of the middle two for an even count), as
     pandas' `expanding().median()` gives it, bit for bit; by insertion into a sorted list for

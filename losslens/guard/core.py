@@ -312,6 +312,14 @@ class Guard:
     def _slice_start(self) -> None:
         from . import slices
 
+        if not slices.HAS_GREENLET:
+            import warnings
+
+            from ..errors import LossLensWarning
+            warnings.warn(LossLensWarning(
+                "guard slice-ms needs the greenlet package (pip install 'losslens[slices]'); "
+                "without it each window update runs whole, in the call it is due at"),
+                stacklevel=3)
         self._slices = slices.Slices(self.policy.slice_ms / 1000.0)
         #: the calls that came while an update was under way (a checkpoint: loss None),
         #: taken in by it in order; parallel lists of numbers, so that `step` allocates no
@@ -363,9 +371,12 @@ class Guard:
             else:
                 work.run(self._driver)
         else:
-            if q[0]:  # all taken in by the update that ended (only it reads the queue)
-                for lst in q:
-                    lst.clear()
+            if q[0]:  # all taken in by the update that ended (only it reads the queue);
+                q[0].clear()  # (one by one: a loop over them would allocate an iterator)
+                q[1].clear()
+                q[2].clear()
+                q[3].clear()
+                q[4].clear()
                 self._head = 0
             if self._take_in(step, loss, grad_norm, lr, loss_scale):
                 due = self._due
@@ -434,7 +445,8 @@ class Guard:
             if not work.busy:
                 work.run(self._driver)
             work.finish()
-        self._tell()
+        if len(self.decisions) > self._given:
+            self._tell()
 
     # -- the asynchronous mode (the detectors in a worker process: .worker, .serve) -------
 

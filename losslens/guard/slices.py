@@ -35,6 +35,8 @@ except ImportError:  # pragma: no cover - a dependency; the guard then runs work
 
 
 HAS_TIMER = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
+#: whether the `greenlet` package (the `slices` extra) is installed
+HAS_GREENLET = _greenlet is not None
 
 
 def usable() -> bool:
@@ -57,22 +59,30 @@ class Slices:
         self.budget = float(budget)
         self.task: Any = None
         self.total = 0  # slices run
+        self._fn: Callable[[], Any] | None = None
         self._handler = self._ring  # one bound method, not one a slice
-        self._arming = False  # between arming the timer and switching to the work
+        self._timed = False  # in a slice: the guard's handler is in place
 
     @property
     def busy(self) -> bool:
         return self.task is not None
 
+    def _arm(self) -> None:
+        """Start the slice's timer, from inside the work: the time the loop spends before
+        switching to it (descheduled, on a busy machine) is not taken from the slice."""
+        if self._timed:
+            signal.setitimer(signal.ITIMER_REAL, self.budget)
+
+    def _body(self) -> Any:
+        self._arm()
+        fn, self._fn = self._fn, None
+        return fn()
+
     def _ring(self, signum: int, frame: Any) -> None:
         task = self.task
-        if task is None:
-            return
-        if _greenlet.getcurrent() is task:
-            task.parent.switch()  # back to the loop; resumed here by the next slice
-        elif self._arming:  # the slice's time went by before the work had started (the
-            # loop was not running): the work gets half of it from when it starts
-            signal.setitimer(signal.ITIMER_REAL, self.budget / 2)
+        if task is not None and _greenlet.getcurrent() is task:
+            task.parent.switch()  # back to the loop
+            self._arm()  # resumed here by the next slice (or `finish`: no timer then)
 
     def run(self, fn: Callable[[], Any] | None = None) -> bool:
         """Start `fn` as the work (when given and none is under way) or go on with the work,
@@ -81,7 +91,8 @@ class Slices:
         gc.disable()
         try:
             if fn is not None and self.task is None:
-                self.task = _greenlet.greenlet(fn)
+                self._fn = fn
+                self.task = _greenlet.greenlet(self._body)
             task = self.task
             if task is None:
                 return True
@@ -90,12 +101,11 @@ class Slices:
             self.total += 1
             before = signal.signal(signal.SIGALRM, self._handler)
             try:
-                self._arming = True
-                signal.setitimer(signal.ITIMER_REAL, self.budget)
+                self._timed = True
                 try:
                     task.switch()
                 finally:
-                    self._arming = False
+                    self._timed = False
                     signal.setitimer(signal.ITIMER_REAL, 0.0)  # disarmed before it goes
             except BaseException:
                 self.task = None
@@ -120,7 +130,7 @@ class Slices:
         collect = gc.isenabled()
         gc.disable()
         try:
-            while not task.dead:  # (a timer signal that came as a slice ended: go on)
+            while not task.dead:
                 task.switch()
         finally:
             self.task = None
