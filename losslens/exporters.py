@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 from .errors import InvalidParameterError
 from .events import SkipPlan
 from .skipplan import SkipPolicy
+from .textsafe import line as one_line
 
 SCHEMA = "losslens.skiplist/1"
 FLAG_TARGETS = ("megatron-deepspeed", "megatron-lm", "metaseq", "samples", "gpt-neox", "hf")
@@ -285,7 +286,8 @@ def text_document(contexts: Sequence[PlanContext]) -> str:
         lines.append(f"reason: {ctx.plan.reason}")
         lines += [f"warning: {w}" for w in doc["warnings"]]
         lines.append("")
-    return "\n".join(lines)
+    # run names, sources and warnings come from logs: each entry stays one inert line
+    return "\n".join(one_line(text) for text in lines)
 
 
 def _short(name: str, flag: str) -> str:

@@ -89,6 +89,14 @@ class Options:
                 f"`checkpoint_every` must be > 0, got {self.checkpoint_every}")
         if self.unit_timeout is not None and not (self.unit_timeout > 0):
             raise InvalidParameterError(f"`unit_timeout` must be > 0, got {self.unit_timeout:g}")
+        if self.input_format is not None:
+            from .errors import UnknownFormatError
+            from .readers import get_format
+
+            try:
+                get_format(self.input_format)
+            except UnknownFormatError as exc:  # (a settings file's: named by from_mapping)
+                raise InvalidParameterError(str(exc)) from None
         if self.global_batch_size is not None and self.global_batch_size <= 0:
             raise InvalidParameterError(
                 f"`global_batch_size` must be > 0, got {self.global_batch_size}")
@@ -148,7 +156,12 @@ def build_detectors(overrides: Mapping[str, Mapping[str, Any]], where: str = "se
     detectors = default_detectors(**{k: dict(v) for k, v in overrides.items()})
     for det in detectors.values():
         if hasattr(det, "validate"):
-            det.validate()
+            try:
+                det.validate()
+            except InvalidParameterError as exc:  # name the settings file it came from
+                text = str(exc)
+                raise InvalidParameterError(text if text.startswith(where)
+                                            else f"{where}: {text}") from None
     return detectors
 
 
@@ -188,6 +201,9 @@ def _load_toml(path: Path) -> dict:
 
 def _section(path: Path, doc: dict) -> dict | None:
     tool = doc.get("tool", {}).get("losslens") if isinstance(doc.get("tool"), dict) else None
+    if tool is not None and not isinstance(tool, dict):
+        raise InvalidParameterError(f"{path}: tool.losslens must be a table ([tool.losslens]), "
+                                    f"got {type(tool).__name__} {tool!r}")
     if path.name == "pyproject.toml":
         return tool
     return tool if tool is not None else {k: v for k, v in doc.items() if k != "tool"}
@@ -210,7 +226,7 @@ def _steps(value: Any, where: str) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         return value, value
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return int(value[0]), int(value[1])
+        value = f"{value[0]}-{value[1]}"  # (checked as "A-B": a range that ends before it starts)
     m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", str(value))
     if not m:
         raise InvalidParameterError(
@@ -219,6 +235,12 @@ def _steps(value: Any, where: str) -> tuple[int, int]:
     if b < a:
         raise InvalidParameterError(f"{where}: allow-steps range {value!r} ends before it starts")
     return a, b
+
+
+def _entries(value: Any) -> list:
+    """A list setting's entries: one value given alone (`allow-steps = "100-200"`) is one
+    entry, not a string to walk character by character."""
+    return value if isinstance(value, list) else [value]
 
 
 def _strings(value: Any, key: str, where: str) -> tuple[str, ...]:
@@ -304,7 +326,7 @@ def from_mapping(raw: Mapping[str, Any], where: str = "settings",
         "detectors": {str(k): dict(v) for k, v in detectors.items()},
         "ignore_tags": _strings(table.get("ignore-tags", []), "ignore-tags", where),
         "ignore_kinds": _strings(table.get("ignore-kinds", []), "ignore-kinds", where),
-        "allow_steps": tuple(_steps(v, where) for v in table.get("allow-steps", [])),
+        "allow_steps": tuple(_steps(v, where) for v in _entries(table.get("allow-steps", []))),
         "checkpoint_every": _int(table, "checkpoint-every", where),
         "checkpoints": _checkpoint_list(table.get("checkpoints"), where),
         "checkpoint_dir": path("checkpoint-dir"),

@@ -39,6 +39,7 @@ from .detectors.stream import CausalStreams, LiveRun
 from .events import Event
 from .pipeline import settle_events
 from .readers.follow import open_source
+from .textsafe import line as safe_line
 
 # ============================================================================ public records
 
@@ -254,8 +255,10 @@ def describe(r: Reported, show_run: bool = False) -> str:
             parts.append(f"+{e.magnitude:.3g}")
     parts.append(e.severity)
     parts.append(_detail(e))
-    line = "  ".join(p for p in parts if p)
-    return ("update  " if r.update else "") + line + (f"  [{r.run}]" if show_run else "")
+    text = "  ".join(p for p in parts if p)
+    # names and tags come from the log: one inert line (no escape sequence, no newline)
+    return safe_line(("update  " if r.update else "") + text
+                     + (f"  [{r.run}]" if show_run else ""))
 
 
 def _detail(e: Event) -> str:

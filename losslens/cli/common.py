@@ -94,7 +94,12 @@ def flag(name: str) -> str:
 # --------------------------------------------------------------------------- errors
 
 def err(message: str) -> None:
-    sys.stderr.write(message.rstrip("\n") + "\n")
+    """One message on stderr, as one line: text from logs (run names, tags, file names) may
+    carry escape sequences, bidi overrides or a newline that would start a CI workflow
+    command (`::error::`), so controls are shown as visible escapes (`textsafe.line`)."""
+    from ..textsafe import line
+
+    sys.stderr.write(line(message.rstrip("\n")) + "\n")
 
 
 @contextmanager

@@ -231,6 +231,13 @@ class ChangepointDetector:
         if x.shape[0] < self.min_points or np.ptp(y) == 0 or np.ptp(x) == 0:
             return []
         y = declip(y)
+        with np.errstate(over="ignore"):
+            overflow = not np.isfinite(np.dot(y, y))
+        if overflow:
+            # |y| near float64's limit (1e154 and up, signs mixed so not in log units): the
+            # least-squares costs overflow to inf - inf = NaN and no segmentation is defined.
+            # Such a series gets no changepoint; the other detectors still read it.
+            return []
         xc, yc, block = block_means(x, y, self.coarse_points)
         min_steps = self.min_size or 0.02 * float(np.ptp(x))
         dx = float(np.median(np.diff(xc)))

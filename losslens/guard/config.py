@@ -14,7 +14,7 @@ before = 100            # the PaLM plan
 min-skip = 200
 max-skip = 500
 asynchronous = true     # the detectors in a worker process; false: in this one,
-slice-ms = 0.5          # the window update in slices of at most N ms of a step call
+slice-ms = 0            # in process: N > 0 runs the window update in N ms slices
 max-lag = 100           # either way a decision reaches step() at most N calls late
 ```
 """

@@ -312,6 +312,14 @@ class Guard:
     def _slice_start(self) -> None:
         from . import slices
 
+        if not slices.HAS_GREENLET:
+            import warnings
+
+            from ..errors import LossLensWarning
+            warnings.warn(LossLensWarning(
+                "guard slice-ms needs the greenlet package (pip install 'losslens[slices]'); "
+                "without it each window update runs whole, in the call it is due at"),
+                stacklevel=3)
         self._slices = slices.Slices(self.policy.slice_ms / 1000.0)
         #: the calls that came while an update was under way (a checkpoint: loss None),
         #: taken in by it in order; parallel lists of numbers, so that `step` allocates no

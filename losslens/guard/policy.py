@@ -54,11 +54,12 @@ class GuardPolicy:
     #: behind, so a decision is delivered at most `max_lag` calls after its step (in
     #: process, with `slice_ms`: for the window update's slices to catch up).
     max_lag: int = 100
-    #: In process: a `step` gives the window update at most this many milliseconds and
-    #: the update goes on in the following calls (`.slices`; its decision comes when it is
-    #: done, a few calls later). 0: the update runs to its end in the call that is due
-    #: (decisions at their own step; also so when `skip_z` > 0).
-    slice_ms: float = 0.5
+    #: In process: 0 (the default) runs each window update to its end in the call that is
+    #: due (decisions at their own step). N > 0: a `step` gives the update at most N
+    #: milliseconds and it goes on in the following calls (`.slices`, needs the `greenlet`
+    #: package: the `slices` extra; its decision comes when it is done, a few calls later;
+    #: it costs 30-100 % more CPU). Whole checks whenever `skip_z` > 0.
+    slice_ms: float = 0.0
 
     def validate(self) -> None:
         if not isinstance(self.asynchronous, bool):

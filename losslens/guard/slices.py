@@ -35,6 +35,8 @@ except ImportError:  # pragma: no cover - a dependency; the guard then runs work
 
 
 HAS_TIMER = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
+#: whether the `greenlet` package (the `slices` extra) is installed
+HAS_GREENLET = _greenlet is not None
 
 
 def usable() -> bool:

@@ -147,6 +147,7 @@ def read_file(path: Path, run: str, format: str | None = None) -> list[RunRecord
     fmt = get_format(format) if format else sniff(path)
     if fmt is None:
         _raise_if_empty(path)
+        _raise_if_wide_text(path)
         raise UnknownFormatError(
             f"{path}: not a log format losslens knows (tried: {known_formats()}); "
             "name one with --input-format")
@@ -158,6 +159,50 @@ def _read_unit(fmt: Format, path: Path, run: str) -> list[RunRecords]:
     from .checkpoints import discover
 
     return [discover(r, path) for r in _fn(fmt, "read")(path, run)]
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _raise_if_special(path: Path) -> None:
+    """A path that is neither a file nor a folder (a FIFO, `/dev/zero`, a socket, a
+    process substitution `<(...)`) says what it is: reading it could block or never end."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    for test, what in _SPECIAL:
+        if test(mode):
+            raise ParseError(f"{path}: {what}, not a log file or folder; save the stream to a "
+                             "file first (`losslens watch` follows a growing file)")
+
+
+#: byte-order marks of the text encodings a log may come in that losslens does not read
+#: (PowerShell 5's `>` writes UTF-16LE), longest first
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"),
+         (b"\xff\xfe", "UTF-16LE"), (b"\xfe\xff", "UTF-16BE"))
+
+
+def wide_text(path: Path) -> str | None:
+    """Why a file that no reader recognised cannot be read, when it is UTF-16 or UTF-32
+    text (a byte-order mark at its start): the message, else None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return None
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return (f"{name} text (byte-order mark {bom.hex(' ').upper()}); losslens reads "
+                    f"UTF-8 logs: convert it first, e.g. iconv -f {name} -t UTF-8")
+    return None
+
+
+def _raise_if_wide_text(path: Path) -> None:
+    why = wide_text(path)
+    if why:
+        raise UnknownFormatError(f"{path}: {why}")
 
 
 def _raise_if_empty(path: Path) -> None:
@@ -232,6 +277,9 @@ def _walk(root: Path, format: str | None = None,
                 units.append((p, str(p.relative_to(root)), Unreadable(
                     str(exc).removeprefix(f"{p}: "))))
                 continue
+            if fmt is None and wide_text(p):  # a log in UTF-16: a failed unit, not silence
+                units.append((p, str(p.relative_to(root)), Unreadable(wide_text(p) or "")))
+                continue
             if fmt is None or fmt.name == "tensorboard":
                 continue
             units.append((p, str(p.relative_to(root)), fmt))
@@ -282,6 +330,8 @@ def read_unit(unit: Path, run: str, fmt: "Format | Unreadable | None",
         with deadline(UNIT_TIMEOUT if timeout is None else timeout, str(unit)):
             if fmt is None:
                 fmt = get_format(format) if format else sniff(unit)
+                if fmt is None and wide_text(unit):  # a log in UTF-16: say so (the walk's rule)
+                    return [_failed(unit, run, f"{unit}: {wide_text(unit)}")]
                 if fmt is None or (format is None and fmt.name == "tensorboard"):
                     return []  # not a log (the walk's rule): event files are read by folder
             records = _read_unit(fmt, unit, run)
@@ -344,6 +394,7 @@ def read_records(path: str | os.PathLike, format: str | None = None,
     p = Path(path)
     if not p.exists():
         raise LogNotFoundError(f"{p}: no such file or directory")
+    _raise_if_special(p)
     if p.is_file():
         if progress:
             progress(str(p), 0, 1)

@@ -31,6 +31,7 @@ _JSON_PIECE = 4 << 20  # bytes parsed at once when the whole file defeats pyarro
 MAX_DEPTH = 64
 _SCAN = 16 << 20  # bytes scanned for deep lines at once (bounded scratch memory)
 _STRING = re.compile(rb'"(?:[^"\\\n]|\\.)*"?')  # (an unterminated string: to the end)
+_STEP_KEY = re.compile('[{,]\\s*"(?:' + "|".join(STEP_NAMES) + ')"\\s*:\\s*-?\\d')
 
 
 def sniff_jsonl(name: str, head: bytes) -> float:
@@ -38,6 +39,10 @@ def sniff_jsonl(name: str, head: bytes) -> float:
     first = next((ln.strip() for ln in text.split("\n") if ln.strip()), "")
     if not first.startswith("{"):
         return 0.0
+    if "\n" not in text.lstrip() and len(head) >= (1 << 20):
+        # one line longer than the head (10^5 keys in a record): it cannot parse here, so a
+        # step key among its top-level keys decides
+        return 0.3 if _STEP_KEY.search(first) else 0.0
     try:
         obj = json.loads(first)
     except (ValueError, RecursionError):
@@ -50,7 +55,7 @@ def sniff_jsonl(name: str, head: bytes) -> float:
 def read_jsonl(path: Path, run: str) -> list[RunRecords]:
     """One JSON object per line with a step key (a Levanter log named as JSON lines: its
     tracker records, through the `levanter` reader)."""
-    data = valid_utf8(path.read_bytes())
+    data = valid_utf8(path.read_bytes()).removeprefix(b"\xef\xbb\xbf")  # (a UTF-8 BOM)
     if _LEVANTER.encode() in data[:1 << 20]:
         from .levanter import read as read_levanter
 
@@ -393,7 +398,9 @@ def _add_record(builder: RecordsBuilder, cols: dict, rec: dict, lineno: int, ste
             texts.append((k, lineno, v))
     if step is None:
         if items:
-            builder.skip(lineno, "no step key in this line")
+            given = next((rec[k] for k in STEP_NAMES if k in rec), None)
+            builder.skip(lineno, "no step key in this line" if given is None else
+                         f"step {str(given)[:40]} is not an integer step (64-bit)")
         return
     for k, v in items:
         c = cols.get(k)

@@ -44,7 +44,9 @@ def read_text(path: Path) -> str:
 
 
 def head_text(head: bytes) -> str:
-    return head.decode("utf-8", errors="replace")
+    """The first bytes of a file as text for sniffing (a UTF-8 byte-order mark, which
+    Windows editors and PowerShell write, left out)."""
+    return head.decode("utf-8", errors="replace").removeprefix("\ufeff")
 
 
 def strip_ansi(text: str) -> str:

@@ -84,6 +84,8 @@ def _targets(source: Any, run: str | None, events: Sequence[str] | None
                 doc = json.loads(path.read_text(encoding="utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError):
                 doc = None
+            except RecursionError:  # read_document says why, in one line
+                doc = {"schema": None}
             if isinstance(doc, dict) and "schema" in doc:
                 return targets_from_document(read_document(path), run, events)
         from .. import read

@@ -65,10 +65,52 @@ def read_document(path: str | Path) -> dict[str, Any]:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ParseError(f"--analysis {p}: not JSON ({exc})") from None
+    except RecursionError:
+        raise ParseError(f"--analysis {p}: not an analysis document (nested too deeply to "
+                         "read)") from None
     if not isinstance(doc, dict) or doc.get("schema") != "losslens.analysis/1":
         raise ParseError(f"--analysis {p}: expected schema losslens.analysis/1, got "
                          f"{doc.get('schema') if isinstance(doc, dict) else type(doc).__name__}")
+    check_document(doc, f"--analysis {p}")
     return doc
+
+
+#: What replay reads of a run in an analysis document: key -> (types, what is expected)
+_RUN_PARTS = {"run": (str, "a string"), "series": (list, "a list"), "events": (list, "a list"),
+              "skip_plan": ((dict, type(None)), "an object or null"),
+              "metadata": ((dict, type(None)), "an object or null")}
+_EVENT_STEPS = ("start_step", "peak_step", "end_step")
+
+
+def check_document(doc: Mapping[str, Any], where: str = "analysis document") -> None:
+    """Raise ParseError naming the first part of `doc` that is not the shape replay reads
+    (docs/schema/analysis.schema.json): `runs[1].events[0]: expected an object, got list`."""
+    def bad(at: str, expected: str, got: Any) -> ParseError:
+        return ParseError(f"{where}: {at}: expected {expected}, got {type(got).__name__}"
+                          + (f" {got!r}"[:60] if isinstance(got, (int, float, str)) else ""))
+
+    runs = doc.get("runs", [])
+    if not isinstance(runs, list):
+        raise bad("runs", "a list", runs)
+    for i, r in enumerate(runs):
+        if not isinstance(r, dict):
+            raise bad(f"runs[{i}]", "an object", r)
+        for key, (types, expected) in _RUN_PARTS.items():
+            if key in r and not isinstance(r[key], types):
+                raise bad(f"runs[{i}].{key}", expected, r[key])
+        for j, item in enumerate(r.get("series", [])):
+            if not isinstance(item, dict) or not isinstance(item.get("tag"), str):
+                raise bad(f"runs[{i}].series[{j}]", "an object with a string tag", item)
+        for j, e in enumerate(r.get("events", [])):
+            if not isinstance(e, dict):
+                raise bad(f"runs[{i}].events[{j}]", "an object", e)
+            for key in _EVENT_STEPS:
+                v = e.get(key)
+                if (v is not None or key == "start_step") and (
+                        isinstance(v, bool) or not isinstance(v, int)
+                        or not -2 ** 63 <= v < 2 ** 63):
+                    raise bad(f"runs[{i}].events[{j}].{key}", "a step (a 64-bit integer"
+                              + (")" if key == "start_step" else ") or null"), v)
 
 
 def _pick_run(names: Sequence[str], run: str | None) -> str:
@@ -84,6 +126,7 @@ def _pick_run(names: Sequence[str], run: str | None) -> str:
 
 def targets_from_document(doc: Mapping[str, Any], run: str | None = None,
                           events: Sequence[str] | None = None) -> tuple[str, list[Target]]:
+    check_document(doc)
     runs = {r.get("run"): r for r in doc.get("runs", [])}
     name = _pick_run(list(runs), run)
     r = runs[name]

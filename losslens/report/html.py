@@ -8,12 +8,12 @@ cites, the events table, the skip plan (shaded on the loss chart) and warnings.
 from __future__ import annotations
 
 import re
-from html import escape
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from ..events import Event
+from ..textsafe import html as escape  # entities, and controls from logs made visible
 from .svgplot import Line, Mark, Rule, chart
 
 SERIES_COLORS = ("#1f5fa8", "#2a9d8f", "#7b4fa0", "#3d7d3a", "#8c5a2b", "#4a6f8a", "#b5568e",

@@ -9,14 +9,27 @@ each bucket, so a one-step spike survives; non-finite values are drawn as marker
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from html import escape
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
 
+from ..textsafe import html as escape  # entities, and controls from logs made visible
+
 MAX_POINTS = 2000
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+
+
+#: Largest |value| drawn as itself: past it an axis's span (max - min) overflows float64
+#: (a loss of ±1.8e308 is drawn at the edge of the plot instead).
+PLOT_LIMIT = 1e300
+
+
+def plottable(values: np.ndarray) -> np.ndarray:
+    """`values` with finite ones past ±PLOT_LIMIT drawn at ±PLOT_LIMIT (NaN/inf as they are)."""
+    v = np.asarray(values, float)
+    big = np.isfinite(v) & (np.abs(v) > PLOT_LIMIT)
+    return np.where(big, np.sign(v) * PLOT_LIMIT, v) if big.any() else v
 
 
 @dataclass(frozen=True)
@@ -297,7 +310,7 @@ def chart(title: str, lines: Sequence[Line], marks: Sequence[Mark] = (),
 
     `uid` keeps the chart's element ids (clip path, hatch pattern) unique in the page.
     """
-    lines = [ln for ln in lines if ln.steps.size]
+    lines = [replace(ln, values=plottable(ln.values)) for ln in lines if ln.steps.size]
     if not lines:
         return ""
     log = wants_log([ln.values for ln in lines]) if log is None else log

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from rich.text import Text
 
-from .svgplot import downsample, fmt_num, log_ticks, nice_ticks, wants_log
+from .svgplot import downsample, fmt_num, log_ticks, nice_ticks, plottable, wants_log
 from .units import MARK_NAMES
 
 COLORS = ("bright_blue", "bright_magenta", "green", "yellow", "cyan")
@@ -39,6 +39,10 @@ class Marker:
     step: int
     kind: str
     severity: str
+
+
+def _plottable(c: Curve) -> Curve:
+    return Curve(c.label, c.steps, plottable(c.values))
 
 
 def _pixels(curve: Curve, x0: float, x1: float, y0: float, y1: float, log: bool,
@@ -116,7 +120,7 @@ def render(curves: Sequence[Curve], markers: Sequence[Marker] = (), width: int =
     """The plot as rich Text: title, canvas with a y axis, event marks, x axis, legends.
 
     Every line is at most `width` characters wide."""
-    curves = [c for c in curves if c.steps.shape[0]]
+    curves = [_plottable(c) for c in curves if c.steps.shape[0]]
     if not curves:
         return Text("")
     log = wants_log([c.values for c in curves])
