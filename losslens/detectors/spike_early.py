@@ -33,8 +33,12 @@ Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log 
 
 Streaming: a verdict on a point of the head may change until the head is complete (n >= HEAD),
 so the streaming form re-judges from the first point while it is not (stream_spike.py).
-Known misses: a rise spread over several points (a hump) whose single steps are within the
-noise; a spike right after another or right after a knee; a spike at the last point so far;
+Also (from point TREND on, where the curve before was not rising): rises over several points
+(humps, step-ups) by the lower median of 2/3/5 points' excess over the prediction made before
+them (SPANS); a step-up whose next point keeps rising; and, both sides, a jump under the
+threshold that is TALL x taller than every other excursion of the head (see the constants).
+Known misses: humps on a steep early descent (a line extrapolated k points there errs by more
+than the hump); a spike right after another or right after a knee; a spike at the last point;
 points 0-2 (spike.py's blow-up rule, EARLY_RATIO, judges those).
 Known false positives: one-point outliers of heavy-tailed noise in the first points, before a
 tail has shown itself (Student t with 3 degrees of freedom on 12-70-point descents: about one
