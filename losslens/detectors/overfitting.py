@@ -26,8 +26,9 @@ percent allowed). With the finite points of the validation series:
   worse, it did not overfit. A train spike in between that is gone by the end is not that.
 
 One event per validation series: kind `overfitting`, tag = the validation tag, start_step = the
-last evaluation within `noise_z` noise scales of the best (worse than its best since then: on a
-noisy flat bottom the lowest point is one of several as good), end_step = the last one,
+best evaluation (where the U-curve turns: both labelled families and the real logs put the
+onset at the minimum; the last evaluation within noise of the best lags it), end_step = the
+last one,
 magnitude = last / best, severity `warning`; details: `best_step` (the checkpoint to keep),
 `best_value`, `last_value` (in the series' own units), `evals_after`, `tau`, `metric` (loss /
 accuracy), `train_tag`, `train_change` (relative change of the training badness from the
@@ -150,9 +151,9 @@ class OverfittingDetector:
                 if change > self.min_rise:
                     return None  # train got worse too (a divergence, or a spike that never
                     # recovered, takes validation with it): the run got worse, not overfit
-        # worse since the last evaluation within noise of the best (a noisy flat bottom's
-        # lowest point is one of several as good)
-        start = b + int(np.flatnonzero(after <= best + band)[-1])
+        # the onset is the best evaluation: the last one within noise of it lags the turn
+        # (quality.py's overfitting 1.000 -> 0.833), the middle of those as good lost real logs
+        start = b
         raw = val.value[ok]
         return Event(
             kind=self.kind, run=val.run, tag=val.tag, start_step=int(x[start]),
