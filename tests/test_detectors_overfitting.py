@@ -55,9 +55,8 @@ def test_a_climb_after_a_noisy_descent_must_clear_the_noise():
     assert run(falling(), val) == []
     val[-3:] = [0.7, 0.85, 1.0]
     (e,) = run(falling(), val)
-    # the best is at 6000; 0.85 at 8000 is still within two noise scales (0.14) of it: the
-    # validation is worse than its best by more than noise since 8000
-    assert (e.start_step, e.details["best_step"], e.details["evals_after"]) == (8000, 6000, 3)
+    # the best is at 6000: the onset and the checkpoint to keep
+    assert (e.start_step, e.details["best_step"], e.details["evals_after"]) == (6000, 6000, 3)
 
 
 def test_kendall_tau_and_parameter_checks():
@@ -106,18 +105,19 @@ def test_noise_is_measured_over_every_evaluation_not_only_the_bending_descent():
     val = [0.7111, 0.6073, 0.5529, 0.5459, 0.5348, 0.5405, 0.5379, 0.5462, 0.5539, 0.5746,
            0.5877]
     (e,) = run(np.geomspace(0.87, 0.1, 200), val, val_every=890)
-    # best at 4450; 0.5462 at 7120 is within two noise scales (0.006) of it
-    assert (e.start_step, e.details["best_step"], e.details["evals_after"]) == (7120, 4450, 6)
+    # best at 4450 (the onset and the checkpoint to keep)
+    assert (e.start_step, e.details["best_step"], e.details["evals_after"]) == (4450, 4450, 6)
 
 
-def test_a_noisy_flat_bottom_starts_where_validation_leaves_the_noise_of_its_best():
-    # validation bottoms out over 260-400 (noise ~0.008, lowest at 280), then climbs +13 %:
-    # worse than its best by more than noise since 400, the checkpoint to keep is 280's
+def test_a_noisy_flat_bottom_is_overfitting_from_its_best_evaluation():
+    # validation bottoms out (noise ~0.008), then climbs +13 %: reported from the best
+    # evaluation (the onset both labelled families and the real logs use; the last
+    # evaluation within noise of the best, 260, lagged the turn)
     val = [1.8176, 1.7872, 1.7676, 1.7533, 1.7134, 1.7035, 1.6862, 1.694, 1.7093, 1.6938,
            1.6997, 1.6892, 1.6914, 1.7237, 1.7294, 1.7419, 1.7357, 1.779, 1.7744, 1.8212,
            1.8149, 1.8624, 1.8775, 1.909, 1.9166]
     (e,) = run(np.geomspace(1.8, 0.8, 130), val, val_every=20, train_every=5)
-    assert (e.details["best_step"], e.start_step, e.end_step) == (140, 260, 500)
+    assert (e.details["best_step"], e.start_step, e.end_step) == (140, 140, 500)
 
 
 def test_train_judged_at_the_end_not_over_halves():
