@@ -307,6 +307,20 @@ class Guard:
         last = max(last, min(step, cap))  # through the step it stopped at
         return replace(skip, skip=rest + ((first, last),))
 
+    def _skip_at_once(self, step: int, loss: float, grad_norm: float | None) -> Decision:
+        """The O(1) NaN/inf rule, answered by the call that brought it (in slices and in
+        the asynchronous mode): noted in `_early`, handed to the alert sinks. The update's or
+        the worker's own copy, with its events, goes into `decisions` and is not returned
+        again."""
+        what = "loss" if not math.isfinite(loss) else "grad norm"
+        value = loss if what == "loss" else grad_norm
+        early = Decision("skip_step", step, f"the {what} is {value} at step {step}: do "
+                         "not apply this update")
+        self._early[step] = early
+        for sink in self.alerts:
+            sink(early)
+        return early
+
     # -- in process, the window update in slices (.slices) --------------------------------
 
     def _slice_start(self) -> None:
@@ -353,15 +367,7 @@ class Guard:
         early = None
         if self.policy.skip_nonfinite and not (math.isfinite(loss) and (
                 grad_norm is None or math.isfinite(grad_norm))):
-            # the O(1) rule at once, as the asynchronous mode (the update's copy, with its
-            # events, goes into `decisions` and is not returned again)
-            what = "loss" if not math.isfinite(loss) else "grad norm"
-            value = loss if what == "loss" else grad_norm
-            early = Decision("skip_step", step, f"the {what} is {value} at step {step}: do "
-                             "not apply this update")
-            self._early[step] = early
-            for sink in self.alerts:
-                sink(early)
+            early = self._skip_at_once(step, loss, grad_norm)
         work, q = self._slices, self._queue
         if work.busy or self._head < len(q[0]):  # (calls left as an update ended: theirs)
             self._enqueue(step, loss, grad_norm, lr, loss_scale)
@@ -481,15 +487,7 @@ class Guard:
         early = None
         if self.policy.skip_nonfinite and not (math.isfinite(loss) and (
                 grad_norm is None or math.isfinite(grad_norm))):
-            # the O(1) rule, at once (noted before the worker's answer can come in); the
-            # worker's own, with its events, goes into `decisions` and is not returned again
-            what = "loss" if not math.isfinite(loss) else "grad norm"
-            value = loss if what == "loss" else grad_norm
-            early = Decision("skip_step", step, f"the {what} is {value} at step {step}: do "
-                             "not apply this update")
-            self._early[step] = early
-            for sink in self.alerts:
-                sink(early)
+            early = self._skip_at_once(step, loss, grad_norm)
         while answered:
             self._take(link.take())
             answered = link.ready()
