@@ -142,38 +142,32 @@ def test_no_collection_starts_inside_step():
         if phase == "start" and inside[0]:
             runs.append(info["generation"])
 
+    def watched(g, calls):
+        """Feed `calls` with the threshold at 1, noting any collection started in `step`."""
+        old = gc.get_threshold()
+        gc.callbacks.append(seen)
+        gc.set_threshold(1)
+        try:
+            for step, loss, grad in calls:
+                inside[0] = True
+                g.step(step, loss, grad_norm=grad, lr=1e-3)
+                inside[0] = False
+        finally:
+            inside[0] = False
+            gc.set_threshold(*old)
+            gc.callbacks.remove(seen)
+
     calls = _calls(600, 6)
     g = Guard(GuardPolicy(slice_ms=0.2, max_lag=1000), asynchronous=False)
     for step, loss, grad in calls[:300]:
         g.step(step, loss, grad_norm=grad, lr=1e-3)
     g.flush()  # (the queue then empty: the next update's first call clears it)
-    old = gc.get_threshold()
-    gc.callbacks.append(seen)
-    gc.set_threshold(1)
-    try:
-        for step, loss, grad in calls[300:]:
-            inside[0] = True
-            g.step(step, loss, grad_norm=grad, lr=1e-3)
-            inside[0] = False
-    finally:
-        inside[0] = False
-        gc.set_threshold(*old)
-        gc.callbacks.remove(seen)
+    watched(g, calls[300:])
     assert g.live.tick > 5 and g._slices.total > g.live.tick and g.waits == 0
     assert runs == []
     # a wait for the update (max_lag) allocates nothing tracked outside the work either
     g = Guard(GuardPolicy(slice_ms=0.01, max_lag=2), asynchronous=False)
     for step, loss, grad in calls[:300]:
         g.step(step, loss, grad_norm=grad, lr=1e-3)
-    gc.callbacks.append(seen)
-    gc.set_threshold(1)
-    try:
-        for step, loss, grad in calls[300:]:
-            inside[0] = True
-            g.step(step, loss, grad_norm=grad, lr=1e-3)
-            inside[0] = False
-    finally:
-        inside[0] = False
-        gc.set_threshold(*old)
-        gc.callbacks.remove(seen)
+    watched(g, calls[300:])
     assert g.waits > 0 and runs == []
