@@ -23,7 +23,7 @@ import numpy as np
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_numbers,
                       numeric, report_rows, step_array, valid_utf8)
-from .textutil import as_float, head_text, split_truncated
+from .textutil import as_float, head_text, read_bytes, split_truncated
 
 _LEVANTER = '"tracker": "json_logger"'
 _JSON_PIECE = 4 << 20  # bytes parsed at once when the whole file defeats pyarrow
@@ -55,7 +55,7 @@ def sniff_jsonl(name: str, head: bytes) -> float:
 def read_jsonl(path: Path, run: str) -> list[RunRecords]:
     """One JSON object per line with a step key (a Levanter log named as JSON lines: its
     tracker records, through the `levanter` reader)."""
-    data = valid_utf8(path.read_bytes()).removeprefix(b"\xef\xbb\xbf")  # (a UTF-8 BOM)
+    data = valid_utf8(read_bytes(path)).removeprefix(b"\xef\xbb\xbf")  # (a UTF-8 BOM)
     if _LEVANTER.encode() in data[:1 << 20]:
         from .levanter import read as read_levanter
 
