@@ -147,14 +147,18 @@ def test_tqdm_bars_are_not_points_the_summary_after_them_is(tmp_path):
 
 def test_keras_fit_output(tmp_path):
     """Keras `fit(verbose=1)` into a file: `Epoch N/M`, then the progress bar; its last drawing
-    (count == total) carries the epoch's metrics; Keras 3's bar too."""
+    (count == total) carries the epoch's metrics; Keras 3's bar too; `evaluate`'s bar after
+    the last epoch is not a point."""
     text = ("Epoch 1/2\n"
             "  1/782 [..............................] - ETA: 20:11 - loss: 2.3026 - accuracy: 0.0938"
             "\r782/782 [==============================] - 45s 57ms/step - loss: 1.2345 - "
             "accuracy: 0.5678 - val_loss: 1.1023 - val_accuracy: 0.6120\n"
             "Epoch 2/2\n"
             "\x1b[1m782/782\x1b[0m \x1b[32m━━━━━━━━━━━━━━━━━━━━\x1b[0m\x1b[37m\x1b[0m \x1b[1m44s\x1b[0m "
-            "56ms/step - accuracy: 0.6543 - loss: 0.9876 - val_accuracy: 0.6600 - val_loss: 0.9500\n")
+            "56ms/step - accuracy: 0.6543 - loss: 0.9876 - val_accuracy: 0.6600 - val_loss: 0.9500\n"
+            # model.evaluate on the test set: not epoch 2's
+            "313/313 [==============================] - 2s 6ms/step - loss: 0.9911 - "
+            "accuracy: 0.6500\n")
     path = tmp_path / "fit.log"
     path.write_text(text)
     assert sniff(path).name == "epoch-lines"

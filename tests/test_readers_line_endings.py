@@ -157,3 +157,20 @@ def test_a_large_cr_only_file_is_read_in_one_copy(tmp_path):
     assert res.returncode == 0, res.stderr[-500:]
     peak_mib = int(res.stdout) / 1024
     assert peak_mib < 256 * 1.5 + 200, peak_mib
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_watch_follows_a_growing_cr_only_log(tmp_path, seed):
+    """`watch` on a Megatron log written with bare `\\r` line ends, in random pieces: the
+    same series as one read of the finished file (a half-written line waits for its `\\r`)."""
+    from follow_check import follow_in_pieces
+
+    data = (DATA / "megatron" / "megatron_2022_resume.log").read_bytes().replace(b"\n", b"\r")
+    dst = tmp_path / "run.log"
+    st = follow_in_pieces(dst, data, "megatron", seed=seed)
+    frame = losslens.read(dst)
+    assert st.series and set(st.series) <= set(frame.runs[0].roles)
+    for tag, s in st.series.items():
+        ref = frame.series(frame.runs[0].run, tag)
+        assert list(s.step[:s.n]) == list(ref.step) and len(ref.step) > 0, tag
+        assert list(s.value[:s.n]) == list(ref.value), tag

@@ -23,8 +23,8 @@ merely mentions an epoch (`Saved model (epoch=3, val_acc=0.61)`) is not a point.
 the one before it in the same `|` group (`| Val Loss: 0.48 Acc: 83.1%` gives `Val Acc`), or
 when the same name comes twice in a line. An `Epoch N` line without pairs opens a block: the
 lines right after it made only of pairs (`  Val Loss: 1.30, Val Acc: 52.4%`) and Keras'
-finished progress bar (`782/782 ... - loss: ... - val_loss: ...`, its last drawing only) are
-that epoch's. tqdm bars (`Epoch 1: 100%|####| 50/50 [...]`) are not read: their pairs are
+finished progress bar (`782/782 ... - loss: ... - val_loss: ...`, its last drawing only; the
+bar of an `evaluate` after it is not) are that epoch's. tqdm bars (`Epoch 1: 100%|####| 50/50 [...]`) are not read: their pairs are
 running values mid-epoch; the epoch's summary line, after the bar's `\\r`, is.
 
 Steps: the epoch as printed, when no line carries an iteration. When lines also carry one
@@ -130,8 +130,8 @@ def sniff(name: str, head: bytes) -> float:
     """0.45 when epoch lines with pairs (or an epoch header followed by pair lines or a Keras
     bar) are in the head: below every framework's own sniff, above generic CSV."""
     text = head_text(head)
-    if "poch" not in text and "POCH" not in text:
-        return 0.0
+    if ("poch" not in text and "POCH" not in text) or text.lstrip()[:1] in ("{", "["):
+        return 0.0  # (a JSON document or JSON lines: never epoch lines)
     hits, open_block = 0, 0
     for _, frag in fragments(text):
         if open_block and (_only_pairs(frag) and _PAIR.search(frag) or _keras(frag)):
@@ -189,8 +189,8 @@ def read(path: Path, run: str) -> list[RunRecords]:
                 if pairs:
                     keras += bool(km)
                     rows.add(lineno, block[0], None, None, _wall(frag, stamps), pairs, b, frag)
-                    block_left = 8
-                    continue
+                    block_left = 0 if km else 8  # (one Keras bar an epoch: the next is
+                    continue  # `evaluate`'s, on the test set)
             if not _BAR.search(frag):
                 block_left -= 1
         if _BAR.search(frag):

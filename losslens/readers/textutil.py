@@ -42,6 +42,11 @@ def cr_lines(data: bytes | bytearray) -> bool:
     return b"\n" not in data and b"\r" in data
 
 
+def cr_to_lf(data: bytes) -> bytes:
+    """`data` with every `\\r` made `\\n` (the line ends of a `cr_lines` file)."""
+    return data.translate(_CR_TO_LF)
+
+
 def read_bytes(path: Path) -> bytes | bytearray:
     """The file's bytes; a file whose lines end in a bare `\\r` (`cr_lines`) comes with `\\n`
     instead, so every reader reads it like the `\\n` file. The conversion reads the file
