@@ -153,8 +153,9 @@ def sniff(name: str, head: bytes) -> float:
 
 def _keras(frag: str) -> re.Match | None:
     """Keras' progress bar at its last drawing (`782/782 [====] - ... - loss: ...`)."""
-    m = _KERAS.match(frag)
-    return m if m and m.group(1) == m.group(2) else None
+    m = _KERAS.match(frag)  # (`390/390 [===] - ETA: 0s - loss: 0.9`: still drawing, the
+    # validation metrics come with the next drawing)
+    return m if m and m.group(1) == m.group(2) and "- ETA: " not in frag else None
 
 
 class _Rows:
