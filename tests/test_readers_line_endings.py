@@ -134,7 +134,8 @@ def test_cli_reads_a_cr_only_log(tmp_path):
 def test_a_large_cr_only_file_is_read_in_one_copy(tmp_path):
     """A 256 MiB `\\r` file (no `\\n` at all), in a process capped at 3 GiB of address
     space: the conversion holds one copy of the file at a time (the plain read of its `\\n`
-    twin holds as much), not two."""
+    twin holds as much), not two (a growing buffer peaked at 881 MiB here once: the buffer
+    is made at the file's size)."""
     path = tmp_path / "big.log"
     line = b"Epoch 1, Loss: 1.0\r" + b"x" * 44 + b"\r"
     with open(path, "wb") as fh:
@@ -156,7 +157,7 @@ def test_a_large_cr_only_file_is_read_in_one_copy(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 0, res.stderr[-500:]
     peak_mib = int(res.stdout) / 1024
-    assert peak_mib < 256 * 1.5 + 200, peak_mib
+    assert peak_mib < 256 + 200, peak_mib  # one copy and the interpreter (two: 512 + ...)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -50,18 +51,25 @@ def cr_to_lf(data: bytes) -> bytes:
 def read_bytes(path: Path) -> bytes | bytearray:
     """The file's bytes; a file whose lines end in a bare `\\r` (`cr_lines`) comes with `\\n`
     instead, so every reader reads it like the `\\n` file. The conversion reads the file
-    again in 16 MiB pieces into one buffer: one copy of the file in memory, as for any other."""
+    again, 16 MiB at a time, into one buffer of its size: one copy of the file in memory, as
+    for any other."""
     data = path.read_bytes()
     if not cr_lines(data):
         return data
     del data
-    buf = bytearray()
     with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(_CR_CHUNK)
-            if not chunk:
-                return buf
-            buf += chunk.translate(_CR_TO_LF)
+        buf = bytearray(os.fstat(fh.fileno()).st_size)
+        pos = 0
+        with memoryview(buf) as view:
+            while pos < len(buf):
+                got = fh.readinto(view[pos:pos + _CR_CHUNK])
+                if not got:  # (the file shrank since)
+                    break
+                view[pos:pos + got] = view[pos:pos + got].tobytes().translate(_CR_TO_LF)
+                pos += got
+        del buf[pos:]
+        buf += fh.read().translate(_CR_TO_LF)  # (or grew)
+    return buf
 
 
 def read_text(path: Path) -> str:
