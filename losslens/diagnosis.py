@@ -57,14 +57,37 @@ def _init_std_note(meta: RunMeta) -> str | None:
     return None
 
 
+def _skips(events: Sequence[Event]) -> list[Event]:
+    """fp16 overflow skips: a few isolated NaN/inf grad norms (the detector's `overflow_skip`)
+    over steps where no other series (the loss) is non-finite too."""
+    nf = _of(events, "nonfinite")
+    hard = [e for e in nf if not e.details.get("overflow_skip")]
+    return [e for e in nf if e.details.get("overflow_skip") and not any(
+        h.start_step <= (e.end_step or e.start_step) and e.start_step <= (h.end_step or
+                                                                         h.start_step)
+        for h in hard)]
+
+
+def _nonfinite(events: Sequence[Event]) -> list[Event]:
+    """Non-finite events other than fp16 overflow skips."""
+    skips = {id(e) for e in _skips(events)}
+    return [e for e in _of(events, "nonfinite") if id(e) not in skips]
+
+
+def _what(found: Sequence[Event]) -> str:
+    """What is non-finite: "loss" unless every event is on a grad norm."""
+    return ("grad norm" if all(e.details.get("role") == "grad_norm" for e in found)
+            else "loss")
+
+
 def rule_nonfinite(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    found = [e for e in _of(events, "nonfinite") if not from_start(e, first)]
+    found = [e for e in _nonfinite(events) if not from_start(e, first)]
     if not found:
         return None
     tags = sorted({e.tag for e in found})
     return Finding(
-        "critical", f"Non-finite loss (NaN/inf) from step {found[0].start_step}",
+        "critical", f"Non-finite {_what(found)} (NaN/inf) from step {found[0].start_step}",
         f"{', '.join(tags)} became NaN or inf at step(s) {_steps(found)}. An update with "
         "a non-finite value corrupts the weights; what follows is not training.",
         "Restart from the last checkpoint before the first non-finite value and skip the "
@@ -74,11 +97,12 @@ def rule_nonfinite(events: Sequence[Event], meta: RunMeta,
 
 def rule_broken_from_start(events: Sequence[Event], meta: RunMeta,
                            first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    found = [e for e in _of(events, "nonfinite") if from_start(e, first)]
+    found = [e for e in _nonfinite(events) if from_start(e, first)]
     if not found:
         return None
     return Finding(
-        "critical", f"The loss is NaN/inf from the first logged step ({found[0].start_step})",
+        "critical",
+        f"The {_what(found)} is NaN/inf from the first logged step ({found[0].start_step})",
         f"{', '.join(sorted({e.tag for e in found}))} never had a finite value"
         + (" after the start" if any(not e.details.get("finite_after", True) for e in found)
            else "") + ": this is not an instability a restart could fix but a broken "
@@ -101,7 +125,7 @@ def from_start(event: Event, first: "int | Mapping[str, int] | None") -> bool:
 
 def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    div = _divergences(events) + _of(events, "nonfinite")
+    div = _divergences(events) + _nonfinite(events)
     note = _init_std_note(meta)
     early = [e for e in div if e.start_step <= 5000]
     if not (early and note):
@@ -241,19 +265,26 @@ def rule_adam_eps(events: Sequence[Event], meta: RunMeta,
 def rule_fp16_overflow(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     over = _of(events, "overflow")
-    if not over:
+    skips = _skips(events)
+    if not (over or skips):
         return None
     severe = [e for e in over if e.severity != "info"]
     precision = meta.precision or "fp16 (loss scaling in use)"
+    where = sorted(over + skips, key=lambda e: e.start_step)
+    bursts = [f"{a}" if a == b else f"{a}-{b}" for e in skips
+              for a, b in e.details.get("bursts", ())][:6]
+    nan = (f" ({', '.join(sorted({e.tag for e in skips}))} NaN/inf only at step(s) "
+           f"{', '.join(bursts)}, the loss finite: the scaler skipped those updates)"
+           if skips else "")
     return Finding(
         "warning" if severe else "info",
-        f"fp16 overflows / skipped iterations ({len(over)} burst(s))",
-        f"The loss scale dropped or iterations were skipped at step(s) {_steps(over)} "
+        f"fp16 overflows / skipped iterations ({len(where)} burst(s))",
+        f"The loss scale dropped or iterations were skipped at step(s) {_steps(where)}{nan} "
         f"(precision: {precision}). Loss-scale collapse and skipped iterations are fp16 "
         "symptoms; attention scores scaled after Q·K can overflow.",
         "Train in bf16 if the hardware allows (BLOOM's cure); otherwise scale Q and K by "
         "1/sqrt(sqrt(d)) each before the matmul and add an embedding layer-norm.",
-        _ids(over), (CITES["low_precision"],))
+        _ids(where), (CITES["low_precision"],))
 
 
 def rule_resume(events: Sequence[Event], meta: RunMeta,

@@ -154,7 +154,8 @@ def test_nonfinite_bursts():
     # one event, two bursts (1010-1020 and 1510), each listed
     assert first.details == {"count": 3, "points": 3, "source": "value", "nan": 1, "posinf": 1,
                              "neginf": 1, "finite_after": True, "burst_count": 2,
-                             "bursts": [[1010, 1020], [1510, 1510]]}
+                             "bursts": [[1010, 1020], [1510, 1510]],
+                             "role": "train_loss", "overflow_skip": False}
     assert (last.start_step, last.end_step) == (30010, 50000)
     assert last.details["count"] == 2000 and last.details["finite_after"] is False
     assert last.details["posinf"] == 1

@@ -10,6 +10,12 @@ Statistic: none: every non-finite value (or counter value > 0) is reported. Poin
 `details.bursts` lists each run of consecutive ones as [first, last] steps (the first
 `MAX_BURSTS`; `details.burst_count` counts them all): NaN bursts with training going on between
 them are one event, not a storm, yet each burst stays visible (a batch to look at).
+A grad norm (not a loss) that is NaN/inf only on a few isolated steps, in bursts of at most
+`skip_burst` consecutive points, at most `skip_points` points in all and finite again after
+them, is the fp16 loss scaler skipping overflowed steps (HF Trainer logs the grad norm of a
+skipped step as NaN/inf while the loss stays finite): that event is `info` with
+`details.overflow_skip` true, and the diagnosis names it an overflow, not a NaN (a NaN loss on
+the same steps is its own, critical, event). Every value event says its series' `role`.
 Known false positives: a trainer that logs `inf` as a placeholder before the first step.
 """
 from __future__ import annotations
@@ -36,6 +42,12 @@ class NonFiniteDetector:
 
     #: Non-finite points at most this many steps apart are one event (a burst, not many).
     merge_within: int = 1000
+    #: A grad-norm burst of at most this many consecutive non-finite points can be an fp16
+    #: overflow skip (HF's scaler skips one step per overflow; start-up calibration a few).
+    skip_burst: int = 5
+    #: ... and at most this many non-finite points in the event (more is persistent, not skips;
+    #: the overflow detector's `frequent`).
+    skip_points: int = 20
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss", "grad_norm", "skipped")
@@ -44,6 +56,10 @@ class NonFiniteDetector:
 
     def validate(self) -> None:
         require(self, "merge_within", is_int(self.merge_within) and self.merge_within >= 0,
+                "an int >= 0")
+        require(self, "skip_burst", is_int(self.skip_burst) and self.skip_burst >= 0,
+                "an int >= 0")
+        require(self, "skip_points", is_int(self.skip_points) and self.skip_points >= 0,
                 "an int >= 0")
 
     def detect(self, series: Series) -> list[Event]:
@@ -83,6 +99,12 @@ class NonFiniteDetector:
                            neginf=int((v == -np.inf).sum()))
             after = idx[-1] + 1
             details["finite_after"] = bool(np.isfinite(values[after:]).any())
+            details["role"] = series.role
+            details["overflow_skip"] = bool(
+                series.role == "grad_norm" and details["finite_after"]
+                and idx.shape[0] <= self.skip_points
+                and int((lasts - firsts).max()) + 1 <= self.skip_burst)
+        skip = bool(details.get("overflow_skip"))
         return Event(kind=self.kind, run=series.run, tag=series.tag,
                      start_step=int(steps[idx[0]]), end_step=int(steps[idx[-1]]),
-                     severity="critical", details=details)
+                     severity="info" if skip else "critical", details=details)
