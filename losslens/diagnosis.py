@@ -332,8 +332,10 @@ def rule_rollback(events: Sequence[Event], meta: RunMeta,
 def rule_grokking(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     # a sudden drop at an LR step is the schedule, not grokking
+    # ... and one at the start of an epoch is the data seen again (rule_epoch_drops)
     grok = _of(events, "grokking") + [e for e in _of(events, "sudden_drop")
-                                      if not e.details.get("lr_drop")]
+                                      if not e.details.get("lr_drop")
+                                      and e.details.get("epoch_boundary") is None]
     if _of(events, "overfitting"):  # memorisation is not grokking: a train-loss drop
         grok = _of(events, "grokking")  # while validation worsens is no reason to carry on
     if not grok:
@@ -344,6 +346,24 @@ def rule_grokking(events: Sequence[Event], meta: RunMeta,
         "generalisation, or the 'grokking moment' of pre-training).",
         "Nothing to fix; do not stop such a run early on a flat validation curve.",
         _ids(grok), (CITES["grokking"],))
+
+
+def rule_epoch_drops(events: Sequence[Event], meta: RunMeta,
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
+    """Sudden drops where a new epoch begins: the multi-epoch staircase, not grokking."""
+    drops = [e for e in _of(events, "sudden_drop") if not e.details.get("lr_drop")
+             and e.details.get("epoch_boundary") is not None]
+    if not drops:
+        return None
+    at = ", ".join(str(e.details["epoch_boundary"]) for e in drops[:6])
+    return Finding(
+        "info", f"Loss drops at epoch boundaries ({len(drops)})",
+        f"The training loss dropped sharply at step(s) {_steps(drops)}, where a new epoch "
+        f"began (step(s) {at}): the model meets examples it has already seen, the usual "
+        "staircase of a multi-epoch run (memorisation of repeated data), not grokking.",
+        "Nothing to fix in the training loss; judge the run on its validation loss (a "
+        "validation loss that rises from epoch to epoch is overfitting: fewer epochs).",
+        _ids(drops), (CITES["grokking"],))
 
 
 def rule_overfitting(events: Sequence[Event], meta: RunMeta,
@@ -419,7 +439,8 @@ def rule_isolated_dataset_spikes(events: Sequence[Event], meta: RunMeta,
 RULES: tuple[Rule, ...] = (
     rule_broken_from_start, rule_early_divergence_init, rule_nonfinite, rule_divergence, rule_unrecovered_spikes,
     rule_slow_spikes, rule_last_point_spikes, rule_adam_eps, rule_fp16_overflow, rule_resume, rule_repeat_data,
-    rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_fast_spikes,
+    rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_epoch_drops,
+    rule_fast_spikes,
     rule_grad_spikes, rule_component_rise, rule_rollback,
 )
 

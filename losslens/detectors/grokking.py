@@ -27,13 +27,18 @@ three slow-stretch lengths before: a long spike's recovery only returns to an ol
 after the loss had already made `min_prior_progress` (so the normal early descent, which
 starts from the initial level, is not reported). When an LR
 series of the run drops at the same place the event says `details.lr_drop = True`: an LR-decay
-step explains the drop (diagnosis should not call it grokking). Known false positives: a
+step explains the drop (diagnosis should not call it grokking). When the run logs its epoch
+(a series named `epoch`, HF Trainer's) and a new epoch begins within `max_duration` of the run
+(and a tenth of an epoch) of the drop, epochs being at least twice that long,
+`details.epoch_boundary` is that step (else None): the staircase of a multi-epoch fine-tune
+meeting its data again, not grokking. Known false positives: a
 downward level shift (data mixture change) after a slow stretch reads as a sudden drop.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -265,13 +270,17 @@ class SuddenDropDetector:
         """Sudden drops of every training loss of the run, with the LR check."""
         self.validate()
         lrs = [frame.series(run.run, t) for t in run.tags_with_role("lr")]
+        epochs = [frame.series(run.run, t) for t in run.tags_with_role("other")
+                  if EPOCH_TAG.search(t)]
         events = []
         for tag in run.tags_with_role("train_loss"):
-            events.extend(self.detect(frame.series(run.run, tag), lrs))
+            events.extend(self.detect(frame.series(run.run, tag), lrs, epochs))
         return sorted(events, key=lambda e: (e.start_step, e.tag))
 
-    def detect(self, series: Series, lrs: list[Series] | None = None) -> list[Event]:
-        """Sudden drops of one training-loss series (`lrs`: the run's LR series, if any)."""
+    def detect(self, series: Series, lrs: list[Series] | None = None,
+               epochs: list[Series] | None = None) -> list[Event]:
+        """Sudden drops of one training-loss series (`lrs`: the run's LR series, `epochs` its
+        epoch series, if any)."""
         self.validate()
         x, y, use_log = finite_xy(series)
         if x.shape[0] < self.min_points or np.ptp(y) == 0 or np.ptp(x) == 0 or not use_log:
@@ -286,6 +295,10 @@ class SuddenDropDetector:
         out: list[Event] = []
         for g0, g1 in groups:
             ev = self._event(series, xc, raw, g0, g1, w_drop, w_plat, sigma, lrs or [])
+            if ev is not None:
+                at = epoch_boundary(epochs or [], ev.start_step, ev.end_step or ev.start_step,
+                                    w_drop)
+                ev = replace(ev, details={**ev.details, "epoch_boundary": at})
             if ev is not None and (not out or ev.start_step > (out[-1].end_step or 0)):
                 out.append(ev)
         return out
@@ -408,6 +421,33 @@ def _snap(series: Series, step: float) -> int:
     if s.shape[0] > 1 and abs(s[i - 1] - step) <= abs(s[i] - step):
         i -= 1
     return int(s[i])
+
+
+#: Run series that count epochs (HF Trainer's `epoch`, `train/epoch`).
+EPOCH_TAG = re.compile(r"(^|[/_. ])epoch$", re.IGNORECASE)
+
+
+def epoch_boundary(epochs: list[Series], start: int, end: int, w: float) -> int | None:
+    """The first step where a new epoch begins within `w` steps (and a tenth of an epoch) of
+    [start, end], or None: the epoch count's whole part goes up there. Epochs shorter than
+    twice `w` or three drop lengths explain nothing (every drop would meet one)."""
+    for ep in epochs:
+        ok = np.isfinite(ep.value)
+        x, v = ep.step[ok], ep.value[ok]
+        if x.shape[0] < 2:
+            continue
+        up = np.flatnonzero(np.diff(np.floor(v + 1e-9)) > 0) + 1
+        if up.shape[0] == 0:
+            continue
+        b = x[up]
+        per = float(x[-1] - x[0]) / max(float(v[-1] - v[0]), 1e-12)  # steps per epoch
+        if per < 2 * w or per < 3 * (end - start):
+            continue  # epochs as short as a drop (full-batch training): they explain nothing
+        tol = min(w, 0.1 * per)
+        near = b[(b >= start - tol) & (b <= end + tol)]
+        if near.shape[0]:
+            return int(near[0])
+    return None
 
 
 def _lr_dropped(lrs: list[Series], start: int, end: int, w: float, ratio: float) -> bool:
