@@ -39,10 +39,13 @@ Statistic (causal: declared from past points only):
 - Noise: one point's from consecutive (or, where the loss moves faster than its noise,
   second) differences over the last 129 points. The rise must also clear `LEVEL_Z` standard
   errors of the trailing median, now and where the best level was reached (a loud stretch
-  leaves a best level its quiet successors seem to rise from). The standard error is the
+  leaves a best level its quiet successors seem to rise from; not where that was within the
+  first REF_MIN windows: a run climbing from its start has only its climb there). The standard error is the
   i.i.d. one (1.2533 sigma / sqrt(window)) or, on a signed series, the level's own wander
   when larger (AR(1) noise: consecutive differences see a third of it).
-- Onset = the first point after the last point within noise of the best level; or, when the
+- Onset = the first point after the last point within noise of the best level (a level that
+  climbed at every point from a best within the first REF_MIN windows: the centre of that
+  best window, the climb's first point); or, when the
   loss sat settled higher for over 4 sustain spans in between (a step up that stayed), of
   the trough before the rise. A spike precedes the rise when its first point jumped 3x more
   than the loss then grew per point (a steep steady rise is the divergence itself); the start
@@ -106,6 +109,9 @@ INIT_POINTS = 5
 #: NaN, by this many noise scales, rose into it (an exponential blow-up logged every
 #: 100 steps is a few rising points, too short to move a trailing median).
 CLIMB_POINTS, CLIMB_Z = 3, 6.0
+#: The standard error where the best level was reached counts once that best rests on this
+#: many median windows of points (before, its noise is three points' worth of the climb).
+REF_MIN = 2
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -337,7 +343,9 @@ class DivergenceDetector:
         se = self.level_error(y, level, noise, wander=nan_rise or not log)
         # where the best level was last reached: its error is that of its own stretch
         ref = np.maximum.accumulate(np.where(level <= best, np.arange(n), 0))
-        se = np.maximum(se, se[ref])
+        # (a best reached within the first REF_MIN windows has no stretch of its own to
+        # measure: a run climbing from its start would be judged by the noise of its climb)
+        se = np.where(ref >= REF_MIN * self._window(n), np.maximum(se, se[ref]), se)
         if log:
             # scale-aware: on a noisy loss (per-batch losses over decades) the trailing median
             # itself wanders and its running minimum sits low; the rise must also clear
@@ -361,6 +369,13 @@ class DivergenceDetector:
     def _event(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
                best: np.ndarray, a: int, b: int, decl: int, log: bool) -> dict[str, Any]:
         onset = self._onset(y, best, a)
+        w = self._window(v.shape[0])
+        ref = int(np.flatnonzero(level[:a + 1] <= best[a])[-1])  # where the best was reached
+        if ref < REF_MIN * w and np.all(np.diff(level[ref:a + 1]) > 0):
+            # climbing from its best near the start on (the noise there is the climb's own,
+            # so `_onset`'s band would swallow the first rising points): the rise starts
+            # at the centre of the best window
+            onset = min(onset, max(1, ref - w // 2))
         own = self._nan_onset(y, level, a)
         if own - onset > 4 * self.sustain_span(st):
             # the loss sat settled higher for long between its best and this rise (a step up
