@@ -117,6 +117,35 @@ TREND, FLAT = 6, 0.5
 TALL, TALL_T, AFTER, TALL_AFTER, SD_K = 2.0, 4.5, 3, 3, 1.3
 
 
+#: The blow-up rule of the points before `min_points` (`blowups`): a point EARLY_RATIO x
+#: above every point before it is a spike; its return is judged within back_z x EARLY_SCALE
+#: (log units) of the highest of them: no noise is known there yet.
+EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
+
+
+def blowups(y: np.ndarray, log: bool, lo: int, min_points: int) -> np.ndarray:
+    """The points before `min_points` that jumped EARLY_RATIO x above every point before
+    them (a blow-up in the first iterations: 12.4, 12.4, 41), by at least 3 x the spread of
+    those points (a noisy per-batch loss jumps x2 at will); the second point only when the
+    third comes half of the way back down (with one point before it, which of the two is
+    odd is not known until then). `y`: log values; log space only."""
+    early = np.zeros(y.shape[0], bool)
+    stop = min(min_points, y.shape[0])
+    if not log or stop <= max(lo, 1):
+        return early
+    top = np.maximum.accumulate(y[:stop])
+    low = np.minimum.accumulate(y[:stop])
+    jump = np.log(EARLY_RATIO)
+    for i in range(max(lo, 1), stop):
+        rise = y[i] - top[i - 1]
+        if rise < jump or rise < 3 * (top[i - 1] - low[i - 1]):
+            continue
+        if i == 1 and not (y.shape[0] > 2 and y[2] <= y[1] - jump / 2):
+            continue
+        early[i] = True
+    return early
+
+
 def _fit(y: np.ndarray, i: int, k: int) -> tuple[float, float]:
     """(intercept, slope) of the predictor of point i from the points before it: the Theil-Sen
     line through y[i-k .. i-1] (fewer at the start), or for k = 0 the median of the previous
