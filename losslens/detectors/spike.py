@@ -21,7 +21,9 @@ Statistic (causal: a point's verdict uses only the points before it):
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
   lags a trending curve), or the previous point (better where a sparse eval series curves
-  faster than a median can follow). Scale: 1.4826 x the median absolute error of that
+  faster than a median can follow; the point before it where the previous point dipped
+  far under its own expected value: the return from a lone dip is no rise, spike_stats.DIP_Z).
+  Scale: 1.4826 x the median absolute error of that
   predictor over `window` points, floored by the print resolution (the smallest non-zero
   change between consecutive values in the window: a 4-decimal loss near 0 has a MAD of 0).
 - A point is elevated when it exceeds the expected value by `threshold` scales (x 1 + 4/n
