@@ -8,6 +8,10 @@ runs of a few dozen points. An engineer reading the plot sees them at once becau
 around them is smooth. This module judges points 3 .. EARLY - 1 that way, using up to AHEAD
 points past them (log space: positive losses only).
 
+`blowups` is the rule for points 1 .. min_points - 1 that the spike statistic applies before
+it has any history: a blow-up above every point before (the second point also judged by the
+noise of the points after it; see EARLY_RATIO and SIDE_RATIO).
+
 Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log values):
 
 - The jump of each point i >= 2 over what the points before it predict, by one of a few
@@ -39,7 +43,7 @@ them (SPANS); a step-up whose next point keeps rising; and, both sides, a jump u
 threshold that is TALL x taller than every other excursion of the head (see the constants).
 Known misses: humps on a steep early descent (a line extrapolated k points there errs by more
 than the hump); a spike right after another or right after a knee; a spike at the last point;
-points 0-2 (spike.py's blow-up rule, EARLY_RATIO, judges those).
+points 0-2 (`blowups`, below: EARLY_RATIO, SIDE_RATIO, judges those).
 Known false positives: one-point outliers of heavy-tailed noise in the first points, before a
 tail has shown itself (Student t with 3 degrees of freedom on 12-70-point descents: about one
 run in 600 more than the trailing statistic alone; t with 2.5: one in 200).
