@@ -115,7 +115,7 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     scale[use_d] = scale_d[use_d - 3]
     scale *= MAD_TO_SIGMA
     if use_d.shape[0]:  # a previous point that dipped is no level to predict from (DIP_Z)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             dipped = y[2:-1] - level[2:-1] < -DIP_Z * scale[2:-1]  # dipped[k]: point k + 2
         sel = use_d[dipped[use_d - 3] & np.isfinite(y[use_d - 2])]
         level[sel] = y[sel - 2]
