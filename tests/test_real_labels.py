@@ -16,9 +16,7 @@ LABELS = json.loads((REAL / "labels.json").read_text())["logs"]
 STORED = [lb["name"] for lb in LABELS if lb["source"]["where"] == "repo"]
 #: judgements known to fail, with what goes wrong (kept visible; strict: a fix must remove it)
 KNOWN = {"lightning-pendulum-v18": "a x1.5 bump of one PINN term at the x450 spike is called "
-                                   "a slow spike (warning)",
-         "megatron-gpt2-base-n8": "the x2.2 spike at iteration 30 (12.1 -> 26.5, back by 50), right "
-                                  "after an fp16 loss-scale search, is not found"}
+                                   "a slow spike (warning)"}
 
 
 def _real_quality():
