@@ -35,7 +35,8 @@ Statistic (causal: a point's verdict uses only the points before it):
   early descent never flags: it lies below what the trailing points expect. For a lone
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
   two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
-  lone dips below 0 count too); under x1.2 of its level a blip unless far up (LONE_RATIO).
+  lone dips below 0 count too), and under x1.2 of its level it is a blip of the noise
+  unless far above it (LONE_RATIO).
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - The first points (the trailing statistic has little history there): a blow-up above
@@ -53,7 +54,8 @@ Statistic (causal: a point's verdict uses only the points before it):
 Known false positives: a level shift upwards at an LR or data-mixture switch reads as a spike
 that never recovers; heavy-tailed per-batch noise (mixed-length batches) gives isolated
 1-point spikes of modest magnitude (raise `threshold` or `min_ratio`).
-Known misses: a second spike less than a level window after an unrecovered one is part of it.
+Known misses: a second spike less than a level window after one that has not recovered yet
+is part of it.
 """
 from __future__ import annotations
 
@@ -88,9 +90,9 @@ TAIL_EARLY, TAIL_MIN_SEEN = 250, 100
 #: something happened. Without heavy-tail evidence both thresholds are `threshold`.
 SINGLE_INDEX = 2.5
 #: ... but a positive loss that doubles (or more) from its level in one step is judged by the
-#: plain `threshold` (near 0 too, in log space: LogCheck.doubled): the heavy-tail raise
-#: extrapolates from a few excursions of 3.5-6 scales, and asked a x8.9 loss spike at z 16
-#: on a 140-point CNN run for z 70 after four excursions of its first 60 steps (log units).
+#: plain `threshold`: the heavy-tail raise extrapolates from a few excursions of 3.5-6 scales,
+#: and asked a x8.9 loss spike at z 16 on a 140-point CNN run for z 70 after four excursions
+#: of its first 60 steps (log units).
 DOUBLED = float(np.log(2.0))
 #: A lone point (back at the next one) less than LONE_RATIO x its level is a blip of the
 #: per-batch noise, not a spike, unless it is 2 x `threshold` scales up (unmistakable against
@@ -251,7 +253,7 @@ class SpikeDetector:
         lone = lone_threshold(logb.level, thr, self.threshold * small, self.tail_window)
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(lone), pad(self.threshold * small))
+                        pad(lone))
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the
@@ -454,14 +456,12 @@ class SpikeDetector:
                 back = find_back(y, c + 1, float(level[c]) + self.back_z * float(scale[c]),
                                  self.back_points)
                 last = min(hi, c + restart, back if back is not None else hi)
-                far = bool(y[c] - level[c] > 2 * thr[c] * scale[c])  # see LogCheck.doubled
-                if not check.confirms(c, v[c:max(last, r)], masked, far):
+                if not check.confirms(c, v[c:max(last, r)], masked):
                     elev[c:r] = False
                     continue
             if c >= self.min_points and not ahead[c] \
                     and not self._persists(y, level, scale, c, hi) \
-                    and not self._doubled(y[c], level[c], base.log) \
-                    and not (check is not None and check.doubled(c, v[c:c + 1], masked, far)):
+                    and not self._doubled(y[c], level[c], base.log):
                 # one point alone in heavy-tailed noise: judged by the heavier tail
                 if dips is None:
                     dips = self._dips(base, v, hi)
