@@ -49,6 +49,7 @@ Statistic (causal: a point's verdict uses only the points before it):
   without it: its points leave the trailing statistics once it is back, and a spike that is
   not back a level window after it began starts the statistics afresh from there.
 
+Held values (carried over between evaluations) are counted once (`held`).
 Known false positives: a level shift upwards at an LR or data-mixture switch reads as a spike
 that never recovers; heavy-tailed per-batch noise (mixed-length batches) gives isolated
 1-point spikes of modest magnitude (raise `threshold` or `min_ratio`).
@@ -65,6 +66,7 @@ import numpy as np
 from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Series
+from . import held
 from .spike_early import HEAD, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
@@ -131,9 +133,8 @@ def finite_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
 def require(obj: Any, name: str, ok: bool, allowed: str) -> None:
     """Raise InvalidParameterError naming the detector field, its value and the allowed range."""
     if not ok:
-        value = getattr(obj, name)
         raise InvalidParameterError(
-            f"{type(obj).__name__}.{name} must be {allowed}, got {value!r}")
+            f"{type(obj).__name__}.{name} must be {allowed}, got {getattr(obj, name)!r}")
 
 
 def is_int(value: Any) -> bool:
@@ -189,20 +190,19 @@ class SpikeDetector:
         require(self, "min_ratio", is_num(self.min_ratio) and self.min_ratio >= 1, "a number >= 1")
         require(self, "min_points", is_int(self.min_points) and self.min_points >= 3, "an int >= 3")
         require(self, "back_z", is_num(self.back_z) and 0 < self.back_z, "a number > 0")
-        require(self, "back_points", is_int(self.back_points) and self.back_points >= 1,
-                "an int >= 1")
-        require(self, "fast_within", is_int(self.fast_within) and self.fast_within >= 0,
-                "an int >= 0")
+        require(self, "back_points", is_int(self.back_points) and self.back_points >= 1, "an int >= 1")
+        require(self, "fast_within", is_int(self.fast_within) and self.fast_within >= 0, "an int >= 0")
         require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
                 "an int >= 0")
         require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
 
-    def detect(self, series: Series, known: Known | None = None, head: bool = True
-               ) -> list[Event]:
-        """The spikes of `series` (`known`, `head`: as `find` takes them)."""
+    def detect(self, series: Series, known: Known | None = None, head: bool = True,
+               judged: bool = False) -> list[Event]:
+        """The spikes of `series` judged without its held repeats (`held.judged`; `judged`:
+        a streaming form's window of the judged points; `known`, `head`: as `find` takes)."""
         self.validate()
-        return [self._event(series, s)
-                for s in self.find(series.step, series.value, known, head)]
+        series = series if judged else held.judged(series)
+        return [self._event(series, s) for s in self.find(series.step, series.value, known, head)]
 
     # -- the work, on plain arrays (gradspike and divergence reuse it) --------------------
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..events import Event
+from . import held as held_module
 from . import spike as spike_module
 from .gradspike import GradSpikeDetector
 from .spike import Known, SpikeDetector
@@ -35,10 +36,16 @@ if TYPE_CHECKING:
 
 
 class SpikeStream:
-    """`SpikeDetector` fed new points: spikes on a trailing window (see the module doc)."""
+    """`SpikeDetector` fed new points: spikes on a trailing window (see the module doc).
 
-    def __init__(self, det: SpikeDetector) -> None:
+    `judged`: the spike detector's own stream, which judges each tag's points less its held
+    repeats (`held`: kept per tag in a second buffer, brought up to date from the stitched
+    one); False where another policy runs the statistic on the points as they are
+    (`GradSpikeStream`)."""
+
+    def __init__(self, det: SpikeDetector, judged: bool = True) -> None:
         self.det = det
+        self.judged = judged
         self.kind = det.kind
         self.roles = tuple(det.roles)
         self.w = int(det.window) | 1
@@ -55,15 +62,47 @@ class SpikeStream:
         """Find the events of every changed series of the detector's roles again."""
         for tag, s in st.series.items():
             if s.dirty is not None and s.n and st.roles[tag] in self.roles:
-                self.update_series(st, tag, s)
+                j = self.held(st, tag, s) if self.judged else s
+                if j is s:
+                    self.update_series(st, tag, s)
+                    continue
+                if j.dirty is not None and j.n:
+                    self.update_series(st, tag, j, "-held")
+                j.dirty = None
 
-    def update_series(self, st: LiveRun, tag: str, s: SeriesBuffer) -> None:
+    def held(self, st: LiveRun, tag: str, s: SeriesBuffer) -> SeriesBuffer:
+        """The tag's judged points (held repeats left out), brought up to date with `s`: `s`
+        itself until its first held repeat (its memos then shared with `GradSpikeStream`),
+        from then on a buffer of their own."""
+        memo = st.memo.setdefault(("held", tag), {})
+        if not memo:
+            memo.update(buf=None, state=None, upto=0)
+        j, d = memo["buf"], int(s.dirty)
+        if d < memo["upto"]:  # rewritten from raw index d on: the verdicts from there again
+            if j is not None:
+                j.truncate(index_of(j.step[:j.n], s.step[d]))
+            memo["state"] = held_module.scan(s.value[:d])[1] if d else None
+            memo["upto"] = d
+        a = memo["upto"]
+        mask, memo["state"] = held_module.scan(s.value[a:s.n], memo["state"])
+        memo["upto"] = s.n
+        if j is None:
+            if not mask.any():
+                return s
+            j = memo["buf"] = SeriesBuffer()
+            mask = np.r_[np.zeros(a, bool), mask]  # (a: no held repeat before)
+            a = 0
+        keep = a + np.flatnonzero(~mask)
+        j.add(s.step[keep], s.value[keep])
+        return j
+
+    def update_series(self, st: LiveRun, tag: str, s: SeriesBuffer, space: str = "") -> None:
         key = (self.kind, tag)
         old = st.events.get(key, [])
         a0 = self.start(old, s.step[:s.n], s.value[:s.n], int(s.dirty))
-        series, cut_step, known = self.window(st, tag, s, a0)
+        series, cut_step, known = self.window(st, tag, s, a0, space)
         # a window from the series' first point: its first points are judged with look-ahead
-        found = self.det.detect(series, known, head=cut_step == -math.inf)
+        found = self.det.detect(series, known, head=cut_step == -math.inf, judged=True)
         st.events[key] = splice(old, found, cut_step)
 
     def start(self, old: list[Event], steps: np.ndarray, values: np.ndarray, d: int) -> int:
@@ -76,14 +115,15 @@ class SpikeStream:
             d = 0
         return min([d] + [self._reach(e, steps, values, d) for e in old])
 
-    def window(self, st: LiveRun, tag: str, s: SeriesBuffer, a0: int
+    def window(self, st: LiveRun, tag: str, s: SeriesBuffer, a0: int, space: str = ""
                ) -> tuple[Any, float, Known | None]:
         """The series to run the detector on so that its events from index `a0` on are as
         in the whole series, the step from which they are, and the statistic's baselines
         and space there (kept up to date point by point: `BaselineCache`)."""
         # shared by the policies that run the same statistic on this tag (spike, grad_spike)
-        cache = self.cache(st, tag, s)
-        memo = st.memo.setdefault((f"switch-{self.w}-{self.lw}-{self.min_points}", tag), {})
+        cache = self.cache(st, tag, s, space)
+        memo = st.memo.setdefault((f"switch-{self.w}-{self.lw}-{self.min_points}{space}", tag),
+                                  {})
         k, moved = self._switch(s, memo, st.tick, cache)
         a = max(0, a0 - self.horizon)
         if moved or (k is not None and k >= a):
@@ -95,9 +135,10 @@ class SpikeStream:
         cut_step = -math.inf if a == 0 else s.step[a0] if a0 < s.n else math.inf
         return series, cut_step, cache.known(fa, split)
 
-    def cache(self, st: LiveRun, tag: str, s: SeriesBuffer) -> BaselineCache:
-        """The tag's baselines for this statistic, brought up to date (once an update)."""
-        memo = st.memo.setdefault((f"baselines-{self.w}-{self.lw}", tag), {})
+    def cache(self, st: LiveRun, tag: str, s: SeriesBuffer, space: str = "") -> BaselineCache:
+        """The tag's baselines for this statistic, brought up to date (once an update;
+        `space`: "-held" for its judged points' own buffer)."""
+        memo = st.memo.setdefault((f"baselines-{self.w}-{self.lw}{space}", tag), {})
         cache = memo.get("cache")
         if cache is None:
             cache = memo["cache"] = BaselineCache(self.w, self.lw)
@@ -221,8 +262,8 @@ class GradSpikeStream:
         self.det = det
         self.kind = det.kind
         self.roles = tuple(det.roles)
-        self.grad = SpikeStream(det.spike_detector())
-        self.loss = SpikeStream(SpikeDetector())
+        self.grad = SpikeStream(det.spike_detector(), judged=False)
+        self.loss = SpikeStream(SpikeDetector(), judged=False)
         self.follow = int(det.follow_within)
 
     def update(self, st: LiveRun) -> None:

@@ -1,0 +1,203 @@
+"""Sample-and-hold series (losslens.detectors.held): a value a logger carried over between
+evaluations is judged once by the spike detector, batch and streaming alike, while the Frame,
+the JSON and the reports keep every point; rounded values that repeat are not held."""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from losslens.analysis import detect_run
+from losslens.detectors import held
+from losslens.detectors.stream import LiveRun
+from losslens.frame import build
+from losslens.pipeline import analyze
+from losslens.records import RecordsBuilder
+from losslens.report import render
+
+from schema_check import validate
+from stream_check import CAUSAL, streamed_equals_batch
+
+CACHE = Path(__file__).resolve().parent.parent / "benchmarks" / "real" / "cache"
+TRAIN2 = CACHE / "yolov8-27hrs-train2" / "results.csv"
+
+
+def held_series(n: int = 400, seed: int = 0, spike_at: int | None = 301, factor: float = 3.0):
+    """A validation loss evaluated at the odd steps, printed to 5 significant digits (as
+    YOLO's results.csv) and carried over to the even step after each; x`factor` at
+    `spike_at`."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, n + 1)
+    v = (1.0 + 2.0 * np.exp(-t / 100.0)) * np.exp(rng.normal(0, 0.03, n))
+    if spike_at:
+        v[spike_at - 1] *= factor
+    v = np.array([float(f"{x:.5g}") for x in v])
+    v[1::2] = v[0::2]
+    return t, v
+
+
+def frame_of(steps, values, tag="val/loss"):
+    b = RecordsBuilder()
+    for i, (s, x) in enumerate(zip(steps, values)):
+        b.add(tag, int(s), float(x), order=i)
+    return build([b.build("r", "results.csv", "csv")])
+
+
+def spikes(ra):
+    return [(e.start_step, e.end_step, e.recovery, e.severity) for e in ra.events
+            if e.kind == "spike"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_spike_on_a_held_series_is_found_once_with_its_start(seed):
+    """Each value written twice: before, the repeats made the spike scale collapse (on these
+    curves 10-16 x1.05-x1.15 info spikes each, and a critical "never recovered" one near the
+    end); now the x3 spike at 301 alone, back at the next evaluation (303)."""
+    t, v = held_series(seed=seed)
+    ra = analyze(frame_of(t, v)).runs[0]
+    assert spikes(ra) == [(301, 303, "fast", "info")]
+
+
+def test_the_frame_and_the_json_keep_every_point():
+    t, v = held_series()
+    frame = frame_of(t, v)
+    assert len(frame.series("r", "val/loss")) == 400
+    assert len(held.judged(frame.series("r", "val/loss"))) == 400 - 195
+    doc = json.loads(render(analyze(frame), "json"))
+    validate(doc)
+    assert [(s["tag"], s["points"]) for s in doc["runs"][0]["series"]] == [("val/loss", 400)]
+
+
+def test_a_held_series_without_a_spike_has_none():
+    t, v = held_series(spike_at=None, seed=7)
+    assert spikes(analyze(frame_of(t, v)).runs[0]) == []
+
+
+def test_the_first_repeats_are_kept_until_the_pattern_shows():
+    """Causal: a repeat is held once MIN_CHANGES changes came before it (the repeats are the
+    odd indices; the changes into 2, 4, 6, 8, 10 make five at index 11)."""
+    t, v = held_series(n=40, spike_at=None)
+    mask, _ = held.scan(v)
+    assert np.flatnonzero(mask).tolist() == list(range(2 * held.MIN_CHANGES + 1, 40, 2))
+
+
+def test_rounded_values_that_repeat_are_not_held():
+    """HF Trainer rounds to 4 decimals: a loss falling below 1e-3 is a staircase that repeats
+    0.0003 / 0.0002 (one quantum between changes), and a loss near 2 with 4 decimals repeats
+    by chance: neither is held."""
+    rng = np.random.default_rng(1)
+    n = 600
+    t = np.arange(n)
+    stair = np.round(0.003 * np.exp(-t / 150) * np.exp(rng.normal(0, 0.1, n)), 4)
+    assert (np.diff(stair) == 0).mean() > 0.5
+    assert not held.scan(stair)[0].any()
+    flat = np.round(2.0 + rng.normal(0, 0.0005, n), 4)  # ~5 quanta of noise
+    assert (np.diff(flat) == 0).sum() > 20
+    assert not held.scan(flat)[0].any()
+    constant = np.r_[np.linspace(3.0, 1.0, 50), np.full(200, 1.0)]  # a flat loss
+    assert not held.scan(constant)[0][:52].any()
+
+
+def test_decimals_are_the_print_resolution():
+    x = np.array([1.88552, 10.432, 0.12345, 1.99802e-05, 3.0, 0.5, np.float32(0.1)])
+    assert held.decimals(x).tolist() == [5, 3, 5, 10, 0, 1, held.MAX_DECIMALS]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scan_in_chunks_equals_scan_whole(seed):
+    rng = np.random.default_rng(seed)
+    _, v = held_series(n=700, seed=seed)
+    v = v.copy()
+    v[rng.choice(700, 12, replace=False)] = np.nan
+    whole, end = held.scan(v)
+    cuts = np.sort(rng.choice(np.arange(1, 700), rng.integers(1, 30), replace=False))
+    state, parts = None, []
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, 700]):
+        m, state = held.scan(v[a:b], state)
+        parts.append(m)
+    assert np.array_equal(np.concatenate(parts), whole)
+    assert state.count == end.count and np.array_equal(state.pos, end.pos)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_streamed_equals_batch_on_a_held_series(seed):
+    t, v = held_series(n=500, seed=seed)
+    got = streamed_equals_batch(t, v, seed=seed, sizes=(1, 2, 7, 60), share=0.25)
+    assert [g for g in got if g[0] == "spike"] == [("spike", 301, 303, "fast")]
+
+
+@pytest.mark.parametrize("n", [12, 16, 30])
+def test_a_short_held_series_streams_as_batch(n):
+    """Held from its 12th point on (5 changes before): short series are judged as long ones."""
+    t, v = held_series(n=n, seed=n, spike_at=None)
+    v[n - 4:n - 2] *= 2.5  # the second-to-last evaluation, and its held copy, x2.5
+    assert np.flatnonzero(held.scan(v)[0]).tolist() == list(range(11, n, 2))
+    streamed_equals_batch(t, v, seed=n, sizes=(1, 3))
+
+
+def held_run_with_resume(seed: int) -> object:
+    """A held loss and a grad norm, written with a resume that goes back in steps (the points
+    from there are written again, with other values)."""
+    r = random.Random(seed)
+    t, v = held_series(n=600, seed=seed)
+    _, v2 = held_series(n=600, seed=seed + 50, spike_at=None)
+    grad = np.exp(np.random.default_rng(seed).normal(0, 0.1, 600))
+    back = r.randrange(150, 450)
+    writes = [(i, v[i]) for i in range(back + r.randint(20, 120))] + \
+             [(i, v2[i]) for i in range(back, 600)]
+    b = RecordsBuilder()
+    for o, (i, x) in enumerate(writes):
+        b.add("val/loss", int(t[i]), float(x), order=o)
+        b.add("grad norm", int(t[i]), float(grad[i]), order=o)
+    return b.build("run", "mem", "test")
+
+
+def comparable(e) -> dict:
+    d = e.to_dict()
+    d.pop("id")
+    d["details"] = {k: x for k, x in d["details"].items()
+                    if k not in ("shared_with", "isolated", "all_losses")}
+    return d
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_rewrite_of_a_held_series_streams_as_batch(seed):
+    """Points written again after a resume: the judged buffer is cut back and refilled."""
+    rec = held_run_with_resume(seed)
+    end = int(rec.order.max()) + 1
+    rnd = random.Random(seed)
+    live = LiveRun("run", detectors=CAUSAL, source="mem", format="test")
+    lo = 0
+    while lo < end:
+        hi = min(end, lo + rnd.choice([1, 5, 40, 150]))
+        keep = (rec.order >= lo) & (rec.order < hi)
+        live.feed(replace(rec, tag_code=rec.tag_code[keep], step=rec.step[keep],
+                          value=rec.value[keep], wall_time=rec.wall_time[keep],
+                          order=rec.order[keep], headers=()))
+        got = [comparable(e) for e in live.detect()]
+        sub = (rec.order < hi)
+        frame = build([replace(rec, tag_code=rec.tag_code[sub], step=rec.step[sub],
+                               value=rec.value[sub], wall_time=rec.wall_time[sub],
+                               order=rec.order[sub], headers=())])
+        assert got == [comparable(e) for e in detect_run(frame, frame.runs[0], CAUSAL)], hi
+        lo = hi
+
+
+@pytest.mark.skipif(not TRAIN2.is_file(), reason="benchmarks/real/cache not filled (fetch.py)")
+def test_yolov8_held_validation_losses_are_judged_once():
+    """27hrs/YOLOv8 runs/detect/train2 (704 epochs, validation every second epoch from 50 on:
+    47 % of consecutive val points repeat): 323 of the 327 repeats of val/cls_loss are held
+    (the first 4 come before the pattern shows); every point stays in the Frame."""
+    from losslens import read
+
+    frame = read(str(TRAIN2))
+    run = frame.runs[0]
+    s = frame.series(run.run, "val/cls_loss")
+    assert len(s) == 704 and len(held.judged(s)) == 704 - 323
+    for tag in ("train/box_loss", "train/cls_loss", "train/dfl_loss"):
+        assert held.judged(frame.series(run.run, tag)) is frame.series(run.run, tag) or \
+            len(held.judged(frame.series(run.run, tag))) == 704
