@@ -29,7 +29,9 @@ Statistic (causal: a point's verdict uses only the points before it):
   heavy-tailed noise, more for a spike of a single point: the one verdict that looks one
   point ahead, so a one-point spike at the newest point waits for the next) and by the
   ratio `min_ratio` (when the level is above 0); or, for a rise over up to HUMP points,
-  the level HUMP points before it by `threshold` of that level's own errors. The steep
+  the level HUMP points before it by `threshold` of that level's own errors (the plain
+  `threshold` where the rise doubled that level; such a spike starts at the point before,
+  from that level: a x4.5 rise over 4 evaluations of a noisy series). The steep
   early descent never flags: it lies below what the trailing points expect. For a lone
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
   two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
@@ -71,7 +73,7 @@ from .spike_early import HEAD, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, lone_threshold, masked_trailing_median, near_zero_points, next_true,
-    trailing_median, trailing_min)
+    finite_trailing_median, trailing_median, trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -105,8 +107,9 @@ BACK_SHARE = 0.05
 #: A rise spread over up to HUMP points is also judged against the level HUMP points before
 #: it plus the typical HUMP-step drift, in units of that predictor's own errors (on AR(1)-
 #: correlated noise far larger than the one-step scale: measured so, correlated noise gives
-#: no false alarms); the point before must be half as high. Not near 0, where LogCheck
-#: judges (0 turns this off).
+#: no false alarms); the point before must be half as high; a rise that doubled that level
+#: is judged by the plain `threshold`, as one step that doubled (DOUBLED). Not near 0, where
+#: LogCheck judges (0 turns this off).
 HUMP = 5
 #: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
 #: back within back_z x EARLY_SCALE, in log units, of the highest of them).
@@ -116,18 +119,6 @@ EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
 #: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
 #: every ten steps), not a new event: the first REPEAT_COUNT are reported, the rest not.
 REPEAT_TOL, REPEAT_COUNT = 0.01, 2
-
-
-def finite_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
-    """`masked_trailing_median` (NaN: left out), by the faster `trailing_median` where the
-    NaN are only leading ones (the same medians: `window` is odd)."""
-    ok = np.isfinite(x)
-    first = int(np.argmax(ok)) if ok.any() else x.shape[0]
-    if not ok[first:].all():
-        return masked_trailing_median(x, window)
-    out = np.full(x.shape[0], np.nan)
-    out[first:] = trailing_median(x[first:], window)
-    return out
 
 
 def require(obj: Any, name: str, ok: bool, allowed: str) -> None:
@@ -332,9 +323,9 @@ class SpikeDetector:
             ok |= self._doubled(y, level, log) & self._above(y, level, scale,
                                                              self.threshold * small, log)
             if back is not None and HUMP:  # a multi-point hump: the level follows its rise
-                lb, sb, prev = back
-                ok |= (self._above(y, lb, sb, thr, log)
-                       & self._above(prev, lb, sb, thr / 2, log))
+                lb, sb, prev = back  # (one that doubled that level: the plain threshold)
+                th = np.where(self._doubled(y, lb, log), self.threshold * small, thr)
+                ok |= self._above(y, lb, sb, th, log) & self._above(prev, lb, sb, th / 2, log)
         ok[:max(0, self.min_points - offset)] = False
         return ok
 
@@ -445,9 +436,9 @@ class SpikeDetector:
         big = self._tail_big(base)[:hi].copy()
         thr = self._tail_threshold(base, big, 0, hi)
         elev = np.zeros(hi, bool)
+        hump = None if check else self._back(y, level, scale, lo, hi)
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
-                                   base.log, lo,
-                                   None if check else self._back(y, level, scale, lo, hi))
+                                   base.log, lo, hump)
         # the first points: a blow-up from the first few (_early), and (log space) judged
         # with the points after them too (spike_early); their pre-spike level and scale
         # are kept apart (re-judging after a spike moves `level`)
@@ -498,6 +489,10 @@ class SpikeDetector:
             pre, sc = float(level[c]), float(scale[c])
             if ahead[c]:
                 pre, sc = float(pre_at[c]), float(sc_at[c])
+            elif hump is not None and c > max(allowed, lo) and not self._elevated(
+                    y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
+                    base.log, c)[0]:  # a rise over a few points (HUMP): from the point
+                c, pre = c - 1, float(hump[0][c - lo])  # before, over the level before it
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if self._repeats(tops, c, v[c:max(c + 1, end if end is not None
                                                   else min(hi, c + restart))]):

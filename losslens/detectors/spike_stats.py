@@ -305,3 +305,15 @@ class LogCheck:
 def masked_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     """out[i] = median of the finite x[max(0, i - window + 1) .. i] (NaN where none)."""
     return _masked_median(x, window)
+
+
+def finite_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
+    """`masked_trailing_median` (NaN: left out), by the faster `trailing_median` where the
+    NaN are only leading ones (the same medians: `window` is odd)."""
+    ok = np.isfinite(x)
+    first = int(np.argmax(ok)) if ok.any() else x.shape[0]
+    if not ok[first:].all():
+        return masked_trailing_median(x, window)
+    out = np.full(x.shape[0], np.nan)
+    out[first:] = trailing_median(x[first:], window)
+    return out
