@@ -6,16 +6,20 @@ epoch, and trainers that log the last evaluation at every step do the same. Such
 repeats its values exactly, and the spike statistic (the median of its recent errors) reads
 the repeats as a noise-free curve: its scale collapses, and every ordinary change between two
 evaluations looks like a spike. Rounding also makes exact repeats (a loss printed to 4
-decimals near 0 repeats 0.0003), but there the changes that do happen are a print quantum or
-two; held values change by many quanta when they change at all.
+decimals near 0 repeats 0.0003; a bf16 loss repeats on its grid of 1/64 near 2, whatever
+decimals it is printed with), but there the changes that do happen are a step or two of the
+grid; held values change by many times their smallest change when they change at all.
 
 Rule (causal: a point's verdict uses only the points up to it): a finite value equal to the
-finite value before it is a held repeat when, over the stretch back to the CHANGES-th most
+finite value before it is a held repeat when, over the steps back to the CHANGES-th most
 recent change (a value different from the one before; early on, back to the first change,
-once there are MIN_CHANGES), at least SHARE of the steps are
-repeats and the median change is at least QUANTA print quanta (a change's quantum:
-10^-decimals of the more finely printed of its two values). So the first repeats of a series
-are kept until it has shown the pattern, and any prefix gets the verdicts of the whole.
+once there are MIN_CHANGES), at least SHARE of the steps are repeats and the median size of
+those changes is at least QUANTA times the grid the values lie on, estimated from above by the
+smallest gap between the distinct values those changes went between and by the smallest
+change so far (the values of a rounded loss all lie on its grid: both are a grid step or
+more; continuous values, held or not, have gaps far smaller than their changes). So the first
+repeats of a series are kept until it has shown the pattern, and any prefix gets the
+verdicts of the whole.
 
 Where the line is: the Frame keeps every point (reports, plots and JSON show them all);
 the spike detector (`SpikeDetector.detect`, and its streaming form through one `HeldState`
@@ -38,45 +42,37 @@ MIN_CHANGES = 5
 #: Share of repeats among the steps back to the CHANGES-th change that makes a series held
 #: (a value carried over once between evaluations: 1/2; YOLOv8 at every second epoch: 47 %).
 SHARE = 0.25
-#: Median size of those changes in print quanta: a rounded loss whose repeats come from the
-#: rounding moves by about one quantum; YOLO's held val losses move by 1,400-2,800.
+#: Median size of those changes in units of the grid the values lie on (estimated from above
+#: by the smallest gap between the distinct values those changes went between and by the
+#: smallest change so far: both a grid step or more for rounded values): a loss whose repeats
+#: come from rounding moves by a step or two (bf16 pre-training losses: ~1); YOLOv8's held
+#: validation losses by hundreds.
 QUANTA = 20.0
-#: Decimals tried for a value's print resolution (more: printed in full, quantum ~0).
-MAX_DECIMALS = 15
-
-
-def decimals(x: np.ndarray) -> np.ndarray:
-    """The fewest decimals (0..MAX_DECIMALS) that print each finite value of `x` exactly."""
-    out = np.full(x.shape[0], MAX_DECIMALS, np.int64)
-    todo = np.ones(x.shape[0], bool)
-    for k in range(MAX_DECIMALS):
-        idx = np.flatnonzero(todo)
-        if not idx.shape[0]:
-            break
-        hit = idx[np.round(x[idx], k) == x[idx]]
-        out[hit] = k
-        todo[hit] = False
-    return out
 
 
 @dataclass(frozen=True)
 class HeldState:
     """What the verdicts of later points need of the finite values seen: their count, the
-    last one, and of the last CHANGES changes the finite index (of the later value) and the
-    values before and after (their size in quanta is worked out only where a repeat needs
-    it: a series without repeats costs a difference per point)."""
+    last one, their smallest change, and of the last CHANGES changes the finite index (of
+    the later value), size and the values before and after."""
 
     count: int = 0
     last: float = float("nan")
+    smallest: float = float("inf")
     pos: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    size: np.ndarray = field(default_factory=lambda: np.empty(0))
     before: np.ndarray = field(default_factory=lambda: np.empty(0))
     after: np.ndarray = field(default_factory=lambda: np.empty(0))
 
 
-def quanta(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Each change's size in print quanta of the more finely printed of its two values."""
-    dec = np.maximum(decimals(before), decimals(after))
-    return np.abs(after - before) * 10.0 ** dec
+def grid(before: np.ndarray, after: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Per `c`: the smallest gap between the distinct values of changes c-CHANGES .. c-1 (the
+    value before the first of them and the value after each; fewer where fewer exist)."""
+    idx = np.maximum(c[:, None] - CHANGES + np.arange(CHANGES)[None, :], 0)
+    vals = np.sort(np.c_[before[np.maximum(c - CHANGES, 0)], after[idx]], axis=1)
+    gaps = np.diff(vals, axis=1)
+    gaps[gaps <= 0] = np.inf
+    return gaps.min(axis=1)
 
 
 def scan(values: np.ndarray, state: HeldState | None = None) -> tuple[np.ndarray, HeldState]:
@@ -95,7 +91,11 @@ def scan(values: np.ndarray, state: HeldState | None = None) -> tuple[np.ndarray
     dx = np.diff(chain)
     moved = np.flatnonzero(dx != 0)
     pos = np.r_[state.pos, base + moved + 1]
+    size = np.r_[state.size, np.abs(dx[moved])]
     before, after = np.r_[state.before, chain[moved]], np.r_[state.after, chain[moved + 1]]
+    h = state.pos.shape[0]  # smallest[i]: the smallest change up to change i
+    smallest = np.r_[np.full(h, state.smallest),
+                     np.minimum.accumulate(np.r_[state.smallest, size[h:]])[1:]]
     zeros = np.flatnonzero(dx == 0)
     if zeros.shape[0] and pos.shape[0] >= MIN_CHANGES:
         p = base + zeros + 1  # finite index of each repeat
@@ -105,13 +105,13 @@ def scan(values: np.ndarray, state: HeldState | None = None) -> tuple[np.ndarray
         if p.shape[0]:
             k = np.minimum(c, CHANGES)  # the changes looked back over
             span = p - pos[c - k] + 1  # steps back to the k-th most recent change
-            a = max(0, int(c.min()) - CHANGES)  # the sizes those need, from change a on
-            size = quanta(before[a:int(c.max())], after[a:int(c.max())])
-            med = trailing_median(size, CHANGES)[c - 1 - a]
-            held = ((span - k) >= SHARE * span) & (med >= QUANTA)
+            med = trailing_median(size, CHANGES)[c - 1]
+            step = np.minimum(grid(before, after, c), smallest[c - 1])
+            held = ((span - k) >= SHARE * span) & (med >= QUANTA * step)
             out[fin[z[held] + (0 if prev else 1)]] = True
-    new = HeldState(state.count + fin.shape[0], float(x[-1]), pos[-CHANGES:],
-                    before[-CHANGES:], after[-CHANGES:])
+    new = HeldState(state.count + fin.shape[0], float(x[-1]),
+                    float(smallest[-1]) if smallest.shape[0] else state.smallest,
+                    pos[-CHANGES:], size[-CHANGES:], before[-CHANGES:], after[-CHANGES:])
     return out, new
 
 
