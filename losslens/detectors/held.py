@@ -86,17 +86,22 @@ def scan(values: np.ndarray, state: HeldState | None = None) -> tuple[np.ndarray
         return out, state
     x = v[fin]
     prev = state.count > 0
-    chain = np.r_[state.last, x] if prev else x
+    chain = np.concatenate(([state.last], x)) if prev else x
     base = state.count - 1 if prev else 0  # finite index of chain[0]
     dx = np.diff(chain)
-    moved = np.flatnonzero(dx != 0)
-    pos = np.r_[state.pos, base + moved + 1]
-    size = np.r_[state.size, np.abs(dx[moved])]
-    before, after = np.r_[state.before, chain[moved]], np.r_[state.after, chain[moved + 1]]
-    h = state.pos.shape[0]  # smallest[i]: the smallest change up to change i
-    smallest = np.r_[np.full(h, state.smallest),
-                     np.minimum.accumulate(np.r_[state.smallest, size[h:]])[1:]]
-    zeros = np.flatnonzero(dx == 0)
+    moved = np.flatnonzero(dx)
+    h = state.pos.shape[0]
+    pos = np.concatenate((state.pos, base + moved + 1))
+    size = np.concatenate((state.size, np.abs(dx[moved])))
+    before = np.concatenate((state.before, chain[moved]))
+    after = np.concatenate((state.after, chain[moved + 1]))
+    # smallest[i]: the smallest change up to change i (of those in `size`)
+    smallest = size.copy()
+    smallest[:h] = state.smallest
+    if moved.shape[0]:
+        smallest[h] = min(smallest[h], state.smallest)
+        np.minimum.accumulate(smallest[h:], out=smallest[h:])
+    zeros = np.flatnonzero(dx == 0) if moved.shape[0] < dx.shape[0] else moved[:0]
     if zeros.shape[0] and pos.shape[0] >= MIN_CHANGES:
         p = base + zeros + 1  # finite index of each repeat
         c = np.searchsorted(pos, p)  # changes before it (of those in `pos`)
