@@ -68,8 +68,8 @@ from ..frame import Series
 from .spike_early import HEAD, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
-    baseline, find_back, lone_threshold, masked_trailing_median, near_zero_points, next_true,
-    trailing_median, trailing_min)
+    baseline, find_back, finite_trailing_median, lone_threshold, masked_trailing_median,
+    near_zero_points, next_true, trailing_median, trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -114,18 +114,6 @@ EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
 #: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
 #: every ten steps), not a new event: the first REPEAT_COUNT are reported, the rest not.
 REPEAT_TOL, REPEAT_COUNT = 0.01, 2
-
-
-def finite_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
-    """`masked_trailing_median` (NaN: left out), by the faster `trailing_median` where the
-    NaN are only leading ones (the same medians: `window` is odd)."""
-    ok = np.isfinite(x)
-    first = int(np.argmax(ok)) if ok.any() else x.shape[0]
-    if not ok[first:].all():
-        return masked_trailing_median(x, window)
-    out = np.full(x.shape[0], np.nan)
-    out[first:] = trailing_median(x[first:], window)
-    return out
 
 
 def require(obj: Any, name: str, ok: bool, allowed: str) -> None:
@@ -291,6 +279,18 @@ class SpikeDetector:
         with np.errstate(invalid="ignore", divide="ignore"):
             u = (base.y - base.level) / base.scale
             return (u > TAIL_Z) & (u <= self.threshold)
+
+    def flagged(self, base: Baseline, a: int, b: int, offset: int, hump: bool = True
+                ) -> np.ndarray:
+        """`_extract`'s first mask of points a..b-1 of `base` (one space's baseline from the
+        series' point `offset` on, from its start or with max(tail_window, 2 x window) + 16
+        points before a; `hump`: no LogCheck), before any spike re-judges what follows it."""
+        thr = self._tail_threshold(base, self._tail_big(base), a, b)
+        a1 = max(0, a - (self.window | 1) - 2)  # the hump predictor on full windows
+        back = hump and tuple(x[a - a1:] for x in
+                              self._back(base.y, base.level, base.scale, a1, b))
+        return self._elevated(base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b],
+                              thr, base.log, offset + a, back or None)  # type: ignore[arg-type]
 
     def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
                         b: int | None = None, index: float = TAIL_INDEX) -> np.ndarray:
