@@ -51,7 +51,7 @@ def _headless(x: np.ndarray, window: int) -> np.ndarray:
     return trailing_median(x, window, head=False)
 
 
-def finite_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
+def finite_trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.ndarray:
     """`masked_trailing_median` (NaN: left out), by the faster `trailing_median` where the
     NaN are only leading ones (the same medians: `window` is odd)."""
     ok = np.isfinite(x)
@@ -59,7 +59,7 @@ def finite_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     if not ok[first:].all():
         return masked_trailing_median(x, window)
     out = np.full(x.shape[0], np.nan)
-    out[first:] = trailing_median(x[first:], window)
+    out[first:] = trailing_median(x[first:], window, head)
     return out
 
 
