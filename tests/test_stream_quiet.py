@@ -76,3 +76,61 @@ def test_quiet_updates_equal_batch_on_every_prefix(seed):
     assert (spike.kind, grad.kind) == ("spike", "grad_spike")
     # the incremental path ran (after each spike the window is judged again for a few updates)
     assert spike.quiet_updates >= 10 and grad.grad.quiet_updates >= 10
+
+
+@pytest.mark.parametrize("shape", ["signed", "floor"])
+def test_quiet_updates_in_additive_space_equal_batch(shape):
+    """A loss that changes sign (judged additively from its first value <= 0, with the hump
+    predictor) and one that falls to a floor near 0 (additive from there, each spike
+    confirmed in log space: LogCheck): the incremental path runs there too, and the events
+    stay the batch detector's."""
+    n = 3000
+    rng = np.random.default_rng(7)
+    steps = np.arange(1, n + 1)
+    if shape == "signed":
+        loss = 0.5 * np.exp(-steps / 400) - 0.1 + rng.normal(0, 0.02, n)
+        loss[[900, 1800, 2500]] += [0.4, 0.3, 0.5]
+    else:
+        loss = 3.0 * np.exp(-steps / 150) + 1e-3 * np.exp(rng.normal(0, 0.3, n))
+        loss[[1200, 2200]] *= 50.0
+    grad = np.exp(rng.normal(0, 0.1, n))
+    live = LiveRun("run", detectors=KINDS, source="mem", format="test")
+    for lo in range(0, n, 48):
+        live.add("lm loss", steps[lo:lo + 48], loss[lo:lo + 48])
+        live.add("grad norm", steps[lo:lo + 48], grad[lo:lo + 48])
+        got = [comparable(e) for e in live.detect()]
+        if lo % 480 == 0 or lo + 48 >= n:
+            assert got == batch(steps, loss, grad, min(n, lo + 48)), f"{shape}, after {lo}"
+    spike = live.streams.streams[0]
+    assert spike.quiet_updates >= 20
+    assert {e["start_step"] for e in got if e["kind"] == "spike"} >= (
+        {901, 1801, 2501} if shape == "signed" else {1201, 2201})
+
+
+def test_short_series_divergence_runs_only_once_a_level_rose():
+    """A series logged every step is "short" for divergence for its first 8,000 points (the
+    sustain span grows with it): the stream skips the detector while no level has risen
+    x rise_ratio over the best (it finds nothing then) and runs it on every update after;
+    the events are the batch detector's at every prefix, the divergence found as there."""
+    n = 3000
+    rng = np.random.default_rng(3)
+    steps = np.arange(1, n + 1)
+    loss = (2 + 3 * np.exp(-steps / 300)) * np.exp(rng.normal(0, 0.02, n))
+    loss[2000:] *= np.exp(np.linspace(0, 2.5, n - 2000))
+    live = LiveRun("run", detectors=["divergence"], source="mem", format="test")
+    rose_at = None
+    for lo in range(0, n, 48):
+        live.add("lm loss", steps[lo:lo + 48], loss[lo:lo + 48])
+        got = [comparable(e) for e in live.detect()]
+        memo = live.memo[("divergence", "lm loss")]
+        if rose_at is None and memo.get("rose"):
+            rose_at = lo
+        if lo % 240 == 0 or lo + 48 >= n:
+            b = RecordsBuilder()
+            for i in range(min(n, lo + 48)):
+                b.add("lm loss", int(steps[i]), float(loss[i]), order=i)
+            frame = build([b.build("run", "mem", "test")])
+            want = [comparable(e) for e in detect_run(frame, frame.runs[0], ["divergence"])]
+            assert got == want, f"after {lo}"
+    assert rose_at is not None and 2000 <= rose_at < 2400  # skipped for ~1,800 points before
+    assert [e["kind"] for e in got] == ["divergence"] and 2000 <= got[0]["start_step"] <= 2300
