@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spike import ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, Baseline, Known, baseline
+from .spike import Baseline, Known, baseline
 from .stream_base import SeriesBuffer
 
 
@@ -48,67 +48,6 @@ class _Grow:
         return self.a[:self.n]
 
 
-def _rows(x: np.ndarray, window: int) -> np.ndarray:
-    """Row j = x[j:j + window], a read-only view (numpy's sliding_window_view, without its
-    checks: ~15 us a call)."""
-    x = np.ascontiguousarray(x)
-    n = x.shape[0] - window + 1
-    return np.lib.stride_tricks.as_strided(x, (max(n, 0), window), x.strides * 2,
-                                           writeable=False)
-
-
-def _medians(x: np.ndarray, window: int) -> np.ndarray:
-    """out[j] = median of x[j:j + window] (`window` odd: the middle value, exactly)."""
-    return np.partition(_rows(x, window), window // 2, axis=1)[:, window // 2]
-
-
-def grow(v: np.ndarray, done: int, upto: int, w: int, lw: int, log: bool
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`spike.baseline(v[:upto], w, log, level_window=lw)`'s y, level and scale of points
-    done..upto-1, the same numbers (done >= w + 3 x lw + 2: every window they read is full),
-    worked out on their windows only: the median of the lw values before each point, of
-    the 2 lw + 1 residuals before, of the w errors of each predictor before, the smallest
-    change of the w before (print resolution), the median change of the 2 lw + 1 before (log
-    space). A few small sorts: ~0.1 ms for 50 new points, against ~0.5 ms for the baseline
-    of their whole stretch of history (its filters run on w + 4 lw + 16 more points)."""
-    L = 2 * lw + 1
-    m0 = done - w - L  # the first point whose trailing median is needed
-    lo = m0 - lw
-    vv = v[lo:upto]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        yy = np.log(vv) if log else vv.astype(float)
-    med = _medians(yy[:upto - 1 - lo], lw)  # med[k]: of y[m0 + k - lw .. m0 + k - 1]
-    r = yy[m0 - lo:] - med  # residuals of points m0..upto-1
-    p0 = done - w
-    pred = _medians(r[:upto - 1 - m0], L) + med[p0 - m0:]  # points p0..upto-1
-    err_m = np.abs(yy[p0 - lo:] - pred)
-    scale = _medians(err_m[:upto - 1 - p0], w)
-    scale_d = _medians(np.abs(np.diff(yy[done - w - 1 - lo:upto - 1 - lo])), w)
-    y = yy[done - lo:]
-    with np.errstate(invalid="ignore"):
-        use_d = ~(scale <= scale_d)
-    level = np.where(use_d, yy[done - 1 - lo:upto - 1 - lo], pred[done - p0:])
-    scale = np.where(use_d, scale_d, scale)
-    scale *= MAD_TO_SIGMA
-    step = np.abs(np.diff(vv[done - w - 1 - lo:upto - 1 - lo]))
-    step[step == 0] = np.inf
-    quantum = _rows(step, w).min(axis=1)
-    quantum[~np.isfinite(quantum)] = 0.0
-    med_i = med[done - m0:]
-    if log:
-        quantum *= np.exp(-med_i)
-        np.maximum(quantum, 1e-9, out=quantum)
-    else:
-        quantum = np.maximum(quantum, 1e-12 * np.maximum(1.0, np.abs(med_i)))
-    np.maximum(scale, quantum, out=scale)
-    if log:
-        addn = _medians(np.abs(np.diff(vv[done - L - 1 - lo:upto - 1 - lo])), L)
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            floor = ADDITIVE_FLOOR * DIFF_TO_SIGMA * addn / np.exp(level)
-        np.fmax(scale, floor, out=scale)
-    return y, level, scale
-
-
 class _Side:
     """One space's baseline arrays (y, level, scale) over the first `n` finite values."""
 
@@ -129,11 +68,6 @@ class _Side:
         done = self.n
         if upto <= done:
             self.cut(upto)
-            return
-        if done >= lookback + 4:  # the new points alone, on their windows of history
-            y, level, scale = grow(v, done, upto, w, lw, log)
-            for g, x in ((self.y, y), (self.level, level), (self.scale, scale)):
-                g.put(done, x)
             return
         a = 0 if upto < 4 or done < lookback + 4 else done - lookback
         keep = done if a else 0
