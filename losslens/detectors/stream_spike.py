@@ -391,7 +391,6 @@ class GradSpikeStream:
 
     def __init__(self, det: GradSpikeDetector) -> None:
         self.det = det
-        self.judged = judged
         self.kind = det.kind
         self.roles = tuple(det.roles)
         self.grad = SpikeStream(det.spike_detector(), judged=False)
