@@ -10,13 +10,12 @@ Statistic (causal: a point's verdict uses only the points before it):
 - Space: log of the values while every value so far is positive (a loss spanning decades keeps
   one noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
   non-positive value on (RL and policy losses change sign), or from where the level comes
-  within 5 additive noise scales of 0 (values hovering near 0). While in log space the scale
-  is floored by the additive noise of the last few points over the level, so a loss reaching
-  0 with additive noise is not judged by a log-space scale that lags behind. Where a positive
-  loss is judged additively because it came near 0, a spike must also stand out in log space
-  (spike_stats.LogCheck): log-normal flicker on a 1e-7 floor is large additively and ordinary
-  as a ratio, a collapse from the floor or a blow-up from 1e-30 is large either way (a
-  lone point on a floor the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
+  within 5 additive noise scales of 0 having fallen `floor_fallen` x below the highest value
+  (values hovering near 0; the noise of a window of a steep fall is mostly the fall). In log
+  space the scale is floored by the additive noise of the last few points over the level. Near
+  0 a spike must also stand out in log space (spike_stats.LogCheck): flicker on a 1e-7 floor
+  is large additively and ordinary as a ratio, a collapse from the floor is large either way
+  (a lone point on a floor the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
 - Expected value, from the finite points before the point, by whichever of two predictors
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
@@ -176,6 +175,8 @@ class SpikeDetector:
     #: Judge the first points of a series also with the points after them (spike_early: the
     #: trailing statistic has too little history there); False: the trailing statistic only.
     look_ahead: bool = True
+    #: Near 0 only this many times below the highest value so far (0: off; grad norms).
+    floor_fallen: float = 100.0
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -196,6 +197,7 @@ class SpikeDetector:
         require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
                 "an int >= 0")
         require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
+        require(self, "floor_fallen", is_num(self.floor_fallen) and self.floor_fallen >= 0, ">= 0")
 
     def detect(self, series: Series, known: Known | None = None, head: bool = True
                ) -> list[Event]:
@@ -271,13 +273,11 @@ class SpikeDetector:
         return Known(k, logb, lambda vals: baseline(vals, w, False, level_window=lw))
 
     def near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
-        """Index from which `find` judges the positive values `v` additively (`logb`: their
-        log-space baseline, `w`: the odd window), len(v) when never: the first point (from
-        `near_zero_from`) where `near_zero_points` holds."""
-        n = v.shape[0]
+        """Index from which `find` judges the positive values `v` (log baseline `logb`, odd
+        window `w`) additively: the first from `near_zero_from` near 0, len(v) when none."""
         first = self.near_zero_from(w)
-        near = np.flatnonzero(near_zero_points(v, logb, w)[first:])
-        return first + int(near[0]) if near.shape[0] else n
+        near = np.flatnonzero(near_zero_points(v, logb, w, self.floor_fallen)[first:])
+        return first + int(near[0]) if near.shape[0] else v.shape[0]
 
     def near_zero_from(self, w: int) -> int:
         """The first finite index that may turn additive: with `look_ahead`, after the first
