@@ -161,6 +161,12 @@ def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
     return np.maximum(quantum, 1e-12 * np.maximum(1.0, np.abs(med)))
 
 
+#: The noise as a ratio (near_zero_points) from the last REL_WINDOW differences: shorter
+#: than `window`, as additive noise grows fast as a ratio where the loss falls toward 0 (a
+#: policy loss crossing 0 stayed in log space at 0.03 with 129: quality.py's sign stratum).
+REL_WINDOW = 63
+
+
 def near_zero_points(v: np.ndarray, logb: Baseline, w: int, fallen: float = 0.0,
                      top: float = -np.inf) -> np.ndarray:
     """Per point of the positive values `v`: True where they hover near 0 with additive noise
@@ -178,7 +184,8 @@ def near_zero_points(v: np.ndarray, logb: Baseline, w: int, fallen: float = 0.0,
         near = np.exp(logb.level) < NEAR_ZERO * noise
         if fallen > 0 and near.any():  # ... having fallen, or with noise that large as a ratio
             rel = np.full(n, np.inf)
-            rel[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)) / v[:-1], w)[:-1]
+            rel[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)) / v[:-1],
+                                                      min(w, REL_WINDOW))[:-1]
             near &= (np.exp(logb.level) * fallen <= np.maximum(np.maximum.accumulate(v), top)) \
                 | (NEAR_ZERO * rel > 1)
         return near
