@@ -33,7 +33,8 @@ Statistic (causal: a point's verdict uses only the points before it):
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
   two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
   lone dips below 0 count too), and under x1.2 of its level it is a blip of the noise
-  unless far above it (LONE_RATIO).
+  unless far above it (LONE_RATIO). The point after a dip (TAIL_Z scales under its level)
+  is judged against the dip's level, not the dip: the way back is no spike.
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - The first points (the trailing statistic has little history there): a blow-up x
@@ -339,11 +340,9 @@ class SpikeDetector:
         return ok
 
     def _dips(self, base: Baseline, v: np.ndarray, hi: int) -> np.ndarray:
-        """Lone dips of the first `hi` points: more than TAIL_Z scales under the level, the
-        points on either side not, at a value <= 0. Where a loss changes sign (RL, policy
-        losses) its noise is as heavy below the level as above it: a lone dip is as much
-        evidence of a heavy tail as a lone outlier upwards (a drop that lasts, or a recovery,
-        is not lone; a positive loss never dips below 0)."""
+        """Lone dips of the first `hi` points (TAIL_Z scales under the level, neighbours not,
+        at a value <= 0): a loss changing sign (RL, policy losses) is as heavy-tailed below
+        its level as above, so they are tail evidence too (a positive loss never dips so)."""
         if base.log:
             return np.zeros(hi, bool)
         with np.errstate(invalid="ignore"):
@@ -355,8 +354,7 @@ class SpikeDetector:
 
     @staticmethod
     def _doubled(y: Any, level: Any, log: bool) -> Any:
-        """Whether `y` is at least twice its `level` in log space (additive: never; near 0 a
-        floor's flicker doubles at will, and a signed loss has no ratio)."""
+        """Whether `y` is at least twice its `level` in log space (additive: never)."""
         if not log:
             return np.zeros(np.shape(y), bool) if np.ndim(y) else False
         with np.errstate(invalid="ignore"):
@@ -372,8 +370,7 @@ class SpikeDetector:
 
     @staticmethod
     def _persists(y: np.ndarray, level: np.ndarray, scale: np.ndarray, c: int, hi: int) -> bool:
-        """Whether the point after c is also TAIL_Z scales above c's level (a tail event of
-        independent noise rarely has a neighbour in the tail)."""
+        """Whether the point after c is also TAIL_Z scales above c's level."""
         return c + 1 < hi and bool(y[c + 1] - level[c] > TAIL_Z * scale[c])
 
     def _above(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, thr: np.ndarray,
@@ -418,9 +415,8 @@ class SpikeDetector:
     def _early(self, y: np.ndarray, log: bool, lo: int) -> np.ndarray:
         """The points before min_points that jumped EARLY_RATIO x above every point before them
         (a blow-up in the first iterations: 12.4, 12.4, 41), by at least 3 x the spread of
-        those points (a noisy per-batch loss jumps x2 at will); the second point only when
-        the third comes half of the way back down (with one point before it, which of the two
-        is odd is not known until then). Log space only."""
+        those points (a noisy per-batch loss jumps x2 at will); the second point only when the
+        third comes half of the way back down (which of the two is odd). Log space only."""
         early = np.zeros(y.shape[0], bool)
         stop = min(self.min_points, y.shape[0])
         if not log or stop <= max(lo, 1):
@@ -482,6 +478,12 @@ class SpikeDetector:
                 if not check.confirms(c, v[c:max(last, r)], masked):
                     elev[c:r] = False
                     continue
+            small_c = 1 + SMALL_SAMPLE / max(int(count[c]), 1)
+            if c > lo and not ahead[c] and y[c - 1] - level[c - 1] < -TAIL_Z * scale[c - 1] \
+                    and not self._above(y[c:c + 1], level[c - 1:c], scale[c - 1:c],
+                                        thr[c:c + 1] * small_c, base.log)[0]:
+                elev[c] = False  # the way back from a dip: judged by the level before it
+                continue
             if c >= self.min_points and not ahead[c] \
                     and not self._persists(y, level, scale, c, hi) \
                     and not self._doubled(y[c], level[c], base.log):
@@ -489,7 +491,7 @@ class SpikeDetector:
                 if dips is None:
                     dips = self._dips(base, v, hi)
                 one = float(self._tail_threshold(base, big | dips, c, c + 1, SINGLE_INDEX)[0])
-                one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
+                one *= small_c
                 if self._blip(float(y[c]), float(level[c]), float(scale[c]), base.log) or \
                         not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
                                         np.array([one]), base.log)[0]:
@@ -602,10 +604,8 @@ class SpikeDetector:
             "magnitude": magnitude, "details": {
                 "z": (float(base.y[p]) - level) / scale,
                 "z_start": (float(base.y[c]) - level) / scale,
-                "threshold": thr,
-                "pre_level": pre, "peak_value": peak,
-                "scale": scale, "space": "log" if base.log else "linear",
-                "magnitude_units": units,
+                "threshold": thr, "pre_level": pre, "peak_value": peak, "scale": scale,
+                "space": "log" if base.log else "linear", "magnitude_units": units,
                 "abrupt": bool(c > 0 and base.y[c - 1] <= level + self.back_z * scale),
             },
         }
