@@ -36,6 +36,7 @@ import numpy as np
 from ..detectors.stream import LiveRun
 from ..errors import InvalidParameterError
 from ..events import Event, SkipPlan
+from .inputs import number, step_number
 from .policy import ACTIONS, NOTHING, SEVERITIES, TAGS, Decision, GuardPolicy
 
 __all__ = ["ACTIONS", "NOTHING", "SEVERITIES", "TAGS", "Decision", "Guard", "GuardPolicy"]
@@ -94,9 +95,13 @@ class Guard:
     def step(self, step: int, loss: float, grad_norm: float | None = None,
              lr: float | None = None, loss_scale: float | None = None) -> Decision:
         """One optimizer step's numbers; what to do about them."""
-        step, loss = int(step), float(loss)
+        step, loss = step_number(step), number("loss", loss)
         if grad_norm is not None:
-            grad_norm = float(grad_norm)
+            grad_norm = number("grad_norm", grad_norm)
+        if lr is not None:
+            lr = number("lr", lr)
+        if loss_scale is not None:
+            loss_scale = number("loss_scale", loss_scale)
         if not self._take_in(step, loss, grad_norm, lr, loss_scale):
             return NOTHING
         return self._record(self._check(step, loss, grad_norm))
@@ -125,14 +130,15 @@ class Guard:
 
     def checkpoint_saved(self, step: int) -> None:
         """A checkpoint was saved at `step` (the state after that step)."""
+        step = step_number(step, "Guard.checkpoint_saved: step")
         if self._slices is not None and (self._slices.busy
                                          or self._head < len(self._queue[0])):
-            self._enqueue(int(step), None, None, None, None)  # in order with the calls
-        elif int(step) not in self.checkpoints:
-            self.checkpoints.append(int(step))
+            self._enqueue(step, None, None, None, None)  # in order with the calls
+        elif step not in self.checkpoints:
+            self.checkpoints.append(step)
             self.checkpoints.sort()
             if self._link is not None:
-                self._link.checkpoint(int(step))
+                self._link.checkpoint(step)
 
     def flush(self) -> list[Event]:
         """Run the detectors on every step fed so far; the events (as `events()`)."""
@@ -357,13 +363,13 @@ class Guard:
         """`step` in process with `slice_ms`: the update runs in slices of the calls after
         the one it is due at; the decisions are those of `step` (same steps, events, plans),
         each returned by the first call after it is made."""
-        step, loss = int(step), float(loss)
+        step, loss = step_number(step), number("loss", loss)
         if grad_norm is not None:
-            grad_norm = float(grad_norm)
+            grad_norm = number("grad_norm", grad_norm)
         if lr is not None:
-            lr = float(lr)
+            lr = number("lr", lr)
         if loss_scale is not None:
-            loss_scale = float(loss_scale)
+            loss_scale = number("loss_scale", loss_scale)
         early = None
         if self.policy.skip_nonfinite and not (math.isfinite(loss) and (
                 grad_norm is None or math.isfinite(grad_norm))):
@@ -478,11 +484,12 @@ class Guard:
         link = self._link
         if link is None:
             raise InvalidParameterError("the guard is closed")
-        step, loss = int(step), float(loss)
+        step, loss = step_number(step), number("loss", loss)
         if grad_norm is not None:
-            grad_norm = float(grad_norm)
-        answered = link.call(step, loss, grad_norm, None if lr is None else float(lr),
-                             None if loss_scale is None else float(loss_scale))
+            grad_norm = number("grad_norm", grad_norm)
+        answered = link.call(step, loss, grad_norm, None if lr is None else number("lr", lr),
+                             None if loss_scale is None
+                             else number("loss_scale", loss_scale))
         self._last_step = step
         early = None
         if self.policy.skip_nonfinite and not (math.isfinite(loss) and (
