@@ -31,7 +31,7 @@ _RULES: tuple[tuple[str, str], ...] = (
      r"^l2_norm/grad[_/]global$",
      "grad_norm"),
     (r"param(s|eter)?s?[ _-]?norm|weight[ _-]?norm", "other"),
-    (r"(^|[/_ -])(balanc|aux|load_balancing|router|lb_loss)|z[ _-]?loss|^ewm|best_loss|_best_",
+    (r"(^|[/_ -])(balanc|aux|load_balancing|router|lb_loss)|z[ _-]?loss|^ewm|best[ _]loss|_best_",
      "other"),
     (rf"(^|/){_V}/downstream/|hellaswag|^eval$", "val_acc"),
     # GAN losses (pix2pix / CycleGAN): reconstruction terms behave like a training loss;
@@ -42,6 +42,7 @@ _RULES: tuple[tuple[str, str], ...] = (
     # validation losses: "lm loss validation", "valid/c4_loss", "eval_loss", "val loss", "tel"
     (rf"(^|[/_ -]){_V}([/_ -]|$).*(loss|nll|ce\b|crossentropy)|"
      rf"(loss|nll|crossentropy).*([/_ -]){_V}([/_ -]|$)|^{_V}_?loss|^tel$", "val_loss"),
+    (rf"^{_V}_?acc", "val_acc"),  # ValAcc, valacc (a script's own names)
     (r"acc(uracy)?", "train_acc"),
     (r"(^|[/_ -])(lm[ _-]?loss|loss|trl|train[ _/-]?loss|nll|ce[ _-]?loss|"
      r"crossentropyloss|ce loss|cross[ _-]?entropy)([/_ -]|$)|loss$|^loss", "train_loss"),

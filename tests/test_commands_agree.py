@@ -105,6 +105,28 @@ def test_commands_agree_on_the_corpus(runner, corpus, tmp_path, monkeypatch, nam
     _agree(runner, corpus / name, tmp_path)
 
 
+@pytest.mark.parametrize("shape", ["epoch-lines", "cr-only"])
+def test_commands_agree_on_epoch_lines_and_cr_only_logs(runner, tmp_path, monkeypatch, shape):
+    """A script's own epoch lines (a spike at epoch 120, NaN from 190), and the Megatron sample
+    with bare `\\r` line ends (watch follows such a file's `\\r` lines too)."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "training.log"
+    if shape == "epoch-lines":
+        lines = []
+        for e in range(1, 201):
+            loss = 2.0 * 0.99 ** e + (3.0 if e == 120 else 0.0)
+            text = "nan" if e >= 190 else f"{loss:.4f}"
+            lines.append(f"2025-04-24 21:17:53,828 - INFO - Epoch [{e}/200], Train Loss: {text}, "
+                         f"Val Loss: {loss + 0.1:.4f}")
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        sample = ROOT / "sample_logs" / "megatron_gpt_spikes.log"
+        path.write_bytes(sample.read_bytes().replace(b"\n", b"\r"))
+    res = runner.invoke(app, ["analyze", str(path), "-f", "json"])
+    assert _json(res)["runs"][0]["events"]  # something to agree on
+    _agree(runner, path, tmp_path)
+
+
 def test_the_settings_file_changes_what_every_command_sees(runner, tmp_path, monkeypatch):
     """The settings case above is not vacuous: the sample's spikes are there without it."""
     monkeypatch.chdir(tmp_path)

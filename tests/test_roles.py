@@ -31,6 +31,9 @@ CASES = {
     "eval/downstream/piqa_len_norm": "val_acc", "ewm_loss": "other", "ewm_loss_ratio": "other",
     "eval/lm/c4/CE loss": "val_loss", "optim/total grad norm": "grad_norm",
     "valid_nll_loss": "val_loss", "valid_ppl": "other", "params norm": "other", "load_balancing_loss": "other",
+    # a training script's own names (epoch-lines)
+    "ValAcc": "val_acc", "TrainAcc": "train_acc", "ValLoss": "val_loss", "TrainLoss": "train_loss",
+    "Best Loss": "other", "Val Acc": "val_acc", "Test Acc": "val_acc",
 }
 
 

@@ -46,6 +46,7 @@ from ..records import RunRecords
 from . import sniff, read_file, walk_units
 from . import tensorboard as tb
 from . import tfrecord
+from .textutil import cr_to_lf
 
 #: Text formats read a line batch at a time, with how many earlier lines each batch carries.
 CONTEXT_LINES: dict[str, int] = {
@@ -99,6 +100,7 @@ class FileTail:
         self.files = 0
         self.pending = 0  # bytes past `offset` already seen to hold no newline
         self.said_special = False
+        self.cr: bool | None = None  # lines end in a bare `\r` (textutil.cr_lines); None: unknown
 
     def close(self) -> None:
         if self.fh is not None:
@@ -145,6 +147,7 @@ class FileTail:
         st = os.fstat(self.fh.fileno())
         self.ident, self.offset, self.pending = (st.st_dev, st.st_ino), 0, 0
         self.files += 1
+        self.cr = None
         return True
 
     def _new(self, size: int) -> bytes:
@@ -156,9 +159,18 @@ class FileTail:
             self.pending = 0
             return b""
         start = self.offset + min(self.pending, size - self.offset)
+        if self.cr is None:  # until the line ends are known, look from the start
+            start = self.offset
         self.fh.seek(start)
         data = self.fh.read(size - start)
-        cut = data.rfind(b"\n") + 1
+        if self.cr is None:  # lines ending in a bare `\r`: no `\n` yet, two `\r` or more,
+            # the last at the end (a tqdm bar drawing at the start of a log does not end in
+            # `\r`); undecided past 1 MiB: `\n` lines
+            self.cr = False if b"\n" in data else (
+                True if data.endswith(b"\r") and data.count(b"\r") > 1
+                else False if len(data) > (1 << 20) else None)
+        end = b"\r" if self.cr else b"\n"
+        cut = data.rfind(end) + 1
         if not cut:
             self.pending = start + len(data) - self.offset
             return b""
@@ -168,7 +180,7 @@ class FileTail:
             cut += start - self.offset
         self.offset += cut
         self.pending = len(data) - cut  # what follows the last newline holds none
-        return data[:cut]
+        return cr_to_lf(data[:cut]) if self.cr else data[:cut]
 
     def same_file(self) -> bool:
         st = _stat(self.path)

@@ -9,7 +9,9 @@ is skipped and counted with its line number (`order` is the 1-based line number)
 
 Bounded whatever the input: lines nested deeper than `MAX_DEPTH` never reach pyarrow (whose
 reader recurses: 20k levels took a minute, 40k crashed the process) nor `json.loads`; they are
-skipped and counted.
+skipped and counted. A wide, sparse file (new keys all through it: pyarrow's lines x keys
+table would be quadratic) is told from a sample of its lines and read line by line, with a
+warning (`wide_sparse`).
 """
 from __future__ import annotations
 
@@ -23,10 +25,12 @@ import numpy as np
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_numbers,
                       numeric, report_rows, step_array, valid_utf8)
-from .textutil import as_float, head_text, split_truncated
+from .textutil import as_float, head_text, read_bytes, split_truncated
 
 _LEVANTER = '"tracker": "json_logger"'
 _JSON_PIECE = 4 << 20  # bytes parsed at once when the whole file defeats pyarrow
+_SAMPLE_LINES = 256  # lines parsed to tell a wide, sparse file (`wide_sparse`)
+_SAMPLE_LINE_BYTES = 1 << 16  # longest sampled line
 #: Deepest nesting of `[` / `{` a line may have (metric logs nest a few levels).
 MAX_DEPTH = 64
 _SCAN = 16 << 20  # bytes scanned for deep lines at once (bounded scratch memory)
@@ -55,13 +59,20 @@ def sniff_jsonl(name: str, head: bytes) -> float:
 def read_jsonl(path: Path, run: str) -> list[RunRecords]:
     """One JSON object per line with a step key (a Levanter log named as JSON lines: its
     tracker records, through the `levanter` reader)."""
-    data = valid_utf8(path.read_bytes()).removeprefix(b"\xef\xbb\xbf")  # (a UTF-8 BOM)
+    data = valid_utf8(read_bytes(path)).removeprefix(b"\xef\xbb\xbf")  # (a UTF-8 BOM)
     if _LEVANTER.encode() in data[:1 << 20]:
         from .levanter import read as read_levanter
 
         return read_levanter(path, run)
     builder = RecordsBuilder()
     body = _drop_deep_lines(_cut_json_tail(data, builder), builder)
+    wide = wide_sparse(body)
+    if wide is not None:  # pyarrow's table would be (lines x keys), nearly all holes
+        builder.warn(f"{path}: {wide[0]:,} distinct keys in {wide[1]} sampled lines, new keys "
+                     "all through the file (a wide, sparse file): read line by line")
+        _slow_json(body, builder, nulls=False)
+        del data, body
+        return [builder.build(run, str(path), "jsonl", RunMeta())]
     table = _fast_json(body)
     if table is not None:
         _table_json(table, line_numbers(body, 1, table.num_rows), builder, path)
@@ -75,6 +86,42 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
             start = stop
     del data, body, table  # the text and pyarrow's table go before the columns are built
     return [builder.build(run, str(path), "jsonl", RunMeta())]
+
+
+def wide_sparse(body: bytes, sample: int = _SAMPLE_LINES) -> tuple[int, int] | None:
+    """(distinct keys, lines) of a sample when the file is wide and sparse, else None.
+
+    pyarrow builds a table of every line by every key: for a file that brings new keys all
+    through it (a new metric name on each line) that is quadratic (20,000 such lines took
+    four minutes). `sample` lines spread evenly over the file (each up to 64 KiB) are parsed;
+    the file is wide and sparse when every quarter of the sample but the first brings at
+    least 16 keys not seen before it and the sample's keys outnumber a line's 16 times
+    (a log whose evaluation lines add a few hundred keys brings them in one quarter).
+    """
+    n, seen, starts = len(body), set(), set()
+    new_by_quarter, keys_per_line, parsed = [0, 0, 0, 0], 0, 0
+    for i in range(sample):
+        pos = n * i // sample
+        start = body.rfind(b"\n", 0, pos) + 1 if pos else 0
+        end = body.find(b"\n", start, start + _SAMPLE_LINE_BYTES)
+        if end < 0 or start in starts:
+            continue
+        starts.add(start)
+        try:
+            rec = json.loads(body[start:end])
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(rec, dict):
+            continue
+        keys = {k for k, _ in _flat_items(rec)}
+        parsed += 1
+        keys_per_line += len(keys)
+        new = keys - seen
+        seen |= new
+        new_by_quarter[i * 4 // sample] += len(new)
+    if parsed < 32 or min(new_by_quarter[1:]) < 16 or len(seen) <= 16 * keys_per_line / parsed:
+        return None
+    return len(seen), parsed
 
 
 def deep_lines(body: bytes, limit: int = MAX_DEPTH) -> list[tuple[int, int]]:
@@ -324,12 +371,15 @@ def _line_step(rec: dict) -> int | None:
     return None
 
 
-def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1) -> None:
-    """Line by line (json.loads accepts NaN/Infinity); bad lines are skipped and counted."""
+def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1,
+               nulls: bool = True) -> None:
+    """Line by line (json.loads accepts NaN/Infinity); bad lines are skipped and counted.
+    `nulls=False` (a wide, sparse file, where telling a NaN from "not logged" would cost
+    lines x keys) reads every null as not logged and says so."""
     cols: dict[str, tuple[list, list, list, list]] = {}
     texts: list[tuple[str, int, str]] = []  # string values: bad numbers if the key is a metric
     rows: list[tuple[int, int]] = []  # (line, step) of the lines with a step
-    nulls = False
+    null_seen = False
     for lineno, raw in enumerate(body.split(b"\n"), first_line):
         raw = raw.strip()
         if not raw:
@@ -346,12 +396,15 @@ def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1) -> Non
         _add_record(builder, cols, rec, lineno, step, texts=texts)
         if step is not None:
             rows.append((lineno, step))
-            nulls |= any(v is None for _, v in _flat_items(rec))
+            null_seen = null_seen or any(v is None for _, v in _flat_items(rec))
     for key, lineno, text in texts:
         if key in cols:
             builder.skip(lineno, f"{key}: not a number", text)
-    if nulls:  # the same reading of JSON null as the table path's
+    if null_seen and nulls:  # the same reading of JSON null as the table path's
         _slow_nulls(cols, rows, builder)
+    elif null_seen:
+        builder.warn("JSON null values read as not logged (in a file this sparse a null "
+                     "cannot be told from a NaN)")
     for tag, (steps, values, walls, orders) in cols.items():
         builder.add_array(tag, steps, values, walls, orders)
 

@@ -51,7 +51,7 @@ import numpy as np
 from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .deepspeed import DeepSpeedLines, Points, epoch_seconds, line_time, step_int
-from .textutil import ANSI_RE, STEP_LIMIT, head_text, parse_float, strip_prefix
+from .textutil import ANSI_RE, STEP_LIMIT, head_text, parse_float, read_bytes, strip_prefix
 
 FORMAT = "megatron"
 
@@ -143,8 +143,7 @@ def _load(path: Path) -> bytes:
     """The file's bytes, read (not mapped: a map of a log that is truncated while it is read
     -- logrotate's copytruncate, a job restarted with `> log` -- kills the process with
     SIGBUS on the next touch of a page past the new end; a read just returns fewer bytes)."""
-    with open(path, "rb") as fh:
-        return fh.read()
+    return read_bytes(path)  # (bare `\r` line ends made `\n`)
 
 
 def _read_slow(raw, state: "_State") -> None:

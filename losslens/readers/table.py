@@ -22,7 +22,7 @@ from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_numbers,
                       numeric, report_rows, step_array, valid_utf8, wall_column)
-from .textutil import head_text, parse_float
+from .textutil import head_text, parse_float, read_bytes
 
 RUN_NAMES = ("run", "run_name", "run_id")
 TAG_NAMES = ("tag", "metric", "key", "series", "name")
@@ -84,7 +84,7 @@ def _load_csv(path: Path, builder: RecordsBuilder, tail_truncated: bool = False)
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    data = path.read_bytes()
+    data = read_bytes(path)  # (bare `\r` line ends made `\n`)
     if tail_truncated and data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
         if cut:  # a CSVLogger row always ends with \r\n: this one was cut mid-write

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -31,13 +32,53 @@ _SPECIAL = {
 }
 
 
+_CR_TO_LF = bytes.maketrans(b"\r", b"\n")
+_CR_CHUNK = 1 << 24
+
+
+def cr_lines(data: bytes | bytearray) -> bool:
+    """Whether `data` ends its lines with a bare `\\r` (classic Mac OS, some captures of a
+    terminal): it holds `\\r` and no `\\n` at all. tqdm's `\\r` redraws inside `\\n` lines
+    are not this."""
+    return b"\n" not in data and b"\r" in data
+
+
+def cr_to_lf(data: bytes) -> bytes:
+    """`data` with every `\\r` made `\\n` (the line ends of a `cr_lines` file)."""
+    return data.translate(_CR_TO_LF)
+
+
+def read_bytes(path: Path) -> bytes | bytearray:
+    """The file's bytes; a file whose lines end in a bare `\\r` (`cr_lines`) comes with `\\n`
+    instead, so every reader reads it like the `\\n` file. The conversion reads the file
+    again, 16 MiB at a time, into one buffer of its size: one copy of the file in memory, as
+    for any other."""
+    data = path.read_bytes()
+    if not cr_lines(data):
+        return data
+    del data
+    with open(path, "rb") as fh:
+        buf = bytearray(os.fstat(fh.fileno()).st_size)
+        pos = 0
+        with memoryview(buf) as view:
+            while pos < len(buf):
+                got = fh.readinto(view[pos:pos + _CR_CHUNK])
+                if not got:  # (the file shrank since)
+                    break
+                view[pos:pos + got] = view[pos:pos + got].tobytes().translate(_CR_TO_LF)
+                pos += got
+        del buf[pos:]
+        buf += fh.read().translate(_CR_TO_LF)  # (or grew)
+    return buf
+
+
 def read_text(path: Path) -> str:
-    """The file decoded as UTF-8, bad bytes replaced (never raises on encoding); an OS error
-    is a one-line ParseError naming the file."""
+    """The file decoded as UTF-8, bad bytes replaced (never raises on encoding), bare `\\r`
+    line ends made `\\n` (`read_bytes`); an OS error is a one-line ParseError naming the file."""
     from ..errors import ParseError
 
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
     except OSError as exc:
         raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return data.decode("utf-8", errors="replace")
@@ -45,7 +86,10 @@ def read_text(path: Path) -> str:
 
 def head_text(head: bytes) -> str:
     """The first bytes of a file as text for sniffing (a UTF-8 byte-order mark, which
-    Windows editors and PowerShell write, left out)."""
+    Windows editors and PowerShell write, left out; bare `\\r` line ends made `\\n`, as
+    `read_bytes` does for the whole file)."""
+    if cr_lines(head):
+        head = head.translate(_CR_TO_LF)
     return head.decode("utf-8", errors="replace").removeprefix("\ufeff")
 
 

@@ -1,0 +1,265 @@
+"""Epoch lines: what hand-written training scripts (and Keras `fit`) print once an epoch.
+
+No framework writes these; a script's own `print` or `logging` call does, so the shapes vary:
+
+```
+2025-04-24 21:17:53,828 - INFO - Epoch [1/50], Train Loss: 1.9463, Train Acc: 20.34%, Val Loss: 1.9097, Val Acc: 17.37%
+2023-05-15 22:50:17,398 INFO:Epoch 1: Train Loss=0.0717, Val Loss=0.0766
+2026-05-08 22:49:56 | INFO | Epoch [001/30] TrainLoss=1.8695 TrainAcc=48.54% | ValLoss=1.3028 ValAcc=60.94% | LR=1.00e-04 | Time=480.3s
+Epoch [1/5], Step [100/600], Loss: 0.2192
+Epoch 3/10 | Train Loss: 0.5120 Acc: 81.20% | Val Loss: 0.4821 Acc: 83.10%
+Epoch [2/50]
+  Train Loss: 1.4183, Train Acc: 48.10%
+  Val Loss: 1.3047, Val Acc: 52.40%
+Epoch 1/10
+782/782 [==============================] - 45s 57ms/step - loss: 1.2345 - accuracy: 0.5678 - val_loss: 1.1023 - val_accuracy: 0.6120
+```
+
+A line is read when `Epoch N` (`Epoch [N/M]`, `Epoch: N`, `epoch=N`) starts its message: only
+a logging prefix (time stamp, level, logger name, `[tags]`) may come before it, so a line that
+merely mentions an epoch (`Saved model (epoch=3, val_acc=0.61)`) is not a point. Every
+`name: number` / `name=number` pair after it is a tag named as printed (`Train Loss`, `ValAcc`,
+`LR`; `%` and `s` units dropped, the number kept). A name without its own Train/Val word takes
+the one before it in the same `|` group (`| Val Loss: 0.48 Acc: 83.1%` gives `Val Acc`), or
+when the same name comes twice in a line. An `Epoch N` line without pairs opens a block: the
+lines right after it made only of pairs (`  Val Loss: 1.30, Val Acc: 52.4%`) and Keras'
+finished progress bar (`782/782 ... - loss: ... - val_loss: ...`, its last drawing only; the
+bar of an `evaluate` after it is not) are that epoch's. tqdm bars (`Epoch 1: 100%|####| 50/50 [...]`) are not read: their pairs are
+running values mid-epoch; the epoch's summary line, after the bar's `\\r`, is.
+
+Steps: the epoch as printed, when no line carries an iteration. When lines also carry one
+(`Step [100/600]`, `Batch 51/100`, `Iter 300`), the step is a global iteration: `(epoch - 1) ×
+N + i` with N the total printed after the iteration (else the largest iteration seen in an
+epoch; a counter that never goes back is taken as global already), and an epoch's summary
+values sit at its last iteration. `metadata.extra["step_source"]` says which. An epoch counter
+that goes back (the script run again into the same log) starts a new segment.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..records import RecordsBuilder, RunMeta, RunRecords
+from .textutil import fragments, head_text, parse_float, read_text, split_truncated, utc_seconds
+
+FORMAT = "epoch-lines"
+
+#: `Epoch` (any case) where a line's message starts
+_EPOCH_WORD = re.compile(r"(?i)(?<![\w./])epoch")
+_EPOCH = re.compile(r"(?i)epoch\s*[:=#]?\s*[\[(]?\s*(\d{1,9})\s*(?:(?:/|of)\s*(\d{1,9})\s*)?"
+                    r"[\])]?(?![\w.%/])")
+#: what may come before `Epoch` on a line: time stamps, a level, logger names, `[tags]`
+_STAMP = (r"\[?\d{4}[-/]\d\d[-/]\d\d[ T_]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
+          r"|\[?\d\d:\d\d:\d\d(?:[.,]\d+)?\]?")
+_LEVEL = r"\[?(?:INFO|DEBUG|WARNING|WARN|ERROR|CRITICAL|NOTICE|TRACE|SUCCESS)\]?"
+_PREFIX_OK = re.compile(
+    rf"[\s|,:\-]*(?:(?:{_STAMP}|{_LEVEL}|[A-Za-z_][\w.]*(?=\s+-\s|:)|\[[^\]\n]{{1,40}}\]"
+    rf"|[=#*>]++)[\s|,:\-]*+){{0,8}}")
+_WALL = re.compile(r"\[?(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)")
+#: an iteration counter right after the epoch
+_ITER = re.compile(r"(?i)[\s,|:;\-]*[\[(]?\s*(?:global[ _]step|step|iter(?:ation)?|batch)s?"
+                   r"\s*[:=#]?\s*[\[(]?\s*(\d{1,12})\s*(?:/\s*(\d{1,12})\s*)?[\])]?(?![\w.%])")
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf(?:inity)?"
+#: `name: number` or `name=number`; a name is 1-3 words of at most 40 characters (`Train Loss`,
+#: `F1 (Micro)`)
+_PAIR = re.compile(r"(?<![\w.%/()\-])([A-Za-z][\w/()\-]{0,39}(?: [A-Za-z(][\w/()\-]{0,39}){0,2})\s*[:=]\s*"
+                   rf"({_NUM})\s?(%|ms|s|sec)?(?![\w.])", re.IGNORECASE)
+_QUAL = re.compile(r"^(?:[Tt]raining|[Tt]rain|[Vv]alidation|[Vv]alid|[Vv]al|[Ee]valuation|[Ee]val"
+                   r"|[Tt]est|[Dd]ev|TRAIN|VAL|TEST)(?=[\s_/]|[A-Z]|$)")
+#: a qualifier word standing alone before a colon: `Train Losses: mse: 0.4`, `| Val: ...`
+_LABEL = re.compile(r"(?<![\w.])((?:[Tt]raining|[Tt]rain|[Vv]alidation|[Vv]alid|[Vv]al|[Tt]est"
+                    r"|[Ee]val)\w*(?: \w+)?)\s*:(?!\s*[-+.\d])")
+#: names that never take a Train/Val word from their neighbours
+_GLOBAL = re.compile(r"(?i)^(?:lr|learning[ _]rate|time|eta|elapsed|epoch|step|speed|"
+                     r"grad[ _]?norm|best\b.*|.*time)$")
+_BAR = re.compile(r"\d%\||\d\s?(?:it/s|s/it)\b|[█━]")
+_KERAS = re.compile(r"^\s*(\d+)/(\d+)\s.*? - (?=[A-Za-z_][\w ]*: )")
+_SEPARATORS = re.compile(r"[\s,|;\-]*")
+#: what may follow `Epoch N` on a line that opens a block (`Epoch [2/50]`, `=== Epoch 3 ===`)
+_BLOCK_HEAD = re.compile(r"[\s:|\-=.*#>]*")
+
+
+def _message(frag: str) -> tuple[re.Match, int] | None:
+    """The epoch header of a line whose message starts with it, and where it ends."""
+    m = _EPOCH_WORD.search(frag, 0, 200)
+    if m is None or (m.start() and not _PREFIX_OK.fullmatch(frag, 0, m.start())):
+        return None
+    h = _EPOCH.match(frag, m.start())
+    return (h, h.end()) if h else None
+
+
+def _pairs(text: str, start: int) -> list[tuple[str, str, int]]:
+    """(name, number, group) for each pair in `text` from `start`, names qualified."""
+    found = []
+    labels = [(m.start(), _QUAL.match(m.group(1))) for m in _LABEL.finditer(text, start)]
+    for m in _PAIR.finditer(text, start):
+        found.append((m.start(), m.end(), " ".join(m.group(1).split()), m.group(2)))
+    if not found:
+        return []
+    names = [n for _, _, n, _ in found]
+    out, qual, group, last = [], None, 0, start
+    li, labelled = 0, False
+    for pos, end, name, raw in found:
+        gap = text[last:pos]
+        if "|" in gap:
+            group += 1
+            qual = None
+        while li < len(labels) and labels[li][0] < pos:
+            if labels[li][0] >= last and labels[li][1]:
+                qual, labelled = labels[li][1].group(0), True
+            li += 1
+        own = _QUAL.match(name)
+        if own:
+            qual, labelled = own.group(0), False
+        elif qual and not _GLOBAL.match(name) and (
+                labelled or "|" in text or names.count(name) > 1):
+            name = f"{qual} {name}"
+        out.append((name, raw, group))
+        last = end
+    return out
+
+
+def _only_pairs(frag: str) -> bool:
+    """Whether a line is nothing but pairs (and Train/Val labels) after its logging prefix."""
+    rest = _LABEL.sub(" ", _PAIR.sub(" ", frag))
+    m = _PREFIX_OK.match(rest)
+    return _SEPARATORS.fullmatch(rest, m.end() if m else 0) is not None
+
+
+def sniff(name: str, head: bytes) -> float:
+    """0.45 when epoch lines with pairs (or an epoch header followed by pair lines or a Keras
+    bar) are in the head: below every framework's own sniff, above generic CSV."""
+    text = head_text(head)
+    if ("poch" not in text and "POCH" not in text) or text.lstrip()[:1] in ("{", "["):
+        return 0.0  # (a JSON document or JSON lines: never epoch lines)
+    hits, open_block = 0, 0
+    for _, frag in fragments(text):
+        if open_block and (_only_pairs(frag) and _PAIR.search(frag) or _keras(frag)):
+            hits += 1
+        open_block = max(open_block - 1, 0)
+        if _BAR.search(frag):
+            continue
+        hm = _message(frag)
+        if hm is None:
+            continue
+        if _PAIR.search(frag, hm[1]):
+            hits += 1
+        elif _BLOCK_HEAD.fullmatch(frag, hm[1]):
+            open_block = 4
+        if hits >= 3:
+            break
+    return 0.45 if hits else 0.0
+
+
+def _keras(frag: str) -> re.Match | None:
+    """Keras' progress bar at its last drawing (`782/782 [====] - ... - loss: ...`)."""
+    m = _KERAS.match(frag)  # (`390/390 [===] - ETA: 0s - loss: 0.9`: still drawing, the
+    # validation metrics come with the next drawing)
+    return m if m and m.group(1) == m.group(2) and "- ETA: " not in frag else None
+
+
+class _Rows:
+    """Points as read: (line, epoch, iteration or None, total or None, wall, name, value)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+
+    def add(self, lineno, epoch, it, total, wall, pairs, b: RecordsBuilder, frag: str) -> None:
+        for name, raw, _ in pairs:
+            try:
+                value = parse_float(raw)
+            except ValueError:  # pragma: no cover - _PAIR only matches numbers
+                b.skip(lineno, f"value of {name} is not a number", frag)
+                continue
+            self.rows.append((lineno, epoch, it, total, wall, name, value))
+
+
+def read(path: Path, run: str) -> list[RunRecords]:
+    body, tail, tail_line = split_truncated(read_text(path))
+    b = RecordsBuilder()
+    rows = _Rows()
+    stamps: dict[str, float] = {}
+    block: tuple[int, int | None] | None = None  # the open epoch block: (epoch, total)
+    block_left = 0
+    bars = keras = 0
+    for lineno, frag in fragments(body):
+        if block is not None and block_left:
+            km = _keras(frag)
+            if km or _only_pairs(frag):
+                pairs = _pairs(frag, km.end() if km else 0)
+                if pairs:
+                    keras += bool(km)
+                    rows.add(lineno, block[0], None, None, _wall(frag, stamps), pairs, b, frag)
+                    block_left = 0 if km else 8  # (one Keras bar an epoch: the next is
+                    continue  # `evaluate`'s, on the test set)
+            if not _BAR.search(frag):
+                block_left -= 1
+        if _BAR.search(frag):
+            bars += 1
+            continue
+        hm = _message(frag)
+        if hm is None:
+            continue
+        head, end = hm
+        epoch = int(head.group(1))
+        it = total = None
+        im = _ITER.match(frag, end)
+        if im:
+            it, total = int(im.group(1)), int(im.group(2)) if im.group(2) else None
+            end = im.end()
+        pairs = _pairs(frag, end)
+        if pairs:
+            rows.add(lineno, epoch, it, total, _wall(frag, stamps), pairs, b, frag)
+            block, block_left = None, 0
+        elif _BLOCK_HEAD.fullmatch(frag, end):
+            block, block_left = (epoch, None), 8
+    if tail and _message(tail) and _PAIR.search(tail):
+        b.skip(tail_line, "truncated last line", tail)
+    how = _place(rows.rows, b)
+    extra = {"step_source": how}
+    if bars:
+        extra["progress_bar_lines"] = str(bars)
+    return [b.build(run, str(path), FORMAT,
+                    RunMeta(framework="keras" if keras else None, extra=extra))]
+
+
+def _wall(frag: str, stamps: dict[str, float]) -> float:
+    m = _WALL.match(frag)
+    return utc_seconds(f"{m.group(1)} {m.group(2)}", stamps) if m else float("nan")
+
+
+def _place(rows: list[tuple], b: RecordsBuilder) -> str:
+    """Give every row its step (see the module docstring); say how."""
+    iters = [r for r in rows if r[2] is not None]
+    if not iters:
+        for line, epoch, _, _, wall, name, value in rows:
+            b.add(name, epoch, value, wall, order=line)
+        return "epoch"
+    first = 0 if min(r[1] for r in rows) == 0 else 1
+    totals = [r[3] for r in iters if r[3]]
+    per_epoch, how = 0, ""
+    if totals:
+        per_epoch = max(set(totals), key=totals.count)
+        how = f"(epoch - {first}) * {per_epoch} + iteration (the total printed)"
+    else:
+        ordered = sorted(iters)
+        back = any(b2[2] < a[2] for a, b2 in zip(ordered, ordered[1:]) if b2[1] == a[1] + 1)
+        if back:
+            per_epoch = max(r[2] for r in iters)
+            how = f"(epoch - {first}) * {per_epoch} + iteration (the largest iteration seen)"
+        else:
+            how = "iteration (a counter that never goes back)"
+    last_step: dict[int, int] = {}
+    for line, epoch, it, _, wall, name, value in sorted(rows, key=lambda r: r[0]):
+        if it is not None:
+            step = (epoch - first) * per_epoch + it if per_epoch else it
+            last_step[epoch] = step
+        elif per_epoch:
+            step = (epoch - first + 1) * per_epoch
+        else:
+            step = last_step.get(epoch, 0)
+        if not -(1 << 62) < step < (1 << 62):
+            b.skip(line, "step does not fit in 64 bits", f"epoch {epoch}")
+            continue
+        b.add(name, step, value, wall, order=line)
+    return how
