@@ -104,12 +104,6 @@ EXPECTED = {
         "LR": ("lr", 35, 1, 30, 0.0001, 5e-05),
         "Time": ("other", 35, 1, 30, 480.3, 456.2),
     }),
-}
-#: excerpts written by several launches of a script: each launch's (first, last) step
-SEGMENTS = {
-    "epoch-lines-face-emotion": [(1, 10), (1, 8), (1, 11)],
-    "epoch-lines-skin-lesion": [(1, 25), (21, 30)],
-    "epoch-lines-skin-lesion-console": [(1, 25), (21, 30)],
     # a fork of karpathy/build-nanogpt (AGNDM): each run's log/log.txt and its stdout, whole;
     # both files of a run give the same steps and values (test_readers_build_nanogpt.py)
     "build-nanogpt-agndm-1-epoch-stdout": ("build-nanogpt", "build-nanogpt", None, {
@@ -229,6 +223,12 @@ SEGMENTS = {
         "dt": ("other", 19073, 0, 19072, 10578.11, 10752.14),
         "tok/sec": ("other", 19073, 0, 19072, 49563.48, 48761.26),
     }),
+}
+#: excerpts written by several launches of a script: each launch's (first, last) step
+SEGMENTS = {
+    "epoch-lines-face-emotion": [(1, 10), (1, 8), (1, 11)],
+    "epoch-lines-skin-lesion": [(1, 25), (21, 30)],
+    "epoch-lines-skin-lesion-console": [(1, 25), (21, 30)],
 }
 
 
