@@ -206,6 +206,25 @@ def test_iteration_lines_put_the_epoch_on_a_global_iteration_axis(tmp_path):
     assert rec.metadata.extra["step_source"] == "iteration (a counter that never goes back)"
 
 
+def test_more_shapes_scripts_print(tmp_path):
+    """A `[tag]` before the epoch (also at the file's start), `epoch:N`, a test loss, a best
+    loss, a batch counter, `INFO:root:` and `|` groups of comma pairs."""
+    path = tmp_path / "v.log"
+    path.write_text("[CLS] Epoch 3 | Train Loss: 0.5000 | Val Loss: 0.4000 | Acc: 0.8000\n"
+                    "-- epoch:4, train loss: 0.5, test loss: 0.6\n"
+                    "Epoch: 5, Val Loss: 0.5, Best Loss: 0.4\n"
+                    "INFO:root:Epoch 6/10: Train Loss: 0.3, Acc: 0.9 | Val Loss: 0.33, Acc: 0.88\n")
+    assert sniff(path).name == "epoch-lines"
+    (rec,) = read_records(path)
+    assert rec.tags == ("Train Loss", "Val Loss", "Acc", "train loss", "test loss", "Best Loss",
+                        "Train Acc", "Val Acc")
+    assert series(rec, "Val Loss") == ([3, 5, 6], [0.4, 0.5, 0.33])
+    assert series(rec, "Val Acc") == ([6], [0.88])
+    roles = losslens.read(path).runs[0].roles
+    assert (roles["test loss"], roles["Best Loss"], roles["Acc"]) == ("val_loss", "other",
+                                                                     "train_acc")
+
+
 def test_truncated_last_line_and_nan(tmp_path):
     path = tmp_path / "t.log"
     path.write_text("Epoch 1, Loss: 1.5\nEpoch 2, Loss: nan\nEpoch 3, Loss: 1.")

@@ -698,7 +698,7 @@ def test_pix2pix_single_epoch_and_old_form(tmp_path):
 
 
 TEXT_FORMATS = ("hf-trainer", "hf-trainer-state", "nanogpt", "llmc", "llmc-mainlog",
-                "torchtitan", "pix2pix", "build-nanogpt", "build-nanogpt-log")
+                "torchtitan", "pix2pix", "epoch-lines", "build-nanogpt", "build-nanogpt-log")
 
 # Karpathy's build-nanogpt train_gpt2.py: its stdout and log/log.txt
 BUILD_NANOGPT_OUT = (
@@ -734,7 +734,10 @@ def test_sniffers_decline_each_others_fixtures(tmp_path, fmt):
         "llmc-mainlog": TEXT / "llmc_main_resume.log",
         "torchtitan": write(tmp_path, "c.log", titan_log()),
         "pix2pix": TEXT / "pix2pix_loss_log.txt",
-        "build-nanogpt": write(tmp_path, "d.out", BUILD_NANOGPT_OUT),
+        "epoch-lines": write(tmp_path, "d.log", "".join(
+            f"2025-04-24 21:17:53,828 - INFO - Epoch [{e}/5], Train Loss: {2 / e:.4f}, "
+            f"Val Loss: {2.1 / e:.4f}\n" for e in range(1, 6))),
+        "build-nanogpt": write(tmp_path, "e.out", BUILD_NANOGPT_OUT),
         "build-nanogpt-log": write(tmp_path, "log.txt", BUILD_NANOGPT_LOG),
     }
     mod_sniff = FORMATS[fmt].load()

@@ -75,6 +75,7 @@ _GLOBAL = re.compile(r"(?i)^(?:lr|learning[ _]rate|time|eta|elapsed|epoch|step|s
 _BAR = re.compile(r"\d%\||\d\s?(?:it/s|s/it)\b|[█━]")
 _KERAS = re.compile(r"^\s*(\d+)/(\d+)\s.*? - (?=[A-Za-z_][\w ]*: )")
 _SEPARATORS = re.compile(r"[\s,|;\-]*")
+_JSON_START = re.compile(r"\s*(?:\{|\[\s*[\[{\"\d\-\]])")  # not `[CLS] Epoch 3 | ...`
 #: what may follow `Epoch N` on a line that opens a block (`Epoch [2/50]`, `=== Epoch 3 ===`)
 _BLOCK_HEAD = re.compile(r"[\s:|\-=.*#>]*")
 
@@ -130,7 +131,7 @@ def sniff(name: str, head: bytes) -> float:
     """0.45 when epoch lines with pairs (or an epoch header followed by pair lines or a Keras
     bar) are in the head: below every framework's own sniff, above generic CSV."""
     text = head_text(head)
-    if ("poch" not in text and "POCH" not in text) or text.lstrip()[:1] in ("{", "["):
+    if ("poch" not in text and "POCH" not in text) or _JSON_START.match(text):
         return 0.0  # (a JSON document or JSON lines: never epoch lines)
     hits, open_block = 0, 0
     for _, frag in fragments(text):
