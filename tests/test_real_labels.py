@@ -1,5 +1,5 @@
 """The labelled real logs kept in this repository (benchmarks/real/logs, licences allowing it):
-every judgement a person made from their plots holds (benchmarks/real_quality.py scores all 107,
+every judgement a person made from their plots holds (benchmarks/real_quality.py scores all 109,
 these pin the ones that travel with the code)."""
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ STORED = [lb["name"] for lb in LABELS if lb["source"]["where"] == "repo"]
 #: judgements known to fail, with what goes wrong (kept visible; strict: a fix must remove it)
 KNOWN = {"lightning-pendulum-v18": "a x1.5 bump of one PINN term at the x450 spike is called "
                                    "a slow spike (warning)",
-         "megatron-gpt2-base-n8": "the x2.2 spike at iteration 30 (12.1 -> 26.5, back by 50), right "
-                                  "after an fp16 loss-scale search, is not found",
          "hf-qlora-lr-divergence": "a QLoRA run at lr 5e-3 whose loss climbs at every log "
                                    "(1.0, 4.3, 8.8, ... 29.6 over 10 points) is not called a "
                                    "divergence nor an unrecovered spike"}

@@ -13,17 +13,25 @@ percent allowed). With the finite points of the validation series:
 - the stretch from `best` to the end must climb: Kendall's tau of value against order at least
   `min_tau` (a noisy flat stretch has tau near 0) — or, with at least 2 x `min_after`
   evaluations after the best, stay worse: every one of its later half at least 2 x
-  `min_rise` above the best (validation that jumped up and stayed there) — and the last value
-  at least `min_rise`
-  (relative) above the best and by more than `noise_z` times the evaluations' noise
+  `min_rise` above the best (validation that jumped up and stayed there), or all but
+  STAY_SHARE % of it and by 2 x the noise band (it climbed and stays there, noisily) — and the
+  last value at least `min_rise` (relative) above the best and by more than `noise_z` times
+  the evaluations' noise
   (`eval_noise` over all of them: the scatter around their local trend, from second
   differences — the changes between consecutive evaluations of a falling validation curve
   are its trend, not noise, and a steady climb cancels too);
 - the training badness must not have got worse: its median over the evaluation interval that
   ends at the last evaluation at most `1 + min_rise` times that over the interval ending at
-  the best one (at least three points each). A train loss that climbs (the run diverges) or
+  the best one (at least three points each; where train logged nothing by the best
+  evaluation, its first point after it: HF Trainer logs the loss every 500 steps and may
+  evaluate sooner). A train loss that climbs (the run diverges) or
   stepped up for good (a spike that never recovered) takes validation with it: the run got
   worse, it did not overfit. A train spike in between that is gone by the end is not that.
+- an accuracy series, in a run that also logs the validation loss of the same evaluations
+  (the `val_loss` tag named like it, or the run's only one), needs that loss `min_rise` worse
+  too from the accuracy's best evaluation to its last: accuracy is a coarse view of the
+  predictions the loss scores, and a dip of a few points that the loss does not share is
+  the argmax flipping on a few examples (a Keras classifier's 0.626 -> 0.600).
 
 One event per validation series: kind `overfitting`, tag = the validation tag, start_step = the
 best evaluation (where the U-curve turns: both labelled families and the real logs put the
@@ -49,6 +57,15 @@ import numpy as np
 from ..events import Event
 from ..frame import Frame, RunInfo, Series
 from .spike import is_int, is_num, require
+
+
+#: "Stays worse" also holds when the later half of the evaluations after the best, less its
+#: lowest STAY_SHARE %, lies 2 x `min_rise` above the best and by 2 x the noise band: a noisy
+#: validation loss that climbed and stays up dips back now and then (a YOLOv8 run's val box
+#: loss: best 1.228, the later half 1.30-1.51, a quarter of it under +11 %, 7 noise scales
+#: up; its climb-then-plateau has tau 0.4), while a flat noisy one's lower quartile lies only
+#: ~2.3 noise scales above its lowest point.
+STAY_SHARE = 25.0
 
 
 def kendall_tau(y: np.ndarray) -> float:
@@ -115,6 +132,9 @@ class OverfittingDetector:
             train = frame.series(run.run, trains[0]) if trains else None
             for tag in run.tags_with_role(vrole):
                 ev = self._one(frame.series(run.run, tag), train)
+                if ev is not None and vrole == "val_acc" and not self._loss_agrees(
+                        frame, run, tag, ev):
+                    ev = None
                 if ev is not None:
                     out.append(ev)
         return sorted(out, key=lambda e: (e.start_step, e.tag))
@@ -132,20 +152,24 @@ class OverfittingDetector:
         if best <= 0 or last < best * (1 + self.min_rise):
             return None
         tau = kendall_tau(after)
-        late = after[after.shape[0] // 2:]
-        stays = (after.shape[0] - 1 >= 2 * self.min_after
-                 and float(late.min()) >= best * (1 + 2 * self.min_rise))
-        if tau < self.min_tau and not stays:
-            return None
         # the scatter of every evaluation around its local trend (a steady fall or climb
         # cancels in second differences; the fall before the best alone bends too much)
         band = self.noise_z * eval_noise(y)
+        late = after[after.shape[0] // 2:]
+        up = best * (1 + 2 * self.min_rise)
+        low = float(np.percentile(late, STAY_SHARE))  # most of it, clear of noise: STAY_SHARE
+        stays = after.shape[0] - 1 >= 2 * self.min_after and (
+            float(late.min()) >= up or (low >= up and low - best > 2 * band))
+        if tau < self.min_tau and not stays:
+            return None
         if last - best < band:
             return None
         change = None
         if train is not None:
             gap = float(np.median(np.diff(x)))
             ref, end = self._train_at(train, x[b], gap), self._train_at(train, x[-1], gap)
+            if ref is None:  # train logged nothing by the best evaluation: its first
+                ref = self._first_after(train, x[b], x[-1])  # point after it
             if ref is not None and end is not None and ref > 0:
                 change = end / ref - 1
                 if change > self.min_rise:
@@ -175,3 +199,32 @@ class OverfittingDetector:
         if int(inside.sum()) < 3:
             inside = np.arange(steps.shape[0]) >= steps.shape[0] - 3
         return float(np.median(vals[inside])) if inside.any() else None
+
+    def _loss_agrees(self, frame: Frame, run: RunInfo, tag: str, ev: Event) -> bool:
+        """Whether the validation loss of the same evaluations (the `val_loss` tag named like
+        the accuracy one, or the run's only one) also got `min_rise` worse from the
+        accuracy's best evaluation to its last; True when the run logs no such loss.
+        Accuracy is a coarse view of the predictions the loss scores: a dip of a few
+        points that the loss does not share is the argmax flipping on a few examples."""
+        losses = run.tags_with_role("val_loss")
+        named = [t for t in losses
+                 if t in (tag.replace("accuracy", "loss"), tag.replace("acc", "loss"))]
+        if not named and len(losses) != 1:
+            return True
+        loss = frame.series(run.run, (named or losses)[0])
+        ok = np.isfinite(loss.value)
+        steps, vals = loss.step[ok], loss.value[ok]
+        best, last = ev.details["best_step"], ev.end_step
+        at_best, at_last = vals[steps <= best], vals[steps <= last]
+        if not at_best.shape[0] or steps[steps <= last][-1] <= best or not at_best[-1] > 0:
+            return True  # no loss at (or after) the accuracy's best evaluation: no evidence
+        return bool(at_last[-1] >= at_best[-1] * (1 + self.min_rise))
+
+    @staticmethod
+    def _first_after(train: Series, step: int, last: int) -> float | None:
+        """The training badness at its first point after `step` (up to `last`), where it
+        logged none by then: HF Trainer logs the loss every 500 steps and may evaluate
+        sooner, and a train loss that rose from its first point on got worse (TRAIN_FIRST)."""
+        ok = np.isfinite(train.value) & (train.step > step) & (train.step < last)
+        vals = badness(train.value[ok], train.role)
+        return float(vals[0]) if vals.shape[0] else None

@@ -21,7 +21,9 @@ Statistic (causal: a point's verdict uses only the points before it):
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
   lags a trending curve), or the previous point (better where a sparse eval series curves
-  faster than a median can follow). Scale: 1.4826 x the median absolute error of that
+  faster than a median can follow; the point before it where the previous point dipped
+  far under its own expected value: the return from a lone dip is no rise, spike_stats.DIP_Z).
+  Scale: 1.4826 x the median absolute error of that
   predictor over `window` points, floored by the print resolution (the smallest non-zero
   change between consecutive values in the window: a 4-decimal loss near 0 has a MAD of 0).
 - A point is elevated when it exceeds the expected value by `threshold` scales (x 1 + 4/n
@@ -37,8 +39,8 @@ Statistic (causal: a point's verdict uses only the points before it):
   unless far above it (LONE_RATIO).
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
-- The first points (the trailing statistic has little history there): a blow-up x
-  EARLY_RATIO above every point before (points 1 .. min_points - 1), and, in log space,
+- The first points (the trailing statistic has little history there): a blow-up above
+  every point before (points 1 .. min_points - 1: spike_early.blowups), and, in log space,
   points 3 .. 23 judged with the points on both sides of them (spike_early: a jump over a
   robust trend of the points before, in units of the jumps of its neighbours before and
   after; the streaming form re-judges them until the points they look at have come).
@@ -65,7 +67,7 @@ import numpy as np
 from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Series
-from .spike_early import HEAD, early_spikes
+from .spike_early import EARLY_SCALE, HEAD, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, lone_threshold, masked_trailing_median, near_zero_points, next_true,
@@ -106,9 +108,6 @@ BACK_SHARE = 0.05
 #: no false alarms); the point before must be half as high. Not near 0, where LogCheck
 #: judges (0 turns this off).
 HUMP = 5
-#: Before min_points: a point EARLY_RATIO x above every point before it is a spike (judged
-#: back within back_z x EARLY_SCALE, in log units, of the highest of them).
-EARLY_RATIO, EARLY_SCALE = 2.5, 0.15
 #: A spike whose highest value is within REPEAT_TOL (relative) of the highest values of
 #: REPEAT_COUNT spikes that began in the `window` points before it is the loss switching
 #: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
@@ -415,28 +414,6 @@ class SpikeDetector:
         prev[p >= 0] = y[p[p >= 0]]
         return out_l, out_s, prev
 
-    def _early(self, y: np.ndarray, log: bool, lo: int) -> np.ndarray:
-        """The points before min_points that jumped EARLY_RATIO x above every point before them
-        (a blow-up in the first iterations: 12.4, 12.4, 41), by at least 3 x the spread of
-        those points (a noisy per-batch loss jumps x2 at will); the second point only when
-        the third comes half of the way back down (with one point before it, which of the two
-        is odd is not known until then). Log space only."""
-        early = np.zeros(y.shape[0], bool)
-        stop = min(self.min_points, y.shape[0])
-        if not log or stop <= max(lo, 1):
-            return early
-        top = np.maximum.accumulate(y[:stop])
-        low = np.minimum.accumulate(y[:stop])
-        jump = np.log(EARLY_RATIO)
-        for i in range(max(lo, 1), stop):
-            rise = y[i] - top[i - 1]
-            if rise < jump or rise < 3 * (top[i - 1] - low[i - 1]):
-                continue
-            if i == 1 and not (y.shape[0] > 2 and y[2] <= y[1] - jump / 2):
-                continue
-            early[i] = True
-        return early
-
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
                  w: int, check: LogCheck | None = None, head: bool = False
                  ) -> list[dict[str, Any]]:
@@ -454,7 +431,7 @@ class SpikeDetector:
         ahead = np.zeros(hi, bool)
         pre_at = np.full(min(hi, HEAD), np.nan)
         sc_at = pre_at.copy()
-        early = self._early(y, base.log, lo)
+        early = blowups(y, base.log, lo, self.min_points)
         for c in np.flatnonzero(early):  # no statistics yet: the highest point before
             pre_at[c], sc_at[c] = float(y[:c].max()), EARLY_SCALE
         if head and self.look_ahead and base.log:

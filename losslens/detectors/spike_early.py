@@ -8,6 +8,10 @@ runs of a few dozen points. An engineer reading the plot sees them at once becau
 around them is smooth. This module judges points 3 .. EARLY - 1 that way, using up to AHEAD
 points past them (log space: positive losses only).
 
+`blowups` is the rule for points 1 .. min_points - 1 that the spike statistic applies before
+it has any history: a blow-up above every point before (the second point also judged by the
+noise of the points after it; see EARLY_RATIO and SIDE_RATIO).
+
 Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log values):
 
 - The jump of each point i >= 2 over what the points before it predict, by one of a few
@@ -39,7 +43,7 @@ them (SPANS); a step-up whose next point keeps rising; and, both sides, a jump u
 threshold that is TALL x taller than every other excursion of the head (see the constants).
 Known misses: humps on a steep early descent (a line extrapolated k points there errs by more
 than the hump); a spike right after another or right after a knee; a spike at the last point;
-points 0-2 (spike.py's blow-up rule, EARLY_RATIO, judges those).
+points 0-2 (`blowups`, below: EARLY_RATIO, SIDE_RATIO, judges those).
 Known false positives: one-point outliers of heavy-tailed noise in the first points, before a
 tail has shown itself (Student t with 3 degrees of freedom on 12-70-point descents: about one
 run in 600 more than the trailing statistic alone; t with 2.5: one in 200).
@@ -115,6 +119,57 @@ TREND, FLAT = 6, 0.5
 #: AR(1), t(3), t(2.5), per-batch noise): +5 false spikes, all with t noise, for +15 spikes
 #: of the independent family's short stratum (tuned seeds 11/12, 600 runs).
 TALL, TALL_T, AFTER, TALL_AFTER, SD_K = 2.0, 4.5, 3, 3, 1.3
+
+
+#: The blow-up rule of the points before `min_points` (`blowups`): a point EARLY_RATIO x
+#: above every point before it is a spike; its return is judged within back_z x EARLY_SCALE
+#: (log units) of the highest of them: no noise is known there yet, and x1.16 over the
+#: highest point before is not back (0.15, x1.57, called a x5.4 Megatron spike decaying
+#: 14.1 -> 76.8 -> 31.7 -> 21.2 (x1.5) back and `fast`).
+EARLY_RATIO, EARLY_SCALE = 2.5, 0.05
+#: The second point is also a blow-up when it at least doubled (SIDE_RATIO), the third came
+#: half of the way back down, and the rise is SIDE_Z x the noise of the points after it
+#: (from consecutive differences, at least SIDE_POINTS of them): with one point before it,
+#: the points after are all the noise there is. A Megatron run's 12.1 -> 26.5 -> 13.8, 10.2,
+#: 8.6 ... (x2.2, 43 noise scales) is a spike; a per-batch L1 loss that jumps x2.2 at its
+#: second point and keeps jumping that much (2.2 scales) is not.
+SIDE_RATIO, SIDE_Z, SIDE_POINTS = 2.0, 6.0, 4
+
+
+def blowups(y: np.ndarray, log: bool, lo: int, min_points: int) -> np.ndarray:
+    """The points before `min_points` that jumped EARLY_RATIO x above every point before
+    them (a blow-up in the first iterations: 12.4, 12.4, 41), by at least 3 x the spread of
+    those points (a noisy per-batch loss jumps x2 at will); the second point only when the
+    third comes half of the way back down (with one point before it, which of the two is
+    odd is not known until then; or judged by the points after it: SIDE_RATIO). `y`: log
+    values; log space only."""
+    early = np.zeros(y.shape[0], bool)
+    stop = min(min_points, y.shape[0])
+    if not log or stop <= max(lo, 1):
+        return early
+    top = np.maximum.accumulate(y[:stop])
+    low = np.minimum.accumulate(y[:stop])
+    jump = np.log(EARLY_RATIO)
+    for i in range(max(lo, 1), stop):
+        rise = y[i] - top[i - 1]
+        if rise < jump or rise < 3 * (top[i - 1] - low[i - 1]):
+            continue
+        if i == 1 and not (y.shape[0] > 2 and y[2] <= y[1] - jump / 2):
+            continue
+        early[i] = True
+    if stop > max(lo, 1) and lo <= 1 and not early[1]:
+        early[1] = _second(y)
+    return early
+
+
+def _second(y: np.ndarray) -> bool:
+    """Whether the second of the log values `y` is a blow-up by the points after it
+    (SIDE_RATIO, SIDE_Z: see there)."""
+    rise = float(y[1] - y[0])
+    d = np.abs(np.diff(y[2:HEAD]))
+    if d.shape[0] < SIDE_POINTS or rise < np.log(SIDE_RATIO) or y[2] > y[1] - rise / 2:
+        return False
+    return rise > SIDE_Z * MAD_TO_SIGMA / np.sqrt(2) * float(np.median(d))
 
 
 def _fit(y: np.ndarray, i: int, k: int) -> tuple[float, float]:

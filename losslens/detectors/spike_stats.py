@@ -29,6 +29,13 @@ DIFF_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(2)
 #: log-space threshold of a short run is too high to confirm anything: the additive verdict
 #: stands).
 CHECK_POINTS = 30
+#: Where the previous point predicts the next, a previous point more than DIP_Z of its own
+#: scales under its expected value (a lone dip: a batch far easier than the rest, or a
+#: sign-changing loss dipping far below 0) is skipped: the point before it predicts. The
+#: return from a dip to where the loss was is not a rise of the loss (a GRPO loss at 5e-5
+#: back from a -0.03 blip was read as a spike that never recovered); a drop that lasts
+#: leaves the next point low, and a real spike still clears the level before the dip.
+DIP_Z = 6.0
 
 
 def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
@@ -72,8 +79,9 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     Two predictors of point i from the points before it: (1) the median of the last
     `level_window` points plus the median of the last 2 x level_window + 1 residuals (a
     median lags a trending curve by about slope x level_window / 2; this measures and adds
-    the lag back), (2) the previous point. Each is judged by the median of its absolute
-    errors over the last `window` points; the smaller one gives the level and the scale.
+    the lag back), (2) the previous point (after a lone dip: the one before it, DIP_Z).
+    Each is judged by the median of its absolute errors over the last `window` points; the
+    smaller one gives the level and the scale.
     A steady descent (warm-up) or drift thus leaves z near 0, and a sparse eval series that
     curves faster than a median follows keeps its true noise scale.
     """
@@ -106,6 +114,11 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     level[use_d] = y[use_d - 1]
     scale[use_d] = scale_d[use_d - 3]
     scale *= MAD_TO_SIGMA
+    if use_d.shape[0]:  # a previous point that dipped is no level to predict from (DIP_Z)
+        with np.errstate(invalid="ignore", over="ignore"):
+            dipped = y[2:-1] - level[2:-1] < -DIP_Z * scale[2:-1]  # dipped[k]: point k + 2
+        sel = use_d[dipped[use_d - 3] & np.isfinite(y[use_d - 2])]
+        level[sel] = y[sel - 2]
     np.maximum(scale[3:], _floor(values, med[3:], window, log, masked), out=scale[3:])
     if log:  # additive noise seen near this level, in log units (see ADDITIVE_FLOOR)
         dv = np.abs(np.diff(values))
