@@ -64,14 +64,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Series
+from .params import is_int, is_num, require  # noqa: F401  (re-exported: their home was here)
 from .spike_early import EARLY_SCALE, HEAD, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
-    baseline, find_back, lone_threshold, masked_trailing_median, near_zero_points, next_true,
-    trailing_median, trailing_min)
+    baseline, find_back, finite_trailing_median, lone_threshold, masked_trailing_median,
+    near_zero_points, next_true, trailing_median, trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -113,35 +113,6 @@ HUMP = 5
 #: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
 #: every ten steps), not a new event: the first REPEAT_COUNT are reported, the rest not.
 REPEAT_TOL, REPEAT_COUNT = 0.01, 2
-
-
-def finite_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
-    """`masked_trailing_median` (NaN: left out), by the faster `trailing_median` where the
-    NaN are only leading ones (the same medians: `window` is odd)."""
-    ok = np.isfinite(x)
-    first = int(np.argmax(ok)) if ok.any() else x.shape[0]
-    if not ok[first:].all():
-        return masked_trailing_median(x, window)
-    out = np.full(x.shape[0], np.nan)
-    out[first:] = trailing_median(x[first:], window)
-    return out
-
-
-def require(obj: Any, name: str, ok: bool, allowed: str) -> None:
-    """Raise InvalidParameterError naming the detector field, its value and the allowed range."""
-    if not ok:
-        value = getattr(obj, name)
-        raise InvalidParameterError(
-            f"{type(obj).__name__}.{name} must be {allowed}, got {value!r}")
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def is_num(value: Any) -> bool:
-    return (isinstance(value, (int, float, np.integer, np.floating))
-            and not isinstance(value, bool) and bool(np.isfinite(value)))
 
 
 @dataclass(frozen=True)
@@ -291,6 +262,19 @@ class SpikeDetector:
             u = (base.y - base.level) / base.scale
             return (u > TAIL_Z) & (u <= self.threshold)
 
+    def flagged(self, base: Baseline, a: int, b: int, offset: int, hump: bool = True
+                ) -> np.ndarray:
+        """`_extract`'s first mask of points a..b-1 of `base` (one space's baseline from the
+        series' point `offset` on, from its start or with max(tail_window, 2 x window) + 16
+        points before a; `hump`: no LogCheck), before any spike re-judges what follows it."""
+        thr = self._tail_threshold(base, self._tail_big(base), a, b)
+        a1 = max(0, a - (self.window | 1) - 2)  # the hump predictor on full windows
+        back = hump and tuple(x[a - a1:] for x in  # (their heads are not read from 2w on)
+                              self._back(base.y, base.level, base.scale, a1, b,
+                                         a1 < 2 * (self.window | 1)))
+        return self._elevated(base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b],
+                              thr, base.log, offset + a, back or None)  # type: ignore[arg-type]
+
     def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
                         b: int | None = None, index: float = TAIL_INDEX) -> np.ndarray:
         """Per point of a..b: `threshold`, raised where the `tail_window` points before it held
@@ -385,8 +369,8 @@ class SpikeDetector:
             ok &= (level <= 0) | (y >= level * self.min_ratio)
         return ok
 
-    def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int,
+              head: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For the points a..b-1: the level HUMP points before each plus the typical H-step
         drift (the median of the last `window` H-step changes: on a steep descent the old
         level alone is biased high and its errors are mostly the trend), the scale of that
@@ -402,10 +386,10 @@ class SpikeDetector:
         lo = max(h, a - w - 1)
         if b > lo:
             change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
-            drift = finite_trailing_median(change, w)  # drift[j]: changes lo..lo+j
+            drift = finite_trailing_median(change, w, head)  # drift[j]: changes lo..lo+j
             err = np.full(b - lo, np.nan)
             err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
-            med = finite_trailing_median(err, w)
+            med = finite_trailing_median(err, w, head)
             j = np.arange(a, b) - 1 - lo  # the changes up to the point before
             good = j >= 0
             out_l[good] += drift[j[good]]

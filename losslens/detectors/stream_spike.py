@@ -27,6 +27,7 @@ from . import spike as spike_module
 from .gradspike import GradSpikeDetector
 from .spike import Known, SpikeDetector
 from .spike_early import HEAD
+from .spike_stats import find_back
 from .stream_base import FrameView, SeriesBuffer, index_of, splice
 from .stream_stats import BaselineCache
 
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 
 class SpikeStream:
     """`SpikeDetector` fed new points: spikes on a trailing window (see the module doc)."""
+
+    #: take the incremental path where it applies (`quiet`); False: judge the window at
+    #: every update (the same events; benchmarks/guard_update.py compares the two)
+    incremental: bool = True
 
     def __init__(self, det: SpikeDetector) -> None:
         self.det = det
@@ -50,6 +55,12 @@ class SpikeStream:
         #: baseline spans a window and two level windows, the re-judging after a spike, and
         #: the spikes of the window before (SpikeDetector's REPEAT rule).
         self.horizon = 5 * self.w + int(det.tail_window) + 4 * self.lw + 2 * self.bp + 64
+        #: the incremental path (`quiet`): past the points judged with look-ahead, and with
+        #: the history `SpikeDetector.flagged` reads
+        self.first = max(self.min_points, HEAD) if det.look_ahead else self.min_points
+        self.lookback = max(int(det.tail_window), 2 * self.w) + 16
+        #: updates of a series that took the incremental path / judged the window again
+        self.quiet_updates = self.judged_updates = 0
 
     def update(self, st: LiveRun) -> None:
         """Find the events of every changed series of the detector's roles again."""
@@ -61,6 +72,11 @@ class SpikeStream:
         key = (self.kind, tag)
         old = st.events.get(key, [])
         a0 = self.start(old, s.step[:s.n], s.value[:s.n], int(s.dirty))
+        if self.quiet(st, tag, s, old, a0):
+            self.quiet_updates += 1
+            return  # the events are those it had (see `quiet`)
+        self.judged_updates += 1
+        self.rejudged(st, tag, float(s.step[a0]))
         series, cut_step, known = self.window(st, tag, s, a0)
         # a window from the series' first point: its first points are judged with look-ahead
         found = self.det.detect(series, known, head=cut_step == -math.inf)
@@ -75,6 +91,125 @@ class SpikeStream:
         if d < HEAD:  # the first points' verdicts look ahead to HEAD points
             d = 0
         return min([d] + [self._reach(e, steps, values, d) for e in old])
+
+    # -- the incremental path: new points that change no event -----------------------------
+
+    def quiet(self, st: LiveRun, tag: str, s: SeriesBuffer, old: list[Event], a0: int) -> bool:
+        """Whether the tag's events from index `a0` on (`start`) are none, as before, so that
+        the window need not be judged again: the work is then bounded by the new points
+        (and the `tail_window` + 2 windows before them), not the horizon. True only where it
+        follows from how `SpikeDetector._extract` works, in log space (every value so far
+        positive and never near 0) past the first points:
+        - no event starts at index `a0` or after (those are found again);
+        - no spike before reaches there (`_settled`): re-judging after a spike covers 3
+          windows from where it is back (and from a level window after its start when it is
+          not back by then), and a spike with large excursions on its shoulders lowers the
+          thresholds of the `tail_window` points after it;
+        - the trailing statistic (`BaselineCache`, the tail count, the hump predictor) flags
+          none of the points from `a0` on (`SpikeDetector.flagged`).
+        A spike starts only at a flagged point, and only a spike changes what is flagged
+        after it: so the batch detector finds no event from `a0` on either."""
+        n = s.n
+        if not self.incremental or a0 >= n or (old and old[-1].start_step >= s.step[a0]):
+            return False
+        cache = self.cache(st, tag, s)
+        memo = st.memo.setdefault((f"switch-{self.w}-{self.lw}-{self.min_points}", tag), {})
+        k, moved = self._switch(s, memo, st.tick, cache)
+        nf = cache.n
+        fa = cache.finite_index(a0)
+        if moved or fa <= self.first:
+            return False
+        s0 = max(0, fa - self.lookback)
+        if k is None:  # log space throughout
+            if cache.log.n < nf or not self._settled(st, tag, s, cache, old, fa):
+                return False
+            base, hump = cache.log_baseline(s0, nf), True
+        else:  # additive from k on (and LogCheck where a log-space baseline is kept)
+            fk = cache.finite_index(k)
+            if fa < fk + 2 * self.w + 16 or cache.add.n < nf \
+                    or not self._settled(st, tag, s, cache, old, fa):
+                return False
+            base, hump = cache.add.get(s0, nf, self.w, False), not (fk < cache.log.n)
+        if self.det.flagged(base, fa - s0, nf - s0, s0, hump).any():
+            return False
+        self.memo(st, tag)["done"] = float(s.step[a0])  # events before it: taken in
+        return True
+
+    def memo(self, st: LiveRun, tag: str) -> dict[str, Any]:
+        """The tag's record of how far settled spikes reach (`_settled`)."""
+        return st.memo.setdefault((f"reach-{self.det!r}", tag), {})
+
+    def rejudged(self, st: LiveRun, tag: str, cut_step: float) -> None:
+        """The events from `cut_step` on are found again: `_settled` takes them in anew."""
+        memo = self.memo(st, tag)
+        if memo:
+            memo["done"] = min(memo["done"], cut_step)
+
+    def _settled(self, st: LiveRun, tag: str, s: SeriesBuffer, cache: BaselineCache,
+                 old: list[Event], fa: int) -> bool:
+        """Whether no spike of `old` reaches finite index `fa` (see `quiet`). Each event's
+        reach is worked out once (events found again are taken in again; the furthest
+        reach so far is kept: never less than the truth). A spike back by the share rule
+        of log space before it is back within its band (or one not plainly back yet)
+        re-judges what follows its plain return wherever that comes: it is watched."""
+        memo = self.memo(st, tag)
+        if memo.get("rewrites") != len(s.rewrites):  # points went back in step: start over
+            memo.clear()
+            memo.update(rewrites=len(s.rewrites), done=-math.inf, reach=0, pending={})
+        i = len(old)
+        while i and old[i - 1].start_step >= memo["done"]:
+            i -= 1
+        for e in old[i:]:
+            memo["reach"] = max(memo["reach"], self._reach_of(e, s, cache, memo))
+        y = cache.log.y.view
+        pending = memo["pending"]  # (start, band) -> finite index scanned up to
+        for (c, band), scanned in list(pending.items()):
+            if bool((y[scanned:] <= band).any()):
+                back = find_back(y, c + 1, band, self.bp)
+                if back is not None:  # plainly back now: re-judged from there
+                    memo["reach"] = max(memo["reach"], back + 3 * self.w)
+                    del pending[(c, band)]
+                    continue
+            pending[(c, band)] = max(scanned, y.shape[0] - self.bp)
+        if pending and y.shape[0] < cache.n:
+            return False  # (a log-space spike not plainly back, and the series turned additive)
+        return memo["reach"] <= fa
+
+    def _reach_of(self, e: Event, s: SeriesBuffer, cache: BaselineCache,
+                  memo: dict[str, Any]) -> int:
+        """The finite index up to which the spike `e` sways the statistic (`_extract`)."""
+        steps = s.step[:s.n]
+        c = cache.finite_index(index_of(steps, e.start_step))
+        restart = self.lw + 1
+        reach = c + restart + 3 * self.w  # not back within a level window: afresh from there
+        stop = c + restart
+        log = e.details.get("space") == "log"
+        side = cache.log if log else cache.add
+        y = side.y.view
+        pre, scale = e.details.get("pre_level"), e.details.get("scale")
+        if not (isinstance(pre, float) and isinstance(scale, float) and math.isfinite(pre)
+                and math.isfinite(scale) and (pre > 0 or not log) and c < y.shape[0]):
+            return cache.n + 1  # (not as `_record` writes a spike: never settled)
+        if e.end_step is not None:
+            stop = cache.finite_index(index_of(steps, e.end_step))
+            band = (math.log(pre) if log else pre) + self.back_z * scale
+            back = find_back(y, c + 1, band, self.bp)  # (log space: without the share rule)
+            if back is None:
+                if not log:
+                    return cache.n + 1  # (additive: back is the plain return; never here)
+                memo["pending"][(c, band)] = y.shape[0] - self.bp
+            elif back <= c + restart:
+                reach = back + 3 * self.w
+            else:
+                reach = max(reach, back + 3 * self.w)
+        if self.det.tail_window:
+            lv, sc = side.level.view, side.scale.view
+            a = max(0, c - 3)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                u = (y[a:stop] - lv[a:stop]) / sc[a:stop]
+            if bool(((u > spike_module.TAIL_Z) & (u <= self.det.threshold)).any()):
+                reach = max(reach, stop + int(self.det.tail_window))  # (thresholds lowered)
+        return reach
 
     def window(self, st: LiveRun, tag: str, s: SeriesBuffer, a0: int
                ) -> tuple[Any, float, Known | None]:
@@ -204,7 +339,7 @@ class SpikeStream:
             logb = cache.log_baseline(f0, f0 + v.shape[0])
         else:
             logb = sp.baseline(v, self.w, True, level_window=self.lw)
-        near = sp.near_zero_points(v, logb, self.w)
+        near = sp.near_zero_points(v, logb, self.w, head=lo == 0)  # (judged: from upto on)
         hit = np.flatnonzero(near & (pos >= upto) & (fin_index >= self.det.near_zero_from(self.w)))
         return int(pos[hit[0]]) if hit.shape[0] else None
 
@@ -236,11 +371,26 @@ class GradSpikeStream:
         old = st.events.get(key, [])
         follow_from = min(new_loss) - self.follow if new_loss else math.inf
         views, cuts, known = {}, {}, {}
+        starts = {}
         for t in grads:
             s = st.series[t]
             steps = s.step[:s.n]
             d = min(s.n if s.dirty is None else s.dirty, index_of(steps, follow_from))
-            a0 = self.grad.start([e for e in old if e.tag == t], steps, s.value[:s.n], d)
+            mine = [e for e in old if e.tag == t]
+            starts[t] = self.grad.start(mine, steps, s.value[:s.n], d)
+            if not self.grad.quiet(st, t, s, mine, starts[t]):
+                break
+        else:  # no grad spike from where each could change on (and none to follow)
+            self.grad.quiet_updates += 1
+            return
+        self.grad.judged_updates += 1
+        for t in grads:
+            s = st.series[t]
+            a0 = starts[t] if t in starts else self.grad.start(
+                [e for e in old if e.tag == t], s.step[:s.n], s.value[:s.n],
+                min(s.n if s.dirty is None else s.dirty, index_of(s.step[:s.n], follow_from)))
+            if a0 < s.n:
+                self.grad.rejudged(st, t, float(s.step[a0]))
             views[t], cuts[t], known[t] = self.grad.window(st, t, s, a0)
         first = min(cuts.values())
         for t in losses:
