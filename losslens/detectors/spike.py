@@ -10,13 +10,12 @@ Statistic (causal: a point's verdict uses only the points before it):
 - Space: log of the values while every value so far is positive (a loss spanning decades keeps
   one noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
   non-positive value on (RL and policy losses change sign), or from where the level comes
-  within 5 additive noise scales of 0 (values hovering near 0). While in log space the scale
-  is floored by the additive noise of the last few points over the level, so a loss reaching
-  0 with additive noise is not judged by a log-space scale that lags behind. Where a positive
-  loss is judged additively because it came near 0, a spike must also stand out in log space
-  (spike_stats.LogCheck): log-normal flicker on a 1e-7 floor is large additively and ordinary
-  as a ratio, a collapse from the floor or a blow-up from 1e-30 is large either way (a
-  lone point on a floor the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
+  within 5 additive noise scales of 0 having fallen `floor_fallen` x below the highest value
+  (values hovering near 0; the noise of a window of a steep fall is mostly the fall). In log
+  space the scale is floored by the additive noise of the last few points over the level. Near
+  0 a spike must also stand out in log space (spike_stats.LogCheck): flicker on a 1e-7 floor
+  is large additively and ordinary as a ratio, a collapse from the floor is large either way
+  (a lone point on a floor the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
 - Expected value, from the finite points before the point, by whichever of two predictors
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
@@ -38,7 +37,8 @@ Statistic (causal: a point's verdict uses only the points before it):
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
   two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
   lone dips below 0 count too), and under x1.2 of its level it is a blip of the noise
-  unless far above it (LONE_RATIO).
+  unless far above it (LONE_RATIO). The point after a dip (TAIL_Z scales under its level)
+  is judged against the dip's level, not the dip: the way back is no spike.
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - The first points (the trailing statistic has little history there): a blow-up above
@@ -151,6 +151,8 @@ class SpikeDetector:
     #: Judge the first points of a series also with the points after them (spike_early: the
     #: trailing statistic has too little history there); False: the trailing statistic only.
     look_ahead: bool = True
+    #: Near 0 only this many times below the highest value so far (0: off; grad norms).
+    floor_fallen: float = 100.0
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -169,6 +171,7 @@ class SpikeDetector:
         require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
                 "an int >= 0")
         require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
+        require(self, "floor_fallen", is_num(self.floor_fallen) and self.floor_fallen >= 0, ">= 0")
 
     def detect(self, series: Series, known: Known | None = None, head: bool = True,
                judged: bool = False) -> list[Event]:
@@ -245,13 +248,11 @@ class SpikeDetector:
         return Known(k, logb, lambda vals: baseline(vals, w, False, level_window=lw))
 
     def near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
-        """Index from which `find` judges the positive values `v` additively (`logb`: their
-        log-space baseline, `w`: the odd window), len(v) when never: the first point (from
-        `near_zero_from`) where `near_zero_points` holds."""
-        n = v.shape[0]
+        """Index from which `find` judges the positive values `v` (log baseline `logb`, odd
+        window `w`) additively: the first from `near_zero_from` near 0, len(v) when none."""
         first = self.near_zero_from(w)
-        near = np.flatnonzero(near_zero_points(v, logb, w)[first:])
-        return first + int(near[0]) if near.shape[0] else n
+        near = np.flatnonzero(near_zero_points(v, logb, w, fallen=self.floor_fallen)[first:])
+        return first + int(near[0]) if near.shape[0] else v.shape[0]
 
     def near_zero_from(self, w: int) -> int:
         """The first finite index that may turn additive: with `look_ahead`, after the first
@@ -326,11 +327,9 @@ class SpikeDetector:
         return ok
 
     def _dips(self, base: Baseline, v: np.ndarray, hi: int) -> np.ndarray:
-        """Lone dips of the first `hi` points: more than TAIL_Z scales under the level, the
-        points on either side not, at a value <= 0. Where a loss changes sign (RL, policy
-        losses) its noise is as heavy below the level as above it: a lone dip is as much
-        evidence of a heavy tail as a lone outlier upwards (a drop that lasts, or a recovery,
-        is not lone; a positive loss never dips below 0)."""
+        """Lone dips of the first `hi` points (TAIL_Z scales under the level, neighbours not,
+        at a value <= 0): a loss changing sign (RL, policy losses) is as heavy-tailed below
+        its level as above, so they are tail evidence too (a positive loss never dips so)."""
         if base.log:
             return np.zeros(hi, bool)
         with np.errstate(invalid="ignore"):
@@ -342,8 +341,7 @@ class SpikeDetector:
 
     @staticmethod
     def _doubled(y: Any, level: Any, log: bool) -> Any:
-        """Whether `y` is at least twice its `level` in log space (additive: never; near 0 a
-        floor's flicker doubles at will, and a signed loss has no ratio)."""
+        """Whether `y` is at least twice its `level` in log space (additive: never)."""
         if not log:
             return np.zeros(np.shape(y), bool) if np.ndim(y) else False
         with np.errstate(invalid="ignore"):
@@ -359,8 +357,7 @@ class SpikeDetector:
 
     @staticmethod
     def _persists(y: np.ndarray, level: np.ndarray, scale: np.ndarray, c: int, hi: int) -> bool:
-        """Whether the point after c is also TAIL_Z scales above c's level (a tail event of
-        independent noise rarely has a neighbour in the tail)."""
+        """Whether the point after c is also TAIL_Z scales above c's level."""
         return c + 1 < hi and bool(y[c + 1] - level[c] > TAIL_Z * scale[c])
 
     def _above(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, thr: np.ndarray,
@@ -447,6 +444,12 @@ class SpikeDetector:
                 if not check.confirms(c, v[c:max(last, r)], masked):
                     elev[c:r] = False
                     continue
+            small_c = 1 + SMALL_SAMPLE / max(int(count[c]), 1)
+            if c > lo and not ahead[c] and y[c - 1] - level[c - 1] < -TAIL_Z * scale[c - 1] \
+                    and not self._above(y[c:c + 1], level[c - 1:c], scale[c - 1:c],
+                                        thr[c:c + 1] * small_c, base.log)[0]:
+                elev[c] = False  # the way back from a dip: judged by the level before it
+                continue
             if c >= self.min_points and not ahead[c] \
                     and not self._persists(y, level, scale, c, hi) \
                     and not self._doubled(y[c], level[c], base.log):
@@ -454,7 +457,7 @@ class SpikeDetector:
                 if dips is None:
                     dips = self._dips(base, v, hi)
                 one = float(self._tail_threshold(base, big | dips, c, c + 1, SINGLE_INDEX)[0])
-                one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
+                one *= small_c
                 if self._blip(float(y[c]), float(level[c]), float(scale[c]), base.log) or \
                         not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
                                         np.array([one]), base.log)[0]:
@@ -571,10 +574,8 @@ class SpikeDetector:
             "magnitude": magnitude, "details": {
                 "z": (float(base.y[p]) - level) / scale,
                 "z_start": (float(base.y[c]) - level) / scale,
-                "threshold": thr,
-                "pre_level": pre, "peak_value": peak,
-                "scale": scale, "space": "log" if base.log else "linear",
-                "magnitude_units": units,
+                "threshold": thr, "pre_level": pre, "peak_value": peak, "scale": scale,
+                "space": "log" if base.log else "linear", "magnitude_units": units,
                 "abrupt": bool(c > 0 and base.y[c - 1] <= level + self.back_z * scale),
             },
         }

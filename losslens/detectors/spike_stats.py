@@ -194,17 +194,34 @@ def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
     return np.maximum(quantum, 1e-12 * np.maximum(1.0, np.abs(med)))
 
 
-def near_zero_points(v: np.ndarray, logb: Baseline, w: int, head: bool = True) -> np.ndarray:
+#: The noise as a ratio (near_zero_points) from the last REL_WINDOW differences: shorter
+#: than `window`, as additive noise grows fast as a ratio where the loss falls toward 0 (a
+#: policy loss crossing 0 stayed in log space at 0.03 with 129: quality.py's sign stratum).
+REL_WINDOW = 63
+
+
+def near_zero_points(v: np.ndarray, logb: Baseline, w: int, head: bool = True,
+                     fallen: float = 0.0, top: float = -np.inf) -> np.ndarray:
     """Per point of the positive values `v`: True where they hover near 0 with additive noise
     (ratios stop meaning anything there): the log-space level is within NEAR_ZERO additive
     noise scales of 0 (noise from the consecutive differences of the `w` points before).
-    Log-normal noise of more than ~20 % meets this too; `LogCheck` keeps its flicker from
-    reading as spikes."""
+    With `fallen` > 0 also either `fallen` x below the highest value so far (`top`: the
+    highest before v[0]) or with noise that large relative to each value (log-normal noise
+    over ~20 %): on a steep fall the differences of a window are mostly the fall (lagging
+    behind the level), and a loss at 0.3 with 10 % noise read as near 0. `LogCheck` keeps
+    the flicker of a noisy loss judged additively from reading as spikes."""
     n = v.shape[0]
     noise = np.full(n, np.nan)
     noise[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)), w, head)[:-1]
     with np.errstate(invalid="ignore", over="ignore"):
-        return np.exp(logb.level) < NEAR_ZERO * noise
+        near = np.exp(logb.level) < NEAR_ZERO * noise
+        if fallen > 0 and near.any():  # ... having fallen, or with noise that large as a ratio
+            rel = np.full(n, np.inf)
+            rel[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)) / v[:-1],
+                                                      min(w, REL_WINDOW), head)[:-1]
+            near &= (np.exp(logb.level) * fallen <= np.maximum(np.maximum.accumulate(v), top)) \
+                | (NEAR_ZERO * rel > 1)
+        return near
 
 
 def next_true(mask: np.ndarray, start: int) -> int | None:

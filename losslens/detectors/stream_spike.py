@@ -315,8 +315,8 @@ class SpikeStream:
             memo.clear()  # points were rewritten: start over
             moved = True
         if not memo:
-            memo.update(upto=0, fin=0, vmin=math.inf, smax=0.0, last=math.nan, cond=None,
-                        k="unset")
+            memo.update(upto=0, fin=0, vmin=math.inf, vtop=-math.inf, smax=0.0, last=math.nan,
+                        cond=None, k="unset")
         k0 = s.first_nonpos
         end = s.n if k0 is None else min(s.n, k0)
         if memo["upto"] < end:
@@ -336,7 +336,7 @@ class SpikeStream:
               cache: BaselineCache) -> None:
         """Fold the finite values of [upto, end) into the running min / largest step, and
         look for the first point of them where the level comes near 0."""
-        upto = memo["upto"]
+        upto, top = memo["upto"], memo["vtop"]
         seg = s.value[upto:end]
         vals = seg[np.isfinite(seg)]
         if vals.shape[0]:
@@ -344,15 +344,17 @@ class SpikeStream:
             if chain.shape[0] > 1:
                 memo["smax"] = max(memo["smax"], float(np.abs(np.diff(chain)).max()))
             memo["vmin"] = min(memo["vmin"], float(vals.min()))
+            memo["vtop"] = max(top, float(vals.max()))
             memo["last"] = float(vals[-1])
         if memo["cond"] is None and vals.shape[0]:
-            memo["cond"] = self._near_from(s, upto, end, memo["fin"], sp, cache)
+            memo["cond"] = self._near_from(s, upto, end, memo["fin"], sp, cache, top)
         memo["fin"] += int(vals.shape[0])
 
     def _near_from(self, s: SeriesBuffer, upto: int, end: int, fin: int, sp: Any,
-                   cache: BaselineCache) -> int | None:
-        """First index in [upto, end) whose level is within NEAR_ZERO noise scales of 0,
-        computed on enough finite points before `upto` to be exact."""
+                   cache: BaselineCache, top: float) -> int | None:
+        """First index in [upto, end) whose level is within NEAR_ZERO noise scales of 0 (and
+        `floor_fallen` x below the highest value, `top`: before `upto`), computed on enough
+        finite points before `upto` to be exact."""
         need, lo = 3 * self.w + 4 * self.lw + 16, upto
         while lo > 0 and np.count_nonzero(np.isfinite(s.value[lo:upto])) < need:
             lo = max(0, lo - 2 * need)
@@ -376,7 +378,8 @@ class SpikeStream:
             logb = cache.log_baseline(f0, f0 + v.shape[0])
         else:
             logb = sp.baseline(v, self.w, True, level_window=self.lw)
-        near = sp.near_zero_points(v, logb, self.w, head=lo == 0)  # (judged: from upto on)
+        near = sp.near_zero_points(v, logb, self.w, lo == 0, self.det.floor_fallen,
+                                   top)  # (judged: from upto on)
         hit = np.flatnonzero(near & (pos >= upto) & (fin_index >= self.det.near_zero_from(self.w)))
         return int(pos[hit[0]]) if hit.shape[0] else None
 
