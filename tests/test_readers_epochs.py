@@ -293,3 +293,34 @@ def test_hostile_lines_stay_linear(tmp_path, line):
     (rec,) = epochs.read(path, "h")
     assert time.process_time() - start < 2.0
     assert rec.tags == ("Loss",) and series(rec, "Loss") == ([0], [2.0])
+
+
+def test_minimind_bare_iteration_in_brackets_is_the_step(tmp_path):
+    """MiniMind (jingyaogong/minimind) prints `Epoch:[{epoch}/{epochs}]({step}/{iters})` then its
+    metrics: the bracketed step is the iteration (it was read as the epoch, so 3,970 lines of a
+    real pretraining log collapsed onto step 1)."""
+    old = ["Epoch:[1/2]({}/300) loss:{:.3f} lr:0.000500000000 epoch_Time:12.0min:".format(i, 9 - i / 100)
+           for i in range(100, 301, 100)]
+    new = ["Epoch:[2/2]({}/300), loss: {:.4f}, logits_loss: {:.4f}, aux_loss: 0.0000, "
+           "lr: 0.00050000, epoch_time: 11.0min".format(i, 6 - i / 100, 6 - i / 100)
+           for i in range(100, 301, 100)]
+    path = tmp_path / "pretrain.log"
+    path.write_text("Model Params: 30.03M\n" + "\n".join(old + new) + "\n")
+    (rec,) = read_records(path)
+    assert rec.format == "epoch-lines" and rec.skipped_count == 0
+    assert rec.metadata.extra["step_source"].startswith("(epoch - 1) * 300 + iteration")
+    sel = rec.tag_code == rec.tags.index("loss")
+    assert rec.step[sel].tolist() == [100, 200, 300, 400, 500, 600]
+    assert rec.value[sel].tolist() == [8.0, 7.0, 6.0, 5.0, 4.0, 3.0]
+    assert not rec.warnings
+
+
+def test_lines_repeating_an_epoch_without_an_iteration_are_warned_about(tmp_path):
+    path = tmp_path / "train.log"
+    path.write_text("".join(f"Epoch 1: Train Loss={2 - i / 10:.2f}\n" for i in range(5))
+                    + "Epoch 2: Train Loss=1.10\n")
+    (rec,) = read_records(path)
+    assert rec.step.tolist() == [1, 1, 1, 1, 1, 2]
+    assert rec.warnings == ("4 epoch line(s) repeat the epoch of the line before them with no "
+                            "iteration losslens can read: the step is the epoch, so only the last "
+                            "line of each epoch is plotted and judged",)

@@ -31,6 +31,18 @@ def _fairseq2():
                    for s in range(1, 30))
 
 
+def _build_nanogpt():
+    # the evaluation lines carry no step: the one after the step line before them (context)
+    out = []
+    for s in range(30):
+        if s % 10 == 0:
+            out += [f"validation loss: {3.1 - s / 100:.4f}", "HellaSwag accuracy: 1/4=0.2500",
+                    "rank 1 sample 0: Hello, I'm a language model,", "and more"]
+        out.append(f"step {s:5d} | loss: {3 - s / 100:.6f} | lr 6.0000e-04 | norm: 0.5000 | "
+                   "dt: 400.00ms | tok/sec: 1300000.00")
+    return "\n".join(out) + "\n"
+
+
 def _composer():
     text = composer.CONSOLE.rsplit("\n", 1)[0] + "\n"
     return text * 3
@@ -38,7 +50,8 @@ def _composer():
 
 @pytest.mark.parametrize("fmt, text", [("maxtext", _maxtext()), ("torchtune", _torchtune()),
                                        ("modded-nanogpt", _modded()), ("composer", _composer()),
-                                       ("fairseq2", _fairseq2())])
+                                       ("fairseq2", _fairseq2()),
+                                       ("build-nanogpt", _build_nanogpt())])
 @pytest.mark.parametrize("cut", [1, 3, 7])
 def test_followed_in_batches_equals_one_read(tmp_path, fmt, text, cut):
     whole = tmp_path / "whole.log"

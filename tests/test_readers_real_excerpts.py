@@ -78,6 +78,20 @@ EXPECTED = {
         "eval/samples_per_second": ("other", 1, 1, 1, 6.385000228881836, 6.385000228881836),
         "eval/steps_per_second": ("other", 1, 1, 1, 3.191999912261963, 3.191999912261963),
     }),
+    # LLaMA-Factory's trainer_log.jsonl (its LogCallback: `current_steps`, `total_steps`, ...):
+    # a GRPO run stopped at step 202 of 5,100, and a finished Qwen2.5-7B LoRA SFT with evals
+    "llama-factory_grpo_trainer_log.jsonl": ("jsonl", "llama-factory", {
+        "loss": ("train_loss", 202, 1, 202, 0.6491, 0.4962),
+        "accuracy": ("train_acc", 202, 1, 202, 1.0, 1.0),
+        "lr": ("lr", 202, 1, 202, 9.803921568627451e-10, 1.980392156862745e-07),
+        "percentage": ("other", 202, 1, 202, 0.02, 3.96),
+    }),
+    "llama-factory_qwen2.5-7b-medical_trainer_log.jsonl": ("jsonl", "llama-factory", {
+        "loss": ("train_loss", 675, 10, 6750, 2.219, 1.5999),
+        "lr": ("lr", 675, 10, 6750, 1.3333333333333334e-06, 6.68570453998818e-12),
+        "percentage": ("other", 689, 10, 6750, 0.15, 100.0),
+        "eval_loss": ("val_loss", 13, 500, 6500, 1.6410622596740723, 1.577560544013977),
+    }),
     "nemo_bionemo_esm2.log": ("megatron", "nemo", {
         "reduced_train_loss": ("train_loss", 7, 28, 34, 2.778, 2.788),
         "val_loss": ("val_loss", 1, 28, 28, 2.861, 2.861),  # repeated on every line: one point

@@ -1,6 +1,7 @@
-"""Real torchtune, axolotl, Levanter, t5x and training scripts' epoch-line output that is public but not ours to copy
-(benchmarks/real/excerpts.json): pasted into GitHub threads, or in a repository without a
-licence. `python benchmarks/real/fetch_excerpts.py` downloads the excerpts; these tests check
+"""Real torchtune, axolotl, Levanter, t5x, training scripts' epoch-line and build-nanogpt
+output that is public but not ours to copy (benchmarks/real/excerpts.json): pasted into
+GitHub threads, or in a repository without a licence file.
+`python benchmarks/real/fetch_excerpts.py` downloads the excerpts; these tests check
 exact series, roles, counts and steps on them and skip when they are absent. The cutting and
 the download requests are tested offline."""
 from __future__ import annotations
@@ -102,6 +103,125 @@ EXPECTED = {
         "ValAcc": ("val_acc", 35, 1, 30, 60.94, 66.28),
         "LR": ("lr", 35, 1, 30, 0.0001, 5e-05),
         "Time": ("other", 35, 1, 30, 480.3, 456.2),
+    }),
+    # a fork of karpathy/build-nanogpt (AGNDM): each run's log/log.txt and its stdout, whole;
+    # both files of a run give the same steps and values (test_readers_build_nanogpt.py)
+    "build-nanogpt-agndm-1-epoch-stdout": ("build-nanogpt", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.9522, 3.0663),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2487, 0.3058),
+        "loss": ("train_loss", 19073, 0, 19072, 10.95501, 3.08329),
+        "lr": ("lr", 19073, 0, 19072, 8.3916e-07, 6e-05),
+        "norm": ("grad_norm", 19073, 0, 19072, 15.3421, 0.3197),
+        "dt": ("other", 19073, 0, 19072, 23547.83, 18264.89),
+        "tok/sec": ("other", 19073, 0, 19072, 22264.81, 28704.7),
+    }),
+    "build-nanogpt-agndm-2-5-epoch-full-log": ("build-nanogpt-log", "build-nanogpt", None, {
+        "val loss": ("val_loss", 225, 0, 56000, 10.9519, 2.9752),
+        "HellaSwag": ("val_acc", 225, 0, 56000, 0.2487, 0.3234),
+        "loss": ("train_loss", 56047, 0, 56046, 10.955011, 2.921752),
+    }),
+    "build-nanogpt-agndm-bigger-log": ("build-nanogpt-log", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 11.0864, 2.9147),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2498, 0.3355),
+        "loss": ("train_loss", 19073, 0, 19072, 11.087302, 2.941178),
+    }),
+    "build-nanogpt-agndm-bigger-stdout": ("build-nanogpt", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 11.0864, 2.9147),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2498, 0.3355),
+        "loss": ("train_loss", 19073, 0, 19072, 11.087302, 2.941178),
+        "lr": ("lr", 19073, 0, 19072, 8.3916e-07, 6e-05),
+        "norm": ("grad_norm", 19073, 0, 19072, 23.1795, 0.2707),
+        "dt": ("other", 19073, 0, 19072, 22621.26, 22170.04),
+        "tok/sec": ("other", 19073, 0, 19072, 23176.78, 23648.49),
+    }),
+    "build-nanogpt-agndm-group-kv-g2-log": ("build-nanogpt-log", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.931, 3.0834),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2413, 0.3015),
+        "loss": ("train_loss", 19073, 0, 19072, 10.934416, 3.101235),
+    }),
+    "build-nanogpt-agndm-group-kv-g2-stdout": ("build-nanogpt", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.931, 3.0834),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2413, 0.3015),
+        "loss": ("train_loss", 19073, 0, 19072, 10.934416, 3.101235),
+        "lr": ("lr", 19073, 0, 19072, 8.3916e-07, 6e-05),
+        "norm": ("grad_norm", 19073, 0, 19072, 15.0092, 0.3215),
+        "dt": ("other", 19073, 0, 19072, 21279.71, 23220.92),
+        "tok/sec": ("other", 19073, 0, 19072, 24637.93, 22578.26),
+    }),
+    "build-nanogpt-agndm-half-dataset-log": ("build-nanogpt-log", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.9522, 3.0594),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2487, 0.3057),
+        "loss": ("train_loss", 19073, 0, 19072, 10.95501, 3.030851),
+    }),
+    "build-nanogpt-agndm-half-dataset-stdout": ("build-nanogpt", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.9522, 3.0594),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2487, 0.3057),
+        "loss": ("train_loss", 19073, 0, 19072, 10.95501, 3.030851),
+        "lr": ("lr", 19073, 0, 19072, 8.3916e-07, 6e-05),
+        "norm": ("grad_norm", 19073, 0, 19072, 15.342, 0.2825),
+        "dt": ("other", 19073, 0, 19072, 19277.96, 20019.31),
+        "tok/sec": ("other", 19073, 0, 19072, 27196.24, 26189.12),
+    }),
+    "build-nanogpt-agndm-linear-lr-log": ("build-nanogpt-log", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.9522, 3.0843),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2487, 0.2989),
+        "loss": ("train_loss", 19073, 0, 19072, 10.95501, 3.102417),
+    }),
+    "build-nanogpt-agndm-linear-lr-stdout": ("build-nanogpt", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.9522, 3.0843),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2487, 0.2989),
+        "loss": ("train_loss", 19073, 0, 19072, 10.95501, 3.102417),
+        "lr": ("lr", 19073, 0, 19072, 8.3916e-07, 6e-05),
+        "norm": ("grad_norm", 19073, 0, 19072, 15.3421, 0.3298),
+        "dt": ("other", 19073, 0, 19072, 18549.18, 18295.64),
+        "tok/sec": ("other", 19073, 0, 19072, 28264.75, 28656.44),
+    }),
+    "build-nanogpt-agndm-log-log": ("build-nanogpt-log", "build-nanogpt", None, {
+        "val loss": ("val_loss", 1, 0, 0, 10.931, 10.931),
+        "HellaSwag": ("val_acc", 1, 0, 0, 0.2413, 0.2413),
+        "loss": ("train_loss", 95, 0, 94, 10.934416, 7.321465),
+    }),
+    "build-nanogpt-agndm-no-warmup-log": ("build-nanogpt-log", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.9522, 3.1681),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2487, 0.2909),
+        "loss": ("train_loss", 19073, 0, 19072, 10.95501, 3.181935),
+    }),
+    "build-nanogpt-agndm-no-warmup-stdout": ("build-nanogpt", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.9522, 3.1681),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2487, 0.2909),
+        "loss": ("train_loss", 19073, 0, 19072, 10.95501, 3.181935),
+        "lr": ("lr", 19073, 0, 19072, 0.0006, 6e-05),
+        "norm": ("grad_norm", 19073, 0, 19072, 15.342, 0.3356),
+        "dt": ("other", 19073, 0, 19072, 19152.47, 19471.28),
+        "tok/sec": ("other", 19073, 0, 19072, 27374.43, 26926.22),
+    }),
+    "build-nanogpt-agndm-shuffled-log": ("build-nanogpt-log", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.9522, 3.0619),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2487, 0.3025),
+        "loss": ("train_loss", 19073, 0, 19072, 10.952208, 2.985119),
+    }),
+    "build-nanogpt-agndm-shuffled-stdout": ("build-nanogpt", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.9522, 3.0619),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2487, 0.3025),
+        "loss": ("train_loss", 19073, 0, 19072, 10.952208, 2.985119),
+        "lr": ("lr", 19073, 0, 19072, 8.3916e-07, 6e-05),
+        "norm": ("grad_norm", 19073, 0, 19072, 15.4145, 0.2973),
+        "dt": ("other", 19073, 0, 19072, 19825.5, 18135.98),
+        "tok/sec": ("other", 19073, 0, 19072, 26445.13, 28908.72),
+    }),
+    "build-nanogpt-agndm-smaller-log": ("build-nanogpt-log", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.8906, 3.5576),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2493, 0.2604),
+        "loss": ("train_loss", 19073, 0, 19072, 10.89043, 3.567126),
+    }),
+    "build-nanogpt-agndm-smaller-stdout": ("build-nanogpt", "build-nanogpt", None, {
+        "val loss": ("val_loss", 78, 0, 19072, 10.8906, 3.5576),
+        "HellaSwag": ("val_acc", 78, 0, 19072, 0.2493, 0.2604),
+        "loss": ("train_loss", 19073, 0, 19072, 10.89043, 3.567126),
+        "lr": ("lr", 19073, 0, 19072, 8.3916e-07, 6e-05),
+        "norm": ("grad_norm", 19073, 0, 19072, 6.5682, 0.7298),
+        "dt": ("other", 19073, 0, 19072, 10578.11, 10752.14),
+        "tok/sec": ("other", 19073, 0, 19072, 49563.48, 48761.26),
     }),
 }
 #: excerpts written by several launches of a script: each launch's (first, last) step

@@ -698,7 +698,17 @@ def test_pix2pix_single_epoch_and_old_form(tmp_path):
 
 
 TEXT_FORMATS = ("hf-trainer", "hf-trainer-state", "nanogpt", "llmc", "llmc-mainlog",
-                "torchtitan", "pix2pix", "epoch-lines")
+                "torchtitan", "pix2pix", "epoch-lines", "build-nanogpt", "build-nanogpt-log")
+
+# Karpathy's build-nanogpt train_gpt2.py: its stdout and log/log.txt
+BUILD_NANOGPT_OUT = (
+    "total desired batch size: 524288\nvalidation loss: 10.9522\n"
+    "HellaSwag accuracy: 2497/10042=0.2487\n"
+    "step     0 | loss: 10.955010 | lr 6.0000e-04 | norm: 15.3420 | dt: 19152.47ms | "
+    "tok/sec: 27374.43\n"
+    "step     1 | loss: 10.014891 | lr 6.0000e-04 | norm: 3.8393 | dt: 394.95ms | "
+    "tok/sec: 1327465.30\n")
+BUILD_NANOGPT_LOG = "0 val 10.9522\n0 hella 0.2487\n0 train 10.955010\n1 train 10.014891\n"
 
 
 @pytest.mark.parametrize("fmt", TEXT_FORMATS)
@@ -727,6 +737,8 @@ def test_sniffers_decline_each_others_fixtures(tmp_path, fmt):
         "epoch-lines": write(tmp_path, "d.log", "".join(
             f"2025-04-24 21:17:53,828 - INFO - Epoch [{e}/5], Train Loss: {2 / e:.4f}, "
             f"Val Loss: {2.1 / e:.4f}\n" for e in range(1, 6))),
+        "build-nanogpt": write(tmp_path, "e.out", BUILD_NANOGPT_OUT),
+        "build-nanogpt-log": write(tmp_path, "log.txt", BUILD_NANOGPT_LOG),
     }
     mod_sniff = FORMATS[fmt].load()
     fn = getattr(mod_sniff, f"sniff_{fmt.replace('-', '_')}", None) or mod_sniff.sniff

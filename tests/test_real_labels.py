@@ -1,5 +1,5 @@
 """The labelled real logs kept in this repository (benchmarks/real/logs, licences allowing it):
-every judgement a person made from their plots holds (benchmarks/real_quality.py scores all 107,
+every judgement a person made from their plots holds (benchmarks/real_quality.py scores all 109,
 these pin the ones that travel with the code)."""
 from __future__ import annotations
 

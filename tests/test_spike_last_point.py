@@ -81,12 +81,14 @@ def test_the_guard_still_skips_the_newest_point_and_agrees_with_analyze(guards):
 
 @pytest.mark.skipif(not YOLO.is_file(), reason="benchmarks/real/cache not filled (fetch.py)")
 def test_yolov8_x1_05_at_its_last_epoch_is_not_critical():
-    """27hrs/YOLOv8 runs/detect/train2: val cls 0.35957 -> 0.37767 at epoch 704 of 704."""
+    """27hrs/YOLOv8 runs/detect/train2: val cls 0.35957 -> 0.37767 at epoch 704 of 704.
+    Judged on its evaluations (each value is written twice: losslens.detectors.held), x1.05 is
+    no spike at all (it was an info spike, recovery not known, while the repeats made the
+    scale collapse)."""
     from losslens import read
 
     ra = analyze(read(str(YOLO))).runs[0]
-    last = [e for e in ra.events if e.kind == "spike" and e.start_step == 704]
-    assert [(e.tag, e.recovery, e.severity) for e in last] == [("val/cls_loss", None, "info")]
+    assert [e for e in ra.events if e.kind == "spike" and e.start_step == 704] == []
     assert not [f for f in ra.findings if f.severity == "critical"]
 
 

@@ -74,6 +74,31 @@ def levanter(n: int) -> str:
     return "\n".join(out) + "\n"
 
 
+def build_nanogpt(n: int) -> str:
+    # train_gpt2.py: evaluation lines (no step) at the top of every 250th step, then the
+    # samples of two ranks (several lines each), then the step's own line
+    out = ["total desired batch size: 524288"]
+    for s in range(n):
+        if s % 250 == 0 or s == n - 1:
+            out += [f"validation loss: {_loss(s) + 0.1:.4f}",
+                    f"HellaSwag accuracy: {2490 + s}/10042={(2490 + s) / 10042:.4f}"]
+            if s:
+                out += [f"rank {r} sample {i}: Hello, I'm a language model,\nand more"
+                        for r in range(2) for i in range(4)]
+        out.append(f"step {s:5d} | loss: {_loss(s):.6f} | lr {6e-4:.4e} | "
+                   f"norm: {0.5 + s % 7 / 100:.4f} | dt: {400 + s % 3:.2f}ms | tok/sec: {1.3e6:.2f}")
+    return "\n".join(out) + "\n"
+
+
+def build_nanogpt_log(n: int) -> str:
+    out = []
+    for s in range(n):
+        if s % 250 == 0 or s == n - 1:
+            out += [f"{s} val {_loss(s) + 0.1:.4f}", f"{s} hella {(2490 + s) / 10042:.4f}"]
+        out.append(f"{s} train {_loss(s):.6f}")
+    return "\n".join(out) + "\n"
+
+
 def modded() -> str:
     return (DATA / "modded_nanogpt" / "2024-12-04_ValueEmbed_1b4db08c.txt").read_text()
 
@@ -91,7 +116,8 @@ def jsonl_null_tail(n: int) -> str:
 CASES = {"maxtext": lambda: maxtext(1200), "torchtune": lambda: torchtune(1200),
          "composer": lambda: composer(1200), "modded-nanogpt": modded,
          "t5x": lambda: t5x(1200), "levanter": lambda: levanter(1200),
-         "jsonl": lambda: jsonl_null_tail(1200)}
+         "jsonl": lambda: jsonl_null_tail(1200), "build-nanogpt": lambda: build_nanogpt(1200),
+         "build-nanogpt-log": lambda: build_nanogpt_log(1200)}
 
 
 @pytest.mark.parametrize("fmt", sorted(CASES))

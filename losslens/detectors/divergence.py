@@ -203,6 +203,10 @@ class DivergenceDetector:
 
     # -- sustained rise of the finite values ---------------------------------------------
 
+    def median_window(self, n: int) -> int:
+        """The median window on `n` finite points (a streaming form asks when it is full)."""
+        return self._window(n)
+
     def _window(self, n: int) -> int:
         """The median window: `window`, shrunk on short series (at most an eighth of them)."""
         return min(self.window | 1, max(_MIN_WINDOW, n // _SHORT_WINDOW) | 1)

@@ -53,9 +53,10 @@ class GradSpikeDetector:
         require(self, "min_ratio", is_num(self.min_ratio) and self.min_ratio >= 1, "a number >= 1")
 
     def spike_detector(self) -> SpikeDetector:
-        # trailing statistic only: the grad norm of a run's first steps jumps about at will
+        # trailing statistic only: the grad norm of a run's first steps jumps about at will;
+        # near 0 without having fallen (a noisy grad norm near its start level: additive)
         return SpikeDetector(window=self.window, threshold=self.threshold,
-                             min_ratio=self.min_ratio, look_ahead=False)
+                             min_ratio=self.min_ratio, look_ahead=False, floor_fallen=0.0)
 
     def detect_run(self, frame: Frame, run: RunInfo,
                    known: Mapping[str, Known | None] | None = None) -> list[Event]:

@@ -10,13 +10,12 @@ Statistic (causal: a point's verdict uses only the points before it):
 - Space: log of the values while every value so far is positive (a loss spanning decades keeps
   one noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
   non-positive value on (RL and policy losses change sign), or from where the level comes
-  within 5 additive noise scales of 0 (values hovering near 0). While in log space the scale
-  is floored by the additive noise of the last few points over the level, so a loss reaching
-  0 with additive noise is not judged by a log-space scale that lags behind. Where a positive
-  loss is judged additively because it came near 0, a spike must also stand out in log space
-  (spike_stats.LogCheck): log-normal flicker on a 1e-7 floor is large additively and ordinary
-  as a ratio, a collapse from the floor or a blow-up from 1e-30 is large either way (a
-  lone point on a floor the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
+  within 5 additive noise scales of 0 having fallen `floor_fallen` x below the highest value
+  (values hovering near 0; the noise of a window of a steep fall is mostly the fall). In log
+  space the scale is floored by the additive noise of the last few points over the level. Near
+  0 a spike must also stand out in log space (spike_stats.LogCheck): flicker on a 1e-7 floor
+  is large additively and ordinary as a ratio, a collapse from the floor is large either way
+  (a lone point on a floor the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
 - Expected value, from the finite points before the point, by whichever of two predictors
   made the smaller errors over the last `window` points: the median of the last
   `level_window` points plus its measured lag (the median of its recent residuals: a median
@@ -31,12 +30,15 @@ Statistic (causal: a point's verdict uses only the points before it):
   heavy-tailed noise, more for a spike of a single point: the one verdict that looks one
   point ahead, so a one-point spike at the newest point waits for the next) and by the
   ratio `min_ratio` (when the level is above 0); or, for a rise over up to HUMP points,
-  the level HUMP points before it by `threshold` of that level's own errors. The steep
+  the level HUMP points before it by `threshold` of that level's own errors (the plain
+  `threshold` where the rise doubled that level; such a spike starts at the point before,
+  from that level: a x4.5 rise over 4 evaluations of a noisy series). The steep
   early descent never flags: it lies below what the trailing points expect. For a lone
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
   two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
   lone dips below 0 count too), and under x1.2 of its level it is a blip of the noise
-  unless far above it (LONE_RATIO).
+  unless far above it (LONE_RATIO). The point after a dip (TAIL_Z scales under its level)
+  is judged against the dip's level, not the dip: the way back is no spike.
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - The first points (the trailing statistic has little history there): a blow-up above
@@ -51,6 +53,7 @@ Statistic (causal: a point's verdict uses only the points before it):
   without it: its points leave the trailing statistics once it is back, and a spike that is
   not back a level window after it began starts the statistics afresh from there.
 
+Held values (carried over between evaluations) are counted once (`held`).
 Known false positives: a level shift upwards at an LR or data-mixture switch reads as a spike
 that never recovers; heavy-tailed per-batch noise (mixed-length batches) gives isolated
 1-point spikes of modest magnitude (raise `threshold` or `min_ratio`).
@@ -64,14 +67,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Series
+from . import held
+from .params import is_int, is_num, require  # noqa: F401  (re-exported: their home was here)
 from .spike_early import EARLY_SCALE, HEAD, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
-    baseline, find_back, lone_threshold, masked_trailing_median, near_zero_points, next_true,
-    trailing_median, trailing_min)
+    baseline, find_back, finite_trailing_median, lone_threshold, masked_trailing_median,
+    near_zero_points, next_true, trailing_median, trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -105,43 +109,15 @@ BACK_SHARE = 0.05
 #: A rise spread over up to HUMP points is also judged against the level HUMP points before
 #: it plus the typical HUMP-step drift, in units of that predictor's own errors (on AR(1)-
 #: correlated noise far larger than the one-step scale: measured so, correlated noise gives
-#: no false alarms); the point before must be half as high. Not near 0, where LogCheck
-#: judges (0 turns this off).
+#: no false alarms); the point before must be half as high; a rise that doubled that level
+#: is judged by the plain `threshold`, as one step that doubled (DOUBLED). Not near 0, where
+#: LogCheck judges (0 turns this off).
 HUMP = 5
 #: A spike whose highest value is within REPEAT_TOL (relative) of the highest values of
 #: REPEAT_COUNT spikes that began in the `window` points before it is the loss switching
 #: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
 #: every ten steps), not a new event: the first REPEAT_COUNT are reported, the rest not.
 REPEAT_TOL, REPEAT_COUNT = 0.01, 2
-
-
-def finite_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
-    """`masked_trailing_median` (NaN: left out), by the faster `trailing_median` where the
-    NaN are only leading ones (the same medians: `window` is odd)."""
-    ok = np.isfinite(x)
-    first = int(np.argmax(ok)) if ok.any() else x.shape[0]
-    if not ok[first:].all():
-        return masked_trailing_median(x, window)
-    out = np.full(x.shape[0], np.nan)
-    out[first:] = trailing_median(x[first:], window)
-    return out
-
-
-def require(obj: Any, name: str, ok: bool, allowed: str) -> None:
-    """Raise InvalidParameterError naming the detector field, its value and the allowed range."""
-    if not ok:
-        value = getattr(obj, name)
-        raise InvalidParameterError(
-            f"{type(obj).__name__}.{name} must be {allowed}, got {value!r}")
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def is_num(value: Any) -> bool:
-    return (isinstance(value, (int, float, np.integer, np.floating))
-            and not isinstance(value, bool) and bool(np.isfinite(value)))
 
 
 @dataclass(frozen=True)
@@ -175,6 +151,8 @@ class SpikeDetector:
     #: Judge the first points of a series also with the points after them (spike_early: the
     #: trailing statistic has too little history there); False: the trailing statistic only.
     look_ahead: bool = True
+    #: Near 0 only this many times below the highest value so far (0: off; grad norms).
+    floor_fallen: float = 100.0
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -188,20 +166,20 @@ class SpikeDetector:
         require(self, "min_ratio", is_num(self.min_ratio) and self.min_ratio >= 1, "a number >= 1")
         require(self, "min_points", is_int(self.min_points) and self.min_points >= 3, "an int >= 3")
         require(self, "back_z", is_num(self.back_z) and 0 < self.back_z, "a number > 0")
-        require(self, "back_points", is_int(self.back_points) and self.back_points >= 1,
-                "an int >= 1")
-        require(self, "fast_within", is_int(self.fast_within) and self.fast_within >= 0,
-                "an int >= 0")
+        require(self, "back_points", is_int(self.back_points) and self.back_points >= 1, "an int >= 1")
+        require(self, "fast_within", is_int(self.fast_within) and self.fast_within >= 0, "an int >= 0")
         require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
                 "an int >= 0")
         require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
+        require(self, "floor_fallen", is_num(self.floor_fallen) and self.floor_fallen >= 0, ">= 0")
 
-    def detect(self, series: Series, known: Known | None = None, head: bool = True
-               ) -> list[Event]:
-        """The spikes of `series` (`known`, `head`: as `find` takes them)."""
+    def detect(self, series: Series, known: Known | None = None, head: bool = True,
+               judged: bool = False) -> list[Event]:
+        """The spikes of `series` judged without its held repeats (`held.judged`; `judged`:
+        a streaming form's window of the judged points; `known`, `head`: as `find` takes)."""
         self.validate()
-        return [self._event(series, s)
-                for s in self.find(series.step, series.value, known, head)]
+        series = series if judged else held.judged(series)
+        return [self._event(series, s) for s in self.find(series.step, series.value, known, head)]
 
     # -- the work, on plain arrays (gradspike and divergence reuse it) --------------------
 
@@ -270,13 +248,11 @@ class SpikeDetector:
         return Known(k, logb, lambda vals: baseline(vals, w, False, level_window=lw))
 
     def near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
-        """Index from which `find` judges the positive values `v` additively (`logb`: their
-        log-space baseline, `w`: the odd window), len(v) when never: the first point (from
-        `near_zero_from`) where `near_zero_points` holds."""
-        n = v.shape[0]
+        """Index from which `find` judges the positive values `v` (log baseline `logb`, odd
+        window `w`) additively: the first from `near_zero_from` near 0, len(v) when none."""
         first = self.near_zero_from(w)
-        near = np.flatnonzero(near_zero_points(v, logb, w)[first:])
-        return first + int(near[0]) if near.shape[0] else n
+        near = np.flatnonzero(near_zero_points(v, logb, w, fallen=self.floor_fallen)[first:])
+        return first + int(near[0]) if near.shape[0] else v.shape[0]
 
     def near_zero_from(self, w: int) -> int:
         """The first finite index that may turn additive: with `look_ahead`, after the first
@@ -290,6 +266,19 @@ class SpikeDetector:
         with np.errstate(invalid="ignore", divide="ignore"):
             u = (base.y - base.level) / base.scale
             return (u > TAIL_Z) & (u <= self.threshold)
+
+    def flagged(self, base: Baseline, a: int, b: int, offset: int, hump: bool = True
+                ) -> np.ndarray:
+        """`_extract`'s first mask of points a..b-1 of `base` (one space's baseline from the
+        series' point `offset` on, from its start or with max(tail_window, 2 x window) + 16
+        points before a; `hump`: no LogCheck), before any spike re-judges what follows it."""
+        thr = self._tail_threshold(base, self._tail_big(base), a, b)
+        a1 = max(0, a - (self.window | 1) - 2)  # the hump predictor on full windows
+        back = hump and tuple(x[a - a1:] for x in  # (their heads are not read from 2w on)
+                              self._back(base.y, base.level, base.scale, a1, b,
+                                         a1 < 2 * (self.window | 1)))
+        return self._elevated(base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b],
+                              thr, base.log, offset + a, back or None)  # type: ignore[arg-type]
 
     def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
                         b: int | None = None, index: float = TAIL_INDEX) -> np.ndarray:
@@ -331,18 +320,16 @@ class SpikeDetector:
             ok |= self._doubled(y, level, log) & self._above(y, level, scale,
                                                              self.threshold * small, log)
             if back is not None and HUMP:  # a multi-point hump: the level follows its rise
-                lb, sb, prev = back
-                ok |= (self._above(y, lb, sb, thr, log)
-                       & self._above(prev, lb, sb, thr / 2, log))
+                lb, sb, prev = back  # (one that doubled that level: the plain threshold)
+                th = np.where(self._doubled(y, lb, log), self.threshold * small, thr)
+                ok |= self._above(y, lb, sb, th, log) & self._above(prev, lb, sb, th / 2, log)
         ok[:max(0, self.min_points - offset)] = False
         return ok
 
     def _dips(self, base: Baseline, v: np.ndarray, hi: int) -> np.ndarray:
-        """Lone dips of the first `hi` points: more than TAIL_Z scales under the level, the
-        points on either side not, at a value <= 0. Where a loss changes sign (RL, policy
-        losses) its noise is as heavy below the level as above it: a lone dip is as much
-        evidence of a heavy tail as a lone outlier upwards (a drop that lasts, or a recovery,
-        is not lone; a positive loss never dips below 0)."""
+        """Lone dips of the first `hi` points (TAIL_Z scales under the level, neighbours not,
+        at a value <= 0): a loss changing sign (RL, policy losses) is as heavy-tailed below
+        its level as above, so they are tail evidence too (a positive loss never dips so)."""
         if base.log:
             return np.zeros(hi, bool)
         with np.errstate(invalid="ignore"):
@@ -354,8 +341,7 @@ class SpikeDetector:
 
     @staticmethod
     def _doubled(y: Any, level: Any, log: bool) -> Any:
-        """Whether `y` is at least twice its `level` in log space (additive: never; near 0 a
-        floor's flicker doubles at will, and a signed loss has no ratio)."""
+        """Whether `y` is at least twice its `level` in log space (additive: never)."""
         if not log:
             return np.zeros(np.shape(y), bool) if np.ndim(y) else False
         with np.errstate(invalid="ignore"):
@@ -371,8 +357,7 @@ class SpikeDetector:
 
     @staticmethod
     def _persists(y: np.ndarray, level: np.ndarray, scale: np.ndarray, c: int, hi: int) -> bool:
-        """Whether the point after c is also TAIL_Z scales above c's level (a tail event of
-        independent noise rarely has a neighbour in the tail)."""
+        """Whether the point after c is also TAIL_Z scales above c's level."""
         return c + 1 < hi and bool(y[c + 1] - level[c] > TAIL_Z * scale[c])
 
     def _above(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, thr: np.ndarray,
@@ -385,8 +370,8 @@ class SpikeDetector:
             ok &= (level <= 0) | (y >= level * self.min_ratio)
         return ok
 
-    def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int,
+              head: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For the points a..b-1: the level HUMP points before each plus the typical H-step
         drift (the median of the last `window` H-step changes: on a steep descent the old
         level alone is biased high and its errors are mostly the trend), the scale of that
@@ -402,10 +387,10 @@ class SpikeDetector:
         lo = max(h, a - w - 1)
         if b > lo:
             change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
-            drift = finite_trailing_median(change, w)  # drift[j]: changes lo..lo+j
+            drift = finite_trailing_median(change, w, head)  # drift[j]: changes lo..lo+j
             err = np.full(b - lo, np.nan)
             err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
-            med = finite_trailing_median(err, w)
+            med = finite_trailing_median(err, w, head)
             j = np.arange(a, b) - 1 - lo  # the changes up to the point before
             good = j >= 0
             out_l[good] += drift[j[good]]
@@ -422,9 +407,9 @@ class SpikeDetector:
         big = self._tail_big(base)[:hi].copy()
         thr = self._tail_threshold(base, big, 0, hi)
         elev = np.zeros(hi, bool)
+        hump = None if check else self._back(y, level, scale, lo, hi)
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
-                                   base.log, lo,
-                                   None if check else self._back(y, level, scale, lo, hi))
+                                   base.log, lo, hump)
         # the first points: a blow-up from the first few (_early), and (log space) judged
         # with the points after them too (spike_early); their pre-spike level and scale
         # are kept apart (re-judging after a spike moves `level`)
@@ -459,6 +444,12 @@ class SpikeDetector:
                 if not check.confirms(c, v[c:max(last, r)], masked):
                     elev[c:r] = False
                     continue
+            small_c = 1 + SMALL_SAMPLE / max(int(count[c]), 1)
+            if c > lo and not ahead[c] and y[c - 1] - level[c - 1] < -TAIL_Z * scale[c - 1] \
+                    and not self._above(y[c:c + 1], level[c - 1:c], scale[c - 1:c],
+                                        thr[c:c + 1] * small_c, base.log)[0]:
+                elev[c] = False  # the way back from a dip: judged by the level before it
+                continue
             if c >= self.min_points and not ahead[c] \
                     and not self._persists(y, level, scale, c, hi) \
                     and not self._doubled(y[c], level[c], base.log):
@@ -466,7 +457,7 @@ class SpikeDetector:
                 if dips is None:
                     dips = self._dips(base, v, hi)
                 one = float(self._tail_threshold(base, big | dips, c, c + 1, SINGLE_INDEX)[0])
-                one *= 1 + SMALL_SAMPLE / max(int(count[c]), 1)
+                one *= small_c
                 if self._blip(float(y[c]), float(level[c]), float(scale[c]), base.log) or \
                         not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
                                         np.array([one]), base.log)[0]:
@@ -475,6 +466,10 @@ class SpikeDetector:
             pre, sc = float(level[c]), float(scale[c])
             if ahead[c]:
                 pre, sc = float(pre_at[c]), float(sc_at[c])
+            elif hump is not None and c > max(allowed, lo) and not self._elevated(
+                    y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
+                    base.log, c)[0]:  # a rise over a few points (HUMP): from the point
+                c, pre = c - 1, float(hump[0][c - lo])  # before, over the level before it
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if self._repeats(tops, c, v[c:max(c + 1, end if end is not None
                                                   else min(hi, c + restart))]):
@@ -579,10 +574,8 @@ class SpikeDetector:
             "magnitude": magnitude, "details": {
                 "z": (float(base.y[p]) - level) / scale,
                 "z_start": (float(base.y[c]) - level) / scale,
-                "threshold": thr,
-                "pre_level": pre, "peak_value": peak,
-                "scale": scale, "space": "log" if base.log else "linear",
-                "magnitude_units": units,
+                "threshold": thr, "pre_level": pre, "peak_value": peak, "scale": scale,
+                "space": "log" if base.log else "linear", "magnitude_units": units,
                 "abrupt": bool(c > 0 and base.y[c - 1] <= level + self.back_z * scale),
             },
         }

@@ -259,7 +259,10 @@ def early_spikes(y: np.ndarray, threshold: float, min_rise: float) -> Early:
             continue
         excess = jump[i] - centre
         before = jump[max(3, i - 2):i]  # (point 2's line rests on two points)
-        tracked = not before.shape[0] or np.abs(before - centre).max() <= TRACK * sc
+        dev = before - centre
+        # a curve falling faster than predicted is no knee when the point tops the last three
+        tracked = not before.shape[0] or np.abs(dev).max() <= TRACK * sc or (
+            dev.max() <= TRACK * sc and head[i] - head[max(0, i - 3):i].max() > RISE * sc)
         rose = head[i] - max(head[i - 1], head[i - 2]) > RISE * sc  # above both points before
         trend = _fit(head, i, TREND)[1]
         flat = i >= TREND and trend <= FLAT * sc  # the curve before was not rising

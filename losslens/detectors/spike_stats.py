@@ -38,17 +38,35 @@ CHECK_POINTS = 30
 DIP_Z = 6.0
 
 
-def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
-    """out[i] = median of x[max(0, i - window + 1) .. i]; `window` odd; x without NaN."""
+def trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.ndarray:
+    """out[i] = median of x[max(0, i - window + 1) .. i]; `window` odd; x without NaN.
+    `head` False: the first window - 1 are left as the filter pads them (x[0] repeated), for
+    a caller that drops them (a streaming form's stretch of history: ~0.1 ms a call saved)."""
     from .filters import expanding_median, median_filter
 
     n = x.shape[0]
     if n == 0:
         return x.astype(float)
     out = median_filter(x, size=window, origin=(window - 1) // 2)
-    head = min(window - 1, n)
-    if head:  # the filter pads with x[0]; the first points get exact expanding medians
-        out[:head] = expanding_median(x[:head])
+    h = min(window - 1, n)
+    if h and head:  # the filter pads with x[0]; the first points get exact expanding medians
+        out[:h] = expanding_median(x[:h])
+    return out
+
+
+def _headless(x: np.ndarray, window: int) -> np.ndarray:
+    return trailing_median(x, window, head=False)
+
+
+def finite_trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.ndarray:
+    """`masked_trailing_median` (NaN: left out), by the faster `trailing_median` where the
+    NaN are only leading ones (the same medians: `window` is odd)."""
+    ok = np.isfinite(x)
+    first = int(np.argmax(ok)) if ok.any() else x.shape[0]
+    if not ok[first:].all():
+        return masked_trailing_median(x, window)
+    out = np.full(x.shape[0], np.nan)
+    out[first:] = trailing_median(x[first:], window, head)
     return out
 
 
@@ -72,7 +90,7 @@ class Baseline:
 
 
 def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
-             level_window: int = 15) -> Baseline:
+             level_window: int = 15, head: bool = True) -> Baseline:
     """Trailing robust expectation and scale; `values` finite (and positive when `log`), or
     NaN where points are to be left out of the statistics (`masked=True`: slower, pandas).
 
@@ -85,7 +103,9 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     A steady descent (warm-up) or drift thus leaves z near 0, and a sparse eval series that
     curves faster than a median follows keeps its true noise scale.
     """
-    median = _masked_median if masked else trailing_median
+    # head False: the trailing medians' first windows are not made exact (`trailing_median`):
+    # the first window + 4 x level_window + 16 points are then not the whole series' either
+    median = _masked_median if masked else trailing_median if head else _headless
     n = values.shape[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         y = np.log(values) if log else values.astype(float)
@@ -174,17 +194,34 @@ def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
     return np.maximum(quantum, 1e-12 * np.maximum(1.0, np.abs(med)))
 
 
-def near_zero_points(v: np.ndarray, logb: Baseline, w: int) -> np.ndarray:
+#: The noise as a ratio (near_zero_points) from the last REL_WINDOW differences: shorter
+#: than `window`, as additive noise grows fast as a ratio where the loss falls toward 0 (a
+#: policy loss crossing 0 stayed in log space at 0.03 with 129: quality.py's sign stratum).
+REL_WINDOW = 63
+
+
+def near_zero_points(v: np.ndarray, logb: Baseline, w: int, head: bool = True,
+                     fallen: float = 0.0, top: float = -np.inf) -> np.ndarray:
     """Per point of the positive values `v`: True where they hover near 0 with additive noise
     (ratios stop meaning anything there): the log-space level is within NEAR_ZERO additive
     noise scales of 0 (noise from the consecutive differences of the `w` points before).
-    Log-normal noise of more than ~20 % meets this too; `LogCheck` keeps its flicker from
-    reading as spikes."""
+    With `fallen` > 0 also either `fallen` x below the highest value so far (`top`: the
+    highest before v[0]) or with noise that large relative to each value (log-normal noise
+    over ~20 %): on a steep fall the differences of a window are mostly the fall (lagging
+    behind the level), and a loss at 0.3 with 10 % noise read as near 0. `LogCheck` keeps
+    the flicker of a noisy loss judged additively from reading as spikes."""
     n = v.shape[0]
     noise = np.full(n, np.nan)
-    noise[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)), w)[:-1]
+    noise[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)), w, head)[:-1]
     with np.errstate(invalid="ignore", over="ignore"):
-        return np.exp(logb.level) < NEAR_ZERO * noise
+        near = np.exp(logb.level) < NEAR_ZERO * noise
+        if fallen > 0 and near.any():  # ... having fallen, or with noise that large as a ratio
+            rel = np.full(n, np.inf)
+            rel[2:] = DIFF_TO_SIGMA * trailing_median(np.abs(np.diff(v)) / v[:-1],
+                                                      min(w, REL_WINDOW), head)[:-1]
+            near &= (np.exp(logb.level) * fallen <= np.maximum(np.maximum.accumulate(v), top)) \
+                | (NEAR_ZERO * rel > 1)
+        return near
 
 
 def next_true(mask: np.ndarray, start: int) -> int | None:

@@ -67,6 +67,18 @@ class SeriesBuffer:
         if self._mono[0] > start:
             self._mono = (0, True, math.nan)
 
+    def truncate(self, k: int) -> None:
+        """Drop the points from index `k` on (a rewrite: what follows is added again)."""
+        if k >= self.n:
+            return
+        self.n = k
+        self.rewrites.append(k)
+        self.dirty = k if self.dirty is None else min(self.dirty, k)
+        if self.first_nonpos is not None and self.first_nonpos >= k:
+            self.first_nonpos = None
+        if self._mono[0] > k:
+            self._mono = (0, True, math.nan)
+
     def _reserve(self, size: int) -> None:
         if size > self.step.shape[0]:
             cap = max(size, 2 * self.step.shape[0])

@@ -71,7 +71,8 @@ class _Side:
             return
         a = 0 if upto < 4 or done < lookback + 4 else done - lookback
         keep = done if a else 0
-        b = baseline(v[a:upto], w, log, level_window=lw)
+        # (a stretch of history: its first `lookback` points are dropped, heads and all)
+        b = baseline(v[a:upto], w, log, level_window=lw, head=a == 0)
         if upto < 4:  # (never kept: see the module doc)
             self.cut(0)
             return

@@ -28,7 +28,8 @@ knows each framework's save lines (taken from the frameworks' own source):
 `discover(records, log_path)` then looks for the folder the log names (`saving checkpoint to
 out`, `.../checkpoint-500`), else for checkpoint folders beside the log (HF `checkpoint-N`
 siblings of a `trainer_state.json`, Lightning's `checkpoints/*.ckpt` beside `metrics.csv`,
-`iter_0001000`, `global_step1000`, `step1000`, `step-1000` dirs). What a folder holds wins over
+`iter_0001000`, `global_step1000`, `step1000`, `step-1000` dirs, build-nanogpt's
+`model_05000.pt` files). What a folder holds wins over
 the log's lines (saves can have been deleted since); `RunMeta.checkpoint_source` says which
 it was. nanoGPT overwrites `out/ckpt.pt` at every save, which the source says too.
 """
@@ -52,6 +53,7 @@ CHECKPOINT_NAMES = (
     re.compile(r"^step-(\d+)$"),                      # torchtitan
     re.compile(r"^epoch=\d+-step=(\d+)(?:-v\d+)?\.ckpt$"),  # Lightning ModelCheckpoint
     re.compile(r"^checkpoint_(\d+)$"),                # t5x
+    re.compile(r"^model_(\d{5,})\.pt$"),              # build-nanogpt (log/model_05000.pt)
 )
 
 #: A folder listing stops after this many entries (a huge data folder is not a checkpoint dir).

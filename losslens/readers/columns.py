@@ -14,8 +14,9 @@ import numpy as np
 from ..records import RecordsBuilder
 from .textutil import parse_float
 
-STEP_NAMES = ("step", "_step", "global_step", "iteration", "iter", "it")
-AXIS_NAMES = frozenset(STEP_NAMES) | {"epoch"}
+#: `current_steps` is LLaMA-Factory's `trainer_log.jsonl` (its `total_steps` is the planned length)
+STEP_NAMES = ("step", "_step", "global_step", "iteration", "iter", "it", "current_steps")
+AXIS_NAMES = frozenset(STEP_NAMES) | {"epoch", "total_steps"}
 WALL_NAMES = ("wall_time", "walltime", "_timestamp", "timestamp")
 RUN_NAMES = ("run", "run_name", "run_id")
 TAG_NAMES = ("tag", "metric", "key", "series", "name")

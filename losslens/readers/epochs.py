@@ -59,6 +59,8 @@ _WALL = re.compile(r"\[?(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)")
 #: an iteration counter right after the epoch
 _ITER = re.compile(r"(?i)[\s,|:;\-]*[\[(]?\s*(?:global[ _]step|step|iter(?:ation)?|batch)s?"
                    r"\s*[:=#]?\s*[\[(]?\s*(\d{1,12})\s*(?:/\s*(\d{1,12})\s*)?[\])]?(?![\w.%])")
+#: MiniMind's bare `(iteration/total)` right after the epoch: `Epoch:[1/1](10/39695), loss: ...`
+_BARE_ITER = re.compile(r"\s*\((\d{1,12})\s*/\s*(\d{1,12})\)(?![\w.%])")
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf(?:inity)?"
 #: `name: number` or `name=number`; a name is 1-3 words of at most 40 characters (`Train Loss`,
 #: `F1 (Micro)`)
@@ -204,7 +206,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
         head, end = hm
         epoch = int(head.group(1))
         it = total = None
-        im = _ITER.match(frag, end)
+        im = _ITER.match(frag, end) or _BARE_ITER.match(frag, end)
         if im:
             it, total = int(im.group(1)), int(im.group(2)) if im.group(2) else None
             end = im.end()
@@ -233,8 +235,16 @@ def _place(rows: list[tuple], b: RecordsBuilder) -> str:
     """Give every row its step (see the module docstring); say how."""
     iters = [r for r in rows if r[2] is not None]
     if not iters:
+        seen: dict[str, int] = {}
+        again = 0  # lines that repeat the epoch of the line before them (same tag)
         for line, epoch, _, _, wall, name, value in rows:
+            again += seen.get(name) == epoch
+            seen[name] = epoch
             b.add(name, epoch, value, wall, order=line)
+        if again:
+            b.warn(f"{again:,} epoch line(s) repeat the epoch of the line before them with no "
+                   "iteration losslens can read: the step is the epoch, so only the last line "
+                   "of each epoch is plotted and judged")
         return "epoch"
     first = 0 if min(r[1] for r in rows) == 0 else 1
     totals = [r[3] for r in iters if r[3]]

@@ -53,7 +53,7 @@ CONTEXT_LINES: dict[str, int] = {
     "megatron": 64, "nanogpt": 16, "llmc": 64, "llmc-mainlog": 8, "torchtitan": 16,
     "olmo": 256, "olmo-core": 256, "fairseq": 64, "jsonl": 64, "maxtext": 16,
     "torchtune": 8, "composer": 512, "modded-nanogpt": 16, "fairseq2": 32, "t5x": 0,
-    "levanter": 64,
+    "levanter": 64, "build-nanogpt": 64, "build-nanogpt-log": 0,
 }
 #: Above this many bytes the first read hands the reader the file itself (no copy).
 DIRECT_READ_BYTES = 1 << 20

@@ -74,8 +74,10 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
         del data, body
         return [builder.build(run, str(path), "jsonl", RunMeta())]
     table = _fast_json(body)
+    meta = llama_factory_meta(body)
     if table is not None:
-        _table_json(table, line_numbers(body, 1, table.num_rows), builder, path)
+        _table_json(table, line_numbers(body, 1, table.num_rows), builder, path,
+                    LLAMA_FACTORY_SLOTS if meta.framework == "llama-factory" else frozenset())
     else:  # some line defeats pyarrow: retry piece by piece
         start, line = 0, 1
         while start < len(body):
@@ -85,7 +87,24 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
             line += piece.count(b"\n")
             start = stop
     del data, body, table  # the text and pyarrow's table go before the columns are built
-    return [builder.build(run, str(path), "jsonl", RunMeta())]
+    return [builder.build(run, str(path), "jsonl", meta)]
+
+
+#: what LLaMA-Factory's LogCallback writes as null in every log that has no such value
+LLAMA_FACTORY_SLOTS = frozenset({"loss", "eval_loss", "predict_loss", "reward", "accuracy", "lr",
+                                 "learning_rate"})
+_TOTAL_STEPS = re.compile(rb'"current_steps"\s*:\s*\d+\s*,\s*"total_steps"\s*:\s*(\d{1,18})\b')
+
+
+def llama_factory_meta(body: bytes) -> RunMeta:
+    """LLaMA-Factory's `trainer_log.jsonl` (`{"current_steps": 5, "total_steps": 8712,
+    "loss": ...}`, written by its LogCallback): the planned length from the last line's
+    `total_steps` (so a run that stopped early says so), else nothing."""
+    tail = body[-4096:]
+    found = _TOTAL_STEPS.findall(tail) or _TOTAL_STEPS.findall(body[:4096])
+    if not found:
+        return RunMeta()
+    return RunMeta(train_iters=int(found[-1]), framework="llama-factory")
 
 
 def wide_sparse(body: bytes, sample: int = _SAMPLE_LINES) -> tuple[int, int] | None:
@@ -258,7 +277,10 @@ def _flatten(table) -> dict[str, Any]:
     return out
 
 
-def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path) -> None:
+def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
+                slots: frozenset = frozenset()) -> None:
+    """`slots`: keys a writer always writes, null when it has no value (no warning when
+    every value is null)."""
     import pyarrow as pa
 
     if lines.shape[0] != table.num_rows:
@@ -283,7 +305,8 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path) -
     if null_count(flat):
         nulls_as_nan(metrics, step, step_ok, builder)
         for name, col in flat.items():
-            if pa.types.is_null(col.type) and name not in AXIS_NAMES and name not in WALL_NAMES:
+            if pa.types.is_null(col.type) and name not in AXIS_NAMES and name not in WALL_NAMES \
+                    and name not in slots:
                 builder.warn(f"{name!r}: every value is null (NaN or never logged?); not read")
     add_wide(builder, metrics, step, step_ok, wall, lines)
     report_rows(builder, metrics, step_ok, lines, "step")

@@ -1,0 +1,102 @@
+"""CPU time of the in-process guard's window updates, by stream, with and without the spike
+streams' incremental path (`SpikeStream.incremental`).
+
+The in-process guard (`asynchronous = false`, `slice-ms = 0`) runs its detectors' streams
+every `check-every` calls (and at once on a NaN or a loss over the bar): that call carries
+the update. This feeds `benchmarks/guard_step.py`'s series (a decaying loss with log-normal
+noise, six fast spikes, a slow one, a NaN, a grad norm) to a guard with the default policy
+that never stops, and gives each update's own CPU time (the thread's), in total and by stream
+(spike, grad_spike, divergence, ...), as median / p99 / max, and the calls over 1 ms of CPU.
+Both modes run in one process, alternating (`--repeat`), so they see the same load; the
+events of the two are checked equal.
+
+    python benchmarks/guard_update.py
+    python benchmarks/guard_update.py --steps 50000 --repeat 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from guard_step import series  # noqa: E402
+
+from losslens.detectors.stream_spike import SpikeStream  # noqa: E402
+from losslens.guard import Guard, GuardPolicy  # noqa: E402
+
+
+def run(n: int, incremental: bool) -> tuple[np.ndarray, dict[str, list[int]], list, dict]:
+    SpikeStream.incremental = incremental
+    steps, loss, grad = series(n)
+    g = Guard(GuardPolicy(stop_on=()), asynchronous=False)
+    live = g.live
+    by: dict[str, list[int]] = {}
+    clock = time.thread_time_ns
+    for stream in live.streams.streams:  # time each stream's update
+        name = stream.kind
+        update = stream.update
+
+        def timed(st, update=update, name=name):
+            c0 = clock()
+            update(st)
+            by.setdefault(name, []).append(clock() - c0)
+        stream.update = timed
+    own = np.empty(n, np.int64)
+    updates = np.zeros(n, bool)
+    for i in range(n):
+        tick = live.tick
+        c0 = clock()
+        g.step(steps[i], loss[i], grad_norm=grad[i], lr=3e-4)
+        own[i] = clock() - c0
+        updates[i] = live.tick != tick
+    counts = {s.kind: (s.quiet_updates, s.judged_updates) if isinstance(s, SpikeStream) else
+              (s.grad.quiet_updates, s.grad.judged_updates) for s in live.streams.streams
+              if hasattr(s, "grad") or isinstance(s, SpikeStream)}
+    events = [e.to_dict() for e in g.flush()]
+    SpikeStream.incremental = True
+    return own[updates], by, events, counts
+
+
+def show(name: str, ns: np.ndarray) -> str:
+    us = np.asarray(ns) / 1000.0
+    return (f"{name}: median {np.median(us):.0f} us, p99 {np.percentile(us, 99):.0f} us, "
+            f"max {us.max():.0f} us, {int((us > 1000).sum())} of {us.shape[0]} over 1 ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20_000)
+    ap.add_argument("--repeat", type=int, default=1)
+    a = ap.parse_args()
+    print(f"In-process guard, {a.steps:,} calls of guard_step.py's series; each window "
+          f"update's own CPU time (load average {os.getloadavg()[0]:.1f} at the start):")
+    events = {}
+    for r in range(a.repeat):
+        for incremental in (False, True):
+            t0, c0 = time.perf_counter(), time.process_time()
+            own, by, ev, counts = run(a.steps, incremental)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            label = "incremental" if incremental else "window each time"
+            events.setdefault(incremental, ev)
+            print(f"  [{r + 1}] {label}: " + show("update calls", own)
+                  + f"; the whole run {cpu:.2f} s CPU, {wall:.2f} s wall "
+                  f"(load {os.getloadavg()[0]:.1f})")
+            for kind, ns in by.items():
+                print("      " + show(kind, ns))
+            print("      spike streams (incremental / window judged): " + ", ".join(
+                f"{k} {q}/{j}" for k, (q, j) in counts.items()))
+    same = events[False] == events[True]
+    print(f"  the same {len(events[True])} events either way: {same}")
+    if not same:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The spike streams' incremental path (`SpikeStream.quiet`): an update whose new points the
+trailing statistic flags nowhere, and that no earlier spike reaches, keeps the events without
+judging the window again. Fed in small chunks (a guard's window updates), long series with
+spikes that recover, settle higher (back by the share rule of log space long before they are
+back within their band), never come back, and heavy-tailed noise whose large excursions sit
+on a spike's shoulders: after every chunk the events equal the batch detectors' on that
+prefix, and most updates took the incremental path."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from losslens.analysis import detect_run
+from losslens.frame import build
+from losslens.detectors.stream import LiveRun
+from losslens.records import RecordsBuilder
+
+KINDS = ["spike", "grad_spike"]
+
+
+def comparable(e) -> dict:
+    d = e.to_dict()
+    d.pop("id")
+    return d
+
+
+def run_series(seed: int, n: int):
+    rng = np.random.default_rng(seed)
+    r = random.Random(seed)
+    steps = np.arange(1, n + 1)
+    loss = 2.0 + 6.0 * np.exp(-steps / (n / 8))
+    if seed % 3 == 0:  # heavy-tailed per-batch noise (Student t, 3 degrees of freedom)
+        loss *= np.exp(0.02 * rng.standard_t(3, n))
+    else:
+        loss *= np.exp(rng.normal(0, 0.02, n))
+    for _ in range(r.randint(2, 5)):
+        at, width = r.randrange(200, n - 50), r.choice([1, 2, 3, 30, 200])
+        loss[at:at + width] *= r.choice([1.5, 2.0, 4.0])
+    if seed % 2:  # a x60 spike that settles 8 % higher: back by the share rule
+        at = r.randrange(n // 3, 2 * n // 3)
+        loss[at:at + 4] *= 60.0
+        loss[at + 4:] *= 1.08
+    grad = np.exp(rng.normal(0, 0.1, n))
+    for _ in range(r.randint(1, 3)):
+        grad[r.randrange(200, n):][:2] *= r.choice([3.0, 10.0])
+    return steps, loss, grad
+
+
+def batch(steps, loss, grad, hi):
+    b = RecordsBuilder()
+    for i in range(hi):
+        b.add("lm loss", int(steps[i]), float(loss[i]), order=i)
+        b.add("grad norm", int(steps[i]), float(grad[i]), order=i)
+    frame = build([b.build("run", "mem", "test")])
+    return [comparable(e) for e in detect_run(frame, frame.runs[0], KINDS)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_quiet_updates_equal_batch_on_every_prefix(seed):
+    n = 3200
+    steps, loss, grad = run_series(seed, n)
+    live = LiveRun("run", detectors=KINDS, source="mem", format="test")
+    rnd = random.Random(seed)
+    lo = 0
+    while lo < n:
+        hi = min(n, lo + rnd.choice([1, 7, 48, 48, 50, 120]))
+        live.add("lm loss", steps[lo:hi], loss[lo:hi])
+        live.add("grad norm", steps[lo:hi], grad[lo:hi])
+        got = [comparable(e) for e in live.detect()]
+        lo = hi
+        if lo > 1000 and rnd.random() < 0.25 or lo == n:
+            assert got == batch(steps, loss, grad, lo), f"seed {seed}, after {lo}"
+    spike, grad = live.streams.streams[0], live.streams.streams[1]
+    assert (spike.kind, grad.kind) == ("spike", "grad_spike")
+    # the incremental path ran (after each spike the window is judged again for a few updates)
+    assert spike.quiet_updates >= 10 and grad.grad.quiet_updates >= 10
+
+
+@pytest.mark.parametrize("shape", ["signed", "floor"])
+def test_quiet_updates_in_additive_space_equal_batch(shape):
+    """A loss that changes sign (judged additively from its first value <= 0, with the hump
+    predictor) and one that falls to a floor near 0 (additive from there, each spike
+    confirmed in log space: LogCheck): the incremental path runs there too, and the events
+    stay the batch detector's."""
+    n = 3000
+    rng = np.random.default_rng(7)
+    steps = np.arange(1, n + 1)
+    if shape == "signed":
+        loss = 0.5 * np.exp(-steps / 400) - 0.1 + rng.normal(0, 0.02, n)
+        loss[[900, 1800, 2500]] += [0.4, 0.3, 0.5]
+    else:
+        loss = 3.0 * np.exp(-steps / 150) + 1e-3 * np.exp(rng.normal(0, 0.3, n))
+        loss[[1200, 2200]] *= 50.0
+    grad = np.exp(rng.normal(0, 0.1, n))
+    live = LiveRun("run", detectors=KINDS, source="mem", format="test")
+    for lo in range(0, n, 48):
+        live.add("lm loss", steps[lo:lo + 48], loss[lo:lo + 48])
+        live.add("grad norm", steps[lo:lo + 48], grad[lo:lo + 48])
+        got = [comparable(e) for e in live.detect()]
+        if lo % 480 == 0 or lo + 48 >= n:
+            assert got == batch(steps, loss, grad, min(n, lo + 48)), f"{shape}, after {lo}"
+    spike = live.streams.streams[0]
+    assert spike.quiet_updates >= 20
+    assert {e["start_step"] for e in got if e["kind"] == "spike"} >= (
+        {901, 1801, 2501} if shape == "signed" else {1201, 2201})
+
+
+def test_short_series_divergence_runs_only_once_a_level_rose():
+    """A series logged every step is "short" for divergence for its first 8,000 points (the
+    sustain span grows with it): the stream skips the detector while no level has risen
+    x rise_ratio over the best (it finds nothing then) and runs it on every update after;
+    the events are the batch detector's at every prefix, the divergence found as there."""
+    n = 3000
+    rng = np.random.default_rng(3)
+    steps = np.arange(1, n + 1)
+    loss = (2 + 3 * np.exp(-steps / 300)) * np.exp(rng.normal(0, 0.02, n))
+    loss[2000:] *= np.exp(np.linspace(0, 2.5, n - 2000))
+    live = LiveRun("run", detectors=["divergence"], source="mem", format="test")
+    rose_at = None
+    for lo in range(0, n, 48):
+        live.add("lm loss", steps[lo:lo + 48], loss[lo:lo + 48])
+        got = [comparable(e) for e in live.detect()]
+        memo = live.memo[("divergence", "lm loss")]
+        if rose_at is None and memo.get("rose"):
+            rose_at = lo
+        if lo % 240 == 0 or lo + 48 >= n:
+            b = RecordsBuilder()
+            for i in range(min(n, lo + 48)):
+                b.add("lm loss", int(steps[i]), float(loss[i]), order=i)
+            frame = build([b.build("run", "mem", "test")])
+            want = [comparable(e) for e in detect_run(frame, frame.runs[0], ["divergence"])]
+            assert got == want, f"after {lo}"
+    assert rose_at is not None and 2000 <= rose_at < 2400  # skipped for ~1,800 points before
+    assert [e["kind"] for e in got] == ["divergence"] and 2000 <= got[0]["start_step"] <= 2300
