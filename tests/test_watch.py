@@ -402,9 +402,15 @@ def test_cli_ctrl_c_exits_quietly(tmp_path):
 
     path = tmp_path / "k.log"
     append(path, megatron(900, spikes=[(800, 2.0, 1)]))
+    # The child must not inherit an ignored SIGINT: a library in the test process can leave
+    # SIGINT ignored (Lightning's Trainer does after a KeyboardInterrupt in `fit`), and a child
+    # started with SIGINT ignored keeps ignoring it (Python installs its handler only when it
+    # is not). In the full suite this watch then never stopped (reproduced by running this test
+    # from a parent that ignores SIGINT); a user's shell starts it with SIGINT at its default.
     proc = subprocess.Popen([sys.executable, "-m", "losslens", "watch", str(path),
                              "--interval", "0.1"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         first = proc.stdout.readline() if ready else b""  # watch is following by now
