@@ -419,7 +419,8 @@ class DivergenceDetector:
         begins, when the loss came down from the spike and rose again; else the spike."""
         lo = max(0, onset - 4 * SpikeDetector.window)
         first = int(st[onset]) - self.spike_within
-        spikes = [s for s in SpikeDetector().find(st[lo:decl + 1], v[lo:decl + 1], head=lo == 0)
+        spikes = [s for s in SpikeDetector(trend=False).find(  # (its return: the plain one)
+                      st[lo:decl + 1], v[lo:decl + 1], head=lo == 0)
                   if first <= s["start"] <= int(st[decl]) and s["details"]["abrupt"]
                   and (s["end"] is None or s["end"] > st[onset])]
         spike = next((s for s in spikes if self._jumped(y, lo + s["start_index"], decl)), None)

@@ -54,9 +54,11 @@ class GradSpikeDetector:
 
     def spike_detector(self) -> SpikeDetector:
         # trailing statistic only: the grad norm of a run's first steps jumps about at will;
-        # near 0 without having fallen (a noisy grad norm near its start level: additive)
+        # near 0 without having fallen (a noisy grad norm near its start level: additive);
+        # a return judged against the level it left (a grad norm has no trend to project)
         return SpikeDetector(window=self.window, threshold=self.threshold,
-                             min_ratio=self.min_ratio, look_ahead=False, floor_fallen=0.0)
+                             min_ratio=self.min_ratio, look_ahead=False, floor_fallen=0.0,
+                             trend=False)
 
     def detect_run(self, frame: Frame, run: RunInfo,
                    known: Mapping[str, Known | None] | None = None) -> list[Event]:

@@ -49,7 +49,8 @@ Statistic (causal: a point's verdict uses only the points before it):
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
   pre-spike scales of the pre-spike level, confirmed by at least half of the `back_points`
   points from it. Recovery: `fast` (back within `fast_within` steps, or at the very next
-  logged point), `slow` (back later), `none` (never back). What follows a spike is judged
+  logged point), `slow` (back later, and then also back at the pre-spike trend projected
+  forward, in log space: spike_trend), `none` (never back). What follows a spike is judged
   without it: its points leave the trailing statistics once it is back, and a spike that is
   not back a level window after it began starts the statistics afresh from there.
 
@@ -76,6 +77,7 @@ from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public h
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, finite_trailing_median, lone_threshold, masked_trailing_median,
     near_zero_points, next_true, trailing_median, trailing_min)
+from .spike_trend import trend_back
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -153,6 +155,10 @@ class SpikeDetector:
     look_ahead: bool = True
     #: Near 0 only this many times below the highest value so far (0: off; grad norms).
     floor_fallen: float = 100.0
+    #: A return later than `fast_within` must also be back at the pre-spike trend projected
+    #: forward (spike_trend: a loss that keeps falling reaches its pre-spike level in time
+    #: even when the spike left it higher for good); False: the pre-spike level only.
+    trend: bool = True
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -172,25 +178,28 @@ class SpikeDetector:
                 "an int >= 0")
         require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
         require(self, "floor_fallen", is_num(self.floor_fallen) and self.floor_fallen >= 0, ">= 0")
+        require(self, "trend", isinstance(self.trend, bool), "true or false")
 
     def detect(self, series: Series, known: Known | None = None, head: bool = True,
-               judged: bool = False) -> list[Event]:
+               judged: bool = False, prior: Any = None) -> list[Event]:
         """The spikes of `series` judged without its held repeats (`held.judged`; `judged`:
-        a streaming form's window of the judged points; `known`, `head`: as `find` takes)."""
+        a streaming form's window of the judged points; `known`, `head`, `prior`: as `find`)."""
         self.validate()
         series = series if judged else held.judged(series)
-        return [self._event(series, s) for s in self.find(series.step, series.value, known, head)]
+        return [self._event(series, s)
+                for s in self.find(series.step, series.value, known, head, prior)]
 
     # -- the work, on plain arrays (gradspike and divergence reuse it) --------------------
 
     def find(self, steps: np.ndarray, values: np.ndarray, known: Known | None = None,
-             head: bool = True) -> list[dict[str, Any]]:
+             head: bool = True, prior: Any = None) -> list[dict[str, Any]]:
         """Spikes as dicts of steps and statistics; non-finite points are ignored.
 
         `known`: where the finite values turn additive and their baselines, as a streaming
         form keeps them up to date (`Known`); else found here from the values. `head`: the
         values start at the series' first point (its first points are then also judged
-        with the points after them, `look_ahead`); False for a window that starts later."""
+        with the points after them, `look_ahead`); False for a window that starts later.
+        `prior`: for such a window, the points before it (spike_trend.prior_points)."""
         finite = np.isfinite(values)
         st = np.asarray(steps)[finite].astype(np.int64)
         v = np.asarray(values, dtype=float)[finite]
@@ -215,7 +224,7 @@ class SpikeDetector:
         out: list[dict[str, Any]] = []
         for lo, hi, base in spaces:
             out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None,
-                                     head and lo == 0))
+                                     head and lo == 0, prior if lo == 0 else None))
         return out
 
     def _log_check(self, logb: Baseline, n: int) -> LogCheck:
@@ -400,8 +409,8 @@ class SpikeDetector:
         return out_l, out_s, prev
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
-                 w: int, check: LogCheck | None = None, head: bool = False
-                 ) -> list[dict[str, Any]]:
+                 w: int, check: LogCheck | None = None, head: bool = False,
+                 prior: Any = None) -> list[dict[str, Any]]:
         y = base.y[:hi]
         level, scale, count = base.level[:hi].copy(), base.scale[:hi].copy(), base.count[:hi].copy()
         big = self._tail_big(base)[:hi].copy()
@@ -487,8 +496,15 @@ class SpikeDetector:
                     seen = early_back
             stop = seen if seen is not None else min(hi, c + restart)
             p = c + int(np.argmax(y[c:stop]))
+            slope = None
+            if base.log and self.trend:  # not back fast: back at the pre-spike trend
+                seen, slope = trend_back(st, y, c, seen, pre, pre + self.back_z * sc,
+                                         self.back_points, BACK_SHARE, max(self.fast_within, int(
+                                             st[c] - st[c - 1]) if c else 0), prior)
             out.append(self._record(st, v, base, c, p, seen, pre, sc,
                                     float(thr[c]) * (1 + SMALL_SAMPLE / max(int(count[c]), 1))))
+            if slope is not None:  # (spike_trend: the trend the return was judged against)
+                out[-1]["details"].update(trend=slope[0], trend_origin=slope[1])
             if self.tail_window and big[max(0, c - 3):stop].any():
                 # a spike's own shoulders are no evidence of heavy-tailed noise
                 big[max(0, c - 3):stop] = False

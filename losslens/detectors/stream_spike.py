@@ -29,6 +29,7 @@ from .gradspike import GradSpikeDetector
 from .spike import Known, SpikeDetector
 from .spike_early import HEAD
 from .spike_stats import find_back
+from .spike_trend import prior_points, trend_band
 from .stream_base import FrameView, SeriesBuffer, index_of, splice
 from .stream_stats import BaselineCache
 
@@ -112,8 +113,12 @@ class SpikeStream:
         self.judged_updates += 1
         self.rejudged(st, tag, float(s.step[a0]), space)
         series, cut_step, known = self.window(st, tag, s, a0, space)
-        # a window from the series' first point: its first points are judged with look-ahead
-        found = self.det.detect(series, known, head=cut_step == -math.inf, judged=True)
+        # a window from the series' first point: its first points are judged with look-ahead;
+        # a later one gets the points before it that a spike's trend is fitted on
+        a = s.n - series.step.shape[0]
+        prior = prior_points(s.step[:s.n], s.value[:s.n], a) if a else None
+        found = self.det.detect(series, known, head=cut_step == -math.inf, judged=True,
+                                prior=prior)
         st.events[key] = splice(old, found, cut_step)
 
     def start(self, old: list[Event], steps: np.ndarray, values: np.ndarray, d: int) -> int:
@@ -226,8 +231,9 @@ class SpikeStream:
         if not (isinstance(pre, float) and isinstance(scale, float) and math.isfinite(pre)
                 and math.isfinite(scale) and (pre > 0 or not log) and c < y.shape[0]):
             return cache.n + 1  # (not as `_record` writes a spike: never settled)
-        if e.end_step is not None:
-            stop = cache.finite_index(index_of(steps, e.end_step))
+        if e.end_step is not None or log:  # (log: judged back at its trend, or never, after
+            if e.end_step is not None:  # a plain return that moved the statistic)
+                stop = cache.finite_index(index_of(steps, e.end_step))
             band = (math.log(pre) if log else pre) + self.back_z * scale
             back = find_back(y, c + 1, band, self.bp)  # (log space: without the share rule)
             if back is None:
@@ -238,6 +244,8 @@ class SpikeStream:
                 reach = back + 3 * self.w
             else:
                 reach = max(reach, back + 3 * self.w)
+            if back is not None and e.end_step is None:
+                stop = max(stop, back)
         if self.det.tail_window:
             lv, sc = side.level.view, side.scale.view
             a = max(0, c - 3)
@@ -281,13 +289,14 @@ class SpikeStream:
         whole series: its start if it is still open or sways the new points, else `d`."""
         ci = index_of(steps, e.start_step)
         if e.end_step is None:
-            if ci >= d - 4 * self.w - 2 * self.bp - 64 or self._may_be_back(e, values[d:]):
+            if ci >= d - 4 * self.w - 2 * self.bp - 64 or self._may_be_back(e, values[d:],
+                                                                               steps[d:]):
                 return ci
             return d
         ei = index_of(steps, e.end_step)
         return ci if ei >= d - 3 * self.w - 2 * self.bp - 8 else d
 
-    def _may_be_back(self, e: Event, new: np.ndarray) -> bool:
+    def _may_be_back(self, e: Event, new: np.ndarray, steps: np.ndarray | None = None) -> bool:
         """Whether a new point is back within the old spike's band (then its end is found)."""
         pre, scale = e.details.get("pre_level"), e.details.get("scale")
         if pre is None or scale is None:
@@ -296,6 +305,11 @@ class SpikeStream:
         if e.details.get("space") == "log":
             if pre <= 0 or bool((v <= 0).any()):
                 return True
+            trend = trend_band(e.details, self.back_z, spike_module.BACK_SHARE)
+            if trend is not None and steps is not None:
+                band, slope, o = trend  # (back at its trend: less its projected fall)
+                t = steps[np.isfinite(new)].astype(float) - o
+                return bool((np.log(v) - slope * np.log(t / (e.start_step - o)) <= band).any())
             return bool((np.log(v) <= math.log(pre) + self.back_z * scale).any())
         return bool((v <= pre + self.back_z * scale).any())
 

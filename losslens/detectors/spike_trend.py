@@ -1,0 +1,154 @@
+"""A late spike's return judged against where the loss was heading, not where it was.
+
+A loss that keeps falling after a spike (a power law in the step; faster again as a cosine,
+linear or WSD schedule cools the learning rate) drifts under its pre-spike level in time even
+when the spike left it higher for good: an engineer looking at the plot sees a level that
+stepped up and stayed up relative to the curve it was on. So a spike that is not back within
+`fast_within` steps is `slow` only once the gap to the pre-spike trend has closed (the same
+band and share of its height as the plain return; its height: its own top, not a later
+spike's), and the return lasts (the median of the CONFIRM points from it is back too). Never
+back so: `none`. A fast return (where a steep early descent takes the loss under its
+pre-spike level within steps) is never re-judged.
+
+The trend: a straight line in log loss over log step (a power law), fitted robustly on the
+last FIT_POINTS finite points before the spike that lie from half its log step on (the
+medians of the log values and log steps of their older and newer halves) and anchored at
+the pre-spike level. The log step counts from one log interval before the series' first
+point (`origin`: shifting the steps shifts the verdicts). Bounded: its slope is at most 0 (a
+loss that was flat or rising is projected flat) and at least MAX_FALL, and only TRUST (half)
+of the fall it projects is taken: a loss nearing its floor falls ever slower, and a power
+law fitted on its recent past would take a slow spike's return for a loss that stayed up
+(on the tuning seeds, full trust turned 5 slow spikes into `none`). A streaming window that
+starts later gets the points before it (`Prior`), so it fits the same trend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .spike_stats import find_back, trailing_median
+
+#: The last points before a spike on which its trend is fitted (those from half its step on).
+FIT_POINTS = 4096
+#: Fewer points before a spike than this: no trend (the plain return stands).
+MIN_FIT = 16
+#: The steepest trend projected, in log loss per log step (a power law's exponent).
+MAX_FALL = -1.0
+#: The share of the trend's projected fall that is trusted (a power law fitted on the recent
+#: past falls further than a loss nearing its floor will).
+TRUST = 0.5
+#: A late return must last: the median of the CONFIRM points from it (odd) is back too (a
+#: pair of low points of heavy-tailed noise under a level that stays up is no return).
+CONFIRM = 15
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What a window of a longer series needs to fit a spike's trend as the whole series
+    would: the last FIT_POINTS finite positive points before it (steps, log values) and the
+    series' step origin (`origin`)."""
+
+    steps: np.ndarray
+    y: np.ndarray
+    origin: float
+
+
+def origin(steps: np.ndarray) -> float:
+    """The step from which a trend's log step is counted: one log interval before the first
+    finite point (`steps`: the finite points' steps); the steps a log prints are then the
+    step counter when it starts at 0 or 1, and shifting them shifts every verdict."""
+    if steps.shape[0] == 0:
+        return 0.0
+    gap = float(steps[1] - steps[0]) if steps.shape[0] > 1 else 1.0
+    return float(steps[0]) - max(1.0, gap)
+
+
+def prior_points(steps: np.ndarray, values: np.ndarray, a: int) -> Prior:
+    """The `Prior` of the window from index `a` of a series (`steps`, `values`)."""
+    first = np.flatnonzero(np.isfinite(values[:min(a, 64)]))[:2]
+    if first.shape[0] < 2:
+        first = np.flatnonzero(np.isfinite(values))[:2]
+    size = FIT_POINTS
+    while True:  # (not the whole prefix: a few more than FIT_POINTS, unless NaN thin them)
+        lo = max(0, a - size)
+        seg = values[lo:a]
+        ok = lo + np.flatnonzero(np.isfinite(seg) & (seg > 0))
+        if ok.shape[0] >= FIT_POINTS or lo == 0:
+            ok = ok[-FIT_POINTS:]
+            return Prior(steps[ok].astype(np.int64), np.log(values[ok]), origin(steps[first]))
+        size *= 2
+
+
+def trend_slope(steps: np.ndarray, y: np.ndarray, c: int, prior: Prior | None = None
+                ) -> tuple[float, float]:
+    """(the pre-spike trend of log values `y` before index `c`, in log loss per log step
+    counted from its origin; the origin): 0 when there is none (too few points, or a loss
+    that was not falling). From the last FIT_POINTS points before `c` (`prior`: the points
+    before `steps[0]`, when `steps` is a window of a longer series) that lie at or after
+    half of `steps[c]`'s log step."""
+    o = prior.origin if prior is not None else origin(steps)
+    a = max(0, c - FIT_POINTS)
+    st = steps[a:c].astype(float) - o
+    yy = y[a:c]
+    if prior is not None and c < FIT_POINTS and prior.steps.shape[0]:
+        st = np.r_[prior.steps[-(FIT_POINTS - c):].astype(float) - o, st]
+        yy = np.r_[prior.y[-(FIT_POINTS - c):], yy]
+    ok = np.isfinite(yy) & (st > 0) & (st >= 0.5 * (float(steps[c]) - o))
+    if int(ok.sum()) < MIN_FIT:
+        return 0.0, o
+    st, yy = np.log(st[ok]), yy[ok]
+    h = st.shape[0] // 2
+    dx = float(np.median(st[h:]) - np.median(st[:h]))
+    if not dx > 0:
+        return 0.0, o
+    slope = float(np.median(yy[h:]) - np.median(yy[:h])) / dx
+    return float(np.clip(slope, MAX_FALL, 0.0)), o
+
+
+def trend_back(steps: np.ndarray, y: np.ndarray, c: int, back: int | None, pre: float,
+               band: float, points: int, share: float, fast: int,
+               prior: Prior | None = None
+               ) -> tuple[int | None, tuple[float, float] | None]:
+    """The index from which the spike starting at index `c` of the log values `y` (steps
+    `steps`) is back, given its plain return `back` (None: never), and the projection used
+    (its slope, TRUST x the fitted one, and origin; None: not re-judged). `back` itself when
+    it came within `fast` steps (or has no point to judge), else the first lasting return
+    to the pre-spike trend: the values less the trend's projected fall, each the higher of
+    itself and the median of the CONFIRM values from it, back within `band` or `share` of
+    the spike's own height over `pre` (its top until `back`: a later spike is not its
+    height) by `find_back`'s rule (`points`)."""
+    n = y.shape[0]
+    if back is None or back >= n or int(steps[back] - steps[c]) <= fast:
+        return back, None
+    slope, o = trend_slope(steps, y, c, prior)
+    top = float(np.nanmax(y[c:back]))  # (the event's peak)
+    band = max(band, pre + share * (top - pre))
+    yd = y.copy()
+    if slope < 0:
+        yd[c + 1:] = y[c + 1:] - TRUST * slope * np.log((steps[c + 1:n] - o) / (steps[c] - o))
+    # a return that lasts: the point and the median of the CONFIRM points from it
+    after = yd[c + 1:]
+    ok = np.isfinite(after)
+    if ok.any():
+        ahead = np.full(after.shape[0], np.nan)
+        ahead[ok] = trailing_median(after[ok][::-1], CONFIRM)[::-1]
+        yd[c + 1:] = np.where(ok, np.maximum(after, ahead), after)
+    return find_back(yd, c + 1, band, points), (TRUST * slope, o)
+
+
+def trend_band(details: dict, back_z: float, share: float
+               ) -> tuple[float, float, float] | None:
+    """For a log-space spike re-judged against its trend (`details` as `SpikeDetector`
+    writes them: `trend` slope and `trend_origin`, `pre_level`, `scale`, `peak_value`;
+    `share` as `trend_back` takes it): (the band its detrended log values must come within,
+    the slope, the origin); None when it was not re-judged so."""
+    keys = ("trend", "trend_origin", "pre_level", "scale", "peak_value")
+    vals = [details.get(k) for k in keys]
+    if not all(isinstance(x, float) and np.isfinite(x) for x in vals):
+        return None
+    slope, o, pre, scale, peak = vals
+    if pre <= 0 or peak <= 0:
+        return None
+    lp = float(np.log(pre))
+    return max(lp + back_z * scale, lp + share * (float(np.log(peak)) - lp)), slope, o
