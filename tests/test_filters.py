@@ -110,3 +110,67 @@ def test_median_equals_numpys():
         for x in (rng.normal(size=n), rng.integers(0, 3, n), np.r_[np.ones(n - 1, int), 2]):
             got = filters.median(x)
             assert type(got) is float and got == float(np.median(x)), (n, x[:5])
+
+
+def _reference(fn, monkeypatch, *args, **kwargs):
+    """`fn` with bottleneck off (SciPy's filters, pandas' rolling windows)."""
+    monkeypatch.setattr(filters, "BOTTLENECK", False)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        monkeypatch.setattr(filters, "BOTTLENECK", True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_trailing_by_bottleneck_equal_scipy_and_pandas_bit_for_bit(seed, monkeypatch):
+    """The spike statistic's trailing medians and minima by bottleneck are SciPy's and
+    pandas' numbers bit for bit: plain (the expanding head included), with leading NaN,
+    masked (NaN and inf left out, as pandas' rolling does), on ties, short series and
+    windows longer than the series; and the baselines built from them."""
+    import bottleneck  # noqa: F401  (a dependency: the fast path must be the one tested)
+
+    from losslens.detectors import spike_stats as ss
+
+    rng = np.random.default_rng(seed)
+    for trial in range(120):
+        n = int(rng.integers(1, 700))
+        w = int(rng.choice([1, 3, 15, 31, 129, 263]))
+        x = rng.normal(size=n) if trial % 3 else np.round(rng.normal(size=n), 1)
+        if trial % 5 == 0:
+            x = np.exp(x)
+        for fn in (ss.trailing_median, ss.trailing_min):
+            np.testing.assert_array_equal(fn(x, w), _reference(fn, monkeypatch, x, w))
+        lead = x.copy()
+        lead[:int(rng.integers(0, n + 1))] = np.nan
+        np.testing.assert_array_equal(ss.finite_trailing_median(lead, w),
+                                      _reference(ss.finite_trailing_median, monkeypatch,
+                                                 lead, w))
+        holes = x.copy()
+        for _ in range(int(rng.integers(1, 4))):
+            a = int(rng.integers(0, n))
+            holes[a:a + int(rng.integers(1, 40))] = np.nan
+        if n > 6 and trial % 4 == 0:
+            holes[int(rng.integers(0, n))] = np.inf
+            holes[int(rng.integers(0, n))] = -np.inf
+        for fn in (ss.masked_trailing_median, ss.finite_trailing_median):
+            np.testing.assert_array_equal(fn(holes, w), _reference(fn, monkeypatch, holes, w))
+        v = np.exp(rng.normal(size=n)) if trial % 2 else np.round(np.exp(rng.normal(size=n)), 2)
+        masked = v.copy()
+        masked[int(rng.integers(0, n)):][:int(rng.integers(0, 30))] = np.nan
+        for log in (True, False):
+            for args in ((v, min(w, 129), log), (masked, min(w, 129), log, True)):
+                got = ss.baseline(*args, level_window=15)
+                want = _reference(ss.baseline, monkeypatch, *args, level_window=15)
+                for f in ("y", "level", "scale", "count"):
+                    np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)
+
+
+def test_trailing_by_bottleneck_is_used_and_leaves_nan_input_alone():
+    x = np.array([3.0, 1.0, 2.0, 5.0, 4.0])
+    np.testing.assert_array_equal(filters.trailing("median", x, 3), [3.0, 2.0, 2.0, 2.0, 4.0])
+    np.testing.assert_array_equal(filters.trailing("min", x, 2), [3.0, 1.0, 1.0, 2.0, 4.0])
+    assert filters.trailing("median", np.array([1.0, np.nan]), 3) is None  # SciPy's then
+    np.testing.assert_array_equal(
+        filters.trailing("median", np.array([1.0, np.nan, np.inf, 4.0]), 3, masked=True),
+        [1.0, 1.0, 1.0, 4.0])
+    assert filters.trailing("median", np.arange(4), 3) is None  # (not float64)
