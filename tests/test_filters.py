@@ -174,3 +174,47 @@ def test_trailing_by_bottleneck_is_used_and_leaves_nan_input_alone():
         filters.trailing("median", np.array([1.0, np.nan, np.inf, 4.0]), 3, masked=True),
         [1.0, 1.0, 1.0, 4.0])
     assert filters.trailing("median", np.arange(4), 3) is None  # (not float64)
+
+
+def test_kept_medians_of_a_growing_series_are_the_whole_calls():
+    """`KeptMedians` (a streaming form's trailing medians of a series that grows at the
+    end): bit for bit what a whole call gives, for growth by any amount, a window that
+    changes, an input whose earlier points changed (computed afresh), -0.0 against 0.0
+    (not the same bits: afresh), and through `keeping` into `trailing_median`."""
+    from losslens.detectors import spike_stats as ss
+
+    rng = np.random.default_rng(5)
+    x = np.round(rng.normal(size=3000), 2)
+    x[100] = 0.0
+    kept = filters.KeptMedians(size=3)
+    whole = ss.trailing_median
+    n = 1
+    with filters.keeping(kept):
+        while n < 3000:
+            w = 129 if n > 400 else 15
+            got = ss.trailing_median(x[:n], w)
+            np.testing.assert_array_equal(got, _whole(x[:n], w))
+            got[:] = 7.0  # (a caller may write into what it got: the kept copy stays)
+            n += int(rng.integers(1, 200))
+        assert kept.hits > 5 and len(kept.entries) <= 3
+        y = x.copy()
+        y[50] += 1.0  # the start changed: not an extension
+        np.testing.assert_array_equal(ss.trailing_median(y, 129), _whole(y, 129))
+        z = x.copy()
+        z[100] = -0.0
+        np.testing.assert_array_equal(ss.trailing_median(z, 129), _whole(z, 129))
+        hits = kept.hits
+        np.testing.assert_array_equal(ss.trailing_median(x, 129), _whole(x, 129))
+        assert kept.hits == hits + 1  # (x itself was kept at its full length)
+    assert filters.kept_medians() is None and whole is ss.trailing_median
+
+
+def _whole(x, w):
+    from losslens.detectors import spike_stats as ss
+
+    assert filters.kept_medians() is not None
+    token = filters._KEPT.set(None)
+    try:
+        return ss.trailing_median(x, w)
+    finally:
+        filters._KEPT.reset(token)

@@ -43,6 +43,15 @@ def trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.ndarray
     `head` False: the first window - 1 may be left as SciPy's filter pads them (x[0]
     repeated), for a caller that drops them (a streaming form's stretch of history: ~0.1 ms
     a call saved); by bottleneck (`filters.trailing`) they are the exact ones either way."""
+    from .filters import kept_medians
+
+    kept = kept_medians()
+    if kept is not None and head and x.shape[0]:  # (kept by a streaming form: `keeping`)
+        return kept.get(x, window, lambda z: _with_head(z, window))
+    return _with_head(x, window, head)
+
+
+def _with_head(x: np.ndarray, window: int, head: bool = True) -> np.ndarray:
     from .filters import expanding_median, median_filter, trailing
 
     n = x.shape[0]
@@ -159,7 +168,7 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
         count = np.zeros(n, dtype=np.int64)
         count[3:] = cs[i - 2] - cs[np.maximum(0, i - 2 - window)]
     else:
-        count = np.clip(np.arange(n) - 2, 0, window)
+        count = np.minimum(np.maximum(np.arange(-2, n - 2), 0), window)  # (np.clip's)
     return Baseline(y, level, scale, count, log)
 
 
