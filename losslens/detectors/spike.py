@@ -57,8 +57,7 @@ Held values (carried over between evaluations) are counted once (`held`).
 Known false positives: a level shift upwards at an LR or data-mixture switch reads as a spike
 that never recovers; heavy-tailed per-batch noise (mixed-length batches) gives isolated
 1-point spikes of modest magnitude (raise `threshold` or `min_ratio`).
-Known misses: a second spike less than a level window after one that has not recovered yet
-is part of it.
+Known misses: a second spike less than a level window after an unrecovered one is part of it.
 """
 from __future__ import annotations
 
@@ -94,9 +93,9 @@ TAIL_EARLY, TAIL_MIN_SEEN = 250, 100
 #: something happened. Without heavy-tail evidence both thresholds are `threshold`.
 SINGLE_INDEX = 2.5
 #: ... but a positive loss that doubles (or more) from its level in one step is judged by the
-#: plain `threshold`: the heavy-tail raise extrapolates from a few excursions of 3.5-6 scales,
-#: and asked a x8.9 loss spike at z 16 on a 140-point CNN run for z 70 after four excursions
-#: of its first 60 steps (log units).
+#: plain `threshold` (near 0 too, in log space: LogCheck.doubled): the heavy-tail raise
+#: extrapolates from a few excursions of 3.5-6 scales, and asked a x8.9 loss spike at z 16
+#: on a 140-point CNN run for z 70 after four excursions of its first 60 steps (log units).
 DOUBLED = float(np.log(2.0))
 #: A lone point (back at the next one) less than LONE_RATIO x its level is a blip of the
 #: per-batch noise, not a spike, unless it is 2 x `threshold` scales up (unmistakable against
@@ -231,7 +230,7 @@ class SpikeDetector:
         lone = lone_threshold(logb.level, thr, self.threshold * small, self.tail_window)
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(lone))
+                        pad(lone), pad(self.threshold * small))
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the
@@ -441,7 +440,8 @@ class SpikeDetector:
                 back = find_back(y, c + 1, float(level[c]) + self.back_z * float(scale[c]),
                                  self.back_points)
                 last = min(hi, c + restart, back if back is not None else hi)
-                if not check.confirms(c, v[c:max(last, r)], masked):
+                far = bool(y[c] - level[c] > 2 * thr[c] * scale[c])  # see LogCheck.doubled
+                if not check.confirms(c, v[c:max(last, r)], masked, far):
                     elev[c:r] = False
                     continue
             small_c = 1 + SMALL_SAMPLE / max(int(count[c]), 1)
@@ -452,7 +452,8 @@ class SpikeDetector:
                 continue
             if c >= self.min_points and not ahead[c] \
                     and not self._persists(y, level, scale, c, hi) \
-                    and not self._doubled(y[c], level[c], base.log):
+                    and not self._doubled(y[c], level[c], base.log) \
+                    and not (check is not None and check.doubled(c, v[c:c + 1], masked, far)):
                 # one point alone in heavy-tailed noise: judged by the heavier tail
                 if dips is None:
                     dips = self._dips(base, v, hi)

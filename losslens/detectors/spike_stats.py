@@ -36,6 +36,8 @@ CHECK_POINTS = 30
 #: back from a -0.03 blip was read as a spike that never recovered); a drop that lasts
 #: leaves the next point low, and a real spike still clears the level before the dip.
 DIP_Z = 6.0
+#: A positive loss at least twice its level (log units; the spike detector's DOUBLED).
+DOUBLED_LOG = float(np.log(2.0))
 
 
 def trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.ndarray:
@@ -317,13 +319,51 @@ class LogCheck:
     level_window: int
     min_rise: float  # log(min_ratio)
     lone: np.ndarray | None = None  # the log-space threshold for a lone point (None: `thr`)
+    plain: np.ndarray | None = None  # the plain (small-sample-raised) log-space threshold
 
-    def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None) -> bool:
+    def doubled(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
+                far: bool = False) -> bool:
+        """Whether the spike at index `c` (values `run`) at least doubled from its log-space
+        level and clears the plain threshold there (`plain`): the log space's DOUBLED rule,
+        for a positive loss judged additively near 0, where the additive rise is also `far`
+        (2 x the tail-raised additive threshold, unmistakable against the noise seen): a x7.6
+        one-step spike off a 0.12 per-step loss (additive z 38) is no heavy-tail flicker,
+        the x2.5-x4 points of its noisy steep descent (additive z 10-20) may be."""
+        got = self._rise(c, run, masked) if far else None
+        if got is None or self.plain is None:
+            return False
+        rise, scale = got
+        return rise >= DOUBLED_LOG and rise > float(self.plain[c]) * scale
+
+    def _rise(self, c: int, run: np.ndarray, masked: np.ndarray | None
+              ) -> tuple[float, float] | None:
+        """The peak's rise over the log-space base before `c`, and the scale (None: not
+        judged in log space)."""
+        peak = float(run.max())
+        if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
+            return None
+        a = max(0, c - self.window)
+        if masked is None:
+            before = self.y[a:c]
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                before = np.log(masked[a:c])
+        before = before[np.isfinite(before)]
+        scale = float(self.scale[c])
+        if before.shape[0] < CHECK_POINTS or not np.isfinite(scale):
+            return None
+        near = before[-self.level_window:]
+        base = min(float(np.median(before)), float(np.median(near)))
+        return float(np.log(peak)) - base, scale
+
+    def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
+                 far: bool = False) -> bool:
         """Whether the spike starting at index `c`, whose values until it is back (at most a
         level window of them) are `run`, stands out in log space (`masked`: the values with
         found spikes blanked out): its highest value by the threshold, or the median of its
         m >= 2 values by the threshold / sqrt(m) (an excursion that lasts is evidence
-        however noisy the single points are)."""
+        however noisy the single points are); a lone point also when `doubled` (`far`: its
+        additive rise is 2 x the additive threshold)."""
         peak = float(run.max())
         if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
             return True
@@ -345,8 +385,8 @@ class LogCheck:
         if rise < self.min_rise:
             return False
         m = run.shape[0]
-        if self.lone is not None and m == 1:
-            return rise > float(self.lone[c]) * scale  # a lone point (see `lone`)
+        if self.lone is not None and m == 1:  # a lone point (see `lone`; and `doubled`)
+            return rise > float(self.lone[c]) * scale or self.doubled(c, run, masked, far)
         if rise > thr * scale:
             return True
         return m >= 2 and float(np.median(np.log(run))) - base > thr * scale / np.sqrt(m)
