@@ -226,11 +226,11 @@ class SpikeDetector:
             return np.r_[x, np.full(n - m, np.nan)]
 
         small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
-        thr = self._tail_threshold(logb) * small
-        lone = lone_threshold(logb.level, thr, self.threshold * small, self.tail_window)
+        thr, p = self._tail_threshold(logb) * small, self.threshold * small
+        plain = lone_threshold(logb.level, p, p, self.tail_window)  # LONE_FLOOR x on a floor
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(lone), pad(self.threshold * small))
+                        pad(np.maximum(thr, plain)), pad(plain))
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the

@@ -319,26 +319,32 @@ class LogCheck:
     level_window: int
     min_rise: float  # log(min_ratio)
     lone: np.ndarray | None = None  # the log-space threshold for a lone point (None: `thr`)
-    plain: np.ndarray | None = None  # the plain (small-sample-raised) log-space threshold
+    plain: np.ndarray | None = None  # the plain log-space threshold (LONE_FLOOR x on a floor)
 
     def doubled(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
                 far: bool = False) -> bool:
         """Whether the spike at index `c` (values `run`) at least doubled from its log-space
-        level and clears the plain threshold there (`plain`): the log space's DOUBLED rule,
-        for a positive loss judged additively near 0, where the additive rise is also `far`
+        level and clears the plain threshold there (`plain`; on a floor the loss fell to
+        LONE_FLOOR x it, as for any lone point: floor flicker has x10-x100 outliers): the
+        log space's DOUBLED rule for a positive loss judged additively near 0, less than
+        FALLEN x under its start (median of its first 5 log values), where the
+        additive rise is also `far`
         (2 x the tail-raised additive threshold, unmistakable against the noise seen): a x7.6
         one-step spike off a 0.12 per-step loss (additive z 38) is no heavy-tail flicker,
         the x2.5-x4 points of its noisy steep descent (additive z 10-20) may be."""
         got = self._rise(c, run, masked) if far else None
         if got is None or self.plain is None:
             return False
-        rise, scale = got
-        return rise >= DOUBLED_LOG and rise > float(self.plain[c]) * scale
+        rise, scale, base = got
+        start = float(np.nanmedian(self.y[:5]))  # not on a floor decades under the start:
+        # there the per-batch flicker of a memorised set has x10-x100 outliers all along
+        return (rise >= DOUBLED_LOG and rise > float(self.plain[c]) * scale
+                and base > start - float(np.log(FALLEN)))
 
     def _rise(self, c: int, run: np.ndarray, masked: np.ndarray | None
-              ) -> tuple[float, float] | None:
-        """The peak's rise over the log-space base before `c`, and the scale (None: not
-        judged in log space)."""
+              ) -> tuple[float, float, float] | None:
+        """The peak's rise over the log-space base before `c`, the scale and the base (None:
+        not judged in log space)."""
         peak = float(run.max())
         if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
             return None
@@ -354,7 +360,7 @@ class LogCheck:
             return None
         near = before[-self.level_window:]
         base = min(float(np.median(before)), float(np.median(near)))
-        return float(np.log(peak)) - base, scale
+        return float(np.log(peak)) - base, scale, base
 
     def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
                  far: bool = False) -> bool:
