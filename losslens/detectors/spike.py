@@ -74,7 +74,7 @@ from .spike_early import EARLY_SCALE, HEAD, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, finite_trailing_median, lone_threshold, masked_trailing_median,
-    near_zero_points, next_true, trailing_median, trailing_min)
+    near_zero_points, next_true, start_level, trailing_median, trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -207,7 +207,7 @@ class SpikeDetector:
         check = None
         if k < n and known.log is not None and k < known.log.y.shape[0]:
             # near 0: additive, each spike confirmed in log space (LogCheck)
-            check = self._log_check(known.log, n)
+            check = self._log_check(known.log, n, known.start)
         if k < n:
             spaces.append((k, n, known.additive(v) if callable(known.additive)
                            else known.additive))
@@ -217,7 +217,7 @@ class SpikeDetector:
                                      head and lo == 0))
         return out
 
-    def _log_check(self, logb: Baseline, n: int) -> LogCheck:
+    def _log_check(self, logb: Baseline, n: int, start: float | None) -> LogCheck:
         """The log-space check (`LogCheck`) for the positive values that `logb` (their
         log-space baseline, from the first of `n` values on) covers."""
         m = logb.y.shape[0]
@@ -230,21 +230,21 @@ class SpikeDetector:
         plain = lone_threshold(logb.level, p, p, self.tail_window)  # LONE_FLOOR x on a floor
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(np.maximum(thr, plain)), pad(plain))
+                        pad(np.maximum(thr, plain)), pad(plain), start)
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the
         level comes near 0) and their baselines (the additive one made when asked)."""
         n = v.shape[0]
-        w = self.window | 1
-        lw = self.level_window | 1
+        w, lw = self.window | 1, self.level_window | 1
         nonpos = np.flatnonzero(v <= 0)
         k = int(nonpos[0]) if nonpos.shape[0] else n
         logb = None
         if k > self.min_points or (k == n and n > 1):
             logb = baseline(v[:k], w, True, level_window=lw)
             k = min(k, self.near_zero(v[:k], logb, w))
-        return Known(k, logb, lambda vals: baseline(vals, w, False, level_window=lw))
+        return Known(k, logb, lambda vals: baseline(vals, w, False, level_window=lw),
+                     start_level(v))
 
     def near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
         """Index from which `find` judges the positive values `v` (log baseline `logb`, odd

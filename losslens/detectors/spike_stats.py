@@ -168,6 +168,14 @@ class Known:
     split: int
     log: Baseline | None
     additive: Any
+    start: float | None = None  # the series' start level (`start_level`), for LogCheck
+
+
+def start_level(v: np.ndarray) -> float | None:
+    """The log of the median of a series' first 5 finite values (None: not all positive):
+    where the loss started, to tell a floor decades under it (LogCheck.doubled)."""
+    head = np.asarray(v[:5], dtype=float)
+    return float(np.median(np.log(head))) if head.size and bool((head > 0).all()) else None
 
 
 def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
@@ -320,6 +328,7 @@ class LogCheck:
     min_rise: float  # log(min_ratio)
     lone: np.ndarray | None = None  # the log-space threshold for a lone point (None: `thr`)
     plain: np.ndarray | None = None  # the plain log-space threshold (LONE_FLOOR x on a floor)
+    start: float | None = None  # the series' start level (`start_level`; None: unknown)
 
     def doubled(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
                 far: bool = False) -> bool:
@@ -327,7 +336,7 @@ class LogCheck:
         level and clears the plain threshold there (`plain`; on a floor the loss fell to
         LONE_FLOOR x it, as for any lone point: floor flicker has x10-x100 outliers): the
         log space's DOUBLED rule for a positive loss judged additively near 0, less than
-        FALLEN x under its start (median of its first 5 log values), where the
+        FALLEN x under its start (`start_level`), where the
         additive rise is also `far`
         (2 x the tail-raised additive threshold, unmistakable against the noise seen): a x7.6
         one-step spike off a 0.12 per-step loss (additive z 38) is no heavy-tail flicker,
@@ -336,10 +345,11 @@ class LogCheck:
         if got is None or self.plain is None:
             return False
         rise, scale, base = got
-        start = float(np.nanmedian(self.y[:5]))  # not on a floor decades under the start:
-        # there the per-batch flicker of a memorised set has x10-x100 outliers all along
-        return (rise >= DOUBLED_LOG and rise > float(self.plain[c]) * scale
-                and base > start - float(np.log(FALLEN)))
+        # not on a floor decades under the start (`start`: the whole series', a streaming
+        # window's too): the per-batch flicker of a memorised set has x10-x100 outliers
+        return (self.start is not None and rise >= DOUBLED_LOG
+                and rise > float(self.plain[c]) * scale
+                and base > self.start - float(np.log(FALLEN)))
 
     def _rise(self, c: int, run: np.ndarray, masked: np.ndarray | None
               ) -> tuple[float, float, float] | None:
