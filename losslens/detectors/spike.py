@@ -152,6 +152,10 @@ class SpikeDetector:
     look_ahead: bool = True
     #: Near 0 only this many times below the highest value so far (0: off; grad norms).
     floor_fallen: float = 100.0
+    #: Near 0 (judged additively) a lone point that doubled is judged by the plain threshold,
+    #: as in log space (LogCheck.doubled); False: by the heavy tail (grad norms, where lone
+    #: x2-x5 outliers with no loss reaction are the norm's own noise).
+    near_zero_doubled: bool = True
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -171,6 +175,8 @@ class SpikeDetector:
                 "an int >= 0")
         require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
         require(self, "floor_fallen", is_num(self.floor_fallen) and self.floor_fallen >= 0, ">= 0")
+        require(self, "near_zero_doubled", isinstance(self.near_zero_doubled, bool),
+                "true or false")
 
     def detect(self, series: Series, known: Known | None = None, head: bool = True,
                judged: bool = False) -> list[Event]:
@@ -440,7 +446,8 @@ class SpikeDetector:
                 back = find_back(y, c + 1, float(level[c]) + self.back_z * float(scale[c]),
                                  self.back_points)
                 last = min(hi, c + restart, back if back is not None else hi)
-                far = bool(y[c] - level[c] > 2 * thr[c] * scale[c])  # see LogCheck.doubled
+                far = self.near_zero_doubled and bool(  # see LogCheck.doubled
+                    y[c] - level[c] > 2 * thr[c] * scale[c])
                 if not check.confirms(c, v[c:max(last, r)], masked, far):
                     elev[c:r] = False
                     continue
