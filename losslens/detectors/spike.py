@@ -37,8 +37,9 @@ Statistic (causal: a point's verdict uses only the points before it):
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
   two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
   lone dips below 0 count too), and under x1.2 of its level it is a blip of the noise
-  unless far above it (LONE_RATIO). The point after a dip (TAIL_Z scales under its level)
-  is judged against the dip's level, not the dip: the way back is no spike.
+  unless far above it (LONE_RATIO); where lone outliers are common it must outdo those
+  seen before (spike_stats.outdone). The point after a dip (TAIL_Z scales under its
+  level) is judged against the dip's level, not the dip: the way back is no spike.
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - The first points (the trailing statistic has little history there): a blow-up above
@@ -74,7 +75,7 @@ from .spike_early import EARLY_SCALE, HEAD, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, finite_trailing_median, lone_threshold, masked_trailing_median,
-    near_zero_points, next_true, start_level, trailing_median, trailing_min)
+    near_zero_points, next_true, outdone, start_level, trailing_median, trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -456,6 +457,11 @@ class SpikeDetector:
                     and not self._above(y[c:c + 1], level[c - 1:c], scale[c - 1:c],
                                         thr[c:c + 1] * small_c, base.log)[0]:
                 elev[c] = False  # the way back from a dip: judged by the level before it
+                continue
+            if c >= self.min_points and not ahead[c] and self.tail_window \
+                    and not self._persists(y, level, scale, c, hi) \
+                    and outdone(y, level, scale * TAIL_Z, c, max(lo, c - self.tail_window)):
+                elev[c] = False  # like the lone outliers the noise made before (outdone)
                 continue
             if c >= self.min_points and not ahead[c] \
                     and not self._persists(y, level, scale, c, hi) \

@@ -36,6 +36,14 @@ CHECK_POINTS = 30
 #: back from a -0.03 blip was read as a spike that never recovered); a drop that lasts
 #: leaves the next point low, and a real spike still clears the level before the dip.
 DIP_Z = 6.0
+#: A lone point (back at the next one) is no spike where lone outliers are common (at least
+#: LONE_COMMON and LONE_SHARE of the spike detector's `tail_window` points before it: Gaussian
+#: noise gives 0.02 %) and LONE_SEEN of them rose over their level at least 1 / LONE_MARGIN
+#: as far (in the units of its space): one more of the outliers this noise keeps making (a
+#: per-batch loss falling 6.5 -> 0.2 threw x1.4-x5 lone points every few steps, 52 of them
+#: read as spikes); a lone spike must outdo them by LONE_MARGIN (`outdone`). Rare lone
+#: spikes of the same height (3 x3 spikes 150 steps apart on a quiet loss) all count.
+LONE_SEEN, LONE_MARGIN, LONE_COMMON, LONE_SHARE = 2, 1.5, 3, 0.02
 #: A positive loss at least twice its level (log units; the spike detector's DOUBLED).
 DOUBLED_LOG = float(np.log(2.0))
 
@@ -176,6 +184,17 @@ def start_level(v: np.ndarray) -> float | None:
     where the loss started, to tell a floor decades under it (LogCheck.doubled)."""
     head = np.asarray(v[:5], dtype=float)
     return float(np.median(np.log(head))) if head.size and bool((head > 0).all()) else None
+
+
+def outdone(y: np.ndarray, level: np.ndarray, big: np.ndarray, c: int, a: int) -> bool:
+    """Whether lone points of a..c-1 (over their `level` by `big`, the next point not) are
+    common and LONE_SEEN of them rose at least 1 / LONE_MARGIN as far as point c does (see
+    LONE_SEEN)."""
+    rise = y[a:c] - level[a:c]
+    with np.errstate(invalid="ignore"):
+        lone = (rise > big[a:c]) & (y[a + 1:c + 1] - level[a:c] <= big[a:c])
+        common = int(lone.sum()) >= max(LONE_COMMON, LONE_SHARE * (c - a))
+        return common and int((lone & (LONE_MARGIN * rise >= y[c] - level[c])).sum()) >= LONE_SEEN
 
 
 def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
