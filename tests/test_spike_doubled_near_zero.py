@@ -49,9 +49,9 @@ def test_a_lone_x7_point_off_a_noisy_per_step_loss_near_0_is_found(seed):
 def test_grad_norms_keep_the_heavy_tail_for_a_lone_doubled_point_near_0(seed):
     # a grad norm's lone x2-x5 outliers are its noise: GradSpikeDetector turns the rule off
     s = per_step(seed, spike=True).series("r", "loss")
-    assert GradSpikeDetector().spike_detector().near_zero_doubled is False
+    assert GradSpikeDetector().spike_detector().lone_rules is False
     assert [d["start"] for d in GradSpikeDetector().spike_detector().find(s.step, s.value)] == []
-    assert [d["start"] for d in SpikeDetector(near_zero_doubled=False).find(s.step, s.value)] == []
+    assert [d["start"] for d in SpikeDetector(lone_rules=False).find(s.step, s.value)] == []
     assert [d["start"] for d in SpikeDetector().find(s.step, s.value)] == [1500]
 
 

@@ -153,10 +153,10 @@ class SpikeDetector:
     look_ahead: bool = True
     #: Near 0 only this many times below the highest value so far (0: off; grad norms).
     floor_fallen: float = 100.0
-    #: Near 0 (judged additively) a lone point that doubled is judged by the plain threshold,
-    #: as in log space (LogCheck.doubled); False: by the heavy tail (grad norms, where lone
-    #: x2-x5 outliers with no loss reaction are the norm's own noise).
-    near_zero_doubled: bool = True
+    #: The loss rules for lone points: near 0 one that doubled is judged by the plain
+    #: threshold (LogCheck.doubled), and where lone outliers are common it must outdo them
+    #: (spike_stats.outdone). False: neither (grad norms: lone outliers are their events).
+    lone_rules: bool = True
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -176,7 +176,7 @@ class SpikeDetector:
                 "an int >= 0")
         require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
         require(self, "floor_fallen", is_num(self.floor_fallen) and self.floor_fallen >= 0, ">= 0")
-        require(self, "near_zero_doubled", isinstance(self.near_zero_doubled, bool),
+        require(self, "lone_rules", isinstance(self.lone_rules, bool),
                 "true or false")
 
     def detect(self, series: Series, known: Known | None = None, head: bool = True,
@@ -447,7 +447,7 @@ class SpikeDetector:
                 back = find_back(y, c + 1, float(level[c]) + self.back_z * float(scale[c]),
                                  self.back_points)
                 last = min(hi, c + restart, back if back is not None else hi)
-                far = self.near_zero_doubled and bool(  # see LogCheck.doubled
+                far = self.lone_rules and bool(  # see LogCheck.doubled
                     y[c] - level[c] > 2 * thr[c] * scale[c])
                 if not check.confirms(c, v[c:max(last, r)], masked, far):
                     elev[c:r] = False
@@ -458,7 +458,7 @@ class SpikeDetector:
                                         thr[c:c + 1] * small_c, base.log)[0]:
                 elev[c] = False  # the way back from a dip: judged by the level before it
                 continue
-            if c >= self.min_points and not ahead[c] and self.tail_window \
+            if c >= self.min_points and not ahead[c] and self.tail_window and self.lone_rules \
                     and not self._persists(y, level, scale, c, hi) \
                     and outdone(y, level, scale * TAIL_Z, c, max(lo, c - self.tail_window)):
                 elev[c] = False  # like the lone outliers the noise made before (outdone)
