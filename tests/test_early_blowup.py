@@ -84,6 +84,12 @@ def test_a_second_point_blow_up_that_came_half_way_back_is_not_called_unrecovere
     assert (2, "none") not in spikes(v)
 
 
+def test_a_loss_that_climbs_on_after_its_second_point_is_left_to_divergence():
+    # a QLoRA run climbing x30 from its first log (the divergence detector's, from step 20)
+    v = [0.997, 4.346, 8.806, 13.535, 15.658, 15.0, 18.785, 20.828, 25.595, 29.559]
+    assert not blowups(np.log(np.array(v)), True, 0, 8)[1]
+
+
 # -- a second point up less than x2 that came straight back ------------------------------------
 
 def test_a_x1_9_second_point_over_a_quiet_descent_is_a_fast_spike():

@@ -146,7 +146,8 @@ EARLY_RATIO, EARLY_SCALE = 2.5, 0.05
 SIDE_RATIO, SIDE_Z, SIDE_POINTS = 1.5, 6.0, 4
 #: ... or when it jumped EARLY_RATIO x and the loss stayed up: every point after it in the
 #: head above the middle of the jump (log), the last SIDE_POINTS of them (median) within
-#: STAY_SHARE of the jump below it, and the jump SIDE_Z x their noise. A QLoRA run at lr 5
+#: STAY_SHARE of the jump of it (a loss that climbs on is a divergence: the divergence
+#: detector's), and the jump SIDE_Z x their noise. A QLoRA run at lr 5
 #: went 1.64 -> 11.8 at its second point and sat at ln 32000 = 10.37 (uniform over the
 #: vocabulary) to the end: destroyed, never back. A run that starts high and falls, or whose
 #: first point is low by its noise, has no such jump.
@@ -197,7 +198,7 @@ def _stayed(y: np.ndarray) -> bool:
     if after.shape[0] < SIDE_POINTS or rise < np.log(EARLY_RATIO):
         return False
     if float(after.min()) <= y[0] + rise / 2 \
-            or float(np.median(after[-SIDE_POINTS:])) < y[1] - STAY_SHARE * rise:
+            or abs(float(np.median(after[-SIDE_POINTS:])) - y[1]) > STAY_SHARE * rise:
         return False
     d = np.abs(np.diff(after))
     return rise > SIDE_Z * MAD_TO_SIGMA / np.sqrt(2) * float(np.median(d))
