@@ -40,13 +40,26 @@ DIP_Z = 6.0
 
 def trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.ndarray:
     """out[i] = median of x[max(0, i - window + 1) .. i]; `window` odd; x without NaN.
-    `head` False: the first window - 1 are left as the filter pads them (x[0] repeated), for
-    a caller that drops them (a streaming form's stretch of history: ~0.1 ms a call saved)."""
-    from .filters import expanding_median, median_filter
+    `head` False: the first window - 1 may be left as SciPy's filter pads them (x[0]
+    repeated), for a caller that drops them (a streaming form's stretch of history: ~0.1 ms
+    a call saved); by bottleneck (`filters.trailing`) they are the exact ones either way."""
+    from .filters import kept_medians
+
+    kept = kept_medians()
+    if kept is not None and head and x.shape[0]:  # (kept by a streaming form: `keeping`)
+        return kept.get(x, window, lambda z: _with_head(z, window))
+    return _with_head(x, window, head)
+
+
+def _with_head(x: np.ndarray, window: int, head: bool = True) -> np.ndarray:
+    from .filters import expanding_median, median_filter, trailing
 
     n = x.shape[0]
     if n == 0:
         return x.astype(float)
+    fast = trailing("median", x, window)  # (its head is the expanding one either way)
+    if fast is not None:
+        return fast
     out = median_filter(x, size=window, origin=(window - 1) // 2)
     h = min(window - 1, n)
     if h and head:  # the filter pads with x[0]; the first points get exact expanding medians
@@ -71,10 +84,13 @@ def finite_trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.
 
 
 def trailing_min(x: np.ndarray, window: int) -> np.ndarray:
-    from .filters import minimum_filter1d
+    from .filters import minimum_filter1d, trailing
 
     if x.shape[0] == 0:
         return x.astype(float)
+    fast = trailing("min", x, window)
+    if fast is not None:
+        return fast
     return minimum_filter1d(x, size=window, origin=(window - 1) // 2)
 
 
@@ -152,7 +168,7 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
         count = np.zeros(n, dtype=np.int64)
         count[3:] = cs[i - 2] - cs[np.maximum(0, i - 2 - window)]
     else:
-        count = np.clip(np.arange(n) - 2, 0, window)
+        count = np.minimum(np.maximum(np.arange(-2, n - 2), 0), window)  # (np.clip's)
     return Baseline(y, level, scale, count, log)
 
 
@@ -169,6 +185,11 @@ class Known:
 
 
 def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
+    from .filters import trailing
+
+    fast = trailing("median", np.asarray(x, dtype=float), window, masked=True)
+    if fast is not None:
+        return fast
     import pandas as pd
 
     return pd.Series(x).rolling(window, min_periods=1).median().to_numpy()
@@ -181,9 +202,13 @@ def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
     step = np.abs(np.diff(values))
     step[step == 0] = np.inf
     if masked:
-        import pandas as pd
+        from .filters import trailing
 
-        low = pd.Series(step).rolling(window, min_periods=1).min().to_numpy()
+        low = trailing("min", step, window, masked=True)
+        if low is None:
+            import pandas as pd
+
+            low = pd.Series(step).rolling(window, min_periods=1).min().to_numpy()
     else:
         low = trailing_min(step, window)
     quantum = low[1:-1].copy()  # quantum[k] judges point k + 3

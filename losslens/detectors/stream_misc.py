@@ -14,6 +14,7 @@ import numpy as np
 from . import overflow
 from .divergence import DivergenceDetector
 from .divergence_pair import covered
+from .filters import KeptMedians, keeping
 from .nonfinite import NonFiniteDetector
 from .overflow import OverflowDetector
 from .spike import trailing_median
@@ -77,16 +78,17 @@ class DivergenceStream(_SeriesStream):
         when a validation point came, or a train point at or before the last evaluation (it
         reads none after that); whether a train loss's own divergence covers it, each time."""
         vals = [t for t, s in st.series.items() if st.roles[t] == "val_loss" and s.n]
+        if not vals:  # (the in-training guard: no validation loss)
+            st.events[(self.kind, None)] = []
+            return
         memo = st.memo.setdefault((self.kind, ""), {"found": None})
-        if vals:
-            last = max(int(st.series[t].step[st.series[t].n - 1]) for t in vals)
-            if any(s.dirty is not None and (st.roles[t] == "val_loss" or (
-                    st.roles[t] == "train_loss" and int(s.step[s.dirty]) <= last))
-                   for t, s in st.series.items()):
-                frame = FrameView({t: s.view(st.run, t, st.roles[t])
-                                   for t, s in st.series.items()})
-                memo["found"] = self.det.pair_candidate(frame, st.info())
-        found = memo["found"] if vals else None
+        last = max(int(st.series[t].step[st.series[t].n - 1]) for t in vals)
+        if any(s.dirty is not None and (st.roles[t] == "val_loss" or (
+                st.roles[t] == "train_loss" and int(s.step[s.dirty]) <= last))
+               for t, s in st.series.items()):
+            frame = FrameView({t: s.view(st.run, t, st.roles[t]) for t, s in st.series.items()})
+            memo["found"] = self.det.pair_candidate(frame, st.info())
+        found = memo["found"]
         own = [e for (kind, tag), lst in st.events.items() if kind == self.kind and tag
                for e in lst]
         st.events[(self.kind, None)] = [] if found is None or covered(found, own) else [found]
@@ -110,8 +112,14 @@ class DivergenceStream(_SeriesStream):
             else:
                 rerun = self._rises(s, max(0, d - 1), memo)
             memo["upto"] = s.n
-        if rerun:
-            st.events[(self.kind, tag)] = self.det.detect(s.view(st.run, tag, st.roles[tag]))
+        if rerun:  # (the level and noise medians of what the series was are kept)
+            kept = memo.get("medians")
+            if kept is None or len(s.rewrites) != memo.get("rewrites"):
+                kept = memo["medians"] = KeptMedians()
+                memo["rewrites"] = len(s.rewrites)
+            with keeping(kept):
+                st.events[(self.kind, tag)] = self.det.detect(s.view(st.run, tag,
+                                                                     st.roles[tag]))
 
     def _quiet_short(self, s: SeriesBuffer, d: int, memo: dict[str, Any]) -> bool:
         """Whether the detector finds nothing in a short series without running it: its

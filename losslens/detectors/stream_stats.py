@@ -80,7 +80,7 @@ class _Side:
             g.put(keep, x[keep - a:])
 
     def get(self, lo: int, hi: int, w: int, log: bool) -> Baseline:
-        count = np.clip(np.arange(lo, hi) - 2, 0, w)
+        count = np.minimum(np.maximum(np.arange(lo - 2, hi - 2), 0), w)  # (np.clip's numbers)
         return Baseline(self.y.view[lo:hi], self.level.view[lo:hi], self.scale.view[lo:hi],
                         count, log)
 
