@@ -36,6 +36,16 @@ CHECK_POINTS = 30
 #: back from a -0.03 blip was read as a spike that never recovered); a drop that lasts
 #: leaves the next point low, and a real spike still clears the level before the dip.
 DIP_Z = 6.0
+#: A lone point (back at the next one) is no spike where lone outliers are common (at least
+#: LONE_COMMON and LONE_SHARE of the spike detector's `tail_window` points before it: Gaussian
+#: noise gives 0.02 %) and LONE_SEEN of them rose over their level at least 1 / LONE_MARGIN
+#: as far (in the units of its space): one more of the outliers this noise keeps making (a
+#: per-batch loss falling 6.5 -> 0.2 threw x1.4-x5 lone points every few steps, 52 of them
+#: read as spikes); a lone spike must outdo them by LONE_MARGIN (`outdone`). Rare lone
+#: spikes of the same height (3 x3 spikes 150 steps apart on a quiet loss) all count.
+LONE_SEEN, LONE_MARGIN, LONE_COMMON, LONE_SHARE = 2, 1.5, 3, 0.02
+#: A positive loss at least twice its level (log units; the spike detector's DOUBLED).
+DOUBLED_LOG = float(np.log(2.0))
 
 
 def trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.ndarray:
@@ -182,6 +192,25 @@ class Known:
     split: int
     log: Baseline | None
     additive: Any
+    start: float | None = None  # the series' start level (`start_level`), for LogCheck
+
+
+def start_level(v: np.ndarray) -> float | None:
+    """The log of the median of a series' first 5 finite values (None: not all positive):
+    where the loss started, to tell a floor decades under it (LogCheck.doubled)."""
+    head = np.asarray(v[:5], dtype=float)
+    return float(np.median(np.log(head))) if head.size and bool((head > 0).all()) else None
+
+
+def outdone(y: np.ndarray, level: np.ndarray, big: np.ndarray, c: int, a: int) -> bool:
+    """Whether lone points of a..c-1 (over their `level` by `big`, the next point not) are
+    common and LONE_SEEN of them rose at least 1 / LONE_MARGIN as far as point c does (see
+    LONE_SEEN)."""
+    rise = y[a:c] - level[a:c]
+    with np.errstate(invalid="ignore"):
+        lone = (rise > big[a:c]) & (y[a + 1:c + 1] - level[a:c] <= big[a:c])
+        common = int(lone.sum()) >= max(LONE_COMMON, LONE_SHARE * (c - a))
+        return common and int((lone & (LONE_MARGIN * rise >= y[c] - level[c])).sum()) >= LONE_SEEN
 
 
 def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
@@ -342,13 +371,59 @@ class LogCheck:
     level_window: int
     min_rise: float  # log(min_ratio)
     lone: np.ndarray | None = None  # the log-space threshold for a lone point (None: `thr`)
+    plain: np.ndarray | None = None  # the plain log-space threshold (LONE_FLOOR x on a floor)
+    start: float | None = None  # the series' start level (`start_level`; None: unknown)
 
-    def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None) -> bool:
+    def doubled(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
+                far: bool = False) -> bool:
+        """Whether the spike at index `c` (values `run`) at least doubled from its log-space
+        level and clears the plain threshold there (`plain`; on a floor the loss fell to
+        LONE_FLOOR x it, as for any lone point: floor flicker has x10-x100 outliers): the
+        log space's DOUBLED rule for a positive loss judged additively near 0, less than
+        FALLEN x under its start (`start_level`), where the
+        additive rise is also `far`
+        (2 x the tail-raised additive threshold, unmistakable against the noise seen): a x7.6
+        one-step spike off a 0.12 per-step loss (additive z 38) is no heavy-tail flicker,
+        the x2.5-x4 points of its noisy steep descent (additive z 10-20) may be."""
+        got = self._rise(c, run, masked) if far else None
+        if got is None or self.plain is None:
+            return False
+        rise, scale, base = got
+        # not on a floor decades under the start (`start`: the whole series', a streaming
+        # window's too): the per-batch flicker of a memorised set has x10-x100 outliers
+        return (self.start is not None and rise >= DOUBLED_LOG
+                and rise > float(self.plain[c]) * scale
+                and base > self.start - float(np.log(FALLEN)))
+
+    def _rise(self, c: int, run: np.ndarray, masked: np.ndarray | None
+              ) -> tuple[float, float, float] | None:
+        """The peak's rise over the log-space base before `c`, the scale and the base (None:
+        not judged in log space)."""
+        peak = float(run.max())
+        if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
+            return None
+        a = max(0, c - self.window)
+        if masked is None:
+            before = self.y[a:c]
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                before = np.log(masked[a:c])
+        before = before[np.isfinite(before)]
+        scale = float(self.scale[c])
+        if before.shape[0] < CHECK_POINTS or not np.isfinite(scale):
+            return None
+        near = before[-self.level_window:]
+        base = min(float(np.median(before)), float(np.median(near)))
+        return float(np.log(peak)) - base, scale, base
+
+    def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
+                 far: bool = False) -> bool:
         """Whether the spike starting at index `c`, whose values until it is back (at most a
         level window of them) are `run`, stands out in log space (`masked`: the values with
         found spikes blanked out): its highest value by the threshold, or the median of its
         m >= 2 values by the threshold / sqrt(m) (an excursion that lasts is evidence
-        however noisy the single points are)."""
+        however noisy the single points are); a lone point also when `doubled` (`far`: its
+        additive rise is 2 x the additive threshold)."""
         peak = float(run.max())
         if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
             return True
@@ -370,8 +445,8 @@ class LogCheck:
         if rise < self.min_rise:
             return False
         m = run.shape[0]
-        if self.lone is not None and m == 1:
-            return rise > float(self.lone[c]) * scale  # a lone point (see `lone`)
+        if self.lone is not None and m == 1:  # a lone point (see `lone`; and `doubled`)
+            return rise > float(self.lone[c]) * scale or self.doubled(c, run, masked, far)
         if rise > thr * scale:
             return True
         return m >= 2 and float(np.median(np.log(run))) - base > thr * scale / np.sqrt(m)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spike import Baseline, Known, baseline
+from .spike import Baseline, Known, baseline, start_level
 from .stream_base import SeriesBuffer
 
 
@@ -165,7 +165,7 @@ class BaselineCache:
                 if self.add.n < nf:
                     return None
             addb = self.add.get(fa, nf, self.w, False)
-        return Known(split, logb, addb)
+        return Known(split, logb, addb, start_level(self.val.view))
 
 
 def prefer_scipy() -> None:
