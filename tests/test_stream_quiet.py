@@ -134,3 +134,33 @@ def test_short_series_divergence_runs_only_once_a_level_rose():
             assert got == want, f"after {lo}"
     assert rose_at is not None and 2000 <= rose_at < 2400  # skipped for ~1,800 points before
     assert [e["kind"] for e in got] == ["divergence"] and 2000 <= got[0]["start_step"] <= 2300
+
+
+@pytest.mark.parametrize("keep_upto", [262_144, 1_000])
+def test_divergence_reruns_keep_their_medians_and_equal_batch(keep_upto, monkeypatch):
+    """Divergence run again on every update once a level rose: its level and noise medians
+    are kept between the reruns (`filters.KeptMedians`, answering from the kept prefix) up
+    to `KEEP_UPTO` points, not beyond; the events are the batch detector's either way."""
+    from losslens.detectors.stream_misc import DivergenceStream
+
+    monkeypatch.setattr(DivergenceStream, "KEEP_UPTO", keep_upto)
+    n = 2600
+    rng = np.random.default_rng(4)
+    steps = np.arange(1, n + 1)
+    loss = (2 + 3 * np.exp(-steps / 300)) * np.exp(rng.normal(0, 0.02, n))
+    loss[1800:] *= np.exp(np.linspace(0, 2.5, n - 1800))
+    live = LiveRun("run", detectors=["divergence"], source="mem", format="test")
+    for lo in range(0, n, 48):
+        live.add("lm loss", steps[lo:lo + 48], loss[lo:lo + 48])
+        got = [comparable(e) for e in live.detect()]
+    b = RecordsBuilder()
+    for i in range(n):
+        b.add("lm loss", int(steps[i]), float(loss[i]), order=i)
+    frame = build([b.build("run", "mem", "test")])
+    assert got == [comparable(e) for e in detect_run(frame, frame.runs[0], ["divergence"])]
+    assert [e["kind"] for e in got] == ["divergence"]
+    kept = live.memo[("divergence", "lm loss")].get("medians")
+    if keep_upto > n:
+        assert kept is not None and kept.hits > 10 and len(kept.entries) <= 4
+    else:
+        assert kept is None

@@ -62,6 +62,11 @@ class DivergenceStream(_SeriesStream):
     whole series') or short (the detector then sizes its span, and at first its window,
     from the length) once a level has risen there (before that it finds nothing)."""
 
+    #: the level and noise medians are kept between reruns (`filters.KeptMedians`: ~4
+    #: arrays of input and output) up to this many points; a longer series computes them
+    #: whole at each rerun (~16 MB a tag at most)
+    KEEP_UPTO = 262_144
+
     def __init__(self, det: DivergenceDetector) -> None:
         super().__init__(det)
         self.k = int(det.window) | 1
@@ -113,13 +118,17 @@ class DivergenceStream(_SeriesStream):
                 rerun = self._rises(s, max(0, d - 1), memo)
             memo["upto"] = s.n
         if rerun:  # (the level and noise medians of what the series was are kept)
+            view = s.view(st.run, tag, st.roles[tag])
+            if s.n > self.KEEP_UPTO:  # (their memory: ~64 bytes a point)
+                memo.pop("medians", None)
+                st.events[(self.kind, tag)] = self.det.detect(view)
+                return
             kept = memo.get("medians")
             if kept is None or len(s.rewrites) != memo.get("rewrites"):
-                kept = memo["medians"] = KeptMedians()
+                kept = memo["medians"] = KeptMedians(size=4)
                 memo["rewrites"] = len(s.rewrites)
             with keeping(kept):
-                st.events[(self.kind, tag)] = self.det.detect(s.view(st.run, tag,
-                                                                     st.roles[tag]))
+                st.events[(self.kind, tag)] = self.det.detect(view)
 
     def _quiet_short(self, s: SeriesBuffer, d: int, memo: dict[str, Any]) -> bool:
         """Whether the detector finds nothing in a short series without running it: its
