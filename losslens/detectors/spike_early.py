@@ -40,13 +40,16 @@ so the streaming form re-judges from the first point while it is not (stream_spi
 Also (from point TREND on, where the curve before was not rising): rises over several points
 (humps, step-ups) by the lower median of 2/3/5 points' excess over the prediction made before
 them (SPANS); a step-up whose next point keeps rising; and, both sides, a jump under the
-threshold that is TALL x taller than every other excursion of the head (see the constants).
+threshold that is TALL x taller than every other excursion of the head, and a point that
+stands over the mean of its two neighbours MID x more than any other point does (at a knee the
+lines err by more than the noise; see the constants).
 Known misses: humps on a steep early descent (a line extrapolated k points there errs by more
-than the hump); a spike right after another or right after a knee; a spike at the last point;
-points 0-2 (`blowups`, below: EARLY_RATIO, SIDE_RATIO, judges those).
+than the hump); a spike right after another, or of 2+ points right after a knee; a spike at
+the last point; points 0-2 (`blowups`, below: EARLY_RATIO, SIDE_RATIO, judges those).
 Known false positives: one-point outliers of heavy-tailed noise in the first points, before a
 tail has shown itself (Student t with 3 degrees of freedom on 12-70-point descents: about one
-run in 600 more than the trailing statistic alone; t with 2.5: one in 200).
+run in 600 more than the trailing statistic alone; t with 2.5: one in 200; MID: t(3) 26 -> 32,
+t(2.5) 57 -> 69 runs of 1500 with a false early spike).
 """
 from __future__ import annotations
 
