@@ -150,14 +150,26 @@ def rule_divergence(events: Sequence[Event], meta: RunMeta,
     if not div:
         return None
     after_spike = [e for e in div if e.details.get("preceded_by_spike")]
+    pair = [e for e in div if e.details.get("train_tag")]  # the run stage: train + validation
     how = ("after a spike it did not recover from" if after_spike
            else "without a preceding spike (a slow, sustained rise)")
+    said = (f"The training loss rises and does not come back, {how}."
+            if len(pair) < len(div) else "")
+    keep = ""
+    for e in pair[:1]:
+        d = e.details
+        said += (" " if said else "") + (
+            f"{d['train_tag']} rose {1 + d['train_change']:.2f}x over its level at the best "
+            f"evaluation (step {d['best_step']}) and {e.tag} has been at least "
+            f"{1 + d['val_change']:.2f}x that best at every evaluation since (up to "
+            f"{e.magnitude:.2f}x): the run got worse on the data it trains on and on held-out "
+            "data alike, which is divergence, not overfitting.")
+        keep = f" Keep the checkpoint of the best evaluation (step {d['best_step']})."
     return Finding(
-        "critical", f"Divergence from step {div[0].start_step}",
-        f"The training loss rises and does not come back, {how}.",
+        "critical", f"Divergence from step {div[0].start_step}", said,
         "Restart from a checkpoint before the onset and skip the batches through it (PaLM); "
         "if it recurs at the same parameter state, lower the learning rate or look at the "
-        "optimizer state (Adam epsilon) and numerics.",
+        "optimizer state (Adam epsilon) and numerics." + keep,
         _ids(div), (CITES["spike_types"], CITES["palm"]))
 
 

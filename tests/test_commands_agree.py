@@ -127,6 +127,32 @@ def test_commands_agree_on_epoch_lines_and_cr_only_logs(runner, tmp_path, monkey
     _agree(runner, path, tmp_path)
 
 
+@pytest.mark.parametrize("shape", ["nanogpt-bpc", "deepspeed-chat-sft", "loguru-step-lines"])
+def test_commands_agree_on_units_chat_evaluations_and_step_lines(runner, tmp_path, monkeypatch,
+                                                                  shape):
+    """A nanoGPT fork's BPC output (real: val loss rising from step 1250), DeepSpeed-Chat's SFT
+    log (real: `ppl:` after each epoch among fp16 overflows) and a script's loguru step lines
+    (a spike at step 6000, NaN from 9000)."""
+    monkeypatch.chdir(tmp_path)
+    data = ROOT / "tests" / "data" / "real_excerpts"
+    if shape == "nanogpt-bpc":
+        path = data / "nanogpt-bpc_kt2awly2_output.log"
+    elif shape == "deepspeed-chat-sft":
+        path = data / "deepspeed-chat_step1_opt-1.3b.log"
+    else:
+        path = tmp_path / "pretrain.log"
+        lines = []
+        for step in range(100, 10001, 100):
+            loss = 6.0 * 0.9997 ** step + (2.0 if step == 6000 else 0.0)
+            text = "nan" if step >= 9000 else f"{loss:.4f}"
+            lines.append(f"2026-02-03 13:24:36.939 | INFO     | __main__:train:172 - "
+                         f"Step {step}, Loss: {text}")
+        path.write_text("\n".join(lines) + "\n")
+    res = runner.invoke(app, ["analyze", str(path), "-f", "json"])
+    assert _json(res)["runs"][0]["events"]  # something to agree on
+    _agree(runner, path, tmp_path)
+
+
 def test_the_settings_file_changes_what_every_command_sees(runner, tmp_path, monkeypatch):
     """The settings case above is not vacuous: the sample's spikes are there without it."""
     monkeypatch.chdir(tmp_path)

@@ -14,7 +14,7 @@ from losslens.detectors import DETECTORS, detector_class
 from losslens.detectors.divergence import DivergenceDetector
 from losslens.detectors.spike import SpikeDetector
 from losslens.detectors.stream import STREAMS, LiveRun, stream_for
-from losslens.detectors.stream_misc import WholeSeriesStream
+from losslens.detectors.stream_misc import RunStream, WholeSeriesStream
 from losslens.frame import build
 from losslens.records import RecordsBuilder, RunRecords
 
@@ -167,7 +167,8 @@ def test_detector_without_a_stream_is_rerun_whole_and_custom_stream_is_used():
     class Sub(DivergenceDetector):  # another class: the registered stream may not fit it
         pass
 
-    assert isinstance(stream_for(Sub()), WholeSeriesStream)
+    # (the divergence detector is run scope: its run stage reads train and validation)
+    assert isinstance(stream_for(Sub()), RunStream)
 
     class Own:
         scope, roles, causal, kind = "series", ("train_loss",), True, "mine"

@@ -161,3 +161,17 @@ def test_no_other_format_claims_the_loguru_log(tmp_path):
         fn = getattr(mod, f"sniff_{name.replace('-', '_')}", None) or mod.sniff
         scores[name] = fn(path.name, head)
     assert {n: s for n, s in scores.items() if s > 0} == {"epoch-lines": 0.45}
+
+
+@pytest.mark.parametrize("head", [
+    b"Step 5, no pairs here\n" * 50000,                       # every line a candidate
+    b"2026-01-01 00:00:00.000 | INFO | " + b"a:" * 400000,       # one long prefix-like line
+    (b"- " * 60 + b"Step 5 x\n") * 8000,
+    b"step " * 200000,
+])
+def test_sniff_stays_fast_on_hostile_heads(head):
+    import time
+
+    t = time.process_time()
+    assert epochs.sniff("x.log", head[:1 << 20]) == 0.0
+    assert time.process_time() - t < 1.0

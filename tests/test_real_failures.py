@@ -118,7 +118,9 @@ def test_train_that_fell_from_its_first_point_after_the_best_evaluation_is_overf
 def test_the_lr_too_high_whisper_run_is_not_called_overfitting():
     ra = analyze(read(cached("hf-whisper-braj-lr-too-high"))).runs[0]
     assert [e for e in ra.events if e.kind == "overfitting"] == []
-    assert [f for f in ra.findings if f.severity != "info"] == []
+    # it diverged: train and validation got worse together (tests/test_divergence_pair.py)
+    assert [f.title for f in ra.findings if f.severity != "info"] == [
+        "Divergence from step 264"]
 
 
 # -- accuracy against the validation loss of the same evaluations ------------------------------

@@ -21,8 +21,6 @@ KNOWN = {"lightning-pendulum-v18": "a x1.5 bump of one PINN term at the x450 spi
          "megatron-dszero-n16-blowup": "12.52, 12.52, 40.75 and the log ends: the blow-up at the "
                                        "last point is a spike whose recovery is 'not known yet' "
                                        "(warning), not the unrecovered blow-up labelled",
-         "megatron-gpt2-base-n4-spike": "12.03 -> 22.48 (x1.9) at the second logged point, back "
-                                        "below by 50: no spike (the n8 run's x2.2 is found)",
          "lf-qwen25-med-overfit": "eval 1.552 (best, end of epoch 2) -> 1.573 -> 1.578 while train "
                                   "drops at the epoch boundary: no overfitting event"}
 

@@ -117,7 +117,10 @@ CASES = {"maxtext": lambda: maxtext(1200), "torchtune": lambda: torchtune(1200),
          "composer": lambda: composer(1200), "modded-nanogpt": modded,
          "t5x": lambda: t5x(1200), "levanter": lambda: levanter(1200),
          "jsonl": lambda: jsonl_null_tail(1200), "build-nanogpt": lambda: build_nanogpt(1200),
-         "build-nanogpt-log": lambda: build_nanogpt_log(1200)}
+         "build-nanogpt-log": lambda: build_nanogpt_log(1200),
+         # a nanoGPT fork that prints `loss 4.5735 BPC` (real output, jackokeefe11/nanoGPT)
+         "nanogpt": lambda: (DATA / "real_excerpts" / "nanogpt-bpc_kt2awly2_output.log"
+                             ).read_text()}
 
 
 @pytest.mark.parametrize("fmt", sorted(CASES))

@@ -8,7 +8,9 @@ The contract (one test in tests/test_detector_contract.py runs it on every entry
 - Series detectors (`scope = "series"`) implement `detect(series: Series) -> list[Event]` on one
   stitched series of the roles in `roles`. Run detectors (`scope = "run"`) implement
   `detect_run(frame: Frame, run: RunInfo) -> list[Event]` and may look at several series
-  (train + validation, loss + grad norm) and at the raw segments.
+  (train + validation, loss + grad norm) and at the raw segments. A run detector may keep a
+  series stage of its own as `detect(series)` (divergence: each train loss, then what the
+  train and validation losses show together).
 - Pure: no I/O, input untouched, events sorted by start_step, steps taken from the input,
   `[]` for empty / too-short / constant / all-NaN input, NaN/inf handled explicitly.
 - Causal detectors (`causal = True`: spike, divergence, nonfinite, grad_spike, overflow,

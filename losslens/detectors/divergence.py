@@ -54,6 +54,12 @@ Statistic (causal: declared from past points only):
 - The event ends at the last point (or, if the level comes back below the threshold, at the
   last point before it did: `details.recovered`).
 
+Run stage (`detect_run`; `divergence_pair`): the series stage on every train loss, and one
+divergence a run's train and validation losses show together when neither alone is enough
+(validation worse than its best at every evaluation since, while the train loss rose
+`train_rise` x): a fine-tune whose learning rate is far too high, its train loss logged too
+sparsely for a trailing level.
+
 Known false positives: a spike that settles `stuck_ratio` x higher and stays there is called a
 divergence (on purpose); a part of a multi-part loss that rises while the total falls
 (analysis marks it `component`, information); a deliberate LR re-warm-up; adversarial
@@ -70,7 +76,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..events import Event
-from ..frame import Series
+from ..frame import Frame, RunInfo, Series
 from .filters import median
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
 
@@ -151,9 +157,15 @@ class DivergenceDetector:
     nan_points: int = 3
     #: A spike that started up to this many steps before the onset "preceded" the divergence.
     spike_within: int = 500
+    #: Run stage (train + validation, `divergence_pair`): evaluations after the best one...
+    evals_after: int = 3
+    #: ...each at least this many times the best...
+    eval_rise: float = 1.1
+    #: ...while the train loss's level rose this many times its level at the best evaluation.
+    train_rise: float = 1.25
 
-    scope: ClassVar[str] = "series"
-    roles: ClassVar[tuple[str, ...]] = ("train_loss",)
+    scope: ClassVar[str] = "run"
+    roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
     causal: ClassVar[bool] = True
     kind: ClassVar[str] = "divergence"
 
@@ -171,8 +183,38 @@ class DivergenceDetector:
                 "an int >= 1")
         require(self, "spike_within", is_int(self.spike_within) and self.spike_within >= 0,
                 "an int >= 0")
+        require(self, "evals_after", is_int(self.evals_after) and self.evals_after >= 2,
+                "an int >= 2")
+        for name in ("eval_rise", "train_rise"):
+            require(self, name, is_num(getattr(self, name)) and getattr(self, name) > 1.0,
+                    "a number > 1")
+
+    def detect_run(self, frame: Frame, run: RunInfo) -> list[Event]:
+        """Each train loss's divergences (`detect`), and the run stage's: one the train and
+        validation losses show together (`detect_pair`)."""
+        self.validate()
+        own = [e for tag in run.tags_with_role("train_loss")
+               for e in self.detect(frame.series(run.run, tag))]
+        return sorted(own + self.detect_pair(frame, run, own), key=lambda e: e.start_step)
+
+    def detect_pair(self, frame: Any, run: RunInfo, own: list[Event]) -> list[Event]:
+        """The run stage (`divergence_pair`): a divergence the train and validation losses
+        show together, unless one of `own` (the train losses' divergences) covers it."""
+        from .divergence_pair import covered
+
+        found = self.pair_candidate(frame, run)
+        return [] if found is None or covered(found, own) else [found]
+
+    def pair_candidate(self, frame: Any, run: RunInfo) -> Event | None:
+        """The run stage's divergence before the series stage's are asked (`divergence_pair`)."""
+        from .divergence_pair import pair_candidate
+
+        return pair_candidate(frame, run, evals_after=self.evals_after,
+                              eval_rise=self.eval_rise, train_rise=self.train_rise,
+                              sustain_steps=self.sustain_steps)
 
     def detect(self, series: Series) -> list[Event]:
+        """The series stage: the divergences of one train loss series."""
         self.validate()
         return [Event(kind=self.kind, run=series.run, tag=series.tag, start_step=d["start"],
                       end_step=d["end"], severity="critical", magnitude=d["magnitude"],

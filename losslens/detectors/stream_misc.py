@@ -13,6 +13,7 @@ import numpy as np
 
 from . import overflow
 from .divergence import DivergenceDetector
+from .divergence_pair import covered
 from .filters import KeptMedians, keeping
 from .nonfinite import NonFiniteDetector
 from .overflow import OverflowDetector
@@ -70,6 +71,32 @@ class DivergenceStream(_SeriesStream):
         super().__init__(det)
         self.k = int(det.window) | 1
         self.thr = math.log(float(det.rise_ratio))
+
+    def update(self, st: LiveRun) -> None:
+        for tag, s in st.series.items():
+            if s.dirty is not None and s.n and st.roles[tag] == "train_loss":
+                self.update_series(st, tag, s)
+        self.update_pair(st)
+
+    def update_pair(self, st: LiveRun) -> None:
+        """The run stage (train + validation, `DivergenceDetector.detect_pair`): judged again
+        when a validation point came, or a train point at or before the last evaluation (it
+        reads none after that); whether a train loss's own divergence covers it, each time."""
+        vals = [t for t, s in st.series.items() if st.roles[t] == "val_loss" and s.n]
+        if not vals:  # (the in-training guard: no validation loss)
+            st.events[(self.kind, None)] = []
+            return
+        memo = st.memo.setdefault((self.kind, ""), {"found": None})
+        last = max(int(st.series[t].step[st.series[t].n - 1]) for t in vals)
+        if any(s.dirty is not None and (st.roles[t] == "val_loss" or (
+                st.roles[t] == "train_loss" and int(s.step[s.dirty]) <= last))
+               for t, s in st.series.items()):
+            frame = FrameView({t: s.view(st.run, t, st.roles[t]) for t, s in st.series.items()})
+            memo["found"] = self.det.pair_candidate(frame, st.info())
+        found = memo["found"]
+        own = [e for (kind, tag), lst in st.events.items() if kind == self.kind and tag
+               for e in lst]
+        st.events[(self.kind, None)] = [] if found is None or covered(found, own) else [found]
 
     def update_series(self, st: LiveRun, tag: str, s: SeriesBuffer) -> None:
         memo = st.memo.setdefault((self.kind, tag), {"best": math.inf, "upto": 0})

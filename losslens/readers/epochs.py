@@ -98,6 +98,9 @@ _STEP = re.compile(r"(?i)(?:global[ _]step|step|iter(?:ation)?)\s*[:=#]?\s*[\[(]
 #: what follows a step line's counter: `,` `:` `;` or ` - ` (a framework's `step 5 | loss: x`,
 #: `step:  5  loss: x` are theirs, not a script's)
 _STEP_SEP = re.compile(r"\s*(?:[,:;]|-\s)")
+#: anywhere in a head: a step counter and its separator (sniff looks for step lines only then)
+_STEP_HINT = re.compile(r"(?i)(?<![\w./])(?:step|iter(?:ation)?)\s*[:=#]?\s*[\[(]?\s*\d{1,12}"
+                        r"\s*(?:(?:/|of)\s*\d{1,12}\s*)?[\])]?\s*(?:[,:;]|-\s)")
 
 
 def _step_message(frag: str) -> tuple[re.Match, int] | None:
@@ -164,10 +167,18 @@ def _only_pairs(frag: str) -> bool:
 
 def sniff(name: str, head: bytes) -> float:
     """0.45 when epoch lines with pairs (or an epoch header followed by pair lines or a Keras
-    bar) are in the head: below every framework's own sniff, above generic CSV."""
+    bar), or step lines with pairs, are in the head: below every framework's own sniff, above
+    generic CSV."""
     text = head_text(head)
     if _JSON_START.match(text):
         return 0.0  # (a JSON document or JSON lines: never epoch lines)
+    if ("poch" in text or "POCH" in text) and _epoch_hits(text):
+        return 0.45
+    return 0.45 if _step_hit(text) else 0.0
+
+
+def _epoch_hits(text: str) -> int:
+    """Epoch lines with pairs in a head (up to 3)."""
     hits, open_block = 0, 0
     for _, frag in fragments(text):
         if open_block and (_only_pairs(frag) and _PAIR.search(frag) or _keras(frag)):
@@ -177,10 +188,6 @@ def sniff(name: str, head: bytes) -> float:
             continue
         hm = _message(frag)
         if hm is None:
-            sm = _step_message(frag)
-            hits += bool(sm and _PAIR.search(frag, sm[1]))
-            if hits >= 3:
-                break
             continue
         if _PAIR.search(frag, hm[1]):
             hits += 1
@@ -188,7 +195,32 @@ def sniff(name: str, head: bytes) -> float:
             open_block = 4
         if hits >= 3:
             break
-    return 0.45 if hits else 0.0
+    return hits
+
+
+#: step-counter candidates a sniff looks at (each one's line), at most, and how much of the
+#: head it looks in (a script logs its first step line early; scanning 1 MiB for a counter
+#: costs ~60 ms)
+_STEP_CANDIDATES = 256
+_STEP_WINDOW = 1 << 18
+
+
+def _step_hit(text: str) -> bool:
+    """Whether a step line with pairs is in the head's first `_STEP_WINDOW` characters: only
+    the lines where a step counter and its separator occur (one regex pass finds them) are
+    looked at."""
+    for n, m in enumerate(_STEP_HINT.finditer(text, 0, _STEP_WINDOW)):
+        if n >= _STEP_CANDIDATES:
+            return False
+        a = text.rfind("\n", 0, m.start()) + 1
+        b = text.find("\n", m.end())
+        for _, frag in fragments(text[a:b if b >= 0 else len(text)]):
+            if _BAR.search(frag) or _message(frag) is not None:
+                continue
+            sm = _step_message(frag)
+            if sm and _PAIR.search(frag, sm[1]):
+                return True
+    return False
 
 
 def _keras(frag: str) -> re.Match | None:
