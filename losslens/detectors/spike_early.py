@@ -154,7 +154,8 @@ SIDE_RATIO, SIDE_Z, SIDE_POINTS = 1.5, 6.0, 4
 #: detector's), and the jump SIDE_Z x their noise. A QLoRA run at lr 5
 #: went 1.64 -> 11.8 at its second point and sat at ln 32000 = 10.37 (uniform over the
 #: vocabulary) to the end: destroyed, never back. A run that starts high and falls, or whose
-#: first point is low by its noise, has no such jump.
+#: first point is low by its noise, has no such jump; nor has a first point near 0 (the jump
+#: must clear the noise in the values too, not only as a ratio).
 STAY_SHARE = 0.25
 
 
@@ -205,7 +206,12 @@ def _stayed(y: np.ndarray) -> bool:
             or abs(float(np.median(after[-SIDE_POINTS:])) - y[1]) > STAY_SHARE * rise:
         return False
     d = np.abs(np.diff(after))
-    return rise > SIDE_Z * MAD_TO_SIGMA / np.sqrt(2) * float(np.median(d))
+    if not rise > SIDE_Z * MAD_TO_SIGMA / np.sqrt(2) * float(np.median(d)):
+        return False
+    # the same in the values themselves: off a first point near 0 any wiggle is a big ratio
+    v = np.exp(y[:HEAD])
+    dv = np.abs(np.diff(v[2:]))
+    return float(v[1] - v[0]) > SIDE_Z * MAD_TO_SIGMA / np.sqrt(2) * float(np.median(dv))
 
 
 def _med(x: np.ndarray) -> float:
