@@ -395,6 +395,17 @@ class LogCheck:
                 and rise > float(self.plain[c]) * scale
                 and base > self.start - float(np.log(FALLEN)))
 
+    def _before(self, c: int, masked: np.ndarray | None) -> np.ndarray:
+        """The finite log values of the `window` points before index `c` (from `masked`, the
+        values with found spikes blanked out, when given)."""
+        a = max(0, c - self.window)
+        if masked is None:
+            before = self.y[a:c]
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                before = np.log(masked[a:c])
+        return before[np.isfinite(before)]
+
     def _rise(self, c: int, run: np.ndarray, masked: np.ndarray | None
               ) -> tuple[float, float, float] | None:
         """The peak's rise over the log-space base before `c`, the scale and the base (None:
@@ -402,13 +413,7 @@ class LogCheck:
         peak = float(run.max())
         if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
             return None
-        a = max(0, c - self.window)
-        if masked is None:
-            before = self.y[a:c]
-        else:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                before = np.log(masked[a:c])
-        before = before[np.isfinite(before)]
+        before = self._before(c, masked)
         scale = float(self.scale[c])
         if before.shape[0] < CHECK_POINTS or not np.isfinite(scale):
             return None
@@ -427,13 +432,7 @@ class LogCheck:
         peak = float(run.max())
         if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
             return True
-        a = max(0, c - self.window)
-        if masked is None:
-            before = self.y[a:c]
-        else:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                before = np.log(masked[a:c])
-        before = before[np.isfinite(before)]
+        before = self._before(c, masked)
         scale, thr = float(self.scale[c]), float(self.thr[c])
         if before.shape[0] < CHECK_POINTS or not (np.isfinite(scale) and np.isfinite(thr)):
             return True  # no log-space history to judge by: the additive verdict stands
