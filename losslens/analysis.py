@@ -141,7 +141,11 @@ def _mark_components(events: list[Event], frame: Frame, run: RunInfo) -> list[Ev
     out = []
     for e in events:
         part = e.tag not in primary and role.get(e.tag) == "train_loss"
-        if part and e.kind == "divergence" and not e.details.get("nonfinite") and not any(
+        flat = _flat_beside(e, frame, run, role, primary)
+        if flat:
+            e = replace(e, details={**e.details, "component": True, "objective": True,
+                                    "flat_tags": flat})
+        elif part and e.kind == "divergence" and not e.details.get("nonfinite") and not any(
                 _overlap(d, e) for d in total_divs):
             e = replace(e, details={**e.details, "component": True,
                                     "total_tags": sorted(primary)})
@@ -155,6 +159,38 @@ def _mark_components(events: list[Event], frame: Frame, run: RunInfo) -> list[Ev
 
 #: A part of a multi-part loss whose spike peaks under this share of the total cannot matter.
 NEGLIGIBLE = 1e-3
+#: "Flat" beside a rising total: the median over the rise within this factor of the one before.
+FLAT_WITHIN = 1.1
+
+
+def _flat_beside(e: Event, frame: Frame, run: RunInfo, role: dict[str, str],
+                 primary: set[str]) -> list[str]:
+    """The loss tags that stayed flat while the total training loss `e` diverged, when
+    both a part of it (another train loss) and every validation loss did: the total rose
+    because its objective changed (a term's weight on a schedule: KL annealing, a penalty
+    coefficient), not because the model got worse; else []. Flat: the median over the
+    divergence within FLAT_WITHIN x the median before it (each >= 3 finite points; before
+    fewer than 3, the series' first 3)."""
+    if e.kind != "divergence" or e.tag not in primary or e.details.get("nonfinite"):
+        return []
+    end = e.end_step if e.end_step is not None else e.start_step
+    flat: dict[str, bool] = {}
+    for s in run.series:
+        if s.tag in primary or s.role not in LOSS_ROLES:
+            continue
+        ser = frame.series(run.run, s.tag)
+        ok = np.isfinite(ser.value) & (ser.value > 0)
+        before = ser.value[ok & (ser.step < e.start_step)]
+        if before.shape[0] < 3:  # a rise from early on: the series' first three points
+            before = ser.value[ok][:3]
+        during = ser.value[ok & (ser.step >= e.start_step) & (ser.step <= end)]
+        if before.shape[0] >= 3 and during.shape[0] >= 3:
+            flat[s.tag] = float(np.median(during)) <= FLAT_WITHIN * float(np.median(before))
+    vals = [t for t in flat if role[t] == "val_loss"]
+    parts = [t for t in flat if role[t] == "train_loss" and flat[t]]
+    if not vals or not parts or not all(flat[t] for t in vals):
+        return []
+    return sorted(parts + vals)
 
 
 def _overlap(a: Event, b: Event) -> bool:

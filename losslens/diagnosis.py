@@ -175,7 +175,8 @@ def rule_divergence(events: Sequence[Event], meta: RunMeta,
 
 def rule_component_rise(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    parts = [e for e in _of(events, "divergence") if e.details.get("component")]
+    parts = [e for e in _of(events, "divergence") if e.details.get("component")
+             and not e.details.get("objective")]
     parts += [e for e in _of(events, "spike") if e.details.get("negligible")]
     if not parts:
         return None
@@ -188,6 +189,21 @@ def rule_component_rise(events: Sequence[Event], meta: RunMeta,
         "trading off, not a diverging run.",
         "Nothing to restart; if that part matters on its own, reweight it.",
         _ids(parts), (CITES["spike_types"],))
+
+
+def rule_objective_change(events: Sequence[Event], meta: RunMeta,
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
+    rose = [e for e in _of(events, "divergence") if e.details.get("objective")]
+    if not rose:
+        return None
+    flat = sorted({t for e in rose for t in e.details.get("flat_tags", ())})
+    return Finding(
+        "info", f"The total loss rose while its parts did not ({', '.join(sorted({e.tag for e in rose}))})",
+        f"The total training loss rose from step(s) {_steps(rose)} while {', '.join(flat)} "
+        "stayed flat: the objective changed (a term's weight on a schedule, such as KL "
+        "annealing or a growing penalty), the model did not get worse.",
+        "Nothing to restart; compare runs on the part that stayed comparable.",
+        _ids(rose), (CITES["spike_types"],))
 
 
 def rule_unrecovered_spikes(events: Sequence[Event], meta: RunMeta,
@@ -453,7 +469,7 @@ RULES: tuple[Rule, ...] = (
     rule_slow_spikes, rule_last_point_spikes, rule_adam_eps, rule_fp16_overflow, rule_resume, rule_repeat_data,
     rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_epoch_drops,
     rule_fast_spikes,
-    rule_grad_spikes, rule_component_rise, rule_rollback,
+    rule_grad_spikes, rule_component_rise, rule_objective_change, rule_rollback,
 )
 
 def rule_name(rule: Rule) -> str:

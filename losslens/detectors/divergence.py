@@ -24,6 +24,8 @@ Statistic (causal: declared from past points only):
   pre-training run starts from; one jump there is a step up, the spike detector's).
 - An episode that never grew is dropped once it comes back (a slow spike's hump) or once it
   no longer sits `stuck_ratio` x up (a spike decaying): the spike detector has those.
+- Log space, near a floor (`divergence_floor`): an episode that rose off a level two decades
+  under the start, stayed under that and stopped rising (a plateau near 0) is dropped.
 - A short run (the window and span shrunk) that ends climbing diverges when its level rose
   at every point for a span and half a window (a span when the climb was a ramp), by more
   than the threshold.
@@ -77,6 +79,7 @@ import numpy as np
 
 from ..events import Event
 from ..frame import Frame, RunInfo, Series
+from .divergence_floor import settled_on_floor
 from .filters import median
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
 
@@ -301,13 +304,13 @@ class DivergenceDetector:
         # stuck: the level sat stuck_ratio x over the best for the whole span (a noisy level
         # that touches it now and then is a step up that settled, not a dead run)
         low = minimum_filter1d(level, size=span + 1, origin=span // 2)
+        init = float(np.median(y[:min(n, INIT_POINTS)]))
         steady = above & (idx - span >= run_start) & (level >= top - tol)
         grew = rising = steady & grown
         dead = low - best >= stuck
         if log:  # or climbed over several points (a ramp, not one jump) back to its initial
             # level and sat there for the whole span: a model that blew up and predicts the
             # uniform-prediction loss it started from, however low its best was
-            init = float(np.median(y[:min(n, INIT_POINTS)]))
             dead |= ramp & (low >= init - np.log(INIT_NEAR)) & (init - best >= thr)
         declare = rising | (steady & dead)
         if self.is_short(st):
@@ -330,6 +333,8 @@ class DivergenceDetector:
             if not rising[a:b].any() and not dead[b - 1]:
                 continue  # a dead run only while it still sits stuck_ratio x up: one that
                 # came down is a spike decaying
+            if log and settled_on_floor(level, float(best[a]), a, b, span, init):
+                continue  # rose off a floor decades under its start and settled there
             if hits.shape[0]:
                 out.append(self._event(st, v, y, level, best, a, b, a + int(hits[0]), log))
         return out

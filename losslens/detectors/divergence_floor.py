@@ -1,0 +1,43 @@
+"""Divergence near a floor: a loss that fell decades and rose off its floor, then settled.
+
+Ratios over a best level mean something on a loss that sits where it started's order of
+magnitude; on one that fell `NEAR_FLOOR` x or more below its start (a memorised training set,
+a grokking run's train loss at 1e-4 from 4.6) a x10 rise to 5e-3 is still ~0 against where
+it started. Such a rise is a divergence while it keeps rising (log space: a loss diverging from
+a floor of 1e-7 climbs x3-x20 to the end); once its level has stopped rising (over the
+second half of an episode of 4 sustain spans or more its median sits under `STILL_RISING` x
+the first half's height over the best level, in log units: a steady climb gives x1.6 and more)
+and never came back within `NEAR_FLOOR` x of its start, it is a level that settled near 0, not a divergence
+(a slingshot-like train loss that steps from 3e-4 to a 1e-3..1e-2 band and stays there for
+90 % of the run). A loss back within two decades of its start, or still rising, is judged as
+ever; so is any loss that never fell two decades (where the ratio is what an engineer reads).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: "On the floor": this many times (two decades) below the loss's start level.
+NEAR_FLOOR = 100.0
+#: The episode must last this many sustain spans before a plateau is judged (a shorter one
+#: is still rising as far as anyone can tell).
+PLATEAU_SPANS = 4
+#: Still rising: the second half's median height over the best level (log) is at least this
+#: many times the first half's (a linear climb from the crossing gives 1.6-2.2; a quick rise
+#: and a flat band that creeps up 20 %, 1.08).
+STILL_RISING = 1.25
+
+
+def settled_on_floor(level: np.ndarray, best: float, a: int, b: int, span: int,
+                     start: float) -> bool:
+    """Whether the divergence episode over points a..b-1 of the log-space trailing `level`
+    rose off a floor and settled there: at least PLATEAU_SPANS sustain spans (`span` points
+    each) long, its level never within NEAR_FLOOR x of the `start` level (log), and the median
+    height of its second half over the `best` level under STILL_RISING x its first half's."""
+    if b - a < PLATEAU_SPANS * span:
+        return False
+    seg = level[a:b]
+    if float(seg.max()) > start - float(np.log(NEAR_FLOOR)):
+        return False  # back within two decades of where it started: the ratio counts
+    h = (b - a) // 2
+    first, second = float(np.median(seg[:h])) - best, float(np.median(seg[h:])) - best
+    return second < STILL_RISING * first

@@ -1,0 +1,95 @@
+"""Divergence near a floor (divergence_floor): a loss that fell decades and rose off its floor
+is a divergence while it keeps rising, and not once it settled there still near 0."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from losslens.detectors.divergence import DivergenceDetector
+from losslens.detectors.divergence_floor import settled_on_floor
+from losslens.frame import Series
+from stream_check import streamed_equals_batch
+
+
+def floor_run(after: str, seed: int = 0, n: int = 400, every: int = 100):
+    """A train loss falling from ~4.6 to a 3e-4 floor by point 150 (log-linear, quiet), then
+    rising x15 over 40 points, then (`after`) a plateau in a log-normal band (sigma 0.4), a
+    rise that goes on linearly (log) to x20 more by the end, or a plateau at 0.2 (back within
+    two decades of the start)."""
+    rng = np.random.default_rng(seed)
+    steps = (np.arange(n) + 1) * every
+    y = np.empty(n)
+    y[:150] = np.linspace(np.log(4.6), np.log(3e-4), 150)
+    y[150:190] = np.log(3e-4) + np.linspace(0, np.log(15), 40)
+    top = {"plateau": np.log(4.5e-3), "rising": np.log(4.5e-3), "high": np.log(0.2)}[after]
+    y[150:190] = np.linspace(np.log(3e-4), top, 40)
+    y[190:] = top
+    if after == "rising":
+        y[190:] += np.linspace(0, np.log(20), n - 190)
+    y[150:] += rng.normal(0, 0.4, n - 150)
+    y[:150] += rng.normal(0, 0.01, 150)
+    return steps, np.exp(y)
+
+
+def detect(steps, values):
+    n = steps.shape[0]
+    return DivergenceDetector().detect(Series("run", "loss", "train_loss", steps, values,
+                                              np.full(n, np.nan), np.zeros(n, np.int32)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_rise_off_a_floor_that_settles_near_0_is_no_divergence(seed):
+    steps, values = floor_run("plateau", seed)
+    assert detect(steps, values) == []
+    # while the level was still climbing (a prefix ending 40 points after the rise) it was one
+    early = detect(steps[:230], values[:230])
+    assert [e.kind for e in early] == ["divergence"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_rise_off_a_floor_that_keeps_rising_diverges(seed):
+    steps, values = floor_run("rising", seed)
+    (event,) = detect(steps, values)
+    assert (event.kind, event.severity, event.end_step) == ("divergence", "critical", 40000)
+    assert 15000 <= event.start_step <= 19000  # the rise: 15100-19000
+    assert event.details["recovered"] is False
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_rise_back_within_two_decades_of_the_start_diverges_though_it_settled(seed):
+    steps, values = floor_run("high", seed)
+    (event,) = detect(steps, values)
+    assert (event.kind, event.end_step) == ("divergence", 40000)
+    assert 15000 <= event.start_step <= 19000  # the rise: 15100-19000
+
+
+def test_a_loss_that_never_fell_two_decades_keeps_the_ratio_rule():
+    # 4.6 -> 1.0, a x6 step up over 40 points that settles: a divergence as before (dead run)
+    rng = np.random.default_rng(1)
+    n, steps = 400, (np.arange(400) + 1) * 100
+    y = np.r_[np.linspace(np.log(4.6), 0.0, 150), np.linspace(0, np.log(6), 40),
+              np.full(n - 190, np.log(6))] + rng.normal(0, 0.02, n)
+    (event,) = detect(steps, np.exp(y))
+    assert (event.kind, event.end_step) == ("divergence", 40000)
+
+
+def test_settled_on_floor_arithmetic():
+    start = float(np.log(4.6))
+    best = float(np.log(3e-4))
+    flat = np.r_[np.full(10, best), np.full(90, np.log(4e-3))]
+    assert settled_on_floor(flat, best, 10, 100, 20, start)
+    assert not settled_on_floor(flat, best, 10, 100, 25, start)  # shorter than 4 spans
+    climbing = flat.copy()
+    climbing[55:] += 0.3 * (np.log(4e-3) - best)  # its second half 1.3 x as high over the best
+    assert not settled_on_floor(climbing, best, 10, 100, 20, start)
+    creeping = flat.copy()
+    creeping[55:] += 0.2 * (np.log(4e-3) - best)  # 1.2 x: settled
+    assert settled_on_floor(creeping, best, 10, 100, 20, start)
+    high = np.r_[np.full(10, best), np.full(90, np.log(0.05))]  # 1/92 of the start
+    assert not settled_on_floor(high, best, 10, 100, 20, start)
+
+
+@pytest.mark.parametrize("after", ["plateau", "rising"])
+def test_streaming_agrees_with_batch_near_a_floor(after):
+    steps, values = floor_run(after, 0, n=300)
+    streamed_equals_batch(steps, values, seed=5, sizes=(1, 7, 30), share=0.15)
