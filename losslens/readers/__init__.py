@@ -101,6 +101,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _F("composer", "losslens.readers.composer",
        "MosaicML Composer / llm-foundry ConsoleLogger and FileLogger"),
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
+    _F("step-pipes", "losslens.readers.step_pipes",
+       "training scripts' own `step N | name value | ...` lines (a Qwen3-from-scratch script's)"),
     _F("epoch-lines", "losslens.readers.epochs",
        "training scripts' own epoch lines (Epoch [1/50], Train Loss: x, Val Loss: y), step lines "
        "(Step 100, Loss: x) and Keras fit"),
