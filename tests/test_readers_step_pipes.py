@@ -170,3 +170,21 @@ def test_sniff_declines(text):
 def test_registered_below_the_frameworks():
     assert "step-pipes" in FORMATS
     assert sniff_step_pipes("x", b"step 1 | loss 2.5\n") == 0.4
+
+
+@pytest.mark.parametrize("line", [
+    "INFO:" * 20000 + " x",  # prefix tokens that two alternatives could take
+    "[INFO]" * 20000 + " step 1 | loss 2",
+    "step 1 | " + "a" * 400_000,  # one part, no pair: a long name that never meets a number
+    "step 1 | " + "1" * 400_000,
+    "step 1 | " + "a a " * 100_000,
+])
+def test_hostile_lines_cost_linear_time(tmp_path, line):
+    import time
+
+    path = tmp_path / "x.log"
+    path.write_text("step 0 | loss 2.5\n" + line + "\n")
+    start = time.process_time()
+    sniff_step_pipes("x.log", path.read_bytes())
+    read_records(path, "step-pipes")
+    assert time.process_time() - start < 2.0

@@ -44,17 +44,19 @@ FORMAT = "step-pipes"
 _STAMP = (r"\[?\d{4}[-/]\d\d[-/]\d\d[ T_]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
           r"|\[?\d\d:\d\d:\d\d(?:[.,]\d+)?\]?")
 _LEVEL = r"\[?(?:INFO|DEBUG|WARNING|WARN|ERROR|CRITICAL|NOTICE|TRACE|SUCCESS)\]?"
-#: a logging prefix before `step`: stamps, levels, `[tags]`, `name:` / `name -`
-_PREFIX = rf"(?:[\s|,:\-]*(?:{_STAMP}|{_LEVEL}|\[[^\]\n]{{1,40}}\]|[A-Za-z_][\w.]*(?=:|\s+-\s)))*"
+#: a logging prefix before `step`: stamps, levels, `[tags]`, `name:` / `name -` (8 at most;
+#: each token matched one way only, atomically: linear whatever the line)
+_PREFIX = (rf"(?:[\s|,:\-]*+(?>{_STAMP}|{_LEVEL}|\[[^\]\n]{{1,40}}\]"
+           rf"|[A-Za-z_][\w.]*+(?=:|\s+-\s))){{0,8}}")
 _LINE = re.compile(rf"({_PREFIX})[\s|,:\-]*[Ss](?i:tep)\s+(\d{{1,18}})(?:\s*/\s*(\d{{1,18}}))?"
                    r"\s*\|")
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?i:nan|inf(?:inity)?)(?![\w.])"
-_NAME = r"[A-Za-z_][\w./\-]*(?: [A-Za-z_][\w./\-]*){0,2}?"
+_NAME = r"[A-Za-z_][\w./\-]*+(?: [A-Za-z_][\w./\-]*+){0,2}?"
 _PAIR = re.compile(
     rf"(?P<name>{_NAME})(?:\s*[:=]\s*|\s+)(?P<value>{_NUM})(?P<mult>[kKMGB](?![\w/.]))?"
     r"(?:\s?(?:%|ms|s)(?![\w/.]))?"
     rf"|(?P<value2>{_NUM})(?P<mult2>[kKMGB])?\s*(?P<unit>[A-Za-z_%][\w./\-]*%?)")
-_GAP = re.compile(r"[\s,;]*")
+_GAP = re.compile(r"[\s,;]*+")
 _MULT = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}
 _EVAL_WORD = re.compile(r"\[(eval|evaluation|val|valid|validation|test)\]", re.IGNORECASE)
 _VAL_NAME = re.compile(r"(?i)^(?:eval|evaluation|val|valid|validation|test|dev)(?:[\s_/\-]|$)")
@@ -62,24 +64,32 @@ _RESUME = re.compile(r"(?i)\bresum\w*\b.*?\bat step\s+(\d{1,18})")
 _MAX_STEPS = re.compile(r"(?i)^\s*max[ _]steps\s*[:=]\s*([\d,]{1,24})\s*$")
 _SAVE_EVERY = re.compile(r"(?i)^\s*(?:checkpoint every|ckpt[ _]interval|save[ _]interval)\s*"
                          r"[:=]\s*([\d,]{1,24})(?:\s*steps)?\s*$")
-#: in a head: a step counter with a `|` after it where a line's message starts
-_SNIFF = re.compile(r"(?im)^[^\n]{0,120}?\bstep[ \t]+\d{1,18}(?:[ \t]*/[ \t]*\d{1,18})?[ \t]*\|")
-_SNIFF_CANDIDATES = 64
+#: a step counter with a `|` after it (where a sniff looks further: found with str.find,
+#: ten times faster than a regex scan of the head)
+_COUNTER = re.compile(r"[Ss](?i:tep)[ \t]+\d{1,18}(?:[ \t]*/[ \t]*\d{1,18})?[ \t]*\|")
+_SNIFF_CANDIDATES = 64  # step lines a sniff parses, at most
+_SNIFF_PROBES = 20000  # `step` words it looks at, at most
 
 
 def sniff(name: str, head: bytes) -> float:
     text = head_text(head)
     if "|" not in text:
         return 0.0
-    for n, m in enumerate(_SNIFF.finditer(text)):
-        if n >= _SNIFF_CANDIDATES:
-            break
-        end = text.find("\n", m.end())
-        line = text[m.start():end if end >= 0 else len(text)]
-        for _, frag in fragments(line):
-            parsed = _parse(frag)
-            if parsed is not None and parsed[2]:
-                return 0.4
+    parsed = probes = 0
+    for word in ("step", "Step", "STEP"):
+        i = text.find(word)
+        while i >= 0 and probes < _SNIFF_PROBES and parsed < _SNIFF_CANDIDATES:
+            probes += 1
+            if (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")) \
+                    and _COUNTER.match(text, i):
+                parsed += 1
+                a = text.rfind("\n", 0, i) + 1
+                b = text.find("\n", i)
+                for _, frag in fragments(text[a:b if b >= 0 else len(text)]):
+                    got = _parse(frag)
+                    if got is not None and got[2]:
+                        return 0.4
+            i = text.find(word, i + 4)
     return 0.0
 
 
@@ -96,12 +106,14 @@ def _parse(frag: str) -> tuple[int, int | None, list[tuple[str, float]], list[st
         if not part:
             continue
         got, pos = [], 0
-        for p in _PAIR.finditer(part):
-            if not _GAP.fullmatch(part, pos, p.start()):
+        while pos < len(part):  # pairs one after another, only `[\s,;]` between them
+            pos = _GAP.match(part, pos).end()
+            p = _PAIR.match(part, pos)
+            if p is None or p.end() == pos:
                 break
             got.append(p)
             pos = p.end()
-        if not got or not _GAP.fullmatch(part, pos):
+        if not got or pos < len(part):
             unread.append(part)
             continue
         for p in got:
