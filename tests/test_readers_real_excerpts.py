@@ -231,6 +231,30 @@ def test_nemo_excerpt_save_line_names_the_checkpoint():
         "the log's save lines (Megatron: successfully saved checkpoint)")
 
 
+def test_hf_run_shorter_than_its_logging_steps_says_why_it_has_no_series():
+    """BigScience's 2021 gpt2-hf-ds runs made 16 optimization steps with logging_steps=500:
+    HF Trainer printed no loss, only its end-of-training summary."""
+    from typer.testing import CliRunner
+
+    from losslens.cli import app
+    from losslens.errors import NoSeriesError
+
+    path = DATA / "bigscience_gpt2-hf-ds_n4.out"
+    assert sniff(path).name == "hf-trainer"
+    why = (f"{path}: HF Trainer logged no loss: the run made 16 optimization step(s) and logs "
+           "every logging_steps=500, so it printed only its end-of-training summary; set "
+           "logging_steps below 16 to see the loss")
+    with pytest.warns(UserWarning, match="HF Trainer logged no loss") as got:
+        with pytest.raises(NoSeriesError):
+            read_records(path)
+    assert [str(w.message) for w in got] == [why]
+    res = CliRunner().invoke(app, ["analyze", str(path)])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert lines[0] == f"Warning: {why}" and lines[-1].startswith(
+        f"Error: {path}: no metric series found")
+
+
 def test_every_excerpt_has_its_licence_beside_it():
     readme = (DATA / "README.md").read_text()
     for name in EXPECTED:
