@@ -138,8 +138,11 @@ def renamed(rec: RunRecords, tmp: Path, path: Path, damage: str | None) -> RunRe
 
 
 def is_gzip_file(path: Path) -> bool:
-    """Whether the file at `path` starts like a gzip stream (False when it cannot be read)."""
+    """Whether the regular file at `path` starts like a gzip stream (False when it cannot be
+    read, and for a named pipe or device, which opening could block on)."""
     try:
+        if not path.is_file():
+            return False
         with open(path, "rb") as fh:
             return is_gzip(fh.read(2))
     except OSError:
