@@ -29,7 +29,7 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"skipped|nan[ _]iterations|overflow", "skipped"),
     (r"\bppl\b|perplexity|_ppl$|/ppl$|\bppl", "other"),
     (r"(^|[/_ -])(lr|learning[ _-]?rate)([/_ -]|$)|^lr-|learning-rate|optim/lr", "lr"),
-    (r"grad[ _-]?norm|gnorm|grad_l2|gradient[ _-]norm|total[ _]grad[ _]norm|(^|/)norm$|"
+    (r"grad[ _-]?norm|gnorm|grad_l2|gradient[ _-]norm|total[ _]grad[ _]norm|(^|/)norm$|^grad$|"
      r"^l2_norm/grad[_/]global$",
      "grad_norm"),
     (r"param(s|eter)?s?[ _-]?norm|weight[ _-]?norm", "other"),

@@ -17,7 +17,7 @@ CASES = {
     "lm loss validation": "val_loss", "tel": "val_loss", "eval/loss": "val_loss",
     "valid_loss": "val_loss", "eval_wikitext_loss": "val_loss",
     "lm loss validation ppl": "other",
-    "grad norm": "grad_norm", "grad_norm": "grad_norm", "gnorm": "grad_norm",
+    "grad norm": "grad_norm", "grad_norm": "grad_norm", "gnorm": "grad_norm", "grad": "grad_norm",
     "grad-norm": "grad_norm", "optim/total_grad_norm": "grad_norm", "norm": "grad_norm",
     "learning rate": "lr", "learning_rate": "lr", "lr": "lr", "learning-rate": "lr",
     "optim/LR (group 0)": "lr", "train/lr": "lr",
