@@ -454,3 +454,21 @@ class LogCheck:
 def masked_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     """out[i] = median of the finite x[max(0, i - window + 1) .. i] (NaN where none)."""
     return _masked_median(x, window)
+
+
+#: A spike whose highest value is within REPEAT_TOL (relative) of the highest values of
+#: REPEAT_COUNT spikes that began in the `window` points before it is the loss switching
+#: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
+#: every ten steps), not a new event: the first REPEAT_COUNT are reported, the rest not.
+REPEAT_TOL, REPEAT_COUNT = 0.01, 2
+
+
+def repeats(tops: list[tuple[int, float]], c: int, window: int, run: np.ndarray) -> bool:
+    """Whether the spike starting at index `c` (`run`: its values until it is back) tops
+    out where REPEAT_COUNT spikes of the last `window` points did (see REPEAT_TOL); its
+    top joins `tops` (the spikes so far, reported or not) either way."""
+    top = float(run.max())
+    since = c - window
+    same = sum(1 for a, t in tops if a >= since and abs(t - top) <= REPEAT_TOL * abs(top))
+    tops.append((c, top))
+    return same >= REPEAT_COUNT
