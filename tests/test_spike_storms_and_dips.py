@@ -143,3 +143,30 @@ def test_a_spike_of_a_gan_term_alone_is_not_one_datasets_spike():
     assert [(e.tag, e.start_step, e.details["isolated"]) for e in events] == [
         ("lossG", 1500, False)]
     assert not any(f.rule == "isolated_dataset_spikes" for f in diagnose(events, RunMeta()))
+
+
+def eval_floor(seed: int, spike: float) -> tuple[np.ndarray, np.ndarray]:
+    """An eval loss falling 1000x to a floor over 60 of 480 evaluations, log-normal noise
+    (sigma 0.2), one point `spike` x its level at evaluation 300."""
+    rng = np.random.default_rng(seed)
+    level = np.r_[np.linspace(np.log(2e-3), np.log(2e-6), 60), np.full(420, np.log(2e-6))]
+    values = np.exp(level + rng.normal(0, 0.2, 480))
+    values[300] *= spike
+    return np.arange(61, 61 * 481, 61), values
+
+
+def spikes_as(tag: str, steps: np.ndarray, values: np.ndarray) -> list[tuple[int, str]]:
+    frame = frame_of({tag: (steps, values)})
+    return [(e.start_step, e.recovery)
+            for e in detect_run(frame, frame.runs[0], [SpikeDetector()])]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_one_eval_spike_on_an_eval_loss_floor_is_found_as_no_flicker(seed):
+    steps, values = eval_floor(seed, 10.0)
+    # an eval loss averages a whole set: no per-batch flicker on its floor
+    assert spikes_as("val_loss", steps, values) == [(int(steps[300]), "fast")]
+    # a per-batch train loss on a floor that far under its start flickers x10 at will
+    assert spikes_as("loss", steps, values) == []
+    # and the eval floor's own noise is no spike
+    assert spikes_as("val_loss", *eval_floor(seed, 1.0)) == []

@@ -188,20 +188,23 @@ class SpikeDetector:
         a streaming form's window of the judged points; `known`, `head`, `prior`: as `find`)."""
         self.validate()
         series = series if judged else held.judged(series)
-        return [self._event(series, s)
-                for s in self.find(series.step, series.value, known, head, prior)]
+        return [self._event(series, s) for s in self.find(  # an eval loss: no per-batch flicker
+            series.step, series.value, known, head, prior, series.role != "val_loss")]
 
     # -- the work, on plain arrays (gradspike and divergence reuse it) --------------------
 
     def find(self, steps: np.ndarray, values: np.ndarray, known: Known | None = None,
-             head: bool = True, prior: Any = None) -> list[dict[str, Any]]:
+             head: bool = True, prior: Any = None, flicker: bool = True
+             ) -> list[dict[str, Any]]:
         """Spikes as dicts of steps and statistics; non-finite points are ignored.
 
         `known`: where the finite values turn additive and their baselines, as a streaming
         form keeps them up to date (`Known`); else found here from the values. `head`: the
         values start at the series' first point (its first points are then also judged
         with the points after them, `look_ahead`); False for a window that starts later.
-        `prior`: for such a window, the points before it (spike_trend.prior_points)."""
+        `prior`: for such a window, the points before it (spike_trend.prior_points).
+        `flicker`: the values may flicker per batch on a floor (spike_stats.LONE_FLOOR);
+        False for an evaluation loss (an average over a whole set: a x20 point is a spike)."""
         finite = np.isfinite(values)
         st = np.asarray(steps)[finite].astype(np.int64)
         v = np.asarray(values, dtype=float)[finite]
@@ -219,7 +222,7 @@ class SpikeDetector:
         check = None
         if k < n and known.log is not None and k < known.log.y.shape[0]:
             # near 0: additive, each spike confirmed in log space (LogCheck)
-            check = self._log_check(known.log, n, known.start)
+            check = self._log_check(known.log, n, known.start, flicker)
         if k < n:
             spaces.append((k, n, known.additive(v) if callable(known.additive)
                            else known.additive))
@@ -229,7 +232,8 @@ class SpikeDetector:
                                      head and lo == 0, prior if lo == 0 else None))
         return out
 
-    def _log_check(self, logb: Baseline, n: int, start: float | None) -> LogCheck:
+    def _log_check(self, logb: Baseline, n: int, start: float | None, flicker: bool = True
+                   ) -> LogCheck:
         """The log-space check (`LogCheck`) for the positive values that `logb` (their
         log-space baseline, from the first of `n` values on) covers."""
         m = logb.y.shape[0]
@@ -239,10 +243,10 @@ class SpikeDetector:
 
         small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
         thr, p = self._tail_threshold(logb) * small, self.threshold * small
-        plain = lone_threshold(logb.level, p, p, self.tail_window)  # LONE_FLOOR x on a floor
+        plain = lone_threshold(logb.level, p, p, self.tail_window if flicker else 0)
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(np.maximum(thr, plain)), pad(plain), start)
+                        pad(np.maximum(thr, plain)), pad(plain), start, flicker)
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the

@@ -373,6 +373,7 @@ class LogCheck:
     lone: np.ndarray | None = None  # the log-space threshold for a lone point (None: `thr`)
     plain: np.ndarray | None = None  # the plain log-space threshold (LONE_FLOOR x on a floor)
     start: float | None = None  # the series' start level (`start_level`; None: unknown)
+    flicker: bool = True  # False: an evaluation loss (no per-batch flicker on a floor)
 
     def doubled(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
                 far: bool = False) -> bool:
@@ -391,9 +392,10 @@ class LogCheck:
         rise, scale, base = got
         # not on a floor decades under the start (`start`: the whole series', a streaming
         # window's too): the per-batch flicker of a memorised set has x10-x100 outliers
+        # (an evaluation loss, `flicker` False, averages a whole set: no such flicker)
         return (self.start is not None and rise >= DOUBLED_LOG
                 and rise > float(self.plain[c]) * scale
-                and base > self.start - float(np.log(FALLEN)))
+                and (base > self.start - float(np.log(FALLEN)) or not self.flicker))
 
     def _before(self, c: int, masked: np.ndarray | None) -> np.ndarray:
         """The finite log values of the `window` points before index `c` (from `masked`, the
