@@ -1,6 +1,9 @@
 """CPU and wall time of the in-process guard's window updates, by stream, with and without the
-spike streams' incremental path (`SpikeStream.incremental`) and bottleneck's trailing medians
-(`filters.BOTTLENECK`, with the head's kept verdicts `spike_early.MEMO_SIZE`).
+spike streams' incremental path (`SpikeStream.incremental`), bottleneck's trailing medians
+(`filters.BOTTLENECK`, with the head's kept verdicts `spike_early.MEMO_SIZE`) and the bounded
+updates on long series (`DivergenceStream.deferred`: divergence run again only where a new
+point can change its events; `Regrow.spread`: arrays grown without one call copying all of
+them, the large ones in 4 KiB pages).
 
 The in-process guard (`asynchronous = false`, `slice-ms = 0`) runs its detectors' streams
 every `check-every` calls (and at once on a NaN or a loss over the bar): that call carries
@@ -8,9 +11,10 @@ the update. This feeds `benchmarks/guard_step.py`'s series (a decaying loss with
 noise, six fast spikes, a slow one, a NaN, a grad norm) to a guard with the default policy
 that never stops, and gives each update's own CPU time (the thread's) and wall time, in total
 and by stream (spike, grad_spike, divergence, ...), as median / p99 / max, and the calls over
-1 ms. The modes (MODES) run in one process, alternating (`--repeat`), so they see the same
-load (the load average is printed: on a shared machine every number is inflated); the
-events of all of them are checked equal.
+1 ms, and what the costliest updates spent by stream (`--top`). The modes (MODES,
+`--modes`) run in one process, alternating (`--repeat`), so they see the same load (the load
+average is printed: on a shared machine every number is inflated); the events of all of them
+are checked equal.
 
     python benchmarks/guard_update.py
     python benchmarks/guard_update.py --steps 50000 --repeat 2

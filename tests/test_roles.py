@@ -34,6 +34,9 @@ CASES = {
     # a training script's own names (epoch-lines)
     "ValAcc": "val_acc", "TrainAcc": "train_acc", "ValLoss": "val_loss", "TrainLoss": "train_loss",
     "Best Loss": "other", "Val Acc": "val_acc", "Test Acc": "val_acc",
+    # timings named after what they time (a Lightning module's `loss_computation_time`)
+    "loss_computation_time": "other", "train/loss_time": "other", "loss_ms": "other",
+    "train_loss_step": "train_loss", "val_loss_epoch": "val_loss",
 }
 
 
