@@ -494,7 +494,7 @@ class SpikeDetector:
                     base.log, c)[0]:  # a rise over a few points (HUMP): from the point
                 c, pre = c - 1, float(hump[0][c - lo])  # before, over the level before it
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
-            drop, pre, end = dip_return(self, st, y[:hi], c, pre, sc, end, w, restart - 1)
+            drop, pre, end = dip_return(self, st, y[:hi], c, pre, sc, end, w, restart - 1, c0)
             if drop:  # on the way back from a dip: judged by the level before it
                 elev[c:c0 + 1] = False
                 continue

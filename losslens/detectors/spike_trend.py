@@ -186,18 +186,22 @@ def dip_level(y: np.ndarray, c: int, pre: float, scale: float, window: int, leve
 
 
 def dip_return(det: Any, steps: np.ndarray, y: np.ndarray, c: int, pre: float, scale: float,
-               end: int | None, window: int, level_window: int
+               end: int | None, window: int, level_window: int, c0: int | None = None
                ) -> tuple[bool, float, int | None]:
     """A spike at index c of `y` (pre-spike level `pre`, `scale`; `end`: its return to
     `pre`, None: none) that is not back within `det.fast_within` steps, judged against the
     flat level it rose from a dip under (`dip_level`): (True, ...) when its first point is
     not `det.threshold` scales over that level (the way back from the dip, no spike), else
-    (False, that level, the return to it); (False, pre, end) where no dip applies."""
+    (False, that level, the return to it, after `c0`); (False, pre, end) where no dip applies.
+    `c0`: the elevated point when the spike was moved to start at the point before it (HUMP)."""
+    c0 = c if c0 is None else c0
     if end is not None and steps[end] - steps[c] <= det.fast_within:
         return False, pre, end
+    if not (np.isfinite(pre) and np.isfinite(scale) and scale > 0):
+        return False, pre, end  # (values at the edge of float64: no level to speak of)
     ref = dip_level(y, c, pre, scale, window, level_window, det.threshold, det.back_z)
-    if ref is None:
+    if ref is None or not np.isfinite(ref):
         return False, pre, end
-    if float(y[c]) - ref < det.threshold * scale:
+    if float(y[c0]) - ref < det.threshold * scale:
         return True, pre, end
-    return False, ref, find_back(y, c + 1, ref + det.back_z * scale, det.back_points)
+    return False, ref, find_back(y, c0 + 1, ref + det.back_z * scale, det.back_points)
