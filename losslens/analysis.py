@@ -13,6 +13,7 @@ series whose role they accept, run detectors get the run once. Then it
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -69,6 +70,7 @@ def _mark_shared(events: list[Event], frame: Frame, run: RunInfo,
     for e in events:
         if e.kind == "spike" and e.tag in spikes:
             spikes[e.tag].append(e)
+    parts = loss_parts(frame, run)
     out = []
     for e in events:
         if e.kind != "spike" or e.tag not in spikes:
@@ -88,8 +90,10 @@ def _mark_shared(events: list[Event], frame: Frame, run: RunInfo,
                    for o in spikes[other]):
                 shared.append(other)
         # "one dataset alone" needs peers of the same role (per-dataset losses): a train
-        # spike that validation did not see is not that
-        peers = [t for t in checkable if role[t] == role[e.tag]]
+        # spike that validation did not see is not that; nor is a spike of one part of a
+        # multi-part train loss (a GAN's generator and discriminator terms; `loss_parts`)
+        peers = [t for t in checkable if role[t] == role[e.tag]
+                 and not ({t, e.tag} & parts)]
         details = {**e.details, "shared_with": shared, "isolated": bool(peers) and not shared,
                    "all_losses": bool(checkable) and len(shared) == len(checkable)}
         out.append(replace(e, details=details))
@@ -118,6 +122,23 @@ def primary_losses(frame: Frame, run: RunInfo) -> list[str]:
         med[t] = float(np.median(v)) if v.shape[0] else -np.inf
     top = max(med.values())
     return [t for t, m in med.items() if m >= 0.9 * top] if top > 0 else tags
+
+
+#: Names of the terms of an adversarial objective (a GAN's generator / discriminator / critic
+#: losses: lossG, loss_D, g_loss, D_loss, disc_loss, generator_loss ...).
+_ADVERSARIAL = re.compile(r"(?i:gen(erator)?|disc(riminator)?|critic|adv(ersarial)?)(?![a-z])"
+                          r"|(?<![A-Za-z])(?:loss_?[GD]|[GD]_?loss|[gd]_loss|err_?[GD])(?![a-z])"
+                          r"|(?<=[a-z_])[GD](?![A-Za-z])")
+
+
+def loss_parts(frame: Frame, run: RunInfo) -> set[str]:
+    """The train-loss tags of a run that are parts of one objective, not losses of their
+    own: those beside the run's total (`primary_losses`, when not every train loss is one),
+    and the terms of an adversarial objective by their names (`_ADVERSARIAL`)."""
+    tags = [s.tag for s in run.series if s.role == "train_loss"]
+    primary = set(primary_losses(frame, run))
+    parts = set(tags) - primary if len(primary) < len(tags) else set()
+    return parts | {t for t in tags if _ADVERSARIAL.search(t)}
 
 
 def _mark_components(events: list[Event], frame: Frame, run: RunInfo) -> list[Event]:

@@ -254,9 +254,39 @@ def rule_last_point_spikes(events: Sequence[Event], meta: RunMeta,
         _ids(last), (CITES["spike_types"],))
 
 
+def _blowup(e: Event) -> bool:
+    """A fast spike EXTREME_LOSS x its level or more (a blow-up, not a bad batch's bump)."""
+    return e.recovery == "fast" and e.details.get("magnitude_units") == "ratio" \
+        and (e.magnitude or 0.0) >= EXTREME_LOSS
+
+
+def rule_fast_blowups(events: Sequence[Event], meta: RunMeta,
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
+    """Fast spikes of EXTREME_LOSS x their level or more: back at once, but a loss orders of
+    magnitude over its level is a numerical blow-up (an overflow, a corrupt batch), not noise;
+    a storm of them is one finding."""
+    big = [e for e in _of(events, "spike") if _blowup(e)]
+    if not big:
+        return None
+    top = max(big, key=lambda e: e.magnitude or 0.0)
+    return Finding(
+        "warning", f"{len(big)} blow-up(s) of the loss that came back at once",
+        f"The loss jumped to {EXTREME_LOSS:.0f}x its level or more at step(s) {_steps(big)} "
+        f"(largest x{top.magnitude or 0:.3g} at step {top.start_step}) and was back at the "
+        "next points: a value that far off is a numerical blow-up (an overflow in the loss, a "
+        "corrupt or extreme batch), not the noise of training.",
+        "Look at the batches of those steps and at how the loss is computed (log of 0, exp "
+        "overflow, mixed precision); if they recur, guard the loss or skip those batches.",
+        _ids(big), (CITES["spike_types"],))
+
+
+#: A fast spike this many times its level is a blow-up worth a warning (as for grad norms).
+EXTREME_LOSS = 1000.0
+
+
 def rule_fast_spikes(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    fast = [e for e in _of(events, "spike") if e.recovery == "fast"]
+    fast = [e for e in _of(events, "spike") if e.recovery == "fast" and not _blowup(e)]
     if not fast:
         return None
     return Finding(
@@ -468,7 +498,7 @@ RULES: tuple[Rule, ...] = (
     rule_broken_from_start, rule_early_divergence_init, rule_nonfinite, rule_divergence, rule_unrecovered_spikes,
     rule_slow_spikes, rule_last_point_spikes, rule_adam_eps, rule_fp16_overflow, rule_resume, rule_repeat_data,
     rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_epoch_drops,
-    rule_fast_spikes,
+    rule_fast_blowups, rule_fast_spikes,
     rule_grad_spikes, rule_component_rise, rule_objective_change, rule_rollback,
 )
 

@@ -24,8 +24,6 @@ KNOWN = {"lightning-pendulum-v18": "a x1.5 bump of one PINN term at the x450 spi
          "lf-qwen25-med-overfit": "eval 1.552 (best, end of epoch 2) -> 1.573 -> 1.578 while train "
                                   "drops at the epoch boundary: no overfitting event",
          # the blind5 set (labelled before any detector ran on it), failing on main 345080a
-         "lightning-forecast-val-spikes-v9": "a one-eval x20 val spike at 13541 (2.5e-6 -> 5.1e-5, back "
-                                             "at the next eval) is not found (the x30 one at 19031 is)",
          "lightning-gan-forecast-val-hump": "the x250 val hump 243-853 is not found (a changepoint at "
                                             "914 only)"}
 

@@ -7,59 +7,60 @@ restarted from a checkpoint for.
 
 Statistic (causal: a point's verdict uses only the points before it):
 
-- Space: log of the values while every value so far is positive (a loss spanning decades keeps
-  one noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
-  non-positive value on (RL and policy losses change sign), or from where the level comes
-  within 5 additive noise scales of 0 having fallen `floor_fallen` x below the highest value
-  (values hovering near 0; the noise of a window of a steep fall is mostly the fall). In log
-  space the scale is floored by the additive noise of the last few points over the level. Near
-  0 a spike must also stand out in log space (spike_stats.LogCheck): flicker on a 1e-7 floor
-  is large additively and ordinary as a ratio, a collapse from the floor is large either way
-  (a lone point on a floor the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
-- Expected value, from the finite points before the point, by whichever of two predictors
-  made the smaller errors over the last `window` points: the median of the last
-  `level_window` points plus its measured lag (the median of its recent residuals: a median
-  lags a trending curve), or the previous point (better where a sparse eval series curves
-  faster than a median can follow; the point before it where the previous point dipped
-  far under its own expected value: the return from a lone dip is no rise, spike_stats.DIP_Z).
-  Scale: 1.4826 x the median absolute error of that
-  predictor over `window` points, floored by the print resolution (the smallest non-zero
-  change between consecutive values in the window: a 4-decimal loss near 0 has a MAD of 0).
-- A point is elevated when it exceeds the expected value by `threshold` scales (x 1 + 4/n
-  while the window holds only n points; raised where the last `tail_window` points show
-  heavy-tailed noise, more for a spike of a single point: the one verdict that looks one
-  point ahead, so a one-point spike at the newest point waits for the next) and by the
-  ratio `min_ratio` (when the level is above 0); or, for a rise over up to HUMP points,
-  the level HUMP points before it by `threshold` of that level's own errors (the plain
-  `threshold` where the rise doubled that level; such a spike starts at the point before,
-  from that level: a x4.5 rise over 4 evaluations of a noisy series). The steep
-  early descent never flags: it lies below what the trailing points expect. For a lone
-  outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
-  two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
-  lone dips below 0 count too), and under x1.2 of its level it is a blip of the noise
-  unless far above it (LONE_RATIO); where lone outliers are common it must outdo those
-  seen before (spike_stats.outdone). The point after a dip (TAIL_Z scales under its
-  level) is judged against the dip's level, not the dip: the way back is no spike.
-- A spike that tops out where two spikes of the last `window` points did is the loss
-  switching between two states it keeps returning to, not a new event (REPEAT_TOL).
-- The first points (the trailing statistic has little history there): a blow-up above
-  every point before (points 1 .. min_points - 1: spike_early.blowups), and, in log space,
-  points 3 .. 23 judged with the points on both sides of them (spike_early: a jump over a
-  robust trend of the points before, in units of the jumps of its neighbours before and
-  after; the streaming form re-judges them until the points they look at have come).
+- Space: log of the values while every value so far is positive (a loss spanning decades keeps one
+  noise scale, and "2x the loss" reads the same at 8.0 and at 0.08); additive from the first
+  non-positive value on (RL and policy losses change sign), or from where the level comes within 5
+  additive noise scales of 0 having fallen `floor_fallen` x below the highest value (values
+  hovering near 0; the noise of a window of a steep fall is mostly the fall). In log space the
+  scale is floored by the additive noise of the last few points over the level. Near 0 a spike must
+  also stand out in log space (spike_stats.LogCheck): flicker on a 1e-7 floor is large additively
+  and ordinary as a ratio, a collapse from the floor is large either way (a lone point on a floor
+  the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
+- Expected value, from the finite points before the point, by whichever of two predictors made the
+  smaller errors over the last `window` points: the median of the last `level_window` points plus
+  its measured lag (the median of its recent residuals: a median lags a trending curve), or the
+  previous point (better where a sparse eval series curves faster than a median can follow; the
+  point before it where the previous point dipped far under its own expected value: the return from
+  a lone dip is no rise, spike_stats.DIP_Z). Scale: 1.4826 x the median absolute error of that
+  predictor over `window` points, floored by the print resolution (the smallest non-zero change
+  between consecutive values in the window: a 4-decimal loss near 0 has a MAD of 0).
+- A point is elevated when it exceeds the expected value by `threshold` scales (x 1 + 4/n while the
+  window holds only n points; raised where the last `tail_window` points show heavy-tailed noise,
+  more for a spike of a single point: the one verdict that looks one point ahead, so a one-point
+  spike at the newest point waits for the next) and by the ratio `min_ratio` (when the level is
+  above 0); or, for a rise over up to HUMP points, the level HUMP points before it by `threshold`
+  of that level's own errors (the plain `threshold` where the rise doubled that level; such a spike
+  starts at the point before, from that level: a x4.5 rise over 4 evaluations of a noisy series).
+  The steep early descent never flags: it lies below what the trailing points expect. For a lone
+  outlier point, heavy-tail evidence is counted over the points seen so far (early in a run two
+  large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign, lone dips
+  below 0 count too), and under x1.2 of its level it is a blip of the noise unless far above it
+  (LONE_RATIO); where lone outliers are common it must outdo those seen before
+  (spike_stats.outdone). The point after a dip (TAIL_Z scales under its level) is judged against
+  the dip's level, not the dip: the way back is no spike. A spike not back fast that rose from a
+  dip under a flat loss which it settled back at is judged against that flat level
+  (spike_trend.dip_return: a GAN starting to train).
+- A spike that tops out where two spikes of the last `window` points did is the loss switching
+  between two states it keeps returning to, not a new event (spike_stats.REPEAT_TOL).
+- The first points (the trailing statistic has little history there): a blow-up above every point
+  before but the blow-ups that came back (points 1 .. min_points - 1: spike_early.blowups; a storm
+  of them is each a spike), and, in log space, points 3 .. 23 judged with the points on both sides
+  of them (spike_early: a jump over a robust trend of the points before, in units of the jumps of
+  its neighbours before and after; the streaming form re-judges them until the points they look at
+  have come).
 - Consecutive elevated points are one spike. It ends at the first point back within `back_z`
-  pre-spike scales of the pre-spike level, confirmed by at least half of the `back_points`
-  points from it. Recovery: `fast` (back within `fast_within` steps, or at the very next
-  logged point), `slow` (back later, and then also back at the pre-spike trend projected
-  forward, in log space: spike_trend), `none` (never back). What follows a spike is judged
-  without it: its points leave the trailing statistics once it is back, and a spike that is
-  not back a level window after it began starts the statistics afresh from there.
+  pre-spike scales of the pre-spike level, confirmed by at least half of the `back_points` points
+  from it. Recovery: `fast` (back within `fast_within` steps, or at the very next logged point),
+  `slow` (back later, and then also back at the pre-spike trend projected forward, in log space:
+  spike_trend), `none` (never back). What follows a spike is judged without it: its points leave
+  the trailing statistics once it is back, and a spike that is not back a level window after it
+  began starts the statistics afresh from there.
 
-Held values (carried over between evaluations) are counted once (`held`).
-Known false positives: a level shift upwards at an LR or data-mixture switch reads as a spike
-that never recovers; heavy-tailed per-batch noise (mixed-length batches) gives isolated
-1-point spikes of modest magnitude (raise `threshold` or `min_ratio`).
-Known misses: a second spike less than a level window after an unrecovered one is part of it.
+Held values (carried over between evaluations) are counted once (`held`). Known false positives: a
+level shift upwards at an LR or data-mixture switch reads as a spike that never recovers;
+heavy-tailed per-batch noise (mixed-length batches) gives isolated 1-point spikes of modest
+magnitude (raise `threshold` or `min_ratio`). Known misses: a second spike less than a level window
+after an unrecovered one is part of it.
 """
 from __future__ import annotations
 
@@ -72,12 +73,12 @@ from ..events import Event
 from ..frame import Series
 from . import held
 from .params import is_int, is_num, require  # noqa: F401  (re-exported: their home was here)
-from .spike_early import EARLY_SCALE, HEAD, blowups, early_spikes
+from .spike_early import EARLY_SCALE, HEAD, blowup_level, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, finite_trailing_median, lone_threshold, masked_trailing_median,
-    near_zero_points, next_true, outdone, start_level, trailing_median, trailing_min)
-from .spike_trend import trend_back
+    near_zero_points, next_true, outdone, repeats, start_level, trailing_median, trailing_min)
+from .spike_trend import dip_return, trend_back
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -115,11 +116,6 @@ BACK_SHARE = 0.05
 #: is judged by the plain `threshold`, as one step that doubled (DOUBLED). Not near 0, where
 #: LogCheck judges (0 turns this off).
 HUMP = 5
-#: A spike whose highest value is within REPEAT_TOL (relative) of the highest values of
-#: REPEAT_COUNT spikes that began in the `window` points before it is the loss switching
-#: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
-#: every ten steps), not a new event: the first REPEAT_COUNT are reported, the rest not.
-REPEAT_TOL, REPEAT_COUNT = 0.01, 2
 
 
 @dataclass(frozen=True)
@@ -192,20 +188,23 @@ class SpikeDetector:
         a streaming form's window of the judged points; `known`, `head`, `prior`: as `find`)."""
         self.validate()
         series = series if judged else held.judged(series)
-        return [self._event(series, s)
-                for s in self.find(series.step, series.value, known, head, prior)]
+        return [self._event(series, s) for s in self.find(  # an eval loss: no per-batch flicker
+            series.step, series.value, known, head, prior, series.role != "val_loss")]
 
     # -- the work, on plain arrays (gradspike and divergence reuse it) --------------------
 
     def find(self, steps: np.ndarray, values: np.ndarray, known: Known | None = None,
-             head: bool = True, prior: Any = None) -> list[dict[str, Any]]:
+             head: bool = True, prior: Any = None, flicker: bool = True
+             ) -> list[dict[str, Any]]:
         """Spikes as dicts of steps and statistics; non-finite points are ignored.
 
         `known`: where the finite values turn additive and their baselines, as a streaming
         form keeps them up to date (`Known`); else found here from the values. `head`: the
         values start at the series' first point (its first points are then also judged
         with the points after them, `look_ahead`); False for a window that starts later.
-        `prior`: for such a window, the points before it (spike_trend.prior_points)."""
+        `prior`: for such a window, the points before it (spike_trend.prior_points).
+        `flicker`: the values may flicker per batch on a floor (spike_stats.LONE_FLOOR);
+        False for an evaluation loss (an average over a whole set: a x20 point is a spike)."""
         finite = np.isfinite(values)
         st = np.asarray(steps)[finite].astype(np.int64)
         v = np.asarray(values, dtype=float)[finite]
@@ -223,7 +222,7 @@ class SpikeDetector:
         check = None
         if k < n and known.log is not None and k < known.log.y.shape[0]:
             # near 0: additive, each spike confirmed in log space (LogCheck)
-            check = self._log_check(known.log, n, known.start)
+            check = self._log_check(known.log, n, known.start, flicker)
         if k < n:
             spaces.append((k, n, known.additive(v) if callable(known.additive)
                            else known.additive))
@@ -233,7 +232,8 @@ class SpikeDetector:
                                      head and lo == 0, prior if lo == 0 else None))
         return out
 
-    def _log_check(self, logb: Baseline, n: int, start: float | None) -> LogCheck:
+    def _log_check(self, logb: Baseline, n: int, start: float | None, flicker: bool = True
+                   ) -> LogCheck:
         """The log-space check (`LogCheck`) for the positive values that `logb` (their
         log-space baseline, from the first of `n` values on) covers."""
         m = logb.y.shape[0]
@@ -243,10 +243,10 @@ class SpikeDetector:
 
         small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
         thr, p = self._tail_threshold(logb) * small, self.threshold * small
-        plain = lone_threshold(logb.level, p, p, self.tail_window)  # LONE_FLOOR x on a floor
+        plain = lone_threshold(logb.level, p, p, self.tail_window if flicker else 0)
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(np.maximum(thr, plain)), pad(plain), start)
+                        pad(np.maximum(thr, plain)), pad(plain), start, flicker)
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the
@@ -433,7 +433,7 @@ class SpikeDetector:
         sc_at = pre_at.copy()
         early = blowups(y, base.log, lo, self.min_points)
         for c in np.flatnonzero(early):  # no statistics yet: the highest point before
-            pre_at[c], sc_at[c] = float(y[:c].max()), EARLY_SCALE
+            pre_at[c], sc_at[c] = blowup_level(y, early, c), EARLY_SCALE
         if head and self.look_ahead and base.log:
             ej = early_spikes(y, float(self.threshold), float(np.log(self.min_ratio)))
             m = ej.start.shape[0]
@@ -486,7 +486,7 @@ class SpikeDetector:
                                         np.array([one]), base.log)[0]:
                     elev[c] = False
                     continue
-            pre, sc = float(level[c]), float(scale[c])
+            pre, sc, c0 = float(level[c]), float(scale[c]), c
             if ahead[c]:
                 pre, sc = float(pre_at[c]), float(sc_at[c])
             elif hump is not None and c > max(allowed, lo) and not self._elevated(
@@ -494,8 +494,12 @@ class SpikeDetector:
                     base.log, c)[0]:  # a rise over a few points (HUMP): from the point
                 c, pre = c - 1, float(hump[0][c - lo])  # before, over the level before it
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
-            if self._repeats(tops, c, v[c:max(c + 1, end if end is not None
-                                                  else min(hi, c + restart))]):
+            drop, pre, end = dip_return(self, st, y[:hi], c, pre, sc, end, w, restart - 1, c0)
+            if drop:  # on the way back from a dip: judged by the level before it
+                elev[c:c0 + 1] = False
+                continue
+            if repeats(tops, c, self.window | 1, v[c:max(c + 1, end if end is not None
+                                                         else min(hi, c + restart))]):
                 elev[c:end if end is not None else min(hi, c + restart)] = False
                 continue
             if end is None and hi < v.shape[0]:
@@ -549,16 +553,6 @@ class SpikeDetector:
                              scale, count, thr, elev, lo)
                 elev |= ahead  # re-judging keeps the look-ahead verdicts
         return out
-
-    def _repeats(self, tops: list[tuple[int, float]], c: int, run: np.ndarray) -> bool:
-        """Whether the spike starting at index `c` (`run`: its values until it is back) tops
-        out where REPEAT_COUNT spikes of the last `window` points did (see REPEAT_TOL); its
-        top joins `tops` (the spikes so far, reported or not) either way."""
-        top = float(run.max())
-        since = c - (self.window | 1)
-        same = sum(1 for a, t in tops if a >= since and abs(t - top) <= REPEAT_TOL * abs(top))
-        tops.append((c, top))
-        return same >= REPEAT_COUNT
 
     def _rebase(self, masked: np.ndarray, log: bool, hump: bool, a: int, z0: int,
                 level: np.ndarray, scale: np.ndarray, count: np.ndarray, thr: np.ndarray,

@@ -170,12 +170,16 @@ def blowups(y: np.ndarray, log: bool, lo: int, min_points: int) -> np.ndarray:
     stop = min(min_points, y.shape[0])
     if not log or stop <= max(lo, 1):
         return early
-    top = np.maximum.accumulate(y[:stop])
-    low = np.minimum.accumulate(y[:stop])
     jump = np.log(EARLY_RATIO)
     for i in range(max(lo, 1), stop):
-        rise = y[i] - top[i - 1]
-        if rise < jump or rise < 3 * (top[i - 1] - low[i - 1]):
+        # the points before, less the blow-ups already found that came back down (a storm
+        # of them: 140, 5e9, 139, 4e13, 142 ... each one is judged against the ~140s)
+        before = _before(y, early, i)
+        if before.shape[0] == 0:
+            continue
+        top, low = float(before.max()), float(before.min())
+        rise = y[i] - top
+        if rise < jump or rise < 3 * (top - low):
             continue
         if i == 1 and not (y.shape[0] > 2 and y[2] <= y[1] - jump / 2):
             continue
@@ -183,6 +187,28 @@ def blowups(y: np.ndarray, log: bool, lo: int, min_points: int) -> np.ndarray:
     if stop > max(lo, 1) and lo <= 1 and not early[1]:
         early[1] = _second(y) or _stayed(y)
     return early
+
+
+def blowup_level(y: np.ndarray, early: np.ndarray, i: int) -> float:
+    """The pre-spike level of the blow-up at i (`early`: `blowups`' mask): the highest of
+    the log values `y` before it, less the blow-ups before it that came back down."""
+    return float(_before(y, early, i).max())
+
+
+def _before(y: np.ndarray, early: np.ndarray, i: int) -> np.ndarray:
+    """The log values `y` before i less the blow-ups (`early`) that came back down."""
+    return y[:i][~(early[:i] & _came_back(y, early[:i], i))]
+
+
+def _came_back(y: np.ndarray, found: np.ndarray, i: int) -> np.ndarray:
+    """Per point before i: whether the point after it is back down by half of its jump over
+    the point before it (log values `y`; `found`: the blow-ups among them). Only those leave
+    the comparison: a blow-up the loss stayed at is the new level."""
+    out = np.zeros(i, bool)
+    for j in np.flatnonzero(found):
+        if 0 < j and j + 1 <= i:
+            out[j] = bool(y[j + 1] <= y[j] - (y[j] - y[j - 1]) / 2)
+    return out
 
 
 def _second(y: np.ndarray) -> bool:

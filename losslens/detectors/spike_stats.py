@@ -373,6 +373,7 @@ class LogCheck:
     lone: np.ndarray | None = None  # the log-space threshold for a lone point (None: `thr`)
     plain: np.ndarray | None = None  # the plain log-space threshold (LONE_FLOOR x on a floor)
     start: float | None = None  # the series' start level (`start_level`; None: unknown)
+    flicker: bool = True  # False: an evaluation loss (no per-batch flicker on a floor)
 
     def doubled(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
                 far: bool = False) -> bool:
@@ -391,9 +392,10 @@ class LogCheck:
         rise, scale, base = got
         # not on a floor decades under the start (`start`: the whole series', a streaming
         # window's too): the per-batch flicker of a memorised set has x10-x100 outliers
+        # (an evaluation loss, `flicker` False, averages a whole set: no such flicker)
         return (self.start is not None and rise >= DOUBLED_LOG
                 and rise > float(self.plain[c]) * scale
-                and base > self.start - float(np.log(FALLEN)))
+                and (base > self.start - float(np.log(FALLEN)) or not self.flicker))
 
     def _before(self, c: int, masked: np.ndarray | None) -> np.ndarray:
         """The finite log values of the `window` points before index `c` (from `masked`, the
@@ -454,3 +456,21 @@ class LogCheck:
 def masked_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     """out[i] = median of the finite x[max(0, i - window + 1) .. i] (NaN where none)."""
     return _masked_median(x, window)
+
+
+#: A spike whose highest value is within REPEAT_TOL (relative) of the highest values of
+#: REPEAT_COUNT spikes that began in the `window` points before it is the loss switching
+#: between two states it keeps returning to (a PINN term flipping between 4.6e-5 and 1.05e-4
+#: every ten steps), not a new event: the first REPEAT_COUNT are reported, the rest not.
+REPEAT_TOL, REPEAT_COUNT = 0.01, 2
+
+
+def repeats(tops: list[tuple[int, float]], c: int, window: int, run: np.ndarray) -> bool:
+    """Whether the spike starting at index `c` (`run`: its values until it is back) tops
+    out where REPEAT_COUNT spikes of the last `window` points did (see REPEAT_TOL); its
+    top joins `tops` (the spikes so far, reported or not) either way."""
+    top = float(run.max())
+    since = c - window
+    same = sum(1 for a, t in tops if a >= since and abs(t - top) <= REPEAT_TOL * abs(top))
+    tops.append((c, top))
+    return same >= REPEAT_COUNT

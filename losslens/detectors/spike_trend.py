@@ -24,6 +24,7 @@ starts later gets the points before it (`Prior`), so it fits the same trend.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -152,3 +153,55 @@ def trend_band(details: dict, back_z: float, share: float
         return None
     lp = float(np.log(pre))
     return max(lp + back_z * scale, lp + share * (float(np.log(peak)) - lp)), slope, o
+
+
+def dip_level(y: np.ndarray, c: int, pre: float, scale: float, window: int, level_window: int,
+              threshold: float, back_z: float) -> float | None:
+    """The level of a flat loss that the spike at index c, not back at `pre` (its pre-spike
+    level, `scale` its scale; `y`: the values in the spike's space, up to where it is judged),
+    rose from a dip under: the median of the `window` points before c, when `pre` lies
+    `threshold` scales under it (the spike started from a dip, or a burst's trough), the
+    loss was flat before (the medians of the older and newer halves of those points, less
+    the last `level_window`, within `back_z` scales: a falling loss is not judged so) and
+    settled back at it (the median of the `level_window` points from `level_window` after c
+    within `back_z` scales over it, or under it, or at least half of the way back from the
+    spike's top). None otherwise. A GAN's discriminator
+    loss sat at 0.498, fell to 0.24 as the GAN started to train, overshot to 0.61 and settled
+    at 0.47: measured from the trough it "never recovered"; from the flat level before it,
+    it is back at once."""
+    a = max(0, c - window)
+    before, after = y[a:c], y[c + level_window:c + 2 * level_window]
+    old, new = before[:max(0, before.shape[0] - level_window)], after
+    if old.shape[0] < 2 * level_window or new.shape[0] < level_window // 2 + 1:
+        return None
+    ref = float(np.median(before))
+    half = old.shape[0] // 2
+    band = back_z * scale
+    if not (pre < ref - threshold * scale
+            and abs(float(np.median(old[:half])) - float(np.median(old[half:]))) <= band
+            and float(np.median(new)) <= ref + max(band, (float(y[c:c + level_window].max())
+                                                           - ref) / 2)):
+        return None
+    return ref
+
+
+def dip_return(det: Any, steps: np.ndarray, y: np.ndarray, c: int, pre: float, scale: float,
+               end: int | None, window: int, level_window: int, c0: int | None = None
+               ) -> tuple[bool, float, int | None]:
+    """A spike at index c of `y` (pre-spike level `pre`, `scale`; `end`: its return to
+    `pre`, None: none) that is not back within `det.fast_within` steps, judged against the
+    flat level it rose from a dip under (`dip_level`): (True, ...) when its first point is
+    not `det.threshold` scales over that level (the way back from the dip, no spike), else
+    (False, that level, the return to it, after `c0`); (False, pre, end) where no dip applies.
+    `c0`: the elevated point when the spike was moved to start at the point before it (HUMP)."""
+    c0 = c if c0 is None else c0
+    if end is not None and steps[end] - steps[c] <= det.fast_within:
+        return False, pre, end
+    if not (np.isfinite(pre) and np.isfinite(scale) and scale > 0):
+        return False, pre, end  # (values at the edge of float64: no level to speak of)
+    ref = dip_level(y, c, pre, scale, window, level_window, det.threshold, det.back_z)
+    if ref is None or not np.isfinite(ref):
+        return False, pre, end
+    if float(y[c0]) - ref < det.threshold * scale:
+        return True, pre, end
+    return False, ref, find_back(y, c0 + 1, ref + det.back_z * scale, det.back_points)
