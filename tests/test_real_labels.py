@@ -21,8 +21,6 @@ KNOWN = {"lightning-pendulum-v18": "a x1.5 bump of one PINN term at the x450 spi
          "megatron-dszero-n16-blowup": "12.52, 12.52, 40.75 and the log ends: the blow-up at the "
                                        "last point is a spike whose recovery is 'not known yet' "
                                        "(warning), not the unrecovered blow-up labelled",
-         "lf-qwen25-med-overfit": "eval 1.552 (best, end of epoch 2) -> 1.573 -> 1.578 while train "
-                                  "drops at the epoch boundary: no overfitting event",
          # the blind5 set (labelled before any detector ran on it), failing on main 345080a
          "lightning-gan-forecast-val-hump": "the x250 val hump 243-853 is not found (a changepoint at "
                                             "914 only)"}
