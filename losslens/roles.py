@@ -24,6 +24,8 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"[_ ](std|threshold)$|(^|/)skip_step/", "other"),
     # how long something took, not what it measured: `loss_computation_time`, `loss_ms`
     (r"[/_ -](time|timing|duration|seconds|secs|ms)$", "other"),
+    # the gap between test and train loss (a grokking study's `generalization_loss`)
+    (r"generali[sz]ation[ _-]?(loss|gap)", "other"),
     (r"^grad/norm/total$", "grad_norm"),  # Levanter's watch callback: the global grad norm
     (r"num[ _]zeros", "other"),
     (r"skipped|nan[ _]iterations|overflow", "skipped"),

@@ -255,6 +255,34 @@ EXPECTED = {
         "train_loss": ("train_loss", 738, 0, 599, 2.776329, 2.905877),
         "val_loss": ("val_loss", 13, 2, 599, 2.6467, 2.2426),
     }),
+    # a grokking replication's training_history.json (a dict of equal-length lists), the
+    # `epoch` list (0, 100, ...) as the step axis; only counts and end values pinned here
+    "history-json-grok-nanda-progress-measures": ("history-json", None, "epoch", {
+        "train_loss": ("train_loss", 401, 0, 39999, 5.148183822631836, 0.004803735297173262),
+        "train_acc": ("train_acc", 401, 0, 39999, 0.010182767175137997, 1.0),
+        "test_loss": ("val_loss", 401, 0, 39999, 4.903262615203857, 0.010316037572920322),
+        "test_acc": ("val_acc", 401, 0, 39999, 0.007942723110318184, 0.9995525479316711),
+    }),
+    "history-json-grok-thilak-slingshot": ("history-json", None, "epoch", {
+        "train_loss": ("train_loss", 1001, 0, 99999, 4.57502555847168, 0.5034916996955872),
+        "train_acc": ("train_acc", 1001, 0, 99999, 0.00956632662564516, 0.980867326259613),
+        "test_loss": ("val_loss", 1001, 0, 99999, 4.577775478363037, 0.5437768697738647),
+        "test_acc": ("val_acc", 1001, 0, 99999, 0.00913921371102333, 0.9572794437408447),
+        "last_layer_norm": ("other", 1001, 0, 99999, 2.2174975872039795, 3.9533908367156982),
+        "embedding_norm": ("other", 1001, 0, 99999, 2.670887917280197, 1.8218466360121965),
+        "transformer_norm": ("other", 1001, 0, 99999, 150.50013089179993, 99.09431631863117),
+        "output_norm": ("other", 1001, 0, 99999, 2.227346115745604, 4.913145959377289),
+    }),
+    # `step N | loss x | ...` lines after 11,363 NUL bytes (the log was emptied while its
+    # writer kept its offset): read after the prefix, with a warning
+    "step-pipes-neuroslm-nul-prefix": ("step-pipes", None, None, {
+        "loss": ("train_loss", 281, 700, 3500, 4.5105, 3.8858),
+        "lm": ("other", 281, 700, 3500, 6.1508, 5.2541),
+        "ppl": ("other", 281, 700, 3500, 469.1, 191.3),
+        "lr": ("lr", 281, 700, 3500, 0.000299, 0.000246),
+        "tok/s": ("other", 281, 700, 3500, 427.0, 332.0),
+        "mesoLG": ("other", 281, 700, 3500, 0.58, 0.59),
+    }),
 }
 #: excerpts written by several launches of a script: each launch's (first, last) step
 SEGMENTS = {
@@ -335,3 +363,14 @@ def test_fetch_takes_a_file_at_its_commit(monkeypatch):
     entry = {"repo": "o/r", "where": "file", "commit": "c" * 40, "path": "_posts/a.md"}
     assert fetch_excerpts.bodies(entry) == ["text"]
     assert calls == [(f"https://raw.githubusercontent.com/o/r/{'c' * 40}/_posts/a.md", True)]
+
+
+def test_a_nul_prefixed_real_log_says_what_it_skipped():
+    path = CACHE / "step-pipes-neuroslm-nul-prefix.log"
+    if not path.is_file():
+        pytest.skip(f"{path} absent: python benchmarks/real/fetch_excerpts.py")
+    assert path.read_bytes()[:11363] == b"\0" * 11363
+    (rec,) = read_records(path)
+    assert rec.warnings[0] == (
+        f"{path}: starts with 11,363 NUL bytes (a log emptied while its writer kept writing at "
+        "its old offset, e.g. `> log` or logrotate's copytruncate): read from byte 11,363 on")
