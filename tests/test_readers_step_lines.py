@@ -14,7 +14,7 @@ import pytest
 from loguru import logger
 
 import losslens
-from losslens.readers import read_file, sniff
+from losslens.readers import read_file, read_records, sniff
 from losslens.readers import epochs
 
 CACHE = Path(__file__).resolve().parents[1] / "benchmarks" / "real" / "cache" / "excerpts"
@@ -175,3 +175,69 @@ def test_sniff_stays_fast_on_hostile_heads(head):
     t = time.process_time()
     assert epochs.sniff("x.log", head[:1 << 20]) == 0.0
     assert time.process_time() - t < 1.0
+
+
+def _pipe_step_log(path, epochs: int = 2, steps_per_epoch: int = 125, log_interval: int = 50,
+                   eval_interval: int = 100) -> None:
+    """What a script's trainer writes through Python logging (format `%(asctime)s -
+    %(name)s - %(levelname)s - %(message)s`): `Step N | Loss: x | LR: y | Curriculum: z`
+    every `log_interval` steps, `Validation loss: x` every `eval_interval`, and `Epoch N
+    completed | Average loss: x` at each epoch's end (the A-SHOJAEI distillation trainer's
+    f-strings)."""
+    import logging
+
+    logger = logging.getLogger("pkg.training.trainer")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        logging.getLogger("httpx").addHandler(handler)
+        logging.getLogger("httpx").setLevel(logging.INFO)
+        logging.getLogger("httpx").propagate = False
+        logging.getLogger("httpx").info('HTTP Request: HEAD https://huggingface.co/x "HTTP/1.1 200 OK"')
+        logger.info("Train batches: 2500, Val batches: 250")
+        step = 0
+        for epoch in range(epochs):
+            for _ in range(steps_per_epoch):
+                step += 1
+                if step % log_interval == 0:
+                    lr = 1e-4 * (1 - step / 1000)
+                    logger.info(f"Step {step} | Loss: {0.001 * step:.4f} | LR: {lr:.2e}"
+                                f" | Curriculum: {4 * step}")
+                if step % eval_interval == 0:
+                    logger.info(f"Validation loss: {0.03 - 0.0001 * step:.4f}")
+            logger.info(f"Epoch {epoch} completed | Average loss: {0.0005 * (epoch + 1):.4f}")
+        logger.info(f"Final validation loss: {0.0123:.4f}")
+    finally:
+        logger.removeHandler(handler)
+        logging.getLogger("httpx").removeHandler(handler)
+        handler.close()
+
+
+def test_pipe_step_lines_validation_lines_and_epoch_lines_all_read(tmp_path):
+    path = tmp_path / "training.log"
+    _pipe_step_log(path)
+    (rec,) = read_records(path)
+    assert rec.format == "epoch-lines" and rec.skipped_count == 0 and not rec.warnings
+    got = {t: (rec.step[rec.tag_code == i].tolist(), rec.value[rec.tag_code == i].tolist())
+           for i, t in enumerate(rec.tags)}
+    assert set(got) == {"Loss", "LR", "Curriculum", "Validation loss", "Average loss"}
+    assert got["Loss"] == ([50, 100, 150, 200, 250], [0.05, 0.1, 0.15, 0.2, 0.25])
+    assert got["Curriculum"][1] == [200.0, 400.0, 600.0, 800.0, 1000.0]
+    assert got["Validation loss"] == ([100, 200], [0.02, 0.01])
+    # each epoch's summary at the step printed last before it (epochs end at 125 and 250)
+    assert got["Average loss"] == ([100, 250], [0.0005, 0.001])
+    roles = losslens.read(path).runs[0].roles
+    assert roles == {"Loss": "train_loss", "LR": "lr", "Curriculum": "other",
+                     "Validation loss": "val_loss", "Average loss": "train_loss"}
+
+
+def test_a_lone_validation_line_before_any_step_line_is_not_a_point(tmp_path):
+    path = tmp_path / "train.log"
+    path.write_text("INFO - Validation loss: 0.5\nINFO - Epoch 1 | Train Loss: 1.0\n"
+                    "INFO - Epoch 2 | Train Loss: 0.8\n")
+    (rec,) = read_records(path)
+    assert rec.tags == ("Train Loss",)
+    assert rec.step.tolist() == [1, 2]

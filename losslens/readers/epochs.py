@@ -46,6 +46,7 @@ import re
 from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from ..roles import infer_role
 from .textutil import fragments, head_text, parse_float, read_text, split_truncated, utc_seconds
 
 FORMAT = "epoch-lines"
@@ -98,14 +99,20 @@ _STEP = re.compile(r"(?i)(?:global[ _]step|step|iter(?:ation)?)\s*[:=#]?\s*[\[(]
 #: what follows a step line's counter: `,` `:` `;` or ` - ` (a framework's `step 5 | loss: x`,
 #: `step:  5  loss: x` are theirs, not a script's)
 _STEP_SEP = re.compile(r"\s*(?:[,:;]|-\s)")
+#: a run's summary after training (`Final validation loss: x`, `Best val acc: y`): no point
+_SUMMARY = re.compile(r"(?i)(?:final|best|overall)\b")
+#: in a file read as epoch lines (sniffed on its epoch lines), `Step 650 | Loss: x` is the
+#: script's own step line too
+_STEP_SEP_READ = re.compile(r"\s*(?:[,:;|]|-\s)")
 #: anywhere in a head: a step counter and its separator (sniff looks for step lines only then)
 _STEP_HINT = re.compile(r"(?i)(?<![\w./])(?:step|iter(?:ation)?)\s*[:=#]?\s*[\[(]?\s*\d{1,12}"
                         r"\s*(?:(?:/|of)\s*\d{1,12}\s*)?[\])]?\s*(?:[,:;]|-\s)")
 
 
-def _step_message(frag: str) -> tuple[re.Match, int] | None:
+def _step_message(frag: str, pipes: bool = False) -> tuple[re.Match, int] | None:
     """The step counter of a line whose message starts with one and a separator (`Step 100,
-    Loss: 6.27`), and where the separator ends; only for lines with no epoch message."""
+    Loss: 6.27`; with `pipes`, also `Step 650 | Loss: 0.0012`), and where the separator ends;
+    only for lines with no epoch message."""
     if "tep" not in frag and "TEP" not in frag and "ter" not in frag and "TER" not in frag:
         return None
     m = _STEP_WORD.search(frag, 0, 200)
@@ -114,7 +121,7 @@ def _step_message(frag: str) -> tuple[re.Match, int] | None:
     h = _STEP.match(frag, m.start())
     if h is None:
         return None
-    sep = _STEP_SEP.match(frag, h.end())
+    sep = (_STEP_SEP_READ if pipes else _STEP_SEP).match(frag, h.end())
     return (h, sep.end()) if sep else None
 
 
@@ -254,6 +261,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
     block: tuple[int, int | None] | None = None  # the open epoch block: (epoch, total)
     block_left = 0
     bars = keras = 0
+    stepped = False  # a step line was read: a lone `Validation loss: x` line sits at its step
     for lineno, frag in fragments(body):
         if block is not None and block_left:
             km = _keras(frag)
@@ -271,12 +279,19 @@ def read(path: Path, run: str) -> list[RunRecords]:
             continue
         hm = _message(frag)
         if hm is None:
-            sm = _step_message(frag)
+            sm = _step_message(frag, pipes=True)
             pairs = _pairs(frag, sm[1]) if sm else []
             if pairs:  # a step line: epoch None, the step as printed
                 rows.add(lineno, None, int(sm[0].group(1)), None, _wall(frag, stamps), pairs,
                          b, frag)
                 block, block_left = None, 0
+                stepped = True
+            elif stepped and sm is None and _only_pairs(frag):
+                pairs = _pairs(frag, 0)
+                if pairs and all(infer_role(p[0]) in ("val_loss", "val_acc")
+                                 and not _SUMMARY.match(p[0]) for p in pairs):
+                    # `Validation loss: 0.0258` on its own: at the step printed last
+                    rows.add(lineno, None, None, None, _wall(frag, stamps), pairs, b, frag)
             continue
         head, end = hm
         epoch = int(head.group(1))
@@ -291,7 +306,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
             block, block_left = None, 0
         elif _BLOCK_HEAD.fullmatch(frag, end):
             block, block_left = (epoch, None), 8
-    if tail and (_message(tail) or _step_message(tail)) and _PAIR.search(tail):
+    if tail and (_message(tail) or _step_message(tail, pipes=True)) and _PAIR.search(tail):
         b.skip(tail_line, "truncated last line", tail)
     how = _place(rows.rows, b)
     extra = {"step_source": how}
@@ -360,7 +375,7 @@ def _place_steps(rows: list[tuple], b: RecordsBuilder) -> str:
     placed: dict[str, int] = {}  # tag -> step of its last epoch-line value
     for line, epoch, it, _, wall, name, value in sorted(rows, key=lambda r: r[0]):
         if epoch is None:
-            last = it
+            last = it if it is not None else last
         elif placed.get(name) == last:
             shared += 1
         if not -(1 << 62) < last < (1 << 62):
