@@ -101,6 +101,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _F("composer", "losslens.readers.composer",
        "MosaicML Composer / llm-foundry ConsoleLogger and FileLogger"),
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
+    _F("epoch-pipes", "losslens.readers.epoch_pipes",
+       "PyTorch examples' `| epoch N | i/M batches | lr x | ... | loss x | ppl x` lines "
+       "(word_language_model and scripts copied from it)"),
     _F("step-pipes", "losslens.readers.step_pipes",
        "training scripts' own `step N | name value | ...` lines (a Qwen3-from-scratch script's)"),
     _F("epoch-lines", "losslens.readers.epochs",
