@@ -306,6 +306,25 @@ EXPECTED = {
         "test loss": ("val_loss", 1, 14915, 14915, NAN, NAN),
         "test ppl": ("other", 1, 14915, 14915, NAN, NAN),
     }),
+    # a hand-written GRPO script: `grpo_loss is x and kl is y` once an update (the k-th is
+    # step k), `[step 25] avg_loss=x acc=y`; the model's answers in between are no series
+    "epoch-lines-grpo-gemma2-sentences": (
+        "epoch-lines", None, "step lines (an epoch line's values at the step printed last "
+        "before it)", {
+            "grpo_loss": ("train_loss", 150, 1, 150, -0.2801252603530884, -0.0),
+            "kl": ("other", 150, 1, 150, -0.21336770057678223, -0.05369400978088379),
+            "avg_loss": ("train_loss", 6, 25, 150, -0.0784, 0.0008),
+            "acc": ("train_acc", 6, 25, 150, 0.06, 0.01),
+        }),
+    # its PPO script: `Step: 1 | Loss: x | KL: y` and `[step 1] avg_loss=x acc=y`
+    "epoch-lines-ppo-gemma2-step-colon": (
+        "epoch-lines", None, "step lines (an epoch line's values at the step printed last "
+        "before it)", {
+            "Loss": ("train_loss", 20, 1, 20, 0.0047, 0.0051),
+            "KL": ("other", 20, 1, 20, -0.0, 0.0821),
+            "avg_loss": ("train_loss", 20, 1, 20, 0.0047, 0.0003),
+            "acc": ("train_acc", 20, 1, 20, 0.5, 0.375),
+        }),
 }
 #: excerpts written by several launches of a script: each launch's (first, last) step
 SEGMENTS = {

@@ -241,3 +241,67 @@ def test_a_lone_validation_line_before_any_step_line_is_not_a_point(tmp_path):
     (rec,) = read_records(path)
     assert rec.tags == ("Train Loss",)
     assert rec.step.tolist() == [1, 2]
+
+
+def _grpo_script_output(path, epochs=2, steps_per_epoch=6, eval_every=3) -> None:
+    """What a GRPO script prints (JunyiJ/PostTraining-LLM-Small run_train.py's f-strings):
+    the epoch header, the model's sampled answers (free text, with numbers), `grpo_loss is
+    {grpo_loss} and kl is {kl_loss}` once an update (its step counter goes up after it),
+    `[step {global_step}] avg_loss={avg_loss:.4f} acc={acc:.4f}` every `eval_every` steps."""
+    out, step = [], 0
+    for epoch in range(1, epochs + 1):
+        out.append(f"\n=== Epoch {epoch}/{epochs} ===")
+        out.append("A garden has 180 flowers. How many daisies?")
+        out.append("answer is 75")
+        out.append("**Step 1:** 45 pens / 5 pens/set = 9 sets.")
+        out.append("Final answer: 75")
+        for _ in range(steps_per_epoch):
+            grpo_loss, kl = (-0.0 if step % 2 else 0.01 * step), 0.001 * step
+            out.append(f"reward is {0.9}")
+            out.append(f"grpo_loss is {grpo_loss} and kl is {kl}")
+            out.append(f"[timing] sample processed in {12.5:.2f}s")
+            step += 1
+            if step % eval_every == 0:
+                out.append(f"[step {step}] avg_loss={-0.0007 * step:.4f} acc={0.9:.4f}")
+        out.append(f"Saved checkpoint to /ckpt/lora_epoch{epoch}_step{step}.pt")
+        out.append(f"==end-of-epoch {epoch}==")
+    path.write_text("\n".join(out) + "\n")
+
+
+def test_grpo_prints_read_the_loss_and_kl_at_each_update(tmp_path):
+    path = tmp_path / "train_grpo.log"
+    _grpo_script_output(path)
+    assert sniff(path).name == "epoch-lines"
+    (rec,) = read_records(path)
+    got = {t: (rec.step[rec.tag_code == i].tolist(), rec.value[rec.tag_code == i].tolist())
+           for i, t in enumerate(rec.tags)}
+    # the model's answers (`answer is 75`, `pens/set = 9`, `Final answer: 75`) are no series
+    assert set(got) == {"grpo_loss", "kl", "avg_loss", "acc"}
+    assert got["grpo_loss"][0] == list(range(1, 13))
+    assert got["grpo_loss"][1][:4] == [0.0, -0.0, 0.02, -0.0]
+    assert got["kl"][1][:3] == [0.0, 0.001, 0.002]
+    assert got["avg_loss"] == ([3, 6, 9, 12], [-0.0021, -0.0042, -0.0063, -0.0084])
+    roles = losslens.read(path).runs[0].roles
+    assert roles == {"grpo_loss": "train_loss", "kl": "other", "avg_loss": "train_loss",
+                     "acc": "train_acc"}
+
+
+def test_ppo_step_colon_pipe_lines(tmp_path):
+    path = tmp_path / "ppo.log"
+    lines = ["", "=== Epoch 1/2 ==="]
+    for step in range(1, 5):
+        lines.append(f"Step: {step} | Loss: {0.001 * step:.4f} | KL: {-0.0001 * step:.4f}")
+        lines.append(f"[step {step}] avg_loss={0.001 * step:.4f} acc={0.5:.4f}")
+    path.write_text("\n".join(lines) + "\n")
+    (rec,) = read_records(path)
+    assert rec.format == "epoch-lines"
+    got = {t: rec.step[rec.tag_code == i].tolist() for i, t in enumerate(rec.tags)}
+    assert got == {"Loss": [1, 2, 3, 4], "KL": [1, 2, 3, 4], "avg_loss": [1, 2, 3, 4],
+                   "acc": [1, 2, 3, 4]}
+
+
+@pytest.mark.parametrize("text", [
+    "the answer is 5 and x is 3\n",  # no loss among the names
+    "loss is high\n", "grpo_loss is -0.1 and then some words\n"])
+def test_what_is_not_a_loss_sentence(text):
+    assert epochs._sentence(text.strip()) is None
