@@ -14,6 +14,7 @@ import pytest
 from loguru import logger
 
 import losslens
+from losslens.errors import NoSeriesError
 from losslens.readers import read_file, read_records, sniff
 from losslens.readers import epochs
 
@@ -168,6 +169,10 @@ def test_no_other_format_claims_the_loguru_log(tmp_path):
     b"2026-01-01 00:00:00.000 | INFO | " + b"a:" * 400000,       # one long prefix-like line
     (b"- " * 60 + b"Step 5 x\n") * 8000,
     b"step " * 200000,
+    b"loss is 1 and " * 70000 + b"\n",                        # one endless loss sentence
+    b"x_loss is 1 and kl is\n" * 40000,                      # every line a near miss
+    b"[step 5] " * 100000 + b"\n",
+    (b"[step 5] a=b\n") * 60000,
 ])
 def test_sniff_stays_fast_on_hostile_heads(head):
     import time
@@ -305,3 +310,22 @@ def test_ppo_step_colon_pipe_lines(tmp_path):
     "loss is high\n", "grpo_loss is -0.1 and then some words\n"])
 def test_what_is_not_a_loss_sentence(text):
     assert epochs._sentence(text.strip()) is None
+
+
+@pytest.mark.parametrize("body", [
+    "loss is 1 and " * 70000 + "\n",
+    "grpo_loss is 0.5 and kl is 0.1\n" + ("loss is 1 and kl is 2 and " * 40000) + "x\n",
+    "[step 1] loss=1\n" + "[step 5] " * 100000 + "\n",
+    "Validation loss: 1\n" * 1 + "Step 1 | Loss: 2\n" + "Validation loss: 0.5 " * 50000 + "\n",
+])
+def test_read_stays_linear_on_hostile_lines(tmp_path, body):
+    import time
+
+    path = tmp_path / "train.log"
+    path.write_text(body)
+    t = time.process_time()
+    try:
+        read_records(path, format="epoch-lines")
+    except NoSeriesError:  # (nothing to read is a fine answer; a slow one is not)
+        pass
+    assert time.process_time() - t < 3.0

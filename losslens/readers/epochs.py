@@ -123,6 +123,7 @@ def _sentence(frag: str) -> list[tuple[str, str, int]] | None:
     """The pairs of a line made only of `name is number` joined by `and` / `,`, one of them a
     loss (`grpo_loss is -0.28 and kl is -0.21`); None for any other line."""
     pos = len(frag) - len(frag.lstrip())
+    end = len(frag.rstrip())
     out: list[tuple[str, str, int]] = []
     while True:
         m = _SENTENCE.match(frag, pos)
@@ -130,7 +131,7 @@ def _sentence(frag: str) -> list[tuple[str, str, int]] | None:
             return None
         out.append((m.group(1), m.group(2), 0))
         pos = m.end()
-        if not frag[pos:].strip():
+        if pos >= end:
             break
         j = _SENTENCE_JOIN.match(frag, pos)
         if j is None:
@@ -261,29 +262,34 @@ _STEP_CANDIDATES = 256
 _STEP_WINDOW = 1 << 18
 
 
+def _candidate_lines(pattern: "re.Pattern[str]", text: str):
+    """The lines (each once) of the head's first `_STEP_WINDOW` characters where `pattern`
+    matches, at most `_STEP_CANDIDATES` of them: linear whatever the head (a line with many
+    matches is looked at once)."""
+    pos = 0
+    for _ in range(_STEP_CANDIDATES):
+        m = pattern.search(text, pos, _STEP_WINDOW)
+        if m is None:
+            return
+        a = text.rfind("\n", 0, m.start()) + 1
+        b = text.find("\n", m.end())
+        b = len(text) if b < 0 else b
+        yield text[a:b]
+        pos = b + 1
+
+
 def _sentence_hit(text: str) -> bool:
     """Whether a sentence print of a loss (`grpo_loss is x and kl is y`) is in the head's
     first `_STEP_WINDOW` characters."""
-    for n, m in enumerate(_SENTENCE_HINT.finditer(text, 0, _STEP_WINDOW)):
-        if n >= _STEP_CANDIDATES:
-            return False
-        a = text.rfind("\n", 0, m.start()) + 1
-        b = text.find("\n", m.end())
-        if _sentence(text[a:b if b >= 0 else len(text)]):
-            return True
-    return False
+    return any(_sentence(line) for line in _candidate_lines(_SENTENCE_HINT, text))
 
 
 def _step_hit(text: str) -> bool:
     """Whether a step line with pairs is in the head's first `_STEP_WINDOW` characters: only
     the lines where a step counter and its separator occur (one regex pass finds them) are
     looked at."""
-    for n, m in enumerate(_STEP_HINT.finditer(text, 0, _STEP_WINDOW)):
-        if n >= _STEP_CANDIDATES:
-            return False
-        a = text.rfind("\n", 0, m.start()) + 1
-        b = text.find("\n", m.end())
-        for _, frag in fragments(text[a:b if b >= 0 else len(text)]):
+    for line in _candidate_lines(_STEP_HINT, text):
+        for _, frag in fragments(line):
             if _BAR.search(frag) or _message(frag) is not None:
                 continue
             sm = _step_message(frag)
