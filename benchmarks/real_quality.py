@@ -6,9 +6,10 @@ benchmarks/real/labels.json lists each log: where it came from (repository, comm
 licence), what an engineer sees in its plot (`description`), and the judgements that follow:
 
 - `expect`: events that must be found — kind (`spike`, `divergence`, `nonfinite`,
-  `overfitting`), the step range its start must fall in, optionally the tag / run (substrings),
-  the recovery classes accepted, and for a storm of spikes the least number expected. A spike
-  labelled with a recovery is two judgements: found, and its recovery class right. A
+  `overfitting`, `grokking`), the step range its start must fall in, optionally the tag / run
+  (substrings), the recovery classes accepted, and for a storm of spikes the least number
+  expected. A spike labelled with a recovery is two judgements: found, and its recovery class
+  right. A
   divergence marked `or_unrecovered_spike` is also found by a spike that never recovered
   starting in its range (the run did not come back either way).
 - a clean log (`clean: true`): nothing warning-or-worse, neither event nor finding (kinds in
@@ -37,7 +38,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REAL = HERE / "real"
-KINDS = ("spike", "divergence", "nonfinite", "overfitting")
+KINDS = ("spike", "divergence", "nonfinite", "overfitting", "grokking")
 SEVERE = ("warning", "critical")
 
 
