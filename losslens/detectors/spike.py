@@ -450,7 +450,16 @@ class SpikeDetector:
                                         thr[c:c + 1] * small_c, base.log)[0]:
                 elev[c] = False  # the way back from a dip: judged by the level before it
                 continue
-            if c >= self.min_points and not ahead[c] \
+            # a rise over a few points (only the HUMP predictor flags it)
+            rise = hump is not None and c > max(allowed, lo) and not self._elevated(
+                y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
+                base.log, c)[0]
+            # ... that climbed `threshold` one-step scales over the level HUMP points before
+            # (no drift: early on, or after a crash, the drift is the descent's) is no lone
+            # point: the loss rose over several points
+            climbed = rise and c >= HUMP and bool(
+                y[c] - level[c - HUMP] > self.threshold * scale[c])
+            if c >= self.min_points and not ahead[c] and not climbed \
                     and not self._persists(y, level, scale, c, hi) \
                     and not self._doubled(y[c], level[c], base.log):
                 # one point alone in heavy-tailed noise: judged by the heavier tail
@@ -466,10 +475,8 @@ class SpikeDetector:
             pre, sc = float(level[c]), float(scale[c])
             if ahead[c]:
                 pre, sc = float(pre_at[c]), float(sc_at[c])
-            elif hump is not None and c > max(allowed, lo) and not self._elevated(
-                    y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
-                    base.log, c)[0]:  # a rise over a few points (HUMP): from the point
-                c, pre = c - 1, float(hump[0][c - lo])  # before, over the level before it
+            elif rise:  # a rise over a few points (HUMP): from the point before, over
+                c, pre = c - 1, float(hump[0][c - lo])  # the level before it
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if self._repeats(tops, c, v[c:max(c + 1, end if end is not None
                                                   else min(hi, c + restart))]):

@@ -251,7 +251,11 @@ def early_spikes(y: np.ndarray, threshold: float, min_rise: float) -> Early:
     i = 3
     while i < min(judged, n - 1):  # the last point has no side after it
         a = min(max(0, i - 2 - NEIGHBOURS), j.shape[0] - 1 - span)
-        others = np.r_[j[a:i - 2], j[i - 1:a + span + 1]]
+        # the nearest jumps, not the point's own nor its next AFTER (its own decay or rise)
+        q = np.arange(j.shape[0])
+        mine = (q >= i - 2) & (q <= i - 2 + AFTER)
+        near = np.argsort(np.abs(q[~mine] - (i - 2)), kind="stable")[:span]
+        others = j[~mine][np.sort(near)]
         centre, sc = _robust(others)
         sc = max(sc, whole, quantum[i])
         if not sc > 0:
@@ -262,7 +266,8 @@ def early_spikes(y: np.ndarray, threshold: float, min_rise: float) -> Early:
         dev = before - centre
         # a curve falling faster than predicted is no knee when the point tops the last three
         tracked = not before.shape[0] or np.abs(dev).max() <= TRACK * sc or (
-            dev.max() <= TRACK * sc and head[i] - head[max(0, i - 3):i].max() > RISE * sc)
+            dev.max() <= TRACK * sc and head[i] - head[max(0, i - 3):i].max() > RISE * sc) or (
+            excess > TALL * np.abs(dev).max())
         rose = head[i] - max(head[i - 1], head[i - 2]) > RISE * sc  # above both points before
         trend = _fit(head, i, TREND)[1]
         flat = i >= TREND and trend <= FLAT * sc  # the curve before was not rising
