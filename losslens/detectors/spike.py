@@ -32,7 +32,9 @@ Statistic (causal: a point's verdict uses only the points before it):
   ratio `min_ratio` (when the level is above 0); or, for a rise over up to HUMP points,
   the level HUMP points before it by `threshold` of that level's own errors (the plain
   `threshold` where the rise doubled that level; such a spike starts at the point before,
-  from that level: a x4.5 rise over 4 evaluations of a noisy series). The steep
+  from that level: a x4.5 rise over 4 evaluations of a noisy series; one that climbed
+  `threshold` one-step scales over that level, before any drift, is not judged as a lone
+  point: the previous point rose with it). The steep
   early descent never flags: it lies below what the trailing points expect. For a lone
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
   two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,

@@ -21,7 +21,8 @@ Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log 
   (a smooth steep descent: a short line; per-batch noise: a longer one, or the median); only
   its jumps are used (one predictor: no multiple testing).
 - Median and scale from both sides: per point, the median and 1.4826 x MAD of the jumps of
-  the 2 x NEIGHBOURS other points nearest it (itself left out), so noise whose size changes
+  the 2 x NEIGHBOURS other points nearest it (itself and its next AFTER points left out: a
+  one-point spike's own way back, a hump's own rise, widened its scale), so noise whose size changes
   along the run is judged by its own neighbourhood and a jump is compared with the jumps
   after it as well as before it. The scale is floored by WHOLE x the whole head's and by the
   print resolution (the smallest change of the values: HF rounds to 4 decimals).
@@ -31,7 +32,9 @@ Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log 
   line through a decelerating descent undershoots the next points, which never rise; after
   a dip of noise a point jumps without rising above its neighbours); the next point does
   not rise further by more than a scale (a rising curve is no spike);
-  and the two points before it were predicted within TRACK scales (not a knee). The last
+  and the two points before it were predicted within TRACK scales (not a knee; or the point
+  jumped TALL x as far as they deviated: a bump of noise two points before a x3 spike is
+  no knee). The last
   point of the series is not judged (nothing after it yet). Its pre-spike level (for the
   recovery) is the prediction plus the median, its scale the scale.
 
@@ -250,7 +253,6 @@ def early_spikes(y: np.ndarray, threshold: float, min_rise: float) -> Early:
     span = min(2 * NEIGHBOURS, j.shape[0] - 1)
     i = 3
     while i < min(judged, n - 1):  # the last point has no side after it
-        a = min(max(0, i - 2 - NEIGHBOURS), j.shape[0] - 1 - span)
         # the nearest jumps, not the point's own nor its next AFTER (its own decay or rise)
         q = np.arange(j.shape[0])
         mine = (q >= i - 2) & (q <= i - 2 + AFTER)

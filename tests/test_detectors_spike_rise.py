@@ -1,0 +1,87 @@
+"""SpikeDetector on short runs: a rise over several points, and one-point spikes among the
+first points (spike_early). Curves made here, every event placed and known.
+
+- A hump that climbs x6 over four points of a 63-point run with 12 % per-batch noise: each
+  step is under the one-step threshold, the HUMP predictor flags the top, and the top was
+  then judged as a lone point against the previous point (which had already risen with it),
+  so the spike was passed over (the independent family's short stratum lost such humps).
+- spike_early: the scale of a point's jump leaves out the jumps of its next AFTER points (a
+  one-point spike's own way back, a hump's own rise, inflated it), and a point TALL x above
+  the deviations of the two points before it is no knee (a bump of noise two points before
+  a x3 spike blocked it).
+Seeds below are the ones the code before these rules missed; other seeds of the same curves
+are found by both or, on these tiny noisy runs, still missed (said per test)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from losslens.detectors.spike import SpikeDetector
+
+from stream_check import streamed_equals_batch
+
+
+def found(steps, values):
+    return [(s["start"], s["recovery"])
+            for s in SpikeDetector().find(np.asarray(steps), np.asarray(values))]
+
+
+def hump(seed: int, n: int = 63, at: int = 18, top: float = 6.0, rise: int = 4):
+    """A steep descent to 2.5 with 12 % per-batch noise; from point `at` the loss climbs
+    linearly (log) to `top` x over `rise` points, stays 3 points, then decays (tau 5)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n, dtype=float)
+    level = np.log(2.5 + 6.0 * np.exp(-t / 6))
+    ex = np.zeros(n)
+    ex[at:at + rise] = np.log(top) * (np.arange(rise) + 1) / rise
+    ex[at + rise:at + rise + 3] = np.log(top)
+    ex[at + rise + 3:] = np.log(top) * np.exp(-np.arange(n - at - rise - 3) / 5)
+    return np.arange(n) + 1, np.exp(level + ex + rng.normal(0, 0.12, n))
+
+
+def descent(seed: int, n: int = 30, at: int = 9, x: float = 3.0, bump=None):
+    """A 30-point descent logged every 100 steps with 12 % per-batch noise; point `at` x `x`
+    (and point bump[0] x bump[1])."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n, dtype=float)
+    y = np.log(0.8 + 2.5 * np.exp(-t / 4)) + rng.normal(0, 0.12, n)
+    y[at] += np.log(x)
+    if bump is not None:
+        y[bump[0]] += np.log(bump[1])
+    return np.arange(n) * 100, np.exp(y)
+
+
+@pytest.mark.parametrize("seed, start", [(0, 21), (5, 21), (18, 23)])
+def test_a_hump_that_climbs_over_four_points_is_a_spike(seed, start):
+    # (seeds 3, 4, 6, 12, 15, 16 of this curve are still missed: steps of 2-5 noise scales)
+    assert found(*hump(seed)) == [(start, "fast")]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_same_curve_without_the_hump_has_no_spike(seed):
+    assert found(*hump(seed, top=1.0)) == []
+
+
+def test_a_hump_streams_as_batch():
+    steps, v = hump(0)
+    got = streamed_equals_batch(steps, v, seed=0, sizes=(1, 5, 20), share=0.5)
+    assert [(k, s, r) for k, s, _, r in got if k == "spike"] == [("spike", 21, "fast")]
+
+
+@pytest.mark.parametrize("seed", [3, 16, 18, 27])
+def test_a_lone_x2_5_point_among_the_first_is_found(seed):
+    # point 12 of 30, x2.5 (7.6 noise scales): its own way back no longer widens the scale
+    # (seeds 2, 4-6, 12-15, 17, 19-24, 26 are still missed by the both-sides statistic)
+    assert found(*descent(seed, at=12, x=2.5)) == [(1200, "fast")]
+
+
+@pytest.mark.parametrize("seed", [8, 10, 30])
+def test_a_spike_two_points_after_a_bump_of_noise_is_no_knee(seed):
+    # point 3 x1.5 (a bump of noise), point 5 x3 of a 17-point run: the bump's deviation
+    # made point 5 read as the plateau after a crash
+    assert found(*descent(seed, n=17, at=5, bump=(3, 1.5))) == [(500, "fast")]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_clean_short_descent_has_no_spike(seed):
+    assert found(*descent(seed, x=1.0)) == []
