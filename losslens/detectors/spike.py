@@ -456,11 +456,12 @@ class SpikeDetector:
             rise = hump is not None and c > max(allowed, lo) and not self._elevated(
                 y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
                 base.log, c)[0]
-            # ... that climbed `threshold` one-step scales over the level HUMP points before
-            # (no drift: early on, or after a crash, the drift is the descent's) is no lone
-            # point: the loss rose over several points
+            # ... that climbed `threshold` one-step scales and LONE_RATIO x over the level
+            # HUMP points before (no drift: early on, or after a crash, the drift is the
+            # descent's) is no lone point: the loss rose over several points
             climbed = rise and c >= HUMP and bool(
-                y[c] - level[c - HUMP] > self.threshold * scale[c])
+                y[c] - level[c - HUMP] > self.threshold * scale[c]) and not self._blip(
+                float(y[c]), float(level[c - HUMP]), np.inf, base.log)
             if c >= self.min_points and not ahead[c] and not climbed \
                     and not self._persists(y, level, scale, c, hi) \
                     and not self._doubled(y[c], level[c], base.log):
