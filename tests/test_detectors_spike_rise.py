@@ -5,10 +5,8 @@ first points (spike_early). Curves made here, every event placed and known.
   step is under the one-step threshold, the HUMP predictor flags the top, and the top was
   then judged as a lone point against the previous point (which had already risen with it),
   so the spike was passed over (the independent family's short stratum lost such humps).
-- spike_early: the scale of a point's jump leaves out the jumps of its next AFTER points (a
-  one-point spike's own way back, a hump's own rise, inflated it), and a point TALL x above
-  the deviations of the two points before it is no knee (a bump of noise two points before
-  a x3 spike blocked it).
+- spike_early: a point TALL x above the deviations of the two points before it is no knee (a
+  bump of noise two points before a x3 spike read as the plateau after a crash).
 Seeds below are the ones the code before these rules missed; other seeds of the same curves
 are found by both or, on these tiny noisy runs, still missed (said per test)."""
 from __future__ import annotations
@@ -68,18 +66,17 @@ def test_a_hump_streams_as_batch():
     assert [(k, s, r) for k, s, _, r in got if k == "spike"] == [("spike", 21, "fast")]
 
 
-@pytest.mark.parametrize("seed", [3, 16, 18, 27])
-def test_a_lone_x2_5_point_among_the_first_is_found(seed):
-    # point 12 of 30, x2.5 (7.6 noise scales): its own way back no longer widens the scale
-    # (seeds 2, 4-6, 12-15, 17, 19-24, 26 are still missed by the both-sides statistic)
-    assert found(*descent(seed, at=12, x=2.5)) == [(1200, "fast")]
-
-
-@pytest.mark.parametrize("seed", [8, 10, 30])
-def test_a_spike_two_points_after_a_bump_of_noise_is_no_knee(seed):
-    # point 3 x1.5 (a bump of noise), point 5 x3 of a 17-point run: the bump's deviation
-    # made point 5 read as the plateau after a crash
-    assert found(*descent(seed, n=17, at=5, bump=(3, 1.5))) == [(500, "fast")]
+@pytest.mark.parametrize("seed, n, at, x, bump", [
+    (10, 17, 5, 3.0, (3, 1.5)), (30, 17, 5, 3.0, (3, 1.5)),
+    (29, 20, 6, 3.0, (4, 1.5)),
+    (10, 17, 5, 4.0, (3, 1.6)), (30, 17, 5, 4.0, (3, 1.6)),
+    (16, 30, 12, 2.5, None)])
+def test_a_spike_two_points_after_a_bump_of_noise_is_no_knee(seed, n, at, x, bump):
+    # a x3-x4 spike two points after a x1.5 bump of noise (or a x2.5 one after a random
+    # one): the bump's deviation made the spike read as the plateau after a crash. On 40
+    # seeds of each of the first three curves this finds 6 / 7 / 14 (4 / 5 / 12 before,
+    # none lost); the others are still missed by the both-sides statistic.
+    assert found(*descent(seed, n=n, at=at, x=x, bump=bump)) == [(at * 100, "fast")]
 
 
 @pytest.mark.parametrize("seed", range(30))

@@ -21,8 +21,7 @@ Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log 
   (a smooth steep descent: a short line; per-batch noise: a longer one, or the median); only
   its jumps are used (one predictor: no multiple testing).
 - Median and scale from both sides: per point, the median and 1.4826 x MAD of the jumps of
-  the 2 x NEIGHBOURS other points nearest it (itself and its next AFTER points left out: a
-  one-point spike's own way back, a hump's own rise, widened its scale), so noise whose size changes
+  the 2 x NEIGHBOURS other points nearest it (itself left out), so noise whose size changes
   along the run is judged by its own neighbourhood and a jump is compared with the jumps
   after it as well as before it. The scale is floored by WHOLE x the whole head's and by the
   print resolution (the smallest change of the values: HF rounds to 4 decimals).
@@ -253,11 +252,8 @@ def early_spikes(y: np.ndarray, threshold: float, min_rise: float) -> Early:
     span = min(2 * NEIGHBOURS, j.shape[0] - 1)
     i = 3
     while i < min(judged, n - 1):  # the last point has no side after it
-        # the nearest jumps, not the point's own nor its next AFTER (its own decay or rise)
-        q = np.arange(j.shape[0])
-        mine = (q >= i - 2) & (q <= i - 2 + AFTER)
-        near = np.argsort(np.abs(q[~mine] - (i - 2)), kind="stable")[:span]
-        others = j[~mine][np.sort(near)]
+        a = min(max(0, i - 2 - NEIGHBOURS), j.shape[0] - 1 - span)
+        others = np.r_[j[a:i - 2], j[i - 1:a + span + 1]]
         centre, sc = _robust(others)
         sc = max(sc, whole, quantum[i])
         if not sc > 0:
