@@ -1,6 +1,6 @@
 """Judgement quality on real public training logs, labelled by a person from their plots.
 
-    python benchmarks/real_quality.py [--verbose]
+    python benchmarks/real_quality.py [--verbose] [--set NAME] [names...]
 
 benchmarks/real/labels.json lists each log: where it came from (repository, commit, path,
 licence), what an engineer sees in its plot (`description`), and the judgements that follow:
@@ -18,6 +18,9 @@ licence), what an engineer sees in its plot (`description`), and the judgements 
 Logs are read from benchmarks/real/logs/ (those whose licence lets this repository keep them),
 then benchmarks/real/cache/ (`python benchmarks/real/fetch.py` downloads the others), then
 ../shared/corpus/. Missing logs are listed and skipped.
+
+A label may name the blind set it was added in (`set`, e.g. `blind4`): `--set NAME` scores that
+group alone, and the summary gives each group's held / total.
 
 Prints per-kind precision / recall (precision: events of the kind on a labelled loss that match
 a label, over all such events; a second event matching an already-found label is a duplicate,
@@ -72,6 +75,7 @@ class Result:
     tallies: dict[str, Tally] = field(default_factory=lambda: {k: Tally() for k in KINDS})
     missing: list[str] = field(default_factory=list)
     logs: int = 0
+    sets: dict[str, str] = field(default_factory=dict)  # log name -> its labelled group
 
 
 def _kind(e: Any) -> str:
@@ -133,7 +137,8 @@ def judge_log(label: dict[str, Any], analysis: Any, result: Result) -> None:
     result.judgements.append(Judgement(name, what, not bad, "; ".join(bad[:5])))
 
 
-def evaluate(root: Path = REAL, names: list[str] | None = None) -> Result:
+def evaluate(root: Path = REAL, names: list[str] | None = None,
+             group: str | None = None) -> Result:
     from losslens import read
     from losslens.pipeline import analyze_frame
 
@@ -142,11 +147,14 @@ def evaluate(root: Path = REAL, names: list[str] | None = None) -> Result:
     for label in labels:
         if names and label["name"] not in names:
             continue
+        if group and label.get("set") != group:
+            continue
         path = locate(label["name"], root)
         if path is None:
             result.missing.append(label["name"])
             continue
         result.logs += 1
+        result.sets[label["name"]] = label.get("set", "")
         judge_log(label, analyze_frame(read(path)), result)
     return result
 
@@ -156,6 +164,12 @@ def report(result: Result, verbose: bool = False) -> None:
     held = sum(j.holds for j in js)
     print(f"{result.logs} real logs, {len(js)} labelled judgements, {held} hold "
           f"({held / max(1, len(js)):.1%})")
+    groups = sorted({g for g in result.sets.values() if g})
+    for g in groups:
+        gj = [j for j in js if result.sets.get(j.log) == g]
+        gh = sum(j.holds for j in gj)
+        print(f"  set {g}: {sum(1 for v in result.sets.values() if v == g)} logs, {len(gj)} "
+              f"judgements, {gh} hold ({gh / max(1, len(gj)):.1%})")
     if result.missing:
         print(f"missing (run benchmarks/real/fetch.py): {', '.join(result.missing)}")
     print(f"\n{'kind':<13}{'tp':>5}{'fp':>5}{'fn':>5}{'dup':>5}{'prec':>8}{'recall':>8}")
@@ -176,10 +190,12 @@ def report(result: Result, verbose: bool = False) -> None:
 def main(argv: list[str] | None = None) -> Result:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--set", dest="group", metavar="NAME",
+                    help="score only the logs labelled in this group (e.g. blind4)")
     ap.add_argument("names", nargs="*")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    result = evaluate(names=args.names or None)
+    result = evaluate(names=args.names or None, group=args.group)
     report(result, args.verbose)
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     return result

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import losslens
 from losslens.readers import read_records, sniff
 
@@ -63,3 +65,54 @@ def test_a_finished_run_has_no_stop_note(tmp_path):
     path = tmp_path / "trainer_log.jsonl"
     _write(path, with_nulls=False, last=1000, total=1000)
     assert losslens.read(path).runs[0].notes == ()
+
+
+def _with_bad_line(src, dst):
+    lines = src.read_text().splitlines()
+    at = len(lines) // 2
+    lines.insert(at, '{"current_steps": 15, "loss": oops}')  # defeats pyarrow: read in pieces
+    dst.write_text("\n".join(lines) + "\n")
+    return at + 1
+
+
+def _same_series(a, b):
+    assert set(a.tags) == set(b.tags)
+    for tag in a.tags:
+        ma, mb = a.tag_code == a.tags.index(tag), b.tag_code == b.tags.index(tag)
+        assert a.step[ma].tolist() == b.step[mb].tolist(), tag
+        assert a.value[ma].tolist() == b.value[mb].tolist(), tag
+
+
+
+@pytest.mark.parametrize("last", [400, 8000])  # line by line (< 64 KiB), pieces of pyarrow
+def test_null_placeholders_are_quiet_on_every_path(tmp_path, last):
+    """A line that defeats pyarrow sends the file down the piece-by-piece path (pyarrow on
+    halves, line by line below 64 KiB): the same points, and no warning about the slots that
+    are null on every line (predict_loss, reward, accuracy), as on the one-table path."""
+    clean, bad = tmp_path / "clean.jsonl", tmp_path / "trainer_log.jsonl"
+    _write(clean, with_nulls=True, last=last, total=10000)
+    line = _with_bad_line(clean, bad)
+    (a,), (b,) = read_records(clean), read_records(bad)
+    assert a.warnings == () and b.warnings == ()
+    assert [(s.line, s.reason) for s in b.skipped] == [(line, "invalid JSON line")]
+    assert b.metadata.framework == "llama-factory" and b.metadata.train_iters == 10000
+    _same_series(a, b)
+
+
+@pytest.mark.parametrize("rows", [40, 8000])
+def test_a_key_null_on_every_line_is_warned_once_on_every_path(tmp_path, rows):
+    """Outside LLaMA-Factory a key that is null on every line is named in one warning, on
+    the one-table path and in pieces alike; a key null in one piece and a number in another
+    is read, not warned about (each piece warned on its own before)."""
+    def line(i):
+        return json.dumps({"step": i, "loss": 2.0 - i / 1e5, "dead": None,
+                           "late": None if i < rows // 2 + 5 else 1.0})
+
+    clean, bad = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    clean.write_text("".join(line(i) + "\n" for i in range(rows)))
+    _with_bad_line(clean, bad)
+    (a,), (b,) = read_records(clean), read_records(bad)
+    want = ("'dead': every value is null (NaN or never logged?); not read",)
+    assert a.warnings == want and b.warnings == want
+    assert a.format == b.format == "jsonl"
+    _same_series(a, b)

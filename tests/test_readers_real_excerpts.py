@@ -66,6 +66,34 @@ EXPECTED = {
         "runtime/flops_per_sec_per_gpu": ("other", 27, 10, 270, 4277247410176.0,
                                           19818652631040.0),
     }),
+    # DeepSpeed-Chat step 1 (SFT of OPT-1.3B, 16 epochs of 460 steps): its perplexity before
+    # training and after each epoch, on the engine's step axis; fp16 overflows and lr
+    "deepspeed-chat_step1_opt-1.3b.log": ("deepspeed", "deepspeed-chat", {
+        "eval/ppl": ("other", 17, 0, 7360, 4998.29638671875, 1.8085135221481323),
+        "loss scale": ("loss_scale", 73, 1, 7331, 2048.0, 32768.0),
+        "overflow": ("skipped", 73, 1, 7331, 6.0, 2.0),
+        "lr": ("lr", 736, 10, 7360, 9.649992967150629e-06, 8.490116182110961e-09),
+        "skipped": ("skipped", 736, 10, 7360, 6.0, 139.0),
+    }),
+    # DeepSpeed-Chat step 2 (reward model, OPT-350M, 1 epoch of 1,840 steps)
+    "deepspeed-chat_step2-rm_opt-350m.log": ("deepspeed", "deepspeed-chat", {
+        "eval/chosen_last_scores": ("other", 2, 0, 1840, 2.8115079402923584, 2.243525981903076),
+        "eval/acc": ("val_acc", 2, 0, 1840, 0.4924241304397583, 0.6994950175285339),
+        "epoch mean loss": ("train_loss", 1, 1840, 1840, 0.5754789632299672,
+                            0.5754789632299672),
+        "loss scale": ("loss_scale", 8, 1, 1721, 64.0, 1024.0),
+        "overflow": ("skipped", 8, 1, 1721, 10.0, 1.0),
+        "lr": ("lr", 184, 10, 1840, 5e-05, 1.4574440845649407e-08),
+        "skipped": ("skipped", 184, 10, 1840, 10.0, 20.0),
+    }),
+    # jackokeefe11/nanoGPT: iteration losses in BPC, evaluation losses still in nats
+    "nanogpt-bpc_bn1klkfl_output.log": ("nanogpt", "nanogpt", {
+        "loss": ("train_loss", 134, 0, 1330, 6.1551, 1.8209),
+        "time": ("other", 134, 0, 1330, 63478.93, 58.39),
+        "mfu": ("other", 133, 10, 1330, 7.56, 6.25),
+        "train loss": ("train_loss", 6, 0, 1250, 4.2874, 1.2009),
+        "val loss": ("val_loss", 6, 0, 1250, 4.2823, 1.4874),
+    }),
     # HF Trainer's TensorBoardCallback in an axolotl LoRA run of open_llama_3b_v2 (Dec 2023)
     "axolotl_openllama-3b_lora-out/runs/Dec10_21-45-51_ash06/"
     "events.out.tfevents.1702262763.ash06.1154852.0": ("tensorboard", "tensorboard", {

@@ -223,9 +223,26 @@ EXPECTED = {
         "dt": ("other", 19073, 0, 19072, 10578.11, 10752.14),
         "tok/sec": ("other", 19073, 0, 19072, 49563.48, 48761.26),
     }),
+    # a script's own loguru step lines (`| INFO     | __main__:train:172 - Step 100, Loss: x`),
+    # its epoch lines at the step printed last before them; run twice into one log
+    "step-lines-gpt-from-zero-pretrain": (
+        "epoch-lines", None, "step lines (an epoch line's values at the step printed last "
+        "before it)", {
+            "Loss": ("train_loss", 152, 100, 7600, 6.2713, 0.4637),
+            "Average loss": ("train_loss", 10, 1500, 7600, 4.4899, 0.4635),
+        }),
+    # epochs of 25 steps, a step line every 50: epochs 2 and 3 (and 4 and 5) share a step
+    "step-lines-gpt-from-zero-finetune": (
+        "epoch-lines", None, "step lines (an epoch line's values at the step printed last "
+        "before it)", {
+            "Average loss": ("train_loss", 5, 0, 100, 4.6905, 4.252),
+            "Loss": ("train_loss", 2, 50, 100, 4.8445, 6.0545),
+            "Avg batch rating": ("other", 2, 50, 100, 3.8, 4.2),
+        }),
 }
 #: excerpts written by several launches of a script: each launch's (first, last) step
 SEGMENTS = {
+    "step-lines-gpt-from-zero-pretrain": [(100, 7600), (100, 7600)],
     "epoch-lines-face-emotion": [(1, 10), (1, 8), (1, 11)],
     "epoch-lines-skin-lesion": [(1, 25), (21, 30)],
     "epoch-lines-skin-lesion-console": [(1, 25), (21, 30)],

@@ -102,7 +102,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
        "MosaicML Composer / llm-foundry ConsoleLogger and FileLogger"),
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
     _F("epoch-lines", "losslens.readers.epochs",
-       "training scripts' own epoch lines (Epoch [1/50], Train Loss: x, Val Loss: y) and Keras fit"),
+       "training scripts' own epoch lines (Epoch [1/50], Train Loss: x, Val Loss: y), step lines "
+       "(Step 100, Loss: x) and Keras fit"),
     _F("lightning-csv", "losslens.readers.table", "PyTorch Lightning CSVLogger metrics.csv"),
     _F("csv", "losslens.readers.table", "generic CSV (long or wide, any step column)"),
     _F("jsonl", "losslens.readers.jsonl", "generic JSON lines (one record per step)"),

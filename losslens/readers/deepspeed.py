@@ -23,6 +23,18 @@ What is read, and the tags it becomes:
   (`step + 1`, plus the steps of earlier epochs), so `act_loss` at step N is the same iteration
   as the engines' `step=N` lines and as the overflows printed just before it.
 
+- DeepSpeed-Chat's evaluations (steps 1 and 2, printed with `print_rank_0`, no prefix), after
+  `***** Evaluating perplexity, Epoch E/N *****` (or `... rewards ...`, `... reward ...`):
+  SFT's `ppl: P` (later `ppl: P, loss: L`) → `eval/ppl` (other), `eval/loss` (val_loss); the
+  reward model's `chosen_last_scores (higher is better) : C, rejected_last_scores (lower is
+  better) : R, acc (higher is better) : A` → `eval/chosen_last_scores`,
+  `eval/rejected_last_scores`, `eval/acc` (val_acc), and its mid-epoch `Iter N: c_scores: C,
+  r_scores: R, diff: D, acc: A` → `eval/c_scores`, ... at step N; DPO's `chosen: C, rejected:
+  R, loss: L` → `eval/chosen`, `eval/rejected`, `eval/loss`. They print no step: each sits at
+  the last step known from an earlier line (0 before any: the evaluation before training).
+  The reward model's `Epoch E/N with loss X` (the epoch's mean training loss) → `epoch mean
+  loss` (train_loss), placed the same way.
+
 Wall time comes from DeepSpeed's logging prefix `[YYYY-mm-dd HH:MM:SS,mmm]` (taken as UTC).
 A line that looks like one of these but does not parse is counted as skipped.
 """
@@ -56,6 +68,14 @@ _SNIFF_PPO = re.compile(r"(?mi)^\s*epoch: *\d+ *\| *step: *\d+ *\|.*loss: ")
 _SNIFF_STEP = re.compile(r"\[Rank -?\d+\] step=\d+, skipped=\d+, lr=\[")
 _SNIFF_PIPE = re.compile(r"(?m)^steps: \d+ loss: ")
 _PPO_COUNTERS = {"epoch", "step", "ppo_ep", "ppo epoch"}
+#: DeepSpeed-Chat steps 1-2: evaluation headers and results (print_rank_0, no prefix)
+CHAT_HEAD_RE = re.compile(r"^\*+ Evaluating (?:perplexity|rewards?), Epoch \d+/\d+ \*+\s*$")
+CHAT_EVAL_RE = re.compile(r"^(?:ppl: |chosen_last_scores \(higher is better\) : |chosen: \S+, "
+                          r"rejected: )")
+CHAT_ITER_RE = re.compile(r"^Iter (\d+): c_scores: ")
+CHAT_EPOCH_RE = re.compile(r"^Epoch \d+/\d+ with loss (\S+)\s*$")
+_CHAT_NAME = re.compile(r"\s*\((?:higher|lower) is better\)\s*$")
+_SNIFF_CHAT = re.compile(r"(?m)^\*+ Evaluating (?:perplexity|rewards?), Epoch \d+/\d+ \*+\s*$")
 #: Lines of the same step closer than this are different engines, not a re-logged step.
 ENGINE_GAP = 20
 
@@ -260,6 +280,9 @@ class DeepSpeedLines:
     steps: list[_Step] = field(default_factory=list)
     overflows: list[tuple[int, float, float]] = field(default_factory=list)  # line, scale, wall
     fields: list[_Fields] = field(default_factory=list)  # pipeline, PPO and reward lines
+    #: DeepSpeed-Chat evaluations without a step: placed at emit (line, pairs, wall)
+    evals: list[tuple[int, list[tuple[str, float]], float]] = field(default_factory=list)
+    chat: bool = False  # DeepSpeed-Chat evaluation lines were seen
     betas: tuple[float, float] | None = None
     momentum: str | None = None
     ppo: bool = False
@@ -273,7 +296,8 @@ class DeepSpeedLines:
         """Whether a fragment looks like one of the lines read here (parsed or not)."""
         return ("step=" in frag and "skipped=" in frag) or "Attempted loss scale" in frag \
             or frag.startswith("steps: ") or bool(PPO_RE.match(frag)) \
-            or bool(REWARD_RE.match(frag))
+            or bool(REWARD_RE.match(frag)) or bool(CHAT_EVAL_RE.match(frag)) \
+            or bool(CHAT_ITER_RE.match(frag)) or bool(CHAT_EPOCH_RE.match(frag))
 
     def feed(self, line: int, frag: str, skip: Callable[[int, str, str], None],
              ppo: bool = True) -> bool:
@@ -291,6 +315,8 @@ class DeepSpeedLines:
             if not ppo:
                 return False
             if self._ppo_line(line, frag):
+                return True
+            if self._chat(line, frag):
                 return True
             return self._reward(line, frag, skip)
         except (ValueError, OverflowError) as exc:
@@ -372,6 +398,40 @@ class DeepSpeedLines:
         self.fields.append(_Fields(line, self._ppo_last, pairs, line_time(frag)))
         return True
 
+    def _chat(self, line: int, frag: str) -> bool:
+        """DeepSpeed-Chat's evaluation lines (steps 1-2) and the reward model's epoch loss."""
+        if CHAT_HEAD_RE.match(frag):
+            self.chat = True
+            return True
+        m = CHAT_ITER_RE.match(frag)
+        if m:
+            pairs = self._chat_pairs(frag[frag.index(":") + 1:])
+            self.fields.append(_Fields(line, step_int(m.group(1)), pairs, line_time(frag)))
+            self.chat = True
+            return True
+        m = CHAT_EPOCH_RE.match(frag)
+        if m:
+            self.evals.append((line, [("epoch mean loss", parse_float(m.group(1)))],
+                               line_time(frag)))
+            return True
+        if CHAT_EVAL_RE.match(frag):
+            self.evals.append((line, self._chat_pairs(frag), line_time(frag)))
+            self.chat = True
+            return True
+        return False
+
+    @staticmethod
+    def _chat_pairs(text: str) -> list[tuple[str, float]]:
+        """`a: 1.0, b (higher is better) : 2.0` → [("eval/a", 1.0), ("eval/b", 2.0)]."""
+        pairs = []
+        for part in text.split(","):
+            key, sep, value = part.rpartition(":")
+            key = _CHAT_NAME.sub("", key).strip()
+            if not sep or not key:
+                raise ValueError(f"field {part.strip()!r} is not `key: value`")
+            pairs.append((f"eval/{key}", parse_float(value.strip())))
+        return pairs
+
     def _reward(self, line: int, frag: str, skip) -> bool:
         if not REWARD_RE.match(frag):
             return False
@@ -404,6 +464,20 @@ class DeepSpeedLines:
             for i, (key, value) in enumerate(f.pairs):
                 pts.add(prefix + key, f.step, value, f.wall, f.line, i)
         self._emit_overflows(pts, prefix, known)
+        self._emit_evals(pts, prefix)
+
+    def _emit_evals(self, pts: Points, prefix: str) -> None:
+        """Each evaluation at the last step known from an earlier line (0 before any)."""
+        if not self.evals:
+            return
+        k_lines, k_steps = self.known_steps()
+        idx = np.argsort(k_lines, kind="stable")
+        k_lines, k_steps = k_lines[idx], k_steps[idx]
+        at = np.searchsorted(k_lines, [e[0] for e in self.evals], "left") - 1
+        for (line, pairs, wall), i in zip(self.evals, at.tolist()):
+            step = int(k_steps[i]) if i >= 0 else 0
+            for j, (key, value) in enumerate(pairs):
+                pts.add(prefix + key, step, value, wall, line, j)
 
     def _engine_prefixes(self) -> list[str]:
         engines, prev = [], None
@@ -479,6 +553,8 @@ def sniff(name: str, head: bytes) -> float:
     text = head_text(head)
     if _SNIFF_PPO.search(text):
         return 0.75
+    if _SNIFF_CHAT.search(text):
+        return 0.6
     if _SNIFF_PIPE.search(text) or _SNIFF_STEP.search(text):
         return 0.55
     return 0.45 if OVERFLOW_RE.search(text) else 0.0
@@ -505,7 +581,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
         b.warn(f"{path}: {w}")
     meta = ds.metadata()
     extra.update(meta.pop("extra", {}))
-    framework = "deepspeed-chat" if ds.ppo else "deepspeed"
+    framework = "deepspeed-chat" if ds.ppo or ds.chat else "deepspeed"
     metadata = RunMeta(framework=framework, extra=extra, **meta).merged(**saves.fields())
     return [pts.records(run, str(path), FORMAT, b, metadata)]
 

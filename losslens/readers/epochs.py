@@ -33,6 +33,12 @@ N + i` with N the total printed after the iteration (else the largest iteration 
 epoch; a counter that never goes back is taken as global already), and an epoch's summary
 values sit at its last iteration. `metadata.extra["step_source"]` says which. An epoch counter
 that goes back (the script run again into the same log) starts a new segment.
+
+Step lines: a message that starts with `Step N` (`Iter N`, `Iteration N`, `Step [N/M]`) and a
+separator (`,` `:` `;` ` - `) followed by pairs (`... | __main__:train:172 - Step 100, Loss:
+6.2713`, loguru's default prefix): the pairs sit at step N, and in such a file an epoch line's
+pairs sit at the step printed last before it. A counter followed by `|` or spaces is a
+framework's (torchtune, build-nanogpt, torchtitan), not read here.
 """
 from __future__ import annotations
 
@@ -52,9 +58,11 @@ _EPOCH = re.compile(r"(?i)epoch\s*[:=#]?\s*[\[(]?\s*(\d{1,9})\s*(?:(?:/|of)\s*(\
 _STAMP = (r"\[?\d{4}[-/]\d\d[-/]\d\d[ T_]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
           r"|\[?\d\d:\d\d:\d\d(?:[.,]\d+)?\]?")
 _LEVEL = r"\[?(?:INFO|DEBUG|WARNING|WARN|ERROR|CRITICAL|NOTICE|TRACE|SUCCESS)\]?"
+#: loguru's default `{name}:{function}:{line} - ` (`__main__:train:172 - `, `<module>`)
+_LOGURU = r"[A-Za-z_][\w.]*:(?:<module>|[A-Za-z_]\w*):\d{1,9}(?=\s+-\s)"
 _PREFIX_OK = re.compile(
-    rf"[\s|,:\-]*(?:(?:{_STAMP}|{_LEVEL}|[A-Za-z_][\w.]*(?=\s+-\s|:)|\[[^\]\n]{{1,40}}\]"
-    rf"|[=#*>]++)[\s|,:\-]*+){{0,8}}")
+    rf"[\s|,:\-]*(?:(?:{_STAMP}|{_LEVEL}|{_LOGURU}|[A-Za-z_][\w.]*(?=\s+-\s|:)"
+    rf"|\[[^\]\n]{{1,40}}\]|[=#*>]++)[\s|,:\-]*+){{0,8}}")
 _WALL = re.compile(r"\[?(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)")
 #: an iteration counter right after the epoch
 _ITER = re.compile(r"(?i)[\s,|:;\-]*[\[(]?\s*(?:global[ _]step|step|iter(?:ation)?|batch)s?"
@@ -80,6 +88,31 @@ _SEPARATORS = re.compile(r"[\s,|;\-]*")
 _JSON_START = re.compile(r"\s*(?:\{|\[\s*[\[{\"\d\-\]])")  # not `[CLS] Epoch 3 | ...`
 #: what may follow `Epoch N` on a line that opens a block (`Epoch [2/50]`, `=== Epoch 3 ===`)
 _BLOCK_HEAD = re.compile(r"[\s:|\-=.*#>]*")
+
+
+#: `Step` / `Iter` / `Iteration` (any case) where a line's message starts, and its counter
+_STEP_WORD = re.compile(r"(?i)(?<![\w./])(?:global[ _]step|step|iter(?:ation)?)")
+_STEP = re.compile(r"(?i)(?:global[ _]step|step|iter(?:ation)?)\s*[:=#]?\s*[\[(]?\s*(\d{1,12})"
+                   r"\s*(?:(?:/|of)\s*(\d{1,12})\s*)?[\])]?(?![\w.%/])")
+
+#: what follows a step line's counter: `,` `:` `;` or ` - ` (a framework's `step 5 | loss: x`,
+#: `step:  5  loss: x` are theirs, not a script's)
+_STEP_SEP = re.compile(r"\s*(?:[,:;]|-\s)")
+
+
+def _step_message(frag: str) -> tuple[re.Match, int] | None:
+    """The step counter of a line whose message starts with one and a separator (`Step 100,
+    Loss: 6.27`), and where the separator ends; only for lines with no epoch message."""
+    if "tep" not in frag and "TEP" not in frag and "ter" not in frag and "TER" not in frag:
+        return None
+    m = _STEP_WORD.search(frag, 0, 200)
+    if m is None or (m.start() and not _PREFIX_OK.fullmatch(frag, 0, m.start())):
+        return None
+    h = _STEP.match(frag, m.start())
+    if h is None:
+        return None
+    sep = _STEP_SEP.match(frag, h.end())
+    return (h, sep.end()) if sep else None
 
 
 def _message(frag: str) -> tuple[re.Match, int] | None:
@@ -133,7 +166,7 @@ def sniff(name: str, head: bytes) -> float:
     """0.45 when epoch lines with pairs (or an epoch header followed by pair lines or a Keras
     bar) are in the head: below every framework's own sniff, above generic CSV."""
     text = head_text(head)
-    if ("poch" not in text and "POCH" not in text) or _JSON_START.match(text):
+    if _JSON_START.match(text):
         return 0.0  # (a JSON document or JSON lines: never epoch lines)
     hits, open_block = 0, 0
     for _, frag in fragments(text):
@@ -144,6 +177,10 @@ def sniff(name: str, head: bytes) -> float:
             continue
         hm = _message(frag)
         if hm is None:
+            sm = _step_message(frag)
+            hits += bool(sm and _PAIR.search(frag, sm[1]))
+            if hits >= 3:
+                break
             continue
         if _PAIR.search(frag, hm[1]):
             hits += 1
@@ -202,6 +239,12 @@ def read(path: Path, run: str) -> list[RunRecords]:
             continue
         hm = _message(frag)
         if hm is None:
+            sm = _step_message(frag)
+            pairs = _pairs(frag, sm[1]) if sm else []
+            if pairs:  # a step line: epoch None, the step as printed
+                rows.add(lineno, None, int(sm[0].group(1)), None, _wall(frag, stamps), pairs,
+                         b, frag)
+                block, block_left = None, 0
             continue
         head, end = hm
         epoch = int(head.group(1))
@@ -216,7 +259,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
             block, block_left = None, 0
         elif _BLOCK_HEAD.fullmatch(frag, end):
             block, block_left = (epoch, None), 8
-    if tail and _message(tail) and _PAIR.search(tail):
+    if tail and (_message(tail) or _step_message(tail)) and _PAIR.search(tail):
         b.skip(tail_line, "truncated last line", tail)
     how = _place(rows.rows, b)
     extra = {"step_source": how}
@@ -233,6 +276,8 @@ def _wall(frag: str, stamps: dict[str, float]) -> float:
 
 def _place(rows: list[tuple], b: RecordsBuilder) -> str:
     """Give every row its step (see the module docstring); say how."""
+    if any(r[1] is None for r in rows):
+        return _place_steps(rows, b)
     iters = [r for r in rows if r[2] is not None]
     if not iters:
         seen: dict[str, int] = {}
@@ -274,3 +319,27 @@ def _place(rows: list[tuple], b: RecordsBuilder) -> str:
             continue
         b.add(name, step, value, wall, order=line)
     return how
+
+
+def _place_steps(rows: list[tuple], b: RecordsBuilder) -> str:
+    """A script that prints step lines: each at its step, and each epoch line's values at the
+    step printed last before it (0 before the first)."""
+    last, shared = 0, 0
+    placed: dict[str, int] = {}  # tag -> step of its last epoch-line value
+    for line, epoch, it, _, wall, name, value in sorted(rows, key=lambda r: r[0]):
+        if epoch is None:
+            last = it
+        elif placed.get(name) == last:
+            shared += 1
+        if not -(1 << 62) < last < (1 << 62):
+            b.skip(line, "step does not fit in 64 bits", f"step {last}")
+            last = 0
+            continue
+        if epoch is not None:
+            placed[name] = last
+        b.add(name, last, value, wall, order=line)
+    if shared:
+        b.warn(f"{shared:,} epoch line value(s) come with no step line since the epoch line "
+               "before them: they share its step, so only the last of them is plotted and "
+               "judged")
+    return "step lines (an epoch line's values at the step printed last before it)"

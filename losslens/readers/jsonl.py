@@ -75,20 +75,37 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
         return [builder.build(run, str(path), "jsonl", RunMeta())]
     table = _fast_json(body)
     meta = llama_factory_meta(body)
+    slots = LLAMA_FACTORY_SLOTS if meta.framework == "llama-factory" else frozenset()
     if table is not None:
-        _table_json(table, line_numbers(body, 1, table.num_rows), builder, path,
-                    LLAMA_FACTORY_SLOTS if meta.framework == "llama-factory" else frozenset())
+        _table_json(table, line_numbers(body, 1, table.num_rows), builder, path, slots)
     else:  # some line defeats pyarrow: retry piece by piece
-        start, line = 0, 1
+        start, line, keys = 0, 1, _Keys()
         while start < len(body):
             stop = body.find(b"\n", start + _JSON_PIECE) + 1 or len(body)
             piece = body[start:stop]
-            _read_json_chunk(piece, line, builder, path)
+            _read_json_chunk(piece, line, builder, path, slots, keys)
             line += piece.count(b"\n")
             start = stop
+        keys.warn(builder)
     del data, body, table  # the text and pyarrow's table go before the columns are built
     return [builder.build(run, str(path), "jsonl", meta)]
 
+
+class _Keys:
+    """Across the pieces of a file read piece by piece: the keys that were null wherever a
+    piece had them, and those that had a value somewhere, so the "every value is null"
+    warning is given once, for the whole file, as the one-table path gives it."""
+
+    def __init__(self) -> None:
+        self.null_only: set[str] = set()
+        self.valued: set[str] = set()
+
+    def warn(self, builder: RecordsBuilder) -> None:
+        for name in sorted(self.null_only - self.valued):
+            builder.warn(_ALL_NULL.format(name=name))
+
+
+_ALL_NULL = "{name!r}: every value is null (NaN or never logged?); not read"
 
 #: what LLaMA-Factory's LogCallback writes as null in every log that has no such value
 LLAMA_FACTORY_SLOTS = frozenset({"loss", "eval_loss", "predict_loss", "reward", "accuracy", "lr",
@@ -209,20 +226,24 @@ def _drop_deep_lines(body: bytes, builder: RecordsBuilder) -> bytes:
     return b"".join(parts)
 
 
-def _read_json_chunk(body: bytes, first_line: int, builder: RecordsBuilder, path: Path) -> None:
+def _read_json_chunk(body: bytes, first_line: int, builder: RecordsBuilder, path: Path,
+                     slots: frozenset = frozenset(), keys: _Keys | None = None) -> None:
     """pyarrow on the whole chunk; when a line defeats it, halve the chunk and retry, so only
-    small pieces around bad lines are parsed line by line in Python."""
+    small pieces around bad lines are parsed line by line in Python. `slots` and `keys` as
+    in `_table_json` (the pieces' null-only keys are gathered in `keys`)."""
+    keys = _Keys() if keys is None else keys
     table = _fast_json(body)
     if table is not None:
         lines = line_numbers(body, 1, table.num_rows) + (first_line - 1)
-        _table_json(table, lines, builder, path)
+        _table_json(table, lines, builder, path, slots, keys)
         return
     mid = body.find(b"\n", len(body) // 2) + 1
     if len(body) < (1 << 16) or mid <= 0 or mid >= len(body):
-        _slow_json(body, builder, first_line)
+        _slow_json(body, builder, first_line, slots=slots, keys=keys)
         return
-    _read_json_chunk(body[:mid], first_line, builder, path)
-    _read_json_chunk(body[mid:], first_line + body.count(b"\n", 0, mid), builder, path)
+    _read_json_chunk(body[:mid], first_line, builder, path, slots, keys)
+    _read_json_chunk(body[mid:], first_line + body.count(b"\n", 0, mid), builder, path, slots,
+                     keys)
 
 
 def _cut_json_tail(data: bytes, builder: RecordsBuilder) -> bytes:
@@ -278,9 +299,10 @@ def _flatten(table) -> dict[str, Any]:
 
 
 def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
-                slots: frozenset = frozenset()) -> None:
+                slots: frozenset = frozenset(), keys: _Keys | None = None) -> None:
     """`slots`: keys a writer always writes, null when it has no value (no warning when
-    every value is null)."""
+    every value is null). `keys`: the table is one piece of a file; its null-only keys are
+    gathered there for one warning at the end instead of warned about here."""
     import pyarrow as pa
 
     if lines.shape[0] != table.num_rows:
@@ -302,12 +324,17 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
             wall = np.where(col.present, col.values, wall)
     metrics = {k: v for k, v in nums.items()
                if k not in AXIS_NAMES and k not in WALL_NAMES and v is not None}
+    if keys is not None:
+        keys.valued.update(n for n, c in flat.items() if not pa.types.is_null(c.type))
     if null_count(flat):
         nulls_as_nan(metrics, step, step_ok, builder)
         for name, col in flat.items():
             if pa.types.is_null(col.type) and name not in AXIS_NAMES and name not in WALL_NAMES \
                     and name not in slots:
-                builder.warn(f"{name!r}: every value is null (NaN or never logged?); not read")
+                if keys is not None:
+                    keys.null_only.add(name)
+                else:
+                    builder.warn(_ALL_NULL.format(name=name))
     add_wide(builder, metrics, step, step_ok, wall, lines)
     report_rows(builder, metrics, step_ok, lines, "step")
 
@@ -395,10 +422,13 @@ def _line_step(rec: dict) -> int | None:
 
 
 def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1,
-               nulls: bool = True) -> None:
+               nulls: bool = True, slots: frozenset = frozenset(),
+               keys: _Keys | None = None) -> None:
     """Line by line (json.loads accepts NaN/Infinity); bad lines are skipped and counted.
     `nulls=False` (a wide, sparse file, where telling a NaN from "not logged" would cost
-    lines x keys) reads every null as not logged and says so."""
+    lines x keys) reads every null as not logged and says so. With `keys`, the keys that are
+    null on every line that has them (and not in `slots`) are gathered there, as
+    `_table_json` gathers them."""
     cols: dict[str, tuple[list, list, list, list]] = {}
     texts: list[tuple[str, int, str]] = []  # string values: bad numbers if the key is a metric
     rows: list[tuple[int, int]] = []  # (line, step) of the lines with a step
@@ -417,6 +447,12 @@ def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1,
             continue
         step = _line_step(rec)
         _add_record(builder, cols, rec, lineno, step, texts=texts)
+        if keys is not None:
+            for k, v in _flat_items(rec):
+                if v is not None:
+                    keys.valued.add(k)
+                elif k not in slots and k not in AXIS_NAMES and k not in WALL_NAMES:
+                    keys.null_only.add(k)
         if step is not None:
             rows.append((lineno, step))
             null_seen = null_seen or any(v is None for _, v in _flat_items(rec))

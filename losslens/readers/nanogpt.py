@@ -9,6 +9,12 @@ Two metric lines, both printed by the master process with plain `print`:
   `eval_iters` batches of the training split; also role train_loss, on the eval grid) and
   `val loss` (role val_loss).
 
+Forks that print the loss in another unit put its name after each loss value
+(jackokeefe11/nanoGPT's `iter 10: loss 4.5735 BPC, time ...`, `step 250: train loss 2.5833 BPC,
+val loss 2.7931 BPC`: bits per character, the loss / ln 2). Values are kept as printed, under the
+same tags; `metadata.extra["unit/<tag>"]` names the unit, and a warning says so when the loss
+tags of one file are printed in different units (or some with one and some without).
+
 `Resuming training from ...` is a resume marker (header); the resumed job re-prints the eval line
 of the checkpoint's step, which the Frame turns into a new segment. The config echo
 (`Overriding config with <file>:` followed by the file, `Overriding: k = v`) and
@@ -26,12 +32,15 @@ from .textutil import Rows, fragments, head_text, parse_float, read_text, split_
 
 FORMAT = "nanogpt"
 
-_ITER = re.compile(r"iter (\d+): loss (\S+), time (\S+?)ms(?:, mfu (\S+?)%)?\s*$")
-_EVAL = re.compile(r"step (\d+): train loss (\S+), val loss (\S+?)\s*$")
+#: a unit word a fork prints after a loss value (`4.5735 BPC`)
+_UNIT = r"(?: ([A-Za-z][A-Za-z/]{0,7}))?"
+_ITER = re.compile(r"iter (\d+): loss (\S+?)" + _UNIT + r", time (\S+?)ms(?:, mfu (\S+?)%)?\s*$")
+_EVAL = re.compile(r"step (\d+): train loss (\S+?)" + _UNIT + r", val loss (\S+?)" + _UNIT
+                   + r"\s*$")
 # what a metric line of this dialect starts with, parsed or not
 _LOOKS = re.compile(r"iter \d+:|step \d+: (?:train|val) loss")
-_SNIFF_ITER = re.compile(r"(?m)^(?:\S*\]:)?iter \d+: loss \S+, time [0-9.]+ms")
-_SNIFF_EVAL = re.compile(r"(?m)^(?:\S*\]:)?step \d+: train loss \S+, val loss ")
+_SNIFF_ITER = re.compile(r"(?m)^(?:\S*\]:)?iter \d+: loss \S+?" + _UNIT + r", time [0-9.]+ms")
+_SNIFF_EVAL = re.compile(r"(?m)^(?:\S*\]:)?step \d+: train loss \S+?" + _UNIT + r", val loss ")
 _ASSIGN = re.compile(r"([A-Za-z_]\w*)\s*=\s*(.+?)\s*(?:#.*)?$")
 _OVERRIDE = re.compile(r"Overriding: ([A-Za-z_]\w*) = (.+?)\s*$")
 _TOKENS = re.compile(r"tokens per iteration will be: ([\d,]+)")
@@ -86,7 +95,10 @@ def read(path: Path, run: str) -> list[RunRecords]:
     if tail and _LOOKS.match(tail.strip()):
         b.skip(tail_line, "truncated last line", tail)
     st.rows.into(b)
-    meta = _meta(st.config, st.sentinels).merged(**st.saves.fields())
+    meta = _meta(st.config, st.sentinels, st.units).merged(**st.saves.fields())
+    mixed = _mixed_units(st.units)
+    if mixed:
+        b.warn(f"{path}: {mixed}")
     return [b.build(run, str(path), FORMAT, meta)]
 
 
@@ -99,6 +111,11 @@ class _State:
         self.config: dict[str, str] = {}
         self.sentinels = 0
         self.saves = SaveLines()
+        #: per loss tag, the units its values were printed in ("" = none)
+        self.units: dict[str, set[str]] = {}
+
+    def unit(self, tag: str, unit: str | None) -> None:
+        self.units.setdefault(tag, set()).add(unit or "")
 
 
 def _num(text: str) -> float:
@@ -113,8 +130,9 @@ def _metric(frag: str, lineno: int, st: _State) -> bool:
     m = _ITER.match(frag)
     try:
         if m:
-            step, loss, ms, mfu = m.groups()
+            step, loss, unit, ms, mfu = m.groups()
             row = (lineno, int(step), _num(loss), _num(ms))
+            st.unit("loss", unit)
             if mfu is None:
                 st.no_mfu.append(row)
             elif _num(mfu) == -100.0:  # warm-up sentinel, not a measurement
@@ -126,14 +144,32 @@ def _metric(frag: str, lineno: int, st: _State) -> bool:
         m = _EVAL.match(frag)
         if m:
             st.evals.append((lineno, int(m.group(1)), _num(m.group(2).rstrip(",")),
-                             _num(m.group(3))))
+                             _num(m.group(4))))
+            st.unit("train loss", m.group(3))
+            st.unit("val loss", m.group(5))
             return True
     except ValueError:
         pass
     return False
 
 
-def _meta(config: dict[str, str], sentinels: int) -> RunMeta:
+def _mixed_units(units: dict[str, set[str]]) -> str:
+    """The warning for loss tags printed in different units, else ""."""
+    every = set().union(*units.values()) if units else set()
+    if len(every) < 2:
+        return ""
+    by_unit: dict[str, list[str]] = {}
+    for tag, us in units.items():
+        for u in us:
+            by_unit.setdefault(u, []).append(repr(tag))
+    said = "; ".join(f"{', '.join(tags)} {'in ' + u if u else 'without a unit'}"
+                     for u, tags in sorted(by_unit.items(), key=lambda kv: kv[0] == ""))
+    return (f"loss values printed in different units ({said}): those series are on "
+            "different scales (BPC is the loss in nats / ln 2)")
+
+
+def _meta(config: dict[str, str], sentinels: int,
+          units: dict[str, set[str]] | None = None) -> RunMeta:
     fields: dict[str, object] = {}
     for key, name in _INT_FIELDS.items():
         if key in config:
@@ -152,4 +188,8 @@ def _meta(config: dict[str, str], sentinels: int) -> RunMeta:
     extra = dict(config)
     if sentinels:
         extra["mfu_warmup_sentinels"] = str(sentinels)
+    for tag, us in (units or {}).items():
+        named = sorted(u for u in us if u)
+        if named:
+            extra[f"unit/{tag}"] = ", ".join(named)
     return RunMeta(framework="nanogpt", extra=extra, **fields)
