@@ -14,7 +14,10 @@ floats, so that all four see exactly the same series):
   batch, a loss that did not improve on the previous one and is >= rtol=2 x the running mean
   of 10 away from it (a non-finite loss always) stops the run (TrainingSpikeException) and
   lists the current and previous batch to exclude.
-- the guard (`losslens.guard.Guard`, default policy; checkpoints every 100 steps).
+- the guard (`losslens.guard.Guard`, default policy; checkpoints every 100 steps): the
+  step each decision was made at (the default asynchronous guard returns a decision up
+  to `max-lag` calls later, after the run's last step drained as the trainer callbacks
+  do; printed under the table).
 
 Runs (each a loss series; the first two from training a tiny GPT-2 on a next-token task, the
 rest synthetic with known injected events):
@@ -87,21 +90,46 @@ def lightning(losses):
 
 
 def guard(losses):
+    """The guard's decisions at the steps it made them. The default (asynchronous) guard
+    returns a decision up to `max-lag` (100) calls after its step, so a run that ends
+    sooner than that after a stop is drained (`Guard.drain`, as the HF and Lightning
+    callbacks do at the end of training); the table gives the step decided at."""
     g = Guard(checkpoint_every=100)
     acts = []
-    for step, loss in enumerate(losses, 1):
-        d = g.step(step, loss)
-        if d.action == "skip_step":
-            acts.append(("skip", step))
-        elif d.action == "alert":
-            acts.append(("alert", step))
-        elif d.action == "stop_and_restart":
-            p = d.plan
-            plan = (f"restart {p.restart_from_step}, skip "
-                    + ",".join(f"{a}-{b}" for a, b in p.skip)) if p else "no plan"
-            acts.append(("stop", step, plan))
-            return acts
-    return acts
+    try:
+        for step, loss in enumerate(losses, 1):
+            d = g.step(step, loss)
+            if d:
+                LATE.append(f"{d.action} of step {d.step} returned at step {step}")
+                if _act(acts, d):
+                    return acts
+        for d in g.drain():
+            LATE.append(f"{d.action} of step {d.step} returned by drain() after the last "
+                        f"step ({len(losses)})")
+            if _act(acts, d):
+                break
+        return acts
+    finally:
+        g.close()
+
+
+#: when each of the guard's decisions was returned (printed under the table)
+LATE: list[str] = []
+
+
+def _act(acts, d) -> bool:
+    """Record decision `d` (at its own step); True when it stops the run."""
+    if d.action == "skip_step":
+        acts.append(("skip", d.step))
+    elif d.action == "alert":
+        acts.append(("alert", d.step))
+    elif d.action == "stop_and_restart":
+        p = d.plan
+        plan = (f"restart {p.restart_from_step}, skip "
+                + ",".join(f"{a}-{b}" for a, b in p.skip)) if p else "no plan"
+        acts.append(("stop", d.step, plan))
+        return True
+    return False
 
 
 RULES = {"OLMo-core SkipStep": olmo_core, "llm-foundry KillLossSpike": llm_foundry,
@@ -195,10 +223,15 @@ def describe(acts) -> str:
 def main() -> None:
     print("| run | " + " | ".join(RULES) + " |")
     print("|---|" + "---|" * len(RULES))
+    returned: list[str] = []
     for title, key in RUNS:
         losses = series(key)
+        LATE.clear()
         cells = [describe(rule(losses)) for rule in RULES.values()]
         print(f"| {title} | " + " | ".join(cells) + " |")
+        returned += [f"{title.split(':')[0]}: {x}" for x in LATE]
+    print("\nThe guard's column gives the step each decision was made at; the guard "
+          "(asynchronous, the default) returned them: " + "; ".join(returned) + ".")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@
    `slice_ms` = 0.5, an opt-in) then asynchronous (the default), `--work-ms` (default 2) of
    sleep between calls standing for the training step (the asynchronous guard's worker
    needs ~1 ms a step on average to keep up; a tighter loop makes `step` wait for it at
-   `max_lag`): wall time of every call (perf_counter_ns), median / p99 / p99.9 / max, and
-   (synchronous) the calls that ran the detectors' window update.
+   `max_lag`): wall time of every call (perf_counter_ns) and its own CPU time (the
+   thread's), median / p99 / p99.9 / max, and (synchronous) the calls that ran the
+   detectors' window update; the in-process mode also as it was before bottleneck's
+   medians (MODES), in the same run. The load average is printed: on a shared machine the
+   wall times carry other processes' turns.
    Goal: median <= 20 us, worst <= 1 ms.
 2. (`--hf-steps N`, default 2,000; 0 skips it) an HF Trainer run of N steps of a tiny model
    (one linear layer, logging every step) without `GuardCallback`, with it (asynchronous
@@ -31,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from losslens.detectors import filters, spike_early  # noqa: E402
 from losslens.guard import Guard, GuardPolicy  # noqa: E402
 
 
@@ -50,7 +54,8 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
     steps, loss, grad = series(n)
     print(f"Guard.step, {n:,} calls (loss, grad norm, lr; default policy but never stops), "
           f"{work_ms:g} ms of sleep between calls (a training step's time), max-lag {max_lag}:")
-    for name, asynchronous, slice_ms in MODES:
+    for name, asynchronous, slice_ms, fast in MODES:
+        medians(fast)
         g = Guard(GuardPolicy(stop_on=(), max_lag=max_lag, slice_ms=slice_ms),
                   asynchronous=asynchronous)
         sliced = g._slices
@@ -78,6 +83,7 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
                 time.sleep(work_ms / 1000)
         cpu = time.process_time() - cpu0  # this process only (not the worker)
         events = len(g.flush())
+        medians(True)
         waits = getattr(g, "waits", 0)
         g.close()
         us, cu = times / 1000.0, own / 1000.0
@@ -110,10 +116,19 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
 
 #: the slices' length in the sliced mode (an opt-in: `slice-ms` is 0 by default)
 SLICE_MS = 0.5
-#: (name, asynchronous, slice_ms) of each mode measured.
-MODES = (("in-process, whole checks", False, 0.0),
-         ("in-process, in slices", False, SLICE_MS),
-         ("asynchronous", True, 0.0))
+#: (name, asynchronous, slice_ms, bottleneck's medians and the kept head verdicts) of each
+#: mode measured: the first is the second as it was before bottleneck (the same events).
+MODES = (("in-process, whole checks, SciPy/pandas medians", False, 0.0, False),
+         ("in-process, whole checks", False, 0.0, True),
+         ("in-process, in slices", False, SLICE_MS, True),
+         ("asynchronous", True, 0.0, True))
+
+
+def medians(fast: bool) -> None:
+    """bottleneck's trailing medians and the kept head verdicts on (the default) or off."""
+    filters.BOTTLENECK = fast
+    spike_early.MEMO_SIZE = 64 if fast else 0
+    spike_early.early_spikes(np.zeros(0), 6.0, 0.05)  # (empties the memo when off)
 
 
 def bench_hf(n: int) -> None:

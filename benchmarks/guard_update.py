@@ -1,14 +1,16 @@
-"""CPU time of the in-process guard's window updates, by stream, with and without the spike
-streams' incremental path (`SpikeStream.incremental`).
+"""CPU and wall time of the in-process guard's window updates, by stream, with and without the
+spike streams' incremental path (`SpikeStream.incremental`) and bottleneck's trailing medians
+(`filters.BOTTLENECK`, with the head's kept verdicts `spike_early.MEMO_SIZE`).
 
 The in-process guard (`asynchronous = false`, `slice-ms = 0`) runs its detectors' streams
 every `check-every` calls (and at once on a NaN or a loss over the bar): that call carries
 the update. This feeds `benchmarks/guard_step.py`'s series (a decaying loss with log-normal
 noise, six fast spikes, a slow one, a NaN, a grad norm) to a guard with the default policy
-that never stops, and gives each update's own CPU time (the thread's), in total and by stream
-(spike, grad_spike, divergence, ...), as median / p99 / max, and the calls over 1 ms of CPU.
-Both modes run in one process, alternating (`--repeat`), so they see the same load; the
-events of the two are checked equal.
+that never stops, and gives each update's own CPU time (the thread's) and wall time, in total
+and by stream (spike, grad_spike, divergence, ...), as median / p99 / max, and the calls over
+1 ms. The modes (MODES) run in one process, alternating (`--repeat`), so they see the same
+load (the load average is printed: on a shared machine every number is inflated); the
+events of all of them are checked equal.
 
     python benchmarks/guard_update.py
     python benchmarks/guard_update.py --steps 50000 --repeat 2
@@ -28,12 +30,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from guard_step import series  # noqa: E402
 
+from losslens.detectors import filters, spike_early  # noqa: E402
 from losslens.detectors.stream_spike import SpikeStream  # noqa: E402
 from losslens.guard import Guard, GuardPolicy  # noqa: E402
 
+#: (label, the spike streams' incremental path, bottleneck's medians and the kept head verdicts)
+MODES = (("window each time, SciPy/pandas medians", False, False),
+         ("incremental, SciPy/pandas medians", True, False),
+         ("incremental, bottleneck medians", True, True))
 
-def run(n: int, incremental: bool) -> tuple[np.ndarray, dict[str, list[int]], list, dict]:
+
+def run(n: int, incremental: bool, fast: bool
+        ) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]], list, dict]:
     SpikeStream.incremental = incremental
+    filters.BOTTLENECK = fast
+    spike_early.MEMO_SIZE = 64 if fast else 0
+    spike_early.early_spikes(np.zeros(0), 6.0, 0.05)  # (empties the memo when off)
     steps, loss, grad = series(n)
     g = Guard(GuardPolicy(stop_on=()), asynchronous=False)
     live = g.live
@@ -49,19 +61,22 @@ def run(n: int, incremental: bool) -> tuple[np.ndarray, dict[str, list[int]], li
             by.setdefault(name, []).append(clock() - c0)
         stream.update = timed
     own = np.empty(n, np.int64)
+    wall = np.empty(n, np.int64)
     updates = np.zeros(n, bool)
+    wclock = time.perf_counter_ns
     for i in range(n):
         tick = live.tick
-        c0 = clock()
+        w0, c0 = wclock(), clock()
         g.step(steps[i], loss[i], grad_norm=grad[i], lr=3e-4)
         own[i] = clock() - c0
+        wall[i] = wclock() - w0
         updates[i] = live.tick != tick
     counts = {s.kind: (s.quiet_updates, s.judged_updates) if isinstance(s, SpikeStream) else
               (s.grad.quiet_updates, s.grad.judged_updates) for s in live.streams.streams
               if hasattr(s, "grad") or isinstance(s, SpikeStream)}
     events = [e.to_dict() for e in g.flush()]
-    SpikeStream.incremental = True
-    return own[updates], by, events, counts
+    SpikeStream.incremental, filters.BOTTLENECK, spike_early.MEMO_SIZE = True, True, 64
+    return own[updates], wall[updates], by, events, counts
 
 
 def show(name: str, ns: np.ndarray) -> str:
@@ -79,21 +94,22 @@ def main() -> None:
           f"update's own CPU time (load average {os.getloadavg()[0]:.1f} at the start):")
     events = {}
     for r in range(a.repeat):
-        for incremental in (False, True):
+        for label, incremental, fast in MODES:
             t0, c0 = time.perf_counter(), time.process_time()
-            own, by, ev, counts = run(a.steps, incremental)
+            own, wall_ns, by, ev, counts = run(a.steps, incremental, fast)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            label = "incremental" if incremental else "window each time"
-            events.setdefault(incremental, ev)
-            print(f"  [{r + 1}] {label}: " + show("update calls", own)
+            events.setdefault(label, ev)
+            print(f"  [{r + 1}] {label}: " + show("update calls' CPU", own)
                   + f"; the whole run {cpu:.2f} s CPU, {wall:.2f} s wall "
                   f"(load {os.getloadavg()[0]:.1f})")
+            print("      " + show("update calls' wall time", wall_ns))
             for kind, ns in by.items():
                 print("      " + show(kind, ns))
             print("      spike streams (incremental / window judged): " + ", ".join(
                 f"{k} {q}/{j}" for k, (q, j) in counts.items()))
-    same = events[False] == events[True]
-    print(f"  the same {len(events[True])} events either way: {same}")
+    first = next(iter(events.values()))
+    same = all(ev == first for ev in events.values())
+    print(f"  the same {len(first)} events in every mode: {same}")
     if not same:
         raise SystemExit(1)
 

@@ -193,3 +193,51 @@ def test_a_step_up_right_after_a_steep_fall_streams_as_batch():
     steps, values = step_after_fall(0)
     got = streamed_equals_batch(steps, values, seed=0, sizes=(1, 2, 5))
     assert [(k, s) for k, s, _, _ in got if k == "spike"] == [("spike", 600)]
+
+
+def test_the_heads_medians_are_numpys_sign_of_zero_and_all():
+    """`_med` (the head's many small medians by a sort) gives np.median's number: odd and
+    even counts, ties, zeros of either sign, inf, NaN, empty."""
+    import warnings
+
+    from losslens.detectors.spike_early import _med
+
+    rng = np.random.default_rng(7)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        for t in range(20000):
+            n = int(rng.integers(0, 46))
+            x = rng.normal(size=n) * 10.0 ** int(rng.integers(-5, 5))
+            if t % 2 == 0:
+                x = np.round(rng.normal(size=n) * 0.3)  # ties, 0.0 and -0.0
+            if t % 11 == 0 and n:
+                x[0] = np.nan
+            if t % 13 == 0 and n > 1:
+                x[1] = np.inf
+            if t % 17 == 0 and n > 2:
+                x[2] = -np.inf
+            want, got = float(np.median(x)), _med(x)
+            assert (want == got and np.signbit(want) == np.signbit(got)) \
+                or (want != want and got != got), (x, want, got)
+
+
+def test_early_spikes_answers_are_kept_by_their_input():
+    """A streaming form asks again for the same head: the kept answer is the computed one
+    (read-only), and a different head, threshold or ratio is computed afresh."""
+    from losslens.detectors import spike_early
+
+    rng = np.random.default_rng(3)
+    y = np.log(2 + np.exp(-np.arange(60) / 9)) + rng.normal(0, 0.01, 60)
+    y[12] += 1.0
+    first = early_spikes(y, 6.0, np.log(1.05))
+    fresh = spike_early._early_spikes(y[:HEAD].copy(), 6.0, np.log(1.05))
+    assert first.start[12] and not first.start.flags.writeable
+    for a, b in ((first.start, fresh.start), (first.level, fresh.level),
+                 (first.scale, fresh.scale)):
+        np.testing.assert_array_equal(a, b)
+    assert early_spikes(np.r_[y, 5.0, 6.0], 6.0, np.log(1.05)) is first  # (only the head)
+    assert early_spikes(y, 100.0, np.log(1.05)) is not first
+    other = y.copy()
+    other[12] -= 1.0
+    assert not early_spikes(other, 6.0, np.log(1.05)).start[12]
+    assert len(spike_early._MEMO) <= spike_early.MEMO_SIZE

@@ -224,3 +224,38 @@ def test_baseline_cache_equals_the_whole_prefix_bit_for_bit(seed):
             want = baseline(v, 129, False, level_window=15)
             for name in ("y", "level", "scale", "count"):
                 np.testing.assert_array_equal(getattr(known.additive, name), getattr(want, name))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_add_many_is_the_adds_one_after_another(seed):
+    """`LiveRun.add_many` (the guard's feed: every tag of an update in one pass of the segment
+    tracker) leaves the state `add` per tag leaves: series, segments (steps going back in
+    some tags: restarts), events."""
+    rng = np.random.default_rng(seed)
+    roles = {"loss": "train_loss", "grad_norm": "grad_norm", "lr": "lr", "x": "other"}
+    one, many = LiveRun("r", roles=roles), LiveRun("r", roles=roles)
+    step = 0
+    for _ in range(40):
+        n = int(rng.integers(1, 60))
+        if rng.random() < 0.1:
+            step = max(0, step - int(rng.integers(1, 200)))  # a restart from earlier
+        steps = np.arange(step + 1, step + n + 1)
+        step += n
+        batches = []
+        for t in roles:
+            if rng.random() < 0.9:  # (a tag may skip an update, or log half of its steps)
+                s = steps if rng.random() < 0.8 else steps[: max(1, n // 2)]
+                batches.append((t, s, np.exp(rng.normal(size=s.shape[0]))))
+        for t, s, v in batches:
+            one.add(t, s, v)
+        many.add_many(batches)
+        if rng.random() < 0.3:
+            assert one.update().events == many.update().events
+    assert one.segments.segments() == many.segments.segments()
+    assert one.segments.agg == many.segments.agg and one.segments.cuts == many.segments.cuts
+    assert sorted(one.series) == sorted(many.series)
+    for t in one.series:
+        a, b = one.series[t], many.series[t]
+        assert np.array_equal(a.step[:a.n], b.step[:b.n])
+        assert np.array_equal(a.value[:a.n], b.value[:b.n])
+    assert one.update().events == many.update().events

@@ -1,5 +1,5 @@
 """The labelled real logs kept in this repository (benchmarks/real/logs, licences allowing it):
-every judgement a person made from their plots holds (benchmarks/real_quality.py scores all 109,
+every judgement a person made from their plots holds (benchmarks/real_quality.py scores all of them,
 these pin the ones that travel with the code)."""
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ LABELS = json.loads((REAL / "labels.json").read_text())["logs"]
 STORED = [lb["name"] for lb in LABELS if lb["source"]["where"] == "repo"]
 #: judgements known to fail, with what goes wrong (kept visible; strict: a fix must remove it)
 KNOWN = {"lightning-pendulum-v18": "a x1.5 bump of one PINN term at the x450 spike is called "
-                                   "a slow spike (warning)"}
+                                   "a slow spike (warning)",
+         # the blind4 set (labelled before any detector ran on it), failing on main 63b45e0
+         "megatron-dszero-n16-blowup": "12.52, 12.52, 40.75 and the log ends: the blow-up at the "
+                                       "last point is a spike whose recovery is 'not known yet' "
+                                       "(warning), not the unrecovered blow-up labelled",
+         "megatron-gpt2-base-n4-spike": "12.03 -> 22.48 (x1.9) at the second logged point, back "
+                                        "below by 50: no spike (the n8 run's x2.2 is found)",
+         "lf-qwen25-med-overfit": "eval 1.552 (best, end of epoch 2) -> 1.573 -> 1.578 while train "
+                                  "drops at the epoch boundary: no overfitting event"}
 
 
 def _real_quality():
@@ -29,7 +37,7 @@ def _real_quality():
 
 
 def test_the_stored_logs_are_the_licensed_ones():
-    assert len(STORED) == 26
+    assert len(STORED) == 32
     for lb in LABELS:
         if lb["source"]["where"] == "repo":
             assert lb["source"]["licence"] in ("MIT", "Apache-2.0", "BSD-2-Clause")

@@ -422,6 +422,34 @@ def test_cli_ctrl_c_exits_quietly(tmp_path):
     assert (proc.returncode, out, err) == (0, b"", b"")
 
 
+def test_cli_started_with_sigint_ignored_keeps_it_and_stops_on_sigterm(tmp_path):
+    """A `&` job of a script (no job control) starts with SIGINT ignored, so that Ctrl-C at
+    the terminal stops only the foreground command; watch keeps that, as `tail -f` does
+    (Python installs its Ctrl-C handler only where SIGINT is not ignored, and the CLI does
+    not undo the shell's choice), and SIGTERM (`kill`) stops it as Ctrl-C would: exit 0,
+    nothing on stderr."""
+    import select
+
+    path = tmp_path / "k.log"
+    append(path, megatron(900, spikes=[(800, 2.0, 1)]))
+    proc = subprocess.Popen([sys.executable, "-m", "losslens", "watch", str(path),
+                             "--interval", "0.1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        first = proc.stdout.readline() if ready else b""  # watch is following by now
+        proc.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.5)  # ignored, as the shell asked
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert first.startswith(b"step 800  spike  lm loss")
+    assert (proc.returncode, out, err) == (0, b"", b"")
+
+
 # ------------------------------------------------------------------------------ other formats
 
 

@@ -59,7 +59,9 @@ def watch(
     is first seen before it is back, and updated when it comes back
     (fast or slow). The events are those analyze finds on the same part
     of the log (spike, divergence, nonfinite, grad_spike, overflow,
-    rollback). Ctrl-C stops watching (exit 0).
+    rollback). Ctrl-C or SIGTERM (`kill`) stops watching (exit 0); started
+    with SIGINT ignored (a `&` job of a script) it keeps ignoring Ctrl-C, as
+    the shell asked: stop it with `kill`.
     """
     from pathlib import Path
 

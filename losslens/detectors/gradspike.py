@@ -54,9 +54,12 @@ class GradSpikeDetector:
 
     def spike_detector(self) -> SpikeDetector:
         # trailing statistic only: the grad norm of a run's first steps jumps about at will;
-        # near 0 without having fallen (a noisy grad norm near its start level: additive)
+        # near 0 without having fallen (a noisy grad norm near its start level: additive);
+        # no loss rules for lone points (lone_rules: a lone grad-norm outlier that doubled
+        # near 0 is judged by the heavy tail; lone spikes, however common, are its events)
         return SpikeDetector(window=self.window, threshold=self.threshold,
-                             min_ratio=self.min_ratio, look_ahead=False, floor_fallen=0.0)
+                             min_ratio=self.min_ratio, look_ahead=False, floor_fallen=0.0,
+                             lone_rules=False)
 
     def detect_run(self, frame: Frame, run: RunInfo,
                    known: Mapping[str, Known | None] | None = None) -> list[Event]:

@@ -39,8 +39,9 @@ Statistic (causal: a point's verdict uses only the points before it):
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run
   two large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign,
   lone dips below 0 count too), and under x1.2 of its level it is a blip of the noise
-  unless far above it (LONE_RATIO). The point after a dip (TAIL_Z scales under its level)
-  is judged against the dip's level, not the dip: the way back is no spike.
+  unless far above it (LONE_RATIO); where lone outliers are common it must outdo those
+  seen before (spike_stats.outdone). The point after a dip (TAIL_Z scales under its
+  level) is judged against the dip's level, not the dip: the way back is no spike.
 - A spike that tops out where two spikes of the last `window` points did is the loss
   switching between two states it keeps returning to, not a new event (REPEAT_TOL).
 - The first points (the trailing statistic has little history there): a blow-up above
@@ -59,8 +60,7 @@ Held values (carried over between evaluations) are counted once (`held`).
 Known false positives: a level shift upwards at an LR or data-mixture switch reads as a spike
 that never recovers; heavy-tailed per-batch noise (mixed-length batches) gives isolated
 1-point spikes of modest magnitude (raise `threshold` or `min_ratio`).
-Known misses: a second spike less than a level window after one that has not recovered yet
-is part of it.
+Known misses: a second spike less than a level window after an unrecovered one is part of it.
 """
 from __future__ import annotations
 
@@ -76,8 +76,8 @@ from .params import is_int, is_num, require  # noqa: F401  (re-exported: their h
 from .spike_early import EARLY_SCALE, HEAD, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
-    baseline, find_back, finite_trailing_median, lone_threshold, masked_trailing_median,
-    near_zero_points, next_true, trailing_median, trailing_min)
+    baseline, find_back, finite_trailing_median, hump_back, lone_threshold, masked_trailing_median,
+    near_zero_points, next_true, outdone, start_level, trailing_median, trailing_min)
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -96,9 +96,9 @@ TAIL_EARLY, TAIL_MIN_SEEN = 250, 100
 #: something happened. Without heavy-tail evidence both thresholds are `threshold`.
 SINGLE_INDEX = 2.5
 #: ... but a positive loss that doubles (or more) from its level in one step is judged by the
-#: plain `threshold`: the heavy-tail raise extrapolates from a few excursions of 3.5-6 scales,
-#: and asked a x8.9 loss spike at z 16 on a 140-point CNN run for z 70 after four excursions
-#: of its first 60 steps (log units).
+#: plain `threshold` (near 0 too, in log space: LogCheck.doubled): the heavy-tail raise
+#: extrapolates from a few excursions of 3.5-6 scales, and asked a x8.9 loss spike at z 16
+#: on a 140-point CNN run for z 70 after four excursions of its first 60 steps (log units).
 DOUBLED = float(np.log(2.0))
 #: A lone point (back at the next one) less than LONE_RATIO x its level is a blip of the
 #: per-batch noise, not a spike, unless it is 2 x `threshold` scales up (unmistakable against
@@ -159,6 +159,10 @@ class SpikeDetector:
     look_ahead: bool = True
     #: Near 0 only this many times below the highest value so far (0: off; grad norms).
     floor_fallen: float = 100.0
+    #: The loss rules for lone points: near 0 one that doubled is judged by the plain
+    #: threshold (LogCheck.doubled), and where lone outliers are common it must outdo them
+    #: (spike_stats.outdone). False: neither (grad norms: lone outliers are their events).
+    lone_rules: bool = True
 
     scope: ClassVar[str] = "series"
     roles: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss")
@@ -178,6 +182,8 @@ class SpikeDetector:
                 "an int >= 0")
         require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
         require(self, "floor_fallen", is_num(self.floor_fallen) and self.floor_fallen >= 0, ">= 0")
+        require(self, "lone_rules", isinstance(self.lone_rules, bool),
+                "true or false")
 
     def detect(self, series: Series, known: Known | None = None, head: bool = True,
                judged: bool = False) -> list[Event]:
@@ -214,7 +220,7 @@ class SpikeDetector:
         check = None
         if k < n and known.log is not None and k < known.log.y.shape[0]:
             # near 0: additive, each spike confirmed in log space (LogCheck)
-            check = self._log_check(known.log, n)
+            check = self._log_check(known.log, n, known.start)
         if k < n:
             spaces.append((k, n, known.additive(v) if callable(known.additive)
                            else known.additive))
@@ -224,7 +230,7 @@ class SpikeDetector:
                                      head and lo == 0))
         return out
 
-    def _log_check(self, logb: Baseline, n: int) -> LogCheck:
+    def _log_check(self, logb: Baseline, n: int, start: float | None) -> LogCheck:
         """The log-space check (`LogCheck`) for the positive values that `logb` (their
         log-space baseline, from the first of `n` values on) covers."""
         m = logb.y.shape[0]
@@ -233,25 +239,25 @@ class SpikeDetector:
             return np.r_[x, np.full(n - m, np.nan)]
 
         small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
-        thr = self._tail_threshold(logb) * small
-        lone = lone_threshold(logb.level, thr, self.threshold * small, self.tail_window)
+        thr, p = self._tail_threshold(logb) * small, self.threshold * small
+        plain = lone_threshold(logb.level, p, p, self.tail_window)  # LONE_FLOOR x on a floor
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(lone))
+                        pad(np.maximum(thr, plain)), pad(plain), start)
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the
         level comes near 0) and their baselines (the additive one made when asked)."""
         n = v.shape[0]
-        w = self.window | 1
-        lw = self.level_window | 1
+        w, lw = self.window | 1, self.level_window | 1
         nonpos = np.flatnonzero(v <= 0)
         k = int(nonpos[0]) if nonpos.shape[0] else n
         logb = None
         if k > self.min_points or (k == n and n > 1):
             logb = baseline(v[:k], w, True, level_window=lw)
             k = min(k, self.near_zero(v[:k], logb, w))
-        return Known(k, logb, lambda vals: baseline(vals, w, False, level_window=lw))
+        return Known(k, logb, lambda vals: baseline(vals, w, False, level_window=lw),
+                     start_level(v))
 
     def near_zero(self, v: np.ndarray, logb: Baseline, w: int) -> int:
         """Index from which `find` judges the positive values `v` (log baseline `logb`, odd
@@ -381,37 +387,8 @@ class SpikeDetector:
 
     def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int,
               head: bool = True) -> tuple[np.ndarray, ...]:
-        """For the points a..b-1: the level HUMP points before each plus the typical H-step
-        drift (the median of the last `window` H-step changes: on a steep descent the old
-        level alone is biased high and its errors are mostly the trend), the scale of that
-        predictor (the median of its absolute errors over the `window` points before: on
-        AR(1)-correlated noise far larger than the one-step scale), the value of the point
-        before each, that point's own rise over its level in its scales, and its rise over the
-        two points before it in the same scales (PAIR; NaN where unknown)."""
-        h = max(HUMP, 1)
-        idx = np.arange(a, b) - h
-        ok = idx >= 0
-        out_l, out_s, prev, pu, pr = (np.full(b - a, np.nan) for _ in range(5))
-        out_l[ok] = level[idx[ok]]
-        w = self.window | 1
-        lo = max(h, a - w - 1)
-        if b > lo:
-            change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
-            drift = finite_trailing_median(change, w, head)  # drift[j]: changes lo..lo+j
-            err = np.full(b - lo, np.nan)
-            err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
-            med = finite_trailing_median(err, w, head)
-            j = np.arange(a, b) - 1 - lo  # the changes up to the point before
-            good = j >= 0
-            out_l[good] += drift[j[good]]
-            out_s[good] = MAD_TO_SIGMA * med[j[good]]
-        p = np.arange(a, b) - 1
-        prev[p >= 0] = y[p[p >= 0]]
-        q = p[p >= 2]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pu[p >= 0] = (y[p[p >= 0]] - level[p[p >= 0]]) / scale[p[p >= 0]]
-            pr[p >= 2] = (y[q] - np.maximum(y[q - 1], y[q - 2])) / scale[q]
-        return out_l, out_s, prev, pu, pr
+        """The HUMP predictor and PAIR's inputs for the points a..b-1 (`spike_stats.hump_back`)."""
+        return hump_back(y, level, scale, a, b, max(HUMP, 1), self.window | 1, head)
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
                  w: int, check: LogCheck | None = None, head: bool = False
@@ -455,7 +432,9 @@ class SpikeDetector:
                 back = find_back(y, c + 1, float(level[c]) + self.back_z * float(scale[c]),
                                  self.back_points)
                 last = min(hi, c + restart, back if back is not None else hi)
-                if not check.confirms(c, v[c:max(last, r)], masked):
+                far = self.lone_rules and bool(  # see LogCheck.doubled
+                    y[c] - level[c] > 2 * thr[c] * scale[c])
+                if not check.confirms(c, v[c:max(last, r)], masked, far):
                     elev[c:r] = False
                     continue
             small_c = 1 + SMALL_SAMPLE / max(int(count[c]), 1)
@@ -479,9 +458,15 @@ class SpikeDetector:
             climbed = rise and c >= HUMP and bool(
                 y[c] - level[c - HUMP] > self.threshold * scale[c]) and not self._blip(
                 float(y[c]), float(level[c - HUMP]), np.inf, base.log)
+            if c >= self.min_points and not ahead[c] and self.tail_window and self.lone_rules \
+                    and not climbed and not pair and not self._persists(y, level, scale, c, hi) \
+                    and outdone(y, level, scale * TAIL_Z, c, max(lo, c - self.tail_window)):
+                elev[c] = False  # like the lone outliers the noise made before (outdone)
+                continue
             if c >= self.min_points and not ahead[c] and not climbed and not pair \
                     and not self._persists(y, level, scale, c, hi) \
-                    and not self._doubled(y[c], level[c], base.log):
+                    and not self._doubled(y[c], level[c], base.log) \
+                    and not (check is not None and check.doubled(c, v[c:c + 1], masked, far)):
                 # one point alone in heavy-tailed noise: judged by the heavier tail
                 if dips is None:
                     dips = self._dips(base, v, hi)

@@ -36,17 +36,40 @@ CHECK_POINTS = 30
 #: back from a -0.03 blip was read as a spike that never recovered); a drop that lasts
 #: leaves the next point low, and a real spike still clears the level before the dip.
 DIP_Z = 6.0
+#: A lone point (back at the next one) is no spike where lone outliers are common (at least
+#: LONE_COMMON and LONE_SHARE of the spike detector's `tail_window` points before it: Gaussian
+#: noise gives 0.02 %) and LONE_SEEN of them rose over their level at least 1 / LONE_MARGIN
+#: as far (in the units of its space): one more of the outliers this noise keeps making (a
+#: per-batch loss falling 6.5 -> 0.2 threw x1.4-x5 lone points every few steps, 52 of them
+#: read as spikes); a lone spike must outdo them by LONE_MARGIN (`outdone`). Rare lone
+#: spikes of the same height (3 x3 spikes 150 steps apart on a quiet loss) all count.
+LONE_SEEN, LONE_MARGIN, LONE_COMMON, LONE_SHARE = 2, 1.5, 3, 0.02
+#: A positive loss at least twice its level (log units; the spike detector's DOUBLED).
+DOUBLED_LOG = float(np.log(2.0))
 
 
 def trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.ndarray:
     """out[i] = median of x[max(0, i - window + 1) .. i]; `window` odd; x without NaN.
-    `head` False: the first window - 1 are left as the filter pads them (x[0] repeated), for
-    a caller that drops them (a streaming form's stretch of history: ~0.1 ms a call saved)."""
-    from .filters import expanding_median, median_filter
+    `head` False: the first window - 1 may be left as SciPy's filter pads them (x[0]
+    repeated), for a caller that drops them (a streaming form's stretch of history: ~0.1 ms
+    a call saved); by bottleneck (`filters.trailing`) they are the exact ones either way."""
+    from .filters import kept_medians
+
+    kept = kept_medians()
+    if kept is not None and head and x.shape[0]:  # (kept by a streaming form: `keeping`)
+        return kept.get(x, window, lambda z: _with_head(z, window))
+    return _with_head(x, window, head)
+
+
+def _with_head(x: np.ndarray, window: int, head: bool = True) -> np.ndarray:
+    from .filters import expanding_median, median_filter, trailing
 
     n = x.shape[0]
     if n == 0:
         return x.astype(float)
+    fast = trailing("median", x, window)  # (its head is the expanding one either way)
+    if fast is not None:
+        return fast
     out = median_filter(x, size=window, origin=(window - 1) // 2)
     h = min(window - 1, n)
     if h and head:  # the filter pads with x[0]; the first points get exact expanding medians
@@ -71,10 +94,13 @@ def finite_trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.
 
 
 def trailing_min(x: np.ndarray, window: int) -> np.ndarray:
-    from .filters import minimum_filter1d
+    from .filters import minimum_filter1d, trailing
 
     if x.shape[0] == 0:
         return x.astype(float)
+    fast = trailing("min", x, window)
+    if fast is not None:
+        return fast
     return minimum_filter1d(x, size=window, origin=(window - 1) // 2)
 
 
@@ -152,7 +178,7 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
         count = np.zeros(n, dtype=np.int64)
         count[3:] = cs[i - 2] - cs[np.maximum(0, i - 2 - window)]
     else:
-        count = np.clip(np.arange(n) - 2, 0, window)
+        count = np.minimum(np.maximum(np.arange(-2, n - 2), 0), window)  # (np.clip's)
     return Baseline(y, level, scale, count, log)
 
 
@@ -166,9 +192,33 @@ class Known:
     split: int
     log: Baseline | None
     additive: Any
+    start: float | None = None  # the series' start level (`start_level`), for LogCheck
+
+
+def start_level(v: np.ndarray) -> float | None:
+    """The log of the median of a series' first 5 finite values (None: not all positive):
+    where the loss started, to tell a floor decades under it (LogCheck.doubled)."""
+    head = np.asarray(v[:5], dtype=float)
+    return float(np.median(np.log(head))) if head.size and bool((head > 0).all()) else None
+
+
+def outdone(y: np.ndarray, level: np.ndarray, big: np.ndarray, c: int, a: int) -> bool:
+    """Whether lone points of a..c-1 (over their `level` by `big`, the next point not) are
+    common and LONE_SEEN of them rose at least 1 / LONE_MARGIN as far as point c does (see
+    LONE_SEEN)."""
+    rise = y[a:c] - level[a:c]
+    with np.errstate(invalid="ignore"):
+        lone = (rise > big[a:c]) & (y[a + 1:c + 1] - level[a:c] <= big[a:c])
+        common = int(lone.sum()) >= max(LONE_COMMON, LONE_SHARE * (c - a))
+        return common and int((lone & (LONE_MARGIN * rise >= y[c] - level[c])).sum()) >= LONE_SEEN
 
 
 def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
+    from .filters import trailing
+
+    fast = trailing("median", np.asarray(x, dtype=float), window, masked=True)
+    if fast is not None:
+        return fast
     import pandas as pd
 
     return pd.Series(x).rolling(window, min_periods=1).median().to_numpy()
@@ -181,9 +231,13 @@ def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
     step = np.abs(np.diff(values))
     step[step == 0] = np.inf
     if masked:
-        import pandas as pd
+        from .filters import trailing
 
-        low = pd.Series(step).rolling(window, min_periods=1).min().to_numpy()
+        low = trailing("min", step, window, masked=True)
+        if low is None:
+            import pandas as pd
+
+            low = pd.Series(step).rolling(window, min_periods=1).min().to_numpy()
     else:
         low = trailing_min(step, window)
     quantum = low[1:-1].copy()  # quantum[k] judges point k + 3
@@ -317,13 +371,59 @@ class LogCheck:
     level_window: int
     min_rise: float  # log(min_ratio)
     lone: np.ndarray | None = None  # the log-space threshold for a lone point (None: `thr`)
+    plain: np.ndarray | None = None  # the plain log-space threshold (LONE_FLOOR x on a floor)
+    start: float | None = None  # the series' start level (`start_level`; None: unknown)
 
-    def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None) -> bool:
+    def doubled(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
+                far: bool = False) -> bool:
+        """Whether the spike at index `c` (values `run`) at least doubled from its log-space
+        level and clears the plain threshold there (`plain`; on a floor the loss fell to
+        LONE_FLOOR x it, as for any lone point: floor flicker has x10-x100 outliers): the
+        log space's DOUBLED rule for a positive loss judged additively near 0, less than
+        FALLEN x under its start (`start_level`), where the
+        additive rise is also `far`
+        (2 x the tail-raised additive threshold, unmistakable against the noise seen): a x7.6
+        one-step spike off a 0.12 per-step loss (additive z 38) is no heavy-tail flicker,
+        the x2.5-x4 points of its noisy steep descent (additive z 10-20) may be."""
+        got = self._rise(c, run, masked) if far else None
+        if got is None or self.plain is None:
+            return False
+        rise, scale, base = got
+        # not on a floor decades under the start (`start`: the whole series', a streaming
+        # window's too): the per-batch flicker of a memorised set has x10-x100 outliers
+        return (self.start is not None and rise >= DOUBLED_LOG
+                and rise > float(self.plain[c]) * scale
+                and base > self.start - float(np.log(FALLEN)))
+
+    def _rise(self, c: int, run: np.ndarray, masked: np.ndarray | None
+              ) -> tuple[float, float, float] | None:
+        """The peak's rise over the log-space base before `c`, the scale and the base (None:
+        not judged in log space)."""
+        peak = float(run.max())
+        if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
+            return None
+        a = max(0, c - self.window)
+        if masked is None:
+            before = self.y[a:c]
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                before = np.log(masked[a:c])
+        before = before[np.isfinite(before)]
+        scale = float(self.scale[c])
+        if before.shape[0] < CHECK_POINTS or not np.isfinite(scale):
+            return None
+        near = before[-self.level_window:]
+        base = min(float(np.median(before)), float(np.median(near)))
+        return float(np.log(peak)) - base, scale, base
+
+    def confirms(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
+                 far: bool = False) -> bool:
         """Whether the spike starting at index `c`, whose values until it is back (at most a
         level window of them) are `run`, stands out in log space (`masked`: the values with
         found spikes blanked out): its highest value by the threshold, or the median of its
         m >= 2 values by the threshold / sqrt(m) (an excursion that lasts is evidence
-        however noisy the single points are)."""
+        however noisy the single points are); a lone point also when `doubled` (`far`: its
+        additive rise is 2 x the additive threshold)."""
         peak = float(run.max())
         if c >= self.stop or not peak > 0 or not bool((run > 0).all()):
             return True
@@ -345,8 +445,8 @@ class LogCheck:
         if rise < self.min_rise:
             return False
         m = run.shape[0]
-        if self.lone is not None and m == 1:
-            return rise > float(self.lone[c]) * scale  # a lone point (see `lone`)
+        if self.lone is not None and m == 1:  # a lone point (see `lone`; and `doubled`)
+            return rise > float(self.lone[c]) * scale or self.doubled(c, run, masked, far)
         if rise > thr * scale:
             return True
         return m >= 2 and float(np.median(np.log(run))) - base > thr * scale / np.sqrt(m)
@@ -355,3 +455,37 @@ class LogCheck:
 def masked_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     """out[i] = median of the finite x[max(0, i - window + 1) .. i] (NaN where none)."""
     return _masked_median(x, window)
+
+
+def hump_back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int, h: int,
+              w: int, head: bool = True) -> tuple[np.ndarray, ...]:
+    """For the points a..b-1 of log (or additive) values `y` with their one-step `level` and
+    `scale`: the level `h` points before each plus the typical h-step drift (the median of the
+    last `w` h-step changes: on a steep descent the old level alone is biased high and its
+    errors are mostly the trend), the scale of that predictor (the median of its absolute
+    errors over the `w` points before: on AR(1)-correlated noise far larger than the one-step
+    scale), the value of the point before each, that point's own rise over its level in its
+    scales, and its rise over the two points before it in the same scales (NaN where unknown).
+    SpikeDetector's HUMP and PAIR rules read them."""
+    idx = np.arange(a, b) - h
+    ok = idx >= 0
+    out_l, out_s, prev, pu, pr = (np.full(b - a, np.nan) for _ in range(5))
+    out_l[ok] = level[idx[ok]]
+    lo = max(h, a - w - 1)
+    if b > lo:
+        change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
+        drift = finite_trailing_median(change, w, head)  # drift[j]: changes lo..lo+j
+        err = np.full(b - lo, np.nan)
+        err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
+        med = finite_trailing_median(err, w, head)
+        j = np.arange(a, b) - 1 - lo  # the changes up to the point before
+        good = j >= 0
+        out_l[good] += drift[j[good]]
+        out_s[good] = MAD_TO_SIGMA * med[j[good]]
+    p = np.arange(a, b) - 1
+    prev[p >= 0] = y[p[p >= 0]]
+    q = p[p >= 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pu[p >= 0] = (y[p[p >= 0]] - level[p[p >= 0]]) / scale[p[p >= 0]]
+        pr[p >= 2] = (y[q] - np.maximum(y[q - 1], y[q - 2])) / scale[q]
+    return out_l, out_s, prev, pu, pr

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import overflow
 from .divergence import DivergenceDetector
+from .filters import KeptMedians, keeping
 from .nonfinite import NonFiniteDetector
 from .overflow import OverflowDetector
 from .spike import trailing_median
@@ -84,8 +85,14 @@ class DivergenceStream(_SeriesStream):
             else:
                 rerun = self._rises(s, max(0, d - 1), memo)
             memo["upto"] = s.n
-        if rerun:
-            st.events[(self.kind, tag)] = self.det.detect(s.view(st.run, tag, st.roles[tag]))
+        if rerun:  # (the level and noise medians of what the series was are kept)
+            kept = memo.get("medians")
+            if kept is None or len(s.rewrites) != memo.get("rewrites"):
+                kept = memo["medians"] = KeptMedians()
+                memo["rewrites"] = len(s.rewrites)
+            with keeping(kept):
+                st.events[(self.kind, tag)] = self.det.detect(s.view(st.run, tag,
+                                                                     st.roles[tag]))
 
     def _quiet_short(self, s: SeriesBuffer, d: int, memo: dict[str, Any]) -> bool:
         """Whether the detector finds nothing in a short series without running it: its

@@ -63,6 +63,7 @@ class SpikeStream:
         self.lookback = max(int(det.tail_window), 2 * self.w) + 16
         #: updates of a series that took the incremental path / judged the window again
         self.quiet_updates = self.judged_updates = 0
+        self._reach_key = f"reach-{det!r}"  # (`memo`'s key: a dataclass repr costs ~20 us)
 
     def update(self, st: LiveRun) -> None:
         """Find the events of every changed series of the detector's roles again."""
@@ -173,7 +174,7 @@ class SpikeStream:
 
     def memo(self, st: LiveRun, tag: str, space: str = "") -> dict[str, Any]:
         """The tag's record of how far settled spikes reach (`_settled`)."""
-        return st.memo.setdefault((f"reach-{self.det!r}{space}", tag), {})
+        return st.memo.setdefault((self._reach_key + space, tag), {})
 
     def rejudged(self, st: LiveRun, tag: str, cut_step: float, space: str = "") -> None:
         """The events from `cut_step` on are found again: `_settled` takes them in anew."""

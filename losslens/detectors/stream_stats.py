@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spike import Baseline, Known, baseline
+from .spike import Baseline, Known, baseline, start_level
 from .stream_base import SeriesBuffer
 
 
@@ -80,7 +80,7 @@ class _Side:
             g.put(keep, x[keep - a:])
 
     def get(self, lo: int, hi: int, w: int, log: bool) -> Baseline:
-        count = np.clip(np.arange(lo, hi) - 2, 0, w)
+        count = np.minimum(np.maximum(np.arange(lo - 2, hi - 2), 0), w)  # (np.clip's numbers)
         return Baseline(self.y.view[lo:hi], self.level.view[lo:hi], self.scale.view[lo:hi],
                         count, log)
 
@@ -165,7 +165,7 @@ class BaselineCache:
                 if self.add.n < nf:
                     return None
             addb = self.add.get(fa, nf, self.w, False)
-        return Known(split, logb, addb)
+        return Known(split, logb, addb, start_level(self.val.view))
 
 
 def prefer_scipy() -> None:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..detectors.filters import median
 from ..detectors.stream import LiveRun
 from ..errors import InvalidParameterError
 from ..events import Event, SkipPlan
@@ -165,9 +166,12 @@ class Guard:
         return out
 
     def _feed(self) -> None:
-        for tag, (steps, values) in self._pending.items():
-            if steps:
-                self.live.add(tag, steps, values)
+        batches = [(tag, steps, values) for tag, (steps, values) in self._pending.items()
+                   if steps]
+        if batches:
+            self.live.add_many([(t, np.array(s, np.int64), np.array(v, np.float64))
+                                for t, s, v in batches])
+            for _, steps, values in batches:
                 steps.clear()
                 values.clear()
 
@@ -212,12 +216,12 @@ class Guard:
         if v.shape[0] < 8:
             return -math.inf
         if (v <= 0).any():  # additive: the spike statistic is too, then
-            med = float(np.median(v))
-            mad = 1.4826 * float(np.median(np.abs(v - med)))
+            med = median(v)
+            mad = 1.4826 * median(np.abs(v - med))
             return med + self.policy.screen_z * mad
         y = np.log(v)
-        med = float(np.median(y))
-        mad = 1.4826 * float(np.median(np.abs(y - med)))
+        med = median(y)  # (np.median's numbers by a sort: ~4x less a call on 128 values)
+        mad = 1.4826 * median(np.abs(y - med))
         return math.exp(med + max(self.policy.screen_z * mad, min_log_ratio))
 
     # -- policy ---------------------------------------------------------------------------
