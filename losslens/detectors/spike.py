@@ -447,6 +447,9 @@ class SpikeDetector:
             multi = hump is not None and c > max(allowed, lo) and not self._elevated(
                 y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
                 base.log, c)[0]
+            lb, sb = (float(hump[0][c - lo]), float(hump[1][c - lo])) if multi else (0.0, 0.0)
+            th = (self.threshold if self._doubled(y[c], lb, base.log) else thr[c]) * small_c
+            by_hump = bool(y[c] - lb > th * sb and y[c - 1] - lb > th / 2 * sb)
             pair = multi and PAIR > 0 and c >= 3 and bool(  # (as `_elevated` judges it)
                 y[c - 1] - level[c - 1] > PAIR * thr[c] * small_c * scale[c - 1]
                 and y[c - 1] - max(y[c - 2], y[c - 3]) > TAIL_Z * scale[c - 1]
@@ -480,10 +483,10 @@ class SpikeDetector:
             pre, sc = float(level[c]), float(scale[c])
             if ahead[c]:
                 pre, sc = float(pre_at[c]), float(sc_at[c])
-            elif pair:  # two points up: from the first, over its own level
+            elif pair and not by_hump:  # two points up: from the first, over its own level
                 c, pre, sc = c - 1, float(level[c - 1]), float(scale[c - 1])
-            elif rise:  # a rise over a few points (HUMP): from the point before, over
-                c, pre = c - 1, float(hump[0][c - lo])  # the level before it
+            elif multi:  # a rise over a few points (HUMP): from the point before, over
+                c, pre = c - 1, lb  # the level before it
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             if self._repeats(tops, c, v[c:max(c + 1, end if end is not None
                                                   else min(hi, c + restart))]):
