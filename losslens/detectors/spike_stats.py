@@ -454,3 +454,37 @@ class LogCheck:
 def masked_trailing_median(x: np.ndarray, window: int) -> np.ndarray:
     """out[i] = median of the finite x[max(0, i - window + 1) .. i] (NaN where none)."""
     return _masked_median(x, window)
+
+
+def hump_back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int, h: int,
+              w: int, head: bool = True) -> tuple[np.ndarray, ...]:
+    """For the points a..b-1 of log (or additive) values `y` with their one-step `level` and
+    `scale`: the level `h` points before each plus the typical h-step drift (the median of the
+    last `w` h-step changes: on a steep descent the old level alone is biased high and its
+    errors are mostly the trend), the scale of that predictor (the median of its absolute
+    errors over the `w` points before: on AR(1)-correlated noise far larger than the one-step
+    scale), the value of the point before each, that point's own rise over its level in its
+    scales, and its rise over the two points before it in the same scales (NaN where unknown).
+    SpikeDetector's HUMP and PAIR rules read them."""
+    idx = np.arange(a, b) - h
+    ok = idx >= 0
+    out_l, out_s, prev, pu, pr = (np.full(b - a, np.nan) for _ in range(5))
+    out_l[ok] = level[idx[ok]]
+    lo = max(h, a - w - 1)
+    if b > lo:
+        change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
+        drift = finite_trailing_median(change, w, head)  # drift[j]: changes lo..lo+j
+        err = np.full(b - lo, np.nan)
+        err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
+        med = finite_trailing_median(err, w, head)
+        j = np.arange(a, b) - 1 - lo  # the changes up to the point before
+        good = j >= 0
+        out_l[good] += drift[j[good]]
+        out_s[good] = MAD_TO_SIGMA * med[j[good]]
+    p = np.arange(a, b) - 1
+    prev[p >= 0] = y[p[p >= 0]]
+    q = p[p >= 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pu[p >= 0] = (y[p[p >= 0]] - level[p[p >= 0]]) / scale[p[p >= 0]]
+        pr[p >= 2] = (y[q] - np.maximum(y[q - 1], y[q - 2])) / scale[q]
+    return out_l, out_s, prev, pu, pr
