@@ -78,7 +78,7 @@ from .spike_early import EARLY_SCALE, HEAD, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, finite_trailing_median, hump_back, lone_threshold, masked_trailing_median,
-    near_zero_points, next_true, outdone, start_level, trailing_median, trailing_min)
+    near_zero_points, next_true, outdone, spike_record, start_level, trailing_median, trailing_min)
 from .spike_trend import trend_back
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
@@ -518,8 +518,8 @@ class SpikeDetector:
                 seen, slope = trend_back(st, y, c, seen, pre, pre + self.back_z * sc,
                                          self.back_points, BACK_SHARE, max(self.fast_within, int(
                                              st[c] - st[c - 1]) if c else 0), prior)
-            out.append(self._record(st, v, base, c, p, seen, pre, sc,
-                                    float(thr[c]) * (1 + SMALL_SAMPLE / max(int(count[c]), 1))))
+            out.append(spike_record(st, v, base, c, p, seen, pre, sc, float(thr[c]) * (
+                1 + SMALL_SAMPLE / max(int(count[c]), 1)), self.back_z, self.fast_within))
             if slope is not None:  # (spike_trend: the trend the return was judged against)
                 out[-1]["details"].update(trend=slope[0], trend_origin=slope[1])
             if self.tail_window and big[max(0, c - 3):stop].any():
@@ -584,34 +584,6 @@ class SpikeDetector:
                                         scale[start:z1], count[start:z1], thr[start:z1], log,
                                         start, self._back(local_y_full, level, scale, start, z1)
                                         if hump else None)
-
-    def _record(self, st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
-                end: int | None, level: float, scale: float, thr: float) -> dict[str, Any]:
-        pre = float(np.exp(level)) if base.log else level
-        peak = float(v[p])
-        if pre > 0 and peak > 0:
-            magnitude, units = peak / pre, "ratio"
-        else:
-            magnitude, units = peak - pre, "difference"
-        rec_steps = None if end is None else int(st[end] - st[c])
-        interval = int(st[c] - st[c - 1]) if c > 0 else 0
-        if rec_steps is None:  # None: the series' last point, not known yet (`_event`)
-            recovery = None if c == v.shape[0] - 1 else "none"
-        elif rec_steps <= max(self.fast_within, interval):
-            recovery = "fast"
-        else:
-            recovery = "slow"
-        return {
-            "start": int(st[c]), "peak": int(st[p]), "end": None if end is None else int(st[end]),
-            "start_index": c, "recovery": recovery, "recovery_steps": rec_steps,
-            "magnitude": magnitude, "details": {
-                "z": (float(base.y[p]) - level) / scale,
-                "z_start": (float(base.y[c]) - level) / scale,
-                "threshold": thr, "pre_level": pre, "peak_value": peak, "scale": scale,
-                "space": "log" if base.log else "linear", "magnitude_units": units,
-                "abrupt": bool(c > 0 and base.y[c - 1] <= level + self.back_z * scale),
-            },
-        }
 
     def _event(self, series: Series, s: dict[str, Any]) -> Event:
         # the severity policy; None (a spike at the last point): not critical on one point

@@ -6,7 +6,8 @@
 - `LogCheck`: where the statistic judges a positive loss additively because it came near 0,
   a spike must also stand out in log space (log-normal flicker on a floor of 1e-7 is large
   additively and ordinary as a ratio; a collapse from 1e-30 to 1e-8 is large either way);
-- `find_back`, `next_true`: where a spike returns; the next flagged point.
+- `find_back`, `next_true`: where a spike returns; the next flagged point;
+- `hump_back`: the predictor for a rise over a few points; `spike_record`: one spike's record.
 """
 from __future__ import annotations
 
@@ -488,3 +489,36 @@ def hump_back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: in
         pu[p >= 0] = (y[p[p >= 0]] - level[p[p >= 0]]) / scale[p[p >= 0]]
         pr[p >= 2] = (y[q] - np.maximum(y[q - 1], y[q - 2])) / scale[q]
     return out_l, out_s, prev, pu, pr
+
+
+def spike_record(st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
+                 end: int | None, level: float, scale: float, thr: float, back_z: float,
+                 fast_within: int) -> dict[str, Any]:
+    """One spike as `SpikeDetector.find` reports it: from index `c` (peak `p`, back at `end`,
+    None: not back) over the pre-spike `level` and `scale` of `base`'s space; its recovery
+    class by `fast_within` steps (None at the series' last point: not known yet)."""
+    pre = float(np.exp(level)) if base.log else level
+    peak = float(v[p])
+    if pre > 0 and peak > 0:
+        magnitude, units = peak / pre, "ratio"
+    else:
+        magnitude, units = peak - pre, "difference"
+    rec_steps = None if end is None else int(st[end] - st[c])
+    interval = int(st[c] - st[c - 1]) if c > 0 else 0
+    if rec_steps is None:  # None: the series' last point, not known yet (`_event`)
+        recovery = None if c == v.shape[0] - 1 else "none"
+    elif rec_steps <= max(fast_within, interval):
+        recovery = "fast"
+    else:
+        recovery = "slow"
+    return {
+        "start": int(st[c]), "peak": int(st[p]), "end": None if end is None else int(st[end]),
+        "start_index": c, "recovery": recovery, "recovery_steps": rec_steps,
+        "magnitude": magnitude, "details": {
+            "z": (float(base.y[p]) - level) / scale,
+            "z_start": (float(base.y[c]) - level) / scale,
+            "threshold": thr, "pre_level": pre, "peak_value": peak, "scale": scale,
+            "space": "log" if base.log else "linear", "magnitude_units": units,
+            "abrupt": bool(c > 0 and base.y[c - 1] <= level + back_z * scale),
+        },
+    }
