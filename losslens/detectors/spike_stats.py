@@ -467,10 +467,10 @@ def hump_back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: in
     scale), the value of the point before each, that point's own rise over its level in its
     scales, and its rise over the two points before it in the same scales (NaN where unknown).
     SpikeDetector's HUMP and PAIR rules read them."""
-    idx = np.arange(a, b) - h
-    ok = idx >= 0
     out_l, out_s, prev, pu, pr = (np.full(b - a, np.nan) for _ in range(5))
-    out_l[ok] = level[idx[ok]]
+    s = max(a, h)  # slices, not index arrays: this runs over every point of a long series
+    if b > s:
+        out_l[s - a:] = level[s - h:b - h]
     lo = max(h, a - w - 1)
     if b > lo:
         change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
@@ -478,16 +478,18 @@ def hump_back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: in
         err = np.full(b - lo, np.nan)
         err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
         med = finite_trailing_median(err, w, head)
-        j = np.arange(a, b) - 1 - lo  # the changes up to the point before
-        good = j >= 0
-        out_l[good] += drift[j[good]]
-        out_s[good] = MAD_TO_SIGMA * med[j[good]]
-    p = np.arange(a, b) - 1
-    prev[p >= 0] = y[p[p >= 0]]
-    q = p[p >= 2]
+        s = max(a, lo + 1)  # (the changes up to the point before)
+        out_l[s - a:] += drift[s - 1 - lo:b - 1 - lo]
+        out_s[s - a:] = MAD_TO_SIGMA * med[s - 1 - lo:b - 1 - lo]
+    s = max(a, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        pu[p >= 0] = (y[p[p >= 0]] - level[p[p >= 0]]) / scale[p[p >= 0]]
-        pr[p >= 2] = (y[q] - np.maximum(y[q - 1], y[q - 2])) / scale[q]
+        if b > s:
+            prev[s - a:] = y[s - 1:b - 1]
+            pu[s - a:] = (y[s - 1:b - 1] - level[s - 1:b - 1]) / scale[s - 1:b - 1]
+        s = max(a, 3)
+        if b > s:
+            pr[s - a:] = (y[s - 1:b - 1] - np.maximum(y[s - 2:b - 2], y[s - 3:b - 3])) \
+                / scale[s - 1:b - 1]
     return out_l, out_s, prev, pu, pr
 
 
