@@ -466,9 +466,11 @@ class SpikeDetector:
                                 PAIR * thr[c:c + 1] * small_c, base.log)[0])
             rise = multi and not pair
             # ... that climbed `threshold` one-step scales and LONE_RATIO x over the level
-            # HUMP points before (no drift: that of a descent or crash) is no lone point
-            climbed = rise and c >= HUMP and bool(
-                y[c] - level[c - HUMP] > self.threshold * scale[c]) and not self._blip(
+            # HUMP points before (no drift: that of a descent or crash) and whose next point
+            # is as high over that level as the point before is no lone point
+            climbed = rise and c >= HUMP and c + 1 < hi and bool(
+                y[c] - level[c - HUMP] > self.threshold * scale[c]
+                and y[c + 1] - lb > th / 2 * sb) and not self._blip(
                 float(y[c]), float(level[c - HUMP]), np.inf, base.log)
             if c >= self.min_points and not ahead[c] and self.tail_window and self.lone_rules \
                     and not climbed and not pair and not self._persists(y, level, scale, c, hi) \
@@ -489,7 +491,7 @@ class SpikeDetector:
                                         np.array([one]), base.log)[0]:
                     elev[c] = False
                     continue
-            pre, sc = float(level[c]), float(scale[c])
+            pre, sc, c0 = float(level[c]), float(scale[c]), c  # (c0: the flagged point)
             if ahead[c]:
                 pre, sc = float(pre_at[c]), float(sc_at[c])
             elif pair and not by_hump:  # two points up: from the first, over its own level
@@ -500,6 +502,7 @@ class SpikeDetector:
             if self._repeats(tops, c, v[c:max(c + 1, end if end is not None
                                                   else min(hi, c + restart))]):
                 elev[c:end if end is not None else min(hi, c + restart)] = False
+                elev[c0] = False  # (a spike from the point before may be back at c0)
                 continue
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
@@ -530,8 +533,8 @@ class SpikeDetector:
                 elev[stop:z1] |= self._elevated(y[stop:z1], level[stop:z1], scale[stop:z1],
                                                 count[stop:z1], thr[stop:z1], base.log, stop)
             if end is not None and end <= c + restart:
-                # back soon: judge what follows without the spike's points
-                allowed = end
+                # back soon: judge what follows without the spike's points (after c0: a
+                allowed = max(end, c0 + 1)  # spike from the point before may be back at c0)
                 masked = v[:hi].copy() if masked is None else masked
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
