@@ -17,7 +17,8 @@ floats, so that all four see exactly the same series):
 - the guard (`losslens.guard.Guard`, default policy; checkpoints every 100 steps): the
   step each decision was made at (the default asynchronous guard returns a decision up
   to `max-lag` calls later, after the run's last step drained as the trainer callbacks
-  do; printed under the table).
+  do; printed under the table), and the same guard in process (`asynchronous = false`:
+  the same decisions, each from the call of its own step).
 
 Runs (each a loss series; the first two from training a tiny GPT-2 on a next-token task, the
 rest synthetic with known injected events):
@@ -89,18 +90,22 @@ def lightning(losses):
     return acts
 
 
-def guard(losses):
+def guard(losses, asynchronous: bool = True):
     """The guard's decisions at the steps it made them. The default (asynchronous) guard
     returns a decision up to `max-lag` (100) calls after its step, so a run that ends
     sooner than that after a stop is drained (`Guard.drain`, as the HF and Lightning
-    callbacks do at the end of training); the table gives the step decided at."""
-    g = Guard(checkpoint_every=100)
+    callbacks do at the end of training); the table gives the step decided at. In process
+    (`asynchronous = false`) each decision comes back from the call of its own step."""
+    g = Guard(checkpoint_every=100, asynchronous=asynchronous)
     acts = []
     try:
         for step, loss in enumerate(losses, 1):
             d = g.step(step, loss)
             if d:
-                LATE.append(f"{d.action} of step {d.step} returned at step {step}")
+                if d.step != step:
+                    LATE.append(f"{d.action} of step {d.step} returned at step {step}")
+                elif asynchronous is False:
+                    NOW.append(d.step)
                 if _act(acts, d):
                     return acts
         for d in g.drain():
@@ -113,8 +118,10 @@ def guard(losses):
         g.close()
 
 
-#: when each of the guard's decisions was returned (printed under the table)
+#: when each of the guard's decisions was returned (printed under the table); the steps
+#: whose decisions the in-process guard returned from the call of that step
 LATE: list[str] = []
+NOW: list[int] = []
 
 
 def _act(acts, d) -> bool:
@@ -133,7 +140,8 @@ def _act(acts, d) -> bool:
 
 
 RULES = {"OLMo-core SkipStep": olmo_core, "llm-foundry KillLossSpike": llm_foundry,
-         "Lightning SpikeDetection": lightning, "losslens guard": guard}
+         "Lightning SpikeDetection": lightning, "losslens guard": guard,
+         "losslens guard, in process": lambda losses: guard(losses, asynchronous=False)}
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -224,14 +232,18 @@ def main() -> None:
     print("| run | " + " | ".join(RULES) + " |")
     print("|---|" + "---|" * len(RULES))
     returned: list[str] = []
+    now = 0
     for title, key in RUNS:
         losses = series(key)
         LATE.clear()
+        NOW.clear()
         cells = [describe(rule(losses)) for rule in RULES.values()]
         print(f"| {title} | " + " | ".join(cells) + " |")
         returned += [f"{title.split(':')[0]}: {x}" for x in LATE]
-    print("\nThe guard's column gives the step each decision was made at; the guard "
-          "(asynchronous, the default) returned them: " + "; ".join(returned) + ".")
+        now += len(NOW)
+    print("\nThe guard's columns give the step each decision was made at; the guard "
+          "(asynchronous, the default) returned them: " + "; ".join(returned) + f". In "
+          f"process, {now} decision(s), each returned by the call of its own step.")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
    `max_lag`): wall time of every call (perf_counter_ns) and its own CPU time (the
    thread's), median / p99 / p99.9 / max, and (synchronous) the calls that ran the
    detectors' window update; the in-process mode also as it was before bottleneck's
-   medians (MODES), in the same run. The load average is printed: on a shared machine the
+   medians and before the streams' bounded updates on long series (MODES; `--modes`), in
+   the same run. The load average is printed: on a shared machine the
    wall times carry other processes' turns.
    Goal: median <= 20 us, worst <= 1 ms.
 2. (`--hf-steps N`, default 2,000; 0 skips it) an HF Trainer run of N steps of a tiny model
@@ -50,12 +51,13 @@ def series(n: int, seed: int = 0):
     return s.tolist(), loss.tolist(), grad.tolist()
 
 
-def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
+def bench_step(n: int, work_ms: float, max_lag: int = 100, modes: str = "") -> None:
     steps, loss, grad = series(n)
     print(f"Guard.step, {n:,} calls (loss, grad norm, lr; default policy but never stops), "
           f"{work_ms:g} ms of sleep between calls (a training step's time), max-lag {max_lag}:")
-    for name, asynchronous, slice_ms, fast in MODES:
-        medians(fast)
+    picked = [MODES[int(i)] for i in modes.split(",")] if modes else MODES
+    for name, asynchronous, slice_ms, fast, bounded in picked:
+        medians(fast, bounded)
         g = Guard(GuardPolicy(stop_on=(), max_lag=max_lag, slice_ms=slice_ms),
                   asynchronous=asynchronous)
         sliced = g._slices
@@ -118,14 +120,24 @@ def bench_step(n: int, work_ms: float, max_lag: int = 100) -> None:
 SLICE_MS = 0.5
 #: (name, asynchronous, slice_ms, bottleneck's medians and the kept head verdicts) of each
 #: mode measured: the first is the second as it was before bottleneck (the same events).
-MODES = (("in-process, whole checks, SciPy/pandas medians", False, 0.0, False),
-         ("in-process, whole checks", False, 0.0, True),
-         ("in-process, in slices", False, SLICE_MS, True),
-         ("asynchronous", True, 0.0, True))
+#: The fifth: the streams' bounded updates on long series (divergence run again only where a
+#: new point can change its events, arrays grown without one call copying all of them; the
+#: default), off in the mode as before them. `--modes` picks some by their number (0-4).
+MODES = (("in-process, whole checks, SciPy/pandas medians", False, 0.0, False, True),
+         ("in-process, whole checks, divergence at every rise, arrays doubled in one copy "
+          "(as before)", False, 0.0, True, False),
+         ("in-process, whole checks", False, 0.0, True, True),
+         ("in-process, in slices", False, SLICE_MS, True, True),
+         ("asynchronous", True, 0.0, True, True))
 
 
-def medians(fast: bool) -> None:
-    """bottleneck's trailing medians and the kept head verdicts on (the default) or off."""
+def medians(fast: bool, bounded: bool = True) -> None:
+    """bottleneck's trailing medians and the kept head verdicts on (the default) or off; the
+    bounded updates on (the default) or off."""
+    from losslens.detectors.stream_base import Regrow
+    from losslens.detectors.stream_misc import DivergenceStream
+
+    DivergenceStream.deferred = Regrow.spread = bounded
     filters.BOTTLENECK = fast
     spike_early.MEMO_SIZE = 64 if fast else 0
     spike_early.early_spikes(np.zeros(0), 6.0, 0.05)  # (empties the memo when off)
@@ -204,6 +216,8 @@ def main() -> None:
     ap.add_argument("--work-ms", type=float, default=2.0)
     ap.add_argument("--max-lag", type=int, default=100)
     ap.add_argument("--hf-steps", type=int, default=2_000)
+    ap.add_argument("--modes", default="", help="the modes' numbers in MODES, e.g. 1,2 "
+                    "(default: all)")
     ap.add_argument("--heavy", action="store_true",
                     help="import torch and transformers first (a training process's heap: "
                          "a full garbage collection then takes ~0.2 s)")
@@ -213,7 +227,7 @@ def main() -> None:
         import transformers  # noqa: F401
         from transformers import Trainer  # noqa: F401
     if a.steps:
-        bench_step(a.steps, a.work_ms, a.max_lag)
+        bench_step(a.steps, a.work_ms, a.max_lag, a.modes)
     if a.hf_steps:
         bench_hf(a.hf_steps)
 

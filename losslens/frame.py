@@ -6,7 +6,11 @@ where the reader saw a run header / "loaded checkpoint" line; one step written t
 row is a double log, not a resume (its duplicate is visible as raw_points > points). Views:
 
 - raw (`Frame.data`): every point of every segment, in write order within each (run, tag);
-- stitched (`Frame.stitched`): one point per (run, tag, step), the last write winning.
+- stitched (`Frame.stitched`): one point per (run, tag, step), the last write winning, up
+  to the step of the tag's last write: a restart that ends before the run it replaced does
+  not get that run's abandoned tail joined after it as if it went on (those points stay in
+  the raw view, and the run gets a warning). A tag whose writes go back as often as a
+  shuffled file's (`reads_shuffled`) keeps every step.
 
 Everything is vectorised: readers deliver numpy columns (`records.RunRecords`) and this
 module never loops over points, so a 4M-point run builds in well under a second.
@@ -168,15 +172,7 @@ class Frame:
         return out
 
     def _stitched_slice(self, start: int, stop: int) -> np.ndarray:
-        steps = self._raw_columns[0][start:stop]
-        if steps.shape[0] < 2 or bool(np.all(steps[1:] > steps[:-1])):
-            return np.arange(start, stop)
-        # stable sort by step keeps write order among equal steps; keep the last of each
-        order = np.argsort(steps, kind="stable")
-        s = steps[order]
-        last = np.ones(s.shape[0], bool)
-        last[:-1] = s[1:] != s[:-1]
-        return start + order[last]
+        return start + stitched_positions(self._raw_columns[0][start:stop])
 
     def series(self, run: str, tag: str, raw: bool = False) -> Series:
         """The points of one tag; `raw=True` gives every segment in write order."""
@@ -249,6 +245,34 @@ _OUT_OF_ORDER_MIN = 64
 _OUT_OF_ORDER_EVERY = 16
 
 
+def reads_shuffled(backs: int, points: int) -> bool:
+    """Whether `points` written with the step going back `backs` times read as written out
+    of order (several writers to one file) rather than as resumes."""
+    return backs >= _OUT_OF_ORDER_MIN and backs * _OUT_OF_ORDER_EVERY >= points
+
+
+def stitched_positions(steps: np.ndarray) -> np.ndarray:
+    """Positions (into `steps`, one tag's steps in write order) of the stitched view, in step
+    order: the last write of each step, up to the step of the last write. A restart (the
+    step going back) that ends before the run it replaced leaves that run's points beyond
+    its end: an abandoned tail, not a continuation of the restart, so it is not joined after
+    it (a restart from step 0 that stopped at 12,800 with the replaced run's 12,900-16,300
+    appended made a level jump, a "spike that never recovered", of the seam). Writes that go
+    back as often as a shuffled file's (`reads_shuffled`) keep every step."""
+    n = steps.shape[0]
+    if n < 2 or bool(np.all(steps[1:] > steps[:-1])):
+        return np.arange(n)
+    # stable sort by step keeps write order among equal steps; keep the last of each
+    order = np.argsort(steps, kind="stable")
+    s = steps[order]
+    last = np.ones(n, bool)
+    last[:-1] = s[1:] != s[:-1]
+    backs = int(np.count_nonzero(steps[1:] < steps[:-1]))
+    if backs and not reads_shuffled(backs, n):
+        last &= s <= steps[-1]
+    return order[last]
+
+
 def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]], int]:
     """Segment id per point (in write order), the boundaries (order, reason), and how many
     step-backs were not cut because the run reads as written out of order (else 0)."""
@@ -259,7 +283,7 @@ def _segment_ids(rec: RunRecords) -> tuple[np.ndarray, list[tuple[int, str]], in
     # the stitched view); a resume that re-writes steps goes back
     backs = _step_backs(codes, rec.step, order)
     shuffled = 0
-    if len(backs) >= _OUT_OF_ORDER_MIN and len(backs) * _OUT_OF_ORDER_EVERY >= n:
+    if reads_shuffled(len(backs), n):
         shuffled, backs = len(backs), []
     candidates: list[tuple[int, str, int]] = [(o, "step_back", c) for o, c in backs]
     first_order = int(order.min()) if n else 0
@@ -333,14 +357,6 @@ def _windows(fn, n: int, combine):
 def _nondecreasing(a: np.ndarray) -> bool:
     return a.shape[0] < 2 or _windows(lambda i, j: bool(np.all(a[i + 1:j] >= a[i:j - 1])),
                                       a.shape[0], all)
-
-
-def _n_unique(a: np.ndarray) -> int:
-    """Distinct values (sort and count: numpy 2's hash-based np.unique takes ~1 s a million)."""
-    if a.shape[0] < 2 or bool(np.all(a[1:] > a[:-1])):
-        return int(a.shape[0])
-    s = np.sort(a)
-    return 1 + int(np.count_nonzero(s[1:] != s[:-1]))
 
 
 def _grouped(codes: np.ndarray, order: np.ndarray) -> bool:
@@ -484,6 +500,18 @@ def _valid_text(rec: RunRecords) -> RunRecords:
                    metadata=replace(meta, extra=extra))
 
 
+def _tail_warning(source: str, tails: list[tuple[str, int, int, int]]) -> tuple[str, ...]:
+    """One warning for the abandoned tails of a run's tags (tag, end, points, last step)."""
+    if not tails:
+        return ()
+    tag, end, pts, top = tails[0]
+    more = f" (and {len(tails) - 1} more tag(s))" if len(tails) > 1 else ""
+    return (f"{source}: {tag!r}{more} was restarted and the restart ends at step {end:,}, "
+            f"before the run it replaced (up to step {top:,}): that run's {pts:,} later "
+            "point(s) are kept in the raw view but not joined after the restart, so they "
+            "are not judged",)
+
+
 def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None) -> Frame:
     """Assemble reader output into a Frame. `roles` maps tag → role and overrides inference."""
     overrides = dict(roles or {})
@@ -510,23 +538,27 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
         starts, ends = np.searchsorted(tags, keys, "left"), np.searchsorted(tags, keys, "right")
         present = ends > starts
         starts, ends = starts[present], ends[present]
-        series = []
+        series, tails = [], []
         values, steps = df["value"].to_numpy(), df["step"].to_numpy()
         for s, e in zip(starts, ends):
             tag = str(df["tag"].iat[int(s)])
             index[(name, tag)] = (pos + int(s), pos + int(e))
-            uniq = _n_unique(steps[s:e])
+            st = steps[s:e]
+            kept = st[stitched_positions(st)]
+            if kept.shape[0] and int(kept[-1]) < int(st.max()):  # an abandoned tail
+                tails.append((tag, int(kept[-1]), int(np.count_nonzero(st > kept[-1])),
+                              int(st.max())))
             role = overrides.get(tag) or infer_role(tag)
-            series.append(SeriesInfo(tag, role, int(uniq), int(steps[s:e].min()),
-                                     int(steps[s:e].max()),
+            series.append(SeriesInfo(tag, role, int(kept.shape[0]), int(kept[0]),
+                                     int(kept[-1]),
                                      int((~np.isfinite(values[s:e])).sum()), int(e - s),
                                      infer_axis(tag)))
         frames.append(df)
         names.append(name)
         pos += len(df)
         infos.append(RunInfo(name, info.source, info.format, tuple(series), info.segments,
-                             info.metadata, info.skipped, info.skipped_count, info.warnings,
-                             rec.error))
+                             info.metadata, info.skipped, info.skipped_count,
+                             info.warnings + _tail_warning(rec.source, tails), rec.error))
     if frames:
         from pandas.api.types import union_categoricals
 

@@ -22,12 +22,14 @@ _RULES: tuple[tuple[str, str], ...] = (
     # statistics kept about a series, not the series (Levanter's skip-step guard: its
     # loss/grad-norm running std and threshold, and its copy of the loss)
     (r"[_ ](std|threshold)$|(^|/)skip_step/", "other"),
+    # how long something took, not what it measured: `loss_computation_time`, `loss_ms`
+    (r"[/_ -](time|timing|duration|seconds|secs|ms)$", "other"),
     (r"^grad/norm/total$", "grad_norm"),  # Levanter's watch callback: the global grad norm
     (r"num[ _]zeros", "other"),
     (r"skipped|nan[ _]iterations|overflow", "skipped"),
     (r"\bppl\b|perplexity|_ppl$|/ppl$|\bppl", "other"),
     (r"(^|[/_ -])(lr|learning[ _-]?rate)([/_ -]|$)|^lr-|learning-rate|optim/lr", "lr"),
-    (r"grad[ _-]?norm|gnorm|grad_l2|gradient[ _-]norm|total[ _]grad[ _]norm|(^|/)norm$|"
+    (r"grad[ _-]?norm|gnorm|grad_l2|gradient[ _-]norm|total[ _]grad[ _]norm|(^|/)norm$|^grad$|"
      r"^l2_norm/grad[_/]global$",
      "grad_norm"),
     (r"param(s|eter)?s?[ _-]?norm|weight[ _-]?norm", "other"),

@@ -164,3 +164,36 @@ def test_the_settings_file_changes_what_every_command_sees(runner, tmp_path, mon
     kinds = [e["kind"] for e in _json(runner.invoke(app, ["analyze", str(log), "-f", "json"]))
              ["runs"][0]["events"]]
     assert "spike" not in kinds
+
+
+@pytest.mark.parametrize("shape", ["step-pipes", "step-pipes-gz"])
+def test_commands_agree_on_step_pipe_lines(runner, tmp_path, monkeypatch, shape):
+    """A script's own `step N | name value | ...` lines: a spike at step 6000 that recovers, the
+    loss jumping tenfold after a resume at 9000 and staying there, `[eval]` lines, and its
+    own save lines (the skip plan restarts from one)."""
+    monkeypatch.chdir(tmp_path)
+    lines = ["Max steps               : 20,000", "Checkpoint every        : 150 steps"]
+    for step in range(0, 12001, 10):
+        if step == 9000:
+            lines.append("[Checkpoint] resumed from ./checkpoints/latest.pt at step 9000")
+        loss = 6.0 * 0.9998 ** step + (2.0 if step == 6000 else 0.0)
+        loss = loss * 10 if step > 9000 else loss
+        lines.append(f"step {step:7d} | loss {loss:.4f} | lr {3e-4:.2e} | grad {0.3:.3f} | "
+                     f"{113.4:.1f}k tok/s | mfu {41.2:.2f}%")
+        if step and step % 500 == 0:
+            lines.append(f"  [eval] step {step:7d} | val_loss {loss + 0.1:.4f}")
+        if step and step % 150 == 0:
+            lines.append(f"[Checkpoint] saved ./checkpoints/ckpt_step{step:07d}.pt")
+    text = "\n".join(lines) + "\n"
+    path = tmp_path / "train.out"
+    if shape == "step-pipes-gz":
+        import gzip
+
+        path = tmp_path / "train.out.gz"
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    res = runner.invoke(app, ["analyze", str(path), "-f", "json"])
+    run = _json(res)["runs"][0]
+    assert run["events"] and run["skip_plan"]["restart_from_step"] % 150 == 0
+    _agree(runner, path, tmp_path)

@@ -269,3 +269,46 @@ def test_real_stdout_and_log_txt_of_one_run_agree_point_for_point(run):
     for tag, kind in (("loss", "train"), ("val loss", "val"), ("HellaSwag", "hella")):
         assert series(con, tag) == series(log, tag) == mine[kind], tag
     assert np.array_equal(np.diff(series(con, "loss")[0]), np.ones(19072))
+
+
+def finetune_log(path: Path, start: int, max_steps: int, *, eval_interval: int = 50,
+                 final: bool = True) -> None:
+    """What a fine-tuning fork of train_gpt2.py (CeciliaGuo331/nano-gpt,
+    model/finetune_dolly.py) appends to log.txt for one launch from `start`, with its
+    f-strings: a validation before each step > 0 that is a multiple of `eval_interval`, the
+    step's train loss, and after the loop the final validation."""
+    lines = []
+    for step in range(start, max_steps):
+        if step > 0 and step % eval_interval == 0:
+            lines.append(f"step {step} val_loss {2.5 - step / 1000:.4f}\n")
+        lines.append(f"step {step} train_loss {2.9 - step / 500:.6f}\n")
+    if final:
+        lines.append(f"final val_loss {2.5 - max_steps / 1000:.4f}\n")
+    with open(path, "a") as fh:
+        fh.writelines(lines)
+
+
+def test_log_txt_of_a_fine_tuning_fork_with_step_words_and_a_final_line(tmp_path):
+    path = tmp_path / "log.txt"
+    finetune_log(path, 0, 120, final=False)  # killed after step 119, resumed from 100
+    finetune_log(path, 100, 200)
+    assert sniff(path).name == "build-nanogpt-log"
+    (rec,) = read_records(path)
+    assert rec.tags == ("train_loss", "val_loss") and rec.skipped_count == 0
+    steps, values = series(rec, "train_loss")
+    assert steps == list(range(0, 120)) + list(range(100, 200)) and values[0] == 2.9
+    assert series(rec, "val_loss") == ([50, 100, 100, 150, 199],
+                                       [2.45, 2.4, 2.4, 2.35, 2.3])  # final: at step 199
+    run = losslens.read(path).runs[0]
+    assert run.roles == {"train_loss": "train_loss", "val_loss": "val_loss"}
+    assert [(s.first_step, s.last_step) for s in run.segments] == [(0, 119), (100, 199)]
+
+
+@pytest.mark.parametrize("text, score", [
+    ("step 4 train_loss 2.776329\nstep 5 train_loss 2.875359\nstep 4 val_loss 2.6467\n", 0.95),
+    ("step 1 train_loss 2.0\nstep 2 train_loss 1.9\n", 0.0),  # no evaluation kind
+    ("step 1 loss 2.0\nstep 1 val_loss 1.9\n", 0.0),  # no training kind
+    ("step 1 train_loss 2.0\nstep 1 val_loss 1.9\nstep 2 | loss 1.8\n", 0.0),  # another shape
+])
+def test_log_txt_sniff_of_the_step_word_form(text, score):
+    assert sniff_build_nanogpt_log("log.txt", text.encode()) == score

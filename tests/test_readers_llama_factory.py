@@ -39,7 +39,8 @@ def test_trainer_log_jsonl_with_nulls_reads_steps_roles_and_planned_length(tmp_p
     assert sniff(path).name == "jsonl"
     (rec,) = read_records(path)
     assert rec.metadata.framework == "llama-factory" and rec.metadata.train_iters == 1000
-    assert set(rec.tags) == {"loss", "eval_loss", "lr", "percentage"}  # no total_steps series
+    # no total_steps series; `epoch` is one (the epoch-staircase rule needs it)
+    assert set(rec.tags) == {"loss", "eval_loss", "lr", "percentage", "epoch"}
     frame = losslens.read(path)
     info = frame.runs[0]
     assert info.roles["loss"] == "train_loss" and info.roles["eval_loss"] == "val_loss"
@@ -116,3 +117,61 @@ def test_a_key_null_on_every_line_is_warned_once_on_every_path(tmp_path, rows):
     assert a.warnings == want and b.warnings == want
     assert a.format == b.format == "jsonl"
     _same_series(a, b)
+
+
+def test_epoch_is_kept_as_a_series_on_every_path(tmp_path):
+    """LLaMA-Factory's `epoch` is read (role other), line by line, in one pyarrow table and
+    piece by piece, with the same points."""
+    small, big = tmp_path / "trainer_log.jsonl", tmp_path / "big.jsonl"
+    _write(small, with_nulls=True)
+    _write(big, with_nulls=True, last=8000, total=8000)
+    bad = tmp_path / "bad.jsonl"
+    _with_bad_line(big, bad)
+    frame = losslens.read(small)
+    info = frame.runs[0]
+    assert info.roles["epoch"] == "other"
+    ep = frame.series(info.run, "epoch")
+    # written on the training and the evaluation lines alike (the same value at a step)
+    assert ep.step.tolist() == list(range(10, 401, 10))
+    assert ep.value[0] == 0.03 and ep.value[-1] == 1.2
+    fb, fbad = losslens.read(big), losslens.read(bad)
+    a, b = fb.series(fb.runs[0].run, "epoch"), fbad.series(fbad.runs[0].run, "epoch")
+    assert a.step.tolist() == list(range(10, 8001, 10)) and a.step.tolist() == b.step.tolist()
+    assert a.value.tolist() == b.value.tolist() and a.value[-1] == 3.0
+
+
+def test_other_json_lines_still_take_epoch_as_an_axis(tmp_path):
+    """Only LLaMA-Factory's file keeps `epoch`; a generic JSON-lines log reads as before."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 2.0 - s / 100, "epoch": s / 50})
+                            + "\n" for s in range(1, 21)))
+    (rec,) = read_records(path)
+    assert rec.metadata.framework is None and set(rec.tags) == {"loss"}
+
+
+def test_a_staircase_fine_tune_names_its_epoch_drops(tmp_path):
+    """A 3-epoch SFT whose loss steps down at each new epoch: with `epoch` read, the drops
+    are the multi-epoch staircase (an info finding), not the grokking note."""
+    import numpy as np
+
+    from losslens.pipeline import analyze
+
+    rng = np.random.default_rng(0)
+    n, per_epoch = 3000, 1000
+    lines = []
+    for t in range(1, n + 1):
+        k = (t - 1) // per_epoch
+        level = (1.0, 0.7, 0.5)[k] * (1 - 0.03 * ((t - 1) % per_epoch) / per_epoch)
+        loss = (level + 1.5 * np.exp(-t / 60.0)) * np.exp(rng.normal(0, 0.01))
+        lines.append(json.dumps({"current_steps": t, "total_steps": n, "loss": round(loss, 4),
+                                 "lr": 1e-5, "epoch": round(t / per_epoch, 4),
+                                 "percentage": round(t / n * 100, 2)}))
+    path = tmp_path / "trainer_log.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    ra = analyze(losslens.read(path)).runs[0]
+    drops = [(e.start_step, e.details["epoch_boundary"]) for e in ra.events
+             if e.kind == "sudden_drop"]
+    assert [d[1] for d in drops] == [1000, 2000]
+    titles = [f.title for f in ra.findings]
+    assert "Loss drops at epoch boundaries (2)" in titles
+    assert not any("Grokking" in t for t in titles)

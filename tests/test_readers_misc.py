@@ -443,6 +443,20 @@ def test_csv_wide_ragged_rows_and_nan_spellings(tmp_path: Path) -> None:
     assert info.warnings == (f"{path}: column 'note' holds no numbers; left out",)
 
 
+def test_csv_padded_header_names_are_stripped(tmp_path: Path) -> None:
+    # YOLOv5/v8 results.csv pads its header for the eye; the padding is no part of the tag
+    path = tmp_path / "results.csv"
+    path.write_text("               epoch,      train/box_loss,        val/box_loss,   metrics/mAP50(B)\n"
+                    "                   0,             0.11855,            0.09741,            0.01202\n"
+                    "                   1,             0.10323,            0.08952,            0.03311\n")
+    fr = _frame(path)
+    info = fr.runs[0]
+    assert [(s.tag, s.role) for s in info.series] == [
+        ("train/box_loss", "train_loss"), ("val/box_loss", "val_loss"), ("metrics/mAP50(B)", "other")]
+    assert _raw(fr, "val/box_loss") == ([0, 1], [0.09741, 0.08952])
+    assert info.warnings == ()
+
+
 def test_csv_long_form_with_runs(tmp_path: Path) -> None:
     path = tmp_path / "long.csv"
     path.write_text("step,tag,value,run,wall_time\n"

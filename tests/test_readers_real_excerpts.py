@@ -113,11 +113,13 @@ EXPECTED = {
         "accuracy": ("train_acc", 202, 1, 202, 1.0, 1.0),
         "lr": ("lr", 202, 1, 202, 9.803921568627451e-10, 1.980392156862745e-07),
         "percentage": ("other", 202, 1, 202, 0.02, 3.96),
+        "epoch": ("other", 202, 1, 202, 0.0019588638589618022, 0.395690499510284),
     }),
     "llama-factory_qwen2.5-7b-medical_trainer_log.jsonl": ("jsonl", "llama-factory", {
         "loss": ("train_loss", 675, 10, 6750, 2.219, 1.5999),
         "lr": ("lr", 675, 10, 6750, 1.3333333333333334e-06, 6.68570453998818e-12),
         "percentage": ("other", 689, 10, 6750, 0.15, 100.0),
+        "epoch": ("other", 689, 10, 6750, 0.0044444444444444444, 3.0),
         "eval_loss": ("val_loss", 13, 500, 6500, 1.6410622596740723, 1.577560544013977),
     }),
     "nemo_bionemo_esm2.log": ("megatron", "nemo", {
@@ -129,6 +131,15 @@ EXPECTED = {
         "global_step": ("other", 7, 28, 34, 28.0, 34.0),
         "train_step_timing in s": ("other", 7, 28, 34, 0.189, 0.1902),
         "consumed_samples": ("other", 7, 28, 34, 928.0, 1120.0),
+    }),
+    # NeMo 2's ProgressPrinter stdout of a 20-step toy Llama-3 run, gzipped as committed
+    "nemo2_playground-cpt-llama3_pretrain.log.gz": ("megatron", "nemo", {
+        "reduced_train_loss": ("train_loss", 20, 0, 19, 10.84, 10.84),
+        "lr": ("lr", 20, 0, 19, 1.499e-07, 2.999e-06),
+        "consumed_samples": ("other", 20, 0, 19, 64.0, 1280.0),
+        "global_batch_size": ("other", 20, 0, 19, 64.0, 64.0),
+        "global_step": ("other", 20, 0, 19, 0.0, 19.0),
+        "train_step_timing in s": ("other", 20, 0, 19, 3.632, 0.4437),
     }),
 }
 
@@ -218,6 +229,30 @@ def test_nemo_excerpt_save_line_names_the_checkpoint():
     assert rec.metadata.checkpoints == (99,)
     assert rec.metadata.checkpoint_source == (
         "the log's save lines (Megatron: successfully saved checkpoint)")
+
+
+def test_hf_run_shorter_than_its_logging_steps_says_why_it_has_no_series():
+    """BigScience's 2021 gpt2-hf-ds runs made 16 optimization steps with logging_steps=500:
+    HF Trainer printed no loss, only its end-of-training summary."""
+    from typer.testing import CliRunner
+
+    from losslens.cli import app
+    from losslens.errors import NoSeriesError
+
+    path = DATA / "bigscience_gpt2-hf-ds_n4.out"
+    assert sniff(path).name == "hf-trainer"
+    why = (f"{path}: HF Trainer logged no loss: the run made 16 optimization step(s) and logs "
+           "every logging_steps=500, so it printed only its end-of-training summary; set "
+           "logging_steps below 16 to see the loss")
+    with pytest.warns(UserWarning, match="HF Trainer logged no loss") as got:
+        with pytest.raises(NoSeriesError):
+            read_records(path)
+    assert [str(w.message) for w in got] == [why]
+    res = CliRunner().invoke(app, ["analyze", str(path)])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert lines[0] == f"Warning: {why}" and lines[-1].startswith(
+        f"Error: {path}: no metric series found")
 
 
 def test_every_excerpt_has_its_licence_beside_it():

@@ -1,6 +1,6 @@
-"""Real torchtune, axolotl, Levanter, t5x, training scripts' epoch-line and build-nanogpt
-output that is public but not ours to copy (benchmarks/real/excerpts.json): pasted into
-GitHub threads, or in a repository without a licence file.
+"""Real torchtune, axolotl, Levanter, t5x, training scripts' epoch-line and step-line, and
+build-nanogpt output that is public but not ours to copy (benchmarks/real/excerpts.json):
+pasted into GitHub threads, or in a repository without a licence file.
 `python benchmarks/real/fetch_excerpts.py` downloads the excerpts; these tests check
 exact series, roles, counts and steps on them and skip when they are absent. The cutting and
 the download requests are tested offline."""
@@ -239,9 +239,28 @@ EXPECTED = {
             "Loss": ("train_loss", 2, 50, 100, 4.8445, 6.0545),
             "Avg batch rating": ("other", 2, 50, 100, 3.8, 4.2),
         }),
+    # a script's own `step N | name value | ...` lines: resumed at 47700, the train loss
+    # jumps to ~14 on the next line and stays there (val_loss stays near 4.05)
+    "step-pipes-qwen3-non-moe-train": ("step-pipes", None, None, {
+        "loss": ("train_loss", 966, 47700, 57350, 1.4684, 13.5626),
+        "lr": ("lr", 966, 47700, 57350, 0.000179, 0.000138),
+        "grad": ("grad_norm", 966, 47700, 57350, 0.075, 0.82),
+        "tok/s": ("other", 966, 47700, 57350, 113400.0, 37200.0),
+        "mfu": ("other", 966, 47700, 57350, 114.07, 37.42),
+        "val_loss": ("val_loss", 19, 48000, 57000, 4.0749, 4.0668),
+    }),
+    # a build-nanogpt fork's fine-tuning log.txt (`step N train_loss X`, `final val_loss X`
+    # at the last step), launched and resumed into the same file
+    "build-nanogpt-cecilia-finetune-log": ("build-nanogpt-log", "build-nanogpt", None, {
+        "train_loss": ("train_loss", 738, 0, 599, 2.776329, 2.905877),
+        "val_loss": ("val_loss", 13, 2, 599, 2.6467, 2.2426),
+    }),
 }
 #: excerpts written by several launches of a script: each launch's (first, last) step
 SEGMENTS = {
+    "build-nanogpt-cecilia-finetune-log": [(4, 13), (4, 4), (0, 4), (0, 217), (201, 370),
+                                           (351, 357), (351, 405), (401, 404), (401, 495),
+                                           (451, 473), (451, 599)],
     "step-lines-gpt-from-zero-pretrain": [(100, 7600), (100, 7600)],
     "epoch-lines-face-emotion": [(1, 10), (1, 8), (1, 11)],
     "epoch-lines-skin-lesion": [(1, 25), (21, 30)],

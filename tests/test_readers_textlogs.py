@@ -309,6 +309,29 @@ def test_hf_console_logging_first_step(tmp_path):
     assert rec.metadata.extra["step_source"] == "logging_steps=10 with logging_first_step"
 
 
+def test_hf_console_of_a_run_shorter_than_logging_steps_says_why_it_has_no_series(tmp_path):
+    """The args dump logs every 10 steps; a run of 8 steps prints no log dict, only the
+    end-of-training summary: no series, and a warning that says why (and what to change)."""
+    from losslens.readers.hf import read_hf_trainer
+
+    text = (HF4_ARGS.replace("max_steps=40", "max_steps=8")
+            + HF_BANNER.replace("steps = 40", "steps = 8") + bars(0, 8, 8) + CLEAR
+            + "{'train_runtime': 9.5, 'train_samples_per_second': 3.4, "
+              "'train_steps_per_second': 0.8, 'train_loss': 2.8, 'epoch': 1.0}\n")
+    path = write(tmp_path, "train.log", text)
+    assert sniff(path).name == "hf-trainer"
+    (rec,) = read_hf_trainer(path, "r")
+    assert len(rec) == 0 and rec.metadata.extra["final.train_loss"] == "2.8"
+    assert rec.warnings == (f"{path}: HF Trainer logged no loss: the run made 8 optimization "
+                            "step(s) and logs every logging_steps=10, so it printed only its "
+                            "end-of-training summary; set logging_steps below 8 to see the "
+                            "loss",)
+    # without the args dump: the summary alone is said
+    (rec,) = read_hf_trainer(write(tmp_path, "b.log", text[len(HF4_ARGS):]), "r")
+    assert rec.warnings[0].endswith("HF Trainer printed only its end-of-training summary "
+                                    "(train_runtime ...), no log with a loss")
+
+
 def test_hf_console_only_training_banner_and_training_arguments(tmp_path):
     text = ("DataTrainingArguments(max_train_samples=None, logging_steps=7)\n"
             "***** Running training *****\n  Num examples = 1,280\n"

@@ -17,7 +17,7 @@ CASES = {
     "lm loss validation": "val_loss", "tel": "val_loss", "eval/loss": "val_loss",
     "valid_loss": "val_loss", "eval_wikitext_loss": "val_loss",
     "lm loss validation ppl": "other",
-    "grad norm": "grad_norm", "grad_norm": "grad_norm", "gnorm": "grad_norm",
+    "grad norm": "grad_norm", "grad_norm": "grad_norm", "gnorm": "grad_norm", "grad": "grad_norm",
     "grad-norm": "grad_norm", "optim/total_grad_norm": "grad_norm", "norm": "grad_norm",
     "learning rate": "lr", "learning_rate": "lr", "lr": "lr", "learning-rate": "lr",
     "optim/LR (group 0)": "lr", "train/lr": "lr",
@@ -34,6 +34,9 @@ CASES = {
     # a training script's own names (epoch-lines)
     "ValAcc": "val_acc", "TrainAcc": "train_acc", "ValLoss": "val_loss", "TrainLoss": "train_loss",
     "Best Loss": "other", "Val Acc": "val_acc", "Test Acc": "val_acc",
+    # timings named after what they time (a Lightning module's `loss_computation_time`)
+    "loss_computation_time": "other", "train/loss_time": "other", "loss_ms": "other",
+    "train_loss_step": "train_loss", "val_loss_epoch": "val_loss",
 }
 
 

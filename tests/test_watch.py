@@ -183,7 +183,9 @@ def test_truncated_file_starts_over_as_a_new_segment(tmp_path):
         u = f.poll()
         assert any("truncated" in n for n in u.notices)
         st = f.states["t.log"]
-        assert st.series["lm loss"].n == 400  # steps 101..150 rewritten in place
+        # steps 101..150 rewritten in place; the run now stands at 150: the replaced run's
+        # 151..400 are kept (`total`) but are not its series
+        assert (st.series["lm loss"].n, st.series["lm loss"].total) == (150, 400)
         segs = st.segments.segments()
         assert [(s.first_step, s.last_step, s.reason) for s in segs] == \
             [(1, 400, "start"), (101, 150, "step_back")]

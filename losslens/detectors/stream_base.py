@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..events import Event
-from ..frame import Series
+from ..frame import Series, reads_shuffled
 
 
 def index_of(steps: np.ndarray, step: float) -> int:
@@ -28,36 +28,126 @@ def splice(old: list[Event], found: list[Event], cut_step: float) -> list[Event]
             + [e for e in found if e.start_step >= cut_step])
 
 
-class SeriesBuffer:
-    """One tag's stitched points (sorted by step, the last write of a step winning), growable.
+def empty(size: int, dtype: Any) -> np.ndarray:
+    """`np.empty(size, dtype)`, and for an array of 4 MiB and more, in memory of its own
+    mapped in 4 KiB pages: numpy asks the kernel for huge pages there (madvise), and a
+    first write into a 2 MiB page that has to be found, compacted and zeroed first stalled
+    an in-training update for tens of milliseconds on a busy machine (system time)."""
+    dt = np.dtype(dtype)
+    nbytes = int(size) * dt.itemsize
+    if nbytes < 1 << 22:
+        return np.empty(size, dt)
+    import mmap
 
-    `dirty` is the first index changed since the streams last ran (None: nothing new);
-    `first_nonpos` the index of the first finite value <= 0 (None: none), kept up to date;
-    `rewrites` the first index changed by each write that went back in step (in order: a
-    state kept outside the streams' runs catches up with them).
+    return np.frombuffer(mmap.mmap(-1, nbytes), dt)
+
+
+class Regrow:
+    """Writes into an array that grows by doubling, without a call that copies all of it.
+
+    Amortised doubling copies the whole array in the one call that overflows it (at a
+    million points, milliseconds inside an in-training guard's update). Here the larger
+    array is allocated once the old one is half full, and each write copies twice its
+    length of the old array's head into it (plus 256), so that the head is all there by the
+    time the old one is full: every call costs O(its points). `put` returns the array to
+    use from then on (the same one, or the larger one when it switches)."""
+
+    __slots__ = ("new", "done")
+    #: False: the plain doubling, the whole array copied by the write that overflows it into
+    #: numpy's allocation (the same arrays; benchmarks/guard_update.py compares the two)
+    spread: bool = True
+
+    def __init__(self) -> None:
+        self.new: np.ndarray | None = None
+        self.done = 0  # new[:done] equals the old array's head
+
+    def put(self, a: np.ndarray, at: int, x: np.ndarray) -> np.ndarray:
+        """Write `x` into `a` from index `at` on (what follows `at + len(x)` is of no
+        account); the array that holds it all."""
+        k = x.shape[0]
+        end, cap, new = at + k, a.shape[0], self.new
+        if end > cap:  # (a write larger than the rest, or none under way: copied whole)
+            if new is None or self.done < at or end > new.shape[0]:
+                new = (empty if self.spread else np.empty)(max(end, 2 * cap), a.dtype)
+                new[:at] = a[:at]
+            new[at:end] = x
+            self.new, self.done = None, 0
+            return new
+        a[at:end] = x
+        if new is None:
+            if 2 * end <= cap or not self.spread:
+                return a
+            new = self.new = empty(2 * cap, a.dtype)
+            self.done = 0
+        done = self.done
+        if at < done:
+            new[at:end] = x
+            done = max(done, end)
+        hi = min(end, done + 2 * k + 256)
+        if hi > done:
+            new[done:hi] = a[done:hi]
+            done = hi
+        self.done = done
+        return a
+
+    def drop(self) -> None:
+        """The array was rewritten elsewhere: the copy under way starts over."""
+        self.new, self.done = None, 0
+
+
+class SeriesBuffer:
+    """One tag's stitched points (sorted by step, the last write of a step winning, up to
+    the step of the last write: `frame.stitched_positions`), growable.
+
+    `n` points are the stitched series; the points written before a restart beyond the
+    step it has reached (the replaced run's tail) are kept after them, up to `total`, and
+    join the series again as the restart passes them (or for good when the writes go back
+    as often as a shuffled file's). `dirty` is the first index changed since the streams
+    last ran (None: nothing new); `first_nonpos` the index of the first finite value <= 0
+    (None: none), kept up to date; `rewrites` the first index changed by each write that
+    went back in step (in order: a state kept outside the streams' runs catches up with
+    them).
     """
 
     def __init__(self) -> None:
         self.step = np.empty(1024, np.int64)
         self.value = np.empty(1024, np.float64)
         self.n = 0
+        self.total = 0
         self.dirty: int | None = None
         self.first_nonpos: int | None = None
         self.rewrites: list[int] = []
         self._mono: tuple[int, bool, float] = (0, True, math.nan)  # skipped counters
+        self._grow = (Regrow(), Regrow())  # (step, value)
+        self._written = 0  # raw points, and how often the step went back among them
+        self._backs = 0
+        self._last = 0  # the step of the last write
 
     def add(self, steps: np.ndarray, values: np.ndarray) -> None:
         """Points of this tag in write order (a step written again overwrites)."""
         n, k = self.n, steps.shape[0]
         if not k:
             return
-        if (n == 0 or steps[0] > self.step[n - 1]) and bool(np.all(steps[1:] > steps[:-1])):
-            self._reserve(n + k)
-            self.step[n:n + k], self.value[n:n + k] = steps, values
-            self.n, start = n + k, n
+        back = int(np.count_nonzero(steps[1:] < steps[:-1]))
+        if self._written and steps[0] < self._last:
+            back += 1
+        self._written, self._backs, self._last = self._written + k, self._backs + back, \
+            int(steps[-1])
+        if self.total == n and (n == 0 or steps[0] > self.step[n - 1]) and not back \
+                and bool(np.all(steps[1:] > steps[:-1])):
+            self.step = self._grow[0].put(self.step, n, steps)
+            self.value = self._grow[1].put(self.value, n, values)
+            self.n = self.total = n + k
+            start = n
         else:
             start = self._merge(steps, values)
-            self.rewrites.append(start)
+            keep_all = reads_shuffled(self._backs, self._written) if self._backs else True
+            self.n = self.total if keep_all else int(
+                np.searchsorted(self.step[:self.total], self._last, "right"))
+            if start < n:
+                self.rewrites.append(start)
+            else:  # only points past the series (or hidden ones it now passes): new
+                start = n
         self.dirty = start if self.dirty is None else min(self.dirty, start)
         if self.first_nonpos is None or self.first_nonpos >= start:
             v = self.value[start:self.n]
@@ -71,7 +161,9 @@ class SeriesBuffer:
         """Drop the points from index `k` on (a rewrite: what follows is added again)."""
         if k >= self.n:
             return
-        self.n = k
+        self.n = self.total = k
+        self._written, self._backs = k, 0
+        self._last = int(self.step[k - 1]) if k else 0
         self.rewrites.append(k)
         self.dirty = k if self.dirty is None else min(self.dirty, k)
         if self.first_nonpos is not None and self.first_nonpos >= k:
@@ -80,11 +172,13 @@ class SeriesBuffer:
             self._mono = (0, True, math.nan)
 
     def _reserve(self, size: int) -> None:
+        self._grow[0].drop()
+        self._grow[1].drop()
         if size > self.step.shape[0]:
             cap = max(size, 2 * self.step.shape[0])
             for name, dt in (("step", np.int64), ("value", np.float64)):
                 new = np.empty(cap, dt)
-                new[:self.n] = getattr(self, name)[:self.n]
+                new[:self.total] = getattr(self, name)[:self.total]
                 setattr(self, name, new)
 
     def _merge(self, steps: np.ndarray, values: np.ndarray) -> int:
@@ -93,18 +187,19 @@ class SeriesBuffer:
         s, v = steps[order], values[order]
         last = np.r_[s[1:] != s[:-1], True]
         s, v = s[last], v[last]
-        n = self.n
+        n = self.total
         old = self.step[:n]
         pos = np.searchsorted(old, s)
         hit = (pos < n) & (old[np.minimum(pos, max(n - 1, 0))] == s) if n else pos < 0
         self.value[pos[hit]] = v[hit]
+        self._grow[1].drop()  # (written in place: the copy under way starts over)
         if not hit.all():
             new_s = np.insert(old, pos[~hit], s[~hit])
             new_v = np.insert(self.value[:n], pos[~hit], v[~hit])
-            self.n = 0
+            self.n = self.total = 0
             self._reserve(new_s.shape[0])
             self.step[:new_s.shape[0]], self.value[:new_s.shape[0]] = new_s, new_v
-            self.n = new_s.shape[0]
+            self.total = new_s.shape[0]
         return int(pos.min())
 
     def monotone(self) -> tuple[bool, float]:

@@ -101,6 +101,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _F("composer", "losslens.readers.composer",
        "MosaicML Composer / llm-foundry ConsoleLogger and FileLogger"),
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
+    _F("step-pipes", "losslens.readers.step_pipes",
+       "training scripts' own `step N | name value | ...` lines (a Qwen3-from-scratch script's)"),
     _F("epoch-lines", "losslens.readers.epochs",
        "training scripts' own epoch lines (Epoch [1/50], Train Loss: x, Val Loss: y), step lines "
        "(Step 100, Loss: x) and Keras fit"),
@@ -138,10 +140,17 @@ def sniff(path: Path) -> Format | None:
             head = fh.read(HEAD_BYTES)
     except OSError as exc:  # permissions, a dangling link: one line, no traceback
         raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    name = path.name
+    if head[:2] == b"\x1f\x8b":  # gzip: the formats sniff its first decompressed bytes
+        from . import gzipped
+
+        name, head = gzipped.inner_name(name), gzipped.head(path, HEAD_BYTES)
+        if not head:
+            return None
     best, best_score = None, 0.0
     for fmt in FORMATS.values():
         try:
-            score = float(_fn(fmt, "sniff")(path.name, head))
+            score = float(_fn(fmt, "sniff")(name, head))
         except ImportError:
             continue
         if score > best_score:
@@ -162,9 +171,16 @@ def read_file(path: Path, run: str, format: str | None = None) -> list[RunRecord
 
 
 def _read_unit(fmt: Format, path: Path, run: str) -> list[RunRecords]:
-    """A unit's runs, their checkpoints completed from the folders beside it."""
+    """A unit's runs, their checkpoints completed from the folders beside it (a gzipped log
+    read through a temporary file: `gzipped`)."""
+    from . import gzipped
     from .checkpoints import discover
 
+    if path.is_file() and gzipped.is_gzip_file(path):
+        with gzipped.unpacked(path) as (tmp, damage):
+            records = [gzipped.renamed(r, tmp, path, damage)
+                       for r in _fn(fmt, "read")(tmp, run)]
+        return [discover(r, path) for r in records]
     return [discover(r, path) for r in _fn(fmt, "read")(path, run)]
 
 

@@ -31,6 +31,11 @@ one per line. `train`, `val` and `hella` become the console's `loss`, `val loss`
 `HellaSwag` (the same numbers, so the two files of one run read alike); another word a fork
 writes there is a tag of that name. It is sniffed only when every line of the file's head has
 that shape and the head holds `train` with `val` or `hella`: `N word X` alone is too common.
+A fine-tuning fork writes `step {step} train_loss {loss:.6f}`, `step {step} val_loss
+{loss:.4f}` and, after its last step, `final val_loss {loss:.4f}`: the same reader takes the
+`step ` word (such a head may hold `train_loss` with `val_loss` instead), keeps those names
+as tags (roles train_loss, val_loss) and puts a `final` value at the step written last. A
+resumed run appends to the file: its steps go back, a new segment.
 
 The script saves no checkpoint line: it writes `log/model_{step:05d}.pt` every 5000 steps and
 at the last one, which the checkpoint scan finds beside `log.txt` (`checkpoints.py`).
@@ -69,8 +74,15 @@ _META = (
 _PIPE_TAGS = ("loss", "lr", "norm", "dt", "tok/sec")
 
 #: log.txt: `{step} {kind} {value}`; the kinds the script writes and their tags
-_LOG_LINE = re.compile(r"(\d{1,18}) ([A-Za-z_][\w./-]{0,63}) (\S+)\s*$")
-_LOG_SNIFF = re.compile(r"\d{1,18} [A-Za-z_]\w{0,63} [-+0-9.eEnNaAiIfF]{1,40}")
+_LOG_LINE = re.compile(r"(?:step )?(\d{1,18}) ([A-Za-z_][\w./-]{0,63}) (\S+)\s*$")
+#: a fork's evaluation after the last step: `final val_loss 2.2426`
+_LOG_FINAL = re.compile(r"final ([A-Za-z_][\w./-]{0,63}) (\S+)\s*$")
+_LOG_SNIFF = re.compile(r"(?:step )?\d{1,18} [A-Za-z_]\w{0,63} [-+0-9.eEnNaAiIfF]{1,40}"
+                        r"|final [A-Za-z_]\w{0,63} [-+0-9.eEnNaAiIfF]{1,40}")
+#: the kinds a log.txt sniff needs, a training kind and an evaluation kind: the script's, and
+#: with `step N` lines (a fork's fine-tuning script) also `train_loss` and `val_loss`
+_TRAIN_KINDS, _EVAL_KINDS = {"train"}, {"val", "hella"}
+_STEP_KINDS = ({"train", "train_loss"}, {"val", "hella", "val_loss"})
 LOG_TAGS = {"train": "loss", "val": "val loss", "hella": "HellaSwag"}
 #: lines of the head a log.txt sniff looks at
 _SNIFF_LINES = 200
@@ -87,7 +99,7 @@ def sniff_build_nanogpt_log(name: str, head: bytes) -> float:
     if len(lines) > _SNIFF_LINES or not text.endswith("\n"):
         lines = lines[:-1]  # the head may end inside a line
     kinds: set[str] = set()
-    bad = 0
+    bad = stepped = 0
     for line in lines:
         line = line.rstrip("\r")
         if not line:
@@ -97,9 +109,11 @@ def sniff_build_nanogpt_log(name: str, head: bytes) -> float:
                 return 0.0
             bad += 1
             continue
-        kinds.add(line.split(" ", 2)[1])
+        stepped += line.startswith("step ")
+        kinds.add(line.removeprefix("step ").removeprefix("final ").split(" ", 2)[-2])
+    train, evals = _STEP_KINDS if stepped else (_TRAIN_KINDS, _EVAL_KINDS)
     # a damaged line or two is read around (and reported); more is another kind of file
-    if bad * 20 > len(lines) or "train" not in kinds or not kinds & {"val", "hella"}:
+    if bad * 20 > len(lines) or not kinds & train or not kinds & evals:
         return 0.0
     return 0.95 if name == "log.txt" else 0.9
 
@@ -197,13 +211,18 @@ def read_build_nanogpt_log(path: Path, run: str) -> list[RunRecords]:
     body, tail, tail_line = split_truncated(read_text(path))
     b, rows = RecordsBuilder(), Rows()
     groups: dict[str, list[tuple]] = {}
+    last = 0  # the step written last (a `final` line's)
     for lineno, frag in fragments(body):
         m = _LOG_LINE.match(frag)
-        if not m:
+        if m:
+            step, kind, raw = m.groups()
+            last = int(step)
+        elif (m := _LOG_FINAL.match(frag)) is not None:
+            step, (kind, raw) = last, m.groups()
+        else:
             if frag.strip():
                 b.skip(lineno, "build-nanogpt log.txt line that is not `step kind value`", frag)
             continue
-        step, kind, raw = m.groups()
         try:
             value = _num(raw)
         except ValueError:

@@ -24,12 +24,13 @@ knows each framework's save lines (taken from the frameworks' own source):
 | Levanter | `Removing checkpoint ckpts/run/step-400` (a temporary one) | removed |
 | Levanter (before March 2024) | `Saved checkpoint for step 500`, `Saved checkpoint at step 500 to ckpts/run/step-500. Save time is 3.1` | given |
 | Levanter (before March 2024) | `Deleting checkpoint step-400 from ckpts/run` (a temporary one) | removed |
+| a script's own (`step-pipes`) | `[Checkpoint] saved ./checkpoints/ckpt_step0048000.pt`, `[Checkpoint] pruned ...` | the file name (pruned: removed) |
 
 `discover(records, log_path)` then looks for the folder the log names (`saving checkpoint to
 out`, `.../checkpoint-500`), else for checkpoint folders beside the log (HF `checkpoint-N`
 siblings of a `trainer_state.json`, Lightning's `checkpoints/*.ckpt` beside `metrics.csv`,
 `iter_0001000`, `global_step1000`, `step1000`, `step-1000` dirs, build-nanogpt's
-`model_05000.pt` files). What a folder holds wins over
+`model_05000.pt` files, scripts' `ckpt_step0048000.pt`). What a folder holds wins over
 the log's lines (saves can have been deleted since); `RunMeta.checkpoint_source` says which
 it was. nanoGPT overwrites `out/ckpt.pt` at every save, which the source says too.
 """
@@ -54,6 +55,7 @@ CHECKPOINT_NAMES = (
     re.compile(r"^epoch=\d+-step=(\d+)(?:-v\d+)?\.ckpt$"),  # Lightning ModelCheckpoint
     re.compile(r"^checkpoint_(\d+)$"),                # t5x
     re.compile(r"^model_(\d{5,})\.pt$"),              # build-nanogpt (log/model_05000.pt)
+    re.compile(r"^ckpt_step_?(\d+)\.pt$"),            # scripts (ckpt_step0048000.pt)
 )
 
 #: A folder listing stops after this many entries (a huge data folder is not a checkpoint dir).
@@ -172,6 +174,9 @@ SAVE_LINES: tuple[SaveLine, ...] = (
     # Levanter before March 2024
     SaveLine("Levanter", _P(r"Saved checkpoint (?:for|at) step (?P<step>\d+)(?! to \S+ for)")),
     SaveLine("Levanter", _P(r"Deleting checkpoint (?P<path>\S+) from\b"), deletes=True),
+    # a script's own (the Qwen3-from-scratch script of the `step-pipes` dialect)
+    SaveLine("[Checkpoint] saved", _P(r"\[Checkpoint\] saved (?P<path>\S+)")),
+    SaveLine("[Checkpoint] saved", _P(r"\[Checkpoint\] pruned (?P<path>\S+)"), deletes=True),
 )
 
 #: Cheap test before the patterns: every save line above contains one of these.
@@ -242,7 +247,9 @@ class SaveLines:
         names = " / ".join(self.frameworks)
         source = f"the log's save lines ({names})"
         if self.deleted:
-            source += f"; {len(self.deleted)} deleted later (save_total_limit) left out"
+            why = ("pruned" if self.frameworks == ["[Checkpoint] saved"]
+                   else "save_total_limit")
+            source += f"; {len(self.deleted)} deleted later ({why}) left out"
         if "nanoGPT" in self.frameworks:
             source += ("; nanoGPT overwrites out_dir/ckpt.pt at every save: only the last "
                        "one is on disk unless it was copied")

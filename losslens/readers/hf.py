@@ -19,6 +19,8 @@ resume at the default log level prints no banner and no "Continuing" line: the b
 the count of dicts would not); else k.
 Eval dicts (`eval_*`, `test_*`) take the step of the latest training dict. The final
 `train_runtime` dict goes to metadata. `***** Running training *****` banners are run headers.
+A console with no log dict (a run shorter than its `logging_steps` prints only the final
+summary) has no series; a warning says why.
 """
 from __future__ import annotations
 
@@ -231,7 +233,25 @@ def read_hf_trainer(path: Path, run: str) -> list[RunRecords]:
     if tail:
         _fragment(st, tail_line, tail, truncated=True)
     source = _assign_steps(st)
+    if not len(st.b):
+        why = _nothing_logged(st)
+        if why:
+            st.b.warn(f"{path}: {why}")
     return [st.b.build(run, str(path), "hf-trainer", _console_meta(st, source))]
+
+
+def _nothing_logged(st: _Console) -> str | None:
+    """Why a console with no log dict has no series (a run shorter than its logging_steps
+    prints only its end-of-training summary), or None."""
+    total, every = _max_steps(st), _logging_steps(st)
+    if every and total and every > total:
+        return (f"HF Trainer logged no loss: the run made {total:,} optimization step(s) and "
+                f"logs every logging_steps={every:,}, so it printed only its end-of-training "
+                f"summary; set logging_steps below {total:,} to see the loss")
+    if st.final:
+        return ("HF Trainer printed only its end-of-training summary (train_runtime ...), no "
+                "log with a loss")
+    return None
 
 
 def _fragment(st: _Console, lineno: int, frag: str, truncated: bool = False) -> None:

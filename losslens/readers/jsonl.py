@@ -75,15 +75,18 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
         return [builder.build(run, str(path), "jsonl", RunMeta())]
     table = _fast_json(body)
     meta = llama_factory_meta(body)
-    slots = LLAMA_FACTORY_SLOTS if meta.framework == "llama-factory" else frozenset()
+    lf = meta.framework == "llama-factory"
+    slots = LLAMA_FACTORY_SLOTS if lf else frozenset()
+    axis = LLAMA_FACTORY_AXIS if lf else AXIS_NAMES
     if table is not None:
-        _table_json(table, line_numbers(body, 1, table.num_rows), builder, path, slots)
+        _table_json(table, line_numbers(body, 1, table.num_rows), builder, path, slots,
+                    axis=axis)
     else:  # some line defeats pyarrow: retry piece by piece
         start, line, keys = 0, 1, _Keys()
         while start < len(body):
             stop = body.find(b"\n", start + _JSON_PIECE) + 1 or len(body)
             piece = body[start:stop]
-            _read_json_chunk(piece, line, builder, path, slots, keys)
+            _read_json_chunk(piece, line, builder, path, slots, keys, axis)
             line += piece.count(b"\n")
             start = stop
         keys.warn(builder)
@@ -110,6 +113,9 @@ _ALL_NULL = "{name!r}: every value is null (NaN or never logged?); not read"
 #: what LLaMA-Factory's LogCallback writes as null in every log that has no such value
 LLAMA_FACTORY_SLOTS = frozenset({"loss", "eval_loss", "predict_loss", "reward", "accuracy", "lr",
                                  "learning_rate"})
+#: LLaMA-Factory's `epoch` (fractional, 1/N per step) is a series: the epoch-staircase rule
+#: tells a new epoch's drop from grokking with it; its other axis keys stay axes
+LLAMA_FACTORY_AXIS = AXIS_NAMES - {"epoch"}
 _TOTAL_STEPS = re.compile(rb'"current_steps"\s*:\s*\d+\s*,\s*"total_steps"\s*:\s*(\d{1,18})\b')
 
 
@@ -227,23 +233,24 @@ def _drop_deep_lines(body: bytes, builder: RecordsBuilder) -> bytes:
 
 
 def _read_json_chunk(body: bytes, first_line: int, builder: RecordsBuilder, path: Path,
-                     slots: frozenset = frozenset(), keys: _Keys | None = None) -> None:
+                     slots: frozenset = frozenset(), keys: _Keys | None = None,
+                     axis: frozenset = AXIS_NAMES) -> None:
     """pyarrow on the whole chunk; when a line defeats it, halve the chunk and retry, so only
-    small pieces around bad lines are parsed line by line in Python. `slots` and `keys` as
-    in `_table_json` (the pieces' null-only keys are gathered in `keys`)."""
+    small pieces around bad lines are parsed line by line in Python. `slots`, `keys` and
+    `axis` as in `_table_json` (the pieces' null-only keys are gathered in `keys`)."""
     keys = _Keys() if keys is None else keys
     table = _fast_json(body)
     if table is not None:
         lines = line_numbers(body, 1, table.num_rows) + (first_line - 1)
-        _table_json(table, lines, builder, path, slots, keys)
+        _table_json(table, lines, builder, path, slots, keys, axis)
         return
     mid = body.find(b"\n", len(body) // 2) + 1
     if len(body) < (1 << 16) or mid <= 0 or mid >= len(body):
-        _slow_json(body, builder, first_line, slots=slots, keys=keys)
+        _slow_json(body, builder, first_line, slots=slots, keys=keys, axis=axis)
         return
-    _read_json_chunk(body[:mid], first_line, builder, path, slots, keys)
+    _read_json_chunk(body[:mid], first_line, builder, path, slots, keys, axis)
     _read_json_chunk(body[mid:], first_line + body.count(b"\n", 0, mid), builder, path, slots,
-                     keys)
+                     keys, axis)
 
 
 def _cut_json_tail(data: bytes, builder: RecordsBuilder) -> bytes:
@@ -299,10 +306,12 @@ def _flatten(table) -> dict[str, Any]:
 
 
 def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
-                slots: frozenset = frozenset(), keys: _Keys | None = None) -> None:
+                slots: frozenset = frozenset(), keys: _Keys | None = None,
+                axis: frozenset = AXIS_NAMES) -> None:
     """`slots`: keys a writer always writes, null when it has no value (no warning when
     every value is null). `keys`: the table is one piece of a file; its null-only keys are
-    gathered there for one warning at the end instead of warned about here."""
+    gathered there for one warning at the end instead of warned about here. `axis`: the
+    keys that are an axis, not a series."""
     import pyarrow as pa
 
     if lines.shape[0] != table.num_rows:
@@ -323,13 +332,13 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
         if col is not None:
             wall = np.where(col.present, col.values, wall)
     metrics = {k: v for k, v in nums.items()
-               if k not in AXIS_NAMES and k not in WALL_NAMES and v is not None}
+               if k not in axis and k not in WALL_NAMES and v is not None}
     if keys is not None:
         keys.valued.update(n for n, c in flat.items() if not pa.types.is_null(c.type))
     if null_count(flat):
         nulls_as_nan(metrics, step, step_ok, builder)
         for name, col in flat.items():
-            if pa.types.is_null(col.type) and name not in AXIS_NAMES and name not in WALL_NAMES \
+            if pa.types.is_null(col.type) and name not in axis and name not in WALL_NAMES \
                     and name not in slots:
                 if keys is not None:
                     keys.null_only.add(name)
@@ -423,7 +432,7 @@ def _line_step(rec: dict) -> int | None:
 
 def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1,
                nulls: bool = True, slots: frozenset = frozenset(),
-               keys: _Keys | None = None) -> None:
+               keys: _Keys | None = None, axis: frozenset = AXIS_NAMES) -> None:
     """Line by line (json.loads accepts NaN/Infinity); bad lines are skipped and counted.
     `nulls=False` (a wide, sparse file, where telling a NaN from "not logged" would cost
     lines x keys) reads every null as not logged and says so. With `keys`, the keys that are
@@ -446,12 +455,12 @@ def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1,
             builder.skip(lineno, "not a JSON object", raw.decode("utf-8", "replace"))
             continue
         step = _line_step(rec)
-        _add_record(builder, cols, rec, lineno, step, texts=texts)
+        _add_record(builder, cols, rec, lineno, step, skip_keys=axis, texts=texts)
         if keys is not None:
             for k, v in _flat_items(rec):
                 if v is not None:
                     keys.valued.add(k)
-                elif k not in slots and k not in AXIS_NAMES and k not in WALL_NAMES:
+                elif k not in slots and k not in axis and k not in WALL_NAMES:
                     keys.null_only.add(k)
         if step is not None:
             rows.append((lineno, step))

@@ -140,9 +140,12 @@ def _block_size(data: bytes) -> int:
 
 
 def _unique(names: list[str], builder: RecordsBuilder, path: Path) -> list[str]:
+    """Column names without the padding around them, duplicates numbered (and warned)."""
     seen: dict[str, int] = {}
     out = []
     for name in names:
+        # a header padded for the eye (YOLOv8's results.csv: `           val/box_loss`)
+        name = name.strip() or name
         if name in seen:
             seen[name] += 1
             new = f"{name}.{seen[name]}"
