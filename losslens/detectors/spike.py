@@ -30,8 +30,9 @@ Statistic (causal: a point's verdict uses only the points before it):
   spike at the newest point waits for the next) and by the ratio `min_ratio` (when the level is
   above 0); or, for a rise over up to HUMP points, the level HUMP points before it by `threshold`
   of that level's own errors (the plain `threshold` where the rise doubled that level; such a spike
-  starts at the point before, from that level: a x4.5 rise over 4 evaluations of a noisy series).
-  The steep early descent never flags: it lies below what the trailing points expect. For a lone
+  starts at the point before, from that level: a x4.5 rise over 4 evaluations of a noisy series;
+  one that climbed `threshold` one-step scales over that level is no lone point); or with the
+  point before both PAIR x `threshold` up, from that point (PAIR). The steep early descent never flags: it lies below what the trailing points expect. For a lone
   outlier point, heavy-tail evidence is counted over the points seen so far (early in a run two
   large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign, lone dips
   below 0 count too), and under x1.2 of its level it is a blip of the noise unless far above it
@@ -76,8 +77,9 @@ from .params import is_int, is_num, require  # noqa: F401  (re-exported: their h
 from .spike_early import EARLY_SCALE, HEAD, blowup_level, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
-    baseline, find_back, finite_trailing_median, lone_threshold, masked_trailing_median,
-    near_zero_points, next_true, outdone, repeats, start_level, trailing_median, trailing_min)
+    baseline, find_back, finite_trailing_median, hump_back, lone_threshold,
+    masked_trailing_median, near_zero_points, next_true, outdone, repeats, spike_record,
+    start_level, trailing_median, trailing_min)
 from .spike_trend import dip_return, trend_back
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
@@ -116,6 +118,10 @@ BACK_SHARE = 0.05
 #: is judged by the plain `threshold`, as one step that doubled (DOUBLED). Not near 0, where
 #: LogCheck judges (0 turns this off).
 HUMP = 5
+#: Two points in a row PAIR x the threshold up, the first TAIL_Z scales over both points
+#: before it (a descent turning flat reads high against a level still falling), are a spike
+#: from the first: a x1.7 jump of 10 % noise decaying at z 6.15, 5.13 against 6.19. Not near 0.
+PAIR = 0.75
 
 
 @dataclass(frozen=True)
@@ -335,9 +341,12 @@ class SpikeDetector:
             ok |= self._doubled(y, level, log) & self._above(y, level, scale,
                                                              self.threshold * small, log)
             if back is not None and HUMP:  # a multi-point hump: the level follows its rise
-                lb, sb, prev = back  # (one that doubled that level: the plain threshold)
+                lb, sb, prev, pu = back[:4]  # (one that doubled that level: the plain threshold)
                 th = np.where(self._doubled(y, lb, log), self.threshold * small, thr)
                 ok |= self._above(y, lb, sb, th, log) & self._above(prev, lb, sb, th / 2, log)
+                if PAIR:  # this point and the one before both PAIR x the threshold up
+                    ok |= self._above(y, level, scale, PAIR * thr, log) & (pu > PAIR * thr) \
+                        & (back[4] > TAIL_Z)
         ok[:max(0, self.min_points - offset)] = False
         return ok
 
@@ -386,33 +395,9 @@ class SpikeDetector:
         return ok
 
     def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int,
-              head: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For the points a..b-1: the level HUMP points before each plus the typical H-step
-        drift (the median of the last `window` H-step changes: on a steep descent the old
-        level alone is biased high and its errors are mostly the trend), the scale of that
-        predictor (the median of its absolute errors over the `window` points before: on
-        AR(1)-correlated noise far larger than the one-step scale), and the value of the point
-        before each (NaN where unknown)."""
-        h = max(HUMP, 1)
-        idx = np.arange(a, b) - h
-        ok = idx >= 0
-        out_l, out_s, prev = (np.full(b - a, np.nan) for _ in range(3))
-        out_l[ok] = level[idx[ok]]
-        w = self.window | 1
-        lo = max(h, a - w - 1)
-        if b > lo:
-            change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
-            drift = finite_trailing_median(change, w, head)  # drift[j]: changes lo..lo+j
-            err = np.full(b - lo, np.nan)
-            err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
-            med = finite_trailing_median(err, w, head)
-            j = np.arange(a, b) - 1 - lo  # the changes up to the point before
-            good = j >= 0
-            out_l[good] += drift[j[good]]
-            out_s[good] = MAD_TO_SIGMA * med[j[good]]
-        p = np.arange(a, b) - 1
-        prev[p >= 0] = y[p[p >= 0]]
-        return out_l, out_s, prev
+              head: bool = True) -> tuple[np.ndarray, ...]:
+        """The HUMP predictor and PAIR's inputs for the points a..b-1 (`spike_stats.hump_back`)."""
+        return hump_back(y, level, scale, a, b, max(HUMP, 1), self.window | 1, head)
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
                  w: int, check: LogCheck | None = None, head: bool = False,
@@ -467,12 +452,32 @@ class SpikeDetector:
                                         thr[c:c + 1] * small_c, base.log)[0]:
                 elev[c] = False  # the way back from a dip: judged by the level before it
                 continue
+            # a rise over two points (PAIR: from the first) or a few (only HUMP flags it)
+            multi = hump is not None and c > max(allowed, lo) and not self._elevated(
+                y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
+                base.log, c)[0]
+            lb, sb = (float(hump[0][c - lo]), float(hump[1][c - lo])) if multi else (0.0, 0.0)
+            th = (self.threshold if self._doubled(y[c], lb, base.log) else thr[c]) * small_c
+            by_hump = bool(y[c] - lb > th * sb and y[c - 1] - lb > th / 2 * sb)
+            pair = multi and PAIR > 0 and c >= 3 and bool(  # (as `_elevated` judges it)
+                y[c - 1] - level[c - 1] > PAIR * thr[c] * small_c * scale[c - 1]
+                and y[c - 1] - max(y[c - 2], y[c - 3]) > TAIL_Z * scale[c - 1]
+                and self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
+                                PAIR * thr[c:c + 1] * small_c, base.log)[0])
+            rise = multi and not pair
+            # ... that climbed `threshold` one-step scales and LONE_RATIO x over the level
+            # HUMP points before (no drift: that of a descent or crash) and whose next point
+            # is as high over that level as the point before is no lone point
+            climbed = rise and c >= HUMP and c + 1 < hi and bool(
+                y[c] - level[c - HUMP] > self.threshold * scale[c]
+                and y[c + 1] - lb > th / 2 * sb) and not self._blip(
+                float(y[c]), float(level[c - HUMP]), np.inf, base.log)
             if c >= self.min_points and not ahead[c] and self.tail_window and self.lone_rules \
-                    and not self._persists(y, level, scale, c, hi) \
+                    and not climbed and not pair and not self._persists(y, level, scale, c, hi) \
                     and outdone(y, level, scale * TAIL_Z, c, max(lo, c - self.tail_window)):
                 elev[c] = False  # like the lone outliers the noise made before (outdone)
                 continue
-            if c >= self.min_points and not ahead[c] \
+            if c >= self.min_points and not ahead[c] and not climbed and not pair \
                     and not self._persists(y, level, scale, c, hi) \
                     and not self._doubled(y[c], level[c], base.log) \
                     and not (check is not None and check.doubled(c, v[c:c + 1], masked, far)):
@@ -486,13 +491,13 @@ class SpikeDetector:
                                         np.array([one]), base.log)[0]:
                     elev[c] = False
                     continue
-            pre, sc, c0 = float(level[c]), float(scale[c]), c
+            pre, sc, c0 = float(level[c]), float(scale[c]), c  # (c0: the flagged point)
             if ahead[c]:
                 pre, sc = float(pre_at[c]), float(sc_at[c])
-            elif hump is not None and c > max(allowed, lo) and not self._elevated(
-                    y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
-                    base.log, c)[0]:  # a rise over a few points (HUMP): from the point
-                c, pre = c - 1, float(hump[0][c - lo])  # before, over the level before it
+            elif pair and not by_hump:  # two points up: from the first, over its own level
+                c, pre, sc = c - 1, float(level[c - 1]), float(scale[c - 1])
+            elif multi:  # a rise over a few points (HUMP): from the point before, over
+                c, pre = c - 1, lb  # the level before it
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             drop, pre, end = dip_return(self, st, y[:hi], c, pre, sc, end, w, restart - 1, c0)
             if drop:  # on the way back from a dip: judged by the level before it
@@ -501,6 +506,7 @@ class SpikeDetector:
             if repeats(tops, c, self.window | 1, v[c:max(c + 1, end if end is not None
                                                          else min(hi, c + restart))]):
                 elev[c:end if end is not None else min(hi, c + restart)] = False
+                elev[c0] = False  # (a spike from the point before may be back at c0)
                 continue
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
@@ -519,8 +525,8 @@ class SpikeDetector:
                 seen, slope = trend_back(st, y, c, seen, pre, pre + self.back_z * sc,
                                          self.back_points, BACK_SHARE, max(self.fast_within, int(
                                              st[c] - st[c - 1]) if c else 0), prior)
-            out.append(self._record(st, v, base, c, p, seen, pre, sc,
-                                    float(thr[c]) * (1 + SMALL_SAMPLE / max(int(count[c]), 1))))
+            out.append(spike_record(st, v, base, c, p, seen, pre, sc, float(thr[c]) * (
+                1 + SMALL_SAMPLE / max(int(count[c]), 1)), self.back_z, self.fast_within))
             if slope is not None:  # (spike_trend: the trend the return was judged against)
                 out[-1]["details"].update(trend=slope[0], trend_origin=slope[1])
             if self.tail_window and big[max(0, c - 3):stop].any():
@@ -531,8 +537,8 @@ class SpikeDetector:
                 elev[stop:z1] |= self._elevated(y[stop:z1], level[stop:z1], scale[stop:z1],
                                                 count[stop:z1], thr[stop:z1], base.log, stop)
             if end is not None and end <= c + restart:
-                # back soon: judge what follows without the spike's points
-                allowed = end
+                # back soon: judge what follows without the spike's points (after c0: a
+                allowed = max(end, c0 + 1)  # spike from the point before may be back at c0)
                 masked = v[:hi].copy() if masked is None else masked
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
@@ -575,34 +581,6 @@ class SpikeDetector:
                                         scale[start:z1], count[start:z1], thr[start:z1], log,
                                         start, self._back(local_y_full, level, scale, start, z1)
                                         if hump else None)
-
-    def _record(self, st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
-                end: int | None, level: float, scale: float, thr: float) -> dict[str, Any]:
-        pre = float(np.exp(level)) if base.log else level
-        peak = float(v[p])
-        if pre > 0 and peak > 0:
-            magnitude, units = peak / pre, "ratio"
-        else:
-            magnitude, units = peak - pre, "difference"
-        rec_steps = None if end is None else int(st[end] - st[c])
-        interval = int(st[c] - st[c - 1]) if c > 0 else 0
-        if rec_steps is None:  # None: the series' last point, not known yet (`_event`)
-            recovery = None if c == v.shape[0] - 1 else "none"
-        elif rec_steps <= max(self.fast_within, interval):
-            recovery = "fast"
-        else:
-            recovery = "slow"
-        return {
-            "start": int(st[c]), "peak": int(st[p]), "end": None if end is None else int(st[end]),
-            "start_index": c, "recovery": recovery, "recovery_steps": rec_steps,
-            "magnitude": magnitude, "details": {
-                "z": (float(base.y[p]) - level) / scale,
-                "z_start": (float(base.y[c]) - level) / scale,
-                "threshold": thr, "pre_level": pre, "peak_value": peak, "scale": scale,
-                "space": "log" if base.log else "linear", "magnitude_units": units,
-                "abrupt": bool(c > 0 and base.y[c - 1] <= level + self.back_z * scale),
-            },
-        }
 
     def _event(self, series: Series, s: dict[str, Any]) -> Event:
         # the severity policy; None (a spike at the last point): not critical on one point
