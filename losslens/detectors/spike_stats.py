@@ -213,6 +213,18 @@ def outdone(y: np.ndarray, level: np.ndarray, big: np.ndarray, c: int, a: int) -
         return common and int((lone & (LONE_MARGIN * rise >= y[c] - level[c])).sum()) >= LONE_SEEN
 
 
+def repeats(tops: list[tuple[int, float]], c: int, run: np.ndarray, window: int, tol: float,
+            count: int) -> bool:
+    """Whether the spike starting at index `c` (`run`: its values until it is back) tops out
+    within `tol` (relative) of where `count` spikes of the last `window` points did (the
+    spike detector's REPEAT_TOL: a loss switching between two states); its top joins `tops`
+    (the spikes so far, reported or not) either way."""
+    top = float(run.max())
+    same = sum(1 for a, t in tops if a >= c - window and abs(t - top) <= tol * abs(top))
+    tops.append((c, top))
+    return same >= count
+
+
 def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
     from .filters import trailing
 
