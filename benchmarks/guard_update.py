@@ -14,6 +14,7 @@ events of all of them are checked equal.
 
     python benchmarks/guard_update.py
     python benchmarks/guard_update.py --steps 50000 --repeat 2
+    python benchmarks/guard_update.py --steps 1000000 --modes before,default
 """
 from __future__ import annotations
 
@@ -31,18 +32,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_step import series  # noqa: E402
 
 from losslens.detectors import filters, spike_early  # noqa: E402
+from losslens.detectors.stream_base import Regrow  # noqa: E402
+from losslens.detectors.stream_misc import DivergenceStream  # noqa: E402
 from losslens.detectors.stream_spike import SpikeStream  # noqa: E402
 from losslens.guard import Guard, GuardPolicy  # noqa: E402
 
-#: (label, the spike streams' incremental path, bottleneck's medians and the kept head verdicts)
-MODES = (("window each time, SciPy/pandas medians", False, False),
-         ("incremental, SciPy/pandas medians", True, False),
-         ("incremental, bottleneck medians", True, True))
+#: key -> (label, the spike streams' incremental path, bottleneck's medians and the kept
+#: head verdicts, bounded updates: divergence on a long series run again only where a new
+#: point can change its events, and arrays doubled without one call copying all of them)
+MODES = {
+    "window": ("window each time, SciPy/pandas medians", False, False, True),
+    "scipy": ("incremental, SciPy/pandas medians", True, False, True),
+    "before": ("incremental, bottleneck medians, divergence at every rise, arrays doubled "
+               "in one copy (as before)", True, True, False),
+    "default": ("incremental, bottleneck medians, bounded (the default)", True, True, True),
+}
 
 
-def run(n: int, incremental: bool, fast: bool
-        ) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]], list, dict]:
+def run(n: int, incremental: bool, fast: bool, bounded: bool
+        ) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]], list, dict, np.ndarray]:
     SpikeStream.incremental = incremental
+    DivergenceStream.deferred = Regrow.spread = bounded
     filters.BOTTLENECK = fast
     spike_early.MEMO_SIZE = 64 if fast else 0
     spike_early.early_spikes(np.zeros(0), 6.0, 0.05)  # (empties the memo when off)
@@ -76,7 +86,8 @@ def run(n: int, incremental: bool, fast: bool
               if hasattr(s, "grad") or isinstance(s, SpikeStream)}
     events = [e.to_dict() for e in g.flush()]
     SpikeStream.incremental, filters.BOTTLENECK, spike_early.MEMO_SIZE = True, True, 64
-    return own[updates], wall[updates], by, events, counts
+    DivergenceStream.deferred = Regrow.spread = True
+    return own[updates], wall[updates], by, events, counts, np.asarray(steps)[updates]
 
 
 def show(name: str, ns: np.ndarray) -> str:
@@ -89,14 +100,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="which, comma-separated, in order: " + ", ".join(MODES))
+    ap.add_argument("--top", type=int, default=5, help="the costliest updates, by stream")
     a = ap.parse_args()
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     print(f"In-process guard, {a.steps:,} calls of guard_step.py's series; each window "
           f"update's own CPU time (load average {os.getloadavg()[0]:.1f} at the start):")
     events = {}
     for r in range(a.repeat):
-        for label, incremental, fast in MODES:
+        for key in modes:
+            label, incremental, fast, bounded = MODES[key]
             t0, c0 = time.perf_counter(), time.process_time()
-            own, wall_ns, by, ev, counts = run(a.steps, incremental, fast)
+            own, wall_ns, by, ev, counts, at = run(a.steps, incremental, fast, bounded)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             events.setdefault(label, ev)
             print(f"  [{r + 1}] {label}: " + show("update calls' CPU", own)
@@ -107,6 +123,11 @@ def main() -> None:
                 print("      " + show(kind, ns))
             print("      spike streams (incremental / window judged): " + ", ".join(
                 f"{k} {q}/{j}" for k, (q, j) in counts.items()))
+            for j in np.argsort(own)[::-1][:a.top]:  # what the worst updates are made of
+                parts = sorted(((by[k][j], k) for k in by if j < len(by[k])), reverse=True)
+                print(f"      update at step {int(at[j]):,}: {own[j] / 1000:.0f} us = "
+                      + ", ".join(f"{k} {ns / 1000:.0f}" for ns, k in parts[:3])
+                      + f", the rest {(own[j] - sum(ns for ns, _ in parts[:3])) / 1000:.0f}")
     first = next(iter(events.values()))
     same = all(ev == first for ev in events.values())
     print(f"  the same {len(first)} events in every mode: {same}")

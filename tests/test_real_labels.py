@@ -22,7 +22,12 @@ KNOWN = {"lightning-pendulum-v18": "a x1.5 bump of one PINN term at the x450 spi
                                        "last point is a spike whose recovery is 'not known yet' "
                                        "(warning), not the unrecovered blow-up labelled",
          "lf-qwen25-med-overfit": "eval 1.552 (best, end of epoch 2) -> 1.573 -> 1.578 while train "
-                                  "drops at the epoch boundary: no overfitting event"}
+                                  "drops at the epoch boundary: no overfitting event",
+         # the blind5 set (labelled before any detector ran on it), failing on main 345080a
+         "lightning-forecast-val-spikes-v9": "a one-eval x20 val spike at 13541 (2.5e-6 -> 5.1e-5, back "
+                                             "at the next eval) is not found (the x30 one at 19031 is)",
+         "lightning-gan-forecast-val-hump": "the x250 val hump 243-853 is not found (a changepoint at "
+                                            "914 only)"}
 
 
 def _real_quality():
@@ -35,7 +40,7 @@ def _real_quality():
 
 
 def test_the_stored_logs_are_the_licensed_ones():
-    assert len(STORED) == 32
+    assert len(STORED) == 40
     for lb in LABELS:
         if lb["source"]["where"] == "repo":
             assert lb["source"]["licence"] in ("MIT", "Apache-2.0", "BSD-2-Clause")

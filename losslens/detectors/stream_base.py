@@ -28,6 +28,73 @@ def splice(old: list[Event], found: list[Event], cut_step: float) -> list[Event]
             + [e for e in found if e.start_step >= cut_step])
 
 
+def empty(size: int, dtype: Any) -> np.ndarray:
+    """`np.empty(size, dtype)`, and for an array of 4 MiB and more, in memory of its own
+    mapped in 4 KiB pages: numpy asks the kernel for huge pages there (madvise), and a
+    first write into a 2 MiB page that has to be found, compacted and zeroed first stalled
+    an in-training update for tens of milliseconds on a busy machine (system time)."""
+    dt = np.dtype(dtype)
+    nbytes = int(size) * dt.itemsize
+    if nbytes < 1 << 22:
+        return np.empty(size, dt)
+    import mmap
+
+    return np.frombuffer(mmap.mmap(-1, nbytes), dt)
+
+
+class Regrow:
+    """Writes into an array that grows by doubling, without a call that copies all of it.
+
+    Amortised doubling copies the whole array in the one call that overflows it (at a
+    million points, milliseconds inside an in-training guard's update). Here the larger
+    array is allocated once the old one is half full, and each write copies twice its
+    length of the old array's head into it (plus 256), so that the head is all there by the
+    time the old one is full: every call costs O(its points). `put` returns the array to
+    use from then on (the same one, or the larger one when it switches)."""
+
+    __slots__ = ("new", "done")
+    #: False: the plain doubling, the whole array copied by the write that overflows it into
+    #: numpy's allocation (the same arrays; benchmarks/guard_update.py compares the two)
+    spread: bool = True
+
+    def __init__(self) -> None:
+        self.new: np.ndarray | None = None
+        self.done = 0  # new[:done] equals the old array's head
+
+    def put(self, a: np.ndarray, at: int, x: np.ndarray) -> np.ndarray:
+        """Write `x` into `a` from index `at` on (what follows `at + len(x)` is of no
+        account); the array that holds it all."""
+        k = x.shape[0]
+        end, cap, new = at + k, a.shape[0], self.new
+        if end > cap:  # (a write larger than the rest, or none under way: copied whole)
+            if new is None or self.done < at or end > new.shape[0]:
+                new = (empty if self.spread else np.empty)(max(end, 2 * cap), a.dtype)
+                new[:at] = a[:at]
+            new[at:end] = x
+            self.new, self.done = None, 0
+            return new
+        a[at:end] = x
+        if new is None:
+            if 2 * end <= cap or not self.spread:
+                return a
+            new = self.new = empty(2 * cap, a.dtype)
+            self.done = 0
+        done = self.done
+        if at < done:
+            new[at:end] = x
+            done = max(done, end)
+        hi = min(end, done + 2 * k + 256)
+        if hi > done:
+            new[done:hi] = a[done:hi]
+            done = hi
+        self.done = done
+        return a
+
+    def drop(self) -> None:
+        """The array was rewritten elsewhere: the copy under way starts over."""
+        self.new, self.done = None, 0
+
+
 class SeriesBuffer:
     """One tag's stitched points (sorted by step, the last write of a step winning), growable.
 
@@ -45,6 +112,7 @@ class SeriesBuffer:
         self.first_nonpos: int | None = None
         self.rewrites: list[int] = []
         self._mono: tuple[int, bool, float] = (0, True, math.nan)  # skipped counters
+        self._grow = (Regrow(), Regrow())  # (step, value)
 
     def add(self, steps: np.ndarray, values: np.ndarray) -> None:
         """Points of this tag in write order (a step written again overwrites)."""
@@ -52,8 +120,8 @@ class SeriesBuffer:
         if not k:
             return
         if (n == 0 or steps[0] > self.step[n - 1]) and bool(np.all(steps[1:] > steps[:-1])):
-            self._reserve(n + k)
-            self.step[n:n + k], self.value[n:n + k] = steps, values
+            self.step = self._grow[0].put(self.step, n, steps)
+            self.value = self._grow[1].put(self.value, n, values)
             self.n, start = n + k, n
         else:
             start = self._merge(steps, values)
@@ -80,6 +148,8 @@ class SeriesBuffer:
             self._mono = (0, True, math.nan)
 
     def _reserve(self, size: int) -> None:
+        self._grow[0].drop()
+        self._grow[1].drop()
         if size > self.step.shape[0]:
             cap = max(size, 2 * self.step.shape[0])
             for name, dt in (("step", np.int64), ("value", np.float64)):
@@ -98,6 +168,7 @@ class SeriesBuffer:
         pos = np.searchsorted(old, s)
         hit = (pos < n) & (old[np.minimum(pos, max(n - 1, 0))] == s) if n else pos < 0
         self.value[pos[hit]] = v[hit]
+        self._grow[1].drop()  # (written in place: the copy under way starts over)
         if not hit.all():
             new_s = np.insert(old, pos[~hit], s[~hit])
             new_v = np.insert(self.value[:n], pos[~hit], v[~hit])

@@ -66,6 +66,10 @@ class DivergenceStream(_SeriesStream):
     #: arrays of input and output) up to this many points; a longer series computes them
     #: whole at each rerun (~16 MB a tag at most)
     KEEP_UPTO = 262_144
+    #: a long series is run again only where a new point can change its events (`_track`);
+    #: False: at every update where a level is over the threshold or a value non-finite
+    #: (the same events; benchmarks/guard_update.py compares the two)
+    deferred: bool = True
 
     def __init__(self, det: DivergenceDetector) -> None:
         super().__init__(det)
@@ -104,12 +108,20 @@ class DivergenceStream(_SeriesStream):
         if s.first_nonpos is not None:
             # additive space (the detector's noise scale is the whole series'): all of it
             rerun, memo["upto"] = True, 0
+            memo.pop("track", None)
         elif not self._long(s, memo):
             # a short series (its window and span are a share of its length): all of it,
             # each time, unless nothing can be found (`_quiet_short`)
+            memo.pop("track", None)
             rerun = not self._quiet_short(s, d, memo)
             if not rerun:
                 st.events[(self.kind, tag)] = []
+        elif self.deferred:
+            # a long series: run again only where a new point can change its events
+            fresh = d != memo["upto"] or not memo["upto"] or memo.get("track") is None
+            rerun = self._track(s, 0 if fresh else d, memo) or fresh \
+                or self._open(st.events.get((self.kind, tag), []), s, d)
+            memo["upto"] = s.n
         else:
             if d < memo["upto"] or memo["upto"] == 0:
                 memo["best"] = float(self._levels(s, 0).min(initial=math.inf))
@@ -129,6 +141,116 @@ class DivergenceStream(_SeriesStream):
                 memo["rewrites"] = len(s.rewrites)
             with keeping(kept):
                 st.events[(self.kind, tag)] = self.det.detect(view)
+
+    def _track(self, s: SeriesBuffer, lo: int, memo: dict[str, Any]) -> bool:
+        """Fold the points from raw index `lo` on (0: the whole series, afresh) into the long
+        series' record; whether the detector can find other events than before from them.
+
+        The detector's per-point quantities are causal (trailing medians, the best level so
+        far, thresholds from trailing noise) but for the median window and sustain span
+        (fixed once the series is long), the space (a value <= 0: additive, run whole) and
+        a crossing's ramp test, which looks half a window ahead. So its events change only
+        (1) where a raw crossing run (level >= `rise_ratio` x the best so far: the
+        detector's threshold is at least that) has lasted a sustain span (no point is
+        declared before: `DivergenceDetector._finite` asks `idx - span >= run_start`), at
+        a new point or within half a window before them; (2) where a run of `nan_points`
+        non-finite values ends the series now or did before (a NaN run that training goes
+        on after is the nonfinite detector's alone); (3) where an event is still open or
+        reaches the new points (`_open`). Cost: the new points' levels, O(new points)."""
+        if lo == 0:
+            memo.update(track=True, best=math.inf, run=-1, long=-1, fin=0, tail=0,
+                        diffs={}, last_step=None)
+        level = self._levels(s, lo)
+        f0, m = memo["fin"], level.shape[0]
+        v = s.value[lo:s.n]
+        fin = np.isfinite(v)
+        steps = s.step[lo:s.n][fin]
+        span = self._span(memo, steps, f0 + m)
+        due = False
+        if m:
+            best = np.minimum(memo["best"], np.minimum.accumulate(level))
+            memo["best"] = float(best[-1])
+            with np.errstate(invalid="ignore"):  # inf - inf before the first full window
+                raw = level - best >= self.thr
+            idx = f0 + np.arange(m)
+            prev = np.r_[memo["run"] >= 0 and memo["run"] == f0 - 1 or False, raw[:-1]]
+            starts = np.where(raw & ~prev, idx, -1)
+            r = np.maximum.accumulate(starts)
+            if memo["run"] >= 0 and memo["run"] == f0 - 1:
+                r = np.where(r < 0, memo["start"], r)  # the run went on from before
+            hit = np.flatnonzero(raw & (idx - r >= span - 2))
+            if hit.shape[0]:
+                memo["long"] = int(idx[hit[-1]])
+            memo["run"] = int(idx[-1]) if raw[-1] else -1
+            if raw[-1]:
+                memo["start"] = int(r[-1])
+            due = memo["long"] >= f0 - self.k // 2 - 3
+        tail_before = memo["tail"]
+        bad = np.flatnonzero(fin)
+        memo["tail"] = (tail_before + v.shape[0]) if not bad.shape[0] \
+            else v.shape[0] - 1 - int(bad[-1])
+        memo["fin"] = f0 + m
+        nan = self.det.nan_points
+        return due or memo["tail"] >= nan or tail_before >= nan
+
+    def _span(self, memo: dict[str, Any], steps: np.ndarray, nfin: int) -> int:
+        """`DivergenceDetector.sustain_span` of the finite steps so far, from a count of
+        their intervals kept up to date (a log's intervals take a handful of values); with
+        more than 256 distinct intervals its lower bound, `sustain_points` (then more
+        updates run the detector, never fewer than need to)."""
+        diffs = memo["diffs"]
+        if diffs is None or not steps.shape[0]:
+            return self._span_of(memo, nfin)
+        chain = steps if memo["last_step"] is None else np.r_[memo["last_step"], steps]
+        memo["last_step"] = int(steps[-1])
+        if chain.shape[0] > 1:
+            gaps = np.diff(chain)
+            first = int(gaps[0])
+            if bool((gaps == first).all()):  # (a log's usual case: one interval)
+                diffs[first] = diffs.get(first, 0) + gaps.shape[0]
+            else:
+                keys, counts = np.unique(gaps, return_counts=True)
+                for k, c in zip(keys.tolist(), counts.tolist()):
+                    diffs[k] = diffs.get(k, 0) + c
+            if len(diffs) > 256:
+                memo["diffs"] = None
+            memo.pop("span", None)
+        return self._span_of(memo, nfin)
+
+    def _span_of(self, memo: dict[str, Any], nfin: int) -> int:
+        det, diffs = self.det, memo["diffs"]
+        if diffs is None:
+            return int(det.sustain_points)
+        span = memo.get("span")
+        if span is None:
+            total = sum(diffs.values())
+            if total == 0:
+                typical = 1.0
+            else:  # np.median's number: the middle one, or the mean of the middle two
+                order = sorted(diffs)
+
+                def at(pos: int) -> float:
+                    seen = 0
+                    for key in order:
+                        seen += diffs[key]
+                        if seen > pos:
+                            break
+                    return float(key)
+                k = total // 2
+                typical = at(k) if total % 2 else (at(k - 1) + at(k)) / 2.0
+            span = memo["span"] = max(det.sustain_points,
+                                      int(np.ceil(det.sustain_steps / max(typical, 1.0))))
+        return min(span, max(4, nfin // 8))
+
+    @staticmethod
+    def _open(old: list[Any], s: SeriesBuffer, d: int) -> bool:
+        """Whether an event of the tag is still open (its end moves with the series) or
+        reaches the point before the new ones (a NaN there may join it)."""
+        if not d:
+            return bool(old)
+        before = int(s.step[d - 1])
+        return any(not e.details.get("recovered") or (e.end_step is not None
+                                                      and e.end_step >= before) for e in old)
 
     def _quiet_short(self, s: SeriesBuffer, d: int, memo: dict[str, Any]) -> bool:
         """Whether the detector finds nothing in a short series without running it: its

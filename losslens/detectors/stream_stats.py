@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .spike import Baseline, Known, baseline, start_level
-from .stream_base import SeriesBuffer
+from .stream_base import Regrow, SeriesBuffer
 
 
 class _Grow:
@@ -29,16 +29,12 @@ class _Grow:
     def __init__(self, dtype: type = np.float64) -> None:
         self.a = np.empty(256, dtype)
         self.n = 0
+        self.grow = Regrow()  # (no call copies the whole array)
 
     def put(self, at: int, x: np.ndarray) -> None:
         """Write `x` from index `at` (<= n) on; the array ends after it."""
-        end = at + x.shape[0]
-        if end > self.a.shape[0]:
-            new = np.empty(max(end, 2 * self.a.shape[0]), self.a.dtype)
-            new[:at] = self.a[:at]
-            self.a = new
-        self.a[at:end] = x
-        self.n = end
+        self.a = self.grow.put(self.a, at, x)
+        self.n = at + x.shape[0]
 
     def cut(self, n: int) -> None:
         self.n = min(self.n, n)
