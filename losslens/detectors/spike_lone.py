@@ -6,8 +6,9 @@ falls a lot between two points and the fall bends: the median lags by a varying 
 the previous point errs by the noise of two points plus the fall since. A one-point spike of
 8 noise scales then reads as 4-6 of the statistic's scales, under its threshold.
 
-A lone point (the next one back within TAIL_Z scales) is a spike that the spike statistic
-already judges only once the next point has come (spike.py). With that point at hand, the
+A lone large excursion (over TAIL_Z trailing scales, the next point back within them) is a
+spike that the spike statistic already judges only once the next point has come (spike.py:
+the lone-point rules). With that point at hand, the
 mean of the two neighbours predicts the point with no lag (a straight fall cancels out) and
 errs by sqrt(1.5) point noises instead of sqrt(2). Its bias (where the fall bends) and scale
 come from the same statistic, the point minus the mean of its neighbours, over the `window`
