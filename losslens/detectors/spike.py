@@ -249,8 +249,8 @@ class SpikeDetector:
         small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
         thr, p = self._tail_threshold(logb) * small, self.threshold * small
         plain = lone_threshold(logb.level, p, p, self.tail_window)  # LONE_FLOOR x on a floor
-        lone = np.maximum(np.maximum(thr, plain),  # a lone point: as in log space (SINGLE_INDEX)
-                          self._tail_threshold(logb, None, 0, None, SINGLE_INDEX) * small)
+        lone = np.maximum(np.maximum(thr, plain), self._tail_threshold(  # a lone loss point:
+            logb, None, 0, None, SINGLE_INDEX) * small if self.lone_rules else 0)  # SINGLE_INDEX
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
                         pad(lone), pad(plain), start)
