@@ -15,7 +15,8 @@ Statistic (causal: a point's verdict uses only the points before it):
   scale is floored by the additive noise of the last few points over the level. Near 0 a spike must
   also stand out in log space (spike_stats.LogCheck): flicker on a 1e-7 floor is large additively
   and ordinary as a ratio, a collapse from the floor is large either way (a lone point on a floor
-  the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
+  the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR; with heavy-tail evidence, the lone
+  point's heavier tail of log space: SINGLE_INDEX).
 - Expected value, from the finite points before the point, by whichever of two predictors made the
   smaller errors over the last `window` points: the median of the last `level_window` points plus
   its measured lag (the median of its recent residuals: a median lags a trending curve), or the
@@ -32,15 +33,17 @@ Statistic (causal: a point's verdict uses only the points before it):
   of that level's own errors (the plain `threshold` where the rise doubled that level; such a spike
   starts at the point before, from that level: a x4.5 rise over 4 evaluations of a noisy series;
   one that climbed `threshold` one-step scales over that level is no lone point); or with the
-  point before both PAIR x `threshold` up, from that point (PAIR). The steep early descent never flags: it lies below what the trailing points expect. For a lone
-  outlier point, heavy-tail evidence is counted over the points seen so far (early in a run two
-  large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign, lone dips
-  below 0 count too), and under x1.2 of its level it is a blip of the noise unless far above it
-  (LONE_RATIO); where lone outliers are common it must outdo those seen before
+  point before both PAIR x `threshold` up, from that point (PAIR). The steep early descent never
+  flags: it lies below what the trailing points expect. For a lone outlier point, heavy-tail
+  evidence is counted over the points seen so far (early in a run two large excursions already
+  cast doubt on it: TAIL_EARLY; on a loss that changes sign, lone dips below 0 count too), and
+  under x1.2 of its level it is a blip of the noise unless far above it (LONE_RATIO); where lone outliers are common it must outdo those seen before
   (spike_stats.outdone). The point after a dip (TAIL_Z scales under its level) is judged against
   the dip's level, not the dip: the way back is no spike. A spike not back fast that rose from a
   dip under a flat loss which it settled back at is judged against that flat level
-  (spike_trend.dip_return: a GAN starting to train).
+  (spike_trend.dip_return: a GAN starting to train). A lone point is also judged against the mean
+  of its two neighbours where that predicts better (log space, `look_ahead`: spike_lone; a sparse
+  log's fall between points bends).
 - A spike that tops out where two spikes of the last `window` points did is the loss switching
   between two states it keeps returning to, not a new event (spike_stats.REPEAT_TOL).
 - The first points (the trailing statistic has little history there): a blow-up above every point
@@ -80,6 +83,7 @@ from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public h
     baseline, find_back, finite_trailing_median, hump_back, lone_threshold,
     masked_trailing_median, near_zero_points, next_true, outdone, repeats, spike_record,
     start_level, trailing_median, trailing_min)
+from .spike_lone import lone_dips, lone_flags
 from .spike_trend import dip_return, trend_back
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
@@ -153,7 +157,8 @@ class SpikeDetector:
     #: (and raise the threshold there); 0 turns this off.
     tail_window: int = 1000
     #: Judge the first points of a series also with the points after them (spike_early: the
-    #: trailing statistic has too little history there); False: the trailing statistic only.
+    #: trailing statistic has too little history there), and a lone point with the point
+    #: after it (spike_lone); False: the trailing statistic only.
     look_ahead: bool = True
     #: Near 0 only this many times below the highest value so far (0: off; grad norms).
     floor_fallen: float = 100.0
@@ -250,9 +255,11 @@ class SpikeDetector:
         small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
         thr, p = self._tail_threshold(logb) * small, self.threshold * small
         plain = lone_threshold(logb.level, p, p, self.tail_window if flicker else 0)
+        lone = np.maximum(np.maximum(thr, plain), self._tail_threshold(  # a lone loss point:
+            logb, None, 0, None, SINGLE_INDEX) * small if self.lone_rules else 0)  # SINGLE_INDEX
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(np.maximum(thr, plain)), pad(plain), start, flicker)
+                        pad(lone), pad(plain), start, flicker)
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the
@@ -299,7 +306,8 @@ class SpikeDetector:
                               self._back(base.y, base.level, base.scale, a1, b,
                                          a1 < 2 * (self.window | 1)))
         return self._elevated(base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b],
-                              thr, base.log, offset + a, back or None)  # type: ignore[arg-type]
+                              thr, base.log, offset + a, back or None,  # type: ignore[arg-type]
+                              (base.y[:b], a))
 
     def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
                         b: int | None = None, index: float = TAIL_INDEX) -> np.ndarray:
@@ -329,7 +337,8 @@ class SpikeDetector:
 
     def _elevated(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray,
                   count: np.ndarray, thr: np.ndarray, log: bool, offset: int,
-                  back: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                  back: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                  full: tuple[np.ndarray, int] | None = None) -> np.ndarray:
         """Elevated-point mask for points offset.. (`y`, `level`... are their slices; `back`:
         the level and scale HUMP points earlier and the previous value, for rises spread over
         a few points: the point and the one before it well above that earlier level)."""
@@ -347,21 +356,20 @@ class SpikeDetector:
                 if PAIR:  # this point and the one before both PAIR x the threshold up
                     ok |= self._above(y, level, scale, PAIR * thr, log) & (pu > PAIR * thr) \
                         & (back[4] > TAIL_Z)
+            if full is not None:  # a lone point, judged with both of its neighbours too
+                th = np.where(self._doubled(y, level, log), self.threshold, thr / small)
+                ok |= self._both(full, level, scale, th, log) & self._above(y, level, scale, 0, log)
         ok[:max(0, self.min_points - offset)] = False
         return ok
 
-    def _dips(self, base: Baseline, v: np.ndarray, hi: int) -> np.ndarray:
-        """Lone dips of the first `hi` points (TAIL_Z scales under the level, neighbours not,
-        at a value <= 0): a loss changing sign (RL, policy losses) is as heavy-tailed below
-        its level as above, so they are tail evidence too (a positive loss never dips so)."""
-        if base.log:
-            return np.zeros(hi, bool)
-        with np.errstate(invalid="ignore"):
-            dn = (base.y[:hi] - base.level[:hi]) / base.scale[:hi] < -TAIL_Z
-        lone = dn & (v[:hi] <= 0)
-        lone[1:] &= ~dn[:-1]
-        lone[:-1] &= ~dn[1:]
-        return lone
+    def _both(self, full: tuple[np.ndarray, int], level: np.ndarray, scale: np.ndarray,
+              thr: Any, log: bool) -> np.ndarray:
+        """`spike_lone.lone_flags` for the points full[1].. of full[0] (log space, with
+        `look_ahead`: the two-sided test; else none is flagged)."""
+        if not (log and self.look_ahead):
+            return np.zeros(level.shape[0], bool)
+        return lone_flags(full[0], full[1], level, scale, np.asarray(thr, dtype=float),
+                          self.window | 1, self.level_window | 1, TAIL_Z, SMALL_SAMPLE)
 
     @staticmethod
     def _doubled(y: Any, level: Any, log: bool) -> Any:
@@ -409,7 +417,7 @@ class SpikeDetector:
         elev = np.zeros(hi, bool)
         hump = None if check else self._back(y, level, scale, lo, hi)
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
-                                   base.log, lo, hump)
+                                   base.log, lo, hump, (y, lo))
         # the first points: a blow-up from the first few (_early), and (log space) judged
         # with the points after them too (spike_early); their pre-spike level and scale
         # are kept apart (re-judging after a spike moves `level`)
@@ -455,7 +463,7 @@ class SpikeDetector:
             # a rise over two points (PAIR: from the first) or a few (only HUMP flags it)
             multi = hump is not None and c > max(allowed, lo) and not self._elevated(
                 y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
-                base.log, c)[0]
+                base.log, c, None, (y, c))[0]
             lb, sb = (float(hump[0][c - lo]), float(hump[1][c - lo])) if multi else (0.0, 0.0)
             th = (self.threshold if self._doubled(y[c], lb, base.log) else thr[c]) * small_c
             by_hump = bool(y[c] - lb > th * sb and y[c - 1] - lb > th / 2 * sb)
@@ -483,12 +491,13 @@ class SpikeDetector:
                     and not (check is not None and check.doubled(c, v[c:c + 1], masked, far)):
                 # one point alone in heavy-tailed noise: judged by the heavier tail
                 if dips is None:
-                    dips = self._dips(base, v, hi)
+                    dips = lone_dips(base, v, hi, TAIL_Z)
                 one = float(self._tail_threshold(base, big | dips, c, c + 1, SINGLE_INDEX)[0])
                 one *= small_c
                 if self._blip(float(y[c]), float(level[c]), float(scale[c]), base.log) or \
-                        not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
-                                        np.array([one]), base.log)[0]:
+                        not (self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
+                                         np.array([one]), base.log)[0] or self._both(
+                            (y, c), level[c:c + 1], scale[c:c + 1], [one / small_c], base.log)[0]):
                     elev[c] = False
                     continue
             pre, sc, c0 = float(level[c]), float(scale[c]), c  # (c0: the flagged point)
@@ -535,7 +544,8 @@ class SpikeDetector:
                 z1 = min(hi, stop + self.tail_window)
                 thr[c:z1] = self._tail_threshold(base, big, c, z1)
                 elev[stop:z1] |= self._elevated(y[stop:z1], level[stop:z1], scale[stop:z1],
-                                                count[stop:z1], thr[stop:z1], base.log, stop)
+                                                count[stop:z1], thr[stop:z1], base.log, stop,
+                                                None, (y, stop))
             if end is not None and end <= c + restart:
                 # back soon: judge what follows without the spike's points (after c0: a
                 allowed = max(end, c0 + 1)  # spike from the point before may be back at c0)
@@ -580,7 +590,7 @@ class SpikeDetector:
         elev[start:z1] = self._elevated(local.y[start - a:z1 - a], level[start:z1],
                                         scale[start:z1], count[start:z1], thr[start:z1], log,
                                         start, self._back(local_y_full, level, scale, start, z1)
-                                        if hump else None)
+                                        if hump else None, (local.y, start - a))
 
     def _event(self, series: Series, s: dict[str, Any]) -> Event:
         # the severity policy; None (a spike at the last point): not critical on one point
