@@ -37,6 +37,15 @@ def test_a_lone_sparse_spike_is_judged_against_both_neighbours():
     assert found == [0, 1, 2, 3, 5, 6, 7, 10, 11]
 
 
+def test_in_a_long_run_the_trailing_verdict_stands_alone():
+    # point 250 of 300: the two-sided test would rest on a full window (SHORT_ONLY) and add
+    # seeds 5 and 6; the trailing verdict alone (look_ahead=False) finds the same as the default
+    spiked = [sparse(seed, (250, 1.3), n=300) for seed in range(12)]
+    found = [seed for seed, run in enumerate(spiked) if starts(*run) == [(125500, 126000, "fast")]]
+    assert found == [0, 1, 2, 3, 4, 8, 9, 10, 11]
+    assert [starts(*run) for run in spiked] == [starts(*run, look_ahead=False) for run in spiked]
+
+
 def test_clean_sparse_runs_get_no_spike():
     assert [seed for seed in range(40) if starts(*sparse(seed))] == []
 
