@@ -30,6 +30,8 @@ def needs_action(event: Event) -> bool:
         return False
     if event.details.get("overflow_skip"):  # a grad norm NaN on a step the fp16 scaler skipped
         return False
+    if event.details.get("not_computed"):  # a validation loss written NaN, not computed
+        return False
     return event.kind in ACTIONABLE_KINDS
 
 
