@@ -182,7 +182,8 @@ def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta,
 
 
 def _divergences(events: Sequence[Event]) -> list[Event]:
-    return [e for e in _of(events, "divergence") if not e.details.get("component")]
+    return [e for e in _of(events, "divergence") if not e.details.get("component")
+            and not e.details.get("val_improving")]
 
 
 def rule_divergence(events: Sequence[Event], meta: RunMeta,
@@ -244,6 +245,24 @@ def rule_objective_change(events: Sequence[Event], meta: RunMeta,
         "stayed flat: the objective changed (a term's weight on a schedule, such as KL "
         "annealing or a growing penalty), the model did not get worse.",
         "Nothing to restart; compare runs on the part that stayed comparable.",
+        _ids(rose), (CITES["spike_types"],))
+
+
+def rule_harder_task(events: Sequence[Event], meta: RunMeta,
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
+    rose = [e for e in _of(events, "divergence") if e.details.get("val_improving")]
+    if not rose:
+        return None
+    vals = ", ".join(sorted({t for e in rose for t in e.details.get("val_tags", ())}))
+    return Finding(
+        "info", f"The training loss rose while validation improved "
+        f"({', '.join(sorted({e.tag for e in rose}))})",
+        f"The training loss rose from step(s) {_steps(rose)} while {vals} kept falling over "
+        "the same steps: a model that diverged does worse on held-out data too, so the "
+        "training task got harder (a curriculum, rising augmentation or difficulty, a "
+        "changed data mix), not the model worse.",
+        "Nothing to restart; if the training objective was not meant to change, check the "
+        "data pipeline and the schedule of what is trained on.",
         _ids(rose), (CITES["spike_types"],))
 
 
@@ -541,7 +560,7 @@ RULES: tuple[Rule, ...] = (
     rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_epoch_drops,
     rule_fast_blowups, rule_fast_spikes,
     rule_grad_spikes, rule_component_rise, rule_objective_change, rule_rollback,
-    rule_val_not_computed,
+    rule_val_not_computed, rule_harder_task,
 )
 
 def rule_name(rule: Rule) -> str:
