@@ -287,13 +287,19 @@ class SpikeDetector:
         """`_extract`'s first mask of points a..b-1 of `base` (one space's baseline from the
         series' point `offset` on, from its start or with max(tail_window, 2 x window) + 16
         points before a; `hump`: no LogCheck), before any spike re-judges what follows it."""
-        thr = self._tail_threshold(base, self._tail_big(base), a, b)
         a1 = max(0, a - (self.window | 1) - 2)  # the hump predictor on full windows
         back = hump and tuple(x[a - a1:] for x in  # (their heads are not read from 2w on)
                               self._back(base.y, base.level, base.scale, a1, b,
                                          a1 < 2 * (self.window | 1)))
-        return self._elevated(base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b],
-                              thr, base.log, offset + a, back or None)  # type: ignore[arg-type]
+        at = (base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b])
+        # the plain threshold first: the tail's is never lower, so where none clears it the
+        # mask is all False either way (the tail counts are left out: a quiet update)
+        ok = self._elevated(*at, np.full(b - a, float(self.threshold)), base.log, offset + a,
+                            back or None)  # type: ignore[arg-type]
+        if not ok.any():
+            return ok
+        thr = self._tail_threshold(base, self._tail_big(base), a, b)
+        return self._elevated(*at, thr, base.log, offset + a, back or None)  # type: ignore[arg-type]
 
     def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
                         b: int | None = None, index: float = TAIL_INDEX) -> np.ndarray:
