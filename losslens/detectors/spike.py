@@ -174,12 +174,10 @@ class SpikeDetector:
         require(self, "back_z", is_num(self.back_z) and 0 < self.back_z, "a number > 0")
         require(self, "back_points", is_int(self.back_points) and self.back_points >= 1, "an int >= 1")
         require(self, "fast_within", is_int(self.fast_within) and self.fast_within >= 0, "an int >= 0")
-        require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
-                "an int >= 0")
+        require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0, "an int >= 0")
         require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
         require(self, "floor_fallen", is_num(self.floor_fallen) and self.floor_fallen >= 0, ">= 0")
-        require(self, "lone_rules", isinstance(self.lone_rules, bool),
-                "true or false")
+        require(self, "lone_rules", isinstance(self.lone_rules, bool), "true or false")
         require(self, "trend", isinstance(self.trend, bool), "true or false")
 
     def detect(self, series: Series, known: Known | None = None, head: bool = True,
@@ -282,8 +280,7 @@ class SpikeDetector:
             u = (base.y - base.level) / base.scale
             return (u > TAIL_Z) & (u <= self.threshold)
 
-    def flagged(self, base: Baseline, a: int, b: int, offset: int, hump: bool = True
-                ) -> np.ndarray:
+    def flagged(self, base: Baseline, a: int, b: int, offset: int, hump: bool = True) -> np.ndarray:
         """`_extract`'s first mask of points a..b-1 of `base` (one space's baseline from the
         series' point `offset` on, from its start or with max(tail_window, 2 x window) + 16
         points before a; `hump`: no LogCheck), before any spike re-judges what follows it."""
@@ -292,10 +289,13 @@ class SpikeDetector:
                               self._back(base.y, base.level, base.scale, a1, b,
                                          a1 < 2 * (self.window | 1)))
         at = (base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b])
-        # the plain threshold first: the tail's is never lower, so where none clears it the
-        # mask is all False either way (the tail counts are left out: a quiet update)
-        ok = self._elevated(*at, np.full(b - a, float(self.threshold)), base.log, offset + a,
-                            back or None)  # type: ignore[arg-type]
+        p = self.threshold * (1 + SMALL_SAMPLE / np.maximum(at[3], 1))  # (`_elevated`'s)
+        with np.errstate(invalid="ignore"):  # the plain threshold first: the tail's is never
+            ok = self._above(*at[:3], p, base.log)  # lower, so where none clears it the mask
+            if back:  # is all False either way (no tail counts: a quiet update's work)
+                ok |= self._above(at[0], back[0], back[1], p, base.log) & self._above(
+                    back[2], back[0], back[1], p / 2, base.log)
+        ok[:max(0, self.min_points - offset - a)] = False
         if not ok.any():
             return ok
         thr = self._tail_threshold(base, self._tail_big(base), a, b)
