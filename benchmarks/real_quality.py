@@ -9,9 +9,8 @@ licence), what an engineer sees in its plot (`description`), and the judgements 
   `overfitting`, `grokking`), the step range its start must fall in, optionally the tag / run
   (substrings), the recovery classes accepted, and for a storm of spikes the least number
   expected. A spike labelled with a recovery is two judgements: found, and its recovery class
-  right. A
-  divergence marked `or_unrecovered_spike` is also found by a spike that never recovered
-  starting in its range (the run did not come back either way).
+  right. A divergence marked `or_unrecovered_spike` is also found by a spike that never
+  recovered starting in its range (the run did not come back either way).
 - a clean log (`clean: true`): nothing warning-or-worse, neither event nor finding (kinds in
   `allow` excepted: what the labeller called ambiguous);
 - any other log: no warning-or-worse event that no label explains (kinds in `allow` excepted).
@@ -174,11 +173,8 @@ def judge_unreadable(label: dict[str, Any], why: str, result: Result) -> None:
     for exp in label["expect"]:
         where = f"{exp['kind']} starting in {exp['start']}" + (f" on {exp['tag']}" if "tag" in exp
                                                                 else "")
-        result.judgements.append(Judgement(name, where, False, why))
-        result.tallies[exp["kind"]].fn += 1
-        if "recovery" in exp:
-            result.judgements.append(Judgement(
-                name, f"{where}: recovery {'/'.join(exp['recovery'])}", False, why))
+        result.judgements.append(Judgement(name, where, False, why))  # as judge_log: not found,
+        result.tallies[exp["kind"]].fn += 1  # so no recovery judgement
     what = ("clean: nothing warning-or-worse" if label["clean"]
             else "no unexplained warning-or-worse event")
     result.judgements.append(Judgement(name, what, False, why))
