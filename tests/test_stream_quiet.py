@@ -226,13 +226,56 @@ def test_flagged_equals_the_mask_with_the_tail_threshold(seed):
     log = seed < 2
     base = baseline(v if log else v - 2.2, det.window | 1, log, level_window=15)
     seen = 0
-    for a in range(1100, n - 50, 47):
+    for a in list(range(10, 400, 13)) + list(range(1100, n - 50, 47)):
         b = a + 50
+        a1 = max(0, a - 131)
         want = det._elevated(base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b],
                              det._tail_threshold(base, det._tail_big(base), a, b), log, a,
-                             tuple(x[a - (a - 131):] for x in det._back(
-                                 base.y, base.level, base.scale, a - 131, b, False)))
+                             tuple(x[a - a1:] for x in det._back(
+                                 base.y, base.level, base.scale, a1, b, a1 < 258)),
+                             (base.y[:b], a))
         got = det.flagged(base, a, b, 0)
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, want, err_msg=f"seed {seed}, {a}..{b}")
         seen += int(want.any())
     assert seen >= 3  # (some windows flag a point: both paths are compared)
+
+
+def _flagged_with_the_tail(det, base, a, b):
+    """`SpikeDetector.flagged` as it was before its plain-threshold screen."""
+    a1 = max(0, a - (det.window | 1) - 2)
+    back = tuple(x[a - a1:] for x in det._back(base.y, base.level, base.scale, a1, b,
+                                                a1 < 2 * (det.window | 1)))
+    return det._elevated(base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b],
+                         det._tail_threshold(base, det._tail_big(base), a, b), base.log, a,
+                         back, (base.y[:b], a))
+
+
+@pytest.mark.parametrize("kind", ["lone", "pair"])
+def test_flagged_screen_keeps_the_lone_and_pair_rules(kind):
+    """The screen's own versions of the two-sided lone-point rule (a sparse short run:
+    spike_lone) and of two points up in a row (PAIR): windows of 1-12 points over curves
+    where those rules flag spikes the others do not; the mask is the full one's."""
+    from losslens.detectors.spike import SpikeDetector
+    from losslens.detectors.spike_stats import baseline
+
+    det = SpikeDetector()
+    flagged = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        if kind == "lone":  # every 500 steps, a power-law fall, x1.3 at point 50
+            t = np.arange(1, 91) * 500
+            y = np.log(0.8 + 6 * (1 + t / 4000) ** -0.8) + 0.03 * rng.normal(0, 1, 90)
+            y[50] += np.log(1.3)
+        else:  # 6 % noise, x1.5 then x1.4 then x1.2 from point 200
+            t = np.arange(400, dtype=float)
+            y = np.log(4.0 + 2.0 * np.exp(-t / 80)) + rng.normal(0, 0.06, 400)
+            y[200:203] += (0.40, 0.33, 0.2)
+        base = baseline(np.exp(y), det.window | 1, True, level_window=det.level_window | 1)
+        for a in range(10, y.shape[0] - 1, 3):
+            for b in (a + 1, a + 4, a + 12):
+                b = min(b, y.shape[0])
+                want = _flagged_with_the_tail(det, base, a, b)
+                np.testing.assert_array_equal(det.flagged(base, a, b, 0), want,
+                                              err_msg=f"{kind}, seed {seed}, {a}..{b}")
+                flagged += int(want.any())
+    assert flagged >= 20

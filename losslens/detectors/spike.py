@@ -15,7 +15,8 @@ Statistic (causal: a point's verdict uses only the points before it):
   scale is floored by the additive noise of the last few points over the level. Near 0 a spike must
   also stand out in log space (spike_stats.LogCheck): flicker on a 1e-7 floor is large additively
   and ordinary as a ratio, a collapse from the floor is large either way (a lone point on a floor
-  the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR).
+  the loss fell to: 2 x `threshold`, spike_stats.LONE_FLOOR; with heavy-tail evidence, the lone
+  point's heavier tail of log space: SINGLE_INDEX).
 - Expected value, from the finite points before the point, by whichever of two predictors made the
   smaller errors over the last `window` points: the median of the last `level_window` points plus
   its measured lag (the median of its recent residuals: a median lags a trending curve), or the
@@ -30,16 +31,19 @@ Statistic (causal: a point's verdict uses only the points before it):
   spike at the newest point waits for the next) and by the ratio `min_ratio` (when the level is
   above 0); or, for a rise over up to HUMP points, the level HUMP points before it by `threshold`
   of that level's own errors (the plain `threshold` where the rise doubled that level; such a spike
-  starts at the point before, from that level: a x4.5 rise over 4 evaluations of a noisy series).
-  The steep early descent never flags: it lies below what the trailing points expect. For a lone
-  outlier point, heavy-tail evidence is counted over the points seen so far (early in a run two
-  large excursions already cast doubt on it: TAIL_EARLY; on a loss that changes sign, lone dips
-  below 0 count too), and under x1.2 of its level it is a blip of the noise unless far above it
-  (LONE_RATIO); where lone outliers are common it must outdo those seen before
+  starts at the point before, from that level: a x4.5 rise over 4 evaluations of a noisy series;
+  one that climbed `threshold` one-step scales over that level is no lone point); or with the
+  point before both PAIR x `threshold` up, from that point (PAIR). The steep early descent never
+  flags: it lies below what the trailing points expect. For a lone outlier point, heavy-tail
+  evidence is counted over the points seen so far (early in a run two large excursions already
+  cast doubt on it: TAIL_EARLY; on a loss that changes sign, lone dips below 0 count too), and
+  under x1.2 of its level it is a blip of the noise unless far above it (LONE_RATIO); where lone outliers are common it must outdo those seen before
   (spike_stats.outdone). The point after a dip (TAIL_Z scales under its level) is judged against
   the dip's level, not the dip: the way back is no spike. A spike not back fast that rose from a
   dip under a flat loss which it settled back at is judged against that flat level
-  (spike_trend.dip_return: a GAN starting to train).
+  (spike_trend.dip_return: a GAN starting to train). A lone point is also judged against the mean
+  of its two neighbours where that predicts better (log space, `look_ahead`: spike_lone; a sparse
+  log's fall between points bends).
 - A spike that tops out where two spikes of the last `window` points did is the loss switching
   between two states it keeps returning to, not a new event (spike_stats.REPEAT_TOL).
 - The first points (the trailing statistic has little history there): a blow-up above every point
@@ -76,8 +80,10 @@ from .params import is_int, is_num, require  # noqa: F401  (re-exported: their h
 from .spike_early import EARLY_SCALE, HEAD, blowup_level, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
-    baseline, find_back, finite_trailing_median, lone_threshold, masked_trailing_median,
-    near_zero_points, next_true, outdone, repeats, start_level, trailing_median, trailing_min)
+    baseline, find_back, finite_trailing_median, hump_back, lone_threshold,
+    masked_trailing_median, near_zero_points, next_true, outdone, repeats, spike_record,
+    start_level, trailing_median, trailing_min)
+from .spike_lone import lone_dips, lone_flags
 from .spike_trend import dip_return, trend_back
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
@@ -116,6 +122,10 @@ BACK_SHARE = 0.05
 #: is judged by the plain `threshold`, as one step that doubled (DOUBLED). Not near 0, where
 #: LogCheck judges (0 turns this off).
 HUMP = 5
+#: Two points in a row PAIR x the threshold up, the first TAIL_Z scales over both points
+#: before it (a descent turning flat reads high against a level still falling), are a spike
+#: from the first: a x1.7 jump of 10 % noise decaying at z 6.15, 5.13 against 6.19. Not near 0.
+PAIR = 0.75
 
 
 @dataclass(frozen=True)
@@ -147,7 +157,8 @@ class SpikeDetector:
     #: (and raise the threshold there); 0 turns this off.
     tail_window: int = 1000
     #: Judge the first points of a series also with the points after them (spike_early: the
-    #: trailing statistic has too little history there); False: the trailing statistic only.
+    #: trailing statistic has too little history there), and a lone point with the point
+    #: after it (spike_lone); False: the trailing statistic only.
     look_ahead: bool = True
     #: Near 0 only this many times below the highest value so far (0: off; grad norms).
     floor_fallen: float = 100.0
@@ -242,9 +253,11 @@ class SpikeDetector:
         small = 1 + SMALL_SAMPLE / np.maximum(logb.count, 1)
         thr, p = self._tail_threshold(logb) * small, self.threshold * small
         plain = lone_threshold(logb.level, p, p, self.tail_window if flicker else 0)
+        lone = np.maximum(np.maximum(thr, plain), self._tail_threshold(  # a lone loss point:
+            logb, None, 0, None, SINGLE_INDEX) * small if self.lone_rules else 0)  # SINGLE_INDEX
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(np.maximum(thr, plain)), pad(plain), start, flicker)
+                        pad(lone), pad(plain), start, flicker)
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the
@@ -289,17 +302,24 @@ class SpikeDetector:
                               self._back(base.y, base.level, base.scale, a1, b,
                                          a1 < 2 * (self.window | 1)))
         at = (base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b])
-        p = self.threshold * (1 + SMALL_SAMPLE / np.maximum(at[3], 1))  # (`_elevated`'s)
-        with np.errstate(invalid="ignore"):  # the plain threshold first: the tail's is never
-            ok = self._above(*at[:3], p, base.log)  # lower, so where none clears it the mask
-            if back:  # is all False either way (no tail counts: a quiet update's work)
+        small = 1 + SMALL_SAMPLE / np.maximum(at[3], 1)
+        p = self.threshold * small  # (`_elevated`'s plain threshold)
+        # the plain threshold first: every rule's threshold is the tail-raised one, the plain
+        # one or a share of them (PAIR), so where no rule flags a point by the plain one none
+        # does (the tail counts are not made: a quiet update's work)
+        with np.errstate(invalid="ignore"):
+            ok = self._above(*at[:3], min(PAIR or 1.0, 1.0) * p, base.log)  # (and PAIR's)
+            if back:
                 ok |= self._above(at[0], back[0], back[1], p, base.log) & self._above(
                     back[2], back[0], back[1], p / 2, base.log)
+            ok |= self._both((base.y[:b], a), at[1], at[2], np.where(self._doubled(
+                at[0], at[1], base.log), self.threshold, p / small), base.log)
         ok[:max(0, self.min_points - offset - a)] = False
         if not ok.any():
             return ok
         thr = self._tail_threshold(base, self._tail_big(base), a, b)
-        return self._elevated(*at, thr, base.log, offset + a, back or None)  # type: ignore[arg-type]
+        return self._elevated(*at, thr, base.log, offset + a, back or None,  # type: ignore[arg-type]
+                              (base.y[:b], a))
 
     def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
                         b: int | None = None, index: float = TAIL_INDEX) -> np.ndarray:
@@ -329,10 +349,12 @@ class SpikeDetector:
 
     def _elevated(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray,
                   count: np.ndarray, thr: np.ndarray, log: bool, offset: int,
-                  back: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                  back: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                  full: tuple[np.ndarray, int] | None = None) -> np.ndarray:
         """Elevated-point mask for points offset.. (`y`, `level`... are their slices; `back`:
         the level and scale HUMP points earlier and the previous value, for rises spread over
-        a few points: the point and the one before it well above that earlier level)."""
+        a few points: the point and the one before it well above that earlier level). A rule
+        added here must flag fewer points at a higher `thr`: `flagged`'s screen relies on it."""
         small = 1 + SMALL_SAMPLE / np.maximum(count, 1)
         thr = thr * small
         with np.errstate(invalid="ignore"):
@@ -341,24 +363,26 @@ class SpikeDetector:
             ok |= self._doubled(y, level, log) & self._above(y, level, scale,
                                                              self.threshold * small, log)
             if back is not None and HUMP:  # a multi-point hump: the level follows its rise
-                lb, sb, prev = back  # (one that doubled that level: the plain threshold)
+                lb, sb, prev, pu = back[:4]  # (one that doubled that level: the plain threshold)
                 th = np.where(self._doubled(y, lb, log), self.threshold * small, thr)
                 ok |= self._above(y, lb, sb, th, log) & self._above(prev, lb, sb, th / 2, log)
+                if PAIR:  # this point and the one before both PAIR x the threshold up
+                    ok |= self._above(y, level, scale, PAIR * thr, log) & (pu > PAIR * thr) \
+                        & (back[4] > TAIL_Z)
+            if full is not None:  # a lone point, judged with both of its neighbours too
+                th = np.where(self._doubled(y, level, log), self.threshold, thr / small)
+                ok |= self._both(full, level, scale, th, log) & self._above(y, level, scale, 0, log)
         ok[:max(0, self.min_points - offset)] = False
         return ok
 
-    def _dips(self, base: Baseline, v: np.ndarray, hi: int) -> np.ndarray:
-        """Lone dips of the first `hi` points (TAIL_Z scales under the level, neighbours not,
-        at a value <= 0): a loss changing sign (RL, policy losses) is as heavy-tailed below
-        its level as above, so they are tail evidence too (a positive loss never dips so)."""
-        if base.log:
-            return np.zeros(hi, bool)
-        with np.errstate(invalid="ignore"):
-            dn = (base.y[:hi] - base.level[:hi]) / base.scale[:hi] < -TAIL_Z
-        lone = dn & (v[:hi] <= 0)
-        lone[1:] &= ~dn[:-1]
-        lone[:-1] &= ~dn[1:]
-        return lone
+    def _both(self, full: tuple[np.ndarray, int], level: np.ndarray, scale: np.ndarray,
+              thr: Any, log: bool) -> np.ndarray:
+        """`spike_lone.lone_flags` for the points full[1].. of full[0] (log space, with
+        `look_ahead`: the two-sided test; else none is flagged)."""
+        if not (log and self.look_ahead):
+            return np.zeros(level.shape[0], bool)
+        return lone_flags(full[0], full[1], level, scale, np.asarray(thr, dtype=float),
+                          self.window | 1, self.level_window | 1, TAIL_Z, SMALL_SAMPLE)
 
     @staticmethod
     def _doubled(y: Any, level: Any, log: bool) -> Any:
@@ -392,33 +416,9 @@ class SpikeDetector:
         return ok
 
     def _back(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int,
-              head: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For the points a..b-1: the level HUMP points before each plus the typical H-step
-        drift (the median of the last `window` H-step changes: on a steep descent the old
-        level alone is biased high and its errors are mostly the trend), the scale of that
-        predictor (the median of its absolute errors over the `window` points before: on
-        AR(1)-correlated noise far larger than the one-step scale), and the value of the point
-        before each (NaN where unknown)."""
-        h = max(HUMP, 1)
-        idx = np.arange(a, b) - h
-        ok = idx >= 0
-        out_l, out_s, prev = (np.full(b - a, np.nan) for _ in range(3))
-        out_l[ok] = level[idx[ok]]
-        w = self.window | 1
-        lo = max(h, a - w - 1)
-        if b > lo:
-            change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
-            drift = finite_trailing_median(change, w, head)  # drift[j]: changes lo..lo+j
-            err = np.full(b - lo, np.nan)
-            err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
-            med = finite_trailing_median(err, w, head)
-            j = np.arange(a, b) - 1 - lo  # the changes up to the point before
-            good = j >= 0
-            out_l[good] += drift[j[good]]
-            out_s[good] = MAD_TO_SIGMA * med[j[good]]
-        p = np.arange(a, b) - 1
-        prev[p >= 0] = y[p[p >= 0]]
-        return out_l, out_s, prev
+              head: bool = True) -> tuple[np.ndarray, ...]:
+        """The HUMP predictor and PAIR's inputs for the points a..b-1 (`spike_stats.hump_back`)."""
+        return hump_back(y, level, scale, a, b, max(HUMP, 1), self.window | 1, head)
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
                  w: int, check: LogCheck | None = None, head: bool = False,
@@ -430,7 +430,7 @@ class SpikeDetector:
         elev = np.zeros(hi, bool)
         hump = None if check else self._back(y, level, scale, lo, hi)
         elev[lo:] = self._elevated(y[lo:], level[lo:], scale[lo:], count[lo:], thr[lo:],
-                                   base.log, lo, hump)
+                                   base.log, lo, hump, (y, lo))
         # the first points: a blow-up from the first few (_early), and (log space) judged
         # with the points after them too (spike_early); their pre-spike level and scale
         # are kept apart (re-judging after a spike moves `level`)
@@ -473,32 +473,53 @@ class SpikeDetector:
                                         thr[c:c + 1] * small_c, base.log)[0]:
                 elev[c] = False  # the way back from a dip: judged by the level before it
                 continue
+            # a rise over two points (PAIR: from the first) or a few (only HUMP flags it)
+            multi = hump is not None and c > max(allowed, lo) and not self._elevated(
+                y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
+                base.log, c, None, (y, c))[0]
+            lb, sb = (float(hump[0][c - lo]), float(hump[1][c - lo])) if multi else (0.0, 0.0)
+            th = (self.threshold if self._doubled(y[c], lb, base.log) else thr[c]) * small_c
+            by_hump = bool(y[c] - lb > th * sb and y[c - 1] - lb > th / 2 * sb)
+            pair = multi and PAIR > 0 and c >= 3 and bool(  # (as `_elevated` judges it)
+                y[c - 1] - level[c - 1] > PAIR * thr[c] * small_c * scale[c - 1]
+                and y[c - 1] - max(y[c - 2], y[c - 3]) > TAIL_Z * scale[c - 1]
+                and self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
+                                PAIR * thr[c:c + 1] * small_c, base.log)[0])
+            rise = multi and not pair
+            # ... that climbed `threshold` one-step scales and LONE_RATIO x over the level
+            # HUMP points before (no drift: that of a descent or crash) and whose next point
+            # is as high over that level as the point before is no lone point
+            climbed = rise and c >= HUMP and c + 1 < hi and bool(
+                y[c] - level[c - HUMP] > self.threshold * scale[c]
+                and y[c + 1] - lb > th / 2 * sb) and not self._blip(
+                float(y[c]), float(level[c - HUMP]), np.inf, base.log)
             if c >= self.min_points and not ahead[c] and self.tail_window and self.lone_rules \
-                    and not self._persists(y, level, scale, c, hi) \
+                    and not climbed and not pair and not self._persists(y, level, scale, c, hi) \
                     and outdone(y, level, scale * TAIL_Z, c, max(lo, c - self.tail_window)):
                 elev[c] = False  # like the lone outliers the noise made before (outdone)
                 continue
-            if c >= self.min_points and not ahead[c] \
+            if c >= self.min_points and not ahead[c] and not climbed and not pair \
                     and not self._persists(y, level, scale, c, hi) \
                     and not self._doubled(y[c], level[c], base.log) \
                     and not (check is not None and check.doubled(c, v[c:c + 1], masked, far)):
                 # one point alone in heavy-tailed noise: judged by the heavier tail
                 if dips is None:
-                    dips = self._dips(base, v, hi)
+                    dips = lone_dips(base, v, hi, TAIL_Z)
                 one = float(self._tail_threshold(base, big | dips, c, c + 1, SINGLE_INDEX)[0])
                 one *= small_c
                 if self._blip(float(y[c]), float(level[c]), float(scale[c]), base.log) or \
-                        not self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
-                                        np.array([one]), base.log)[0]:
+                        not (self._above(y[c:c + 1], level[c:c + 1], scale[c:c + 1],
+                                         np.array([one]), base.log)[0] or self._both(
+                            (y, c), level[c:c + 1], scale[c:c + 1], [one / small_c], base.log)[0]):
                     elev[c] = False
                     continue
-            pre, sc, c0 = float(level[c]), float(scale[c]), c
+            pre, sc, c0 = float(level[c]), float(scale[c]), c  # (c0: the flagged point)
             if ahead[c]:
                 pre, sc = float(pre_at[c]), float(sc_at[c])
-            elif hump is not None and c > max(allowed, lo) and not self._elevated(
-                    y[c:c + 1], level[c:c + 1], scale[c:c + 1], count[c:c + 1], thr[c:c + 1],
-                    base.log, c)[0]:  # a rise over a few points (HUMP): from the point
-                c, pre = c - 1, float(hump[0][c - lo])  # before, over the level before it
+            elif pair and not by_hump:  # two points up: from the first, over its own level
+                c, pre, sc = c - 1, float(level[c - 1]), float(scale[c - 1])
+            elif multi:  # a rise over a few points (HUMP): from the point before, over
+                c, pre = c - 1, lb  # the level before it
             end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
             drop, pre, end = dip_return(self, st, y[:hi], c, pre, sc, end, w, restart - 1, c0)
             if drop:  # on the way back from a dip: judged by the level before it
@@ -507,6 +528,7 @@ class SpikeDetector:
             if repeats(tops, c, self.window | 1, v[c:max(c + 1, end if end is not None
                                                          else min(hi, c + restart))]):
                 elev[c:end if end is not None else min(hi, c + restart)] = False
+                elev[c0] = False  # (a spike from the point before may be back at c0)
                 continue
             if end is None and hi < v.shape[0]:
                 end = hi  # a log-space spike is back when the values turn non-positive
@@ -525,8 +547,8 @@ class SpikeDetector:
                 seen, slope = trend_back(st, y, c, seen, pre, pre + self.back_z * sc,
                                          self.back_points, BACK_SHARE, max(self.fast_within, int(
                                              st[c] - st[c - 1]) if c else 0), prior)
-            out.append(self._record(st, v, base, c, p, seen, pre, sc,
-                                    float(thr[c]) * (1 + SMALL_SAMPLE / max(int(count[c]), 1))))
+            out.append(spike_record(st, v, base, c, p, seen, pre, sc, float(thr[c]) * (
+                1 + SMALL_SAMPLE / max(int(count[c]), 1)), self.back_z, self.fast_within))
             if slope is not None:  # (spike_trend: the trend the return was judged against)
                 out[-1]["details"].update(trend=slope[0], trend_origin=slope[1])
             if self.tail_window and big[max(0, c - 3):stop].any():
@@ -535,10 +557,11 @@ class SpikeDetector:
                 z1 = min(hi, stop + self.tail_window)
                 thr[c:z1] = self._tail_threshold(base, big, c, z1)
                 elev[stop:z1] |= self._elevated(y[stop:z1], level[stop:z1], scale[stop:z1],
-                                                count[stop:z1], thr[stop:z1], base.log, stop)
+                                                count[stop:z1], thr[stop:z1], base.log, stop,
+                                                None, (y, stop))
             if end is not None and end <= c + restart:
-                # back soon: judge what follows without the spike's points
-                allowed = end
+                # back soon: judge what follows without the spike's points (after c0: a
+                allowed = max(end, c0 + 1)  # spike from the point before may be back at c0)
                 masked = v[:hi].copy() if masked is None else masked
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
@@ -580,35 +603,7 @@ class SpikeDetector:
         elev[start:z1] = self._elevated(local.y[start - a:z1 - a], level[start:z1],
                                         scale[start:z1], count[start:z1], thr[start:z1], log,
                                         start, self._back(local_y_full, level, scale, start, z1)
-                                        if hump else None)
-
-    def _record(self, st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
-                end: int | None, level: float, scale: float, thr: float) -> dict[str, Any]:
-        pre = float(np.exp(level)) if base.log else level
-        peak = float(v[p])
-        if pre > 0 and peak > 0:
-            magnitude, units = peak / pre, "ratio"
-        else:
-            magnitude, units = peak - pre, "difference"
-        rec_steps = None if end is None else int(st[end] - st[c])
-        interval = int(st[c] - st[c - 1]) if c > 0 else 0
-        if rec_steps is None:  # None: the series' last point, not known yet (`_event`)
-            recovery = None if c == v.shape[0] - 1 else "none"
-        elif rec_steps <= max(self.fast_within, interval):
-            recovery = "fast"
-        else:
-            recovery = "slow"
-        return {
-            "start": int(st[c]), "peak": int(st[p]), "end": None if end is None else int(st[end]),
-            "start_index": c, "recovery": recovery, "recovery_steps": rec_steps,
-            "magnitude": magnitude, "details": {
-                "z": (float(base.y[p]) - level) / scale,
-                "z_start": (float(base.y[c]) - level) / scale,
-                "threshold": thr, "pre_level": pre, "peak_value": peak, "scale": scale,
-                "space": "log" if base.log else "linear", "magnitude_units": units,
-                "abrupt": bool(c > 0 and base.y[c - 1] <= level + self.back_z * scale),
-            },
-        }
+                                        if hump else None, (local.y, start - a))
 
     def _event(self, series: Series, s: dict[str, Any]) -> Event:
         # the severity policy; None (a spike at the last point): not critical on one point

@@ -32,7 +32,9 @@ Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log 
   line through a decelerating descent undershoots the next points, which never rise; after
   a dip of noise a point jumps without rising above its neighbours); the next point does
   not rise further by more than a scale (a rising curve is no spike);
-  and the two points before it were predicted within TRACK scales (not a knee). The last
+  and the two points before it were predicted within TRACK scales (not a knee; for one
+  point also when it jumped TALL x as far as they deviated: a bump of noise two points
+  before a x3 spike is no knee). The last
   point of the series is not judged (nothing after it yet). Its pre-spike level (for the
   recovery) is the prediction plus the median, its scale the scale.
 
@@ -394,6 +396,8 @@ def _early_spikes(y: np.ndarray, threshold: float, min_rise: float) -> Early:
         # a curve falling faster than predicted is no knee when the point tops the last three
         tracked = not before.shape[0] or np.abs(dev).max() <= TRACK * sc or (
             dev.max() <= TRACK * sc and head[i] - head[max(0, i - 3):i].max() > RISE * sc)
+        # ... nor, for one point, when it jumped TALL x as far as they deviated
+        lone_ok = tracked or excess > TALL * np.abs(dev).max()
         rose = head[i] - max(head[i - 1], head[i - 2]) > RISE * sc  # above both points before
         trend = _fit(head, i, TREND)[1]
         flat = i >= TREND and trend <= FLAT * sc  # the curve before was not rising
@@ -401,9 +405,9 @@ def _early_spikes(y: np.ndarray, threshold: float, min_rise: float) -> Early:
         persists = head[i + 1] - pred[i] - centre > PERSIST * sc  # the next point up too
         thr = threshold * (1 if persists else ONE_POINT)
         small = 1 + SMALL_SAMPLE / others.shape[0]
-        hit = excess > thr * small * sc and excess >= min_rise and tracked and rose and turned
+        hit = excess > thr * small * sc and excess >= min_rise and lone_ok and rose and turned
         if not hit and n - 1 - i >= TALL_AFTER and excess > TALL_T * small * sc and excess >= min_rise \
-                and tracked and rose and turned:
+                and lone_ok and rose and turned:
             # both sides: taller than TALL x any other excursion of the head
             far = np.r_[jump[2:i], jump[i + 1 + AFTER:]] - centre
             hit = excess > TALL * float(np.abs(far).max()) \

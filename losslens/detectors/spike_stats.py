@@ -6,7 +6,8 @@
 - `LogCheck`: where the statistic judges a positive loss additively because it came near 0,
   a spike must also stand out in log space (log-normal flicker on a floor of 1e-7 is large
   additively and ordinary as a ratio; a collapse from 1e-30 to 1e-8 is large either way);
-- `find_back`, `next_true`: where a spike returns; the next flagged point.
+- `find_back`, `next_true`: where a spike returns; the next flagged point;
+- `hump_back`: the predictor for a rise over a few points; `spike_record`: one spike's record.
 """
 from __future__ import annotations
 
@@ -491,3 +492,72 @@ def repeats(tops: list[tuple[int, float]], c: int, window: int, run: np.ndarray)
     same = sum(1 for a, t in tops if a >= since and abs(t - top) <= REPEAT_TOL * abs(top))
     tops.append((c, top))
     return same >= REPEAT_COUNT
+
+
+def hump_back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: int, h: int,
+              w: int, head: bool = True) -> tuple[np.ndarray, ...]:
+    """For the points a..b-1 of log (or additive) values `y` with their one-step `level` and
+    `scale`: the level `h` points before each plus the typical h-step drift (the median of the
+    last `w` h-step changes: on a steep descent the old level alone is biased high and its
+    errors are mostly the trend), the scale of that predictor (the median of its absolute
+    errors over the `w` points before: on AR(1)-correlated noise far larger than the one-step
+    scale), the value of the point before each, that point's own rise over its level in its
+    scales, and its rise over the two points before it in the same scales (NaN where unknown).
+    SpikeDetector's HUMP and PAIR rules read them."""
+    out_l, out_s, prev, pu, pr = (np.full(b - a, np.nan) for _ in range(5))
+    s = max(a, h)  # slices, not index arrays: this runs over every point of a long series
+    if b > s:
+        out_l[s - a:] = level[s - h:b - h]
+    lo = max(h, a - w - 1)
+    if b > lo:
+        change = y[lo:b] - level[lo - h:b - h]  # H-step changes lo..b-1
+        drift = finite_trailing_median(change, w, head)  # drift[j]: changes lo..lo+j
+        err = np.full(b - lo, np.nan)
+        err[1:] = np.abs(change[1:] - drift[:-1])  # each against the drift before it
+        med = finite_trailing_median(err, w, head)
+        s = max(a, lo + 1)  # (the changes up to the point before)
+        out_l[s - a:] += drift[s - 1 - lo:b - 1 - lo]
+        out_s[s - a:] = MAD_TO_SIGMA * med[s - 1 - lo:b - 1 - lo]
+    s = max(a, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if b > s:
+            prev[s - a:] = y[s - 1:b - 1]
+            pu[s - a:] = (y[s - 1:b - 1] - level[s - 1:b - 1]) / scale[s - 1:b - 1]
+        s = max(a, 3)
+        if b > s:
+            pr[s - a:] = (y[s - 1:b - 1] - np.maximum(y[s - 2:b - 2], y[s - 3:b - 3])) \
+                / scale[s - 1:b - 1]
+    return out_l, out_s, prev, pu, pr
+
+
+def spike_record(st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
+                 end: int | None, level: float, scale: float, thr: float, back_z: float,
+                 fast_within: int) -> dict[str, Any]:
+    """One spike as `SpikeDetector.find` reports it: from index `c` (peak `p`, back at `end`,
+    None: not back) over the pre-spike `level` and `scale` of `base`'s space; its recovery
+    class by `fast_within` steps (None at the series' last point: not known yet)."""
+    pre = float(np.exp(level)) if base.log else level
+    peak = float(v[p])
+    if pre > 0 and peak > 0:
+        magnitude, units = peak / pre, "ratio"
+    else:
+        magnitude, units = peak - pre, "difference"
+    rec_steps = None if end is None else int(st[end] - st[c])
+    interval = int(st[c] - st[c - 1]) if c > 0 else 0
+    if rec_steps is None:  # None: the series' last point, not known yet (`_event`)
+        recovery = None if c == v.shape[0] - 1 else "none"
+    elif rec_steps <= max(fast_within, interval):
+        recovery = "fast"
+    else:
+        recovery = "slow"
+    return {
+        "start": int(st[c]), "peak": int(st[p]), "end": None if end is None else int(st[end]),
+        "start_index": c, "recovery": recovery, "recovery_steps": rec_steps,
+        "magnitude": magnitude, "details": {
+            "z": (float(base.y[p]) - level) / scale,
+            "z_start": (float(base.y[c]) - level) / scale,
+            "threshold": thr, "pre_level": pre, "peak_value": peak, "scale": scale,
+            "space": "log" if base.log else "linear", "magnitude_units": units,
+            "abrupt": bool(c > 0 and base.y[c - 1] <= level + back_z * scale),
+        },
+    }
