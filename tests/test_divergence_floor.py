@@ -1,12 +1,13 @@
 """Divergence near a floor (divergence_floor): a loss that fell decades and rose off its floor
-is a divergence while it keeps rising, and not once it settled there still near 0."""
+is a divergence while it keeps rising, and not once it settled there still near 0, nor once it
+came back down decaying (a collapse recovered from)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from losslens.detectors.divergence import DivergenceDetector
-from losslens.detectors.divergence_floor import settled_on_floor
+from losslens.detectors.divergence_floor import recovered_on_floor, settled_on_floor
 from losslens.frame import Series
 from stream_check import streamed_equals_batch
 
@@ -92,4 +93,63 @@ def test_settled_on_floor_arithmetic():
 @pytest.mark.parametrize("after", ["plateau", "rising"])
 def test_streaming_agrees_with_batch_near_a_floor(after):
     steps, values = floor_run(after, 0, n=300)
+    streamed_equals_batch(steps, values, seed=5, sizes=(1, 7, 30), share=0.15)
+
+
+def collapse_run(after: str, seed: int = 0, n: int = 400, every: int = 100):
+    """A grokking run's train loss (as Nanda et al.'s replication logs it): 5.15, then 0.0105
+    falling log-linearly to a 1e-6 floor by point 150 (noise sigma 0.1, log), a collapse to 0.54
+    falling to 1e-2 and slowly to 4e-3 over 17 points, a second collapse to 0.68 and 0.11,
+    then (`after`) a log-linear fall back to the floor by point 330 and the floor to the
+    end ("decays"), or a band at 0.3 to the end ("stays"), or a fall to 1e-3 by point 250
+    and a climb back to 0.3 ("back up")."""
+    rng = np.random.default_rng(seed)
+    steps = (np.arange(n) + 1) * every
+    lo = np.log(1e-6)
+    y = np.empty(n)
+    y[:150] = np.r_[np.log(5.15), np.linspace(np.log(0.0105), lo, 149)]
+    y[150:152] = np.log([0.54, 0.0157])
+    y[152:168] = np.linspace(np.log(0.0103), np.log(0.0043), 16)
+    y[168:170] = np.log([0.68, 0.11])
+    if after == "decays":
+        y[170:330] = np.linspace(np.log(0.07), lo, 160)
+        y[330:] = lo
+    elif after == "stays":
+        y[170:] = np.log(0.3)
+    else:
+        y[170:250] = np.linspace(np.log(0.07), np.log(1e-3), 80)
+        y[250:] = np.linspace(np.log(1e-3), np.log(0.3), n - 250)
+    return steps, np.exp(y + rng.normal(0, 0.1, n))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_collapse_off_a_floor_that_decays_back_is_no_divergence(seed):
+    steps, values = collapse_run("decays", seed)
+    assert [e.kind for e in detect(steps, values)] == []
+    # while it was still up (the prefix ends 60 points into the fall back) it was one
+    (early,) = detect(steps[:230], values[:230])
+    assert (early.kind, early.details["recovered"]) == ("divergence", False)
+
+
+@pytest.mark.parametrize("after", ["stays", "back up"])
+def test_a_collapse_off_a_floor_that_stays_up_or_climbs_back_diverges(after):
+    steps, values = collapse_run(after, 0)
+    (event,) = detect(steps, values)
+    assert (event.kind, event.end_step) == ("divergence", 40000)
+    assert 15000 <= event.start_step <= 17100
+
+
+def test_recovered_on_floor_arithmetic():
+    start, best = float(np.log(5.15)), float(np.log(1e-6))
+    decay = np.r_[np.full(10, best), np.linspace(np.log(0.7), best + 1.0, 90), np.full(20, best)]
+    assert recovered_on_floor(decay, best, 10, 100, 20, start)
+    assert not recovered_on_floor(decay, best, 10, 100, 25, start)  # shorter than 4 spans
+    assert not recovered_on_floor(decay[:100], best, 10, 100, 20, start)  # not back yet
+    flat = np.r_[np.full(10, best), np.full(90, np.log(0.7)), np.full(20, best)]
+    assert not recovered_on_floor(flat, best, 10, 100, 20, start)  # a hump: not decaying
+    assert not recovered_on_floor(decay, best, 10, 100, 20, best + 4.0)  # not on a floor
+
+
+def test_streaming_agrees_with_batch_after_a_collapse_off_a_floor():
+    steps, values = collapse_run("decays", 0, n=360)
     streamed_equals_batch(steps, values, seed=5, sizes=(1, 7, 30), share=0.15)

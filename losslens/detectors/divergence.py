@@ -25,7 +25,8 @@ Statistic (causal: declared from past points only):
 - An episode that never grew is dropped once it comes back (a slow spike's hump) or once it
   no longer sits `stuck_ratio` x up (a spike decaying): the spike detector has those.
 - Log space, near a floor (`divergence_floor`): an episode that rose off a level two decades
-  under the start, stayed under that and stopped rising (a plateau near 0) is dropped.
+  under the start, stayed under that and stopped rising (a plateau near 0), or came back
+  decaying (a collapse recovered from, slowly), is dropped.
 - A short run (the window and span shrunk) that ends climbing diverges when its level rose
   at every point for a span and half a window (a span when the climb was a ramp), by more
   than the threshold.
@@ -79,7 +80,7 @@ import numpy as np
 
 from ..events import Event
 from ..frame import Frame, RunInfo, Series
-from .divergence_floor import settled_on_floor
+from .divergence_floor import recovered_on_floor, settled_on_floor
 from .filters import median
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
 
@@ -333,8 +334,9 @@ class DivergenceDetector:
             if not rising[a:b].any() and not dead[b - 1]:
                 continue  # a dead run only while it still sits stuck_ratio x up: one that
                 # came down is a spike decaying
-            if log and settled_on_floor(level, float(best[a]), a, b, span, init):
-                continue  # rose off a floor decades under its start and settled there
+            if log and (settled_on_floor(level, float(best[a]), a, b, span, init)
+                        or recovered_on_floor(level, float(best[a]), a, b, span, init)):
+                continue  # rose off a floor decades under its start: settled, or came back
             if hits.shape[0]:
                 out.append(self._event(st, v, y, level, best, a, b, a + int(hits[0]), log))
         return out

@@ -11,6 +11,12 @@ and never came back within `NEAR_FLOOR` x of its start, it is a level that settl
 (a slingshot-like train loss that steps from 3e-4 to a 1e-3..1e-2 band and stays there for
 90 % of the run). A loss back within two decades of its start, or still rising, is judged as
 ever; so is any loss that never fell two decades (where the ratio is what an engineer reads).
+
+An episode off such a floor that came back under the threshold and decayed over it (its second
+half's median height over the best level, log, under `DECAYING` x its first half's: a grokking
+run's loss collapsing from 1e-6 to 0.7 and falling log-linearly back to 1e-6 over thousands of
+steps) is a collapse it recovered from, slowly: the spike detector's slow spike, not a
+divergence (`recovered_on_floor`).
 """
 from __future__ import annotations
 
@@ -41,3 +47,26 @@ def settled_on_floor(level: np.ndarray, best: float, a: int, b: int, span: int,
     h = (b - a) // 2
     first, second = float(np.median(seg[:h])) - best, float(np.median(seg[h:])) - best
     return second < STILL_RISING * first
+
+
+#: Decayed: the second half's median height over the best (log) under this share of the
+#: first half's (a log-linear fall from the crossing back to it gives ~1/3).
+DECAYING = 0.5
+
+
+def recovered_on_floor(level: np.ndarray, best: float, a: int, b: int, span: int,
+                       start: float) -> bool:
+    """Whether the divergence episode over points a..b-1 of the log-space trailing `level`
+    is a collapse off a floor that it recovered from: the series went on past it (b < the
+    series' length: the level came back under the threshold), the `best` level before it
+    at least NEAR_FLOOR x under the `start` level, the episode at least PLATEAU_SPANS
+    sustain spans long, and the median height of its second half over the best under
+    DECAYING x its first half's."""
+    if b >= level.shape[0] or b - a < PLATEAU_SPANS * span:
+        return False
+    if start - best < float(np.log(NEAR_FLOOR)):
+        return False  # not on a floor: the ratio counts
+    seg = level[a:b]
+    h = (b - a) // 2
+    first, second = float(np.median(seg[:h])) - best, float(np.median(seg[h:])) - best
+    return second < DECAYING * first
