@@ -164,6 +164,10 @@ def test_lightning_checkpoints_beside_metrics_csv(tmp_path):
      None, 5000, "fairseq"),
     (" saving checkpoint at iteration    1000 to /ckpts/gpt", None, 1000, "Megatron"),
     ("Writing checkpoint at step 250", None, 250, "llm.c"),
+    ("05:47:25.181 [I] [process=0] Saving checkpoint at step 1000                 "
+     "(2490449:checkpoint_manager.py:1408)", None, 1000, "orbax"),  # openpi's stdout
+    ("Saved checkpoint to /ckpt/gemma-2-2b/lora_epoch3_step150.pt", None, 150,
+     "Saved checkpoint to"),  # a GRPO script's own print
 ])
 def test_save_lines_of_each_framework(line, last, step, framework):
     saves = SaveLines()

@@ -257,7 +257,8 @@ class SpikeDetector:
             logb, None, 0, None, SINGLE_INDEX) * small if self.lone_rules else 0)  # SINGLE_INDEX
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(lone), pad(plain), start, flicker)
+                        pad(lone), pad(plain), start, flicker,
+                        pad(p) if self.lone_rules else None)  # (a collapse: plain threshold)
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the

@@ -353,6 +353,9 @@ def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | 
 #: or a rise that lasts) stands out far more. A noisy loss near its start level (judged
 #: additively too when its noise exceeds ~20 %) keeps the plain threshold.
 LONE_FLOOR, FALLEN = 2.0, 100.0
+#: A lone point near 0 that climbs back to within COLLAPSE x of the series' start level is a
+#: collapse, judged by the plain threshold (LogCheck.collapsed).
+COLLAPSE = 10.0
 
 
 def lone_threshold(level: np.ndarray, thr: np.ndarray, plain: np.ndarray, span: int
@@ -395,6 +398,7 @@ class LogCheck:
     plain: np.ndarray | None = None  # the plain log-space threshold (LONE_FLOOR x on a floor)
     start: float | None = None  # the series' start level (`start_level`; None: unknown)
     flicker: bool = True  # False: an evaluation loss (no per-batch flicker on a floor)
+    collapse: np.ndarray | None = None  # the plain threshold for a collapse (None: no such rule)
 
     def doubled(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
                 far: bool = False) -> bool:
@@ -417,6 +421,17 @@ class LogCheck:
         return (self.start is not None and rise >= DOUBLED_LOG
                 and rise > float(self.plain[c]) * scale
                 and (base > self.start - float(np.log(FALLEN)) or not self.flicker))
+
+    def collapsed(self, c: int, peak: float, rise: float, scale: float) -> bool:
+        """Whether a lone point `peak` (its log-space `rise` in units of `scale`) climbed back
+        to within COLLAPSE x of the series' start level by the plain threshold (`collapse`):
+        what was learnt lost for a step, not the flicker of a floor (x10-x100 off 1e-7 never
+        nears where the loss started), so neither LONE_FLOOR nor the tail raise applies (a
+        memorised grokking run's 0.0044 -> 1.92 -> 0.0054, its start 3.3: the floor's
+        heavy-tailed band raised the threshold to 12.5 scales, the point rose 11.3)."""
+        return (self.collapse is not None and self.start is not None
+                and float(np.log(peak)) >= self.start - float(np.log(COLLAPSE))
+                and rise > float(self.collapse[c]) * scale)
 
     def _before(self, c: int, masked: np.ndarray | None) -> np.ndarray:
         """The finite log values of the `window` points before index `c` (from `masked`, the
@@ -468,7 +483,8 @@ class LogCheck:
             return False
         m = run.shape[0]
         if self.lone is not None and m == 1:  # a lone point (see `lone`; and `doubled`)
-            return rise > float(self.lone[c]) * scale or self.doubled(c, run, masked, far)
+            return rise > float(self.lone[c]) * scale or self.doubled(c, run, masked, far) \
+                or self.collapsed(c, peak, rise, scale)
         if rise > thr * scale:
             return True
         return m >= 2 and float(np.median(np.log(run))) - base > thr * scale / np.sqrt(m)
@@ -538,7 +554,8 @@ def spike_record(st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
                  fast_within: int) -> dict[str, Any]:
     """One spike as `SpikeDetector.find` reports it: from index `c` (peak `p`, back at `end`,
     None: not back) over the pre-spike `level` and `scale` of `base`'s space; its recovery
-    class by `fast_within` steps (None at the series' last point: not known yet)."""
+    class by `fast_within` steps or the next point (None at the series' last point: not
+    known yet)."""
     pre = float(np.exp(level)) if base.log else level
     peak = float(v[p])
     if pre > 0 and peak > 0:
@@ -549,8 +566,8 @@ def spike_record(st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
     interval = int(st[c] - st[c - 1]) if c > 0 else 0
     if rec_steps is None:  # None: the series' last point, not known yet (`_event`)
         recovery = None if c == v.shape[0] - 1 else "none"
-    elif rec_steps <= max(fast_within, interval):
-        recovery = "fast"
+    elif rec_steps <= max(fast_within, interval) or end == c + 1:
+        recovery = "fast"  # (or back at the very next point, on a log whose interval grows)
     else:
         recovery = "slow"
     return {

@@ -155,6 +155,9 @@ SAVE_LINES: tuple[SaveLine, ...] = (
     SaveLine("Lightning", _P(r"Epoch \d+, global step (?P<step>\d+): .*saving model to "
                              r"(?P<path>'[^']*'|\S+)")),
     SaveLine("OLMo", _P(r"Checkpoint saved to (?P<path>\S+)")),
+    # orbax's CheckpointManager (JAX: openpi, big_vision), absl's `(pid:file:line)` after it
+    SaveLine("orbax", _P(r"Saving checkpoint at step (?P<step>\d+)\s+\(\d+:checkpoint_manager"
+                         r"\.py:\d+\)")),
     SaveLine("torchtitan", _P(r"Saving (?:a |the )?(?:full |model only |model weights only )?"
                               r"checkpoint(?: in \S+)?(?: at last step,)? (?:at )?step[ -]"
                               r"(?P<step>\d+)")),
