@@ -537,7 +537,7 @@ class SpikeDetector:
             out.append(spike_record(st, v, base, c, p, seen, pre, sc, float(thr[c]) * (
                 1 + SMALL_SAMPLE / max(int(count[c]), 1)), self.back_z, self.fast_within))
             if slope is not None:  # (spike_trend: the trend the return was judged against)
-                out[-1]["details"].update(trend=slope[0], trend_origin=slope[1])
+                out[-1]["details"].update(slope.details())
             if self.tail_window and big[max(0, c - 3):stop].any():
                 # a spike's own shoulders are no evidence of heavy-tailed noise
                 big[max(0, c - 3):stop] = False

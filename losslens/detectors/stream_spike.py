@@ -308,9 +308,9 @@ class SpikeStream:
                 return True
             trend = trend_band(e.details, self.back_z, spike_module.BACK_SHARE)
             if trend is not None and steps is not None:
-                band, slope, o = trend  # (back at its trend: less its projected fall)
-                t = steps[np.isfinite(new)].astype(float) - o
-                return bool((np.log(v) - slope * np.log(t / (e.start_step - o)) <= band).any())
+                band, fit = trend  # (back at its trend: less its projected fall)
+                fall = fit.fall(steps[np.isfinite(new)], float(e.start_step))
+                return bool((np.log(v) - fall <= band).any())
             return bool((np.log(v) <= math.log(pre) + self.back_z * scale).any())
         return bool((v <= pre + self.back_z * scale).any())
 
