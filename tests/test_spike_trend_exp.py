@@ -5,7 +5,10 @@ unrounded): it falls three decades over 8,000 steps, faster than any power law t
 allows (step^-1), so projected as a power law the loss's own fall carried a step up for good
 back to the projection and it read `slow` (main did so on every seed below). Projected as the
 exponential decay it is, a x2 step up for good stays up (`none`), and a x3 spike whose excess
-decays (tau 300 steps) is `slow`. Streaming gives the same events."""
+decays (tau 300 steps) is `slow`. On a faster decay (x2.3 per 250 steps) a x2 spike decaying
+with tau 400 steps is plainly back within 250 steps only because the loss fell: judged against
+the decay it is `slow` (main: `fast`), and a two-step spike stays `fast`. Streaming gives the
+same events."""
 from __future__ import annotations
 
 import numpy as np
@@ -66,9 +69,37 @@ def test_the_exponential_rate_only_where_no_power_law_can_follow():
     assert trend_rate(t, np.log(1 + 2 * np.exp(-t / 100.0)), 3999) == 0.0  # on its floor
 
 
+def fast_decay(kind: str, seed: int, rounded: bool) -> tuple[np.ndarray, np.ndarray]:
+    """3 x e^(-step/300), 2 % noise, with at step 1000 a x2 spike whose excess decays with tau
+    400 steps ('slow') or a x3 spike of two steps ('fast')."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, 2001, dtype=float)
+    m = np.ones(2000)
+    if kind == "slow":
+        m[999:] = 1 + np.exp(-(t[999:] - 1000) / 400)
+    else:
+        m[999:1001] = 3.0
+    values = 3.0 * np.exp(-t / 300) * m * np.exp(0.02 * rng.standard_normal(2000))
+    return t.astype(np.int64), np.round(values, 4) if rounded else values
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("rounded", [True, False])
+def test_a_return_the_decay_alone_made_fast_is_judged_against_the_decay(seed, rounded):
+    (start, end, rec, _), = spikes(*fast_decay("slow", seed, rounded))
+    assert (start, rec) == (1000, "slow") and 1450 <= end <= 1600  # excess 2-3 % at ~1500
+    assert spikes(*fast_decay("fast", seed, rounded))[0][:3] == (1000, 1002, "fast")
+
+
 @pytest.mark.parametrize("kind", ["none", "slow"])
 def test_streaming_equals_batch_on_an_exponential_decay(kind):
     steps, values = curve(kind, seed=1)
     got = streamed_equals_batch(steps, values, seed=3, sizes=(97, 211, 503), share=0.12)
     spikes_got = [g for g in got if g[0] == "spike"]
     assert [(g[1], g[3]) for g in spikes_got] == [(4000, kind)]
+
+
+def test_streaming_equals_batch_for_a_return_the_decay_alone_made_fast():
+    got = streamed_equals_batch(*fast_decay("slow", 1, True), seed=3, sizes=(37, 97, 211),
+                                share=0.5)
+    assert [(g[1], g[3]) for g in got if g[0] == "spike"] == [(1000, "slow")]

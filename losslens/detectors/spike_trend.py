@@ -8,7 +8,7 @@ stepped up and stayed up relative to the curve it was on. So a spike that is not
 band and share of its height as the plain return; its height: its own top, not a later
 spike's), and the return lasts (the median of the CONFIRM points from it is back too). Never
 back so: `none`. A fast return (where a steep early descent takes the loss under its
-pre-spike level within steps) is never re-judged.
+pre-spike level within steps) is not re-judged, unless the loss decays exponentially (below).
 
 The trend: a straight line in log loss over log step (a power law), fitted robustly on the
 last FIT_POINTS finite points before the spike that lie from half its log step on (the
@@ -22,9 +22,10 @@ law fitted on its recent past would take a slow spike's return for a loss that s
 than MAX_FALL there whose fall per step held steady over the fit window is an exponential
 decay (a fine-tune memorising its data, a loss decaying to a low floor: a straight line in log
 loss over the step, steepening in log step): projected as such (EXP_TRUST of its rate), as a
-power law it would be projected far too shallow and a step up for good would read `slow`. A
-streaming window that starts later gets the points before it (`Prior`), so it fits the same
-trend.
+power law it would be projected far too shallow and a step up for good would read `slow`;
+there a return within `fast_within` is judged against the trend too (a loss falling x3 in 250
+steps is under its pre-spike level within steps whatever the spike did). A streaming window
+that starts later gets the points before it (`Prior`), so it fits the same trend.
 """
 from __future__ import annotations
 
@@ -179,18 +180,21 @@ def trend_back(steps: np.ndarray, y: np.ndarray, c: int, back: int | None, pre: 
                ) -> tuple[int | None, Trend | None]:
     """The index from which the spike starting at index `c` of the log values `y` (steps
     `steps`) is back, given its plain return `back` (None: never), and the `Trend` used
-    (None: not re-judged). `back` itself when it came within `fast` steps (or has no point
-    to judge), else the first lasting return to the pre-spike trend: the values less the
+    (None: not re-judged). `back` itself when it came within `fast` steps (unless the loss
+    decays exponentially: `trend_rate`) or has no point to judge, else the first lasting
+    return to the pre-spike trend: the values less the
     trend's projected fall, each the higher of itself and the median of the CONFIRM values
     from it, back within `band` or `share` of the spike's own height over `pre` (its top
     until `back`: a later spike is not its height) by `find_back`'s rule (`points`)."""
     n = y.shape[0]
-    if back is None or back >= n or int(steps[back] - steps[c]) <= fast:
+    if back is None or back >= n:
+        return back, None
+    rate = trend_rate(steps, y, c, prior)  # (an exponential decay: a fast return too)
+    if int(steps[back] - steps[c]) <= fast and not rate:
         return back, None
     slope, o = trend_slope(steps, y, c, prior)
-    rate = trend_rate(steps, y, c, prior)
     trend = Trend(0.0, o, EXP_TRUST * rate) if rate else Trend(TRUST * slope, o)
-    top = float(np.nanmax(y[c:back]))  # (the event's peak)
+    top = float(np.nanmax(y[c:max(back, c + 1)]))  # (the event's peak)
     band = max(band, pre + share * (top - pre))
     yd = y.copy()
     yd[c + 1:] = y[c + 1:] - trend.fall(steps[c + 1:n], float(steps[c]))
