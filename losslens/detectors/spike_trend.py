@@ -29,6 +29,9 @@ that starts later gets the points before it (`Prior`), so it fits the same trend
 """
 from __future__ import annotations
 
+import bisect
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +66,9 @@ class Prior:
     steps: np.ndarray
     y: np.ndarray
     origin: float
+    #: The steps [start, end) of the spikes found before the window (end: inf when not
+    #: back): left out of the exponential-decay test, as the whole series leaves them out.
+    spans: tuple[tuple[float, float], ...] = ()
 
 
 def origin(steps: np.ndarray) -> float:
@@ -75,8 +81,10 @@ def origin(steps: np.ndarray) -> float:
     return float(steps[0]) - max(1.0, gap)
 
 
-def prior_points(steps: np.ndarray, values: np.ndarray, a: int) -> Prior:
-    """The `Prior` of the window from index `a` of a series (`steps`, `values`)."""
+def prior_points(steps: np.ndarray, values: np.ndarray, a: int,
+                 spans: tuple[tuple[float, float], ...] = ()) -> Prior:
+    """The `Prior` of the window from index `a` of a series (`steps`, `values`; `spans`: the
+    spikes found before it, see `Prior.spans`)."""
     first = np.flatnonzero(np.isfinite(values[:min(a, 64)]))[:2]
     if first.shape[0] < 2:
         first = np.flatnonzero(np.isfinite(values))[:2]
@@ -87,7 +95,8 @@ def prior_points(steps: np.ndarray, values: np.ndarray, a: int) -> Prior:
         ok = lo + np.flatnonzero(np.isfinite(seg) & (seg > 0))
         if ok.shape[0] >= FIT_POINTS or lo == 0:
             ok = ok[-FIT_POINTS:]
-            return Prior(steps[ok].astype(np.int64), np.log(values[ok]), origin(steps[first]))
+            return Prior(steps[ok].astype(np.int64), np.log(values[ok]), origin(steps[first]),
+                         tuple(spans))
         size *= 2
 
 
@@ -102,11 +111,14 @@ def trend_slope(steps: np.ndarray, y: np.ndarray, c: int, prior: Prior | None = 
     return float(np.clip(_power(st, yy), MAX_FALL, 0.0)), o
 
 
-def trend_rate(steps: np.ndarray, y: np.ndarray, c: int, prior: Prior | None = None) -> float:
+def trend_rate(steps: np.ndarray, y: np.ndarray, c: int, prior: Prior | None = None,
+               spans: Sequence[tuple[float, float]] = ()) -> float:
     """The exponential decay rate (log loss per step, < 0) of the log values `y` before index
     `c` (arguments as `trend_slope`), 0 when the loss is no such decay: it falls faster than
-    MAX_FALL in log step and its fall per step held steady (EXP_STEADY) over the window."""
-    st, yy, _ = _fit_points(steps, y, c, prior)
+    MAX_FALL in log step and its fall per step held steady (EXP_STEADY) over the window.
+    The points of earlier spikes (`spans`, steps [start, end), and `prior.spans`) are left
+    out: a slow spike's own decay is a straight line in log loss over the step too."""
+    st, yy, _ = _fit_points(steps, y, c, prior, spans)
     if not _power(st, yy) < MAX_FALL:
         return 0.0
     q = st.shape[0] // 3
@@ -120,10 +132,13 @@ def trend_rate(steps: np.ndarray, y: np.ndarray, c: int, prior: Prior | None = N
     return 0.0
 
 
-def _fit_points(steps: np.ndarray, y: np.ndarray, c: int, prior: Prior | None
+def _fit_points(steps: np.ndarray, y: np.ndarray, c: int, prior: Prior | None,
+                spans: Sequence[tuple[float, float]] | None = None
                 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The points a spike's trend is fitted on: (their steps counted from the origin, their
-    log values, the origin); empty when fewer than MIN_FIT (see `trend_slope`)."""
+    log values, the origin); empty when fewer than MIN_FIT (see `trend_slope`). `spans`
+    (None: none): steps [start, end) of earlier spikes, sorted, whose points are left out,
+    with those of `prior.spans`."""
     o = prior.origin if prior is not None else origin(steps)
     a = max(0, c - FIT_POINTS)
     st = steps[a:c].astype(float) - o
@@ -132,9 +147,26 @@ def _fit_points(steps: np.ndarray, y: np.ndarray, c: int, prior: Prior | None
         st = np.r_[prior.steps[-(FIT_POINTS - c):].astype(float) - o, st]
         yy = np.r_[prior.y[-(FIT_POINTS - c):], yy]
     ok = np.isfinite(yy) & (st > 0) & (st >= 0.5 * (float(steps[c]) - o))
+    if spans is not None:
+        for group in (prior.spans if prior is not None else (), spans):
+            ok &= ~_within(st + o, group)
     if int(ok.sum()) < MIN_FIT:
         return np.zeros(0), np.zeros(0), o
     return st[ok], yy[ok], o
+
+
+def _within(st: np.ndarray, spans: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Which of the sorted steps `st` lie in one of `spans` ([start, end), sorted by start, not
+    overlapping); only the spans from the last one starting before st[0] are looked at."""
+    out = np.zeros(st.shape[0], bool)
+    if not spans or not st.shape[0]:
+        return out
+    i = max(0, bisect.bisect_right(spans, (float(st[0]), math.inf)) - 1)
+    for a0, b0 in spans[i:]:
+        if a0 > st[-1]:
+            break
+        out |= (st >= a0) & (st < b0)
+    return out
 
 
 def _power(st: np.ndarray, yy: np.ndarray) -> float:
@@ -176,7 +208,7 @@ class Trend:
 
 def trend_back(steps: np.ndarray, y: np.ndarray, c: int, back: int | None, pre: float,
                band: float, points: int, share: float, fast: int,
-               prior: Prior | None = None
+               prior: Prior | None = None, spans: Sequence[tuple[float, float]] = ()
                ) -> tuple[int | None, Trend | None]:
     """The index from which the spike starting at index `c` of the log values `y` (steps
     `steps`) is back, given its plain return `back` (None: never), and the `Trend` used
@@ -189,7 +221,7 @@ def trend_back(steps: np.ndarray, y: np.ndarray, c: int, back: int | None, pre: 
     n = y.shape[0]
     if back is None or back >= n:
         return back, None
-    rate = trend_rate(steps, y, c, prior)  # (an exponential decay: a fast return too)
+    rate = trend_rate(steps, y, c, prior, spans)  # (an exponential decay: a fast return too)
     if int(steps[back] - steps[c]) <= fast and not rate:
         return back, None
     slope, o = trend_slope(steps, y, c, prior)
