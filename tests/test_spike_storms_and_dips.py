@@ -124,6 +124,8 @@ def test_a_burst_from_a_dip_streams_as_batch():
     (("train/g_loss", "train/d_loss", "loss_G", "disc_loss", "gen_loss"),
      {"train/g_loss", "train/d_loss", "loss_G", "disc_loss", "gen_loss"}),
     (("loss/general", "loss/code"), set()),
+    (("g_loss", "d_loss"), {"g_loss", "d_loss"}),
+    (("G_loss", "D_loss", "d_loss_real"), {"G_loss", "D_loss"}),
 ])
 def test_the_terms_of_an_adversarial_loss_are_parts_not_datasets(tags, parts):
     steps = np.arange(0, 1000, 10)

@@ -101,11 +101,17 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _F("composer", "losslens.readers.composer",
        "MosaicML Composer / llm-foundry ConsoleLogger and FileLogger"),
     _F("pix2pix", "losslens.readers.pix2pix", "pytorch-CycleGAN-and-pix2pix loss_log.txt"),
+    _F("epoch-pipes", "losslens.readers.epoch_pipes",
+       "PyTorch examples' `| epoch N | i/M batches | lr x | ... | loss x | ppl x` lines "
+       "(word_language_model and scripts copied from it)"),
     _F("step-pipes", "losslens.readers.step_pipes",
        "training scripts' own `step N | name value | ...` lines (a Qwen3-from-scratch script's)"),
     _F("epoch-lines", "losslens.readers.epochs",
        "training scripts' own epoch lines (Epoch [1/50], Train Loss: x, Val Loss: y), step lines "
        "(Step 100, Loss: x) and Keras fit"),
+    _F("history-json", "losslens.readers.history",
+       "column-oriented JSON histories: Keras `json.dump(history.history)`, a script's "
+       "training_history.json ({\"epoch\": [...], \"loss\": [...], ...})"),
     _F("lightning-csv", "losslens.readers.table", "PyTorch Lightning CSVLogger metrics.csv"),
     _F("csv", "losslens.readers.table", "generic CSV (long or wide, any step column)"),
     _F("jsonl", "losslens.readers.jsonl", "generic JSON lines (one record per step)"),
@@ -147,6 +153,20 @@ def sniff(path: Path) -> Format | None:
         name, head = gzipped.inner_name(name), gzipped.head(path, HEAD_BYTES)
         if not head:
             return None
+    elif head[:1] == b"\0" and not _event_file_name(name):
+        from . import nulprefix  # a log emptied while its writer kept its offset
+
+        if not nulprefix.starts_with_nul(head):
+            return _best(name, head)
+        lead = len(head) - len(head.lstrip(b"\0"))
+        skip = lead if lead < len(head) else nulprefix.prefix_length(path)
+        head = nulprefix.head_after(path, skip, HEAD_BYTES)
+        if not head:
+            return None
+    return _best(name, head)
+
+
+def _best(name: str, head: bytes) -> Format | None:
     best, best_score = None, 0.0
     for fmt in FORMATS.values():
         try:
@@ -181,6 +201,14 @@ def _read_unit(fmt: Format, path: Path, run: str) -> list[RunRecords]:
             records = [gzipped.renamed(r, tmp, path, damage)
                        for r in _fn(fmt, "read")(tmp, run)]
         return [discover(r, path) for r in records]
+    if fmt.name != "tensorboard" and not _event_file_name(path.name):
+        from . import nulprefix
+
+        if nulprefix.is_nul_prefixed(path):
+            with nulprefix.stripped(path) as (tmp, skip):
+                records = [nulprefix.renamed(r, tmp, path, skip)
+                           for r in _fn(fmt, "read")(tmp, run)]
+            return [discover(r, path) for r in records]
     return [discover(r, path) for r in _fn(fmt, "read")(path, run)]
 
 
@@ -228,10 +256,21 @@ def _raise_if_wide_text(path: Path) -> None:
         raise UnknownFormatError(f"{path}: {why}")
 
 
+def _event_file_name(name: str) -> bool:
+    from .tensorboard import is_event_file_name
+
+    return is_event_file_name(name)
+
+
 def _raise_if_empty(path: Path) -> None:
     """An empty log (a job that crashed before it logged) says so, not "unknown format"."""
+    from .nulprefix import is_nul_prefixed, prefix_length
+
     try:
         size = path.stat().st_size
+        if size and is_nul_prefixed(path) and prefix_length(path) == size:
+            raise NoSeriesError(f"{path}: holds only NUL bytes ({size:,}): nothing was logged "
+                                "after the log was emptied (or a crash left a hole)")
         blank = size == 0 or (size <= HEAD_BYTES and not path.read_bytes().strip())
     except OSError:
         return

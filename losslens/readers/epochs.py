@@ -46,6 +46,7 @@ import re
 from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from ..roles import infer_role
 from .textutil import fragments, head_text, parse_float, read_text, split_truncated, utc_seconds
 
 FORMAT = "epoch-lines"
@@ -98,23 +99,65 @@ _STEP = re.compile(r"(?i)(?:global[ _]step|step|iter(?:ation)?)\s*[:=#]?\s*[\[(]
 #: what follows a step line's counter: `,` `:` `;` or ` - ` (a framework's `step 5 | loss: x`,
 #: `step:  5  loss: x` are theirs, not a script's)
 _STEP_SEP = re.compile(r"\s*(?:[,:;]|-\s)")
+#: a run's summary after training (`Final validation loss: x`, `Best val acc: y`): no point
+_SUMMARY = re.compile(r"(?i)(?:final|best|overall)\b")
+#: in a file read as epoch lines (sniffed on its epoch lines), `Step 650 | Loss: x` is the
+#: script's own step line too
+_STEP_SEP_READ = re.compile(r"\s*(?:[,:;|]|-\s)")
 #: anywhere in a head: a step counter and its separator (sniff looks for step lines only then)
 _STEP_HINT = re.compile(r"(?i)(?<![\w./])(?:step|iter(?:ation)?)\s*[:=#]?\s*[\[(]?\s*\d{1,12}"
-                        r"\s*(?:(?:/|of)\s*\d{1,12}\s*)?[\])]?\s*(?:[,:;]|-\s)")
+                        r"\s*(?:(?:/|of)\s*\d{1,12}\s*)?[\])]?\s*(?:[,:;]|-\s)"
+                        r"|\[\s*(?:step|iter(?:ation)?)\s*[:=#]?\s*\d{1,12}\s*\]")
 
 
-def _step_message(frag: str) -> tuple[re.Match, int] | None:
+#: a bracketed step counter opening the message, pairs after it: `[step 25] avg_loss=-0.0007`
+_BRACKET_STEP = re.compile(r"(?i)\[\s*(?:global[ _]step|step|iter(?:ation)?)\s*[:=#]?\s*"
+                           r"(\d{1,12})(?:\s*/\s*\d{1,12})?\s*\]\s*")
+#: a script's sentence print of its losses, no step: `grpo_loss is -0.28 and kl is -0.21`
+_SENTENCE = re.compile(rf"([A-Za-z_][\w./\-]{{0,39}}) is ({_NUM})")
+_SENTENCE_JOIN = re.compile(r"\s*(?:,\s*and|,|and)\s+")
+_SENTENCE_HINT = re.compile(r"(?i)loss is [-+]?(?:\d|\.\d|nan|inf)")
+
+
+def _sentence(frag: str) -> list[tuple[str, str, int]] | None:
+    """The pairs of a line made only of `name is number` joined by `and` / `,`, one of them a
+    loss (`grpo_loss is -0.28 and kl is -0.21`); None for any other line."""
+    pos = len(frag) - len(frag.lstrip())
+    end = len(frag.rstrip())
+    out: list[tuple[str, str, int]] = []
+    while True:
+        m = _SENTENCE.match(frag, pos)
+        if m is None:
+            return None
+        out.append((m.group(1), m.group(2), 0))
+        pos = m.end()
+        if pos >= end:
+            break
+        j = _SENTENCE_JOIN.match(frag, pos)
+        if j is None:
+            return None
+        pos = j.end()
+    if not any(infer_role(name) in ("train_loss", "val_loss") for name, _, _ in out):
+        return None
+    return out
+
+
+def _step_message(frag: str, pipes: bool = False) -> tuple[re.Match, int] | None:
     """The step counter of a line whose message starts with one and a separator (`Step 100,
-    Loss: 6.27`), and where the separator ends; only for lines with no epoch message."""
+    Loss: 6.27`; with `pipes`, also `Step 650 | Loss: 0.0012`), and where the separator ends;
+    only for lines with no epoch message."""
     if "tep" not in frag and "TEP" not in frag and "ter" not in frag and "TER" not in frag:
         return None
+    bm = _BRACKET_STEP.search(frag, 0, 200) if "[" in frag[:200] else None
+    if bm is not None and (not bm.start() or _PREFIX_OK.fullmatch(frag, 0, bm.start())):
+        return bm, bm.end()
     m = _STEP_WORD.search(frag, 0, 200)
     if m is None or (m.start() and not _PREFIX_OK.fullmatch(frag, 0, m.start())):
         return None
     h = _STEP.match(frag, m.start())
     if h is None:
         return None
-    sep = _STEP_SEP.match(frag, h.end())
+    sep = (_STEP_SEP_READ if pipes else _STEP_SEP).match(frag, h.end())
     return (h, sep.end()) if sep else None
 
 
@@ -158,6 +201,19 @@ def _pairs(text: str, start: int) -> list[tuple[str, str, int]]:
     return out
 
 
+_METRIC_WORD = re.compile(r"(?i)(?:^|[\s_/(-])(?:mse|mae|rmse|f1|bleu|rouge\w*|auc|iou|m?ap|dice|"
+                          r"ppl|perplexity|wer|cer|score|err(?:or)?|time|precision|recall)"
+                          r"(?:$|[\s_/)-])")
+
+
+def _metric_pairs(pairs: list[tuple[str, str, int]]) -> bool:
+    """Whether a line of pairs after an epoch header holds a metric (a loss, accuracy, lr,
+    grad norm: a role other than `other`), not a model's printed answer (`Final answer: 300`,
+    `x: 5`) in a script that prints its generations after the header."""
+    return any(infer_role(name) != "other" or _QUAL.match(name) or _METRIC_WORD.search(name)
+               for name, _, _ in pairs)
+
+
 def _only_pairs(frag: str) -> bool:
     """Whether a line is nothing but pairs (and Train/Val labels) after its logging prefix."""
     rest = _LABEL.sub(" ", _PAIR.sub(" ", frag))
@@ -174,14 +230,15 @@ def sniff(name: str, head: bytes) -> float:
         return 0.0  # (a JSON document or JSON lines: never epoch lines)
     if ("poch" in text or "POCH" in text) and _epoch_hits(text):
         return 0.45
-    return 0.45 if _step_hit(text) else 0.0
+    return 0.45 if _step_hit(text) or " is " in text and _sentence_hit(text) else 0.0
 
 
 def _epoch_hits(text: str) -> int:
     """Epoch lines with pairs in a head (up to 3)."""
     hits, open_block = 0, 0
     for _, frag in fragments(text):
-        if open_block and (_only_pairs(frag) and _PAIR.search(frag) or _keras(frag)):
+        if open_block and (_only_pairs(frag) and _PAIR.search(frag)
+                           and _metric_pairs(_pairs(frag, 0)) or _keras(frag)):
             hits += 1
         open_block = max(open_block - 1, 0)
         if _BAR.search(frag):
@@ -205,20 +262,38 @@ _STEP_CANDIDATES = 256
 _STEP_WINDOW = 1 << 18
 
 
+def _candidate_lines(pattern: "re.Pattern[str]", text: str):
+    """The lines (each once) of the head's first `_STEP_WINDOW` characters where `pattern`
+    matches, at most `_STEP_CANDIDATES` of them: linear whatever the head (a line with many
+    matches is looked at once)."""
+    pos = 0
+    for _ in range(_STEP_CANDIDATES):
+        m = pattern.search(text, pos, _STEP_WINDOW)
+        if m is None:
+            return
+        a = text.rfind("\n", 0, m.start()) + 1
+        b = text.find("\n", m.end())
+        b = len(text) if b < 0 else b
+        yield text[a:b]
+        pos = b + 1
+
+
+def _sentence_hit(text: str) -> bool:
+    """Whether a sentence print of a loss (`grpo_loss is x and kl is y`) is in the head's
+    first `_STEP_WINDOW` characters."""
+    return any(_sentence(line) for line in _candidate_lines(_SENTENCE_HINT, text))
+
+
 def _step_hit(text: str) -> bool:
     """Whether a step line with pairs is in the head's first `_STEP_WINDOW` characters: only
     the lines where a step counter and its separator occur (one regex pass finds them) are
     looked at."""
-    for n, m in enumerate(_STEP_HINT.finditer(text, 0, _STEP_WINDOW)):
-        if n >= _STEP_CANDIDATES:
-            return False
-        a = text.rfind("\n", 0, m.start()) + 1
-        b = text.find("\n", m.end())
-        for _, frag in fragments(text[a:b if b >= 0 else len(text)]):
+    for line in _candidate_lines(_STEP_HINT, text):
+        for _, frag in fragments(line):
             if _BAR.search(frag) or _message(frag) is not None:
                 continue
             sm = _step_message(frag)
-            if sm and _PAIR.search(frag, sm[1]):
+            if sm and _PAIR.search(frag, sm[1]) and _metric_pairs(_pairs(frag, sm[1])):
                 return True
     return False
 
@@ -254,12 +329,14 @@ def read(path: Path, run: str) -> list[RunRecords]:
     block: tuple[int, int | None] | None = None  # the open epoch block: (epoch, total)
     block_left = 0
     bars = keras = 0
+    stepped = False  # a step line was read: a lone `Validation loss: x` line sits at its step
+    counted = 0  # sentence prints of a loss (`grpo_loss is x and kl is y`) so far
     for lineno, frag in fragments(body):
         if block is not None and block_left:
             km = _keras(frag)
-            if km or _only_pairs(frag):
+            if km or _only_pairs(frag) and _step_message(frag, pipes=True) is None:
                 pairs = _pairs(frag, km.end() if km else 0)
-                if pairs:
+                if pairs and (km or _metric_pairs(pairs)):
                     keras += bool(km)
                     rows.add(lineno, block[0], None, None, _wall(frag, stamps), pairs, b, frag)
                     block_left = 0 if km else 8  # (one Keras bar an epoch: the next is
@@ -271,12 +348,24 @@ def read(path: Path, run: str) -> list[RunRecords]:
             continue
         hm = _message(frag)
         if hm is None:
-            sm = _step_message(frag)
+            sm = _step_message(frag, pipes=True)
             pairs = _pairs(frag, sm[1]) if sm else []
-            if pairs:  # a step line: epoch None, the step as printed
+            if pairs and _metric_pairs(pairs):  # a step line: epoch None, the step as printed
+                # (`**Step 1:** ... 45 pens / 5 pens/set = 9 sets`, a model's answer, is not)
                 rows.add(lineno, None, int(sm[0].group(1)), None, _wall(frag, stamps), pairs,
                          b, frag)
                 block, block_left = None, 0
+                stepped = True
+            elif sm is None and " is " in frag and (pairs := _sentence(frag)):
+                counted += 1  # a script that prints its loss once an update: the k-th is step k
+                rows.add(lineno, None, counted, None, _wall(frag, stamps), pairs, b, frag)
+                stepped = True
+            elif stepped and sm is None and _only_pairs(frag):
+                pairs = _pairs(frag, 0)
+                if pairs and all(infer_role(p[0]) in ("val_loss", "val_acc")
+                                 and not _SUMMARY.match(p[0]) for p in pairs):
+                    # `Validation loss: 0.0258` on its own: at the step printed last
+                    rows.add(lineno, None, None, None, _wall(frag, stamps), pairs, b, frag)
             continue
         head, end = hm
         epoch = int(head.group(1))
@@ -291,7 +380,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
             block, block_left = None, 0
         elif _BLOCK_HEAD.fullmatch(frag, end):
             block, block_left = (epoch, None), 8
-    if tail and (_message(tail) or _step_message(tail)) and _PAIR.search(tail):
+    if tail and (_message(tail) or _step_message(tail, pipes=True)) and _PAIR.search(tail):
         b.skip(tail_line, "truncated last line", tail)
     how = _place(rows.rows, b)
     extra = {"step_source": how}
@@ -360,7 +449,7 @@ def _place_steps(rows: list[tuple], b: RecordsBuilder) -> str:
     placed: dict[str, int] = {}  # tag -> step of its last epoch-line value
     for line, epoch, it, _, wall, name, value in sorted(rows, key=lambda r: r[0]):
         if epoch is None:
-            last = it
+            last = it if it is not None else last
         elif placed.get(name) == last:
             shared += 1
         if not -(1 << 62) < last < (1 << 62):

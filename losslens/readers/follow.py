@@ -14,7 +14,7 @@ points per run; `losslens watch` feeds them to the detectors' streaming form.
   them (the context a line may lean on: the iteration line before a DeepSpeed OVERFLOW line,
   an OLMo block header before its metrics, the JSON lines that tell a null loss is a NaN),
   through a small temporary file; the cost of an update is proportional to the new bytes.
-  The other formats, and any gzipped log, are read whole again when they
+  The other formats, and any gzipped or NUL-prefixed log, are read whole again when they
   change: some infer their steps from the whole file (HF console: a later progress bar or
   TrainingArguments dump can move every step; DeepSpeed; pix2pix: images per epoch from all
   its blocks), some are rewritten whole (trainer_state.json, W&B exports) or are record logs
@@ -44,7 +44,7 @@ import numpy as np
 from ..errors import LogNotFoundError, LossLensError, UnknownFormatError
 from ..records import RunRecords
 from . import sniff, read_file, walk_units
-from . import gzipped
+from . import gzipped, nulprefix
 from . import tensorboard as tb
 from . import tfrecord
 from .textutil import cr_to_lf
@@ -310,8 +310,10 @@ class TextSource:
     def poll(self, notices: list[str]) -> tuple[list[Batch], int]:
         if self.fmt is None and not self._sniff(notices):
             return [], 0
-        if self.fmt not in CONTEXT_LINES or gzipped.is_gzip_file(self.path):
-            return self._whole(notices)  # (a gzipped log's bytes are no lines: read it whole)
+        if self.fmt not in CONTEXT_LINES or gzipped.is_gzip_file(self.path) \
+                or nulprefix.is_nul_prefixed(self.path):
+            # (a gzipped log's bytes are no lines; a NUL prefix is skipped by a whole read)
+            return self._whole(notices)
         if self.parser is None:
             shm = Path("/dev/shm")  # the batch file lives in memory where there is such a place
             self.tmpdir = Path(tempfile.mkdtemp(

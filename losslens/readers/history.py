@@ -1,0 +1,203 @@
+"""Column-oriented JSON histories: one object whose keys hold equal-length lists of numbers.
+
+This is what `json.dump(history.history, f)` writes after Keras' `model.fit` (`{"loss": [...],
+"val_loss": [...], "accuracy": [...]}`, one value an epoch), and what many training scripts
+save the same way (`training_history.json`, `history.json`, `metrics.json`):
+
+```
+{"epoch": [0, 100, 200], "train_loss": [4.61, 2.03, 0.91], "test_loss": [4.62, 4.40, 4.38],
+ "summary": {"best_epoch": 200}}
+```
+
+Step axis: a list named `epoch` (or `step`, `global_step`, `iteration`, `iter`, `steps`,
+`epochs`) of whole numbers gives every point its step; without one a point's step is its
+position counted from 1 (Keras prints `Epoch 1/10` for the first). A list whose length is not
+the axis's (the most common length when there is no axis list) is not read and a warning names
+it. Values: numbers, `NaN` / `Infinity` as Python's json writes them, and `null` (pandas' NaN)
+read as NaN; any other entry of a numeric list is a skipped record (`key[i]`). A nested object
+whose lists have the series' length is read with `parent/child` tags; other values (a run
+summary, a config, lists of text) are not series and are left out, their keys listed under
+`metadata.extra["non_series_keys"]`.
+
+A file cut short (a run killed while writing it) keeps every list that ended before the cut,
+with a warning naming the key cut and the byte. The whole file is parsed at once, so memory is
+a few times its size; deeply nested input is refused by the parser, not recursed into.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import NoSeriesError, ParseError
+from ..records import RecordsBuilder, RunMeta, RunRecords
+from .textutil import head_text, read_bytes
+
+FORMAT = "history-json"
+AXIS_KEYS = ("epoch", "epochs", "step", "steps", "global_step", "iteration", "iter")
+_NAMES = ("history.json", "training_history.json", "train_history.json")
+#: `{` then a first key whose value is a list starting with a number (or empty, or NaN)
+_KEY = r'"(?:[^"\\]|\\.){1,200}"\s*:\s*'
+_HEAD = re.compile(r'\A\s*\{\s*' + _KEY + r'(\{\s*' + _KEY + r')?\[\s*'
+                   r'(?:-?\d|-?Infinity|NaN|null|\])')
+_DECODER = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+_MAX_DEPTH = 64  # deepest object nesting followed
+
+
+def sniff(name: str, head: bytes) -> float:
+    text = head_text(head)
+    m = _HEAD.match(text)
+    if not m or '"log_history"' in text:
+        return 0.0
+    named = name.lower() in _NAMES
+    if m.group(1):  # lists one level down (`{"train": {"loss": [...]}}`): only by its name
+        return 0.9 if named else 0.0
+    return 0.9 if named else 0.5
+
+
+def read(path: Path, run: str) -> list[RunRecords]:
+    try:
+        data = read_bytes(path)
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = bytes(data).decode("utf-8", errors="replace").removeprefix("\ufeff")
+    del data
+    b = RecordsBuilder()
+    top = _members(text, path, b)
+    lists: dict[str, list] = {}
+    other: list[str] = []
+    _collect(top, "", lists, other, 0)
+    numeric = {k: v for k, v in lists.items() if _numeric_list(v)}
+    other += [k for k in lists if k not in numeric]
+    if not numeric:
+        raise NoSeriesError(f"{path}: a JSON object with no list of numbers (a column-oriented "
+                            "history holds one list per metric)")
+    axis_key = next((k for k in AXIS_KEYS if k in numeric), None)
+    if axis_key is not None:
+        n = len(numeric[axis_key])
+    else:
+        n = Counter(len(v) for v in numeric.values()).most_common(1)[0][0]
+    steps, axis_ok = _axis(numeric.get(axis_key), n, path, b, axis_key)
+    for key, values in numeric.items():
+        if key == axis_key and axis_ok:
+            continue
+        if len(values) != n:
+            what = f"the axis `{axis_key}`" if axis_key else "most lists"
+            b.warn(f"{path}: `{key}` has {len(values)} values, {what} {n}: not read")
+            continue
+        vals, bad = _floats(values)
+        for i in bad:
+            b.skip(i + 1, "not a number", json.dumps(values[i])[:200], where=f"{key}[{i}]")
+        keep = np.ones(n, bool)
+        keep[bad] = False
+        b.add_array(key, steps[keep], vals[keep], orders=np.flatnonzero(keep))
+    extra = {"step_source": axis_key if axis_ok else "position (1 = first)"}
+    if other:
+        extra["non_series_keys"] = ",".join(sorted(other))
+    return [b.build(run, str(path), FORMAT, RunMeta(extra=extra))]
+
+
+def _members(text: str, path: Path, b: RecordsBuilder) -> list[tuple[str, Any]]:
+    """The top object's (key, value) pairs; a file cut inside a value keeps the pairs before
+    it (with a warning)."""
+    m = _WS.match(text)
+    pos = m.end()
+    if text[pos:pos + 1] != "{":
+        raise ParseError(f"{path}: expected a JSON object at byte {pos}")
+    pos += 1
+    out: list[tuple[str, Any]] = []
+    key = None
+    try:
+        while True:
+            pos = _WS.match(text, pos).end()
+            if text[pos:pos + 1] == "}":
+                pos += 1
+                break
+            if out:
+                if text[pos:pos + 1] != ",":
+                    raise ValueError("expected , or }")
+                pos = _WS.match(text, pos + 1).end()
+            key, pos = _DECODER.raw_decode(text, pos)
+            if not isinstance(key, str):
+                raise ValueError("expected a key")
+            pos = _WS.match(text, pos).end()
+            if text[pos:pos + 1] != ":":
+                raise ValueError("expected :")
+            value, pos = _DECODER.raw_decode(text, _WS.match(text, pos + 1).end())
+            out.append((key, value))
+            key = None
+    except (ValueError, RecursionError) as exc:
+        if not out:
+            raise ParseError(f"{path}: not a JSON object of lists ({_why(exc)} at byte "
+                             f"{pos})") from None
+        cut = f" (in `{key}`)" if key is not None else ""
+        b.warn(f"{path}: JSON damaged or cut at byte {pos}{cut}: {_why(exc)}; read the "
+               f"{len(out)} key(s) before it")
+        return out
+    if text[_WS.match(text, pos).end():].strip():
+        b.warn(f"{path}: text after the JSON object at byte {pos} not read")
+    return out
+
+
+def _why(exc: Exception) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(":")[0]
+
+
+def _collect(items, prefix: str, lists: dict[str, list], other: list[str], depth: int) -> None:
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, list):
+            lists[name] = value
+        elif isinstance(value, dict) and depth < _MAX_DEPTH and any(
+                isinstance(v, (list, dict)) for v in value.values()):
+            _collect(value.items(), name + "/", lists, other, depth + 1)
+        else:
+            other.append(name)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _numeric_list(values: list) -> bool:
+    """A list that holds series values: mostly numbers (empty counts)."""
+    if not values:
+        return True
+    nums = sum(1 for x in values if _is_num(x) or x is None)
+    return nums >= max(1, len(values) // 2) and any(_is_num(x) for x in values)
+
+
+def _floats(values: list) -> tuple[np.ndarray, np.ndarray]:
+    """float64 values (null -> NaN) and the positions of entries that are not numbers."""
+    if all(_is_num(x) or x is None for x in values):
+        return np.asarray([math.nan if x is None else x for x in values], np.float64), \
+            np.empty(0, np.int64)
+    out = np.full(len(values), math.nan)
+    bad = []
+    for i, x in enumerate(values):
+        if _is_num(x):
+            out[i] = float(x)
+        elif x is not None:
+            bad.append(i)
+    return out, np.asarray(bad, np.int64)
+
+
+def _axis(values: list | None, n: int, path: Path, b: RecordsBuilder,
+          key: str | None) -> tuple[np.ndarray, bool]:
+    """Every point's step: the axis list when it holds whole numbers, else positions 1..n."""
+    position = np.arange(1, n + 1, dtype=np.int64)
+    if values is None:
+        return position, False
+    ok = all(_is_num(x) and math.isfinite(x) and float(x).is_integer() and abs(x) < 2 ** 62
+             for x in values)
+    if ok:
+        return np.asarray([int(x) for x in values], np.int64), True
+    b.warn(f"{path}: `{key}` is not all whole numbers: steps are positions (1 = first) and "
+           f"`{key}` is read as a series")
+    return position, False
