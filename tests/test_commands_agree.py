@@ -197,3 +197,51 @@ def test_commands_agree_on_step_pipe_lines(runner, tmp_path, monkeypatch, shape)
     run = _json(res)["runs"][0]
     assert run["events"] and run["skip_plan"]["restart_from_step"] % 150 == 0
     _agree(runner, path, tmp_path)
+
+
+@pytest.mark.parametrize("shape", ["history-json", "epoch-pipes", "nul-prefixed", "grpo"])
+def test_commands_agree_on_this_sessions_dialects(runner, tmp_path, monkeypatch, shape):
+    """A Keras-style history.json (a spike at epoch 60 that recovers), PyTorch examples' word
+    language model output whose loss turns NaN, a step-pipes log emptied while written (a
+    NUL prefix), and a GRPO script's loss sentences: every command, the same events."""
+    import math
+
+    monkeypatch.chdir(tmp_path)
+    if shape == "history-json":
+        loss = [3.0 * 0.97 ** e + (1.5 if e == 60 else 0.0) for e in range(120)]
+        path = tmp_path / "history.json"
+        path.write_text(json.dumps({"loss": loss, "val_loss": [v + 0.2 for v in loss]}))
+    elif shape == "epoch-pipes":
+        lines = []
+        for epoch in (1, 2, 3):
+            for batch in range(200, 3000, 200):
+                cur = 6.0 - 0.05 * (epoch * 15 + batch / 200) if epoch < 3 else float("nan")
+                ppl = math.exp(cur) if math.isfinite(cur) else cur
+                lines.append('| epoch {:3d} | {:5d}/{:5d} batches | lr {:02.2f} | ms/batch {:5.2f} | '
+                             'loss {:5.2f} | ppl {:8.2f}'.format(epoch, batch, 2983, 20.0, 11.6,
+                                                                 cur, ppl))
+            lines.append('| end of epoch {:3d} | time: {:5.2f}s | valid loss {:5.2f} | '
+                         'valid ppl {:8.2f}'.format(epoch, 35.5, 5.5, 244.69))
+        path = tmp_path / "train.log"
+        path.write_text("\n".join(lines) + "\n")
+    elif shape == "nul-prefixed":
+        body = "".join(f"step {s:6d} | loss {4.0 * 0.999 ** s + (3.0 if s == 600 else 0):.4f} | "
+                       f"lr {3e-4:.2e}\n" for s in range(0, 1500, 10))
+        path = tmp_path / "train.log"
+        path.write_bytes(b"\0" * 5000 + body.encode())
+    else:
+        lines = ["", "=== Epoch 1/1 ==="]
+        for k in range(1, 200):
+            lines.append(f"grpo_loss is {0.01 * math.sin(k) + (0.5 if k == 120 else 0)} "
+                         f"and kl is {0.001 * k}")
+            if k % 25 == 0:
+                lines.append(f"[step {k}] avg_loss={0.001:.4f} acc={0.9:.4f}")
+        path = tmp_path / "train.log"
+        path.write_text("\n".join(lines) + "\n")
+    res = runner.invoke(app, ["analyze", str(path), "-f", "json"])
+    run = _json(res)["runs"][0]
+    assert run["format"] == {"history-json": "history-json", "epoch-pipes": "epoch-pipes",
+                             "nul-prefixed": "step-pipes", "grpo": "epoch-lines"}[shape]
+    if shape == "epoch-pipes":
+        assert any(e["kind"] == "nonfinite" for e in run["events"])
+    _agree(runner, path, tmp_path)

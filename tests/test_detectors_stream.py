@@ -254,6 +254,7 @@ def test_add_many_is_the_adds_one_after_another(seed):
             assert one.update().events == many.update().events
     assert one.segments.segments() == many.segments.segments()
     assert one.segments.agg == many.segments.agg and one.segments.cuts == many.segments.cuts
+    assert one.segments.last == many.segments.last and one.segments.bounds == many.segments.bounds
     assert sorted(one.series) == sorted(many.series)
     for t in one.series:
         a, b = one.series[t], many.series[t]

@@ -136,7 +136,9 @@ def test_a_non_integer_epoch_list_is_a_series_and_positions_are_steps(tmp_path):
 @pytest.mark.parametrize("head", [
     '{"log_history": [{"loss": 1.0, "step": 1}]}',  # HF trainer_state.json
     '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n',  # JSON lines
-    '{"loss": "high"}', '[1, 2, 3]', '{"config": {"lr": [1, 2]}}', 'loss: [1, 2]'])
+    '{"loss": "high"}', '[1, 2, 3]', '{"config": {"lr": [1, 2]}}', 'loss: [1, 2]',
+    '{"hidden_sizes": [64, 128, 256], "dropout": 0.1}',  # a config in a run folder
+    '{"' + "k" * 300 + '": [1, 2]}'])
 def test_sniff_refuses_what_is_not_a_column_history(tmp_path, head):
     path = tmp_path / "x.json"
     path.write_text(head)
@@ -186,3 +188,10 @@ def test_cli_analyze_reads_a_history(tmp_path):
     assert run["format"] == "history-json"
     assert {s["tag"]: (s["role"], s["points"], s["first_step"], s["last_step"])
             for s in run["series"]}["val_loss"] == ("val_loss", 8, 1, 8)
+
+
+def test_a_config_beside_a_history_in_a_folder_is_not_a_run(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_sizes": [64, 128], "seed": 1}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"epoch": [1, 2], "val_loss": [2.0, 1.5]}))
+    recs = read_records(tmp_path)
+    assert [(r.format, r.tags) for r in recs] == [("history-json", ("val_loss",))]

@@ -124,3 +124,41 @@ def test_losslens_read_gives_the_same_frame_as_the_clean_text(tmp_path):
     a, b = losslens.read(path).runs[0], losslens.read(clean).runs[0]
     assert [(s.tag, s.role, s.points) for s in a.series] == \
         [(s.tag, s.role, s.points) for s in b.series]
+
+
+@pytest.mark.parametrize("lines, name", [(NANOGPT, "train.log"), (JSONL, "train.jsonl")])
+def test_watch_follows_a_nul_prefixed_log_as_it_grows(tmp_path, lines, name):
+    """`watch` reads such a log whole when it changes (the prefix is skipped by every read, and
+    its warning names the log): the points fed over three polls are the points of one read of
+    the final file."""
+    from losslens.readers import read_file
+    from losslens.readers.follow import TextSource
+
+    path = tmp_path / name
+    _emptied_while_written(path, ["w" * 80 + "\n"] * 10, lines[:1])
+    src = TextSource(path, None, strict=True)
+    fed: list[tuple[str, int, float]] = []
+    said: list[str] = []
+    try:
+        for extra in ([], lines[1:2], lines[2:]):
+            with open(path, "a") as fh:
+                fh.writelines(extra)
+            notices: list[str] = []
+            batches, _ = src.poll(notices)
+            assert not notices
+            for batch in batches:
+                rec = batch.records
+                said += [w for w in rec.warnings if "NUL" in w]
+                if batch.reset:
+                    fed.clear()
+                fed += [(rec.tags[c], int(s), float(v))
+                        for c, s, v in zip(rec.tag_code, rec.step, rec.value)]
+    finally:
+        src.close()
+    (whole,) = read_file(path, path.name)
+    want = [(whole.tags[c], int(s), float(v))
+            for c, s, v in zip(whole.tag_code, whole.step, whole.value)]
+    assert sorted(fed) == sorted(want)
+    assert len(fed) >= 3 and len(want) >= 3
+    # the warning names the log, not a temporary file of the line decoder
+    assert said and all(w.startswith(f"{path}: starts with 810 NUL bytes") for w in said)

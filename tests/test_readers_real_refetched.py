@@ -416,3 +416,12 @@ def test_a_nul_prefixed_real_log_says_what_it_skipped():
     assert rec.warnings[0] == (
         f"{path}: starts with 11,363 NUL bytes (a log emptied while its writer kept writing at "
         "its old offset, e.g. `> log` or logrotate's copytruncate): read from byte 11,363 on")
+
+
+def test_a_grpo_scripts_save_lines_are_its_checkpoints():
+    path = CACHE / "epoch-lines-grpo-gemma2-sentences.log"
+    if not path.is_file():
+        pytest.skip(f"{path} absent: python benchmarks/real/fetch_excerpts.py")
+    (rec,) = read_records(path)
+    assert rec.metadata.checkpoints == (50, 100, 150)
+    assert rec.metadata.checkpoint_source == "the log's save lines (Saved checkpoint to)"

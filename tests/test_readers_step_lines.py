@@ -289,6 +289,18 @@ def test_grpo_prints_read_the_loss_and_kl_at_each_update(tmp_path):
     roles = losslens.read(path).runs[0].roles
     assert roles == {"grpo_loss": "train_loss", "kl": "other", "avg_loss": "train_loss",
                      "acc": "train_acc"}
+    # its `Saved checkpoint to /ckpt/lora_epoch1_step6.pt` lines are checkpoints
+    assert rec.metadata.checkpoints == (6, 12)
+    assert rec.metadata.checkpoint_source == "the log's save lines (Saved checkpoint to)"
+    assert rec.metadata.checkpoint_dir == "/ckpt"
+
+
+def test_save_lines_in_a_file_of_epochs_give_no_checkpoints(tmp_path):
+    path = tmp_path / "train.log"
+    path.write_text("Epoch 1 | Train Loss: 1.0\nSaved checkpoint to ckpt/model_step100.pt\n"
+                    "Epoch 2 | Train Loss: 0.8\n")
+    (rec,) = read_records(path)
+    assert rec.metadata.extra["step_source"] == "epoch" and rec.metadata.checkpoints is None
 
 
 def test_ppo_step_colon_pipe_lines(tmp_path):

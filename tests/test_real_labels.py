@@ -23,7 +23,11 @@ KNOWN = {"lightning-pendulum-v18": "a x1.5 bump of one PINN term at the x450 spi
                                        "(warning), not the unrecovered blow-up labelled",
          # the blind5 set (labelled before any detector ran on it), failing on main 345080a
          "lightning-gan-forecast-val-hump": "the x250 val hump 243-853 is not found (a changepoint at "
-                                            "914 only)"}
+                                            "914 only)",
+         # the blind6 set (labelled before any detector ran on it), failing on main 1b02c6b
+         "history-willmore-pinn-rising-total": "the one-point x8-x50 spikes at 115, 121 and 193 on a "
+                                               "total loss that rises x15 over the run are not "
+                                               "found; a critical divergence from 11 instead"}
 
 
 def _real_quality():
@@ -36,7 +40,7 @@ def _real_quality():
 
 
 def test_the_stored_logs_are_the_licensed_ones():
-    assert len(STORED) == 41
+    assert len(STORED) == 43
     for lb in LABELS:
         if lb["source"]["where"] == "repo":
             assert lb["source"]["licence"] in ("MIT", "Apache-2.0", "BSD-2-Clause")

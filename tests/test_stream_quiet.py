@@ -164,3 +164,118 @@ def test_divergence_reruns_keep_their_medians_and_equal_batch(keep_upto, monkeyp
         assert kept is not None and kept.hits > 10 and len(kept.entries) <= 4
     else:
         assert kept is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_switch_to_additive_space_is_the_batch_detectors_on_every_prefix(seed, monkeypatch):
+    """A loss falling to a floor near 0, fed in chunks of 48: where the stream judges it
+    additively from (`SpikeStream._switch`, which rules the new points out cheaply where
+    their kept levels stand far above any noise they can have: `_far`) is where
+    `SpikeDetector.near_zero` puts it on every prefix; the cheap rule decided most updates
+    before the switch and none after it."""
+    from losslens.detectors.spike import SpikeDetector
+    from losslens.detectors.spike_stats import baseline
+    from losslens.detectors.stream_spike import SpikeStream
+
+    calls = []
+    far = SpikeStream._far
+
+    def counted(self, *a):
+        calls.append(far(self, *a))
+        return calls[-1]
+    monkeypatch.setattr(SpikeStream, "_far", counted)
+    n = 2400
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1, n + 1)
+    floor = [1e-3, 3e-3, 1e-2][seed]
+    loss = 3.0 * np.exp(-steps / (120 + 60 * seed)) + floor * np.exp(rng.normal(0, 0.3, n))
+    det = SpikeDetector()
+    w, lw = det.window | 1, det.level_window | 1
+    live = LiveRun("run", detectors=["spike"], source="mem", format="test")
+    key = (f"switch-{w}-{lw}-{det.min_points}", "lm loss")
+    switched = []
+    for lo in range(0, n, 48):
+        live.add("lm loss", steps[lo:lo + 48], loss[lo:lo + 48])
+        live.detect()
+        v = loss[:lo + 48]
+        want = det.near_zero(v, baseline(v, w, True, level_window=lw), w)
+        k = live.memo[key]["k"]
+        assert (len(v) if k is None else k) == want, f"seed {seed}, after {lo + 48}"
+        switched.append(k is not None)
+    assert switched[-1] and not switched[5]  # it does switch, late enough to be ruled out
+    first = switched.index(True)
+    assert sum(calls[:first]) >= first // 2 and not any(calls[first + 1:])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_flagged_equals_the_mask_with_the_tail_threshold(seed):
+    """`SpikeDetector.flagged` tries the plain threshold first and counts the tail only
+    where a point clears it: its mask is the one with the tail-raised threshold, on
+    heavy-tailed noise (raised thresholds), spikes, humps over a few points, log and
+    additive space."""
+    from losslens.detectors.spike import SpikeDetector
+    from losslens.detectors.spike_stats import baseline
+
+    rng = np.random.default_rng(seed)
+    det = SpikeDetector()
+    n = 2500
+    v = 2.0 + np.exp(-np.arange(n) / 300.0)
+    v = v * np.exp(0.03 * rng.standard_t(3 if seed % 2 else 30, n))
+    for at in rng.integers(50, n - 10, 12):
+        v[at:at + int(rng.integers(1, 5))] *= float(rng.choice([1.1, 1.3, 2.0, 5.0]))
+    log = seed < 2
+    base = baseline(v if log else v - 2.2, det.window | 1, log, level_window=15)
+    seen = 0
+    for a in list(range(10, 400, 13)) + list(range(1100, n - 50, 47)):
+        b = a + 50
+        a1 = max(0, a - 131)
+        want = det._elevated(base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b],
+                             det._tail_threshold(base, det._tail_big(base), a, b), log, a,
+                             tuple(x[a - a1:] for x in det._back(
+                                 base.y, base.level, base.scale, a1, b, a1 < 258)),
+                             (base.y[:b], a))
+        got = det.flagged(base, a, b, 0)
+        np.testing.assert_array_equal(got, want, err_msg=f"seed {seed}, {a}..{b}")
+        seen += int(want.any())
+    assert seen >= 3  # (some windows flag a point: both paths are compared)
+
+
+def _flagged_with_the_tail(det, base, a, b):
+    """`SpikeDetector.flagged` as it was before its plain-threshold screen."""
+    a1 = max(0, a - (det.window | 1) - 2)
+    back = tuple(x[a - a1:] for x in det._back(base.y, base.level, base.scale, a1, b,
+                                                a1 < 2 * (det.window | 1)))
+    return det._elevated(base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b],
+                         det._tail_threshold(base, det._tail_big(base), a, b), base.log, a,
+                         back, (base.y[:b], a))
+
+
+@pytest.mark.parametrize("kind", ["lone", "pair"])
+def test_flagged_screen_keeps_the_lone_and_pair_rules(kind):
+    """The screen's own versions of the two-sided lone-point rule (a sparse short run:
+    spike_lone) and of two points up in a row (PAIR): windows of 1-12 points over curves
+    where those rules flag spikes the others do not; the mask is the full one's."""
+    from losslens.detectors.spike import SpikeDetector
+    from losslens.detectors.spike_stats import baseline
+
+    det = SpikeDetector()
+    flagged = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        if kind == "lone":  # every 500 steps, a power-law fall, x1.3 at point 50
+            t = np.arange(1, 91) * 500
+            y = np.log(0.8 + 6 * (1 + t / 4000) ** -0.8) + 0.03 * rng.normal(0, 1, 90)
+            y[50] += np.log(1.3)
+        else:  # 6 % noise, x1.5 then x1.4 then x1.2 from point 200
+            t = np.arange(400, dtype=float)
+            y = np.log(4.0 + 2.0 * np.exp(-t / 80)) + rng.normal(0, 0.06, 400)
+            y[200:203] += (0.40, 0.33, 0.2)
+        base = baseline(np.exp(y), det.window | 1, True, level_window=det.level_window | 1)
+        for a in range(10, y.shape[0] - 1, 3):
+            for b in (a + 1, a + 4, a + 12):
+                b = min(b, y.shape[0])
+                want = _flagged_with_the_tail(det, base, a, b)
+                np.testing.assert_array_equal(det.flagged(base, a, b, 0), want,
+                                              err_msg=f"{kind}, seed {seed}, {a}..{b}")
+                flagged += int(want.any())
+    assert flagged >= 20

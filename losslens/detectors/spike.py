@@ -185,12 +185,10 @@ class SpikeDetector:
         require(self, "back_z", is_num(self.back_z) and 0 < self.back_z, "a number > 0")
         require(self, "back_points", is_int(self.back_points) and self.back_points >= 1, "an int >= 1")
         require(self, "fast_within", is_int(self.fast_within) and self.fast_within >= 0, "an int >= 0")
-        require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0,
-                "an int >= 0")
+        require(self, "tail_window", is_int(self.tail_window) and self.tail_window >= 0, "an int >= 0")
         require(self, "look_ahead", isinstance(self.look_ahead, bool), "true or false")
         require(self, "floor_fallen", is_num(self.floor_fallen) and self.floor_fallen >= 0, ">= 0")
-        require(self, "lone_rules", isinstance(self.lone_rules, bool),
-                "true or false")
+        require(self, "lone_rules", isinstance(self.lone_rules, bool), "true or false")
         require(self, "trend", isinstance(self.trend, bool), "true or false")
 
     def detect(self, series: Series, known: Known | None = None, head: bool = True,
@@ -259,7 +257,8 @@ class SpikeDetector:
             logb, None, 0, None, SINGLE_INDEX) * small if self.lone_rules else 0)  # SINGLE_INDEX
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
-                        pad(lone), pad(plain), start, flicker)
+                        pad(lone), pad(plain), start, flicker,
+                        pad(p) if self.lone_rules else None)  # (a collapse: plain threshold)
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the
@@ -295,18 +294,32 @@ class SpikeDetector:
             u = (base.y - base.level) / base.scale
             return (u > TAIL_Z) & (u <= self.threshold)
 
-    def flagged(self, base: Baseline, a: int, b: int, offset: int, hump: bool = True
-                ) -> np.ndarray:
+    def flagged(self, base: Baseline, a: int, b: int, offset: int, hump: bool = True) -> np.ndarray:
         """`_extract`'s first mask of points a..b-1 of `base` (one space's baseline from the
         series' point `offset` on, from its start or with max(tail_window, 2 x window) + 16
         points before a; `hump`: no LogCheck), before any spike re-judges what follows it."""
-        thr = self._tail_threshold(base, self._tail_big(base), a, b)
         a1 = max(0, a - (self.window | 1) - 2)  # the hump predictor on full windows
         back = hump and tuple(x[a - a1:] for x in  # (their heads are not read from 2w on)
                               self._back(base.y, base.level, base.scale, a1, b,
                                          a1 < 2 * (self.window | 1)))
-        return self._elevated(base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b],
-                              thr, base.log, offset + a, back or None,  # type: ignore[arg-type]
+        at = (base.y[a:b], base.level[a:b], base.scale[a:b], base.count[a:b])
+        small = 1 + SMALL_SAMPLE / np.maximum(at[3], 1)
+        p = self.threshold * small  # (`_elevated`'s plain threshold)
+        # the plain threshold first: every rule's threshold is the tail-raised one, the plain
+        # one or a share of them (PAIR), so where no rule flags a point by the plain one none
+        # does (the tail counts are not made: a quiet update's work)
+        with np.errstate(invalid="ignore"):
+            ok = self._above(*at[:3], min(PAIR or 1.0, 1.0) * p, base.log)  # (and PAIR's)
+            if back:
+                ok |= self._above(at[0], back[0], back[1], p, base.log) & self._above(
+                    back[2], back[0], back[1], p / 2, base.log)
+            ok |= self._both((base.y[:b], a), at[1], at[2], np.where(self._doubled(
+                at[0], at[1], base.log), self.threshold, p / small), base.log)
+        ok[:max(0, self.min_points - offset - a)] = False
+        if not ok.any():
+            return ok
+        thr = self._tail_threshold(base, self._tail_big(base), a, b)
+        return self._elevated(*at, thr, base.log, offset + a, back or None,  # type: ignore[arg-type]
                               (base.y[:b], a))
 
     def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
@@ -341,7 +354,8 @@ class SpikeDetector:
                   full: tuple[np.ndarray, int] | None = None) -> np.ndarray:
         """Elevated-point mask for points offset.. (`y`, `level`... are their slices; `back`:
         the level and scale HUMP points earlier and the previous value, for rises spread over
-        a few points: the point and the one before it well above that earlier level)."""
+        a few points: the point and the one before it well above that earlier level). A rule
+        added here must flag fewer points at a higher `thr`: `flagged`'s screen relies on it."""
         small = 1 + SMALL_SAMPLE / np.maximum(count, 1)
         thr = thr * small
         with np.errstate(invalid="ignore"):

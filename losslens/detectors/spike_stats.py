@@ -86,6 +86,8 @@ def finite_trailing_median(x: np.ndarray, window: int, head: bool = True) -> np.
     """`masked_trailing_median` (NaN: left out), by the faster `trailing_median` where the
     NaN are only leading ones (the same medians: `window` is odd)."""
     ok = np.isfinite(x)
+    if ok.all():  # (the usual case: the same numbers, fewer calls)
+        return trailing_median(x, window, head)
     first = int(np.argmax(ok)) if ok.any() else x.shape[0]
     if not ok[first:].all():
         return masked_trailing_median(x, window)
@@ -134,11 +136,21 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     # the first window + 4 x level_window + 16 points are then not the whole series' either
     median = _masked_median if masked else trailing_median if head else _headless
     n = values.shape[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        y = np.log(values) if log else values.astype(float)
     if n < 4:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.log(values) if log else values.astype(float)
         nan = np.full(n, np.nan)
         return Baseline(y, nan, nan.copy(), np.zeros(n, dtype=np.int64), log)
+    # (one errstate for all of it: entering one costs ~2-5 us, a streaming update makes
+    # this call for every tag; np.diff's numbers by a plain subtraction, for floats)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return _baseline(values, window, log, masked, level_window, median)
+
+
+def _baseline(values: np.ndarray, window: int, log: bool, masked: bool, level_window: int,
+              median: Any) -> Baseline:
+    n = values.shape[0]
+    y = np.log(values) if log else values.astype(float)
     # 1. the lag-corrected trailing median (pred_m[i] from points < i)
     med = np.empty(n)
     med[0] = np.nan
@@ -150,28 +162,25 @@ def baseline(values: np.ndarray, window: int, log: bool, masked: bool = False,
     # 2. the previous point (no trend: where a descent stops, a slope would overshoot)
     # each predictor is judged by its own recent absolute errors; the more accurate is used
     err_m = np.abs(y[2:] - pred_m[2:])
-    err_d = np.abs(np.diff(y))[1:]
+    err_d = np.abs(y[2:] - y[1:-1])  # (np.diff(y)[1:])
     scale = np.empty(n)
     scale[:3] = np.nan
     scale[3:] = median(err_m, window)[:-1]
     scale_d = median(err_d, window)[:-1]
-    with np.errstate(invalid="ignore"):
-        use_d = np.flatnonzero(~(scale[3:] <= scale_d)) + 3
+    use_d = np.flatnonzero(~(scale[3:] <= scale_d)) + 3
     level = pred_m
     level[use_d] = y[use_d - 1]
     scale[use_d] = scale_d[use_d - 3]
     scale *= MAD_TO_SIGMA
     if use_d.shape[0]:  # a previous point that dipped is no level to predict from (DIP_Z)
-        with np.errstate(invalid="ignore", over="ignore"):
-            dipped = y[2:-1] - level[2:-1] < -DIP_Z * scale[2:-1]  # dipped[k]: point k + 2
+        dipped = y[2:-1] - level[2:-1] < -DIP_Z * scale[2:-1]  # dipped[k]: point k + 2
         sel = use_d[dipped[use_d - 3] & np.isfinite(y[use_d - 2])]
         level[sel] = y[sel - 2]
     np.maximum(scale[3:], _floor(values, med[3:], window, log, masked), out=scale[3:])
     if log:  # additive noise seen near this level, in log units (see ADDITIVE_FLOOR)
-        dv = np.abs(np.diff(values))
+        dv = np.abs(_diff(values))
         addn = median(dv, 2 * level_window + 1)[:-1]  # addn[k]: diffs up to point k + 1
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            floor = ADDITIVE_FLOOR * DIFF_TO_SIGMA * addn[1:] / np.exp(level[3:])
+        floor = ADDITIVE_FLOOR * DIFF_TO_SIGMA * addn[1:] / np.exp(level[3:])
         np.fmax(scale[3:], floor, out=scale[3:])
     if masked:
         cs = np.concatenate(([0], np.cumsum(np.isfinite(err_m))))
@@ -214,6 +223,14 @@ def outdone(y: np.ndarray, level: np.ndarray, big: np.ndarray, c: int, a: int) -
         return common and int((lone & (LONE_MARGIN * rise >= y[c] - level[c])).sum()) >= LONE_SEEN
 
 
+def _diff(x: np.ndarray) -> np.ndarray:
+    """`np.diff(x)` of a 1-D array (for floats by the same subtraction, without its
+    Python-level overhead)."""
+    if x.dtype == np.float64 and x.ndim == 1:
+        return x[1:] - x[:-1]
+    return np.diff(x)
+
+
 def _masked_median(x: np.ndarray, window: int) -> np.ndarray:
     from .filters import trailing
 
@@ -229,7 +246,7 @@ def _floor(values: np.ndarray, med: np.ndarray, window: int, log: bool,
            masked: bool) -> np.ndarray:
     """The print resolution (smallest non-zero change between consecutive earlier points)
     as a scale floor for points 3.. (`med` is their trailing median)."""
-    step = np.abs(np.diff(values))
+    step = np.abs(_diff(values))
     step[step == 0] = np.inf
     if masked:
         from .filters import trailing
@@ -333,6 +350,9 @@ def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | 
 #: or a rise that lasts) stands out far more. A noisy loss near its start level (judged
 #: additively too when its noise exceeds ~20 %) keeps the plain threshold.
 LONE_FLOOR, FALLEN = 2.0, 100.0
+#: A lone point near 0 that climbs back to within COLLAPSE x of the series' start level is a
+#: collapse, judged by the plain threshold (LogCheck.collapsed).
+COLLAPSE = 10.0
 
 
 def lone_threshold(level: np.ndarray, thr: np.ndarray, plain: np.ndarray, span: int
@@ -375,6 +395,7 @@ class LogCheck:
     plain: np.ndarray | None = None  # the plain log-space threshold (LONE_FLOOR x on a floor)
     start: float | None = None  # the series' start level (`start_level`; None: unknown)
     flicker: bool = True  # False: an evaluation loss (no per-batch flicker on a floor)
+    collapse: np.ndarray | None = None  # the plain threshold for a collapse (None: no such rule)
 
     def doubled(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
                 far: bool = False) -> bool:
@@ -397,6 +418,17 @@ class LogCheck:
         return (self.start is not None and rise >= DOUBLED_LOG
                 and rise > float(self.plain[c]) * scale
                 and (base > self.start - float(np.log(FALLEN)) or not self.flicker))
+
+    def collapsed(self, c: int, peak: float, rise: float, scale: float) -> bool:
+        """Whether a lone point `peak` (its log-space `rise` in units of `scale`) climbed back
+        to within COLLAPSE x of the series' start level by the plain threshold (`collapse`):
+        what was learnt lost for a step, not the flicker of a floor (x10-x100 off 1e-7 never
+        nears where the loss started), so neither LONE_FLOOR nor the tail raise applies (a
+        memorised grokking run's 0.0044 -> 1.92 -> 0.0054, its start 3.3: the floor's
+        heavy-tailed band raised the threshold to 12.5 scales, the point rose 11.3)."""
+        return (self.collapse is not None and self.start is not None
+                and float(np.log(peak)) >= self.start - float(np.log(COLLAPSE))
+                and rise > float(self.collapse[c]) * scale)
 
     def _before(self, c: int, masked: np.ndarray | None) -> np.ndarray:
         """The finite log values of the `window` points before index `c` (from `masked`, the
@@ -448,7 +480,8 @@ class LogCheck:
             return False
         m = run.shape[0]
         if self.lone is not None and m == 1:  # a lone point (see `lone`; and `doubled`)
-            return rise > float(self.lone[c]) * scale or self.doubled(c, run, masked, far)
+            return rise > float(self.lone[c]) * scale or self.doubled(c, run, masked, far) \
+                or self.collapsed(c, peak, rise, scale)
         if rise > thr * scale:
             return True
         return m >= 2 and float(np.median(np.log(run))) - base > thr * scale / np.sqrt(m)
@@ -518,7 +551,8 @@ def spike_record(st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
                  fast_within: int) -> dict[str, Any]:
     """One spike as `SpikeDetector.find` reports it: from index `c` (peak `p`, back at `end`,
     None: not back) over the pre-spike `level` and `scale` of `base`'s space; its recovery
-    class by `fast_within` steps (None at the series' last point: not known yet)."""
+    class by `fast_within` steps or the next point (None at the series' last point: not
+    known yet)."""
     pre = float(np.exp(level)) if base.log else level
     peak = float(v[p])
     if pre > 0 and peak > 0:
@@ -529,8 +563,8 @@ def spike_record(st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
     interval = int(st[c] - st[c - 1]) if c > 0 else 0
     if rec_steps is None:  # None: the series' last point, not known yet (`_event`)
         recovery = None if c == v.shape[0] - 1 else "none"
-    elif rec_steps <= max(fast_within, interval):
-        recovery = "fast"
+    elif rec_steps <= max(fast_within, interval) or end == c + 1:
+        recovery = "fast"  # (or back at the very next point, on a log whose interval grows)
     else:
         recovery = "slow"
     return {

@@ -198,8 +198,9 @@ class LiveRun:
                 series.append((tag, steps, values))
         if not codes:
             return
-        self.segments.add(np.concatenate(codes), np.concatenate(steps_all),
-                          np.concatenate(orders), ())
+        if not self.segments.add_plain(codes, steps_all, orders):
+            self.segments.add(np.concatenate(codes), np.concatenate(steps_all),
+                              np.concatenate(orders), ())
         for tag, steps, values in series:
             self.series.setdefault(tag, SeriesBuffer()).add(steps, values)
 
@@ -288,6 +289,40 @@ class SegmentTracker:
             self.bounds.append((o_, reason))
             self.cuts.append(o_ if reason == "step_back" else o_ + 1)
         self._aggregate(c, s, o)
+
+    def add_plain(self, codes: list[np.ndarray], steps: list[np.ndarray],
+                  orders: list[np.ndarray]) -> bool:
+        """`add` of one batch per tag (distinct tags, orders going on from the last point's,
+        no header), done in a few scalar steps where no step goes back (an in-training
+        guard's batches): nothing to cut, every point in the last segment. False (nothing
+        done) where that does not hold: then `add`."""
+        if self.pending or not codes:
+            return False
+        tags = [int(c[0]) if c.shape[0] else -1 for c in codes]
+        if -1 in tags or len(set(tags)) != len(tags) or (
+                self.cuts and self.cuts[-1] > int(orders[0][0])):
+            return False
+        for code, s in zip(tags, steps):
+            last = self.last.get(code)
+            if (last is not None and int(s[0]) < last[0]) or bool((s[1:] < s[:-1]).any()):
+                return False  # (a step back: `add` cuts there)
+        if self.first_order is None:
+            self.first_order = int(orders[0][0])
+        for code, s, o in zip(tags, steps, orders):
+            self.last[code] = (int(s[-1]), int(o[-1]))
+        first = min(int(s[0]) for s in steps)  # (each batch's steps never decrease)
+        last = max(int(s[-1]) for s in steps)
+        pts = sum(int(s.shape[0]) for s in steps)
+        o_j, c_j, s_j = int(orders[-1][-1]), tags[-1], int(steps[-1][-1])  # the latest point
+        k = len(self.cuts)
+        a = self.agg.get(k)
+        if a is None:
+            self.agg[k] = [first, last, pts, o_j, c_j, s_j]
+            return True
+        a[0], a[1], a[2] = min(a[0], first), max(a[1], last), a[2] + pts
+        if (o_j, -c_j) > (a[3], -a[4]):
+            a[3], a[4], a[5] = o_j, c_j, s_j
+        return True
 
     def _step_backs(self, c: np.ndarray, s: np.ndarray, o: np.ndarray) -> list[tuple]:
         n = c.shape[0]

@@ -151,9 +151,12 @@ class SeriesBuffer:
         self.dirty = start if self.dirty is None else min(self.dirty, start)
         if self.first_nonpos is None or self.first_nonpos >= start:
             v = self.value[start:self.n]
-            with np.errstate(invalid="ignore"):
-                hit = np.flatnonzero(np.isfinite(v) & (v <= 0))
-            self.first_nonpos = start + int(hit[0]) if hit.shape[0] else None
+            if v.shape[0] and v.min() > 0:  # (the usual case, in one call; NaN: looked at)
+                self.first_nonpos = None
+            else:
+                with np.errstate(invalid="ignore"):
+                    hit = np.flatnonzero(np.isfinite(v) & (v <= 0))
+                self.first_nonpos = start + int(hit[0]) if hit.shape[0] else None
         if self._mono[0] > start:
             self._mono = (0, True, math.nan)
 

@@ -173,7 +173,7 @@ class DivergenceStream(_SeriesStream):
             with np.errstate(invalid="ignore"):  # inf - inf before the first full window
                 raw = level - best >= self.thr
             idx = f0 + np.arange(m)
-            prev = np.r_[memo["run"] >= 0 and memo["run"] == f0 - 1 or False, raw[:-1]]
+            prev = np.concatenate(([memo["run"] >= 0 and memo["run"] == f0 - 1], raw[:-1]))
             starts = np.where(raw & ~prev, idx, -1)
             r = np.maximum.accumulate(starts)
             if memo["run"] >= 0 and memo["run"] == f0 - 1:
@@ -201,7 +201,8 @@ class DivergenceStream(_SeriesStream):
         diffs = memo["diffs"]
         if diffs is None or not steps.shape[0]:
             return self._span_of(memo, nfin)
-        chain = steps if memo["last_step"] is None else np.r_[memo["last_step"], steps]
+        chain = steps if memo["last_step"] is None else np.concatenate(([memo["last_step"]],
+                                                                          steps))
         memo["last_step"] = int(steps[-1])
         if chain.shape[0] > 1:
             gaps = np.diff(chain)
@@ -341,7 +342,10 @@ class NonFiniteStream(_SeriesStream):
                 a0 = min(a0, index_of(steps, last.start_step))
         a = max(0, a0 - self.gap - 2)
         cut = 0 if a == 0 else a0
-        found = self.det.detect(s.view(st.run, tag, st.roles[tag], a))
+        if st.roles[tag] != "skipped" and bool(np.isfinite(s.value[a:n]).all()):
+            found: list[Any] = []  # (what the detector finds where every value is finite)
+        else:
+            found = self.det.detect(s.view(st.run, tag, st.roles[tag], a))
         st.events[key] = splice(old, found, steps[cut] if cut < n else math.inf)
 
 

@@ -360,18 +360,37 @@ class SpikeStream:
         """Fold the finite values of [upto, end) into the running min / largest step, and
         look for the first point of them where the level comes near 0."""
         upto, top = memo["upto"], memo["vtop"]
-        seg = s.value[upto:end]
-        vals = seg[np.isfinite(seg)]
+        f_up, f_end = cache.finite_index(upto), cache.finite_index(end)
+        vals = cache.val.view[f_up:f_end]  # (the finite values of upto..end-1, kept)
         if vals.shape[0]:
-            chain = np.r_[memo["last"], vals] if math.isfinite(memo["last"]) else vals
-            if chain.shape[0] > 1:
-                memo["smax"] = max(memo["smax"], float(np.abs(np.diff(chain)).max()))
+            last = memo["last"]
+            big = float(np.abs(vals[1:] - vals[:-1]).max()) if vals.shape[0] > 1 else -math.inf
+            if math.isfinite(last):
+                big = max(big, abs(float(vals[0]) - last))
+            if big > -math.inf:
+                memo["smax"] = max(memo["smax"], big)
             memo["vmin"] = min(memo["vmin"], float(vals.min()))
             memo["vtop"] = max(top, float(vals.max()))
             memo["last"] = float(vals[-1])
-        if memo["cond"] is None and vals.shape[0]:
+        if memo["cond"] is None and vals.shape[0] and not self._far(cache, f_up, f_end, sp):
             memo["cond"] = self._near_from(s, upto, end, memo["fin"], sp, cache, top)
         memo["fin"] += int(vals.shape[0])
+
+    def _far(self, cache: BaselineCache, f_up: int, f_end: int, sp: Any) -> bool:
+        """Whether none of the finite values f_up..f_end-1 can be near 0 (`_near_from`
+        finds none there), from the kept log-space levels and the new points' diffs alone:
+        each point's noise is the median of the `w` diffs before it, at most the
+        (w // 2 + 1)-th largest diff of the stretch; every level at least NEAR_ZERO times
+        that noise bound above 0 is not near 0."""
+        w = self.w
+        if f_up < w + 1 or cache.log.n < f_end:
+            return False
+        lowest = float(cache.log.level.view[f_up:f_end].min())  # (NaN: not far)
+        x = cache.val.view[f_up - w - 1:f_end]
+        d = np.abs(x[1:] - x[:-1])
+        k = w // 2 + 1
+        step = float(np.partition(d, -k)[-k])
+        return math.exp(lowest) >= sp.NEAR_ZERO * (sp.DIFF_TO_SIGMA * step)
 
     def _near_from(self, s: SeriesBuffer, upto: int, end: int, fin: int, sp: Any,
                    cache: BaselineCache, top: float) -> int | None:

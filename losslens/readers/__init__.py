@@ -108,7 +108,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
        "training scripts' own `step N | name value | ...` lines (a Qwen3-from-scratch script's)"),
     _F("epoch-lines", "losslens.readers.epochs",
        "training scripts' own epoch lines (Epoch [1/50], Train Loss: x, Val Loss: y), step lines "
-       "(Step 100, Loss: x) and Keras fit"),
+       "(Step 100, Loss: x; Step 650 | Loss: x; [step 25] avg_loss=x), loss sentences "
+       "(grpo_loss is x and kl is y) and Keras fit"),
     _F("history-json", "losslens.readers.history",
        "column-oriented JSON histories: Keras `json.dump(history.history)`, a script's "
        "training_history.json ({\"epoch\": [...], \"loss\": [...], ...})"),

@@ -56,6 +56,7 @@ CHECKPOINT_NAMES = (
     re.compile(r"^checkpoint_(\d+)$"),                # t5x
     re.compile(r"^model_(\d{5,})\.pt$"),              # build-nanogpt (log/model_05000.pt)
     re.compile(r"^ckpt_step_?(\d+)\.pt$"),            # scripts (ckpt_step0048000.pt)
+    re.compile(r"^\w*?[_-]step_?(\d+)\.(?:pt|pth|ckpt|bin|safetensors)$"),  # lora_epoch3_step150.pt
 )
 
 #: A folder listing stops after this many entries (a huge data folder is not a checkpoint dir).
@@ -177,6 +178,9 @@ SAVE_LINES: tuple[SaveLine, ...] = (
     # a script's own (the Qwen3-from-scratch script of the `step-pipes` dialect)
     SaveLine("[Checkpoint] saved", _P(r"\[Checkpoint\] saved (?P<path>\S+)")),
     SaveLine("[Checkpoint] saved", _P(r"\[Checkpoint\] pruned (?P<path>\S+)"), deletes=True),
+    # a script's own print (`Saved checkpoint to .../lora_epoch3_step150.pt`): the step from
+    # the file name
+    SaveLine("Saved checkpoint to", _P(r"^\s*Saved checkpoint to (?P<path>\S+)\s*$")),
 )
 
 #: Cheap test before the patterns: every save line above contains one of these.

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from ..roles import infer_role
+from .checkpoints import SaveLines
 from .textutil import fragments, head_text, parse_float, read_text, split_truncated, utc_seconds
 
 FORMAT = "epoch-lines"
@@ -331,6 +332,8 @@ def read(path: Path, run: str) -> list[RunRecords]:
     bars = keras = 0
     stepped = False  # a step line was read: a lone `Validation loss: x` line sits at its step
     counted = 0  # sentence prints of a loss (`grpo_loss is x and kl is y`) so far
+    last_step: int | None = None  # the step of the last step line (save lines lean on it)
+    saves = SaveLines()
     for lineno, frag in fragments(body):
         if block is not None and block_left:
             km = _keras(frag)
@@ -352,14 +355,17 @@ def read(path: Path, run: str) -> list[RunRecords]:
             pairs = _pairs(frag, sm[1]) if sm else []
             if pairs and _metric_pairs(pairs):  # a step line: epoch None, the step as printed
                 # (`**Step 1:** ... 45 pens / 5 pens/set = 9 sets`, a model's answer, is not)
-                rows.add(lineno, None, int(sm[0].group(1)), None, _wall(frag, stamps), pairs,
-                         b, frag)
+                last_step = int(sm[0].group(1))
+                rows.add(lineno, None, last_step, None, _wall(frag, stamps), pairs, b, frag)
                 block, block_left = None, 0
                 stepped = True
             elif sm is None and " is " in frag and (pairs := _sentence(frag)):
                 counted += 1  # a script that prints its loss once an update: the k-th is step k
+                last_step = counted
                 rows.add(lineno, None, counted, None, _wall(frag, stamps), pairs, b, frag)
                 stepped = True
+            elif "heckpoint" in frag or "saving model to" in frag:
+                saves.feed(lineno, frag, last_step)
             elif stepped and sm is None and _only_pairs(frag):
                 pairs = _pairs(frag, 0)
                 if pairs and all(infer_role(p[0]) in ("val_loss", "val_acc")
@@ -386,8 +392,10 @@ def read(path: Path, run: str) -> list[RunRecords]:
     extra = {"step_source": how}
     if bars:
         extra["progress_bar_lines"] = str(bars)
+    # save lines give checkpoints only on a step axis (a file of epochs has no iterations)
+    ckpts = saves.fields() if how.startswith("step lines") else {}
     return [b.build(run, str(path), FORMAT,
-                    RunMeta(framework="keras" if keras else None, extra=extra))]
+                    RunMeta(framework="keras" if keras else None, extra=extra, **ckpts))]
 
 
 def _wall(frag: str, stamps: dict[str, float]) -> float:

@@ -22,6 +22,11 @@ summary, a config, lists of text) are not series and are left out, their keys li
 A file cut short (a run killed while writing it) keeps every list that ended before the cut,
 with a warning naming the key cut and the byte. The whole file is parsed at once, so memory is
 a few times its size; deeply nested input is refused by the parser, not recursed into.
+
+Sniffed from the file's start (`{"key": [` and a number): `history.json`,
+`training_history.json`, `train_history.json` by that alone; any other file only when one of
+its lists is named like a metric (a loss, accuracy, lr or grad norm: `{"hidden_sizes": [64,
+128]}`, a config, is no history).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ import numpy as np
 
 from ..errors import NoSeriesError, ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
+from ..roles import infer_role
 from .textutil import head_text, read_bytes
 
 FORMAT = "history-json"
@@ -45,6 +51,9 @@ _NAMES = ("history.json", "training_history.json", "train_history.json")
 _KEY = r'"(?:[^"\\]|\\.){1,200}"\s*:\s*'
 _HEAD = re.compile(r'\A\s*\{\s*' + _KEY + r'(\{\s*' + _KEY + r')?\[\s*'
                    r'(?:-?\d|-?Infinity|NaN|null|\])')
+_LIST_KEY = re.compile(r'"((?:[^"\\]|\\.){1,200})"\s*:\s*\[')
+_SNIFF_KEYS = 1000  # list keys a sniff looks at, at most
+_METRIC_ROLES = frozenset({"train_loss", "val_loss", "train_acc", "val_acc", "lr", "grad_norm"})
 _DECODER = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
 _MAX_DEPTH = 64  # deepest object nesting followed
@@ -58,7 +67,16 @@ def sniff(name: str, head: bytes) -> float:
     named = name.lower() in _NAMES
     if m.group(1):  # lists one level down (`{"train": {"loss": [...]}}`): only by its name
         return 0.9 if named else 0.0
-    return 0.9 if named else 0.5
+    if named:
+        return 0.9
+    # any other name: a list named like a metric (a config's `{"hidden_sizes": [64, 128]}`
+    # is no history)
+    for n, k in enumerate(_LIST_KEY.finditer(text)):
+        if n >= _SNIFF_KEYS:
+            break
+        if infer_role(k.group(1)) in _METRIC_ROLES:
+            return 0.5
+    return 0.0
 
 
 def read(path: Path, run: str) -> list[RunRecords]:
