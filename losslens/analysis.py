@@ -6,6 +6,8 @@ series whose role they accept, run detectors get the run once. Then it
 - folds spikes found inside a divergence into it (the rise of a divergence reads as a spike
   that never recovers, and the grad norm rises with it; the divergence says it better:
   `details.spikes_within` counts them),
+- marks a training-loss divergence over which every validation loss of the run improved
+  (`details.val_improving`): the task got harder (a curriculum), the model did not get worse,
 - marks, when a run has several losses (train and per-dataset validation), which spikes hit
   the other losses at the same time (`details.shared_with`, `details.all_losses`) and which
   hit one loss alone (`details.isolated`): spikes can hit one dataset and not another,
@@ -42,6 +44,7 @@ def detect_run(frame: Frame, run_info: RunInfo, detectors: Any = None, *,
     events = fold_spikes(events)
     events = _mark_shared(events, frame, run_info, shared_within)
     events = _mark_components(events, frame, run_info)
+    events = _mark_val_improving(events, frame, run_info)
     events.sort(key=lambda e: (e.start_step, e.kind, e.tag))
     counters: dict[str, int] = {}
     out = []
@@ -218,3 +221,49 @@ def _overlap(a: Event, b: Event) -> bool:
     a1 = a.end_step if a.end_step is not None else a.start_step
     b1 = b.end_step if b.end_step is not None else b.start_step
     return a.start_step <= b1 and b.start_step <= a1
+
+
+#: "Improved": the validation loss's median over the last third of a divergence at most this
+#: share of its median before it (and not above FLAT_WITHIN x its median over the first third).
+IMPROVED_BY = 0.9
+
+
+def _mark_val_improving(events: list[Event], frame: Frame, run: RunInfo) -> list[Event]:
+    """A training-loss divergence over which every validation loss of the run improved (its
+    median over the last third of the divergence under IMPROVED_BY x its median before it —
+    the first 3 points when fewer came before — and no higher than FLAT_WITHIN x over the
+    first third; 3+ finite points over it, each) is no model getting worse: a model that
+    diverged does worse on held-out data too. The training objective or data got harder (a
+    curriculum, a rising augmentation level): `details.val_improving`, `val_tags`; diagnosis
+    reports it as information. A flat validation loss is not enough alone (the objective
+    change of `_flat_beside` needs a flat part of the loss too); one that rises keeps it a
+    divergence."""
+    vals = [s.tag for s in run.series if s.role == "val_loss"]
+    if not vals or not any(e.kind == "divergence" for e in events):
+        return events
+    role = {s.tag: s.role for s in run.series}
+    out = []
+    for e in events:
+        if (e.kind == "divergence" and role.get(e.tag) == "train_loss"
+                and not e.details.get("nonfinite") and not e.details.get("component")
+                and all(_improved(frame.series(run.run, t), e) for t in vals)):
+            e = replace(e, details={**e.details, "val_improving": True, "val_tags": vals})
+        out.append(e)
+    return out
+
+
+def _improved(ser: Any, e: Event) -> bool:
+    end = e.end_step if e.end_step is not None else e.start_step
+    ok = np.isfinite(ser.value)
+    before = ser.value[ok & (ser.step < e.start_step)]
+    if before.shape[0] < 3:
+        before = ser.value[ok][:3]
+    during = ser.value[ok & (ser.step >= e.start_step) & (ser.step <= end)]
+    if before.shape[0] < 3 or during.shape[0] < 3:
+        return False
+    k = max(1, during.shape[0] // 3)
+    late, early, ref = (float(np.median(during[-k:])), float(np.median(during[:k])),
+                        float(np.median(before)))
+    if ref > 0:
+        return late <= IMPROVED_BY * ref and late <= FLAT_WITHIN * early
+    return late < ref and late <= early  # (a signed loss: lower, not a share)

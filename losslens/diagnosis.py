@@ -69,9 +69,50 @@ def _skips(events: Sequence[Event]) -> list[Event]:
 
 
 def _nonfinite(events: Sequence[Event]) -> list[Event]:
-    """Non-finite events other than fp16 overflow skips."""
+    """Non-finite events other than fp16 overflow skips and validation losses that were not
+    computed (`mark_not_computed`)."""
     skips = {id(e) for e in _skips(events)}
-    return [e for e in _of(events, "nonfinite") if id(e) not in skips]
+    return [e for e in _of(events, "nonfinite") if id(e) not in skips
+            and not e.details.get("not_computed")]
+
+
+def mark_not_computed(events: Sequence[Event], train_tags: "set[str] | frozenset[str]",
+                      first: "Mapping[str, int]") -> tuple[Event, ...]:
+    """Mark (`details.not_computed`) a validation loss that is NaN/inf from its series' first
+    point while the run has a training loss and no training loss is non-finite there or
+    after: the trainer wrote NaN where it did not compute the validation loss (YOLO fills
+    its `val/*_loss` columns with nan when they were not computed), not arithmetic that
+    blew up — a model whose weights went NaN gives a NaN training loss too. A validation
+    loss that turns NaN after being finite, and any NaN training loss, stay as they are."""
+    train_nan = [e for e in _of(events, "nonfinite") if e.tag in train_tags]
+    out = []
+    for e in events:
+        if (e.kind == "nonfinite" and train_tags and e.details.get("role") == "val_loss"
+                and e.details.get("source") == "value" and from_start(e, first)
+                and not any((t.end_step if t.end_step is not None else t.start_step)
+                            >= e.start_step for t in train_nan)):
+            e = replace(e, details={**e.details, "not_computed": True})
+        out.append(e)
+    return tuple(out)
+
+
+def rule_val_not_computed(events: Sequence[Event], meta: RunMeta,
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
+    found = [e for e in _of(events, "nonfinite") if e.details.get("not_computed")]
+    if not found:
+        return None
+    tags = ", ".join(sorted({e.tag for e in found}))
+    span = ", ".join(sorted({f"{e.start_step}-{e.end_step}" if e.end_step not in
+                             (None, e.start_step) else str(e.start_step) for e in found}))
+    return Finding(
+        "info", f"The validation loss was not computed (NaN) at steps {span} ({tags})",
+        f"{tags} is NaN/inf from its first evaluation while the training loss stayed finite: "
+        "the trainer wrote NaN where it did not compute the validation loss (validation "
+        "off, skipped for those epochs, or its loss not evaluated); training is not "
+        "affected, but nothing can be said of overfitting there.",
+        "Nothing to restart; if you meant to validate, check that validation runs and "
+        "computes its loss (e.g. YOLO's `val=True` and a validation split).",
+        _ids(found), (CITES["spike_types"],))
 
 
 def _what(found: Sequence[Event]) -> str:
@@ -141,7 +182,8 @@ def rule_early_divergence_init(events: Sequence[Event], meta: RunMeta,
 
 
 def _divergences(events: Sequence[Event]) -> list[Event]:
-    return [e for e in _of(events, "divergence") if not e.details.get("component")]
+    return [e for e in _of(events, "divergence") if not e.details.get("component")
+            and not e.details.get("val_improving")]
 
 
 def rule_divergence(events: Sequence[Event], meta: RunMeta,
@@ -203,6 +245,24 @@ def rule_objective_change(events: Sequence[Event], meta: RunMeta,
         "stayed flat: the objective changed (a term's weight on a schedule, such as KL "
         "annealing or a growing penalty), the model did not get worse.",
         "Nothing to restart; compare runs on the part that stayed comparable.",
+        _ids(rose), (CITES["spike_types"],))
+
+
+def rule_harder_task(events: Sequence[Event], meta: RunMeta,
+        first: "int | Mapping[str, int] | None" = None) -> Finding | None:
+    rose = [e for e in _of(events, "divergence") if e.details.get("val_improving")]
+    if not rose:
+        return None
+    vals = ", ".join(sorted({t for e in rose for t in e.details.get("val_tags", ())}))
+    return Finding(
+        "info", f"The training loss rose while validation improved "
+        f"({', '.join(sorted({e.tag for e in rose}))})",
+        f"The training loss rose from step(s) {_steps(rose)} while {vals} kept falling over "
+        "the same steps: a model that diverged does worse on held-out data too, so the "
+        "training task got harder (a curriculum, rising augmentation or difficulty, a "
+        "changed data mix), not the model worse.",
+        "Nothing to restart; if the training objective was not meant to change, check the "
+        "data pipeline and the schedule of what is trained on.",
         _ids(rose), (CITES["spike_types"],))
 
 
@@ -500,6 +560,7 @@ RULES: tuple[Rule, ...] = (
     rule_overfitting, rule_isolated_dataset_spikes, rule_grokking, rule_epoch_drops,
     rule_fast_blowups, rule_fast_spikes,
     rule_grad_spikes, rule_component_rise, rule_objective_change, rule_rollback,
+    rule_val_not_computed, rule_harder_task,
 )
 
 def rule_name(rule: Rule) -> str:

@@ -113,12 +113,14 @@ def conclude(info: RunInfo, events: Sequence[Event], options: Options | None = N
              checkpoints: Sequence[int] | None = None, source: str = "") -> RunAnalysis:
     """A run's analysis from its detected events: ignore, diagnose (events take the severity
     of the findings citing them: `diagnosis.settle`), plan."""
-    from .diagnosis import diagnose, settle
+    from .diagnosis import diagnose, mark_not_computed, settle
 
     options = options or Options()
     kept = tuple(e for e in events if options.keep(e))
     ignored = tuple(e for e in events if not options.keep(e))
     firsts = first_steps(info)
+    kept = mark_not_computed(kept, {s.tag for s in info.series if s.role == "train_loss"
+                                    and s.points}, firsts)
     findings = tuple(diagnose(kept, info.metadata, firsts))
     kept = settle(kept, findings)
     ckpts, src = ckpt.for_run(info, checkpoints, source)

@@ -28,7 +28,11 @@ def needs_action(event: Event) -> bool:
         return event.recovery == "none" and not event.details.get("negligible")
     if event.details.get("component"):  # one part of a multi-part loss rose, the total did not
         return False
+    if event.details.get("val_improving"):  # the train loss rose as validation improved
+        return False
     if event.details.get("overflow_skip"):  # a grad norm NaN on a step the fp16 scaler skipped
+        return False
+    if event.details.get("not_computed"):  # a validation loss written NaN, not computed
         return False
     return event.kind in ACTIONABLE_KINDS
 

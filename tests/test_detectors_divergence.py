@@ -424,3 +424,26 @@ def test_a_signed_loss_climbing_17_noise_scales_over_its_last_900_points_diverge
     (e,) = divergences(t, v)
     assert e.details["space"] == "linear" and e.details["recovered"] is False
     assert (e.start_step, e.details["declared_step"]) == (1303, 1628)
+
+
+def test_nonfinite_consecutive_points_are_one_event_whatever_their_step_gap():
+    # a validation loss logged once an epoch (every 2983 steps, far over merge_within) that is
+    # NaN from its first evaluation on: one stretch, one event (not one per evaluation)
+    steps = np.arange(1, 7) * 2983
+    (e,) = NonFiniteDetector().detect(ser(steps, np.full(6, np.nan), tag="valid loss",
+                                          role="val_loss"))
+    assert (e.start_step, e.end_step, e.details["points"], e.details["finite_after"]) == (
+        2983, 17898, 6, False)
+    assert e.details["bursts"] == [[2983, 17898]] and e.details["burst_count"] == 1
+    # a finite evaluation between two far NaN ones still splits them
+    values = np.array([np.nan, np.nan, 2.0, 2.0, np.nan, np.nan])
+    a, b = NonFiniteDetector().detect(ser(steps, values, tag="valid loss", role="val_loss"))
+    assert [(a.start_step, a.end_step), (b.start_step, b.end_step)] == [(2983, 5966),
+                                                                         (14915, 17898)]
+    assert (a.details["finite_after"], b.details["finite_after"]) == (True, False)
+    # nan-iteration counters above zero on consecutive far-apart lines: one event too
+    counts = np.array([0, 2, 1, 0, 0, 3])
+    a, b = NonFiniteDetector().detect(ser(steps, counts, tag="number of nan iterations",
+                                          role="skipped"))
+    assert [(a.start_step, a.end_step, a.details["count"]), (b.start_step, b.end_step)] == [
+        (5966, 8949, 3), (17898, 17898)]

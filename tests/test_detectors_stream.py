@@ -261,3 +261,34 @@ def test_add_many_is_the_adds_one_after_another(seed):
         assert np.array_equal(a.step[:a.n], b.step[:b.n])
         assert np.array_equal(a.value[:a.n], b.value[:b.n])
     assert one.update().events == many.update().events
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_nonfinite_stream_joins_consecutive_far_apart_points_as_batch_does(chunk):
+    """A validation loss evaluated every 2983 steps (over `merge_within`): consecutive NaN
+    evaluations are one event in the stream too, on every prefix, and a finite one splits."""
+    # (1100 finite points first: the stream then looks at a window, not the whole series)
+    steps = np.r_[np.arange(1, 1101), 1100 + np.arange(1, 13) * 2983]
+    values = np.r_[np.full(1100, 2.5),
+                   [np.nan] * 4 + [2.0, 2.1] + [np.nan] * 3 + [1.9] + [np.nan] * 2]
+    counts = np.r_[np.zeros(1100), [0, 1, 2, 0, 0, 3, 4, 5, 0, 0, 1, 0]]
+    roles = {"valid loss": "val_loss", "number of nan iterations": "skipped"}
+    live = LiveRun("run", detectors=["nonfinite"], roles=roles)
+    n = steps.shape[0]
+    for lo in [0] + list(range(1100, n, chunk)):
+        hi = 1100 if lo == 0 else min(n, lo + chunk)
+        live.add("valid loss", steps[lo:hi], values[lo:hi])
+        live.add("number of nan iterations", steps[lo:hi], counts[lo:hi])
+        got = [comparable(e) for e in live.detect()]
+        b = RecordsBuilder()
+        for i in range(hi):
+            b.add("valid loss", int(steps[i]), float(values[i]), order=i)
+            b.add("number of nan iterations", int(steps[i]), float(counts[i]), order=i)
+        frame = build([b.build("run", "mem", "test")], roles=roles)
+        want = [comparable(e) for e in detect_run(frame, frame.runs[0], ["nonfinite"])]
+        assert got == want, f"after {hi} points"
+    spans = [(e["tag"], e["start_step"], e["end_step"]) for e in got]
+    assert sorted(spans) == sorted([(t, 1100 + a, 1100 + b) for t, a, b in [
+        ("valid loss", 2983, 11932), ("valid loss", 20881, 26847), ("valid loss", 32813, 35796),
+        ("number of nan iterations", 5966, 8949), ("number of nan iterations", 17898, 23864),
+        ("number of nan iterations", 32813, 32813)]])

@@ -6,7 +6,9 @@ poisoned from there on. Megatron counts such steps (`number of nan iterations`) 
 line without `lm loss`, which its reader turns into a NaN point.
 
 Statistic: none: every non-finite value (or counter value > 0) is reported. Points closer than
-`merge_within` steps form one event (first -> last); `details.count` says how many, and
+`merge_within` steps form one event (first -> last), and so do points consecutive in the
+series whatever their step gap (a validation loss logged once an epoch that stays NaN is one
+stretch, not an event per evaluation); `details.count` says how many, and
 `details.bursts` lists each run of consecutive ones as [first, last] steps (the first
 `MAX_BURSTS`; `details.burst_count` counts them all): NaN bursts with training going on between
 them are one event, not a storm, yet each burst stays visible (a batch to look at).
@@ -78,7 +80,8 @@ class NonFiniteDetector:
         idx = np.flatnonzero(hit)
         if idx.shape[0] == 0:
             return []
-        gaps = np.flatnonzero(np.diff(steps[idx]) > self.merge_within)
+        # a new event where the next hit is far in steps AND a finite point lies between
+        gaps = np.flatnonzero((np.diff(steps[idx]) > self.merge_within) & (np.diff(idx) > 1))
         firsts = np.r_[0, gaps + 1]
         lasts = np.r_[gaps, idx.shape[0] - 1]
         return [self._event(series, steps, values, counts, idx[f:l + 1], source)

@@ -323,7 +323,8 @@ class DivergenceStream(_SeriesStream):
 
 class NonFiniteStream(_SeriesStream):
     """`NonFiniteDetector` fed new points: NaN/inf bursts on a trailing window of
-    `merge_within` points plus the burst still open."""
+    `merge_within` points plus the burst still open (or the last one, when the new points
+    follow it directly)."""
 
     def __init__(self, det: NonFiniteDetector) -> None:
         super().__init__(det)
@@ -338,7 +339,10 @@ class NonFiniteStream(_SeriesStream):
         if old:
             last = old[-1]
             end = last.end_step if last.end_step is not None else last.start_step
-            if steps[d] - end <= self.gap or not last.details.get("finite_after", True):
+            # reopened when the new points are near in steps, or follow it with no point
+            # between (consecutive hits are one event whatever the gap)
+            if (steps[d] - end <= self.gap or not last.details.get("finite_after", True)
+                    or index_of(steps, end) + 1 >= d):
                 a0 = min(a0, index_of(steps, last.start_step))
         a = max(0, a0 - self.gap - 2)
         cut = 0 if a == 0 else a0
