@@ -9,8 +9,9 @@ The in-process guard (`asynchronous = false`, `slice-ms = 0`) runs its detectors
 every `check-every` calls (and at once on a NaN or a loss over the bar): that call carries
 the update. This feeds `benchmarks/guard_step.py`'s series (a decaying loss with log-normal
 noise, six fast spikes, a slow one, a NaN, a grad norm) to a guard with the default policy
-that never stops, and gives each update's own CPU time (the thread's) and wall time, in total
-and by stream (spike, grad_spike, divergence, ...), as median / p99 / max, and the calls over
+that never stops, and gives each update's own CPU time (the thread's) and wall time, in total,
+apart for the quiet updates (no spike stream judged its window again) and the others, and by
+stream (spike, grad_spike, divergence, ...), as median / p99 / max, and the calls over
 1 ms, and what the costliest updates spent by stream (`--top`). The modes (MODES,
 `--modes`) run in one process, alternating (`--repeat`), so they see the same load (the load
 average is printed: on a shared machine every number is inflated); the events of all of them
@@ -77,21 +78,27 @@ def run(n: int, incremental: bool, fast: bool, bounded: bool
     own = np.empty(n, np.int64)
     wall = np.empty(n, np.int64)
     updates = np.zeros(n, bool)
+    judged = np.zeros(n, bool)  # a spike stream judged its window (not the incremental path)
+    spikes = [getattr(s, "grad", s) for s in live.streams.streams
+              if isinstance(s, SpikeStream) or hasattr(s, "grad")]
     wclock = time.perf_counter_ns
     for i in range(n):
         tick = live.tick
+        before = sum(s.judged_updates for s in spikes)
         w0, c0 = wclock(), clock()
         g.step(steps[i], loss[i], grad_norm=grad[i], lr=3e-4)
         own[i] = clock() - c0
         wall[i] = wclock() - w0
         updates[i] = live.tick != tick
+        judged[i] = sum(s.judged_updates for s in spikes) != before
     counts = {s.kind: (s.quiet_updates, s.judged_updates) if isinstance(s, SpikeStream) else
               (s.grad.quiet_updates, s.grad.judged_updates) for s in live.streams.streams
               if hasattr(s, "grad") or isinstance(s, SpikeStream)}
     events = [e.to_dict() for e in g.flush()]
     SpikeStream.incremental, filters.BOTTLENECK, spike_early.MEMO_SIZE = True, True, 64
     DivergenceStream.deferred = Regrow.spread = True
-    return own[updates], wall[updates], by, events, counts, np.asarray(steps)[updates]
+    return (own[updates], wall[updates], by, events, counts, np.asarray(steps)[updates],
+            judged[updates])
 
 
 def show(name: str, ns: np.ndarray) -> str:
@@ -116,13 +123,16 @@ def main() -> None:
         for key in modes:
             label, incremental, fast, bounded = MODES[key]
             t0, c0 = time.perf_counter(), time.process_time()
-            own, wall_ns, by, ev, counts, at = run(a.steps, incremental, fast, bounded)
+            own, wall_ns, by, ev, counts, at, judged = run(a.steps, incremental, fast, bounded)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             events.setdefault(label, ev)
             print(f"  [{r + 1}] {label}: " + show("update calls' CPU", own)
                   + f"; the whole run {cpu:.2f} s CPU, {wall:.2f} s wall "
                   f"(load {os.getloadavg()[0]:.1f})")
             print("      " + show("update calls' wall time", wall_ns))
+            if (~judged).any() and judged.any():
+                print("      " + show("quiet updates' CPU (no spike window judged)", own[~judged]))
+                print("      " + show("updates that judged a spike window, CPU", own[judged]))
             for kind, ns in by.items():
                 print("      " + show(kind, ns))
             print("      spike streams (incremental / window judged): " + ", ".join(

@@ -279,3 +279,42 @@ def test_flagged_screen_keeps_the_lone_and_pair_rules(kind):
                                               err_msg=f"{kind}, seed {seed}, {a}..{b}")
                 flagged += int(want.any())
     assert flagged >= 20
+
+
+def _find_back_reference(y, start, band, points, pre=None, share=0.0):
+    """`find_back` by its definition, point by point."""
+    n = y.shape[0]
+    top = float(y[start - 1]) if start >= 1 else -np.inf
+    for t in range(start, n):
+        top = max(top, float(y[t]))
+        b = band if not (share > 0 and pre is not None) else max(band, pre + share * (top - pre))
+        if not y[t] <= b:
+            continue
+        m = min(points, n - t)
+        cnt = int((y[t:t + points] <= b).sum())
+        nxt = (t + 1 < n and bool(y[t + 1] <= b)) if points > 1 else True
+        if cnt >= (m + 1) // 2 or nxt:
+            return t
+    return None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_find_back_equals_its_definition(seed):
+    """`spike_stats.find_back` (chunks of 256, 1,024, ...; a chunk with no point under its
+    band is passed over whole) finds the return the definition does: with and without the
+    share rule, returns in the first chunk, in a later one, right at a chunk's end, never."""
+    from losslens.detectors.spike_stats import find_back
+
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        n = int(rng.integers(2, 3000))
+        y = np.cumsum(rng.normal(0, 0.05, n)) + 3.0
+        at = int(rng.integers(0, n))
+        y[at:at + int(rng.integers(1, 400))] += float(rng.choice([0.5, 2.0]))
+        start = int(rng.integers(0, n))
+        band = float(np.quantile(y, rng.choice([0.01, 0.2, 0.5])))
+        for points in (1, 3, 5):
+            for pre, share in ((None, 0.0), (band - 0.3, 0.05)):
+                got = find_back(y, start, band, points, pre, share)
+                assert got == _find_back_reference(y, start, band, points, pre, share), (
+                    seed, n, start, band, points, share)

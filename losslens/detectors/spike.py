@@ -452,6 +452,7 @@ class SpikeDetector:
         masked = None  # the values with recovered spikes blanked out, made when first needed
         dips = None  # lone dips below 0 (tail evidence for lone points), made when first needed
         tops: list[tuple[int, float]] = []  # (start, highest value) of each spike so far
+        spans: list[tuple[float, float]] = []  # (start, end) steps of each spike reported
         out: list[dict[str, Any]] = []
         allowed = lo
         restart = (self.level_window | 1) + 1  # points after which the loss starts over
@@ -547,11 +548,12 @@ class SpikeDetector:
             if base.log and self.trend:  # not back fast: back at the pre-spike trend
                 seen, slope = trend_back(st, y, c, seen, pre, pre + self.back_z * sc,
                                          self.back_points, BACK_SHARE, max(self.fast_within, int(
-                                             st[c] - st[c - 1]) if c else 0), prior)
+                                             st[c] - st[c - 1]) if c else 0), prior, spans)
             out.append(spike_record(st, v, base, c, p, seen, pre, sc, float(thr[c]) * (
                 1 + SMALL_SAMPLE / max(int(count[c]), 1)), self.back_z, self.fast_within))
+            spans.append((float(st[c]), float(st[seen]) if seen is not None else np.inf))
             if slope is not None:  # (spike_trend: the trend the return was judged against)
-                out[-1]["details"].update(trend=slope[0], trend_origin=slope[1])
+                out[-1]["details"].update(slope.details())
             if self.tail_window and big[max(0, c - 3):stop].any():
                 # a spike's own shoulders are no evidence of heavy-tailed noise
                 big[max(0, c - 3):stop] = False

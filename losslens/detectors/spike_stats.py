@@ -324,6 +324,9 @@ def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | 
             run = np.maximum.accumulate(np.r_[top, y[start:stop]])[1:]
             bands = np.maximum(bands, pre + share * (run - pre))
             top = float(run[-1])
+        if not bool((seg[:stop - start] <= bands).any()):  # (no point of the chunk is back:
+            start, chunk = stop, chunk * 4  # none can be confirmed; the usual case while a
+            continue  # spike is still out)
         t = np.arange(stop - start)
         m = np.minimum(points, seg.shape[0] - t)
         # points after t judged against t's band

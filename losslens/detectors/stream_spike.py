@@ -117,10 +117,18 @@ class SpikeStream:
         # a window from the series' first point: its first points are judged with look-ahead;
         # a later one gets the points before it that a spike's trend is fitted on
         a = s.n - series.step.shape[0]
-        prior = prior_points(s.step[:s.n], s.value[:s.n], a) if a else None
+        prior = prior_points(s.step[:s.n], s.value[:s.n], a, self.spans(
+            old, float(series.step[0]))) if a else None
         found = self.det.detect(series, known, head=cut_step == -math.inf, judged=True,
                                 prior=prior)
         st.events[key] = splice(old, found, cut_step)
+
+    @staticmethod
+    def spans(old: list[Event], before: float) -> list[tuple[float, float]]:
+        """The steps [start, end) of the spikes in `old` that start before step `before` (a
+        window's first): the whole series leaves them out of a later spike's decay test."""
+        return [(float(e.start_step), math.inf if e.end_step is None else float(e.end_step))
+                for e in old if e.start_step < before]
 
     def start(self, old: list[Event], steps: np.ndarray, values: np.ndarray, d: int) -> int:
         """The first index whose events must be found again when points from `d` on are new
@@ -308,9 +316,9 @@ class SpikeStream:
                 return True
             trend = trend_band(e.details, self.back_z, spike_module.BACK_SHARE)
             if trend is not None and steps is not None:
-                band, slope, o = trend  # (back at its trend: less its projected fall)
-                t = steps[np.isfinite(new)].astype(float) - o
-                return bool((np.log(v) - slope * np.log(t / (e.start_step - o)) <= band).any())
+                band, fit = trend  # (back at its trend: less its projected fall)
+                fall = fit.fall(steps[np.isfinite(new)], float(e.start_step))
+                return bool((np.log(v) - fall <= band).any())
             return bool((np.log(v) <= math.log(pre) + self.back_z * scale).any())
         return bool((v <= pre + self.back_z * scale).any())
 
