@@ -34,14 +34,12 @@ import re
 from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
-from .textutil import fragments, head_text, parse_float, read_text, split_truncated
+from .textutil import (LEVEL, STAMP, fragments, head_text, parse_float, read_text,
+                       split_truncated)
 
 FORMAT = "epoch-pipes"
 
-_STAMP = (r"\[?\d{4}[-/]\d\d[-/]\d\d[ T_]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
-          r"|\[?\d\d:\d\d:\d\d(?:[.,]\d+)?\]?")
-_LEVEL = r"\[?(?:INFO|DEBUG|WARNING|WARN|ERROR|CRITICAL|NOTICE|TRACE|SUCCESS)\]?"
-_PREFIX = (rf"(?:[\s,:\-]*+(?>{_STAMP}|{_LEVEL}|\[[^\]\n]{{1,40}}\]"
+_PREFIX = (rf"(?:[\s,:\-]*+(?>{STAMP}|{LEVEL}|\[[^\]\n]{{1,40}}\]"
            rf"|[A-Za-z_][\w.]*+(?=:|\s+-\s))){{0,8}}[\s,:\-]*+")
 _BATCH = re.compile(rf"{_PREFIX}\|\s*+(?i:epoch)\s++(\d{{1,9}})\s*+\|\s*+(\d{{1,12}})\s*+/\s*+"
                     r"(\d{1,12})\s++(?i:batch(?:es)?)\s*+\|")

@@ -48,7 +48,8 @@ from pathlib import Path
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from ..roles import infer_role
 from .checkpoints import SaveLines
-from .textutil import fragments, head_text, parse_float, read_text, split_truncated, utc_seconds
+from .textutil import (LEVEL, STAMP, fragments, head_text, parse_float, read_text,
+                       split_truncated, utc_seconds)
 
 FORMAT = "epoch-lines"
 
@@ -57,13 +58,10 @@ _EPOCH_WORD = re.compile(r"(?i)(?<![\w./])epoch")
 _EPOCH = re.compile(r"(?i)epoch\s*[:=#]?\s*[\[(]?\s*(\d{1,9})\s*(?:(?:/|of)\s*(\d{1,9})\s*)?"
                     r"[\])]?(?![\w.%/])")
 #: what may come before `Epoch` on a line: time stamps, a level, logger names, `[tags]`
-_STAMP = (r"\[?\d{4}[-/]\d\d[-/]\d\d[ T_]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
-          r"|\[?\d\d:\d\d:\d\d(?:[.,]\d+)?\]?")
-_LEVEL = r"\[?(?:INFO|DEBUG|WARNING|WARN|ERROR|CRITICAL|NOTICE|TRACE|SUCCESS)\]?"
 #: loguru's default `{name}:{function}:{line} - ` (`__main__:train:172 - `, `<module>`)
 _LOGURU = r"[A-Za-z_][\w.]*:(?:<module>|[A-Za-z_]\w*):\d{1,9}(?=\s+-\s)"
 _PREFIX_OK = re.compile(
-    rf"[\s|,:\-]*(?:(?:{_STAMP}|{_LEVEL}|{_LOGURU}|[A-Za-z_][\w.]*(?=\s+-\s|:)"
+    rf"[\s|,:\-]*(?:(?:{STAMP}|{LEVEL}|{_LOGURU}|[A-Za-z_][\w.]*(?=\s+-\s|:)"
     rf"|\[[^\]\n]{{1,40}}\]|[=#*>]++)[\s|,:\-]*+){{0,8}}")
 _WALL = re.compile(r"\[?(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)")
 #: an iteration counter right after the epoch

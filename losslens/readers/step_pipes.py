@@ -37,16 +37,14 @@ from pathlib import Path
 
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .checkpoints import SaveLines
-from .textutil import Rows, fragments, head_text, parse_float, read_text, split_truncated
+from .textutil import (LEVEL, STAMP, Rows, fragments, head_text, parse_float, read_text,
+                       split_truncated)
 
 FORMAT = "step-pipes"
 
-_STAMP = (r"\[?\d{4}[-/]\d\d[-/]\d\d[ T_]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
-          r"|\[?\d\d:\d\d:\d\d(?:[.,]\d+)?\]?")
-_LEVEL = r"\[?(?:INFO|DEBUG|WARNING|WARN|ERROR|CRITICAL|NOTICE|TRACE|SUCCESS)\]?"
 #: a logging prefix before `step`: stamps, levels, `[tags]`, `name:` / `name -` (8 at most;
 #: each token matched one way only, atomically: linear whatever the line)
-_PREFIX = (rf"(?:[\s|,:\-]*+(?>{_STAMP}|{_LEVEL}|\[[^\]\n]{{1,40}}\]"
+_PREFIX = (rf"(?:[\s|,:\-]*+(?>{STAMP}|{LEVEL}|\[[^\]\n]{{1,40}}\]"
            rf"|[A-Za-z_][\w.]*+(?=:|\s+-\s))){{0,8}}")
 _LINE = re.compile(rf"({_PREFIX})[\s|,:\-]*[Ss](?i:tep)\s+(\d{{1,18}})(?:\s*/\s*(\d{{1,18}}))?"
                    r"\s*\|")

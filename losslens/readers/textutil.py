@@ -15,6 +15,12 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+#: a log line's time stamp (`2024-05-01 12:00:00,123`, `[12:00:00]`) and level (`INFO`,
+#: `[WARNING]`): the pieces of a logging prefix the text readers let stand before a line
+STAMP = (r"\[?\d{4}[-/]\d\d[-/]\d\d[ T_]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
+         r"|\[?\d\d:\d\d:\d\d(?:[.,]\d+)?\]?")
+LEVEL = r"\[?(?:INFO|DEBUG|WARNING|WARN|ERROR|CRITICAL|NOTICE|TRACE|SUCCESS)\]?"
+
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 # Launcher prefixes, outermost first; applied repeatedly (a Slurm label outside torchrun's).
 PREFIX_RE = re.compile(
