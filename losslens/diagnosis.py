@@ -80,7 +80,7 @@ def mark_not_computed(events: Sequence[Event], train_tags: "set[str] | frozenset
                       first: "Mapping[str, int]") -> tuple[Event, ...]:
     """Mark (`details.not_computed`) a validation loss that is NaN/inf from its series' first
     point while the run has a training loss and no training loss is non-finite there or
-    after: the trainer wrote NaN where it did not compute the validation loss (YOLO fills
+    after (nor NaN to its own end, when it ends before): the trainer wrote NaN where it did not compute the validation loss (YOLO fills
     its `val/*_loss` columns with nan when they were not computed), not arithmetic that
     blew up — a model whose weights went NaN gives a NaN training loss too. A validation
     loss that turns NaN after being finite, and any NaN training loss, stay as they are."""
@@ -90,7 +90,8 @@ def mark_not_computed(events: Sequence[Event], train_tags: "set[str] | frozenset
         if (e.kind == "nonfinite" and train_tags and e.details.get("role") == "val_loss"
                 and e.details.get("source") == "value" and from_start(e, first)
                 and not any((t.end_step if t.end_step is not None else t.start_step)
-                            >= e.start_step for t in train_nan)):
+                            >= e.start_step or not t.details.get("finite_after", True)
+                            for t in train_nan)):
             e = replace(e, details={**e.details, "not_computed": True})
         out.append(e)
     return tuple(out)

@@ -87,3 +87,16 @@ def test_watch_gives_the_val_not_computed_event_analyzes_severity():
     alone = LiveRun("run", detectors=["nonfinite"], roles=roles)
     alone.add("val/box_loss", steps, np.full(60, np.nan))
     assert [e.severity for e in settle_events(alone.info(), alone.detect())] == ["critical"]
+
+
+def test_a_val_loss_logged_after_a_train_loss_nan_to_its_end_stays_critical():
+    # word_language_model: the train loss NaN from the first line to its last (17715), the
+    # test loss logged once after it (17898), NaN: the weights were NaN, not "not computed"
+    steps = np.arange(200, 17716, 200)
+    roles = {"loss": "train_loss", "test loss": "val_loss"}
+    live = LiveRun("run", detectors=["nonfinite"], roles=roles)
+    live.add("loss", steps, np.full(steps.shape[0], np.nan))
+    live.add("test loss", [17898], [np.nan])
+    settled = settle_events(live.info(), live.detect())
+    assert [(e.tag, e.severity, e.details.get("not_computed")) for e in settled] == [
+        ("loss", "critical", None), ("test loss", "critical", None)]
