@@ -43,8 +43,7 @@ def detect_run(frame: Frame, run_info: RunInfo, detectors: Any = None, *,
                 events.extend(det.detect(frame.series(run_info.run, info.tag)))
     events = fold_spikes(events)
     events = _mark_shared(events, frame, run_info, shared_within)
-    events = _mark_components(events, frame, run_info)
-    events = _mark_val_improving(events, frame, run_info)
+    events = mark_over_time(events, frame, run_info)
     events.sort(key=lambda e: (e.start_step, e.kind, e.tag))
     counters: dict[str, int] = {}
     out = []
@@ -142,6 +141,16 @@ def loss_parts(frame: Frame, run: RunInfo) -> set[str]:
     primary = set(primary_losses(frame, run))
     parts = set(tags) - primary if len(primary) < len(tags) else set()
     return parts | {t for t in tags if _ADVERSARIAL.search(t)}
+
+
+def mark_over_time(events: list[Event], frame: Any, run: RunInfo) -> list[Event]:
+    """The marks that read a run's losses against each other over an event's span (parts of
+    one objective: `_mark_components`; a training loss rising while validation improves:
+    `_mark_val_improving`). `frame` is anything whose `series(run, tag)` gives `.step` and
+    `.value` arrays: the Frame here, a live run's view (`LiveRun.view`) for `watch` and the
+    guard, so that they settle these events as `analyze` does."""
+    events = _mark_components(list(events), frame, run)
+    return _mark_val_improving(events, frame, run)
 
 
 def _mark_components(events: list[Event], frame: Frame, run: RunInfo) -> list[Event]:

@@ -202,10 +202,16 @@ def fleet(analysis: Analysis) -> list[FleetRow]:
 
 
 def settle_events(info: RunInfo, events: Sequence[Event],
-                  options: Options | None = None) -> list[Event]:
+                  options: Options | None = None, series: Any = None) -> list[Event]:
     """`events` (of a run seen so far: `watch`, the in-training guard) with the severities
-    `analyze` gives them: diagnosed as `conclude` does, each as severe as the most severe
-    finding citing it. Ids and order are kept."""
+    `analyze` gives them: marked as `analysis.detect_run` marks what reads the losses against
+    each other (`analysis.mark_over_time`, on `series`: the live run's points,
+    `LiveRun.view()`; skipped without them), diagnosed as `conclude` does, each as severe as
+    the most severe finding citing it. Ids and order are kept."""
+    if series is not None:
+        from .analysis import mark_over_time
+
+        events = mark_over_time(list(events), series, info)
     counters: dict[str, int] = {}
     ided = []
     for e in events:

@@ -197,7 +197,7 @@ class Follower:
         before = self._settled.get(run)
         if before is not None and before[0] == events:
             return before[1]
-        out = settle_events(st.info(), events, self.options)
+        out = settle_events(st.info(), events, self.options, st.view())
         self._settled[run] = (events, out)
         return out
 

@@ -64,3 +64,35 @@ def test_every_validation_loss_must_improve():
     divs = [e for e in ra.events if e.kind == "divergence" and e.tag == "Loss"]
     assert [e.severity for e in divs] == ["critical"]
     assert "harder_task" not in [f.rule for f in ra.findings]
+
+
+def test_watch_settles_it_as_analyze_does(runner, tmp_path):
+    """`watch` marks the rise over improving validation as `analyze` does (the mark reads the
+    live points: `LiveRun.view`): information, not a divergence, in both."""
+    import json
+
+    from losslens.cli import app
+
+    rng = np.random.default_rng(0)
+    rows = ["step,Loss,Validation loss"]
+    for step in range(50, 30001, 50):
+        loss = 0.0005 * np.exp(np.log(40.0) * max(0.0, step - 1000) / 29000) \
+            * float(np.exp(rng.normal(0, 0.02)))
+        val = (0.03 - 0.016 * step / 30000) * float(np.exp(rng.normal(0, 0.02))) \
+            if step % 500 == 0 else None
+        rows.append(f"{step},{loss:.6g}," + ("" if val is None else f"{val:.6g}"))
+    path = tmp_path / "metrics.csv"
+    path.write_text("\n".join(rows) + "\n")
+    an = json.loads(runner.invoke(app, ["analyze", str(path), "-f", "json"]).stdout)["runs"][0]
+    want = [(e["kind"], e["tag"], e["severity"], e["details"].get("val_improving"))
+            for e in an["events"] if e["kind"] == "divergence"]
+    assert want == [("divergence", "Loss", "info", True)]
+    wt = runner.invoke(app, ["watch", str(path), "--once", "-f", "json"])
+    assert wt.exit_code == 0, wt.stderr
+    last = {}
+    for line in wt.stdout.splitlines():
+        e = json.loads(line)
+        last[e["id"]] = e
+    got = [(e["kind"], e["tag"], e["severity"], e["details"].get("val_improving"))
+           for e in last.values() if e["kind"] == "divergence"]
+    assert got == want

@@ -13,8 +13,9 @@ update (`WholeSeriesStream`, `RunStream`), and a detector class may bring its ow
 
 The guarantee: over any prefix, fed in any chunking, the events equal the batch detectors'
 on that prefix (`losslens.analysis.detect_run` with the same detectors, less what compares
-losses over time: `details.shared_with` / `isolated` / `all_losses`), spikes inside a
-divergence folded into it as there. tests/test_detectors_stream.py checks it on random
+losses over time: `details.shared_with` / `isolated` / `all_losses`; the marks of
+`analysis.mark_over_time` are made where `watch` settles its events, on `LiveRun.view()`),
+spikes inside a divergence folded into it as there. tests/test_detectors_stream.py checks it on random
 series and random chunkings.
 
 Streams keep their state in the LiveRun (`series`, `events`, `memo`), so one set of streams
@@ -98,6 +99,27 @@ class Revisions:
 def event_key(e: Event) -> tuple[str, str | None, int]:
     """What identifies an event across updates: (kind, tag, start_step)."""
     return (e.kind, e.tag, e.start_step)
+
+
+@dataclass(frozen=True)
+class LivePoints:
+    """One tag's points so far (views of the live buffers: read, do not keep)."""
+
+    step: np.ndarray
+    value: np.ndarray
+
+
+class LiveView:
+    """A live run's points as the batch marks read a Frame: `series(run, tag)`."""
+
+    def __init__(self, live: "LiveRun") -> None:
+        self.live = live
+
+    def series(self, run: str, tag: str) -> LivePoints:
+        s = self.live.series.get(tag)
+        if s is None:
+            return LivePoints(np.empty(0, np.int64), np.empty(0, np.float64))
+        return LivePoints(s.step[:s.n], s.value[:s.n])
 
 
 class LiveRun:
@@ -220,6 +242,10 @@ class LiveRun:
                                     int(s.step[n - 1]) if n else None, 0, n))
         return RunInfo(self.run, self.source, self.format, tuple(infos),
                        self.segments.segments(), self.metadata)
+
+    def view(self) -> "LiveView":
+        """The points so far, read as a Frame's `series(run, tag)` (`.step`, `.value`)."""
+        return LiveView(self)
 
     def current(self) -> list[Event]:
         """The current events (spikes inside a divergence folded into it), sorted."""
