@@ -11,7 +11,7 @@ and from `headers` (the orders at which a run header or a "loaded checkpoint" li
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -267,3 +267,14 @@ def concat_records(parts: "list[RunRecords]") -> RunRecords:
         skipped=tuple(s for p in parts for s in p.skipped)[:MAX_SKIPPED_KEPT],
         skipped_count=sum(p.skipped_count for p in parts),
         warnings=tuple(w for p in parts for w in p.warnings))
+
+
+def read_as(rec: RunRecords, tmp: str, path: str, leading: tuple[str, ...] = (),
+            trailing: tuple[str, ...] = ()) -> RunRecords:
+    """A run read from a temporary copy of a log (`tmp`: decompressed, or past a NUL prefix)
+    under the log's own name `path` (its source, warnings and error), with the copy's own
+    `leading` / `trailing` warnings."""
+    warnings = leading + tuple(w.replace(tmp, path) for w in rec.warnings) + trailing
+    return replace(rec, source=path if rec.source == tmp else rec.source.replace(tmp, path),
+                   warnings=warnings,
+                   error=rec.error.replace(tmp, path) if rec.error else rec.error)

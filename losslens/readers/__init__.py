@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import (LogNotFoundError, LossLensError, LossLensWarning, NoSeriesError,
                       ParseError, UnknownFormatError)
-from ..records import RunRecords
+from ..records import RunRecords, read_as
 
 #: Files a folder walk never sniffs: code, weights and checkpoints (which can be large).
 _NOT_LOGS = (".py", ".pyc", ".so", ".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npy",
@@ -197,9 +197,10 @@ def _read_unit(fmt: Format, path: Path, run: str) -> list[RunRecords]:
     from . import gzipped
     from .checkpoints import discover
 
-    if path.is_file() and gzipped.is_gzip_file(path):
+    if gzipped.is_gzip_file(path):
         with gzipped.unpacked(path) as (tmp, damage):
-            records = [gzipped.renamed(r, tmp, path, damage)
+            records = [read_as(r, str(tmp), str(path),
+                               trailing=gzipped.damage_warnings(path, damage))
                        for r in _fn(fmt, "read")(tmp, run)]
         return [discover(r, path) for r in records]
     if fmt.name != "tensorboard" and not _event_file_name(path.name):
@@ -207,7 +208,8 @@ def _read_unit(fmt: Format, path: Path, run: str) -> list[RunRecords]:
 
         if nulprefix.is_nul_prefixed(path):
             with nulprefix.stripped(path) as (tmp, skip):
-                records = [nulprefix.renamed(r, tmp, path, skip)
+                records = [read_as(r, str(tmp), str(path),
+                                   leading=(nulprefix.warning(path, skip),))
                            for r in _fn(fmt, "read")(tmp, run)]
             return [discover(r, path) for r in records]
     return [discover(r, path) for r in _fn(fmt, "read")(path, run)]

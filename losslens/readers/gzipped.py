@@ -19,12 +19,12 @@ import shutil
 import tempfile
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import ParseError
-from ..records import RunRecords
+from .textutil import file_start
 
 MAGIC = b"\x1f\x8b"
 #: The most bytes a compressed log may decompress to (past it: an error, not a full disk).
@@ -125,26 +125,12 @@ def unpacked(path: Path, limit: int | None = None) -> Iterator[tuple[Path, str |
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def renamed(rec: RunRecords, tmp: Path, path: Path, damage: str | None) -> RunRecords:
-    """A record read from the temporary file, naming the `.gz` file instead (its source,
-    warnings and error), with the damage warning added."""
-    old, new = str(tmp), str(path)
-    warnings = tuple(w.replace(old, new) for w in rec.warnings)
-    if damage:
-        warnings += (f"{path}: {damage}: read up to there",)
-    return replace(rec, source=new if rec.source == old else rec.source.replace(old, new),
-                   warnings=warnings,
-                   error=rec.error.replace(old, new) if rec.error else rec.error)
+def damage_warnings(path: Path, damage: str | None) -> tuple[str, ...]:
+    """The warning a damaged stream's records carry (none for a clean one)."""
+    return (f"{path}: {damage}: read up to there",) if damage else ()
 
 
 def is_gzip_file(path: Path) -> bool:
     """Whether the regular file at `path` starts like a gzip stream (False when it cannot be
     read, and for a named pipe or device, which opening could block on)."""
-    try:
-        if not path.is_file():
-            return False
-        with open(path, "rb") as fh:
-            return is_gzip(fh.read(2))
-    except OSError:
-        return False
-
+    return is_gzip(file_start(path, 2))

@@ -17,12 +17,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import ParseError
-from ..records import RunRecords
+from .textutil import file_start
 
 _PIECE = 1 << 20
 #: The shortest prefix skipped: a truncated log's hole is at least a line long, and a binary
@@ -64,15 +63,9 @@ def head_after(path: Path, skip: int, size: int) -> bytes:
 
 
 def is_nul_prefixed(path: Path) -> bool:
-    """Whether the regular file at `path` starts with a NUL byte (False when it cannot be read,
-    and for a named pipe or device, which opening could block on)."""
-    try:
-        if not path.is_file():
-            return False
-        with open(path, "rb") as fh:
-            return starts_with_nul(fh.read(MIN_PREFIX))
-    except OSError:
-        return False
+    """Whether the regular file at `path` starts with a NUL prefix (False when it cannot be
+    read, and for a named pipe or device, which opening could block on)."""
+    return starts_with_nul(file_start(path, MIN_PREFIX))
 
 
 def warning(path: Path, skip: int) -> str:
@@ -98,13 +91,3 @@ def stripped(path: Path) -> Iterator[tuple[Path, int]]:
         yield out, skip
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def renamed(rec: RunRecords, tmp: Path, path: Path, skip: int) -> RunRecords:
-    """A record read from the temporary file, naming the original file instead (its source,
-    warnings and error), with the NUL-prefix warning first."""
-    old, new = str(tmp), str(path)
-    warnings = (warning(path, skip),) + tuple(w.replace(old, new) for w in rec.warnings)
-    return replace(rec, source=new if rec.source == old else rec.source.replace(old, new),
-                   warnings=warnings,
-                   error=rec.error.replace(old, new) if rec.error else rec.error)

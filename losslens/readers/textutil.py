@@ -90,6 +90,18 @@ def read_text(path: Path) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def file_start(path: Path, size: int) -> bytes:
+    """The first `size` bytes of the regular file at `path`; b"" when it cannot be read, and
+    for a named pipe or device, which opening could block on."""
+    try:
+        if not path.is_file():
+            return b""
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return b""
+
+
 def head_text(head: bytes) -> str:
     """The first bytes of a file as text for sniffing (a UTF-8 byte-order mark, which
     Windows editors and PowerShell write, left out; bare `\\r` line ends made `\\n`, as
