@@ -206,18 +206,13 @@ def _flat_beside(e: Event, frame: Frame, run: RunInfo, role: dict[str, str],
     fewer than 3, the series' first 3)."""
     if e.kind != "divergence" or e.tag not in primary or e.details.get("nonfinite"):
         return []
-    end = e.end_step if e.end_step is not None else e.start_step
     flat: dict[str, bool] = {}
     for s in run.series:
         if s.tag in primary or s.role not in LOSS_ROLES:
             continue
-        ser = frame.series(run.run, s.tag)
-        ok = np.isfinite(ser.value) & (ser.value > 0)
-        before = ser.value[ok & (ser.step < e.start_step)]
-        if before.shape[0] < 3:  # a rise from early on: the series' first three points
-            before = ser.value[ok][:3]
-        during = ser.value[ok & (ser.step >= e.start_step) & (ser.step <= end)]
-        if before.shape[0] >= 3 and during.shape[0] >= 3:
+        sides = _before_during(frame.series(run.run, s.tag), e, positive=True)
+        if sides is not None:
+            before, during = sides
             flat[s.tag] = float(np.median(during)) <= FLAT_WITHIN * float(np.median(before))
     vals = [t for t in flat if role[t] == "val_loss"]
     parts = [t for t in flat if role[t] == "train_loss" and flat[t]]
@@ -261,15 +256,26 @@ def _mark_val_improving(events: list[Event], frame: Frame, run: RunInfo) -> list
     return out
 
 
-def _improved(ser: Any, e: Event) -> bool:
+def _before_during(ser: Any, e: Event, positive: bool) -> "tuple[np.ndarray, np.ndarray] | None":
+    """A series' finite values (and > 0, with `positive`) before event `e` (the series' first
+    three when fewer than 3 came before: a rise from early on) and over it; None when either
+    side has fewer than 3."""
     end = e.end_step if e.end_step is not None else e.start_step
-    ok = np.isfinite(ser.value)
+    ok = np.isfinite(ser.value) & (ser.value > 0) if positive else np.isfinite(ser.value)
     before = ser.value[ok & (ser.step < e.start_step)]
     if before.shape[0] < 3:
         before = ser.value[ok][:3]
     during = ser.value[ok & (ser.step >= e.start_step) & (ser.step <= end)]
     if before.shape[0] < 3 or during.shape[0] < 3:
+        return None
+    return before, during
+
+
+def _improved(ser: Any, e: Event) -> bool:
+    sides = _before_during(ser, e, positive=False)
+    if sides is None:
         return False
+    before, during = sides
     k = max(1, during.shape[0] // 3)
     late, early, ref = (float(np.median(during[-k:])), float(np.median(during[:k])),
                         float(np.median(before)))
