@@ -15,8 +15,8 @@ The guarantee: over any prefix, fed in any chunking, the events equal the batch 
 on that prefix (`losslens.analysis.detect_run` with the same detectors, less what compares
 losses over time: `details.shared_with` / `isolated` / `all_losses`; the marks of
 `analysis.mark_over_time` are made where `watch` settles its events, on `LiveRun.view()`),
-spikes inside a divergence folded into it as there. tests/test_detectors_stream.py checks it on random
-series and random chunkings.
+spikes inside a divergence folded into it as there. tests/test_detectors_stream.py checks it
+on random series and random chunkings.
 
 Streams keep their state in the LiveRun (`series`, `events`, `memo`), so one set of streams
 (`CausalStreams`) serves many runs.
@@ -32,7 +32,7 @@ from ..events import Event
 from ..frame import RunInfo, Segment, SeriesInfo
 from ..records import RunMeta, RunRecords
 from .divergence import fold_spikes
-from .stream_base import SeriesBuffer
+from .stream_base import FrameView, SeriesBuffer
 from .stream_misc import (DivergenceStream, NonFiniteStream, OverflowStream, RunStream,
                           WholeSeriesStream, detector_kind)
 from .stream_spike import GradSpikeStream, SpikeStream
@@ -99,27 +99,6 @@ class Revisions:
 def event_key(e: Event) -> tuple[str, str | None, int]:
     """What identifies an event across updates: (kind, tag, start_step)."""
     return (e.kind, e.tag, e.start_step)
-
-
-@dataclass(frozen=True)
-class LivePoints:
-    """One tag's points so far (views of the live buffers: read, do not keep)."""
-
-    step: np.ndarray
-    value: np.ndarray
-
-
-class LiveView:
-    """A live run's points as the batch marks read a Frame: `series(run, tag)`."""
-
-    def __init__(self, live: "LiveRun") -> None:
-        self.live = live
-
-    def series(self, run: str, tag: str) -> LivePoints:
-        s = self.live.series.get(tag)
-        if s is None:
-            return LivePoints(np.empty(0, np.int64), np.empty(0, np.float64))
-        return LivePoints(s.step[:s.n], s.value[:s.n])
 
 
 class LiveRun:
@@ -243,9 +222,10 @@ class LiveRun:
         return RunInfo(self.run, self.source, self.format, tuple(infos),
                        self.segments.segments(), self.metadata)
 
-    def view(self) -> "LiveView":
-        """The points so far, read as a Frame's `series(run, tag)` (`.step`, `.value`)."""
-        return LiveView(self)
+    def view(self) -> FrameView:
+        """The points so far, read as a Frame's `series(run, tag)` (no copy)."""
+        return FrameView({t: self.series.get(t, SeriesBuffer()).view(self.run, t, self.roles[t])
+                          for t in self.codes})
 
     def current(self) -> list[Event]:
         """The current events (spikes inside a divergence folded into it), sorted."""
