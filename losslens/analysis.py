@@ -23,6 +23,7 @@ import numpy as np
 
 from .detectors import resolve_detectors
 from .detectors.divergence import fold_spikes
+from .echoes import mark_echoes
 from .events import Event
 from .frame import Frame, RunInfo
 
@@ -146,11 +147,13 @@ def loss_parts(frame: Frame, run: RunInfo) -> set[str]:
 def mark_over_time(events: list[Event], frame: Any, run: RunInfo) -> list[Event]:
     """The marks that read a run's losses against each other over an event's span (parts of
     one objective: `_mark_components`; a training loss rising while validation improves:
-    `_mark_val_improving`). `frame` is anything whose `series(run, tag)` gives `.step` and
+    `_mark_val_improving`; a validation loss repeating at its next evaluation what the training
+    loss did: `echoes.mark_echoes`). `frame` is anything whose `series(run, tag)` gives `.step` and
     `.value` arrays: the Frame here, a live run's view (`LiveRun.view`) for `watch` and the
     guard, so that they settle these events as `analyze` does."""
     events = _mark_components(list(events), frame, run)
-    return _mark_val_improving(events, frame, run)
+    events = _mark_val_improving(events, frame, run)
+    return mark_echoes(events, frame, run)
 
 
 def _mark_components(events: list[Event], frame: Frame, run: RunInfo) -> list[Event]:

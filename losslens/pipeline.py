@@ -112,8 +112,10 @@ def analyze(frame: Frame, options: Options | None = None, *,
 def conclude(info: RunInfo, events: Sequence[Event], options: Options | None = None,
              checkpoints: Sequence[int] | None = None, source: str = "") -> RunAnalysis:
     """A run's analysis from its detected events: ignore, diagnose (events take the severity
-    of the findings citing them: `diagnosis.settle`), plan."""
+    of the findings citing them: `diagnosis.settle`; a validation loss' echo of a training
+    event, `echoes.mark_echoes`, is left to the training event's finding), plan."""
     from .diagnosis import diagnose, mark_not_computed, settle
+    from .echoes import is_echo
 
     options = options or Options()
     kept = tuple(e for e in events if options.keep(e))
@@ -121,7 +123,7 @@ def conclude(info: RunInfo, events: Sequence[Event], options: Options | None = N
     firsts = first_steps(info)
     kept = mark_not_computed(kept, {s.tag for s in info.series if s.role == "train_loss"
                                     and s.points}, firsts)
-    findings = tuple(diagnose(kept, info.metadata, firsts))
+    findings = tuple(diagnose([e for e in kept if not is_echo(e)], info.metadata, firsts))
     kept = settle(kept, findings)
     ckpts, src = ckpt.for_run(info, checkpoints, source)
     skip, warns = plan(kept, ckpts, options.policy,
