@@ -1,6 +1,6 @@
 """An independent family of labelled synthetic runs, to grade losslens out of its own family.
 
-    python benchmarks/indep_family.py [--per-stratum 60] [--seed 11]
+    python benchmarks/indep_family.py [--per-stratum 60] [--seed 11] [--strata sign] [--fails 0]
 
 Written apart from `losslens.synthetic` (none of its code, curves or rules): every label comes
 from how the curve was made. Six strata:
@@ -530,18 +530,46 @@ def report(res: dict[str, Any]) -> dict[str, float]:
     return summary
 
 
+def failures(cases: list[Case], limit: int) -> None:
+    """Print the runs whose train-loss spikes were missed, false or of the wrong recovery
+    class (at most `limit`; 0: all): the run (stratum, index, noise, log interval, points),
+    the true spikes (start, end, class) and losslens's (start, end, class, z, threshold)."""
+    shown = 0
+    print("\nfailing runs: stratum #index noise interval points | fp fn wrong | truth | found")
+    for c in cases:
+        ev = [e for e in c.events if e.kind == "spike" and e.tag == TRAIN]
+        sc = Score()
+        score_spikes(sc, c, [(e.start_step, int(c.steps[-1]) if e.end_step is None
+                              else e.end_step, e.recovery) for e in ev])
+        if not (sc.fp or sc.fn or sc.right < sc.graded):
+            continue
+        truth = [(lb.start, lb.end, lb.recovery) for lb in c.labels if lb.kind == "spike"]
+        found = [(e.start_step, e.end_step, e.recovery, round(float(e.details.get("z", 0)), 1),
+                  round(float(e.details.get("threshold", 0)), 1)) for e in ev]
+        print(f"{c.stratum} #{c.seed % 100003} {c.noise} {c.interval} {c.steps.shape[0]} | "
+              f"{sc.fp} {sc.fn} {sc.graded - sc.right} | {truth} | {found}")
+        shown += 1
+        if limit and shown >= limit:
+            break
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-stratum", type=int, default=60)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--strata", default=",".join(STRATA))
+    ap.add_argument("--fails", type=int, default=None,
+                    help="print this many failing runs (0: all)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     cases = [run_losslens(make_case(s, args.seed * 100003 + i))
              for s in args.strata.split(",") for i in range(args.per_stratum)]
     print(f"{len(cases)} runs of the independent family, seed {args.seed}, "
           f"{args.per_stratum} per stratum ({time.perf_counter() - t0:.0f} s)\n")
-    return report(evaluate(cases))
+    summary = report(evaluate(cases))
+    if args.fails is not None:
+        failures(cases, args.fails)
+    return summary
 
 
 if __name__ == "__main__":
