@@ -81,6 +81,7 @@ import numpy as np
 from ..events import Event
 from ..frame import Frame, RunInfo, Series
 from .divergence_floor import recovered_on_floor, settled_on_floor
+from .divergence_start import untrained_rise
 from .filters import median
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
 
@@ -281,6 +282,9 @@ class DivergenceDetector:
         thr, tol, growth, stuck, se = self.thresholds(y, level, best, log)
         flicker = GROW_Z * se  # what a settled noisy level moves by without rising
         above = (level - best) >= thr
+        init = float(np.median(y[:min(n, INIT_POINTS)]))
+        fresh = untrained_rise(level, best, init, LEVEL_Z * se) if log else np.zeros(n, bool)
+        above |= fresh  # a loss that never trained, over its start for good (divergence_start)
         if not above.any():
             return []
         idx = np.arange(n)
@@ -305,9 +309,8 @@ class DivergenceDetector:
         # stuck: the level sat stuck_ratio x over the best for the whole span (a noisy level
         # that touches it now and then is a step up that settled, not a dead run)
         low = minimum_filter1d(level, size=span + 1, origin=span // 2)
-        init = float(np.median(y[:min(n, INIT_POINTS)]))
         steady = above & (idx - span >= run_start) & (level >= top - tol)
-        grew = rising = steady & grown
+        grew = rising = steady & (grown | fresh)
         dead = low - best >= stuck
         if log:  # or climbed over several points (a ramp, not one jump) back to its initial
             # level and sat there for the whole span: a model that blew up and predicts the
