@@ -10,17 +10,25 @@ Real logs (benchmarks/real/labels.json, blind6) pinned at the end; skipped witho
 """
 from __future__ import annotations
 
+import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from losslens import read
+from losslens.analysis import detect_run
+from losslens.detectors import DETECTORS, detector_class
 from losslens.detectors.divergence import DivergenceDetector
 from losslens.detectors.divergence_pair import judge_pair
+from losslens.detectors.stream import LiveRun
+from losslens.frame import build
 from losslens.pipeline import analyze
+from losslens.records import RecordsBuilder
 
 CACHE = Path(__file__).resolve().parent.parent / "benchmarks" / "real" / "cache"
+CAUSAL = sorted(n for n in DETECTORS if getattr(detector_class(n), "causal", False))
 PAIR = dict(evals_after=3, eval_rise=1.1, train_rise=1.25, sustain_steps=500)
 
 
@@ -127,3 +135,60 @@ def test_the_grokking_run_collapsing_off_its_floor_has_no_divergence():
 
 def test_the_forecaster_whose_val_loss_wanders_has_no_divergence():
     assert divergences("lightning-tft-spike-storm") == []
+
+
+# -- the streaming form: every prefix, random chunkings ---------------------------------------
+
+def records(**tags):
+    """One run; each tag is (steps, values); points written in step order, tags interleaved."""
+    rows = sorted((int(s), i, tag, float(v)) for i, (tag, (steps, values)) in
+                  enumerate(tags.items()) for s, v in zip(steps, values))
+    b = RecordsBuilder()
+    for order, (step, _, tag, value) in enumerate(rows):
+        b.add(tag, step, value, order=order)
+    return b.build("r", "test", "test")
+
+
+def part(rec, lo: int, hi: int):
+    keep = (rec.order >= lo) & (rec.order < hi)
+    return replace(rec, tag_code=rec.tag_code[keep], step=rec.step[keep],
+                   value=rec.value[keep], wall_time=rec.wall_time[keep],
+                   order=rec.order[keep], headers=())
+
+
+def long_untrained() -> tuple[np.ndarray, np.ndarray]:
+    """400 points every 50 steps at 12.3 (+-1 %), x1.2 over 5 points from point 200 on (a long
+    series: the streaming form runs the detector only where a new point can change it)."""
+    rng = np.random.default_rng(5)
+    lv = np.r_[np.zeros(200), np.linspace(0, np.log(1.2), 5), np.full(195, np.log(1.2))]
+    return np.arange(1, 401) * 50, 12.3 * np.exp(lv + rng.normal(0, 0.01, 400))
+
+
+STREAM_CASES = {
+    "untrained-short": dict(loss=untrained(1.25)),
+    "untrained-long": dict(loss=long_untrained()),
+    "floor-collapse": dict(loss=(floor_run(False)[0], floor_run(False)[1] / 2),
+                           eval_loss=floor_run(False)),
+}
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("case", list(STREAM_CASES))
+def test_stream_equals_batch_on_every_prefix(case, seed):
+    rec = records(**STREAM_CASES[case])
+    end = int(rec.order.max()) + 1
+    rnd = random.Random(seed)
+    live = LiveRun("r", detectors=CAUSAL, source="test", format="test")
+    lo = 0
+    while lo < end:
+        hi = min(end, lo + rnd.choice([1, 3, 17, 60]))
+        live.feed(part(rec, lo, hi))
+        got = [(e.kind, e.tag, e.start_step, e.end_step) for e in live.detect()]
+        frame = build([part(rec, 0, hi)])
+        want = [(e.kind, e.tag, e.start_step, e.end_step)
+                for e in detect_run(frame, frame.runs[0], CAUSAL)]
+        assert got == want, (case, seed, hi)
+        lo = hi
+    assert [(e[1], e[2]) for e in got if e[0] == "divergence"] == {
+        "untrained-short": [("loss", 4100)], "untrained-long": [("loss", 10150)],
+        "floor-collapse": []}[case]

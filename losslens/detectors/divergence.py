@@ -22,6 +22,9 @@ Statistic (causal: declared from past points only):
   over several points (a ramp) back within `INIT_NEAR` of its initial level and sit there
   for the whole span (a model that blew up predicts near uniformly again: the loss a
   pre-training run starts from; one jump there is a step up, the spike detector's).
+- A loss that never trained (best within `INIT_NEAR` x of its start) rose once its level is
+  `START_RISE` x over its best and `LEVEL_Z` standard errors, with no growth asked after it
+  crossed (divergence_start: it is getting worse than an untrained model).
 - An episode that never grew is dropped once it comes back (a slow spike's hump) or once it
   no longer sits `stuck_ratio` x up (a spike decaying): the spike detector has those.
 - Log space, near a floor (`divergence_floor`): an episode that rose off a level two decades
@@ -81,7 +84,7 @@ import numpy as np
 from ..events import Event
 from ..frame import Frame, RunInfo, Series
 from .divergence_floor import recovered_on_floor, settled_on_floor
-from .divergence_start import untrained_rise
+from .divergence_start import INIT_NEAR, untrained_rise
 from .filters import median
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
 
@@ -111,10 +114,9 @@ GROW_Z = 5.0
 #: A climb to the crossing where no one logged point made this share of it is a ramp (a loss
 #: rising over several points to its uniform-prediction level), not a step up that settled.
 JUMP_SHARE = 0.6
-#: A loss back within this factor of its initial level (the median of its first
-#: `INIT_POINTS` points) has lost what training taught it: a model that blew up predicts
-#: (near) uniformly again, and a pre-training run starts at that uniform-prediction loss.
-INIT_NEAR = 1.1
+#: A loss back within `INIT_NEAR` x (divergence_start) of its initial level (the median of
+#: its first `INIT_POINTS` points) has lost what training taught it: a model that blew up
+#: predicts (near) uniformly again, and a pre-training run starts at that loss.
 INIT_POINTS = 5
 #: A loss that climbed at each of its last `CLIMB_POINTS` (or more) finite points into a
 #: NaN, by this many noise scales, rose into it (an exponential blow-up logged every
