@@ -22,9 +22,6 @@ Statistic (causal: declared from past points only):
   over several points (a ramp) back within `INIT_NEAR` of its initial level and sit there
   for the whole span (a model that blew up predicts near uniformly again: the loss a
   pre-training run starts from; one jump there is a step up, the spike detector's).
-- A loss that never trained (best within `INIT_NEAR` x of its start) rose once its level is
-  `START_RISE` x over its best and `LEVEL_Z` standard errors, with no growth asked after it
-  crossed (divergence_start: it is getting worse than an untrained model).
 - An episode that never grew is dropped once it comes back (a slow spike's hump) or once it
   no longer sits `stuck_ratio` x up (a spike decaying): the spike detector has those.
 - Log space, near a floor (`divergence_floor`): an episode that rose off a level two decades
@@ -84,7 +81,6 @@ import numpy as np
 from ..events import Event
 from ..frame import Frame, RunInfo, Series
 from .divergence_floor import recovered_on_floor, settled_on_floor
-from .divergence_start import INIT_NEAR, untrained_rise
 from .filters import median
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
 
@@ -114,9 +110,10 @@ GROW_Z = 5.0
 #: A climb to the crossing where no one logged point made this share of it is a ramp (a loss
 #: rising over several points to its uniform-prediction level), not a step up that settled.
 JUMP_SHARE = 0.6
-#: A loss back within `INIT_NEAR` x (divergence_start) of its initial level (the median of
-#: its first `INIT_POINTS` points) has lost what training taught it: a model that blew up
-#: predicts (near) uniformly again, and a pre-training run starts at that loss.
+#: A loss back within this factor of its initial level (the median of its first
+#: `INIT_POINTS` points) has lost what training taught it: a model that blew up predicts
+#: (near) uniformly again, and a pre-training run starts at that uniform-prediction loss.
+INIT_NEAR = 1.1
 INIT_POINTS = 5
 #: A loss that climbed at each of its last `CLIMB_POINTS` (or more) finite points into a
 #: NaN, by this many noise scales, rose into it (an exponential blow-up logged every
@@ -284,9 +281,6 @@ class DivergenceDetector:
         thr, tol, growth, stuck, se = self.thresholds(y, level, best, log)
         flicker = GROW_Z * se  # what a settled noisy level moves by without rising
         above = (level - best) >= thr
-        init = float(np.median(y[:min(n, INIT_POINTS)]))
-        fresh = untrained_rise(level, best, init, LEVEL_Z * se) if log else np.zeros(n, bool)
-        above |= fresh  # a loss that never trained, over its start for good (divergence_start)
         if not above.any():
             return []
         idx = np.arange(n)
@@ -311,8 +305,9 @@ class DivergenceDetector:
         # stuck: the level sat stuck_ratio x over the best for the whole span (a noisy level
         # that touches it now and then is a step up that settled, not a dead run)
         low = minimum_filter1d(level, size=span + 1, origin=span // 2)
+        init = float(np.median(y[:min(n, INIT_POINTS)]))
         steady = above & (idx - span >= run_start) & (level >= top - tol)
-        grew = rising = steady & (grown | fresh)
+        grew = rising = steady & grown
         dead = low - best >= stuck
         if log:  # or climbed over several points (a ramp, not one jump) back to its initial
             # level and sat there for the whole span: a model that blew up and predicts the

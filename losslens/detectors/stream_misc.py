@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import overflow
-from .divergence import INIT_POINTS, DivergenceDetector
+from .divergence import DivergenceDetector
 from .divergence_pair import covered
-from .divergence_start import INIT_NEAR, START_RISE
 from .filters import KeptMedians, keeping
 from .nonfinite import NonFiniteDetector
 from .overflow import OverflowDetector
@@ -171,7 +170,8 @@ class DivergenceStream(_SeriesStream):
         if m:
             best = np.minimum(memo["best"], np.minimum.accumulate(level))
             memo["best"] = float(best[-1])
-            raw = self._over(s, level, best, memo)
+            with np.errstate(invalid="ignore"):  # inf - inf before the first full window
+                raw = level - best >= self.thr
             idx = f0 + np.arange(m)
             prev = np.concatenate(([memo["run"] >= 0 and memo["run"] == f0 - 1], raw[:-1]))
             starts = np.where(raw & ~prev, idx, -1)
@@ -268,7 +268,8 @@ class DivergenceStream(_SeriesStream):
             level = self._levels(s, 0)
             best = np.minimum.accumulate(level) if level.shape[0] else level
             memo["best"] = float(best[-1]) if best.shape[0] else math.inf
-            rose = fin < s.n or bool(np.any(self._over(s, level, best, memo)))
+            with np.errstate(invalid="ignore"):  # inf - inf before the first full window
+                rose = fin < s.n or bool(np.any(level - best >= self.thr))
         else:
             rose = self._rises(s, max(0, d - 1), memo)
         memo["upto"], memo["rose"] = s.n, rose
@@ -316,23 +317,8 @@ class DivergenceStream(_SeriesStream):
             return nonfinite
         best = np.minimum(memo["best"], np.minimum.accumulate(level))
         memo["best"] = float(best[-1])
-        return nonfinite or bool(np.any(self._over(s, level, best, memo)))
-
-    def _over(self, s: SeriesBuffer, level: np.ndarray, best: np.ndarray,
-              memo: dict[str, Any]) -> np.ndarray:
-        """Per level, whether it is over the least threshold the detector can have there:
-        `rise_ratio` x its best, or, while the best stays within `INIT_NEAR` x of the
-        series' start (a loss that never trained: `divergence_start`), `START_RISE` x."""
-        key = len(s.rewrites)  # the start: the median of the first INIT_POINTS finite logs
-        if memo.get("init_key") != key:
-            v = s.value[:s.n]
-            head = np.log(v[np.isfinite(v)][:INIT_POINTS])
-            memo["init"] = float(np.median(head)) if head.shape[0] else math.inf
-            memo["init_key"] = key if head.shape[0] >= INIT_POINTS else None
         with np.errstate(invalid="ignore"):  # inf - inf before the first full window
-            fresh = (best >= memo["init"] - math.log(INIT_NEAR)) \
-                & (level - best >= math.log(START_RISE))
-            return (level - best >= self.thr) | fresh
+            return nonfinite or bool(np.any(level - best >= self.thr))
 
 
 class NonFiniteStream(_SeriesStream):

@@ -1,12 +1,9 @@
-"""Divergences that the ratio over a best level misses or invents, with exact expectations:
-
-- a loss that never trained (its best within 10 % of its start) and rose over its start for
-  good by x1.1-x1.35 (losslens/detectors/divergence_start.py): an lr-20 RNN language model
-  whose first logged loss is already above the uniform guess and climbs x1.2 for epochs;
-- the run stage (losslens/detectors/divergence_pair.py): a validation loss that wanders with
-  no trend (its best is its lowest noisy draw), and a test loss that collapses off a 1e-6
-  floor and decays back, are not divergences; one that climbs off the floor to the end is.
-Real logs (benchmarks/real/labels.json, blind6) pinned at the end; skipped without the cache.
+"""The divergence detector's run stage (losslens/detectors/divergence_pair.py) on validation
+that wanders and validation on a floor, with exact expectations: a validation loss that wanders
+with no trend (its best is its lowest noisy draw) and a test loss that collapses off a 1e-6
+floor and decays back are no divergence; one shifted up for good, or climbing off the floor to
+the end, is. Real logs (benchmarks/real/labels.json, blind6) pinned at the end; skipped without
+the cache. The streaming form gives the same on every prefix.
 """
 from __future__ import annotations
 
@@ -20,7 +17,6 @@ import pytest
 from losslens import read
 from losslens.analysis import detect_run
 from losslens.detectors import DETECTORS, detector_class
-from losslens.detectors.divergence import DivergenceDetector
 from losslens.detectors.divergence_pair import judge_pair
 from losslens.detectors.stream import LiveRun
 from losslens.frame import build
@@ -39,46 +35,6 @@ def cached(name: str) -> Path:
     return path
 
 
-def untrained(rise: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """200 points every 50 steps at 12.3 (+-1 % noise), a 5-point ramp x`rise` from point 80
-    (step 4050) to 85, and there to the end."""
-    rng = np.random.default_rng(seed)
-    lv = np.r_[np.zeros(80), np.linspace(0, np.log(rise), 5), np.full(115, np.log(rise))]
-    return np.arange(1, 201) * 50, 12.3 * np.exp(lv + rng.normal(0, 0.01, 200))
-
-
-def starts(steps, values) -> list[tuple[int, bool]]:
-    return [(d["start"], d["details"]["recovered"])
-            for d in DivergenceDetector().find(steps, values)]
-
-
-@pytest.mark.parametrize("rise, start", [(1.15, 4100), (1.25, 4100), (1.35, 4150)])
-def test_a_loss_that_never_trained_and_rose_over_its_start_diverged(rise, start):
-    # the ramp's first risen point is 4100 (4150 where that one drew under the noise band)
-    assert starts(*untrained(rise)) == [(start, False)]
-
-
-def test_a_loss_that_never_trained_and_stays_flat_or_rises_5_percent_is_nothing():
-    assert starts(*untrained(1.0)) == []
-    assert starts(*untrained(1.05)) == []  # under START_RISE (x1.1)
-
-
-def test_a_loss_that_trained_down_is_judged_by_the_ratio_over_its_best():
-    """The same x1.25 step on a loss that fell x2 first is a plateau (no growth, not 1.5 x)."""
-    steps, values = untrained(1.25)
-    values = values * np.r_[np.linspace(1.0, 0.5, 40), np.full(160, 0.5)]
-    assert starts(steps, values) == []
-
-
-def test_a_warm_up_bump_before_training_is_nothing():
-    """+10 % over 15 points around the end of warm-up, then the loss trains down x2."""
-    rng = np.random.default_rng(3)
-    i = np.arange(200)
-    bump = np.log(1.1) * np.exp(-0.5 * ((i - 30) / 7.5) ** 2)
-    fall = np.where(i > 30, -np.log(2) * (i - 30) / 170, 0.0)
-    assert starts(i * 50 + 50, 10.8 * np.exp(bump + fall + rng.normal(0, 0.01, 200))) == []
-
-
 # -- the run stage: validation that wanders, validation on a floor ----------------------------
 
 #: A forecaster's val loss (benchmarks/real `lightning-tft-spike-storm`, rounded): 600-1400 with
@@ -91,8 +47,8 @@ def test_a_validation_loss_that_wanders_is_no_divergence_however_the_train_loss_
     tx = np.arange(1, 124) * 20
     rising = np.where(tx > 824, 0.02, 0.01)  # x2 after the best evaluation
     assert judge_pair(vx, np.array(TFT_VAL, float), tx, rising, **PAIR) is None
-    # the same validation shifted x1.6 after its best (least since: 1.18 x the best, over
-    # two noise scales of one evaluation, 0.21 in log) is one
+    # the same validation x1.6 after its best (the least since: 1.97 x the best, where two
+    # noise scales of one evaluation are x1.53) is one
     shifted = np.array(TFT_VAL, float) * np.where(np.arange(15) > 4, 1.6, 1.0)
     d = judge_pair(vx, shifted, tx, rising, **PAIR)
     assert (d["start"], d["details"]["best_step"]) == (990, 825)
@@ -125,10 +81,6 @@ def divergences(name: str) -> list[tuple[str, int]]:
     return [(e.tag, e.start_step) for e in ra.events if e.kind == "divergence"]
 
 
-def test_the_lr20_rnn_that_never_trained_diverges_from_2600():
-    assert divergences("wordlm-rnn-tanh-lr20-diverges") == [("loss", 2600)]
-
-
 def test_the_grokking_run_collapsing_off_its_floor_has_no_divergence():
     assert divergences("history-grok-nanda-floor-collapses") == []
 
@@ -156,17 +108,10 @@ def part(rec, lo: int, hi: int):
                    order=rec.order[keep], headers=())
 
 
-def long_untrained() -> tuple[np.ndarray, np.ndarray]:
-    """400 points every 50 steps at 12.3 (+-1 %), x1.2 over 5 points from point 200 on (a long
-    series: the streaming form runs the detector only where a new point can change it)."""
-    rng = np.random.default_rng(5)
-    lv = np.r_[np.zeros(200), np.linspace(0, np.log(1.2), 5), np.full(195, np.log(1.2))]
-    return np.arange(1, 401) * 50, 12.3 * np.exp(lv + rng.normal(0, 0.01, 400))
-
-
 STREAM_CASES = {
-    "untrained-short": dict(loss=untrained(1.25)),
-    "untrained-long": dict(loss=long_untrained()),
+    "wander": dict(loss=(np.arange(1, 124) * 20, np.where(np.arange(1, 124) * 20 > 824, 0.02,
+                                                          0.01)),
+                   val_loss=(np.arange(1, 16) * 165, np.array(TFT_VAL, float))),
     "floor-collapse": dict(loss=(floor_run(False)[0], floor_run(False)[1] / 2),
                            eval_loss=floor_run(False)),
 }
@@ -189,6 +134,4 @@ def test_stream_equals_batch_on_every_prefix(case, seed):
                 for e in detect_run(frame, frame.runs[0], CAUSAL)]
         assert got == want, (case, seed, hi)
         lo = hi
-    assert [(e[1], e[2]) for e in got if e[0] == "divergence"] == {
-        "untrained-short": [("loss", 4100)], "untrained-long": [("loss", 10150)],
-        "floor-collapse": []}[case]
+    assert [e for e in got if e[0] == "divergence"] == []
