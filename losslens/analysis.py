@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .detectors import resolve_detectors
-from .detectors.divergence import fold_spikes
+from .detectors.divergence_fold import fold_spikes
 from .echoes import mark_echoes
 from .events import Event
 from .frame import Frame, RunInfo

@@ -311,7 +311,9 @@ def rule_last_point_spikes(events: Sequence[Event], meta: RunMeta,
         f"The loss jumped at step(s) {_steps(last)}, the last point of its series: with "
         "nothing after it, one point cannot say whether the loss comes back.",
         "Look at the next points (`losslens watch` follows the run); if it stays up, treat it "
-        "as a spike that never recovered.",
+        "as a spike that never recovered. If the run stopped there, it ended blown up: resume "
+        f"from a checkpoint before step {min(e.start_step for e in last)}, not from its last "
+        "state.",
         _ids(last), (CITES["spike_types"],))
 
 

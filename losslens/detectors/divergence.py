@@ -73,7 +73,7 @@ series.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -592,25 +592,3 @@ class DivergenceDetector:
             return False
         med = float(np.median(prev))
         return bool(y[e] >= floor and y[e] - med > 2 * (float(prev.max()) - med))
-
-
-def fold_spikes(events: list[Event]) -> list[Event]:
-    """Events with the spikes (and grad spikes) found inside a divergence folded into it:
-    the rise of a divergence reads as a spike that never recovers, and the grad norm rises
-    with it; `details.spikes_within` counts them. `analyze` and the streaming forms use it."""
-    divs = [e for e in events if e.kind == "divergence"]
-    if not divs:
-        return events
-    keep, folded = [], {id(d): 0 for d in divs}
-    for e in events:
-        owner = None
-        if e.kind in ("spike", "grad_spike"):  # grad norms rise with a diverging loss
-            owner = next((d for d in divs if (d.tag == e.tag or e.kind == "grad_spike")
-                          and d.start_step < e.start_step
-                          and (d.end_step is None or e.start_step <= d.end_step)), None)
-        if owner is None:
-            keep.append(e)
-        else:
-            folded[id(owner)] += 1
-    return [replace(e, details={**e.details, "spikes_within": folded[id(e)]})
-            if id(e) in folded else e for e in keep]

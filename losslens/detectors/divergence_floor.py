@@ -44,11 +44,11 @@ def settled_on_floor(level: np.ndarray, best: float, a: int, b: int, span: int,
     seg = level[a:b]
     if float(seg.max()) > start - float(np.log(NEAR_FLOOR)):
         return False  # back within two decades of where it started: the ratio counts
-    first, second = _half_heights(seg, best)
+    first, second = half_heights(seg, best)
     return second < STILL_RISING * first
 
 
-def _half_heights(seg: np.ndarray, best: float) -> tuple[float, float]:
+def half_heights(seg: np.ndarray, best: float) -> tuple[float, float]:
     """The median heights of an episode's first and second halves over the `best` level."""
     h = seg.shape[0] // 2
     return float(np.median(seg[:h])) - best, float(np.median(seg[h:])) - best
@@ -71,5 +71,5 @@ def recovered_on_floor(level: np.ndarray, best: float, a: int, b: int, span: int
         return False
     if start - best < float(np.log(NEAR_FLOOR)):
         return False  # not on a floor: the ratio counts
-    first, second = _half_heights(level[a:b], best)
+    first, second = half_heights(level[a:b], best)
     return second < DECAYING * first

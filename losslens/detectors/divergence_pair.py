@@ -15,6 +15,13 @@ evaluation, from the train points logged up to it):
   equals) at evaluation `b`, with at least `evals_after` evaluations after it, and every one of
   them is at least `eval_rise` x the best: worse at every evaluation since, and never back
   (one that came back within `eval_rise` ends the episode: a hump, not a divergence).
+  The least of them is also `EVAL_Z` noise scales of one evaluation (log) over the best: the
+  best of a noisy validation loss is its lowest draw, and one that wanders +-20 % with no
+  trend stays within a noise scale or two of it (a forecaster's val loss at 600-1400).
+- Validation on a floor (`divergence_floor`'s principle): the evaluations since the best
+  sat, in median, `NEAR_FLOOR` x or more under the validation's start and their second half
+  is not `STILL_RISING` over the first: still ~0 against where it started, and not rising
+  (a grokking run's test loss collapsing off 1e-6 and decaying back), not a divergence.
 - The train loss rose over the same stretch: at some evaluation k >= b + `evals_after`, at
   least `sustain_steps` after the first evaluation since the best (a slow spike that hits both
   losses for a few hundred steps is a hump, and a streaming form must not call it a divergence
@@ -49,6 +56,7 @@ import numpy as np
 
 from ..events import Event
 from ..frame import RunInfo
+from .divergence_floor import NEAR_FLOOR, PLATEAU_SPANS, STILL_RISING, half_heights
 
 
 def train_level(steps: np.ndarray, values: np.ndarray, at: int, gap: float,
@@ -62,6 +70,42 @@ def train_level(steps: np.ndarray, values: np.ndarray, at: int, gap: float,
     lo = int(np.searchsorted(steps, at - gap, side="right"))
     lo = min(lo, k - 3) if k >= 3 else 0
     return float(np.median(values[max(0, lo):k]))
+
+
+#: Every evaluation since the best must be this many noise scales of one evaluation (log,
+#: `eval_noise`) above it: the best of a noisy validation loss is its lowest draw, and one that
+#: wanders with no trend (+-20 % an evaluation) stays within a noise scale or so of it.
+EVAL_Z = 2.0
+#: The validation's start level: the median of its first this many evaluations.
+INIT_POINTS = 5
+
+
+def eval_noise(y: np.ndarray) -> float:
+    """The noise of one evaluation of a log-space validation series `y`: from consecutive
+    differences, or second differences when smaller (a steady rise or fall is no noise)."""
+    d = np.diff(y)
+    if d.shape[0] == 0:
+        return 0.0
+    s = 1.4826 / np.sqrt(2) * float(np.median(np.abs(d)))
+    if d.shape[0] > 1:
+        s = min(s, 1.4826 / np.sqrt(6) * float(np.median(np.abs(np.diff(d)))))
+    return s
+
+
+def settled_near_floor(y: np.ndarray, b: int, span: int, start: float) -> bool:
+    """Whether the evaluations after the best `b` of a log-space validation `y` sat near a
+    floor and were not rising: at least PLATEAU_SPANS spans (`span` evaluations each) of
+    them, their median NEAR_FLOOR x or more under the `start` level (a grokking run's test
+    loss collapsing from 1e-6 to 1.0 and decaying back sits at ~1e-2 against a start of 30:
+    still ~0), and the median height of their second half over the best under STILL_RISING x
+    their first half's (`divergence_floor`: the same rule as the series stage's)."""
+    seg = y[b + 1:]
+    if seg.shape[0] < PLATEAU_SPANS * span:
+        return False  # too short to tell: still rising as far as anyone can tell
+    if float(np.median(seg)) > start - float(np.log(NEAR_FLOOR)):
+        return False  # sat within two decades of where it started: the ratio counts
+    first, second = half_heights(seg, float(y[b]))
+    return second < STILL_RISING * first
 
 
 def judge_pair(vx: np.ndarray, vy: np.ndarray, tx: np.ndarray, ty: np.ndarray, *,
@@ -85,6 +129,12 @@ def judge_pair(vx: np.ndarray, vy: np.ndarray, tx: np.ndarray, ty: np.ndarray, *
     after = vy[b + 1:]
     if after.shape[0] < evals_after or float(after.min()) < eval_rise * best:
         return None  # too few evaluations since the best, or one came back near it
+    y = np.log(vy)
+    if float(np.log(after.min() / best)) < EVAL_Z * eval_noise(y):
+        return None  # within noise of the best: a noisy validation loss that wanders
+    span = max(evals_after, int(np.ceil(sustain_steps / max(float(np.median(np.diff(vx))), 1.0))))
+    if settled_near_floor(y, b, span, float(np.median(y[:INIT_POINTS]))):
+        return None  # sat near a floor decades under its start, and not rising
     for k in range(b + evals_after, m):
         if vx[k] - vx[b + 1] < sustain_steps:
             continue  # not yet sustained: a slow spike of both losses is a hump

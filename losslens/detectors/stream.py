@@ -31,7 +31,7 @@ import numpy as np
 from ..events import Event
 from ..frame import RunInfo, Segment, SeriesInfo
 from ..records import RunMeta, RunRecords
-from .divergence import fold_spikes
+from .divergence_fold import fold_spikes
 from .stream_base import FrameView, SeriesBuffer
 from .stream_misc import (DivergenceStream, NonFiniteStream, OverflowStream, RunStream,
                           WholeSeriesStream, detector_kind)
