@@ -497,10 +497,15 @@ def rule_overfitting(events: Sequence[Event], meta: RunMeta,
     n = e.details.get("evals_after")
     how = (f" ({', '.join(sorted({o.tag for o in over}))} up x{e.magnitude:.2f} over {n} "
            "evaluations)") if e.kind == "overfitting" and n and e.magnitude else ""
+    clear = any(o.kind != "overfitting" or o.severity != "info" for o in over)  # info: a
+    # drift within the evaluation noise (detectors/overfitting.py: CLEAR_Z)
     return Finding(
-        "warning", f"Overfitting from step {e.start_step}",
+        "warning" if clear else "info",
+        f"{'Overfitting' if clear else 'Validation loss drifting up'} from step {e.start_step}",
         f"Validation loss has been getting worse since step(s) {_steps(over)}{how} while the "
-        "training loss did not: memorisation without generalisation (not grokking).",
+        "training loss did not: memorisation without generalisation (not grokking)."
+        + ("" if clear else " The rise is within a few times the run's evaluation-to-"
+           "evaluation noise: a mild drift so far, not yet a clear overfit."),
         f"Keep the checkpoint nearest step {e.details.get('best_step', e.start_step)} (the best "
         "validation loss); add "
         "data or regularisation, or stop earlier.", _ids(over), (CITES["grokking"],))

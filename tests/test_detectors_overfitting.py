@@ -138,3 +138,37 @@ def test_train_judged_at_the_end_not_over_halves():
     val = [6.39, 5.62, 5.22, 5.02, 4.82, 4.70, 4.59, 4.48, 4.42, 4.37, 4.259, 4.272, 4.323,
            4.453, 4.762]
     assert run(train, val, val_every=324, train_every=1) == []
+
+
+def _late_rise(early_noise, seed=5, n=200, after=12, rise=0.05):
+    """A long run: validation falls 2.0 -> 1.0 with `early_noise` (relative) a point, then
+    its last `after` + 8 evaluations are smooth (0.2 %) and the last `after` climb `rise`."""
+    rng = np.random.default_rng(seed)
+    val = np.geomspace(2.0, 1.0, n) * np.exp(rng.normal(0, early_noise, n))
+    tail = np.r_[np.full(8, 1.0), 1.0 + rise * np.arange(1, after + 1) / after]
+    val[-tail.shape[0]:] = tail * np.exp(rng.normal(0, 0.002, tail.shape[0]))
+    return run(falling(2 * n), val, val_every=100, train_every=50)
+
+
+def test_a_late_rise_within_the_runs_eval_noise_is_a_drift_and_a_clear_one_a_warning():
+    # the same +5 % over the last 12 of 200 evaluations: on a run whose evaluations wiggled
+    # 3 % a point it is a drift the size of that wiggle (info, a YOLOv8 run's last 16 of 500
+    # epochs); where they wiggled 0.3 %, a clear rise (warning)
+    for seed in range(5):
+        (drift,) = _late_rise(0.03, seed)
+        (clear,) = _late_rise(0.003, seed)
+        assert (drift.severity, clear.severity) == ("info", "warning")
+        assert drift.details["noise_scales"] < 4 <= clear.details["noise_scales"]
+        # the best evaluation lies on the flat bottom before the climb (18100-18800)
+        assert 18100 <= drift.start_step <= 18800 and 18100 <= clear.start_step <= 18800
+
+
+def test_validation_that_jumps_at_the_second_of_six_evaluations_and_stays_is_overfitting():
+    # a spectra encoder (Lightning CSV): best at the first evaluation, up 30 % at the second
+    # and 21-28 % above it at the four after, while train keeps falling
+    val = [5.9492, 7.7671, 7.6299, 7.265, 7.4291, 7.2149]
+    (e,) = run(falling(), val, val_every=206)
+    assert (e.start_step, e.end_step, e.severity, e.details["evals_after"]) == (
+        206, 1236, "warning", 5)
+    # a jump that comes back under +10 % of the best is no such stay
+    assert run(falling(), val[:4] + [6.4, 7.2], val_every=206) == []

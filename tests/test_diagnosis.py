@@ -115,7 +115,7 @@ def test_a_grad_spike_at_the_loss_spikes_own_step_does_not_lead_it():
 
 def test_overfitting_events_name_the_best_step_and_the_climb():
     over = [ev("overfitting", 1000, "overfitting-1", tag="eval_loss", magnitude=1.3084,
-               details={"evals_after": 4})]
+               severity="warning", details={"evals_after": 4})]
     (f,) = diagnose(over, RunMeta())
     assert (f.severity, f.title) == ("warning", "Overfitting from step 1000")
     assert "eval_loss up x1.31 over 4 evaluations" in f.explanation
@@ -125,7 +125,7 @@ def test_overfitting_events_name_the_best_step_and_the_climb():
 def test_a_train_loss_drop_while_validation_worsens_is_not_called_grokking():
     events = [ev("sudden_drop", 3000, "sudden_drop-1"),
               ev("overfitting", 1000, "overfitting-1", tag="eval_loss", magnitude=1.3,
-                 details={"evals_after": 4})]
+                 severity="warning", details={"evals_after": 4})]
     assert titles(diagnose(events, RunMeta())) == [("warning", "Overfitting from step 1000")]
 
 
@@ -160,3 +160,15 @@ def test_event_severity_follows_the_findings_that_cite_it():
     settled = {e.id: e.severity for e in settle(events, findings)}
     # a warning no finding mentions is not a warning; a rollback is no louder than its finding
     assert settled == {"rollback-1": "info", "changepoint-1": "info", "spike-1": "critical"}
+
+
+def test_an_overfitting_drift_within_the_eval_noise_is_an_info_finding():
+    drift = [ev("overfitting", 484, "overfitting-1", tag="val/box_loss", magnitude=1.058,
+                severity="info", details={"evals_after": 16, "best_step": 484})]
+    (f,) = diagnose(drift, RunMeta())
+    assert (f.severity, f.title) == ("info", "Validation loss drifting up from step 484")
+    assert "not yet a clear overfit" in f.explanation
+    assert "checkpoint nearest step 484" in f.advice
+    clear = drift + [ev("overfitting", 484, "overfitting-2", tag="val/cls_loss",
+                        magnitude=1.3, severity="warning", details={"evals_after": 16})]
+    assert titles(diagnose(clear, RunMeta())) == [("warning", "Overfitting from step 484")]

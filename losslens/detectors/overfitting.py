@@ -47,7 +47,9 @@ One event per validation series: kind `overfitting`, tag = the validation tag, s
 best evaluation (where the U-curve turns: both labelled families and the real logs put the
 onset at the minimum; the last evaluation within noise of the best lags it), end_step = the
 last one,
-magnitude = last / best, severity `warning`; details: `best_step` (the checkpoint to keep),
+magnitude = last / best, severity `warning` for a clear rise, `info` for a drift within
+CLEAR_Z of the run's evaluation noise (`noise_scales`: the late level over the level at the
+best, in that noise); details: `best_step` (the checkpoint to keep),
 `best_value`, `last_value` (in the series' own units), `evals_after`, `tau`, `metric` (loss /
 accuracy), `train_tag`, `train_change` (relative change of the training badness from the
 best evaluation to the last).
@@ -92,6 +94,19 @@ from .spike import is_int, is_num, require
 #: ~2.3 noise scales above its lowest point.
 STAY_SHARE = 25.0
 
+
+#: A clear rise (`warning`): the late level CLEAR_Z or more of the run's evaluation-to-
+#: evaluation noise (`eval_noise` over all its evaluations, as wide as an engineer sees the
+#: curve wiggle on its plot) above the level at the best; a smaller one is a drift (`info`).
+#: Real logs: every labelled overfitting rises 5.3-63 such scales, the clean runs' late
+#: drifts (a YOLOv8 run's last 16 of 500 epochs, +6 %; a fine-tune's eval wobble) 0.9-2.5.
+CLEAR_Z = 4.0
+
+#: JUMPED with fewer than 2 x `min_after` evaluations after the best (a spectra encoder's
+#: 6 evaluations, best at the first, +22-31 % at the five after): all of them, by FEW_Z x
+#: `noise_z` noise scales over the best (2 x `noise_z` fired on 7.5-12 % of flat curves of
+#: 6-10 evaluations at 10 % noise, 2-7.5 % before).
+FEW_Z = 2.0
 
 #: With this many evaluations from the best on, the noise is measured on them: a noisy
 #: start of the run (warm-up) is not the noise where validation turned.
@@ -216,11 +231,15 @@ class OverfittingDetector:
         # the scatter of every evaluation around its local trend (a steady fall or climb
         # cancels in second differences; the fall before the best alone bends too much)
         band = self.noise_z * eval_noise(y)
-        late = after[after.shape[0] // 2:]
+        # with fewer than 2 x `min_after` evaluations after the best, every one of them, and
+        # by FEW_Z x `noise_z` noise scales (less evidence: a flat noisy curve's best late)
+        few = after.shape[0] - 1 < 2 * self.min_after
+        late = after[1:] if few else after[after.shape[0] // 2:]
         up = best * (1 + 2 * self.min_rise)
         low = float(np.percentile(late, STAY_SHARE))  # most of it, clear of noise: STAY_SHARE
-        stays = after.shape[0] - 1 >= 2 * self.min_after and (
-            float(late.min()) >= up or (low >= up and low - best > 2 * band))
+        stays = float(late.min()) >= up and (
+            float(late.min()) - best >= FEW_Z * self.noise_z * after_noise(y, after)) if few \
+            else (float(late.min()) >= up or (low >= up and low - best > 2 * band))
         if level < at_best * (1 + self.level_rise) \
                 or level - at_best < self.level_z * level_noise(y, after, late_half.shape[0]):
             # CLIMB: or a climb at every evaluation after the best, `min_rise` over it and
@@ -249,13 +268,18 @@ class OverfittingDetector:
         # (quality.py's overfitting 1.000 -> 0.833), the middle of those as good lost real logs
         start = b
         raw = val.value[ok]
+        # CLEAR_Z: from the level at the best (the best itself at the first evaluation: no
+        # neighbour before it, the median with the next would take in half a jump)
+        scales = (level - (at_best if b else best)) / max(eval_noise(y), 1e-12 * best)
         return Event(
             kind=self.kind, run=val.run, tag=val.tag, start_step=int(x[start]),
-            end_step=int(x[-1]), severity="warning", magnitude=last / best,
+            end_step=int(x[-1]), severity="warning" if scales >= CLEAR_Z else "info",
+            magnitude=last / best,
             details={"best_step": int(x[b]), "best_value": float(raw[b]),
                      "last_value": float(raw[-1]),
                      "metric": "accuracy" if val.role.endswith("_acc") else "loss",
                      "evals_after": int(after.shape[0] - 1), "tau": round(tau, 4),
+                     "noise_scales": round(float(scales), 2),
                      "train_tag": None if train is None else train.tag,
                      "train_change": None if change is None else round(change, 6)})
 
