@@ -31,6 +31,10 @@ floor's median (so the storm of them is one row in a report, each still its own 
 where its own statistic did not find it, or found it inside a spike that started on the
 floor before it (`merge`). A verdict uses the points up to the one after the run (as the
 lone-point rule, spike_lone); `flags` is the rule's screen for the streaming form.
+
+Known false positives: a lone ~20-sd outlier of very heavy-tailed log noise (Student t with
+2.5-3 degrees of freedom) on a quiet floor is x100 over everything before it as well (one in
+60 runs of 1500 points of the independent family's near-0 stratum, seed 65).
 """
 from __future__ import annotations
 
