@@ -37,13 +37,14 @@ Statistic (causal: a point's verdict uses only the points before it):
   flags: it lies below what the trailing points expect. For a lone outlier point, heavy-tail
   evidence is counted over the points seen so far (early in a run two large excursions already
   cast doubt on it: TAIL_EARLY; on a loss that changes sign, lone dips below 0 count too), and
-  under x1.2 of its level it is a blip of the noise unless far above it (LONE_RATIO); where lone outliers are common it must outdo those seen before
-  (spike_stats.outdone). The point after a dip (TAIL_Z scales under its level) is judged against
-  the dip's level, not the dip: the way back is no spike. A spike not back fast that rose from a
-  dip under a flat loss which it settled back at is judged against that flat level
-  (spike_trend.dip_return: a GAN starting to train). A lone point is also judged against the mean
-  of its two neighbours where that predicts better (log space, `look_ahead`: spike_lone; a sparse
-  log's fall between points bends).
+  under x1.2 of its level it is a blip of the noise unless far above it (LONE_RATIO); where lone
+  outliers are common it must outdo those seen before (spike_stats.outdone). The point after a
+  dip (TAIL_Z scales under its level) is judged against the dip's level, not the dip: the way
+  back is no spike. A spike not back fast that rose from a dip under a flat loss which it
+  settled back at is judged against that flat level (spike_trend.dip_return: a GAN starting to
+  train). A lone point is also judged against the mean of its two neighbours where that
+  predicts better (log space, `look_ahead`: spike_lone; a sparse log's fall between points
+  bends), and one or two points x100 over the rest of the window are a blow-up (spike_storm).
 - A spike that tops out where two spikes of the last `window` points did is the loss switching
   between two states it keeps returning to, not a new event (spike_stats.REPEAT_TOL).
 - The first points (the trailing statistic has little history there): a blow-up above every point
@@ -75,7 +76,7 @@ import numpy as np
 
 from ..events import Event
 from ..frame import Series
-from . import held
+from . import held, spike_storm
 from .params import is_int, is_num, require  # noqa: F401  (re-exported: their home was here)
 from .spike_early import EARLY_SCALE, HEAD, blowup_level, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
@@ -157,8 +158,8 @@ class SpikeDetector:
     #: (and raise the threshold there); 0 turns this off.
     tail_window: int = 1000
     #: Judge the first points of a series also with the points after them (spike_early: the
-    #: trailing statistic has too little history there), and a lone point with the point
-    #: after it (spike_lone); False: the trailing statistic only.
+    #: trailing statistic has too little history there), a lone point (spike_lone) and a
+    #: blow-up (spike_storm) with the point after it; False: the trailing statistic only.
     look_ahead: bool = True
     #: Near 0 only this many times below the highest value so far (0: off; grad norms).
     floor_fallen: float = 100.0
@@ -197,8 +198,9 @@ class SpikeDetector:
         a streaming form's window of the judged points; `known`, `head`, `prior`: as `find`)."""
         self.validate()
         series = series if judged else held.judged(series)
-        return [self._event(series, s) for s in self.find(  # an eval loss: no per-batch flicker
-            series.step, series.value, known, head, prior, series.role != "val_loss")]
+        found = self.find(series.step, series.value, known, head, prior,  # eval loss: no per-
+                          series.role != "val_loss")  # batch flicker; blow-ups: spike_storm
+        return [self._event(series, s) for s in spike_storm.merge(series, found, self)]
 
     # -- the work, on plain arrays (gradspike and divergence reuse it) --------------------
 

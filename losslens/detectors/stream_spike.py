@@ -25,6 +25,7 @@ import numpy as np
 from ..events import Event
 from . import held as held_module
 from . import spike as spike_module
+from . import spike_storm
 from .gradspike import GradSpikeDetector
 from .spike import Known, SpikeDetector
 from .spike_early import HEAD
@@ -155,7 +156,8 @@ class SpikeStream:
           not back by then), and a spike with large excursions on its shoulders lowers the
           thresholds of the `tail_window` points after it;
         - the trailing statistic (`BaselineCache`, the tail count, the hump predictor) flags
-          none of the points from `a0` on (`SpikeDetector.flagged`).
+          none of the points from `a0` on (`SpikeDetector.flagged`), nor does the blow-up
+          rule (`spike_storm.flags`).
         A spike starts only at a flagged point, and only a spike changes what is flagged
         after it: so the batch detector finds no event from `a0` on either."""
         n = s.n
@@ -180,8 +182,10 @@ class SpikeStream:
                     or not self._settled(st, tag, s, cache, old, fa, space):
                 return False
             base, hump = cache.add.get(s0, nf, self.w, False), not (fk < cache.log.n)
-        if self.det.flagged(base, fa - s0, nf - s0, s0, hump).any():
-            return False
+        if self.det.flagged(base, fa - s0, nf - s0, s0, hump).any() or (
+                self.det.look_ahead and spike_storm.flags(base.y, fa - s0, nf - s0, base.log,
+                                                          self.w).any()):
+            return False  # (or a blow-up starts there: spike_storm)
         self.memo(st, tag, space)["done"] = float(s.step[a0])  # events before it: taken in
         return True
 
