@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-#: a log line's time stamp (`2024-05-01 12:00:00,123`, `[12:00:00]`) and level (`INFO`,
+#: a log line's time stamp (`2024-05-01 12:00:00,123`, loguru 0.8's `2024-05-01 12:00:00.123
+#: +00:00`, `[12:00:00]`) and level (`INFO`,
 #: `[WARNING]`): the pieces of a logging prefix the text readers let stand before a line
-STAMP = (r"\[?\d{4}[-/]\d\d[-/]\d\d[ T_]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
+STAMP = (r"\[?\d{4}[-/]\d\d[-/]\d\d[ T_]\d\d:\d\d:\d\d(?:[.,]\d+)?(?: ?(?:Z|[+-]\d\d:?\d\d))?\]?"
          r"|\[?\d\d:\d\d:\d\d(?:[.,]\d+)?\]?")
 LEVEL = r"\[?(?:INFO|DEBUG|WARNING|WARN|ERROR|CRITICAL|NOTICE|TRACE|SUCCESS)\]?"
 
