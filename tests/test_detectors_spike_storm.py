@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from losslens.detectors import spike_storm
-from losslens.detectors.divergence import fold_spikes
+from losslens.detectors.divergence_fold import fold_spikes
 from losslens.detectors.spike import SpikeDetector
 from losslens.events import Event
 from losslens.frame import Series
