@@ -64,8 +64,9 @@ _PREFIX_OK = re.compile(
     rf"[\s|,:\-]*(?:(?:{STAMP}|{LEVEL}|{_LOGURU}|[A-Za-z_][\w.]*(?=\s+-\s|:)"
     rf"|\[[^\]\n]{{1,40}}\]|[=#*>]++)[\s|,:\-]*+){{0,8}}")
 _WALL = re.compile(r"\[?(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)")
-#: an iteration counter right after the epoch
-_ITER = re.compile(r"(?i)[\s,|:;\-]*[\[(]?\s*(?:global[ _]step|step|iter(?:ation)?|batch)s?"
+#: an iteration counter right after the epoch (`Step 100`, `Batch 51/100`, `Global Batch 7015`)
+_ITER = re.compile(r"(?i)[\s,|:;\-]*[\[(]?\s*(?:global[ _](?:step|batch|iter(?:ation)?)|step"
+                   r"|iter(?:ation)?|batch)s?"
                    r"\s*[:=#]?\s*[\[(]?\s*(\d{1,12})\s*(?:/\s*(\d{1,12})\s*)?[\])]?(?![\w.%])")
 #: MiniMind's bare `(iteration/total)` right after the epoch: `Epoch:[1/1](10/39695), loss: ...`
 _BARE_ITER = re.compile(r"\s*\((\d{1,12})\s*/\s*(\d{1,12})\)(?![\w.%])")

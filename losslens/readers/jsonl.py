@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -25,6 +26,7 @@ import numpy as np
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_numbers,
                       numeric, report_rows, step_array, valid_utf8)
+from .jsonl_rows import note_set_aside, partition, set_aside
 from .textutil import as_float, head_text, read_bytes, split_truncated
 
 _LEVANTER = '"tracker": "json_logger"'
@@ -53,6 +55,14 @@ def sniff_jsonl(name: str, head: bytes) -> float:
         return 0.0
     if isinstance(obj, dict) and any(k in obj for k in STEP_NAMES):
         return 0.3
+    if isinstance(obj, dict):  # a run record first (`{"_meta": {...}}`): a row with a step next
+        for line in text.split("\n")[1:5]:
+            try:
+                rec = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(rec, dict) and any(k in rec for k in STEP_NAMES):
+                return 0.3
     return 0.0
 
 
@@ -66,13 +76,15 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
         return read_levanter(path, run)
     builder = RecordsBuilder()
     body = _drop_deep_lines(_cut_json_tail(data, builder), builder)
+    body, records = set_aside(body, lambda rec: _line_step(rec) is not None)
+    kept = note_set_aside(builder, path, records)
     wide = wide_sparse(body)
     if wide is not None:  # pyarrow's table would be (lines x keys), nearly all holes
         builder.warn(f"{path}: {wide[0]:,} distinct keys in {wide[1]} sampled lines, new keys "
                      "all through the file (a wide, sparse file): read line by line")
         _slow_json(body, builder, nulls=False)
         del data, body
-        return [builder.build(run, str(path), "jsonl", RunMeta())]
+        return [builder.build(run, str(path), "jsonl", RunMeta(extra=kept))]
     table = _fast_json(body)
     meta = llama_factory_meta(body)
     lf = meta.framework == "llama-factory"
@@ -91,6 +103,8 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
             start = stop
         keys.warn(builder)
     del data, body, table  # the text and pyarrow's table go before the columns are built
+    if kept:
+        meta = replace(meta, extra={**meta.extra, **kept})
     return [builder.build(run, str(path), "jsonl", meta)]
 
 
@@ -333,6 +347,13 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
             wall = np.where(col.present, col.values, wall)
     metrics = {k: v for k, v in nums.items()
                if k not in axis and k not in WALL_NAMES and v is not None}
+    texts = {k: c.to_numpy(zero_copy_only=False) for k, c in flat.items()
+             if pa.types.is_string(c.type) or pa.types.is_large_string(c.type)}
+    field, metrics = partition(texts, metrics, step, step_ok)
+    if field is not None:
+        builder.warn(f"{path}: rows told apart by `{field}` (train and test rows at one step): "
+                     f"a key logged under several of its values is read as one tag per value "
+                     f"(`value/key`)")
     if keys is not None:
         keys.valued.update(n for n, c in flat.items() if not pa.types.is_null(c.type))
     if null_count(flat):
