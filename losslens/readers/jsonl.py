@@ -91,8 +91,10 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
     slots = LLAMA_FACTORY_SLOTS if lf else frozenset()
     axis = LLAMA_FACTORY_AXIS if lf else AXIS_NAMES
     if table is not None:
-        _table_json(table, line_numbers(body, 1, table.num_rows), builder, path, slots,
-                    axis=axis)
+        field = _table_json(table, line_numbers(body, 1, table.num_rows), builder, path, slots,
+                            axis=axis)
+        if field is not None:  # (train and test rows at one step: `value/key` tags)
+            kept["rows_split_by"] = field
     else:  # some line defeats pyarrow: retry piece by piece
         start, line, keys = 0, 1, _Keys()
         while start < len(body):
@@ -321,11 +323,12 @@ def _flatten(table) -> dict[str, Any]:
 
 def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
                 slots: frozenset = frozenset(), keys: _Keys | None = None,
-                axis: frozenset = AXIS_NAMES) -> None:
+                axis: frozenset = AXIS_NAMES) -> str | None:
     """`slots`: keys a writer always writes, null when it has no value (no warning when
     every value is null). `keys`: the table is one piece of a file; its null-only keys are
     gathered there for one warning at the end instead of warned about here. `axis`: the
-    keys that are an axis, not a series."""
+    keys that are an axis, not a series. Returns the text field that split the rows
+    (`jsonl_rows.partition`), if one did."""
     import pyarrow as pa
 
     if lines.shape[0] != table.num_rows:
@@ -350,10 +353,6 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
     texts = {k: c.to_numpy(zero_copy_only=False) for k, c in flat.items()
              if pa.types.is_string(c.type) or pa.types.is_large_string(c.type)}
     field, metrics = partition(texts, metrics, step, step_ok)
-    if field is not None:
-        builder.warn(f"{path}: rows told apart by `{field}` (train and test rows at one step): "
-                     f"a key logged under several of its values is read as one tag per value "
-                     f"(`value/key`)")
     if keys is not None:
         keys.valued.update(n for n, c in flat.items() if not pa.types.is_null(c.type))
     if null_count(flat):
@@ -367,6 +366,7 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
                     builder.warn(_ALL_NULL.format(name=name))
     add_wide(builder, metrics, step, step_ok, wall, lines)
     report_rows(builder, metrics, step_ok, lines, "step")
+    return field
 
 
 def null_count(flat: dict[str, Any]) -> int:
