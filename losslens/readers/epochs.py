@@ -28,11 +28,12 @@ bar of an `evaluate` after it is not) are that epoch's. tqdm bars (`Epoch 1: 100
 running values mid-epoch; the epoch's summary line, after the bar's `\\r`, is.
 
 Steps: the epoch as printed, when no line carries an iteration. When lines also carry one
-(`Step [100/600]`, `Batch 51/100`, `Iter 300`), the step is a global iteration: `(epoch - 1) ×
-N + i` with N the total printed after the iteration (else the largest iteration seen in an
-epoch; a counter that never goes back is taken as global already), and an epoch's summary
-values sit at its last iteration. `metadata.extra["step_source"]` says which. An epoch counter
-that goes back (the script run again into the same log) starts a new segment.
+(`Step [100/600]`, `Batch 51/100`, `Iter 300`, `Global Batch 7015`), the step is a global
+iteration: `(epoch - 1) × N + i` with N the total printed after the iteration (else the
+largest iteration seen in an epoch; a counter that never goes back is taken as global
+already), and an epoch's summary values sit at its last iteration.
+`metadata.extra["step_source"]` says which. An epoch counter that goes back (the script run
+again into the same log) starts a new segment.
 
 Step lines: a message that starts with `Step N` (`Iter N`, `Iteration N`, `Step [N/M]`) and a
 separator (`,` `:` `;` ` - `) followed by pairs (`... | __main__:train:172 - Step 100, Loss:

@@ -10,20 +10,29 @@ save the same way (`training_history.json`, `history.json`, `metrics.json`):
 ```
 
 Step axis: a list named `epoch` (or `step`, `global_step`, `iteration`, `iter`, `steps`,
-`epochs`) of whole numbers gives every point its step; without one a point's step is its
-position counted from 1 (Keras prints `Epoch 1/10` for the first). A list whose length is not
-the axis's (the most common length when there is no axis list) is not read and a warning names
-it. Values: numbers, `NaN` / `Infinity` as Python's json writes them, and `null` (pandas' NaN)
+`epochs`) of whole numbers gives every point its step; without one, the one list of the most
+common length named for what it steps (`eval_epochs`, `val_steps`: whole numbers that never go
+back) does, else a point's step is its position counted from 1 (Keras prints `Epoch 1/10` for
+the first). Lists of another length are read on a step list of their own length named so
+(`{"gini": [...], "fourier_epochs": [0, 200, ...]}`, an analysis run less often;
+`metadata.extra["other_step_sources"]` names them); without one such a list is not read and a
+warning names it. Values: numbers, `NaN` / `Infinity` as Python's json writes them, and `null` (pandas' NaN)
 read as NaN; any other entry of a numeric list is a skipped record (`key[i]`). A nested object
 whose lists have the series' length is read with `parent/child` tags; other values (a run
 summary, a config, lists of text) are not series and are left out, their keys listed under
 `metadata.extra["non_series_keys"]`.
 
+The lists may sit in one object named as a wrapper (`history`, `metrics`, `logs`, `results`,
+`records`) beside final-summary fields: `{"history": {"train_loss": [...], "eval_epochs": [...]},
+"final_test_acc": 1.0, "final_key_frequencies": [68, 45]}`. Its lists are then the series,
+tagged without the wrapper's name, and the lists beside it are summaries (not read, listed under
+`non_series_keys`).
+
 A file cut short (a run killed while writing it) keeps every list that ended before the cut,
 with a warning naming the key cut and the byte. The whole file is parsed at once, so memory is
 a few times its size; deeply nested input is refused by the parser, not recursed into.
 
-Sniffed from the file's start (`{"key": [` and a number): `history.json`,
+Sniffed from the file's start (`{"key": [` and a number, or `{"key": {"key": [`): `history.json`,
 `training_history.json`, `train_history.json` by that alone; any other file only when one of
 its lists is named like a metric (a loss, accuracy, lr or grad norm: `{"hidden_sizes": [64,
 128]}`, a config, is no history).

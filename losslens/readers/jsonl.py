@@ -5,7 +5,11 @@ hold millions of rows, so they are parsed by
 pyarrow (C++, multithreaded) when it can, else piece by piece and line by line. A missing or
 null key means "not logged", except a null that can only be a NaN (what pandas and orjson
 write for one; see `nulls_as_nan`); `NaN`, `Infinity` are values and kept. A line that does not parse
-is skipped and counted with its line number (`order` is the 1-based line number).
+is skipped and counted with its line number (`order` is the 1-based line number). Records
+with no step before the first row or after the last (a script's `{"_meta": {...}}` /
+`{"event": "config", ...}` first, its summary last) are the run's, not points, and train and
+test rows at one step told apart by a field (`"split": "train"`) give `train/loss` and
+`test/loss`: both in `jsonl_rows`.
 
 Bounded whatever the input: lines nested deeper than `MAX_DEPTH` never reach pyarrow (whose
 reader recurses: 20k levels took a minute, 40k crashed the process) nor `json.loads`; they are
