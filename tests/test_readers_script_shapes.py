@@ -310,3 +310,14 @@ def test_real_t5_log_has_the_resume_spike_steps():
     s = frame.series(frame.runs[0].run, "Training Loss")
     at = dict(zip(s.step.tolist(), s.value.tolist()))
     assert 7015 in at and 7095 in at and not math.isnan(at[7015])
+
+
+def test_a_stepless_last_record_with_a_rows_key_is_a_row_that_lost_its_step(tmp_path):
+    """`{"loss": 9}` last holds the rows' `loss`: not a run record, a skipped line."""
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"_meta": {"lr": 0.1}}\n{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.9}\n'
+                    '{"loss": 9}\n')
+    rec, series = _series(path)
+    assert series["loss"][0] == [1, 2]
+    assert [(s.line, s.reason) for s in rec.skipped] == [(4, "no integer step in this row")]
+    assert rec.metadata.extra["run_records"] == '{"_meta":{"lr":0.1}}'

@@ -76,7 +76,8 @@ def sniff(name: str, head: bytes) -> float:
     named = name.lower() in _NAMES
     if named:
         return 0.9
-    # any other name (lists one level down too: `{"history": {"train_loss": [...]}, ...}`):
+    if m.group(1) and _WRAPPER_HEAD.match(text) is None:
+        return 0.0  # lists one level down in any other file: only in a wrapper (`history`)
     # a list named like a metric (a config's `{"hidden_sizes": [64, 128]}` is no history)
     for n, k in enumerate(_LIST_KEY.finditer(text)):
         if n >= _SNIFF_KEYS:
@@ -144,6 +145,7 @@ def read(path: Path, run: str) -> list[RunRecords]:
 #: the one object that holds a file's lists beside final-summary scalars (`{"history":
 #: {"train_loss": [...], ...}, "final_test_acc": 1.0}`): its lists are read without its name
 WRAPPERS = ("history", "metrics", "logs", "log", "results", "records")
+_WRAPPER_HEAD = re.compile(r'\A\s*\{\s*"(?i:' + "|".join(WRAPPERS) + r')"\s*:\s*\{')
 #: a step list named for what it steps (`eval_epochs`, `fourier_epochs`, `val_steps`)
 _AXIS_SUFFIX = re.compile(r"(?:^|_)(?:epoch|step|iter|iteration)s?$")
 

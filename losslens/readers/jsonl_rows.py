@@ -5,10 +5,12 @@ Two shapes of hand-written JSON-lines logs, read by the `jsonl` reader:
 - **Run records around the rows.** A script writes its settings first and its results last,
   in the same file as the rows (`{"_meta": {"lr": 0.001, ...}}` ... `{"_summary":
   {"grok_step": 9300}}`; `{"event": "config", "lr": 1e-06, ...}` ... `{"event": "done"}`).
-  Records with no step key before the first row that has one, or after the last, are the
-  run's, not points: they are set aside, each kept whole (as compact JSON, cut at
+  Records with no step key before the first row that has one, or after the last (up to
+  `_RUN_RECORDS` at each end), that hold none of the number keys of the rows next to them,
+  are the run's, not points: they are set aside, each kept whole (as compact JSON, cut at
   `KEEP_CHARS`) under `metadata.extra["run_records"]`, and a warning names their lines. A
-  record with no step between rows is still a skipped line, as before.
+  record with no step between rows, or one holding a row's key (`{"loss": 9}`: a row that
+  lost its step), is still a skipped line, as before.
 - **Rows per split.** A script that evaluates on train and test at the same step writes one
   row each, told apart by a text field: `{"step": 500, "split": "train", "loss": 0.0009}`,
   `{"step": 500, "split": "test", "loss": 5.22}`. A text field with a few short values
@@ -36,12 +38,16 @@ _LABEL = re.compile(r"[A-Za-z][\w\-]{0,23}")
 
 
 def set_aside(body: bytes, has_step: Callable[[dict], bool]) -> tuple[bytes, list[tuple]]:
-    """`body` with its leading and trailing step-less records blanked (line numbers kept),
-    and those records as (line, record). Unchanged when no line has a step."""
+    """`body` with its leading and trailing run records blanked (line numbers kept), and
+    those records as (line, record). A run record has no step and none of the number keys of
+    the rows next to it (`{"loss": 9}` with no step is a row that lost its step: left to be
+    skipped). Unchanged when no line has a step."""
     lines = body.split(b"\n")
-    found: list[tuple[int, Any]] = []
+    found: list[tuple[int, dict]] = []
     for order in (range(len(lines)), range(len(lines) - 1, -1, -1)):
-        seen = 0
+        ends: list[tuple[int, dict]] = []
+        row_keys: set[str] = set()
+        rows = 0
         for i in order:
             raw = lines[i].strip()
             if not raw:
@@ -50,16 +56,36 @@ def set_aside(body: bytes, has_step: Callable[[dict], bool]) -> tuple[bytes, lis
                 rec = json.loads(raw)
             except (ValueError, RecursionError):
                 break
-            if not isinstance(rec, dict) or has_step(rec) or seen >= _RUN_RECORDS:
+            if not isinstance(rec, dict):
                 break
-            seen += 1
-            if all(i != j for j, _ in found):
-                found.append((i, rec))
-    if not found or len(found) >= sum(1 for ln in lines if ln.strip()):
-        return body, []  # no record with a step: not this shape
+            if has_step(rec):
+                row_keys |= _keys(rec)
+                rows += 1
+                if rows >= _RUN_RECORDS:
+                    break
+            elif rows or len(ends) >= _RUN_RECORDS:
+                break
+            else:
+                ends.append((i, rec))
+        if rows:
+            found += [(i, rec) for i, rec in ends if not _keys(rec) & row_keys
+                      and all(i != j for j, _ in found)]
+    if not found:
+        return body, []
     for i, _ in found:
         lines[i] = b""
     return b"\n".join(lines), sorted((i + 1, rec) for i, rec in found)
+
+
+def _keys(rec: dict, prefix: str = "") -> set[str]:
+    """The record's number keys as the reader names its tags (`a/b` for nested objects)."""
+    out: set[str] = set()
+    for k, v in rec.items():
+        if isinstance(v, dict):
+            out |= _keys(v, f"{prefix}{k}/")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.add(f"{prefix}{k}")
+    return out
 
 
 def note_set_aside(builder: RecordsBuilder, path: Any, records: list[tuple]) -> dict[str, str]:
