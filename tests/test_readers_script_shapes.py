@@ -321,3 +321,24 @@ def test_a_stepless_last_record_with_a_rows_key_is_a_row_that_lost_its_step(tmp_
     assert series["loss"][0] == [1, 2]
     assert [(s.line, s.reason) for s in rec.skipped] == [(4, "no integer step in this row")]
     assert rec.metadata.extra["run_records"] == '{"_meta":{"lr":0.1}}'
+
+
+def test_csv_rows_per_split_become_train_and_valid_tags(tmp_path):
+    """The same shape in a CSV: a script appending `{"epoch": e, "split": split, "loss": l,
+    **metrics}` rows with pandas (`to_csv(mode="a")`), one per split an epoch."""
+    import pandas as pd
+
+    path = tmp_path / "stats.csv"
+    for epoch in range(1, 13):
+        for split, loss, acc in (("train", 1.0 / epoch, 0.5 + 0.04 * epoch),
+                                 ("valid", 1.2 / epoch + 0.01 * epoch, 0.45 + 0.03 * epoch)):
+            row = {"epoch": epoch, "split": split, "loss": loss, "accuracy": acc}
+            pd.DataFrame([row]).to_csv(path, mode="a", header=not path.exists(), index=False)
+    assert sniff(path).name == "csv"
+    rec, series = _series(path)
+    assert set(series) == {"train/loss", "valid/loss", "train/accuracy", "valid/accuracy"}
+    assert series["valid/loss"][0] == list(range(1, 13))
+    assert series["valid/loss"][1][0] == pytest.approx(1.21)
+    assert rec.metadata.extra["rows_split_by"] == "split"
+    _, roles = _roles(path)
+    assert roles["train/loss"][0] == "train_loss" and roles["valid/loss"][0] == "val_loss"
