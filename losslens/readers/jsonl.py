@@ -30,7 +30,7 @@ import numpy as np
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_numbers,
                       numeric, report_rows, step_array, valid_utf8)
-from .jsonl_rows import note_set_aside, partition, set_aside
+from .jsonl_rows import note_set_aside, partition, set_aside, text_columns
 from .textutil import as_float, head_text, read_bytes, split_truncated
 
 _LEVANTER = '"tracker": "json_logger"'
@@ -354,9 +354,7 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
             wall = np.where(col.present, col.values, wall)
     metrics = {k: v for k, v in nums.items()
                if k not in axis and k not in WALL_NAMES and v is not None}
-    texts = {k: c.to_numpy(zero_copy_only=False) for k, c in flat.items()
-             if pa.types.is_string(c.type) or pa.types.is_large_string(c.type)}
-    field, metrics = partition(texts, metrics, step, step_ok)
+    field, metrics = partition(text_columns(flat), metrics, step, step_ok)
     if keys is not None:
         keys.valued.update(n for n, c in flat.items() if not pa.types.is_null(c.type))
     if null_count(flat):

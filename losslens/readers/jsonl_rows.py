@@ -108,6 +108,22 @@ def _what(rec: dict) -> str:
     return f"`{label[:60]}`" if label else f"{len(keys)} keys"
 
 
+def text_columns(columns: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The text columns (pyarrow) that could partition rows: 2 to `PARTITION_MAX` distinct
+    values (counted in pyarrow, so a column of time stamps costs no Python loop), as numpy
+    object arrays (None where absent)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = {}
+    for name, col in columns.items():
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        if 2 <= pc.count_distinct(col).as_py() <= PARTITION_MAX:
+            out[name] = col.to_numpy(zero_copy_only=False)
+    return out
+
+
 def partition(texts: dict[str, np.ndarray], metrics: dict[str, Col], step: np.ndarray,
               step_ok: np.ndarray) -> tuple[str | None, dict[str, Col]]:
     """(the partitioning field, the metrics split by it), or (None, `metrics`) when no text
@@ -121,7 +137,7 @@ def partition(texts: dict[str, np.ndarray], metrics: dict[str, Col], step: np.nd
 
 def _split(vals: np.ndarray, metrics: dict[str, Col], step: np.ndarray,
            step_ok: np.ndarray) -> dict[str, Col] | None:
-    has = step_ok & np.array([isinstance(v, str) for v in vals], bool)
+    has = step_ok & vals.astype(bool)  # (None and "" are no value)
     labels = list(dict.fromkeys(vals[has].tolist()))  # in order of first appearance
     if not 2 <= len(labels) <= PARTITION_MAX or not all(_LABEL.fullmatch(v) for v in labels):
         return None

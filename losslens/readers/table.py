@@ -22,7 +22,7 @@ from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_numbers,
                       numeric, report_rows, step_array, valid_utf8, wall_column)
-from .jsonl_rows import partition
+from .jsonl_rows import partition, text_columns
 from .textutil import head_text, parse_float, read_bytes
 
 RUN_NAMES = ("run", "run_name", "run_id")
@@ -301,20 +301,13 @@ def read_csv(path: Path, run: str) -> list[RunRecords]:
                                                   or n.lower() in AXIS_NAMES}
         metrics = _metric_columns(cols, names, skip, builder, path)
         report_rows(builder, metrics, step_ok, lines, step_col)
-        texts = {n: table.column(i).to_numpy(zero_copy_only=False)
-                 for i, n in enumerate(names) if n not in skip and _is_text(table.column(i))}
+        texts = text_columns({n: table.column(i) for i, n in enumerate(names) if n not in skip})
         field, metrics = partition(texts, metrics, step, step_ok)  # train and test rows
         if field is not None:
             extra["rows_split_by"] = field
         emit = lambda b, rows: add_wide(b, metrics, step, step_ok, wall, lines, rows)  # noqa: E731
     run_codes, run_names = _runs(table, run_col, run)
     return _split_runs(builder, emit, run_codes, run_names, path, extra)
-
-
-def _is_text(col) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
 
 
 def _steps(cols: dict[str, Col | None], step_col: str | None, n: int,
