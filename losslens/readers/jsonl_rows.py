@@ -41,15 +41,14 @@ def set_aside(body: bytes, has_step: Callable[[dict], bool]) -> tuple[bytes, lis
     """`body` with its leading and trailing run records blanked (line numbers kept), and
     those records as (line, record). A run record has no step and none of the number keys of
     the rows next to it (`{"loss": 9}` with no step is a row that lost its step: left to be
-    skipped). Unchanged when no line has a step."""
-    lines = body.split(b"\n")
-    found: list[tuple[int, dict]] = []
-    for order in (range(len(lines)), range(len(lines) - 1, -1, -1)):
-        ends: list[tuple[int, dict]] = []
+    skipped). Unchanged when no line has a step. Only the lines at the two ends are parsed."""
+    found: dict[int, tuple[int, int, dict]] = {}  # start -> (end, line, record)
+    for lines in (_lines_from_start(body), _lines_from_end(body)):
+        ends: list[tuple[int, int, dict]] = []
         row_keys: set[str] = set()
         rows = 0
-        for i in order:
-            raw = lines[i].strip()
+        for start, end in lines:
+            raw = body[start:end].strip()
             if not raw:
                 continue
             try:
@@ -66,15 +65,38 @@ def set_aside(body: bytes, has_step: Callable[[dict], bool]) -> tuple[bytes, lis
             elif rows or len(ends) >= _RUN_RECORDS:
                 break
             else:
-                ends.append((i, rec))
+                ends.append((start, end, rec))
         if rows:
-            found += [(i, rec) for i, rec in ends if not _keys(rec) & row_keys
-                      and all(i != j for j, _ in found)]
+            for start, end, rec in ends:
+                if not _keys(rec) & row_keys:
+                    found[start] = (end, body.count(b"\n", 0, start) + 1, rec)
     if not found:
         return body, []
-    for i, _ in found:
-        lines[i] = b""
-    return b"\n".join(lines), sorted((i + 1, rec) for i, rec in found)
+    parts, pos = [], 0
+    for start in sorted(found):
+        parts.append(body[pos:start])
+        pos = found[start][0]
+    parts.append(body[pos:])
+    return b"".join(parts), [(line, rec) for _, (_, line, rec) in sorted(found.items())]
+
+
+def _lines_from_start(body: bytes):
+    """(start, end) of the lines from the first on (end: the newline's index, or the end)."""
+    pos = 0
+    while pos < len(body):
+        end = body.find(b"\n", pos)
+        end = len(body) if end < 0 else end
+        yield pos, end
+        pos = end + 1
+
+
+def _lines_from_end(body: bytes):
+    """(start, end) of the lines from the last back."""
+    end = len(body) - 1 if body.endswith(b"\n") else len(body)
+    while end > 0:
+        start = body.rfind(b"\n", 0, end) + 1
+        yield start, end
+        end = start - 1
 
 
 def _keys(rec: dict, prefix: str = "") -> set[str]:
