@@ -28,11 +28,12 @@ bar of an `evaluate` after it is not) are that epoch's. tqdm bars (`Epoch 1: 100
 running values mid-epoch; the epoch's summary line, after the bar's `\\r`, is.
 
 Steps: the epoch as printed, when no line carries an iteration. When lines also carry one
-(`Step [100/600]`, `Batch 51/100`, `Iter 300`), the step is a global iteration: `(epoch - 1) ×
-N + i` with N the total printed after the iteration (else the largest iteration seen in an
-epoch; a counter that never goes back is taken as global already), and an epoch's summary
-values sit at its last iteration. `metadata.extra["step_source"]` says which. An epoch counter
-that goes back (the script run again into the same log) starts a new segment.
+(`Step [100/600]`, `Batch 51/100`, `Iter 300`, `Global Batch 7015`), the step is a global
+iteration: `(epoch - 1) × N + i` with N the total printed after the iteration (else the
+largest iteration seen in an epoch; a counter that never goes back is taken as global
+already), and an epoch's summary values sit at its last iteration.
+`metadata.extra["step_source"]` says which. An epoch counter that goes back (the script run
+again into the same log) starts a new segment.
 
 Step lines: a message that starts with `Step N` (`Iter N`, `Iteration N`, `Step [N/M]`) and a
 separator (`,` `:` `;` ` - `) followed by pairs (`... | __main__:train:172 - Step 100, Loss:
@@ -64,8 +65,9 @@ _PREFIX_OK = re.compile(
     rf"[\s|,:\-]*(?:(?:{STAMP}|{LEVEL}|{_LOGURU}|[A-Za-z_][\w.]*(?=\s+-\s|:)"
     rf"|\[[^\]\n]{{1,40}}\]|[=#*>]++)[\s|,:\-]*+){{0,8}}")
 _WALL = re.compile(r"\[?(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)")
-#: an iteration counter right after the epoch
-_ITER = re.compile(r"(?i)[\s,|:;\-]*[\[(]?\s*(?:global[ _]step|step|iter(?:ation)?|batch)s?"
+#: an iteration counter right after the epoch (`Step 100`, `Batch 51/100`, `Global Batch 7015`)
+_ITER = re.compile(r"(?i)[\s,|:;\-]*[\[(]?\s*(?:global[ _](?:step|batch|iter(?:ation)?)|step"
+                   r"|iter(?:ation)?|batch)s?"
                    r"\s*[:=#]?\s*[\[(]?\s*(\d{1,12})\s*(?:/\s*(\d{1,12})\s*)?[\])]?(?![\w.%])")
 #: MiniMind's bare `(iteration/total)` right after the epoch: `Epoch:[1/1](10/39695), loss: ...`
 _BARE_ITER = re.compile(r"\s*\((\d{1,12})\s*/\s*(\d{1,12})\)(?![\w.%])")

@@ -10,20 +10,29 @@ save the same way (`training_history.json`, `history.json`, `metrics.json`):
 ```
 
 Step axis: a list named `epoch` (or `step`, `global_step`, `iteration`, `iter`, `steps`,
-`epochs`) of whole numbers gives every point its step; without one a point's step is its
-position counted from 1 (Keras prints `Epoch 1/10` for the first). A list whose length is not
-the axis's (the most common length when there is no axis list) is not read and a warning names
-it. Values: numbers, `NaN` / `Infinity` as Python's json writes them, and `null` (pandas' NaN)
+`epochs`) of whole numbers gives every point its step; without one, the one list of the most
+common length named for what it steps (`eval_epochs`, `val_steps`: whole numbers that never go
+back) does, else a point's step is its position counted from 1 (Keras prints `Epoch 1/10` for
+the first). Lists of another length are read on a step list of their own length named so
+(`{"gini": [...], "fourier_epochs": [0, 200, ...]}`, an analysis run less often;
+`metadata.extra["other_step_sources"]` names them); without one such a list is not read and a
+warning names it. Values: numbers, `NaN` / `Infinity` as Python's json writes them, and `null` (pandas' NaN)
 read as NaN; any other entry of a numeric list is a skipped record (`key[i]`). A nested object
 whose lists have the series' length is read with `parent/child` tags; other values (a run
 summary, a config, lists of text) are not series and are left out, their keys listed under
 `metadata.extra["non_series_keys"]`.
 
+The lists may sit in one object named as a wrapper (`history`, `metrics`, `logs`, `results`,
+`records`) beside final-summary fields: `{"history": {"train_loss": [...], "eval_epochs": [...]},
+"final_test_acc": 1.0, "final_key_frequencies": [68, 45]}`. Its lists are then the series,
+tagged without the wrapper's name, and the lists beside it are summaries (not read, listed under
+`non_series_keys`).
+
 A file cut short (a run killed while writing it) keeps every list that ended before the cut,
 with a warning naming the key cut and the byte. The whole file is parsed at once, so memory is
 a few times its size; deeply nested input is refused by the parser, not recursed into.
 
-Sniffed from the file's start (`{"key": [` and a number): `history.json`,
+Sniffed from the file's start (`{"key": [` and a number, or `{"key": {"key": [`): `history.json`,
 `training_history.json`, `train_history.json` by that alone; any other file only when one of
 its lists is named like a metric (a loss, accuracy, lr or grad norm: `{"hidden_sizes": [64,
 128]}`, a config, is no history).
@@ -65,12 +74,11 @@ def sniff(name: str, head: bytes) -> float:
     if not m or '"log_history"' in text:
         return 0.0
     named = name.lower() in _NAMES
-    if m.group(1):  # lists one level down (`{"train": {"loss": [...]}}`): only by its name
-        return 0.9 if named else 0.0
     if named:
         return 0.9
-    # any other name: a list named like a metric (a config's `{"hidden_sizes": [64, 128]}`
-    # is no history)
+    if m.group(1) and _WRAPPER_HEAD.match(text) is None:
+        return 0.0  # lists one level down in any other file: only in a wrapper (`history`)
+    # a list named like a metric (a config's `{"hidden_sizes": [64, 128]}` is no history)
     for n, k in enumerate(_LIST_KEY.finditer(text)):
         if n >= _SNIFF_KEYS:
             break
@@ -96,29 +104,82 @@ def read(path: Path, run: str) -> list[RunRecords]:
     if not numeric:
         raise NoSeriesError(f"{path}: a JSON object with no list of numbers (a column-oriented "
                             "history holds one list per metric)")
+    numeric = _unwrap(numeric, other)
     axis_key = next((k for k in AXIS_KEYS if k in numeric), None)
     if axis_key is not None:
         n = len(numeric[axis_key])
     else:
         n = Counter(len(v) for v in numeric.values()).most_common(1)[0][0]
+        axis_key = own_axis(numeric, n)
     steps, axis_ok = _axis(numeric.get(axis_key), n, path, b, axis_key)
+    others = {}  # length -> (its own axis list's key, steps): lists of another length
+    for length in sorted({len(v) for v in numeric.values()} - {n}):
+        key = own_axis(numeric, length)
+        if key is not None:
+            others[length] = (key, np.asarray([int(x) for x in numeric[key]], np.int64))
     for key, values in numeric.items():
-        if key == axis_key and axis_ok:
+        if key == axis_key and axis_ok or any(key == k for k, _ in others.values()):
             continue
+        at = steps
         if len(values) != n:
-            what = f"the axis `{axis_key}`" if axis_key else "most lists"
-            b.warn(f"{path}: `{key}` has {len(values)} values, {what} {n}: not read")
-            continue
+            if len(values) not in others:
+                what = f"the axis `{axis_key}`" if axis_key else "most lists"
+                b.warn(f"{path}: `{key}` has {len(values)} values, {what} {n}: not read")
+                continue
+            at = others[len(values)][1]
         vals, bad = _floats(values)
         for i in bad:
             b.skip(i + 1, "not a number", json.dumps(values[i])[:200], where=f"{key}[{i}]")
-        keep = np.ones(n, bool)
+        keep = np.ones(len(values), bool)
         keep[bad] = False
-        b.add_array(key, steps[keep], vals[keep], orders=np.flatnonzero(keep))
+        b.add_array(key, at[keep], vals[keep], orders=np.flatnonzero(keep))
     extra = {"step_source": axis_key if axis_ok else "position (1 = first)"}
+    if others:  # lists of another length on a step list of their own length
+        extra["other_step_sources"] = ",".join(f"{k} ({n_} values)"
+                                               for n_, (k, _) in sorted(others.items()))
     if other:
         extra["non_series_keys"] = ",".join(sorted(other))
     return [b.build(run, str(path), FORMAT, RunMeta(extra=extra))]
+
+
+#: the one object that holds a file's lists beside final-summary scalars (`{"history":
+#: {"train_loss": [...], ...}, "final_test_acc": 1.0}`): its lists are read without its name
+WRAPPERS = ("history", "metrics", "logs", "log", "results", "records")
+_WRAPPER_HEAD = re.compile(r'\A\s*\{\s*"(?i:' + "|".join(WRAPPERS) + r')"\s*:\s*\{')
+#: a step list named for what it steps (`eval_epochs`, `fourier_epochs`, `val_steps`)
+_AXIS_SUFFIX = re.compile(r"(?:^|_)(?:epoch|step|iter|iteration)s?$")
+
+
+def _unwrap(numeric: dict[str, list], other: list[str]) -> dict[str, list]:
+    """The lists of the one object named as a wrapper (`WRAPPERS`), without its `name/`, when
+    there is one such object; lists beside it are run summaries (`final_key_frequencies`),
+    added to `other`. Else `numeric` unchanged."""
+    tops = {k.split("/", 1)[0] for k in numeric if "/" in k}
+    wraps = [t for t in tops if t.lower() in WRAPPERS]
+    if len(wraps) != 1:
+        return numeric
+    head = wraps[0] + "/"
+    other += [k for k in numeric if not k.startswith(head)]
+    return {k[len(head):]: v for k, v in numeric.items() if k.startswith(head)}
+
+
+def own_axis(numeric: dict[str, list], length: int) -> str | None:
+    """The step list among the lists of `length` values: the one named as an axis
+    (`AXIS_KEYS`) or ending in one (`eval_epochs`), whole numbers that never go back; None
+    when there is no such list or more than one."""
+    found = [k for k, v in numeric.items() if len(v) == length and length
+             and (k in AXIS_KEYS or _AXIS_SUFFIX.search(k.rsplit("/", 1)[-1]))
+             and _whole_rising(v)]
+    exact = [k for k in found if k in AXIS_KEYS]
+    if len(exact) == 1 or len(found) == 1:
+        return (exact or found)[0]
+    return None
+
+
+def _whole_rising(values: list) -> bool:
+    ok = all(_is_num(x) and math.isfinite(x) and float(x).is_integer() and abs(x) < 2 ** 62
+             for x in values)
+    return ok and all(a <= b for a, b in zip(values, values[1:]))
 
 
 def _members(text: str, path: Path, b: RecordsBuilder) -> list[tuple[str, Any]]:

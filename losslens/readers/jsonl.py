@@ -5,7 +5,11 @@ hold millions of rows, so they are parsed by
 pyarrow (C++, multithreaded) when it can, else piece by piece and line by line. A missing or
 null key means "not logged", except a null that can only be a NaN (what pandas and orjson
 write for one; see `nulls_as_nan`); `NaN`, `Infinity` are values and kept. A line that does not parse
-is skipped and counted with its line number (`order` is the 1-based line number).
+is skipped and counted with its line number (`order` is the 1-based line number). Records
+with no step before the first row or after the last (a script's `{"_meta": {...}}` /
+`{"event": "config", ...}` first, its summary last) are the run's, not points, and train and
+test rows at one step told apart by a field (`"split": "train"`) give `train/loss` and
+`test/loss`: both in `jsonl_rows`.
 
 Bounded whatever the input: lines nested deeper than `MAX_DEPTH` never reach pyarrow (whose
 reader recurses: 20k levels took a minute, 40k crashed the process) nor `json.loads`; they are
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -25,6 +30,7 @@ import numpy as np
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_numbers,
                       numeric, report_rows, step_array, valid_utf8)
+from .jsonl_rows import note_set_aside, partition, set_aside, text_columns
 from .textutil import as_float, head_text, read_bytes, split_truncated
 
 _LEVANTER = '"tracker": "json_logger"'
@@ -53,6 +59,14 @@ def sniff_jsonl(name: str, head: bytes) -> float:
         return 0.0
     if isinstance(obj, dict) and any(k in obj for k in STEP_NAMES):
         return 0.3
+    if isinstance(obj, dict):  # a run record first (`{"_meta": {...}}`): a row with a step next
+        for line in text.split("\n")[1:5]:
+            try:
+                rec = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(rec, dict) and any(k in rec for k in STEP_NAMES):
+                return 0.3
     return 0.0
 
 
@@ -66,21 +80,25 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
         return read_levanter(path, run)
     builder = RecordsBuilder()
     body = _drop_deep_lines(_cut_json_tail(data, builder), builder)
+    body, records = set_aside(body, lambda rec: _line_step(rec) is not None)
+    kept = note_set_aside(builder, path, records)
     wide = wide_sparse(body)
     if wide is not None:  # pyarrow's table would be (lines x keys), nearly all holes
         builder.warn(f"{path}: {wide[0]:,} distinct keys in {wide[1]} sampled lines, new keys "
                      "all through the file (a wide, sparse file): read line by line")
         _slow_json(body, builder, nulls=False)
         del data, body
-        return [builder.build(run, str(path), "jsonl", RunMeta())]
+        return [builder.build(run, str(path), "jsonl", RunMeta(extra=kept))]
     table = _fast_json(body)
     meta = llama_factory_meta(body)
     lf = meta.framework == "llama-factory"
     slots = LLAMA_FACTORY_SLOTS if lf else frozenset()
     axis = LLAMA_FACTORY_AXIS if lf else AXIS_NAMES
     if table is not None:
-        _table_json(table, line_numbers(body, 1, table.num_rows), builder, path, slots,
-                    axis=axis)
+        field = _table_json(table, line_numbers(body, 1, table.num_rows), builder, path, slots,
+                            axis=axis)
+        if field is not None:  # (train and test rows at one step: `value/key` tags)
+            kept["rows_split_by"] = field
     else:  # some line defeats pyarrow: retry piece by piece
         start, line, keys = 0, 1, _Keys()
         while start < len(body):
@@ -91,6 +109,8 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
             start = stop
         keys.warn(builder)
     del data, body, table  # the text and pyarrow's table go before the columns are built
+    if kept:
+        meta = replace(meta, extra={**meta.extra, **kept})
     return [builder.build(run, str(path), "jsonl", meta)]
 
 
@@ -307,11 +327,12 @@ def _flatten(table) -> dict[str, Any]:
 
 def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
                 slots: frozenset = frozenset(), keys: _Keys | None = None,
-                axis: frozenset = AXIS_NAMES) -> None:
+                axis: frozenset = AXIS_NAMES) -> str | None:
     """`slots`: keys a writer always writes, null when it has no value (no warning when
     every value is null). `keys`: the table is one piece of a file; its null-only keys are
     gathered there for one warning at the end instead of warned about here. `axis`: the
-    keys that are an axis, not a series."""
+    keys that are an axis, not a series. Returns the text field that split the rows
+    (`jsonl_rows.partition`), if one did."""
     import pyarrow as pa
 
     if lines.shape[0] != table.num_rows:
@@ -333,6 +354,7 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
             wall = np.where(col.present, col.values, wall)
     metrics = {k: v for k, v in nums.items()
                if k not in axis and k not in WALL_NAMES and v is not None}
+    field, metrics = partition(text_columns(flat), metrics, step, step_ok)
     if keys is not None:
         keys.valued.update(n for n, c in flat.items() if not pa.types.is_null(c.type))
     if null_count(flat):
@@ -346,6 +368,7 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
                     builder.warn(_ALL_NULL.format(name=name))
     add_wide(builder, metrics, step, step_ok, wall, lines)
     report_rows(builder, metrics, step_ok, lines, "step")
+    return field
 
 
 def null_count(flat: dict[str, Any]) -> int:

@@ -22,6 +22,7 @@ from ..errors import ParseError
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_numbers,
                       numeric, report_rows, step_array, valid_utf8, wall_column)
+from .jsonl_rows import partition, text_columns
 from .textutil import head_text, parse_float, read_bytes
 
 RUN_NAMES = ("run", "run_name", "run_id")
@@ -278,6 +279,7 @@ def read_csv(path: Path, run: str) -> list[RunRecords]:
     builder = RecordsBuilder()
     table, lines = _load_csv(path, builder)
     names = table.column_names
+    extra: dict[str, str] = {}
     lower = {n.lower(): n for n in reversed(names)}
     run_col = next((lower[c] for c in RUN_NAMES if c in lower), None)
     tag_col = next((lower[c] for c in TAG_NAMES if c in lower), None)
@@ -299,9 +301,13 @@ def read_csv(path: Path, run: str) -> list[RunRecords]:
                                                   or n.lower() in AXIS_NAMES}
         metrics = _metric_columns(cols, names, skip, builder, path)
         report_rows(builder, metrics, step_ok, lines, step_col)
+        texts = text_columns({n: table.column(i) for i, n in enumerate(names) if n not in skip})
+        field, metrics = partition(texts, metrics, step, step_ok)  # train and test rows
+        if field is not None:
+            extra["rows_split_by"] = field
         emit = lambda b, rows: add_wide(b, metrics, step, step_ok, wall, lines, rows)  # noqa: E731
     run_codes, run_names = _runs(table, run_col, run)
-    return _split_runs(builder, emit, run_codes, run_names, path)
+    return _split_runs(builder, emit, run_codes, run_names, path, extra)
 
 
 def _steps(cols: dict[str, Col | None], step_col: str | None, n: int,
@@ -324,10 +330,11 @@ def _runs(table, run_col: str | None, run: str) -> tuple[np.ndarray | None, list
 
 
 def _split_runs(builder: RecordsBuilder, emit, run_codes: np.ndarray | None,
-                run_names: list[str], path: Path) -> list[RunRecords]:
+                run_names: list[str], path: Path,
+                extra: dict[str, str] | None = None) -> list[RunRecords]:
     if run_codes is None:
         emit(builder, None)
-        return [builder.build(run_names[0], str(path), "csv", RunMeta())]
+        return [builder.build(run_names[0], str(path), "csv", RunMeta(extra=extra or {}))]
     out = []
     for code, name in enumerate(run_names):
         b = builder if code == 0 else RecordsBuilder()  # file-level skips go with the first run
