@@ -59,8 +59,17 @@ def test_a_val_loss_nan_for_the_first_epochs_then_finite_is_info(tmp_path):
 
 
 def test_a_nan_train_loss_from_the_start_stays_critical_val_nan_with_it(tmp_path):
-    _, nf, findings = _run(tmp_path, np.full(60, np.nan), np.full(60, np.nan))
-    assert {s for *_, s in nf} == {"critical"} and len(nf) == 4
+    """The validation NaN beside it is no "not computed": it is the same incident, seen at the
+    validation loss' first evaluation (`echoes.mark_echoes`): `info`, naming the train loss's
+    event; the finding, critical, cites the training losses."""
+    ra, nf, findings = _run(tmp_path, np.full(60, np.nan), np.full(60, np.nan))
+    assert sorted(nf) == [("train/box_loss", 1, 60, "critical"),
+                          ("train/cls_loss", 1, 60, "critical"),
+                          ("val/box_loss", 1, 60, "info"), ("val/cls_loss", 1, 60, "info")]
+    echo = {e.tag: e.details.get("echo_of") for e in ra.events if e.kind == "nonfinite"}
+    assert {t: (o or {}).get("kind") for t, o in echo.items() if t.startswith("val/")} == {
+        "val/box_loss": "nonfinite", "val/cls_loss": "nonfinite"}
+    assert not any(e.details.get("not_computed") for e in ra.events)
     assert findings == [("critical", "broken_from_start")]
 
 
