@@ -84,3 +84,24 @@ def guards():
     yield make
     for g in made:
         g.close()
+
+
+@pytest.fixture(scope="session")
+def cpu_pace() -> float:
+    """CPU seconds this machine takes for a reference piece of detector-like work (a sort and a
+    129-point rolling median of 1M floats; the least of three tries). Speed tests bound their
+    CPU time as a multiple of it, so that they catch a change that makes the code slower, not
+    a slower machine (0.43 s on the 2-core VM where the bounds below were last checked)."""
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    x = np.random.default_rng(0).standard_normal(1_000_000)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.process_time()
+        np.sort(x)
+        pd.Series(x).rolling(129).median()
+        best = min(best, time.process_time() - t0)
+    return best

@@ -127,7 +127,7 @@ def test_one_loss_gets_no_shared_marks():
     assert "shared_with" not in event.details and "isolated" not in event.details
 
 
-def test_four_million_point_run_in_two_seconds():
+def test_four_million_point_run_in_twelve_paces(cpu_pace):
     rng = np.random.default_rng(0)
     n = 1_000_000
     steps = np.arange(1, n + 1)
@@ -153,4 +153,4 @@ def test_four_million_point_run_in_two_seconds():
     assert [(e.kind, e.start_step) for e in events] == [
         ("overflow", 1001), ("grad_spike", 199991), ("spike", 200001),
         ("grad_spike", 400001), ("overflow", 500001), ("spike", 600001)]
-    assert cpu < 2.0  # 0.6 s measured
+    assert cpu < 12 * cpu_pace  # 2.2-2.4 s = 5.1-5.6 paces measured (pace 0.43 s)
