@@ -105,3 +105,22 @@ def cpu_pace() -> float:
         pd.Series(x).rolling(129).median()
         best = min(best, time.process_time() - t0)
     return best
+
+
+@pytest.fixture
+def watch_events(runner):
+    """`losslens watch PATH --once -f json` through the CLI: each event as watch last settled
+    it (the last line per id), after asserting the command exited 0."""
+    import json
+
+    def run(path) -> list[dict]:
+        from losslens.cli import app
+
+        wt = runner.invoke(app, ["watch", str(path), "--once", "-f", "json"])
+        assert wt.exit_code == 0, wt.stderr
+        last: dict = {}
+        for line in wt.stdout.splitlines():
+            e = json.loads(line)
+            last[e["id"]] = e
+        return list(last.values())
+    return run

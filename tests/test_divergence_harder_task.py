@@ -66,7 +66,7 @@ def test_every_validation_loss_must_improve():
     assert "harder_task" not in [f.rule for f in ra.findings]
 
 
-def test_watch_settles_it_as_analyze_does(runner, tmp_path):
+def test_watch_settles_it_as_analyze_does(runner, watch_events, tmp_path):
     """`watch` marks the rise over improving validation as `analyze` does (the mark reads the
     live points: `LiveRun.view`): information, not a divergence, in both."""
     import json
@@ -87,12 +87,7 @@ def test_watch_settles_it_as_analyze_does(runner, tmp_path):
     want = [(e["kind"], e["tag"], e["severity"], e["details"].get("val_improving"))
             for e in an["events"] if e["kind"] == "divergence"]
     assert want == [("divergence", "Loss", "info", True)]
-    wt = runner.invoke(app, ["watch", str(path), "--once", "-f", "json"])
-    assert wt.exit_code == 0, wt.stderr
-    last = {}
-    for line in wt.stdout.splitlines():
-        e = json.loads(line)
-        last[e["id"]] = e
+    last = watch_events(path)
     got = [(e["kind"], e["tag"], e["severity"], e["details"].get("val_improving"))
-           for e in last.values() if e["kind"] == "divergence"]
+           for e in last if e["kind"] == "divergence"]
     assert got == want

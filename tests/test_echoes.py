@@ -94,7 +94,7 @@ def test_a_validation_jump_with_an_evaluation_of_its_own_between_is_its_own():
     assert any(e.severity != "info" for e in val)
 
 
-def test_watch_marks_echoes_as_analyze_does(runner, tmp_path):
+def test_watch_marks_echoes_as_analyze_does(runner, watch_events, tmp_path):
     from losslens.cli import app
 
     train, val = curves("nan")
@@ -111,12 +111,7 @@ def test_watch_marks_echoes_as_analyze_does(runner, tmp_path):
     assert want == [("nonfinite", "train/loss", "critical", None),
                     ("nonfinite", "eval/loss", "info",
                      {"kind": "nonfinite", "tag": "train/loss", "start_step": 10300})]
-    wt = runner.invoke(app, ["watch", str(path), "--once", "-f", "json"])
-    assert wt.exit_code == 0, wt.stderr
-    last = {}
-    for line in wt.stdout.splitlines():
-        e = json.loads(line)
-        last[e["id"]] = e
+    last = watch_events(path)
     got = [(e["kind"], e["tag"], e["severity"], e["details"].get("echo_of"))
-           for e in last.values() if e["kind"] == "nonfinite"]
+           for e in last if e["kind"] == "nonfinite"]
     assert got == want
