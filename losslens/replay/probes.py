@@ -34,7 +34,7 @@ from .options import Options
 from .persample import per_sample
 from .plugin import PluginError
 from .targets import Target, flagged_range
-from .verdicts import Facts, check_spike, decide
+from .verdicts import Facts, check_spike, decide, untrusted
 
 #: (event id, stage, done, total)
 Progress = Callable[[str, str, int, int], None]
@@ -177,7 +177,10 @@ class EventProbe(Counterfactuals):
         samples = self._timed("static", self._static, facts)
         reproduced = facts.event_log_match or (facts.replay is not None and facts.replay.shows)
         if reproduced and self.o.counterfactuals:
-            self._counterfactuals(facts, main)
+            if untrusted(facts):
+                facts.counterfactuals_skipped = True
+            else:
+                self._counterfactuals(facts, main)
         self.m["cost"] = self._cost(main)
         return self._result(facts, samples)
 
@@ -409,6 +412,9 @@ class EventProbe(Counterfactuals):
         replayed = {r.step: r.log_loss if r.log_loss is not None else r.loss for r in records}
         lc = logcheck.compare(logged, replayed, self.spec, self.ckpt, self.first, self.last, noise)
         facts.log_match, facts.log_mismatch = lc.pre_match, lc.pre_worst
+        dep = lc.first_departure
+        if dep is not None:
+            facts.log_departs_at = (dep, min(p.step for p in lc.pre if p.rel is not None))
         facts.log_compared = sum(1 for p in lc.pre if p.rel is not None)
         facts.log_missing = lc.missing
         facts.event_log_match = lc.event_match
