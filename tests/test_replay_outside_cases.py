@@ -8,6 +8,7 @@ run (14 minutes for one event of a tiny LM on this machine, for an `inconclusive
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,13 +41,13 @@ def data():
     return centers[labels] + torch.randn(N, D, generator=g), labels
 
 
-def get_batch(step: int):
+def get_batch(step: int, bad: int | None = BAD):
     x, y = data()
     epoch, pos = divmod(step, N // B)
     idx = torch.randperm(N, generator=torch.Generator().manual_seed(100 + epoch))
     idx = idx[pos * B:(pos + 1) * B]
     x, y = x[idx], y[idx]
-    if step == BAD:
+    if step == bad:
         y = y[torch.randperm(B, generator=torch.Generator().manual_seed(5))]
     return x, y
 
@@ -66,7 +67,12 @@ def loss_fn(model, batch):
     return torch.nn.functional.cross_entropy(model(x), y, reduction="none")
 
 
-def train(out: Path) -> Path:
+def lr_at(step: int, jump: int | None = None) -> float:
+    """3e-3; from `jump` on ×100 (a schedule bug)."""
+    return 3e-3 * (100.0 if jump is not None and step >= jump else 1.0)
+
+
+def train(out: Path, jump: int | None = None, bad: int | None = BAD) -> Path:
     """nanoGPT's loop shape: iterations from 0, `ckpt_{N}.pt` saved at the top of iteration
     N (the state after iterations 0 … N − 1), the iteration's own loss printed (JSON lines)."""
     out.mkdir(parents=True)
@@ -77,17 +83,22 @@ def train(out: Path) -> Path:
         if it and it % 10 == 0:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()},
                        out / f"ckpt_{it}.pt")
-        loss = loss_fn(model, get_batch(it)).mean()
+        for group in opt.param_groups:
+            group["lr"] = lr_at(it, jump)
+        loss = loss_fn(model, get_batch(it, bad)).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        rows.append(json.dumps({"step": it, "loss": loss.item()}))
+        rows.append(json.dumps({"step": it, "loss": loss.item(), "lr": lr_at(it, jump)}))
     (out / "log.jsonl").write_text("\n".join(rows) + "\n")
     return out / "log.jsonl"
 
 
-def plugin(folder: str, offset: int):
-    """The user's plug-in: checkpoint name − `offset` is the iteration it is the state after."""
+def plugin(folder: str, offset: int, jump: int | None = None, bad: int | None = BAD,
+           strict: bool = True, listed: list[int] | None = None):
+    """The user's plug-in: checkpoint name − `offset` is the iteration it is the state after;
+    `strict=False` loads the whole file (model and optimizer) as the model's state dict;
+    `listed`: the checkpoint names checkpoints() gives (every 10, as configured)."""
     from losslens.replay.plugin import load_torch_file
 
     run = Path(folder)
@@ -97,12 +108,17 @@ def plugin(folder: str, offset: int):
 
     p = P()
     p.build_model, p.build_optimizer = build_model, build_optimizer
-    p.get_batch, p.loss_fn = get_batch, loss_fn
-    p.checkpoints = lambda: sorted(int(f.stem[5:]) - offset for f in run.glob("ckpt_*.pt"))
+    p.get_batch, p.loss_fn = (lambda s: get_batch(s, bad)), loss_fn
+    p.lr_at = lambda s: lr_at(s, jump)
+    names = listed or [int(f.stem[5:]) for f in run.glob("ckpt_*.pt")]
+    p.checkpoints = lambda: sorted(n - offset for n in names)
 
     def load_checkpoint(step, model, optimizer=None):
         sd = load_torch_file(run / f"ckpt_{step + offset}.pt")
-        model.load_state_dict(sd["model"])
+        if strict:
+            model.load_state_dict(sd["model"])
+        else:
+            model.load_state_dict(sd, strict=False)
         if optimizer is not None:
             optimizer.load_state_dict(sd["optimizer"])
 
@@ -110,12 +126,22 @@ def plugin(folder: str, offset: int):
     return p
 
 
-def _plugin_file(tmp_path: Path, monkeypatch, folder: Path, offset: int) -> Path:
+def _plugin_file(tmp_path: Path, monkeypatch, folder: Path, offset: int, extra: str = "",
+                 name: str = "") -> Path:
     monkeypatch.setitem(sys.modules, "test_replay_outside_cases", sys.modules[__name__])
-    plug = tmp_path / f"user_plugin_{offset}.py"
+    plug = tmp_path / f"user_plugin_{offset}{name}.py"
     plug.write_text("from test_replay_outside_cases import plugin as make\n"
-                    f"plugin = make({str(folder)!r}, {offset})\n")
+                    f"plugin = make({str(folder)!r}, {offset}{', ' + extra if extra else ''})\n")
     return plug
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    import os
+
+    root = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root.parent), str(root)])}
+    return subprocess.run([sys.executable, "-m", "losslens", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
 
 
 def test_checkpoint_named_by_the_iteration_it_was_saved_before(tmp_path, threads, monkeypatch):
@@ -141,3 +167,57 @@ def test_checkpoint_named_by_the_iteration_it_was_saved_before(tmp_path, threads
     assert (r.checkpoint, r.verdict, r.cause) == (39, "bad_batch", "data"), "\n".join(r.evidence)
     assert r.facts.log_match is True and r.facts.counterfactuals_skipped is False
     assert not any("counterfactuals not run" in e for e in r.evidence)
+
+
+def test_lr_jump_in_the_update_a_checkpoint_holds(tmp_path, threads, monkeypatch):
+    """The LR ×100 from iteration 39, and the checkpoint holds the state after iteration 39
+    (`ckpt_40`): the loss spikes at 40. Replay started at that checkpoint, after the bad
+    update: any batch spiked, the log's LR jump was outside the replayed range, and the verdict
+    was `inconclusive` ("the event comes from the state at the checkpoint"). It now starts
+    from a checkpoint before the update behind the onset's loss: `lr_schedule`."""
+    from losslens.replay import replay
+
+    log = train(tmp_path / "run", jump=39, bad=None)
+    plug = _plugin_file(tmp_path, monkeypatch, tmp_path / "run", 1, "jump=39, bad=None")
+    results = replay(str(plug), log, device="cpu", events=["spike-1"]).results
+    [r] = results
+    assert (r.event.start_step, r.checkpoint) == (40, 29)
+    assert (r.verdict, r.cause) == ("lr_schedule", "schedule"), "\n".join(r.evidence)
+    assert any("the log's LR jumps ×100 at 39; lr_at follows it" in e for e in r.evidence)
+
+
+def test_strict_false_load_in_json(tmp_path, threads, monkeypatch):
+    """load_state_dict(whole file, strict=False) matches no key: inconclusive, named; the JSON
+    report failed on it ("internal error: not JSON serialisable: StepRecord")."""
+    log = train(tmp_path / "run")
+    plug = _plugin_file(tmp_path, monkeypatch, tmp_path / "run", 1, "strict=False")
+    res = _cli("replay", "--plugin", str(plug), str(log), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    [r] = json.loads(res.stdout)["results"]
+    assert r["verdict"] == "inconclusive"
+    assert any("load_checkpoint(39) did not restore the weights" in e and "strict=False" in e
+               for e in r["evidence"]), r["evidence"]
+
+
+def test_listed_checkpoint_missing(tmp_path, threads, monkeypatch):
+    """checkpoints() lists every 10 as configured, but ckpt_40 (the one to replay from) and
+    ckpt_30 (an ablation) were deleted: the event is inconclusive and names the missing file;
+    it was a run-level error that stopped every event. With only ckpt_30 gone the event is
+    judged from the others and the gap is noted."""
+    from losslens.replay import replay
+
+    log = train(tmp_path / "run")
+    (tmp_path / "run" / "ckpt_30.pt").unlink()
+    listed = "listed=[10, 20, 30, 40, 50, 60]"
+    plug = _plugin_file(tmp_path, monkeypatch, tmp_path / "run", 1, listed)
+    [r] = replay(str(plug), log, device="cpu").results
+    assert (r.checkpoint, r.verdict) == (39, "bad_batch"), "\n".join(r.evidence)
+    assert any(e.startswith("checkpoint 29 (listed by checkpoints()) does not load, not used: "
+                            "plugin") and "FileNotFoundError" in e for e in r.evidence)
+    (tmp_path / "run" / "ckpt_40.pt").unlink()
+    plug = _plugin_file(tmp_path, monkeypatch, tmp_path / "run", 1, listed, name="b")
+    [r] = replay(str(plug), log, device="cpu").results
+    assert (r.checkpoint, r.verdict) == (39, "inconclusive")
+    assert any(e.startswith("checkpoints() lists 39, but it does not load (a deleted or partly "
+                            "written checkpoint?): plugin") and "ckpt_40.pt" in e
+               for e in r.evidence), r.evidence

@@ -98,7 +98,10 @@ class EventProbe(Counterfactuals):
                        else "loss")
         self.nonfinite_event = self.ev.kind in ("nonfinite", "overflow")
         self.checkpoints = sorted(checkpoints)
-        before = [c for c in self.checkpoints if c <= self.first - 1]
+        # the loss printed at the onset is measured on the weights after update first - 1:
+        # replay that update too (a schedule jump or an optimizer step there is the cause, and
+        # from a checkpoint right after it every batch would spike)
+        before = [c for c in self.checkpoints if c <= self.first - 2]
         self.ckpt = max(before) if before else None
         self.earlier = self._ablation_checkpoints()
         loss_steps = sorted(target.logged_loss) if target.logged_loss else []
@@ -169,6 +172,13 @@ class EventProbe(Counterfactuals):
             facts.notes.append("the plug-in has no build_optimizer: the steps are evaluated at "
                                "the checkpoint's weights without updates")
         self._log_notes(facts)
+        try:
+            self.s.load(self.ckpt)
+        except PluginError as exc:  # one listed checkpoint that does not load: this event's
+            facts.load_ok = False
+            facts.load_note = (f"checkpoints() lists {self.ckpt}, but it does not load (a "
+                               f"deleted or partly written checkpoint?): {exc}")
+            return self._result(facts, [])
         self.neighbours = self._neighbours()
         main = self._timed("replay", self._replay)
         self._facts_from_replay(facts, main)
@@ -278,6 +288,8 @@ class EventProbe(Counterfactuals):
         if preflight:
             out.preflight = self._preflight(ckpt, plan[0], precision)
             if out.preflight.get("load_ok") is False:
+                # the first run's record and samples stay private (not JSON: a StepRecord)
+                out.preflight = {k: v for k, v in out.preflight.items() if k[0] != "_"}
                 return out
         few_before = sum(1 for st, _ in plan if st < self.first) < 3
         for i, (step, bstep) in enumerate(plan):
