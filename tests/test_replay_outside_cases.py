@@ -95,7 +95,7 @@ def train(out: Path, jump: int | None = None, bad: int | None = BAD) -> Path:
 
 
 def plugin(folder: str, offset: int, jump: int | None = None, bad: int | None = BAD,
-           strict: bool = True, listed: list[int] | None = None):
+           strict: bool = True, listed: list[int] | None = None, augment: bool = False):
     """The user's plug-in: checkpoint name − `offset` is the iteration it is the state after;
     `strict=False` loads the whole file (model and optimizer) as the model's state dict;
     `listed`: the checkpoint names checkpoints() gives (every 10, as configured)."""
@@ -110,6 +110,11 @@ def plugin(folder: str, offset: int, jump: int | None = None, bad: int | None = 
     p.build_model, p.build_optimizer = build_model, build_optimizer
     p.get_batch, p.loss_fn = (lambda s: get_batch(s, bad)), loss_fn
     p.lr_at = lambda s: lr_at(s, jump)
+    if augment:  # a random augmentation from the global generator: not random access
+        def noisy(s):
+            x, y = get_batch(s, bad)
+            return x + 0.01 * torch.randn_like(x), y
+        p.get_batch = noisy
     names = listed or [int(f.stem[5:]) for f in run.glob("ckpt_*.pt")]
     p.checkpoints = lambda: sorted(n - offset for n in names)
 
@@ -221,3 +226,19 @@ def test_listed_checkpoint_missing(tmp_path, threads, monkeypatch):
     assert any(e.startswith("checkpoints() lists 39, but it does not load (a deleted or partly "
                             "written checkpoint?): plugin") and "ckpt_40.pt" in e
                for e in r.evidence), r.evidence
+
+
+def test_get_batch_not_repeatable(tmp_path, threads, monkeypatch):
+    """A plug-in that adds noise from the global generator in get_batch: the preflight's two
+    runs were bitwise equal (replay keeps the batch), and the verdict read as a checkpoint
+    problem. Now a second get_batch call is compared and named."""
+    from losslens.replay import replay
+
+    log = train(tmp_path / "run")
+    plug = _plugin_file(tmp_path, monkeypatch, tmp_path / "run", 1, "augment=True")
+    [r] = replay(str(plug), log, device="cpu").results
+    assert r.verdict == "inconclusive"
+    assert r.measurements["preflight"]["get_batch_repeatable"] is False
+    assert any(e.startswith("get_batch(40) gave other tensors when called again") for e in
+               r.evidence), r.evidence
+    assert not any("departs" in e for e in r.evidence)

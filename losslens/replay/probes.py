@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 from ..events import Event
 from . import logcheck, stats
 from .counterfactuals import ABLATION_MAX_LEVEL, Counterfactuals, RunOut
-from .engine import Session, StepRecord, sample
+from .engine import Session, StepRecord, batch_digest, sample
 from .options import Options
 from .persample import per_sample
 from .plugin import PluginError
@@ -99,10 +99,15 @@ class EventProbe(Counterfactuals):
         self.nonfinite_event = self.ev.kind in ("nonfinite", "overflow")
         self.checkpoints = sorted(checkpoints)
         # the loss printed at the onset is measured on the weights after update first - 1:
-        # replay that update too (a schedule jump or an optimizer step there is the cause, and
-        # from a checkpoint right after it every batch would spike)
-        before = [c for c in self.checkpoints if c <= self.first - 2]
+        # replay that update too when a checkpoint before it is within --max-steps (a schedule
+        # jump or an optimizer step there is the cause, and from a checkpoint right after it
+        # every batch would spike); else the one right after it
+        before = [c for c in self.checkpoints if c <= self.first - 1]
         self.ckpt = max(before) if before else None
+        if self.ckpt == self.first - 1:
+            earlier = [c for c in before if c < self.ckpt and self.last - c <= opts.max_steps]
+            if earlier:
+                self.ckpt = max(earlier)
         self.earlier = self._ablation_checkpoints()
         loss_steps = sorted(target.logged_loss) if target.logged_loss else []
         self.spec = logcheck.spec_for(target.log_format, session.plugin.value("log_loss"),
@@ -314,6 +319,11 @@ class EventProbe(Counterfactuals):
         s.load(ckpt)
         c1 = s.checksum()
         pf: dict[str, Any] = {"step": first[0], "_a": a, "_ca": ca, "_sa": sa, "_s0": s0}
+        # get_batch must be random access: a second call gives the same tensors (replay keeps
+        # recent batches, so a random augmentation would not show in the two runs above)
+        again = s.plugin.call("get_batch", first[1])
+        pf["get_batch_repeatable"] = (batch_digest(again, True)
+                                      == batch_digest(s.batch(first[1]), True))
         if ca != c0 and c1 != c0:
             changed = sum(1 for x, y in zip(c0, c1) if x != y)
             kept = sum(1 for x, y in zip(ca, c1) if x == y)
@@ -397,6 +407,8 @@ class EventProbe(Counterfactuals):
             facts.load_note = pf.get("load_note")
             return
         facts.preflight_noise, facts.preflight_bitwise = pf.get("loss_rel_diff"), pf.get("bitwise")
+        if pf.get("get_batch_repeatable") is False:
+            facts.batch_unrepeatable = pf["step"]
         facts.param_noise = pf.get("param_rel_diff")
         noise = max(facts.preflight_noise or 0.0, facts.param_noise or 0.0)
         facts.replay, level, scale, how = self._check(main, True, noise)

@@ -150,6 +150,7 @@ class Facts:
     # where the replay first departs from the log: (logged step, the first replayed step)
     log_departs_at: tuple[int, int] | None = None
     counterfactuals_skipped: bool = False  # not run: the replay is not trusted (`untrusted`)
+    batch_unrepeatable: int | None = None  # a step whose get_batch gave other tensors when called again
 
 
 @dataclass
@@ -187,7 +188,8 @@ def untrusted(f: Facts) -> bool:
     checkpoint did not load, the replay is too noisy, its LR is not the run's, or it departs
     from the log before the event. Replay then skips the counterfactuals (their cost is several
     replays of the event, and they would test a replay that is not the run)."""
-    if f.checkpoint is None or f.load_ok is False or f.log_match is False:
+    if f.checkpoint is None or f.load_ok is False or f.log_match is False or \
+            f.batch_unrepeatable is not None:
         return True
     if f.preflight_noise is not None and max(f.preflight_noise, f.param_noise or 0.0) > MAX_NOISE:
         return True
@@ -240,6 +242,11 @@ def _decide(f: Facts) -> Decision:
         if max(f.preflight_noise, f.param_noise or 0.0) > MAX_NOISE:
             ev.append(f"replay is not deterministic enough to judge (> {MAX_NOISE:g})")
             return d
+    if f.batch_unrepeatable is not None:
+        ev.append(f"get_batch({f.batch_unrepeatable}) gave other tensors when called again: it "
+                  "must be deterministic random access (seed any shuffle or augmentation from "
+                  "the step); replay cannot tell which batch the run trained on")
+        return d
     schedule = _schedule(f, ev, d)
     if schedule == "stop":
         return d
