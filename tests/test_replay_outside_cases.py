@@ -1,9 +1,17 @@
-"""Replay on runs built from docs/replay.md alone, session 12 (the cases and what each found
-are in the module's tests): a loop that counts iterations from 0 and saves at the top of
-iteration N (nanoGPT's layout) replayed with the checkpoint named N — the replay departs from
-the log at its first step; replay said only "check get_batch, lr_at, grad_clip and the
-checkpoint" and then ran every counterfactual of a replay it had already judged not to be the
-run (14 minutes for one event of a tiny LM on this machine, for an `inconclusive`).
+"""Replay on runs built from docs/replay.md alone (session 12: an MLP classifier with a
+shuffled-label batch, JSON lines, a nanoGPT-style loop counting iterations from 0). What they
+found, one test each:
+
+- a plug-in naming checkpoints by the iteration they were saved before (nanoGPT's layout):
+  replay departs from the log at its first step; it said only "check get_batch, lr_at,
+  grad_clip and the checkpoint" and then ran every counterfactual of a replay it had already
+  judged not to be the run (14 minutes for one event of a tiny LM here, for an `inconclusive`);
+- an LR ×100 in the update a checkpoint holds: replay started after it, every batch spiked and
+  the verdict was `inconclusive (state)`, not `lr_schedule`;
+- `load_state_dict(strict=False)` matching no key: right in text, a crash in `--format json`;
+- checkpoints() listing deleted files: a run-level error that stopped every event;
+- get_batch with a random augmentation: hidden by replay's batch cache (bitwise-equal
+  preflight), blamed on the checkpoint.
 """
 from __future__ import annotations
 
