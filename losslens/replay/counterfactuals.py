@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logcheck
 from .engine import StepRecord
+from .plugin import PluginError
 from .verdicts import LOG_MATCH_REL, Facts, check_spike
 
 if TYPE_CHECKING:
@@ -78,7 +79,13 @@ class Counterfactuals:
             cf["earlier"] = []
         for c in self.earlier:
             plan = [(i, i) for i in range(self.ckpt + 1, self.last + 1)]
-            out = self._timed("earlier", self._sequence, c, plan, f"from checkpoint {c}")
+            try:
+                out = self._timed("earlier", self._sequence, c, plan, f"from checkpoint {c}")
+            except PluginError as exc:  # listed, but not loadable: not an ablation
+                cf["earlier"].append({"checkpoint": c, "error": str(exc)})
+                facts.notes.append(f"checkpoint {c} (listed by checkpoints()) does not load, "
+                                   f"not used: {exc}")
+                continue
             chk, lv, _, how = self._check(out, False)
             facts.ablations.append((c, chk))
             cf["earlier"].append({"checkpoint": c, "check": chk.to_dict(), "level_from": how,

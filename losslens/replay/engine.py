@@ -503,8 +503,9 @@ def checksum(params: list[torch.Tensor]) -> list[int]:
     return torch.stack(sums).cpu().tolist() if sums else []
 
 
-def batch_digest(batch: Any) -> str:
-    """sha1 of a batch's tensors (shapes, dtypes, bytes) and other leaves (repr)."""
+def batch_digest(batch: Any, tensors_only: bool = False) -> str:
+    """sha1 of a batch's tensors (shapes, dtypes, bytes) and other leaves (repr; left out with
+    `tensors_only`: an object's repr may hold its address)."""
     import hashlib
 
     h = hashlib.sha1()
@@ -523,7 +524,7 @@ def batch_digest(batch: Any) -> str:
             for y in x:
                 walk(y)
             h.update(b"]")
-        else:
+        elif not tensors_only:
             h.update(repr(x).encode())
     walk(batch)
     return h.hexdigest()

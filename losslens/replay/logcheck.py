@@ -99,6 +99,12 @@ class LogCheck:
         return max(vals) if vals else None
 
     @property
+    def first_departure(self) -> int | None:
+        """The first logged step before the event where the replay departs from the log."""
+        return next((p.step for p in self.pre if p.rel is not None and p.rel > self.tolerance),
+                    None)
+
+    @property
     def event_match(self) -> bool | None:
         pts = [p for p in self.event if p.rel is not None]
         if not pts:

@@ -29,12 +29,12 @@ from typing import Any, Callable, Sequence
 from ..events import Event
 from . import logcheck, stats
 from .counterfactuals import ABLATION_MAX_LEVEL, Counterfactuals, RunOut
-from .engine import Session, StepRecord, sample
+from .engine import Session, StepRecord, batch_digest, sample
 from .options import Options
 from .persample import per_sample
 from .plugin import PluginError
 from .targets import Target, flagged_range
-from .verdicts import Facts, check_spike, decide
+from .verdicts import Facts, check_spike, decide, untrusted
 
 #: (event id, stage, done, total)
 Progress = Callable[[str, str, int, int], None]
@@ -98,8 +98,16 @@ class EventProbe(Counterfactuals):
                        else "loss")
         self.nonfinite_event = self.ev.kind in ("nonfinite", "overflow")
         self.checkpoints = sorted(checkpoints)
+        # the loss printed at the onset is measured on the weights after update first - 1:
+        # replay that update too when a checkpoint before it is within --max-steps (a schedule
+        # jump or an optimizer step there is the cause, and from a checkpoint right after it
+        # every batch would spike); else the one right after it
         before = [c for c in self.checkpoints if c <= self.first - 1]
         self.ckpt = max(before) if before else None
+        if self.ckpt == self.first - 1:
+            earlier = [c for c in before if c < self.ckpt and self.last - c <= opts.max_steps]
+            if earlier:
+                self.ckpt = max(earlier)
         self.earlier = self._ablation_checkpoints()
         loss_steps = sorted(target.logged_loss) if target.logged_loss else []
         self.spec = logcheck.spec_for(target.log_format, session.plugin.value("log_loss"),
@@ -169,6 +177,13 @@ class EventProbe(Counterfactuals):
             facts.notes.append("the plug-in has no build_optimizer: the steps are evaluated at "
                                "the checkpoint's weights without updates")
         self._log_notes(facts)
+        try:
+            self.s.load(self.ckpt)
+        except PluginError as exc:  # one listed checkpoint that does not load: this event's
+            facts.load_ok = False
+            facts.load_note = (f"checkpoints() lists {self.ckpt}, but it does not load (a "
+                               f"deleted or partly written checkpoint?): {exc}")
+            return self._result(facts, [])
         self.neighbours = self._neighbours()
         main = self._timed("replay", self._replay)
         self._facts_from_replay(facts, main)
@@ -177,7 +192,10 @@ class EventProbe(Counterfactuals):
         samples = self._timed("static", self._static, facts)
         reproduced = facts.event_log_match or (facts.replay is not None and facts.replay.shows)
         if reproduced and self.o.counterfactuals:
-            self._counterfactuals(facts, main)
+            if untrusted(facts):
+                facts.counterfactuals_skipped = True
+            else:
+                self._counterfactuals(facts, main)
         self.m["cost"] = self._cost(main)
         return self._result(facts, samples)
 
@@ -275,6 +293,8 @@ class EventProbe(Counterfactuals):
         if preflight:
             out.preflight = self._preflight(ckpt, plan[0], precision)
             if out.preflight.get("load_ok") is False:
+                # the first run's record and samples stay private (not JSON: a StepRecord)
+                out.preflight = {k: v for k, v in out.preflight.items() if k[0] != "_"}
                 return out
         few_before = sum(1 for st, _ in plan if st < self.first) < 3
         for i, (step, bstep) in enumerate(plan):
@@ -299,6 +319,11 @@ class EventProbe(Counterfactuals):
         s.load(ckpt)
         c1 = s.checksum()
         pf: dict[str, Any] = {"step": first[0], "_a": a, "_ca": ca, "_sa": sa, "_s0": s0}
+        # get_batch must be random access: a second call gives the same tensors (replay keeps
+        # recent batches, so a random augmentation would not show in the two runs above)
+        again = s.plugin.call("get_batch", first[1])
+        pf["get_batch_repeatable"] = (batch_digest(again, True)
+                                      == batch_digest(s.batch(first[1]), True))
         if ca != c0 and c1 != c0:
             changed = sum(1 for x, y in zip(c0, c1) if x != y)
             kept = sum(1 for x, y in zip(ca, c1) if x == y)
@@ -382,6 +407,8 @@ class EventProbe(Counterfactuals):
             facts.load_note = pf.get("load_note")
             return
         facts.preflight_noise, facts.preflight_bitwise = pf.get("loss_rel_diff"), pf.get("bitwise")
+        if pf.get("get_batch_repeatable") is False:
+            facts.batch_unrepeatable = pf["step"]
         facts.param_noise = pf.get("param_rel_diff")
         noise = max(facts.preflight_noise or 0.0, facts.param_noise or 0.0)
         facts.replay, level, scale, how = self._check(main, True, noise)
@@ -409,6 +436,9 @@ class EventProbe(Counterfactuals):
         replayed = {r.step: r.log_loss if r.log_loss is not None else r.loss for r in records}
         lc = logcheck.compare(logged, replayed, self.spec, self.ckpt, self.first, self.last, noise)
         facts.log_match, facts.log_mismatch = lc.pre_match, lc.pre_worst
+        dep = lc.first_departure
+        if dep is not None:
+            facts.log_departs_at = (dep, min(p.step for p in lc.pre if p.rel is not None))
         facts.log_compared = sum(1 for p in lc.pre if p.rel is not None)
         facts.log_missing = lc.missing
         facts.event_log_match = lc.event_match

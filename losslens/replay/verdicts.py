@@ -147,6 +147,10 @@ class Facts:
     # data counterfactual validity
     substitute_same: bool | None = None  # the other batches equal the flagged ones
     flagged_seen_before: str | None = None  # steps before the event with the same batches
+    # where the replay first departs from the log: (logged step, the first replayed step)
+    log_departs_at: tuple[int, int] | None = None
+    counterfactuals_skipped: bool = False  # not run: the replay is not trusted (`untrusted`)
+    batch_unrepeatable: int | None = None  # a step whose get_batch gave other tensors when called again
 
 
 @dataclass
@@ -179,8 +183,46 @@ def _ratio(r: float) -> str:
     return f"×{r:.3g}" if r >= 1 else f"×{r:.3g} (÷{1 / r:.3g})"
 
 
+def untrusted(f: Facts) -> bool:
+    """True when the verdict is `inconclusive` whatever the counterfactuals would show: the
+    checkpoint did not load, the replay is too noisy, its LR is not the run's, or it departs
+    from the log before the event. Replay then skips the counterfactuals (their cost is several
+    replays of the event, and they would test a replay that is not the run)."""
+    if f.checkpoint is None or f.load_ok is False or f.log_match is False or \
+            f.batch_unrepeatable is not None:
+        return True
+    if f.preflight_noise is not None and max(f.preflight_noise, f.param_noise or 0.0) > MAX_NOISE:
+        return True
+    return _schedule(f, [], Decision("inconclusive", [])) == "stop"
+
+
 def decide(f: Facts) -> Decision:
     """The verdict, its evidence (one sentence per measurement) and contributing causes."""
+    d = _decide(f)
+    if f.counterfactuals_skipped:
+        d.evidence.append("counterfactuals not run (re-runs, other batches, earlier "
+                          "checkpoints): they would test a replay that is not the run")
+    return d
+
+
+def _departure(f: Facts) -> str:
+    """Where the replay first departs from the log, and what that points at."""
+    if f.log_departs_at is None:
+        return ""
+    step, first = f.log_departs_at
+    c = f.checkpoint
+    if step <= first:
+        return (f"; it departs at the first logged step replayed ({step}): the checkpoint's "
+                f"state or the batches after it are not the run's — checkpoint {c} must be the "
+                f"state after iteration {c} and get_batch({c} + 1) the batch trained next (a "
+                "loop that saves at the top of iteration N, as nanoGPT's, holds the state after "
+                "N − 1)")
+    return (f"; it matches the log through the logged steps before {step} and departs there: "
+            "the replay drifts — check lr_at, grad_clip, grad_accum, the optimizer's settings, "
+            f"or get_batch at {step}")
+
+
+def _decide(f: Facts) -> Decision:
     ev: list[str] = list(f.notes)
     d = Decision("inconclusive", ev)
     if f.checkpoint is None:
@@ -200,13 +242,18 @@ def decide(f: Facts) -> Decision:
         if max(f.preflight_noise, f.param_noise or 0.0) > MAX_NOISE:
             ev.append(f"replay is not deterministic enough to judge (> {MAX_NOISE:g})")
             return d
+    if f.batch_unrepeatable is not None:
+        ev.append(f"get_batch({f.batch_unrepeatable}) gave other tensors when called again: it "
+                  "must be deterministic random access (seed any shuffle or augmentation from "
+                  "the step); replay cannot tell which batch the run trained on")
+        return d
     schedule = _schedule(f, ev, d)
     if schedule == "stop":
         return d
     if f.log_match is False:
         ev.append(f"replay departs from the log before the event (worst relative difference "
                   f"{_fmt(f.log_mismatch)}): the plug-in does not reproduce the run — check "
-                  "get_batch, lr_at, grad_clip and the checkpoint")
+                  "get_batch, lr_at, grad_clip and the checkpoint" + _departure(f))
         return d
     if f.log_match:
         ev.append(f"the replay matches the log at {f.log_compared} logged step(s) before the "
