@@ -85,24 +85,13 @@ from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public h
     masked_trailing_median, near_zero_points, next_true, outdone, repeats, spike_record,
     start_level, trailing_median, trailing_min)
 from .spike_lone import lone_dips, lone_flags
+from .spike_tail import (  # noqa: F401  (re-exported: their home was here)
+    SINGLE_INDEX, TAIL_EARLY, TAIL_INDEX, TAIL_MIN_SEEN, TAIL_RATE, TAIL_Z, tail_big,
+    tail_threshold)
 from .spike_trend import dip_return, trend_back
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
-#: Heavy tails: |z| beyond TAIL_Z counts as a large excursion; the raised threshold assumes
-#: a power-law tail of index TAIL_INDEX and aims at TAIL_RATE false alarms per point.
-TAIL_Z, TAIL_INDEX, TAIL_RATE = 3.5, 5.0, 1e-5
-#: Heavy-tail evidence: 3 large excursions among the last `tail_window` points; to doubt a
-#: lone outlier point (not a rise that lasts) also 2 while fewer than TAIL_EARLY points have
-#: been seen (Gaussian noise gives either about 1 time in 600), and their rate is then taken
-#: over the points seen (at least TAIL_MIN_SEEN), so early in a run the tail is not judged as
-#: if a whole window had been quiet.
-TAIL_EARLY, TAIL_MIN_SEEN = 250, 100
-#: ... and a spike of one point (the next one back under TAIL_Z scales) assumes a heavier tail
-#: (index SINGLE_INDEX, as Student t with 2.5 degrees of freedom): an isolated outlier of
-#: heavy-tailed noise looks like that, while two tail points in a row are rare unless
-#: something happened. Without heavy-tail evidence both thresholds are `threshold`.
-SINGLE_INDEX = 2.5
 #: ... but a positive loss that doubles (or more) from its level in one step is judged by the
 #: plain `threshold` (near 0 too, in log space: LogCheck.doubled): the heavy-tail raise
 #: extrapolates from a few excursions of 3.5-6 scales, and asked a x8.9 loss spike at z 16
@@ -290,11 +279,8 @@ class SpikeDetector:
         return max(self.min_points, HEAD) if self.look_ahead else self.min_points
 
     def _tail_big(self, base: Baseline) -> np.ndarray:
-        """Large excursions (TAIL_Z < z <= threshold, upward only: a spike's recovery pulls z
-        far below 0 for a long time)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            u = (base.y - base.level) / base.scale
-            return (u > TAIL_Z) & (u <= self.threshold)
+        """Large excursions (spike_tail.tail_big)."""
+        return tail_big(base, self.threshold)
 
     def flagged(self, base: Baseline, a: int, b: int, offset: int, hump: bool = True) -> np.ndarray:
         """`_extract`'s first mask of points a..b-1 of `base` (one space's baseline from the
@@ -326,29 +312,8 @@ class SpikeDetector:
 
     def _tail_threshold(self, base: Baseline, big: np.ndarray | None = None, a: int = 0,
                         b: int | None = None, index: float = TAIL_INDEX) -> np.ndarray:
-        """Per point of a..b: `threshold`, raised where the `tail_window` points before it held
-        more large excursions (`big`) than Gaussian noise gives: with heavy-tailed noise a
-        6-sigma point is not rare. The raise assumes a power-law tail (index TAIL_INDEX) and
-        keeps false alarms near TAIL_RATE per point (`index`: another tail index)."""
-        n = base.y.shape[0]
-        b = n if b is None else b
-        thr = np.full(b - a, float(self.threshold))
-        if self.tail_window == 0 or b <= a:
-            return thr
-        big = self._tail_big(base) if big is None else big
-        lo = max(0, a - self.tail_window)
-        cs = np.concatenate(([0], np.cumsum(big[lo:b])))
-        i = np.arange(a, b)
-        cnt = cs[i - lo] - cs[np.maximum(0, i - self.tail_window) - lo]
-        heavy = cnt >= 3
-        if index == SINGLE_INDEX:  # a lone point: see TAIL_EARLY
-            seen = np.minimum(i, self.tail_window)  # the points the count covers
-            heavy |= (cnt >= 2) & (seen < TAIL_EARLY)
-            rate = (cnt[heavy] - 1.5) / np.maximum(seen[heavy], TAIL_MIN_SEEN)
-        else:
-            rate = (cnt[heavy] - 2) / self.tail_window
-        thr[heavy] = np.maximum(thr[heavy], TAIL_Z * (rate / TAIL_RATE) ** (1 / index))
-        return thr
+        """Per point of a..b: `threshold` raised by heavy-tail evidence (spike_tail)."""
+        return tail_threshold(base, self.threshold, self.tail_window, big, a, b, index)
 
     def _elevated(self, y: np.ndarray, level: np.ndarray, scale: np.ndarray,
                   count: np.ndarray, thr: np.ndarray, log: bool, offset: int,
