@@ -11,7 +11,8 @@ points past them (log space: positive losses only).
 `blowups` is the rule for points 1 .. min_points - 1 that the spike statistic applies before
 it has any history: a blow-up above every point before (the second point also judged by the
 points after it: back down over quiet points, or up for good; see EARLY_RATIO, SIDE_RATIO
-and STAY_SHARE).
+and STAY_SHARE), and on a series too short for a scale, a point well above both neighbours
+(BUMP_RATIO).
 
 Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log values):
 
@@ -159,6 +160,14 @@ SIDE_RATIO, SIDE_Z, SIDE_POINTS = 1.5, 6.0, 4
 #: first point is low by its noise, has no such jump; nor has a first point near 0 (the jump
 #: must clear the noise in the values too, not only as a ratio).
 STAY_SHARE = 0.25
+#: A series of fewer than MIN_HEAD points (an evaluation loss of a few evaluations) has no
+#: scale for the statistics above; there a point BUMP_RATIO x above both its neighbours is a
+#: spike (`blowups`): a VAE's validation loss 2.00, 1.55, 4.03, 1.77, 1.76 (x2.6 at its third
+#: of five evaluations). Its pre-spike level is the highest earlier point under it.
+BUMP_RATIO = 1.5
+#: ... and BUMP_Z x the largest change between two other consecutive points (the noise there
+#: is: a flat evaluation loss with 20 % noise a point has x1.5 bumps in 1 run of 10 of 6 evals).
+BUMP_Z = 2.0
 
 
 def blowups(y: np.ndarray, log: bool, lo: int, min_points: int) -> np.ndarray:
@@ -188,13 +197,19 @@ def blowups(y: np.ndarray, log: bool, lo: int, min_points: int) -> np.ndarray:
         early[i] = True
     if stop > max(lo, 1) and lo <= 1 and not early[1]:
         early[1] = _second(y) or _stayed(y)
+    for i in range(max(lo, 1), y.shape[0] - 1 if y.shape[0] < MIN_HEAD else 0):
+        d = np.abs(np.diff(y))  # no scale yet: a point well above both neighbours and
+        d[i - 1:i + 1] = 0  # BUMP_Z x any other step of the series
+        early[i] |= min(y[i] - y[i - 1], y[i] - y[i + 1]) >= max(np.log(BUMP_RATIO),
+                                                                 BUMP_Z * d.max())
     return early
 
 
 def blowup_level(y: np.ndarray, early: np.ndarray, i: int) -> float:
     """The pre-spike level of the blow-up at i (`early`: `blowups`' mask): the highest of
-    the log values `y` before it, less the blow-ups before it that came back down."""
-    return float(_before(y, early, i).max())
+    the log values `y` before it under it, less the blow-ups before it that came back down."""
+    before = _before(y, early, i)
+    return float(before[before < y[i]].max())
 
 
 def _before(y: np.ndarray, early: np.ndarray, i: int) -> np.ndarray:
