@@ -54,7 +54,8 @@ those).
 Known false positives: one-point outliers of heavy-tailed noise in the first points, before a
 tail has shown itself (Student t with 3 degrees of freedom on 12-70-point descents: about one
 run in 600 more than the trailing statistic alone; t with 2.5: one in 200; MID: t(3) 26 -> 32,
-t(2.5) 57 -> 69 runs of 1500 with a false early spike).
+t(2.5) 57 -> 69 runs of 1500 with a false early spike); on series of 3-7 points (BUMP_RATIO),
+evaluation losses with 20 % noise a point: 0-4 % of curves (benchmarks/short_bump_probe.py).
 """
 from __future__ import annotations
 
