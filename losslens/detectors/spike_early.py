@@ -55,7 +55,7 @@ Known false positives: one-point outliers of heavy-tailed noise in the first poi
 tail has shown itself (Student t with 3 degrees of freedom on 12-70-point descents: about one
 run in 600 more than the trailing statistic alone; t with 2.5: one in 200; MID: t(3) 26 -> 32,
 t(2.5) 57 -> 69 runs of 1500 with a false early spike); on series of 3-7 points (BUMP_RATIO),
-evaluation losses with 20 % noise a point: 0-4 % of curves (benchmarks/short_bump_probe.py).
+evaluation losses with 20 % noise a point: 0-3 % of curves (benchmarks/short_bump_probe.py).
 """
 from __future__ import annotations
 
@@ -164,14 +164,15 @@ STAY_SHARE = 0.25
 #: A series of fewer than MIN_HEAD points (an evaluation loss of a few evaluations) has no
 #: scale for the statistics above; there a point BUMP_RATIO x above both its neighbours is a
 #: spike (`blowups`): a VAE's validation loss 2.00, 1.55, 4.03, 1.77, 1.76 (x2.6 at its third
-#: of five evaluations). Its pre-spike level is the highest earlier point under it.
+#: of five evaluations). Its pre-spike level is the highest earlier point under it. From the
+#: third point on: the second, with one point before it, is judged by SIDE_POINTS after it.
 BUMP_RATIO = 1.5
 #: ... and BUMP_Z x the largest change between two other consecutive points (the noise there
 #: is: a flat evaluation loss with 20 % noise a point has x1.5 bumps in 1 run of 10 of 6 evals).
 #: Measured (benchmarks/short_bump_probe.py, 200 curves a cell, 3-7 evals): falling, flat, U
-#: and step-up curves at 1-10 % noise a point: no spike; at 20 %: 0-4 % of them. A x2 bump
-#: at 1-5 % noise: found 69-86 % (0 before; a bump just under a steep first fall is not above
-#: the point before it), x3: 88-98 % (44-65 % before).
+#: and step-up curves at 1-10 % noise a point: no spike; at 20 %: 0-3 % of them. A x2 bump
+#: at 1-5 % noise on 4-7 evals: found 38-84 % (0-14 % before; a bump at the second point or
+#: just under a steep first fall is not judged here), x3: 75-97 % (44-65 % before).
 BUMP_Z = 2.0
 
 
@@ -202,7 +203,7 @@ def blowups(y: np.ndarray, log: bool, lo: int, min_points: int) -> np.ndarray:
         early[i] = True
     if stop > max(lo, 1) and lo <= 1 and not early[1]:
         early[1] = _second(y) or _stayed(y)
-    for i in range(max(lo, 1), y.shape[0] - 1 if y.shape[0] < MIN_HEAD else 0):
+    for i in range(max(lo, 2), y.shape[0] - 1 if y.shape[0] < MIN_HEAD else 0):
         d = np.abs(np.diff(y))  # no scale yet: a point well above both neighbours and
         d[i - 1:i + 1] = 0  # BUMP_Z x any other step of the series
         early[i] |= min(y[i] - y[i - 1], y[i] - y[i + 1]) >= max(np.log(BUMP_RATIO),
