@@ -11,7 +11,8 @@ points past them (log space: positive losses only).
 `blowups` is the rule for points 1 .. min_points - 1 that the spike statistic applies before
 it has any history: a blow-up above every point before (the second point also judged by the
 points after it: back down over quiet points, or up for good; see EARLY_RATIO, SIDE_RATIO
-and STAY_SHARE).
+and STAY_SHARE), and on a series too short for a scale, a point well above both neighbours
+(BUMP_RATIO).
 
 Statistic, over the head of the series (its first m = min(n, EARLY + AHEAD) log values):
 
@@ -53,7 +54,8 @@ those).
 Known false positives: one-point outliers of heavy-tailed noise in the first points, before a
 tail has shown itself (Student t with 3 degrees of freedom on 12-70-point descents: about one
 run in 600 more than the trailing statistic alone; t with 2.5: one in 200; MID: t(3) 26 -> 32,
-t(2.5) 57 -> 69 runs of 1500 with a false early spike).
+t(2.5) 57 -> 69 runs of 1500 with a false early spike); on series of 3-7 points (BUMP_RATIO),
+evaluation losses with 20 % noise a point: 0-3 % of curves (benchmarks/short_bump_probe.py).
 """
 from __future__ import annotations
 
@@ -159,6 +161,19 @@ SIDE_RATIO, SIDE_Z, SIDE_POINTS = 1.5, 6.0, 4
 #: first point is low by its noise, has no such jump; nor has a first point near 0 (the jump
 #: must clear the noise in the values too, not only as a ratio).
 STAY_SHARE = 0.25
+#: A series of fewer than MIN_HEAD points (an evaluation loss of a few evaluations) has no
+#: scale for the statistics above; there a point BUMP_RATIO x above both its neighbours is a
+#: spike (`blowups`): a VAE's validation loss 2.00, 1.55, 4.03, 1.77, 1.76 (x2.6 at its third
+#: of five evaluations). Its pre-spike level is the highest earlier point under it. From the
+#: third point on: the second, with one point before it, is judged by SIDE_POINTS after it.
+BUMP_RATIO = 1.5
+#: ... and BUMP_Z x the largest change between two other consecutive points (the noise there
+#: is: a flat evaluation loss with 20 % noise a point has x1.5 bumps in 1 run of 10 of 6 evals).
+#: Measured (benchmarks/short_bump_probe.py, 200 curves a cell, 3-7 evals): falling, flat, U
+#: and step-up curves at 1-10 % noise a point: no spike; at 20 %: 0-3 % of them. A x2 bump
+#: at 1-5 % noise on 4-7 evals: found 38-84 % (0-14 % before; a bump at the second point or
+#: just under a steep first fall is not judged here), x3: 75-97 % (44-65 % before).
+BUMP_Z = 2.0
 
 
 def blowups(y: np.ndarray, log: bool, lo: int, min_points: int) -> np.ndarray:
@@ -188,13 +203,19 @@ def blowups(y: np.ndarray, log: bool, lo: int, min_points: int) -> np.ndarray:
         early[i] = True
     if stop > max(lo, 1) and lo <= 1 and not early[1]:
         early[1] = _second(y) or _stayed(y)
+    for i in range(max(lo, 2), y.shape[0] - 1 if y.shape[0] < MIN_HEAD else 0):
+        d = np.abs(np.diff(y))  # no scale yet: a point well above both neighbours and
+        d[i - 1:i + 1] = 0  # BUMP_Z x any other step of the series
+        early[i] |= min(y[i] - y[i - 1], y[i] - y[i + 1]) >= max(np.log(BUMP_RATIO),
+                                                                 BUMP_Z * d.max())
     return early
 
 
 def blowup_level(y: np.ndarray, early: np.ndarray, i: int) -> float:
     """The pre-spike level of the blow-up at i (`early`: `blowups`' mask): the highest of
-    the log values `y` before it, less the blow-ups before it that came back down."""
-    return float(_before(y, early, i).max())
+    the log values `y` before it under it, less the blow-ups before it that came back down."""
+    before = _before(y, early, i)
+    return float(before[before < y[i]].max())
 
 
 def _before(y: np.ndarray, early: np.ndarray, i: int) -> np.ndarray:
