@@ -76,7 +76,7 @@ import numpy as np
 
 from ..events import Event
 from ..frame import Series
-from . import held, spike_storm
+from . import held, spike_floor, spike_storm
 from .params import is_int, is_num, require  # noqa: F401  (re-exported: their home was here)
 from .spike_early import EARLY_SCALE, HEAD, blowup_level, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
@@ -451,8 +451,7 @@ class SpikeDetector:
             sc_at[:m] = np.where(ej.start, ej.scale, sc_at[:m])
         ahead |= early
         elev |= ahead
-        masked = None  # the values with recovered spikes blanked out, made when first needed
-        dips = None  # lone dips below 0 (tail evidence for lone points), made when first needed
+        masked = dips = None  # recovered spikes blanked out; lone dips below 0 (made when needed)
         tops: list[tuple[int, float]] = []  # (start, highest value) of each spike so far
         spans: list[tuple[float, float]] = []  # (start, end) steps of each spike reported
         out: list[dict[str, Any]] = []
@@ -524,7 +523,8 @@ class SpikeDetector:
                 c, pre, sc = c - 1, float(level[c - 1]), float(scale[c - 1])
             elif multi:  # a rise over a few points (HUMP): from the point before, over
                 c, pre = c - 1, lb  # the level before it
-            end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
+            end = spike_floor.back(y, c + 1, pre + self.back_z * sc, self.back_points, pre, check,
+                                   restart)  # (near 0: the share rule)
             drop, pre, end = dip_return(self, st, y[:hi], c, pre, sc, end, w, restart - 1, c0)
             if drop:  # on the way back from a dip: judged by the level before it
                 elev[c:c0 + 1] = False
