@@ -495,7 +495,7 @@ class SpikeDetector:
             climbed = rise and c >= HUMP and c + 1 < hi and bool(
                 y[c] - level[c - HUMP] > self.threshold * scale[c]
                 and y[c + 1] - lb > th / 2 * sb) and not self._blip(
-                float(y[c]), float(level[c - HUMP]), np.inf, base.log)
+                float(y[c]), float(level[c - HUMP]), np.inf, base.log) or spike_floor.off(check, c, v)
             if c >= self.min_points and not ahead[c] and self.tail_window and self.lone_rules \
                     and not climbed and not pair and not self._persists(y, level, scale, c, hi) \
                     and outdone(y, level, scale * TAIL_Z, c, max(lo, c - self.tail_window)):
@@ -524,7 +524,7 @@ class SpikeDetector:
             elif multi:  # a rise over a few points (HUMP): from the point before, over
                 c, pre = c - 1, lb  # the level before it
             end = spike_floor.back(y, c + 1, pre + self.back_z * sc, self.back_points, pre, check,
-                                   restart)  # (near 0: the share rule)
+                                   (restart, w))  # (near 0: the share rule)
             drop, pre, end = dip_return(self, st, y[:hi], c, pre, sc, end, w, restart - 1, c0)
             if drop:  # on the way back from a dip: judged by the level before it
                 elev[c:c0 + 1] = False
@@ -565,8 +565,8 @@ class SpikeDetector:
                                                 count[stop:z1], thr[stop:z1], base.log, stop,
                                                 None, (y, stop))
             if end is not None and end <= c + restart:
-                # back soon: judge what follows without the spike's points (after c0: a
-                allowed = max(end, c0 + 1)  # spike from the point before may be back at c0)
+                # back soon: judge what follows without the spike's points (after c0: a spike
+                allowed = max(spike_floor.after(y, end, check), c0 + 1)  # from the point before
                 masked = v[:hi].copy() if masked is None else masked
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,

@@ -18,9 +18,13 @@ damage undone (accuracy is back at 1.0), while the log-space ratio (0.05 / 3e-5)
 call it x1700 up. What a person sees on the linear plot of the run (the slingshot falling back
 to the floor at the next point) agrees; a log plot exaggerates the last 1e-3 nats.
 
-The share is of the height reached within a level window of the spike's start (spike.py's
-`restart`): a loss not back by then has settled at a new level (the statistics start afresh
-there) and a later, higher excursion is a spike of its own, not this one's height.
+The height is the highest point so far, up to a level window after the spike's start
+(spike.py's `restart`): a loss not back by then has settled at a new level (the statistics
+start afresh there) and a later, higher excursion is a spike of its own, not this one's
+height; it may still come back later, to that share of the height it had reached, within
+the statistic's `window` of its start (a base-late grokking run's x8600 slingshot decays
+over 51 points; after a window the loss has settled where it is, and a return to 10 % of the
+height hundreds of points later, after a level it sat on, is no recovery of this spike).
 
 The share does not change what is a spike, only where it ends (the statistics are re-judged
 from there as after any return, so a storm's next collapse is a spike of its own) and so its
@@ -31,7 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spike_stats import find_back
+from .spike_collapse import off_floor
+from .spike_stats import LogCheck, find_back
 
 #: Near 0 (additive space), a spike is back once its excess is down to this share of its height:
 #: 90 % of the excursion undone, the last 10 % of it left (see the module docstring).
@@ -39,17 +44,54 @@ FLOOR_SHARE = 0.1
 
 
 def back(y: np.ndarray, start: int, band: float, points: int, pre: float,
-         near_zero: object, within: int) -> int | None:
+         near_zero: object, within: tuple[int, int]) -> int | None:
     """`find_back` from index `start` (`band`: the plain return bound) with the share rule
     near 0 (`near_zero` not None: the values are a positive loss judged additively, as where
-    spike.py has a LogCheck; FLOOR_SHARE of the height over `pre`) for a return within
-    `within` points of the spike's start (a level window: a loss not back by then has
-    settled at a new level, which the detector judges afresh, and a later spike's height is
-    not this one's); elsewhere, and later, the plain return alone."""
+    spike.py has a LogCheck; FLOOR_SHARE of the height over `pre`, the highest point so far
+    within `within[0]` points of the spike's start, a level window: a loss not back by then
+    has settled at a new level, which the detector judges afresh, and a later spike's height
+    is not this one's; a return by the share after that within `within[1]` points, the
+    statistic's window: later the loss has settled where it is for a whole window);
+    elsewhere the plain return alone."""
     if near_zero is not None and np.isfinite(pre):
-        lim = min(y.shape[0], start - 1 + within)
+        lim = min(y.shape[0], start - 1 + within[0])
         r = find_back(y[:min(y.shape[0], lim + points - 1)], start, band, points, pre,
                       FLOOR_SHARE)
         if r is not None and r < lim:
             return r
+        top = float(np.nanmax(y[start - 1:lim])) if lim > start - 1 else pre
+        late = min(y.shape[0], start - 1 + max(within))
+        r = find_back(y[:min(y.shape[0], late + points - 1)], start, max(
+            band, pre + FLOOR_SHARE * (top - pre)), points) if np.isfinite(top) else None
+        if r is not None and r < late:  # later: against the height reached in that window
+            return r
     return find_back(y, start, band, points)
+
+
+def after(y: np.ndarray, end: int, near_zero: object) -> int:
+    """Where a spike back at index `end` lets the next one start: near 0 (`near_zero` not
+    None), where the share rule may end it while the loss is still falling from it
+    (8.8 -> 3.7 -> 0.55 -> 0.023 off a 1e-5 floor), at the first point from `end` on that
+    does not fall (a spike starts with a rise; the fall is this one's tail); elsewhere
+    `end`."""
+    if near_zero is None or end < 1 or end >= y.shape[0]:
+        return end
+    with np.errstate(invalid="ignore"):
+        rising = np.flatnonzero(~(y[end:] < y[end - 1:-1]))
+    return end + int(rising[0]) if rising.shape[0] else y.shape[0]
+
+
+def off(check: LogCheck | None, c: int, v: np.ndarray) -> bool:
+    """Whether the point at index `c` of the positive values `v`, judged additively near 0
+    with `check` (None: not near 0), is a collapse off a floor (`spike_collapse.off_floor`)
+    against its log-space base (as LogCheck takes it, from the values before): then no lone
+    point of heavy-tailed noise, whatever the lone outliers before it (a storm of sixty
+    collapses: each later one need not outdo the ones before)."""
+    if check is None or c >= check.stop or not float(v[c]) > 0:
+        return False
+    before = check.y[max(0, c - check.window):c]
+    before = before[np.isfinite(before)]
+    if before.shape[0] < 5:
+        return False
+    base = min(float(np.median(before)), float(np.median(before[-check.level_window:])))
+    return off_floor(float(np.log(v[c])), base, check.start, float(check.y[0]))
