@@ -85,7 +85,7 @@ from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public h
     masked_trailing_median, near_zero_points, next_true, outdone, repeats, spike_record,
     start_level, trailing_median, trailing_min)
 from .spike_lone import lone_dips, lone_flags
-from .spike_trend import dip_return, trend_back
+from .spike_trend import dip_return
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -540,17 +540,17 @@ class SpikeDetector:
             # height (log space); the statistics leave out all of it (to `end`)
             seen = end
             if base.log and (end is None or end > c + 1):
-                early_back = find_back(y, c + 1, pre + self.back_z * sc, self.back_points,
-                                       pre, BACK_SHARE)
+                early_back = spike_floor.log_back(y, v, c + 1, pre + self.back_z * sc,
+                                                  self.back_points, pre, BACK_SHARE, (restart, w))
                 if early_back is not None and (end is None or early_back < end):
                     seen = early_back
             stop = seen if seen is not None else min(hi, c + restart)
             p = c + int(np.argmax(y[c:stop]))
             slope = None
             if base.log and self.trend:  # not back fast: back at the pre-spike trend
-                seen, slope = trend_back(st, y, c, seen, pre, pre + self.back_z * sc,
-                                         self.back_points, BACK_SHARE, max(self.fast_within, int(
-                                             st[c] - st[c - 1]) if c else 0), prior, spans)
+                seen, slope = spike_floor.trend_back(v, (restart, w), st, y, c, seen, pre, pre + sc
+                                                     * self.back_z, self.back_points, BACK_SHARE, max(
+                    self.fast_within, int(st[c] - st[c - 1]) if c else 0), prior, spans)
             out.append(spike_record(st, v, base, c, p, seen, pre, sc, float(thr[c]) * (
                 1 + SMALL_SAMPLE / max(int(count[c]), 1)), self.back_z, self.fast_within))
             spans.append((float(st[c]), float(st[seen]) if seen is not None else np.inf))

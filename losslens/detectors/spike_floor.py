@@ -33,10 +33,14 @@ come back: 1e-4 -> 4.4 -> 1.0 .. 1.3 for good) is still not back: 1.0 is 23 % of
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .spike_collapse import off_floor
 from .spike_stats import LogCheck, find_back
+from .spike_trend import Trend
+from .spike_trend import trend_back as log_trend_back
 
 #: Near 0 (additive space), a spike is back once its excess is down to this share of its height:
 #: 90 % of the excursion undone, the last 10 % of it left (see the module docstring).
@@ -47,25 +51,48 @@ def back(y: np.ndarray, start: int, band: float, points: int, pre: float,
          near_zero: object, within: tuple[int, int]) -> int | None:
     """`find_back` from index `start` (`band`: the plain return bound) with the share rule
     near 0 (`near_zero` not None: the values are a positive loss judged additively, as where
-    spike.py has a LogCheck; FLOOR_SHARE of the height over `pre`, the highest point so far
-    within `within[0]` points of the spike's start, a level window: a loss not back by then
-    has settled at a new level, which the detector judges afresh, and a later spike's height
-    is not this one's; a return by the share after that within `within[1]` points, the
-    statistic's window: later the loss has settled where it is for a whole window);
-    elsewhere the plain return alone."""
+    spike.py has a LogCheck: `share_back`); elsewhere the plain return alone."""
     if near_zero is not None and np.isfinite(pre):
-        lim = min(y.shape[0], start - 1 + within[0])
-        r = find_back(y[:min(y.shape[0], lim + points - 1)], start, band, points, pre,
-                      FLOOR_SHARE)
-        if r is not None and r < lim:
-            return r
-        top = float(np.nanmax(y[start - 1:lim])) if lim > start - 1 else pre
-        late = min(y.shape[0], start - 1 + max(within))
-        r = find_back(y[:min(y.shape[0], late + points - 1)], start, max(
-            band, pre + FLOOR_SHARE * (top - pre)), points) if np.isfinite(top) else None
-        if r is not None and r < late:  # later: against the height reached in that window
+        r = share_back(y, start, band, points, pre, within)
+        if r is not None:
             return r
     return find_back(y, start, band, points)
+
+
+def share_back(v: np.ndarray, start: int, band: float, points: int, pre: float,
+               within: tuple[int, int]) -> int | None:
+    """Where the values `v` (the loss in its own units) of a spike from index `start` - 1
+    over the level `pre` are back by the share rule (None: not so): within `within[0]`
+    points of its start (a level window), once the excess is down to FLOOR_SHARE of the
+    height so far; later, within `within[1]` points (the statistic's window), once it is
+    down to FLOOR_SHARE of the height reached in that level window (a loss not back by then
+    has settled at a new level, which the detector judges afresh, and a later spike's height
+    is not this one's; after a window the loss has settled where it is). Each return is
+    confirmed as the plain one (`find_back`; `band`: the plain return bound)."""
+    n = v.shape[0]
+    lim = min(n, start - 1 + within[0])
+    r = find_back(v[:min(n, lim + points - 1)], start, band, points, pre, FLOOR_SHARE)
+    if r is not None and r < lim:
+        return r
+    top = float(np.nanmax(v[start - 1:lim])) if lim > start - 1 else pre
+    late = min(n, start - 1 + max(within))
+    r = find_back(v[:min(n, late + points - 1)], start, max(
+        band, pre + FLOOR_SHARE * (top - pre)), points) if np.isfinite(top) else None
+    return r if r is not None and r < late else None
+
+
+def log_back(y: np.ndarray, v: np.ndarray, start: int, band: float, points: int, pre: float,
+             share: float, within: tuple[int, int]) -> int | None:
+    """A log-space spike's return (`y`: log values, `v`: the values; `band`, `pre`: log) by
+    the share rules: its log excess down to `share` of its log height (spike.BACK_SHARE),
+    or its excess in the loss's own units down to FLOOR_SHARE of its height (`share_back`),
+    whichever comes first (None: neither)."""
+    got = [find_back(y, start, band, points, pre, share)]
+    if np.isfinite(pre) and np.isfinite(band):
+        got.append(share_back(v[:y.shape[0]], start, float(np.exp(band)), points,
+                              float(np.exp(pre)), within))
+    known = [r for r in got if r is not None]
+    return min(known) if known else None
 
 
 def after(y: np.ndarray, end: int, near_zero: object) -> int:
@@ -95,3 +122,20 @@ def off(check: LogCheck | None, c: int, v: np.ndarray) -> bool:
         return False
     base = min(float(np.median(before)), float(np.median(before[-check.level_window:])))
     return off_floor(float(np.log(v[c])), base, check.start, float(check.y[0]))
+
+
+def trend_back(v: np.ndarray, within: tuple[int, int], steps: np.ndarray, y: np.ndarray,
+               c: int, back: int | None, pre: float, band: float, *args: Any
+               ) -> tuple[int | None, Trend | None]:
+    """`spike_trend.trend_back` (a log-space spike not back fast: back at the pre-spike trend;
+    `args`: its other arguments), unless the values `v` are back by the share rule in the
+    loss's own units first (`share_back`): 90 % of the excursion undone is back, whatever
+    the log-space trend says (a collapse to chance that relearns to 3 % of its height)."""
+    got, trend = log_trend_back(steps, y, c, back, pre, band, *args)
+    if not (np.isfinite(pre) and np.isfinite(band)):
+        return got, trend
+    lin = share_back(v[:y.shape[0]], c + 1, float(np.exp(band)), int(args[0]),
+                     float(np.exp(pre)), within)
+    if lin is not None and (got is None or lin < got):
+        return lin, None
+    return got, trend
