@@ -523,8 +523,7 @@ class SpikeDetector:
                 c, pre, sc = c - 1, float(level[c - 1]), float(scale[c - 1])
             elif multi:  # a rise over a few points (HUMP): from the point before, over
                 c, pre = c - 1, lb  # the level before it
-            end = spike_floor.back(y, c + 1, pre + self.back_z * sc, self.back_points, pre, check,
-                                   (restart, w))  # (near 0: the share rule)
+            end = spike_floor.back(self, y, c + 1, pre + self.back_z * sc, pre, check)  # (near 0)
             drop, pre, end = dip_return(self, st, y[:hi], c, pre, sc, end, w, restart - 1, c0)
             if drop:  # on the way back from a dip: judged by the level before it
                 elev[c:c0 + 1] = False
@@ -540,15 +539,15 @@ class SpikeDetector:
             # height (log space); the statistics leave out all of it (to `end`)
             seen = end
             if base.log and (end is None or end > c + 1):
-                early_back = spike_floor.log_back(y, v, c + 1, pre + self.back_z * sc,
-                                                  self.back_points, pre, BACK_SHARE, (restart, w))
+                early_back = spike_floor.log_back(self, y, v, c + 1, pre + self.back_z * sc, pre,
+                                                  BACK_SHARE)
                 if early_back is not None and (end is None or early_back < end):
                     seen = early_back
             stop = seen if seen is not None else min(hi, c + restart)
             p = c + int(np.argmax(y[c:stop]))
             slope = None
             if base.log and self.trend:  # not back fast: back at the pre-spike trend
-                seen, slope = spike_floor.trend_back(v, (restart, w), st, y, c, seen, pre, pre + sc
+                seen, slope = spike_floor.trend_back(self, v, st, y, c, seen, pre, pre + sc
                                                      * self.back_z, self.back_points, BACK_SHARE, max(
                     self.fast_within, int(st[c] - st[c - 1]) if c else 0), prior, spans)
             out.append(spike_record(st, v, base, c, p, seen, pre, sc, float(thr[c]) * (
@@ -566,7 +565,7 @@ class SpikeDetector:
                                                 None, (y, stop))
             if end is not None and end <= c + restart:
                 # back soon: judge what follows without the spike's points (after c0: a spike
-                allowed = max(spike_floor.after(y, end, check), c0 + 1)  # from the point before
+                allowed = max(spike_floor.after(self, y, end, check), c0 + 1)  # from the one before
                 masked = v[:hi].copy() if masked is None else masked
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,

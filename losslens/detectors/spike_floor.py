@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .spike_collapse import off_floor
-from .spike_stats import LogCheck, find_back
+from .spike_stats import FALLEN, LogCheck, find_back
 from .spike_trend import Trend
 from .spike_trend import trend_back as log_trend_back
 
@@ -47,95 +47,126 @@ from .spike_trend import trend_back as log_trend_back
 FLOOR_SHARE = 0.1
 
 
-def back(y: np.ndarray, start: int, band: float, points: int, pre: float,
-         near_zero: object, within: tuple[int, int]) -> int | None:
-    """`find_back` from index `start` (`band`: the plain return bound) with the share rule
-    near 0 (`near_zero` not None: the values are a positive loss judged additively, as where
-    spike.py has a LogCheck: `share_back`); elsewhere the plain return alone."""
-    if near_zero is not None and np.isfinite(pre):
-        r = share_back(y, start, band, points, pre, within)
+def within(det: Any) -> tuple[int, int]:
+    """The spike detector `det`'s level window + 1 (its `restart`) and window, in points."""
+    return (det.level_window | 1) + 1, det.window | 1
+
+
+def back(det: Any, y: np.ndarray, start: int, band: float, pre: float,
+         near_zero: object) -> int | None:
+    """`find_back` from index `start` (`band`: the plain return bound; `det`: the spike
+    detector, its `back_points`) with the share rule near 0 on a loss (`near_zero` not
+    None: the values are a positive loss judged additively, as where spike.py has a
+    LogCheck; `det.lone_rules`: the loss rules, not a grad norm's: `share_back`);
+    elsewhere the plain return alone."""
+    points = det.back_points
+    if near_zero is not None and det.lone_rules and np.isfinite(pre):
+        r = share_back(y, start, band, points, pre, within(det))
         if r is not None:
             return r
     return find_back(y, start, band, points)
 
 
 def share_back(v: np.ndarray, start: int, band: float, points: int, pre: float,
-               within: tuple[int, int]) -> int | None:
+               span: tuple[int, int]) -> int | None:
     """Where the values `v` (the loss in its own units) of a spike from index `start` - 1
-    over the level `pre` are back by the share rule (None: not so): within `within[0]`
-    points of its start (a level window), once the excess is down to FLOOR_SHARE of the
-    height so far; later, within `within[1]` points (the statistic's window), once it is
+    over the level `pre` are back by the share rule (None: not so): within `span[0]` points
+    of its start (a level window), once the excess is down to FLOOR_SHARE of the height so
+    far; later, within `span[1]` points (the statistic's window), once it is
     down to FLOOR_SHARE of the height reached in that level window (a loss not back by then
     has settled at a new level, which the detector judges afresh, and a later spike's height
     is not this one's; after a window the loss has settled where it is). Each return is
     confirmed as the plain one (`find_back`; `band`: the plain return bound)."""
     n = v.shape[0]
-    lim = min(n, start - 1 + within[0])
+    lim = min(n, start - 1 + span[0])
     r = find_back(v[:min(n, lim + points - 1)], start, band, points, pre, FLOOR_SHARE)
     if r is not None and r < lim:
         return r
     top = float(np.nanmax(v[start - 1:lim])) if lim > start - 1 else pre
-    late = min(n, start - 1 + max(within))
+    late = min(n, start - 1 + max(span))
     r = find_back(v[:min(n, late + points - 1)], start, max(
         band, pre + FLOOR_SHARE * (top - pre)), points) if np.isfinite(top) else None
     return r if r is not None and r < late else None
 
 
-def log_back(y: np.ndarray, v: np.ndarray, start: int, band: float, points: int, pre: float,
-             share: float, within: tuple[int, int]) -> int | None:
-    """A log-space spike's return (`y`: log values, `v`: the values; `band`, `pre`: log) by
-    the share rules: its log excess down to `share` of its log height (spike.BACK_SHARE),
-    or its excess in the loss's own units down to FLOOR_SHARE of its height (`share_back`),
-    whichever comes first (None: neither)."""
-    got = [find_back(y, start, band, points, pre, share)]
-    if np.isfinite(pre) and np.isfinite(band):
-        got.append(share_back(v[:y.shape[0]], start, float(np.exp(band)), points,
-                              float(np.exp(pre)), within))
+def on_floor(v: np.ndarray, pre: float) -> bool:
+    """Whether a log-space pre-spike level `pre` lies FALLEN x under where the positive
+    values `v` started (`start_log`): the loss sits on a floor, practically 0 next to what it
+    was, and its spikes' returns are judged in its own units too (`share_back`)."""
+    first = start_log(v)
+    return first is not None and np.isfinite(pre) and pre <= first - float(np.log(FALLEN))
+
+
+def start_log(v: np.ndarray) -> float | None:
+    """The log of where the values `v` started: the higher of the first value and the median
+    of the first five (None: not positive); as `spike_collapse.off_floor` takes it."""
+    head = np.asarray(v[:5], dtype=float)
+    if not head.size or not bool((head > 0).all()):
+        return None
+    return max(float(np.log(head[0])), float(np.median(np.log(head))))
+
+
+def log_back(det: Any, y: np.ndarray, v: np.ndarray, first: int, band: float, pre: float,
+             share: float) -> int | None:
+    """A log-space spike's return from index `first` (`y`: log values, `v`: the values;
+    `band`, `pre`: log) by the share rules: its log excess down to `share` of its log height
+    (spike.BACK_SHARE), or, on a floor (`on_floor`) of a loss (`det.lone_rules`), its excess in the loss's own units down
+    to FLOOR_SHARE of its height (`share_back`), whichever comes first (None: neither)."""
+    points = det.back_points
+    got = [find_back(y, first, band, points, pre, share)]
+    if det.lone_rules and np.isfinite(band) and on_floor(v, pre):
+        got.append(share_back(v[:y.shape[0]], first, float(np.exp(band)), points,
+                              float(np.exp(pre)), within(det)))
     known = [r for r in got if r is not None]
     return min(known) if known else None
 
 
-def after(y: np.ndarray, end: int, near_zero: object) -> int:
-    """Where a spike back at index `end` lets the next one start: near 0 (`near_zero` not
-    None), where the share rule may end it while the loss is still falling from it
+def after(det: Any, y: np.ndarray, end: int, near_zero: object) -> int:
+    """Where a spike back at index `end` lets the next one start (a spike from the point
+    before the flagged one may be back at it): near 0 on a loss (`near_zero` not None,
+    `det.lone_rules`: see `back`), where the share rule may end it while the loss is still falling from it
     (8.8 -> 3.7 -> 0.55 -> 0.023 off a 1e-5 floor), at the first point from `end` on that
     does not fall (a spike starts with a rise; the fall is this one's tail); elsewhere
     `end`."""
-    if near_zero is None or end < 1 or end >= y.shape[0]:
+    if near_zero is None or not det.lone_rules or end < 1 or end >= y.shape[0]:
         return end
     with np.errstate(invalid="ignore"):
         rising = np.flatnonzero(~(y[end:] < y[end - 1:-1]))
     return end + int(rising[0]) if rising.shape[0] else y.shape[0]
 
 
-def off(check: LogCheck | None, c: int, v: np.ndarray) -> bool:
-    """Whether the point at index `c` of the positive values `v`, judged additively near 0
-    with `check` (None: not near 0), is a collapse off a floor (`spike_collapse.off_floor`)
-    against its log-space base (as LogCheck takes it, from the values before): then no lone
-    point of heavy-tailed noise, whatever the lone outliers before it (a storm of sixty
-    collapses: each later one need not outdo the ones before)."""
-    if check is None or c >= check.stop or not float(v[c]) > 0:
+def off(check: LogCheck | None, c: int, v: np.ndarray, window: int = 129,
+        level_window: int = 15) -> bool:
+    """Whether the point at index `c` of the positive values `v` is a collapse off a floor
+    (`spike_collapse.off_floor`) against its log-space base (as LogCheck takes it: the lower
+    of the medians of the last `window` and `level_window` log values before it; `check`,
+    where the values are judged additively near 0, gives those): then no lone point of
+    heavy-tailed noise, whatever the lone outliers before it (a storm of sixty collapses:
+    each later one need not outdo the ones before)."""
+    if not float(v[c]) > 0 or (check is not None and c >= check.stop):
         return False
-    before = check.y[max(0, c - check.window):c]
-    before = before[np.isfinite(before)]
-    if before.shape[0] < 5:
+    if check is not None:
+        window, level_window = check.window, check.level_window
+    if c < 5 or not bool((v[max(0, c - window):c] > 0).all()):
         return False
-    base = min(float(np.median(before)), float(np.median(before[-check.level_window:])))
-    return off_floor(float(np.log(v[c])), base, check.start, float(check.y[0]))
+    before = np.log(v[max(0, c - window):c])
+    base = min(float(np.median(before)), float(np.median(before[-level_window:])))
+    return off_floor(float(np.log(v[c])), base, start_log(v), float(np.log(v[0])))
 
 
-def trend_back(v: np.ndarray, within: tuple[int, int], steps: np.ndarray, y: np.ndarray,
+def trend_back(det: Any, v: np.ndarray, steps: np.ndarray, y: np.ndarray,
                c: int, back: int | None, pre: float, band: float, *args: Any
                ) -> tuple[int | None, Trend | None]:
     """`spike_trend.trend_back` (a log-space spike not back fast: back at the pre-spike trend;
-    `args`: its other arguments), unless the values `v` are back by the share rule in the
-    loss's own units first (`share_back`): 90 % of the excursion undone is back, whatever
-    the log-space trend says (a collapse to chance that relearns to 3 % of its height)."""
+    `args`: its other arguments), unless the values `v` sit on a floor (`on_floor`) and are
+    back by the share rule in the loss's own units first (`share_back`): 90 % of the
+    excursion undone is back, whatever the log-space trend says (a collapse to chance off a
+    0.008 floor that relearns to 6 % of its height)."""
     got, trend = log_trend_back(steps, y, c, back, pre, band, *args)
-    if not (np.isfinite(pre) and np.isfinite(band)):
+    if not (det.lone_rules and np.isfinite(band) and on_floor(v, pre)):
         return got, trend
     lin = share_back(v[:y.shape[0]], c + 1, float(np.exp(band)), int(args[0]),
-                     float(np.exp(pre)), within)
+                     float(np.exp(pre)), within(det))
     if lin is not None and (got is None or lin < got):
         return lin, None
     return got, trend
