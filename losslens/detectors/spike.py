@@ -240,7 +240,7 @@ class SpikeDetector:
         out: list[dict[str, Any]] = []
         for lo, hi, base in spaces:
             out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None,
-                                     head and lo == 0, prior if lo == 0 else None))
+                                     head and lo == 0, prior if lo == 0 else None, known.start))
         return out
 
     def _log_check(self, logb: Baseline, n: int, start: float | None, flicker: bool = True
@@ -425,7 +425,7 @@ class SpikeDetector:
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
                  w: int, check: LogCheck | None = None, head: bool = False,
-                 prior: Any = None) -> list[dict[str, Any]]:
+                 prior: Any = None, start: float | None = None) -> list[dict[str, Any]]:
         y = base.y[:hi]
         level, scale, count = base.level[:hi].copy(), base.scale[:hi].copy(), base.count[:hi].copy()
         big = self._tail_big(base)[:hi].copy()
@@ -493,9 +493,9 @@ class SpikeDetector:
             # HUMP points before (no drift: that of a descent or crash) and whose next point
             # is as high over that level as the point before is no lone point
             climbed = rise and c >= HUMP and c + 1 < hi and bool(
-                y[c] - level[c - HUMP] > self.threshold * scale[c]
-                and y[c + 1] - lb > th / 2 * sb) and not self._blip(
-                float(y[c]), float(level[c - HUMP]), np.inf, base.log) or spike_floor.off(check, c, v)
+                y[c] - level[c - HUMP] > self.threshold * scale[c] and y[c + 1] - lb > th / 2 * sb
+            ) and not self._blip(float(y[c]), float(level[c - HUMP]), np.inf, base.log) \
+                or spike_floor.off(check, c, v, start)  # (a collapse off a floor: no lone point)
             if c >= self.min_points and not ahead[c] and self.tail_window and self.lone_rules \
                     and not climbed and not pair and not self._persists(y, level, scale, c, hi) \
                     and outdone(y, level, scale * TAIL_Z, c, max(lo, c - self.tail_window)):
@@ -540,14 +540,14 @@ class SpikeDetector:
             seen = end
             if base.log and (end is None or end > c + 1):
                 early_back = spike_floor.log_back(self, y, v, c + 1, pre + self.back_z * sc, pre,
-                                                  BACK_SHARE)
+                                                  BACK_SHARE, start)
                 if early_back is not None and (end is None or early_back < end):
                     seen = early_back
             stop = seen if seen is not None else min(hi, c + restart)
             p = c + int(np.argmax(y[c:stop]))
             slope = None
             if base.log and self.trend:  # not back fast: back at the pre-spike trend
-                seen, slope = spike_floor.trend_back(self, v, st, y, c, seen, pre, pre + sc
+                seen, slope = spike_floor.trend_back(self, (v, start), st, y, c, seen, pre, pre + sc
                                                      * self.back_z, self.back_points, BACK_SHARE, max(
                     self.fast_within, int(st[c] - st[c - 1]) if c else 0), prior, spans)
             out.append(spike_record(st, v, base, c, p, seen, pre, sc, float(thr[c]) * (

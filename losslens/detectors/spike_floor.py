@@ -89,32 +89,24 @@ def share_back(v: np.ndarray, start: int, band: float, points: int, pre: float,
     return r if r is not None and r < late else None
 
 
-def on_floor(v: np.ndarray, pre: float) -> bool:
-    """Whether a log-space pre-spike level `pre` lies FALLEN x under where the positive
-    values `v` started (`start_log`): the loss sits on a floor, practically 0 next to what it
-    was, and its spikes' returns are judged in its own units too (`share_back`)."""
-    first = start_log(v)
-    return first is not None and np.isfinite(pre) and pre <= first - float(np.log(FALLEN))
-
-
-def start_log(v: np.ndarray) -> float | None:
-    """The log of where the values `v` started: the higher of the first value and the median
-    of the first five (None: not positive); as `spike_collapse.off_floor` takes it."""
-    head = np.asarray(v[:5], dtype=float)
-    if not head.size or not bool((head > 0).all()):
-        return None
-    return max(float(np.log(head[0])), float(np.median(np.log(head))))
+def on_floor(start: float | None, pre: float) -> bool:
+    """Whether a log-space pre-spike level `pre` lies FALLEN x under `start`, the log of where
+    the series started (`spike_stats.start_level`: the median of its first five values, of
+    the whole series also when a window of it is judged; None: unknown): the loss sits on a
+    floor, practically 0 next to what it was, and its spikes' returns are judged in its own
+    units too (`share_back`)."""
+    return start is not None and np.isfinite(pre) and pre <= start - float(np.log(FALLEN))
 
 
 def log_back(det: Any, y: np.ndarray, v: np.ndarray, first: int, band: float, pre: float,
-             share: float) -> int | None:
+             share: float, start: float | None) -> int | None:
     """A log-space spike's return from index `first` (`y`: log values, `v`: the values;
     `band`, `pre`: log) by the share rules: its log excess down to `share` of its log height
     (spike.BACK_SHARE), or, on a floor (`on_floor`) of a loss (`det.lone_rules`), its excess in the loss's own units down
     to FLOOR_SHARE of its height (`share_back`), whichever comes first (None: neither)."""
     points = det.back_points
     got = [find_back(y, first, band, points, pre, share)]
-    if det.lone_rules and np.isfinite(band) and on_floor(v, pre):
+    if det.lone_rules and np.isfinite(band) and on_floor(start, pre):
         got.append(share_back(v[:y.shape[0]], first, float(np.exp(band)), points,
                               float(np.exp(pre)), within(det)))
     known = [r for r in got if r is not None]
@@ -135,8 +127,8 @@ def after(det: Any, y: np.ndarray, end: int, near_zero: object) -> int:
     return end + int(rising[0]) if rising.shape[0] else y.shape[0]
 
 
-def off(check: LogCheck | None, c: int, v: np.ndarray, window: int = 129,
-        level_window: int = 15) -> bool:
+def off(check: LogCheck | None, c: int, v: np.ndarray, start: float | None,
+        window: int = 129, level_window: int = 15) -> bool:
     """Whether the point at index `c` of the positive values `v` is a collapse off a floor
     (`spike_collapse.off_floor`) against its log-space base (as LogCheck takes it: the lower
     of the medians of the last `window` and `level_window` log values before it; `check`,
@@ -151,10 +143,10 @@ def off(check: LogCheck | None, c: int, v: np.ndarray, window: int = 129,
         return False
     before = np.log(v[max(0, c - window):c])
     base = min(float(np.median(before)), float(np.median(before[-level_window:])))
-    return off_floor(float(np.log(v[c])), base, start_log(v), float(np.log(v[0])))
+    return off_floor(float(np.log(v[c])), base, start)
 
 
-def trend_back(det: Any, v: np.ndarray, steps: np.ndarray, y: np.ndarray,
+def trend_back(det: Any, values: tuple[np.ndarray, float | None], steps: np.ndarray, y: np.ndarray,
                c: int, back: int | None, pre: float, band: float, *args: Any
                ) -> tuple[int | None, Trend | None]:
     """`spike_trend.trend_back` (a log-space spike not back fast: back at the pre-spike trend;
@@ -163,7 +155,8 @@ def trend_back(det: Any, v: np.ndarray, steps: np.ndarray, y: np.ndarray,
     excursion undone is back, whatever the log-space trend says (a collapse to chance off a
     0.008 floor that relearns to 6 % of its height)."""
     got, trend = log_trend_back(steps, y, c, back, pre, band, *args)
-    if not (det.lone_rules and np.isfinite(band) and on_floor(v, pre)):
+    v, start = values
+    if not (det.lone_rules and np.isfinite(band) and on_floor(start, pre)):
         return got, trend
     lin = share_back(v[:y.shape[0]], c + 1, float(np.exp(band)), int(args[0]),
                      float(np.exp(pre)), within(det))

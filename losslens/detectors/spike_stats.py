@@ -484,7 +484,7 @@ class LogCheck:
         if rise < self.min_rise:
             return False
         if self.collapse is not None and spike_collapse.off_floor(  # (a loss's rule)
-                float(np.log(peak)), base, self.start, float(self.y[0])):
+                float(np.log(peak)), base, self.start):
             return True  # back near where the loss started, off a floor (spike_collapse)
         m = run.shape[0]
         if self.lone is not None and m == 1:  # a lone point (see `lone`; and `doubled`)
