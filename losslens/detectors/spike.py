@@ -564,8 +564,8 @@ class SpikeDetector:
                                                 count[stop:z1], thr[stop:z1], base.log, stop,
                                                 None, (y, stop))
             if end is not None and end <= c + restart:
-                # back soon: judge what follows without the spike's points (after c0: a spike
-                allowed = max(spike_floor.after(self, y, end, check), c0 + 1)  # from the one before
+                # back soon: judge what follows without the spike's points (from: spike_floor.after)
+                allowed = max(spike_floor.after(self, y, (c, end, pre), check), c0 + 1)
                 masked = v[:hi].copy() if masked is None else masked
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .spike_collapse import off_floor
-from .spike_stats import FALLEN, LogCheck, find_back
+from .spike_stats import COLLAPSE, FALLEN, LogCheck, find_back
 from .spike_trend import Trend
 from .spike_trend import trend_back as log_trend_back
 
@@ -55,16 +55,33 @@ def within(det: Any) -> tuple[int, int]:
 def back(det: Any, y: np.ndarray, start: int, band: float, pre: float,
          near_zero: object) -> int | None:
     """`find_back` from index `start` (`band`: the plain return bound; `det`: the spike
-    detector, its `back_points`) with the share rule near 0 on a loss (`near_zero` not
-    None: the values are a positive loss judged additively, as where spike.py has a
-    LogCheck; `det.lone_rules`: the loss rules, not a grad norm's: `share_back`);
-    elsewhere the plain return alone."""
+    detector, its `back_points`) with the share rule near 0 on a loss on a floor
+    (`floored`; `near_zero`: the LogCheck where the values are judged additively near 0, or
+    None: `share_back`); elsewhere the plain return alone."""
     points = det.back_points
-    if near_zero is not None and det.lone_rules and np.isfinite(pre):
+    top = float(np.nanmax(y[start - 1:start - 1 + within(det)[0]])) if start >= 1 else pre
+    if floored(det, near_zero, pre, top):
         r = share_back(y, start, band, points, pre, within(det))
         if r is not None:
             return r
     return find_back(y, start, band, points)
+
+
+def floored(det: Any, check: LogCheck | None, pre: float, top: float) -> bool:
+    """Whether the share rule applies to a spike over the additive level `pre` near 0 that
+    reached `top` within a level window (`check`: the LogCheck where the values are judged
+    additively near 0, else None): a loss (`det.lone_rules`) on a floor: `pre` under where
+    the series started (`check.start`) and FALLEN x under it (`on_floor`), or FALLEN x under
+    `top`, which climbed back to within COLLAPSE x of the start (a collapse off the floor:
+    the start is the median of the first five values, on a run that memorises in a few
+    points already near its floor). A series that starts on its floor (1e-30 from its first
+    point) is on none: a blow-up to 1e-7 that settles at 1e-9 is no collapse undone."""
+    if check is None or not det.lone_rules or not pre > 0 or check.start is None:
+        return False
+    p, s = float(np.log(pre)), float(check.start)
+    if on_floor(s, p):
+        return True
+    return p < s and top > 0 and float(np.log(top)) >= max(p + np.log(FALLEN), s - np.log(COLLAPSE))
 
 
 def share_back(v: np.ndarray, start: int, band: float, points: int, pre: float,
@@ -84,9 +101,9 @@ def share_back(v: np.ndarray, start: int, band: float, points: int, pre: float,
         return r
     top = float(np.nanmax(v[start - 1:lim])) if lim > start - 1 else pre
     late = min(n, start - 1 + max(span))
-    r = find_back(v[:min(n, late + points - 1)], start, max(
-        band, pre + FLOOR_SHARE * (top - pre)), points) if np.isfinite(top) else None
-    return r if r is not None and r < late else None
+    r = find_back(v[:min(n, late + points - 1)], lim, max(  # (from the window's end: before
+        band, pre + FLOOR_SHARE * (top - pre)), points) if np.isfinite(top) else None  # it, a
+    return r if r is not None and r < late else None  # point under the later top is no return)
 
 
 def on_floor(start: float | None, pre: float) -> bool:
@@ -113,18 +130,26 @@ def log_back(det: Any, y: np.ndarray, v: np.ndarray, first: int, band: float, pr
     return min(known) if known else None
 
 
-def after(det: Any, y: np.ndarray, end: int, near_zero: object) -> int:
-    """Where a spike back at index `end` lets the next one start (a spike from the point
-    before the flagged one may be back at it): near 0 on a loss (`near_zero` not None,
-    `det.lone_rules`: see `back`), where the share rule may end it while the loss is still falling from it
-    (8.8 -> 3.7 -> 0.55 -> 0.023 off a 1e-5 floor), at the first point from `end` on that
-    does not fall (a spike starts with a rise; the fall is this one's tail); elsewhere
-    `end`."""
-    if near_zero is None or not det.lone_rules or end < 1 or end >= y.shape[0]:
+def after(det: Any, y: np.ndarray, spike: tuple[int, int, float], near_zero: object) -> int:
+    """Where a spike (`spike`: its start index, the index it is back at, its pre-spike level)
+    lets the next one start (a spike from the point before the flagged one may be back at
+    it): near 0 on a loss on a floor (`floored`), where the
+    share rule ends it while the loss is still coming down from it (8.8 -> 3.7 -> 0.55 ->
+    0.023 off a 1e-5 floor; a x3e5 collapse decaying over 20 points in log space, back at
+    10 % of its height at the next point), not before the first point that rises and rises
+    over the share band it was judged back by (FLOOR_SHARE of its height), within a level
+    window of its return (the rest of its tail, flicker and all, is this spike's); after
+    that window, or elsewhere, at its return."""
+    c, end, pre = spike
+    n = y.shape[0]
+    if end < 1 or end >= n or not floored(det, near_zero, pre, float(
+            np.nanmax(y[c:min(n, c + within(det)[0])]))):
         return end
+    band = pre + FLOOR_SHARE * (float(np.nanmax(y[c:end])) - pre)
+    stop = min(n, end + within(det)[0])
     with np.errstate(invalid="ignore"):
-        rising = np.flatnonzero(~(y[end:] < y[end - 1:-1]))
-    return end + int(rising[0]) if rising.shape[0] else y.shape[0]
+        new = ~(y[end:stop] < y[end - 1:stop - 1]) & (y[end:stop] > band)
+    return end + int(np.argmax(new)) if new.any() else stop
 
 
 def off(check: LogCheck | None, c: int, v: np.ndarray, start: float | None,
