@@ -76,9 +76,10 @@ def floored(det: Any, check: LogCheck | None, pre: float, top: float) -> bool:
     the start is the median of the first five values, on a run that memorises in a few
     points already near its floor). A series that starts on its floor (1e-30 from its first
     point) is on none: a blow-up to 1e-7 that settles at 1e-9 is no collapse undone."""
-    if check is None or not det.lone_rules or not pre > 0 or check.start is None:
+    if check is None or not det.lone_rules or check.start is None or np.isnan(pre):
         return False
-    p, s = float(np.log(pre)), float(check.start)
+    # (a level at or under 0: the lag-corrected median of a loss on its floor, the floor)
+    p, s = float(np.log(pre)) if pre > 0 else -np.inf, float(check.start)
     if on_floor(s, p):
         return True
     return p < s and top > 0 and float(np.log(top)) >= max(p + np.log(FALLEN), s - np.log(COLLAPSE))
@@ -112,7 +113,7 @@ def on_floor(start: float | None, pre: float) -> bool:
     the whole series also when a window of it is judged; None: unknown): the loss sits on a
     floor, practically 0 next to what it was, and its spikes' returns are judged in its own
     units too (`share_back`)."""
-    return start is not None and np.isfinite(pre) and pre <= start - float(np.log(FALLEN))
+    return start is not None and not np.isnan(pre) and pre <= start - float(np.log(FALLEN))
 
 
 def log_back(det: Any, y: np.ndarray, v: np.ndarray, first: int, band: float, pre: float,
