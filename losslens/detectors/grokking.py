@@ -4,11 +4,15 @@
 suddenly improves. It pairs each validation series (`val_loss` / `val_acc`) with a training
 series of the same run (`train_loss` / `train_acc`, same kind preferred) and works on
 "badness" (the loss, or 1 - accuracy), smoothed by a rolling median. Grokking needs all of:
-train saturated (`saturation` of its total improvement, and stays there); at that step
-validation is still far behind (`min_gap`, when both are losses or both accuracies) and has
-made little of its eventual progress
-(`max_val_progress`); later validation falls by at least `min_improvement` of its worst
-post-memorisation level and stays down; the fall starts at least `min_delay_ratio` times the
+train saturated (`saturation` of its improvement to the best level it held for a 20th of the
+series, and near that for HOLD of the 20th after: slingshots, collapse storms and a break
+late in the run do not undo memorisation); at that step validation is still far behind
+(`min_gap`, when both are losses or both accuracies) and has made little of its eventual
+progress (`max_val_progress`), nor made more of it by the time its fall begins (a run that
+generalised long ago and dips after a collapse); later validation falls by at least
+`min_improvement` of its worst post-memorisation level and stays down for a 20th of the
+series from where the fall is 75 % done (not to the run's end: a grokked run that later
+collapses to chance grokked); the fall starts at least `min_delay_ratio` times the
 memorisation time after memorisation and takes at most `max_duration_ratio` times that delay.
 Event: start_step = where validation starts its sudden improvement (10% of the fall),
 end_step = end of it (90%); details.memorized_step, details.delay_steps.
@@ -163,12 +167,19 @@ class GrokkingDetector:
         half = _last_above(seg, j_best, (top + best) / 2)
         before = float(np.median(seg[: half + 1]))
         drop = before - best
-        v0 = float(vb[0])
+        v0, vm = float(vb[0]), float(vb[jm])
+        # validation far behind at memorisation, and still so when its fall begins (a run
+        # that generalised long ago and dips again after a collapse is no grokking)
         if drop < self.min_improvement * before or \
-                v0 - float(vb[jm]) > self.max_val_progress * max(v0 - best, 1e-12):
+                v0 - vm > self.max_val_progress * max(v0 - best, 1e-12) or \
+                vm - before > self.max_val_progress * max(vm - best, 1e-12):
             return None
-        tail = float(np.median(vb[-max(3, vb.shape[0] // 20):]))
-        if tail > before - 0.5 * drop:  # the improvement did not last
+        # the improvement lasted: over the window (a 20th of the series) from where it was
+        # 75 % done, not to the run's end (a grokked run that later collapses to chance
+        # still grokked)
+        w = max(3, vb.shape[0] // 20)
+        k3 = _last_above(seg, j_best, before - 0.75 * drop) + 1
+        if float(np.median(seg[k3:k3 + w])) > before - 0.5 * drop:
             return None
         # 10% and 90% of the fall, extrapolated from the 25% and 75% crossings (robust to
         # evaluation noise, where the 10% crossing of a noisy flat stretch is not)
@@ -207,13 +218,29 @@ def _pairs(run: RunInfo) -> list[tuple[str, str]]:
 def _memorised(tx: np.ndarray, tb: np.ndarray, saturation: float) -> int | None:
     """First index where train made `saturation` of its improvement and stays near it."""
     b0 = float(tb[0])
-    final = float(np.median(tb[-max(3, tb.shape[0] // 20):]))
+    w = max(3, tb.shape[0] // 20)
+    final = float(np.min(_window_medians(tb, w)))  # the best level held for a window
     if b0 - final <= 0 or final > 0.5 * b0:  # never saturated: under half its start
         return None
     progress = (b0 - tb) / (b0 - final)
-    tail_min = np.minimum.accumulate(progress[::-1])[::-1]
-    ok = (progress >= saturation) & (tail_min >= saturation - 0.1)
+    # ... and held: HOLD of the window from it near saturation (slingshots and collapses of
+    # a few points, or a break long after, do not undo memorisation)
+    near = (progress >= saturation - 0.1).astype(float)
+    held = np.convolve(near, np.ones(w), "full")[w - 1:] / np.minimum(
+        w, np.arange(tb.shape[0], 0, -1))
+    ok = (progress >= saturation) & (held >= HOLD)
     return int(np.argmax(ok)) if ok.any() else None
+
+
+#: Memorised: the train metric stays near saturation at this share of the window after it.
+HOLD = 0.8
+
+
+def _window_medians(y: np.ndarray, w: int) -> np.ndarray:
+    """The medians of every `w` consecutive values of `y` (of all of them when fewer)."""
+    if y.shape[0] <= w:
+        return np.array([float(np.median(y))])
+    return np.median(np.lib.stride_tricks.sliding_window_view(y, w), axis=1)
 
 
 def _grok_details(train_tag: str, mem_step: float, start: float, end: float, top: float,

@@ -76,7 +76,7 @@ import numpy as np
 
 from ..events import Event
 from ..frame import Series
-from . import held, spike_storm
+from . import held, spike_floor, spike_storm
 from .params import is_int, is_num, require  # noqa: F401  (re-exported: their home was here)
 from .spike_early import EARLY_SCALE, HEAD, blowup_level, blowups, early_spikes
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
@@ -88,7 +88,7 @@ from .spike_lone import lone_dips, lone_flags
 from .spike_tail import (  # noqa: F401  (re-exported: their home was here)
     SINGLE_INDEX, TAIL_EARLY, TAIL_INDEX, TAIL_MIN_SEEN, TAIL_RATE, TAIL_Z, tail_big,
     tail_threshold)
-from .spike_trend import dip_return, trend_back
+from .spike_trend import dip_return
 
 #: The threshold is multiplied by (1 + SMALL_SAMPLE / n) while the window holds n points.
 SMALL_SAMPLE = 4.0
@@ -229,7 +229,7 @@ class SpikeDetector:
         out: list[dict[str, Any]] = []
         for lo, hi, base in spaces:
             out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None,
-                                     head and lo == 0, prior if lo == 0 else None))
+                                     head and lo == 0, prior if lo == 0 else None, known.start))
         return out
 
     def _log_check(self, logb: Baseline, n: int, start: float | None, flicker: bool = True
@@ -390,7 +390,7 @@ class SpikeDetector:
 
     def _extract(self, st: np.ndarray, v: np.ndarray, base: Baseline, lo: int, hi: int,
                  w: int, check: LogCheck | None = None, head: bool = False,
-                 prior: Any = None) -> list[dict[str, Any]]:
+                 prior: Any = None, start: float | None = None) -> list[dict[str, Any]]:
         y = base.y[:hi]
         level, scale, count = base.level[:hi].copy(), base.scale[:hi].copy(), base.count[:hi].copy()
         big = self._tail_big(base)[:hi].copy()
@@ -416,8 +416,7 @@ class SpikeDetector:
             sc_at[:m] = np.where(ej.start, ej.scale, sc_at[:m])
         ahead |= early
         elev |= ahead
-        masked = None  # the values with recovered spikes blanked out, made when first needed
-        dips = None  # lone dips below 0 (tail evidence for lone points), made when first needed
+        masked = dips = None  # recovered spikes blanked out; lone dips below 0 (made when needed)
         tops: list[tuple[int, float]] = []  # (start, highest value) of each spike so far
         spans: list[tuple[float, float]] = []  # (start, end) steps of each spike reported
         out: list[dict[str, Any]] = []
@@ -459,9 +458,9 @@ class SpikeDetector:
             # HUMP points before (no drift: that of a descent or crash) and whose next point
             # is as high over that level as the point before is no lone point
             climbed = rise and c >= HUMP and c + 1 < hi and bool(
-                y[c] - level[c - HUMP] > self.threshold * scale[c]
-                and y[c + 1] - lb > th / 2 * sb) and not self._blip(
-                float(y[c]), float(level[c - HUMP]), np.inf, base.log)
+                y[c] - level[c - HUMP] > self.threshold * scale[c] and y[c + 1] - lb > th / 2 * sb
+            ) and not self._blip(float(y[c]), float(level[c - HUMP]), np.inf, base.log) \
+                or spike_floor.off(check, c, v, start)  # (a collapse off a floor: no lone point)
             if c >= self.min_points and not ahead[c] and self.tail_window and self.lone_rules \
                     and not climbed and not pair and not self._persists(y, level, scale, c, hi) \
                     and outdone(y, level, scale * TAIL_Z, c, max(lo, c - self.tail_window)):
@@ -489,7 +488,7 @@ class SpikeDetector:
                 c, pre, sc = c - 1, float(level[c - 1]), float(scale[c - 1])
             elif multi:  # a rise over a few points (HUMP): from the point before, over
                 c, pre = c - 1, lb  # the level before it
-            end = find_back(y, c + 1, pre + self.back_z * sc, self.back_points)
+            end = spike_floor.back(self, y, c + 1, pre + self.back_z * sc, pre, check)  # (near 0)
             drop, pre, end = dip_return(self, st, y[:hi], c, pre, sc, end, w, restart - 1, c0)
             if drop:  # on the way back from a dip: judged by the level before it
                 elev[c:c0 + 1] = False
@@ -505,17 +504,17 @@ class SpikeDetector:
             # height (log space); the statistics leave out all of it (to `end`)
             seen = end
             if base.log and (end is None or end > c + 1):
-                early_back = find_back(y, c + 1, pre + self.back_z * sc, self.back_points,
-                                       pre, BACK_SHARE)
+                early_back = spike_floor.log_back(self, y, v, c + 1, pre + self.back_z * sc, pre,
+                                                  BACK_SHARE, start)
                 if early_back is not None and (end is None or early_back < end):
                     seen = early_back
             stop = seen if seen is not None else min(hi, c + restart)
             p = c + int(np.argmax(y[c:stop]))
             slope = None
             if base.log and self.trend:  # not back fast: back at the pre-spike trend
-                seen, slope = trend_back(st, y, c, seen, pre, pre + self.back_z * sc,
-                                         self.back_points, BACK_SHARE, max(self.fast_within, int(
-                                             st[c] - st[c - 1]) if c else 0), prior, spans)
+                seen, slope = spike_floor.trend_back(self, (v, start), st, y, c, seen, pre, pre + sc
+                                                     * self.back_z, self.back_points, BACK_SHARE, max(
+                    self.fast_within, int(st[c] - st[c - 1]) if c else 0), prior, spans)
             out.append(spike_record(st, v, base, c, p, seen, pre, sc, float(thr[c]) * (
                 1 + SMALL_SAMPLE / max(int(count[c]), 1)), self.back_z, self.fast_within))
             spans.append((float(st[c]), float(st[seen]) if seen is not None else np.inf))
@@ -530,8 +529,8 @@ class SpikeDetector:
                                                 count[stop:z1], thr[stop:z1], base.log, stop,
                                                 None, (y, stop))
             if end is not None and end <= c + restart:
-                # back soon: judge what follows without the spike's points (after c0: a
-                allowed = max(end, c0 + 1)  # spike from the point before may be back at c0)
+                # back soon: judge what follows without the spike's points (from: spike_floor.after)
+                allowed = max(spike_floor.after(self, y, (c, end, pre), check), c0 + 1)
                 masked = v[:hi].copy() if masked is None else masked
                 masked[c:end] = np.nan
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,

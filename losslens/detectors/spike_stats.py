@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from . import spike_collapse
+
 #: 1.4826 x MAD estimates the standard deviation of Gaussian noise.
 MAD_TO_SIGMA = 1.4826
 #: Log space is left (for good) where the level is within this many additive noise scales
@@ -481,6 +483,9 @@ class LogCheck:
         rise = float(np.log(peak)) - base
         if rise < self.min_rise:
             return False
+        if self.collapse is not None and spike_collapse.off_floor(  # (a loss's rule)
+                float(np.log(peak)), base, self.start):
+            return True  # back near where the loss started, off a floor (spike_collapse)
         m = run.shape[0]
         if self.lone is not None and m == 1:  # a lone point (see `lone`; and `doubled`)
             return rise > float(self.lone[c]) * scale or self.doubled(c, run, masked, far) \
