@@ -164,3 +164,16 @@ def test_an_epoch_line_padded_with_spaces_is_read_in_linear_time(tmp_path, cpu_p
     assert time.process_time() - t0 < 10 * cpu_pace
     assert pts["Train Loss"][0] == list(range(1, 21))
     assert pts["Val Loss"][0] == [e for e in range(1, 21) if e != 10]
+
+
+# --------------------------------------------------------------------------- names
+
+@pytest.mark.parametrize("show", ["terminal", "line", "html", "markdown", "github_message",
+                                  "csv_cell"])
+def test_the_arabic_letter_mark_is_shown_as_an_escape_like_the_other_bidi_marks(show):
+    """U+061C (ALM) is a bidi control like LRM/RLM (U+200E/F, already escaped): Trojan-Source
+    style reordering of a run name. It reached every output as is."""
+    import losslens.textsafe as textsafe
+
+    out = getattr(textsafe, show)("run\u061cname")
+    assert "\u061c" not in out and "\\u061c" in out
