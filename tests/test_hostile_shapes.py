@@ -177,3 +177,26 @@ def test_the_arabic_letter_mark_is_shown_as_an_escape_like_the_other_bidi_marks(
 
     out = getattr(textsafe, show)("run\u061cname")
     assert "\u061c" not in out and "\\u061c" in out
+
+
+# --------------------------------------------------------------------------- replay
+
+@pytest.mark.parametrize("body, code", [
+    ("import sys\nsys.exit(1)\n", "1"),
+    ("import argparse\nargparse.ArgumentParser().parse_args(['--nope'])\n", "2"),
+])
+def test_a_replay_plugin_that_exits_while_imported_is_a_one_line_error(tmp_path, runner, body,
+                                                                       code):
+    """A training script given as the plug-in runs at import: its `sys.exit(1)` ended losslens
+    with exit 1 (`findings`) and no word; argparse's exit 2 printed its own usage. SystemExit
+    is no Exception, so the import's error boundary let it through."""
+    from losslens.cli import app
+
+    plugin = tmp_path / "train.py"
+    plugin.write_text(body)
+    log = Path(__file__).resolve().parents[1] / "sample_logs" / "megatron_gpt_spikes.log"
+    res = runner.invoke(app, ["replay", str(log), "-p", str(plugin), "--device", "cpu"])
+    assert res.exit_code == 2
+    assert res.stderr.splitlines()[-1] == (
+        f"Error: plugin {plugin}: import failed: it exited (sys.exit({code})) while imported: a "
+        "plug-in must not run its script at import (see docs/replay.md)")
