@@ -200,3 +200,17 @@ def test_a_replay_plugin_that_exits_while_imported_is_a_one_line_error(tmp_path,
     assert res.stderr.splitlines()[-1] == (
         f"Error: plugin {plugin}: import failed: it exited (sys.exit({code})) while imported: a "
         "plug-in must not run its script at import (see docs/replay.md)")
+
+
+def test_a_replay_hook_that_calls_sys_exit_is_a_plugin_error():
+    """A hook's `sys.exit(1)` (a get_batch that gives up) passed the hook's error boundary and
+    ended losslens with exit 1, `findings`."""
+    import types
+
+    from losslens.replay.plugin import Plugin, PluginError
+
+    module = types.ModuleType("p")
+    module.get_batch = lambda step: __import__("sys").exit(1)
+    with pytest.raises(PluginError) as exc:
+        Plugin("p.py", module).call("get_batch", 7)
+    assert str(exc.value) == "plugin p.py: get_batch(7) raised SystemExit: 1"

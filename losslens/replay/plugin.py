@@ -88,8 +88,8 @@ class Plugin:
             return fn(*args)
         except LossLensError:
             raise
-        except Exception as exc:  # the user's code: any failure becomes a one-line error
-            shown = ", ".join(_short(a) for a in args)
+        except (Exception, SystemExit) as exc:  # the user's code: any failure (a sys.exit
+            shown = ", ".join(_short(a) for a in args)  # too) becomes a one-line error
             raise PluginError(f"plugin {self.name}: {attr}({shown}) raised "
                               f"{type(exc).__name__}: {_one_line(exc)}") from exc
 
