@@ -214,3 +214,15 @@ def test_a_replay_hook_that_calls_sys_exit_is_a_plugin_error():
     with pytest.raises(PluginError) as exc:
         Plugin("p.py", module).call("get_batch", 7)
     assert str(exc.value) == "plugin p.py: get_batch(7) raised SystemExit: 1"
+
+
+def test_a_maxtext_step_line_padded_with_spaces_is_read_in_linear_time(cpu_pace):
+    """MaxText's pairs were `\\s*([^,:=]+?): ...`: a key that may begin with spaces after
+    `\\s*` tried every split of a run of spaces (1,000: 14 s; the 20,000 here: hours)."""
+    from losslens.readers.maxtext import _TRAIN_PAIR, _pairs
+
+    t0 = time.process_time()
+    assert _pairs("loss: 2.0," + " " * 20_000 + "no pair", _TRAIN_PAIR) is None
+    assert time.process_time() - t0 < 10 * cpu_pace
+    assert _pairs("loss: 2.0," + " " * 20_000 + "perplexity: 7.4", _TRAIN_PAIR) == [
+        ("loss", "2.0"), ("perplexity", "7.4")]
