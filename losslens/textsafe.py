@@ -32,11 +32,12 @@ from .errors import OutputError
 __all__ = ["valid_unicode", "terminal", "line", "github_message", "github_property", "markdown",
            "markdown_cell", "markdown_code", "html", "csv_cell", "write_file", "umask"]
 
-# C0 controls but tab/newline, DEL, C1 controls, bidi embeddings/overrides/isolates, the
-# line/paragraph separators, and lone surrogates (which no UTF-8 encoder accepts)
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2028\u2029"
-                     "\u2066-\u2069\ud800-\udfff]")
-_UNSAFE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2028\u2029"
+# C0 controls but tab/newline, DEL, C1 controls, bidi marks (LRM, RLM and the Arabic letter
+# mark U+061C) and embeddings/overrides/isolates, the line/paragraph separators, and lone
+# surrogates (which no UTF-8 encoder accepts)
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2028"
+                     "\u2029\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2028\u2029"
                           "\u2066-\u2069\ud800-\udfff]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\x1b": "\\e"}
 

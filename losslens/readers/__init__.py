@@ -197,6 +197,8 @@ def _read_unit(fmt: Format, path: Path, run: str) -> list[RunRecords]:
     from . import gzipped
     from .checkpoints import discover
 
+    if fmt.name not in _BINARY:  # a text format on UTF-16 text finds nothing: say why
+        _raise_if_wide_text(path)
     if gzipped.is_gzip_file(path):
         with gzipped.unpacked(path) as (tmp, damage):
             records = [read_as(r, str(tmp), str(path),
@@ -214,6 +216,9 @@ def _read_unit(fmt: Format, path: Path, run: str) -> list[RunRecords]:
             return [discover(r, path) for r in records]
     return [discover(r, path) for r in _fn(fmt, "read")(path, run)]
 
+
+#: formats whose files are binary records, not text (a byte-order mark means nothing there)
+_BINARY = ("tensorboard", "wandb")
 
 _SPECIAL = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))

@@ -72,7 +72,10 @@ def numeric(col, min_share: float = 0.5) -> Col | None:
     t = col.type
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         present = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), bool)
-        values = np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+        # safe=False: an integer past 2**53 (a FLOP or token counter, a time in ns) is the
+        # nearest float, as numpy would make it, not an error
+        values = np.asarray(col.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False),
+                            np.float64)
         return Col(values, present)
     if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
         return None

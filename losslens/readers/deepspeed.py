@@ -49,8 +49,8 @@ import numpy as np
 
 from ..records import RecordsBuilder, RunMeta, RunRecords, code_dtype
 from .checkpoints import SaveLines
-from .textutil import (STEP_LIMIT, as_float, fragments, head_text, parse_float, read_text,
-                       split_truncated)
+from .textutil import (STEP_LIMIT, as_float, colon_pairs, fragments, head_text, parse_float,
+                       read_text, split_truncated)
 
 FORMAT = "deepspeed"
 
@@ -63,8 +63,9 @@ PPO_RE = re.compile(r"^\s*epoch: *(\d+) *\| *step: *(\d+) *\|(.*)$", re.IGNORECA
 REWARD_RE = re.compile(r"^\s*average reward score: ", re.IGNORECASE)
 TIME_RE = re.compile(r"\[(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:[,.](\d{1,9}))?\]")
 _BETAS = re.compile(r"\(\s*([-+.\deE]+)\s*,\s*([-+.\deE]+)\s*\)")
-_PAIR = re.compile(r"\s*(.+?): (\S+)")
-_SNIFF_PPO = re.compile(r"(?mi)^\s*epoch: *\d+ *\| *step: *\d+ *\|.*loss: ")
+#: (`[ \t]*`, not `\s*`: from every line start `\s*` ran across the blank lines after it,
+#: quadratic in a head of blank lines)
+_SNIFF_PPO = re.compile(r"(?mi)^[ \t]*epoch: *\d+ *\| *step: *\d+ *\|.*loss: ")
 _SNIFF_STEP = re.compile(r"\[Rank -?\d+\] step=\d+, skipped=\d+, lr=\[")
 _SNIFF_PIPE = re.compile(r"(?m)^steps: \d+ loss: ")
 _PPO_COUNTERS = {"epoch", "step", "ppo_ep", "ppo epoch"}
@@ -74,7 +75,7 @@ CHAT_EVAL_RE = re.compile(r"^(?:ppl: |chosen_last_scores \(higher is better\) : 
                           r"rejected: )")
 CHAT_ITER_RE = re.compile(r"^Iter (\d+): c_scores: ")
 CHAT_EPOCH_RE = re.compile(r"^Epoch \d+/\d+ with loss (\S+)\s*$")
-_CHAT_NAME = re.compile(r"\s*\((?:higher|lower) is better\)\s*$")
+_CHAT_NAME = re.compile(r"\((?:higher|lower) is better\)$")  # (on a stripped key: linear)
 _SNIFF_CHAT = re.compile(r"(?m)^\*+ Evaluating (?:perplexity|rewards?), Epoch \d+/\d+ \*+\s*$")
 #: Lines of the same step closer than this are different engines, not a re-logged step.
 ENGINE_GAP = 20
@@ -368,7 +369,7 @@ class DeepSpeedLines:
 
     def _pipe(self, line: int, frag: str, skip) -> bool:
         m = PIPE_RE.match(frag)
-        pairs = _PAIR.findall(m.group(2)) if m else []
+        pairs = colon_pairs(m.group(2)) if m else []
         if not m or not pairs:
             skip(line, "DeepSpeed pipeline line without `steps: N loss: X`", frag)
             return True
@@ -426,7 +427,7 @@ class DeepSpeedLines:
         pairs = []
         for part in text.split(","):
             key, sep, value = part.rpartition(":")
-            key = _CHAT_NAME.sub("", key).strip()
+            key = _CHAT_NAME.sub("", key.strip()).strip()
             if not sep or not key:
                 raise ValueError(f"field {part.strip()!r} is not `key: value`")
             pairs.append((f"eval/{key}", parse_float(value.strip())))

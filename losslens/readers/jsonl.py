@@ -46,28 +46,33 @@ _STEP_KEY = re.compile('[{,]\\s*"(?:' + "|".join(STEP_NAMES) + ')"\\s*:\\s*-?\\d
 
 def sniff_jsonl(name: str, head: bytes) -> float:
     text = head_text(head)
-    first = next((ln.strip() for ln in text.split("\n") if ln.strip()), "")
-    if not first.startswith("{"):
-        return 0.0
-    if "\n" not in text.lstrip() and len(head) >= (1 << 20):
+    lines = [ln.strip() for ln in text.split("\n") if ln.strip()][:5]
+    first = lines[0] if lines else ""
+    if first.startswith("{") and "\n" not in text.lstrip() and len(head) >= (1 << 20):
         # one line longer than the head (10^5 keys in a record): it cannot parse here, so a
         # step key among its top-level keys decides
         return 0.3 if _STEP_KEY.search(first) else 0.0
-    try:
-        obj = json.loads(first)
-    except (ValueError, RecursionError):
-        return 0.0
+    obj = _json_or_none(first)
     if isinstance(obj, dict) and any(k in obj for k in STEP_NAMES):
         return 0.3
-    if isinstance(obj, dict):  # a run record first (`{"_meta": {...}}`): a row with a step next
-        for line in text.split("\n")[1:5]:
-            try:
-                rec = json.loads(line)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(rec, dict) and any(k in rec for k in STEP_NAMES):
-                return 0.3
-    return 0.0
+    # a run record first (`{"_meta": {...}}`): a row with a step next; a first line cut or
+    # damaged (a log kept by `tail -c`, a bit flip, a record nested past the parser's depth):
+    # two rows with a step next
+    need = 1 if isinstance(obj, dict) else 2
+    rows = sum(1 for ln in lines[1:] if _is_row(_json_or_none(ln)))
+    return 0.3 if rows >= need else 0.0
+
+
+def _json_or_none(line: str) -> Any:
+    """The line's JSON value, None when it does not parse."""
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _is_row(rec: Any) -> bool:
+    return isinstance(rec, dict) and any(k in rec for k in STEP_NAMES)
 
 
 def read_jsonl(path: Path, run: str) -> list[RunRecords]:

@@ -176,6 +176,23 @@ def fragments(text: str) -> Iterator[tuple[int, str]]:
             yield lineno, strip_prefix(line)
 
 
+_PAIR_VALUE = re.compile(r": (\S+)")
+
+
+def colon_pairs(text: str) -> list[tuple[str, str]]:
+    """`key: value` pairs of a line (`loss: 2.3 iter time (s): 0.51`), as (key, value) with
+    the key stripped: a value is what follows `: `, its key the text since the previous value.
+    Linear in the line (the regex `\\s*(.+?): (\\S+)` it replaces took minutes on a line of
+    4,000 spaces)."""
+    out, pos = [], 0
+    for m in _PAIR_VALUE.finditer(text):
+        key = text[pos:m.start()].strip()
+        if key:
+            out.append((key, m.group(1)))
+        pos = m.end()
+    return out
+
+
 def numbered(pattern: "re.Pattern[str]", text: str) -> Iterator[tuple[int, "re.Match[str]"]]:
     """Each match of `pattern` in `text` with the 1-based line it starts on (counted as the
     matches go, so the whole scan stays linear in the text)."""

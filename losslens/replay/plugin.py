@@ -88,8 +88,8 @@ class Plugin:
             return fn(*args)
         except LossLensError:
             raise
-        except Exception as exc:  # the user's code: any failure becomes a one-line error
-            shown = ", ".join(_short(a) for a in args)
+        except (Exception, SystemExit) as exc:  # the user's code: any failure (a sys.exit
+            shown = ", ".join(_short(a) for a in args)  # too) becomes a one-line error
             raise PluginError(f"plugin {self.name}: {attr}({shown}) raised "
                               f"{type(exc).__name__}: {_one_line(exc)}") from exc
 
@@ -141,10 +141,9 @@ def _import(spec: str) -> ModuleType:
         sys.path.insert(0, str(path.resolve().parent))
         try:
             mod_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # (a training script's argparse / sys.exit)
             sys.modules.pop(name, None)
-            raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: "
-                              f"{_one_line(exc)}") from exc
+            raise PluginError(f"plugin {spec}: import failed: {_failure(exc)}") from exc
         finally:
             if str(path.resolve().parent) in sys.path:
                 sys.path.remove(str(path.resolve().parent))
@@ -156,9 +155,17 @@ def _import(spec: str) -> ModuleType:
             raise PluginError(f"plugin {spec}: no such module (give a .py path or an "
                               f"importable module name)") from exc
         raise PluginError(f"plugin {spec}: import failed: {_one_line(exc)}") from exc
-    except Exception as exc:
-        raise PluginError(f"plugin {spec}: import failed: {type(exc).__name__}: "
-                          f"{_one_line(exc)}") from exc
+    except (Exception, SystemExit) as exc:
+        raise PluginError(f"plugin {spec}: import failed: {_failure(exc)}") from exc
+
+
+def _failure(exc: BaseException) -> str:
+    """What an import raised; a `sys.exit` (exit 1 would read as `check`'s "findings")
+    says so: a training script that parses its arguments or exits at import is no plug-in."""
+    if isinstance(exc, SystemExit):
+        return (f"it exited (sys.exit({exc.code!r})) while imported: a plug-in must not run "
+                "its script at import (see docs/replay.md)")
+    return f"{type(exc).__name__}: {_one_line(exc)}"
 
 
 def validate(module: Any, spec: str) -> None:
