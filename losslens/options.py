@@ -178,10 +178,7 @@ _KEYS = {"input-format": "input_format", "roles": "roles", "detectors": "detecto
 
 
 def _toml():
-    try:
-        import tomllib  # Python 3.11+
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10: the `tomli` dependency
-        import tomli as tomllib  # type: ignore[no-redef]
+    import tomllib  # the standard library's since Python 3.11, the oldest losslens runs on
     return tomllib
 
 
