@@ -229,7 +229,8 @@ class SpikeDetector:
         out: list[dict[str, Any]] = []
         for lo, hi, base in spaces:
             out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None,
-                                     head and lo == 0, prior if lo == 0 else None, known.start))
+                                     head and lo == 0, prior if lo == 0 else None,
+                                     known.start if k == n or v[k:].min() > 0 else None))
         return out
 
     def _log_check(self, logb: Baseline, n: int, start: float | None, flicker: bool = True
