@@ -219,10 +219,10 @@ class SpikeDetector:
         spaces = []
         if known.log is not None and (k > self.min_points or k == n):
             spaces.append((0, k, known.log))
-        check = None
+        check, signed = None, bool(k < n and v[k:].min() < 0)  # (a signed loss: no floor)
         if k < n and known.log is not None and k < known.log.y.shape[0]:
             # near 0: additive, each spike confirmed in log space (LogCheck)
-            check = self._log_check(known.log, n, known.start, flicker)
+            check = self._log_check(known.log, n, known.start, flicker, signed)
         if k < n:
             spaces.append((k, n, known.additive(v) if callable(known.additive)
                            else known.additive))
@@ -230,11 +230,11 @@ class SpikeDetector:
         for lo, hi, base in spaces:
             out.extend(self._extract(st, v, base, lo, hi, w, check if lo == k else None,
                                      head and lo == 0, prior if lo == 0 else None,
-                                     known.start if k == n or v[k:].min() > 0 else None))
+                                     None if signed else known.start))
         return out
 
-    def _log_check(self, logb: Baseline, n: int, start: float | None, flicker: bool = True
-                   ) -> LogCheck:
+    def _log_check(self, logb: Baseline, n: int, start: float | None, flicker: bool = True,
+                   signed: bool = False) -> LogCheck:
         """The log-space check (`LogCheck`) for the positive values that `logb` (their
         log-space baseline, from the first of `n` values on) covers."""
         m = logb.y.shape[0]
@@ -250,7 +250,8 @@ class SpikeDetector:
         return LogCheck(pad(logb.y), pad(logb.scale), pad(thr), m,
                         self.window | 1, self.level_window | 1, float(np.log(self.min_ratio)),
                         pad(lone), pad(plain), start, flicker,
-                        pad(p) if self.lone_rules else None)  # (a collapse: plain threshold)
+                        pad(p) if self.lone_rules else None,  # (a collapse: plain threshold)
+                        signed)
 
     def spaces(self, v: np.ndarray) -> Known:
         """Where the finite values `v` turn additive (the first value <= 0, or where the

@@ -77,7 +77,7 @@ def floored(det: Any, check: LogCheck | None, pre: float, top: float) -> bool:
     points already near its floor). A series that starts on its floor (1e-30 from its first
     point) is on none: a blow-up to 1e-7 that settles at 1e-9 is no collapse undone."""
     if check is None or not det.lone_rules or check.start is None or np.isnan(pre) \
-            or not check.positive:  # (a loss that changes sign has no floor)
+            or check.signed:  # (a loss that changes sign has no floor)
         return False
     # (a level at or under 0: the lag-corrected median of a loss on its floor, the floor)
     p, s = float(np.log(pre)) if pre > 0 else -np.inf, float(check.start)

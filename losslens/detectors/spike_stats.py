@@ -401,12 +401,7 @@ class LogCheck:
     start: float | None = None  # the series' start level (`start_level`; None: unknown)
     flicker: bool = True  # False: an evaluation loss (no per-batch flicker on a floor)
     collapse: np.ndarray | None = None  # the plain threshold for a collapse (None: no such rule)
-
-    @property
-    def positive(self) -> bool:
-        """Whether every value of the series is positive (no value <= 0 stopped the log-space
-        check): a loss that changes sign (RL, policy losses) sits on no floor."""
-        return self.stop >= self.y.shape[0]
+    signed: bool = False  # the series has negative values: it changes sign, and has no floor
 
     def doubled(self, c: int, run: np.ndarray, masked: np.ndarray | None = None,
                 far: bool = False) -> bool:
@@ -489,7 +484,7 @@ class LogCheck:
         rise = float(np.log(peak)) - base
         if rise < self.min_rise:
             return False
-        if self.collapse is not None and self.positive and spike_collapse.off_floor(  # (a loss's rule)
+        if self.collapse is not None and not self.signed and spike_collapse.off_floor(  # (a loss's rule)
                 float(np.log(peak)), base, self.start):
             return True  # back near where the loss started, off a floor (spike_collapse)
         m = run.shape[0]
