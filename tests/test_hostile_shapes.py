@@ -226,3 +226,26 @@ def test_a_maxtext_step_line_padded_with_spaces_is_read_in_linear_time(cpu_pace)
     assert time.process_time() - t0 < 10 * cpu_pace
     assert _pairs("loss: 2.0," + " " * 20_000 + "perplexity: 7.4", _TRAIN_PAIR) == [
         ("loss", "2.0"), ("perplexity", "7.4")]
+
+
+# --------------------------------------------------------------------------- detectors
+
+def test_a_short_quantised_loss_whose_noise_scale_is_zero_is_analysed(tmp_path, runner):
+    """Eleven values of one decimal with a repeat at the start (0.6, 0.6, 4.2 ...): a spike
+    was recorded over a noise scale of 0 and its z divided by it, so `analyze` said `could not
+    be analysed (internal error: ZeroDivisionError)`, exit 2, on a readable log (found by
+    fuzzing short series, session 12). The z is now +-inf there (0 for no excess)."""
+    from losslens.cli import app
+    from losslens.detectors.spike import SpikeDetector
+
+    values = [0.6, 0.6, 4.2, 0.3, 2.0, 5.4, 1.0, 0.6, 2.2, 0.5, 4.4]
+    got = SpikeDetector().find(np.arange(11) * 10, np.array(values))
+    assert [(s["start"], s["end"], s["recovery"]) for s in got] == [
+        (20, 70, "fast"), (80, 90, "fast"), (100, None, None)]
+    assert [s["details"]["scale"] for s in got] == [0.05, 0.0, 0.0]
+    assert [s["details"]["z"] for s in got][1:] == [np.inf, np.inf]
+    path = tmp_path / "short.csv"
+    path.write_text("step,loss\n" + "".join(f"{i * 10},{v}\n" for i, v in enumerate(values)))
+    res = runner.invoke(app, ["analyze", str(path), "-f", "json"])
+    assert res.exit_code == 0, res.output
+    assert "internal error" not in res.output

@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -555,6 +557,14 @@ def hump_back(y: np.ndarray, level: np.ndarray, scale: np.ndarray, a: int, b: in
     return out_l, out_s, prev, pu, pr
 
 
+def _per(x: float, scale: float) -> float:
+    """x in units of `scale`; on a scale of 0 (a few equal values: no noise seen yet) +-inf,
+    or 0 for no excess."""
+    if scale > 0:
+        return x / scale
+    return math.copysign(math.inf, x) if x else 0.0
+
+
 def spike_record(st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
                  end: int | None, level: float, scale: float, thr: float, back_z: float,
                  fast_within: int) -> dict[str, Any]:
@@ -580,8 +590,8 @@ def spike_record(st: np.ndarray, v: np.ndarray, base: Baseline, c: int, p: int,
         "start": int(st[c]), "peak": int(st[p]), "end": None if end is None else int(st[end]),
         "start_index": c, "recovery": recovery, "recovery_steps": rec_steps,
         "magnitude": magnitude, "details": {
-            "z": (float(base.y[p]) - level) / scale,
-            "z_start": (float(base.y[c]) - level) / scale,
+            "z": _per(float(base.y[p]) - level, scale),
+            "z_start": _per(float(base.y[c]) - level, scale),
             "threshold": thr, "pre_level": pre, "peak_value": peak, "scale": scale,
             "space": "log" if base.log else "linear", "magnitude_units": units,
             "abrupt": bool(c > 0 and base.y[c - 1] <= level + back_z * scale),
