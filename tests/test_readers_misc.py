@@ -443,6 +443,20 @@ def test_csv_wide_ragged_rows_and_nan_spellings(tmp_path: Path) -> None:
     assert info.warnings == (f"{path}: column 'note' holds no numbers; left out",)
 
 
+def test_csv_appended_by_restarts_counts_header_lines_once(tmp_path: Path) -> None:
+    # a training_history.csv appended to by restarted jobs repeats its header line: one skipped
+    # line each, named as such (it was "40 line(s)" for 2 lines: one per cell of 20 columns)
+    path = tmp_path / "training_history.csv"
+    path.write_text("step,loss,ce,acc\n5,0.09,11.3,0.1\n10,0.08,10.6,0.2\n"
+                    "step,loss,ce,acc\n15,0.07,9.9,0.3\n20,bad,worse,0.4\n25,0.06,9.7,0.5\n")
+    info = _frame(path).runs[0]
+    assert info.skipped_count == 2
+    assert [(s.line, s.reason) for s in info.skipped] == [
+        (4, "the header line again (a file appended to by a restarted job?)"),
+        (6, "column 'loss': not a number (and 1 more column)")]
+    assert _raw(_frame(path), "acc") == ([5, 10, 15, 20, 25], [0.1, 0.2, 0.3, 0.4, 0.5])
+
+
 def test_csv_padded_header_names_are_stripped(tmp_path: Path) -> None:
     # YOLOv5/v8 results.csv pads its header for the eye; the padding is no part of the tag
     path = tmp_path / "results.csv"

@@ -144,12 +144,23 @@ def add_wide(builder: RecordsBuilder, metrics: dict[str, Col], step: np.ndarray,
 
 
 def report_rows(builder: RecordsBuilder, metrics: dict[str, Col], step_ok: np.ndarray,
-                 lines: np.ndarray, step_name: str | None) -> None:
-    """Skip rows holding values but no usable step; cells that were not numbers."""
-    for name, col in metrics.items():
-        if col.bad is not None:
-            for i in np.flatnonzero(col.bad):
-                builder.skip(int(lines[i]), f"column {name!r}: not a number")
+                 lines: np.ndarray, step_name: str | None,
+                 header_again: np.ndarray | None = None) -> None:
+    """Skip rows holding values but no usable step; rows with cells that were not numbers
+    (one skip a row, naming its first such column and how many more; `header_again`: rows
+    that repeat the header line, as a file appended to by a restarted job has)."""
+    bad_cols = [(name, col.bad) for name, col in metrics.items() if col.bad is not None]
+    if bad_cols:
+        count = np.sum([b for _, b in bad_cols], axis=0)
+        for i in np.flatnonzero(count):
+            if header_again is not None and header_again[i]:
+                builder.skip(int(lines[i]), "the header line again (a file appended to by a "
+                             "restarted job?)")
+                continue
+            first = next(name for name, b in bad_cols if b[i])
+            more = int(count[i]) - 1
+            builder.skip(int(lines[i]), f"column {first!r}: not a number"
+                         + (f" (and {more} more column{'s' * (more > 1)})" if more else ""))
     if metrics:
         has_value = np.logical_or.reduce([c.present for c in metrics.values()])
         for i in np.flatnonzero(has_value & ~step_ok):

@@ -300,7 +300,8 @@ def read_csv(path: Path, run: str) -> list[RunRecords]:
         skip = {step_col, wall_col, run_col} | {n for n in names if _INDEX_COL.match(n)
                                                   or n.lower() in AXIS_NAMES}
         metrics = _metric_columns(cols, names, skip, builder, path)
-        report_rows(builder, metrics, step_ok, lines, step_col)
+        report_rows(builder, metrics, step_ok, lines, step_col,
+                    _header_again(table, names, step_col, step_ok))
         texts = text_columns({n: table.column(i) for i, n in enumerate(names) if n not in skip})
         field, metrics = partition(texts, metrics, step, step_ok)  # train and test rows
         if field is not None:
@@ -308,6 +309,18 @@ def read_csv(path: Path, run: str) -> list[RunRecords]:
         emit = lambda b, rows: add_wide(b, metrics, step, step_ok, wall, lines, rows)  # noqa: E731
     run_codes, run_names = _runs(table, run_col, run)
     return _split_runs(builder, emit, run_codes, run_names, path, extra)
+
+
+def _header_again(table, names: list[str], step_col: str | None,
+                  step_ok: np.ndarray) -> np.ndarray | None:
+    """Rows whose step cell is the step column's own name (the header line repeated)."""
+    if step_col is None or step_ok.all():
+        return None
+    col = table.column(names.index(step_col))
+    out = np.zeros(len(step_ok), bool)
+    for i in np.flatnonzero(~step_ok)[:100_000]:
+        out[i] = str(col[int(i)].as_py()).strip() == step_col
+    return out
 
 
 def _steps(cols: dict[str, Col | None], step_col: str | None, n: int,
