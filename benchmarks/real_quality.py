@@ -12,7 +12,8 @@ licence), what an engineer sees in its plot (`description`), and the judgements 
   right. A divergence marked `or_unrecovered_spike` is also found by a spike that never
   recovered starting in its range (the run did not come back either way).
 - a clean log (`clean: true`): nothing warning-or-worse, neither event nor finding (kinds in
-  `allow` excepted: what the labeller called ambiguous);
+  `allow` excepted: what the labeller called ambiguous; a finding is excepted when its title
+  names an allowed kind or every event it explains is of one);
 - any other log: no warning-or-worse event that no label explains (kinds in `allow` excepted).
 
 Logs are read from benchmarks/real/logs/ (those whose licence lets this repository keep them),
@@ -135,8 +136,17 @@ def judge_log(label: dict[str, Any], analysis: Any, result: Result) -> None:
     bad = [f"{e.kind}@{e.start_step}({e.tag},{e.severity})" for _, e in severe]
     if label["clean"]:
         bad += [f"finding '{f.title}' ({f.severity})" for f in findings
-                if f.severity in SEVERE and not any(k in f.title.lower() for k in allow)]
+                if f.severity in SEVERE and not _allowed(f, allow)]
     result.judgements.append(Judgement(name, what, not bad, "; ".join(bad[:5])))
+
+
+def _allowed(finding: Any, allow: set[str]) -> bool:
+    """A finding the labeller allowed: its title names an allowed kind, or every event it
+    explains is of an allowed kind (`resume_spike-1` is a `resume_spike`)."""
+    if any(k in finding.title.lower() for k in allow):
+        return True
+    kinds = {i.rsplit("-", 1)[0] for i in finding.event_ids}
+    return bool(kinds) and kinds <= allow
 
 
 def evaluate(root: Path = REAL, names: list[str] | None = None,
