@@ -6,6 +6,7 @@ tests/data/misc/, tables written into tmp_path (CRLF and odd bytes stay exact th
 from __future__ import annotations
 
 import calendar
+import json
 import math
 from pathlib import Path
 
@@ -555,6 +556,27 @@ def test_jsonl_fast_path(tmp_path: Path) -> None:
     assert fr.series("j", "loss").wall_time[2] == 1700000000.5
     assert sorted((s.line, s.reason) for s in rec.skipped) == [
         (6, "no integer step in this row"), (7, "truncated last line")]
+
+
+def test_jsonl_per_epoch_log_takes_epoch_as_step(tmp_path: Path) -> None:
+    # DETR's `output/log.txt`: one JSON object per epoch, no step key, an integer `epoch`; it was
+    # "not a log format" (and "no metric series found" with -i jsonl: every line set aside)
+    path = tmp_path / "log.txt"
+    rows = [{"train_lr": 1e-4, "train_loss": 29.5 - e, "test_loss": 20.0 + e / 10,
+             "test_coco_eval_bbox": [0.1, 0.2], "epoch": e, "n_parameters": 41302368}
+            for e in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert sniff(path).name == "jsonl"
+    fr = _frame(path)
+    assert _raw(fr, "train_loss") == ([0, 1, 2, 3], [29.5, 28.5, 27.5, 26.5])
+    assert _raw(fr, "test_loss") == ([0, 1, 2, 3], [20.0, 20.1, 20.2, 20.3])
+    assert "epoch" not in {s.tag for s in fr.runs[0].series}
+    # a file with a step key keeps it: an integer epoch beside it is an axis, not the step
+    path.write_text('{"step": 10, "epoch": 0, "loss": 2.0}\n{"step": 20, "epoch": 0, "loss": 1.5}\n'
+                    '{"epoch": 1, "eval_loss": 1.7}\n')
+    fr = _frame(path)
+    assert _raw(fr, "loss") == ([10, 20], [2.0, 1.5])
+    assert [(s.line, s.reason) for s in fr.runs[0].skipped] == [(3, "no integer step in this row")]
 
 
 def test_jsonl_bad_lines_fall_back(tmp_path: Path) -> None:

@@ -72,7 +72,36 @@ def _json_or_none(line: str) -> Any:
 
 
 def _is_row(rec: Any) -> bool:
-    return isinstance(rec, dict) and any(k in rec for k in STEP_NAMES)
+    """A record with a step, or an integer `epoch` (a per-epoch log: DETR's `log.txt`)."""
+    return isinstance(rec, dict) and (any(k in rec for k in STEP_NAMES) or _int_epoch(rec))
+
+
+def _int_epoch(rec: dict) -> bool:
+    v = rec.get("epoch")
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: The step keys of a per-epoch log, whose rows have an integer `epoch` and no step key
+EPOCH_STEP = STEP_NAMES + ("epoch",)
+_EPOCH_SNIFF_LINES = 64
+
+
+def step_keys(body: bytes) -> tuple[str, ...]:
+    """`EPOCH_STEP` when the first records have no step key but an integer `epoch` (DETR's
+    `log.txt`, one record per epoch), else `STEP_NAMES`."""
+    seen = 0
+    for raw in body[:1 << 20].split(b"\n"):
+        rec = _json_or_none(raw.strip().decode("utf-8", "replace")) if raw.strip() else None
+        if not isinstance(rec, dict):
+            continue
+        if any(k in rec for k in STEP_NAMES):
+            return STEP_NAMES
+        if _int_epoch(rec):
+            return EPOCH_STEP
+        seen += 1
+        if seen >= _EPOCH_SNIFF_LINES:
+            break
+    return STEP_NAMES
 
 
 def read_jsonl(path: Path, run: str) -> list[RunRecords]:
@@ -85,13 +114,14 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
         return read_levanter(path, run)
     builder = RecordsBuilder()
     body = _drop_deep_lines(_cut_json_tail(data, builder), builder)
-    body, records = set_aside(body, lambda rec: _line_step(rec) is not None)
+    keys = step_keys(body)
+    body, records = set_aside(body, lambda rec: _line_step(rec, keys) is not None)
     kept = note_set_aside(builder, path, records)
     wide = wide_sparse(body)
     if wide is not None:  # pyarrow's table would be (lines x keys), nearly all holes
         builder.warn(f"{path}: {wide[0]:,} distinct keys in {wide[1]} sampled lines, new keys "
                      "all through the file (a wide, sparse file): read line by line")
-        _slow_json(body, builder, nulls=False)
+        _slow_json(body, builder, nulls=False, step_names=keys)
         del data, body
         return [builder.build(run, str(path), "jsonl", RunMeta(extra=kept))]
     table = _fast_json(body)
@@ -101,18 +131,18 @@ def read_jsonl(path: Path, run: str) -> list[RunRecords]:
     axis = LLAMA_FACTORY_AXIS if lf else AXIS_NAMES
     if table is not None:
         field = _table_json(table, line_numbers(body, 1, table.num_rows), builder, path, slots,
-                            axis=axis)
+                            axis=axis, step_names=keys)
         if field is not None:  # (train and test rows at one step: `value/key` tags)
             kept["rows_split_by"] = field
     else:  # some line defeats pyarrow: retry piece by piece
-        start, line, keys = 0, 1, _Keys()
+        start, line, nulls = 0, 1, _Keys()
         while start < len(body):
             stop = body.find(b"\n", start + _JSON_PIECE) + 1 or len(body)
             piece = body[start:stop]
-            _read_json_chunk(piece, line, builder, path, slots, keys, axis)
+            _read_json_chunk(piece, line, builder, path, slots, nulls, axis, keys)
             line += piece.count(b"\n")
             start = stop
-        keys.warn(builder)
+        nulls.warn(builder)
     del data, body, table  # the text and pyarrow's table go before the columns are built
     if kept:
         meta = replace(meta, extra={**meta.extra, **kept})
@@ -259,7 +289,8 @@ def _drop_deep_lines(body: bytes, builder: RecordsBuilder) -> bytes:
 
 def _read_json_chunk(body: bytes, first_line: int, builder: RecordsBuilder, path: Path,
                      slots: frozenset = frozenset(), keys: _Keys | None = None,
-                     axis: frozenset = AXIS_NAMES) -> None:
+                     axis: frozenset = AXIS_NAMES,
+                     step_names: tuple[str, ...] = STEP_NAMES) -> None:
     """pyarrow on the whole chunk; when a line defeats it, halve the chunk and retry, so only
     small pieces around bad lines are parsed line by line in Python. `slots`, `keys` and
     `axis` as in `_table_json` (the pieces' null-only keys are gathered in `keys`)."""
@@ -267,15 +298,16 @@ def _read_json_chunk(body: bytes, first_line: int, builder: RecordsBuilder, path
     table = _fast_json(body)
     if table is not None:
         lines = line_numbers(body, 1, table.num_rows) + (first_line - 1)
-        _table_json(table, lines, builder, path, slots, keys, axis)
+        _table_json(table, lines, builder, path, slots, keys, axis, step_names)
         return
     mid = body.find(b"\n", len(body) // 2) + 1
     if len(body) < (1 << 16) or mid <= 0 or mid >= len(body):
-        _slow_json(body, builder, first_line, slots=slots, keys=keys, axis=axis)
+        _slow_json(body, builder, first_line, slots=slots, keys=keys, axis=axis,
+                   step_names=step_names)
         return
-    _read_json_chunk(body[:mid], first_line, builder, path, slots, keys, axis)
+    _read_json_chunk(body[:mid], first_line, builder, path, slots, keys, axis, step_names)
     _read_json_chunk(body[mid:], first_line + body.count(b"\n", 0, mid), builder, path, slots,
-                     keys, axis)
+                     keys, axis, step_names)
 
 
 def _cut_json_tail(data: bytes, builder: RecordsBuilder) -> bytes:
@@ -332,7 +364,8 @@ def _flatten(table) -> dict[str, Any]:
 
 def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
                 slots: frozenset = frozenset(), keys: _Keys | None = None,
-                axis: frozenset = AXIS_NAMES) -> str | None:
+                axis: frozenset = AXIS_NAMES,
+                step_names: tuple[str, ...] = STEP_NAMES) -> str | None:
     """`slots`: keys a writer always writes, null when it has no value (no warning when
     every value is null). `keys`: the table is one piece of a file; its null-only keys are
     gathered there for one warning at the end instead of warned about here. `axis`: the
@@ -347,7 +380,7 @@ def _table_json(table, lines: np.ndarray, builder: RecordsBuilder, path: Path,
                if pa.types.is_integer(c.type) or pa.types.is_floating(c.type)}
     n = table.num_rows
     step, step_ok = np.zeros(n, np.int64), np.zeros(n, bool)
-    for cand in reversed(STEP_NAMES):  # the first name present in a row wins
+    for cand in reversed(step_names):  # the first name present in a row wins
         col = nums.get(cand)
         if col is not None:
             s, ok = step_array(col)
@@ -449,8 +482,8 @@ def _flat_items(obj: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
             yield prefix + str(key), value
 
 
-def _line_step(rec: dict) -> int | None:
-    for cand in STEP_NAMES:
+def _line_step(rec: dict, step_names: tuple[str, ...] = STEP_NAMES) -> int | None:
+    for cand in step_names:
         v = rec.get(cand)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v \
                 and abs(v) < 2 ** 63 and int(v) == v:
@@ -460,7 +493,8 @@ def _line_step(rec: dict) -> int | None:
 
 def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1,
                nulls: bool = True, slots: frozenset = frozenset(),
-               keys: _Keys | None = None, axis: frozenset = AXIS_NAMES) -> None:
+               keys: _Keys | None = None, axis: frozenset = AXIS_NAMES,
+               step_names: tuple[str, ...] = STEP_NAMES) -> None:
     """Line by line (json.loads accepts NaN/Infinity); bad lines are skipped and counted.
     `nulls=False` (a wide, sparse file, where telling a NaN from "not logged" would cost
     lines x keys) reads every null as not logged and says so. With `keys`, the keys that are
@@ -482,7 +516,7 @@ def _slow_json(body: bytes, builder: RecordsBuilder, first_line: int = 1,
         if not isinstance(rec, dict):
             builder.skip(lineno, "not a JSON object", raw.decode("utf-8", "replace"))
             continue
-        step = _line_step(rec)
+        step = _line_step(rec, step_names)
         _add_record(builder, cols, rec, lineno, step, skip_keys=axis, texts=texts)
         if keys is not None:
             for k, v in _flat_items(rec):
