@@ -46,6 +46,9 @@ _RULES: tuple[tuple[str, str], ...] = (
     # (`analysis.loss_parts`); their sub-terms (`d_loss_real`, `G_GAN`) stay unwatched
     (r"^[GD][ _-]?loss$", "train_loss"),
     (r"^(G|D)(_\w+)?$", "other"),
+    # YOLOv10's results.csv: its one-to-many (`_om`) and one-to-one (`_oo`) heads' loss terms
+    (r"^val/(box|cls|dfl)_o[mo]$", "val_loss"),
+    (r"^train/(box|cls|dfl)_o[mo]$", "train_loss"),
     (rf"(^|[/_ -]){_V}([/_ -]|$).*acc|acc.*[/_ -]{_V}([/_ -]|$)", "val_acc"),
     # validation losses: "lm loss validation", "valid/c4_loss", "eval_loss", "val loss", "tel"
     (rf"(^|[/_ -]){_V}([/_ -]|$).*(loss|nll|ce\b|crossentropy)|"

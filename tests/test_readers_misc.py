@@ -444,6 +444,15 @@ def test_csv_wide_ragged_rows_and_nan_spellings(tmp_path: Path) -> None:
     assert info.warnings == (f"{path}: column 'note' holds no numbers; left out",)
 
 
+def test_yolov10_one_to_many_and_one_to_one_loss_columns_are_losses() -> None:
+    # YOLOv10 writes train/box_om ... val/dfl_oo (its two heads); they were `other`, never analysed
+    from losslens.roles import infer_role
+
+    assert [infer_role(t) for t in ("train/box_om", "train/cls_oo", "val/dfl_om", "val/cls_oo",
+                                     "metrics/mAP50(B)", "lr/pg0")] == [
+        "train_loss", "train_loss", "val_loss", "val_loss", "other", "lr"]
+
+
 def test_csv_appended_by_restarts_counts_header_lines_once(tmp_path: Path) -> None:
     # a training_history.csv appended to by restarted jobs repeats its header line: one skipped
     # line each, named as such (it was "40 line(s)" for 2 lines: one per cell of 20 columns)
