@@ -473,16 +473,20 @@ class FolderSource:
     def __init__(self, root: Path, format: str | None = None) -> None:
         self.root, self.format = root, format
         self.units: dict[Path, Any] = {}
+        self.passed: set[str] = set()  # what the walk passed over, said once each
 
     def close(self) -> None:
         for unit in self.units.values():
             unit.close()
 
     def poll(self, notices: list[str]) -> tuple[list[Batch], int]:
+        passed: list[str] = []
         try:
-            found = walk_units(self.root, self.format)
+            found = walk_units(self.root, self.format, passed)
         except OSError:
             return [], 0
+        notices += [m for m in passed if m not in self.passed]
+        self.passed.update(passed)
         out, units = [], 0
         for path, name, fmt in found:
             unit = self.units.get(path)
