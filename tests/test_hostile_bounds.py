@@ -194,3 +194,34 @@ def test_the_short_series_screen_changes_no_spike(monkeypatch):
              for v, head in cases for d in dets]
     assert screened == whole
     assert sum(s != "[]" for s in whole) > 300  # (spikes among them: the screen was tried)
+
+
+# --------------------------------------------------------------------------- watch
+
+@pytest.mark.parametrize("name, text, tail", [
+    ("live.csv", "step,loss\n" + "".join(f"{s},{3.0 - s / 100}\n" for s in range(1, 200)),
+     "200,2."),
+    ("live.log", "".join(f"Epoch [1/5], Step [{s}/200], Loss: {3.0 - s / 100:.4f}\n"
+                         for s in range(1, 200)), "Epoch [1/5], Step [200/200], Loss: 2."),
+], ids=["csv", "epoch-lines"])
+def test_watch_holds_back_a_half_written_last_line_of_a_whole_read_format(tmp_path, name,
+                                                                          text, tail):
+    """`watch --once` on a CSV being appended (`200,2.` of `200,2.4137`): the cut row read
+    as 2.0, a x2 spike at step 200 (formats read whole again ignored FileTail's rule that a
+    line waits for its newline); now the 199 complete rows, no event, and the row is read
+    once its newline has come."""
+    from losslens.readers.follow import TextSource
+
+    path = tmp_path / name
+    path.write_text(text + tail)
+    source = TextSource(path, None, False)
+    notices: list[str] = []
+    (batch,) = source.poll(notices)[0]
+    assert len(batch.records) == 199 and float(batch.records.value[-1]) == pytest.approx(1.01)
+    with open(path, "a") as fh:
+        fh.write("4137\n")
+    (more,) = source.poll(notices)[0]
+    source.close()
+    assert more.records.step.tolist()[-1] == 200
+    assert float(more.records.value[-1]) == pytest.approx(2.4137)
+    assert not notices
