@@ -29,7 +29,8 @@ tagged without the wrapper's name, and the lists beside it are summaries (not re
 `non_series_keys`).
 
 A file cut short (a run killed while writing it) keeps every list that ended before the cut,
-with a warning naming the key cut and the byte. The whole file is parsed at once, so memory is
+inside a wrapper object too, with a warning naming the key cut (`history/val_loss`) and the
+byte. The whole file is parsed at once, so memory is
 a few times its size; deeply nested input is refused by the parser, not recursed into.
 
 Sniffed from the file's start (`{"key": [` and a number, or `{"key": {"key": [`): `history.json`,
