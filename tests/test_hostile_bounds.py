@@ -139,8 +139,8 @@ def test_parallel_plan_and_watch_say_it_too(tmp_path):
 def test_five_thousand_three_point_loss_tags_in_ten_paces_of_cpu(tmp_path, cpu_pace):
     """10^5 three-point loss tags took over 5 minutes (~6 ms a tag of fixed per-series cost:
     the spike detector's baselines, every detector's validate(), the shared-spike gaps, a
-    pandas lookup per tag in Frame.build). 5,000 tags: 7.0 CPU s on e7da185 (16 paces); now
-    ~2.2 s (5 paces, pace 0.43 s), events and findings the same (none)."""
+    pandas lookup per tag in Frame.build). 5,000 tags: 8.6 CPU s on e7da185 (21 paces, pace
+    0.41 s); now 2.3 s (5.9 paces), events and findings the same (none)."""
     import time
 
     from losslens import analyze
