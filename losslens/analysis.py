@@ -65,8 +65,8 @@ def _mark_shared(events: list[Event], frame: Frame, run: RunInfo,
                  shared_within: int) -> list[Event]:
     tags = [s.tag for s in run.series if s.role in LOSS_ROLES]
     role = {s.tag: s.role for s in run.series}
-    if len(tags) < 2:
-        return events
+    if len(tags) < 2 or not any(e.kind == "spike" for e in events):
+        return events  # (nothing to mark: a run of 10^5 losses paid for their gaps)
     steps = {t: frame.series(run.run, t).step for t in tags}
     gap = {t: int(np.median(np.diff(s))) if s.shape[0] > 1 else 0 for t, s in steps.items()}
     spikes: dict[str, list[Event]] = {t: [] for t in tags}

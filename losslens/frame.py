@@ -540,8 +540,9 @@ def build(records: Sequence[RunRecords], roles: Mapping[str, str] | None = None)
         starts, ends = starts[present], ends[present]
         series, tails = [], []
         values, steps = df["value"].to_numpy(), df["step"].to_numpy()
+        names_of = [str(t) for t in df["tag"].cat.categories]  # (not pandas per tag: ~0.4 ms)
         for s, e in zip(starts, ends):
-            tag = str(df["tag"].iat[int(s)])
+            tag = names_of[int(tags[s])]
             index[(name, tag)] = (pos + int(s), pos + int(e))
             st = steps[s:e]
             kept = st[stitched_positions(st)]

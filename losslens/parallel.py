@@ -90,10 +90,13 @@ def plan_units(paths: Sequence[str | os.PathLike], input_format: str | None = No
             units.append(Unit(text, p.name, input_format, True, group))
             continue
         # files are sniffed by the workers (~60 ms each: a serial cost of seconds here)
+        passed: list[str] = []
         units += [Unit(str(u), run, None, False, group, fmt.reason)
                   if isinstance(fmt, Unreadable)
                   else Unit(str(u), run, fmt.name if fmt else None, False, group)
-                  for u, run, fmt in walk_units(p, input_format)]
+                  for u, run, fmt in walk_units(p, input_format, passed)]
+        for message in passed:  # (a dangling link, a FIFO: as the serial read says them)
+            warnings.warn(message, LossLensWarning, stacklevel=2)
     return units
 
 

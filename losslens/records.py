@@ -223,7 +223,7 @@ class RecordsBuilder:
             codes = np.concatenate([codes, np.asarray(tags, dt)])
             parts.append((np.asarray(steps, np.int64), np.asarray(values, np.float64),
                           np.asarray(walls, np.float64), np.asarray(orders, np.int64)))
-        cols = [codes] + [np.concatenate([p[i] for p in parts]) if parts else np.empty(0, t)
+        cols = [codes] + [_joined([p[i] for p in parts]) if parts else np.empty(0, t)
                           for i, t in enumerate((np.int64, np.float64, np.float64, np.int64))]
         return RunRecords(
             run=run, source=source, format=format, tags=tuple(self._tags),
@@ -232,6 +232,14 @@ class RecordsBuilder:
             skipped=tuple(self.skipped), skipped_count=self.skipped_count,
             warnings=tuple(self.warnings),
         )
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    """The arrays end to end; one array that owns its (writable) memory as it is, not a copy
+    of it (a file of one metric and 10^7 rows: 320 MB less at the read's peak)."""
+    if len(arrays) == 1 and arrays[0].flags.owndata and arrays[0].flags.writeable:
+        return arrays[0]
+    return np.concatenate(arrays)
 
 
 def concat_records(parts: "list[RunRecords]") -> RunRecords:

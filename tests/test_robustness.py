@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from losslens.errors import LossLensWarning
 from losslens.readers import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,15 +333,17 @@ def test_huge_csv_header_cell_is_not_a_table(tmp_path):
 
 
 def test_folder_with_a_dangling_link_and_a_fifo_reads_the_rest(tmp_path):
-    """A dangling `latest.log` link and a named pipe (opening it would block) are passed over;
-    the log beside them is read."""
+    """A dangling `latest.log` link and a named pipe (opening it would block) are passed over,
+    each with a warning naming it (test_hostile_bounds); the log beside them is read."""
     log = tmp_path / "run" / "train.log"
     log.parent.mkdir()
     log.write_bytes((ROOT / "tests" / "data" / "textlogs" / "nanogpt_resume.log").read_bytes())
     (tmp_path / "run" / "latest.log").symlink_to(tmp_path / "nowhere.log")
     os.mkfifo(tmp_path / "run" / "pipe.log")
-    (rec,) = read_records(tmp_path)
+    with pytest.warns(LossLensWarning, match="passed over") as caught:
+        (rec,) = read_records(tmp_path)
     assert rec.run == "run/train.log" and rec.format == "nanogpt"
+    assert len(caught) == 2
 
 
 def test_unreadable_path_is_a_one_line_error(tmp_path):

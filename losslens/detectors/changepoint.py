@@ -53,6 +53,7 @@ import numpy as np
 from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Series
+from .params import validate_once
 
 
 def robust_sigma(values: np.ndarray) -> float:
@@ -226,7 +227,7 @@ class ChangepointDetector:
 
     def detect(self, series: Series) -> list[Event]:
         """Changepoints of one series, sorted by step."""
-        self.validate()
+        validate_once(self)
         x, y, use_log = finite_xy(series)
         if x.shape[0] < self.min_points or np.ptp(y) == 0 or np.ptp(x) == 0:
             return []

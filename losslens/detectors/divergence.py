@@ -82,6 +82,7 @@ from ..events import Event
 from ..frame import Frame, RunInfo, Series
 from .divergence_floor import recovered_on_floor, settled_on_floor
 from .filters import median
+from .params import validate_once
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
 
 #: On short series (a smoke test, a short fine-tune) the median window and the sustain span
@@ -219,7 +220,7 @@ class DivergenceDetector:
 
     def detect(self, series: Series) -> list[Event]:
         """The series stage: the divergences of one train loss series."""
-        self.validate()
+        validate_once(self)
         return [Event(kind=self.kind, run=series.run, tag=series.tag, start_step=d["start"],
                       end_step=d["end"], severity="critical", magnitude=d["magnitude"],
                       details=d["details"])
@@ -231,6 +232,8 @@ class DivergenceDetector:
         if steps.shape[0] == 0:
             return []
         finite = np.isfinite(values)
+        if steps.shape[0] <= min(self.sustain_points, _MIN_SPAN) and bool(finite.all()):
+            return []  # (no NaN run, and no more points than any sustain span: `_finite`)
         st, v = steps[finite], values[finite]
         log = bool(v.shape[0] == 0 or np.all(v > 0))
         y = np.log(v) if log else v

@@ -51,6 +51,7 @@ from ..errors import InvalidParameterError
 from ..events import Event
 from ..frame import Frame, RunInfo, Series
 from .changepoint import block_means, declip, finite_xy, line_fit, longrun_sigma
+from .params import validate_once
 
 
 def _check(cls: str, ok: bool, name: str, value: Any, allowed: str) -> None:
@@ -308,7 +309,7 @@ class SuddenDropDetector:
                epochs: list[Series] | None = None) -> list[Event]:
         """Sudden drops of one training-loss series (`lrs`: the run's LR series, `epochs` its
         epoch series, if any)."""
-        self.validate()
+        validate_once(self)
         x, y, use_log = finite_xy(series)
         if x.shape[0] < self.min_points or np.ptp(y) == 0 or np.ptp(x) == 0 or not use_log:
             return []

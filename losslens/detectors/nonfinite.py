@@ -30,6 +30,7 @@ import numpy as np
 
 from ..events import Event
 from ..frame import Series
+from .params import validate_once
 from .spike import is_int, require
 
 #: Counter tags of steps whose loss or gradient was NaN (role `skipped`).
@@ -65,7 +66,7 @@ class NonFiniteDetector:
                 "an int >= 0")
 
     def detect(self, series: Series) -> list[Event]:
-        self.validate()
+        validate_once(self)
         steps = np.asarray(series.step).astype(np.int64)
         values = np.asarray(series.value, dtype=float)
         if series.role == "skipped":

@@ -87,8 +87,10 @@ class Resume:
 def resumes(series: Series) -> list[Resume]:
     """Every segment after the first that holds points of this raw series."""
     seg, step = series.segment, series.step
+    out: list[Resume] = []
+    if not seg.shape[0] or bool((seg == seg[0]).all()):  # one segment: it starts at point 0
+        return out
     value = _log_if_positive(np.asarray(series.value, dtype=np.float64))
-    out = []
     for k in np.unique(seg):
         first = int(np.argmax(seg == k))
         if first == 0:

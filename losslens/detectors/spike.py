@@ -77,8 +77,9 @@ import numpy as np
 from ..events import Event
 from ..frame import Series
 from . import held, spike_floor, spike_storm
-from .params import is_int, is_num, require  # noqa: F401  (re-exported: their home was here)
-from .spike_early import EARLY_SCALE, HEAD, blowup_level, blowups, early_spikes
+from .params import is_int, is_num, require, validate_once  # noqa: F401  (re-exported: their home was here)
+from .spike_early import (BUMP_RATIO, EARLY_RATIO, EARLY_SCALE, HEAD, SIDE_RATIO, blowup_level,
+                          blowups, early_spikes)
 from .spike_stats import (  # noqa: F401  (re-exported: the statistics' public home was here)
     ADDITIVE_FLOOR, DIFF_TO_SIGMA, MAD_TO_SIGMA, NEAR_ZERO, Baseline, Known, LogCheck,
     baseline, find_back, finite_trailing_median, hump_back, lone_threshold,
@@ -116,6 +117,9 @@ HUMP = 5
 #: before it (a descent turning flat reads high against a level still falling), are a spike
 #: from the first: a x1.7 jump of 10 % noise decaying at z 6.15, 5.13 against 6.19. Not near 0.
 PAIR = 0.75
+#: The log of the smallest rise (over the lowest point before) by which `spike_early.blowups`
+#: flags one of the first points (its blow-up, second-point and bump rules).
+RISE_MIN = float(np.log(min(EARLY_RATIO, SIDE_RATIO, BUMP_RATIO)))
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,7 @@ class SpikeDetector:
                judged: bool = False, prior: Any = None) -> list[Event]:
         """The spikes of `series` judged without its held repeats (`held.judged`; `judged`:
         a streaming form's window of the judged points; `known`, `head`, `prior`: as `find`)."""
-        self.validate()
+        validate_once(self)
         series = series if judged else held.judged(series)
         found = self.find(series.step, series.value, known, head, prior,  # eval loss: no per-
                           series.role != "val_loss")  # batch flicker; blow-ups: spike_storm
@@ -209,7 +213,7 @@ class SpikeDetector:
         st = np.asarray(steps)[finite].astype(np.int64)
         v = np.asarray(values, dtype=float)[finite]
         n = v.shape[0]
-        if n < 2:
+        if n < 2 or (known is None and n <= self.min_points and self._quiet_head(v, head)):
             return []
         w = self.window | 1
         lw = self.level_window | 1
@@ -232,6 +236,23 @@ class SpikeDetector:
                                      head and lo == 0, prior if lo == 0 else None,
                                      None if signed else known.start))
         return out
+
+    def _quiet_head(self, v: np.ndarray, head: bool) -> bool:
+        """Whether `find` finds nothing in the finite values `v`, no more than `min_points`
+        of them, without making its baselines (a run of 10^5 three-point tags paid ~3 ms a
+        tag for them): the trailing statistic flags no point before `min_points`, so only
+        the first points' rules (`blowups`, `early_spikes`, both in log space only: every
+        value positive) can; their log values are the log baseline's (`baseline`)."""
+        if bool((v <= 0).any()):  # additive from the first value <= 0, all under min_points
+            return True
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = np.log(v)
+        # every first-points rule needs a point RISE_MIN x over the lowest point before it
+        if bool((y[1:] - np.minimum.accumulate(y)[:-1] >= RISE_MIN).any()) \
+                and blowups(y, True, 0, self.min_points).any():
+            return False
+        return not (head and self.look_ahead and bool(early_spikes(
+            y, float(self.threshold), float(np.log(self.min_ratio))).start.any()))
 
     def _log_check(self, logb: Baseline, n: int, start: float | None, flicker: bool = True,
                    signed: bool = False) -> LogCheck:

@@ -120,7 +120,9 @@ def blowups(values: np.ndarray, window: int) -> list[tuple[int, int, float, floa
     """The blow-ups of the finite `values` (positive ones only, in log space): (start index,
     points, the floor's log median before it, its noise scale), in order."""
     v = np.asarray(values, dtype=float)
-    out = []
+    out: list[tuple[int, int, float, float]] = []
+    if v.shape[0] < MIN_FLOOR + 2:  # a run needs MIN_FLOOR points before it and one after
+        return out
     for c, length in _candidates(v):
         a = max(0, c - window)
         with np.errstate(invalid="ignore", divide="ignore"):  # (<= 0: NaN, never judged)

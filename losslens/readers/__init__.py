@@ -289,14 +289,17 @@ def _raise_if_empty(path: Path) -> None:
                             "log line?")
 
 
-def _walk(root: Path, format: str | None = None,
-          lazy: bool = False) -> list[tuple[Path, str, "Format | Unreadable | None"]]:
+def _walk(root: Path, format: str | None = None, lazy: bool = False,
+          passed: list[str] | None = None) -> list[tuple[Path, str, "Format | Unreadable | None"]]:
     """The readable units under a folder: TensorBoard dirs, W&B run files, log files.
 
     With `format`, every file is read as that format (TensorBoard: only event files are).
     With `lazy`, files are not sniffed here (the slow part of a walk: ~60 ms a file): their
-    format is None and the caller sniffs them (None or tensorboard: not a unit).
+    format is None and the caller sniffs them (None or tensorboard: not a unit). Entries
+    passed over that could have been logs (a dangling link, a FIFO: opening it would block)
+    are said in `passed`, one message each (the caller warns).
     """
+    said = passed if passed is not None else []
     forced = get_format(format) if format else None
     from . import tensorboard as tb
 
@@ -331,12 +334,17 @@ def _walk(root: Path, format: str | None = None,
             try:
                 st = p.stat()
             except FileNotFoundError:  # a dangling link, or gone since the listing
+                if p.is_symlink():
+                    said.append(f"{p}: a link to {os.readlink(p)}, which does not exist: "
+                                "passed over")
                 continue
             except OSError as exc:  # a folder without search permission: say so
                 units.append((p, str(p.relative_to(root)),
                               Unreadable(f"cannot read ({exc.strerror or exc})")))
                 continue
             if not stat.S_ISREG(st.st_mode):  # a FIFO (opening it would block), a socket
+                said.append(f"{p}: not a regular file (a named pipe, a socket or a device): "
+                            "passed over")
                 continue
             if lazy and forced is None:
                 units.append((p, str(p.relative_to(root)), None))
@@ -356,11 +364,12 @@ def _walk(root: Path, format: str | None = None,
     return units
 
 
-def walk_units(root: Path, format: str | None = None) -> list[tuple[Path, str, Format | None]]:
+def walk_units(root: Path, format: str | None = None, passed: list[str] | None = None
+               ) -> list[tuple[Path, str, Format | None]]:
     """The units `read_records` reads under a folder, (path, run name, format), without
     sniffing the files (their format is None unless `format` forces one; TensorBoard folders
-    come with theirs): what a follower of the folder follows."""
-    return _walk(root, format, lazy=True)
+    come with theirs): what a follower of the folder follows. `passed`: as `_walk`'s."""
+    return _walk(root, format, lazy=True, passed=passed)
 
 
 def _merge_resumed(records: list[RunRecords]) -> list[RunRecords]:
@@ -475,7 +484,10 @@ def read_records(path: str | os.PathLike, format: str | None = None,
                     warnings.warn(w, LossLensWarning, stacklevel=2)
     else:
         records = []
-        units = _walk(p, format)
+        passed: list[str] = []
+        units = _walk(p, format, passed=passed)
+        for message in passed:
+            warnings.warn(message, LossLensWarning, stacklevel=2)
         for done, (unit, run, fmt) in enumerate(units):
             if progress:
                 progress(str(unit), done, len(units))

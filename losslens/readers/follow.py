@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LogNotFoundError, LossLensError, UnknownFormatError
-from ..records import RunRecords
+from ..records import RunRecords, read_as
 from . import sniff, read_file, walk_units
 from . import gzipped, nulprefix
 from . import tensorboard as tb
@@ -367,7 +367,7 @@ class TextSource:
             return [], 0
         self.seen = sig
         try:
-            records = read_file(self.path, self.run, self.fmt)
+            records = self._read_complete(st.st_size)
         except LossLensError as exc:
             notices.append(f"{self.path}: {exc}")
             return [], 0
@@ -381,6 +381,62 @@ class TextSource:
                 out.append(Batch(r.run, r.source, r.format, tail, metadata=True))
             self.last_meta[r.run] = r.metadata
         return out, 1
+
+
+    def _read_complete(self, size: int) -> list[RunRecords]:
+        """The whole log, read; of a line format (`WHOLE_LINES`) only up to its last line
+        end: a last line with none is still being written (`200,2.` of `200,2.4137` read as
+        2.0 made a spike), and waits for its newline as `FileTail`'s lines do."""
+        cut = (complete_lines(self.path, size)
+               if self.fmt in WHOLE_LINES and not gzipped.is_gzip_file(self.path) else None)
+        if cut is None:
+            return read_file(self.path, self.run, self.fmt)
+        if cut == 0:  # not one line ended yet
+            return []
+        if self.tmpdir is None:
+            self.tmpdir = Path(tempfile.mkdtemp(prefix="losslens-watch-"))
+        tmp = self.tmpdir / self.path.name
+        with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+            left = cut
+            while left > 0:
+                chunk = src.read(min(left, 1 << 22))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                left -= len(chunk)
+        try:
+            return [read_as(r, str(tmp), str(self.path))
+                    for r in read_file(tmp, self.run, self.fmt)]
+        except LossLensError as exc:
+            raise type(exc)(str(exc).replace(str(tmp), str(self.path))) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+#: Formats read whole (not in CONTEXT_LINES) whose records are lines: a table, a console log,
+#: JSON lines. (Not a JSON document rewritten whole, nor W&B's or TensorBoard's records.)
+WHOLE_LINES = frozenset({"csv", "lightning-csv", "wandb-csv", "wandb-history", "hf-trainer",
+                         "deepspeed", "fairseq2-jsonl", "pix2pix", "epoch-pipes", "step-pipes",
+                         "epoch-lines"})
+#: Bytes searched back from the end for the last line end (past them: read whole).
+_LAST_LINE_MAX = 1 << 20
+
+
+def complete_lines(path: Path, size: int) -> int | None:
+    """The length of `path`'s complete lines (up to its last `\\n` or `\\r`) when its last
+    line has no end yet; None when it ends in one, or holds none in its last
+    `_LAST_LINE_MAX` bytes (a file that never ends its line: read whole)."""
+    if size <= 0:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - _LAST_LINE_MAX))
+        tail = fh.read(size - max(0, size - _LAST_LINE_MAX))
+    if not tail or tail[-1:] in (b"\n", b"\r"):
+        return None
+    end = max(tail.rfind(b"\n"), tail.rfind(b"\r"))
+    if end < 0:
+        return 0 if size <= _LAST_LINE_MAX else None
+    return size - len(tail) + end + 1
 
 
 class Shifted:
@@ -473,16 +529,20 @@ class FolderSource:
     def __init__(self, root: Path, format: str | None = None) -> None:
         self.root, self.format = root, format
         self.units: dict[Path, Any] = {}
+        self.passed: set[str] = set()  # what the walk passed over, said once each
 
     def close(self) -> None:
         for unit in self.units.values():
             unit.close()
 
     def poll(self, notices: list[str]) -> tuple[list[Batch], int]:
+        passed: list[str] = []
         try:
-            found = walk_units(self.root, self.format)
+            found = walk_units(self.root, self.format, passed)
         except OSError:
             return [], 0
+        notices += [m for m in passed if m not in self.passed]
+        self.passed.update(passed)
         out, units = [], 0
         for path, name, fmt in found:
             unit = self.units.get(path)

@@ -29,7 +29,8 @@ tagged without the wrapper's name, and the lists beside it are summaries (not re
 `non_series_keys`).
 
 A file cut short (a run killed while writing it) keeps every list that ended before the cut,
-with a warning naming the key cut and the byte. The whole file is parsed at once, so memory is
+inside a wrapper object too, with a warning naming the key cut (`history/val_loss`) and the
+byte. The whole file is parsed at once, so memory is
 a few times its size; deeply nested input is refused by the parser, not recursed into.
 
 Sniffed from the file's start (`{"key": [` and a number, or `{"key": {"key": [`): `history.json`,
@@ -184,20 +185,38 @@ def _whole_rising(values: list) -> bool:
 
 def _members(text: str, path: Path, b: RecordsBuilder) -> list[tuple[str, Any]]:
     """The top object's (key, value) pairs; a file cut inside a value keeps the pairs before
-    it (with a warning)."""
+    it, and a cut inside an object value (a `history` wrapper) keeps that object's pairs
+    before the cut, as deep as `_MAX_DEPTH` (with a warning)."""
     m = _WS.match(text)
     pos = m.end()
     if text[pos:pos + 1] != "{":
         raise ParseError(f"{path}: expected a JSON object at byte {pos}")
-    pos += 1
+    out, pos, cut = _pairs(text, pos + 1, 0)
+    if cut is not None:
+        at, where, kept, exc = cut
+        if not out:
+            raise ParseError(f"{path}: not a JSON object of lists ({_why(exc)} at byte "
+                             f"{at})") from None
+        inside = f" (in `{where}`)" if where else ""
+        b.warn(f"{path}: JSON damaged or cut at byte {at}{inside}: {_why(exc)}; read the "
+               f"{kept} key(s) before it")
+        return out
+    if text[_WS.match(text, pos).end():].strip():
+        b.warn(f"{path}: text after the JSON object at byte {pos} not read")
+    return out
+
+
+def _pairs(text: str, pos: int, depth: int) -> tuple[list[tuple[str, Any]], int, Any]:
+    """The (key, value) pairs of the object whose `{` is before `pos`, the position after its
+    `}`, and None; or, where it is damaged or cut, the pairs before that and (byte, the key
+    path cut, how many pairs of the innermost object were kept, the exception)."""
     out: list[tuple[str, Any]] = []
     key = None
     try:
         while True:
             pos = _WS.match(text, pos).end()
             if text[pos:pos + 1] == "}":
-                pos += 1
-                break
+                return out, pos + 1, None
             if out:
                 if text[pos:pos + 1] != ",":
                     raise ValueError("expected , or }")
@@ -208,20 +227,22 @@ def _members(text: str, path: Path, b: RecordsBuilder) -> list[tuple[str, Any]]:
             pos = _WS.match(text, pos).end()
             if text[pos:pos + 1] != ":":
                 raise ValueError("expected :")
-            value, pos = _DECODER.raw_decode(text, _WS.match(text, pos + 1).end())
+            pos = _WS.match(text, pos + 1).end()
+            try:
+                value, pos = _DECODER.raw_decode(text, pos)
+            except (ValueError, RecursionError):
+                if text[pos:pos + 1] != "{" or depth + 1 >= _MAX_DEPTH:
+                    raise
+                inner, _, cut = _pairs(text, pos + 1, depth + 1)  # (cut: not None)
+                if not inner:
+                    raise
+                out.append((key, dict(inner)))
+                at, where, kept, exc = cut
+                return out, at, (at, f"{key}/{where}" if where else key, kept, exc)
             out.append((key, value))
             key = None
     except (ValueError, RecursionError) as exc:
-        if not out:
-            raise ParseError(f"{path}: not a JSON object of lists ({_why(exc)} at byte "
-                             f"{pos})") from None
-        cut = f" (in `{key}`)" if key is not None else ""
-        b.warn(f"{path}: JSON damaged or cut at byte {pos}{cut}: {_why(exc)}; read the "
-               f"{len(out)} key(s) before it")
-        return out
-    if text[_WS.match(text, pos).end():].strip():
-        b.warn(f"{path}: text after the JSON object at byte {pos} not read")
-    return out
+        return out, pos, (pos, key, len(out), exc)
 
 
 def _why(exc: Exception) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 from ..records import RecordsBuilder, RunMeta, RunRecords
 from .columns import (AXIS_NAMES, STEP_NAMES, WALL_NAMES, Col, add_wide, line_numbers,
                       numeric, report_rows, step_array, valid_utf8)
-from .jsonl_rows import note_set_aside, partition, set_aside, text_columns
+from .jsonl_rows import RUN_RECORDS, note_set_aside, partition, set_aside, text_columns
 from .textutil import as_float, head_text, read_bytes, split_truncated
 
 _LEVANTER = '"tracker": "json_logger"'
@@ -60,7 +60,30 @@ def sniff_jsonl(name: str, head: bytes) -> float:
     # two rows with a step next
     need = 1 if isinstance(obj, dict) else 2
     rows = sum(1 for ln in lines[1:] if _is_row(_json_or_none(ln)))
-    return 0.3 if rows >= need else 0.0
+    if rows >= need:
+        return 0.3
+    # more run records first (a config, its metadata, one record per section): a row after
+    # nothing but records, within the head and `RUN_RECORDS` lines
+    return 0.3 if isinstance(obj, dict) and _row_after_records(text) else 0.0
+
+
+def _row_after_records(text: str) -> bool:
+    """Whether the head `text` holds JSON objects with no step, then a row, in its first
+    `RUN_RECORDS` + 1 non-blank lines."""
+    seen = 0
+    for ln in text.split("\n"):
+        ln = ln.strip()
+        if not ln:
+            continue
+        rec = _json_or_none(ln)
+        if not isinstance(rec, dict):
+            return False
+        if _is_row(rec):
+            return True
+        seen += 1
+        if seen > RUN_RECORDS:
+            return False
+    return False
 
 
 def _json_or_none(line: str) -> Any:

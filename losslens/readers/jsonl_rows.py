@@ -6,7 +6,7 @@ Two shapes of hand-written JSON-lines logs, read by the `jsonl` reader:
   in the same file as the rows (`{"_meta": {"lr": 0.001, ...}}` ... `{"_summary":
   {"grok_step": 9300}}`; `{"event": "config", "lr": 1e-06, ...}` ... `{"event": "done"}`).
   Records with no step key before the first row that has one, or after the last (up to
-  `_RUN_RECORDS` at each end), that hold none of the number keys of the rows next to them,
+  `RUN_RECORDS` at each end), that hold none of the number keys of the rows next to them,
   are the run's, not points: they are set aside, each kept whole (as compact JSON, cut at
   `KEEP_CHARS`) under `metadata.extra["run_records"]`, and a warning names their lines. A
   record with no step between rows, or one holding a row's key (`{"loss": 9}`: a row that
@@ -33,7 +33,11 @@ from .columns import Col
 
 KEEP_CHARS = 2000  # characters of one set-aside record kept in the metadata
 PARTITION_MAX = 8  # most distinct values a partitioning text field may have
-_RUN_RECORDS = 8  # leading or trailing records looked at, at most
+_ROWS_SEEN = 8  # rows next to the run records whose keys are looked at
+#: Leading or trailing run records looked at, at most (a config written one section a line);
+#: the JSON-lines sniff looks as far (`jsonl.sniff_jsonl`).
+RUN_RECORDS = 64
+_NAMED = 8  # set-aside records named in the warning (the rest counted)
 _LABEL = re.compile(r"[A-Za-z][\w\-]{0,23}")
 
 
@@ -60,9 +64,9 @@ def set_aside(body: bytes, has_step: Callable[[dict], bool]) -> tuple[bytes, lis
             if has_step(rec):
                 row_keys |= _keys(rec)
                 rows += 1
-                if rows >= _RUN_RECORDS:
+                if rows >= _ROWS_SEEN:
                     break
-            elif rows or len(ends) >= _RUN_RECORDS:
+            elif rows or len(ends) >= RUN_RECORDS:
                 break
             else:
                 ends.append((start, end, rec))
@@ -114,7 +118,9 @@ def note_set_aside(builder: RecordsBuilder, path: Any, records: list[tuple]) -> 
     """Warn about the set-aside records; their text for `metadata.extra`."""
     if not records:
         return {}
-    names = [f"line {line} ({_what(rec)})" for line, rec in records]
+    names = [f"line {line} ({_what(rec)})" for line, rec in records[:_NAMED]]
+    if len(records) > _NAMED:
+        names.append(f"{len(records) - _NAMED} more")
     builder.warn(f"{path}: {', '.join(names)}: no step, a record of the run (settings, "
                  "summary), not points: kept in the metadata (`run_records`)")
     kept = [json.dumps(rec, separators=(",", ":"), default=str)[:KEEP_CHARS]
