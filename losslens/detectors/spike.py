@@ -459,10 +459,11 @@ class SpikeDetector:
             # ... that climbed `threshold` one-step scales and LONE_RATIO x over the level
             # HUMP points before (no drift: that of a descent or crash) and whose next point
             # is as high over that level as the point before is no lone point
-            climbed = rise and c >= HUMP and c + 1 < hi and bool(
+            climbed_hump = rise and c >= HUMP and c + 1 < hi and bool(
                 y[c] - level[c - HUMP] > self.threshold * scale[c] and y[c + 1] - lb > th / 2 * sb
-            ) and not self._blip(float(y[c]), float(level[c - HUMP]), np.inf, base.log) \
-                or spike_floor.off(check, c, v, start)  # (a collapse off a floor: no lone point)
+            ) and not self._blip(float(y[c]), float(level[c - HUMP]), np.inf, base.log)
+            # (or a collapse off a floor: no lone point either)
+            climbed = climbed_hump or spike_floor.off(check, c, v, start)
             if c >= self.min_points and not ahead[c] and self.tail_window and self.lone_rules \
                     and not climbed and not pair and not self._persists(y, level, scale, c, hi) \
                     and outdone(y, level, scale * TAIL_Z, c, max(lo, c - self.tail_window)):

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .spike_collapse import off_floor
-from .spike_stats import COLLAPSE, FALLEN, LogCheck, find_back
+from .spike_collapse import COLLAPSE, FALLEN, off_floor, on_floor
+from .spike_stats import LogCheck, find_back
 from .spike_trend import Trend
 from .spike_trend import trend_back as log_trend_back
 
@@ -106,15 +106,6 @@ def share_back(v: np.ndarray, start: int, band: float, points: int, pre: float,
     r = find_back(v[:min(n, late + points - 1)], lim, max(  # (from the window's end: before
         band, pre + FLOOR_SHARE * (top - pre)), points) if np.isfinite(top) else None  # it, a
     return r if r is not None and r < late else None  # point under the later top is no return)
-
-
-def on_floor(start: float | None, pre: float) -> bool:
-    """Whether a log-space pre-spike level `pre` lies FALLEN x under `start`, the log of where
-    the series started (`spike_stats.start_level`: the median of its first five values, of
-    the whole series also when a window of it is judged; None: unknown): the loss sits on a
-    floor, practically 0 next to what it was, and its spikes' returns are judged in its own
-    units too (`share_back`)."""
-    return start is not None and not np.isnan(pre) and pre <= start - float(np.log(FALLEN))
 
 
 def log_back(det: Any, y: np.ndarray, v: np.ndarray, first: int, band: float, pre: float,
