@@ -553,6 +553,8 @@ class SpikeDetector:
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
                              scale, count, thr, elev, lo)
                 elev |= ahead  # re-judging keeps the look-ahead verdicts
+                # a share return's decaying tail is its spike's also past the level window
+                elev[end:spike_floor.after(self, y, (c, end, pre), check)] = False
         return out
 
     def _rebase(self, masked: np.ndarray, log: bool, hump: bool, a: int, z0: int,
