@@ -569,18 +569,21 @@ class SpikeDetector:
         if z0 >= z1:
             return
         local = baseline(masked[a:z1], w, log, masked=True, level_window=self.level_window | 1)
+        local_y_full = np.full(z1, np.nan)
+        local_y_full[a:z1] = local.y
         k = slice(z0 - a, z1 - a)
         level[z0:z1], scale[z0:z1], count[z0:z1] = local.level[k], local.scale[k], local.count[k]
         start = max(z0, lo)
-        # the hump predictor on the same re-judged statistics (from a on): the levels before
-        # it are those of before the spike, and after a lasting step (not back) they would
-        # predict the old level (a grad norm stepping 0.93 -> 1.45 for good read its next
-        # x1.01 wiggle as a x2.4 hump)
+        # the hump predictor: where the loss starts over (a == z0: a spike not back within a
+        # level window), on the re-judged statistics alone; the levels before are those of
+        # before a lasting step and would predict the old level (a grad norm stepping
+        # 0.93 -> 4.6 -> 1.45 for good read its next x1.01 wiggle as a x2.4 hump)
+        back = None if not hump else self._back(local.y, local.level, local.scale, start - a,
+                                                z1 - a) if a == z0 else self._back(
+            local_y_full, level, scale, start, z1)
         elev[start:z1] = self._elevated(local.y[start - a:z1 - a], level[start:z1],
                                         scale[start:z1], count[start:z1], thr[start:z1], log,
-                                        start, self._back(local.y, local.level, local.scale,
-                                                          start - a, z1 - a)
-                                        if hump else None, (local.y, start - a))
+                                        start, back, (local.y, start - a))
 
     def _event(self, series: Series, s: dict[str, Any]) -> Event:
         # the severity policy; None (a spike at the last point): not critical on one point
