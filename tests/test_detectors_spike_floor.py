@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from losslens.detectors import spike_floor
 from losslens.detectors.spike import SpikeDetector
 
 from stream_check import streamed_equals_batch
@@ -82,3 +83,35 @@ def test_the_floor_gate_streams_as_batch(seed):
     steps, v = rounded_fall(seed)
     got = streamed_equals_batch(steps, v, seed=seed, sizes=(1, 17, 60), share=0.5)
     assert [(k, s) for k, s, _, _ in got if k == "spike"] == [("spike", 1500)]
+
+
+def adam_like(seed: int, n: int = 1300, at: int = 1200):
+    """A loss falling from 2 to a 1e-13 floor (every 10 steps, 20 % log flicker) that blows
+    up x1e4 to 8e-8 over 12 points from point `at` (Adam's state: examples/adam_spike.py)
+    and rings at ~1e-8 (x1e5 over the floor, x4 flicker, decaying x20) to the end."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n, dtype=float)
+    logv = np.log(1e-13) + (np.log(2.0) - np.log(1e-13)) * np.exp(-t / 80)
+    logv += 0.2 * rng.normal(0, 1, n)
+    logv[at:at + 13] = np.log(1e-13) + (np.log(8e-8) - np.log(1e-13)) * np.arange(13) / 12
+    m = n - at - 13
+    ring = np.log(1e-8) + 1.5 * rng.normal(0, 1, m) - np.linspace(0, 3, m)
+    logv[at + 13:] = np.minimum(ring, np.log(4e-8))
+    return np.arange(n) * 10, np.exp(logv)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_spike_invisible_in_loss_units_is_judged_in_log_space_alone(seed):
+    # 8e-8 nats on a loss that started at 2 is under what the loss's own units resolve
+    # (spike_floor.visible): the share rule (back at 10 % of its height in nats) does not
+    # apply, and its ringing, x1e5 over the floor to the end, is the one spike's, not
+    # restarted: one spike, not back (session 12's floor rule made 5-10 spikes of it)
+    steps, v = adam_like(seed)
+    assert found(steps, v) == [(12040, None, "none", "linear")]
+
+
+def test_visible_is_the_float32_resolution_of_the_start_level():
+    # Adam's spike (8e-8 on a start of 10) is not; a grokking slingshot (1.4e-3 on 4.7) is
+    assert not spike_floor.visible(float(np.log(10.35)), 8.1e-8)
+    assert spike_floor.visible(float(np.log(4.73)), 1.38e-3)
+    assert not spike_floor.visible(None, 1.0) and not spike_floor.visible(0.0, 0.0)

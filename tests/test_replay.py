@@ -141,11 +141,6 @@ def _example(name: str):
     return module
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "regression of session 12's floor rule (spike_floor.share_back): the Adam spike off 1e-13 "
-    "(to 8e-8, ringing at 1e-8 for 20 points) is judged back at 10 % of its height in loss "
-    "units 22 points after its start, past the level window, so its ringing starts a second "
-    "spike (11944) and replay gets two events; on 191db87 it was one spike, 11920-11999"))
 def test_adam_example_is_optimizer_state(tmp_path, monkeypatch, restore_threads):
     """Full-batch Adam to ~1e-30: the spike at 11920 comes from Adam's state (Molybog)."""
     _example("adam_spike").train(tmp_path)

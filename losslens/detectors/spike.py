@@ -480,10 +480,11 @@ class SpikeDetector:
             # ... that climbed `threshold` one-step scales and LONE_RATIO x over the level
             # HUMP points before (no drift: that of a descent or crash) and whose next point
             # is as high over that level as the point before is no lone point
-            climbed = rise and c >= HUMP and c + 1 < hi and bool(
+            climbed_hump = rise and c >= HUMP and c + 1 < hi and bool(
                 y[c] - level[c - HUMP] > self.threshold * scale[c] and y[c + 1] - lb > th / 2 * sb
-            ) and not self._blip(float(y[c]), float(level[c - HUMP]), np.inf, base.log) \
-                or spike_floor.off(check, c, v, start)  # (a collapse off a floor: no lone point)
+            ) and not self._blip(float(y[c]), float(level[c - HUMP]), np.inf, base.log)
+            # (or a collapse off a floor: no lone point either)
+            climbed = climbed_hump or spike_floor.off(check, c, v, start)
             if c >= self.min_points and not ahead[c] and self.tail_window and self.lone_rules \
                     and not climbed and not pair and not self._persists(y, level, scale, c, hi) \
                     and outdone(y, level, scale * TAIL_Z, c, max(lo, c - self.tail_window)):
@@ -573,6 +574,8 @@ class SpikeDetector:
                 self._rebase(masked, base.log, check is None, max(0, end - 3 * w), end, level,
                              scale, count, thr, elev, lo)
                 elev |= ahead  # re-judging keeps the look-ahead verdicts
+                # a share return's decaying tail is its spike's also past the level window
+                elev[end:spike_floor.after(self, y, (c, end, pre), check)] = False
         return out
 
     def _rebase(self, masked: np.ndarray, log: bool, hump: bool, a: int, z0: int,
@@ -592,10 +595,16 @@ class SpikeDetector:
         k = slice(z0 - a, z1 - a)
         level[z0:z1], scale[z0:z1], count[z0:z1] = local.level[k], local.scale[k], local.count[k]
         start = max(z0, lo)
+        # the hump predictor: where the loss starts over (a == z0: a spike not back within a
+        # level window), on the re-judged statistics alone; the levels before are those of
+        # before a lasting step and would predict the old level (a grad norm stepping
+        # 0.93 -> 4.6 -> 1.45 for good read its next x1.01 wiggle as a x2.4 hump)
+        back = None if not hump else self._back(local.y, local.level, local.scale, start - a,
+                                                z1 - a) if a == z0 else self._back(
+            local_y_full, level, scale, start, z1)
         elev[start:z1] = self._elevated(local.y[start - a:z1 - a], level[start:z1],
                                         scale[start:z1], count[start:z1], thr[start:z1], log,
-                                        start, self._back(local_y_full, level, scale, start, z1)
-                                        if hump else None, (local.y, start - a))
+                                        start, back, (local.y, start - a))
 
     def _event(self, series: Series, s: dict[str, Any]) -> Event:
         # the severity policy; None (a spike at the last point): not critical on one point

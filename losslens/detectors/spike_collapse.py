@@ -9,22 +9,35 @@ scale of 1.6-3 nats), and there a collapse from the floor back to the loss's sta
 the floor did before came near it. What was learnt was lost for a step: that is a collapse
 whatever the floor's flicker, and the labeller saw each of some sixty of them.
 
-The rule (`off_floor`): the spike's base (LogCheck's level before it) lies at least OFF x
-under the series' start level (`spike_stats.start_level`, the median of its first five
-values: that of the whole series, also where a streaming window of it is judged), the spike's highest value rises more than OFF x over that base, and comes back to
-within BACK_TO x of the start level. Flicker (x10-x100) cannot pass the second condition,
+The rule (`off_floor`): the spike's base (LogCheck's level before it) lies at least FALLEN x
+under the series' start level (`on_floor`) (`spike_stats.start_level`, the median of its first five
+values: that of the whole series, also where a streaming window of it is judged), the spike's highest value rises more than FALLEN x over that base, and comes back to
+within COLLAPSE x of the start level. Flicker (x10-x100) cannot pass the second condition,
 and the third asks that the loss lose most of what it had learnt (in log terms: more than
-half of the decades it fell). A loss that never fell OFF x under its start is judged as
+half of the decades it fell). A loss that never fell FALLEN x under its start is judged as
 before.
+
+FALLEN and COLLAPSE are defined here once; spike_stats (its lone-point rules near 0) and
+spike_floor (the share-of-height return) import them.
 """
 from __future__ import annotations
 
 import math
 
-#: The floor lies OFF x under the start, and the spike rises more than OFF x over the floor.
-OFF = 100.0
-#: ... to within BACK_TO x of the start level.
-BACK_TO = 10.0
+#: A loss on a floor lies FALLEN x under its start level (`on_floor`); a collapse off it rises
+#: more than FALLEN x over the floor ...
+FALLEN = 100.0
+#: ... to within COLLAPSE x of the start level (also spike_stats.LogCheck.collapsed's bound).
+COLLAPSE = 10.0
+
+
+def on_floor(start: float | None, pre: float) -> bool:
+    """Whether a log-space pre-spike level `pre` lies FALLEN x under `start`, the log of where
+    the series started (`spike_stats.start_level`: the median of its first five values, of
+    the whole series also when a window of it is judged; None: unknown): the loss sits on a
+    floor, practically 0 next to what it was, and its spikes' returns are judged in its own
+    units too (`spike_floor.share_back`)."""
+    return start is not None and not math.isnan(pre) and pre <= start - math.log(FALLEN)
 
 
 def off_floor(peak_log: float, base: float, start: float | None) -> bool:
@@ -33,5 +46,5 @@ def off_floor(peak_log: float, base: float, start: float | None) -> bool:
     None: unknown), is a collapse off a floor (see the module docstring)."""
     if start is None or not (math.isfinite(peak_log) and math.isfinite(base)):
         return False
-    off = math.log(OFF)
-    return base <= start - off and peak_log - base > off and peak_log >= start - math.log(BACK_TO)
+    return on_floor(start, base) and peak_log - base > math.log(FALLEN) \
+        and peak_log >= start - math.log(COLLAPSE)

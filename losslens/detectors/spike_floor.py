@@ -26,6 +26,13 @@ the statistic's `window` of its start (a base-late grokking run's x8600 slingsho
 over 51 points; after a window the loss has settled where it is, and a return to 10 % of the
 height hundreds of points later, after a level it sat on, is no recovery of this spike).
 
+The convention is one of the loss's own units, so it holds only for a spike with a height in
+them (`visible`): one whose top is over the float32 spacing of the loss's start level. Adam's
+state blowing a full-batch regression up off 1e-13 to 8e-8 (a loss that started at 10) is
+x1e4 in log space and nothing in nats; it is judged in log space alone, and its ringing at
+1e-8 stays its own. A share return later than a level window keeps its decaying tail too
+(`after`, from spike.py's late branch): the flicker after it is no spike of its own.
+
 The share does not change what is a spike, only where it ends (the statistics are re-judged
 from there as after any return, so a storm's next collapse is a spike of its own) and so its
 recovery class. A spike that settles at a level well above the floor (a loss that does not
@@ -37,14 +44,17 @@ from typing import Any
 
 import numpy as np
 
-from .spike_collapse import off_floor
-from .spike_stats import COLLAPSE, FALLEN, LogCheck, find_back
+from .spike_collapse import COLLAPSE, FALLEN, off_floor, on_floor
+from .spike_stats import LogCheck, find_back
 from .spike_trend import Trend
 from .spike_trend import trend_back as log_trend_back
 
 #: Near 0 (additive space), a spike is back once its excess is down to this share of its height:
 #: 90 % of the excursion undone, the last 10 % of it left (see the module docstring).
 FLOOR_SHARE = 0.1
+#: The relative spacing of float32 numbers (2^-23): a spike whose top is under this share of
+#: the loss's start level is no height in the loss's own units (`visible`).
+RESOLVED = float(np.finfo(np.float32).eps)
 
 
 def within(det: Any) -> tuple[int, int]:
@@ -81,9 +91,30 @@ def floored(det: Any, check: LogCheck | None, pre: float, top: float) -> bool:
         return False
     # (a level at or under 0: the lag-corrected median of a loss on its floor, the floor)
     p, s = float(np.log(pre)) if pre > 0 else -np.inf, float(check.start)
+    if not visible(s, top):
+        return False
     if on_floor(s, p):
         return True
     return p < s and top > 0 and float(np.log(top)) >= max(p + np.log(FALLEN), s - np.log(COLLAPSE))
+
+
+def visible(start: float | None, top: float) -> bool:
+    """Whether a spike that reached `top` (the loss's own units) is visible in those units on
+    a series whose log start level is `start` (`spike_stats.start_level`; None: unknown): its
+    top is more than RESOLVED x the start level, the spacing of float32 numbers there. The
+    share rule judges a return in the loss's units (the damage undone, in nats); a spike of
+    8e-8 nats on a loss that started at 10 (Adam's state off a 1e-13 floor, x1e4 in log
+    space) is under what a loss computed at that scale can tell from 0, and its return is
+    judged in log space alone, as any spike's is. A slingshot off a grokking floor (1e-7 ->
+    1e-3 on a loss that started at 4.7) is well over it."""
+    return start is not None and top > 0 and float(np.log(top)) > start + float(np.log(RESOLVED))
+
+
+def top_within(det: Any, v: np.ndarray, first: int) -> float:
+    """The highest of the values `v` (loss units) from index `first` - 1 over a level window
+    (`within`), as `back` measures a spike's height (nan: none)."""
+    seg = v[max(0, first - 1):first - 1 + within(det)[0]]
+    return float(np.nanmax(seg)) if seg.shape[0] and not np.isnan(seg).all() else float("nan")
 
 
 def share_back(v: np.ndarray, start: int, band: float, points: int, pre: float,
@@ -108,15 +139,6 @@ def share_back(v: np.ndarray, start: int, band: float, points: int, pre: float,
     return r if r is not None and r < late else None  # point under the later top is no return)
 
 
-def on_floor(start: float | None, pre: float) -> bool:
-    """Whether a log-space pre-spike level `pre` lies FALLEN x under `start`, the log of where
-    the series started (`spike_stats.start_level`: the median of its first five values, of
-    the whole series also when a window of it is judged; None: unknown): the loss sits on a
-    floor, practically 0 next to what it was, and its spikes' returns are judged in its own
-    units too (`share_back`)."""
-    return start is not None and not np.isnan(pre) and pre <= start - float(np.log(FALLEN))
-
-
 def log_back(det: Any, y: np.ndarray, v: np.ndarray, first: int, band: float, pre: float,
              share: float, start: float | None) -> int | None:
     """A log-space spike's return from index `first` (`y`: log values, `v`: the values;
@@ -125,7 +147,8 @@ def log_back(det: Any, y: np.ndarray, v: np.ndarray, first: int, band: float, pr
     to FLOOR_SHARE of its height (`share_back`), whichever comes first (None: neither)."""
     points = det.back_points
     got = [find_back(y, first, band, points, pre, share)]
-    if det.lone_rules and np.isfinite(band) and on_floor(start, pre):
+    if det.lone_rules and np.isfinite(band) and on_floor(start, pre) \
+            and visible(start, top_within(det, v, first)):
         got.append(share_back(v[:y.shape[0]], first, float(np.exp(band)), points,
                               float(np.exp(pre)), within(det)))
     known = [r for r in got if r is not None]
@@ -183,7 +206,8 @@ def trend_back(det: Any, values: tuple[np.ndarray, float | None], steps: np.ndar
     0.008 floor that relearns to 6 % of its height)."""
     got, trend = log_trend_back(steps, y, c, back, pre, band, *args)
     v, start = values
-    if not (det.lone_rules and np.isfinite(band) and on_floor(start, pre)):
+    if not (det.lone_rules and np.isfinite(band) and on_floor(start, pre)
+            and visible(start, top_within(det, v, c + 1))):
         return got, trend
     lin = share_back(v[:y.shape[0]], c + 1, float(np.exp(band)), int(args[0]),
                      float(np.exp(pre)), within(det))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import spike_collapse
+from .spike_collapse import COLLAPSE, FALLEN
 
 #: 1.4826 x MAD estimates the standard deviation of Gaussian noise.
 MAD_TO_SIGMA = 1.4826
@@ -356,10 +357,10 @@ def find_back(y: np.ndarray, start: int, band: float, points: int, pre: float | 
 #: often before any tail evidence has shown), and a collapse from the floor (x1e3 and more,
 #: or a rise that lasts) stands out far more. A noisy loss near its start level (judged
 #: additively too when its noise exceeds ~20 %) keeps the plain threshold.
-LONE_FLOOR, FALLEN = 2.0, 100.0
-#: A lone point near 0 that climbs back to within COLLAPSE x of the series' start level is a
-#: collapse, judged by the plain threshold (LogCheck.collapsed).
-COLLAPSE = 10.0
+#: (FALLEN: spike_collapse's.)
+LONE_FLOOR = 2.0
+#: A lone point near 0 that climbs back to within COLLAPSE x (spike_collapse's) of the
+#: series' start level is a collapse, judged by the plain threshold (LogCheck.collapsed).
 
 
 def lone_threshold(level: np.ndarray, thr: np.ndarray, plain: np.ndarray, span: int
