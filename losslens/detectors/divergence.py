@@ -45,7 +45,8 @@ Statistic (causal: declared from past points only):
   leaves a best level its quiet successors seem to rise from; not where that was within the
   first REF_MIN windows: a run climbing from its start has only its climb there). The standard error is the
   i.i.d. one (1.2533 sigma / sqrt(window)) or, on a signed series, the level's own wander
-  when larger (AR(1) noise: consecutive differences see a third of it).
+  when larger (AR(1) noise: consecutive differences see a third of it); on a signed series,
+  at the best level, also from its window's scatter about their line (`spread_error`).
 - Onset = the first point after the last point within noise of the best level (a level that
   climbed at every point from a best within the first REF_MIN windows: the centre of that
   best window, the climb's first point); or, when the
@@ -383,6 +384,24 @@ class DivergenceDetector:
             se[first:] = np.maximum(se[first:], lag)
         return se
 
+    def spread_error(self, y: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Per point, the standard error of the trailing-median level at point `ref[i]` from
+        the scatter of the window's values about their least-squares line (1.2533 x IQR /
+        1.349 / sqrt(window); a trend does not count): the honest error of a median of
+        a mixture, whose consecutive differences are mostly within one of its modes."""
+        w = self._window(y.shape[0])
+        refs, back = np.unique(ref, return_inverse=True)
+        err = np.zeros(refs.shape[0])
+        x = np.arange(w) - (w - 1) / 2
+        for k, r in enumerate(refs.tolist()):
+            if r < w - 1:
+                continue  # no full window there
+            seg = y[r - w + 1:r + 1]
+            resid = seg - seg.mean() - x * (x @ seg) / (x @ x)
+            q1, q3 = np.percentile(resid, [25, 75])
+            err[k] = 1.2533 * (q3 - q1) / 1.349 / np.sqrt(w)
+        return err[back.reshape(-1)]
+
     def thresholds(self, y: np.ndarray, level: np.ndarray, best: np.ndarray,
                    log: bool, nan_rise: bool = False) -> tuple[Any, Any, Any, Any]:
         """(rise over the best level that counts, "near the top" tolerance, growth since the
@@ -415,7 +434,12 @@ class DivergenceDetector:
         # crossing is the same share of the threshold as in log space
         tiny = 1e-12 * np.maximum(1.0, np.abs(level))
         tol = np.maximum(np.maximum(noise[ref], se[ref]), tiny)
-        thr = np.maximum(self.rise_z * np.maximum(noise[ref], tiny), LEVEL_Z * se[ref])
+        # (and LEVEL_Z standard errors of the best level from the scatter of the values it is
+        # the median of: a mixture, such as an RL policy loss whose groups with equal rewards
+        # log ~0 and the others negative, has calm consecutive differences while its median
+        # moves with the mixture's share; `spread_error`)
+        thr = np.maximum(self.rise_z * np.maximum(noise[ref], tiny),
+                         LEVEL_Z * np.maximum(se[ref], self.spread_error(y, ref)))
         share = np.log(self.min_growth) / np.log(self.rise_ratio)
         return thr, tol, share * thr, np.inf, se  # a signed series has no dead run
 
