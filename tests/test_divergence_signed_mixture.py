@@ -87,3 +87,12 @@ def test_real_grpo_policy_loss_is_no_divergence():
     run = frame.runs[0]
     series = frame.series(run.run, "loss")
     assert DivergenceDetector().detect(series) == []
+
+
+def test_streaming_agrees_with_batch_on_a_policy_loss():
+    from stream_check import streamed_equals_batch
+
+    values = policy_loss(0, blow_up=True)
+    got = streamed_equals_batch(np.arange(1, values.shape[0] + 1), values, seed=4,
+                                sizes=(1, 5, 20), share=0.3)
+    assert [k for k, *_ in got].count("divergence") == 1
