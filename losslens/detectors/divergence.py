@@ -24,10 +24,9 @@ Statistic (causal: declared from past points only):
   pre-training run starts from; one jump there is a step up, the spike detector's).
 - An episode that never grew is dropped once it comes back (a slow spike's hump) or once it
   no longer sits `stuck_ratio` x up (a spike decaying): the spike detector has those.
-- Log space, near a floor (`divergence_floor.floor_episode`): an episode off a level two
-  decades under the start that stayed under that and stopped rising, or came back, is
-  dropped; one back within two decades of the start stands only if still there at the end,
-  from its last climb there (slingshots off a floor, each back near 0, are spikes).
+- Log space, near a floor (`divergence_floor.floor_episode`): an episode off a level two decades
+  under the start that stayed under it and stopped rising, or came back, is dropped; one back
+  near the start stands only if still there at the end, from its last climb (slingshots: spikes).
 - A short run (the window and span shrunk) that ends climbing diverges when its level rose
   at every point for a span and half a window (a span when the climb was a ramp), by more
   than the threshold.
@@ -461,7 +460,8 @@ class DivergenceDetector:
             onset = own
         if climb is not None:  # (floor_episode: a jump, or the first point off its trough)
             onset = self._nan_onset(y, level, *climb[:2]) if climb[2] is None else climb[2]
-        start, spike = (onset, None) if climb else self._after_spike(st, v, y, onset, decl)
+        start, spike = self._after_spike(st, v, y, onset, decl) if climb is None else (
+            onset, None if climb[2] is None else {"start": int(st[onset])})  # (a jump: a spike)
         top = float(level[a:b].max() - best[a])
         details = {
             "declared_step": int(st[decl]), "best_level": float(np.exp(best[a]) if log else best[a]),
