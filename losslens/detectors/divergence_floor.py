@@ -17,6 +17,12 @@ half's median height over the best level, log, under `DECAYING` x its first half
 run's loss collapsing from 1e-6 to 0.7 and falling log-linearly back to 1e-6 over thousands of
 steps) is a collapse it recovered from, slowly: the spike detector's slow spike, not a
 divergence (`recovered_on_floor`).
+
+Slingshots (`floor_episode`): collapses off such a floor that each decay back to a band still
+decades under the start (1e-3 against a 1e-5 best) keep the level over the threshold for the
+rest of the run; the episode stands only once the level is back within two decades of the
+start at the end, from that last climb (a jump that stayed, or the first point off the
+trough before it), and a rise off the floor that came back is dropped at any length.
 """
 from __future__ import annotations
 
