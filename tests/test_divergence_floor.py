@@ -136,7 +136,12 @@ def test_a_collapse_off_a_floor_that_stays_up_or_climbs_back_diverges(after):
     steps, values = collapse_run(after, 0)
     (event,) = detect(steps, values)
     assert (event.kind, event.end_step) == ("divergence", 40000)
-    assert 15000 <= event.start_step <= 17100
+    if after == "stays":
+        assert 15000 <= event.start_step <= 17100
+    else:  # it came back down 2.5 decades (1e-3: ~0 against its 5.15 start) and climbed
+        # again from point 250: the divergence is that climb (floor_episode; the real
+        # grokking logs' labels put it there, after the slingshots that came back)
+        assert 25000 <= event.start_step <= 27000
 
 
 def test_recovered_on_floor_arithmetic():

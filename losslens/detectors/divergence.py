@@ -24,9 +24,9 @@ Statistic (causal: declared from past points only):
   pre-training run starts from; one jump there is a step up, the spike detector's).
 - An episode that never grew is dropped once it comes back (a slow spike's hump) or once it
   no longer sits `stuck_ratio` x up (a spike decaying): the spike detector has those.
-- Log space, near a floor (`divergence_floor`): an episode that rose off a level two decades
-  under the start, stayed under that and stopped rising (a plateau near 0), or came back
-  decaying (a collapse recovered from, slowly), is dropped.
+- Log space, near a floor (`divergence_floor.floor_episode`): an episode off a level two decades
+  under the start that stayed under it and stopped rising, or came back, is dropped; one back
+  near the start stands only if still there at the end, from its last climb (slingshots: spikes).
 - A short run (the window and span shrunk) that ends climbing diverges when its level rose
   at every point for a span and half a window (a span when the climb was a ramp), by more
   than the threshold.
@@ -45,7 +45,8 @@ Statistic (causal: declared from past points only):
   leaves a best level its quiet successors seem to rise from; not where that was within the
   first REF_MIN windows: a run climbing from its start has only its climb there). The standard error is the
   i.i.d. one (1.2533 sigma / sqrt(window)) or, on a signed series, the level's own wander
-  when larger (AR(1) noise: consecutive differences see a third of it).
+  when larger (AR(1) noise: consecutive differences see a third of it); on a signed series,
+  at the best level, also from its window's scatter about their line (`spread_error`).
 - Onset = the first point after the last point within noise of the best level (a level that
   climbed at every point from a best within the first REF_MIN windows: the centre of that
   best window, the climb's first point); or, when the
@@ -80,7 +81,7 @@ import numpy as np
 
 from ..events import Event
 from ..frame import Frame, RunInfo, Series
-from .divergence_floor import recovered_on_floor, settled_on_floor
+from .divergence_floor import floor_episode
 from .filters import median
 from .params import validate_once
 from .spike import SpikeDetector, is_int, is_num, require, trailing_median
@@ -337,11 +338,10 @@ class DivergenceDetector:
             if not rising[a:b].any() and not dead[b - 1]:
                 continue  # a dead run only while it still sits stuck_ratio x up: one that
                 # came down is a spike decaying
-            if log and (settled_on_floor(level, float(best[a]), a, b, span, init)
-                        or recovered_on_floor(level, float(best[a]), a, b, span, init)):
-                continue  # rose off a floor decades under its start: settled, or came back
+            fl = floor_episode(level, y, init, float(best[a]), a, b, span) if log else (a, None)
+            hits = hits[hits >= fl[0] - a] if fl is not None else hits[:0]  # None: dropped
             if hits.shape[0]:
-                out.append(self._event(st, v, y, level, best, a, b, a + int(hits[0]), log))
+                out.append(self._event(st, v, y, level, best, a, b, a + int(hits[0]), log, fl[1]))
         return out
 
     def _ramps(self, y: np.ndarray, level: np.ndarray, above: np.ndarray) -> np.ndarray:
@@ -386,6 +386,24 @@ class DivergenceDetector:
             se[first:] = np.maximum(se[first:], lag)
         return se
 
+    def spread_error(self, y: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Per point, the standard error of the trailing-median level at point `ref[i]` from
+        the scatter of the window's values about their least-squares line (1.2533 x IQR /
+        1.349 / sqrt(window); a trend does not count): the honest error of a median of
+        a mixture, whose consecutive differences are mostly within one of its modes."""
+        w = self._window(y.shape[0])
+        refs, back = np.unique(ref, return_inverse=True)
+        err = np.zeros(refs.shape[0])
+        x = np.arange(w) - (w - 1) / 2
+        for k, r in enumerate(refs.tolist()):
+            if r < w - 1:
+                continue  # no full window there
+            seg = y[r - w + 1:r + 1]
+            resid = seg - seg.mean() - x * (x @ seg) / (x @ x)
+            q1, q3 = np.percentile(resid, [25, 75])
+            err[k] = 1.2533 * (q3 - q1) / 1.349 / np.sqrt(w)
+        return err[back.reshape(-1)]
+
     def thresholds(self, y: np.ndarray, level: np.ndarray, best: np.ndarray,
                    log: bool, nan_rise: bool = False) -> tuple[Any, Any, Any, Any]:
         """(rise over the best level that counts, "near the top" tolerance, growth since the
@@ -418,12 +436,18 @@ class DivergenceDetector:
         # crossing is the same share of the threshold as in log space
         tiny = 1e-12 * np.maximum(1.0, np.abs(level))
         tol = np.maximum(np.maximum(noise[ref], se[ref]), tiny)
-        thr = np.maximum(self.rise_z * np.maximum(noise[ref], tiny), LEVEL_Z * se[ref])
+        # (and LEVEL_Z standard errors of the best level from the scatter of the values it is
+        # the median of: a mixture, such as an RL policy loss whose groups with equal rewards
+        # log ~0 and the others negative, has calm consecutive differences while its median
+        # moves with the mixture's share; `spread_error`)
+        thr = np.maximum(self.rise_z * np.maximum(noise[ref], tiny),
+                         LEVEL_Z * np.maximum(se[ref], self.spread_error(y, ref)))
         share = np.log(self.min_growth) / np.log(self.rise_ratio)
         return thr, tol, share * thr, np.inf, se  # a signed series has no dead run
 
     def _event(self, st: np.ndarray, v: np.ndarray, y: np.ndarray, level: np.ndarray,
-               best: np.ndarray, a: int, b: int, decl: int, log: bool) -> dict[str, Any]:
+               best: np.ndarray, a: int, b: int, decl: int, log: bool,
+               climb: tuple[int, int, int | None] | None = None) -> dict[str, Any]:
         onset = self._onset(y, best, a)
         w = self._window(v.shape[0])
         ref = int(np.flatnonzero(level[:a + 1] <= best[a])[-1])  # where the best was reached
@@ -437,7 +461,10 @@ class DivergenceDetector:
             # the loss sat settled higher for long between its best and this rise (a step up
             # that never came back): the rise starts at its own trough
             onset = own
-        start, spike = self._after_spike(st, v, y, onset, decl)
+        if climb is not None:  # (floor_episode: a jump, or the first point off its trough)
+            onset = self._nan_onset(y, level, *climb[:2]) if climb[2] is None else climb[2]
+        start, spike = self._after_spike(st, v, y, onset, decl) if climb is None else (
+            onset, None if climb[2] is None else {"start": int(st[onset])})  # (a jump: a spike)
         top = float(level[a:b].max() - best[a])
         details = {
             "declared_step": int(st[decl]), "best_level": float(np.exp(best[a]) if log else best[a]),
@@ -534,14 +561,13 @@ class DivergenceDetector:
                 "first_nonfinite_step": first}})
         return found
 
-
-    def _nan_onset(self, y: np.ndarray, level: np.ndarray, e: int) -> int:
+    def _nan_onset(self, y: np.ndarray, level: np.ndarray, e: int, j: int | None = None) -> int:
         """Where the rise into the NaN after finite point e began: the first point after the
         last one within noise of the trough before it (the lowest level over a stretch that
         doubles from 4 windows back until its lowest point is not at its left edge). Not the
         best level of the whole run: a spike that settled higher earlier would pull the start
-        back to it."""
-        j = self._trough(level, e)
+        back to it. (`j`: that trough, given.)"""
+        j = self._trough(level, e) if j is None else j
         a = max(0, j - self._window(y.shape[0]) + 1)  # the points behind that (trailing) level
         seg = y[a:e + 1]
         band = max(2 * _noise(y[max(0, a - 256):e + 1]), 0.01)

@@ -17,6 +17,12 @@ half's median height over the best level, log, under `DECAYING` x its first half
 run's loss collapsing from 1e-6 to 0.7 and falling log-linearly back to 1e-6 over thousands of
 steps) is a collapse it recovered from, slowly: the spike detector's slow spike, not a
 divergence (`recovered_on_floor`).
+
+Slingshots (`floor_episode`): collapses off such a floor that each decay back to a band still
+decades under the start (1e-3 against a 1e-5 best) keep the level over the threshold for the
+rest of the run; the episode stands only once the level is back within two decades of the
+start at the end, from that last climb (a jump that stayed, or the first point off the
+trough before it), and a rise off the floor that came back is dropped at any length.
 """
 from __future__ import annotations
 
@@ -73,3 +79,70 @@ def recovered_on_floor(level: np.ndarray, best: float, a: int, b: int, span: int
         return False  # not on a floor: the ratio counts
     first, second = half_heights(level[a:b], best)
     return second < DECAYING * first
+
+
+
+def floor_start(y: np.ndarray, init: float) -> float:
+    """Where a loss started, for `floor_episode` (log): its first point or the median of its
+    first points (`init`), whichever is higher (a grokking run's train loss falls x100 over
+    its first five logged points, 4.6 -> 0.02: their median is mid-descent)."""
+    return max(init, float(y[0])) if y.shape[0] else init
+
+
+def floor_episode(level: np.ndarray, y: np.ndarray, init: float, best: float, a: int, b: int,
+                  span: int) -> tuple[int, tuple[int, int, int | None] | None] | None:
+    """The floor rules on a divergence episode over points a..b-1 of the log-space trailing
+    `level` (`best` the best level before it, `init` the median of the first points):
+    None to drop it; else (the first point a declaration may be at, and (that point, the
+    trough the rise starts from, the jump it starts at or None) or None for the episode's
+    own onset).
+
+    - `settled_on_floor` / `recovered_on_floor` (from `init`): dropped.
+    - On a loss NEAR_FLOOR x under where it started (`floor_start`) whose level went back
+      within NEAR_FLOOR x of that start somewhere in the episode (dips under that line
+      shorter than a span do not count): it stands only when the level is still there at
+      the series' end, from the first point c of that last stretch
+      (the climb that diverged; its rise starts at the lowest level since the stretch near
+      the start before it, or since the episode began), unless its level
+      never came a decade down on its way up to c (one climb: the episode as ever). A level
+      that came back two decades under the start after each stretch near it had
+      slingshot-like collapses it recovered from (spikes), however long the band they left
+      above the best; one a decade down and back up climbed again (a new rise).
+    - On such a loss, an episode that never went near the start and came back under the
+      threshold (b before the series' end) is a rise off the floor recovered from, however
+      short: a slow spike off a floor (`recovered_on_floor` judges the long ones by decay).
+    """
+    if settled_on_floor(level, best, a, b, span, init) or recovered_on_floor(
+            level, best, a, b, span, init):
+        return None
+    start = floor_start(y, init)
+    line = start - float(np.log(NEAR_FLOOR))
+    if start - best < float(np.log(NEAR_FLOOR)):
+        return a, None  # not on a floor: the ratio counts
+    near = level[a:b] > line
+    for lo, hi in _gaps(near):  # a dip under the line shorter than a span is no way back
+        near[lo:hi] |= lo > 0 and hi < near.shape[0] and hi - lo < span
+    if not near.any():
+        return None if b < level.shape[0] else (a, None)
+    if not (near[-1] and b == level.shape[0]):
+        return None
+    c = a + int(np.flatnonzero(~near)[-1]) + 1 if (~near).any() else a
+    seg = level[a:c + 1]
+    if not seg.shape[0] or float((np.maximum.accumulate(seg) - seg).max()) < float(np.log(10)):
+        return a, None  # one climb: it never came a decade down on its way up
+    g = a + int(np.flatnonzero(near[:c - a])[-1]) + 1 if near[:c - a].any() else a
+    j = g + int(np.argmin(level[g:c]))  # the trough the climb before c rose from
+    # the loss's last crossing of the line from under it, when that one point made half the
+    # climb from the trough or more, is where it went (a jump that stayed: a slingshot that
+    # never came back); else the climb was gradual and starts at the trough
+    up = np.flatnonzero((y[j + 1:c + 1] > line) & (y[j:c] <= line))
+    k = j + 1 + int(up[-1]) if up.shape[0] else None
+    if k is not None and y[k] - y[k - 1] < (y[k] - level[j]) / 2:
+        k = None
+    return c, (c, j, k)
+
+
+def _gaps(near: np.ndarray) -> list[tuple[int, int]]:
+    """[lo, hi) of each run of False in `near`."""
+    edges = np.diff(np.concatenate(([1], near.astype(np.int8), [1])))
+    return list(zip(np.flatnonzero(edges == -1).tolist(), np.flatnonzero(edges == 1).tolist()))
