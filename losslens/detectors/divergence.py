@@ -36,22 +36,20 @@ Statistic (causal: declared from past points only):
   a plateau; additive: the usual threshold), or the last point over that and either twice as
   far above the recent median as anything in the `4 x window` points before or the top of
   a climb at each of the last `CLIMB_POINTS` points or more by `CLIMB_Z` noise scales (an
-  exponential blow-up logged every 100 steps is a few rising points). NaN out
-  of a flat stretch (its last point a blip of noise), or a NaN burst that training goes on
-  after, is the `nonfinite` detector's alone.
+  exponential blow-up logged every 100 steps is a few rising points). NaN out of a flat
+  stretch (its last point a blip of noise), or a NaN burst training goes on after: `nonfinite`.
 - Noise: one point's from consecutive (or, where the loss moves faster than its noise,
   second) differences over the last 129 points. The rise must also clear `LEVEL_Z` standard
   errors of the trailing median, now and where the best level was reached (a loud stretch
-  leaves a best level its quiet successors seem to rise from; not where that was within the
-  first REF_MIN windows: a run climbing from its start has only its climb there). The standard error is the
+  leaves a best level its quiet successors seem to rise from; not within the first REF_MIN
+  windows: a run climbing from its start has only its climb there). The standard error is the
   i.i.d. one (1.2533 sigma / sqrt(window)) or, on a signed series, the level's own wander
   when larger (AR(1) noise: consecutive differences see a third of it); on a signed series,
   at the best level, also from its window's scatter about their line (`spread_error`).
 - Onset = the first point after the last point within noise of the best level (a level that
   climbed at every point from a best within the first REF_MIN windows: the centre of that
-  best window, the climb's first point); or, when the
-  loss sat settled higher for over 4 sustain spans in between (a step up that stayed), of
-  the trough before the rise. A spike precedes the rise when its first point jumped 3x more
+  best window, the climb's first point); or, when the loss sat settled higher for over 4
+  sustain spans in between (a step up that stayed), of the trough before the rise. A spike precedes the rise when its first point jumped 3x more
   than the loss then grew per point (a steep steady rise is the divergence itself); the start
   is then where the rise after the spike begins (or the spike, when the loss never came
   down from it or never rose again), and `details.spike_step` says where the spike was.
@@ -68,9 +66,8 @@ Known false positives: a spike that settles `stuck_ratio` x higher and stays the
 divergence (on purpose); a part of a multi-part loss that rises while the total falls
 (analysis marks it `component`, information); a deliberate LR re-warm-up; adversarial
 losses (a GAN generator's loss rises as its discriminator improves).
-Known exceptions to causality: the space (log or additive), the usual logging interval and,
-on short series (under ~170 points), the window and sustain span are taken from the whole
-series.
+Known exceptions to causality: the space (log or additive), the usual logging interval and, on
+short series (under ~170 points), the window and sustain span come from the whole series.
 """
 from __future__ import annotations
 
