@@ -384,10 +384,9 @@ class DivergenceDetector:
         return se
 
     def spread_error(self, y: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        """Per point, the standard error of the trailing-median level at point `ref[i]` from
-        the scatter of the window's values about their least-squares line (1.2533 x IQR /
-        1.349 / sqrt(window); a trend does not count): the honest error of a median of
-        a mixture, whose consecutive differences are mostly within one of its modes."""
+        """Per point, the standard error of the level at `ref[i]` from the scatter of its window
+        about their least-squares line (1.2533 x IQR / 1.349 / sqrt(window); 0 where not finite):
+        the honest error of a median of a mixture (consecutive differences: within one mode)."""
         w = self._window(y.shape[0])
         refs, back = np.unique(ref, return_inverse=True)
         err = np.zeros(refs.shape[0])
@@ -396,10 +395,10 @@ class DivergenceDetector:
             if r < w - 1:
                 continue  # no full window there
             seg = y[r - w + 1:r + 1]
-            resid = seg - seg.mean() - x * (x @ seg) / (x @ x)
-            q1, q3 = np.percentile(resid, [25, 75])
+            with np.errstate(all="ignore"):  # (values at the edge of float64 overflow)
+                q1, q3 = np.percentile(seg - seg.mean() - x * (x @ seg) / (x @ x), [25, 75])
             err[k] = 1.2533 * (q3 - q1) / 1.349 / np.sqrt(w)
-        return err[back.reshape(-1)]
+        return np.where(np.isfinite(err), err, 0.0)[back.reshape(-1)]
 
     def thresholds(self, y: np.ndarray, level: np.ndarray, best: np.ndarray,
                    log: bool, nan_rise: bool = False) -> tuple[Any, Any, Any, Any]:
