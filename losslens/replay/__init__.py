@@ -18,6 +18,7 @@ GPU is built by the plug-in under torchrun (not covered by the tests).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -121,8 +122,10 @@ def replay(plugin: str | Plugin, source: Any, *, run: str | None = None,
     dev = resolve_device(device)
     ckpts = _checkpoints(plug)
     opts = options or Options()
+    if opts.budget_s is not None:  # one deadline for every event (probes check it per step)
+        opts = dataclasses.replace(opts, deadline=t0 + opts.budget_s)
     report = ReplayReport(name, plug.name, str(dev), torch.__version__, {}, ckpts)
-    with deterministic(dev) as det:
+    with deterministic(dev, opts.deterministic) as det:
         session = Session(plug, dev)
         if dev.type == "cuda":  # what the plug-in left it at: replay must match training
             det["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,

@@ -16,3 +16,6 @@ class Options:
     ablations: int = 3  # earlier checkpoints tried (nearest, then twice as far, ...)
     reruns: int = 2  # re-runs of the flagged steps from the same state
     second_device: str | None = "auto"  # re-run reproduced events there ("auto": another GPU)
+    deterministic: bool | None = None  # torch deterministic algorithms (None: on CUDA only)
+    budget_s: float | None = None  # wall-clock seconds for the whole replay; then "budget"
+    deadline: float | None = None  # time.perf_counter() value derived from budget_s by replay()

@@ -151,6 +151,13 @@ class Facts:
     log_departs_at: tuple[int, int] | None = None
     counterfactuals_skipped: bool = False  # not run: the replay is not trusted (`untrusted`)
     batch_unrepeatable: int | None = None  # a step whose get_batch gave other tensors when called again
+    budget_stop: Any = None  # budget.BudgetStop: --budget ended (or skipped) this event's probes
+    # the checkpoint replayed as the state after c + shift: (shift, matches the log or None,
+    # logged steps compared, worst relative difference), when the replay departs at once
+    numbering: list[tuple[int, bool | None, int, float | None]] = field(default_factory=list)
+    # an LR jump before the replayed range: (iteration, ratio, checkpoint, the flagged steps
+    # replayed from that checkpoint without the jump, against the level before it)
+    lr_without_jump: tuple[int, float, int, SpikeCheck] | None = None
 
 
 @dataclass
@@ -199,6 +206,11 @@ def untrusted(f: Facts) -> bool:
 def decide(f: Facts) -> Decision:
     """The verdict, its evidence (one sentence per measurement) and contributing causes."""
     d = _decide(f)
+    if f.budget_stop is not None:  # never a verdict from probes cut short
+        so_far = d.verdict
+        d.verdict, d.cause = "inconclusive", None
+        d.evidence.append(f.budget_stop.sentence() + (
+            f"; the measurements so far point at {so_far}" if so_far != "inconclusive" else ""))
     if f.counterfactuals_skipped:
         d.evidence.append("counterfactuals not run (re-runs, other batches, earlier "
                           "checkpoints): they would test a replay that is not the run")
@@ -211,15 +223,39 @@ def _departure(f: Facts) -> str:
         return ""
     step, first = f.log_departs_at
     c = f.checkpoint
+    if step <= first and any(t[1] for t in f.numbering):
+        return f"; it departs at the first logged step replayed ({step})" + _numbering(f)
     if step <= first:
         return (f"; it departs at the first logged step replayed ({step}): the checkpoint's "
                 f"state or the batches after it are not the run's — checkpoint {c} must be the "
                 f"state after iteration {c} and get_batch({c} + 1) the batch trained next (a "
                 "loop that saves at the top of iteration N, as nanoGPT's, holds the state after "
-                "N − 1)")
+                "N − 1)" + _numbering(f))
     return (f"; it matches the log through the logged steps before {step} and departs there: "
             "the replay drifts — check lr_at, grad_clip, grad_accum, the optimizer's settings, "
             f"or get_batch at {step}")
+
+
+def _numbering(f: Facts) -> str:
+    """What loading the checkpoint as its neighbours' state showed (numbering.try_shifts)."""
+    c = f.checkpoint
+    hit = next((t for t in f.numbering if t[1]), None)
+    if hit is not None:
+        d, _, k, worst = hit
+        n = c + d
+        why = ("a loop that saves at the top of iteration N, as nanoGPT's" if d < 0 else
+               "a loop that saves after the update and before counting it")
+        return (f". Replayed as the state after iteration {n}, checkpoint {c} matches the log "
+                f"at {k} logged step(s) (worst relative difference {_fmt(worst)}): the file the "
+                f"plug-in loads for {c} holds the state after {n} ({why}) — fix the plug-in "
+                f"(checkpoints() returns {n} for that file and load_checkpoint({n}) loads it) "
+                "and replay again")
+    tried = [c + t[0] for t in f.numbering if t[1] is False]
+    if tried:
+        return (f". Replayed as the state after iteration {' or '.join(map(str, tried))} it "
+                "departs too: the checkpoint's numbering is not the cause — look at get_batch "
+                "(the batch of each iteration) and the step's settings")
+    return ""
 
 
 def _decide(f: Facts) -> Decision:
@@ -266,6 +302,18 @@ def _decide(f: Facts) -> Decision:
         ev.append(f"at the event the log printed {_value(f.event_logged)}, the replay gives "
                   f"{_value(f.event_replayed)}: "
                   + ("the same" if f.event_log_match else "different"))
+    if f.lr_without_jump is not None:
+        j, ratio, c, chk = f.lr_without_jump
+        ev.append(f"the log's LR jumps {_ratio(ratio)} at {j}, before the replayed steps; "
+                  + _describe(f"replayed from checkpoint {c} with lr_at ÷{ratio:.3g} from {j} "
+                              "(the schedule without the jump), against the loss before it",
+                              chk))
+        if chk.shows is False:
+            ev.append("without the LR jump the run does not reach the event: the schedule")
+            d.verdict, d.cause = "lr_schedule", "schedule"
+            return d
+        ev.append("without the LR jump the event comes back" + (" in part" if chk.shows is None
+                                                                 else "") + ": not the schedule")
     if f.event_log_match and r is not None and r.shows is False and math.isfinite(r.z) \
             and r.z < WEAK_Z and not r.nonfinite:
         # the log's value is reproduced, but it is within the replay's own step-to-step noise:
