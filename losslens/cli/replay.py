@@ -69,7 +69,8 @@ def replay(
              "another GPU when there is one."),
     threads: Optional[int] = typer.Option(
         None, "--threads", metavar="N",
-        help="CPU threads for torch (torch.set_num_threads); 1 is often fastest for a tiny model."),
+        help="CPU threads for torch (torch.set_num_threads); default: the faster of torch's "
+             "default and 1, timed on one forward+backward."),
     budget: Optional[float] = typer.Option(
         None, "--budget", metavar="SECONDS",
         help="Stop after this many seconds: an event not finished by then is inconclusive "
@@ -93,17 +94,17 @@ def replay(
             raise InvalidParameterError(f"{name} must be >= 1, got {value}")
     if budget is not None and not (budget > 0 and math.isfinite(budget)):
         raise InvalidParameterError(f"--budget must be a positive number of seconds, got {budget}")
-    torch = require_torch()  # before anything that imports it
+    require_torch()  # before anything that imports it
     from ..replay.probes import Options
 
     plug = load_plugin(plugin)  # validated before any log is read
-    if threads:
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise InvalidParameterError(f"--threads must be >= 1, got {threads}")
     wanted = [e.strip() for item in events for e in item.split(",") if e.strip()] or None
     opts = Options(max_steps=max_steps, neighbours=neighbours, top_samples=samples,
                    counterfactuals=not no_counterfactuals,
                    second_device=None if second_device == "none" else second_device,
-                   deterministic=deterministic, budget_s=budget)
+                   deterministic=deterministic, budget_s=budget, threads=threads)
     source = analysis if analysis is not None else _analyse(log, config, input_format, role)
     with _progress() as progress:
         report = run_replay(plug, source, run=run, events=wanted, device=device,

@@ -113,7 +113,7 @@ def replay(plugin: str | Plugin, source: Any, *, run: str | None = None,
         progress: called as progress(event_id, stage, done, total).
     """
     torch = require_torch()
-    from .engine import Session, deterministic, resolve_device
+    from .engine import Session, deterministic, pick_threads, resolve_device
     from .probes import Options, on_second_device, probe
 
     t0 = time.perf_counter()
@@ -125,8 +125,14 @@ def replay(plugin: str | Plugin, source: Any, *, run: str | None = None,
     if opts.budget_s is not None:  # one deadline for every event (probes check it per step)
         opts = dataclasses.replace(opts, deadline=t0 + opts.budget_s)
     report = ReplayReport(name, plug.name, str(dev), torch.__version__, {}, ckpts)
+    threads = torch.get_num_threads()  # set back afterwards: a library call leaves none set
     with deterministic(dev, opts.deterministic) as det:
         session = Session(plug, dev)
+        if dev.type == "cpu" and opts.threads:
+            torch.set_num_threads(opts.threads)
+            det["cpu_threads"] = {"threads": opts.threads, "chosen": "--threads"}
+        elif dev.type == "cpu" and targets:
+            det["cpu_threads"] = pick_threads(session, targets[0].event.start_step)
         if dev.type == "cuda":  # what the plug-in left it at: replay must match training
             det["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
                            "cudnn": torch.backends.cudnn.allow_tf32}
@@ -144,6 +150,7 @@ def replay(plugin: str | Plugin, source: Any, *, run: str | None = None,
                     on_second_device(session, r, ckpts, opts)
             finally:
                 session.close()
+    torch.set_num_threads(threads)
     report.determinism = det
     report.seconds = time.perf_counter() - t0
     return report

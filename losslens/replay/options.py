@@ -18,4 +18,5 @@ class Options:
     second_device: str | None = "auto"  # re-run reproduced events there ("auto": another GPU)
     deterministic: bool | None = None  # torch deterministic algorithms (None: on CUDA only)
     budget_s: float | None = None  # wall-clock seconds for the whole replay; then "budget"
+    threads: int | None = None  # CPU: torch threads (None: the faster of the default and 1)
     deadline: float | None = None  # time.perf_counter() value derived from budget_s by replay()

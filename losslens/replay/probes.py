@@ -191,7 +191,7 @@ class EventProbe(Counterfactuals, StaticScan):
             budget.check(self.o.deadline, "not started")
             self._probes(facts)
         except budget.OutOfBudget as exc:
-            where = ("not started: the events before it spent the budget" if exc.stage ==
+            where = ("not started: the budget was spent before it" if exc.stage ==
                      "not started" else f"stopped after {time.perf_counter() - t0:.0f} s, in "
                      f"{exc.stage}")
             facts.budget_stop = budget.BudgetStop(self.o.budget_s or 0.0, where)
@@ -217,13 +217,16 @@ class EventProbe(Counterfactuals, StaticScan):
             self.m["numbering"] = [t.to_dict() for t in tried]
             facts.numbering = [(t.shift, t.match, t.compared, t.worst) for t in tried]
         self.samples = self._timed("static", self._static, facts)
-        if facts.event_log_match and facts.replay is not None and facts.replay.shows is False \
-                and facts.lr_jump is None and not untrusted(facts):  # the diverged level?
-            cf = self._timed("schedule", schedule.without_jump, self)
+        shows = facts.replay.shows if facts.replay is not None else None
+        if (facts.event_log_match or shows) and facts.lr_jump is None and not untrusted(facts):
+            cf = self._timed("schedule", schedule.without_jump, self)  # a jump before the replay?
             if cf is not None:
                 facts.lr_without_jump = (cf["jump_step"], cf["ratio"], cf["checkpoint"],
                                          cf["check"])
                 self.m["schedule"] = {**cf, "check": cf["check"].to_dict()}
+                if cf["check"].shows is False and not shows:  # at the diverged level: decided
+                    self.m["cost"] = self._cost(main)
+                    return
         reproduced = facts.event_log_match or (facts.replay is not None and facts.replay.shows)
         if reproduced and self.o.counterfactuals:
             if untrusted(facts):
@@ -238,7 +241,7 @@ class EventProbe(Counterfactuals, StaticScan):
         per = stats.median_or_nan(r.seconds for r in main.records)
         n = budget.counterfactual_steps(
             self.last - self.first + 1, self.o.reruns if main.snapshot is not None else 0,
-            self.s.dtype is not None, [self.last - c for c in self.earlier])
+            self.s.dtype is not None, [self.last - self.ckpt] * len(self.earlier))
         est = per * n if math.isfinite(per) else math.nan
         self.m["estimate"] = {"counterfactual_steps": n, "seconds_per_step": per,
                               "counterfactual_s": est}

@@ -308,12 +308,15 @@ def _decide(f: Facts) -> Decision:
                   + _describe(f"replayed from checkpoint {c} with lr_at ÷{ratio:.3g} from {j} "
                               "(the schedule without the jump), against the loss before it",
                               chk))
-        if chk.shows is False:
+        if chk.shows is False and (r is None or r.shows is not True):
             ev.append("without the LR jump the run does not reach the event: the schedule")
             d.verdict, d.cause = "lr_schedule", "schedule"
             return d
-        ev.append("without the LR jump the event comes back" + (" in part" if chk.shows is None
-                                                                 else "") + ": not the schedule")
+        if chk.shows is False:  # a spike at this level: the counterfactuals below decide
+            d.contributing.append(f"schedule: without the LR jump at {j} the event is gone")
+        else:
+            ev.append("without the LR jump the event comes back" + (
+                " in part" if chk.shows is None else "") + ": not the schedule alone")
     if f.event_log_match and r is not None and r.shows is False and math.isfinite(r.z) \
             and r.z < WEAK_Z and not r.nonfinite:
         # the log's value is reproduced, but it is within the replay's own step-to-step noise:
@@ -461,10 +464,13 @@ def _data(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str | None:
 
 
 def _state_driven(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str:
-    if lr_jump:
+    earlier = f.lr_without_jump is not None and f.lr_without_jump[3].shows is False
+    if lr_jump or earlier:
         d.cause = "schedule"
         d.contributing[:] = [c for c in d.contributing if not c.startswith("schedule")]
-        ev.append("the event happens with any batches at the LR the log shows: the schedule")
+        ev.append("the event happens with any batches at the LR the log shows: the schedule"
+                  if lr_jump else "the event happens with any batches after the LR jump, and "
+                  "not without it: the schedule")
         return "lr_schedule"
     jump_u = f.adam_update_jump is not None and f.adam_update_jump >= UPDATE_JUMP
     jump_s = (f.adam_share_jump is not None and f.adam_share_jump >= SHARE_JUMP
