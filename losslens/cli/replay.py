@@ -3,8 +3,8 @@
     losslens replay --plugin my_plugin.py train.log
     losslens replay --plugin my_pkg.replay_plugin --analysis analysis.json --format json
 
-Progress goes to stderr, and only when stderr is a terminal; the verdict table (or the
-`losslens.replay/1` JSON document) goes to stdout.
+Progress goes to stderr (a bar on a terminal, otherwise one line per finished stage); the
+verdict table (or the `losslens.replay/1` JSON document) goes to stdout.
 """
 from __future__ import annotations
 
