@@ -278,3 +278,19 @@ def test_every_verdict_prints_as_text(verdict):
     out = _text(report)
     assert f"spike-[1] → {verdict}" in out
     assert "61:row 0 (NaN loss)" in out and "a [bold]log[/] value" in out
+
+
+def test_no_earlier_checkpoint_says_which_were_left_out():
+    """An outside case (a regression whose loss keeps falling toward its floor): every earlier
+    checkpoint was left out by the 1.5× level rule, and the evidence read "no earlier
+    checkpoint", as if the run had none."""
+    f = _f(substitute=_chk(False), flagged_loss_z=40.0,
+           ablations_skipped=[200, 400, 600, 800, 1000])
+    d = decide(f)
+    assert d.verdict == "bad_batch"
+    assert ("no earlier checkpoint to tell a bad batch from a batch-state interaction (PaLM's "
+            "ablation): checkpoint(s) 200 … 1000 not tried — their logged loss is over 1.5× the "
+            "pre-event level (not a comparably trained state)") in d.evidence
+    assert ("no earlier checkpoint to tell a bad batch from a batch-state interaction (PaLM's "
+            "ablation)") in decide(_f(substitute=_chk(False), flagged_loss_z=40.0)).evidence
+

@@ -97,7 +97,8 @@ class Counterfactuals:
             cf["earlier"].append({"checkpoint": c, "check": chk.to_dict(), "level_from": how,
                                   "steps": [r.to_dict() for r in out.records
                                             if r.step >= self.first]})
-        if getattr(self, "skipped_ablations", None):
+        facts.ablations_skipped = list(getattr(self, "skipped_ablations", None) or [])
+        if facts.ablations_skipped:
             cf["earlier_not_tried"] = {
                 "checkpoints": self.skipped_ablations,
                 "why": f"their logged loss is over {ABLATION_MAX_LEVEL}× the pre-event level"}

@@ -158,6 +158,7 @@ class Facts:
     # an LR jump before the replayed range: (iteration, ratio, checkpoint, the flagged steps
     # replayed from that checkpoint without the jump, against the level before it)
     lr_without_jump: tuple[int, float, int, SpikeCheck] | None = None
+    ablations_skipped: list[int] = field(default_factory=list)  # over ABLATION_MAX_LEVEL
 
 
 @dataclass
@@ -435,7 +436,10 @@ def _data(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str | None:
     known = [(c, chk.shows) for c, chk in f.ablations if chk.shows is not None]
     if not f.ablations:
         ev.append("no earlier checkpoint to tell a bad batch from a batch-state interaction "
-                  "(PaLM's ablation)")
+                  "(PaLM's ablation)" + (
+                      f": checkpoint(s) {_steps(f.ablations_skipped)} not tried — their logged "
+                      "loss is over 1.5× the pre-event level (not a comparably trained state)"
+                      if f.ablations_skipped else ""))
         if outlier:
             d.cause = "data"
             return "bad_batch"
@@ -485,6 +489,10 @@ def _state_driven(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str:
               "but the optimizer's measurements do not single it out")
     d.cause = "state"
     return "inconclusive"
+
+
+def _steps(steps: list[int]) -> str:
+    return ", ".join(map(str, steps)) if len(steps) <= 4 else f"{steps[0]} … {steps[-1]}"
 
 
 def _static(f: Facts) -> str:
