@@ -95,9 +95,9 @@ def test_budget_stop_in_the_middle_keeps_what_it_measured(run, threads, monkeypa
 
 
 def test_cpu_defaults_deterministic_off_and_threads_timed(run, restore_threads_cli):
-    """CPU: torch's deterministic variants change some kernels' summation order (a bf16 +
-    BatchNorm run replayed with them departed from its own log at 1.2e-2) and cost time; the
-    thread count is the faster of torch's default and 1, and set back afterwards."""
+    """CPU: torch's deterministic variants are off unless asked (CPU kernels repeat at a fixed
+    thread count; the variants cost time); the thread count is the faster of torch's default
+    and 1, and set back afterwards."""
     from losslens.replay import replay
     from losslens.replay.options import Options
 
