@@ -131,6 +131,10 @@ def replay(plugin: str | Plugin, source: Any, *, run: str | None = None,
         if dev.type == "cpu" and opts.threads:
             torch.set_num_threads(opts.threads)
             det["cpu_threads"] = {"threads": opts.threads, "chosen": "--threads"}
+        elif dev.type == "cpu" and session.dtype is not None:  # bf16/fp16 rounding moves
+            det["cpu_threads"] = {"threads": torch.get_num_threads(),  # with the thread count
+                                  "chosen": "torch's default (the run's precision is "
+                                            f"{session.dtype}: --threads as the trainer's)"}
         elif dev.type == "cpu" and targets:
             det["cpu_threads"] = pick_threads(session, targets[0].event.start_step)
         if dev.type == "cuda":  # what the plug-in left it at: replay must match training
