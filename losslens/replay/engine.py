@@ -91,6 +91,10 @@ def deterministic(device: torch.device, on: bool | None = None) -> Iterator[dict
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
+def threads() -> int:
+    return torch.get_num_threads()
+
+
 def pick_threads(session: "Session", step: int, repeats: int = 2) -> dict[str, Any]:
     """On CPU, torch's thread count that runs a forward+backward of batch `step` faster:
     its default or 1. A tiny model on a busy machine is ~10× slower with more threads than

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 from ..events import Event
 from . import budget, logcheck, numbering, schedule, stats
 from .counterfactuals import ABLATION_MAX_LEVEL, Counterfactuals, RunOut
-from .engine import Session, StepRecord, batch_digest, sample
+from .engine import Session, StepRecord, batch_digest, sample, threads
 from .options import Options
 from .plugin import PluginError
 from .scan import StaticScan
@@ -465,6 +465,8 @@ class EventProbe(Counterfactuals, StaticScan):
         if pf.get("get_batch_repeatable") is False:
             facts.batch_unrepeatable = pf["step"]
         facts.param_noise = pf.get("param_rel_diff")
+        if self.s.device.type == "cpu" and self.s.dtype is not None:
+            facts.cpu_autocast = (str(self.s.dtype).replace("torch.", ""), threads())
         noise = max(facts.preflight_noise or 0.0, facts.param_noise or 0.0)
         facts.replay, level, scale, how = self._check(main, True, noise)
         self._log_match(facts, main.records, noise)

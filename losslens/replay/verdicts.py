@@ -159,6 +159,7 @@ class Facts:
     # replayed from that checkpoint without the jump, against the level before it)
     lr_without_jump: tuple[int, float, int, SpikeCheck] | None = None
     ablations_skipped: list[int] = field(default_factory=list)  # over ABLATION_MAX_LEVEL
+    cpu_autocast: tuple[str, int] | None = None  # (dtype, torch threads) of a CPU autocast replay
 
 
 @dataclass
@@ -222,6 +223,16 @@ def _departure(f: Facts) -> str:
     """Where the replay first departs from the log, and what that points at."""
     if f.log_departs_at is None:
         return ""
+    text = _departure_where(f)
+    if f.cpu_autocast is not None:
+        dtype, n = f.cpu_autocast
+        text += (f"; on CPU under {dtype} autocast the thread count changes the rounding: this "
+                 f"replay ran on {n} thread(s) — give the trainer's with --threads")
+    return text
+
+
+def _departure_where(f: Facts) -> str:
+    assert f.log_departs_at is not None
     step, first = f.log_departs_at
     c = f.checkpoint
     if step <= first and any(t[1] for t in f.numbering):
