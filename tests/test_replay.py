@@ -78,7 +78,9 @@ def test_bad_batch_via_cli_and_analysis_json(runs, monkeypatch, restore_threads,
     doc = json.loads(res.stdout)
     assert doc["schema"] == "losslens.replay/1"
     assert doc["checkpoints"] == [0, 20, 40, 60, 80, 100]
-    assert doc["determinism"]["deterministic_algorithms"] is True
+    # on CPU only when asked (--deterministic): CPU kernels repeat at a fixed thread count
+    assert doc["determinism"]["deterministic_algorithms"] is False
+    assert doc["determinism"]["cpu_threads"]["threads"] >= 1
     [r] = doc["results"]
     assert (r["event"]["id"], r["event"]["kind"], r["flagged_steps"]) == ("spike-1", "spike",
                                                                         [70, 70])

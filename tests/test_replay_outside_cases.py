@@ -103,10 +103,12 @@ def train(out: Path, jump: int | None = None, bad: int | None = BAD) -> Path:
 
 
 def plugin(folder: str, offset: int, jump: int | None = None, bad: int | None = BAD,
-           strict: bool = True, listed: list[int] | None = None, augment: bool = False):
+           strict: bool = True, listed: list[int] | None = None, augment: bool = False,
+           batch_offset: int = 0):
     """The user's plug-in: checkpoint name − `offset` is the iteration it is the state after;
     `strict=False` loads the whole file (model and optimizer) as the model's state dict;
-    `listed`: the checkpoint names checkpoints() gives (every 10, as configured)."""
+    `listed`: the checkpoint names checkpoints() gives (every 10, as configured);
+    `batch_offset`: get_batch(s) gives the batch of s + batch_offset."""
     from losslens.replay.plugin import load_torch_file
 
     run = Path(folder)
@@ -116,7 +118,7 @@ def plugin(folder: str, offset: int, jump: int | None = None, bad: int | None = 
 
     p = P()
     p.build_model, p.build_optimizer = build_model, build_optimizer
-    p.get_batch, p.loss_fn = (lambda s: get_batch(s, bad)), loss_fn
+    p.get_batch, p.loss_fn = (lambda s: get_batch(s + batch_offset, bad)), loss_fn
     p.lr_at = lambda s: lr_at(s, jump)
     if augment:  # a random augmentation from the global generator: not random access
         def noisy(s):
@@ -170,10 +172,15 @@ def test_checkpoint_named_by_the_iteration_it_was_saved_before(tmp_path, threads
     assert (r.event.kind, r.checkpoint, r.verdict) == ("spike", 40, "inconclusive")
     text = "\n".join(r.evidence)
     assert "it departs at the first logged step replayed (41)" in text, text
-    assert "checkpoint 40 must be the state after iteration 40" in text
     assert r.evidence[-1].startswith("counterfactuals not run"), text
     assert "counterfactuals" not in r.measurements
     assert r.facts.ablations == [] and r.facts.substitute is None and r.facts.reruns is None
+    # loaded as the state after 39 (iterations 40, 41, ...) it matches: the numbering is named
+    assert [(t["shift"], t["match"], t["steps"]) for t in r.measurements["numbering"]] == [
+        (-1, True, (40, 41))]
+    assert ("Replayed as the state after iteration 39, checkpoint 40 matches the log at 2 "
+            "logged step(s)") in text
+    assert "fix the plug-in (checkpoints() returns 39 for that file" in text
 
     right = _plugin_file(tmp_path, monkeypatch, tmp_path / "run", 1)
     [r] = replay(str(right), log, device="cpu").results
@@ -250,3 +257,60 @@ def test_get_batch_not_repeatable(tmp_path, threads, monkeypatch):
     assert any(e.startswith("get_batch(40) gave other tensors when called again") for e in
                r.evidence), r.evidence
     assert not any("departs" in e for e in r.evidence)
+
+
+def test_get_batch_one_off_is_not_blamed_on_the_checkpoint(tmp_path, threads, monkeypatch):
+    """get_batch(s) gives the batch of s − 1: the replay departs at its first step; the
+    checkpoint loaded as the state after 38 or after 40 departs too, and replay says the
+    numbering is not the cause (one short replay each)."""
+    from losslens.replay import replay
+
+    log = train(tmp_path / "run")
+    plug = _plugin_file(tmp_path, monkeypatch, tmp_path / "run", 1, "batch_offset=-1")
+    [r] = replay(str(plug), log, device="cpu").results
+    assert (r.checkpoint, r.verdict) == (39, "inconclusive")
+    assert [(t["shift"], t["match"]) for t in r.measurements["numbering"]] == [
+        (-1, False), (1, False)]
+    text = "\n".join(r.evidence)
+    assert ("Replayed as the state after iteration 38 or 40 it departs too: the checkpoint's "
+            "numbering is not the cause") in text, text
+
+
+def test_lr_jump_held_by_the_checkpoint(tmp_path, threads, monkeypatch):
+    """LR ×100 from iteration 60, checkpoints every 20: checkpoint 60 already holds the first
+    update at the new LR, the replay from it spikes with any batches and the jump is outside
+    the replayed range, so the verdict was `inconclusive` ("the event comes from the state at
+    the checkpoint"). Replayed from checkpoint 40 with lr_at ÷100 from 60, the same batches
+    stay at the loss before the jump: `lr_schedule`."""
+    from losslens.replay import replay
+
+    out = tmp_path / "run"
+    out.mkdir()
+    model, rows = build_model("cpu"), []
+    opt = build_optimizer(model)
+    for it in range(1, 161):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(it, 60)
+        loss = loss_fn(model, get_batch(it, None)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rows.append(json.dumps({"step": it, "loss": loss.item(), "lr": lr_at(it, 60)}))
+        if it % 20 == 0:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()},
+                       out / f"ckpt_{it}.pt")
+    (out / "log.jsonl").write_text("\n".join(rows) + "\n")
+    plug = _plugin_file(tmp_path, monkeypatch, out, 0, "jump=60, bad=None")
+    # the spike from 62 on (the divergence from 61 starts right after checkpoint 60: replay
+    # goes back to 40 for it, and the jump is in the replayed range)
+    [r] = replay(str(plug), out / "log.jsonl", device="cpu", events=["spike-1"]).results
+    assert r.flagged[0] == 62
+    assert (r.checkpoint, r.verdict, r.cause) == (60, "lr_schedule", "schedule"), \
+        "\n".join(r.evidence)
+    sch = r.measurements["schedule"]
+    assert (sch["jump_step"], sch["ratio"], sch["checkpoint"]) == (60, 100.0, 40)
+    assert sch["check"]["shows"] is False and sch["check"]["ratio"] < 1.5
+    assert r.facts.substitute.shows is True  # other batches spike too at the jumped LR
+    assert ("the event happens with any batches after the LR jump, and not without it: the "
+            "schedule") in r.evidence
+

@@ -278,3 +278,34 @@ def test_every_verdict_prints_as_text(verdict):
     out = _text(report)
     assert f"spike-[1] → {verdict}" in out
     assert "61:row 0 (NaN loss)" in out and "a [bold]log[/] value" in out
+
+
+def test_no_earlier_checkpoint_says_which_were_left_out():
+    """An outside case (a regression whose loss keeps falling toward its floor): every earlier
+    checkpoint was left out by the 1.5× level rule, and the evidence read "no earlier
+    checkpoint", as if the run had none."""
+    f = _f(substitute=_chk(False), flagged_loss_z=40.0,
+           ablations_skipped=[200, 400, 600, 800, 1000])
+    d = decide(f)
+    assert d.verdict == "bad_batch"
+    assert ("no earlier checkpoint to tell a bad batch from a batch-state interaction (PaLM's "
+            "ablation): checkpoint(s) 200 … 1000 not tried — their logged loss is over 1.5× the "
+            "pre-event level (not a comparably trained state)") in d.evidence
+    assert ("no earlier checkpoint to tell a bad batch from a batch-state interaction (PaLM's "
+            "ablation)") in decide(_f(substitute=_chk(False), flagged_loss_z=40.0)).evidence
+
+
+
+def test_cpu_autocast_departure_names_the_thread_count():
+    """An outside case: a bf16 regressor trained on 1 CPU thread, replayed on torch's default 2,
+    departs from its log by 1.2e-2 at step 213 (bf16 rounding moves with the thread count);
+    on 1 thread it matches to 4e-6. The departure says which thread count replay used."""
+    f = _f(log_match=False, log_mismatch=0.0117, log_departs_at=(213, 201),
+           cpu_autocast=("bfloat16", 2))
+    d = decide(f)
+    assert d.verdict == "inconclusive"
+    assert d.evidence[-1].endswith(
+        "it matches the log through the logged steps before 213 and departs there: the replay "
+        "drifts — check lr_at, grad_clip, grad_accum, the optimizer's settings, or get_batch at "
+        "213; on CPU under bfloat16 autocast the thread count changes the rounding: this replay "
+        "ran on 2 thread(s) — give the trainer's with --threads"), d.evidence[-1]

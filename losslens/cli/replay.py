@@ -3,8 +3,8 @@
     losslens replay --plugin my_plugin.py train.log
     losslens replay --plugin my_pkg.replay_plugin --analysis analysis.json --format json
 
-Progress goes to stderr, and only when stderr is a terminal; the verdict table (or the
-`losslens.replay/1` JSON document) goes to stdout.
+Progress goes to stderr (a bar on a terminal, otherwise one line per finished stage); the
+verdict table (or the `losslens.replay/1` JSON document) goes to stdout.
 """
 from __future__ import annotations
 
@@ -68,7 +68,16 @@ def replay(
         help="Re-run reproduced events on another device (transient or persistent); auto: "
              "another GPU when there is one."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", metavar="N", help="CPU threads for torch (torch.set_num_threads)."),
+        None, "--threads", metavar="N",
+        help="CPU threads for torch (torch.set_num_threads); default: the faster of torch's "
+             "default and 1, timed on one forward+backward."),
+    budget: Optional[float] = typer.Option(
+        None, "--budget", metavar="SECONDS",
+        help="Stop after this many seconds: an event not finished by then is inconclusive "
+             "(budget), with what its measurements so far point at."),
+    deterministic: Optional[bool] = typer.Option(
+        None, "--deterministic/--no-deterministic",
+        help="torch deterministic algorithms (default: on for CUDA, off for CPU)."),
     input_format: Optional[str] = INPUT_FORMAT,
     role: List[str] = ROLE,
     debug: bool = DEBUG,
@@ -83,16 +92,19 @@ def replay(
                         ("--samples", samples)):
         if value < 1:
             raise InvalidParameterError(f"{name} must be >= 1, got {value}")
-    torch = require_torch()  # before anything that imports it
+    if budget is not None and not (budget > 0 and math.isfinite(budget)):
+        raise InvalidParameterError(f"--budget must be a positive number of seconds, got {budget}")
+    require_torch()  # before anything that imports it
     from ..replay.probes import Options
 
     plug = load_plugin(plugin)  # validated before any log is read
-    if threads:
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise InvalidParameterError(f"--threads must be >= 1, got {threads}")
     wanted = [e.strip() for item in events for e in item.split(",") if e.strip()] or None
     opts = Options(max_steps=max_steps, neighbours=neighbours, top_samples=samples,
                    counterfactuals=not no_counterfactuals,
-                   second_device=None if second_device == "none" else second_device)
+                   second_device=None if second_device == "none" else second_device,
+                   deterministic=deterministic, budget_s=budget, threads=threads)
     source = analysis if analysis is not None else _analyse(log, config, input_format, role)
     with _progress() as progress:
         report = run_replay(plug, source, run=run, events=wanted, device=device,
@@ -115,11 +127,15 @@ def _analyse(log: str, config: Optional[str], input_format: Optional[str],
 
 
 class _progress:
-    """A rich progress display on stderr when it is a terminal; a no-op otherwise."""
+    """A rich progress display on stderr when it is a terminal; otherwise one line on stderr
+    per finished stage (and the counterfactuals' estimate), so a long replay is never silent."""
 
     def __enter__(self):
         if not sys.stderr.isatty():
-            return None
+            import time
+
+            self.t0 = time.perf_counter()
+            return self.line
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -128,6 +144,16 @@ class _progress:
         self.bar.__enter__()
         self.tasks: dict[tuple[str, str], Any] = {}
         return self.update
+
+    def line(self, event_id: str, stage: str, done: int, total: int) -> None:
+        import time
+
+        from ..textsafe import line
+
+        if done == total or (done == 0 and "about" in stage):
+            print(f"losslens replay: {line(event_id)}: {stage}"
+                  + (f" {done}/{total}" if total else "")
+                  + f" ({time.perf_counter() - self.t0:.0f} s)", file=sys.stderr, flush=True)
 
     def update(self, event_id: str, stage: str, done: int, total: int) -> None:
         key = (event_id, stage)

@@ -18,6 +18,7 @@ GPU is built by the plug-in under torchrun (not covered by the tests).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -112,7 +113,7 @@ def replay(plugin: str | Plugin, source: Any, *, run: str | None = None,
         progress: called as progress(event_id, stage, done, total).
     """
     torch = require_torch()
-    from .engine import Session, deterministic, resolve_device
+    from .engine import Session, deterministic, pick_threads, resolve_device
     from .probes import Options, on_second_device, probe
 
     t0 = time.perf_counter()
@@ -121,9 +122,21 @@ def replay(plugin: str | Plugin, source: Any, *, run: str | None = None,
     dev = resolve_device(device)
     ckpts = _checkpoints(plug)
     opts = options or Options()
+    if opts.budget_s is not None:  # one deadline for every event (probes check it per step)
+        opts = dataclasses.replace(opts, deadline=t0 + opts.budget_s)
     report = ReplayReport(name, plug.name, str(dev), torch.__version__, {}, ckpts)
-    with deterministic(dev) as det:
+    threads = torch.get_num_threads()  # set back afterwards: a library call leaves none set
+    with deterministic(dev, opts.deterministic) as det:
         session = Session(plug, dev)
+        if dev.type == "cpu" and opts.threads:
+            torch.set_num_threads(opts.threads)
+            det["cpu_threads"] = {"threads": opts.threads, "chosen": "--threads"}
+        elif dev.type == "cpu" and session.dtype is not None:  # bf16/fp16 rounding moves
+            det["cpu_threads"] = {"threads": torch.get_num_threads(),  # with the thread count
+                                  "chosen": "torch's default (the run's precision is "
+                                            f"{session.dtype}: --threads as the trainer's)"}
+        elif dev.type == "cpu" and targets:
+            det["cpu_threads"] = pick_threads(session, targets[0].event.start_step)
         if dev.type == "cuda":  # what the plug-in left it at: replay must match training
             det["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
                            "cudnn": torch.backends.cudnn.allow_tf32}
@@ -141,6 +154,7 @@ def replay(plugin: str | Plugin, source: Any, *, run: str | None = None,
                     on_second_device(session, r, ckpts, opts)
             finally:
                 session.close()
+    torch.set_num_threads(threads)
     report.determinism = det
     report.seconds = time.perf_counter() - t0
     return report

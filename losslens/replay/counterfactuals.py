@@ -68,9 +68,15 @@ class Counterfactuals:
         if same:
             cf["substitute"] = {"batches": subs, "identical_to_flagged": True}
         else:
-            plan = [(i, i if i < self.first else subs[i - self.first])
-                    for i in range(self.ckpt + 1, self.last + 1)]
-            out = self._timed("substitute", self._sequence, self.ckpt, plan, "other batches")
+            if main.snapshot is not None:  # from the pre-event state: not the steps before again
+                out = self._timed("substitute", self._from_snapshot, main.snapshot, True,
+                                  "other batches", subs)
+                out.records[:0] = [r for r in main.records if r.step < self.first]
+                out.fallback_level = main.fallback_level
+            else:
+                plan = [(i, i if i < self.first else subs[i - self.first])
+                        for i in range(self.ckpt + 1, self.last + 1)]
+                out = self._timed("substitute", self._sequence, self.ckpt, plan, "other batches")
             facts.substitute, *_ = self._check(out, True)
             cf["substitute"] = {"batches": subs, "identical_to_flagged": False,
                                 "check": facts.substitute.to_dict(),
@@ -91,18 +97,22 @@ class Counterfactuals:
             cf["earlier"].append({"checkpoint": c, "check": chk.to_dict(), "level_from": how,
                                   "steps": [r.to_dict() for r in out.records
                                             if r.step >= self.first]})
-        if getattr(self, "skipped_ablations", None):
+        facts.ablations_skipped = list(getattr(self, "skipped_ablations", None) or [])
+        if facts.ablations_skipped:
             cf["earlier_not_tried"] = {
                 "checkpoints": self.skipped_ablations,
                 "why": f"their logged loss is over {ABLATION_MAX_LEVEL}× the pre-event level"}
         self.m["counterfactuals"] = cf
 
-    def _from_snapshot(self, snap: dict[str, Any], precision: bool, stage: str) -> RunOut:
+    def _from_snapshot(self, snap: dict[str, Any], precision: bool, stage: str,
+                       batches: list[int] | None = None) -> RunOut:
+        """The flagged steps from the pre-event state, on their own batches or on `batches`."""
         self.s.restore(snap)
         out = RunOut([])
         n = self.last - self.first + 1
         for i, step in enumerate(range(self.first, self.last + 1)):
-            out.records.append(self.s.train_step(step, precision=precision))
+            out.records.append(self.s.train_step(step, None if batches is None else batches[i],
+                                                 precision=precision))
             self.progress(self.ev.id, stage, i + 1, n)
         return out
 

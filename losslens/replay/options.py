@@ -16,3 +16,7 @@ class Options:
     ablations: int = 3  # earlier checkpoints tried (nearest, then twice as far, ...)
     reruns: int = 2  # re-runs of the flagged steps from the same state
     second_device: str | None = "auto"  # re-run reproduced events there ("auto": another GPU)
+    deterministic: bool | None = None  # torch deterministic algorithms (None: on CUDA only)
+    budget_s: float | None = None  # wall-clock seconds for the whole replay; then "budget"
+    threads: int | None = None  # CPU: torch threads (None: the faster of the default and 1)
+    deadline: float | None = None  # time.perf_counter() value derived from budget_s by replay()

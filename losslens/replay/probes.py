@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..events import Event
-from . import logcheck, stats
+from . import budget, logcheck, numbering, schedule, stats
 from .counterfactuals import ABLATION_MAX_LEVEL, Counterfactuals, RunOut
-from .engine import Session, StepRecord, batch_digest, sample
+from .engine import Session, StepRecord, batch_digest, sample, threads
 from .options import Options
-from .persample import per_sample
 from .plugin import PluginError
+from .scan import StaticScan
 from .targets import Target, flagged_range
 from .verdicts import Facts, check_spike, decide, untrusted
 
@@ -84,7 +84,7 @@ def _interval(steps: Sequence[int]) -> int | None:
     return diffs[len(diffs) // 2]
 
 
-class EventProbe(Counterfactuals):
+class EventProbe(Counterfactuals, StaticScan):
     """All probes of one event; `run()` gives its EventResult."""
 
     def __init__(self, session: Session, target: Target, checkpoints: Sequence[int],
@@ -113,7 +113,7 @@ class EventProbe(Counterfactuals):
         self.spec = logcheck.spec_for(target.log_format, session.plugin.value("log_loss"),
                                       session.plugin.value("lr_log_offset"),
                                       target.log_interval or _interval(loss_steps))
-        self.progress = progress or _noop
+        self.progress = self._ticking(progress or _noop, opts.deadline)
         self.timings: dict[str, float] = {}
         self.m: dict[str, Any] = {}
         if logged_steps and self.first < self.ev.start_step:
@@ -122,6 +122,14 @@ class EventProbe(Counterfactuals):
                 "why": "the log prints every "
                        f"{_interval(logged_steps) or '?'} steps: the batch behind the value "
                        "printed at the onset may be any since the previous printed step"}
+
+    @staticmethod
+    def _ticking(progress: Progress, deadline: float | None) -> Progress:
+        """`progress`, then the budget's deadline checked (between two replayed steps)."""
+        def tick(event_id: str, stage: str, done: int, total: int) -> None:
+            progress(event_id, stage, done, total)
+            budget.check(deadline, f"{stage}, step {done} of {total}")
+        return tick
 
     def _ablation_checkpoints(self) -> list[int]:
         """Earlier checkpoints for PaLM's ablation: the nearest, then about twice as far back
@@ -177,27 +185,74 @@ class EventProbe(Counterfactuals):
             facts.notes.append("the plug-in has no build_optimizer: the steps are evaluated at "
                                "the checkpoint's weights without updates")
         self._log_notes(facts)
+        self.samples: list[dict[str, Any]] = []
+        t0 = time.perf_counter()
+        try:
+            budget.check(self.o.deadline, "not started")
+            self._probes(facts)
+        except budget.OutOfBudget as exc:
+            where = ("not started: the budget was spent before it" if exc.stage ==
+                     "not started" else f"stopped after {time.perf_counter() - t0:.0f} s, in "
+                     f"{exc.stage}")
+            facts.budget_stop = budget.BudgetStop(self.o.budget_s or 0.0, where)
+        return self._result(facts, self.samples)
+
+    def _probes(self, facts: Facts) -> None:
         try:
             self.s.load(self.ckpt)
         except PluginError as exc:  # one listed checkpoint that does not load: this event's
             facts.load_ok = False
             facts.load_note = (f"checkpoints() lists {self.ckpt}, but it does not load (a "
                                f"deleted or partly written checkpoint?): {exc}")
-            return self._result(facts, [])
+            return
         self.neighbours = self._neighbours()
         main = self._timed("replay", self._replay)
         self._facts_from_replay(facts, main)
         if facts.load_ok is False:
-            return self._result(facts, [])
-        samples = self._timed("static", self._static, facts)
+            return
+        if facts.log_departs_at is not None and facts.log_departs_at[0] <= \
+                facts.log_departs_at[1]:  # at once: is the checkpoint numbered one off?
+            noise = max(facts.preflight_noise or 0.0, facts.param_noise or 0.0)
+            tried = self._timed("numbering", numbering.try_shifts, self, noise)
+            self.m["numbering"] = [t.to_dict() for t in tried]
+            facts.numbering = [(t.shift, t.match, t.compared, t.worst) for t in tried]
+        self.samples = self._timed("static", self._static, facts)
+        shows = facts.replay.shows if facts.replay is not None else None
+        if (facts.event_log_match or shows) and facts.lr_jump is None and not untrusted(facts):
+            cf = self._timed("schedule", schedule.without_jump, self)  # a jump before the replay?
+            if cf is not None:
+                facts.lr_without_jump = (cf["jump_step"], cf["ratio"], cf["checkpoint"],
+                                         cf["check"])
+                self.m["schedule"] = {**cf, "check": cf["check"].to_dict()}
+                if cf["check"].shows is False and not shows:  # at the diverged level: decided
+                    self.m["cost"] = self._cost(main)
+                    return
         reproduced = facts.event_log_match or (facts.replay is not None and facts.replay.shows)
         if reproduced and self.o.counterfactuals:
             if untrusted(facts):
                 facts.counterfactuals_skipped = True
-            else:
+            elif self._affordable(facts, main):
                 self._counterfactuals(facts, main)
         self.m["cost"] = self._cost(main)
-        return self._result(facts, samples)
+
+    def _affordable(self, facts: Facts, main: RunOut) -> bool:
+        """The counterfactuals' cost estimated from the replay's seconds per step (shown as a
+        progress stage); False, with the budget's reason, when it exceeds what is left."""
+        per = stats.median_or_nan(r.seconds for r in main.records)
+        n = budget.counterfactual_steps(
+            self.last - self.first + 1, self.o.reruns if main.snapshot is not None else 0,
+            self.s.dtype is not None, [self.last - self.ckpt] * len(self.earlier))
+        est = per * n if math.isfinite(per) else math.nan
+        self.m["estimate"] = {"counterfactual_steps": n, "seconds_per_step": per,
+                              "counterfactual_s": est}
+        rem = budget.left(self.o.deadline)
+        if rem is not None and math.isfinite(est) and est > rem:
+            facts.budget_stop = budget.BudgetStop(
+                self.o.budget_s or 0.0, f"the counterfactuals need about {est:.0f} s ({n} "
+                f"replayed steps at {per:.2g} s each) and {max(rem, 0.0):.0f} s are left: not run")
+            return False
+        self.progress(self.ev.id, f"counterfactuals, about {est:.0f} s", 0, n)
+        return True
 
     def _log_notes(self, facts: Facts) -> None:
         logged = self.t.logged
@@ -410,6 +465,8 @@ class EventProbe(Counterfactuals):
         if pf.get("get_batch_repeatable") is False:
             facts.batch_unrepeatable = pf["step"]
         facts.param_noise = pf.get("param_rel_diff")
+        if self.s.device.type == "cpu" and self.s.dtype is not None:
+            facts.cpu_autocast = (str(self.s.dtype).replace("torch.", ""), threads())
         noise = max(facts.preflight_noise or 0.0, facts.param_noise or 0.0)
         facts.replay, level, scale, how = self._check(main, True, noise)
         self._log_match(facts, main.records, noise)
@@ -504,89 +561,6 @@ class EventProbe(Counterfactuals):
                           "outlier_share_jump": facts.adam_share_jump,
                           "outlier_share_peak": facts.adam_share_peak,
                           "momentum_cosine_min": min(cos) if cos else None}
-
-    # ---- static scan
-
-    def _static(self, facts: Facts) -> list[dict[str, Any]]:
-        s = self.s
-        s.load(self.ckpt)
-        flagged = list(range(self.first, self.last + 1))
-        steps = flagged + self.neighbours
-        per = {}
-        for i, step in enumerate(steps):
-            per[step] = per_sample(s, s.batch(step))
-            self.progress(self.ev.id, "static", i + 1, len(steps))
-        ref = self.neighbours
-        bl = stats.robust_z([per[x].batch_loss for x in flagged], [per[x].batch_loss for x in ref])
-        bg = stats.robust_z([per[x].batch_grad_norm for x in flagged],
-                            [per[x].batch_grad_norm for x in ref])
-        facts.flagged_loss_z = _max(bl)
-        facts.flagged_grad_z = _max(bg)
-        samples = self._samples(per, flagged, ref)
-        facts.top_sample_z = samples[0]["z"] if samples else None
-        methods = sorted({p.method for p in per.values()})
-        self.m["static"] = {
-            "checkpoint": self.ckpt, "per_sample_method": methods,
-            "notes": sorted({p.note for p in per.values() if p.note}),
-            "flagged": [{"step": x, "loss": per[x].batch_loss, "grad_norm": per[x].batch_grad_norm,
-                         "loss_z": float(a), "grad_norm_z": float(b)}
-                        for x, a, b in zip(flagged, bl, bg)],
-            "neighbours": [{"step": x, "loss": per[x].batch_loss,
-                            "grad_norm": per[x].batch_grad_norm} for x in ref]}
-        return samples
-
-    def _samples(self, per: dict, flagged: list[int], ref: list[int]) -> list[dict[str, Any]]:
-        """The flagged rows ranked by loss z (a row the model finds surprising); the gradient
-        z is reported beside it, not ranked on (a clean row of a large-gradient batch is no
-        sample to look at)."""
-        ref_l = [v for x in ref for v in per[x].losses]
-        have_g = all(per[x].grad_norms is not None for x in flagged + ref)
-        ref_g = [v for x in ref for v in per[x].grad_norms] if have_g else []
-        rows = []
-        for x in flagged:
-            zl = stats.robust_z(per[x].losses, ref_l)
-            zg = stats.robust_z(per[x].grad_norms, ref_g) if have_g else [math.nan] * len(zl)
-            ids = self._sample_ids(x, len(zl))
-            for i, (a, b) in enumerate(zip(zl, zg)):
-                loss = float(per[x].losses[i])
-                # a non-finite loss among finite neighbours is the first row to look at
-                z = float(a) if not math.isnan(float(a)) else (
-                    math.inf if not math.isfinite(loss) and ref_l else -math.inf)
-                rows.append({"step": x, "index": i, "sample_id": ids[i],
-                             "loss": per[x].losses[i],
-                             "grad_norm": per[x].grad_norms[i] if have_g else None,
-                             "loss_z": float(a), "grad_norm_z": float(b), "z": z})
-        rows.sort(key=lambda r: r["z"], reverse=True)  # z is never NaN; inf first
-        return rows[: self.o.top_samples]
-
-    def _sample_ids(self, step: int, n: int, exact: bool = True) -> list[Any]:
-        if self.s.plugin.has("sample_ids"):
-            ids = list(self.s.plugin.call("sample_ids", step))
-            if len(ids) == n or not exact:
-                return ids
-        return [None] * n
-
-    def _flagged_samples(self) -> set[Any]:
-        """The dataset ids of the flagged batches' rows (empty without `sample_ids`)."""
-        if not self.s.plugin.has("sample_ids"):
-            return set()
-        try:
-            return {i for x in range(self.first, self.last + 1)
-                    for i in self._sample_ids(x, 0, exact=False) if i is not None}
-        except TypeError:  # ids that cannot be compared as a set: not used
-            return set()
-
-    def _shares(self, step: int, samples: set[Any]) -> bool:
-        if not samples:
-            return False
-        try:
-            return bool(samples & set(self._sample_ids(step, 0, exact=False)))
-        except TypeError:
-            return False
-
-def _max(values: Any) -> float | None:
-    fin = [float(v) for v in values if not math.isnan(float(v))]
-    return max(fin) if fin else None
 
 
 def probe(session: Session, target: Target, checkpoints: Sequence[int], opts: Options,

@@ -151,6 +151,15 @@ class Facts:
     log_departs_at: tuple[int, int] | None = None
     counterfactuals_skipped: bool = False  # not run: the replay is not trusted (`untrusted`)
     batch_unrepeatable: int | None = None  # a step whose get_batch gave other tensors when called again
+    budget_stop: Any = None  # budget.BudgetStop: --budget ended (or skipped) this event's probes
+    # the checkpoint replayed as the state after c + shift: (shift, matches the log or None,
+    # logged steps compared, worst relative difference), when the replay departs at once
+    numbering: list[tuple[int, bool | None, int, float | None]] = field(default_factory=list)
+    # an LR jump before the replayed range: (iteration, ratio, checkpoint, the flagged steps
+    # replayed from that checkpoint without the jump, against the level before it)
+    lr_without_jump: tuple[int, float, int, SpikeCheck] | None = None
+    ablations_skipped: list[int] = field(default_factory=list)  # over ABLATION_MAX_LEVEL
+    cpu_autocast: tuple[str, int] | None = None  # (dtype, torch threads) of a CPU autocast replay
 
 
 @dataclass
@@ -199,6 +208,11 @@ def untrusted(f: Facts) -> bool:
 def decide(f: Facts) -> Decision:
     """The verdict, its evidence (one sentence per measurement) and contributing causes."""
     d = _decide(f)
+    if f.budget_stop is not None:  # never a verdict from probes cut short
+        so_far = d.verdict
+        d.verdict, d.cause = "inconclusive", None
+        d.evidence.append(f.budget_stop.sentence() + (
+            f"; the measurements so far point at {so_far}" if so_far != "inconclusive" else ""))
     if f.counterfactuals_skipped:
         d.evidence.append("counterfactuals not run (re-runs, other batches, earlier "
                           "checkpoints): they would test a replay that is not the run")
@@ -209,17 +223,51 @@ def _departure(f: Facts) -> str:
     """Where the replay first departs from the log, and what that points at."""
     if f.log_departs_at is None:
         return ""
+    text = _departure_where(f)
+    if f.cpu_autocast is not None:
+        dtype, n = f.cpu_autocast
+        text += (f"; on CPU under {dtype} autocast the thread count changes the rounding: this "
+                 f"replay ran on {n} thread(s) — give the trainer's with --threads")
+    return text
+
+
+def _departure_where(f: Facts) -> str:
+    assert f.log_departs_at is not None
     step, first = f.log_departs_at
     c = f.checkpoint
+    if step <= first and any(t[1] for t in f.numbering):
+        return f"; it departs at the first logged step replayed ({step})" + _numbering(f)
     if step <= first:
         return (f"; it departs at the first logged step replayed ({step}): the checkpoint's "
                 f"state or the batches after it are not the run's — checkpoint {c} must be the "
                 f"state after iteration {c} and get_batch({c} + 1) the batch trained next (a "
                 "loop that saves at the top of iteration N, as nanoGPT's, holds the state after "
-                "N − 1)")
+                "N − 1)" + _numbering(f))
     return (f"; it matches the log through the logged steps before {step} and departs there: "
             "the replay drifts — check lr_at, grad_clip, grad_accum, the optimizer's settings, "
             f"or get_batch at {step}")
+
+
+def _numbering(f: Facts) -> str:
+    """What loading the checkpoint as its neighbours' state showed (numbering.try_shifts)."""
+    c = f.checkpoint
+    hit = next((t for t in f.numbering if t[1]), None)
+    if hit is not None:
+        d, _, k, worst = hit
+        n = c + d
+        why = ("a loop that saves at the top of iteration N, as nanoGPT's" if d < 0 else
+               "a loop that saves after the update and before counting it")
+        return (f". Replayed as the state after iteration {n}, checkpoint {c} matches the log "
+                f"at {k} logged step(s) (worst relative difference {_fmt(worst)}): the file the "
+                f"plug-in loads for {c} holds the state after {n} ({why}) — fix the plug-in "
+                f"(checkpoints() returns {n} for that file and load_checkpoint({n}) loads it) "
+                "and replay again")
+    tried = [c + t[0] for t in f.numbering if t[1] is False]
+    if tried:
+        return (f". Replayed as the state after iteration {' or '.join(map(str, tried))} it "
+                "departs too: the checkpoint's numbering is not the cause — look at get_batch "
+                "(the batch of each iteration) and the step's settings")
+    return ""
 
 
 def _decide(f: Facts) -> Decision:
@@ -266,6 +314,21 @@ def _decide(f: Facts) -> Decision:
         ev.append(f"at the event the log printed {_value(f.event_logged)}, the replay gives "
                   f"{_value(f.event_replayed)}: "
                   + ("the same" if f.event_log_match else "different"))
+    if f.lr_without_jump is not None:
+        j, ratio, c, chk = f.lr_without_jump
+        ev.append(f"the log's LR jumps {_ratio(ratio)} at {j}, before the replayed steps; "
+                  + _describe(f"replayed from checkpoint {c} with lr_at ÷{ratio:.3g} from {j} "
+                              "(the schedule without the jump), against the loss before it",
+                              chk))
+        if chk.shows is False and (r is None or r.shows is not True):
+            ev.append("without the LR jump the run does not reach the event: the schedule")
+            d.verdict, d.cause = "lr_schedule", "schedule"
+            return d
+        if chk.shows is False:  # a spike at this level: the counterfactuals below decide
+            d.contributing.append(f"schedule: without the LR jump at {j} the event is gone")
+        else:
+            ev.append("without the LR jump the event comes back" + (
+                " in part" if chk.shows is None else "") + ": not the schedule alone")
     if f.event_log_match and r is not None and r.shows is False and math.isfinite(r.z) \
             and r.z < WEAK_Z and not r.nonfinite:
         # the log's value is reproduced, but it is within the replay's own step-to-step noise:
@@ -384,7 +447,10 @@ def _data(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str | None:
     known = [(c, chk.shows) for c, chk in f.ablations if chk.shows is not None]
     if not f.ablations:
         ev.append("no earlier checkpoint to tell a bad batch from a batch-state interaction "
-                  "(PaLM's ablation)")
+                  "(PaLM's ablation)" + (
+                      f": checkpoint(s) {_steps(f.ablations_skipped)} not tried — their logged "
+                      "loss is over 1.5× the pre-event level (not a comparably trained state)"
+                      if f.ablations_skipped else ""))
         if outlier:
             d.cause = "data"
             return "bad_batch"
@@ -413,10 +479,13 @@ def _data(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str | None:
 
 
 def _state_driven(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str:
-    if lr_jump:
+    earlier = f.lr_without_jump is not None and f.lr_without_jump[3].shows is False
+    if lr_jump or earlier:
         d.cause = "schedule"
         d.contributing[:] = [c for c in d.contributing if not c.startswith("schedule")]
-        ev.append("the event happens with any batches at the LR the log shows: the schedule")
+        ev.append("the event happens with any batches at the LR the log shows: the schedule"
+                  if lr_jump else "the event happens with any batches after the LR jump, and "
+                  "not without it: the schedule")
         return "lr_schedule"
     jump_u = f.adam_update_jump is not None and f.adam_update_jump >= UPDATE_JUMP
     jump_s = (f.adam_share_jump is not None and f.adam_share_jump >= SHARE_JUMP
@@ -431,6 +500,10 @@ def _state_driven(f: Facts, ev: list[str], d: Decision, lr_jump: bool) -> str:
               "but the optimizer's measurements do not single it out")
     d.cause = "state"
     return "inconclusive"
+
+
+def _steps(steps: list[int]) -> str:
+    return ", ".join(map(str, steps)) if len(steps) <= 4 else f"{steps[0]} … {steps[-1]}"
 
 
 def _static(f: Facts) -> str:
