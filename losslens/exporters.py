@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from .errors import InvalidParameterError
 from .events import SkipPlan
-from .skipplan import SkipPolicy
+from .skipplan import SkipPolicy, restart_note
 from .textsafe import line as one_line
 
 SCHEMA = "losslens.skiplist/1"
@@ -142,18 +142,8 @@ def samples_line(ctx: PlanContext) -> str:
 # --------------------------------------------------------------------------- notes
 
 def _restart_note(ctx: PlanContext) -> str:
-    r = ctx.plan.restart_from_step
-    if ctx.checkpoints is None:
-        return (f"restart from iteration {r} (no checkpoints known: assumed exactly "
-                f"{ctx.policy.before} steps before the onset; pass --checkpoint-every, "
-                "--checkpoints or --checkpoint-dir)")
-    if ctx.checkpoints and r in ctx.checkpoints and r > 0:
-        return (f"restart from the checkpoint saved at iteration {r} (checkpoints from "
-                f"{ctx.checkpoint_source}); training then resumes at iteration {r + 1}")
-    if ctx.first_step is not None and r == ctx.first_step and r > ctx.policy.before:
-        return (f"restart from iteration {r}, where this log starts (the checkpoint the run "
-                "resumed from, if it resumed there): no checkpoint known is early enough")
-    return f"restart from the start of training (iteration {r}): no checkpoint is early enough"
+    return restart_note(ctx.plan.restart_from_step, ctx.checkpoints, ctx.checkpoint_source,
+                        ctx.first_step, ctx.policy.before)
 
 
 def _common_notes(ctx: PlanContext) -> list[str]:
@@ -316,6 +306,8 @@ def unknown_restart(ctx: PlanContext) -> str | None:
     """Why the plan's restart step is not a known checkpoint (None when it is one, or when
     the plan restarts from the start of training)."""
     r = ctx.plan.restart_from_step
+    if r <= 0:
+        return None
     if ctx.checkpoints is None:
         return (f"{ctx.source}: run {ctx.run}: the plan restarts from iteration {r}, and no "
                 "checkpoint is known (none given, none in the log): pass `checkpoint_every`, "

@@ -107,8 +107,9 @@ def plan_lines(plan: SkipPlan, gbs: int | None) -> list[str]:
 
     ranges = " ".join(f"{a}-{b}" for a, b in plan.skip)
     n = sum(b - a + 1 for a, b in plan.skip)
-    out = [f"Restart from the checkpoint at iteration **{plan.restart_from_step}** and skip "
-           f"iterations **{ranges}** (inclusive, {n} batches). {plan.reason}.", "",
+    note = markdown(plan.restart_note[:1].upper() + plan.restart_note[1:])
+    out = [f"{note}; skip iterations **{ranges}** (inclusive, {n} batches). "
+           f"{plan.reason}.", "",
            f"Step counting: {COUNTING}.", "", "| trainer | flags |", "|---|---|",
            f"| Megatron-DeepSpeed | {code(megatron_deepspeed_flag(plan))} |"]
     lm = megatron_lm_flag(plan)
@@ -121,7 +122,8 @@ def plan_lines(plan: SkipPlan, gbs: int | None) -> list[str]:
     out.append(f"| metaseq | {code(metaseq_flag(plan))} |")
     if plan.samples:
         sam = " ".join(f"{a}-{b}" for a, b in plan.samples)
-        out.append(f"| samples (0-based, GBS {gbs or '?'}) | {code(sam)} |")
+        out.append(f"| samples (0-based, GBS {plan.global_batch_size or gbs or '?'}) | "
+                   f"{code(sam)} |")
     return out + [""]
 
 
