@@ -452,8 +452,7 @@ def rule_rollback(events: Sequence[Event], meta: RunMeta,
 
 def rule_grokking(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    # a sudden drop at an LR step is the schedule, not grokking
-    # ... and one at the start of an epoch is the data seen again (rule_epoch_drops)
+    # a sudden drop at an LR step is the schedule, at an epoch's start the data seen again
     grok = _of(events, "grokking") + [e for e in _of(events, "sudden_drop")
                                       if not e.details.get("lr_drop")
                                       and e.details.get("epoch_boundary") is None]
@@ -499,11 +498,15 @@ def rule_overfitting(events: Sequence[Event], meta: RunMeta,
            "evaluations)") if e.kind == "overfitting" and n and e.magnitude else ""
     clear = any(o.kind != "overfitting" or o.severity != "info" for o in over)  # info: a
     # drift within the evaluation noise (detectors/overfitting.py: CLEAR_Z)
+    blind = all("train_tag" in o.details and o.details["train_tag"] is None for o in over)
+    why = (", and the log has no training curve to compare with: a validation loss that rises "
+           "while the training loss falls is overfitting (memorisation), one that rises with "
+           "it is divergence" if blind else " while the training loss did not: memorisation "
+           "without generalisation (not grokking)")
     return Finding(
         "warning" if clear else "info",
         f"{'Overfitting' if clear else 'Validation loss drifting up'} from step {e.start_step}",
-        f"Validation loss has been getting worse since step(s) {_steps(over)}{how} while the "
-        "training loss did not: memorisation without generalisation (not grokking)."
+        f"Validation loss has been getting worse since step(s) {_steps(over)}{how}{why}."
         + ("" if clear else " The rise is within a few times the run's evaluation-to-"
            "evaluation noise: a mild drift so far, not yet a clear overfit."),
         f"Keep the checkpoint nearest step {e.details.get('best_step', e.start_step)} (the best "
@@ -571,20 +574,36 @@ RULES: tuple[Rule, ...] = (
     rule_val_not_computed, rule_harder_task,
 )
 
+def no_loss(roles: "Mapping[str, str]") -> Finding | None:
+    """A run without a train/val loss series (`roles`: tag → role): not "clean", unchecked."""
+    if any(r in ("train_loss", "val_loss") for r in roles.values()):
+        return None
+    read = ", ".join(sorted(roles)[:6]) + (" and more" if len(roles) > 6 else "")
+    return Finding(
+        "info", "No loss series: the loss was not checked",
+        (f"None of the series read ({read}) has a loss role" if roles else "The run has no "
+         "series") + ": spikes, divergence and non-finite losses were not looked for.",
+        "If one of these series is a loss, name it: --role train_loss=TAG (or val_loss=TAG).",
+        (), (CITES["spike_types"],), "no_loss")
+
+
 def rule_name(rule: Rule) -> str:
     """A rule's stable name: `rule_nonfinite` → "nonfinite" (check items, JSON `rule`)."""
     return rule.__name__.removeprefix("rule_")
 
 
 def diagnose(events: Sequence[Event], meta: RunMeta,
-             first_step: "int | Mapping[str, int] | None" = None) -> list[Finding]:
+             first_step: "int | Mapping[str, int] | None" = None,
+             roles: "Mapping[str, str] | None" = None) -> list[Finding]:
     """Every finding the rules make of one run, most severe first (stable within a level).
 
     `first_step` is the run's first logged step, or tag → first step of each series: a
-    loss that is broken from there on is a setup problem, not an instability.
-    """
+    loss that is broken from there on is a setup problem, not an instability. `roles` (tag
+    → role): `no_loss` for a run without a loss."""
     found = [replace(f, rule=rule_name(rule)) for rule in RULES
              if (f := rule(events, meta, first_step)) is not None]
+    if roles is not None and (f := no_loss(roles)) is not None:
+        found.append(f)
     return sorted(found, key=lambda f: -severity_rank(f.severity))
 
 

@@ -388,6 +388,9 @@ def nothing_to_skip(analysis, run: str | None = None) -> str:
     runs = [ra for ra in analysis.runs if run is None or ra.info.run == run]
     n = sum(len(ra.events) for ra in runs)
     names = ", ".join(ra.info.run for ra in runs)
+    why = [w for ra in runs for w in ra.plan_warnings]  # e.g. NaN from the first step: no plan
+    if why:
+        return f"Nothing to skip in {names}: " + "; ".join(one_line(w) for w in why)
     return (f"Nothing to skip: no event in {names} needs a restart ({n} event(s) found; a "
             "restart is planned for spikes that never recover, divergence and non-finite "
             "losses)")

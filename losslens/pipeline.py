@@ -123,7 +123,8 @@ def conclude(info: RunInfo, events: Sequence[Event], options: Options | None = N
     firsts = first_steps(info)
     kept = mark_not_computed(kept, {s.tag for s in info.series if s.role == "train_loss"
                                     and s.points}, firsts)
-    findings = tuple(diagnose([e for e in kept if not is_echo(e)], info.metadata, firsts))
+    findings = tuple(diagnose([e for e in kept if not is_echo(e)], info.metadata, firsts,
+                              {s.tag: s.role for s in info.series}))
     kept = settle(kept, findings)
     ckpts, src = ckpt.for_run(info, checkpoints, source)
     skip, warns = plan(kept, ckpts, options.policy,

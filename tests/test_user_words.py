@@ -61,3 +61,41 @@ def test_markdown_samples_name_the_batch_size_given(runner, tmp_path):
     md = runner.invoke(app, ["analyze", str(log), "-f", "markdown",
                              "--global-batch-size", "8"]).stdout
     assert "| samples (0-based, GBS 8) | `3200-7199` |" in md
+
+
+def test_a_run_without_a_loss_is_not_called_clean(runner, tmp_path):
+    log = tmp_path / "acc.csv"
+    log.write_text("step,accuracy,lr\n" + "".join(
+        f"{s},{0.1 * s:.1f},0.001\n" for s in range(1, 6)))
+    an = json.loads(runner.invoke(app, ["analyze", str(log), "-f", "json"]).stdout)["runs"][0]
+    assert [(f["rule"], f["severity"], f["title"]) for f in an["findings"]] == [
+        ("no_loss", "info", "No loss series: the loss was not checked")]
+    assert "None of the series read (accuracy, lr) has a loss role" in an["findings"][0][
+        "explanation"]
+    ck = json.loads(runner.invoke(app, ["check", str(log), "-f", "json"]).stdout)
+    assert ck["exit_code"] == 0 and [(c["name"], c["severity"]) for c in ck["runs"][0]["checks"]
+                                     if c["severity"]] == [("no_loss", "info")]
+    strict = runner.invoke(app, ["check", str(log), "--fail-on", "info"])
+    assert strict.exit_code == 1  # the gate agrees with the finding analyze reports
+
+
+def test_validation_only_overfitting_does_not_claim_a_training_loss(runner, tmp_path):
+    log = tmp_path / "val.csv"
+    log.write_text("epoch,val_loss\n" + "".join(
+        f"{i},{1.0 - 0.03 * i + (0.04 * (i - 12) if i > 12 else 0):.4f}\n" for i in range(1, 21)))
+    f = json.loads(runner.invoke(app, ["analyze", str(log), "-f", "json"]).stdout)[
+        "runs"][0]["findings"]
+    assert [x["rule"] for x in f] == ["overfitting"]
+    assert "training loss did not" not in f[0]["explanation"]
+    assert "the log has no training curve to compare with" in f[0]["explanation"]
+
+
+def test_skiplist_says_why_a_nan_from_the_start_gets_no_plan(runner, tmp_path):
+    log = tmp_path / "nan.csv"
+    log.write_text("step,loss\n" + "".join(f"{s},nan\n" for s in range(1, 301)))
+    res = runner.invoke(app, ["skiplist", str(log)])
+    assert (res.exit_code, res.stdout) == (0, "")
+    # not "no event needs a restart ... a restart is planned for ... non-finite losses"
+    assert res.stderr.strip() == (
+        "Nothing to skip in nan.csv: the loss is non-finite from the first logged step (1): "
+        "no skip plan for that; fix the setup")
