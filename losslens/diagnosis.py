@@ -42,10 +42,10 @@ def _of(events: Sequence[Event], kind: str) -> list[Event]:
     return [e for e in events if e.kind == kind]
 
 
-def _steps(events: Sequence[Event], limit: int = 6) -> str:
-    steps = [str(e.start_step) for e in events[:limit]]
-    more = f" and {len(events) - limit} more" if len(events) > limit else ""
-    return ", ".join(steps) + more
+def _steps(events: Sequence[Event], limit: int = 6) -> str:  # each step once
+    steps = list(dict.fromkeys(str(e.start_step) for e in events))
+    more = f" and {len(steps) - limit} more" if len(steps) > limit else ""
+    return ", ".join(steps[:limit]) + more
 
 
 def _init_std_note(meta: RunMeta) -> str | None:
@@ -156,10 +156,8 @@ def rule_broken_from_start(events: Sequence[Event], meta: RunMeta,
 
 
 def from_start(event: Event, first: "int | Mapping[str, int] | None") -> bool:
-    """True when a non-finite stretch starts at its series' first logged step.
-
-    `first` is the run's first step, or a mapping tag → first step of that tag.
-    """
+    """True when a non-finite stretch starts at its series' first logged step (`first`: the
+    run's first step, or a mapping tag → first step of that tag)."""
     if isinstance(first, Mapping):
         first = first.get(event.tag)
     return first is not None and event.kind == "nonfinite" and event.start_step <= first
@@ -492,10 +490,11 @@ def rule_overfitting(events: Sequence[Event], meta: RunMeta,
                                          if e.details.get("pattern") == "overfitting"]
     if not over:
         return None
-    e = over[0]
-    n = e.details.get("evals_after")
-    how = (f" ({', '.join(sorted({o.tag for o in over}))} up x{e.magnitude:.2f} over {n} "
-           "evaluations)") if e.kind == "overfitting" and n and e.magnitude else ""
+    e, n = over[0], over[0].details.get("evals_after")
+    also = ", ".join(sorted({o.tag for o in over} - {e.tag}))
+    how = (f" ({e.tag} up x{e.magnitude:.2f} over {n} evaluations"
+           f"{'; also ' + also if also else ''})"
+           if e.kind == "overfitting" and n and e.magnitude else "")
     clear = any(o.kind != "overfitting" or o.severity != "info" for o in over)  # info: a
     # drift within the evaluation noise (detectors/overfitting.py: CLEAR_Z)
     blind = all("train_tag" in o.details and o.details["train_tag"] is None for o in over)

@@ -99,3 +99,19 @@ def test_skiplist_says_why_a_nan_from_the_start_gets_no_plan(runner, tmp_path):
     assert res.stderr.strip() == (
         "Nothing to skip in nan.csv: the loss is non-finite from the first logged step (1): "
         "no skip plan for that; fix the setup")
+
+
+def test_overfitting_on_several_series_names_each_step_once():
+    from losslens.diagnosis import diagnose
+    from losslens.events import Event
+    from losslens.records import RunMeta
+
+    over = [Event("overfitting", "r", f"eval_g{i}_loss", 401 if i < 5 else 802, None, 12030,
+                  "warning", magnitude=2.5 - 0.1 * i,
+                  details={"evals_after": 29, "train_tag": "loss"}, id=f"overfitting-{i + 1}")
+            for i in range(6)]
+    f = diagnose(over, RunMeta())[0]
+    assert f.explanation.startswith(
+        "Validation loss has been getting worse since step(s) 401, 802 (eval_g0_loss up x2.50 "
+        "over 29 evaluations; also eval_g1_loss, eval_g2_loss, eval_g3_loss, eval_g4_loss, "
+        "eval_g5_loss) while the training loss did not")
