@@ -24,6 +24,8 @@ ACTIONABLE_KINDS = ("divergence", "nonfinite")
 
 
 def needs_action(event: Event) -> bool:
+    if event.details.get("echo_of"):  # a validation loss' echo of a training event: the
+        return False  # training event is the one planned for (and the one diagnosed)
     if event.kind == "spike":
         return event.recovery == "none" and not event.details.get("negligible")
     if event.details.get("component"):  # one part of a multi-part loss rose, the total did not

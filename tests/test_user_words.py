@@ -115,3 +115,21 @@ def test_overfitting_on_several_series_names_each_step_once():
         "Validation loss has been getting worse since step(s) 401, 802 (eval_g0_loss up x2.50 "
         "over 29 evaluations; also eval_g1_loss, eval_g2_loss, eval_g3_loss, eval_g4_loss, "
         "eval_g5_loss) while the training loss did not")
+
+
+def test_a_validation_echo_gets_no_skip_range_of_its_own():
+    # wordlm-gru-jump-never-recovers: the training loss jumps at 10349 and stays up; the
+    # validation loss shows it at its next evaluation, 11932 (an echo, left to the training
+    # spike's finding). The plan skipped 11833-12332 for the echo too: "3 event(s) need a
+    # restart" beside one finding citing one spike.
+    from losslens.events import Event
+    from losslens.skipplan import plan
+
+    echo = {"echo_of": {"kind": "spike", "tag": "loss", "start_step": 10349}}
+    events = [Event("spike", "r", "loss", 10349, 10349, None, "critical", "none", None, 1.28),
+              Event("divergence", "r", "valid loss", 11932, None, 29830, details=echo),
+              Event("spike", "r", "valid loss", 11932, 11932, None, recovery="none",
+                    magnitude=1.21, details=echo)]
+    skip, _ = plan(events)
+    assert (skip.restart_from_step, skip.skip) == (10249, ((10250, 10449),))
+    assert skip.reason.startswith("1 event(s) need a restart (unrecovered spike)")
