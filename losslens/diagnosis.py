@@ -12,24 +12,8 @@ from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
 from .events import Event, Finding, severity_rank
+from .playbook import CITES
 from .records import RunMeta
-
-#: The playbook entries findings cite: public sources (docs/playbook.md lists them in full).
-CITES = {
-    "spike_types": "Spike types: fast, slow and non-recovering spikes (S. Bekman, Machine "
-                   "Learning Engineering, 'Understanding Training Loss Patterns')",
-    "palm": "PaLM, arXiv 2204.02311 §5.1: restart ~100 steps before, skip 200-500 batches",
-    "adam_eps": "Molybog et al., arXiv 2304.09871: Adam epsilon and time-domain correlation",
-    "init": "Init std sqrt(1/(3*hidden)) (arXiv 2201.11990) / sqrt(2/(5*hidden)) "
-            "(arXiv 1910.05895)",
-    "low_precision": "Low-precision numerics: fp16 overflow, Q/K scaled before the matmul, bf16 "
-                     "(bigscience tr8-104B chronicles and BLOOM tr11-176B; Megatron-DeepSpeed "
-                     "PR #118)",
-    "resume": "Resume artefacts: data sampler state, replayed data after rollback (S. Bekman, "
-              "Machine Learning Engineering, 'Understanding Training Loss Patterns')",
-    "grokking": "Grokking: delayed generalisation (Power et al., arXiv 2201.02177); "
-                "memorisation is not grokking",
-}
 
 Rule = Callable[[Sequence[Event], RunMeta, "int | Mapping[str, int] | None"], "Finding | None"]
 
@@ -321,12 +305,19 @@ def _blowup(e: Event) -> bool:
         and (e.magnitude or 0.0) >= EXTREME_LOSS
 
 
+def _came_back(events: Sequence[Event]) -> list[Event]:
+    """Fast spikes, less those where a divergence starts: down from the peak, never back."""
+    onsets = [d.start_step for d in _divergences(events)]
+    return [e for e in _of(events, "spike") if e.recovery == "fast" and not any(
+        e.start_step <= d <= (e.end_step or e.start_step) for d in onsets)]
+
+
 def rule_fast_blowups(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     """Fast spikes of EXTREME_LOSS x their level or more: back at once, but a loss orders of
     magnitude over its level is a numerical blow-up (an overflow, a corrupt batch), not noise;
     a storm of them is one finding."""
-    big = [e for e in _of(events, "spike") if _blowup(e)]
+    big = [e for e in _came_back(events) if _blowup(e)]
     if not big:
         return None
     top = max(big, key=lambda e: e.magnitude or 0.0)
@@ -347,7 +338,7 @@ EXTREME_LOSS = 1000.0
 
 def rule_fast_spikes(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    fast = [e for e in _of(events, "spike") if e.recovery == "fast" and not _blowup(e)]
+    fast = [e for e in _came_back(events) if not _blowup(e)]
     if not fast:
         return None
     return Finding(

@@ -133,3 +133,24 @@ def test_a_validation_echo_gets_no_skip_range_of_its_own():
     skip, _ = plan(events)
     assert (skip.restart_from_step, skip.skip) == (10249, ((10250, 10449),))
     assert skip.reason.startswith("1 event(s) need a restart (unrecovered spike)")
+
+
+def test_a_blow_up_that_starts_a_divergence_is_not_said_to_come_back():
+    # json-grok-lr0.01-collapse-to-chance: at 18400 the training loss jumps x7.2e9, falls
+    # from that peak within 100 steps ("fast") but stays x8.4e6 above its best: a divergence.
+    # The blow-up finding said it "was back at the next points" beside "Divergence from
+    # step 18400 ... after a spike it did not recover from".
+    from losslens.diagnosis import diagnose
+    from losslens.events import Event
+    from losslens.records import RunMeta
+
+    ratio = {"magnitude_units": "ratio"}
+    events = [Event("divergence", "r", "train_loss", 18400, None, 39999, "critical",
+                    magnitude=8.4e6, details={"preceded_by_spike": True}, id="divergence-1"),
+              Event("spike", "r", "train_loss", 18400, 18400, 18500, "warning", "fast", 100,
+                    7.2e9, ratio, "spike-1"),
+              Event("spike", "r", "train_loss", 30000, 30000, 30010, "info", "fast", 10,
+                    2.0, ratio, "spike-2")]
+    found = {f.rule: f for f in diagnose(events, RunMeta())}
+    assert sorted(found) == ["divergence", "fast_spikes"]
+    assert found["fast_spikes"].event_ids == ("spike-2",)
