@@ -154,3 +154,16 @@ def test_a_blow_up_that_starts_a_divergence_is_not_said_to_come_back():
     found = {f.rule: f for f in diagnose(events, RunMeta())}
     assert sorted(found) == ["divergence", "fast_spikes"]
     assert found["fast_spikes"].event_ids == ("spike-2",)
+
+
+def test_magnitudes_carry_three_significant_figures():
+    # json-grok-lr0.01-collapse-to-chance's table: "×7,198,852,759 peak/level" and a
+    # changepoint "+1.27e+09% level"
+    from losslens.report.units import magnitude_text
+
+    assert magnitude_text("spike", 7198852759.3) == "×7.2e+09 peak/level"
+    assert magnitude_text("spike", 29421.2) == "×29,421 peak/level"
+    assert magnitude_text("spike", 1.87) == "×1.87 peak/level"
+    assert magnitude_text("changepoint", 1.27e7) == "×1.27e+07 level"
+    assert magnitude_text("changepoint", 0.737) == "+73.7% level"
+    assert magnitude_text("changepoint", -0.5) == "-50% level"
