@@ -124,6 +124,35 @@ def metaseq_flag(plan: SkipPlan) -> str:
     return "--skip-batches " + ",".join(f"{a}-{b}" for a, b in metaseq_ranges(plan))
 
 
+#: Formats whose trainer takes Megatron's skip flags, and fairseq's (metaseq's flag).
+MEGATRON_FORMATS = ("megatron",)
+FAIRSEQ_FORMATS = ("fairseq",)
+#: Formats of trainers with no skip flag: the data side skips (`losslens.skipdata`).
+LOOP_FORMATS = ("hf-trainer", "hf-trainer-state", "nanogpt", "modded-nanogpt", "llmc",
+                "llmc-mainlog", "build-nanogpt", "build-nanogpt-log", "torchtitan", "olmo",
+                "olmo-core", "torchtune", "composer", "lightning-csv", "levanter", "maxtext",
+                "t5x", "fairseq2", "fairseq2-jsonl", "epoch-pipes", "step-pipes", "epoch-lines",
+                "history-json", "pix2pix", "deepspeed")
+
+
+def trainer_rows(plan: SkipPlan, fmt: str | None) -> list[tuple[str, str]]:
+    """(trainer, what to pass it) for the reports' plan table: the forms of the trainer that
+    wrote a log of format `fmt` (Megatron's flags for a Megatron log; `--target hf` and
+    losslens.skipdata for an HF Trainer, nanoGPT or another loop with no skip flag), every
+    form when the format does not say (TensorBoard, W&B, CSV, JSON lines)."""
+    known = fmt in MEGATRON_FORMATS + FAIRSEQ_FORMATS + LOOP_FORMATS
+    rows: list[tuple[str, str]] = []
+    if fmt in MEGATRON_FORMATS or not known:
+        rows.append(("Megatron-DeepSpeed", megatron_deepspeed_flag(plan)))
+        rows.append(("Megatron-LM (1-indexed)", _short("megatron-lm", megatron_lm_flag(plan))))
+    if fmt in FAIRSEQ_FORMATS or not known:
+        rows.append(("metaseq", metaseq_flag(plan)))
+    if fmt in LOOP_FORMATS or not known:
+        rows.append(("HF Trainer / PyTorch loop", "losslens skiplist RUN --target hf > "
+                     "plan.json, then losslens.skipdata (skipping_trainer / SkipBatches)"))
+    return rows
+
+
 def sample_ranges(ctx: PlanContext) -> list[tuple[int, int]]:
     if ctx.plan.samples is not None:
         return [(int(a), int(b)) for a, b in ctx.plan.samples]

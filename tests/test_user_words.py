@@ -167,3 +167,23 @@ def test_magnitudes_carry_three_significant_figures():
     assert magnitude_text("changepoint", 1.27e7) == "×1.27e+07 level"
     assert magnitude_text("changepoint", 0.737) == "+73.7% level"
     assert magnitude_text("changepoint", -0.5) == "-50% level"
+
+
+def test_the_plan_table_offers_the_forms_of_the_trainer_that_wrote_the_log(runner, tmp_path):
+    # hf-qlora-lr-divergence (an HF Trainer run): the Markdown/HTML plan offered only
+    # Megatron-DeepSpeed, Megatron-LM and metaseq flags, none of which an HF Trainer takes
+    from losslens.events import SkipPlan
+    from losslens.exporters import trainer_rows
+
+    p = SkipPlan(2000, ((2001, 2420),), "r")
+    names = {fmt: [n for n, _ in trainer_rows(p, fmt)] for fmt in
+             ("megatron", "hf-trainer-state", "nanogpt", "fairseq", "csv", "tensorboard")}
+    assert names["megatron"] == ["Megatron-DeepSpeed", "Megatron-LM (1-indexed)"]
+    assert names["hf-trainer-state"] == names["nanogpt"] == ["HF Trainer / PyTorch loop"]
+    assert names["fairseq"] == ["metaseq"]
+    assert names["csv"] == names["tensorboard"] == [
+        "Megatron-DeepSpeed", "Megatron-LM (1-indexed)", "metaseq", "HF Trainer / PyTorch loop"]
+    md = runner.invoke(app, ["analyze", str(_log(tmp_path / "mid.csv", 500)), "-f",
+                             "markdown"]).stdout
+    assert ("| HF Trainer / PyTorch loop | `losslens skiplist RUN --target hf > plan.json, "
+            "then losslens.skipdata (skipping_trainer / SkipBatches)` |") in md

@@ -260,20 +260,14 @@ def events_html(events: Sequence[Event]) -> str:
 
 
 def plan_html(ra) -> str:
-    from ..exporters import (COUNTING, megatron_deepspeed_flag, megatron_lm_flag,
-                             metaseq_flag)
+    from ..exporters import COUNTING, trainer_rows
 
     p = ra.skip_plan
     if p is None:
         return "<p>Nothing to skip: no event needs a restart.</p>"
     ranges = " ".join(f"{a}-{b}" for a, b in p.skip)
     n = sum(b - a + 1 for a, b in p.skip)
-    lm = megatron_lm_flag(p)
-    if n > 40:
-        lm = (f"--iterations-to-skip {p.skip[0][0]} ... {p.skip[-1][1]}   "
-              f"({n} entries: losslens skiplist --target megatron-lm)")
-    flags = [("Megatron-DeepSpeed", megatron_deepspeed_flag(p)),
-             ("Megatron-LM (1-indexed)", lm), ("metaseq", metaseq_flag(p))]
+    flags = trainer_rows(p, ra.info.format)
     if p.samples:
         gbs = p.global_batch_size or ra.info.metadata.global_batch_size
         flags.append((f"samples (0-based, GBS {gbs or '?'})",
