@@ -165,6 +165,12 @@ def rule_items(findings, events, fail_on: str) -> list[CheckItem]:
         step, tag = _anchor(f, events)
         items.append(CheckItem(name, not at_or_above(f.severity, fail_on), f.severity, f.title,
                                f"{f.explanation} Advice: {f.advice}", step, tag))
+    names = {rule_name(rule) for rule in RULES}
+    for f in findings:  # run-level findings outside RULES (`diagnosis.no_loss`): one item each
+        if f.rule not in names:
+            step, tag = _anchor(f, events)
+            items.append(CheckItem(f.rule, not at_or_above(f.severity, fail_on), f.severity,
+                                   f.title, f"{f.explanation} Advice: {f.advice}", step, tag))
     return items
 
 

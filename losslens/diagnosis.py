@@ -12,24 +12,8 @@ from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
 from .events import Event, Finding, severity_rank
+from .playbook import CITES
 from .records import RunMeta
-
-#: The playbook entries findings cite: public sources (docs/playbook.md lists them in full).
-CITES = {
-    "spike_types": "Spike types: fast, slow and non-recovering spikes (S. Bekman, Machine "
-                   "Learning Engineering, 'Understanding Training Loss Patterns')",
-    "palm": "PaLM, arXiv 2204.02311 §5.1: restart ~100 steps before, skip 200-500 batches",
-    "adam_eps": "Molybog et al., arXiv 2304.09871: Adam epsilon and time-domain correlation",
-    "init": "Init std sqrt(1/(3*hidden)) (arXiv 2201.11990) / sqrt(2/(5*hidden)) "
-            "(arXiv 1910.05895)",
-    "low_precision": "Low-precision numerics: fp16 overflow, Q/K scaled before the matmul, bf16 "
-                     "(bigscience tr8-104B chronicles and BLOOM tr11-176B; Megatron-DeepSpeed "
-                     "PR #118)",
-    "resume": "Resume artefacts: data sampler state, replayed data after rollback (S. Bekman, "
-              "Machine Learning Engineering, 'Understanding Training Loss Patterns')",
-    "grokking": "Grokking: delayed generalisation (Power et al., arXiv 2201.02177); "
-                "memorisation is not grokking",
-}
 
 Rule = Callable[[Sequence[Event], RunMeta, "int | Mapping[str, int] | None"], "Finding | None"]
 
@@ -42,10 +26,10 @@ def _of(events: Sequence[Event], kind: str) -> list[Event]:
     return [e for e in events if e.kind == kind]
 
 
-def _steps(events: Sequence[Event], limit: int = 6) -> str:
-    steps = [str(e.start_step) for e in events[:limit]]
-    more = f" and {len(events) - limit} more" if len(events) > limit else ""
-    return ", ".join(steps) + more
+def _steps(events: Sequence[Event], limit: int = 6) -> str:  # each step once
+    steps = list(dict.fromkeys(str(e.start_step) for e in events))
+    more = f" and {len(steps) - limit} more" if len(steps) > limit else ""
+    return ", ".join(steps[:limit]) + more
 
 
 def _init_std_note(meta: RunMeta) -> str | None:
@@ -156,10 +140,8 @@ def rule_broken_from_start(events: Sequence[Event], meta: RunMeta,
 
 
 def from_start(event: Event, first: "int | Mapping[str, int] | None") -> bool:
-    """True when a non-finite stretch starts at its series' first logged step.
-
-    `first` is the run's first step, or a mapping tag → first step of that tag.
-    """
+    """True when a non-finite stretch starts at its series' first logged step (`first`: the
+    run's first step, or a mapping tag → first step of that tag)."""
     if isinstance(first, Mapping):
         first = first.get(event.tag)
     return first is not None and event.kind == "nonfinite" and event.start_step <= first
@@ -323,12 +305,19 @@ def _blowup(e: Event) -> bool:
         and (e.magnitude or 0.0) >= EXTREME_LOSS
 
 
+def _came_back(events: Sequence[Event]) -> list[Event]:
+    """Fast spikes, less those where a divergence starts: down from the peak, never back."""
+    onsets = [d.start_step for d in _divergences(events)]
+    return [e for e in _of(events, "spike") if e.recovery == "fast" and not any(
+        e.start_step <= d <= (e.end_step or e.start_step) for d in onsets)]
+
+
 def rule_fast_blowups(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
     """Fast spikes of EXTREME_LOSS x their level or more: back at once, but a loss orders of
     magnitude over its level is a numerical blow-up (an overflow, a corrupt batch), not noise;
     a storm of them is one finding."""
-    big = [e for e in _of(events, "spike") if _blowup(e)]
+    big = [e for e in _came_back(events) if _blowup(e)]
     if not big:
         return None
     top = max(big, key=lambda e: e.magnitude or 0.0)
@@ -349,7 +338,7 @@ EXTREME_LOSS = 1000.0
 
 def rule_fast_spikes(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    fast = [e for e in _of(events, "spike") if e.recovery == "fast" and not _blowup(e)]
+    fast = [e for e in _came_back(events) if not _blowup(e)]
     if not fast:
         return None
     return Finding(
@@ -452,8 +441,7 @@ def rule_rollback(events: Sequence[Event], meta: RunMeta,
 
 def rule_grokking(events: Sequence[Event], meta: RunMeta,
         first: "int | Mapping[str, int] | None" = None) -> Finding | None:
-    # a sudden drop at an LR step is the schedule, not grokking
-    # ... and one at the start of an epoch is the data seen again (rule_epoch_drops)
+    # a sudden drop at an LR step is the schedule, at an epoch's start the data seen again
     grok = _of(events, "grokking") + [e for e in _of(events, "sudden_drop")
                                       if not e.details.get("lr_drop")
                                       and e.details.get("epoch_boundary") is None]
@@ -493,17 +481,22 @@ def rule_overfitting(events: Sequence[Event], meta: RunMeta,
                                          if e.details.get("pattern") == "overfitting"]
     if not over:
         return None
-    e = over[0]
-    n = e.details.get("evals_after")
-    how = (f" ({', '.join(sorted({o.tag for o in over}))} up x{e.magnitude:.2f} over {n} "
-           "evaluations)") if e.kind == "overfitting" and n and e.magnitude else ""
+    e, n = over[0], over[0].details.get("evals_after")
+    also = ", ".join(sorted({o.tag for o in over} - {e.tag}))
+    how = (f" ({e.tag} up x{e.magnitude:.2f} over {n} evaluations"
+           f"{'; also ' + also if also else ''})"
+           if e.kind == "overfitting" and n and e.magnitude else "")
     clear = any(o.kind != "overfitting" or o.severity != "info" for o in over)  # info: a
     # drift within the evaluation noise (detectors/overfitting.py: CLEAR_Z)
+    blind = all("train_tag" in o.details and o.details["train_tag"] is None for o in over)
+    why = (", and the log has no training curve to compare with: a validation loss that rises "
+           "while the training loss falls is overfitting (memorisation), one that rises with "
+           "it is divergence" if blind else " while the training loss did not: memorisation "
+           "without generalisation (not grokking)")
     return Finding(
         "warning" if clear else "info",
         f"{'Overfitting' if clear else 'Validation loss drifting up'} from step {e.start_step}",
-        f"Validation loss has been getting worse since step(s) {_steps(over)}{how} while the "
-        "training loss did not: memorisation without generalisation (not grokking)."
+        f"Validation loss has been getting worse since step(s) {_steps(over)}{how}{why}."
         + ("" if clear else " The rise is within a few times the run's evaluation-to-"
            "evaluation noise: a mild drift so far, not yet a clear overfit."),
         f"Keep the checkpoint nearest step {e.details.get('best_step', e.start_step)} (the best "
@@ -571,20 +564,36 @@ RULES: tuple[Rule, ...] = (
     rule_val_not_computed, rule_harder_task,
 )
 
+def no_loss(roles: "Mapping[str, str]") -> Finding | None:
+    """A run without a train/val loss series (`roles`: tag → role): not "clean", unchecked."""
+    if any(r in ("train_loss", "val_loss") for r in roles.values()):
+        return None
+    read = ", ".join(sorted(roles)[:6]) + (" and more" if len(roles) > 6 else "")
+    return Finding(
+        "info", "No loss series: the loss was not checked",
+        (f"None of the series read ({read}) has a loss role" if roles else "The run has no "
+         "series") + ": spikes, divergence and non-finite losses were not looked for.",
+        "If one of these series is a loss, name it: --role train_loss=TAG (or val_loss=TAG).",
+        (), (CITES["spike_types"],), "no_loss")
+
+
 def rule_name(rule: Rule) -> str:
     """A rule's stable name: `rule_nonfinite` → "nonfinite" (check items, JSON `rule`)."""
     return rule.__name__.removeprefix("rule_")
 
 
 def diagnose(events: Sequence[Event], meta: RunMeta,
-             first_step: "int | Mapping[str, int] | None" = None) -> list[Finding]:
+             first_step: "int | Mapping[str, int] | None" = None,
+             roles: "Mapping[str, str] | None" = None) -> list[Finding]:
     """Every finding the rules make of one run, most severe first (stable within a level).
 
     `first_step` is the run's first logged step, or tag → first step of each series: a
-    loss that is broken from there on is a setup problem, not an instability.
-    """
+    loss that is broken from there on is a setup problem, not an instability. `roles` (tag
+    → role): `no_loss` for a run without a loss."""
     found = [replace(f, rule=rule_name(rule)) for rule in RULES
              if (f := rule(events, meta, first_step)) is not None]
+    if roles is not None and (f := no_loss(roles)) is not None:
+        found.append(f)
     return sorted(found, key=lambda f: -severity_rank(f.severity))
 
 

@@ -92,6 +92,16 @@ class SkipPlan:
     #: folders beside the log: out", "--checkpoints"...); in the JSON contract it is the run's
     #: `checkpoints.source` (the PLAN object keeps its agreed keys)
     checkpoint_source: str | None = None
+    #: the samples' batch size (the user's `--global-batch-size`, else the log's)
+    global_batch_size: int | None = None
+    #: the restart in words, the one sentence every view prints (`skipplan.restart_note`):
+    #: a known checkpoint, the start of training, or a step assumed without one
+    restart_note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.restart_note:  # a plan made outside the pipeline (the guard, tests)
+            object.__setattr__(self, "restart_note",
+                               f"restart from iteration {self.restart_from_step}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"restart_from_step": self.restart_from_step,

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from .errors import InvalidParameterError
 from .events import SkipPlan
-from .skipplan import SkipPolicy
+from .skipplan import SkipPolicy, restart_note
 from .textsafe import line as one_line
 
 SCHEMA = "losslens.skiplist/1"
@@ -124,6 +124,35 @@ def metaseq_flag(plan: SkipPlan) -> str:
     return "--skip-batches " + ",".join(f"{a}-{b}" for a, b in metaseq_ranges(plan))
 
 
+#: Formats whose trainer takes Megatron's skip flags, and fairseq's (metaseq's flag).
+MEGATRON_FORMATS = ("megatron",)
+FAIRSEQ_FORMATS = ("fairseq",)
+#: Formats of trainers with no skip flag: the data side skips (`losslens.skipdata`).
+LOOP_FORMATS = ("hf-trainer", "hf-trainer-state", "nanogpt", "modded-nanogpt", "llmc",
+                "llmc-mainlog", "build-nanogpt", "build-nanogpt-log", "torchtitan", "olmo",
+                "olmo-core", "torchtune", "composer", "lightning-csv", "levanter", "maxtext",
+                "t5x", "fairseq2", "fairseq2-jsonl", "epoch-pipes", "step-pipes", "epoch-lines",
+                "history-json", "pix2pix", "deepspeed")
+
+
+def trainer_rows(plan: SkipPlan, fmt: str | None) -> list[tuple[str, str]]:
+    """(trainer, what to pass it) for the reports' plan table: the forms of the trainer that
+    wrote a log of format `fmt` (Megatron's flags for a Megatron log; `--target hf` and
+    losslens.skipdata for an HF Trainer, nanoGPT or another loop with no skip flag), every
+    form when the format does not say (TensorBoard, W&B, CSV, JSON lines)."""
+    known = fmt in MEGATRON_FORMATS + FAIRSEQ_FORMATS + LOOP_FORMATS
+    rows: list[tuple[str, str]] = []
+    if fmt in MEGATRON_FORMATS or not known:
+        rows.append(("Megatron-DeepSpeed", megatron_deepspeed_flag(plan)))
+        rows.append(("Megatron-LM (1-indexed)", _short("megatron-lm", megatron_lm_flag(plan))))
+    if fmt in FAIRSEQ_FORMATS or not known:
+        rows.append(("metaseq", metaseq_flag(plan)))
+    if fmt in LOOP_FORMATS or not known:
+        rows.append(("HF Trainer / PyTorch loop", "losslens skiplist RUN --target hf > "
+                     "plan.json, then losslens.skipdata (skipping_trainer / SkipBatches)"))
+    return rows
+
+
 def sample_ranges(ctx: PlanContext) -> list[tuple[int, int]]:
     if ctx.plan.samples is not None:
         return [(int(a), int(b)) for a, b in ctx.plan.samples]
@@ -142,18 +171,8 @@ def samples_line(ctx: PlanContext) -> str:
 # --------------------------------------------------------------------------- notes
 
 def _restart_note(ctx: PlanContext) -> str:
-    r = ctx.plan.restart_from_step
-    if ctx.checkpoints is None:
-        return (f"restart from iteration {r} (no checkpoints known: assumed exactly "
-                f"{ctx.policy.before} steps before the onset; pass --checkpoint-every, "
-                "--checkpoints or --checkpoint-dir)")
-    if ctx.checkpoints and r in ctx.checkpoints and r > 0:
-        return (f"restart from the checkpoint saved at iteration {r} (checkpoints from "
-                f"{ctx.checkpoint_source}); training then resumes at iteration {r + 1}")
-    if ctx.first_step is not None and r == ctx.first_step and r > ctx.policy.before:
-        return (f"restart from iteration {r}, where this log starts (the checkpoint the run "
-                "resumed from, if it resumed there): no checkpoint known is early enough")
-    return f"restart from the start of training (iteration {r}): no checkpoint is early enough"
+    return restart_note(ctx.plan.restart_from_step, ctx.checkpoints, ctx.checkpoint_source,
+                        ctx.first_step, ctx.policy.before)
 
 
 def _common_notes(ctx: PlanContext) -> list[str]:
@@ -316,6 +335,8 @@ def unknown_restart(ctx: PlanContext) -> str | None:
     """Why the plan's restart step is not a known checkpoint (None when it is one, or when
     the plan restarts from the start of training)."""
     r = ctx.plan.restart_from_step
+    if r <= 0:
+        return None
     if ctx.checkpoints is None:
         return (f"{ctx.source}: run {ctx.run}: the plan restarts from iteration {r}, and no "
                 "checkpoint is known (none given, none in the log): pass `checkpoint_every`, "
@@ -396,6 +417,9 @@ def nothing_to_skip(analysis, run: str | None = None) -> str:
     runs = [ra for ra in analysis.runs if run is None or ra.info.run == run]
     n = sum(len(ra.events) for ra in runs)
     names = ", ".join(ra.info.run for ra in runs)
+    why = [w for ra in runs for w in ra.plan_warnings]  # e.g. NaN from the first step: no plan
+    if why:
+        return f"Nothing to skip in {names}: " + "; ".join(one_line(w) for w in why)
     return (f"Nothing to skip: no event in {names} needs a restart ({n} event(s) found; a "
             "restart is planned for spikes that never recover, divergence and non-finite "
             "losses)")

@@ -20,7 +20,7 @@ from . import checkpoints as ckpt
 from .events import Event, Finding, SkipPlan, severity_rank
 from .frame import Frame, RunInfo
 from .options import Options
-from .skipplan import SkipPolicy, plan
+from .skipplan import SkipPolicy, plan, restart_note
 
 
 @dataclass(frozen=True)
@@ -123,16 +123,20 @@ def conclude(info: RunInfo, events: Sequence[Event], options: Options | None = N
     firsts = first_steps(info)
     kept = mark_not_computed(kept, {s.tag for s in info.series if s.role == "train_loss"
                                     and s.points}, firsts)
-    findings = tuple(diagnose([e for e in kept if not is_echo(e)], info.metadata, firsts))
+    findings = tuple(diagnose([e for e in kept if not is_echo(e)], info.metadata, firsts,
+                              {s.tag: s.role for s in info.series}))
     kept = settle(kept, findings)
     ckpts, src = ckpt.for_run(info, checkpoints, source)
     skip, warns = plan(kept, ckpts, options.policy,
                        options.global_batch_size or info.metadata.global_batch_size,
                        first_step=min(firsts.values(), default=0), first_steps=firsts)
-    if skip is not None:  # the plan says where its checkpoints came from
+    if skip is not None:  # the plan says where its checkpoints came from, and its restart
         skip = replace(skip, checkpoint_source=src if ckpts is not None else
                        f"none known: the restart is assumed {options.policy.before} steps "
-                       "before the onset")
+                       "before the onset",
+                       restart_note=restart_note(skip.restart_from_step, ckpts, src,
+                                                 min(firsts.values(), default=None),
+                                                 options.policy.before))
     return RunAnalysis(info, kept, findings, skip, tuple(warns), ignored, ckpts, src)
 
 

@@ -24,6 +24,8 @@ ACTIONABLE_KINDS = ("divergence", "nonfinite")
 
 
 def needs_action(event: Event) -> bool:
+    if event.details.get("echo_of"):  # a validation loss' echo of a training event: the
+        return False  # training event is the one planned for (and the one diagnosed)
     if event.kind == "spike":
         return event.recovery == "none" and not event.details.get("negligible")
     if event.details.get("component"):  # one part of a multi-part loss rose, the total did not
@@ -67,12 +69,43 @@ class SkipPolicy:
 
 
 def restart_from_first(first_step: int, policy: SkipPolicy) -> str:
-    """What restarting from the first logged step means: the start of training, or, where the
-    log starts later (a resumed run's log), the checkpoint it resumed from."""
+    """What restarting from the first logged step means: the start of training (step 0: no
+    iteration run yet), or, where the log starts later (a resumed run's log), the checkpoint
+    it resumed from."""
     if first_step <= policy.before:
-        return f"restart from the start of training (step {first_step})"
+        return "restart from the start of training (step 0)"
     return (f"restart from step {first_step}, where this log starts (the checkpoint the run "
             "resumed from, if it resumed there; else your latest checkpoint before it)")
+
+
+def _first_restart(first_step: int, policy: SkipPolicy) -> int:
+    """The restart step when nothing earlier is known: the start of training (0, so the
+    skip starts at iteration 1) for a log that starts within `before` steps of it, else the
+    step the log starts at (a resumed run's log)."""
+    return 0 if first_step <= policy.before else first_step
+
+
+def restart_note(restart: int, checkpoints: Sequence[int] | None, checkpoint_source: str,
+                 first_step: int | None, before: int) -> str:
+    """The restart in words, as every view prints it (analyze's reports and skiplist's
+    notes): from a known checkpoint, from the start of training, from where a resumed log
+    starts, or from a step assumed without a checkpoint."""
+    r = restart
+    if r <= 0:
+        return ("restart from the start of training (step 0: no checkpoint needed); the "
+                "restarted run executes iteration 1 first")
+    if checkpoints and r in checkpoints:
+        return (f"restart from the checkpoint saved at iteration {r} (checkpoints from "
+                f"{checkpoint_source}); training then resumes at iteration {r + 1}")
+    if first_step is not None and r == first_step and r > before:
+        return (f"restart from iteration {r}, where this log starts (the checkpoint the run "
+                "resumed from, if it resumed there): no checkpoint known is early enough")
+    if checkpoints is None:
+        return (f"restart from iteration {r} (no checkpoints known: assumed exactly "
+                f"{before} steps before the onset; pass --checkpoint-every, "
+                "--checkpoints or --checkpoint-dir)")
+    return (f"restart from iteration {r}, which is not one of the known checkpoints "
+            f"({checkpoint_source})")
 
 
 def _event_end(event: Event) -> int:
@@ -111,7 +144,7 @@ def plan(events: Sequence[Event], checkpoints: Sequence[int] | None = None,
     for event in todo:
         target = event.start_step - policy.before
         if ckpts is None:
-            restart = max(first_step, target)
+            restart = target if target >= first_step else _first_restart(first_step, policy)
         else:
             early = [c for c in ckpts if c <= target]
             if not early:
@@ -119,7 +152,7 @@ def plan(events: Sequence[Event], checkpoints: Sequence[int] | None = None,
                     f"no checkpoint at least {policy.before} steps before step "
                     f"{event.start_step} ({event.kind}); earliest known is "
                     f"{ckpts[0] if ckpts else 'none'}: {restart_from_first(first_step, policy)}")
-                restart = first_step
+                restart = _first_restart(first_step, policy)
             else:
                 restart = early[-1]
         first = restart + 1
@@ -140,4 +173,4 @@ def plan(events: Sequence[Event], checkpoints: Sequence[int] | None = None,
               f"latest checkpoint >= {policy.before} steps before each onset, skip "
               f"{policy.min_skip}-{policy.max_skip} batches through the end of the event")
     return SkipPlan(restart_from_step=min(restarts), skip=tuple(merged), reason=reason,
-                    samples=samples), warnings
+                    samples=samples, global_batch_size=global_batch_size or None), warnings

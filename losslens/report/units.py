@@ -31,8 +31,10 @@ MARK_NAMES = {"▲": "spike", "◆": "divergence", "✖": "non-finite", "↺": "
 
 
 def _num(v: float) -> str:
+    """Three significant figures, as the data carry: 1.87, 29,421 (whole numbers up to
+    99,999), 1.16e+09 (not ten digits of a ratio over a near-zero level)."""
     a = abs(v)
-    if a >= 100:
+    if 100 <= a < 1e5:
         return f"{v:,.0f}"
     return f"{v:.3g}"
 
@@ -60,6 +62,8 @@ def magnitude_text(kind: str, magnitude: float | None, details: dict | None = No
     if kind == "rollback":
         n = int(round(m))
         return f"{n:,} step" + ("" if n == 1 else "s") + " replayed"
+    if kind == "changepoint" and m >= 9:  # a level ten times higher or more: a factor,
+        return f"×{_num(1 + m)} level"  # not "+2.17e+08%"
     if kind in _RELATIVE:
         return f"{m * 100:+.3g}% {_RELATIVE[kind]}"
     return _num(m)
