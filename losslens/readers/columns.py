@@ -150,16 +150,19 @@ def report_rows(builder: RecordsBuilder, metrics: dict[str, Col], step_ok: np.nd
     (one skip a row, naming its first such column and how many more; `header_again`: rows
     that repeat the header line, as a file appended to by a restarted job has)."""
     bad_cols = [(name, col.bad) for name, col in metrics.items() if col.bad is not None]
-    if bad_cols:
-        count = np.sum([b for _, b in bad_cols], axis=0)
+    if bad_cols:  # (one pass a column: no rows x columns array, no per-row column scan)
+        count = np.zeros(step_ok.shape[0], np.int64)
+        first = np.full(step_ok.shape[0], -1, np.int64)
+        for j, (_, b) in enumerate(bad_cols):
+            count += b
+            first[b & (first < 0)] = j
         for i in np.flatnonzero(count):
             if header_again is not None and header_again[i]:
                 builder.skip(int(lines[i]), "the header line again (a file appended to by a "
                              "restarted job?)")
                 continue
-            first = next(name for name, b in bad_cols if b[i])
             more = int(count[i]) - 1
-            builder.skip(int(lines[i]), f"column {first!r}: not a number"
+            builder.skip(int(lines[i]), f"column {bad_cols[first[i]][0]!r}: not a number"
                          + (f" (and {more} more column{'s' * (more > 1)})" if more else ""))
     if metrics:
         has_value = np.logical_or.reduce([c.present for c in metrics.values()])
